@@ -1,0 +1,74 @@
+"""nox sessions: tests, equivalence, lint, typecheck, bench, docs.
+
+The core and every plugin are installed into the session's environment from their folders,
+exactly as a user installs them; nothing is reached through PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHONS = ["3.11", "3.12"]
+PLUGINS = ["native", "xen", "vmi"]
+PLUGIN_DIRS = [f"./plugins/pvframe_{name}" for name in PLUGINS]
+
+
+def _python() -> list[str] | None:
+    """Test on both supported Pythons when asked (PVFRAME_ALL_PYTHONS=1); CI uses the
+    interpreter it runs under so that a machine with one Python still passes."""
+    return PYTHONS if os.environ.get("PVFRAME_ALL_PYTHONS") else None
+
+
+def install_all(session: nox.Session, *extras: str) -> None:
+    spec = f".[{','.join(extras)}]" if extras else "."
+    session.install(spec, *PLUGIN_DIRS)
+
+
+@nox.session(python=_python())
+def tests(session: nox.Session) -> None:
+    """Unit and integration tests: core plus each plugin installed from its folder."""
+    install_all(session, "test")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+@nox.parametrize("backend", PLUGINS)
+def equivalence(session: nox.Session, backend: str) -> None:
+    """The equivalence tests that exist, against one installed backend.
+
+    ``nox -s equivalence -- deep`` selects the deep Hypothesis profile.
+    """
+    install_all(session, "test")
+    profile = "deep" if "deep" in session.posargs else "ci"
+    session.run(
+        "pytest", "-q", "-m", "equivalence", "-p", "no:cacheprovider",
+        f"--pvframe-backend={backend}", f"--hypothesis-profile={profile}",
+        "tests", success_codes=[0, 5],
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the core, the plugins, the tests and this file."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", "pvframe", "plugins", "tests", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy over the core and the plugins."""
+    install_all(session)
+    session.install("mypy>=1.10")
+    session.run("mypy", "pvframe", *[f"{d}/pvframe_{n}" for d, n in zip(PLUGIN_DIRS, PLUGINS, strict=True)])
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: hook-call cost (bound versus pluggy) and executor speed versus Unicorn."""
+    install_all(session, "test")
+    session.run("python", "-m", "pvframe.bench", *session.posargs)

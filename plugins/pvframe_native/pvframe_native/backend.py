@@ -1,0 +1,23 @@
+"""The native backend class registered under ``pvframe.backends`` as ``native``."""
+
+from __future__ import annotations
+
+from pvframe_native.apic import ApicOps
+from pvframe_native.cpu import CpuOps
+from pvframe_native.init import InitOps
+from pvframe_native.irq import IrqOps
+from pvframe_native.mmu import MmuOps
+from pvframe_native.time import TimeOps
+
+
+class NativeBackend(InitOps, TimeOps, CpuOps, IrqOps, ApicOps, MmuOps):
+    """Bare hardware. One instance per machine (it holds the TSC offset, the SYSENTER
+    MSRs and the lazy mode)."""
+
+    name = "bare hardware"
+    kernel_rpl = 0
+    paravirt_enabled = 0
+
+    def __init__(self) -> None:
+        CpuOps.__init__(self)
+        MmuOps.__init__(self)

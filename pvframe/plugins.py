@@ -1,0 +1,339 @@
+"""The plugin manager: backend discovery, validation, native fallback and binding.
+
+Backends are separately installed distributions that register an object under the
+entry-point group ``pvframe.backends``. The object is either a class (instantiated once per
+machine, so a backend may keep per-machine state such as a hypervisor model) or a module
+(stateless hooks). Its hook implementations are functions marked with
+:data:`pvframe.hookspecs.hookimpl` and named ``pvop_<op>``.
+
+Every backend other than ``native`` is layered over the native backend through the same
+pluggy manager: an op the backend does not implement is *inherited* from native, and
+:class:`BackendInfo` says which ops are implemented and which are inherited. There is no
+second code path for the default behaviour (the datasette pattern).
+
+Binding ("patching", after ``apply_paravirt()`` in Linux 2.6.22): when a machine is built,
+:func:`bind` resolves every hook once to a plain callable with the machine already bound,
+so the executor's hot path is one Python call per privileged operation instead of a pluggy
+dispatch. When tracing is requested, or when any registered plugin adds a hook wrapper,
+the bound callable goes through pluggy (``subset_hook_caller``) so wrappers and
+``add_hookcall_monitoring`` keep working.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata as md
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import pluggy
+
+from pvframe import hookspecs
+from pvframe.hookspecs import PREFIX, all_hook_names
+
+ENTRY_POINT_GROUP = "pvframe.backends"
+NATIVE = "native"
+
+
+class BackendError(Exception):
+    """A backend could not be loaded or validated. The message is one line: the
+    distribution, the hook (when one is at fault) and what to do about it."""
+
+
+class UnknownBackendError(BackendError):
+    """No installed backend has the requested name."""
+
+
+@attrs.frozen
+class BackendInfo:
+    """What the plugin manager knows of one installed backend."""
+
+    name: str
+    distribution: str
+    version: str
+    entry_point: str
+    implemented: tuple[str, ...] = ()
+    inherited: tuple[str, ...] = ()
+    error: str | None = None
+    factory: Any = attrs.field(default=None, repr=False, eq=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _spec_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("pvframe")
+    for module in hookspecs.SPEC_MODULES:
+        if any(name.startswith(PREFIX) for name in vars(module)):
+            pm.add_hookspecs(module)  # the lock group has no 2.6.20-23 members
+    return pm
+
+
+def _spec_params() -> dict[str, tuple[str, ...]]:
+    """Hook name -> parameter names of the spec, ``machine`` first."""
+    params: dict[str, tuple[str, ...]] = {}
+    for module in hookspecs.SPEC_MODULES:
+        for name, fn in inspect.getmembers(module, inspect.isfunction):
+            if name.startswith(PREFIX):
+                params[name] = tuple(inspect.signature(fn).parameters)
+    return params
+
+
+SPEC_PARAMS: dict[str, tuple[str, ...]] = _spec_params()
+
+
+def instantiate(factory: Any) -> Any:
+    """A fresh backend object: classes are instantiated, modules are used as they are."""
+    return factory() if inspect.isclass(factory) else factory
+
+
+def _dist_label(dist: str) -> str:
+    return f"backend distribution {dist!r}"
+
+
+def validate(plugin: Any, dist: str) -> tuple[str, ...]:
+    """Check ``plugin`` against the hookspecs; return the op names it implements.
+
+    Raises :class:`BackendError` naming the distribution, the hook and the fix for: an
+    attribute named like a hook that is not callable, a ``pvop_*`` function not marked as a
+    hook implementation, a hook name that is not in the catalogue, and argument names the
+    spec does not have (pluggy's own check).
+    """
+    label = _dist_label(dist)
+    for attr in dir(plugin):
+        if not attr.startswith(PREFIX):
+            continue
+        value = getattr(plugin, attr)
+        if not callable(value):
+            raise BackendError(
+                f"{label}: {attr} is a {type(value).__name__}, not a function; "
+                f"define it as a method marked @hookimpl"
+            )
+        if attr not in SPEC_PARAMS:
+            raise BackendError(
+                f"{label}: {attr} is not a paravirt_ops hook; "
+                f"check the spelling against `pvframe ops` or remove it"
+            )
+        opts = getattr(value, "pvframe_impl", None)
+        if opts is None:
+            raise BackendError(
+                f"{label}: {attr} is not marked as a hook implementation; "
+                f"decorate it with @pvframe.hookspecs.hookimpl"
+            )
+    pm = _spec_manager()
+    try:
+        pm.register(plugin, name=dist)
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        hook = next((h for h in SPEC_PARAMS if f"'{h}'" in str(exc)), "?")
+        wanted = ", ".join(SPEC_PARAMS.get(hook, ()))
+        raise BackendError(
+            f"{label}: hook {hook} has arguments the spec does not have; "
+            f"use a subset of ({wanted})"
+        ) from exc
+    return tuple(
+        sorted(
+            impl.function.__name__[len(PREFIX):]
+            for caller in pm.get_hookcallers(plugin) or []
+            for impl in caller.get_hookimpls()
+            if impl.plugin is plugin
+        )
+    )
+
+
+def _entry_points() -> Iterable[md.EntryPoint]:
+    return md.entry_points(group=ENTRY_POINT_GROUP)
+
+
+def discover() -> dict[str, BackendInfo]:
+    """Every installed backend, loaded and validated; a broken one is reported, not raised.
+
+    The result is keyed by backend name; backends that failed carry ``error`` and no
+    factory. The others still load.
+    """
+    ops = tuple(name[len(PREFIX):] for name in all_hook_names())
+    found: dict[str, BackendInfo] = {}
+    for ep in sorted(_entry_points(), key=lambda e: e.name):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        version = ep.dist.version if ep.dist is not None else "?"
+        base = BackendInfo(ep.name, dist, version, ep.value)
+        if ep.name in found:
+            found[ep.name] = attrs.evolve(
+                found[ep.name],
+                error=f"backend name {ep.name!r} is registered twice "
+                f"({found[ep.name].distribution} and {dist}); uninstall one",
+            )
+            continue
+        try:
+            factory = ep.load()
+        except Exception as exc:
+            found[ep.name] = attrs.evolve(
+                base,
+                error=f"{_dist_label(dist)}: import of {ep.value} failed: "
+                f"{type(exc).__name__}: {exc}; reinstall or fix the distribution",
+            )
+            continue
+        try:
+            implemented = validate(instantiate(factory), dist)
+        except BackendError as exc:
+            found[ep.name] = attrs.evolve(base, error=str(exc))
+            continue
+        except Exception as exc:
+            found[ep.name] = attrs.evolve(
+                base,
+                error=f"{_dist_label(dist)}: creating the backend failed: "
+                f"{type(exc).__name__}: {exc}",
+            )
+            continue
+        inherited = () if ep.name == NATIVE else tuple(o for o in ops if o not in implemented)
+        found[ep.name] = attrs.evolve(
+            base, implemented=implemented, inherited=inherited, factory=factory
+        )
+    return found
+
+
+def get_backend(name: str, backends: dict[str, BackendInfo] | None = None) -> BackendInfo:
+    """The named, loadable backend (and native, which every other backend needs)."""
+    backends = discover() if backends is None else backends
+    info = backends.get(name)
+    if info is None:
+        known = ", ".join(sorted(backends)) or "none"
+        raise UnknownBackendError(
+            f"no backend named {name!r} is installed (installed: {known}); "
+            f"pip install its distribution, e.g. ./plugins/pvframe_{name}"
+        )
+    if info.error:
+        raise BackendError(info.error)
+    if name != NATIVE:
+        native = backends.get(NATIVE)
+        if native is None or native.error:
+            raise BackendError(
+                f"backend {name!r} inherits from the native backend, which is "
+                f"{'missing' if native is None else 'broken: ' + str(native.error)}; "
+                f"pip install ./plugins/pvframe_native"
+            )
+    return info
+
+
+# ---------------------------------------------------------------------------- binding
+
+
+class HookTable:
+    """The bound hooks of one machine: attribute ``X`` calls op ``X`` with the machine
+    already bound, positional arguments in the spec's order."""
+
+    __slots__ = (*(name[len(PREFIX):] for name in all_hook_names()), "__dict__")
+
+    def __init__(self, bound: dict[str, Callable[..., Any]]) -> None:
+        for op, fn in bound.items():
+            setattr(self, op, fn)
+
+
+@attrs.define
+class BoundBackend:
+    """A backend bound to one machine: its hook table, the plugin objects and provenance."""
+
+    info: BackendInfo
+    hooks: HookTable
+    plugin: Any
+    native_plugin: Any
+    pm: pluggy.PluginManager
+    provider: dict[str, str]
+    counts: dict[str, int] = attrs.field(factory=dict)
+
+
+def _adapt(fn: Callable[..., Any], argnames: tuple[str, ...], spec: tuple[str, ...],
+           machine: Any) -> Callable[..., Any]:
+    """``fn`` bound to ``machine``, called positionally with the spec's arguments."""
+    if argnames == spec:
+        return functools.partial(fn, machine)
+    values_for = [spec.index(a) for a in argnames]
+
+    def adapted(*args: Any) -> Any:
+        full = (machine, *args)
+        return fn(*[full[i] for i in values_for])
+
+    return adapted
+
+
+def _counting(fn: Callable[..., Any], op: str, counts: dict[str, int]) -> Callable[..., Any]:
+    def counted(*args: Any) -> Any:
+        counts[op] = counts.get(op, 0) + 1
+        return fn(*args)
+
+    return counted
+
+
+def bind(
+    name: str,
+    machine: Any,
+    *,
+    backends: dict[str, BackendInfo] | None = None,
+    trace: bool = False,
+    count: bool = True,
+    extra_plugins: Iterable[Any] = (),
+) -> BoundBackend:
+    """Build fresh backend objects for ``machine`` and resolve every hook once.
+
+    ``trace`` (or any plugin in ``extra_plugins`` that defines a hook wrapper) routes
+    calls through pluggy so wrappers and monitoring run; otherwise each op is one direct
+    call into the chosen implementation. ``count`` keeps per-op call counts in
+    ``BoundBackend.counts`` (the ``hooks`` of ``pvframe run --json``).
+    """
+    backends = discover() if backends is None else backends
+    info = get_backend(name, backends)
+    pm = _spec_manager()
+    native_plugin = instantiate(backends[NATIVE].factory)
+    pm.register(native_plugin, name=NATIVE)
+    plugin = native_plugin
+    if name != NATIVE:
+        plugin = instantiate(info.factory)
+        pm.register(plugin, name=name)
+    extras = list(extra_plugins)
+    for i, extra in enumerate(extras):
+        pm.register(extra, name=f"extra-{i}")
+    pm.check_pending()
+
+    bound: dict[str, Callable[..., Any]] = {}
+    provider: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for hook_name, spec in SPEC_PARAMS.items():
+        op = hook_name[len(PREFIX):]
+        caller = getattr(pm.hook, hook_name)
+        impls = caller.get_hookimpls()
+        plain = [i for i in impls if not (i.hookwrapper or i.wrapper)]
+        wrapped = len(plain) != len(impls)
+        chosen = next((i for i in plain if i.plugin is plugin), None)
+        if chosen is None:
+            chosen = next((i for i in plain if i.plugin is native_plugin), None)
+        if chosen is None:
+            bound[op] = _missing(op, name)
+            provider[op] = "missing"
+            continue
+        provider[op] = NATIVE if chosen.plugin is native_plugin else name
+        if trace or wrapped:
+            others = [i.plugin for i in plain if i is not chosen]
+            sub = pm.subset_hook_caller(hook_name, remove_plugins=others)
+            names = spec[1:]
+
+            def via_pluggy(*args: Any, _sub: Any = sub, _names: tuple[str, ...] = names) -> Any:
+                return _sub(machine=machine, **dict(zip(_names, args, strict=True)))
+
+            fn: Callable[..., Any] = via_pluggy
+        else:
+            fn = _adapt(chosen.function, tuple(chosen.argnames), spec, machine)
+        bound[op] = _counting(fn, op, counts) if count else fn
+    return BoundBackend(info, HookTable(bound), plugin, native_plugin, pm, provider, counts)
+
+
+def _missing(op: str, backend: str) -> Callable[..., Any]:
+    def missing(*args: Any) -> Any:
+        raise BackendError(
+            f"op {op} has no implementation in backend {backend!r} nor in native; "
+            f"implement {PREFIX}{op}"
+        )
+
+    return missing
