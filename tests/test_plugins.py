@@ -109,7 +109,7 @@ def test_broken_backend_cannot_be_bound(broken_installed: dict[str, plugins.Back
 
 
 def test_unknown_backend_names_the_installed_ones() -> None:
-    with pytest.raises(plugins.UnknownBackendError, match="installed: .*native"):
+    with pytest.raises(plugins.UnknownBackendError, match=r"installed: .*native"):
         plugins.get_backend("hyperv")
 
 

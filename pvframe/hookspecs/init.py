@@ -1,0 +1,97 @@
+# mypy: disable-error-code="empty-body"
+"""Boot, setup and miscellaneous ops (the 2.6.24 ``pv_init_ops`` group).
+
+Members: ``patch``, ``arch_setup``, ``memory_setup``, ``post_allocator_init``, ``banner``,
+exactly the 2.6.24 ``pv_init_ops``. Boot-time members that 2.6.24 put elsewhere are specified
+in those groups: ``init_IRQ`` in :mod:`.irq`, ``time_init`` and ``const_udelay`` in
+:mod:`.time`, ``io_delay`` in :mod:`.cpu`, ``pagetable_setup_start/done`` in :mod:`.mmu`.
+
+``machine`` is always the :class:`pvframe.machine.Machine` the op runs on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pvframe.hookspecs._marker import hookspec
+
+if TYPE_CHECKING:
+    from pvframe.machine import Machine
+
+# ---------------------------------------------------------------------------------------------
+# Call-site patching
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def pvop_patch(
+    machine: Machine, type_: int, clobber: int, insns: int, addr: int, len_: int
+) -> int:
+    """Rewrite one recorded paravirt call site; return how many bytes were written.
+
+    Native (``native_patch``): 20-21 copy one of the seven fixed sequences; 22-23 inline the
+    native instruction(s) of a few ops, else emit a direct call, NOPs or ``ud2a``.
+
+    :param type_: patch type (20-21: 0-6; 22-23: slot index of the op in the struct).
+    :param clobber: registers the site lets the code clobber (EAX 1, ECX 2, EDX 4).
+    :param insns: linear address of the site buffer; ``len_``: its size in bytes.
+    :param addr: linear address of the site (the C argument exists in 23 only; earlier
+        versions patch in place, so the machine passes ``insns``).
+    :returns: bytes used, at most ``len_``; the caller pads the rest with NOPs.
+
+    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 1.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def pvop_arch_setup(machine: Machine) -> None:
+    """Backend-specific early setup, run from ``setup_arch`` (``ARCH_SETUP``).
+
+    Native: nothing. Xen uses it to register callbacks and enable VM assists.
+
+    :returns: nothing.
+
+    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 2.
+    """
+
+
+@hookspec(firstresult=True)
+def pvop_memory_setup(machine: Machine) -> str:
+    """Build the kernel's map of physical RAM ranges; return the name of its source.
+
+    Native: copy the firmware (BIOS E820) memory map.
+
+    :returns: the name of the map's source, e.g. ``"Xen"`` (deviation: C returns a
+        ``char *``; here the string itself).
+
+    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 3.
+    """
+
+
+@hookspec(firstresult=True)
+def pvop_post_allocator_init(machine: Machine) -> None:
+    """Called once the page allocator is up (``struct page`` exists for all memory).
+
+    Native: unset, i.e. nothing. Xen marks the boot page-table pages as pinned here.
+
+    :returns: nothing.
+
+    Linux 2.6.23 only; paravirt-ops.md §1 row 4.
+    """
+
+
+@hookspec(firstresult=True)
+def pvop_banner(machine: Machine) -> None:
+    """Print the boot banner naming the paravirt backend (a core initcall).
+
+    Native: print "Booting paravirtualized kernel on" followed by the backend name.
+
+    :returns: nothing.
+
+    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 9.
+    """
