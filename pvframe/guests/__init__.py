@@ -1,10 +1,14 @@
 """Demo guests, shipped as source and built reproducibly on first use.
 
-Each guest is a GNU as source (``NAME.S``, including ``common.S``) linked with
-``guest.ld`` into a multiboot v1 ELF at 1 MiB::
+Each guest is GNU as source (``NAME.S``, including ``common.S``), or for the kernel-like
+``tasks`` guest a boot stub in as plus C, linked with ``guest.ld`` into a multiboot v1 ELF
+at 1 MiB::
 
     as --32 -I <this folder> -o NAME.o NAME.S
-    ld -m elf_i386 -T guest.ld --no-warn-rwx-segments --build-id=none -o NAME.elf NAME.o
+    gcc -m32 -ffreestanding -nostdlib -fno-pic -fno-stack-protector -mgeneral-regs-only \
+        -O2 -fno-asynchronous-unwind-tables -c tasks.c          (C guests)
+    ld -m elf_i386 -T guest.ld -z noexecstack --no-warn-rwx-segments --build-id=none \
+        -o NAME.elf *.o
 
 Builds are cached under ``$PVFRAME_CACHE`` (default ``~/.cache/pvframe/guests``) keyed by a
 hash of the sources and tool versions; the same sources give byte-identical ELF files.
@@ -20,13 +24,26 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-#: name -> (one-line description, expected console output prefix)
+#: name -> one-line description
 GUESTS: dict[str, str] = {
     "hello": "serial output and the multiboot hand-off (the default demo)",
     "timer": "periodic local APIC timer interrupts counted while halting",
     "ipi": "a fixed self-IPI through the local APIC",
     "paging": "page tables, paging on, page faults taken and repaired, invlpg",
+    "tasks": "kernel-like: two tasks with separate page directories switched on the timer tick",
 }
+#: name -> source files (as or C) linked into the guest
+SOURCES: dict[str, tuple[str, ...]] = {
+    "hello": ("hello.S", "common.S"),
+    "timer": ("timer.S", "common.S"),
+    "ipi": ("ipi.S", "common.S"),
+    "paging": ("paging.S", "common.S"),
+    "tasks": ("tasks_boot.S", "tasks.c"),
+}
+CFLAGS = (
+    "-m32", "-ffreestanding", "-nostdlib", "-fno-pic", "-fno-stack-protector",
+    "-mgeneral-regs-only", "-O2", "-fno-asynchronous-unwind-tables",
+)
 DEFAULT = "hello"
 
 
@@ -57,9 +74,11 @@ def cache_dir() -> Path:
 def _key(name: str) -> str:
     src = _source_dir()
     h = hashlib.sha256()
-    for part in (f"{name}.S", "common.S", "guest.ld"):
+    for part in (*SOURCES[name], "guest.ld"):
         h.update((src / part).read_bytes())
-    for tool in ("as", "ld"):
+    h.update(" ".join(CFLAGS).encode())
+    tools = ("as", "ld", "gcc") if any(f.endswith(".c") for f in SOURCES[name]) else ("as", "ld")
+    for tool in tools:
         out = subprocess.run([_tool(tool), "--version"], capture_output=True, text=True)
         h.update(out.stdout.splitlines()[0].encode() if out.stdout else b"")
     return h.hexdigest()[:16]
@@ -75,13 +94,21 @@ def build(name: str) -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        obj = Path(tmp) / f"{name}.o"
         elf = Path(tmp) / f"{name}.elf"
-        for cmd in (
-            [_tool("as"), "--32", "-I", str(src), "-o", str(obj), str(src / f"{name}.S")],
-            [_tool("ld"), "-m", "elf_i386", "-T", str(src / "guest.ld"),
-             "--no-warn-rwx-segments", "--build-id=none", "-o", str(elf), str(obj)],
-        ):
+        cmds: list[list[str]] = []
+        objs: list[str] = []
+        for source in SOURCES[name]:
+            if source == "common.S":
+                continue  # included by the guest's own .S
+            obj = str(Path(tmp) / (source.rsplit(".", 1)[0] + ".o"))
+            objs.append(obj)
+            if source.endswith(".c"):
+                cmds.append([_tool("gcc"), *CFLAGS, "-c", "-o", obj, str(src / source)])
+            else:
+                cmds.append([_tool("as"), "--32", "-I", str(src), "-o", obj, str(src / source)])
+        cmds.append([_tool("ld"), "-m", "elf_i386", "-T", str(src / "guest.ld"), "-z", "noexecstack",
+                     "--no-warn-rwx-segments", "--build-id=none", "-o", str(elf), *objs])
+        for cmd in cmds:
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 first = (proc.stderr.strip().splitlines() or ["no message"])[0]

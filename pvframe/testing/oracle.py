@@ -1,0 +1,145 @@
+"""The oracle: run one program on the backend under test and on native, compare what the
+guest can observe, and report the first point where the two runs part.
+
+Observed and compared: console output, stop reason and exit code, final registers (all of
+them: every backend shares the executor, so even undefined flags are computed the same
+way), instruction count, the words the program recorded (``results``) and the exceptions
+and interrupts delivered (``events``: vector, error code, CR2, op index).
+
+Time readings (TSC, APIC current count, RTC) are compared exactly: every backend reads the
+machine's one time base, so the clock layer's bound between two backends of the same
+machine is 0 cycles. A backend that converts through other units (VMI cycles, Xen ns)
+must round-trip exactly at the TSC frequencies the kit uses; ``units`` documents why.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import attrs
+
+from pvframe import plugins
+from pvframe.machine import Machine, MachineConfig
+from pvframe.testing import programs as p
+from pvframe.testing.asm import assemble
+
+DEFAULT_BUDGET = 2_000_000
+
+
+@attrs.frozen
+class Event:
+    vector: int
+    error_code: int
+    cr2: int
+    op: int
+
+    def describe(self) -> str:
+        extra = f" err={self.error_code:#x}" if self.vector in p.ERROR_CODE_VECTORS else ""
+        cr2 = f" cr2={self.cr2:#x}" if self.vector == 14 else ""
+        return f"vector {self.vector:#x}{extra}{cr2} during op {self.op}"
+
+
+@attrs.frozen
+class Observation:
+    """What the guest could observe of one run."""
+
+    backend: str
+    stop: str
+    exit_code: int | None
+    instructions: int
+    registers: dict[str, int]
+    console: str
+    results: tuple[int, ...]
+    events: tuple[Event, ...]
+    detail: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "stop": self.stop, "exit_code": self.exit_code, "console": self.console,
+            "events": self.events, "results": self.results, "registers": self.registers,
+            "instructions": self.instructions,
+        }
+
+
+@attrs.frozen
+class Divergence:
+    """Two runs of one program that differ; ``str()`` is the report."""
+
+    program: p.Program
+    field: str
+    native: Observation
+    other: Observation
+    first: str
+
+    def __str__(self) -> str:
+        return (
+            f"backend {self.other.backend!r} diverges from native in {self.field}: {self.first}\n"
+            f"native: stop={self.native.stop} exit={self.native.exit_code} "
+            f"instructions={self.native.instructions} events={len(self.native.events)} "
+            f"{self.native.detail or ''}\n"
+            f"{self.other.backend}: stop={self.other.stop} exit={self.other.exit_code} "
+            f"instructions={self.other.instructions} events={len(self.other.events)} "
+            f"{self.other.detail or ''}\n"
+            f"program ({len(self.program.ops)} ops):\n{self.program.listing()}"
+        )
+
+
+def observe(
+    program: p.Program,
+    backend: str,
+    *,
+    backends: dict[str, plugins.BackendInfo] | None = None,
+    budget: int = DEFAULT_BUDGET,
+    config: MachineConfig | None = None,
+) -> Observation:
+    """Run ``program`` on ``backend`` and collect what the guest could observe."""
+    built = assemble(program.source(), p.LOAD_ADDR)
+    machine = Machine(backend, config, backends=backends)
+    machine.load_raw(built.image, p.LOAD_ADDR, p.LOAD_ADDR)
+    result = machine.run(budget)
+    sym = built.symbols
+    used = machine.memory.read_bytes(sym["result_ptr"], 4)
+    nres = (int.from_bytes(used, "little") - sym["results"]) // 4
+    nres = max(0, min(nres, p.RESULTS_WORDS))
+    results = struct.unpack(f"<{nres}I", machine.memory.read_bytes(sym["results"], 4 * nres))
+    ev_end = int.from_bytes(machine.memory.read_bytes(sym["event_ptr"], 4), "little")
+    nev = max(0, min((ev_end - sym["events"]) // 16, p.EVENTS_MAX))
+    raw = struct.unpack(f"<{4 * nev}I", machine.memory.read_bytes(sym["events"], 16 * nev))
+    events = tuple(Event(*raw[i:i + 4]) for i in range(0, len(raw), 4))
+    return Observation(
+        backend, result.stop, result.exit_code, result.instructions, result.registers,
+        result.console, results, events, machine.stop_detail,
+    )
+
+
+def _first_difference(a: Any, b: Any) -> str:
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
+            if x != y:
+                show = (lambda v: v.describe()) if isinstance(x, Event) else (lambda v: f"{v:#x}")
+                return f"entry {i}: native {show(x)}, backend {show(y)}"
+        return f"native has {len(a)} entries, backend {len(b)}"
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = [k for k in a if a.get(k) != b.get(k)]
+        return ", ".join(f"{k}: native {a[k]:#x}, backend {b.get(k, 0):#x}" for k in keys[:4])
+    return f"native {a!r}, backend {b!r}"
+
+
+def compare(
+    program: p.Program,
+    backend: str,
+    *,
+    backends: dict[str, plugins.BackendInfo] | None = None,
+    budget: int = DEFAULT_BUDGET,
+) -> Divergence | None:
+    """None when ``backend`` and native agree on everything observable, else the first
+    difference in order of importance: stop, exit code, console, events, results,
+    registers, instruction count."""
+    native = observe(program, plugins.NATIVE, backends=backends, budget=budget)
+    other = observe(program, backend, backends=backends, budget=budget)
+    nf, of = native.fields(), other.fields()
+    for name in nf:
+        if nf[name] != of[name]:
+            return Divergence(program, name, native, other, _first_difference(nf[name], of[name]))
+    return None

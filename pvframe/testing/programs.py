@@ -1,0 +1,422 @@
+"""Guest programs rich in privileged operations, as data that shrinks well.
+
+A :class:`Program` is a tuple of :class:`Op` values plus a flag for paging. It renders late
+into GNU as source: a fixed harness (stack, IDT with a handler for every exception and the
+test interrupt vectors, UART, optional identity-mapped paging) runs the ops in order.
+
+Observable record, compared by the oracle (``pvframe.testing.oracle``):
+
+* ``results``: words the ops store (flags read back, TSC, CPUID, MSRs, loads, ...);
+* ``events``: one 16-byte entry per exception or interrupt delivered: vector, error code,
+  CR2 (for #PF) and the index of the op that was running;
+* console output, stop reason, exit code and final registers.
+
+An exception never loops: the handler logs it and resumes at the next op (the op's
+recovery label), so a faulting op is reported, not retried.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+LOAD_ADDR = 0x100000
+RESULTS_WORDS = 512
+EVENTS_MAX = 256
+TIMER_VECTOR = 0x40
+IPI_VECTOR = 0x41
+SPURIOUS_VECTOR = 0xFF
+APIC = 0xFEE00000
+# Paging layout (physical): page directory, identity table for 0-4 MiB, the test table
+# for VA 0x40000000-0x40007fff, the APIC table, and 16 frames the test maps.
+PD, PT0, PT_TEST, PT_APIC = 0x300000, 0x301000, 0x302000, 0x303000
+TEST_VA = 0x40000000
+TEST_PAGES = 8
+FRAMES = 0x380000
+NFRAMES = 16
+# Exceptions that push an error code (Intel SDM Vol. 3A §6.13 Table 6-1)
+ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17})
+MSR_SYSENTER = (0x174, 0x175, 0x176)
+MSR_INVALID = 0xC0DE0001
+RECORD = "call record"
+
+
+class Op:
+    """One step of a program: ``lines()`` is its assembly."""
+
+    def lines(self) -> list[str]:
+        raise NotImplementedError
+
+    def asm(self) -> str:
+        return "; ".join(line.strip() for line in self.lines())
+
+
+@attrs.frozen
+class Cli(Op):
+    def lines(self) -> list[str]:
+        return ["cli"]
+
+
+@attrs.frozen
+class Sti(Op):
+    def lines(self) -> list[str]:
+        return ["sti"]
+
+
+@attrs.frozen
+class SaveFlags(Op):
+    """pushf; record IF."""
+
+    def lines(self) -> list[str]:
+        return ["pushf", "pop %eax", "and $0x200, %eax", RECORD]
+
+
+@attrs.frozen
+class RestoreFlags(Op):
+    """popf of a value with IF set or clear."""
+
+    interrupts: bool
+
+    def lines(self) -> list[str]:
+        return [f"pushl ${0x202 if self.interrupts else 0x002:#x}", "popf"]
+
+
+@attrs.frozen
+class IrqSaveRestore(Op):
+    """``local_irq_save``; inner ops; ``local_irq_restore`` (pushf; cli ... popf)."""
+
+    inner: tuple[Op, ...]
+
+    def lines(self) -> list[str]:
+        body = [line for op in self.inner for line in op.lines()]
+        return ["pushf", "cli", *body, "popf"]
+
+
+@attrs.frozen
+class Compute(Op):
+    """A loop of ALU work that lets virtual time pass."""
+
+    iterations: int
+
+    def lines(self) -> list[str]:
+        return [f"mov ${self.iterations}, %ecx", "1: add %ecx, %ebx", "rol $3, %ebx", "loop 1b"]
+
+
+@attrs.frozen
+class PutChar(Op):
+    char: int
+
+    def lines(self) -> list[str]:
+        return [f"mov ${self.char:#x}, %al", "call putc"]
+
+
+@attrs.frozen
+class ReadTsc(Op):
+    def lines(self) -> list[str]:
+        return ["rdtsc", RECORD, "mov %edx, %eax", RECORD]
+
+
+@attrs.frozen
+class ReadRtc(Op):
+    """CMOS RTC register (0 seconds, 2 minutes, 4 hours, 7 day, 8 month, 9 year)."""
+
+    register: int
+
+    def lines(self) -> list[str]:
+        return [f"mov ${self.register}, %al", "out %al, $0x70", "in $0x71, %al",
+                "movzbl %al, %eax", RECORD]
+
+
+@attrs.frozen
+class Cpuid(Op):
+    leaf: int
+
+    def lines(self) -> list[str]:
+        return [f"mov ${self.leaf:#x}, %eax", "xor %ecx, %ecx", "cpuid", RECORD,
+                "mov %ebx, %eax", RECORD, "mov %ecx, %eax", RECORD, "mov %edx, %eax", RECORD]
+
+
+@attrs.frozen
+class ReadMsr(Op):
+    msr: int
+
+    def lines(self) -> list[str]:
+        return [f"mov ${self.msr:#x}, %ecx", "rdmsr", RECORD, "mov %edx, %eax", RECORD]
+
+
+@attrs.frozen
+class WriteMsr(Op):
+    msr: int
+    value: int
+
+    def lines(self) -> list[str]:
+        return [f"mov ${self.msr:#x}, %ecx", f"mov ${self.value:#x}, %eax", "xor %edx, %edx",
+                "wrmsr"]
+
+
+@attrs.frozen
+class StoreDescriptorTables(Op):
+    """sgdt/sidt into the results (6 bytes each, recorded as two words)."""
+
+    def lines(self) -> list[str]:
+        return ["sgdt dtbuf", "mov dtbuf, %eax", RECORD, "movzwl dtbuf+4, %eax", RECORD,
+                "sidt dtbuf", "mov dtbuf, %eax", RECORD, "movzwl dtbuf+4, %eax", RECORD]
+
+
+@attrs.frozen
+class ReloadIdt(Op):
+    def lines(self) -> list[str]:
+        return ["lidt idt_desc"]
+
+
+@attrs.frozen
+class MapPage(Op):
+    """Plain store of a PTE for test page ``page`` -> frame ``frame`` (no TLB flush)."""
+
+    page: int
+    frame: int
+    writable: bool
+
+    def lines(self) -> list[str]:
+        pte = (FRAMES + self.frame * 0x1000) | (3 if self.writable else 1)
+        return [f"movl ${pte:#x}, {PT_TEST + 4 * self.page:#x}"]
+
+
+@attrs.frozen
+class UnmapPage(Op):
+    page: int
+
+    def lines(self) -> list[str]:
+        return [f"movl $0, {PT_TEST + 4 * self.page:#x}"]
+
+
+@attrs.frozen
+class Invlpg(Op):
+    page: int
+
+    def lines(self) -> list[str]:
+        return [f"invlpg {TEST_VA + 0x1000 * self.page:#x}"]
+
+
+@attrs.frozen
+class ReloadCr3(Op):
+    def lines(self) -> list[str]:
+        return ["mov %cr3, %eax", "mov %eax, %cr3"]
+
+
+@attrs.frozen
+class Load(Op):
+    page: int
+    offset: int
+
+    def lines(self) -> list[str]:
+        return [f"mov {TEST_VA + 0x1000 * self.page + self.offset:#x}, %eax", RECORD]
+
+
+@attrs.frozen
+class Store(Op):
+    page: int
+    offset: int
+    value: int
+
+    def lines(self) -> list[str]:
+        return [f"movl ${self.value:#x}, {TEST_VA + 0x1000 * self.page + self.offset:#x}"]
+
+
+@attrs.frozen
+class ApicTimer(Op):
+    """Program the local APIC timer: one-shot or periodic, divide, initial count."""
+
+    count: int
+    periodic: bool
+    divide: int = 0xB  # divide by 1
+
+    def lines(self) -> list[str]:
+        lvt = TIMER_VECTOR | (1 << 17 if self.periodic else 0)
+        return [f"movl ${self.divide:#x}, {APIC + 0x3E0:#x}", f"movl ${lvt:#x}, {APIC + 0x320:#x}",
+                f"movl ${self.count}, {APIC + 0x380:#x}"]
+
+
+@attrs.frozen
+class ApicStop(Op):
+    def lines(self) -> list[str]:
+        return [f"movl $0, {APIC + 0x380:#x}"]
+
+
+@attrs.frozen
+class ReadApicCount(Op):
+    def lines(self) -> list[str]:
+        return [f"mov {APIC + 0x390:#x}, %eax", RECORD]
+
+
+@attrs.frozen
+class WaitInterrupt(Op):
+    """``sti; hlt; cli``: sleep until the next interrupt (a deadlock if none can come)."""
+
+    def lines(self) -> list[str]:
+        return ["sti", "hlt", "cli"]
+
+
+@attrs.frozen
+class SelfIpi(Op):
+    def lines(self) -> list[str]:
+        return [f"movl $0, {APIC + 0x310:#x}", f"movl ${0x40000 | IPI_VECTOR:#x}, {APIC + 0x300:#x}"]
+
+
+@attrs.frozen
+class Program:
+    """A guest program: the ops and whether the harness turns paging on first."""
+
+    ops: tuple[Op, ...]
+    paging: bool = False
+
+    def listing(self) -> str:
+        """The program as assembly, one op per line (what a failing test prints)."""
+        head = "; harness: paging on (identity 0-4 MiB, test pages at 0x40000000)\n" if self.paging else ""
+        return head + "\n".join(f"{i:3d}: {op.asm()}" for i, op in enumerate(self.ops))
+
+    def source(self) -> str:
+        return render(self)
+
+
+def _stub(vector: int) -> list[str]:
+    push_err = [] if vector in ERROR_CODE_VECTORS else ["pushl $0"]
+    return [f"stub_{vector}:", *push_err, f"pushl ${vector}", "jmp common"]
+
+
+HANDLED = (*range(32), TIMER_VECTOR, IPI_VECTOR, SPURIOUS_VECTOR)
+
+
+def render(program: Program) -> str:
+    """GNU as source of the whole guest: harness, ops, epilogue."""
+    out: list[str] = [".code32", ".text", ".globl _start", "_start:",
+                      "mov $stack_top, %esp", "call uart_init", "call idt_init", "lidt idt_desc"]
+    if program.paging:
+        out += ["call paging_init"]
+    for i, op in enumerate(program.ops):
+        out += [f"movl ${i}, op_index", f"movl $.Lrec{i}, recovery"]
+        out += [f"    {line}" for line in op.lines()]
+        out += [f".Lrec{i}:"]
+    out += ["cli", f"movl $0, {APIC + 0x380:#x}" if any(isinstance(o, ApicTimer) for o in program.ops) else "nop",
+            "mov result_ptr, %eax", "sub $results, %eax", "shr $2, %eax", "mov %eax, %ebx",
+            "xor %al, %al", "out %al, $0xf4", "2: hlt", "jmp 2b"]
+    out += _HARNESS
+    for v in HANDLED:
+        out += _stub(v)
+    out += [".data", ".align 4", "stub_table:"] + [f".long {v}, stub_{v}" for v in HANDLED]
+    out += [".long -1, 0"]
+    return "\n".join(out) + "\n" + _DATA
+
+
+_HARNESS = f"""
+record:
+    push %edi
+    mov result_ptr, %edi
+    cmp $results_end, %edi
+    jae 1f
+    mov %eax, (%edi)
+    addl $4, result_ptr
+1:  pop %edi
+    ret
+uart_init:
+    mov $0x3f9, %dx; xor %al, %al; out %al, %dx
+    mov $0x3fb, %dx; mov $0x80, %al; out %al, %dx
+    mov $0x3f8, %dx; mov $1, %al; out %al, %dx
+    mov $0x3f9, %dx; xor %al, %al; out %al, %dx
+    mov $0x3fb, %dx; mov $3, %al; out %al, %dx
+    ret
+putc:
+    push %eax
+    mov $0x3fd, %dx
+1:  in %dx, %al
+    test $0x20, %al
+    jz 1b
+    pop %eax
+    mov $0x3f8, %dx
+    out %al, %dx
+    ret
+idt_init:
+    mov $stub_table, %esi
+1:  mov (%esi), %eax
+    cmp $-1, %eax
+    je 2f
+    mov 4(%esi), %edx
+    lea idt(,%eax,8), %edi
+    mov %dx, (%edi)
+    movw $0x08, 2(%edi)
+    movw $0x8e00, 4(%edi)
+    shr $16, %edx
+    mov %dx, 6(%edi)
+    add $8, %esi
+    jmp 1b
+2:  movl $0x1ff, {APIC + 0xF0:#x}
+    ret
+paging_init:
+    xor %ecx, %ecx
+1:  mov %ecx, %eax
+    shl $12, %eax
+    or $3, %eax
+    mov %eax, {PT0:#x}(,%ecx,4)
+    inc %ecx
+    cmp $1024, %ecx
+    jb 1b
+    movl ${PT0 | 3:#x}, {PD:#x}
+    movl ${PT_TEST | 3:#x}, {PD + 4 * (TEST_VA >> 22):#x}
+    movl ${PT_APIC | 3:#x}, {PD + 4 * (APIC >> 22):#x}
+    movl ${APIC | 0x1B:#x}, {PT_APIC + 4 * ((APIC >> 12) & 0x3FF):#x}
+    mov ${PD:#x}, %eax
+    mov %eax, %cr3
+    mov %cr0, %eax
+    or $0x80000000, %eax
+    mov %eax, %cr0
+    jmp 1f
+1:  ret
+common:
+    pusha
+    mov 32(%esp), %eax
+    mov event_ptr, %edi
+    cmp $events_end, %edi
+    jae 1f
+    mov %eax, (%edi)
+    mov 36(%esp), %ebx
+    mov %ebx, 4(%edi)
+    xor %ecx, %ecx
+    cmp $14, %eax
+    jne 2f
+    mov %cr2, %ecx
+2:  mov %ecx, 8(%edi)
+    mov op_index, %ecx
+    mov %ecx, 12(%edi)
+    add $16, %edi
+    mov %edi, event_ptr
+1:  cmp $32, %eax
+    jae 3f
+    mov recovery, %ecx
+    mov %ecx, 40(%esp)
+    jmp 4f
+3:  cmp ${SPURIOUS_VECTOR}, %eax
+    je 4f
+    movl $0, {APIC + 0xB0:#x}
+4:  popa
+    add $8, %esp
+    iret
+""".splitlines()
+
+_DATA = f"""
+.align 8
+idt: .fill 256, 8, 0
+idt_desc: .word 256*8-1
+    .long idt
+dtbuf: .fill 8, 1, 0
+op_index: .long 0
+recovery: .long 0
+result_ptr: .long results
+event_ptr: .long events
+.align 16
+results: .fill {RESULTS_WORDS}, 4, 0
+results_end:
+events: .fill {EVENTS_MAX * 4}, 4, 0
+events_end:
+.align 16
+.fill 4096, 1, 0
+stack_top:
+"""
