@@ -1,0 +1,443 @@
+"""Local xAPIC register file and timer (one CPU).
+
+Register offsets in the 4 KiB page at 0xFEE00000 per Intel SDM Vol. 3A §10.4.1 Table 10-1
+("Local APIC Register Address Map"); every register is 32 bits at a 16-byte-aligned
+offset. Modelled:
+
+======  =================================================================================
+0x020   ID (bits 31..24), read/write
+0x030   Version, read-only: 0x00050014 — version 0x14 (an integrated xAPIC, §10.4.8) and
+        "Max LVT Entry" 5 in bits 23..16, i.e. six LVT entries (timer, thermal, perf
+        counters, LINT0, LINT1, error) so Linux programs LVTPC and LVTTHMR too
+0x080   TPR; 0x0A0 PPR (read-only, §10.8.3.1: TPR if TPR[7:4] >= ISRV[7:4], else
+        ISRV[7:4] << 4); 0x0B0 EOI (write: clears the highest ISR bit, §10.8.5)
+0x0D0   LDR (bits 31..24); 0x0E0 DFR (bits 31..28 model, low bits read as ones)
+0x0F0   SVR: bits 7..0 spurious vector, bit 8 APIC software enable (§10.9, §10.4.7.2)
+0x100+  ISR, 0x180+ TMR, 0x200+ IRR: 8 x 32-bit words each, 16 bytes apart
+0x280   ESR: a write copies the accumulated errors into the readable register and clears
+        the accumulator ("write before read", §10.5.3)
+0x300   ICR low (vector, delivery mode 10..8, dest mode 11, delivery status 12, level 14,
+        trigger 15, shorthand 19..18); 0x310 ICR high (destination 31..24) (§10.6.1)
+0x320   LVT timer (vector, mask bit 16, periodic bit 17); 0x330 thermal; 0x340 perf;
+        0x350 LINT0; 0x360 LINT1 (delivery mode bits 10..8, 111 = ExtINT); 0x370 error
+0x380   timer initial count; 0x390 current count (read-only); 0x3E0 divide configuration
+======  =================================================================================
+
+Interrupt acceptance (§10.8.3): a vector waits in IRR and is delivered when its priority
+class (vector >> 4) exceeds PPR's class; delivery moves it to ISR; EOI clears the highest
+ISR bit. Vectors 0-15 are illegal: accepting one sets ESR bit 6 ("receive illegal
+vector") instead, sending one sets bit 5.
+
+IPIs on a one-CPU system (§10.6.1): fixed delivery to this CPU (physical destination
+equal to the APIC ID, or 0xFF broadcast; logical destination matching LDR in flat
+model), the "self" and "all including self" shorthands accept the vector locally;
+"all excluding self" reaches nobody. Non-fixed delivery modes (NMI, INIT, SIPI, ...)
+and IPIs to other CPUs are recorded in ``ipi_log`` and passed to ``ipi_sink`` if set;
+delivery status always reads idle (delivery is instantaneous).
+
+Timer (§10.5.4): counts down from the initial count at ``bus_hz / divide``. The bus
+clock defaults to ``tsc_hz`` (one timer tick per TSC cycle before division — a
+documented modelling choice; real parts use the core-crystal/bus clock). Divide
+configuration bits 3,1,0: 000=2, 001=4, 010=8, 011=16, 100=32, 101=64, 110=128, 111=1.
+One-shot fires once when the count reaches 0; periodic reloads the initial count. A
+write of 0 to the initial count stops the timer; writing a non-zero count (re)starts
+it. The current count is computed from the time base, never stored.
+
+Software disable (SVR bit 8 = 0, the reset state): every LVT mask bit is forced set and
+cannot be cleared (§10.4.7.2); IRR/ISR contents are kept and still delivered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from pvframe.platform.timebase import TimeBase, TimerEvent
+from pvframe.timekeeping import units
+
+APIC_BASE = 0xFEE00000
+APIC_PAGE_SIZE = 0x1000
+
+APIC_ID = 0x20
+APIC_LVR = 0x30
+APIC_TASKPRI = 0x80
+APIC_ARBPRI = 0x90
+APIC_PROCPRI = 0xA0
+APIC_EOI = 0xB0
+APIC_RRR = 0xC0
+APIC_LDR = 0xD0
+APIC_DFR = 0xE0
+APIC_SPIV = 0xF0
+APIC_ISR = 0x100
+APIC_TMR = 0x180
+APIC_IRR = 0x200
+APIC_ESR = 0x280
+APIC_ICR = 0x300
+APIC_ICR2 = 0x310
+APIC_LVTT = 0x320
+APIC_LVTTHMR = 0x330
+APIC_LVTPC = 0x340
+APIC_LVT0 = 0x350
+APIC_LVT1 = 0x360
+APIC_LVTERR = 0x370
+APIC_TMICT = 0x380
+APIC_TMCCT = 0x390
+APIC_TDCR = 0x3E0
+
+APIC_VERSION = 0x00050014
+SPIV_ENABLE = 1 << 8
+LVT_MASKED = 1 << 16
+LVT_TIMER_PERIODIC = 1 << 17
+LVT_DELIVERY_STATUS = 1 << 12
+DM_FIXED = 0
+DM_NMI = 4
+DM_INIT = 5
+DM_STARTUP = 6
+DM_EXTINT = 7
+ICR_DEST_LOGICAL = 1 << 11
+SHORTHAND_NONE = 0
+SHORTHAND_SELF = 1
+SHORTHAND_ALL_INCL = 2
+SHORTHAND_ALL_EXCL = 3
+ESR_SEND_ILLEGAL = 1 << 5
+ESR_RECV_ILLEGAL = 1 << 6
+ESR_ILLEGAL_REG = 1 << 7
+
+_LVT_OFFSETS = (APIC_LVTT, APIC_LVTTHMR, APIC_LVTPC, APIC_LVT0, APIC_LVT1, APIC_LVTERR)
+#: Writable bits of each LVT entry (vector, delivery mode, polarity, trigger, mask, mode).
+_LVT_WRITABLE = {
+    APIC_LVTT: 0x000300FF,
+    APIC_LVTTHMR: 0x000107FF,
+    APIC_LVTPC: 0x000107FF,
+    APIC_LVT0: 0x0001A7FF,
+    APIC_LVT1: 0x0001A7FF,
+    APIC_LVTERR: 0x000100FF,
+}
+
+
+def divide_value(tdcr: int) -> int:
+    """Timer divisor for a divide-configuration value (SDM Vol. 3A §10.5.4, Figure 10-10).
+
+    Bits 3, 1, 0 form ``n``; the divisor is ``2 ** ((n + 1) & 7)``: 0b000 -> 2, ...,
+    0b110 -> 128, 0b111 -> 1.
+    """
+    n = ((tdcr >> 1) & 4) | (tdcr & 3)
+    return 1 << ((n + 1) & 7)
+
+
+@attrs.frozen
+class IPIRecord:
+    """An IPI the local APIC could not deliver to itself (or a non-fixed one)."""
+
+    icr_low: int
+    icr_high: int
+
+    @property
+    def vector(self) -> int:
+        return self.icr_low & 0xFF
+
+    @property
+    def delivery_mode(self) -> int:
+        return (self.icr_low >> 8) & 7
+
+    @property
+    def shorthand(self) -> int:
+        return (self.icr_low >> 18) & 3
+
+    @property
+    def destination(self) -> int:
+        return self.icr_high >> 24
+
+
+@attrs.define
+class LocalApic:
+    """The local xAPIC of the (single) CPU."""
+
+    timebase: TimeBase
+    bus_hz: int | None = None
+    apic_id: int = 0
+    ipi_sink: Callable[[IPIRecord], None] | None = None
+    tpr: int = 0
+    ldr: int = 0
+    dfr: int = 0xFFFFFFFF
+    svr: int = 0xFF
+    irr: int = 0  # 256-bit vector bitmaps
+    isr: int = 0
+    tmr: int = 0
+    esr: int = 0
+    esr_pending: int = 0
+    icr_low: int = 0
+    icr_high: int = 0
+    lvt: dict[int, int] = attrs.field(factory=lambda: dict.fromkeys(_LVT_OFFSETS, LVT_MASKED))
+    tdcr: int = 0
+    initial_count: int = 0
+    ipi_log: list[IPIRecord] = attrs.field(factory=list)
+    timer_fires: int = 0
+    # timer segment: the count was ``seg_count`` at TSC ``seg_start`` (None: stopped)
+    _seg_start: int | None = None
+    _seg_count: int = 0
+    _period_index: int = 0
+    _event: TimerEvent | None = None
+
+    @property
+    def bus_frequency(self) -> int:
+        """Timer input clock before division (defaults to the TSC frequency)."""
+        return self.bus_hz if self.bus_hz is not None else self.timebase.tsc_hz
+
+    @property
+    def software_enabled(self) -> bool:
+        return bool(self.svr & SPIV_ENABLE)
+
+    @property
+    def divide(self) -> int:
+        return divide_value(self.tdcr)
+
+    # ---------------------------------------------------------------- priority
+
+    @staticmethod
+    def _highest(bitmap: int) -> int | None:
+        return bitmap.bit_length() - 1 if bitmap else None
+
+    def ppr(self) -> int:
+        """Processor priority (SDM §10.8.3.1)."""
+        isrv = self._highest(self.isr) or 0
+        if (self.tpr & 0xF0) >= (isrv & 0xF0):
+            return self.tpr & 0xFF
+        return isrv & 0xF0
+
+    def has_pending(self) -> bool:
+        """Whether the highest IRR vector's class exceeds the processor priority class."""
+        v = self._highest(self.irr)
+        return v is not None and (v & 0xF0) > (self.ppr() & 0xF0)
+
+    def acknowledge(self) -> int:
+        """INTA: move the highest deliverable IRR vector to ISR and return it.
+
+        With nothing deliverable, return the spurious vector (SVR bits 7..0) without
+        touching ISR (SDM §10.9).
+        """
+        if not self.has_pending():
+            return self.svr & 0xFF
+        v = self._highest(self.irr)
+        assert v is not None
+        self.irr &= ~(1 << v)
+        self.isr |= 1 << v
+        return v
+
+    def eoi(self) -> None:
+        """Clear the highest-priority ISR bit (SDM §10.8.5)."""
+        v = self._highest(self.isr)
+        if v is not None:
+            self.isr &= ~(1 << v)
+
+    def accept(self, vector: int, level: bool = False) -> None:
+        """Accept a fixed interrupt into IRR (illegal vectors 0-15 set ESR bit 6)."""
+        vector &= 0xFF
+        if vector < 16:
+            self._error(ESR_RECV_ILLEGAL)
+            return
+        self.irr |= 1 << vector
+        if level:
+            self.tmr |= 1 << vector
+        else:
+            self.tmr &= ~(1 << vector)
+
+    def _error(self, bit: int) -> None:
+        first = not self.esr_pending & bit
+        self.esr_pending |= bit
+        lvterr = self.lvt[APIC_LVTERR]
+        if first and not lvterr & LVT_MASKED and (lvterr & 0xFF) >= 16:
+            self.irr |= 1 << (lvterr & 0xFF)
+
+    # ------------------------------------------------------------------ LINT0
+
+    def lint0_extint(self) -> bool:
+        """Whether LINT0 passes the 8259 INTR through as ExtINT (unmasked, mode 111)."""
+        v = self.lvt[APIC_LVT0]
+        return not v & LVT_MASKED and (v >> 8) & 7 == DM_EXTINT
+
+    # ---------------------------------------------------------------- timer
+
+    def current_count(self, now: int | None = None) -> int:
+        """Current-count register value at TSC ``now`` (default: the time base's now)."""
+        if self._seg_start is None:
+            return 0
+        if now is None:
+            now = self.timebase.now_tsc()
+        ticks = units.counter_ticks(
+            max(0, now - self._seg_start), self.bus_frequency, self.timebase.tsc_hz, self.divide
+        )
+        if ticks < self._seg_count:
+            return self._seg_count - ticks
+        if not self.lvt[APIC_LVTT] & LVT_TIMER_PERIODIC:
+            return 0
+        k = ticks - self._seg_count
+        return self.initial_count - (k % self.initial_count)
+
+    def _stop_timer(self) -> None:
+        self._seg_start = None
+        self.timebase.cancel(self._event)
+        self._event = None
+
+    def _start_segment(self, now: int, count: int) -> None:
+        self._stop_timer()
+        if count == 0:
+            return
+        self._seg_start = now
+        self._seg_count = count
+        self._period_index = 0
+        self._schedule_timer()
+
+    def _expiry(self, index: int) -> int:
+        """TSC at which the ``index``-th expiry of the current segment happens."""
+        assert self._seg_start is not None
+        ticks = self._seg_count + index * self.initial_count
+        return self._seg_start + units.cycles_for_counter_ticks(
+            ticks, self.bus_frequency, self.timebase.tsc_hz, self.divide
+        )
+
+    def _schedule_timer(self) -> None:
+        self._event = self.timebase.schedule(
+            self._expiry(self._period_index), self._timer_fire, name="apic-timer"
+        )
+
+    def _timer_fire(self, _deadline: int) -> None:
+        self._event = None
+        self.timer_fires += 1
+        lvtt = self.lvt[APIC_LVTT]
+        if not lvtt & LVT_MASKED:
+            self.accept(lvtt & 0xFF)
+        if lvtt & LVT_TIMER_PERIODIC and self.initial_count:
+            self._period_index += 1
+            self._schedule_timer()
+        else:
+            self._seg_start = None  # one-shot: count stays at 0
+
+    def next_timer_deadline(self) -> int | None:
+        """TSC of the next timer expiry, or None when stopped."""
+        return self._event.deadline if self._event is not None else None
+
+    # ------------------------------------------------------------- registers
+
+    def read(self, reg: int) -> int:
+        """32-bit read of the register at page offset ``reg``."""
+        reg &= 0xFF0
+        if reg == APIC_ID:
+            return (self.apic_id & 0xFF) << 24
+        if reg == APIC_LVR:
+            return APIC_VERSION
+        if reg == APIC_TASKPRI:
+            return self.tpr
+        if reg == APIC_PROCPRI:
+            return self.ppr()
+        if reg == APIC_LDR:
+            return self.ldr
+        if reg == APIC_DFR:
+            return self.dfr | 0x0FFFFFFF
+        if reg == APIC_SPIV:
+            return self.svr
+        if APIC_ISR <= reg < APIC_ISR + 0x80:
+            return (self.isr >> (32 * ((reg - APIC_ISR) >> 4))) & 0xFFFFFFFF
+        if APIC_TMR <= reg < APIC_TMR + 0x80:
+            return (self.tmr >> (32 * ((reg - APIC_TMR) >> 4))) & 0xFFFFFFFF
+        if APIC_IRR <= reg < APIC_IRR + 0x80:
+            return (self.irr >> (32 * ((reg - APIC_IRR) >> 4))) & 0xFFFFFFFF
+        if reg == APIC_ESR:
+            return self.esr
+        if reg == APIC_ICR:
+            return self.icr_low & ~LVT_DELIVERY_STATUS
+        if reg == APIC_ICR2:
+            return self.icr_high
+        if reg in self.lvt:
+            return self.lvt[reg]
+        if reg == APIC_TMICT:
+            return self.initial_count
+        if reg == APIC_TMCCT:
+            return self.current_count()
+        if reg == APIC_TDCR:
+            return self.tdcr
+        return 0  # reserved / unimplemented (EOI is write-only and reads 0)
+
+    def write(self, reg: int, value: int) -> None:
+        """32-bit write of the register at page offset ``reg``."""
+        reg &= 0xFF0
+        value &= 0xFFFFFFFF
+        if reg == APIC_ID:
+            self.apic_id = value >> 24
+        elif reg == APIC_TASKPRI:
+            self.tpr = value & 0xFF
+        elif reg == APIC_EOI:
+            self.eoi()
+        elif reg == APIC_LDR:
+            self.ldr = value & 0xFF000000
+        elif reg == APIC_DFR:
+            self.dfr = value | 0x0FFFFFFF
+        elif reg == APIC_SPIV:
+            self.svr = value & 0x3FF
+            if not self.software_enabled:
+                for off in self.lvt:
+                    self.lvt[off] |= LVT_MASKED
+        elif reg == APIC_ESR:
+            self.esr = self.esr_pending
+            self.esr_pending = 0
+        elif reg == APIC_ICR2:
+            self.icr_high = value & 0xFF000000
+        elif reg == APIC_ICR:
+            self.icr_low = value & 0x000CCFFF
+            self._send_ipi()
+        elif reg in self.lvt:
+            v = value & _LVT_WRITABLE[reg]
+            if not self.software_enabled:
+                v |= LVT_MASKED
+            self.lvt[reg] = v
+        elif reg == APIC_TMICT:
+            self.initial_count = value
+            self._start_segment(self.timebase.now_tsc(), value)
+        elif reg == APIC_TDCR:
+            now = self.timebase.now_tsc()
+            remaining = self.current_count(now) if self._seg_start is not None else 0
+            self.tdcr = value & 0xB
+            if remaining:
+                self._start_segment(now, remaining)
+        # other offsets (version, PPR, ISR/TMR/IRR, current count): read-only, ignored
+
+    # ------------------------------------------------------------------ IPIs
+
+    def _addresses_self(self) -> bool:
+        dest = self.icr_high >> 24
+        if self.icr_low & ICR_DEST_LOGICAL:
+            return bool(dest & (self.ldr >> 24))  # flat model
+        return dest in (self.apic_id & 0xFF, 0xFF)
+
+    def _send_ipi(self) -> None:
+        record = IPIRecord(self.icr_low, self.icr_high)
+        vector = record.vector
+        mode = record.delivery_mode
+        shorthand = record.shorthand
+        to_self = shorthand in (SHORTHAND_SELF, SHORTHAND_ALL_INCL) or (
+            shorthand == SHORTHAND_NONE and self._addresses_self()
+        )
+        if mode == DM_FIXED and vector < 16:
+            self._error(ESR_SEND_ILLEGAL)
+            return
+        if to_self and mode == DM_FIXED:
+            self.accept(vector, level=bool(self.icr_low & (1 << 15)))
+        else:
+            self.ipi_log.append(record)
+            if self.ipi_sink is not None:
+                self.ipi_sink(record)
+
+    # ------------------------------------------------------------------ MMIO
+
+    def mmio_read(self, offset: int, size: int) -> int:
+        """Access through the MMIO map; sub-register reads return the addressed bytes."""
+        value = self.read(offset & ~0xF)
+        return (value >> (8 * (offset & 3))) & ((1 << (8 * size)) - 1)
+
+    def mmio_write(self, offset: int, size: int, value: int) -> None:
+        """Only aligned 32-bit writes have an effect (SDM §10.4.1: other widths are
+        undefined); narrower writes are treated as 32-bit writes of the value."""
+        if offset & 0xF:
+            return
+        self.write(offset, value)

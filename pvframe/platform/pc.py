@@ -1,0 +1,190 @@
+"""The PC platform: every device on its bus, one time base, one interrupt router.
+
+Port map (PC/AT conventions; QEMU's ``pc`` machine for the QEMU-specific devices):
+
+=============  =======================================================
+0x20-0x21      8259 master           (:mod:`.devices.pic`)
+0x40-0x43      8254 PIT              (:mod:`.devices.pit`)
+0x61           system control port B (PIT counter 2 gate / OUT2)
+0x70-0x71      CMOS RTC              (:mod:`.devices.cmos`)
+0x80           POST port             (:mod:`.devices.port80`)
+0xA0-0xA1      8259 slave
+0xF4-0xF7      QEMU isa-debug-exit   (:mod:`.devices.debug_exit`)
+0x3F8-0x3FF    16550 UART, COM1, IRQ 4 (:mod:`.devices.uart`)
+0x510-0x511    QEMU fw_cfg           (:mod:`.devices.fw_cfg`)
+=============  =======================================================
+
+The local APIC page (physical 0xFEE00000-0xFEE00FFF) is reached through
+:meth:`Platform.apic_read` / :meth:`Platform.apic_write` (the ``apic_read``/``apic_write``
+hooks) and, for completeness, through :meth:`Platform.mmio_read`/:meth:`mmio_write`.
+
+The platform needs the executor's current instruction count during port and MMIO
+accesses (reading a timer count is a function of time): pass ``icount`` (a callable)
+or call :meth:`Platform.sync` before an access. Without it, "now" is the instruction
+count of the last :meth:`service` call.
+"""
+
+from __future__ import annotations
+
+import codecs
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from pvframe.platform.bus import IOPortBus, MMIOMap
+from pvframe.platform.devices.apic import APIC_BASE, APIC_PAGE_SIZE, LocalApic
+from pvframe.platform.devices.cmos import CMOS_INDEX, DEFAULT_EPOCH, CmosRtc
+from pvframe.platform.devices.debug_exit import DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, DebugExit
+from pvframe.platform.devices.fw_cfg import FW_CFG_PORT_SEL, FwCfg
+from pvframe.platform.devices.pic import MASTER_CMD, SLAVE_CMD, PICPair
+from pvframe.platform.devices.pit import PIT_BASE, PORT_B, Pit8254
+from pvframe.platform.devices.port80 import POST_PORT, Port80
+from pvframe.platform.devices.router import InterruptRouter
+from pvframe.platform.devices.uart import Uart16550
+from pvframe.platform.timebase import TimeBase
+
+StopCallback = Callable[..., Any]
+COM1 = 0x3F8
+
+
+class Platform:
+    """A uniprocessor PC: devices, port bus, MMIO map, time base and interrupt routing."""
+
+    def __init__(
+        self,
+        *,
+        tsc_hz: int = 1_000_000_000,
+        cycles_per_instruction: int = 1,
+        ram_size: int = 64 << 20,
+        cpus: int = 1,
+        stop: StopCallback | None = None,
+        console_callback: Callable[[int], None] | None = None,
+        icount: Callable[[], int] | None = None,
+        bus_hz: int | None = None,
+        rtc_epoch: dt.datetime = DEFAULT_EPOCH,
+    ) -> None:
+        self.ram_size = ram_size
+        self.stop_reason: str | None = None
+        self.exit_code: int | None = None
+        self._stop_cb = stop
+        self.timebase = TimeBase(
+            tsc_hz=tsc_hz, cycles_per_instruction=cycles_per_instruction, icount_source=icount
+        )
+        self.bus = IOPortBus()
+        self.mmio = MMIOMap()
+        self.pic = PICPair()
+        self.apic = LocalApic(self.timebase, bus_hz=bus_hz)
+        self.router = InterruptRouter(self.apic, self.pic)
+        self.pit = Pit8254(self.timebase, irq0=lambda: self.pic.pulse_irq(0))
+        self.uart = Uart16550(base=COM1, on_transmit=console_callback, set_irq=self.pic.set_irq)
+        self.debug_exit = DebugExit(stop=self._stop)
+        self.fw_cfg = FwCfg(ram_size=ram_size, nb_cpus=cpus)
+        self.cmos = CmosRtc(self.timebase, epoch=rtc_epoch)
+        self.port80 = Port80()
+
+        self.bus.register(MASTER_CMD, 2, self.pic, "pic-master")
+        self.bus.register(SLAVE_CMD, 2, self.pic, "pic-slave")
+        self.bus.register(PIT_BASE, 4, self.pit, "pit")
+        self.bus.register(PORT_B, 1, self.pit, "port-b")
+        self.bus.register(CMOS_INDEX, 2, self.cmos, "cmos")
+        self.bus.register(POST_PORT, 1, self.port80, "post")
+        self.bus.register(DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, self.debug_exit, "debug-exit")
+        self.bus.register(COM1, 8, self.uart, "com1")
+        self.bus.register(FW_CFG_PORT_SEL, 2, self.fw_cfg, "fw_cfg")
+        self.mmio.register(APIC_BASE, APIC_PAGE_SIZE, self.apic, "local-apic")
+
+    # ------------------------------------------------------------------ stopping
+
+    def _stop(self, reason: str, exit_code: int | None = None) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.exit_code = exit_code
+        if self._stop_cb is not None:
+            self._stop_cb(reason, exit_code)
+
+    # ------------------------------------------------------------------- console
+
+    @property
+    def console(self) -> bytes:
+        """Every byte the guest transmitted on COM1."""
+        return bytes(self.uart.console)
+
+    def console_text(self) -> str:
+        """The console output decoded as UTF-8 (invalid bytes replaced)."""
+        return self.uart.text()
+
+    def set_console_sink(self, sink: Callable[[str], None] | None) -> None:
+        """Stream console output as text (incremental UTF-8) to ``sink`` as it is sent;
+        None removes it. The byte buffer (:attr:`console`) is kept either way."""
+        if sink is None:
+            self.uart.on_transmit = None
+            return
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+        def on_byte(byte: int) -> None:
+            text = decoder.decode(bytes((byte,)))
+            if text:
+                sink(text)
+
+        self.uart.on_transmit = on_byte
+
+    # ------------------------------------------------------------------- time
+
+    def set_icount_source(self, icount: Callable[[], int]) -> None:
+        """Bind the executor's instruction counter (the devices' notion of "now")."""
+        self.timebase.icount_source = icount
+
+    def sync(self, icount: int) -> None:
+        """Tell the devices the current instruction count (when no source is bound)."""
+        self.timebase.sync(icount)
+
+    def next_deadline(self, icount: int) -> int | None:
+        """Instruction count at which the next device event is due, or None."""
+        return self.timebase.next_deadline_icount(icount)
+
+    def service(self, icount: int) -> None:
+        """Fire every device event due at ``icount``."""
+        self.timebase.advance_to(icount)
+
+    def halt_until_event(self, icount: int) -> bool:
+        """``hlt``: skip time to the next device event and fire it.
+
+        Returns True at once if an interrupt is already pending, True after skipping
+        when an event existed, and False when no event can ever come.
+        """
+        if self.interrupt_pending():
+            return True
+        if not self.timebase.skip_to_next_event(icount):
+            return False
+        self.timebase.advance_to(icount)
+        return True
+
+    # ------------------------------------------------------------ interrupts
+
+    def interrupt_pending(self) -> bool:
+        return self.router.interrupt_pending()
+
+    def acknowledge_interrupt(self) -> int:
+        return self.router.acknowledge_interrupt()
+
+    # ------------------------------------------------------------------ access
+
+    def io_read(self, port: int, size: int) -> int:
+        return self.bus.read(port, size)
+
+    def io_write(self, port: int, size: int, value: int) -> None:
+        self.bus.write(port, size, value)
+
+    def mmio_read(self, paddr: int, size: int) -> int:
+        return self.mmio.read(paddr, size)
+
+    def mmio_write(self, paddr: int, size: int, value: int) -> None:
+        self.mmio.write(paddr, size, value)
+
+    def apic_read(self, reg: int) -> int:
+        """Read the local APIC register at page offset ``reg``."""
+        return self.apic.read(reg)
+
+    def apic_write(self, reg: int, value: int) -> None:
+        """Write the local APIC register at page offset ``reg``."""
+        self.apic.write(reg, value)
