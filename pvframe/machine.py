@@ -17,6 +17,7 @@ import attrs
 
 from pvframe import plugins
 from pvframe.executor import Executor
+from pvframe.executor import faults
 from pvframe.executor.state import CPUState
 from pvframe.platform import loader
 from pvframe.platform.memory import PhysicalMemory
@@ -106,13 +107,14 @@ class Machine:
         self.stop_detail: str | None = None
         self.cpu = CPUState()
         self.memory = PhysicalMemory(self.config.ram_size)
-        self.mmu = MMU(self.cpu, self.memory)
+        self.mmu = MMU(self.memory, self.cpu)
         self.platform = Platform(
             tsc_hz=self.config.tsc_hz,
             cycles_per_instruction=self.config.cycles_per_instruction,
             ram_size=self.config.ram_size,
             cpus=self.config.cpus,
             stop=self.stop,
+            icount=lambda: self.cpu.icount,
         )
         self.bound = plugins.bind(
             backend, self, backends=backends, trace=trace, extra_plugins=extra_plugins
@@ -120,6 +122,7 @@ class Machine:
         self.hooks = self.bound.hooks
         self.executor = Executor(self.cpu, self.memory, self.mmu, self.hooks, self)
         self.boot: loader.BootInfo | None = None
+        self.messages: list[str] = []
 
     # ------------------------------------------------------------------ loading
 
@@ -127,13 +130,15 @@ class Machine:
         self, image: bytes, load_addr: int, entry: int | None = None, esp: int | None = None
     ) -> None:
         """Load a raw image and set the raw-image start state (docs/architecture.md)."""
-        info = loader.load_raw(image, load_addr, entry, self.config.ram_size, self.memory.write)
+        info = loader.load_raw(
+            image, load_addr, entry, self.config.ram_size, self.memory.write_bytes, esp=esp
+        )
         self._start(info, esp)
 
     def load_multiboot(self, image: bytes, cmdline: str = "", esp: int | None = None) -> None:
         """Load a multiboot v1 ELF kernel as QEMU's ``-kernel`` does."""
         info = loader.load_multiboot(
-            image, self.config.ram_size, self.memory.write, cmdline=cmdline
+            image, self.config.ram_size, self.memory.write_bytes, cmdline=cmdline
         )
         self._start(info, esp)
 
@@ -144,15 +149,28 @@ class Machine:
         else:
             self.load_raw(data, kw["load_addr"], kw.get("entry"), kw.get("esp"))
 
+    #: ESP of a multiboot kernel, which the specification leaves undefined: the top of
+    #: conventional memory below the EBDA (kernels set their own stack first thing)
+    MULTIBOOT_ESP = 0x7FF00
+
     def _start(self, info: loader.BootInfo, esp: int | None) -> None:
+        """The start state of docs/architecture.md: flat protected mode at CPL0 with the
+        loader's GDT, EFLAGS=0x2, CR0=0x11, CR3=CR4=0, IDTR limit 0, paging off."""
         self.boot = info
-        base, limit = loader.write_flat_gdt(self.memory.write)
-        self.cpu.reset_flat(
-            entry=info.entry, gdt_base=base, gdt_limit=limit,
-            esp=esp if esp is not None else info.esp,
+        base, limit = loader.write_flat_gdt(self.memory.write_bytes)
+        cpu = self.cpu
+        cpu.eax, cpu.ebx = info.eax, info.ebx
+        cpu.ecx = cpu.edx = cpu.esi = cpu.edi = cpu.ebp = 0
+        cpu.esp = esp if esp is not None else (
+            info.esp if info.esp is not None else self.MULTIBOOT_ESP
         )
-        self.cpu.eax = info.eax
-        self.cpu.ebx = info.ebx
+        cpu.eip = info.entry
+        cpu.eflags = 0x2
+        cpu.gdtr.base, cpu.gdtr.limit = base, limit
+        cpu.idtr.base, cpu.idtr.limit = 0, 0
+        self.mmu.write_cr4(0)
+        self.mmu.write_cr3(0)
+        self.mmu.write_cr0(0x11)
 
     # --------------------------------------------------------------- env protocol
 
@@ -187,27 +205,100 @@ class Machine:
             self.stop_detail = detail
         self.executor.request_stop()
 
+    # ------------------------------------------------------- services for the hooks
+    #: fault names a hook may raise through :meth:`raise_fault` (Intel SDM Vol. 3A §6.15)
+    FAULTS: dict[str, type[faults.GuestException]] = {
+        "DE": faults.DivideError,
+        "UD": faults.InvalidOpcode,
+        "NM": faults.DeviceNotAvailable,
+        "TS": faults.InvalidTSS,
+        "NP": faults.SegmentNotPresent,
+        "SS": faults.StackFault,
+        "GP": faults.GeneralProtection,
+    }
+
+    def raise_fault(self, kind: str, error_code: int = 0) -> None:
+        """Make the instruction that called the current hook fault with ``kind``."""
+        raise self.FAULTS[kind](error_code)
+
+    def set_cr0(self, value: int) -> None:
+        """Store CR0; the TLB is flushed when PG or WP change (SDM Vol. 3A §4.10.4.1)."""
+        self.mmu.write_cr0(value)
+
+    def set_cr3(self, value: int) -> None:
+        """Store CR3 and drop the non-global TLB entries."""
+        self.mmu.write_cr3(value)
+
+    def set_cr4(self, value: int) -> None:
+        """Store CR4; the TLB is flushed when PGE, PSE or PAE change."""
+        self.mmu.write_cr4(value)
+
+    def flush_tlb(self, include_global: bool) -> None:
+        if include_global:
+            self.mmu.flush_all()
+        else:
+            self.mmu.flush_nonglobal()
+
+    def invlpg(self, addr: int) -> None:
+        self.mmu.invlpg(addr)
+
+    def read_linear(self, addr: int, size: int) -> int:
+        """A supervisor read through the MMU (may raise a guest #PF)."""
+        return int(self.executor.read_linear(addr & 0xFFFFFFFF, size))
+
+    def write_linear(self, addr: int, size: int, value: int) -> None:
+        """A supervisor write through the MMU, as the guest's own store would be (self-
+        modifying code and page-table edits are noticed as for guest stores)."""
+        self.executor.write_linear(addr & 0xFFFFFFFF, size, value)
+
+    def log(self, message: str) -> None:
+        """A kernel-log style message from a hook (``printk``), kept with the run."""
+        self.messages.append(message)
+
     # ------------------------------------------------------------------- time
 
     def tsc(self) -> int:
         """The time-stamp counter: retired instructions and hlt skips at ``tsc_hz``."""
-        return self.platform.timebase.tsc(self.cpu.icount)
+        return int(self.platform.timebase.tsc(self.cpu.icount))
+
+    def virtual_ns(self) -> int:
+        """Virtual time since reset, in ns (the time layer converts)."""
+        from pvframe.timekeeping import units
+
+        return units.tsc_to_ns(self.tsc(), self.config.tsc_hz)
+
+    def busy_wait_ns(self, ns: int) -> None:
+        """A guest busy-wait of ``ns``: virtual time moves on by that many TSC cycles."""
+        from pvframe.timekeeping import units
+
+        self.platform.timebase.skip_cycles(units.ns_to_tsc(ns, self.config.tsc_hz))
+
+    #: timer events a halted CPU sleeps through (masked or blocked interrupts) before the
+    #: run is declared halted for good
+    IDLE_EVENT_LIMIT = 100_000
 
     def idle(self) -> bool:
         """hlt with interrupts enabled: skip virtual time to the next device event.
 
         Returns False (and stops the run as ``halted``) when no event can ever come.
         """
-        if self.platform.interrupt_pending():
-            return True
-        if self.platform.halt_until_event(self.cpu.icount):
-            return True
-        self.stop(STOP_HALTED, detail="hlt with no timer armed: nothing can wake the CPU")
+        for _ in range(self.IDLE_EVENT_LIMIT):
+            if self.platform.interrupt_pending():
+                return True
+            if not self.platform.halt_until_event(self.cpu.icount):
+                self.stop(STOP_HALTED, detail="hlt with no timer armed: nothing can wake the CPU")
+                return False
+        self.stop(
+            STOP_HALTED,
+            detail=f"hlt: {self.IDLE_EVENT_LIMIT} timer events passed without a deliverable interrupt",
+        )
         return False
 
     # -------------------------------------------------------------------- run
 
-    def run(self, max_instructions: int = 50_000_000) -> RunResult:
+    def run(
+        self, max_instructions: int = 50_000_000, dumps: Iterable[tuple[str, int, int]] = ()
+    ) -> RunResult:
         """Run until a stop reason or ``max_instructions`` retired instructions."""
         if self.boot is None:
             raise RuntimeError("load an image before running the machine")
@@ -221,13 +312,10 @@ class Machine:
                 self.stop(STOP_TRIPLE, detail=self.executor.triple_fault_detail)
         if self.stop_reason is None:
             self.stop_reason = STOP_LIMIT
-        return self.result()
+        return self.result(dumps)
 
     def registers(self) -> dict[str, int]:
         return {name: getattr(self.cpu, name) for name in REGISTER_NAMES}
-
-    def dump(self, paddr: int, length: int) -> bytes:
-        return self.memory.read(paddr, length)
 
     def result(self, dumps: Iterable[tuple[str, int, int]] = ()) -> RunResult:
         return RunResult(
@@ -237,6 +325,6 @@ class Machine:
             instructions=self.cpu.icount,
             registers=self.registers(),
             console=self.platform.console_text(),
-            memory={key: self.dump(a, n).hex() for key, a, n in dumps},
+            memory={key: self.memory.read_bytes(a, n).hex() for key, a, n in dumps},
             hooks=dict(self.bound.counts),
         )

@@ -132,7 +132,7 @@ class Probe:
     """A stand-in machine: enough state for register and flag ops."""
 
     def __init__(self) -> None:
-        self.cpu = type("Cpu", (), {"cr0": 0x80000011, "eflags": 0x202, "cr2": 0})()
+        self.cpu = type("Cpu", (), {"cr0": 0x80000011, "eflags_sys": 0x202, "cr2": 0})()
 
 
 def test_bind_resolves_every_op_once_to_a_callable_with_machine_bound() -> None:
@@ -142,7 +142,7 @@ def test_bind_resolves_every_op_once_to_a_callable_with_machine_bound() -> None:
         assert callable(getattr(bound.hooks, hook[len(PREFIX):]))
     assert bound.hooks.read_cr0() == 0x80000011
     bound.hooks.irq_disable()
-    assert machine.cpu.eflags == 0x002
+    assert machine.cpu.eflags_sys == 0x002
     assert bound.hooks.save_fl() == 0
     assert bound.counts == {"read_cr0": 1, "irq_disable": 1, "save_fl": 1}
 
@@ -174,7 +174,7 @@ def test_void_op_of_a_backend_does_not_fall_through_to_native() -> None:
         calls.clear()
         plugins.bind("mine", machine, backends=backends, trace=trace).hooks.irq_disable()
         assert calls == ["mine"]
-        assert machine.cpu.eflags & 0x200, "native cli must not have run"
+        assert machine.cpu.eflags_sys & 0x200, "native cli must not have run"
 
 
 def test_hook_wrappers_run_when_tracing_and_see_arguments_and_results() -> None:

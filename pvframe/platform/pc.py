@@ -159,6 +159,26 @@ class Platform:
         self.timebase.advance_to(icount)
         return True
 
+    # ------------------------------------------------------------- wallclock
+
+    def rtc_seconds(self) -> int:
+        """The RTC's date and time now, as seconds since 1970 (what
+        ``mach_get_cmos_time`` computes from the CMOS registers)."""
+        return int(self.cmos.now().timestamp())
+
+    def set_rtc_seconds(self, secs: int) -> None:
+        """Set the RTC so that it reads ``secs`` seconds since 1970 now."""
+        self.cmos.offset_s += int(secs) - self.rtc_seconds()
+
+    def rtc_epoch_seconds(self) -> int:
+        """Seconds since 1970 at virtual time 0 (what a hypervisor's boot wallclock is)."""
+        return int(self.cmos.epoch.timestamp()) + self.cmos.offset_s
+
+    def apic_ticks_per_jiffy(self, hz: int = 250) -> int:
+        """Local APIC timer count for one tick at ``hz`` with divide-by-1 (what Linux's
+        calibration against the PIT arrives at on this deterministic platform)."""
+        return self.apic.bus_frequency // hz
+
     # ------------------------------------------------------------ interrupts
 
     def interrupt_pending(self) -> bool:

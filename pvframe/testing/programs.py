@@ -223,6 +223,31 @@ class Store(Op):
 
 
 @attrs.frozen
+class TlbProbe(Op):
+    """A TLB-sensitive pattern: map ``page`` to frame ``a``, store, remap it to ``b``
+    without a flush, store again (hardware still writes frame ``a`` through the stale
+    entry), then flush by ``flush`` ("invlpg", "cr3" or "none") and load; the loads of both
+    frames through the identity map are recorded."""
+
+    page: int
+    a: int
+    b: int
+    flush: str
+
+    def lines(self) -> list[str]:
+        va = TEST_VA + 0x1000 * self.page
+        pte = PT_TEST + 4 * self.page
+        fa, fb = FRAMES + self.a * 0x1000, FRAMES + self.b * 0x1000
+        flush = {"invlpg": [f"invlpg {va:#x}"], "cr3": ["mov %cr3, %eax", "mov %eax, %cr3"],
+                 "none": []}[self.flush]
+        return [
+            f"movl ${fa | 3:#x}, {pte:#x}", f"invlpg {va:#x}", f"movl $0x1111{self.page:04x}, {va:#x}",
+            f"movl ${fb | 3:#x}, {pte:#x}", f"movl $0x2222{self.page:04x}, {va:#x}", *flush,
+            f"mov {va:#x}, %eax", RECORD, f"mov {fa:#x}, %eax", RECORD, f"mov {fb:#x}, %eax", RECORD,
+        ]
+
+
+@attrs.frozen
 class ApicTimer(Op):
     """Program the local APIC timer: one-shot or periodic, divide, initial count."""
 

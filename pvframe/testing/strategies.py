@@ -40,6 +40,7 @@ def paging_ops() -> st.SearchStrategy[p.Op]:
         st.just(p.ReloadCr3()),
         st.builds(p.Load, pages, offsets),
         st.builds(p.Store, pages, offsets, words),
+        st.builds(p.TlbProbe, pages, frames, frames, st.sampled_from(["invlpg", "cr3", "none"])),
     )
 
 

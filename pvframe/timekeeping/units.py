@@ -264,3 +264,45 @@ def pvclock_hz(mul: int, shift: int) -> int:
         raise ValueError(f"mul must be positive, got {mul}")
     hz = (NSEC_PER_SEC << 32) // mul
     return hz >> shift if shift >= 0 else hz << -shift
+
+
+# --------------------------------------------------------------------------------------
+# sched_clock (Linux 2.6.22 arch/i386/kernel/tsc.c)
+# --------------------------------------------------------------------------------------
+
+CYC2NS_SCALE_FACTOR = 10
+
+
+def cyc2ns_scale(cpu_khz: int) -> int:
+    """``(10^6 << CYC2NS_SCALE_FACTOR) / cpu_khz`` (``set_cyc2ns_scale``)."""
+    _check_hz(cpu_khz)
+    return (1_000_000 << CYC2NS_SCALE_FACTOR) // cpu_khz
+
+
+def sched_clock_ns(cycles: int, cpu_khz: int) -> int:
+    """``cycles_2_ns``: ``cycles * cyc2ns_scale >> 10``, as ``sched_clock()`` converts the
+    TSC (or VMI's available cycles) to ns."""
+    return (cycles * cyc2ns_scale(cpu_khz)) >> CYC2NS_SCALE_FACTOR
+
+
+def sched_clock_bound_ns(ns: int, tsc_hz: int) -> int:
+    """How far two sched_clock implementations reading the same TSC may differ, at a
+    reading of about ``ns``: Linux's ``cycles_2_ns`` (native, VMI) against Xen's pvclock.
+
+    * ``cycles_2_ns`` truncates the scale ``floor(1024e9 / hz)`` and the final shift: it
+      is below the exact ``c * 1e9 / hz`` by less than ``c / 1024 + 1`` ns, i.e.
+      ``ns * hz / 1024e9 + 1``.
+    * pvclock is within ``exact / 2^29 + 2`` ns (:func:`pvclock_scale_delta`).
+
+    The bound is their sum, and 0 when both scales are exact (then both compute
+    ``floor(exact)``): e.g. at 1 GHz the scale is 1024 and Xen's ``(mul, shift)`` is
+    ``(2^31, 1)``, so every backend's sched_clock equals native's exactly.
+    """
+    _check_hz(tsc_hz)
+    mul, shift = xen_time_scale(tsc_hz)
+    f = tsc_hz << shift if shift >= 0 else tsc_hz >> -shift
+    exact_linux = (1024 * NSEC_PER_SEC) % tsc_hz == 0 and tsc_hz % 1000 == 0
+    exact_pvclock = (NSEC_PER_SEC << 32) % f == 0 and (shift >= 0 or tsc_hz % (1 << -shift) == 0)
+    if exact_linux and exact_pvclock:
+        return 0
+    return ns * tsc_hz // (1024 * NSEC_PER_SEC) + 1 + ns // (1 << 29) + 2

@@ -195,34 +195,34 @@ class CpuOps:
     # ------------------------------------------------------------- descriptor tables
     @hookimpl
     def pvop_load_gdt(self, machine: Any, base: int, limit: int) -> None:
-        machine.cpu.gdtr_base, machine.cpu.gdtr_limit = _u32(base), limit & 0xFFFF
+        machine.cpu.gdtr.base, machine.cpu.gdtr.limit = _u32(base), limit & 0xFFFF
 
     @hookimpl
     def pvop_load_idt(self, machine: Any, base: int, limit: int) -> None:
-        machine.cpu.idtr_base, machine.cpu.idtr_limit = _u32(base), limit & 0xFFFF
+        machine.cpu.idtr.base, machine.cpu.idtr.limit = _u32(base), limit & 0xFFFF
 
     @hookimpl
     def pvop_store_gdt(self, machine: Any) -> tuple[int, int]:
-        return (int(machine.cpu.gdtr_base), int(machine.cpu.gdtr_limit))
+        return (int(machine.cpu.gdtr.base), int(machine.cpu.gdtr.limit))
 
     @hookimpl
     def pvop_store_idt(self, machine: Any) -> tuple[int, int]:
-        return (int(machine.cpu.idtr_base), int(machine.cpu.idtr_limit))
+        return (int(machine.cpu.idtr.base), int(machine.cpu.idtr.limit))
 
     @hookimpl
     def pvop_set_ldt(self, machine: Any, addr: int, entries: int) -> None:
         """LDTR now names a table of ``entries`` descriptors at ``addr`` (0 entries: null)."""
-        machine.cpu.ldtr_base = _u32(addr) if entries else 0
-        machine.cpu.ldtr_limit = entries * 8 - 1 if entries else 0
+        machine.cpu.ldtr.base = _u32(addr) if entries else 0
+        machine.cpu.ldtr.limit = entries * 8 - 1 if entries else 0
 
     @hookimpl
     def pvop_load_tr_desc(self, machine: Any, selector: int) -> None:
         """LTR (SDM Vol. 2A): the GDT descriptor must be an available 32-bit TSS (type 9),
         else #GP(selector); it is marked busy (type 11)."""
         index = selector & ~7
-        if selector & 4 or index == 0 or index + 7 > machine.cpu.gdtr_limit:
+        if selector & 4 or index == 0 or index + 7 > machine.cpu.gdtr.limit:
             machine.raise_fault("GP", selector & 0xFFFC)
-        addr = machine.cpu.gdtr_base + index
+        addr = machine.cpu.gdtr.base + index
         low = machine.read_linear(addr, 4)
         high = machine.read_linear(addr + 4, 4)
         if (high >> 8) & 0x1F != 0x09:
@@ -234,15 +234,16 @@ class CpuOps:
         limit = (low & 0xFFFF) | (high & 0xF0000)
         if high & (1 << 23):
             limit = (limit << 12) | 0xFFF
-        machine.cpu.tr_selector, machine.cpu.tr_base, machine.cpu.tr_limit = selector, base, limit
+        tr = machine.cpu.tr
+        tr.selector, tr.base, tr.limit = selector, base, limit
 
     @hookimpl
     def pvop_store_tr(self, machine: Any) -> int:
-        return int(machine.cpu.tr_selector)
+        return int(machine.cpu.tr.selector)
 
     @hookimpl
     def pvop_load_tls(self, machine: Any, thread: int, cpu: int) -> None:
-        gdt = machine.cpu.gdtr_base + GDT_ENTRY_TLS_MIN * 8
+        gdt = machine.cpu.gdtr.base + GDT_ENTRY_TLS_MIN * 8
         for i in range(GDT_ENTRY_TLS_ENTRIES * 2):
             machine.write_linear(gdt + 4 * i, 4, machine.read_linear(thread + 4 * i, 4))
 
@@ -274,7 +275,7 @@ class CpuOps:
 
     @hookimpl
     def pvop_set_iopl_mask(self, machine: Any, mask: int) -> None:
-        machine.cpu.eflags = (machine.cpu.eflags & ~0x3000) | (mask & 0x3000)
+        machine.cpu.eflags_sys = (machine.cpu.eflags_sys & ~0x3000) | (mask & 0x3000)
 
     @hookimpl
     def pvop_io_delay(self, machine: Any) -> None:

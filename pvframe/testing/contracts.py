@@ -1,0 +1,172 @@
+"""Hook-level contracts: properties of single ops checked directly on a machine, where a
+guest program cannot see the op (native guest code never calls ``set_pte`` or
+``sched_clock``; the Linux kernels of 2.6.20-23 do).
+
+Each contract takes a machine built for the backend under test (and, where it compares,
+one built for native), drives the bound hooks, and raises :class:`ContractViolation` with a
+one-line reason. ``check_all(backend)`` runs them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from pvframe.executor import faults
+from pvframe.machine import Machine, MachineConfig
+
+IF = 0x200
+PD, PT, FRAME, PT_VA, VA = 0x200000, 0x201000, 0x202000, 0x203000, 0x40000000
+
+
+class ContractViolation(AssertionError):
+    """A hook broke its contract; the message names the op and both values."""
+
+
+@attrs.frozen
+class Contract:
+    name: str
+    check: Callable[[Machine, Machine], None]
+    doc: str
+
+
+def _machine(backend: str, backends: dict | None = None, config: MachineConfig | None = None) -> Machine:
+    m = Machine(backend, config, backends=backends)
+    m.load_raw(b"\xf4", 0x100000, 0x100000)  # hlt: a loaded, never-run machine
+    return m
+
+
+def irq_save_restore_roundtrip(m: Machine, _native: Machine) -> None:
+    """restore_fl(save_fl()) restores the interrupt state; disable/enable are seen by
+    save_fl (Linux's local_irq_save/restore pairs rely on it)."""
+    h = m.hooks
+    for start_enabled in (False, True):
+        (h.irq_enable if start_enabled else h.irq_disable)()
+        flags = h.save_fl()
+        if bool(flags & IF) != start_enabled:
+            raise ContractViolation(f"save_fl returned {flags:#x} with interrupts {'on' if start_enabled else 'off'}")
+        h.irq_disable()
+        if h.save_fl() & IF:
+            raise ContractViolation("save_fl reports IF set right after irq_disable")
+        h.restore_fl(flags)
+        if bool(h.save_fl() & IF) != start_enabled:
+            raise ContractViolation("restore_fl(save_fl()) did not restore the interrupt state")
+
+
+def control_register_read_after_write(m: Machine, _native: Machine) -> None:
+    """read_crN returns what write_crN stored (CR0 ET is hardwired; CR2/CR3 plain)."""
+    h = m.hooks
+    for value in (0x0, 0x1234000, 0xFFFFF000):
+        h.write_cr2(value)
+        if h.read_cr2() != value:
+            raise ContractViolation(f"read_cr2 {h.read_cr2():#x} after write_cr2 {value:#x}")
+    for value in (0x300000, 0x7FF000):
+        h.write_cr3(value)
+        if h.read_cr3() != value:
+            raise ContractViolation(f"read_cr3 {h.read_cr3():#x} after write_cr3 {value:#x}")
+    cr0 = h.read_cr0()
+    h.write_cr0(cr0 | 0x8)  # TS
+    if not h.read_cr0() & 0x8:
+        raise ContractViolation("write_cr0 did not set CR0.TS")
+    h.clts()
+    if h.read_cr0() & 0x8:
+        raise ContractViolation("clts did not clear CR0.TS")
+
+
+def pte_make_val_roundtrip(m: Machine, _native: Machine) -> None:
+    """pte_val(make_pte(v)) == v and pgd_val(make_pgd(v)) == v for present and non-present
+    entries (the pfn<->mfn conversion must be invertible)."""
+    h = m.hooks
+    for v in (0, 0x00001003, 0x00123067, 0x003FF001, 0x00456000):
+        if h.pte_val(h.make_pte(v)) != v:
+            raise ContractViolation(f"pte_val(make_pte({v:#x})) = {h.pte_val(h.make_pte(v)):#x}")
+        if h.pgd_val(h.make_pgd(v)) != v:
+            raise ContractViolation(f"pgd_val(make_pgd({v:#x})) = {h.pgd_val(h.make_pgd(v)):#x}")
+
+
+def _paging_on(m: Machine) -> None:
+    mem = m.memory
+    for i in range(1024):  # identity map 0-4 MiB
+        mem.write_u32(PT + 4 * i, (i << 12) | 3)
+    mem.write_u32(PD, PT | 3)
+    mem.write_u32(PD + 4 * (VA >> 22), PT_VA | 3)
+    m.hooks.write_cr3(PD)
+    m.hooks.write_cr0(m.hooks.read_cr0() | 0x80000000)
+
+
+def set_pte_controls_translation(m: Machine, _native: Machine) -> None:
+    """After set_pte(ptep, make_pte(frame | P | RW)) the page maps the frame; after set_pte
+    with P clear and flush_tlb_single, an access faults with #PF (not-present)."""
+    _paging_on(m)
+    h = m.hooks
+    ptep = PT_VA  # entry 0 of the table that maps VA (identity-mapped itself)
+    m.memory.write_u32(FRAME, 0xC0FFEE)
+    h.set_pte(ptep, h.make_pte(FRAME | 3))
+    h.flush_tlb_single(VA)
+    got = m.read_linear(VA, 4)
+    if got != 0xC0FFEE:
+        raise ContractViolation(f"after set_pte present, read {got:#x} at {VA:#x}, expected 0xc0ffee")
+    h.set_pte(ptep, h.make_pte(FRAME | 2))  # present bit clear
+    h.flush_tlb_single(VA)
+    try:
+        got = m.read_linear(VA, 4)
+    except faults.PageFault as pf:
+        if pf.error_code & 1:
+            raise ContractViolation(f"#PF error code {pf.error_code:#x} claims a present page") from None
+        return
+    raise ContractViolation(f"set_pte without the present bit still maps {VA:#x} (read {got:#x})")
+
+
+def wallclock_agrees_with_native(m: Machine, native: Machine) -> None:
+    """get_wallclock is seconds since 1970, within 1 s of native's at the same virtual
+    time, and never goes backwards."""
+    a, b = m.hooks.get_wallclock(), native.hooks.get_wallclock()
+    if abs(a - b) > 1:
+        raise ContractViolation(f"get_wallclock {a} s, native {b} s (not seconds since 1970?)")
+    m.busy_wait_ns(2_500_000_000)
+    if m.hooks.get_wallclock() < a:
+        raise ContractViolation("get_wallclock went backwards")
+
+
+def sched_clock_agrees_with_native(m: Machine, native: Machine) -> None:
+    """sched_clock in ns agrees with native's within the clock layer's bound at the same
+    TSC (0 ns at the kit's 1 GHz TSC: every conversion involved is exact there)."""
+    from pvframe.timekeeping import units
+
+    for ns in (0, 1_000, 123_456_789, 10_000_000_000):
+        for mach in (m, native):
+            mach.busy_wait_ns(ns)
+        a, b = m.hooks.sched_clock(), native.hooks.sched_clock()
+        bound = units.sched_clock_bound_ns(b, m.config.tsc_hz)
+        if abs(a - b) > bound:
+            raise ContractViolation(f"sched_clock {a} ns, native {b} ns (bound {bound} ns)")
+
+
+CONTRACTS: tuple[Contract, ...] = tuple(
+    Contract(fn.__name__, fn, (fn.__doc__ or "").split("\n")[0])
+    for fn in (
+        irq_save_restore_roundtrip,
+        control_register_read_after_write,
+        pte_make_val_roundtrip,
+        set_pte_controls_translation,
+        wallclock_agrees_with_native,
+        sched_clock_agrees_with_native,
+    )
+)
+
+
+def check(contract: Contract, backend: str, backends: dict | None = None) -> None:
+    """Run one contract on fresh machines (raises ContractViolation)."""
+    contract.check(_machine(backend, backends), _machine("native", backends))
+
+
+def check_all(backend: str, backends: dict | None = None) -> list[str]:
+    """Every contract; returns the violations as one-line strings (empty: all hold)."""
+    failures = []
+    for c in CONTRACTS:
+        try:
+            check(c, backend, backends)
+        except ContractViolation as exc:
+            failures.append(f"{c.name}: {exc}")
+    return failures
