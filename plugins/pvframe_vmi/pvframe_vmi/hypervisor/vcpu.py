@@ -1,0 +1,83 @@
+"""The privileged state of one VMI VCPU as the VMware side holds it, and the AP start-up
+record (``struct vmi_ap_state``, §4.6)."""
+
+from __future__ import annotations
+
+import struct
+
+import attrs
+
+from pvframe_vmi.hypervisor.abi import LAZY_NONE
+
+
+@attrs.define
+class VirtualCpu:
+    """State changed only through VMI calls (or mirrored from the machine by hooks).
+
+    Reset values follow the raw-image start state (architecture.md): CR0 = 0x11 (PE, ET),
+    CR3 = CR4 = 0; DR6/DR7 at their architectural reset values.
+    """
+
+    cr: dict[int, int] = attrs.field(factory=lambda: {0: 0x11, 2: 0, 3: 0, 4: 0})
+    dr: dict[int, int] = attrs.field(
+        factory=lambda: {0: 0, 1: 0, 2: 0, 3: 0, 6: 0xFFFF0FF0, 7: 0x400})
+    gdtr: tuple[int, int] = (0, 0)  #: (base, limit)
+    idtr: tuple[int, int] = (0, 0)
+    ldtr: int = 0
+    tr: int = 0
+    kernel_ss: int = 0
+    kernel_esp0: int = 0
+    iopl_mask: int = 0
+    vif: bool = False  #: the virtual interrupt flag, when no ``get_if``/``set_if`` hook
+    halted: bool = False
+    lazy_mode: int = LAZY_NONE
+    msrs: dict[int, int] = attrs.field(factory=lambda: {
+        0x174: 0, 0x175: 0, 0x176: 0,  # IA32_SYSENTER_CS / ESP / EIP
+        0x1B: 0xFEE00900,  # IA32_APIC_BASE: BSP, enabled, 0xFEE00000
+    })
+    apic_regs: dict[int, int] = attrs.field(factory=lambda: {0x320: 0x10000})  # LVTT masked
+
+
+_AP_STATE = struct.Struct("<4IQ10I8HIIH2x")
+
+
+@attrs.frozen
+class ApState:
+    """``struct vmi_ap_state`` (§4.6 offsets: cr0 0 ... efer 16, eip 24 ... gs 74, ldtr 76,
+    gdtr_limit 78, gdtr_base 80, idtr_base 84, idtr_limit 88); 92 bytes with padding."""
+
+    cr0: int
+    cr2: int
+    cr3: int
+    cr4: int
+    efer: int
+    eip: int
+    eflags: int
+    eax: int
+    ebx: int
+    ecx: int
+    edx: int
+    esp: int
+    ebp: int
+    esi: int
+    edi: int
+    cs: int
+    ss: int
+    ds: int
+    es: int
+    fs: int
+    gs: int
+    ldtr: int
+    gdtr_limit: int
+    gdtr_base: int
+    idtr_base: int
+    idtr_limit: int
+
+    SIZE = _AP_STATE.size
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ApState:
+        return cls(*_AP_STATE.unpack(data[: cls.SIZE]))
+
+    def to_bytes(self) -> bytes:
+        return _AP_STATE.pack(*attrs.astuple(self))
