@@ -299,7 +299,7 @@ def sched_clock_bound_ns(ns: int, tsc_hz: int) -> int:
     ``(2^31, 1)``, so every backend's sched_clock equals native's exactly.
     """
     _check_hz(tsc_hz)
-    mul, shift = xen_time_scale(tsc_hz)
+    _mul, shift = xen_time_scale(tsc_hz)
     f = tsc_hz << shift if shift >= 0 else tsc_hz >> -shift
     exact_linux = (1024 * NSEC_PER_SEC) % tsc_hz == 0 and tsc_hz % 1000 == 0
     exact_pvclock = (NSEC_PER_SEC << 32) % f == 0 and (shift >= 0 or tsc_hz % (1 << -shift) == 0)
