@@ -1,0 +1,1055 @@
+"""``XenHypervisor``: one 32-bit non-PAE PV domain as Xen 3.x sees it.
+
+Hypercalls enter through :meth:`XenHypervisor.hypercall` with Xen's x86_32 argument list
+(§3.1: 64-bit values split lo, hi; machine addresses and mfns, never pfns), are logged
+and counted there, and are dispatched to one ``_do_*`` handler per hypercall (a table,
+not a chain of ``if``). The typed helpers (:meth:`XenHypervisor.mmu_update`, ...) build
+the same argument list and go through the same entry. Pointer arguments are Python
+objects standing for the guest buffer (see :mod:`.abi`); an ``int`` in a pointer slot is
+a guest address the model does not dereference and yields ``-EFAULT``, as an unreadable
+buffer does in Xen.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from pvframe.timekeeping import units
+from pvframe_xen.hypervisor import abi
+from pvframe_xen.hypervisor.abi import (
+    _PAGE_ACCESSED,
+    _PAGE_DIRTY,
+    _PAGE_PRESENT,
+    _PAGE_RW,
+    _PAGE_USER,
+    DOMID_IO,
+    DOMID_SELF,
+    EFAULT,
+    EINVAL,
+    ENOENT,
+    ENOSYS,
+    EPERM,
+    ESRCH,
+    ETIME,
+    HYPERCALLS,
+    HYPERVISOR_VIRT_START,
+    M32,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    MmuextOp,
+    MmuUpdate,
+    MulticallEntry,
+    SuccessCount,
+    TrapInfo,
+)
+from pvframe_xen.hypervisor.events import EventChannels
+from pvframe_xen.hypervisor.memory import (
+    FrameTable,
+    MachineMemory,
+    PGT_l1_page_table,
+    PGT_l2_page_table,
+    PGT_seg_desc_page,
+    PGT_writable_page,
+)
+from pvframe_xen.hypervisor.mm import (
+    MM,
+    check_descriptor,
+    entry_mfn,
+    valid_code_selector,
+)
+from pvframe_xen.hypervisor.shared import SharedInfo, StartInfo, VcpuInfo, VcpuTimeInfo
+
+M64 = (1 << 64) - 1
+#: ``MILLISECS(1)``: the shortest period ``VCPUOP_set_periodic_timer`` accepts.
+MIN_PERIOD_NS = 1_000_000
+#: ``struct vcpu_runstate_info`` on x86_32 (u64 aligned to 4): 4 + 8 + 4*8 bytes.
+RUNSTATE_INFO_SIZE = 44
+#: Version reported by ``XENVER_version``: 3.1 (``major << 16 | minor``).
+XEN_VERSION = (3 << 16) | 1
+
+
+@attrs.frozen
+class Hypercall:
+    """One entry of the hypercall log; ``batched`` marks an entry run by ``multicall``."""
+
+    number: int
+    name: str
+    args: tuple[Any, ...]
+    result: int
+    batched: bool = False
+
+
+@attrs.define
+class Vcpu:
+    """Per-VCPU state Xen keeps (``struct vcpu`` / ``arch.guest_context``)."""
+
+    id: int
+    guest_table: int = 0
+    gdt_frames: list[int] = attrs.field(factory=list)
+    gdt_ents: int = 0
+    ldt_base: int = 0
+    ldt_ents: int = 0
+    kernel_ss: int = 0
+    kernel_sp: int = 0
+    trap_table: dict[int, TrapInfo] = attrs.field(factory=dict)
+    event_callback: tuple[int, int] = (0, 0)
+    failsafe_callback: tuple[int, int] = (0, 0)
+    iopl: int = 0
+    debugreg: list[int] = attrs.field(factory=lambda: [0] * 8)
+    fpu_ts: bool = False
+    blocked: bool = False
+    singleshot_deadline: int | None = None
+    periodic_period: int = 0
+    periodic_last: int = 0
+    runstate: abi.VcpuRunstateInfo = attrs.field(factory=abi.VcpuRunstateInfo)
+    runstate_area: int | None = None
+
+
+@attrs.frozen
+class DomainBoot:
+    """What the domain builder leaves for the guest: ``%esi`` = ``start_info_va``."""
+
+    start_info: StartInfo
+    start_info_va: int
+    start_info_mfn: int
+    virt_base: int
+    l2_mfn: int
+    l1_mfns: tuple[int, ...]
+
+
+def _is_seq(x: Any) -> bool:
+    return isinstance(x, Sequence) and not isinstance(x, (str, bytes))
+
+
+@attrs.define
+class XenHypervisor:
+    """The hypervisor state one domain sees. System time is ns since the domain booted,
+    derived from the machine's TSC through the pvclock scale Xen computes for it.
+
+    ``clock`` (if set) returns the current TSC; otherwise ``tsc_now`` is used. The
+    machine polls :meth:`upcall_deliverable`, :meth:`next_timer_deadline_ns` and calls
+    :meth:`fire_timers`.
+    """
+
+    tsc_hz: int
+    boot_epoch_s: int
+    nr_pages: int = 64
+    nr_vcpus: int = 1
+    domid: int = 1
+    other_domid: int = 2
+    default_periodic_ns: int = 10_000_000
+    xen30_l2_fastpath: bool = False
+    clock: Callable[[], int] | None = None
+    tsc_now: int = 0
+    log: list[Hypercall] = attrs.field(factory=list)
+    counts: Counter[str] = attrs.field(factory=Counter)
+    frames: FrameTable = attrs.field(init=False)
+    memory: MachineMemory = attrs.field(init=False)
+    mm: MM = attrs.field(init=False)
+    shared: SharedInfo = attrs.field(init=False)
+    events: EventChannels = attrs.field(init=False)
+    vcpus: list[Vcpu] = attrs.field(init=False)
+    vm_assist_flags: int = 0
+    shutdown_reason: int | None = None
+    tlb_flushes: list[tuple[str, int | None]] = attrs.field(factory=list)
+    current: int = 0
+    in_multicall: bool = False
+    foreigndom: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        self.frames = FrameTable(self.domid, self.nr_pages, self.other_domid)
+        self.memory = MachineMemory(self.frames.max_page)
+        self.mm = MM(self.frames, self.memory, self.xen30_l2_fastpath)
+        self.shared = SharedInfo()
+        self.memory.attach(self.frames.shared_info_mfn, self.shared.buf)
+        self.shared.max_pfn = self.nr_pages
+        self.vcpus = [
+            Vcpu(v, periodic_period=self.default_periodic_ns) for v in range(self.nr_vcpus)
+        ]
+        self.events = EventChannels(self.shared, self.nr_vcpus, wake=self._wake)
+        for v in range(self.nr_vcpus):
+            # A new VCPU starts with event delivery masked (``alloc_vcpu``).
+            self.shared.vcpu(v).evtchn_upcall_mask = 1
+        mul, shift = units.xen_time_scale(self.tsc_hz)
+        self.update_time_record(0, mul, shift)
+        self.shared.wc_version += 1
+        self.shared.wc_sec, self.shared.wc_nsec = self.boot_epoch_s, 0
+        self.shared.wc_version += 1
+
+    # ================================================================ time (§3.9)
+
+    @property
+    def time(self) -> VcpuTimeInfo:
+        """VCPU 0's ``vcpu_time_info`` record (inside ``shared_info``)."""
+        return self.shared.vcpu(0).time
+
+    @property
+    def wc_version(self) -> int:
+        return self.shared.wc_version
+
+    @property
+    def wc_sec(self) -> int:
+        return self.shared.wc_sec
+
+    @property
+    def wc_nsec(self) -> int:
+        return self.shared.wc_nsec
+
+    def update_time_record(self, tsc: int, mul: int | None = None, shift: int | None = None) -> None:
+        """Refresh every VCPU's ``vcpu_time_info`` following the version protocol (odd
+        while updating, §3.9): system time at ``tsc`` under the old scale becomes the new
+        ``system_time``, so time stays continuous across a scale change."""
+        for v in range(self.nr_vcpus):
+            t = self.shared.vcpu(v).time
+            now = self._pvclock(t, tsc) if t.tsc_to_system_mul else 0
+            t.version += 1
+            t.tsc_timestamp, t.system_time = tsc, now
+            if mul is not None and shift is not None:
+                t.tsc_to_system_mul, t.tsc_shift = mul, shift
+            t.version += 1
+
+    @staticmethod
+    def _pvclock(t: VcpuTimeInfo, tsc: int) -> int:
+        return units.pvclock_ns(tsc, t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift)
+
+    def system_time_ns(self, tsc: int) -> int:
+        return self._pvclock(self.time, tsc)
+
+    def now_tsc(self) -> int:
+        return self.clock() if self.clock is not None else self.tsc_now
+
+    def now_ns(self) -> int:
+        """Xen's ``NOW()``."""
+        return self.system_time_ns(self.now_tsc())
+
+    def next_timer_deadline_ns(self) -> int | None:
+        """The earliest armed timer (single-shot or periodic) over all VCPUs."""
+        deadlines: list[int] = []
+        for v in self.vcpus:
+            if v.singleshot_deadline is not None:
+                deadlines.append(v.singleshot_deadline)
+            if v.periodic_period:
+                deadlines.append(v.periodic_last + v.periodic_period)
+        return min(deadlines) if deadlines else None
+
+    def fire_timers(self, now_ns: int) -> list[int]:
+        """Expire timers due at ``now_ns``: each sends ``VIRQ_TIMER`` to its VCPU
+        (``send_timer_event``; nothing if unbound). Periodic timers re-arm from ``now``
+        (``vcpu_periodic_timer_work``). Returns the VCPUs that got a timer event."""
+        fired: list[int] = []
+        for v in self.vcpus:
+            hit = False
+            if v.singleshot_deadline is not None and v.singleshot_deadline <= now_ns:
+                v.singleshot_deadline = None
+                hit = True
+            if v.periodic_period and now_ns >= v.periodic_last + v.periodic_period:
+                v.periodic_last = now_ns
+                hit = True
+            if hit:
+                self.events.send_virq(v.id, abi.VIRQ_TIMER)
+                fired.append(v.id)
+        return fired
+
+    # ================================================================ events (§3.8)
+
+    def vcpu_info(self, vcpu: int = 0) -> VcpuInfo:
+        return self.shared.vcpu(vcpu)
+
+    def upcall_deliverable(self, vcpu: int = 0) -> bool:
+        """An upcall is due: ``evtchn_upcall_pending`` set and ``evtchn_upcall_mask``
+        clear (§3.8 step 4)."""
+        vi = self.shared.vcpu(vcpu)
+        return bool(vi.evtchn_upcall_pending) and not vi.evtchn_upcall_mask
+
+    def deliver_upcall(self, vcpu: int = 0) -> tuple[int, int] | None:
+        """Enter the event callback: set ``evtchn_upcall_mask`` (the saved mask becomes
+        the frame's IF) and return the callback ``(cs, eip)``; None if not deliverable."""
+        if not self.upcall_deliverable(vcpu):
+            return None
+        self.shared.vcpu(vcpu).evtchn_upcall_mask = 1
+        return self.vcpus[vcpu].event_callback
+
+    def _wake(self, vcpu: int) -> None:
+        v = self.vcpus[vcpu]
+        if v.blocked:
+            v.blocked = False
+            self._runstate(v, abi.RUNSTATE_running)
+
+    def _runstate(self, v: Vcpu, state: int) -> None:
+        now = self.now_ns()
+        rs = v.runstate
+        rs.time[rs.state] += max(0, now - rs.state_entry_time)
+        rs.state, rs.state_entry_time = state, now
+
+    # ================================================================ memory helpers
+
+    def pfn_to_mfn(self, pfn: int) -> int:
+        return self.frames.pfn_to_mfn(pfn)
+
+    def mfn_to_pfn(self, mfn: int) -> int:
+        return self.frames.mfn_to_pfn(mfn)
+
+    @property
+    def shared_info_maddr(self) -> int:
+        return self.frames.shared_info_mfn << PAGE_SHIFT
+
+    def shared_info_bytes(self) -> bytes:
+        """The ``shared_info`` page as a guest reads it at ``start_info.shared_info``."""
+        return self.memory.read_bytes(self.shared_info_maddr, PAGE_SIZE)
+
+    def translate(self, va: int, write: bool = False, vcpu: int | None = None) -> int | None:
+        """Walk the VCPU's current base pointer: the machine address of ``va``, or None
+        if unmapped (or read-only when ``write``)."""
+        base = self.vcpus[self.current if vcpu is None else vcpu].guest_table
+        if not base:
+            return None
+        l2e = self.mm.entry(base, (va >> 22) & 0x3FF)
+        if not self.mm.l2e_maps_l1(l2e) or (write and not l2e & _PAGE_RW):
+            return None
+        l1e = self.mm.entry(entry_mfn(l2e), (va >> 12) & 0x3FF)
+        if not l1e & _PAGE_PRESENT or (write and not l1e & _PAGE_RW):
+            return None
+        return (l1e & abi.PAGE_MASK) | (va & (PAGE_SIZE - 1))
+
+    def copy_from_guest(self, va: int, n: int) -> bytes | None:
+        out = bytearray()
+        while n > 0:
+            ma = self.translate(va)
+            if ma is None:
+                return None
+            chunk = min(n, PAGE_SIZE - (va & (PAGE_SIZE - 1)))
+            out += self.memory.read_bytes(ma, chunk)
+            va, n = va + chunk, n - chunk
+        return bytes(out)
+
+    def copy_to_guest(self, va: int, data: bytes) -> bool:
+        pos = 0
+        while pos < len(data):
+            ma = self.translate(va, write=True)
+            if ma is None:
+                return False
+            chunk = min(len(data) - pos, PAGE_SIZE - (va & (PAGE_SIZE - 1)))
+            self.memory.write_bytes(ma, data[pos : pos + chunk])
+            va, pos = va + chunk, pos + chunk
+        return True
+
+    def ptwr_emulate(self, maddr: int, value: int) -> bool:
+        """Writable-page-table assist (§3.4 rule 5, ``ptwr_do_page_fault``): a guest store
+        of ``value`` into a read-only L1 frame it owns is validated like ``mod_l1_entry``.
+        False means "not emulated": the fault goes to the guest."""
+        if not self.vm_assist_flags & (1 << abi.VMASST_TYPE_writable_pagetables):
+            return False
+        mfn = maddr >> PAGE_SHIFT
+        page = self.frames.page(mfn)
+        if page is None or page.owner != self.domid or maddr & 3:
+            return False
+        if page.type != PGT_l1_page_table or not page.validated:
+            return False
+        self.counts["ptwr_emulation"] += 1
+        return self.mm.mod_l1_entry(mfn, (maddr & 0xFFF) >> 2, value, self.domid)
+
+    # ================================================================ domain builder
+
+    def build_domain(
+        self, virt_base: int = 0xC0000000, image_pages: int = 0, cmd_line: str = ""
+    ) -> DomainBoot:
+        """Lay the domain out as Xen's builder does (§3.6): image pfns first, then the
+        P2M array (``mfn_list``), ``start_info``, and the boot page tables (one L2 and
+        the L1s mapping all of the domain's memory at ``virt_base``, page-table frames
+        read-only), installed as VCPU 0's base pointer and pinned."""
+        if virt_base % (4 << 20) or virt_base + self.nr_pages * PAGE_SIZE > HYPERVISOR_VIRT_START:
+            raise ValueError("virt_base must be 4 MiB aligned and below the hypervisor hole")
+        p2m_pfn = image_pages
+        p2m_frames = -(-self.nr_pages * 4 // PAGE_SIZE)
+        si_pfn = p2m_pfn + p2m_frames
+        l2_pfn = si_pfn + 1
+        n_l1 = -(-self.nr_pages // 1024)
+        l1_pfns = list(range(l2_pfn + 1, l2_pfn + 1 + n_l1))
+        if l1_pfns[-1] >= self.nr_pages:
+            raise ValueError("domain too small for its boot structures")
+        m = self.memory
+        for pfn, mfn in enumerate(self.frames.p2m):
+            m.write_u32((self.pfn_to_mfn(p2m_pfn + pfn // 1024) << PAGE_SHIFT) + 4 * (pfn % 1024), mfn)
+        pt_pfns = {l2_pfn, *l1_pfns}
+        l2_mfn = self.pfn_to_mfn(l2_pfn)
+        prot = _PAGE_PRESENT | _PAGE_RW | _PAGE_ACCESSED | _PAGE_USER
+        for k, l1_pfn in enumerate(l1_pfns):
+            l1_mfn = self.pfn_to_mfn(l1_pfn)
+            m.write_u32((l2_mfn << PAGE_SHIFT) + 4 * ((virt_base >> 22) + k), (l1_mfn << PAGE_SHIFT) | prot | _PAGE_DIRTY)
+            for i in range(1024):
+                pfn = k * 1024 + i
+                if pfn >= self.nr_pages:
+                    break
+                flags = prot & ~_PAGE_RW if pfn in pt_pfns else prot
+                m.write_u32((l1_mfn << PAGE_SHIFT) + 4 * i, (self.pfn_to_mfn(pfn) << PAGE_SHIFT) | flags)
+        if not self.mm.get_page_and_type(l2_mfn, self.domid, PGT_l2_page_table):
+            raise RuntimeError(f"boot page tables do not validate: {self.mm.reason}")
+        self.frames.pages[l2_mfn].pinned = True  # the pin's reference (libxc pin_table)
+        self.mm.get_page_and_type(l2_mfn, self.domid, PGT_l2_page_table)
+        self.vcpus[0].guest_table = l2_mfn
+        info = StartInfo(
+            nr_pages=self.nr_pages, shared_info=self.shared_info_maddr,
+            pt_base=virt_base + l2_pfn * PAGE_SIZE, nr_pt_frames=1 + n_l1,
+            mfn_list=virt_base + p2m_pfn * PAGE_SIZE, cmd_line=cmd_line,
+        )
+        si_mfn = self.pfn_to_mfn(si_pfn)
+        m.write_bytes(si_mfn << PAGE_SHIFT, info.to_bytes())
+        return DomainBoot(
+            info, virt_base + si_pfn * PAGE_SIZE, si_mfn, virt_base, l2_mfn,
+            tuple(self.pfn_to_mfn(p) for p in l1_pfns),
+        )
+
+    # ================================================================ entry point
+
+    def hypercall(self, number: int, *args: Any, result: int | None = None) -> int:
+        """Execute hypercall ``number`` with Xen's x86_32 arguments, log and count it,
+        and return its result (negative errno on failure). With ``result`` given, only
+        record a call the guest side handled itself (the earlier, record-only API)."""
+        if result is None:
+            result = self._dispatch(number, args)
+        name = HYPERCALLS.get(number, f"hypercall_{number}")
+        self.log.append(Hypercall(number, name, tuple(args), result, self.in_multicall))
+        self.counts[name] += 1
+        return result
+
+    def _dispatch(self, number: int, args: Sequence[Any]) -> int:
+        handler = _HANDLERS.get(number)
+        if handler is None:
+            return -ENOSYS
+        padded = list(args[:6]) + [0] * (6 - len(args[:6]))
+        for i, kind in enumerate(_ARG_KINDS[number]):
+            if kind == "i":
+                if not isinstance(padded[i], int):
+                    return -EFAULT  # a register cannot hold this: garbage argument
+                padded[i] &= M32
+        return handler(self, *padded)
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self.counts)
+
+    # ---------------------------------------------------------------- typed helpers
+
+    def set_trap_table(self, traps: Sequence[TrapInfo] | None) -> int:
+        return self.hypercall(0, traps)
+
+    def mmu_update(
+        self, reqs: Sequence[MmuUpdate] | None, count: int | None = None,
+        success_count: SuccessCount | None = None, dom: int = DOMID_SELF,
+    ) -> int:
+        return self.hypercall(1, reqs, len(reqs or ()) if count is None else count, success_count, dom)
+
+    def set_gdt(self, frames: Sequence[int] | None, entries: int) -> int:
+        return self.hypercall(2, frames, entries)
+
+    def stack_switch(self, ss: int, esp: int) -> int:
+        return self.hypercall(3, ss, esp)
+
+    def set_callbacks(self, event_cs: int, event_eip: int, failsafe_cs: int, failsafe_eip: int) -> int:
+        return self.hypercall(4, event_cs, event_eip, failsafe_cs, failsafe_eip)
+
+    def fpu_taskswitch(self, set_: int) -> int:
+        return self.hypercall(5, set_)
+
+    def sched_op(self, cmd: int, arg: int = 0) -> int:
+        """The legacy ``sched_op`` (6) the 2.6.23 guest uses: ``arg`` is an integer."""
+        return self.hypercall(6, cmd, arg)
+
+    def set_debugreg(self, reg: int, value: int) -> int:
+        return self.hypercall(8, reg, value)
+
+    def get_debugreg(self, reg: int) -> int:
+        return self.hypercall(9, reg)
+
+    def update_descriptor(self, maddr: int, desc: int) -> int:
+        return self.hypercall(10, maddr & M32, maddr >> 32, desc & M32, (desc >> 32) & M32)
+
+    def multicall(self, entries: Sequence[MulticallEntry] | None, nr: int | None = None) -> int:
+        return self.hypercall(13, entries, len(entries or ()) if nr is None else nr)
+
+    def update_va_mapping(self, va: int, pte: int, flags: int = 0) -> int:
+        return self.hypercall(14, va, pte & M32, (pte >> 32) & M32, flags)
+
+    def set_timer_op(self, timeout_ns: int) -> int:
+        return self.hypercall(15, timeout_ns & M32, (timeout_ns >> 32) & M32)
+
+    def xen_version(self, cmd: int, arg: Any = None) -> int:
+        return self.hypercall(17, cmd, arg)
+
+    def vm_assist(self, cmd: int, type_: int) -> int:
+        return self.hypercall(21, cmd, type_)
+
+    def vcpu_op(self, cmd: int, vcpuid: int, extra: Any = None) -> int:
+        return self.hypercall(24, cmd, vcpuid, extra)
+
+    def mmuext_op(
+        self, ops: Sequence[MmuextOp] | None, count: int | None = None,
+        success_count: SuccessCount | None = None, dom: int = DOMID_SELF,
+    ) -> int:
+        return self.hypercall(26, ops, len(ops or ()) if count is None else count, success_count, dom)
+
+    def event_channel_op(self, cmd: int, arg: Any) -> int:
+        return self.hypercall(32, cmd, arg)
+
+    def physdev_op(self, cmd: int, arg: Any) -> int:
+        return self.hypercall(33, cmd, arg)
+
+    # ================================================================ handlers
+
+    def _vcpu(self) -> Vcpu:
+        return self.vcpus[self.current]
+
+    def _set_foreigndom(self, dom: int) -> bool:
+        """``set_foreigndom``: DOMID_SELF, or DOMID_IO for an unprivileged domain; naming
+        itself or any other domain fails (the caller returns -ESRCH)."""
+        if dom == DOMID_SELF:
+            self.foreigndom = self.domid
+            return True
+        if dom == DOMID_IO:
+            self.foreigndom = DOMID_IO
+            return True
+        self.mm.reason = f"domain {self.domid} cannot set foreign domain {dom:#x}"
+        return False
+
+    def _do_set_trap_table(self, traps: Any, *_: Any) -> int:
+        """``do_set_trap_table``: NULL clears the virtual IDT; entries are installed up to
+        the one with ``address == 0``; a bad code selector stops with -EPERM (entries
+        before it stay installed, as in Xen)."""
+        v = self._vcpu()
+        if traps is None:
+            v.trap_table.clear()
+            return 0
+        if not _is_seq(traps):
+            return -EFAULT
+        for t in traps:
+            if not isinstance(t, TrapInfo):
+                return -EFAULT
+            if t.address == 0:
+                return 0
+            if not valid_code_selector(t.cs):
+                return -EPERM
+            v.trap_table[t.vector & 0xFF] = t
+        return -EFAULT  # ran off the end of the buffer without a terminator
+
+    def _do_mmu_update(self, reqs: Any, count: Any, pdone: Any, dom: Any, *_: Any) -> int:
+        """``do_mmu_update`` (§3.3): requests run in order; the first failure stops the
+        batch; ``*success_count`` = requests done. NORMAL_PT_UPDATE: the table frame must
+        be the caller's own; an L1/L2 frame is updated through ``mod_l1/l2_entry``
+        (validating), any other frame needs a writable type (so a GDT page is refused).
+        MACHPHYS_UPDATE: only for frames the (foreign) domain owns."""
+        if not _is_seq(reqs) or not isinstance(count, int) or count < 0 or count > len(reqs):
+            return -EFAULT
+        if not self._set_foreigndom(dom):
+            return -ESRCH
+        rc, done = 0, 0
+        for req in reqs[:count]:
+            if not isinstance(req, MmuUpdate):
+                rc = -EFAULT
+                break
+            rc = self._mmu_update_one(req)
+            if rc:
+                break
+            done += 1
+        if isinstance(pdone, SuccessCount):
+            pdone.value = done
+        return rc
+
+    def _mmu_update_one(self, req: MmuUpdate) -> int:
+        cmd = req.ptr & 3
+        mm = self.mm
+        if cmd == abi.MMU_NORMAL_PT_UPDATE:
+            ptr = req.ptr & ~3 & ((1 << 64) - 1)
+            mfn, index = ptr >> PAGE_SHIFT, (ptr & 0xFFF) >> 2
+            if not mm.get_page(mfn, self.domid):
+                return -EINVAL
+            page = self.frames.pages[mfn]
+            okay = False
+            if page.type in (PGT_l1_page_table, PGT_l2_page_table):
+                ptype = page.type
+                if mm.get_page_type(mfn, ptype):
+                    if ptype == PGT_l1_page_table:
+                        okay = mm.mod_l1_entry(mfn, index, req.val, self.foreigndom)
+                    else:
+                        okay = mm.mod_l2_entry(mfn, index, req.val)
+                    mm.put_page_type(mfn)
+            elif mm.get_page_type(mfn, PGT_writable_page):
+                self.memory.write_u32(ptr, req.val & M32)
+                okay = True
+                mm.put_page_type(mfn)
+            mm.put_page(mfn)
+            return 0 if okay else -EINVAL
+        if cmd == abi.MMU_MACHPHYS_UPDATE:
+            mfn = req.ptr >> PAGE_SHIFT
+            if self.foreigndom == DOMID_IO or not mm.get_page(mfn, self.foreigndom):
+                mm.reason = f"could not get mfn {mfn:#x} for mach->phys update"
+                return -EINVAL
+            self.frames.m2p[mfn] = req.val & M32
+            mm.put_page(mfn)
+            return 0
+        mm.reason = f"invalid page update command {cmd}"
+        return -ENOSYS
+
+    def _do_set_gdt(self, frames: Any, entries: Any, *_: Any) -> int:
+        """``do_set_gdt``/``set_gdt``: at most ``FIRST_RESERVED_GDT_ENTRY`` entries; every
+        frame must be the domain's and become ``PGT_seg_desc_page`` (validated by
+        ``check_descriptor``; refused while writable mappings exist, §3.4 rule 7); on
+        success the old GDT's references are dropped."""
+        if not isinstance(entries, int) or entries < 0 or entries > abi.FIRST_RESERVED_GDT_ENTRY:
+            return -EINVAL
+        nr = (entries + 511) // 512
+        if not _is_seq(frames) or len(frames) < nr:
+            return -EFAULT
+        new = [int(f) for f in frames[:nr]]
+        for i, mfn in enumerate(new):
+            if not self.mm.get_page_and_type(mfn, self.domid, PGT_seg_desc_page):
+                for done in new[:i]:
+                    self.mm.put_page_and_type(done)
+                return -EINVAL
+        v = self._vcpu()
+        for old in v.gdt_frames:
+            self.mm.put_page_and_type(old)
+        v.gdt_frames, v.gdt_ents = new, entries
+        self.tlb_flushes.append(("local", None))
+        return 0
+
+    def _do_stack_switch(self, ss: Any, esp: Any, *_: Any) -> int:
+        """``do_stack_switch`` (Xen 3.0): the kernel stack selector must have RPL 1."""
+        if (ss & 3) != 1:
+            return -EPERM
+        v = self._vcpu()
+        v.kernel_ss, v.kernel_sp = ss & 0xFFFF, esp & M32
+        return 0
+
+    def _do_set_callbacks(self, ecs: Any, eeip: Any, fcs: Any, feip: Any, *_: Any) -> int:
+        """``do_set_callbacks`` (Xen 3.0 x86_32): both selectors must be valid guest code
+        selectors, else -EPERM."""
+        if not valid_code_selector(ecs) or not valid_code_selector(fcs):
+            return -EPERM
+        v = self._vcpu()
+        v.event_callback, v.failsafe_callback = (ecs, eeip & M32), (fcs, feip & M32)
+        return 0
+
+    def _do_fpu_taskswitch(self, set_: Any, *_: Any) -> int:
+        self._vcpu().fpu_ts = bool(set_)
+        return 0
+
+    def _block(self) -> int:
+        """``do_block`` (§3.10): enable event delivery, then block unless an event is
+        already pending (the wakeup-waiting race is closed inside Xen)."""
+        v = self._vcpu()
+        vi = self.shared.vcpu(v.id)
+        vi.evtchn_upcall_mask = 0
+        if not vi.evtchn_upcall_pending:
+            v.blocked = True
+            self._runstate(v, abi.RUNSTATE_blocked)
+        return 0
+
+    def _do_sched_op_compat(self, cmd: Any, arg: Any, *_: Any) -> int:
+        """``do_sched_op_compat``: yield, block, shutdown(reason = arg); else -ENOSYS."""
+        if cmd == abi.SCHEDOP_yield:
+            return 0
+        if cmd == abi.SCHEDOP_block:
+            return self._block()
+        if cmd == abi.SCHEDOP_shutdown:
+            self.shutdown_reason = int(arg) & 0xFF
+            return 0
+        return -ENOSYS
+
+    def _do_sched_op(self, cmd: Any, arg: Any, *_: Any) -> int:
+        """``do_sched_op`` (29): like the compat form, shutdown takes a struct."""
+        if cmd == abi.SCHEDOP_yield:
+            return 0
+        if cmd == abi.SCHEDOP_block:
+            return self._block()
+        if cmd == abi.SCHEDOP_shutdown:
+            if not isinstance(arg, abi.SchedShutdown):
+                return -EFAULT
+            self.shutdown_reason = arg.reason & 0xFF
+            return 0
+        return -ENOSYS
+
+    def _do_set_debugreg(self, reg: Any, value: Any, *_: Any) -> int:
+        """``set_debugreg``: DR0-3 must hold guest addresses (-EPERM), DR6 gets its fixed
+        bits, DR4/5 and > 7 are -EINVAL."""
+        v = self._vcpu()
+        if reg in (0, 1, 2, 3):
+            if value >= HYPERVISOR_VIRT_START - 4:
+                return -EPERM
+        elif reg == 6:
+            value = (value & 0xFFFFEFFF) | 0xFFFF0FF0
+        elif reg != 7:
+            return -EINVAL
+        v.debugreg[reg] = value & M32
+        return 0
+
+    def _do_get_debugreg(self, reg: Any, *_: Any) -> int:
+        if not isinstance(reg, int) or not 0 <= reg <= 7:
+            return -EINVAL
+        return self._vcpu().debugreg[reg]
+
+    def _do_update_descriptor(self, ma_lo: Any, ma_hi: Any, d_lo: Any, d_hi: Any, *_: Any) -> int:
+        """``do_update_descriptor`` (Xen 3.0): 8-byte aligned machine address of a frame
+        the domain owns; the descriptor must pass ``check_descriptor``; the frame must be
+        a descriptor page or able to take a writable type (a page table is refused)."""
+        ma = (ma_hi << 32) | ma_lo
+        mfn = ma >> PAGE_SHIFT
+        ok, a, b = check_descriptor(d_lo, d_hi)
+        if ma % 8 or not self.memory.valid(mfn) or not ok:
+            return -EINVAL
+        mm = self.mm
+        if not mm.get_page(mfn, self.domid):
+            return -EINVAL
+        page = self.frames.pages[mfn]
+        want = PGT_seg_desc_page if page.type == PGT_seg_desc_page else PGT_writable_page
+        rc = -EINVAL
+        if mm.get_page_type(mfn, want):
+            self.memory.write_u32(ma, a)
+            self.memory.write_u32(ma + 4, b)
+            mm.put_page_type(mfn)
+            rc = 0
+        mm.put_page(mfn)
+        return rc
+
+    def _do_multicall(self, entries: Any, nr: Any, *_: Any) -> int:
+        """``do_multicall`` (§3.2): entries run in order and each result is stored; an op
+        number beyond the table gets -ENOSYS, a nested multicall -EINVAL, and the others
+        still run. An unreadable list is -EFAULT before anything runs."""
+        if self.in_multicall:
+            return -EINVAL
+        if not _is_seq(entries) or not isinstance(nr, int) or nr < 0 or nr > len(entries):
+            return -EFAULT
+        self.in_multicall = True
+        try:
+            for e in entries[:nr]:
+                if not isinstance(e, MulticallEntry):
+                    return -EFAULT
+                if not isinstance(e.op, int) or not 0 <= e.op < abi.NR_HYPERCALLS:
+                    e.result = -ENOSYS
+                    continue
+                e.result = self.hypercall(e.op, *tuple(e.args)[:6])
+        finally:
+            self.in_multicall = False
+        return 0
+
+    def _flush(self, flags: int, va: int) -> int:
+        kind = flags & abi.UVMF_FLUSHTYPE_MASK
+        if kind not in (abi.UVMF_TLB_FLUSH, abi.UVMF_INVLPG):
+            return 0
+        scope = flags & ~abi.UVMF_FLUSHTYPE_MASK
+        what = "tlb" if kind == abi.UVMF_TLB_FLUSH else "invlpg"
+        if scope == abi.UVMF_LOCAL:
+            where = "local"
+        elif scope == abi.UVMF_ALL:
+            where = "all"
+        else:
+            if self.copy_from_guest(scope, 4) is None:
+                return -EFAULT
+            where = "multi"
+        self.tlb_flushes.append((f"{what}_{where}", va if kind == abi.UVMF_INVLPG else None))
+        return 0
+
+    def _do_update_va_mapping(self, va: Any, lo: Any, hi: Any, flags: Any, *_: Any) -> int:
+        """``do_update_va_mapping`` (§3.3): ``va`` below the hole, mapped by a present L2
+        entry of the current base pointer whose target is a validated L1 (an L2 reached
+        through a linear mapping is read-only to Xen too: the write faults, -EINVAL);
+        then ``mod_l1_entry``; then the flush the flags ask for (done even after a
+        failed update, as in Xen; a bad UVMF_MULTI bitmap pointer is -EFAULT)."""
+        va &= M32
+        if va >= HYPERVISOR_VIRT_START:
+            return -EINVAL
+        rc = -EINVAL
+        base = self._vcpu().guest_table
+        if base:
+            l2e = self.mm.entry(base, va >> 22)
+            l1 = entry_mfn(l2e)
+            page = self.frames.page(l1)
+            if (
+                self.mm.l2e_maps_l1(l2e) and page is not None
+                and page.type == PGT_l1_page_table and page.validated
+                and self.mm.mod_l1_entry(l1, (va >> 12) & 0x3FF, lo, self.domid)
+            ):
+                rc = 0
+        frc = self._flush(flags, va)
+        return rc or frc
+
+    def _do_set_timer_op(self, lo: Any, hi: Any, *_: Any) -> int:
+        """``do_set_timer_op``: absolute ns; 0 cancels; a past time fires at once; a
+        negative or absurdly far timeout is clamped to ``now + 2^50`` (Xen's Linux
+        workaround)."""
+        timeout = ((hi << 32) | lo) & M64
+        v = self._vcpu()
+        if timeout == 0:
+            v.singleshot_deadline = None
+            return 0
+        now = self.now_ns()
+        signed = timeout - (1 << 64) if timeout >> 63 else timeout
+        offset = signed - now
+        if signed < 0 or (offset > 0 and (offset >> 50) & M32):
+            v.singleshot_deadline = now + (1 << 50)
+        else:
+            v.singleshot_deadline = signed
+        return 0
+
+    def _do_xen_version(self, cmd: Any, arg: Any, *_: Any) -> int:
+        """``do_xen_version``: version 3.1; strings and features copied into ``arg``."""
+        if cmd == abi.XENVER_version:
+            return XEN_VERSION
+        strings = {
+            abi.XENVER_extraversion: ".0", abi.XENVER_compile_info: "pvframe model",
+            abi.XENVER_capabilities: "xen-3.0-x86_32", abi.XENVER_changeset: "unavailable",
+        }
+        if cmd in strings:
+            if not isinstance(arg, abi.XenString):
+                return -EFAULT
+            arg.value = strings[cmd]
+            return 0
+        if cmd == abi.XENVER_platform_parameters:
+            if not isinstance(arg, abi.XenPlatformParameters):
+                return -EFAULT
+            arg.virt_start = HYPERVISOR_VIRT_START
+            return 0
+        if cmd == abi.XENVER_get_features:
+            if not isinstance(arg, abi.XenFeatureInfo):
+                return -EFAULT
+            if arg.submap_idx != 0:
+                return -EINVAL
+            # Xen 3.0 kernel.c: a plain PV guest gets only pae_pgdir_above_4gb, and only
+            # when it enabled VMASST_TYPE_pae_extended_cr3.
+            submap = 0
+            if self.vm_assist_flags & (1 << abi.VMASST_TYPE_pae_extended_cr3):
+                submap |= 1 << abi.XENFEAT_pae_pgdir_above_4gb
+            arg.submap = submap
+            return 0
+        return -ENOSYS
+
+    def _do_vm_assist(self, cmd: Any, type_: Any, *_: Any) -> int:
+        """``vm_assist``: type above ``MAX_VMASST_TYPE`` is -EINVAL, unknown cmd -ENOSYS."""
+        if not isinstance(type_, int) or type_ < 0 or type_ > abi.MAX_VMASST_TYPE:
+            return -EINVAL
+        if cmd == abi.VMASST_CMD_enable:
+            self.vm_assist_flags |= 1 << type_
+            return 0
+        if cmd == abi.VMASST_CMD_disable:
+            self.vm_assist_flags &= ~(1 << type_)
+            return 0
+        return -ENOSYS
+
+    def _do_vcpu_op(self, cmd: Any, vcpuid: Any, extra: Any, *_: Any) -> int:
+        """``do_vcpu_op``: VCPU id out of range -EINVAL, absent -ENOENT; timers per §3.9
+        (periodic < 1 ms -EINVAL; single-shot only on the calling VCPU, -ETIME with
+        ``VCPU_SSHOTTMR_future`` if already past); runstate area minimal."""
+        if not isinstance(vcpuid, int) or not 0 <= vcpuid < abi.MAX_VIRT_CPUS:
+            return -EINVAL
+        if vcpuid >= self.nr_vcpus:
+            return -ENOENT
+        v = self.vcpus[vcpuid]
+        if cmd == abi.VCPUOP_is_up:
+            return 1
+        if cmd == abi.VCPUOP_set_periodic_timer:
+            if not isinstance(extra, abi.VcpuSetPeriodicTimer):
+                return -EFAULT
+            if extra.period_ns < MIN_PERIOD_NS:
+                return -EINVAL
+            v.periodic_period, v.periodic_last = extra.period_ns, self.now_ns()
+            return 0
+        if cmd == abi.VCPUOP_stop_periodic_timer:
+            v.periodic_period = 0
+            return 0
+        if cmd == abi.VCPUOP_set_singleshot_timer:
+            if vcpuid != self.current:
+                return -EINVAL
+            if not isinstance(extra, abi.VcpuSetSingleshotTimer):
+                return -EFAULT
+            if extra.flags & abi.VCPU_SSHOTTMR_future and extra.timeout_abs_ns < self.now_ns():
+                return -ETIME
+            v.singleshot_deadline = extra.timeout_abs_ns
+            return 0
+        if cmd == abi.VCPUOP_stop_singleshot_timer:
+            if vcpuid != self.current:
+                return -EINVAL
+            v.singleshot_deadline = None
+            return 0
+        if cmd == abi.VCPUOP_get_runstate_info:
+            if not isinstance(extra, abi.VcpuRunstateInfo):
+                return -EFAULT
+            self._runstate(v, v.runstate.state)
+            extra.state, extra.state_entry_time = v.runstate.state, v.runstate.state_entry_time
+            extra.time = list(v.runstate.time)
+            return 0
+        if cmd == abi.VCPUOP_register_runstate_memory_area:
+            if not isinstance(extra, abi.VcpuRegisterRunstateMemoryArea):
+                return -EFAULT
+            if extra.addr + RUNSTATE_INFO_SIZE > HYPERVISOR_VIRT_START:
+                return -EFAULT
+            v.runstate_area = extra.addr
+            self.publish_runstate(vcpuid)
+            return 0
+        return -ENOSYS
+
+    def publish_runstate(self, vcpu: int) -> bool:
+        """Copy the VCPU's runstate into its registered area (if mapped writable)."""
+        v = self.vcpus[vcpu]
+        if v.runstate_area is None:
+            return False
+        rs = v.runstate
+        data = rs.state.to_bytes(4, "little") + rs.state_entry_time.to_bytes(8, "little")
+        data += b"".join(t.to_bytes(8, "little") for t in rs.time)
+        return self.copy_to_guest(v.runstate_area, data)
+
+    def _do_mmuext_op(self, ops: Any, count: Any, pdone: Any, dom: Any, *_: Any) -> int:
+        """``do_mmuext_op`` (§3.3, §3.4 rule 4): ops run in order, the first failure
+        stops the batch with -EINVAL (Xen 3.0: every failed op is ``okay = 0``)."""
+        if not _is_seq(ops) or not isinstance(count, int) or count < 0 or count > len(ops):
+            return -EFAULT
+        if not self._set_foreigndom(dom):
+            return -ESRCH
+        rc, done = 0, 0
+        for op in ops[:count]:
+            if not isinstance(op, MmuextOp):
+                rc = -EFAULT
+                break
+            if not self._mmuext_one(op):
+                rc = -EINVAL
+                break
+            done += 1
+        if isinstance(pdone, SuccessCount):
+            pdone.value = done
+        return rc
+
+    def _mmuext_one(self, op: MmuextOp) -> bool:
+        mm, cmd, v = self.mm, op.cmd, self._vcpu()
+        if cmd in (abi.MMUEXT_PIN_L1_TABLE, abi.MMUEXT_PIN_L2_TABLE):
+            # pin_page: a long-lived type reference; pinning twice is refused.
+            ptype = PGT_l1_page_table if cmd == abi.MMUEXT_PIN_L1_TABLE else PGT_l2_page_table
+            if self.foreigndom == DOMID_IO or not mm.get_page_and_type(op.arg1, self.foreigndom, ptype):
+                return False
+            page = self.frames.pages[op.arg1]
+            if page.pinned:
+                mm.put_page_and_type(op.arg1)
+                return mm.refuse(f"mfn {op.arg1:#x} already pinned")
+            page.pinned = True
+            return True
+        if cmd == abi.MMUEXT_UNPIN_TABLE:
+            # Unpinning a table that is the current base pointer is allowed: the base
+            # pointer holds its own type reference, so the table stays validated.
+            if self.foreigndom == DOMID_IO or not mm.get_page(op.arg1, self.foreigndom):
+                return False
+            page = self.frames.pages[op.arg1]
+            if not page.pinned:
+                mm.put_page(op.arg1)
+                return mm.refuse(f"mfn {op.arg1:#x} not pinned")
+            page.pinned = False
+            mm.put_page_and_type(op.arg1)
+            mm.put_page(op.arg1)
+            return True
+        if cmd == abi.MMUEXT_NEW_BASEPTR:
+            # new_guest_cr3: a type reference on the new L2 (validating it unless pinned
+            # or otherwise already validated), then drop the old base's reference.
+            if not mm.get_page_and_type(op.arg1, self.domid, PGT_l2_page_table):
+                return False
+            old, v.guest_table = v.guest_table, op.arg1
+            if old:
+                mm.put_page_and_type(old)
+            self.tlb_flushes.append(("tlb_local", None))
+            return True
+        if cmd in (abi.MMUEXT_TLB_FLUSH_LOCAL, abi.MMUEXT_TLB_FLUSH_ALL):
+            self.tlb_flushes.append(("tlb_local" if cmd == abi.MMUEXT_TLB_FLUSH_LOCAL else "tlb_all", None))
+            return True
+        if cmd in (abi.MMUEXT_INVLPG_LOCAL, abi.MMUEXT_INVLPG_ALL):
+            self.tlb_flushes.append(("invlpg_local" if cmd == abi.MMUEXT_INVLPG_LOCAL else "invlpg_all", op.arg1 & M32))
+            return True
+        if cmd in (abi.MMUEXT_TLB_FLUSH_MULTI, abi.MMUEXT_INVLPG_MULTI):
+            if op.arg2 is None:
+                return mm.refuse("unreadable vcpumask")
+            if cmd == abi.MMUEXT_TLB_FLUSH_MULTI:
+                self.tlb_flushes.append(("tlb_multi", None))
+            else:
+                self.tlb_flushes.append(("invlpg_multi", op.arg1 & M32))
+            return True
+        if cmd == abi.MMUEXT_SET_LDT:
+            ptr, ents = op.arg1, op.arg2 if isinstance(op.arg2, int) else -1
+            if ptr & (PAGE_SIZE - 1) or not 0 <= ents <= abi.LDT_MAX_ENTRIES or ptr + ents * 8 > HYPERVISOR_VIRT_START:
+                return mm.refuse(f"bad args to SET_LDT: ptr={ptr:#x} ents={ents}")
+            v.ldt_base, v.ldt_ents = ptr, ents
+            return True
+        if cmd == abi.MMUEXT_FLUSH_CACHE:
+            return mm.refuse("non-physdev domain tried to FLUSH_CACHE")
+        return mm.refuse(f"invalid extended pt command {cmd:#x}")
+
+    def _do_event_channel_op(self, cmd: Any, arg: Any, *_: Any) -> int:
+        """``do_event_channel_op`` (§3.8): bind_virq, bind_ipi, close, send, status,
+        unmask; a wrong or NULL argument struct is -EFAULT; other commands -ENOSYS."""
+        ev = self.events
+        if cmd == abi.EVTCHNOP_bind_virq:
+            if not isinstance(arg, abi.EvtchnBindVirq):
+                return -EFAULT
+            port = ev.bind_virq(arg.virq, arg.vcpu)
+            if port < 0:
+                return port
+            arg.port = port
+            return 0
+        if cmd == abi.EVTCHNOP_bind_ipi:
+            if not isinstance(arg, abi.EvtchnBindIpi):
+                return -EFAULT
+            port = ev.bind_ipi(arg.vcpu)
+            if port < 0:
+                return port
+            arg.port = port
+            return 0
+        simple = {abi.EVTCHNOP_close: ev.close, abi.EVTCHNOP_send: ev.send, abi.EVTCHNOP_unmask: ev.unmask}
+        if cmd in simple:
+            if not isinstance(arg, abi.EvtchnPort):
+                return -EFAULT
+            return simple[cmd](arg.port)
+        if cmd == abi.EVTCHNOP_status:
+            if not isinstance(arg, abi.EvtchnStatus):
+                return -EFAULT
+            rc, arg.status, arg.vcpu, arg.virq = ev.status(arg.dom, arg.port)
+            return rc
+        return -ENOSYS
+
+    def _do_physdev_op(self, cmd: Any, arg: Any, *_: Any) -> int:
+        """``do_physdev_op``: only ``PHYSDEVOP_set_iopl`` (iopl > 3 is -EINVAL)."""
+        if cmd == abi.PHYSDEVOP_set_iopl:
+            if not isinstance(arg, abi.PhysdevSetIopl):
+                return -EFAULT
+            if not 0 <= arg.iopl <= 3:
+                return -EINVAL
+            self._vcpu().iopl = arg.iopl
+            return 0
+        return -ENOSYS
+
+
+_HANDLERS: dict[int, Callable[..., int]] = {
+    0: XenHypervisor._do_set_trap_table,
+    1: XenHypervisor._do_mmu_update,
+    2: XenHypervisor._do_set_gdt,
+    3: XenHypervisor._do_stack_switch,
+    4: XenHypervisor._do_set_callbacks,
+    5: XenHypervisor._do_fpu_taskswitch,
+    6: XenHypervisor._do_sched_op_compat,
+    8: XenHypervisor._do_set_debugreg,
+    9: XenHypervisor._do_get_debugreg,
+    10: XenHypervisor._do_update_descriptor,
+    13: XenHypervisor._do_multicall,
+    14: XenHypervisor._do_update_va_mapping,
+    15: XenHypervisor._do_set_timer_op,
+    17: XenHypervisor._do_xen_version,
+    21: XenHypervisor._do_vm_assist,
+    24: XenHypervisor._do_vcpu_op,
+    26: XenHypervisor._do_mmuext_op,
+    29: XenHypervisor._do_sched_op,
+    32: XenHypervisor._do_event_channel_op,
+    33: XenHypervisor._do_physdev_op,
+}
+
+#: Argument kinds per hypercall: ``i`` a register value (masked to 32 bits), ``p`` a
+#: pointer (a Python object standing for the guest buffer, or None for NULL).
+_ARG_KINDS: dict[int, str] = {
+    0: "p", 1: "pipi", 2: "pi", 3: "ii", 4: "iiii", 5: "i", 6: "ii", 8: "ii", 9: "i",
+    10: "iiii", 13: "pi", 14: "iiii", 15: "ii", 17: "ip", 21: "ii", 24: "iip", 26: "pipi",
+    29: "ip", 32: "ip", 33: "ip",
+}

@@ -1,0 +1,518 @@
+"""Isolation checking: state snapshots, invariants, adversarial request sequences.
+
+The claim checked (§3.4, Xen's ``mm.c`` safety argument): whatever hypercalls a guest
+issues, (a) a refused request leaves the domain's state (page types and counts, pins,
+base pointers, GDT frames, P2M/M2P, memory, event channels) exactly as it was, (b) it is
+refused with Xen's error code, and (c) the invariants below always hold:
+
+* counts: every frame keeps its allocation reference, no count is negative, and every
+  general and type reference is accounted for by a validated table entry, a pin, a base
+  pointer, a GDT frame or the permanent ``shared_info`` reference (recount);
+* no frame is both a page table / descriptor page and writable, neither through a
+  writable type reference nor through any writable path of a validated L2 (linear maps
+  included);
+* every present entry of a validated table maps only the domain's own frames, L2 entries
+  point at validated L1s or are read-only linear maps of validated L2s;
+* every VCPU's base pointer is a validated L2; foreign and Xen frames are untouched.
+
+Requests are drawn by a :class:`Chooser` so the same generator serves Hypothesis (the
+tests) and a seeded :class:`random.Random` (:func:`isolation_campaign`, for nox).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import struct
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
+
+import attrs
+
+from pvframe_xen.hypervisor import abi
+from pvframe_xen.hypervisor.abi import (
+    _PAGE_ACCESSED,
+    _PAGE_GLOBAL,
+    _PAGE_PRESENT,
+    _PAGE_PSE,
+    _PAGE_RW,
+    EEXIST,
+    EFAULT,
+    EINVAL,
+    ENOENT,
+    ENOSYS,
+    EPERM,
+    ESRCH,
+    ETIME,
+    L2_FIRST_XEN_SLOT,
+    PAGE_SHIFT,
+    MmuextOp,
+    MmuUpdate,
+    MulticallEntry,
+    SuccessCount,
+)
+from pvframe_xen.hypervisor.core import XenHypervisor
+from pvframe_xen.hypervisor.memory import (
+    PAGE_TABLE_TYPES,
+    PGT_l1_page_table,
+    PGT_l2_page_table,
+    PGT_seg_desc_page,
+    PGT_writable_page,
+)
+
+T = TypeVar("T")
+TYPED = PAGE_TABLE_TYPES | {PGT_seg_desc_page}
+
+
+# ====================================================================== snapshots
+
+
+def snapshot(hv: XenHypervisor) -> tuple[Any, ...]:
+    """The domain state a refused request must not change. An unreferenced frame's
+    type is reported as ``PGT_none`` (Xen keeps a stale type at count 0, and resets it
+    to 0 when a revalidation fails; neither is observable). The virtual IDT, TLB-flush
+    log and call log are not part of it (Xen installs trap entries before a bad one)."""
+    pages = tuple(
+        (mfn, p.owner, p.count, p.effective_type(), p.type_count, p.validated and p.type_count > 0, p.pinned)
+        for mfn, p in sorted(hv.frames.pages.items())
+    )
+    memory = tuple(
+        (mfn, bytes(buf)) for mfn, buf in sorted(hv.memory.frames.items()) if any(buf)
+    )
+    vcpus = tuple(
+        (v.guest_table, tuple(v.gdt_frames), v.gdt_ents, v.ldt_base, v.ldt_ents, v.kernel_ss,
+         v.kernel_sp, v.event_callback, v.failsafe_callback, v.iopl, v.blocked,
+         v.singleshot_deadline, v.periodic_period, v.periodic_last, tuple(v.debugreg))
+        for v in hv.vcpus
+    )
+    events = (
+        tuple((c.state, c.notify_vcpu, c.virq) for c in hv.events.channels),
+        tuple(tuple(r) for r in hv.events.virq_to_port),
+    )
+    return (pages, tuple(hv.frames.p2m), tuple(sorted(hv.frames.m2p.items())), memory, vcpus,
+            events, hv.vm_assist_flags, hv.shutdown_reason)
+
+
+# ====================================================================== invariants
+
+
+def _entries(hv: XenHypervisor, mfn: int) -> tuple[int, ...]:
+    buf = hv.memory.frames.get(mfn)
+    return struct.unpack("<1024I", buf) if buf is not None else (0,) * 1024
+
+
+def check_invariants(hv: XenHypervisor) -> list[str]:
+    """Every invariant violation found (empty list: all hold)."""
+    bad: list[str] = []
+    pages, dom = hv.frames.pages, hv.domid
+    exp_count: Counter[int] = Counter()
+    exp_type: Counter[int] = Counter()
+    writable: set[int] = set()
+    for mfn, p in pages.items():
+        if p.count < 1 or p.type_count < 0:
+            bad.append(f"mfn {mfn:#x}: negative or lost count ({p.count}, {p.type_count})")
+        if p.owner != dom and (p.count != 1 or p.type_count != 0):
+            bad.append(f"foreign mfn {mfn:#x} gained references")
+        if p.type in PAGE_TABLE_TYPES and p.validated and p.type_count == 0:
+            bad.append(f"mfn {mfn:#x}: validated table with no type reference")
+        if p.pinned:
+            exp_count[mfn] += 1
+            exp_type[mfn] += 1
+            if p.type not in PAGE_TABLE_TYPES or not p.validated:
+                bad.append(f"mfn {mfn:#x}: pinned but not a validated table")
+    exp_count[hv.frames.shared_info_mfn] += 1
+    exp_type[hv.frames.shared_info_mfn] += 1
+    for v in hv.vcpus:
+        for g in v.gdt_frames:
+            exp_count[g] += 1
+            exp_type[g] += 1
+            if pages[g].type != PGT_seg_desc_page:
+                bad.append(f"vcpu {v.id}: GDT frame {g:#x} is {pages[g].type.name}")
+        if v.guest_table:
+            exp_count[v.guest_table] += 1
+            exp_type[v.guest_table] += 1
+            bp = pages[v.guest_table]
+            if bp.type != PGT_l2_page_table or not bp.validated or bp.type_count == 0:
+                bad.append(f"vcpu {v.id}: base pointer {v.guest_table:#x} is not a validated L2")
+    for mfn, p in pages.items():
+        if not (p.validated and p.type_count):
+            continue
+        if p.type == PGT_l1_page_table:
+            for i, e in enumerate(_entries(hv, mfn)):
+                if not e & _PAGE_PRESENT:
+                    continue
+                t = e >> PAGE_SHIFT
+                if t not in pages or pages[t].owner != dom:
+                    bad.append(f"L1 {mfn:#x}[{i}] maps foreign mfn {t:#x}")
+                    continue
+                exp_count[t] += 1
+                if e & _PAGE_RW:
+                    exp_type[t] += 1
+                    if pages[t].type != PGT_writable_page:
+                        bad.append(f"L1 {mfn:#x}[{i}] maps {pages[t].type.name} mfn {t:#x} writable")
+        elif p.type == PGT_l2_page_table:
+            ents = _entries(hv, mfn)
+            for i in range(L2_FIRST_XEN_SLOT):
+                e = ents[i]
+                if not e & _PAGE_PRESENT:
+                    continue
+                t = e >> PAGE_SHIFT
+                tp = pages.get(t)
+                if tp is None or tp.owner != dom:
+                    bad.append(f"L2 {mfn:#x}[{i}] points at foreign mfn {t:#x}")
+                    continue
+                linear = tp.type == PGT_l2_page_table
+                if linear and e & _PAGE_RW:
+                    bad.append(f"L2 {mfn:#x}[{i}] is a writable linear map of {t:#x}")
+                if not (tp.validated and tp.type_count) or tp.type not in PAGE_TABLE_TYPES:
+                    bad.append(f"L2 {mfn:#x}[{i}] points at unvalidated mfn {t:#x}")
+                if t != mfn:
+                    exp_count[t] += 1
+                    exp_type[t] += 1
+                if e & _PAGE_RW:
+                    # every frame reachable writable through this entry
+                    for e1 in _entries(hv, t):
+                        if e1 & _PAGE_PRESENT and e1 & _PAGE_RW:
+                            writable.add(e1 >> PAGE_SHIFT)
+            for i in range(L2_FIRST_XEN_SLOT, 1024):
+                if ents[i] & _PAGE_PRESENT:
+                    bad.append(f"L2 {mfn:#x}[{i}] present in Xen's slots")
+    for mfn, p in pages.items():
+        if p.count != 1 + exp_count[mfn] or p.type_count != exp_type[mfn]:
+            bad.append(
+                f"mfn {mfn:#x}: counts ({p.count}, {p.type_count}) != recount "
+                f"({1 + exp_count[mfn]}, {exp_type[mfn]})"
+            )
+    for t in writable:
+        tp = pages.get(t)
+        if tp is not None and tp.effective_type() in TYPED:
+            bad.append(f"mfn {t:#x} ({tp.type.name}) is writable through a page-table path")
+    return bad
+
+
+# ====================================================================== requests
+
+
+class Chooser(Protocol):
+    def integer(self, lo: int, hi: int) -> int: ...
+
+    def choice(self, options: Sequence[T]) -> T: ...
+
+
+@attrs.define
+class RandomChooser:
+    rng: random.Random
+
+    def integer(self, lo: int, hi: int) -> int:
+        return self.rng.randint(lo, hi)
+
+    def choice(self, options: Sequence[T]) -> T:
+        return options[self.rng.randrange(len(options))]
+
+
+@attrs.frozen
+class Request:
+    """One hypercall to issue: ``kind`` names the scenario, ``expect`` the result Xen
+    must give (None: not determined by construction), ``entry_expect`` the per-entry
+    results of a multicall."""
+
+    kind: str
+    number: int
+    args: tuple[Any, ...]
+    expect: int | None = None
+    entry_expect: tuple[int | None, ...] = ()
+
+    def render(self) -> str:
+        name = abi.HYPERCALLS.get(self.number, str(self.number))
+        return f"{self.kind}: {name}{self.args!r} expect={self.expect}"
+
+
+def _frames_of(hv: XenHypervisor, types: set[Any] | frozenset[Any]) -> list[int]:
+    return [m for m, p in hv.frames.pages.items() if p.owner == hv.domid and p.effective_type() in types]
+
+
+def _pte(c: Chooser, hv: XenHypervisor, pool: list[int]) -> int:
+    mfn = c.choice(pool)
+    flags = c.choice([
+        _PAGE_PRESENT | _PAGE_RW | _PAGE_ACCESSED, _PAGE_PRESENT | _PAGE_ACCESSED, 0,
+        _PAGE_PRESENT | _PAGE_RW | _PAGE_GLOBAL, _PAGE_PRESENT | _PAGE_PSE,
+    ])
+    return (mfn << PAGE_SHIFT) | flags
+
+
+def next_request(hv: XenHypervisor, c: Chooser, virt_base: int = 0xC0000000) -> Request:
+    """Draw one request, adversarial or state-building, from the current state."""
+    own = list(hv.frames.p2m)
+    foreign = [0, 3, hv.frames.ram_base + 1, hv.frames.ram_base + 5, hv.frames.max_page + 7]
+    base = hv.vcpus[0].guest_table
+    pts = _frames_of(hv, PAGE_TABLE_TYPES) or [base]
+    l1s = _frames_of(hv, {PGT_l1_page_table})
+    typed = _frames_of(hv, TYPED) or [base]
+    wmapped = [m for m in _frames_of(hv, {PGT_writable_page}) if m != hv.frames.shared_info_mfn]
+    va = virt_base + c.integer(0, hv.nr_pages + 8) * 4096
+    kind = c.choice(KINDS)
+    rw = _PAGE_PRESENT | _PAGE_RW | _PAGE_ACCESSED
+    ro = _PAGE_PRESENT | _PAGE_ACCESSED
+    if kind == "map":
+        return Request(kind, 14, (va, _pte(c, hv, own + foreign[:2]), 0, c.choice([0, 1, 2, 6])))
+    if kind == "foreign_map":
+        return Request(kind, 14, (va, (c.choice(foreign) << PAGE_SHIFT) | c.choice([rw, ro]), 0, 0), -EINVAL)
+    if kind == "writable_pt_map":
+        return Request(kind, 14, (va, (c.choice(typed) << PAGE_SHIFT) | rw, 0, 0), -EINVAL)
+    if kind == "hole_map":
+        return Request(kind, 14, (abi.HYPERVISOR_VIRT_START + 4096 * c.integer(0, 9), (own[0] << 12) | ro, 0, 0), -EINVAL)
+    if kind == "pt_write":
+        t = c.choice(pts)
+        idx = c.integer(0, 1023) if c.integer(0, 3) == 0 else c.choice([0, 1, 768, 769, (virt_base >> 22)])
+        return Request(kind, 1, ([MmuUpdate((t << 12) | (idx << 2), _pte(c, hv, own + pts + foreign[:2]))], 1, SuccessCount(), abi.DOMID_SELF))
+    if kind == "frame_write":
+        t = c.choice(own)
+        idx = c.integer(0, 1023)
+        return Request(kind, 1, ([MmuUpdate((t << 12) | (idx << 2), _pte(c, hv, own + foreign[:2]))], 1, None, abi.DOMID_SELF))
+    if kind == "xen_slot_write":
+        return Request(kind, 1, ([MmuUpdate((base << 12) | (c.integer(L2_FIRST_XEN_SLOT, 1023) << 2), (own[1] << 12) | ro)], 1, None, abi.DOMID_SELF), -EINVAL)
+    if kind == "linear_rw":
+        t = c.choice(_frames_of(hv, {PGT_l2_page_table}) or [base])
+        return Request(kind, 1, ([MmuUpdate((t << 12) | (c.integer(0, 700) << 2), (t << 12) | rw)], 1, None, abi.DOMID_SELF), -EINVAL)
+    if kind == "linear_ro":
+        t = c.choice(_frames_of(hv, {PGT_l2_page_table}) or [base])
+        idx = c.choice([0x3F0, 0x3EF, c.integer(0, 700)])
+        val = (c.choice([t, base]) << 12) | c.choice([ro, rw])
+        return Request(kind, 1, ([MmuUpdate((t << 12) | (idx << 2), (t << 12) | ro), MmuUpdate((t << 12) | (idx << 2), val)], 2, SuccessCount(), abi.DOMID_SELF))
+    if kind == "bad_flags":
+        t = c.choice(pts)
+        flags = c.choice([_PAGE_PRESENT | _PAGE_GLOBAL, _PAGE_PRESENT | _PAGE_PSE])
+        return Request(kind, 1, ([MmuUpdate((t << 12) | (c.integer(0, 700) << 2), (c.choice(own) << 12) | flags)], 1, None, abi.DOMID_SELF), -EINVAL)
+    if kind == "machphys":
+        m = c.choice(own + foreign)
+        expect = 0 if m in own else -EINVAL
+        return Request(kind, 1, ([MmuUpdate((m << 12) | 1, c.integer(0, 1 << 20))], 1, None, abi.DOMID_SELF), expect)
+    if kind == "bad_dom":
+        return Request(kind, c.choice([1, 26]), ([], 0, None, c.choice([hv.domid, hv.other_domid, abi.DOMID_XEN, 77])), -ESRCH)
+    if kind == "bad_cmd":
+        return Request(kind, 1, ([MmuUpdate((c.choice(own) << 12) | c.choice([2, 3]), 0)], 1, None, abi.DOMID_SELF), -ENOSYS)
+    if kind == "short_buffer":
+        return Request(kind, c.choice([1, 26, 13]), ([], 3, None, abi.DOMID_SELF), -EFAULT)
+    if kind == "pin":
+        return Request(kind, 26, ([MmuextOp(c.choice([0, 1]), c.choice(own + foreign))], 1, SuccessCount(), abi.DOMID_SELF))
+    if kind == "pin_twice":
+        pinned = [m for m, p in hv.frames.pages.items() if p.pinned]
+        if pinned:
+            m = c.choice(pinned)
+            cmd = 0 if hv.frames.pages[m].type == PGT_l1_page_table else 1
+            return Request(kind, 26, ([MmuextOp(cmd, m)], 1, None, abi.DOMID_SELF), -EINVAL)
+        kind = "unpin"
+    if kind == "unpin":
+        m = c.choice(own + foreign)
+        owned = hv.frames.owned_by(m, hv.domid)
+        return Request(kind, 26, ([MmuextOp(4, m)], 1, None, abi.DOMID_SELF),
+                       0 if owned and hv.frames.pages[m].pinned else -EINVAL)
+    if kind == "unpin_in_use":
+        return Request(kind, 26, ([MmuextOp(4, base)], 1, None, abi.DOMID_SELF),
+                       0 if hv.frames.pages[base].pinned else -EINVAL)
+    if kind == "new_baseptr":
+        return Request(kind, 26, ([MmuextOp(5, c.choice(own + _frames_of(hv, {PGT_l2_page_table})))], 1, None, abi.DOMID_SELF))
+    if kind == "baseptr_bad":
+        pool = foreign + l1s + wmapped + _frames_of(hv, {PGT_seg_desc_page})
+        return Request(kind, 26, ([MmuextOp(5, c.choice(pool))], 1, None, abi.DOMID_SELF), -EINVAL)
+    if kind == "mmuext_misc":
+        op = c.choice([MmuextOp(6), MmuextOp(7, va), MmuextOp(8, 0, 1), MmuextOp(9, va, None),
+                       MmuextOp(10), MmuextOp(11, va), MmuextOp(12), MmuextOp(2, own[0]),
+                       MmuextOp(13, 0x1001, 5), MmuextOp(13, virt_base, 9000), MmuextOp(13, virt_base, 16),
+                       MmuextOp(15, own[0]), MmuextOp(99)])
+        ok = op.cmd in (6, 7, 8, 10, 11) or (op.cmd == 13 and op.arg2 == 16)
+        return Request(kind, 26, ([op], 1, None, abi.DOMID_SELF), 0 if ok else -EINVAL)
+    if kind == "set_gdt":
+        m = c.choice(own + foreign)
+        return Request(kind, 2, ([m], c.choice([1, 512, 14 * 512 + 1])), -EINVAL if m in foreign or m in wmapped or m in pts else None)
+    if kind == "update_descriptor":
+        m = c.choice(own + typed)
+        desc = c.choice([0, 0x00CFBA000000FFFF, 0x00CF9A000000FFFF, 0x00C0FA000000FFFF, 0x0000E50000000000])
+        return Request(kind, 10, ((m << 12) + 8 * c.integer(0, 511), 0, desc & 0xFFFFFFFF, desc >> 32),
+                       -EINVAL if m in pts else None)
+    if kind == "evtchn":
+        port = c.choice([0, 1, 2, 3, 5, 127, 128, 500, 4096])
+        cmd = c.choice([abi.EVTCHNOP_send, abi.EVTCHNOP_close, abi.EVTCHNOP_unmask, abi.EVTCHNOP_status])
+        arg: Any = abi.EvtchnStatus(port) if cmd == abi.EVTCHNOP_status else abi.EvtchnPort(port)
+        return Request(kind, 32, (cmd, arg), None if port < len(hv.events.channels) else -EINVAL)
+    if kind == "bind":
+        virq = c.choice([0, 0, 1, 2, 8, 200])
+        vcpu = c.choice([0, 1, 5])
+        if c.integer(0, 1):
+            return Request(kind, 32, (abi.EVTCHNOP_bind_ipi, abi.EvtchnBindIpi(vcpu)), 0 if vcpu < hv.nr_vcpus else -ENOENT)
+        if virq >= abi.NR_VIRQS or (virq not in abi.PER_VCPU_VIRQS and vcpu != 0):
+            bind_rc = -EINVAL
+        elif vcpu >= hv.nr_vcpus:
+            bind_rc = -ENOENT
+        elif hv.events.virq_to_port[vcpu][virq]:
+            bind_rc = -EEXIST
+        else:
+            bind_rc = 0
+        return Request(kind, 32, (abi.EVTCHNOP_bind_virq, abi.EvtchnBindVirq(virq, vcpu)), bind_rc)
+    if kind == "timer":
+        now = hv.now_ns()
+        t = c.choice([now // 2, now + 10**6, now + 10**9])
+        if c.integer(0, 1):
+            return Request(kind, 24, (abi.VCPUOP_set_singleshot_timer, 0, abi.VcpuSetSingleshotTimer(t, 1)), -ETIME if t < now else 0)
+        period = c.choice([10, 999_999, 1_000_000, 10_000_000])
+        return Request(kind, 24, (abi.VCPUOP_set_periodic_timer, c.choice([0, 1]), abi.VcpuSetPeriodicTimer(period)), 0 if period >= 10**6 else -EINVAL)
+    if kind == "misc":
+        return c.choice([
+            Request(kind, 3, (0x10, 0x1000), -EPERM), Request(kind, 3, (0xE021, 0xC0001000), 0),
+            Request(kind, 33, (abi.PHYSDEVOP_set_iopl, abi.PhysdevSetIopl(4)), -EINVAL),
+            Request(kind, 21, (0, 9), -EINVAL), Request(kind, 21, (7, 2), -ENOSYS),
+            Request(kind, 4, (0x08, 0x1000, 0xE019, 0x2000), -EPERM),
+            Request(kind, 24, (abi.VCPUOP_is_up, 40, None), -EINVAL),
+            Request(kind, 99, (), -ENOSYS), Request(kind, 32, (42, None), -ENOSYS),
+            Request(kind, 32, (abi.EVTCHNOP_send, None), -EFAULT),
+        ])
+    # kind == "multicall": a few state-building or malformed entries
+    entries: list[MulticallEntry] = []
+    exp: list[int | None] = []
+    for _ in range(c.integer(1, 4)):
+        sub = c.choice(["ok", "bad_op", "nested", "garbage", "inner"])
+        if sub == "bad_op":
+            entries.append(MulticallEntry(c.choice([64, 99, 1000])))
+            exp.append(-ENOSYS)
+        elif sub == "nested":
+            entries.append(MulticallEntry(13, ([], 0)))
+            exp.append(-EINVAL)
+        elif sub == "garbage":
+            entries.append(MulticallEntry(26, (12345, 1, None, abi.DOMID_SELF)))
+            exp.append(-EFAULT)
+        elif sub == "inner":
+            r = next_request(hv, c, virt_base)
+            while r.number == 13:
+                r = next_request(hv, c, virt_base)
+            entries.append(MulticallEntry(r.number, r.args))
+            exp.append(None)
+        else:
+            entries.append(MulticallEntry(26, ([MmuextOp(6)], 1, None, abi.DOMID_SELF)))
+            exp.append(0)
+    return Request("multicall", 13, (entries, len(entries)), 0, tuple(exp))
+
+
+KINDS = (
+    "map", "map", "foreign_map", "writable_pt_map", "hole_map", "pt_write", "pt_write",
+    "frame_write", "frame_write", "xen_slot_write", "linear_rw", "linear_ro", "bad_flags",
+    "machphys", "bad_dom", "bad_cmd", "short_buffer", "pin", "pin", "pin_twice", "unpin",
+    "unpin_in_use", "new_baseptr", "new_baseptr", "baseptr_bad", "mmuext_misc", "set_gdt",
+    "update_descriptor", "evtchn", "bind", "timer", "misc", "multicall",
+)
+
+
+# ====================================================================== execution
+
+
+@attrs.define
+class Outcome:
+    """What one request did, and what was wrong with it (empty lists: nothing)."""
+
+    request: Request
+    result: int
+    breaches: list[str] = attrs.field(factory=list)
+    wrong: list[str] = attrs.field(factory=list)
+    fatal: bool = False
+
+
+def _effective_part(req: Request, result: int) -> list[tuple[int, tuple[Any, ...]]]:
+    """The calls that should reproduce the request's effect: nothing for a refusal,
+    the done prefix of a partly failed batch, the successful entries of a multicall."""
+    n, a = req.number, req.args
+    if n in (1, 26) and result < 0:
+        done = a[2].value if isinstance(a[2], SuccessCount) else None
+        if done is None or not done:
+            return []
+        return [(n, (list(a[0][:done]), done, None, a[3]))]
+    if n == 13 and result == 0:
+        parts: list[tuple[int, tuple[Any, ...]]] = []
+        for e in a[0][: a[1]]:
+            if e.op != 13 and 0 <= e.op < abi.NR_HYPERCALLS:
+                parts += _effective_part(Request("entry", e.op, tuple(e.args)), e.result)
+        return parts
+    return [] if result < 0 else [(n, a)]
+
+
+def _fresh(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(copy.deepcopy(args))
+
+
+def execute(hv: XenHypervisor, req: Request) -> Outcome:
+    """Run one request and check (a)-(c) of the module docstring."""
+    batched = req.number in (1, 26, 13)
+    before = snapshot(hv)
+    clone = copy.deepcopy(hv) if batched else None
+    args = _fresh(req.args)
+    try:
+        result = hv.hypercall(req.number, *args)
+    except AssertionError as exc:  # the model's own count guards fired: a breach
+        return Outcome(attrs.evolve(req, args=args), 0, [f"{req.kind}: model assertion: {exc}"], fatal=True)
+    out = Outcome(attrs.evolve(req, args=args), result)
+    if req.expect is not None and result != req.expect:
+        out.wrong.append(f"{req.kind}: got {result}, Xen gives {req.expect}")
+    if req.number == 13 and result == 0:
+        for e, want in zip(args[0], req.entry_expect, strict=False):
+            if want is not None and e.result != want:
+                out.wrong.append(f"multicall entry op {e.op}: got {e.result}, Xen gives {want}")
+    if clone is not None:
+        parts = _effective_part(out.request, result)
+        for number, pargs in parts:
+            clone.hypercall(number, *_fresh(pargs))
+        if snapshot(clone) != snapshot(hv):
+            out.breaches.append(f"{req.kind}: refused part of a batch changed the state")
+    elif result < 0 and snapshot(hv) != before:
+        out.breaches.append(f"{req.kind}: refusal {result} changed the state")
+    out.breaches.extend(check_invariants(hv))
+    return out
+
+
+def new_domain(nr_pages: int = 32, nr_vcpus: int = 2) -> XenHypervisor:
+    """A booted domain (boot page tables pinned and installed, writable page tables on)."""
+    hv = XenHypervisor(tsc_hz=2_400_000_000, boot_epoch_s=1_200_000_000, nr_pages=nr_pages, nr_vcpus=nr_vcpus)
+    hv.build_domain()
+    hv.vm_assist(abi.VMASST_CMD_enable, abi.VMASST_TYPE_writable_pagetables)
+    return hv
+
+
+def run_sequence(hv: XenHypervisor, c: Chooser, length: int) -> list[Outcome]:
+    outcomes = []
+    for _ in range(length):
+        hv.tsc_now += c.integer(0, 5_000_000)
+        hv.fire_timers(hv.now_ns())
+        outcomes.append(execute(hv, next_request(hv, c)))
+        if outcomes[-1].fatal:
+            break
+    return outcomes
+
+
+def isolation_campaign(n: int, seed: int, length: int = 25) -> dict[str, Any]:
+    """Run ``n`` adversarial sequences of ``length`` requests (seeded) and return the
+    figures: sequences, requests, accepted, refusals by kind and error, breaches (must
+    be 0), wrong error codes (must be 0), and the first few problems found."""
+    rng = random.Random(seed)
+    refusals: Counter[str] = Counter()
+    requests = accepted = breaches = wrong = 0
+    problems: list[str] = []
+    for _ in range(n):
+        hv = new_domain()
+        for out in run_sequence(hv, RandomChooser(rng), length):
+            requests += 1
+            if out.result < 0:
+                refusals[f"{out.request.kind}:{abi.ERRNO_NAMES.get(-out.result, out.result)}"] += 1
+            else:
+                accepted += 1
+            if out.request.number == 13 and not out.fatal:
+                for e in out.request.args[0]:
+                    if e.result < 0:
+                        refusals[f"multicall-entry:{abi.ERRNO_NAMES.get(-e.result, e.result)}"] += 1
+            breaches += len(out.breaches)
+            wrong += len(out.wrong)
+            if (out.breaches or out.wrong) and len(problems) < 10:
+                problems.append(out.request.render() + " -> " + "; ".join(out.breaches + out.wrong))
+    return {
+        "sequences": n, "requests": requests, "accepted": accepted,
+        "refused": sum(v for k, v in refusals.items() if not k.startswith("multicall-entry")),
+        "refusals_by_kind": dict(sorted(refusals.items())), "breaches": breaches,
+        "wrong_errors": wrong, "problems": problems,
+    }

@@ -1,0 +1,203 @@
+"""Machine memory, the frame table (owner, reference counts, type) and the P2M/M2P maps.
+
+§3.4 (every machine frame has an owner, a general reference count and a type with its own
+count; Xen 3.x ``struct page_info``: ``count_info``, ``u.inuse.type_info`` with
+``PGT_type_mask``, ``PGT_validated``, ``PGT_pinned``, ``PGT_count_mask``) and §3.5 (pfn /
+mfn split). The type encoding follows XENHV ``asm-x86/mm.h`` (top 3 bits on 32-bit).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from pvframe_xen.hypervisor.abi import DOMID_XEN, PAGE_SHIFT, PAGE_SIZE
+
+
+class PageType(enum.IntEnum):
+    """``PGT_*`` types (XENHV ``mm.h``; 3 and 4 are the PAE/x86_64 levels, unused here)."""
+
+    PGT_none = 0
+    PGT_l1_page_table = 1
+    PGT_l2_page_table = 2
+    PGT_seg_desc_page = 5
+    PGT_writable_page = 7
+
+
+PGT_none = PageType.PGT_none
+PGT_l1_page_table = PageType.PGT_l1_page_table
+PGT_l2_page_table = PageType.PGT_l2_page_table
+PGT_seg_desc_page = PageType.PGT_seg_desc_page
+PGT_writable_page = PageType.PGT_writable_page
+#: Types that are page tables (``type <= PGT_l4_page_table`` in Xen's ``put_page_type``).
+PAGE_TABLE_TYPES = frozenset({PGT_l1_page_table, PGT_l2_page_table})
+#: Frame-number sentinel of the M2P for frames without a pfn (``INVALID_M2P_ENTRY``).
+INVALID_M2P_ENTRY = 0xFFFFFFFF
+
+
+@attrs.define
+class PageInfo:
+    """One frame-table entry (Xen's ``struct page_info``).
+
+    ``count`` is ``count_info & PGC_count_mask`` (1 is the ``PGC_allocated`` reference an
+    owned frame always carries); ``type``/``type_count``/``validated``/``pinned`` unpack
+    ``type_info``. As in Xen, the type is kept when ``type_count`` drops to 0 (a later
+    acquisition of the same type then skips nothing: a page-table type loses ``validated``
+    at count 0, ``put_page_type``), so only a referenced frame's type is meaningful.
+    """
+
+    owner: int
+    count: int = 1
+    type: PageType = PGT_none
+    type_count: int = 0
+    validated: bool = False
+    pinned: bool = False
+
+    def effective_type(self) -> PageType:
+        """The type as far as the guest can observe it: ``PGT_none`` when unreferenced."""
+        return self.type if self.type_count else PGT_none
+
+
+@attrs.define
+class MachineMemory:
+    """Machine RAM as lazily allocated 4 KiB frames, addressed by machine address.
+
+    The accessor names mirror :class:`pvframe.platform.memory.PhysicalMemory` so a
+    machine can read guest page tables and ``shared_info`` the same way. This is Xen's
+    (privileged) view: it writes any frame; the guest's own stores are checked by the
+    machine's MMU against the page tables the model validated.
+    """
+
+    max_page: int
+    frames: dict[int, bytearray] = attrs.field(factory=dict)
+
+    def valid(self, mfn: int) -> bool:
+        """``mfn_valid``: inside the frame table."""
+        return 0 <= mfn < self.max_page
+
+    def frame(self, mfn: int) -> bytearray:
+        """The frame's bytes, allocated (zeroed) on first use."""
+        if not self.valid(mfn):
+            raise IndexError(f"mfn {mfn:#x} outside machine memory")
+        page = self.frames.get(mfn)
+        if page is None:
+            page = self.frames[mfn] = bytearray(PAGE_SIZE)
+        return page
+
+    def attach(self, mfn: int, buf: bytearray) -> None:
+        """Back ``mfn`` by an existing 4 KiB buffer (``shared_info`` is Xen's own page)."""
+        if len(buf) != PAGE_SIZE:
+            raise ValueError("a frame is 4096 bytes")
+        self.frames[mfn] = buf
+
+    def read_bytes(self, maddr: int, n: int) -> bytes:
+        out = bytearray()
+        while n > 0:
+            off = maddr & (PAGE_SIZE - 1)
+            chunk = min(n, PAGE_SIZE - off)
+            mfn = maddr >> PAGE_SHIFT
+            page = self.frames.get(mfn)
+            if page is None:
+                if not self.valid(mfn):
+                    raise IndexError(f"machine address {maddr:#x} outside machine memory")
+                out += bytes(chunk)
+            else:
+                out += page[off : off + chunk]
+            maddr += chunk
+            n -= chunk
+        return bytes(out)
+
+    def write_bytes(self, maddr: int, data: bytes | bytearray | memoryview) -> None:
+        data = bytes(data)
+        pos = 0
+        while pos < len(data):
+            off = maddr & (PAGE_SIZE - 1)
+            chunk = min(len(data) - pos, PAGE_SIZE - off)
+            self.frame(maddr >> PAGE_SHIFT)[off : off + chunk] = data[pos : pos + chunk]
+            maddr += chunk
+            pos += chunk
+
+    def read(self, maddr: int, size: int) -> int:
+        return int.from_bytes(self.read_bytes(maddr, size), "little")
+
+    def write(self, maddr: int, size: int, value: int) -> None:
+        self.write_bytes(maddr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
+
+    def read_u8(self, maddr: int) -> int:
+        return self.read(maddr, 1)
+
+    def read_u32(self, maddr: int) -> int:
+        return self.read(maddr, 4)
+
+    def write_u8(self, maddr: int, value: int) -> None:
+        self.write(maddr, 1, value)
+
+    def write_u32(self, maddr: int, value: int) -> None:
+        self.write(maddr, 4, value)
+
+
+@attrs.define
+class FrameTable:
+    """Who owns every machine frame, the domain's P2M and the global M2P (§3.5).
+
+    Layout (deterministic): frames ``[0, xen_frames)`` belong to Xen (``DOMID_XEN``:
+    the hypervisor image, the M2P table); from ``ram_base`` on, the domain's frames and
+    another domain's frames alternate (even offsets: this domain, odd: ``other_domid``),
+    then one frame for ``shared_info`` (a Xen page shared with the domain, §3.5). The P2M
+    is the permutation ``pfn -> ram_base + 2 * ((pfn * stride + shift) % nr_pages)`` with
+    ``stride`` coprime to ``nr_pages``, so pfn != mfn everywhere and mixing them up lands
+    on a foreign or Xen frame.
+    """
+
+    domid: int
+    nr_pages: int
+    other_domid: int
+    xen_frames: int = 16
+    ram_base: int = 0x100
+    pages: dict[int, PageInfo] = attrs.field(factory=dict)
+    p2m: list[int] = attrs.field(factory=list)
+    m2p: dict[int, int] = attrs.field(factory=dict)
+    shared_info_mfn: int = 0
+    max_page: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        n = self.nr_pages
+        stride = 7
+        while _gcd(stride, n) != 1:
+            stride += 2
+        shift = 3 % n
+        for mfn in range(self.xen_frames):
+            self.pages[mfn] = PageInfo(owner=DOMID_XEN)
+        for k in range(n):
+            self.pages[self.ram_base + 2 * k + 1] = PageInfo(owner=self.other_domid)
+        self.p2m = [self.ram_base + 2 * ((pfn * stride + shift) % n) for pfn in range(n)]
+        for pfn, mfn in enumerate(self.p2m):
+            self.pages[mfn] = PageInfo(owner=self.domid)
+            self.m2p[mfn] = pfn
+        self.shared_info_mfn = self.ram_base + 2 * n
+        # share_xen_page_with_guest(): owned by the domain, writable type with a
+        # permanent reference, so it can never become a page table or descriptor page.
+        self.pages[self.shared_info_mfn] = PageInfo(
+            owner=self.domid, count=2, type=PGT_writable_page, type_count=1, validated=True
+        )
+        self.max_page = self.shared_info_mfn + 1
+
+    def page(self, mfn: int) -> PageInfo | None:
+        return self.pages.get(mfn)
+
+    def owned_by(self, mfn: int, domid: int) -> bool:
+        page = self.pages.get(mfn)
+        return page is not None and page.owner == domid
+
+    def pfn_to_mfn(self, pfn: int) -> int:
+        return self.p2m[pfn]
+
+    def mfn_to_pfn(self, mfn: int) -> int:
+        return self.m2p.get(mfn, INVALID_M2P_ENTRY)
+
+
+def _gcd(a: int, b: int) -> int:
+    while b:
+        a, b = b, a % b
+    return a

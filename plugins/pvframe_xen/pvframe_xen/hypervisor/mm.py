@@ -1,0 +1,395 @@
+"""Page-type and reference-count rules of a 32-bit non-PAE PV domain (§3.4).
+
+Each method follows the Xen 3.0/3.1 ``xen/arch/x86/mm.c`` function of the same name
+(read through the search tools; behaviour re-expressed, not copied). Refusals return
+``False`` and leave a ``MEM_LOG``-style reason in :attr:`MM.reason`; the hypercall layer
+turns them into Xen's error codes.
+
+What is implemented of the non-PAE linear (recursive) page-table rules, from
+``get_linear_pagetable``: an L2 entry that does not point at a frame validating as an L1
+may instead point at an L2 ("linear page table") if (1) the entry is read-only, and (2)
+the target is the L2 being validated itself (no reference taken) or an *already
+validated* L2 (a general reference plus a raw type-count increment, no validation).
+Writable linear mappings are refused.
+
+Deliberate difference from Xen 3.0: ``mod_l2_entry``'s fast path (an update that keeps
+the frame and the present bit skips revalidation) let a read-only linear mapping be
+turned writable, handing the guest write access to its own page tables (the flaw fixed
+by XSA-182 / CVE-2016-6258). The model uses the XSA-182 rule by default (only the flags
+in ``FASTPATH_FLAG_WHITELIST`` may change on the fast path); ``MM.xen30_l2_fastpath =
+True`` restores the original behaviour, and a test shows the invariant checker catching
+the resulting breach.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from pvframe_xen.hypervisor.abi import (
+    _PAGE_PRESENT,
+    _PAGE_PSE,
+    _PAGE_RW,
+    DOMID_IO,
+    FASTPATH_FLAG_WHITELIST,
+    FIRST_RESERVED_GDT_ENTRY,
+    FLAT_KERNEL_CS,
+    GUEST_SEGMENT_MAX_ADDR,
+    L1_DISALLOW_MASK,
+    L1_ENTRIES,
+    L2_DISALLOW_MASK,
+    L2_FIRST_XEN_SLOT,
+    M32,
+    PAGE_MASK,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+)
+from pvframe_xen.hypervisor.memory import (
+    PAGE_TABLE_TYPES,
+    FrameTable,
+    MachineMemory,
+    PageType,
+    PGT_l1_page_table,
+    PGT_l2_page_table,
+    PGT_none,
+    PGT_seg_desc_page,
+    PGT_writable_page,
+)
+
+# Segment descriptor bits (high word ``b``), Xen ``asm-x86/desc.h``
+_SEGMENT_TYPE = 0x0F00
+_SEGMENT_EC = 0x0400
+_SEGMENT_CODE = 0x0800
+_SEGMENT_S = 0x1000
+_SEGMENT_DPL = 0x6000
+_SEGMENT_P = 0x8000
+_SEGMENT_G = 0x800000
+
+
+def entry_mfn(entry: int) -> int:
+    return (entry & M32) >> PAGE_SHIFT
+
+
+def entry_flags(entry: int) -> int:
+    return entry & 0xFFF
+
+
+def valid_code_selector(sel: int) -> bool:
+    """Xen 3.0 ``VALID_CODESEL``: the flat ring-1 CS, or an RPL-1 selector outside Xen's
+    reserved GDT area (or in the LDT)."""
+    if sel == FLAT_KERNEL_CS:
+        return True
+    return ((sel >> 3) < FIRST_RESERVED_GDT_ENTRY or bool(sel & 4)) and (sel & 3) == 1
+
+
+def check_descriptor(a: int, b: int) -> tuple[bool, int, int]:
+    """Xen 3.0 ``check_descriptor`` (x86_32): is the 8-byte descriptor ``(a, b)`` safe in
+    a guest GDT/LDT, and the descriptor with its limit truncated below the hole.
+
+    Not present: fine. DPL 0: refused. System segments: only call gates (type 0xC) whose
+    target selector is a valid guest code selector and whose reserved bits are zero.
+    Code/data: base at least a page below ``GUEST_SEGMENT_MAX_ADDR``; a limit reaching
+    into the hole is truncated (only possible with G=1, else refused).
+    """
+    a &= M32
+    b &= M32
+    if not b & _SEGMENT_P:
+        return True, a, b
+    if (b & _SEGMENT_DPL) == 0:
+        return False, a, b
+    if not b & _SEGMENT_S:
+        if (b & _SEGMENT_TYPE) != 0xC00:
+            return False, a, b
+        if not valid_code_selector(a >> 16):
+            return False, a, b
+        if b & 0xE0:
+            return False, a, b
+        return True, a, b
+    base = (b & 0xFF000000) | ((b & 0xFF) << 16) | (a >> 16)
+    if base >= GUEST_SEGMENT_MAX_ADDR - PAGE_SIZE:
+        return False, a, b
+    limit = ((b & 0xF0000) | (a & 0xFFFF)) + 1
+    if b & _SEGMENT_G:
+        limit <<= 12
+    truncate_to: int | None = None
+    if (b & (_SEGMENT_CODE | _SEGMENT_EC)) == _SEGMENT_EC:
+        if ((base + limit) & M32) > base:
+            truncate_to = (-(base & PAGE_MASK)) & M32
+    elif ((base + limit) & M32) <= base or base + limit > GUEST_SEGMENT_MAX_ADDR:
+        truncate_to = GUEST_SEGMENT_MAX_ADDR - base
+    if truncate_to is not None:
+        if not b & _SEGMENT_G:
+            return False, a, b
+        lim = ((truncate_to >> 12) - 1) & 0xFFFFF
+        a = (a & ~0xFFFF & M32) | (lim & 0xFFFF)
+        b = (b & ~0xF0000 & M32) | (lim & 0xF0000)
+    return True, a, b
+
+
+@attrs.define
+class MM:
+    """The reference-counting machinery over one frame table and machine memory."""
+
+    frames: FrameTable
+    memory: MachineMemory
+    xen30_l2_fastpath: bool = False
+    reason: str = ""
+
+    # ---------------------------------------------------------------- small helpers
+
+    def refuse(self, reason: str) -> bool:
+        self.reason = reason
+        return False
+
+    def entry(self, mfn: int, index: int) -> int:
+        page = self.memory.frames.get(mfn)
+        if page is None:
+            return 0 if self.memory.valid(mfn) else self.memory.read_u32(mfn << PAGE_SHIFT)
+        return int.from_bytes(page[4 * index : 4 * index + 4], "little")
+
+    def set_entry(self, mfn: int, index: int, value: int) -> None:
+        self.memory.write_u32((mfn << PAGE_SHIFT) + 4 * index, value & M32)
+
+    # ---------------------------------------------------------------- general refs
+
+    def get_page(self, mfn: int, domid: int) -> bool:
+        """``get_page``/``get_page_from_pagenr``: a general reference on a frame that
+        exists and belongs to ``domid`` (§3.4 rule 2)."""
+        page = self.frames.page(mfn)
+        if page is None or not self.memory.valid(mfn):
+            return self.refuse(f"mfn {mfn:#x} does not exist")
+        if page.owner != domid:
+            return self.refuse(f"mfn {mfn:#x} belongs to domain {page.owner:#x}, not {domid:#x}")
+        page.count += 1
+        return True
+
+    def put_page(self, mfn: int) -> None:
+        page = self.frames.pages[mfn]
+        if page.count <= 1:
+            raise AssertionError(f"general count of mfn {mfn:#x} would drop below allocated")
+        page.count -= 1
+
+    # ---------------------------------------------------------------- type refs
+
+    def get_page_type(self, mfn: int, type_: PageType) -> bool:
+        """``get_page_type``: one type reference. A frame changes type only while its
+        type count is 0; a first reference to a page-table or descriptor type validates
+        the contents (``alloc_page_type``); a failed validation resets ``type_info`` to 0
+        as Xen does (§3.4 rules 1, 3)."""
+        page = self.frames.pages[mfn]
+        if page.type_count == 0:
+            if page.type != type_:
+                page.type = type_
+                page.validated = type_ == PGT_writable_page
+        elif page.type != type_:
+            return self.refuse(
+                f"bad type for mfn {mfn:#x}: is {page.type.name}, wanted {type_.name}"
+            )
+        page.type_count += 1
+        if not page.validated:
+            if not self.alloc_page_type(mfn, type_):
+                page.type, page.type_count, page.validated = PGT_none, 0, False
+                return False
+            page.validated = True
+        return True
+
+    def put_page_type(self, mfn: int) -> None:
+        """``put_page_type``: a page-table frame whose type count reaches 0 is devalidated
+        and drops the references its entries held (``free_page_type``)."""
+        page = self.frames.pages[mfn]
+        if page.type_count <= 0:
+            raise AssertionError(f"type count of mfn {mfn:#x} would go negative")
+        page.type_count -= 1
+        if page.type_count == 0 and page.type in PAGE_TABLE_TYPES and page.validated:
+            page.validated = False
+            self.free_page_type(mfn, page.type)
+
+    def get_page_and_type(self, mfn: int, domid: int, type_: PageType) -> bool:
+        """``get_page_and_type_from_pagenr``."""
+        if not self.get_page(mfn, domid):
+            return False
+        if not self.get_page_type(mfn, type_):
+            self.put_page(mfn)
+            return False
+        return True
+
+    def put_page_and_type(self, mfn: int) -> None:
+        self.put_page_type(mfn)
+        self.put_page(mfn)
+
+    # ---------------------------------------------------------------- validation
+
+    def alloc_page_type(self, mfn: int, type_: PageType) -> bool:
+        """``alloc_page_type``: validate a frame's contents for its new type."""
+        if type_ == PGT_l1_page_table:
+            return self.alloc_l1_table(mfn)
+        if type_ == PGT_l2_page_table:
+            return self.alloc_l2_table(mfn)
+        if type_ == PGT_seg_desc_page:
+            return self.alloc_segdesc_page(mfn)
+        return True
+
+    def free_page_type(self, mfn: int, type_: PageType) -> None:
+        """``free_page_type``: drop what the entries of a devalidated table held."""
+        owner = self.frames.pages[mfn].owner
+        if type_ == PGT_l1_page_table:
+            for i in range(L1_ENTRIES):
+                self.put_page_from_l1e(self.entry(mfn, i), owner)
+        elif type_ == PGT_l2_page_table:
+            for i in range(L2_FIRST_XEN_SLOT):
+                self.put_page_from_l2e(self.entry(mfn, i), mfn)
+
+    def alloc_l1_table(self, mfn: int) -> bool:
+        """``alloc_l1_table``: every present entry must pass ``get_page_from_l1e``; on a
+        failure the references already taken are dropped."""
+        owner = self.frames.pages[mfn].owner
+        for i in range(L1_ENTRIES):
+            if not self.get_page_from_l1e(self.entry(mfn, i), owner):
+                for j in range(i):
+                    self.put_page_from_l1e(self.entry(mfn, j), owner)
+                return False
+        return True
+
+    def alloc_l2_table(self, mfn: int) -> bool:
+        """``alloc_l2_table``: the guest slots (0..1007) must pass ``get_page_from_l2e``.
+        Xen's own slots (the hole) are not checked but overwritten once the table
+        validates (Xen installs its mappings there; the model clears them), and guest
+        updates to them are refused (``mod_l2_entry``)."""
+        for i in range(L2_FIRST_XEN_SLOT):
+            if not self.get_page_from_l2e(self.entry(mfn, i), mfn):
+                for j in range(i):
+                    self.put_page_from_l2e(self.entry(mfn, j), mfn)
+                return False
+        # Xen now writes its own entries into slots 1008..1023; the model leaves them
+        # not present, so nothing the guest stored there can be walked.
+        for i in range(L2_FIRST_XEN_SLOT, L1_ENTRIES):
+            self.set_entry(mfn, i, 0)
+        return True
+
+    def alloc_segdesc_page(self, mfn: int) -> bool:
+        """``alloc_segdesc_page``: all 512 descriptors pass ``check_descriptor``. Xen 3.0
+        writes limit truncations in place as it goes; the model commits them only when
+        the whole page validates, so a refused page is left untouched."""
+        fixed: list[tuple[int, int, int]] = []
+        base = mfn << PAGE_SHIFT
+        for i in range(512):
+            a = self.memory.read_u32(base + 8 * i)
+            b = self.memory.read_u32(base + 8 * i + 4)
+            ok, na, nb = check_descriptor(a, b)
+            if not ok:
+                return self.refuse(f"bad descriptor {i} in mfn {mfn:#x}: {b:08x}{a:08x}")
+            if (na, nb) != (a, b):
+                fixed.append((i, na, nb))
+        for i, na, nb in fixed:
+            self.memory.write_u32(base + 8 * i, na)
+            self.memory.write_u32(base + 8 * i + 4, nb)
+        return True
+
+    # ---------------------------------------------------------------- entries
+
+    def get_page_from_l1e(self, l1e: int, domid: int) -> bool:
+        """``get_page_from_l1e``: a present L1 entry may map only frames ``domid`` owns
+        (I/O and foreign frames are refused for an unprivileged domain), must not carry
+        ``L1_DISALLOW_MASK`` flags, and takes a ``PGT_writable_page`` type reference when
+        it is writable (refused while the frame is a page table or descriptor page)."""
+        flags = entry_flags(l1e)
+        if not flags & _PAGE_PRESENT:
+            return True
+        if flags & L1_DISALLOW_MASK:
+            return self.refuse(f"bad L1 flags {flags & L1_DISALLOW_MASK:#x}")
+        mfn = entry_mfn(l1e)
+        if domid == DOMID_IO or not self.frames.owned_by(mfn, domid):
+            return self.refuse(f"L1 entry maps mfn {mfn:#x} not owned by {domid:#x}")
+        if flags & _PAGE_RW:
+            return self.get_page_and_type(mfn, domid, PGT_writable_page)
+        return self.get_page(mfn, domid)
+
+    def put_page_from_l1e(self, l1e: int, domid: int) -> None:
+        flags = entry_flags(l1e)
+        if not flags & _PAGE_PRESENT:
+            return
+        if flags & _PAGE_RW:
+            self.put_page_and_type(entry_mfn(l1e))
+        else:
+            self.put_page(entry_mfn(l1e))
+
+    def get_page_from_l2e(self, l2e: int, l2mfn: int) -> bool:
+        """``get_page_from_l2e``: a present L2 entry must point at a frame that validates
+        as an L1 (``L2_DISALLOW_MASK``: no PSE/GLOBAL), else be a read-only linear
+        mapping (``get_linear_pagetable``)."""
+        flags = entry_flags(l2e)
+        if not flags & _PAGE_PRESENT:
+            return True
+        if flags & L2_DISALLOW_MASK:
+            return self.refuse(f"bad L2 flags {flags & L2_DISALLOW_MASK:#x}")
+        owner = self.frames.pages[l2mfn].owner
+        target = entry_mfn(l2e)
+        if self.get_page_and_type(target, owner, PGT_l1_page_table):
+            return True
+        why = self.reason
+        if self.get_linear_pagetable(l2e, l2mfn, owner):
+            return True
+        return self.refuse(f"L2 entry to mfn {target:#x}: {why}; not a linear map: {self.reason}")
+
+    def get_linear_pagetable(self, l2e: int, l2mfn: int, domid: int) -> bool:
+        """``get_linear_pagetable`` (non-PAE root = L2): read-only only; a self-map takes
+        no reference; another L2 must already be validated."""
+        if entry_flags(l2e) & _PAGE_RW:
+            return self.refuse("attempt to create linear p.t. with write perms")
+        target = entry_mfn(l2e)
+        if target == l2mfn:
+            return True
+        if not self.get_page(target, domid):
+            return False
+        page = self.frames.pages[target]
+        if page.type != PGT_l2_page_table or not page.validated or page.type_count == 0:
+            self.put_page(target)
+            return self.refuse(f"linear p.t. target mfn {target:#x} is not a validated L2")
+        page.type_count += 1
+        return True
+
+    def put_page_from_l2e(self, l2e: int, l2mfn: int) -> None:
+        if entry_flags(l2e) & _PAGE_PRESENT and entry_mfn(l2e) != l2mfn:
+            self.put_page_and_type(entry_mfn(l2e))
+
+    def mod_l1_entry(self, l1mfn: int, index: int, new: int, domid: int) -> bool:
+        """``mod_l1_entry``: validate the new entry, write it, drop the old one's refs.
+        Fast path: if neither the frame nor RW/PRESENT changes, only the flag check."""
+        new &= M32
+        old = self.entry(l1mfn, index)
+        if new & _PAGE_PRESENT:
+            if entry_flags(new) & L1_DISALLOW_MASK:
+                return self.refuse(f"bad L1 flags {entry_flags(new) & L1_DISALLOW_MASK:#x}")
+            if not (old ^ new) & (PAGE_MASK | _PAGE_RW | _PAGE_PRESENT):
+                self.set_entry(l1mfn, index, new)
+                return True
+            if not self.get_page_from_l1e(new, domid):
+                return False
+        self.set_entry(l1mfn, index, new)
+        self.put_page_from_l1e(old, domid)
+        return True
+
+    def mod_l2_entry(self, l2mfn: int, index: int, new: int) -> bool:
+        """``mod_l2_entry``: no updates in Xen's slots; validate, write, drop old refs.
+        Fast path per XSA-182 (see the module docstring)."""
+        new &= M32
+        if index >= L2_FIRST_XEN_SLOT:
+            return self.refuse(f"illegal L2 update in Xen-private slot {index}")
+        old = self.entry(l2mfn, index)
+        if new & _PAGE_PRESENT:
+            if entry_flags(new) & L2_DISALLOW_MASK:
+                return self.refuse(f"bad L2 flags {entry_flags(new) & L2_DISALLOW_MASK:#x}")
+            keep = PAGE_MASK | _PAGE_PRESENT
+            if not self.xen30_l2_fastpath:
+                keep |= 0xFFF & ~FASTPATH_FLAG_WHITELIST
+            if not (old ^ new) & keep:
+                self.set_entry(l2mfn, index, new)
+                return True
+            if not self.get_page_from_l2e(new, l2mfn):
+                return False
+        self.set_entry(l2mfn, index, new)
+        self.put_page_from_l2e(old, l2mfn)
+        return True
+
+    def l2e_maps_l1(self, l2e: int) -> bool:
+        """A present, non-PSE L2 entry (``guest_map_l1e``'s condition)."""
+        return (entry_flags(l2e) & (_PAGE_PRESENT | _PAGE_PSE)) == _PAGE_PRESENT

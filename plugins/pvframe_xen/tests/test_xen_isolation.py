@@ -1,0 +1,48 @@
+"""The isolation property: Hypothesis draws adversarial hypercall sequences (foreign
+frames, writable mappings of page tables, unpinning tables in use, bad ports, malformed
+multicalls, bad base pointers, ...) and every request must keep (a) refusals side-effect
+free, (b) Xen's error codes, (c) the invariants of :mod:`pvframe_xen.hypervisor.isolation`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import attrs
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+from pvframe_xen.hypervisor.isolation import isolation_campaign, new_domain, run_sequence
+
+T = TypeVar("T")
+
+
+@attrs.define
+class DrawChooser:
+    """The request generator's choices drawn from Hypothesis (shrinks per choice)."""
+
+    data: Any
+
+    def integer(self, lo: int, hi: int) -> int:
+        return int(self.data.draw(st.integers(lo, hi)))
+
+    def choice(self, options: Sequence[T]) -> T:
+        return options[self.data.draw(st.integers(0, len(options) - 1))]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.integers(1, 25))
+def test_isolation_property(data, length):
+    hv = new_domain()
+    for out in run_sequence(hv, DrawChooser(data), length):
+        note(out.request.render() + f" -> {out.result}")
+        assert out.breaches == [], out.breaches
+        assert out.wrong == [], out.wrong
+
+
+def test_campaign_figures():
+    figures = isolation_campaign(10, seed=1234)
+    assert figures["breaches"] == 0 and figures["wrong_errors"] == 0, figures["problems"]
+    assert figures["requests"] == 10 * 25
+    assert figures["refused"] > 0 and figures["accepted"] > 0
+    kinds = {k.split(":")[0] for k in figures["refusals_by_kind"]}
+    assert {"foreign_map", "writable_pt_map", "baseptr_bad", "evtchn", "multicall-entry"} <= kinds
