@@ -18,7 +18,7 @@ import attrs
 from pvframe import plugins
 from pvframe.executor import Executor
 from pvframe.executor import faults
-from pvframe.executor.state import CPUState
+from pvframe.executor.state import IF_MASK, CPUState
 from pvframe.platform import loader
 from pvframe.platform.memory import PhysicalMemory
 from pvframe.platform.mmu import MMU
@@ -120,9 +120,16 @@ class Machine:
             backend, self, backends=backends, trace=trace, extra_plugins=extra_plugins
         )
         self.hooks = self.bound.hooks
+        #: where the executor's interrupts and device deadlines come from: the platform,
+        #: unless the backend interposes its own source (a hypervisor's event channels or
+        #: alarms) in ``attach``
+        self.events: Any = self.platform
         self.executor = Executor(self.cpu, self.memory, self.mmu, self.hooks, self)
         self.boot: loader.BootInfo | None = None
         self.messages: list[str] = []
+        attach = getattr(self.bound.plugin, "attach", None)
+        if callable(attach):
+            attach(self)  # backend-specific wiring: hypervisor model, event source
 
     # ------------------------------------------------------------------ loading
 
@@ -187,23 +194,23 @@ class Machine:
         self.platform.mmio_write(paddr, size, value)
 
     def next_deadline(self) -> int | None:
-        return self.platform.next_deadline(self.cpu.icount)
+        return self.events.next_deadline(self.cpu.icount)
 
     def service(self, icount: int) -> None:
-        self.platform.service(icount)
+        self.events.service(icount)
 
     def interrupt_pending(self) -> bool:
-        return self.platform.interrupt_pending()
+        return self.events.interrupt_pending()
 
     def acknowledge_interrupt(self) -> int:
-        return self.platform.acknowledge_interrupt()
+        return self.events.acknowledge_interrupt()
 
     def stop(self, reason: str, exit_code: int | None = None, detail: str | None = None) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
             self.exit_code = exit_code
             self.stop_detail = detail
-        self.executor.request_stop()
+        self.executor.stop(reason, exit_code)
 
     # ------------------------------------------------------- services for the hooks
     #: fault names a hook may raise through :meth:`raise_fault` (Intel SDM Vol. 3A §6.15)
@@ -244,12 +251,12 @@ class Machine:
 
     def read_linear(self, addr: int, size: int) -> int:
         """A supervisor read through the MMU (may raise a guest #PF)."""
-        return int(self.executor.read_linear(addr & 0xFFFFFFFF, size))
+        return int(self.mmu.read(addr & 0xFFFFFFFF, size))
 
     def write_linear(self, addr: int, size: int, value: int) -> None:
         """A supervisor write through the MMU, as the guest's own store would be (self-
         modifying code and page-table edits are noticed as for guest stores)."""
-        self.executor.write_linear(addr & 0xFFFFFFFF, size, value)
+        self.mmu.write(addr & 0xFFFFFFFF, size, value)
 
     def log(self, message: str) -> None:
         """A kernel-log style message from a hook (``printk``), kept with the run."""
@@ -283,9 +290,9 @@ class Machine:
         Returns False (and stops the run as ``halted``) when no event can ever come.
         """
         for _ in range(self.IDLE_EVENT_LIMIT):
-            if self.platform.interrupt_pending():
+            if self.events.interrupt_pending():
                 return True
-            if not self.platform.halt_until_event(self.cpu.icount):
+            if not self.events.halt_until_event(self.cpu.icount):
                 self.stop(STOP_HALTED, detail="hlt with no timer armed: nothing can wake the CPU")
                 return False
         self.stop(
@@ -305,11 +312,23 @@ class Machine:
         limit = self.cpu.icount + max_instructions
         while self.stop_reason is None and self.cpu.icount < limit:
             try:
-                self.executor.run(limit)
+                reason = self.executor.run(limit)
             except plugins.BackendError as exc:
                 self.stop(STOP_BACKEND, detail=str(exc))
-            if self.executor.triple_faulted:
-                self.stop(STOP_TRIPLE, detail=self.executor.triple_fault_detail)
+                break
+            if reason is None or self.stop_reason is not None:
+                continue
+            if reason == "halted":
+                if self.cpu.eflags_sys & IF_MASK:
+                    self.idle()
+                else:
+                    self.stop(STOP_HALTED, detail="hlt with interrupts disabled")
+            elif reason == STOP_TRIPLE:
+                self.stop(STOP_TRIPLE, detail="an exception while delivering a double fault")
+            elif reason.startswith("unsupported"):
+                self.stop("unsupported", detail=reason.partition(":")[2].strip() or reason)
+            else:
+                self.stop(reason)
         if self.stop_reason is None:
             self.stop_reason = STOP_LIMIT
         return self.result(dumps)
