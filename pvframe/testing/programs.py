@@ -92,6 +92,23 @@ class IrqSaveRestore(Op):
 
 
 @attrs.frozen
+class DeferredInterrupt(Op):
+    """An interrupt raised while interrupts are disabled, taken when they are re-enabled
+    (``cli``; a self-IPI or a short one-shot timer; ``sti; nop``): the pending-event path
+    every backend's irq_enable must honour."""
+
+    timer: bool
+
+    def lines(self) -> list[str]:
+        if self.timer:
+            raise_it = [f"movl $0xb, {APIC + 0x3E0:#x}", f"movl ${TIMER_VECTOR:#x}, {APIC + 0x320:#x}",
+                        f"movl $50, {APIC + 0x380:#x}", "mov $40, %ecx", "1: loop 1b"]
+        else:
+            raise_it = [f"movl $0, {APIC + 0x310:#x}", f"movl ${0x40000 | IPI_VECTOR:#x}, {APIC + 0x300:#x}"]
+        return ["cli", *raise_it, "sti", "nop"]
+
+
+@attrs.frozen
 class Compute(Op):
     """A loop of ALU work that lets virtual time pass."""
 

@@ -1,11 +1,15 @@
 """pytest plugin (entry point ``pytest11``): choose the backend under test.
 
-``pytest --pvframe-backend NAME`` makes the ``pvframe_backend`` fixture return ``NAME``;
-tests marked ``equivalence`` compare that backend with native. The option defaults to
-``native`` (the self-check).
+``pytest --pvframe-backend NAME`` runs the conformance suite
+(:mod:`pvframe.testing.conformance`) against the installed backend ``NAME``, with no other
+set-up: the module is added to the collection, and the ``pvframe_backend`` fixture returns
+``NAME``. Without the option the fixture returns ``native`` (the self-check) and only the
+tests the user selected run.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -15,22 +19,72 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--pvframe-backend",
         action="store",
-        default="native",
+        default=None,
         metavar="NAME",
         help="installed pvframe backend to check against native (default: native)",
     )
+
+
+REDIS_ENV = "PVFRAME_HYPOTHESIS_REDIS"
+
+
+def example_database() -> object:
+    """The example database: Hypothesis's directory database (``.hypothesis/examples``),
+    which persists between runs, multiplexed with a shared Redis database when
+    ``PVFRAME_HYPOTHESIS_REDIS=redis://host:port/db`` is set (every machine of a campaign
+    then replays and extends the same failing and covering examples)."""
+    from hypothesis.database import DirectoryBasedExampleDatabase, MultiplexedDatabase
+
+    local = DirectoryBasedExampleDatabase(".hypothesis/examples")
+    url = os.environ.get(REDIS_ENV)
+    if not url:
+        return local
+    try:
+        import redis
+        from hypothesis.extra.redis import RedisExampleDatabase
+    except ImportError as exc:
+        raise pytest.UsageError(
+            f"{REDIS_ENV} is set but the redis client is missing ({exc}); pip install redis"
+        ) from None
+    return MultiplexedDatabase(local, RedisExampleDatabase(redis.Redis.from_url(url)))
+
+
+def _register_profiles() -> None:
+    """Hypothesis profiles of the kit: ``ci`` (bounded, the default in CI) and ``deep``
+    (10,000 examples per test)."""
+    from hypothesis import HealthCheck, settings
+
+    common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+    # ci: deterministic (the same examples every run, so CI never flakes) and bounded;
+    # Hypothesis then keeps no database
+    settings.register_profile(
+        "ci", max_examples=100, derandomize=True, database=None, **common  # type: ignore[arg-type]
+    )
+    # deep: random, 10,000 examples, failures and coverage kept in the example database
+    settings.register_profile(
+        "deep", max_examples=10_000, database=example_database(), **common  # type: ignore[arg-type]
+    )
+
+
+_register_profiles()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "equivalence: compares a backend with native (pvframe equivalence kit)"
     )
+    if config.getoption("--pvframe-backend", None) is not None:
+        from pvframe.testing import conformance
+
+        path = conformance.__file__
+        if path not in config.args:
+            config.args.append(path)
 
 
 @pytest.fixture(scope="session")
 def pvframe_backend(request: pytest.FixtureRequest) -> str:
     """Name of the backend under test (``--pvframe-backend``)."""
-    name: str = request.config.getoption("--pvframe-backend")
+    name: str = request.config.getoption("--pvframe-backend") or "native"
     from pvframe import plugins
 
     try:

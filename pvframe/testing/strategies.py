@@ -27,21 +27,23 @@ def interrupt_flag_ops() -> st.SearchStrategy[p.Op]:
         p.IrqSaveRestore,
         st.lists(simple | st.builds(p.PutChar, st.integers(0x41, 0x5A)), max_size=3).map(tuple),
     )
-    return simple | nested
+    deferred = st.builds(p.DeferredInterrupt, st.booleans())
+    return simple | nested | deferred
 
 
 def paging_ops() -> st.SearchStrategy[p.Op]:
     """PTE edits by plain stores, invlpg, CR3 reloads and accesses that may fault: the TLB
     is observable (an edit without invlpg keeps the old translation)."""
-    return st.one_of(
+    edits = st.one_of(
         st.builds(p.MapPage, pages, frames, st.booleans()),
         st.builds(p.UnmapPage, pages),
         st.builds(p.Invlpg, pages),
         st.just(p.ReloadCr3()),
         st.builds(p.Load, pages, offsets),
         st.builds(p.Store, pages, offsets, words),
-        st.builds(p.TlbProbe, pages, frames, frames, st.sampled_from(["invlpg", "cr3", "none"])),
     )
+    probes = st.builds(p.TlbProbe, pages, frames, frames, st.sampled_from(["invlpg", "cr3", "none"]))
+    return edits | probes
 
 
 def timer_ops() -> st.SearchStrategy[p.Op]:
@@ -77,16 +79,32 @@ def platform_ops() -> st.SearchStrategy[p.Op]:
     )
 
 
-def ops(paging: bool) -> st.SearchStrategy[p.Op]:
-    kinds = [interrupt_flag_ops(), timer_ops(), platform_ops()]
-    if paging:
-        kinds.append(paging_ops())
-    return st.one_of(*kinds)
+KINDS = ("interrupt-flag", "timer", "platform", "paging")
+
+
+def ops(kinds: tuple[str, ...]) -> st.SearchStrategy[p.Op]:
+    """Ops of the given kinds (``"paging"`` needs the paging harness)."""
+    table = {
+        "interrupt-flag": interrupt_flag_ops,
+        "timer": timer_ops,
+        "platform": platform_ops,
+        "paging": paging_ops,
+    }
+    return st.one_of(*(table[k]() for k in kinds))
 
 
 @st.composite
 def programs(draw: st.DrawFn, max_ops: int = 24) -> p.Program:
-    """A guest program mixing every kind of privileged operation."""
-    paging = draw(st.booleans())
-    body = draw(st.lists(ops(paging), min_size=1, max_size=max_ops))
+    """A guest program of privileged operations.
+
+    Swarm testing (Groce et al., ISSTA 2012): each program first draws which kinds of ops
+    it may use, so that many programs concentrate on one or two areas (a TLB-only program
+    exercises paging far more than a mix would) while the mixes still occur. Paging is on
+    when the paging kind is drawn, and in half of the other programs.
+    """
+    kinds = tuple(draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=4, unique=True)))
+    paging = "paging" in kinds or draw(st.booleans())
+    # the length is drawn first (programs are long early on, and shrink to one op)
+    length = draw(st.integers(1, max_ops))
+    body = draw(st.lists(ops(kinds), min_size=length, max_size=length))
     return p.Program(tuple(body), paging=paging)

@@ -1,0 +1,52 @@
+"""The conformance suite: ``pytest --pvframe-backend NAME`` runs it against any installed
+backend (the pytest plugin adds this module to the collection when the option is given).
+
+Three layers, all comparing the backend under test with native:
+
+* generated guest programs (Hypothesis, :func:`pvframe.testing.strategies.programs`)
+  through the oracle: console, stop, exit code, events, recorded values, registers;
+* the bundled demo guests, whole runs;
+* hook-level contracts (:mod:`pvframe.testing.contracts`) for ops native guest code never
+  reaches directly.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, note
+
+from pvframe import guests
+from pvframe.machine import Machine
+from pvframe.testing import contracts, oracle, strategies
+from pvframe.testing.programs import Program
+
+pytestmark = pytest.mark.equivalence
+
+
+@given(program=strategies.programs())
+def test_generated_programs_match_native(pvframe_backend: str, program: Program) -> None:
+    note(program.listing())
+    divergence = oracle.compare(program, pvframe_backend)
+    assert divergence is None, str(divergence)
+
+
+@pytest.mark.parametrize("guest", sorted(guests.GUESTS))
+def test_demo_guest_matches_native(pvframe_backend: str, guest: str) -> None:
+    image = guests.build(guest).read_bytes()
+    runs = []
+    for backend in ("native", pvframe_backend):
+        machine = Machine(backend)
+        machine.load_multiboot(image)
+        runs.append(machine.run(20_000_000))
+    native, other = runs
+    assert native.stop == "exit" and native.exit_code == 1, native.console
+    for field in ("stop", "exit_code", "console", "instructions", "registers"):
+        assert getattr(other, field) == getattr(native, field), (
+            f"{guest}: {field} differs: native {getattr(native, field)!r}, "
+            f"{pvframe_backend} {getattr(other, field)!r}"
+        )
+
+
+@pytest.mark.parametrize("contract", contracts.CONTRACTS, ids=lambda c: c.name)
+def test_hook_contract(pvframe_backend: str, contract: contracts.Contract) -> None:
+    contracts.check(contract, pvframe_backend)

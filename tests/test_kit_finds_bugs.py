@@ -1,0 +1,127 @@
+"""The equivalence kit must catch real bugs: five deliberately wrong backends, each found
+within the CI profile's example budget and shrunk to a short program (or flagged by the
+hook-level contract that covers an op native guest code never reaches)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, find, settings
+
+from pvframe import plugins
+from pvframe.hookspecs import hookimpl
+from pvframe.testing import contracts, oracle, strategies
+from pvframe.testing.programs import Program
+from pvframe.timekeeping import units
+
+IF = 0x200
+
+
+class ForgetsPendingEvent:
+    """irq_enable that drops an interrupt that arrived while interrupts were off (a Xen
+    guest that unmasks events without checking evtchn_upcall_pending)."""
+
+    @hookimpl
+    def pvop_irq_enable(self, machine: Any) -> None:
+        while machine.platform.interrupt_pending():
+            machine.platform.acknowledge_interrupt()
+            machine.platform.apic_write(0xB0, 0)  # EOI: the event is gone
+        machine.cpu.eflags_sys |= IF
+
+
+class TscOffByOne:
+    """read_tsc through a ns conversion that rounds the wrong way: one cycle too many."""
+
+    @hookimpl
+    def pvop_read_tsc(self, machine: Any) -> int:
+        hz = machine.config.tsc_hz
+        return units.ns_to_tsc(units.tsc_to_ns(machine.tsc(), hz) + 1, hz)
+
+
+class Cr3WithoutFlush:
+    """write_cr3 that switches page tables but keeps the TLB."""
+
+    @hookimpl
+    def pvop_write_cr3(self, machine: Any, value: int) -> None:
+        machine.cpu.cr3 = value & 0xFFFFFFFF
+
+
+class SetPteIgnoresPresent:
+    """set_pte that always writes the entry present."""
+
+    @hookimpl
+    def pvop_set_pte(self, machine: Any, ptep: int, pteval: int) -> None:
+        machine.write_linear(ptep, 4, (pteval | 1) & 0xFFFFFFFF)
+
+
+class WallclockInMilliseconds:
+    """get_wallclock in the wrong unit."""
+
+    @hookimpl
+    def pvop_get_wallclock(self, machine: Any) -> int:
+        return int(machine.platform.rtc_seconds()) * 1000
+
+
+BUGGY = {
+    "forgets-pending": ForgetsPendingEvent,
+    "tsc-off-by-one": TscOffByOne,
+    "cr3-no-flush": Cr3WithoutFlush,
+    "set-pte-present": SetPteIgnoresPresent,
+    "wallclock-ms": WallclockInMilliseconds,
+}
+
+
+@pytest.fixture(scope="module")
+def backends() -> dict[str, plugins.BackendInfo]:
+    found = plugins.discover()
+    for name, cls in BUGGY.items():
+        found[name] = plugins.BackendInfo(name, "tests", "0", "tests", factory=cls)
+    return found
+
+
+CI = settings.get_profile("ci")
+
+
+def find_divergence(backend: str, backends: dict[str, plugins.BackendInfo]) -> oracle.Divergence:
+    """Search with the CI profile's example budget; return the shrunk divergence."""
+    program = find(
+        strategies.programs(),
+        lambda prog: oracle.compare(prog, backend, backends=backends) is not None,
+        settings=settings(
+            max_examples=CI.max_examples,
+            derandomize=CI.derandomize,
+            database=None,
+            deadline=None,
+            phases=[Phase.generate, Phase.shrink],
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
+    divergence = oracle.compare(program, backend, backends=backends)
+    assert divergence is not None
+    return divergence
+
+
+@pytest.mark.parametrize("bug", ["forgets-pending", "tsc-off-by-one", "cr3-no-flush"])
+def test_generated_programs_find_the_bug_and_shrink_it(bug: str, backends: Any) -> None:
+    divergence = find_divergence(bug, backends)
+    program: Program = divergence.program
+    assert len(program.ops) <= 3, divergence
+    report = str(divergence)
+    assert f"backend {bug!r} diverges from native" in report
+    assert program.listing() in report
+
+
+@pytest.mark.parametrize(
+    ("bug", "contract"),
+    [("set-pte-present", "set_pte_controls_translation"),
+     ("wallclock-ms", "wallclock_agrees_with_native")],
+)
+def test_hook_contracts_find_the_bug(bug: str, contract: str, backends: Any) -> None:
+    failures = contracts.check_all(bug, backends)
+    assert [f.split(":")[0] for f in failures] == [contract]
+
+
+@pytest.mark.parametrize("backend", ["native", "xen", "vmi"])
+def test_installed_backends_pass_the_contracts(backend: str) -> None:
+    assert contracts.check_all(backend) == []
