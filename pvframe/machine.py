@@ -70,6 +70,10 @@ class RunResult:
     hooks: dict[str, int]
     extra: dict[str, Any] = attrs.field(factory=dict)
 
+    CONTRACT_KEYS = frozenset(
+        {"backend", "stop", "exit_code", "instructions", "registers", "console", "memory", "hooks"}
+    )
+
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "backend": self.backend,
@@ -337,6 +341,13 @@ class Machine:
         return {name: getattr(self.cpu, name) for name in REGISTER_NAMES}
 
     def result(self, dumps: Iterable[tuple[str, int, int]] = ()) -> RunResult:
+        """The run's outcome; a backend may add keys (e.g. ``hypercalls``: call name ->
+        count) through an optional ``run_report(machine) -> dict`` method. The keys of the
+        contract (docs/architecture.md) are never changed by it."""
+        extra: dict[str, Any] = {}
+        report = getattr(self.bound.plugin, "run_report", None)
+        if callable(report) and self.bound.plugin is not self.bound.native_plugin:
+            extra = {k: v for k, v in report(self).items() if k not in RunResult.CONTRACT_KEYS}
         return RunResult(
             backend=self.backend_name,
             stop=self.stop_reason or STOP_LIMIT,
@@ -346,4 +357,5 @@ class Machine:
             console=self.platform.console_text(),
             memory={key: self.memory.read_bytes(a, n).hex() for key, a, n in dumps},
             hooks=dict(self.bound.counts),
+            extra=extra,
         )

@@ -12,6 +12,10 @@ Three layers, all comparing the backend under test with native:
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+
+import attrs
 import pytest
 from hypothesis import given, note
 
@@ -23,10 +27,42 @@ from pvframe.testing.programs import Program
 pytestmark = pytest.mark.equivalence
 
 
+@attrs.define
+class KitStats:
+    """What the generated-program test did for one backend (printed by the plugin)."""
+
+    examples: int = 0
+    ops: int = 0
+    seconds: float = 0.0
+    divergences: int = 0
+    coverage: Counter[str] = attrs.field(factory=Counter)
+
+
+STATS: dict[str, KitStats] = {}
+
+
+def _flatten(ops: tuple[object, ...]) -> list[object]:
+    flat: list[object] = []
+    for op in ops:
+        flat.append(op)
+        flat.extend(_flatten(getattr(op, "inner", ())))
+    return flat
+
+
 @given(program=strategies.programs())
 def test_generated_programs_match_native(pvframe_backend: str, program: Program) -> None:
     note(program.listing())
+    st = STATS.setdefault(pvframe_backend, KitStats())
+    start = time.perf_counter()
     divergence = oracle.compare(program, pvframe_backend)
+    st.seconds += time.perf_counter() - start
+    st.examples += 1
+    st.ops += len(program.ops)
+    st.coverage.update(type(op).__name__ for op in _flatten(program.ops))
+    if program.paging:
+        st.coverage["paging-harness"] += 1
+    if divergence is not None:
+        st.divergences += 1
     assert divergence is None, str(divergence)
 
 

@@ -77,8 +77,30 @@ def pytest_configure(config: pytest.Config) -> None:
         from pvframe.testing import conformance
 
         path = conformance.__file__
-        if path not in config.args:
+        if config.args_source != pytest.Config.ArgsSource.ARGS:
+            config.args[:] = [path]  # no paths given: the conformance suite alone
+        elif path not in config.args:
             config.args.append(path)
+
+
+def pytest_terminal_summary(terminalreporter: object, config: pytest.Config) -> None:
+    """Figures of the generated-program runs: examples, examples per second per backend,
+    and which ops were covered."""
+    from pvframe.testing import conformance
+
+    stats = conformance.STATS
+    if not stats:
+        return
+    write = terminalreporter.write_line  # type: ignore[attr-defined]
+    write("pvframe equivalence kit:")
+    for backend, st in sorted(stats.items()):
+        rate = st.examples / st.seconds if st.seconds else 0.0
+        write(
+            f"  {backend}: {st.examples} programs ({st.ops} ops) in {st.seconds:.1f} s = "
+            f"{rate:.1f} programs/s; divergences {st.divergences}"
+        )
+        covered = ", ".join(f"{k} {v}" for k, v in sorted(st.coverage.items()))
+        write(f"    ops covered: {covered}")
 
 
 @pytest.fixture(scope="session")
