@@ -8,16 +8,19 @@ fault, budget) end the run with a reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from pvframe import plugins
-from pvframe.executor import Executor
-from pvframe.executor import faults
+from pvframe.executor import Executor, faults
 from pvframe.executor.state import IF_MASK, CPUState
 from pvframe.platform import loader
 from pvframe.platform.memory import PhysicalMemory
@@ -32,11 +35,48 @@ STOP_EXIT = "exit"
 STOP_LIMIT = "instruction-limit"
 STOP_TRIPLE = "triple-fault"
 STOP_BACKEND = "backend-error"
+STOP_WALL = "wall-clock-limit"
+
+
+class RunInterrupted(Exception):
+    """Raised in the main thread by the wall-clock alarm of :meth:`Machine.run`."""
+
+
+def _hook_on_stack(frame: Any) -> str | None:
+    """The innermost ``pvop_*`` hook implementation on the stack (with its module), if
+    the run was interrupted inside one."""
+    while frame is not None:
+        name = frame.f_code.co_name
+        if name.startswith("pvop_"):
+            module = frame.f_globals.get("__name__", "?")
+            return f"{name} (in {module})"
+        frame = frame.f_back
+    return None
 
 REGISTER_NAMES = (
     "eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi",
     "eip", "eflags", "cr0", "cr2", "cr3", "cr4",
 )
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`RunInterrupted` in the main thread after ``seconds`` of host time
+    (SIGALRM via setitimer; elsewhere than the main thread no limit can be enforced)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def fire(_sig: int, _frame: Any) -> None:
+        raise RunInterrupted()
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @attrs.frozen
@@ -308,15 +348,53 @@ class Machine:
     # -------------------------------------------------------------------- run
 
     def run(
-        self, max_instructions: int = 50_000_000, dumps: Iterable[tuple[str, int, int]] = ()
+        self,
+        max_instructions: int = 50_000_000,
+        dumps: Iterable[tuple[str, int, int]] = (),
+        wall_clock_s: float | None = None,
     ) -> RunResult:
-        """Run until a stop reason or ``max_instructions`` retired instructions."""
+        """Run until a stop reason, ``max_instructions`` retired instructions (stop
+        ``instruction-limit``) or ``wall_clock_s`` seconds of host time (stop
+        ``wall-clock-limit``; it also catches a hook that never returns, named in the
+        detail). A hook that raises or returns the wrong type stops the run as
+        ``backend-error`` naming the backend and the hook. In every case the guest state at
+        the stop is reported."""
         if self.boot is None:
             raise RuntimeError("load an image before running the machine")
+        deadline = time.monotonic() + wall_clock_s if wall_clock_s else None
+        # the alarm only catches what the chunked loop cannot: a hook (or one block) that
+        # runs past the limit plus a grace period
+        with _alarm(wall_clock_s + self.WALL_GRACE_S if wall_clock_s else None):
+            try:
+                self._run(max_instructions, deadline, wall_clock_s)
+            except RunInterrupted as exc:
+                tb = exc.__traceback__
+                while tb is not None and tb.tb_next is not None:
+                    tb = tb.tb_next  # the frame the alarm interrupted
+                where = _hook_on_stack(tb.tb_frame) if tb is not None else None
+                detail = f"{wall_clock_s} s (+{self.WALL_GRACE_S} s grace) of host time passed"
+                if where:
+                    detail += f" inside hook {where}, which did not return"
+                self.stop(STOP_WALL, detail=detail)
+        if self.stop_reason is None:
+            self.stop_reason = STOP_LIMIT
+        return self.result(dumps)
+
+    #: instructions per executor call when a wall-clock limit is set (checked in between)
+    WALL_CHUNK = 1 << 18
+    #: seconds past the wall-clock limit before the alarm interrupts a hook or block
+    WALL_GRACE_S = 0.5
+
+    def _run(self, max_instructions: int, deadline: float | None = None,
+             wall_clock_s: float | None = None) -> None:
         limit = self.cpu.icount + max_instructions
         while self.stop_reason is None and self.cpu.icount < limit:
+            if deadline is not None and time.monotonic() >= deadline:
+                self.stop(STOP_WALL, detail=f"{wall_clock_s} s of host time passed")
+                break
+            step = limit if deadline is None else min(limit, self.cpu.icount + self.WALL_CHUNK)
             try:
-                reason = self.executor.run(limit)
+                reason = self.executor.run(step)
             except plugins.BackendError as exc:
                 self.stop(STOP_BACKEND, detail=str(exc))
                 break
@@ -333,9 +411,6 @@ class Machine:
                 self.stop("unsupported", detail=reason.partition(":")[2].strip() or reason)
             else:
                 self.stop(reason)
-        if self.stop_reason is None:
-            self.stop_reason = STOP_LIMIT
-        return self.result(dumps)
 
     def registers(self) -> dict[str, int]:
         return {name: getattr(self.cpu, name) for name in REGISTER_NAMES}

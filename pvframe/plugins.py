@@ -242,7 +242,12 @@ class BoundBackend:
     native_plugin: Any
     pm: pluggy.PluginManager
     provider: dict[str, str]
-    counts: dict[str, int] = attrs.field(factory=dict)
+    cells: dict[str, list[int]] = attrs.field(factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """op -> calls so far (ops never called are left out)."""
+        return {op: c[0] for op, c in self.cells.items() if c[0]}
 
 
 def _adapt(fn: Callable[..., Any], argnames: tuple[str, ...], spec: tuple[str, ...],
@@ -259,10 +264,104 @@ def _adapt(fn: Callable[..., Any], argnames: tuple[str, ...], spec: tuple[str, .
     return adapted
 
 
-def _counting(fn: Callable[..., Any], op: str, counts: dict[str, int]) -> Callable[..., Any]:
+def _spec_returns() -> dict[str, str]:
+    """Hook name -> the spec's return annotation (a string: the specs use postponed
+    annotations)."""
+    out: dict[str, str] = {}
+    for module in hookspecs.SPEC_MODULES:
+        for name, fn in inspect.getmembers(module, inspect.isfunction):
+            if name.startswith(PREFIX):
+                out[name] = str(inspect.signature(fn).return_annotation)
+    return out
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+#: return annotation -> (check, what was expected)
+_RETURN_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "None": (lambda v: v is None, "None"),
+    "int": (_is_int, "an int"),
+    "int | None": (lambda v: v is None or _is_int(v), "an int or None"),
+    "str": (lambda v: isinstance(v, str), "a str"),
+    "tuple[int, int]": (
+        lambda v: isinstance(v, tuple) and len(v) == 2 and all(map(_is_int, v)), "(int, int)"
+    ),
+    "tuple[int, int, int, int]": (
+        lambda v: isinstance(v, tuple) and len(v) == 4 and all(map(_is_int, v)),
+        "(int, int, int, int)",
+    ),
+}
+
+SPEC_RETURNS: dict[str, str] = _spec_returns()
+
+
+class HookFailure(BackendError):
+    """A hook implementation raised, or returned a value of the wrong type. The message
+    names the backend (provider of the implementation), the hook and what happened."""
+
+    def __init__(self, message: str, backend: str, hook: str) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.hook = hook
+
+
+#: exceptions a hook raises on purpose: guest faults and executor control flow pass
+#: through the guard untouched (anything derived from these, by name of the base class)
+_PASS_THROUGH = ("GuestException", "StopExecution", "TripleFault", "HookFailure",
+                 "KeyboardInterrupt", "RunInterrupted")
+
+
+def _guarded(fn: Callable[..., Any], op: str, provider: str,
+             cell: list[int] | None) -> Callable[..., Any]:
+    """``fn`` with call counting (optional), a return-type check against the spec, and
+    exceptions turned into a :class:`HookFailure` naming the backend and the hook (guest
+    faults and executor control flow pass through). A hook that never returns is named by
+    the machine's wall-clock limit, which finds the ``pvop_*`` frame on the stack."""
+    hook = PREFIX + op
+    annotation = SPEC_RETURNS.get(hook, "")
+    check, expected = _RETURN_CHECKS.get(annotation, (lambda v: True, "?"))
+    fast = {"None": type(None), "int": int, "int | None": int}.get(annotation, object)
+
+    def failed(exc: BaseException) -> HookFailure:
+        return HookFailure(
+            f"backend {provider!r}: hook {hook} raised {type(exc).__name__}: {exc}",
+            provider, hook,
+        )
+
+    def wrong(result: Any) -> HookFailure:
+        return HookFailure(
+            f"backend {provider!r}: hook {hook} returned {result!r} "
+            f"({type(result).__name__}); the spec wants {expected}",
+            provider, hook,
+        )
+
+    def guarded(*args: Any) -> Any:
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            if any(c.__name__ in _PASS_THROUGH for c in type(exc).__mro__):
+                raise
+            raise failed(exc) from exc
+        if result.__class__ is fast or check(result):
+            return result
+        raise wrong(result)
+
+    if cell is None:
+        return guarded
+
     def counted(*args: Any) -> Any:
-        counts[op] = counts.get(op, 0) + 1
-        return fn(*args)
+        cell[0] += 1
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            if any(c.__name__ in _PASS_THROUGH for c in type(exc).__mro__):
+                raise
+            raise failed(exc) from exc
+        if result.__class__ is fast or check(result):
+            return result
+        raise wrong(result)
 
     return counted
 
@@ -280,8 +379,10 @@ def bind(
 
     ``trace`` (or any plugin in ``extra_plugins`` that defines a hook wrapper) routes
     calls through pluggy so wrappers and monitoring run; otherwise each op is one direct
-    call into the chosen implementation. ``count`` keeps per-op call counts in
-    ``BoundBackend.counts`` (the ``hooks`` of ``pvframe run --json``).
+    call into the chosen implementation, through a thin guard that counts calls (when
+    ``count``: the ``hooks`` of ``pvframe run --json``), checks the returned type against
+    the spec and turns an implementation's exception into a :class:`HookFailure` naming
+    the backend and the hook.
     """
     backends = discover() if backends is None else backends
     info = get_backend(name, backends)
@@ -299,7 +400,7 @@ def bind(
 
     bound: dict[str, Callable[..., Any]] = {}
     provider: dict[str, str] = {}
-    counts: dict[str, int] = {}
+    cells: dict[str, list[int]] = {}
     for hook_name, spec in SPEC_PARAMS.items():
         op = hook_name[len(PREFIX):]
         caller = getattr(pm.hook, hook_name)
@@ -325,8 +426,9 @@ def bind(
             fn: Callable[..., Any] = via_pluggy
         else:
             fn = _adapt(chosen.function, tuple(chosen.argnames), spec, machine)
-        bound[op] = _counting(fn, op, counts) if count else fn
-    return BoundBackend(info, HookTable(bound), plugin, native_plugin, pm, provider, counts)
+        cell = cells.setdefault(op, [0]) if count else None
+        bound[op] = _guarded(fn, op, provider[op], cell)
+    return BoundBackend(info, HookTable(bound), plugin, native_plugin, pm, provider, cells)
 
 
 def _missing(op: str, backend: str) -> Callable[..., Any]:
