@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -258,7 +258,7 @@ class Machine:
 
     # ------------------------------------------------------- services for the hooks
     #: fault names a hook may raise through :meth:`raise_fault` (Intel SDM Vol. 3A §6.15)
-    FAULTS: dict[str, type[faults.GuestException]] = {
+    FAULTS: ClassVar[dict[str, type[faults.GuestException]]] = {
         "DE": faults.DivideError,
         "UD": faults.InvalidOpcode,
         "NM": faults.DeviceNotAvailable,
