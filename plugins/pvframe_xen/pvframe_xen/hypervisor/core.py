@@ -848,6 +848,12 @@ class XenHypervisor:
         v = self.vcpus[vcpuid]
         if cmd == abi.VCPUOP_is_up:
             return 1
+        if cmd == abi.VCPUOP_down:
+            # ``vcpu_sleep_nosync`` + ``_VPF_down``: the VCPU goes offline until VCPUOP_up
+            # (which this uniprocessor model does not offer).
+            v.blocked = True
+            self._runstate(v, abi.RUNSTATE_offline)
+            return 0
         if cmd == abi.VCPUOP_set_periodic_timer:
             if not isinstance(extra, abi.VcpuSetPeriodicTimer):
                 return -EFAULT

@@ -1,0 +1,146 @@
+"""pv_cpu_ops (rows 19-56) as Linux 2.6.23's Xen code issues them, with native's
+guest-visible results.
+
+* ``load_idt``: the gates become ``trap_info`` (trap 0xF / interrupt 0xE gates only;
+  ``flags = DPL | 4`` for an interrupt gate; terminated by ``address == 0``) and
+  ``set_trap_table``. The code selector is given the kernel's RPL 1 (a Xen guest's
+  ``__KERNEL_CS`` carries it; a native guest's 0x08 becomes 0x09) - Xen refuses RPL 0.
+  The IDT is read without side effects (an unmapped IDT yields an empty table, as the
+  CPU itself reads it only at delivery). IDTR itself is native's (``sidt`` is not
+  trapped by Xen either).
+* ``load_gdt``: ``set_gdt`` with the frames' mfns; Xen validates every descriptor and
+  refuses a native GDT (ring-0 descriptors, a writable mapping of the frame): counted in
+  ``xen_refusals``; GDTR stays native's.
+* ``load_tr_desc``: Xen owns the TSS, Linux's hook is a nop and ``store_tr`` returns 0.
+  A native guest reads TR back with ``str`` and finds its TSS descriptor marked busy, so
+  this backend keeps native's LTR semantics (no hypercall) - the one documented place
+  where it is native rather than Xen.
+* ``cpuid``: Xen's guest masks leaf-1 EDX APIC (9), ACPI (22), ACC (29). This backend
+  *does* present an APIC (the virtual APIC over event channels), so it presents native's
+  CPUID unchanged (tested); :data:`XEN_LEAF1_EDX_MASK` is what Xen would clear.
+* Debug registers: ``set_debugreg``/``get_debugreg`` hypercalls (refusals counted), the
+  values the guest sees are native's. ``write_cr0`` forwards a TS change as
+  ``fpu_taskswitch``; ``clts`` is ``fpu_taskswitch(0)``. ``io_delay``: nothing.
+  ``set_iopl_mask``: ``PHYSDEVOP_set_iopl`` (``iopl = mask ? (mask >> 12) & 3 : 1``)
+  plus native's EFLAGS.IOPL. ``set_ldt``: ``MMUEXT_SET_LDT``. ``load_esp0``:
+  ``stack_switch(__KERNEL_DS, esp0)``. ``set_wallclock`` is -1 (time ops).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pvframe.hookspecs import hookimpl
+from pvframe_xen.hypervisor import abi
+
+XEN_LEAF1_EDX_MASK = (1 << 9) | (1 << 22) | (1 << 29)
+KERNEL_DS = 0x69  # 2.6.23 Xen guest: GDT entry 13, RPL 1
+CR0_TS = 0x8
+
+
+class CpuOps:
+    def __init__(self) -> None:
+        pass
+
+    def hypervisor(self, machine: Any) -> Any:  # provided by the backend
+        raise NotImplementedError
+
+    def refuse(self, what: str, rc: int) -> None:  # provided by the backend
+        raise NotImplementedError
+
+    def _native(self, machine: Any) -> Any:
+        return machine.bound.native_plugin
+
+    def _check(self, what: str, rc: int) -> int:
+        if rc < 0:
+            self.refuse(what, rc)
+        return rc
+
+    def _peek_u32(self, machine: Any, addr: int) -> int | None:
+        paddr = machine.mmu.peek(addr & 0xFFFFFFFF)
+        if paddr is None or not machine.memory.is_ram(paddr, 4):
+            return None
+        return int(machine.memory.read_u32(paddr))
+
+    # ------------------------------------------------------------ descriptor tables
+    @hookimpl
+    def pvop_load_idt(self, machine: Any, base: int, limit: int) -> None:
+        self._native(machine).pvop_load_idt(machine, base, limit)
+        traps = []
+        for vector in range(min(256, ((limit & 0xFFFF) + 1) // 8)):
+            low = self._peek_u32(machine, base + 8 * vector)
+            high = self._peek_u32(machine, base + 8 * vector + 4)
+            if low is None or high is None or not high & 0x8000:
+                continue
+            kind = (high >> 8) & 0x1F
+            if kind not in (0x0E, 0x0F):
+                continue  # task gates and 16-bit gates have no trap_info form
+            address = (low & 0xFFFF) | (high & 0xFFFF0000)
+            if address == 0:
+                continue  # would terminate Xen's list
+            dpl = (high >> 13) & 3
+            cs = ((low >> 16) & 0xFFFC) | 1
+            traps.append(abi.TrapInfo(vector, dpl | (4 if kind == 0x0E else 0), cs, address))
+        traps.append(abi.TrapInfo(0, 0, 0, 0))
+        self._check("set_trap_table", self.hypervisor(machine).set_trap_table(traps))
+
+    @hookimpl
+    def pvop_load_gdt(self, machine: Any, base: int, limit: int) -> None:
+        self._native(machine).pvop_load_gdt(machine, base, limit)
+        hv = self.hypervisor(machine)
+        entries = ((limit & 0xFFFF) + 1) // 8
+        frames = []
+        for page in range(base & ~0xFFF, base + (limit & 0xFFFF) + 1, 4096):
+            paddr = machine.mmu.peek(page & 0xFFFFFFFF)
+            pfn = paddr >> 12 if paddr is not None else hv.nr_pages
+            frames.append(hv.pfn_to_mfn(pfn) if pfn < hv.nr_pages else 0)
+        self._check("set_gdt", hv.set_gdt(frames, entries))
+
+    @hookimpl
+    def pvop_set_ldt(self, machine: Any, addr: int, entries: int) -> None:
+        self._native(machine).pvop_set_ldt(machine, addr, entries)
+        op = abi.MmuextOp(abi.MMUEXT_SET_LDT, addr & 0xFFFFFFFF if entries else 0, entries)
+        self._check("mmuext_op:SET_LDT", self.hypervisor(machine).mmuext_op([op]))
+
+    @hookimpl
+    def pvop_load_esp0(self, machine: Any, tss: int, thread: int) -> None:
+        self._native(machine).pvop_load_esp0(machine, tss, thread)
+        esp0 = machine.read_linear(thread + 24, 4)
+        self._check("stack_switch", self.hypervisor(machine).stack_switch(KERNEL_DS, esp0))
+
+    @hookimpl
+    def pvop_set_iopl_mask(self, machine: Any, mask: int) -> None:
+        self._native(machine).pvop_set_iopl_mask(machine, mask)
+        iopl = (mask >> 12) & 3 if mask else 1
+        self._check("physdev_op", self.hypervisor(machine).physdev_op(abi.PHYSDEVOP_set_iopl, abi.PhysdevSetIopl(iopl)))
+
+    @hookimpl
+    def pvop_io_delay(self, machine: Any) -> None:
+        """``xen_io_delay``: nothing (no port 0x80 under Xen)."""
+
+    # ------------------------------------------------------------ debug registers
+    @hookimpl
+    def pvop_set_debugreg(self, machine: Any, regno: int, value: int) -> None:
+        self._native(machine).pvop_set_debugreg(machine, regno, value)  # may #UD first
+        index = regno + 2 if regno in (4, 5) else regno
+        self._check("set_debugreg", self.hypervisor(machine).set_debugreg(index, machine.cpu.dr[index]))
+
+    @hookimpl
+    def pvop_get_debugreg(self, machine: Any, regno: int) -> int:
+        value = int(self._native(machine).pvop_get_debugreg(machine, regno))
+        index = regno + 2 if regno in (4, 5) else regno
+        self._check("get_debugreg", self.hypervisor(machine).get_debugreg(index))
+        return value
+
+    # ------------------------------------------------------------ CR0.TS
+    @hookimpl
+    def pvop_write_cr0(self, machine: Any, value: int) -> None:
+        before = machine.cpu.cr0 & CR0_TS
+        self._native(machine).pvop_write_cr0(machine, value)
+        if (machine.cpu.cr0 & CR0_TS) != before:
+            self._check("fpu_taskswitch", self.hypervisor(machine).fpu_taskswitch(int(bool(machine.cpu.cr0 & CR0_TS))))
+
+    @hookimpl
+    def pvop_clts(self, machine: Any) -> None:
+        self._native(machine).pvop_clts(machine)
+        self._check("fpu_taskswitch", self.hypervisor(machine).fpu_taskswitch(0))

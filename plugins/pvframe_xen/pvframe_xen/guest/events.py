@@ -1,0 +1,372 @@
+"""Events: the backend's *virtual APIC over event channels* and the machine's event source.
+
+Linux 2.6.23 under Xen has no local APIC: time comes from a Xen one-shot timer raising
+``VIRQ_TIMER`` on an event channel, IPIs are ``EVTCHNOP_send`` on ports bound with
+``EVTCHNOP_bind_ipi``, and ``xen_evtchn_do_upcall`` turns pending ports into Linux irqs.
+A *native* guest on this backend programs the xAPIC instead, so the backend is the glue
+between the two, exactly where Linux's Xen irq code sits (port -> irq -> vector):
+
+* **Register file.** Every APIC register a guest reads back (ID, version, TPR, PPR, LDR,
+  DFR, SVR, ISR/TMR/IRR, ESR, ICR, the LVT entries, divide configuration) stays in the
+  platform's local APIC model, so reads are native's bit for bit. Only the timer's count
+  registers (initial count 0x380, current count 0x390) are the backend's: the platform's
+  own APIC timer is never started.
+* **Timer.** A write of the initial count starts a count-down segment computed exactly as
+  the xAPIC does (:func:`pvframe.timekeeping.units.cycles_for_counter_ticks`); each
+  expiry becomes an absolute Xen system time through the pvclock record
+  (:func:`units.pvclock_ns`) and is armed with ``VCPUOP_set_singleshot_timer`` (Xen
+  periodic timers have a 1 ms floor and drift from "now", so a periodic LVT is re-armed
+  one-shot per period, like Linux's ``xen`` clockevent device, which is one-shot only).
+  Xen raises ``VIRQ_TIMER`` on the port bound by ``EVTCHNOP_bind_virq``.
+* **IPIs.** A fixed IPI the xAPIC would accept on this CPU (shorthand self / all
+  including self, or a destination naming this APIC) is ``EVTCHNOP_send`` on a port bound
+  with ``EVTCHNOP_bind_ipi`` for that vector. Everything else (NMI/INIT/SIPI, other CPUs,
+  illegal vectors) is left to the platform APIC, which logs it as native does.
+* **Upcall.** When ``evtchn_upcall_pending`` is set and ``evtchn_upcall_mask`` clear
+  (:meth:`XenHypervisor.upcall_deliverable`), the event source performs the upcall the
+  way ``xen_evtchn_do_upcall`` does: clear ``evtchn_upcall_pending``, exchange
+  ``evtchn_pending_sel`` with 0, and for each pending unmasked port *mask and ack* it
+  (``handle_level_irq``'s ``mask_ack``) and raise its vector in the virtual APIC's IRR.
+  The executor then takes the vector through the guest IDT with the APIC's priority
+  rules (TPR/PPR/ISR), as natively.
+* **EOI** (write of 0xB0) ends the highest in-service vector and unmasks its port(s)
+  (``unmask``), re-raising an event that fired while it was in service (Xen's lost-edge
+  rule, §3.8) - so a second tick during the handler is delivered after the EOI, as the
+  xAPIC's IRR would deliver it.
+* **LVT mask.** A masked timer LVT (or a software-disabled APIC) masks the timer port;
+  events that fire meanwhile are discarded when it is unmasked again, as a masked LVT
+  drops the interrupt natively.
+
+Time: the Xen timer fires when Xen's ``NOW()`` reaches the deadline, i.e. at the first TSC
+whose pvclock time is >= the deadline (:func:`tsc_for_system_time`). At the default 1 GHz
+TSC the pvclock scale is exact (``mul = 2^31, shift = 1``), so that TSC *is* the xAPIC's
+expiry; in general it is at most ``ceil(tsc_hz / 1e9) - 1`` cycles earlier (tested).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pvframe.platform.devices.apic import divide_value
+from pvframe.timekeeping import units
+from pvframe_xen.hypervisor import abi
+
+if TYPE_CHECKING:
+    from pvframe_xen.hypervisor import XenHypervisor
+
+APIC_EOI, APIC_ISR, APIC_ICR, APIC_ICR2 = 0xB0, 0x100, 0x300, 0x310
+APIC_SPIV, APIC_LVTT, APIC_TMICT, APIC_TMCCT, APIC_TDCR = 0xF0, 0x320, 0x380, 0x390, 0x3E0
+LVT_MASKED, LVT_PERIODIC = 1 << 16, 1 << 17
+ICR_LEVEL, ICR_DEST_LOGICAL = 1 << 15, 1 << 11
+
+
+def tsc_for_system_time(ns: int, t: Any) -> int:
+    """The first TSC at which Xen's pvclock time (record ``t``) reaches ``ns``.
+
+    pvclock time is non-decreasing in the TSC, so this is a search over
+    :func:`units.pvclock_ns` (the only conversion used; see the core-change note in the
+    backend docs: ``units`` has no inverse of the pvclock formula)."""
+    rec = (t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift)
+    if units.pvclock_ns(rec[0], *rec) >= ns:
+        return int(rec[0])
+    lo = rec[0]  # pvclock(lo) < ns
+    span = max(1, units.ns_to_tsc(ns - rec[1], units.pvclock_hz(rec[2], rec[3])))
+    hi = lo + span
+    while units.pvclock_ns(hi, *rec) < ns:
+        lo, span = hi, span * 2
+        hi = lo + span
+    while hi - lo > 1:  # invariant: pvclock(lo) < ns <= pvclock(hi)
+        mid = (lo + hi) // 2
+        if units.pvclock_ns(mid, *rec) >= ns:
+            hi = mid
+        else:
+            lo = mid
+    return int(hi)
+
+
+class VirtualApic:
+    """The xAPIC a native guest programs, implemented over Xen event channels."""
+
+    def __init__(self, machine: Any, hv: XenHypervisor) -> None:
+        self.machine = machine
+        self.hv = hv
+        self.apic = machine.platform.apic
+        self.timer_port = 0
+        self.ipi_ports: dict[int, int] = {}  # vector -> port
+        self.port_vector: dict[int, int] = {}  # port -> vector
+        self.port_level: dict[int, bool] = {}
+        self.timer_disabled = True
+        # the count-down (xAPIC semantics, SDM Vol. 3A §10.5.4)
+        self.initial_count = 0
+        self.seg_start: int | None = None
+        self.seg_count = 0
+        self.period_index = 0
+        self.armed_ns: int | None = None
+        self.armed_tsc: int | None = None
+        self.stats = {"upcalls": 0, "timer_events": 0, "ipi_events": 0, "eoi_unmasks": 0}
+
+    # ------------------------------------------------------------------ set-up
+    def bind(self) -> None:
+        """``xen_time_init`` / ``xen_smp_intr_init``: the timer VIRQ on this VCPU."""
+        hv = self.hv
+        hv.vcpu_op(abi.VCPUOP_stop_periodic_timer, 0)  # success: use one-shot timers
+        req = abi.EvtchnBindVirq(virq=abi.VIRQ_TIMER, vcpu=0)
+        if hv.event_channel_op(abi.EVTCHNOP_bind_virq, req) == 0:
+            self.timer_port = req.port
+        self._sync_timer_mask()
+
+    # ------------------------------------------------------------------ timer
+    @property
+    def _divide(self) -> int:
+        return divide_value(self.apic.tdcr)
+
+    def _ticks_to_cycles(self, ticks: int) -> int:
+        return units.cycles_for_counter_ticks(
+            ticks, self.apic.bus_frequency, self.machine.config.tsc_hz, self._divide
+        )
+
+    def _periodic(self) -> bool:
+        return bool(self.apic.lvt[APIC_LVTT] & LVT_PERIODIC)
+
+    def current_count(self) -> int:
+        if self.seg_start is None:
+            return 0
+        now = self.machine.tsc()
+        ticks = units.counter_ticks(
+            max(0, now - self.seg_start), self.apic.bus_frequency,
+            self.machine.config.tsc_hz, self._divide,
+        )
+        if ticks < self.seg_count:
+            return self.seg_count - ticks
+        if not self._periodic() or not self.initial_count:
+            return 0
+        k = ticks - self.seg_count
+        return self.initial_count - (k % self.initial_count)
+
+    def _start_segment(self, count: int) -> None:
+        self.seg_start = None
+        if count == 0:
+            self._disarm()
+            return
+        self.seg_start, self.seg_count, self.period_index = self.machine.tsc(), count, 0
+        self._arm()
+
+    def _arm(self) -> None:
+        """``xen_timerop_set_next_event``'s successor: VCPUOP_set_singleshot_timer at the
+        Xen system time of the next expiry."""
+        assert self.seg_start is not None
+        expiry = self.seg_start + self._ticks_to_cycles(
+            self.seg_count + self.period_index * self.initial_count
+        )
+        t = self.hv.time
+        deadline = units.pvclock_ns(expiry, t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift)
+        rc = self.hv.vcpu_op(
+            abi.VCPUOP_set_singleshot_timer, 0,
+            abi.VcpuSetSingleshotTimer(timeout_abs_ns=deadline, flags=abi.VCPU_SSHOTTMR_future),
+        )
+        if rc == -abi.ETIME:  # already past: Xen fires it at once without the flag
+            self.hv.vcpu_op(abi.VCPUOP_set_singleshot_timer, 0, abi.VcpuSetSingleshotTimer(deadline, 0))
+        self.armed_ns = deadline
+        self.armed_tsc = None
+
+    def _disarm(self) -> None:
+        if self.armed_ns is not None:
+            self.hv.vcpu_op(abi.VCPUOP_stop_singleshot_timer, 0)
+        self.armed_ns = self.armed_tsc = None
+
+    def deadline_tsc(self) -> int | None:
+        """TSC at which Xen's timer fires (cached per armed deadline)."""
+        deadline = self.hv.next_timer_deadline_ns()
+        if deadline is None:
+            return None
+        if self.armed_tsc is None or self.armed_ns != deadline:
+            self.armed_ns, self.armed_tsc = deadline, tsc_for_system_time(deadline, self.hv.time)
+        return self.armed_tsc
+
+    def timer_fired(self) -> None:
+        """Xen raised VIRQ_TIMER: the clockevent handler re-arms a periodic LVT."""
+        self.stats["timer_events"] += 1
+        self.armed_ns = self.armed_tsc = None
+        if self.seg_start is None:
+            return
+        if self._periodic() and self.initial_count:
+            self.period_index += 1
+            self._arm()
+        else:
+            self.seg_start = None  # one-shot: the count stays at 0
+
+    def _sync_timer_mask(self) -> None:
+        """LVT mask (or software disable) <-> the timer port's mask bit."""
+        masked = bool(self.apic.lvt[APIC_LVTT] & LVT_MASKED)
+        if masked == self.timer_disabled or not self.timer_port:
+            self.timer_disabled = masked
+            return
+        self.timer_disabled = masked
+        shared = self.hv.shared
+        if masked:
+            shared.set_masked(self.timer_port, True)
+        elif not self._in_service(self.port_vector.get(self.timer_port)):
+            shared.set_pending(self.timer_port, False)  # what fired while masked is lost
+            shared.set_masked(self.timer_port, False)
+
+    def _in_service(self, vector: int | None) -> bool:
+        return vector is not None and bool(self.apic.isr >> vector & 1)
+
+    # ------------------------------------------------------------------ registers
+    def read(self, reg: int) -> int:
+        reg &= 0xFF0
+        if reg == APIC_TMICT:
+            return self.initial_count
+        if reg == APIC_TMCCT:
+            return self.current_count()
+        return int(self.apic.read(reg))
+
+    def write(self, reg: int, value: int) -> None:
+        reg &= 0xFF0
+        value &= 0xFFFFFFFF
+        if reg == APIC_TMICT:
+            self.initial_count = value
+            self._start_segment(value)
+            return
+        if reg == APIC_EOI:
+            self._eoi()
+            return
+        if reg == APIC_ICR and self._ipi_via_evtchn(value):
+            return
+        if reg == APIC_TDCR:
+            remaining = self.current_count() if self.seg_start is not None else 0
+            self.apic.write(reg, value)
+            if remaining:
+                self._start_segment(remaining)
+            return
+        self.apic.write(reg, value)
+        if reg == APIC_LVTT:
+            self.port_vector[self.timer_port] = self.apic.lvt[APIC_LVTT] & 0xFF
+        if reg in (APIC_LVTT, APIC_SPIV):
+            self._sync_timer_mask()
+
+    def _eoi(self) -> None:
+        isr = self.apic.isr
+        vector = isr.bit_length() - 1 if isr else None
+        self.apic.eoi()
+        if vector is None:
+            return
+        shared, vi = self.hv.shared, self.hv.vcpu_info(0)
+        for port, vec in self.port_vector.items():
+            if vec != vector or (port == self.timer_port and self.timer_disabled):
+                continue
+            # ``unmask_evtchn`` for a port of this VCPU: clear the mask bit and, if the
+            # port is pending, re-raise the selector and the upcall (the lost edge).
+            if shared.set_masked(port, False) and shared.pending(port):
+                self.stats["eoi_unmasks"] += 1
+                vi.evtchn_pending_sel |= 1 << (port // abi.BITS_PER_LONG)
+                vi.evtchn_upcall_pending = 1
+
+    def _ipi_via_evtchn(self, low: int) -> bool:
+        """A fixed IPI this CPU's xAPIC would accept: EVTCHNOP_send on its IPI port."""
+        vector, mode, shorthand = low & 0xFF, (low >> 8) & 7, (low >> 18) & 3
+        if mode != 0 or vector < 16 or shorthand == 3:
+            return False
+        if shorthand == 0:
+            dest = self.apic.icr_high >> 24
+            if low & ICR_DEST_LOGICAL:
+                if not dest & (self.apic.ldr >> 24):
+                    return False
+            elif dest not in (self.apic.apic_id & 0xFF, 0xFF):
+                return False
+        self.apic.icr_low = low & 0x000CCFFF  # the register reads back as natively
+        port = self.ipi_ports.get(vector)
+        if port is None:
+            req = abi.EvtchnBindIpi(vcpu=0)
+            if self.hv.event_channel_op(abi.EVTCHNOP_bind_ipi, req) != 0:
+                return False
+            port = self.ipi_ports[vector] = req.port
+            self.port_vector[port] = vector
+        self.port_level[port] = bool(low & ICR_LEVEL)
+        self.stats["ipi_events"] += 1
+        self.hv.event_channel_op(abi.EVTCHNOP_send, abi.EvtchnPort(port))
+        return True
+
+    # ------------------------------------------------------------------ upcall
+    def upcall(self) -> None:
+        """``xen_evtchn_do_upcall``: pending unmasked ports -> mask_ack -> vector in IRR."""
+        hv = self.hv
+        vi, shared = hv.vcpu_info(0), hv.shared
+        self.stats["upcalls"] += 1
+        vi.evtchn_upcall_pending = 0
+        sel, vi.evtchn_pending_sel = vi.evtchn_pending_sel, 0
+        while sel:
+            word = sel.bit_length() - 1
+            sel &= ~(1 << word)
+            bits = shared.pending_word(word) & ~shared.mask_word(word)
+            while bits:
+                bit = (bits & -bits).bit_length() - 1
+                bits &= bits - 1
+                port = word * abi.BITS_PER_LONG + bit
+                shared.set_masked(port, True)
+                shared.set_pending(port, False)
+                vector = self.port_vector.get(port)
+                if vector is not None:
+                    self.apic.accept(vector, level=self.port_level.get(port, False))
+
+
+class XenEventSource:
+    """``machine.events`` on Xen: the platform's devices plus Xen's timers and upcalls.
+
+    Interrupt state: the executor checks ``interrupt_pending`` only while the CPU's IF is
+    set; IF mirrors ``!evtchn_upcall_mask`` (see :mod:`pvframe_xen.guest.irq`), so that
+    check is Xen's "upcall deliverable" test followed by the virtual APIC's priority test.
+    """
+
+    def __init__(self, machine: Any, hv: XenHypervisor, vapic: VirtualApic, sync_mask: Any) -> None:
+        self.machine = machine
+        self.platform = machine.platform
+        self.hv = hv
+        self.vapic = vapic
+        self.sync_mask = sync_mask
+
+    def _xen_deadline_icount(self, icount: int) -> int | None:
+        tsc = self.vapic.deadline_tsc()
+        if tsc is None:
+            return None
+        tb = self.platform.timebase
+        return max(icount, units.icount_for_tsc(tsc, tb.skipped, tb.cycles_per_instruction))
+
+    def next_deadline(self, icount: int) -> int | None:
+        a = self.platform.next_deadline(icount)
+        b = self._xen_deadline_icount(icount)
+        if a is None:
+            return b
+        return a if b is None else min(a, b)
+
+    def service(self, icount: int) -> None:
+        self.platform.service(icount)
+        deadline = self.hv.next_timer_deadline_ns()
+        if deadline is not None:
+            now = self.hv.now_ns()
+            if now >= deadline and self.hv.fire_timers(now):
+                self.vapic.timer_fired()
+
+    def interrupt_pending(self) -> bool:
+        self.sync_mask()
+        if self.hv.upcall_deliverable(0):
+            self.vapic.upcall()
+        return bool(self.platform.interrupt_pending())
+
+    def acknowledge_interrupt(self) -> int:
+        return int(self.platform.acknowledge_interrupt())
+
+    def halt_until_event(self, icount: int) -> bool:
+        """SCHEDOP_block: sleep until the next device event or Xen timer (time skips)."""
+        if self.interrupt_pending():
+            return True
+        tb = self.platform.timebase
+        tb.sync(icount)
+        candidates = [d for d in (tb.next_deadline_tsc(), self.vapic.deadline_tsc()) if d is not None]
+        if not candidates:
+            return False
+        target, now = min(candidates), tb.tsc(icount)
+        if target > now:
+            tb.skip_cycles(target - now)
+        self.service(icount)
+        return True
