@@ -1,0 +1,238 @@
+"""The guest side's plumbing: one :class:`~pvframe_vmi.hypervisor.VmiHypervisor` per machine,
+wired to the machine, the ROM's relocation records, and the native fallback.
+
+Activation (Linux 2.6.22 ``vmi_init`` → ``activate_vmi``, paravirt-ops.md §4.1):
+
+* :meth:`VmiGuest.attach` (called once by the machine after binding) builds the ROM image
+  (:class:`pvframe_vmi.rom.VmiRom`), the model, and the event source that turns the
+  guest's APIC timer into VMI alarms (:mod:`pvframe_vmi.events`), and asks ``get_reloc``
+  for every call, as ``activate_vmi`` does with ``para_fill``/``para_wrap``/``vmi_patch``.
+  ``CALL_REL``/``JUMP_REL`` ⇒ the op makes the ROM call; ``NOP`` ⇒ the op does nothing
+  (Linux installs ``paravirt_nop``); ``NONE`` ⇒ the native implementation stays.
+* The VMware side learns the boot CPU state when the ROM is activated. Here the machine
+  sets the raw/multiboot start state after ``attach`` (``Machine.load_*``), so the model's
+  VCPU is captured from the machine at the first op after a load (:meth:`VmiGuest.hv`):
+  CR0-4, GDTR/IDTR, TR/LDTR selectors, debug registers, the page tables reachable from
+  CR3 (adopted, see :mod:`pvframe_vmi.mmu`).
+
+Wiring (``MachineHooks`` / ``CallbackMemory``): physical memory is the machine's RAM;
+TLB flushes and ``invlpg`` go to the machine's MMU; EFLAGS.IF is ``cpu.eflags_sys`` bit 9
+(so the executor's delivery check sees what Enable/DisableInterrupts did); a control
+register set through SetCRn is stored into the machine (``machine.set_crN``: paging
+mode, TLB); CR2 is read from the CPU (the executor writes it on #PF); CPUID is the native
+CPU's; the local APIC is :class:`pvframe_vmi.timer.VirtualApic` (timer registers become
+alarms, the rest is the platform APIC); the REAL cycle counter is ``machine.tsc()``.
+
+Linear addresses the calls take (``dtr`` pointers, PTE pointers, descriptor tables) are
+translated by the machine's MMU like the guest's own accesses. Calls whose Linux wrapper
+passes a pointer to a guest variable (``load_gdt(&dtr)``...) but whose pvframe hook
+receives the values get an *argument page* in the hypervisor-owned hole at
+``virtual_top`` (``reserve_top_address``): a page the guest cannot see, backed by memory
+outside guest RAM.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pvframe_vmi.hypervisor import (
+    VMI_CALL,
+    VMI_CALLS,
+    CallbackMemory,
+    CallResult,
+    MachineHooks,
+    VmiHypervisor,
+)
+from pvframe_vmi.hypervisor.abi import X86_EFLAGS_IF
+from pvframe_vmi.rom import DEFAULT_VIRTUAL_TOP, Reloc, VmiRom
+
+PAGE = 4096
+#: the argument page: linear ``virtual_top``, "physical" above 4 GiB (never guest RAM)
+ARG_VA = DEFAULT_VIRTUAL_TOP
+ARG_PA = 1 << 32
+_M32 = 0xFFFFFFFF
+
+
+class NotProvided(Exception):
+    """The ROM reports ``VMI_RELOCATION_NONE`` for the call: keep the native op."""
+
+
+class VmiGuest:
+    """State and helpers shared by the hook groups (mixed into the backend class)."""
+
+    #: calls the ROM reports as ``VMI_RELOCATION_NOP``. VMware's ROM makes IODelay a
+    #: no-op (a virtual port 0x80 needs no delay); Linux then installs ``paravirt_nop``.
+    ROM_NOP_CALLS: frozenset[int] = frozenset({VMI_CALL["IODelay"]})
+    #: calls the ROM does not provide (``VMI_RELOCATION_NONE``)
+    ROM_OMITTED_CALLS: frozenset[int] = frozenset()
+
+    def __init__(self) -> None:
+        self.hv_model: VmiHypervisor | None = None
+        self.rom = VmiRom(nop_calls=self.ROM_NOP_CALLS, omitted_calls=self.ROM_OMITTED_CALLS)  # type: ignore[arg-type]
+        #: call number -> relocation type, as ``get_reloc`` reported it at activation
+        self.relocs: dict[int, Reloc] = {n: self.rom.get_reloc(n).type for n in VMI_CALLS}
+        self.machine: Any = None
+        self.apic: Any = None
+        self.events: Any = None
+        self.native: Any = None
+        self._arg_page = bytearray(PAGE)
+        self._activated_for: object = _NEVER
+        self.nop_skipped: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ set-up
+    def attach(self, machine: Any) -> None:
+        """Called once by the machine after binding: build and wire the model and install
+        the alarm-based event source on ``machine.events``."""
+        from pvframe_vmi.events import VmiEventSource
+        from pvframe_vmi.timer import VirtualApic
+
+        self.machine = machine
+        self.native = machine.bound.native_plugin
+        self.apic = VirtualApic(self, machine)
+        hv = VmiHypervisor(
+            tsc_hz=machine.config.tsc_hz,
+            boot_epoch_s=machine.platform.rtc_epoch_seconds(),
+            memory=CallbackMemory(
+                read=self._read_phys, write=self._write_phys,
+                flush=machine.flush_tlb, invlpg=machine.invlpg,
+            ),
+            hooks=MachineHooks(
+                cpuid=lambda leaf, sub: self.native.pvop_cpuid(machine, leaf, sub),
+                get_if=lambda: bool(machine.cpu.eflags_sys & X86_EFLAGS_IF),
+                set_if=self._set_if,
+                control_written=self._control_written,
+                read_cr2=lambda: int(machine.cpu.cr2),
+                descriptor_loaded=self._descriptor_loaded,
+                apic_read=self.apic.read,
+                apic_write=self.apic.write,
+                now_cycles=machine.tsc,
+                virt_to_phys=self._virt_to_phys,
+            ),
+        )
+        self.hv_model = hv
+        # VMI_Init (the ROM's init entry) and one get_reloc per call, as activate_vmi
+        self.rom.handle_trap(hv, 0xF0, {})
+        self.events = VmiEventSource(self, machine)
+        machine.events = self.events
+
+    def hv(self, machine: Any) -> VmiHypervisor:
+        """The model, attached and synchronised with the machine's boot state."""
+        if self.hv_model is None or self.machine is not machine:
+            self.attach(machine)
+        assert self.hv_model is not None
+        if self._activated_for is not machine.boot:
+            self._activated_for = machine.boot
+            self._capture_boot_state(machine)
+        return self.hv_model
+
+    def _capture_boot_state(self, machine: Any) -> None:
+        assert self.hv_model is not None
+        cpu, vcpu = machine.cpu, self.hv_model.vcpu
+        vcpu.cr.update({0: int(cpu.cr0), 2: int(cpu.cr2), 3: int(cpu.cr3), 4: int(cpu.cr4)})
+        vcpu.gdtr = (int(cpu.gdtr.base), int(cpu.gdtr.limit))
+        vcpu.idtr = (int(cpu.idtr.base), int(cpu.idtr.limit))
+        vcpu.tr, vcpu.ldtr = int(cpu.tr.selector), int(cpu.ldtr.selector)
+        for i in (0, 1, 2, 3, 6, 7):
+            vcpu.dr[i] = int(cpu.dr[i])
+        vcpu.vif = bool(cpu.eflags_sys & X86_EFLAGS_IF)
+        vcpu.iopl_mask = int(cpu.eflags_sys & 0x3000)
+        self.adopt_page_tables(machine)
+
+    def adopt_page_tables(self, machine: Any) -> None:
+        """Overridden by the MMU group (page-table tracking at flush points)."""
+
+    # ------------------------------------------------------------------ calling
+    def vmi(self, machine: Any, name: str, *args: int) -> CallResult | None:
+        """Make VMI call ``name`` as the relocation record says: the result, or None for a
+        NOP relocation (nothing happens); raises :class:`NotProvided` for NONE."""
+        hv = self.hv(machine)
+        number = VMI_CALL[name]
+        kind = self.relocs[number]
+        if kind is Reloc.NOP:
+            self.nop_skipped[name] = self.nop_skipped.get(name, 0) + 1
+            return None
+        if kind is Reloc.NONE:
+            raise NotProvided(name)
+        return hv.invoke(number, *args)
+
+    def value(self, machine: Any, name: str, *args: int) -> int:
+        """The integer result of a value-returning call (0 if the ROM made it a NOP)."""
+        res = self.vmi(machine, name, *args)
+        if res is None or res.value is None:
+            return 0
+        assert isinstance(res.value, int)
+        return res.value
+
+    def provided(self, name: str) -> bool:
+        return self.relocs[VMI_CALL[name]] is not Reloc.NONE
+
+    # ------------------------------------------------------------------ wiring
+    def _read_phys(self, paddr: int, size: int) -> int:
+        if paddr >= ARG_PA:
+            off = paddr - ARG_PA
+            return int.from_bytes(self._arg_page[off:off + size], "little")
+        return int(self.machine.memory.read(paddr, size))
+
+    def _write_phys(self, paddr: int, size: int, value: int) -> None:
+        if paddr >= ARG_PA:
+            off = paddr - ARG_PA
+            self._arg_page[off:off + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+            return
+        self.machine.memory.write(paddr, size, value)
+
+    def _virt_to_phys(self, va: int) -> int | None:
+        if ARG_VA <= va < ARG_VA + PAGE:
+            return ARG_PA + (va - ARG_VA)
+        return int(self.machine.mmu.translate(va & _M32))
+
+    def _set_if(self, enabled: bool) -> None:
+        cpu = self.machine.cpu
+        cpu.eflags_sys = (cpu.eflags_sys & ~X86_EFLAGS_IF) | (X86_EFLAGS_IF if enabled else 0)
+
+    def _control_written(self, n: int, old: int, new: int) -> None:
+        m = self.machine
+        if n == 0:
+            m.set_cr0(new)
+        elif n == 2:
+            m.cpu.cr2 = new & _M32
+        elif n == 3:
+            m.set_cr3(new)
+        elif n == 4:
+            m.set_cr4(new)
+
+    def _descriptor_loaded(self, kind: str, a: int, b: int) -> None:
+        cpu = self.machine.cpu
+        if kind == "gdt":
+            cpu.gdtr.base, cpu.gdtr.limit = a & _M32, b & 0xFFFF
+        elif kind == "idt":
+            cpu.idtr.base, cpu.idtr.limit = a & _M32, b & 0xFFFF
+        elif kind == "iopl":
+            cpu.eflags_sys = (cpu.eflags_sys & ~0x3000) | (a & 0x3000)
+
+    # -------------------------------------------------------- argument page
+    def arg_write(self, offset: int, size: int, value: int) -> int:
+        """Store an argument block word in the argument page; returns its linear address."""
+        self._arg_page[offset:offset + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        return ARG_VA + offset
+
+    def arg_read(self, offset: int, size: int) -> int:
+        return int.from_bytes(self._arg_page[offset:offset + size], "little")
+
+    # ------------------------------------------------------------------ report
+    def run_report(self, machine: Any) -> dict[str, Any]:
+        """``pvframe run --json`` extras: VMI call name -> count, and what went wrong."""
+        hv = self.hv_model
+        if hv is None:
+            return {"hypercalls": {}}
+        report: dict[str, Any] = {"hypercalls": dict(sorted(hv.counts.items()))}
+        if hv.errors:
+            report["vmi_errors"] = list(hv.errors[:20])
+        if self.nop_skipped:
+            report["vmi_nop_relocated"] = dict(sorted(self.nop_skipped.items()))
+        fired = [f for f in hv.alarm_log]
+        if fired:
+            report["vmi_alarms"] = {"fired": len(fired), "delivered": sum(f.delivered for f in fired)}
+        return report
+
+
+_NEVER = object()

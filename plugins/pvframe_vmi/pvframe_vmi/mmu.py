@@ -1,0 +1,235 @@
+"""MMU ops (§1.G-1.L, §4.3) as VMI calls.
+
+* TLB: ``flush_tlb_user`` → FlushTLB(VMI_FLUSH_TLB), ``flush_tlb_kernel`` →
+  FlushTLB(TLB | GLOBAL), ``flush_tlb_single`` → InvalPage (46); the model flushes the
+  machine's TLB through ``CallbackMemory``. ``flush_tlb_others`` stays native (one CPU).
+* entries (non-PAE, 32-bit): ``set_pte`` → SetPxE(val, ptep, VMI_PAGE_PT), ``set_pte_at``
+  → SetPxE with ``CURRENT_AS | va`` when the mm is the active one, ``set_pmd`` →
+  SetPxE(…, VMI_PAGE_PD); ``pte_update`` / ``pte_update_defer`` → UpdatePxE (40) (with
+  DEFER). The model stores the entry into guest memory. PAE-only ops (``set_pte_atomic``,
+  ``set_pte_present``, ``set_pud``, ``pte_clear``, ``pmd_clear``) stay native: this
+  machine has no PAE paging, so the SetPxELong/UpdatePxELong forms have no page to name.
+* page-table pages: ``alloc_pt`` / ``alloc_pd`` / ``alloc_pd_clone`` → AllocatePage (44)
+  with VMI_PAGE_L1 / L2 / L2|CLONE; ``release_pt`` / ``release_pd`` → ReleasePage (45).
+* ``set_lazy_mode`` → SetLazyMode (73), FLUSH as SetLazyMode(0) + SetLazyMode(current),
+  nesting refused as natively (Linux BUGs).
+
+How the model's page-table tracking learns of a native guest's page tables. A Linux
+guest announces every page-table page (AllocatePage) and every entry (SetPxE); a native
+guest builds its tables with plain stores and announces nothing. The guest side tells the
+model at the architectural points where the processor itself (re)reads the tables: a CR3
+load (SetCR3 / FlushTLB), an ``invlpg`` (InvalPage) and VMI activation. There it *adopts*
+(:meth:`PageTableTracker.adopt`: typed without an allocation) the page directory CR3 names
+and every page table a present, non-4 MiB entry of it names, from physical memory (no TLB,
+no A/D side effects). Adopted frames no longer reachable at a later CR3 load are dropped
+again (a native guest may recycle them as data); frames the guest allocated through
+AllocatePage are never dropped by this. Entry stores between two such points are not
+seen one by one -- exactly the window in which the processor's TLB may also be stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from pvframe.hookspecs import hookimpl
+from pvframe_vmi.base import NotProvided, VmiGuest
+from pvframe_vmi.hypervisor.abi import (
+    LAZY_NONE,
+    VMI_FLUSH_GLOBAL,
+    VMI_FLUSH_TLB,
+    VMI_PAGE_CLONE,
+    VMI_PAGE_CURRENT_AS,
+    VMI_PAGE_DEFER,
+    VMI_PAGE_L1,
+    VMI_PAGE_L2,
+    VMI_PAGE_PD,
+    VMI_PAGE_PT,
+    VMI_PAGE_VA_MASK,
+)
+
+LAZY_FLUSH = 3
+PTE_P, PDE_PS, CR0_PG, CR4_PSE = 0x1, 0x80, 1 << 31, 0x10
+
+
+class VmiMmuOps(VmiGuest):
+    def __init__(self) -> None:
+        super().__init__()
+        self.adopted: set[int] = set()
+        self.lazy_mode = LAZY_NONE
+
+    # ------------------------------------------------------------ tracking
+    def adopt_page_tables(self, machine: Any) -> None:
+        """Adopt the tables reachable from CR3 (see the module docstring)."""
+        hv = self.hv_model
+        if hv is None:
+            return
+        tracker = hv.pagetables
+        reachable: set[int] = set()
+        cpu = machine.cpu
+        if cpu.cr0 & CR0_PG:
+            pd = (int(cpu.cr3) & 0xFFFFF000) >> 12
+            reachable.add(pd)
+            self._adopt(tracker, pd, VMI_PAGE_PD)
+            mem = machine.memory
+            for i in range(1024):
+                pde = mem.read(((pd << 12) + 4 * i), 4)
+                if pde & PTE_P and not (pde & PDE_PS and cpu.cr4 & CR4_PSE):
+                    pfn = pde >> 12
+                    reachable.add(pfn)
+                    self._adopt(tracker, pfn, VMI_PAGE_PT)
+        for pfn in list(self.adopted - reachable):
+            if pfn in tracker.frames:
+                del tracker.frames[pfn]
+            self.adopted.discard(pfn)
+
+    def _adopt(self, tracker: Any, pfn: int, level: int) -> None:
+        frame = tracker.frames.get(pfn)
+        if frame is None:
+            tracker.adopt(pfn, level)
+            self.adopted.add(pfn)
+        elif pfn in self.adopted and frame.level != level and level == VMI_PAGE_PD:
+            tracker.adopt(pfn, level)  # an adopted L1 now used as a directory
+
+    def _adopt_entry(self, machine: Any, va: int) -> None:
+        """InvalPage: the directory entry covering ``va`` may name a new page table."""
+        hv = self.hv_model
+        cpu = machine.cpu
+        if hv is None or not cpu.cr0 & CR0_PG:
+            return
+        pd = (int(cpu.cr3) & 0xFFFFF000) >> 12
+        if pd not in hv.pagetables.frames:
+            self._adopt(hv.pagetables, pd, VMI_PAGE_PD)
+        pde = machine.memory.read((pd << 12) + 4 * ((va >> 22) & 0x3FF), 4)
+        if pde & PTE_P and not (pde & PDE_PS and cpu.cr4 & CR4_PSE):
+            self._adopt(hv.pagetables, pde >> 12, VMI_PAGE_PT)
+
+    # ------------------------------------------------------------ TLB
+    @hookimpl
+    def pvop_flush_tlb_user(self, machine: Any) -> None:
+        try:
+            self.vmi(machine, "FlushTLB", VMI_FLUSH_TLB)
+        except NotProvided:
+            self.native.pvop_flush_tlb_user(machine)
+        self.adopt_page_tables(machine)
+
+    @hookimpl
+    def pvop_flush_tlb_kernel(self, machine: Any) -> None:
+        try:
+            self.vmi(machine, "FlushTLB", VMI_FLUSH_TLB | VMI_FLUSH_GLOBAL)
+        except NotProvided:
+            self.native.pvop_flush_tlb_kernel(machine)
+        self.adopt_page_tables(machine)
+
+    @hookimpl
+    def pvop_flush_tlb_single(self, machine: Any, addr: int) -> None:
+        try:
+            self.vmi(machine, "InvalPage", addr & 0xFFFFFFFF)
+        except NotProvided:
+            self.native.pvop_flush_tlb_single(machine, addr)
+        self._adopt_entry(machine, addr & 0xFFFFFFFF)
+
+    # ------------------------------------------------------------ entries
+    def _current_as(self, machine: Any, mm_pgd: int, addr: int) -> int:
+        active = (int(machine.cpu.cr3) & 0xFFFFF000)
+        if mm_pgd & 0xFFFFF000 == active:
+            return VMI_PAGE_CURRENT_AS | (addr & VMI_PAGE_VA_MASK)
+        return 0
+
+    def _set_pxe(self, machine: Any, ptep: int, val: int, flags: int, native: Any) -> None:
+        if val >> 32:
+            native()  # a PAE value: no 32-bit SetPxE form (see the module docstring)
+            return
+        # the store's page walk first: its faults and A/D bits, as the native store
+        machine.mmu.translate(ptep & 0xFFFFFFFF, write=True)
+        try:
+            res = self.vmi(machine, "SetPxE", val, ptep & 0xFFFFFFFF, flags)
+        except NotProvided:
+            native()
+            return
+        if res is not None and res.error:
+            native()  # refused by the model (logged): the store still happens
+
+    @hookimpl
+    def pvop_set_pte(self, machine: Any, ptep: int, pteval: int) -> None:
+        self._set_pxe(machine, ptep, pteval, VMI_PAGE_PT,
+                      lambda: self.native.pvop_set_pte(machine, ptep, pteval))
+
+    @hookimpl
+    def pvop_set_pte_at(self, machine: Any, mm_pgd: int, addr: int, ptep: int, pteval: int) -> None:
+        self._set_pxe(machine, ptep, pteval, VMI_PAGE_PT | self._current_as(machine, mm_pgd, addr),
+                      lambda: self.native.pvop_set_pte(machine, ptep, pteval))
+
+    @hookimpl
+    def pvop_set_pmd(self, machine: Any, pmdp: int, pmdval: int) -> None:
+        self._set_pxe(machine, pmdp, pmdval, VMI_PAGE_PD,
+                      lambda: self.native.pvop_set_pmd(machine, pmdp, pmdval))
+
+    def _update(self, machine: Any, mm_pgd: int, addr: int, ptep: int, defer: bool) -> None:
+        flags = VMI_PAGE_PT | self._current_as(machine, mm_pgd, addr)
+        if defer and flags & VMI_PAGE_CURRENT_AS:
+            flags |= VMI_PAGE_DEFER
+        with contextlib.suppress(NotProvided):
+            self.vmi(machine, "UpdatePxE", ptep & 0xFFFFFFFF, flags)
+
+    @hookimpl
+    def pvop_pte_update(self, machine: Any, mm_pgd: int, addr: int, ptep: int) -> None:
+        self._update(machine, mm_pgd, addr, ptep, defer=False)
+
+    @hookimpl
+    def pvop_pte_update_defer(self, machine: Any, mm_pgd: int, addr: int, ptep: int) -> None:
+        self._update(machine, mm_pgd, addr, ptep, defer=True)
+
+    # ------------------------------------------------------------ page-table pages
+    def _allocate(self, machine: Any, pfn: int, flags: int, clone: int = 0, start: int = 0,
+                  count: int = 0) -> None:
+        hv = self.hv(machine)
+        if pfn in self.adopted:  # adopted at a flush point, now announced by the guest
+            self.adopted.discard(pfn)
+            hv.pagetables.frames.pop(pfn, None)
+        with contextlib.suppress(NotProvided):
+            self.vmi(machine, "AllocatePage", pfn, flags, clone, start, count)
+
+    def _release(self, machine: Any, pfn: int, flags: int) -> None:
+        with contextlib.suppress(NotProvided):
+            self.vmi(machine, "ReleasePage", pfn, flags)
+        self.adopted.discard(pfn)
+
+    @hookimpl
+    def pvop_alloc_pt(self, machine: Any, mm_pgd: int | None, pfn: int) -> None:
+        self._allocate(machine, pfn, VMI_PAGE_L1)
+
+    @hookimpl
+    def pvop_alloc_pd(self, machine: Any, pfn: int) -> None:
+        self._allocate(machine, pfn, VMI_PAGE_L2)
+
+    @hookimpl
+    def pvop_alloc_pd_clone(self, machine: Any, pfn: int, clonepfn: int, start: int, count: int) -> None:
+        self._allocate(machine, pfn, VMI_PAGE_L2 | VMI_PAGE_CLONE, clonepfn, start, count)
+
+    @hookimpl
+    def pvop_release_pt(self, machine: Any, pfn: int) -> None:
+        self._release(machine, pfn, VMI_PAGE_L1)
+
+    @hookimpl
+    def pvop_release_pd(self, machine: Any, pfn: int) -> None:
+        self._release(machine, pfn, VMI_PAGE_L2)
+
+    # ------------------------------------------------------------ lazy mode
+    @hookimpl
+    def pvop_set_lazy_mode(self, machine: Any, mode: int) -> None:
+        if mode not in (0, 1, 2, LAZY_FLUSH):
+            raise ValueError(f"set_lazy_mode: unknown mode {mode}")
+        if mode == LAZY_FLUSH:
+            if self.lazy_mode != LAZY_NONE:
+                self._lazy(machine, LAZY_NONE)
+                self._lazy(machine, self.lazy_mode)
+            return
+        if mode != LAZY_NONE and self.lazy_mode != LAZY_NONE:
+            raise ValueError(f"set_lazy_mode: mode {mode} entered inside mode {self.lazy_mode}")
+        self.lazy_mode = mode
+        self._lazy(machine, mode)
+
+    def _lazy(self, machine: Any, mode: int) -> None:
+        with contextlib.suppress(NotProvided):
+            self.vmi(machine, "SetLazyMode", mode)
