@@ -344,7 +344,7 @@ def render(program: Program) -> str:
     out += _HARNESS
     for v in HANDLED:
         out += _stub(v)
-    out += [".data", ".align 4", "stub_table:"] + [f".long {v}, stub_{v}" for v in HANDLED]
+    out += [".data", ".balign 4096", "stub_table:"] + [f".long {v}, stub_{v}" for v in HANDLED]
     out += [".long -1, 0"]
     return "\n".join(out) + "\n" + _DATA
 
@@ -444,7 +444,7 @@ common:
 """.splitlines()
 
 _DATA = f"""
-.align 8
+.balign 4096
 idt: .fill 256, 8, 0
 idt_desc: .word 256*8-1
     .long idt
