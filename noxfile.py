@@ -75,3 +75,13 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: hook-call cost (bound versus pluggy) and executor speed versus Unicorn."""
     install_all(session, "test")
     session.run("python", "-m", "pvframe.bench", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site: regenerate the hook reference from the catalogue and the
+    hookspecs, then ``mkdocs build --strict`` with mkdocs-material."""
+    install_all(session)
+    session.install("mkdocs-material>=9.5")
+    session.run("python", "-m", "pvframe.docs_gen", "docs/hooks.md")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "build/site")

@@ -9,10 +9,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from pvframe import catalogue, plugins
@@ -124,6 +132,49 @@ def _parse_dump(spec: str) -> tuple[str, int, int]:
     return spec, a, n
 
 
+def _load(
+    machine: object, data: bytes, path: Path, raw: bool, load_addr: str, entry: str | None,
+    start_esp: int | None, cmdline: str,
+) -> None:
+    from pvframe.machine import Machine
+    from pvframe.platform.loader import ImageError
+
+    assert isinstance(machine, Machine)
+    try:
+        if raw:
+            a = _int(load_addr, "--load-addr")
+            machine.load_raw(data, a, _int(entry, "--entry") if entry else a, esp=start_esp)
+        else:
+            machine.load_multiboot(data, cmdline=cmdline, esp=start_esp)
+    except ImageError as exc:
+        fail(f"{path}: {exc}")
+
+
+def _image_path(image: Path | None, demo: str | None) -> Path:
+    from pvframe import guests
+
+    if (image is None) == (demo is None):
+        fail("give either IMAGE or --demo NAME (demo guests: " + ", ".join(guests.GUESTS) + ")")
+    if demo is not None and demo not in guests.GUESTS:
+        fail(f"unknown demo guest {demo!r}; choose one of: {', '.join(guests.GUESTS)}")
+    try:
+        path = guests.build(demo) if demo is not None else image
+    except guests.GuestBuildError as exc:
+        fail(str(exc))
+    assert path is not None
+    if not path.is_file():
+        fail(f"image {str(path)!r} does not exist or is not a file")
+    return path
+
+
+def _progress(transient: bool = True) -> Progress:
+    """A progress bar on stderr (never on stdout, which may carry --json)."""
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+        MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=transient,
+    )
+
+
 @app.command("run")
 def run_cmd(
     image: Annotated[
@@ -149,47 +200,147 @@ def run_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
     cmdline: Annotated[str, typer.Option("--cmdline", help="Multiboot command line.")] = "",
+    trace: Annotated[
+        Path | None,
+        typer.Option("--trace", help="Write a Perfetto/Chrome trace (JSON) of hooks, "
+                     "hypercalls, interrupts and exceptions on the virtual-time line."),
+    ] = None,
+    compare: Annotated[
+        str | None,
+        typer.Option("--compare", help="Run on several backends, e.g. native,xen,vmi, and "
+                     "compare them side by side (exit 1 if observable results differ)."),
+    ] = None,
 ) -> None:
     """Run a guest image on a backend and report how it stopped."""
-    from pvframe import guests
     from pvframe.machine import Machine
-    from pvframe.platform.loader import ImageError
 
-    if (image is None) == (demo is None):
-        fail("give either IMAGE or --demo NAME (demo guests: " + ", ".join(guests.GUESTS) + ")")
     if max_instructions <= 0:
         fail("--max-instructions must be positive")
     dumps = [_parse_dump(d) for d in dump or []]
-    try:
-        path = guests.build(demo) if demo is not None else image
-    except guests.GuestBuildError as exc:
-        fail(str(exc))
-    assert path is not None
-    if not path.is_file():
-        fail(f"image {str(path)!r} does not exist or is not a file")
+    path = _image_path(image, demo)
     data = path.read_bytes()
+    start_esp = _int(esp, "--esp") if esp is not None else None
+    if compare is not None:
+        if trace is not None:
+            fail("--trace and --compare cannot be combined; trace one backend at a time")
+        names = [n.strip() for n in compare.split(",") if n.strip()]
+        if len(names) < 2 or len(set(names)) != len(names):
+            fail(f"--compare {compare!r}: give two or more different backends, e.g. native,xen,vmi")
+        _compare(names, data, path, raw, load_addr, entry, start_esp, cmdline,
+                 max_instructions, dumps, as_json)
+        return
+    tracer = None
+    if trace is not None:
+        from pvframe.trace import Tracer
+
+        tracer = Tracer()
     try:
-        machine = Machine(backend)
+        machine = Machine(backend, extra_plugins=[tracer] if tracer else [])
     except plugins.BackendError as exc:
         fail(str(exc))
+    if tracer is not None:
+        tracer.attach(machine)
     if not as_json:
         machine.platform.set_console_sink(lambda text: out.out(text, end="", highlight=False))
-    start_esp = _int(esp, "--esp") if esp is not None else None
-    try:
-        if raw:
-            a = _int(load_addr, "--load-addr")
-            machine.load_raw(data, a, _int(entry, "--entry") if entry else a, esp=start_esp)
-        else:
-            machine.load_multiboot(data, cmdline=cmdline, esp=start_esp)
-    except ImageError as exc:
-        fail(f"{path}: {exc}")
+    _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline)
     result = machine.run(max_instructions, dumps=dumps)
     if as_json:
         print(result.to_json())
     else:
         _summary(machine, result)
+    if tracer is not None and trace is not None:
+        tracer.finish()
+        try:
+            n = tracer.write(trace, title=f"pvframe {path.name} on {backend}")
+        except OSError as exc:
+            fail(f"cannot write the trace to {str(trace)!r}: {exc.strerror}; choose a writable path")
+        err.print(f"pvframe: trace of {n} events written to {trace} "
+                  f"(open it in ui.perfetto.dev or chrome://tracing)", markup=False)
+        for note in tracer.limitations:
+            err.print(f"pvframe: trace: {note}", markup=False)
     if result.stop == "backend-error":
         raise typer.Exit(3)
+
+
+#: the fields of two runs whose difference the guest could observe (exit 1 of --compare)
+OBSERVABLE = ("stop", "exit_code", "console", "instructions", "registers")
+
+
+def _compare(
+    names: list[str], data: bytes, path: Path, raw: bool, load_addr: str, entry: str | None,
+    start_esp: int | None, cmdline: str, max_instructions: int,
+    dumps: list[tuple[str, int, int]], as_json: bool,
+) -> None:
+    from pvframe.machine import Machine
+
+    found = plugins.discover()
+    runs = []
+    with _progress() as bar:
+        task = bar.add_task(f"running {path.name}", total=len(names))
+        for name in names:
+            bar.update(task, description=f"running {path.name} on {name}")
+            try:
+                machine = Machine(name, backends=found)
+            except plugins.BackendError as exc:
+                fail(str(exc))
+            _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline)
+            result = machine.run(max_instructions, dumps=dumps)
+            runs.append((name, machine.virtual_ns(), result))
+            bar.advance(task)
+    ref_name, _, ref = runs[0]
+    differ: dict[str, list[str]] = {}
+    for name, _, res in runs[1:]:
+        fields = [f for f in OBSERVABLE if getattr(res, f) != getattr(ref, f)]
+        if res.memory != ref.memory:
+            fields.append("memory")
+        if fields:
+            differ[name] = fields
+    if as_json:
+        payload = {
+            "reference": ref_name, "equal": not differ, "differences": differ,
+            "runs": [dict(r.to_dict(), virtual_ns=ns) for _, ns, r in runs],
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        table = Table(title=f"{path.name} on {', '.join(names)} (reference: {ref_name})")
+        table.add_column("")
+        for name, _, _ in runs:
+            table.add_column(name, overflow="fold")
+
+        def mark(name: str, field: str, text: str) -> str:
+            return f"[red]{text}[/]" if field in differ.get(name, ()) else text
+
+        rows: dict[str, list[str]] = {k: [] for k in (
+            "stop", "exit code", "instructions", "virtual time", "console",
+            "registers that differ", "memory", "hooks (calls / ops)", "hypercalls")}
+        for name, ns, res in runs:
+            rows["stop"].append(mark(name, "stop", res.stop))
+            rows["exit code"].append(mark(name, "exit_code", str(res.exit_code)))
+            rows["instructions"].append(mark(name, "instructions", f"{res.instructions:,}"))
+            rows["virtual time"].append(f"{ns / 1e6:.3f} ms")
+            same = res.console == ref.console
+            rows["console"].append(
+                f"{len(res.console)} bytes" if name == ref_name
+                else mark(name, "console", "equal" if same else f"differs ({len(res.console)} bytes)"))
+            regs = [k for k in res.registers if res.registers[k] != ref.registers.get(k)]
+            rows["registers that differ"].append(
+                "-" if name == ref_name else mark(name, "registers", ", ".join(regs) or "none"))
+            rows["memory"].append("-" if not dumps else mark(
+                name, "memory", "equal" if res.memory == ref.memory else "differs"))
+            rows["hooks (calls / ops)"].append(f"{sum(res.hooks.values()):,} / {len(res.hooks)}")
+            hc = res.extra.get("hypercalls")
+            rows["hypercalls"].append(
+                f"{sum(hc.values()):,} / {len(hc)}" if isinstance(hc, dict) else "-")
+        for label, cells in rows.items():
+            table.add_row(label, *cells)
+        out.print(table)
+        if differ:
+            for name, fields in differ.items():
+                out.print(f"[red]{name} differs from {ref_name} in: {', '.join(fields)}[/]")
+        else:
+            out.print(f"[green]all {len(runs)} backends agree on everything the guest can observe[/]")
+    if differ:
+        raise typer.Exit(1)
 
 
 def _summary(machine: object, result: object) -> None:
@@ -221,6 +372,239 @@ def _summary(machine: object, result: object) -> None:
         out.print(hooks)
     for key, hexdata in result.memory.items():
         out.print(f"memory {key}: {hexdata}")
+
+
+# ---------------------------------------------------------------------------- check
+
+
+def _backend_names(requested: list[str] | None, found: dict[str, plugins.BackendInfo],
+                   default_skip_native: bool) -> list[str]:
+    if requested:
+        for name in requested:
+            if name not in found:
+                fail(f"no backend named {name!r} is installed (installed: "
+                     f"{', '.join(sorted(found)) or 'none'}); see `pvframe backends`")
+            if found[name].error:
+                fail(f"backend {name!r} cannot be loaded: {found[name].error}")
+        return list(dict.fromkeys(requested))
+    names = [n for n, b in found.items() if b.ok and not (default_skip_native and n == plugins.NATIVE)]
+    if not names and plugins.NATIVE in found and found[plugins.NATIVE].ok:
+        names = [plugins.NATIVE]
+    if not names:
+        fail("no loadable backend is installed; pip install ./plugins/pvframe_native", code=1)
+    return names
+
+
+@app.command("check")
+def check_cmd(
+    backend: Annotated[
+        list[str] | None,
+        typer.Option("--backend", "-b", help="Backend to check (repeatable; default: every "
+                     "installed backend but native)."),
+    ] = None,
+    examples: Annotated[
+        int, typer.Option("--examples", "-e", help="Generated programs per backend.")
+    ] = 100,
+    seed_value: Annotated[
+        int | None, typer.Option("--seed", help="Random seed (default: derandomized, the same "
+                                 "programs every run).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """The equivalence kit against native: generated programs (shrunk on divergence), the
+    demo guests and the hook contracts. Exit 1 if any backend diverges."""
+    from pvframe import check
+
+    if examples <= 0:
+        fail("--examples must be positive")
+    found = plugins.discover()
+    names = _backend_names(backend, found, default_skip_native=True)
+    results = []
+    with _progress() as bar:
+        for name in names:
+            task = bar.add_task(f"{name}: programs", total=check.steps(examples))
+
+            def progress(stage: str, advance: int, _task: Any = task, _name: str = name) -> None:
+                bar.update(_task, advance=advance, description=f"{_name}: {stage}")
+
+            results.append(check.check_backend(
+                name, examples, seed_value=seed_value, backends=found, progress=progress))
+            bar.update(task, completed=check.steps(examples), description=f"{name}: done")
+    failed = [r for r in results if not r.ok]
+    if as_json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        table = Table(title=f"pvframe check ({examples} programs per backend, "
+                      f"{'seed ' + str(seed_value) if seed_value is not None else 'derandomized'})")
+        for col in ("backend", "programs", "divergence", "demo guests", "hook contracts", "result"):
+            table.add_column(col)
+        from pvframe import guests
+        from pvframe.testing import contracts
+
+        for r in results:
+            div = "-" if r.divergence is None else (
+                f"[red]{r.divergence.field} ({len(r.divergence.program.ops)} ops)[/]")
+            table.add_row(
+                r.backend, str(r.examples), div,
+                f"{r.guests_ok}/{len(guests.GUESTS)}", f"{r.contracts_ok}/{len(contracts.CONTRACTS)}",
+                "[green]equivalent[/]" if r.ok else f"[red]{'error' if r.error else 'DIVERGES'}[/]",
+            )
+        out.print(table)
+        for r in failed:
+            if r.error:
+                err.print(f"pvframe: {r.backend}: {r.error}", markup=False)
+            if r.divergence is not None:
+                out.print(f"[bold red]{r.backend}: shrunk counterexample[/]")
+                out.print(str(r.divergence), markup=False)
+            for line in r.guest_failures + r.contract_failures:
+                out.print(f"{r.backend}: {line}", markup=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------ abi
+
+
+@app.command("abi")
+def abi_cmd(
+    image: Annotated[
+        Path | None, typer.Argument(help="Multiboot ELF or raw image to run and scan "
+                                    "(default: every demo guest).")
+    ] = None,
+    backend: Annotated[
+        list[str] | None,
+        typer.Option("--backend", "-b", help="Backend to report (repeatable; default: all).")
+    ] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="IMAGE is a raw binary.")] = False,
+    load_addr: Annotated[
+        str, typer.Option("--load-addr", help="Raw images: load address (= entry).")
+    ] = "0x100000",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """The ABI coupling report: ops implemented vs inherited, hypercalls per hook (measured),
+    units crossing the interface and where they are converted, and the static count of
+    privileged-operation call sites per hook in the image(s)."""
+    from pvframe import abi, catalogue, guests
+
+    found = plugins.discover()
+    names = _backend_names(backend, found, default_skip_native=False)
+    raw_addr = _int(load_addr, "--load-addr") if raw else None
+    try:
+        if image is not None:
+            images = [(image.name, abi.load_image(image), raw_addr)]
+        else:
+            images = [(g, guests.build(g).read_bytes(), None) for g in guests.GUESTS]
+        scans = [abi.scan(data, name, raw_load_addr=raddr) for name, data, raddr in images]
+    except (abi.ScanError, guests.GuestBuildError) as exc:
+        fail(str(exc))
+    reports = []
+    with _progress() as bar:
+        task = bar.add_task("running", total=len(names) * len(images))
+        for name in names:
+            def on_run(guest: str, _name: str = name) -> None:
+                bar.update(task, advance=1, description=f"{_name}: ran {guest}")
+
+            try:
+                reports.append(abi.measure(name, images, backends=found, on_run=on_run))
+            except plugins.BackendError as exc:
+                fail(str(exc))
+            except Exception as exc:  # an image the machine refuses
+                fail(f"running {', '.join(i[0] for i in images)} on {name} failed: "
+                     f"{type(exc).__name__}: {exc}")
+    if as_json:
+        print(json.dumps({
+            "backends": {r.name: r.to_dict() for r in reports},
+            "units": abi.units_table(),
+            "static": [s.to_dict() for s in scans],
+        }, indent=2))
+        return
+    summary = Table(title="ABI coupling: ops per backend (paravirt-ops.md §5)")
+    for col in ("backend", "implemented", "inherited from native", "hooks called",
+                "hypercalls", "hypercalls outside hooks"):
+        summary.add_column(col, justify="right" if col != "backend" else "left")
+    for r in reports:
+        hc_in = sum(sum(c.values()) for op, c in r.hypercalls.items() if op != "(outside hooks)")
+        outside = sum(r.hypercalls.get("(outside hooks)", {}).values())
+        summary.add_row(
+            r.name, str(len(r.implemented) if r.name != plugins.NATIVE else len(catalogue.CATALOGUE)),
+            str(len(r.inherited)), f"{sum(r.calls.values()):,}",
+            f"{hc_in:,}" if r.measured else "- (no run_report)",
+            f"{outside:,}" if r.measured else "-",
+        )
+    out.print(summary)
+    unmeasured = [r.name for r in reports if not r.measured]
+    if unmeasured:
+        out.print(f"no hypercall counts (the backend has no run_report): {', '.join(unmeasured)}")
+    for r in reports:
+        if not r.calls or not r.measured:
+            continue
+        per = Table(title=f"{r.name}: hypervisor calls per hook ({', '.join(i[0] for i in images)})")
+        for col in ("op", "calls", "provided by", "hypercalls / call", "hypercalls issued"):
+            per.add_column(col, justify="right" if col in ("calls", "hypercalls / call") else "left")
+        for op, n in sorted(r.calls.items(), key=lambda kv: (-kv[1], kv[0])):
+            hc: dict[str, int] = dict(r.hypercalls.get(op, {}))
+            per.add_row(
+                op, f"{n:,}", r.name if op in r.implemented and r.name != plugins.NATIVE else "native",
+                f"{sum(hc.values()) / n:.2f}" if r.measured else "-",
+                ", ".join(f"{k} {v}" for k, v in sorted(hc.items())) or "-",
+            )
+        out.print(per)
+    units = Table(title="units crossing the interface, and where each backend converts them")
+    units.add_column("op")
+    units.add_column("units")
+    units.add_column("pvframe.timekeeping.units")
+    for r in reports:
+        units.add_column(r.name, overflow="fold")
+    for row in abi.units_table():
+        units.add_row(row["op"], ", ".join(row["units"]), ", ".join(row["unit_functions"]) or "-",
+                      *[", ".join(r.conversions.get(row["op"], [])) or "-" for r in reports])
+    out.print(units)
+    static = Table(title="privileged call sites (static scan) against hooks")
+    for col in ("image", "code bytes", "call sites", "distinct hooks", "interface hooks",
+                "other port I/O"):
+        static.add_column(col, justify="left" if col == "image" else "right",
+                          overflow="fold")
+    for sc in scans:
+        static.add_row(sc.image, f"{sc.code_bytes:,}", f"{sc.total_sites:,}",
+                       str(sc.distinct_hooks), str(len(catalogue.CATALOGUE)),
+                       str(sc.port_io_sites))
+    out.print(static)
+    per_hook = Table(title="call sites per hook (static scan)")
+    per_hook.add_column("op")
+    for sc in scans:
+        per_hook.add_column(sc.image, justify="right", overflow="fold")
+    hooks = sorted({op for sc in scans for op in sc.sites},
+                   key=lambda op: (-sum(sc.sites.get(op, 0) for sc in scans), op))
+    for op in hooks:
+        per_hook.add_row(op, *[str(sc.sites.get(op, "")) for sc in scans])
+    out.print(per_hook)
+
+
+# ------------------------------------------------------------------------ new-backend
+
+
+@app.command("new-backend")
+def new_backend_cmd(
+    name: Annotated[str, typer.Argument(help="Backend name: a lower-case Python identifier.")],
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Folder to create (default: ./pvframe_NAME).")
+    ] = None,
+) -> None:
+    """Scaffold a backend distribution: pyproject.toml with the entry point, a backend class
+    that inherits everything from native, a conformance test and a README."""
+    from pvframe import scaffold
+
+    try:
+        target = scaffold.scaffold(name, directory)
+    except scaffold.ScaffoldError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write the scaffold: {exc.strerror} ({exc.filename}); choose another --dir")
+    out.print(f"created {target}/ (distribution pvframe-{name}, entry point {name!r})")
+    for rel in scaffold.files(name):
+        out.print(f"  {target / rel}")
+    out.print(f"next: pip install ./{target} && pvframe backends -v && pvframe check --backend {name}",
+              markup=False)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m pvframe`

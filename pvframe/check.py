@@ -1,0 +1,195 @@
+"""``pvframe check``: the equivalence kit from the command line.
+
+For each backend, three layers, each against native (the same ones ``pytest
+--pvframe-backend NAME`` runs, :mod:`pvframe.testing.conformance`):
+
+1. ``examples`` generated programs (:func:`pvframe.testing.strategies.programs`) through
+   :func:`pvframe.testing.oracle.compare`, driven by Hypothesis's own ``@given`` engine
+   in-process, so a divergence is *shrunk* before it is reported: the report carries the
+   minimal program as assembly (:meth:`Divergence.program.listing`);
+2. the bundled demo guests, whole runs (stop, exit code, console, instructions, registers);
+3. the hook contracts (:mod:`pvframe.testing.contracts`).
+
+The functions here take a ``progress`` callback so the CLI can draw a bar; they print
+nothing themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis.reporting import with_reporter
+
+from pvframe import guests, plugins
+from pvframe.testing import contracts, oracle, strategies
+from pvframe.testing.programs import Program
+
+#: fields of a demo-guest run compared with native (as the conformance suite does)
+GUEST_FIELDS = ("stop", "exit_code", "console", "instructions", "registers")
+
+Progress = Callable[[str, int], None]
+
+
+def _no_progress(_stage: str, _advance: int) -> None:
+    pass
+
+
+@attrs.define
+class BackendCheck:
+    """What ``pvframe check`` found for one backend."""
+
+    backend: str
+    examples: int = 0
+    divergence: oracle.Divergence | None = None
+    guests_ok: int = 0
+    guest_failures: list[str] = attrs.field(factory=list)
+    contracts_ok: int = 0
+    contract_failures: list[str] = attrs.field(factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return (self.error is None and self.divergence is None and not self.guest_failures
+                and not self.contract_failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        div = self.divergence
+        return {
+            "backend": self.backend, "ok": self.ok, "examples": self.examples,
+            "divergence": None if div is None else {
+                "field": div.field, "first": div.first, "report": str(div),
+                "listing": div.program.listing(), "ops": len(div.program.ops),
+            },
+            "guests_ok": self.guests_ok, "guest_failures": self.guest_failures,
+            "contracts_ok": self.contracts_ok, "contract_failures": self.contract_failures,
+            "error": self.error,
+        }
+
+
+class _Diverged(AssertionError):
+    def __init__(self, divergence: oracle.Divergence) -> None:
+        super().__init__(str(divergence))
+        self.divergence = divergence
+
+
+def search_programs(
+    backend: str,
+    examples: int,
+    *,
+    seed_value: int | None = None,
+    backends: dict[str, plugins.BackendInfo] | None = None,
+    progress: Progress = _no_progress,
+) -> tuple[int, oracle.Divergence | None]:
+    """Generate up to ``examples`` programs and compare each with native. Returns the number
+    of programs run and the shrunk divergence, if any (None: none found).
+
+    Without ``seed_value`` the search is derandomized (the same programs every time, like
+    the kit's ``ci`` profile); with it, Hypothesis's random source is seeded."""
+    ran = 0
+    shrinking = False
+
+    def body(program: Program) -> None:
+        nonlocal ran, shrinking
+        ran += 1
+        progress("shrinking" if shrinking else "programs", 0 if shrinking else 1)
+        divergence = oracle.compare(program, backend, backends=backends)
+        if divergence is not None:
+            shrinking = True
+            raise _Diverged(divergence)
+
+    test = given(program=strategies.programs())(body)
+    test = settings(
+        max_examples=examples,
+        derandomize=seed_value is None,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+        report_multiple_bugs=False,
+    )(test)
+    if seed_value is not None:
+        test = seed(seed_value)(test)
+    try:
+        with with_reporter(lambda _text: None):  # the CLI prints its own report
+            test()
+    except _Diverged as exc:
+        # Hypothesis replays the minimal example last and raises its error
+        return ran, exc.divergence
+    return ran, None
+
+
+def check_guests(backend: str, backends: dict[str, plugins.BackendInfo] | None = None,
+                 progress: Progress = _no_progress) -> tuple[int, list[str]]:
+    """Every demo guest on native and on ``backend``; returns (passed, failure lines)."""
+    from pvframe.machine import Machine
+
+    ok, failures = 0, []
+    for guest in sorted(guests.GUESTS):
+        image = guests.build(guest).read_bytes()
+        runs = []
+        for name in (plugins.NATIVE, backend):
+            machine = Machine(name, backends=backends)
+            machine.load_multiboot(image)
+            runs.append(machine.run(20_000_000))
+        native, other = runs
+        bad = [f for f in GUEST_FIELDS if getattr(native, f) != getattr(other, f)]
+        if bad:
+            f = bad[0]
+            failures.append(f"guest {guest}: {f} differs: native {getattr(native, f)!r}, "
+                            f"{backend} {getattr(other, f)!r}")
+        else:
+            ok += 1
+        progress("guests", 1)
+    return ok, failures
+
+
+def check_contracts(backend: str, backends: dict[str, plugins.BackendInfo] | None = None,
+                    progress: Progress = _no_progress) -> tuple[int, list[str]]:
+    """Every hook contract on ``backend``; returns (held, violation lines)."""
+    ok, failures = 0, []
+    for contract in contracts.CONTRACTS:
+        try:
+            contracts.check(contract, backend, backends)
+            ok += 1
+        except contracts.ContractViolation as exc:
+            failures.append(f"contract {contract.name}: {exc}")
+        except Exception as exc:  # a backend crashing inside a hook is a failure too
+            failures.append(f"contract {contract.name}: {type(exc).__name__}: {exc}")
+        progress("contracts", 1)
+    return ok, failures
+
+
+def check_backend(
+    backend: str,
+    examples: int,
+    *,
+    seed_value: int | None = None,
+    backends: dict[str, plugins.BackendInfo] | None = None,
+    progress: Progress = _no_progress,
+) -> BackendCheck:
+    """All three layers for one backend."""
+    result = BackendCheck(backend)
+    try:
+        plugins.get_backend(backend, backends)
+    except plugins.BackendError as exc:
+        result.error = str(exc)
+        return result
+    result.examples, result.divergence = search_programs(
+        backend, examples, seed_value=seed_value, backends=backends, progress=progress
+    )
+    result.guests_ok, result.guest_failures = check_guests(backend, backends, progress)
+    result.contracts_ok, result.contract_failures = check_contracts(backend, backends, progress)
+    return result
+
+
+def steps(examples: int) -> int:
+    """Progress units of one backend's check."""
+    return examples + len(guests.GUESTS) + len(contracts.CONTRACTS)
+
+
+__all__ = ["BackendCheck", "check_backend", "check_contracts", "check_guests",
+           "search_programs", "steps"]
