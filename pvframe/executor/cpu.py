@@ -1,0 +1,558 @@
+"""The executor: block cache, dispatch loop, instruction-precise stopping, interrupts.
+
+Translation cache (self-modifying code and mappings): compiled blocks are cached by
+``(physical address of the block start, its linear address, instruction limit)``. The
+linear address is part of the key because the lifted code embeds absolute guest addresses
+(return addresses, branch targets). A second map, linear EIP -> block, is the fast lookup;
+it is valid for the current mapping only and is dropped whenever the MMU flushes anything
+(``mmu.generation`` changes), after which blocks are found again through the physical key
+(no re-lift). Every block registers the byte range it was decoded from on its physical
+page(s); those pages are in ``memory.code_pages`` and never enter the MMU's write fast path,
+so every store to them reaches :meth:`Executor._code_written`, which drops the overlapping
+blocks (the running block leaves at the end of the storing instruction).
+
+Superblocks: a translation follows the constant successor of a direct ``jmp``/``call``/
+fall-through and the predicted return of a ``ret`` (guarded: a mismatching return address
+leaves the block) as long as the code stays on the start's page and within the
+instruction limit; every piece keeps its side exits. Blocks that branch back to their
+own start loop inside the compiled function (self-loops). Set ``executor.chain = False``
+to disable superblocks.
+
+Instruction-precise stopping: a block of ``n`` instructions runs only if at least ``n``
+instructions remain before ``limit`` and before ``env.next_deadline()``; otherwise a
+shorter block is used (limits rounded down to a power of two, so at most 7 variants per
+address). Self-loop blocks iterate at most ``budget // n`` times. ``env.service(icount)`` is
+called when ``icount`` reaches the deadline exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import Callable
+from typing import Any
+
+from pvframe.executor import faults
+from pvframe.executor.faults import (
+    DeviceNotAvailable,
+    ExternalInterrupt,
+    GuestException,
+    InvalidOpcode,
+    PageFault,
+    TripleFault,
+)
+from pvframe.executor.lift import (
+    FPU,
+    FWAIT,
+    PLAIN,
+    SIMD,
+    SYS,
+    block_length,
+    classify,
+    div_width,
+    lift,
+    split_prefixes,
+)
+from pvframe.executor.state import IF_MASK, TF_MASK, CPUState
+from pvframe.executor.translate import (
+    Unsupported,
+    compile_block,
+    generate_source,
+    runtime_globals,
+)
+from pvframe.platform.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
+
+MAX_INSNS = 64
+#: compiled translations shared by all executors of the process (bytes-keyed, FIFO)
+_CODE_CACHE: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+_CODE_CACHE_MAX = 4096
+#: bytes fetched for one block at most (VEX stops long before)
+MAX_FETCH = 1024
+
+
+class StopExecution(Exception):
+    """Raised inside the executor to stop with a reason (e.g. unsupported guest state)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Block:
+    """One translated unit: a compiled VEX block, or a single special instruction."""
+
+    __slots__ = ("eip", "fn", "insn", "key", "kind", "length", "n", "pages", "self_loop", "source")
+
+    def __init__(self, kind: str, eip: int, n: int, length: int) -> None:
+        self.kind = kind  # "vex", "sys", "fpu", "simd", "ud"
+        self.eip = eip
+        self.n = n
+        self.length = length
+        self.fn: Callable[[CPUState, int], bool] | None = None
+        self.insn: Any = None
+        self.key: tuple[int, int, int] = (0, 0, 0)
+        self.pages: list[tuple[int, int, int]] = []  # (pfn, start offset, end offset)
+        self.self_loop = False
+        self.source = ""
+
+
+class Executor:
+    """Runs guest code on ``cpu`` with ``memory``/``mmu``; system instructions leave through
+    ``hooks`` (a HookTable), devices are reached through ``env`` (an ExecutorEnv)."""
+
+    def __init__(self, cpu: CPUState, memory: Any, mmu: Any, hooks: Any, env: Any) -> None:
+        from pvframe.executor.system import System
+
+        self.cpu = cpu
+        self.memory = memory
+        self.mmu = mmu
+        self.hooks = hooks
+        self.env = env
+        if getattr(mmu, "cpu", None) is None:
+            mmu.cpu = cpu
+        memory.attach(
+            env,
+            getattr(hooks, "apic_read", None),
+            getattr(hooks, "apic_write", None),
+        )
+        memory.code_write = self._code_written
+        self.system = System(self)
+        self.stop_reason: str | None = None
+        self.exit_code: int | None = None
+        self._blocks: dict[tuple[int, int, int], Block] = {}
+        self._by_eip: dict[int, Block] = {}
+        self._page_blocks: dict[int, list[Block]] = {}
+        self._gen = mmu.generation
+        self._deadline: int | None = None
+        self._serviced_at = -1
+        #: "sti" / "ss" while the next instruction is in an interrupt shadow
+        self.shadow: str | None = None
+        self.current_shadow: str | None = None
+        self.stats = {"translations": 0, "invalidations": 0, "shared_hits": 0}
+        #: build superblocks across direct jumps and calls on the same page
+        self.chain = True
+        #: keep each block's generated Python source in ``Block.source`` (debugging)
+        self.keep_source = False
+        #: translations kept before the whole cache is dropped
+        self.max_blocks = 50_000
+        self._side = [False]
+        self._glb = self._make_globals()
+
+    # ------------------------------------------------------------------ public API
+    def stop(self, reason: str, exit_code: int | None = None) -> None:
+        """Ask :meth:`run` to return ``reason`` at the next instruction boundary."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.exit_code = exit_code
+
+    def run(self, limit: int) -> str | None:
+        """Execute until a stop reason is set (returned) or ``cpu.icount == limit`` (None).
+
+        Returns ``"halted"`` when the CPU sits in ``hlt`` and no interrupt can be taken
+        (the machine must let time pass / service devices and call ``run`` again) and
+        ``"triple-fault"`` after a triple fault. A set stop reason is returned at once;
+        clear ``executor.stop_reason`` to continue."""
+        cpu = self.cpu
+        env = self.env
+        self._refresh_deadline()
+        while True:
+            if self.stop_reason is not None:
+                return self.stop_reason
+            ic = cpu.icount
+            if ic >= limit:
+                return None
+            dl = self._deadline
+            if dl is not None and ic >= dl and self._serviced_at != ic:
+                self._serviced_at = ic
+                env.service(ic)
+                self._refresh_deadline()
+                continue
+            shadow = self.shadow
+            self.shadow = None
+            self.current_shadow = shadow
+            if shadow is None and cpu.eflags_sys & IF_MASK and env.interrupt_pending():
+                vector = env.acknowledge_interrupt()
+                cpu.halted = False
+                self._deliver(ExternalInterrupt(vector))
+                self._refresh_deadline()
+                continue
+            if cpu.halted:
+                return "halted"
+            end = limit
+            if dl is not None and ic < dl < end:
+                end = dl
+            try:
+                if shadow is not None or cpu.eflags_sys & TF_MASK:
+                    self._step_one(shadow)
+                    continue
+                # Fast inner loop: chain compiled blocks while nothing asks for attention.
+                by_eip = self._by_eip
+                mmu = self.mmu
+                while True:
+                    if mmu.generation != self._gen:
+                        by_eip.clear()
+                        self._gen = mmu.generation
+                    budget = end - cpu.icount
+                    if budget <= 0:
+                        break
+                    blk = by_eip.get(cpu.eip)
+                    if blk is None or blk.n > budget:
+                        blk = self._lookup(cpu.eip, budget)
+                    fn = blk.fn
+                    if fn is None:
+                        self._special(blk)
+                        self._refresh_deadline()
+                        break
+                    if fn(cpu, budget // blk.n):
+                        self._refresh_deadline()
+                        break
+                    if self.stop_reason is not None:
+                        break
+                    if cpu.eflags_sys & IF_MASK and env.interrupt_pending():
+                        break
+            except GuestException as exc:
+                self._deliver(exc)
+            except StopExecution as s:
+                self._stop_env(s.reason)
+
+    def _step_one(self, shadow: str | None) -> None:
+        """Execute exactly one instruction (interrupt shadow or EFLAGS.TF single-step)."""
+        cpu = self.cpu
+        if self.mmu.generation != self._gen:
+            self._by_eip.clear()
+            self._gen = self.mmu.generation
+        tf = cpu.eflags_sys & TF_MASK
+        blk = self._lookup(cpu.eip, 1)
+        if blk.fn is not None:
+            if blk.fn(cpu, 1):
+                self._refresh_deadline()
+        else:
+            self._special(blk)
+            self._refresh_deadline()
+        if tf and shadow is None:
+            self._single_step_trap()
+
+    def interrupt_return(self) -> None:
+        """Native ``iret`` (SDM Vol. 2A IRET), protected mode, same privilege (CPL0).
+
+        Pops EIP, CS and EFLAGS (all three read before anything changes). CS is checked
+        against the GDT/LDT (non-null, code, present, DPL/RPL rules). Limitations: a
+        return to an outer privilege level (RPL > CPL), a nested-task return (EFLAGS.NT=1)
+        and a return to virtual-8086 mode raise #GP (documented, not emulated); ``iretw``
+        (0x66 prefix) raises #UD before the hook is called."""
+        self.system.iret32()
+
+    def flush_translations(self) -> None:
+        """Drop every cached translation (e.g. after loading a new image)."""
+        for pfn in list(self._page_blocks):
+            self.memory.code_pages.discard(pfn)
+        self._page_blocks.clear()
+        self._blocks.clear()
+        self._by_eip.clear()
+
+    # ------------------------------------------------------------------ internals
+    def note_control_change(self) -> None:
+        """Called after IDT delivery / iret / far transfers (nothing to do today)."""
+
+    def _refresh_deadline(self) -> None:
+        self._deadline = self.env.next_deadline()
+
+    def _stop_env(self, reason: str, exit_code: int | None = None) -> None:
+        self.stop(reason, exit_code)
+        with contextlib.suppress(Exception):  # the machine's problem
+            self.env.stop(reason, exit_code)
+
+    def _deliver(self, exc: GuestException) -> None:
+        try:
+            faults.deliver(self, exc)
+            self.cpu.halted = False
+        except TripleFault:
+            self._stop_env("triple-fault")
+        except StopExecution as s:
+            self._stop_env(s.reason)
+
+    def _single_step_trap(self) -> None:
+        cpu = self.cpu
+        cpu.dr[6] |= 1 << 14  # BS
+        self._deliver(faults.DebugException())
+
+    def _special(self, blk: Block) -> None:
+        kind = blk.kind
+        cpu = self.cpu
+        if kind == "sys":
+            self.system.execute(blk)
+            return
+        if kind == "fpu":
+            if cpu.cr0 & 0xC:  # EM or TS
+                raise DeviceNotAvailable()
+            raise InvalidOpcode()
+        if kind == "fwait":
+            if cpu.cr0 & 0xA == 0xA:  # MP and TS
+                raise DeviceNotAvailable()
+            cpu.eip = (cpu.eip + blk.length) & 0xFFFFFFFF
+            cpu.icount += 1
+            return
+        if kind == "simd":
+            if cpu.cr0 & 0x4:
+                raise InvalidOpcode()
+            if cpu.cr0 & 0x8:
+                raise DeviceNotAvailable()
+            raise InvalidOpcode()
+        raise InvalidOpcode()
+
+    # ------------------------------------------------------------------ memory glue
+    def _make_globals(self) -> dict[str, Any]:
+        mmu = self.mmu
+        side = self._side
+        r8 = mmu.r8
+        read = mmu.read
+        write = mmu.write
+
+        def ld_fast(addr: int, size: int) -> int:
+            v = read(addr, size)
+            # not in the read fast map afterwards: MMIO (or a never-written page)
+            side[0] = (addr >> PAGE_SHIFT) not in r8
+            return int(v)
+
+        def st(addr: int, size: int, value: int) -> bool:
+            return bool(write(addr, size, value))
+
+        glb = runtime_globals()
+        glb.update(
+            R8=mmu.r8, R16=mmu.r16, R32=mmu.r32, W8=mmu.w8, W16=mmu.w16, W32=mmu.w32,
+            LD=ld_fast, ST=st, SIDE=side, SEGSEL=self.system.seg_selector_addr,
+        )
+        return glb
+
+    # ------------------------------------------------------------------ translation
+    def _lookup(self, eip: int, budget: int) -> Block:
+        paddr = self.mmu.translate(eip)  # instruction fetch (#PF with CR2 = eip)
+        limit = MAX_INSNS
+        while limit > budget:
+            limit >>= 1
+        key = (paddr, eip, limit)
+        blk = self._blocks.get(key)
+        if blk is None:
+            if len(self._blocks) >= self.max_blocks:
+                self.flush_translations()  # bound the cache (a simple, safe policy)
+            blk = self._translate(eip, paddr, limit)
+            blk.key = key
+            self._blocks[key] = blk
+            self._register(blk)
+        if limit == MAX_INSNS or blk.n < limit:
+            self._by_eip[eip] = blk
+        return blk
+
+    def _fetch(self, eip: int, paddr: int) -> bytes:
+        page_left = PAGE_SIZE - (eip & PAGE_MASK)
+        return self.memory.read_bytes(paddr, min(page_left, MAX_FETCH))
+
+    def _translate(self, eip: int, paddr: int, limit: int) -> Block:
+        self.stats["translations"] += 1
+        page_addr = paddr & ~PAGE_MASK
+        key = None
+        if self.memory.is_ram(page_addr, PAGE_SIZE):
+            # Process-wide cache of compiled code: a translation depends only on the
+            # bytes of its page, its linear address, the limit and the chaining switch.
+            page_bytes = self.memory.read_bytes(page_addr, PAGE_SIZE)
+            key = (eip, limit, self.chain, page_bytes)
+            hit = _CODE_CACHE.get(key)
+            if hit is not None:
+                self.stats["shared_hits"] += 1
+                return self._block_from_cache(eip, paddr, hit)
+        code = self._fetch(eip, paddr)
+        first_len = len(code)
+        pages = [(paddr >> PAGE_SHIFT, paddr & PAGE_MASK, (paddr & PAGE_MASK) + len(code))]
+        at_end = first_len < 16 and ((eip + first_len) & PAGE_MASK) == 0
+
+        def extend() -> bytes:
+            # the first instruction may straddle the page end: fetch the next page too
+            # (only now, so that a short instruction never faults on the next page)
+            nxt = (eip + first_len) & 0xFFFFFFFF
+            p2 = self.mmu.translate(nxt)
+            pages.append((p2 >> PAGE_SHIFT, 0, 16 - first_len))
+            return code + self.memory.read_bytes(p2, 16 - first_len)
+
+        cls = classify(code, 0)
+        irsb = lift(code, eip, block_length(code, eip, limit)) if cls is PLAIN else None
+        if cls is PLAIN and (irsb is None or irsb.instructions == 0) and at_end:
+            code = extend()
+            cls = classify(code, 0)
+            irsb = lift(code, eip, 1) if cls is PLAIN else None
+        if cls is not PLAIN or irsb is None or irsb.instructions == 0:
+            blk = self._special_block(cls, code, eip, pages)
+            if blk.kind == "ud" and cls == SYS and at_end and len(pages) == 1:
+                code = extend()
+                blk = self._special_block(classify(code, 0), code, eip, pages)
+            return blk
+        irsb = self._cut(irsb, code, eip)
+        if irsb is None or irsb.instructions == 0:
+            return self._special_block("ud", code, eip, pages)
+        trace: list[tuple[Any, bytes, int]] = [(irsb, code, eip)]
+        total = irsb.instructions
+        page_base = eip & ~PAGE_MASK
+        page: bytes | None = None
+        seen = {eip}
+        returns: list[int] = []
+        # Superblock: follow the constant successor of a direct jmp/call/fall-through on
+        # the same page, and a ret back to the call that entered the callee (guarded);
+        # each piece keeps its side exits.
+        while self.chain and total < limit and len(pages) == 1:
+            last, _c, last_addr = trace[-1]
+            jk = last.jumpkind
+            if jk == "Ijk_Ret" and returns:
+                t = returns.pop()
+            elif jk in ("Ijk_Boring", "Ijk_Call"):
+                t = last.default_exit_target
+                if jk == "Ijk_Call":
+                    returns.append(last_addr + last.size)
+            else:
+                break
+            if t is None or t in seen or (t & ~PAGE_MASK) != page_base:
+                break
+            if page is None:
+                page = self.memory.read_bytes(paddr & ~PAGE_MASK, PAGE_SIZE)
+            sub = page[t - page_base : t - page_base + MAX_FETCH]
+            if classify(sub, 0) is not PLAIN:
+                break
+            nb = lift(sub, t, block_length(sub, t, limit - total))
+            if nb is None or nb.instructions == 0:
+                break
+            nb = self._cut(nb, sub, t)
+            if nb is None:
+                break
+            trace.append((nb, sub, t))
+            total += nb.instructions
+            seen.add(t)
+
+        def dw(addr: int) -> int:
+            if page is not None and page_base <= addr < page_base + PAGE_SIZE:
+                return div_width(page, addr - page_base)
+            return div_width(code, addr - eip)
+
+        while True:
+            try:
+                src, addrs, _lens, loop = generate_source([t[0] for t in trace], eip, dw)
+                break
+            except Unsupported as u:
+                acc = 0
+                j = 0
+                for j, (b, _c, _a) in enumerate(trace):  # noqa: B007
+                    if u.index < acc + b.instructions:
+                        break
+                    acc += b.instructions
+                local = u.index - acc
+                if j == 0 and local <= 0:
+                    return self._special_block("ud", code, eip, pages)
+                if local <= 0:
+                    trace = trace[:j]
+                else:
+                    _b, c, a = trace[j]
+                    nb = lift(c, a, local)
+                    if nb is None or nb.instructions == 0:
+                        trace = trace[:j]
+                    else:
+                        trace = [*trace[:j], (nb, c, a)]
+        blk = Block("vex", eip, len(addrs), trace[0][0].size)
+        blk.fn = compile_block(src, self._glb, addrs, f"<block {eip:#x}>")
+        blk.self_loop = loop
+        if key is not None and len(pages) == 1:
+            if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
+                _CODE_CACHE.pop(next(iter(_CODE_CACHE)))
+            lo = min((a & PAGE_MASK) for _b, _c, a in trace)
+            hi = max((a & PAGE_MASK) + b.size for b, _c, a in trace)
+            _CODE_CACHE[key] = (
+                blk.fn.__code__, tuple(addrs), loop, blk.length, lo, min(hi, PAGE_SIZE),
+                src if self.keep_source else "",
+            )
+        if self.keep_source:
+            blk.source = src
+        pfn, start, _ = pages[0]
+        first = trace[0][0]
+        if len(pages) > 1 and first.size > first_len:
+            blk.pages = [(pfn, start, start + first_len), (pages[1][0], 0, first.size - first_len)]
+        else:
+            lo = min((a & PAGE_MASK) for _b, _c, a in trace)
+            hi = max((a & PAGE_MASK) + b.size for b, _c, a in trace)
+            blk.pages = [(pfn, lo, min(hi, PAGE_SIZE))]
+        return blk
+
+    def _block_from_cache(self, eip: int, paddr: int, hit: tuple[Any, ...]) -> Block:
+        code_obj, addrs, loop, length, lo, hi, src = hit
+        glb = dict(self._glb)
+        glb["ADDRS"] = addrs
+        blk = Block("vex", eip, len(addrs), length)
+        blk.fn = types.FunctionType(code_obj, glb, "blk")
+        blk.self_loop = loop
+        if self.keep_source:
+            blk.source = src
+        blk.pages = [(paddr >> PAGE_SHIFT, lo, hi)]
+        return blk
+
+    def _cut(self, irsb: Any, code: bytes, base: int) -> Any:
+        """Re-lift ``irsb`` so that it stops before its first non-plain instruction."""
+        for k, st in enumerate(st for st in irsb.statements if type(st).__name__ == "IMark"):
+            if k and classify(code, int(getattr(st, "addr")) - base) is not PLAIN:  # noqa: B009
+                return lift(code, base, k)
+        return irsb
+
+    def _special_block(self, cls: str | None, code: bytes, eip: int, pages: list[tuple[int, int, int]]) -> Block:
+        kind = {SYS: "sys", FPU: "fpu", SIMD: "simd", FWAIT: "fwait"}.get(cls or "", "ud")
+        blk = Block(kind, eip, 1, 1)
+        if kind == "fwait":
+            blk.length = split_prefixes(code)[0] + 1
+        if kind == "sys":
+            ins = self.system.decode(code, eip)
+            if ins is None:
+                blk.kind = "ud"
+            else:
+                blk.insn = ins
+                blk.length = ins.len
+        pfn, start, end = pages[0]
+        first = end - start
+        blk.pages = [(pfn, start, start + min(max(blk.length, 1), first))]
+        if len(pages) > 1 and blk.length > first:
+            blk.pages.append((pages[1][0], 0, blk.length - first))
+        return blk
+
+    def _register(self, blk: Block) -> None:
+        code_pages = self.memory.code_pages
+        for pfn, _s, _e in blk.pages:
+            self._page_blocks.setdefault(pfn, []).append(blk)
+            if pfn not in code_pages:
+                code_pages.add(pfn)
+                self.mmu.clear_write_fast()
+
+    def _code_written(self, paddr: int, size: int) -> None:
+        """A store hit a page holding translations: drop the overlapping blocks."""
+        pfn = paddr >> PAGE_SHIFT
+        lst = self._page_blocks.get(pfn)
+        if not lst:
+            self.memory.code_pages.discard(pfn)
+            return
+        lo = paddr & PAGE_MASK
+        hi = lo + size
+        keep = []
+        dropped = False
+        for blk in lst:
+            hit = any(p == pfn and s < hi and lo < e for p, s, e in blk.pages)
+            if hit:
+                dropped = True
+                self._blocks.pop(blk.key, None)
+                for p, _s, _e in blk.pages:
+                    if p != pfn and p in self._page_blocks:
+                        self._page_blocks[p] = [b for b in self._page_blocks[p] if b is not blk]
+            else:
+                keep.append(blk)
+        if dropped:
+            self.stats["invalidations"] += 1
+            self._by_eip.clear()
+        if keep:
+            self._page_blocks[pfn] = keep
+        else:
+            del self._page_blocks[pfn]
+            self.memory.code_pages.discard(pfn)
+
+    # ------------------------------------------------------------------ helpers for system.py
+    def page_fault_address(self, exc: PageFault) -> int:
+        return exc.address

@@ -1,0 +1,185 @@
+"""pyvex lifting with blocks cut before system instructions.
+
+libVEX mis-lifts or cannot lift most system instructions (reference/executor-facts.md:
+``mov r,cr0`` becomes a constant, ``wbinvd`` a no-op, ``iretd`` a plain return...). So each
+instruction of a lifted block is classified from its opcode bytes after the prefixes and
+the block is cut *before* the first one that is not plain integer code; that instruction
+is then handled in Python (``system.py``) or raises #UD / #NM.
+
+Lifting parameters: ``opt_level=0`` and ``cross_insn_opt=False``. Level 0 is deliberate
+(the brief suggested 1): libVEX's level-1 redundant-PUT removal drops the flag-thunk PUTs
+of an instruction whenever a later instruction of the block overwrites them, even across
+loads that may fault (measured: ``inc eax; mov edx,[esi]; cmp`` loses inc's flags), which
+would make faults imprecise (wrong EFLAGS in the exception frame). The translator does
+its own specialisation of ``x86g_calculate_condition`` and copy propagation instead.
+``max_bytes`` stops every block at the end of its page.
+"""
+
+from __future__ import annotations
+
+import archinfo
+import iced_x86
+import pyvex
+
+ARCH = archinfo.ArchX86()
+
+PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3))
+
+# Instruction classes returned by classify()
+PLAIN = None
+SYS = "sys"  # decoded with iced-x86 and executed by system.py
+FPU = "fpu"  # x87: #NM if CR0.EM or CR0.TS, else #UD (no x87 in this executor)
+SIMD = "simd"  # MMX/SSE: #UD if CR0.EM, #NM if CR0.TS, else #UD
+UD = "ud"  # not supported / invalid: #UD
+FWAIT = "fwait"  # wait/fwait: #NM if CR0.MP and CR0.TS, else no operation
+
+_SYS_1 = frozenset(
+    [0xFA, 0xFB, 0xF4, 0xCF, 0xCC, 0xCD, 0xCE, 0x9C, 0x9D, 0x8E, 0x07, 0x17, 0x1F, 0x9A,
+     0xEA, 0xCA, 0xCB, 0xC8, 0x62, 0xC4, 0xC5, 0xF1, 0x63, 0xD4,
+     *range(0xE4, 0xE8), *range(0xEC, 0xF0), *range(0x6C, 0x70)]
+)
+_UD_1 = frozenset([0xD6])  # salc (undocumented)
+_SYS_0F = frozenset(
+    [0x00, 0x01, 0x02, 0x03, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0B, 0x20, 0x21, 0x22, 0x23,
+     0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x37, 0xA1, 0xA2, 0xA9, 0xAA, 0xB2, 0xB4, 0xB5,
+     0xFF, 0xB9]
+)
+_SIMD_0F = frozenset(
+    [*range(0x10, 0x18), *range(0x28, 0x30), *range(0x50, 0x80),
+     0xC2, 0xC3, 0xC4, 0xC5, 0xC6, 0x0F, 0x0E, 0x38, 0x3A, *range(0xD0, 0xFF)]
+)
+_UD_0F = frozenset([0x04, 0x0A, 0x0C, 0x24, 0x25, 0x26, 0x27, 0x36, 0x39, 0x3B, 0x3C, 0x3D,
+                    0x3E, 0x3F, 0xA6, 0xA7, 0xB8, 0x0D])
+
+
+def split_prefixes(code: bytes | bytearray | memoryview, off: int = 0) -> tuple[int, set[int]]:
+    """(offset of the opcode, set of prefix bytes) for the instruction at ``off``."""
+    seen: set[int] = set()
+    i = off
+    n = len(code)
+    while i < n and code[i] in PREFIXES and i - off < 14:
+        seen.add(code[i])
+        i += 1
+    return i, seen
+
+
+def classify(code: bytes | bytearray | memoryview, off: int = 0) -> str | None:
+    """Class of the instruction at ``code[off:]``: PLAIN (None) for libVEX, else SYS/FPU/
+    SIMD/UD. Needs at most the prefixes, opcode and ModRM byte."""
+    i, pre = split_prefixes(code, off)
+    n = len(code)
+    if i >= n:
+        return PLAIN  # truncated: let the lifter decide (it will not decode it)
+    if 0x67 in pre:
+        return UD  # 16-bit addressing is not supported
+    op = code[i]
+    if op == 0x0F:
+        if i + 1 >= n:
+            return PLAIN
+        op2 = code[i + 1]
+        if op2 in _SYS_0F:
+            return SYS
+        if op2 == 0xAE:
+            if i + 2 >= n:
+                return PLAIN
+            modrm = code[i + 2]
+            reg = (modrm >> 3) & 7
+            if modrm >= 0xC0 and reg in (5, 6, 7):
+                return PLAIN  # lfence / mfence / sfence
+            if reg == 7:
+                return SYS  # clflush
+            return SIMD  # fxsave/fxrstor/ldmxcsr/stmxcsr/xsave...
+        if op2 in (0xC0, 0xC1):
+            # xadd r, r with the same register: libVEX writes the old value last (wrong;
+            # SDM: DEST <- SRC + DEST is the final write); done in system.py
+            if i + 2 < n and code[i + 2] >= 0xC0 and (code[i + 2] >> 3) & 7 == code[i + 2] & 7:
+                return SYS
+            return PLAIN
+        if op2 == 0xC7:
+            if i + 2 >= n:
+                return PLAIN
+            reg = (code[i + 2] >> 3) & 7
+            return PLAIN if reg == 1 and code[i + 2] < 0xC0 else UD
+        if op2 in _SIMD_0F:
+            return SIMD
+        if op2 in _UD_0F:
+            return UD
+        return PLAIN
+    if op in _SYS_1:
+        return SYS
+    if op == 0xFF:
+        if i + 1 >= n:
+            return PLAIN
+        reg = (code[i + 1] >> 3) & 7
+        if reg in (3, 5):
+            return SYS  # far call / far jmp through memory
+        if reg == 7:
+            return UD
+        return PLAIN
+    if 0xD8 <= op <= 0xDF:
+        return FPU
+    if op == 0x9B:
+        return FWAIT
+    if op in _UD_1:
+        return UD
+    return PLAIN
+
+
+def div_width(code: bytes | bytearray | memoryview, off: int = 0) -> int:
+    """Operand width in bits if the instruction is div/idiv (F6/F7 /6 /7), else 0."""
+    i, pre = split_prefixes(code, off)
+    if i + 1 >= len(code):
+        return 0
+    op = code[i]
+    if op not in (0xF6, 0xF7):
+        return 0
+    reg = (code[i + 1] >> 3) & 7
+    if reg not in (6, 7):
+        return 0
+    if op == 0xF6:
+        return 8
+    return 16 if 0x66 in pre else 32
+
+
+def block_length(code: bytes, addr: int, limit: int) -> int:
+    """Number of instructions libVEX should lift at ``addr``: up to ``limit``, stopping
+    before the first non-plain instruction and after the first control transfer or rep
+    string instruction (where libVEX ends its block anyway). Decoding with iced-x86 is
+    ~50x cheaper than lifting instructions that would be thrown away. At least 1."""
+    dec = iced_x86.Decoder(32, code, ip=addr)
+    n = 0
+    off = 0
+    for ins in dec:
+        if n >= limit:
+            break
+        if ins.is_invalid:
+            break
+        if n and classify(code, off) is not PLAIN:
+            break
+        n += 1
+        off += ins.len
+        if ins.flow_control != iced_x86.FlowControl.NEXT or ins.has_rep_prefix or ins.has_repne_prefix:
+            break
+    return max(n, 1)
+
+
+def lift(code: bytes, addr: int, max_inst: int | None = None) -> pyvex.IRSB | None:
+    """Lift ``code`` (which ends at the page end or at the fetch limit) at ``addr``;
+    None if libVEX could not decode anything."""
+    try:
+        return _lift(code, addr, max_inst)
+    except Exception:
+        return None
+
+
+def _lift(code: bytes, addr: int, max_inst: int | None) -> pyvex.IRSB:
+    return pyvex.lift(
+        code,
+        addr,
+        ARCH,
+        max_bytes=len(code),
+        max_inst=max_inst,
+        opt_level=0,
+        cross_insn_opt=False,
+        strict_block_end=True,
+    )

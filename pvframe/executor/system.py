@@ -1,0 +1,889 @@
+"""System instructions: decoded once with iced-x86, executed here, routed to the hooks.
+
+The routing follows docs/architecture.md ("Executor -> hook routing"). Every handler
+reads and checks everything that can fault *before* changing any state, so a fault leaves
+the instruction restartable with EIP at it. Handlers return True when they set EIP
+themselves (control transfers); otherwise EIP advances past the instruction and one
+instruction is retired. Traps (``int n``, ``int3``, ``into``, ``int1``) retire the
+instruction and then raise, so the frame holds the next EIP.
+
+Rep-prefixed ``ins``/``outs`` do one iteration per dispatch and count one retired
+instruction per iteration, like the string instructions libVEX lifts (and like Unicorn's
+instruction counter); EIP stays on the instruction until ECX reaches 0, so interrupts and
+deadlines are honoured between iterations.
+
+Segments: loads of DS/ES/FS/GS/SS/CS (mov/pop sreg, les..lgs, far transfers, IDT
+delivery) are checked against the GDT/LDT (null, limit, type, DPL/RPL, present; the
+accessed bit is set in the descriptor) and fill the hidden cache. Only FS and GS may have
+a non-zero base (libVEX applies a base only with an explicit segment prefix); loading a
+non-zero base into CS/DS/ES/SS stops the machine with reason
+``"unsupported: non-zero base in <seg>"``. Segment limits are checked for FS/GS-prefixed
+accesses only (start byte), not for the flat segments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import iced_x86 as I
+
+from pvframe.executor.faults import (
+    Breakpoint,
+    DebugException,
+    DeviceNotAvailable,
+    GeneralProtection,
+    InvalidOpcode,
+    Overflow,
+    SegmentNotPresent,
+    SoftwareInterrupt,
+    StackFault,
+)
+from pvframe.executor.state import IF_MASK, Segment
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pvframe.executor.cpu import Block, Executor
+
+R = I.Register
+M = I.Mnemonic
+OK = I.OpKind
+
+_GPR32: dict[int, str] = {R.EAX: "eax", R.ECX: "ecx", R.EDX: "edx", R.EBX: "ebx", R.ESP: "esp",
+          R.EBP: "ebp", R.ESI: "esi", R.EDI: "edi"}
+_GPR16: dict[int, str] = {R.AX: "eax", R.CX: "ecx", R.DX: "edx", R.BX: "ebx", R.SP: "esp", R.BP: "ebp",
+          R.SI: "esi", R.DI: "edi"}
+_GPR8: dict[int, tuple[str, int]] = {R.AL: ("eax", 0), R.CL: ("ecx", 0), R.DL: ("edx", 0), R.BL: ("ebx", 0),
+         R.AH: ("eax", 8), R.CH: ("ecx", 8), R.DH: ("edx", 8), R.BH: ("ebx", 8)}
+_SREG: dict[int, str] = {R.ES: "es", R.CS: "cs", R.SS: "ss", R.DS: "ds", R.FS: "fs", R.GS: "gs"}
+_CR = {getattr(R, f"CR{i}"): i for i in range(16) if hasattr(R, f"CR{i}")}
+_DR = {getattr(R, f"DR{i}"): i for i in range(16) if hasattr(R, f"DR{i}")}
+
+CF, ZF, OF = 0x1, 0x40, 0x800
+VM, RF, NT, VIF, VIP = 1 << 17, 1 << 16, 1 << 14, 1 << 19, 1 << 20
+#: EFLAGS bits POPF may change at CPL0 in protected mode (all but VM/VIF/VIP; RF cleared)
+POPF_MASK = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 | 0x3000 | NT | (1 << 18) | (1 << 21)
+CR4_SUPPORTED = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400
+
+
+class System:
+    """Decoder cache user and handler table for one executor."""
+
+    def __init__(self, ex: Executor) -> None:
+        self.ex = ex
+        self.cpu = ex.cpu
+        self.handlers: dict[int, Callable[[Any], bool | None]] = {}
+        for name, fn in (
+            ("CLI", self.op_cli), ("STI", self.op_sti), ("HLT", self.op_hlt),
+            ("PUSHF", self.op_pushf), ("PUSHFD", self.op_pushf),
+            ("POPF", self.op_popf), ("POPFD", self.op_popf),
+            ("IRET", self.op_iret), ("IRETD", self.op_iret),
+            ("INT", self.op_int), ("INT3", self.op_int3), ("INTO", self.op_into),
+            ("INT1", self.op_int1),
+            ("IN", self.op_in), ("OUT", self.op_out),
+            ("INSB", self.op_ins), ("INSW", self.op_ins), ("INSD", self.op_ins),
+            ("OUTSB", self.op_outs), ("OUTSW", self.op_outs), ("OUTSD", self.op_outs),
+            ("MOV", self.op_mov), ("POP", self.op_pop_sreg),
+            ("CLTS", self.op_clts), ("WBINVD", self.op_wbinvd), ("INVD", self.op_wbinvd),
+            ("INVLPG", self.op_invlpg), ("LGDT", self.op_lgdt), ("LIDT", self.op_lidt),
+            ("SGDT", self.op_sgdt), ("SIDT", self.op_sidt), ("LLDT", self.op_lldt),
+            ("SLDT", self.op_sldt), ("LTR", self.op_ltr), ("STR", self.op_str),
+            ("LMSW", self.op_lmsw), ("SMSW", self.op_smsw),
+            ("RDMSR", self.op_rdmsr), ("WRMSR", self.op_wrmsr), ("RDTSC", self.op_rdtsc),
+            ("RDPMC", self.op_rdpmc), ("CPUID", self.op_cpuid),
+            ("LES", self.op_lfp), ("LDS", self.op_lfp), ("LSS", self.op_lfp),
+            ("LFS", self.op_lfp), ("LGS", self.op_lfp),
+            ("JMP", self.op_jmp_far), ("CALL", self.op_call_far), ("RETF", self.op_retf),
+            ("ENTER", self.op_enter), ("BOUND", self.op_bound), ("ARPL", self.op_arpl),
+            ("LAR", self.op_lar), ("LSL", self.op_lsl), ("VERR", self.op_verr),
+            ("VERW", self.op_verw), ("CLFLUSH", self.op_clflush), ("XADD", self.op_xadd_same),
+            ("AAM", self.op_aam),
+        ):
+            self.handlers[getattr(M, name)] = fn
+
+    # ------------------------------------------------------------------ decode / execute
+    def decode(self, code: bytes, eip: int) -> Any:
+        dec = I.Decoder(32, code[:15], ip=eip)
+        ins = dec.decode()
+        if ins.is_invalid or ins.len == 0:
+            return None
+        return ins
+
+    def execute(self, blk: Block) -> None:
+        ins = blk.insn
+        if ins.has_lock_prefix:
+            raise InvalidOpcode()
+        h = self.handlers.get(ins.mnemonic)
+        if h is None:
+            raise InvalidOpcode()
+        if not h(ins):
+            cpu = self.cpu
+            cpu.eip = (cpu.eip + ins.len) & 0xFFFFFFFF
+            cpu.icount += 1
+
+    def retire_jump(self, eip: int) -> bool:
+        self.cpu.eip = eip & 0xFFFFFFFF
+        self.cpu.icount += 1
+        return True
+
+    # ------------------------------------------------------------------ operand helpers
+    def get_reg(self, reg: int) -> int:
+        cpu = self.cpu
+        if reg in _GPR32:
+            return int(getattr(cpu, _GPR32[reg]))
+        if reg in _GPR16:
+            return int(getattr(cpu, _GPR16[reg])) & 0xFFFF
+        if reg in _GPR8:
+            name, sh = _GPR8[reg]
+            return (int(getattr(cpu, name)) >> sh) & 0xFF
+        if reg in _SREG:
+            return int(getattr(cpu, _SREG[reg]).selector)
+        raise InvalidOpcode()
+
+    def set_reg(self, reg: int, value: int) -> None:
+        cpu = self.cpu
+        if reg in _GPR32:
+            setattr(cpu, _GPR32[reg], value & 0xFFFFFFFF)
+        elif reg in _GPR16:
+            n = _GPR16[reg]
+            setattr(cpu, n, (getattr(cpu, n) & 0xFFFF0000) | (value & 0xFFFF))
+        elif reg in _GPR8:
+            n, sh = _GPR8[reg]
+            setattr(cpu, n, (getattr(cpu, n) & ~(0xFF << sh) & 0xFFFFFFFF) | ((value & 0xFF) << sh))
+        else:
+            raise InvalidOpcode()
+
+    def seg_base(self, segreg: int) -> int:
+        name = _SREG.get(segreg, "ds")
+        if name in ("fs", "gs"):
+            seg = getattr(self.cpu, name)
+            if not seg.selector & 0xFFFC:
+                raise GeneralProtection(0)
+            return int(seg.base)
+        return 0
+
+    def ea(self, ins: Any) -> int:
+        """Linear address of the instruction's memory operand."""
+        a = ins.memory_displacement
+        if ins.memory_base != R.NONE:
+            a += self.get_reg(ins.memory_base)
+        if ins.memory_index != R.NONE:
+            a += self.get_reg(ins.memory_index) * ins.memory_index_scale
+        return (a + self.seg_base(ins.memory_segment)) & 0xFFFFFFFF
+
+    def read_rm(self, ins: Any, i: int, size: int) -> int:
+        if ins.op_kind(i) == OK.REGISTER:
+            return self.get_reg(ins.op_register(i))
+        return int(self.ex.mmu.read(self.ea(ins), size))
+
+    def write_rm(self, ins: Any, i: int, size: int, value: int) -> None:
+        if ins.op_kind(i) == OK.REGISTER:
+            reg = ins.op_register(i)
+            if reg in _GPR32 or size == 4:
+                self.set_reg(reg, value)
+            else:
+                self.set_reg(reg, value)
+            return
+        self.ex.mmu.write(self.ea(ins), size, value)
+
+    def mem_read(self, addr: int, size: int) -> int:
+        return int(self.ex.mmu.read(addr & 0xFFFFFFFF, size))
+
+    def check_write(self, addr: int, size: int) -> None:
+        """Translate every byte's page for write (no side effect besides A/D bits)."""
+        mmu = self.ex.mmu
+        mmu.translate(addr & 0xFFFFFFFF, True)
+        mmu.translate((addr + size - 1) & 0xFFFFFFFF, True)
+
+    def push32_many(self, values: list[int]) -> None:
+        cpu = self.cpu
+        esp = cpu.esp
+        new = (esp - 4 * len(values)) & 0xFFFFFFFF
+        self.check_write(new, 4 * len(values))
+        for k, v in enumerate(values):
+            self.ex.mmu.write((esp - 4 * (k + 1)) & 0xFFFFFFFF, 4, v)
+        cpu.esp = new
+
+    # ------------------------------------------------------------------ descriptors
+    def read_descriptor(self, sel: int, ext: int = 0) -> tuple[int, int, int]:
+        """(lo, hi, linear address) of the descriptor for ``sel``; #GP(sel) beyond the table."""
+        cpu = self.cpu
+        idx = sel & 0xFFF8
+        if sel & 4:
+            base, limit = cpu.ldtr.base, cpu.ldtr.limit
+            if not cpu.ldtr.selector & 0xFFFC:
+                raise GeneralProtection((sel & 0xFFFC) | ext)
+        else:
+            base, limit = cpu.gdtr.base, cpu.gdtr.limit
+        if idx + 7 > limit:
+            raise GeneralProtection((sel & 0xFFFC) | ext)
+        addr = (base + idx) & 0xFFFFFFFF
+        lo = self.mem_read(addr, 4)
+        hi = self.mem_read(addr + 4, 4)
+        return lo, hi, addr
+
+    @staticmethod
+    def make_segment(sel: int, lo: int, hi: int) -> Segment:
+        base = ((lo >> 16) & 0xFFFF) | ((hi & 0xFF) << 16) | (hi & 0xFF000000)
+        limit = (lo & 0xFFFF) | (hi & 0xF0000)
+        if hi & (1 << 23):
+            limit = (limit << 12) | 0xFFF
+        access = (hi >> 8) & 0xF0FF
+        return Segment(sel & 0xFFFF, base, limit, access)
+
+    def set_accessed(self, addr: int, hi: int) -> None:
+        if not hi & 0x100:
+            self.ex.mmu.write(addr + 4, 4, hi | 0x100)
+
+    def flat_only(self, name: str, seg: Segment) -> None:
+        from pvframe.executor.cpu import StopExecution
+
+        if name in ("cs", "ds", "es", "ss") and seg.base != 0:
+            raise StopExecution(f"unsupported: non-zero base in {name}")
+
+    def load_sreg(self, name: str, sel: int) -> None:
+        """Protected-mode segment load (SDM Vol. 2B MOV/POP sreg) into ``name``."""
+        cpu = self.cpu
+        cpl = cpu.cs.selector & 3
+        sel &= 0xFFFF
+        if name == "cs":
+            raise InvalidOpcode()
+        if not sel & 0xFFFC:
+            if name == "ss":
+                raise GeneralProtection(0)
+            setattr(cpu, name, Segment(sel, 0, 0, 0))
+            return
+        lo, hi, addr = self.read_descriptor(sel)
+        s_bit = hi & (1 << 12)
+        typ = (hi >> 8) & 0xF
+        dpl = (hi >> 13) & 3
+        rpl = sel & 3
+        code = typ & 0x8
+        if name == "ss":
+            if rpl != cpl or not s_bit or code or not typ & 0x2 or dpl != cpl:
+                raise GeneralProtection(sel & 0xFFFC)
+            if not hi & 0x8000:
+                raise StackFault(sel & 0xFFFC)
+        else:
+            if not s_bit or (code and not typ & 0x2):
+                raise GeneralProtection(sel & 0xFFFC)
+            conforming = code and typ & 0x4
+            if not conforming and (rpl > dpl or cpl > dpl):
+                raise GeneralProtection(sel & 0xFFFC)
+            if not hi & 0x8000:
+                raise SegmentNotPresent(sel & 0xFFFC)
+        seg = self.make_segment(sel, lo, hi | 0x100)
+        self.flat_only(name, seg)
+        self.set_accessed(addr, hi)
+        setattr(cpu, name, seg)
+
+    def code_descriptor_for_transfer(self, sel: int, ext: int = 0) -> Segment:
+        """Check a CS target of IDT delivery / far jmp / far call at CPL0 (same privilege)."""
+        cpu = self.cpu
+        cpl = cpu.cs.selector & 3
+        if not sel & 0xFFFC:
+            raise GeneralProtection(ext)
+        lo, hi, addr = self.read_descriptor(sel, ext)
+        typ = (hi >> 8) & 0xF
+        dpl = (hi >> 13) & 3
+        if not hi & (1 << 12) or not typ & 0x8:
+            raise GeneralProtection((sel & 0xFFFC) | ext)  # call/task gates: not supported
+        if typ & 0x4:
+            if dpl > cpl:
+                raise GeneralProtection((sel & 0xFFFC) | ext)
+        elif dpl != cpl:
+            raise GeneralProtection((sel & 0xFFFC) | ext)  # inter-privilege: not supported
+        if not hi & 0x8000:
+            raise SegmentNotPresent((sel & 0xFFFC) | ext)
+        seg = self.make_segment((sel & 0xFFFC) | cpl, lo, hi | 0x100)
+        self.flat_only("cs", seg)
+        self.set_accessed(addr, hi)
+        return seg
+
+    def seg_selector_addr(self, cpu: Any, sel: int, addr: int) -> int:
+        """``x86g_use_seg_selector`` reading the descriptor tables (VEX semantics)."""
+        if not sel & 0xFFFC:
+            return 1 << 32
+        try:
+            lo, hi, _ = self.read_descriptor(sel)
+        except GeneralProtection:
+            return 1 << 32
+        seg = self.make_segment(sel, lo, hi)
+        if addr > seg.limit:
+            return 1 << 32
+        return (seg.base + addr) & 0xFFFFFFFF
+
+    # ------------------------------------------------------------------ interrupt flag
+    def op_cli(self, ins: Any) -> None:
+        self.ex.hooks.irq_disable()
+
+    def op_sti(self, ins: Any) -> None:
+        was = self.cpu.eflags_sys & IF_MASK
+        self.ex.hooks.irq_enable()
+        if not was and self.cpu.eflags_sys & IF_MASK:
+            self.ex.shadow = "sti"
+
+    def op_hlt(self, ins: Any) -> bool:
+        cpu = self.cpu
+        safe = self.ex.current_shadow == "sti"
+        cpu.eip = (cpu.eip + ins.len) & 0xFFFFFFFF
+        cpu.icount += 1
+        cpu.halted = True
+        if safe:
+            self.ex.hooks.safe_halt()
+        else:
+            self.ex.hooks.halt()
+        return True
+
+    def op_pushf(self, ins: Any) -> None:
+        cpu = self.cpu
+        fl = self.ex.hooks.save_fl()
+        value = (cpu.eflags & ~(IF_MASK | VM | RF)) | (fl & IF_MASK)
+        if ins.mnemonic == M.PUSHF:  # 16-bit
+            new = (cpu.esp - 2) & 0xFFFFFFFF
+            self.check_write(new, 2)
+            self.ex.mmu.write(new, 2, value & 0xFFFF)
+            cpu.esp = new
+        else:
+            self.push32_many([value])
+
+    def op_popf(self, ins: Any) -> None:
+        cpu = self.cpu
+        size = 2 if ins.mnemonic == M.POPF else 4
+        popped = self.mem_read(cpu.esp, size)
+        old = cpu.eflags
+        mask = POPF_MASK & ~IF_MASK
+        if size == 2:
+            mask &= 0xFFFF
+        new = (old & ~mask & ~RF) | (popped & mask)
+        cpu.eflags = new
+        cpu.esp = (cpu.esp + size) & 0xFFFFFFFF
+        if size == 2:
+            popped = (old & 0xFFFF0000) | popped
+        self.ex.hooks.restore_fl(popped)
+
+    # ------------------------------------------------------------------ interrupts
+    def op_iret(self, ins: Any) -> bool:
+        if ins.mnemonic == M.IRET:  # 16-bit iretw: not supported
+            raise InvalidOpcode()
+        self.ex.hooks.iret()
+        self.cpu.icount += 1
+        return True
+
+    def iret32(self) -> None:
+        cpu = self.cpu
+        if cpu.eflags_sys & NT:
+            raise GeneralProtection(0)  # nested task return: not supported
+        esp = cpu.esp
+        eip = self.mem_read(esp, 4)
+        cs = self.mem_read(esp + 4, 4) & 0xFFFF
+        fl = self.mem_read(esp + 8, 4)
+        cpl = cpu.cs.selector & 3
+        if fl & VM:
+            raise GeneralProtection(0)  # return to virtual-8086 mode: not supported
+        if (cs & 3) != cpl:
+            raise GeneralProtection(cs & 0xFFFC)  # outer-privilege return: not supported
+        seg = self.code_descriptor_for_transfer(cs)
+        if eip > seg.limit:
+            raise GeneralProtection(0)
+        cur = cpu.eflags
+        mask = POPF_MASK | RF | VIF | VIP if cpl == 0 else POPF_MASK & ~(0x3000 | IF_MASK)
+        cpu.eflags = (cur & ~mask) | (fl & mask)
+        cpu.cs = seg.with_selector((cs & 0xFFFC) | cpl)
+        cpu.eip = eip
+        cpu.esp = (esp + 12) & 0xFFFFFFFF
+        self.ex.note_control_change()
+
+    def op_int(self, ins: Any) -> bool:
+        cpu = self.cpu
+        cpu.eip = (cpu.eip + ins.len) & 0xFFFFFFFF
+        cpu.icount += 1
+        raise SoftwareInterrupt(ins.immediate8)
+
+    def op_int3(self, ins: Any) -> bool:
+        cpu = self.cpu
+        cpu.eip = (cpu.eip + ins.len) & 0xFFFFFFFF
+        cpu.icount += 1
+        raise Breakpoint()
+
+    def op_int1(self, ins: Any) -> bool:
+        cpu = self.cpu
+        cpu.eip = (cpu.eip + ins.len) & 0xFFFFFFFF
+        cpu.icount += 1
+        raise DebugException()
+
+    def op_into(self, ins: Any) -> bool:
+        cpu = self.cpu
+        cpu.eip = (cpu.eip + ins.len) & 0xFFFFFFFF
+        cpu.icount += 1
+        if cpu.eflags & OF:
+            raise Overflow()
+        return True
+
+    # ------------------------------------------------------------------ port I/O
+    def _port_and_size(self, ins: Any, port_op: int, data_op: int) -> tuple[int, int]:
+        port = self.cpu.edx & 0xFFFF if ins.op_kind(port_op) == OK.REGISTER else ins.immediate8
+        reg = ins.op_register(data_op)
+        size = 1 if reg == R.AL else 2 if reg == R.AX else 4
+        return port, size
+
+    def _io_done(self) -> None:
+        self.ex._refresh_deadline()
+
+    def op_in(self, ins: Any) -> None:
+        port, size = self._port_and_size(ins, 1, 0)
+        value = self.ex.env.io_read(port, size)
+        self.set_reg(ins.op_register(0), value)
+        self._io_done()
+
+    def op_out(self, ins: Any) -> None:
+        port, size = self._port_and_size(ins, 0, 1)
+        value = self.get_reg(ins.op_register(1))
+        if port == 0x80:
+            self.ex.hooks.io_delay()
+        else:
+            self.ex.env.io_write(port, size, value)
+        self._io_done()
+
+    def _string_size(self, ins: Any) -> int:
+        mn = ins.mnemonic
+        return 1 if mn in (M.INSB, M.OUTSB) else 2 if mn in (M.INSW, M.OUTSW) else 4
+
+    def op_ins(self, ins: Any) -> bool:
+        cpu = self.cpu
+        size = self._string_size(ins)
+        rep = ins.has_rep_prefix or ins.has_repne_prefix
+        if rep and cpu.ecx == 0:
+            return self.retire_jump(cpu.eip + ins.len)
+        edi = cpu.edi
+        self.check_write(edi, size)  # the memory operand is checked before the port read
+        value = self.ex.env.io_read(cpu.edx & 0xFFFF, size)
+        self.ex.mmu.write(edi, size, value)
+        step = -size if cpu.dflag & 0x80000000 else size
+        cpu.edi = (edi + step) & 0xFFFFFFFF
+        self._io_done()
+        return self._rep_tail(ins, rep)
+
+    def op_outs(self, ins: Any) -> bool:
+        cpu = self.cpu
+        size = self._string_size(ins)
+        rep = ins.has_rep_prefix or ins.has_repne_prefix
+        if rep and cpu.ecx == 0:
+            return self.retire_jump(cpu.eip + ins.len)
+        esi = cpu.esi
+        addr = (esi + self.seg_base(ins.memory_segment)) & 0xFFFFFFFF
+        value = self.mem_read(addr, size)
+        port = cpu.edx & 0xFFFF
+        if port == 0x80:
+            self.ex.hooks.io_delay()
+        else:
+            self.ex.env.io_write(port, size, value)
+        step = -size if cpu.dflag & 0x80000000 else size
+        cpu.esi = (esi + step) & 0xFFFFFFFF
+        self._io_done()
+        return self._rep_tail(ins, rep)
+
+    def _rep_tail(self, ins: Any, rep: bool) -> bool:
+        cpu = self.cpu
+        if not rep:
+            return self.retire_jump(cpu.eip + ins.len)
+        cpu.ecx = (cpu.ecx - 1) & 0xFFFFFFFF
+        if cpu.ecx == 0:
+            return self.retire_jump(cpu.eip + ins.len)
+        cpu.icount += 1  # one iteration retired, EIP stays on the instruction
+        return True
+
+    # ------------------------------------------------------------------ control / debug registers
+    def op_mov(self, ins: Any) -> bool | None:
+        k0, k1 = ins.op_kind(0), ins.op_kind(1)
+        r0: int = ins.op_register(0) if k0 == OK.REGISTER else -1
+        r1: int = ins.op_register(1) if k1 == OK.REGISTER else -1
+        hooks = self.ex.hooks
+        cpu = self.cpu
+        if r1 in _CR:
+            n = _CR[r1]
+            if n not in (0, 2, 3, 4):
+                raise InvalidOpcode()
+            self.set_reg(r0, getattr(hooks, f"read_cr{n}")())
+            return None
+        if r0 in _CR:
+            n = _CR[r0]
+            if n not in (0, 2, 3, 4):
+                raise InvalidOpcode()
+            v = self.get_reg(r1)
+            if n == 0:
+                if (v & 0x80000000 and not v & 1) or (v & 0x20000000 and not v & 0x40000000):
+                    raise GeneralProtection(0)
+                if not v & 1:
+                    raise GeneralProtection(0)  # leaving protected mode: not supported
+            if n == 4 and v & ~CR4_SUPPORTED:
+                raise GeneralProtection(0)  # incl. PAE: not supported
+            getattr(hooks, f"write_cr{n}")(v)
+            self.ex._refresh_deadline()
+            return None
+        if r1 in _DR or r0 in _DR:
+            n = _DR[r1] if r1 in _DR else _DR[r0]
+            if n in (4, 5):
+                if cpu.cr4 & 0x8:
+                    raise InvalidOpcode()
+                n += 2
+            if n > 7:
+                raise InvalidOpcode()
+            if r1 in _DR:
+                self.set_reg(r0, hooks.get_debugreg(n))
+            else:
+                hooks.set_debugreg(n, self.get_reg(r1))
+            return None
+        if r0 in _SREG:  # mov sreg, r/m16
+            sel = self.read_rm(ins, 1, 2) & 0xFFFF
+            name = _SREG[r0]
+            self.load_sreg(name, sel)
+            if name == "ss":
+                self.ex.shadow = "ss"
+            return None
+        raise InvalidOpcode()
+
+    def op_clts(self, ins: Any) -> None:
+        self.ex.hooks.clts()
+
+    def op_wbinvd(self, ins: Any) -> None:
+        self.ex.hooks.wbinvd()
+
+    def op_invlpg(self, ins: Any) -> None:
+        if ins.op_kind(0) != OK.MEMORY:
+            raise InvalidOpcode()
+        self.ex.hooks.flush_tlb_single(self.ea(ins))
+
+    def op_clflush(self, ins: Any) -> None:
+        if ins.op_kind(0) != OK.MEMORY:
+            raise InvalidOpcode()
+        self.ex.mmu.translate(self.ea(ins))
+
+    # ------------------------------------------------------------------ descriptor tables
+    def _read_pseudo(self, ins: Any) -> tuple[int, int]:
+        if ins.op_kind(0) != OK.MEMORY:
+            raise InvalidOpcode()
+        a = self.ea(ins)
+        limit = self.mem_read(a, 2)
+        base = self.mem_read(a + 2, 4)
+        if ins.code in (I.Code.LGDT_M1632_16, I.Code.LIDT_M1632_16):
+            base &= 0xFFFFFF
+        return base, limit
+
+    def op_lgdt(self, ins: Any) -> None:
+        base, limit = self._read_pseudo(ins)
+        self.ex.hooks.load_gdt(base, limit)
+
+    def op_lidt(self, ins: Any) -> None:
+        base, limit = self._read_pseudo(ins)
+        self.ex.hooks.load_idt(base, limit)
+
+    def _store_pseudo(self, ins: Any, value: tuple[int, int]) -> None:
+        if ins.op_kind(0) != OK.MEMORY:
+            raise InvalidOpcode()
+        base, limit = value
+        a = self.ea(ins)
+        self.check_write(a, 6)
+        self.ex.mmu.write(a, 2, limit)
+        self.ex.mmu.write(a + 2, 4, base)
+
+    def op_sgdt(self, ins: Any) -> None:
+        self._store_pseudo(ins, self.ex.hooks.store_gdt())
+
+    def op_sidt(self, ins: Any) -> None:
+        self._store_pseudo(ins, self.ex.hooks.store_idt())
+
+    def op_lldt(self, ins: Any) -> None:
+        sel = self.read_rm(ins, 0, 2) & 0xFFFF
+        if not sel & 0xFFFC:
+            self.ex.hooks.set_ldt(0, 0)
+            return
+        if sel & 4:
+            raise GeneralProtection(sel & 0xFFFC)
+        lo, hi, _ = self.read_descriptor(sel)
+        if hi & (1 << 12) or (hi >> 8) & 0xF != 2:
+            raise GeneralProtection(sel & 0xFFFC)
+        if not hi & 0x8000:
+            raise SegmentNotPresent(sel & 0xFFFC)
+        seg = self.make_segment(sel, lo, hi)
+        self.ex.hooks.set_ldt(seg.base, (seg.limit + 1) // 8)
+
+    def op_sldt(self, ins: Any) -> None:
+        self.write_rm(ins, 0, 2 if ins.op_kind(0) == OK.MEMORY else 4, self.cpu.ldtr.selector)
+
+    def op_ltr(self, ins: Any) -> None:
+        sel = self.read_rm(ins, 0, 2) & 0xFFFF
+        if not sel & 0xFFFC:
+            raise GeneralProtection(0)
+        if sel & 4:
+            raise GeneralProtection(sel & 0xFFFC)
+        _lo, hi, _ = self.read_descriptor(sel)
+        if hi & (1 << 12) or (hi >> 8) & 0xF not in (1, 9):
+            raise GeneralProtection(sel & 0xFFFC)
+        if not hi & 0x8000:
+            raise SegmentNotPresent(sel & 0xFFFC)
+        self.ex.hooks.load_tr_desc(sel)
+
+    def op_str(self, ins: Any) -> None:
+        self.write_rm(ins, 0, 2 if ins.op_kind(0) == OK.MEMORY else 4, self.ex.hooks.store_tr())
+
+    def op_lmsw(self, ins: Any) -> None:
+        src = self.read_rm(ins, 0, 2) & 0xF
+        cr0 = self.ex.hooks.read_cr0()
+        new = (cr0 & ~0xE) | src | (cr0 & 1)
+        self.ex.hooks.write_cr0(new)
+
+    def op_smsw(self, ins: Any) -> None:
+        cr0 = self.ex.hooks.read_cr0()
+        if ins.op_kind(0) == OK.MEMORY:
+            self.write_rm(ins, 0, 2, cr0 & 0xFFFF)
+        else:
+            reg = ins.op_register(0)
+            self.set_reg(reg, cr0 if reg in _GPR32 else cr0 & 0xFFFF)
+
+    # ------------------------------------------------------------------ MSR / TSC / CPUID
+    def op_rdmsr(self, ins: Any) -> None:
+        v = self.ex.hooks.read_msr(self.cpu.ecx)
+        if v is None:
+            raise GeneralProtection(0)
+        self.cpu.eax = v & 0xFFFFFFFF
+        self.cpu.edx = (v >> 32) & 0xFFFFFFFF
+
+    def op_wrmsr(self, ins: Any) -> None:
+        cpu = self.cpu
+        r = self.ex.hooks.write_msr(cpu.ecx, (cpu.edx << 32) | cpu.eax)
+        if r:
+            raise GeneralProtection(0)
+        self.ex._refresh_deadline()
+
+    def op_rdtsc(self, ins: Any) -> None:
+        cpu = self.cpu
+        if cpu.cr4 & 0x4 and cpu.cs.selector & 3:
+            raise GeneralProtection(0)
+        v = self.ex.hooks.read_tsc()
+        cpu.eax = v & 0xFFFFFFFF
+        cpu.edx = (v >> 32) & 0xFFFFFFFF
+
+    def op_rdpmc(self, ins: Any) -> None:
+        v = self.ex.hooks.read_pmc(self.cpu.ecx)
+        if v is None:
+            raise GeneralProtection(0)
+        self.cpu.eax = v & 0xFFFFFFFF
+        self.cpu.edx = (v >> 32) & 0xFF
+
+    def op_cpuid(self, ins: Any) -> None:
+        cpu = self.cpu
+        a, b, c, d = self.ex.hooks.cpuid(cpu.eax, cpu.ecx)
+        cpu.eax, cpu.ebx, cpu.ecx, cpu.edx = (x & 0xFFFFFFFF for x in (a, b, c, d))
+
+    # ------------------------------------------------------------------ segment loads
+    def op_pop_sreg(self, ins: Any) -> None:
+        if ins.op_kind(0) != OK.REGISTER or ins.op_register(0) not in _SREG:
+            raise InvalidOpcode()
+        cpu = self.cpu
+        name = _SREG[ins.op_register(0)]
+        size = 2 if ins.code in (I.Code.POPW_ES, I.Code.POPW_SS, I.Code.POPW_DS,
+                                 I.Code.POPW_FS, I.Code.POPW_GS) else 4
+        sel = self.mem_read(cpu.esp, size) & 0xFFFF
+        self.load_sreg(name, sel)
+        cpu.esp = (cpu.esp + size) & 0xFFFFFFFF
+        if name == "ss":
+            self.ex.shadow = "ss"
+
+    def op_lfp(self, ins: Any) -> None:
+        if ins.op_kind(1) != OK.MEMORY:
+            raise InvalidOpcode()
+        reg = ins.op_register(0)
+        size = 4 if reg in _GPR32 else 2
+        a = self.ea(ins)
+        off = self.mem_read(a, size)
+        sel = self.mem_read(a + size, 2)
+        name = {M.LES: "es", M.LDS: "ds", M.LSS: "ss", M.LFS: "fs", M.LGS: "gs"}[ins.mnemonic]
+        self.load_sreg(name, sel)
+        self.set_reg(reg, off)
+
+    def _far_target(self, ins: Any) -> tuple[int, int]:
+        kind = ins.op_kind(0)
+        if kind == OK.FAR_BRANCH32:
+            return ins.far_branch_selector, ins.far_branch32
+        if kind == OK.MEMORY and ins.memory_size == I.MemorySize.SEG_PTR32:
+            a = self.ea(ins)
+            off = self.mem_read(a, 4)
+            return self.mem_read(a + 4, 2), off
+        raise InvalidOpcode()  # 16-bit far pointers: not supported
+
+    def op_jmp_far(self, ins: Any) -> bool:
+        if not (ins.is_jmp_far or ins.is_jmp_far_indirect):
+            raise InvalidOpcode()
+        sel, off = self._far_target(ins)
+        seg = self.code_descriptor_for_transfer(sel)
+        if off > seg.limit:
+            raise GeneralProtection(0)
+        self.cpu.cs = seg
+        return self.retire_jump(off)
+
+    def op_call_far(self, ins: Any) -> bool:
+        if not (ins.is_call_far or ins.is_call_far_indirect):
+            raise InvalidOpcode()
+        cpu = self.cpu
+        sel, off = self._far_target(ins)
+        seg = self.code_descriptor_for_transfer(sel)
+        if off > seg.limit:
+            raise GeneralProtection(0)
+        self.push32_many([cpu.cs.selector, (cpu.eip + ins.len) & 0xFFFFFFFF])
+        cpu.cs = seg
+        return self.retire_jump(off)
+
+    def op_retf(self, ins: Any) -> bool:
+        cpu = self.cpu
+        if ins.code not in (I.Code.RETFD, I.Code.RETFD_IMM16):
+            raise InvalidOpcode()
+        esp = cpu.esp
+        eip = self.mem_read(esp, 4)
+        cs = self.mem_read(esp + 4, 4) & 0xFFFF
+        if (cs & 3) != (cpu.cs.selector & 3):
+            raise GeneralProtection(cs & 0xFFFC)  # outer-privilege return: not supported
+        seg = self.code_descriptor_for_transfer(cs)
+        if eip > seg.limit:
+            raise GeneralProtection(0)
+        imm = ins.immediate16 if ins.code == I.Code.RETFD_IMM16 else 0
+        cpu.cs = seg
+        cpu.esp = (esp + 8 + imm) & 0xFFFFFFFF
+        return self.retire_jump(eip)
+
+    # ------------------------------------------------------------------ misc integer
+    def op_aam(self, ins: Any) -> None:
+        """``aam imm8`` (libVEX decodes only base 10): #DE for 0; flags as libVEX's AAM
+        (SF ZF PF from AL, OF AF CF 0)."""
+        base = ins.immediate8
+        if base == 0:
+            from pvframe.executor.faults import DivideError
+
+            raise DivideError()
+        cpu = self.cpu
+        al = cpu.eax & 0xFF
+        ah, al = al // base, al % base
+        cpu.eax = (cpu.eax & 0xFFFF0000) | (ah << 8) | al
+        cpu.cc_op, cpu.cc_dep1, cpu.cc_dep2, cpu.cc_ndep = 13, al, 0, 0  # CC_OP_LOGICB
+
+    def op_xadd_same(self, ins: Any) -> None:
+        """``xadd r, r`` with one register (libVEX mis-lifts it): r = 2r, flags of ADD."""
+        reg = ins.op_register(0)
+        if ins.op_kind(0) != OK.REGISTER or ins.op_register(1) != reg:
+            raise InvalidOpcode()
+        size = 4 if reg in _GPR32 else 2 if reg in _GPR16 else 1
+        v = self.get_reg(reg)
+        self.set_reg(reg, (2 * v) & ((1 << (8 * size)) - 1))
+        cpu = self.cpu
+        cpu.cc_op = {1: 1, 2: 2, 4: 3}[size]  # CC_OP_ADDB/W/L
+        cpu.cc_dep1 = v
+        cpu.cc_dep2 = v
+        cpu.cc_ndep = 0
+
+    def op_enter(self, ins: Any) -> None:
+        cpu = self.cpu
+        if ins.code != I.Code.ENTERD_IMM16_IMM8:
+            raise InvalidOpcode()
+        size = ins.immediate16
+        level = ins.immediate8_2nd & 31
+        ebp = cpu.ebp
+        values = [ebp]
+        for k in range(1, level):
+            values.append(self.mem_read((ebp - 4 * k) & 0xFFFFFFFF, 4))
+        frame = (cpu.esp - 4) & 0xFFFFFFFF
+        if level:
+            values.append(frame)
+        new_esp = (cpu.esp - 4 * len(values) - size) & 0xFFFFFFFF
+        self.check_write((cpu.esp - 4 * len(values)) & 0xFFFFFFFF, 4 * len(values))
+        self.push32_many(values)
+        cpu.ebp = frame
+        cpu.esp = new_esp
+
+    def op_bound(self, ins: Any) -> None:
+        from pvframe.executor.faults import BoundRange
+
+        reg = ins.op_register(0)
+        size = 4 if reg in _GPR32 else 2
+        if ins.op_kind(1) != OK.MEMORY:
+            raise InvalidOpcode()
+        a = self.ea(ins)
+        sign = 1 << (size * 8 - 1)
+        lo = (self.mem_read(a, size) ^ sign) - sign
+        hi = (self.mem_read(a + size, size) ^ sign) - sign
+        v = (self.get_reg(reg) ^ sign) - sign
+        if v < lo or v > hi:
+            raise BoundRange()
+
+    def _set_zf(self, on: bool) -> None:
+        cpu = self.cpu
+        fl = cpu.eflags
+        cpu.eflags = (fl | ZF) if on else (fl & ~ZF)
+
+    def op_arpl(self, ins: Any) -> None:
+        dst = self.read_rm(ins, 0, 2) & 0xFFFF
+        src = self.get_reg(ins.op_register(1)) & 0xFFFF
+        if (dst & 3) < (src & 3):
+            self.write_rm(ins, 0, 2, (dst & ~3) | (src & 3))
+            self._set_zf(True)
+        else:
+            self._set_zf(False)
+
+    def _desc_for_check(self, sel: int) -> tuple[int, int] | None:
+        if not sel & 0xFFFC:
+            return None
+        try:
+            lo, hi, _ = self.read_descriptor(sel)
+        except GeneralProtection:
+            return None
+        return lo, hi
+
+    def _visible(self, sel: int, hi: int) -> bool:
+        typ = (hi >> 8) & 0xF
+        dpl = (hi >> 13) & 3
+        conforming_code = hi & (1 << 12) and typ & 0xC == 0xC
+        return bool(conforming_code) or dpl >= max(self.cpu.cs.selector & 3, sel & 3)
+
+    def op_lar(self, ins: Any) -> None:
+        sel = self.read_rm(ins, 1, 2) & 0xFFFF
+        d = self._desc_for_check(sel)
+        ok = False
+        if d is not None:
+            _lo, hi = d
+            typ = (hi >> 8) & 0xF
+            valid = hi & (1 << 12) or typ in (1, 2, 3, 4, 5, 9, 11, 12)
+            ok = bool(valid) and self._visible(sel, hi)
+            if ok:
+                self.set_reg(ins.op_register(0), hi & 0x00F0FF00)
+        self._set_zf(ok)
+
+    def op_lsl(self, ins: Any) -> None:
+        sel = self.read_rm(ins, 1, 2) & 0xFFFF
+        d = self._desc_for_check(sel)
+        ok = False
+        if d is not None:
+            lo, hi = d
+            typ = (hi >> 8) & 0xF
+            valid = hi & (1 << 12) or typ in (1, 2, 3, 9, 11)
+            ok = bool(valid) and self._visible(sel, hi)
+            if ok:
+                self.set_reg(ins.op_register(0), self.make_segment(sel, lo, hi).limit)
+        self._set_zf(ok)
+
+    def _verx(self, ins: Any, write: bool) -> None:
+        sel = self.read_rm(ins, 0, 2) & 0xFFFF
+        d = self._desc_for_check(sel)
+        ok = False
+        if d is not None:
+            _lo, hi = d
+            typ = (hi >> 8) & 0xF
+            if hi & (1 << 12) and self._visible(sel, hi):
+                ok = (not typ & 8 and bool(typ & 2)) if write else (not typ & 8 or bool(typ & 2))
+        self._set_zf(ok)
+
+    def op_verr(self, ins: Any) -> None:
+        self._verx(ins, False)
+
+    def op_verw(self, ins: Any) -> None:
+        self._verx(ins, True)
+
+
+__all__ = ["DeviceNotAvailable", "System"]

@@ -1,0 +1,914 @@
+"""VEX IR -> Python source -> ``compile()``: one Python function per guest block.
+
+Layout of a generated block function ``blk(cpu, iters)``::
+
+    eax = cpu.eax ...                 # every guest register the block touches, as locals
+    try:
+        while True:                   # the loop only repeats for self-loop blocks
+            i = k                     # index of the instruction being executed
+            ...                       # the instruction's IR, one handler per IR kind
+        ...
+    except BaseException:             # a guest exception (or a bug): commit and re-raise
+        cpu.eax = eax ...; cpu.eip = ADDRS[i]; cpu.icount += done + i; raise
+    cpu.eax = eax ...; cpu.eip = nxt; cpu.icount += done + n
+
+Precise faults: within an instruction, a PUT that precedes the instruction's last
+possibly-faulting statement (load, store, CAS, divide, a side exit that raises) writes a
+*pending* local (``p_eax``); pending locals are committed at the instruction's end (or on a
+normal side exit). So when a load/store raises, the committed locals are exactly the state
+before the faulting instruction; memory stores happen in IR order and the MMU checks the
+whole access (both pages if it straddles) before writing a byte.
+
+Memory: loads/stores index the MMU's per-page fast maps (``R8/R16/R32``, ``W8/W16/W32``,
+virtual page -> page view) and fall back to ``LD``/``ST`` (MMU slow path, may raise #PF).
+A slow-path store that reached MMIO or a code page, or a slow load from MMIO, sets ``brk``
+and the block returns at the end of that instruction, so device side effects (interrupts)
+and self-modifying code are seen at the next instruction boundary.
+
+The dispatch tables ``_BINOPS``, ``_UNOPS``, ``_CCALLS``, ``_EXPRS`` and ``_STMTS`` map an IR
+op / helper / node kind to a small handler; supporting a new IR op is one entry. Anything
+without an entry raises :class:`Unsupported`, and the executor cuts the block before that
+instruction and raises #UD there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyvex
+
+from pvframe.executor import flags as F
+from pvframe.executor.faults import DivideError
+
+# ---------------------------------------------------------------------------- registers
+REG32 = {8: "eax", 12: "ecx", 16: "edx", 20: "ebx", 24: "esp", 28: "ebp", 32: "esi",
+         36: "edi", 40: "cc_op", 44: "cc_dep1", 48: "cc_dep2", 52: "cc_ndep",
+         56: "dflag", 60: "idflag", 64: "acflag"}
+GPR_BASES = (8, 12, 16, 20, 24, 28, 32, 36)
+SEGS = {288: "cs", 290: "ds", 292: "es", 294: "fs", 296: "gs", 298: "ss"}
+OFF_EIP = 68
+OFF_LDT = 304
+OFF_GDT = 312
+
+_BITS = {"Ity_I1": 1, "Ity_I8": 8, "Ity_I16": 16, "Ity_I32": 32, "Ity_I64": 64}
+_MASK = {1: "1", 8: "0xFF", 16: "0xFFFF", 32: "0xFFFFFFFF", 64: "0xFFFFFFFFFFFFFFFF",
+         128: "0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"}
+_SIGN = {8: "0x80", 16: "0x8000", 32: "0x80000000", 64: "0x8000000000000000"}
+
+
+class Unsupported(Exception):
+    """An IR construct without a handler, in instruction ``index`` of the block."""
+
+    def __init__(self, what: str, index: int = -1) -> None:
+        super().__init__(what)
+        self.what = what
+        self.index = index
+
+
+# ---------------------------------------------------------------------------- runtime helpers
+def divmod_u(n: int, d: int, width: int) -> int:
+    """``DivModU64to32`` with the x86 #DE rules for a ``width``-bit ``div``."""
+    if d == 0:
+        raise DivideError()
+    q, r = divmod(n, d)
+    if q >> width:
+        raise DivideError()
+    return (r << 32) | q
+
+
+def divmod_s(n: int, d: int, width: int) -> int:
+    """``DivModS64to32`` (truncating) with the x86 #DE rules for a ``width``-bit ``idiv``."""
+    n = (n ^ 0x8000000000000000) - 0x8000000000000000
+    d = (d ^ 0x80000000) - 0x80000000
+    if d == 0:
+        raise DivideError()
+    q = abs(n) // abs(d)
+    if (n < 0) != (d < 0):
+        q = -q
+    r = n - q * d
+    lim = 1 << (width - 1)
+    if not -lim <= q < lim:
+        raise DivideError()
+    return ((r & 0xFFFFFFFF) << 32) | (q & 0xFFFFFFFF)
+
+
+def seg_addr(seg: Any, addr: int) -> int:
+    """``x86g_use_seg_selector`` against the segment's hidden cache: (fail << 32) | linear.
+    Null selector or offset beyond the (expand-up) limit -> fail (the block raises #GP(0))."""
+    if not seg.selector & 0xFFFC or addr > seg.limit:
+        return 1 << 32
+    return (seg.base + addr) & 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------------- op tables
+def _w(op: str) -> int:
+    digits = ""
+    for ch in reversed(op):
+        if ch.isdigit():
+            digits = ch + digits
+        elif digits:
+            break
+    return int(digits) if digits else 32
+
+
+def _sx(a: str, bits: int) -> str:
+    return f"(({a} ^ {_SIGN[bits]}) - {_SIGN[bits]})"
+
+
+def _b(tpl: str) -> Callable[[str, str], str]:
+    tpl = tpl.replace("X", "\x01").replace("Y", "\x02")
+
+    def f(x: str, y: str) -> str:
+        return tpl.replace("\x01", x).replace("\x02", y)
+
+    return f
+
+
+def _u(tpl: str) -> Callable[[str], str]:
+    tpl = tpl.replace("X", "\x01")
+
+    def f(x: str) -> str:
+        return tpl.replace("\x01", x)
+
+    return f
+
+
+def _bin_table() -> dict[str, Callable[[str, str], str]]:
+    """Templates: X and Y stand for the operand expressions."""
+    t: dict[str, Callable[[str, str], str]] = {}
+    for b in (8, 16, 32, 64):
+        m, s = _MASK[b], _SIGN[b]
+        t[f"Iop_Add{b}"] = _b(f"((X + Y) & {m})")
+        t[f"Iop_Sub{b}"] = _b(f"((X - Y) & {m})")
+        t[f"Iop_Mul{b}"] = _b(f"((X * Y) & {m})")
+        t[f"Iop_And{b}"] = _b("(X & Y)")
+        t[f"Iop_Or{b}"] = _b("(X | Y)")
+        t[f"Iop_Xor{b}"] = _b("(X ^ Y)")
+        t[f"Iop_Shl{b}"] = _b(f"((X << Y) & {m})")
+        t[f"Iop_Shr{b}"] = _b("(X >> Y)")
+        t[f"Iop_Sar{b}"] = _b(f"((((X ^ {s}) - {s}) >> Y) & {m})")
+        for pre in ("Iop_CmpEQ", "Iop_CasCmpEQ", "Iop_ExpCmpEQ"):
+            t[f"{pre}{b}"] = _b("(X == Y)")
+        for pre in ("Iop_CmpNE", "Iop_CasCmpNE", "Iop_ExpCmpNE"):
+            t[f"{pre}{b}"] = _b("(X != Y)")
+        t[f"Iop_CmpLT{b}U"] = _b("(X < Y)")
+        t[f"Iop_CmpLE{b}U"] = _b("(X <= Y)")
+        t[f"Iop_CmpLT{b}S"] = _b(f"((X ^ {s}) < (Y ^ {s}))")
+        t[f"Iop_CmpLE{b}S"] = _b(f"((X ^ {s}) <= (Y ^ {s}))")
+    for b in (8, 16, 32):
+        t[f"Iop_MullU{b}"] = _b("(X * Y)")
+        t[f"Iop_MullS{b}"] = _b(f"(({_sx('X', b)} * {_sx('Y', b)}) & {_MASK[2 * b]})")
+    t["Iop_8HLto16"] = _b("((X << 8) | Y)")
+    t["Iop_16HLto32"] = _b("((X << 16) | Y)")
+    t["Iop_32HLto64"] = _b("((X << 32) | Y)")
+    t["Iop_DivU32"] = _b("DIVU32(X, Y)")
+    return t
+
+
+def _one_if(x: str) -> str:
+    return f"(1 if {x} else 0)"
+
+
+def _un_table() -> dict[str, Callable[[str], str]]:
+    t: dict[str, Callable[[str], str]] = {}
+    for src in (8, 16, 32):
+        for dst in (16, 32, 64):
+            if dst > src:
+                t[f"Iop_{src}Uto{dst}"] = _u("X")
+                t[f"Iop_{src}Sto{dst}"] = _u(f"({_sx('X', src)} & {_MASK[dst]})")
+    for src in (16, 32, 64):
+        for dst in (8, 16, 32):
+            if dst < src:
+                t[f"Iop_{src}to{dst}"] = _u(f"(X & {_MASK[dst]})")
+    t["Iop_16HIto8"] = _u("(X >> 8)")
+    t["Iop_32HIto16"] = _u("(X >> 16)")
+    t["Iop_64HIto32"] = _u("(X >> 32)")
+    for b in (8, 16, 32, 64):
+        m = _MASK[b]
+        t[f"Iop_1Uto{b}"] = _one_if
+        t[f"Iop_1Sto{b}"] = _u(f"({m} if X else 0)")
+        t[f"Iop_Not{b}"] = _u(f"(X ^ {m})")
+        t[f"Iop_{b}to1"] = _u("(X & 1)")
+        t[f"Iop_Left{b}"] = _u(f"((X | -X) & {m})")
+        t[f"Iop_CmpwNEZ{b}"] = _u(f"({m} if X else 0)")
+        t[f"Iop_CmpNEZ{b}"] = _u("(X != 0)")
+    t["Iop_Not1"] = _u("(not X)")
+    t["Iop_Clz32"] = _u("(32 - X.bit_length())")
+    t["Iop_Ctz32"] = _u("((X & -X).bit_length() - 1)")
+    return t
+
+
+_BINOPS = _bin_table()
+_UNOPS = _un_table()
+
+# Condition specialisations for a known CC_OP: kind -> cond>>1 -> f(d1, d2, nd, m, s)
+_Spec = Callable[[str, str, str, str, str], str]
+_SPEC: dict[int, dict[int, _Spec]] = {
+    F.SUB: {
+        1: lambda a, b, n, m, s: f"({a} & {m}) < ({b} & {m})",
+        2: lambda a, b, n, m, s: f"({a} & {m}) == ({b} & {m})",
+        3: lambda a, b, n, m, s: f"({a} & {m}) <= ({b} & {m})",
+        4: lambda a, b, n, m, s: f"(({a} - {b}) & {s}) != 0",
+        6: lambda a, b, n, m, s: f"(({a} & {m}) ^ {s}) < (({b} & {m}) ^ {s})",
+        7: lambda a, b, n, m, s: f"(({a} & {m}) ^ {s}) <= (({b} & {m}) ^ {s})",
+    },
+    F.LOGIC: {
+        0: lambda a, b, n, m, s: "False",
+        1: lambda a, b, n, m, s: "False",
+        2: lambda a, b, n, m, s: f"({a} & {m}) == 0",
+        3: lambda a, b, n, m, s: f"({a} & {m}) == 0",
+        4: lambda a, b, n, m, s: f"({a} & {s}) != 0",
+        6: lambda a, b, n, m, s: f"({a} & {s}) != 0",
+        7: lambda a, b, n, m, s: f"(({a} & {m}) == 0 or ({a} & {s}) != 0)",
+    },
+    F.ADD: {
+        1: lambda a, b, n, m, s: f"(({a} + {b}) & {m}) < ({a} & {m})",
+        2: lambda a, b, n, m, s: f"(({a} + {b}) & {m}) == 0",
+        4: lambda a, b, n, m, s: f"(({a} + {b}) & {s}) != 0",
+    },
+    F.INC: {
+        1: lambda a, b, n, m, s: f"({n} & 1) != 0",
+        2: lambda a, b, n, m, s: f"({a} & {m}) == 0",
+        4: lambda a, b, n, m, s: f"({a} & {s}) != 0",
+    },
+    F.DEC: {
+        1: lambda a, b, n, m, s: f"({n} & 1) != 0",
+        2: lambda a, b, n, m, s: f"({a} & {m}) == 0",
+        4: lambda a, b, n, m, s: f"({a} & {s}) != 0",
+    },
+    F.COPY: {
+        0: lambda a, b, n, m, s: f"({a} & 0x800) != 0",
+        1: lambda a, b, n, m, s: f"({a} & 1) != 0",
+        2: lambda a, b, n, m, s: f"({a} & 0x40) != 0",
+        3: lambda a, b, n, m, s: f"({a} & 0x41) != 0",
+        4: lambda a, b, n, m, s: f"({a} & 0x80) != 0",
+        5: lambda a, b, n, m, s: f"({a} & 4) != 0",
+    },
+}
+
+# Carry specialisations for a known CC_OP (x86g_calculate_eflags_c)
+_CARRY: dict[int, Callable[[str, str, str, str], str]] = {
+    F.SUB: lambda a, b, n, m: f"(1 if ({a} & {m}) < ({b} & {m}) else 0)",
+    F.ADD: lambda a, b, n, m: f"(1 if (({a} + {b}) & {m}) < ({a} & {m}) else 0)",
+    F.LOGIC: lambda a, b, n, m: "0",
+    F.INC: lambda a, b, n, m: f"({n} & 1)",
+    F.DEC: lambda a, b, n, m: f"({n} & 1)",
+    F.COPY: lambda a, b, n, m: f"({a} & 1)",
+}
+
+
+# ---------------------------------------------------------------------------- the generator
+class _Gen:
+    """Generates the source of one block."""
+
+    def __init__(self, irsbs: list[pyvex.IRSB], start: int, div_width: Callable[[int], int]):
+        self.irsbs = irsbs
+        self.irsb = irsbs[0]
+        self.start = start
+        self.div_width = div_width
+        self.types = self.irsb.tyenv.types
+        self.tp = "t"
+        self.lines: list[str] = []
+        self.ind = 3
+        self.alias: dict[int, str] = {}
+        self.const: dict[int, int] = {}
+        self.pybool: set[int] = set()
+        self.seg_origin: dict[int, str] = {}
+        self.regs_used: set[str] = set()
+        self.regs_put: set[str] = set()
+        self.pending: dict[str, str] = {}
+        self.known_ccop: int | None = None
+        self.eip_const: int | None = None
+        self.eip_var = False
+        self.insn = -1
+        self.insn_addrs: list[int] = []
+        self.insn_lens: list[int] = []
+        self.last_fault = -1
+        self.cur_div = 32
+        self.stmt_index = 0
+        self.uses: dict[int, list[int]] = {}
+        self.imark_at: list[int] = []
+        self.put_at: dict[str, list[int]] = {}
+        self.has_mem = False
+        self.has_mem_insn = False
+        self.allow_loop = True
+        self.fault_idx: dict[int, int] = {}
+        self.self_loop = False
+        self.loop_exits = 0
+
+    # ---------------------------------------------------------------- emit helpers
+    def emit(self, s: str) -> None:
+        self.lines.append("    " * self.ind + s)
+
+    def reg_name(self, base: int) -> str:
+        name = REG32[base]
+        self.regs_used.add(name)
+        return self.pending.get(name, name)
+
+    # ---------------------------------------------------------------- pre-scan
+    def prescan(self) -> None:
+        stmts = self.irsb.statements
+        cur_insn = self.insn
+        fault_idx: dict[int, int] = {}
+        self.uses = {}
+        self.imark_at = []
+        self.put_at = {}
+        self.alias = {}
+        self.const = {}
+        self.pybool = set()
+        self.seg_origin = {}
+        for idx, st in enumerate(stmts):
+            if isinstance(st, pyvex.stmt.IMark):
+                cur_insn += 1
+                self.imark_at.append(idx)
+                continue
+            for e in st.expressions:
+                if isinstance(e, pyvex.expr.RdTmp):
+                    self.uses.setdefault(e.tmp, []).append(idx)
+            if isinstance(st, pyvex.stmt.Put):
+                base = st.offset & ~3 if st.offset < 40 else st.offset
+                if base in REG32:
+                    self.put_at.setdefault(REG32[base], []).append(idx)
+            faulting = isinstance(st, pyvex.stmt.Store | pyvex.stmt.CAS) or (
+                isinstance(st, pyvex.stmt.WrTmp)
+                and (
+                    isinstance(st.data, pyvex.expr.Load)
+                    or (isinstance(st.data, pyvex.expr.Binop) and "DivMod" in st.data.op)
+                )
+            ) or (isinstance(st, pyvex.stmt.Exit) and st.jumpkind not in ("Ijk_Boring", "Ijk_Call", "Ijk_Ret"))
+            if faulting:
+                fault_idx[cur_insn] = idx
+        for e in self.irsb.next.expressions if hasattr(self.irsb.next, "expressions") else []:
+            if isinstance(e, pyvex.expr.RdTmp):
+                self.uses.setdefault(e.tmp, []).append(len(stmts))
+        if isinstance(self.irsb.next, pyvex.expr.RdTmp):
+            self.uses.setdefault(self.irsb.next.tmp, []).append(len(stmts))
+        self.fault_idx = fault_idx
+
+    def _alias_safe(self, tmp: int, name: str, idx: int) -> bool:
+        uses = self.uses.get(tmp, [])
+        if not uses:
+            return True
+        last = max(uses)
+        for p in self.put_at.get(name, []):
+            if idx < p < last:
+                return False
+        return all(not (idx < m <= last) for m in self.imark_at)
+
+    # ---------------------------------------------------------------- expressions
+    def ty(self, e: Any) -> int:
+        if isinstance(e, pyvex.expr.RdTmp):
+            return _BITS.get(self.types[e.tmp], 0)
+        if isinstance(e, pyvex.expr.Const):
+            return _BITS.get(e.con.type, 0)
+        if isinstance(e, pyvex.expr.Get | pyvex.expr.Load):
+            return _BITS.get(e.ty, 0)
+        return _BITS.get(e.result_type(self.irsb.tyenv), 0)
+
+    def expr(self, e: Any) -> str:
+        h = _EXPRS.get(type(e).__name__)
+        if h is None:
+            raise Unsupported(f"expr {type(e).__name__}")
+        return h(self, e)
+
+    def atom(self, e: Any) -> str:
+        s = self.expr(e)
+        if isinstance(e, pyvex.expr.RdTmp) and e.tmp in self.pybool:
+            return f"(1 if {s} else 0)"
+        return s
+
+    def x_const(self, e: Any) -> str:
+        v = e.con.value
+        if isinstance(v, float):
+            raise Unsupported("float const")
+        return hex(int(v))
+
+    def x_tmp(self, e: Any) -> str:
+        return self.alias.get(e.tmp, f"{self.tp}{e.tmp}")
+
+    def x_get(self, e: Any) -> str:
+        off = e.offset
+        bits = _BITS.get(e.ty, 0)
+        if off in SEGS and bits == 16:
+            return f"cpu.{SEGS[off]}.selector"
+        if off in (OFF_LDT, OFF_GDT):
+            return "0"
+        if off == OFF_EIP and bits == 32:
+            if self.eip_var:
+                return "eipv"
+            if self.eip_const is None:
+                return hex(self.insn_addrs[self.insn])
+            return hex(self.eip_const)
+        if off in REG32 and bits == 32:
+            return self.reg_name(off)
+        base = off & ~3
+        if base in GPR_BASES and bits in (8, 16):
+            shift = (off & 3) * 8
+            r = self.reg_name(base)
+            if shift:
+                return f"(({r} >> {shift}) & {_MASK[bits]})"
+            return f"({r} & {_MASK[bits]})"
+        raise Unsupported(f"GET offset {off} ty {e.ty}")
+
+    def x_unop(self, e: Any) -> str:
+        h = _UNOPS.get(e.op)
+        if h is None:
+            raise Unsupported(f"unop {e.op}")
+        return h(self.expr(e.args[0]))
+
+    def x_binop(self, e: Any) -> str:
+        op = e.op
+        if op == "Iop_DivModU64to32":
+            return f"DIVMODU({self.expr(e.args[0])}, {self.expr(e.args[1])}, {self.cur_div})"
+        if op == "Iop_DivModS64to32":
+            return f"DIVMODS({self.expr(e.args[0])}, {self.expr(e.args[1])}, {self.cur_div})"
+        h = _BINOPS.get(op)
+        if h is None:
+            raise Unsupported(f"binop {op}")
+        return h(self.atom(e.args[0]), self.atom(e.args[1]))
+
+    def x_ite(self, e: Any) -> str:
+        return f"({self.atom(e.iftrue)} if {self.expr(e.cond)} else {self.atom(e.iffalse)})"
+
+    def x_load(self, e: Any) -> str:
+        raise Unsupported("nested load")  # loads are only handled as WrTmp(Load) (flat IR)
+
+    def x_ccall(self, e: Any) -> str:
+        name = e.cee.name
+        h = _CCALLS.get(name)
+        if h is None:
+            raise Unsupported(f"helper {name}")
+        return h(self, e)
+
+    def const_of(self, e: Any) -> int | None:
+        if isinstance(e, pyvex.expr.Const):
+            return int(e.con.value)
+        if isinstance(e, pyvex.expr.RdTmp):
+            return self.const.get(e.tmp)
+        return None
+
+    # ---------------------------------------------------------------- helper calls
+    def cc_cond(self, e: Any) -> str:
+        cond = self.const_of(e.args[0])
+        op = self.const_of(e.args[1])
+        a, b, n = (self.atom(x) for x in e.args[2:5])
+        if cond is not None and op is not None and 0 <= op < F.NUMBER:
+            if op == F.COPY:
+                kind, m, s = F.COPY, "0xFFFFFFFF", "0x80000000"
+            else:
+                kind = (op - 1) // 3 * 3 + 1
+                bits = (8, 16, 32)[(op - 1) % 3]
+                m, s = _MASK[bits], _SIGN[bits]
+            spec = _SPEC.get(kind, {}).get(cond >> 1)
+            if spec is not None:
+                x = spec(a, b, n, m, s)
+                if cond & 1:
+                    return f"(not ({x}))"
+                return f"({x})"
+        if cond is not None:
+            return f"(COND({cond}, {self.atom(e.args[1])}, {a}, {b}, {n}) != 0)"
+        return f"(COND({self.atom(e.args[0])}, {self.atom(e.args[1])}, {a}, {b}, {n}) != 0)"
+
+    def cc_c(self, e: Any) -> str:
+        op = self.const_of(e.args[0])
+        a, b, n = (self.atom(x) for x in e.args[1:4])
+        if op is not None and 0 <= op < F.NUMBER:
+            kind = F.COPY if op == F.COPY else (op - 1) // 3 * 3 + 1
+            m = "0xFFFFFFFF" if op == F.COPY else _MASK[(8, 16, 32)[(op - 1) % 3]]
+            h = _CARRY.get(kind)
+            if h is not None:
+                return h(a, b, n, m)
+        return f"CALC_C({self.atom(e.args[0])}, {a}, {b}, {n})"
+
+    def cc_all(self, e: Any) -> str:
+        op = self.const_of(e.args[0])
+        a = self.atom(e.args[1])
+        if op == F.COPY:
+            return f"({a} & 0x8D5)"
+        args = ", ".join(self.atom(x) for x in e.args)
+        return f"CALC_ALL({args})"
+
+    def cc_plain(self, fn: str) -> Callable[[Any], str]:
+        def h(e: Any) -> str:
+            return f"{fn}({', '.join(self.atom(x) for x in e.args)})"
+
+        return h
+
+    def cc_seg(self, e: Any) -> str:
+        sel = e.args[2]
+        addr = self.atom(e.args[3])
+        origin = self.seg_origin.get(sel.tmp) if isinstance(sel, pyvex.expr.RdTmp) else None
+        if origin is not None:
+            return f"SEGADDR(cpu.{origin}, {addr})"
+        return f"SEGSEL(cpu, {self.atom(sel)}, {addr})"
+
+    # ---------------------------------------------------------------- memory
+    def load_code(self, dst: str, addr: str, bits: int) -> None:
+        if bits == 8:
+            self.emit("try:")
+            self.emit(f"    {dst} = R8[{addr} >> 12][{addr} & 4095]")
+            self.emit("except KeyError:")
+            self.emit(f"    {dst} = LD({addr}, 1)")
+            self.emit("    brk = brk or SIDE[0]")
+        elif bits in (16, 32):
+            al, dct, sh, nb = (1, "R16", 1, 2) if bits == 16 else (3, "R32", 2, 4)
+            self.emit(f"if {addr} & {al}:")
+            self.emit(f"    {dst} = LD({addr}, {nb})")
+            self.emit("    brk = brk or SIDE[0]")
+            self.emit("else:")
+            self.emit("    try:")
+            self.emit(f"        {dst} = {dct}[{addr} >> 12][({addr} & 4095) >> {sh}]")
+            self.emit("    except KeyError:")
+            self.emit(f"        {dst} = LD({addr}, {nb})")
+            self.emit("        brk = brk or SIDE[0]")
+        elif bits == 64:
+            self.emit(f"{dst} = LD({addr}, 8)")
+            self.emit("brk = brk or SIDE[0]")
+        else:
+            raise Unsupported(f"load of {bits} bits")
+        self.has_mem = True
+
+    def store_code(self, addr: str, val: str, bits: int) -> None:
+        if bits == 8:
+            self.emit("try:")
+            self.emit(f"    W8[{addr} >> 12][{addr} & 4095] = {val}")
+            self.emit("except KeyError:")
+            self.emit(f"    brk = ST({addr}, 1, {val}) or brk")
+        elif bits in (16, 32):
+            al, dct, sh, nb = (1, "W16", 1, 2) if bits == 16 else (3, "W32", 2, 4)
+            self.emit(f"if {addr} & {al}:")
+            self.emit(f"    brk = ST({addr}, {nb}, {val}) or brk")
+            self.emit("else:")
+            self.emit("    try:")
+            self.emit(f"        {dct}[{addr} >> 12][({addr} & 4095) >> {sh}] = {val}")
+            self.emit("    except KeyError:")
+            self.emit(f"        brk = ST({addr}, {nb}, {val}) or brk")
+        elif bits == 64:
+            self.emit(f"brk = ST({addr}, 8, {val}) or brk")
+        else:
+            raise Unsupported(f"store of {bits} bits")
+        self.has_mem = True
+
+    def simple(self, s: str) -> str:
+        """Make sure an address/value expression is evaluated once (into a local)."""
+        if s.isidentifier() or s.startswith("0x"):
+            return s
+        self.emit(f"_v = {s}")
+        return "_v"
+
+    # ---------------------------------------------------------------- statements
+    def s_imark(self, st: Any) -> None:
+        if self.insn >= 0:
+            self.end_insn()
+        self.insn += 1
+        self.insn_addrs.append(st.addr)
+        self.insn_lens.append(st.len)
+        self.eip_const = None
+        self.eip_var = False
+        self.last_fault = self.fault_idx.get(self.insn, -1)
+        self.cur_div = self.div_width(st.addr) or 32
+        self.emit(f"# {self.insn}: {st.addr:#x}")
+        if self.insn:
+            self.emit(f"i = {self.insn}")
+
+    def commit_pending(self) -> None:
+        for name, p in self.pending.items():
+            self.emit(f"{name} = {p}")
+
+    def end_insn(self, final: bool = False, target: str | None = None) -> None:
+        self.commit_pending()
+        self.pending = {}
+        if self.has_mem_insn and not final:
+            if target is None:
+                target = hex(self.insn_addrs[self.insn] + self.insn_lens[self.insn])
+            self.emit("if brk:")
+            self.emit(f"    nxt = {target}; n = {self.insn + 1}; break")
+        self.has_mem_insn = False
+
+    def s_wrtmp(self, st: Any) -> None:
+        tmp = st.tmp
+        d = st.data
+        if isinstance(d, pyvex.expr.Load):
+            bits = _BITS.get(d.ty, 0)
+            addr = self.simple(self.atom(d.addr))
+            self.load_code(f"{self.tp}{tmp}", addr, bits)
+            self.has_mem_insn = True
+            return
+        if isinstance(d, pyvex.expr.RdTmp):
+            src = d.tmp
+            self.alias[tmp] = self.alias.get(src, f"{self.tp}{src}")
+            if src in self.const:
+                self.const[tmp] = self.const[src]
+            if src in self.pybool:
+                self.pybool.add(tmp)
+            if src in self.seg_origin:
+                self.seg_origin[tmp] = self.seg_origin[src]
+            return
+        if isinstance(d, pyvex.expr.Const):
+            self.alias[tmp] = self.x_const(d)
+            self.const[tmp] = int(d.con.value)
+            return
+        if isinstance(d, pyvex.expr.Get):
+            if d.offset in SEGS:
+                self.seg_origin[tmp] = SEGS[d.offset]
+            if d.offset == 40 and self.known_ccop is not None and d.ty == "Ity_I32":
+                self.alias[tmp] = hex(self.known_ccop)
+                self.const[tmp] = self.known_ccop
+                return
+            s = self.x_get(d)
+            if s.startswith("0x"):
+                self.alias[tmp] = s
+                self.const[tmp] = int(s, 16)
+                return
+            if d.offset in REG32 and d.ty == "Ity_I32" and s.isidentifier():
+                base_name = REG32[d.offset]
+                if self._alias_safe(tmp, base_name, self.stmt_index):
+                    self.alias[tmp] = s
+                    return
+            self.emit(f"{self.tp}{tmp} = {s}")
+            return
+        if isinstance(d, pyvex.expr.Unop) and isinstance(d.args[0], pyvex.expr.RdTmp):
+            if d.args[0].tmp in self.seg_origin and d.op == "Iop_16Uto32":
+                self.seg_origin[tmp] = self.seg_origin[d.args[0].tmp]
+            if d.op in ("Iop_32to1", "Iop_64to1") and d.args[0].tmp in self.pybool:
+                self.alias[tmp] = self.x_tmp(d.args[0])
+                self.pybool.add(tmp)
+                return
+        if isinstance(d, pyvex.expr.CCall) and d.cee.name == "x86g_calculate_condition":
+            self.emit(f"{self.tp}{tmp} = {self.cc_cond(d)}")
+            self.pybool.add(tmp)
+            return
+        self.emit(f"{self.tp}{tmp} = {self.expr(d)}")
+
+    def s_put(self, st: Any) -> None:
+        off = st.offset
+        bits = self.ty(st.data)
+        val = self.atom(st.data)
+        if off == OFF_EIP:
+            c = self.const_of(st.data)
+            if c is not None:
+                self.eip_const = c
+                self.eip_var = False
+            else:
+                self.emit(f"eipv = {val}")
+                self.eip_var = True
+            return
+        if off in REG32 and bits == 32:
+            name = REG32[off]
+            if off == 40:
+                c = self.const_of(st.data)
+                self.known_ccop = c
+            new = val
+        else:
+            base = off & ~3
+            if base not in GPR_BASES or bits not in (8, 16):
+                raise Unsupported(f"PUT offset {off} bits {bits}")
+            name = REG32[base]
+            shift = (off & 3) * 8
+            cur = self.reg_name(base)
+            m = (1 << bits) - 1
+            keep = 0xFFFFFFFF & ~(m << shift)
+            new = f"(({cur} & {keep:#x}) | ({val} << {shift}))" if shift else f"(({cur} & {keep:#x}) | {val})"
+        self.regs_used.add(name)
+        self.regs_put.add(name)
+        if self.stmt_index < self.last_fault:
+            p = f"p_{name}"
+            self.emit(f"{p} = {new}")
+            self.pending[name] = p
+        else:
+            self.emit(f"{name} = {new}")
+            self.pending.pop(name, None)
+
+    def s_store(self, st: Any) -> None:
+        bits = self.ty(st.data)
+        addr = self.simple(self.atom(st.addr))
+        val = self.atom(st.data)
+        if not (val.isidentifier() or val.startswith("0x")):
+            self.emit(f"_s = {val}")
+            val = "_s"
+        self.store_code(addr, val, bits)
+        self.has_mem_insn = True
+
+    def s_cas(self, st: Any) -> None:
+        if st.oldHi not in (None, 0xFFFFFFFF) and st.expdHi is not None:
+            bits = self.ty(st.expdLo)
+            addr = self.simple(self.atom(st.addr))
+            self.emit(f"_a = {addr}")
+            self.emit(f"_o = LD(_a, {2 * bits // 8})")
+            self.emit(f"{self.tp}{st.oldLo} = _o & {_MASK[bits]}")
+            self.emit(f"{self.tp}{st.oldHi} = _o >> {bits}")
+            eh, el = self.atom(st.expdHi), self.atom(st.expdLo)
+            dh, dl = self.atom(st.dataHi), self.atom(st.dataLo)
+            self.emit(f"_n = (({dh} << {bits}) | {dl}) if _o == (({eh} << {bits}) | {el}) else _o")
+            self.emit(f"brk = ST(_a, {2 * bits // 8}, _n) or brk")
+        else:
+            bits = self.ty(st.expdLo)
+            addr = self.simple(self.atom(st.addr))
+            self.emit(f"_a = {addr}")
+            self.emit(f"{self.tp}{st.oldLo} = _o = LD(_a, {bits // 8})")
+            self.emit(f"_n = {self.atom(st.dataLo)} if _o == {self.atom(st.expdLo)} else _o")
+            self.emit(f"brk = ST(_a, {bits // 8}, _n) or brk")
+        self.has_mem = True
+        self.has_mem_insn = True
+
+    def s_exit(self, st: Any) -> None:
+        guard = self.expr(st.guard)
+        jk = st.jumpkind
+        target = int(st.dst.value)
+        self.emit(f"if {guard}:")
+        self.ind += 1
+        if jk == "Ijk_SigFPE_IntDiv":
+            self.emit("raise DivideError()")
+        elif jk == "Ijk_MapFail":
+            self.emit("raise GeneralProtection(0)")
+        elif jk in ("Ijk_Boring", "Ijk_Call", "Ijk_Ret", "Ijk_Yield"):
+            self.commit_pending()
+            self.exit_to(str(target), self.insn + 1, target)
+        else:
+            self.emit("raise InvalidOpcode()")
+        self.ind -= 1
+
+    def exit_to(self, target: str, n: int, const_target: int | None) -> None:
+        if const_target == self.start and self.allow_loop:
+            self.self_loop = True
+            self.loop_exits += 1
+            self.emit(f"done += {n}")
+            self.emit("iters -= 1")
+            self.emit("if iters > 0 and not brk:")
+            self.emit("    i = 0")
+            self.emit("    continue")
+            self.emit(f"nxt = {target}; n = 0; break")
+        else:
+            self.emit(f"nxt = {target}; n = {n}; break")
+
+    def s_nop(self, st: Any) -> None:
+        return
+
+    def s_unsupported(self, st: Any) -> None:
+        raise Unsupported(f"stmt {type(st).__name__}")
+
+    # ---------------------------------------------------------------- driver
+    def generate(self, allow_loop: bool) -> str:
+        self.allow_loop = allow_loop
+        self.has_mem_insn = False
+        last = len(self.irsbs) - 1
+        for j, irsb in enumerate(self.irsbs):
+            self.irsb = irsb
+            self.types = irsb.tyenv.types
+            self.tp = f"t{j}_" if j else "t"
+            self.prescan()
+            for idx, st in enumerate(irsb.statements):
+                self.stmt_index = idx
+                h = _STMTS.get(type(st).__name__)
+                if h is None:
+                    raise Unsupported(f"stmt {type(st).__name__}", max(self.insn, 0))
+                try:
+                    h(self, st)
+                except Unsupported as u:
+                    u.index = max(self.insn, 0)
+                    raise
+            try:
+                self.stmt_index = len(irsb.statements)
+                jk = irsb.jumpkind
+                if jk not in ("Ijk_Boring", "Ijk_Call", "Ijk_Ret", "Ijk_NoDecode", "Ijk_Yield"):
+                    raise Unsupported(f"jumpkind {jk}")
+                if j < last:
+                    # the trace continues at this IRSB's successor: a constant one, or the
+                    # predicted return address of a ret (guarded)
+                    target = self.irsbs[j + 1].addr
+                    if jk == "Ijk_Ret":
+                        nxt = self.atom(irsb.next)
+                        self.emit(f"_x = {nxt}")
+                        self.end_insn(target="_x")
+                        self.emit(f"if _x != {target:#x}:")
+                        self.emit(f"    nxt = _x; n = {self.insn + 1}; break")
+                        continue
+                    if irsb.default_exit_target != target:
+                        raise Unsupported("trace successor mismatch")
+                    self.end_insn(target=hex(target))
+                    continue
+                nxt = self.atom(irsb.next)
+                if not (nxt.isidentifier() or nxt.startswith("0x")):
+                    self.emit(f"_x = {nxt}")
+                    nxt = "_x"
+                self.end_insn(final=True)
+                c = self.const_of(irsb.next)
+                if c is None and nxt.startswith("0x"):
+                    c = int(nxt, 16)
+                self.exit_to(nxt, self.insn + 1, c)
+            except Unsupported as u:
+                u.index = max(self.insn, 0)
+                raise
+        return self.assemble()
+
+    def assemble(self) -> str:
+        regs = sorted(self.regs_used)
+        put = sorted(self.regs_put)
+        out = ["def blk(cpu, iters):"]
+        for r in regs:
+            out.append(f"    {r} = cpu.{r}")
+        out.append("    i = 0; done = 0; brk = False; nxt = 0; n = 0")
+        out.append("    try:")
+        out.append("        while True:")
+        out.extend(self.lines)
+        out.append("    except BaseException:")
+        for r in put:
+            out.append(f"        cpu.{r} = {r}")
+        out.append("        cpu.eip = ADDRS[i]")
+        out.append("        cpu.icount += done + i")
+        out.append("        raise")
+        for r in put:
+            out.append(f"    cpu.{r} = {r}")
+        out.append("    cpu.eip = nxt")
+        out.append("    cpu.icount += done + n")
+        out.append("    return brk")
+        return "\n".join(out) + "\n"
+
+
+_EXPRS: dict[str, Callable[[_Gen, Any], str]] = {
+    "Const": _Gen.x_const,
+    "RdTmp": _Gen.x_tmp,
+    "Get": _Gen.x_get,
+    "Unop": _Gen.x_unop,
+    "Binop": _Gen.x_binop,
+    "ITE": _Gen.x_ite,
+    "Load": _Gen.x_load,
+    "CCall": _Gen.x_ccall,
+}
+
+_STMTS: dict[str, Callable[[_Gen, Any], None]] = {
+    "IMark": _Gen.s_imark,
+    "WrTmp": _Gen.s_wrtmp,
+    "Put": _Gen.s_put,
+    "Store": _Gen.s_store,
+    "CAS": _Gen.s_cas,
+    "Exit": _Gen.s_exit,
+    "NoOp": _Gen.s_nop,
+    "AbiHint": _Gen.s_nop,
+    "MBE": _Gen.s_nop,
+    "Dirty": _Gen.s_unsupported,
+    "PutI": _Gen.s_unsupported,
+    "LLSC": _Gen.s_unsupported,
+    "LoadG": _Gen.s_unsupported,
+    "StoreG": _Gen.s_unsupported,
+}
+
+_CCALLS: dict[str, Callable[[_Gen, Any], str]] = {
+    "x86g_calculate_condition": _Gen.cc_cond,
+    "x86g_calculate_eflags_c": _Gen.cc_c,
+    "x86g_calculate_eflags_all": _Gen.cc_all,
+    "x86g_calculate_RCL": lambda g, e: g.cc_plain("RCL")(e),
+    "x86g_calculate_RCR": lambda g, e: g.cc_plain("RCR")(e),
+    "x86g_calculate_daa_das_aaa_aas": lambda g, e: g.cc_plain("DAA")(e),
+    "x86g_calculate_aad_aam": lambda g, e: g.cc_plain("AAM")(e),
+    "x86g_use_seg_selector": _Gen.cc_seg,
+}
+
+
+def runtime_globals() -> dict[str, Any]:
+    """Names the generated code refers to, besides the per-executor ones
+    (R8/R16/R32/W8/W16/W32, LD, ST, SIDE, SEGSEL)."""
+    from pvframe.executor import faults
+
+    return {
+        "DIVMODU": divmod_u,
+        "DIVMODS": divmod_s,
+        "DIVU32": lambda a, b: (a // b) if b else divmod_u(a, 0, 32),
+        "COND": F.calculate_condition,
+        "CALC_C": F.calculate_eflags_c,
+        "CALC_ALL": F.calculate_eflags_all,
+        "RCL": F.calculate_rcl,
+        "RCR": F.calculate_rcr,
+        "DAA": F.calculate_daa_das_aaa_aas,
+        "AAM": F.calculate_aad_aam,
+        "SEGADDR": seg_addr,
+        "DivideError": faults.DivideError,
+        "GeneralProtection": faults.GeneralProtection,
+        "InvalidOpcode": faults.InvalidOpcode,
+    }
+
+
+def generate_source(
+    irsbs: list[pyvex.IRSB],
+    start: int,
+    div_width: Callable[[int], int],
+    allow_loop: bool = True,
+) -> tuple[str, list[int], list[int], bool]:
+    """Python source of the block function for a trace of IRSBs (each one's constant
+    default successor is the next one), instruction addresses and lengths, and whether it
+    loops on itself. ``div_width(addr)`` gives the div/idiv width of the instruction at
+    ``addr``. Raises :class:`Unsupported` (with the trace-wide instruction index)."""
+    g = _Gen(irsbs, start, div_width)
+    src = g.generate(allow_loop)
+    return src, g.insn_addrs, g.insn_lens, g.self_loop
+
+
+def compile_block(src: str, glb: dict[str, Any], addrs: list[int], name: str) -> Callable[..., bool]:
+    """``compile()`` the source with the executor's shared globals plus this block's ADDRS."""
+    code = compile(src, name, "exec")
+    g = dict(glb)
+    g["ADDRS"] = tuple(addrs)
+    exec(code, g)
+    fn: Callable[..., bool] = g["blk"]
+    return fn

@@ -1,0 +1,202 @@
+"""Guest physical memory: lazily allocated 4 KiB RAM pages plus routing of everything else.
+
+RAM is ``[0, size)``. A page is a ``bytearray(4096)`` created on its first write; reading a
+never-written page returns zeros and allocates nothing. Physical addresses outside RAM go
+to the local APIC callbacks for the APIC page (0xFEE00000-0xFEE00FFF, architecture.md
+"Executor -> hook routing") and to ``env.mmio_read`` / ``env.mmio_write`` otherwise; until
+:meth:`PhysicalMemory.attach` is called such accesses read all ones and writes are dropped.
+
+Self-modifying code support: the executor marks the physical pages that hold translated
+code in :attr:`PhysicalMemory.code_pages` and installs :attr:`PhysicalMemory.code_write`;
+every write through this class to such a page calls ``code_write(paddr, size)`` *after*
+the bytes are written, so device DMA, loaders and the executor's slow store path all
+invalidate stale translations. The executor's fast store path never holds pages that are
+in ``code_pages``.
+
+All multi-byte values are little-endian.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = PAGE_SIZE - 1
+APIC_BASE = 0xFEE00000
+APIC_END = APIC_BASE + PAGE_SIZE
+
+_MASKS = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
+
+
+class PhysicalMemory:
+    """``size`` bytes of RAM at physical address 0, allocated per 4 KiB page on first write."""
+
+    def __init__(self, size: int) -> None:
+        if size <= 0 or size > 1 << 32:
+            raise ValueError(f"RAM size {size:#x} out of range")
+        self.size = size
+        self.pages: dict[int, bytearray] = {}
+        # Per-page typed views used by the executor's fast paths (created lazily).
+        self._views: dict[int, tuple[bytearray, memoryview, memoryview]] = {}
+        self.env: Any = None
+        self.apic_read: Callable[[int], int] | None = None
+        self.apic_write: Callable[[int, int], Any] | None = None
+        self.code_pages: set[int] = set()
+        self.code_write: Callable[[int, int], None] | None = None
+
+    # ------------------------------------------------------------------ wiring
+    def attach(
+        self,
+        env: Any = None,
+        apic_read: Callable[[int], int] | None = None,
+        apic_write: Callable[[int, int], Any] | None = None,
+    ) -> None:
+        """Route non-RAM accesses: the APIC page to ``apic_read/apic_write``, the rest to
+        ``env.mmio_read/env.mmio_write``."""
+        self.env = env
+        self.apic_read = apic_read
+        self.apic_write = apic_write
+
+    # ------------------------------------------------------------------ pages
+    def is_ram(self, paddr: int, size: int = 1) -> bool:
+        return paddr >= 0 and paddr + size <= self.size
+
+    def page(self, pfn: int) -> bytearray | None:
+        """The page's bytes if it was ever written, else None (no allocation)."""
+        return self.pages.get(pfn)
+
+    def page_for_write(self, pfn: int) -> bytearray:
+        """The page's bytes, allocating a zero page if needed. ``pfn`` must be RAM."""
+        pg = self.pages.get(pfn)
+        if pg is None:
+            if (pfn << PAGE_SHIFT) >= self.size:
+                raise ValueError(f"page {pfn:#x} is not RAM")
+            pg = self.pages[pfn] = bytearray(PAGE_SIZE)
+        return pg
+
+    def views(self, pfn: int) -> tuple[bytearray, memoryview, memoryview] | None:
+        """(bytes, u16 view, u32 view) of an allocated, fully-RAM page, else None."""
+        v = self._views.get(pfn)
+        if v is None:
+            pg = self.pages.get(pfn)
+            if pg is None or ((pfn + 1) << PAGE_SHIFT) > self.size:
+                return None
+            mv = memoryview(pg)
+            v = self._views[pfn] = (pg, mv.cast("H"), mv.cast("I"))
+        return v
+
+    # ------------------------------------------------------------------ scalar access
+    def read(self, paddr: int, size: int) -> int:
+        """Read ``size`` (1, 2, 4 or 8) bytes little-endian at ``paddr``."""
+        if paddr >= 0 and paddr + size <= self.size:
+            off = paddr & PAGE_MASK
+            if off + size <= PAGE_SIZE:
+                pg = self.pages.get(paddr >> PAGE_SHIFT)
+                if pg is None:
+                    return 0
+                if size == 1:
+                    return pg[off]
+                return int.from_bytes(pg[off : off + size], "little")
+            return int.from_bytes(self.read_bytes(paddr, size), "little")
+        return self._io_read(paddr, size)
+
+    def write(self, paddr: int, size: int, value: int) -> None:
+        """Write ``size`` bytes of ``value`` little-endian at ``paddr``."""
+        value &= _MASKS.get(size, (1 << (8 * size)) - 1)
+        if paddr >= 0 and paddr + size <= self.size:
+            off = paddr & PAGE_MASK
+            pfn = paddr >> PAGE_SHIFT
+            if off + size <= PAGE_SIZE:
+                pg = self.pages.get(pfn)
+                if pg is None:
+                    pg = self.page_for_write(pfn)
+                if size == 1:
+                    pg[off] = value
+                else:
+                    pg[off : off + size] = value.to_bytes(size, "little")
+                if pfn in self.code_pages and self.code_write is not None:
+                    self.code_write(paddr, size)
+                return
+            self.write_bytes(paddr, value.to_bytes(size, "little"))
+            return
+        self._io_write(paddr, size, value)
+
+    def _io_read(self, paddr: int, size: int) -> int:
+        if APIC_BASE <= paddr < APIC_END:
+            if self.apic_read is None:
+                return _MASKS.get(size, 0)
+            return self.apic_read(paddr - APIC_BASE) & _MASKS.get(size, 0xFFFFFFFF)
+        if self.env is None:
+            return _MASKS.get(size, (1 << (8 * size)) - 1)
+        return self.env.mmio_read(paddr & 0xFFFFFFFF, size) & _MASKS.get(size, 0xFFFFFFFF)
+
+    def _io_write(self, paddr: int, size: int, value: int) -> None:
+        if APIC_BASE <= paddr < APIC_END:
+            if self.apic_write is not None:
+                self.apic_write(paddr - APIC_BASE, value)
+            return
+        if self.env is not None:
+            self.env.mmio_write(paddr & 0xFFFFFFFF, size, value)
+
+    def read_u8(self, paddr: int) -> int:
+        return self.read(paddr, 1)
+
+    def read_u16(self, paddr: int) -> int:
+        return self.read(paddr, 2)
+
+    def read_u32(self, paddr: int) -> int:
+        return self.read(paddr, 4)
+
+    def write_u8(self, paddr: int, value: int) -> None:
+        self.write(paddr, 1, value)
+
+    def write_u16(self, paddr: int, value: int) -> None:
+        self.write(paddr, 2, value)
+
+    def write_u32(self, paddr: int, value: int) -> None:
+        self.write(paddr, 4, value)
+
+    # ------------------------------------------------------------------ bulk access
+    def read_bytes(self, paddr: int, n: int) -> bytes:
+        """``n`` bytes from ``paddr``; non-RAM bytes are read one byte at a time via MMIO."""
+        out = bytearray()
+        while n > 0:
+            off = paddr & PAGE_MASK
+            chunk = min(n, PAGE_SIZE - off)
+            if paddr >= 0 and paddr + chunk <= self.size:
+                pg = self.pages.get(paddr >> PAGE_SHIFT)
+                out += pg[off : off + chunk] if pg is not None else bytes(chunk)
+            else:
+                for i in range(chunk):
+                    out.append(self.read(paddr + i, 1))
+            paddr += chunk
+            n -= chunk
+        return bytes(out)
+
+    def write_bytes(self, paddr: int, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` at ``paddr`` (page by page; non-RAM bytes go to MMIO one by one)."""
+        data = memoryview(bytes(data))
+        pos = 0
+        n = len(data)
+        while pos < n:
+            off = paddr & PAGE_MASK
+            chunk = min(n - pos, PAGE_SIZE - off)
+            if paddr >= 0 and paddr + chunk <= self.size:
+                pfn = paddr >> PAGE_SHIFT
+                pg = self.page_for_write(pfn)
+                pg[off : off + chunk] = data[pos : pos + chunk]
+                if pfn in self.code_pages and self.code_write is not None:
+                    self.code_write(paddr, chunk)
+            else:
+                for i in range(chunk):
+                    self.write(paddr + i, 1, data[pos + i])
+            paddr += chunk
+            pos += chunk
+
+    def load(self, paddr: int, data: bytes | bytearray | memoryview) -> None:
+        """Copy an image into RAM (must lie entirely in RAM)."""
+        if not self.is_ram(paddr, len(data)):
+            raise ValueError(f"image {paddr:#x}+{len(data):#x} does not fit in RAM")
+        self.write_bytes(paddr, data)

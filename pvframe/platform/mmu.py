@@ -1,0 +1,313 @@
+"""Two-level (non-PAE) i386 paging with a TLB that behaves like the hardware's.
+
+Model (Intel SDM Vol. 3A chapter 4, "32-bit paging"):
+
+* CR0.PG off: linear == physical. CR0.PG on: CR3[31:12] is the page directory; a PDE maps a
+  page table, or (CR4.PSE=1 and PDE.PS=1) a 4 MiB page.
+* Access rights: the effective R/W and U/S are the AND of the PDE's and the PTE's bits.
+  Supervisor writes to read-only pages fault only when CR0.WP=1; user accesses need U/S=1
+  (and R/W=1 for writes). No NX in non-PAE paging, so the I/D bit (4) of the #PF error code
+  is always 0; reserved bits (PSE-36 high bits, bit 21 of a 4M PDE) are not checked.
+* Accessed/Dirty: the PDE's A bit is set when it is used (also when the PTE then turns out
+  to be not present, as QEMU does), the PTE's A bit when a translation succeeds, D on the
+  PTE (the PDE for a 4M page) on the first write through it.
+* TLB: one entry per 4 KiB virtual page (a 4 MiB page is cached per 4 KiB piece and
+  ``invlpg`` of any address in it drops the whole 4 MiB region). Entries are *not*
+  re-validated against memory: a PTE edited without ``invlpg``/CR3 reload keeps the old
+  translation, as on hardware. A page fault drops the entry for the faulting page
+  (SDM 4.10.4.1). A CR3 write drops non-global entries; with CR4.PGE=1 an entry whose
+  PTE (or 4M PDE) has G (bit 8) survives it. Changing CR4.PGE/PSE/PAE or CR0.PG/WP drops
+  everything. A first write through an entry whose D bit was clear re-walks the tables.
+
+Fast paths for the executor: ``r8/r16/r32`` (reads) and ``w8/w16/w32`` (writes) map a
+virtual page number to the page's ``bytearray`` / ``memoryview('H')`` / ``memoryview('I')``
+(physical RAM pages that exist). A page enters the write maps only when its entry is
+writable at CPL0, its D bit is already set and the physical page holds no translated code.
+All six are cleared in place on every flush; ``generation`` is bumped on every flush so
+that the executor can drop its virtual-address keyed block map.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pvframe.executor.faults import PageFault
+from pvframe.platform.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
+
+CR0_PE = 1 << 0
+CR0_WP = 1 << 16
+CR0_PG = 1 << 31
+CR4_PSE = 1 << 4
+CR4_PAE = 1 << 5
+CR4_PGE = 1 << 7
+
+PTE_P = 1 << 0
+PTE_RW = 1 << 1
+PTE_US = 1 << 2
+PTE_A = 1 << 5
+PTE_D = 1 << 6
+PTE_PS = 1 << 7
+PTE_G = 1 << 8
+
+PF_P = 1
+PF_W = 2
+PF_U = 4
+
+# TLB entry: (physical page base, rw, us, dirty, global, large-region or -1)
+_Entry = tuple[int, bool, bool, bool, bool, int]
+
+
+class MMU:
+    """Linear -> physical translation for one CPU (``cpu`` supplies cr0, cr3, cr4)."""
+
+    def __init__(self, memory: PhysicalMemory, cpu: Any = None) -> None:
+        self.memory = memory
+        self.cpu = cpu
+        self.tlb: dict[int, _Entry] = {}
+        self._large: dict[int, set[int]] = {}
+        self.r8: dict[int, bytearray] = {}
+        self.r16: dict[int, memoryview] = {}
+        self.r32: dict[int, memoryview] = {}
+        self.w8: dict[int, bytearray] = {}
+        self.w16: dict[int, memoryview] = {}
+        self.w32: dict[int, memoryview] = {}
+        self.generation = 0
+        self.walks = 0
+
+    # ------------------------------------------------------------------ control registers
+    def write_cr0(self, value: int) -> None:
+        """Hardware ``mov cr0``: store and flush everything if PG or WP changed."""
+        old = self.cpu.cr0
+        self.cpu.cr0 = value & 0xFFFFFFFF
+        if (old ^ value) & (CR0_PG | CR0_WP):
+            self.flush_all()
+
+    def write_cr3(self, value: int) -> None:
+        """Hardware ``mov cr3``: store and drop the non-global TLB entries."""
+        self.cpu.cr3 = value & 0xFFFFFFFF
+        self.flush_nonglobal()
+
+    def write_cr4(self, value: int) -> None:
+        """Hardware ``mov cr4``: store and flush everything if PGE, PSE or PAE changed."""
+        old = self.cpu.cr4
+        self.cpu.cr4 = value & 0xFFFFFFFF
+        if (old ^ value) & (CR4_PGE | CR4_PSE | CR4_PAE):
+            self.flush_all()
+
+    # ------------------------------------------------------------------ flushes
+    def _clear_fast(self) -> None:
+        self.r8.clear()
+        self.r16.clear()
+        self.r32.clear()
+        self.w8.clear()
+        self.w16.clear()
+        self.w32.clear()
+        self.generation += 1
+
+    def clear_write_fast(self) -> None:
+        """Forget the write fast path (used when a page becomes a code page)."""
+        self.w8.clear()
+        self.w16.clear()
+        self.w32.clear()
+
+    def flush_all(self) -> None:
+        """Drop every TLB entry, global ones included."""
+        self.tlb.clear()
+        self._large.clear()
+        self._clear_fast()
+
+    def flush_nonglobal(self) -> None:
+        """Drop the non-global TLB entries (what a CR3 load does)."""
+        keep = {v: e for v, e in self.tlb.items() if e[4]}
+        self.tlb = keep
+        large: dict[int, set[int]] = {}
+        for v, e in keep.items():
+            if e[5] >= 0:
+                large.setdefault(e[5], set()).add(v)
+        self._large = large
+        self._clear_fast()
+
+    def invlpg(self, vaddr: int) -> None:
+        """Drop the entry for ``vaddr``'s page (the whole 4 MiB page for a large mapping)."""
+        vpn = (vaddr & 0xFFFFFFFF) >> PAGE_SHIFT
+        self._drop(vpn)
+        self.generation += 1
+
+    def _drop(self, vpn: int) -> None:
+        self.tlb.pop(vpn, None)
+        vpns = {vpn}
+        large = self._large.pop(vpn >> 10, None)  # a 4 MiB entry covers the whole region
+        if large:
+            vpns |= large
+            for v in large:
+                self.tlb.pop(v, None)
+        for v in vpns:
+            for d in (self.r8, self.r16, self.r32, self.w8, self.w16, self.w32):
+                d.pop(v, None)
+
+    # ------------------------------------------------------------------ translation
+    @property
+    def paging(self) -> bool:
+        return bool(self.cpu.cr0 & CR0_PG)
+
+    def translate(self, vaddr: int, write: bool = False, user: bool = False) -> int:
+        """Physical address of ``vaddr`` for a data access or instruction fetch.
+
+        Raises :class:`PageFault` (error code and faulting address set); CR2 is written
+        when the fault is delivered.
+        """
+        vaddr &= 0xFFFFFFFF
+        cpu = self.cpu
+        if not cpu.cr0 & CR0_PG:
+            return vaddr
+        vpn = vaddr >> PAGE_SHIFT
+        e = self.tlb.get(vpn)
+        if e is not None:
+            base, rw, us, dirty, _g, _l = e
+            if user:
+                if not us or (write and not rw):
+                    self._drop(vpn)
+                    raise PageFault(PF_P | (PF_W if write else 0) | PF_U, vaddr)
+            elif write and not rw and cpu.cr0 & CR0_WP:
+                self._drop(vpn)
+                raise PageFault(PF_P | PF_W, vaddr)
+            if not write or dirty:
+                return base | (vaddr & PAGE_MASK)
+            # First write through a clean entry: walk again to set D (and re-check).
+        return self._walk(vaddr, write, user) | (vaddr & PAGE_MASK)
+
+    def _walk(self, vaddr: int, write: bool, user: bool) -> int:
+        self.walks += 1
+        cpu = self.cpu
+        mem = self.memory
+        vpn = vaddr >> PAGE_SHIFT
+        code = (PF_W if write else 0) | (PF_U if user else 0)
+        pde_addr = (cpu.cr3 & 0xFFFFF000) | ((vaddr >> 22) << 2)
+        pde = mem.read(pde_addr, 4)
+        if not pde & PTE_P:
+            self._drop(vpn)
+            raise PageFault(code, vaddr)
+        wp = bool(cpu.cr0 & CR0_WP)
+        pge = bool(cpu.cr4 & CR4_PGE)
+        if cpu.cr4 & CR4_PSE and pde & PTE_PS:
+            rw = bool(pde & PTE_RW)
+            us = bool(pde & PTE_US)
+            if (user and (not us or (write and not rw))) or (not user and write and not rw and wp):
+                self._drop(vpn)
+                raise PageFault(code | PF_P, vaddr)
+            new = pde | PTE_A | (PTE_D if write else 0)
+            if new != pde:
+                mem.write(pde_addr, 4, new)
+            base = (pde & 0xFFC00000) | (vaddr & 0x003FF000)
+            region = vaddr >> 22
+            glob = pge and bool(pde & PTE_G)
+            self.tlb[vpn] = (base, rw, us, bool(new & PTE_D), glob, region)
+            self._large.setdefault(region, set()).add(vpn)
+        else:
+            if not pde & PTE_A:
+                pde |= PTE_A
+                mem.write(pde_addr, 4, pde)
+            pte_addr = (pde & 0xFFFFF000) | (((vaddr >> 12) & 0x3FF) << 2)
+            pte = mem.read(pte_addr, 4)
+            if not pte & PTE_P:
+                self._drop(vpn)
+                raise PageFault(code, vaddr)
+            rw = bool(pde & pte & PTE_RW)
+            us = bool(pde & pte & PTE_US)
+            if (user and (not us or (write and not rw))) or (not user and write and not rw and wp):
+                self._drop(vpn)
+                raise PageFault(code | PF_P, vaddr)
+            new = pte | PTE_A | (PTE_D if write else 0)
+            if new != pte:
+                mem.write(pte_addr, 4, new)
+            base = pte & 0xFFFFF000
+            glob = pge and bool(pte & PTE_G)
+            self.tlb[vpn] = (base, rw, us, bool(new & PTE_D), glob, -1)
+        return base
+
+    def peek(self, vaddr: int) -> int | None:
+        """Physical address of ``vaddr`` by walking the tables, without side effects or
+        TLB use (for debuggers and tests); None if not mapped."""
+        vaddr &= 0xFFFFFFFF
+        if not self.cpu.cr0 & CR0_PG:
+            return vaddr
+        pde = self.memory.read((self.cpu.cr3 & 0xFFFFF000) | ((vaddr >> 22) << 2), 4)
+        if not pde & PTE_P:
+            return None
+        if self.cpu.cr4 & CR4_PSE and pde & PTE_PS:
+            return (pde & 0xFFC00000) | (vaddr & 0x3FFFFF)
+        pte = self.memory.read((pde & 0xFFFFF000) | (((vaddr >> 12) & 0x3FF) << 2), 4)
+        if not pte & PTE_P:
+            return None
+        return (pte & 0xFFFFF000) | (vaddr & PAGE_MASK)
+
+    # ------------------------------------------------------------------ virtual access
+    def _fill(self, vpn: int, paddr: int, write: bool) -> None:
+        pfn = paddr >> PAGE_SHIFT
+        views = self.memory.views(pfn)
+        if views is None:
+            return
+        self.r8[vpn], self.r16[vpn], self.r32[vpn] = views
+        if pfn in self.memory.code_pages:
+            return
+        cpu = self.cpu
+        if cpu.cr0 & CR0_PG:
+            e = self.tlb.get(vpn)
+            if e is None or not e[3] or (not e[1] and cpu.cr0 & CR0_WP):
+                return
+        self.w8[vpn], self.w16[vpn], self.w32[vpn] = views
+
+    def read(self, vaddr: int, size: int, user: bool = False) -> int:
+        """Read ``size`` bytes at linear ``vaddr`` (both pages are translated before any
+        byte is read when the access straddles a page boundary)."""
+        vaddr &= 0xFFFFFFFF
+        off = vaddr & PAGE_MASK
+        if off + size <= PAGE_SIZE:
+            pa = self.translate(vaddr, False, user)
+            v = self.memory.read(pa, size)
+            self._fill(vaddr >> PAGE_SHIFT, pa, False)
+            return v
+        first = PAGE_SIZE - off
+        pa1 = self.translate(vaddr, False, user)
+        pa2 = self.translate((vaddr + first) & 0xFFFFFFFF, False, user)
+        lo = self.memory.read_bytes(pa1, first) if first > 0 else b""
+        hi = self.memory.read_bytes(pa2, size - first)
+        return int.from_bytes(lo + hi, "little")
+
+    def write(self, vaddr: int, size: int, value: int, user: bool = False) -> bool:
+        """Write ``size`` bytes at linear ``vaddr``. Every page touched is translated
+        (and checked) before the first byte is written, so a faulting store has no
+        partial effect. Returns True if the store reached MMIO or a code page (the
+        executor then leaves its block at the next instruction boundary)."""
+        vaddr &= 0xFFFFFFFF
+        mem = self.memory
+        value &= (1 << (8 * size)) - 1
+        off = vaddr & PAGE_MASK
+        if off + size <= PAGE_SIZE:
+            pa = self.translate(vaddr, True, user)
+            pfn = pa >> PAGE_SHIFT
+            special = not mem.is_ram(pa, size) or pfn in mem.code_pages
+            mem.write(pa, size, value)
+            self._fill(vaddr >> PAGE_SHIFT, pa, True)
+            return special
+        first = PAGE_SIZE - off
+        pa1 = self.translate(vaddr, True, user)
+        pa2 = self.translate((vaddr + first) & 0xFFFFFFFF, True, user)
+        data = value.to_bytes(size, "little")
+        special = False
+        for pa, chunk in ((pa1, data[:first]), (pa2, data[first:])):
+            if not mem.is_ram(pa, len(chunk)) or (pa >> PAGE_SHIFT) in mem.code_pages:
+                special = True
+            mem.write_bytes(pa, chunk)
+        return special
+
+    def read_bytes(self, vaddr: int, n: int) -> bytes:
+        """``n`` bytes at linear ``vaddr`` (translated page by page, faults propagate)."""
+        out = bytearray()
+        while n > 0:
+            off = vaddr & PAGE_MASK
+            chunk = min(n, PAGE_SIZE - off)
+            out += self.memory.read_bytes(self.translate(vaddr), chunk)
+            vaddr = (vaddr + chunk) & 0xFFFFFFFF
+            n -= chunk
+        return bytes(out)
