@@ -1,0 +1,51 @@
+"""Demo guests: each runs to ``exit`` on the native backend with its expected console
+output, and Unicorn acting as bare metal (pvframe.testing.unicorn_ref) gives the same
+console output, exit code, final registers and instruction count."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pvframe import guests
+from pvframe.machine import Machine
+from pvframe.testing.unicorn_ref import UnicornMachine
+
+EXPECTED = {
+    "hello": r"Hello from a pvframe guest: ring 0, protected mode, serial console\.\n"
+             r"multiboot mem_upper \(KiB\): 0x0000fc00\n",
+    "timer": r"timer: APIC timer ticks counted while halting: 0x0000000a\n",
+    "ipi": r"ipi: self-IPI delivered on vector 0x00000040\n",
+    "paging": r"paging: 2 page faults repaired, cr2 0x40000004, first error code 0x00000002\n",
+    "tasks": r"tasks: two address spaces, switched on the APIC timer tick\n"
+             r"(task [AB]: \d+\n)+"
+             r"tasks: \d+ ticks; reports A=\d+ B=\d+ \(at least 4 each\); "
+             r"private counters A=\d+ B=\d+\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(guests.GUESTS))
+def test_guest_runs_to_exit_on_native_and_matches_unicorn(name: str) -> None:
+    image = guests.build(name).read_bytes()
+    m = Machine("native")
+    m.load_multiboot(image)
+    native = m.run(5_000_000)
+    assert (native.stop, native.exit_code) == ("exit", 1), (native.stop, m.stop_detail, native.console)
+    assert re.fullmatch(EXPECTED[name], native.console), native.console
+    u = UnicornMachine()
+    u.load_multiboot(image)
+    bare = u.run(5_000_000)
+    assert (bare.stop, bare.exit_code) == ("exit", 1), bare.extra.get("detail")
+    assert bare.console == native.console
+    assert bare.instructions == native.instructions
+    assert bare.registers == native.registers
+
+
+def test_guests_build_reproducibly(tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = {name: guests.build(name).read_bytes() for name in guests.GUESTS}
+    monkeypatch.setenv("PVFRAME_CACHE", str(tmp_path))
+    for name, data in first.items():
+        rebuilt = guests.build(name)
+        assert str(rebuilt).startswith(str(tmp_path))
+        assert rebuilt.read_bytes() == data, f"{name} does not rebuild byte for byte"
