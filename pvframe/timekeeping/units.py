@@ -258,6 +258,32 @@ def pvclock_ns(tsc: int, tsc_timestamp: int, system_time: int, mul: int, shift: 
     return (system_time + pvclock_scale_delta((tsc - tsc_timestamp) & M64, mul, shift)) & M64
 
 
+def pvclock_tsc_for_ns(ns: int, tsc_timestamp: int, system_time: int, mul: int, shift: int) -> int:
+    """The first TSC at which the pvclock record's time reaches ``ns`` (the inverse of
+    :func:`pvclock_ns`, used to turn a Xen timer deadline into a TSC deadline).
+
+    pvclock time is non-decreasing in the TSC, so the answer is found by exponential then
+    binary search over :func:`pvclock_ns` itself: exact by construction, whatever the
+    rounding of ``mul``/``shift``. Returns ``tsc_timestamp`` if the time is already past.
+    """
+    rec = (tsc_timestamp, system_time, mul, shift)
+    if pvclock_ns(tsc_timestamp, *rec) >= ns:
+        return tsc_timestamp
+    lo = tsc_timestamp  # invariant: pvclock(lo) < ns
+    span = max(1, ns_to_tsc(ns - system_time, max(1, pvclock_hz(mul, shift))))
+    hi = lo + span
+    while pvclock_ns(hi, *rec) < ns:
+        lo, span = hi, span * 2
+        hi = lo + span
+    while hi - lo > 1:  # pvclock(lo) < ns <= pvclock(hi)
+        mid = (lo + hi) // 2
+        if pvclock_ns(mid, *rec) >= ns:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def pvclock_hz(mul: int, shift: int) -> int:
     """Counter frequency implied by a pvclock record: ``((1e9 << 32) / mul)`` shifted."""
     if mul <= 0:

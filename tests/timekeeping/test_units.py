@@ -160,3 +160,18 @@ def test_pvclock_ns_wraps_like_u64(tsc: int, stamp: int, system: int, hz: int) -
     got = U.pvclock_ns(tsc, stamp, system, mul, shift)
     assert 0 <= got <= U.M64
     assert got == (system + U.pvclock_scale_delta((tsc - stamp) & U.M64, mul, shift)) & U.M64
+
+
+@given(
+    hz=st.integers(10_000_000, 10_000_000_000),
+    tsc0=st.integers(0, 2**48),
+    sys0=st.integers(0, 2**48),
+    ahead=st.integers(0, 2**40),
+)
+def test_pvclock_tsc_for_ns_is_the_first_tsc_reaching_the_time(hz: int, tsc0: int, sys0: int, ahead: int) -> None:
+    mul, shift = U.xen_time_scale(hz)
+    ns = sys0 + ahead
+    t = U.pvclock_tsc_for_ns(ns, tsc0, sys0, mul, shift)
+    assert U.pvclock_ns(t, tsc0, sys0, mul, shift) >= ns
+    if t > tsc0:
+        assert U.pvclock_ns(t - 1, tsc0, sys0, mul, shift) < ns

@@ -61,27 +61,10 @@ ICR_LEVEL, ICR_DEST_LOGICAL = 1 << 15, 1 << 11
 
 
 def tsc_for_system_time(ns: int, t: Any) -> int:
-    """The first TSC at which Xen's pvclock time (record ``t``) reaches ``ns``.
-
-    pvclock time is non-decreasing in the TSC, so this is a search over
-    :func:`units.pvclock_ns` (the only conversion used; see the core-change note in the
-    backend docs: ``units`` has no inverse of the pvclock formula)."""
-    rec = (t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift)
-    if units.pvclock_ns(rec[0], *rec) >= ns:
-        return int(rec[0])
-    lo = rec[0]  # pvclock(lo) < ns
-    span = max(1, units.ns_to_tsc(ns - rec[1], units.pvclock_hz(rec[2], rec[3])))
-    hi = lo + span
-    while units.pvclock_ns(hi, *rec) < ns:
-        lo, span = hi, span * 2
-        hi = lo + span
-    while hi - lo > 1:  # invariant: pvclock(lo) < ns <= pvclock(hi)
-        mid = (lo + hi) // 2
-        if units.pvclock_ns(mid, *rec) >= ns:
-            hi = mid
-        else:
-            lo = mid
-    return int(hi)
+    """The first TSC at which Xen's pvclock time (record ``t``) reaches ``ns``."""
+    return units.pvclock_tsc_for_ns(
+        ns, t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift
+    )
 
 
 class VirtualApic:
