@@ -25,7 +25,7 @@ import functools
 import importlib.metadata as md
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
@@ -230,6 +230,10 @@ class HookTable:
     def __init__(self, bound: dict[str, Callable[..., Any]]) -> None:
         for op, fn in bound.items():
             setattr(self, op, fn)
+
+    if TYPE_CHECKING:  # the attributes are made per op at run time
+
+        def __getattr__(self, name: str) -> Callable[..., Any]: ...
 
 
 @attrs.define

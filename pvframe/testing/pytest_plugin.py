@@ -10,6 +10,7 @@ tests the user selected run.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -54,15 +55,17 @@ def _register_profiles() -> None:
     (10,000 examples per test)."""
     from hypothesis import HealthCheck, settings
 
-    common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+    common: dict[str, Any] = {
+        "deadline": None, "suppress_health_check": [HealthCheck.too_slow],
+    }
     # ci: deterministic (the same examples every run, so CI never flakes) and bounded;
     # Hypothesis then keeps no database
     settings.register_profile(
-        "ci", max_examples=100, derandomize=True, database=None, **common  # type: ignore[arg-type]
+        "ci", max_examples=100, derandomize=True, database=None, **common
     )
     # deep: random, 10,000 examples, failures and coverage kept in the example database
     settings.register_profile(
-        "deep", max_examples=10_000, database=example_database(), **common  # type: ignore[arg-type]
+        "deep", max_examples=10_000, database=example_database(), **common
     )
 
 
