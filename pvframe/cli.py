@@ -210,6 +210,15 @@ def run_cmd(
         typer.Option("--compare", help="Run on several backends, e.g. native,xen,vmi, and "
                      "compare them side by side (exit 1 if observable results differ)."),
     ] = None,
+    wall_clock: Annotated[
+        float | None,
+        typer.Option("--wall-clock", help="Host-time budget in seconds (stop wall-clock-limit)."),
+    ] = None,
+    record_to: Annotated[
+        Path | None,
+        typer.Option("--record", help="Record the run (inputs, hook calls, final state) to "
+                     "FILE; `pvframe replay FILE` reproduces it."),
+    ] = None,
 ) -> None:
     """Run a guest image on a backend and report how it stopped."""
     from pvframe.machine import Machine
@@ -229,13 +238,23 @@ def run_cmd(
         _compare(names, data, path, raw, load_addr, entry, start_esp, cmdline,
                  max_instructions, dumps, as_json)
         return
+    if wall_clock is not None and wall_clock <= 0:
+        fail("--wall-clock must be a positive number of seconds")
     tracer = None
+    extra: list[object] = []
     if trace is not None:
         from pvframe.trace import Tracer
 
         tracer = Tracer()
+        extra.append(tracer)
+    hook_log = None
+    if record_to is not None:
+        from pvframe.replay import HookLog
+
+        hook_log = HookLog()
+        extra.append(hook_log)
     try:
-        machine = Machine(backend, extra_plugins=[tracer] if tracer else [])
+        machine = Machine(backend, extra_plugins=extra)
     except plugins.BackendError as exc:
         fail(str(exc))
     if tracer is not None:
@@ -243,11 +262,14 @@ def run_cmd(
     if not as_json:
         machine.platform.set_console_sink(lambda text: out.out(text, end="", highlight=False))
     _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline)
-    result = machine.run(max_instructions, dumps=dumps)
+    result = machine.run(max_instructions, dumps=dumps, wall_clock_s=wall_clock)
     if as_json:
         print(result.to_json())
     else:
         _summary(machine, result)
+    if hook_log is not None and record_to is not None:
+        _save_recording(machine, result, hook_log, record_to, backend, data, raw, load_addr,
+                        entry, start_esp, cmdline, max_instructions)
     if tracer is not None and trace is not None:
         tracer.finish()
         try:
@@ -260,6 +282,58 @@ def run_cmd(
             err.print(f"pvframe: trace: {note}", markup=False)
     if result.stop == "backend-error":
         raise typer.Exit(3)
+
+
+def _save_recording(machine: object, result: object, hook_log: object, path: Path,
+                    backend: str, data: bytes, raw: bool, load_addr: str, entry: str | None,
+                    esp: int | None, cmdline: str, max_instructions: int) -> None:
+    import attrs as _attrs
+
+    from pvframe import replay
+    from pvframe.machine import Machine, RunResult
+
+    assert isinstance(machine, Machine) and isinstance(result, RunResult)
+    assert isinstance(hook_log, replay.HookLog)
+    if raw:
+        a = _int(load_addr, "--load-addr")
+        load = {"kind": "raw", "load_addr": a, "entry": _int(entry, "--entry") if entry else a,
+                "esp": esp}
+    else:
+        load = {"kind": "multiboot", "cmdline": cmdline, "esp": esp}
+    rec = replay.Recording(
+        backend, data, load, _attrs.asdict(machine.config), max_instructions, hook_log.calls,
+        replay.state_digest(machine, result), result.stop,
+    )
+    try:
+        replay.save(rec, path)
+    except OSError as exc:
+        fail(f"cannot write the recording to {str(path)!r}: {exc.strerror}")
+    err.print(f"pvframe: recorded {len(rec.calls)} hook calls to {path}", markup=False)
+
+
+@app.command("replay")
+def replay_cmd(
+    recording: Annotated[Path, typer.Argument(help="A file written by `pvframe run --record`.")],
+) -> None:
+    """Replay a recorded run and check it reaches the identical final state."""
+    from pvframe import replay
+
+    if not recording.is_file():
+        fail(f"recording {str(recording)!r} does not exist or is not a file")
+    try:
+        rec = replay.load(recording)
+    except ValueError as exc:
+        fail(f"{recording}: {exc}")
+    try:
+        outcome = replay.replay(rec)
+    except plugins.BackendError as exc:
+        fail(str(exc))
+    if outcome.identical:
+        out.print(f"replay of {recording}: identical ({outcome.calls} hook calls, "
+                  f"same final state, stop {rec.stop})")
+        return
+    err.print(f"pvframe: replay of {recording} diverged: {outcome.first_difference}", markup=False)
+    raise typer.Exit(1)
 
 
 #: the fields of two runs whose difference the guest could observe (exit 1 of --compare)
