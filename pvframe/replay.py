@@ -105,7 +105,7 @@ class Recording:
             return cls(
                 data["backend"], zlib.decompress(base64.b64decode(data["image"])), data["load"],
                 data["config"], data["max_instructions"],
-                [tuple(c) for c in data["calls"]], data["digest"], data["stop"],  # type: ignore[misc]
+                [tuple(c) for c in data["calls"]], data["digest"], data["stop"],
             )
         except (KeyError, ValueError, TypeError, zlib.error) as exc:
             raise ValueError(f"unreadable recording: {exc}") from None
