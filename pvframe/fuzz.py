@@ -14,6 +14,7 @@ campaign over the same entry point.
 from __future__ import annotations
 
 import collections
+import functools
 import random
 import sys
 import time
@@ -78,7 +79,9 @@ faults: .long 0
 stack_top:
 .text
 body:
+.fill BODY_MAX, 1, 0
 """
+BODY_MAX = 256
 
 
 @attrs.frozen
@@ -91,21 +94,35 @@ class Outcome:
 def run_bytes(body: bytes, *, storm: bool = False, fault_limit: int = 64,
               budget: int = BUDGET, backend: str = "native") -> Outcome:
     """Run ``body`` as code behind the harness; never raises."""
-    storm_code = (
-        "movl $0x1ff, 0xfee000f0\n movl $0xb, 0xfee003e0\n"
-        "movl $0x20030, 0xfee00320\n movl $7, 0xfee00380\n sti"
-        if storm else "nop"
-    )
-    source = (_HARNESS.replace("STORM", storm_code).replace("LIMIT", str(fault_limit))
-              + ".byte " + ",".join(str(b) for b in body or b"\x90") + "\n")
     try:
-        image = assemble(source, LOAD).image
+        image = _image(body, storm, fault_limit)
         m = Machine(backend)
         m.load_raw(image, LOAD, LOAD)
         r = m.run(budget, wall_clock_s=WALL_S)
         return Outcome(r.stop, r.instructions)
     except Exception as exc:  # a crash of the framework: reported, counted
         return Outcome("crash", 0, "".join(traceback.format_exception_only(exc)).strip())
+
+
+@functools.lru_cache(maxsize=8)
+def _harness(storm: bool, fault_limit: int) -> tuple[bytes, int]:
+    """The harness image (assembled once per variant) and the offset of ``body``."""
+    storm_code = (
+        "movl $0x1ff, 0xfee000f0\n movl $0xb, 0xfee003e0\n"
+        "movl $0x20030, 0xfee00320\n movl $7, 0xfee00380\n sti"
+        if storm else "nop"
+    )
+    source = (_HARNESS.replace("STORM", storm_code).replace("LIMIT", str(fault_limit))
+              .replace("BODY_MAX", str(BODY_MAX)))
+    built = assemble(source, LOAD)
+    return built.image, built.symbols["body"] - LOAD
+
+
+def _image(body: bytes, storm: bool, fault_limit: int) -> bytes:
+    """The harness with ``body`` (at most BODY_MAX bytes, the rest zeros) patched in."""
+    image, off = _harness(storm, fault_limit)
+    body = body[:BODY_MAX] or b"\x90"
+    return image[:off] + body + image[off + len(body):]
 
 
 def random_bodies(n: int, seed: int) -> Iterable[tuple[bytes, bool]]:
@@ -146,7 +163,26 @@ def campaign(n: int, seed: int = 0) -> dict[str, object]:
     }
 
 
+def atheris_campaign(runs: int) -> int:
+    """Coverage-guided fuzzing of the executor, platform and native backend with atheris
+    (libFuzzer): the input's first byte chooses the storm, the rest is the body. A crash
+    (any Python exception out of the machine) makes atheris stop and print the input."""
+    import atheris
+
+    def one(data: bytes) -> None:
+        outcome = run_bytes(data[1:], storm=bool(data[:1] and data[0] & 1), budget=2_000)
+        if outcome.crash:
+            raise RuntimeError(f"pvframe crashed on {data.hex()}: {outcome.crash}")
+
+    atheris.instrument_all()
+    atheris.Setup([sys.argv[0], f"-runs={runs}", "-max_len=257"], one)
+    atheris.Fuzz()
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if "--atheris" in argv:
+        return atheris_campaign(int(argv[argv.index("--atheris") + 1]))
     n = int(argv[0]) if argv and not argv[0].startswith("-") else 300
     seed = int(argv[argv.index("--seed") + 1]) if "--seed" in argv else 0
     figures = campaign(n, seed)

@@ -36,6 +36,11 @@ STOP_LIMIT = "instruction-limit"
 STOP_TRIPLE = "triple-fault"
 STOP_BACKEND = "backend-error"
 STOP_WALL = "wall-clock-limit"
+STOP_UNSUPPORTED = "unsupported"
+#: every way a run can end; anything else is a bug of the framework
+STOP_REASONS = frozenset({
+    STOP_HALTED, STOP_EXIT, STOP_LIMIT, STOP_TRIPLE, STOP_BACKEND, STOP_WALL, STOP_UNSUPPORTED,
+})
 
 
 class RunInterrupted(Exception):
@@ -408,7 +413,7 @@ class Machine:
             elif reason == STOP_TRIPLE:
                 self.stop(STOP_TRIPLE, detail="an exception while delivering a double fault")
             elif reason.startswith("unsupported"):
-                self.stop("unsupported", detail=reason.partition(":")[2].strip() or reason)
+                self.stop(STOP_UNSUPPORTED, detail=reason.partition(":")[2].strip() or reason)
             else:
                 self.stop(reason)
 
