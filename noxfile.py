@@ -1,4 +1,4 @@
-"""nox sessions: tests, equivalence, lint, typecheck, bench, docs.
+"""nox sessions: tests, equivalence, lint, typecheck, bench, fuzz, docs.
 
 The core and every plugin are installed into the session's environment from their folders,
 exactly as a user installs them; nothing is reached through PYTHONPATH.
