@@ -11,6 +11,11 @@ page(s); those pages are in ``memory.code_pages`` and never enter the MMU's writ
 so every store to them reaches :meth:`Executor._code_written`, which drops the overlapping
 blocks (the running block leaves at the end of the storing instruction).
 
+Compiled code is also shared between executors of one process (``_CODE_CACHE``, keyed by
+linear address, limit and chaining switch, validated against the exact bytes the
+translation was decoded from), so many short-lived machines running the same code (the
+equivalence kit, fuzzers) skip lifting and ``compile()``.
+
 Superblocks: a translation follows the constant successor of a direct ``jmp``/``call``/
 fall-through and the predicted return of a ``ret`` (guarded: a mismatching return address
 leaves the block) as long as the code stays on the start's page and within the
@@ -64,8 +69,9 @@ from pvframe.platform.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 
 MAX_INSNS = 64
 #: compiled translations shared by all executors of the process (bytes-keyed, FIFO)
-_CODE_CACHE: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-_CODE_CACHE_MAX = 4096
+_CODE_CACHE: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+_CODE_CACHE_MAX = 8192
+_CODE_VARIANTS = 4
 #: bytes fetched for one block at most (VEX stops long before)
 MAX_FETCH = 1024
 
@@ -352,14 +358,15 @@ class Executor:
         page_addr = paddr & ~PAGE_MASK
         key = None
         if self.memory.is_ram(page_addr, PAGE_SIZE):
-            # Process-wide cache of compiled code: a translation depends only on the
-            # bytes of its page, its linear address, the limit and the chaining switch.
-            page_bytes = self.memory.read_bytes(page_addr, PAGE_SIZE)
-            key = (eip, limit, self.chain, page_bytes)
-            hit = _CODE_CACHE.get(key)
-            if hit is not None:
-                self.stats["shared_hits"] += 1
-                return self._block_from_cache(eip, paddr, hit)
+            # Process-wide cache of compiled code: a translation depends only on its
+            # linear address, the limit, the chaining switch and the bytes it was decoded
+            # from ([lo, hi) of its page; bytes after hi can only have made it shorter).
+            key = (eip, limit, self.chain)
+            for hit in _CODE_CACHE.get(key, ()):
+                lo, hi, span = hit[4], hit[5], hit[6]
+                if self.memory.read_bytes(page_addr + lo, hi - lo) == span:
+                    self.stats["shared_hits"] += 1
+                    return self._block_from_cache(eip, paddr, hit)
         code = self._fetch(eip, paddr)
         first_len = len(code)
         pages = [(paddr >> PAGE_SHIFT, paddr & PAGE_MASK, (paddr & PAGE_MASK) + len(code))]
@@ -460,11 +467,15 @@ class Executor:
             if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
                 _CODE_CACHE.pop(next(iter(_CODE_CACHE)))
             lo = min((a & PAGE_MASK) for _b, _c, a in trace)
-            hi = max((a & PAGE_MASK) + b.size for b, _c, a in trace)
-            _CODE_CACHE[key] = (
-                blk.fn.__code__, tuple(addrs), loop, blk.length, lo, min(hi, PAGE_SIZE),
+            hi = min(max((a & PAGE_MASK) + b.size for b, _c, a in trace), PAGE_SIZE)
+            entry = (
+                blk.fn.__code__, tuple(addrs), loop, blk.length, lo, hi,
+                self.memory.read_bytes(page_addr + lo, hi - lo),
                 src if self.keep_source else "",
             )
+            variants = _CODE_CACHE.setdefault(key, [])
+            variants.insert(0, entry)
+            del variants[_CODE_VARIANTS:]
         if self.keep_source:
             blk.source = src
         pfn, start, _ = pages[0]
@@ -478,7 +489,7 @@ class Executor:
         return blk
 
     def _block_from_cache(self, eip: int, paddr: int, hit: tuple[Any, ...]) -> Block:
-        code_obj, addrs, loop, length, lo, hi, src = hit
+        code_obj, addrs, loop, length, lo, hi, _span, src = hit
         glb = dict(self._glb)
         glb["ADDRS"] = addrs
         blk = Block("vex", eip, len(addrs), length)
