@@ -49,3 +49,23 @@ def test_guests_build_reproducibly(tmp_path: pytest.TempPathFactory, monkeypatch
         rebuilt = guests.build(name)
         assert str(rebuilt).startswith(str(tmp_path))
         assert rebuilt.read_bytes() == data, f"{name} does not rebuild byte for byte"
+
+
+def test_timer_armed_without_halting_matches_unicorn() -> None:
+    """Timer interrupts arriving in a busy loop with paging on (the bench's kernel-like
+    workload): same instruction count, ticks and registers as Unicorn as bare metal."""
+    from pvframe.bench import KERNEL
+    from pvframe.testing.asm import assemble
+
+    built = assemble(KERNEL.replace("ROUNDS", "5").replace("PERIOD", "7000"), 0x100000)
+    m = Machine("native")
+    m.load_raw(built.image, 0x100000, 0x100000)
+    native = m.run(10**7)
+    u = UnicornMachine()
+    u.load_raw(built.image, 0x100000, 0x100000)
+    bare = u.run(10**7)
+    ticks = built.symbols["ticks"]
+    assert native.stop == bare.stop == "exit"
+    assert m.memory.read_u32(ticks) == int.from_bytes(u.read_phys(ticks, 4), "little") > 15
+    assert native.instructions == bare.instructions
+    assert native.registers == bare.registers

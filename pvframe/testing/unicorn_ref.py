@@ -394,6 +394,12 @@ class UnicornMachine:
         self._watch = self.platform.interrupt_pending()
         if self.stop_reason is not None:
             self._request_stop("device-stop")
+            return
+        # the access may have armed a timer earlier than the current stop point (e.g. an
+        # APIC initial-count write): move the stop point so the deadline is serviced
+        due = self.platform.next_deadline(self.icount + 1)
+        if due is not None and due < self._stop_at:
+            self._stop_at = max(due, self.icount + 1)
 
     def _on_in(self, uc: Uc, port: int, size: int, _data: Any) -> int:
         value = self.platform.io_read(port, size)
