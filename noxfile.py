@@ -1,4 +1,4 @@
-"""nox sessions: tests, equivalence, lint, typecheck, bench, fuzz, docs.
+"""nox sessions: tests, equivalence, differential, lint, typecheck, bench, fuzz, docs.
 
 The core and every plugin are installed into the session's environment from their folders,
 exactly as a user installs them; nothing is reached through PYTHONPATH.
@@ -107,3 +107,17 @@ def fuzz(session: nox.Session) -> None:
     )
     session.install("atheris")
     session.run("python", "-m", "pvframe.fuzz", "--atheris", "300")
+
+
+@nox.session
+def differential(session: nox.Session) -> None:
+    """The executor against Unicorn, deep: 10,000 generated programs per instruction class
+    (``-- N`` to change), with Hypothesis's statistics printed per class."""
+    install_all(session, "test")
+    n = session.posargs[0] if session.posargs else "10000"
+    for cls in ("alu", "unary", "shift", "muldiv", "misc", "stack_or_string", "control"):
+        session.run(
+            "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-show-statistics",
+            "tests/executor/test_exec_differential.py",
+            env={"PVFRAME_DIFF_CLASS": cls, "PVFRAME_DIFF_EXAMPLES": n},
+        )

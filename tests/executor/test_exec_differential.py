@@ -205,7 +205,13 @@ def control(draw: st.DrawFn) -> Op:
     return Op(f"j{c} 8f\n {inner.text}\n8:", 0, inner.undef | inner.writes, CONDS[c] | inner.reads)
 
 
-ops = st.one_of(base_ops, base_ops, base_ops, control())
+#: instruction classes, for the deep per-class campaign (``nox -s differential``)
+CLASSES = {
+    "alu": alu(), "unary": unary(), "shift": shift(), "muldiv": muldiv(), "misc": misc(),
+    "stack_or_string": stack_or_string(), "control": control(),
+}
+_ONLY = os.environ.get("PVFRAME_DIFF_CLASS")
+ops = CLASSES[_ONLY] if _ONLY else st.one_of(base_ops, base_ops, base_ops, control())
 
 
 @st.composite
