@@ -84,7 +84,6 @@ emulate. Documented differences that do *not* stop the run:
 from __future__ import annotations
 
 import ctypes
-import json
 import struct
 from typing import Any
 
@@ -102,6 +101,7 @@ from unicorn import (
 from unicorn import x86_const as x86
 from unicorn.unicorn_py3.unicorn import uclib as _uclib
 
+from pvframe.machine import RunResult
 from pvframe.platform import loader
 from pvframe.platform.pc import Platform
 
@@ -169,41 +169,14 @@ class Delivery:
 
 
 @attrs.frozen
-class UnicornRunResult:
-    """The fields of ``pvframe.machine.RunResult``; ``extra`` carries ``detail`` and
+class UnicornRunResult(RunResult):
+    """A ``pvframe.machine.RunResult`` from Unicorn; ``extra`` carries ``detail`` and
     ``events`` (the :class:`Delivery` list, as dicts)."""
-
-    backend: str
-    stop: str
-    exit_code: int | None
-    instructions: int
-    registers: dict[str, int]
-    console: str
-    memory: dict[str, str] = attrs.field(factory=dict)
-    hooks: dict[str, int] = attrs.field(factory=dict)
-    extra: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def detail(self) -> str | None:
         value = self.extra.get("detail")
         return None if value is None else str(value)
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "backend": self.backend,
-            "stop": self.stop,
-            "exit_code": self.exit_code,
-            "instructions": self.instructions,
-            "registers": dict(self.registers),
-            "console": self.console,
-            "memory": dict(self.memory),
-            "hooks": dict(sorted(self.hooks.items())),
-        }
-        data.update(self.extra)
-        return data
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
 
 class UnicornMachine:
@@ -756,5 +729,7 @@ class UnicornMachine:
             instructions=self.icount,
             registers=self.registers(),
             console=self.platform.console_text(),
+            memory={},
+            hooks={},
             extra=extra,
         )
