@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,6 +24,9 @@ from rich.progress import (
 from rich.table import Table
 
 from pvframe import catalogue, plugins
+
+if TYPE_CHECKING:
+    from pvframe.machine import Machine, RunResult
 
 app = typer.Typer(
     name="pvframe",
@@ -262,7 +265,7 @@ def run_cmd(
     if not as_json:
         machine.platform.set_console_sink(lambda text: out.out(text, end="", highlight=False))
     _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline)
-    result = machine.run(max_instructions, dumps=dumps, wall_clock_s=wall_clock)
+    result = _run_with_progress(machine, max_instructions, dumps, wall_clock, show=not as_json)
     if as_json:
         print(result.to_json())
     else:
@@ -282,6 +285,36 @@ def run_cmd(
             err.print(f"pvframe: trace: {note}", markup=False)
     if result.stop == "backend-error":
         raise typer.Exit(3)
+
+
+def _run_with_progress(machine: Machine, budget: int, dumps: list[tuple[str, int, int]],
+                       wall_clock: float | None, show: bool) -> RunResult:
+    """Machine.run with a transient progress bar on stderr once the run takes longer than
+    a second (guest console output keeps streaming above it)."""
+    import time as _time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not show:
+        return machine.run(budget, dumps=dumps, wall_clock_s=wall_clock)
+    started = _time.monotonic()
+    bar = Progress(TextColumn("[dim]guest instructions"), BarColumn(), TextColumn("{task.completed:,}"),
+                   TimeElapsedColumn(), console=err, transient=True)
+    task = bar.add_task("run", total=budget)
+    shown = False
+
+    def update(done: int, total: int) -> None:
+        nonlocal shown
+        if not shown and _time.monotonic() - started > 1.0:
+            bar.start()
+            shown = True
+        bar.update(task, completed=done)
+
+    try:
+        return machine.run(budget, dumps=dumps, wall_clock_s=wall_clock, progress=update)
+    finally:
+        if shown:
+            bar.stop()
 
 
 def _save_recording(machine: object, result: object, hook_log: object, path: Path,

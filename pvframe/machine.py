@@ -13,7 +13,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -357,13 +357,15 @@ class Machine:
         max_instructions: int = 50_000_000,
         dumps: Iterable[tuple[str, int, int]] = (),
         wall_clock_s: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> RunResult:
         """Run until a stop reason, ``max_instructions`` retired instructions (stop
         ``instruction-limit``) or ``wall_clock_s`` seconds of host time (stop
         ``wall-clock-limit``; it also catches a hook that never returns, named in the
         detail). A hook that raises or returns the wrong type stops the run as
         ``backend-error`` naming the backend and the hook. In every case the guest state at
-        the stop is reported."""
+        the stop is reported. ``progress(done, budget)`` is called between chunks of
+        instructions (for progress bars); it never changes what the guest does."""
         if self.boot is None:
             raise RuntimeError("load an image before running the machine")
         deadline = time.monotonic() + wall_clock_s if wall_clock_s else None
@@ -371,7 +373,7 @@ class Machine:
         # runs past the limit plus a grace period
         with _alarm(wall_clock_s + self.WALL_GRACE_S if wall_clock_s else None):
             try:
-                self._run(max_instructions, deadline, wall_clock_s)
+                self._run(max_instructions, deadline, wall_clock_s, progress)
             except RunInterrupted as exc:
                 tb = exc.__traceback__
                 while tb is not None and tb.tb_next is not None:
@@ -391,13 +393,18 @@ class Machine:
     WALL_GRACE_S = 0.5
 
     def _run(self, max_instructions: int, deadline: float | None = None,
-             wall_clock_s: float | None = None) -> None:
-        limit = self.cpu.icount + max_instructions
+             wall_clock_s: float | None = None,
+             progress: Callable[[int, int], None] | None = None) -> None:
+        start = self.cpu.icount
+        limit = start + max_instructions
+        chunked = deadline is not None or progress is not None
         while self.stop_reason is None and self.cpu.icount < limit:
             if deadline is not None and time.monotonic() >= deadline:
                 self.stop(STOP_WALL, detail=f"{wall_clock_s} s of host time passed")
                 break
-            step = limit if deadline is None else min(limit, self.cpu.icount + self.WALL_CHUNK)
+            if progress is not None:
+                progress(self.cpu.icount - start, max_instructions)
+            step = min(limit, self.cpu.icount + self.WALL_CHUNK) if chunked else limit
             try:
                 reason = self.executor.run(step)
             except plugins.BackendError as exc:
