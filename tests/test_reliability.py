@@ -87,3 +87,28 @@ def test_runaway_guest_hits_instruction_then_wall_clock_limits() -> None:
     r2 = m2.run(10**12, wall_clock_s=0.3)
     assert r2.stop == "wall-clock-limit" and r2.instructions > 10_000
     assert r2.registers["eax"] == (r2.instructions + 1) // 2  # state exact at the stop
+
+
+def test_malformed_images_are_refused_before_execution_with_one_line(tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from pvframe.cli import app
+
+    elf = guests.build("hello").read_bytes()
+    cases = {
+        "truncated.elf": elf[:100],
+        "zeroed.elf": elf[:4] + bytes(60),
+        "huge.bin": b"\x90" * 16,
+    }
+    runner = CliRunner()
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        args = ["run", str(path)]
+        if name.endswith(".bin"):
+            args += ["--raw", "--load-addr", hex((64 << 20) - 8)]
+        result = runner.invoke(app, args)
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert result.exit_code == 2, (name, result.output)
+        assert len(lines) == 1 and lines[0].startswith("pvframe: error: "), (name, result.output)
+        assert "Traceback" not in result.output
