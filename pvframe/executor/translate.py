@@ -33,6 +33,7 @@ instruction and raises #UD there.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from typing import Any
 
@@ -258,6 +259,72 @@ _CARRY: dict[int, Callable[[str, str, str, str], str]] = {
 }
 
 
+_IMark = pyvex.stmt.IMark
+_WrTmp = pyvex.stmt.WrTmp
+_Put = pyvex.stmt.Put
+_Store = pyvex.stmt.Store
+_CAS = pyvex.stmt.CAS
+_Exit = pyvex.stmt.Exit
+_RdTmp = pyvex.expr.RdTmp
+_Const = pyvex.expr.Const
+_Get = pyvex.expr.Get
+_Unop = pyvex.expr.Unop
+_Binop = pyvex.expr.Binop
+_CCall = pyvex.expr.CCall
+_Load = pyvex.expr.Load
+_ITE = pyvex.expr.ITE
+_NoOp = pyvex.stmt.NoOp
+_PURE_HELPERS = frozenset(
+    ("x86g_calculate_condition", "x86g_calculate_eflags_c", "x86g_calculate_eflags_all")
+)
+
+
+def _live_into(e: Any, live: set[int]) -> None:
+    """Add every temporary read in expression ``e`` to ``live``."""
+    k = type(e)
+    if k is _RdTmp:
+        live.add(e.tmp)
+    elif k is _Unop or k is _Binop or k is _CCall:
+        for a in e.args:
+            if type(a) is _RdTmp:
+                live.add(a.tmp)
+            elif type(a) is not _Const:
+                _live_into(a, live)
+    elif k is _ITE:
+        _live_into(e.cond, live)
+        _live_into(e.iftrue, live)
+        _live_into(e.iffalse, live)
+    elif k is _Load:
+        _live_into(e.addr, live)
+    elif k is not _Const and k is not _Get:
+        for c in e.child_expressions:
+            if type(c) is _RdTmp:
+                live.add(c.tmp)
+
+
+def _uses_into(e: Any, idx: int, last_use: dict[int, int]) -> None:
+    """Record ``idx`` as the latest use of every temporary read in expression ``e``."""
+    k = type(e)
+    if k is _RdTmp:
+        last_use[e.tmp] = idx
+    elif k is _Unop or k is _Binop or k is _CCall:
+        for a in e.args:
+            if type(a) is _RdTmp:
+                last_use[a.tmp] = idx
+            elif type(a) is not _Const:
+                _uses_into(a, idx, last_use)
+    elif k is _ITE:
+        _uses_into(e.cond, idx, last_use)
+        _uses_into(e.iftrue, idx, last_use)
+        _uses_into(e.iffalse, idx, last_use)
+    elif k is _Load:
+        _uses_into(e.addr, idx, last_use)
+    elif k is not _Const and k is not _Get:
+        for c in e.child_expressions:
+            if type(c) is _RdTmp:
+                last_use[c.tmp] = idx
+
+
 # ---------------------------------------------------------------------------- the generator
 class _Gen:
     """Generates the source of one block."""
@@ -287,7 +354,10 @@ class _Gen:
         self.last_fault = -1
         self.cur_div = 32
         self.stmt_index = 0
-        self.uses: dict[int, list[int]] = {}
+        self.last_use: dict[int, int] = {}
+        self.dead_puts: set[int] = set()
+        self.dead_tmps: set[int] = set()
+        self.raising: set[int] = set()
         self.imark_at: list[int] = []
         self.put_at: dict[str, list[int]] = {}
         self.has_mem = False
@@ -308,53 +378,182 @@ class _Gen:
 
     # ---------------------------------------------------------------- pre-scan
     def prescan(self) -> None:
-        stmts = self.irsb.statements
+        """Per IRSB: the last statement index reading each temporary, the PUT indices per
+        register, the IMark indices and the last possibly-faulting statement of each
+        instruction. Walks the (flat) IR directly: pyvex's generic ``expressions``
+        property was most of the translation cost."""
+        stmts: list[Any] = self.irsb.statements
         cur_insn = self.insn
         fault_idx: dict[int, int] = {}
-        self.uses = {}
-        self.imark_at = []
-        self.put_at = {}
+        last_use: dict[int, int] = {}
+        imark_at: list[int] = []
+        put_at: dict[str, list[int]] = {}
         self.alias = {}
         self.const = {}
         self.pybool = set()
         self.seg_origin = {}
+        t_rd = _RdTmp
         for idx, st in enumerate(stmts):
-            if isinstance(st, pyvex.stmt.IMark):
+            k = type(st)
+            if k is _IMark:
                 cur_insn += 1
-                self.imark_at.append(idx)
+                imark_at.append(idx)
                 continue
-            for e in st.expressions:
-                if isinstance(e, pyvex.expr.RdTmp):
-                    self.uses.setdefault(e.tmp, []).append(idx)
-            if isinstance(st, pyvex.stmt.Put):
-                base = st.offset & ~3 if st.offset < 40 else st.offset
-                if base in REG32:
-                    self.put_at.setdefault(REG32[base], []).append(idx)
-            faulting = isinstance(st, pyvex.stmt.Store | pyvex.stmt.CAS) or (
-                isinstance(st, pyvex.stmt.WrTmp)
-                and (
-                    isinstance(st.data, pyvex.expr.Load)
-                    or (isinstance(st.data, pyvex.expr.Binop) and "DivMod" in st.data.op)
-                )
-            ) or (isinstance(st, pyvex.stmt.Exit) and st.jumpkind not in ("Ijk_Boring", "Ijk_Call", "Ijk_Ret"))
-            if faulting:
-                fault_idx[cur_insn] = idx
-        for e in self.irsb.next.expressions if hasattr(self.irsb.next, "expressions") else []:
-            if isinstance(e, pyvex.expr.RdTmp):
-                self.uses.setdefault(e.tmp, []).append(len(stmts))
-        if isinstance(self.irsb.next, pyvex.expr.RdTmp):
-            self.uses.setdefault(self.irsb.next.tmp, []).append(len(stmts))
+            if k is _WrTmp:
+                d = st.data
+                kd = type(d)
+                if kd is t_rd:
+                    last_use[d.tmp] = idx
+                elif kd is _Unop or kd is _Binop or kd is _CCall:
+                    for a in d.args:
+                        if type(a) is t_rd:
+                            last_use[a.tmp] = idx
+                        elif type(a) is not _Const:
+                            _uses_into(a, idx, last_use)
+                    if kd is _Binop and "DivMod" in d.op:
+                        fault_idx[cur_insn] = idx
+                elif kd is _Load:
+                    _uses_into(d.addr, idx, last_use)
+                    fault_idx[cur_insn] = idx
+                elif kd is not _Get and kd is not _Const:
+                    _uses_into(d, idx, last_use)
+            elif k is _Put:
+                d = st.data
+                if type(d) is t_rd:
+                    last_use[d.tmp] = idx
+                elif type(d) is not _Const:
+                    _uses_into(d, idx, last_use)
+                off = st.offset
+                base = off & ~3 if off < 40 else off
+                name = REG32.get(base)
+                if name is not None:
+                    lst = put_at.get(name)
+                    if lst is None:
+                        put_at[name] = [idx]
+                    else:
+                        lst.append(idx)
+            else:
+                for e in st.expressions:
+                    if type(e) is t_rd:
+                        last_use[e.tmp] = idx
+                if k is _Store or k is _CAS or (
+                    k is _Exit and st.jumpkind not in ("Ijk_Boring", "Ijk_Call", "Ijk_Ret")
+                ):
+                    fault_idx[cur_insn] = idx
+        nx = self.irsb.next
+        if type(nx) is t_rd:
+            last_use[nx.tmp] = len(stmts)
+        elif nx is not None and type(nx) is not _Const:
+            _uses_into(nx, len(stmts), last_use)
+        self.last_use = last_use
+        self.imark_at = imark_at
+        self.put_at = put_at
         self.fault_idx = fault_idx
+        self._liveness(stmts, cur_insn, fault_idx)
+
+    def _liveness(self, stmts: list[Any], last_insn: int, fault_idx: dict[int, int]) -> None:
+        """One backward pass over the IRSB computing
+
+        * ``dead_puts``: flag-thunk PUTs (cc_op/dep1/dep2/ndep) that a later committed PUT
+          of the same register overwrites with nothing in between that reads it, can
+          raise or leaves the block (a *barrier*: load/store/CAS, divide, exit, a helper
+          call that is not a pure flag computation, anything unusual). No fault handler,
+          side exit or block end can observe the overwritten value. A pending PUT (before
+          a possible fault of its instruction) never kills one;
+        * ``dead_tmps``: pure, supported temporaries nothing live reads;
+        * ``raising``: instructions holding a barrier: only they need ``i = k`` (the
+          instruction index read by the exception handler)."""
+        dead: set[int] = set()
+        dead_tmps: set[int] = set()
+        raising: set[int] = set()
+        live: set[int] = set()
+        nx = self.irsb.next
+        if type(nx) is _RdTmp:
+            live.add(nx.tmp)
+        elif nx is not None and type(nx) is not _Const:
+            _live_into(nx, live)
+        killed = [False, False, False, False]  # cc_op, cc_dep1, cc_dep2, cc_ndep
+        insn = last_insn
+        last_fault = fault_idx.get(insn, -1)
+        for idx in range(len(stmts) - 1, -1, -1):
+            st = stmts[idx]
+            k = type(st)
+            if k is _IMark:
+                insn -= 1
+                last_fault = fault_idx.get(insn, -1)
+                continue
+            if k is _Put:
+                off = st.offset
+                if 40 <= off < 56:
+                    j = (off - 40) >> 2
+                    if off & 3 or self.ty(st.data) != 32:
+                        killed[j] = False
+                    elif idx < last_fault:
+                        killed[j] = False  # pending: the old value stays visible
+                    else:
+                        if killed[j]:
+                            dead.add(idx)
+                            continue
+                        killed[j] = True
+                d = st.data
+                if type(d) is _RdTmp:
+                    live.add(d.tmp)
+                elif type(d) is not _Const:
+                    _live_into(d, live)
+                continue
+            if k is _WrTmp:
+                d = st.data
+                kd = type(d)
+                pure: bool | None = False
+                if kd is _Get:
+                    off = d.offset
+                    if off < 56 and off + (_BITS.get(d.ty, 64) >> 3) > 40:
+                        killed = [False, False, False, False]
+                    bits = _BITS.get(d.ty, 0)
+                    pure = (off in REG32 and bits == 32) or (
+                        (off & ~3) in GPR_BASES and bits in (8, 16)
+                    )
+                elif kd is _RdTmp or kd is _Const:
+                    pure = None  # generates no code
+                elif kd is _Unop:
+                    pure = d.op in _UNOPS
+                elif kd is _Binop:
+                    pure = d.op in _BINOPS and "Div" not in d.op
+                elif kd is _ITE:
+                    pure = True
+                elif kd is _CCall:
+                    pure = d.cee.name in _PURE_HELPERS
+                if pure is not False:
+                    if pure and st.tmp not in live:
+                        dead_tmps.add(idx)
+                        continue
+                    if kd is _RdTmp:
+                        live.add(d.tmp)
+                    elif kd is not _Const and kd is not _Get:
+                        _live_into(d, live)
+                    continue
+            elif k is _NoOp:
+                continue
+            killed = [False, False, False, False]
+            raising.add(insn)
+            for e in st.expressions:
+                if type(e) is _RdTmp:
+                    live.add(e.tmp)
+        self.dead_puts = dead
+        self.dead_tmps = dead_tmps
+        self.raising = raising
 
     def _alias_safe(self, tmp: int, name: str, idx: int) -> bool:
-        uses = self.uses.get(tmp, [])
-        if not uses:
+        last = self.last_use.get(tmp)
+        if last is None:
             return True
-        last = max(uses)
-        for p in self.put_at.get(name, []):
+        for p in self.put_at.get(name, ()):
             if idx < p < last:
                 return False
-        return all(not (idx < m <= last) for m in self.imark_at)
+        # no instruction boundary between the definition and the last use
+        imarks = self.imark_at
+        j = bisect.bisect_right(imarks, idx)
+        return j == len(imarks) or imarks[j] > last
 
     # ---------------------------------------------------------------- expressions
     def ty(self, e: Any) -> int:
@@ -569,7 +768,7 @@ class _Gen:
         self.last_fault = self.fault_idx.get(self.insn, -1)
         self.cur_div = self.div_width(st.addr) or 32
         self.emit(f"# {self.insn}: {st.addr:#x}")
-        if self.insn:
+        if self.insn and self.insn in self.raising:
             self.emit(f"i = {self.insn}")
 
     def commit_pending(self) -> None:
@@ -587,6 +786,8 @@ class _Gen:
         self.has_mem_insn = False
 
     def s_wrtmp(self, st: Any) -> None:
+        if self.stmt_index in self.dead_tmps:  # pure and never read
+            return
         tmp = st.tmp
         d = st.data
         if isinstance(d, pyvex.expr.Load):
@@ -643,6 +844,10 @@ class _Gen:
 
     def s_put(self, st: Any) -> None:
         off = st.offset
+        if self.stmt_index in self.dead_puts:  # overwritten before anything can see it
+            if off == 40:
+                self.known_ccop = self.const_of(st.data)
+            return
         bits = self.ty(st.data)
         val = self.atom(st.data)
         if off == OFF_EIP:
