@@ -49,6 +49,12 @@ from typing import TYPE_CHECKING, Any
 
 from pvframe.platform.devices.apic import divide_value
 from pvframe.timekeeping import units
+from pvframe.timekeeping.clockevents import (
+    CLOCK_EVT_FEAT_ONESHOT,
+    ETIME,
+    ClockEventDevice,
+    ClockEventMode,
+)
 from pvframe_xen.hypervisor import abi
 
 if TYPE_CHECKING:
@@ -67,8 +73,33 @@ def tsc_for_system_time(ns: int, t: Any) -> int:
     )
 
 
+XEN_CLOCKEVENT_RATING = 500
+XEN_MAX_DELTA_NS = 0xFFFFFFFF
+
+
+def xen_clockevent(set_next_event: Any) -> ClockEventDevice:
+    """Linux's ``xen_vcpuop_clockevent`` (2.6.24 ``arch/x86/xen/time.c``, reference §3.9):
+    one-shot only, ticks are ns (``mult = 1, shift = 0``), ``max_delta_ns = 0xffffffff``,
+    rating 500. One deliberate departure: ``min_delta_ns`` is 1 ns instead of Linux's
+    ``TIMER_SLOP`` (100 µs), which would make a native guest's short APIC timer fire up to
+    100 µs late and break equivalence with native (the VMI backend departs the same way)."""
+    dev = ClockEventDevice(
+        name="xen",
+        features=CLOCK_EVT_FEAT_ONESHOT,
+        mult=1,
+        shift=0,
+        min_delta_ns=1,
+        max_delta_ns=XEN_MAX_DELTA_NS,
+        set_next_event=set_next_event,
+        rating=XEN_CLOCKEVENT_RATING,
+    )
+    dev.set_mode(ClockEventMode.ONESHOT)
+    return dev
+
+
 class VirtualApic:
-    """The xAPIC a native guest programs, implemented over Xen event channels."""
+    """The xAPIC a native guest programs, implemented over Xen event channels. The timer
+    is armed through the shared clockevents layer (:func:`xen_clockevent`)."""
 
     def __init__(self, machine: Any, hv: XenHypervisor) -> None:
         self.machine = machine
@@ -86,7 +117,13 @@ class VirtualApic:
         self.period_index = 0
         self.armed_ns: int | None = None
         self.armed_tsc: int | None = None
-        self.stats = {"upcalls": 0, "timer_events": 0, "ipi_events": 0, "eoi_unmasks": 0}
+        #: Xen system time of the expiry being waited for (the clockevent may be clamped
+        #: to ``max_delta_ns`` and fire early: then it is re-programmed, not counted)
+        self.target_ns: int | None = None
+        self._now_ns = 0
+        self.clockevent = xen_clockevent(self._set_next_event)
+        self.stats = {"upcalls": 0, "timer_events": 0, "ipi_events": 0, "eoi_unmasks": 0,
+                      "reprogrammed": 0}
 
     # ------------------------------------------------------------------ set-up
     def bind(self) -> None:
@@ -135,27 +172,46 @@ class VirtualApic:
         self._arm()
 
     def _arm(self) -> None:
-        """``xen_timerop_set_next_event``'s successor: VCPUOP_set_singleshot_timer at the
-        Xen system time of the next expiry."""
+        """The next expiry, in Xen system time, programmed through the clockevents layer
+        (``clockevents_program_event`` -> ``xen_vcpuop_set_next_event``)."""
         assert self.seg_start is not None
         expiry = self.seg_start + self._ticks_to_cycles(
             self.seg_count + self.period_index * self.initial_count
         )
         t = self.hv.time
-        deadline = units.pvclock_ns(expiry, t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift)
+        self.target_ns = units.pvclock_ns(
+            expiry, t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift
+        )
+        self._program()
+
+    def _program(self) -> None:
+        assert self.target_ns is not None
+        self._now_ns = self.hv.system_time_ns(self.machine.tsc())
+        if self.clockevent.program_event(self.target_ns, self._now_ns) == -ETIME:
+            # already due: Xen fires a timer set in the past at once (no FUTURE flag)
+            self._singleshot(self.target_ns, 0)
+
+    def _set_next_event(self, delta_ns: int, _dev: ClockEventDevice) -> int:
+        """``xen_vcpuop_set_next_event``: VCPUOP_set_singleshot_timer at now + delta with
+        VCPU_SSHOTTMR_future; -ETIME if Xen says it is already past."""
+        return self._singleshot(self._now_ns + delta_ns, abi.VCPU_SSHOTTMR_future)
+
+    def _singleshot(self, deadline_ns: int, flags: int) -> int:
         rc = self.hv.vcpu_op(
             abi.VCPUOP_set_singleshot_timer, 0,
-            abi.VcpuSetSingleshotTimer(timeout_abs_ns=deadline, flags=abi.VCPU_SSHOTTMR_future),
+            abi.VcpuSetSingleshotTimer(timeout_abs_ns=deadline_ns, flags=flags),
         )
-        if rc == -abi.ETIME:  # already past: Xen fires it at once without the flag
-            self.hv.vcpu_op(abi.VCPUOP_set_singleshot_timer, 0, abi.VcpuSetSingleshotTimer(deadline, 0))
-        self.armed_ns = deadline
+        if rc == -abi.ETIME:  # past after all: fire at once
+            self.hv.vcpu_op(abi.VCPUOP_set_singleshot_timer, 0,
+                            abi.VcpuSetSingleshotTimer(deadline_ns, 0))
+        self.armed_ns = deadline_ns
         self.armed_tsc = None
+        return 0
 
     def _disarm(self) -> None:
         if self.armed_ns is not None:
             self.hv.vcpu_op(abi.VCPUOP_stop_singleshot_timer, 0)
-        self.armed_ns = self.armed_tsc = None
+        self.armed_ns = self.armed_tsc = self.target_ns = None
 
     def deadline_tsc(self) -> int | None:
         """TSC at which Xen's timer fires (cached per armed deadline)."""
@@ -168,10 +224,19 @@ class VirtualApic:
 
     def timer_fired(self) -> None:
         """Xen raised VIRQ_TIMER: the clockevent handler re-arms a periodic LVT."""
-        self.stats["timer_events"] += 1
         self.armed_ns = self.armed_tsc = None
         if self.seg_start is None:
+            self.stats["timer_events"] += 1
             return
+        if self.target_ns is not None and self.hv.system_time_ns(self.machine.tsc()) < self.target_ns:
+            # clamped to max_delta_ns: not the expiry yet. Linux's tick code would see an
+            # early event and re-program; the guest must not see it, so the VIRQ is consumed
+            self.stats["reprogrammed"] += 1
+            if self.timer_port:
+                self.hv.shared.set_pending(self.timer_port, False)
+            self._program()
+            return
+        self.stats["timer_events"] += 1
         if self._periodic() and self.initial_count:
             self.period_index += 1
             self._arm()
