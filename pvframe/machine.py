@@ -14,7 +14,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
@@ -197,13 +196,6 @@ class Machine:
             image, self.config.ram_size, self.memory.write_bytes, cmdline=cmdline
         )
         self._start(info, esp)
-
-    def load_file(self, path: Path, **kw: Any) -> None:
-        data = Path(path).read_bytes()
-        if data[:4] == b"\x7fELF":
-            self.load_multiboot(data, cmdline=kw.get("cmdline", ""), esp=kw.get("esp"))
-        else:
-            self.load_raw(data, kw["load_addr"], kw.get("entry"), kw.get("esp"))
 
     #: ESP of a multiboot kernel, which the specification leaves undefined: the top of
     #: conventional memory below the EBDA (kernels set their own stack first thing)
