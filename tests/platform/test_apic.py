@@ -209,3 +209,66 @@ def test_oneshot_deadline_property(count: int, td: tuple[int, int], start: int, 
     assert not p.interrupt_pending()
     p.service(due)
     assert p.acknowledge_interrupt() == 0x40
+
+
+# ------------------------------------------------------------------ timer-driver seam
+class _FakeDriver:
+    """A backend's timer driver: records arm/cancel; the test fires it by hand."""
+
+    def __init__(self, periodic: bool) -> None:
+        self.periodic = periodic
+        self.calls: list[tuple[str, int | None, int | None]] = []
+
+    def arm(self, expiry_tsc: int, period_tsc: int | None) -> None:
+        self.calls.append(("arm", expiry_tsc, period_tsc))
+
+    def cancel(self) -> None:
+        self.calls.append(("cancel", None, None))
+
+
+@pytest.mark.parametrize("periodic_driver", [False, True])
+def test_timer_driver_seam_periodic(rig: Rig, periodic_driver: bool) -> None:
+    p = rig.platform
+    drv = _FakeDriver(periodic_driver)
+    p.apic.set_timer_driver(drv)
+    enable(rig)
+    p.apic_write(A.APIC_TDCR, 0b1011)  # divide by 1
+    p.apic_write(A.APIC_LVTT, A.LVT_TIMER_PERIODIC | 0x40)
+    rig.clock.icount = 100
+    p.apic_write(A.APIC_TMICT, 50)
+    assert p.timebase.next_deadline_tsc() is None  # the time base is not used
+    assert drv.calls == [("arm", 150, 50 if periodic_driver else None)]
+    rig.clock.icount = 120
+    assert p.apic_read(A.APIC_TMCCT) == 30
+    rig.clock.icount = 150
+    assert p.apic.timer_expired() == 0x40
+    assert p.acknowledge_interrupt() == 0x40
+    # a one-shot driver is re-armed for the next exact expiry; a periodic one goes on
+    assert drv.calls[1:] == ([] if periodic_driver else [("arm", 200, None)])
+    assert p.apic_read(A.APIC_TMCCT) == 50
+    # LVT switched to one-shot: the next expiry ends the count-down
+    p.apic_write(A.APIC_LVTT, 0x40)
+    rig.clock.icount = 200
+    del drv.calls[:]
+    p.apic.timer_expired()
+    assert drv.calls == ([("cancel", None, None)] if periodic_driver else [])
+    assert p.apic_read(A.APIC_TMCCT) == 0 and p.apic.next_timer_deadline() is None
+
+
+def test_timer_driver_seam_masked_and_stop(rig: Rig) -> None:
+    p = rig.platform
+    drv = _FakeDriver(False)
+    p.apic.set_timer_driver(drv)
+    enable(rig)
+    p.apic_write(A.APIC_LVTT, A.LVT_MASKED | 0x40)
+    p.apic_write(A.APIC_TMICT, 10)
+    p.apic_write(A.APIC_TMICT, 0)
+    assert drv.calls[-1] == ("cancel", None, None)
+    p.apic_write(A.APIC_TMICT, 10)
+    assert p.apic.timer_expired() is None  # masked: counted, not raised
+    assert p.apic.timer_fires == 1 and not p.interrupt_pending()
+    # accept=False: the vector is returned for the driver's own wire, IRR untouched
+    p.apic_write(A.APIC_LVTT, 0x41)
+    p.apic_write(A.APIC_TMICT, 10)
+    assert p.apic.timer_expired(accept=False) == 0x41
+    assert not p.interrupt_pending()

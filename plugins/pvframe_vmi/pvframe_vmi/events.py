@@ -5,9 +5,9 @@ told to service it, and polled for interrupts. This source wraps the platform an
 the VMware side's alarm queue: the next deadline is the earlier of the platform's next
 device event and the model's next alarm (REAL cycles → instruction count through
 ``units.icount_for_tsc``, the same rounding the platform's time base uses); servicing
-fires the due alarms (``fire_alarms``) and delivers them: an LVTT-wired alarm as the
-vector the guest programmed in APIC_LVTT (accepted into the platform APIC's IRR, as the
-native APIC timer does), an IRQ0-wired one as a pulse on the 8259's IRQ 0. ``hlt`` skips
+fires the due alarms (``fire_alarms``) and delivers them: an LVTT-wired alarm as an
+expiry of the platform APIC's timer (:meth:`LocalApic.timer_expired`, which raises the
+vector the guest programmed in APIC_LVTT, as the native APIC timer does), an IRQ0-wired one as a pulse on the 8259's IRQ 0. ``hlt`` skips
 virtual time to the earlier of the two.
 """
 
@@ -60,8 +60,8 @@ class VmiEventSource:
         hv.fire_alarms(now)
         for firing in hv.alarm_log[first:]:
             if firing.wiring == VMI_ALARM_WIRED_LVTT:
-                if self.guest.apic.alarm_fired(firing.expiry, now, firing.delivered):
-                    self.platform.apic.accept(firing.line)
+                # the platform APIC's expiry raises the LVT vector (firing.line) itself
+                if self.guest.apic.alarm_fired(firing.expiry, now):
                     self.delivered.append((icount, now, firing.wiring, firing.line))
             elif firing.delivered:
                 self.platform.pic.pulse_irq(0)

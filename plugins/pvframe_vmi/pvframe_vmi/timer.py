@@ -2,15 +2,18 @@
 by VMI alarms through Linux 2.6.22's ``vmiclock.c`` clock event device.
 
 Register routing (APICRead 64 / APICWrite 63 reach :meth:`VirtualApic.read` /
-:meth:`VirtualApic.write` through ``MachineHooks``): every register but the timer's
-initial and current count goes to the platform APIC (ID, TPR, EOI, SVR, ISR/IRR, ICR --
-so a self-IPI through APICWrite(ICR) is accepted exactly as natively -- LVT entries and
-the divide register, which the platform stores and masks as hardware does). The platform
-APIC's own timer never runs under VMI: an initial-count write becomes an alarm.
+:meth:`VirtualApic.write` through ``MachineHooks``): every register goes to the platform
+APIC (ID, TPR, EOI, SVR, ISR/IRR, ICR -- so a self-IPI through APICWrite(ICR) is accepted
+exactly as natively -- LVT entries and the timer's initial/current count and divide
+registers). The platform APIC owns the count-down; under VMI its *timer driver*
+(:meth:`LocalApic.set_timer_driver`) is :class:`VmiTimerDriver`, a periodic-capable
+driver: the expiry (and period) the APIC asks for becomes an LVTT-wired alarm, and the
+alarm's firing is :meth:`LocalApic.timer_expired`.
 
 The conversion chain (the ABI coupling of paravirt-ops.md §5.2 C1/C4, made explicit):
 
-1. APIC ticks → ns: ``delta_ns = units.ticks_to_ns(count * divide, bus_hz)`` (floor);
+1. APIC ticks → TSC cycles (the platform APIC: ``count * divide`` at bus = TSC) → ns:
+   ``delta_ns = units.tsc_to_ns(expiry_tsc - now, tsc_hz)`` (floor);
 2. ns → VMI cycles: the ``vmi-timer`` clock event device of ``vmiclock.c`` --
    ``shift = 22``, ``mult = div_sc(cycles_per_msec, NSEC_PER_MSEC, 22)`` with
    ``cycles_per_msec = GetCycleFrequency() / 1000``, ``max_delta_ns =
@@ -57,8 +60,6 @@ from pvframe_vmi.hypervisor.abi import (
     VMI_CYCLES_REAL,
 )
 
-APIC_LVTT, APIC_TMICT, APIC_TMCCT, APIC_TDCR = 0x320, 0x380, 0x390, 0x3E0
-LVT_MASKED, LVT_PERIODIC = 1 << 16, 1 << 17
 VMI_SHIFT = 22
 ULONG_MAX = 0xFFFFFFFF
 VMI_TIMER_RATING = 1000
@@ -138,40 +139,27 @@ def alarm_error_bound_cycles(cycles: int, cycle_hz: int, periods: int = 1,
     return early, late
 
 
-class VirtualApic:
-    """APIC registers behind APICRead/APICWrite; the timer is an alarm (one per machine)."""
+class VmiTimerDriver:
+    """The platform APIC's timer driver under VMI (:class:`TimerDriver`, periodic): an
+    expiry TSC becomes a one-shot LVTT alarm through ``vmiclock.c``'s clock event device,
+    an expiry with a period a periodic one."""
 
-    def __init__(self, guest: Any, machine: Any) -> None:
-        self.guest = guest
-        self.machine = machine
-        self.platform_apic = machine.platform.apic
-        self.hz = machine.config.tsc_hz
+    periodic = True
+
+    def __init__(self, owner: VirtualApic) -> None:
+        self.owner = owner
+        self.guest = owner.guest
+        self.machine = owner.machine
+        self.apic = owner.platform_apic
+        self.hz = owner.hz
         self.device = vmi_clockevent(self.hz, self._set_next_event, self._set_mode)
-        self.initial_count = 0
-        self._seg_start: int | None = None  # REAL cycle of the initial-count write
-        self._seg_count = 0
         self._expires_ns = 0  # one-shot target (clockevents' absolute ns)
         self._clamped = False  # the one-shot was programmed with max_delta_ns
         self._alarm: int | None = None  # VMI_ALARM_IS_ONESHOT / PERIODIC while armed
         self._period = 0
-        #: (REAL cycle, vector or None if masked) per expiry the guest was shown
-        self.expiries: list[tuple[int, bool]] = []
-        self.reprograms = 0
-
-    # ------------------------------------------------------------------ helpers
-    @property
-    def bus_hz(self) -> int:
-        return int(self.platform_apic.bus_frequency)
-
-    @property
-    def divide(self) -> int:
-        return int(self.platform_apic.divide)
-
-    def _lvtt(self) -> int:
-        return int(self.platform_apic.read(APIC_LVTT))
-
-    def _now(self) -> int:
-        return int(self.machine.tsc())
+        #: (TSC asked for, REAL cycle of the alarm's expiry) while inside an alarm firing
+        self._firing: tuple[int, int] | None = None
+        self._last_expiry_tsc = 0
 
     def _flags(self, kind: int) -> int:
         return VMI_ALARM_WIRED_LVTT | kind | VMI_CYCLES_REAL
@@ -179,69 +167,35 @@ class VirtualApic:
     def _real_counter(self) -> int:
         return self.guest.value(self.machine, "GetCycleCounter", VMI_CYCLES_REAL)
 
-    # ------------------------------------------------------------------ registers
-    def read(self, reg: int) -> int:
-        reg &= 0xFF0
-        if reg == APIC_TMICT:
-            return self.initial_count
-        if reg == APIC_TMCCT:
-            return self.current_count()
-        return int(self.platform_apic.read(reg))
-
-    def write(self, reg: int, value: int) -> None:
-        reg &= 0xFF0
-        value &= 0xFFFFFFFF
-        if reg == APIC_TMICT:
-            self.initial_count = value
-            self._start(self._now(), value)
-        elif reg == APIC_TDCR:
-            now = self._now()
-            remaining = self.current_count(now) if self._seg_start is not None else 0
-            self.platform_apic.write(reg, value)  # stored; the platform timer is idle
-            if remaining:
-                self._start(now, remaining)
-        else:
-            self.platform_apic.write(reg, value)
-
-    def current_count(self, now: int | None = None) -> int:
-        """The current-count register, by the platform APIC's own formula on the REAL
-        counter (the same TSC): equal to native at every frequency."""
-        if self._seg_start is None:
-            return 0
-        now = self._now() if now is None else now
-        ticks = units.counter_ticks(max(0, now - self._seg_start), self.bus_hz, self.hz, self.divide)
-        if ticks < self._seg_count:
-            return self._seg_count - ticks
-        if not self._lvtt() & LVT_PERIODIC or not self.initial_count:
-            return 0
-        k = ticks - self._seg_count
-        return self.initial_count - (k % self.initial_count)
-
-    # ------------------------------------------------------------------ timer
-    def _cancel(self) -> None:
+    # ------------------------------------------------------------------ TimerDriver
+    def cancel(self) -> None:
         if self._alarm is not None:
             self.guest.vmi(self.machine, "CancelAlarm", self._flags(self._alarm))
             self._alarm = None
         self.device.mode = ClockEventMode.SHUTDOWN
 
-    def _start(self, now: int, count: int) -> None:
-        self._cancel()
-        self._seg_start = None
-        if count == 0:
-            return
-        self._seg_start, self._seg_count = now, count
-        delta_ns = units.ticks_to_ns(count * self.divide, self.bus_hz)
-        if self._lvtt() & LVT_PERIODIC:
-            self._arm_periodic(delta_ns, self._real_counter())
+    def arm(self, expiry_tsc: int, period_tsc: int | None) -> None:
+        if self._firing is not None:  # re-armed from the alarm that just fired
+            base_tsc, base_real = self._firing
         else:
-            self._arm_oneshot(delta_ns, now)
+            self.cancel()
+            base_tsc, base_real = int(self.machine.tsc()), -1
+        self._last_expiry_tsc = expiry_tsc
+        delta_ns = units.tsc_to_ns(max(0, expiry_tsc - base_tsc), self.hz)
+        if period_tsc is not None:
+            start = self._real_counter() if base_real < 0 else base_real
+            self._arm_periodic(delta_ns, units.tsc_to_ns(period_tsc, self.hz), start)
+        else:
+            self._arm_oneshot(delta_ns, base_tsc)
 
-    def _arm_periodic(self, period_ns: int, start_cycles: int) -> None:
+    # ------------------------------------------------------------------ vmiclock.c
+    def _arm_periodic(self, first_ns: int, period_ns: int, start_cycles: int) -> None:
         self.device.mode = ClockEventMode.PERIODIC
         self._period = max(1, self.device.ns_to_ticks(period_ns))
+        first = max(1, self.device.ns_to_ticks(first_ns))
         self._alarm = VMI_ALARM_IS_PERIODIC
         self.guest.vmi(self.machine, "SetAlarm", self._flags(VMI_ALARM_IS_PERIODIC),
-                       start_cycles + self._period, self._period)
+                       start_cycles + first, self._period)
 
     def _arm_oneshot(self, delta_ns: int, now: int) -> None:
         now_ns = units.vmi_cycles_to_ns(now, self.hz)
@@ -269,27 +223,62 @@ class VirtualApic:
     def _set_mode(self, mode: ClockEventMode, dev: ClockEventDevice) -> None:
         """``vmi_timer_set_mode``: leaving a mode cancels its alarm (ONESHOT: nothing)."""
 
-    def alarm_fired(self, expiry: int, real: int, delivered: bool) -> bool:
+    def alarm_fired(self, expiry: int, real: int) -> tuple[bool, int | None]:
         """The LVTT-wired alarm due at REAL cycle ``expiry`` fired at ``real``. Returns
-        whether the guest gets the interrupt (False: a clamped one-shot re-programmed)."""
+        ``(expired, vector)``: ``expired`` False when the APIC sees nothing (a stale alarm,
+        or a clamped one-shot re-programmed), else the APIC's expiry happened
+        (:meth:`LocalApic.timer_expired`) and ``vector`` is what it raised (None: the LVT
+        is masked)."""
         if self._alarm is None:
-            return False
-        lvtt = self._lvtt()
+            return False, None
         if self._alarm == VMI_ALARM_IS_ONESHOT:
             self._alarm = None
             if self._clamped:
                 now_ns = units.vmi_cycles_to_ns(real, self.hz)
                 if now_ns < self._expires_ns and self._program(now_ns):
-                    self.reprograms += 1
-                    return False
-            if lvtt & LVT_PERIODIC and self.initial_count:  # switched to periodic meanwhile
-                self._arm_periodic(units.ticks_to_ns(self.initial_count * self.divide, self.bus_hz), expiry)
-            else:
-                self._seg_start = None
-                self.device.mode = ClockEventMode.SHUTDOWN
-        elif not lvtt & LVT_PERIODIC:  # periodic alarm, LVTT switched to one-shot
-            self._cancel()
-            self._seg_start = None
+                    self.owner.reprograms += 1
+                    return False, None
+            self.device.mode = ClockEventMode.SHUTDOWN
+        self._firing = (self._last_expiry_tsc, expiry)
+        try:
+            vector: int | None = self.apic.timer_expired()
+        finally:
+            self._firing = None
+        return True, vector
+
+
+class VirtualApic:
+    """APIC registers behind APICRead/APICWrite (the platform APIC); the timer is an
+    alarm (:class:`VmiTimerDriver`, one per machine)."""
+
+    def __init__(self, guest: Any, machine: Any) -> None:
+        self.guest = guest
+        self.machine = machine
+        self.platform_apic = machine.platform.apic
+        self.hz = machine.config.tsc_hz
+        #: (REAL cycle, delivered) per expiry the guest was shown
+        self.expiries: list[tuple[int, bool]] = []
+        self.reprograms = 0
+        self.timer = VmiTimerDriver(self)
+        self.platform_apic.set_timer_driver(self.timer)
+
+    @property
+    def device(self) -> ClockEventDevice:
+        return self.timer.device
+
+    def read(self, reg: int) -> int:
+        return int(self.platform_apic.read(reg))
+
+    def write(self, reg: int, value: int) -> None:
+        self.platform_apic.write(reg, value)
+
+    def alarm_fired(self, expiry: int, real: int) -> bool:
+        """The LVTT-wired alarm due at REAL cycle ``expiry`` fired at ``real``. Returns
+        whether the guest got an interrupt (the APIC raised the LVT vector)."""
+        expired, vector = self.timer.alarm_fired(expiry, real)
+        if not expired:
+            return False
+        delivered = vector is not None
         self.expiries.append((real, delivered))
         return delivered
 

@@ -222,3 +222,27 @@ def test_calls_the_rom_omits_stay_native() -> None:
     assert m.cpu.eflags_sys & 0x200 and "EnableInterrupts" not in counts(m)
     m.hooks.time_init()  # no VMI timer: the native PIT tick
     assert m.platform.pit.channels[0].mode == 2 if hasattr(m.platform.pit, "channels") else True
+
+
+def test_divide_change_mid_period_keeps_the_initial_count_as_period() -> None:
+    """A divide-register write restarts the count-down from the current count (the
+    platform APIC's timer-driver seam): the first alarm is at the remaining count, the
+    period stays the initial count, as natively (before the seam the VMI backend used the
+    remaining count as the period too). Same calls: CancelAlarm + SetAlarm."""
+    m = machine()
+    h = m.hooks
+    h.apic_write(0xF0, 0x1FF)
+    h.apic_write(0x3E0, 0xB)  # divide by 1
+    h.apic_write(0x320, 0x40 | (1 << 17))
+    h.apic_write(0x380, 1000)
+    m.busy_wait_ns(400)
+    before = counts(m)
+    remaining = h.apic_read(0x390)
+    h.apic_write(0x3E0, 0x0)  # divide by 2
+    after = counts(m)
+    assert after["SetAlarm"] == before["SetAlarm"] + 1
+    assert after["CancelAlarm"] == before.get("CancelAlarm", 0) + 1
+    alarm = next(iter(m.bound.plugin.hv_model.alarms.alarms.values()))
+    assert alarm.periodic and alarm.period == 2000  # initial count x divide 2 (1 GHz)
+    assert alarm.expiry == m.tsc() + 2 * remaining
+    assert h.apic_read(0x390) == remaining

@@ -43,6 +43,20 @@ One-shot fires once when the count reaches 0; periodic reloads the initial count
 write of 0 to the initial count stops the timer; writing a non-zero count (re)starts
 it. The current count is computed from the time base, never stored.
 
+Timer-driver seam. The register semantics above (0x320 mode, 0x380, 0x390, 0x3E0, the
+segment bookkeeping and every expiry's TSC) live here only; *what fires the timer* is a
+:class:`TimerDriver`. The APIC calls ``driver.arm(expiry_tsc, period_tsc)`` to (re)arm it
+for the absolute TSC ``expiry_tsc`` (replacing whatever was armed) and
+``driver.cancel()`` to stop it; the driver calls :meth:`LocalApic.timer_expired` once per
+expiry when its hardware timer fires. ``period_tsc`` is None unless the driver declares
+``periodic = True`` (it keeps firing every ``period_tsc`` cycles by itself, like a periodic
+VMI alarm); a one-shot driver (``periodic = False``) is re-armed by the APIC from
+``timer_expired`` with the next expiry computed exactly from the segment (no drift). The
+default driver, :class:`TimeBaseTimerDriver`, schedules a time-base event: the native
+timer. A paravirtual backend installs its own with :meth:`LocalApic.set_timer_driver`
+(Xen: a single-shot timer per expiry; VMI: an LVTT-wired alarm), so guest reads of every
+timer register come from this model on every backend.
+
 Software disable (SVR bit 8 = 0, the reset state): every LVT mask bit is forced set and
 cannot be cleared (§10.4.7.2); IRR/ISR contents are kept and still delivered.
 """
@@ -50,6 +64,7 @@ cannot be cleared (§10.4.7.2); IRR/ISR contents are kept and still delivered.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import attrs
 
@@ -150,6 +165,42 @@ class IPIRecord:
         return self.icr_high >> 24
 
 
+class TimerDriver(Protocol):
+    """What fires the APIC timer (see the module docstring, "Timer-driver seam")."""
+
+    #: True: ``arm(expiry, period)`` fires every ``period`` cycles after ``expiry`` until
+    #: re-armed or cancelled. False: one-shot only (``period_tsc`` is always None).
+    periodic: bool
+
+    def arm(self, expiry_tsc: int, period_tsc: int | None) -> None:
+        """Fire (call ``apic.timer_expired()``) at TSC ``expiry_tsc``; replaces any armed
+        expiry."""
+
+    def cancel(self) -> None:
+        """Stop the timer (no-op when nothing is armed)."""
+
+
+@attrs.define(eq=False)
+class TimeBaseTimerDriver:
+    """The default (native) driver: a one-shot event on the machine's time base."""
+
+    apic: LocalApic
+    periodic: bool = False
+    event: TimerEvent | None = None
+
+    def arm(self, expiry_tsc: int, period_tsc: int | None) -> None:
+        self.cancel()
+        self.event = self.apic.timebase.schedule(expiry_tsc, self._fire, name="apic-timer")
+
+    def cancel(self) -> None:
+        self.apic.timebase.cancel(self.event)
+        self.event = None
+
+    def _fire(self, _deadline: int) -> None:
+        self.event = None
+        self.apic.timer_expired()
+
+
 @attrs.define
 class LocalApic:
     """The local xAPIC of the (single) CPU."""
@@ -178,7 +229,25 @@ class LocalApic:
     _seg_start: int | None = None
     _seg_count: int = 0
     _period_index: int = 0
-    _event: TimerEvent | None = None
+    #: the driver runs a periodic arm of the current segment (re-arms itself)
+    _driver_periodic: bool = False
+    _driver: TimerDriver | None = None
+
+    @property
+    def timer_driver(self) -> TimerDriver:
+        """The driver firing the timer (default: :class:`TimeBaseTimerDriver`)."""
+        if self._driver is None:
+            self._driver = TimeBaseTimerDriver(self)
+        return self._driver
+
+    def set_timer_driver(self, driver: TimerDriver) -> None:
+        """Replace the timer driver (a backend's ``attach``); a running count-down moves
+        to the new driver."""
+        if self._driver is not None:
+            self._driver.cancel()
+        self._driver = driver
+        if self._seg_start is not None:
+            self._arm_driver()
 
     @property
     def bus_frequency(self) -> int:
@@ -270,53 +339,78 @@ class LocalApic:
         )
         if ticks < self._seg_count:
             return self._seg_count - ticks
-        if not self.lvt[APIC_LVTT] & LVT_TIMER_PERIODIC:
+        if not self.lvt[APIC_LVTT] & LVT_TIMER_PERIODIC or not self.initial_count:
             return 0
         k = ticks - self._seg_count
         return self.initial_count - (k % self.initial_count)
 
-    def _stop_timer(self) -> None:
-        self._seg_start = None
-        self.timebase.cancel(self._event)
-        self._event = None
-
     def _start_segment(self, now: int, count: int) -> None:
-        self._stop_timer()
         if count == 0:
+            self._seg_start = None
+            self._driver_periodic = False
+            self.timer_driver.cancel()
             return
         self._seg_start = now
         self._seg_count = count
         self._period_index = 0
-        self._schedule_timer()
+        self._arm_driver()
+
+    def _ticks_to_cycles(self, ticks: int) -> int:
+        return units.cycles_for_counter_ticks(
+            ticks, self.bus_frequency, self.timebase.tsc_hz, self.divide
+        )
 
     def _expiry(self, index: int) -> int:
         """TSC at which the ``index``-th expiry of the current segment happens."""
         assert self._seg_start is not None
-        ticks = self._seg_count + index * self.initial_count
-        return self._seg_start + units.cycles_for_counter_ticks(
-            ticks, self.bus_frequency, self.timebase.tsc_hz, self.divide
-        )
+        return self._seg_start + self._ticks_to_cycles(self._seg_count + index * self.initial_count)
 
-    def _schedule_timer(self) -> None:
-        self._event = self.timebase.schedule(
-            self._expiry(self._period_index), self._timer_fire, name="apic-timer"
+    def _arm_driver(self) -> None:
+        """Arm the driver for the next expiry (with the period if it runs periodic)."""
+        driver = self.timer_driver
+        periodic = bool(
+            driver.periodic and self.lvt[APIC_LVTT] & LVT_TIMER_PERIODIC and self.initial_count
         )
+        expiry = self._expiry(self._period_index)
+        period = self._expiry(self._period_index + 1) - expiry if periodic else None
+        self._driver_periodic = periodic
+        driver.arm(expiry, period)
 
-    def _timer_fire(self, _deadline: int) -> None:
-        self._event = None
+    def timer_expired(self, *, accept: bool = True) -> int | None:
+        """The driver's timer fired: one expiry of the count-down (SDM §10.5.4).
+
+        Raises the LVT timer vector into IRR unless the LVT is masked (then the expiry is
+        lost, as natively) and returns it (None when masked). ``accept=False``: only
+        return it -- for a driver whose interrupt reaches IRR by its own wire (Xen's
+        VIRQ_TIMER event channel, whose mask mirrors the LVT mask). Then a periodic LVT
+        continues (re-arming a one-shot driver; a periodic driver goes on by itself) and a
+        one-shot one stops with the count at 0 (a periodic driver is cancelled).
+        """
         self.timer_fires += 1
         lvtt = self.lvt[APIC_LVTT]
+        vector: int | None = None
         if not lvtt & LVT_MASKED:
-            self.accept(lvtt & 0xFF)
+            vector = lvtt & 0xFF
+            if accept:
+                self.accept(vector)
+        if self._seg_start is None:
+            return vector
         if lvtt & LVT_TIMER_PERIODIC and self.initial_count:
             self._period_index += 1
-            self._schedule_timer()
+            if not self._driver_periodic:
+                self._arm_driver()
         else:
             self._seg_start = None  # one-shot: count stays at 0
+            if self._driver_periodic:
+                self._driver_periodic = False
+                self.timer_driver.cancel()
+        return vector
 
     def next_timer_deadline(self) -> int | None:
         """TSC of the next timer expiry, or None when stopped."""
-        return self._event.deadline if self._event is not None else None
+        if self._seg_start is None:
+            return None
+        return self._expiry(self._period_index)
 
     # ------------------------------------------------------------- registers
 

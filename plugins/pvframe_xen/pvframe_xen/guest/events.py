@@ -6,18 +6,18 @@ Linux 2.6.23 under Xen has no local APIC: time comes from a Xen one-shot timer r
 A *native* guest on this backend programs the xAPIC instead, so the backend is the glue
 between the two, exactly where Linux's Xen irq code sits (port -> irq -> vector):
 
-* **Register file.** Every APIC register a guest reads back (ID, version, TPR, PPR, LDR,
-  DFR, SVR, ISR/TMR/IRR, ESR, ICR, the LVT entries, divide configuration) stays in the
-  platform's local APIC model, so reads are native's bit for bit. Only the timer's count
-  registers (initial count 0x380, current count 0x390) are the backend's: the platform's
-  own APIC timer is never started.
-* **Timer.** A write of the initial count starts a count-down segment computed exactly as
-  the xAPIC does (:func:`pvframe.timekeeping.units.cycles_for_counter_ticks`); each
-  expiry becomes an absolute Xen system time through the pvclock record
-  (:func:`units.pvclock_ns`) and is armed with ``VCPUOP_set_singleshot_timer`` (Xen
-  periodic timers have a 1 ms floor and drift from "now", so a periodic LVT is re-armed
-  one-shot per period, like Linux's ``xen`` clockevent device, which is one-shot only).
-  Xen raises ``VIRQ_TIMER`` on the port bound by ``EVTCHNOP_bind_virq``.
+* **Register file.** Every APIC register a guest reads back (timer registers 0x380,
+  0x390, 0x3E0 included) is the platform's local APIC model, so reads are native's bit for
+  bit.
+* **Timer.** The platform APIC owns the count-down (segments, expiries, LVT mode); this
+  backend only replaces its *timer driver* (:meth:`LocalApic.set_timer_driver`) with
+  :class:`XenTimerDriver`, a one-shot driver: each expiry TSC the APIC asks for becomes an
+  absolute Xen system time through the pvclock record (:func:`units.pvclock_ns`) and is
+  armed with ``VCPUOP_set_singleshot_timer`` (Xen periodic timers have a 1 ms floor and
+  drift from "now", so a periodic LVT is re-armed one-shot per period by the APIC, like
+  Linux's ``xen`` clockevent device, which is one-shot only). Xen raises ``VIRQ_TIMER``
+  on the port bound by ``EVTCHNOP_bind_virq``; the driver then tells the APIC
+  (``timer_expired(accept=False)``: the vector itself arrives through the port).
 * **IPIs.** A fixed IPI the xAPIC would accept on this CPU (shorthand self / all
   including self, or a destination naming this APIC) is ``EVTCHNOP_send`` on a port bound
   with ``EVTCHNOP_bind_ipi`` for that vector. Everything else (NMI/INIT/SIPI, other CPUs,
@@ -47,7 +47,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pvframe.platform.devices.apic import divide_value
 from pvframe.timekeeping import units
 from pvframe.timekeeping.clockevents import (
     CLOCK_EVT_FEAT_ONESHOT,
@@ -61,8 +60,8 @@ if TYPE_CHECKING:
     from pvframe_xen.hypervisor import XenHypervisor
 
 APIC_EOI, APIC_ISR, APIC_ICR, APIC_ICR2 = 0xB0, 0x100, 0x300, 0x310
-APIC_SPIV, APIC_LVTT, APIC_TMICT, APIC_TMCCT, APIC_TDCR = 0xF0, 0x320, 0x380, 0x390, 0x3E0
-LVT_MASKED, LVT_PERIODIC = 1 << 16, 1 << 17
+APIC_SPIV, APIC_LVTT = 0xF0, 0x320
+LVT_MASKED = 1 << 16
 ICR_LEVEL, ICR_DEST_LOGICAL = 1 << 15, 1 << 11
 
 
@@ -97,24 +96,18 @@ def xen_clockevent(set_next_event: Any) -> ClockEventDevice:
     return dev
 
 
-class VirtualApic:
-    """The xAPIC a native guest programs, implemented over Xen event channels. The timer
-    is armed through the shared clockevents layer (:func:`xen_clockevent`)."""
+class XenTimerDriver:
+    """The platform APIC's timer driver on Xen (one-shot, :class:`TimerDriver`): expiry
+    TSC -> Xen system time, armed through the shared clockevents layer
+    (:func:`xen_clockevent`)."""
 
-    def __init__(self, machine: Any, hv: XenHypervisor) -> None:
+    periodic = False
+
+    def __init__(self, machine: Any, hv: XenHypervisor, stats: dict[str, int]) -> None:
         self.machine = machine
         self.hv = hv
         self.apic = machine.platform.apic
-        self.timer_port = 0
-        self.ipi_ports: dict[int, int] = {}  # vector -> port
-        self.port_vector: dict[int, int] = {}  # port -> vector
-        self.port_level: dict[int, bool] = {}
-        self.timer_disabled = True
-        # the count-down (xAPIC semantics, SDM Vol. 3A §10.5.4)
-        self.initial_count = 0
-        self.seg_start: int | None = None
-        self.seg_count = 0
-        self.period_index = 0
+        self.stats = stats
         self.armed_ns: int | None = None
         self.armed_tsc: int | None = None
         #: Xen system time of the expiry being waited for (the clockevent may be clamped
@@ -122,67 +115,20 @@ class VirtualApic:
         self.target_ns: int | None = None
         self._now_ns = 0
         self.clockevent = xen_clockevent(self._set_next_event)
-        self.stats = {"upcalls": 0, "timer_events": 0, "ipi_events": 0, "eoi_unmasks": 0,
-                      "reprogrammed": 0}
 
-    # ------------------------------------------------------------------ set-up
-    def bind(self) -> None:
-        """``xen_time_init`` / ``xen_smp_intr_init``: the timer VIRQ on this VCPU."""
-        hv = self.hv
-        hv.vcpu_op(abi.VCPUOP_stop_periodic_timer, 0)  # success: use one-shot timers
-        req = abi.EvtchnBindVirq(virq=abi.VIRQ_TIMER, vcpu=0)
-        if hv.event_channel_op(abi.EVTCHNOP_bind_virq, req) == 0:
-            self.timer_port = req.port
-        self._sync_timer_mask()
-
-    # ------------------------------------------------------------------ timer
-    @property
-    def _divide(self) -> int:
-        return divide_value(self.apic.tdcr)
-
-    def _ticks_to_cycles(self, ticks: int) -> int:
-        return units.cycles_for_counter_ticks(
-            ticks, self.apic.bus_frequency, self.machine.config.tsc_hz, self._divide
-        )
-
-    def _periodic(self) -> bool:
-        return bool(self.apic.lvt[APIC_LVTT] & LVT_PERIODIC)
-
-    def current_count(self) -> int:
-        if self.seg_start is None:
-            return 0
-        now = self.machine.tsc()
-        ticks = units.counter_ticks(
-            max(0, now - self.seg_start), self.apic.bus_frequency,
-            self.machine.config.tsc_hz, self._divide,
-        )
-        if ticks < self.seg_count:
-            return self.seg_count - ticks
-        if not self._periodic() or not self.initial_count:
-            return 0
-        k = ticks - self.seg_count
-        return self.initial_count - (k % self.initial_count)
-
-    def _start_segment(self, count: int) -> None:
-        self.seg_start = None
-        if count == 0:
-            self._disarm()
-            return
-        self.seg_start, self.seg_count, self.period_index = self.machine.tsc(), count, 0
-        self._arm()
-
-    def _arm(self) -> None:
+    def arm(self, expiry_tsc: int, period_tsc: int | None) -> None:
         """The next expiry, in Xen system time, programmed through the clockevents layer
         (``clockevents_program_event`` -> ``xen_vcpuop_set_next_event``)."""
-        assert self.seg_start is not None
-        expiry = self.seg_start + self._ticks_to_cycles(
-            self.seg_count + self.period_index * self.initial_count
-        )
         t = self.hv.time
         self.target_ns = units.pvclock_ns(
-            expiry, t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift
+            expiry_tsc, t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift
         )
         self._program()
+
+    def cancel(self) -> None:
+        if self.armed_ns is not None:
+            self.hv.vcpu_op(abi.VCPUOP_stop_singleshot_timer, 0)
+        self.armed_ns = self.armed_tsc = self.target_ns = None
 
     def _program(self) -> None:
         assert self.target_ns is not None
@@ -208,11 +154,6 @@ class VirtualApic:
         self.armed_tsc = None
         return 0
 
-    def _disarm(self) -> None:
-        if self.armed_ns is not None:
-            self.hv.vcpu_op(abi.VCPUOP_stop_singleshot_timer, 0)
-        self.armed_ns = self.armed_tsc = self.target_ns = None
-
     def deadline_tsc(self) -> int | None:
         """TSC at which Xen's timer fires (cached per armed deadline)."""
         deadline = self.hv.next_timer_deadline_ns()
@@ -222,26 +163,63 @@ class VirtualApic:
             self.armed_ns, self.armed_tsc = deadline, tsc_for_system_time(deadline, self.hv.time)
         return self.armed_tsc
 
-    def timer_fired(self) -> None:
-        """Xen raised VIRQ_TIMER: the clockevent handler re-arms a periodic LVT."""
+    def timer_fired(self, timer_port: int) -> None:
+        """Xen raised VIRQ_TIMER: one APIC expiry (which re-arms a periodic LVT)."""
         self.armed_ns = self.armed_tsc = None
-        if self.seg_start is None:
+        if self.target_ns is None:
             self.stats["timer_events"] += 1
             return
-        if self.target_ns is not None and self.hv.system_time_ns(self.machine.tsc()) < self.target_ns:
+        if self.hv.system_time_ns(self.machine.tsc()) < self.target_ns:
             # clamped to max_delta_ns: not the expiry yet. Linux's tick code would see an
             # early event and re-program; the guest must not see it, so the VIRQ is consumed
             self.stats["reprogrammed"] += 1
-            if self.timer_port:
-                self.hv.shared.set_pending(self.timer_port, False)
+            if timer_port:
+                self.hv.shared.set_pending(timer_port, False)
             self._program()
             return
         self.stats["timer_events"] += 1
-        if self._periodic() and self.initial_count:
-            self.period_index += 1
-            self._arm()
-        else:
-            self.seg_start = None  # one-shot: the count stays at 0
+        self.target_ns = None
+        self.apic.timer_expired(accept=False)  # the vector arrives through the port
+
+
+class VirtualApic:
+    """The xAPIC a native guest programs, implemented over Xen event channels. The timer
+    is the platform APIC's, driven by :class:`XenTimerDriver`."""
+
+    def __init__(self, machine: Any, hv: XenHypervisor) -> None:
+        self.machine = machine
+        self.hv = hv
+        self.apic = machine.platform.apic
+        self.timer_port = 0
+        self.ipi_ports: dict[int, int] = {}  # vector -> port
+        self.port_vector: dict[int, int] = {}  # port -> vector
+        self.port_level: dict[int, bool] = {}
+        self.timer_disabled = True
+        self.stats = {"upcalls": 0, "timer_events": 0, "ipi_events": 0, "eoi_unmasks": 0,
+                      "reprogrammed": 0}
+        self.timer = XenTimerDriver(machine, hv, self.stats)
+        self.apic.set_timer_driver(self.timer)
+
+    @property
+    def clockevent(self) -> ClockEventDevice:
+        return self.timer.clockevent
+
+    # ------------------------------------------------------------------ set-up
+    def bind(self) -> None:
+        """``xen_time_init`` / ``xen_smp_intr_init``: the timer VIRQ on this VCPU."""
+        hv = self.hv
+        hv.vcpu_op(abi.VCPUOP_stop_periodic_timer, 0)  # success: use one-shot timers
+        req = abi.EvtchnBindVirq(virq=abi.VIRQ_TIMER, vcpu=0)
+        if hv.event_channel_op(abi.EVTCHNOP_bind_virq, req) == 0:
+            self.timer_port = req.port
+        self._sync_timer_mask()
+
+    # ------------------------------------------------------------------ timer
+    def deadline_tsc(self) -> int | None:
+        return self.timer.deadline_tsc()
+
+    def timer_fired(self) -> None:
+        self.timer.timer_fired(self.timer_port)
 
     def _sync_timer_mask(self) -> None:
         """LVT mask (or software disable) <-> the timer port's mask bit."""
@@ -262,30 +240,15 @@ class VirtualApic:
 
     # ------------------------------------------------------------------ registers
     def read(self, reg: int) -> int:
-        reg &= 0xFF0
-        if reg == APIC_TMICT:
-            return self.initial_count
-        if reg == APIC_TMCCT:
-            return self.current_count()
         return int(self.apic.read(reg))
 
     def write(self, reg: int, value: int) -> None:
         reg &= 0xFF0
         value &= 0xFFFFFFFF
-        if reg == APIC_TMICT:
-            self.initial_count = value
-            self._start_segment(value)
-            return
         if reg == APIC_EOI:
             self._eoi()
             return
         if reg == APIC_ICR and self._ipi_via_evtchn(value):
-            return
-        if reg == APIC_TDCR:
-            remaining = self.current_count() if self.seg_start is not None else 0
-            self.apic.write(reg, value)
-            if remaining:
-                self._start_segment(remaining)
             return
         self.apic.write(reg, value)
         if reg == APIC_LVTT:
