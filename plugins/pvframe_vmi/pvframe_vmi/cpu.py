@@ -33,7 +33,6 @@ from pvframe_vmi.base import NotProvided, VmiGuest
 CR0_ET, CR0_TS, CR0_PE, CR0_PG, CR0_NW, CR0_CD = 0x10, 0x8, 0x1, 1 << 31, 1 << 29, 1 << 30
 CR0_DEFINED = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | (1 << 16) | (1 << 18) | CR0_NW | CR0_CD | CR0_PG
 CR4_SUPPORTED = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x80 | 0x100
-CR4_DE = 0x8
 _M32 = 0xFFFFFFFF
 #: argument-page offsets of the dtr blocks
 _DTR_IN, _DTR_OUT = 0x00, 0x10
@@ -111,13 +110,8 @@ class VmiCpuOps(VmiGuest):
 
     # ---------------------------------------------------------------- debug registers
     def _dr_index(self, machine: Any, regno: int) -> int:
-        if regno in (4, 5):
-            if machine.cpu.cr4 & CR4_DE:
-                machine.raise_fault("UD")
-            return regno + 2
-        if not 0 <= regno <= 7:
-            machine.raise_fault("UD")
-        return regno
+        """The architectural register number (DR4/5 aliasing, #UD), as native decides it."""
+        return int(self.native._dr_index(machine, regno))
 
     @hookimpl
     def pvop_get_debugreg(self, machine: Any, regno: int) -> int:
