@@ -1,11 +1,71 @@
-"""Fixtures for platform tests: a platform whose instruction counter the test drives."""
+"""Fixtures for platform tests: a platform whose instruction counter the test drives, and
+a builder for small gcc-compiled multiboot kernels."""
 
 from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 import attrs
 import pytest
 
 from pvframe.platform.pc import Platform
+
+MULTIBOOT_HEAD_S = """
+    .section .multiboot, "a"
+    .align 4
+    .long 0x1BADB002
+    .long {flags}
+    .long -(0x1BADB002 + {flags})
+    .text
+    .globl _start
+_start:
+    mov $stack_top, %esp
+    push %ebx
+    push %eax
+    call kmain
+1:  hlt
+    jmp 1b
+    .bss
+    .align 16
+    .space 4096
+stack_top:
+"""
+
+KERNEL_LD = """
+ENTRY(_start)
+SECTIONS {
+    . = 0x100000;
+    .text : { *(.multiboot) *(.text*) }
+    .rodata : { *(.rodata*) }
+    .data : { *(.data*) }
+    .bss : { *(.bss*) *(COMMON) }
+}
+"""
+
+
+def _build_multiboot_kernel(tmp: Path, kmain_c: str, flags: int = 0x3) -> bytes:
+    """A multiboot ELF: the boot stub above (header ``flags``) calling ``kmain(magic,
+    info)`` in ``kmain_c``, built with ``gcc -m32 -ffreestanding`` and ``ld -m elf_i386``."""
+    (tmp / "head.S").write_text(MULTIBOOT_HEAD_S.format(flags=flags))
+    (tmp / "kmain.c").write_text(kmain_c)
+    (tmp / "link.ld").write_text(KERNEL_LD)
+    cc = ["gcc", "-m32", "-ffreestanding", "-nostdlib", "-fno-pic", "-fno-stack-protector",
+          "-O1", "-c"]
+    subprocess.run([*cc, "head.S", "-o", "head.o"], cwd=tmp, check=True)
+    subprocess.run([*cc, "kmain.c", "-o", "kmain.o"], cwd=tmp, check=True)
+    subprocess.run(
+        ["ld", "-m", "elf_i386", "-T", "link.ld", "-o", "kernel.elf", "head.o", "kmain.o"],
+        cwd=tmp, check=True,
+    )
+    return (tmp / "kernel.elf").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def build_multiboot_kernel() -> Callable[..., bytes]:
+    """``build(tmp, kmain_c, flags=0x3) -> ELF bytes`` (see :func:`_build_multiboot_kernel`)."""
+    return _build_multiboot_kernel
 
 
 @attrs.define

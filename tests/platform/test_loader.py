@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import shutil
 import struct
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -18,27 +16,6 @@ needs_toolchain = pytest.mark.skipif(
     not (shutil.which("gcc") and shutil.which("ld")), reason="gcc/ld not available"
 )
 
-HEADER_S = """
-    .section .multiboot, "a"
-    .align 4
-    .long 0x1BADB002
-    .long {flags}
-    .long -(0x1BADB002 + {flags})
-    .text
-    .globl _start
-_start:
-    mov $stack_top, %esp
-    push %ebx
-    push %eax
-    call kmain
-1:  hlt
-    jmp 1b
-    .bss
-    .align 16
-    .space 4096
-stack_top:
-"""
-
 KMAIN_C = """
 unsigned int seen_magic;
 unsigned int big_bss[1024];
@@ -49,32 +26,6 @@ void kmain(unsigned int magic, unsigned int info) {
     __asm__ volatile("outb %%al, %%dx" :: "a"(0), "d"(0xf4));
 }
 """
-
-LINKER = """
-ENTRY(_start)
-SECTIONS {
-    . = 0x100000;
-    .text : { *(.multiboot) *(.text*) }
-    .rodata : { *(.rodata*) }
-    .data : { *(.data*) }
-    .bss : { *(.bss*) *(COMMON) }
-}
-"""
-
-
-def build_kernel(tmp: Path, flags: int = 0x3) -> bytes:
-    (tmp / "head.S").write_text(HEADER_S.format(flags=flags))
-    (tmp / "kmain.c").write_text(KMAIN_C)
-    (tmp / "link.ld").write_text(LINKER)
-    cc = ["gcc", "-m32", "-ffreestanding", "-nostdlib", "-fno-pic", "-O1", "-c"]
-    subprocess.run([*cc, "head.S", "-o", "head.o"], cwd=tmp, check=True)
-    subprocess.run([*cc, "kmain.c", "-o", "kmain.o"], cwd=tmp, check=True)
-    subprocess.run(
-        ["ld", "-m", "elf_i386", "-T", "link.ld", "-o", "kernel.elf", "head.o", "kmain.o"],
-        cwd=tmp, check=True,
-    )
-    return (tmp / "kernel.elf").read_bytes()
-
 
 class Ram:
     def __init__(self, size: int = RAM) -> None:
@@ -89,10 +40,12 @@ class Ram:
 
 
 @pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+def kernel(
+    tmp_path_factory: pytest.TempPathFactory, build_multiboot_kernel: Callable[..., bytes]
+) -> bytes:
     if not (shutil.which("gcc") and shutil.which("ld")):
         pytest.skip("gcc/ld not available")
-    return build_kernel(tmp_path_factory.mktemp("mb"))
+    return build_multiboot_kernel(tmp_path_factory.mktemp("mb"), KMAIN_C)
 
 
 # ----------------------------------------------------------------------------- GDT

@@ -5,7 +5,7 @@ the multiboot info, prints the command line on COM1 and exits through isa-debug-
 from __future__ import annotations
 
 import shutil
-import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,25 +17,6 @@ unicorn = pytest.importorskip("unicorn")
 from unicorn import x86_const as X  # noqa: E402
 
 RAM = 16 << 20
-
-HEAD_S = """
-    .section .multiboot, "a"
-    .align 4
-    .long 0x1BADB002, 0x3, -(0x1BADB002 + 0x3)
-    .text
-    .globl _start
-_start:
-    mov $stack_top, %esp
-    push %ebx
-    push %eax
-    call kmain
-1:  hlt
-    jmp 1b
-    .bss
-    .align 16
-    .space 4096
-stack_top:
-"""
 
 KMAIN_C = """
 static inline void outb(unsigned short p, unsigned char v) {
@@ -58,25 +39,11 @@ void kmain(unsigned int magic, unsigned int *info) {
 }
 """
 
-LINK = """
-ENTRY(_start)
-SECTIONS { . = 0x100000; .text : { *(.multiboot) *(.text*) } .rodata : { *(.rodata*) }
-           .data : { *(.data*) } .bss : { *(.bss*) *(COMMON) } }
-"""
-
-
 @pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("ld")), reason="no gcc/ld")
-def test_multiboot_kernel_runs(tmp_path: Path) -> None:
-    (tmp_path / "head.S").write_text(HEAD_S)
-    (tmp_path / "kmain.c").write_text(KMAIN_C)
-    (tmp_path / "link.ld").write_text(LINK)
-    cc = ["gcc", "-m32", "-ffreestanding", "-nostdlib", "-fno-pic", "-fno-stack-protector",
-          "-O1", "-c"]
-    subprocess.run([*cc, "head.S", "-o", "head.o"], cwd=tmp_path, check=True)
-    subprocess.run([*cc, "kmain.c", "-o", "kmain.o"], cwd=tmp_path, check=True)
-    subprocess.run(["ld", "-m", "elf_i386", "-T", "link.ld", "-o", "k.elf", "head.o",
-                    "kmain.o"], cwd=tmp_path, check=True)
-    image = (tmp_path / "k.elf").read_bytes()
+def test_multiboot_kernel_runs(
+    tmp_path: Path, build_multiboot_kernel: Callable[..., bytes]
+) -> None:
+    image = build_multiboot_kernel(tmp_path, KMAIN_C)
 
     uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
     uc.mem_map(0, RAM)
