@@ -168,15 +168,19 @@ def calculate_condition(cond: int, op: int, d1: int, d2: int, nd: int) -> int:
     return _cond_from_flags(cond, _flags(op, d1, d2, nd))
 
 
+def _rotate_through_carry(amt: int, sz: int) -> tuple[int, int, int]:
+    """Operand bits, mask and effective count of RCL/RCR: the count is masked to 5 bits,
+    then taken modulo width + 1 for 8- and 16-bit operands (Intel SDM Vol. 2B RCL/RCR)."""
+    bits = sz * 8
+    count = amt & 0x1F
+    if sz in (1, 2):
+        count %= bits + 1
+    return bits, (1 << bits) - 1, count
+
+
 def calculate_rcl(arg: int, amt: int, eflags_in: int, sz: int) -> int:
     """``x86g_calculate_RCL``: (new flags << 32) | result."""
-    bits = sz * 8
-    m = (1 << bits) - 1
-    count = amt & 0x1F
-    if sz == 2:
-        count %= 17
-    elif sz == 1:
-        count %= 9
+    bits, m, count = _rotate_through_carry(amt, sz)
     cf = eflags_in & 1
     arg &= m
     for _ in range(count):
@@ -190,13 +194,7 @@ def calculate_rcl(arg: int, amt: int, eflags_in: int, sz: int) -> int:
 
 def calculate_rcr(arg: int, amt: int, eflags_in: int, sz: int) -> int:
     """``x86g_calculate_RCR``: (new flags << 32) | result."""
-    bits = sz * 8
-    m = (1 << bits) - 1
-    count = amt & 0x1F
-    if sz == 2:
-        count %= 17
-    elif sz == 1:
-        count %= 9
+    bits, m, count = _rotate_through_carry(amt, sz)
     cf = eflags_in & 1
     arg &= m
     of = ((arg >> (bits - 1)) ^ cf) & 1
