@@ -6,7 +6,8 @@ instruction of a lifted block is classified from its opcode bytes after the pref
 the block is cut *before* the first one that is not plain integer code; that instruction
 is then handled in Python (``system.py``) or raises #UD / #NM.
 
-Lifting parameters: ``opt_level=0`` and ``cross_insn_opt=False``. Level 0 is deliberate
+Lifting (``vexir.lift``: libVEX through pyvex's cffi binding, IR read directly) uses
+``opt_level=0`` and no cross-instruction optimisation. Level 0 is deliberate
 (the brief suggested 1): libVEX's level-1 redundant-PUT removal drops the flag-thunk PUTs
 of an instruction whenever a later instruction of the block overwrites them, even across
 loads that may fault (measured: ``inc eax; mov edx,[esi]; cmp`` loses inc's flags), which
@@ -17,11 +18,9 @@ its own specialisation of ``x86g_calculate_condition`` and copy propagation inst
 
 from __future__ import annotations
 
-import archinfo
 import iced_x86
-import pyvex
 
-ARCH = archinfo.ArchX86()
+from pvframe.executor import vexir
 
 PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3))
 
@@ -163,23 +162,10 @@ def block_length(code: bytes, addr: int, limit: int) -> int:
     return max(n, 1)
 
 
-def lift(code: bytes, addr: int, max_inst: int | None = None) -> pyvex.IRSB | None:
+def lift(code: bytes, addr: int, max_inst: int | None = None) -> vexir.IRSB | None:
     """Lift ``code`` (which ends at the page end or at the fetch limit) at ``addr``;
     None if libVEX could not decode anything."""
     try:
-        return _lift(code, addr, max_inst)
+        return vexir.lift(code, addr, 99 if max_inst is None else max_inst)
     except Exception:
         return None
-
-
-def _lift(code: bytes, addr: int, max_inst: int | None) -> pyvex.IRSB:
-    return pyvex.lift(
-        code,
-        addr,
-        ARCH,
-        max_bytes=len(code),
-        max_inst=max_inst,
-        opt_level=0,
-        cross_insn_opt=False,
-        strict_block_end=True,
-    )

@@ -37,9 +37,8 @@ import bisect
 from collections.abc import Callable
 from typing import Any
 
-import pyvex
-
 from pvframe.executor import flags as F
+from pvframe.executor import vexir as V
 from pvframe.executor.faults import DivideError
 
 # ---------------------------------------------------------------------------- registers
@@ -259,21 +258,21 @@ _CARRY: dict[int, Callable[[str, str, str, str], str]] = {
 }
 
 
-_IMark = pyvex.stmt.IMark
-_WrTmp = pyvex.stmt.WrTmp
-_Put = pyvex.stmt.Put
-_Store = pyvex.stmt.Store
-_CAS = pyvex.stmt.CAS
-_Exit = pyvex.stmt.Exit
-_RdTmp = pyvex.expr.RdTmp
-_Const = pyvex.expr.Const
-_Get = pyvex.expr.Get
-_Unop = pyvex.expr.Unop
-_Binop = pyvex.expr.Binop
-_CCall = pyvex.expr.CCall
-_Load = pyvex.expr.Load
-_ITE = pyvex.expr.ITE
-_NoOp = pyvex.stmt.NoOp
+_IMark = V.IMark
+_WrTmp = V.WrTmp
+_Put = V.Put
+_Store = V.Store
+_CAS = V.CAS
+_Exit = V.Exit
+_RdTmp = V.RdTmp
+_Const = V.Const
+_Get = V.Get
+_Unop = V.Unop
+_Binop = V.Binop
+_CCall = V.CCall
+_Load = V.Load
+_ITE = V.ITE
+_NoOp = V.NoOp
 _PURE_HELPERS = frozenset(
     ("x86g_calculate_condition", "x86g_calculate_eflags_c", "x86g_calculate_eflags_all")
 )
@@ -329,12 +328,12 @@ def _uses_into(e: Any, idx: int, last_use: dict[int, int]) -> None:
 class _Gen:
     """Generates the source of one block."""
 
-    def __init__(self, irsbs: list[pyvex.IRSB], start: int, div_width: Callable[[int], int]):
+    def __init__(self, irsbs: list[V.IRSB], start: int, div_width: Callable[[int], int]):
         self.irsbs = irsbs
         self.irsb = irsbs[0]
         self.start = start
         self.div_width = div_width
-        self.types = self.irsb.tyenv.types
+        self.types = self.irsb.types
         self.tp = "t"
         self.lines: list[str] = []
         self.ind = 3
@@ -522,7 +521,7 @@ class _Gen:
                 elif kd is _ITE:
                     pure = True
                 elif kd is _CCall:
-                    pure = d.cee.name in _PURE_HELPERS
+                    pure = d.name in _PURE_HELPERS
                 if pure is not False:
                     if pure and st.tmp not in live:
                         dead_tmps.add(idx)
@@ -557,13 +556,13 @@ class _Gen:
 
     # ---------------------------------------------------------------- expressions
     def ty(self, e: Any) -> int:
-        if isinstance(e, pyvex.expr.RdTmp):
+        if isinstance(e, V.RdTmp):
             return _BITS.get(self.types[e.tmp], 0)
-        if isinstance(e, pyvex.expr.Const):
-            return _BITS.get(e.con.type, 0)
-        if isinstance(e, pyvex.expr.Get | pyvex.expr.Load):
+        if isinstance(e, V.Const):
             return _BITS.get(e.ty, 0)
-        return _BITS.get(e.result_type(self.irsb.tyenv), 0)
+        if isinstance(e, V.Get | V.Load):
+            return _BITS.get(e.ty, 0)
+        return _BITS.get(V.result_type(e, self.types), 0)
 
     def expr(self, e: Any) -> str:
         h = _EXPRS.get(type(e).__name__)
@@ -573,12 +572,12 @@ class _Gen:
 
     def atom(self, e: Any) -> str:
         s = self.expr(e)
-        if isinstance(e, pyvex.expr.RdTmp) and e.tmp in self.pybool:
+        if isinstance(e, V.RdTmp) and e.tmp in self.pybool:
             return f"(1 if {s} else 0)"
         return s
 
     def x_const(self, e: Any) -> str:
-        v = e.con.value
+        v = e.value
         if isinstance(v, float):
             raise Unsupported("float const")
         return hex(int(v))
@@ -634,16 +633,16 @@ class _Gen:
         raise Unsupported("nested load")  # loads are only handled as WrTmp(Load) (flat IR)
 
     def x_ccall(self, e: Any) -> str:
-        name = e.cee.name
+        name = e.name
         h = _CCALLS.get(name)
         if h is None:
             raise Unsupported(f"helper {name}")
         return h(self, e)
 
     def const_of(self, e: Any) -> int | None:
-        if isinstance(e, pyvex.expr.Const):
-            return int(e.con.value)
-        if isinstance(e, pyvex.expr.RdTmp):
+        if isinstance(e, V.Const):
+            return int(e.value)
+        if isinstance(e, V.RdTmp):
             return self.const.get(e.tmp)
         return None
 
@@ -697,7 +696,7 @@ class _Gen:
     def cc_seg(self, e: Any) -> str:
         sel = e.args[2]
         addr = self.atom(e.args[3])
-        origin = self.seg_origin.get(sel.tmp) if isinstance(sel, pyvex.expr.RdTmp) else None
+        origin = self.seg_origin.get(sel.tmp) if isinstance(sel, V.RdTmp) else None
         if origin is not None:
             return f"SEGADDR(cpu.{origin}, {addr})"
         return f"SEGSEL(cpu, {self.atom(sel)}, {addr})"
@@ -790,13 +789,13 @@ class _Gen:
             return
         tmp = st.tmp
         d = st.data
-        if isinstance(d, pyvex.expr.Load):
+        if isinstance(d, V.Load):
             bits = _BITS.get(d.ty, 0)
             addr = self.simple(self.atom(d.addr))
             self.load_code(f"{self.tp}{tmp}", addr, bits)
             self.has_mem_insn = True
             return
-        if isinstance(d, pyvex.expr.RdTmp):
+        if isinstance(d, V.RdTmp):
             src = d.tmp
             self.alias[tmp] = self.alias.get(src, f"{self.tp}{src}")
             if src in self.const:
@@ -806,11 +805,11 @@ class _Gen:
             if src in self.seg_origin:
                 self.seg_origin[tmp] = self.seg_origin[src]
             return
-        if isinstance(d, pyvex.expr.Const):
+        if isinstance(d, V.Const):
             self.alias[tmp] = self.x_const(d)
-            self.const[tmp] = int(d.con.value)
+            self.const[tmp] = int(d.value)
             return
-        if isinstance(d, pyvex.expr.Get):
+        if isinstance(d, V.Get):
             if d.offset in SEGS:
                 self.seg_origin[tmp] = SEGS[d.offset]
             if d.offset == 40 and self.known_ccop is not None and d.ty == "Ity_I32":
@@ -829,14 +828,14 @@ class _Gen:
                     return
             self.emit(f"{self.tp}{tmp} = {s}")
             return
-        if isinstance(d, pyvex.expr.Unop) and isinstance(d.args[0], pyvex.expr.RdTmp):
+        if isinstance(d, V.Unop) and isinstance(d.args[0], V.RdTmp):
             if d.args[0].tmp in self.seg_origin and d.op == "Iop_16Uto32":
                 self.seg_origin[tmp] = self.seg_origin[d.args[0].tmp]
             if d.op in ("Iop_32to1", "Iop_64to1") and d.args[0].tmp in self.pybool:
                 self.alias[tmp] = self.x_tmp(d.args[0])
                 self.pybool.add(tmp)
                 return
-        if isinstance(d, pyvex.expr.CCall) and d.cee.name == "x86g_calculate_condition":
+        if isinstance(d, V.CCall) and d.name == "x86g_calculate_condition":
             self.emit(f"{self.tp}{tmp} = {self.cc_cond(d)}")
             self.pybool.add(tmp)
             return
@@ -920,7 +919,7 @@ class _Gen:
     def s_exit(self, st: Any) -> None:
         guard = self.expr(st.guard)
         jk = st.jumpkind
-        target = int(st.dst.value)
+        target = int(st.dst)
         self.emit(f"if {guard}:")
         self.ind += 1
         if jk == "Ijk_SigFPE_IntDiv":
@@ -960,7 +959,7 @@ class _Gen:
         last = len(self.irsbs) - 1
         for j, irsb in enumerate(self.irsbs):
             self.irsb = irsb
-            self.types = irsb.tyenv.types
+            self.types = irsb.types
             self.tp = f"t{j}_" if j else "t"
             self.prescan()
             for idx, st in enumerate(irsb.statements):
@@ -1095,7 +1094,7 @@ def runtime_globals() -> dict[str, Any]:
 
 
 def generate_source(
-    irsbs: list[pyvex.IRSB],
+    irsbs: list[V.IRSB],
     start: int,
     div_width: Callable[[int], int],
     allow_loop: bool = True,

@@ -1,0 +1,448 @@
+"""libVEX's IR read straight from C into slim Python objects.
+
+``pyvex.lift`` spends ~97% of its time turning libVEX's C ``IRSB`` into pyvex's Python
+objects (measured on a 7-instruction ALU block: 0.22 ms per lift, of which ``vex_lift``
+itself is 7 µs): every node goes through enum lookups, a class table, a constants cache
+and ``__init__`` chains. The translator needs a small, fixed subset of that information,
+so this module calls ``pvc.vex_lift`` (pyvex's own cffi binding of its C wrapper) directly
+and reads the IR nodes it needs with as few cffi accesses as possible.
+
+The node classes mirror libVEX's ``IRStmt``/``IRExpr`` (``libvex_ir.h``) with pyvex's
+attribute names where they exist, minus what the translator never reads: ``IMark(addr,
+len)``, ``WrTmp(tmp, data)``, ``Put(offset, data)``, ``Store(addr, data)``, ``CAS``,
+``Exit(guard, dst, jumpkind)``, ``NoOp``; ``RdTmp(tmp)``, ``Const(value, ty)``, ``Get(offset,
+ty)``, ``Unop``/``Binop(op, args)``, ``ITE(cond, iftrue, iffalse)``, ``Load(ty, addr)``,
+``CCall(name, retty, args)``. Anything else (``Dirty``, ``PutI``, ``GetI``, ``Triop``,
+``Qop``, ``LLSC``, guarded loads/stores, ...) becomes :class:`OtherStmt` / :class:`OtherExpr`
+carrying its tag name, which the translator refuses (the instruction becomes #UD).
+
+Lifting semantics kept from ``pyvex.lift`` (pyvex 9.2.213 ``lifting/lift_function.py``):
+a block that decoded some bytes and then hit an undecodable instruction exactly at
+``max_bytes`` ends with ``Ijk_Boring`` to the next address (the caller fetched only up to
+the page end), otherwise it keeps ``Ijk_NoDecode``. pyvex's x86 "spotter" fallback lifter
+(rdmsr, swapgs, aam/aad...) is not used: those instructions never reach libVEX here
+(``lift.classify`` hands them to ``system.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import archinfo
+from pyvex.enums import enums_to_ints, ints_to_enums
+from pyvex.expr import get_op_retty
+from pyvex.lifting.libvex import _libvex_lock  # libVEX is not reentrant: pyvex's own lock
+from pyvex.native import ffi, pvc
+
+ARCH = archinfo.ArchX86()
+
+# ------------------------------------------------------------------------------ nodes
+
+
+class IMark:
+    __slots__ = ("addr", "len")
+    expressions: tuple[Any, ...] = ()
+
+    def __init__(self, addr: int, length: int) -> None:
+        self.addr = addr
+        self.len = length
+
+
+class WrTmp:
+    __slots__ = ("data", "tmp")
+
+    def __init__(self, tmp: int, data: Any) -> None:
+        self.tmp = tmp
+        self.data = data
+
+    @property
+    def expressions(self) -> list[Any]:
+        return _flatten((self.data,))
+
+
+class Put:
+    __slots__ = ("data", "offset")
+
+    def __init__(self, offset: int, data: Any) -> None:
+        self.offset = offset
+        self.data = data
+
+    @property
+    def expressions(self) -> list[Any]:
+        return _flatten((self.data,))
+
+
+class Store:
+    __slots__ = ("addr", "data")
+
+    def __init__(self, addr: Any, data: Any) -> None:
+        self.addr = addr
+        self.data = data
+
+    @property
+    def expressions(self) -> list[Any]:
+        return _flatten((self.addr, self.data))
+
+
+class CAS:
+    """``IRCAS``: single (``oldHi`` is ``IRTemp_INVALID``, 0xFFFFFFFF) or double."""
+
+    __slots__ = ("addr", "dataHi", "dataLo", "expdHi", "expdLo", "oldHi", "oldLo")
+
+    def __init__(self, addr: Any, dataLo: Any, dataHi: Any, expdLo: Any, expdHi: Any,
+                 oldLo: int, oldHi: int) -> None:
+        self.addr = addr
+        self.dataLo = dataLo
+        self.dataHi = dataHi
+        self.expdLo = expdLo
+        self.expdHi = expdHi
+        self.oldLo = oldLo
+        self.oldHi = oldHi
+
+    @property
+    def expressions(self) -> list[Any]:
+        return _flatten((self.addr, self.dataLo, self.dataHi, self.expdLo, self.expdHi))
+
+
+class Exit:
+    __slots__ = ("dst", "guard", "jumpkind")
+
+    def __init__(self, guard: Any, dst: int, jumpkind: str) -> None:
+        self.guard = guard
+        self.dst = dst
+        self.jumpkind = jumpkind
+
+    @property
+    def expressions(self) -> list[Any]:
+        return _flatten((self.guard,))
+
+
+class NoOp:
+    __slots__ = ()
+    expressions: tuple[Any, ...] = ()
+
+
+class OtherStmt:
+    """A statement kind the translator does not execute (``Ist_Dirty``, ``Ist_PutI``...)."""
+
+    __slots__ = ("kind",)
+    expressions: tuple[Any, ...] = ()
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+
+class RdTmp:
+    __slots__ = ("tmp",)
+
+    def __init__(self, tmp: int) -> None:
+        self.tmp = tmp
+
+
+class Const:
+    __slots__ = ("ty", "value")
+
+    def __init__(self, value: Any, ty: str) -> None:
+        self.value = value
+        self.ty = ty
+
+
+class Get:
+    __slots__ = ("offset", "ty")
+
+    def __init__(self, offset: int, ty: str) -> None:
+        self.offset = offset
+        self.ty = ty
+
+
+class Unop:
+    __slots__ = ("args", "op")
+
+    def __init__(self, op: str, args: tuple[Any, ...]) -> None:
+        self.op = op
+        self.args = args
+
+    @property
+    def child_expressions(self) -> list[Any]:
+        return _flatten(self.args)
+
+
+class Binop:
+    __slots__ = ("args", "op")
+
+    def __init__(self, op: str, args: tuple[Any, ...]) -> None:
+        self.op = op
+        self.args = args
+
+    @property
+    def child_expressions(self) -> list[Any]:
+        return _flatten(self.args)
+
+
+class ITE:
+    __slots__ = ("cond", "iffalse", "iftrue")
+
+    def __init__(self, cond: Any, iftrue: Any, iffalse: Any) -> None:
+        self.cond = cond
+        self.iftrue = iftrue
+        self.iffalse = iffalse
+
+    @property
+    def child_expressions(self) -> list[Any]:
+        return _flatten((self.cond, self.iftrue, self.iffalse))
+
+
+class Load:
+    __slots__ = ("addr", "ty")
+
+    def __init__(self, ty: str, addr: Any) -> None:
+        self.ty = ty
+        self.addr = addr
+
+    @property
+    def child_expressions(self) -> list[Any]:
+        return _flatten((self.addr,))
+
+
+class CCall:
+    __slots__ = ("args", "name", "retty")
+
+    def __init__(self, name: str, retty: str, args: tuple[Any, ...]) -> None:
+        self.name = name
+        self.retty = retty
+        self.args = args
+
+    @property
+    def child_expressions(self) -> list[Any]:
+        return _flatten(self.args)
+
+
+class OtherExpr:
+    """An expression kind the translator does not execute (``Iex_GetI``, ``Iex_Triop``...)."""
+
+    __slots__ = ("kind",)
+    child_expressions: tuple[Any, ...] = ()
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+
+def _flatten(roots: tuple[Any, ...]) -> list[Any]:
+    """Every expression node under ``roots`` (pre-order), like pyvex's ``expressions``."""
+    out: list[Any] = []
+    todo = [r for r in reversed(roots) if r is not None]
+    while todo:
+        e = todo.pop()
+        out.append(e)
+        todo.extend(reversed(kids_direct(e)))
+    return out
+
+
+def kids_direct(e: Any) -> tuple[Any, ...]:
+    """Direct children of an expression node."""
+    k = type(e)
+    if k is Unop or k is Binop or k is CCall:
+        return tuple(e.args)
+    if k is ITE:
+        return (e.cond, e.iftrue, e.iffalse)
+    if k is Load:
+        return (e.addr,)
+    return ()
+
+
+def result_type(e: Any, types: list[str]) -> str:
+    """``typeOfIRExpr`` (libvex_ir.h) for the node kinds above."""
+    k = type(e)
+    if k is RdTmp:
+        return types[e.tmp]
+    if k is Const or k is Get or k is Load:
+        return str(e.ty)
+    if k is Unop or k is Binop:
+        return str(get_op_retty(e.op))
+    if k is ITE:
+        return result_type(e.iftrue, types)
+    if k is CCall:
+        return str(e.retty)
+    return "Ity_INVALID"
+
+
+# ------------------------------------------------------------------------------ block
+
+
+class IRSB:
+    """One lifted block: ``statements``, ``types`` (type name per temporary), ``next``,
+    ``jumpkind``, ``size`` (bytes), ``instructions`` and ``default_exit_target`` (the
+    constant successor, or None)."""
+
+    __slots__ = (
+        "addr",
+        "default_exit_target",
+        "instructions",
+        "jumpkind",
+        "next",
+        "size",
+        "statements",
+        "types",
+    )
+
+    def __init__(self, addr: int) -> None:
+        self.addr = addr
+        self.statements: list[Any] = []
+        self.types: list[str] = []
+        self.next: Any = None
+        self.jumpkind = "Ijk_Boring"
+        self.size = 0
+        self.instructions = 0
+        self.default_exit_target: int | None = None
+
+
+# ------------------------------------------------------------------------------ C reader
+_E = ints_to_enums
+_IST = {name: enums_to_ints[name] for name in (
+    "Ist_NoOp", "Ist_IMark", "Ist_AbiHint", "Ist_Put", "Ist_WrTmp", "Ist_Store", "Ist_CAS",
+    "Ist_MBE", "Ist_Exit")}
+_IEX = {name: enums_to_ints[name] for name in (
+    "Iex_Get", "Iex_RdTmp", "Iex_Unop", "Iex_Binop", "Iex_Load", "Iex_Const", "Iex_ITE",
+    "Iex_CCall")}
+_ICO_FIELD = {enums_to_ints[f"Ico_{n}"]: (n, t) for n, t in (
+    ("U1", "Ity_I1"), ("U8", "Ity_I8"), ("U16", "Ity_I16"), ("U32", "Ity_I32"),
+    ("U64", "Ity_I64"))}
+_NULL = ffi.NULL
+# libVEX logs into pyvex's message buffer below this level; mirror pyvex's own setting
+pvc.log_level = logging.getLogger("pyvex.lifting.libvex").getEffectiveLevel()
+
+S_NOOP, S_IMARK, S_ABIHINT, S_PUT, S_WRTMP, S_STORE, S_CAS, S_MBE, S_EXIT = (
+    _IST[n] for n in ("Ist_NoOp", "Ist_IMark", "Ist_AbiHint", "Ist_Put", "Ist_WrTmp",
+                      "Ist_Store", "Ist_CAS", "Ist_MBE", "Ist_Exit"))
+X_GET, X_RDTMP, X_UNOP, X_BINOP, X_LOAD, X_CONST, X_ITE, X_CCALL = (
+    _IEX[n] for n in ("Iex_Get", "Iex_RdTmp", "Iex_Unop", "Iex_Binop", "Iex_Load",
+                      "Iex_Const", "Iex_ITE", "Iex_CCall"))
+_NOOP = NoOp()
+
+
+def _const(c: Any) -> Const:
+    field = _ICO_FIELD.get(c.tag)
+    if field is None:
+        return Const(float("nan"), _E[c.tag])  # floating/vector constants: refused later
+    return Const(int(getattr(c.Ico, field[0])), field[1])
+
+
+def _expr(c: Any, tmps: dict[int, RdTmp]) -> Any:
+    tag = c.tag
+    x = c.Iex
+    if tag == X_RDTMP:
+        t = x.RdTmp.tmp
+        r = tmps.get(t)
+        if r is None:
+            r = tmps[t] = RdTmp(t)
+        return r
+    if tag == X_CONST:
+        return _const(x.Const.con)
+    if tag == X_GET:
+        g = x.Get
+        return Get(g.offset, _E[g.ty])
+    if tag == X_BINOP:
+        b = x.Binop
+        return Binop(_E[b.op], (_expr(b.arg1, tmps), _expr(b.arg2, tmps)))
+    if tag == X_UNOP:
+        u = x.Unop
+        return Unop(_E[u.op], (_expr(u.arg, tmps),))
+    if tag == X_LOAD:
+        ld = x.Load
+        return Load(_E[ld.ty], _expr(ld.addr, tmps))
+    if tag == X_ITE:
+        i = x.ITE
+        return ITE(_expr(i.cond, tmps), _expr(i.iftrue, tmps), _expr(i.iffalse, tmps))
+    if tag == X_CCALL:
+        cc = x.CCall
+        args = []
+        a = cc.args
+        k = 0
+        while a[k] != _NULL:
+            args.append(_expr(a[k], tmps))
+            k += 1
+        return CCall(ffi.string(cc.cee.name).decode(), _E[cc.retty], tuple(args))
+    return OtherExpr(_E.get(tag, str(tag)))
+
+
+def _stmt(c: Any, tmps: dict[int, RdTmp]) -> Any:
+    tag = c.tag
+    s = c.Ist
+    if tag == S_WRTMP:
+        w = s.WrTmp
+        return WrTmp(w.tmp, _expr(w.data, tmps))
+    if tag == S_PUT:
+        p = s.Put
+        return Put(p.offset, _expr(p.data, tmps))
+    if tag == S_IMARK:
+        m = s.IMark
+        return IMark(m.addr, m.len)
+    if tag == S_EXIT:
+        e = s.Exit
+        return Exit(_expr(e.guard, tmps), _const(e.dst).value, _E[e.jk])
+    if tag == S_STORE:
+        st = s.Store
+        return Store(_expr(st.addr, tmps), _expr(st.data, tmps))
+    if tag == S_CAS:
+        d = s.CAS.details
+        hi = d.dataHi
+        ehi = d.expdHi
+        return CAS(_expr(d.addr, tmps), _expr(d.dataLo, tmps),
+                   None if hi == _NULL else _expr(hi, tmps), _expr(d.expdLo, tmps),
+                   None if ehi == _NULL else _expr(ehi, tmps), d.oldLo, d.oldHi)
+    if tag in (S_NOOP, S_ABIHINT, S_MBE):
+        return _NOOP
+    return OtherStmt(_E.get(tag, str(tag)))
+
+
+# VexRegUpdLdAllregsAtEachInsn (pyvex's px_control when cross_insn_opt=False): every guest
+# register is up to date at each instruction boundary.
+_PX_ALLREGS_AT_EACH_INSN = 0x705
+_ARCHINFO: Any = None
+
+
+def _archinfo() -> Any:
+    global _ARCHINFO
+    if _ARCHINFO is None:
+        info: dict[str, Any] = dict(ARCH.vex_archinfo)
+        info["hwcache_info"] = {**info["hwcache_info"], "caches": _NULL}
+        _ARCHINFO = ffi.new("VexArchInfo *", info)
+    return _ARCHINFO[0]
+
+
+def lift(code: bytes, addr: int, max_inst: int, opt_level: int = 0) -> IRSB | None:
+    """Lift at most ``max_inst`` instructions of ``code`` (all of it may be decoded: the
+    caller cuts it at the page end) at guest address ``addr``; None if libVEX decoded
+    nothing. ``strict_block_end``; no cross-instruction optimisation."""
+    n = len(code)
+    if n == 0 or max_inst <= 0:
+        return None
+    buf = ffi.from_buffer(ffi.BVoidP, bytes(code) + b"\0" * 8)
+    tmps: dict[int, RdTmp] = {}
+    with _libvex_lock:
+        r = pvc.vex_lift(pvc.VexArchX86, _archinfo(), buf, addr, min(max_inst, 99), min(n, 5000),
+                         opt_level, 0, True, True, 0, 0, 0, _PX_ALLREGS_AT_EACH_INSN, 0)
+        if r == _NULL or r.size == 0:
+            return None
+        c = r.irsb
+        irsb = IRSB(addr)
+        stmts = c.stmts
+        irsb.statements = [_stmt(stmts[i], tmps) for i in range(c.stmts_used)]
+        tyenv = c.tyenv
+        types = tyenv.types
+        irsb.types = [_E[types[i]] for i in range(tyenv.types_used)]
+        irsb.next = _expr(c.next, tmps)
+        irsb.jumpkind = _E[c.jumpkind]
+        irsb.size = r.size
+        irsb.instructions = r.insts
+        irsb.default_exit_target = r.default_exit if r.is_default_exit_constant == 1 else None
+    if irsb.jumpkind == "Ijk_NoDecode":
+        nxt = irsb.next
+        intentional = type(nxt) is Const and nxt.value != addr + irsb.size
+        if not intentional and irsb.size >= n:
+            # the undecodable part lies beyond the bytes we were given (pyvex does the same)
+            irsb.jumpkind = "Ijk_Boring"
+            irsb.next = Const(addr + irsb.size, "Ity_I32")
+            irsb.default_exit_target = addr + irsb.size
+    return irsb
