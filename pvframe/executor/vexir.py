@@ -405,7 +405,7 @@ _ARCHINFO: Any = None
 def _archinfo() -> Any:
     global _ARCHINFO
     if _ARCHINFO is None:
-        info: dict[str, Any] = dict(ARCH.vex_archinfo)
+        info: dict[str, Any] = dict(ARCH.vex_archinfo or {})
         info["hwcache_info"] = {**info["hwcache_info"], "caches": _NULL}
         _ARCHINFO = ffi.new("VexArchInfo *", info)
     return _ARCHINFO[0]
