@@ -135,67 +135,73 @@ def _u(tpl: str) -> Callable[[str], str]:
 
 
 def _bin_table() -> dict[str, Callable[[str, str], str]]:
-    """Templates: X and Y stand for the operand expressions."""
+    """Templates: X and Y stand for the operand expressions, which are always atoms (a
+    name, a literal or a parenthesised expression: :meth:`_Gen.atom`). The results carry no
+    redundant parentheses (Python precedence: comparisons < ``|`` < ``^`` < ``&`` < shifts <
+    ``+ -`` < ``*``): ``compile()`` pays ~2 µs per parenthesis pair (measured, CPython
+    3.11), a third of its cost per line. ``tests/executor/test_translate_templates.py``
+    checks each template against the operation's definition."""
     t: dict[str, Callable[[str, str], str]] = {}
     for b in (8, 16, 32, 64):
         m, s = _MASK[b], _SIGN[b]
-        t[f"Iop_Add{b}"] = _b(f"((X + Y) & {m})")
-        t[f"Iop_Sub{b}"] = _b(f"((X - Y) & {m})")
-        t[f"Iop_Mul{b}"] = _b(f"((X * Y) & {m})")
-        t[f"Iop_And{b}"] = _b("(X & Y)")
-        t[f"Iop_Or{b}"] = _b("(X | Y)")
-        t[f"Iop_Xor{b}"] = _b("(X ^ Y)")
-        t[f"Iop_Shl{b}"] = _b(f"((X << Y) & {m})")
-        t[f"Iop_Shr{b}"] = _b("(X >> Y)")
-        t[f"Iop_Sar{b}"] = _b(f"((((X ^ {s}) - {s}) >> Y) & {m})")
+        t[f"Iop_Add{b}"] = _b(f"X + Y & {m}")
+        t[f"Iop_Sub{b}"] = _b(f"X - Y & {m}")
+        t[f"Iop_Mul{b}"] = _b(f"X * Y & {m}")
+        t[f"Iop_And{b}"] = _b("X & Y")
+        t[f"Iop_Or{b}"] = _b("X | Y")
+        t[f"Iop_Xor{b}"] = _b("X ^ Y")
+        t[f"Iop_Shl{b}"] = _b(f"X << Y & {m}")
+        t[f"Iop_Shr{b}"] = _b("X >> Y")
+        t[f"Iop_Sar{b}"] = _b(f"(X ^ {s}) - {s} >> Y & {m}")
         for pre in ("Iop_CmpEQ", "Iop_CasCmpEQ", "Iop_ExpCmpEQ"):
-            t[f"{pre}{b}"] = _b("(X == Y)")
+            t[f"{pre}{b}"] = _b("X == Y")
         for pre in ("Iop_CmpNE", "Iop_CasCmpNE", "Iop_ExpCmpNE"):
-            t[f"{pre}{b}"] = _b("(X != Y)")
-        t[f"Iop_CmpLT{b}U"] = _b("(X < Y)")
-        t[f"Iop_CmpLE{b}U"] = _b("(X <= Y)")
-        t[f"Iop_CmpLT{b}S"] = _b(f"((X ^ {s}) < (Y ^ {s}))")
-        t[f"Iop_CmpLE{b}S"] = _b(f"((X ^ {s}) <= (Y ^ {s}))")
+            t[f"{pre}{b}"] = _b("X != Y")
+        t[f"Iop_CmpLT{b}U"] = _b("X < Y")
+        t[f"Iop_CmpLE{b}U"] = _b("X <= Y")
+        t[f"Iop_CmpLT{b}S"] = _b(f"X ^ {s} < Y ^ {s}")
+        t[f"Iop_CmpLE{b}S"] = _b(f"X ^ {s} <= Y ^ {s}")
     for b in (8, 16, 32):
-        t[f"Iop_MullU{b}"] = _b("(X * Y)")
-        t[f"Iop_MullS{b}"] = _b(f"(({_sx('X', b)} * {_sx('Y', b)}) & {_MASK[2 * b]})")
-    t["Iop_8HLto16"] = _b("((X << 8) | Y)")
-    t["Iop_16HLto32"] = _b("((X << 16) | Y)")
-    t["Iop_32HLto64"] = _b("((X << 32) | Y)")
+        t[f"Iop_MullU{b}"] = _b("X * Y")
+        t[f"Iop_MullS{b}"] = _b(f"{_sx('X', b)} * {_sx('Y', b)} & {_MASK[2 * b]}")
+    t["Iop_8HLto16"] = _b("X << 8 | Y")
+    t["Iop_16HLto32"] = _b("X << 16 | Y")
+    t["Iop_32HLto64"] = _b("X << 32 | Y")
     t["Iop_DivU32"] = _b("DIVU32(X, Y)")
     return t
 
 
 def _one_if(x: str) -> str:
-    return f"(1 if {x} else 0)"
+    return f"1 if {x} else 0"
 
 
 def _un_table() -> dict[str, Callable[[str], str]]:
+    """Unary templates, same conventions as :func:`_bin_table`."""
     t: dict[str, Callable[[str], str]] = {}
     for src in (8, 16, 32):
         for dst in (16, 32, 64):
             if dst > src:
                 t[f"Iop_{src}Uto{dst}"] = _u("X")
-                t[f"Iop_{src}Sto{dst}"] = _u(f"({_sx('X', src)} & {_MASK[dst]})")
+                t[f"Iop_{src}Sto{dst}"] = _u(f"(X ^ {_SIGN[src]}) - {_SIGN[src]} & {_MASK[dst]}")
     for src in (16, 32, 64):
         for dst in (8, 16, 32):
             if dst < src:
-                t[f"Iop_{src}to{dst}"] = _u(f"(X & {_MASK[dst]})")
-    t["Iop_16HIto8"] = _u("(X >> 8)")
-    t["Iop_32HIto16"] = _u("(X >> 16)")
-    t["Iop_64HIto32"] = _u("(X >> 32)")
+                t[f"Iop_{src}to{dst}"] = _u(f"X & {_MASK[dst]}")
+    t["Iop_16HIto8"] = _u("X >> 8")
+    t["Iop_32HIto16"] = _u("X >> 16")
+    t["Iop_64HIto32"] = _u("X >> 32")
     for b in (8, 16, 32, 64):
         m = _MASK[b]
         t[f"Iop_1Uto{b}"] = _one_if
-        t[f"Iop_1Sto{b}"] = _u(f"({m} if X else 0)")
-        t[f"Iop_Not{b}"] = _u(f"(X ^ {m})")
-        t[f"Iop_{b}to1"] = _u("(X & 1)")
-        t[f"Iop_Left{b}"] = _u(f"((X | -X) & {m})")
-        t[f"Iop_CmpwNEZ{b}"] = _u(f"({m} if X else 0)")
-        t[f"Iop_CmpNEZ{b}"] = _u("(X != 0)")
-    t["Iop_Not1"] = _u("(not X)")
-    t["Iop_Clz32"] = _u("(32 - X.bit_length())")
-    t["Iop_Ctz32"] = _u("((X & -X).bit_length() - 1)")
+        t[f"Iop_1Sto{b}"] = _u(f"{m} if X else 0")
+        t[f"Iop_Not{b}"] = _u(f"X ^ {m}")
+        t[f"Iop_{b}to1"] = _u("X & 1")
+        t[f"Iop_Left{b}"] = _u(f"(X | -X) & {m}")
+        t[f"Iop_CmpwNEZ{b}"] = _u(f"{m} if X else 0")
+        t[f"Iop_CmpNEZ{b}"] = _u("X != 0")
+    t["Iop_Not1"] = _u("not X")
+    t["Iop_Clz32"] = _u("32 - X.bit_length()")
+    t["Iop_Ctz32"] = _u("(X & -X).bit_length() - 1")
     return t
 
 
@@ -206,55 +212,55 @@ _UNOPS = _un_table()
 _Spec = Callable[[str, str, str, str, str], str]
 _SPEC: dict[int, dict[int, _Spec]] = {
     F.SUB: {
-        1: lambda a, b, n, m, s: f"({a} & {m}) < ({b} & {m})",
-        2: lambda a, b, n, m, s: f"({a} & {m}) == ({b} & {m})",
-        3: lambda a, b, n, m, s: f"({a} & {m}) <= ({b} & {m})",
-        4: lambda a, b, n, m, s: f"(({a} - {b}) & {s}) != 0",
-        6: lambda a, b, n, m, s: f"(({a} & {m}) ^ {s}) < (({b} & {m}) ^ {s})",
-        7: lambda a, b, n, m, s: f"(({a} & {m}) ^ {s}) <= (({b} & {m}) ^ {s})",
+        1: lambda a, b, n, m, s: f"{a} & {m} < {b} & {m}",
+        2: lambda a, b, n, m, s: f"{a} & {m} == {b} & {m}",
+        3: lambda a, b, n, m, s: f"{a} & {m} <= {b} & {m}",
+        4: lambda a, b, n, m, s: f"{a} - {b} & {s} != 0",
+        6: lambda a, b, n, m, s: f"{a} & {m} ^ {s} < {b} & {m} ^ {s}",
+        7: lambda a, b, n, m, s: f"{a} & {m} ^ {s} <= {b} & {m} ^ {s}",
     },
     F.LOGIC: {
         0: lambda a, b, n, m, s: "False",
         1: lambda a, b, n, m, s: "False",
-        2: lambda a, b, n, m, s: f"({a} & {m}) == 0",
-        3: lambda a, b, n, m, s: f"({a} & {m}) == 0",
-        4: lambda a, b, n, m, s: f"({a} & {s}) != 0",
-        6: lambda a, b, n, m, s: f"({a} & {s}) != 0",
-        7: lambda a, b, n, m, s: f"(({a} & {m}) == 0 or ({a} & {s}) != 0)",
+        2: lambda a, b, n, m, s: f"{a} & {m} == 0",
+        3: lambda a, b, n, m, s: f"{a} & {m} == 0",
+        4: lambda a, b, n, m, s: f"{a} & {s} != 0",
+        6: lambda a, b, n, m, s: f"{a} & {s} != 0",
+        7: lambda a, b, n, m, s: f"{a} & {m} == 0 or {a} & {s} != 0",
     },
     F.ADD: {
-        1: lambda a, b, n, m, s: f"(({a} + {b}) & {m}) < ({a} & {m})",
-        2: lambda a, b, n, m, s: f"(({a} + {b}) & {m}) == 0",
-        4: lambda a, b, n, m, s: f"(({a} + {b}) & {s}) != 0",
+        1: lambda a, b, n, m, s: f"{a} + {b} & {m} < {a} & {m}",
+        2: lambda a, b, n, m, s: f"{a} + {b} & {m} == 0",
+        4: lambda a, b, n, m, s: f"{a} + {b} & {s} != 0",
     },
     F.INC: {
-        1: lambda a, b, n, m, s: f"({n} & 1) != 0",
-        2: lambda a, b, n, m, s: f"({a} & {m}) == 0",
-        4: lambda a, b, n, m, s: f"({a} & {s}) != 0",
+        1: lambda a, b, n, m, s: f"{n} & 1 != 0",
+        2: lambda a, b, n, m, s: f"{a} & {m} == 0",
+        4: lambda a, b, n, m, s: f"{a} & {s} != 0",
     },
     F.DEC: {
-        1: lambda a, b, n, m, s: f"({n} & 1) != 0",
-        2: lambda a, b, n, m, s: f"({a} & {m}) == 0",
-        4: lambda a, b, n, m, s: f"({a} & {s}) != 0",
+        1: lambda a, b, n, m, s: f"{n} & 1 != 0",
+        2: lambda a, b, n, m, s: f"{a} & {m} == 0",
+        4: lambda a, b, n, m, s: f"{a} & {s} != 0",
     },
     F.COPY: {
-        0: lambda a, b, n, m, s: f"({a} & 0x800) != 0",
-        1: lambda a, b, n, m, s: f"({a} & 1) != 0",
-        2: lambda a, b, n, m, s: f"({a} & 0x40) != 0",
-        3: lambda a, b, n, m, s: f"({a} & 0x41) != 0",
-        4: lambda a, b, n, m, s: f"({a} & 0x80) != 0",
-        5: lambda a, b, n, m, s: f"({a} & 4) != 0",
+        0: lambda a, b, n, m, s: f"{a} & 0x800 != 0",
+        1: lambda a, b, n, m, s: f"{a} & 1 != 0",
+        2: lambda a, b, n, m, s: f"{a} & 0x40 != 0",
+        3: lambda a, b, n, m, s: f"{a} & 0x41 != 0",
+        4: lambda a, b, n, m, s: f"{a} & 0x80 != 0",
+        5: lambda a, b, n, m, s: f"{a} & 4 != 0",
     },
 }
 
 # Carry specialisations for a known CC_OP (x86g_calculate_eflags_c)
 _CARRY: dict[int, Callable[[str, str, str, str], str]] = {
-    F.SUB: lambda a, b, n, m: f"(1 if ({a} & {m}) < ({b} & {m}) else 0)",
-    F.ADD: lambda a, b, n, m: f"(1 if (({a} + {b}) & {m}) < ({a} & {m}) else 0)",
+    F.SUB: lambda a, b, n, m: f"1 if {a} & {m} < {b} & {m} else 0",
+    F.ADD: lambda a, b, n, m: f"1 if {a} + {b} & {m} < {a} & {m} else 0",
     F.LOGIC: lambda a, b, n, m: "0",
-    F.INC: lambda a, b, n, m: f"({n} & 1)",
-    F.DEC: lambda a, b, n, m: f"({n} & 1)",
-    F.COPY: lambda a, b, n, m: f"({a} & 1)",
+    F.INC: lambda a, b, n, m: f"{n} & 1",
+    F.DEC: lambda a, b, n, m: f"{n} & 1",
+    F.COPY: lambda a, b, n, m: f"{a} & 1",
 }
 
 
@@ -365,6 +371,10 @@ class _Gen:
         self.fault_idx: dict[int, int] = {}
         self.self_loop = False
         self.loop_exits = 0
+        self.comments = True
+        self.reads: list[str] | None = None
+        self.alias_reads: dict[int, tuple[str, ...]] = {}
+        self.forwarded: dict[int, str] = {}
 
     # ---------------------------------------------------------------- emit helpers
     def emit(self, s: str) -> None:
@@ -373,6 +383,8 @@ class _Gen:
     def reg_name(self, base: int) -> str:
         name = REG32[base]
         self.regs_used.add(name)
+        if self.reads is not None:
+            self.reads.append(name)
         return self.pending.get(name, name)
 
     # ---------------------------------------------------------------- pre-scan
@@ -388,6 +400,8 @@ class _Gen:
         imark_at: list[int] = []
         put_at: dict[str, list[int]] = {}
         self.alias = {}
+        self.alias_reads = {}
+        self.forwarded = {}
         self.const = {}
         self.pybool = set()
         self.seg_origin = {}
@@ -556,33 +570,49 @@ class _Gen:
 
     # ---------------------------------------------------------------- expressions
     def ty(self, e: Any) -> int:
-        if isinstance(e, V.RdTmp):
+        k = type(e)
+        if k is _RdTmp:
             return _BITS.get(self.types[e.tmp], 0)
-        if isinstance(e, V.Const):
-            return _BITS.get(e.ty, 0)
-        if isinstance(e, V.Get | V.Load):
+        if k is _Const or k is _Get or k is _Load:
             return _BITS.get(e.ty, 0)
         return _BITS.get(V.result_type(e, self.types), 0)
 
     def expr(self, e: Any) -> str:
-        h = _EXPRS.get(type(e).__name__)
+        h = _EXPRS.get(type(e))
         if h is None:
-            raise Unsupported(f"expr {type(e).__name__}")
+            raise Unsupported(f"expr {getattr(e, 'kind', type(e).__name__)}")
         return h(self, e)
 
     def atom(self, e: Any) -> str:
+        """``e`` as an operand: handlers return bare expressions (no outer parentheses),
+        so anything but a temporary or a constant is parenthesised; a Python-bool
+        temporary becomes 0/1."""
         s = self.expr(e)
-        if isinstance(e, V.RdTmp) and e.tmp in self.pybool:
-            return f"(1 if {s} else 0)"
-        return s
+        k = type(e)
+        if k is _RdTmp:
+            return f"(1 if {s} else 0)" if e.tmp in self.pybool else s
+        if k is _Const:
+            return s
+        return f"({s})"
+
+    def operand(self, e: Any) -> str:
+        """Like :meth:`atom` but keeps a Python-bool temporary as it is."""
+        k = type(e)
+        if k is _RdTmp or k is _Const:
+            return self.expr(e)
+        return f"({self.expr(e)})"
 
     def x_const(self, e: Any) -> str:
         v = e.value
-        if isinstance(v, float):
+        if type(v) is float:
             raise Unsupported("float const")
-        return hex(int(v))
+        return hex(v)
 
     def x_tmp(self, e: Any) -> str:
+        if self.reads is not None:
+            r = self.alias_reads.get(e.tmp)
+            if r:
+                self.reads.extend(r)
         return self.alias.get(e.tmp, f"{self.tp}{e.tmp}")
 
     def x_get(self, e: Any) -> str:
@@ -594,6 +624,8 @@ class _Gen:
             return "0"
         if off == OFF_EIP and bits == 32:
             if self.eip_var:
+                if self.reads is not None:
+                    self.reads.append("eip")
                 return "eipv"
             if self.eip_const is None:
                 return hex(self.insn_addrs[self.insn])
@@ -605,15 +637,15 @@ class _Gen:
             shift = (off & 3) * 8
             r = self.reg_name(base)
             if shift:
-                return f"(({r} >> {shift}) & {_MASK[bits]})"
-            return f"({r} & {_MASK[bits]})"
+                return f"{r} >> {shift} & {_MASK[bits]}"
+            return f"{r} & {_MASK[bits]}"
         raise Unsupported(f"GET offset {off} ty {e.ty}")
 
     def x_unop(self, e: Any) -> str:
         h = _UNOPS.get(e.op)
         if h is None:
             raise Unsupported(f"unop {e.op}")
-        return h(self.expr(e.args[0]))
+        return h(self.operand(e.args[0]))
 
     def x_binop(self, e: Any) -> str:
         op = e.op
@@ -627,7 +659,7 @@ class _Gen:
         return h(self.atom(e.args[0]), self.atom(e.args[1]))
 
     def x_ite(self, e: Any) -> str:
-        return f"({self.atom(e.iftrue)} if {self.expr(e.cond)} else {self.atom(e.iffalse)})"
+        return f"{self.atom(e.iftrue)} if {self.operand(e.cond)} else {self.atom(e.iffalse)}"
 
     def x_load(self, e: Any) -> str:
         raise Unsupported("nested load")  # loads are only handled as WrTmp(Load) (flat IR)
@@ -662,11 +694,11 @@ class _Gen:
             if spec is not None:
                 x = spec(a, b, n, m, s)
                 if cond & 1:
-                    return f"(not ({x}))"
-                return f"({x})"
+                    return f"not ({x})"
+                return x
         if cond is not None:
-            return f"(COND({cond}, {self.atom(e.args[1])}, {a}, {b}, {n}) != 0)"
-        return f"(COND({self.atom(e.args[0])}, {self.atom(e.args[1])}, {a}, {b}, {n}) != 0)"
+            return f"COND({cond}, {self.atom(e.args[1])}, {a}, {b}, {n}) != 0"
+        return f"COND({self.atom(e.args[0])}, {self.atom(e.args[1])}, {a}, {b}, {n}) != 0"
 
     def cc_c(self, e: Any) -> str:
         op = self.const_of(e.args[0])
@@ -683,7 +715,7 @@ class _Gen:
         op = self.const_of(e.args[0])
         a = self.atom(e.args[1])
         if op == F.COPY:
-            return f"({a} & 0x8D5)"
+            return f"{a} & 0x8D5"
         args = ", ".join(self.atom(x) for x in e.args)
         return f"CALC_ALL({args})"
 
@@ -766,7 +798,8 @@ class _Gen:
         self.eip_var = False
         self.last_fault = self.fault_idx.get(self.insn, -1)
         self.cur_div = self.div_width(st.addr) or 32
-        self.emit(f"# {self.insn}: {st.addr:#x}")
+        if self.comments:
+            self.emit(f"# {self.insn}: {st.addr:#x}")
         if self.insn and self.insn in self.raising:
             self.emit(f"i = {self.insn}")
 
@@ -789,13 +822,14 @@ class _Gen:
             return
         tmp = st.tmp
         d = st.data
-        if isinstance(d, V.Load):
+        kd = type(d)
+        if kd is _Load:
             bits = _BITS.get(d.ty, 0)
             addr = self.simple(self.atom(d.addr))
             self.load_code(f"{self.tp}{tmp}", addr, bits)
             self.has_mem_insn = True
             return
-        if isinstance(d, V.RdTmp):
+        if kd is _RdTmp:
             src = d.tmp
             self.alias[tmp] = self.alias.get(src, f"{self.tp}{src}")
             if src in self.const:
@@ -805,11 +839,11 @@ class _Gen:
             if src in self.seg_origin:
                 self.seg_origin[tmp] = self.seg_origin[src]
             return
-        if isinstance(d, V.Const):
+        if kd is _Const:
             self.alias[tmp] = self.x_const(d)
-            self.const[tmp] = int(d.value)
+            self.const[tmp] = d.value
             return
-        if isinstance(d, V.Get):
+        if kd is _Get:
             if d.offset in SEGS:
                 self.seg_origin[tmp] = SEGS[d.offset]
             if d.offset == 40 and self.known_ccop is not None and d.ty == "Ity_I32":
@@ -825,21 +859,70 @@ class _Gen:
                 base_name = REG32[d.offset]
                 if self._alias_safe(tmp, base_name, self.stmt_index):
                     self.alias[tmp] = s
+                    self.alias_reads[tmp] = (base_name,)
                     return
             self.emit(f"{self.tp}{tmp} = {s}")
             return
-        if isinstance(d, V.Unop) and isinstance(d.args[0], V.RdTmp):
+        if kd is _Unop and type(d.args[0]) is _RdTmp:
             if d.args[0].tmp in self.seg_origin and d.op == "Iop_16Uto32":
                 self.seg_origin[tmp] = self.seg_origin[d.args[0].tmp]
             if d.op in ("Iop_32to1", "Iop_64to1") and d.args[0].tmp in self.pybool:
                 self.alias[tmp] = self.x_tmp(d.args[0])
                 self.pybool.add(tmp)
                 return
-        if isinstance(d, V.CCall) and d.name == "x86g_calculate_condition":
+        if kd is _CCall and d.name == "x86g_calculate_condition":
             self.emit(f"{self.tp}{tmp} = {self.cc_cond(d)}")
             self.pybool.add(tmp)
             return
+        if (kd is _Binop and "Div" not in d.op) or kd is _Unop or kd is _ITE or (
+            kd is _CCall and d.name in _PURE_HELPERS
+        ):
+            reads: list[str] = []
+            self.reads = reads
+            try:
+                text = self.expr(d)
+            finally:
+                self.reads = None
+            if self._forwardable(tmp, reads):
+                self.alias[tmp] = f"({text})"
+                self.alias_reads[tmp] = tuple(reads)
+                self.forwarded[tmp] = text
+                return
+            self.emit(f"{self.tp}{tmp} = {text}")
+            return
         self.emit(f"{self.tp}{tmp} = {self.expr(d)}")
+
+    def _forwardable(self, tmp: int, reads: list[str]) -> bool:
+        """Whether pure temporary ``tmp`` (defined at the current statement, reading guest
+        registers ``reads``) can be substituted into its only use instead of being
+        assigned: that use is a PUT of it in the same instruction, and nothing in between
+        reads it, writes one of ``reads`` or starts an instruction (``t0 = ecx - 5 & M;
+        ecx = t0`` becomes one line; ``compile()`` pays per line)."""
+        u = self.last_use.get(tmp)
+        if u is None or u in self.dead_puts:
+            return False
+        stmts = self.irsb.statements
+        st = stmts[u]
+        if type(st) is not _Put or type(st.data) is not _RdTmp or st.data.tmp != tmp:
+            return False
+        for k in range(self.stmt_index + 1, u):
+            s = stmts[k]
+            ks = type(s)
+            if ks is _IMark:
+                return False
+            if ks is _Put:
+                off = s.offset
+                name = "eip" if off == OFF_EIP else REG32.get(off & ~3 if off < 40 else off)
+                if name in reads:
+                    return False
+                d = s.data
+                if type(d) is _RdTmp and d.tmp == tmp:
+                    return False
+            else:
+                for e in s.expressions:
+                    if type(e) is _RdTmp and e.tmp == tmp:
+                        return False
+        return True
 
     def s_put(self, st: Any) -> None:
         off = st.offset
@@ -863,7 +946,8 @@ class _Gen:
             if off == 40:
                 c = self.const_of(st.data)
                 self.known_ccop = c
-            new = val
+            d = st.data
+            new = self.forwarded.get(d.tmp, val) if type(d) is _RdTmp else val
         else:
             base = off & ~3
             if base not in GPR_BASES or bits not in (8, 16):
@@ -873,7 +957,7 @@ class _Gen:
             cur = self.reg_name(base)
             m = (1 << bits) - 1
             keep = 0xFFFFFFFF & ~(m << shift)
-            new = f"(({cur} & {keep:#x}) | ({val} << {shift}))" if shift else f"(({cur} & {keep:#x}) | {val})"
+            new = f"{cur} & {keep:#x} | {val} << {shift}" if shift else f"{cur} & {keep:#x} | {val}"
         self.regs_used.add(name)
         self.regs_put.add(name)
         if self.stmt_index < self.last_fault:
@@ -950,7 +1034,7 @@ class _Gen:
         return
 
     def s_unsupported(self, st: Any) -> None:
-        raise Unsupported(f"stmt {type(st).__name__}")
+        raise Unsupported(f"stmt {getattr(st, 'kind', type(st).__name__)}")
 
     # ---------------------------------------------------------------- driver
     def generate(self, allow_loop: bool) -> str:
@@ -964,7 +1048,7 @@ class _Gen:
             self.prescan()
             for idx, st in enumerate(irsb.statements):
                 self.stmt_index = idx
-                h = _STMTS.get(type(st).__name__)
+                h = _STMTS.get(type(st))
                 if h is None:
                     raise Unsupported(f"stmt {type(st).__name__}", max(self.insn, 0))
                 try:
@@ -1030,32 +1114,26 @@ class _Gen:
         return "\n".join(out) + "\n"
 
 
-_EXPRS: dict[str, Callable[[_Gen, Any], str]] = {
-    "Const": _Gen.x_const,
-    "RdTmp": _Gen.x_tmp,
-    "Get": _Gen.x_get,
-    "Unop": _Gen.x_unop,
-    "Binop": _Gen.x_binop,
-    "ITE": _Gen.x_ite,
-    "Load": _Gen.x_load,
-    "CCall": _Gen.x_ccall,
+_EXPRS: dict[type, Callable[[_Gen, Any], str]] = {
+    V.Const: _Gen.x_const,
+    V.RdTmp: _Gen.x_tmp,
+    V.Get: _Gen.x_get,
+    V.Unop: _Gen.x_unop,
+    V.Binop: _Gen.x_binop,
+    V.ITE: _Gen.x_ite,
+    V.Load: _Gen.x_load,
+    V.CCall: _Gen.x_ccall,
 }
 
-_STMTS: dict[str, Callable[[_Gen, Any], None]] = {
-    "IMark": _Gen.s_imark,
-    "WrTmp": _Gen.s_wrtmp,
-    "Put": _Gen.s_put,
-    "Store": _Gen.s_store,
-    "CAS": _Gen.s_cas,
-    "Exit": _Gen.s_exit,
-    "NoOp": _Gen.s_nop,
-    "AbiHint": _Gen.s_nop,
-    "MBE": _Gen.s_nop,
-    "Dirty": _Gen.s_unsupported,
-    "PutI": _Gen.s_unsupported,
-    "LLSC": _Gen.s_unsupported,
-    "LoadG": _Gen.s_unsupported,
-    "StoreG": _Gen.s_unsupported,
+_STMTS: dict[type, Callable[[_Gen, Any], None]] = {
+    V.IMark: _Gen.s_imark,
+    V.WrTmp: _Gen.s_wrtmp,
+    V.Put: _Gen.s_put,
+    V.Store: _Gen.s_store,
+    V.CAS: _Gen.s_cas,
+    V.Exit: _Gen.s_exit,
+    V.NoOp: _Gen.s_nop,  # also libVEX's AbiHint and MBE (vexir folds them into NoOp)
+    V.OtherStmt: _Gen.s_unsupported,  # Dirty, PutI, LLSC, LoadG, StoreG...
 }
 
 _CCALLS: dict[str, Callable[[_Gen, Any], str]] = {
@@ -1098,12 +1176,14 @@ def generate_source(
     start: int,
     div_width: Callable[[int], int],
     allow_loop: bool = True,
+    comments: bool = True,
 ) -> tuple[str, list[int], list[int], bool]:
     """Python source of the block function for a trace of IRSBs (each one's constant
     default successor is the next one), instruction addresses and lengths, and whether it
     loops on itself. ``div_width(addr)`` gives the div/idiv width of the instruction at
-    ``addr``. Raises :class:`Unsupported` (with the trace-wide instruction index)."""
+    ``addr``; ``comments`` marks each instruction's address in the source. Raises :class:`Unsupported` (with the trace-wide instruction index)."""
     g = _Gen(irsbs, start, div_width)
+    g.comments = comments
     src = g.generate(allow_loop)
     return src, g.insn_addrs, g.insn_lens, g.self_loop
 
