@@ -48,8 +48,8 @@ more than the operand width. The differential tests mask exactly these.
 
 Translation and caching
 -----------------------
-Blocks are lifted with libVEX (opt_level 0, ``cross_insn_opt=False``: level 1 drops
-flag-thunk PUTs across possibly-faulting loads, making faults imprecise), cut before every
+Blocks are lifted with libVEX (``vexir.py`` reads its C IR directly; opt_level 1 with
+every register updated at each instruction boundary, so faults stay precise), cut before every
 instruction that is not plain integer code (classified from the opcode bytes), turned
 into Python source (guest registers in locals, per-instruction commit so every fault is
 precise and restartable) and compiled once. Superblocks follow direct jumps/calls and

@@ -437,11 +437,20 @@ class Executor:
                 return div_width(page, addr - page_base)
             return div_width(code, addr - eip)
 
+        unoptimised = False
         while True:
             try:
-                src, addrs, _lens, loop = generate_source([t[0] for t in trace], eip, dw)
+                src, addrs, _lens, loop = generate_source(
+                    [t[0] for t in trace], eip, dw, comments=self.keep_source
+                )
                 break
             except Unsupported as u:
+                if not unoptimised:
+                    # libVEX's level-1 helper specialisation may emit an IR op without a
+                    # handler: the same instructions at level 0 may well translate
+                    unoptimised = True
+                    trace = [(lift(c, a, b.instructions, opt_level=0) or b, c, a) for b, c, a in trace]
+                    continue
                 acc = 0
                 j = 0
                 for j, (b, _c, _a) in enumerate(trace):  # noqa: B007
@@ -455,7 +464,7 @@ class Executor:
                     trace = trace[:j]
                 else:
                     _b, c, a = trace[j]
-                    nb = lift(c, a, local)
+                    nb = lift(c, a, local, opt_level=0)
                     if nb is None or nb.instructions == 0:
                         trace = trace[:j]
                     else:

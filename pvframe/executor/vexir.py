@@ -396,9 +396,9 @@ def _stmt(c: Any, tmps: dict[int, RdTmp]) -> Any:
     return OtherStmt(_E.get(tag, str(tag)))
 
 
-# VexRegUpdLdAllregsAtEachInsn (pyvex's px_control when cross_insn_opt=False): every guest
-# register is up to date at each instruction boundary.
-_PX_ALLREGS_AT_EACH_INSN = 0x705
+# VexRegUpdAllregsAtEachInsn (libvex.h): every guest register is up to date at each
+# instruction boundary, so iropt keeps every PUT (see lift.py for why not 0x705)
+_PX_ALLREGS_AT_EACH_INSN = 0x704
 _ARCHINFO: Any = None
 
 
@@ -411,7 +411,7 @@ def _archinfo() -> Any:
     return _ARCHINFO[0]
 
 
-def lift(code: bytes, addr: int, max_inst: int, opt_level: int = 0) -> IRSB | None:
+def lift(code: bytes, addr: int, max_inst: int, opt_level: int = 1) -> IRSB | None:
     """Lift at most ``max_inst`` instructions of ``code`` (all of it may be decoded: the
     caller cuts it at the page end) at guest address ``addr``; None if libVEX decoded
     nothing. ``strict_block_end``; no cross-instruction optimisation."""
