@@ -323,8 +323,8 @@ _NOOP = NoOp()
 
 def _const(c: Any) -> Const:
     field = _ICO_FIELD.get(c.tag)
-    if field is None:
-        return Const(float("nan"), _E[c.tag])  # floating/vector constants: refused later
+    if field is None:  # floating/vector constants: refused by the translator
+        return Const(float("nan"), "Ity_" + _E[c.tag][4:].rstrip("i"))
     return Const(int(getattr(c.Ico, field[0])), field[1])
 
 
