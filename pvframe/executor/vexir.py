@@ -27,6 +27,7 @@ the page end), otherwise it keeps ``Ijk_NoDecode``. pyvex's x86 "spotter" fallba
 from __future__ import annotations
 
 import logging
+import struct
 from typing import Any
 
 import archinfo
@@ -430,8 +431,8 @@ def lift(code: bytes, addr: int, max_inst: int, opt_level: int = 1) -> IRSB | No
         stmts = c.stmts
         irsb.statements = [_stmt(stmts[i], tmps) for i in range(c.stmts_used)]
         tyenv = c.tyenv
-        types = tyenv.types
-        irsb.types = [_E[types[i]] for i in range(tyenv.types_used)]
+        nt = tyenv.types_used  # IRType is a 4-byte enum: one copy, one unpack
+        irsb.types = [_E[t] for t in struct.unpack(f"<{nt}I", ffi.buffer(tyenv.types, 4 * nt))]
         irsb.next = _expr(c.next, tmps)
         irsb.jumpkind = _E[c.jumpkind]
         irsb.size = r.size
