@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import types
 from collections.abc import Callable
+from time import perf_counter_ns
 from typing import Any
 
 from pvframe.executor import faults
@@ -87,7 +88,8 @@ class StopExecution(Exception):
 class Block:
     """One translated unit: a compiled VEX block, or a single special instruction."""
 
-    __slots__ = ("eip", "fn", "insn", "key", "kind", "length", "n", "pages", "self_loop", "source")
+    __slots__ = ("eip", "fn", "insn", "key", "kind", "length", "n", "pages", "pieces", "self_loop",
+                 "source")
 
     def __init__(self, kind: str, eip: int, n: int, length: int) -> None:
         self.kind = kind  # "vex", "sys", "fpu", "simd", "ud"
@@ -100,6 +102,7 @@ class Block:
         self.pages: list[tuple[int, int, int]] = []  # (pfn, start offset, end offset)
         self.self_loop = False
         self.source = ""
+        self.pieces = 1  # basic blocks lifted for it (0: compiled code shared from the cache)
 
 
 class Executor:
@@ -134,7 +137,9 @@ class Executor:
         #: "sti" / "ss" while the next instruction is in an interrupt shadow
         self.shadow: str | None = None
         self.current_shadow: str | None = None
-        self.stats = {"translations": 0, "invalidations": 0, "shared_hits": 0}
+        # translate_ns / translated_blocks: the cold-translation cost per basic block
+        self.stats = {"translations": 0, "invalidations": 0, "shared_hits": 0, "translate_ns": 0,
+                      "translated_blocks": 0, "decode_ns": 0, "decoded": 0}
         #: build superblocks across direct jumps and calls on the same page
         self.chain = True
         #: keep each block's generated Python source in ``Block.source`` (debugging)
@@ -341,7 +346,14 @@ class Executor:
         if blk is None:
             if len(self._blocks) >= self.max_blocks:
                 self.flush_translations()  # bound the cache (a simple, safe policy)
+            t0 = perf_counter_ns()
             blk = self._translate(eip, paddr, limit)
+            if blk.kind == "vex":
+                self.stats["translate_ns"] += perf_counter_ns() - t0
+                self.stats["translated_blocks"] += blk.pieces
+            else:  # a system (or refused) instruction: decoded only
+                self.stats["decode_ns"] += perf_counter_ns() - t0
+                self.stats["decoded"] += 1
             blk.key = key
             self._blocks[key] = blk
             self._register(blk)
@@ -422,7 +434,12 @@ class Executor:
             sub = page[t - page_base : t - page_base + MAX_FETCH]
             if classify(sub, 0) is not PLAIN:
                 break
-            nb = lift(sub, t, block_length(sub, t, limit - total))
+            want = block_length(sub, t, MAX_INSNS)
+            if want > limit - total:
+                # the whole block does not fit: end the trace before it rather than lift
+                # a truncated copy that the next translation would lift again
+                break
+            nb = lift(sub, t, want)
             if nb is None or nb.instructions == 0:
                 break
             nb = self._cut(nb, sub, t)
@@ -470,6 +487,7 @@ class Executor:
                     else:
                         trace = [*trace[:j], (nb, c, a)]
         blk = Block("vex", eip, len(addrs), trace[0][0].size)
+        blk.pieces = len(trace)
         blk.fn = compile_block(src, self._glb, addrs, f"<block {eip:#x}>")
         blk.self_loop = loop
         if key is not None and len(pages) == 1:
@@ -502,6 +520,7 @@ class Executor:
         glb = dict(self._glb)
         glb["ADDRS"] = addrs
         blk = Block("vex", eip, len(addrs), length)
+        blk.pieces = 0
         blk.fn = types.FunctionType(code_obj, glb, "blk")
         blk.self_loop = loop
         if self.keep_source:

@@ -55,6 +55,7 @@ _BITS = {"Ity_I1": 1, "Ity_I8": 8, "Ity_I16": 16, "Ity_I32": 32, "Ity_I64": 64}
 _MASK = {1: "1", 8: "0xFF", 16: "0xFFFF", 32: "0xFFFFFFFF", 64: "0xFFFFFFFFFFFFFFFF",
          128: "0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"}
 _SIGN = {8: "0x80", 16: "0x8000", 32: "0x80000000", 64: "0x8000000000000000"}
+_ALIGN = {8: (0, 0), 16: (1, 1), 32: (3, 2)}  # fast-path access width -> (misalign mask, index shift)
 
 
 class Unsupported(Exception):
@@ -375,6 +376,7 @@ class _Gen:
         self.reads: list[str] | None = None
         self.alias_reads: dict[int, tuple[str, ...]] = {}
         self.forwarded: dict[int, str] = {}
+        self.into_reg: dict[int, str] = {}
 
     # ---------------------------------------------------------------- emit helpers
     def emit(self, s: str) -> None:
@@ -402,6 +404,7 @@ class _Gen:
         self.alias = {}
         self.alias_reads = {}
         self.forwarded = {}
+        self.into_reg = {}
         self.const = {}
         self.pybool = set()
         self.seg_origin = {}
@@ -734,50 +737,51 @@ class _Gen:
         return f"SEGSEL(cpu, {self.atom(sel)}, {addr})"
 
     # ---------------------------------------------------------------- memory
+    @staticmethod
+    def fast_slot(addr: str, bits: int) -> tuple[str, str] | None:
+        """(page key, element index) of ``addr`` in the MMU's fast maps for a ``bits``-wide
+        access, or None if the access can never take the fast path (a constant misaligned
+        address). The maps are keyed by virtual page number (< 2**20); a misaligned
+        address gets the key ``vpn | misalignment << 20``, which is never present, so one
+        dict lookup decides both "mapped for fast access" and "aligned"."""
+        al, sh = _ALIGN[bits]
+        if addr.startswith("0x"):
+            a = int(addr, 16)
+            if a & al:
+                return None
+            return hex(a >> 12), str((a & 4095) >> sh)
+        key = f"{addr} >> 12 | ({addr} & {al}) << 20" if al else f"{addr} >> 12"
+        idx = f"({addr} & 4095) >> {sh}" if sh else f"{addr} & 4095"
+        return key, idx
+
     def load_code(self, dst: str, addr: str, bits: int) -> None:
-        if bits == 8:
-            self.emit("try:")
-            self.emit(f"    {dst} = R8[{addr} >> 12][{addr} & 4095]")
-            self.emit("except KeyError:")
-            self.emit(f"    {dst} = LD({addr}, 1)")
-            self.emit("    brk = brk or SIDE[0]")
-        elif bits in (16, 32):
-            al, dct, sh, nb = (1, "R16", 1, 2) if bits == 16 else (3, "R32", 2, 4)
-            self.emit(f"if {addr} & {al}:")
-            self.emit(f"    {dst} = LD({addr}, {nb})")
-            self.emit("    brk = brk or SIDE[0]")
-            self.emit("else:")
-            self.emit("    try:")
-            self.emit(f"        {dst} = {dct}[{addr} >> 12][({addr} & 4095) >> {sh}]")
-            self.emit("    except KeyError:")
-            self.emit(f"        {dst} = LD({addr}, {nb})")
-            self.emit("        brk = brk or SIDE[0]")
-        elif bits == 64:
-            self.emit(f"{dst} = LD({addr}, 8)")
+        nb = bits // 8
+        slot = self.fast_slot(addr, bits) if bits in _ALIGN else None
+        if slot is None:
+            if bits not in _ALIGN and bits != 64:
+                raise Unsupported(f"load of {bits} bits")
+            self.emit(f"{dst} = LD({addr}, {nb})")
             self.emit("brk = brk or SIDE[0]")
         else:
-            raise Unsupported(f"load of {bits} bits")
+            self.emit("try:")
+            self.emit(f"    {dst} = R{bits}[{slot[0]}][{slot[1]}]")
+            self.emit("except KeyError:")
+            self.emit(f"    {dst} = LD({addr}, {nb})")
+            self.emit("    brk = brk or SIDE[0]")
         self.has_mem = True
 
     def store_code(self, addr: str, val: str, bits: int) -> None:
-        if bits == 8:
-            self.emit("try:")
-            self.emit(f"    W8[{addr} >> 12][{addr} & 4095] = {val}")
-            self.emit("except KeyError:")
-            self.emit(f"    brk = ST({addr}, 1, {val}) or brk")
-        elif bits in (16, 32):
-            al, dct, sh, nb = (1, "W16", 1, 2) if bits == 16 else (3, "W32", 2, 4)
-            self.emit(f"if {addr} & {al}:")
-            self.emit(f"    brk = ST({addr}, {nb}, {val}) or brk")
-            self.emit("else:")
-            self.emit("    try:")
-            self.emit(f"        {dct}[{addr} >> 12][({addr} & 4095) >> {sh}] = {val}")
-            self.emit("    except KeyError:")
-            self.emit(f"        brk = ST({addr}, {nb}, {val}) or brk")
-        elif bits == 64:
-            self.emit(f"brk = ST({addr}, 8, {val}) or brk")
+        nb = bits // 8
+        slot = self.fast_slot(addr, bits) if bits in _ALIGN else None
+        if slot is None:
+            if bits not in _ALIGN and bits != 64:
+                raise Unsupported(f"store of {bits} bits")
+            self.emit(f"brk = ST({addr}, {nb}, {val}) or brk")
         else:
-            raise Unsupported(f"store of {bits} bits")
+            self.emit("try:")
+            self.emit(f"    W{bits}[{slot[0]}][{slot[1]}] = {val}")
+            self.emit("except KeyError:")
+            self.emit(f"    brk = ST({addr}, {nb}, {val}) or brk")
         self.has_mem = True
 
     def simple(self, s: str) -> str:
@@ -826,7 +830,7 @@ class _Gen:
         if kd is _Load:
             bits = _BITS.get(d.ty, 0)
             addr = self.simple(self.atom(d.addr))
-            self.load_code(f"{self.tp}{tmp}", addr, bits)
+            self.load_code(self._load_target(tmp, bits), addr, bits)
             self.has_mem_insn = True
             return
         if kd is _RdTmp:
@@ -892,6 +896,23 @@ class _Gen:
             return
         self.emit(f"{self.tp}{tmp} = {self.expr(d)}")
 
+    def _load_target(self, tmp: int, bits: int) -> str:
+        """Where a load's value goes: straight into a guest register when the very next
+        statement is a committed 32-bit PUT of it and nothing else reads it (``mov
+        (%esi), %eax``); that PUT is then skipped. Else the temporary."""
+        u = self.stmt_index + 1
+        stmts = self.irsb.statements
+        if bits == 32 and u < len(stmts) and u > self.last_fault and self.last_use.get(tmp) == u:
+            st = stmts[u]
+            if type(st) is _Put and st.offset in REG32 and type(st.data) is _RdTmp \
+                    and st.data.tmp == tmp and u not in self.dead_puts:
+                name = REG32[st.offset]
+                self.regs_used.add(name)
+                self.regs_put.add(name)
+                self.into_reg[u] = name
+                return name
+        return f"{self.tp}{tmp}"
+
     def _forwardable(self, tmp: int, reads: list[str]) -> bool:
         """Whether pure temporary ``tmp`` (defined at the current statement, reading guest
         registers ``reads``) can be substituted into its only use instead of being
@@ -926,21 +947,27 @@ class _Gen:
 
     def s_put(self, st: Any) -> None:
         off = st.offset
+        name = self.into_reg.get(self.stmt_index)
+        if name is not None:  # the load before it wrote the register directly
+            self.pending.pop(name, None)
+            if off == 40:
+                self.known_ccop = None
+            return
         if self.stmt_index in self.dead_puts:  # overwritten before anything can see it
             if off == 40:
                 self.known_ccop = self.const_of(st.data)
             return
-        bits = self.ty(st.data)
-        val = self.atom(st.data)
         if off == OFF_EIP:
             c = self.const_of(st.data)
             if c is not None:
                 self.eip_const = c
                 self.eip_var = False
             else:
-                self.emit(f"eipv = {val}")
+                self.emit(f"eipv = {self.atom(st.data)}")
                 self.eip_var = True
             return
+        bits = self.ty(st.data)
+        val = self.atom(st.data)
         if off in REG32 and bits == 32:
             name = REG32[off]
             if off == 40:
@@ -961,9 +988,17 @@ class _Gen:
         self.regs_used.add(name)
         self.regs_put.add(name)
         if self.stmt_index < self.last_fault:
-            p = f"p_{name}"
-            self.emit(f"{p} = {new}")
-            self.pending[name] = p
+            d = st.data
+            if new is val and (
+                (type(d) is _RdTmp and d.tmp not in self.alias) or type(d) is _Const
+            ):
+                # the value is a constant or an SSA temporary: it stays valid until the
+                # commit, so no pending local is needed
+                self.pending[name] = val
+            else:
+                p = f"p_{name}"
+                self.emit(f"{p} = {new}")
+                self.pending[name] = p
         else:
             self.emit(f"{name} = {new}")
             self.pending.pop(name, None)
