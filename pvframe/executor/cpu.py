@@ -328,10 +328,21 @@ class Executor:
         def st(addr: int, size: int, value: int) -> bool:
             return bool(write(addr, size, value))
 
+        # The slow paths of generated loads/stores. ``k`` is the value the block's ``brk``
+        # takes when the access must end the block after this instruction (MMIO: device
+        # side effects; a store to a page holding translations; a page not in the fast
+        # maps yet); otherwise ``brk`` is returned unchanged.
+        def ldb(addr: int, size: int, brk: int, k: int) -> tuple[int, int]:
+            v = read(addr, size)
+            return int(v), (k if (addr >> PAGE_SHIFT) not in r8 else brk)
+
+        def stb(addr: int, size: int, value: int, brk: int, k: int) -> int:
+            return k if write(addr, size, value) else brk
+
         glb = runtime_globals()
         glb.update(
             R8=mmu.r8, R16=mmu.r16, R32=mmu.r32, W8=mmu.w8, W16=mmu.w16, W32=mmu.w32,
-            LD=ld_fast, ST=st, SIDE=side, SEGSEL=self.system.seg_selector_addr,
+            LD=ld_fast, ST=st, LDB=ldb, STB=stb, SIDE=side, SEGSEL=self.system.seg_selector_addr,
         )
         return glb
 
@@ -457,9 +468,7 @@ class Executor:
         unoptimised = False
         while True:
             try:
-                src, addrs, _lens, loop = generate_source(
-                    [t[0] for t in trace], eip, dw, comments=self.keep_source
-                )
+                gen = generate_source([t[0] for t in trace], eip, dw, comments=self.keep_source)
                 break
             except Unsupported as u:
                 if not unoptimised:
@@ -486,9 +495,10 @@ class Executor:
                         trace = trace[:j]
                     else:
                         trace = [*trace[:j], (nb, c, a)]
+        src, addrs, loop = gen.source, gen.addrs, gen.self_loop
         blk = Block("vex", eip, len(addrs), trace[0][0].size)
         blk.pieces = len(trace)
-        blk.fn = compile_block(src, self._glb, addrs, f"<block {eip:#x}>")
+        blk.fn = compile_block(gen, self._glb, f"<block {eip:#x}>")
         blk.self_loop = loop
         if key is not None and len(pages) == 1:
             if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
@@ -498,7 +508,7 @@ class Executor:
             entry = (
                 blk.fn.__code__, tuple(addrs), loop, blk.length, lo, hi,
                 self.memory.read_bytes(page_addr + lo, hi - lo),
-                src if self.keep_source else "",
+                src if self.keep_source else "", gen.insn_at,
             )
             variants = _CODE_CACHE.setdefault(key, [])
             variants.insert(0, entry)
@@ -516,9 +526,10 @@ class Executor:
         return blk
 
     def _block_from_cache(self, eip: int, paddr: int, hit: tuple[Any, ...]) -> Block:
-        code_obj, addrs, loop, length, lo, hi, _span, src = hit
+        code_obj, addrs, loop, length, lo, hi, _span, src, insn_at = hit
         glb = dict(self._glb)
         glb["ADDRS"] = addrs
+        glb["INSN_AT"] = insn_at
         blk = Block("vex", eip, len(addrs), length)
         blk.pieces = 0
         blk.fn = types.FunctionType(code_obj, glb, "blk")

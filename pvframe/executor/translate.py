@@ -5,25 +5,35 @@ Layout of a generated block function ``blk(cpu, iters)``::
     eax = cpu.eax ...                 # every guest register the block touches, as locals
     try:
         while True:                   # the loop only repeats for self-loop blocks
-            i = k                     # index of the instruction being executed
-            ...                       # the instruction's IR, one handler per IR kind
+            ...                       # each instruction's IR, one handler per IR kind
+            if brk: break             # after an instruction that took a memory slow path
         ...
-    except BaseException:             # a guest exception (or a bug): commit and re-raise
-        cpu.eax = eax ...; cpu.eip = ADDRS[i]; cpu.icount += done + i; raise
+    except BaseException as _e:       # a guest exception (or a bug): commit and re-raise
+        _k = INSN_AT[_e.__traceback__.tb_lineno]      # the faulting instruction
+        cpu.eax = eax ...; cpu.eip = ADDRS[_k]; cpu.icount += done + _k; raise
+    if brk > 0: nxt = ADDRS[brk]; n = brk
     cpu.eax = eax ...; cpu.eip = nxt; cpu.icount += done + n
 
 Precise faults: within an instruction, a PUT that precedes the instruction's last
-possibly-faulting statement (load, store, CAS, divide, a side exit that raises) writes a
-*pending* local (``p_eax``); pending locals are committed at the instruction's end (or on a
-normal side exit). So when a load/store raises, the committed locals are exactly the state
-before the faulting instruction; memory stores happen in IR order and the MMU checks the
+possibly-faulting statement (load, store, CAS, divide, a side exit that raises) is
+*pending*: it writes a local ``p_eax`` (or, for a constant or an SSA temporary, nothing at
+all) that is committed at the instruction's end (or on a normal side exit). So when a
+load/store raises, the committed locals are exactly the state before the faulting
+instruction, which the handler finds from the traceback's line number (``INSN_AT``: no
+bookkeeping on the fast path); memory stores happen in IR order and the MMU checks the
 whole access (both pages if it straddles) before writing a byte.
 
 Memory: loads/stores index the MMU's per-page fast maps (``R8/R16/R32``, ``W8/W16/W32``,
-virtual page -> page view) and fall back to ``LD``/``ST`` (MMU slow path, may raise #PF).
-A slow-path store that reached MMIO or a code page, or a slow load from MMIO, sets ``brk``
-and the block returns at the end of that instruction, so device side effects (interrupts)
-and self-modifying code are seen at the next instruction boundary.
+virtual page -> page view; a misaligned address looks up a key that is never present) and
+fall back to ``LDB``/``STB`` (MMU slow path, may raise #PF). A slow-path access that
+reached MMIO, a code page or a page not yet in the fast maps sets ``brk`` to the index of
+the next instruction and the block returns at the end of this one, so device side effects
+(interrupts) and self-modifying code are seen at the next instruction boundary.
+
+Size matters: ``compile()`` is most of the cost of a new block (~5 µs per generated line,
+~2 µs more per parenthesis pair, CPython 3.11), so templates carry no redundant
+parentheses, single-use temporaries are substituted into their use, loads go straight into
+registers and constant addresses are resolved here.
 
 The dispatch tables ``_BINOPS``, ``_UNOPS``, ``_CCALLS``, ``_EXPRS`` and ``_STMTS`` map an IR
 op / helper / node kind to a small handler; supporting a new IR op is one entry. Anything
@@ -35,7 +45,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from pvframe.executor import flags as F
 from pvframe.executor import vexir as V
@@ -343,6 +353,9 @@ class _Gen:
         self.types = self.irsb.types
         self.tp = "t"
         self.lines: list[str] = []
+        self.line_insn: list[int] = []  # instruction index of each line of ``lines``
+        self.insn_at: tuple[int, ...] = ()  # source line number -> instruction index
+        self.brk_final: set[int] = set()  # instructions whose break value is -1
         self.ind = 3
         self.alias: dict[int, str] = {}
         self.const: dict[int, int] = {}
@@ -381,6 +394,7 @@ class _Gen:
     # ---------------------------------------------------------------- emit helpers
     def emit(self, s: str) -> None:
         self.lines.append("    " * self.ind + s)
+        self.line_insn.append(self.insn if self.insn > 0 else 0)
 
     def reg_name(self, base: int) -> str:
         name = REG32[base]
@@ -551,7 +565,8 @@ class _Gen:
             elif k is _NoOp:
                 continue
             killed = [False, False, False, False]
-            raising.add(insn)
+            if k is not _Exit or st.jumpkind not in ("Ijk_Boring", "Ijk_Call", "Ijk_Ret"):
+                raising.add(insn)  # a taken branch leaves without raising
             for e in st.expressions:
                 if type(e) is _RdTmp:
                     live.add(e.tmp)
@@ -760,14 +775,12 @@ class _Gen:
         if slot is None:
             if bits not in _ALIGN and bits != 64:
                 raise Unsupported(f"load of {bits} bits")
-            self.emit(f"{dst} = LD({addr}, {nb})")
-            self.emit("brk = brk or SIDE[0]")
+            self.emit(f"{dst}, brk = LDB({addr}, {nb}, brk, {self.brk_value()})")
         else:
             self.emit("try:")
             self.emit(f"    {dst} = R{bits}[{slot[0]}][{slot[1]}]")
             self.emit("except KeyError:")
-            self.emit(f"    {dst} = LD({addr}, {nb})")
-            self.emit("    brk = brk or SIDE[0]")
+            self.emit(f"    {dst}, brk = LDB({addr}, {nb}, brk, {self.brk_value()})")
         self.has_mem = True
 
     def store_code(self, addr: str, val: str, bits: int) -> None:
@@ -776,12 +789,12 @@ class _Gen:
         if slot is None:
             if bits not in _ALIGN and bits != 64:
                 raise Unsupported(f"store of {bits} bits")
-            self.emit(f"brk = ST({addr}, {nb}, {val}) or brk")
+            self.emit(f"brk = STB({addr}, {nb}, {val}, brk, {self.brk_value()})")
         else:
             self.emit("try:")
             self.emit(f"    W{bits}[{slot[0]}][{slot[1]}] = {val}")
             self.emit("except KeyError:")
-            self.emit(f"    brk = ST({addr}, {nb}, {val}) or brk")
+            self.emit(f"    brk = STB({addr}, {nb}, {val}, brk, {self.brk_value()})")
         self.has_mem = True
 
     def simple(self, s: str) -> str:
@@ -804,8 +817,13 @@ class _Gen:
         self.cur_div = self.div_width(st.addr) or 32
         if self.comments:
             self.emit(f"# {self.insn}: {st.addr:#x}")
-        if self.insn and self.insn in self.raising:
-            self.emit(f"i = {self.insn}")
+
+    def brk_value(self) -> int:
+        """What a slow-path access that must end the block stores in ``brk``: the index of
+        the next instruction (the block resumes at ``ADDRS[brk]``), or -1 where the
+        successor is not in ``ADDRS`` (the block's last instruction, whose exit sets the
+        successor anyway, or a predicted return)."""
+        return -1 if self.insn in self.brk_final else self.insn + 1
 
     def commit_pending(self) -> None:
         for name, p in self.pending.items():
@@ -815,10 +833,11 @@ class _Gen:
         self.commit_pending()
         self.pending = {}
         if self.has_mem_insn and not final:
-            if target is None:
-                target = hex(self.insn_addrs[self.insn] + self.insn_lens[self.insn])
-            self.emit("if brk:")
-            self.emit(f"    nxt = {target}; n = {self.insn + 1}; break")
+            if self.insn in self.brk_final:  # a predicted return: the successor is dynamic
+                self.emit("if brk:")
+                self.emit(f"    nxt = {target}; n = {self.insn + 1}; break")
+            else:
+                self.emit("if brk: break")
         self.has_mem_insn = False
 
     def s_wrtmp(self, st: Any) -> None:
@@ -836,6 +855,10 @@ class _Gen:
         if kd is _RdTmp:
             src = d.tmp
             self.alias[tmp] = self.alias.get(src, f"{self.tp}{src}")
+            if src in self.alias_reads:
+                self.alias_reads[tmp] = self.alias_reads[src]
+            if src in self.forwarded:
+                self.forwarded[tmp] = self.forwarded[src]
             if src in self.const:
                 self.const[tmp] = self.const[src]
             if src in self.pybool:
@@ -916,17 +939,41 @@ class _Gen:
     def _forwardable(self, tmp: int, reads: list[str]) -> bool:
         """Whether pure temporary ``tmp`` (defined at the current statement, reading guest
         registers ``reads``) can be substituted into its only use instead of being
-        assigned: that use is a PUT of it in the same instruction, and nothing in between
+        assigned: that use is in the same instruction, and nothing in between
         reads it, writes one of ``reads`` or starts an instruction (``t0 = ecx - 5 & M;
-        ecx = t0`` becomes one line; ``compile()`` pays per line)."""
-        u = self.last_use.get(tmp)
-        if u is None or u in self.dead_puts:
-            return False
+        ecx = t0`` becomes one line; ``compile()`` pays per line). The use may also be an
+        operand of another pure expression or a side exit's guard."""
         stmts = self.irsb.statements
-        st = stmts[u]
-        if type(st) is not _Put or type(st.data) is not _RdTmp or st.data.tmp != tmp:
+        start = self.stmt_index
+        while True:
+            u = self.last_use.get(tmp)
+            if u is None or u in self.dead_puts or not self._quiet_between(start, u, tmp, reads):
+                return False
+            st = stmts[u]
+            if type(st) is _WrTmp and type(st.data) is _RdTmp:
+                # a copy: the text would travel with it; follow the copy to its own use
+                tmp = st.tmp
+                start = u
+                continue
+            break
+        ku = type(st)
+        if ku is _Put or ku is _Exit:
+            d = st.data if ku is _Put else st.guard
+            if type(d) is not _RdTmp or d.tmp != tmp:
+                return False
+        elif ku is _WrTmp:
+            kd = type(st.data)
+            if not (kd is _Binop or kd is _Unop or kd is _ITE or kd is _CCall):
+                return False
+        else:
             return False
-        for k in range(self.stmt_index + 1, u):
+        return True
+
+    def _quiet_between(self, start: int, u: int, tmp: int, reads: list[str]) -> bool:
+        """No statement strictly between ``start`` and ``u`` starts an instruction, writes
+        one of the registers ``reads`` or reads ``tmp``."""
+        stmts = self.irsb.statements
+        for k in range(start + 1, u):
             s = stmts[k]
             ks = type(s)
             if ks is _IMark:
@@ -1024,14 +1071,14 @@ class _Gen:
             eh, el = self.atom(st.expdHi), self.atom(st.expdLo)
             dh, dl = self.atom(st.dataHi), self.atom(st.dataLo)
             self.emit(f"_n = (({dh} << {bits}) | {dl}) if _o == (({eh} << {bits}) | {el}) else _o")
-            self.emit(f"brk = ST(_a, {2 * bits // 8}, _n) or brk")
+            self.emit(f"brk = STB(_a, {2 * bits // 8}, _n, brk, {self.brk_value()})")
         else:
             bits = self.ty(st.expdLo)
             addr = self.simple(self.atom(st.addr))
             self.emit(f"_a = {addr}")
             self.emit(f"{self.tp}{st.oldLo} = _o = LD(_a, {bits // 8})")
             self.emit(f"_n = {self.atom(st.dataLo)} if _o == {self.atom(st.expdLo)} else _o")
-            self.emit(f"brk = ST(_a, {bits // 8}, _n) or brk")
+            self.emit(f"brk = STB(_a, {bits // 8}, _n, brk, {self.brk_value()})")
         self.has_mem = True
         self.has_mem_insn = True
 
@@ -1059,7 +1106,6 @@ class _Gen:
             self.emit(f"done += {n}")
             self.emit("iters -= 1")
             self.emit("if iters > 0 and not brk:")
-            self.emit("    i = 0")
             self.emit("    continue")
             self.emit(f"nxt = {target}; n = 0; break")
         else:
@@ -1076,6 +1122,11 @@ class _Gen:
         self.allow_loop = allow_loop
         self.has_mem_insn = False
         last = len(self.irsbs) - 1
+        acc = 0
+        for j, irsb in enumerate(self.irsbs):
+            acc += irsb.instructions
+            if j == last or irsb.jumpkind == "Ijk_Ret":
+                self.brk_final.add(acc - 1)
         for j, irsb in enumerate(self.irsbs):
             self.irsb = irsb
             self.types = irsb.types
@@ -1131,16 +1182,22 @@ class _Gen:
         out = ["def blk(cpu, iters):"]
         for r in regs:
             out.append(f"    {r} = cpu.{r}")
-        out.append("    i = 0; done = 0; brk = False; nxt = 0; n = 0")
+        out.append("    done = 0; brk = 0; nxt = 0; n = 0")
         out.append("    try:")
         out.append("        while True:")
+        # line numbers are 1-based: self.lines[j] is line len(out) + 1 + j
+        self.insn_at = (0,) * (len(out) + 1) + tuple(self.line_insn) + (0,) * (len(put) + 12)
         out.extend(self.lines)
-        out.append("    except BaseException:")
+        out.append("    except BaseException as _e:")
+        out.append("        _k = INSN_AT[_e.__traceback__.tb_lineno]")
         for r in put:
             out.append(f"        cpu.{r} = {r}")
-        out.append("        cpu.eip = ADDRS[i]")
-        out.append("        cpu.icount += done + i")
+        out.append("        cpu.eip = ADDRS[_k]")
+        out.append("        cpu.icount += done + _k")
         out.append("        raise")
+        if self.has_mem:
+            out.append("    if brk > 0:")
+            out.append("        nxt = ADDRS[brk]; n = brk")
         for r in put:
             out.append(f"    cpu.{r} = {r}")
         out.append("    cpu.eip = nxt")
@@ -1206,28 +1263,43 @@ def runtime_globals() -> dict[str, Any]:
     }
 
 
+class Generated(NamedTuple):
+    """A translated trace: the block function's source, the address and length of each
+    instruction, whether it loops on itself, and for each source line the index of the
+    instruction it belongs to (the exception handler finds the faulting instruction from
+    the traceback's line number, so no per-instruction bookkeeping runs on the fast path)."""
+
+    source: str
+    addrs: list[int]
+    lens: list[int]
+    self_loop: bool
+    insn_at: tuple[int, ...]
+
+
 def generate_source(
     irsbs: list[V.IRSB],
     start: int,
     div_width: Callable[[int], int],
     allow_loop: bool = True,
     comments: bool = True,
-) -> tuple[str, list[int], list[int], bool]:
-    """Python source of the block function for a trace of IRSBs (each one's constant
-    default successor is the next one), instruction addresses and lengths, and whether it
-    loops on itself. ``div_width(addr)`` gives the div/idiv width of the instruction at
-    ``addr``; ``comments`` marks each instruction's address in the source. Raises :class:`Unsupported` (with the trace-wide instruction index)."""
+) -> Generated:
+    """The block function for a trace of IRSBs (each one's constant default successor is
+    the next one). ``div_width(addr)`` gives the div/idiv width of the instruction at
+    ``addr``; ``comments`` marks each instruction's address in the source. Raises
+    :class:`Unsupported` (with the trace-wide instruction index)."""
     g = _Gen(irsbs, start, div_width)
     g.comments = comments
     src = g.generate(allow_loop)
-    return src, g.insn_addrs, g.insn_lens, g.self_loop
+    return Generated(src, g.insn_addrs, g.insn_lens, g.self_loop, g.insn_at)
 
 
-def compile_block(src: str, glb: dict[str, Any], addrs: list[int], name: str) -> Callable[..., bool]:
-    """``compile()`` the source with the executor's shared globals plus this block's ADDRS."""
-    code = compile(src, name, "exec")
+def compile_block(gen: Generated, glb: dict[str, Any], name: str) -> Callable[..., bool]:
+    """``compile()`` the source with the executor's shared globals plus this block's
+    ``ADDRS`` and ``INSN_AT``."""
+    code = compile(gen.source, name, "exec")
     g = dict(glb)
-    g["ADDRS"] = tuple(addrs)
+    g["ADDRS"] = tuple(gen.addrs)
+    g["INSN_AT"] = gen.insn_at
     exec(code, g)
     fn: Callable[..., bool] = g["blk"]
     return fn
