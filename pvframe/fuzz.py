@@ -28,7 +28,7 @@ from pvframe.testing.asm import assemble
 
 LOAD = 0x100000
 BUDGET = 5_000
-WALL_S = 5.0  # per program: running into never-written memory translates a block per few instructions
+WALL_S = 5.0  # per program; a runaway guest is stopped, never a hang
 
 # A harness that installs handlers for every vector (each logs and returns to the
 # instruction after the fault site is unknown, so it jumps to the fuzz body again at an

@@ -234,6 +234,9 @@ class Machine:
     def mmio_write(self, paddr: int, size: int, value: int) -> None:
         self.platform.mmio_write(paddr, size, value)
 
+    def mmio_claimed(self, paddr: int) -> bool:
+        return self.platform.mmio.find(paddr) is not None
+
     def next_deadline(self) -> int | None:
         return self.events.next_deadline(self.cpu.icount)
 

@@ -18,11 +18,9 @@ touching the executor:
 * external interrupts through the executor environment's public
   ``acknowledge_interrupt()`` (the machine's method, shadowed on the instance), which
   returns the vector about to be delivered;
-* exceptions (faults, traps, software interrupts) by wrapping the executor's
-  ``_deliver(exc)`` on the instance: the single point every delivery goes through
-  (``pvframe/executor/cpu.py``). It is a private name, so it is looked up defensively: if a
-  future executor renames it, exceptions are missing from the trace and
-  :attr:`Tracer.limitations` says so.
+* exceptions (faults, traps, software interrupts) through the executor's public
+  ``delivery_observers`` list, called with every exception about to be delivered through
+  the IDT (``pvframe/executor/cpu.py``).
 
 :meth:`Tracer.chrome_trace` renders everything in the Trace Event Format that Perfetto and
 ``chrome://tracing`` import: ``{"traceEvents": [...], "displayTimeUnit": "ns"}`` with complete
@@ -161,15 +159,7 @@ class Tracer:
 
         machine.acknowledge_interrupt = traced_acknowledge
 
-        executor = machine.executor
-        deliver = getattr(executor, "_deliver", None)
-        if not callable(deliver):
-            self.limitations.append(
-                "exceptions are not traced: the executor has no _deliver(exc) to observe"
-            )
-            return
-
-        def traced_deliver(exc: Any) -> Any:
+        def observe_delivery(exc: Any) -> None:
             from pvframe.executor.faults import ExternalInterrupt
 
             if not isinstance(exc, ExternalInterrupt):
@@ -183,9 +173,8 @@ class Tracer:
                     args["cr2"] = hex(exc.address)
                 label = EXCEPTION_NAMES.get(vector, f"int {vector:#04x}")
                 self._add(TraceEvent("exception", f"exception {label}", now, now, args))
-            return deliver(exc)
 
-        executor._deliver = traced_deliver
+        machine.executor.delivery_observers.append(observe_delivery)
 
     # --------------------------------------------------------------- hook wrappers
     def _hypercall_counts(self) -> dict[str, int]:

@@ -51,6 +51,9 @@ class _NullEnv:
     def mmio_write(self, paddr: int, size: int, value: int) -> None:
         pass
 
+    def mmio_claimed(self, paddr: int) -> bool:
+        return False
+
     def next_deadline(self) -> int | None:
         return None
 

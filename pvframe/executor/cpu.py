@@ -67,6 +67,7 @@ from pvframe.executor.translate import (
     runtime_globals,
 )
 from pvframe.platform.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
+from pvframe.platform.mmu import WROTE_MMIO
 
 MAX_INSNS = 64
 #: compiled translations shared by all executors of the process (bytes-keyed, FIFO)
@@ -117,6 +118,10 @@ class Executor:
         self.mmu = mmu
         self.hooks = hooks
         self.env = env
+        # Called with every exception or interrupt about to be delivered through the IDT
+        # (before delivery: cpu.eip is still the faulting instruction or the interrupted
+        # one). For tools (tracing); an observer must not change the machine.
+        self.delivery_observers: list[Callable[[GuestException], None]] = []
         if getattr(mmu, "cpu", None) is None:
             mmu.cpu = cpu
         memory.attach(
@@ -274,6 +279,8 @@ class Executor:
             self.env.stop(reason, exit_code)
 
     def _deliver(self, exc: GuestException) -> None:
+        for observe in self.delivery_observers:
+            observe(exc)
         try:
             faults.deliver(self, exc)
             self.cpu.halted = False
@@ -319,25 +326,55 @@ class Executor:
         read = mmu.read
         write = mmu.write
 
+        translate = mmu.translate
+        is_ram = self.memory.is_ram
+        stats = self.stats
+
+        claimed = self.env.mmio_claimed
+
+        def device(addr: int, size: int) -> bool:
+            """Whether an access that left the fast path reached a device (which may have
+            raised an interrupt or asked to stop: the block must end after this
+            instruction). Not RAM, and claimed by a device: unclaimed physical addresses
+            have no side effects. Each page the access touches is checked."""
+            for a in {addr, (addr + size - 1) & 0xFFFFFFFF}:
+                pa = translate(a)
+                if not is_ram(pa, 1) and claimed(pa):
+                    return True
+            return False
+
+        def device_read(addr: int, size: int) -> bool:
+            # a page absent from the read fast map is MMIO or RAM never written (which
+            # reads as zeros without being allocated)
+            return (addr >> PAGE_SHIFT) not in r8 and device(addr, size)
+
         def ld_fast(addr: int, size: int) -> int:
             v = read(addr, size)
-            # not in the read fast map afterwards: MMIO (or a never-written page)
-            side[0] = (addr >> PAGE_SHIFT) not in r8
+            side[0] = device_read(addr, size)
             return int(v)
 
+        def must_leave(result: int, invalidations: int) -> bool:
+            # translations were dropped (the running block may be one of them; a device
+            # write may have done it too, by DMA); a store to a code page that hit no
+            # translated byte changes nothing the executor has compiled
+            return result != 0 and stats["invalidations"] != invalidations
+
         def st(addr: int, size: int, value: int) -> bool:
-            return bool(write(addr, size, value))
+            n = stats["invalidations"]
+            r = write(addr, size, value)
+            return must_leave(r, n) or (r == WROTE_MMIO and device(addr, size))
 
         # The slow paths of generated loads/stores. ``k`` is the value the block's ``brk``
-        # takes when the access must end the block after this instruction (MMIO: device
-        # side effects; a store to a page holding translations; a page not in the fast
-        # maps yet); otherwise ``brk`` is returned unchanged.
+        # takes when the access must end the block after this instruction (device side
+        # effects, self-modifying code); otherwise ``brk`` is returned unchanged.
         def ldb(addr: int, size: int, brk: int, k: int) -> tuple[int, int]:
             v = read(addr, size)
-            return int(v), (k if (addr >> PAGE_SHIFT) not in r8 else brk)
+            return int(v), (k if device_read(addr, size) else brk)
 
         def stb(addr: int, size: int, value: int, brk: int, k: int) -> int:
-            return k if write(addr, size, value) else brk
+            n = stats["invalidations"]
+            r = write(addr, size, value)
+            return k if must_leave(r, n) or (r == WROTE_MMIO and device(addr, size)) else brk
 
         glb = runtime_globals()
         glb.update(

@@ -29,6 +29,12 @@ class ExecutorEnv(Protocol):
 
     def mmio_write(self, paddr: int, size: int, value: int) -> None: ...
 
+    def mmio_claimed(self, paddr: int) -> bool:
+        """Whether a device answers at physical ``paddr`` (not RAM). Accesses to unclaimed
+        addresses have no side effects (reads give all-ones, writes are dropped), so a
+        block need not end after one."""
+        ...
+
     def next_deadline(self) -> int | None:
         """Instruction count at which ``service`` must be called next (None: no event)."""
         ...

@@ -57,6 +57,9 @@ PF_U = 4
 _Entry = tuple[int, bool, bool, bool, bool, int]
 
 
+WROTE_MMIO = 1  # MMU.write result: the store reached a device
+WROTE_CODE_PAGE = 2  # MMU.write result: the store reached a page holding translations
+
 class MMU:
     """Linear -> physical translation for one CPU (``cpu`` supplies cr0, cr3, cr4)."""
 
@@ -274,11 +277,13 @@ class MMU:
         hi = self.memory.read_bytes(pa2, size - first)
         return int.from_bytes(lo + hi, "little")
 
-    def write(self, vaddr: int, size: int, value: int, user: bool = False) -> bool:
+    def write(self, vaddr: int, size: int, value: int, user: bool = False) -> int:
         """Write ``size`` bytes at linear ``vaddr``. Every page touched is translated
         (and checked) before the first byte is written, so a faulting store has no
-        partial effect. Returns True if the store reached MMIO or a code page (the
-        executor then leaves its block at the next instruction boundary)."""
+        partial effect. Returns :data:`WROTE_MMIO` if the store reached MMIO (device side
+        effects: the executor leaves its block at the next instruction boundary),
+        :data:`WROTE_CODE_PAGE` if it reached a page holding translations (the executor
+        leaves only if translations were dropped), else 0."""
         vaddr &= 0xFFFFFFFF
         mem = self.memory
         value &= (1 << (8 * size)) - 1
@@ -286,7 +291,8 @@ class MMU:
         if off + size <= PAGE_SIZE:
             pa = self.translate(vaddr, True, user)
             pfn = pa >> PAGE_SHIFT
-            special = not mem.is_ram(pa, size) or pfn in mem.code_pages
+            special = (WROTE_MMIO if not mem.is_ram(pa, size)
+                       else WROTE_CODE_PAGE if pfn in mem.code_pages else 0)
             mem.write(pa, size, value)
             self._fill(vaddr >> PAGE_SHIFT, pa, True)
             return special
@@ -294,10 +300,12 @@ class MMU:
         pa1 = self.translate(vaddr, True, user)
         pa2 = self.translate((vaddr + first) & 0xFFFFFFFF, True, user)
         data = value.to_bytes(size, "little")
-        special = False
+        special = 0
         for pa, chunk in ((pa1, data[:first]), (pa2, data[first:])):
-            if not mem.is_ram(pa, len(chunk)) or (pa >> PAGE_SHIFT) in mem.code_pages:
-                special = True
+            if not mem.is_ram(pa, len(chunk)):
+                special = WROTE_MMIO
+            elif (pa >> PAGE_SHIFT) in mem.code_pages and not special:
+                special = WROTE_CODE_PAGE
             mem.write_bytes(pa, chunk)
         return special
 

@@ -83,6 +83,9 @@ class BareEnv:
         self.mmio_log.append(("w", paddr, size, value))
         self.mmio[paddr] = value
 
+    def mmio_claimed(self, paddr: int) -> bool:
+        return True  # every address is a (logging) device here
+
     def next_deadline(self) -> int | None:
         return min(self.deadlines) if self.deadlines else None
 

@@ -1,0 +1,70 @@
+"""When a compiled block must end early, and when it need not.
+
+A block ends after an instruction whose memory access reached a device (its side effects,
+e.g. a raised interrupt, must be seen at the next instruction boundary) or dropped
+translations (self-modifying code). Accesses to physical addresses no device claims, and
+stores to a page that holds translations but not at translated bytes, change nothing the
+executor depends on: the block goes on. Measured on a real machine (native backend) by the
+number of translations a straight-line program needs."""
+
+from __future__ import annotations
+
+from pvframe.machine import Machine
+from pvframe.testing.asm import assemble
+
+LOAD = 0x100000
+UNCLAIMED = 0xE0000000  # above RAM, below the local APIC: no device answers here
+
+
+def _run(body: str) -> tuple[Machine, dict[str, int]]:
+    src = f""".globl _start
+_start:
+{body}
+    xor %al, %al
+    out %al, $0xf4
+data: .long 0
+"""
+    built = assemble(src, LOAD)
+    m = Machine("native")
+    m.load_raw(built.image, LOAD, LOAD)
+    r = m.run(100_000)
+    assert r.stop == "exit", (r.stop, m.stop_detail)
+    return m, built.symbols
+
+
+def test_stores_and_loads_at_unclaimed_addresses_do_not_end_the_block() -> None:
+    body = "\n".join(f"    movl $ {i}, {UNCLAIMED + 4 * i:#x}\n    mov {UNCLAIMED:#x}, %ebx" for i in range(40))
+    m, _ = _run(body)
+    assert m.cpu.ebx == 0xFFFFFFFF  # unclaimed reads give all-ones
+    # 80 memory instructions: a few translations (superblock limits), not one per access
+    assert m.executor.stats["translations"] <= 6, m.executor.stats
+
+
+def test_device_writes_end_the_block_after_the_instruction() -> None:
+    # the debug-console port is I/O, not MMIO: use the local APIC page (a claimed device);
+    # each write to the APIC's task-priority register is a device access
+    body = "\n".join("    movl $0, 0xfee00080\n    inc %ecx" for _ in range(20))
+    m, _ = _run(body)
+    assert m.cpu.ecx == 20
+    # every device write ends its block: the next instruction starts a new translation
+    assert m.executor.stats["translations"] >= 20, m.executor.stats
+
+
+def test_stores_beside_translated_code_on_its_page_do_not_end_the_block() -> None:
+    body = "\n".join("    incl data" for _ in range(40))
+    m, sym = _run(body)
+    assert m.memory.read(sym["data"], 4) == 40
+    assert m.executor.stats["invalidations"] == 0
+    assert m.executor.stats["translations"] <= 6, m.executor.stats
+
+
+def test_a_store_into_translated_code_is_seen_at_the_next_instruction() -> None:
+    # self-modifying code: overwrite the immediate of the next instruction
+    body = """
+    movb $0x2a, 1f + 1
+1:  mov $0x00, %al
+    mov %al, %bl
+"""
+    m, _ = _run(body)
+    assert m.cpu.ebx & 0xFF == 0x2A
+    assert m.executor.stats["invalidations"] >= 1
