@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pvframe.platform.events import HypervisorEventSource
 from pvframe.timekeeping import units
 from pvframe.timekeeping.clockevents import (
     CLOCK_EVT_FEAT_ONESHOT,
@@ -321,63 +322,33 @@ class VirtualApic:
                     self.apic.accept(vector, level=self.port_level.get(port, False))
 
 
-class XenEventSource:
+class XenEventSource(HypervisorEventSource):
     """``machine.events`` on Xen: the platform's devices plus Xen's timers and upcalls.
 
     Interrupt state: the executor checks ``interrupt_pending`` only while the CPU's IF is
     set; IF mirrors ``!evtchn_upcall_mask`` (see :mod:`pvframe_xen.guest.irq`), so that
     check is Xen's "upcall deliverable" test followed by the virtual APIC's priority test.
+    ``hlt`` under Xen is SCHEDOP_block: sleep until the next device event or Xen timer.
     """
 
     def __init__(self, machine: Any, hv: XenHypervisor, vapic: VirtualApic, sync_mask: Any) -> None:
+        super().__init__(machine.platform)
         self.machine = machine
-        self.platform = machine.platform
         self.hv = hv
         self.vapic = vapic
         self.sync_mask = sync_mask
 
-    def _xen_deadline_icount(self, icount: int) -> int | None:
-        tsc = self.vapic.deadline_tsc()
-        if tsc is None:
-            return None
-        tb = self.platform.timebase
-        return max(icount, units.icount_for_tsc(tsc, tb.skipped, tb.cycles_per_instruction))
+    def timer_deadline_tsc(self) -> int | None:
+        return self.vapic.deadline_tsc()
 
-    def next_deadline(self, icount: int) -> int | None:
-        a = self.platform.next_deadline(icount)
-        b = self._xen_deadline_icount(icount)
-        if a is None:
-            return b
-        return a if b is None else min(a, b)
-
-    def service(self, icount: int) -> None:
-        self.platform.service(icount)
+    def fire_timers(self, icount: int, now_tsc: int) -> None:
         deadline = self.hv.next_timer_deadline_ns()
         if deadline is not None:
             now = self.hv.now_ns()
             if now >= deadline and self.hv.fire_timers(now):
                 self.vapic.timer_fired()
 
-    def interrupt_pending(self) -> bool:
+    def poll_events(self) -> None:
         self.sync_mask()
         if self.hv.upcall_deliverable(0):
             self.vapic.upcall()
-        return bool(self.platform.interrupt_pending())
-
-    def acknowledge_interrupt(self) -> int:
-        return int(self.platform.acknowledge_interrupt())
-
-    def halt_until_event(self, icount: int) -> bool:
-        """SCHEDOP_block: sleep until the next device event or Xen timer (time skips)."""
-        if self.interrupt_pending():
-            return True
-        tb = self.platform.timebase
-        tb.sync(icount)
-        candidates = [d for d in (tb.next_deadline_tsc(), self.vapic.deadline_tsc()) if d is not None]
-        if not candidates:
-            return False
-        target, now = min(candidates), tb.tsc(icount)
-        if target > now:
-            tb.skip_cycles(target - now)
-        self.service(icount)
-        return True
