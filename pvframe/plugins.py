@@ -24,6 +24,8 @@ from __future__ import annotations
 import functools
 import importlib.metadata as md
 import inspect
+import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -148,12 +150,52 @@ def _entry_points() -> Iterable[md.EntryPoint]:
     return md.entry_points(group=ENTRY_POINT_GROUP)
 
 
+def _install_fingerprint() -> tuple[tuple[str, int], ...]:
+    """What changes when a distribution is installed or removed: the import path and the
+    modification time of each ``site-packages``/``dist-packages`` directory on it
+    (installing or removing adds or deletes a ``.dist-info`` entry there). Other
+    directories on the path (the working directory, source trees) change for unrelated
+    reasons and are left out: distributions installed with ``pip --target`` into one of
+    them are seen by :func:`refresh` or a new process."""
+    out = []
+    for entry in sys.path:
+        mtime = 0
+        if entry.endswith(("site-packages", "dist-packages")):
+            try:
+                mtime = os.stat(entry).st_mtime_ns
+            except OSError:
+                mtime = -1
+        out.append((entry, mtime))
+    return tuple(out)
+
+
+def refresh() -> None:
+    """Forget what :func:`discover` found (the next call looks again)."""
+    global _DISCOVERED
+    _DISCOVERED = None
+
+
+_DISCOVERED: tuple[tuple[tuple[str, int], ...], dict[str, BackendInfo]] | None = None
+
+
 def discover() -> dict[str, BackendInfo]:
     """Every installed backend, loaded and validated; a broken one is reported, not raised.
 
     The result is keyed by backend name; backends that failed carry ``error`` and no
-    factory. The others still load.
+    factory. The others still load. Loading and validating cost ~30 ms per backend, and
+    every machine needs the result: it is reused while the installation is unchanged
+    (:func:`_install_fingerprint`).
     """
+    global _DISCOVERED
+    fingerprint = _install_fingerprint()
+    if _DISCOVERED is not None and _DISCOVERED[0] == fingerprint:
+        return dict(_DISCOVERED[1])
+    found = _discover()
+    _DISCOVERED = (fingerprint, found)
+    return dict(found)
+
+
+def _discover() -> dict[str, BackendInfo]:
     ops = tuple(name[len(PREFIX):] for name in all_hook_names())
     found: dict[str, BackendInfo] = {}
     for ep in sorted(_entry_points(), key=lambda e: e.name):
@@ -244,9 +286,21 @@ class BoundBackend:
     hooks: HookTable
     plugin: Any
     native_plugin: Any
-    pm: pluggy.PluginManager
+    _pm: pluggy.PluginManager | None
     provider: dict[str, str]
     cells: dict[str, list[int]] = attrs.field(factory=dict)
+
+    @property
+    def pm(self) -> pluggy.PluginManager:
+        """A plugin manager holding this machine's plugin objects (made on first use when
+        the hooks were bound from a cached plan, without pluggy)."""
+        if self._pm is None:
+            pm = _spec_manager()
+            pm.register(self.native_plugin, name=NATIVE)
+            if self.plugin is not self.native_plugin:
+                pm.register(self.plugin, name=self.info.name)
+            self._pm = pm
+        return self._pm
 
     @property
     def counts(self) -> dict[str, int]:
@@ -378,14 +432,17 @@ def bind(
     """
     backends = discover() if backends is None else backends
     info = get_backend(name, backends)
-    pm = _spec_manager()
     native_plugin = instantiate(backends[NATIVE].factory)
-    pm.register(native_plugin, name=NATIVE)
-    plugin = native_plugin
-    if name != NATIVE:
-        plugin = instantiate(info.factory)
-        pm.register(plugin, name=name)
+    plugin = native_plugin if name == NATIVE else instantiate(info.factory)
     extras = list(extra_plugins)
+    plan_key = (name, type(native_plugin), type(plugin))
+    plan = _PLANS.get(plan_key) if not (trace or extras) else None
+    if plan is not None:
+        return _bind_from_plan(plan, info, plugin, native_plugin, machine, count)
+    pm = _spec_manager()
+    pm.register(native_plugin, name=NATIVE)
+    if name != NATIVE:
+        pm.register(plugin, name=name)
     for i, extra in enumerate(extras):
         pm.register(extra, name=f"extra-{i}")
     pm.check_pending()
@@ -393,6 +450,7 @@ def bind(
     bound: dict[str, Callable[..., Any]] = {}
     provider: dict[str, str] = {}
     cells: dict[str, list[int]] = {}
+    new_plan: dict[str, tuple[str, str, tuple[str, ...]]] | None = {}
     for hook_name, spec in SPEC_PARAMS.items():
         op = hook_name[len(PREFIX):]
         caller = getattr(pm.hook, hook_name)
@@ -405,8 +463,17 @@ def bind(
         if chosen is None:
             bound[op] = _missing(op, name)
             provider[op] = "missing"
+            if new_plan is not None:
+                new_plan[op] = ("missing", "", ())
             continue
         provider[op] = NATIVE if chosen.plugin is native_plugin else name
+        if new_plan is not None:
+            attr = getattr(chosen.function, "__name__", "")
+            func = getattr(chosen.function, "__func__", None)
+            if func is not None and getattr(getattr(chosen.plugin, attr, None), "__func__", None) is func:
+                new_plan[op] = (provider[op], attr, tuple(chosen.argnames))
+            else:
+                new_plan = None  # not a plain method: always resolve through pluggy
         if trace or wrapped:
             others = [i.plugin for i in plain if i is not chosen]
             sub = pm.subset_hook_caller(hook_name, remove_plugins=others)
@@ -420,7 +487,35 @@ def bind(
             fn = _adapt(chosen.function, tuple(chosen.argnames), spec, machine)
         cell = cells.setdefault(op, [0]) if count else None
         bound[op] = _guarded(fn, op, provider[op], cell)
+    if new_plan is not None and not (trace or extras):
+        _PLANS[plan_key] = new_plan
     return BoundBackend(info, HookTable(bound), plugin, native_plugin, pm, provider, cells)
+
+
+#: (backend name, native class, backend class) -> op -> (provider, method name, argnames):
+#: how pluggy resolved every hook the first time; later machines of the same classes bind
+#: their fresh plugin objects by the plan (registering a plugin with pluggy inspects every
+#: attribute of the class: ~20 ms per plugin object)
+_PLANS: dict[tuple[str, type, type], dict[str, tuple[str, str, tuple[str, ...]]]] = {}
+
+
+def _bind_from_plan(plan: dict[str, tuple[str, str, tuple[str, ...]]], info: BackendInfo,
+                    plugin: Any, native_plugin: Any, machine: Any, count: bool) -> BoundBackend:
+    bound: dict[str, Callable[..., Any]] = {}
+    provider: dict[str, str] = {}
+    cells: dict[str, list[int]] = {}
+    for hook_name, spec in SPEC_PARAMS.items():
+        op = hook_name[len(PREFIX):]
+        who, attr, argnames = plan[op]
+        provider[op] = who
+        if who == "missing":
+            bound[op] = _missing(op, info.name)
+            continue
+        owner = native_plugin if who == NATIVE else plugin
+        fn = _adapt(getattr(owner, attr), argnames, spec, machine)
+        cell = cells.setdefault(op, [0]) if count else None
+        bound[op] = _guarded(fn, op, who, cell)
+    return BoundBackend(info, HookTable(bound), plugin, native_plugin, None, provider, cells)
 
 
 def _missing(op: str, backend: str) -> Callable[..., Any]:

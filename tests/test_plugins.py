@@ -81,6 +81,32 @@ def broken_installed(tmp_path_factory: pytest.TempPathFactory) -> Any:
         importlib.invalidate_caches()
 
 
+def test_discovery_is_reused_until_a_distribution_is_installed(tmp_path: Path) -> None:
+    """discover() is cached (every machine needs it), yet sees an installation into a
+    site-packages directory already on the path, and forgets it when it goes."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    sys.path.insert(0, str(site))
+    try:
+        first = plugins.discover()
+        assert "badname" not in first
+        assert plugins.discover() == first  # nothing changed: the same result
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+             "--target", str(site), str(FIXTURES / "pvframe_broken")],
+            capture_output=True, text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+        importlib.invalidate_caches()
+        assert "badname" in plugins.discover()
+    finally:
+        sys.path.remove(str(site))
+        for mod in [m for m in sys.modules if m.startswith("pvframe_broken")]:
+            del sys.modules[mod]
+        importlib.invalidate_caches()
+    assert "badname" not in plugins.discover()
+
+
 @pytest.mark.parametrize(
     ("backend", "fragments"),
     [

@@ -8,7 +8,9 @@ mfn split). The type encoding follows XENHV ``asm-x86/mm.h`` (top 3 bits on 32-b
 
 from __future__ import annotations
 
+import array
 import enum
+from typing import Any
 
 import attrs
 
@@ -167,15 +169,12 @@ class FrameTable:
         while _gcd(stride, n) != 1:
             stride += 2
         shift = 3 % n
-        for mfn in range(self.xen_frames):
-            self.pages[mfn] = PageInfo(owner=DOMID_XEN)
-        for k in range(n):
-            self.pages[self.ram_base + 2 * k + 1] = PageInfo(owner=self.other_domid)
         self.p2m = [self.ram_base + 2 * ((pfn * stride + shift) % n) for pfn in range(n)]
         for pfn, mfn in enumerate(self.p2m):
-            self.pages[mfn] = PageInfo(owner=self.domid)
             self.m2p[mfn] = pfn
         self.shared_info_mfn = self.ram_base + 2 * n
+        # the frame-table entries of the layout above, made when first looked at
+        self.pages = FramePages(self.xen_frames, self.ram_base, n, self.domid, self.other_domid)
         # share_xen_page_with_guest(): owned by the domain, writable type with a
         # permanent reference, so it can never become a page table or descriptor page.
         self.pages[self.shared_info_mfn] = PageInfo(
@@ -195,6 +194,98 @@ class FrameTable:
 
     def mfn_to_pfn(self, mfn: int) -> int:
         return self.m2p.get(mfn, INVALID_M2P_ENTRY)
+
+
+class FramePages(dict[int, PageInfo]):
+    """The frame table's entries, created on first access.
+
+    A domain of 16 Ki frames has ~33 Ki entries (its own frames, the interleaved foreign
+    ones, Xen's), and every machine restores a fresh domain from a pickled pristine one:
+    as Python objects that restore costs ~80 ms. So entries never looked at come from the
+    frame layout, and a pickled table is one packed array whose entries become
+    :class:`PageInfo` objects when first looked at. Lookups behave as for the full table:
+    every frame of the layout has an entry (``[]``, ``get``, ``in``), anything else has
+    none; iterating materialises the whole table first.
+    """
+
+    _FIELDS = 7  # mfn, owner, count, type, type_count, validated, pinned
+
+    def __init__(self, xen_frames: int, ram_base: int, nr_pages: int, domid: int,
+                 other_domid: int, packed: bytes = b"") -> None:
+        super().__init__()
+        self.layout = (xen_frames, ram_base, nr_pages, domid, other_domid)
+        self._packed = array.array("q", packed)
+        n = self._FIELDS
+        self._index = {self._packed[i]: i for i in range(0, len(self._packed), n)}
+
+    def __reduce__(self) -> Any:
+        out = array.array("q")
+        for mfn, i in self._index.items():
+            if not dict.__contains__(self, mfn):
+                out.extend(self._packed[i : i + self._FIELDS])
+        for mfn, p in dict.items(self):
+            out.extend((mfn, p.owner, p.count, int(p.type), p.type_count, int(p.validated),
+                        int(p.pinned)))
+        return (FramePages, (*self.layout, out.tobytes()))
+
+    def _default(self, mfn: int) -> PageInfo | None:
+        i = self._index.get(mfn)
+        if i is not None:
+            _m, owner, count, type_, type_count, validated, pinned = self._packed[i : i + self._FIELDS]
+            return PageInfo(owner, count, PageType(type_), type_count, bool(validated), bool(pinned))
+        xen_frames, ram_base, n, domid, other = self.layout
+        if 0 <= mfn < xen_frames:
+            return PageInfo(owner=DOMID_XEN)
+        k = mfn - ram_base
+        if 0 <= k < 2 * n:
+            return PageInfo(owner=other if k & 1 else domid)
+        return None
+
+    def __missing__(self, mfn: int) -> PageInfo:
+        page = self._default(mfn)
+        if page is None:
+            raise KeyError(mfn)
+        self[mfn] = page
+        return page
+
+    def get(self, mfn: int, default: Any = None) -> Any:
+        page = dict.get(self, mfn)
+        if page is None:
+            page = self._default(mfn)
+            if page is None:
+                return default
+            self[mfn] = page
+        return page
+
+    def __contains__(self, mfn: object) -> bool:
+        return dict.__contains__(self, mfn) or (isinstance(mfn, int) and (
+            mfn in self._index or self._default(mfn) is not None))
+
+    def materialise(self) -> None:
+        xen_frames, ram_base, n, _d, _o = self.layout
+        for mfn in (*range(xen_frames), *range(ram_base, ram_base + 2 * n), *self._index):
+            if not dict.__contains__(self, mfn):
+                self.__missing__(mfn)
+
+    def items(self) -> Any:
+        self.materialise()
+        return dict.items(self)
+
+    def values(self) -> Any:
+        self.materialise()
+        return dict.values(self)
+
+    def keys(self) -> Any:
+        self.materialise()
+        return dict.keys(self)
+
+    def __iter__(self) -> Any:
+        self.materialise()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self.materialise()
+        return dict.__len__(self)
 
 
 def _gcd(a: int, b: int) -> int:
