@@ -11,7 +11,9 @@ Everything is measured side by side in one run, so ratios are meaningful on a lo
 3. a kernel-like workload (paging on, periodic APIC timer interrupts, a halt-free compute
    loop over paged memory) on the native backend, against the Unicorn bare-metal reference
    that injects the same interrupts precisely;
-4. cold translation: the cost per block of code never seen before;
+4. cold translation: the cost per basic block of code never seen before, on fresh random
+   ALU blocks (best and median of several rounds) and on each demo guest's real code (the
+   executor times its translations: ``executor.stats["translate_ns"]``);
 5. host memory: peak RSS of guests scattering reads and writes over their RAM.
 """
 

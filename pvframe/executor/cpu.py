@@ -89,8 +89,8 @@ class StopExecution(Exception):
 class Block:
     """One translated unit: a compiled VEX block, or a single special instruction."""
 
-    __slots__ = ("eip", "fn", "insn", "key", "kind", "length", "n", "pages", "pieces", "self_loop",
-                 "source")
+    __slots__ = ("eip", "fn", "insn", "key", "kind", "length", "limited", "n", "pages", "pieces",
+                 "self_loop", "source")
 
     def __init__(self, kind: str, eip: int, n: int, length: int) -> None:
         self.kind = kind  # "vex", "sys", "fpu", "simd", "ud"
@@ -104,6 +104,7 @@ class Block:
         self.self_loop = False
         self.source = ""
         self.pieces = 1  # basic blocks lifted for it (0: compiled code shared from the cache)
+        self.limited = False  # shortened to fit an instruction budget below MAX_INSNS
 
 
 class Executor:
@@ -405,8 +406,8 @@ class Executor:
             blk.key = key
             self._blocks[key] = blk
             self._register(blk)
-        if limit == MAX_INSNS or blk.n < limit:
-            self._by_eip[eip] = blk
+        if limit == MAX_INSNS or (blk.n < limit and not blk.limited):
+            self._by_eip[eip] = blk  # not a shortened variant: the block for this address
         return blk
 
     def _fetch(self, eip: int, paddr: int) -> bytes:
@@ -460,6 +461,7 @@ class Executor:
         page_base = eip & ~PAGE_MASK
         page: bytes | None = None
         seen = {eip}
+        limited = False
         returns: list[int] = []
         # Superblock: follow the constant successor of a direct jmp/call/fall-through on
         # the same page, and a ret back to the call that entered the callee (guarded);
@@ -486,6 +488,7 @@ class Executor:
             if want > limit - total:
                 # the whole block does not fit: end the trace before it rather than lift
                 # a truncated copy that the next translation would lift again
+                limited = limit < MAX_INSNS
                 break
             nb = lift(sub, t, want)
             if nb is None or nb.instructions == 0:
@@ -534,6 +537,7 @@ class Executor:
                         trace = [*trace[:j], (nb, c, a)]
         src, addrs, loop = gen.source, gen.addrs, gen.self_loop
         blk = Block("vex", eip, len(addrs), trace[0][0].size)
+        blk.limited = limited
         blk.pieces = len(trace)
         blk.fn = compile_block(gen, self._glb, f"<block {eip:#x}>")
         blk.self_loop = loop
@@ -545,7 +549,7 @@ class Executor:
             entry = (
                 blk.fn.__code__, tuple(addrs), loop, blk.length, lo, hi,
                 self.memory.read_bytes(page_addr + lo, hi - lo),
-                src if self.keep_source else "", gen.insn_at,
+                src if self.keep_source else "", gen.insn_at, limited,
             )
             variants = _CODE_CACHE.setdefault(key, [])
             variants.insert(0, entry)
@@ -563,12 +567,13 @@ class Executor:
         return blk
 
     def _block_from_cache(self, eip: int, paddr: int, hit: tuple[Any, ...]) -> Block:
-        code_obj, addrs, loop, length, lo, hi, _span, src, insn_at = hit
+        code_obj, addrs, loop, length, lo, hi, _span, src, insn_at, limited = hit
         glb = dict(self._glb)
         glb["ADDRS"] = addrs
         glb["INSN_AT"] = insn_at
         blk = Block("vex", eip, len(addrs), length)
         blk.pieces = 0
+        blk.limited = limited
         blk.fn = types.FunctionType(code_obj, glb, "blk")
         blk.self_loop = loop
         if self.keep_source:

@@ -68,3 +68,18 @@ def test_a_store_into_translated_code_is_seen_at_the_next_instruction() -> None:
     m, _ = _run(body)
     assert m.cpu.ebx & 0xFF == 0x2A
     assert m.executor.stats["invalidations"] >= 1
+
+
+def test_blocks_shortened_for_a_budget_never_become_an_address_s_block() -> None:
+    """Stopping at an exact instruction count translates shortened variants of blocks;
+    those must not replace the full block for later runs (found by the bench: a loop ran
+    at 60% speed after a run had stopped inside it)."""
+    from pvframe.executor import bench
+
+    ex = bench._executor(bench.LOOPS["call_branch"])
+    for stop in range(1000, 1040):  # stop at every point of the loop in turn
+        ex.run(stop)
+    ex.run(ex.cpu.icount + 2000)
+    assert ex._by_eip, "the fast map is in use"
+    for blk in ex._by_eip.values():
+        assert not blk.limited, (hex(blk.eip), blk.n)
