@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import logging
 import struct
-from typing import Any
+from typing import Any, ClassVar
 
 import archinfo
+import attrs
 from pyvex.enums import enums_to_ints, ints_to_enums
 from pyvex.expr import get_op_retty
 from pyvex.lifting.libvex import _libvex_lock  # libVEX is not reentrant: pyvex's own lock
@@ -39,197 +40,147 @@ from pyvex.native import ffi, pvc
 ARCH = archinfo.ArchX86()
 
 # ------------------------------------------------------------------------------ nodes
+@attrs.define(eq=False)
+class _Node:
+    """Base of the IR nodes. ``KIDS`` names the attributes holding sub-expressions (an
+    expression or a tuple of them); ``expressions`` (of a statement) and
+    ``child_expressions`` (of an expression) list every expression below, pre-order, as
+    pyvex's properties of those names do."""
 
-
-class IMark:
-    __slots__ = ("addr", "len")
-    expressions: tuple[Any, ...] = ()
-
-    def __init__(self, addr: int, length: int) -> None:
-        self.addr = addr
-        self.len = length
-
-
-class WrTmp:
-    __slots__ = ("data", "tmp")
-
-    def __init__(self, tmp: int, data: Any) -> None:
-        self.tmp = tmp
-        self.data = data
+    KIDS: ClassVar[tuple[str, ...]] = ()
 
     @property
     def expressions(self) -> list[Any]:
-        return _flatten((self.data,))
-
-
-class Put:
-    __slots__ = ("data", "offset")
-
-    def __init__(self, offset: int, data: Any) -> None:
-        self.offset = offset
-        self.data = data
+        return _flatten(kids_direct(self))
 
     @property
-    def expressions(self) -> list[Any]:
-        return _flatten((self.data,))
+    def child_expressions(self) -> list[Any]:
+        return _flatten(kids_direct(self))
 
 
-class Store:
-    __slots__ = ("addr", "data")
-
-    def __init__(self, addr: Any, data: Any) -> None:
-        self.addr = addr
-        self.data = data
-
-    @property
-    def expressions(self) -> list[Any]:
-        return _flatten((self.addr, self.data))
+@attrs.define(eq=False)
+class IMark(_Node):
+    addr: int
+    len: int
 
 
-class CAS:
+@attrs.define(eq=False)
+class WrTmp(_Node):
+    KIDS = ("data",)
+    tmp: int
+    data: Any
+
+
+@attrs.define(eq=False)
+class Put(_Node):
+    KIDS = ("data",)
+    offset: int
+    data: Any
+
+
+@attrs.define(eq=False)
+class Store(_Node):
+    KIDS = ("addr", "data")
+    addr: Any
+    data: Any
+
+
+@attrs.define(eq=False)
+class CAS(_Node):
     """``IRCAS``: single (``oldHi`` is ``IRTemp_INVALID``, 0xFFFFFFFF) or double."""
 
-    __slots__ = ("addr", "dataHi", "dataLo", "expdHi", "expdLo", "oldHi", "oldLo")
-
-    def __init__(self, addr: Any, dataLo: Any, dataHi: Any, expdLo: Any, expdHi: Any,
-                 oldLo: int, oldHi: int) -> None:
-        self.addr = addr
-        self.dataLo = dataLo
-        self.dataHi = dataHi
-        self.expdLo = expdLo
-        self.expdHi = expdHi
-        self.oldLo = oldLo
-        self.oldHi = oldHi
-
-    @property
-    def expressions(self) -> list[Any]:
-        return _flatten((self.addr, self.dataLo, self.dataHi, self.expdLo, self.expdHi))
+    KIDS = ("addr", "dataLo", "dataHi", "expdLo", "expdHi")
+    addr: Any
+    dataLo: Any  # libVEX's field names
+    dataHi: Any
+    expdLo: Any
+    expdHi: Any
+    oldLo: int
+    oldHi: int
 
 
-class Exit:
-    __slots__ = ("dst", "guard", "jumpkind")
-
-    def __init__(self, guard: Any, dst: int, jumpkind: str) -> None:
-        self.guard = guard
-        self.dst = dst
-        self.jumpkind = jumpkind
-
-    @property
-    def expressions(self) -> list[Any]:
-        return _flatten((self.guard,))
+@attrs.define(eq=False)
+class Exit(_Node):
+    KIDS = ("guard",)
+    guard: Any
+    dst: int
+    jumpkind: str
 
 
-class NoOp:
-    __slots__ = ()
-    expressions: tuple[Any, ...] = ()
+@attrs.define(eq=False)
+class NoOp(_Node):
+    pass
 
 
-class OtherStmt:
+@attrs.define(eq=False)
+class OtherStmt(_Node):
     """A statement kind the translator does not execute (``Ist_Dirty``, ``Ist_PutI``...)."""
 
-    __slots__ = ("kind",)
-    expressions: tuple[Any, ...] = ()
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    kind: str
 
 
-class RdTmp:
-    __slots__ = ("tmp",)
-
-    def __init__(self, tmp: int) -> None:
-        self.tmp = tmp
+@attrs.define(eq=False)
+class RdTmp(_Node):
+    tmp: int
 
 
-class Const:
-    __slots__ = ("ty", "value")
-
-    def __init__(self, value: Any, ty: str) -> None:
-        self.value = value
-        self.ty = ty
+@attrs.define(eq=False)
+class Const(_Node):
+    value: Any
+    ty: str
 
 
-class Get:
-    __slots__ = ("offset", "ty")
-
-    def __init__(self, offset: int, ty: str) -> None:
-        self.offset = offset
-        self.ty = ty
+@attrs.define(eq=False)
+class Get(_Node):
+    offset: int
+    ty: str
 
 
-class Unop:
-    __slots__ = ("args", "op")
-
-    def __init__(self, op: str, args: tuple[Any, ...]) -> None:
-        self.op = op
-        self.args = args
-
-    @property
-    def child_expressions(self) -> list[Any]:
-        return _flatten(self.args)
+@attrs.define(eq=False)
+class Unop(_Node):
+    KIDS = ("args",)
+    op: str
+    args: tuple[Any, ...]
 
 
-class Binop:
-    __slots__ = ("args", "op")
-
-    def __init__(self, op: str, args: tuple[Any, ...]) -> None:
-        self.op = op
-        self.args = args
-
-    @property
-    def child_expressions(self) -> list[Any]:
-        return _flatten(self.args)
+@attrs.define(eq=False)
+class Binop(_Node):
+    KIDS = ("args",)
+    op: str
+    args: tuple[Any, ...]
 
 
-class ITE:
-    __slots__ = ("cond", "iffalse", "iftrue")
-
-    def __init__(self, cond: Any, iftrue: Any, iffalse: Any) -> None:
-        self.cond = cond
-        self.iftrue = iftrue
-        self.iffalse = iffalse
-
-    @property
-    def child_expressions(self) -> list[Any]:
-        return _flatten((self.cond, self.iftrue, self.iffalse))
+@attrs.define(eq=False)
+class ITE(_Node):
+    KIDS = ("cond", "iftrue", "iffalse")
+    cond: Any
+    iftrue: Any
+    iffalse: Any
 
 
-class Load:
-    __slots__ = ("addr", "ty")
-
-    def __init__(self, ty: str, addr: Any) -> None:
-        self.ty = ty
-        self.addr = addr
-
-    @property
-    def child_expressions(self) -> list[Any]:
-        return _flatten((self.addr,))
+@attrs.define(eq=False)
+class Load(_Node):
+    KIDS = ("addr",)
+    ty: str
+    addr: Any
 
 
-class CCall:
-    __slots__ = ("args", "name", "retty")
-
-    def __init__(self, name: str, retty: str, args: tuple[Any, ...]) -> None:
-        self.name = name
-        self.retty = retty
-        self.args = args
-
-    @property
-    def child_expressions(self) -> list[Any]:
-        return _flatten(self.args)
+@attrs.define(eq=False)
+class CCall(_Node):
+    KIDS = ("args",)
+    name: str
+    retty: str
+    args: tuple[Any, ...]
 
 
-class OtherExpr:
+@attrs.define(eq=False)
+class OtherExpr(_Node):
     """An expression kind the translator does not execute (``Iex_GetI``, ``Iex_Triop``...)."""
 
-    __slots__ = ("kind",)
-    child_expressions: tuple[Any, ...] = ()
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    kind: str
 
 
-def _flatten(roots: tuple[Any, ...]) -> list[Any]:
+def _flatten(roots: tuple[Any, ...] | list[Any]) -> list[Any]:
     """Every expression node under ``roots`` (pre-order), like pyvex's ``expressions``."""
     out: list[Any] = []
     todo = [r for r in reversed(roots) if r is not None]
@@ -240,16 +191,16 @@ def _flatten(roots: tuple[Any, ...]) -> list[Any]:
     return out
 
 
-def kids_direct(e: Any) -> tuple[Any, ...]:
-    """Direct children of an expression node."""
-    k = type(e)
-    if k is Unop or k is Binop or k is CCall:
-        return tuple(e.args)
-    if k is ITE:
-        return (e.cond, e.iftrue, e.iffalse)
-    if k is Load:
-        return (e.addr,)
-    return ()
+def kids_direct(e: Any) -> list[Any]:
+    """Direct sub-expressions of a node."""
+    out: list[Any] = []
+    for name in e.KIDS:
+        v = getattr(e, name)
+        if type(v) is tuple:
+            out.extend(v)
+        elif v is not None:
+            out.append(v)
+    return out
 
 
 def result_type(e: Any, types: list[str]) -> str:
