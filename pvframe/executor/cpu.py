@@ -145,7 +145,7 @@ class Executor:
         self.current_shadow: str | None = None
         # translate_ns / translated_blocks: the cold-translation cost per basic block
         self.stats = {"translations": 0, "invalidations": 0, "shared_hits": 0, "translate_ns": 0,
-                      "translated_blocks": 0, "decode_ns": 0, "decoded": 0}
+                      "translated_blocks": 0, "decode_ns": 0, "decoded": 0, "compile_ns": 0}
         #: build superblocks across direct jumps and calls on the same page
         self.chain = True
         #: keep each block's generated Python source in ``Block.source`` (debugging)
@@ -539,7 +539,9 @@ class Executor:
         blk = Block("vex", eip, len(addrs), trace[0][0].size)
         blk.limited = limited
         blk.pieces = len(trace)
+        t0 = perf_counter_ns()
         blk.fn = compile_block(gen, self._glb, f"<block {eip:#x}>")
+        self.stats["compile_ns"] += perf_counter_ns() - t0
         blk.self_loop = loop
         if key is not None and len(pages) == 1:
             if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
