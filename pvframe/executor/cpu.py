@@ -551,7 +551,7 @@ class Executor:
             entry = (
                 blk.fn.__code__, tuple(addrs), loop, blk.length, lo, hi,
                 self.memory.read_bytes(page_addr + lo, hi - lo),
-                src if self.keep_source else "", gen.insn_at, limited,
+                src if self.keep_source else "", gen.insn_at, limited, gen.put_names,
             )
             variants = _CODE_CACHE.setdefault(key, [])
             variants.insert(0, entry)
@@ -569,10 +569,11 @@ class Executor:
         return blk
 
     def _block_from_cache(self, eip: int, paddr: int, hit: tuple[Any, ...]) -> Block:
-        code_obj, addrs, loop, length, lo, hi, _span, src, insn_at, limited = hit
+        code_obj, addrs, loop, length, lo, hi, _span, src, insn_at, limited, put_names = hit
         glb = dict(self._glb)
         glb["ADDRS"] = addrs
         glb["INSN_AT"] = insn_at
+        glb["PUT"] = put_names
         blk = Block("vex", eip, len(addrs), length)
         blk.pieces = 0
         blk.limited = limited

@@ -9,8 +9,8 @@ Layout of a generated block function ``blk(cpu, iters)``::
             if brk: break             # after an instruction that took a memory slow path
         ...
     except BaseException as _e:       # a guest exception (or a bug): commit and re-raise
-        _k = INSN_AT[_e.__traceback__.tb_lineno]      # the faulting instruction
-        cpu.eax = eax ...; cpu.eip = ADDRS[_k]; cpu.icount += done + _k; raise
+        COMMIT(cpu, _e, done, ADDRS, INSN_AT, PUT, eax, ...)  # registers, EIP, count
+        raise
     if brk > 0: nxt = ADDRS[brk]; n = brk
     cpu.eax = eax ...; cpu.eip = nxt; cpu.icount += done + n
 
@@ -355,6 +355,7 @@ class _Gen:
         self.lines: list[str] = []
         self.line_insn: list[int] = []  # instruction index of each line of ``lines``
         self.insn_at: tuple[int, ...] = ()  # source line number -> instruction index
+        self.put_names: tuple[str, ...] = ()  # registers the block writes (its PUT global)
         self.brk_final: set[int] = set()  # instructions whose break value is -1
         self.ind = 3
         self.alias: dict[int, str] = {}
@@ -1189,12 +1190,10 @@ class _Gen:
         self.insn_at = (0,) * (len(out) + 1) + tuple(self.line_insn) + (0,) * (len(put) + 12)
         out.extend(self.lines)
         out.append("    except BaseException as _e:")
-        out.append("        _k = INSN_AT[_e.__traceback__.tb_lineno]")
-        for r in put:
-            out.append(f"        cpu.{r} = {r}")
-        out.append("        cpu.eip = ADDRS[_k]")
-        out.append("        cpu.icount += done + _k")
+        out.append(f"        COMMIT(cpu, _e, done, ADDRS, INSN_AT, PUT, {', '.join(put)}{',' if len(put) == 1 else ''})"
+                   if put else "        COMMIT(cpu, _e, done, ADDRS, INSN_AT, PUT)")
         out.append("        raise")
+        self.put_names = tuple(put)
         if self.has_mem:
             out.append("    if brk > 0:")
             out.append("        nxt = ADDRS[brk]; n = brk")
@@ -1240,12 +1239,27 @@ _CCALLS: dict[str, Callable[[_Gen, Any], str]] = {
 }
 
 
+def commit_on_exception(cpu: Any, exc: BaseException, done: int, addrs: tuple[int, ...],
+                        insn_at: tuple[int, ...], names: tuple[str, ...], *values: int) -> None:
+    """The exception path of a block (cold, so one call instead of a store per register in
+    every block's source): write back the registers it keeps in locals, and point EIP and
+    the instruction count at the instruction the traceback's line belongs to."""
+    for name, value in zip(names, values, strict=True):
+        setattr(cpu, name, value)
+    tb = exc.__traceback__
+    line = tb.tb_lineno if tb is not None else 0
+    k = insn_at[line] if line < len(insn_at) else 0
+    cpu.eip = addrs[k]
+    cpu.icount += done + k
+
+
 def runtime_globals() -> dict[str, Any]:
     """Names the generated code refers to, besides the per-executor ones
     (R8/R16/R32/W8/W16/W32, LD, ST, SIDE, SEGSEL)."""
     from pvframe.executor import faults
 
     return {
+        "COMMIT": commit_on_exception,
         "DIVMODU": divmod_u,
         "DIVMODS": divmod_s,
         "DIVU32": lambda a, b: (a // b) if b else divmod_u(a, 0, 32),
@@ -1274,6 +1288,7 @@ class Generated(NamedTuple):
     lens: list[int]
     self_loop: bool
     insn_at: tuple[int, ...]
+    put_names: tuple[str, ...]
 
 
 def generate_source(
@@ -1290,7 +1305,7 @@ def generate_source(
     g = _Gen(irsbs, start, div_width)
     g.comments = comments
     src = g.generate(allow_loop)
-    return Generated(src, g.insn_addrs, g.insn_lens, g.self_loop, g.insn_at)
+    return Generated(src, g.insn_addrs, g.insn_lens, g.self_loop, g.insn_at, g.put_names)
 
 
 def compile_block(gen: Generated, glb: dict[str, Any], name: str) -> Callable[..., bool]:
@@ -1300,6 +1315,7 @@ def compile_block(gen: Generated, glb: dict[str, Any], name: str) -> Callable[..
     g = dict(glb)
     g["ADDRS"] = tuple(gen.addrs)
     g["INSN_AT"] = gen.insn_at
+    g["PUT"] = gen.put_names
     exec(code, g)
     fn: Callable[..., bool] = g["blk"]
     return fn
