@@ -199,21 +199,6 @@ def cold_translation(blocks: int = 300, rounds: int = 5, seed: int = 1) -> dict[
             "ms_per_basic_block_median": per_block[len(per_block) // 2]}
 
 
-def host_speed_check(repeat: int = 20) -> float:
-    """ms for CPython to ``compile()`` a fixed 400-line function (best of ``repeat``): the
-    host-speed yardstick printed next to the cold-translation figures. This VM's speed
-    varies up to 2x from minute to minute (Unicorn slows down the same way) and
-    ``compile()`` is half of a cold translation, so runs compare by this figure."""
-    body = "\n".join(f"    t{i} = eax + {i * 7919:#x} & 0xFFFFFFFF\n    eax = t{i} ^ ebx" for i in range(200))
-    src = f"def f(eax, ebx):\n{body}\n    return eax\n"
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        compile(src, "<yardstick>", "exec")
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
-
-
 def guest_translation() -> list[dict[str, Any]]:
     """Cold translation on real code: each demo guest (assembly and gcc-compiled C) run on
     the native backend with the process-wide code cache emptied first; the executor times
@@ -308,10 +293,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(executor x{k['executor'] / k['unicorn+hook']:.2f})")
 
     print("== 4. cold translation (lift + translate + compile, per basic block) ==")
-    speed = host_speed_check()
     c = cold_translation()
-    print(f"  host speed check: compile() of a fixed 400-line function takes {speed:.2f} ms "
-          f"in this run (a slower host scales every figure below)")
     print(f"  {int(c['basic_blocks'])} new ALU basic blocks (6 instructions + jmp) per round, "
           f"{int(c['rounds'])} rounds: best {c['ms_per_basic_block']:.3f} ms, median "
           f"{c['ms_per_basic_block_median']:.3f} ms per basic block "
