@@ -453,88 +453,21 @@ class Executor:
                 code = extend()
                 blk = self._special_block(classify(code, 0), code, eip, pages)
             return blk
-        irsb = self._cut(irsb, code, eip)
+        irsb = cut_block(irsb, code, eip)
         if irsb is None or irsb.instructions == 0:
             return self._special_block("ud", code, eip, pages)
-        trace: list[tuple[Any, bytes, int]] = [(irsb, code, eip)]
-        total = irsb.instructions
-        page_base = eip & ~PAGE_MASK
-        page: bytes | None = None
-        seen = {eip}
-        limited = False
-        returns: list[int] = []
-        # Superblock: follow the constant successor of a direct jmp/call/fall-through on
-        # the same page, and a ret back to the call that entered the callee (guarded);
-        # each piece keeps its side exits.
-        while self.chain and total < limit and len(pages) == 1:
-            last, _c, last_addr = trace[-1]
-            jk = last.jumpkind
-            if jk == "Ijk_Ret" and returns:
-                t = returns.pop()
-            elif jk in ("Ijk_Boring", "Ijk_Call"):
-                t = last.default_exit_target
-                if jk == "Ijk_Call":
-                    returns.append(last_addr + last.size)
-            else:
-                break
-            if t is None or t in seen or (t & ~PAGE_MASK) != page_base:
-                break
-            if page is None:
-                page = self.memory.read_bytes(paddr & ~PAGE_MASK, PAGE_SIZE)
-            sub = page[t - page_base : t - page_base + MAX_FETCH]
-            if classify(sub, 0) is not PLAIN:
-                break
-            want = block_length(sub, t, MAX_INSNS)
-            if want > limit - total:
-                # the whole block does not fit: end the trace before it rather than lift
-                # a truncated copy that the next translation would lift again
-                limited = limit < MAX_INSNS
-                break
-            nb = lift(sub, t, want)
-            if nb is None or nb.instructions == 0:
-                break
-            nb = self._cut(nb, sub, t)
-            if nb is None:
-                break
-            trace.append((nb, sub, t))
-            total += nb.instructions
-            seen.add(t)
+        page_bytes: list[bytes] = []
 
-        def dw(addr: int) -> int:
-            if page is not None and page_base <= addr < page_base + PAGE_SIZE:
-                return div_width(page, addr - page_base)
-            return div_width(code, addr - eip)
+        def read_page() -> bytes:
+            if not page_bytes:
+                page_bytes.append(self.memory.read_bytes(paddr & ~PAGE_MASK, PAGE_SIZE))
+            return page_bytes[0]
 
-        unoptimised = False
-        while True:
-            try:
-                gen = generate_source([t[0] for t in trace], eip, dw, comments=self.keep_source)
-                break
-            except Unsupported as u:
-                if not unoptimised:
-                    # libVEX's level-1 helper specialisation may emit an IR op without a
-                    # handler: the same instructions at level 0 may well translate
-                    unoptimised = True
-                    trace = [(lift(c, a, b.instructions, opt_level=0) or b, c, a) for b, c, a in trace]
-                    continue
-                acc = 0
-                j = 0
-                for j, (b, _c, _a) in enumerate(trace):  # noqa: B007
-                    if u.index < acc + b.instructions:
-                        break
-                    acc += b.instructions
-                local = u.index - acc
-                if j == 0 and local <= 0:
-                    return self._special_block("ud", code, eip, pages)
-                if local <= 0:
-                    trace = trace[:j]
-                else:
-                    _b, c, a = trace[j]
-                    nb = lift(c, a, local, opt_level=0)
-                    if nb is None or nb.instructions == 0:
-                        trace = trace[:j]
-                    else:
-                        trace = [*trace[:j], (nb, c, a)]
+        built = build_trace(irsb, code, eip, limit, self.chain and len(pages) == 1, read_page,
+                            self.keep_source)
+        if built is None:
+            return self._special_block("ud", code, eip, pages)
+        trace, gen, limited = built
         src, addrs, loop = gen.source, gen.addrs, gen.self_loop
         blk = Block("vex", eip, len(addrs), trace[0][0].size)
         blk.limited = limited
@@ -583,13 +516,6 @@ class Executor:
             blk.source = src
         blk.pages = [(paddr >> PAGE_SHIFT, lo, hi)]
         return blk
-
-    def _cut(self, irsb: Any, code: bytes, base: int) -> Any:
-        """Re-lift ``irsb`` so that it stops before its first non-plain instruction."""
-        for k, st in enumerate(st for st in irsb.statements if type(st).__name__ == "IMark"):
-            if k and classify(code, int(getattr(st, "addr")) - base) is not PLAIN:  # noqa: B009
-                return lift(code, base, k)
-        return irsb
 
     def _special_block(self, cls: str | None, code: bytes, eip: int, pages: list[tuple[int, int, int]]) -> Block:
         kind = {SYS: "sys", FPU: "fpu", SIMD: "simd", FWAIT: "fwait"}.get(cls or "", "ud")
@@ -651,3 +577,102 @@ class Executor:
     # ------------------------------------------------------------------ helpers for system.py
     def page_fault_address(self, exc: PageFault) -> int:
         return exc.address
+
+
+# ------------------------------------------------------------------ translation core
+def cut_block(irsb: Any, code: bytes, base: int) -> Any:
+    """Re-lift ``irsb`` so that it stops before its first non-plain instruction."""
+    for k, st in enumerate(st for st in irsb.statements if type(st).__name__ == "IMark"):
+        if k and classify(code, int(getattr(st, "addr")) - base) is not PLAIN:  # noqa: B009
+            return lift(code, base, k)
+    return irsb
+
+
+def build_trace(irsb: Any, code: bytes, eip: int, limit: int, chain: bool,
+                read_page: Callable[[], bytes], keep_source: bool
+                ) -> tuple[list[tuple[Any, bytes, int]], Any, bool] | None:
+    """From the first IRSB of a translation (already cut), the superblock trace on its
+    page, its generated source and whether it was shortened for ``limit``; None when
+    not even the first instruction translates (the caller raises #UD there). A pure
+    function of the code bytes (``read_page`` gives the whole page), so the background
+    translator (:mod:`pvframe.executor.ahead`) computes exactly what the executor would."""
+    trace: list[tuple[Any, bytes, int]] = [(irsb, code, eip)]
+    total = irsb.instructions
+    page_base = eip & ~PAGE_MASK
+    page: bytes | None = None
+    seen = {eip}
+    limited = False
+    returns: list[int] = []
+    # Superblock: follow the constant successor of a direct jmp/call/fall-through on
+    # the same page, and a ret back to the call that entered the callee (guarded);
+    # each piece keeps its side exits.
+    while chain and total < limit:
+        last, _c, last_addr = trace[-1]
+        jk = last.jumpkind
+        if jk == "Ijk_Ret" and returns:
+            t = returns.pop()
+        elif jk in ("Ijk_Boring", "Ijk_Call"):
+            t = last.default_exit_target
+            if jk == "Ijk_Call":
+                returns.append(last_addr + last.size)
+        else:
+            break
+        if t is None or t in seen or (t & ~PAGE_MASK) != page_base:
+            break
+        if page is None:
+            page = read_page()
+        sub = page[t - page_base : t - page_base + MAX_FETCH]
+        if classify(sub, 0) is not PLAIN:
+            break
+        want = block_length(sub, t, MAX_INSNS)
+        if want > limit - total:
+            # the whole block does not fit: end the trace before it rather than lift
+            # a truncated copy that the next translation would lift again
+            limited = limit < MAX_INSNS
+            break
+        nb = lift(sub, t, want)
+        if nb is None or nb.instructions == 0:
+            break
+        nb = cut_block(nb, sub, t)
+        if nb is None:
+            break
+        trace.append((nb, sub, t))
+        total += nb.instructions
+        seen.add(t)
+
+    def dw(addr: int) -> int:
+        if page is not None and page_base <= addr < page_base + PAGE_SIZE:
+            return div_width(page, addr - page_base)
+        return div_width(code, addr - eip)
+
+    unoptimised = False
+    while True:
+        try:
+            gen = generate_source([t[0] for t in trace], eip, dw, comments=keep_source)
+            break
+        except Unsupported as u:
+            if not unoptimised:
+                # libVEX's level-1 helper specialisation may emit an IR op without a
+                # handler: the same instructions at level 0 may well translate
+                unoptimised = True
+                trace = [(lift(c, a, b.instructions, opt_level=0) or b, c, a) for b, c, a in trace]
+                continue
+            acc = 0
+            j = 0
+            for j, (b, _c, _a) in enumerate(trace):  # noqa: B007
+                if u.index < acc + b.instructions:
+                    break
+                acc += b.instructions
+            local = u.index - acc
+            if j == 0 and local <= 0:
+                return None
+            if local <= 0:
+                trace = trace[:j]
+            else:
+                _b, c, a = trace[j]
+                nb = lift(c, a, local, opt_level=0)
+                if nb is None or nb.instructions == 0:
+                    trace = trace[:j]
+                else:
+                    trace = [*trace[:j], (nb, c, a)]
+    return trace, gen, limited
