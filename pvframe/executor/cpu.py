@@ -594,8 +594,8 @@ def build_trace(irsb: Any, code: bytes, eip: int, limit: int, chain: bool,
     """From the first IRSB of a translation (already cut), the superblock trace on its
     page, its generated source and whether it was shortened for ``limit``; None when
     not even the first instruction translates (the caller raises #UD there). A pure
-    function of the code bytes (``read_page`` gives the whole page), so the background
-    translator (:mod:`pvframe.executor.ahead`) computes exactly what the executor would."""
+    function of the code bytes (``read_page`` gives the whole page): anything holding
+    the same bytes (a test, another process) computes exactly what the executor would."""
     trace: list[tuple[Any, bytes, int]] = [(irsb, code, eip)]
     total = irsb.instructions
     page_base = eip & ~PAGE_MASK
