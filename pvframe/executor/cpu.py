@@ -152,7 +152,6 @@ class Executor:
         self.keep_source = False
         #: translations kept before the whole cache is dropped
         self.max_blocks = 50_000
-        self._side = [False]
         self._glb = self._make_globals()
 
     # ------------------------------------------------------------------ public API
@@ -322,7 +321,6 @@ class Executor:
     # ------------------------------------------------------------------ memory glue
     def _make_globals(self) -> dict[str, Any]:
         mmu = self.mmu
-        side = self._side
         r8 = mmu.r8
         read = mmu.read
         write = mmu.write
@@ -349,21 +347,9 @@ class Executor:
             # reads as zeros without being allocated)
             return (addr >> PAGE_SHIFT) not in r8 and device(addr, size)
 
-        def ld_fast(addr: int, size: int) -> int:
-            v = read(addr, size)
-            side[0] = device_read(addr, size)
-            return int(v)
-
-        def must_leave(result: int, invalidations: int) -> bool:
-            # translations were dropped (the running block may be one of them; a device
-            # write may have done it too, by DMA); a store to a code page that hit no
-            # translated byte changes nothing the executor has compiled
-            return result != 0 and stats["invalidations"] != invalidations
-
-        def st(addr: int, size: int, value: int) -> bool:
-            n = stats["invalidations"]
-            r = write(addr, size, value)
-            return must_leave(r, n) or (r == WROTE_MMIO and device(addr, size))
+        def ld(addr: int, size: int) -> int:
+            # the load half of a CAS: its store (STB) decides whether the block ends
+            return int(read(addr, size))
 
         # The slow paths of generated loads/stores. ``k`` is the value the block's ``brk``
         # takes when the access must end the block after this instruction (device side
@@ -375,12 +361,16 @@ class Executor:
         def stb(addr: int, size: int, value: int, brk: int, k: int) -> int:
             n = stats["invalidations"]
             r = write(addr, size, value)
-            return k if must_leave(r, n) or (r == WROTE_MMIO and device(addr, size)) else brk
+            # translations were dropped (the running block may be one of them; a device
+            # write may have done it too, by DMA); a store to a code page that hit no
+            # translated byte changes nothing the executor has compiled
+            dropped = r != 0 and stats["invalidations"] != n
+            return k if dropped or (r == WROTE_MMIO and device(addr, size)) else brk
 
         glb = runtime_globals()
         glb.update(
             R8=mmu.r8, R16=mmu.r16, R32=mmu.r32, W8=mmu.w8, W16=mmu.w16, W32=mmu.w32,
-            LD=ld_fast, ST=st, LDB=ldb, STB=stb, SIDE=side, SEGSEL=self.system.seg_selector_addr,
+            LD=ld, LDB=ldb, STB=stb, SEGSEL=self.system.seg_selector_addr,
         )
         return glb
 

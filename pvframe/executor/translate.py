@@ -221,6 +221,11 @@ _UNOPS = _un_table()
 
 # Condition specialisations for a known CC_OP: kind -> cond>>1 -> f(d1, d2, nd, m, s)
 _Spec = Callable[[str, str, str, str, str], str]
+_INC_DEC_SPEC: dict[int, _Spec] = {
+    1: lambda a, b, n, m, s: f"{n} & 1 != 0",
+    2: lambda a, b, n, m, s: f"{a} & {m} == 0",
+    4: lambda a, b, n, m, s: f"{a} & {s} != 0",
+}
 _SPEC: dict[int, dict[int, _Spec]] = {
     F.SUB: {
         1: lambda a, b, n, m, s: f"{a} & {m} < {b} & {m}",
@@ -244,16 +249,9 @@ _SPEC: dict[int, dict[int, _Spec]] = {
         2: lambda a, b, n, m, s: f"{a} + {b} & {m} == 0",
         4: lambda a, b, n, m, s: f"{a} + {b} & {s} != 0",
     },
-    F.INC: {
-        1: lambda a, b, n, m, s: f"{n} & 1 != 0",
-        2: lambda a, b, n, m, s: f"{a} & {m} == 0",
-        4: lambda a, b, n, m, s: f"{a} & {s} != 0",
-    },
-    F.DEC: {
-        1: lambda a, b, n, m, s: f"{n} & 1 != 0",
-        2: lambda a, b, n, m, s: f"{a} & {m} == 0",
-        4: lambda a, b, n, m, s: f"{a} & {s} != 0",
-    },
+    # INC and DEC: CF is the old carry kept in NDEP; DEP1 is the result
+    F.INC: _INC_DEC_SPEC,
+    F.DEC: _INC_DEC_SPEC,
     F.COPY: {
         0: lambda a, b, n, m, s: f"{a} & 0x800 != 0",
         1: lambda a, b, n, m, s: f"{a} & 1 != 0",
@@ -264,13 +262,18 @@ _SPEC: dict[int, dict[int, _Spec]] = {
     },
 }
 
+
+def _carry_in_ndep(a: str, b: str, n: str, m: str) -> str:
+    return f"{n} & 1"
+
+
 # Carry specialisations for a known CC_OP (x86g_calculate_eflags_c)
 _CARRY: dict[int, Callable[[str, str, str, str], str]] = {
     F.SUB: lambda a, b, n, m: f"1 if {a} & {m} < {b} & {m} else 0",
     F.ADD: lambda a, b, n, m: f"1 if {a} + {b} & {m} < {a} & {m} else 0",
     F.LOGIC: lambda a, b, n, m: "0",
-    F.INC: lambda a, b, n, m: f"{n} & 1",
-    F.DEC: lambda a, b, n, m: f"{n} & 1",
+    F.INC: _carry_in_ndep,
+    F.DEC: _carry_in_ndep,
     F.COPY: lambda a, b, n, m: f"{a} & 1",
 }
 
@@ -377,7 +380,6 @@ class _Gen:
         self.last_use: dict[int, int] = {}
         self.dead_puts: set[int] = set()
         self.dead_tmps: set[int] = set()
-        self.raising: set[int] = set()
         self.imark_at: list[int] = []
         self.put_at: dict[str, list[int]] = {}
         self.has_mem = False
@@ -491,12 +493,9 @@ class _Gen:
           call that is not a pure flag computation, anything unusual). No fault handler,
           side exit or block end can observe the overwritten value. A pending PUT (before
           a possible fault of its instruction) never kills one;
-        * ``dead_tmps``: pure, supported temporaries nothing live reads;
-        * ``raising``: instructions holding a barrier: only they need ``i = k`` (the
-          instruction index read by the exception handler)."""
+        * ``dead_tmps``: pure, supported temporaries nothing live reads."""
         dead: set[int] = set()
         dead_tmps: set[int] = set()
-        raising: set[int] = set()
         live: set[int] = set()
         nx = self.irsb.next
         if type(nx) is _RdTmp:
@@ -566,14 +565,11 @@ class _Gen:
             elif k is _NoOp:
                 continue
             killed = [False, False, False, False]
-            if k is not _Exit or st.jumpkind not in ("Ijk_Boring", "Ijk_Call", "Ijk_Ret"):
-                raising.add(insn)  # a taken branch leaves without raising
             for e in st.expressions:
                 if type(e) is _RdTmp:
                     live.add(e.tmp)
         self.dead_puts = dead
         self.dead_tmps = dead_tmps
-        self.raising = raising
 
     def _alias_safe(self, tmp: int, name: str, idx: int) -> bool:
         last = self.last_use.get(tmp)
@@ -1255,7 +1251,7 @@ def commit_on_exception(cpu: Any, exc: BaseException, done: int, addrs: tuple[in
 
 def runtime_globals() -> dict[str, Any]:
     """Names the generated code refers to, besides the per-executor ones
-    (R8/R16/R32/W8/W16/W32, LD, ST, SIDE, SEGSEL)."""
+    (R8/R16/R32/W8/W16/W32, LD, LDB, STB, SEGSEL)."""
     from pvframe.executor import faults
 
     return {
