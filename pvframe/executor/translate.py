@@ -415,6 +415,7 @@ class _Gen:
         stmts: list[Any] = self.irsb.statements
         cur_insn = self.insn
         fault_idx: dict[int, int] = {}
+        mem_insns: set[int] = set()
         last_use: dict[int, int] = {}
         imark_at: list[int] = []
         put_at: dict[str, list[int]] = {}
@@ -448,6 +449,7 @@ class _Gen:
                 elif kd is _Load:
                     _uses_into(d.addr, idx, last_use)
                     fault_idx[cur_insn] = idx
+                    mem_insns.add(cur_insn)
                 elif kd is not _Get and kd is not _Const:
                     _uses_into(d, idx, last_use)
             elif k is _Put:
@@ -469,9 +471,10 @@ class _Gen:
                 for e in st.expressions:
                     if type(e) is t_rd:
                         last_use[e.tmp] = idx
-                if k is _Store or k is _CAS or (
-                    k is _Exit and st.jumpkind not in ("Ijk_Boring", "Ijk_Call", "Ijk_Ret")
-                ):
+                if k is _Store or k is _CAS:
+                    fault_idx[cur_insn] = idx
+                    mem_insns.add(cur_insn)
+                elif k is _Exit and st.jumpkind not in ("Ijk_Boring", "Ijk_Call", "Ijk_Ret"):
                     fault_idx[cur_insn] = idx
         nx = self.irsb.next
         if type(nx) is t_rd:
@@ -482,9 +485,10 @@ class _Gen:
         self.imark_at = imark_at
         self.put_at = put_at
         self.fault_idx = fault_idx
-        self._liveness(stmts, cur_insn, fault_idx)
+        self._liveness(stmts, cur_insn, fault_idx, mem_insns)
 
-    def _liveness(self, stmts: list[Any], last_insn: int, fault_idx: dict[int, int]) -> None:
+    def _liveness(self, stmts: list[Any], last_insn: int, fault_idx: dict[int, int],
+                  mem_insns: set[int]) -> None:
         """One backward pass over the IRSB computing
 
         * ``dead_puts``: flag-thunk PUTs (cc_op/dep1/dep2/ndep) that a later committed PUT
@@ -492,7 +496,10 @@ class _Gen:
           raise or leaves the block (a *barrier*: load/store/CAS, divide, exit, a helper
           call that is not a pure flag computation, anything unusual). No fault handler,
           side exit or block end can observe the overwritten value. A pending PUT (before
-          a possible fault of its instruction) never kills one;
+          a possible fault of its instruction) never kills one, and neither does a PUT
+          after the end of an instruction that accesses memory: the access may reach a
+          device or a translated code page, and the block then ends right after it
+          (``if brk: break``) with that instruction's flags visible;
         * ``dead_tmps``: pure, supported temporaries nothing live reads."""
         dead: set[int] = set()
         dead_tmps: set[int] = set()
@@ -511,6 +518,8 @@ class _Gen:
             if k is _IMark:
                 insn -= 1
                 last_fault = fault_idx.get(insn, -1)
+                if insn in mem_insns:
+                    killed = [False, False, False, False]
                 continue
             if k is _Put:
                 off = st.offset

@@ -70,6 +70,28 @@ def test_a_store_into_translated_code_is_seen_at_the_next_instruction() -> None:
     assert m.executor.stats["invalidations"] >= 1
 
 
+def test_a_block_ended_by_its_store_keeps_that_instruction_s_flags() -> None:
+    """The flags of a read-modify-write that ends its block (into translated code, or at
+    a device) are the state the next instruction sees, even though the instruction after
+    that overwrites them: found when the flag-thunk liveness pass let a later PUT kill
+    them across the block end."""
+    body = """
+    xor %eax, %eax
+    addl $1, 1f + 1          # the immediate 0xffffffff becomes 0: carry out
+    setc %bl
+    xor %ecx, %ecx           # overwrites the flags the setc must not miss
+1:  mov $0xffffffff, %edx
+    addl $0xffffffff, 0xfee00080   # the APIC's TPR reads 0: sign set, no carry
+    sets %cl
+    setc %ch
+    xor %esi, %esi
+"""
+    m, _ = _run(body)
+    assert m.executor.stats["invalidations"] >= 1
+    assert (m.cpu.ebx & 0xFF, m.cpu.edx) == (1, 0)
+    assert m.cpu.ecx & 0xFFFF == 0x0001
+
+
 def test_blocks_shortened_for_a_budget_never_become_an_address_s_block() -> None:
     """Stopping at an exact instruction count translates shortened variants of blocks;
     those must not replace the full block for later runs (found by the bench: a loop ran
