@@ -62,6 +62,9 @@ from pvframe.executor.lift import (
 from pvframe.executor.state import IF_MASK, TF_MASK, CPUState
 from pvframe.executor.translate import (
     Unsupported,
+    block_exit,
+    block_load,
+    commit_from_traceback,
     compile_block,
     generate_source,
     runtime_globals,
@@ -227,9 +230,14 @@ class Executor:
                     if cpu.eflags_sys & IF_MASK and env.interrupt_pending():
                         break
             except GuestException as exc:
+                commit_from_traceback(cpu, exc)
                 self._deliver(exc)
             except StopExecution as s:
+                commit_from_traceback(cpu, s)
                 self._stop_env(s.reason)
+            except BaseException as e:
+                commit_from_traceback(cpu, e)  # a bug or ^C: leave a consistent CPU state
+                raise
 
     def _step_one(self, shadow: str | None) -> None:
         """Execute exactly one instruction (interrupt shadow or EFLAGS.TF single-step)."""
@@ -475,6 +483,7 @@ class Executor:
                 blk.fn.__code__, tuple(addrs), loop, blk.length, lo, hi,
                 self.memory.read_bytes(page_addr + lo, hi - lo),
                 src if self.keep_source else "", gen.insn_at, limited, gen.put_names,
+                gen.load_names,
             )
             variants = _CODE_CACHE.setdefault(key, [])
             variants.insert(0, entry)
@@ -492,11 +501,14 @@ class Executor:
         return blk
 
     def _block_from_cache(self, eip: int, paddr: int, hit: tuple[Any, ...]) -> Block:
-        code_obj, addrs, loop, length, lo, hi, _span, src, insn_at, limited, put_names = hit
+        (code_obj, addrs, loop, length, lo, hi, _span, src, insn_at, limited, put_names,
+         load_names) = hit
         glb = dict(self._glb)
         glb["ADDRS"] = addrs
         glb["INSN_AT"] = insn_at
         glb["PUT"] = put_names
+        glb["LOAD"] = block_load(load_names)
+        glb["EXIT"] = block_exit(put_names)
         blk = Block("vex", eip, len(addrs), length)
         blk.pieces = 0
         blk.limited = limited

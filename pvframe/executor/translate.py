@@ -2,17 +2,18 @@
 
 Layout of a generated block function ``blk(cpu, iters)``::
 
-    eax = cpu.eax ...                 # every guest register the block touches, as locals
-    try:
-        while True:                   # the loop only repeats for self-loop blocks
-            ...                       # each instruction's IR, one handler per IR kind
-            if brk: break             # after an instruction that took a memory slow path
+    eax, ebx = LOAD(cpu)              # every guest register the block touches, as locals
+    done = 0; brk = 0; nxt = 0; n = 0
+    while True:                       # the loop only repeats for self-loop blocks
+        ...                           # each instruction's IR, one handler per IR kind
+        if brk: break                 # after an instruction whose access ended the block
         ...
-    except BaseException as _e:       # a guest exception (or a bug): commit and re-raise
-        COMMIT(cpu, _e, done, ADDRS, INSN_AT, PUT, eax, ...)  # registers, EIP, count
-        raise
-    if brk > 0: nxt = ADDRS[brk]; n = brk
-    cpu.eax = eax ...; cpu.eip = nxt; cpu.icount += done + n
+    return EXIT(cpu, brk, nxt, done, n, ADDRS, eax, ebx)   # stores, EIP, count
+
+``LOAD`` and ``EXIT`` are shared per register set (:func:`block_load`, :func:`block_exit`).
+The block has no exception handler: whatever leaves it (a guest fault, a stop, a bug) is
+committed by the executor from the block's frame in the traceback
+(:func:`commit_from_traceback`: registers, EIP and count of the faulting instruction).
 
 Precise faults: within an instruction, a PUT that precedes the instruction's last
 possibly-faulting statement (load, store, CAS, divide, a side exit that raises) is
@@ -26,9 +27,10 @@ whole access (both pages if it straddles) before writing a byte.
 Memory: loads/stores index the MMU's per-page fast maps (``R8/R16/R32``, ``W8/W16/W32``,
 virtual page -> page view; a misaligned address looks up a key that is never present) and
 fall back to ``LDB``/``STB`` (MMU slow path, may raise #PF). A slow-path access that
-reached MMIO, a code page or a page not yet in the fast maps sets ``brk`` to the index of
-the next instruction and the block returns at the end of this one, so device side effects
-(interrupts) and self-modifying code are seen at the next instruction boundary.
+reached a device or dropped translations (a store into translated code) sets ``brk`` to
+the index of the next instruction and the block returns at the end of this one, so device
+side effects (interrupts) and self-modifying code are seen at the next instruction
+boundary.
 
 Size matters: ``compile()`` is most of the cost of a new block (~5 µs per generated line,
 ~2 µs more per parenthesis pair, CPython 3.11), so templates carry no redundant
@@ -44,6 +46,8 @@ instruction and raises #UD there.
 from __future__ import annotations
 
 import bisect
+import functools
+import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -184,6 +188,14 @@ def _bin_table() -> dict[str, Callable[[str, str], str]]:
     return t
 
 
+def _add_masked(x: int, y: int, m: int) -> int:
+    return (x + y) & m
+
+
+def _sub_masked(x: int, y: int, m: int) -> int:
+    return (x - y) & m
+
+
 def _fold_table() -> dict[str, Callable[[int, int], int]]:
     """Binary operations evaluated at translation time when both operands are constants
     (libvex_ir.h semantics: results wrap at the operand width). The flag helpers
@@ -195,8 +207,8 @@ def _fold_table() -> dict[str, Callable[[int, int], int]]:
         t[f"Iop_And{b}"] = lambda x, y: x & y
         t[f"Iop_Or{b}"] = lambda x, y: x | y
         t[f"Iop_Xor{b}"] = lambda x, y: x ^ y
-        t[f"Iop_Add{b}"] = lambda x, y, m=m: (x + y) & m
-        t[f"Iop_Sub{b}"] = lambda x, y, m=m: (x - y) & m
+        t[f"Iop_Add{b}"] = functools.partial(_add_masked, m=m)
+        t[f"Iop_Sub{b}"] = functools.partial(_sub_masked, m=m)
     return t
 
 
@@ -414,7 +426,7 @@ class _Gen:
         self.insn_at: tuple[int, ...] = ()  # source line number -> instruction index
         self.put_names: tuple[str, ...] = ()  # registers the block writes (its PUT global)
         self.brk_final: set[int] = set()  # instructions whose break value is -1
-        self.ind = 3
+        self.ind = 2
         self.alias: dict[int, str] = {}
         self.const: dict[int, int] = {}
         self.pybool: set[int] = set()
@@ -436,7 +448,6 @@ class _Gen:
         self.dead_tmps: set[int] = set()
         self.imark_at: list[int] = []
         self.put_at: dict[str, list[int]] = {}
-        self.has_mem = False
         self.has_mem_insn = False
         self.allow_loop = True
         self.fault_idx: dict[int, int] = {}
@@ -578,10 +589,7 @@ class _Gen:
         elif nx is not None and type(nx) is not _Const:
             _live_into(nx, live)
         insn = sc.last_insn
-        if insn in mem_insns:
-            killed = [False] * _TRACKED
-        else:
-            killed = list(killed)
+        killed = [False] * _TRACKED if insn in mem_insns else list(killed)
         last_fault = fault_idx.get(insn, -1)
         for idx in range(len(stmts) - 1, -1, -1):
             st = stmts[idx]
@@ -861,7 +869,6 @@ class _Gen:
             self.emit(f"    {dst} = R{bits}[{slot[0]}][{slot[1]}]")
             self.emit("except KeyError:")
             self.emit(f"    {dst}, brk = LDB({addr}, {nb}, brk, {self.brk_value()})")
-        self.has_mem = True
 
     def store_code(self, addr: str, val: str, bits: int) -> None:
         nb = bits // 8
@@ -875,7 +882,6 @@ class _Gen:
             self.emit(f"    W{bits}[{slot[0]}][{slot[1]}] = {val}")
             self.emit("except KeyError:")
             self.emit(f"    brk = STB({addr}, {nb}, {val}, brk, {self.brk_value()})")
-        self.has_mem = True
 
     def simple(self, s: str) -> str:
         """Make sure an address/value expression is evaluated once (into a local)."""
@@ -1262,7 +1268,6 @@ class _Gen:
             self.emit(f"{self.tp}{st.oldLo} = _o = LD(_a, {bits // 8})")
             self.emit(f"_n = {self.atom(st.dataLo)} if _o == {self.atom(st.expdLo)} else _o")
             self.emit(f"brk = STB(_a, {bits // 8}, _n, brk, {self.brk_value()})")
-        self.has_mem = True
         self.has_mem_insn = True
 
     def s_exit(self, st: Any) -> None:
@@ -1379,27 +1384,18 @@ class _Gen:
         regs = sorted(self.regs_used)
         put = sorted(self.regs_put)
         out = ["def blk(cpu, iters):"]
-        for r in regs:
-            out.append(f"    {r} = cpu.{r}")
+        if regs:  # LOAD: operator.attrgetter of these names (one name: a bare value)
+            out.append(f"    {', '.join(regs)} = LOAD(cpu)")
         out.append("    done = 0; brk = 0; nxt = 0; n = 0")
-        out.append("    try:")
-        out.append("        while True:")
+        out.append("    while True:")
         # line numbers are 1-based: self.lines[j] is line len(out) + 1 + j
-        self.insn_at = (0,) * (len(out) + 1) + tuple(self.line_insn) + (0,) * (len(put) + 12)
+        self.insn_at = (0,) * (len(out) + 1) + tuple(self.line_insn) + (0,) * 2
         out.extend(self.lines)
-        out.append("    except BaseException as _e:")
-        out.append(f"        COMMIT(cpu, _e, done, ADDRS, INSN_AT, PUT, {', '.join(put)}{',' if len(put) == 1 else ''})"
-                   if put else "        COMMIT(cpu, _e, done, ADDRS, INSN_AT, PUT)")
-        out.append("        raise")
+        # no exception handler: an exception leaving the block is committed from its frame
+        # by the executor (commit_from_traceback), and EXIT does the normal exit's stores
+        out.append(f"    return EXIT(cpu, brk, nxt, done, n, ADDRS{''.join(', ' + r for r in put)})")
         self.put_names = tuple(put)
-        if self.has_mem:
-            out.append("    if brk > 0:")
-            out.append("        nxt = ADDRS[brk]; n = brk")
-        for r in put:
-            out.append(f"    cpu.{r} = {r}")
-        out.append("    cpu.eip = nxt")
-        out.append("    cpu.icount += done + n")
-        out.append("    return brk")
+        self.load_names = tuple(regs)
         return "\n".join(out) + "\n"
 
 
@@ -1437,18 +1433,63 @@ _CCALLS: dict[str, Callable[[_Gen, Any], str]] = {
 }
 
 
-def commit_on_exception(cpu: Any, exc: BaseException, done: int, addrs: tuple[int, ...],
-                        insn_at: tuple[int, ...], names: tuple[str, ...], *values: int) -> None:
-    """The exception path of a block (cold, so one call instead of a store per register in
-    every block's source): write back the registers it keeps in locals, and point EIP and
-    the instruction count at the instruction the traceback's line belongs to."""
-    for name, value in zip(names, values, strict=True):
-        setattr(cpu, name, value)
+def commit_from_traceback(cpu: Any, exc: BaseException) -> bool:
+    """Commit the state of the block an exception left (a guest fault, a stop, anything):
+    the registers it kept in locals, and EIP and the instruction count of the instruction
+    the traceback's line in the block belongs to. The block's frame is found in the
+    traceback by its globals (each block has its own, holding ``INSN_AT``); its locals
+    are read there, post mortem, so the block itself needs no exception handler (fewer
+    lines to ``compile()``; faults are rare next to block runs). False if no block was
+    running (a fault while translating or in a system instruction)."""
     tb = exc.__traceback__
-    line = tb.tb_lineno if tb is not None else 0
-    k = insn_at[line] if line < len(insn_at) else 0
-    cpu.eip = addrs[k]
-    cpu.icount += done + k
+    while tb is not None:
+        f = tb.tb_frame
+        g = f.f_globals
+        insn_at = g.get("INSN_AT")
+        if insn_at is not None and f.f_code.co_name == "blk":
+            loc = f.f_locals
+            for name in g["PUT"]:
+                setattr(cpu, name, loc[name])
+            line = tb.tb_lineno
+            k = insn_at[line] if line < len(insn_at) else 0
+            cpu.eip = g["ADDRS"][k]
+            cpu.icount += loc["done"] + k
+            return True
+        tb = tb.tb_next
+    return False
+
+
+_LOADS: dict[tuple[str, ...], Callable[[Any], Any]] = {}
+_EXITS: dict[tuple[str, ...], Callable[..., int]] = {}
+
+
+def block_load(names: tuple[str, ...]) -> Callable[[Any], Any]:
+    """A block's ``LOAD``: its registers' values, read from the CPU state in one call."""
+    fn = _LOADS.get(names)
+    if fn is None:
+        fn = _LOADS[names] = operator.attrgetter(*names) if names else (lambda cpu: None)
+    return fn
+
+
+def block_exit(names: tuple[str, ...]) -> Callable[..., int]:
+    """A block's ``EXIT`` (one function per set of registers a block writes, shared):
+    store them, set EIP and count the instructions; a block ended early by a memory
+    access (``brk`` > 0) resumes at instruction ``brk``. Returns ``brk``."""
+    fn = _EXITS.get(names)
+    if fn is None:
+        src = (
+            f"def EXIT(cpu, brk, nxt, done, n, addrs{''.join(', ' + r for r in names)}):\n"
+            "    if brk > 0:\n"
+            "        nxt = addrs[brk]; n = brk\n"
+            + "".join(f"    cpu.{r} = {r}\n" for r in names)
+            + "    cpu.eip = nxt\n"
+            "    cpu.icount += done + n\n"
+            "    return brk\n"
+        )
+        ns: dict[str, Any] = {}
+        exec(compile(src, "<block exit>", "exec"), ns)
+        fn = _EXITS[names] = ns["EXIT"]
+    return fn
 
 
 def runtime_globals() -> dict[str, Any]:
@@ -1457,7 +1498,6 @@ def runtime_globals() -> dict[str, Any]:
     from pvframe.executor import faults
 
     return {
-        "COMMIT": commit_on_exception,
         "DIVMODU": divmod_u,
         "DIVMODS": divmod_s,
         "DIVU32": lambda a, b: (a // b) if b else divmod_u(a, 0, 32),
@@ -1487,6 +1527,7 @@ class Generated(NamedTuple):
     self_loop: bool
     insn_at: tuple[int, ...]
     put_names: tuple[str, ...]
+    load_names: tuple[str, ...]
 
 
 def generate_source(
@@ -1503,7 +1544,8 @@ def generate_source(
     g = _Gen(irsbs, start, div_width)
     g.comments = comments
     src = g.generate(allow_loop)
-    return Generated(src, g.insn_addrs, g.insn_lens, g.self_loop, g.insn_at, g.put_names)
+    return Generated(src, g.insn_addrs, g.insn_lens, g.self_loop, g.insn_at, g.put_names,
+                     g.load_names)
 
 
 def compile_block(gen: Generated, glb: dict[str, Any], name: str) -> Callable[..., bool]:
@@ -1514,6 +1556,8 @@ def compile_block(gen: Generated, glb: dict[str, Any], name: str) -> Callable[..
     g["ADDRS"] = tuple(gen.addrs)
     g["INSN_AT"] = gen.insn_at
     g["PUT"] = gen.put_names
+    g["LOAD"] = block_load(gen.load_names)
+    g["EXIT"] = block_exit(gen.put_names)
     exec(code, g)
     fn: Callable[..., bool] = g["blk"]
     return fn

@@ -143,3 +143,40 @@ def _paging(m: Machine) -> None:
 
 def test_idt_constant() -> None:
     assert IDT == 0x2000
+
+
+def test_a_host_error_inside_a_block_leaves_the_state_of_the_instruction_it_hit() -> None:
+    """Not a guest fault: a Python exception (a broken device model, ^C) escaping a
+    compiled block still leaves the CPU state precise at the instruction that was
+    executing, so the error can be reported and the machine inspected."""
+    import pytest
+
+    from pvframe.machine import Machine
+    from pvframe.testing.asm import assemble
+
+    built = assemble(""".globl _start
+_start:
+    mov $1, %eax
+    add $2, %eax
+    mov $7, %ebx
+here:
+    mov 0xe0000000, %ecx
+    mov $3, %edx
+    hlt
+""", 0x100000)
+    m = Machine("native")
+    m.load_raw(built.image, 0x100000, 0x100000)
+    slow_load = m.executor._glb["LDB"]
+
+    def broken(addr: int, *rest: int) -> tuple[int, int]:
+        if addr == 0xE0000000:
+            raise RuntimeError("device model bug")
+        return slow_load(addr, *rest)  # type: ignore[no-any-return]
+
+    m.executor._glb["LDB"] = broken
+    with pytest.raises(RuntimeError, match="device model bug"):
+        m.run(100)
+    cpu = m.cpu
+    assert (cpu.eax, cpu.ebx, cpu.ecx, cpu.edx) == (3, 7, 0, 0)
+    assert cpu.eip == built.symbols["here"]
+    assert cpu.icount == 3
