@@ -45,7 +45,6 @@ instruction and raises #UD there.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import operator
 from collections.abc import Callable
@@ -403,7 +402,6 @@ class _Scan:
     irsb: Any
     last_insn: int  # trace index of its last instruction
     last_use: dict[int, int]
-    imark_at: list[int]
     put_at: dict[str, list[int]]
     fault_idx: dict[int, int]
     mem_insns: set[int]
@@ -446,7 +444,6 @@ class _Gen:
         self.last_use: dict[int, int] = {}
         self.dead_puts: set[int] = set()
         self.dead_tmps: set[int] = set()
-        self.imark_at: list[int] = []
         self.put_at: dict[str, list[int]] = {}
         self.has_mem_insn = False
         self.allow_loop = True
@@ -476,7 +473,6 @@ class _Gen:
         """Per IRSB, before its statements are generated: its pre-scan and liveness
         results, and fresh temporaries (each IRSB numbers its own)."""
         self.last_use = scan.last_use
-        self.imark_at = scan.imark_at
         self.put_at = scan.put_at
         self.fault_idx = scan.fault_idx
         self.dead_puts = scan.dead_puts
@@ -493,22 +489,20 @@ class _Gen:
     def prescan(irsb: Any, first_insn: int) -> _Scan:
         """Per IRSB (its first instruction has index ``first_insn`` in the trace): the
         last statement index reading each temporary, the PUT indices per register, the
-        IMark indices, the last possibly-faulting statement of each instruction and the
-        instructions that access memory. Walks the (flat) IR directly: pyvex's generic
+        last possibly-faulting statement of each instruction and the instructions that
+        access memory. Walks the (flat) IR directly: pyvex's generic
         ``expressions`` property was most of the translation cost."""
         stmts: list[Any] = irsb.statements
         cur_insn = first_insn - 1
         fault_idx: dict[int, int] = {}
         mem_insns: set[int] = set()
         last_use: dict[int, int] = {}
-        imark_at: list[int] = []
         put_at: dict[str, list[int]] = {}
         t_rd = _RdTmp
         for idx, st in enumerate(stmts):
             k = type(st)
             if k is _IMark:
                 cur_insn += 1
-                imark_at.append(idx)
                 continue
             if k is _WrTmp:
                 d = st.data
@@ -558,7 +552,7 @@ class _Gen:
             last_use[nx.tmp] = len(stmts)
         elif nx is not None and type(nx) is not _Const:
             _uses_into(nx, len(stmts), last_use)
-        return _Scan(irsb, cur_insn, last_use, imark_at, put_at, fault_idx, mem_insns)
+        return _Scan(irsb, cur_insn, last_use, put_at, fault_idx, mem_insns)
 
     def liveness(self, sc: _Scan, killed: list[bool]) -> list[bool]:
         """One backward pass over the IRSB of ``sc`` (``self.irsb``) computing
@@ -590,6 +584,9 @@ class _Gen:
             _live_into(nx, live)
         insn = sc.last_insn
         killed = [False] * _TRACKED if insn in mem_insns else list(killed)
+        # per tracked register, the (offset, bits) of partial writes that come later with
+        # nothing reading the register in between (a full write sets ``killed`` instead)
+        parts: list[tuple[tuple[int, int], ...]] = [()] * _TRACKED
         last_fault = fault_idx.get(insn, -1)
         for idx in range(len(stmts) - 1, -1, -1):
             st = stmts[idx]
@@ -599,20 +596,30 @@ class _Gen:
                 last_fault = fault_idx.get(insn, -1)
                 if insn in mem_insns:
                     killed = [False] * _TRACKED
+                    parts = [()] * _TRACKED
                 continue
             if k is _Put:
                 off = st.offset
                 if 8 <= off < 56:
                     j = (off - 8) >> 2
-                    if off & 3 or self.ty(st.data) != 32:
-                        killed[j] = False  # a partial write merges with the old value
-                    elif idx < last_fault:
+                    if idx < last_fault:
                         killed[j] = False  # pending: the old value stays visible
+                        parts[j] = ()
+                    elif killed[j]:
+                        dead.add(idx)  # a later full write, nothing reading in between
+                        continue
                     else:
-                        if killed[j]:
-                            dead.add(idx)
-                            continue
-                        killed[j] = True
+                        bits = self.ty(st.data)
+                        if off & 3 or bits != 32:
+                            # a partial write merges with the register's other bytes; the
+                            # same bytes written again later make it dead
+                            if (off, bits) in parts[j]:
+                                dead.add(idx)
+                                continue
+                            killed[j] = False
+                            parts[j] = (*parts[j], (off, bits))
+                        else:
+                            killed[j] = True
                 d = st.data
                 if type(d) is _RdTmp:
                     live.add(d.tmp)
@@ -629,6 +636,7 @@ class _Gen:
                     if off < 56 and end > 8:
                         for j in range((max(off, 8) - 8) >> 2, (min(end, 56) - 9 >> 2) + 1):
                             killed[j] = False
+                            parts[j] = ()
                     bits = _BITS.get(d.ty, 0)
                     pure = (off in REG32 and bits == 32) or (
                         (off & ~3) in GPR_BASES and bits in (8, 16)
@@ -655,6 +663,7 @@ class _Gen:
             elif k is _NoOp:
                 continue
             killed = [False] * _TRACKED
+            parts = [()] * _TRACKED
             for e in st.expressions:
                 if type(e) is _RdTmp:
                     live.add(e.tmp)
@@ -663,16 +672,18 @@ class _Gen:
         return killed
 
     def _alias_safe(self, tmp: int, name: str, idx: int) -> bool:
+        """Whether a GET of register ``name`` into ``tmp`` (statement ``idx``) can be
+        written as the register itself at every use: no PUT of the register comes before
+        the last use. Every assignment to the register's local happens at or before the
+        index of a PUT of it (a load or a pure value computed straight into it, a pending
+        PUT's commit after it), so uses before the first such PUT read the GET's value,
+        also in later instructions."""
         last = self.last_use.get(tmp)
-        if last is None:
-            return True
-        for p in self.put_at.get(name, ()):
-            if idx < p < last:
-                return False
-        # no instruction boundary between the definition and the last use
-        imarks = self.imark_at
-        j = bisect.bisect_right(imarks, idx)
-        return j == len(imarks) or imarks[j] > last
+        return last is None or self._no_put_between(name, idx, last)
+
+    def _no_put_between(self, name: str, lo: int, hi: int) -> bool:
+        """No PUT of register ``name`` strictly between statements ``lo`` and ``hi``."""
+        return all(not lo < p < hi for p in self.put_at.get(name, ()))
 
     # ---------------------------------------------------------------- expressions
     def ty(self, e: Any) -> int:
@@ -1046,15 +1057,22 @@ class _Gen:
 
     def _load_target(self, tmp: int, bits: int) -> str:
         """Where a load's value goes: straight into a guest register when the very next
-        statement is a committed 32-bit PUT of it and nothing else reads it (``mov
-        (%esi), %eax``); that PUT is then skipped. Else the temporary."""
+        statement is a committed 32-bit PUT of it (``mov (%esi), %eax``); that PUT is then
+        skipped, and any later use of the value reads the register, provided no PUT of it
+        comes first. Else the temporary."""
         u = self.stmt_index + 1
         stmts = self.irsb.statements
-        if bits == 32 and u < len(stmts) and u > self.last_fault and self.last_use.get(tmp) == u:
+        if bits == 32 and u < len(stmts) and u > self.last_fault:
             st = stmts[u]
             if type(st) is _Put and st.offset in REG32 and type(st.data) is _RdTmp \
                     and st.data.tmp == tmp and u not in self.dead_puts:
                 name = REG32[st.offset]
+                last = self.last_use.get(tmp, u)
+                if last > u:
+                    if not self._no_put_between(name, u, last):
+                        return f"{self.tp}{tmp}"
+                    self.alias[tmp] = name
+                    self.alias_reads[tmp] = (name,)
                 self.regs_used.add(name)
                 self.regs_put.add(name)
                 self.into_reg[u] = name
@@ -1092,10 +1110,8 @@ class _Gen:
         name = REG32[base]
         if name in self.pending:
             return None
-        last = self.last_use.get(tmp, u)
-        for p in self.put_at.get(name, ()):
-            if u < p < last:
-                return None
+        if not self._no_put_between(name, u, self.last_use.get(tmp, u)):
+            return None
         reads_r = self.alias_reads
         for k in range(idx + 1, u):
             st = stmts[k]
