@@ -70,7 +70,6 @@ from pvframe.executor.translate import (
     runtime_globals,
 )
 from pvframe.platform.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
-from pvframe.platform.mmu import WROTE_MMIO
 
 MAX_INSNS = 64
 #: compiled translations shared by all executors of the process (bytes-keyed, FIFO)
@@ -79,6 +78,12 @@ _CODE_CACHE_MAX = 8192
 _CODE_VARIANTS = 4
 #: bytes fetched for one block at most (VEX stops long before)
 MAX_FETCH = 1024
+
+
+class Restart(Exception):
+    """Raised by a compiled block's slow-path access that must not happen inside the
+    block (it reaches a device or the bytes of a translated instruction): the block's
+    state is committed at the start of the instruction, which then runs on its own."""
 
 
 class StopExecution(Exception):
@@ -93,7 +98,7 @@ class Block:
     """One translated unit: a compiled VEX block, or a single special instruction."""
 
     __slots__ = ("eip", "fn", "insn", "key", "kind", "length", "limited", "n", "pages", "pieces",
-                 "self_loop", "source")
+                 "self_loop", "source", "step_fn")
 
     def __init__(self, kind: str, eip: int, n: int, length: int) -> None:
         self.kind = kind  # "vex", "sys", "fpu", "simd", "ud"
@@ -106,6 +111,8 @@ class Block:
         self.pages: list[tuple[int, int, int]] = []  # (pfn, start offset, end offset)
         self.self_loop = False
         self.source = ""
+        #: ``fn`` with every access done inline (the single-instruction step)
+        self.step_fn: Callable[[CPUState, int], Any] | None = None
         self.pieces = 1  # basic blocks lifted for it (0: compiled code shared from the cache)
         self.limited = False  # shortened to fit an instruction budget below MAX_INSNS
 
@@ -147,8 +154,10 @@ class Executor:
         self.shadow: str | None = None
         self.current_shadow: str | None = None
         # translate_ns / translated_blocks: the cold-translation cost per basic block
+        # restarts: block accesses handed to a one-instruction step (device, code bytes)
         self.stats = {"translations": 0, "invalidations": 0, "shared_hits": 0, "translate_ns": 0,
-                      "translated_blocks": 0, "decode_ns": 0, "decoded": 0, "compile_ns": 0}
+                      "translated_blocks": 0, "decode_ns": 0, "decoded": 0, "compile_ns": 0,
+                      "restarts": 0}
         #: build superblocks across direct jumps and calls on the same page
         self.chain = True
         #: keep each block's generated Python source in ``Block.source`` (debugging)
@@ -156,6 +165,9 @@ class Executor:
         #: translations kept before the whole cache is dropped
         self.max_blocks = 50_000
         self._glb = self._make_globals()
+        self._step_glb = self._make_step_globals()
+        #: the next instruction runs on its own (a block's access restarted it)
+        self._restarted = False
 
     # ------------------------------------------------------------------ public API
     def stop(self, reason: str, exit_code: int | None = None) -> None:
@@ -201,7 +213,8 @@ class Executor:
             if dl is not None and ic < dl < end:
                 end = dl
             try:
-                if shadow is not None or cpu.eflags_sys & TF_MASK:
+                if shadow is not None or cpu.eflags_sys & TF_MASK or self._restarted:
+                    self._restarted = False
                     self._step_one(shadow)
                     continue
                 # Fast inner loop: chain compiled blocks while nothing asks for attention.
@@ -222,13 +235,15 @@ class Executor:
                         self._special(blk)
                         self._refresh_deadline()
                         break
-                    if fn(cpu, budget // blk.n):
-                        self._refresh_deadline()
-                        break
+                    fn(cpu, budget // blk.n)
                     if self.stop_reason is not None:
                         break
                     if cpu.eflags_sys & IF_MASK and env.interrupt_pending():
                         break
+            except Restart as r:
+                commit_from_traceback(cpu, r)
+                self.stats["restarts"] += 1
+                self._restarted = True
             except GuestException as exc:
                 commit_from_traceback(cpu, exc)
                 self._deliver(exc)
@@ -248,8 +263,13 @@ class Executor:
         tf = cpu.eflags_sys & TF_MASK
         blk = self._lookup(cpu.eip, 1)
         if blk.fn is not None:
-            if blk.fn(cpu, 1):
-                self._refresh_deadline()
+            fn = blk.step_fn
+            if fn is None:
+                glb = dict(blk.fn.__globals__)
+                glb.update(self._step_glb)
+                fn = blk.step_fn = types.FunctionType(blk.fn.__code__, glb, "blk")
+            fn(cpu, 1)
+            self._refresh_deadline()
         else:
             self._special(blk)
             self._refresh_deadline()
@@ -328,59 +348,84 @@ class Executor:
 
     # ------------------------------------------------------------------ memory glue
     def _make_globals(self) -> dict[str, Any]:
+        """The names compiled blocks use, besides :func:`runtime_globals`: the MMU's fast
+        maps and the slow paths of loads and stores (``LDB``, ``STB``, and ``LD`` for a
+        CAS), which raise :class:`Restart` instead of an access that reaches a device or
+        the bytes of a translated instruction."""
         mmu = self.mmu
         r8 = mmu.r8
         read = mmu.read
         write = mmu.write
-
         translate = mmu.translate
         is_ram = self.memory.is_ram
-        stats = self.stats
-
+        code_pages = self.memory.code_pages
         claimed = self.env.mmio_claimed
+        translated = self._translated_at
 
-        def device(addr: int, size: int) -> bool:
-            """Whether an access that left the fast path reached a device (which may have
-            raised an interrupt or asked to stop: the block must end after this
-            instruction). Not RAM, and claimed by a device: unclaimed physical addresses
-            have no side effects. Each page the access touches is checked."""
-            for a in {addr, (addr + size - 1) & 0xFFFFFFFF}:
-                pa = translate(a)
-                if not is_ram(pa, 1) and claimed(pa):
+        def special(addr: int, size: int, store: bool) -> bool:
+            """Whether an access that left the fast path must run as an instruction of
+            its own: it reaches a device (claimed MMIO: side effects, maybe an interrupt
+            due at the next boundary), or it is a store into translated bytes
+            (self-modifying code). Unclaimed physical addresses have no side effects.
+            Each page touched is translated here (with the access's intent, so a #PF is
+            exactly the one the access raises) before anything is read or written."""
+            off = addr & PAGE_MASK
+            first = min(size, PAGE_SIZE - off)
+            for a, n in ((addr, first), ((addr + first) & 0xFFFFFFFF, size - first)):
+                if n <= 0:
+                    continue
+                pa = translate(a, store)
+                if not is_ram(pa, n):
+                    if claimed(pa):
+                        return True
+                elif store and (pa >> PAGE_SHIFT) in code_pages and translated(pa, n):
                     return True
             return False
 
-        def device_read(addr: int, size: int) -> bool:
-            # a page absent from the read fast map is MMIO or RAM never written (which
-            # reads as zeros without being allocated)
-            return (addr >> PAGE_SHIFT) not in r8 and device(addr, size)
-
-        def ld(addr: int, size: int) -> int:
-            # the load half of a CAS: its store (STB) decides whether the block ends
+        def ldb(addr: int, size: int) -> int:
+            # pages in the read fast map are RAM: only an access touching another page
+            # (MMIO, or RAM never written) needs the check
+            if ((addr >> PAGE_SHIFT) not in r8 or ((addr + size - 1) >> PAGE_SHIFT) not in r8) \
+                    and special(addr, size, False):
+                raise Restart
             return int(read(addr, size))
 
-        # The slow paths of generated loads/stores. ``k`` is the value the block's ``brk``
-        # takes when the access must end the block after this instruction (device side
-        # effects, self-modifying code); otherwise ``brk`` is returned unchanged.
-        def ldb(addr: int, size: int, brk: int, k: int) -> tuple[int, int]:
-            v = read(addr, size)
-            return int(v), (k if device_read(addr, size) else brk)
-
-        def stb(addr: int, size: int, value: int, brk: int, k: int) -> int:
-            n = stats["invalidations"]
-            r = write(addr, size, value)
-            # translations were dropped (the running block may be one of them; a device
-            # write may have done it too, by DMA); a store to a code page that hit no
-            # translated byte changes nothing the executor has compiled
-            dropped = r != 0 and stats["invalidations"] != n
-            return k if dropped or (r == WROTE_MMIO and device(addr, size)) else brk
+        def stb(addr: int, size: int, value: int) -> None:
+            if special(addr, size, True):
+                raise Restart
+            write(addr, size, value)
 
         glb = runtime_globals()
         glb.update(
             R8=mmu.r8, R16=mmu.r16, R32=mmu.r32, W8=mmu.w8, W16=mmu.w16, W32=mmu.w32,
-            LD=ld, LDB=ldb, STB=stb, SEGSEL=self.system.seg_selector_addr,
+            LD=ldb, LDB=ldb, STB=stb, SEGSEL=self.system.seg_selector_addr,
         )
         return glb
+
+    def _make_step_globals(self) -> dict[str, Any]:
+        """Slow paths for an instruction run on its own (:meth:`_step_one`): every access
+        is done, devices and translated bytes included (the step ends right after it)."""
+        mmu = self.mmu
+        read = mmu.read
+        write = mmu.write
+
+        def ld(addr: int, size: int) -> int:
+            return int(read(addr, size))
+
+        def st(addr: int, size: int, value: int) -> None:
+            write(addr, size, value)
+
+        return {"LD": ld, "LDB": ld, "STB": st}
+
+    def _translated_at(self, paddr: int, size: int) -> bool:
+        """Whether physical bytes [paddr, paddr + size) (one page) hold translated code."""
+        pfn = paddr >> PAGE_SHIFT
+        lo = paddr & PAGE_MASK
+        hi = lo + size
+        return any(
+            p == pfn and s < hi and lo < e
+            for blk in self._page_blocks.get(pfn, ()) for p, s, e in blk.pages
+        )
 
     # ------------------------------------------------------------------ translation
     def _lookup(self, eip: int, budget: int) -> Block:

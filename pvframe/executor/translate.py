@@ -3,12 +3,11 @@
 Layout of a generated block function ``blk(cpu, iters)``::
 
     eax, ebx = LOAD(cpu)              # every guest register the block touches, as locals
-    done = 0; brk = 0; nxt = 0; n = 0
+    done = 0; nxt = 0; n = 0
     while True:                       # the loop only repeats for self-loop blocks
         ...                           # each instruction's IR, one handler per IR kind
-        if brk: break                 # after an instruction whose access ended the block
-        ...
-    return EXIT(cpu, brk, nxt, done, n, ADDRS, eax, ebx)   # stores, EIP, count
+        nxt = 0x1234; n = 7; break
+    EXIT(cpu, nxt, done + n, eax, ebx)    # stores, EIP, instruction count
 
 ``LOAD`` and ``EXIT`` are shared per register set (:func:`block_load`, :func:`block_exit`).
 The block has no exception handler: whatever leaves it (a guest fault, a stop, a bug) is
@@ -26,11 +25,14 @@ whole access (both pages if it straddles) before writing a byte.
 
 Memory: loads/stores index the MMU's per-page fast maps (``R8/R16/R32``, ``W8/W16/W32``,
 virtual page -> page view; a misaligned address looks up a key that is never present) and
-fall back to ``LDB``/``STB`` (MMU slow path, may raise #PF). A slow-path access that
-reached a device or dropped translations (a store into translated code) sets ``brk`` to
-the index of the next instruction and the block returns at the end of this one, so device
-side effects (interrupts) and self-modifying code are seen at the next instruction
-boundary.
+fall back to ``LDB``/``STB`` (MMU slow path, may raise #PF). An access that would reach
+a device or a translated instruction's bytes is not done in the block at all: ``LDB`` /
+``STB`` raise the executor's restart before touching anything, the block's state is
+committed at the start of the instruction (like a fault), and the executor runs that one
+instruction on its own (:meth:`pvframe.executor.cpu.Executor._step_one`), so device side
+effects (interrupts) and self-modifying code are seen at the next instruction boundary.
+Blocks therefore never stop after an instruction's memory access, which keeps their code
+short.
 
 Size matters: ``compile()`` is most of the cost of a new block (~5 µs per generated line,
 ~2 µs more per parenthesis pair, CPython 3.11), so templates carry no redundant
@@ -404,7 +406,6 @@ class _Scan:
     last_use: dict[int, int]
     put_at: dict[str, list[int]]
     fault_idx: dict[int, int]
-    mem_insns: set[int]
     dead_puts: set[int] = attrs.field(factory=set)
     dead_tmps: set[int] = attrs.field(factory=set)
 
@@ -423,7 +424,6 @@ class _Gen:
         self.line_insn: list[int] = []  # instruction index of each line of ``lines``
         self.insn_at: tuple[int, ...] = ()  # source line number -> instruction index
         self.put_names: tuple[str, ...] = ()  # registers the block writes (its PUT global)
-        self.brk_final: set[int] = set()  # instructions whose break value is -1
         self.ind = 2
         self.alias: dict[int, str] = {}
         self.const: dict[int, int] = {}
@@ -445,7 +445,6 @@ class _Gen:
         self.dead_puts: set[int] = set()
         self.dead_tmps: set[int] = set()
         self.put_at: dict[str, list[int]] = {}
-        self.has_mem_insn = False
         self.allow_loop = True
         self.fault_idx: dict[int, int] = {}
         self.self_loop = False
@@ -495,7 +494,6 @@ class _Gen:
         stmts: list[Any] = irsb.statements
         cur_insn = first_insn - 1
         fault_idx: dict[int, int] = {}
-        mem_insns: set[int] = set()
         last_use: dict[int, int] = {}
         put_at: dict[str, list[int]] = {}
         t_rd = _RdTmp
@@ -520,7 +518,6 @@ class _Gen:
                 elif kd is _Load:
                     _uses_into(d.addr, idx, last_use)
                     fault_idx[cur_insn] = idx
-                    mem_insns.add(cur_insn)
                 elif kd is not _Get and kd is not _Const:
                     _uses_into(d, idx, last_use)
             elif k is _Put:
@@ -542,38 +539,32 @@ class _Gen:
                 for e in st.expressions:
                     if type(e) is t_rd:
                         last_use[e.tmp] = idx
-                if k is _Store or k is _CAS:
-                    fault_idx[cur_insn] = idx
-                    mem_insns.add(cur_insn)
-                elif k is _Exit and st.jumpkind not in ("Ijk_Boring", "Ijk_Call", "Ijk_Ret"):
+                if k is _Store or k is _CAS or (k is _Exit and st.jumpkind not in ("Ijk_Boring", "Ijk_Call", "Ijk_Ret")):
                     fault_idx[cur_insn] = idx
         nx = irsb.next
         if type(nx) is t_rd:
             last_use[nx.tmp] = len(stmts)
         elif nx is not None and type(nx) is not _Const:
             _uses_into(nx, len(stmts), last_use)
-        return _Scan(irsb, cur_insn, last_use, put_at, fault_idx, mem_insns)
+        return _Scan(irsb, cur_insn, last_use, put_at, fault_idx)
 
     def liveness(self, sc: _Scan, killed: list[bool]) -> list[bool]:
         """One backward pass over the IRSB of ``sc`` (``self.irsb``) computing
 
-        * ``dead_puts``: 32-bit PUTs of a general register or of the flag thunk (cc_op,
-          dep1, dep2, ndep) that a later committed PUT of the same register overwrites with nothing in between that reads it, can
-          raise or leaves the block (a *barrier*: load/store/CAS, divide, exit, a helper
-          call that is not a pure flag computation, anything unusual). No fault handler,
-          side exit or block end can observe the overwritten value. A pending PUT (before
-          a possible fault of its instruction) never kills one, and neither does a PUT
-          after the end of an instruction that accesses memory: the access may reach a
-          device or a translated code page, and the block then ends right after it
-          (``if brk: break``) with that instruction's flags visible;
+        * ``dead_puts``: PUTs of a general register or of the flag thunk (cc_op, dep1,
+          dep2, ndep) that a later committed PUT of the same bytes overwrites with nothing
+          in between that reads them, can raise or leaves the block (a *barrier*:
+          load/store/CAS, divide, exit, a helper call that is not a pure flag
+          computation, anything unusual). No fault handler, restart, side exit or block
+          end can observe the overwritten value. A pending PUT (before a possible fault
+          of its instruction) never kills one;
         * ``dead_tmps``: pure, supported temporaries nothing live reads.
 
-        ``killed`` says which of those registers (``(offset - 8) >> 2``) the code after this IRSB overwrites
-        before any barrier (all False when a block exit or a guard follows it); returns
-        the same at this IRSB's start, for the IRSB before it in the trace."""
+        ``killed`` says which of those registers (``(offset - 8) >> 2``) the code after
+        this IRSB overwrites before any barrier (all False when a block exit or a guard
+        follows it); returns the same at this IRSB's start, for the IRSB before it."""
         stmts = sc.irsb.statements
         fault_idx = sc.fault_idx
-        mem_insns = sc.mem_insns
         dead: set[int] = set()
         dead_tmps: set[int] = set()
         live: set[int] = set()
@@ -583,7 +574,7 @@ class _Gen:
         elif nx is not None and type(nx) is not _Const:
             _live_into(nx, live)
         insn = sc.last_insn
-        killed = [False] * _TRACKED if insn in mem_insns else list(killed)
+        killed = list(killed)
         # per tracked register, the (offset, bits) of partial writes that come later with
         # nothing reading the register in between (a full write sets ``killed`` instead)
         parts: list[tuple[tuple[int, int], ...]] = [()] * _TRACKED
@@ -594,9 +585,6 @@ class _Gen:
             if k is _IMark:
                 insn -= 1
                 last_fault = fault_idx.get(insn, -1)
-                if insn in mem_insns:
-                    killed = [False] * _TRACKED
-                    parts = [()] * _TRACKED
                 continue
             if k is _Put:
                 off = st.offset
@@ -874,12 +862,12 @@ class _Gen:
         if slot is None:
             if bits not in _ALIGN and bits != 64:
                 raise Unsupported(f"load of {bits} bits")
-            self.emit(f"{dst}, brk = LDB({addr}, {nb}, brk, {self.brk_value()})")
+            self.emit(f"{dst} = LDB({addr}, {nb})")
         else:
             self.emit("try:")
             self.emit(f"    {dst} = R{bits}[{slot[0]}][{slot[1]}]")
             self.emit("except KeyError:")
-            self.emit(f"    {dst}, brk = LDB({addr}, {nb}, brk, {self.brk_value()})")
+            self.emit(f"    {dst} = LDB({addr}, {nb})")
 
     def store_code(self, addr: str, val: str, bits: int) -> None:
         nb = bits // 8
@@ -887,12 +875,12 @@ class _Gen:
         if slot is None:
             if bits not in _ALIGN and bits != 64:
                 raise Unsupported(f"store of {bits} bits")
-            self.emit(f"brk = STB({addr}, {nb}, {val}, brk, {self.brk_value()})")
+            self.emit(f"STB({addr}, {nb}, {val})")
         else:
             self.emit("try:")
             self.emit(f"    W{bits}[{slot[0]}][{slot[1]}] = {val}")
             self.emit("except KeyError:")
-            self.emit(f"    brk = STB({addr}, {nb}, {val}, brk, {self.brk_value()})")
+            self.emit(f"    STB({addr}, {nb}, {val})")
 
     def simple(self, s: str) -> str:
         """Make sure an address/value expression is evaluated once (into a local)."""
@@ -915,27 +903,13 @@ class _Gen:
         if self.comments:
             self.emit(f"# {self.insn}: {st.addr:#x}")
 
-    def brk_value(self) -> int:
-        """What a slow-path access that must end the block stores in ``brk``: the index of
-        the next instruction (the block resumes at ``ADDRS[brk]``), or -1 where the
-        successor is not in ``ADDRS`` (the block's last instruction, whose exit sets the
-        successor anyway, or a predicted return)."""
-        return -1 if self.insn in self.brk_final else self.insn + 1
-
     def commit_pending(self) -> None:
         for name, p in self.pending.items():
             self.emit(f"{name} = {p}")
 
-    def end_insn(self, final: bool = False, target: str | None = None) -> None:
+    def end_insn(self) -> None:
         self.commit_pending()
         self.pending = {}
-        if self.has_mem_insn and not final:
-            if self.insn in self.brk_final:  # a predicted return: the successor is dynamic
-                self.emit("if brk:")
-                self.emit(f"    nxt = {target}; n = {self.insn + 1}; break")
-            else:
-                self.emit("if brk: break")
-        self.has_mem_insn = False
 
     def s_wrtmp(self, st: Any) -> None:
         if self.stmt_index in self.dead_tmps:  # pure and never read
@@ -947,7 +921,6 @@ class _Gen:
             bits = _BITS.get(d.ty, 0)
             addr = self.simple(self.atom(d.addr))
             self.load_code(self._load_target(tmp, bits), addr, bits)
-            self.has_mem_insn = True
             return
         if kd is _RdTmp:
             self._copy_tmp(tmp, d.tmp)
@@ -1263,7 +1236,6 @@ class _Gen:
             self.emit(f"_s = {val}")
             val = "_s"
         self.store_code(addr, val, bits)
-        self.has_mem_insn = True
 
     def s_cas(self, st: Any) -> None:
         if st.oldHi not in (None, 0xFFFFFFFF) and st.expdHi is not None:
@@ -1276,15 +1248,14 @@ class _Gen:
             eh, el = self.atom(st.expdHi), self.atom(st.expdLo)
             dh, dl = self.atom(st.dataHi), self.atom(st.dataLo)
             self.emit(f"_n = (({dh} << {bits}) | {dl}) if _o == (({eh} << {bits}) | {el}) else _o")
-            self.emit(f"brk = STB(_a, {2 * bits // 8}, _n, brk, {self.brk_value()})")
+            self.emit(f"STB(_a, {2 * bits // 8}, _n)")
         else:
             bits = self.ty(st.expdLo)
             addr = self.simple(self.atom(st.addr))
             self.emit(f"_a = {addr}")
             self.emit(f"{self.tp}{st.oldLo} = _o = LD(_a, {bits // 8})")
             self.emit(f"_n = {self.atom(st.dataLo)} if _o == {self.atom(st.expdLo)} else _o")
-            self.emit(f"brk = STB(_a, {bits // 8}, _n, brk, {self.brk_value()})")
-        self.has_mem_insn = True
+            self.emit(f"STB(_a, {bits // 8}, _n)")
 
     def s_exit(self, st: Any) -> None:
         guard = self.expr(st.guard)
@@ -1309,7 +1280,7 @@ class _Gen:
             self.loop_exits += 1
             self.emit(f"done += {n}")
             self.emit("iters -= 1")
-            self.emit("if iters > 0 and not brk:")
+            self.emit("if iters > 0:")
             self.emit("    continue")
             self.emit(f"nxt = {target}; n = 0; break")
         else:
@@ -1324,13 +1295,7 @@ class _Gen:
     # ---------------------------------------------------------------- driver
     def generate(self, allow_loop: bool) -> str:
         self.allow_loop = allow_loop
-        self.has_mem_insn = False
         last = len(self.irsbs) - 1
-        acc = 0
-        for j, irsb in enumerate(self.irsbs):
-            acc += irsb.instructions
-            if j == last or irsb.jumpkind == "Ijk_Ret":
-                self.brk_final.add(acc - 1)
         scans = []
         first = 0
         for irsb in self.irsbs:
@@ -1374,19 +1339,19 @@ class _Gen:
                     if jk == "Ijk_Ret":
                         nxt = self.atom(irsb.next)
                         self.emit(f"_x = {nxt}")
-                        self.end_insn(target="_x")
+                        self.end_insn()
                         self.emit(f"if _x != {target:#x}:")
                         self.emit(f"    nxt = _x; n = {self.insn + 1}; break")
                         continue
                     if irsb.default_exit_target != target:
                         raise Unsupported("trace successor mismatch")
-                    self.end_insn(target=hex(target))
+                    self.end_insn()
                     continue
                 nxt = self.atom(irsb.next)
                 if not (nxt.isidentifier() or nxt.startswith("0x")):
                     self.emit(f"_x = {nxt}")
                     nxt = "_x"
-                self.end_insn(final=True)
+                self.end_insn()
                 c = self.const_of(irsb.next)
                 if c is None and nxt.startswith("0x"):
                     c = int(nxt, 16)
@@ -1402,14 +1367,14 @@ class _Gen:
         out = ["def blk(cpu, iters):"]
         if regs:  # LOAD: operator.attrgetter of these names (one name: a bare value)
             out.append(f"    {', '.join(regs)} = LOAD(cpu)")
-        out.append("    done = 0; brk = 0; nxt = 0; n = 0")
+        out.append("    done = 0; nxt = 0; n = 0")
         out.append("    while True:")
         # line numbers are 1-based: self.lines[j] is line len(out) + 1 + j
         self.insn_at = (0,) * (len(out) + 1) + tuple(self.line_insn) + (0,) * 2
         out.extend(self.lines)
         # no exception handler: an exception leaving the block is committed from its frame
         # by the executor (commit_from_traceback), and EXIT does the normal exit's stores
-        out.append(f"    return EXIT(cpu, brk, nxt, done, n, ADDRS{''.join(', ' + r for r in put)})")
+        out.append(f"    EXIT(cpu, nxt, done + n{''.join(', ' + r for r in put)})")
         self.put_names = tuple(put)
         self.load_names = tuple(regs)
         return "\n".join(out) + "\n"
@@ -1476,7 +1441,7 @@ def commit_from_traceback(cpu: Any, exc: BaseException) -> bool:
 
 
 _LOADS: dict[tuple[str, ...], Callable[[Any], Any]] = {}
-_EXITS: dict[tuple[str, ...], Callable[..., int]] = {}
+_EXITS: dict[tuple[str, ...], Callable[..., None]] = {}
 
 
 def block_load(names: tuple[str, ...]) -> Callable[[Any], Any]:
@@ -1487,20 +1452,16 @@ def block_load(names: tuple[str, ...]) -> Callable[[Any], Any]:
     return fn
 
 
-def block_exit(names: tuple[str, ...]) -> Callable[..., int]:
+def block_exit(names: tuple[str, ...]) -> Callable[..., None]:
     """A block's ``EXIT`` (one function per set of registers a block writes, shared):
-    store them, set EIP and count the instructions; a block ended early by a memory
-    access (``brk`` > 0) resumes at instruction ``brk``. Returns ``brk``."""
+    store them, set EIP to the successor and count the instructions executed."""
     fn = _EXITS.get(names)
     if fn is None:
         src = (
-            f"def EXIT(cpu, brk, nxt, done, n, addrs{''.join(', ' + r for r in names)}):\n"
-            "    if brk > 0:\n"
-            "        nxt = addrs[brk]; n = brk\n"
+            f"def EXIT(cpu, nxt, count{''.join(', ' + r for r in names)}):\n"
             + "".join(f"    cpu.{r} = {r}\n" for r in names)
             + "    cpu.eip = nxt\n"
-            "    cpu.icount += done + n\n"
-            "    return brk\n"
+            "    cpu.icount += count\n"
         )
         ns: dict[str, Any] = {}
         exec(compile(src, "<block exit>", "exec"), ns)

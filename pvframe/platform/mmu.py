@@ -57,8 +57,6 @@ PF_U = 4
 _Entry = tuple[int, bool, bool, bool, bool, int]
 
 
-WROTE_MMIO = 1  # MMU.write result: the store reached a device
-WROTE_CODE_PAGE = 2  # MMU.write result: the store reached a page holding translations
 
 class MMU:
     """Linear -> physical translation for one CPU (``cpu`` supplies cr0, cr3, cr4)."""
@@ -277,37 +275,25 @@ class MMU:
         hi = self.memory.read_bytes(pa2, size - first)
         return int.from_bytes(lo + hi, "little")
 
-    def write(self, vaddr: int, size: int, value: int, user: bool = False) -> int:
+    def write(self, vaddr: int, size: int, value: int, user: bool = False) -> None:
         """Write ``size`` bytes at linear ``vaddr``. Every page touched is translated
         (and checked) before the first byte is written, so a faulting store has no
-        partial effect. Returns :data:`WROTE_MMIO` if the store reached MMIO (device side
-        effects: the executor leaves its block at the next instruction boundary),
-        :data:`WROTE_CODE_PAGE` if it reached a page holding translations (the executor
-        leaves only if translations were dropped), else 0."""
+        partial effect."""
         vaddr &= 0xFFFFFFFF
         mem = self.memory
         value &= (1 << (8 * size)) - 1
         off = vaddr & PAGE_MASK
         if off + size <= PAGE_SIZE:
             pa = self.translate(vaddr, True, user)
-            pfn = pa >> PAGE_SHIFT
-            special = (WROTE_MMIO if not mem.is_ram(pa, size)
-                       else WROTE_CODE_PAGE if pfn in mem.code_pages else 0)
             mem.write(pa, size, value)
             self._fill(vaddr >> PAGE_SHIFT, pa, True)
-            return special
+            return
         first = PAGE_SIZE - off
         pa1 = self.translate(vaddr, True, user)
         pa2 = self.translate((vaddr + first) & 0xFFFFFFFF, True, user)
         data = value.to_bytes(size, "little")
-        special = 0
-        for pa, chunk in ((pa1, data[:first]), (pa2, data[first:])):
-            if not mem.is_ram(pa, len(chunk)):
-                special = WROTE_MMIO
-            elif (pa >> PAGE_SHIFT) in mem.code_pages and not special:
-                special = WROTE_CODE_PAGE
-            mem.write_bytes(pa, chunk)
-        return special
+        mem.write_bytes(pa1, data[:first])
+        mem.write_bytes(pa2, data[first:])
 
     def read_bytes(self, vaddr: int, n: int) -> bytes:
         """``n`` bytes at linear ``vaddr`` (translated page by page, faults propagate)."""
