@@ -7,16 +7,19 @@ the block is cut *before* the first one that is not plain integer code; that ins
 is then handled in Python (``system.py``) or raises #UD / #NM.
 
 Lifting (``vexir.lift``: libVEX through pyvex's cffi binding, IR read directly) uses
-``opt_level=1`` with register-update mode ``VexRegUpdAllregsAtEachInsn`` (``libvex.h``:
-every guest register is up to date at each instruction boundary). That mode matters:
-pyvex's ``cross_insn_opt=False`` selects ``VexRegUpdLdAllregsAtEachInsn`` instead, under
-which level 1's redundant-PUT removal still drops an instruction's flag-thunk PUTs when a
-later instruction overwrites them, even across a load that may fault (measured: ``inc
-eax; mov edx,[esi]; cmp`` loses inc's flags), making the EFLAGS in a #PF frame wrong.
-With ``AllregsAtEachInsn`` every PUT survives and level 1 only folds constants, removes
-redundant GETs and dead temporaries (62 instead of 74 statements on a 7-instruction ALU
-block). When level 1's helper specialisation yields an IR op the translator lacks, the
-executor re-lifts the trace at level 0 before cutting it (``cpu.py``).
+``opt_level=1`` with register-update mode ``VexRegUpdAllregsAtMemAccess`` (``libvex.h``:
+every guest register is up to date at each memory access). A compiled block is observed
+only at a memory access (a #PF, or a restart for a device or translated bytes), a side
+exit and its end, so the PUTs libVEX then removes (one overwritten by a later one with no
+access or exit in between: most flag-thunk and EIP updates) are never missed: 33 instead of
+62 statements on a 7-instruction ALU block. A block with a divide (#DE) or the segment
+selector helper (#GP), which raise without an access, is lifted again with
+``VexRegUpdAllregsAtEachInsn`` (every PUT survives). pyvex's ``cross_insn_opt=False``
+selects neither but ``VexRegUpdLdAllregsAtEachInsn``, under which level 1 drops an
+instruction's flag-thunk PUTs across a load that may fault (measured: ``inc eax; mov
+edx,[esi]; cmp`` loses inc's flags in the #PF frame). When level 1's helper
+specialisation yields an IR op the translator lacks, the executor re-lifts the trace at
+level 0 before cutting it (``cpu.py``).
 ``max_bytes`` stops every block at the end of its page.
 """
 

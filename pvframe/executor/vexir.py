@@ -348,9 +348,27 @@ def _stmt(c: Any, tmps: dict[int, RdTmp]) -> Any:
     return OtherStmt(_E.get(tag, str(tag)))
 
 
-# VexRegUpdAllregsAtEachInsn (libvex.h): every guest register is up to date at each
-# instruction boundary, so iropt keeps every PUT (see lift.py for why not 0x705)
+# Register-update modes (libvex.h, VexRegisterUpdates). VexRegUpdAllregsAtMemAccess: every
+# guest register is up to date at each memory access (and, as always, at each exit and at
+# the block's end), so iropt's redundant-PUT removal only drops a PUT that a later one
+# overwrites with no memory access or exit in between. Those are exactly the points where
+# a translated block can be observed, except a divide (#DE) and the segment-selector helper
+# (#GP): a block containing either is lifted again with VexRegUpdAllregsAtEachInsn, which
+# keeps every PUT. (pyvex's cross_insn_opt=False mode, 0x705, is neither: see lift.py.)
+_PX_ALLREGS_AT_MEM_ACCESS = 0x703
 _PX_ALLREGS_AT_EACH_INSN = 0x704
+#: IR that can raise without a memory access: a block holding it keeps every PUT
+_RAISING_CALLS = frozenset({"x86g_use_seg_selector"})
+
+
+def _raises_without_access(irsb: IRSB) -> bool:
+    for st in irsb.statements:
+        if type(st) is WrTmp:
+            d = st.data
+            k = type(d)
+            if (k is Binop and "Div" in d.op) or (k is CCall and d.name in _RAISING_CALLS):
+                return True
+    return False
 _ARCHINFO: Any = None
 
 
@@ -366,7 +384,15 @@ def _archinfo() -> Any:
 def lift(code: bytes, addr: int, max_inst: int, opt_level: int = 1) -> IRSB | None:
     """Lift at most ``max_inst`` instructions of ``code`` (all of it may be decoded: the
     caller cuts it at the page end) at guest address ``addr``; None if libVEX decoded
-    nothing. ``strict_block_end``; no cross-instruction optimisation."""
+    nothing. ``strict_block_end``; PUTs kept wherever a translated block can be observed
+    (see ``_PX_ALLREGS_AT_MEM_ACCESS``)."""
+    irsb = _lift(code, addr, max_inst, opt_level, _PX_ALLREGS_AT_MEM_ACCESS)
+    if irsb is not None and opt_level > 0 and _raises_without_access(irsb):
+        irsb = _lift(code, addr, max_inst, opt_level, _PX_ALLREGS_AT_EACH_INSN)
+    return irsb
+
+
+def _lift(code: bytes, addr: int, max_inst: int, opt_level: int, px: int) -> IRSB | None:
     n = len(code)
     if n == 0 or max_inst <= 0:
         return None
@@ -374,7 +400,7 @@ def lift(code: bytes, addr: int, max_inst: int, opt_level: int = 1) -> IRSB | No
     tmps: dict[int, RdTmp] = {}
     with _libvex_lock:
         r = pvc.vex_lift(pvc.VexArchX86, _archinfo(), buf, addr, min(max_inst, 99), min(n, 5000),
-                         opt_level, 0, True, True, 0, 0, 0, _PX_ALLREGS_AT_EACH_INSN, 0)
+                         opt_level, 0, True, True, 0, 0, 0, px, 0)
         if r == _NULL or r.size == 0:
             return None
         c = r.irsb

@@ -29,6 +29,24 @@ def test_divide_error_frame_and_state_is_precise() -> None:
     assert m.cpu.icount == 3 + 1  # 3 retired before #DE, then hlt
 
 
+def test_divide_error_state_is_precise_when_later_instructions_overwrite_it() -> None:
+    """Blocks are lifted with PUTs kept only where a memory access, an exit or the end can
+    observe them; a divide can raise too, so a block holding one keeps every PUT (without
+    that, libVEX drops ``add $1``'s writes, which ``add $2`` overwrites)."""
+    m = Machine(prog("mov $5, %eax\n xor %ecx, %ecx\n add $1, %ebx\n div %ecx\n add $2, %ebx\n"),
+                handlers={0: H})
+    assert m.run(100) == "halted"
+    _eip, _cs, fl = frame(m, 3)
+    assert m.cpu.ebx == 1
+    assert fl & 0x8D5 == 0  # add $1 to 0: no flag set (add $2 would not set any either)
+    m = Machine(prog("mov $5, %eax\n xor %ecx, %ecx\n sub $1, %ebx\n div %ecx\n add $2, %ebx\n"),
+                handlers={0: H})
+    assert m.run(100) == "halted"
+    _eip, _cs, fl = frame(m, 3)
+    assert m.cpu.ebx == 0xFFFFFFFF
+    assert fl & 0x81 == 0x81  # sub $1 from 0: SF and CF (add $2 to -1 would clear SF)
+
+
 def test_divide_overflow_16_and_8_bit() -> None:
     for body in ("mov $0x1000, %ax\n mov $2, %cl\n div %cl\n", "mov $0xffff, %dx\n mov $1, %cx\n div %cx\n",
                  "mov $0x80000000, %eax\n mov $-1, %edx\n mov $-1, %ecx\n idiv %ecx\n"):
