@@ -393,6 +393,11 @@ def _uses_into(e: Any, idx: int, last_use: dict[int, int]) -> None:
 
 
 # ---------------------------------------------------------------------------- the generator
+#: stands for "leave the block": ``<indent>MARK<target>MARK<count>`` in a generated line,
+#: written once the block's shape is known (a ``break`` out of a self-loop block's
+#: ``while``, else a ``return EXIT(...)``: the loop costs ~1/3 of a small block's compile)
+_EXIT_MARK = "\x00"
+
 #: registers the liveness pass tracks: eax..edi and the flag thunk, guest offsets 8..55
 _TRACKED = 12
 
@@ -1284,7 +1289,7 @@ class _Gen:
             self.emit("    continue")
             self.emit(f"nxt = {target}; n = 0; break")
         else:
-            self.emit(f"nxt = {target}; n = {n}; break")
+            self.emit(f"{_EXIT_MARK}{target}{_EXIT_MARK}{n}")
 
     def s_nop(self, st: Any) -> None:
         return
@@ -1341,7 +1346,7 @@ class _Gen:
                         self.emit(f"_x = {nxt}")
                         self.end_insn()
                         self.emit(f"if _x != {target:#x}:")
-                        self.emit(f"    nxt = _x; n = {self.insn + 1}; break")
+                        self.emit(f"    {_EXIT_MARK}_x{_EXIT_MARK}{self.insn + 1}")
                         continue
                     if irsb.default_exit_target != target:
                         raise Unsupported("trace successor mismatch")
@@ -1364,17 +1369,30 @@ class _Gen:
     def assemble(self) -> str:
         regs = sorted(self.regs_used)
         put = sorted(self.regs_put)
+        stores = "".join(", " + r for r in put)
+        loop = self.self_loop
         out = ["def blk(cpu, iters):"]
-        if regs:  # LOAD: operator.attrgetter of these names (one name: a bare value)
-            out.append(f"    {', '.join(regs)} = LOAD(cpu)")
-        out.append("    done = 0; nxt = 0; n = 0")
-        out.append("    while True:")
+        if loop:
+            if regs:  # LOAD: operator.attrgetter of these names (one name: a bare value)
+                out.append(f"    {', '.join(regs)} = LOAD(cpu)")
+            out.append("    done = 0; nxt = 0; n = 0")
+            out.append("    while True:")
+        elif regs:
+            # no loop to break out of: each exit returns (the body is indented as the
+            # loop's would be, which Python accepts for a function body)
+            out.append(f"        {', '.join(regs)} = LOAD(cpu)")
         # line numbers are 1-based: self.lines[j] is line len(out) + 1 + j
         self.insn_at = (0,) * (len(out) + 1) + tuple(self.line_insn) + (0,) * 2
-        out.extend(self.lines)
+        for line in self.lines:
+            if _EXIT_MARK in line:
+                indent, target, n = line.split(_EXIT_MARK)
+                line = (f"{indent}nxt = {target}; n = {n}; break" if loop
+                        else f"{indent}return EXIT(cpu, {target}, {n}{stores})")
+            out.append(line)
+        if loop:
+            out.append(f"    EXIT(cpu, nxt, done + n{stores})")
         # no exception handler: an exception leaving the block is committed from its frame
-        # by the executor (commit_from_traceback), and EXIT does the normal exit's stores
-        out.append(f"    EXIT(cpu, nxt, done + n{''.join(', ' + r for r in put)})")
+        # by the executor (commit_from_traceback)
         self.put_names = tuple(put)
         self.load_names = tuple(regs)
         return "\n".join(out) + "\n"
@@ -1434,7 +1452,7 @@ def commit_from_traceback(cpu: Any, exc: BaseException) -> bool:
             line = tb.tb_lineno
             k = insn_at[line] if line < len(insn_at) else 0
             cpu.eip = g["ADDRS"][k]
-            cpu.icount += loc["done"] + k
+            cpu.icount += loc.get("done", 0) + k
             return True
         tb = tb.tb_next
     return False
