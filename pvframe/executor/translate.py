@@ -218,6 +218,39 @@ _RIGHT_ZERO_IDENTITY = frozenset(
     f"Iop_{op}{b}" for op in ("Add", "Sub", "Or", "Xor", "Shl", "Shr", "Sar") for b in (8, 16, 32))
 
 
+_TO1 = frozenset(f"Iop_{b}to1" for b in (8, 16, 32, 64))
+
+
+def _bool_of_01(text: str) -> str | None:
+    """``C`` when ``text`` is ``(1 if C else 0) & 1`` with ``C`` an atom (a name or one
+    parenthesised expression), as a flag condition converted to a guard leaves it."""
+    if not (text.startswith("(1 if ") and text.endswith(" else 0) & 1")):
+        return None
+    cond = text[6:-12]
+    if cond.isidentifier() or _wrapped(cond):
+        return cond
+    return None
+
+
+def _wrapped(text: str) -> bool:
+    """Whether ``text`` is one parenthesised expression (not ``(a) < (b)``)."""
+    if not (text.startswith("(") and text.endswith(")")):
+        return False
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and i < len(text) - 1:
+            return False
+    return True
+
+
+def _unwrap(text: str) -> str:
+    """``text`` without its enclosing parentheses (a guard needs none)."""
+    while _wrapped(text):
+        text = text[1:-1]
+    return text
+
+
 def _literal(text: str) -> int | None:
     """The value of generated text that is a lone integer literal (``0x0``, ``(1)``)."""
     t = text.strip("()")
@@ -999,6 +1032,11 @@ class _Gen:
                     text = self.expr(d)
             finally:
                 self.reads = None
+            if kd is _Unop and d.op in _TO1:
+                cond = _bool_of_01(text)
+                if cond is not None:  # (1 if C else 0) & 1 is C: keep the Python bool
+                    text = cond
+                    self.pybool.add(tmp)
             lit = _literal(text)
             if lit is not None:  # a helper specialised to a constant
                 self.alias[tmp] = hex(lit)
@@ -1263,7 +1301,7 @@ class _Gen:
             self.emit(f"STB(_a, {bits // 8}, _n)")
 
     def s_exit(self, st: Any) -> None:
-        guard = self.expr(st.guard)
+        guard = _unwrap(self.expr(st.guard))
         jk = st.jumpkind
         target = int(st.dst)
         self.emit(f"if {guard}:")
@@ -1390,7 +1428,11 @@ class _Gen:
                         else f"{indent}return EXIT(cpu, {target}, {n}{stores})")
             out.append(line)
         if loop:
-            out.append(f"    EXIT(cpu, nxt, done + n{stores})")
+            # a loop body is likely hot and may leave by a side exit each time round:
+            # its stores are inline (a call to EXIT costs more than the stores)
+            out.extend(f"    cpu.{r} = {r}" for r in put)
+            out.append("    cpu.eip = nxt")
+            out.append("    cpu.icount += done + n")
         # no exception handler: an exception leaving the block is committed from its frame
         # by the executor (commit_from_traceback)
         self.put_names = tuple(put)
