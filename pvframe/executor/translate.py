@@ -730,19 +730,21 @@ class _Gen:
         """``e`` as an operand: handlers return bare expressions (no outer parentheses),
         so anything but a temporary or a constant is parenthesised; a Python-bool
         temporary becomes 0/1."""
-        s = self.expr(e)
         k = type(e)
         if k is _RdTmp:
+            s = self.x_tmp(e)
             return f"(1 if {s} else 0)" if e.tmp in self.pybool else s
         if k is _Const:
-            return s
-        return f"({s})"
+            return self.x_const(e)
+        return f"({self.expr(e)})"
 
     def operand(self, e: Any) -> str:
         """Like :meth:`atom` but keeps a Python-bool temporary as it is."""
         k = type(e)
-        if k is _RdTmp or k is _Const:
-            return self.expr(e)
+        if k is _RdTmp:
+            return self.x_tmp(e)
+        if k is _Const:
+            return self.x_const(e)
         return f"({self.expr(e)})"
 
     def x_const(self, e: Any) -> str:
@@ -815,10 +817,11 @@ class _Gen:
         return h(self, e)
 
     def const_of(self, e: Any) -> int | None:
-        if isinstance(e, V.Const):
-            return int(e.value)
-        if isinstance(e, V.RdTmp):
+        k = type(e)
+        if k is _RdTmp:
             return self.const.get(e.tmp)
+        if k is _Const:
+            return int(e.value)
         return None
 
     # ---------------------------------------------------------------- helper calls
