@@ -486,7 +486,6 @@ class _Gen:
         self.allow_loop = True
         self.fault_idx: dict[int, int] = {}
         self.self_loop = False
-        self.loop_exits = 0
         self.comments = True
         self.reads: list[str] | None = None
         self.alias_reads: dict[int, tuple[str, ...]] = {}
@@ -1323,7 +1322,6 @@ class _Gen:
     def exit_to(self, target: str, n: int, const_target: int | None) -> None:
         if const_target == self.start and self.allow_loop:
             self.self_loop = True
-            self.loop_exits += 1
             self.emit(f"done += {n}")
             self.emit("iters -= 1")
             self.emit("if iters > 0:")
