@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from time import perf_counter_ns
 from typing import Any
 
@@ -168,6 +168,9 @@ class Executor:
         self._step_glb = self._make_step_globals()
         #: the next instruction runs on its own (a block's access restarted it)
         self._restarted = False
+        #: linear addresses of instructions that restarted (they reach a device or write
+        #: translated bytes): later translations stop before them and they run as steps
+        self._step_at: set[int] = set()
 
     # ------------------------------------------------------------------ public API
     def stop(self, reason: str, exit_code: int | None = None) -> None:
@@ -244,6 +247,7 @@ class Executor:
                 commit_from_traceback(cpu, r)
                 self.stats["restarts"] += 1
                 self._restarted = True
+                self._note_step(cpu.eip)
             except GuestException as exc:
                 commit_from_traceback(cpu, exc)
                 self._deliver(exc)
@@ -263,18 +267,50 @@ class Executor:
         tf = cpu.eflags_sys & TF_MASK
         blk = self._lookup(cpu.eip, 1)
         if blk.fn is not None:
-            fn = blk.step_fn
-            if fn is None:
-                glb = dict(blk.fn.__globals__)
-                glb.update(self._step_glb)
-                fn = blk.step_fn = types.FunctionType(blk.fn.__code__, glb, "blk")
-            fn(cpu, 1)
+            self._step_fn(blk)(cpu, 1)
             self._refresh_deadline()
         else:
             self._special(blk)
             self._refresh_deadline()
         if tf and shadow is None:
             self._single_step_trap()
+
+    def _step_fn(self, blk: Block) -> Callable[[CPUState, int], Any]:
+        """A one-instruction block's code with every access done inline (devices and
+        translated bytes included: the step ends right after the instruction)."""
+        fn = blk.step_fn
+        if fn is None:
+            assert blk.fn is not None
+            glb = dict(blk.fn.__globals__)
+            glb.update(self._step_glb)
+            fn = blk.step_fn = types.FunctionType(blk.fn.__code__, glb, "blk")
+        return fn
+
+    def _note_step(self, eip: int) -> None:
+        """The instruction at ``eip`` restarted: from now on it runs as a step of its own
+        (a device poll in a loop then costs no exception per iteration), so drop the
+        translations holding it; new ones stop before it."""
+        if eip in self._step_at:
+            return
+        self._step_at.add(eip)
+        with contextlib.suppress(GuestException):
+            self._drop_overlapping(self.mmu.translate(eip), 1)
+
+    def _step_block(self, eip: int, paddr: int) -> Block:
+        """The block for a step address: its one instruction, run by :meth:`_special`."""
+        key = (paddr, eip, 0)
+        blk = self._blocks.get(key)
+        if blk is None:
+            blk = self._translate(eip, paddr, 1)
+            if blk.kind == "vex":  # (else the bytes changed: a system instruction now)
+                self._step_fn(blk)
+                blk.fn = None
+                blk.kind = "step"
+            blk.key = key
+            self._blocks[key] = blk
+            self._register(blk)
+        self._by_eip[eip] = blk
+        return blk
 
     def interrupt_return(self) -> None:
         """Native ``iret`` (SDM Vol. 2A IRET), protected mode, same privilege (CPL0).
@@ -325,6 +361,9 @@ class Executor:
     def _special(self, blk: Block) -> None:
         kind = blk.kind
         cpu = self.cpu
+        if kind == "step":
+            blk.step_fn(cpu, 1)  # type: ignore[misc]  # set for every step block
+            return
         if kind == "sys":
             self.system.execute(blk)
             return
@@ -430,6 +469,8 @@ class Executor:
     # ------------------------------------------------------------------ translation
     def _lookup(self, eip: int, budget: int) -> Block:
         paddr = self.mmu.translate(eip)  # instruction fetch (#PF with CR2 = eip)
+        if eip in self._step_at:
+            return self._step_block(eip, paddr)
         limit = MAX_INSNS
         while limit > budget:
             limit >>= 1
@@ -465,7 +506,10 @@ class Executor:
             # Process-wide cache of compiled code: a translation depends only on its
             # linear address, the limit, the chaining switch and the bytes it was decoded
             # from ([lo, hi) of its page; bytes after hi can only have made it shorter).
-            key = (eip, limit, self.chain)
+            # (the step addresses on the page cut translations: part of the key)
+            page = eip & ~PAGE_MASK
+            key = (eip, limit, self.chain,
+                   tuple(sorted(a for a in self._step_at if a & ~PAGE_MASK == page)))
             for hit in _CODE_CACHE.get(key, ()):
                 lo, hi, span = hit[4], hit[5], hit[6]
                 if self.memory.read_bytes(page_addr + lo, hi - lo) == span:
@@ -496,7 +540,7 @@ class Executor:
                 code = extend()
                 blk = self._special_block(classify(code, 0), code, eip, pages)
             return blk
-        irsb = cut_block(irsb, code, eip)
+        irsb = cut_block(irsb, code, eip, self._step_at)
         if irsb is None or irsb.instructions == 0:
             return self._special_block("ud", code, eip, pages)
         page_bytes: list[bytes] = []
@@ -507,7 +551,7 @@ class Executor:
             return page_bytes[0]
 
         built = build_trace(irsb, code, eip, limit, self.chain and len(pages) == 1, read_page,
-                            self.keep_source)
+                            self.keep_source, self._step_at)
         if built is None:
             return self._special_block("ud", code, eip, pages)
         trace, gen, limited = built
@@ -593,11 +637,17 @@ class Executor:
 
     def _code_written(self, paddr: int, size: int) -> None:
         """A store hit a page holding translations: drop the overlapping blocks."""
+        if self._drop_overlapping(paddr, size):
+            self.stats["invalidations"] += 1
+
+    def _drop_overlapping(self, paddr: int, size: int) -> bool:
+        """Drop the translations holding any of physical bytes [paddr, paddr + size) (one
+        page); whether there were any."""
         pfn = paddr >> PAGE_SHIFT
         lst = self._page_blocks.get(pfn)
         if not lst:
             self.memory.code_pages.discard(pfn)
-            return
+            return False
         lo = paddr & PAGE_MASK
         hi = lo + size
         keep = []
@@ -613,13 +663,13 @@ class Executor:
             else:
                 keep.append(blk)
         if dropped:
-            self.stats["invalidations"] += 1
             self._by_eip.clear()
         if keep:
             self._page_blocks[pfn] = keep
         else:
             del self._page_blocks[pfn]
             self.memory.code_pages.discard(pfn)
+        return dropped
 
     # ------------------------------------------------------------------ helpers for system.py
     def page_fault_address(self, exc: PageFault) -> int:
@@ -627,16 +677,20 @@ class Executor:
 
 
 # ------------------------------------------------------------------ translation core
-def cut_block(irsb: Any, code: bytes, base: int) -> Any:
-    """Re-lift ``irsb`` so that it stops before its first non-plain instruction."""
+def cut_block(irsb: Any, code: bytes, base: int, stops: Collection[int] = ()) -> Any:
+    """Re-lift ``irsb`` so that it stops before its first non-plain instruction, or its
+    first instruction at an address in ``stops`` (instructions that run as steps)."""
     for k, st in enumerate(st for st in irsb.statements if type(st).__name__ == "IMark"):
-        if k and classify(code, int(getattr(st, "addr")) - base) is not PLAIN:  # noqa: B009
-            return lift(code, base, k)
+        if k:
+            a = int(getattr(st, "addr"))  # noqa: B009
+            if a in stops or classify(code, a - base) is not PLAIN:
+                return lift(code, base, k)
     return irsb
 
 
 def build_trace(irsb: Any, code: bytes, eip: int, limit: int, chain: bool,
-                read_page: Callable[[], bytes], keep_source: bool
+                read_page: Callable[[], bytes], keep_source: bool,
+                stops: Collection[int] = ()
                 ) -> tuple[list[tuple[Any, bytes, int]], Any, bool] | None:
     """From the first IRSB of a translation (already cut), the superblock trace on its
     page, its generated source and whether it was shortened for ``limit``; None when
@@ -664,7 +718,7 @@ def build_trace(irsb: Any, code: bytes, eip: int, limit: int, chain: bool,
                 returns.append(last_addr + last.size)
         else:
             break
-        if t is None or t in seen or (t & ~PAGE_MASK) != page_base:
+        if t is None or t in seen or t in stops or (t & ~PAGE_MASK) != page_base:
             break
         if page is None:
             page = read_page()
@@ -680,7 +734,7 @@ def build_trace(irsb: Any, code: bytes, eip: int, limit: int, chain: bool,
         nb = lift(sub, t, want)
         if nb is None or nb.instructions == 0:
             break
-        nb = cut_block(nb, sub, t)
+        nb = cut_block(nb, sub, t, stops)
         if nb is None:
             break
         trace.append((nb, sub, t))

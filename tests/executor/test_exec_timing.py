@@ -84,7 +84,7 @@ def test_smc_in_same_block_next_instruction() -> None:
     m = Machine(asm(src))
     m.run(100)
     assert m.cpu.ebx == 0  # all four incs (4 bytes) were overwritten by nops before running
-    assert m.ex.stats["invalidations"] >= 1
+    assert m.ex.stats["restarts"] == 1  # the store into translated bytes ran as a step
 
 
 def test_dma_write_invalidates_translation() -> None:
