@@ -62,8 +62,7 @@ from pvframe.executor.lift import (
 from pvframe.executor.state import IF_MASK, TF_MASK, CPUState
 from pvframe.executor.translate import (
     Unsupported,
-    block_exit,
-    block_load,
+    block_globals,
     commit_from_traceback,
     compile_block,
     generate_source,
@@ -592,12 +591,7 @@ class Executor:
     def _block_from_cache(self, eip: int, paddr: int, hit: tuple[Any, ...]) -> Block:
         (code_obj, addrs, loop, length, lo, hi, _span, src, insn_at, limited, put_names,
          load_names) = hit
-        glb = dict(self._glb)
-        glb["ADDRS"] = addrs
-        glb["INSN_AT"] = insn_at
-        glb["PUT"] = put_names
-        glb["LOAD"] = block_load(load_names)
-        glb["EXIT"] = block_exit(put_names)
+        glb = block_globals(self._glb, addrs, insn_at, put_names, load_names)
         blk = Block("vex", eip, len(addrs), length)
         blk.pieces = 0
         blk.limited = limited

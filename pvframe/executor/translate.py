@@ -897,30 +897,27 @@ class _Gen:
         return key, idx
 
     def load_code(self, dst: str, addr: str, bits: int) -> None:
-        nb = bits // 8
-        slot = self.fast_slot(addr, bits) if bits in _ALIGN else None
-        if slot is None:
-            if bits not in _ALIGN and bits != 64:
-                raise Unsupported(f"load of {bits} bits")
-            self.emit(f"{dst} = LDB({addr}, {nb})")
-        else:
-            self.emit("try:")
-            self.emit(f"    {dst} = R{bits}[{slot[0]}][{slot[1]}]")
-            self.emit("except KeyError:")
-            self.emit(f"    {dst} = LDB({addr}, {nb})")
+        self._access_code(addr, bits, "load", f"{dst} = R{bits}[{{}}][{{}}]",
+                          f"{dst} = LDB({addr}, {bits // 8})")
 
     def store_code(self, addr: str, val: str, bits: int) -> None:
-        nb = bits // 8
+        self._access_code(addr, bits, "store", f"W{bits}[{{}}][{{}}] = {val}",
+                          f"STB({addr}, {bits // 8}, {val})")
+
+    def _access_code(self, addr: str, bits: int, what: str, fast: str, slow: str) -> None:
+        """A memory access: ``fast`` (its page key and element index to fill in) on the
+        MMU's fast map, falling back to the ``slow`` call; only ``slow`` where the access
+        can never be fast (64 bits, a constant misaligned address)."""
         slot = self.fast_slot(addr, bits) if bits in _ALIGN else None
         if slot is None:
             if bits not in _ALIGN and bits != 64:
-                raise Unsupported(f"store of {bits} bits")
-            self.emit(f"STB({addr}, {nb}, {val})")
+                raise Unsupported(f"{what} of {bits} bits")
+            self.emit(slow)
         else:
             self.emit("try:")
-            self.emit(f"    W{bits}[{slot[0]}][{slot[1]}] = {val}")
+            self.emit("    " + fast.format(*slot))
             self.emit("except KeyError:")
-            self.emit(f"    STB({addr}, {nb}, {val})")
+            self.emit("    " + slow)
 
     def simple(self, s: str) -> str:
         """Make sure an address/value expression is evaluated once (into a local)."""
@@ -1586,16 +1583,25 @@ def generate_source(
                      g.load_names)
 
 
-def compile_block(gen: Generated, glb: dict[str, Any], name: str) -> Callable[..., bool]:
-    """``compile()`` the source with the executor's shared globals plus this block's
-    ``ADDRS`` and ``INSN_AT``."""
-    code = compile(gen.source, name, "exec")
+def block_globals(glb: dict[str, Any], addrs: tuple[int, ...], insn_at: tuple[int, ...],
+                  put_names: tuple[str, ...], load_names: tuple[str, ...]) -> dict[str, Any]:
+    """A block's own globals: the executor's shared ones plus its instruction addresses
+    (``ADDRS``), line table (``INSN_AT``), written registers (``PUT``) and its ``LOAD``
+    and ``EXIT`` helpers."""
     g = dict(glb)
-    g["ADDRS"] = tuple(gen.addrs)
-    g["INSN_AT"] = gen.insn_at
-    g["PUT"] = gen.put_names
-    g["LOAD"] = block_load(gen.load_names)
-    g["EXIT"] = block_exit(gen.put_names)
+    g["ADDRS"] = addrs
+    g["INSN_AT"] = insn_at
+    g["PUT"] = put_names
+    g["LOAD"] = block_load(load_names)
+    g["EXIT"] = block_exit(put_names)
+    return g
+
+
+def compile_block(gen: Generated, glb: dict[str, Any], name: str) -> Callable[..., bool]:
+    """``compile()`` the source with the executor's shared globals plus this block's own
+    (:func:`block_globals`)."""
+    code = compile(gen.source, name, "exec")
+    g = block_globals(glb, tuple(gen.addrs), gen.insn_at, gen.put_names, gen.load_names)
     exec(code, g)
     fn: Callable[..., bool] = g["blk"]
     return fn
