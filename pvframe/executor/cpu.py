@@ -9,12 +9,14 @@ it is valid for the current mapping only and is dropped whenever the MMU flushes
 (no re-lift). Every block registers the byte range it was decoded from on its physical
 page(s); those pages are in ``memory.code_pages`` and never enter the MMU's write fast path,
 so every store to them reaches :meth:`Executor._code_written`, which drops the overlapping
-blocks (the running block leaves at the end of the storing instruction).
+blocks. A compiled block never stores into translated bytes itself: such a store (like an
+access to a device) restarts its instruction as a step of its own, and that address runs
+as a step from then on (translations stop before it).
 
 Compiled code is also shared between executors of one process (``_CODE_CACHE``, keyed by
-linear address, limit and chaining switch, validated against the exact bytes the
-translation was decoded from), so many short-lived machines running the same code (the
-equivalence kit, fuzzers) skip lifting and ``compile()``.
+linear address, limit, chaining switch and the step addresses on the page, validated
+against the exact bytes the translation was decoded from), so many short-lived machines
+running the same code (the equivalence kit, fuzzers) skip lifting and ``compile()``.
 
 Superblocks: a translation follows the constant successor of a direct ``jmp``/``call``/
 fall-through and the predicted return of a ``ret`` (guarded: a mismatching return address
@@ -443,27 +445,15 @@ class Executor:
     def _make_step_globals(self) -> dict[str, Any]:
         """Slow paths for an instruction run on its own (:meth:`_step_one`): every access
         is done, devices and translated bytes included (the step ends right after it)."""
-        mmu = self.mmu
-        read = mmu.read
-        write = mmu.write
-
-        def ld(addr: int, size: int) -> int:
-            return int(read(addr, size))
-
-        def st(addr: int, size: int, value: int) -> None:
-            write(addr, size, value)
-
-        return {"LD": ld, "LDB": ld, "STB": st}
+        read = self.mmu.read
+        write = self.mmu.write
+        return {"LD": read, "LDB": read, "STB": write}
 
     def _translated_at(self, paddr: int, size: int) -> bool:
         """Whether physical bytes [paddr, paddr + size) (one page) hold translated code."""
         pfn = paddr >> PAGE_SHIFT
         lo = paddr & PAGE_MASK
-        hi = lo + size
-        return any(
-            p == pfn and s < hi and lo < e
-            for blk in self._page_blocks.get(pfn, ()) for p, s, e in blk.pages
-        )
+        return any(_holds(blk, pfn, lo, lo + size) for blk in self._page_blocks.get(pfn, ()))
 
     # ------------------------------------------------------------------ translation
     def _lookup(self, eip: int, budget: int) -> Block:
@@ -647,8 +637,7 @@ class Executor:
         keep = []
         dropped = False
         for blk in lst:
-            hit = any(p == pfn and s < hi and lo < e for p, s, e in blk.pages)
-            if hit:
+            if _holds(blk, pfn, lo, hi):
                 dropped = True
                 self._blocks.pop(blk.key, None)
                 for p, _s, _e in blk.pages:
@@ -668,6 +657,11 @@ class Executor:
     # ------------------------------------------------------------------ helpers for system.py
     def page_fault_address(self, exc: PageFault) -> int:
         return exc.address
+
+
+def _holds(blk: Block, pfn: int, lo: int, hi: int) -> bool:
+    """Whether ``blk`` was decoded from any byte of [lo, hi) on physical page ``pfn``."""
+    return any(p == pfn and s < hi and lo < e for p, s, e in blk.pages)
 
 
 # ------------------------------------------------------------------ translation core
