@@ -76,7 +76,7 @@ def bench(session: nox.Session) -> None:
     Unicorn (with and without its per-instruction hook), the kernel-like workload, cold
     translation (fresh ALU blocks and each demo guest) and host memory."""
     install_all(session, "test")
-    session.run("python", "-m", "pvframe.bench", *session.posargs)
+    session.run("python", "-m", "pvframe.tools.bench", *session.posargs)
 
 
 @nox.session
@@ -85,7 +85,7 @@ def docs(session: nox.Session) -> None:
     hookspecs, then ``mkdocs build --strict`` with mkdocs-material."""
     install_all(session)
     session.install("mkdocs-material>=9.5")
-    session.run("python", "-m", "pvframe.docs_gen", "docs/hooks.md")
+    session.run("python", "-m", "pvframe.tools.docs_gen", "docs/hooks.md")
     session.run("mkdocs", "build", "--strict", "--site-dir", "build/site")
 
 
@@ -100,7 +100,7 @@ def fuzz(session: nox.Session) -> None:
     """
     install_all(session, "test")
     n = session.posargs[0] if session.posargs else "100"
-    session.run("python", "-m", "pvframe.fuzz", n)
+    session.run("python", "-m", "pvframe.tools.fuzz", n)
     session.run(
         "python", "-c",
         "from pvframe_xen.hypervisor.isolation import isolation_campaign as c; "
@@ -108,7 +108,7 @@ def fuzz(session: nox.Session) -> None:
         "if k not in ('problems',)}); raise SystemExit(1 if f.get('breaches') else 0)",
     )
     session.install("atheris")
-    session.run("python", "-m", "pvframe.fuzz", "--atheris", "300")
+    session.run("python", "-m", "pvframe.tools.fuzz", "--atheris", "300")
 
 
 @nox.session

@@ -3,7 +3,7 @@
 The rooms of the core (see docs/architecture.md): :mod:`pvframe.hookspecs` (one hook per
 paravirt_ops entry), :mod:`pvframe.catalogue` (the ops as data), :mod:`pvframe.plugins`
 (discovery, validation, binding), :mod:`pvframe.executor`, :mod:`pvframe.platform`,
-:mod:`pvframe.timekeeping`, :mod:`pvframe.machine`, :mod:`pvframe.cli` and
+:mod:`pvframe.timekeeping`, :mod:`pvframe.machine`, :mod:`pvframe.tools.cli` and
 :mod:`pvframe.testing`.
 """
 

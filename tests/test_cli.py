@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from pvframe import catalogue
-from pvframe.cli import app
+from pvframe.tools.cli import app
 
 runner = CliRunner()
 

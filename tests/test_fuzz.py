@@ -7,8 +7,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pvframe import fuzz
 from pvframe.machine import STOP_REASONS
+from pvframe.tools import fuzz
 
 
 @settings(max_examples=25, deadline=None)

@@ -54,8 +54,8 @@ def test_guests_build_reproducibly(tmp_path: pytest.TempPathFactory, monkeypatch
 def test_timer_armed_without_halting_matches_unicorn() -> None:
     """Timer interrupts arriving in a busy loop with paging on (the bench's kernel-like
     workload): same instruction count, ticks and registers as Unicorn as bare metal."""
-    from pvframe.bench import KERNEL
     from pvframe.testing.asm import assemble
+    from pvframe.tools.bench import KERNEL
 
     built = assemble(KERNEL.replace("ROUNDS", "5").replace("PERIOD", "7000"), 0x100000)
     m = Machine("native")

@@ -142,7 +142,7 @@ def test_unknown_backend_names_the_installed_ones() -> None:
 def test_cli_lists_broken_plugin_error_without_traceback(broken_installed: Any) -> None:
     from typer.testing import CliRunner
 
-    from pvframe.cli import app
+    from pvframe.tools.cli import app
 
     result = CliRunner().invoke(app, ["backends"])
     assert result.exit_code == 0

@@ -92,7 +92,7 @@ def test_runaway_guest_hits_instruction_then_wall_clock_limits() -> None:
 def test_malformed_images_are_refused_before_execution_with_one_line(tmp_path: Any) -> None:
     from typer.testing import CliRunner
 
-    from pvframe.cli import app
+    from pvframe.tools.cli import app
 
     elf = guests.build("hello").read_bytes()
     cases = {

@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 from pvframe import guests
-from pvframe.replay import Recording, load, record, replay, save
+from pvframe.tools.replay import Recording, load, record, replay, save
 
 
 @pytest.mark.parametrize(("backend", "guest"), [("native", "tasks"), ("xen", "timer"), ("vmi", "paging")])
@@ -46,7 +46,7 @@ def test_unreadable_recording_is_refused_with_the_reason() -> None:
 def test_cli_record_and_replay(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from pvframe.cli import app
+    from pvframe.tools.cli import app
 
     runner = CliRunner()
     rec = tmp_path / "ipi.json"

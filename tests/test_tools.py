@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from pvframe import abi, guests, plugins, scaffold
-from pvframe.cli import app
+from pvframe import guests, plugins
 from pvframe.hookspecs import PREFIX, all_hook_names, hookimpl
 from pvframe.testing import contracts
 from pvframe.timekeeping import units
-from pvframe.trace import validate_chrome_trace
+from pvframe.tools import abi, scaffold
+from pvframe.tools.cli import app
+from pvframe.tools.trace import validate_chrome_trace
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]

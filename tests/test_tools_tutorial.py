@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from pvframe import docs_gen, plugins
-from pvframe.check import check_backend
+from pvframe import plugins
+from pvframe.tools import docs_gen
+from pvframe.tools.check import check_backend
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -52,7 +53,7 @@ def test_tutorial_final_backend_passes_the_kit(backends: Any) -> None:
 def test_hook_reference_is_generated_and_current() -> None:
     text = docs_gen.render()
     assert (DOCS / "hooks.md").read_text() == text, (
-        "docs/hooks.md is stale: python -m pvframe.docs_gen docs/hooks.md")
+        "docs/hooks.md is stale: python -m pvframe.tools.docs_gen docs/hooks.md")
     for group in ("## init", "## time", "## cpu", "## irq", "## apic", "## mmu"):
         assert group in text
     assert text.count("\n### ") == 92

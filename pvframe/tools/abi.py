@@ -5,7 +5,7 @@ Three measurements, each from the real mechanism rather than from a hand-written
 
 * **Implemented versus inherited** ops per backend, from :func:`pvframe.plugins.discover`.
 * **Hypervisor calls per hook**, measured: the guests run on the backend with a
-  :class:`pvframe.trace.Tracer` registered as a pluggy wrapper, which charges the change of
+  :class:`pvframe.tools.trace.Tracer` registered as a pluggy wrapper, which charges the change of
   the backend's ``run_report(machine)["hypercalls"]`` counts to the hook that was executing.
   A backend without such a report has no hypercalls to attribute (shown as such).
 * **Units crossing the interface** per op (the catalogue's ``units``) and where each
@@ -292,7 +292,7 @@ def measure(
     """Run every image on ``backend`` with a counting tracer; ``images`` are
     ``(name, bytes, raw_load_addr or None for multiboot)``."""
     from pvframe.machine import Machine
-    from pvframe.trace import Tracer
+    from pvframe.tools.trace import Tracer
 
     backends = plugins.discover() if backends is None else backends
     info = plugins.get_backend(backend, backends)

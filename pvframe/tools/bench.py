@@ -1,4 +1,4 @@
-"""Benchmarks printed by ``nox -s bench`` (``python -m pvframe.bench [instructions]``).
+"""Benchmarks printed by ``nox -s bench`` (``python -m pvframe.tools.bench [instructions]``).
 
 Everything is measured side by side in one run, so ratios are meaningful on a loaded host:
 

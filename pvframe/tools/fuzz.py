@@ -6,7 +6,7 @@ The harness gives the guest a real IDT whose handlers count the exception and re
 random-but-deterministic place, so fault nesting, interrupt storms (the APIC timer at a
 tiny period) and stack exhaustion are exercised, not only the first #UD.
 
-``python -m pvframe.fuzz [N] [--seed S]`` runs a campaign of N random programs and prints
+``python -m pvframe.tools.fuzz [N] [--seed S]`` runs a campaign of N random programs and prints
 the figures; ``nox -s fuzz`` runs it and, when atheris is installed, a coverage-guided
 campaign over the same entry point.
 """

@@ -246,13 +246,13 @@ def run_cmd(
     tracer = None
     extra: list[object] = []
     if trace is not None:
-        from pvframe.trace import Tracer
+        from pvframe.tools.trace import Tracer
 
         tracer = Tracer()
         extra.append(tracer)
     hook_log = None
     if record_to is not None:
-        from pvframe.replay import HookLog
+        from pvframe.tools.replay import HookLog
 
         hook_log = HookLog()
         extra.append(hook_log)
@@ -322,8 +322,8 @@ def _save_recording(machine: object, result: object, hook_log: object, path: Pat
                     esp: int | None, cmdline: str, max_instructions: int) -> None:
     import attrs as _attrs
 
-    from pvframe import replay
     from pvframe.machine import Machine, RunResult
+    from pvframe.tools import replay
 
     assert isinstance(machine, Machine) and isinstance(result, RunResult)
     assert isinstance(hook_log, replay.HookLog)
@@ -349,7 +349,7 @@ def replay_cmd(
     recording: Annotated[Path, typer.Argument(help="A file written by `pvframe run --record`.")],
 ) -> None:
     """Replay a recorded run and check it reaches the identical final state."""
-    from pvframe import replay
+    from pvframe.tools import replay
 
     if not recording.is_file():
         fail(f"recording {str(recording)!r} does not exist or is not a file")
@@ -520,7 +520,7 @@ def check_cmd(
 ) -> None:
     """The equivalence kit against native: generated programs (shrunk on divergence), the
     demo guests and the hook contracts. Exit 1 if any backend diverges."""
-    from pvframe import check
+    from pvframe.tools import check
 
     if examples <= 0:
         fail("--examples must be positive")
@@ -591,7 +591,8 @@ def abi_cmd(
     """The ABI coupling report: ops implemented vs inherited, hypercalls per hook (measured),
     units crossing the interface and where they are converted, and the static count of
     privileged-operation call sites per hook in the image(s)."""
-    from pvframe import abi, catalogue, guests
+    from pvframe import catalogue, guests
+    from pvframe.tools import abi
 
     found = plugins.discover()
     names = _backend_names(backend, found, default_skip_native=False)
@@ -699,7 +700,7 @@ def new_backend_cmd(
 ) -> None:
     """Scaffold a backend distribution: pyproject.toml with the entry point, a backend class
     that inherits everything from native, a conformance test and a README."""
-    from pvframe import scaffold
+    from pvframe.tools import scaffold
 
     try:
         target = scaffold.scaffold(name, directory)
