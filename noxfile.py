@@ -13,13 +13,13 @@ import nox
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
-PYTHONS = ["3.11", "3.12"]
+PYTHONS = ["3.11", "3.12", "3.13"]
 PLUGINS = ["native", "xen", "vmi"]
 PLUGIN_DIRS = [f"./plugins/pvframe_{name}" for name in PLUGINS]
 
 
 def _python() -> list[str] | None:
-    """Test on both supported Pythons when asked (PVFRAME_ALL_PYTHONS=1); CI uses the
+    """Test on every supported Python when asked (PVFRAME_ALL_PYTHONS=1); CI uses the
     interpreter it runs under so that a machine with one Python still passes."""
     return PYTHONS if os.environ.get("PVFRAME_ALL_PYTHONS") else None
 

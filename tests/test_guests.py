@@ -4,7 +4,10 @@ console output, exit code, final registers and instruction count."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -42,13 +45,57 @@ def test_guest_runs_to_exit_on_native_and_matches_unicorn(name: str) -> None:
     assert bare.registers == native.registers
 
 
-def test_guests_build_reproducibly(tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = {name: guests.build(name).read_bytes() for name in guests.GUESTS}
+def test_shipped_images_are_built_from_the_current_sources() -> None:
+    """Editing a guest's source without ``python -m pvframe.guests`` leaves a stale image:
+    the manifest's source hash must match what is shipped now."""
+    entries = guests.manifest()
+    assert sorted(entries) == sorted(guests.GUESTS)
+    for name in guests.GUESTS:
+        assert entries[name]["source"] == guests.source_hash(name), (
+            f"{name}: shipped image is stale; run python -m pvframe.guests")
+        data = (guests.images_dir() / f"{name}.elf").read_bytes()
+        assert entries[name]["image"] == hashlib.sha256(data).hexdigest()
+        assert guests.build(name) == guests.images_dir() / f"{name}.elf"
+
+
+def test_shipped_images_rebuild_byte_for_byte() -> None:
+    """Where the toolchain that built the shipped images is installed, building them again
+    gives the same bytes (the images are what their sources say)."""
+    entries = guests.manifest()
+    try:
+        same_tools = all(guests.tools_used(n) == entries[n]["tools"] for n in guests.GUESTS)
+    except guests.GuestBuildError as exc:
+        pytest.skip(str(exc))
+    if not same_tools:
+        pytest.skip(f"other tool versions than the manifest's: {guests.tools_used('tasks')}")
+    for name in guests.GUESTS:
+        shipped = (guests.images_dir() / f"{name}.elf").read_bytes()
+        assert guests.compile_image(name) == shipped, f"{name} does not rebuild byte for byte"
+
+
+def test_demo_guests_need_no_toolchain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no as, ld or gcc on PATH (a machine without a compiler) the demos still load."""
+    monkeypatch.setenv("PATH", "")
+    for name in guests.GUESTS:
+        image = guests.build(name).read_bytes()
+        assert image[:4] == b"\x7fELF"
+    m = Machine("native")
+    m.load_multiboot(guests.build("hello").read_bytes())
+    assert m.run(1_000_000).stop == "exit"
+
+
+def test_an_edited_source_is_built_into_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A developer's edited source is built (not the shipped image), byte-identical builds
+    from the same sources land in the cache."""
+    if shutil.which("as") is None or shutil.which("ld") is None:
+        pytest.skip("GNU binutils are not installed")
     monkeypatch.setenv("PVFRAME_CACHE", str(tmp_path))
-    for name, data in first.items():
-        rebuilt = guests.build(name)
-        assert str(rebuilt).startswith(str(tmp_path))
-        assert rebuilt.read_bytes() == data, f"{name} does not rebuild byte for byte"
+    monkeypatch.setattr(guests, "source_hash", lambda name: "edited")
+    built = guests.build("hello")
+    assert str(built).startswith(str(tmp_path))
+    assert built.read_bytes() == guests.compile_image("hello")
 
 
 def test_timer_armed_without_halting_matches_unicorn() -> None:

@@ -5,9 +5,11 @@ it is skipped otherwise."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,11 +19,55 @@ from hypothesis.database import DirectoryBasedExampleDatabase, MultiplexedDataba
 from pvframe.testing import pytest_plugin
 
 
-def test_default_database_is_the_persistent_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_database_is_the_persistent_directory_in_the_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Under pvframe's cache folder, never ``.hypothesis/`` in the current directory."""
     monkeypatch.delenv(pytest_plugin.REDIS_ENV, raising=False)
+    monkeypatch.setenv("PVFRAME_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
     db = pytest_plugin.example_database()
     assert isinstance(db, DirectoryBasedExampleDatabase)
-    assert Path(str(db.path)).name == "examples"
+    assert Path(str(db.path)) == tmp_path / "cache" / "hypothesis" / "examples"
+
+
+SLOW_TEST = """
+import time
+from hypothesis import given, strategies as st
+
+calls = []
+
+@given(st.integers())
+def test_slow(x):
+    calls.append(x)
+    if len(calls) <= 2:
+        time.sleep(0.25)  # over Hypothesis's default 200 ms deadline
+"""
+
+
+def _run_pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "test_slow.py").write_text(SLOW_TEST)
+    env = {**os.environ, "PVFRAME_CACHE": str(tmp_path / "cache")}
+    env.pop("HYPOTHESIS_PROFILE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, "test_slow.py"],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
+    )
+
+
+def test_the_kit_profile_is_loaded_by_default_and_leaves_nothing_in_the_cwd(tmp_path: Path) -> None:
+    """A user's own @given test with the kit installed: no deadline (the default one fails a
+    loaded machine's slow examples), derandomized, and no ``.hypothesis/`` folder."""
+    proc = _run_pytest(tmp_path, "--hypothesis-show-statistics")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not (tmp_path / ".hypothesis").exists()
+
+
+def test_hypothesis_profile_option_still_overrides(tmp_path: Path) -> None:
+    """``--hypothesis-profile default`` brings Hypothesis's own deadline back."""
+    proc = _run_pytest(tmp_path, "--hypothesis-profile", "default")
+    assert proc.returncode == 1
+    assert "deadline" in proc.stdout.lower()
 
 
 def test_missing_redis_client_is_a_clear_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,13 +98,11 @@ def test_examples_are_shared_through_a_local_redis(monkeypatch: pytest.MonkeyPat
     try:
         time.sleep(0.5)
         monkeypatch.setenv(pytest_plugin.REDIS_ENV, f"redis://127.0.0.1:{port}/0")
-        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("PVFRAME_CACHE", str(tmp_path / "machine-a"))
         writer = pytest_plugin.example_database()
         writer.save(b"pvframe-key", b"a failing program")
         # another machine: its own (empty) directory database, the same Redis
-        other_dir = tmp_path / "other"
-        other_dir.mkdir()
-        monkeypatch.chdir(other_dir)
+        monkeypatch.setenv("PVFRAME_CACHE", str(tmp_path / "machine-b"))
         reader = pytest_plugin.example_database()
         assert b"a failing program" in set(reader.fetch(b"pvframe-key"))
     finally:

@@ -1,4 +1,4 @@
-"""Demo guests, shipped as source and built reproducibly on first use.
+"""Demo guests: sources shipped with the images built from them.
 
 Each guest is GNU as source (``NAME.S``, including ``common.S``), or for the kernel-like
 ``tasks`` guest a boot stub in as plus C, linked with ``guest.ld`` into a multiboot v1 ELF
@@ -10,19 +10,28 @@ at 1 MiB::
     ld -m elf_i386 -T guest.ld -z noexecstack --no-warn-rwx-segments --build-id=none \
         -o NAME.elf *.o
 
-Builds are cached under ``$PVFRAME_CACHE`` (default ``~/.cache/pvframe/guests``) keyed by a
-hash of the sources and tool versions; the same sources give byte-identical ELF files.
+The built images ship in the package (``images/NAME.elf``, with ``images/MANIFEST.json``
+recording the hash of the sources each was built from and the tool versions), so running a
+demo needs no toolchain. :func:`image` returns the shipped image while the sources are the
+ones it was built from; after a source is edited it builds one under
+:func:`pvframe.cache_dir` (``guests``), keyed by the sources and tool versions.
+``python -m pvframe.guests`` rebuilds the shipped images and the manifest (``--check``: exit
+1 when they are stale); the same sources and tools give byte-identical files.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import sys
 import shutil
 import subprocess
 import tempfile
 from importlib import resources
 from pathlib import Path
+
+from pvframe import cache_dir
 
 #: name -> one-line description
 GUESTS: dict[str, str] = {
@@ -65,34 +74,70 @@ def _tool(name: str) -> str:
     return path
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("PVFRAME_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "pvframe"
-    return base / "guests"
+def images_dir() -> Path:
+    """The folder of the shipped images and their manifest."""
+    return _source_dir() / "images"
 
 
-def _key(name: str) -> str:
+def source_hash(name: str) -> str:
+    """Hash of what guest ``name`` is built from: its sources, the link script, the flags."""
     src = _source_dir()
     h = hashlib.sha256()
     for part in (*SOURCES[name], "guest.ld"):
         h.update((src / part).read_bytes())
     h.update(" ".join(CFLAGS).encode())
+    return h.hexdigest()
+
+
+def tools_used(name: str) -> dict[str, str]:
+    """First line of ``--version`` of each tool that builds guest ``name``."""
     tools = ("as", "ld", "gcc") if any(f.endswith(".c") for f in SOURCES[name]) else ("as", "ld")
+    versions = {}
     for tool in tools:
         out = subprocess.run([_tool(tool), "--version"], capture_output=True, text=True)
-        h.update(out.stdout.splitlines()[0].encode() if out.stdout else b"")
-    return h.hexdigest()[:16]
+        versions[tool] = out.stdout.splitlines()[0] if out.stdout else ""
+    return versions
+
+
+def manifest() -> dict[str, dict[str, object]]:
+    """The shipped images' manifest: name -> {source, tools, image} (sha256 hex digests)."""
+    path = images_dir() / "MANIFEST.json"
+    if not path.exists():
+        return {}
+    data: dict[str, dict[str, object]] = json.loads(path.read_text())
+    return data
+
+
+def _check_name(name: str) -> None:
+    if name not in GUESTS:
+        raise GuestBuildError(f"no demo guest {name!r}; choose one of: {', '.join(GUESTS)}")
 
 
 def build(name: str) -> Path:
-    """Path of the built ELF of guest ``name`` (built now if not cached)."""
-    if name not in GUESTS:
-        raise GuestBuildError(f"no demo guest {name!r}; choose one of: {', '.join(GUESTS)}")
+    """Path of the ELF image of guest ``name``: the shipped image while the sources are the
+    ones it was built from, else one built now (and cached) from the edited sources."""
+    _check_name(name)
+    shipped = images_dir() / f"{name}.elf"
+    entry = manifest().get(name)
+    if entry is not None and entry.get("source") == source_hash(name) and shipped.exists():
+        return shipped
+    key = hashlib.sha256(
+        (source_hash(name) + json.dumps(tools_used(name), sort_keys=True)).encode()
+    ).hexdigest()[:16]
+    out = cache_dir("guests") / f"{name}-{key}.elf"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp_out = out.with_suffix(f".{os.getpid()}.tmp")
+        tmp_out.write_bytes(compile_image(name))
+        tmp_out.replace(out)
+    return out
+
+
+def compile_image(name: str) -> bytes:
+    """Build guest ``name`` from its sources with the toolchain (as, ld, and gcc for C) and
+    return the ELF file's bytes."""
+    _check_name(name)
     src = _source_dir()
-    out = cache_dir() / f"{name}-{_key(name)}.elf"
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         elf = Path(tmp) / f"{name}.elf"
         cmds: list[list[str]] = []
@@ -113,7 +158,47 @@ def build(name: str) -> Path:
             if proc.returncode != 0:
                 first = (proc.stderr.strip().splitlines() or ["no message"])[0]
                 raise GuestBuildError(f"building guest {name!r} failed: {first}")
-        tmp_out = out.with_suffix(f".{os.getpid()}.tmp")
-        shutil.copyfile(elf, tmp_out)
-        tmp_out.replace(out)
-    return out
+        return elf.read_bytes()
+
+
+def rebuild_shipped(check: bool = False) -> list[str]:
+    """Build every guest and write ``images/`` and its manifest (``check``: write nothing).
+    Returns the names whose shipped image or manifest entry was (or would be) changed."""
+    changed: list[str] = []
+    entries: dict[str, dict[str, object]] = {}
+    old = manifest()
+    for name in GUESTS:
+        data = compile_image(name)
+        entries[name] = {
+            "source": source_hash(name),
+            "tools": tools_used(name),
+            "image": hashlib.sha256(data).hexdigest(),
+        }
+        path = images_dir() / f"{name}.elf"
+        if old.get(name) != entries[name] or not path.exists() or path.read_bytes() != data:
+            changed.append(name)
+            if not check:
+                path.parent.mkdir(exist_ok=True)
+                path.write_bytes(data)
+    if not check:
+        (images_dir() / "MANIFEST.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    return changed
+
+
+def main(argv: list[str]) -> int:
+    """``python -m pvframe.guests [--check]``: rebuild the shipped images."""
+    check = argv == ["--check"]
+    if argv and not check:
+        print("usage: python -m pvframe.guests [--check]", file=sys.stderr)
+        return 2
+    try:
+        changed = rebuild_shipped(check)
+    except GuestBuildError as exc:
+        print(f"pvframe.guests: {exc}", file=sys.stderr)
+        return 1
+    if check and changed:
+        print(f"pvframe.guests: stale shipped images: {', '.join(changed)}; run python -m pvframe.guests",
+              file=sys.stderr)
+        return 1
+    print(f"{'checked' if check else 'wrote'} {len(GUESTS)} images ({len(changed)} changed)")
+    return 0

@@ -5,6 +5,11 @@
 set-up: the module is added to the collection, and the ``pvframe_backend`` fixture returns
 ``NAME``. Without the option the fixture returns ``native`` (the self-check) and only the
 tests the user selected run.
+
+The plugin loads the kit's ``ci`` Hypothesis profile (derandomized, no deadline) unless a
+profile was chosen already: ``--hypothesis-profile NAME``, or ``settings.load_profile`` in
+a conftest. Running a backend's equivalence is then the same every time and on a loaded
+machine: Hypothesis's default 200 ms deadline measures the host, not the backend.
 """
 
 from __future__ import annotations
@@ -30,13 +35,16 @@ REDIS_ENV = "PVFRAME_HYPOTHESIS_REDIS"
 
 
 def example_database() -> object:
-    """The example database: Hypothesis's directory database (``.hypothesis/examples``),
-    which persists between runs, multiplexed with a shared Redis database when
+    """The example database: Hypothesis's directory database under pvframe's cache folder
+    (:func:`pvframe.cache_dir`, never the current directory), which persists between runs,
+    multiplexed with a shared Redis database when
     ``PVFRAME_HYPOTHESIS_REDIS=redis://host:port/db`` is set (every machine of a campaign
     then replays and extends the same failing and covering examples)."""
     from hypothesis.database import DirectoryBasedExampleDatabase, MultiplexedDatabase
 
-    local = DirectoryBasedExampleDatabase(".hypothesis/examples")
+    from pvframe import cache_dir
+
+    local = DirectoryBasedExampleDatabase(str(cache_dir("hypothesis") / "examples"))
     url = os.environ.get(REDIS_ENV)
     if not url:
         return local
@@ -72,7 +80,24 @@ def _register_profiles() -> None:
 _register_profiles()
 
 
+def _load_default_profile(config: pytest.Config) -> None:
+    """Load ``ci`` when nobody chose a profile (the option, or a conftest's load_profile),
+    and keep Hypothesis's own files (its constants cache) under pvframe's cache folder."""
+    from hypothesis import settings
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    from pvframe import cache_dir
+
+    if config.getoption("hypothesis_profile", None):
+        return
+    if settings.get_current_profile_name() != "default":
+        return
+    settings.load_profile("ci")
+    set_hypothesis_home_dir(str(cache_dir("hypothesis")))
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _load_default_profile(config)
     config.addinivalue_line(
         "markers", "equivalence: compares a backend with native (pvframe equivalence kit)"
     )
