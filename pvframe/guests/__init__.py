@@ -24,9 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import shutil
 import subprocess
+import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
