@@ -10,7 +10,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "readme"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHONS = ["3.11", "3.12", "3.13"]
@@ -34,6 +34,23 @@ def tests(session: nox.Session) -> None:
     """Unit and integration tests: core plus each plugin installed from its folder."""
     install_all(session, "test")
     session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+def _installed_pythons() -> list[str]:
+    """The supported Pythons this machine has (the readme walk runs on each of them)."""
+    import shutil
+
+    return [v for v in PYTHONS if shutil.which(f"python{v}")] or [PYTHONS[0]]
+
+
+@nox.session(python=_installed_pythons())
+def readme(session: nox.Session) -> None:
+    """A new user's first hour, on every supported Python this machine has: in a copy of
+    the checkout, with no compiler, assembler or linker on PATH and an empty HOME, run the
+    README's quick start (it makes its own venv and installs as written), every command of
+    its "Everyday commands", and every shell step of docs/tutorial.md
+    (``tests/walk_docs.py``)."""
+    session.run("python", "tests/walk_docs.py")
 
 
 @nox.session

@@ -1,6 +1,11 @@
-"""Assembling guest programs with GNU as (``as --32``) and ld, the assembler oracle of
-executor-facts.md, into flat binaries at a fixed load address (the linked ELF file is
-read here, as ``objcopy -O binary`` and ``nm`` would).
+"""Assembling guest programs into flat binaries at a fixed load address.
+
+:func:`assemble` uses the built-in assembler (:mod:`pvframe.testing.assembler`, GNU as
+syntax encoded by iced-x86), so the kit needs no toolchain; for a source it cannot read it
+falls back to GNU as (``as --32``) and ld when they are installed. :func:`assemble_gnu`
+is GNU as and ld alone, the oracle the built-in assembler is tested against (the linked ELF
+file is read here, as ``objcopy -O binary`` and ``nm`` would). ``PVFRAME_ASSEMBLER=gnu``
+makes :func:`assemble` use GNU as for everything.
 
 Results are cached in memory by source text: Hypothesis replays and shrinks the same
 programs many times.
@@ -9,6 +14,7 @@ programs many times.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import struct
 import subprocess
@@ -40,6 +46,21 @@ class Assembled:
 @functools.lru_cache(maxsize=4096)
 def assemble(source: str, base: int = 0x100000) -> Assembled:
     """Flat binary of ``source`` linked at ``base`` (``.text`` then ``.data``)."""
+    if os.environ.get("PVFRAME_ASSEMBLER") == "gnu":
+        return assemble_gnu(source, base)
+    from pvframe.testing import assembler
+
+    try:
+        built = assembler.assemble(source, base)
+    except assembler.AssemblerError as exc:
+        if shutil.which("as") is None or shutil.which("ld") is None:
+            raise AssemblyError(f"{exc} (the built-in assembler; GNU binutils are not installed)") from None
+        return assemble_gnu(source, base)
+    return Assembled(built.image, built.symbols)
+
+
+def assemble_gnu(source: str, base: int = 0x100000) -> Assembled:
+    """Flat binary of ``source`` assembled by GNU as and linked by ld at ``base``."""
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "p.S"
         obj = Path(tmp) / "p.o"

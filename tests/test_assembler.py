@@ -1,0 +1,125 @@
+"""The built-in assembler (:mod:`pvframe.testing.assembler`): the kit's programs give the
+bytes and symbols GNU as and ld give, encodings are GNU as's choices, errors name the line,
+and the kit runs with no toolchain on PATH."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from hypothesis import given, note, settings
+
+from pvframe.testing import oracle, strategies
+from pvframe.testing import programs as p
+from pvframe.testing.asm import assemble_gnu
+from pvframe.testing.assembler import AssemblerError, assemble
+
+needs_gnu = pytest.mark.skipif(shutil.which("as") is None, reason="GNU as is the oracle")
+#: symbols ld defines that no source does
+LINKER_SYMBOLS = {"__bss_start", "_edata", "_end"}
+
+
+@needs_gnu
+@settings(max_examples=60, deadline=None)
+@given(strategies.programs())
+def test_kit_programs_assemble_as_gnu_as_and_ld_do(program: p.Program) -> None:
+    source = program.source()
+    note(program.listing())
+    ours, gnu = assemble(source, p.LOAD_ADDR), assemble_gnu(source, p.LOAD_ADDR)
+    assert ours.image == gnu.image
+    assert ours.symbols == {k: v for k, v in gnu.symbols.items() if k not in LINKER_SYMBOLS}
+
+
+def _code(line: str) -> bytes:
+    return assemble(f".text\n_start:\n{line}\n", 0x1000).image
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("add $1, %eax", "83c001"),  # imm8 sign-extended before the accumulator form
+        ("add $0x80, %eax", "0580000000"),  # accumulator form when imm8 does not fit
+        ("addw $-128, %ax", "6683c080"),  # 16-bit: imm8 form on a tie
+        ("mov %eax, %ebx", "89c3"),  # rm, reg
+        ("mov 0x2000, %eax", "a100200000"),  # moffs
+        ("mov %al, 0x2000", "a200200000"),
+        ("mov 0x2000, %ebx", "8b1d00200000"),
+        ("shl $1, %ecx", "d1e1"),
+        ("shl $3, %ecx", "c1e103"),
+        ("inc %esi", "46"),
+        ("xchg %ebx, %eax", "93"),
+        ("test $0x20, %al", "a820"),
+        ("push $5", "6a05"),
+        ("push $0x1234", "6834120000"),
+        ("movzbl %al, %eax", "0fb6c0"),
+        ("movzwl 4(%esi), %eax", "0fb74604"),
+        ("mov %eax, %cr3", "0f22d8"),
+        ("mov %cr0, %eax", "0f20c0"),
+        ("lidt (%eax)", "0f0118"),
+        ("invlpg 0x40001000", "0f013d00100040"),
+        ("mov %dx, (%edi)", "668917"),
+        ("movw $0x8e00, 4(%edi)", "66c74704008e"),
+        ("lea 0x1000(,%eax,8), %edi", "8d3cc500100000"),
+        ("mov 32(%esp), %eax", "8b442420"),
+        ("rep movsl", "f3a5"),
+        ("iret", "cf"),
+        ("pushf", "9c"),
+        ("popa", "61"),
+        ("in $0x71, %al", "e471"),
+        ("out %al, %dx", "ee"),
+        ("call *%eax", "ffd0"),
+        ("call *0x2000", "ff1500200000"),
+        ("ljmp $0x08, $0x1000", "ea001000000800"),
+        ("aam", "d40a"),
+    ],
+)
+def test_encodings_are_gnu_as_choices(line: str, expected: str) -> None:
+    assert _code(line).hex() == expected
+    if shutil.which("as") is not None:
+        src = f".text\n_start:\n{line}\n"
+        assert assemble_gnu(src, 0x1000).image.hex() == expected
+
+
+def test_branches_relax_from_8_to_32_bits_only_where_needed() -> None:
+    short = assemble(".text\n_start: jmp 1f\n.fill 100, 1, 0x90\n1: jz _start\n", 0x1000)
+    assert short.image[:2] == bytes([0xEB, 100])
+    assert short.image[102:104] == bytes([0x74, (-(102 + 2)) & 0xFF])
+    far = assemble(".text\n_start: jmp 1f\n.fill 200, 1, 0x90\n1: jz _start\n", 0x1000)
+    assert far.image[0] == 0xE9 and int.from_bytes(far.image[1:5], "little") == 200
+    assert far.image[205:207] == bytes([0x0F, 0x84])
+
+
+def test_data_follows_text_at_the_next_page_and_labels_are_symbols() -> None:
+    built = assemble(".text\n_start: nop\n.data\n.balign 4\nword: .long word, 7\n.Lhidden: .byte 1\n", 0x100000)
+    assert built.symbols == {"_start": 0x100000, "word": 0x101000}
+    assert built.image[0x1000:0x1009] == bytes.fromhex("00101000 07000000 01".replace(" ", ""))
+
+
+def test_numeric_local_labels_find_the_nearest_definition() -> None:
+    built = assemble(".text\n1: nop\n1: jmp 1b\n jmp 1f\n1: nop\n", 0)
+    assert built.image == bytes([0x90, 0xEB, 0xFE, 0xEB, 0x00, 0x90])
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("frobnicate %eax", r"line 2: unknown instruction 'frobnicate'"),
+        ("jmp nowhere", r"line 2: undefined symbol 'nowhere'"),
+        ("jmp 3b", r"line 2: local label '3b' has no 3: before it"),
+        ("mov %eax, %bl", r"line 2: no encoding of mov"),
+        (".weird 4", r"line 2: directive .weird is not supported"),
+        ("mov %eax, %bogus", r"line 2: bad register name '%bogus'"),
+        ("a:\na:", r"line 3: symbol 'a' is already defined"),
+    ],
+)
+def test_errors_name_the_line_and_what_is_wrong(source: str, message: str) -> None:
+    with pytest.raises(AssemblerError, match=message):
+        assemble(f".text\n{source}\n", 0)
+
+
+def test_the_kit_runs_with_no_toolchain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No as, ld or gcc on PATH (a machine without a compiler): a generated program is
+    assembled, run on native and on xen, and compared."""
+    monkeypatch.setenv("PATH", "")
+    program = p.Program((p.Cli(), p.SaveFlags(), p.Sti(), p.ReadTsc(), p.PutChar(0x4B)))
+    assert oracle.compare(program, "xen") is None
