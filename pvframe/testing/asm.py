@@ -1,5 +1,5 @@
-"""Assembling guest programs with GNU as (``as --32``) and ld, the assembler oracle of
-executor-facts.md, into flat binaries at a fixed load address (the linked ELF file is
+"""Assembling guest programs with GNU as (``as --32``) and ld, the assembler oracle
+(binutils), into flat binaries at a fixed load address (the linked ELF file is
 read here, as ``objcopy -O binary`` and ``nm`` would).
 
 Results are cached in memory by source text: Hypothesis replays and shrinks the same

@@ -626,7 +626,7 @@ def abi_cmd(
             "static": [s.to_dict() for s in scans],
         }, indent=2))
         return
-    summary = Table(title="ABI coupling: ops per backend (paravirt-ops.md §5)")
+    summary = Table(title="ABI coupling: ops per backend (docs/abi-coupling.md)")
     for col in ("backend", "implemented", "inherited from native", "hooks called",
                 "hypercalls", "hypercalls outside hooks"):
         summary.add_column(col, justify="right" if col != "backend" else "left")
