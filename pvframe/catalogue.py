@@ -39,6 +39,7 @@ __all__ = [
     "CATALOGUE",
     "GROUPS",
     "PATCH_CODES",
+    "PATCH_LEGEND",
     "PSEUDO_SITES",
     "VERSIONS",
     "Op",
@@ -64,6 +65,19 @@ PATCH_CODES: frozenset[str] = frozenset(
 )
 
 NOT_PATCHED = "—"
+
+#: What each patch code means, in the order ``pvframe ops`` prints its legend. A patch entry
+#: may combine codes: ``a; b`` is ``a`` in 2.6.20-21 and ``b`` in 2.6.22-23, ``x / y / z``
+#: lists what each backend's patcher does to the same site.
+PATCH_LEGEND: tuple[tuple[str, str], ...] = (
+    ("T0-T6", "one of the seven fixed patch types of 2.6.20-21 (arch/i386/kernel/paravirt.c)"),
+    ("S", "a 2.6.22-23 PVOP call site, patched to a direct call, NOPs, ud2a or a jmp"),
+    ("S+N", "as S, and the 2.6.22 native patcher inlines the instruction(s)"),
+    ("S+V", "as S, and VMI's ROM supplies the code (a call or jump into the ROM)"),
+    ("S+X", "as S, and Xen 2.6.23 inlines its own assembly"),
+    ("J", "a jump target: reached by jmp from entry.S, never called"),
+    (NOT_PATCHED, "never patched: a plain indirect call in every version"),
+)
 
 
 @functools.cache
