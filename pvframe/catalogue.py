@@ -1,16 +1,21 @@
 """The i386 ``paravirt_ops`` members as data.
 
 One :class:`Op` per function-pointer member of ``struct paravirt_ops`` that existed in Linux
-2.6.20, 2.6.21, 2.6.22 or 2.6.23 (92 members), in the order and with the row numbers of the
-entry table of the project's paravirt-ops reference (``paravirt-ops.md`` §1). The facts
+2.6.20, 2.6.21, 2.6.22 or 2.6.23 (92 members), ordered by function (boot and setup, time,
+CPU, interrupt flag, descriptor tables, APIC, TLB, page tables, lazy mode, jump targets) and
+numbered in that order: the row numbers are the project's own, and each hookspec's docstring
+names its row. The sources are the kernels' ``include/asm-i386/paravirt.h`` and
+``arch/i386/kernel/paravirt.c`` (native; 2.6.20-2.6.23), Linux 2.6.23
+``arch/i386/xen/enlighten.c`` and ``mmu.c`` (Xen) and Linux 2.6.22 ``arch/i386/kernel/vmi.c``
+with ``include/asm-i386/vmi.h`` (VMI call numbers). The facts
 (C signature, native behaviour, versions, patch-site kind, Xen and VMI mapping) are written
 here as a literal table; the Python parameter list of each op is *not*: it is read from the
 hookspec with :func:`inspect.signature`, so the catalogue and :mod:`pvframe.hookspecs` cannot
 drift apart. :func:`check_against_hookspecs` reports any remaining disagreement.
 
-Row 41 of the reference, ``save_fl + irq_disable``, is a patch site (2.6.20-21 patch type 4)
-but not a struct member, so it has no hook and is not in :data:`CATALOGUE`; it is recorded in
-:data:`PSEUDO_SITES`.
+Row 41, ``save_fl + irq_disable`` (``__raw_local_irq_save``), is a patch site (2.6.20-21
+patch type 4) but not a struct member, so it has no hook and is not in :data:`CATALOGUE`; it
+is recorded in :data:`PSEUDO_SITES`.
 
 Patch codes (``Op.patch``): ``T0``-``T6`` one of the seven fixed 2.6.20-21 patch types;
 ``S`` a 2.6.22-23 ``PVOP_CALL`` site; ``S+N`` also inlined by the 22 native patcher; ``S+V``
@@ -34,6 +39,7 @@ __all__ = [
     "CATALOGUE",
     "GROUPS",
     "PATCH_CODES",
+    "PATCH_LEGEND",
     "PSEUDO_SITES",
     "VERSIONS",
     "Op",
@@ -59,6 +65,19 @@ PATCH_CODES: frozenset[str] = frozenset(
 )
 
 NOT_PATCHED = "—"
+
+#: What each patch code means, in the order ``pvframe ops`` prints its legend. A patch entry
+#: may combine codes: ``a; b`` is ``a`` in 2.6.20-21 and ``b`` in 2.6.22-23, ``x / y / z``
+#: lists what each backend's patcher does to the same site.
+PATCH_LEGEND: tuple[tuple[str, str], ...] = (
+    ("T0-T6", "one of the seven fixed patch types of 2.6.20-21 (arch/i386/kernel/paravirt.c)"),
+    ("S", "a 2.6.22-23 PVOP call site, patched to a direct call, NOPs, ud2a or a jmp"),
+    ("S+N", "as S, and the 2.6.22 native patcher inlines the instruction(s)"),
+    ("S+V", "as S, and VMI's ROM supplies the code (a call or jump into the ROM)"),
+    ("S+X", "as S, and Xen 2.6.23 inlines its own assembly"),
+    ("J", "a jump target: reached by jmp from entry.S, never called"),
+    (NOT_PATCHED, "never patched: a plain indirect call in every version"),
+)
 
 
 @functools.cache
@@ -92,7 +111,7 @@ def _patchable(op: Op) -> bool:
 class Op:
     """One ``paravirt_ops`` member: what it does natively and how the backends map it."""
 
-    #: §1 row number in the reference.
+    #: Row number (the catalogue's own numbering, by function; see the module docstring).
     row: int
     #: Member name, e.g. ``"write_cr3"``.
     name: str
@@ -154,7 +173,7 @@ V21_23 = (21, 22, 23)
 V22_23 = (22, 23)
 
 # ---------------------------------------------------------------------------------------------
-# The table (paravirt-ops.md §1, table order). Facts only; the hook parameters come from the
+# The table, in row order. Facts only; the hook parameters come from the
 # specs.
 # ---------------------------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ SPECS = {
     name: fn for module in SPEC_MODULES for name, fn in hookspecs.spec_functions(module)
 }
 VERSIONS_IN_DOC = re.compile(r"Linux 2\.6\.(\d+)(?:-2\.6\.(\d+)| only)")
-ROW_IN_DOC = re.compile(r"paravirt-ops\.md §1 row (\d+)")
+ROW_IN_DOC = re.compile(r"paravirt\.h``; catalogue row (\d+)\.")
 
 
 def _spec_manager(modules: list[types.ModuleType] = SPEC_MODULES) -> pluggy.PluginManager:

@@ -4,26 +4,20 @@ generated hook reference is up to date."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pvframe import plugins
-from pvframe.tools import docs_gen
+from pvframe.tools import doc_samples, docs_gen
 from pvframe.tools.check import check_backend
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def tutorial_backend(title: str) -> Any:
-    text = (DOCS / "tutorial.md").read_text()
-    blocks = re.findall(r"```python\n(# pvframe_vif/backend.py \((.*?)\)\n.*?)```", text, re.S)
-    code = {name: src for src, name in blocks}[title]
-    namespace: dict[str, Any] = {"__name__": f"tutorial_{title.replace(' ', '_')}"}
-    exec(compile(code, f"docs/tutorial.md ({title})", "exec"), namespace)
-    return namespace["Backend"]
+    return doc_samples.tutorial_backend(DOCS / "tutorial.md", title)
 
 
 @pytest.fixture(scope="module")

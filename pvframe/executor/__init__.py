@@ -60,7 +60,7 @@ holding translations (by the guest, devices or loaders) drop the overlapping blo
 
 libVEX mis-lifts worked around here: ``xadd r,r`` with one register, ``aam imm8`` (any
 base, #DE on 0), 8/16-bit ``div``/``idiv`` quotient overflow (#DE), plus the system
-instructions of reference/executor-facts.md.
+instructions of ``lift.py`` (libVEX ``priv/guest_x86_toIR.c``, pyvex 9.2.213).
 
 Measured speed (``python -m pvframe.executor.bench``, 2 vCPU, CPython 3.11, Unicorn
 2.1.4): ALU loop 16-18 M guest instr/s, array sum 7-12 M, RMW-with-carry loop 3-6 M,

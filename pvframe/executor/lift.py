@@ -1,6 +1,6 @@
 """pyvex lifting with blocks cut before system instructions.
 
-libVEX mis-lifts or cannot lift most system instructions (reference/executor-facts.md:
+libVEX mis-lifts or cannot lift most system instructions (libVEX ``priv/guest_x86_toIR.c``:
 ``mov r,cr0`` becomes a constant, ``wbinvd`` a no-op, ``iretd`` a plain return...). So each
 instruction of a lifted block is classified from its opcode bytes after the prefixes and
 the block is cut *before* the first one that is not plain integer code; that instruction

@@ -33,7 +33,7 @@ def pvop_setup_boot_clock(machine: Machine) -> None:
 
     :returns: nothing.
 
-    Linux 2.6.21-2.6.23; paravirt-ops.md §1 row 17.
+    Linux 2.6.21-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 17.
     """
 
 
@@ -45,7 +45,7 @@ def pvop_setup_secondary_clock(machine: Machine) -> None:
 
     :returns: nothing.
 
-    Linux 2.6.21-2.6.23; paravirt-ops.md §1 row 18.
+    Linux 2.6.21-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 18.
     """
 
 
@@ -63,7 +63,7 @@ def pvop_apic_write(machine: Machine, reg: int, value: int) -> None:
     :param reg: register offset in the APIC page; ``value``: the 32-bit value.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 57.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 57.
     """
 
 
@@ -76,7 +76,7 @@ def pvop_apic_write_atomic(machine: Machine, reg: int, value: int) -> None:
     :param reg: register offset in the APIC page; ``value``: the 32-bit value.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 58.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 58.
     """
 
 
@@ -89,7 +89,7 @@ def pvop_apic_read(machine: Machine, reg: int) -> int:
     :param reg: register offset in the APIC page.
     :returns: the 32-bit register value.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 59.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 59.
     """
 
 
@@ -110,5 +110,5 @@ def pvop_startup_ipi_hook(
     :param start_eip: address the AP is to start at; ``start_esp``: its initial stack pointer.
     :returns: nothing.
 
-    Linux 2.6.21-2.6.23; paravirt-ops.md §1 row 60.
+    Linux 2.6.21-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 60.
     """

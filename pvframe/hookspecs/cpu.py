@@ -36,7 +36,7 @@ def pvop_io_delay(machine: Machine) -> None:
 
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 11.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 11.
     """
 
 
@@ -54,7 +54,7 @@ def pvop_cpuid(machine: Machine, eax: int, ecx: int) -> tuple[int, int, int, int
     :param eax: the leaf; ``ecx``: the sub-leaf (32-bit values).
     :returns: ``(eax, ebx, ecx, edx)`` (deviation: C passes four in/out pointers).
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 19.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 19.
     """
 
 
@@ -67,7 +67,7 @@ def pvop_get_debugreg(machine: Machine, regno: int) -> int:
     :param regno: 0, 1, 2, 3, 6 or 7.
     :returns: the 32-bit register value.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 20.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 20.
     """
 
 
@@ -81,7 +81,7 @@ def pvop_set_debugreg(machine: Machine, regno: int, value: int) -> None:
     :param value: 32-bit value (a linear breakpoint address for DR0-DR3).
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 21.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 21.
     """
 
 
@@ -93,7 +93,7 @@ def pvop_clts(machine: Machine) -> None:
 
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 22.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 22.
     """
 
 
@@ -106,7 +106,7 @@ def pvop_read_cr0(machine: Machine) -> int:
 
     :returns: the 32-bit CR0 value.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 23.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 23.
     """
 
 
@@ -120,7 +120,7 @@ def pvop_write_cr0(machine: Machine, value: int) -> None:
     :param value: the new 32-bit CR0 value.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 24.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 24.
     """
 
 
@@ -133,7 +133,7 @@ def pvop_read_cr4_safe(machine: Machine) -> int:
 
     :returns: the 32-bit CR4 value, 0 when the read faults.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 29.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 29.
     """
 
 
@@ -146,7 +146,7 @@ def pvop_read_cr4(machine: Machine) -> int:
 
     :returns: the 32-bit CR4 value.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 30.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 30.
     """
 
 
@@ -160,7 +160,7 @@ def pvop_write_cr4(machine: Machine, value: int) -> None:
     :param value: the new 32-bit CR4 value.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 31.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 31.
     """
 
 
@@ -172,7 +172,7 @@ def pvop_wbinvd(machine: Machine) -> None:
 
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 32.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 32.
     """
 
 
@@ -191,7 +191,7 @@ def pvop_read_msr(machine: Machine, msr: int) -> int | None:
     :returns: the 64-bit value, or ``None`` if the MSR does not exist (#GP(0)); deviation:
         C returns the value and sets ``*err`` to 0 or -EFAULT.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 33.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 33.
     """
 
 
@@ -205,7 +205,7 @@ def pvop_write_msr(machine: Machine, msr: int, value: int) -> int:
     :param value: the 64-bit value (EDX:EAX as one int; the 22 C wrapper passes two halves).
     :returns: 0 on success, non-zero if the write faults (#GP(0); C: -EFAULT).
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 34.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 34.
     """
 
 
@@ -217,7 +217,7 @@ def pvop_read_tsc(machine: Machine) -> int:
 
     :returns: the 64-bit TSC value in CPU cycles.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 35.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 35.
     """
 
 
@@ -231,7 +231,7 @@ def pvop_read_pmc(machine: Machine, counter: int) -> int | None:
         and ``rdpmc`` uses whatever ECX holds.
     :returns: the counter value, or ``None`` for an invalid counter (#GP(0)).
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 36.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 36.
     """
 
 
@@ -250,7 +250,7 @@ def pvop_load_tr_desc(machine: Machine, selector: int) -> None:
         loads the kernel's fixed TSS selector (``GDT_ENTRY_TSS * 8``).
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 44.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 44.
     """
 
 
@@ -263,7 +263,7 @@ def pvop_load_gdt(machine: Machine, base: int, limit: int) -> None:
     :param base: linear address of the GDT; ``limit``: its size in bytes minus one.
     :returns: nothing (deviation: C passes a pointer to the 6-byte pseudo-descriptor).
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 45.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 45.
     """
 
 
@@ -276,7 +276,7 @@ def pvop_load_idt(machine: Machine, base: int, limit: int) -> None:
     :param base: linear address of the IDT; ``limit``: its size in bytes minus one.
     :returns: nothing (deviation: C passes a pointer to the 6-byte pseudo-descriptor).
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 46.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 46.
     """
 
 
@@ -289,7 +289,7 @@ def pvop_store_gdt(machine: Machine) -> tuple[int, int]:
     :returns: ``(base, limit)``: linear address and byte limit (deviation: C writes
         through a pseudo-descriptor pointer).
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 47.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 47.
     """
 
 
@@ -302,7 +302,7 @@ def pvop_store_idt(machine: Machine) -> tuple[int, int]:
     :returns: ``(base, limit)``: linear address and byte limit (deviation: C writes
         through a pseudo-descriptor pointer).
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 48.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 48.
     """
 
 
@@ -316,7 +316,7 @@ def pvop_set_ldt(machine: Machine, addr: int, entries: int) -> None:
     :param addr: linear address of the LDT; ``entries``: number of 8-byte descriptors.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 49.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 49.
     """
 
 
@@ -328,7 +328,7 @@ def pvop_store_tr(machine: Machine) -> int:
 
     :returns: the 16-bit selector.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 50.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 50.
     """
 
 
@@ -343,7 +343,7 @@ def pvop_load_tls(machine: Machine, thread: int, cpu: int) -> None:
     :param cpu: the CPU number whose GDT is updated.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 51.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 51.
     """
 
 
@@ -357,7 +357,7 @@ def pvop_write_ldt_entry(machine: Machine, dt: int, entrynum: int, low: int, hig
     :param low: bits 0-31 of the descriptor; ``high``: bits 32-63.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 52.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 52.
     """
 
 
@@ -371,7 +371,7 @@ def pvop_write_gdt_entry(machine: Machine, dt: int, entrynum: int, low: int, hig
     :param low: bits 0-31 of the descriptor; ``high``: bits 32-63.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 53.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 53.
     """
 
 
@@ -385,7 +385,7 @@ def pvop_write_idt_entry(machine: Machine, dt: int, entrynum: int, low: int, hig
     :param low: bits 0-31 of the gate; ``high``: bits 32-63.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 54.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 54.
     """
 
 
@@ -400,7 +400,7 @@ def pvop_load_esp0(machine: Machine, tss: int, thread: int) -> None:
     :param thread: linear address of the ``struct thread_struct``.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 55.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 55.
     """
 
 
@@ -413,7 +413,7 @@ def pvop_set_iopl_mask(machine: Machine, mask: int) -> None:
     :param mask: the new IOPL field in place (EFLAGS bits 12-13: 0, 0x1000, 0x2000, 0x3000).
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 56.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 56.
     """
 
 
@@ -430,7 +430,7 @@ def pvop_irq_enable_sysexit(machine: Machine) -> None:
 
     :returns: nothing; control continues in user mode.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 92.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 92.
     """
 
 
@@ -443,5 +443,5 @@ def pvop_iret(machine: Machine) -> None:
 
     :returns: nothing; control continues at the popped CS:EIP.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 93.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 93.
     """

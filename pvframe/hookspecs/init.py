@@ -39,7 +39,7 @@ def pvop_patch(
         versions patch in place, so the machine passes ``insns``).
     :returns: bytes used, at most ``len_``; the caller pads the rest with NOPs.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 1.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 1.
     """
 
 
@@ -56,7 +56,7 @@ def pvop_arch_setup(machine: Machine) -> None:
 
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 2.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 2.
     """
 
 
@@ -69,7 +69,7 @@ def pvop_memory_setup(machine: Machine) -> str:
     :returns: the name of the map's source, e.g. ``"Xen"`` (deviation: C returns a
         ``char *``; here the string itself).
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 3.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 3.
     """
 
 
@@ -81,7 +81,7 @@ def pvop_post_allocator_init(machine: Machine) -> None:
 
     :returns: nothing.
 
-    Linux 2.6.23 only; paravirt-ops.md §1 row 4.
+    Linux 2.6.23 only ``include/asm-i386/paravirt.h``; catalogue row 4.
     """
 
 
@@ -93,5 +93,5 @@ def pvop_banner(machine: Machine) -> None:
 
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 9.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 9.
     """

@@ -34,7 +34,7 @@ def pvop_init_IRQ(machine: Machine) -> None:
 
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 5.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 5.
     """
 
 
@@ -51,7 +51,7 @@ def pvop_save_fl(machine: Machine) -> int:
 
     :returns: a flags word of which only bit 9 (IF, 0x200) is meaningful.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 37.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 37.
     """
 
 
@@ -64,7 +64,7 @@ def pvop_restore_fl(machine: Machine, flags: int) -> None:
     :param flags: a flags word; only bit 9 (IF, 0x200) is acted on.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 38.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 38.
     """
 
 
@@ -76,7 +76,7 @@ def pvop_irq_disable(machine: Machine) -> None:
 
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 39.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 39.
     """
 
 
@@ -89,7 +89,7 @@ def pvop_irq_enable(machine: Machine) -> None:
 
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 40.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 40.
     """
 
 
@@ -107,7 +107,7 @@ def pvop_safe_halt(machine: Machine) -> None:
 
     :returns: nothing, once an interrupt (or event) has woken the CPU.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 42.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 42.
     """
 
 
@@ -119,5 +119,5 @@ def pvop_halt(machine: Machine) -> None:
 
     :returns: nothing, once the CPU resumes.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 43.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 43.
     """

@@ -43,7 +43,7 @@ def pvop_pagetable_setup_start(machine: Machine, base: int) -> None:
     :param base: linear address of the kernel page directory (``swapper_pg_dir``).
     :returns: nothing.
 
-    Linux 2.6.22-2.6.23; paravirt-ops.md §1 row 7.
+    Linux 2.6.22-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 7.
     """
 
 
@@ -56,7 +56,7 @@ def pvop_pagetable_setup_done(machine: Machine, base: int) -> None:
     :param base: linear address of the kernel page directory (``swapper_pg_dir``).
     :returns: nothing.
 
-    Linux 2.6.22-2.6.23; paravirt-ops.md §1 row 8.
+    Linux 2.6.22-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 8.
     """
 
 
@@ -73,7 +73,7 @@ def pvop_read_cr2(machine: Machine) -> int:
 
     :returns: the 32-bit faulting linear address.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 25.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 25.
     """
 
 
@@ -86,7 +86,7 @@ def pvop_write_cr2(machine: Machine, value: int) -> None:
     :param value: the new 32-bit CR2 value (a linear address).
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 26.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 26.
     """
 
 
@@ -98,7 +98,7 @@ def pvop_read_cr3(machine: Machine) -> int:
 
     :returns: the 32-bit CR3 value (physical address of the page directory plus flags).
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 27.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 27.
     """
 
 
@@ -112,7 +112,7 @@ def pvop_write_cr3(machine: Machine, value: int) -> None:
     :param value: the new 32-bit CR3 value (physical address of the page directory).
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 28.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 28.
     """
 
 
@@ -129,7 +129,7 @@ def pvop_flush_tlb_user(machine: Machine) -> None:
 
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 61.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 61.
     """
 
 
@@ -141,7 +141,7 @@ def pvop_flush_tlb_kernel(machine: Machine) -> None:
 
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 62.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 62.
     """
 
 
@@ -154,7 +154,7 @@ def pvop_flush_tlb_single(machine: Machine, addr: int) -> None:
     :param addr: a linear address inside the page.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 63.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 63.
     """
 
 
@@ -169,7 +169,7 @@ def pvop_flush_tlb_others(machine: Machine, cpus: int, mm_pgd: int, va: int) -> 
     :param va: linear address of the page to flush, or 0xFFFFFFFF for a full flush.
     :returns: nothing.
 
-    Linux 2.6.22-2.6.23; paravirt-ops.md §1 row 64.
+    Linux 2.6.22-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 64.
     """
 
 
@@ -188,7 +188,7 @@ def pvop_map_pt_hook(machine: Machine, type_: int, va: int, pfn: int) -> None:
     :param va: linear address of the mapping; ``pfn``: frame of the page-table page.
     :returns: nothing.
 
-    Linux 2.6.21 only; paravirt-ops.md §1 row 65.
+    Linux 2.6.21 only ``include/asm-i386/paravirt.h``; catalogue row 65.
     """
 
 
@@ -202,7 +202,7 @@ def pvop_kmap_atomic_pte(machine: Machine, pfn: int, type_: int) -> int:
     :param type_: the kmap slot (C name ``type``).
     :returns: the linear address of the mapping.
 
-    Linux 2.6.22-2.6.23; paravirt-ops.md §1 row 66.
+    Linux 2.6.22-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 66.
     """
 
 
@@ -217,7 +217,7 @@ def pvop_alloc_pt(machine: Machine, mm_pgd: int | None, pfn: int) -> None:
     :param pfn: frame of the new page-table page.
     :returns: nothing.
 
-    Linux 2.6.21-2.6.23; paravirt-ops.md §1 row 67.
+    Linux 2.6.21-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 67.
     """
 
 
@@ -230,7 +230,7 @@ def pvop_alloc_pd(machine: Machine, pfn: int) -> None:
     :param pfn: frame of the new page.
     :returns: nothing.
 
-    Linux 2.6.21-2.6.23; paravirt-ops.md §1 row 68.
+    Linux 2.6.21-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 68.
     """
 
 
@@ -247,7 +247,7 @@ def pvop_alloc_pd_clone(
     :param start: first entry index copied; ``count``: number of entries copied.
     :returns: nothing.
 
-    Linux 2.6.21-2.6.23; paravirt-ops.md §1 row 69.
+    Linux 2.6.21-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 69.
     """
 
 
@@ -260,7 +260,7 @@ def pvop_release_pt(machine: Machine, pfn: int) -> None:
     :param pfn: frame of the page.
     :returns: nothing.
 
-    Linux 2.6.21-2.6.23; paravirt-ops.md §1 row 70.
+    Linux 2.6.21-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 70.
     """
 
 
@@ -273,7 +273,7 @@ def pvop_release_pd(machine: Machine, pfn: int) -> None:
     :param pfn: frame of the page.
     :returns: nothing.
 
-    Linux 2.6.21-2.6.23; paravirt-ops.md §1 row 71.
+    Linux 2.6.21-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 71.
     """
 
 
@@ -292,7 +292,7 @@ def pvop_set_pte(machine: Machine, ptep: int, pteval: int) -> None:
     :param pteval: the entry value (32-bit non-PAE, 64-bit PAE).
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 72.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 72.
     """
 
 
@@ -306,7 +306,7 @@ def pvop_set_pte_at(machine: Machine, mm_pgd: int, addr: int, ptep: int, pteval:
     :param ptep: linear address of the entry; ``pteval``: the entry value.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 73.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 73.
     """
 
 
@@ -319,7 +319,7 @@ def pvop_set_pmd(machine: Machine, pmdp: int, pmdval: int) -> None:
     :param pmdp: linear address of the entry; ``pmdval``: the entry value.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 74.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 74.
     """
 
 
@@ -333,7 +333,7 @@ def pvop_pte_update(machine: Machine, mm_pgd: int, addr: int, ptep: int) -> None
     :param ptep: linear address of the entry.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 75.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 75.
     """
 
 
@@ -347,7 +347,7 @@ def pvop_pte_update_defer(machine: Machine, mm_pgd: int, addr: int, ptep: int) -
     :param ptep: linear address of the entry.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 76.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 76.
     """
 
 
@@ -360,7 +360,7 @@ def pvop_set_pte_atomic(machine: Machine, ptep: int, pteval: int) -> None:
     :param ptep: linear address of the entry; ``pteval``: the 64-bit entry value.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 77.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 77.
     """
 
 
@@ -374,7 +374,7 @@ def pvop_set_pte_present(machine: Machine, mm_pgd: int, addr: int, ptep: int, pt
     :param ptep: linear address of the entry; ``pte``: the 64-bit entry value.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 78.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 78.
     """
 
 
@@ -387,7 +387,7 @@ def pvop_set_pud(machine: Machine, pudp: int, pudval: int) -> None:
     :param pudp: linear address of the entry; ``pudval``: the 64-bit entry value.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 79.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 79.
     """
 
 
@@ -401,7 +401,7 @@ def pvop_pte_clear(machine: Machine, mm_pgd: int, addr: int, ptep: int) -> None:
     :param ptep: linear address of the entry.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 80.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 80.
     """
 
 
@@ -414,7 +414,7 @@ def pvop_pmd_clear(machine: Machine, pmdp: int) -> None:
     :param pmdp: linear address of the entry.
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 81.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 81.
     """
 
 
@@ -432,7 +432,7 @@ def pvop_pte_val(machine: Machine, pte: int) -> int:
     :param pte: the stored entry (32-bit non-PAE, 64-bit PAE).
     :returns: the kernel's view of the entry.
 
-    Linux 2.6.22-2.6.23; paravirt-ops.md §1 row 82.
+    Linux 2.6.22-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 82.
     """
 
 
@@ -445,7 +445,7 @@ def pvop_pgd_val(machine: Machine, pgd: int) -> int:
     :param pgd: the stored entry (32-bit non-PAE, 64-bit PAE).
     :returns: the kernel's view of the entry.
 
-    Linux 2.6.22-2.6.23; paravirt-ops.md §1 row 83.
+    Linux 2.6.22-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 83.
     """
 
 
@@ -458,7 +458,7 @@ def pvop_pmd_val(machine: Machine, pmd: int) -> int:
     :param pmd: the stored 64-bit entry.
     :returns: the kernel's view of the entry.
 
-    Linux 2.6.22-2.6.23; paravirt-ops.md §1 row 84.
+    Linux 2.6.22-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 84.
     """
 
 
@@ -471,7 +471,7 @@ def pvop_make_pte(machine: Machine, val: int) -> int:
     :param val: the kernel's entry value (32-bit non-PAE, 64-bit PAE; unnamed in C).
     :returns: the entry to store.
 
-    Linux 2.6.22-2.6.23; paravirt-ops.md §1 row 85.
+    Linux 2.6.22-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 85.
     """
 
 
@@ -484,7 +484,7 @@ def pvop_make_pgd(machine: Machine, val: int) -> int:
     :param val: the kernel's entry value (32-bit non-PAE, 64-bit PAE; unnamed in C).
     :returns: the entry to store.
 
-    Linux 2.6.22-2.6.23; paravirt-ops.md §1 row 86.
+    Linux 2.6.22-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 86.
     """
 
 
@@ -497,7 +497,7 @@ def pvop_make_pmd(machine: Machine, val: int) -> int:
     :param val: the kernel's 64-bit entry value (unnamed in C).
     :returns: the entry to store.
 
-    Linux 2.6.22-2.6.23; paravirt-ops.md §1 row 87.
+    Linux 2.6.22-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 87.
     """
 
 
@@ -516,7 +516,7 @@ def pvop_activate_mm(machine: Machine, prev_pgd: int, next_pgd: int) -> None:
         ``next``, both ``struct mm_struct *``; see ``mm_pgd`` in the module docstring).
     :returns: nothing.
 
-    Linux 2.6.22-2.6.23; paravirt-ops.md §1 row 88.
+    Linux 2.6.22-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 88.
     """
 
 
@@ -530,7 +530,7 @@ def pvop_dup_mmap(machine: Machine, oldmm_pgd: int, mm_pgd: int) -> None:
         and ``mm``).
     :returns: nothing.
 
-    Linux 2.6.22-2.6.23; paravirt-ops.md §1 row 89.
+    Linux 2.6.22-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 89.
     """
 
 
@@ -543,7 +543,7 @@ def pvop_exit_mmap(machine: Machine, mm_pgd: int) -> None:
     :param mm_pgd: the address space.
     :returns: nothing.
 
-    Linux 2.6.22-2.6.23; paravirt-ops.md §1 row 90.
+    Linux 2.6.22-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 90.
     """
 
 
@@ -562,5 +562,5 @@ def pvop_set_lazy_mode(machine: Machine, mode: int) -> None:
         ``int`` in 21).
     :returns: nothing.
 
-    Linux 2.6.21-2.6.23; paravirt-ops.md §1 row 91.
+    Linux 2.6.21-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 91.
     """

@@ -36,7 +36,7 @@ def pvop_time_init(machine: Machine) -> None:
 
     :returns: nothing.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 6.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 6.
     """
 
 
@@ -50,7 +50,7 @@ def pvop_const_udelay(machine: Machine, xloops: int) -> None:
         ``ndelay(n)`` passes ``n * 5``).
     :returns: nothing.
 
-    Linux 2.6.20 only; paravirt-ops.md §1 row 10.
+    Linux 2.6.20 only ``include/asm-i386/paravirt.h``; catalogue row 10.
     """
 
 
@@ -67,7 +67,7 @@ def pvop_get_wallclock(machine: Machine) -> int:
 
     :returns: seconds since 1970-01-01 00:00 UTC.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 12.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 12.
     """
 
 
@@ -80,7 +80,7 @@ def pvop_set_wallclock(machine: Machine, secs: int) -> int:
     :param secs: seconds since 1970-01-01 00:00 UTC.
     :returns: 0 on success, -1 if the clock cannot be set.
 
-    Linux 2.6.20-2.6.23; paravirt-ops.md §1 row 13.
+    Linux 2.6.20-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 13.
     """
 
 
@@ -92,7 +92,7 @@ def pvop_get_scheduled_cycles(machine: Machine) -> int:
 
     :returns: a 64-bit count of CPU cycles (VMI: cycles the vCPU was available).
 
-    Linux 2.6.21-2.6.22; paravirt-ops.md §1 row 14.
+    Linux 2.6.21-2.6.22 ``include/asm-i386/paravirt.h``; catalogue row 14.
     """
 
 
@@ -104,7 +104,7 @@ def pvop_sched_clock(machine: Machine) -> int:
 
     :returns: nanoseconds as a 64-bit int (Xen and VMI leave out stolen time).
 
-    Linux 2.6.23 only; paravirt-ops.md §1 row 15.
+    Linux 2.6.23 only ``include/asm-i386/paravirt.h``; catalogue row 15.
     """
 
 
@@ -116,5 +116,5 @@ def pvop_get_cpu_khz(machine: Machine) -> int:
 
     :returns: the TSC frequency in kHz.
 
-    Linux 2.6.21-2.6.23; paravirt-ops.md §1 row 16.
+    Linux 2.6.21-2.6.23 ``include/asm-i386/paravirt.h``; catalogue row 16.
     """

@@ -2,7 +2,7 @@
 
 :class:`UnicornMachine` runs a guest on Unicorn 2.1.4 (QEMU's TCG) with pvframe's own PC
 :class:`~pvframe.platform.pc.Platform` for the devices, and does what Unicorn leaves to its
-host (executor-facts.md, "Unicorn 2.1.4 as a bare-metal i386 reference"): the start state,
+host (Unicorn 2.1.4 ``uc_emu_start`` semantics; tests/test_unicorn_ref.py): the start state,
 time, external interrupts and the delivery of exceptions through the guest IDT. Its
 :meth:`UnicornMachine.run` returns a :class:`UnicornRunResult` with the fields of
 ``pvframe.machine.RunResult``, so the "PC platform / native backend" checks and the

@@ -1,5 +1,5 @@
 """``struct clock_event_device`` (Linux 2.6.22 ``include/linux/clockchips.h``,
-``kernel/time/clockevents.c``; reference §5.3).
+``kernel/time/clockevents.c``).
 
 The direction is ns -> device ticks (the opposite of a clocksource):
 ``clockevents_program_event(dev, expires, now)`` computes ``delta = expires - now``;

@@ -1,4 +1,4 @@
-"""``struct clocksource`` (Linux 2.6.22 ``include/linux/clocksource.h``; reference §5.3).
+"""``struct clocksource`` (Linux 2.6.22 ``include/linux/clocksource.h``).
 
 A free-running counter read through ``read()``, masked to ``mask`` bits, converted to
 nanoseconds as ``(cycles * mult) >> shift``. Deltas are ``(now - last) & mask``.

@@ -1,5 +1,5 @@
-"""``struct genapic`` IPI hooks (Linux 2.6.22 ``include/asm-i386/genapic.h``, mach-default;
-reference §5.3).
+"""``struct genapic`` IPI hooks (Linux 2.6.22 ``include/asm-i386/genapic.h``,
+``include/asm-i386/mach-default/mach_ipi.h``).
 
 The backend provides two small callables: ``write_icr(icr_low, icr_high)`` (native: two
 APIC register writes, high word first; VMI: ``APICWrite``) and ``read_apic_id()``

@@ -10,10 +10,12 @@ result; ``floor``/``ceil`` are of that exact value. Functions that model a Linux
 formula reproduce its u64 wrap-around (``& M64``) and say so; the others are unbounded
 and their bounds hold over the whole u64 input range.
 
-Sources: ``docs``-level facts from ../shared/reference/paravirt-ops.md §5.3
-(clocksource/clockevents helpers, Linux 2.6.21-22 ``include/linux/clocksource.h`` and
-``kernel/time/clockevents.c``), §3.9 (Xen pvclock and ``set_time_scale``), §4.4 (VMI
-cycle counters).
+Sources: the clocksource/clockevents helpers of Linux 2.6.21-22
+``include/linux/clocksource.h`` and ``kernel/time/clockevents.c``; Xen's pvclock
+(``struct vcpu_time_info`` in ``xen/include/public/xen.h``, the guest's reading in Linux
+2.6.24 ``arch/x86/xen/time.c``, ``set_time_scale`` in Xen 3.4 ``xen/arch/x86/time.c``); the
+VMI cycle counters of Linux 2.6.22 ``include/asm-i386/vmi_time.h`` and
+``arch/i386/kernel/vmiclock.c``.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def ns_to_tsc(ns: int, tsc_hz: int) -> int:
 
 
 def vmi_cycles_to_ns(cycles: int, cycle_hz: int) -> int:
-    """VMI counter cycles (``VMI_CYCLES_REAL``/``AVAILABLE``, §4.4) -> ns, floor.
+    """VMI counter cycles (``VMI_CYCLES_REAL``/``AVAILABLE``, ``vmi_time.h``) -> ns, floor.
 
     VMI counters tick at ``GetCycleFrequency()`` Hz; bound as :func:`ticks_to_ns`.
     """
@@ -148,7 +150,7 @@ def icount_for_tsc(tsc_deadline: int, skipped: int, cpi: int) -> int:
 
 
 # --------------------------------------------------------------------------------------
-# Linux clocksource (cycles -> ns) and clockevents (ns -> ticks), reference §5.3
+# Linux clocksource (cycles -> ns) and clockevents (ns -> ticks), Linux 2.6.22
 # --------------------------------------------------------------------------------------
 
 
@@ -213,7 +215,7 @@ def clockevent_delta2ns(latch: int, mult: int, shift: int, long_max: int = LONG_
 
 
 # --------------------------------------------------------------------------------------
-# Xen pvclock (reference §3.9)
+# Xen pvclock (``vcpu_time_info``, xen/include/public/xen.h; Linux 2.6.24 xen/time.c)
 # --------------------------------------------------------------------------------------
 
 
@@ -254,7 +256,7 @@ def pvclock_scale_delta(delta: int, mul: int, shift: int) -> int:
 
 
 def pvclock_ns(tsc: int, tsc_timestamp: int, system_time: int, mul: int, shift: int) -> int:
-    """Xen system time at ``tsc`` from a ``vcpu_time_info`` record (reference §3.9)."""
+    """Xen system time at ``tsc`` from a ``vcpu_time_info`` record (Linux 2.6.24 xen/time.c)."""
     return (system_time + pvclock_scale_delta((tsc - tsc_timestamp) & M64, mul, shift)) & M64
 
 

@@ -1,5 +1,5 @@
 """The ABI coupling report (``pvframe abi``): how much of a hypervisor's interface leaks
-through ``paravirt_ops`` (paravirt-ops.md §5).
+through ``paravirt_ops`` (docs/abi-coupling.md).
 
 Three measurements, each from the real mechanism rather than from a hand-written list:
 

@@ -22,13 +22,40 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from typer.core import TyperGroup
 
 from pvframe import catalogue, plugins
 
 if TYPE_CHECKING:
     from pvframe.machine import Machine, RunResult
 
+
+class _Commands(TyperGroup):
+    """The ``pvframe`` group: its help shows an on/off flag as just its name.
+
+    Typer releases that vendor click label every option with its type, which gives flags a
+    ``<bool>`` that reads as if they took a value; a flag's label is made empty (it takes
+    no value), and every other option keeps its type."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _unlabel_flags(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _unlabel_flags(command.get_params(ctx))
+        return command
+
+
+def _unlabel_flags(params: list[Any]) -> list[Any]:
+    for param in params:
+        if getattr(param, "is_flag", False) and getattr(param, "metavar", "") is None:
+            param.metavar = ""
+    return params
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="pvframe",
     help="Build and check paravirtualization backends for i386 paravirt_ops.",
     no_args_is_help=True,
@@ -107,15 +134,44 @@ def ops_cmd(
     if as_json:
         print(json.dumps([catalogue.as_dict(op) for op in ops], indent=2))
         return
-    table = Table(title=f"paravirt_ops ({len(ops)} hooks)")
-    for col in ("group", "op", "signature", "native", "versions", "patch"):
-        table.add_column(col, overflow="fold")
+    shown = [g for g in groups if any(op.group == g for op in ops)]
+    if group is None:
+        out.print(f"paravirt_ops: {len(ops)} hooks in {len(shown)} groups")
+    for g in shown:
+        out.print(_ops_table(g, [op for op in ops if op.group == g]))
+    _patch_legend(ops)
+
+
+def _ops_table(group: str, ops: list[catalogue.Op]) -> Table:
+    """One pv_ops group. Names, versions and patch codes are never broken inside a word;
+    the prose columns wrap at spaces and fold only a word wider than the whole column."""
+    table = Table(title=f"pv_{group}_ops ({len(ops)} hooks)")
+    table.add_column("op", no_wrap=True)
+    table.add_column("signature", overflow="fold", ratio=1)
+    table.add_column("native", overflow="fold", ratio=1)
+    table.add_column("2.6.x", no_wrap=True)
+    table.add_column("patch", max_width=len("S+N / S+V"))
     for op in ops:
-        table.add_row(
-            op.group, op.name, op.c_signature, op.native,
-            catalogue.version_range(op.versions), op.patch,
-        )
-    out.print(table)
+        table.add_row(op.name, op.c_signature, op.native, catalogue.version_range(op.versions),
+                      op.patch)
+    return table
+
+
+def _patch_legend(ops: list[catalogue.Op]) -> None:
+    """Explain the patch codes the table shows (the codes of ``catalogue.PATCH_LEGEND``)."""
+    shown = set().union(*(op.patch_codes for op in ops)) if ops else set()
+    legend = Table.grid(padding=(0, 1))
+    legend.add_column(no_wrap=True)
+    legend.add_column()
+    for code, meaning in catalogue.PATCH_LEGEND:
+        codes = {f"T{n}" for n in range(7)} if code == "T0-T6" else {code}
+        if codes & shown:
+            legend.add_row(code, meaning)
+    if any(";" in op.patch or "/" in op.patch for op in ops):
+        legend.add_row("a; b", "a in 2.6.20-21, b in 2.6.22-23")
+        legend.add_row("x / y", "what each backend's patcher does with the same site")
+    out.print("patch codes:")
+    out.print(legend)
 
 
 def _int(text: str, what: str) -> int:
@@ -626,10 +682,11 @@ def abi_cmd(
             "static": [s.to_dict() for s in scans],
         }, indent=2))
         return
-    summary = Table(title="ABI coupling: ops per backend (paravirt-ops.md §5)")
+    summary = Table(title="ABI coupling: ops per backend (docs/abi-coupling.md)")
     for col in ("backend", "implemented", "inherited from native", "hooks called",
                 "hypercalls", "hypercalls outside hooks"):
-        summary.add_column(col, justify="right" if col != "backend" else "left")
+        summary.add_column(col, justify="right" if col != "backend" else "left",
+                           no_wrap=col == "backend")
     for r in reports:
         hc_in = sum(sum(c.values()) for op, c in r.hypercalls.items() if op != "(outside hooks)")
         outside = sum(r.hypercalls.get("(outside hooks)", {}).values())
@@ -647,8 +704,11 @@ def abi_cmd(
         if not r.calls or not r.measured:
             continue
         per = Table(title=f"{r.name}: hypervisor calls per hook ({', '.join(i[0] for i in images)})")
-        for col in ("op", "calls", "provided by", "hypercalls / call", "hypercalls issued"):
-            per.add_column(col, justify="right" if col in ("calls", "hypercalls / call") else "left")
+        per.add_column("op", no_wrap=True)
+        per.add_column("calls", justify="right", no_wrap=True)
+        per.add_column("by", no_wrap=True)
+        per.add_column("per call", justify="right", no_wrap=True)
+        per.add_column("hypercalls issued", overflow="fold")
         for op, n in sorted(r.calls.items(), key=lambda kv: (-kv[1], kv[0])):
             hc: dict[str, int] = dict(r.hypercalls.get(op, {}))
             per.add_row(
@@ -657,15 +717,18 @@ def abi_cmd(
                 ", ".join(f"{k} {v}" for k, v in sorted(hc.items())) or "-",
             )
         out.print(per)
-    units = Table(title="units crossing the interface, and where each backend converts them")
-    units.add_column("op")
-    units.add_column("units")
-    units.add_column("pvframe.timekeeping.units")
-    for r in reports:
-        units.add_column(r.name, overflow="fold")
+    # One column for all backends ("xen: pvclock_ns"), so the table fits 80 columns whatever
+    # the number of backends, and no name is cut.
+    units = Table(title="units crossing the interface, and where they are converted",
+                  caption="unit functions: pvframe.timekeeping.units")
+    units.add_column("op", no_wrap=True)
+    units.add_column("units", no_wrap=True)
+    units.add_column("unit functions", overflow="fold", ratio=1)
+    units.add_column("converted by", overflow="fold", ratio=1)
     for row in abi.units_table():
         units.add_row(row["op"], ", ".join(row["units"]), ", ".join(row["unit_functions"]) or "-",
-                      *[", ".join(r.conversions.get(row["op"], [])) or "-" for r in reports])
+                      "\n".join(f"{r.name}: {', '.join(r.conversions.get(row['op'], [])) or '-'}"
+                                for r in reports))
     out.print(units)
     static = Table(title="privileged call sites (static scan) against hooks")
     for col in ("image", "code bytes", "call sites", "distinct hooks", "interface hooks",
@@ -678,7 +741,7 @@ def abi_cmd(
                        str(sc.port_io_sites))
     out.print(static)
     per_hook = Table(title="call sites per hook (static scan)")
-    per_hook.add_column("op")
+    per_hook.add_column("op", no_wrap=True)
     for sc in scans:
         per_hook.add_column(sc.image, justify="right", overflow="fold")
     hooks = sorted({op for sc in scans for op in sc.sites},

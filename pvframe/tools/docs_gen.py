@@ -175,8 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     check = "--check" in args
     args = [a for a in args if a != "--check"]
+    if args[:1] == ["--samples"] and len(args) > 1:
+        return _samples([Path(a) for a in args[1:]], check)
     if len(args) != 1:
-        print("usage: python -m pvframe.tools.docs_gen [--check] docs/hooks.md | --images docs/img", file=sys.stderr)
+        print("usage: python -m pvframe.tools.docs_gen [--check] docs/hooks.md | --images docs/img"
+              " | [--check] --samples PAGE.md...", file=sys.stderr)
         return 2
     path = Path(args[0])
     text = render()
@@ -190,6 +193,27 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(text)
     print(f"wrote {path} ({len(catalogue.CATALOGUE)} hooks)")
     return 0
+
+
+def _samples(pages: list[Path], check: bool) -> int:
+    """Refresh (or, with ``check``, compare) the command samples of ``pages``
+    (:mod:`pvframe.tools.doc_samples`); the tutorial's backends come from docs/tutorial.md
+    beside the first page."""
+    from pvframe.tools import doc_samples
+
+    tutorial = pages[0].parent / "tutorial.md"
+    status = 0
+    for page in pages:
+        if check:
+            for command in doc_samples.stale(page, tutorial):
+                print(f"pvframe.tools.docs_gen: {page}: the sample of {command!r} is out of date;"
+                      f" run python -m pvframe.tools.docs_gen --samples {page}", file=sys.stderr)
+                status = 1
+            continue
+        text = page.read_text()
+        page.write_text(doc_samples.refresh(text, tutorial))
+        print(f"wrote {page} ({len(doc_samples.samples(text))} samples)")
+    return status
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """``pvframe new-backend NAME``: scaffold a backend distribution.
 
-The result installs with ``pip install ./pvframe_NAME`` and is found by
-:func:`pvframe.plugins.discover` through the entry point ``NAME`` in the group
-``pvframe.backends``. Its backend class implements nothing, so it inherits every op from
+The result installs with ``pip install ./pvframe_NAME`` into the environment where pvframe
+itself is installed (from its checkout: pvframe is not published on a package index), and
+is found by :func:`pvframe.plugins.discover` through the entry point ``NAME`` in the group
+``pvframe.backends``. It requires the pvframe release series it was made with
+(:func:`pvframe_requirement`), so the installed core satisfies it and pip never looks for
+pvframe on an index. Its backend class implements nothing, so it inherits every op from
 native and passes the equivalence kit as generated; its ``tests/test_conformance.py`` runs
 the kit (:mod:`pvframe.testing.conformance`) against it.
 """
@@ -22,6 +25,19 @@ class ScaffoldError(Exception):
 
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: The scaffold's ``requires-python``: the Python versions the core supports.
+REQUIRES_PYTHON = ">=3.11"
+
+
+def pvframe_requirement(version: str = PVFRAME_VERSION) -> str:
+    """The requirement on the core for a backend made with pvframe ``version``: its
+    ``major.minor`` series (the hook API of a series does not change), pre-releases of
+    that series included, so a checkout at ``0.2.0.dev3`` satisfies a scaffold made from it."""
+    match = re.match(r"^(\d+)\.(\d+)", version)
+    if match is None:
+        raise ScaffoldError(f"pvframe's version {version!r} is not MAJOR.MINOR[...]")
+    major, minor = int(match[1]), int(match[2])
+    return f"pvframe>={major}.{minor}.dev0,<{major}.{minor + 1}"
 
 
 def check_name(name: str, target: Path, installed: dict[str, plugins.BackendInfo] | None = None) -> None:
@@ -67,8 +83,9 @@ name = "pvframe-{name}"
 version = "0.1.0"
 description = "The {name} paravirtualization backend for pvframe."
 readme = "README.md"
-requires-python = ">=3.11"
-dependencies = ["pvframe>={PVFRAME_VERSION}"]
+requires-python = "{REQUIRES_PYTHON}"
+# pvframe is installed from its checkout first (it is not on a package index)
+dependencies = ["{pvframe_requirement()}"]
 
 [project.optional-dependencies]
 test = ["pytest>=8", "hypothesis>=6.100"]
@@ -163,7 +180,11 @@ def pvframe_backend() -> str:
 ''',
         "README.md": f'''# pvframe-{name}
 
-The `{name}` paravirtualization backend for [pvframe](https://pypi.org/project/pvframe/).
+The `{name}` paravirtualization backend for pvframe.
+
+pvframe is installed from its checkout, not from a package index: in the environment where
+`pvframe` runs (the checkout's README does `pip install . ./plugins/pvframe_native ...`),
+install this folder next to it.
 
 ```sh
 pip install ./pvframe_{name}        # registers the entry point `{name}`
@@ -191,4 +212,5 @@ def scaffold(name: str, target: Path | None = None) -> Path:
     return target
 
 
-__all__ = ["ScaffoldError", "check_name", "files", "scaffold"]
+__all__ = ["REQUIRES_PYTHON", "ScaffoldError", "check_name", "files", "pvframe_requirement",
+           "scaffold"]

@@ -1,4 +1,4 @@
-"""Unicorn 2.1.4 as the bare-metal reference (quirks: reference/executor-facts.md).
+"""Unicorn 2.1.4 as the bare-metal reference (quirks: tests/test_unicorn_ref.py).
 
 Same start state as :class:`conftest.Machine`: GDT at 0x1000 with flat 0x08/0x10, CS=0x08,
 DS=ES=FS=GS=SS=0x10, ESP=0x9000, code at 0x10000, CR0=0x11. Unicorn starts with

@@ -102,7 +102,7 @@ def test_counter0_mode0_fires_once(rig: Rig) -> None:
 
 
 def test_vmi_parks_pit_in_mode5(rig: Rig) -> None:
-    rig.out(0x43, 0x3A)  # counter 0, lo/hi, mode 5 (reference §4.4)
+    rig.out(0x43, 0x3A)  # counter 0, lo/hi, mode 5 (Linux 2.6.22 vmiclock.c parks the PIT)
     rig.out(0x40, 0xFF)
     rig.out(0x40, 0xFF)
     assert rig.platform.next_deadline(0) is None

@@ -104,7 +104,7 @@ def test_ns2cyc_round_trip(ns: int, mult: int, shift: int) -> None:
 
 
 def test_vmi_clocksource_mult_example() -> None:
-    # reference §4.4: vmi-timer mult = clocksource_khz2mult(freq/1000, 22); 1 GHz -> 2^22
+    # Linux 2.6.22 vmiclock.c: vmi-timer mult = clocksource_khz2mult(freq/1000, 22); 1 GHz -> 2^22
     assert U.clocksource_khz2mult(1_000_000, 22) == 1 << 22
 
 

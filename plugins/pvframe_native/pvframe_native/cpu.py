@@ -26,7 +26,7 @@ MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x174, 0x175, 0x176
 APIC_BASE_VALUE = 0xFEE00000 | (1 << 11) | (1 << 8)  # enabled, bootstrap processor
 
 # CPUID leaf 1 EDX: only features the executor really executes are advertised
-# (executor-facts.md: never advertise what cannot be executed; no x87/SSE here).
+# (pvframe.executor lists what it runs: never advertise what cannot be executed; no x87/SSE here).
 FEAT_PSE, FEAT_TSC, FEAT_MSR, FEAT_CX8 = 1 << 3, 1 << 4, 1 << 5, 1 << 8
 FEAT_APIC, FEAT_PGE, FEAT_CMOV = 1 << 9, 1 << 13, 1 << 15
 LEAF1_EDX = FEAT_PSE | FEAT_TSC | FEAT_MSR | FEAT_CX8 | FEAT_APIC | FEAT_PGE | FEAT_CMOV
@@ -42,7 +42,7 @@ THREAD_ESP0, THREAD_SYSENTER_CS = 24, 28
 # struct i386_hw_tss: back_link, esp0 (4), ss0 (8), esp1 (12), ss1 (16)
 TSS_ESP0, TSS_SS1 = 4, 16
 
-# native_patch of 2.6.20-21: the seven fixed patch types (paravirt-ops.md §0.4)
+# native_patch of 2.6.20-21: the seven fixed patch types (Linux 2.6.20 arch/i386/kernel/paravirt.c)
 NATIVE_PATCH = {
     0: bytes([0xFA]),                   # cli
     1: bytes([0xFB]),                   # sti

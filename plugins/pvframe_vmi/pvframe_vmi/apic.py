@@ -1,4 +1,4 @@
-"""Local APIC ops (§1.F) as VMI calls: ``apic_write`` / ``apic_write_atomic`` → APICWrite
+"""Local APIC ops (paravirt.h) as VMI calls: ``apic_write`` / ``apic_write_atomic`` → APICWrite
 (63), ``apic_read`` → APICRead (64), both reaching :class:`pvframe_vmi.timer.VirtualApic`
 through the model (the timer registers become alarms, every other register -- the ICR of
 a self-IPI among them (genapic's ``send_IPI_self`` is an ICR write) -- is the platform

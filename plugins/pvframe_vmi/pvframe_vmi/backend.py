@@ -1,5 +1,5 @@
 """VMI guest side, as Linux 2.6.22's ``arch/i386/kernel/vmi.c`` / ``vmiclock.c`` fill
-``paravirt_ops``: every op a VMI call by number (paravirt-ops.md §1 VMI column, §4) on the
+``paravirt_ops``: every op a VMI call by number (``activate_vmi``; ``vmi.h``) on the
 model of the VMware side (:mod:`pvframe_vmi.hypervisor`), one module per pv_ops group:
 
 * :mod:`.irq` -- IF calls and Halt; :mod:`.cpu` -- control/debug registers, CPUID, TSC,

@@ -1,7 +1,7 @@
 """The guest side's plumbing: one :class:`~pvframe_vmi.hypervisor.VmiHypervisor` per machine,
 wired to the machine, the ROM's relocation records, and the native fallback.
 
-Activation (Linux 2.6.22 ``vmi_init`` → ``activate_vmi``, paravirt-ops.md §4.1):
+Activation (Linux 2.6.22 ``vmi_init`` → ``activate_vmi``, ``arch/i386/kernel/vmi.c``):
 
 * :meth:`VmiGuest.attach` (called once by the machine after binding) builds the ROM image
   (:class:`pvframe_vmi.rom.VmiRom`), the model, and the event source that turns the

@@ -1,9 +1,9 @@
-"""CPU ops (§1.C, §1.E) as VMI calls, with the architectural checks of the native op done
+"""CPU ops (paravirt.h) as VMI calls, with the architectural checks of the native op done
 by the guest side first (a real CPU raises the same fault before VMware sees the access;
 the model trusts its caller), so every value and fault the guest sees equals native's.
 
 * control registers: SetCR0-4 (15-18) / GetCR0-4 (19-22), CLTS (28), WBINVD (23);
-  ``read_cr4_safe`` stays native (§4.2). CR0 stores keep ET hardwired; reserved bits and
+  ``read_cr4_safe`` stays native (vmi.c). CR0 stores keep ET hardwired; reserved bits and
   unsupported CR4 bits #GP as natively. The model stores the value into the machine
   (``control_written`` → ``machine.set_crN``: paging mode and TLB flushes).
 * debug registers: SetDR (24) / GetDR (25) after native's DR4/5 aliasing and DR6/DR7
@@ -12,7 +12,7 @@ the model trusts its caller), so every value and fault the guest sees equals nat
 * ``cpuid`` → CPUID (0) with the hardware register convention; the model's CPUID is the
   native CPU's (no VMware hypervisor leaf is shown to a native guest).
 * ``read_tsc`` → RDTSC (27): the REAL counter plus the TSC offset the guest wrote through
-  ``wrmsr`` (MSRs stay native: Linux does not use VMI's RDMSR/WRMSR, §4.2).
+  ``wrmsr`` (MSRs stay native: Linux does not use VMI's RDMSR/WRMSR, vmi.c).
 * descriptor tables: SetGDT (3) / SetIDT (5) / GetGDT (7) / GetIDT (9) take a pointer to
   an ``Xgt_desc_struct``; the hook has the values, so the block lives in the argument page
   (:mod:`pvframe_vmi.base`). SetTR (6) after native's LTR checks; GetTR (10);

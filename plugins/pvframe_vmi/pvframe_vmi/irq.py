@@ -1,7 +1,7 @@
-"""Interrupt flag and halt (§1.D) as VMI calls: DisableInterrupts (30), EnableInterrupts
+"""Interrupt flag and halt (paravirt.h) as VMI calls: DisableInterrupts (30), EnableInterrupts
 (29), GetInterruptMask (31), SetInterruptMask (32) -- patched in at every site by
 ``vmi_patch`` (CALL_REL relocations) -- and ``safe_halt`` = Halt (35), the only halt VMI
-has (every VMI halt is the safe kind, §4.5). The model's virtual IF is wired to
+has (every VMI halt is the safe kind, vmi.c). The model's virtual IF is wired to
 ``cpu.eflags_sys`` bit 9, so the executor's delivery check and ``iret``/``popf`` see it.
 ``halt`` (a plain ``hlt``) stays native: Linux leaves the slot alone and the instruction
 traps. ``iret`` is the IRET (33) jump target (JUMP_REL): the call, then the architectural

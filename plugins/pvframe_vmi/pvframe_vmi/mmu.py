@@ -1,4 +1,4 @@
-"""MMU ops (§1.G-1.L, §4.3) as VMI calls.
+"""MMU ops (paravirt.h, vmi.h) as VMI calls.
 
 * TLB: ``flush_tlb_user`` → FlushTLB(VMI_FLUSH_TLB), ``flush_tlb_kernel`` →
   FlushTLB(TLB | GLOBAL), ``flush_tlb_single`` → InvalPage (46); the model flushes the

@@ -1,6 +1,6 @@
-"""The VMI option ROM image, as a Linux 2.6.21/22 guest discovers and uses it (§4.1, §4.2).
+"""The VMI option ROM image, as a Linux 2.6.21/22 guest discovers and uses it (vmi.c).
 
-Layout (offsets from the ROM start; ``struct vrom_header`` offsets are §4.1's):
+Layout (offsets from the ROM start; ``struct vrom_header`` offsets are vmi.h's):
 
 ==========  ===========================================================================
 0x000       ``struct vrom_header``: 0xAA55, length (512-byte units), 16-bit init entry
@@ -9,7 +9,7 @@ Layout (offsets from the ROM start; ``struct vrom_header`` offsets are §4.1's):
             ``pnp_header_offs`` 26 (0: none)
 0x080       ``vmi_init`` entry stub (8 bytes)
 0x088       ``get_reloc`` entry stub (8 bytes)
-0x090       PCI data structure "PCIR": vendor 0x15AD, device 0x0801 (§4.1)
+0x090       PCI data structure "PCIR": vendor 0x15AD, device 0x0801 (vmi.c)
 0x0B0       license string "GPL v2"
 0x0C0       identification string
 0x100       call table: one ``VROM_CALL_LEN`` = 32-byte slot per call number 0..73;
@@ -19,7 +19,7 @@ last byte   checksum: all bytes sum to 0 mod 256, as for any option ROM
 ==========  ===========================================================================
 
 The 32-byte slot size is ``VROM_CALL_LEN`` of VMware's VMI headers; API 3.0 guests never
-compute slot addresses themselves -- they ask ``get_reloc(call)`` (§4.2), which returns
+compute slot addresses themselves -- they ask ``get_reloc(call)`` (vmi.c), which returns
 the slot's address with ``VMI_RELOCATION_CALL_REL`` (``JUMP_REL`` for IRET/SYSEXIT,
 ``NOP`` for calls configured as no-ops, ``NONE`` for calls not provided).
 
@@ -32,7 +32,7 @@ Trap mechanism. Every entry stub is::
     CC...        int3 padding to the slot end
 
 Why ``ud2`` and not ``int n`` or an ``out`` to a reserved port: pyvex does not decode
-``ud2`` (``Ijk_NoDecode``, executor-facts.md), so the lifted block always *ends* at the
+``ud2`` (``Ijk_NoDecode``, libVEX guest_x86_toIR.c), so the lifted block always *ends* at the
 trap and the executor's single system-instruction decoder gets control with every
 register architecturally exact; an ``int n`` would go through the guest's IDT (guest-
 visible, needs a gate), and ``out`` is lifted as a dirty helper in the middle of a block,
@@ -40,8 +40,8 @@ carries only one value register and would clobber ``edx`` (the second regparm ar
 to hold a 16-bit port. The marker makes the trap unambiguous (Linux's ``BUG()`` is a bare
 ``ud2``) and self-describing: the call number is in the stub, so a trap at any address
 decodes without a table (:func:`decode_trap`), and :meth:`VmiRom.call_at` maps a stub
-address back to its number. Xen's ``XEN_EMULATE_PREFIX`` (``ud2a; .ascii "xen"``, §1
-row 19) is the same idea. The guest side, on ``ud2`` at ``eip`` with
+address back to its number. Xen's ``XEN_EMULATE_PREFIX`` (``ud2a; .ascii "xen"``, 2.6.23
+enlighten.c) is the same idea. The guest side, on ``ud2`` at ``eip`` with
 ``decode_trap(bytes at eip) == n``: ``result = VmiRom.handle_trap(hv, n, regs,
 read_stack)``, write ``result.registers``, then act on ``result.action`` (RETURN: set
 ``eip = eip + TRAP_LEN`` so the stub's ``ret`` runs).
@@ -94,7 +94,7 @@ assert _HEADER.size == 144
 
 
 class Reloc(enum.IntEnum):
-    """``struct vmi_relocation_info.type`` (§4.2)."""
+    """``struct vmi_relocation_info.type`` (vmi.h)."""
 
     NONE = 0  #: not provided: keep native code
     CALL_REL = 1  #: call ``eip``
@@ -103,7 +103,7 @@ class Reloc(enum.IntEnum):
 
 
 class LinuxUse(enum.Enum):
-    """How Linux 2.6.22's ``activate_vmi`` consumes a call (§1 VMI column, §4.2)."""
+    """How Linux 2.6.22's ``activate_vmi`` consumes a call (vmi.c)."""
 
     PARA_FILL = "para_fill"  #: slot := ROM entry (ABI-compatible)
     PATCHED = "para_fill+patch"  #: para_fill, and call sites rewritten to ``call eip``
@@ -112,7 +112,7 @@ class LinuxUse(enum.Enum):
     UNUSED = "unused"  #: not called by 21/22
 
 
-#: (use, paravirt_ops entries served) per call, from §1 and the §4.2 table
+#: (use, paravirt_ops entries served) per call, from vmi.c's ``activate_vmi``
 LINUX_USE: dict[int, tuple[LinuxUse, tuple[str, ...]]] = {
     VMI_CALL[name]: (use, ops) for name, use, ops in (
         ("CPUID", LinuxUse.WRAPPER, ("cpuid",)),
@@ -172,7 +172,7 @@ LINUX_USE: dict[int, tuple[LinuxUse, tuple[str, ...]]] = {
         ("SetAlarm", LinuxUse.WRAPPER, ("time_init", "setup_boot_clock", "setup_secondary_clock")),
         ("CancelAlarm", LinuxUse.WRAPPER, ("setup_boot_clock",)),
         ("GetWallclockTime", LinuxUse.WRAPPER, ("get_wallclock",)),
-        ("WallclockUpdated", LinuxUse.UNUSED, ()),  # looked up, never called (§4.2)
+        ("WallclockUpdated", LinuxUse.UNUSED, ()),  # looked up, never called (vmi.c)
         ("SetLazyMode", LinuxUse.WRAPPER, ("set_lazy_mode",)),
     )
 }
@@ -198,7 +198,7 @@ class Relocation:
 
 @attrs.frozen
 class VromHeader:
-    """``struct vrom_header`` (§4.1), decoded."""
+    """``struct vrom_header`` (vmi.h), decoded."""
 
     rom_signature: int
     rom_length: int
@@ -222,11 +222,11 @@ class VromHeader:
 
 
 class RomRejected(ValueError):
-    """The image is not a VMI ROM Linux 2.6.21/22 would activate (§4.1)."""
+    """The image is not a VMI ROM Linux 2.6.21/22 would activate (vmi.c)."""
 
 
 def check_rom(image: bytes) -> tuple[VromHeader, list[str]]:
-    """Linux's acceptance test (§4.1): option-ROM and "cVmi" signatures, API major 3, a PCI
+    """Linux's acceptance test (vmi.c): option-ROM and "cVmi" signatures, API major 3, a PCI
     header (other vendor/device only warns), license "GPL" or "GPL v2". Returns the
     header and the warnings; raises :class:`RomRejected`."""
     if len(image) < _HEADER.size:
@@ -288,7 +288,7 @@ class VmiRom:
     passes ``0xC0000000 + base``; default: ``base``, the flat paging-off start state).
     Relocation ``eip`` values are link addresses. ``nop_calls`` are reported as
     ``VMI_RELOCATION_NOP``, ``omitted_calls`` as ``NONE`` (e.g. omit GetCycleFrequency to
-    make a 21/22 guest keep native time, §4.2 last paragraph).
+    make a 21/22 guest keep native time, vmi.c).
     """
 
     base: int = DEFAULT_ROM_BASE
@@ -360,7 +360,7 @@ class VmiRom:
         return Reloc.CALL_REL
 
     def get_reloc(self, number: int) -> Relocation:
-        """``get_reloc(call)`` (§4.2): where and how the guest reaches call ``number``."""
+        """``get_reloc(call)`` (vmi.c): where and how the guest reaches call ``number``."""
         kind = self.relocation_type(number)
         eip = self.entry_address(number) if kind in (Reloc.CALL_REL, Reloc.JUMP_REL) else 0
         return Relocation(number, kind, eip)

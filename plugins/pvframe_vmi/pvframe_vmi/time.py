@@ -1,9 +1,9 @@
-"""Time ops (§1.B, §4.4): GetCycleFrequency (66), GetCycleCounter (67), GetWallclockTime
+"""Time ops (paravirt.h, vmi_time.h): GetCycleFrequency (66), GetCycleCounter (67), GetWallclockTime
 (70), SetAlarm (68). Conversions through :mod:`pvframe.timekeeping.units` only.
 
 ``time_init`` is ``vmi_time_init`` (22): the PIT is parked (control word 0x3a: channel 0,
 mode 5) and the tick becomes a periodic IRQ0-wired alarm of ``GetCycleFrequency() / HZ``
-cycles on the REAL counter (delivered as an IRQ 0 pulse). Coupling C3 of §5.2: the tick is
+cycles on the REAL counter (delivered as an IRQ 0 pulse). C3 of docs/abi-coupling.md: the tick is
 exactly ``1/HZ`` s, where native's PIT tick is ``LATCH / 1193182`` s (4000.2 µs at HZ=250).
 """
 
@@ -24,7 +24,7 @@ class VmiTimeOps(VmiGuest):
     @hookimpl
     def pvop_time_init(self, machine: Any) -> None:
         if not self.provided("GetCycleFrequency"):
-            self.native.pvop_time_init(machine)  # §4.2: no VMI timer, native time
+            self.native.pvop_time_init(machine)  # vmi.c: no VMI timer, native time
             return
         machine.platform.io_write(0x43, 1, 0x3A)  # park PIT channel 0 (mode 5)
         freq = self.value(machine, "GetCycleFrequency")

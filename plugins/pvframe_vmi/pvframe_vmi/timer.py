@@ -10,7 +10,7 @@ registers). The platform APIC owns the count-down; under VMI its *timer driver*
 driver: the expiry (and period) the APIC asks for becomes an LVTT-wired alarm, and the
 alarm's firing is :meth:`LocalApic.timer_expired`.
 
-The conversion chain (the ABI coupling of paravirt-ops.md §5.2 C1/C4, made explicit):
+The conversion chain (ABI couplings C1/C4 of docs/abi-coupling.md, made explicit):
 
 1. APIC ticks → TSC cycles (the platform APIC: ``count * divide`` at bus = TSC) → ns:
    ``delta_ns = units.tsc_to_ns(expiry_tsc - now, tsc_hz)`` (floor);

@@ -1,4 +1,4 @@
-"""Page-table calls (§4.3): SetPxE/UpdatePxE, AllocatePage/ReleasePage, TLB, refusals."""
+"""Page-table calls (vmi.h): SetPxE/UpdatePxE, AllocatePage/ReleasePage, TLB, refusals."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def test_set_pte_may_reach_a_directory_and_pdp_needs_no_page() -> None:
     hv, mem = make()
     alloc(hv, PD, VMI_PAGE_L2)
     assert hv.invoke(C["SetPxE"], 0x4000E3, PD << 12 | 8, VMI_PAGE_PT).error is None  # set_pmd_pte
-    # PAE set_pud: the PDPT is not a page-table page (§4.3 notes)
+    # PAE set_pud: the PDPT is not a page-table page (vmi.c)
     assert hv.invoke(C["SetPxELong"], 1 << 63 | 0x7001, 0x8000, VMI_PAGE_PDP).error is None
     assert mem.read_phys(0x8000, 8) == 1 << 63 | 0x7001
 

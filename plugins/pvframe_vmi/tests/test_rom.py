@@ -1,4 +1,4 @@
-"""The VMI option ROM: header (§4.1), call table and relocations (§4.2), trap stubs."""
+"""The VMI option ROM: header (vmi.h), call table and relocations (vmi.c), trap stubs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""VMI time (§4.4): REAL vs AVAILABLE with stolen time, alarms one-shot and periodic."""
+"""VMI time (vmi_time.h): REAL vs AVAILABLE with stolen time, alarms one-shot and periodic."""
 
 from __future__ import annotations
 

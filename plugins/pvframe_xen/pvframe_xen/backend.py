@@ -125,7 +125,7 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
     # ------------------------------------------------------------ time (rows 12-16)
     def _read_time(self, machine: Any) -> int:
         """``xen_clocksource_read``: the pvclock formula over a consistent snapshot of the
-        record (retry while the version is odd or changed, §3.9)."""
+        record (retry while the version is odd or changed, Xen public xen.h)."""
         hv = self.hypervisor(machine)
         while True:
             t = hv.time

@@ -1,5 +1,5 @@
-"""Event channels and upcalls (§3.8), time and timers (§3.9), sched_op (§3.10), misc
-hypercalls, and the byte layouts of shared_info / vcpu_info / start_info (§3.6-3.7)."""
+"""Event channels and upcalls (event_channel.h), time and timers (vcpu.h), sched_op (sched.h), misc
+hypercalls, and the byte layouts of shared_info / vcpu_info / start_info (xen.h)."""
 
 from __future__ import annotations
 

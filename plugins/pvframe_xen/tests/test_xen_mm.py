@@ -1,4 +1,4 @@
-"""Page-type, reference-count and MMU-hypercall rules (§3.3-§3.5), one test per rule,
+"""Page-type, reference-count and MMU-hypercall rules (Xen mm.c, xen.h), one test per rule,
 each with the error code Xen returns."""
 
 from __future__ import annotations

@@ -6,36 +6,36 @@ offset. Modelled:
 
 ======  =================================================================================
 0x020   ID (bits 31..24), read/write
-0x030   Version, read-only: 0x00050014 — version 0x14 (an integrated xAPIC, §10.4.8) and
+0x030   Version, read-only: 0x00050014 — version 0x14 (an integrated xAPIC, SDM §10.4.8) and
         "Max LVT Entry" 5 in bits 23..16, i.e. six LVT entries (timer, thermal, perf
         counters, LINT0, LINT1, error) so Linux programs LVTPC and LVTTHMR too
-0x080   TPR; 0x0A0 PPR (read-only, §10.8.3.1: TPR if TPR[7:4] >= ISRV[7:4], else
-        ISRV[7:4] << 4); 0x0B0 EOI (write: clears the highest ISR bit, §10.8.5)
+0x080   TPR; 0x0A0 PPR (read-only, SDM §10.8.3.1: TPR if TPR[7:4] >= ISRV[7:4], else
+        ISRV[7:4] << 4); 0x0B0 EOI (write: clears the highest ISR bit, SDM §10.8.5)
 0x0D0   LDR (bits 31..24); 0x0E0 DFR (bits 31..28 model, low bits read as ones)
-0x0F0   SVR: bits 7..0 spurious vector, bit 8 APIC software enable (§10.9, §10.4.7.2)
+0x0F0   SVR: bits 7..0 spurious vector, bit 8 APIC software enable (SDM §10.9, SDM §10.4.7.2)
 0x100+  ISR, 0x180+ TMR, 0x200+ IRR: 8 x 32-bit words each, 16 bytes apart
 0x280   ESR: a write copies the accumulated errors into the readable register and clears
-        the accumulator ("write before read", §10.5.3)
+        the accumulator ("write before read", SDM §10.5.3)
 0x300   ICR low (vector, delivery mode 10..8, dest mode 11, delivery status 12, level 14,
-        trigger 15, shorthand 19..18); 0x310 ICR high (destination 31..24) (§10.6.1)
+        trigger 15, shorthand 19..18); 0x310 ICR high (destination 31..24) (SDM §10.6.1)
 0x320   LVT timer (vector, mask bit 16, periodic bit 17); 0x330 thermal; 0x340 perf;
         0x350 LINT0; 0x360 LINT1 (delivery mode bits 10..8, 111 = ExtINT); 0x370 error
 0x380   timer initial count; 0x390 current count (read-only); 0x3E0 divide configuration
 ======  =================================================================================
 
-Interrupt acceptance (§10.8.3): a vector waits in IRR and is delivered when its priority
+Interrupt acceptance (SDM §10.8.3): a vector waits in IRR and is delivered when its priority
 class (vector >> 4) exceeds PPR's class; delivery moves it to ISR; EOI clears the highest
 ISR bit. Vectors 0-15 are illegal: accepting one sets ESR bit 6 ("receive illegal
 vector") instead, sending one sets bit 5.
 
-IPIs on a one-CPU system (§10.6.1): fixed delivery to this CPU (physical destination
+IPIs on a one-CPU system (SDM §10.6.1): fixed delivery to this CPU (physical destination
 equal to the APIC ID, or 0xFF broadcast; logical destination matching LDR in flat
 model), the "self" and "all including self" shorthands accept the vector locally;
 "all excluding self" reaches nobody. Non-fixed delivery modes (NMI, INIT, SIPI, ...)
 and IPIs to other CPUs are recorded in ``ipi_log`` and passed to ``ipi_sink`` if set;
 delivery status always reads idle (delivery is instantaneous).
 
-Timer (§10.5.4): counts down from the initial count at ``bus_hz / divide``. The bus
+Timer (SDM §10.5.4): counts down from the initial count at ``bus_hz / divide``. The bus
 clock defaults to ``tsc_hz`` (one timer tick per TSC cycle before division — a
 documented modelling choice; real parts use the core-crystal/bus clock). Divide
 configuration bits 3,1,0: 000=2, 001=4, 010=8, 011=16, 100=32, 101=64, 110=128, 111=1.
@@ -58,7 +58,7 @@ timer. A paravirtual backend installs its own with :meth:`LocalApic.set_timer_dr
 timer register come from this model on every backend.
 
 Software disable (SVR bit 8 = 0, the reset state): every LVT mask bit is forced set and
-cannot be cleared (§10.4.7.2); IRR/ISR contents are kept and still delivered.
+cannot be cleared (SDM §10.4.7.2); IRR/ISR contents are kept and still delivered.
 """
 
 from __future__ import annotations

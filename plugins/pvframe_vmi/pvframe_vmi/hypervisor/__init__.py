@@ -1,6 +1,6 @@
-"""A model of the VMware side of VMI (paravirt-ops.md §4): every ROM call by number.
+"""A model of the VMware side of VMI (Linux 2.6.22 ``vmi.h``): every ROM call by number.
 
-* :mod:`.abi` -- call numbers, argument shapes and flag words (vmi.h, §4.2-4.4).
+* :mod:`.abi` -- call numbers, argument shapes and flag words (vmi.h, vmi_time.h).
 * :mod:`.model` -- :class:`VmiHypervisor`, the dispatcher and per-call semantics.
 * :mod:`.wiring` -- the callbacks the guest side wires (memory/TLB, APIC, clock...).
 * :mod:`.mmu` -- page-table page tracking; :mod:`.alarms` -- counters, stolen time, alarms;

@@ -1,15 +1,15 @@
 """The VMI 3.0 ABI as numbers: call numbers, argument shapes and flag words.
 
 Call numbers are ``VMI_CALL_*`` from Linux 2.6.21/22 ``include/asm-i386/vmi.h`` and
-``vmi_time.h`` (API revision 3.0), paravirt-ops.md §4.2; flag words are §4.3 (MMU), §4.4
-(time and alarms) and §4.7 (lazy mode). Numbers 49-60 and 72 are not defined by those
-headers (§6) and are absent here.
+``vmi_time.h`` (API revision 3.0); flag words are from the same headers (MMU, time and alarms) and
+``vmi.c`` (lazy mode). Numbers 49-60 and 72 are not defined by those
+headers and are absent here.
 
-Calling convention (§0.2): regparm(3) -- argument words 1-3 in ``eax``, ``edx``,
+Calling convention (vmi.h): regparm(3) -- argument words 1-3 in ``eax``, ``edx``,
 ``ecx``, the rest on the stack (first at ``[esp+4]`` on entry to the ROM, above the
 return address); a 64-bit argument takes two adjacent words, low word first; 64-bit
 results come back in ``edx:eax``. Exceptions: ``CPUID`` (0) uses the hardware register
-convention (§4.2 row 0), and the MSR/PMC calls (1, 2, 26) are modelled with the
+convention (vmi.c), and the MSR/PMC calls (1, 2, 26) are modelled with the
 instructions' own convention (``ecx`` = index, value in ``edx:eax``): Linux 21/22 never
 makes them, so no guest pins their ABI down (a choice of this model).
 """
@@ -21,7 +21,7 @@ import enum
 import attrs
 
 # --------------------------------------------------------------------------------------
-# Call numbers (vmi.h, §4.2)
+# Call numbers (vmi.h)
 # --------------------------------------------------------------------------------------
 
 VMI_CALLS: dict[int, str] = {
@@ -51,7 +51,7 @@ VMI_CALL_SLOTS = 74
 
 
 class Ret(enum.Enum):
-    """How a call's result travels back (§0.2)."""
+    """How a call's result travels back (vmi.h)."""
 
     NONE = "none"  #: nothing (registers other than the clobbered ones are preserved)
     U32 = "u32"  #: ``eax``
@@ -88,8 +88,8 @@ def _spec(name: str, args: tuple[int, ...] = (), ret: Ret = Ret.NONE,
 
 
 _W, _L = 32, 64
-#: Argument shapes, from the C prototypes Linux 21/22 uses for each ROM entry (§4.2 table,
-#: §1 VMI column). Pointers are guest linear addresses (one 32-bit word).
+#: Argument shapes, from the C prototypes Linux 21/22 uses for each ROM entry (vmi.h,
+#: vmi.c). Pointers are guest linear addresses (one 32-bit word).
 CALL_SPECS: dict[int, CallSpec] = {s.number: s for s in (
     _spec("CPUID", (_W, _W), Ret.CPUID, Conv.NATIVE),  # eax = leaf, ecx = subleaf
     _spec("WRMSR", (_W, _L), Ret.U32, Conv.NATIVE),  # ecx = msr, edx:eax = value
@@ -111,7 +111,7 @@ CALL_SPECS: dict[int, CallSpec] = {s.number: s for s in (
     _spec("IRET"), _spec("SYSEXIT"), _spec("Halt"), _spec("Reboot", (_W,)),
     _spec("Shutdown"),
     _spec("SetPxE", (_W, _W, _W)),  # (pte_t val, pte_t *ptr, unsigned flags)
-    _spec("SetPxELong", (_L, _W, _W)),  # PAE: val in two words, low first (§0.2, §6)
+    _spec("SetPxELong", (_L, _W, _W)),  # PAE: val in two words, low first (vmi.h)
     _spec("UpdatePxE", (_W, _W)), _spec("UpdatePxELong", (_W, _W)),  # (pte_t *ptr, flags)
     _spec("MachineToPhysical", (_W,), Ret.U32), _spec("PhysicalToMachine", (_W,), Ret.U32),
     _spec("AllocatePage", (_W, _W, _W, _W, _W)),  # (pfn, flags, clonepfn, start, count)
@@ -129,7 +129,7 @@ CALL_SPECS: dict[int, CallSpec] = {s.number: s for s in (
 assert set(CALL_SPECS) == set(VMI_CALLS)
 
 # --------------------------------------------------------------------------------------
-# MMU flag words (§4.3)
+# MMU flag words (vmi.h)
 # --------------------------------------------------------------------------------------
 
 VMI_PAGE_NORMAL = 0x00
@@ -152,13 +152,13 @@ VMI_PAGE_VA_MASK = 0xFFFFF000
 VMI_FLUSH_TLB = 0x01
 VMI_FLUSH_GLOBAL = 0x02
 
-#: Linear-mapping slots for SetLinearMapping: 0 = lowmem map, 1-2 = KM_PTE0/KM_PTE1 (§4.2
-#: row 48). The VMI header of other guests defines ``VMI_LINEAR_MAP_SLOTS 4``; slot 3 is
+#: Linear-mapping slots for SetLinearMapping: 0 = lowmem map, 1-2 = KM_PTE0/KM_PTE1 (vmi.c
+#: SetLinearMapping). The VMI header of other guests defines ``VMI_LINEAR_MAP_SLOTS 4``; slot 3 is
 #: accepted but unused by Linux.
 VMI_LINEAR_MAP_SLOTS = 4
 
 # --------------------------------------------------------------------------------------
-# Time (§4.4)
+# Time (vmi_time.h)
 # --------------------------------------------------------------------------------------
 
 VMI_CYCLES_REAL = 0
@@ -174,7 +174,7 @@ VMI_ALARM_WIRED_LVTT = 0x00010000
 VMI_ALARM_FLAGS_MASK = VMI_ALARM_COUNTER_MASK | VMI_ALARM_IS_PERIODIC | VMI_ALARM_WIRED_LVTT
 
 # --------------------------------------------------------------------------------------
-# Lazy mode (§4.7: Linux numbering; FLUSH (3) never reaches the ROM)
+# Lazy mode (vmi.c: Linux numbering; FLUSH (3) never reaches the ROM)
 # --------------------------------------------------------------------------------------
 
 LAZY_NONE, LAZY_MMU, LAZY_CPU = 0, 1, 2
@@ -194,6 +194,6 @@ M32, M64 = (1 << 32) - 1, (1 << 64) - 1
 
 
 class VmiUsageError(Exception):
-    """The guest used a call inconsistently (§4.3 page-type discipline, alarm flags, lazy
+    """The guest used a call inconsistently (vmi.c page-type discipline, alarm flags, lazy
     nesting...). The model logs it and leaves its state unchanged; with ``strict=True``
     it is raised to the caller."""

@@ -1,4 +1,4 @@
-"""VMI time on the VMware side: REAL / AVAILABLE / STOLEN counters and alarms (§4.4).
+"""VMI time on the VMware side: REAL / AVAILABLE / STOLEN counters and alarms (vmi_time.h).
 
 VCPU model from ``vmi_time.h``: a VCPU is *running*, *halted* or *ready* (runnable but
 not scheduled). REAL cycles advance always; *stolen* = cycles spent ready; AVAILABLE =
@@ -95,7 +95,7 @@ class StolenSchedule:
 
 @attrs.frozen
 class Alarm:
-    """An armed alarm: the SetAlarm flag word decoded (§4.4 table)."""
+    """An armed alarm: the SetAlarm flag word decoded (vmi_time.h)."""
 
     flags: int
     expiry: int

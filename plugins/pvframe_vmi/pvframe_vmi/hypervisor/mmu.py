@@ -1,9 +1,9 @@
-"""Page-table page bookkeeping of the VMware side (§4.3, §1 rows 67-81).
+"""Page-table page bookkeeping of the VMware side (vmi.h, vmi.c).
 
 VMI page tables are ordinary, writable guest memory holding physical addresses; the
 hypervisor keeps its shadows in sync from notifications, so it must know which frames
 are page tables of which level. The discipline enforced here is the one the guest's own
-``CONFIG_DEBUG_PAGE_TYPE`` checks encode (§4.3): a page is NORMAL before AllocatePage (44),
+``CONFIG_DEBUG_PAGE_TYPE`` checks encode (vmi.c): a page is NORMAL before AllocatePage (44),
 typed when released (45, with the same level), really zero when ZEROED is claimed (for a
 CLONE: outside the cloned range, which must equal the source's entries), and SetPxE /
 UpdatePxE target a page of the matching level. Two more refusals keep the shadow model

@@ -3,7 +3,7 @@
 Entry points (the guest side's view):
 
 * :meth:`VmiHypervisor.trap` -- a ROM stub trapped (see :mod:`pvframe_vmi.rom`): decode
-  the call's argument words from the registers and stack (regparm(3), §0.2), run it,
+  the call's argument words from the registers and stack (regparm(3), vmi.h), run it,
   and return a :class:`CallResult` whose ``registers`` the guest side writes back and
   whose ``action`` says how to leave the stub (return, iret, sysexit, halt, ...).
 * :meth:`VmiHypervisor.invoke` -- the same call with already-typed arguments (a 64-bit
@@ -17,7 +17,7 @@ and counted in :attr:`VmiHypervisor.counts`. Inconsistent use (:class:`VmiUsageE
 is logged (``logging`` and :attr:`VmiHypervisor.errors`) and leaves the state unchanged;
 with ``strict=True`` it is raised.
 
-Units: cycles are counter cycles at ``GetCycleFrequency()`` = ``tsc_hz`` (§4.4); the REAL
+Units: cycles are counter cycles at ``GetCycleFrequency()`` = ``tsc_hz`` (vmi_time.h); the REAL
 counter is the machine's TSC (``hooks.now_cycles``, else :attr:`VmiHypervisor.real_now`).
 The only ns conversion goes through :func:`pvframe.timekeeping.units.vmi_cycles_to_ns`.
 """
@@ -124,7 +124,7 @@ class CallResult:
 class VmiHypervisor:
     """The hypervisor behind the VMI ROM, for one VCPU.
 
-    ``tsc_hz`` is the cycle frequency of every counter (§4.4), ``boot_epoch_s`` the
+    ``tsc_hz`` is the cycle frequency of every counter (vmi_time.h), ``boot_epoch_s`` the
     wallclock (seconds since 1970) at REAL cycle 0. All other fields are keywords.
     """
 
@@ -202,7 +202,7 @@ class VmiHypervisor:
     @staticmethod
     def decode_args(spec: CallSpec, regs: Mapping[str, int],
                     read_stack: Callable[[int], int] | None = None) -> tuple[int, ...]:
-        """Typed arguments of ``spec`` from registers and stack (§0.2)."""
+        """Typed arguments of ``spec`` from registers and stack (vmi.h)."""
         r = {k: regs.get(k, 0) & M32 for k in ("eax", "ebx", "ecx", "edx")}
         if spec.conv is Conv.NATIVE:
             if spec.name == "CPUID":
@@ -288,7 +288,7 @@ class VmiHypervisor:
             return (0x40000000, 0x61774D56, 0x4D566572, 0x65726177)  # "VMwareVMware"
         return (0, 0, 0, 0)
 
-    # ================================================================ CPU (§1.C)
+    # ================================================================ CPU (vmi.h)
     def _c_CPUID(self, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
         fn = self.hooks.cpuid or self.default_cpuid
         return tuple(v & M32 for v in fn(leaf, subleaf))  # type: ignore[return-value]
@@ -372,7 +372,7 @@ class VmiHypervisor:
             raise VmiUsageError(f"GetDR: no debug register {regno}")
         return self.vcpu.dr[regno]
 
-    # ================================================================ IF and halt (§1.D, §4.5)
+    # ================================================================ IF and halt (vmi.c)
     def _c_EnableInterrupts(self) -> None:
         self._set_if(True)
 
@@ -393,7 +393,7 @@ class VmiHypervisor:
         self._action = Action.SYSEXIT
 
     def _c_Halt(self) -> None:
-        """Every VMI halt is the safe kind (§4.5): interrupts on, then idle."""
+        """Every VMI halt is the safe kind (vmi.c): interrupts on, then idle."""
         self._set_if(True)
         self.vcpu.halted = True
         self._action = Action.HALT
@@ -414,7 +414,7 @@ class VmiHypervisor:
         if self.hooks.shutdown is not None:
             self.hooks.shutdown()
 
-    # ================================================================ descriptors (§1.E)
+    # ================================================================ descriptors (vmi.h)
     def _load_dtr(self, ptr: int) -> tuple[int, int]:
         """``struct Xgt_desc_struct`` at ``ptr``: u16 size (limit), u32 address."""
         return self._read_linear(ptr + 2, 4), self._read_linear(ptr, 2)
@@ -499,7 +499,7 @@ class VmiHypervisor:
         self.vcpu.iopl_mask = mask
         self._notify("iopl", mask)
 
-    # ================================================================ MMU (§1.G-1.I, §4.3)
+    # ================================================================ MMU (vmi.h)
     def _set_entry(self, val: int, ptr: int, flags: int, size: int) -> None:
         pa = self.phys(ptr)
         frame = self.pagetables.check_target(pa, flags, long=size == 8)
@@ -532,7 +532,7 @@ class VmiHypervisor:
         self._note_update(flags)
 
     def _c_MachineToPhysical(self, addr: int) -> int:
-        return addr  # no pfn/mfn split under VMI (§4.2 rows 42-43)
+        return addr  # no pfn/mfn split under VMI (vmi.c)
 
     def _c_PhysicalToMachine(self, addr: int) -> int:
         return addr
@@ -559,7 +559,7 @@ class VmiHypervisor:
 
     def _c_SetLazyMode(self, mode: int) -> None:
         """Modes 0 (none), 1 (MMU), 2 (CPU); entering a mode while another (or the same)
-        is active is refused, leaving (0) is always allowed (§1 row 91, §4.7)."""
+        is active is refused, leaving (0) is always allowed (vmi.c)."""
         if mode not in (LAZY_NONE, LAZY_MMU, LAZY_CPU):
             raise VmiUsageError(f"SetLazyMode: unknown mode {mode}")
         current = self.vcpu.lazy_mode
@@ -567,7 +567,7 @@ class VmiHypervisor:
             raise VmiUsageError(f"SetLazyMode: mode {mode} nested inside mode {current}")
         self.vcpu.lazy_mode = mode
 
-    # ================================================================ APIC, AP, I/O (§4.5, §4.6)
+    # ================================================================ APIC, AP, I/O (vmi.c)
     def _c_APICWrite(self, reg: int, value: int) -> None:
         self.vcpu.apic_regs[reg] = value
         if self.hooks.apic_write is not None:
@@ -588,7 +588,7 @@ class VmiHypervisor:
         if self.hooks.io_delay is not None:
             self.hooks.io_delay()
 
-    # ================================================================ time (§4.4)
+    # ================================================================ time (vmi_time.h)
     def counter(self, which: int, real: int | None = None) -> int:
         """Counter ``which`` (REAL 0, AVAILABLE 1, STOLEN 2) at REAL cycle ``real``."""
         real = self.now() if real is None else real

@@ -1,5 +1,5 @@
 """The privileged state of one VMI VCPU as the VMware side holds it, and the AP start-up
-record (``struct vmi_ap_state``, §4.6)."""
+record (``struct vmi_ap_state``, vmi.h)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ _AP_STATE = struct.Struct("<4IQ10I8HIIH2x")
 
 @attrs.frozen
 class ApState:
-    """``struct vmi_ap_state`` (§4.6 offsets: cr0 0 ... efer 16, eip 24 ... gs 74, ldtr 76,
+    """``struct vmi_ap_state`` (vmi.h offsets: cr0 0 ... efer 16, eip 24 ... gs 74, ldtr 76,
     gdtr_limit 78, gdtr_base 80, idtr_base 84, idtr_limit 88); 92 bytes with padding."""
 
     cr0: int

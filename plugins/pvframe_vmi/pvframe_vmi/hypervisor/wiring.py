@@ -13,8 +13,8 @@ Two pieces:
 
 Linear addresses the guest passes (PTE pointers, descriptor-table and ``dtr`` pointers,
 ``vmi_ap_state``) are turned into physical ones by :class:`LinearMaps`, the
-``SetLinearMapping`` (48) slots (§4.3: "SetLinearMapping slots let the ROM turn a PTE
-pointer (a kernel VA) into a physical address without walking the guest page tables").
+``SetLinearMapping`` (48) slots (Linux 2.6.22 vmi.c: through them the ROM maps a PTE
+pointer, a kernel virtual address, to a physical one without a walk of the guest tables).
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ class LinearMapping:
 class LinearMaps:
     """The SetLinearMapping (48) slots and linear -> physical translation through them.
 
-    Before slot 0 (the lowmem map that ``vmi_bringup`` installs, §4.1) exists and with no
+    Before slot 0 (the lowmem map that ``vmi_bringup`` installs, vmi.c) exists and with no
     ``virt_to_phys`` hook, a linear address is taken as physical: that is the flat,
     paging-off start state of a raw image (architecture.md "Start state").
     """

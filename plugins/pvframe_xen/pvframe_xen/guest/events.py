@@ -31,7 +31,7 @@ between the two, exactly where Linux's Xen irq code sits (port -> irq -> vector)
   rules (TPR/PPR/ISR), as natively.
 * **EOI** (write of 0xB0) ends the highest in-service vector and unmasks its port(s)
   (``unmask``), re-raising an event that fired while it was in service (Xen's lost-edge
-  rule, §3.8) - so a second tick during the handler is delivered after the EOI, as the
+  rule, event_channel.c) - so a second tick during the handler is delivered after the EOI, as the
   xAPIC's IRR would deliver it.
 * **LVT mask.** A masked timer LVT (or a software-disabled APIC) masks the timer port;
   events that fire meanwhile are discarded when it is unmasked again, as a masked LVT
@@ -78,7 +78,7 @@ XEN_MAX_DELTA_NS = 0xFFFFFFFF
 
 
 def xen_clockevent(set_next_event: Any) -> ClockEventDevice:
-    """Linux's ``xen_vcpuop_clockevent`` (2.6.24 ``arch/x86/xen/time.c``, reference §3.9):
+    """Linux's ``xen_vcpuop_clockevent`` (2.6.24 ``arch/x86/xen/time.c``):
     one-shot only, ticks are ns (``mult = 1, shift = 0``), ``max_delta_ns = 0xffffffff``,
     rating 500. One deliberate departure: ``min_delta_ns`` is 1 ns instead of Linux's
     ``TIMER_SLOP`` (100 µs), which would make a native guest's short APIC timer fire up to

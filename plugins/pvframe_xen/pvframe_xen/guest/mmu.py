@@ -3,7 +3,7 @@
 **Two views.** The executor's MMU walks the guest's own page tables in guest-physical
 (pseudo-physical, pfn) memory, so guest-visible translation is native's. The Xen model
 holds the *machine view*: the same tables in machine frames (``p2m[pfn]``), with machine
-frame numbers in their entries, typed and validated by Xen (§3.4), and Xen's base
+frame numbers in their entries, typed and validated by Xen (``mm.c``), and Xen's base
 pointer on the guest's page directory.
 
 **Sync.** A native guest edits its tables with plain stores, which the hypervisor never
@@ -23,7 +23,7 @@ what changed:
   now), NEW_BASEPTR to ``p2m[cr3 >> 12]`` (Xen validates the whole tree), and
   ``mmu_update`` making frames that stopped being page tables writable again.
 
-Translation rules (what Xen requires, §3.4): an L1 entry mapping one of the tree's own
+Translation rules (what Xen ``mm.c`` requires): an L1 entry mapping one of the tree's own
 page-table frames is made read-only in the machine view; entries mapping frames outside
 the domain's RAM (MMIO such as the APIC page) or the builder's reserved frames are left
 out (an unprivileged domain may not map them); PSE directory entries, entries in Xen's

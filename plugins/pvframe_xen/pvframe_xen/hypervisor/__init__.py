@@ -1,9 +1,9 @@
 """A model of the Xen 3.x hypervisor that a 32-bit non-PAE PV guest talks to.
 
 Rooms: :mod:`.abi` (numbers, errno, request records), :mod:`.memory` (machine frames,
-frame table, P2M/M2P), :mod:`.mm` (page types and reference counts, §3.4), :mod:`.shared`
-(``shared_info``/``vcpu_info``/``start_info`` bytes, §3.6-3.7), :mod:`.events` (event
-channels, §3.8), :mod:`.core` (the hypercall entry and handlers, timers, time), and
+frame table, P2M/M2P), :mod:`.mm` (page types and reference counts, Xen ``mm.c``), :mod:`.shared`
+(``shared_info``/``vcpu_info``/``start_info`` bytes, public ``xen.h``), :mod:`.events` (event
+channels, ``event_channel.h``), :mod:`.core` (the hypercall entry and handlers, timers, time), and
 :mod:`.isolation` (snapshots, invariants and the adversarial campaign).
 """
 

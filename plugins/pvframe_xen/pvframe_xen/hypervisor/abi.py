@@ -1,6 +1,6 @@
 """The Xen 3.x x86_32 (non-PAE) guest ABI as data: numbers, error codes, request structs.
 
-Every number is from paravirt-ops.md §3 (which copies the public headers
+Every number is from the public headers (Linux 2.6.24
 ``include/xen/interface/{xen,vcpu,sched,event_channel,physdev,features,version}.h``);
 error values are Xen's ``public/errno.h`` values, identical to Linux's ``asm-generic/errno``.
 Pointer arguments of hypercalls are modelled as Python objects: a sequence of request
@@ -27,7 +27,7 @@ ERRNO_NAMES = {
 }
 
 # --------------------------------------------------------------------------------------
-# Hypercall numbers, x86_32 (§3.1, xen.h)
+# Hypercall numbers, x86_32 (xen.h)
 # --------------------------------------------------------------------------------------
 HYPERCALLS: dict[int, str] = {
     0: "set_trap_table", 1: "mmu_update", 2: "set_gdt", 3: "stack_switch",
@@ -49,7 +49,7 @@ PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = ~(PAGE_SIZE - 1) & 0xFFFFFFFF
 M32 = 0xFFFFFFFF
-#: §3.4 rule 6: non-PAE hypervisor hole starts here; guest L2 slots are 0..1007.
+#: xen-x86_32.h: non-PAE hypervisor hole starts here; guest L2 slots are 0..1007.
 HYPERVISOR_VIRT_START = 0xFC000000
 L2_ENTRIES = 1024
 L1_ENTRIES = 1024
@@ -73,11 +73,11 @@ L2_DISALLOW_MASK = 0x180
 #: without revalidation (``FASTPATH_FLAG_WHITELIST`` minus NX/AVAIL_HIGH, absent on 2-level).
 FASTPATH_FLAG_WHITELIST = _PAGE_AVAIL | _PAGE_GLOBAL | _PAGE_DIRTY | _PAGE_ACCESSED | _PAGE_USER
 
-# Domain ids (§3.1)
+# Domain ids (xen.h)
 DOMID_SELF, DOMID_IO, DOMID_XEN = 0x7FF0, 0x7FF1, 0x7FF2
 
 # --------------------------------------------------------------------------------------
-# MMU commands (§3.3)
+# MMU commands (xen.h)
 # --------------------------------------------------------------------------------------
 MMU_NORMAL_PT_UPDATE, MMU_MACHPHYS_UPDATE = 0, 1
 MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE, MMUEXT_PIN_L3_TABLE, MMUEXT_PIN_L4_TABLE = 0, 1, 2, 3
@@ -91,7 +91,7 @@ UVMF_LOCAL = UVMF_MULTI = 0 << 2
 UVMF_ALL = 1 << 2
 
 # --------------------------------------------------------------------------------------
-# Sub-commands (§3.1 table)
+# Sub-commands (vcpu.h, sched.h, physdev.h, version.h)
 # --------------------------------------------------------------------------------------
 SCHEDOP_yield, SCHEDOP_block, SCHEDOP_shutdown, SCHEDOP_poll = 0, 1, 2, 3
 SHUTDOWN_poweroff, SHUTDOWN_reboot, SHUTDOWN_suspend, SHUTDOWN_crash = 0, 1, 2, 3
@@ -122,14 +122,14 @@ XENFEAT_pae_pgdir_above_4gb = 4
 XENVER_version, XENVER_extraversion, XENVER_compile_info, XENVER_capabilities = 0, 1, 2, 3
 XENVER_changeset, XENVER_platform_parameters, XENVER_get_features = 4, 5, 6
 
-# Event channels (§3.7): NR_EVENT_CHANNELS = sizeof(long)^2 * 64 on x86_32
+# Event channels (xen.h): NR_EVENT_CHANNELS = sizeof(long)^2 * 64 on x86_32
 BITS_PER_LONG = 32
 NR_EVENT_CHANNELS = 1024
 #: ``EVTCHNS_PER_BUCKET`` (Xen 3.x ``event_channel.c``): ports are valid per allocated bucket.
 EVTCHNS_PER_BUCKET = 128
 MAX_VIRT_CPUS = 32
 
-# Segments (§3.4 rule 7, §3.11)
+# Segments (arch-x86/xen-x86_32.h)
 FIRST_RESERVED_GDT_PAGE = 14
 FIRST_RESERVED_GDT_ENTRY = FIRST_RESERVED_GDT_PAGE * 512
 FLAT_RING1_CS, FLAT_RING1_DS = 0xE019, 0xE021
@@ -146,7 +146,7 @@ LDT_MAX_ENTRIES = 8192
 
 @attrs.frozen
 class MmuUpdate:
-    """``struct mmu_update { u64 ptr; u64 val; }``; ``ptr & 3`` is the command (§3.3)."""
+    """``struct mmu_update { u64 ptr; u64 val; }``; ``ptr & 3`` is the command (xen.h)."""
 
     ptr: int
     val: int
@@ -155,7 +155,7 @@ class MmuUpdate:
 @attrs.frozen
 class MmuextOp:
     """``struct mmuext_op``: ``arg1`` is an mfn or linear address, ``arg2`` ``nr_ents``
-    or the VCPU bitmap ``*vcpumask`` points at (``None`` for a NULL pointer) (§3.3)."""
+    or the VCPU bitmap ``*vcpumask`` points at (``None`` for a NULL pointer) (xen.h)."""
 
     cmd: int
     arg1: int = 0
@@ -164,7 +164,7 @@ class MmuextOp:
 
 @attrs.define
 class MulticallEntry:
-    """``struct multicall_entry { op; result; args[6]; }`` (§3.2): Xen stores ``result``."""
+    """``struct multicall_entry { op; result; args[6]; }`` (xen.h): Xen stores ``result``."""
 
     op: int
     args: tuple[Any, ...] = ()
@@ -180,7 +180,7 @@ class SuccessCount:
 
 @attrs.frozen
 class TrapInfo:
-    """``struct trap_info { u8 vector; u8 flags; u16 cs; ulong address; }`` (§3.11)."""
+    """``struct trap_info { u8 vector; u8 flags; u16 cs; ulong address; }`` (arch-x86/xen.h)."""
 
     vector: int
     flags: int

@@ -1,7 +1,7 @@
 """``XenHypervisor``: one 32-bit non-PAE PV domain as Xen 3.x sees it.
 
 Hypercalls enter through :meth:`XenHypervisor.hypercall` with Xen's x86_32 argument list
-(§3.1: 64-bit values split lo, hi; machine addresses and mfns, never pfns), are logged
+(public ``xen.h``: 64-bit values split lo, hi; machine addresses and mfns, never pfns), are logged
 and counted there, and are dispatched to one ``_do_*`` handler per hypercall (a table,
 not a chain of ``if``). The typed helpers (:meth:`XenHypervisor.mmu_update`, ...) build
 the same argument list and go through the same entry. Pointer arguments are Python
@@ -180,7 +180,7 @@ class XenHypervisor:
         self.shared.wc_sec, self.shared.wc_nsec = self.boot_epoch_s, 0
         self.shared.wc_version += 1
 
-    # ================================================================ time (§3.9)
+    # ================================================================ time (xen.h, vcpu.h)
 
     @property
     def time(self) -> VcpuTimeInfo:
@@ -201,7 +201,7 @@ class XenHypervisor:
 
     def update_time_record(self, tsc: int, mul: int | None = None, shift: int | None = None) -> None:
         """Refresh every VCPU's ``vcpu_time_info`` following the version protocol (odd
-        while updating, §3.9): system time at ``tsc`` under the old scale becomes the new
+        while updating, Xen time.c): system time at ``tsc`` under the old scale becomes the new
         ``system_time``, so time stays continuous across a scale change."""
         for v in range(self.nr_vcpus):
             t = self.shared.vcpu(v).time
@@ -254,14 +254,14 @@ class XenHypervisor:
                 fired.append(v.id)
         return fired
 
-    # ================================================================ events (§3.8)
+    # ================================================================ events (event_channel.h)
 
     def vcpu_info(self, vcpu: int = 0) -> VcpuInfo:
         return self.shared.vcpu(vcpu)
 
     def upcall_deliverable(self, vcpu: int = 0) -> bool:
         """An upcall is due: ``evtchn_upcall_pending`` set and ``evtchn_upcall_mask``
-        clear (§3.8 step 4)."""
+        clear (Xen ``event_channel.c``)."""
         vi = self.shared.vcpu(vcpu)
         return bool(vi.evtchn_upcall_pending) and not vi.evtchn_upcall_mask
 
@@ -338,7 +338,7 @@ class XenHypervisor:
         return True
 
     def ptwr_emulate(self, maddr: int, value: int) -> bool:
-        """Writable-page-table assist (§3.4 rule 5, ``ptwr_do_page_fault``): a guest store
+        """Writable-page-table assist (Xen ``mm.c`` ``ptwr_do_page_fault``): a guest store
         of ``value`` into a read-only L1 frame it owns is validated like ``mod_l1_entry``.
         False means "not emulated": the fault goes to the guest."""
         if not self.vm_assist_flags & (1 << abi.VMASST_TYPE_writable_pagetables):
@@ -357,7 +357,7 @@ class XenHypervisor:
     def build_domain(
         self, virt_base: int = 0xC0000000, image_pages: int = 0, cmd_line: str = ""
     ) -> DomainBoot:
-        """Lay the domain out as Xen's builder does (§3.6): image pfns first, then the
+        """Lay the domain out as Xen's builder does (xen.h): image pfns first, then the
         P2M array (``mfn_list``), ``start_info``, and the boot page tables (one L2 and
         the L1s mapping all of the domain's memory at ``virt_base``, page-table frames
         read-only), installed as VCPU 0's base pointer and pinned."""
@@ -535,7 +535,7 @@ class XenHypervisor:
         return -EFAULT  # ran off the end of the buffer without a terminator
 
     def _do_mmu_update(self, reqs: Any, count: Any, pdone: Any, dom: Any, *_: Any) -> int:
-        """``do_mmu_update`` (§3.3): requests run in order; the first failure stops the
+        """``do_mmu_update`` (public ``xen.h``): requests run in order; the first failure stops the
         batch; ``*success_count`` = requests done. NORMAL_PT_UPDATE: the table frame must
         be the caller's own; an L1/L2 frame is updated through ``mod_l1/l2_entry``
         (validating), any other frame needs a writable type (so a GDT page is refused).
@@ -595,7 +595,7 @@ class XenHypervisor:
     def _do_set_gdt(self, frames: Any, entries: Any, *_: Any) -> int:
         """``do_set_gdt``/``set_gdt``: at most ``FIRST_RESERVED_GDT_ENTRY`` entries; every
         frame must be the domain's and become ``PGT_seg_desc_page`` (validated by
-        ``check_descriptor``; refused while writable mappings exist, §3.4 rule 7); on
+        ``check_descriptor``; refused while writable mappings exist, Xen ``mm.c``); on
         success the old GDT's references are dropped."""
         if not isinstance(entries, int) or entries < 0 or entries > abi.FIRST_RESERVED_GDT_ENTRY:
             return -EINVAL
@@ -637,7 +637,7 @@ class XenHypervisor:
         return 0
 
     def _block(self) -> int:
-        """``do_block`` (§3.10): enable event delivery, then block unless an event is
+        """``do_block`` (public ``sched.h``): enable event delivery, then block unless an event is
         already pending (the wakeup-waiting race is closed inside Xen)."""
         v = self._vcpu()
         vi = self.shared.vcpu(v.id)
@@ -714,7 +714,7 @@ class XenHypervisor:
         return rc
 
     def _do_multicall(self, entries: Any, nr: Any, *_: Any) -> int:
-        """``do_multicall`` (§3.2): entries run in order and each result is stored; an op
+        """``do_multicall`` (xen.h): entries run in order and each result is stored; an op
         number beyond the table gets -ENOSYS, a nested multicall -EINVAL, and the others
         still run. An unreadable list is -EFAULT before anything runs."""
         if self.in_multicall:
@@ -752,7 +752,7 @@ class XenHypervisor:
         return 0
 
     def _do_update_va_mapping(self, va: Any, lo: Any, hi: Any, flags: Any, *_: Any) -> int:
-        """``do_update_va_mapping`` (§3.3): ``va`` below the hole, mapped by a present L2
+        """``do_update_va_mapping`` (xen.h): ``va`` below the hole, mapped by a present L2
         entry of the current base pointer whose target is a validated L1 (an L2 reached
         through a linear mapping is read-only to Xen too: the write faults, -EINVAL);
         then ``mod_l1_entry``; then the flush the flags ask for (done even after a
@@ -838,7 +838,7 @@ class XenHypervisor:
         return -ENOSYS
 
     def _do_vcpu_op(self, cmd: Any, vcpuid: Any, extra: Any, *_: Any) -> int:
-        """``do_vcpu_op``: VCPU id out of range -EINVAL, absent -ENOENT; timers per §3.9
+        """``do_vcpu_op``: VCPU id out of range -EINVAL, absent -ENOENT; timers per vcpu.h
         (periodic < 1 ms -EINVAL; single-shot only on the calling VCPU, -ETIME with
         ``VCPU_SSHOTTMR_future`` if already past); runstate area minimal."""
         if not isinstance(vcpuid, int) or not 0 <= vcpuid < abi.MAX_VIRT_CPUS:
@@ -906,7 +906,7 @@ class XenHypervisor:
         return self.copy_to_guest(v.runstate_area, data)
 
     def _do_mmuext_op(self, ops: Any, count: Any, pdone: Any, dom: Any, *_: Any) -> int:
-        """``do_mmuext_op`` (§3.3, §3.4 rule 4): ops run in order, the first failure
+        """``do_mmuext_op`` (xen.h, Xen mm.c): ops run in order, the first failure
         stops the batch with -EINVAL (Xen 3.0: every failed op is ``okay = 0``)."""
         if not _is_seq(ops) or not isinstance(count, int) or count < 0 or count > len(ops):
             return -EFAULT
@@ -986,7 +986,7 @@ class XenHypervisor:
         return mm.refuse(f"invalid extended pt command {cmd:#x}")
 
     def _do_event_channel_op(self, cmd: Any, arg: Any, *_: Any) -> int:
-        """``do_event_channel_op`` (§3.8): bind_virq, bind_ipi, close, send, status,
+        """``do_event_channel_op`` (event_channel.h): bind_virq, bind_ipi, close, send, status,
         unmask; a wrong or NULL argument struct is -EFAULT; other commands -ENOSYS."""
         ev = self.events
         if cmd == abi.EVTCHNOP_bind_virq:

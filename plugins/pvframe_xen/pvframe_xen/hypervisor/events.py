@@ -1,9 +1,9 @@
-"""Event channels: the per-domain port table and the 2-level upcall protocol (§3.8).
+"""Event channels: the per-domain port table and the 2-level upcall protocol (event_channel.h).
 
 Semantics follow Xen 3.x ``xen/common/event_channel.c`` (``evtchn_set_pending``,
 ``evtchn_bind_virq``, ``evtchn_bind_ipi``, ``__evtchn_close``, ``evtchn_send``,
 ``evtchn_status``, ``evtchn_unmask``); the bitmaps and per-VCPU fields live in the
-``shared_info`` bytes (§3.7).
+``shared_info`` bytes (public ``xen.h``).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class EventChannels:
         return self.get_free_port()
 
     def set_pending(self, vcpu: int, port: int) -> None:
-        """``evtchn_set_pending`` (§3.8 steps 1-3): set the pending bit; if it was clear
+        """``evtchn_set_pending`` (Xen ``event_channel.c``): set the pending bit; if it was clear
         and the port is unmasked, set the selector bit, and if that was clear, mark
         ``evtchn_upcall_pending``; wake a blocked VCPU."""
         if self.shared.set_pending(port):
@@ -193,7 +193,7 @@ class EventChannels:
 
     def unmask(self, port: int) -> int:
         """``evtchn_unmask``: clear the mask bit; if the port is pending, re-raise the
-        selector bit and ``evtchn_upcall_pending`` on its VCPU (the lost edge, §3.8)."""
+        selector bit and ``evtchn_upcall_pending`` on its VCPU (the lost edge, event_channel.c)."""
         if not self.port_is_valid(port):
             return -EINVAL
         vcpu = self.channels[port].notify_vcpu

@@ -1,6 +1,6 @@
 """Isolation checking: state snapshots, invariants, adversarial request sequences.
 
-The claim checked (§3.4, Xen's ``mm.c`` safety argument): whatever hypercalls a guest
+The claim checked (Xen's ``mm.c`` safety argument): whatever hypercalls a guest
 issues, (a) a refused request leaves the domain's state (page types and counts, pins,
 base pointers, GDT frames, P2M/M2P, memory, event channels) exactly as it was, (b) it is
 refused with Xen's error code, and (c) the invariants below always hold:

@@ -1,9 +1,9 @@
 """Machine memory, the frame table (owner, reference counts, type) and the P2M/M2P maps.
 
-§3.4 (every machine frame has an owner, a general reference count and a type with its own
+Xen 3.4 mm.c (every machine frame has an owner, a general reference count and a type with its own
 count; Xen 3.x ``struct page_info``: ``count_info``, ``u.inuse.type_info`` with
-``PGT_type_mask``, ``PGT_validated``, ``PGT_pinned``, ``PGT_count_mask``) and §3.5 (pfn /
-mfn split). The type encoding follows XENHV ``asm-x86/mm.h`` (top 3 bits on 32-bit).
+``PGT_type_mask``, ``PGT_validated``, ``PGT_pinned``, ``PGT_count_mask``) and ``xen.h`` (pfn /
+mfn split). The type encoding follows Xen 3.4 ``asm-x86/mm.h`` (top 3 bits on 32-bit).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pvframe_xen.hypervisor.abi import DOMID_XEN, PAGE_SHIFT, PAGE_SIZE
 
 
 class PageType(enum.IntEnum):
-    """``PGT_*`` types (XENHV ``mm.h``; 3 and 4 are the PAE/x86_64 levels, unused here)."""
+    """``PGT_*`` types (Xen 3.4 ``mm.h``; 3 and 4 are the PAE/x86_64 levels, unused here)."""
 
     PGT_none = 0
     PGT_l1_page_table = 1
@@ -141,12 +141,12 @@ class MachineMemory:
 
 @attrs.define
 class FrameTable:
-    """Who owns every machine frame, the domain's P2M and the global M2P (§3.5).
+    """Who owns every machine frame, the domain's P2M and the global M2P (xen.h).
 
     Layout (deterministic): frames ``[0, xen_frames)`` belong to Xen (``DOMID_XEN``:
     the hypervisor image, the M2P table); from ``ram_base`` on, the domain's frames and
     another domain's frames alternate (even offsets: this domain, odd: ``other_domid``),
-    then one frame for ``shared_info`` (a Xen page shared with the domain, §3.5). The P2M
+    then one frame for ``shared_info`` (a Xen page shared with the domain, xen.h). The P2M
     is the permutation ``pfn -> ram_base + 2 * ((pfn * stride + shift) % nr_pages)`` with
     ``stride`` coprime to ``nr_pages``, so pfn != mfn everywhere and mixing them up lands
     on a foreign or Xen frame.

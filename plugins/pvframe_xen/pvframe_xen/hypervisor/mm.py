@@ -1,4 +1,4 @@
-"""Page-type and reference-count rules of a 32-bit non-PAE PV domain (§3.4).
+"""Page-type and reference-count rules of a 32-bit non-PAE PV domain (Xen 3.4 mm.c).
 
 Each method follows the Xen 3.0/3.1 ``xen/arch/x86/mm.c`` function of the same name
 (read through the search tools; behaviour re-expressed, not copied). Refusals return
@@ -153,7 +153,7 @@ class MM:
 
     def get_page(self, mfn: int, domid: int) -> bool:
         """``get_page``/``get_page_from_pagenr``: a general reference on a frame that
-        exists and belongs to ``domid`` (§3.4 rule 2)."""
+        exists and belongs to ``domid`` (``get_page_from_l1e``, Xen ``mm.c``)."""
         page = self.frames.page(mfn)
         if page is None or not self.memory.valid(mfn):
             return self.refuse(f"mfn {mfn:#x} does not exist")
@@ -174,7 +174,7 @@ class MM:
         """``get_page_type``: one type reference. A frame changes type only while its
         type count is 0; a first reference to a page-table or descriptor type validates
         the contents (``alloc_page_type``); a failed validation resets ``type_info`` to 0
-        as Xen does (§3.4 rules 1, 3)."""
+        as Xen does (``get_page_type``, Xen ``mm.c``)."""
         page = self.frames.pages[mfn]
         if page.type_count == 0:
             if page.type != type_:

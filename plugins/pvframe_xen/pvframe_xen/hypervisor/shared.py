@@ -1,7 +1,7 @@
 """``shared_info``, ``vcpu_info``, ``vcpu_time_info`` and ``start_info`` as bytes.
 
 The byte buffer *is* the state: the model reads and writes the fields at the x86_32
-offsets of §3.7 / §3.6 (public ``xen.h``), and the same buffer backs the ``shared_info``
+offsets of public ``xen.h``, and the same buffer backs the ``shared_info``
 machine frame, so a guest reading it by machine address sees exactly what the model
 sees, and a guest store (``evtchn_upcall_mask``, clearing ``evtchn_upcall_pending``,
 masking a port) is seen by the model.
@@ -15,20 +15,20 @@ import attrs
 
 from pvframe_xen.hypervisor.abi import MAX_VIRT_CPUS, PAGE_SIZE
 
-# struct vcpu_info (64 bytes), §3.7
+# struct vcpu_info (64 bytes), xen.h
 VCPU_INFO_SIZE = 64
 VCPU_INFO_UPCALL_PENDING = 0
 VCPU_INFO_UPCALL_MASK = 1
 VCPU_INFO_PENDING_SEL = 4
 VCPU_INFO_ARCH_CR2 = 8
 VCPU_INFO_TIME = 32
-# struct vcpu_time_info (32 bytes, at vcpu_info + 32), §3.7
+# struct vcpu_time_info (32 bytes, at vcpu_info + 32), xen.h
 TIME_VERSION = 0
 TIME_TSC_TIMESTAMP = 8
 TIME_SYSTEM_TIME = 16
 TIME_TSC_TO_SYSTEM_MUL = 24
 TIME_TSC_SHIFT = 28
-# struct shared_info, §3.7
+# struct shared_info, xen.h
 SHARED_VCPU_INFO = 0
 SHARED_EVTCHN_PENDING = 2048
 SHARED_EVTCHN_MASK = 2176
@@ -39,7 +39,7 @@ SHARED_ARCH_MAX_PFN = 2316
 SHARED_ARCH_PFN_TO_MFN_FRAME_LIST_LIST = 2320
 SHARED_ARCH_NMI_REASON = 2324
 SHARED_INFO_SIZE = 2328
-# struct start_info, §3.6
+# struct start_info, xen.h
 START_INFO_MAGIC = 0
 START_INFO_NR_PAGES = 32
 START_INFO_SHARED_INFO = 36
@@ -65,7 +65,7 @@ def _u(fmt: str, buf: bytearray, off: int) -> int:
 
 @attrs.define
 class VcpuTimeInfo:
-    """``struct vcpu_time_info`` (§3.7/§3.9), a view over its 32 bytes. Standalone
+    """``struct vcpu_time_info`` (xen.h), a view over its 32 bytes. Standalone
     (``VcpuTimeInfo()``) it owns a private buffer."""
 
     buf: bytearray = attrs.field(factory=lambda: bytearray(32), repr=False)
@@ -114,7 +114,7 @@ class VcpuTimeInfo:
 
 @attrs.define
 class VcpuInfo:
-    """``struct vcpu_info`` of one VCPU (§3.7), a view into ``shared_info``."""
+    """``struct vcpu_info`` of one VCPU (xen.h), a view into ``shared_info``."""
 
     buf: bytearray = attrs.field(repr=False)
     base: int
@@ -158,7 +158,7 @@ class VcpuInfo:
 
 @attrs.define
 class SharedInfo:
-    """``struct shared_info`` (§3.7) over the 4 KiB page Xen shares with the domain."""
+    """``struct shared_info`` (xen.h) over the 4 KiB page Xen shares with the domain."""
 
     buf: bytearray = attrs.field(factory=lambda: bytearray(PAGE_SIZE), repr=False)
 
@@ -239,7 +239,7 @@ class SharedInfo:
 
 @attrs.frozen
 class StartInfo:
-    """``struct start_info`` (x86_32, §3.6); :meth:`to_bytes` renders it."""
+    """``struct start_info`` (x86_32, xen.h); :meth:`to_bytes` renders it."""
 
     nr_pages: int
     shared_info: int
