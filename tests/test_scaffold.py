@@ -56,7 +56,12 @@ def test_requirement_refuses_a_version_it_cannot_read() -> None:
 def test_scaffold_metadata_matches_the_core_and_links_nothing_unpublished() -> None:
     files = scaffold.files(NAME)
     pyproject = files["pyproject.toml"]
-    assert 'requires-python = ">=3.11"' in pyproject
+    from importlib import metadata
+
+    from packaging.specifiers import SpecifierSet
+
+    assert f'requires-python = "{scaffold.REQUIRES_PYTHON}"' in pyproject
+    assert SpecifierSet(scaffold.REQUIRES_PYTHON) == SpecifierSet(metadata.metadata("pvframe")["Requires-Python"])
     deps = re.search(r"^dependencies = \[\"(.*?)\"\]$", pyproject, re.M)
     assert deps is not None
     assert Requirement(deps[1]).specifier.contains(pvframe.__version__, prereleases=True)

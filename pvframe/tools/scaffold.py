@@ -25,8 +25,9 @@ class ScaffoldError(Exception):
 
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-#: The scaffold's ``requires-python``: the Python versions the core supports.
-REQUIRES_PYTHON = ">=3.11"
+#: The scaffold's ``requires-python``: the Python versions the core supports (the same
+#: range as the core's pyproject.toml; tests/test_scaffold.py checks they agree).
+REQUIRES_PYTHON = ">=3.11,<3.14"
 
 
 def pvframe_requirement(version: str = PVFRAME_VERSION) -> str:
