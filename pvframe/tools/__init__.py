@@ -9,3 +9,29 @@ backend distribution), ``bench``, ``fuzz``, ``docs_gen`` (the hook reference) an
 :mod:`pvframe.platform`, :mod:`pvframe.timekeeping`, :mod:`pvframe.machine`) never imports
 from here.
 """
+
+from __future__ import annotations
+
+import importlib
+import sys
+from types import ModuleType
+
+#: optional module -> what installs it (developer tools only: the README's install gives
+#: every ``pvframe`` command what it needs)
+OPTIONAL = {
+    "unicorn": "pip install 'pvframe[test]' (from a checkout: pip install '.[test]')",
+    "atheris": "pip install atheris",
+    "matplotlib": "pip install matplotlib",
+    "redis": "pip install redis",
+}
+
+
+def optional(module: str, needed_by: str) -> ModuleType:
+    """Import ``module`` for the tool ``needed_by``, or end the process with one line on
+    stderr naming the install command (never a traceback)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        print(f"pvframe: {needed_by} needs {module}, which is not installed: {OPTIONAL[module]}",
+              file=sys.stderr)
+        raise SystemExit(2) from None

@@ -274,6 +274,9 @@ def memory_bound() -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(argv or [])
+    from pvframe.tools import optional
+
+    optional("unicorn", "python -m pvframe.tools.bench (Unicorn is its bare-metal yardstick)")
     costs = hook_call_cost()
     print("== 1. hook dispatch cost (read_cr0, native backend), ns per call, best of 5 ==")
     base = costs["bound (patched) call"]

@@ -128,7 +128,9 @@ def render_images(folder: Path) -> list[Path]:
 
 
 def _trace_picture(path: Path) -> Path:
-    import matplotlib
+    from pvframe.tools import optional
+
+    matplotlib = optional("matplotlib", "python -m pvframe.tools.docs_gen --images")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

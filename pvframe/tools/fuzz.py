@@ -167,7 +167,9 @@ def atheris_campaign(runs: int) -> int:
     """Coverage-guided fuzzing of the executor, platform and native backend with atheris
     (libFuzzer): the input's first byte chooses the storm, the rest is the body. A crash
     (any Python exception out of the machine) makes atheris stop and print the input."""
-    import atheris
+    from pvframe.tools import optional
+
+    atheris = optional("atheris", "python -m pvframe.tools.fuzz --atheris")
 
     def one(data: bytes) -> None:
         outcome = run_bytes(data[1:], storm=bool(data[:1] and data[0] & 1), budget=2_000)
