@@ -5,13 +5,24 @@ free, (b) Xen's error codes, (c) the invariants of :mod:`pvframe_xen.hypervisor.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import attrs
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from pvframe_xen.hypervisor.isolation import isolation_campaign, new_domain, run_sequence
+from pvframe_xen.hypervisor import core
+from pvframe_xen.hypervisor.isolation import (
+    DEEP_PAGES,
+    RandomChooser,
+    Request,
+    deep_sequence,
+    execute,
+    isolation_campaign,
+    new_domain,
+    run_sequence,
+)
 
 T = TypeVar("T")
 
@@ -46,3 +57,25 @@ def test_campaign_figures():
     assert figures["refused"] > 0 and figures["accepted"] > 0
     kinds = {k.split(":")[0] for k in figures["refusals_by_kind"]}
     assert {"foreign_map", "writable_pt_map", "baseptr_bad", "evtchn", "multicall-entry"} <= kinds
+
+
+def test_any_exception_out_of_the_model_is_a_breach(monkeypatch):
+    """Not only the model's own AssertionError guards: a ValueError (or RecursionError)
+    raised by a handler is a breach that stops the sequence, never a crash of the run."""
+
+    def broken(self, *args):
+        raise ValueError("math domain error")
+
+    hv = new_domain()
+    monkeypatch.setitem(core._HANDLERS, 21, broken)
+    out = execute(hv, Request("misc", 21, (0, 1)))
+    assert out.fatal and out.breaches == ["misc: raised ValueError: math domain error"]
+
+
+def test_deep_linear_chain_sequence_has_no_breach():
+    """A chain of 260+ read-only linear links (the XSA-240 attack) in one multicall,
+    then ordinary requests: no exception, invariants intact."""
+    outs = deep_sequence(new_domain(DEEP_PAGES), RandomChooser(random.Random(7)), 3)
+    assert outs[0].request.kind == "linear_chain" and outs[0].request.args[1] > 260 + 260
+    for out in outs:
+        assert out.breaches == [] and out.wrong == [], out.breaches + out.wrong

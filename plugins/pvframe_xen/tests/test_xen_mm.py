@@ -345,3 +345,51 @@ def test_bad_argument_kinds(dom):
     assert hv.hypercall(3, "x", 0) == -EFAULT  # not a register value
     assert hv.hypercall(7) == -ENOSYS
     assert hv.hypercall(64) == -ENOSYS
+
+
+def _linear_chain(hv: XenHypervisor, pfns: list[int]) -> list[int]:
+    """Pin a run of empty L2s and try to link each to the next read-only, head last, each
+    link's target unpinned once linked (so only the links hold the chain together):
+    the mmu_update results, one per link."""
+    mfns = [make_ro(hv, pfn) for pfn in pfns]
+    assert hv.mmuext_op([MmuextOp(abi.MMUEXT_PIN_L2_TABLE, mfns[-1])]) == 0
+    rcs = []
+    for i in range(len(mfns) - 2, -1, -1):
+        assert hv.mmuext_op([MmuextOp(abi.MMUEXT_PIN_L2_TABLE, mfns[i])]) == 0
+        rcs.append(hv.mmu_update([MmuUpdate((mfns[i] << 12) | (5 << 2), (mfns[i + 1] << 12) | RO)]))
+        if i + 1 != len(mfns) - 1:
+            assert hv.mmuext_op([MmuextOp(abi.MMUEXT_UNPIN_TABLE, mfns[i + 1])]) == 0
+    return rcs
+
+
+def test_linear_page_tables_do_not_chain_xsa240():
+    """400 L2s each linked read-only to the next, then the tail and the head unpinned:
+    Xen 3.0 rules freed the chain recursively (RecursionError in the model, counts left
+    broken); with XSA-240's rule a table holding a linear entry cannot be a target, so
+    every second link is refused with -EINVAL and unpinning frees at most one level."""
+    hv = XenHypervisor(tsc_hz=10**9, boot_epoch_s=0, nr_pages=480)
+    hv.build_domain()
+    pfns = list(range(16, 416))
+    rcs = _linear_chain(hv, pfns)
+    assert rcs == [0 if k % 2 == 0 else -EINVAL for k in range(len(rcs))]
+    head, tail = hv.pfn_to_mfn(pfns[0]), hv.pfn_to_mfn(pfns[-1])
+    assert hv.mmuext_op([MmuextOp(abi.MMUEXT_UNPIN_TABLE, tail)]) == 0
+    assert hv.mmuext_op([MmuextOp(abi.MMUEXT_UNPIN_TABLE, head)]) == 0
+    assert check_invariants(hv) == []
+
+
+def test_linear_map_from_a_linear_target_is_refused_and_counts_return_to_zero(dom):
+    hv, _ = dom
+    a, b, c = (make_ro(hv, pfn) for pfn in (20, 21, 22))
+    for m in (a, b, c):
+        assert hv.mmuext_op([MmuextOp(abi.MMUEXT_PIN_L2_TABLE, m)]) == 0
+    assert hv.mmu_update([MmuUpdate((a << 12) | 8, (b << 12) | RO)]) == 0  # a -> b
+    # b is a target now: it may not hold linear entries (b -> c), and a holder may not
+    # become a target (c -> a); both refusals leave the state untouched
+    refused(hv, lambda: hv.mmu_update([MmuUpdate((b << 12) | 8, (c << 12) | RO)]), EINVAL)
+    refused(hv, lambda: hv.mmu_update([MmuUpdate((c << 12) | 8, (a << 12) | RO)]), EINVAL)
+    assert (hv.frames.pages[a].linear_pt_count, hv.frames.pages[b].linear_pt_count) == (1, -1)
+    assert hv.mmu_update([MmuUpdate((a << 12) | 8, 0)]) == 0  # unlink
+    assert hv.mmu_update([MmuUpdate((b << 12) | 8, (c << 12) | RO)]) == 0  # now allowed
+    assert [hv.frames.pages[m].linear_pt_count for m in (a, b, c)] == [0, 1, -1]
+    assert check_invariants(hv) == []

@@ -13,6 +13,8 @@ refused with Xen's error code, and (c) the invariants below always hold:
   included);
 * every present entry of a validated table maps only the domain's own frames, L2 entries
   point at validated L1s or are read-only linear maps of validated L2s;
+* linear maps are never chained (XSA-240): no L2 both holds linear entries to other L2s
+  and is the target of one, and every ``linear_pt_count`` matches the entries;
 * every VCPU's base pointer is a validated L2; foreign and Xen frames are untouched.
 
 Requests are drawn by a :class:`Chooser` so the same generator serves Hypothesis (the
@@ -22,6 +24,7 @@ tests) and a seeded :class:`random.Random` (:func:`isolation_campaign`, for nox)
 from __future__ import annotations
 
 import copy
+import pickle
 import random
 import struct
 from collections import Counter
@@ -74,7 +77,8 @@ def snapshot(hv: XenHypervisor) -> tuple[Any, ...]:
     to 0 when a revalidation fails; neither is observable). The virtual IDT, TLB-flush
     log and call log are not part of it (Xen installs trap entries before a bad one)."""
     pages = tuple(
-        (mfn, p.owner, p.count, p.effective_type(), p.type_count, p.validated and p.type_count > 0, p.pinned)
+        (mfn, p.owner, p.count, p.effective_type(), p.type_count, p.validated and p.type_count > 0, p.pinned,
+         p.linear_pt_count)
         for mfn, p in sorted(hv.frames.pages.items())
     )
     memory = tuple(
@@ -109,6 +113,8 @@ def check_invariants(hv: XenHypervisor) -> list[str]:
     exp_count: Counter[int] = Counter()
     exp_type: Counter[int] = Counter()
     writable: set[int] = set()
+    linear_entries: Counter[int] = Counter()
+    linear_uses: Counter[int] = Counter()
     for mfn, p in pages.items():
         if p.count < 1 or p.type_count < 0:
             bad.append(f"mfn {mfn:#x}: negative or lost count ({p.count}, {p.type_count})")
@@ -170,6 +176,9 @@ def check_invariants(hv: XenHypervisor) -> list[str]:
                 if t != mfn:
                     exp_count[t] += 1
                     exp_type[t] += 1
+                    if linear:
+                        linear_entries[mfn] += 1
+                        linear_uses[t] += 1
                 if e & _PAGE_RW:
                     # every frame reachable writable through this entry
                     for e1 in _entries(hv, t):
@@ -183,6 +192,14 @@ def check_invariants(hv: XenHypervisor) -> list[str]:
             bad.append(
                 f"mfn {mfn:#x}: counts ({p.count}, {p.type_count}) != recount "
                 f"({1 + exp_count[mfn]}, {exp_type[mfn]})"
+            )
+    for mfn, p in pages.items():
+        if linear_entries[mfn] and linear_uses[mfn]:
+            bad.append(f"L2 {mfn:#x} holds linear maps and is one's target: a chain (XSA-240)")
+        if p.linear_pt_count != linear_entries[mfn] - linear_uses[mfn]:
+            bad.append(
+                f"mfn {mfn:#x}: linear_pt_count {p.linear_pt_count} != recount "
+                f"{linear_entries[mfn] - linear_uses[mfn]}"
             )
     for t in writable:
         tp = pages.get(t)
@@ -225,7 +242,10 @@ class Request:
 
     def render(self) -> str:
         name = abi.HYPERCALLS.get(self.number, str(self.number))
-        return f"{self.kind}: {name}{self.args!r} expect={self.expect}"
+        args = repr(self.args)
+        if len(args) > 400:  # a deep chain's multicall: its head and tail are enough
+            args = f"{args[:200]} ... {args[-200:]}"
+        return f"{self.kind}: {name}{args} expect={self.expect}"
 
 
 def _frames_of(hv: XenHypervisor, types: set[Any] | frozenset[Any]) -> list[int]:
@@ -254,6 +274,11 @@ def next_request(hv: XenHypervisor, c: Chooser, virt_base: int = 0xC0000000) -> 
     kind = c.choice(KINDS)
     rw = _PAGE_PRESENT | _PAGE_RW | _PAGE_ACCESSED
     ro = _PAGE_PRESENT | _PAGE_ACCESSED
+    if kind == "linear_chain":
+        free = list(range(4, hv.nr_pages))
+        depth = c.integer(2, min(24, len(free)))
+        start = c.integer(0, len(free) - depth)
+        return linear_chain(hv, [hv.pfn_to_mfn(p) for p in free[start : start + depth]], virt_base)
     if kind == "map":
         return Request(kind, 14, (va, _pte(c, hv, own + foreign[:2]), 0, c.choice([0, 1, 2, 6])))
     if kind == "foreign_map":
@@ -393,8 +418,45 @@ def next_request(hv: XenHypervisor, c: Chooser, virt_base: int = 0xC0000000) -> 
     return Request("multicall", 13, (entries, len(entries)), 0, tuple(exp))
 
 
+def _direct_map_ptr(hv: XenHypervisor, mfn: int, virt_base: int) -> int | None:
+    """Machine address of the current tree's L1 entry mapping ``mfn`` at its direct-map
+    address (``virt_base + pfn * 4096``), or None if that L2 entry maps no L1."""
+    base = hv.vcpus[0].guest_table
+    va = virt_base + hv.mfn_to_pfn(mfn) * 4096
+    l2e = hv.mm.entry(base, va >> 22) if base else 0
+    if not hv.mm.l2e_maps_l1(l2e):
+        return None
+    return ((l2e >> PAGE_SHIFT) << PAGE_SHIFT) | (((va >> 12) & 0x3FF) << 2)
+
+
+def linear_chain(hv: XenHypervisor, mfns: Sequence[int], virt_base: int = 0xC0000000) -> Request:
+    """The XSA-240 attack as one multicall: make the frames read-only in the direct map,
+    pin each as an L2, link each to the next with a read-only linear entry (tail first,
+    one entry per link so a refused link does not stop the others), unpin all but the
+    head (only the links hold the chain now), then unpin the head. Under Xen 3.0's rules
+    the last unpin freed the chain recursively, one level per link."""
+    ro = _PAGE_PRESENT | _PAGE_ACCESSED
+    dself = abi.DOMID_SELF
+    make_ro = []
+    for m in mfns:
+        ptr = _direct_map_ptr(hv, m, virt_base)
+        if ptr is not None:
+            make_ro.append(MmuUpdate(ptr, (m << PAGE_SHIFT) | ro))
+    entries = [
+        MulticallEntry(1, (make_ro, len(make_ro), SuccessCount(), dself)),
+        MulticallEntry(26, ([MmuextOp(abi.MMUEXT_PIN_L2_TABLE, m) for m in mfns], len(mfns), SuccessCount(), dself)),
+    ]
+    slot = 5
+    for i in range(len(mfns) - 2, -1, -1):
+        link = MmuUpdate((mfns[i] << PAGE_SHIFT) | (slot << 2), (mfns[i + 1] << PAGE_SHIFT) | ro)
+        entries.append(MulticallEntry(1, ([link], 1, None, dself)))
+    for m in [*mfns[1:], mfns[0]]:
+        entries.append(MulticallEntry(26, ([MmuextOp(abi.MMUEXT_UNPIN_TABLE, m)], 1, None, dself)))
+    return Request("linear_chain", 13, (entries, len(entries)), 0, (None,) * len(entries))
+
+
 KINDS = (
-    "map", "map", "foreign_map", "writable_pt_map", "hole_map", "pt_write", "pt_write",
+    "linear_chain", "map", "map", "foreign_map", "writable_pt_map", "hole_map", "pt_write", "pt_write",
     "frame_write", "frame_write", "xen_slot_write", "linear_rw", "linear_ro", "bad_flags",
     "machphys", "bad_dom", "bad_cmd", "short_buffer", "pin", "pin", "pin_twice", "unpin",
     "unpin_in_use", "new_baseptr", "new_baseptr", "baseptr_bad", "mmuext_misc", "set_gdt",
@@ -414,6 +476,13 @@ class Outcome:
     breaches: list[str] = attrs.field(factory=list)
     wrong: list[str] = attrs.field(factory=list)
     fatal: bool = False
+
+
+def _raised(req: Request, args: tuple[Any, ...], exc: BaseException) -> Outcome:
+    """A request that raised out of the model: a breach, and the sequence stops (the
+    model's state is whatever the exception left)."""
+    what = f"{type(exc).__name__}: {exc}"
+    return Outcome(attrs.evolve(req, args=args), 0, [f"{req.kind}: raised {what}"], fatal=True)
 
 
 def _effective_part(req: Request, result: int) -> list[tuple[int, tuple[Any, ...]]]:
@@ -442,12 +511,12 @@ def execute(hv: XenHypervisor, req: Request) -> Outcome:
     """Run one request and check (a)-(c) of the module docstring."""
     batched = req.number in (1, 26, 13)
     before = snapshot(hv)
-    clone = copy.deepcopy(hv) if batched else None
+    clone = pickle.loads(pickle.dumps(hv, pickle.HIGHEST_PROTOCOL)) if batched else None
     args = _fresh(req.args)
     try:
         result = hv.hypercall(req.number, *args)
-    except AssertionError as exc:  # the model's own count guards fired: a breach
-        return Outcome(attrs.evolve(req, args=args), 0, [f"{req.kind}: model assertion: {exc}"], fatal=True)
+    except Exception as exc:  # anything raised out of the model is a breach
+        return _raised(req, args, exc)
     out = Outcome(attrs.evolve(req, args=args), result)
     if req.expect is not None and result != req.expect:
         out.wrong.append(f"{req.kind}: got {result}, Xen gives {req.expect}")
@@ -457,8 +526,11 @@ def execute(hv: XenHypervisor, req: Request) -> Outcome:
                 out.wrong.append(f"multicall entry op {e.op}: got {e.result}, Xen gives {want}")
     if clone is not None:
         parts = _effective_part(out.request, result)
-        for number, pargs in parts:
-            clone.hypercall(number, *_fresh(pargs))
+        try:
+            for number, pargs in parts:
+                clone.hypercall(number, *_fresh(pargs))
+        except Exception as exc:  # the replay of the accepted part raised
+            return _raised(req, args, exc)
         if snapshot(clone) != snapshot(hv):
             out.breaches.append(f"{req.kind}: refused part of a batch changed the state")
     elif result < 0 and snapshot(hv) != before:
@@ -476,27 +548,53 @@ def new_domain(nr_pages: int = 32, nr_vcpus: int = 2) -> XenHypervisor:
 
 
 def run_sequence(hv: XenHypervisor, c: Chooser, length: int) -> list[Outcome]:
+    """Run ``length`` drawn requests, time moving on between them (timers fire); stop at
+    the first request that raised out of the model."""
     outcomes = []
     for _ in range(length):
         hv.tsc_now += c.integer(0, 5_000_000)
-        hv.fire_timers(hv.now_ns())
+        try:
+            hv.fire_timers(hv.now_ns())
+        except Exception as exc:  # the model's own clock raised
+            outcomes.append(_raised(Request("time", -1, ()), (), exc))
+            break
         outcomes.append(execute(hv, next_request(hv, c)))
         if outcomes[-1].fatal:
             break
     return outcomes
 
 
-def isolation_campaign(n: int, seed: int, length: int = 25) -> dict[str, Any]:
+#: a deep sequence's domain: room for a linear chain deeper than Python's recursion
+#: limit would allow a recursive free to go (Xen 3.0's rules failed from ~250 links)
+DEEP_PAGES = 640
+
+
+def deep_sequence(hv: XenHypervisor, c: Chooser, length: int) -> list[Outcome]:
+    """A linear chain over most of a large domain's frames (the XSA-240 attack at full
+    depth), then ``length`` ordinary requests on what it left."""
+    depth = c.integer(260, hv.nr_pages - 8)
+    first = execute(hv, linear_chain(hv, [hv.pfn_to_mfn(p) for p in range(4, 4 + depth)]))
+    return [first] if first.fatal else [first, *run_sequence(hv, c, length)]
+
+
+def isolation_campaign(n: int, seed: int, length: int = 25, deep_every: int = 100) -> dict[str, Any]:
     """Run ``n`` adversarial sequences of ``length`` requests (seeded) and return the
     figures: sequences, requests, accepted, refusals by kind and error, breaches (must
-    be 0), wrong error codes (must be 0), and the first few problems found."""
+    be 0; an exception out of the model is one), wrong error codes (must be 0), and the
+    first few problems found. Every ``deep_every``-th sequence is a :func:`deep_sequence`
+    (a few requests only, on a domain of ``DEEP_PAGES`` frames)."""
     rng = random.Random(seed)
     refusals: Counter[str] = Counter()
     requests = accepted = breaches = wrong = 0
     problems: list[str] = []
-    for _ in range(n):
-        hv = new_domain()
-        for out in run_sequence(hv, RandomChooser(rng), length):
+    for i in range(n):
+        if deep_every and i % deep_every == deep_every - 1:
+            hv = new_domain(DEEP_PAGES)
+            outcomes = deep_sequence(hv, RandomChooser(rng), 3)
+        else:
+            hv = new_domain()
+            outcomes = run_sequence(hv, RandomChooser(rng), length)
+        for out in outcomes:
             requests += 1
             if out.result < 0:
                 refusals[f"{out.request.kind}:{abi.ERRNO_NAMES.get(-out.result, out.result)}"] += 1
@@ -511,7 +609,7 @@ def isolation_campaign(n: int, seed: int, length: int = 25) -> dict[str, Any]:
             if (out.breaches or out.wrong) and len(problems) < 10:
                 problems.append(out.request.render() + " -> " + "; ".join(out.breaches + out.wrong))
     return {
-        "sequences": n, "requests": requests, "accepted": accepted,
+        "sequences": n, "deep_sequences": n // deep_every if deep_every else 0, "requests": requests, "accepted": accepted,
         "refused": sum(v for k, v in refusals.items() if not k.startswith("multicall-entry")),
         "refusals_by_kind": dict(sorted(refusals.items())), "breaches": breaches,
         "wrong_errors": wrong, "problems": problems,

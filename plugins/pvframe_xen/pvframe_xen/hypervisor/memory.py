@@ -55,6 +55,7 @@ class PageInfo:
     type_count: int = 0
     validated: bool = False
     pinned: bool = False
+    linear_pt_count: int = 0
 
     def effective_type(self) -> PageType:
         """The type as far as the guest can observe it: ``PGT_none`` when unreferenced."""
@@ -208,7 +209,7 @@ class FramePages(dict[int, PageInfo]):
     none; iterating materialises the whole table first.
     """
 
-    _FIELDS = 7  # mfn, owner, count, type, type_count, validated, pinned
+    _FIELDS = 8  # mfn, owner, count, type, type_count, validated, pinned, linear_pt_count
 
     def __init__(self, xen_frames: int, ram_base: int, nr_pages: int, domid: int,
                  other_domid: int, packed: bytes = b"") -> None:
@@ -225,14 +226,14 @@ class FramePages(dict[int, PageInfo]):
                 out.extend(self._packed[i : i + self._FIELDS])
         for mfn, p in dict.items(self):
             out.extend((mfn, p.owner, p.count, int(p.type), p.type_count, int(p.validated),
-                        int(p.pinned)))
+                        int(p.pinned), p.linear_pt_count))
         return (FramePages, (*self.layout, out.tobytes()))
 
     def _default(self, mfn: int) -> PageInfo | None:
         i = self._index.get(mfn)
         if i is not None:
-            _m, owner, count, type_, type_count, validated, pinned = self._packed[i : i + self._FIELDS]
-            return PageInfo(owner, count, PageType(type_), type_count, bool(validated), bool(pinned))
+            _m, owner, count, type_, type_count, validated, pinned, linear = self._packed[i : i + self._FIELDS]
+            return PageInfo(owner, count, PageType(type_), type_count, bool(validated), bool(pinned), linear)
         xen_frames, ram_base, n, domid, other = self.layout
         if 0 <= mfn < xen_frames:
             return PageInfo(owner=DOMID_XEN)

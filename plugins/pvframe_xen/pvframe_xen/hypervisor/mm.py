@@ -12,6 +12,15 @@ the target is the L2 being validated itself (no reference taken) or an *already
 validated* L2 (a general reference plus a raw type-count increment, no validation).
 Writable linear mappings are refused.
 
+Deliberate difference from Xen 3.0, the XSA-240 restriction (Xen 4.10 ``mm.c``,
+``inc_linear_entries``/``inc_linear_uses``): Xen 3.0 let linear entries chain (L2 a maps
+L2 b read-only, b maps c, ...), so dropping the last reference on the head freed the
+whole chain recursively, one level per link: unbounded hypervisor recursion driven by
+the guest (CVE-2017-15595). Since XSA-240 an L2 that holds linear entries to other L2s
+cannot itself be the target of one, and a target cannot hold any
+(``PageInfo.linear_pt_count``), so a chain is one link long and freeing a table
+recurses at most L2 -> L2 -> L1.
+
 Deliberate difference from Xen 3.0: ``mod_l2_entry``'s fast path (an update that keeps
 the frame and the present bit skips revalidation) let a read-only linear mapping be
 turned writable, handing the guest write access to its own page tables (the flaw fixed
@@ -22,6 +31,8 @@ the resulting breach.
 """
 
 from __future__ import annotations
+
+import struct
 
 import attrs
 
@@ -54,6 +65,9 @@ from pvframe_xen.hypervisor.memory import (
     PGT_seg_desc_page,
     PGT_writable_page,
 )
+
+_TABLE = struct.Struct(f"<{L1_ENTRIES}I")
+_ZERO_TABLE = (0,) * L1_ENTRIES
 
 # Segment descriptor bits (high word ``b``), Xen ``asm-x86/desc.h``
 _SEGMENT_TYPE = 0x0F00
@@ -146,6 +160,15 @@ class MM:
             return 0 if self.memory.valid(mfn) else self.memory.read_u32(mfn << PAGE_SHIFT)
         return int.from_bytes(page[4 * index : 4 * index + 4], "little")
 
+    def entries(self, mfn: int) -> tuple[int, ...]:
+        """All 1024 entries of a table frame, read at once (validation walks them all)."""
+        page = self.memory.frames.get(mfn)
+        if page is None:
+            if not self.memory.valid(mfn):
+                self.memory.read_u32(mfn << PAGE_SHIFT)  # raises: outside machine memory
+            return _ZERO_TABLE
+        return _TABLE.unpack(page)
+
     def set_entry(self, mfn: int, index: int, value: int) -> None:
         self.memory.write_u32((mfn << PAGE_SHIFT) + 4 * index, value & M32)
 
@@ -232,20 +255,23 @@ class MM:
         """``free_page_type``: drop what the entries of a devalidated table held."""
         owner = self.frames.pages[mfn].owner
         if type_ == PGT_l1_page_table:
-            for i in range(L1_ENTRIES):
-                self.put_page_from_l1e(self.entry(mfn, i), owner)
+            for e in self.entries(mfn):
+                if e & _PAGE_PRESENT:
+                    self.put_page_from_l1e(e, owner)
         elif type_ == PGT_l2_page_table:
-            for i in range(L2_FIRST_XEN_SLOT):
-                self.put_page_from_l2e(self.entry(mfn, i), mfn)
+            for e in self.entries(mfn)[:L2_FIRST_XEN_SLOT]:
+                if e & _PAGE_PRESENT:
+                    self.put_page_from_l2e(e, mfn)
 
     def alloc_l1_table(self, mfn: int) -> bool:
         """``alloc_l1_table``: every present entry must pass ``get_page_from_l1e``; on a
         failure the references already taken are dropped."""
         owner = self.frames.pages[mfn].owner
-        for i in range(L1_ENTRIES):
-            if not self.get_page_from_l1e(self.entry(mfn, i), owner):
+        table = self.entries(mfn)
+        for i, e in enumerate(table):
+            if e & _PAGE_PRESENT and not self.get_page_from_l1e(e, owner):
                 for j in range(i):
-                    self.put_page_from_l1e(self.entry(mfn, j), owner)
+                    self.put_page_from_l1e(table[j], owner)
                 return False
         return True
 
@@ -254,15 +280,15 @@ class MM:
         Xen's own slots (the hole) are not checked but overwritten once the table
         validates (Xen installs its mappings there; the model clears them), and guest
         updates to them are refused (``mod_l2_entry``)."""
-        for i in range(L2_FIRST_XEN_SLOT):
-            if not self.get_page_from_l2e(self.entry(mfn, i), mfn):
+        table = self.entries(mfn)
+        for i, e in enumerate(table[:L2_FIRST_XEN_SLOT]):
+            if e & _PAGE_PRESENT and not self.get_page_from_l2e(e, mfn):
                 for j in range(i):
-                    self.put_page_from_l2e(self.entry(mfn, j), mfn)
+                    self.put_page_from_l2e(table[j], mfn)
                 return False
         # Xen now writes its own entries into slots 1008..1023; the model leaves them
         # not present, so nothing the guest stored there can be walked.
-        for i in range(L2_FIRST_XEN_SLOT, L1_ENTRIES):
-            self.set_entry(mfn, i, 0)
+        self.memory.write_bytes((mfn << PAGE_SHIFT) + 4 * L2_FIRST_XEN_SLOT, bytes(4 * (L1_ENTRIES - L2_FIRST_XEN_SLOT)))
         return True
 
     def alloc_segdesc_page(self, mfn: int) -> bool:
@@ -332,7 +358,9 @@ class MM:
 
     def get_linear_pagetable(self, l2e: int, l2mfn: int, domid: int) -> bool:
         """``get_linear_pagetable`` (non-PAE root = L2): read-only only; a self-map takes
-        no reference; another L2 must already be validated."""
+        no reference; another L2 must already be validated, must hold no linear entries
+        itself, and the L2 holding the entry must not be a linear target elsewhere
+        (XSA-240, see the module docstring)."""
         if entry_flags(l2e) & _PAGE_RW:
             return self.refuse("attempt to create linear p.t. with write perms")
         target = entry_mfn(l2e)
@@ -341,15 +369,35 @@ class MM:
         if not self.get_page(target, domid):
             return False
         page = self.frames.pages[target]
+        holder = self.frames.pages[l2mfn]
+        if holder.linear_pt_count < 0:
+            self.put_page(target)
+            return self.refuse(f"mfn {l2mfn:#x} is itself a linear p.t. target (XSA-240)")
+        if page.linear_pt_count > 0:
+            self.put_page(target)
+            return self.refuse(f"linear p.t. target mfn {target:#x} has linear entries (XSA-240)")
         if page.type != PGT_l2_page_table or not page.validated or page.type_count == 0:
             self.put_page(target)
             return self.refuse(f"linear p.t. target mfn {target:#x} is not a validated L2")
+        holder.linear_pt_count += 1
+        page.linear_pt_count -= 1
         page.type_count += 1
         return True
 
     def put_page_from_l2e(self, l2e: int, l2mfn: int) -> None:
-        if entry_flags(l2e) & _PAGE_PRESENT and entry_mfn(l2e) != l2mfn:
-            self.put_page_and_type(entry_mfn(l2e))
+        """Drop an L2 entry's references; a linear entry (target typed L2, as Xen's
+        ``_put_page_type`` tests with ``PGT_type_equal``) also undoes its XSA-240 counts."""
+        if not entry_flags(l2e) & _PAGE_PRESENT or entry_mfn(l2e) == l2mfn:
+            return
+        target = entry_mfn(l2e)
+        page = self.frames.pages[target]
+        if page.type == PGT_l2_page_table:
+            holder = self.frames.pages[l2mfn]
+            if holder.linear_pt_count <= 0 or page.linear_pt_count >= 0:
+                raise AssertionError(f"linear p.t. counts of {l2mfn:#x} -> {target:#x} out of step")
+            holder.linear_pt_count -= 1
+            page.linear_pt_count += 1
+        self.put_page_and_type(target)
 
     def mod_l1_entry(self, l1mfn: int, index: int, new: int, domid: int) -> bool:
         """``mod_l1_entry``: validate the new entry, write it, drop the old one's refs.
