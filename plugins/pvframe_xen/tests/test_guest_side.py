@@ -67,7 +67,9 @@ def test_paging_and_tasks_hypercalls(runs) -> None:
     assert paging["hypercalls"]["mmuext_op"] == 3  # 2 NEW_BASEPTR (batched) + INVLPG_LOCAL
     assert paging["xen_refusals"] == {}
     tasks = runs["tasks"][1].extra
-    assert tasks["hypercalls"]["multicall"] >= 10  # a rebase per address-space switch
+    # one rebase per address space on first sight, then each switch is one NEW_BASEPTR
+    # on a tree Xen keeps validated (pinned by the shadow)
+    assert tasks["hypercalls"]["multicall"] <= 4 and tasks["hypercalls"]["mmuext_op"] >= 10
     # the APIC page is mapped in Xen's hole (0xFEE00000 >= HYPERVISOR_VIRT_START): refused
     assert set(tasks["xen_refusals"]) == {"shadow:l2e_in_hypervisor_hole:EINVAL"}
 

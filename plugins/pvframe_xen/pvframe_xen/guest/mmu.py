@@ -7,21 +7,11 @@ frame numbers in their entries, typed and validated by Xen (``mm.c``), and Xen's
 pointer on the guest's page directory.
 
 **Sync.** A native guest edits its tables with plain stores, which the hypervisor never
-sees; the architecture only promises that such edits take effect after a TLB flush. So the
-:class:`Shadow` re-synchronises the machine view at the architectural flush points:
-``write_cr3`` (MMUEXT_NEW_BASEPTR), ``invlpg`` (MMUEXT_INVLPG_LOCAL) and the full flushes
-(MMUEXT_TLB_FLUSH_LOCAL). At each, it reads the tree under CR3 (the page directory and
-the page tables it references), translates every present entry pfn -> mfn and writes
-what changed:
-
-* unchanged tree shape (same directory, same set of tables, machine base already on it):
-  one ``mmu_update`` of the changed entries, validated by Xen entry by entry;
-* otherwise a *rebase*, one ``multicall``: NEW_BASEPTR to the builder's tables (pinned;
-  this drops the type references of the old tree), ``mmu_update`` making the new tables'
-  frames read-only in the builder's direct map (Xen refuses a page table that is mapped
-  writable anywhere), ``mmu_update`` writing the changed entries (the frames are untyped
-  now), NEW_BASEPTR to ``p2m[cr3 >> 12]`` (Xen validates the whole tree), and
-  ``mmu_update`` making frames that stopped being page tables writable again.
+sees; the architecture only promises that such edits take effect after a TLB flush. So
+:class:`pvframe_xen.guest.shadow.Shadow` re-synchronises the machine view at the
+architectural flush points: ``write_cr3`` (MMUEXT_NEW_BASEPTR), ``invlpg``
+(MMUEXT_INVLPG_LOCAL) and the full flushes (MMUEXT_TLB_FLUSH_LOCAL), at a cost in
+proportion to what changed since the tree's last sync (its module doc says how).
 
 Translation rules (what Xen ``mm.c`` requires): an L1 entry mapping one of the tree's own
 page-table frames is made read-only in the machine view; entries mapping frames outside
@@ -50,236 +40,17 @@ real Xen too. Frames outside the domain's RAM translate to themselves both ways.
 
 from __future__ import annotations
 
-import struct
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pvframe.hookspecs import hookimpl
+from pvframe_xen.guest.shadow import MAX_TABLES, P, Shadow
 from pvframe_xen.hypervisor import abi
-from pvframe_xen.hypervisor.abi import MmuextOp, MmuUpdate, MulticallEntry, SuccessCount
+from pvframe_xen.hypervisor.abi import MmuextOp, MulticallEntry
 
-if TYPE_CHECKING:
-    from pvframe_xen.hypervisor import DomainBoot, XenHypervisor
+__all__ = ["MAX_TABLES", "MmuOps", "Shadow"]
 
-P, RW, PSE = 0x1, 0x2, 0x80
-DISALLOW = 0x180  # GLOBAL | PAT (L1) / GLOBAL | PSE (L2): refused by Xen's validation
-DIRECT_PROT = 0x1 | 0x4 | 0x20  # present, user, accessed (the builder's direct map)
 LAZY_NONE, LAZY_MMU, LAZY_CPU, LAZY_FLUSH = 0, 1, 2, 3
 MC_BATCH = 32
-#: a model limit (not Xen's): trees with more page tables are not mirrored
-MAX_TABLES = 128
-_U32x1024 = struct.Struct("<1024I")
-
-
-class Shadow:
-    """The machine view of the guest's current page-table tree (see the module doc)."""
-
-    def __init__(self, machine: Any, hv: XenHypervisor, boot: DomainBoot, backend: Any) -> None:
-        self.machine = machine
-        self.hv = hv
-        self.boot = boot
-        self.backend = backend
-        self.n = hv.nr_pages
-        p2m_pfn = (boot.start_info.mfn_list - boot.virt_base) >> 12
-        #: the builder's frames (P2M, start_info, boot tables): not the guest's to use
-        self.reserved = set(range(p2m_pfn, p2m_pfn + 2 + len(boot.l1_mfns) + (self.n * 4 + 4095) // 4096))
-        self.base_l2: int | None = None  # guest L2 pfn Xen's base pointer is on
-        self.tables: frozenset[int] = frozenset()  # L1 pfns of that tree
-        self.raw: dict[int, bytes] = {}  # guest bytes of each table page at the last sync
-        self.written: dict[int, tuple[int, ...]] = {}  # machine entries we wrote per pfn
-        self.ro: set[int] = set()  # pfns read-only in the direct map (beyond the builder's)
-        self.failed: tuple[int, bytes] | None = None
-        self.syncs = {"in_place": 0, "rebase": 0, "unchanged": 0}
-
-    # ------------------------------------------------------------ helpers
-    def ram(self, pfn: int) -> bool:
-        return 0 <= pfn < self.n and pfn not in self.reserved
-
-    def maddr(self, pfn: int, index: int) -> int:
-        return (self.hv.pfn_to_mfn(pfn) << 12) | (index << 2)
-
-    def direct_entry(self, pfn: int) -> tuple[int, int]:
-        """(machine address, value) of the builder's direct-map entry for ``pfn``."""
-        k, i = divmod(pfn, 1024)
-        ro = pfn in self.ro
-        return (self.boot.l1_mfns[k] << 12) | (i << 2), (self.hv.pfn_to_mfn(pfn) << 12) | DIRECT_PROT | (0 if ro else RW)
-
-    def _read_page(self, pfn: int) -> bytes:
-        return bytes(self.machine.memory.read_bytes(pfn << 12, 4096))
-
-    def translate_l1e(self, e: int, pts: frozenset[int] | set[int], why: list[str]) -> int:
-        if not e & P:
-            return e  # not present: untranslated (swap entries), Xen ignores it
-        pfn = e >> 12
-        if not self.ram(pfn):
-            why.append("l1e_not_domain_ram")
-            return 0
-        flags = e & 0xFFF
-        if flags & DISALLOW:
-            why.append("l1e_global_pat_stripped")
-            flags &= ~DISALLOW
-        if pfn in pts:
-            flags &= ~RW
-        return (self.hv.pfn_to_mfn(pfn) << 12) | flags
-
-    def translate_l2e(self, index: int, e: int, l2: int, why: list[str]) -> int:
-        if not e & P:
-            return e
-        if index >= abi.L2_FIRST_XEN_SLOT:
-            why.append("l2e_in_hypervisor_hole")
-            return 0
-        if e & PSE:
-            why.append("l2e_pse_refused")
-            return 0
-        pfn = e >> 12
-        if not self.ram(pfn):
-            why.append("l2e_not_domain_ram")
-            return 0
-        flags = e & 0xFFF & ~DISALLOW
-        if pfn == l2:
-            flags &= ~RW  # a linear (recursive) map: read-only, as Xen allows it
-        return (self.hv.pfn_to_mfn(pfn) << 12) | flags
-
-    def _tables_of(self, l2: int, entries: tuple[int, ...]) -> frozenset[int]:
-        out = set()
-        for e in entries[: abi.L2_FIRST_XEN_SLOT]:
-            if e & P and not e & PSE and self.ram(e >> 12) and e >> 12 != l2:
-                out.add(e >> 12)
-        return frozenset(out)
-
-    def _current(self, pfn: int) -> tuple[int, ...]:
-        got = self.written.get(pfn)
-        if got is None:
-            got = _U32x1024.unpack(self.hv.memory.read_bytes(self.hv.pfn_to_mfn(pfn) << 12, 4096))
-        return got
-
-    def _call(self, what: str, rc: int) -> int:
-        if rc < 0:
-            reason = self.hv.mm.reason
-            self.backend.refuse(what, rc)
-            if reason:
-                self.backend.refusal_reasons[what] = reason
-        return rc
-
-    # ------------------------------------------------------------ the sync
-    def sync(self, reason: str) -> None:
-        """Bring the machine view up to the tree under CR3 (a TLB-flush point)."""
-        self.backend.flush_batch(self.machine)
-        cr3 = self.machine.cpu.cr3
-        l2 = cr3 >> 12
-        if not self.ram(l2):
-            self.backend.refuse("shadow:cr3_not_domain_ram", -abi.EINVAL)
-            self._rebase_to_boot()
-            return
-        raw_l2 = self._read_page(l2)
-        l2_entries = _U32x1024.unpack(raw_l2)
-        tables = self._tables_of(l2, l2_entries)
-        if len(tables) > MAX_TABLES:
-            self.backend.refuse("shadow:tree_too_large", -abi.ENOSPC)
-            self._rebase_to_boot()
-            return
-        raws = {pfn: self._read_page(pfn) for pfn in tables}
-        raws[l2] = raw_l2
-        digest = b"".join(raws[p] for p in sorted(raws)) + l2.to_bytes(4, "little")
-        if self.failed is not None and self.failed == (l2, digest):
-            return  # refused before, unchanged since: Xen stays on the builder's tables
-        if self.base_l2 == l2 and tables == self.tables and all(self.raw.get(p) == b for p, b in raws.items()):
-            self.syncs["unchanged"] += 1
-            return
-        why: list[str] = []
-        pts = tables | {l2}
-        images: dict[int, tuple[int, ...]] = {}
-        for pfn in tables:
-            images[pfn] = tuple(self.translate_l1e(e, pts, why) for e in _U32x1024.unpack(raws[pfn]))
-        l2_image = tuple(self.translate_l2e(i, e, l2, why) for i, e in enumerate(l2_entries))
-        images[l2] = l2_image
-        for w in why:
-            self.backend.refuse(f"shadow:{w}", -abi.EINVAL)
-        updates = []
-        for pfn in sorted(images, key=lambda p: p == l2):  # tables first, directory last
-            old = self._current(pfn)
-            new = images[pfn]
-            updates += [MmuUpdate(self.maddr(pfn, i), v) for i, (a, v) in enumerate(zip(old, new, strict=True)) if a != v]
-        if self.base_l2 == l2 and tables == self.tables:
-            self.syncs["in_place"] += 1
-            done = SuccessCount()
-            rc = self._call("mmu_update", self.hv.mmu_update(updates, success_count=done)) if updates else 0
-            if rc == 0:
-                self._commit(l2, tables, raws, images)
-                return
-        self._rebase(l2, tables, raws, images, updates, digest)
-
-    def _commit(self, l2: int, tables: frozenset[int], raws: dict[int, bytes], images: dict[int, tuple[int, ...]]) -> None:
-        self.base_l2, self.tables = l2, tables
-        self.raw = dict(raws)
-        self.written.update(images)
-        self.failed = None
-
-    def _direct_updates(self, pfns: set[int], ro: bool) -> list[MmuUpdate]:
-        out = []
-        for pfn in sorted(pfns):
-            if ro:
-                self.ro.add(pfn)
-            else:
-                self.ro.discard(pfn)
-            out.append(MmuUpdate(*self.direct_entry(pfn)))
-        return out
-
-    def _rebase(
-        self, l2: int, tables: frozenset[int], raws: dict[int, bytes],
-        images: dict[int, tuple[int, ...]], updates: list[MmuUpdate], digest: bytes,
-    ) -> None:
-        self.syncs["rebase"] += 1
-        hv = self.hv
-        pts = set(tables) | {l2}
-        entries = [MulticallEntry(26, ([MmuextOp(abi.MMUEXT_NEW_BASEPTR, self.boot.l2_mfn)], 1, None, abi.DOMID_SELF))]
-        make_ro = self._direct_updates(pts - self.ro, True)
-        if make_ro:
-            entries.append(MulticallEntry(1, (make_ro, len(make_ro), None, abi.DOMID_SELF)))
-        if updates:
-            entries.append(MulticallEntry(1, (updates, len(updates), None, abi.DOMID_SELF)))
-        entries.append(MulticallEntry(26, ([MmuextOp(abi.MMUEXT_NEW_BASEPTR, hv.pfn_to_mfn(l2))], 1, None, abi.DOMID_SELF)))
-        self._call("multicall", hv.multicall(entries))
-        self.written.update(images)  # the raw writes ran whatever validation did
-        for e in entries[:-1]:
-            if e.result < 0:
-                self._call("multicall:" + abi.HYPERCALLS.get(e.op, str(e.op)), e.result)
-        ok = entries[-1].result == 0
-        if ok:
-            self._commit(l2, tables, raws, images)
-        else:
-            self._call("mmuext_op:NEW_BASEPTR", entries[-1].result)
-            self.base_l2, self.tables, self.raw = None, frozenset(), {}
-            self.failed = (l2, digest)
-        stale = {p for p in self.ro if p not in pts} if ok else set(self.ro - pts)
-        if stale:
-            rc = self.hv.mmu_update(self._direct_updates(stale, False))
-            self._call("mmu_update:direct_map_rw", rc)
-
-    def _rebase_to_boot(self) -> None:
-        if self.base_l2 is not None:
-            self._call("mmuext_op", self.hv.mmuext_op([MmuextOp(abi.MMUEXT_NEW_BASEPTR, self.boot.l2_mfn)]))
-            self.base_l2, self.tables, self.raw = None, frozenset(), {}
-
-    # ------------------------------------------------------------ single entries
-    def entry_update(self, paddr: int) -> MmuUpdate | None:
-        """The ``mmu_update`` request that mirrors the guest entry at ``paddr``."""
-        pfn, index = paddr >> 12, (paddr & 0xFFF) >> 2
-        if not self.ram(pfn):
-            return None
-        e = self.machine.memory.read_u32(paddr & ~3)
-        why: list[str] = []
-        if pfn == self.base_l2:
-            value = self.translate_l2e(index, e, pfn, why)
-        else:
-            value = self.translate_l1e(e, self.tables | ({self.base_l2} if self.base_l2 is not None else set()), why)
-        for w in why:
-            self.backend.refuse(f"shadow:{w}", -abi.EINVAL)
-        cur = self.written.get(pfn)
-        if cur is not None:
-            self.written[pfn] = (*cur[:index], value, *cur[index + 1 :])
-        if pfn in self.raw:
-            self.raw[pfn] = self._read_page(pfn)
-        return MmuUpdate(self.maddr(pfn, index), value)
 
 
 class MmuOps:
@@ -350,10 +121,9 @@ class MmuOps:
         view has been brought up to the new tree)."""
         self._native(machine).pvop_write_cr3(machine, value)
         shadow = self._shadow(machine)
-        before = shadow.syncs["rebase"]
-        shadow.sync("write_cr3")
+        moved = shadow.sync("write_cr3")
         l2 = (value & 0xFFFFFFFF) >> 12
-        if shadow.syncs["rebase"] == before and shadow.base_l2 == l2:
+        if not moved and shadow.base_l2 == l2:
             op = MmuextOp(abi.MMUEXT_NEW_BASEPTR, self.hypervisor(machine).pfn_to_mfn(l2))
             self._issue(machine, 26, ([op], 1, None, abi.DOMID_SELF), "mmuext_op:NEW_BASEPTR")
 
@@ -491,15 +261,28 @@ class MmuOps:
 
     @hookimpl
     def pvop_release_pt(self, machine: Any, pfn: int) -> None:
-        """``xen_release_pt``: writable again (refused while Xen still types it)."""
+        """``xen_release_pt``: writable again (refused while Xen still types it; a tree
+        only the shadow keeps validated lets go of it first)."""
+        self._shadow(machine).release_tables_with(pfn)
         self._direct(machine, pfn, False, "mmu_update:release_pt")
 
     def _pin(self, machine: Any, pgd: int, cmd: int, what: str) -> None:
+        """The guest pins or unpins a directory itself. A pin the shadow holds on it
+        (to keep a mirrored tree validated) is dropped first, so Xen sees exactly the
+        guest's own pins."""
         hv = self.hypervisor(machine)
+        shadow = self._shadow(machine)
         pfn = pgd >> 12
-        if not self._shadow(machine).ram(pfn):
+        if not shadow.ram(pfn):
             self.refuse(what, -abi.EINVAL)
             return
+        tree = shadow.trees.get(pfn)
+        if tree is not None:
+            shadow.release(pfn, restore=False) if cmd == abi.MMUEXT_UNPIN_TABLE else shadow._unpin(tree)
+        if cmd == abi.MMUEXT_UNPIN_TABLE:
+            shadow.guest_pins.discard(pfn)
+        else:
+            shadow.guest_pins.add(pfn)
         self._issue(machine, 26, ([MmuextOp(cmd, hv.pfn_to_mfn(pfn))], 1, None, abi.DOMID_SELF), what)
 
     @hookimpl
