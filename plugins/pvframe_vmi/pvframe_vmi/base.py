@@ -226,12 +226,13 @@ class VmiGuest:
             return {"hypercalls": {}}
         report: dict[str, Any] = {"hypercalls": dict(sorted(hv.counts.items()))}
         if hv.errors:
-            report["vmi_errors"] = list(hv.errors[:20])
+            report["vmi_errors"] = list(hv.errors[-20:])
+            if hv.errors.total > 20:
+                report["vmi_errors_total"] = hv.errors.total
         if self.nop_skipped:
             report["vmi_nop_relocated"] = dict(sorted(self.nop_skipped.items()))
-        fired = [f for f in hv.alarm_log]
-        if fired:
-            report["vmi_alarms"] = {"fired": len(fired), "delivered": sum(f.delivered for f in fired)}
+        if hv.alarms_fired:
+            report["vmi_alarms"] = {"fired": hv.alarms_fired, "delivered": hv.alarms_delivered}
         return report
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvframe.platform.events import HypervisorEventSource
+from pvframe.recent import RecentLog
 from pvframe_vmi.hypervisor.abi import VMI_ALARM_WIRED_LVTT
 
 
@@ -27,7 +28,7 @@ class VmiEventSource(HypervisorEventSource):
         self.guest = guest
         self.machine = machine
         #: (icount, REAL cycle, wiring, line) per delivered alarm interrupt
-        self.delivered: list[tuple[int, int, int, int]] = []
+        self.delivered: RecentLog[tuple[int, int, int, int]] = RecentLog()
 
     def timer_deadline_tsc(self) -> int | None:
         hv = self.guest.hv_model
@@ -40,9 +41,9 @@ class VmiEventSource(HypervisorEventSource):
         deadline = hv.next_alarm_deadline_cycles()
         if deadline is None or deadline > now_tsc:
             return
-        first = len(hv.alarm_log)
+        first = hv.alarm_log.total
         hv.fire_alarms(now_tsc)
-        for firing in hv.alarm_log[first:]:
+        for firing in hv.alarm_log.since(first):
             if firing.wiring == VMI_ALARM_WIRED_LVTT:
                 # the platform APIC's expiry raises the LVT vector (firing.line) itself
                 if self.guest.apic.alarm_fired(firing.expiry, now_tsc):

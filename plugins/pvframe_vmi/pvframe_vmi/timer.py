@@ -44,6 +44,7 @@ import math
 from fractions import Fraction
 from typing import Any
 
+from pvframe.recent import RecentLog
 from pvframe.timekeeping import units
 from pvframe.timekeeping.clockevents import (
     CLOCK_EVT_FEAT_ONESHOT,
@@ -257,7 +258,7 @@ class VirtualApic:
         self.platform_apic = machine.platform.apic
         self.hz = machine.config.tsc_hz
         #: (REAL cycle, delivered) per expiry the guest was shown
-        self.expiries: list[tuple[int, bool]] = []
+        self.expiries: RecentLog[tuple[int, bool]] = RecentLog()
         self.reprograms = 0
         self.timer = VmiTimerDriver(self)
         self.platform_apic.set_timer_driver(self.timer)

@@ -239,3 +239,18 @@ def test_call_log_records_name_args_result() -> None:
     rec = hv.log[-1]
     assert (rec.number, rec.name, rec.args, rec.result, rec.error) == (67, "GetCycleCounter", (0,), 5, None)
     assert hv.invoke(C["GetCycleCounter"], 3).error
+
+
+def test_call_log_errors_and_flushes_are_bounded_counts_are_not() -> None:
+    """A long run makes millions of ROM calls: the log, the error list and the flush
+    record keep the most recent entries (they grew ~460 MB per 1 M instructions), the
+    counts keep every call."""
+    hv, mem = make()
+    n = 3 * hv.log.maxlen
+    for _ in range(n):
+        hv.invoke(C["InvalPage"], 0xC0123000)
+        hv.invoke(50)  # not a defined call: an error each time
+    assert len(hv.log) == hv.log.maxlen and hv.log.total == 2 * n
+    assert hv.counts["InvalPage"] == n
+    assert len(hv.errors) == hv.errors.maxlen and hv.errors.total >= n
+    assert len(mem.flushes) == mem.flushes.maxlen and mem.flushes[-1] == ("invlpg", 0xC0123000)

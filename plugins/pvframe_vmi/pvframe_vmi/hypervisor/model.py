@@ -12,8 +12,10 @@ Entry points (the guest side's view):
   :meth:`~VmiHypervisor.fire_alarms`, :meth:`~VmiHypervisor.deschedule`,
   :meth:`~VmiHypervisor.wake`, :meth:`~VmiHypervisor.set_wallclock_ns`.
 
-Every call is appended to :attr:`VmiHypervisor.log` (name, arguments, result, error)
-and counted in :attr:`VmiHypervisor.counts`. Inconsistent use (:class:`VmiUsageError`)
+Every call is counted in :attr:`VmiHypervisor.counts` and logged in
+:attr:`VmiHypervisor.log` (name, arguments, result, error; the most recent calls only, a
+:class:`pvframe.recent.RecentLog`, as are ``errors`` and ``alarm_log``; the alarm totals
+are ``alarms_fired`` and ``alarms_delivered``). Inconsistent use (:class:`VmiUsageError`)
 is logged (``logging`` and :attr:`VmiHypervisor.errors`) and leaves the state unchanged;
 with ``strict=True`` it is raised.
 
@@ -31,6 +33,7 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
+from pvframe.recent import RecentLog
 from pvframe.timekeeping import units
 from pvframe_vmi.hypervisor.abi import (
     APIC_LVT_MASKED,
@@ -142,10 +145,12 @@ class VmiHypervisor:
     pagetables: PageTableTracker = attrs.field(init=False)
     alarms: AlarmQueue = attrs.field(factory=AlarmQueue, kw_only=True)
     ap_states: dict[int, ApState] = attrs.field(factory=dict, kw_only=True)
-    log: list[CallRecord] = attrs.field(factory=list, kw_only=True)
+    log: RecentLog[CallRecord] = attrs.field(factory=RecentLog, kw_only=True)
     counts: Counter[str] = attrs.field(factory=Counter, kw_only=True)
-    errors: list[str] = attrs.field(factory=list, kw_only=True)
-    alarm_log: list[AlarmFiring] = attrs.field(factory=list, kw_only=True)
+    errors: RecentLog[str] = attrs.field(factory=RecentLog, kw_only=True)
+    alarm_log: RecentLog[AlarmFiring] = attrs.field(factory=RecentLog, kw_only=True)
+    alarms_fired: int = attrs.field(default=0, kw_only=True)
+    alarms_delivered: int = attrs.field(default=0, kw_only=True)
     #: page-table updates made while in lazy MMU mode / with DEFER, and IODelay calls etc.
     stats: Counter[str] = attrs.field(factory=Counter, kw_only=True)
     wallclock_offset_ns: int = attrs.field(default=0, kw_only=True)
@@ -665,6 +670,8 @@ class VmiHypervisor:
                 line, delivered = lvtt & 0xFF, not lvtt & APIC_LVT_MASKED
             self.alarm_log.append(AlarmFiring(alarm.counter, alarm.wiring, alarm.expiry, real,
                                               line, missed, delivered))
+            self.alarms_fired += 1
+            self.alarms_delivered += delivered
             if delivered:
                 out.append((alarm.wiring, line))
         return out

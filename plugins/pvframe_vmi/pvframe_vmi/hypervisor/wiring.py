@@ -24,6 +24,7 @@ from typing import Protocol
 
 import attrs
 
+from pvframe.recent import RecentLog
 from pvframe_vmi.hypervisor.abi import VMI_LINEAR_MAP_SLOTS
 
 PAGE_SHIFT = 12
@@ -56,7 +57,7 @@ class FlatMemory:
 
     size: int = 1 << 32
     pages: dict[int, bytearray] = attrs.field(factory=dict)
-    flushes: list[tuple[str, int]] = attrs.field(factory=list)
+    flushes: RecentLog[tuple[str, int]] = attrs.field(factory=RecentLog)
 
     def _page(self, pfn: int) -> bytearray:
         pg = self.pages.get(pfn)

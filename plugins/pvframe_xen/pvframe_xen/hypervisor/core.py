@@ -1,8 +1,10 @@
 """``XenHypervisor``: one 32-bit non-PAE PV domain as Xen 3.x sees it.
 
 Hypercalls enter through :meth:`XenHypervisor.hypercall` with Xen's x86_32 argument list
-(public ``xen.h``: 64-bit values split lo, hi; machine addresses and mfns, never pfns), are logged
-and counted there, and are dispatched to one ``_do_*`` handler per hypercall (a table,
+(public ``xen.h``: 64-bit values split lo, hi; machine addresses and mfns, never pfns), are
+counted there (``counts``, every call) and logged (``log``, the most recent ones: a
+:class:`pvframe.recent.RecentLog`, as is ``tlb_flushes``), and are dispatched to one
+``_do_*`` handler per hypercall (a table,
 not a chain of ``if``). The typed helpers (:meth:`XenHypervisor.mmu_update`, ...) build
 the same argument list and go through the same entry. Pointer arguments are Python
 objects standing for the guest buffer (see :mod:`.abi`); an ``int`` in a pointer slot is
@@ -18,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from pvframe.recent import RecentLog
 from pvframe.timekeeping import units
 from pvframe_xen.hypervisor import abi
 from pvframe_xen.hypervisor.abi import (
@@ -145,7 +148,7 @@ class XenHypervisor:
     xen30_l2_fastpath: bool = False
     clock: Callable[[], int] | None = None
     tsc_now: int = 0
-    log: list[Hypercall] = attrs.field(factory=list)
+    log: RecentLog[Hypercall] = attrs.field(factory=RecentLog)
     counts: Counter[str] = attrs.field(factory=Counter)
     frames: FrameTable = attrs.field(init=False)
     memory: MachineMemory = attrs.field(init=False)
@@ -155,7 +158,7 @@ class XenHypervisor:
     vcpus: list[Vcpu] = attrs.field(init=False)
     vm_assist_flags: int = 0
     shutdown_reason: int | None = None
-    tlb_flushes: list[tuple[str, int | None]] = attrs.field(factory=list)
+    tlb_flushes: RecentLog[tuple[str, int | None]] = attrs.field(factory=RecentLog)
     current: int = 0
     in_multicall: bool = False
     foreigndom: int = 0
