@@ -328,3 +328,37 @@ def test_hypercall_log_is_bounded_counts_are_not(hv):
     assert hv.counts["set_timer_op"] == n and hv.counts["update_va_mapping"] == n
     assert hv.log[-1].name == "update_va_mapping"
     assert len(hv.tlb_flushes) == hv.tlb_flushes.maxlen and hv.tlb_flushes.total == n
+
+
+def _guest_writes_time(hv: XenHypervisor, offset: int, value: int) -> None:
+    """A store into VCPU 0's ``vcpu_time_info`` in shared_info, as the guest may do
+    (shared_info is a writable page: mmu_update writes it like any data frame)."""
+    ma = hv.shared_info_maddr + shared.VCPU_INFO_TIME + offset
+    assert hv.mmu_update([abi.MmuUpdate(ma, value)]) == 0
+
+
+@pytest.mark.parametrize(("offset", "value"), [
+    (shared.TIME_SYSTEM_TIME + 4, 0x7FFFFFFF),  # system_time ~ 9.2e18 ns
+    (shared.TIME_TSC_TO_SYSTEM_MUL, 0),  # a zero multiplier
+    (shared.TIME_TSC_TIMESTAMP, 0xFFFFFFFF),
+    (shared.TIME_TSC_SHIFT, 0x7F),
+])
+def test_hypervisor_time_is_xen_own_not_the_guest_writable_copy(hv, offset, value):
+    """Xen keeps its own time and only publishes it into shared_info: a guest overwriting
+    its copy moves neither NOW() nor the timers (before: NOW() read the copy, so a
+    written system_time refused later timers with -ETIME and a zero multiplier stalled
+    the timer), and the next timer update restores the copy."""
+    hv.tsc_now = TSC_HZ  # 1 s after boot
+    now = hv.now_ns()
+    assert abs(now - 10**9) <= 1
+    _guest_writes_time(hv, offset, value)
+    assert hv.now_ns() == now
+    deadline = now + 10**6
+    timer = abi.VcpuSetSingleshotTimer(deadline, abi.VCPU_SSHOTTMR_future)
+    assert hv.vcpu_op(abi.VCPUOP_set_singleshot_timer, 0, timer) == 0
+    fire = hv.tsc_for_ns(deadline)
+    assert abs(fire - (TSC_HZ + TSC_HZ // 1000)) <= 3
+    hv.tsc_now = fire
+    assert 0 in hv.fire_timers(hv.now_ns())
+    t = hv.time
+    assert (t.system_time, t.tsc_to_system_mul, t.version % 2) == (0, hv.own_time.tsc_to_system_mul, 0)

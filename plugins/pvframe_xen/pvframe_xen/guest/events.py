@@ -161,7 +161,7 @@ class XenTimerDriver:
         if deadline is None:
             return None
         if self.armed_tsc is None or self.armed_ns != deadline:
-            self.armed_ns, self.armed_tsc = deadline, tsc_for_system_time(deadline, self.hv.time)
+            self.armed_ns, self.armed_tsc = deadline, self.hv.tsc_for_ns(deadline)
         return self.armed_tsc
 
     def timer_fired(self, timer_port: int) -> None:

@@ -131,7 +131,11 @@ def _is_seq(x: Any) -> bool:
 @attrs.define
 class XenHypervisor:
     """The hypervisor state one domain sees. System time is ns since the domain booted,
-    derived from the machine's TSC through the pvclock scale Xen computes for it.
+    derived from the machine's TSC through the pvclock scale Xen computes for it. Xen's
+    own record of that scale (``own_time``, Xen's per-CPU ``cpu_time``) is what
+    ``NOW()`` reads; the records in ``shared_info`` are copies Xen publishes for the
+    guest (``update_vcpu_system_time``), which the guest may map writable and overwrite:
+    nothing Xen decides depends on them.
 
     ``clock`` (if set) returns the current TSC; otherwise ``tsc_now`` is used. The
     machine polls :meth:`upcall_deliverable`, :meth:`next_timer_deadline_ns` and calls
@@ -150,6 +154,7 @@ class XenHypervisor:
     tsc_now: int = 0
     log: RecentLog[Hypercall] = attrs.field(factory=RecentLog)
     counts: Counter[str] = attrs.field(factory=Counter)
+    own_time: VcpuTimeInfo = attrs.field(init=False)
     frames: FrameTable = attrs.field(init=False)
     memory: MachineMemory = attrs.field(init=False)
     mm: MM = attrs.field(init=False)
@@ -178,6 +183,7 @@ class XenHypervisor:
             # A new VCPU starts with event delivery masked (``alloc_vcpu``).
             self.shared.vcpu(v).evtchn_upcall_mask = 1
         mul, shift = units.xen_time_scale(self.tsc_hz)
+        self.own_time = VcpuTimeInfo()
         self.update_time_record(0, mul, shift)
         self.shared.wc_version += 1
         self.shared.wc_sec, self.shared.wc_nsec = self.boot_epoch_s, 0
@@ -203,24 +209,51 @@ class XenHypervisor:
         return self.shared.wc_nsec
 
     def update_time_record(self, tsc: int, mul: int | None = None, shift: int | None = None) -> None:
-        """Refresh every VCPU's ``vcpu_time_info`` following the version protocol (odd
-        while updating, Xen time.c): system time at ``tsc`` under the old scale becomes the new
-        ``system_time``, so time stays continuous across a scale change."""
+        """Re-base Xen's own time record at ``tsc`` (system time at ``tsc`` under the old
+        scale becomes the new ``system_time``, so time stays continuous across a scale
+        change) and publish it to every VCPU."""
+        t = self.own_time
+        now = self._pvclock(t, tsc) if t.tsc_to_system_mul else 0
+        t.tsc_timestamp, t.system_time = tsc, now
+        if mul is not None and shift is not None:
+            t.tsc_to_system_mul, t.tsc_shift = mul, shift
+        for v in range(self.nr_vcpus):
+            self.publish_time(v)
+
+    def publish_time(self, vcpu: int) -> None:
+        """``update_vcpu_system_time``: copy Xen's record into the VCPU's ``vcpu_time_info``
+        following the version protocol of public ``xen.h`` (odd while updating; Xen's
+        ``time.c`` ``version_update_begin``: ``(v + 1) | 1``, then the next even number)."""
+        t, own = self.shared.vcpu(vcpu).time, self.own_time
+        t.version = (t.version + 1) | 1
+        t.tsc_timestamp, t.system_time = own.tsc_timestamp, own.system_time
+        t.tsc_to_system_mul, t.tsc_shift = own.tsc_to_system_mul, own.tsc_shift
+        t.version = (t.version + 1) & ~1
+
+    def republish_time(self) -> None:
+        """Xen rewrites the time records when it next updates them: a record the guest
+        overwrote is restored (an intact one is left alone, version included)."""
+        own = self.own_time
         for v in range(self.nr_vcpus):
             t = self.shared.vcpu(v).time
-            now = self._pvclock(t, tsc) if t.tsc_to_system_mul else 0
-            t.version += 1
-            t.tsc_timestamp, t.system_time = tsc, now
-            if mul is not None and shift is not None:
-                t.tsc_to_system_mul, t.tsc_shift = mul, shift
-            t.version += 1
+            if (
+                t.version & 1 or t.tsc_timestamp != own.tsc_timestamp or t.system_time != own.system_time
+                or t.tsc_to_system_mul != own.tsc_to_system_mul or t.tsc_shift != own.tsc_shift
+            ):
+                self.publish_time(v)
 
     @staticmethod
     def _pvclock(t: VcpuTimeInfo, tsc: int) -> int:
         return units.pvclock_ns(tsc, t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift)
 
     def system_time_ns(self, tsc: int) -> int:
-        return self._pvclock(self.time, tsc)
+        """Xen system time at ``tsc``, from Xen's own record (never the guest's copy)."""
+        return self._pvclock(self.own_time, tsc)
+
+    def tsc_for_ns(self, ns: int) -> int:
+        """The first TSC at which Xen's system time reaches ``ns``."""
+        t = self.own_time
+        return units.pvclock_tsc_for_ns(ns, t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift)
 
     def now_tsc(self) -> int:
         return self.clock() if self.clock is not None else self.tsc_now
@@ -244,6 +277,7 @@ class XenHypervisor:
         (``send_timer_event``; nothing if unbound). Periodic timers re-arm from ``now``
         (``vcpu_periodic_timer_work``). Returns the VCPUs that got a timer event."""
         fired: list[int] = []
+        self.republish_time()
         for v in self.vcpus:
             hit = False
             if v.singleshot_deadline is not None and v.singleshot_deadline <= now_ns:

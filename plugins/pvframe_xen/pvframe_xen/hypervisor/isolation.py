@@ -33,6 +33,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
+from pvframe.timekeeping import units
 from pvframe_xen.hypervisor import abi
 from pvframe_xen.hypervisor.abi import (
     _PAGE_ACCESSED,
@@ -62,6 +63,16 @@ from pvframe_xen.hypervisor.memory import (
     PGT_l2_page_table,
     PGT_seg_desc_page,
     PGT_writable_page,
+)
+from pvframe_xen.hypervisor.shared import (
+    SHARED_VCPU_INFO,
+    TIME_SYSTEM_TIME,
+    TIME_TSC_SHIFT,
+    TIME_TSC_TIMESTAMP,
+    TIME_TSC_TO_SYSTEM_MUL,
+    TIME_VERSION,
+    VCPU_INFO_SIZE,
+    VCPU_INFO_TIME,
 )
 
 T = TypeVar("T")
@@ -274,6 +285,19 @@ def next_request(hv: XenHypervisor, c: Chooser, virt_base: int = 0xC0000000) -> 
     kind = c.choice(KINDS)
     rw = _PAGE_PRESENT | _PAGE_RW | _PAGE_ACCESSED
     ro = _PAGE_PRESENT | _PAGE_ACCESSED
+    if kind == "shared_info_write":
+        # shared_info is the guest's to write (a writable page): the time records Xen
+        # publishes there (system_time, the multiplier, shift, version), wallclock, event bits
+        vcpu = c.integer(0, hv.nr_vcpus - 1)
+        field = c.choice([
+            VCPU_INFO_TIME + TIME_SYSTEM_TIME, VCPU_INFO_TIME + TIME_SYSTEM_TIME + 4,
+            VCPU_INFO_TIME + TIME_TSC_TO_SYSTEM_MUL, VCPU_INFO_TIME + TIME_TSC_SHIFT,
+            VCPU_INFO_TIME + TIME_TSC_TIMESTAMP, VCPU_INFO_TIME + TIME_VERSION, 0, 4,
+        ])
+        off = c.choice([SHARED_VCPU_INFO + vcpu * VCPU_INFO_SIZE + field, c.integer(0, 1023) * 4])
+        value = c.choice([0, 1, 0x7FFFFFFF, 0xFFFFFFFF, c.integer(0, 0xFFFFFFFF)])
+        ptr = (hv.frames.shared_info_mfn << PAGE_SHIFT) | off
+        return Request(kind, 1, ([MmuUpdate(ptr, value)], 1, None, abi.DOMID_SELF), 0)
     if kind == "linear_chain":
         free = list(range(4, hv.nr_pages))
         depth = c.integer(2, min(24, len(free)))
@@ -456,7 +480,7 @@ def linear_chain(hv: XenHypervisor, mfns: Sequence[int], virt_base: int = 0xC000
 
 
 KINDS = (
-    "linear_chain", "map", "map", "foreign_map", "writable_pt_map", "hole_map", "pt_write", "pt_write",
+    "linear_chain", "shared_info_write", "shared_info_write", "map", "map", "foreign_map", "writable_pt_map", "hole_map", "pt_write", "pt_write",
     "frame_write", "frame_write", "xen_slot_write", "linear_rw", "linear_ro", "bad_flags",
     "machphys", "bad_dom", "bad_cmd", "short_buffer", "pin", "pin", "pin_twice", "unpin",
     "unpin_in_use", "new_baseptr", "new_baseptr", "baseptr_bad", "mmuext_misc", "set_gdt",
@@ -551,12 +575,19 @@ def run_sequence(hv: XenHypervisor, c: Chooser, length: int) -> list[Outcome]:
     """Run ``length`` drawn requests, time moving on between them (timers fire); stop at
     the first request that raised out of the model."""
     outcomes = []
+    scale = units.xen_time_scale(hv.tsc_hz)
     for _ in range(length):
         hv.tsc_now += c.integer(0, 5_000_000)
         try:
-            hv.fire_timers(hv.now_ns())
+            now = hv.now_ns()
+            hv.fire_timers(now)
         except Exception as exc:  # the model's own clock raised
             outcomes.append(_raised(Request("time", -1, ()), (), exc))
+            break
+        if now != units.pvclock_ns(hv.tsc_now, 0, 0, *scale):
+            # NOW() is Xen's own: no guest write may move it off the TSC
+            bad = Request("time", -1, (hv.tsc_now,))
+            outcomes.append(Outcome(bad, 0, [f"time: NOW() is {now} at TSC {hv.tsc_now}"], fatal=True))
             break
         outcomes.append(execute(hv, next_request(hv, c)))
         if outcomes[-1].fatal:
