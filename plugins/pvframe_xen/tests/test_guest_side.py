@@ -288,3 +288,42 @@ def test_str_returns_natives_tr() -> None:
         m.hooks.load_tr_desc(0x28)
         results.append((m.hooks.store_tr(), m.memory.read_u32(gdt + 0x2C)))
     assert results[0] == results[1] == (0x28, 0x00008B00)
+
+
+@pytest.mark.parametrize(("dr7", "loaded"), [
+    (0x2001, False),  # GD: general detect
+    (0x20001, False),  # L0 with R/W0 = 10b: an I/O breakpoint
+    (0x20000, True),  # the same R/W field with no breakpoint enabled
+    (0x10001, True),  # a data-write breakpoint
+])
+def test_mov_to_dr7_refused_by_xen_is_not_loaded(dr7: int, loaded: bool) -> None:
+    """``mov %eax,%dr7``: Xen's set_debugreg refuses GD and enabled I/O breakpoints with
+    -EPERM; Linux's xen_set_debugreg ignores the error, so DR7 keeps its old value (reads
+    back as xen_get_debugreg returns it); native loads it."""
+    from pvframe.testing.asm import assemble
+
+    src = f"""
+    .globl _start
+    _start:
+        mov $0x{dr7:x}, %eax
+        mov %eax, %dr7
+        mov %dr7, %ebx
+        hlt
+    """
+    image = assemble(src).image
+    out = {}
+    for backend in ("native", "xen"):
+        m = Machine(backend)
+        m.load_raw(image, 0x100000, 0x100000)
+        r = m.run(100)
+        out[backend] = (r.registers["ebx"], m)
+    native_dr7 = out["native"][0]
+    assert native_dr7 == dr7 | 0x400
+    xen_dr7, m = out["xen"]
+    hv = m.bound.plugin.hv
+    if loaded:
+        assert xen_dr7 == native_dr7 == hv.vcpus[0].debugreg[7]
+        assert m.bound.plugin.refusals == {}
+    else:
+        assert xen_dr7 == 0x400 and hv.vcpus[0].debugreg[7] == 0
+        assert m.bound.plugin.refusals == {"set_debugreg:EPERM": 1}

@@ -362,3 +362,12 @@ def test_hypervisor_time_is_xen_own_not_the_guest_writable_copy(hv, offset, valu
     assert 0 in hv.fire_timers(hv.now_ns())
     t = hv.time
     assert (t.system_time, t.tsc_to_system_mul, t.version % 2) == (0, hv.own_time.tsc_to_system_mul, 0)
+
+
+@pytest.mark.parametrize(("value", "rc"), [
+    (0x2000, -EPERM), (0x2001, -EPERM), (0x20001, -EPERM), (0x2000080, -EPERM),
+    (0x20000, 0), (0x10001, 0), (0x30003, 0), (0x401, 0),
+])
+def test_set_debugreg_dr7_refuses_gd_and_io_breakpoints_EPERM(hv, value, rc):
+    assert hv.set_debugreg(7, value) == rc
+    assert hv.get_debugreg(7) == (value if rc == 0 else 0)

@@ -19,7 +19,10 @@ guest-visible results.
   *does* present an APIC (the virtual APIC over event channels), so it presents native's
   CPUID unchanged (tested); :data:`XEN_LEAF1_EDX_MASK` is what Xen would clear.
 * Debug registers: ``set_debugreg``/``get_debugreg`` hypercalls (refusals counted), the
-  values the guest sees are native's. ``write_cr0`` forwards a TS change as
+  values the guest sees are native's, except that a value Xen refuses (-EPERM: DR7.GD,
+  an enabled I/O breakpoint, DR0-3 inside Xen's hole) is never loaded: Linux 2.6.23's
+  ``xen_set_debugreg`` ignores the error, so the register keeps what it held, which is
+  what ``xen_get_debugreg`` reads back. ``write_cr0`` forwards a TS change as
   ``fpu_taskswitch``; ``clts`` is ``fpu_taskswitch(0)``. ``io_delay``: nothing.
   ``set_iopl_mask``: ``PHYSDEVOP_set_iopl`` (``iopl = mask ? (mask >> 12) & 3 : 1``)
   plus native's EFLAGS.IOPL. ``set_ldt``: ``MMUEXT_SET_LDT``. ``load_esp0``:
@@ -121,9 +124,13 @@ class CpuOps:
     # ------------------------------------------------------------ debug registers
     @hookimpl
     def pvop_set_debugreg(self, machine: Any, regno: int, value: int) -> None:
-        self._native(machine).pvop_set_debugreg(machine, regno, value)  # may #UD first
         index = regno + 2 if regno in (4, 5) else regno
-        self._check("set_debugreg", self.hypervisor(machine).set_debugreg(index, machine.cpu.dr[index]))
+        old = machine.cpu.dr[index] if 0 <= index < len(machine.cpu.dr) else None
+        self._native(machine).pvop_set_debugreg(machine, regno, value)  # may #UD first
+        rc = self.hypervisor(machine).set_debugreg(index, machine.cpu.dr[index])
+        self._check("set_debugreg", rc)
+        if rc < 0 and old is not None:
+            machine.cpu.dr[index] = old  # refused: the register was never loaded
 
     @hookimpl
     def pvop_get_debugreg(self, machine: Any, regno: int) -> int:

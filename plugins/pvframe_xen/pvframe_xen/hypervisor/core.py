@@ -71,6 +71,11 @@ M64 = (1 << 64) - 1
 MIN_PERIOD_NS = 1_000_000
 #: ``struct vcpu_runstate_info`` on x86_32 (u64 aligned to 4): 4 + 8 + 4*8 bytes.
 RUNSTATE_INFO_SIZE = 44
+#: DR7 bits (SDM Vol. 3B §17.2.4): general detect, the L0-3/G0-3 enables, and the R/W
+#: field value of an I/O breakpoint
+DR7_GD = 1 << 13
+DR7_ACTIVE_MASK = 0xFF
+DR_RW_IO = 2
 #: Version reported by ``XENVER_version``: 3.1 (``major << 16 | minor``).
 XEN_VERSION = (3 << 16) | 1
 
@@ -709,15 +714,25 @@ class XenHypervisor:
         return -ENOSYS
 
     def _do_set_debugreg(self, reg: Any, value: Any, *_: Any) -> int:
-        """``set_debugreg``: DR0-3 must hold guest addresses (-EPERM), DR6 gets its fixed
-        bits, DR4/5 and > 7 are -EINVAL."""
+        """``set_debugreg`` (Xen ``arch/x86/traps.c``): DR0-3 must hold guest addresses
+        (-EPERM), DR6 gets its fixed bits, DR4/5 and > 7 are -EINVAL. DR7 with general
+        detect (GD, bit 13: Xen's own DR accesses would trap) is -EPERM, and so is an
+        enabled breakpoint whose R/W field is 10b (an I/O breakpoint, SDM Vol. 3B §17.2.4):
+        a PV guest's virtual CR4.DE is clear, so Xen cannot honour it."""
         v = self._vcpu()
         if reg in (0, 1, 2, 3):
             if value >= HYPERVISOR_VIRT_START - 4:
                 return -EPERM
         elif reg == 6:
             value = (value & 0xFFFFEFFF) | 0xFFFF0FF0
-        elif reg != 7:
+        elif reg == 7:
+            if value & DR7_GD:
+                return -EPERM
+            if value & DR7_ACTIVE_MASK and any(
+                (value >> (16 + 4 * i)) & 3 == DR_RW_IO for i in range(4)
+            ):
+                return -EPERM
+        else:
             return -EINVAL
         v.debugreg[reg] = value & M32
         return 0

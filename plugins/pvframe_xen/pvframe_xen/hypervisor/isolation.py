@@ -15,7 +15,10 @@ refused with Xen's error code, and (c) the invariants below always hold:
   point at validated L1s or are read-only linear maps of validated L2s;
 * linear maps are never chained (XSA-240): no L2 both holds linear entries to other L2s
   and is the target of one, and every ``linear_pt_count`` matches the entries;
-* every VCPU's base pointer is a validated L2; foreign and Xen frames are untouched.
+* every VCPU's base pointer is a validated L2; foreign and Xen frames are untouched;
+* no VCPU's debug registers hold what Xen's ``set_debugreg`` refuses (DR7.GD, an
+  enabled I/O breakpoint, a breakpoint address in Xen's hole);
+* Xen's NOW() follows the TSC whatever the guest wrote into ``shared_info``.
 
 Requests are drawn by a :class:`Chooser` so the same generator serves Hypothesis (the
 tests) and a seeded :class:`random.Random` (:func:`isolation_campaign`, for nox).
@@ -212,6 +215,12 @@ def check_invariants(hv: XenHypervisor) -> list[str]:
                 f"mfn {mfn:#x}: linear_pt_count {p.linear_pt_count} != recount "
                 f"{linear_entries[mfn] - linear_uses[mfn]}"
             )
+    for v in hv.vcpus:
+        dr7 = v.debugreg[7]
+        if dr7 & 0x2000 or (dr7 & 0xFF and any((dr7 >> (16 + 4 * i)) & 3 == 2 for i in range(4))):
+            bad.append(f"vcpu {v.id}: DR7 {dr7:#x} holds GD or an enabled I/O breakpoint")
+        if any(d >= abi.HYPERVISOR_VIRT_START - 4 for d in v.debugreg[:4]):
+            bad.append(f"vcpu {v.id}: a breakpoint address in Xen's hole")
     for t in writable:
         tp = pages.get(t)
         if tp is not None and tp.effective_type() in TYPED:
@@ -298,6 +307,20 @@ def next_request(hv: XenHypervisor, c: Chooser, virt_base: int = 0xC0000000) -> 
         value = c.choice([0, 1, 0x7FFFFFFF, 0xFFFFFFFF, c.integer(0, 0xFFFFFFFF)])
         ptr = (hv.frames.shared_info_mfn << PAGE_SHIFT) | off
         return Request(kind, 1, ([MmuUpdate(ptr, value)], 1, None, abi.DOMID_SELF), 0)
+    if kind == "debugreg":
+        reg = c.choice([0, 1, 2, 3, 4, 5, 6, 7, 7, 7, 8])
+        if reg == 7:
+            enables = c.choice([0, 1, 0x2, 0x80, 0xFF])
+            rw = c.integer(0, 3) << (16 + 4 * c.integer(0, 3))
+            value = enables | rw | c.choice([0, 0x2000, 0x400, 0x100])
+            io = any((value >> (16 + 4 * i)) & 3 == 2 for i in range(4))
+            expect = -EPERM if value & 0x2000 or (value & 0xFF and io) else 0
+        elif reg in (0, 1, 2, 3):
+            value = c.choice([0, 0xC0001000, abi.HYPERVISOR_VIRT_START - 4, 0xFFFFFFFF])
+            expect = -EPERM if value >= abi.HYPERVISOR_VIRT_START - 4 else 0
+        else:
+            value, expect = c.integer(0, 0xFFFFFFFF), 0 if reg == 6 else -EINVAL
+        return Request(kind, 8, (reg, value), expect)
     if kind == "linear_chain":
         free = list(range(4, hv.nr_pages))
         depth = c.integer(2, min(24, len(free)))
@@ -480,7 +503,7 @@ def linear_chain(hv: XenHypervisor, mfns: Sequence[int], virt_base: int = 0xC000
 
 
 KINDS = (
-    "linear_chain", "shared_info_write", "shared_info_write", "map", "map", "foreign_map", "writable_pt_map", "hole_map", "pt_write", "pt_write",
+    "linear_chain", "shared_info_write", "shared_info_write", "debugreg", "map", "map", "foreign_map", "writable_pt_map", "hole_map", "pt_write", "pt_write",
     "frame_write", "frame_write", "xen_slot_write", "linear_rw", "linear_ro", "bad_flags",
     "machphys", "bad_dom", "bad_cmd", "short_buffer", "pin", "pin", "pin_twice", "unpin",
     "unpin_in_use", "new_baseptr", "new_baseptr", "baseptr_bad", "mmuext_misc", "set_gdt",
