@@ -57,6 +57,7 @@ def test_campaign_figures():
     assert figures["refused"] > 0 and figures["accepted"] > 0
     kinds = {k.split(":")[0] for k in figures["refusals_by_kind"]}
     assert {"foreign_map", "writable_pt_map", "baseptr_bad", "evtchn", "multicall-entry"} <= kinds
+    assert {"debugreg", "ldt_use"} <= kinds  # the red-team kinds: refusals seen
 
 
 def test_any_exception_out_of_the_model_is_a_breach(monkeypatch):

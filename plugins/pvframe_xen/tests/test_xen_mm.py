@@ -393,3 +393,42 @@ def test_linear_map_from_a_linear_target_is_refused_and_counts_return_to_zero(do
     assert hv.mmu_update([MmuUpdate((b << 12) | 8, (c << 12) | RO)]) == 0  # now allowed
     assert [hv.frames.pages[m].linear_pt_count for m in (a, b, c)] == [0, 1, -1]
     assert check_invariants(hv) == []
+
+
+def _write_descriptor(hv: XenHypervisor, mfn: int, index: int, desc: int) -> None:
+    base = (mfn << 12) + 8 * index
+    assert hv.mmu_update([MmuUpdate(base, desc & 0xFFFFFFFF), MmuUpdate(base + 4, desc >> 32)]) == 0
+
+
+def test_ldt_pages_are_validated_as_descriptor_pages_on_first_use(dom):
+    """MMUEXT_SET_LDT only records the LDT; the first use maps each page into Xen's
+    shadow LDT as a PGT_seg_desc_page, validating its 512 descriptors: a ring-0 code
+    descriptor is refused (the fault goes to the guest), a clean page is mapped and stays
+    read-only until the next SET_LDT drops it."""
+    hv, _ = dom
+    pfn = 20
+    mfn = hv.pfn_to_mfn(pfn)
+    _write_descriptor(hv, mfn, 1, 0x00CF9A000000FFFF)  # ring-0 code: Xen refuses it
+    make_ro(hv, pfn)
+    assert hv.mmuext_op([MmuextOp(abi.MMUEXT_SET_LDT, va(pfn), 4)]) == 0
+    before = snapshot(hv)
+    assert not hv.map_ldt_shadow_page(8)
+    assert "bad descriptor 1" in hv.mm.reason
+    assert snapshot(hv) == before and check_invariants(hv) == []
+    # the guest fixes its descriptor (update_descriptor validates it too) and retries
+    assert hv.update_descriptor((mfn << 12) + 8, 0x00CFBA000000FFFF) == 0
+    assert hv.map_ldt_shadow_page(8)
+    page = hv.frames.pages[mfn]
+    assert (page.type, page.type_count, page.validated) == (PGT_seg_desc_page, 1, True)
+    assert hv.vcpus[0].ldt_frames == {0: mfn}
+    assert check_invariants(hv) == []
+    # mapped in the shadow LDT: it cannot be made writable
+    refused(hv, lambda: hv.update_va_mapping(va(pfn), (mfn << 12) | RW), EINVAL)
+    refused(hv, lambda: hv.update_descriptor((mfn << 12) + 16, 0x00CF9A000000FFFF), EINVAL)
+    # beyond the LDT's entries: not Xen's to map
+    assert not hv.map_ldt_shadow_page(4 * 8)
+    # a new LDT drops the shadow mapping and its type reference
+    assert hv.mmuext_op([MmuextOp(abi.MMUEXT_SET_LDT, 0, 0)]) == 0
+    assert hv.vcpus[0].ldt_frames == {} and hv.frames.pages[mfn].type_count == 0
+    assert hv.update_va_mapping(va(pfn), (mfn << 12) | RW) == 0
+    assert check_invariants(hv) == []

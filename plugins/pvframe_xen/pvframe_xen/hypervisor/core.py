@@ -101,6 +101,9 @@ class Vcpu:
     gdt_ents: int = 0
     ldt_base: int = 0
     ldt_ents: int = 0
+    #: Xen's shadow LDT: LDT page index -> the frame mapped there (typed
+    #: ``PGT_seg_desc_page`` while mapped), filled on first use (``map_ldt_shadow_page``)
+    ldt_frames: dict[int, int] = attrs.field(factory=dict)
     kernel_ss: int = 0
     kernel_sp: int = 0
     trap_table: dict[int, TrapInfo] = attrs.field(factory=dict)
@@ -393,6 +396,38 @@ class XenHypervisor:
             return False
         self.counts["ptwr_emulation"] += 1
         return self.mm.mod_l1_entry(mfn, (maddr & 0xFFF) >> 2, value, self.domid)
+
+    # ================================================================ LDT (§3.4 rule 7)
+
+    def map_ldt_shadow_page(self, off: int, vcpu: int | None = None) -> bool:
+        """``map_ldt_shadow_page`` (Xen ``arch/x86/mm.c``): the guest touched its LDT at
+        byte ``off`` and that page of Xen's shadow LDT is not mapped yet. The page at
+        ``ldt_base + off`` is translated through the current base pointer; its frame must
+        be the domain's and take a ``PGT_seg_desc_page`` type reference, which validates
+        all 512 descriptors on first use (``check_descriptor``: a ring-0 code descriptor,
+        say, is refused) and keeps the frame read-only while it is mapped. False: Xen
+        could not map it, and the fault goes to the guest (``do_page_fault`` ->
+        ``propagate_page_fault``)."""
+        v = self.vcpus[self.current if vcpu is None else vcpu]
+        if not 0 <= off < v.ldt_ents * 8:
+            return self.mm.refuse(f"LDT offset {off:#x} beyond {v.ldt_ents} entries")
+        page = off >> PAGE_SHIFT
+        if page in v.ldt_frames:
+            return True
+        ma = self.translate((v.ldt_base + (page << PAGE_SHIFT)) & M32, vcpu=v.id)
+        if ma is None:
+            return self.mm.refuse(f"LDT page {page} at {v.ldt_base + (page << PAGE_SHIFT):#x} not mapped")
+        mfn = ma >> PAGE_SHIFT
+        if not self.mm.get_page_and_type(mfn, self.domid, PGT_seg_desc_page):
+            return False
+        v.ldt_frames[page] = mfn
+        return True
+
+    def invalidate_shadow_ldt(self, v: Vcpu) -> None:
+        """``invalidate_shadow_ldt``: drop the shadow LDT's mappings and their references."""
+        for mfn in v.ldt_frames.values():
+            self.mm.put_page_and_type(mfn)
+        v.ldt_frames.clear()
 
     # ================================================================ domain builder
 
@@ -1028,9 +1063,13 @@ class XenHypervisor:
                 self.tlb_flushes.append(("invlpg_multi", op.arg1 & M32))
             return True
         if cmd == abi.MMUEXT_SET_LDT:
+            # Only recorded: the pages are validated when the guest first uses them
+            # (map_ldt_shadow_page); a new LDT drops the old one's shadow mappings.
             ptr, ents = op.arg1, op.arg2 if isinstance(op.arg2, int) else -1
             if ptr & (PAGE_SIZE - 1) or not 0 <= ents <= abi.LDT_MAX_ENTRIES or ptr + ents * 8 > HYPERVISOR_VIRT_START:
                 return mm.refuse(f"bad args to SET_LDT: ptr={ptr:#x} ents={ents}")
+            if (v.ldt_base, v.ldt_ents) != (ptr, ents):
+                self.invalidate_shadow_ldt(v)
             v.ldt_base, v.ldt_ents = ptr, ents
             return True
         if cmd == abi.MMUEXT_FLUSH_CACHE:

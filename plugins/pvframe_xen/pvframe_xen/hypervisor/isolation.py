@@ -67,6 +67,7 @@ from pvframe_xen.hypervisor.memory import (
     PGT_seg_desc_page,
     PGT_writable_page,
 )
+from pvframe_xen.hypervisor.mm import check_descriptor
 from pvframe_xen.hypervisor.shared import (
     SHARED_VCPU_INFO,
     TIME_SYSTEM_TIME,
@@ -99,7 +100,8 @@ def snapshot(hv: XenHypervisor) -> tuple[Any, ...]:
         (mfn, bytes(buf)) for mfn, buf in sorted(hv.memory.frames.items()) if any(buf)
     )
     vcpus = tuple(
-        (v.guest_table, tuple(v.gdt_frames), v.gdt_ents, v.ldt_base, v.ldt_ents, v.kernel_ss,
+        (v.guest_table, tuple(v.gdt_frames), v.gdt_ents, v.ldt_base, v.ldt_ents,
+         tuple(sorted(v.ldt_frames.items())), v.kernel_ss,
          v.kernel_sp, v.event_callback, v.failsafe_callback, v.iopl, v.blocked,
          v.singleshot_deadline, v.periodic_period, v.periodic_last, tuple(v.debugreg))
         for v in hv.vcpus
@@ -149,6 +151,16 @@ def check_invariants(hv: XenHypervisor) -> list[str]:
             exp_type[g] += 1
             if pages[g].type != PGT_seg_desc_page:
                 bad.append(f"vcpu {v.id}: GDT frame {g:#x} is {pages[g].type.name}")
+        for page, f in v.ldt_frames.items():
+            exp_count[f] += 1
+            exp_type[f] += 1
+            if pages[f].type != PGT_seg_desc_page or not pages[f].validated:
+                bad.append(f"vcpu {v.id}: LDT page {page} frame {f:#x} is {pages[f].type.name}")
+            words = struct.unpack("<1024I", hv.memory.read_bytes(f << PAGE_SHIFT, 4096))
+            for i in range(512):
+                if not check_descriptor(words[2 * i], words[2 * i + 1])[0]:
+                    bad.append(f"vcpu {v.id}: LDT frame {f:#x} holds a descriptor Xen refuses ({i})")
+                    break
         if v.guest_table:
             exp_count[v.guest_table] += 1
             exp_type[v.guest_table] += 1
@@ -321,6 +333,27 @@ def next_request(hv: XenHypervisor, c: Chooser, virt_base: int = 0xC0000000) -> 
         else:
             value, expect = c.integer(0, 0xFFFFFFFF), 0 if reg == 6 else -EINVAL
         return Request(kind, 8, (reg, value), expect)
+    if kind == "ldt":
+        # descriptors written into a frame, the frame made read-only, SET_LDT on it: Xen
+        # validates the page only when the guest first uses it ("ldt_use")
+        pfn = c.integer(4, hv.nr_pages - 1)
+        mfn = hv.pfn_to_mfn(pfn)
+        pool: Sequence[int] = DESCRIPTORS if c.integer(0, 2) == 0 else GOOD_DESCRIPTORS
+        descs = [c.choice(pool) for _ in range(c.integer(1, 4))]
+        writes = []
+        for i, d in enumerate(descs):
+            writes += [MmuUpdate((mfn << PAGE_SHIFT) + 8 * i, d & 0xFFFFFFFF),
+                       MmuUpdate((mfn << PAGE_SHIFT) + 8 * i + 4, d >> 32)]
+        ldt_va = virt_base + pfn * 4096
+        steps = [
+            MulticallEntry(1, (writes, len(writes), SuccessCount(), abi.DOMID_SELF)),
+            MulticallEntry(14, (ldt_va, (mfn << PAGE_SHIFT) | ro, 0, abi.UVMF_INVLPG)),
+            MulticallEntry(26, ([MmuextOp(abi.MMUEXT_SET_LDT, ldt_va, c.choice([len(descs), 512, 8192]))], 1, None, abi.DOMID_SELF)),
+        ]
+        return Request(kind, 13, (steps, len(steps)), 0, (None,) * len(steps))
+    if kind == "ldt_use":
+        off = 8 * c.choice([0, 1, 2, 3, 511, 512, 8191, 9000])
+        return Request(kind, LDT_ACCESS, (off, c.integer(0, hv.nr_vcpus - 1)))
     if kind == "linear_chain":
         free = list(range(4, hv.nr_pages))
         depth = c.integer(2, min(24, len(free)))
@@ -502,8 +535,19 @@ def linear_chain(hv: XenHypervisor, mfns: Sequence[int], virt_base: int = 0xC000
     return Request("linear_chain", 13, (entries, len(entries)), 0, (None,) * len(entries))
 
 
+#: descriptors a guest may put in its LDT: ring-0 code (refused), ring-1 code, ring-3
+#: data, a ring-0 data segment (refused), not present, a call gate, a TSS (refused)
+DESCRIPTORS = (
+    0x00CF9A000000FFFF, 0x00CFBA000000FFFF, 0x00CFF2000000FFFF, 0x00CF92000000FFFF, 0,
+    0x0000EC0000610000 | 0x1000, 0x00008900_00000067,
+)
+GOOD_DESCRIPTORS = (0x00CFBA000000FFFF, 0x00CFF2000000FFFF, 0, 0x0000EC0000611000)
+#: the pseudo-call number of a guest's first touch of its LDT (not a hypercall: the
+#: fault Xen takes and serves with ``map_ldt_shadow_page``)
+LDT_ACCESS = -2
+
 KINDS = (
-    "linear_chain", "shared_info_write", "shared_info_write", "debugreg", "map", "map", "foreign_map", "writable_pt_map", "hole_map", "pt_write", "pt_write",
+    "linear_chain", "shared_info_write", "shared_info_write", "debugreg", "ldt", "ldt", "ldt_use", "ldt_use", "map", "map", "foreign_map", "writable_pt_map", "hole_map", "pt_write", "pt_write",
     "frame_write", "frame_write", "xen_slot_write", "linear_rw", "linear_ro", "bad_flags",
     "machphys", "bad_dom", "bad_cmd", "short_buffer", "pin", "pin", "pin_twice", "unpin",
     "unpin_in_use", "new_baseptr", "new_baseptr", "baseptr_bad", "mmuext_misc", "set_gdt",
@@ -561,7 +605,10 @@ def execute(hv: XenHypervisor, req: Request) -> Outcome:
     clone = pickle.loads(pickle.dumps(hv, pickle.HIGHEST_PROTOCOL)) if batched else None
     args = _fresh(req.args)
     try:
-        result = hv.hypercall(req.number, *args)
+        if req.number == LDT_ACCESS:
+            result = 0 if hv.map_ldt_shadow_page(*args) else -EFAULT
+        else:
+            result = hv.hypercall(req.number, *args)
     except Exception as exc:  # anything raised out of the model is a breach
         return _raised(req, args, exc)
     out = Outcome(attrs.evolve(req, args=args), result)
