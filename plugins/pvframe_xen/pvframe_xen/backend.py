@@ -21,6 +21,7 @@ from collections import Counter
 from typing import Any
 
 from pvframe.hookspecs import hookimpl
+from pvframe.plugins import BackendError
 from pvframe.timekeeping import units
 from pvframe_xen.guest.apic import ApicOps
 from pvframe_xen.guest.cpu import CpuOps
@@ -38,7 +39,21 @@ VIRT_BASE = 0xC0000000
 _PRISTINE: dict[tuple[int, int, int], bytes] = {}
 
 
+#: the most RAM this model's domain builder maps: all of it at VIRT_BASE, below Xen's hole
+MAX_RAM = abi.HYPERVISOR_VIRT_START - VIRT_BASE
+
+
 def new_domain(tsc_hz: int, epoch: int, nr_pages: int) -> tuple[XenHypervisor, DomainBoot]:
+    """A freshly built domain of ``nr_pages`` pages (from a pickled pristine copy).
+    Raises :class:`pvframe.plugins.BackendError` (one line) for more RAM than the builder
+    can map."""
+    if nr_pages << 12 > MAX_RAM:
+        raise BackendError(
+            f"xen: ram_size {nr_pages >> 8} MiB is more than the {MAX_RAM >> 20} MiB this "
+            f"backend supports (its domain builder maps all of a 32-bit non-PAE domain's RAM "
+            f"at {VIRT_BASE:#x}, below Xen's hole at {abi.HYPERVISOR_VIRT_START:#x}); use "
+            f"ram_size <= {MAX_RAM >> 20} MiB"
+        )
     key = (tsc_hz, epoch, nr_pages)
     blob = _PRISTINE.get(key)
     if blob is None:

@@ -327,3 +327,15 @@ def test_mov_to_dr7_refused_by_xen_is_not_loaded(dr7: int, loaded: bool) -> None
     else:
         assert xen_dr7 == 0x400 and hv.vcpus[0].debugreg[7] == 0
         assert m.bound.plugin.refusals == {"set_debugreg:EPERM": 1}
+
+
+def test_ram_above_960_mib_is_a_one_line_backend_error() -> None:
+    """The builder maps all of the domain's RAM at 0xC0000000 below Xen's hole: more than
+    960 MiB is refused by name (before: a ValueError traceback from build_domain)."""
+    from pvframe.plugins import BackendError
+
+    assert Machine("xen", MachineConfig(ram_size=960 << 20)).bound.plugin.hv.nr_pages == 960 << 8
+    with pytest.raises(BackendError) as info:
+        Machine("xen", MachineConfig(ram_size=1 << 30))
+    message = str(info.value)
+    assert "\n" not in message and "ram_size 1024 MiB" in message and "<= 960 MiB" in message
