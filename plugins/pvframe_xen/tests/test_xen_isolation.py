@@ -80,3 +80,15 @@ def test_deep_linear_chain_sequence_has_no_breach():
     assert outs[0].request.kind == "linear_chain" and outs[0].request.args[1] > 260 + 260
     for out in outs:
         assert out.breaches == [] and out.wrong == [], out.breaches + out.wrong
+
+
+def test_campaign_ranges_merge_to_the_whole_campaign(capsys):
+    """Each sequence has its own seeded generator, so a campaign split across processes
+    (``nox -s fuzz`` runs 10,000 sequences on 2) gives the figures of one run."""
+    from pvframe_xen.hypervisor.isolation import main, merge_figures
+
+    whole = isolation_campaign(6, seed=5, deep_every=0)
+    parts = [isolation_campaign(4, seed=5, deep_every=0), isolation_campaign(2, seed=5, deep_every=0, first=4)]
+    assert merge_figures(parts) == whole
+    assert main(["3", "--seed", "5"]) == 0
+    assert '"breaches": 0' in capsys.readouterr().out

@@ -678,23 +678,25 @@ def deep_sequence(hv: XenHypervisor, c: Chooser, length: int) -> list[Outcome]:
     return [first] if first.fatal else [first, *run_sequence(hv, c, length)]
 
 
-def isolation_campaign(n: int, seed: int, length: int = 25, deep_every: int = 100) -> dict[str, Any]:
-    """Run ``n`` adversarial sequences of ``length`` requests (seeded) and return the
-    figures: sequences, requests, accepted, refusals by kind and error, breaches (must
-    be 0; an exception out of the model is one), wrong error codes (must be 0), and the
-    first few problems found. Every ``deep_every``-th sequence is a :func:`deep_sequence`
-    (a few requests only, on a domain of ``DEEP_PAGES`` frames)."""
-    rng = random.Random(seed)
+def isolation_campaign(
+    n: int, seed: int, length: int = 25, deep_every: int = 100, first: int = 0,
+) -> dict[str, Any]:
+    """Run sequences ``first .. first + n - 1`` of the seeded campaign (each drawn from its
+    own ``random.Random((seed, i))``, so any range of them can run in another process) and
+    return the figures: sequences, requests, accepted, refusals by kind and error,
+    breaches (must be 0; an exception out of the model is one), wrong error codes (must be
+    0), and the first few problems found. Every ``deep_every``-th sequence is a
+    :func:`deep_sequence` (a few requests only, on a domain of ``DEEP_PAGES`` frames)."""
     refusals: Counter[str] = Counter()
-    requests = accepted = breaches = wrong = 0
+    requests = accepted = breaches = wrong = deep = 0
     problems: list[str] = []
-    for i in range(n):
+    for i in range(first, first + n):
+        rng = RandomChooser(random.Random(f"{seed}:{i}"))
         if deep_every and i % deep_every == deep_every - 1:
-            hv = new_domain(DEEP_PAGES)
-            outcomes = deep_sequence(hv, RandomChooser(rng), 3)
+            deep += 1
+            outcomes = deep_sequence(new_domain(DEEP_PAGES), rng, 3)
         else:
-            hv = new_domain()
-            outcomes = run_sequence(hv, RandomChooser(rng), length)
+            outcomes = run_sequence(new_domain(), rng, length)
         for out in outcomes:
             requests += 1
             if out.result < 0:
@@ -710,8 +712,64 @@ def isolation_campaign(n: int, seed: int, length: int = 25, deep_every: int = 10
             if (out.breaches or out.wrong) and len(problems) < 10:
                 problems.append(out.request.render() + " -> " + "; ".join(out.breaches + out.wrong))
     return {
-        "sequences": n, "deep_sequences": n // deep_every if deep_every else 0, "requests": requests, "accepted": accepted,
+        "sequences": n, "deep_sequences": deep, "requests": requests, "accepted": accepted,
         "refused": sum(v for k, v in refusals.items() if not k.startswith("multicall-entry")),
         "refusals_by_kind": dict(sorted(refusals.items())), "breaches": breaches,
         "wrong_errors": wrong, "problems": problems,
     }
+
+
+def merge_figures(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One campaign's figures from the figures of its disjoint ranges."""
+    refusals: Counter[str] = Counter()
+    for p in parts:
+        refusals.update(p["refusals_by_kind"])
+    out: dict[str, Any] = {k: sum(p[k] for p in parts) for k in (
+        "sequences", "deep_sequences", "requests", "accepted", "refused", "breaches", "wrong_errors")}
+    out["refusals_by_kind"] = dict(sorted(refusals.items()))
+    out["problems"] = [q for p in parts for q in p["problems"]][:10]
+    return out
+
+
+def _campaign_range(job: tuple[int, int, int]) -> dict[str, Any]:
+    first, n, seed = job
+    return isolation_campaign(n, seed, first=first)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pvframe_xen.hypervisor.isolation [N] [--seed S] [--jobs J]``: run the
+    campaign over N sequences (default 10,000) in J processes, print the figures and the
+    host time taken; exit 1 on any breach or wrong error code."""
+    import argparse
+    import json
+    import multiprocessing
+    import time
+
+    ap = argparse.ArgumentParser(prog="python -m pvframe_xen.hypervisor.isolation")
+    ap.add_argument("sequences", nargs="?", type=int, default=10_000)
+    ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--jobs", type=int, default=1)
+    args = ap.parse_args(argv)
+    if args.sequences < 1 or args.jobs < 1:
+        ap.error("sequences and jobs must be at least 1")
+    start = time.perf_counter()
+    chunk = -(-args.sequences // args.jobs)
+    jobs = [(f, min(chunk, args.sequences - f), args.seed) for f in range(0, args.sequences, chunk)]
+    if len(jobs) == 1:
+        parts = [_campaign_range(jobs[0])]
+    else:
+        with multiprocessing.Pool(len(jobs)) as pool:
+            parts = pool.map(_campaign_range, jobs)
+    figures = merge_figures(parts)
+    elapsed = time.perf_counter() - start
+    summary = {k: v for k, v in figures.items() if k != "refusals_by_kind"}
+    print("xen isolation:", json.dumps(summary))
+    print(f"xen isolation: {figures['sequences']} sequences, {figures['requests']} requests in "
+          f"{elapsed:.0f} s ({args.jobs} process{'es' if args.jobs > 1 else ''}); refusals by kind:")
+    for kind, count in figures["refusals_by_kind"].items():
+        print(f"  {kind:40s} {count}")
+    return 1 if figures["breaches"] or figures["wrong_errors"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
