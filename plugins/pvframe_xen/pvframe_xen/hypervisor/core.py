@@ -397,7 +397,7 @@ class XenHypervisor:
         self.counts["ptwr_emulation"] += 1
         return self.mm.mod_l1_entry(mfn, (maddr & 0xFFF) >> 2, value, self.domid)
 
-    # ================================================================ LDT (§3.4 rule 7)
+    # ================================================================ LDT (Xen arch/x86/mm.c)
 
     def map_ldt_shadow_page(self, off: int, vcpu: int | None = None) -> bool:
         """``map_ldt_shadow_page`` (Xen ``arch/x86/mm.c``): the guest touched its LDT at
