@@ -192,6 +192,7 @@ class Machine:
 
     def load_multiboot(self, image: bytes, cmdline: str = "", esp: int | None = None) -> None:
         """Load a multiboot v1 ELF kernel as QEMU's ``-kernel`` does."""
+        loader.check_esp(esp)
         info = loader.load_multiboot(
             image, self.config.ram_size, self.memory.write_bytes, cmdline=cmdline
         )

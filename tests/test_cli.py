@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pvframe import catalogue
@@ -48,3 +52,59 @@ def test_backends_lists_the_three_distributions() -> None:
     assert found["xen"]["inherited"]
     table = runner.invoke(app, ["backends", "-v"])
     assert "inherits from native" in table.output
+
+
+# ------------------------------------------------------------------ run: bad numbers
+
+
+
+def _one_line_error(result: object, fragment: str) -> None:
+    out = result.output  # type: ignore[attr-defined]
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert result.exit_code == 2, out  # type: ignore[attr-defined]
+    assert len(lines) == 1 and lines[0].startswith("pvframe: error: "), out
+    assert fragment in lines[0], out
+
+
+@pytest.fixture(scope="module")
+def hlt_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "hlt.bin"
+    path.write_bytes(b"\xf4")
+    return path
+
+
+OUT_OF_32_BITS = st.one_of(st.integers(max_value=-1), st.integers(min_value=1 << 32))
+
+
+@settings(max_examples=25, deadline=None)
+@given(value=OUT_OF_32_BITS)
+def test_esp_outside_32_bits_is_refused_in_one_line(value: int, hlt_image: Path) -> None:
+    r = runner.invoke(app, ["run", str(hlt_image), "--raw", "--esp", str(value)])
+    _one_line_error(r, "--esp")
+
+
+@settings(max_examples=25, deadline=None)
+@given(addr=OUT_OF_32_BITS | st.integers(min_value=(1 << 32) - 63, max_value=(1 << 32) - 1))
+def test_dump_outside_the_32_bit_space_is_refused_in_one_line(addr: int, hlt_image: Path) -> None:
+    r = runner.invoke(app, ["run", str(hlt_image), "--raw", "--dump", f"{addr}:64"])
+    _one_line_error(r, "--dump")
+
+
+def test_esp_and_dump_at_the_top_of_32_bits_are_accepted(hlt_image: Path) -> None:
+    r = runner.invoke(app, ["run", str(hlt_image), "--raw", "--esp", "0xffffffff",
+                            "--dump", "0xfffffffc:4", "--json"])
+    data = json.loads(r.stdout)
+    assert data["registers"]["esp"] == 0xFFFFFFFF
+    assert data["memory"] == {"0xfffffffc:4": "ffffffff"}
+
+
+def test_machine_refuses_an_esp_outside_32_bits() -> None:
+    from pvframe import guests
+    from pvframe.machine import Machine
+    from pvframe.platform.loader import ImageError
+
+    m = Machine("native")
+    with pytest.raises(ImageError, match="initial ESP"):
+        m.load_multiboot(guests.build("hello").read_bytes(), esp=1 << 32)
+    with pytest.raises(ImageError, match="initial ESP"):
+        m.load_raw(b"\xf4", 0x100000, esp=-1)

@@ -155,6 +155,12 @@ def _overlaps(a0: int, a1: int, b0: int, b1: int) -> bool:
 # --------------------------------------------------------------------------------------
 
 
+def check_esp(esp: int | None) -> None:
+    """An initial stack pointer must be a 32-bit value (ESP is a 32-bit register)."""
+    if esp is not None and not 0 <= esp <= M32:
+        raise ImageError(f"initial ESP {esp:#x} is not a 32-bit address")
+
+
 def load_raw(
     image: bytes,
     load_addr: int,
@@ -186,6 +192,7 @@ def load_raw(
         entry = load_addr
     if not 0 <= entry <= M32:
         raise ImageError(f"entry point {entry:#x} is not a 32-bit address")
+    check_esp(esp)
     if esp is None:
         esp = load_addr & ~0xF
         if esp - MIN_STACK_ROOM < GDT_ADDR + 8 * len(FLAT_GDT):

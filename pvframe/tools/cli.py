@@ -188,6 +188,9 @@ def _parse_dump(spec: str) -> tuple[str, int, int]:
     a, n = _int(addr, "--dump address"), _int(length, "--dump length")
     if n <= 0 or n > 1 << 20:
         fail(f"--dump {spec!r}: length must be between 1 and 1 MiB")
+    if not 0 <= a <= 0xFFFFFFFF or a + n > 1 << 32:
+        fail(f"--dump {spec!r}: the range must lie in the 32-bit physical address space "
+             f"(0 to 0xffffffff)")
     return spec, a, n
 
 
@@ -288,6 +291,8 @@ def run_cmd(
     path = _image_path(image, demo)
     data = path.read_bytes()
     start_esp = _int(esp, "--esp") if esp is not None else None
+    if start_esp is not None and not 0 <= start_esp <= 0xFFFFFFFF:
+        fail(f"--esp {esp!r} is not a 32-bit address (0 to 0xffffffff)")
     if compare is not None:
         if trace is not None:
             fail("--trace and --compare cannot be combined; trace one backend at a time")
