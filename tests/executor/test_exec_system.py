@@ -149,7 +149,7 @@ def test_lldt_sets_the_ldtr_selector_and_ldt_selectors_load(backend: str) -> Non
 def test_lldt_null_selector_clears_ldtr(backend: str) -> None:
     src = LLDT_GUEST.replace("  sldt %esi\n", "  xor %ecx, %ecx\n  lldt %cx\n  sldt %esi\n"
                              "  mov $0, %al\n  out %al, $0xf4\n")
-    m, r = _pc_run(backend, src)
+    _m, r = _pc_run(backend, src)
     assert r.stop == "exit" and r.registers["esi"] == 0  # type: ignore[attr-defined]
 
 
