@@ -310,6 +310,8 @@ class Machine:
 
     def stop(self, reason: str, exit_code: int | None = None, detail: str | None = None,
              *, plugin: str | None = None, hook: str | None = None) -> None:
+        if reason.startswith(STOP_UNSUPPORTED + ":"):  # the executor's "unsupported: why"
+            reason, detail = STOP_UNSUPPORTED, detail or reason.partition(":")[2].strip()
         if self.stop_reason is None:
             self.stop_reason = reason
             self.exit_code = exit_code

@@ -108,3 +108,97 @@ def test_machine_refuses_an_esp_outside_32_bits() -> None:
         m.load_multiboot(guests.build("hello").read_bytes(), esp=1 << 32)
     with pytest.raises(ImageError, match="initial ESP"):
         m.load_raw(b"\xf4", 0x100000, esp=-1)
+
+
+# ------------------------------------------------------------ run: exit status (#16 5)
+
+NON_FLAT_DS = """
+.globl _start
+_start:
+  sgdt gdtp
+  mov gdtp+2, %ebx
+  movl $0x0000ffff, 0x18(%ebx)
+  movl $0x00cf9301, 0x1c(%ebx)
+  movw $0x1f, gdtp
+  lgdt gdtp
+  mov $0x18, %ax
+  mov %ax, %ds
+  hlt
+.data
+gdtp: .word 0
+  .long 0
+"""
+
+
+def _raw(tmp_path: Path, code: bytes) -> str:
+    path = tmp_path / "guest.bin"
+    path.write_bytes(code)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("code", "args", "stop", "status"),
+    [
+        (b"\xf4", [], "halted", 0),  # hlt with IF=0
+        (b"\xb0\x41\xe6\xf4", [], "exit", (0x41 << 1 | 1) & 0xFF),  # out 0x41 -> 0xf4
+        (b"\xb0\x00\xe6\xf4", [], "exit", 1),
+        (b"\xcc", [], "triple-fault", 4),  # int3 with an empty IDT
+        (None, [], "unsupported", 8),
+        (b"\xeb\xfe", ["--wall-clock", "0.3", "-n", str(10**12)], "wall-clock-limit", 10),
+        (b"\xeb\xfe", ["-n", "1000"], "instruction-limit", 12),
+    ],
+)
+def test_run_exit_status_says_how_the_run_stopped(
+    tmp_path: Path, code: bytes | None, args: list[str], stop: str, status: int
+) -> None:
+    if code is None:
+        from pvframe.testing.asm import assemble
+
+        code = assemble(NON_FLAT_DS).image
+    r = runner.invoke(app, ["run", _raw(tmp_path, code), "--raw", "--json", *args])
+    assert json.loads(r.stdout)["stop"] == stop
+    assert r.exit_code == status
+
+
+def test_exit_status_table_covers_every_stop_and_keeps_exit_odd() -> None:
+    from pvframe.machine import STOP_REASONS
+    from pvframe.tools import exit_status
+
+    assert set(exit_status.STATUS) == STOP_REASONS - {"exit"}
+    codes = [*exit_status.STATUS.values(), exit_status.USAGE]
+    assert len(set(codes)) == len(codes) and all(c % 2 == 0 for c in codes)
+    assert all(exit_status.status("exit", (v << 1) | 1) % 2 == 1 for v in range(0, 1 << 12, 7))
+
+
+def test_demo_summary_reads_the_debug_exit_convention() -> None:
+    r = runner.invoke(app, ["run", "--demo", "hello"])
+    assert r.exit_code == 1
+    assert "isa-debug-exit: the guest wrote 0, QEMU status (0 << 1) | 1" in " ".join(
+        r.stdout.replace("│", " ").split())
+
+
+# ------------------------------------------------- run: refused before running (#16 6)
+
+
+def test_demo_with_raw_is_refused_in_one_line() -> None:
+    r = runner.invoke(app, ["run", "--demo", "hello", "--raw"])
+    _one_line_error(r, "--raw")
+
+
+def test_unknown_backend_suggests_the_close_name_and_no_path() -> None:
+    r = runner.invoke(app, ["run", "--demo", "hello", "-b", "xne"])
+    line = r.output.strip()
+    _one_line_error(r, "did you mean 'xen'?")
+    assert "./plugins" not in line and "pvframe_xne" not in line
+    r = runner.invoke(app, ["check", "-b", "vmu"])
+    _one_line_error(r, "did you mean 'vmi'?")
+
+
+@pytest.mark.parametrize("option", ["--trace", "--record"])
+def test_unwritable_output_is_refused_before_the_guest_runs(tmp_path: Path, option: str) -> None:
+    r = runner.invoke(app, ["run", "--demo", "timer", option, str(tmp_path / "no" / "x.json")])
+    _one_line_error(r, f"cannot write {option}")
+    assert "timer:" not in r.output  # the guest never ran
+    ok = tmp_path / "x.json"
+    r = runner.invoke(app, ["run", "--demo", "timer", option, str(ok), "--json"])
+    assert r.exit_code == 1 and ok.stat().st_size > 0

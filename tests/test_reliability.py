@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pvframe import guests, plugins
 from pvframe.hookspecs import hookimpl
@@ -322,3 +324,66 @@ def test_impostor_registering_native_is_refused_and_the_real_one_kept(tmp_path: 
         m = Machine("xen")
         m.load_multiboot(guests.build("paging").read_bytes())
         assert m.run(1_000_000).stop == "exit"
+
+
+# ------------------------------------------------------------ image size (#17 item 16)
+
+_PEAK_RSS_PROBE = """
+import resource, sys
+from typer.testing import CliRunner
+from pvframe.tools.cli import app
+r = CliRunner().invoke(app, sys.argv[1:])
+print(r.exit_code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+print(r.output)
+"""
+
+
+def _peak_rss_run(*args: str) -> tuple[int, int, str]:
+    """(exit status, peak RSS in MiB, output) of `pvframe run ARGS` in a fresh process."""
+    proc = subprocess.run([sys.executable, "-c", _PEAK_RSS_PROBE, "run", *args],
+                          capture_output=True, text=True, timeout=120)
+    first, _, output = proc.stdout.partition("\n")
+    code, rss = map(int, first.split())
+    return code, rss, output
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_image_larger_than_ram_is_refused_before_it_is_read(tmp_path: Path, raw: bool) -> None:
+    """A 2 GB file was read whole before it was refused: 2.16 GB peak RSS."""
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(2 << 30)  # sparse: costs no disk
+    code, rss, output = _peak_rss_run(str(big), *(["--raw"] if raw else []))
+    assert code == 2 and output.startswith("pvframe: error: ")
+    assert len(output.strip().splitlines()) == 1
+    assert rss < 400, f"peak RSS {rss} MiB"
+
+
+def test_kernel_file_larger_than_ram_loads_from_its_headers(tmp_path: Path) -> None:
+    """A multiboot ELF may be larger than RAM (debug sections after the segments): only
+    the bytes its segments come from are read, and it runs."""
+    kernel = tmp_path / "vmlinux"
+    kernel.write_bytes(guests.build("hello").read_bytes())
+    with open(kernel, "r+b") as f:
+        f.truncate(1 << 30)  # 1 GiB of "debug sections" after the image
+    code, rss, output = _peak_rss_run(str(kernel), "--json")
+    assert code == 1 and json.loads(output)["stop"] == "exit"
+    assert rss < 400, f"peak RSS {rss} MiB"
+
+
+@given(size=st.integers(min_value=1, max_value=1 << 16), slack=st.integers(-2, 2))
+@settings(max_examples=30, deadline=None)
+def test_read_image_refuses_raw_images_exactly_above_ram(size: int, slack: int) -> None:
+    import tempfile
+
+    from pvframe.platform.loader import ImageError, read_image
+
+    ram = max(1, size + slack)
+    with tempfile.NamedTemporaryFile() as f:
+        f.truncate(size)
+        f.flush()
+        if size > ram:
+            with pytest.raises(ImageError, match="larger than the guest RAM"):
+                read_image(f.name, ram, raw=True)
+        else:
+            assert read_image(f.name, ram, raw=True) == bytes(size)

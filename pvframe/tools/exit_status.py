@@ -52,7 +52,7 @@ def status(stop: str, exit_code: int | None) -> int:
     """The process exit status of a run that stopped with ``stop``."""
     if stop == STOP_EXIT and exit_code is not None:
         return exit_code & 0xFF
-    return STATUS[stop]
+    return STATUS.get(stop, STATUS[STOP_UNSUPPORTED])
 
 
 def debug_exit_value(exit_code: int) -> int:
