@@ -473,20 +473,35 @@ def _save_recording(machine: object, result: object, hook_log: object, path: Pat
 @app.command("replay")
 def replay_cmd(
     recording: Annotated[Path, typer.Argument(help="A file written by `pvframe run --record`.")],
+    wall_clock: Annotated[
+        float | None,
+        typer.Option("--wall-clock", help="Host-time limit of the replay in seconds "
+                     "(default 600, `inf` for none)."),
+    ] = None,
 ) -> None:
     """Replay a recorded run and check it reaches the identical final state."""
+    from pvframe.machine import DEFAULT_WALL_CLOCK_S
+    from pvframe.platform.loader import ImageError
     from pvframe.tools import replay
 
+    if wall_clock is not None and not wall_clock > 0:
+        fail("--wall-clock must be a positive number of seconds (or inf for no limit)")
+    limit = (DEFAULT_WALL_CLOCK_S if wall_clock is None
+             else None if math.isinf(wall_clock) else wall_clock)
     if not recording.is_file():
         fail(f"recording {str(recording)!r} does not exist or is not a file")
     try:
         rec = replay.load(recording)
-    except ValueError as exc:
+    except ValueError as exc:  # UnicodeDecodeError too
         fail(f"{recording}: {exc}")
+    except OSError as exc:
+        fail(f"cannot read the recording {str(recording)!r}: {exc.strerror}")
     try:
-        outcome = replay.replay(rec)
+        outcome = replay.replay(rec, wall_clock_s=limit)
     except plugins.BackendError as exc:
-        fail(str(exc))
+        fail(f"{recording}: {exc}")
+    except ImageError as exc:
+        fail(f"{recording}: the recorded image is refused: {exc}")
     if outcome.identical:
         out.print(f"replay of {recording}: identical ({outcome.calls} hook calls, "
                   f"same final state, stop {rec.stop})")
