@@ -202,3 +202,21 @@ def test_unwritable_output_is_refused_before_the_guest_runs(tmp_path: Path, opti
     ok = tmp_path / "x.json"
     r = runner.invoke(app, ["run", "--demo", "timer", option, str(ok), "--json"])
     assert r.exit_code == 1 and ok.stat().st_size > 0
+
+
+def test_readme_raw_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's --raw example has an image to run on: the line before it writes one."""
+    import shlex
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    lines = [ln.split("#")[0].strip() for ln in readme.splitlines()]
+    save = next(ln for ln in lines if "--save-image" in ln)
+    run = next(ln for ln in lines if "--raw" in ln and ln.startswith("pvframe run"))
+    monkeypatch.chdir(tmp_path)
+    first = runner.invoke(app, shlex.split(save)[1:])
+    assert first.exit_code == 1, first.output
+    assert run.removesuffix(" --json") in " ".join(first.stderr.split())
+    second = runner.invoke(app, shlex.split(run)[1:])
+    data = json.loads(second.stdout)
+    assert (second.exit_code, data["stop"], data["exit_code"]) == (1, "exit", 1)
+    assert data["console"].startswith("timer: APIC timer ticks")

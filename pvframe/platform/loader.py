@@ -461,6 +461,30 @@ def load_multiboot(
 
 
 # --------------------------------------------------------------------------------------
+# A loaded image as a raw one
+# --------------------------------------------------------------------------------------
+
+#: what :class:`LoadedRange` names the image's own bytes (not the loader's GDT, boot
+#: information, memory map or command line)
+_IMAGE_RANGES = ("image", "a.out kludge image")
+
+
+def raw_image(info: BootInfo, read_phys: Callable[[int, int], bytes]) -> tuple[bytes, int]:
+    """The image ``info`` describes as a raw binary: the physical bytes from its lowest
+    loaded address to its highest (segment gaps and bss as they are in RAM, zero), and
+    that load address. Loading it with :func:`load_raw` at that address and entering at
+    ``info.entry`` reproduces the image's memory; the registers are the raw start state
+    (no multiboot magic in EAX, no information structure in EBX)."""
+    ranges = [r for r in info.loaded
+              if r.what in _IMAGE_RANGES or r.what.startswith("segment ")]
+    if not ranges:
+        raise ImageError("no image is loaded")
+    lo = min(r.start for r in ranges)
+    hi = max(r.end for r in ranges)
+    return read_phys(lo, hi - lo), lo
+
+
+# --------------------------------------------------------------------------------------
 # Reading an image file
 # --------------------------------------------------------------------------------------
 

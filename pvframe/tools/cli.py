@@ -247,6 +247,21 @@ def _read_image(path: Path, raw: bool) -> bytes:
         fail(f"cannot read the image {str(path)!r}: {exc.strerror}")
 
 
+def _save_raw_image(machine: Machine, path: Path) -> None:
+    """Write the loaded image as a raw binary and say how to run it."""
+    from pvframe.platform.loader import raw_image
+
+    assert machine.boot is not None
+    data, addr = raw_image(machine.boot, machine.memory.read_bytes)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        fail(f"cannot write --save-image {str(path)!r}: {exc.strerror}")
+    err.print(f"pvframe: wrote {len(data):,} bytes of the loaded image to {path}; run it with: "
+              f"pvframe run {path} --raw --load-addr {addr:#x} --entry {machine.boot.entry:#x}",
+              markup=False)
+
+
 def _check_writable(what: str, path: Path) -> None:
     """Refuse an output path that cannot be written, before the guest runs (a file that
     does not exist yet is created and removed again)."""
@@ -326,6 +341,11 @@ def run_cmd(
         typer.Option("--record", help="Record the run (inputs, hook calls, final state) to "
                      "FILE; `pvframe replay FILE` reproduces it."),
     ] = None,
+    save_image: Annotated[
+        Path | None,
+        typer.Option("--save-image", help="Also write the loaded image to FILE as a raw "
+                     "binary (e.g. a demo guest, to try --raw); prints how to run it."),
+    ] = None,
 ) -> None:
     """Run a guest image on a backend and report how it stopped.
 
@@ -345,7 +365,8 @@ def run_cmd(
     host_limit = (DEFAULT_WALL_CLOCK_S if wall_clock is None
                   else None if math.isinf(wall_clock) else wall_clock)
     dumps = [_parse_dump(d) for d in dump or []]
-    for what, target in (("--trace", trace), ("--record", record_to)):
+    for what, target in (("--trace", trace), ("--record", record_to),
+                         ("--save-image", save_image)):
         if target is not None:
             _check_writable(what, target)
     path = _image_path(image, demo)
@@ -389,6 +410,8 @@ def run_cmd(
         if not as_json:
             machine.platform.set_console_sink(lambda text: out.out(text, end="", highlight=False))
         _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline)
+        if save_image is not None:
+            _save_raw_image(machine, save_image)
         result = _run_with_progress(machine, max_instructions, dumps, host_limit,
                                     show=not as_json)
     if as_json:
