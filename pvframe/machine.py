@@ -27,6 +27,7 @@ from pvframe.platform.mmu import MMU
 from pvframe.platform.pc import Platform
 
 MiB = 1 << 20
+M32 = 0xFFFFFFFF
 
 #: Stop reasons (the ``stop`` key of ``pvframe run --json``).
 STOP_HALTED = "halted"
@@ -449,11 +450,12 @@ class Machine:
 
     def _corrupt_register(self) -> str | None:
         """``name=value`` of the first register a hook left holding something other than
-        an int (plugin code may assign to ``machine.cpu`` freely), or None."""
+        a 32-bit unsigned int (plugin code may assign to ``machine.cpu`` freely), or
+        None."""
         for name in (*REGISTER_NAMES, "eflags_sys"):
             value = getattr(self.cpu, name, 0)
-            if not isinstance(value, int) or isinstance(value, bool):
-                return f"cpu.{name}={value!r}"
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= M32:
+                return f"cpu.{name}={value!r:.40}"
         return None
 
     #: instructions per executor call when a wall-clock limit is set (checked in between)

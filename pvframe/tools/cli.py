@@ -381,7 +381,7 @@ def run_cmd(
         if len(names) < 2 or len(set(names)) != len(names):
             fail(f"--compare {compare!r}: give two or more different backends, e.g. native,xen,vmi")
         _compare(names, data, path, raw, load_addr, entry, start_esp, cmdline,
-                 max_instructions, dumps, as_json)
+                 max_instructions, dumps, as_json, host_limit)
         return
     tracer = None
     extra: list[object] = []
@@ -540,13 +540,13 @@ OBSERVABLE = ("stop", "exit_code", "console", "instructions", "registers")
 def _compare(
     names: list[str], data: bytes, path: Path, raw: bool, load_addr: str, entry: str | None,
     start_esp: int | None, cmdline: str, max_instructions: int,
-    dumps: list[tuple[str, int, int]], as_json: bool,
+    dumps: list[tuple[str, int, int]], as_json: bool, host_limit: float | None,
 ) -> None:
     from pvframe.machine import Machine
 
     found = plugins.discover()
     runs = []
-    with _progress() as bar:
+    with _progress() as bar, _plugin_stdout(as_json):
         task = bar.add_task(f"running {path.name}", total=len(names))
         for name in names:
             bar.update(task, description=f"running {path.name} on {name}")
@@ -555,7 +555,7 @@ def _compare(
             except plugins.BackendError as exc:
                 fail(str(exc))
             _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline)
-            result = machine.run(max_instructions, dumps=dumps)
+            result = machine.run(max_instructions, dumps=dumps, wall_clock_s=host_limit)
             runs.append((name, machine.virtual_ns(), result))
             bar.advance(task)
     ref_name, _, ref = runs[0]
