@@ -82,13 +82,20 @@ def _alarm(seconds: float | None) -> Iterator[None]:
     def fire(_sig: int, _frame: Any) -> None:
         raise RunInterrupted()
 
+    # an enclosing limit (a run inside host_time_limit) is kept: this one ends no later,
+    # and the enclosing one is re-armed with what is left of it
+    outer, _ = signal.getitimer(signal.ITIMER_REAL)
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, min(seconds, outer) if outer else seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer:
+            left = outer - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
 
 
 class HostTimeLimit(plugins.BackendError):

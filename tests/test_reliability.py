@@ -387,3 +387,18 @@ def test_read_image_refuses_raw_images_exactly_above_ram(size: int, slack: int) 
                 read_image(f.name, ram, raw=True)
         else:
             assert read_image(f.name, ram, raw=True) == bytes(size)
+
+
+def test_a_run_inside_a_host_time_limit_keeps_the_enclosing_limit() -> None:
+    from pvframe.machine import HostTimeLimit, host_time_limit
+
+    image = assemble(".globl _start\n_start: jmp _start\n").image
+    started = time.monotonic()
+    with pytest.raises(HostTimeLimit), host_time_limit(0.5, "outer"):
+        m = Machine("native")
+        m.load_raw(image, 0x100000, 0x100000)
+        r = m.run(10**12, wall_clock_s=60)  # ends at the enclosing limit, not after 60 s
+        assert r.stop == "wall-clock-limit"
+        while True:  # the enclosing limit is still armed
+            time.sleep(0.01)
+    assert time.monotonic() - started < 10
