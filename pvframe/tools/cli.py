@@ -349,9 +349,9 @@ def run_cmd(
 ) -> None:
     """Run a guest image on a backend and report how it stopped.
 
-    Exit status: the guest's own for stop `exit` (QEMU isa-debug-exit: value v written,
-    status (v<<1)|1, always odd); 0 halted; 2 usage error; 4 triple-fault; 6 backend-error;
-    8 unsupported; 10 wall-clock-limit; 12 instruction-limit."""
+    Exit status: the value v the guest wrote to isa-debug-exit for stop `exit` (the
+    run's exit_code is QEMU's (v<<1)|1); 0 halted; 2 usage error; 120 instruction-limit;
+    121 triple-fault; 122 backend-error; 123 unsupported; 124 wall-clock-limit."""
     from pvframe.machine import DEFAULT_WALL_CLOCK_S, Machine
     from pvframe.tools import exit_status
 

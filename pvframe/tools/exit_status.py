@@ -1,24 +1,25 @@
 """The exit status of ``pvframe run``: how the run stopped, for scripts and CI.
 
-A guest ends its run through QEMU's ``isa-debug-exit`` device (port 0xf4): writing ``v``
-ends the run with status ``(v << 1) | 1`` (QEMU ``hw/misc/debugexit.c``), and ``pvframe
-run`` exits with that status, as QEMU does. Those statuses are always odd, so every other
-way a run can end has its own even status and a script can tell them apart:
+A guest ends its run through QEMU's ``isa-debug-exit`` device (port 0xf4) by writing a
+value ``v``. QEMU then exits with ``(v << 1) | 1`` (``hw/misc/debugexit.c``), which is the
+``exit_code`` a run reports; ``pvframe run`` exits with ``v`` itself, the guest's own code,
+so a guest that writes 0 (every demo guest does) succeeds in a shell. Every other way a
+run ends has its own status, chosen above the codes guests commonly write (the JSON
+``stop`` always says which it was):
 
-======  ====================  =====================================================
-status  stop                  meaning
-======  ====================  =====================================================
-0       ``halted``            ``hlt`` with nothing left to wake the CPU
-odd     ``exit``              the guest wrote ``v`` to port 0xf4: ``(v << 1) | 1``
-                              (low 8 bits; the demo guests write 0: status 1)
-2       (none)                a usage error: bad option, image or backend name
-4       ``triple-fault``      an exception while delivering a double fault
-6       ``backend-error``     a backend hook raised or returned a wrong type
-8       ``unsupported``       guest state the executor does not model
-10      ``wall-clock-limit``  the host-time limit passed (``--wall-clock``)
-12      ``instruction-limit`` the instruction budget ran out (``-n``): the guest did
-                              not finish
-======  ====================  =====================================================
+======  =====================  ======================================================
+status  stop                   meaning
+======  =====================  ======================================================
+v       ``exit``               the guest wrote ``v`` to port 0xf4 (low 8 bits)
+0       ``halted``             ``hlt`` with nothing left to wake the CPU
+2       (none)                 a usage error: bad option, image or backend name
+120     ``instruction-limit``  the budget (``-n``) ran out before the guest stopped
+121     ``triple-fault``       an exception while delivering a double fault
+122     ``backend-error``      a hook raised or returned a wrong type, or the backend
+                               cannot be built
+123     ``unsupported``        guest state the executor does not model
+124     ``wall-clock-limit``   the host-time limit passed (as timeout(1) exits 124)
+======  =====================  ======================================================
 """
 
 from __future__ import annotations
@@ -36,23 +37,16 @@ from pvframe.machine import (
 
 USAGE = 2
 
-#: stop reason -> process exit status (``exit`` uses the guest's own status instead)
+#: stop reason -> process exit status (``exit`` uses the guest's own code instead)
 STATUS: dict[str, int] = {
     STOP_HALTED: 0,
-    STOP_TRIPLE: 4,
-    STOP_BACKEND: 6,
-    STOP_UNSUPPORTED: 8,
-    STOP_WALL: 10,
-    STOP_LIMIT: 12,
+    STOP_LIMIT: 120,
+    STOP_TRIPLE: 121,
+    STOP_BACKEND: 122,
+    STOP_UNSUPPORTED: 123,
+    STOP_WALL: 124,
 }
 assert set(STATUS) | {STOP_EXIT} == STOP_REASONS
-
-
-def status(stop: str, exit_code: int | None) -> int:
-    """The process exit status of a run that stopped with ``stop``."""
-    if stop == STOP_EXIT and exit_code is not None:
-        return exit_code & 0xFF
-    return STATUS.get(stop, STATUS[STOP_UNSUPPORTED])
 
 
 def debug_exit_value(exit_code: int) -> int:
@@ -60,13 +54,19 @@ def debug_exit_value(exit_code: int) -> int:
     return exit_code >> 1
 
 
+def status(stop: str, exit_code: int | None) -> int:
+    """The process exit status of a run that stopped with ``stop``."""
+    if stop == STOP_EXIT and exit_code is not None:
+        return debug_exit_value(exit_code) & 0xFF
+    return STATUS.get(stop, STATUS[STOP_UNSUPPORTED])
+
+
 def describe_exit(exit_code: int) -> str:
-    """``exit code`` as the summary shows it: the status and what the guest wrote."""
+    """``exit code`` as the summary shows it: QEMU's status, what the guest wrote and
+    what ``pvframe run`` exits with."""
     v = debug_exit_value(exit_code)
-    text = f"{exit_code} (isa-debug-exit: the guest wrote {v}, QEMU status ({v} << 1) | 1"
-    if exit_code > 0xFF:
-        text += f"; process status {exit_code & 0xFF}"
-    return text + ")"
+    return (f"{exit_code} (isa-debug-exit: the guest wrote {v}, QEMU status ({v} << 1) | 1; "
+            f"pvframe run exits {v & 0xFF})")
 
 
 __all__ = ["STATUS", "USAGE", "debug_exit_value", "describe_exit", "status"]
