@@ -9,6 +9,7 @@ fault, budget) end the run with a reason.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import signal
 import threading
@@ -242,7 +243,7 @@ class Machine:
             except BaseException as exc:
                 raise plugins.BackendError(
                     f"backend {backend!r}: attach(machine) raised "
-                    f"{plugins._plugin_failure(exc)}"
+                    f"{plugins.describe_failure(exc)}"
                 ) from exc
 
     # ------------------------------------------------------------------ loading
@@ -484,35 +485,88 @@ class Machine:
                 progress(self.cpu.icount - start, max_instructions)
             step = min(limit, self.cpu.icount + self.WALL_CHUNK) if chunked else limit
             try:
-                reason = self.executor.run(step)
+                self._chunk(step)
+            except (KeyboardInterrupt, RunInterrupted):
+                raise
             except plugins.HookFailure as exc:
-                self.stop(STOP_BACKEND, detail=str(exc), plugin=exc.backend, hook=exc.hook)
-                break
+                self._hook_failed(exc)
             except plugins.BackendError as exc:
                 self.stop(STOP_BACKEND, detail=str(exc), plugin=self.backend_name)
-                break
-            except Exception:
-                bad = self._corrupt_register()
-                if bad is None:
+            except BaseException as exc:
+                if not self._blame_backend(exc):
                     raise  # not the backend's doing: a bug of the framework
-                plugin, hook = self.bound.last[0] or (self.backend_name, None)
-                self.stop(STOP_BACKEND, plugin=plugin, hook=hook, detail=(
-                    f"backend {plugin!r}: hook {hook or '?'} left {bad}; registers hold "
-                    f"32-bit ints"))
-                break
-            if reason is None or self.stop_reason is not None:
-                continue
-            if reason == "halted":
-                if self.cpu.eflags_sys & IF_MASK:
-                    self.idle()
-                else:
-                    self.stop(STOP_HALTED, detail="hlt with interrupts disabled")
-            elif reason == STOP_TRIPLE:
-                self.stop(STOP_TRIPLE, detail="an exception while delivering a double fault")
-            elif reason.startswith("unsupported"):
-                self.stop(STOP_UNSUPPORTED, detail=reason.partition(":")[2].strip() or reason)
+
+    def _chunk(self, step: int) -> None:
+        """Execute up to instruction count ``step`` and act on why the executor returned."""
+        reason = self.executor.run(step)
+        if reason is None or self.stop_reason is not None:
+            return
+        if reason == "halted":
+            if self.cpu.eflags_sys & IF_MASK:
+                self.idle()
             else:
-                self.stop(reason)
+                self.stop(STOP_HALTED, detail="hlt with interrupts disabled")
+        elif reason == STOP_TRIPLE:
+            self.stop(STOP_TRIPLE, detail="an exception while delivering a double fault")
+        elif reason.startswith("unsupported"):
+            self.stop(STOP_UNSUPPORTED, detail=reason.partition(":")[2].strip() or reason)
+        else:
+            self.stop(reason)
+
+    def _hook_failed(self, exc: plugins.HookFailure) -> None:
+        """Stop as ``backend-error`` for a failed hook. The hook's provider is blamed
+        unless the exception came from another backend's code that the hook called (a
+        native hook asking the backend's event source for interrupts, say)."""
+        cause = exc.__cause__
+        owner, where = self._plugin_frame(cause) if cause is not None else (exc.backend, None)
+        if cause is None or where is None or owner == exc.backend:
+            self.stop(STOP_BACKEND, detail=str(exc), plugin=exc.backend, hook=exc.hook)
+            return
+        self.stop(STOP_BACKEND, plugin=owner, hook=where, detail=(
+            f"backend {owner!r}: {where} raised {plugins.describe_failure(cause)} (called "
+            f"from hook {exc.hook} of {exc.backend!r})"))
+
+    def _blame_backend(self, exc: BaseException) -> bool:
+        """Stop as ``backend-error`` if ``exc`` is the backend's doing (True), else leave
+        it to the caller (False: a bug of the framework). The backend's doing: a hook
+        left a register that is not a 32-bit int (named by the last hook called), or the
+        exception was raised in the backend's own code outside a hook (its event source,
+        timer driver or devices; named by function), or it is a ``BaseException`` that
+        the framework never raises (``SystemExit``, ``GeneratorExit``)."""
+        bad = self._corrupt_register()
+        if bad is not None:
+            plugin, hook = self.bound.last[0] or (self.backend_name, None)
+            self.stop(STOP_BACKEND, plugin=plugin, hook=hook, detail=(
+                f"backend {plugin!r}: hook {hook or '?'} left {bad}; registers hold "
+                f"32-bit ints"))
+            return True
+        plugin, where = self._plugin_frame(exc)
+        if where is None and isinstance(exc, Exception):
+            return False
+        self.stop(STOP_BACKEND, plugin=plugin, hook=where, detail=(
+            f"backend {plugin!r}: {where or 'its code'} raised "
+            f"{plugins.describe_failure(exc)}"))
+        return True
+
+    def _plugin_frame(self, exc: BaseException) -> tuple[str, str | None]:
+        """(backend, ``module.function``) of the innermost frame of ``exc``'s traceback
+        that belongs to a bound backend's own package (not to pvframe); the machine's
+        backend and None if no frame does."""
+        roots: dict[str, str] = {}
+        for obj, name in ((self.bound.native_plugin, plugins.NATIVE),
+                          (self.bound.plugin, self.backend_name)):
+            module = obj.__name__ if inspect.ismodule(obj) else type(obj).__module__
+            roots[module.partition(".")[0]] = name
+        roots.pop("pvframe", None)
+        found: tuple[str, str | None] = (self.backend_name, None)
+        tb = exc.__traceback__
+        while tb is not None:
+            module = tb.tb_frame.f_globals.get("__name__", "")
+            owner = roots.get(module.partition(".")[0])
+            if owner is not None:
+                found = (owner, f"{module}.{tb.tb_frame.f_code.co_name}")
+            tb = tb.tb_next
+        return found
 
     def registers(self) -> dict[str, int]:
         return {name: getattr(self.cpu, name) for name in REGISTER_NAMES}
@@ -548,7 +602,7 @@ class Machine:
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
-            return self._report_failed(f"raised {plugins._plugin_failure(exc)}")
+            return self._report_failed(f"raised {plugins.describe_failure(exc)}")
         if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
             return self._report_failed(
                 f"returned {type(data).__name__} {data!r:.60}; a dict with str keys is wanted")

@@ -104,7 +104,7 @@ def _create(info: BackendInfo) -> Any:
     except BaseException as exc:
         raise BackendError(
             f"backend {info.name!r} ({_dist_label(info.distribution)}): creating the "
-            f"backend for a machine failed: {_plugin_failure(exc)}"
+            f"backend for a machine failed: {describe_failure(exc)}"
         ) from exc
 
 
@@ -221,8 +221,8 @@ def _normalized(dist: str) -> str:
     return re.sub(r"[-_.]+", "-", dist).lower()
 
 
-def _plugin_failure(exc: BaseException) -> str:
-    """``Type: message`` of an exception raised by plugin code, one line."""
+def describe_failure(exc: BaseException) -> str:
+    """``Type: message`` of an exception raised by plugin code, on one line."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -269,7 +269,7 @@ def _discover() -> dict[str, BackendInfo]:
             found[ep.name] = attrs.evolve(
                 base,
                 error=f"{_dist_label(dist)}: import of {ep.value} failed: "
-                f"{_plugin_failure(exc)}; reinstall or fix the distribution",
+                f"{describe_failure(exc)}; reinstall or fix the distribution",
             )
             continue
         try:
@@ -283,7 +283,7 @@ def _discover() -> dict[str, BackendInfo]:
             found[ep.name] = attrs.evolve(
                 base,
                 error=f"{_dist_label(dist)}: creating the backend failed: "
-                f"{_plugin_failure(exc)}",
+                f"{describe_failure(exc)}",
             )
             continue
         inherited = () if ep.name == NATIVE else tuple(o for o in ops if o not in implemented)
@@ -466,7 +466,7 @@ def _guarded(fn: Callable[..., Any], op: str, provider: str,
 
     def failed(exc: BaseException) -> HookFailure:
         return HookFailure(
-            f"backend {provider!r}: hook {hook} raised {_plugin_failure(exc)}",
+            f"backend {provider!r}: hook {hook} raised {describe_failure(exc)}",
             provider, hook,
         )
 

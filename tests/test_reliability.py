@@ -298,6 +298,22 @@ def test_pytest_conformance_of_a_hanging_backend_fails_naming_the_hook(hostile_s
     assert "pvop_load_idt" in proc.stdout and "did not return" in proc.stdout
 
 
+@pytest.mark.parametrize(
+    ("backend", "fragment"),
+    [("eventsexit", "raised SystemExit: 4"), ("eventsraise", "raised ValueError: zero multiplier")],
+)
+def test_backend_code_outside_hooks_is_a_backend_error_naming_it(
+    hostile: Any, backend: str, fragment: str
+) -> None:
+    """An event source (a hypervisor model) raising while the executor asks it for
+    interrupts: SystemExit ended `pvframe run` silently, ValueError with a traceback."""
+    code, data, _ = _run_json("--demo", "timer", "-b", backend)
+    assert data["stop"] == "backend-error" and code == 122
+    assert data["detail"]["plugin"] == backend
+    assert data["detail"]["hook"] == "pvframe_hostile.hooks.interrupt_pending"
+    assert fragment in data["detail"]["reason"]
+
+
 def test_plugin_stdout_never_corrupts_json(hostile: Any) -> None:
     _code, data, stderr = _run_json("--demo", "timer", "-b", "printer")
     assert data["stop"] == "exit" and data["hooks"]["irq_disable"] == 10
