@@ -354,22 +354,25 @@ print(r.output)
 """
 
 
-def _peak_rss_run(*args: str) -> tuple[int, int, str]:
-    """(exit status, peak RSS in MiB, output) of `pvframe run ARGS` in a fresh process."""
-    proc = subprocess.run([sys.executable, "-c", _PEAK_RSS_PROBE, "run", *args],
+def _peak_rss_run(*args: str, command: str = "run") -> tuple[int, int, str]:
+    """(exit status, peak RSS in MiB, output) of `pvframe COMMAND ARGS` in a fresh process."""
+    proc = subprocess.run([sys.executable, "-c", _PEAK_RSS_PROBE, command, *args],
                           capture_output=True, text=True, timeout=120)
     first, _, output = proc.stdout.partition("\n")
     code, rss = map(int, first.split())
     return code, rss, output
 
 
+@pytest.mark.parametrize("command", ["run", "abi"])
 @pytest.mark.parametrize("raw", [True, False])
-def test_image_larger_than_ram_is_refused_before_it_is_read(tmp_path: Path, raw: bool) -> None:
+def test_image_larger_than_ram_is_refused_before_it_is_read(
+    tmp_path: Path, raw: bool, command: str
+) -> None:
     """A 2 GB file was read whole before it was refused: 2.16 GB peak RSS."""
     big = tmp_path / "big.bin"
     with open(big, "wb") as f:
         f.truncate(2 << 30)  # sparse: costs no disk
-    code, rss, output = _peak_rss_run(str(big), *(["--raw"] if raw else []))
+    code, rss, output = _peak_rss_run(str(big), *(["--raw"] if raw else []), command=command)
     assert code == 2 and output.startswith("pvframe: error: ")
     assert len(output.strip().splitlines()) == 1
     assert rss < 400, f"peak RSS {rss} MiB"

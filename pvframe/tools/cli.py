@@ -776,7 +776,7 @@ def abi_cmd(
     raw_addr = _int(load_addr, "--load-addr") if raw else None
     try:
         if image is not None:
-            images = [(image.name, abi.load_image(image), raw_addr)]
+            images = [(image.name, abi.load_image(image, raw=raw), raw_addr)]
         else:
             images = [(g, guests.build(g).read_bytes(), None) for g in guests.GUESTS]
         scans = [abi.scan(data, name, raw_load_addr=raddr) for name, data, raddr in images]
