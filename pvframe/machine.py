@@ -9,6 +9,7 @@ fault, budget) end the run with a reason.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import signal
 import threading
@@ -27,6 +28,7 @@ from pvframe.platform.mmu import MMU
 from pvframe.platform.pc import Platform
 
 MiB = 1 << 20
+M32 = 0xFFFFFFFF
 
 #: Stop reasons (the ``stop`` key of ``pvframe run --json``).
 STOP_HALTED = "halted"
@@ -42,8 +44,15 @@ STOP_REASONS = frozenset({
 })
 
 
-class RunInterrupted(Exception):
-    """Raised in the main thread by the wall-clock alarm of :meth:`Machine.run`."""
+class RunInterrupted(BaseException):
+    """Raised in the main thread by the wall-clock alarm of :meth:`Machine.run`. A
+    ``BaseException``, so plugin code with ``except Exception`` does not swallow it."""
+
+
+#: host seconds a run may take when the caller names no limit (``Machine.run``,
+#: ``pvframe run``): a hook that never returns then ends the run as ``wall-clock-limit``
+#: naming the hook instead of hanging
+DEFAULT_WALL_CLOCK_S = 600.0
 
 
 def _hook_on_stack(frame: Any) -> str | None:
@@ -74,13 +83,54 @@ def _alarm(seconds: float | None) -> Iterator[None]:
     def fire(_sig: int, _frame: Any) -> None:
         raise RunInterrupted()
 
+    # an enclosing limit (a run inside host_time_limit) is kept: this one ends no later,
+    # and the enclosing one is re-armed with what is left of it
+    outer, _ = signal.getitimer(signal.ITIMER_REAL)
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, min(seconds, outer) if outer else seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer:
+            left = outer - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
+
+
+class HostTimeLimit(plugins.BackendError):
+    """Plugin code ran past a host-time limit (:func:`host_time_limit`); the message
+    names the hook that did not return, when one was running."""
+
+    def __init__(self, message: str, hook: str | None) -> None:
+        super().__init__(message)
+        self.hook = hook
+
+
+def _interrupted_hook(exc: BaseException) -> str | None:
+    """The ``pvop_*`` hook (with its module) the alarm interrupted, if any."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next  # the frame the alarm interrupted
+    return _hook_on_stack(tb.tb_frame) if tb is not None else None
+
+
+@contextlib.contextmanager
+def host_time_limit(seconds: float | None, what: str) -> Iterator[None]:
+    """Run the body (which calls plugin code outside :meth:`Machine.run`, e.g. hooks
+    driven directly) for at most ``seconds`` of host time, then raise
+    :class:`HostTimeLimit` naming ``what`` and the hook that did not return."""
+    try:
+        with _alarm(seconds):
+            yield
+    except RunInterrupted as exc:
+        where = _interrupted_hook(exc)
+        raise HostTimeLimit(
+            f"{what}: {seconds} s of host time passed"
+            + (f" inside hook {where}, which did not return" if where else ""),
+            where.partition(" ")[0] if where else None,
+        ) from None
 
 
 @attrs.frozen
@@ -113,9 +163,14 @@ class RunResult:
     memory: dict[str, str]
     hooks: dict[str, int]
     extra: dict[str, Any] = attrs.field(factory=dict)
+    #: why the run stopped: ``plugin`` and ``hook`` at fault (backend-error, and a
+    #: wall-clock-limit reached inside a hook; else None) and ``reason`` (one line, or None)
+    detail: dict[str, str | None] = attrs.field(
+        factory=lambda: {"plugin": None, "hook": None, "reason": None})
 
     CONTRACT_KEYS = frozenset(
-        {"backend", "stop", "exit_code", "instructions", "registers", "console", "memory", "hooks"}
+        {"backend", "stop", "exit_code", "detail", "instructions", "registers", "console",
+         "memory", "hooks"}
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +178,7 @@ class RunResult:
             "backend": self.backend,
             "stop": self.stop,
             "exit_code": self.exit_code,
+            "detail": dict(self.detail),
             "instructions": self.instructions,
             "registers": dict(self.registers),
             "console": self.console,
@@ -153,6 +209,9 @@ class Machine:
         self.stop_reason: str | None = None
         self.exit_code: int | None = None
         self.stop_detail: str | None = None
+        #: the plugin and hook a backend-error or wall-clock-limit stop blames
+        self.stop_plugin: str | None = None
+        self.stop_hook: str | None = None
         self.cpu = CPUState()
         self.memory = PhysicalMemory(self.config.ram_size)
         self.mmu = MMU(self.memory, self.cpu)
@@ -177,7 +236,15 @@ class Machine:
         self.messages: list[str] = []
         attach = getattr(self.bound.plugin, "attach", None)
         if callable(attach):
-            attach(self)  # backend-specific wiring: hypervisor model, event source
+            try:
+                attach(self)  # backend-specific wiring: hypervisor model, event source
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                raise plugins.BackendError(
+                    f"backend {backend!r}: attach(machine) raised "
+                    f"{plugins.describe_failure(exc)}"
+                ) from exc
 
     # ------------------------------------------------------------------ loading
 
@@ -192,6 +259,7 @@ class Machine:
 
     def load_multiboot(self, image: bytes, cmdline: str = "", esp: int | None = None) -> None:
         """Load a multiboot v1 ELF kernel as QEMU's ``-kernel`` does."""
+        loader.check_esp(esp)
         info = loader.load_multiboot(
             image, self.config.ram_size, self.memory.write_bytes, cmdline=cmdline
         )
@@ -249,11 +317,15 @@ class Machine:
     def acknowledge_interrupt(self) -> int:
         return self.events.acknowledge_interrupt()
 
-    def stop(self, reason: str, exit_code: int | None = None, detail: str | None = None) -> None:
+    def stop(self, reason: str, exit_code: int | None = None, detail: str | None = None,
+             *, plugin: str | None = None, hook: str | None = None) -> None:
+        if reason.startswith(STOP_UNSUPPORTED + ":"):  # the executor's "unsupported: why"
+            reason, detail = STOP_UNSUPPORTED, detail or reason.partition(":")[2].strip()
         if self.stop_reason is None:
             self.stop_reason = reason
             self.exit_code = exit_code
             self.stop_detail = detail
+            self.stop_plugin, self.stop_hook = plugin, hook
         self.executor.stop(reason, exit_code)
 
     # ------------------------------------------------------- services for the hooks
@@ -351,16 +423,18 @@ class Machine:
         self,
         max_instructions: int = 50_000_000,
         dumps: Iterable[tuple[str, int, int]] = (),
-        wall_clock_s: float | None = None,
+        wall_clock_s: float | None = DEFAULT_WALL_CLOCK_S,
         progress: Callable[[int, int], None] | None = None,
     ) -> RunResult:
         """Run until a stop reason, ``max_instructions`` retired instructions (stop
         ``instruction-limit``) or ``wall_clock_s`` seconds of host time (stop
-        ``wall-clock-limit``; it also catches a hook that never returns, named in the
-        detail). A hook that raises or returns the wrong type stops the run as
-        ``backend-error`` naming the backend and the hook. In every case the guest state at
-        the stop is reported. ``progress(done, budget)`` is called between chunks of
-        instructions (for progress bars); it never changes what the guest does."""
+        ``wall-clock-limit``, :data:`DEFAULT_WALL_CLOCK_S` unless given, None for no
+        limit; it also catches a hook that never returns, named in the detail). A hook
+        that raises (anything, ``SystemExit`` included), returns the wrong type or leaves
+        a register that is not an int stops the run as ``backend-error`` naming the
+        backend and the hook. In every case the guest state at the stop is reported.
+        ``progress(done, budget)`` is called between chunks of instructions (for progress
+        bars); it never changes what the guest does."""
         if self.boot is None:
             raise RuntimeError("load an image before running the machine")
         deadline = time.monotonic() + wall_clock_s if wall_clock_s else None
@@ -370,17 +444,27 @@ class Machine:
             try:
                 self._run(max_instructions, deadline, wall_clock_s, progress)
             except RunInterrupted as exc:
-                tb = exc.__traceback__
-                while tb is not None and tb.tb_next is not None:
-                    tb = tb.tb_next  # the frame the alarm interrupted
-                where = _hook_on_stack(tb.tb_frame) if tb is not None else None
+                where = _interrupted_hook(exc)
                 detail = f"{wall_clock_s} s (+{self.WALL_GRACE_S} s grace) of host time passed"
+                plugin = hook = None
                 if where:
+                    hook = where.partition(" ")[0]
+                    plugin = self.bound.provider.get(hook[len(plugins.PREFIX):])
                     detail += f" inside hook {where}, which did not return"
-                self.stop(STOP_WALL, detail=detail)
+                self.stop(STOP_WALL, detail=detail, plugin=plugin, hook=hook)
         if self.stop_reason is None:
             self.stop_reason = STOP_LIMIT
         return self.result(dumps)
+
+    def _corrupt_register(self) -> str | None:
+        """``name=value`` of the first register a hook left holding something other than
+        a 32-bit unsigned int (plugin code may assign to ``machine.cpu`` freely), or
+        None."""
+        for name in (*REGISTER_NAMES, "eflags_sys"):
+            value = getattr(self.cpu, name, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= M32:
+                return f"cpu.{name}={value!r:.40}"
+        return None
 
     #: instructions per executor call when a wall-clock limit is set (checked in between)
     WALL_CHUNK = 1 << 18
@@ -401,23 +485,88 @@ class Machine:
                 progress(self.cpu.icount - start, max_instructions)
             step = min(limit, self.cpu.icount + self.WALL_CHUNK) if chunked else limit
             try:
-                reason = self.executor.run(step)
+                self._chunk(step)
+            except (KeyboardInterrupt, RunInterrupted):
+                raise
+            except plugins.HookFailure as exc:
+                self._hook_failed(exc)
             except plugins.BackendError as exc:
-                self.stop(STOP_BACKEND, detail=str(exc))
-                break
-            if reason is None or self.stop_reason is not None:
-                continue
-            if reason == "halted":
-                if self.cpu.eflags_sys & IF_MASK:
-                    self.idle()
-                else:
-                    self.stop(STOP_HALTED, detail="hlt with interrupts disabled")
-            elif reason == STOP_TRIPLE:
-                self.stop(STOP_TRIPLE, detail="an exception while delivering a double fault")
-            elif reason.startswith("unsupported"):
-                self.stop(STOP_UNSUPPORTED, detail=reason.partition(":")[2].strip() or reason)
+                self.stop(STOP_BACKEND, detail=str(exc), plugin=self.backend_name)
+            except BaseException as exc:
+                if not self._blame_backend(exc):
+                    raise  # not the backend's doing: a bug of the framework
+
+    def _chunk(self, step: int) -> None:
+        """Execute up to instruction count ``step`` and act on why the executor returned."""
+        reason = self.executor.run(step)
+        if reason is None or self.stop_reason is not None:
+            return
+        if reason == "halted":
+            if self.cpu.eflags_sys & IF_MASK:
+                self.idle()
             else:
-                self.stop(reason)
+                self.stop(STOP_HALTED, detail="hlt with interrupts disabled")
+        elif reason == STOP_TRIPLE:
+            self.stop(STOP_TRIPLE, detail="an exception while delivering a double fault")
+        elif reason.startswith("unsupported"):
+            self.stop(STOP_UNSUPPORTED, detail=reason.partition(":")[2].strip() or reason)
+        else:
+            self.stop(reason)
+
+    def _hook_failed(self, exc: plugins.HookFailure) -> None:
+        """Stop as ``backend-error`` for a failed hook. The hook's provider is blamed
+        unless the exception came from another backend's code that the hook called (a
+        native hook asking the backend's event source for interrupts, say)."""
+        cause = exc.__cause__
+        owner, where = self._plugin_frame(cause) if cause is not None else (exc.backend, None)
+        if cause is None or where is None or owner == exc.backend:
+            self.stop(STOP_BACKEND, detail=str(exc), plugin=exc.backend, hook=exc.hook)
+            return
+        self.stop(STOP_BACKEND, plugin=owner, hook=where, detail=(
+            f"backend {owner!r}: {where} raised {plugins.describe_failure(cause)} (called "
+            f"from hook {exc.hook} of {exc.backend!r})"))
+
+    def _blame_backend(self, exc: BaseException) -> bool:
+        """Stop as ``backend-error`` if ``exc`` is the backend's doing (True), else leave
+        it to the caller (False: a bug of the framework). The backend's doing: a hook
+        left a register that is not a 32-bit int (named by the last hook called), or the
+        exception was raised in the backend's own code outside a hook (its event source,
+        timer driver or devices; named by function), or it is a ``BaseException`` that
+        the framework never raises (``SystemExit``, ``GeneratorExit``)."""
+        bad = self._corrupt_register()
+        if bad is not None:
+            plugin, hook = self.bound.last[0] or (self.backend_name, None)
+            self.stop(STOP_BACKEND, plugin=plugin, hook=hook, detail=(
+                f"backend {plugin!r}: hook {hook or '?'} left {bad}; registers hold "
+                f"32-bit ints"))
+            return True
+        plugin, where = self._plugin_frame(exc)
+        if where is None and isinstance(exc, Exception):
+            return False
+        self.stop(STOP_BACKEND, plugin=plugin, hook=where, detail=(
+            f"backend {plugin!r}: {where or 'its code'} raised "
+            f"{plugins.describe_failure(exc)}"))
+        return True
+
+    def _plugin_frame(self, exc: BaseException) -> tuple[str, str | None]:
+        """(backend, ``module.function``) of the innermost frame of ``exc``'s traceback
+        that belongs to a bound backend's own package (not to pvframe); the machine's
+        backend and None if no frame does."""
+        roots: dict[str, str] = {}
+        for obj, name in ((self.bound.native_plugin, plugins.NATIVE),
+                          (self.bound.plugin, self.backend_name)):
+            module = obj.__name__ if inspect.ismodule(obj) else type(obj).__module__
+            roots[module.partition(".")[0]] = name
+        roots.pop("pvframe", None)
+        found: tuple[str, str | None] = (self.backend_name, None)
+        tb = exc.__traceback__
+        while tb is not None:
+            module = tb.tb_frame.f_globals.get("__name__", "")
+            owner = roots.get(module.partition(".")[0])
+            if owner is not None:
+                found = (owner, f"{module}.{tb.tb_frame.f_code.co_name}")
+            tb = tb.tb_next
+        return found
 
     def registers(self) -> dict[str, int]:
         return {name: getattr(self.cpu, name) for name in REGISTER_NAMES}
@@ -429,11 +578,13 @@ class Machine:
         extra: dict[str, Any] = {}
         report = getattr(self.bound.plugin, "run_report", None)
         if callable(report) and self.bound.plugin is not self.bound.native_plugin:
-            extra = {k: v for k, v in report(self).items() if k not in RunResult.CONTRACT_KEYS}
+            extra = self._run_report(report)
         return RunResult(
             backend=self.backend_name,
             stop=self.stop_reason or STOP_LIMIT,
             exit_code=self.exit_code,
+            detail={"plugin": self.stop_plugin, "hook": self.stop_hook,
+                    "reason": self.stop_detail},
             instructions=self.cpu.icount,
             registers=self.registers(),
             console=self.platform.console_text(),
@@ -441,3 +592,26 @@ class Machine:
             hooks=dict(self.bound.counts),
             extra=extra,
         )
+
+    def _run_report(self, report: Callable[[Machine], Any]) -> dict[str, Any]:
+        """The backend's extra keys; a report that raises or is not a dict with string
+        keys turns the stop into ``backend-error`` naming ``run_report`` (the stop the
+        run had is kept in the detail)."""
+        try:
+            data = report(self)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            return self._report_failed(f"raised {plugins.describe_failure(exc)}")
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            return self._report_failed(
+                f"returned {type(data).__name__} {data!r:.60}; a dict with str keys is wanted")
+        return {k: v for k, v in data.items() if k not in RunResult.CONTRACT_KEYS}
+
+    def _report_failed(self, why: str) -> dict[str, Any]:
+        had = self.stop_reason or STOP_LIMIT
+        self.stop_reason = STOP_BACKEND
+        self.stop_plugin, self.stop_hook = self.backend_name, "run_report"
+        self.stop_detail = (f"backend {self.backend_name!r}: run_report(machine) {why} "
+                            f"(the run had stopped: {had})")
+        return {}

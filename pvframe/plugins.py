@@ -21,10 +21,12 @@ the bound callable goes through pluggy (``subset_hook_caller``) so wrappers and
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib.metadata as md
 import inspect
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -90,6 +92,20 @@ SPEC_PARAMS: dict[str, tuple[str, ...]] = _spec_params()
 def instantiate(factory: Any) -> Any:
     """A fresh backend object: classes are instantiated, modules are used as they are."""
     return factory() if inspect.isclass(factory) else factory
+
+
+def _create(info: BackendInfo) -> Any:
+    """A fresh backend object for one machine; whatever its constructor raises (on the
+    second instance as on the first) is a :class:`BackendError` naming the backend."""
+    try:
+        return instantiate(info.factory)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        raise BackendError(
+            f"backend {info.name!r} ({_dist_label(info.distribution)}): creating the "
+            f"backend for a machine failed: {describe_failure(exc)}"
+        ) from exc
 
 
 def _dist_label(dist: str) -> str:
@@ -195,13 +211,47 @@ def discover() -> dict[str, BackendInfo]:
     return dict(found)
 
 
+#: the distribution that owns the backend name ``native`` (the reference every other
+#: backend inherits from); another distribution registering that name is refused
+NATIVE_DISTRIBUTION = "pvframe-native"
+
+
+def _normalized(dist: str) -> str:
+    """A distribution name as packaging compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", dist).lower()
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``Type: message`` of an exception raised by plugin code, on one line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _discover() -> dict[str, BackendInfo]:
     ops = tuple(name[len(PREFIX):] for name in all_hook_names())
     found: dict[str, BackendInfo] = {}
-    for ep in sorted(_entry_points(), key=lambda e: e.name):
+    entry_points = sorted(_entry_points(), key=lambda e: e.name)
+    genuine_native = any(
+        ep.name == NATIVE and ep.dist is not None
+        and _normalized(ep.dist.name) == NATIVE_DISTRIBUTION
+        for ep in entry_points
+    )
+    for ep in entry_points:
         dist = ep.dist.name if ep.dist is not None else "?"
         version = ep.dist.version if ep.dist is not None else "?"
         base = BackendInfo(ep.name, dist, version, ep.value)
+        if ep.name == NATIVE and _normalized(dist) != NATIVE_DISTRIBUTION:
+            # an impostor: it is neither loaded nor allowed to displace the real one; it
+            # is listed under its own key so `pvframe backends` names it
+            key = f"{NATIVE} ({dist})"
+            found[key] = attrs.evolve(
+                base, name=key,
+                error=f"{_dist_label(dist)} registers the backend name {NATIVE!r}, which "
+                f"belongs to {NATIVE_DISTRIBUTION}; refused"
+                + ("" if genuine_native else " (pip install ./plugins/pvframe_native)")
+                + f"; uninstall {dist} or rename its entry point",
+            )
+            continue
         if ep.name in found:
             found[ep.name] = attrs.evolve(
                 found[ep.name],
@@ -209,13 +259,17 @@ def _discover() -> dict[str, BackendInfo]:
                 f"({found[ep.name].distribution} and {dist}); uninstall one",
             )
             continue
+        # plugin code runs here (module import, the class's __init__): whatever it
+        # raises, SystemExit included, is this backend's load error and no one else's
         try:
             factory = ep.load()
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
             found[ep.name] = attrs.evolve(
                 base,
                 error=f"{_dist_label(dist)}: import of {ep.value} failed: "
-                f"{type(exc).__name__}: {exc}; reinstall or fix the distribution",
+                f"{describe_failure(exc)}; reinstall or fix the distribution",
             )
             continue
         try:
@@ -223,11 +277,13 @@ def _discover() -> dict[str, BackendInfo]:
         except BackendError as exc:
             found[ep.name] = attrs.evolve(base, error=str(exc))
             continue
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
             found[ep.name] = attrs.evolve(
                 base,
                 error=f"{_dist_label(dist)}: creating the backend failed: "
-                f"{type(exc).__name__}: {exc}",
+                f"{describe_failure(exc)}",
             )
             continue
         inherited = () if ep.name == NATIVE else tuple(o for o in ops if o not in implemented)
@@ -237,16 +293,26 @@ def _discover() -> dict[str, BackendInfo]:
     return found
 
 
+def unknown_backend_message(name: str, backends: dict[str, BackendInfo]) -> str:
+    """One line for a backend name nobody installed: the closest installed names (a
+    typo), else what is installed and how backends are installed."""
+    names = sorted(n for n, b in backends.items() if b.ok)
+    close = difflib.get_close_matches(name, names, n=2, cutoff=0.5)
+    known = ", ".join(sorted(backends)) or "none"
+    if close:
+        return (f"no backend named {name!r} is installed; did you mean "
+                f"{' or '.join(repr(c) for c in close)}? (installed: {known})")
+    return (f"no backend named {name!r} is installed (installed: {known}); a backend is "
+            f"a distribution registering that name in the entry-point group "
+            f"{ENTRY_POINT_GROUP}: pip install it, then see `pvframe backends`")
+
+
 def get_backend(name: str, backends: dict[str, BackendInfo] | None = None) -> BackendInfo:
     """The named, loadable backend (and native, which every other backend needs)."""
     backends = discover() if backends is None else backends
     info = backends.get(name)
     if info is None:
-        known = ", ".join(sorted(backends)) or "none"
-        raise UnknownBackendError(
-            f"no backend named {name!r} is installed (installed: {known}); "
-            f"pip install its distribution, e.g. ./plugins/pvframe_{name}"
-        )
+        raise UnknownBackendError(unknown_backend_message(name, backends))
     if info.error:
         raise BackendError(info.error)
     if name != NATIVE:
@@ -289,6 +355,8 @@ class BoundBackend:
     _pm: pluggy.PluginManager | None
     provider: dict[str, str]
     cells: dict[str, list[int]] = attrs.field(factory=dict)
+    #: (backend, hook) of the hook called last, written by every guarded call
+    last: list[tuple[str, str] | None] = attrs.field(factory=lambda: [None])
 
     @property
     def pm(self) -> pluggy.PluginManager:
@@ -365,26 +433,40 @@ class HookFailure(BackendError):
         self.hook = hook
 
 
-#: exceptions a hook raises on purpose: guest faults and executor control flow pass
-#: through the guard untouched (anything derived from these, by name of the base class)
-_PASS_THROUGH = ("GuestException", "StopExecution", "TripleFault", "HookFailure",
-                 "KeyboardInterrupt", "RunInterrupted")
+@functools.cache
+def _pass_through() -> tuple[type[BaseException], ...]:
+    """Exceptions a hook raises on purpose and the guard lets through untouched: guest
+    faults, the executor's own control flow, a failure of a nested hook, ^C and the
+    wall-clock alarm. Matched by class (a plugin's own class that merely has one of
+    these names is a plugin failure like any other). Imported on first use: discovery
+    does not need the executor."""
+    from pvframe.executor.cpu import Restart, StopExecution
+    from pvframe.executor.faults import GuestException, TripleFault
+    from pvframe.machine import RunInterrupted
+
+    return (GuestException, StopExecution, TripleFault, Restart, BackendError,
+            KeyboardInterrupt, RunInterrupted)
 
 
 def _guarded(fn: Callable[..., Any], op: str, provider: str,
-             cell: list[int] | None) -> Callable[..., Any]:
+             cell: list[int] | None, last: list[tuple[str, str] | None]) -> Callable[..., Any]:
     """``fn`` with call counting (optional), a return-type check against the spec, and
-    exceptions turned into a :class:`HookFailure` naming the backend and the hook (guest
-    faults and executor control flow pass through). A hook that never returns is named by
-    the machine's wall-clock limit, which finds the ``pvop_*`` frame on the stack."""
+    anything it raises (any ``BaseException``: ``SystemExit`` and ``GeneratorExit`` too)
+    turned into a :class:`HookFailure` naming the backend and the hook; guest faults and
+    executor control flow pass through (:func:`_pass_through`). ``last[0]`` names the
+    hook called last (a hook that corrupts the CPU state is named by it). A hook that
+    never returns is named by the machine's wall-clock limit, which finds the ``pvop_*``
+    frame on the stack."""
     hook = PREFIX + op
     annotation = SPEC_RETURNS.get(hook, "")
     check, expected = _RETURN_CHECKS.get(annotation, (lambda v: True, "?"))
     fast = {"None": type(None), "int": int, "int | None": int}.get(annotation, object)
+    passing = _pass_through()
+    me = (provider, hook)
 
     def failed(exc: BaseException) -> HookFailure:
         return HookFailure(
-            f"backend {provider!r}: hook {hook} raised {type(exc).__name__}: {exc}",
+            f"backend {provider!r}: hook {hook} raised {describe_failure(exc)}",
             provider, hook,
         )
 
@@ -399,10 +481,11 @@ def _guarded(fn: Callable[..., Any], op: str, provider: str,
 
     def guarded(*args: Any) -> Any:
         counter[0] += 1
+        last[0] = me
         try:
             result = fn(*args)
-        except Exception as exc:
-            if any(c.__name__ in _PASS_THROUGH for c in type(exc).__mro__):
+        except BaseException as exc:
+            if isinstance(exc, passing):
                 raise
             raise failed(exc) from exc
         if result.__class__ is fast or check(result):
@@ -432,13 +515,14 @@ def bind(
     """
     backends = discover() if backends is None else backends
     info = get_backend(name, backends)
-    native_plugin = instantiate(backends[NATIVE].factory)
-    plugin = native_plugin if name == NATIVE else instantiate(info.factory)
+    native_plugin = _create(backends[NATIVE])
+    plugin = native_plugin if name == NATIVE else _create(info)
+    last: list[tuple[str, str] | None] = [None]
     extras = list(extra_plugins)
     plan_key = (name, type(native_plugin), type(plugin))
     plan = _PLANS.get(plan_key) if not (trace or extras) else None
     if plan is not None:
-        return _bind_from_plan(plan, info, plugin, native_plugin, machine, count)
+        return _bind_from_plan(plan, info, plugin, native_plugin, machine, count, last)
     pm = _spec_manager()
     pm.register(native_plugin, name=NATIVE)
     if name != NATIVE:
@@ -486,10 +570,10 @@ def bind(
         else:
             fn = _adapt(chosen.function, tuple(chosen.argnames), spec, machine)
         cell = cells.setdefault(op, [0]) if count else None
-        bound[op] = _guarded(fn, op, provider[op], cell)
+        bound[op] = _guarded(fn, op, provider[op], cell, last)
     if new_plan is not None and not (trace or extras):
         _PLANS[plan_key] = new_plan
-    return BoundBackend(info, HookTable(bound), plugin, native_plugin, pm, provider, cells)
+    return BoundBackend(info, HookTable(bound), plugin, native_plugin, pm, provider, cells, last)
 
 
 #: (backend name, native class, backend class) -> op -> (provider, method name, argnames):
@@ -500,7 +584,8 @@ _PLANS: dict[tuple[str, type, type], dict[str, tuple[str, str, tuple[str, ...]]]
 
 
 def _bind_from_plan(plan: dict[str, tuple[str, str, tuple[str, ...]]], info: BackendInfo,
-                    plugin: Any, native_plugin: Any, machine: Any, count: bool) -> BoundBackend:
+                    plugin: Any, native_plugin: Any, machine: Any, count: bool,
+                    last: list[tuple[str, str] | None]) -> BoundBackend:
     bound: dict[str, Callable[..., Any]] = {}
     provider: dict[str, str] = {}
     cells: dict[str, list[int]] = {}
@@ -514,8 +599,8 @@ def _bind_from_plan(plan: dict[str, tuple[str, str, tuple[str, ...]]], info: Bac
         owner = native_plugin if who == NATIVE else plugin
         fn = _adapt(getattr(owner, attr), argnames, spec, machine)
         cell = cells.setdefault(op, [0]) if count else None
-        bound[op] = _guarded(fn, op, who, cell)
-    return BoundBackend(info, HookTable(bound), plugin, native_plugin, None, provider, cells)
+        bound[op] = _guarded(fn, op, who, cell, last)
+    return BoundBackend(info, HookTable(bound), plugin, native_plugin, None, provider, cells, last)
 
 
 def _missing(op: str, backend: str) -> Callable[..., Any]:

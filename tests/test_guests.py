@@ -39,7 +39,7 @@ def test_guest_runs_to_exit_on_native_and_matches_unicorn(name: str) -> None:
     u = UnicornMachine()
     u.load_multiboot(image)
     bare = u.run(5_000_000)
-    assert (bare.stop, bare.exit_code) == ("exit", 1), bare.extra.get("detail")
+    assert (bare.stop, bare.exit_code) == ("exit", 1), bare.detail["reason"]
     assert bare.console == native.console
     assert bare.instructions == native.instructions
     assert bare.registers == native.registers

@@ -183,7 +183,7 @@ def test_exit_code_and_rep_outs() -> None:
 def test_exception_delivery(vector: int, trigger: str, error_code, trap: bool) -> None:
     body = gate(vector) + "cli\nmov $0x7000, %esp\nfault:\n" + trigger + "\nafter: nop\n"
     m, prog, r = raw(body)
-    assert (r.stop, r.exit_code) == ("exit", 1), r.extra["detail"]
+    assert (r.stop, r.exit_code) == ("exit", 1), r.detail["reason"]
     f = frame(m, prog)
     ev = r.extra["events"]
     assert len(ev) == 1 and ev[0]["vector"] == vector and ev[0]["error_code"] == error_code
@@ -243,7 +243,7 @@ def test_apic_mmio_through_a_virtual_alias() -> None:
     m = UnicornMachine()
     m.load_raw(prog.image, BASE)
     r = m.run(100_000)
-    assert r.stop == "exit", r.extra["detail"]
+    assert r.stop == "exit", r.detail["reason"]
     assert r.registers["ebx"] == 0x00050014  # the APIC version register
     assert r.registers["cr0"] & 0x80000000
 
@@ -255,7 +255,7 @@ def test_page_fault_on_an_unmapped_stack_ends_in_a_triple_fault() -> None:
     m.load_raw(prog.image, BASE)
     r = m.run(100_000)
     # #BP push faults -> #PF (benign first); its push faults -> #DF; that faults -> triple
-    assert r.stop == "triple-fault", r.extra["detail"]
+    assert r.stop == "triple-fault", r.detail["reason"]
     assert r.registers["cr2"] == 0x50000000 - 4
 
 
@@ -271,7 +271,7 @@ def test_interrupt_waits_for_the_sti_shadow() -> None:
         "hlt\n"
     )
     m, prog, r = raw(body)
-    assert (r.stop, r.exit_code) == ("exit", 1), r.extra["detail"]
+    assert (r.stop, r.exit_code) == ("exit", 1), r.detail["reason"]
     f = frame(m, prog)
     assert f[:3] == [prog.symbols["delivered"], 0x08, 0x202]
     assert r.registers["ebx"] == 1
@@ -283,7 +283,7 @@ def test_unmapped_physical_access_stops_cleanly() -> None:
     m.load_raw(prog.image, BASE)
     r = m.run(1000)
     assert r.stop == "unsupported" and r.instructions == 1
-    assert "UC_ERR_READ_UNMAPPED" in (r.detail or "")
+    assert "UC_ERR_READ_UNMAPPED" in (r.detail["reason"] or "")
     assert r.registers["eip"] == BASE + 1
 
 
@@ -293,4 +293,4 @@ def test_hlt_with_interrupts_on_and_nothing_armed_is_halted() -> None:
     m.load_raw(prog.image, BASE)
     r = m.run(1000)
     assert r.stop == "halted" and r.instructions == 2
-    assert "no device event" in (r.detail or "")
+    assert "no device event" in (r.detail["reason"] or "")

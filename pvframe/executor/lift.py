@@ -169,10 +169,43 @@ def block_length(code: bytes, addr: int, limit: int) -> int:
     return max(n, 1)
 
 
+#: ``call`` with a zero displacement: a call to the next instruction
+_CALL_NEXT = b"\xe8\x00\x00\x00\x00"
+#: a byte libVEX does not fuse with the call; never lifted (the call ends the block)
+_NOT_POP = 0x90
+
+
+def unfuse_call_pop(code: bytes, addr: int) -> bytes:
+    """``code`` with the PIC idiom ``call 1f; 1: pop %reg`` kept as two instructions.
+
+    libVEX's x86 front end (``guest_x86_toIR.c``, ``CALL J4``) lifts that pair as ``mov
+    $1f, %reg``: no store of the return address and no load from the stack. The hardware
+    does both (Intel SDM Vol. 2A CALL, Vol. 2B POP), and they are observable when the
+    stack is in device memory (a store the device takes, a load of what it answers) or
+    not writable (#PF). libVEX recognises the pair by the byte after the call, so that
+    byte is replaced here by one it does not fuse; the call ends the lifted block, so the
+    replaced byte is never lifted (the pop is lifted as the next block, from memory)."""
+    k = code.find(_CALL_NEXT)
+    if k < 0:
+        return code
+    starts: set[int] | None = None
+    patched: bytearray | None = None
+    while k >= 0:
+        if k + 5 < len(code) and 0x58 <= code[k + 5] <= 0x5F:
+            if starts is None:
+                starts = {ins.ip - addr for ins in iced_x86.Decoder(32, code[:k + 5], ip=addr)}
+            if k in starts:
+                patched = patched if patched is not None else bytearray(code)
+                patched[k + 5] = _NOT_POP
+        k = code.find(_CALL_NEXT, k + 1)
+    return bytes(patched) if patched is not None else code
+
+
 def lift(code: bytes, addr: int, max_inst: int | None = None, opt_level: int = 1) -> vexir.IRSB | None:
     """Lift ``code`` (which ends at the page end or at the fetch limit) at ``addr``;
     None if libVEX could not decode anything."""
     try:
+        code = unfuse_call_pop(code, addr)
         return vexir.lift(code, addr, 99 if max_inst is None else max_inst, opt_level)
     except Exception:
         return None

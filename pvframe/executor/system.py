@@ -593,9 +593,14 @@ class System:
         self._store_pseudo(ins, self.ex.hooks.store_idt())
 
     def op_lldt(self, ins: Any) -> None:
+        """LLDT (SDM Vol. 2A): a null selector empties LDTR; otherwise the GDT descriptor
+        must be a present LDT (type 2), else #GP(sel) / #NP(sel). The hook installs the
+        table (base, entries); the visible selector is the instruction's, stored once the
+        hook returned (SLDT reads it, and selectors with TI=1 are checked against it)."""
         sel = self.read_rm(ins, 0, 2) & 0xFFFF
         if not sel & 0xFFFC:
             self.ex.hooks.set_ldt(0, 0)
+            self.cpu.ldtr.selector = sel
             return
         if sel & 4:
             raise GeneralProtection(sel & 0xFFFC)
@@ -606,6 +611,7 @@ class System:
             raise SegmentNotPresent(sel & 0xFFFC)
         seg = self.make_segment(sel, lo, hi)
         self.ex.hooks.set_ldt(seg.base, (seg.limit + 1) // 8)
+        self.cpu.ldtr.selector = sel
 
     def op_sldt(self, ins: Any) -> None:
         self.write_rm(ins, 0, 2 if ins.op_kind(0) == OK.MEMORY else 4, self.cpu.ldtr.selector)

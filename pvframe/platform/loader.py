@@ -43,6 +43,7 @@ from ``p_paddr`` is translated to the physical address (higher-half kernels).
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 
@@ -155,6 +156,12 @@ def _overlaps(a0: int, a1: int, b0: int, b1: int) -> bool:
 # --------------------------------------------------------------------------------------
 
 
+def check_esp(esp: int | None) -> None:
+    """An initial stack pointer must be a 32-bit value (ESP is a 32-bit register)."""
+    if esp is not None and not 0 <= esp <= M32:
+        raise ImageError(f"initial ESP {esp:#x} is not a 32-bit address")
+
+
 def load_raw(
     image: bytes,
     load_addr: int,
@@ -186,6 +193,7 @@ def load_raw(
         entry = load_addr
     if not 0 <= entry <= M32:
         raise ImageError(f"entry point {entry:#x} is not a 32-bit address")
+    check_esp(esp)
     if esp is None:
         esp = load_addr & ~0xF
         if esp - MIN_STACK_ROOM < GDT_ADDR + 8 * len(FLAT_GDT):
@@ -450,3 +458,83 @@ def load_multiboot(
         gdt=gdt,
         cmdline=cmdline,
     )
+
+
+# --------------------------------------------------------------------------------------
+# A loaded image as a raw one
+# --------------------------------------------------------------------------------------
+
+#: what :class:`LoadedRange` names the image's own bytes (not the loader's GDT, boot
+#: information, memory map or command line)
+_IMAGE_RANGES = ("image", "a.out kludge image")
+
+
+def raw_image(info: BootInfo, read_phys: Callable[[int, int], bytes]) -> tuple[bytes, int]:
+    """The image ``info`` describes as a raw binary: the physical bytes from its lowest
+    loaded address to its highest (segment gaps and bss as they are in RAM, zero), and
+    that load address. Loading it with :func:`load_raw` at that address and entering at
+    ``info.entry`` reproduces the image's memory; the registers are the raw start state
+    (no multiboot magic in EAX, no information structure in EBX)."""
+    ranges = [r for r in info.loaded
+              if r.what in _IMAGE_RANGES or r.what.startswith("segment ")]
+    if not ranges:
+        raise ImageError("no image is loaded")
+    lo = min(r.start for r in ranges)
+    hi = max(r.end for r in ranges)
+    return read_phys(lo, hi - lo), lo
+
+
+# --------------------------------------------------------------------------------------
+# Reading an image file
+# --------------------------------------------------------------------------------------
+
+
+#: file bytes a kernel's loaded segments may lie past the guest RAM's size (headers and
+#: page-aligned file offsets before and between the segments)
+HEADER_SLACK = 1 << 20
+
+
+def read_image(path: str | os.PathLike[str], ram_size: int, *, raw: bool = False) -> bytes:
+    """The bytes of the image file at ``path`` that loading it needs, read without ever
+    holding more than about ``ram_size`` bytes of it.
+
+    A raw image is copied whole into RAM: one larger than RAM is refused from its size.
+    A multiboot kernel's file may legitimately be larger than RAM (an ELF with debug
+    sections): when it is, its headers are read first and only the prefix its loaded
+    segments come from is read (an a.out-kludge image without ``load_end_addr`` loads the
+    whole file, so it is refused like a raw one). :func:`load_multiboot` validates that
+    prefix as it would the whole file."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= ram_size:
+            return f.read()
+        what = "raw image" if raw else "image"
+        too_big = ImageError(f"{what} of {size:#x} bytes is larger than the guest RAM "
+                             f"({ram_size:#x} bytes)")
+        if raw:
+            raise too_big
+        head = f.read(MULTIBOOT_SEARCH)
+        hdr = find_multiboot_header(head)
+        if hdr.flags & MB_FLAG_AOUT_KLUDGE:
+            if not hdr.load_end_addr:
+                raise too_big
+            needed = hdr.offset - (hdr.header_addr - hdr.load_addr) + max(
+                0, hdr.load_end_addr - hdr.load_addr)
+        else:
+            if head[:4] != ELF_MAGIC or len(head) < EHDR32.size:
+                raise ImageError("not an ELF file and the multiboot header has no address "
+                                 "fields")
+            fields = EHDR32.unpack_from(head, 0)
+            phoff, phnum = fields[5], min(fields[10], MAX_PHNUM)
+            f.seek(phoff)
+            table = f.read(phnum * PHDR32.size)
+            needed = phoff + len(table)
+            for i in range(len(table) // PHDR32.size):
+                p_type, p_offset, _va, _pa, p_filesz, *_ = PHDR32.unpack_from(table, i * PHDR32.size)
+                if p_type == PT_LOAD:
+                    needed = max(needed, p_offset + p_filesz)
+        if needed > ram_size + HEADER_SLACK:
+            raise ImageError(f"{what} of {size:#x} bytes loads {needed:#x} bytes of it, more "
+                             f"than the guest RAM ({ram_size:#x} bytes)")
+        f.seek(0)
+        return f.read(max(needed, len(head)))

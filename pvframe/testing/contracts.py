@@ -14,7 +14,7 @@ from collections.abc import Callable
 import attrs
 
 from pvframe.executor import faults
-from pvframe.machine import Machine, MachineConfig
+from pvframe.machine import Machine, MachineConfig, host_time_limit
 
 IF = 0x200
 PD, PT, FRAME, PT_VA, VA = 0x200000, 0x201000, 0x202000, 0x203000, 0x40000000
@@ -156,9 +156,16 @@ CONTRACTS: tuple[Contract, ...] = tuple(
 )
 
 
+#: host seconds one contract may take: a hook that never returns fails the contract
+#: (:class:`pvframe.machine.HostTimeLimit` naming the hook) instead of hanging the kit
+CONTRACT_WALL_CLOCK_S = 30.0
+
+
 def check(contract: Contract, backend: str, backends: dict | None = None) -> None:
-    """Run one contract on fresh machines (raises ContractViolation)."""
-    contract.check(_machine(backend, backends), _machine("native", backends))
+    """Run one contract on fresh machines (raises ContractViolation, or a
+    :class:`pvframe.plugins.BackendError` when the backend itself fails)."""
+    with host_time_limit(CONTRACT_WALL_CLOCK_S, f"contract {contract.name} on {backend!r}"):
+        contract.check(_machine(backend, backends), _machine("native", backends))
 
 
 def check_all(backend: str, backends: dict | None = None) -> list[str]:

@@ -25,6 +25,11 @@ from pvframe.testing import programs as p
 from pvframe.testing.asm import assemble
 
 DEFAULT_BUDGET = 2_000_000
+#: host seconds one run of the kit may take (a generated program or a demo guest runs in
+#: well under a second): a hook that never returns ends the run as ``wall-clock-limit``
+#: naming the hook, a divergence from native, instead of hanging ``pvframe check`` or
+#: ``pytest --pvframe-backend``
+KIT_WALL_CLOCK_S = 30.0
 
 
 @attrs.frozen
@@ -97,7 +102,7 @@ def observe(
     built = assemble(program.source(), p.LOAD_ADDR)
     machine = Machine(backend, config, backends=backends)
     machine.load_raw(built.image, p.LOAD_ADDR, p.LOAD_ADDR)
-    result = machine.run(budget)
+    result = machine.run(budget, wall_clock_s=KIT_WALL_CLOCK_S)
     sym = built.symbols
     used = machine.memory.read_bytes(sym["result_ptr"], 4)
     nres = (int.from_bytes(used, "little") - sym["results"]) // 4

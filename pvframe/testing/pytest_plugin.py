@@ -29,6 +29,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="NAME",
         help="installed pvframe backend to check against native (default: native)",
     )
+    group.addoption(
+        "--pvframe-wall-clock",
+        action="store",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="host-time limit of each kit run and contract (default: 30); a hook that "
+        "never returns fails the test naming the hook",
+    )
 
 
 REDIS_ENV = "PVFRAME_HYPOTHESIS_REDIS"
@@ -101,6 +110,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "equivalence: compares a backend with native (pvframe equivalence kit)"
     )
+    limit = config.getoption("--pvframe-wall-clock", None)
+    if limit is not None:
+        if not limit > 0:
+            raise pytest.UsageError("--pvframe-wall-clock must be a positive number of seconds")
+        from pvframe.testing import contracts, oracle
+
+        oracle.KIT_WALL_CLOCK_S = contracts.CONTRACT_WALL_CLOCK_S = limit
     if config.getoption("--pvframe-backend", None) is not None:
         from pvframe.testing import conformance
 

@@ -66,7 +66,7 @@ Exceptions delivered: #DE (0), #BP (3, ``int3``), #OF (4, ``into``), #UD (6), #G
 reports (#NP, #SS, #TS, #AC... with Unicorn's error code; not exercised by the tests).
 
 Not comparable / not delivered (the run stops ``"unsupported"`` with a one-line
-``extra["detail"]``, never a traceback): exceptions or interrupts at CPL3 (need a stack
+``detail["reason"]``, never a traceback): exceptions or interrupts at CPL3 (need a stack
 switch through the TSS), task gates, 16-bit gates, gates to LDT or non-DPL0 selectors;
 accesses to physical addresses outside RAM and the APIC page; instructions Unicorn cannot
 emulate. Documented differences that do *not* stop the run:
@@ -170,13 +170,8 @@ class Delivery:
 
 @attrs.frozen
 class UnicornRunResult(RunResult):
-    """A ``pvframe.machine.RunResult`` from Unicorn; ``extra`` carries ``detail`` and
-    ``events`` (the :class:`Delivery` list, as dicts)."""
-
-    @property
-    def detail(self) -> str | None:
-        value = self.extra.get("detail")
-        return None if value is None else str(value)
+    """A ``pvframe.machine.RunResult`` from Unicorn; ``detail["reason"]`` says why it
+    stopped and ``extra`` carries ``events`` (the :class:`Delivery` list, as dicts)."""
 
 
 class UnicornMachine:
@@ -718,10 +713,7 @@ class UnicornMachine:
         return self.result()
 
     def result(self) -> UnicornRunResult:
-        extra: dict[str, Any] = {
-            "detail": self.stop_detail,
-            "events": [attrs.asdict(e) for e in self.events],
-        }
+        extra: dict[str, Any] = {"events": [attrs.asdict(e) for e in self.events]}
         return UnicornRunResult(
             backend="unicorn",
             stop=self.stop_reason or STOP_LIMIT,
@@ -732,4 +724,5 @@ class UnicornMachine:
             memory={},
             hooks={},
             extra=extra,
+            detail={"plugin": None, "hook": None, "reason": self.stop_detail},
         )

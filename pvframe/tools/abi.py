@@ -334,10 +334,20 @@ def units_table() -> list[dict[str, Any]]:
     ]
 
 
-def load_image(path: Path) -> bytes:
+def load_image(path: Path, raw: bool = False) -> bytes:
+    """The image's bytes, refused from its headers when it cannot fit the default
+    machine's RAM (:func:`pvframe.platform.loader.read_image`)."""
+    from pvframe.machine import MachineConfig
+    from pvframe.platform.loader import ImageError, read_image
+
     if not path.is_file():
         raise ScanError(f"image {str(path)!r} does not exist or is not a file")
-    return path.read_bytes()
+    try:
+        return read_image(path, MachineConfig().ram_size, raw=raw)
+    except ImageError as exc:
+        raise ScanError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ScanError(f"cannot read the image {str(path)!r}: {exc.strerror}") from None
 
 
 __all__ = [

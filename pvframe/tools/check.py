@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis.reporting import with_reporter
 
 from pvframe import guests, plugins
+from pvframe.machine import STOP_WALL
 from pvframe.testing import contracts, oracle, strategies
 from pvframe.testing.programs import Program
 
@@ -90,15 +91,23 @@ def search_programs(
     the kit's ``ci`` profile); with it, Hypothesis's random source is seeded."""
     ran = 0
     shrinking = False
+    hung: oracle.Divergence | None = None
 
     def body(program: Program) -> None:
-        nonlocal ran, shrinking
-        ran += 1
-        progress("shrinking" if shrinking else "programs", 0 if shrinking else 1)
-        divergence = oracle.compare(program, backend, backends=backends)
+        nonlocal ran, shrinking, hung
+        # once a hook did not return, shrinking would wait out the limit on every
+        # candidate: each one fails at once instead and the hung program is reported
+        divergence = hung
+        if divergence is None:
+            ran += 1
+            progress("shrinking" if shrinking else "programs", 0 if shrinking else 1)
+            divergence = oracle.compare(program, backend, backends=backends)
+            if divergence is not None:
+                shrinking = True
+                if divergence.other.stop == STOP_WALL:
+                    hung = divergence
         if divergence is not None:
-            shrinking = True
-            raise _Diverged(divergence)
+            raise _Diverged(divergence)  # one place: Hypothesis tells failures by location
 
     test = given(program=strategies.programs())(body)
     test = settings(
@@ -134,16 +143,20 @@ def check_guests(backend: str, backends: dict[str, plugins.BackendInfo] | None =
         for name in (plugins.NATIVE, backend):
             machine = Machine(name, backends=backends)
             machine.load_multiboot(image)
-            runs.append(machine.run(20_000_000))
+            runs.append(machine.run(20_000_000, wall_clock_s=oracle.KIT_WALL_CLOCK_S))
         native, other = runs
         bad = [f for f in GUEST_FIELDS if getattr(native, f) != getattr(other, f)]
         if bad:
             f = bad[0]
+            why = f" ({other.detail['reason']})" if other.detail["reason"] else ""
             failures.append(f"guest {guest}: {f} differs: native {getattr(native, f)!r}, "
-                            f"{backend} {getattr(other, f)!r}")
+                            f"{backend} {getattr(other, f)!r}{why}")
         else:
             ok += 1
         progress("guests", 1)
+        if other.stop == STOP_WALL:
+            failures.append("the other guests were not run: the backend ran out of host time")
+            break
     return ok, failures
 
 
@@ -175,14 +188,19 @@ def check_backend(
     result = BackendCheck(backend)
     try:
         plugins.get_backend(backend, backends)
+        result.examples, result.divergence = search_programs(
+            backend, examples, seed_value=seed_value, backends=backends, progress=progress
+        )
+        if result.divergence is not None and result.divergence.other.stop == STOP_WALL:
+            result.error = (f"a generated program ran out of host time: "
+                            f"{result.divergence.other.detail}; guests and contracts not run")
+            return result
+        result.guests_ok, result.guest_failures = check_guests(backend, backends, progress)
+        result.contracts_ok, result.contract_failures = check_contracts(
+            backend, backends, progress)
     except plugins.BackendError as exc:
+        # the backend cannot even be built or attached to a machine: it fails the check
         result.error = str(exc)
-        return result
-    result.examples, result.divergence = search_programs(
-        backend, examples, seed_value=seed_value, backends=backends, progress=progress
-    )
-    result.guests_ok, result.guest_failures = check_guests(backend, backends, progress)
-    result.contracts_ok, result.contract_failures = check_contracts(backend, backends, progress)
     return result
 
 

@@ -6,8 +6,11 @@ and a non-zero exit status; never a Python traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -80,7 +83,8 @@ def backends_cmd(
     ] = False,
 ) -> None:
     """List installed backends: distribution, version, ops implemented / inherited, errors."""
-    found = plugins.discover()
+    with _plugin_stdout(as_json):  # importing a backend runs its code
+        found = plugins.discover()
     if as_json:
         payload = [
             {
@@ -188,6 +192,9 @@ def _parse_dump(spec: str) -> tuple[str, int, int]:
     a, n = _int(addr, "--dump address"), _int(length, "--dump length")
     if n <= 0 or n > 1 << 20:
         fail(f"--dump {spec!r}: length must be between 1 and 1 MiB")
+    if not 0 <= a <= 0xFFFFFFFF or a + n > 1 << 32:
+        fail(f"--dump {spec!r}: the range must lie in the 32-bit physical address space "
+             f"(0 to 0xffffffff)")
     return spec, a, n
 
 
@@ -224,6 +231,61 @@ def _image_path(image: Path | None, demo: str | None) -> Path:
     if not path.is_file():
         fail(f"image {str(path)!r} does not exist or is not a file")
     return path
+
+
+def _read_image(path: Path, raw: bool) -> bytes:
+    """The image's bytes, refused by its size before it is read (a file larger than any
+    guest RAM cannot be loaded)."""
+    from pvframe.machine import MachineConfig
+    from pvframe.platform.loader import ImageError, read_image
+
+    try:
+        return read_image(path, MachineConfig().ram_size, raw=raw)
+    except ImageError as exc:
+        fail(f"{path}: {exc}")
+    except OSError as exc:
+        fail(f"cannot read the image {str(path)!r}: {exc.strerror}")
+
+
+def _save_raw_image(machine: Machine, path: Path) -> None:
+    """Write the loaded image as a raw binary and say how to run it."""
+    from pvframe.platform.loader import raw_image
+
+    assert machine.boot is not None
+    data, addr = raw_image(machine.boot, machine.memory.read_bytes)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        fail(f"cannot write --save-image {str(path)!r}: {exc.strerror}")
+    err.print(f"pvframe: wrote {len(data):,} bytes of the loaded image to {path}; run it with: "
+              f"pvframe run {path} --raw --load-addr {addr:#x} --entry {machine.boot.entry:#x}",
+              markup=False)
+
+
+def _check_writable(what: str, path: Path) -> None:
+    """Refuse an output path that cannot be written, before the guest runs (a file that
+    does not exist yet is created and removed again)."""
+    existed = path.exists()
+    if existed and not path.is_file():
+        fail(f"{what} {str(path)!r} is not a file; choose a writable file path")
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        fail(f"cannot write {what} {str(path)!r}: {exc.strerror}; choose a writable path")
+    if not existed:
+        path.unlink()
+
+
+@contextlib.contextmanager
+def _plugin_stdout(to_stderr: bool) -> Iterator[None]:
+    """While plugin code runs under ``--json``, what it prints goes to stderr, so that
+    stdout holds the JSON alone."""
+    if not to_stderr:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def _progress(transient: bool = True) -> Progress:
@@ -271,23 +333,47 @@ def run_cmd(
     ] = None,
     wall_clock: Annotated[
         float | None,
-        typer.Option("--wall-clock", help="Host-time budget in seconds (stop wall-clock-limit)."),
+        typer.Option("--wall-clock", help="Host-time budget in seconds (stop "
+                     "wall-clock-limit; default 600, `inf` for none)."),
     ] = None,
     record_to: Annotated[
         Path | None,
         typer.Option("--record", help="Record the run (inputs, hook calls, final state) to "
                      "FILE; `pvframe replay FILE` reproduces it."),
     ] = None,
+    save_image: Annotated[
+        Path | None,
+        typer.Option("--save-image", help="Also write the loaded image to FILE as a raw "
+                     "binary (e.g. a demo guest, to try --raw); prints how to run it."),
+    ] = None,
 ) -> None:
-    """Run a guest image on a backend and report how it stopped."""
-    from pvframe.machine import Machine
+    """Run a guest image on a backend and report how it stopped.
+
+    Exit status: the value v the guest wrote to isa-debug-exit for stop `exit` (the
+    run's exit_code is QEMU's (v<<1)|1); 0 halted; 2 usage error; 120 instruction-limit;
+    121 triple-fault; 122 backend-error; 123 unsupported; 124 wall-clock-limit."""
+    from pvframe.machine import DEFAULT_WALL_CLOCK_S, Machine
+    from pvframe.tools import exit_status
 
     if max_instructions <= 0:
         fail("--max-instructions must be positive")
+    if demo is not None and raw:
+        fail(f"--demo {demo} is a multiboot ELF kernel; --raw (and --load-addr, --entry) "
+             f"are for IMAGE files only")
+    if wall_clock is not None and not wall_clock > 0:
+        fail("--wall-clock must be a positive number of seconds (or inf for no limit)")
+    host_limit = (DEFAULT_WALL_CLOCK_S if wall_clock is None
+                  else None if math.isinf(wall_clock) else wall_clock)
     dumps = [_parse_dump(d) for d in dump or []]
+    for what, target in (("--trace", trace), ("--record", record_to),
+                         ("--save-image", save_image)):
+        if target is not None:
+            _check_writable(what, target)
     path = _image_path(image, demo)
-    data = path.read_bytes()
+    data = _read_image(path, raw)
     start_esp = _int(esp, "--esp") if esp is not None else None
+    if start_esp is not None and not 0 <= start_esp <= 0xFFFFFFFF:
+        fail(f"--esp {esp!r} is not a 32-bit address (0 to 0xffffffff)")
     if compare is not None:
         if trace is not None:
             fail("--trace and --compare cannot be combined; trace one backend at a time")
@@ -295,10 +381,8 @@ def run_cmd(
         if len(names) < 2 or len(set(names)) != len(names):
             fail(f"--compare {compare!r}: give two or more different backends, e.g. native,xen,vmi")
         _compare(names, data, path, raw, load_addr, entry, start_esp, cmdline,
-                 max_instructions, dumps, as_json)
+                 max_instructions, dumps, as_json, host_limit)
         return
-    if wall_clock is not None and wall_clock <= 0:
-        fail("--wall-clock must be a positive number of seconds")
     tracer = None
     extra: list[object] = []
     if trace is not None:
@@ -312,16 +396,24 @@ def run_cmd(
 
         hook_log = HookLog()
         extra.append(hook_log)
-    try:
-        machine = Machine(backend, extra_plugins=extra)
-    except plugins.BackendError as exc:
-        fail(str(exc))
-    if tracer is not None:
-        tracer.attach(machine)
-    if not as_json:
-        machine.platform.set_console_sink(lambda text: out.out(text, end="", highlight=False))
-    _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline)
-    result = _run_with_progress(machine, max_instructions, dumps, wall_clock, show=not as_json)
+    # with --json, stdout carries the one JSON object: whatever plugin code prints while
+    # it runs goes to stderr
+    with _plugin_stdout(as_json):
+        try:
+            machine = Machine(backend, extra_plugins=extra)
+        except plugins.UnknownBackendError as exc:
+            fail(str(exc))
+        except plugins.BackendError as exc:  # installed, but broken: it cannot run
+            fail(str(exc), code=exit_status.STATUS["backend-error"])
+        if tracer is not None:
+            tracer.attach(machine)
+        if not as_json:
+            machine.platform.set_console_sink(lambda text: out.out(text, end="", highlight=False))
+        _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline)
+        if save_image is not None:
+            _save_raw_image(machine, save_image)
+        result = _run_with_progress(machine, max_instructions, dumps, host_limit,
+                                    show=not as_json)
     if as_json:
         print(result.to_json())
     else:
@@ -339,8 +431,9 @@ def run_cmd(
                   f"(open it in ui.perfetto.dev or chrome://tracing)", markup=False)
         for note in tracer.limitations:
             err.print(f"pvframe: trace: {note}", markup=False)
-    if result.stop == "backend-error":
-        raise typer.Exit(3)
+    code = exit_status.status(result.stop, result.exit_code)
+    if code:
+        raise typer.Exit(code)
 
 
 def _run_with_progress(machine: Machine, budget: int, dumps: list[tuple[str, int, int]],
@@ -403,20 +496,35 @@ def _save_recording(machine: object, result: object, hook_log: object, path: Pat
 @app.command("replay")
 def replay_cmd(
     recording: Annotated[Path, typer.Argument(help="A file written by `pvframe run --record`.")],
+    wall_clock: Annotated[
+        float | None,
+        typer.Option("--wall-clock", help="Host-time limit of the replay in seconds "
+                     "(default 600, `inf` for none)."),
+    ] = None,
 ) -> None:
     """Replay a recorded run and check it reaches the identical final state."""
+    from pvframe.machine import DEFAULT_WALL_CLOCK_S
+    from pvframe.platform.loader import ImageError
     from pvframe.tools import replay
 
+    if wall_clock is not None and not wall_clock > 0:
+        fail("--wall-clock must be a positive number of seconds (or inf for no limit)")
+    limit = (DEFAULT_WALL_CLOCK_S if wall_clock is None
+             else None if math.isinf(wall_clock) else wall_clock)
     if not recording.is_file():
         fail(f"recording {str(recording)!r} does not exist or is not a file")
     try:
         rec = replay.load(recording)
-    except ValueError as exc:
+    except ValueError as exc:  # UnicodeDecodeError too
         fail(f"{recording}: {exc}")
+    except OSError as exc:
+        fail(f"cannot read the recording {str(recording)!r}: {exc.strerror}")
     try:
-        outcome = replay.replay(rec)
+        outcome = replay.replay(rec, wall_clock_s=limit)
     except plugins.BackendError as exc:
-        fail(str(exc))
+        fail(f"{recording}: {exc}")
+    except ImageError as exc:
+        fail(f"{recording}: the recorded image is refused: {exc}")
     if outcome.identical:
         out.print(f"replay of {recording}: identical ({outcome.calls} hook calls, "
                   f"same final state, stop {rec.stop})")
@@ -432,13 +540,13 @@ OBSERVABLE = ("stop", "exit_code", "console", "instructions", "registers")
 def _compare(
     names: list[str], data: bytes, path: Path, raw: bool, load_addr: str, entry: str | None,
     start_esp: int | None, cmdline: str, max_instructions: int,
-    dumps: list[tuple[str, int, int]], as_json: bool,
+    dumps: list[tuple[str, int, int]], as_json: bool, host_limit: float | None,
 ) -> None:
     from pvframe.machine import Machine
 
     found = plugins.discover()
     runs = []
-    with _progress() as bar:
+    with _progress() as bar, _plugin_stdout(as_json):
         task = bar.add_task(f"running {path.name}", total=len(names))
         for name in names:
             bar.update(task, description=f"running {path.name} on {name}")
@@ -447,7 +555,7 @@ def _compare(
             except plugins.BackendError as exc:
                 fail(str(exc))
             _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline)
-            result = machine.run(max_instructions, dumps=dumps)
+            result = machine.run(max_instructions, dumps=dumps, wall_clock_s=host_limit)
             runs.append((name, machine.virtual_ns(), result))
             bar.advance(task)
     ref_name, _, ref = runs[0]
@@ -515,9 +623,12 @@ def _summary(machine: object, result: object) -> None:
     table = Table(title=f"pvframe run on {result.backend}", show_header=False)
     table.add_column("what")
     table.add_column("value")
+    from pvframe.tools import exit_status
+
     stop = result.stop + (f" ({machine.stop_detail})" if machine.stop_detail else "")
     table.add_row("stop", stop)
-    table.add_row("exit code", "-" if result.exit_code is None else str(result.exit_code))
+    table.add_row("exit code", "-" if result.exit_code is None
+                  else exit_status.describe_exit(result.exit_code))
     table.add_row("instructions", f"{result.instructions:,}")
     table.add_row("virtual time", f"{machine.virtual_ns() / 1e6:.3f} ms")
     for key, value in result.extra.items():
@@ -545,8 +656,7 @@ def _backend_names(requested: list[str] | None, found: dict[str, plugins.Backend
     if requested:
         for name in requested:
             if name not in found:
-                fail(f"no backend named {name!r} is installed (installed: "
-                     f"{', '.join(sorted(found)) or 'none'}); see `pvframe backends`")
+                fail(plugins.unknown_backend_message(name, found))
             if found[name].error:
                 fail(f"backend {name!r} cannot be loaded: {found[name].error}")
         return list(dict.fromkeys(requested))
@@ -573,17 +683,28 @@ def check_cmd(
                                  "programs every run).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    wall_clock: Annotated[
+        float | None,
+        typer.Option("--wall-clock", help="Host-time limit of each run and contract in "
+                     "seconds (default 30): a hook that never returns fails the check."),
+    ] = None,
 ) -> None:
     """The equivalence kit against native: generated programs (shrunk on divergence), the
     demo guests and the hook contracts. Exit 1 if any backend diverges."""
+    from pvframe.testing import contracts, oracle
     from pvframe.tools import check
 
     if examples <= 0:
         fail("--examples must be positive")
-    found = plugins.discover()
+    if wall_clock is not None:
+        if not 0 < wall_clock < math.inf:
+            fail("--wall-clock must be a positive number of seconds")
+        oracle.KIT_WALL_CLOCK_S = contracts.CONTRACT_WALL_CLOCK_S = wall_clock
+    with _plugin_stdout(as_json):
+        found = plugins.discover()
     names = _backend_names(backend, found, default_skip_native=True)
     results = []
-    with _progress() as bar:
+    with _progress() as bar, _plugin_stdout(as_json):
         for name in names:
             task = bar.add_task(f"{name}: programs", total=check.steps(examples))
 
@@ -655,7 +776,7 @@ def abi_cmd(
     raw_addr = _int(load_addr, "--load-addr") if raw else None
     try:
         if image is not None:
-            images = [(image.name, abi.load_image(image), raw_addr)]
+            images = [(image.name, abi.load_image(image, raw=raw), raw_addr)]
         else:
             images = [(g, guests.build(g).read_bytes(), None) for g in guests.GUESTS]
         scans = [abi.scan(data, name, raw_load_addr=raddr) for name, data, raddr in images]
