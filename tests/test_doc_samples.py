@@ -19,8 +19,10 @@ PAGES = {"tools.md": 3, "tutorial.md": 2}
 def test_doc_samples_are_what_the_commands_print(page: str) -> None:
     path = DOCS / page
     assert len(doc_samples.samples(path.read_text())) == PAGES[page]
-    assert doc_samples.stale(path, TUTORIAL) == [], (
-        f"docs/{page} is stale: python -m pvframe.tools.docs_gen --samples docs/{page}")
+    drift = doc_samples.drift(path, TUTORIAL)
+    assert drift == {}, (
+        f"docs/{page} is stale: python -m pvframe.tools.docs_gen --samples docs/{page}\n"
+        + "\n".join(drift.values()))
 
 
 def test_a_drifted_sample_is_reported(tmp_path: Path) -> None:

@@ -136,11 +136,23 @@ def _comparable(text: str) -> str:
 def stale(path: Path, tutorial: Path) -> list[str]:
     """The commands whose sample in ``path`` differs from what they print now (the number
     of programs ``pvframe check`` ran aside: it moves with the Hypothesis release)."""
+    return list(drift(path, tutorial))
+
+
+def drift(path: Path, tutorial: Path) -> dict[str, str]:
+    """command -> unified diff of its sample against what it prints now, for each sample
+    that :func:`stale` reports."""
+    import difflib
+
     text = path.read_text()
     old = list(MARKER.finditer(text))
     new = list(MARKER.finditer(refresh(text, tutorial)))
-    return [o["command"] for o, n in zip(old, new, strict=True)
-            if _comparable(o["body"]) != _comparable(n["body"])]
+    return {
+        o["command"]: "\n".join(difflib.unified_diff(
+            o["body"].splitlines(), n["body"].splitlines(), "sample", "now", lineterm=""))
+        for o, n in zip(old, new, strict=True)
+        if _comparable(o["body"]) != _comparable(n["body"])
+    }
 
 
 __all__ = ["MARKER", "WIDTH", "SampleError", "refresh", "run", "samples", "stale", "tutorial_backend"]
