@@ -7,10 +7,10 @@
   ``MAX_INSNS``), as a kernel's cold paths are. The bytes are encoded here (no assembler
   needed) from the opcode map of the SDM Vol. 2, Appendix A.
 * :data:`TIMER_STORM`: a kernel-like timer interrupt storm: paging on, the local APIC timer
-  periodic at a short period (SDM Vol. 3A 10.5.4) while a compute loop runs over paged
-  memory, each tick acknowledged with an EOI and ``iret`` as Linux's
-  ``smp_apic_timer_interrupt`` does; on a paravirtual backend each tick costs the
-  backend's interrupt and timer calls.
+  in one-shot mode at a short period (SDM Vol. 3A 10.5.4) while a compute loop runs over
+  paged memory; each tick programs the next event and acknowledges with an EOI before
+  ``iret``, as Linux's ``lapic_next_event`` and ``smp_apic_timer_interrupt`` do, so on a
+  paravirtual backend each tick costs the backend's timer and interrupt calls.
 
 Both are flat raw images for ``Machine.load_raw(image, load, load)`` that exit through
 QEMU's debug-exit port (``out %al, $0xf4``).
@@ -109,7 +109,7 @@ _start:
     jmp 2f
 2:  movl $0x1ff, 0xfee000f0     /* SVR: enabled, spurious vector 0xff */
     movl $0xb, 0xfee003e0       /* divide by 1 */
-    movl $0x20020, 0xfee00320   /* LVT timer: vector 0x20, periodic */
+    movl $0x20, 0xfee00320      /* LVT timer: vector 0x20, one-shot */
     movl $PERIOD, 0xfee00380    /* initial count */
     sti
     mov $ROUNDS, %ebp
@@ -130,8 +130,9 @@ _start:
     out %al, $0xf4
 5:  hlt
     jmp 5b
-tick:
-    incl ticks
+tick:                           /* the next event programmed from the handler, as */
+    incl ticks                  /* Linux's lapic_next_event in one-shot mode */
+    movl $PERIOD, 0xfee00380
     movl $0, 0xfee000b0         /* EOI */
     iret
 .data
@@ -149,9 +150,8 @@ stack_top:
 """
 
 
-def timer_storm_source(rounds: int = 1 << 30, period: int = 200) -> str:
+def timer_storm_source(rounds: int = 1 << 30, period: int = 1000) -> str:
     """:data:`TIMER_STORM` with ``rounds`` passes of its compute loop (about 7,170
-    instructions each) and the timer's initial count ``period`` (one tick per ``period``
-    bus clocks: with the default machine about one interrupt per ``period``
-    instructions)."""
+    instructions each) and the timer's count ``period`` (one tick per ``period`` bus
+    clocks: with the default machine about one interrupt per ``period`` instructions)."""
     return TIMER_STORM.replace("ROUNDS", str(rounds)).replace("PERIOD", str(period))
