@@ -68,7 +68,7 @@ r = m.run(n)
 dt = time.perf_counter() - t
 print(json.dumps({"backend": backend, "stop": r.stop, "instructions": r.instructions,
                   "interrupts": r.hooks.get("iret", 0), "mips": r.instructions / dt / 1e6,
-                  "hypercalls": sum((getattr(r, "hypercalls", None) or {}).values()),
+                  "hypercalls": sum(v for v in (r.extra.get("hypercalls") or {}).values() if isinstance(v, int)),
                   "rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
