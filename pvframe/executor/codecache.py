@@ -64,10 +64,15 @@ class BlockInfo(NamedTuple):
         return len(self.addrs) // 4
 
 
+_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
 def make_info(addrs: Sequence[int], insn_at: Sequence[int], put: tuple[str, ...],
               load: tuple[str, ...]) -> BlockInfo:
     """Pack a block's data (a line table of bytes when every index fits in one)."""
     packed: Sequence[int] = bytes(insn_at) if max(insn_at, default=0) < 256 else tuple(insn_at)
+    put = _NAMES.setdefault(put, put)  # one tuple per register set, shared by its blocks
+    load = _NAMES.setdefault(load, load)
     return BlockInfo(array("I", addrs).tobytes(), packed, put, load)
 
 
