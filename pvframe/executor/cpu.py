@@ -574,8 +574,8 @@ class Executor:
         blk.fn = compile_block(gen, self._glb, f"<block {eip:#x}>")
         self.stats["compile_ns"] += perf_counter_ns() - t0
         blk.self_loop = loop
-        code_size = code_bytes(blk.fn.__code__)
         if key is not None and len(pages) == 1:
+            code_size = code_bytes(blk.fn.__code__)
             lo = min((a & PAGE_MASK) for _b, _c, a in trace)
             hi = min(max((a & PAGE_MASK) + b.size for b, _c, a in trace), PAGE_SIZE)
             span = self.memory.read_bytes(page_addr + lo, hi - lo)
