@@ -22,7 +22,7 @@ with CPython's inline caches):
 
 :func:`code_bytes` estimates what a code object costs (the executor's byte bound on its
 translation cache uses it; a test checks it against ``tracemalloc``). The shared cache
-(:class:`SharedCodeCache`) is bounded in bytes too, first in first out.
+(:class:`SharedCodeCache`) is bounded in bytes too, least recently used out first.
 """
 
 from __future__ import annotations
@@ -185,8 +185,8 @@ class SharedEntry(NamedTuple):
 class SharedCodeCache:
     """Compiled code shared by the executors of one process, keyed by what a translation
     depends on besides its bytes (see :mod:`pvframe.executor.cpu`), at most ``variants``
-    byte contents per key, and at most ``max_bytes`` host bytes in all (oldest key out
-    first)."""
+    byte contents per key, and at most ``max_bytes`` host bytes in all (the least
+    recently used key out first)."""
 
     def __init__(self, max_bytes: int = 32 << 20, variants: int = 4) -> None:
         self.max_bytes = max_bytes
@@ -199,6 +199,13 @@ class SharedCodeCache:
 
     def get(self, key: tuple[Any, ...]) -> list[SharedEntry]:
         return self._entries.get(key, [])
+
+    def used(self, key: tuple[Any, ...]) -> None:
+        """An entry of ``key`` was used: it leaves last (least recently used out first,
+        so the hot code an executor translates again after its own flush is still here)."""
+        variants = self._entries.pop(key, None)
+        if variants is not None:
+            self._entries[key] = variants
 
     def put(self, key: tuple[Any, ...], entry: SharedEntry) -> None:
         variants = self._entries.setdefault(key, [])

@@ -88,7 +88,7 @@ MAX_INSNS = 64
 _SLOT_BYTES = 3 * 40 + 2 * 8
 #: the same for an entry of the shared code cache (its key, list and entry tuple)
 _SHARED_ENTRY_BYTES = 300
-#: compiled translations shared by all executors of the process (bytes-keyed, FIFO)
+#: compiled translations shared by all executors of the process (bytes-keyed, LRU)
 _CODE_CACHE = SharedCodeCache(max_bytes=32 << 20, variants=4)
 #: host bytes an executor's translations may hold (``Executor.max_bytes``)
 DEFAULT_MAX_BYTES = 64 << 20
@@ -525,6 +525,7 @@ class Executor:
             for hit in _CODE_CACHE.get(key):
                 if self.memory.read_bytes(page_addr + hit.lo, hit.hi - hit.lo) == hit.span:
                     self.stats["shared_hits"] += 1
+                    _CODE_CACHE.used(key)
                     return self._block_from_cache(eip, paddr, hit)
         code = self._fetch(eip, paddr)
         first_len = len(code)

@@ -144,6 +144,18 @@ def test_host_bytes_estimate_matches_what_is_allocated(own_shared_cache: codecac
     assert retained / len(m.ex._blocks) < 11_000
 
 
+def test_shared_cache_drops_the_least_recently_used() -> None:
+    m = fresh(1)
+    run_to_exit(m, 1)
+    code = next(b.fn for b in m.ex._blocks.values() if b.fn is not None).__code__  # type: ignore[union-attr]
+    cache = codecache.SharedCodeCache(max_bytes=3000)
+    for k in range(3):
+        cache.put((k,), codecache.SharedEntry(code, False, 1, 0, 1, b"x", "", False, 1000))
+    cache.used((0,))
+    cache.put((3,), codecache.SharedEntry(code, False, 1, 0, 1, b"x", "", False, 1000))
+    assert [bool(cache.get((k,))) for k in range(4)] == [True, False, True, True]
+
+
 def test_shared_cache_honours_its_byte_bound() -> None:
     m = fresh(20, seed=3)
     run_to_exit(m, 20)
