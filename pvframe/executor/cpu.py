@@ -633,7 +633,8 @@ class Executor:
         """Cache a new translation. A full cache (``max_blocks`` translations, or
         ``max_bytes`` host bytes with this one) is dropped whole first, as QEMU flushes its
         translation buffer when it fills (a simple, safe policy: the hot blocks come back
-        at one translation each)."""
+        at one translation each; a single translation larger than ``max_bytes`` is still
+        cached, alone)."""
         blk.nbytes = host_bytes(blk)
         if len(self._blocks) >= self.max_blocks or self.cached_bytes + blk.nbytes > self.max_bytes:
             self.flush_translations()
