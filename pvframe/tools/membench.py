@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.blocks <= 0 or a.instructions <= 0 or a.period <= 0:
         p.error("--blocks, --instructions and --period must be positive")
+    if a.baseline and not (Path(a.baseline) / "pvframe" / "__init__.py").is_file():
+        p.error(f"--baseline {a.baseline}: no pvframe/ package in that folder")
     if a.only != "storm":
         print_translated_code(a.blocks, a.baseline)
     if a.only != "code":
