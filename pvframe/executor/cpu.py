@@ -353,6 +353,10 @@ class Executor:
         self._page_blocks.clear()
         self._blocks.clear()
         self._by_eip.clear()
+        # what was learnt from the dropped translations goes too (an instruction that
+        # restarts is found again at the cost of one restart): a guest with ever new
+        # device-access sites cannot grow the set, nor the cost of each translation's key
+        self._step_at.clear()
         self.cached_bytes = 0
         self.stats["flushes"] += 1
 

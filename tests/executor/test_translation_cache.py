@@ -10,7 +10,8 @@ import weakref
 from collections.abc import Iterator
 
 import pytest
-from conftest import Machine
+from asm import asm
+from conftest import CODE, Machine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -72,6 +73,23 @@ def test_flush_frees_the_dropped_translations(own_shared_cache: codecache.Shared
         assert sum(r() is not None for r in codes) == 0
     finally:
         gc.enable()
+
+
+def test_a_flush_forgets_the_step_addresses_learnt_from_its_translations() -> None:
+    # every physical address outside RAM is a device here: each load restarts once and
+    # its address then runs as a step of its own
+    src = "".join(f"mov 0xe00000{k:02x}, %eax\n add %eax, %ebx\n" for k in range(0, 64, 4))
+    m = Machine(asm(src + "hlt\n"))
+    m.env.mmio.update({0xE0000000 + k: k + 1 for k in range(0, 64, 4)})
+    assert m.run() == "halted"
+    assert m.cpu.ebx == sum(k + 1 for k in range(0, 64, 4))
+    assert len(m.ex._step_at) == 16 and m.ex.stats["restarts"] == 16
+    m.ex.flush_translations()
+    assert not m.ex._step_at
+    m.cpu.eip, m.cpu.ebx, m.cpu.halted = CODE, 0, False
+    assert m.run() == "halted"
+    assert m.cpu.ebx == sum(k + 1 for k in range(0, 64, 4))
+    assert len(m.ex._step_at) == 16
 
 
 def test_a_full_cache_frees_what_its_flush_drops(own_shared_cache: codecache.SharedCodeCache) -> None:
