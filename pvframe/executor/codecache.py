@@ -14,8 +14,10 @@ ops: 15.9 KiB retained before, 9.1 KiB now, measured with ``tracemalloc`` by
 with CPython's inline caches):
 
 * the line table keeps line numbers only (:func:`line_numbers_only`): the compiler records
-  the columns of every sub-expression for traceback carets (PEP 657), several KB per
-  block; the executor only needs the line of a faulting instruction (``tb_lineno``);
+  the columns of every sub-expression for traceback carets (PEP 657): 3.0 KB of a
+  64-instruction block's table, 0.8 KB without them; the executor only needs the line of
+  a faulting instruction (``tb_lineno``). Rebuilding the table costs ~0.2 ms of CPU per
+  such block, a fifth of its ``compile()``;
 * the addresses and the line table of :class:`BlockInfo` are packed bytes (one Python int
   per instruction and per source line before);
 * no per-block globals dict: ``LOAD`` and ``EXIT`` are the function's default arguments.
