@@ -156,7 +156,11 @@ def code_bytes(code: types.CodeType) -> int:
     other code (interned identifiers) count in full, small ints not at all."""
     size = sys.getsizeof
     total = (size(code) + size(code.co_linetable) + size(code.co_exceptiontable)
-             + size(code.co_consts) + size(code.co_names) + size(code.co_varnames))
+             + size(code.co_consts) + size(code.co_names) + size(code.co_varnames)
+             + size(code.co_filename) + 33 + len(code.co_varnames)  # (+ the local kinds)
+             # the locals' names: interned, shared between blocks where they repeat (the
+             # registers, common temporaries); 20 B each on average (tracemalloc)
+             + 20 * len(code.co_varnames))
     for c in code.co_consts:
         if type(c) is int:
             if not -5 <= c <= 256:

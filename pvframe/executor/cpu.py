@@ -19,7 +19,7 @@ against the exact bytes the translation was decoded from), so many short-lived m
 running the same code (the equivalence kit, fuzzers) skip lifting and ``compile()``.
 
 Host memory: each cached translation counts the host bytes it holds (:func:`host_bytes`:
-its code object, function and bookkeeping, ~7.7 KB for a 64-instruction block on CPython
+its code object, function and bookkeeping, ~8.4 KB for a 64-instruction block on CPython
 3.11); the cache is dropped whole when it would exceed ``max_bytes`` (default
 :data:`DEFAULT_MAX_BYTES`) or ``max_blocks`` translations, and a dropped translation is
 freed at once (nothing but the cache refers to a block's function: no reference cycle).

@@ -145,6 +145,7 @@ def test_the_cache_honours_its_byte_bound(blocks: int, bound_kib: int, rewrite: 
 
 def test_host_bytes_estimate_matches_what_is_allocated(own_shared_cache: codecache.SharedCodeCache) -> None:
     own_shared_cache.max_bytes = 0
+    run_to_exit(fresh(5, seed=9), 5)  # one-time costs (helpers shared by all blocks) first
     m = fresh(60, seed=2)
     gc.collect()
     tracemalloc.start()
@@ -156,7 +157,7 @@ def test_host_bytes_estimate_matches_what_is_allocated(own_shared_cache: codecac
     finally:
         tracemalloc.stop()
     estimate = m.ex.cached_bytes
-    assert 0.8 <= retained / estimate <= 1.25, (retained, estimate)
+    assert 0.85 <= retained / estimate <= 1.2, (retained, estimate)
     # the cost of a full-size block, cut from ~15.7 KB (per-block globals, a column line
     # table, Python ints for addresses and lines) on CPython 3.11
     assert retained / len(m.ex._blocks) < 11_000
