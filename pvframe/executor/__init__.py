@@ -16,7 +16,8 @@ exception classes in ``pvframe.executor.faults``, the protocols in ``pvframe.exe
 Layering (angr's VEX engine style): ``lift.py`` (pyvex + cutting before system
 instructions) / ``translate.py`` (IR -> Python source, a handler table per IR node kind,
 ``flags.py`` for the ``x86g_*`` helpers) / ``system.py`` (iced-x86 decoded system
-instructions -> hooks) / ``faults.py`` (IDT delivery) / ``cpu.py`` (cache and dispatch).
+instructions -> hooks) / ``faults.py`` (IDT delivery) / ``cpu.py`` (cache and dispatch) /
+``codecache.py`` (what a compiled block keeps in host memory, the shared code cache).
 
 What the executor can execute (what a CPUID hook may advertise)
 ---------------------------------------------------------------

@@ -18,6 +18,14 @@ linear address, limit, chaining switch and the step addresses on the page, valid
 against the exact bytes the translation was decoded from), so many short-lived machines
 running the same code (the equivalence kit, fuzzers) skip lifting and ``compile()``.
 
+Host memory: each cached translation counts the host bytes it holds (:func:`host_bytes`:
+its code object, function and bookkeeping, ~8.4 KB for a 64-instruction block on CPython
+3.11); the cache is dropped whole when it would exceed ``max_bytes`` (default
+:data:`DEFAULT_MAX_BYTES`) or ``max_blocks`` translations, and a dropped translation is
+freed at once (nothing but the cache refers to a block's function: no reference cycle).
+The shared cache has its own byte bound. :mod:`pvframe.executor.codecache` says what a
+block keeps and why.
+
 Superblocks: a translation follows the constant successor of a direct ``jmp``/``call``/
 fall-through and the predicted return of a ``ret`` (guarded: a mismatching return address
 leaves the block) as long as the code stays on the start's page and within the
@@ -35,12 +43,14 @@ called when ``icount`` reaches the deadline exactly.
 from __future__ import annotations
 
 import contextlib
+import sys
 import types
 from collections.abc import Callable, Collection
 from time import perf_counter_ns
 from typing import Any
 
 from pvframe.executor import faults
+from pvframe.executor.codecache import SharedCodeCache, SharedEntry, block_info, code_bytes
 from pvframe.executor.faults import (
     DeviceNotAvailable,
     ExternalInterrupt,
@@ -64,19 +74,24 @@ from pvframe.executor.lift import (
 from pvframe.executor.state import IF_MASK, TF_MASK, CPUState
 from pvframe.executor.translate import (
     Unsupported,
-    block_globals,
     commit_from_traceback,
     compile_block,
+    function_of,
     generate_source,
     runtime_globals,
 )
 from pvframe.platform.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 
 MAX_INSNS = 64
-#: compiled translations shared by all executors of the process (bytes-keyed, FIFO)
-_CODE_CACHE: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
-_CODE_CACHE_MAX = 8192
-_CODE_VARIANTS = 4
+#: host bytes a translation's bookkeeping takes besides its objects' own sizes: its slots
+#: in the executor's maps (by key, by EIP, by page) and in a page's list
+_SLOT_BYTES = 3 * 40 + 2 * 8
+#: the same for an entry of the shared code cache (its key, list and entry tuple)
+_SHARED_ENTRY_BYTES = 300
+#: compiled translations shared by all executors of the process (bytes-keyed, LRU)
+_CODE_CACHE = SharedCodeCache(max_bytes=32 << 20, variants=4)
+#: host bytes an executor's translations may hold (``Executor.max_bytes``)
+DEFAULT_MAX_BYTES = 64 << 20
 #: bytes fetched for one block at most (VEX stops long before)
 MAX_FETCH = 1024
 
@@ -98,8 +113,8 @@ class StopExecution(Exception):
 class Block:
     """One translated unit: a compiled VEX block, or a single special instruction."""
 
-    __slots__ = ("eip", "fn", "insn", "key", "kind", "length", "limited", "n", "pages", "pieces",
-                 "self_loop", "source", "step_fn")
+    __slots__ = ("eip", "fn", "insn", "key", "kind", "length", "limited", "n", "nbytes", "pages",
+                 "pieces", "self_loop", "source", "step_fn")
 
     def __init__(self, kind: str, eip: int, n: int, length: int) -> None:
         self.kind = kind  # "vex", "sys", "fpu", "simd", "ud"
@@ -116,6 +131,7 @@ class Block:
         self.step_fn: Callable[[CPUState, int], Any] | None = None
         self.pieces = 1  # basic blocks lifted for it (0: compiled code shared from the cache)
         self.limited = False  # shortened to fit an instruction budget below MAX_INSNS
+        self.nbytes = 0  # host bytes it holds (:func:`host_bytes`), counted while cached
 
 
 class Executor:
@@ -158,13 +174,17 @@ class Executor:
         # restarts: block accesses handed to a one-instruction step (device, code bytes)
         self.stats = {"translations": 0, "invalidations": 0, "shared_hits": 0, "translate_ns": 0,
                       "translated_blocks": 0, "decode_ns": 0, "decoded": 0, "compile_ns": 0,
-                      "restarts": 0}
+                      "restarts": 0, "flushes": 0}
         #: build superblocks across direct jumps and calls on the same page
         self.chain = True
         #: keep each block's generated Python source in ``Block.source`` (debugging)
         self.keep_source = False
-        #: translations kept before the whole cache is dropped
+        #: translations kept, and host bytes they may hold (:func:`host_bytes`), before
+        #: the whole cache is dropped
         self.max_blocks = 50_000
+        self.max_bytes = DEFAULT_MAX_BYTES
+        #: host bytes the cached translations hold now
+        self.cached_bytes = 0
         self._glb = self._make_globals()
         self._step_glb = self._make_step_globals()
         #: the next instruction runs on its own (a block's access restarted it)
@@ -282,9 +302,12 @@ class Executor:
         fn = blk.step_fn
         if fn is None:
             assert blk.fn is not None
-            glb = dict(blk.fn.__globals__)
-            glb.update(self._step_glb)
-            fn = blk.step_fn = types.FunctionType(blk.fn.__code__, glb, "blk")
+            fn = blk.step_fn = types.FunctionType(blk.fn.__code__, self._step_glb, "blk",
+                                                  blk.fn.__defaults__)
+            if self._blocks.get(blk.key) is blk:
+                grown = sys.getsizeof(fn)
+                blk.nbytes += grown
+                self.cached_bytes += grown
         return fn
 
     def _note_step(self, eip: int) -> None:
@@ -308,8 +331,7 @@ class Executor:
                 blk.fn = None
                 blk.kind = "step"
             blk.key = key
-            self._blocks[key] = blk
-            self._register(blk)
+            self._admit(blk)
         self._by_eip[eip] = blk
         return blk
 
@@ -324,12 +346,19 @@ class Executor:
         self.system.iret32()
 
     def flush_translations(self) -> None:
-        """Drop every cached translation (e.g. after loading a new image)."""
+        """Drop every cached translation (e.g. after loading a new image, or when the
+        cache is full). Nothing else refers to a dropped block's code: it is freed here."""
         for pfn in list(self._page_blocks):
             self.memory.code_pages.discard(pfn)
         self._page_blocks.clear()
         self._blocks.clear()
         self._by_eip.clear()
+        # what was learnt from the dropped translations goes too (an instruction that
+        # restarts is found again at the cost of one restart): a guest with ever new
+        # device-access sites cannot grow the set, nor the cost of each translation's key
+        self._step_at.clear()
+        self.cached_bytes = 0
+        self.stats["flushes"] += 1
 
     # ------------------------------------------------------------------ internals
     def note_control_change(self) -> None:
@@ -443,11 +472,12 @@ class Executor:
         return glb
 
     def _make_step_globals(self) -> dict[str, Any]:
-        """Slow paths for an instruction run on its own (:meth:`_step_one`): every access
-        is done, devices and translated bytes included (the step ends right after it)."""
+        """The globals of an instruction run on its own (:meth:`_step_one`): the blocks'
+        ones with slow paths doing every access, devices and translated bytes included
+        (the step ends right after it)."""
         read = self.mmu.read
         write = self.mmu.write
-        return {"LD": read, "LDB": read, "STB": write}
+        return {**self._glb, "LD": read, "LDB": read, "STB": write}
 
     def _translated_at(self, paddr: int, size: int) -> bool:
         """Whether physical bytes [paddr, paddr + size) (one page) hold translated code."""
@@ -466,8 +496,6 @@ class Executor:
         key = (paddr, eip, limit)
         blk = self._blocks.get(key)
         if blk is None:
-            if len(self._blocks) >= self.max_blocks:
-                self.flush_translations()  # bound the cache (a simple, safe policy)
             t0 = perf_counter_ns()
             blk = self._translate(eip, paddr, limit)
             if blk.kind == "vex":
@@ -477,8 +505,7 @@ class Executor:
                 self.stats["decode_ns"] += perf_counter_ns() - t0
                 self.stats["decoded"] += 1
             blk.key = key
-            self._blocks[key] = blk
-            self._register(blk)
+            self._admit(blk)
         if limit == MAX_INSNS or (blk.n < limit and not blk.limited):
             self._by_eip[eip] = blk  # not a shortened variant: the block for this address
         return blk
@@ -499,10 +526,10 @@ class Executor:
             page = eip & ~PAGE_MASK
             key = (eip, limit, self.chain,
                    tuple(sorted(a for a in self._step_at if a & ~PAGE_MASK == page)))
-            for hit in _CODE_CACHE.get(key, ()):
-                lo, hi, span = hit[4], hit[5], hit[6]
-                if self.memory.read_bytes(page_addr + lo, hi - lo) == span:
+            for hit in _CODE_CACHE.get(key):
+                if self.memory.read_bytes(page_addr + hit.lo, hit.hi - hit.lo) == hit.span:
                     self.stats["shared_hits"] += 1
+                    _CODE_CACHE.used(key)
                     return self._block_from_cache(eip, paddr, hit)
         code = self._fetch(eip, paddr)
         first_len = len(code)
@@ -553,19 +580,15 @@ class Executor:
         self.stats["compile_ns"] += perf_counter_ns() - t0
         blk.self_loop = loop
         if key is not None and len(pages) == 1:
-            if len(_CODE_CACHE) >= _CODE_CACHE_MAX:
-                _CODE_CACHE.pop(next(iter(_CODE_CACHE)))
+            code_size = code_bytes(blk.fn.__code__)
             lo = min((a & PAGE_MASK) for _b, _c, a in trace)
             hi = min(max((a & PAGE_MASK) + b.size for b, _c, a in trace), PAGE_SIZE)
-            entry = (
-                blk.fn.__code__, tuple(addrs), loop, blk.length, lo, hi,
-                self.memory.read_bytes(page_addr + lo, hi - lo),
-                src if self.keep_source else "", gen.insn_at, limited, gen.put_names,
-                gen.load_names,
-            )
-            variants = _CODE_CACHE.setdefault(key, [])
-            variants.insert(0, entry)
-            del variants[_CODE_VARIANTS:]
+            span = self.memory.read_bytes(page_addr + lo, hi - lo)
+            kept = src if self.keep_source else ""
+            _CODE_CACHE.put(key, SharedEntry(
+                blk.fn.__code__, loop, blk.length, lo, hi, span, kept, limited,
+                code_size + len(span) + len(kept) + _SHARED_ENTRY_BYTES,
+            ))
         if self.keep_source:
             blk.source = src
         pfn, start, _ = pages[0]
@@ -578,18 +601,17 @@ class Executor:
             blk.pages = [(pfn, lo, min(hi, PAGE_SIZE))]
         return blk
 
-    def _block_from_cache(self, eip: int, paddr: int, hit: tuple[Any, ...]) -> Block:
-        (code_obj, addrs, loop, length, lo, hi, _span, src, insn_at, limited, put_names,
-         load_names) = hit
-        glb = block_globals(self._glb, addrs, insn_at, put_names, load_names)
-        blk = Block("vex", eip, len(addrs), length)
+    def _block_from_cache(self, eip: int, paddr: int, hit: SharedEntry) -> Block:
+        info = block_info(hit.code)
+        assert info is not None
+        blk = Block("vex", eip, info.instructions, hit.length)
         blk.pieces = 0
-        blk.limited = limited
-        blk.fn = types.FunctionType(code_obj, glb, "blk")
-        blk.self_loop = loop
+        blk.limited = hit.limited
+        blk.fn = function_of(hit.code, self._glb)
+        blk.self_loop = hit.self_loop
         if self.keep_source:
-            blk.source = src
-        blk.pages = [(paddr >> PAGE_SHIFT, lo, hi)]
+            blk.source = hit.source
+        blk.pages = [(paddr >> PAGE_SHIFT, hit.lo, hit.hi)]
         return blk
 
     def _special_block(self, cls: str | None, code: bytes, eip: int, pages: list[tuple[int, int, int]]) -> Block:
@@ -610,6 +632,19 @@ class Executor:
         if len(pages) > 1 and blk.length > first:
             blk.pages.append((pages[1][0], 0, blk.length - first))
         return blk
+
+    def _admit(self, blk: Block) -> None:
+        """Cache a new translation. A full cache (``max_blocks`` translations, or
+        ``max_bytes`` host bytes with this one) is dropped whole first, as QEMU flushes its
+        translation buffer when it fills (a simple, safe policy: the hot blocks come back
+        at one translation each; a single translation larger than ``max_bytes`` is still
+        cached, alone)."""
+        blk.nbytes = host_bytes(blk)
+        if len(self._blocks) >= self.max_blocks or self.cached_bytes + blk.nbytes > self.max_bytes:
+            self.flush_translations()
+        self.cached_bytes += blk.nbytes
+        self._blocks[blk.key] = blk
+        self._register(blk)
 
     def _register(self, blk: Block) -> None:
         code_pages = self.memory.code_pages
@@ -639,7 +674,8 @@ class Executor:
         for blk in lst:
             if _holds(blk, pfn, lo, hi):
                 dropped = True
-                self._blocks.pop(blk.key, None)
+                if self._blocks.pop(blk.key, None) is not None:
+                    self.cached_bytes -= blk.nbytes
                 for p, _s, _e in blk.pages:
                     if p != pfn and p in self._page_blocks:
                         self._page_blocks[p] = [b for b in self._page_blocks[p] if b is not blk]
@@ -657,6 +693,24 @@ class Executor:
     # ------------------------------------------------------------------ helpers for system.py
     def page_fault_address(self, exc: PageFault) -> int:
         return exc.address
+
+
+def host_bytes(blk: Block) -> int:
+    """Host bytes a cached translation holds: its code (:func:`.codecache.code_bytes`),
+    function objects, the block record and its slots in the executor's maps. The code of
+    a block taken from the shared cache counts in full (it may outlive that entry)."""
+    size = sys.getsizeof
+    n = size(blk) + size(blk.key) + size(blk.pages) + sum(size(p) for p in blk.pages) + _SLOT_BYTES
+    fn = blk.fn or blk.step_fn
+    if fn is not None:
+        n += size(fn) + code_bytes(fn.__code__)
+    if blk.fn is not None and blk.step_fn is not None:
+        n += size(blk.step_fn)
+    if blk.insn is not None:
+        n += size(blk.insn)
+    if blk.source:
+        n += size(blk.source)
+    return n
 
 
 def _holds(blk: Block, pfn: int, lo: int, hi: int) -> bool:

@@ -1,6 +1,6 @@
 """VEX IR -> Python source -> ``compile()``: one Python function per guest block.
 
-Layout of a generated block function ``blk(cpu, iters)``::
+Layout of a generated block function ``blk(cpu, iters, LOAD, EXIT)``::
 
     eax, ebx = LOAD(cpu)              # every guest register the block touches, as locals
     done = 0; nxt = 0; n = 0
@@ -9,18 +9,21 @@ Layout of a generated block function ``blk(cpu, iters)``::
         nxt = 0x1234; n = 7; break
     EXIT(cpu, nxt, done + n, eax, ebx)    # stores, EIP, instruction count
 
-``LOAD`` and ``EXIT`` are shared per register set (:func:`block_load`, :func:`block_exit`).
-The block has no exception handler: whatever leaves it (a guest fault, a stop, a bug) is
-committed by the executor from the block's frame in the traceback
-(:func:`commit_from_traceback`: registers, EIP and count of the faulting instruction).
+``LOAD`` and ``EXIT`` are shared per register set (:func:`block_load`, :func:`block_exit`)
+and passed as the function's defaults; its globals are the executor's, shared by every
+block, and its own data (instruction addresses, line table) is the last constant of its
+code object (:mod:`pvframe.executor.codecache`). The block has no exception handler:
+whatever leaves it (a guest fault, a stop, a bug) is committed by the executor from the
+block's frame in the traceback (:func:`commit_from_traceback`: registers, EIP and count of
+the faulting instruction).
 
 Precise faults: within an instruction, a PUT that precedes the instruction's last
 possibly-faulting statement (load, store, CAS, divide, a side exit that raises) is
 *pending*: it writes a local ``p_eax`` (or, for a constant or an SSA temporary, nothing at
 all) that is committed at the instruction's end (or on a normal side exit). So when a
 load/store raises, the committed locals are exactly the state before the faulting
-instruction, which the handler finds from the traceback's line number (``INSN_AT``: no
-bookkeeping on the fast path); memory stores happen in IR order and the MMU checks the
+instruction, which the handler finds from the traceback's line number (the block's line
+table ``BlockInfo.insn_at``: no bookkeeping on the fast path); memory stores happen in IR order and the MMU checks the
 whole access (both pages if it straddles) before writing a byte.
 
 Memory: loads/stores index the MMU's per-page fast maps (``R8/R16/R32``, ``W8/W16/W32``,
@@ -56,6 +59,7 @@ import attrs
 
 from pvframe.executor import flags as F
 from pvframe.executor import vexir as V
+from pvframe.executor.codecache import block_code, block_function, block_info, make_info
 from pvframe.executor.faults import DivideError
 
 # ---------------------------------------------------------------------------- registers
@@ -1407,7 +1411,7 @@ class _Gen:
         put = sorted(self.regs_put)
         stores = "".join(", " + r for r in put)
         loop = self.self_loop
-        out = ["def blk(cpu, iters):"]
+        out = ["def blk(cpu, iters, LOAD, EXIT):"]
         if loop:
             if regs:  # LOAD: operator.attrgetter of these names (one name: a bare value)
                 out.append(f"    {', '.join(regs)} = LOAD(cpu)")
@@ -1476,22 +1480,22 @@ def commit_from_traceback(cpu: Any, exc: BaseException) -> bool:
     """Commit the state of the block an exception left (a guest fault, a stop, anything):
     the registers it kept in locals, and EIP and the instruction count of the instruction
     the traceback's line in the block belongs to. The block's frame is found in the
-    traceback by its globals (each block has its own, holding ``INSN_AT``); its locals
-    are read there, post mortem, so the block itself needs no exception handler (fewer
-    lines to ``compile()``; faults are rare next to block runs). False if no block was
-    running (a fault while translating or in a system instruction)."""
+    traceback by its code object (which carries the block's :class:`BlockInfo`); its
+    locals are read there, post mortem, so the block itself needs no exception handler
+    (fewer lines to ``compile()``; faults are rare next to block runs). False if no block
+    was running (a fault while translating or in a system instruction)."""
     tb = exc.__traceback__
     while tb is not None:
         f = tb.tb_frame
-        g = f.f_globals
-        insn_at = g.get("INSN_AT")
-        if insn_at is not None and f.f_code.co_name == "blk":
+        info = block_info(f.f_code)
+        if info is not None:
             loc = f.f_locals
-            for name in g["PUT"]:
+            for name in info.put:
                 setattr(cpu, name, loc[name])
             line = tb.tb_lineno
+            insn_at = info.insn_at
             k = insn_at[line] if line < len(insn_at) else 0
-            cpu.eip = g["ADDRS"][k]
+            cpu.eip = info.addr(k)
             cpu.icount += loc.get("done", 0) + k
             return True
         tb = tb.tb_next
@@ -1583,25 +1587,17 @@ def generate_source(
                      g.load_names)
 
 
-def block_globals(glb: dict[str, Any], addrs: tuple[int, ...], insn_at: tuple[int, ...],
-                  put_names: tuple[str, ...], load_names: tuple[str, ...]) -> dict[str, Any]:
-    """A block's own globals: the executor's shared ones plus its instruction addresses
-    (``ADDRS``), line table (``INSN_AT``), written registers (``PUT``) and its ``LOAD``
-    and ``EXIT`` helpers."""
-    g = dict(glb)
-    g["ADDRS"] = addrs
-    g["INSN_AT"] = insn_at
-    g["PUT"] = put_names
-    g["LOAD"] = block_load(load_names)
-    g["EXIT"] = block_exit(put_names)
-    return g
-
-
 def compile_block(gen: Generated, glb: dict[str, Any], name: str) -> Callable[..., bool]:
-    """``compile()`` the source with the executor's shared globals plus this block's own
-    (:func:`block_globals`)."""
-    code = compile(gen.source, name, "exec")
-    g = block_globals(glb, tuple(gen.addrs), gen.insn_at, gen.put_names, gen.load_names)
-    exec(code, g)
-    fn: Callable[..., bool] = g["blk"]
+    """``compile()`` the source into a block function with the executor's shared globals
+    ``glb``; the block's own data travels in its code object (:mod:`.codecache`)."""
+    info = make_info(gen.addrs, gen.insn_at, gen.put_names, gen.load_names)
+    return function_of(block_code(gen.source, name, info), glb)
+
+
+def function_of(code: Any, glb: dict[str, Any]) -> Callable[..., bool]:
+    """The block function of a compiled block's code object (compiled now or shared from
+    another executor) with the globals ``glb``."""
+    info = block_info(code)
+    assert info is not None, "not a block's code"
+    fn: Callable[..., bool] = block_function(code, glb, block_load(info.load), block_exit(info.put))
     return fn

@@ -16,7 +16,11 @@ Everything is measured side by side in one run, so ratios are meaningful on a lo
    executor times its translations: ``executor.stats["translate_ns"]``);
 5. host memory: peak RSS of guests scattering reads and writes over their RAM;
 6. the xen backend's cost of a guest CR3 write between two 100-table trees, with the
-   shadow's tree cache and without it.
+   shadow's tree cache and without it;
+7. host memory of translated code: bytes per translated block on fresh code;
+8. the peak RSS of a 50 M-instruction timer-storm run per backend (7 and 8 come from
+   :mod:`pvframe.tools.membench`, which also measures another checkout side by side:
+   ``--baseline PATH``).
 """
 
 from __future__ import annotations
@@ -360,6 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     slow = cr3["rebase every switch"]
     for label, ms in cr3.items():
         print(f"  {label:22s} {ms:9.3f} ms per write   x{slow / ms:7.1f} faster than a rebase")
+
+    from pvframe.tools import membench
+
+    membench.print_translated_code(2000, None, heading="== 7.")
+    membench.print_timer_storm(["native", "xen", "vmi"], 50_000_000, 1000, None, heading="== 8.")
     return 0
 
 
