@@ -207,9 +207,9 @@ def _samples(pages: list[Path], check: bool) -> int:
     status = 0
     for page in pages:
         if check:
-            for command in doc_samples.stale(page, tutorial):
+            for command, diff in doc_samples.drift(page, tutorial).items():
                 print(f"pvframe.tools.docs_gen: {page}: the sample of {command!r} is out of date;"
-                      f" run python -m pvframe.tools.docs_gen --samples {page}", file=sys.stderr)
+                      f" run python -m pvframe.tools.docs_gen --samples {page}\n{diff}", file=sys.stderr)
                 status = 1
             continue
         text = page.read_text()
