@@ -8,7 +8,7 @@ linker, it runs
    backends exactly as written, then runs the demo);
 2. every command of the README's "Everyday commands" block, in order, in that venv;
 3. every shell step of docs/tutorial.md in a scratch folder, after writing each Python
-   block whose first line names its file (``# pvframe_vif/backend.py (...)``); a ``text``
+   block whose first line names its file (``# pvframe_vif/pvframe_vif/backend.py (...)``); a ``text``
    block right after a shell block is the output the tutorial promises: each of its lines
    must appear in what the commands printed.
 

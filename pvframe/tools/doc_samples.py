@@ -8,7 +8,7 @@ A sample in a Markdown page is a ``text`` code block preceded by a marker line::
 :func:`refresh` replaces each such block with ``$ COMMAND`` and what the command prints on
 stdout in an 80-column terminal (the ``pvframe`` command's own console, swapped for one of
 that width). ``NAME="TITLE"`` makes the tutorial's backend of that title (the code block
-headed ``# pvframe_vif/backend.py (TITLE)`` in docs/tutorial.md) installed as ``NAME`` for
+headed ``# pvframe_vif/pvframe_vif/backend.py (TITLE)`` in docs/tutorial.md) installed as ``NAME`` for
 that command, as ``pip install ./pvframe_vif`` would. Commands that write files
 (``new-backend``) run in a scratch folder.
 
@@ -35,7 +35,7 @@ MARKER = re.compile(
     re.M | re.S,
 )
 _LOAD = re.compile(r"(\w+)=\"([^\"]+)\"")
-_TUTORIAL_BLOCK = re.compile(r"```python\n(# pvframe_vif/backend.py \((.*?)\)\n.*?)```", re.S)
+_TUTORIAL_BLOCK = re.compile(r"```python\n(# pvframe_vif/pvframe_vif/backend.py \((.*?)\)\n.*?)```", re.S)
 
 #: Cells whose value depends on the Hypothesis release rather than on pvframe: the number
 #: of programs ``pvframe check`` ran (shrinking included). :func:`stale` ignores them.
