@@ -30,15 +30,24 @@ if os.environ.get("PVFRAME_MEMBENCH_PATH"):
     sys.path.insert(0, os.environ["PVFRAME_MEMBENCH_PATH"])
 """
 
-_CODE_CHILD = _PATH_PRELUDE + r"""
-import gc, json, resource, sys, tracemalloc
+#: the child's own peak RSS in bytes: VmHWM, which exec resets (getrusage's ru_maxrss
+#: survives exec on Linux, so a child would report its parent's peak if that was larger)
+_PEAK = r"""
+def _peak():
+    import re
+    status = open("/proc/self/status").read()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
+"""
+
+_CODE_CHILD = _PATH_PRELUDE + _PEAK + r"""
+import gc, json, sys, tracemalloc
 from pvframe.machine import Machine, MachineConfig
 image = open(sys.argv[1], "rb").read()
 blocks, traced = int(sys.argv[2]), sys.argv[3] == "t"
 m = Machine("native", MachineConfig(ram_size=((0x100000 + len(image)) >> 20) + 2 << 20))
 m.load_raw(image, 0x100000, 0x100000)
 gc.collect()
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss0 = _peak()
 if traced:
     tracemalloc.start()
     start = tracemalloc.get_traced_memory()[0]
@@ -51,13 +60,13 @@ if traced:
     gc.collect()
     out["retained"] = tracemalloc.get_traced_memory()[0] - start
 else:
-    out["rss_grown"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) * 1024
-    out["rss_peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["rss_grown"] = _peak() - rss0
+    out["rss_peak"] = _peak()
 print(json.dumps(out))
 """
 
-_STORM_CHILD = _PATH_PRELUDE + r"""
-import json, resource, sys, time
+_STORM_CHILD = _PATH_PRELUDE + _PEAK + r"""
+import json, sys, time
 from pvframe.machine import Machine
 image = open(sys.argv[1], "rb").read()
 backend, n = sys.argv[2], int(sys.argv[3])
@@ -69,7 +78,7 @@ dt = time.perf_counter() - t
 print(json.dumps({"backend": backend, "stop": r.stop, "instructions": r.instructions,
                   "interrupts": r.hooks.get("iret", 0), "mips": r.instructions / dt / 1e6,
                   "hypercalls": sum(v for v in (r.extra.get("hypercalls") or {}).values() if isinstance(v, int)),
-                  "rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                  "rss_peak": _peak()}))
 """
 
 
