@@ -50,7 +50,7 @@ def paging_ops() -> st.SearchStrategy[p.Op]:
     # two different frames: with a == b a stale and a fresh translation read the same
     moves = st.tuples(frames, st.integers(1, p.NFRAMES - 1)).map(
         lambda t: (t[0], (t[0] + t[1]) % p.NFRAMES))
-    probes = st.builds(lambda page, ab, flush: p.TlbProbe(page, *ab, flush), pages, moves,
+    probes = st.builds(lambda page, ab, flush: p.TlbProbe(page, ab[0], ab[1], flush), pages, moves,
                        st.sampled_from(["cr3", "invlpg", "none"]))
     # one_of flattens nested choices: the probe is listed thrice to keep it a quarter, and
     # first, so that a TLB bug shrinks to the one op that shows it
