@@ -66,7 +66,10 @@ _CR0: Classes = {FLAGS: (0, 1, 2, 3, 5, 16, 18, 31), CACHE: (29, 30)}
 _CR3: Classes = {CACHE: (3, 4), ADDRESS: (12, 13, 20, 21)}
 _CR4: Classes = {FLAGS: (0, 1, 2, 3, 4, 7, 8), CACHE: (5, 11)}
 _LINEAR: Classes = {ADDRESS: (12, 13, 22, 30)}
-_MSR_NUMBER: Classes = {ADDRESS: (0, 1, 4, 8, 31)}
+#: this CPU has no MSR above 0x7FFFFFFF (SYSENTER, APIC_BASE, TSC): bit 31 set is an
+#: invalid number whichever way the other bits go, so only bits that move a valid number
+#: are drawn
+_MSR_NUMBER: Classes = {ADDRESS: (0, 1, 4, 8)}
 _MSR_VALUE: Classes = {FLAGS: (0, 8, 11), ADDRESS: (12, 31), CACHE: (32, 63)}
 _APIC_REG: Classes = {ADDRESS: (4, 5, 6, 8, 9)}
 _APIC_VALUE: Classes = {FLAGS: (0, 4, 8, 16, 17), ADDRESS: (24, 31), CACHE: (12, 28)}
@@ -91,6 +94,16 @@ BIT_CLASSES: dict[tuple[str, str], Classes] = {
     ("apic_read", "reg"): _APIC_REG, ("apic_write", "reg"): _APIC_REG,
     ("apic_read", "result"): _APIC_VALUE, ("apic_write", "value"): _APIC_VALUE,
     ("write_msr", "result"): {FLAGS: (0,)},
+}
+
+
+#: mutations no guest can observe on this machine, with the reason: the executor keeps the
+#: CPU halted after ``safe_halt`` returns and the machine sleeps until the next interrupt
+#: itself (``Machine._chunk``), and ``safe_halt`` only follows ``sti``, which set IF: a
+#: ``safe_halt`` that does nothing is ``sti; hlt`` all the same (SDM Vol. 2A HLT)
+EQUIVALENT: dict[tuple[str, str], str] = {
+    ("safe_halt", "skip"): "the machine idles a halted CPU after the hook returns",
+    ("safe_halt", "glitch"): "the machine idles a halted CPU after the hook returns",
 }
 
 
@@ -233,7 +246,7 @@ def mutations_of(op: str, log: ValueLog) -> list[Mutation]:
     """Every mutation of ``op``, from its spec and the values the reach run saw."""
     hook = PREFIX + op
     annotation = plugins.SPEC_RETURNS.get(hook, "None")
-    found = [Mutation(op, "skip"), Mutation(op, "glitch")]
+    found = [Mutation(op, kind) for kind in ("skip", "glitch") if (op, kind) not in EQUIVALENT]
     targets = [name for name in plugins.SPEC_PARAMS[hook][1:] if (op, name) in log.ors]
     if annotation != "None":
         found.append(Mutation(op, "stale"))
@@ -315,6 +328,10 @@ class Report:
     outcomes: list[Outcome] = attrs.field(factory=list)
     seconds: float = 0.0
     reach_seconds: float = 0.0
+    #: programs the unmutated backend itself fails (left out of the corpus)
+    problems: list[str] = attrs.field(factory=list)
+    #: mutations left out as unobservable on this machine (:data:`EQUIVALENT`)
+    equivalent: list[str] = attrs.field(factory=list)
 
     def per_hook(self) -> dict[str, tuple[int, int]]:
         """op -> (mutants, killed)."""
@@ -342,6 +359,7 @@ class Report:
             "hooks": {op: {"calls": self.reached.get(op, 0), "mutants": n, "killed": k}
                       for op, (n, k) in sorted(self.per_hook().items())},
             "survivors": [s.mutation.describe() for s in self.survivors],
+            "equivalent": self.equivalent, "problems": self.problems,
         }
 
     def lines(self) -> list[str]:
@@ -352,6 +370,8 @@ class Report:
         for op, (n, k) in sorted(self.per_hook().items()):
             out.append(f"  {op:<22}{self.reached.get(op, 0):>8}{n:>9}{k:>8}{100 * k / n:>7.1f}%")
         survivors = self.survivors
+        out += [f"equivalent, not counted: {e}" for e in self.equivalent]
+        out += [f"left out, the backend itself fails it: {p}" for p in self.problems]
         out.append(f"survivors ({len(survivors)}):" if survivors else "survivors: none")
         out += [f"  {s.mutation.describe()}" for s in survivors]
         programs = sum(o.programs for o in self.outcomes)
@@ -361,16 +381,26 @@ class Report:
         return out
 
 
-def reach(backend: str, programs: list[Program],
-          backends: dict[str, plugins.BackendInfo]) -> tuple[ValueLog, list[oracle.Observation]]:
+def reach(backend: str, programs: list[Program], backends: dict[str, plugins.BackendInfo]
+          ) -> tuple[ValueLog, list[Program], list[oracle.Observation], list[str]]:
     """Run the corpus on ``backend`` with a :class:`Recorder`: which hooks the programs
-    reach, with which values; also native's observations for the judging."""
+    reach, with which values; and native's observations for the judging. A program on
+    which the unmutated backend itself is judged wrong would "kill" every mutant: it is
+    left out, and returned as a problem line."""
     log = ValueLog()
-    natives = []
-    for program in programs:
-        oracle.observe(program, backend, backends=backends, extra_plugins=(Recorder(log),))
-        natives.append(oracle.observe(program, plugins.NATIVE, backends=backends))
-    return log, natives
+    kept: list[Program] = []
+    natives: list[oracle.Observation] = []
+    problems: list[str] = []
+    for i, program in enumerate(programs):
+        own = oracle.observe(program, backend, backends=backends, extra_plugins=(Recorder(log),))
+        native = oracle.observe(program, plugins.NATIVE, backends=backends)
+        divergence = oracle.judge(program, native, own)
+        if divergence is not None:
+            problems.append(f"program {i}: {divergence.field}: {divergence.first}")
+            continue
+        kept.append(program)
+        natives.append(native)
+    return log, kept, natives, problems
 
 
 def judge_mutant(name: str, programs: list[Program], natives: list[oracle.Observation],
@@ -410,7 +440,7 @@ def run(
     backends = dict(plugins.discover() if backends is None else backends)
     base = plugins.get_backend(backend, backends)
     programs = corpus(examples)
-    log, natives = reach(backend, programs, backends)
+    log, programs, natives, problems = reach(backend, programs, backends)
     reach_seconds = time.perf_counter() - start
     reached = {op: n for op, n in sorted(log.calls.items())
                if hooks is None or op in set(hooks)}
@@ -418,7 +448,10 @@ def run(
     if sample is not None and len(mutations) > sample:
         step = len(mutations) / sample
         mutations = [mutations[int(i * step)] for i in range(sample)]
-    report = Report(backend, len(programs), reached, reach_seconds=reach_seconds)
+    report = Report(backend, len(programs), reached, reach_seconds=reach_seconds,
+                    problems=problems,
+                    equivalent=[f"{op}: {kind} ({why})" for (op, kind), why in EQUIVALENT.items()
+                                if op in reached])
     for done, mutation in enumerate(mutations):
         info = mutant_backend(base, mutation)
         backends[info.name] = info

@@ -420,29 +420,31 @@ class WriteCr3(Op):
 
 @attrs.frozen
 class WriteCr4(Op):
-    """Write CR4 (VME, PVI, TSD, DE, PSE, PAE, MCE, PGE, PCE, ...: a bit the CPU lacks is
-    #GP(0), SDM Vol. 3A §2.5) and record CR4 read back."""
+    """Record CR4, write it (VME, PVI, TSD, DE, PSE, PAE, MCE, PGE, PCE, ...: a bit the CPU
+    lacks is #GP(0), SDM Vol. 3A §2.5) and record CR4 read back."""
 
     value: int
 
-    records = 1
+    records = 2
 
     def lines(self) -> list[str]:
-        return [f"mov ${self.value:#x}, %eax", "mov %eax, %cr4", "mov %cr4, %eax", RECORD]
+        return ["mov %cr4, %eax", RECORD, f"mov ${self.value:#x}, %eax", "mov %eax, %cr4",
+                "mov %cr4, %eax", RECORD]
 
 
 @attrs.frozen
 class ApicWrite(Op):
-    """Write a local APIC register with a full 32-bit value and record it read back
-    (the bits each register keeps: SDM Vol. 3A §10.4.1 Table 10-1)."""
+    """Record a local APIC register, write it with a full 32-bit value and record it read
+    back (the bits each register keeps: SDM Vol. 3A §10.4.1 Table 10-1)."""
 
     reg: int
     value: int
 
-    records = 1
+    records = 2
 
     def lines(self) -> list[str]:
-        return [f"movl ${self.value:#x}, {APIC + self.reg:#x}", f"mov {APIC + self.reg:#x}, %eax",
+        where = f"{APIC + self.reg:#x}"
+        return [f"mov {where}, %eax", RECORD, f"movl ${self.value:#x}, {where}", f"mov {where}, %eax",
                 RECORD]
 
 

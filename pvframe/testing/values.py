@@ -23,8 +23,9 @@ POPF_BITS = (CF, PF, AF, ZF, SF, IF, DF, OF, IOPL0, IOPL1, NT, AC, ID)
 CR0_TOGGLES = (1, 2, 3, 5, 16, 18, 29, 30)
 #: CR3 low bits: PWT (3), PCD (4) and the bits 32-bit paging ignores (SDM Vol. 3A Table 4-3)
 CR3_BITS = (3, 4, 0, 1, 2, 5, 11)
-#: CR4: VME, PVI, TSD, DE, PSE, PAE, MCE, PGE, PCE, OSFXSR, OSXMMEXCPT
-CR4_BITS = tuple(range(11))
+#: CR4: VME, PVI, TSD, DE, PSE, PGE, PCE (what the CPU has, favoured), then PAE, MCE,
+#: OSFXSR, OSXMMEXCPT (#GP(0) on this CPU) through the flipped and random draws
+CR4_BITS = (0, 1, 2, 3, 4, 7, 8)
 #: PTE bits: P, RW, US, PWT, PCD, A, D, PAT, G, and the three available to software
 PTE_BITS = tuple(range(12))
 MSR_TSC, MSR_APIC_BASE = 0x10, 0x1B
@@ -72,6 +73,11 @@ def cr4_values() -> st.SearchStrategy[int]:
 def pte_flags() -> st.SearchStrategy[int]:
     """PTE flag bits, present and writable favoured."""
     return st.one_of(st.sampled_from([0x3, 0x1, 0x7]), bit_patterns(PTE_BITS, width=12))
+
+
+def valid_msrs() -> st.SearchStrategy[int]:
+    """The MSRs the CPU has: SYSENTER_CS/ESP/EIP, IA32_APIC_BASE, IA32_TIME_STAMP_COUNTER."""
+    return st.sampled_from([*MSR_SYSENTER, MSR_APIC_BASE, MSR_TSC])
 
 
 def msr_numbers() -> st.SearchStrategy[int]:
