@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pvframe.testing import properties
 from pvframe.testing import programs as p
+from pvframe.testing import properties
 from pvframe.testing.oracle import Event, Observation
 
 
