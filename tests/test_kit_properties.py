@@ -3,6 +3,7 @@ observations: each fires on the broken rule and stays quiet on a correct run."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from hypothesis import given
@@ -28,7 +29,7 @@ def _obs(program: p.Program, per_op: list[tuple[int, ...]], events: tuple[Event,
 def test_time_property_fires_exactly_when_a_read_goes_back(values: list[int]) -> None:
     program = p.Program(tuple(p.ReadTsc() for _ in values))
     obs = _obs(program, [(v & 0xFFFFFFFF, v >> 32) for v in values])
-    went_back = any(b < a for a, b in zip(values, values[1:], strict=False))
+    went_back = any(b < a for a, b in itertools.pairwise(values))
     found = properties.time_never_runs_backwards(program, obs)
     assert (found is not None) == went_back
     if found is not None:
