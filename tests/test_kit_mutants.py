@@ -104,7 +104,7 @@ def test_the_kit_kills_a_mutant_and_names_the_layer() -> None:
 def test_mutation_run_sample(backend: str, examples: int, sample: int) -> None:
     report = mutants.run(backend, examples, sample=sample)
     assert len(report.outcomes) == sample
-    assert {"read_tsc", "restore_fl", "write_cr3", "irq_enable"} <= set(report.reached)
+    assert {"load_idt", "apic_write", "irq_disable"} <= set(report.reached)  # the harness's
     assert report.kill_rate() >= 0.7, "\n".join(report.lines())
     text = "\n".join(report.lines())
     assert f"{sample} mutants of" in text and "killed" in text
