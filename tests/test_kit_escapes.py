@@ -79,7 +79,7 @@ def backends() -> dict[str, plugins.BackendInfo]:
 @pytest.mark.parametrize(
     ("bug", "field"),
     [
-        ("restore-fl-if-with-cf", "results"),
+        ("restore-fl-if-with-cf", None),
         ("tsc-steps-back", "property time-never-runs-backwards"),
         ("cr3-drops-pwt-pcd", "results"),
         ("timer-count-16-bit", None),

@@ -84,16 +84,19 @@ class SaveFlags(Op):
 
 @attrs.frozen
 class RestoreFlags(Op):
-    """``popf`` of a full EFLAGS value, then ``pushf`` to record what the flags became:
-    at CPL0 popf may change CF, PF, AF, ZF, SF, TF, IF, DF, OF, IOPL, NT, AC and ID, and
-    leaves VM, VIP, VIF unchanged and RF cleared (Intel SDM Vol. 2B POPF)."""
+    """``popf`` of a full EFLAGS value, then of the same value with IF toggled, each
+    followed by ``pushf`` to record what the flags became: IF goes both ways with the other
+    flags as drawn. At CPL0 popf may change CF, PF, AF, ZF, SF, TF, IF, DF, OF, IOPL, NT,
+    AC and ID, and leaves VM, VIP, VIF unchanged and RF cleared (Intel SDM Vol. 2B POPF)."""
 
     flags: int
 
-    records = 1
+    records = 2
 
     def lines(self) -> list[str]:
-        return [f"pushl ${self.flags:#x}", "popf", "pushf", "pop %eax", RECORD]
+        other = self.flags ^ 0x200
+        return [f"pushl ${self.flags:#x}", "popf", "pushf", "pop %eax", RECORD,
+                f"pushl ${other:#x}", "popf", "pushf", "pop %eax", RECORD]
 
 
 @attrs.frozen
