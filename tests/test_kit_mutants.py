@@ -107,7 +107,7 @@ def test_mutation_run_sample(backend: str, examples: int, sample: int) -> None:
     assert {"load_idt", "apic_write", "irq_disable"} <= set(report.reached)  # the harness's
     assert report.kill_rate() >= 0.7, "\n".join(report.lines())
     text = "\n".join(report.lines())
-    assert f"{sample} mutants of" in text and "killed" in text
+    assert f"{sample} mutants of" in text and "guest-reachable" in text and "killed" in text
     for survivor in report.survivors:
         assert survivor.mutation.describe() in text
 

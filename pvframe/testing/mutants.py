@@ -365,7 +365,8 @@ class Report:
     def lines(self) -> list[str]:
         """The printed report: kill rate per hook, survivors with their mutation, totals."""
         out = [f"mutation testing of backend {self.backend!r}: {len(self.outcomes)} mutants of "
-               f"{len(self.per_hook())} guest-reachable hooks, {self.corpus} programs per mutant"]
+               f"{len(self.per_hook())} hooks ({len(self.reached)} guest-reachable), "
+               f"{self.corpus} programs per mutant"]
         out.append(f"  {'hook':<22}{'calls':>8}{'mutants':>9}{'killed':>8}{'rate':>8}")
         for op, (n, k) in sorted(self.per_hook().items()):
             out.append(f"  {op:<22}{self.reached.get(op, 0):>8}{n:>9}{k:>8}{100 * k / n:>7.1f}%")
