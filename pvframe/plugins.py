@@ -17,6 +17,14 @@ so the executor's hot path is one Python call per privileged operation instead o
 dispatch. When tracing is requested, or when any registered plugin adds a hook wrapper,
 the bound callable goes through pluggy (``subset_hook_caller``) so wrappers and
 ``add_hookcall_monitoring`` keep working.
+
+Overlays: a plugin object (the backend's or an extra plugin) with a method
+``pvframe_overlay(op, below)`` is asked, for every op at binding, for the callable to use
+instead of ``below`` (the resolved implementation, machine bound); it returns ``below``
+itself to leave the op alone. An overlay may change arguments, skip the call or change
+its result, which a pluggy wrapper cannot: the kit's mutants
+(:mod:`pvframe.testing.mutants`) are backends layered this way over the backend under
+test, and the kit's recorder watches hook values the same way.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ from pvframe.hookspecs import PREFIX, all_hook_names
 
 ENTRY_POINT_GROUP = "pvframe.backends"
 NATIVE = "native"
+#: the method a plugin object defines to layer over bound hooks (module docstring)
+OVERLAY = "pvframe_overlay"
 
 
 class BackendError(Exception):
@@ -519,8 +529,9 @@ def bind(
     plugin = native_plugin if name == NATIVE else _create(info)
     last: list[tuple[str, str] | None] = [None]
     extras = list(extra_plugins)
+    overlays = [getattr(o, OVERLAY) for o in (plugin, *extras) if callable(getattr(o, OVERLAY, None))]
     plan_key = (name, type(native_plugin), type(plugin))
-    plan = _PLANS.get(plan_key) if not (trace or extras) else None
+    plan = _PLANS.get(plan_key) if not (trace or extras or overlays) else None
     if plan is not None:
         return _bind_from_plan(plan, info, plugin, native_plugin, machine, count, last)
     pm = _spec_manager()
@@ -569,9 +580,11 @@ def bind(
             fn: Callable[..., Any] = via_pluggy
         else:
             fn = _adapt(chosen.function, tuple(chosen.argnames), spec, machine)
+        for overlay in overlays:
+            fn = overlay(op, fn)
         cell = cells.setdefault(op, [0]) if count else None
         bound[op] = _guarded(fn, op, provider[op], cell, last)
-    if new_plan is not None and not (trace or extras):
+    if new_plan is not None and not (trace or extras or overlays):
         _PLANS[plan_key] = new_plan
     return BoundBackend(info, HookTable(bound), plugin, native_plugin, pm, provider, cells, last)
 

@@ -33,7 +33,8 @@ def backends() -> dict[str, plugins.BackendInfo]:
 def test_tutorial_first_attempt_is_caught_as_the_page_shows(backends: Any) -> None:
     result = check_backend("vif-first", 50, backends=backends)
     assert not result.ok
-    assert result.divergence is not None and result.divergence.field == "events"
+    # the pending interrupt is lost: no event (a guest that goes on) or a hlt that never wakes
+    assert result.divergence is not None and result.divergence.field in ("events", "stop")
     listing = result.divergence.program.listing()
     assert len(result.divergence.program.ops) == 1 and "sti" in listing and "cli" in listing
     assert any("guest ipi" in f for f in result.guest_failures)

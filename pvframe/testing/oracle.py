@@ -58,6 +58,22 @@ class Observation:
     results: tuple[int, ...]
     events: tuple[Event, ...]
     detail: str | None = None
+    #: index into ``results`` at the start of each op that ran (what properties read)
+    marks: tuple[int, ...] = ()
+    #: TSC frequency and the APIC timer's input clock of the machine (what the timer
+    #: property converts ticks to cycles with)
+    tsc_hz: int = 1
+    timer_hz: int = 1
+    #: op -> calls during the run (not compared: backends reach the same state by
+    #: different hooks)
+    hook_calls: dict[str, int] = attrs.field(factory=dict, eq=False)
+
+    def op_results(self, index: int) -> tuple[int, ...]:
+        """The words op ``index`` recorded (empty if it never ran)."""
+        if index >= len(self.marks):
+            return ()
+        end = self.marks[index + 1] if index + 1 < len(self.marks) else len(self.results)
+        return self.results[self.marks[index]:end]
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -78,8 +94,10 @@ class Divergence:
     first: str
 
     def __str__(self) -> str:
+        what = ("breaks a property" if self.field.startswith("property ")
+                else f"diverges from native in {self.field}")
         return (
-            f"backend {self.other.backend!r} diverges from native in {self.field}: {self.first}\n"
+            f"backend {self.other.backend!r} {what}: {self.first}\n"
             f"native: stop={self.native.stop} exit={self.native.exit_code} "
             f"instructions={self.native.instructions} events={len(self.native.events)} "
             f"{self.native.detail or ''}\n"
@@ -97,10 +115,12 @@ def observe(
     backends: dict[str, plugins.BackendInfo] | None = None,
     budget: int = DEFAULT_BUDGET,
     config: MachineConfig | None = None,
+    extra_plugins: tuple[Any, ...] = (),
 ) -> Observation:
-    """Run ``program`` on ``backend`` and collect what the guest could observe."""
+    """Run ``program`` on ``backend`` and collect what the guest could observe
+    (``extra_plugins`` are bound next to the backend: tracers, recorders)."""
     built = assemble(program.source(), p.LOAD_ADDR)
-    machine = Machine(backend, config, backends=backends)
+    machine = Machine(backend, config, backends=backends, extra_plugins=extra_plugins)
     machine.load_raw(built.image, p.LOAD_ADDR, p.LOAD_ADDR)
     result = machine.run(budget, wall_clock_s=KIT_WALL_CLOCK_S)
     sym = built.symbols
@@ -112,9 +132,15 @@ def observe(
     nev = max(0, min((ev_end - sym["events"]) // 16, p.EVENTS_MAX))
     raw = struct.unpack(f"<{4 * nev}I", machine.memory.read_bytes(sym["events"], 16 * nev))
     events = tuple(Event(*raw[i:i + 4]) for i in range(0, len(raw), 4))
+    nops = len(program.ops)
+    raw_marks = struct.unpack(f"<{nops}I", machine.memory.read_bytes(sym["op_marks"], 4 * nops))
+    # an op that never started has mark 0 (result_ptr never is): the marks are a prefix
+    started = raw_marks[:next((i for i, m in enumerate(raw_marks) if not m), nops)]
+    marks = tuple(max(0, min((m - sym["results"]) // 4, nres)) for m in started)
     return Observation(
         backend, result.stop, result.exit_code, result.instructions, result.registers,
-        result.console, results, events, machine.stop_detail,
+        result.console, results, events, machine.stop_detail, marks,
+        machine.config.tsc_hz, machine.platform.apic.bus_frequency, machine.bound.counts,
     )
 
 
@@ -137,12 +163,28 @@ def compare(
     *,
     backends: dict[str, plugins.BackendInfo] | None = None,
     budget: int = DEFAULT_BUDGET,
+    native: Observation | None = None,
 ) -> Divergence | None:
-    """None when ``backend`` and native agree on everything observable, else the first
-    difference in order of importance: stop, exit code, console, events, results,
-    registers, instruction count."""
-    native = observe(program, plugins.NATIVE, backends=backends, budget=budget)
+    """None when ``backend`` keeps every property of :mod:`pvframe.testing.properties` and
+    agrees with native on everything observable, else the first problem: a broken
+    property, then the first difference in order of importance: stop, exit code, console,
+    events, results, registers, instruction count."""
+    if native is None:
+        native = observe(program, plugins.NATIVE, backends=backends, budget=budget)
     other = observe(program, backend, backends=backends, budget=budget)
+    return judge(program, native, other)
+
+
+def judge(program: p.Program, native: Observation, other: Observation) -> Divergence | None:
+    """The first problem of ``other`` (a broken property, then a difference from
+    ``native``), or None."""
+    from pvframe.testing import properties
+
+    for obs in (other, native):
+        broken = properties.check(program, obs)
+        if broken is not None:
+            return Divergence(program, f"property {broken.prop}", native, other,
+                              f"{obs.backend}: {broken}")
     nf, of = native.fields(), other.fields()
     for name in nf:
         if nf[name] != of[name]:

@@ -17,6 +17,8 @@ recovery label), so a faulting op is reported, not retried.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import attrs
 
 LOAD_ADDR = 0x100000
@@ -36,12 +38,20 @@ NFRAMES = 16
 # Exceptions that push an error code (Intel SDM Vol. 3A §6.13 Table 6-1)
 ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17})
 MSR_SYSENTER = (0x174, 0x175, 0x176)
+#: the loader's flat GDT (pvframe.platform.loader: null, 0x08 code, 0x10 data)
+GDT_BASE = 0x800
+#: vectors above the test vectors that self-IPIs may use (handled like them)
+HIGH_VECTORS = (0x90, 0xF0)
 MSR_INVALID = 0xC0DE0001
 RECORD = "call record"
 
 
 class Op:
-    """One step of a program: ``lines()`` is its assembly."""
+    """One step of a program: ``lines()`` is its assembly; ``records`` is the number of
+    words it records when it runs to its end (None: it varies), so that a property can
+    find an op's words among the results."""
+
+    records: ClassVar[int | None] = 0
 
     def lines(self) -> list[str]:
         raise NotImplementedError
@@ -66,18 +76,27 @@ class Sti(Op):
 class SaveFlags(Op):
     """pushf; record IF."""
 
+    records = 1
+
     def lines(self) -> list[str]:
         return ["pushf", "pop %eax", "and $0x200, %eax", RECORD]
 
 
 @attrs.frozen
 class RestoreFlags(Op):
-    """popf of a value with IF set or clear."""
+    """``popf`` of a full EFLAGS value, then of the same value with IF toggled, each
+    followed by ``pushf`` to record what the flags became: IF goes both ways with the other
+    flags as drawn. At CPL0 popf may change CF, PF, AF, ZF, SF, TF, IF, DF, OF, IOPL, NT,
+    AC and ID, and leaves VM, VIP, VIF unchanged and RF cleared (Intel SDM Vol. 2B POPF)."""
 
-    interrupts: bool
+    flags: int
+
+    records = 2
 
     def lines(self) -> list[str]:
-        return [f"pushl ${0x202 if self.interrupts else 0x002:#x}", "popf"]
+        other = self.flags ^ 0x200
+        return [f"pushl ${self.flags:#x}", "popf", "pushf", "pop %eax", RECORD,
+                f"pushl ${other:#x}", "popf", "pushf", "pop %eax", RECORD]
 
 
 @attrs.frozen
@@ -85,6 +104,8 @@ class IrqSaveRestore(Op):
     """``local_irq_save``; inner ops; ``local_irq_restore`` (pushf; cli ... popf)."""
 
     inner: tuple[Op, ...]
+
+    records = None
 
     def lines(self) -> list[str]:
         body = [line for op in self.inner for line in op.lines()]
@@ -95,17 +116,18 @@ class IrqSaveRestore(Op):
 class DeferredInterrupt(Op):
     """An interrupt raised while interrupts are disabled, taken when they are re-enabled
     (``cli``; a self-IPI or a short one-shot timer; ``sti; nop``): the pending-event path
-    every backend's irq_enable must honour."""
+    every backend's irq_enable must honour. The APIC is enabled and its task priority
+    cleared first, so the interrupt is deliverable once IF is set (SDM Vol. 3A §10.8.3)."""
 
     timer: bool
 
     def lines(self) -> list[str]:
         if self.timer:
             raise_it = [f"movl $0xb, {APIC + 0x3E0:#x}", f"movl ${TIMER_VECTOR:#x}, {APIC + 0x320:#x}",
-                        f"movl $50, {APIC + 0x380:#x}", "mov $40, %ecx", "1: loop 1b"]
+                        f"movl $50, {APIC + 0x380:#x}", "mov $60, %ecx", "1: loop 1b"]
         else:
             raise_it = [f"movl $0, {APIC + 0x310:#x}", f"movl ${0x40000 | IPI_VECTOR:#x}, {APIC + 0x300:#x}"]
-        return ["cli", *raise_it, "sti", "nop"]
+        return ["cli", *_APIC_OPEN, *raise_it, "sti", "nop"]
 
 
 @attrs.frozen
@@ -128,6 +150,8 @@ class PutChar(Op):
 
 @attrs.frozen
 class ReadTsc(Op):
+    records = 2
+
     def lines(self) -> list[str]:
         return ["rdtsc", RECORD, "mov %edx, %eax", RECORD]
 
@@ -138,6 +162,8 @@ class ReadRtc(Op):
 
     register: int
 
+    records = 1
+
     def lines(self) -> list[str]:
         return [f"mov ${self.register}, %al", "out %al, $0x70", "in $0x71, %al",
                 "movzbl %al, %eax", RECORD]
@@ -146,6 +172,8 @@ class ReadRtc(Op):
 @attrs.frozen
 class Cpuid(Op):
     leaf: int
+
+    records = 4
 
     def lines(self) -> list[str]:
         return [f"mov ${self.leaf:#x}, %eax", "xor %ecx, %ecx", "cpuid", RECORD,
@@ -156,23 +184,33 @@ class Cpuid(Op):
 class ReadMsr(Op):
     msr: int
 
+    records = 2
+
     def lines(self) -> list[str]:
         return [f"mov ${self.msr:#x}, %ecx", "rdmsr", RECORD, "mov %edx, %eax", RECORD]
 
 
 @attrs.frozen
 class WriteMsr(Op):
+    """``wrmsr`` of a 64-bit value, then ``rdmsr`` of the same MSR recorded (a #GP on
+    the write skips the read)."""
+
     msr: int
     value: int
 
+    records = 2
+
     def lines(self) -> list[str]:
-        return [f"mov ${self.msr:#x}, %ecx", f"mov ${self.value:#x}, %eax", "xor %edx, %edx",
-                "wrmsr"]
+        lo, hi = self.value & 0xFFFFFFFF, self.value >> 32
+        return [f"mov ${self.msr:#x}, %ecx", f"mov ${lo:#x}, %eax", f"mov ${hi:#x}, %edx",
+                "wrmsr", "rdmsr", RECORD, "mov %edx, %eax", RECORD]
 
 
 @attrs.frozen
 class StoreDescriptorTables(Op):
     """sgdt/sidt into the results (6 bytes each, recorded as two words)."""
+
+    records = 4
 
     def lines(self) -> list[str]:
         return ["sgdt dtbuf", "mov dtbuf, %eax", RECORD, "movzwl dtbuf+4, %eax", RECORD,
@@ -186,16 +224,48 @@ class ReloadIdt(Op):
 
 
 @attrs.frozen
+class LoadDescriptorTable(Op):
+    """``lgdt``/``lidt`` of the harness's table with limit ``limit``, then ``sgdt``/``sidt``
+    recorded (base, limit). A shorter IDT turns a vector above the limit into #GP
+    (SDM Vol. 3A §6.10); the GDT limits keep the harness's selectors 0x08 and 0x10."""
+
+    table: str  # "gdt" or "idt"
+    limit: int
+
+    records = 2
+
+    def lines(self) -> list[str]:
+        base = "idt" if self.table == "idt" else f"{GDT_BASE:#x}"
+        return [f"movw ${self.limit:#x}, dtload", f"movl ${base}, dtload+2", f"l{self.table} dtload",
+                f"s{self.table} dtbuf", "mov dtbuf+2, %eax", RECORD, "movzwl dtbuf, %eax", RECORD]
+
+
+@attrs.frozen
 class MapPage(Op):
-    """Plain store of a PTE for test page ``page`` -> frame ``frame`` (no TLB flush)."""
+    """Plain store of a PTE for test page ``page`` -> frame ``frame`` with the flag bits
+    ``flags`` (P, RW, US, PWT, PCD, A, D, PAT, G and the three available bits, Intel SDM
+    Vol. 3A §4.3 Table 4-6), no TLB flush."""
 
     page: int
     frame: int
-    writable: bool
+    flags: int = 3
 
     def lines(self) -> list[str]:
-        pte = (FRAMES + self.frame * 0x1000) | (3 if self.writable else 1)
+        pte = (FRAMES + self.frame * 0x1000) | (self.flags & 0xFFF)
         return [f"movl ${pte:#x}, {PT_TEST + 4 * self.page:#x}"]
+
+
+@attrs.frozen
+class ReadPte(Op):
+    """Read test page ``page``'s PTE back through the identity map: the accessed and
+    dirty bits the processor set on the way (SDM Vol. 3A §4.8)."""
+
+    page: int
+
+    records = 1
+
+    def lines(self) -> list[str]:
+        return [f"mov {PT_TEST + 4 * self.page:#x}, %eax", RECORD]
 
 
 @attrs.frozen
@@ -225,6 +295,8 @@ class Load(Op):
     page: int
     offset: int
 
+    records = 1
+
     def lines(self) -> list[str]:
         return [f"mov {TEST_VA + 0x1000 * self.page + self.offset:#x}, %eax", RECORD]
 
@@ -250,6 +322,8 @@ class TlbProbe(Op):
     a: int
     b: int
     flush: str
+
+    records = 3
 
     def lines(self) -> list[str]:
         va = TEST_VA + 0x1000 * self.page
@@ -286,6 +360,8 @@ class ApicStop(Op):
 
 @attrs.frozen
 class ReadApicCount(Op):
+    records = 1
+
     def lines(self) -> list[str]:
         return [f"mov {APIC + 0x390:#x}, %eax", RECORD]
 
@@ -300,8 +376,125 @@ class WaitInterrupt(Op):
 
 @attrs.frozen
 class SelfIpi(Op):
+    vector: int = IPI_VECTOR
+
     def lines(self) -> list[str]:
-        return [f"movl $0, {APIC + 0x310:#x}", f"movl ${0x40000 | IPI_VECTOR:#x}, {APIC + 0x300:#x}"]
+        return [f"movl $0, {APIC + 0x310:#x}", f"movl ${0x40000 | self.vector:#x}, {APIC + 0x300:#x}"]
+
+
+# ---------------------------------------------------------------- state written and read back
+# Each op below writes a value with its architecturally meaningful bits and records what
+# the processor reads back, so a backend that drops or adds a bit is seen at once.
+
+#: the APIC usable for delivery: software enabled (SVR bit 8, spurious vector 0xFF) and
+#: task priority 0 (Intel SDM Vol. 3A §10.4.7.2, §10.8.3.1)
+_APIC_OPEN = [f"movl $0x1ff, {APIC + 0xF0:#x}", f"movl $0, {APIC + 0x80:#x}"]
+
+
+@attrs.frozen
+class WriteCr0(Op):
+    """Toggle bits of CR0 (``toggle``: MP, EM, TS, NE, WP, AM, NW, CD; never PE or PG)
+    and record CR0 read back (SDM Vol. 3A §2.5: NW without CD is #GP(0); WP makes
+    read-only pages read-only at CPL0 too)."""
+
+    toggle: int
+
+    records = 1
+
+    def lines(self) -> list[str]:
+        return ["mov %cr0, %eax", f"xor ${self.toggle:#x}, %eax", "mov %eax, %cr0",
+                "mov %cr0, %eax", RECORD]
+
+
+@attrs.frozen
+class WriteCr3(Op):
+    """Reload CR3 with the same page directory and the low bits ``low`` (PWT bit 3, PCD
+    bit 4, and the bits 32-bit paging ignores, SDM Vol. 3A §4.3 Table 4-3), then record
+    CR3 read back."""
+
+    low: int
+
+    records = 1
+
+    def lines(self) -> list[str]:
+        return ["mov %cr3, %eax", "and $0xfffff000, %eax", f"or ${self.low & 0xFFF:#x}, %eax",
+                "mov %eax, %cr3", "mov %cr3, %eax", RECORD]
+
+
+@attrs.frozen
+class WriteCr4(Op):
+    """Record CR4, write it (VME, PVI, TSD, DE, PSE, PAE, MCE, PGE, PCE, ...: a bit the CPU
+    lacks is #GP(0), SDM Vol. 3A §2.5) and record CR4 read back."""
+
+    value: int
+
+    records = 2
+
+    def lines(self) -> list[str]:
+        return ["mov %cr4, %eax", RECORD, f"mov ${self.value:#x}, %eax", "mov %eax, %cr4",
+                "mov %cr4, %eax", RECORD]
+
+
+@attrs.frozen
+class ApicWrite(Op):
+    """Record a local APIC register, write it with a full 32-bit value and record it read
+    back (the bits each register keeps: SDM Vol. 3A §10.4.1 Table 10-1)."""
+
+    reg: int
+    value: int
+
+    records = 2
+
+    def lines(self) -> list[str]:
+        where = f"{APIC + self.reg:#x}"
+        return [f"mov {where}, %eax", RECORD, f"movl ${self.value:#x}, {where}", f"mov {where}, %eax",
+                RECORD]
+
+
+@attrs.frozen
+class TscSeries(Op):
+    """``count`` back-to-back ``rdtsc``, each recorded (low, high): a clock that steps
+    back now and then shows between two of them."""
+
+    count: int
+
+    @property
+    def records(self) -> int:  # type: ignore[override]
+        return 2 * self.count
+
+    def lines(self) -> list[str]:
+        return [f"mov ${self.count}, %esi", "1: rdtsc", RECORD, "mov %edx, %eax", RECORD,
+                "dec %esi", "jnz 1b"]
+
+
+@attrs.frozen
+class TimerDeadline(Op):
+    """Program a one-shot APIC timer for ``count`` ticks at divide value ``divide`` and
+    sleep until an interrupt: records the index of the next event, the TSC before the
+    count is written and the TSC after the wake-up (a timer may not fire before its count
+    of bus ticks has elapsed, SDM Vol. 3A §10.5.4). Interrupts already pending are taken
+    first, so the next event is the timer's unless something else interrupts the sleep."""
+
+    count: int
+    divide: int = 0xB
+
+    records = 5
+
+    def lines(self) -> list[str]:
+        return [
+            "cli", f"movl $0, {APIC + 0x380:#x}", *_APIC_OPEN, "sti", "nop", "nop", "cli",
+            "mov event_ptr, %eax", "sub $events, %eax", "shr $4, %eax", RECORD,
+            f"movl ${self.divide:#x}, {APIC + 0x3E0:#x}", f"movl ${TIMER_VECTOR:#x}, {APIC + 0x320:#x}",
+            "rdtsc", RECORD, "mov %edx, %eax", RECORD,
+            f"movl ${self.count:#x}, {APIC + 0x380:#x}", "sti", "hlt", "cli",
+            "rdtsc", RECORD, "mov %edx, %eax", RECORD,
+        ]
+
+    def ticks(self) -> int:
+        """Timer input clocks before expiry: the count times the divisor (divide
+        configuration bits 3,1,0, SDM Vol. 3A §10.5.4 Figure 10-10)."""
+        code = (self.divide & 3) | ((self.divide >> 1) & 4)
+        return self.count * (1 if code == 7 else 2 << code)
 
 
 @attrs.frozen
@@ -325,7 +518,7 @@ def _stub(vector: int) -> list[str]:
     return [f"stub_{vector}:", *push_err, f"pushl ${vector}", "jmp common"]
 
 
-HANDLED = (*range(32), TIMER_VECTOR, IPI_VECTOR, SPURIOUS_VECTOR)
+HANDLED = (*range(32), TIMER_VECTOR, IPI_VECTOR, *HIGH_VECTORS, SPURIOUS_VECTOR)
 
 
 def render(program: Program) -> str:
@@ -335,7 +528,8 @@ def render(program: Program) -> str:
     if program.paging:
         out += ["call paging_init"]
     for i, op in enumerate(program.ops):
-        out += [f"movl ${i}, op_index", f"movl $.Lrec{i}, recovery"]
+        out += [f"movl ${i}, op_index", f"movl $.Lrec{i}, recovery", "pushl result_ptr",
+                f"popl op_marks+{4 * i}"]
         out += [f"    {line}" for line in op.lines()]
         out += [f".Lrec{i}:"]
     out += ["cli", f"movl $0, {APIC + 0x380:#x}" if any(isinstance(o, ApicTimer) for o in program.ops) else "nop",
@@ -346,6 +540,7 @@ def render(program: Program) -> str:
         out += _stub(v)
     out += [".data", ".balign 4096", "stub_table:"] + [f".long {v}, stub_{v}" for v in HANDLED]
     out += [".long -1, 0"]
+    out += [".balign 4", "op_marks:", f".fill {max(1, len(program.ops))}, 4, 0"]
     return "\n".join(out) + "\n" + _DATA
 
 
@@ -449,6 +644,7 @@ idt: .fill 256, 8, 0
 idt_desc: .word 256*8-1
     .long idt
 dtbuf: .fill 8, 1, 0
+dtload: .fill 8, 1, 0
 op_index: .long 0
 recovery: .long 0
 result_ptr: .long results

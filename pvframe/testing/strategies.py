@@ -11,6 +11,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from pvframe.testing import programs as p
+from pvframe.testing import values as v
 
 pages = st.integers(0, p.TEST_PAGES - 1)
 frames = st.integers(0, p.NFRAMES - 1)
@@ -21,7 +22,7 @@ words = st.integers(0, 0xFFFFFFFF)
 def interrupt_flag_ops() -> st.SearchStrategy[p.Op]:
     """cli/sti, flag save and restore, and nested irq-save/restore sections."""
     simple = st.sampled_from([p.Cli(), p.Sti(), p.SaveFlags()]) | st.builds(
-        p.RestoreFlags, st.booleans()
+        p.RestoreFlags, v.eflags_values()
     )
     nested = st.builds(
         p.IrqSaveRestore,
@@ -32,50 +33,64 @@ def interrupt_flag_ops() -> st.SearchStrategy[p.Op]:
 
 
 def paging_ops() -> st.SearchStrategy[p.Op]:
-    """PTE edits by plain stores, invlpg, CR3 reloads and accesses that may fault: the TLB
-    is observable (an edit without invlpg keeps the old translation)."""
-    edits = st.one_of(
-        st.builds(p.MapPage, pages, frames, st.booleans()),
+    """PTE edits by plain stores (every flag bit), invlpg, CR3 reloads (with cache-control
+    bits, read back), CR0 toggles (WP), and accesses that may fault: the TLB is observable
+    (an edit without invlpg keeps the old translation)."""
+    edits = [
+        st.builds(p.MapPage, pages, frames, v.pte_flags()),
+        st.builds(p.ReadPte, pages),
+        st.builds(p.WriteCr3, v.cr3_low_bits()),
+        st.builds(p.WriteCr0, v.cr0_toggles()),
+        st.builds(p.WriteCr4, v.cr4_values()),
         st.builds(p.UnmapPage, pages),
         st.builds(p.Invlpg, pages),
         st.just(p.ReloadCr3()),
         st.builds(p.Load, pages, offsets),
         st.builds(p.Store, pages, offsets, words),
-    )
-    probes = st.builds(p.TlbProbe, pages, frames, frames, st.sampled_from(["invlpg", "cr3", "none"]))
-    return edits | probes
+    ]
+    # two different frames: with a == b a stale and a fresh translation read the same
+    moves = st.tuples(frames, st.integers(1, p.NFRAMES - 1)).map(
+        lambda t: (t[0], (t[0] + t[1]) % p.NFRAMES))
+    probes = st.builds(lambda page, ab, flush: p.TlbProbe(page, ab[0], ab[1], flush), pages, moves,
+                       st.sampled_from(["cr3", "invlpg", "none"]))
+    # one_of flattens nested choices: the probe is listed thrice to keep it a quarter, and
+    # first, so that a TLB bug shrinks to the one op that shows it
+    return st.one_of(probes, probes, probes, *edits)
 
 
 def timer_ops() -> st.SearchStrategy[p.Op]:
-    """APIC timer programming (one-shot and periodic) with hlt waits, counter reads and
-    self-IPIs."""
+    """APIC timer programming (one-shot and periodic, counts across the register's width)
+    with hlt waits, deadlines, counter reads, register writes read back and self-IPIs."""
     return st.one_of(
-        st.builds(
-            p.ApicTimer,
-            st.integers(2_000, 60_000),
-            st.booleans(),
-            st.sampled_from([0xB, 0x0, 0x1, 0x3]),
-        ),
+        st.builds(p.ApicTimer, st.integers(2_000, 60_000) | v.timer_counts(), st.booleans(),
+                  v.timer_divides()),
+        st.builds(p.TimerDeadline, v.timer_counts(), v.timer_divides()),
+        st.builds(p.ApicWrite, st.sampled_from(v.APIC_REGISTERS), v.apic_values()),
         st.just(p.ApicStop()),
         st.just(p.ReadApicCount()),
         st.just(p.WaitInterrupt()),
-        st.just(p.SelfIpi()),
+        st.builds(p.SelfIpi, st.sampled_from([p.IPI_VECTOR, *p.HIGH_VECTORS])),
         st.builds(p.Compute, st.integers(1, 400)),
     )
 
 
 def platform_ops() -> st.SearchStrategy[p.Op]:
-    """Serial output, TSC and wallclock reads, MSRs, CPUID, descriptor-table loads."""
-    msr = st.sampled_from([*p.MSR_SYSENTER, 0x10, 0x1B, p.MSR_INVALID])
+    """Serial output, TSC series and wallclock reads, MSRs written and read back (64-bit
+    values), CR4 written and read back, CPUID, descriptor-table loads."""
     return st.one_of(
         st.builds(p.PutChar, st.integers(0x20, 0x7E)),
         st.just(p.ReadTsc()),
+        st.builds(p.TscSeries, st.integers(2, 24)),
         st.builds(p.ReadRtc, st.sampled_from([0, 2, 4, 7, 8, 9])),
-        st.builds(p.ReadMsr, msr),
-        st.builds(p.WriteMsr, st.sampled_from([*p.MSR_SYSENTER, p.MSR_INVALID]), words),
+        st.builds(p.ReadMsr, v.msr_numbers()),
+        v.msr_numbers().flatmap(lambda msr: st.builds(p.WriteMsr, st.just(msr), v.msr_values(msr))),
+        v.valid_msrs().flatmap(lambda msr: st.builds(p.WriteMsr, st.just(msr), v.msr_values(msr))),
+        st.builds(p.WriteCr4, v.cr4_values()),
         st.builds(p.Cpuid, st.sampled_from([0, 1, 2, 0x80000000])),
         st.just(p.StoreDescriptorTables()),
         st.just(p.ReloadIdt()),
+        st.builds(p.LoadDescriptorTable, st.just("idt"), st.sampled_from([0x7FF, 0x7F7, 0x4FF, 0x20F])),
+        st.builds(p.LoadDescriptorTable, st.just("gdt"), st.sampled_from([0x17, 0x1F, 0x7FF, 0xFFFF])),
     )
 
 

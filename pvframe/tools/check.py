@@ -83,9 +83,11 @@ def search_programs(
     seed_value: int | None = None,
     backends: dict[str, plugins.BackendInfo] | None = None,
     progress: Progress = _no_progress,
+    shrink: bool = True,
 ) -> tuple[int, oracle.Divergence | None]:
     """Generate up to ``examples`` programs and compare each with native. Returns the number
-    of programs run and the shrunk divergence, if any (None: none found).
+    of programs run and the shrunk divergence, if any (None: none found; ``shrink=False``:
+    the first divergence as found).
 
     Without ``seed_value`` the search is derandomized (the same programs every time, like
     the kit's ``ci`` profile); with it, Hypothesis's random source is seeded."""
@@ -115,7 +117,7 @@ def search_programs(
         derandomize=seed_value is None,
         database=None,
         deadline=None,
-        phases=[Phase.generate, Phase.shrink],
+        phases=[Phase.generate, Phase.shrink] if shrink else [Phase.generate],
         suppress_health_check=list(HealthCheck),
         print_blob=False,
         report_multiple_bugs=False,

@@ -688,9 +688,27 @@ def check_cmd(
         typer.Option("--wall-clock", help="Host-time limit of each run and contract in "
                      "seconds (default 30): a hook that never returns fails the check."),
     ] = None,
+    mutants: Annotated[
+        bool, typer.Option("--mutants", help="Measure the kit instead: derive wrong backends "
+                           "from each backend (one mutated hook each), print the kill rate per "
+                           "hook and the survivors.")
+    ] = False,
+    hook: Annotated[
+        list[str] | None, typer.Option("--hook", help="With --mutants: mutate only this op "
+                                       "(repeatable).")
+    ] = None,
+    sample: Annotated[
+        int | None, typer.Option("--sample", help="With --mutants: about this many mutants "
+                                 "per backend, evenly spaced (a bounded run).")
+    ] = None,
+    min_kill_rate: Annotated[
+        float, typer.Option("--min-kill-rate", help="With --mutants: exit 1 if a hook's kill "
+                            "rate (percent) is below this.")
+    ] = 0.0,
 ) -> None:
     """The equivalence kit against native: generated programs (shrunk on divergence), the
-    demo guests and the hook contracts. Exit 1 if any backend diverges."""
+    demo guests and the hook contracts. Exit 1 if any backend diverges. With --mutants,
+    the kit's own power: mutation testing of each backend's guest-reachable hooks."""
     from pvframe.testing import contracts, oracle
     from pvframe.tools import check
 
@@ -702,6 +720,12 @@ def check_cmd(
         oracle.KIT_WALL_CLOCK_S = contracts.CONTRACT_WALL_CLOCK_S = wall_clock
     with _plugin_stdout(as_json):
         found = plugins.discover()
+    if mutants:
+        _mutants(_backend_names(backend, found, default_skip_native=False), examples, found,
+                 hook, sample, min_kill_rate, as_json)
+        return
+    if hook or sample is not None:
+        fail("--hook and --sample go with --mutants")
     names = _backend_names(backend, found, default_skip_native=True)
     results = []
     with _progress() as bar, _plugin_stdout(as_json):
@@ -743,6 +767,41 @@ def check_cmd(
             for line in r.guest_failures + r.contract_failures:
                 out.print(f"{r.backend}: {line}", markup=False)
     if failed:
+        raise typer.Exit(1)
+
+
+def _mutants(names: list[str], examples: int, found: dict[str, plugins.BackendInfo],
+             hooks: list[str] | None, sample: int | None, min_kill_rate: float,
+             as_json: bool) -> None:
+    """``pvframe check --mutants``: one mutation run per backend, reports printed."""
+    from pvframe.hookspecs import PREFIX
+    from pvframe.testing import mutants
+
+    for op in hooks or ():
+        if PREFIX + op not in plugins.SPEC_PARAMS:
+            fail(f"--hook {op!r} is not a paravirt_ops op; see `pvframe ops`")
+    if sample is not None and sample <= 0:
+        fail("--sample must be positive")
+    reports = []
+    for name in names:
+        with _progress() as bar, _plugin_stdout(as_json):
+            task = bar.add_task(f"{name}: reach run", total=None)
+
+            def progress(done: int, total: int, _task: Any = task, _name: str = name) -> None:
+                bar.update(_task, completed=done, total=total, description=f"{_name}: mutants")
+
+            report = mutants.run(name, examples, backends=found, hooks=hooks, sample=sample,
+                                 progress=progress)
+        reports.append(report)
+        if not as_json:
+            for line in report.lines():
+                out.print(line, markup=False)
+    if as_json:
+        print(json.dumps([r.to_dict() for r in reports], indent=2))
+    weak = [f"{r.backend}/{op} {100 * k / n:.1f}%" for r in reports
+            for op, (n, k) in r.per_hook().items() if 100 * k / n < min_kill_rate]
+    if weak:
+        err.print(f"pvframe: kill rate below {min_kill_rate:g}%: {', '.join(weak)}", markup=False)
         raise typer.Exit(1)
 
 

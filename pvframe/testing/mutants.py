@@ -1,0 +1,469 @@
+"""Hook-level mutation testing: the kit's own measure of its power.
+
+From any installed backend this module derives wrong backends automatically, one mutation
+of one hook each, and runs the kit against every one of them: a mutant the kit tells apart
+from native is *killed*; one it passes as equivalent is a *survivor*, a place where the kit
+is blind. The kill rate per hook is the figure a backend author reads.
+
+A mutant is the backend under test layered with an overlay (:data:`pvframe.plugins.OVERLAY`):
+a subclass of the backend's class whose ``pvframe_overlay(op, below)`` wraps the one
+mutated op, whoever implements it (the backend or native, which it inherits from). Nothing
+here names a hook: the mutations are derived from the hookspecs' parameters and return
+annotations (:data:`pvframe.plugins.SPEC_PARAMS`, :data:`~pvframe.plugins.SPEC_RETURNS`),
+and the hooks mutated are those the kit's programs reach on that backend, counted in a
+first run. A hook that becomes callable from guest code later is mutated as soon as a
+generator reaches it.
+
+Mutations (:class:`Mutation`), per reached hook:
+
+* ``skip``: the call does nothing and returns the empty value of its type (None, 0, zeros);
+* ``flip``/``clear`` one bit of an argument or of the result, the bits drawn from three
+  classes: *flags*, *reserved/cache-control* and *address* bits. Where the hook's value has
+  an architectural layout (EFLAGS for ``restore_fl``, CR0/CR3/CR4, MSR numbers and values,
+  APIC registers, linear addresses) the classes hold the bits that layout gives meaning to
+  (:data:`BIT_CLASSES`); a bit the architecture tells the consumer to ignore (EFLAGS bits
+  other than IF in ``restore_fl``, Linux 2.6.22 ``native_restore_fl``; the offset bits of
+  ``invlpg``'s address, Intel SDM Vol. 2A INVLPG) would make an *equivalent* mutant, not a
+  blind spot, and is not drawn. A ``clear`` is made only for a bit the reach run saw set
+  and not always set (otherwise it is no change, or the same as the flip);
+* ``off-by-one`` of an argument or of the result, where bit 0 of the value means
+  something (a count, an address, a leaf number; not an EFLAGS image or an APIC register
+  offset, whose low bits the consumer ignores);
+* ``stale``: the result of the previous call (the first call is left alone);
+* ``glitch``: every second call is skipped (the result is the empty value).
+
+:func:`run` measures one backend: the corpus of generated programs is drawn once
+(derandomized, the CI profile's examples), native's observations are taken once, and each
+mutant runs the hook contracts and then the corpus until the first problem
+(:func:`pvframe.testing.oracle.judge`: a property or a difference from native).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+from hypothesis import HealthCheck, Phase, given, settings
+
+from pvframe import plugins
+from pvframe.hookspecs import PREFIX
+from pvframe.testing import contracts, oracle, strategies
+from pvframe.testing.programs import Program
+
+#: the glitch hits every N-th call
+GLITCH_EVERY = 2
+
+FLAGS, CACHE, ADDRESS = "flags", "reserved/cache-control", "address"
+Classes = dict[str, tuple[int, ...]]
+
+#: (op, argument or "result") -> bit class -> bit positions the architecture gives meaning
+#: to. ``restore_fl``/``save_fl``: only IF crosses the interface (Linux 2.6.22
+#: arch/i386/kernel/paravirt.c ``native_save_fl``/``native_restore_fl`` callers mask
+#: X86_EFLAGS_IF); CR0/CR3/CR4: SDM Vol. 3A §2.5; PTE-like and address values: §4.3.
+_CR0: Classes = {FLAGS: (0, 1, 2, 3, 5, 16, 18, 31), CACHE: (29, 30)}
+_CR3: Classes = {CACHE: (3, 4), ADDRESS: (12, 13, 20, 21)}
+_CR4: Classes = {FLAGS: (0, 1, 2, 3, 4, 7, 8), CACHE: (5, 11)}
+_LINEAR: Classes = {ADDRESS: (12, 13, 22, 30)}
+#: this CPU has no MSR above 0x7FFFFFFF (SYSENTER, APIC_BASE, TSC): bit 31 set is an
+#: invalid number whichever way the other bits go, so only bits that move a valid number
+#: are drawn
+_MSR_NUMBER: Classes = {ADDRESS: (0, 1, 4, 8)}
+_MSR_VALUE: Classes = {FLAGS: (0, 8, 11), ADDRESS: (12, 31), CACHE: (32, 63)}
+_APIC_REG: Classes = {ADDRESS: (4, 5, 6, 8, 9)}
+_APIC_VALUE: Classes = {FLAGS: (0, 4, 8, 16, 17), ADDRESS: (24, 31), CACHE: (12, 28)}
+_WORD: Classes = {FLAGS: (0, 1, 2), CACHE: (3, 4), ADDRESS: (12, 31)}
+#: a descriptor-table limit is 16 bits; only vectors/selectors the limit cuts off notice
+_LIMIT: Classes = {ADDRESS: (3, 10, 15)}
+BIT_CLASSES: dict[tuple[str, str], Classes] = {
+    ("restore_fl", "flags"): {FLAGS: (9,)},
+    ("save_fl", "result"): {FLAGS: (9,)},
+    ("write_cr0", "value"): _CR0, ("read_cr0", "result"): _CR0,
+    ("write_cr3", "value"): _CR3, ("read_cr3", "result"): _CR3,
+    ("write_cr4", "value"): _CR4, ("read_cr4", "result"): _CR4,
+    ("read_cr2", "result"): {FLAGS: (0, 2), ADDRESS: (12, 13, 22, 30)},
+    # CPUID leaves this CPU has (0, 1, 2, 0x80000000) have no subleaves: ECX is ignored
+    ("cpuid", "ecx"): {},
+    ("load_gdt", "limit"): _LIMIT, ("load_idt", "limit"): _LIMIT,
+    ("store_gdt", "result[1]"): _LIMIT, ("store_idt", "result[1]"): _LIMIT,
+    ("flush_tlb_single", "addr"): _LINEAR,
+    ("read_msr", "msr"): _MSR_NUMBER, ("write_msr", "msr"): _MSR_NUMBER,
+    ("read_msr", "result"): _MSR_VALUE, ("write_msr", "value"): _MSR_VALUE,
+    ("read_tsc", "result"): {FLAGS: (0, 8), ADDRESS: (16, 31, 32)},
+    ("apic_read", "reg"): _APIC_REG, ("apic_write", "reg"): _APIC_REG,
+    ("apic_read", "result"): _APIC_VALUE, ("apic_write", "value"): _APIC_VALUE,
+    ("write_msr", "result"): {FLAGS: (0,)},
+}
+
+
+#: mutations no guest can observe on this machine, with the reason: the executor keeps the
+#: CPU halted after ``safe_halt`` returns and the machine sleeps until the next interrupt
+#: itself (``Machine._chunk``), and ``safe_halt`` only follows ``sti``, which set IF: a
+#: ``safe_halt`` that does nothing is ``sti; hlt`` all the same (SDM Vol. 2A HLT)
+EQUIVALENT: dict[tuple[str, str], str] = {
+    ("safe_halt", "skip"): "the machine idles a halted CPU after the hook returns",
+    ("safe_halt", "glitch"): "the machine idles a halted CPU after the hook returns",
+}
+
+
+def bit_classes(op: str, target: str) -> dict[str, tuple[int, ...]]:
+    """The bit classes mutated in ``target`` of ``op`` (a generic word layout when the
+    value has no table entry: low flag bits, bits 3-4, page-frame bits)."""
+    return BIT_CLASSES.get((op, target), _WORD)
+
+
+# ------------------------------------------------------------------------------ mutations
+
+
+def _empty(annotation: str) -> Any:
+    """The value a skipped call returns, by the spec's return annotation."""
+    if annotation.startswith("tuple"):
+        return tuple(0 for _ in annotation.split(","))
+    return 0 if annotation == "int" else None
+
+
+@attrs.frozen
+class Mutation:
+    """One way to get one hook wrong: ``kind`` is skip, flip, clear, off-by-one, stale or
+    glitch; ``target`` is an argument name, ``result`` or ``result[i]`` (a tuple's
+    element), empty for skip and glitch."""
+
+    op: str
+    kind: str
+    target: str = ""
+    bit: int = -1
+    bit_class: str = ""
+
+    def describe(self) -> str:
+        where = f" of {self.target}" if self.target else ""
+        if self.kind in ("flip", "clear"):
+            return f"{self.op}: {self.kind} bit {self.bit} ({self.bit_class}){where}"
+        if self.kind == "glitch":
+            return f"{self.op}: skip every {GLITCH_EVERY}nd call"
+        return f"{self.op}: {self.kind}{where}"
+
+    def wrap(self, below: Callable[..., Any]) -> Callable[..., Any]:
+        """``below`` (the bound implementation) with this mutation; its state (the previous
+        result, the call count) belongs to one machine."""
+        hook = PREFIX + self.op
+        params = plugins.SPEC_PARAMS[hook][1:]
+        empty = _empty(plugins.SPEC_RETURNS.get(hook, "None"))
+        kind, target = self.kind, self.target
+
+        def change(v: Any) -> Any:
+            if kind == "flip":
+                return v ^ (1 << self.bit)
+            if kind == "clear":
+                return v & ~(1 << self.bit)
+            return v + 1  # off-by-one
+
+        if kind == "skip":
+            return lambda *args: empty
+        if kind == "glitch":
+            calls = [0]
+
+            def glitch(*args: Any) -> Any:
+                calls[0] += 1
+                return empty if calls[0] % GLITCH_EVERY == 0 else below(*args)
+
+            return glitch
+        if kind == "stale":
+            last: list[Any] = []
+
+            def stale(*args: Any) -> Any:
+                result = below(*args)
+                previous = last[0] if last else result
+                last[:] = [result]
+                return previous
+
+            return stale
+        if target in params:
+            index = params.index(target)
+
+            def argument(*args: Any) -> Any:
+                changed = list(args)
+                changed[index] = change(changed[index])
+                return below(*changed)
+
+            return argument
+        element = int(target[7:-1]) if target.startswith("result[") else None
+
+        def result(*args: Any) -> Any:
+            value = below(*args)
+            if value is None:
+                return value
+            if element is None:
+                return change(value)
+            return tuple(change(v) if i == element else v for i, v in enumerate(value))
+
+        return result
+
+
+@attrs.define
+class ValueLog:
+    """Per op: calls, and for each int argument and result the OR and the AND of every
+    value seen (what decides which ``clear`` mutants change anything)."""
+
+    calls: dict[str, int] = attrs.field(factory=dict)
+    ors: dict[tuple[str, str], int] = attrs.field(factory=dict)
+    ands: dict[tuple[str, str], int] = attrs.field(factory=dict)
+
+    def note(self, op: str, target: str, value: Any) -> None:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            key = (op, target)
+            self.ors[key] = self.ors.get(key, 0) | value
+            self.ands[key] = self.ands.get(key, value) & value
+
+
+class Recorder:
+    """An overlay that leaves every call alone and notes its values in a :class:`ValueLog`
+    (bound as an extra plugin during the reach run)."""
+
+    def __init__(self, log: ValueLog) -> None:
+        self.log = log
+
+    def pvframe_overlay(self, op: str, below: Callable[..., Any]) -> Callable[..., Any]:
+        params = plugins.SPEC_PARAMS[PREFIX + op][1:]
+        log = self.log
+
+        def recorded(*args: Any) -> Any:
+            log.calls[op] = log.calls.get(op, 0) + 1
+            for name, value in zip(params, args, strict=False):
+                log.note(op, name, value)
+            result = below(*args)
+            if isinstance(result, tuple):
+                for i, value in enumerate(result):
+                    log.note(op, f"result[{i}]", value)
+            else:
+                log.note(op, "result", result)
+            return result
+
+        return recorded
+
+
+def mutations_of(op: str, log: ValueLog) -> list[Mutation]:
+    """Every mutation of ``op``, from its spec and the values the reach run saw."""
+    hook = PREFIX + op
+    annotation = plugins.SPEC_RETURNS.get(hook, "None")
+    found = [Mutation(op, kind) for kind in ("skip", "glitch") if (op, kind) not in EQUIVALENT]
+    targets = [name for name in plugins.SPEC_PARAMS[hook][1:] if (op, name) in log.ors]
+    if annotation != "None":
+        found.append(Mutation(op, "stale"))
+        if annotation.startswith("tuple"):
+            targets += [t for (o, t) in log.ors if o == op and t.startswith("result[")]
+        elif (op, "result") in log.ors:
+            targets.append("result")
+    for target in targets:
+        classes = bit_classes(op, target)
+        if any(0 in bits for bits in classes.values()):
+            found.append(Mutation(op, "off-by-one", target))
+        ors, ands = log.ors[(op, target)], log.ands[(op, target)]
+        for cls, bits in classes.items():
+            for bit in bits:
+                found.append(Mutation(op, "flip", target, bit, cls))
+                if ors >> bit & 1 and not ands >> bit & 1:
+                    found.append(Mutation(op, "clear", target, bit, cls))
+    return found
+
+
+def mutant_name(base: str, mutation: Mutation) -> str:
+    return f"{base}~{mutation.describe()}"
+
+
+def mutant_backend(base: plugins.BackendInfo, mutation: Mutation) -> plugins.BackendInfo:
+    """A backend that is ``base`` with ``mutation`` laid over it: a subclass of its class
+    (a module's hooks are gathered into a class first) whose overlay wraps one op."""
+    factory = base.factory
+    if not isinstance(factory, type):
+        module = factory
+        members = {k: staticmethod(getattr(module, k)) for k in dir(module)
+                   if k.startswith(PREFIX) or k == "attach"}
+        factory = type(f"{base.name}_module", (), members)
+
+    def pvframe_overlay(self: Any, op: str, below: Callable[..., Any]) -> Callable[..., Any]:
+        return mutation.wrap(below) if op == mutation.op else below
+
+    cls = type(f"Mutant_{factory.__name__}", (factory,), {"pvframe_overlay": pvframe_overlay})
+    name = mutant_name(base.name, mutation)
+    return attrs.evolve(base, name=name, factory=cls, implemented=(*base.implemented, mutation.op))
+
+
+# ---------------------------------------------------------------------------------- runs
+
+
+def corpus(examples: int) -> list[Program]:
+    """``examples`` programs as the kit's CI profile draws them (derandomized: the same
+    programs every run)."""
+    drawn: list[Program] = []
+
+    @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
+              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(strategies.programs())
+    def collect(program: Program) -> None:
+        drawn.append(program)
+
+    collect()
+    return drawn
+
+
+@attrs.frozen
+class Outcome:
+    """What the kit did to one mutant: ``killed_by`` names the layer and the problem
+    (None: it survived); ``programs`` is how many programs ran."""
+
+    mutation: Mutation
+    killed_by: str | None
+    programs: int
+    seconds: float
+
+
+@attrs.define
+class Report:
+    """A mutation run of one backend."""
+
+    backend: str
+    corpus: int
+    reached: dict[str, int]
+    outcomes: list[Outcome] = attrs.field(factory=list)
+    seconds: float = 0.0
+    reach_seconds: float = 0.0
+    #: programs the unmutated backend itself fails (left out of the corpus)
+    problems: list[str] = attrs.field(factory=list)
+    #: mutations left out as unobservable on this machine (:data:`EQUIVALENT`)
+    equivalent: list[str] = attrs.field(factory=list)
+
+    def per_hook(self) -> dict[str, tuple[int, int]]:
+        """op -> (mutants, killed)."""
+        table: dict[str, tuple[int, int]] = {}
+        for o in self.outcomes:
+            n, k = table.get(o.mutation.op, (0, 0))
+            table[o.mutation.op] = (n + 1, k + (o.killed_by is not None))
+        return table
+
+    @property
+    def killed(self) -> int:
+        return sum(o.killed_by is not None for o in self.outcomes)
+
+    @property
+    def survivors(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.killed_by is None]
+
+    def kill_rate(self) -> float:
+        return self.killed / len(self.outcomes) if self.outcomes else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend, "programs": self.corpus, "mutants": len(self.outcomes),
+            "killed": self.killed, "kill_rate": self.kill_rate(), "seconds": self.seconds,
+            "hooks": {op: {"calls": self.reached.get(op, 0), "mutants": n, "killed": k}
+                      for op, (n, k) in sorted(self.per_hook().items())},
+            "survivors": [s.mutation.describe() for s in self.survivors],
+            "equivalent": self.equivalent, "problems": self.problems,
+        }
+
+    def lines(self) -> list[str]:
+        """The printed report: kill rate per hook, survivors with their mutation, totals."""
+        out = [f"mutation testing of backend {self.backend!r}: {len(self.outcomes)} mutants of "
+               f"{len(self.per_hook())} hooks ({len(self.reached)} guest-reachable), "
+               f"{self.corpus} programs per mutant"]
+        out.append(f"  {'hook':<22}{'calls':>8}{'mutants':>9}{'killed':>8}{'rate':>8}")
+        for op, (n, k) in sorted(self.per_hook().items()):
+            out.append(f"  {op:<22}{self.reached.get(op, 0):>8}{n:>9}{k:>8}{100 * k / n:>7.1f}%")
+        survivors = self.survivors
+        out += [f"equivalent, not counted: {e}" for e in self.equivalent]
+        out += [f"left out, the backend itself fails it: {p}" for p in self.problems]
+        out.append(f"survivors ({len(survivors)}):" if survivors else "survivors: none")
+        out += [f"  {s.mutation.describe()}" for s in survivors]
+        programs = sum(o.programs for o in self.outcomes)
+        out.append(f"killed {self.killed}/{len(self.outcomes)} ({100 * self.kill_rate():.1f}%) in "
+                   f"{self.seconds:.1f} s ({self.reach_seconds:.1f} s reach run, {programs} mutant "
+                   f"program runs, {self.seconds / max(1, len(self.outcomes)):.2f} s per mutant)")
+        return out
+
+
+def reach(backend: str, programs: list[Program], backends: dict[str, plugins.BackendInfo]
+          ) -> tuple[ValueLog, list[Program], list[oracle.Observation], list[str]]:
+    """Run the corpus on ``backend`` with a :class:`Recorder`: which hooks the programs
+    reach, with which values; and native's observations for the judging. A program on
+    which the unmutated backend itself is judged wrong would "kill" every mutant: it is
+    left out, and returned as a problem line."""
+    log = ValueLog()
+    kept: list[Program] = []
+    natives: list[oracle.Observation] = []
+    problems: list[str] = []
+    for i, program in enumerate(programs):
+        own = oracle.observe(program, backend, backends=backends, extra_plugins=(Recorder(log),))
+        native = oracle.observe(program, plugins.NATIVE, backends=backends)
+        divergence = oracle.judge(program, native, own)
+        if divergence is not None:
+            problems.append(f"program {i}: {divergence.field}: {divergence.first}")
+            continue
+        kept.append(program)
+        natives.append(native)
+    return log, kept, natives, problems
+
+
+def judge_mutant(name: str, programs: list[Program], natives: list[oracle.Observation],
+                 backends: dict[str, plugins.BackendInfo]) -> tuple[str | None, int]:
+    """The first problem the kit finds with backend ``name`` (the corpus, then the hook
+    contracts, which cost ~2 s and so run only for a mutant the programs let through), and
+    how many programs it ran."""
+    for i, (program, native) in enumerate(zip(programs, natives, strict=True)):
+        try:
+            obs = oracle.observe(program, name, backends=backends)
+        except Exception as exc:
+            return f"program {i}: {type(exc).__name__}: {exc}", i + 1
+        divergence = oracle.judge(program, native, obs)
+        if divergence is not None:
+            return f"program {i}: {divergence.field}: {divergence.first}", i + 1
+    for contract in contracts.CONTRACTS:
+        try:
+            contracts.check(contract, name, backends)
+        except Exception as exc:  # a violation, or the mutant crashing the hook
+            return f"contract {contract.name}: {exc}", len(programs)
+    return None, len(programs)
+
+
+def run(
+    backend: str,
+    examples: int,
+    *,
+    backends: dict[str, plugins.BackendInfo] | None = None,
+    hooks: Iterable[str] | None = None,
+    sample: int | None = None,
+    progress: Callable[[int, int], None] = lambda _done, _total: None,
+) -> Report:
+    """Mutation testing of ``backend`` with a corpus of ``examples`` programs. ``hooks``
+    restricts the mutated ops; ``sample`` keeps every k-th mutant so that about ``sample``
+    remain (a bounded, deterministic run)."""
+    start = time.perf_counter()
+    backends = dict(plugins.discover() if backends is None else backends)
+    base = plugins.get_backend(backend, backends)
+    programs = corpus(examples)
+    log, programs, natives, problems = reach(backend, programs, backends)
+    reach_seconds = time.perf_counter() - start
+    reached = {op: n for op, n in sorted(log.calls.items())
+               if hooks is None or op in set(hooks)}
+    mutations = [m for op in reached for m in mutations_of(op, log)]
+    if sample is not None and len(mutations) > sample:
+        step = len(mutations) / sample
+        mutations = [mutations[int(i * step)] for i in range(sample)]
+    report = Report(backend, len(programs), reached, reach_seconds=reach_seconds,
+                    problems=problems,
+                    equivalent=[f"{op}: {kind} ({why})" for (op, kind), why in EQUIVALENT.items()
+                                if op in reached])
+    for done, mutation in enumerate(mutations):
+        info = mutant_backend(base, mutation)
+        backends[info.name] = info
+        t0 = time.perf_counter()
+        killed_by, ran = judge_mutant(info.name, programs, natives, backends)
+        del backends[info.name]
+        report.outcomes.append(Outcome(mutation, killed_by, ran, time.perf_counter() - t0))
+        progress(done + 1, len(mutations))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+__all__ = ["BIT_CLASSES", "Mutation", "Outcome", "Recorder", "Report", "ValueLog", "corpus",
+           "judge_mutant", "mutant_backend", "mutations_of", "reach", "run"]
