@@ -90,7 +90,9 @@ def test_check_catches_the_escape(bug: str, field: str | None, backends: Any) ->
     ran, divergence = check.search_programs(bug, 200, backends=backends, shrink=False)
     assert divergence is not None, f"{bug} passed {ran} programs as equivalent"
     if field is not None:
-        assert divergence.field == field, str(divergence)
+        # a TSC that steps back also differs from native's: whichever the first drawn
+        # program shows first catches it (the property alone: tests/test_kit_properties.py)
+        assert divergence.field in (field, "results"), str(divergence)
     assert divergence.program.listing() in str(divergence)
 
 

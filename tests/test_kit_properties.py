@@ -75,3 +75,30 @@ def test_invalidation_property() -> None:
 def test_an_op_cut_short_is_not_judged() -> None:
     program = p.Program((p.ReadTsc(), p.ReadTsc()))
     assert properties.check(program, _obs(program, [(9, 0), (1,)])) is None
+
+
+def test_a_property_native_breaks_too_is_not_the_backend_s_divergence() -> None:
+    """A deferred IPI left blocked behind a higher vector in service is not delivered on
+    bare hardware either (found by ``pvframe check -b xen`` in a user's venv): the property
+    does not apply to that program, and only a property native keeps can blame a backend."""
+    from pvframe.testing import oracle
+
+    program = p.Program((p.DeferredInterrupt(timer=False),))
+    undelivered = _obs(program, [()])
+    delivered = _obs(program, [()], (Event(p.IPI_VECTOR, 0, 0, 0),))
+    assert properties.check(program, undelivered) is not None
+    assert oracle.judge(program, undelivered, undelivered) is None
+    divergence = oracle.judge(program, delivered, undelivered)
+    assert divergence is not None and divergence.field == "property masked-interrupt-is-delivered"
+
+
+def test_the_kit_draws_no_literals_from_local_modules() -> None:
+    """Hypothesis mines integers from every imported module outside site-packages (an
+    editable install, a backend under development): the kit turns that off, so the same
+    derandomized ``pvframe check`` runs the same programs in a checkout and a user's venv."""
+    from hypothesis.internal.conjecture import providers
+
+    import pvframe.testing.strategies  # noqa: F401  (the kit's import does it)
+
+    constants = providers._get_local_constants()
+    assert len(constants.integers) == 0 and len(constants.strings) == 0

@@ -13,6 +13,31 @@ from hypothesis import strategies as st
 from pvframe.testing import programs as p
 from pvframe.testing import values as v
 
+
+def _without_local_constants() -> None:
+    """Make the kit's derandomized programs the same in every environment.
+
+    Hypothesis (6.131 and later) also draws integers from the literals of every *local*
+    module the process has imported, i.e. any module outside site-packages: an editable
+    install of pvframe, the user's own backend, the plugins' tests. The same
+    ``pvframe check`` then ran other programs in a user's venv than in a checkout, and a
+    failure seen in one was not seen in the other. The kit's generators already favour the
+    architecturally meaningful values (:mod:`pvframe.testing.values`); this turns the
+    mining off (a private hook of Hypothesis: when it moves, nothing is patched)."""
+    try:
+        from hypothesis.internal.conjecture import providers as hp
+    except ImportError:  # pragma: no cover - Hypothesis moved it
+        return
+    needed = ("_get_local_constants", "Constants", "SortedSet", "float_to_int")
+    if not all(hasattr(hp, name) for name in needed):
+        return  # pragma: no cover
+    empty = hp.Constants(integers=hp.SortedSet(), floats=hp.SortedSet(key=hp.float_to_int),
+                         bytes=hp.SortedSet(), strings=hp.SortedSet())
+    hp._get_local_constants = lambda: empty
+
+
+_without_local_constants()
+
 pages = st.integers(0, p.TEST_PAGES - 1)
 frames = st.integers(0, p.NFRAMES - 1)
 offsets = st.integers(0, 1023).map(lambda w: w * 4)
