@@ -26,6 +26,7 @@ from pvframe.platform import loader
 from pvframe.platform.memory import PhysicalMemory
 from pvframe.platform.mmu import MMU
 from pvframe.platform.pc import Platform
+from pvframe.pvcall import PVCallInterface
 
 MiB = 1 << 20
 M32 = 0xFFFFFFFF
@@ -234,6 +235,8 @@ class Machine:
         self.executor = Executor(self.cpu, self.memory, self.mmu, self.hooks, self)
         self.boot: loader.BootInfo | None = None
         self.messages: list[str] = []
+        #: the paravirt call ROM (pvframe.pvcall): installed when an image is loaded
+        self.pvcall = PVCallInterface(self)
         attach = getattr(self.bound.plugin, "attach", None)
         if callable(attach):
             try:
@@ -287,6 +290,7 @@ class Machine:
         self.mmu.write_cr4(0)
         self.mmu.write_cr3(0)
         self.mmu.write_cr0(0x11)
+        self.pvcall.install()
 
     # --------------------------------------------------------------- env protocol
 
@@ -579,6 +583,9 @@ class Machine:
         report = getattr(self.bound.plugin, "run_report", None)
         if callable(report) and self.bound.plugin is not self.bound.native_plugin:
             extra = self._run_report(report)
+        if self.pvcall.calls:
+            # the ops the guest called through the paravirt call ROM (op -> calls)
+            extra["pvcalls"] = dict(sorted(self.pvcall.calls.items()))
         return RunResult(
             backend=self.backend_name,
             stop=self.stop_reason or STOP_LIMIT,

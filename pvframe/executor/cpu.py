@@ -192,6 +192,11 @@ class Executor:
         #: linear addresses of instructions that restarted (they reach a device or write
         #: translated bytes): later translations stop before them and they run as steps
         self._step_at: set[int] = set()
+        #: physical address -> handler: an instruction fetch there runs the handler instead
+        #: of the bytes (the paravirt call ROM's entry points, pvframe.pvcall); the handler
+        #: retires its "instruction" itself and may raise a guest exception, delivered at
+        #: that address before anything changed
+        self.entry_points: dict[int, Callable[[], None]] = {}
 
     # ------------------------------------------------------------------ public API
     def stop(self, reason: str, exit_code: int | None = None) -> None:
@@ -335,6 +340,20 @@ class Executor:
         self._by_eip[eip] = blk
         return blk
 
+    def _entry_block(self, eip: int, paddr: int) -> Block:
+        """The block of an entry point: its handler, run by :meth:`_special`."""
+        key = (paddr, eip, -1)
+        blk = self._blocks.get(key)
+        if blk is None:
+            blk = Block("entry", eip, 1, 1)
+            blk.insn = self.entry_points[paddr]
+            blk.key = key
+            blk.pages = [(paddr >> PAGE_SHIFT, paddr & PAGE_MASK, (paddr & PAGE_MASK) + 1)]
+            self._blocks[key] = blk
+            self._register(blk)
+        self._by_eip[eip] = blk
+        return blk
+
     def interrupt_return(self) -> None:
         """Native ``iret`` (SDM Vol. 2A IRET), protected mode, same privilege (CPL0).
 
@@ -391,6 +410,9 @@ class Executor:
     def _special(self, blk: Block) -> None:
         kind = blk.kind
         cpu = self.cpu
+        if kind == "entry":
+            blk.insn()
+            return
         if kind == "step":
             blk.step_fn(cpu, 1)  # type: ignore[misc]  # set for every step block
             return
@@ -488,6 +510,8 @@ class Executor:
     # ------------------------------------------------------------------ translation
     def _lookup(self, eip: int, budget: int) -> Block:
         paddr = self.mmu.translate(eip)  # instruction fetch (#PF with CR2 = eip)
+        if paddr in self.entry_points:
+            return self._entry_block(eip, paddr)
         if eip in self._step_at:
             return self._step_block(eip, paddr)
         limit = MAX_INSNS
