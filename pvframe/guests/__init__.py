@@ -40,6 +40,7 @@ GUESTS: dict[str, str] = {
     "ipi": "a fixed self-IPI through the local APIC",
     "paging": "page tables, paging on, page faults taken and repaired, invlpg",
     "tasks": "kernel-like: two tasks with separate page directories switched on the timer tick",
+    "pvkernel": "the tasks kernel written through paravirt_ops calls: every 2.6.23 member called",
 }
 #: name -> source files (as or C) linked into the guest
 SOURCES: dict[str, tuple[str, ...]] = {
@@ -48,6 +49,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "ipi": ("ipi.S", "common.S"),
     "paging": ("paging.S", "common.S"),
     "tasks": ("tasks_boot.S", "tasks.c"),
+    "pvkernel": ("pvkernel_boot.S", "pvkernel.c", "paravirt.h"),
 }
 CFLAGS = (
     "-m32", "-ffreestanding", "-nostdlib", "-fno-pic", "-fno-stack-protector",
@@ -143,8 +145,8 @@ def compile_image(name: str) -> bytes:
         cmds: list[list[str]] = []
         objs: list[str] = []
         for source in SOURCES[name]:
-            if source == "common.S":
-                continue  # included by the guest's own .S
+            if source == "common.S" or source.endswith(".h"):
+                continue  # included by the guest's own sources
             obj = str(Path(tmp) / (source.rsplit(".", 1)[0] + ".o"))
             objs.append(obj)
             if source.endswith(".c"):
