@@ -26,7 +26,7 @@ from pvframe.platform import loader
 from pvframe.platform.memory import PhysicalMemory
 from pvframe.platform.mmu import MMU
 from pvframe.platform.pc import Platform
-from pvframe.pvcall import PVCallInterface
+from pvframe.pvcall import PVCallInterface, patching
 
 MiB = 1 << 20
 M32 = 0xFFFFFFFF
@@ -237,6 +237,8 @@ class Machine:
         self.messages: list[str] = []
         #: the paravirt call ROM (pvframe.pvcall): installed when an image is loaded
         self.pvcall = PVCallInterface(self)
+        #: what the image's .parainstructions sites became at load (kind -> sites)
+        self.patch_sites: dict[str, int] = {}
         attach = getattr(self.bound.plugin, "attach", None)
         if callable(attach):
             try:
@@ -267,6 +269,13 @@ class Machine:
             image, self.config.ram_size, self.memory.write_bytes, cmdline=cmdline
         )
         self._start(info, esp)
+        if self.pvcall.installed:
+            try:
+                sites = patching.read_sites(image)
+            except patching.PatchError as exc:
+                raise loader.ImageError(str(exc)) from exc
+            if sites:
+                self.patch_sites = dict(patching.apply(self, sites))
 
     #: ESP of a multiboot kernel, which the specification leaves undefined: the top of
     #: conventional memory below the EBDA (kernels set their own stack first thing)
@@ -583,6 +592,8 @@ class Machine:
         report = getattr(self.bound.plugin, "run_report", None)
         if callable(report) and self.bound.plugin is not self.bound.native_plugin:
             extra = self._run_report(report)
+        if self.patch_sites:
+            extra["patch_sites"] = dict(sorted(self.patch_sites.items()))
         if self.pvcall.calls:
             # the ops the guest called through the paravirt call ROM (op -> calls)
             extra["pvcalls"] = dict(sorted(self.pvcall.calls.items()))

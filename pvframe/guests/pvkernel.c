@@ -226,17 +226,15 @@ static void finish(void)
 {
 	pv_apic_write(APIC_TMICT, 0);
 	pv_irq_disable();
-	puts("pvkernel: ");
-	putdec(ticks);
-	puts(" ticks; reports A=");
-	putdec(reports[0]);
-	puts(" B=");
-	putdec(reports[1]);
-	puts("; private counters A=");
-	putdec(*(volatile u32 *)private_frame[0]);
-	puts(" B=");
-	putdec(*(volatile u32 *)private_frame[1]);
-	putc('\n');
+	/* (tick and loop counts depend on each backend's instruction counts: checked, not
+	 * printed) */
+	puts("pvkernel: both tasks reported ");
+	putdec(ROUNDS);
+	puts(" times\n");
+	check("each task counted in its own page",
+	      *(volatile u32 *)private_frame[0] >= 500 * ROUNDS &&
+	      *(volatile u32 *)private_frame[1] >= 500 * ROUNDS);
+	check("the timer ticked at least once per report", ticks >= 2 * ROUNDS);
 	/* tear the second address space down as exit_mmap does */
 	pv_write_cr3((u32)pd[0]);
 	pv_exit_mmap(&mm[1]);

@@ -29,10 +29,12 @@ def pvop_patch(
 ) -> int:
     """Rewrite one recorded paravirt call site; return how many bytes were written.
 
-    Native (``native_patch``): 20-21 copy one of the seven fixed sequences; 22-23 inline the
-    native instruction(s) of a few ops, else emit a direct call, NOPs or ``ud2a``.
+    Native (``native_patch``, 2.6.23): inline the native instruction(s) of a few ops, else
+    ``paravirt_patch_default``: a direct call, NOPs or ``ud2a``. The machine calls it for
+    every ``.parainstructions`` record of a loaded image (:mod:`pvframe.pvcall.patching`).
 
-    :param type_: patch type (20-21: 0-6; 22-23: slot index of the op in the struct).
+    :param type_: patch type: 2.6.23's ``PARAVIRT_PATCH(op)``, the op's slot in the struct
+        (the seven fixed types of 20-21 are not distinguished from those slots).
     :param clobber: registers the site lets the code clobber (EAX 1, ECX 2, EDX 4).
     :param insns: linear address of the site buffer; ``len_``: its size in bytes.
     :param addr: linear address of the site (the C argument exists in 23 only; earlier

@@ -42,15 +42,20 @@ THREAD_ESP0, THREAD_SYSENTER_CS = 24, 28
 # struct i386_hw_tss: back_link, esp0 (4), ss0 (8), esp1 (12), ss1 (16)
 TSS_ESP0, TSS_SS1 = 4, 16
 
-# native_patch of 2.6.20-21: the seven fixed patch types (Linux 2.6.20 arch/i386/kernel/paravirt.c)
+#: 2.6.23 native_patch (arch/i386/kernel/paravirt.c, DEF_NATIVE): the ops whose call site
+#: is replaced by the native instruction(s) themselves
 NATIVE_PATCH = {
-    0: bytes([0xFA]),                   # cli
-    1: bytes([0xFB]),                   # sti
-    2: bytes([0x50, 0x9D]),             # push %eax; popf
-    3: bytes([0x9C, 0x58]),             # pushf; pop %eax
-    4: bytes([0x9C, 0x58, 0xFA]),       # pushf; pop %eax; cli
-    5: bytes([0xCF]),                   # iret
-    6: bytes([0xFB, 0x0F, 0x35]),       # sti; sysexit
+    "irq_disable": bytes([0xFA]),                   # cli
+    "irq_enable": bytes([0xFB]),                    # sti
+    "restore_fl": bytes([0x50, 0x9D]),              # push %eax; popf
+    "save_fl": bytes([0x9C, 0x58]),                 # pushf; pop %eax
+    "iret": bytes([0xCF]),                          # iret
+    "irq_enable_sysexit": bytes([0xFB, 0x0F, 0x35]),  # sti; sysexit
+    "read_cr2": bytes([0x0F, 0x20, 0xD0]),          # mov %cr2, %eax
+    "write_cr3": bytes([0x0F, 0x22, 0xD8]),         # mov %eax, %cr3
+    "read_cr3": bytes([0x0F, 0x20, 0xD8]),          # mov %cr3, %eax
+    "clts": bytes([0x0F, 0x06]),                    # clts
+    "read_tsc": bytes([0x0F, 0x31]),                # rdtsc
 }
 
 
@@ -296,10 +301,15 @@ class CpuOps:
     def pvop_patch(
         self, machine: Any, type_: int, clobber: int, insns: int, addr: int, len_: int
     ) -> int:
-        """``native_patch`` of 2.6.20-21: copy one of the seven fixed sequences if it fits;
-        otherwise leave the site alone and report it fully used."""
-        seq = NATIVE_PATCH.get(type_)
-        if seq is None or len(seq) > len_:
+        """``native_patch`` of 2.6.23: the site of one of :data:`NATIVE_PATCH`'s ops gets
+        the native instruction(s) (if they fit); any other site
+        ``paravirt_patch_default`` (a direct call to the op's entry in the call ROM)."""
+        from pvframe.pvcall import layout, patching
+
+        seq = NATIVE_PATCH.get(layout.SLOTS.get(type_, ""))
+        if seq is None:
+            return patching.patch_default(machine, type_, clobber, insns, addr, len_)
+        if len(seq) > len_:
             return len_
         for i, byte in enumerate(seq):
             machine.write_linear(insns + i, 1, byte)

@@ -38,6 +38,12 @@ _M32 = 0xFFFFFFFF
 _DTR_IN, _DTR_OUT = 0x00, 0x10
 
 
+#: the ops vmi_patch relocates into the ROM (2.6.22 arch/i386/kernel/vmi.c)
+VMI_RELOCATED = frozenset(
+    {"irq_disable", "irq_enable", "restore_fl", "save_fl", "iret", "irq_enable_sysexit"}
+)
+
+
 class VmiCpuOps(VmiGuest):
     # ---------------------------------------------------------------- control registers
     def _get_cr(self, machine: Any, n: int) -> int:
@@ -192,6 +198,17 @@ class VmiCpuOps(VmiGuest):
     def pvop_store_idt(self, machine: Any) -> tuple[int, int]:
         got = self._store_dtr(machine, "GetIDT")
         return got if got is not None else tuple(self.native.pvop_store_idt(machine))
+
+    @hookimpl
+    def pvop_patch(self, machine: Any, type_: int, clobber: int, insns: int, addr: int, len_: int) -> int:
+        """``vmi_patch`` (2.6.22 arch/i386/kernel/vmi.c): the sites of the six irq-flag,
+        ``iret`` and ``sti; sysexit`` ops are relocated to a direct call (jump) into the
+        ROM; every other site keeps its indirect call (the whole site reported used)."""
+        from pvframe.pvcall import layout, patching
+
+        if layout.SLOTS.get(type_) in VMI_RELOCATED:
+            return patching.patch_default(machine, type_, clobber, insns, addr, len_)
+        return len_
 
     @hookimpl
     def pvop_load_tr_desc(self, machine: Any, selector: int) -> None:

@@ -151,3 +151,13 @@ class CpuOps:
     def pvop_clts(self, machine: Any) -> None:
         self._native(machine).pvop_clts(machine)
         self._check("fpu_taskswitch", self.hypervisor(machine).fpu_taskswitch(0))
+
+    # ------------------------------------------------------------ patch sites
+    @hookimpl
+    def pvop_patch(self, machine: Any, type_: int, clobber: int, insns: int, addr: int, len_: int) -> int:
+        """``xen_patch`` (2.6.23 arch/i386/xen/enlighten.c) without per-CPU ``vcpu_info``
+        placement (this model has none): ``paravirt_patch_default`` for every site, so
+        each becomes a direct call to its entry and the irq-flag ops stay calls."""
+        from pvframe.pvcall import patching
+
+        return patching.patch_default(machine, type_, clobber, insns, addr, len_)
