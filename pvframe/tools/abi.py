@@ -17,6 +17,11 @@ Three measurements, each from the real mechanism rather than from a hand-written
   routing table of docs/architecture.md. The classic figure of the debate is the number of
   such sites in a kernel against the number of hooks: every site is an ABI use, while the
   interface has fewer than 100 entries.
+* **Paravirt call sites** per op, for a guest that calls the ops (docs/pvcalls.md): the
+  image's ``.parainstructions`` records (Linux 2.6.23 layout) and its indirect
+  ``call``/``jmp`` through the ops table (the image's ``paravirt_ops`` symbol or the call
+  ROM's table), one site per instruction; at run time, the calls that reached the call ROM
+  per op (:attr:`BackendReport.pvcalls`) and the hypercalls each op caused.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import iced_x86 as x86
 
 from pvframe import catalogue, plugins
 from pvframe.hookspecs import PREFIX
+from pvframe.pvcall import layout, patching
 
 # ------------------------------------------------------------------------ static scan
 
@@ -89,6 +95,12 @@ class StaticScan:
     instructions: int
     sites: dict[str, int]
     port_io_sites: int
+    #: paravirt call sites per op (``.parainstructions`` and indirect calls through the
+    #: ops table, one per instruction)
+    pv_sites: dict[str, int] = attrs.field(factory=dict)
+    #: records in ``.parainstructions``; indirect calls through the table outside them
+    pv_recorded: int = 0
+    pv_unrecorded: int = 0
 
     @property
     def total_sites(self) -> int:
@@ -106,6 +118,10 @@ class StaticScan:
             "interface_hooks": len(catalogue.CATALOGUE),
             "sites": dict(sorted(self.sites.items(), key=lambda kv: (-kv[1], kv[0]))),
             "port_io_sites": self.port_io_sites,
+            "pv_call_sites": dict(sorted(self.pv_sites.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "pv_ops_with_sites": len(self.pv_sites),
+            "pv_recorded_sites": self.pv_recorded,
+            "pv_unrecorded_indirect_calls": self.pv_unrecorded,
         }
 
 
@@ -159,6 +175,8 @@ def scan(data: bytes, name: str = "image", raw_load_addr: int | None = None) -> 
     decoded = 0
     size = 0
     info = x86.InstructionInfoFactory()
+    tables = _ops_tables(data) if raw_load_addr is None else [(layout.TABLE_ADDR, 4 * layout.NR_SLOTS)]
+    indirect: list[tuple[int, str]] = []
     for addr, code in code_regions(data, raw_load_addr):
         size += len(code)
         previous = None
@@ -171,8 +189,58 @@ def scan(data: bytes, name: str = "image", raw_load_addr: int | None = None) -> 
                 ins.code in _OUT_IMM and ins.immediate8 == IO_DELAY_PORT
             ):
                 port_io += 1
+            through = _through_table(ins, tables)
+            if through is not None:
+                indirect.append((ins.ip, through))
             previous = ins.code
-    return StaticScan(name, size, decoded, dict(sites), port_io)
+    try:
+        recorded = [] if raw_load_addr is not None else patching.read_sites(data)
+    except patching.PatchError as exc:
+        raise ScanError(str(exc)) from None
+    pv: Counter[str] = Counter(s.op or f"type {s.type_}" for s in recorded)
+    spans = sorted((s.instr, s.instr + s.len_) for s in recorded)
+    unrecorded = [op for ip, op in indirect if not any(lo <= ip < hi for lo, hi in spans)]
+    pv.update(unrecorded)
+    return StaticScan(name, size, decoded, dict(sites), port_io, dict(pv), len(recorded),
+                      len(unrecorded))
+
+
+def _ops_tables(data: bytes) -> list[tuple[int, int]]:
+    """``(address, size)`` of the ops tables an ELF image may call through: its
+    ``paravirt_ops`` symbol (a 2.6.23-layout copy) and the call ROM's table."""
+    tables = [(layout.TABLE_ADDR, 4 * layout.NR_SLOTS)]
+    import io
+
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        for sec in elf.iter_sections():
+            if isinstance(sec, SymbolTableSection):
+                for sym in sec.iter_symbols():
+                    if sym.name == "paravirt_ops" and sym["st_shndx"] != "SHN_UNDEF":
+                        tables.append((int(sym["st_value"]), int(sym["st_size"]) or 4 * layout.NR_SLOTS))
+    except (ELFError, ValueError):
+        pass
+    return tables
+
+
+_INDIRECT = {_C.CALL_RM32, _C.JMP_RM32}
+
+
+def _through_table(ins: x86.Instruction, tables: list[tuple[int, int]]) -> str | None:
+    """The op of an indirect ``call``/``jmp`` through an absolute slot of an ops table."""
+    if ins.code not in _INDIRECT or ins.op0_kind != x86.OpKind.MEMORY:
+        return None
+    if ins.memory_base != x86.Register.NONE or ins.memory_index != x86.Register.NONE:
+        return None
+    disp = ins.memory_displacement & 0xFFFFFFFF
+    for base, size in tables:
+        if base <= disp < base + size and (disp - base) % 4 == 0:
+            return layout.SLOTS.get((disp - base) // 4)
+    return None
 
 
 def _route(ins: x86.Instruction, previous: int | None, info: x86.InstructionInfoFactory) -> list[str]:
@@ -265,10 +333,13 @@ class BackendReport:
     measured: bool = False
     runs: list[str] = attrs.field(factory=list)
     conversions: dict[str, list[str]] = attrs.field(factory=dict)
+    #: op -> calls that reached the call ROM (guest calls of the op, pvframe.pvcall)
+    pvcalls: Counter[str] = attrs.field(factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
         hooks = {
-            op: {"calls": n, "hypercalls": dict(self.hypercalls.get(op, {})),
+            op: {"calls": n, "pv_calls": self.pvcalls.get(op, 0),
+                 "hypercalls": dict(self.hypercalls.get(op, {})),
                  "hypercalls_per_call": round(sum(self.hypercalls.get(op, {}).values()) / n, 3)}
             for op, n in sorted(self.calls.items())
         }
@@ -309,6 +380,7 @@ def measure(
         tracer.finish()
         report.measured = report.measured or tracer._report is not None
         report.calls.update(tracer.calls)
+        report.pvcalls.update(machine.pvcall.calls)
         for op, hc in tracer.hypercalls_by_op.items():
             report.hypercalls.setdefault(op, Counter()).update(hc)
         report.runs.append(f"{image_name}: {result.stop}")

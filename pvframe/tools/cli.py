@@ -929,6 +929,30 @@ def abi_cmd(
     for op in hooks:
         per_hook.add_row(op, *[str(sc.sites.get(op, "")) for sc in scans])
     out.print(per_hook)
+    pv_ops = sorted({op for sc in scans for op in sc.pv_sites},
+                    key=lambda op: (-sum(sc.pv_sites.get(op, 0) for sc in scans), op))
+    if pv_ops:
+        pv = Table(title="paravirt call sites per op (.parainstructions and indirect calls "
+                         "through the ops table), calls at run time and the hypercalls they caused")
+        pv.add_column("op")
+        for sc in scans:
+            pv.add_column(f"{sc.image} sites", justify="right", overflow="fold")
+        for r in reports:
+            pv.add_column(f"{r.name} calls", justify="right")
+            pv.add_column(f"{r.name} hypercalls", overflow="fold")
+        for op in pv_ops:
+            cells = [str(sc.pv_sites.get(op, "")) for sc in scans]
+            for r in reports:
+                hc = r.hypercalls.get(op, {})
+                cells += [str(r.pvcalls.get(op, "")),
+                          ", ".join(f"{k} {v}" for k, v in sorted(hc.items())) or "-"]
+            pv.add_row(op, *cells)
+        out.print(pv)
+        for sc in scans:
+            if sc.pv_sites:
+                out.print(f"{sc.image}: {sum(sc.pv_sites.values())} paravirt call sites "
+                          f"({sc.pv_recorded} recorded in .parainstructions) for "
+                          f"{len(sc.pv_sites)} ops")
 
 
 # ------------------------------------------------------------------------ new-backend
