@@ -36,6 +36,8 @@ class KitStats:
     seconds: float = 0.0
     divergences: int = 0
     coverage: Counter[str] = attrs.field(factory=Counter)
+    #: paravirt op -> calls of the backend's hook (through instructions or the call ROM)
+    hooks: Counter[str] = attrs.field(factory=Counter)
 
 
 STATS: dict[str, KitStats] = {}
@@ -78,7 +80,7 @@ def test_generated_programs_match_native(pvframe_backend: str, program: Program)
     if failure is None:
         st = STATS.setdefault(pvframe_backend, KitStats())
         start = time.perf_counter()
-        divergence = oracle.compare(program, pvframe_backend)
+        divergence = oracle.compare(program, pvframe_backend, coverage=st.hooks)
         st.seconds += time.perf_counter() - start
         st.examples += 1
         st.ops += len(program.ops)

@@ -15,6 +15,7 @@ must round-trip exactly at the TSC frequencies the kit uses; ``units`` documents
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from typing import Any
 
 import attrs
@@ -164,6 +165,7 @@ def compare(
     backends: dict[str, plugins.BackendInfo] | None = None,
     budget: int = DEFAULT_BUDGET,
     native: Observation | None = None,
+    coverage: Counter[str] | None = None,
 ) -> Divergence | None:
     """None when ``backend`` keeps every property of :mod:`pvframe.testing.properties` and
     agrees with native on everything observable, else the first problem: a broken
@@ -172,6 +174,8 @@ def compare(
     if native is None:
         native = observe(program, plugins.NATIVE, backends=backends, budget=budget)
     other = observe(program, backend, backends=backends, budget=budget)
+    if coverage is not None:  # the backend's hooks the run called (op -> calls)
+        coverage.update({op: n for op, n in other.hook_calls.items() if n})
     return judge(program, native, other)
 
 

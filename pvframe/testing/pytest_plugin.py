@@ -145,6 +145,11 @@ def pytest_terminal_summary(terminalreporter: object, config: pytest.Config) -> 
         )
         covered = ", ".join(f"{k} {v}" for k, v in sorted(st.coverage.items()))
         write(f"    ops covered: {covered}")
+        from pvframe import catalogue
+
+        missing = sorted({op.name for op in catalogue.CATALOGUE} - set(st.hooks))
+        write(f"    paravirt ops reached: {len(st.hooks)}/{len(catalogue.CATALOGUE)}"
+              + (f" (not: {', '.join(missing)})" if missing else ""))
 
 
 @pytest.fixture(scope="session")

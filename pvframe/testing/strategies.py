@@ -119,7 +119,15 @@ def platform_ops() -> st.SearchStrategy[p.Op]:
     )
 
 
-KINDS = ("interrupt-flag", "timer", "platform", "paging")
+def pv_call_ops() -> st.SearchStrategy[p.Op]:
+    """Direct calls of paravirt_ops through the call ROM, every group
+    (:mod:`pvframe.testing.pvcalls`)."""
+    from pvframe.testing import pvcalls
+
+    return pvcalls.pv_call_ops()
+
+
+KINDS = ("interrupt-flag", "timer", "platform", "paging", "pv-calls")
 
 
 def ops(kinds: tuple[str, ...]) -> st.SearchStrategy[p.Op]:
@@ -129,6 +137,7 @@ def ops(kinds: tuple[str, ...]) -> st.SearchStrategy[p.Op]:
         "timer": timer_ops,
         "platform": platform_ops,
         "paging": paging_ops,
+        "pv-calls": pv_call_ops,
     }
     return st.one_of(*(table[k]() for k in kinds))
 

@@ -16,6 +16,7 @@ nothing themselves.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ import attrs
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis.reporting import with_reporter
 
-from pvframe import guests, plugins
+from pvframe import catalogue, guests, plugins
 from pvframe.machine import STOP_WALL
 from pvframe.testing import contracts, oracle, strategies
 from pvframe.testing.programs import Program
@@ -51,6 +52,8 @@ class BackendCheck:
     contracts_ok: int = 0
     contract_failures: list[str] = attrs.field(factory=list)
     error: str | None = None
+    #: paravirt op -> calls of the backend's hook by the generated programs
+    ops_covered: Counter[str] = attrs.field(factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -68,6 +71,8 @@ class BackendCheck:
             "guests_ok": self.guests_ok, "guest_failures": self.guest_failures,
             "contracts_ok": self.contracts_ok, "contract_failures": self.contract_failures,
             "error": self.error,
+            "ops_covered": dict(sorted(self.ops_covered.items())),
+            "ops_not_covered": sorted({op.name for op in catalogue.CATALOGUE} - set(self.ops_covered)),
         }
 
 
@@ -85,6 +90,7 @@ def search_programs(
     backends: dict[str, plugins.BackendInfo] | None = None,
     progress: Progress = _no_progress,
     shrink: bool = True,
+    coverage: Counter[str] | None = None,
 ) -> tuple[int, oracle.Divergence | None]:
     """Generate up to ``examples`` programs and compare each with native. Returns the number
     of programs run and the shrunk divergence, if any (None: none found; ``shrink=False``:
@@ -104,7 +110,8 @@ def search_programs(
         if divergence is None:
             ran += 1
             progress("shrinking" if shrinking else "programs", 0 if shrinking else 1)
-            divergence = oracle.compare(program, backend, backends=backends)
+            divergence = oracle.compare(program, backend, backends=backends,
+                                        coverage=None if shrinking else coverage)
             if divergence is not None:
                 shrinking = True
                 if divergence.other.stop == STOP_WALL:
@@ -194,7 +201,8 @@ def check_backend(
     try:
         plugins.get_backend(backend, backends)
         result.examples, result.divergence = search_programs(
-            backend, examples, seed_value=seed_value, backends=backends, progress=progress
+            backend, examples, seed_value=seed_value, backends=backends, progress=progress,
+            coverage=result.ops_covered,
         )
         if result.divergence is not None and result.divergence.other.stop == STOP_WALL:
             result.error = (f"a generated program ran out of host time: "

@@ -744,7 +744,8 @@ def check_cmd(
     else:
         table = Table(title=f"pvframe check ({examples} programs per backend, "
                       f"{'seed ' + str(seed_value) if seed_value is not None else 'derandomized'})")
-        for col in ("backend", "programs", "divergence", "demo guests", "hook contracts", "result"):
+        for col in ("backend", "programs", "ops covered", "divergence", "demo guests",
+                    "hook contracts", "result"):
             table.add_column(col)
         from pvframe import guests
         from pvframe.testing import contracts
@@ -753,11 +754,15 @@ def check_cmd(
             div = "-" if r.divergence is None else (
                 f"[red]{r.divergence.field} ({len(r.divergence.program.ops)} ops)[/]")
             table.add_row(
-                r.backend, str(r.examples), div,
+                r.backend, str(r.examples), f"{len(r.ops_covered)}/{len(catalogue.CATALOGUE)}", div,
                 f"{r.guests_ok}/{len(guests.GUESTS)}", f"{r.contracts_ok}/{len(contracts.CONTRACTS)}",
                 "[green]equivalent[/]" if r.ok else f"[red]{'error' if r.error else 'DIVERGES'}[/]",
             )
         out.print(table)
+        for r in results:
+            missing = sorted({op.name for op in catalogue.CATALOGUE} - set(r.ops_covered))
+            if r.examples and missing:
+                out.print(f"{r.backend}: ops the programs did not reach: {', '.join(missing)}")
         for r in failed:
             if r.error:
                 err.print(f"pvframe: {r.backend}: {r.error}", markup=False)

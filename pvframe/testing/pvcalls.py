@@ -1,0 +1,423 @@
+"""Kit operations that call ``paravirt_ops`` directly, through the call ROM.
+
+Guest code reaches most hooks only through a privileged instruction; a paravirt kernel
+*calls* them (docs/pvcalls.md). These ops make such calls from generated programs (one
+``call *(table + type*4)`` each, arguments in regparm(3) slots), so that the equivalence
+kit compares every one of the 92 ops between a backend and native, including those no
+instruction reaches (the ``set_pte`` family, ``alloc_pt``, ``sched_clock``, ...).
+
+What a call returns is recorded when every backend must return the same; where backends
+legitimately differ (``patch``'s bytes, ``memory_setup``'s name, ``set_wallclock``'s
+status, the machine frames in ``make_pte``'s result) the result is dropped or only a
+round trip is recorded (``pte_val(make_pte(x))``). Ops that arm time sources of their own
+(``setup_boot_clock``, ``time_init``) are followed by masking them, so that a program goes
+on comparable. Pointer arguments point into a scratch area (:data:`SCRATCH`), the page
+tables of the paging harness (:mod:`pvframe.testing.programs`) or a ``struct mm_struct``
+whose ``pgd`` is the harness's page directory.
+"""
+
+from __future__ import annotations
+
+import attrs
+from hypothesis import strategies as st
+
+from pvframe.pvcall import layout
+from pvframe.testing import programs as p
+
+__all__ = [
+    "SCRATCH",
+    "LazyBatch",
+    "PvBurst",
+    "PvCall",
+    "PvHalt",
+    "PvIret",
+    "PvRoundTrip",
+    "PvSeq",
+    "PvSysexit",
+    "pv_call_ops",
+]
+
+#: scratch memory of the pv-call ops (identity-mapped under the paging harness)
+SCRATCH = 0x3F0000
+MM, MM2 = SCRATCH, SCRATCH + 0x10  # struct mm_struct { pgd_t *pgd; }
+BUF = SCRATCH + 0x100  # pointer arguments
+TABLE = SCRATCH + 0x200  # descriptor tables written by write_*_entry
+THREAD, TSS = SCRATCH + 0x300, SCRATCH + 0x400
+CONVERTED = SCRATCH + 0x500  # an entry value after make_pte/make_pgd
+APIC_LVTT, APIC_TMICT = p.APIC + 0x320, p.APIC + 0x380
+REGS = ("%eax", "%edx", "%ecx")
+
+
+def _call(op: str) -> str:
+    return f"call *{layout.TABLE_ADDR + 4 * layout.slot_of(op):#x}"
+
+
+def _jump(op: str) -> str:
+    return f"jmp *{layout.TABLE_ADDR + 4 * layout.slot_of(op):#x}"
+
+
+@attrs.frozen
+class PvCall(p.Op):
+    """``op(args...)`` through the call ROM; ``record``: "eax", "edx:eax" or "" (dropped);
+    ``after``: words at these addresses recorded after the call."""
+
+    op: str
+    args: tuple[int, ...] = ()
+    record: str = ""
+    after: tuple[int, ...] = ()
+    #: the op converting the last argument first (a page-table entry is passed as Linux
+    #: passes it: ``set_pte(ptep, make_pte(v))``; a Xen backend's values are machine ones)
+    make: str = ""
+
+    def lines(self) -> list[str]:
+        out = [f"movl ${p.PD:#x}, {MM:#x}", f"movl ${p.PD:#x}, {MM2:#x}"]
+        args = [f"${a:#x}" for a in self.args]
+        if self.make:
+            out += [f"mov {args[-1]}, %eax", _call(self.make), f"mov %eax, {CONVERTED:#x}"]
+            args[-1] = f"{CONVERTED:#x}"
+        stack = args[3:]
+        out += [f"pushl {a}" for a in reversed(stack)]
+        out += [f"mov {a}, {r}" for a, r in zip(args[:3], REGS, strict=False)]
+        out.append(_call(self.op))
+        if stack:
+            out.append(f"add ${4 * len(stack)}, %esp")
+        if self.record == "eax":
+            out.append(p.RECORD)
+        elif self.record == "edx:eax":
+            out += [p.RECORD, "mov %edx, %eax", p.RECORD]
+        else:
+            out += ["xor %eax, %eax", "xor %edx, %edx"]  # a result backends may differ in
+        for addr in self.after:
+            out += [f"mov {addr:#x}, %eax", p.RECORD]
+        out += _NEUTRALISE.get(self.op, [])
+        return out
+
+
+#: what follows an op that arms a time source of its own, so the program stays comparable
+_NEUTRALISE = {
+    "setup_boot_clock": [f"movl $0x100ef, {APIC_LVTT:#x}", f"movl $0, {APIC_TMICT:#x}"],
+    "setup_secondary_clock": [f"movl $0x100ef, {APIC_LVTT:#x}", f"movl $0, {APIC_TMICT:#x}"],
+    "time_init": ["mov $0xff, %al", "out %al, $0x21", f"movl $0x100ef, {APIC_LVTT:#x}",
+                  f"movl $0, {APIC_TMICT:#x}"],
+}
+
+
+@attrs.frozen
+class PvRoundTrip(p.Op):
+    """``of(make(value))`` (``pte_val(make_pte(x))``, ...): the round trip is recorded
+    (a backend's ``make_*`` may return machine frames)."""
+
+    make: str
+    of: str
+    value: int
+    wide: bool = False
+
+    def lines(self) -> list[str]:
+        load = [f"mov ${self.value:#x}, %eax"] + (["xor %edx, %edx"] if self.wide else [])
+        rec = [p.RECORD, "mov %edx, %eax", p.RECORD] if self.wide else [p.RECORD]
+        return [*load, _call(self.make), _call(self.of), *rec]
+
+
+@attrs.frozen
+class PvHalt(p.Op):
+    """``halt`` or ``safe_halt`` woken by a one-shot APIC timer."""
+
+    safe: bool
+
+    def lines(self) -> list[str]:
+        arm = [f"movl $0xb, {p.APIC + 0x3E0:#x}", f"movl ${p.TIMER_VECTOR:#x}, {APIC_LVTT:#x}",
+               f"movl $3000, {APIC_TMICT:#x}"]
+        if self.safe:
+            return ["cli", *arm, _call("safe_halt"), "cli"]
+        return ["cli", *arm, "sti", _call("halt"), "cli"]
+
+
+@attrs.frozen
+class PvIret(p.Op):
+    """A jump to ``iret`` with a same-privilege frame that returns to the next op."""
+
+    def lines(self) -> list[str]:
+        return ["pushf", "pushl $0x08", "pushl $1f", _jump("iret"), "1:"]
+
+
+@attrs.frozen
+class PvSysexit(p.Op):
+    """A jump to ``irq_enable_sysexit`` (ring 3 is not modelled: #UD, then the next op)."""
+
+    def lines(self) -> list[str]:
+        return [_jump("irq_enable_sysexit")]
+
+
+@attrs.frozen
+class LazyBatch(p.Op):
+    """``set_lazy_mode(MMU)``, page-table calls, ``set_lazy_mode(NONE)``."""
+
+    inner: tuple[p.Op, ...]
+
+    def lines(self) -> list[str]:
+        body = [line for op in self.inner for line in op.lines()]
+        return ["mov $1, %eax", _call("set_lazy_mode"), *body, "xor %eax, %eax",
+                _call("set_lazy_mode")]
+
+
+# ------------------------------------------------------------------------- strategies
+
+pages = st.integers(0, p.TEST_PAGES - 1)
+frames = st.integers(0, p.NFRAMES - 1)
+words = st.integers(0, 0xFFFFFFFF)
+
+
+def _pte(frame: int, writable: bool) -> int:
+    return (p.FRAMES + frame * 0x1000) | (3 if writable else 1)
+
+
+def _ptep(page: int) -> int:
+    return p.PT_TEST + 4 * page
+
+
+def _va(page: int) -> int:
+    return p.TEST_VA + 0x1000 * page
+
+
+@attrs.frozen
+class PvSeq(p.Op):
+    """Related calls made together (``alloc_pt`` then ``release_pt``, ...)."""
+
+    calls: tuple[p.Op, ...]
+
+    def lines(self) -> list[str]:
+        return [line for op in self.calls for line in op.lines()]
+
+
+def _seq(*calls: p.Op) -> st.SearchStrategy[p.Op]:
+    return st.just(PvSeq(calls))
+
+
+def _simple(op: str, record: str = "") -> st.SearchStrategy[p.Op]:
+    return st.just(PvCall(op, (), record))
+
+
+def init_calls() -> list[st.SearchStrategy[p.Op]]:
+    return [
+        _seq(PvCall("arch_setup"), PvCall("memory_setup"), PvCall("post_allocator_init"),
+             PvCall("init_IRQ"), PvCall("banner")),
+        _simple("time_init"),
+        st.builds(lambda t, n: PvCall("patch", (t, 0x7, BUF, BUF, n)),
+                  st.sampled_from(sorted(layout.SLOTS)), st.integers(5, 16)),
+        _seq(PvCall("pagetable_setup_start", (p.PD,)), PvCall("pagetable_setup_done", (p.PD,))),
+    ]
+
+
+def time_calls() -> list[st.SearchStrategy[p.Op]]:
+    return [
+        _seq(PvCall("get_wallclock", (), "eax"), PvCall("get_cpu_khz", (), "eax")),
+        _seq(PvCall("sched_clock", (), "edx:eax"), PvCall("get_scheduled_cycles", (), "edx:eax")),
+        st.builds(lambda n: PvCall("const_udelay", (n * 0x10C7,)), st.integers(0, 20)),
+        # set_wallclock(get_wallclock()): the clock keeps its value; the status is dropped
+        st.just(_SetWallclock()),
+    ]
+
+
+@attrs.frozen
+class _SetWallclock(p.Op):
+    def lines(self) -> list[str]:
+        return [_call("get_wallclock"), _call("set_wallclock"), "xor %eax, %eax"]
+
+
+def cpu_calls() -> list[st.SearchStrategy[p.Op]]:
+    msr = st.sampled_from([*p.MSR_SYSENTER, p.MSR_INVALID])
+    regno = st.sampled_from([0, 1, 2, 3, 6, 7])
+    return [
+        st.builds(_Cpuid, st.sampled_from([0, 1, 0x80000000])),
+        st.builds(lambda r, v: PvSeq((PvCall("set_debugreg", (r, v)),
+                                      PvCall("get_debugreg", (r,), "eax"))), regno, words),
+        _seq(PvCall("clts"), PvCall("wbinvd"), PvCall("io_delay")),
+        _seq(PvCall("read_cr0", (), "eax"), PvCall("read_cr4", (), "eax"),
+             PvCall("read_cr4_safe", (), "eax")),
+        st.just(_ToggleCr("read_cr0", "write_cr0", 0x8)),
+        st.just(_ToggleCr("read_cr4", "write_cr4", 0x80)),
+        st.builds(lambda m: PvCall("read_msr", (m, BUF + 16), "edx:eax", (BUF + 16,)), msr),
+        st.builds(lambda m, v: PvCall("write_msr", (m, v, 0), "eax"), msr, words),
+        _simple("read_tsc", "edx:eax"),
+        st.builds(lambda c: PvCall("read_pmc", (c,), "edx:eax"), st.sampled_from([0, 1, 7])),
+        st.just(_DescriptorReload("gdt")), st.just(_DescriptorReload("idt")),
+        st.builds(lambda: PvCall("set_ldt", (0, 0))),
+        # (store_tr first: without a TSS descriptor at 0x80 load_tr_desc raises #GP, and
+        # a burst goes on at its next call)
+        _seq(PvCall("store_tr", (), "eax"), PvCall("load_tr_desc")),
+        st.builds(lambda c: PvCall("load_tls", (THREAD, c)), st.just(0)),
+        st.builds(lambda n, lo, hi: PvSeq(tuple(
+            PvCall(which, (TABLE + 32 * k, n, lo, hi), "", (TABLE + 32 * k + 8 * n,
+                                                           TABLE + 32 * k + 8 * n + 4))
+            for k, which in enumerate(("write_ldt_entry", "write_gdt_entry",
+                                       "write_idt_entry")))),
+            st.integers(0, 3), words, words),
+        st.builds(lambda esp0: _LoadEsp0(esp0), words),
+        st.builds(lambda m: PvCall("set_iopl_mask", (m,)), st.sampled_from([0, 0x1000, 0x3000])),
+        st.just(PvIret()), st.just(PvSysexit()),
+    ]
+
+
+@attrs.frozen
+class _Cpuid(p.Op):
+    """``cpuid(&a, &b, &c, &d)`` with the leaf in ``*a`` and sub-leaf 0 in ``*c``."""
+
+    leaf: int
+
+    def lines(self) -> list[str]:
+        return [f"movl ${self.leaf:#x}, {BUF:#x}", f"movl $0, {BUF + 8:#x}",
+                f"pushl ${BUF + 12:#x}", f"mov ${BUF:#x}, %eax", f"mov ${BUF + 4:#x}, %edx",
+                f"mov ${BUF + 8:#x}, %ecx", _call("cpuid"), "add $4, %esp",
+                *[line for i in range(4) for line in (f"mov {BUF + 4 * i:#x}, %eax", p.RECORD)]]
+
+
+@attrs.frozen
+class _ToggleCr(p.Op):
+    read: str
+    write: str
+    bit: int
+
+    def lines(self) -> list[str]:
+        return [_call(self.read), f"xor ${self.bit:#x}, %eax", _call(self.write),
+                _call(self.read), p.RECORD]
+
+
+@attrs.frozen
+class _DescriptorReload(p.Op):
+    """store_Xdt into the scratch buffer, load_Xdt from it, store again and record."""
+
+    table: str
+
+    def lines(self) -> list[str]:
+        t = self.table
+        return [f"mov ${BUF:#x}, %eax", _call(f"store_{t}"), f"mov ${BUF:#x}, %eax",
+                _call(f"load_{t}"), f"mov ${BUF + 8:#x}, %eax", _call(f"store_{t}"),
+                f"mov {BUF + 8:#x}, %eax", p.RECORD, f"movzwl {BUF + 12:#x}, %eax", p.RECORD]
+
+
+@attrs.frozen
+class _LoadEsp0(p.Op):
+    esp0: int
+
+    def lines(self) -> list[str]:
+        return [f"movl ${self.esp0:#x}, {THREAD + 24:#x}", f"mov ${TSS:#x}, %eax",
+                f"mov ${THREAD:#x}, %edx", _call("load_esp0"), f"mov {TSS + 4:#x}, %eax",
+                p.RECORD]
+
+
+def irq_calls() -> list[st.SearchStrategy[p.Op]]:
+    return [
+        _SaveFl.strategy(), st.just(PvCall("irq_disable")), st.just(PvCall("irq_enable")),
+        st.builds(lambda f: PvCall("restore_fl", (f,)), st.sampled_from([0, 0x200, 0x202])),
+        st.builds(PvHalt, st.booleans()),
+    ]
+
+
+@attrs.frozen
+class _SaveFl(p.Op):
+    def lines(self) -> list[str]:
+        return [_call("save_fl"), "and $0x200, %eax", p.RECORD]
+
+    @classmethod
+    def strategy(cls) -> st.SearchStrategy[p.Op]:
+        return st.just(cls())
+
+
+def apic_calls() -> list[st.SearchStrategy[p.Op]]:
+    reg = st.sampled_from([0x20, 0x30, 0x80, 0xF0])
+    return [
+        st.builds(lambda r: PvCall("apic_read", (r,), "eax"), reg),
+        st.builds(lambda v: PvCall("apic_write", (0x80, v)), st.sampled_from([0, 0x10])),
+        st.builds(lambda v: PvCall("apic_write_atomic", (0x80, v)), st.sampled_from([0, 0x10])),
+        _seq(PvCall("setup_boot_clock"), PvCall("setup_secondary_clock"),
+             PvCall("startup_ipi_hook", (1, 0x9000, 0))),
+    ]
+
+
+def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
+    pfn = st.sampled_from([p.PT_TEST >> 12, (p.FRAMES >> 12) + 3])
+    entry = st.builds(_pte, frames, st.booleans())
+    pte_list = [
+        st.builds(lambda pg, v: PvCall("set_pte", (_ptep(pg), v), after=(_ptep(pg),), make="make_pte"), pages, entry),
+        st.builds(lambda pg, v: PvCall("set_pte_at", (MM, _va(pg), _ptep(pg), v), after=(_ptep(pg),), make="make_pte"), pages, entry),
+        st.builds(lambda pg, v: PvCall("set_pte_atomic", (_ptep(pg), v), after=(_ptep(pg),), make="make_pte"), pages, entry),
+        st.builds(lambda pg, v: PvCall("set_pte_present", (MM, _va(pg), _ptep(pg), v), after=(_ptep(pg),), make="make_pte"), pages, entry),
+        st.builds(lambda pg: PvCall("pte_clear", (MM, _va(pg), _ptep(pg)), after=(_ptep(pg),)), pages),
+        st.builds(lambda pg: PvSeq((PvCall("pte_update", (MM, _va(pg), _ptep(pg))),
+                                    PvCall("pte_update_defer", (MM, _va(pg), _ptep(pg))))), pages),
+        st.builds(lambda pg: PvCall("flush_tlb_single", (_va(pg),)), pages),
+    ]
+    pte_ops = st.one_of(*pte_list)
+    scratch_entries = [
+        st.builds(lambda v: PvCall("set_pmd", (BUF + 32, v), "", (BUF + 32,), "make_pgd"), entry),
+        st.builds(lambda v: PvCall("set_pud", (BUF + 32, v), "", (BUF + 32,), "make_pgd"), entry),
+        st.just(PvCall("pmd_clear", (BUF + 32,), "", (BUF + 32, BUF + 36))),
+    ]
+    return [
+        *pte_list, *scratch_entries,
+        st.builds(lambda ops: LazyBatch(tuple(ops)), st.lists(pte_ops, min_size=1, max_size=3)),
+        st.builds(lambda v: PvSeq((PvCall("write_cr2", (v,)), PvCall("read_cr2", (), "eax"))),
+                  words),
+        _simple("read_cr3", "eax"),
+        st.just(_ReloadCr3()),
+        st.builds(lambda pg: PvSeq((PvCall("flush_tlb_user"), PvCall("flush_tlb_kernel"),
+                                    PvCall("flush_tlb_others", (BUF + 48, MM, _va(pg))))), pages),
+        st.builds(lambda f: PvSeq((PvCall("kmap_atomic_pte", (f, 3), "eax"),
+                                   PvCall("map_pt_hook", (3, f << 12, f)))), pfn),
+        st.builds(lambda f: PvSeq((PvCall("alloc_pt", (MM, f)), PvCall("release_pt", (f,)))), pfn),
+        st.builds(lambda f: PvSeq((PvCall("alloc_pd", (f,)), PvCall("release_pd", (f,)))), pfn),
+        st.builds(lambda f: PvCall("alloc_pd_clone", (f, p.PD >> 12, 0, 1)), pfn),
+        _seq(PvCall("activate_mm", (MM, MM2)), PvCall("dup_mmap", (MM, MM2)),
+             PvCall("exit_mmap", (MM2,))),
+        st.builds(lambda m: PvCall("set_lazy_mode", (m,)), st.just(3)),
+        st.builds(PvRoundTrip, st.just("make_pte"), st.just("pte_val"), entry),
+        st.builds(PvRoundTrip, st.just("make_pgd"), st.just("pgd_val"), entry),
+        st.builds(PvRoundTrip, st.just("make_pmd"), st.just("pmd_val"), entry, st.just(True)),
+    ]
+
+
+@attrs.frozen
+class _ReloadCr3(p.Op):
+    def lines(self) -> list[str]:
+        return [_call("read_cr3"), _call("write_cr3")]
+
+
+GROUPS = {"init": init_calls, "time": time_calls, "cpu": cpu_calls, "irq": irq_calls,
+          "apic": apic_calls, "mmu": mmu_calls}
+
+
+def pv_call_ops() -> st.SearchStrategy[p.Op]:
+    """Direct calls of the ops of every group through the call ROM: one branch per op (or
+    per composite such as ``read_cr0``+``write_cr0``), so every op is about as likely as
+    any other, in bursts of distinct calls (so a program calls many of the 92)."""
+    return _bursts(tuple(branch for make in GROUPS.values() for branch in make()))
+
+
+@st.composite
+def _bursts(draw: st.DrawFn, branches: tuple[st.SearchStrategy[p.Op], ...]) -> p.Op:
+    # the size first, as programs() does (bursts are long early on); a failing burst
+    # shrinks by its size and by deleting calls
+    k = draw(st.integers(1, len(branches)))
+    calls = draw(st.lists(st.one_of(*branches), min_size=max(1, k // 2), max_size=k,
+                          unique_by=_label))
+    return PvBurst(tuple(calls))
+
+
+def _label(op: p.Op) -> str:
+    inner = getattr(op, "calls", ())
+    first = inner[0] if inner else op
+    return f"{type(first).__name__}:{getattr(first, 'op', '')}:{getattr(first, 'table', '')}"
+
+
+@attrs.frozen
+class PvBurst(p.Op):
+    """Several pv calls in a row (one op of a program; shrinks to fewer calls). A call that
+    faults (#UD of irq_enable_sysexit, #GP of an absent counter) resumes at the next call."""
+
+    inner: tuple[p.Op, ...]
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        for op in self.inner:
+            out += ["movl $2f, recovery", *op.lines(), "2:"]
+        return out
