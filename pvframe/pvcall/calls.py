@@ -176,16 +176,30 @@ class PVCallInterface:
         m = self.machine
         cpu = m.cpu
         calls = self.calls
+        read32 = self._read32
+        hooks = m.hooks
+
+        if not params and ret in (VOID, R32):
+            def plain() -> None:  # the common case, kept short: no arguments, void or u32
+                back = read32(cpu.esp)  # the return address (may #PF)
+                value = getattr(hooks, op)()
+                if ret == R32:
+                    cpu.eax = int(value) & M32
+                calls[op] = calls.get(op, 0) + 1
+                cpu.eip = back
+                cpu.esp = (cpu.esp + 4) & M32
+                cpu.icount += 1
+            return plain
 
         def handler() -> None:
-            hook = getattr(m.hooks, op)
+            hook = getattr(hooks, op)
             args = self._decode(params)
             if ret == JUMP:
                 calls[op] = calls.get(op, 0) + 1
                 hook()
                 cpu.icount += 1
                 return
-            back = m.mmu.read(cpu.esp, 4)  # the return address (may #PF)
+            back = read32(cpu.esp)  # the return address (may #PF)
             if ret == HALT:
                 self._return(back)
                 calls[op] = calls.get(op, 0) + 1
@@ -206,6 +220,15 @@ class PVCallInterface:
 
         return handler
 
+    def _read32(self, addr: int) -> int:
+        """The word at linear ``addr`` (the MMU's read map when the page is in it)."""
+        mmu = self.machine.mmu
+        if not addr & 3:
+            page = mmu.r32.get(addr >> 12)
+            if page is not None:
+                return int(page[(addr & 0xFFF) >> 2])
+        return int(mmu.read(addr & M32, 4))
+
     def _slot(self, i: int) -> int:
         cpu = self.machine.cpu
         if i == 0:
@@ -214,7 +237,7 @@ class PVCallInterface:
             return cpu.edx
         if i == 2:
             return cpu.ecx
-        return int(self.machine.mmu.read((cpu.esp + 4 * (i - 2)) & M32, 4))
+        return self._read32((cpu.esp + 4 * (i - 2)) & M32)
 
     def _decode(self, params: tuple[str, ...]) -> list[Any]:
         """The hook's arguments from the call's slots (reads may raise a guest #PF)."""

@@ -21,6 +21,10 @@ Everything is measured side by side in one run, so ratios are meaningful on a lo
 8. the peak RSS of a 50 M-instruction timer-storm run per backend (7 and 8 come from
    :mod:`pvframe.tools.membench`, which also measures another checkout side by side:
    ``--baseline PATH``).
+10. a paravirt call against a trapped privileged instruction: the same op (``read_cr0``,
+   ``irq_disable``) reached by ``call *(table + type*4)`` through the call ROM
+   (:mod:`pvframe.pvcall`) and by the instruction the executor traps (``mov %cr0``,
+   ``cli``), in loops run alternately, best of 5.
 """
 
 from __future__ import annotations
@@ -330,6 +334,42 @@ def mutation_cost(examples: int = 20, sample: int = 24) -> dict[str, float]:
     }
 
 
+def pv_call_cost(iterations: int = 20_000, repeat: int = 5) -> list[dict[str, Any]]:
+    """us per loop iteration of a trapped instruction and of the paravirt call of the same
+    op (each loop: the operation, ``dec %ecx; jnz``), measured alternately; best of
+    ``repeat``."""
+    from pvframe.machine import Machine
+    from pvframe.pvcall import layout
+    from pvframe.testing.asm import assemble
+
+    def loop(body: str) -> bytes:
+        src = f"_start:\n mov ${iterations}, %ecx\n1: {body}\n dec %ecx\n jnz 1b\n" \
+              " xor %al, %al\n out %al, $0xf4\n hlt\n"
+        return assemble(src, 0x100000).image
+
+    def slot(op: str) -> str:
+        return f"{layout.TABLE_ADDR + 4 * layout.slot_of(op):#x}"
+
+    rows = []
+    for op, insn in (("read_cr0", "mov %cr0, %eax"), ("irq_disable", "cli")):
+        images = {"trapped": loop(insn), "pv call": loop(f"call *{slot(op)}")}
+        best = dict.fromkeys(images, float("inf"))
+        for _ in range(repeat):
+            for kind, image in images.items():
+                m = Machine("native")
+                m.load_raw(image, 0x100000, 0x100000)
+                t0 = time.perf_counter()
+                r = m.run(10 * iterations)
+                elapsed = time.perf_counter() - t0
+                if r.stop != "exit":
+                    raise RuntimeError(f"pv-call bench loop stopped with {r.stop}")
+                best[kind] = min(best[kind], elapsed / iterations * 1e6)
+        rows.append({"op": op, "instruction": insn, "trapped_us": best["trapped"],
+                     "pv_call_us": best["pv call"],
+                     "ratio": best["pv call"] / best["trapped"]})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(argv or [])
     from pvframe.tools import optional
@@ -400,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
           f"({mu['reach_seconds']:.1f} s reach run = x{mu['reach_seconds'] / mu['plain_seconds']:.2f} "
           f"of the plain pass), {mu['seconds_per_mutant']:.2f} s per mutant, "
           f"{mu['runs_per_second']:.1f} mutant program runs/s")
+    print("== 10. paravirt call vs trapped privileged instruction (native backend, us per loop "
+          "iteration, best of 5, alternating) ==")
+    for row in pv_call_cost():
+        print(f"  {row['op']:12s} trapped `{row['instruction']}` {row['trapped_us']:6.2f} us   "
+              f"pv call {row['pv_call_us']:6.2f} us   (pv call x{row['ratio']:.2f}; target <= 2)")
     return 0
 
 
