@@ -125,8 +125,8 @@ def bench(session: nox.Session) -> None:
     """Benchmarks, printed: hook-call cost (bound versus pluggy), executor speed versus
     Unicorn (with and without its per-instruction hook), the kernel-like workload, cold
     translation (fresh ALU blocks and each demo guest), host memory (guest RAM, bytes per
-    translated block, peak RSS of a 50 M-instruction timer storm per backend) and the cost
-    of the kit's mutation run."""
+    translated block, peak RSS of a 50 M-instruction timer storm per backend), the cost of
+    the kit's mutation run, and one paravirt call against one trapped privileged instruction."""
     install_all(session, "test")
     session.run("python", "-m", "pvframe.tools.bench", *session.posargs)
 

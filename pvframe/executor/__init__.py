@@ -8,7 +8,9 @@ Public API
     reason (``executor.stop(reason)`` / ``env.stop`` through the machine, ``"triple-fault"``,
     ``"halted"`` when the CPU waits in ``hlt`` with nothing to wake it, or
     ``"unsupported: ..."``). ``interrupt_return()``: native iret semantics for the ``iret``
-    hook. ``stop(reason, exit_code=None)``. ``flush_translations()``.
+    hook. ``stop(reason, exit_code=None)``. ``flush_translations()``. ``entry_points``:
+    physical address -> handler; fetching an instruction there runs the handler instead
+    (the paravirt call ROM's entries, :mod:`pvframe.pvcall`).
 ``CPUState`` (``pvframe.executor.state``), ``PhysicalMemory`` (``pvframe.platform.memory``),
 ``MMU`` (``pvframe.platform.mmu``: ``write_cr0/3/4``, ``invlpg``, ``flush_all``), the
 exception classes in ``pvframe.executor.faults``, the protocols in ``pvframe.executor.env``.

@@ -117,7 +117,7 @@ class Block:
                  "pieces", "self_loop", "source", "step_fn")
 
     def __init__(self, kind: str, eip: int, n: int, length: int) -> None:
-        self.kind = kind  # "vex", "sys", "fpu", "simd", "ud"
+        self.kind = kind  # "vex", "sys", "fpu", "simd", "ud", "step", "entry"
         self.eip = eip
         self.n = n
         self.length = length
