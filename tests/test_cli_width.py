@@ -10,7 +10,7 @@ from rich.cells import cell_len
 from rich.console import Console
 from typer.testing import CliRunner
 
-from pvframe import catalogue
+from pvframe import catalogue, guests
 from pvframe.tools import cli
 
 runner = CliRunner()
@@ -92,5 +92,5 @@ def test_abi_report_fits_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
         assert header in text
     ops = {op.name for op in catalogue.CATALOGUE}
     assert {"write_cr3", "get_scheduled_cycles", "flush_tlb_single"} <= set(first_cells(text))
-    assert all(name in ops | {"xen", "vmi", "hello", "timer", "ipi", "paging", "tasks"}
+    assert all(name in ops | {"xen", "vmi", *guests.GUESTS}
                for name in first_cells(text) if name.replace("_", "").isalpha())

@@ -160,7 +160,9 @@ class Header:
 def rom_image(name: str, *, paravirt_enabled: int, kernel_rpl: int = 0,
               shared_kernel_pmd: int = 1) -> bytes:
     """The ROM's bytes for a backend called ``name`` (the data words are the backend's
-    ``paravirt_ops`` data members, paravirt-ops.md §0.3)."""
+    ``paravirt_ops`` data members: ``kernel_rpl``, ``shared_kernel_pmd``,
+    ``paravirt_enabled``, ``name``, as Linux 2.6.23 arch/i386/kernel/paravirt.c and
+    arch/i386/xen/enlighten.c fill them)."""
     rom = bytearray(UD2 * (ROM_SIZE // 2))
     rom[0:HEADER_SIZE] = Header().pack()
     words = [kernel_rpl, shared_kernel_pmd, paravirt_enabled, NAME_ADDR]

@@ -35,6 +35,7 @@ __all__ = [
     "PvSeq",
     "PvSysexit",
     "pv_call_ops",
+    "pv_call_programs",
 ]
 
 #: scratch memory of the pv-call ops (identity-mapped under the paging harness)
@@ -340,8 +341,10 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
     pte_list = [
         st.builds(lambda pg, v: PvCall("set_pte", (_ptep(pg), v), after=(_ptep(pg),), make="make_pte"), pages, entry),
         st.builds(lambda pg, v: PvCall("set_pte_at", (MM, _va(pg), _ptep(pg), v), after=(_ptep(pg),), make="make_pte"), pages, entry),
-        st.builds(lambda pg, v: PvCall("set_pte_atomic", (_ptep(pg), v), after=(_ptep(pg),), make="make_pte"), pages, entry),
-        st.builds(lambda pg, v: PvCall("set_pte_present", (MM, _va(pg), _ptep(pg), v), after=(_ptep(pg),), make="make_pte"), pages, entry),
+        st.builds(lambda pg, v, w: PvSeq((
+            PvCall("set_pte_atomic", (_ptep(pg), v), after=(_ptep(pg),), make="make_pte"),
+            PvCall("set_pte_present", (MM, _va(pg), _ptep(pg), w), after=(_ptep(pg),),
+                   make="make_pte"))), pages, entry, entry),
         st.builds(lambda pg: PvCall("pte_clear", (MM, _va(pg), _ptep(pg)), after=(_ptep(pg),)), pages),
         st.builds(lambda pg: PvSeq((PvCall("pte_update", (MM, _va(pg), _ptep(pg))),
                                     PvCall("pte_update_defer", (MM, _va(pg), _ptep(pg))))), pages),
@@ -354,6 +357,10 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
         st.just(PvCall("pmd_clear", (BUF + 32,), "", (BUF + 32, BUF + 36))),
     ]
     return [
+        st.builds(lambda a, b, c: PvSeq((PvRoundTrip("make_pte", "pte_val", a),
+                                         PvRoundTrip("make_pgd", "pgd_val", b),
+                                         PvRoundTrip("make_pmd", "pmd_val", c, True))),
+                  entry, entry, entry),
         *pte_list, *scratch_entries,
         st.builds(lambda ops: LazyBatch(tuple(ops)), st.lists(pte_ops, min_size=1, max_size=3)),
         st.builds(lambda v: PvSeq((PvCall("write_cr2", (v,)), PvCall("read_cr2", (), "eax"))),
@@ -370,9 +377,6 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
         _seq(PvCall("activate_mm", (MM, MM2)), PvCall("dup_mmap", (MM, MM2)),
              PvCall("exit_mmap", (MM2,))),
         st.builds(lambda m: PvCall("set_lazy_mode", (m,)), st.just(3)),
-        st.builds(PvRoundTrip, st.just("make_pte"), st.just("pte_val"), entry),
-        st.builds(PvRoundTrip, st.just("make_pgd"), st.just("pgd_val"), entry),
-        st.builds(PvRoundTrip, st.just("make_pmd"), st.just("pmd_val"), entry, st.just(True)),
     ]
 
 
@@ -384,6 +388,21 @@ class _ReloadCr3(p.Op):
 
 GROUPS = {"init": init_calls, "time": time_calls, "cpu": cpu_calls, "irq": irq_calls,
           "apic": apic_calls, "mmu": mmu_calls}
+
+
+@st.composite
+def pv_call_programs(draw: st.DrawFn, max_ops: int = 6) -> p.Program:
+    """A program of pv-call bursts (:func:`pv_call_ops`) among the ops of the other kinds
+    (pvframe.testing.strategies), under the paging harness in half of them: the kit's
+    second search, apart from ``programs()`` so that its derandomized sequence stays."""
+    from pvframe.testing import strategies
+
+    paging = draw(st.booleans())
+    kinds = strategies.KINDS if paging else tuple(k for k in strategies.KINDS if k != "paging")
+    length = draw(st.integers(1, max_ops))
+    body = draw(st.lists(pv_call_ops() | strategies.ops(kinds), min_size=length,
+                         max_size=length))
+    return p.Program(tuple(body), paging=paging)
 
 
 def pv_call_ops() -> st.SearchStrategy[p.Op]:

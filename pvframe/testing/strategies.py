@@ -127,7 +127,7 @@ def pv_call_ops() -> st.SearchStrategy[p.Op]:
     return pvcalls.pv_call_ops()
 
 
-KINDS = ("interrupt-flag", "timer", "platform", "paging", "pv-calls")
+KINDS = ("interrupt-flag", "timer", "platform", "paging")
 
 
 def ops(kinds: tuple[str, ...]) -> st.SearchStrategy[p.Op]:
@@ -137,7 +137,6 @@ def ops(kinds: tuple[str, ...]) -> st.SearchStrategy[p.Op]:
         "timer": timer_ops,
         "platform": platform_ops,
         "paging": paging_ops,
-        "pv-calls": pv_call_ops,
     }
     return st.one_of(*(table[k]() for k in kinds))
 
@@ -157,3 +156,11 @@ def programs(draw: st.DrawFn, max_ops: int = 24) -> p.Program:
     length = draw(st.integers(1, max_ops))
     body = draw(st.lists(ops(kinds), min_size=length, max_size=length))
     return p.Program(tuple(body), paging=paging)
+
+
+def pv_call_programs() -> st.SearchStrategy[p.Program]:
+    """Programs that call paravirt_ops through the call ROM, every group, among the ops of
+    :func:`programs` (:func:`pvframe.testing.pvcalls.pv_call_programs`)."""
+    from pvframe.testing import pvcalls
+
+    return pvcalls.pv_call_programs()

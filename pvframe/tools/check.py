@@ -91,6 +91,7 @@ def search_programs(
     progress: Progress = _no_progress,
     shrink: bool = True,
     coverage: Counter[str] | None = None,
+    strategy: Any = None,
 ) -> tuple[int, oracle.Divergence | None]:
     """Generate up to ``examples`` programs and compare each with native. Returns the number
     of programs run and the shrunk divergence, if any (None: none found; ``shrink=False``:
@@ -119,7 +120,7 @@ def search_programs(
         if divergence is not None:
             raise _Diverged(divergence)  # one place: Hypothesis tells failures by location
 
-    test = given(program=strategies.programs())(body)
+    test = given(program=strategies.programs() if strategy is None else strategy)(body)
     test = settings(
         max_examples=examples,
         derandomize=seed_value is None,
@@ -204,6 +205,14 @@ def check_backend(
             backend, examples, seed_value=seed_value, backends=backends, progress=progress,
             coverage=result.ops_covered,
         )
+        if result.divergence is None:
+            # the second search: programs calling every op through the call ROM
+            ran, result.divergence = search_programs(
+                backend, examples, seed_value=seed_value, backends=backends,
+                progress=progress, coverage=result.ops_covered,
+                strategy=strategies.pv_call_programs(),
+            )
+            result.examples += ran
         if result.divergence is not None and result.divergence.other.stop == STOP_WALL:
             result.error = (f"a generated program ran out of host time: "
                             f"{result.divergence.other.detail}; guests and contracts not run")
@@ -219,7 +228,7 @@ def check_backend(
 
 def steps(examples: int) -> int:
     """Progress units of one backend's check."""
-    return examples + len(guests.GUESTS) + len(contracts.CONTRACTS)
+    return 2 * examples + len(guests.GUESTS) + len(contracts.CONTRACTS)
 
 
 __all__ = ["BackendCheck", "check_backend", "check_contracts", "check_guests",

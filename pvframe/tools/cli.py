@@ -761,7 +761,7 @@ def check_cmd(
         out.print(table)
         for r in results:
             missing = sorted({op.name for op in catalogue.CATALOGUE} - set(r.ops_covered))
-            if r.examples and missing:
+            if r.examples and missing and r.divergence is None:
                 out.print(f"{r.backend}: ops the programs did not reach: {', '.join(missing)}")
         for r in failed:
             if r.error:
@@ -937,20 +937,19 @@ def abi_cmd(
     pv_ops = sorted({op for sc in scans for op in sc.pv_sites},
                     key=lambda op: (-sum(sc.pv_sites.get(op, 0) for sc in scans), op))
     if pv_ops:
-        pv = Table(title="paravirt call sites per op (.parainstructions and indirect calls "
-                         "through the ops table), calls at run time and the hypercalls they caused")
-        pv.add_column("op")
-        for sc in scans:
-            pv.add_column(f"{sc.image} sites", justify="right", overflow="fold")
+        # sites: .parainstructions records and indirect calls through the ops table
+        pv = Table(title="paravirt call sites, calls and hypercalls per op")
+        pv.add_column("op", no_wrap=True)
+        pv.add_column("sites", justify="right")
         for r in reports:
-            pv.add_column(f"{r.name} calls", justify="right")
-            pv.add_column(f"{r.name} hypercalls", overflow="fold")
+            pv.add_column(f"{r.name}: calls, hypercalls", overflow="fold")
         for op in pv_ops:
-            cells = [str(sc.pv_sites.get(op, "")) for sc in scans]
+            cells = [str(sum(sc.pv_sites.get(op, 0) for sc in scans))]
             for r in reports:
                 hc = r.hypercalls.get(op, {})
-                cells += [str(r.pvcalls.get(op, "")),
-                          ", ".join(f"{k} {v}" for k, v in sorted(hc.items())) or "-"]
+                calls = str(r.pvcalls.get(op, 0))
+                cells.append(calls + (": " + ", ".join(f"{k} {v}" for k, v in sorted(hc.items()))
+                                      if hc else ""))
             pv.add_row(op, *cells)
         out.print(pv)
         for sc in scans:
