@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from pvframe_xen.backend import XenBackend
 
-from pvframe import catalogue, plugins
+from pvframe import plugins
 from pvframe.hookspecs import hookimpl
 from pvframe.testing import oracle, pvcalls, strategies
 from pvframe.testing import programs as p
