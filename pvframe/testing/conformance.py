@@ -95,6 +95,7 @@ def test_generated_programs_match_native(pvframe_backend: str, program: Program)
     assert failure is None, failure
 
 
+@pytest.mark.pvframe_pv_calls  # opt-in: --pvframe-pv-calls (pvframe.testing.pytest_plugin)
 @given(program=strategies.pv_call_programs())
 def test_generated_pv_call_programs_match_native(pvframe_backend: str, program: Program) -> None:
     """Programs that call every group's ops through the call ROM (pvframe.testing.pvcalls)."""

@@ -166,6 +166,12 @@ class LazyBatch(p.Op):
 pages = st.integers(0, p.TEST_PAGES - 1)
 frames = st.integers(0, p.NFRAMES - 1)
 words = st.integers(0, 0xFFFFFFFF)
+#: DR0-3 values a guest kernel sets: its own linear addresses. The top of the address space
+#: belongs to the hypervisor under Xen (HYPERVISOR_VIRT_START: 0xF5800000 with PAE,
+#: 0xFC000000 without, xen/include/public/arch-x86/xen-x86_32.h), where Xen's set_debugreg
+#: refuses a breakpoint that bare hardware takes: an ABI difference by design
+#: (docs/abi-coupling.md), not a backend bug for the kit to report.
+breakpoints = st.integers(0, 0xF5800000 - 4)
 
 
 def _pte(frame: int, writable: bool) -> int:
@@ -232,7 +238,7 @@ def cpu_calls() -> list[st.SearchStrategy[p.Op]]:
     return [
         st.builds(_Cpuid, st.sampled_from([0, 1, 0x80000000])),
         st.builds(lambda r, v: PvSeq((PvCall("set_debugreg", (r, v)),
-                                      PvCall("get_debugreg", (r,), "eax"))), regno, words),
+                                      PvCall("get_debugreg", (r,), "eax"))), regno, breakpoints),
         _seq(PvCall("clts"), PvCall("wbinvd"), PvCall("io_delay")),
         _seq(PvCall("read_cr0", (), "eax"), PvCall("read_cr4", (), "eax"),
              PvCall("read_cr4_safe", (), "eax")),

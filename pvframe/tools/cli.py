@@ -705,6 +705,10 @@ def check_cmd(
         float, typer.Option("--min-kill-rate", help="With --mutants: exit 1 if a hook's kill "
                             "rate (percent) is below this.")
     ] = 0.0,
+    pv_calls: Annotated[
+        bool, typer.Option("--pv-calls", help="Also search programs that call every op "
+                           "through the paravirt call ROM (docs/pvcalls.md).")
+    ] = False,
 ) -> None:
     """The equivalence kit against native: generated programs (shrunk on divergence), the
     demo guests and the hook contracts. Exit 1 if any backend diverges. With --mutants,
@@ -730,14 +734,15 @@ def check_cmd(
     results = []
     with _progress() as bar, _plugin_stdout(as_json):
         for name in names:
-            task = bar.add_task(f"{name}: programs", total=check.steps(examples))
+            task = bar.add_task(f"{name}: programs", total=check.steps(examples, pv_calls))
 
             def progress(stage: str, advance: int, _task: Any = task, _name: str = name) -> None:
                 bar.update(_task, advance=advance, description=f"{_name}: {stage}")
 
             results.append(check.check_backend(
-                name, examples, seed_value=seed_value, backends=found, progress=progress))
-            bar.update(task, completed=check.steps(examples), description=f"{name}: done")
+                name, examples, seed_value=seed_value, backends=found, progress=progress,
+                pv_calls=pv_calls))
+            bar.update(task, completed=check.steps(examples, pv_calls), description=f"{name}: done")
     failed = [r for r in results if not r.ok]
     if as_json:
         print(json.dumps([r.to_dict() for r in results], indent=2))

@@ -756,7 +756,9 @@ class XenHypervisor:
         a PV guest's virtual CR4.DE is clear, so Xen cannot honour it."""
         v = self._vcpu()
         if reg in (0, 1, 2, 3):
-            if value >= HYPERVISOR_VIRT_START - 4:
+            # access_ok(value, sizeof(long)) (include/asm-x86/x86_32/uaccess.h): refused
+            # when value + 4 passes HYPERVISOR_VIRT_START; the last guest word is allowed
+            if value > HYPERVISOR_VIRT_START - 4:
                 return -EPERM
         elif reg == 6:
             value = (value & 0xFFFFEFFF) | 0xFFFF0FF0
