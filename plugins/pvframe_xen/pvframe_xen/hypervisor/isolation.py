@@ -231,7 +231,9 @@ def check_invariants(hv: XenHypervisor) -> list[str]:
         dr7 = v.debugreg[7]
         if dr7 & 0x2000 or (dr7 & 0xFF and any((dr7 >> (16 + 4 * i)) & 3 == 2 for i in range(4))):
             bad.append(f"vcpu {v.id}: DR7 {dr7:#x} holds GD or an enabled I/O breakpoint")
-        if any(d >= abi.HYPERVISOR_VIRT_START - 4 for d in v.debugreg[:4]):
+        # a breakpoint's word must end below the hole (access_ok(value, 4)): the last
+        # guest word, HYPERVISOR_VIRT_START - 4, is the guest's
+        if any(d > abi.HYPERVISOR_VIRT_START - 4 for d in v.debugreg[:4]):
             bad.append(f"vcpu {v.id}: a breakpoint address in Xen's hole")
     for t in writable:
         tp = pages.get(t)
@@ -328,8 +330,9 @@ def next_request(hv: XenHypervisor, c: Chooser, virt_base: int = 0xC0000000) -> 
             io = any((value >> (16 + 4 * i)) & 3 == 2 for i in range(4))
             expect = -EPERM if value & 0x2000 or (value & 0xFF and io) else 0
         elif reg in (0, 1, 2, 3):
-            value = c.choice([0, 0xC0001000, abi.HYPERVISOR_VIRT_START - 4, 0xFFFFFFFF])
-            expect = -EPERM if value >= abi.HYPERVISOR_VIRT_START - 4 else 0
+            value = c.choice([0, 0xC0001000, abi.HYPERVISOR_VIRT_START - 4,
+                              abi.HYPERVISOR_VIRT_START - 3, 0xFFFFFFFF])
+            expect = -EPERM if value > abi.HYPERVISOR_VIRT_START - 4 else 0
         else:
             value, expect = c.integer(0, 0xFFFFFFFF), 0 if reg == 6 else -EINVAL
         return Request(kind, 8, (reg, value), expect)
