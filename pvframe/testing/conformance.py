@@ -73,24 +73,33 @@ def _flatten(ops: tuple[object, ...]) -> list[object]:
     return flat
 
 
+def _compare_and_count(backend: str, program: Program) -> str | None:
+    """Run ``program`` against native and add it to the backend's :class:`KitStats`: the
+    failure report, or None. Once a hook did not return, every later program fails at once
+    naming it, instead of waiting out the limit again on each shrink step."""
+    failure = _hung_message(backend)
+    if failure is not None:
+        return failure
+    st = STATS.setdefault(backend, KitStats())
+    start = time.perf_counter()
+    divergence = oracle.compare(program, backend, coverage=st.hooks)
+    st.seconds += time.perf_counter() - start
+    st.examples += 1
+    st.ops += len(program.ops)
+    st.coverage.update(type(op).__name__ for op in _flatten(program.ops))
+    if program.paging:
+        st.coverage["paging-harness"] += 1
+    if divergence is None:
+        return None
+    st.divergences += 1
+    _note_hang(backend, divergence.other.stop, divergence.other.detail)
+    return str(divergence)
+
+
 @given(program=strategies.programs())
 def test_generated_programs_match_native(pvframe_backend: str, program: Program) -> None:
     note(program.listing())
-    failure = _hung_message(pvframe_backend)
-    if failure is None:
-        st = STATS.setdefault(pvframe_backend, KitStats())
-        start = time.perf_counter()
-        divergence = oracle.compare(program, pvframe_backend, coverage=st.hooks)
-        st.seconds += time.perf_counter() - start
-        st.examples += 1
-        st.ops += len(program.ops)
-        st.coverage.update(type(op).__name__ for op in _flatten(program.ops))
-        if program.paging:
-            st.coverage["paging-harness"] += 1
-        if divergence is not None:
-            st.divergences += 1
-            _note_hang(pvframe_backend, divergence.other.stop, divergence.other.detail)
-            failure = str(divergence)
+    failure = _compare_and_count(pvframe_backend, program)
     # one assert for both: Hypothesis tells failures apart by where they are raised
     assert failure is None, failure
 
@@ -100,16 +109,8 @@ def test_generated_programs_match_native(pvframe_backend: str, program: Program)
 def test_generated_pv_call_programs_match_native(pvframe_backend: str, program: Program) -> None:
     """Programs that call every group's ops through the call ROM (pvframe.testing.pvcalls)."""
     note(program.listing())
-    st = STATS.setdefault(pvframe_backend, KitStats())
-    start = time.perf_counter()
-    divergence = oracle.compare(program, pvframe_backend, coverage=st.hooks)
-    st.seconds += time.perf_counter() - start
-    st.examples += 1
-    st.ops += len(program.ops)
-    st.coverage.update(type(op).__name__ for op in _flatten(program.ops))
-    if divergence is not None:
-        st.divergences += 1
-    assert divergence is None, str(divergence)
+    failure = _compare_and_count(pvframe_backend, program)
+    assert failure is None, failure
 
 
 @pytest.mark.parametrize("guest", sorted(guests.GUESTS))
