@@ -16,7 +16,8 @@ Public API
 exception classes in ``pvframe.executor.faults``, the protocols in ``pvframe.executor.env``.
 
 Layering (angr's VEX engine style): ``lift.py`` (pyvex + cutting before system
-instructions) / ``translate.py`` (IR -> Python source, a handler table per IR node kind,
+instructions) / ``translate/`` (IR -> Python source, one room per IR node family: expressions,
+statements, memory, exits, helper calls, x87; a handler table per node kind,
 ``flags.py`` for the ``x86g_*`` helpers) / ``system.py`` (iced-x86 decoded system
 instructions -> hooks) / ``faults.py`` (IDT delivery) / ``cpu.py`` (cache and dispatch) /
 ``codecache.py`` (what a compiled block keeps in host memory, the shared code cache).

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pvframe.executor import flags as F
-from pvframe.executor import translate as T
+from pvframe.executor.translate import helpers as H
+from pvframe.executor.translate import operators as T
 
 
 def _sx(v: int, bits: int) -> int:
@@ -96,7 +97,7 @@ def _render(atom: str, value: int, width: int) -> str:
     return atom.format(lit=hex(value), mask=hex((1 << width) - 1))
 
 
-@pytest.mark.parametrize("op", sorted(T._BINOPS))
+@pytest.mark.parametrize("op", sorted(T.BINOPS))
 @settings(max_examples=25)
 @given(data=st.data())
 def test_binop_template_means_the_operation(op: str, data: st.DataObject) -> None:
@@ -108,12 +109,12 @@ def test_binop_template_means_the_operation(op: str, data: st.DataObject) -> Non
     b = data.draw(st.integers(0, (w - 1) if "Sh" in op or "Sar" in op else (1 << w) - 1))
     xa = data.draw(st.sampled_from(_ATOMS))
     xb = data.draw(st.sampled_from(_ATOMS)).replace("x", "y")
-    text = T._BINOPS[op](_render(xa, a, w), _render(xb, b, w))
+    text = T.BINOPS[op](_render(xa, a, w), _render(xb, b, w))
     got = eval(text, {"DIVU32": None}, {"x": a, "y": b})
     assert int(got) == f(a, b), (op, text, a, b)  # type: ignore[operator]
 
 
-@pytest.mark.parametrize("op", sorted(T._UNOPS))
+@pytest.mark.parametrize("op", sorted(T.UNOPS))
 @settings(max_examples=25)
 @given(data=st.data())
 def test_unop_template_means_the_operation(op: str, data: st.DataObject) -> None:
@@ -122,20 +123,20 @@ def test_unop_template_means_the_operation(op: str, data: st.DataObject) -> None
         pytest.skip(f"{op}: no reference model here")
     w, f = ref
     a = data.draw(st.integers(0, (1 << w) - 1))
-    text = T._UNOPS[op](_render(data.draw(st.sampled_from(_ATOMS)), a, w))
+    text = T.UNOPS[op](_render(data.draw(st.sampled_from(_ATOMS)), a, w))
     assert int(eval(text, {}, {"x": a})) == f(a), (op, text, a)  # type: ignore[operator]
 
 
-@pytest.mark.parametrize("kind", sorted(T._SPEC))
+@pytest.mark.parametrize("kind", sorted(H.SPEC))
 def test_condition_specialisations_match_the_flag_helper(kind: int) -> None:
     """Each specialised condition equals ``calculate_condition`` for its CC_OP, as a bare
     expression and negated (``not (...)``), for 8/16/32-bit thunks."""
     rng = random.Random(kind)
-    for half, spec in T._SPEC[kind].items():
+    for half, spec in H.SPEC[kind].items():
         for size in range(3):
             op = F.COPY if kind == F.COPY else kind + size
             bits = 32 if kind == F.COPY else (8, 16, 32)[size]
-            m, s = T._MASK[bits], T._SIGN[bits]
+            m, s = T.MASK[bits], T.SIGN[bits]
             for _ in range(200):
                 d1, d2, nd = (rng.getrandbits(32) for _ in range(3))
                 if rng.random() < 0.3:
@@ -148,14 +149,14 @@ def test_condition_specialisations_match_the_flag_helper(kind: int) -> None:
                     assert int(bool(got)) == want, (kind, half, neg, text, d1, d2, nd)
 
 
-@pytest.mark.parametrize("kind", sorted(T._CARRY))
+@pytest.mark.parametrize("kind", sorted(H.CARRY))
 def test_carry_specialisations_match_the_flag_helper(kind: int) -> None:
     rng = random.Random(kind)
     for size in range(1 if kind == F.COPY else 3):
         op = F.COPY if kind == F.COPY else kind + size
-        m = "0xFFFFFFFF" if kind == F.COPY else T._MASK[(8, 16, 32)[size]]
+        m = "0xFFFFFFFF" if kind == F.COPY else T.MASK[(8, 16, 32)[size]]
         for _ in range(300):
             d1, d2, nd = (rng.getrandbits(32) for _ in range(3))
-            text = T._CARRY[kind]("a", "b", "n", m)
+            text = H.CARRY[kind]("a", "b", "n", m)
             got = eval(text, {}, {"a": d1, "b": d2, "n": nd})
             assert int(got) == F.calculate_eflags_c(op, d1, d2, nd), (kind, text)
