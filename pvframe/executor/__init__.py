@@ -27,9 +27,14 @@ What the executor can execute (what a CPUID hook may advertise)
 Flat 32-bit protected mode at CPL0: the integer instruction set libVEX decodes (including
 cmpxchg8b, bswap, bt*, shld/shrd, cmov, setcc, string instructions with rep, BCD adjusts,
 xadd, cpuid/rdtsc/rdmsr/wrmsr via hooks), 4 KiB and 4 MiB (PSE) non-PAE paging, PGE,
-TSC via the hook. Not executable: **x87** (D8-DF, fwait: #NM if CR0.EM or CR0.TS, else #UD),
-**MMX/SSE/SSE2+** (#UD if CR0.EM, #NM if CR0.TS, else #UD; fxsave/fxrstor/ldmxcsr too),
-POPCNT, RDRAND, AVX, 16-bit addressing (0x67 prefix), real and virtual-8086 mode, PAE
+TSC via the hook, and the **x87 FPU as libVEX models it** (``fpu.py``: 8 registers in double
+precision, tags full/empty, rounding mode, C3..C0; loads/stores of every format including
+80-bit, arithmetic, compares, fnstsw/fnstcw/fldcw, fninit, fnsave/frstor, fnstenv/fldenv;
+#NM before any effect if CR0.EM or CR0.TS, fwait #NM if CR0.MP and CR0.TS; the few x87
+instructions libVEX cannot decode, e.g. fbld/fbstp/fdecstp, are #UD). An address-size
+prefix (0x67) on an instruction without a memory operand runs as without it. Not
+executable: **MMX/SSE/SSE2+** (#UD if CR0.EM, #NM if CR0.TS, else #UD; fxsave/fxrstor/ldmxcsr too),
+POPCNT, RDRAND, AVX, 16-bit addressing (0x67 prefix on a memory operand, ``jcxz``/``loop``), real and virtual-8086 mode, PAE
 (``mov cr4`` with PAE -> #GP(0)), task switches (task gates, ``iret`` with NT=1 -> #GP),
 call gates, inter-privilege transfers (CPL stays 0: ``iret``/``retf`` to RPL 3 -> #GP(sel)),
 16-bit gates, ``iretw``/16-bit far pointers (#UD), ``sysenter``/``syscall`` (#UD), debug
@@ -38,8 +43,8 @@ register breakpoints (DR0-7 are stored through the hooks, only EFLAGS.TF single-
 CS/DS/ES/SS stops the machine (``"unsupported: non-zero base in ds"``); segment limits are
 only checked on FS/GS-prefixed accesses (start byte only), never on instruction fetch.
 Lock prefixes are accepted where libVEX accepts them (single CPU: no atomicity issue).
-A CPUID hook should therefore not advertise FPU,
-MMX, SSE*, PAE, SEP, POPCNT; it may advertise PSE, PGE, TSC, MSR, CX8, CMOV, DE.
+A CPUID hook should therefore not advertise FXSR,
+MMX, SSE*, PAE, SEP, POPCNT; it may advertise FPU, PSE, PGE, TSC, MSR, CX8, CMOV, DE.
 
 EFLAGS and the masked flags
 ---------------------------

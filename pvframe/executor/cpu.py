@@ -68,6 +68,7 @@ from pvframe.executor.lift import (
     block_length,
     classify,
     div_width,
+    is_x87,
     lift,
     split_prefixes,
 )
@@ -640,6 +641,8 @@ class Executor:
 
     def _special_block(self, cls: str | None, code: bytes, eip: int, pages: list[tuple[int, int, int]]) -> Block:
         kind = {SYS: "sys", FPU: "fpu", SIMD: "simd", FWAIT: "fwait"}.get(cls or "", "ud")
+        if kind == "ud" and is_x87(code):
+            kind = "fpu"  # an x87 instruction libVEX cannot decode (fbld, fdecstp...)
         blk = Block(kind, eip, 1, 1)
         if kind == "fwait":
             blk.length = split_prefixes(code)[0] + 1
@@ -812,10 +815,16 @@ def build_trace(irsb: Any, code: bytes, eip: int, limit: int, chain: bool,
             return div_width(page, addr - page_base)
         return div_width(code, addr - eip)
 
+    def x87(addr: int) -> bool:
+        if page is not None and page_base <= addr < page_base + PAGE_SIZE:
+            return is_x87(page, addr - page_base)
+        return is_x87(code, addr - eip)
+
     unoptimised = False
     while True:
         try:
-            gen = generate_source([t[0] for t in trace], eip, dw, comments=keep_source)
+            gen = generate_source([t[0] for t in trace], eip, dw, comments=keep_source,
+                                  x87_at=x87)
             break
         except Unsupported as u:
             if not unoptimised:

@@ -34,7 +34,7 @@ PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2
 # Instruction classes returned by classify()
 PLAIN = None
 SYS = "sys"  # decoded with iced-x86 and executed by system.py
-FPU = "fpu"  # x87: #NM if CR0.EM or CR0.TS, else #UD (no x87 in this executor)
+FPU = "fpu"  # an x87 opcode libVEX cannot decode: #NM if CR0.EM or CR0.TS, else #UD
 SIMD = "simd"  # MMX/SSE: #UD if CR0.EM, #NM if CR0.TS, else #UD
 UD = "ud"  # not supported / invalid: #UD
 FWAIT = "fwait"  # wait/fwait: #NM if CR0.MP and CR0.TS, else no operation
@@ -76,8 +76,8 @@ def classify(code: bytes | bytearray | memoryview, off: int = 0) -> str | None:
     n = len(code)
     if i >= n:
         return PLAIN  # truncated: let the lifter decide (it will not decode it)
-    if 0x67 in pre:
-        return UD  # 16-bit addressing is not supported
+    if 0x67 in pre and addr16_matters(code, off):
+        return UD
     op = code[i]
     if op == 0x0F:
         if i + 1 >= n:
@@ -123,12 +123,41 @@ def classify(code: bytes | bytearray | memoryview, off: int = 0) -> str | None:
             return UD
         return PLAIN
     if 0xD8 <= op <= 0xDF:
-        return FPU
+        return PLAIN  # x87: libVEX lifts it (translate/x87.py); see is_x87 for the rest
     if op == 0x9B:
         return FWAIT
     if op in _UD_1:
         return UD
     return PLAIN
+
+
+#: iced-x86 operand kinds that address memory
+_MEMORY_KINDS = frozenset(
+    getattr(iced_x86.OpKind, n) for n in dir(iced_x86.OpKind) if n.startswith("MEMORY"))
+#: instructions whose implicit operand is a register the address size selects
+_ADDR_SIZED = frozenset(
+    getattr(iced_x86.Mnemonic, n) for n in ("JCXZ", "JECXZ", "LOOP", "LOOPE", "LOOPNE", "XLATB"))
+
+
+def addr16_matters(code: bytes | bytearray | memoryview, off: int = 0) -> bool:
+    """Whether an address-size prefix (0x67) changes what the instruction at ``off`` does:
+    it has a memory operand (ModRM, moffs or string addressing through SI/DI) or uses CX
+    as jcxz/loop do (Intel SDM Vol. 1 3.6). libVEX cannot lift 16-bit addressing (a ModRM
+    memory operand with 0x67 does not decode) and ignores the prefix elsewhere (``lodsb``
+    would use ESI, ``jcxz`` ECX): those stay #UD here. Any other instruction, e.g. ``67
+    add eax, ebx``, runs as without the prefix, as on hardware. Undecodable bytes: True."""
+    ins = iced_x86.Decoder(32, bytes(code[off:off + 15])).decode()
+    if ins.is_invalid:
+        return True
+    if ins.mnemonic in _ADDR_SIZED:
+        return True
+    return any(ins.op_kind(k) in _MEMORY_KINDS for k in range(ins.op_count))
+
+
+def is_x87(code: bytes | bytearray | memoryview, off: int = 0) -> bool:
+    """Whether the instruction at ``off`` is an x87 escape (D8-DF after the prefixes)."""
+    i, _pre = split_prefixes(code, off)
+    return i < len(code) and 0xD8 <= code[i] <= 0xDF
 
 
 def div_width(code: bytes | bytearray | memoryview, off: int = 0) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from attrs import define, evolve, field
 
 from pvframe.executor.flags import OSZACP, calculate_eflags_all
+from pvframe.executor.fpu import X87State
 
 IF_MASK = 1 << 9
 TF_MASK = 1 << 8
@@ -103,6 +104,8 @@ class CPUState:
     cr3: int = 0
     cr4: int = 0
     dr: list[int] = field(factory=lambda: [0, 0, 0, 0, 0, 0, 0xFFFF0FF0, 0x400])
+    #: the x87 FPU (registers, tags, top, rounding, C3..C0: :mod:`pvframe.executor.fpu`)
+    fpu: X87State = field(factory=X87State)
     #: retired instructions
     icount: int = 0
     #: set by ``hlt`` until an interrupt is delivered

@@ -12,9 +12,13 @@ attribute names where they exist, minus what the translator never reads: ``IMark
 len)``, ``WrTmp(tmp, data)``, ``Put(offset, data)``, ``Store(addr, data)``, ``CAS``,
 ``Exit(guard, dst, jumpkind)``, ``NoOp``; ``RdTmp(tmp)``, ``Const(value, ty)``, ``Get(offset,
 ty)``, ``Unop``/``Binop(op, args)``, ``ITE(cond, iftrue, iffalse)``, ``Load(ty, addr)``,
-``CCall(name, retty, args)``. Anything else (``Dirty``, ``PutI``, ``GetI``, ``Triop``,
-``Qop``, ``LLSC``, guarded loads/stores, ...) becomes :class:`OtherStmt` / :class:`OtherExpr`
-carrying its tag name, which the translator refuses (the instruction becomes #UD).
+``CCall(name, retty, args)``; for the x87 unit ``GetI``/``PutI`` (a register array indexed
+at run time: the FPU stack), ``Triop`` (floating-point arithmetic with a rounding mode),
+``Dirty(name, args, tmp, guard)`` (helpers with side effects: FSAVE, FRSTOR, 80-bit loads...)
+and ``GSPTR`` (the guest-state pointer argument); floating-point constants carry Python
+floats. Anything else (``Qop``, ``LLSC``, guarded loads/stores, ...) becomes
+:class:`OtherStmt` / :class:`OtherExpr` carrying its tag name, which the translator refuses
+(the instruction becomes #UD).
 
 Lifting semantics kept from ``pyvex.lift`` (pyvex 9.2.213 ``lifting/lift_function.py``):
 a block that decoded some bytes and then hit an undecodable instruction exactly at
@@ -113,6 +117,32 @@ class NoOp(_Node):
 
 
 @attrs.define(eq=False)
+class PutI(_Node):
+    """``IRPutI``: ``array[(ix + bias) % n_elems] = data`` for the register array of
+    ``n_elems`` elements of type ``elem_ty`` at guest offset ``base``."""
+
+    KIDS = ("ix", "data")
+    base: int
+    elem_ty: str
+    n_elems: int
+    ix: Any
+    bias: int
+    data: Any
+
+
+@attrs.define(eq=False)
+class Dirty(_Node):
+    """``IRDirty``: a call of helper ``name`` with side effects (guest state, memory),
+    executed if ``guard`` holds; its result goes to temporary ``tmp`` (0xFFFFFFFF: none)."""
+
+    KIDS = ("guard", "args")
+    name: str
+    guard: Any
+    args: tuple[Any, ...]
+    tmp: int
+
+
+@attrs.define(eq=False)
 class OtherStmt(_Node):
     """A statement kind the translator does not execute (``Ist_Dirty``, ``Ist_PutI``...)."""
 
@@ -148,6 +178,30 @@ class Binop(_Node):
     KIDS = ("args",)
     op: str
     args: tuple[Any, ...]
+
+
+@attrs.define(eq=False)
+class Triop(_Node):
+    KIDS = ("args",)
+    op: str
+    args: tuple[Any, ...]
+
+
+@attrs.define(eq=False)
+class GetI(_Node):
+    """``IRExpr_GetI``: ``array[(ix + bias) % n_elems]`` (see :class:`PutI`)."""
+
+    KIDS = ("ix",)
+    base: int
+    elem_ty: str
+    n_elems: int
+    ix: Any
+    bias: int
+
+
+@attrs.define(eq=False)
+class GSPTR(_Node):
+    """``IRExpr_GSPTR``: the guest state pointer passed to a dirty helper."""
 
 
 @attrs.define(eq=False)
@@ -210,8 +264,10 @@ def result_type(e: Any, types: list[str]) -> str:
         return types[e.tmp]
     if k is Const or k is Get or k is Load:
         return str(e.ty)
-    if k is Unop or k is Binop:
+    if k is Unop or k is Binop or k is Triop:
         return str(get_op_retty(e.op))
+    if k is GetI:
+        return str(e.elem_ty)
     if k is ITE:
         return result_type(e.iftrue, types)
     if k is CCall:
@@ -253,13 +309,15 @@ class IRSB:
 _E = ints_to_enums
 _IST = {name: enums_to_ints[name] for name in (
     "Ist_NoOp", "Ist_IMark", "Ist_AbiHint", "Ist_Put", "Ist_WrTmp", "Ist_Store", "Ist_CAS",
-    "Ist_MBE", "Ist_Exit")}
+    "Ist_MBE", "Ist_Exit", "Ist_PutI", "Ist_Dirty")}
 _IEX = {name: enums_to_ints[name] for name in (
     "Iex_Get", "Iex_RdTmp", "Iex_Unop", "Iex_Binop", "Iex_Load", "Iex_Const", "Iex_ITE",
-    "Iex_CCall")}
+    "Iex_CCall", "Iex_Triop", "Iex_GetI", "Iex_GSPTR")}
 _ICO_FIELD = {enums_to_ints[f"Ico_{n}"]: (n, t) for n, t in (
     ("U1", "Ity_I1"), ("U8", "Ity_I8"), ("U16", "Ity_I16"), ("U32", "Ity_I32"),
     ("U64", "Ity_I64"))}
+_ICO_FLOAT = {enums_to_ints[f"Ico_{n}"]: (n, t) for n, t in (
+    ("F32", "Ity_F32"), ("F64", "Ity_F64"), ("F32i", "Ity_F32"), ("F64i", "Ity_F64"))}
 _NULL = ffi.NULL
 # libVEX logs into pyvex's message buffer below this level; mirror pyvex's own setting
 pvc.log_level = logging.getLogger("pyvex.lifting.libvex").getEffectiveLevel()
@@ -267,6 +325,9 @@ pvc.log_level = logging.getLogger("pyvex.lifting.libvex").getEffectiveLevel()
 S_NOOP, S_IMARK, S_ABIHINT, S_PUT, S_WRTMP, S_STORE, S_CAS, S_MBE, S_EXIT = (
     _IST[n] for n in ("Ist_NoOp", "Ist_IMark", "Ist_AbiHint", "Ist_Put", "Ist_WrTmp",
                       "Ist_Store", "Ist_CAS", "Ist_MBE", "Ist_Exit"))
+S_PUTI, S_DIRTY = _IST["Ist_PutI"], _IST["Ist_Dirty"]
+X_TRIOP, X_GETI, X_GSPTR = _IEX["Iex_Triop"], _IEX["Iex_GetI"], _IEX["Iex_GSPTR"]
+_GSPTR = GSPTR()
 X_GET, X_RDTMP, X_UNOP, X_BINOP, X_LOAD, X_CONST, X_ITE, X_CCALL = (
     _IEX[n] for n in ("Iex_Get", "Iex_RdTmp", "Iex_Unop", "Iex_Binop", "Iex_Load",
                       "Iex_Const", "Iex_ITE", "Iex_CCall"))
@@ -275,7 +336,16 @@ _NOOP = NoOp()
 
 def _const(c: Any) -> Const:
     field = _ICO_FIELD.get(c.tag)
-    if field is None:  # floating/vector constants: refused by the translator
+    if field is None:
+        fl = _ICO_FLOAT.get(c.tag)
+        if fl is not None:  # a Python float (F32 values are exact in a double)
+            raw = getattr(c.Ico, fl[0])
+            if fl[0] == "F64i":
+                return Const(struct.unpack("<d", struct.pack("<Q", int(raw)))[0], fl[1])
+            if fl[0] == "F32i":
+                return Const(struct.unpack("<f", struct.pack("<I", int(raw)))[0], fl[1])
+            return Const(float(raw), fl[1])
+        # vector constants: refused by the translator (a float the integer unit refuses)
         return Const(float("nan"), "Ity_" + _E[c.tag][4:].rstrip("i"))
     return Const(int(getattr(c.Ico, field[0])), field[1])
 
@@ -315,6 +385,16 @@ def _expr(c: Any, tmps: dict[int, RdTmp]) -> Any:
             args.append(_expr(a[k], tmps))
             k += 1
         return CCall(ffi.string(cc.cee.name).decode(), _E[cc.retty], tuple(args))
+    if tag == X_GETI:
+        g = x.GetI
+        d = g.descr
+        return GetI(d.base, _E[d.elemTy], d.nElems, _expr(g.ix, tmps), g.bias)
+    if tag == X_TRIOP:
+        tr = x.Triop.details
+        return Triop(_E[tr.op], (_expr(tr.arg1, tmps), _expr(tr.arg2, tmps),
+                                 _expr(tr.arg3, tmps)))
+    if tag == X_GSPTR:
+        return _GSPTR
     return OtherExpr(_E.get(tag, str(tag)))
 
 
@@ -345,6 +425,21 @@ def _stmt(c: Any, tmps: dict[int, RdTmp]) -> Any:
                    None if ehi == _NULL else _expr(ehi, tmps), d.oldLo, d.oldHi)
     if tag in (S_NOOP, S_ABIHINT, S_MBE):
         return _NOOP
+    if tag == S_PUTI:
+        pi = s.PutI.details
+        d = pi.descr
+        return PutI(d.base, _E[d.elemTy], d.nElems, _expr(pi.ix, tmps), pi.bias,
+                    _expr(pi.data, tmps))
+    if tag == S_DIRTY:
+        dd = s.Dirty.details
+        args = []
+        a = dd.args
+        k = 0
+        while a[k] != _NULL:
+            args.append(_expr(a[k], tmps))
+            k += 1
+        guard = None if dd.guard == _NULL else _expr(dd.guard, tmps)
+        return Dirty(ffi.string(dd.cee.name).decode(), guard, tuple(args), dd.tmp)
     return OtherStmt(_E.get(tag, str(tag)))
 
 
@@ -359,15 +454,23 @@ _PX_ALLREGS_AT_MEM_ACCESS = 0x703
 _PX_ALLREGS_AT_EACH_INSN = 0x704
 #: IR that can raise without a memory access: a block holding it keeps every PUT
 _RAISING_CALLS = frozenset({"x86g_use_seg_selector"})
+#: guest-state offsets of the x87 unit (FPREG .. FTOP): an instruction touching them may
+#: raise #NM (CR0.EM/TS) before it does anything (Intel SDM Vol. 3A 2.5, CR0.TS/EM)
+FPU_STATE = range(72, 156)
 
 
 def _raises_without_access(irsb: IRSB) -> bool:
     for st in irsb.statements:
-        if type(st) is WrTmp:
+        k0 = type(st)
+        if k0 is WrTmp:
             d = st.data
             k = type(d)
             if (k is Binop and "Div" in d.op) or (k is CCall and d.name in _RAISING_CALLS):
                 return True
+            if k is GetI or (k is Get and d.offset in FPU_STATE):
+                return True
+        elif k0 is PutI or k0 is Dirty or (k0 is Put and st.offset in FPU_STATE):
+            return True
     return False
 _ARCHINFO: Any = None
 

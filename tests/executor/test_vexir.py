@@ -34,6 +34,12 @@ def _render_vexir(e: Any) -> str:
         return f"LD:{e.ty}({_render_vexir(e.addr)})"
     if k is vexir.CCall:
         return f"{e.name}:{e.retty}(" + ",".join(_render_vexir(a) for a in e.args) + ")"
+    if k is vexir.Triop:
+        return f"{e.op}(" + ",".join(_render_vexir(a) for a in e.args) + ")"
+    if k is vexir.GetI:
+        return f"GETI({e.base}:{e.elem_ty}x{e.n_elems})[{_render_vexir(e.ix)},{e.bias}]"
+    if k is vexir.GSPTR:
+        return "GSPTR"
     return f"?{e.kind}"
 
 
@@ -54,6 +60,13 @@ def _render_pyvex(e: Any) -> str:
         return f"LD:{e.ty}({_render_pyvex(e.addr)})"
     if k is pyvex.expr.CCall:
         return f"{e.cee.name}:{e.retty}(" + ",".join(_render_pyvex(a) for a in e.args) + ")"
+    if k is pyvex.expr.Triop:
+        return f"{e.op}(" + ",".join(_render_pyvex(a) for a in e.args) + ")"
+    if k is pyvex.expr.GetI:
+        d = e.descr
+        return f"GETI({d.base}:{d.elemTy}x{d.nElems})[{_render_pyvex(e.ix)},{e.bias}]"
+    if type(e).__name__ == "GSPTR":
+        return "GSPTR"
     return f"?{e.tag}"
 
 
@@ -75,6 +88,12 @@ def _stmts_vexir(b: vexir.IRSB) -> list[str]:
             hi = "-" if s.expdHi is None else _render_vexir(s.expdHi)
             out.append(f"CAS({_render_vexir(s.addr)},{_render_vexir(s.expdLo)},{hi},"
                        f"{_render_vexir(s.dataLo)},t{s.oldLo})")
+        elif k is vexir.PutI:
+            out.append(f"PUTI({s.base}:{s.elem_ty}x{s.n_elems})[{_render_vexir(s.ix)},{s.bias}]"
+                       f"={_render_vexir(s.data)}")
+        elif k is vexir.Dirty:
+            g = "-" if s.guard is None else _render_vexir(s.guard)
+            out.append(f"t{s.tmp}=DIRTY {g} {s.name}(" + ",".join(_render_vexir(a) for a in s.args) + ")")
         elif k is vexir.NoOp:
             continue
         else:
@@ -100,6 +119,13 @@ def _stmts_pyvex(b: pyvex.IRSB) -> list[str]:
             hi = "-" if s.expdHi is None else _render_pyvex(s.expdHi)
             out.append(f"CAS({_render_pyvex(s.addr)},{_render_pyvex(s.expdLo)},{hi},"
                        f"{_render_pyvex(s.dataLo)},t{s.oldLo})")
+        elif k == "PutI":
+            d = s.descr
+            out.append(f"PUTI({d.base}:{d.elemTy}x{d.nElems})[{_render_pyvex(s.ix)},{s.bias}]"
+                       f"={_render_pyvex(s.data)}")
+        elif k == "Dirty":
+            g = "-" if s.guard is None else _render_pyvex(s.guard)
+            out.append(f"t{s.tmp}=DIRTY {g} {s.cee.name}(" + ",".join(_render_pyvex(a) for a in s.args) + ")")
         elif k in ("NoOp", "AbiHint", "MBE"):
             continue
         else:

@@ -26,10 +26,14 @@ MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x174, 0x175, 0x176
 APIC_BASE_VALUE = 0xFEE00000 | (1 << 11) | (1 << 8)  # enabled, bootstrap processor
 
 # CPUID leaf 1 EDX: only features the executor really executes are advertised
-# (pvframe.executor lists what it runs: never advertise what cannot be executed; no x87/SSE here).
+# (pvframe.executor lists what it runs: never advertise what cannot be executed; no SSE here).
+#: x87 FPU on chip: the executor runs x87 code as libVEX models it (pvframe.executor.fpu);
+#: a kernel without math emulation (Debian's 686 flavour) needs it. FXSR (bit 24) is not
+#: advertised: without it Linux saves FPU state with fnsave/frstor.
+FEAT_FPU = 1 << 0
 FEAT_PSE, FEAT_TSC, FEAT_MSR, FEAT_CX8 = 1 << 3, 1 << 4, 1 << 5, 1 << 8
 FEAT_APIC, FEAT_PGE, FEAT_CMOV = 1 << 9, 1 << 13, 1 << 15
-LEAF1_EDX = FEAT_PSE | FEAT_TSC | FEAT_MSR | FEAT_CX8 | FEAT_APIC | FEAT_PGE | FEAT_CMOV
+LEAF1_EDX = FEAT_FPU | FEAT_PSE | FEAT_TSC | FEAT_MSR | FEAT_CX8 | FEAT_APIC | FEAT_PGE | FEAT_CMOV
 LEAF1_EAX = 0x000006F1  # family 6, model 15, stepping 1 (a Core 2 era signature)
 LEAF1_EBX = 0x00010800  # APIC id 0, 1 logical CPU, CLFLUSH line 8 qwords
 VENDOR = b"GenuineIntel"

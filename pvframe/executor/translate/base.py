@@ -100,6 +100,7 @@ class GenBase:
         if k is RdTmp:
             return self.const.get(e.tmp)
         if k is Const:
-            return int(e.value)
+            v = e.value
+            return v if type(v) is int else None  # a float constant is no integer
         return None
 

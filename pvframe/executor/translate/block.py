@@ -10,11 +10,12 @@ from typing import NamedTuple
 from pvframe.executor import vexir as V
 from pvframe.executor.translate.base import Unsupported
 from pvframe.executor.translate.dataflow import TRACKED
-from pvframe.executor.translate.exits import EXIT_MARK, ExitGen
+from pvframe.executor.translate.exits import EXIT_MARK
 from pvframe.executor.translate.helpers import HelperGen
+from pvframe.executor.translate.x87 import X87_CCALLS, X87Gen
 
 
-class BlockGen(ExitGen):
+class BlockGen(X87Gen):
     """Generates the source of one block (a trace of IRSBs)."""
 
     def generate(self, allow_loop: bool) -> str:
@@ -104,6 +105,8 @@ BlockGen.EXPRS = {
     V.ITE: BlockGen.x_ite,
     V.Load: BlockGen.x_load,
     V.CCall: BlockGen.x_ccall,
+    V.Triop: BlockGen.x_triop,
+    V.GetI: BlockGen.x_geti,
 }
 
 BlockGen.STMTS = {
@@ -114,7 +117,9 @@ BlockGen.STMTS = {
     V.CAS: BlockGen.s_cas,
     V.Exit: BlockGen.s_exit,
     V.NoOp: BlockGen.s_nop,  # also libVEX's AbiHint and MBE (vexir folds them into NoOp)
-    V.OtherStmt: BlockGen.s_unsupported,  # Dirty, PutI, LLSC, LoadG, StoreG...
+    V.PutI: BlockGen.s_puti,
+    V.Dirty: BlockGen.s_dirty,
+    V.OtherStmt: BlockGen.s_unsupported,  # LLSC, LoadG, StoreG...
 }
 
 BlockGen.CCALLS = {
@@ -126,6 +131,7 @@ BlockGen.CCALLS = {
     "x86g_calculate_daa_das_aaa_aas": lambda g, e: g.cc_plain("DAA")(e),
     "x86g_calculate_aad_aam": lambda g, e: g.cc_plain("AAM")(e),
     "x86g_use_seg_selector": HelperGen.cc_seg,
+    **{name: X87Gen.cc_x87 for name in X87_CCALLS},
 }
 
 
@@ -150,13 +156,18 @@ def generate_source(
     div_width: Callable[[int], int],
     allow_loop: bool = True,
     comments: bool = True,
+    x87_at: Callable[[int], bool] | None = None,
 ) -> Generated:
     """The block function for a trace of IRSBs (each one's constant default successor is
     the next one). ``div_width(addr)`` gives the div/idiv width of the instruction at
-    ``addr``; ``comments`` marks each instruction's address in the source. Raises
+    ``addr``; ``comments`` marks each instruction's address in the source; ``x87_at(addr)``
+    says whether the instruction at ``addr`` is an x87 one (its bytes decide: libVEX may
+    have folded its FPU-state reads into an earlier instruction's; without it, the IR
+    decides). Raises
     :class:`Unsupported` (with the trace-wide instruction index)."""
     g = BlockGen(irsbs, start, div_width)
     g.comments = comments
+    g.x87_at = x87_at
     src = g.generate(allow_loop)
     return Generated(src, g.insn_addrs, g.insn_lens, g.self_loop, g.insn_at, g.put_names,
                      g.load_names)

@@ -19,6 +19,7 @@ from pvframe.executor.vexir import (
     Binop,
     CCall,
     Const,
+    Dirty,
     Exit,
     Get,
     IMark,
@@ -175,7 +176,7 @@ class DataflowGen(GenBase):
                 for e in st.expressions:
                     if type(e) is t_rd:
                         last_use[e.tmp] = idx
-                if k is Store or k is CAS or (k is Exit and st.jumpkind not in ("Ijk_Boring", "Ijk_Call", "Ijk_Ret")):
+                if k is Store or k is CAS or k is Dirty or (k is Exit and st.jumpkind not in ("Ijk_Boring", "Ijk_Call", "Ijk_Ret")):
                     fault_idx[cur_insn] = idx
         nx = irsb.next
         if type(nx) is t_rd:
@@ -221,6 +222,9 @@ class DataflowGen(GenBase):
             if k is IMark:
                 insn -= 1
                 last_fault = fault_idx.get(insn, -1)
+                if self.barrier_at_imark(stmts, idx):
+                    killed = [False] * TRACKED
+                    parts = [()] * TRACKED
                 continue
             if k is Put:
                 off = st.offset
@@ -294,6 +298,12 @@ class DataflowGen(GenBase):
         sc.dead_puts = dead
         sc.dead_tmps = dead_tmps
         return killed
+
+    def barrier_at_imark(self, stmts: list[Any], idx: int) -> bool:
+        """Whether the instruction starting at ``stmts[idx]`` may raise before its first
+        statement (then no PUT before it may be dropped for one after it). None here;
+        the x87 room's instructions check CR0 first (:mod:`.x87`)."""
+        return False
 
     def _alias_safe(self, tmp: int, name: str, idx: int) -> bool:
         """Whether a GET of register ``name`` into ``tmp`` (statement ``idx``) can be

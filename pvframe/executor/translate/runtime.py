@@ -108,9 +108,11 @@ def block_exit(names: tuple[str, ...]) -> Callable[..., None]:
 def runtime_globals() -> dict[str, Any]:
     """Names the generated code refers to, besides the per-executor ones
     (R8/R16/R32/W8/W16/W32, LD, LDB, STB, SEGSEL)."""
-    from pvframe.executor import faults
+    from pvframe.executor import faults, fpu
 
     return {
+        **fpu.GLOBALS,
+        "DeviceNotAvailable": faults.DeviceNotAvailable,
         "DIVMODU": divmod_u,
         "DIVMODS": divmod_s,
         "DIVU32": lambda a, b: (a // b) if b else divmod_u(a, 0, 32),
