@@ -23,15 +23,19 @@ instructions -> hooks) / ``faults.py`` (IDT delivery) / ``cpu.py`` (cache and di
 
 What the executor can execute (what a CPUID hook may advertise)
 ---------------------------------------------------------------
-Flat 32-bit protected mode at CPL0: the integer instruction set libVEX decodes (including
+Flat 32-bit protected mode at CPL0 and CPL3 (``privilege.py``: ``iret``/``retf`` to an
+outer level, interrupts and exceptions from CPL3 through the TSS's SS0:ESP0, ``int n``
+gate DPL checks, privileged instructions #GP(0) at CPL > 0, IOPL and the TSS I/O bitmap,
+U/S and R/W page checks at CPL3 and CR0.WP at CPL0; user-mode instructions call no hook):
+the integer instruction set libVEX decodes (including
 cmpxchg8b, bswap, bt*, shld/shrd, cmov, setcc, string instructions with rep, BCD adjusts,
 xadd, cpuid/rdtsc/rdmsr/wrmsr via hooks), 4 KiB and 4 MiB (PSE) non-PAE paging, PGE,
 TSC via the hook. Not executable: **x87** (D8-DF, fwait: #NM if CR0.EM or CR0.TS, else #UD),
 **MMX/SSE/SSE2+** (#UD if CR0.EM, #NM if CR0.TS, else #UD; fxsave/fxrstor/ldmxcsr too),
 POPCNT, RDRAND, AVX, 16-bit addressing (0x67 prefix), real and virtual-8086 mode, PAE
 (``mov cr4`` with PAE -> #GP(0)), task switches (task gates, ``iret`` with NT=1 -> #GP),
-call gates, inter-privilege transfers (CPL stays 0: ``iret``/``retf`` to RPL 3 -> #GP(sel)),
-16-bit gates, ``iretw``/16-bit far pointers (#UD), ``sysenter``/``syscall`` (#UD), debug
+call gates (so no far call/jmp to an inner level), CPL 1 and 2 stack switches are read
+from the TSS like CPL0's but untested, 16-bit gates and TSSs, ``iretw``/16-bit far pointers (#UD), ``sysenter``/``syscall`` (#UD), debug
 register breakpoints (DR0-7 are stored through the hooks, only EFLAGS.TF single-step and
 ``int1`` raise #DB). Non-zero segment bases are honoured for FS/GS only; loading one into
 CS/DS/ES/SS stops the machine (``"unsupported: non-zero base in ds"``); segment limits are
