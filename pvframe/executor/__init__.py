@@ -18,7 +18,8 @@ exception classes in ``pvframe.executor.faults``, the protocols in ``pvframe.exe
 Layering (angr's VEX engine style): ``lift.py`` (pyvex + cutting before system
 instructions) / ``translate.py`` (IR -> Python source, a handler table per IR node kind,
 ``flags.py`` for the ``x86g_*`` helpers) / ``system.py`` (iced-x86 decoded system
-instructions -> hooks) / ``faults.py`` (IDT delivery) / ``cpu.py`` (cache and dispatch) /
+instructions -> hooks) / ``faults.py`` (IDT delivery) / ``privilege.py`` (CPL changes:
+TSS stacks, outer returns, I/O permission) / ``tasks.py`` (hardware task switches) / ``cpu.py`` (cache and dispatch) /
 ``codecache.py`` (what a compiled block keeps in host memory, the shared code cache).
 
 What the executor can execute (what a CPUID hook may advertise)
@@ -33,8 +34,9 @@ xadd, cpuid/rdtsc/rdmsr/wrmsr via hooks), 4 KiB and 4 MiB (PSE) non-PAE paging, 
 TSC via the hook. Not executable: **x87** (D8-DF, fwait: #NM if CR0.EM or CR0.TS, else #UD),
 **MMX/SSE/SSE2+** (#UD if CR0.EM, #NM if CR0.TS, else #UD; fxsave/fxrstor/ldmxcsr too),
 POPCNT, RDRAND, AVX, 16-bit addressing (0x67 prefix), real and virtual-8086 mode, PAE
-(``mov cr4`` with PAE -> #GP(0)), task switches (task gates, ``iret`` with NT=1 -> #GP),
-call gates (so no far call/jmp to an inner level), CPL 1 and 2 stack switches are read
+(``mov cr4`` with PAE -> #GP(0)), 16-bit TSSs and task switches to virtual-8086 mode
+(32-bit hardware task switches run: ``tasks.py``, ljmp/lcall to a TSS or task gate,
+``iret`` with NT=1, IDT task gates), call gates (so no far call/jmp to an inner level), CPL 1 and 2 stack switches are read
 from the TSS like CPL0's but untested, 16-bit gates and TSSs, ``iretw``/16-bit far pointers (#UD), ``sysenter``/``syscall`` (#UD), debug
 register breakpoints (DR0-7 are stored through the hooks, only EFLAGS.TF single-step and
 ``int1`` raise #DB). Non-zero segment bases are honoured for FS/GS only; loading one into

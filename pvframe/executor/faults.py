@@ -11,8 +11,9 @@ Delivery (Intel SDM Vol. 3A §6.12 "Exception and interrupt handling", §6.14 fo
 
 * the gate is read from IDTR.base + 8*vector (a linear address: the read goes through the
   MMU as a supervisor-mode access at any CPL); beyond IDTR.limit -> #GP(8*vector + 2 + EXT);
-* only 32-bit interrupt gates (type 0xE) and trap gates (0xF) are supported; a task gate
-  or 16-bit gate -> #GP(8*vector + 2 + EXT) (documented limitation); P=0 -> #NP(same);
+* 32-bit interrupt gates (type 0xE), trap gates (0xF) and task gates (0x5: a task switch,
+  :mod:`pvframe.executor.tasks`, the error code pushed on the new task's stack); a 16-bit
+  gate -> #GP(8*vector + 2 + EXT) (documented limitation); P=0 -> #NP(same);
 * software ``int n`` / ``int3`` / ``into`` check gate DPL >= CPL, else #GP(8*vector + 2);
   external interrupts and exceptions ignore the gate's DPL;
 * the target code segment is checked against the GDT/LDT: non-null, a code segment with
@@ -215,7 +216,7 @@ def _deliver_once(ex: Executor, exc: GuestException) -> None:
     lo = mmu.read(base, 4, False)
     hi = mmu.read(base + 4, 4, False)
     gtype = (hi >> 8) & 0x1F
-    if gtype not in (0x0E, 0x0F):
+    if gtype not in (0x0E, 0x0F, 0x05):
         raise GeneralProtection(idt_code)
     cpl = cpu.cs.selector & 3
     if soft and (hi >> 13) & 3 < cpl:
@@ -223,6 +224,15 @@ def _deliver_once(ex: Executor, exc: GuestException) -> None:
     if not hi & 0x8000:
         raise SegmentNotPresent(idt_code)
     selector = (lo >> 16) & 0xFFFF
+    if gtype == 0x05:  # task gate (SDM Vol. 3A §6.12.2): a task switch, no stack frame
+        from pvframe.executor import tasks
+
+        if isinstance(exc, PageFault):
+            cpu.cr2 = exc.address
+        target = tasks.tss_of_gate(ex.system, selector, ext)
+        tasks.switch_task(ex.system, target, tasks.INT, cpu.eip,
+                          exc.error_code if exc.has_error_code else None, ext)
+        return
     offset = (hi & 0xFFFF0000) | (lo & 0xFFFF)
     from pvframe.executor.privilege import inner_stack  # (it imports this module)
 

@@ -28,12 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import iced_x86 as I
 
+from pvframe.executor import tasks
 from pvframe.executor.faults import (
     Breakpoint,
     DebugException,
     DeviceNotAvailable,
     GeneralProtection,
     InvalidOpcode,
+    InvalidTSS,
     Overflow,
     SegmentNotPresent,
     SoftwareInterrupt,
@@ -453,7 +455,8 @@ class System:
         After an outer return the data segments the new CPL may not use become null."""
         cpu = self.cpu
         if cpu.eflags_sys & NT:
-            raise GeneralProtection(0)  # nested task return: not supported
+            self.task_return()
+            return
         esp = cpu.esp
         eip = self.mem_read(esp, 4)
         cs = self.mem_read(esp + 4, 4) & 0xFFFF
@@ -490,6 +493,19 @@ class System:
             cpu.esp = new_esp & 0xFFFFFFFF
             null_outer_data_segments(self, new_cpl)
         self.ex.note_control_change()
+
+    def task_return(self) -> None:
+        """IRET with EFLAGS.NT=1 (SDM Vol. 2A IRET, TASK-RETURN): back to the task named by
+        the current TSS's back link, which must be a busy TSS in the GDT (#TS(sel)
+        otherwise). The old task's EIP is the instruction after the ``iret``."""
+        cpu = self.cpu
+        back = int(self.ex.mmu.read(cpu.tr.base & 0xFFFFFFFF, 2, False))
+        if back & 4 or not back & 0xFFFC or (back & 0xFFF8) + 7 > cpu.gdtr.limit:
+            raise InvalidTSS(back & 0xFFFC)
+        lo, hi, addr = self.read_descriptor(back)
+        if hi & (1 << 12) or (hi >> 8) & 0x1F != tasks.TSS_BUSY:
+            raise InvalidTSS(back & 0xFFFC)
+        tasks.switch_task(self, (back, lo, hi, addr), tasks.IRET, (cpu.eip + 1) & 0xFFFFFFFF)
 
     def op_int(self, ins: Any) -> bool:
         cpu = self.cpu
@@ -823,10 +839,21 @@ class System:
             return self.mem_read(a + 4, 2), off
         raise InvalidOpcode()  # 16-bit far pointers: not supported
 
+    def _task_transfer(self, ins: Any, sel: int, reason: str) -> bool:
+        """A far jmp/call to a TSS or task gate: the task switch; False for a code segment."""
+        target = tasks.resolve_target(self, sel, reason)
+        if target is None:
+            return False
+        tasks.switch_task(self, target, reason, (self.cpu.eip + ins.len) & 0xFFFFFFFF)
+        self.cpu.icount += 1
+        return True
+
     def op_jmp_far(self, ins: Any) -> bool:
         if not (ins.is_jmp_far or ins.is_jmp_far_indirect):
             raise InvalidOpcode()
         sel, off = self._far_target(ins)
+        if self._task_transfer(ins, sel, tasks.JMP):
+            return True
         seg = self.code_descriptor_for_transfer(sel)
         if off > seg.limit:
             raise GeneralProtection(0)
@@ -838,6 +865,8 @@ class System:
             raise InvalidOpcode()
         cpu = self.cpu
         sel, off = self._far_target(ins)
+        if self._task_transfer(ins, sel, tasks.CALL):
+            return True
         seg = self.code_descriptor_for_transfer(sel)
         if off > seg.limit:
             raise GeneralProtection(0)
