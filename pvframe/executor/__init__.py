@@ -37,14 +37,15 @@ POPCNT, RDRAND, AVX, 16-bit addressing (0x67 prefix), real and virtual-8086 mode
 (``mov cr4`` with PAE -> #GP(0)), 16-bit TSSs and task switches to virtual-8086 mode
 (32-bit hardware task switches run: ``tasks.py``, ljmp/lcall to a TSS or task gate,
 ``iret`` with NT=1, IDT task gates), call gates (so no far call/jmp to an inner level), CPL 1 and 2 stack switches are read
-from the TSS like CPL0's but untested, 16-bit gates and TSSs, ``iretw``/16-bit far pointers (#UD), ``sysenter``/``syscall`` (#UD), debug
+from the TSS like CPL0's but untested, 16-bit gates and TSSs, ``iretw``/16-bit far pointers (#UD), ``syscall`` (#UD; ``sysenter``/``sysexit`` run, with
+the SYSENTER MSRs read through ``read_msr``), debug
 register breakpoints (DR0-7 are stored through the hooks, only EFLAGS.TF single-step and
 ``int1`` raise #DB). Non-zero segment bases are honoured for FS/GS only; loading one into
 CS/DS/ES/SS stops the machine (``"unsupported: non-zero base in ds"``); segment limits are
 only checked on FS/GS-prefixed accesses (start byte only), never on instruction fetch.
 Lock prefixes are accepted where libVEX accepts them (single CPU: no atomicity issue).
 A CPUID hook should therefore not advertise FPU,
-MMX, SSE*, PAE, SEP, POPCNT; it may advertise PSE, PGE, TSC, MSR, CX8, CMOV, DE.
+MMX, SSE*, PAE, POPCNT; it may advertise PSE, PGE, TSC, MSR, CX8, CMOV, DE, SEP.
 
 EFLAGS and the masked flags
 ---------------------------

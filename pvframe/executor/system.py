@@ -72,6 +72,7 @@ VM, RF, NT, VIF, VIP = 1 << 17, 1 << 16, 1 << 14, 1 << 19, 1 << 20
 POPF_MASK = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 | 0x3000 | NT | (1 << 18) | (1 << 21)
 CR4_SUPPORTED = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400
 CR4_TSD, CR4_PCE = 0x4, 0x100
+MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x174, 0x175, 0x176
 #: instructions that raise #GP(0) at CPL > 0 (SDM Vol. 3A §5.9 "Privileged instructions";
 #: ``mov`` to/from CR and DR is checked in ``op_mov``)
 CPL0_ONLY = frozenset({
@@ -111,7 +112,7 @@ class System:
             ("ENTER", self.op_enter), ("BOUND", self.op_bound), ("ARPL", self.op_arpl),
             ("LAR", self.op_lar), ("LSL", self.op_lsl), ("VERR", self.op_verr),
             ("VERW", self.op_verw), ("CLFLUSH", self.op_clflush), ("XADD", self.op_xadd_same),
-            ("AAM", self.op_aam),
+            ("AAM", self.op_aam), ("SYSENTER", self.op_sysenter), ("SYSEXIT", self.op_sysexit),
         ):
             self.handlers[getattr(M, name)] = fn
 
@@ -908,6 +909,50 @@ class System:
             cpu.esp = (new_esp + imm) & 0xFFFFFFFF
             null_outer_data_segments(self, new_cpl)
         self.retire_jump(eip)
+        self.ex.note_control_change()
+        return True
+
+    # ------------------------------------------------------------------ sysenter / sysexit
+    def _sysenter_cs(self) -> int:
+        """IA32_SYSENTER_CS (MSR 0x174), read through ``read_msr`` (where the MSRs live);
+        #GP(0) when its selector is null (SDM Vol. 2B SYSENTER/SYSEXIT)."""
+        v = self.ex.hooks.read_msr(MSR_SYSENTER_CS)
+        cs = int(v or 0) & 0xFFFF
+        if not cs & 0xFFFC:
+            raise GeneralProtection(0)
+        return cs
+
+    def op_sysenter(self, ins: Any) -> bool:
+        """SYSENTER (SDM Vol. 2B): to CPL0 at IA32_SYSENTER_EIP on IA32_SYSENTER_ESP with
+        flat CS = SYSENTER_CS and SS = SYSENTER_CS + 8 (caches fixed, the GDT is not read);
+        VM, IF and RF cleared. From any CPL (Linux uses it from ring 3 in the vDSO when
+        CPUID advertises SEP)."""
+        cpu = self.cpu
+        hooks = self.ex.hooks
+        cs = self._sysenter_cs() & 0xFFFC
+        esp = int(hooks.read_msr(MSR_SYSENTER_ESP) or 0) & 0xFFFFFFFF
+        eip = int(hooks.read_msr(MSR_SYSENTER_EIP) or 0) & 0xFFFFFFFF
+        cpu.eflags_sys &= ~(VM | IF_MASK | RF)
+        cpu.cs = Segment(cs, 0, 0xFFFFFFFF, 0xC09B)
+        cpu.ss = Segment(cs + 8, 0, 0xFFFFFFFF, 0xC093)
+        cpu.esp = esp
+        self.retire_jump(eip)
+        self.ex.note_control_change()
+        return True
+
+    def op_sysexit(self, ins: Any) -> bool:
+        """SYSEXIT (SDM Vol. 2B), 32-bit form: from CPL0 to CPL3 at EDX on ECX, with flat
+        CS = SYSENTER_CS + 16 and SS = SYSENTER_CS + 24 (RPL 3); #GP(0) at CPL > 0."""
+        cpu = self.cpu
+        if cpu.cs.selector & 3:
+            raise GeneralProtection(0)
+        if ins.code != I.Code.SYSEXITD:
+            raise InvalidOpcode()  # the 64-bit form
+        cs = self._sysenter_cs()
+        cpu.cs = Segment(((cs + 16) & 0xFFFC) | 3, 0, 0xFFFFFFFF, 0xC0FB)
+        cpu.ss = Segment(((cs + 24) & 0xFFFC) | 3, 0, 0xFFFFFFFF, 0xC0F3)
+        cpu.esp = cpu.ecx
+        self.retire_jump(cpu.edx)
         self.ex.note_control_change()
         return True
 

@@ -60,6 +60,7 @@ def ring_machine(code: bytes, allowed_ports: tuple[int, ...] = (), **kw: Any) ->
     m.memory.write_bytes(GDT, g)
     m.cpu.gdtr.limit = len(g) - 1
     m.memory.write_bytes(TSS, tss_bytes(allowed_ports))
+    m.hooks.msrs.update({0x174: 0, 0x175: 0, 0x176: 0})  # the SYSENTER MSRs
     return m
 
 
