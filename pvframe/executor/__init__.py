@@ -34,11 +34,12 @@ xadd, cpuid/rdtsc/rdmsr/wrmsr via hooks), 4 KiB and 4 MiB (PSE) non-PAE paging, 
 TSC via the hook. Not executable: **x87** (D8-DF, fwait: #NM if CR0.EM or CR0.TS, else #UD),
 **MMX/SSE/SSE2+** (#UD if CR0.EM, #NM if CR0.TS, else #UD; fxsave/fxrstor/ldmxcsr too),
 POPCNT, RDRAND, AVX, 16-bit addressing (0x67 prefix), real and virtual-8086 mode, PAE
-(``mov cr4`` with PAE -> #GP(0)), 16-bit TSSs and task switches to virtual-8086 mode
-(32-bit hardware task switches run: ``tasks.py``, ljmp/lcall to a TSS or task gate,
-``iret`` with NT=1, IDT task gates), call gates (so no far call/jmp to an inner level), CPL 1 and 2 stack switches are read
-from the TSS like CPL0's but untested, 16-bit gates and TSSs, ``iretw``/16-bit far pointers (#UD), ``syscall`` (#UD; ``sysenter``/``sysexit`` run, with
-the SYSENTER MSRs read through ``read_msr``), debug
+(``mov cr4`` with PAE -> #GP(0)), 16-bit TSSs and gates, task switches to virtual-8086
+mode (32-bit hardware task switches run: ``tasks.py``, ljmp/lcall to a TSS or task gate,
+``iret`` with NT=1, IDT task gates), call gates (so no far call/jmp to an inner level;
+CPL 1 and 2 stacks are read from the TSS like CPL0's, untested), ``iretw``/16-bit far
+pointers (#UD), ``syscall`` (#UD; ``sysenter``/``sysexit`` run, the SYSENTER MSRs read
+through ``read_msr``), debug
 register breakpoints (DR0-7 are stored through the hooks, only EFLAGS.TF single-step and
 ``int1`` raise #DB). Non-zero segment bases are honoured for FS/GS only; loading one into
 CS/DS/ES/SS stops the machine (``"unsupported: non-zero base in ds"``); segment limits are
