@@ -150,6 +150,12 @@ class Executor:
         # (before delivery: cpu.eip is still the faulting instruction or the interrupted
         # one). For tools (tracing); an observer must not change the machine.
         self.delivery_observers: list[Callable[[GuestException], None]] = []
+        # Called with the byte offset into the LDT of every LDT descriptor the CPU is about
+        # to read (segment loads, far transfers, lar/lsl/verr/verw, task switches), before
+        # it reads it. A backend whose hypervisor validates LDT pages on first use (Xen's
+        # map_ldt_shadow_page) hooks in here; it may raise a GuestException (e.g. the #PF
+        # Xen propagates), which becomes the fault of the instruction. None: no one asks.
+        self.ldt_access: Callable[[int], None] | None = None
         if getattr(mmu, "cpu", None) is None:
             mmu.cpu = cpu
         memory.attach(

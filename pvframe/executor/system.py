@@ -230,6 +230,8 @@ class System:
             base, limit = cpu.ldtr.base, cpu.ldtr.limit
             if not cpu.ldtr.selector & 0xFFFC:
                 raise GeneralProtection((sel & 0xFFFC) | ext)
+            if idx + 7 <= limit and self.ex.ldt_access is not None:
+                self.ex.ldt_access(idx)  # the backend sees the LDT being used (may fault)
         else:
             base, limit = cpu.gdtr.base, cpu.gdtr.limit
         if idx + 7 > limit:
