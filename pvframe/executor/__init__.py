@@ -19,12 +19,17 @@ Layering (angr's VEX engine style): ``lift.py`` (pyvex + cutting before system
 instructions) / ``translate/`` (IR -> Python source, one room per IR node family: expressions,
 statements, memory, exits, helper calls, x87; a handler table per node kind,
 ``flags.py`` for the ``x86g_*`` helpers) / ``system.py`` (iced-x86 decoded system
-instructions -> hooks) / ``faults.py`` (IDT delivery) / ``cpu.py`` (cache and dispatch) /
+instructions -> hooks) / ``faults.py`` (IDT delivery) / ``privilege.py`` (CPL changes:
+TSS stacks, outer returns, I/O permission) / ``tasks.py`` (hardware task switches) / ``cpu.py`` (cache and dispatch) /
 ``codecache.py`` (what a compiled block keeps in host memory, the shared code cache).
 
 What the executor can execute (what a CPUID hook may advertise)
 ---------------------------------------------------------------
-Flat 32-bit protected mode at CPL0: the integer instruction set libVEX decodes (including
+Flat 32-bit protected mode at CPL0 and CPL3 (``privilege.py``: ``iret``/``retf`` to an
+outer level, interrupts and exceptions from CPL3 through the TSS's SS0:ESP0, ``int n``
+gate DPL checks, privileged instructions #GP(0) at CPL > 0, IOPL and the TSS I/O bitmap,
+U/S and R/W page checks at CPL3 and CR0.WP at CPL0; user-mode instructions call no hook):
+the integer instruction set libVEX decodes (including
 cmpxchg8b, bswap, bt*, shld/shrd, cmov, setcc, string instructions with rep, BCD adjusts,
 xadd, cpuid/rdtsc/rdmsr/wrmsr via hooks), 4 KiB and 4 MiB (PSE) non-PAE paging, PGE,
 TSC via the hook, and the **x87 FPU as libVEX models it** (``fpu.py``: 8 registers in double
@@ -35,16 +40,19 @@ instructions libVEX cannot decode, e.g. fbld/fbstp/fdecstp, are #UD). An address
 prefix (0x67) on an instruction without a memory operand runs as without it. Not
 executable: **MMX/SSE/SSE2+** (#UD if CR0.EM, #NM if CR0.TS, else #UD; fxsave/fxrstor/ldmxcsr too),
 POPCNT, RDRAND, AVX, 16-bit addressing (0x67 prefix on a memory operand, ``jcxz``/``loop``), real and virtual-8086 mode, PAE
-(``mov cr4`` with PAE -> #GP(0)), task switches (task gates, ``iret`` with NT=1 -> #GP),
-call gates, inter-privilege transfers (CPL stays 0: ``iret``/``retf`` to RPL 3 -> #GP(sel)),
-16-bit gates, ``iretw``/16-bit far pointers (#UD), ``sysenter``/``syscall`` (#UD), debug
+(``mov cr4`` with PAE -> #GP(0)), 16-bit TSSs and gates, task switches to virtual-8086
+mode (32-bit hardware task switches run: ``tasks.py``, ljmp/lcall to a TSS or task gate,
+``iret`` with NT=1, IDT task gates), call gates (so no far call/jmp to an inner level;
+CPL 1 and 2 stacks are read from the TSS like CPL0's, untested), ``iretw``/16-bit far
+pointers (#UD), ``syscall`` (#UD; ``sysenter``/``sysexit`` run, the SYSENTER MSRs read
+through ``read_msr``), debug
 register breakpoints (DR0-7 are stored through the hooks, only EFLAGS.TF single-step and
 ``int1`` raise #DB). Non-zero segment bases are honoured for FS/GS only; loading one into
 CS/DS/ES/SS stops the machine (``"unsupported: non-zero base in ds"``); segment limits are
 only checked on FS/GS-prefixed accesses (start byte only), never on instruction fetch.
 Lock prefixes are accepted where libVEX accepts them (single CPU: no atomicity issue).
 A CPUID hook should therefore not advertise FXSR,
-MMX, SSE*, PAE, SEP, POPCNT; it may advertise FPU, PSE, PGE, TSC, MSR, CX8, CMOV, DE.
+MMX, SSE*, PAE, POPCNT; it may advertise FPU, PSE, PGE, TSC, MSR, CX8, CMOV, DE, SEP.
 
 EFLAGS and the masked flags
 ---------------------------

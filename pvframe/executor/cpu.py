@@ -151,6 +151,12 @@ class Executor:
         # (before delivery: cpu.eip is still the faulting instruction or the interrupted
         # one). For tools (tracing); an observer must not change the machine.
         self.delivery_observers: list[Callable[[GuestException], None]] = []
+        # Called with the byte offset into the LDT of every LDT descriptor the CPU is about
+        # to read (segment loads, far transfers, lar/lsl/verr/verw, task switches), before
+        # it reads it. A backend whose hypervisor validates LDT pages on first use (Xen's
+        # map_ldt_shadow_page) hooks in here; it may raise a GuestException (e.g. the #PF
+        # Xen propagates), which becomes the fault of the instruction. None: no one asks.
+        self.ldt_access: Callable[[int], None] | None = None
         if getattr(mmu, "cpu", None) is None:
             mmu.cpu = cpu
         memory.attach(
@@ -163,7 +169,10 @@ class Executor:
         self.stop_reason: str | None = None
         self.exit_code: int | None = None
         self._blocks: dict[tuple[int, int, int], Block] = {}
-        self._by_eip: dict[int, Block] = {}
+        #: linear EIP -> block, one map per privilege (supervisor, user): a block found
+        #: at CPL3 had its fetch checked as a user-mode access
+        self._by_eip_maps: tuple[dict[int, Block], dict[int, Block]] = ({}, {})
+        self._by_eip: dict[int, Block] = self._by_eip_maps[0]
         self._page_blocks: dict[int, list[Block]] = {}
         self._gen = mmu.generation
         self._deadline: int | None = None
@@ -216,6 +225,7 @@ class Executor:
         cpu = self.cpu
         env = self.env
         self._refresh_deadline()
+        self.note_control_change()  # the state may have been set from outside (CPL3)
         while True:
             if self.stop_reason is not None:
                 return self.stop_reason
@@ -252,7 +262,7 @@ class Executor:
                 mmu = self.mmu
                 while True:
                     if mmu.generation != self._gen:
-                        by_eip.clear()
+                        self._clear_by_eip()
                         self._gen = mmu.generation
                     budget = end - cpu.icount
                     if budget <= 0:
@@ -289,7 +299,7 @@ class Executor:
         """Execute exactly one instruction (interrupt shadow or EFLAGS.TF single-step)."""
         cpu = self.cpu
         if self.mmu.generation != self._gen:
-            self._by_eip.clear()
+            self._clear_by_eip()
             self._gen = self.mmu.generation
         tf = cpu.eflags_sys & TF_MASK
         blk = self._lookup(cpu.eip, 1)
@@ -356,13 +366,14 @@ class Executor:
         return blk
 
     def interrupt_return(self) -> None:
-        """Native ``iret`` (SDM Vol. 2A IRET), protected mode, same privilege (CPL0).
+        """Native ``iret`` (SDM Vol. 2A IRET), protected mode, to the same or an outer
+        privilege level (:meth:`pvframe.executor.system.System.iret32`).
 
-        Pops EIP, CS and EFLAGS (all three read before anything changes). CS is checked
-        against the GDT/LDT (non-null, code, present, DPL/RPL rules). Limitations: a
-        return to an outer privilege level (RPL > CPL), a nested-task return (EFLAGS.NT=1)
-        and a return to virtual-8086 mode raise #GP (documented, not emulated); ``iretw``
-        (0x66 prefix) raises #UD before the hook is called."""
+        Pops EIP, CS and EFLAGS, and ESP and SS for an outer level (all read and checked
+        before anything changes). CS is checked against the GDT/LDT (non-null, code,
+        present, DPL/RPL rules). Limitations: a nested-task return (EFLAGS.NT=1) and a
+        return to virtual-8086 mode raise #GP (documented, not emulated); ``iretw`` (0x66
+        prefix) raises #UD before the hook is called."""
         self.system.iret32()
 
     def flush_translations(self) -> None:
@@ -372,7 +383,7 @@ class Executor:
             self.memory.code_pages.discard(pfn)
         self._page_blocks.clear()
         self._blocks.clear()
-        self._by_eip.clear()
+        self._clear_by_eip()
         # what was learnt from the dropped translations goes too (an instruction that
         # restarts is found again at the cost of one restart): a guest with ever new
         # device-access sites cannot grow the set, nor the cost of each translation's key
@@ -382,7 +393,27 @@ class Executor:
 
     # ------------------------------------------------------------------ internals
     def note_control_change(self) -> None:
-        """Called after IDT delivery / iret / far transfers (nothing to do today)."""
+        """Called after every transfer that may change CPL (IDT delivery, iret, far
+        transfers, task switches, sysenter/sysexit): when CPL crosses 3 the MMU's default
+        privilege and fast maps, the compiled blocks' fast maps and the EIP map follow
+        (SDM Vol. 3A §4.6: CPL 3 accesses are user-mode accesses). Costs nothing per
+        access at either privilege."""
+        user = (self.cpu.cs.selector & 3) == 3
+        if user != self.mmu.user:
+            self._set_privilege(user)
+
+    def _set_privilege(self, user: bool) -> None:
+        mmu = self.mmu
+        mmu.set_user(user)
+        maps = {"R8": mmu.r8, "R16": mmu.r16, "R32": mmu.r32,
+                "W8": mmu.w8, "W16": mmu.w16, "W32": mmu.w32}
+        self._glb.update(maps)
+        self._step_glb.update(maps)
+        self._by_eip = self._by_eip_maps[user]
+
+    def _clear_by_eip(self) -> None:
+        for m in self._by_eip_maps:
+            m.clear()
 
     def _refresh_deadline(self) -> None:
         self._deadline = self.env.next_deadline()
@@ -445,7 +476,6 @@ class Executor:
         CAS), which raise :class:`Restart` instead of an access that reaches a device or
         the bytes of a translated instruction."""
         mmu = self.mmu
-        r8 = mmu.r8
         read = mmu.read
         write = mmu.write
         translate = mmu.translate
@@ -477,6 +507,7 @@ class Executor:
         def ldb(addr: int, size: int) -> int:
             # pages in the read fast map are RAM: only an access touching another page
             # (MMIO, or RAM never written) needs the check
+            r8 = mmu.r8
             if ((addr >> PAGE_SHIFT) not in r8 or ((addr + size - 1) >> PAGE_SHIFT) not in r8) \
                     and special(addr, size, False):
                 raise Restart
@@ -709,7 +740,7 @@ class Executor:
             else:
                 keep.append(blk)
         if dropped:
-            self._by_eip.clear()
+            self._clear_by_eip()
         if keep:
             self._page_blocks[pfn] = keep
         else:

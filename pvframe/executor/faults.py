@@ -10,15 +10,21 @@ Delivery (Intel SDM Vol. 3A §6.12 "Exception and interrupt handling", §6.14 fo
 #DF rules, Table 6-5):
 
 * the gate is read from IDTR.base + 8*vector (a linear address: the read goes through the
-  MMU); beyond IDTR.limit -> #GP(8*vector + 2 + EXT);
-* only 32-bit interrupt gates (type 0xE) and trap gates (0xF) are supported; a task gate
-  or 16-bit gate -> #GP(8*vector + 2 + EXT) (documented limitation); P=0 -> #NP(same);
-* software ``int n`` / ``int3`` / ``into`` check gate DPL >= CPL (always true at CPL0);
-* the target code segment is checked against the GDT/LDT: non-null, a present code
-  segment (else #GP(sel) / #NP(sel)); only same-privilege (DPL 0) delivery is
-  supported, the stack is not switched;
-* pushes EFLAGS, CS, EIP and the error code (32-bit each) on SS:ESP; all pushes are
-  translated before anything is written;
+  MMU as a supervisor-mode access at any CPL); beyond IDTR.limit -> #GP(8*vector + 2 + EXT);
+* 32-bit interrupt gates (type 0xE), trap gates (0xF) and task gates (0x5: a task switch,
+  :mod:`pvframe.executor.tasks`, the error code pushed on the new task's stack); a 16-bit
+  gate -> #GP(8*vector + 2 + EXT) (documented limitation); P=0 -> #NP(same);
+* software ``int n`` / ``int3`` / ``into`` check gate DPL >= CPL, else #GP(8*vector + 2);
+  external interrupts and exceptions ignore the gate's DPL;
+* the target code segment is checked against the GDT/LDT: non-null, a code segment with
+  DPL <= CPL (else #GP(sel + EXT)), present (else #NP(sel + EXT));
+* a non-conforming target with DPL < CPL is an inter-privilege delivery (§6.12.1): SS:ESP
+  of that DPL come from the TSS (:func:`pvframe.executor.privilege.inner_stack`, #TS on a
+  bad TSS or SS), the old SS and ESP are pushed first on the new stack; CPL becomes the
+  DPL. Otherwise the handler runs at CPL on the current stack;
+* pushes [SS, ESP,] EFLAGS, CS, EIP and the error code (32-bit each, selectors
+  zero-extended); all pushes are translated (with the new CPL's privilege) before
+  anything is written;
 * clears TF, NT, RF and VM, and IF for interrupt gates;
 * a fault raised while delivering is combined with the first one per Table 6-5
   (contributory+contributory or #PF+(#PF or contributory) -> #DF(0), otherwise the new
@@ -207,37 +213,69 @@ def _deliver_once(ex: Executor, exc: GuestException) -> None:
         raise GeneralProtection(idt_code)
     mmu = ex.mmu
     base = cpu.idtr.base + vector * 8
-    lo = mmu.read(base, 4)
-    hi = mmu.read(base + 4, 4)
+    lo = mmu.read(base, 4, False)
+    hi = mmu.read(base + 4, 4, False)
     gtype = (hi >> 8) & 0x1F
-    if gtype not in (0x0E, 0x0F):
+    if gtype not in (0x0E, 0x0F, 0x05):
         raise GeneralProtection(idt_code)
-    dpl = (hi >> 13) & 3
-    if soft and dpl < (cpu.cs.selector & 3):
+    cpl = cpu.cs.selector & 3
+    if soft and (hi >> 13) & 3 < cpl:
         raise GeneralProtection(idt_code)
     if not hi & 0x8000:
         raise SegmentNotPresent(idt_code)
     selector = (lo >> 16) & 0xFFFF
+    if gtype == 0x05:  # task gate (SDM Vol. 3A §6.12.2): a task switch, no stack frame
+        from pvframe.executor import tasks
+
+        if isinstance(exc, PageFault):
+            cpu.cr2 = exc.address
+        target = tasks.tss_of_gate(ex.system, selector, ext)
+        tasks.switch_task(ex.system, target, tasks.INT, cpu.eip,
+                          exc.error_code if exc.has_error_code else None, ext)
+        return
     offset = (hi & 0xFFFF0000) | (lo & 0xFFFF)
-    desc = ex.system.code_descriptor_for_transfer(selector, ext)
-    if isinstance(exc, PageFault):
-        cpu.cr2 = exc.address
+    from pvframe.executor.privilege import inner_stack  # (it imports this module)
+
+    system = ex.system
+    clo, chi, caddr = system.read_code_descriptor(selector, ext)
+    dpl = (chi >> 13) & 3
+    sel_code = (selector & 0xFFFC) | ext
+    if dpl > cpl:
+        raise GeneralProtection(sel_code)
+    if not chi & 0x8000:
+        raise SegmentNotPresent(sel_code)
     flags = cpu.eflags
     frame = [flags, cpu.cs.selector, cpu.eip]
     if exc.has_error_code:
         frame.append(exc.error_code)
+    stack = None
+    new_cpl = cpl
     esp = cpu.esp
+    if not (chi >> 8) & 0x4 and dpl < cpl:  # inter-privilege: the TSS's stack for DPL
+        new_cpl = dpl
+        stack = inner_stack(system, dpl, ext)
+        frame[:0] = [cpu.ss.selector, esp]
+        esp = stack[1]
+    desc = system.code_segment((selector & 0xFFFC) | new_cpl, clo, chi)
+    user = new_cpl == 3
+    if isinstance(exc, PageFault):
+        cpu.cr2 = exc.address
     new_esp = (esp - 4 * len(frame)) & 0xFFFFFFFF
     # Translate every slot for write before storing anything (precise, no partial frame).
     for i in range(len(frame)):
-        mmu.translate((new_esp + 4 * i) & 0xFFFFFFFF, True)
+        mmu.translate((new_esp + 4 * i) & 0xFFFFFFFF, True, user)
+    system.set_accessed(caddr, chi)
     for i, value in enumerate(reversed(frame)):
-        mmu.write((new_esp + 4 * i) & 0xFFFFFFFF, 4, value)
+        mmu.write((new_esp + 4 * i) & 0xFFFFFFFF, 4, value, user)
+    if stack is not None:
+        ss_seg, _esp, ss_addr, ss_hi = stack
+        system.set_accessed(ss_addr, ss_hi)
+        cpu.ss = ss_seg
     cpu.esp = new_esp
     clear = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17)  # TF NT RF VM
     if gtype == 0x0E:
         clear |= 1 << 9  # IF
     cpu.eflags = flags & ~clear
-    cpu.cs = desc.with_selector((selector & ~3) | (cpu.cs.selector & 3))
+    cpu.cs = desc
     cpu.eip = offset
     ex.note_control_change()

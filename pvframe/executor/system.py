@@ -28,16 +28,24 @@ from typing import TYPE_CHECKING, Any
 
 import iced_x86 as I
 
+from pvframe.executor import tasks
 from pvframe.executor.faults import (
     Breakpoint,
     DebugException,
     DeviceNotAvailable,
     GeneralProtection,
     InvalidOpcode,
+    InvalidTSS,
     Overflow,
     SegmentNotPresent,
     SoftwareInterrupt,
     StackFault,
+)
+from pvframe.executor.privilege import (
+    check_io,
+    iopl,
+    null_outer_data_segments,
+    stack_segment,
 )
 from pvframe.executor.state import IF_MASK, Segment
 
@@ -63,6 +71,14 @@ VM, RF, NT, VIF, VIP = 1 << 17, 1 << 16, 1 << 14, 1 << 19, 1 << 20
 #: EFLAGS bits POPF may change at CPL0 in protected mode (all but VM/VIF/VIP; RF cleared)
 POPF_MASK = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 | 0x3000 | NT | (1 << 18) | (1 << 21)
 CR4_SUPPORTED = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400
+CR4_TSD, CR4_PCE = 0x4, 0x100
+MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x174, 0x175, 0x176
+#: instructions that raise #GP(0) at CPL > 0 (SDM Vol. 3A §5.9 "Privileged instructions";
+#: ``mov`` to/from CR and DR is checked in ``op_mov``)
+CPL0_ONLY = frozenset({
+    M.HLT, M.CLTS, M.LGDT, M.LIDT, M.LLDT, M.LTR, M.LMSW, M.INVLPG, M.INVD, M.WBINVD,
+    M.RDMSR, M.WRMSR,
+})
 
 
 class System:
@@ -96,7 +112,7 @@ class System:
             ("ENTER", self.op_enter), ("BOUND", self.op_bound), ("ARPL", self.op_arpl),
             ("LAR", self.op_lar), ("LSL", self.op_lsl), ("VERR", self.op_verr),
             ("VERW", self.op_verw), ("CLFLUSH", self.op_clflush), ("XADD", self.op_xadd_same),
-            ("AAM", self.op_aam),
+            ("AAM", self.op_aam), ("SYSENTER", self.op_sysenter), ("SYSEXIT", self.op_sysexit),
         ):
             self.handlers[getattr(M, name)] = fn
 
@@ -115,6 +131,8 @@ class System:
         h = self.handlers.get(ins.mnemonic)
         if h is None:
             raise InvalidOpcode()
+        if self.cpu.cs.selector & 3 and ins.mnemonic in CPL0_ONLY:
+            raise GeneralProtection(0)
         if not h(ins):
             cpu = self.cpu
             cpu.eip = (cpu.eip + ins.len) & 0xFFFFFFFF
@@ -212,13 +230,16 @@ class System:
             base, limit = cpu.ldtr.base, cpu.ldtr.limit
             if not cpu.ldtr.selector & 0xFFFC:
                 raise GeneralProtection((sel & 0xFFFC) | ext)
+            if idx + 7 <= limit and self.ex.ldt_access is not None:
+                self.ex.ldt_access(idx)  # the backend sees the LDT being used (may fault)
         else:
             base, limit = cpu.gdtr.base, cpu.gdtr.limit
         if idx + 7 > limit:
             raise GeneralProtection((sel & 0xFFFC) | ext)
         addr = (base + idx) & 0xFFFFFFFF
-        lo = self.mem_read(addr, 4)
-        hi = self.mem_read(addr + 4, 4)
+        mmu = self.ex.mmu  # descriptor tables: supervisor-mode accesses at any CPL
+        lo = int(mmu.read(addr, 4, False))
+        hi = int(mmu.read((addr + 4) & 0xFFFFFFFF, 4, False))
         return lo, hi, addr
 
     @staticmethod
@@ -232,7 +253,7 @@ class System:
 
     def set_accessed(self, addr: int, hi: int) -> None:
         if not hi & 0x100:
-            self.ex.mmu.write(addr + 4, 4, hi | 0x100)
+            self.ex.mmu.write((addr + 4) & 0xFFFFFFFF, 4, hi | 0x100, False)
 
     def flat_only(self, name: str, seg: Segment) -> None:
         from pvframe.executor.cpu import StopExecution
@@ -276,28 +297,57 @@ class System:
         self.set_accessed(addr, hi)
         setattr(cpu, name, seg)
 
-    def code_descriptor_for_transfer(self, sel: int, ext: int = 0) -> Segment:
-        """Check a CS target of IDT delivery / far jmp / far call at CPL0 (same privilege)."""
-        cpu = self.cpu
-        cpl = cpu.cs.selector & 3
+    def read_code_descriptor(self, sel: int, ext: int = 0) -> tuple[int, int, int]:
+        """(lo, hi, address) of the code segment descriptor ``sel``: null -> #GP(EXT), beyond
+        the table or not a code segment -> #GP(sel + EXT). Presence is the caller's check
+        (it comes after the privilege checks)."""
         if not sel & 0xFFFC:
             raise GeneralProtection(ext)
         lo, hi, addr = self.read_descriptor(sel, ext)
-        typ = (hi >> 8) & 0xF
-        dpl = (hi >> 13) & 3
-        if not hi & (1 << 12) or not typ & 0x8:
+        if not hi & (1 << 12) or not (hi >> 8) & 0x8:
             raise GeneralProtection((sel & 0xFFFC) | ext)  # call/task gates: not supported
-        if typ & 0x4:
+        return lo, hi, addr
+
+    def code_segment(self, sel: int, lo: int, hi: int) -> Segment:
+        """The CS cache for ``sel`` (its RPL is the new CPL) from a checked descriptor."""
+        seg = self.make_segment(sel & 0xFFFF, lo, hi | 0x100)
+        self.flat_only("cs", seg)
+        return seg
+
+    def code_descriptor_for_transfer(self, sel: int, ext: int = 0) -> Segment:
+        """Check a CS target of a far jmp / far call (SDM Vol. 2A JMP, CALL: same privilege;
+        a non-conforming segment needs RPL <= CPL and DPL = CPL, a conforming one DPL <= CPL;
+        CPL stays)."""
+        cpu = self.cpu
+        cpl = cpu.cs.selector & 3
+        lo, hi, addr = self.read_code_descriptor(sel, ext)
+        dpl = (hi >> 13) & 3
+        if (hi >> 8) & 0x4:
             if dpl > cpl:
                 raise GeneralProtection((sel & 0xFFFC) | ext)
-        elif dpl != cpl:
-            raise GeneralProtection((sel & 0xFFFC) | ext)  # inter-privilege: not supported
+        elif dpl != cpl or (sel & 3) > cpl:
+            raise GeneralProtection((sel & 0xFFFC) | ext)  # call gates: not supported
         if not hi & 0x8000:
             raise SegmentNotPresent((sel & 0xFFFC) | ext)
-        seg = self.make_segment((sel & 0xFFFC) | cpl, lo, hi | 0x100)
-        self.flat_only("cs", seg)
+        seg = self.code_segment((sel & 0xFFFC) | cpl, lo, hi)
         self.set_accessed(addr, hi)
         return seg
+
+    def return_code_segment(self, cs: int) -> tuple[Segment, int, int]:
+        """Check the CS popped by ``iret``/``retf`` (SDM Vol. 2A IRET, RET): RPL >= CPL, a
+        code segment, DPL = RPL (non-conforming) or DPL <= RPL (conforming), present.
+        Returns the cache (CPL = RPL), the descriptor's address and its high word."""
+        cpl = self.cpu.cs.selector & 3
+        code = cs & 0xFFFC
+        if (cs & 3) < cpl:
+            raise GeneralProtection(code)
+        lo, hi, addr = self.read_code_descriptor(cs)
+        dpl = (hi >> 13) & 3
+        if (dpl > (cs & 3)) if (hi >> 8) & 0x4 else (dpl != (cs & 3)):
+            raise GeneralProtection(code)
+        if not hi & 0x8000:
+            raise SegmentNotPresent(code)
+        return self.code_segment(cs, lo, hi), addr, hi
 
     def seg_selector_addr(self, cpu: Any, sel: int, addr: int) -> int:
         """``x86g_use_seg_selector`` reading the descriptor tables (VEX semantics)."""
@@ -313,13 +363,31 @@ class System:
         return (seg.base + addr) & 0xFFFFFFFF
 
     # ------------------------------------------------------------------ interrupt flag
+    def _user_if(self) -> bool:
+        """At CPL > 0: whether the instruction may change IF (CPL <= IOPL, else #GP(0));
+        False at CPL0 (the hooks do it)."""
+        cpu = self.cpu
+        cpl = cpu.cs.selector & 3
+        if not cpl:
+            return False
+        if cpl > iopl(cpu.eflags_sys):
+            raise GeneralProtection(0)
+        return True
+
     def op_cli(self, ins: Any) -> None:
+        if self._user_if():
+            self.cpu.eflags_sys &= ~IF_MASK
+            return
         self.ex.hooks.irq_disable()
 
     def op_sti(self, ins: Any) -> None:
-        was = self.cpu.eflags_sys & IF_MASK
-        self.ex.hooks.irq_enable()
-        if not was and self.cpu.eflags_sys & IF_MASK:
+        cpu = self.cpu
+        was = cpu.eflags_sys & IF_MASK
+        if self._user_if():
+            cpu.eflags_sys |= IF_MASK
+        else:
+            self.ex.hooks.irq_enable()
+        if not was and cpu.eflags_sys & IF_MASK:
             self.ex.shadow = "sti"
 
     def op_hlt(self, ins: Any) -> bool:
@@ -336,7 +404,7 @@ class System:
 
     def op_pushf(self, ins: Any) -> None:
         cpu = self.cpu
-        fl = self.ex.hooks.save_fl()
+        fl = self.ex.hooks.save_fl() if not cpu.cs.selector & 3 else cpu.eflags
         value = (cpu.eflags & ~(IF_MASK | VM | RF)) | (fl & IF_MASK)
         if ins.mnemonic == M.PUSHF:  # 16-bit
             new = (cpu.esp - 2) & 0xFFFFFFFF
@@ -351,12 +419,21 @@ class System:
         size = 2 if ins.mnemonic == M.POPF else 4
         popped = self.mem_read(cpu.esp, size)
         old = cpu.eflags
+        cpl = cpu.cs.selector & 3
         mask = POPF_MASK & ~IF_MASK
+        if cpl:
+            # SDM Vol. 2B POPF: IOPL only at CPL0, IF only at CPL <= IOPL (silently kept
+            # otherwise); no hook: user code is not a paravirt op
+            mask &= ~0x3000
+            if cpl <= iopl(cpu.eflags_sys):
+                mask |= IF_MASK
         if size == 2:
             mask &= 0xFFFF
         new = (old & ~mask & ~RF) | (popped & mask)
         cpu.eflags = new
         cpu.esp = (cpu.esp + size) & 0xFFFFFFFF
+        if cpl:
+            return
         if size == 2:
             popped = (old & 0xFFFF0000) | popped
         self.ex.hooks.restore_fl(popped)
@@ -365,33 +442,73 @@ class System:
     def op_iret(self, ins: Any) -> bool:
         if ins.mnemonic == M.IRET:  # 16-bit iretw: not supported
             raise InvalidOpcode()
-        self.ex.hooks.iret()
+        if self.cpu.cs.selector & 3:
+            self.iret32()  # user code: the hardware instruction, not the paravirt op
+        else:
+            self.ex.hooks.iret()
         self.cpu.icount += 1
         return True
 
     def iret32(self) -> None:
+        """Protected-mode IRET (SDM Vol. 2A IRET): to the same or an outer privilege level.
+
+        Pops EIP, CS, EFLAGS and, when the popped CS's RPL is greater than CPL, ESP and SS;
+        everything is read and checked before anything changes. EFLAGS: IOPL changes only
+        at CPL0, IF only at CPL <= IOPL, VIF/VIP only at CPL0 (all judged at the old CPL).
+        After an outer return the data segments the new CPL may not use become null."""
         cpu = self.cpu
         if cpu.eflags_sys & NT:
-            raise GeneralProtection(0)  # nested task return: not supported
+            self.task_return()
+            return
         esp = cpu.esp
         eip = self.mem_read(esp, 4)
         cs = self.mem_read(esp + 4, 4) & 0xFFFF
         fl = self.mem_read(esp + 8, 4)
         cpl = cpu.cs.selector & 3
-        if fl & VM:
+        if fl & VM and cpl == 0:
             raise GeneralProtection(0)  # return to virtual-8086 mode: not supported
-        if (cs & 3) != cpl:
-            raise GeneralProtection(cs & 0xFFFC)  # outer-privilege return: not supported
-        seg = self.code_descriptor_for_transfer(cs)
+        seg, addr, hi = self.return_code_segment(cs)
+        new_cpl = cs & 3
+        stack = None
+        if new_cpl > cpl:
+            new_esp = self.mem_read(esp + 12, 4)
+            ss = self.mem_read(esp + 16, 4) & 0xFFFF
+            stack = (stack_segment(self, ss, new_cpl, GeneralProtection), new_esp)
         if eip > seg.limit:
             raise GeneralProtection(0)
+        self.set_accessed(addr, hi)
         cur = cpu.eflags
-        mask = POPF_MASK | RF | VIF | VIP if cpl == 0 else POPF_MASK & ~(0x3000 | IF_MASK)
+        if cpl == 0:
+            mask = POPF_MASK | RF | VIF | VIP
+        else:
+            mask = POPF_MASK & ~(0x3000 | IF_MASK)
+            if cpl <= iopl(cpu.eflags_sys):
+                mask |= IF_MASK
         cpu.eflags = (cur & ~mask) | (fl & mask)
-        cpu.cs = seg.with_selector((cs & 0xFFFC) | cpl)
+        cpu.cs = seg
         cpu.eip = eip
-        cpu.esp = (esp + 12) & 0xFFFFFFFF
+        if stack is None:
+            cpu.esp = (esp + 12) & 0xFFFFFFFF
+        else:
+            (ss_seg, ss_addr, ss_hi), new_esp = stack
+            self.set_accessed(ss_addr, ss_hi)
+            cpu.ss = ss_seg
+            cpu.esp = new_esp & 0xFFFFFFFF
+            null_outer_data_segments(self, new_cpl)
         self.ex.note_control_change()
+
+    def task_return(self) -> None:
+        """IRET with EFLAGS.NT=1 (SDM Vol. 2A IRET, TASK-RETURN): back to the task named by
+        the current TSS's back link, which must be a busy TSS in the GDT (#TS(sel)
+        otherwise). The old task's EIP is the instruction after the ``iret``."""
+        cpu = self.cpu
+        back = int(self.ex.mmu.read(cpu.tr.base & 0xFFFFFFFF, 2, False))
+        if back & 4 or not back & 0xFFFC or (back & 0xFFF8) + 7 > cpu.gdtr.limit:
+            raise InvalidTSS(back & 0xFFFC)
+        lo, hi, addr = self.read_descriptor(back)
+        if hi & (1 << 12) or (hi >> 8) & 0x1F != tasks.TSS_BUSY:
+            raise InvalidTSS(back & 0xFFFC)
+        tasks.switch_task(self, (back, lo, hi, addr), tasks.IRET, (cpu.eip + 1) & 0xFFFFFFFF)
 
     def op_int(self, ins: Any) -> bool:
         cpu = self.cpu
@@ -431,12 +548,14 @@ class System:
 
     def op_in(self, ins: Any) -> None:
         port, size = self._port_and_size(ins, 1, 0)
+        check_io(self, port, size)
         value = self.ex.env.io_read(port, size)
         self.set_reg(ins.op_register(0), value)
         self._io_done()
 
     def op_out(self, ins: Any) -> None:
         port, size = self._port_and_size(ins, 0, 1)
+        check_io(self, port, size)
         value = self.get_reg(ins.op_register(1))
         if port == 0x80:
             self.ex.hooks.io_delay()
@@ -452,6 +571,7 @@ class System:
         cpu = self.cpu
         size = self._string_size(ins)
         rep = ins.has_rep_prefix or ins.has_repne_prefix
+        check_io(self, cpu.edx & 0xFFFF, size)
         if rep and cpu.ecx == 0:
             return self.retire_jump(cpu.eip + ins.len)
         edi = cpu.edi
@@ -467,6 +587,7 @@ class System:
         cpu = self.cpu
         size = self._string_size(ins)
         rep = ins.has_rep_prefix or ins.has_repne_prefix
+        check_io(self, cpu.edx & 0xFFFF, size)
         if rep and cpu.ecx == 0:
             return self.retire_jump(cpu.eip + ins.len)
         esi = cpu.esi
@@ -499,6 +620,8 @@ class System:
         r1: int = ins.op_register(1) if k1 == OK.REGISTER else -1
         hooks = self.ex.hooks
         cpu = self.cpu
+        if (r0 in _CR or r1 in _CR or r0 in _DR or r1 in _DR) and cpu.cs.selector & 3:
+            raise GeneralProtection(0)
         if r1 in _CR:
             n = _CR[r1]
             if n not in (0, 2, 3, 4):
@@ -663,13 +786,15 @@ class System:
 
     def op_rdtsc(self, ins: Any) -> None:
         cpu = self.cpu
-        if cpu.cr4 & 0x4 and cpu.cs.selector & 3:
+        if cpu.cr4 & CR4_TSD and cpu.cs.selector & 3:
             raise GeneralProtection(0)
         v = self.ex.hooks.read_tsc()
         cpu.eax = v & 0xFFFFFFFF
         cpu.edx = (v >> 32) & 0xFFFFFFFF
 
     def op_rdpmc(self, ins: Any) -> None:
+        if self.cpu.cs.selector & 3 and not self.cpu.cr4 & CR4_PCE:
+            raise GeneralProtection(0)
         v = self.ex.hooks.read_pmc(self.cpu.ecx)
         if v is None:
             raise GeneralProtection(0)
@@ -717,10 +842,21 @@ class System:
             return self.mem_read(a + 4, 2), off
         raise InvalidOpcode()  # 16-bit far pointers: not supported
 
+    def _task_transfer(self, ins: Any, sel: int, reason: str) -> bool:
+        """A far jmp/call to a TSS or task gate: the task switch; False for a code segment."""
+        target = tasks.resolve_target(self, sel, reason)
+        if target is None:
+            return False
+        tasks.switch_task(self, target, reason, (self.cpu.eip + ins.len) & 0xFFFFFFFF)
+        self.cpu.icount += 1
+        return True
+
     def op_jmp_far(self, ins: Any) -> bool:
         if not (ins.is_jmp_far or ins.is_jmp_far_indirect):
             raise InvalidOpcode()
         sel, off = self._far_target(ins)
+        if self._task_transfer(ins, sel, tasks.JMP):
+            return True
         seg = self.code_descriptor_for_transfer(sel)
         if off > seg.limit:
             raise GeneralProtection(0)
@@ -732,6 +868,8 @@ class System:
             raise InvalidOpcode()
         cpu = self.cpu
         sel, off = self._far_target(ins)
+        if self._task_transfer(ins, sel, tasks.CALL):
+            return True
         seg = self.code_descriptor_for_transfer(sel)
         if off > seg.limit:
             raise GeneralProtection(0)
@@ -740,21 +878,85 @@ class System:
         return self.retire_jump(off)
 
     def op_retf(self, ins: Any) -> bool:
+        """Far return (SDM Vol. 2B RET): to the same or an outer privilege level. An outer
+        return pops ESP and SS after the ``imm16`` parameter bytes, and releases ``imm16``
+        bytes from the outer stack too; the data segments the new CPL may not use become
+        null. Everything is read and checked before anything changes."""
         cpu = self.cpu
         if ins.code not in (I.Code.RETFD, I.Code.RETFD_IMM16):
             raise InvalidOpcode()
         esp = cpu.esp
         eip = self.mem_read(esp, 4)
         cs = self.mem_read(esp + 4, 4) & 0xFFFF
-        if (cs & 3) != (cpu.cs.selector & 3):
-            raise GeneralProtection(cs & 0xFFFC)  # outer-privilege return: not supported
-        seg = self.code_descriptor_for_transfer(cs)
+        cpl = cpu.cs.selector & 3
+        seg, addr, hi = self.return_code_segment(cs)
+        imm = ins.immediate16 if ins.code == I.Code.RETFD_IMM16 else 0
+        new_cpl = cs & 3
+        stack = None
+        if new_cpl > cpl:
+            at = (esp + 8 + imm) & 0xFFFFFFFF
+            new_esp = self.mem_read(at, 4)
+            ss = self.mem_read(at + 4, 4) & 0xFFFF
+            stack = (stack_segment(self, ss, new_cpl, GeneralProtection), new_esp)
         if eip > seg.limit:
             raise GeneralProtection(0)
-        imm = ins.immediate16 if ins.code == I.Code.RETFD_IMM16 else 0
+        self.set_accessed(addr, hi)
         cpu.cs = seg
-        cpu.esp = (esp + 8 + imm) & 0xFFFFFFFF
-        return self.retire_jump(eip)
+        if stack is None:
+            cpu.esp = (esp + 8 + imm) & 0xFFFFFFFF
+        else:
+            (ss_seg, ss_addr, ss_hi), new_esp = stack
+            self.set_accessed(ss_addr, ss_hi)
+            cpu.ss = ss_seg
+            cpu.esp = (new_esp + imm) & 0xFFFFFFFF
+            null_outer_data_segments(self, new_cpl)
+        self.retire_jump(eip)
+        self.ex.note_control_change()
+        return True
+
+    # ------------------------------------------------------------------ sysenter / sysexit
+    def _sysenter_cs(self) -> int:
+        """IA32_SYSENTER_CS (MSR 0x174), read through ``read_msr`` (where the MSRs live);
+        #GP(0) when its selector is null (SDM Vol. 2B SYSENTER/SYSEXIT)."""
+        v = self.ex.hooks.read_msr(MSR_SYSENTER_CS)
+        cs = int(v or 0) & 0xFFFF
+        if not cs & 0xFFFC:
+            raise GeneralProtection(0)
+        return cs
+
+    def op_sysenter(self, ins: Any) -> bool:
+        """SYSENTER (SDM Vol. 2B): to CPL0 at IA32_SYSENTER_EIP on IA32_SYSENTER_ESP with
+        flat CS = SYSENTER_CS and SS = SYSENTER_CS + 8 (caches fixed, the GDT is not read);
+        VM, IF and RF cleared. From any CPL (Linux uses it from ring 3 in the vDSO when
+        CPUID advertises SEP)."""
+        cpu = self.cpu
+        hooks = self.ex.hooks
+        cs = self._sysenter_cs() & 0xFFFC
+        esp = int(hooks.read_msr(MSR_SYSENTER_ESP) or 0) & 0xFFFFFFFF
+        eip = int(hooks.read_msr(MSR_SYSENTER_EIP) or 0) & 0xFFFFFFFF
+        cpu.eflags_sys &= ~(VM | IF_MASK | RF)
+        cpu.cs = Segment(cs, 0, 0xFFFFFFFF, 0xC09B)
+        cpu.ss = Segment(cs + 8, 0, 0xFFFFFFFF, 0xC093)
+        cpu.esp = esp
+        self.retire_jump(eip)
+        self.ex.note_control_change()
+        return True
+
+    def op_sysexit(self, ins: Any) -> bool:
+        """SYSEXIT (SDM Vol. 2B), 32-bit form: from CPL0 to CPL3 at EDX on ECX, with flat
+        CS = SYSENTER_CS + 16 and SS = SYSENTER_CS + 24 (RPL 3); #GP(0) at CPL > 0."""
+        cpu = self.cpu
+        if cpu.cs.selector & 3:
+            raise GeneralProtection(0)
+        if ins.code != I.Code.SYSEXITD:
+            raise InvalidOpcode()  # the 64-bit form
+        cs = self._sysenter_cs()
+        cpu.cs = Segment(((cs + 16) & 0xFFFC) | 3, 0, 0xFFFFFFFF, 0xC0FB)
+        cpu.ss = Segment(((cs + 24) & 0xFFFC) | 3, 0, 0xFFFFFFFF, 0xC0F3)
+        cpu.esp = cpu.ecx
+        self.retire_jump(cpu.edx)
+        self.ex.note_control_change()
+        return True
 
     # ------------------------------------------------------------------ misc integer
     def op_aam(self, ins: Any) -> None:

@@ -41,12 +41,16 @@ GUESTS: dict[str, str] = {
     "paging": "page tables, paging on, page faults taken and repaired, invlpg",
     "tasks": "kernel-like: two tasks with separate page directories switched on the timer tick",
     "pvkernel": "the tasks kernel written through paravirt_ops calls: every 2.6.23 member called",
+    "user": "ring 3 entered with iret: int $0x80, #GP and #PF from ring 3, iopl(3) then out",
 }
 #: guests that call paravirt_ops through the call ROM (pvframe.pvcall) and carry
 #: .parainstructions: each backend patches them differently, so only their console (not
 #: their instruction count or registers) is the same across backends, and bare metal
 #: (Unicorn) has no ROM to run them on
 PARAVIRT: frozenset[str] = frozenset({"pvkernel"})
+#: guests that take exceptions and interrupts at ring 3: the Unicorn reference delivers
+#: only at CPL0 (pvframe.testing.unicorn_ref), so they are compared across backends only
+RING3: frozenset[str] = frozenset({"user"})
 #: name -> source files (as or C) linked into the guest (headers are hashed, not compiled)
 SOURCES: dict[str, tuple[str, ...]] = {
     "hello": ("hello.S", "common.S"),
@@ -55,6 +59,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "paging": ("paging.S", "common.S"),
     "tasks": ("tasks_boot.S", "tasks.c"),
     "pvkernel": ("pvkernel_boot.S", "pvkernel.c", "paravirt.h"),
+    "user": ("user.S", "common.S"),
 }
 CFLAGS = (
     "-m32", "-ffreestanding", "-nostdlib", "-fno-pic", "-fno-stack-protector",

@@ -22,9 +22,17 @@ Model (Intel SDM Vol. 3A chapter 4, "32-bit paging"):
 Fast paths for the executor: ``r8/r16/r32`` (reads) and ``w8/w16/w32`` (writes) map a
 virtual page number to the page's ``bytearray`` / ``memoryview('H')`` / ``memoryview('I')``
 (physical RAM pages that exist). A page enters the write maps only when its entry is
-writable at CPL0, its D bit is already set and the physical page holds no translated code.
-All six are cleared in place on every flush; ``generation`` is bumped on every flush so
-that the executor can drop its virtual-address keyed block map.
+writable at the current privilege, its D bit is already set and the physical page holds
+no translated code. There are two sets of the six maps, one per privilege of the access
+(SDM Vol. 3A §4.6: CPL 3 accesses are user-mode, CPL 0-2 supervisor-mode): the user set
+holds only pages whose entry has U/S=1 (and R/W=1 for the write maps), so a check at
+CPL3 costs nothing on the fast path, and nothing at CPL0 either. ``set_user(flag)``
+(called by the executor when the CPL crosses 3) makes ``r8``..``w32`` name the set of that
+privilege, and ``user`` the default privilege of :meth:`translate`, :meth:`read` and
+:meth:`write`; implicit supervisor-mode accesses (descriptor tables, the IDT, the TSS, the
+stack of an inner-level interrupt) pass ``user=False`` explicitly. Both sets are cleared in
+place on every flush; ``generation`` is bumped on every flush so that the executor can
+drop its virtual-address keyed block maps.
 """
 
 from __future__ import annotations
@@ -55,6 +63,12 @@ PF_U = 4
 
 # TLB entry: (physical page base, rw, us, dirty, global, large-region or -1)
 _Entry = tuple[int, bool, bool, bool, bool, int]
+_FastMaps = tuple[dict[int, bytearray], dict[int, memoryview], dict[int, memoryview],
+                  dict[int, bytearray], dict[int, memoryview], dict[int, memoryview]]
+
+
+def _new_maps() -> _FastMaps:
+    return ({}, {}, {}, {}, {}, {})
 
 
 
@@ -66,14 +80,19 @@ class MMU:
         self.cpu = cpu
         self.tlb: dict[int, _Entry] = {}
         self._large: dict[int, set[int]] = {}
-        self.r8: dict[int, bytearray] = {}
-        self.r16: dict[int, memoryview] = {}
-        self.r32: dict[int, memoryview] = {}
-        self.w8: dict[int, bytearray] = {}
-        self.w16: dict[int, memoryview] = {}
-        self.w32: dict[int, memoryview] = {}
+        #: the fast maps per privilege: [supervisor, user], each (r8, r16, r32, w8, w16, w32)
+        self._maps: tuple[_FastMaps, _FastMaps] = (_new_maps(), _new_maps())
+        #: whether accesses default to user mode (CPL 3)
+        self.user = False
+        self.r8, self.r16, self.r32, self.w8, self.w16, self.w32 = self._maps[0]
         self.generation = 0
         self.walks = 0
+
+    def set_user(self, user: bool) -> None:
+        """Make user-mode (CPL 3) or supervisor-mode the default privilege of accesses and
+        point the fast maps at that privilege's set (no flush: both sets stay valid)."""
+        self.user = bool(user)
+        self.r8, self.r16, self.r32, self.w8, self.w16, self.w32 = self._maps[self.user]
 
     # ------------------------------------------------------------------ control registers
     def write_cr0(self, value: int) -> None:
@@ -97,19 +116,16 @@ class MMU:
 
     # ------------------------------------------------------------------ flushes
     def _clear_fast(self) -> None:
-        self.r8.clear()
-        self.r16.clear()
-        self.r32.clear()
-        self.w8.clear()
-        self.w16.clear()
-        self.w32.clear()
+        for maps in self._maps:
+            for d in maps:
+                d.clear()
         self.generation += 1
 
     def clear_write_fast(self) -> None:
         """Forget the write fast path (used when a page becomes a code page)."""
-        self.w8.clear()
-        self.w16.clear()
-        self.w32.clear()
+        for maps in self._maps:
+            for d in maps[3:]:
+                d.clear()
 
     def flush_all(self) -> None:
         """Drop every TLB entry, global ones included."""
@@ -143,16 +159,18 @@ class MMU:
             for v in large:
                 self.tlb.pop(v, None)
         for v in vpns:
-            for d in (self.r8, self.r16, self.r32, self.w8, self.w16, self.w32):
-                d.pop(v, None)
+            for maps in self._maps:
+                for d in maps:
+                    d.pop(v, None)
 
     # ------------------------------------------------------------------ translation
     @property
     def paging(self) -> bool:
         return bool(self.cpu.cr0 & CR0_PG)
 
-    def translate(self, vaddr: int, write: bool = False, user: bool = False) -> int:
-        """Physical address of ``vaddr`` for a data access or instruction fetch.
+    def translate(self, vaddr: int, write: bool = False, user: bool | None = None) -> int:
+        """Physical address of ``vaddr`` for a data access or instruction fetch, as a
+        user-mode access if ``user`` (default: :attr:`user`, i.e. CPL 3).
 
         Raises :class:`PageFault` (error code and faulting address set); CR2 is written
         when the fault is delivered.
@@ -161,6 +179,8 @@ class MMU:
         cpu = self.cpu
         if not cpu.cr0 & CR0_PG:
             return vaddr
+        if user is None:
+            user = self.user
         vpn = vaddr >> PAGE_SHIFT
         e = self.tlb.get(vpn)
         if e is not None:
@@ -243,30 +263,39 @@ class MMU:
         return (pte & 0xFFFFF000) | (vaddr & PAGE_MASK)
 
     # ------------------------------------------------------------------ virtual access
-    def _fill(self, vpn: int, paddr: int, write: bool) -> None:
+    def _fill(self, vpn: int, paddr: int, write: bool, user: bool) -> None:
+        """Enter the page of a successful ``user``-mode access in that privilege's fast
+        maps (reads always; writes only if a write would pass without a walk)."""
         pfn = paddr >> PAGE_SHIFT
         views = self.memory.views(pfn)
         if views is None:
             return
-        self.r8[vpn], self.r16[vpn], self.r32[vpn] = views
-        if pfn in self.memory.code_pages:
-            return
+        r8, r16, r32, w8, w16, w32 = self._maps[user]
         cpu = self.cpu
+        e = None
         if cpu.cr0 & CR0_PG:
             e = self.tlb.get(vpn)
-            if e is None or not e[3] or (not e[1] and cpu.cr0 & CR0_WP):
+            if e is None or (user and not e[2]):
                 return
-        self.w8[vpn], self.w16[vpn], self.w32[vpn] = views
+        r8[vpn], r16[vpn], r32[vpn] = views
+        if pfn in self.memory.code_pages:
+            return
+        if e is not None and (not e[3] or (not e[1] and (user or cpu.cr0 & CR0_WP))):
+            return
+        w8[vpn], w16[vpn], w32[vpn] = views
 
-    def read(self, vaddr: int, size: int, user: bool = False) -> int:
+    def read(self, vaddr: int, size: int, user: bool | None = None) -> int:
         """Read ``size`` bytes at linear ``vaddr`` (both pages are translated before any
-        byte is read when the access straddles a page boundary)."""
+        byte is read when the access straddles a page boundary); ``user`` as for
+        :meth:`translate`."""
         vaddr &= 0xFFFFFFFF
+        if user is None:
+            user = self.user
         off = vaddr & PAGE_MASK
         if off + size <= PAGE_SIZE:
             pa = self.translate(vaddr, False, user)
             v = self.memory.read(pa, size)
-            self._fill(vaddr >> PAGE_SHIFT, pa, False)
+            self._fill(vaddr >> PAGE_SHIFT, pa, False, user)
             return v
         first = PAGE_SIZE - off
         pa1 = self.translate(vaddr, False, user)
@@ -275,18 +304,20 @@ class MMU:
         hi = self.memory.read_bytes(pa2, size - first)
         return int.from_bytes(lo + hi, "little")
 
-    def write(self, vaddr: int, size: int, value: int, user: bool = False) -> None:
+    def write(self, vaddr: int, size: int, value: int, user: bool | None = None) -> None:
         """Write ``size`` bytes at linear ``vaddr``. Every page touched is translated
         (and checked) before the first byte is written, so a faulting store has no
-        partial effect."""
+        partial effect; ``user`` as for :meth:`translate`."""
         vaddr &= 0xFFFFFFFF
+        if user is None:
+            user = self.user
         mem = self.memory
         value &= (1 << (8 * size)) - 1
         off = vaddr & PAGE_MASK
         if off + size <= PAGE_SIZE:
             pa = self.translate(vaddr, True, user)
             mem.write(pa, size, value)
-            self._fill(vaddr >> PAGE_SHIFT, pa, True)
+            self._fill(vaddr >> PAGE_SHIFT, pa, True, user)
             return
         first = PAGE_SIZE - off
         pa1 = self.translate(vaddr, True, user)
@@ -295,13 +326,13 @@ class MMU:
         mem.write_bytes(pa1, data[:first])
         mem.write_bytes(pa2, data[first:])
 
-    def read_bytes(self, vaddr: int, n: int) -> bytes:
+    def read_bytes(self, vaddr: int, n: int, user: bool | None = None) -> bytes:
         """``n`` bytes at linear ``vaddr`` (translated page by page, faults propagate)."""
         out = bytearray()
         while n > 0:
             off = vaddr & PAGE_MASK
             chunk = min(n, PAGE_SIZE - off)
-            out += self.memory.read_bytes(self.translate(vaddr), chunk)
+            out += self.memory.read_bytes(self.translate(vaddr, False, user), chunk)
             vaddr = (vaddr + chunk) & 0xFFFFFFFF
             n -= chunk
         return bytes(out)

@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from pvframe.executor import CPUState, Executor
-from pvframe.executor.state import IF_MASK, TableRegister
+from pvframe.executor.state import IF_MASK, SystemSegment, TableRegister
 from pvframe.platform.memory import PhysicalMemory
 from pvframe.platform.mmu import MMU
 
@@ -204,8 +204,16 @@ class BareHooks:
         self._log("set_ldt", addr, entries)
 
     def load_tr_desc(self, sel: int) -> None:
+        """LTR: TR's cache from the GDT's TSS descriptor, which is marked busy."""
         self._log("load_tr_desc", sel)
-        self.cpu.tr.selector = sel
+        addr = self.cpu.gdtr.base + (sel & ~7)
+        lo, hi = self.m.memory.read_u32(addr), self.m.memory.read_u32(addr + 4)
+        self.m.memory.write_u32(addr + 4, hi | 0x200)
+        limit = (lo & 0xFFFF) | (hi & 0xF0000)
+        if hi & (1 << 23):
+            limit = (limit << 12) | 0xFFF
+        base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF000000)
+        self.cpu.tr = SystemSegment(sel, base, limit)
 
     def store_tr(self) -> int:
         return self.cpu.tr.selector

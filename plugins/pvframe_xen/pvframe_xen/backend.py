@@ -114,6 +114,7 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
         assert self.boot is not None
         self.shadow = Shadow(machine, hv, self.boot, self)
         machine.events = XenEventSource(machine, hv, self.vapic, lambda: self._pull_mask(machine))
+        machine.executor.ldt_access = lambda offset: self.ldt_first_use(machine, offset)
 
     def _vapic(self, machine: Any) -> VirtualApic:
         if self.vapic is None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pvframe.executor.faults import PageFault
 from pvframe.hookspecs import hookimpl
 from pvframe_xen.hypervisor import abi
 
@@ -104,6 +105,42 @@ class CpuOps:
         self._native(machine).pvop_set_ldt(machine, addr, entries)
         op = abi.MmuextOp(abi.MMUEXT_SET_LDT, addr & 0xFFFFFFFF if entries else 0, entries)
         self._check("mmuext_op:SET_LDT", self.hypervisor(machine).mmuext_op([op]))
+
+    def ldt_first_use(self, machine: Any, offset: int) -> None:
+        """The CPU is about to read the LDT descriptor at byte ``offset`` (wired to
+        ``executor.ldt_access`` by ``attach``). Xen keeps a PV guest's LDT in a shadow area
+        that is mapped on first use: the access faults into Xen, ``map_ldt_shadow_page``
+        takes a ``PGT_seg_desc_page`` reference on the guest frame, validating all its
+        descriptors (``check_descriptor`` refuses e.g. a ring-0 code segment) - Xen
+        ``arch/x86/pv/mm.c`` / ``arch/x86/mm.c``. A page already mapped costs nothing.
+        When Xen refuses the page because a descriptor fails validation, the refusal is
+        counted (``xen_refusals``, ``ldt_use:EFAULT``) and the fault propagated to the
+        guest as Xen's ``handle_gdt_ldt_mapping_fault`` does: a #PF at the descriptor's
+        linear address, error code 0 (an implicit supervisor read). When it refuses for
+        the frame's type (writable mappings: this model's domain builder maps all of a
+        non-PV guest's memory writable, which a real Xen guest would have made read-only),
+        or the page is not mapped for Xen, the refusal is counted (``ldt_use:EBUSY``) and
+        native's result kept; so is an LDT Xen refused at ``MMUEXT_SET_LDT``."""
+        hv = self.hypervisor(machine)
+        vcpu = hv.vcpus[hv.current]
+        if not vcpu.ldt_ents or vcpu.ldt_base != machine.cpu.ldtr.base:
+            return  # Xen refused this LDT at MMUEXT_SET_LDT (counted there): native's runs
+        if (offset >> 12) in vcpu.ldt_frames or hv.map_ldt_shadow_page(offset):
+            return
+        page = self._ldt_page(machine, (vcpu.ldt_base + (offset & ~0xFFF)) & 0xFFFFFFFF)
+        if page is not None and not hv.segdesc_page_valid(page):
+            self.refuse("ldt_use", -abi.EFAULT)
+            raise PageFault(0, (vcpu.ldt_base + offset) & 0xFFFFFFFF)
+        self.refuse("ldt_use", -abi.EBUSY)  # the frame's type, not its descriptors
+
+    @staticmethod
+    def _ldt_page(machine: Any, addr: int) -> bytes | None:
+        """The 4 KiB LDT page at linear ``addr`` as the guest's frame holds it (no side
+        effects); None if unmapped or not RAM."""
+        paddr = machine.mmu.peek(addr)
+        if paddr is None or not machine.memory.is_ram(paddr, 4096):
+            return None
+        return bytes(machine.memory.read_bytes(paddr, 4096))
 
     @hookimpl
     def pvop_load_esp0(self, machine: Any, tss: int, thread: int) -> None:

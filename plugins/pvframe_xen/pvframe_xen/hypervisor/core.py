@@ -423,6 +423,17 @@ class XenHypervisor:
         v.ldt_frames[page] = mfn
         return True
 
+    @staticmethod
+    def segdesc_page_valid(data: bytes) -> bool:
+        """Whether every descriptor of a descriptor page's bytes passes ``check_descriptor``
+        (what ``alloc_segdesc_page`` checks when a frame takes its ``PGT_seg_desc_page``
+        type, Xen ``arch/x86/mm.c``). Tells a descriptor refusal apart from a frame whose
+        type is busy (e.g. writable mappings), the other reason ``map_ldt_shadow_page``
+        fails."""
+        return all(check_descriptor(int.from_bytes(data[i:i + 4], "little"),
+                                    int.from_bytes(data[i + 4:i + 8], "little"))[0]
+                   for i in range(0, len(data) - 7, 8))
+
     def invalidate_shadow_ldt(self, v: Vcpu) -> None:
         """``invalidate_shadow_ldt``: drop the shadow LDT's mappings and their references."""
         for mfn in v.ldt_frames.values():
