@@ -395,3 +395,40 @@ def test_random_x87_programs_match_unicorn(prog: tuple[list[str], int]) -> None:
     sw_ours, sw_theirs = (int.from_bytes(b[160:162], "little") for b in (ours, theirs))
     assert sw_ours & 0x7F00 == sw_theirs & 0x7F00  # C3, TOP, C2, C1, C0
     assert ours[164:168] == theirs[164:168]  # the flags sahf set after each compare
+
+
+# ------------------------------------------------------------------------- precise faults
+PD, PT = 0x100000, 0x101000
+
+
+@pytest.mark.parametrize("load", ["flds", "fldl", "fldt", "fildl", "fildll"])
+def test_push_from_unmapped_page_faults_with_fpu_state_unchanged(load: str) -> None:
+    # libVEX decrements FTOP before the load: the write must be pending, so a #PF on the
+    # load leaves TOP, the tags and the registers as they were (Intel SDM Vol. 3A 6.5:
+    # faults are reported before the instruction changes anything)
+    handler = CODE + 0x800
+    m = Machine(asm(f"fninit\n fld1\n {load} 0x300000\n .org 0x800\n hlt\n"), handlers={14: handler})
+    m.memory.write_u32(PD, PT | 0x7)
+    for i in range(1024):
+        m.memory.write_u32(PT + 4 * i, (i << 12) | (0 if i == 0x300 else 3))
+    m.cpu.cr3 = PD
+    m.mmu.write_cr0(m.cpu.cr0 | 0x80000000)
+    assert m.run(100) == "halted"
+    assert m.cpu.eip == handler + 1 and m.cpu.cr2 == 0x300000
+    assert m.u32(m.cpu.esp + 4) == CODE + 4  # the load's own address
+    assert m.cpu.fpu.top & 7 == 7 and m.cpu.fpu.tag == [0] * 7 + [1]
+    assert m.cpu.fpu.reg[7] == 1.0
+
+
+def test_fnsave_to_unmapped_page_faults_before_initialising() -> None:
+    handler = CODE + 0x800
+    m = Machine(asm("fninit\n fld1\n fnsave 0x300ff0\n .org 0x800\n hlt\n"), handlers={14: handler})
+    m.memory.write_u32(PD, PT | 0x7)
+    for i in range(1024):
+        m.memory.write_u32(PT + 4 * i, (i << 12) | (0 if i == 0x301 else 3))
+    m.cpu.cr3 = PD
+    m.mmu.write_cr0(m.cpu.cr0 | 0x80000000)
+    assert m.run(100) == "halted"
+    assert m.cpu.cr2 == 0x301000  # the image straddles into the unmapped page
+    assert m.memory.read_bytes(0x300FF0, 16) == bytes(16)  # nothing written
+    assert m.cpu.fpu.top & 7 == 7 and m.cpu.fpu.tag[7] == 1
