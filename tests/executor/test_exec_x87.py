@@ -340,7 +340,7 @@ def x87_programs(draw: st.DrawFn) -> tuple[list[str], int]:
         if depth < 8:
             kinds += ["load", "const"]
         if depth >= 1:
-            kinds += ["unary", "store", "cmp0"]
+            kinds += ["unary", "store", "cmp0", "memarith", "intstore"]
         if depth >= 2:
             kinds += ["arith", "xch", "cmp"]
         kind = draw(st.sampled_from(kinds))
@@ -352,13 +352,23 @@ def x87_programs(draw: st.DrawFn) -> tuple[list[str], int]:
             lines.append(draw(st.sampled_from(["fld1", "fldz"])))
             depth += 1
         elif kind == "unary":
-            lines.append(draw(st.sampled_from(["fchs", "fabs", "frndint"])))
+            lines.append(draw(st.sampled_from(["fchs", "fabs", "frndint", "ftst\n fnstsw %ax\n sahf\n"
+                                                "sete %bl\n shl $1, %ebx"])))
         elif kind == "xch":
             lines.append(f"fxch %st({draw(st.integers(1, depth - 1))})")
         elif kind == "store":
             lines.append(f"fstpl {OUT + 8 * outs}" if outs < 12 else "fstp %st(0)")
             outs += 1
             depth -= 1
+        elif kind == "intstore":  # rounds (to nearest even) exact values: both agree
+            lines.append(f"fistpl {OUT + 8 * outs}" if outs < 12 else "fstp %st(0)")
+            outs += 1
+            depth -= 1
+        elif kind == "memarith":
+            ops = ["fadd", "fsub", "fsubr"] + (["fmul"] if muls < _MAX_MUL else [])
+            op = draw(st.sampled_from(ops))
+            muls += op == "fmul"
+            lines.append(f"{op}l {DATA + 8 * draw(st.integers(0, len(_VALUES) - 1))}")
         elif kind in ("cmp", "cmp0"):
             i = draw(st.integers(1, depth - 1)) if kind == "cmp" else 0
             lines.append(f"fcom %st({i})\n fnstsw %ax\n sahf\n setae %bl\n shl $1, %ebx\n"
