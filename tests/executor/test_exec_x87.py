@@ -291,6 +291,16 @@ def test_fldcw_with_unmasked_exceptions_keeps_running() -> None:
     assert m.cpu.eax == 7 and m.memory.read_u16(0x3002) == 0x0F7F
 
 
+@pytest.mark.parametrize("src", ["fisttps (%eax)", "fisttpl (%eax)", "fisttpll (%eax)", "fbld (%eax)"])
+def test_sse3_fisttp_and_undecodable_x87_are_ud(src: str) -> None:
+    handler = CODE + 0x100
+    m = Machine(asm(f"fninit\n fld1\n {src}\n .org 0x100\n hlt\n"), handlers={UD: handler})
+    m.cpu.eax = DATA
+    assert m.run(100) == "halted"
+    assert m.cpu.eip == handler + 1 and m.u32(m.cpu.esp) == CODE + 4
+    assert m.cpu.fpu.tag[7] == 1  # nothing popped
+
+
 # ------------------------------------------------------------------------- CR0
 @pytest.mark.parametrize("cr0_bit", [0x4, 0x8])  # EM, TS
 def test_x87_with_cr0_em_or_ts_raises_nm_before_any_effect(cr0_bit: int) -> None:

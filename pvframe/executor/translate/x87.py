@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pvframe.executor import vexir as V
+from pvframe.executor.fpu import QNAN, f64_bits
 from pvframe.executor.translate.base import Unsupported
 from pvframe.executor.translate.exits import ExitGen
 
@@ -116,8 +117,6 @@ _FLOAT_TYPES = {"Ity_F64": 64, "Ity_F32": 32}
 
 def _float_literal(v: float) -> str:
     if v != v:
-        from pvframe.executor.fpu import QNAN, f64_bits
-
         if f64_bits(v) != f64_bits(QNAN):
             raise Unsupported("NaN constant other than libVEX's QNaN")
         return "QNAN"
@@ -129,6 +128,7 @@ def _float_literal(v: float) -> str:
 class X87Gen(ExitGen):
     """The x87 handlers; they extend the integer ones for the FPU's state and types."""
 
+    #: pending PutIs numbered per block (their index and value locals)
     _pi_count = 0
 
     # ---------------------------------------------------------------- instruction start
@@ -203,7 +203,8 @@ class X87Gen(ExitGen):
         idx = self._index(st.ix, st.bias)
         val = self.atom(st.data)
         if self.stmt_index < self.last_fault:
-            n = X87Gen._pi_count = X87Gen._pi_count + 1
+            self._pi_count += 1
+            n = self._pi_count
             self.emit(f"_pi{n} = {idx}")
             self.emit(f"_pv{n} = {val}")
             self.pending[f"{arr}[_pi{n}]"] = f"_pv{n}"
