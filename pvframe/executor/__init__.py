@@ -36,7 +36,7 @@ TSC via the hook, and the **x87 FPU as libVEX models it** (``fpu.py``: 8 registe
 precision, tags full/empty, rounding mode, C3..C0; loads/stores of every format including
 80-bit, arithmetic, compares, fnstsw/fnstcw/fldcw, fninit, fnsave/frstor, fnstenv/fldenv;
 #NM before any effect if CR0.EM or CR0.TS, fwait #NM if CR0.MP and CR0.TS; the few x87
-instructions libVEX cannot decode, e.g. fbld/fbstp/fdecstp, are #UD). An address-size
+instructions libVEX cannot decode, e.g. fbld/fbstp/fdecstp, and the SSE3 fisttp are #UD). An address-size
 prefix (0x67) on an instruction without a memory operand runs as without it. Not
 executable: **MMX/SSE/SSE2+** (#UD if CR0.EM, #NM if CR0.TS, else #UD; fxsave/fxrstor/ldmxcsr too),
 POPCNT, RDRAND, AVX, 16-bit addressing (0x67 prefix on a memory operand, ``jcxz``/``loop``), real and virtual-8086 mode, PAE

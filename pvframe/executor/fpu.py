@@ -65,8 +65,11 @@ EMWARN_X87_PRECISION = 2
 class X87State:
     """The FPU register file as libVEX models it (see the module docstring)."""
 
+    #: physical registers R0..R7 (ST(i) is ``reg[(top + i) & 7]``)
     reg: list[float] = field(factory=lambda: [0.0] * 8)
+    #: 0 empty, 1 full
     tag: list[int] = field(factory=lambda: [0] * 8)
+    #: FTOP as libVEX keeps it: a push from 0 leaves 0xFFFFFFFF; the stack top is ``top & 7``
     top: int = 0
     round: int = 0
     c3210: int = 0

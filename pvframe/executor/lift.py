@@ -123,6 +123,8 @@ def classify(code: bytes | bytearray | memoryview, off: int = 0) -> str | None:
             return UD
         return PLAIN
     if 0xD8 <= op <= 0xDF:
+        if op in (0xDB, 0xDD, 0xDF) and i + 1 < n and code[i + 1] < 0xC0 and (code[i + 1] >> 3) & 7 == 1:
+            return UD  # fisttp is SSE3 (not advertised); libVEX would run it
         return PLAIN  # x87: libVEX lifts it (translate/x87.py); see is_x87 for the rest
     if op == 0x9B:
         return FWAIT

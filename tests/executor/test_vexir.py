@@ -181,6 +181,11 @@ PROGRAMS = [
     "rep movsb\n",
     "mov %fs:4, %eax\n mov %eax, %gs:(%ebx)\n call *%eax\n",
     "push %ebp\n mov %esp, %ebp\n sub $16, %esp\n leave\n bswap %eax\n xchg %eax, (%ebx)\n ret $4\n",
+    # x87: GetI/PutI, Triop, float constants, dirty helpers with GSPTR
+    "fninit\n fld1\n fldpi\n faddp\n flds (%eax)\n fmull 8(%eax)\n fsqrt\n fxch %st(1)\n"
+    " fcomi %st(1), %st\n fnstsw %ax\n fistpl (%ebx)\n fldt (%ecx)\n fstpt (%ecx)\n",
+    "fnsave (%eax)\n frstor (%eax)\n fnstenv (%ebx)\n fldenv (%ebx)\n fldcw (%ecx)\n fnstcw (%ecx)\n"
+    " fxam\n fprem\n fscale\n fyl2x\n fpatan\n fsin\n frndint\n fildll (%edx)\n fistpll (%edx)\n",
 ]
 
 

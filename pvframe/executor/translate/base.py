@@ -32,6 +32,10 @@ class GenBase:
     STMTS: ClassVar[dict[type, Callable[[Any, Any], None]]] = {}
     #: clean helper (``CCall``) name -> handler returning the call's source text
     CCALLS: ClassVar[dict[str, Callable[[Any, Any], str]]] = {}
+    #: whether the instruction at an address is an x87 one (from its bytes), if known
+    x87_at: Callable[[int], bool] | None = None
+    #: statement indices of the current IRSB's x87 IMarks (the pre-scan's)
+    x87_marks: frozenset[int] = frozenset()
 
     def __init__(self, irsbs: list[V.IRSB], start: int, div_width: Callable[[int], int]):
         self.irsbs = irsbs
@@ -73,6 +77,30 @@ class GenBase:
         self.alias_reads: dict[int, tuple[str, ...]] = {}
         self.forwarded: dict[int, str] = {}
         self.into_reg: dict[int, str] = {}
+
+    # ---------------------------------------------------------------- other units
+    # What the integer handlers do not know they hand to these (the x87 room, :mod:`.x87`,
+    # implements them for the FPU's state and floating-point types); here: refused.
+    def get_other(self, e: Any) -> str:
+        raise Unsupported(f"GET offset {e.offset} ty {e.ty}")
+
+    def const_other(self, e: Any) -> str:
+        raise Unsupported(f"constant of {e.ty}")
+
+    def unop_other(self, e: Any) -> str:
+        raise Unsupported(f"unop {e.op}")
+
+    def binop_other(self, e: Any) -> str:
+        raise Unsupported(f"binop {e.op}")
+
+    def put_other(self, st: Any) -> None:
+        raise Unsupported(f"PUT offset {st.offset}")
+
+    def load_other(self, st: Any) -> None:
+        raise Unsupported(f"load of {st.data.ty}")
+
+    def store_other(self, st: Any) -> None:
+        raise Unsupported("store of a non-integer value")
 
     def emit(self, s: str) -> None:
         self.lines.append("    " * self.ind + s)

@@ -24,7 +24,7 @@ class BlockGen(X87Gen):
         scans = []
         first = 0
         for irsb in self.irsbs:
-            scans.append(self.prescan(irsb, first))
+            scans.append(self.prescan(irsb, first, self.x87_at))
             first += irsb.instructions
         # liveness runs backwards over the whole trace: an IRSB chained to its
         # successor by a plain jump ends in no barrier, so the successor's PUTs can make

@@ -6,6 +6,7 @@ their only use, or computed straight into the guest register they end up in."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -15,6 +16,7 @@ from pvframe.executor.translate.operators import BINOPS, BITS, UNOPS
 from pvframe.executor.translate.registers import GPR_BASES, OFF_EIP, REG32
 from pvframe.executor.vexir import (
     CAS,
+    FPU_STATE,
     ITE,
     Binop,
     CCall,
@@ -22,10 +24,12 @@ from pvframe.executor.vexir import (
     Dirty,
     Exit,
     Get,
+    GetI,
     IMark,
     Load,
     NoOp,
     Put,
+    PutI,
     RdTmp,
     Store,
     Unop,
@@ -96,6 +100,9 @@ class Scan:
     last_use: dict[int, int]
     put_at: dict[str, list[int]]
     fault_idx: dict[int, int]
+    #: statement indices of the IMarks of x87 instructions: each may raise #NM before its
+    #: first statement (a barrier for liveness; :mod:`.x87` emits the check)
+    x87_marks: frozenset[int] = frozenset()
     dead_puts: set[int] = attrs.field(factory=set)
     dead_tmps: set[int] = attrs.field(factory=set)
 
@@ -112,6 +119,7 @@ class DataflowGen(GenBase):
         self.fault_idx = scan.fault_idx
         self.dead_puts = scan.dead_puts
         self.dead_tmps = scan.dead_tmps
+        self.x87_marks = scan.x87_marks
         self.alias = {}
         self.alias_reads = {}
         self.forwarded = {}
@@ -122,26 +130,37 @@ class DataflowGen(GenBase):
 
 
     @staticmethod
-    def prescan(irsb: Any, first_insn: int) -> Scan:
+    def prescan(irsb: Any, first_insn: int, x87_at: Callable[[int], bool] | None = None) -> Scan:
         """Per IRSB (its first instruction has index ``first_insn`` in the trace): the
         last statement index reading each temporary, the PUT indices per register, the
-        last possibly-faulting statement of each instruction and the instructions that
-        access memory. Walks the (flat) IR directly: pyvex's generic
-        ``expressions`` property was most of the translation cost."""
+        last possibly-faulting statement of each instruction, the instructions that
+        access memory and the x87 instructions (by ``x87_at(addr)``, their bytes, if
+        given: libVEX may forward an x87 instruction's FPU-state reads from an earlier
+        one, ``fnstsw`` after ``fcom``; else by their IR touching the FPU's state).
+        Walks the (flat) IR directly: pyvex's generic ``expressions`` property was most
+        of the translation cost."""
         stmts: list[Any] = irsb.statements
         cur_insn = first_insn - 1
         fault_idx: dict[int, int] = {}
         last_use: dict[int, int] = {}
         put_at: dict[str, list[int]] = {}
+        x87: set[int] = set()
+        by_ir = x87_at is None
+        mark = -1
         t_rd = RdTmp
         for idx, st in enumerate(stmts):
             k = type(st)
             if k is IMark:
                 cur_insn += 1
+                mark = idx
+                if x87_at is not None and x87_at(st.addr):
+                    x87.add(idx)
                 continue
             if k is WrTmp:
                 d = st.data
                 kd = type(d)
+                if by_ir and (kd is GetI or (kd is Get and d.offset in FPU_STATE)):
+                    x87.add(mark)
                 if kd is t_rd:
                     last_use[d.tmp] = idx
                 elif kd is Unop or kd is Binop or kd is CCall:
@@ -164,6 +183,8 @@ class DataflowGen(GenBase):
                 elif type(d) is not Const:
                     uses_into(d, idx, last_use)
                 off = st.offset
+                if by_ir and off in FPU_STATE:
+                    x87.add(mark)
                 base = off & ~3 if off < 40 else off
                 name = REG32.get(base)
                 if name is not None:
@@ -176,6 +197,8 @@ class DataflowGen(GenBase):
                 for e in st.expressions:
                     if type(e) is t_rd:
                         last_use[e.tmp] = idx
+                if by_ir and (k is PutI or k is Dirty):
+                    x87.add(mark)
                 if k is Store or k is CAS or k is Dirty or (k is Exit and st.jumpkind not in ("Ijk_Boring", "Ijk_Call", "Ijk_Ret")):
                     fault_idx[cur_insn] = idx
         nx = irsb.next
@@ -183,7 +206,7 @@ class DataflowGen(GenBase):
             last_use[nx.tmp] = len(stmts)
         elif nx is not None and type(nx) is not Const:
             uses_into(nx, len(stmts), last_use)
-        return Scan(irsb, cur_insn, last_use, put_at, fault_idx)
+        return Scan(irsb, cur_insn, last_use, put_at, fault_idx, frozenset(x87))
 
     def liveness(self, sc: Scan, killed: list[bool]) -> list[bool]:
         """One backward pass over the IRSB of ``sc`` (``self.irsb``) computing
@@ -222,7 +245,7 @@ class DataflowGen(GenBase):
             if k is IMark:
                 insn -= 1
                 last_fault = fault_idx.get(insn, -1)
-                if self.barrier_at_imark(stmts, idx):
+                if idx in sc.x87_marks:
                     killed = [False] * TRACKED
                     parts = [()] * TRACKED
                 continue
@@ -298,12 +321,6 @@ class DataflowGen(GenBase):
         sc.dead_puts = dead
         sc.dead_tmps = dead_tmps
         return killed
-
-    def barrier_at_imark(self, stmts: list[Any], idx: int) -> bool:
-        """Whether the instruction starting at ``stmts[idx]`` may raise before its first
-        statement (then no PUT before it may be dropped for one after it). None here;
-        the x87 room's instructions check CR0 first (:mod:`.x87`)."""
-        return False
 
     def _alias_safe(self, tmp: int, name: str, idx: int) -> bool:
         """Whether a GET of register ``name`` into ``tmp`` (statement ``idx``) can be

@@ -48,7 +48,7 @@ class ExprGen(DataflowGen):
     def x_const(self, e: Any) -> str:
         v = e.value
         if type(v) is float:
-            raise Unsupported("float const")
+            return self.const_other(e)
         return hex(v)
 
     def x_tmp(self, e: Any) -> str:
@@ -82,12 +82,12 @@ class ExprGen(DataflowGen):
             if shift:
                 return f"{r} >> {shift} & {MASK[bits]}"
             return f"{r} & {MASK[bits]}"
-        raise Unsupported(f"GET offset {off} ty {e.ty}")
+        return self.get_other(e)
 
     def x_unop(self, e: Any) -> str:
         h = UNOPS.get(e.op)
         if h is None:
-            raise Unsupported(f"unop {e.op}")
+            return self.unop_other(e)
         return h(self.operand(e.args[0]))
 
     def x_binop(self, e: Any) -> str:
@@ -98,7 +98,7 @@ class ExprGen(DataflowGen):
             return f"DIVMODS({self.expr(e.args[0])}, {self.expr(e.args[1])}, {self.cur_div})"
         h = BINOPS.get(op)
         if h is None:
-            raise Unsupported(f"binop {op}")
+            return self.binop_other(e)
         return h(self.atom(e.args[0]), self.atom(e.args[1]))
 
     def x_ite(self, e: Any) -> str:

@@ -95,6 +95,9 @@ class MemoryGen(HelperGen):
 
     def s_store(self, st: Any) -> None:
         bits = self.ty(st.data)
+        if not bits:
+            self.store_other(st)
+            return
         addr = self.simple(self.atom(st.addr))
         val = self.atom(st.data)
         if not (val.isidentifier() or val.startswith("0x")):

@@ -54,6 +54,9 @@ class StmtGen(MemoryGen):
         kd = type(d)
         if kd is Load:
             bits = BITS.get(d.ty, 0)
+            if not bits:
+                self.load_other(st)
+                return
             addr = self.simple(self.atom(d.addr))
             self.load_code(self._load_target(tmp, bits), addr, bits)
             return
@@ -82,7 +85,8 @@ class StmtGen(MemoryGen):
                     d = a0
         if kd is Const:
             self.alias[tmp] = self.x_const(d)
-            self.const[tmp] = d.value
+            if type(d.value) is int:
+                self.const[tmp] = d.value
             return
         if kd is Get:
             if d.offset in SEGS:
@@ -203,7 +207,8 @@ class StmtGen(MemoryGen):
         else:
             base = off & ~3
             if base not in GPR_BASES or bits not in (8, 16):
-                raise Unsupported(f"PUT offset {off} bits {bits}")
+                self.put_other(st)
+                return
             name = REG32[base]
             shift = (off & 3) * 8
             cur = self.reg_name(base)

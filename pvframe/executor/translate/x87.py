@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pvframe.executor import vexir as V
+from pvframe.executor.fpu import QNAN, f64_bits
 from pvframe.executor.translate.base import Unsupported
 from pvframe.executor.translate.exits import ExitGen
 
@@ -116,8 +117,6 @@ _FLOAT_TYPES = {"Ity_F64": 64, "Ity_F32": 32}
 
 def _float_literal(v: float) -> str:
     if v != v:
-        from pvframe.executor.fpu import QNAN, f64_bits
-
         if f64_bits(v) != f64_bits(QNAN):
             raise Unsupported("NaN constant other than libVEX's QNaN")
         return "QNAN"
@@ -126,46 +125,13 @@ def _float_literal(v: float) -> str:
     return repr(v)
 
 
-def touches_fpu(st: Any) -> bool:
-    """Whether statement ``st`` reads or writes the FPU's state (an x87 instruction)."""
-    k = type(st)
-    if k is V.PutI or k is V.Dirty:
-        return True
-    if k is V.Put:
-        return st.offset in V.FPU_STATE
-    if k is V.WrTmp:
-        d = st.data
-        kd = type(d)
-        return kd is V.GetI or (kd is V.Get and d.offset in V.FPU_STATE)
-    return False
-
-
 class X87Gen(ExitGen):
     """The x87 handlers; they extend the integer ones for the FPU's state and types."""
 
+    #: pending PutIs numbered per block (their index and value locals)
     _pi_count = 0
-    #: the instruction at an address is an x87 one (from its bytes), if known
-    x87_at: Callable[[int], bool] | None = None
 
     # ---------------------------------------------------------------- instruction start
-    def barrier_at_imark(self, stmts: list[Any], idx: int) -> bool:
-        return self.is_x87_insn(stmts, idx)
-
-    def is_x87_insn(self, stmts: list[Any], idx: int) -> bool:
-        """Whether the instruction whose IMark is ``stmts[idx]`` is an x87 one: from its
-        bytes when the caller gave ``x87_at`` (libVEX forwards FPU-state reads across
-        instructions: ``fnstsw`` after ``fcom`` reads no state in the IR), else whether
-        its IR touches the FPU's state."""
-        if self.x87_at is not None:
-            return self.x87_at(stmts[idx].addr)
-        for k in range(idx + 1, len(stmts)):
-            st = stmts[k]
-            if type(st) is V.IMark:
-                return False
-            if touches_fpu(st):
-                return True
-        return False
-
     #: the previous instruction was fnsave: the block must end after it
     _after_fsave = False
 
@@ -177,12 +143,12 @@ class X87Gen(ExitGen):
             # The block ends after the fnsave (raised at the next instruction, the
             # executor cuts the trace there), so the next block reads the state anew.
             raise Unsupported("instruction after fnsave")
-        if self.is_x87_insn(self.irsb.statements, self.stmt_index):
+        if self.stmt_index in self.x87_marks:
             self.emit(f"if cpu.cr0 & {_CR0_EM_TS}:")
             self.emit("    raise DeviceNotAvailable()")
 
     # ---------------------------------------------------------------- state
-    def x_get(self, e: Any) -> str:
+    def get_other(self, e: Any) -> str:
         off = e.offset
         sc = FPU_SCALARS.get(off)
         if sc is not None:
@@ -192,7 +158,7 @@ class X87Gen(ExitGen):
         if OFF_FPREG <= off < OFF_FPTAG + 8:
             name = self._fixed_slot(off, e.ty)
             return self.pending.get(name, name)
-        return super().x_get(e)
+        return super().get_other(e)
 
     @staticmethod
     def _fixed_slot(off: int, ty: str) -> str:
@@ -202,7 +168,7 @@ class X87Gen(ExitGen):
             return f"cpu.fpu.tag[{off - OFF_FPTAG}]"
         raise Unsupported(f"FPU state offset {off} ty {ty}")
 
-    def s_put(self, st: Any) -> None:
+    def put_other(self, st: Any) -> None:
         off = st.offset
         if off == OFF_EMNOTE:
             return
@@ -214,7 +180,7 @@ class X87Gen(ExitGen):
             name = self._fixed_slot(off, V.result_type(st.data, self.types))
             self._fpu_write(name, f"p_fs{off}", self.atom(st.data))
             return
-        super().s_put(st)
+        super().put_other(st)
 
     def _fpu_write(self, name: str, local: str, val: str) -> None:
         """Write FPU state ``name``: pending (committed at the instruction's end) before
@@ -237,7 +203,8 @@ class X87Gen(ExitGen):
         idx = self._index(st.ix, st.bias)
         val = self.atom(st.data)
         if self.stmt_index < self.last_fault:
-            n = X87Gen._pi_count = X87Gen._pi_count + 1
+            self._pi_count += 1
+            n = self._pi_count
             self.emit(f"_pi{n} = {idx}")
             self.emit(f"_pv{n} = {val}")
             self.pending[f"{arr}[_pi{n}]"] = f"_pv{n}"
@@ -263,25 +230,22 @@ class X87Gen(ExitGen):
         return f"{i} + {bias} & 7" if bias & 7 else f"{i} & 7"
 
     # ---------------------------------------------------------------- values
-    def x_const(self, e: Any) -> str:
-        v = e.value
-        if type(v) is float:
-            if e.ty not in _FLOAT_TYPES:
-                raise Unsupported(f"constant of {e.ty}")
-            return _float_literal(v)
-        return super().x_const(e)
+    def const_other(self, e: Any) -> str:
+        if e.ty not in _FLOAT_TYPES:
+            return super().const_other(e)
+        return _float_literal(e.value)
 
-    def x_unop(self, e: Any) -> str:
+    def unop_other(self, e: Any) -> str:
         h = FLOAT_UNOPS.get(e.op)
-        if h is not None:
-            return h(self.atom(e.args[0]))
-        return super().x_unop(e)
+        if h is None:
+            return super().unop_other(e)
+        return h(self.atom(e.args[0]))
 
-    def x_binop(self, e: Any) -> str:
+    def binop_other(self, e: Any) -> str:
         h = FLOAT_BINOPS.get(e.op)
-        if h is not None:
-            return h(self.atom(e.args[0]), self.atom(e.args[1]))
-        return super().x_binop(e)
+        if h is None:
+            return super().binop_other(e)
+        return h(self.atom(e.args[0]), self.atom(e.args[1]))
 
     def x_triop(self, e: Any) -> str:
         h = FLOAT_TRIOPS.get(e.op)
@@ -293,31 +257,21 @@ class X87Gen(ExitGen):
         return f"{X87_CCALLS[e.name]}({', '.join(self.atom(a) for a in e.args)})"
 
     # ---------------------------------------------------------------- memory
-    def s_wrtmp(self, st: Any) -> None:
+    def load_other(self, st: Any) -> None:
         d = st.data
-        kd = type(d)
-        if kd is V.Load and d.ty in _FLOAT_TYPES:
-            bits = _FLOAT_TYPES[d.ty]
-            addr = self.simple(self.atom(d.addr))
-            raw = f"_f{st.tmp}"
-            self.load_code(raw, addr, bits)
-            self.emit(f"{self.tp}{st.tmp} = {'I2F32' if bits == 32 else 'I2F64'}({raw})")
-            return
-        if kd is V.Const and type(d.value) is float:
-            self.alias[st.tmp] = self.x_const(d)
-            return
-        if kd is V.Triop or kd is V.GetI:
-            if self.stmt_index in self.dead_tmps:
-                return
-            self.emit(f"{self.tp}{st.tmp} = {self.expr(d)}")
-            return
-        super().s_wrtmp(st)
-
-    def s_store(self, st: Any) -> None:
-        ty = V.result_type(st.data, self.types)
-        bits = _FLOAT_TYPES.get(ty)
+        bits = _FLOAT_TYPES.get(d.ty)
         if bits is None:
-            super().s_store(st)
+            super().load_other(st)
+            return
+        addr = self.simple(self.atom(d.addr))
+        raw = f"_f{st.tmp}"
+        self.load_code(raw, addr, bits)
+        self.emit(f"{self.tp}{st.tmp} = {'I2F32' if bits == 32 else 'I2F64'}({raw})")
+
+    def store_other(self, st: Any) -> None:
+        bits = _FLOAT_TYPES.get(V.result_type(st.data, self.types))
+        if bits is None:
+            super().store_other(st)
             return
         addr = self.simple(self.atom(st.addr))
         self.emit(f"_s = {'F2I32' if bits == 32 else 'F2I64'}({self.atom(st.data)})")
