@@ -379,13 +379,13 @@ class Machine:
         self.mmu.invlpg(addr)
 
     def read_linear(self, addr: int, size: int) -> int:
-        """A supervisor read through the MMU (may raise a guest #PF)."""
-        return int(self.mmu.read(addr & 0xFFFFFFFF, size))
+        """A supervisor read through the MMU (may raise a guest #PF), at any CPL."""
+        return int(self.mmu.read(addr & 0xFFFFFFFF, size, False))
 
     def write_linear(self, addr: int, size: int, value: int) -> None:
         """A supervisor write through the MMU, as the guest's own store would be (self-
         modifying code and page-table edits are noticed as for guest stores)."""
-        self.mmu.write(addr & 0xFFFFFFFF, size, value)
+        self.mmu.write(addr & 0xFFFFFFFF, size, value, False)
 
     def log(self, message: str) -> None:
         """A kernel-log style message from a hook (``printk``), kept with the run."""

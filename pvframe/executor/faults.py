@@ -18,7 +18,7 @@ Delivery (Intel SDM Vol. 3A §6.12 "Exception and interrupt handling", §6.14 fo
   external interrupts and exceptions ignore the gate's DPL;
 * the target code segment is checked against the GDT/LDT: non-null, a code segment with
   DPL <= CPL (else #GP(sel + EXT)), present (else #NP(sel + EXT));
-* a non-conforming target with DPL < CPL is an inter-privilege delivery (§6.12.1): SS:ESP
+* a non-conforming target with DPL < CPL is an inter-privilege delivery (SDM Vol. 3A §6.12.1): SS:ESP
   of that DPL come from the TSS (:func:`pvframe.executor.privilege.inner_stack`, #TS on a
   bad TSS or SS), the old SS and ESP are pushed first on the new stack; CPL becomes the
   DPL. Otherwise the handler runs at CPL on the current stack;

@@ -1,26 +1,26 @@
 """Privilege levels: what changes when CPL changes, and what CPL > 0 may not do.
 
-The rules of Intel SDM Vol. 3A chapter 5 ("Protection") and §6.12 ("Exception and interrupt
-handling") that several instructions share; the instructions themselves stay in
+The rules of Intel SDM Vol. 3A chapter 5 ("Protection") and Vol. 3A §6.12 ("Exception and
+interrupt handling") that several instructions share; the instructions themselves stay in
 :mod:`pvframe.executor.system` (iret, retf, in/out, ...) and :mod:`pvframe.executor.faults`
 (delivery through the IDT), which call these helpers.
 
-* **Stack switch** (§6.12.1, §7.2.1 Figure 7-2): an interrupt or exception whose handler's
+* **Stack switch** (SDM Vol. 3A §6.12.1, Figure 7-2): an interrupt or exception whose handler's
   code segment has a lower DPL than CPL (non-conforming) runs on the stack of that DPL,
   read from the current 32-bit TSS at TR's base: ESPn at offset ``4 + 8n``, SSn at
   ``8 + 8n``. A TSS too short for it -> #TS(TR selector); the new SS must be a writable,
   present data segment with RPL = DPL = the new CPL (#TS(SS + EXT) otherwise, #SS if not
-  present). These TSS reads are supervisor-mode accesses whatever CPL (§4.6).
+  present). These TSS reads are supervisor-mode accesses whatever CPL (SDM Vol. 3A §4.6).
 * **Return to an outer level** (Vol. 2A IRET, RET): after the return, every one of ES, FS,
   GS, DS that holds a data or non-conforming code segment with DPL < the new CPL is loaded
   with a null selector, so the outer level cannot use inner-level segments.
-* **I/O permission** (§18.2 "I/O Permission Bitmap" in the I/O chapter of Vol. 1, Vol. 2
+* **I/O permission** (SDM Vol. 1 §19.5.2 "I/O Permission Bit Map", Vol. 2
   IN/OUT): at CPL > IOPL an ``in``/``out``/``ins``/``outs`` is allowed only if every bit of
   the accessed ports is clear in the TSS's I/O bitmap; the bitmap starts at the 16-bit
   offset at TSS+0x66, two bytes are always read, and any byte beyond the TSS limit
   counts as set (#GP(0)). Linux 6.1 emulates ``iopl(3)`` with an all-clear bitmap
   (arch/x86/kernel/ioport.c), older kernels set EFLAGS.IOPL: both work here.
-* **Privileged instructions** (§5.9): at CPL > 0 they raise #GP(0) (:data:`CPL0_ONLY`, and
+* **Privileged instructions** (SDM Vol. 3A §5.9): at CPL > 0 they raise #GP(0) (:data:`CPL0_ONLY`, and
   ``mov`` to or from CR/DR in ``op_mov``); ``cli``/``sti`` need CPL <= IOPL; ``rdtsc`` with
   CR4.TSD and ``rdpmc`` without CR4.PCE are CPL0-only.
 

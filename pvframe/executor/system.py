@@ -480,8 +480,8 @@ class System:
         cur = cpu.eflags
         if cpl == 0:
             mask = POPF_MASK | RF | VIF | VIP
-        else:
-            mask = POPF_MASK & ~(0x3000 | IF_MASK)
+        else:  # RF, AC, ID at any CPL; IF only at CPL <= IOPL; IOPL, VIF, VIP only at CPL0
+            mask = (POPF_MASK | RF) & ~(0x3000 | IF_MASK)
             if cpl <= iopl(cpu.eflags_sys):
                 mask |= IF_MASK
         cpu.eflags = (cur & ~mask) | (fl & mask)

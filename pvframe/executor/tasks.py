@@ -1,4 +1,4 @@
-"""Hardware task switches (Intel SDM Vol. 3A chapter 7, "Task management", §7.3).
+"""Hardware task switches (Intel SDM Vol. 3A chapter 7, "Task management", Vol. 3A §7.3).
 
 A task switch is started by ``ljmp``/``lcall`` to a TSS descriptor or a task gate (GDT or
 LDT), by an interrupt or exception whose IDT entry is a task gate (Linux 6.1 on i386 takes
@@ -6,7 +6,7 @@ LDT), by an interrupt or exception whose IDT entry is a task gate (Linux 6.1 on 
 the task named by the current TSS's back link). Only 32-bit TSSs (types 9 available,
 11 busy) are supported; a 16-bit TSS is refused like a wrong descriptor type.
 
-What :func:`switch_task` does, in the SDM's order (§7.3 steps 1-13):
+What :func:`switch_task` does, in the SDM's order (SDM Vol. 3A §7.3 steps 1-13):
 
 1. checks: for ``jmp``/``call`` the TSS descriptor's (or task gate's) DPL >= max(CPL, RPL)
    else #GP(sel); a task gate must name a TSS descriptor in the GDT (#GP(sel) otherwise,
@@ -32,7 +32,7 @@ shadow or hypervisor page tables in step, as for ``mov %cr3``), setting CR0.TS t
 ``write_cr0`` (Xen tracks TS with ``fpu_taskswitch``), LDTR through ``set_ldt`` (as
 ``lldt``); TR, the TSS memory and the busy bits are written directly, as the CPU does
 (no paravirt op exists for a task switch: Linux never executes one on Xen, whose PV ABI
-has no task gates). The TSS is accessed with supervisor-mode accesses (§4.6).
+has no task gates). The TSS is accessed with supervisor-mode accesses (SDM Vol. 3A §4.6).
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def _load_ldt(sysm: System, ldt: int, ext: int) -> None:
 
 
 def _load_segments(sysm: System, sregs: dict[str, int], ext: int) -> None:
-    """Load CS, SS, DS, ES, FS, GS of the new task (SDM §7.3 step 12 and Table 7-1's
+    """Load CS, SS, DS, ES, FS, GS of the new task (SDM Vol. 3A §7.3 step 12 and Table 7-1's
     #TS/#NP/#SS conditions); CPL is the new CS's RPL."""
     cpu = sysm.cpu
     cs = sregs["cs"]

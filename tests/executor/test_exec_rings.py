@@ -146,7 +146,7 @@ IO_INSNS = ["in $0x60, %al", "out %al, $0x80", "inl (%dx), %eax", "outsb", "insb
 
 @pytest.mark.parametrize("insn", IO_INSNS)
 def test_io_at_cpl3_without_iopl_or_bitmap_is_gp(insn: str) -> None:
-    """SDM Vol. 1 §18.5.2 / Vol. 2 IN, OUT, INS, OUTS: CPL > IOPL and the port's bit set in
+    """SDM Vol. 1 §19.5.2 / Vol. 2 IN, OUT, INS, OUTS: CPL > IOPL and the port's bit set in
     the I/O bitmap -> #GP(0), nothing transferred. (Unicorn 2.1.4 performs I/O at CPL3
     whatever IOPL and the bitmap say: tests/test_unicorn_ref.py, so no diff here.)"""
     code = user_program(f" mov $0x61, %edx\n mov ${UDS}, %ax\n mov %ax, %ds\n mov %ax, %es\n"
@@ -178,7 +178,7 @@ def test_io_at_cpl3_allowed_by_iopl_or_the_tss_bitmap(how: str) -> None:
 
 
 def test_io_bitmap_beyond_the_tss_limit_is_gp() -> None:
-    """The two bitmap bytes read must lie within the TSS limit (SDM Vol. 1 §18.5.2)."""
+    """The two bitmap bytes read must lie within the TSS limit (SDM Vol. 1 §19.5.2)."""
     code = user_program(" out %al, $0x70\n int3\n")
     m = ring_machine(code, (0x70,))
     m.memory.write_bytes(GDT + TSS_SEL, descriptor(TSS, 0x68 + (0x70 >> 3), 0x89, 0x0))
@@ -439,3 +439,43 @@ def test_user_fetch_of_a_supervisor_page_faults_even_when_the_block_is_cached() 
     assert isinstance(exc, PageFault) and exc.error_code == 5 and exc.address == ksub
     u = ring_unicorn(code)
     assert first_event_unicorn(u) == (vector, state)
+
+
+# ---------------------------------------------------------------- properties
+@settings(max_examples=60, deadline=None)
+@given(port=st.integers(0, 0xFFFF), size=st.sampled_from([1, 2, 4]), iopl=st.integers(0, 3),
+       allowed=st.lists(st.integers(-3, 3), max_size=4))
+def test_io_permission_at_cpl3_follows_iopl_and_every_bitmap_bit(port: int, size: int, iopl: int,
+                                                                 allowed: list[int]) -> None:
+    """An ``in`` of ``size`` bytes at ``port`` from CPL3 is allowed iff IOPL = 3 or every one
+    of the ``size`` ports' bits is clear (SDM Vol. 1 §19.5.2); the bitmap's last byte is
+    the terminating 0xFF, so ports near 0xFFFF stay denied."""
+    ports = tuple(sorted({(port + d) & 0xFFFF for d in allowed}))
+    reg = {1: "%al", 2: "%ax", 4: "%eax"}[size]
+    code = user_program(f" mov ${port:#x}, %edx\n in (%dx), {reg}\n int3\n", fl=0x2 | (iopl << 12))
+    m = ring_machine(code, ports)
+    ev = first_event(m)
+    assert ev is not None
+    ok = iopl == 3 or all(((port + k) & 0xFFFF) in ports and port + k <= 0xFFFF for k in range(size))
+    note(f"ports={ports} ok={ok}")
+    assert ev[0] == (3 if ok else 13)
+    assert bool(m.env.io) == ok
+
+
+@settings(max_examples=40, deadline=None)
+@given(popped=st.integers(0, 0xFFFFFFFF), iopl=st.integers(0, 3), use_iret=st.booleans())
+def test_popf_and_iret_flag_rules_at_cpl3_like_unicorn(popped: int, iopl: int, use_iret: bool) -> None:
+    """popf/iret at CPL3 (SDM Vol. 2B POPF, Vol. 2A IRET): IOPL never changes, IF only when
+    IOPL = 3, VIF/VIP never, RF only through iret; diffed against Unicorn with random
+    EFLAGS images."""
+    popped &= ~(0x20000 | 0x100)  # (VM: virtual-8086 mode is not modelled; TF traps at once)
+    if use_iret:
+        body = f" pushl ${popped:#x}\n pushl ${UCS}\n pushl $1f\n iret\n1:\n pushf\n popl %ebx\n int3\n"
+    else:
+        body = f" pushl ${popped:#x}\n popf\n pushf\n popl %ebx\n int3\n"
+    mine, ref = both(user_program(body, fl=0x202 | (iopl << 12)))
+    # Unicorn's pushf copies RF into the image; the SDM (PUSHF) says it is stored clear
+    ref[1]["ebx"] &= ~0x10000  # type: ignore[index]
+    assert mine == ref
+    assert (mine[1]["ebx"] >> 12) & 3 == iopl  # type: ignore[index]
+    assert not mine[1]["ebx"] & 0x10000  # type: ignore[index]
