@@ -22,7 +22,7 @@ import attrs
 from pvframe import plugins
 from pvframe.executor import Executor, faults
 from pvframe.executor.state import IF_MASK, CPUState
-from pvframe.platform import loader
+from pvframe.platform import cpu_models, loader
 from pvframe.platform.memory import PhysicalMemory
 from pvframe.platform.mmu import MMU
 from pvframe.platform.pc import Platform
@@ -139,9 +139,23 @@ class MachineConfig:
     """What a machine is built with. Defaults model a small 1 GHz uniprocessor PC."""
 
     ram_size: int = attrs.field(default=64 * MiB)
-    tsc_hz: int = 1_000_000_000
+    #: the processor model by name (:data:`pvframe.platform.cpu_models.MODELS`)
+    cpu: str = attrs.field(default=cpu_models.DEFAULT_MODEL)
+    #: TSC rate; default: the model's nominal rate
+    tsc_hz: int = attrs.field(
+        default=attrs.Factory(lambda self: cpu_models.cpu_model(self.cpu).tsc_hz, takes_self=True)
+    )
     cycles_per_instruction: int = 1
     cpus: int = 1
+
+    @cpu.validator
+    def _check_cpu(self, _a: Any, value: str) -> None:
+        cpu_models.cpu_model(value)  # an unknown name: one-line ValueError
+
+    @tsc_hz.validator
+    def _check_tsc(self, _a: Any, value: int) -> None:
+        if not 1_000_000 <= value <= 100_000_000_000:
+            raise ValueError(f"tsc_hz {value} must be between 1 MHz and 100 GHz")
 
     @ram_size.validator
     def _check_ram(self, _a: Any, value: int) -> None:
@@ -223,7 +237,9 @@ class Machine:
             cpus=self.config.cpus,
             stop=self.stop,
             icount=lambda: self.cpu.icount,
+            cpu_model=self.config.cpu,
         )
+        self.platform.apic_base_listeners.append(self._apic_moved)
         self.bound = plugins.bind(
             backend, self, backends=backends, trace=trace, extra_plugins=extra_plugins
         )
@@ -250,6 +266,12 @@ class Machine:
                     f"backend {backend!r}: attach(machine) raised "
                     f"{plugins.describe_failure(exc)}"
                 ) from exc
+
+    def _apic_moved(self, base: int | None) -> None:
+        """IA32_APIC_BASE moved or disabled the APIC page: route memory accordingly and
+        drop the MMU's fast maps (a page that became the APIC is no longer RAM)."""
+        self.memory.set_apic_base(base)
+        self.mmu.flush_all()
 
     # ------------------------------------------------------------------ loading
 

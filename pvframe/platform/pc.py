@@ -27,11 +27,14 @@ count of the last :meth:`service` call.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 from pvframe.platform.bus import IOPortBus, MMIOMap
+from pvframe.platform import cpu_models
+from pvframe.platform.cpu_models import DEFAULT_MODEL, CpuModel
 from pvframe.platform.devices.apic import APIC_BASE, APIC_PAGE_SIZE, LocalApic
 from pvframe.platform.devices.cmos import CMOS_INDEX, DEFAULT_EPOCH, CmosRtc
 from pvframe.platform.devices.debug_exit import DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, DebugExit
@@ -41,6 +44,7 @@ from pvframe.platform.devices.pit import PIT_BASE, PORT_B, Pit8254
 from pvframe.platform.devices.port80 import POST_PORT, Port80
 from pvframe.platform.devices.router import InterruptRouter
 from pvframe.platform.devices.uart import Uart16550
+from pvframe.platform.msrs import MsrFile
 from pvframe.platform.timebase import TimeBase
 
 StopCallback = Callable[..., Any]
@@ -62,8 +66,14 @@ class Platform:
         icount: Callable[[], int] | None = None,
         bus_hz: int | None = None,
         rtc_epoch: dt.datetime = DEFAULT_EPOCH,
+        cpu_model: CpuModel | str = DEFAULT_MODEL,
     ) -> None:
         self.ram_size = ram_size
+        self.cpus = cpus
+        #: the processor (CPUID leaves, which MSRs exist) and its MSRs
+        self.cpu_model = (
+            cpu_model if isinstance(cpu_model, CpuModel) else cpu_models.cpu_model(cpu_model)
+        )
         self.stop_reason: str | None = None
         self.exit_code: int | None = None
         self._stop_cb = stop
@@ -92,7 +102,30 @@ class Platform:
         self.bus.register(COM1, 8, self.uart, "com1")
         self.bus.register(FW_CFG_PORT_SEL, 2, self.fw_cfg, "fw_cfg")
         self.mmio.register(APIC_BASE, APIC_PAGE_SIZE, self.apic, "local-apic")
+        self.msrs = MsrFile(self.cpu_model, self.timebase.now_tsc)
+        #: called with the APIC page's new base (None: disabled) after the MMIO map moved
+        self.apic_base_listeners: list[Callable[[int | None], None]] = []
+        self.apic.on_base_change = self._apic_moved
 
+    # ------------------------------------------------------------------ CPU
+
+    def _apic_moved(self, base: int | None) -> None:
+        self.mmio.unregister("local-apic")
+        if base is not None:
+            # the page shadows anything else there; the memory routing sends it to the APIC
+            with contextlib.suppress(ValueError):
+                self.mmio.register(base, APIC_PAGE_SIZE, self.apic, "local-apic")
+        for listener in self.apic_base_listeners:
+            listener(base)
+
+    def cpuid(self, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
+        """CPUID of this machine's processor now (the APIC flag follows IA32_APIC_BASE,
+        the maximum leaf IA32_MISC_ENABLE; leaf 1 loads BIOS_SIGN_ID)."""
+        self.msrs.cpuid_executed(leaf)
+        return self.cpu_model.cpuid(
+            leaf, subleaf, apic_enabled=self.apic.globally_enabled,
+            limit_maxval=self.msrs.limit_cpuid, cpus=self.cpus,
+        )
     # ------------------------------------------------------------------ stopping
 
     def _stop(self, reason: str, exit_code: int | None = None) -> None:
