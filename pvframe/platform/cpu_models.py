@@ -83,7 +83,8 @@ class CpuModel:
     #: highest extended leaf, or 0 for parts without extended leaves
     max_ext_leaf: int = 0
     ext_ecx: int = 0
-    brand: str = ""
+    #: up to 47 ASCII characters (leaves 0x80000002-4 end in a NUL)
+    brand: str = attrs.field(default="")
     leaf2: Regs = (0, 0, 0, 0)
     #: CPUID leaf 4 sub-leaves (EAX..EDX, EAX's bits 31..14 filled in for one core)
     leaf4: tuple[Regs, ...] = ()
@@ -99,6 +100,11 @@ class CpuModel:
     feature_control: int | None = None
     variable_mtrrs: int = 8
     vendor: bytes = b"GenuineIntel"
+
+    @brand.validator
+    def _check_brand(self, _a: object, value: str) -> None:
+        if len(value.encode("ascii")) > 47:
+            raise ValueError(f"brand string of {self.name!r} is longer than 47 characters")
 
     @property
     def signature(self) -> int:
@@ -192,7 +198,7 @@ MODELS: dict[str, CpuModel] = {
             | MCA | CMOV | PAT | PSE36 | CLFSH | MMX | FXSR | SSE | SSE2,
             ecx=SSE3 | SSSE3 | CX16,
             max_leaf=0xA, max_ext_leaf=0x80000008, ext_ecx=LAHF_LM,
-            brand="Intel(R) Core(TM)2 CPU (pvframe 32-bit) @ 1.00GHz",
+            brand="Intel(R) Core(TM)2 CPU (pvframe) @ 1.00GHz",
             leaf2=(0x04B0B101, 0x005657F0, 0, 0x2CB43049),
             leaf4=(
                 _cache(1, 1, 8, 64, 32 << 10), _cache(2, 1, 8, 64, 32 << 10),

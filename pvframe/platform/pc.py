@@ -32,8 +32,8 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from pvframe.platform.bus import IOPortBus, MMIOMap
 from pvframe.platform import cpu_models
+from pvframe.platform.bus import IOPortBus, MMIOMap
 from pvframe.platform.cpu_models import DEFAULT_MODEL, CpuModel
 from pvframe.platform.devices.apic import APIC_BASE, APIC_PAGE_SIZE, LocalApic
 from pvframe.platform.devices.cmos import CMOS_INDEX, DEFAULT_EPOCH, CmosRtc
