@@ -39,9 +39,12 @@ STOP_TRIPLE = "triple-fault"
 STOP_BACKEND = "backend-error"
 STOP_WALL = "wall-clock-limit"
 STOP_UNSUPPORTED = "unsupported"
+#: the chipset was asked to reset the machine (port 0xCF9, port 0x92 bit 0)
+STOP_RESET = "reset"
 #: every way a run can end; anything else is a bug of the framework
 STOP_REASONS = frozenset({
     STOP_HALTED, STOP_EXIT, STOP_LIMIT, STOP_TRIPLE, STOP_BACKEND, STOP_WALL, STOP_UNSUPPORTED,
+    STOP_RESET,
 })
 
 

@@ -10,9 +10,15 @@ Port map (PC/AT conventions; QEMU's ``pc`` machine for the QEMU-specific devices
 0x80           POST port             (:mod:`.devices.port80`)
 0xA0-0xA1      8259 slave
 0xF4-0xF7      QEMU isa-debug-exit   (:mod:`.devices.debug_exit`)
-0x3F8-0x3FF    16550 UART, COM1, IRQ 4 (:mod:`.devices.uart`)
+0x92           system control port A (fast A20, bit 0 reset) (:mod:`.devices.pci`)
+0x3F8-0x3FF    16550A UART, COM1, IRQ 4 (:mod:`.devices.uart`)
+0x4D0-0x4D1    ELCR (8259 edge/level per input, PIIX3)
 0x510-0x511    QEMU fw_cfg           (:mod:`.devices.fw_cfg`)
+0xCF8-0xCFF    PCI configuration mechanism #1; 0xCF9 (byte) reset control
 =============  =======================================================
+
+Every other port reads all ones and ignores writes (:mod:`.bus`: an ISA open bus).
+A reset request (0xCF9, port 0x92 bit 0) stops the machine with ``reset``.
 
 The local APIC page (physical 0xFEE00000-0xFEE00FFF) is reached through
 :meth:`Platform.apic_read` / :meth:`Platform.apic_write` (the ``apic_read``/``apic_write``
@@ -39,7 +45,8 @@ from pvframe.platform.devices.apic import APIC_BASE, APIC_PAGE_SIZE, LocalApic
 from pvframe.platform.devices.cmos import CMOS_INDEX, DEFAULT_EPOCH, CmosRtc
 from pvframe.platform.devices.debug_exit import DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, DebugExit
 from pvframe.platform.devices.fw_cfg import FW_CFG_PORT_SEL, FwCfg
-from pvframe.platform.devices.pic import MASTER_CMD, SLAVE_CMD, PICPair
+from pvframe.platform.devices.pci import CONFIG_ADDRESS, PciHost, Port92
+from pvframe.platform.devices.pic import ELCR_PORT, MASTER_CMD, SLAVE_CMD, PICPair
 from pvframe.platform.devices.pit import PIT_BASE, PORT_B, Pit8254
 from pvframe.platform.devices.port80 import POST_PORT, Port80
 from pvframe.platform.devices.router import InterruptRouter
@@ -91,6 +98,8 @@ class Platform:
         self.fw_cfg = FwCfg(ram_size=ram_size, nb_cpus=cpus)
         self.cmos = CmosRtc(self.timebase, epoch=rtc_epoch)
         self.port80 = Port80()
+        self.pci = PciHost(reset=self._reset)
+        self.port92 = Port92(reset=self._reset)
 
         self.bus.register(MASTER_CMD, 2, self.pic, "pic-master")
         self.bus.register(SLAVE_CMD, 2, self.pic, "pic-slave")
@@ -101,6 +110,9 @@ class Platform:
         self.bus.register(DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, self.debug_exit, "debug-exit")
         self.bus.register(COM1, 8, self.uart, "com1")
         self.bus.register(FW_CFG_PORT_SEL, 2, self.fw_cfg, "fw_cfg")
+        self.bus.register(ELCR_PORT, 2, self.pic, "elcr")
+        self.bus.register(CONFIG_ADDRESS, 8, self.pci, "pci-config")
+        self.bus.register(0x92, 1, self.port92, "port-a")
         self.mmio.register(APIC_BASE, APIC_PAGE_SIZE, self.apic, "local-apic")
         self.msrs = MsrFile(self.cpu_model, self.timebase.now_tsc)
         #: called with the APIC page's new base (None: disabled) after the MMIO map moved
@@ -134,6 +146,10 @@ class Platform:
             self.exit_code = exit_code
         if self._stop_cb is not None:
             self._stop_cb(reason, exit_code)
+
+    def _reset(self) -> None:
+        """A chipset reset request: the run ends (QEMU with ``-no-reboot``)."""
+        self._stop("reset")
 
     # ------------------------------------------------------------------- console
 
