@@ -97,13 +97,13 @@ class PciHost:
         factory=lambda: {(0, 0, 0): i440fx_host_bridge(), (0, 1, 0): piix3_isa_bridge()}
     )
 
-    def _target(self) -> tuple[PciFunction | None, int] | None:
-        """The addressed function (None if absent) and register, or None when disabled."""
+    def _target(self) -> tuple[PciFunction, int] | None:
+        """The addressed function and register; None when disabled or absent."""
         a = self.address
         if not a & 0x80000000:
             return None
-        bdf = ((a >> 16) & 0xFF, (a >> 11) & 0x1F, (a >> 8) & 7)
-        return self.functions.get(bdf), a & 0xFC
+        fn = self.functions.get(((a >> 16) & 0xFF, (a >> 11) & 0x1F, (a >> 8) & 7))
+        return None if fn is None else (fn, a & 0xFC)
 
     def io_read(self, port: int, size: int) -> int:
         if port == CONFIG_ADDRESS and size == 4:
@@ -113,7 +113,7 @@ class PciHost:
         if port < CONFIG_DATA:
             return (1 << (8 * size)) - 1
         target = self._target()
-        if target is None or target[0] is None:
+        if target is None:
             return (1 << (8 * size)) - 1
         fn, reg = target
         off = port - CONFIG_DATA
@@ -133,7 +133,7 @@ class PciHost:
         if port < CONFIG_DATA:
             return
         target = self._target()
-        if target is None or target[0] is None:
+        if target is None:
             return
         fn, reg = target
         off = port - CONFIG_DATA
