@@ -22,7 +22,7 @@ import attrs
 from pvframe import plugins
 from pvframe.executor import Executor, faults
 from pvframe.executor.state import IF_MASK, CPUState
-from pvframe.platform import cpu_models, loader
+from pvframe.platform import cpu_models, firmware, loader
 from pvframe.platform.memory import PhysicalMemory
 from pvframe.platform.mmu import MMU
 from pvframe.platform.pc import Platform
@@ -324,7 +324,20 @@ class Machine:
         self.mmu.write_cr4(0)
         self.mmu.write_cr3(0)
         self.mmu.write_cr0(0x11)
+        self.install_firmware()
         self.pvcall.install()
+
+    def install_firmware(self) -> list[tuple[int, int]]:
+        """Write the MP and ACPI tables (:mod:`pvframe.platform.firmware`) into the
+        firmware area, except where the loaded image lies. Returns what was written."""
+        loaded = self.boot.loaded if self.boot is not None else ()
+
+        def busy(addr: int, n: int) -> bool:
+            return any(r.start < addr + n and r.end > addr for r in loaded)
+
+        if self.config.ram_size < 0x100000:
+            return []
+        return firmware.install(self.memory.write_bytes, self.platform.firmware_facts(), busy)
 
     # --------------------------------------------------------------- env protocol
 

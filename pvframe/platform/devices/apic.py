@@ -255,6 +255,8 @@ class LocalApic:
     bsp: bool = True
     initial_apic_id: int = 0
     on_base_change: Callable[[int | None], None] | None = None
+    #: EOI broadcast of a level-triggered vector (the I/O APIC's remote IRR)
+    level_eoi: Callable[[int], None] | None = None
 
     # ------------------------------------------------------------ IA32_APIC_BASE
 
@@ -365,10 +367,13 @@ class LocalApic:
         return v
 
     def eoi(self) -> None:
-        """Clear the highest-priority ISR bit (SDM §10.8.5)."""
+        """Clear the highest-priority ISR bit (SDM §10.8.5); for a level-triggered vector
+        (its TMR bit set) the EOI is broadcast to the I/O APICs (``level_eoi``)."""
         v = self._highest(self.isr)
         if v is not None:
             self.isr &= ~(1 << v)
+            if self.tmr >> v & 1 and self.level_eoi is not None:
+                self.level_eoi(v)
 
     def accept(self, vector: int, level: bool = False) -> None:
         """Accept a fixed interrupt into IRR (illegal vectors 0-15 set ESR bit 6)."""

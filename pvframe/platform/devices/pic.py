@@ -25,6 +25,8 @@ bases 0x08 / 0x70, all inputs masked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 
 ELCR_PORT = 0x4D0
@@ -163,6 +165,8 @@ class PICPair:
     slave: I8259 = attrs.field(factory=lambda: I8259(vector_base=0x70))
     acks: int = 0
     spurious: int = 0
+    #: other chips on the same ISA IRQ lines (the I/O APIC): ``listener(irq, level)``
+    line_listeners: list[Callable[[int, bool], None]] = attrs.field(factory=list)
 
     def __attrs_post_init__(self) -> None:
         # IR2 of the master is the cascade input: leave it unmasked after "BIOS".
@@ -171,12 +175,14 @@ class PICPair:
     # ------------------------------------------------------------- device side
 
     def set_irq(self, irq: int, level: bool) -> None:
-        """Drive ISA IRQ line ``irq`` (0-15) to ``level``."""
+        """Drive ISA IRQ line ``irq`` (0-15) to ``level`` (the I/O APIC sees it too)."""
         if irq >= 8:
             self.slave.set_line(irq - 8, level)
         else:
             self.master.set_line(irq, level)
         self._cascade()
+        for listener in self.line_listeners:
+            listener(irq, level)
 
     def pulse_irq(self, irq: int) -> None:
         """A rising then falling edge on ``irq`` (an edge-triggered event)."""
