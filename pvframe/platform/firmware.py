@@ -18,11 +18,11 @@ range                  e820      content
 0xA0000 - 0xBFFFF      (none)    legacy VGA window: no device decodes it
 0xC0000 - 0xDFFFF      reserved  option ROMs (the VMI backend's ROM at 0xC0000)
 0xE0000 - 0xEFFFF      reserved  ACPI tables: RSDP at :data:`RSDP_ADDR` (16-byte aligned,
-                                 where ACPI 2.0 §5.2.5.1 says to search), RSDT, FADT,
+                                 where ACPI Specification 2.0 §5.2.5.1 says to search), RSDT, FADT,
                                  FACS, DSDT, MADT
 0xF0000 - 0xFFFFF      reserved  BIOS area: the paravirt call ROM (0xF0000, 4 KiB), the
                                  MP floating pointer at :data:`MP_FLOAT_ADDR` and its
-                                 configuration table (MP spec 1.4 §4: searched in
+                                 configuration table (MP Spec 1.4 §4: searched in
                                  0xF0000-0xFFFFF)
 0x100000 - RAM end     RAM       extended memory
 0xFEC00000 (4 KiB)     reserved  I/O APIC
@@ -30,16 +30,16 @@ range                  e820      content
 =====================  ========  ==========================================================
 
 Formats: Intel MultiProcessor Specification 1.4 §4 (floating pointer, configuration table
-header, processor/bus/I/O APIC/I/O interrupt/local interrupt entries); ACPI 2.0 §5.2
+header, processor/bus/I/O APIC/I/O interrupt/local interrupt entries); ACPI Specification 2.0 §5.2
 (RSDP revision 0 with an RSDT, table headers with byte checksums summing to zero; FADT
-revision 1 of ACPI 1.0b §5.2.8, 116 bytes; FACS §5.2.9; DSDT with an empty AML body;
+revision 1 of ACPI Specification 1.0b §5.2.8, 116 bytes; FACS §5.2.9; DSDT with an empty AML body;
 MADT §5.2.10.4 with processor local APIC, I/O APIC, interrupt source overrides for IRQ 0
 -> GSI 2 and the SCI, IRQ 9 level/active high, and the local APIC NMI on LINT1). No HPET
 table: this platform has no HPET.
 
 Unassigned physical memory (above RAM, outside the I/O APIC and local APIC pages) reads all
 ones and ignores writes: on a PC such a read is a master abort on the host bridge, which
-completes it with all ones (PCI 2.1 §3.7.4.1), and that is what probing code expects to
+completes it with all ones (PCI Local Bus Specification 2.1 §3.7.4.1), and that is what probing code expects to
 see for "nothing here".
 """
 
@@ -142,7 +142,7 @@ class MachineFacts:
 # --------------------------------------------------------------------------- MP table
 def mp_tables(facts: MachineFacts) -> tuple[bytes, bytes]:
     """The MP floating pointer (at :data:`MP_FLOAT_ADDR`) and configuration table (at
-    :data:`MP_CONFIG_ADDR`), MP spec 1.4 §4."""
+    :data:`MP_CONFIG_ADDR`), MP Spec 1.4 §4."""
     entries = [
         struct.pack("<BBBBII8x", 0, facts.lapic_id, LAPIC_VERSION, 0x03,  # enabled, BSP
                     facts.cpu_signature, facts.cpu_features),

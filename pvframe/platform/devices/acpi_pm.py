@@ -1,6 +1,6 @@
 """ACPI fixed-hardware power-management registers at 0x600 (PIIX4-style, as QEMU places them).
 
-ACPI 2.0 §4.7.3 ("Fixed Hardware Registers") and §4.7.3.3 ("Power Management Timer"):
+ACPI Specification 2.0 §4.7.3 ("Fixed Hardware Registers") and §4.7.3.3 ("Power Management Timer"):
 
 =======  ==== ===============================================================
 port     size register

@@ -1,6 +1,6 @@
 """Intel 82093AA I/O APIC at 0xFEC00000: 24 redirection entries, delivering to the local APIC.
 
-Per the 82093AA datasheet (order no. 290566), §3 "Register Description": the CPU reaches
+Per the 82093AA datasheet (order no. 290566), section 3 "Register Description": the CPU reaches
 the registers indirectly through IOREGSEL (offset 0x00, bits 7..0 select a register) and
 IOWIN (offset 0x10, the selected 32-bit register). Registers:
 
@@ -20,7 +20,7 @@ Inputs: on a PC the ISA IRQ lines reach the I/O APIC pin of the same number, exc
 ACPI's MADT announce; pin 0 receives the 8259's INTR, pin 2's ISA cascade is unused),
 as on the PIIX3-based boards QEMU models. Pins 16-23 (PCI PIRQs) have nothing attached.
 
-Delivery (datasheet §2.4, SDM Vol. 3A §10.11-10.12 for the message's meaning): an
+Delivery (datasheet, section 2.4, SDM Vol. 3A §10.11-10.12 for the message's meaning): an
 unmasked edge-triggered pin sends its vector on an asserting edge; a level-triggered
 pin sends it while asserted and remote IRR is clear, then sets remote IRR until the
 local APIC's EOI for that vector (a level interrupt sets its TMR bit; the EOI is

@@ -8,12 +8,12 @@ addressed dword's bytes, so a byte or word access at 0xCFC + n reaches register 
 ``(address & 0xFC) + n``. With the enable bit clear the data window is not decoded (reads
 all ones). Only a dword access to 0xCF8 addresses CONFIG_ADDRESS (a reads back the
 latched value); on the PIIX3 a *byte* access to 0xCF9 is the reset control register
-(Intel 82371SB PIIX3 datasheet §4.1.17 "RC - Reset Control Register"): bit 1 chooses a
+(Intel 82371SB PIIX3 datasheet, section 4.1.17 "RC - Reset Control Register"): bit 1 chooses a
 hard (system) reset, a 0→1 transition of bit 2 starts it; the machine then stops with
 ``reset`` (as QEMU with ``-no-reboot``).
 
 A configuration read of a device that does not exist returns all ones (the host bridge's
-master abort, PCI 2.1 §3.7.4.1), which is how Linux's ``pci_scan_slot`` finds an empty
+master abort, PCI Local Bus Specification 2.1 §3.7.4.1), which is how Linux's ``pci_scan_slot`` finds an empty
 slot (vendor ID 0xFFFF). Bus 0 holds:
 
 ========  =========  ===============================================================
@@ -144,7 +144,7 @@ class PciHost:
 class Port92:
     """System control port A (0x92, PS/2 "fast A20 and init"): bit 1 A20 gate (stored:
     this machine never wraps at 1 MiB), a 0→1 transition of bit 0 resets the CPU
-    (IBM PS/2 technical reference; Intel 82371SB PIIX3 datasheet §4.1.16 "Port 92")."""
+    (IBM PS/2 technical reference; Intel 82371SB PIIX3 datasheet, section 4.1.16 "Port 92")."""
 
     reset: Callable[[], None] | None = None
     value: int = 0x02  # A20 enabled, as a BIOS leaves it

@@ -16,7 +16,7 @@ Simplifications (documented): fixed priority only (IR0 highest; rotation command
 accepted and ignored), special fully nested mode is not modelled. Special mask mode
 (OCW3 bits 6..5 = 11 sets, 10 clears it) is: a masked in-service level then no longer
 blocks lower-priority requests. The PIIX3's edge/level control registers ELCR1/ELCR2
-(ports 0x4D0/0x4D1, Intel 82371SB datasheet §4.1.x "ELCR") make single inputs
+(ports 0x4D0/0x4D1, Intel 82371SB datasheet, section 4.1.x "ELCR") make single inputs
 level-triggered; IRQ 0, 1, 2, 8 and 13 cannot be (their bits read 0). Edge-triggered inputs latch IRR on a rising edge
 and keep it until acknowledged (as QEMU's i8259 does); level-triggered inputs (LTIM)
 follow the line. Before any ICW1 the pair is in the state a PC BIOS leaves: vector
