@@ -90,6 +90,8 @@ class MsrFile:
 
     model: CpuModel
     tsc: Callable[[], int]
+    #: RAM the firmware's MTRR set-up covers with write-back (0: MTRRs left disabled)
+    ram_size: int = 0
     tsc_offset: int = 0
     values: dict[int, int] = attrs.field(factory=dict)
 
@@ -115,6 +117,32 @@ class MsrFile:
         if m.has(cpu_models.SEP):
             for index in (MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP):
                 v[index] = 0
+        if self.ram_size:
+            self._bios_mtrrs()
+
+    def _bios_mtrrs(self) -> None:
+        """What a PC BIOS leaves (as SeaBIOS does on QEMU's PC): fixed ranges 0-0x9FFFF
+        write-back, 0xA0000-0xBFFFF uncacheable, 0xC0000-0xFFFFF write-protect; RAM
+        covered write-back by power-of-two variable ranges (largest first); default type
+        uncacheable; MTRRs and fixed MTRRs enabled (E, FE). RAM that eight ranges cannot
+        cover stays uncacheable, as on a real board (Linux then trims it, "MTRRs don't
+        cover all of memory")."""
+        v = self.values
+        wb, wp = 0x0606060606060606, 0x0505050505050505
+        v[MSR_MTRR_FIX64K] = wb
+        v[MSR_MTRR_FIX16K[0]], v[MSR_MTRR_FIX16K[1]] = wb, 0
+        for index in MSR_MTRR_FIX4K:
+            v[index] = wp
+        base, left = 0, min(self.ram_size, 1 << 32)
+        for i in range(self.model.variable_mtrrs):
+            if left < 0x1000:
+                break
+            size = 1 << (left.bit_length() - 1)
+            v[MSR_MTRR_PHYSBASE0 + 2 * i] = base | 6
+            v[MSR_MTRR_PHYSBASE0 + 2 * i + 1] = (~(size - 1) & PHYS_MASK) | 0x800
+            base += size
+            left -= size
+        v[MSR_MTRR_DEF_TYPE] = 0xC00
 
     # ------------------------------------------------------------------ TSC
     def read_tsc(self) -> int:

@@ -126,7 +126,7 @@ class Platform:
         self.bus.register(PM_BASE, PM_RANGE, self.acpi_pm, "acpi-pm")
         self.mmio.register(APIC_BASE, APIC_PAGE_SIZE, self.apic, "local-apic")
         self.mmio.register(IOAPIC_BASE, IOAPIC_SIZE, self.ioapic, "io-apic")
-        self.msrs = MsrFile(self.cpu_model, self.timebase.now_tsc)
+        self.msrs = MsrFile(self.cpu_model, self.timebase.now_tsc, ram_size=ram_size)
         #: called with the APIC page's new base (None: disabled) after the MMIO map moved
         self.apic_base_listeners: list[Callable[[int | None], None]] = []
         self.apic.on_base_change = self._apic_moved

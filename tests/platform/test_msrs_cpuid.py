@@ -189,3 +189,25 @@ def test_cli_cpu_option_picks_the_model_and_refuses_unknown_names() -> None:
     assert bad.exit_code == 2 and "--tsc-mhz: tsc_hz 0 must be" in bad.output
     ok = runner.invoke(app, ["run", "--demo", "hello", "--cpu", "pentium3", "--json"])
     assert ok.exit_code == 0 and json.loads(ok.stdout)["stop"] == "exit"
+
+
+def _mtrr_type(f: MsrFile, addr: int) -> int:
+    """The memory type the MTRRs give ``addr`` (SDM Vol. 3A §11.11.4.1, WB-only overlaps)."""
+    deftype = f.read(msrs.MSR_MTRR_DEF_TYPE) or 0
+    for i in range(8):
+        base, mask = f.read(0x200 + 2 * i) or 0, f.read(0x201 + 2 * i) or 0
+        if mask & 0x800 and (addr & mask & 0xFFFFF000) == (base & mask & 0xFFFFF000):
+            return base & 0xFF
+    return deftype & 0xFF
+
+
+@pytest.mark.parametrize("ram_mib", [64, 96, 127, 256, 3 * 1024])
+def test_bios_mtrrs_cover_ram_write_back_and_nothing_else(ram_mib: int) -> None:
+    ram = ram_mib << 20
+    f = MsrFile(cpu_model("core2duo"), lambda: 0, ram_size=ram)
+    assert f.read(msrs.MSR_MTRR_DEF_TYPE) == 0xC00  # enabled, fixed enabled, default UC
+    for addr in (0x100000, ram // 2, ram - 0x1000):
+        assert _mtrr_type(f, addr) == 6
+    assert _mtrr_type(f, ram) == 0 and _mtrr_type(f, 0xFEC00000) == 0
+    assert f.read(0x250) == 0x0606060606060606 and f.read(0x259) == 0  # VGA window UC
+    assert f.read(0x268) == 0x0505050505050505  # option ROM / BIOS area write-protect
