@@ -101,7 +101,7 @@ class Platform:
         self.uart = Uart16550(base=COM1, on_transmit=console_callback, set_irq=self.pic.set_irq)
         self.debug_exit = DebugExit(stop=self._stop)
         self.fw_cfg = FwCfg(ram_size=ram_size, nb_cpus=cpus)
-        self.cmos = CmosRtc(self.timebase, epoch=rtc_epoch)
+        self.cmos = CmosRtc(self.timebase, epoch=rtc_epoch, set_irq=self.pic.set_irq)
         self.port80 = Port80()
         # the I/O APIC's ID differs from the (single) local APIC's 0, as the tables say
         self.ioapic = IoApic(self.apic, ioapic_id=1)
