@@ -32,7 +32,9 @@ range                  e820      content
 Formats: Intel MultiProcessor Specification 1.4 §4 (floating pointer, configuration table
 header, processor/bus/I/O APIC/I/O interrupt/local interrupt entries); ACPI Specification 2.0 §5.2
 (RSDP revision 0 with an RSDT, table headers with byte checksums summing to zero; FADT
-revision 1 of ACPI Specification 1.0b §5.2.8, 116 bytes; FACS §5.2.9; DSDT with an empty AML body;
+revision 3 (ACPI Specification §5.2.8), 244 bytes, with the 32-bit block addresses and their X_ Generic
+Address twins, IAPC_BOOT_ARCH "legacy devices, no 8042, no VGA" and the reset register
+0xCF9 / 0x06, so an OS resets through the chipset; FACS (ACPI Specification §5.2.9); DSDT with an empty AML body;
 MADT §5.2.10.4 with processor local APIC, I/O APIC, interrupt source overrides for IRQ 0
 -> GSI 2 and the SCI, IRQ 9 level/active high, and the local APIC NMI on LINT1). No HPET
 table: this platform has no HPET.
@@ -60,6 +62,7 @@ from pvframe.platform.devices.acpi_pm import (
 )
 from pvframe.platform.devices.apic import APIC_BASE
 from pvframe.platform.devices.ioapic import IOAPIC_BASE, IOAPIC_VERSION, ISA_TO_PIN
+from pvframe.platform.devices.pci import RESET_CONTROL
 
 E820_RAM, E820_RESERVED = 1, 2
 ACPI_AREA = 0xE0000
@@ -68,6 +71,12 @@ BIOS_AREA = 0xF0000
 MP_FLOAT_ADDR = 0xF1000
 MP_CONFIG_ADDR = MP_FLOAT_ADDR + 0x10
 SCI_IRQ = 9
+#: FADT IAPC_BOOT_ARCH: legacy ISA devices (bit 0), no 8042 (bit 1 clear), no VGA (bit 2)
+IAPC_BOOT_ARCH = (1 << 0) | (1 << 2)
+#: FADT flags: WBINVD, C1 supported, power and sleep buttons absent as fixed features,
+#: RTC wake not fixed, RESET_REG supported (bit 10)
+FADT_FLAGS = (1 << 0) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 10)
+RESET_VALUE = 0x06  # hard reset through the PIIX3 reset control register
 OEM_ID = b"PVFRAM"
 OEM_TABLE_ID = b"PVFRAME "
 LAPIC_VERSION = 0x14
@@ -118,6 +127,12 @@ def checksum_fix(data: bytearray, at: int, start: int = 0, end: int | None = Non
     """Set byte ``at`` so that bytes [start, end) sum to 0 mod 256."""
     data[at] = 0
     data[at] = (-sum(data[start:end])) & 0xFF
+
+
+def _gas(bits: int, port: int) -> bytes:
+    """A Generic Address Structure for a system I/O register (ACPI Specification 2.0
+    §5.2.3.1); a zero one for an absent block."""
+    return struct.pack("<BBBBQ", 1 if bits else 0, bits, 0, 0, port)
 
 
 def _acpi_table(sig: bytes, revision: int, body: bytes) -> bytes:
@@ -191,10 +206,14 @@ def acpi_tables(facts: MachineFacts, base: int = ACPI_AREA) -> list[tuple[int, b
         PM1_EVT_LEN, PM1_CNT_LEN, 0, PM_TMR_LEN, 0, 0, 0, 0,
         101, 1001, 0, 0,  # C2/C3 latencies above 100/1000 us: not supported
         0, 0, 0, 0, 0x32,  # duty cycle none, no RTC alarms, CMOS century at 0x32
-        0, 0,
-        (1 << 0) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 6),  # WBINVD, C1, no buttons, RTC
+        IAPC_BOOT_ARCH, 0, FADT_FLAGS,
     )
-    fadt_at = place(_acpi_table(b"FACP", 1, fadt_body))
+    fadt_body += _gas(8, RESET_CONTROL) + struct.pack("<B3xQQ", RESET_VALUE, facs_at, dsdt_at)
+    fadt_body += b"".join((
+        _gas(8 * PM1_EVT_LEN, PM1A_EVT_BLK), _gas(0, 0), _gas(8 * PM1_CNT_LEN, PM1A_CNT_BLK),
+        _gas(0, 0), _gas(0, 0), _gas(8 * PM_TMR_LEN, PM_TMR_BLK), _gas(0, 0), _gas(0, 0),
+    ))
+    fadt_at = place(_acpi_table(b"FACP", 3, fadt_body))
     madt_entries = [
         struct.pack("<BBBBI", 0, 8, 0, facts.lapic_id, 1),  # processor 0, enabled
         struct.pack("<BBBBII", 1, 12, facts.ioapic_id, 0, IOAPIC_BASE, 0),

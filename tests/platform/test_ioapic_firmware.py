@@ -145,7 +145,12 @@ def test_acpi_tables_are_found_and_checksummed_as_linux_scans_them() -> None:
         tables[sig] = mem.read_bytes(addr, n)
     assert set(tables) == {b"FACP", b"APIC"}
     fadt = tables[b"FACP"]
-    assert len(fadt) == 116
+    assert len(fadt) == 244 and fadt[8] == 3
+    assert struct.unpack("<BBBBQB", fadt[116:129]) == (1, 8, 0, 0, 0xCF9, 6)  # RESET_REG
+    assert struct.unpack("<I", fadt[112:116])[0] & (1 << 10)  # RESET_REG_SUP
+    assert struct.unpack("<H", fadt[109:111])[0] == 0b101  # legacy devices, no 8042, no VGA
+    assert struct.unpack("<QQ", fadt[132:148]) == struct.unpack("<II", fadt[36:44])
+    assert struct.unpack("<BBBBQ", fadt[208:220]) == (1, 32, 0, 0, 0x608)  # X_PM_TMR_BLK
     facs, dsdt = struct.unpack("<II", fadt[36:44])
     assert mem.read_bytes(facs, 4) == b"FACS" and facs % 64 == 0
     assert mem.read_bytes(dsdt, 4) == b"DSDT"
