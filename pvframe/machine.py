@@ -22,7 +22,7 @@ import attrs
 from pvframe import plugins
 from pvframe.executor import Executor, faults
 from pvframe.executor.state import IF_MASK, CPUState
-from pvframe.platform import loader
+from pvframe.platform import cpu_models, firmware, loader
 from pvframe.platform.memory import PhysicalMemory
 from pvframe.platform.mmu import MMU
 from pvframe.platform.pc import Platform
@@ -39,9 +39,12 @@ STOP_TRIPLE = "triple-fault"
 STOP_BACKEND = "backend-error"
 STOP_WALL = "wall-clock-limit"
 STOP_UNSUPPORTED = "unsupported"
+#: the chipset was asked to reset the machine (port 0xCF9, port 0x92 bit 0)
+STOP_RESET = "reset"
 #: every way a run can end; anything else is a bug of the framework
 STOP_REASONS = frozenset({
     STOP_HALTED, STOP_EXIT, STOP_LIMIT, STOP_TRIPLE, STOP_BACKEND, STOP_WALL, STOP_UNSUPPORTED,
+    STOP_RESET,
 })
 
 
@@ -139,9 +142,23 @@ class MachineConfig:
     """What a machine is built with. Defaults model a small 1 GHz uniprocessor PC."""
 
     ram_size: int = attrs.field(default=64 * MiB)
-    tsc_hz: int = 1_000_000_000
+    #: the processor model by name (:data:`pvframe.platform.cpu_models.MODELS`)
+    cpu: str = attrs.field(default=cpu_models.DEFAULT_MODEL)
+    #: TSC rate; default: the model's nominal rate
+    tsc_hz: int = attrs.field(
+        default=attrs.Factory(lambda self: cpu_models.cpu_model(self.cpu).tsc_hz, takes_self=True)
+    )
     cycles_per_instruction: int = 1
     cpus: int = 1
+
+    @cpu.validator
+    def _check_cpu(self, _a: Any, value: str) -> None:
+        cpu_models.cpu_model(value)  # an unknown name: one-line ValueError
+
+    @tsc_hz.validator
+    def _check_tsc(self, _a: Any, value: int) -> None:
+        if not 1_000_000 <= value <= 100_000_000_000:
+            raise ValueError(f"tsc_hz {value} must be between 1 MHz and 100 GHz")
 
     @ram_size.validator
     def _check_ram(self, _a: Any, value: int) -> None:
@@ -223,7 +240,9 @@ class Machine:
             cpus=self.config.cpus,
             stop=self.stop,
             icount=lambda: self.cpu.icount,
+            cpu_model=self.config.cpu,
         )
+        self.platform.apic_base_listeners.append(self._apic_moved)
         self.bound = plugins.bind(
             backend, self, backends=backends, trace=trace, extra_plugins=extra_plugins
         )
@@ -250,6 +269,12 @@ class Machine:
                     f"backend {backend!r}: attach(machine) raised "
                     f"{plugins.describe_failure(exc)}"
                 ) from exc
+
+    def _apic_moved(self, base: int | None) -> None:
+        """IA32_APIC_BASE moved or disabled the APIC page: route memory accordingly and
+        drop the MMU's fast maps (a page that became the APIC is no longer RAM)."""
+        self.memory.set_apic_base(base)
+        self.mmu.flush_all()
 
     # ------------------------------------------------------------------ loading
 
@@ -299,7 +324,20 @@ class Machine:
         self.mmu.write_cr4(0)
         self.mmu.write_cr3(0)
         self.mmu.write_cr0(0x11)
+        self.install_firmware()
         self.pvcall.install()
+
+    def install_firmware(self) -> list[tuple[int, int]]:
+        """Write the MP and ACPI tables (:mod:`pvframe.platform.firmware`) into the
+        firmware area, except where the loaded image lies. Returns what was written."""
+        loaded = self.boot.loaded if self.boot is not None else ()
+
+        def busy(addr: int, n: int) -> bool:
+            return any(r.start < addr + n and r.end > addr for r in loaded)
+
+        if self.config.ram_size < 0x100000:
+            return []
+        return firmware.install(self.memory.write_bytes, self.platform.firmware_facts(), busy)
 
     # --------------------------------------------------------------- env protocol
 

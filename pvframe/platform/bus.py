@@ -151,6 +151,15 @@ class MMIOMap:
         self._starts.insert(idx, base)
         self._ranges.insert(idx, rng)
 
+    def unregister(self, name: str) -> None:
+        """Release the range registered as ``name``, if any (a device that moves, e.g.
+        the local APIC)."""
+        for i, r in enumerate(self._ranges):
+            if r.name == name:
+                del self._ranges[i]
+                del self._starts[i]
+                return
+
     def find(self, paddr: int) -> MMIORange | None:
         idx = bisect.bisect_right(self._starts, paddr) - 1
         if idx >= 0:

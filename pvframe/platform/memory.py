@@ -2,9 +2,14 @@
 
 RAM is ``[0, size)``. A page is a ``bytearray(4096)`` created on its first write; reading a
 never-written page returns zeros and allocates nothing. Physical addresses outside RAM go
-to the local APIC callbacks for the APIC page (0xFEE00000-0xFEE00FFF, architecture.md
+to the local APIC callbacks for the APIC page (0xFEE00000-0xFEE00FFF at reset, architecture.md
 "Executor -> hook routing") and to ``env.mmio_read`` / ``env.mmio_write`` otherwise; until
 :meth:`PhysicalMemory.attach` is called such accesses read all ones and writes are dropped.
+
+The APIC page moves with IA32_APIC_BASE (:meth:`PhysicalMemory.set_apic_base`): wherever it
+is, it takes precedence over RAM for this CPU's accesses (Intel SDM Vol. 3A §10.4.1), so a
+page relocated into RAM stops being RAM (:meth:`is_ram` says so, and the MMU's fast maps
+never hold it); while the APIC is globally disabled no page decodes as the APIC.
 
 Self-modifying code support: the executor marks the physical pages that hold translated
 code in :attr:`PhysicalMemory.code_pages` and installs :attr:`PhysicalMemory.code_write`;
@@ -43,6 +48,10 @@ class PhysicalMemory:
         self.env: Any = None
         self.apic_read: Callable[[int], int] | None = None
         self.apic_write: Callable[[int, int], Any] | None = None
+        #: physical base of the decoded APIC page (None: globally disabled)
+        self.apic_base: int | None = APIC_BASE
+        #: the APIC page's frame when it lies inside RAM (it then shadows that RAM page)
+        self._apic_ram_pfn: int | None = None
         self.code_pages: set[int] = set()
         self.code_write: Callable[[int, int], None] | None = None
 
@@ -59,9 +68,23 @@ class PhysicalMemory:
         self.apic_read = apic_read
         self.apic_write = apic_write
 
+    def set_apic_base(self, base: int | None) -> None:
+        """Decode the APIC page at ``base`` (4 KiB aligned) from now on; None: nowhere."""
+        self.apic_base = base
+        pfn = None if base is None else base >> PAGE_SHIFT
+        self._apic_ram_pfn = pfn if pfn is not None and base is not None and base < self.size \
+            else None
+        if self._apic_ram_pfn is not None:
+            self._views.pop(self._apic_ram_pfn, None)
+
     # ------------------------------------------------------------------ pages
     def is_ram(self, paddr: int, size: int = 1) -> bool:
-        return paddr >= 0 and paddr + size <= self.size
+        if not (paddr >= 0 and paddr + size <= self.size):
+            return False
+        shadow = self._apic_ram_pfn
+        return shadow is None or not (
+            paddr >> PAGE_SHIFT <= shadow <= (paddr + size - 1) >> PAGE_SHIFT
+        )
 
     def page(self, pfn: int) -> bytearray | None:
         """The page's bytes if it was ever written, else None (no allocation)."""
@@ -81,7 +104,7 @@ class PhysicalMemory:
         v = self._views.get(pfn)
         if v is None:
             pg = self.pages.get(pfn)
-            if pg is None or ((pfn + 1) << PAGE_SHIFT) > self.size:
+            if pg is None or ((pfn + 1) << PAGE_SHIFT) > self.size or pfn == self._apic_ram_pfn:
                 return None
             mv = memoryview(pg)
             v = self._views[pfn] = (pg, mv.cast("H"), mv.cast("I"))
@@ -90,7 +113,9 @@ class PhysicalMemory:
     # ------------------------------------------------------------------ scalar access
     def read(self, paddr: int, size: int) -> int:
         """Read ``size`` (1, 2, 4 or 8) bytes little-endian at ``paddr``."""
-        if paddr >= 0 and paddr + size <= self.size:
+        if paddr >= 0 and paddr + size <= self.size and (
+            self._apic_ram_pfn is None or self.is_ram(paddr, size)
+        ):
             off = paddr & PAGE_MASK
             if off + size <= PAGE_SIZE:
                 pg = self.pages.get(paddr >> PAGE_SHIFT)
@@ -105,7 +130,9 @@ class PhysicalMemory:
     def write(self, paddr: int, size: int, value: int) -> None:
         """Write ``size`` bytes of ``value`` little-endian at ``paddr``."""
         value &= _MASKS.get(size, (1 << (8 * size)) - 1)
-        if paddr >= 0 and paddr + size <= self.size:
+        if paddr >= 0 and paddr + size <= self.size and (
+            self._apic_ram_pfn is None or self.is_ram(paddr, size)
+        ):
             off = paddr & PAGE_MASK
             pfn = paddr >> PAGE_SHIFT
             if off + size <= PAGE_SIZE:
@@ -124,18 +151,20 @@ class PhysicalMemory:
         self._io_write(paddr, size, value)
 
     def _io_read(self, paddr: int, size: int) -> int:
-        if APIC_BASE <= paddr < APIC_END:
+        base = self.apic_base
+        if base is not None and base <= paddr < base + PAGE_SIZE:
             if self.apic_read is None:
                 return _MASKS.get(size, 0)
-            return self.apic_read(paddr - APIC_BASE) & _MASKS.get(size, 0xFFFFFFFF)
+            return self.apic_read(paddr - base) & _MASKS.get(size, 0xFFFFFFFF)
         if self.env is None:
             return _MASKS.get(size, (1 << (8 * size)) - 1)
         return self.env.mmio_read(paddr & 0xFFFFFFFF, size) & _MASKS.get(size, 0xFFFFFFFF)
 
     def _io_write(self, paddr: int, size: int, value: int) -> None:
-        if APIC_BASE <= paddr < APIC_END:
+        base = self.apic_base
+        if base is not None and base <= paddr < base + PAGE_SIZE:
             if self.apic_write is not None:
-                self.apic_write(paddr - APIC_BASE, value)
+                self.apic_write(paddr - base, value)
             return
         if self.env is not None:
             self.env.mmio_write(paddr & 0xFFFFFFFF, size, value)
@@ -165,7 +194,7 @@ class PhysicalMemory:
         while n > 0:
             off = paddr & PAGE_MASK
             chunk = min(n, PAGE_SIZE - off)
-            if paddr >= 0 and paddr + chunk <= self.size:
+            if self.is_ram(paddr, chunk):
                 pg = self.pages.get(paddr >> PAGE_SHIFT)
                 out += pg[off : off + chunk] if pg is not None else bytes(chunk)
             else:
@@ -183,7 +212,7 @@ class PhysicalMemory:
         while pos < n:
             off = paddr & PAGE_MASK
             chunk = min(n - pos, PAGE_SIZE - off)
-            if paddr >= 0 and paddr + chunk <= self.size:
+            if self.is_ram(paddr, chunk):
                 pfn = paddr >> PAGE_SHIFT
                 pg = self.page_for_write(pfn)
                 pg[off : off + chunk] = data[pos : pos + chunk]

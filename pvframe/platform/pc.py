@@ -10,11 +10,20 @@ Port map (PC/AT conventions; QEMU's ``pc`` machine for the QEMU-specific devices
 0x80           POST port             (:mod:`.devices.port80`)
 0xA0-0xA1      8259 slave
 0xF4-0xF7      QEMU isa-debug-exit   (:mod:`.devices.debug_exit`)
-0x3F8-0x3FF    16550 UART, COM1, IRQ 4 (:mod:`.devices.uart`)
+0x92           system control port A (fast A20, bit 0 reset) (:mod:`.devices.pci`)
+0x3F8-0x3FF    16550A UART, COM1, IRQ 4 (:mod:`.devices.uart`)
+0x4D0-0x4D1    ELCR (8259 edge/level per input, PIIX3)
 0x510-0x511    QEMU fw_cfg           (:mod:`.devices.fw_cfg`)
+0x600-0x60B    ACPI PM1a event/control blocks, PM timer (:mod:`.devices.acpi_pm`)
+0xCF8-0xCFF    PCI configuration mechanism #1; 0xCF9 (byte) reset control
 =============  =======================================================
 
-The local APIC page (physical 0xFEE00000-0xFEE00FFF) is reached through
+Every other port reads all ones and ignores writes (:mod:`.bus`: an ISA open bus).
+A reset request (0xCF9, port 0x92 bit 0) stops the machine with ``reset``.
+
+The I/O APIC (:mod:`.devices.ioapic`) decodes 0xFEC00000-0xFEC00FFF and sees every ISA IRQ
+line the 8259s see. The local APIC page (physical 0xFEE00000-0xFEE00FFF at reset) is
+reached through
 :meth:`Platform.apic_read` / :meth:`Platform.apic_write` (the ``apic_read``/``apic_write``
 hooks) and, for completeness, through :meth:`Platform.mmio_read`/:meth:`mmio_write`.
 
@@ -27,20 +36,27 @@ count of the last :meth:`service` call.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from pvframe.platform import cpu_models, firmware
 from pvframe.platform.bus import IOPortBus, MMIOMap
+from pvframe.platform.cpu_models import DEFAULT_MODEL, CpuModel
+from pvframe.platform.devices.acpi_pm import PM_BASE, PM_RANGE, AcpiPm
 from pvframe.platform.devices.apic import APIC_BASE, APIC_PAGE_SIZE, LocalApic
 from pvframe.platform.devices.cmos import CMOS_INDEX, DEFAULT_EPOCH, CmosRtc
 from pvframe.platform.devices.debug_exit import DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, DebugExit
 from pvframe.platform.devices.fw_cfg import FW_CFG_PORT_SEL, FwCfg
-from pvframe.platform.devices.pic import MASTER_CMD, SLAVE_CMD, PICPair
+from pvframe.platform.devices.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic
+from pvframe.platform.devices.pci import CONFIG_ADDRESS, PciHost, Port92
+from pvframe.platform.devices.pic import ELCR_PORT, MASTER_CMD, SLAVE_CMD, PICPair
 from pvframe.platform.devices.pit import PIT_BASE, PORT_B, Pit8254
 from pvframe.platform.devices.port80 import POST_PORT, Port80
 from pvframe.platform.devices.router import InterruptRouter
 from pvframe.platform.devices.uart import Uart16550
+from pvframe.platform.msrs import MsrFile
 from pvframe.platform.timebase import TimeBase
 
 StopCallback = Callable[..., Any]
@@ -62,8 +78,14 @@ class Platform:
         icount: Callable[[], int] | None = None,
         bus_hz: int | None = None,
         rtc_epoch: dt.datetime = DEFAULT_EPOCH,
+        cpu_model: CpuModel | str = DEFAULT_MODEL,
     ) -> None:
         self.ram_size = ram_size
+        self.cpus = cpus
+        #: the processor (CPUID leaves, which MSRs exist) and its MSRs
+        self.cpu_model = (
+            cpu_model if isinstance(cpu_model, CpuModel) else cpu_models.cpu_model(cpu_model)
+        )
         self.stop_reason: str | None = None
         self.exit_code: int | None = None
         self._stop_cb = stop
@@ -79,8 +101,15 @@ class Platform:
         self.uart = Uart16550(base=COM1, on_transmit=console_callback, set_irq=self.pic.set_irq)
         self.debug_exit = DebugExit(stop=self._stop)
         self.fw_cfg = FwCfg(ram_size=ram_size, nb_cpus=cpus)
-        self.cmos = CmosRtc(self.timebase, epoch=rtc_epoch)
+        self.cmos = CmosRtc(self.timebase, epoch=rtc_epoch, set_irq=self.pic.set_irq)
         self.port80 = Port80()
+        # the I/O APIC's ID differs from the (single) local APIC's 0, as the tables say
+        self.ioapic = IoApic(self.apic, ioapic_id=1)
+        self.pic.line_listeners.append(self.ioapic.set_isa_irq)
+        self.apic.level_eoi = self.ioapic.eoi
+        self.pci = PciHost(reset=self._reset)
+        self.port92 = Port92(reset=self._reset)
+        self.acpi_pm = AcpiPm(self.timebase)
 
         self.bus.register(MASTER_CMD, 2, self.pic, "pic-master")
         self.bus.register(SLAVE_CMD, 2, self.pic, "pic-slave")
@@ -91,8 +120,47 @@ class Platform:
         self.bus.register(DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, self.debug_exit, "debug-exit")
         self.bus.register(COM1, 8, self.uart, "com1")
         self.bus.register(FW_CFG_PORT_SEL, 2, self.fw_cfg, "fw_cfg")
+        self.bus.register(ELCR_PORT, 2, self.pic, "elcr")
+        self.bus.register(CONFIG_ADDRESS, 8, self.pci, "pci-config")
+        self.bus.register(0x92, 1, self.port92, "port-a")
+        self.bus.register(PM_BASE, PM_RANGE, self.acpi_pm, "acpi-pm")
         self.mmio.register(APIC_BASE, APIC_PAGE_SIZE, self.apic, "local-apic")
+        self.mmio.register(IOAPIC_BASE, IOAPIC_SIZE, self.ioapic, "io-apic")
+        self.msrs = MsrFile(self.cpu_model, self.timebase.now_tsc, ram_size=ram_size)
+        #: called with the APIC page's new base (None: disabled) after the MMIO map moved
+        self.apic_base_listeners: list[Callable[[int | None], None]] = []
+        self.apic.on_base_change = self._apic_moved
 
+    # ------------------------------------------------------------------ CPU
+
+    def _apic_moved(self, base: int | None) -> None:
+        self.mmio.unregister("local-apic")
+        if base is not None:
+            # the page shadows anything else there; the memory routing sends it to the APIC
+            with contextlib.suppress(ValueError):
+                self.mmio.register(base, APIC_PAGE_SIZE, self.apic, "local-apic")
+        for listener in self.apic_base_listeners:
+            listener(base)
+
+    def firmware_facts(self) -> firmware.MachineFacts:
+        """What the MP and ACPI tables describe (:mod:`pvframe.platform.firmware`)."""
+        return firmware.MachineFacts(
+            cpu_signature=self.cpu_model.signature, cpu_features=self.cpu_model.features,
+            ioapic_id=self.ioapic.ioapic_id, lapic_id=self.apic.initial_apic_id,
+        )
+
+    def memory_layout(self) -> list[firmware.Region]:
+        """The physical layout (RAM, firmware area, MMIO), for an e820 map."""
+        return firmware.layout(self.ram_size)
+
+    def cpuid(self, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
+        """CPUID of this machine's processor now (the APIC flag follows IA32_APIC_BASE,
+        the maximum leaf IA32_MISC_ENABLE; leaf 1 loads BIOS_SIGN_ID)."""
+        self.msrs.cpuid_executed(leaf)
+        return self.cpu_model.cpuid(
+            leaf, subleaf, apic_enabled=self.apic.globally_enabled,
+            limit_maxval=self.msrs.limit_cpuid, cpus=self.cpus,
+        )
     # ------------------------------------------------------------------ stopping
 
     def _stop(self, reason: str, exit_code: int | None = None) -> None:
@@ -101,6 +169,10 @@ class Platform:
             self.exit_code = exit_code
         if self._stop_cb is not None:
             self._stop_cb(reason, exit_code)
+
+    def _reset(self) -> None:
+        """A chipset reset request: the run ends (QEMU with ``-no-reboot``)."""
+        self._stop("reset")
 
     # ------------------------------------------------------------------- console
 

@@ -296,6 +296,19 @@ def _progress(transient: bool = True) -> Progress:
     )
 
 
+def _machine_config(cpu: str, tsc_mhz: int | None) -> Any:
+    """The MachineConfig of ``--cpu``/``--tsc-mhz``; a bad value is a one-line usage error."""
+    from pvframe.machine import MachineConfig
+
+    try:
+        if tsc_mhz is None:
+            return MachineConfig(cpu=cpu)
+        return MachineConfig(cpu=cpu, tsc_hz=tsc_mhz * 1_000_000)
+    except ValueError as exc:
+        flag = "--cpu" if "CPU model" in str(exc) else "--tsc-mhz"
+        fail(f"{flag}: {exc}")
+
+
 @app.command("run")
 def run_cmd(
     image: Annotated[
@@ -346,6 +359,14 @@ def run_cmd(
         typer.Option("--save-image", help="Also write the loaded image to FILE as a raw "
                      "binary (e.g. a demo guest, to try --raw); prints how to run it."),
     ] = None,
+    cpu: Annotated[
+        str, typer.Option("--cpu", help="CPU model: core2duo (default), pentium3, "
+                          "pentium-pro (CPUID leaves, MSRs, TSC rate; docs/platform.md).")
+    ] = "core2duo",
+    tsc_mhz: Annotated[
+        int | None, typer.Option("--tsc-mhz", help="TSC rate in MHz (default: the CPU "
+                                 "model's; a delay loop costs rate/1e6 instructions per us).")
+    ] = None,
 ) -> None:
     """Run a guest image on a backend and report how it stopped.
 
@@ -355,6 +376,7 @@ def run_cmd(
     from pvframe.machine import DEFAULT_WALL_CLOCK_S, Machine
     from pvframe.tools import exit_status
 
+    config = _machine_config(cpu, tsc_mhz)
     if max_instructions <= 0:
         fail("--max-instructions must be positive")
     if demo is not None and raw:
@@ -381,7 +403,7 @@ def run_cmd(
         if len(names) < 2 or len(set(names)) != len(names):
             fail(f"--compare {compare!r}: give two or more different backends, e.g. native,xen,vmi")
         _compare(names, data, path, raw, load_addr, entry, start_esp, cmdline,
-                 max_instructions, dumps, as_json, host_limit)
+                 max_instructions, dumps, as_json, host_limit, config)
         return
     tracer = None
     extra: list[object] = []
@@ -400,7 +422,7 @@ def run_cmd(
     # it runs goes to stderr
     with _plugin_stdout(as_json):
         try:
-            machine = Machine(backend, extra_plugins=extra)
+            machine = Machine(backend, config, extra_plugins=extra)
         except plugins.UnknownBackendError as exc:
             fail(str(exc))
         except plugins.BackendError as exc:  # installed, but broken: it cannot run
@@ -541,6 +563,7 @@ def _compare(
     names: list[str], data: bytes, path: Path, raw: bool, load_addr: str, entry: str | None,
     start_esp: int | None, cmdline: str, max_instructions: int,
     dumps: list[tuple[str, int, int]], as_json: bool, host_limit: float | None,
+    config: Any = None,
 ) -> None:
     from pvframe.machine import Machine
 
@@ -551,7 +574,7 @@ def _compare(
         for name in names:
             bar.update(task, description=f"running {path.name} on {name}")
             try:
-                machine = Machine(name, backends=found)
+                machine = Machine(name, config, backends=found)
             except plugins.BackendError as exc:
                 fail(str(exc))
             _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline)

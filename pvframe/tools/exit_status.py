@@ -19,6 +19,8 @@ v       ``exit``               the guest wrote ``v`` to port 0xf4 (low 8 bits)
                                cannot be built
 123     ``unsupported``        guest state the executor does not model
 124     ``wall-clock-limit``   the host-time limit passed (as timeout(1) exits 124)
+125     ``reset``              the guest asked the chipset to reset the machine (port
+                               0xCF9 or 0x92; QEMU ``-no-reboot`` exits then too)
 ======  =====================  ======================================================
 """
 
@@ -30,6 +32,7 @@ from pvframe.machine import (
     STOP_HALTED,
     STOP_LIMIT,
     STOP_REASONS,
+    STOP_RESET,
     STOP_TRIPLE,
     STOP_UNSUPPORTED,
     STOP_WALL,
@@ -45,6 +48,7 @@ STATUS: dict[str, int] = {
     STOP_BACKEND: 122,
     STOP_UNSUPPORTED: 123,
     STOP_WALL: 124,
+    STOP_RESET: 125,
 }
 assert set(STATUS) | {STOP_EXIT} == STOP_REASONS
 

@@ -85,7 +85,7 @@ class Recording:
     backend: str
     image: bytes
     load: dict[str, Any]
-    config: dict[str, int]
+    config: dict[str, Any]
     max_instructions: int
     calls: list[tuple[int, str, list[Any], Any]]
     digest: str
@@ -207,7 +207,10 @@ def _parse(data: Any) -> Recording:
     config = data["config"]
     _keys(config, "'config'", (), _CONFIG_KEYS)
     for key, value in config.items():
-        if not _is_int(value):
+        if key == "cpu":
+            if not isinstance(value, str):
+                raise _bad("'config.cpu'", f"must be a CPU model name, not {value!r:.40}")
+        elif not _is_int(value):
             raise _bad(f"'config.{key}'", f"must be an integer, not {value!r:.40}")
     try:
         MachineConfig(**config)
@@ -233,7 +236,7 @@ def _parse(data: Any) -> Recording:
                      [tuple(c) for c in calls], digest, stop)
 
 
-def _execute(backend: str, image: bytes, load: dict[str, Any], config: dict[str, int],
+def _execute(backend: str, image: bytes, load: dict[str, Any], config: dict[str, Any],
              max_instructions: int, wall_clock_s: float | None = DEFAULT_WALL_CLOCK_S,
              ) -> tuple[Machine, RunResult, HookLog]:
     log = HookLog()

@@ -10,7 +10,9 @@ from pathlib import Path
 import attrs
 import pytest
 
+from pvframe.machine import Machine, MachineConfig
 from pvframe.platform.pc import Platform
+from pvframe.testing.asm import assemble
 
 MULTIBOOT_HEAD_S = """
     .section .multiboot, "a"
@@ -110,3 +112,72 @@ def rig() -> Rig:
     stops: list[tuple[str, int | None]] = []
     p = Platform(icount=clock, stop=lambda r, c=None: stops.append((r, c)))
     return Rig(p, clock, stops)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny guests: a flat program with a #GP handler that skips the faulting two-byte instruction
+# (``rdmsr``/``wrmsr``: Linux's ``rdmsr_safe`` fixup resumes after it) and counts the faults.
+# ---------------------------------------------------------------------------------------------
+
+LOAD = 0x100000
+
+PROLOGUE = """
+.globl _start
+_start:
+    mov $0x90000, %esp
+    lidt idt_desc
+    movl $gp_handler, %eax
+    movw %ax, idt + 13*8
+    shr $16, %eax
+    movw %ax, idt + 13*8 + 6
+    movw $0x08, idt + 13*8 + 2
+    movw $0x8E00, idt + 13*8 + 4
+"""
+
+EPILOGUE = """
+    movb $0, %al
+    outb %al, $0xf4
+1:  hlt
+    jmp 1b
+gp_handler:
+    add $4, %esp
+    addl $2, (%esp)
+    incl gp_count
+    iret
+.data
+.align 8
+gp_count: .long 0
+idt_desc: .word 256*8-1
+          .long idt
+.align 8
+idt: .fill 256*8, 1, 0
+"""
+
+
+def run_guest(body: str, backend: str = "native", cpu: str = "core2duo",
+              data: str = "", n: int = 200_000) -> tuple[Machine, dict[str, int]]:
+    """Run ``body`` (between the prologue and the exit) and return the machine and the
+    program's symbols."""
+    asm = assemble(PROLOGUE + body + EPILOGUE + data, LOAD)
+    m = Machine(backend, MachineConfig(cpu=cpu))
+    m.load_raw(asm.image, LOAD, LOAD)
+    r = m.run(n)
+    assert r.stop == "exit", (r.stop, r.detail)
+    return m, asm.symbols
+
+
+def word(m: Machine, symbols: dict[str, int], name: str, index: int = 0) -> int:
+    return int(m.memory.read_u32(symbols[name] + 4 * index))
+
+
+@attrs.frozen
+class GuestRunner:
+    """``guest.run(body, ...)`` -> (machine, symbols); ``guest.word(m, symbols, name, i)``."""
+
+    run = staticmethod(run_guest)
+    word = staticmethod(word)
+
+
+@pytest.fixture
+def guest() -> GuestRunner:
+    return GuestRunner()

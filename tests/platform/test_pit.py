@@ -113,3 +113,19 @@ def test_refresh_toggle_flips(rig: Rig) -> None:
     rig.clock.icount += 15_085
     b = rig.inp(0x61) & 0x10
     assert a != b
+
+
+def test_quick_pit_calibrate_reads_counter_2_msb_as_linux_does(rig: Rig) -> None:
+    """Linux 6.1 arch/x86/kernel/tsc.c quick_pit_calibrate: gate on, speaker off, counter
+    2 in mode 0 loaded with 0xFFFF, then pit_verify_msb reads LSB and MSB pairs and
+    expects the MSB to fall by one every 256 PIT clocks (214.5 us)."""
+    rig.out(0x61, (rig.inp(0x61) & ~0x02) | 0x01)
+    rig.out(0x43, 0xB0)
+    rig.out(0x42, 0xFF)
+    rig.out(0x42, 0xFF)
+    start = rig.clock.icount
+    for i in range(1, 20):
+        rig.clock.icount = start + (i * 256 * 10**9 + 10**8) // 1_193_182  # just past tick i*256
+        rig.inp(0x42)  # LSB, discarded
+        assert rig.inp(0x42) == 0xFF - i
+    assert not rig.inp(0x61) & 0x20  # OUT2 low until the count reaches 0

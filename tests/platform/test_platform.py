@@ -47,9 +47,10 @@ def test_halt_until_event_skips_time(rig: Rig) -> None:
 
 def test_unknown_ports_never_fatal(rig: Rig) -> None:
     assert rig.inp(0x2F8) == 0xFF  # no COM2
-    rig.out(0xCF8, 0x80000000, 4)  # no PCI
+    rig.out(0x2F8, 0x41)
+    assert rig.inp(0x2FA, 4) == 0xFFFFFFFF
     assert rig.platform.bus.unknown_reads[0x2F8] == 1
-    assert rig.platform.bus.unknown_writes[0xCF8] == 1
+    assert rig.platform.bus.unknown_writes[0x2F8] == 1
     assert rig.platform.stop_reason is None
 
 

@@ -19,24 +19,10 @@ CR0_DEFINED = CR0_PE | CR0_MP | CR0_EM | CR0_TS | CR0_ET | CR0_NE | CR0_WP | CR0
 CR4_SUPPORTED = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x80 | 0x100
 CR4_DE = 0x8
 
-# MSRs (SDM Vol. 4)
-MSR_TSC = 0x10
+# MSRs (SDM Vol. 4): the processor model's (pvframe.platform.msrs); IA32_APIC_BASE is the
+# local APIC's (pvframe.platform.devices.apic). CPUID: the model's (pvframe.platform.cpu_models),
+# which advertises only what the executor runs.
 MSR_APIC_BASE = 0x1B
-MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x174, 0x175, 0x176
-APIC_BASE_VALUE = 0xFEE00000 | (1 << 11) | (1 << 8)  # enabled, bootstrap processor
-
-# CPUID leaf 1 EDX: only features the executor really executes are advertised
-# (pvframe.executor lists what it runs: never advertise what cannot be executed; no SSE here).
-#: x87 FPU on chip: the executor runs x87 code as libVEX models it (pvframe.executor.fpu);
-#: a kernel without math emulation (Debian's 686 flavour) needs it. FXSR (bit 24) is not
-#: advertised: without it Linux saves FPU state with fnsave/frstor.
-FEAT_FPU = 1 << 0
-FEAT_PSE, FEAT_TSC, FEAT_MSR, FEAT_CX8 = 1 << 3, 1 << 4, 1 << 5, 1 << 8
-FEAT_APIC, FEAT_PGE, FEAT_CMOV = 1 << 9, 1 << 13, 1 << 15
-LEAF1_EDX = FEAT_FPU | FEAT_PSE | FEAT_TSC | FEAT_MSR | FEAT_CX8 | FEAT_APIC | FEAT_PGE | FEAT_CMOV
-LEAF1_EAX = 0x000006F1  # family 6, model 15, stepping 1 (a Core 2 era signature)
-LEAF1_EBX = 0x00010800  # APIC id 0, 1 logical CPU, CLFLUSH line 8 qwords
-VENDOR = b"GenuineIntel"
 
 # Linux 2.6.22 i386 GDT layout (include/asm-i386/segment.h)
 GDT_ENTRY_TLS_MIN = 6
@@ -71,8 +57,7 @@ class CpuOps:
     """Per-machine state the processor keeps outside the architectural registers."""
 
     def __init__(self) -> None:
-        self.tsc_offset = 0
-        self.sysenter = {MSR_SYSENTER_CS: 0, MSR_SYSENTER_ESP: 0, MSR_SYSENTER_EIP: 0}
+        pass
 
     # -------------------------------------------------------------- control registers
     @hookimpl
@@ -161,45 +146,36 @@ class CpuOps:
     # ---------------------------------------------------------------- MSRs, counters
     @hookimpl
     def pvop_read_msr(self, machine: Any, msr: int) -> int | None:
-        if msr == MSR_TSC:
-            return (machine.tsc() + self.tsc_offset) & (2**64 - 1)
+        """RDMSR: the model's MSRs; None (#GP(0)) for one it lacks (pvframe.platform.msrs)."""
         if msr == MSR_APIC_BASE:
-            return APIC_BASE_VALUE
-        if msr in self.sysenter:
-            return self.sysenter[msr]
-        return None
+            return int(machine.platform.apic.base_msr)
+        value = machine.platform.msrs.read(msr)
+        return None if value is None else int(value)
 
     @hookimpl
     def pvop_write_msr(self, machine: Any, msr: int, value: int) -> int:
-        if msr == MSR_TSC:
-            self.tsc_offset = (value - machine.tsc()) & (2**64 - 1)
-            return 0
+        """WRMSR: -EFAULT (#GP(0)) for an absent MSR or a reserved bit; IA32_APIC_BASE
+        disables, re-enables or moves the local APIC (SDM Vol. 3A §10.4.3-10.4.4)."""
         if msr == MSR_APIC_BASE:
-            return 0 if value == APIC_BASE_VALUE else -14  # relocation/disable: not modelled
-        if msr in self.sysenter:
-            self.sysenter[msr] = value & 0xFFFFFFFF
-            return 0
-        return -14  # -EFAULT: the instruction raises #GP(0)
+            ok = machine.platform.apic.write_base_msr(value & (2**64 - 1))
+        else:
+            ok = machine.platform.msrs.write(msr, value)
+        return 0 if ok else -14  # -EFAULT: the instruction raises #GP(0)
 
     @hookimpl
     def pvop_read_tsc(self, machine: Any) -> int:
-        return (machine.tsc() + self.tsc_offset) & (2**64 - 1)
+        return int(machine.platform.msrs.read_tsc())
 
     @hookimpl
     def pvop_read_pmc(self, machine: Any, counter: int) -> int | None:
-        """Two general counters exist and count nothing (events are not modelled)."""
-        return 0 if counter in (0, 1) else None
+        """Counters 0 and 1 (PERFCTR0/1) exist and count nothing (events are not modelled)."""
+        return machine.platform.msrs.read_pmc(counter)
 
     @hookimpl
     def pvop_cpuid(self, machine: Any, eax: int, ecx: int) -> tuple[int, int, int, int]:
-        if eax == 0:
-            b, d, c = (int.from_bytes(VENDOR[i:i + 4], "little") for i in (0, 4, 8))
-            return (1, b, c, d)
-        if eax == 1:
-            return (LEAF1_EAX, LEAF1_EBX, 0, LEAF1_EDX)
-        if eax == 0x80000000:
-            return (0x80000000, 0, 0, 0)
-        return (0, 0, 0, 0)
+        """The machine's CPU model (``--cpu``): pvframe.platform.cpu_models."""
+        a, b, c, d = machine.platform.cpuid(eax & 0xFFFFFFFF, ecx & 0xFFFFFFFF)
+        return (a, b, c, d)
 
     # ------------------------------------------------------------- descriptor tables
     @hookimpl
@@ -280,7 +256,7 @@ class CpuOps:
         cs = machine.read_linear(thread + THREAD_SYSENTER_CS, 4)
         if machine.read_linear(tss + TSS_SS1, 4) != cs:
             machine.write_linear(tss + TSS_SS1, 4, cs)
-            self.sysenter[MSR_SYSENTER_CS] = cs
+            machine.platform.msrs.set_sysenter_cs(cs)
 
     @hookimpl
     def pvop_set_iopl_mask(self, machine: Any, mask: int) -> None:

@@ -159,7 +159,7 @@ class VmiCpuOps(VmiGuest):
             real = self.value(machine, "RDTSC")
         except NotProvided:
             return int(self.native.pvop_read_tsc(machine))
-        return (real + self.native.tsc_offset) & (2**64 - 1)
+        return (real + machine.platform.msrs.tsc_offset) & (2**64 - 1)
 
     # ---------------------------------------------------------------- descriptor tables
     def _load_dtr(self, machine: Any, call: str, base: int, limit: int) -> bool:

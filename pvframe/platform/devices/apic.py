@@ -59,6 +59,19 @@ timer register come from this model on every backend.
 
 Software disable (SVR bit 8 = 0, the reset state): every LVT mask bit is forced set and
 cannot be cleared (SDM §10.4.7.2); IRR/ISR contents are kept and still delivered.
+
+IA32_APIC_BASE (MSR 0x1B, SDM §10.4.4, Figure 10-5): bits 31..12 the page's physical base
+(bits above MAXPHYADDR = 32 are reserved), bit 11 the global enable, bit 8 BSP
+(read-only: a write's bit 8 is ignored); bits 0..7, 9 and 10 are reserved (bit 10 is the
+x2APIC enable of later parts, which these models lack) and a write setting one #GPs.
+Global disable (bit 11 cleared, SDM §10.4.3): the processor is "functionally equivalent
+to an IA-32 processor without an on-chip APIC" - the page no longer decodes (accesses
+reach whatever else is at that address), the 8259's INTR reaches the CPU directly,
+CPUID.1:EDX.APIC reads 0, and the register state is lost. Re-enabling (possible without
+a reset on front-side-bus parts such as Core 2, SDM §10.4.3) gives the power-up state
+of §10.4.7.1 (IRR/ISR/TMR/ICR/LDR/TPR 0, DFR all ones, every LVT masked, SVR 0xFF,
+timer stopped), with the APIC ID the hardware assigned. Relocation moves the page at
+once; ``on_base_change(base | None)`` tells the memory routing (None: disabled).
 """
 
 from __future__ import annotations
@@ -73,6 +86,10 @@ from pvframe.timekeeping import units
 
 APIC_BASE = 0xFEE00000
 APIC_PAGE_SIZE = 0x1000
+MSR_BASE_BSP = 1 << 8
+MSR_BASE_ENABLE = 1 << 11
+#: IA32_APIC_BASE bits a write may set (MAXPHYADDR 32): base 31..12, enable 11, BSP 8
+MSR_BASE_WRITABLE = 0xFFFFF000 | MSR_BASE_ENABLE | MSR_BASE_BSP
 
 APIC_ID = 0x20
 APIC_LVR = 0x30
@@ -232,6 +249,58 @@ class LocalApic:
     #: the driver runs a periodic arm of the current segment (re-arms itself)
     _driver_periodic: bool = False
     _driver: TimerDriver | None = None
+    #: IA32_APIC_BASE: the page's base, the global enable, the BSP flag (read-only)
+    base: int = APIC_BASE
+    globally_enabled: bool = True
+    bsp: bool = True
+    initial_apic_id: int = 0
+    on_base_change: Callable[[int | None], None] | None = None
+    #: EOI broadcast of a level-triggered vector (the I/O APIC's remote IRR)
+    level_eoi: Callable[[int], None] | None = None
+
+    # ------------------------------------------------------------ IA32_APIC_BASE
+
+    @property
+    def base_msr(self) -> int:
+        """IA32_APIC_BASE as RDMSR reads it."""
+        return (
+            self.base
+            | (MSR_BASE_ENABLE if self.globally_enabled else 0)
+            | (MSR_BASE_BSP if self.bsp else 0)
+        )
+
+    @property
+    def decoded_base(self) -> int | None:
+        """Physical base of the page while the APIC decodes it, None when disabled."""
+        return self.base if self.globally_enabled else None
+
+    def write_base_msr(self, value: int) -> bool:
+        """WRMSR to IA32_APIC_BASE; False (the write #GPs) on a reserved bit."""
+        if value & ~MSR_BASE_WRITABLE:
+            return False
+        base = value & 0xFFFFF000
+        enabled = bool(value & MSR_BASE_ENABLE)
+        changed = base != self.base or enabled != self.globally_enabled
+        if self.globally_enabled and not enabled:
+            self.reset()
+        self.base = base
+        self.globally_enabled = enabled
+        if changed and self.on_base_change is not None:
+            self.on_base_change(self.decoded_base)
+        return True
+
+    def reset(self) -> None:
+        """The power-up register state (SDM §10.4.7.1); the timer stops."""
+        self._seg_start = None
+        self._driver_periodic = False
+        self.timer_driver.cancel()
+        self.apic_id = self.initial_apic_id
+        self.tpr = self.ldr = self.irr = self.isr = self.tmr = 0
+        self.esr = self.esr_pending = self.icr_low = self.icr_high = 0
+        self.dfr = 0xFFFFFFFF
+        self.svr = 0xFF
+        self.lvt = dict.fromkeys(_LVT_OFFSETS, LVT_MASKED)
+        self.tdcr = self.initial_count = 0
 
     @property
     def timer_driver(self) -> TimerDriver:
@@ -276,7 +345,10 @@ class LocalApic:
         return isrv & 0xF0
 
     def has_pending(self) -> bool:
-        """Whether the highest IRR vector's class exceeds the processor priority class."""
+        """Whether the highest IRR vector's class exceeds the processor priority class
+        (never while the APIC is globally disabled)."""
+        if not self.globally_enabled:
+            return False
         v = self._highest(self.irr)
         return v is not None and (v & 0xF0) > (self.ppr() & 0xF0)
 
@@ -295,14 +367,19 @@ class LocalApic:
         return v
 
     def eoi(self) -> None:
-        """Clear the highest-priority ISR bit (SDM §10.8.5)."""
+        """Clear the highest-priority ISR bit (SDM §10.8.5); for a level-triggered vector
+        (its TMR bit set) the EOI is broadcast to the I/O APICs (``level_eoi``)."""
         v = self._highest(self.isr)
         if v is not None:
             self.isr &= ~(1 << v)
+            if self.tmr >> v & 1 and self.level_eoi is not None:
+                self.level_eoi(v)
 
     def accept(self, vector: int, level: bool = False) -> None:
         """Accept a fixed interrupt into IRR (illegal vectors 0-15 set ESR bit 6)."""
         vector &= 0xFF
+        if not self.globally_enabled:
+            return  # no APIC to accept it (SDM §10.4.3)
         if vector < 16:
             self._error(ESR_RECV_ILLEGAL)
             return

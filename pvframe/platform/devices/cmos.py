@@ -5,10 +5,15 @@ is the PC's NMI-disable gate, stored but without effect here), port 0x71 reads/w
 it. Time registers: 0x00 seconds, 0x02 minutes, 0x04 hours, 0x06 day of week (1 =
 Sunday), 0x07 day of month, 0x08 month, 0x09 year (two digits); 0x32 is the century
 byte by IBM PC convention. Alarms 0x01/0x03/0x05 are plain storage. Register A (0x0A):
-bit 7 UIP, divider/rate bits stored. Register B (0x0B): bit 1 24-hour mode, bit 2 DM
-(1 = binary, 0 = BCD), bit 7 SET, interrupt enables stored (no RTC interrupts are
-generated). Register C (0x0C) reads 0. Register D (0x0D) reads 0x80 (VRT: valid RAM and
-time). Registers 0x0E-0x7F are battery-backed RAM.
+bit 7 UIP, bits 6..4 the divider (010: the 32.768 kHz time base runs), bits 3..0 the
+periodic rate (RS: 0 none, 1 = 256 Hz, 2 = 128 Hz, n = 32768 >> (n - 1) Hz). Register B
+(0x0B): bit 1 24-hour mode, bit 2 DM (1 = binary, 0 = BCD), bit 4 UIE, bit 5 AIE, bit 6
+PIE, bit 7 SET (updates inhibited). Register C (0x0C, read-only): bit 6 PF (a periodic
+tick), bit 5 AF (an update reached the alarm time; alarm bytes 0xC0-0xFF match any
+value), bit 4 UF (an update cycle ended), each set since C was last read; bit 7 IRQF =
+any flag whose enable bit is set; reading C clears them all and releases IRQ 8. IRQ 8 is
+driven high when IRQF rises (the 8259s and the I/O APIC see a rising edge). Register D
+(0x0D) reads 0x80 (VRT: valid RAM and time). Registers 0x0E-0x7F are battery-backed RAM.
 
 The time is ``epoch + time_base_seconds`` where the epoch defaults to 2007-03-09
 12:00:00 UTC (the date of the LKML thread this project studies). Writes to a time
@@ -22,10 +27,11 @@ within the first second: the default puts the first update 1 ms after reset so a
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import attrs
 
-from pvframe.platform.timebase import TimeBase
+from pvframe.platform.timebase import TimeBase, TimerEvent
 from pvframe.timekeeping import units
 
 CMOS_INDEX = 0x70
@@ -46,6 +52,12 @@ REG_A_UIP = 0x80
 REG_B_24H = 0x02
 REG_B_DM_BINARY = 0x04
 REG_B_SET = 0x80
+REG_B_UIE, REG_B_AIE, REG_B_PIE = 0x10, 0x20, 0x40
+REG_C_UF, REG_C_AF, REG_C_PF, REG_C_IRQF = 0x10, 0x20, 0x40, 0x80
+RTC_IRQ = 8
+RTC_ALARM_REGS = ((0x01, RTC_SECONDS), (0x03, RTC_MINUTES), (0x05, RTC_HOURS))
+#: updates scanned for an alarm match (a daily alarm matches within one day)
+ALARM_SCAN = 86_401
 UIP_BEFORE_NS = 244_000
 UPDATE_CYCLE_NS = 1_984_000
 DEFAULT_EPOCH = dt.datetime(2007, 3, 9, 12, 0, 0, tzinfo=dt.UTC)
@@ -76,6 +88,115 @@ class CmosRtc:
     reg_b: int = REG_B_24H  # 24-hour, BCD
     offset_s: int = 0
     ram: bytearray = attrs.field(factory=lambda: bytearray(128))
+    set_irq: Callable[[int, bool], None] | None = None
+    #: RTC time (ns, as :meth:`_ns`) register C was last read (its flags cleared)
+    c_cleared_ns: int = 0
+    irq_line: bool = False
+    _event: TimerEvent | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self.c_cleared_ns = self._ns()
+
+    # -------------------------------------------------------------- register C
+    def _rate_hz(self) -> int | None:
+        rs = self.reg_a & 0x0F
+        if rs == 0 or (self.reg_a >> 4) & 7 != 2:
+            return None
+        return 256 if rs == 1 else 128 if rs == 2 else 32768 >> (rs - 1)
+
+    def _periodic_between(self, a: int, b: int) -> bool:
+        hz = self._rate_hz()
+        return hz is not None and b * hz // units.NSEC_PER_SEC > a * hz // units.NSEC_PER_SEC
+
+    @staticmethod
+    def _update_ends(a: int, b: int) -> range:
+        """Indices k of the update cycles ending in (a, b] (at k s + UPDATE_CYCLE_NS)."""
+        sec = units.NSEC_PER_SEC
+        return range((a - UPDATE_CYCLE_NS) // sec + 1, (b - UPDATE_CYCLE_NS) // sec + 1)
+
+    def _alarm_matches(self, k: int) -> bool:
+        """Whether the time just after update ``k`` matches the alarm registers."""
+        t = self.epoch + dt.timedelta(seconds=k + self.offset_s)
+        fields = self._fields(t)
+        for alarm, reg in RTC_ALARM_REGS:
+            want = self.ram[alarm]
+            if want & 0xC0 == 0xC0:
+                continue
+            have = fields[reg]
+            if reg == RTC_HOURS and not self.reg_b & REG_B_24H:
+                have = self._encode(have % 12 or 12) | (0x80 if have >= 12 else 0)
+            else:
+                have = self._encode(have)
+            if want != have:
+                return False
+        return True
+
+    def flags(self, now_ns: int | None = None) -> int:
+        """Register C's flags (IRQF included) for events since C was last read."""
+        now = self._ns() if now_ns is None else now_ns
+        a = self.c_cleared_ns
+        c = REG_C_PF if self._periodic_between(a, now) else 0
+        if not self.reg_b & REG_B_SET:
+            ends = self._update_ends(a, now)
+            if len(ends):
+                c |= REG_C_UF
+                if any(self._alarm_matches(k) for k in ends[:ALARM_SCAN]):
+                    c |= REG_C_AF
+        if c & (self.reg_b & (REG_B_UIE | REG_B_AIE | REG_B_PIE)):
+            c |= REG_C_IRQF
+        return c
+
+    def _next_irq_ns(self) -> int | None:
+        """RTC time at which IRQF next rises (after C's last read), if ever."""
+        a = max(self.c_cleared_ns, self._ns())
+        times = []
+        hz = self._rate_hz()
+        if self.reg_b & REG_B_PIE and hz is not None:
+            tick = a * hz // units.NSEC_PER_SEC + 1  # the next periodic tick's index
+            times.append(-(-(tick * units.NSEC_PER_SEC) // hz))
+        if not self.reg_b & REG_B_SET:
+            first = self._update_ends(a, a + units.NSEC_PER_SEC).start
+            if self.reg_b & REG_B_UIE:
+                times.append(first * units.NSEC_PER_SEC + UPDATE_CYCLE_NS)
+            if self.reg_b & REG_B_AIE:
+                for k in range(first, first + ALARM_SCAN):
+                    if self._alarm_matches(k):
+                        times.append(k * units.NSEC_PER_SEC + UPDATE_CYCLE_NS)
+                        break
+        return min(times) if times else None
+
+    def _reschedule(self) -> None:
+        """Raise IRQ 8 if IRQF is already up, else arm an event for when it rises."""
+        self.timebase.cancel(self._event)
+        self._event = None
+        if self.irq_line:
+            return
+        if self.flags() & REG_C_IRQF:
+            self._raise()
+            return
+        target = self._next_irq_ns()
+        if target is not None:
+            tsc = units.ns_to_ticks_ceil(target - self.start_phase_ns, self.timebase.tsc_hz)
+            self._event = self.timebase.schedule(tsc, self._fire, name="rtc")
+
+    def _fire(self, _deadline: int) -> None:
+        self._event = None
+        self._reschedule()
+
+    def _raise(self) -> None:
+        self.irq_line = True
+        if self.set_irq is not None:
+            self.set_irq(RTC_IRQ, True)
+
+    def _read_c(self) -> int:
+        c = self.flags()
+        self.c_cleared_ns = self._ns()
+        if self.irq_line:
+            self.irq_line = False
+            if self.set_irq is not None:
+                self.set_irq(RTC_IRQ, False)
+        self._reschedule()
+        return c
 
     # -------------------------------------------------------------------- time
 
@@ -150,7 +271,7 @@ class CmosRtc:
         if reg == RTC_REG_B:
             return self.reg_b
         if reg == RTC_REG_C:
-            return 0
+            return self._read_c()
         if reg == RTC_REG_D:
             return 0x80
         return self.ram[reg]
@@ -166,8 +287,10 @@ class CmosRtc:
             self._write_time_reg(reg, value)
         elif reg == RTC_REG_A:
             self.reg_a = value & 0x7F
+            self._reschedule()
         elif reg == RTC_REG_B:
             self.reg_b = value
+            self._reschedule()
         elif reg in (RTC_REG_C, RTC_REG_D):
             pass  # read-only
         else:

@@ -13,8 +13,11 @@ Per the Intel 8259A datasheet (order no. 231468), "Programming the 8259A":
 
 PC wiring: the slave's INT drives master IR2; master at 0x20/0x21, slave at 0xA0/0xA1.
 Simplifications (documented): fixed priority only (IR0 highest; rotation commands are
-accepted and ignored), special mask mode and special fully nested mode are not modelled,
-the ELCR (0x4d0/0x4d1) is not present. Edge-triggered inputs latch IRR on a rising edge
+accepted and ignored), special fully nested mode is not modelled. Special mask mode
+(OCW3 bits 6..5 = 11 sets, 10 clears it) is: a masked in-service level then no longer
+blocks lower-priority requests. The PIIX3's edge/level control registers ELCR1/ELCR2
+(ports 0x4D0/0x4D1, Intel 82371SB datasheet, section 4.1.x "ELCR") make single inputs
+level-triggered; IRQ 0, 1, 2, 8 and 13 cannot be (their bits read 0). Edge-triggered inputs latch IRR on a rising edge
 and keep it until acknowledged (as QEMU's i8259 does); level-triggered inputs (LTIM)
 follow the line. Before any ICW1 the pair is in the state a PC BIOS leaves: vector
 bases 0x08 / 0x70, all inputs masked.
@@ -22,8 +25,13 @@ bases 0x08 / 0x70, all inputs masked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 
+ELCR_PORT = 0x4D0
+#: ELCR bits that exist: IRQ 0, 1, 2 (master) and 8, 13 (slave) are always edge
+ELCR_MASKS = (0xF8, 0xDE)
 MASTER_CMD = 0x20
 MASTER_DATA = 0x21
 SLAVE_CMD = 0xA0
@@ -46,18 +54,22 @@ class I8259:
     icw3: int = 0
     read_isr: bool = False
     poll: bool = False
+    special_mask: bool = False
+    #: ELCR: inputs that are level-triggered on their own (PIIX3), besides ICW1's LTIM
+    elcr: int = 0
     init_step: int = 0  # 0: operational; 2/3/4: expecting ICW2/3/4
     _expect_icw4: bool = False
 
     def set_line(self, irq: int, level: bool) -> None:
         bit = 1 << irq
+        lvl = self.ltim or bool(self.elcr & bit)
         if level:
-            if self.ltim or not self.level & bit:
+            if lvl or not self.level & bit:
                 self.irr |= bit  # rising edge (edge mode) or asserted level
             self.level |= bit
         else:
             self.level &= ~bit
-            if self.ltim:
+            if lvl:
                 self.irr &= ~bit
 
     def _priority_bit(self, mask: int) -> int | None:
@@ -71,7 +83,7 @@ class I8259:
         req = self._priority_bit(self.irr & ~self.imr)
         if req is None:
             return None
-        serving = self._priority_bit(self.isr)
+        serving = self._priority_bit(self.isr & ~self.imr if self.special_mask else self.isr)
         if serving is not None and serving <= req:
             return None
         return req
@@ -79,7 +91,7 @@ class I8259:
     def ack(self, irq: int) -> None:
         """INTA for ``irq``: move it from IRR to ISR (unless AEOI)."""
         bit = 1 << irq
-        if not self.ltim:
+        if not (self.ltim or self.elcr & bit):
             self.irr &= ~bit
         if not self.aeoi:
             self.isr |= bit
@@ -97,6 +109,8 @@ class I8259:
             self.init_step = 2
             return
         if value & 0x08:  # OCW3
+            if value & 0x40:  # ESMM: bit 5 sets (1) or clears (0) special mask mode
+                self.special_mask = bool(value & 0x20)
             if value & 0x04:
                 self.poll = True
             if value & 0x02:
@@ -151,6 +165,8 @@ class PICPair:
     slave: I8259 = attrs.field(factory=lambda: I8259(vector_base=0x70))
     acks: int = 0
     spurious: int = 0
+    #: other chips on the same ISA IRQ lines (the I/O APIC): ``listener(irq, level)``
+    line_listeners: list[Callable[[int, bool], None]] = attrs.field(factory=list)
 
     def __attrs_post_init__(self) -> None:
         # IR2 of the master is the cascade input: leave it unmasked after "BIOS".
@@ -159,12 +175,14 @@ class PICPair:
     # ------------------------------------------------------------- device side
 
     def set_irq(self, irq: int, level: bool) -> None:
-        """Drive ISA IRQ line ``irq`` (0-15) to ``level``."""
+        """Drive ISA IRQ line ``irq`` (0-15) to ``level`` (the I/O APIC sees it too)."""
         if irq >= 8:
             self.slave.set_line(irq - 8, level)
         else:
             self.master.set_line(irq, level)
         self._cascade()
+        for listener in self.line_listeners:
+            listener(irq, level)
 
     def pulse_irq(self, irq: int) -> None:
         """A rising then falling edge on ``irq`` (an edge-triggered event)."""
@@ -216,12 +234,25 @@ class PICPair:
     # ---------------------------------------------------------------- ports
 
     def io_read(self, port: int, size: int) -> int:
+        if port in (ELCR_PORT, ELCR_PORT + 1):
+            if size > 1 and port == ELCR_PORT:
+                return self.master.elcr | (self.slave.elcr << 8)
+            return (self.master if port == ELCR_PORT else self.slave).elcr
         chip = self.master if port < 0xA0 else self.slave
         value = chip.read_data() if port & 1 else chip.read_cmd()
         self._cascade()
         return value
 
     def io_write(self, port: int, size: int, value: int) -> None:
+        if port in (ELCR_PORT, ELCR_PORT + 1):
+            if size > 1 and port == ELCR_PORT:
+                self.master.elcr = value & ELCR_MASKS[0]
+                self.slave.elcr = (value >> 8) & ELCR_MASKS[1]
+                return
+            index = port - ELCR_PORT
+            chip = (self.master, self.slave)[index]
+            chip.elcr = value & ELCR_MASKS[index]
+            return
         chip = self.master if port < 0xA0 else self.slave
         if port & 1:
             chip.write_data(value & 0xFF)

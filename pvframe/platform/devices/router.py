@@ -5,7 +5,9 @@ PC wiring (Intel MultiProcessor Specification v1.4 §3.6.2, "virtual wire mode")
 unmasked with delivery mode ExtINT (111), the 8259's request reaches the CPU as if the
 APIC were absent and the vector comes from the 8259's INTA cycle. Simplification: while
 the APIC is software-disabled (SVR bit 8 = 0, its reset state), the 8259 is also passed
-through, as a PC BIOS leaves the machine before an OS sets the APIC up; and LINT0 in
+through, as a PC BIOS leaves the machine before an OS sets the APIC up (and while the
+APIC is globally disabled through IA32_APIC_BASE the 8259 drives INTR directly, SDM Vol. 3A
+§10.4.3); and LINT0 in
 fixed delivery mode is not modelled (only ExtINT pass-through).
 
 Priority between the two sources (a simplification): a deliverable APIC vector is
@@ -31,7 +33,8 @@ class InterruptRouter:
 
     def pic_routed(self) -> bool:
         """Whether the 8259's INTR currently reaches the CPU (through LINT0/ExtINT)."""
-        return not self.apic.software_enabled or self.apic.lint0_extint()
+        apic = self.apic
+        return not apic.globally_enabled or not apic.software_enabled or apic.lint0_extint()
 
     def interrupt_pending(self) -> bool:
         if self.apic.has_pending():

@@ -19,6 +19,15 @@ off   DLAB = 0               DLAB = 1
 Transmission is instantaneous: THR writes land in the console buffer at once, so LSR
 always reports THRE|TEMT and polling drivers (Linux ``early_serial_putc`` waits for
 LSR bit 5) never wait. Received bytes can be queued with :meth:`Uart16550.feed`.
+
+FIFOs (FCR bit 0; IIR bits 7..6 read 11 while enabled, the 16550A signature Linux's
+8250 ``autoconfig`` looks for): the receiver holds 16 bytes with the FIFO enabled and one
+without; a byte arriving at a full receiver is lost and sets LSR bit 1 (overrun, cleared
+by reading LSR). FCR bits 1/2 clear the receive/transmit FIFO; bits 7..6 set the receive
+trigger level (1, 4, 8, 14 bytes): at or above it IIR reports "received data available"
+(0x04), below it "character timeout" (0x0C; the four-character time passes at once here).
+The scratch register (7) stores a byte, loopback (MCR bit 4) feeds the transmitter into
+the receiver and wires the modem outputs to the inputs, so Linux's probes pass.
 Interrupts: "receiver data available" (IER bit 0) and "THR empty" (IER bit 1) are
 modelled with the datasheet's IIR priorities; the IRQ line is raised only while
 MCR.OUT2 is set, as PC boards wire it. Line status / modem status interrupts are not
@@ -33,6 +42,10 @@ from collections.abc import Callable
 import attrs
 
 LSR_DR = 0x01
+LSR_OE = 0x02
+IIR_TIMEOUT = 0x0C
+RX_FIFO = 16
+TRIGGER_LEVELS = (1, 4, 8, 14)
 LSR_THRE = 0x20
 LSR_TEMT = 0x40
 LCR_DLAB = 0x80
@@ -64,14 +77,34 @@ class Uart16550:
     dll: int = 0x01  # 115200 baud divisor left by a PC BIOS
     dlm: int = 0x00
     thre_pending: bool = False
+    overrun: bool = False
+    #: bytes ``feed`` could not deliver yet (the line keeps them until the FIFO drains)
+    backlog: deque[int] = attrs.field(factory=deque)
     _irq_level: bool = False
 
     # --------------------------------------------------------------- host side
 
     def feed(self, data: bytes) -> None:
-        """Queue bytes as if received on the serial line."""
-        self.rx.extend(data)
+        """Queue bytes as if received on the serial line; what does not fit in the
+        receiver waits on the line (a host console never overruns the guest)."""
+        self.backlog.extend(data)
+        self._refill()
         self._update_irq()
+
+    @property
+    def rx_capacity(self) -> int:
+        return RX_FIFO if self.fcr & 1 else 1
+
+    def _refill(self) -> None:
+        while self.backlog and len(self.rx) < self.rx_capacity:
+            self.rx.append(self.backlog.popleft())
+
+    def _receive(self, byte: int) -> None:
+        """A byte from the line (loopback): lost with OE set when the receiver is full."""
+        if len(self.rx) >= self.rx_capacity:
+            self.overrun = True
+        else:
+            self.rx.append(byte)
 
     def text(self) -> str:
         """The console output decoded as UTF-8 (invalid bytes replaced)."""
@@ -90,6 +123,7 @@ class Uart16550:
             if dlab:
                 return self.dll
             value = self.rx.popleft() if self.rx else 0
+            self._refill()
             self._update_irq()
             return value
         if off == 1:
@@ -106,7 +140,9 @@ class Uart16550:
         if off == 4:
             return self.mcr
         if off == 5:
-            return LSR_THRE | LSR_TEMT | (LSR_DR if self.rx else 0)
+            lsr = LSR_THRE | LSR_TEMT | (LSR_DR if self.rx else 0) | (LSR_OE if self.overrun else 0)
+            self.overrun = False
+            return lsr
         if off == 6:
             return self._msr()
         return self.scr
@@ -130,9 +166,12 @@ class Uart16550:
                 self.thre_pending = True  # THR is empty: enabling THRI raises it at once
             self._update_irq()
         elif off == 2:
+            if (value ^ self.fcr) & 1:
+                self.rx.clear()  # enabling or disabling the FIFOs empties them
             self.fcr = value & 0xC9
             if value & 0x02:
                 self.rx.clear()  # FCR bit 1: reset receiver FIFO
+            self._refill()
             self._update_irq()
         elif off == 3:
             self.lcr = value
@@ -147,7 +186,7 @@ class Uart16550:
 
     def _transmit(self, byte: int) -> None:
         if self.mcr & MCR_LOOP:
-            self.rx.append(byte)  # loopback: the transmitter feeds the receiver
+            self._receive(byte)  # loopback: the transmitter feeds the receiver
         else:
             self.console.append(byte)
             if self.on_transmit is not None:
@@ -166,7 +205,8 @@ class Uart16550:
 
     def _iir(self) -> int:
         if self.ier & IER_RDI and self.rx:
-            return IIR_RDI
+            trigger = TRIGGER_LEVELS[self.fcr >> 6] if self.fcr & 1 else 1
+            return IIR_RDI if len(self.rx) >= trigger else IIR_TIMEOUT
         if self.ier & IER_THRI and self.thre_pending:
             return IIR_THRI
         return IIR_NO_INT
