@@ -21,8 +21,8 @@ import attrs
 
 from pvframe import plugins
 from pvframe.executor import Executor, faults
-from pvframe.executor.state import IF_MASK, CPUState
-from pvframe.platform import loader
+from pvframe.executor.state import IF_MASK, CPUState, Segment
+from pvframe.platform import linux_boot, loader
 from pvframe.platform.memory import PhysicalMemory
 from pvframe.platform.mmu import MMU
 from pvframe.platform.pc import Platform
@@ -277,6 +277,16 @@ class Machine:
             if sites:
                 self.patch_sites = dict(patching.apply(self, sites))
 
+    def load_bzimage(self, image: bytes, cmdline: str = "", initrd: bytes | None = None) -> None:
+        """Load a Linux bzImage through the 32-bit boot protocol
+        (:mod:`pvframe.platform.linux_boot`): zero page, e820 map of this machine's RAM,
+        command line, initrd; entry at code32_start with ESI = boot_params."""
+        info = linux_boot.load_bzimage(
+            image, self.config.ram_size, self.memory.write_bytes, cmdline=cmdline,
+            initrd=initrd, reserved=getattr(self.platform, "reserved_ranges", ()),
+        )
+        self._start(info, None)
+
     #: ESP of a multiboot kernel, which the specification leaves undefined: the top of
     #: conventional memory below the EBDA (kernels set their own stack first thing)
     MULTIBOOT_ESP = 0x7FF00
@@ -285,10 +295,13 @@ class Machine:
         """The start state of docs/architecture.md: flat protected mode at CPL0 with the
         loader's GDT, EFLAGS=0x2, CR0=0x11, CR3=CR4=0, IDTR limit 0, paging off."""
         self.boot = info
-        base, limit = loader.write_flat_gdt(self.memory.write_bytes)
+        base, limit = info.gdt or loader.write_flat_gdt(self.memory.write_bytes)
         cpu = self.cpu
-        cpu.eax, cpu.ebx = info.eax, info.ebx
-        cpu.ecx = cpu.edx = cpu.esi = cpu.edi = cpu.ebp = 0
+        cpu.eax, cpu.ebx, cpu.esi = info.eax, info.ebx, info.esi
+        cpu.ecx = cpu.edx = cpu.edi = cpu.ebp = 0
+        cpu.cs = Segment(info.code_selector, 0, 0xFFFFFFFF, 0xC09B)
+        cpu.ds, cpu.es, cpu.fs, cpu.gs, cpu.ss = (
+            Segment(info.data_selector, 0, 0xFFFFFFFF, 0xC093) for _ in range(5))
         cpu.esp = esp if esp is not None else (
             info.esp if info.esp is not None else self.MULTIBOOT_ESP
         )

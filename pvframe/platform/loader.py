@@ -117,6 +117,11 @@ class BootInfo:
     kind: str = "raw"
     gdt: tuple[int, int] | None = None
     cmdline: str = ""
+    esi: int = 0
+    #: selectors of the flat code and data descriptors in ``gdt`` loaded at entry (CS;
+    #: DS, ES, FS, GS, SS)
+    code_selector: int = 0x08
+    data_selector: int = 0x10
 
 
 # --------------------------------------------------------------------------------------

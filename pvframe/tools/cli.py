@@ -69,6 +69,11 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+#: ``pvframe run --memory`` default: enough for Debian's 686 kernel (pref_address 16 MiB +
+#: init_size ~16 MiB, plus an initramfs), cheap because RAM pages are allocated on first write
+DEFAULT_MEMORY_MIB = 128
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """One line on stderr, then exit: the CLI's only way of reporting a user error."""
     err.print(f"pvframe: error: {message}", markup=False)
@@ -200,9 +205,12 @@ def _parse_dump(spec: str) -> tuple[str, int, int]:
 
 def _load(
     machine: object, data: bytes, path: Path, raw: bool, load_addr: str, entry: str | None,
-    start_esp: int | None, cmdline: str,
+    start_esp: int | None, cmdline: str, initrd: bytes | None = None,
 ) -> None:
+    """Load IMAGE as its header says: a Linux bzImage ("HdrS" at 0x202), else a multiboot
+    kernel (ELF or a.out kludge); --raw forces a raw binary."""
     from pvframe.machine import Machine
+    from pvframe.platform.linux_boot import is_bzimage
     from pvframe.platform.loader import ImageError
 
     assert isinstance(machine, Machine)
@@ -210,10 +218,47 @@ def _load(
         if raw:
             a = _int(load_addr, "--load-addr")
             machine.load_raw(data, a, _int(entry, "--entry") if entry else a, esp=start_esp)
+        elif is_bzimage(data):
+            if start_esp is not None:
+                fail("--esp is for multiboot and raw images; the Linux boot protocol sets "
+                     "its own start state")
+            machine.load_bzimage(data, cmdline=cmdline, initrd=initrd)
         else:
+            if initrd is not None:
+                fail(f"--initrd is for Linux bzImages; {path} has no Linux setup header "
+                     "('HdrS' at 0x202)")
             machine.load_multiboot(data, cmdline=cmdline, esp=start_esp)
     except ImageError as exc:
         fail(f"{path}: {exc}")
+
+
+def _machine_config(memory: int) -> Any:
+    """The machine configuration for ``--memory`` MiB, refused in one line if out of range."""
+    from pvframe.machine import MachineConfig
+
+    try:
+        return MachineConfig(ram_size=memory << 20)
+    except ValueError:
+        fail(f"--memory {memory}: give the guest RAM in MiB, between 1 and 3072")
+
+
+def _read_initrd(path: Path | None, ram_size: int) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        size = path.stat().st_size
+        if size > ram_size:
+            fail(f"--initrd {str(path)!r} is {size:,} bytes, larger than the guest RAM "
+                 f"({ram_size:,} bytes)")
+        return path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read --initrd {str(path)!r}: {exc.strerror}")
+
+
+def _is_bzimage(data: bytes) -> bool:
+    from pvframe.platform.linux_boot import is_bzimage
+
+    return is_bzimage(data)
 
 
 def _image_path(image: Path | None, demo: str | None) -> Path:
@@ -233,14 +278,13 @@ def _image_path(image: Path | None, demo: str | None) -> Path:
     return path
 
 
-def _read_image(path: Path, raw: bool) -> bytes:
+def _read_image(path: Path, raw: bool, ram_size: int) -> bytes:
     """The image's bytes, refused by its size before it is read (a file larger than any
     guest RAM cannot be loaded)."""
-    from pvframe.machine import MachineConfig
     from pvframe.platform.loader import ImageError, read_image
 
     try:
-        return read_image(path, MachineConfig().ram_size, raw=raw)
+        return read_image(path, ram_size, raw=raw)
     except ImageError as exc:
         fail(f"{path}: {exc}")
     except OSError as exc:
@@ -299,7 +343,8 @@ def _progress(transient: bool = True) -> Progress:
 @app.command("run")
 def run_cmd(
     image: Annotated[
-        Path | None, typer.Argument(help="Multiboot ELF kernel or raw image (with --raw).")
+        Path | None, typer.Argument(help="Linux bzImage, multiboot kernel (ELF or a.out "
+                                    "kludge) or raw image (with --raw), told apart by header.")
     ] = None,
     demo: Annotated[
         str | None, typer.Option("--demo", help="Run a bundled demo guest instead of IMAGE.")
@@ -320,7 +365,14 @@ def run_cmd(
         list[str] | None, typer.Option("--dump", help="ADDR:LEN of physical memory to report.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
-    cmdline: Annotated[str, typer.Option("--cmdline", help="Multiboot command line.")] = "",
+    cmdline: Annotated[str, typer.Option("--cmdline", help="Kernel command line (bzImage or "
+                                         "multiboot).")] = "",
+    initrd: Annotated[
+        Path | None, typer.Option("--initrd", help="bzImage: initial ramdisk, loaded high.")
+    ] = None,
+    memory: Annotated[
+        int, typer.Option("--memory", "-m", help="Guest RAM in MiB.")
+    ] = DEFAULT_MEMORY_MIB,
     trace: Annotated[
         Path | None,
         typer.Option("--trace", help="Write a Perfetto/Chrome trace (JSON) of hooks, "
@@ -369,8 +421,12 @@ def run_cmd(
                          ("--save-image", save_image)):
         if target is not None:
             _check_writable(what, target)
+    config = _machine_config(memory)
     path = _image_path(image, demo)
-    data = _read_image(path, raw)
+    data = _read_image(path, raw, config.ram_size)
+    ramdisk = _read_initrd(initrd, config.ram_size)
+    if record_to is not None and not raw and _is_bzimage(data):
+        fail("--record does not record Linux bzImage runs yet; run without --record")
     start_esp = _int(esp, "--esp") if esp is not None else None
     if start_esp is not None and not 0 <= start_esp <= 0xFFFFFFFF:
         fail(f"--esp {esp!r} is not a 32-bit address (0 to 0xffffffff)")
@@ -381,7 +437,7 @@ def run_cmd(
         if len(names) < 2 or len(set(names)) != len(names):
             fail(f"--compare {compare!r}: give two or more different backends, e.g. native,xen,vmi")
         _compare(names, data, path, raw, load_addr, entry, start_esp, cmdline,
-                 max_instructions, dumps, as_json, host_limit)
+                 max_instructions, dumps, as_json, host_limit, config, ramdisk)
         return
     tracer = None
     extra: list[object] = []
@@ -400,7 +456,7 @@ def run_cmd(
     # it runs goes to stderr
     with _plugin_stdout(as_json):
         try:
-            machine = Machine(backend, extra_plugins=extra)
+            machine = Machine(backend, config, extra_plugins=extra)
         except plugins.UnknownBackendError as exc:
             fail(str(exc))
         except plugins.BackendError as exc:  # installed, but broken: it cannot run
@@ -409,7 +465,7 @@ def run_cmd(
             tracer.attach(machine)
         if not as_json:
             machine.platform.set_console_sink(lambda text: out.out(text, end="", highlight=False))
-        _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline)
+        _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline, ramdisk)
         if save_image is not None:
             _save_raw_image(machine, save_image)
         result = _run_with_progress(machine, max_instructions, dumps, host_limit,
@@ -541,6 +597,7 @@ def _compare(
     names: list[str], data: bytes, path: Path, raw: bool, load_addr: str, entry: str | None,
     start_esp: int | None, cmdline: str, max_instructions: int,
     dumps: list[tuple[str, int, int]], as_json: bool, host_limit: float | None,
+    config: Any = None, initrd: bytes | None = None,
 ) -> None:
     from pvframe.machine import Machine
 
@@ -551,10 +608,10 @@ def _compare(
         for name in names:
             bar.update(task, description=f"running {path.name} on {name}")
             try:
-                machine = Machine(name, backends=found)
+                machine = Machine(name, config, backends=found)
             except plugins.BackendError as exc:
                 fail(str(exc))
-            _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline)
+            _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline, initrd)
             result = machine.run(max_instructions, dumps=dumps, wall_clock_s=host_limit)
             runs.append((name, machine.virtual_ns(), result))
             bar.advance(task)
