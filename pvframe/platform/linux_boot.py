@@ -337,7 +337,7 @@ def load_bzimage(
 
     extra = list(reserved)
     for s, e in extra:
-        if s < kernel_end and KERNEL_LOAD_ADDR < e:
+        if s < kernel_end and e > KERNEL_LOAD_ADDR:
             raise ImageError(f"platform reserves {s:#x}-{e - 1:#x}, inside the kernel's "
                              f"{KERNEL_LOAD_ADDR:#x}-{kernel_end - 1:#x}")
     entries = e820_map(ram_size, extra)

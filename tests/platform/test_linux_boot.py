@@ -4,6 +4,7 @@ malformed headers refused field by field, the e820 map as a property."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -172,7 +173,7 @@ def test_initrd_that_does_not_fit_is_refused() -> None:
 def test_e820_map_partitions_ram_and_reserved(ram: int, reserved: list[tuple[int, int]]) -> None:
     holes = [(s, s + n) for s, n in reserved]
     entries = LB.e820_map(ram, holes)
-    for (b0, n0, _), (b1, _, _) in zip(entries, entries[1:]):
+    for (b0, n0, _), (b1, _, _) in itertools.pairwise(entries):
         assert b0 + n0 <= b1  # sorted, disjoint
     ram_bytes = {t: 0 for t in (1, 2)}
     for base, length, kind in entries:
