@@ -289,7 +289,7 @@ class Machine:
 
     #: ESP of a multiboot kernel, which the specification leaves undefined: the top of
     #: conventional memory below the EBDA (kernels set their own stack first thing)
-    MULTIBOOT_ESP = 0x7FF00
+    MULTIBOOT_ESP = loader.MULTIBOOT_STACK_TOP
 
     def _start(self, info: loader.BootInfo, esp: int | None) -> None:
         """The start state of docs/architecture.md: flat protected mode at CPL0 with the
