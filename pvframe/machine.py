@@ -277,13 +277,17 @@ class Machine:
             if sites:
                 self.patch_sites = dict(patching.apply(self, sites))
 
-    def load_bzimage(self, image: bytes, cmdline: str = "", initrd: bytes | None = None) -> None:
+    def load_bzimage(self, image: bytes, cmdline: str = "", initrd: bytes | None = None,
+                     *, host_decompress: bool = False) -> None:
         """Load a Linux bzImage through the 32-bit boot protocol
         (:mod:`pvframe.platform.linux_boot`): zero page, e820 map of this machine's RAM,
-        command line, initrd; entry at code32_start with ESI = boot_params."""
+        command line, initrd; entry at code32_start with ESI = boot_params
+        (``host_decompress``: at the decompressed kernel's own entry, a development
+        shortcut)."""
         info = linux_boot.load_bzimage(
             image, self.config.ram_size, self.memory.write_bytes, cmdline=cmdline,
             initrd=initrd, reserved=getattr(self.platform, "reserved_ranges", ()),
+            host_decompress=host_decompress,
         )
         self._start(info, None)
 

@@ -33,6 +33,8 @@ def bzimage(
     boot_flag: int = 0xAA55,
     magic: bytes = b"HdrS",
     header_end: int = HEADER_END_215,
+    payload_offset: int = 0,
+    payload_length: int = 0,
 ) -> bytes:
     """A bzImage whose protected-mode kernel is ``payload``; ``init_size`` defaults to the
     payload's size rounded up to 4 KiB (it runs where it is loaded)."""
@@ -53,6 +55,7 @@ def bzimage(
     setup[0x234] = relocatable
     struct.pack_into("<H", setup, 0x236, xloadflags)
     struct.pack_into("<I", setup, 0x238, cmdline_size)
+    struct.pack_into("<II", setup, 0x248, payload_offset, payload_length)
     struct.pack_into("<Q", setup, 0x258, pref_address)
     struct.pack_into("<I", setup, 0x260, init_size)
     return bytes(setup) + payload

@@ -4,8 +4,11 @@ malformed headers refused field by field, the e820 map as a property."""
 
 from __future__ import annotations
 
+import gzip
 import itertools
+import lzma
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -164,6 +167,44 @@ def test_setup_sects_zero_means_four() -> None:
 def test_initrd_that_does_not_fit_is_refused() -> None:
     with pytest.raises(ImageError, match="initrd of"):
         boot(bzimage(payload(4 * MiB)), ram=4 * MiB, initrd=bytes(3 * MiB + 4096))
+
+
+def _elf(paddr: int, code: bytes) -> bytes:
+    """An ELF32 i386 executable of one PT_LOAD segment at ``paddr``, entered at its start."""
+    ehdr = struct.pack("<16sHHIIIIIHHHHHH", b"\x7fELF\x01\x01\x01" + bytes(9), 2, 3, 1,
+                       paddr, 52, 0, 0, 52, 32, 1, 40, 0, 0)
+    phdr = struct.pack("<8I", 1, 84, 0xC0000000 + paddr, paddr, len(code), len(code) + 64, 7, 4)
+    return ehdr + phdr + code
+
+
+@pytest.mark.parametrize("compress", [
+    lambda d: lzma.compress(d, format=lzma.FORMAT_XZ) + b"SIZE",  # trailing size word
+    lambda d: gzip.compress(d) + b"SIZE",
+])
+def test_host_decompress_enters_the_kernel_elf_with_the_same_zero_page(
+        compress: Callable[[bytes], bytes]) -> None:
+    pref = 0x400000
+    stub = b"\xf4" * 64  # the decompressor, which host_decompress never runs
+    packed = compress(_elf(pref, payload(RAM)))
+    image = bzimage(stub + packed, pref_address=pref, init_size=0x100000,
+                    payload_offset=len(stub), payload_length=len(packed) - 4)
+    m = Machine("native", MachineConfig(ram_size=RAM))
+    m.load_bzimage(image, cmdline=CMDLINE, initrd=INITRD, host_decompress=True)
+    assert m.cpu.eip == pref and m.boot is not None and m.boot.kind == "bzimage-vmlinux"
+    result = m.run(100_000)
+    assert result.console == CMDLINE
+    assert (result.stop, result.exit_code) == ("exit", 1)
+
+
+def test_host_decompress_refusals() -> None:
+    with pytest.raises(ImageError, match="magic 00000000"):
+        LB.vmlinux(bzimage(bytes(64), payload_offset=0, payload_length=16))
+    with pytest.raises(ImageError, match="outside the file"):
+        LB.vmlinux(bzimage(bytes(64), payload_offset=32, payload_length=64))
+    packed = lzma.compress(_elf(0x300000, b"\xf4"), format=lzma.FORMAT_XZ)
+    image = bzimage(packed, pref_address=0x400000, payload_length=len(packed))
+    with pytest.raises(ImageError, match="relocating"):
+        LB.load_bzimage(image, RAM, lambda a, d: None, host_decompress=True)
 
 
 @given(
