@@ -286,10 +286,19 @@ class Machine:
         shortcut)."""
         info = linux_boot.load_bzimage(
             image, self.config.ram_size, self.memory.write_bytes, cmdline=cmdline,
-            initrd=initrd, reserved=getattr(self.platform, "reserved_ranges", ()),
+            initrd=initrd, e820=self._e820(),
             host_decompress=host_decompress,
         )
         self._start(info, None)
+
+    def _e820(self) -> list[tuple[int, int, int]] | None:
+        """The platform's own memory map when it describes its layout (``memory_layout()``:
+        regions with ``base``, ``length`` and an ``e820`` type or None), else None (the
+        loader's classic PC map)."""
+        layout = getattr(self.platform, "memory_layout", None)
+        if layout is None:
+            return None
+        return [(r.base, r.length, r.e820) for r in layout() if r.e820 is not None]
 
     #: ESP of a multiboot kernel, which the specification leaves undefined: the top of
     #: conventional memory below the EBDA (kernels set their own stack first thing)

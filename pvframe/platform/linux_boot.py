@@ -41,7 +41,7 @@ The zero page gets: the setup header copied from the image into 0x1F1..; ``type_
 without a VGA card); ``alt_mem_k`` (KiB above 1 MiB); and the e820 map
 (``e820_entries`` at 0x1E8, 20-byte entries at 0x2D0): RAM [0, 0x9FC00), reserved
 [0x9FC00, 0x100000) (EBDA, VGA hole and BIOS area, where the platform's firmware tables
-live), RAM [1 MiB, end of RAM), minus whatever extra ranges the platform reserves.
+live), RAM [1 MiB, end of RAM); or, when the platform describes its own layout, that map.
 
 Machine state at entry (boot.rst, "32-bit boot protocol"): protected mode, paging off,
 interrupts off, a GDT with a flat 4 GiB execute/read code segment at selector 0x10 and a
@@ -339,10 +339,14 @@ def load_bzimage(
     *,
     cmdline: str = "",
     initrd: bytes | None = None,
-    reserved: Iterable[tuple[int, int]] = (),
+    e820: Iterable[tuple[int, int, int]] | None = None,
     host_decompress: bool = False,
 ) -> BootInfo:
     """Load a bzImage for the 32-bit boot protocol and build its zero page.
+
+    ``e820`` is the machine's memory map as ``(base, length, type)`` when the platform
+    describes its own layout (firmware tables, MMIO); by default :func:`e820_map` of
+    ``ram_size``. The kernel's and the initrd's ranges must lie in RAM entries.
 
     ``host_decompress`` (a development shortcut, never the default) skips the bzImage's
     decompressor: the payload is decompressed here (:func:`vmlinux`), its ELF segments are
@@ -389,12 +393,11 @@ def load_bzimage(
         write_phys(addr, bytes(initrd))
         loaded.append(LoadedRange(addr, addr + len(initrd), "initrd"))
 
-    extra = list(reserved)
-    for s, e in extra:
-        if s < kernel_end and e > KERNEL_LOAD_ADDR:
-            raise ImageError(f"platform reserves {s:#x}-{e - 1:#x}, inside the kernel's "
-                             f"{KERNEL_LOAD_ADDR:#x}-{kernel_end - 1:#x}")
-    entries = e820_map(ram_size, extra)
+    entries = sorted(e820) if e820 is not None else e820_map(ram_size)
+    for r in loaded:
+        if not any(t == E820_RAM and b <= r.start and r.end <= b + n for b, n, t in entries):
+            raise ImageError(f"the {r.what} at {r.start:#x}-{r.end - 1:#x} is not inside one "
+                             "RAM range of the memory map")
     if len(entries) > E820_MAX_ENTRIES_ZEROPAGE:
         raise ImageError(f"the memory map has {len(entries)} entries; the zero page holds "
                          f"{E820_MAX_ENTRIES_ZEROPAGE}")

@@ -164,6 +164,23 @@ def test_setup_sects_zero_means_four() -> None:
     assert hdr.setup_size == 5 * 512
 
 
+def test_a_platform_memory_map_is_used_and_checked() -> None:
+    image = bzimage(payload(RAM))
+    ram = bytearray(RAM)
+
+    def write(addr: int, data: bytes) -> None:
+        ram[addr:addr + len(data)] = data
+
+    mmio = (0xFEC00000, 0x1000, LB.E820_RESERVED)
+    LB.load_bzimage(image, RAM, write, e820=[mmio, *LB.e820_map(RAM)])
+    zp = LB.BOOT_PARAMS_ADDR
+    assert ram[zp + LB.OFF_E820_ENTRIES] == 4
+    assert LB.E820_ENTRY.unpack_from(ram, zp + LB.OFF_E820_TABLE + 3 * 20) == mmio
+    no_high_ram = [e for e in LB.e820_map(RAM) if e[0] < LB.KERNEL_LOAD_ADDR]
+    with pytest.raises(ImageError, match=r"image at 0x100000-.* not inside one RAM range"):
+        LB.load_bzimage(image, RAM, write, e820=no_high_ram)
+
+
 def test_initrd_that_does_not_fit_is_refused() -> None:
     with pytest.raises(ImageError, match="initrd of"):
         boot(bzimage(payload(4 * MiB)), ram=4 * MiB, initrd=bytes(3 * MiB + 4096))
