@@ -72,6 +72,9 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 #: ``pvframe run --memory`` default: enough for Debian's 686 kernel (pref_address 16 MiB +
 #: init_size ~16 MiB, plus an initramfs), cheap because RAM pages are allocated on first write
 DEFAULT_MEMORY_MIB = 128
+#: ``--trace`` keeps at most this many events (the first and the last half: a kernel boot
+#: makes millions of hook calls), about 30 MB of JSON, which the Perfetto UI opens
+TRACE_MAX_EVENTS = 200_000
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -444,7 +447,7 @@ def run_cmd(
     if trace is not None:
         from pvframe.tools.trace import Tracer
 
-        tracer = Tracer()
+        tracer = Tracer(max_events=TRACE_MAX_EVENTS)
         extra.append(tracer)
     hook_log = None
     if record_to is not None:
