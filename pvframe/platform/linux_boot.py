@@ -353,7 +353,7 @@ def load_bzimage(
     loaded at their physical addresses and the kernel's own ``startup_32`` is entered
     with the same zero page and state, which is where the decompressor jumps (with the
     kernel at ``pref_address`` no relocation is applied: ``nokaslr``, or a kernel that
-    is not relocatable). It saves the ~2 billion guest instructions of unpacking xz."""
+    is not relocatable). It saves the more than 2 billion guest instructions of unpacking xz."""
     image = bytes(image)
     hdr = parse_setup_header(image)
     kernel = image[hdr.setup_size:]

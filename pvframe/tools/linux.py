@@ -242,7 +242,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"host seconds per boot (default {DEFAULT_WALL_CLOCK_S:g})")
     p.add_argument("--host-decompress", action="store_true",
                    help="development shortcut: decompress the kernel on the host and enter "
-                        "its startup_32 (skips ~2e9 guest instructions of xz)")
+                        "its startup_32 (skips over 2e9 guest instructions of xz)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--initrd", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
