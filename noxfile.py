@@ -1,4 +1,5 @@
-"""nox sessions: tests, equivalence, mutants, differential, lint, typecheck, bench, fuzz, docs.
+"""nox sessions: tests, equivalence, mutants, differential, lint, typecheck, bench, fuzz, docs,
+linux.
 
 The core and every plugin are installed into the session's environment from their folders,
 exactly as a user installs them; nothing is reached through PYTHONPATH.
@@ -129,6 +130,16 @@ def bench(session: nox.Session) -> None:
     the kit's mutation run, and one paravirt call against one trapped privileged instruction."""
     install_all(session, "test")
     session.run("python", "-m", "pvframe.tools.bench", *session.posargs)
+
+
+@nox.session
+def linux(session: nox.Session) -> None:
+    """Boot Debian's i386 kernel (fetched with apt-get download, never committed) with an
+    initramfs holding pvframe's /init on each backend; per backend: wall time,
+    instructions, M instr/s, peak RSS, the stop, and the hooks/hypercalls report as JSON
+    (docs/linux.md). Arguments go to the script, e.g. ``nox -s linux -- -b native``."""
+    install_all(session)
+    session.run("python", "-m", "pvframe.tools.linux", *session.posargs)
 
 
 @nox.session

@@ -21,8 +21,8 @@ import attrs
 
 from pvframe import plugins
 from pvframe.executor import Executor, faults
-from pvframe.executor.state import IF_MASK, CPUState
-from pvframe.platform import cpu_models, firmware, loader
+from pvframe.executor.state import IF_MASK, CPUState, Segment
+from pvframe.platform import cpu_models, firmware, linux_boot, loader
 from pvframe.platform.memory import PhysicalMemory
 from pvframe.platform.mmu import MMU
 from pvframe.platform.pc import Platform
@@ -302,18 +302,44 @@ class Machine:
             if sites:
                 self.patch_sites = dict(patching.apply(self, sites))
 
+    def load_bzimage(self, image: bytes, cmdline: str = "", initrd: bytes | None = None,
+                     *, host_decompress: bool = False) -> None:
+        """Load a Linux bzImage through the 32-bit boot protocol
+        (:mod:`pvframe.platform.linux_boot`): zero page, e820 map of this machine's RAM,
+        command line, initrd; entry at code32_start with ESI = boot_params
+        (``host_decompress``: at the decompressed kernel's own entry, a development
+        shortcut)."""
+        info = linux_boot.load_bzimage(
+            image, self.config.ram_size, self.memory.write_bytes, cmdline=cmdline,
+            initrd=initrd, e820=self._e820(),
+            host_decompress=host_decompress,
+        )
+        self._start(info, None)
+
+    def _e820(self) -> list[tuple[int, int, int]] | None:
+        """The platform's own memory map when it describes its layout (``memory_layout()``:
+        regions with ``base``, ``length`` and an ``e820`` type or None), else None (the
+        loader's classic PC map)."""
+        layout = getattr(self.platform, "memory_layout", None)
+        if layout is None:
+            return None
+        return [(r.base, r.length, r.e820) for r in layout() if r.e820 is not None]
+
     #: ESP of a multiboot kernel, which the specification leaves undefined: the top of
     #: conventional memory below the EBDA (kernels set their own stack first thing)
-    MULTIBOOT_ESP = 0x7FF00
+    MULTIBOOT_ESP = loader.MULTIBOOT_STACK_TOP
 
     def _start(self, info: loader.BootInfo, esp: int | None) -> None:
         """The start state of docs/architecture.md: flat protected mode at CPL0 with the
         loader's GDT, EFLAGS=0x2, CR0=0x11, CR3=CR4=0, IDTR limit 0, paging off."""
         self.boot = info
-        base, limit = loader.write_flat_gdt(self.memory.write_bytes)
+        base, limit = info.gdt or loader.write_flat_gdt(self.memory.write_bytes)
         cpu = self.cpu
-        cpu.eax, cpu.ebx = info.eax, info.ebx
-        cpu.ecx = cpu.edx = cpu.esi = cpu.edi = cpu.ebp = 0
+        cpu.eax, cpu.ebx, cpu.esi = info.eax, info.ebx, info.esi
+        cpu.ecx = cpu.edx = cpu.edi = cpu.ebp = 0
+        cpu.cs = Segment(info.code_selector, 0, 0xFFFFFFFF, 0xC09B)
+        cpu.ds, cpu.es, cpu.fs, cpu.gs, cpu.ss = (
+            Segment(info.data_selector, 0, 0xFFFFFFFF, 0xC093) for _ in range(5))
         cpu.esp = esp if esp is not None else (
             info.esp if info.esp is not None else self.MULTIBOOT_ESP
         )

@@ -5,7 +5,8 @@ The loaders know nothing of the executor: they write guest-physical memory throu
 state. Every refusal is an :class:`ImageError` whose message is one line naming the
 problem.
 
-Low-memory layout used by the loaders (all below 0x10000, above the real-mode IVT/BDA):
+Boot information area of the loaders, at 0x800 unless an image needs that memory (below
+0x10000 there, above the real-mode IVT/BDA):
 
 =============  ===========================================================
 0x0800-0x0817  flat GDT (:func:`write_flat_gdt`): null, 0x08 code, 0x10 data
@@ -14,6 +15,12 @@ Low-memory layout used by the loaders (all below 0x10000, above the real-mode IV
 0x9200-0x92FF  memory map (multiboot ``mmap`` entries)
 0x9300-0x9FFF  kernel command line (NUL-terminated, at most 3327 bytes)
 =============  ===========================================================
+
+A multiboot kernel with a segment in that area gets the whole area, same layout, moved to
+the first 4 KiB-aligned place where no segment lies (as GRUB allocates its boot
+information where the kernel is not): below the conventional-memory top 0x9FC00 and clear
+of the multiboot stack page below :data:`MULTIBOOT_STACK_TOP`, else just above the highest
+segment. EBX and the structure's pointers say where it went.
 
 Multiboot v1 facts (Multiboot Specification version 0.6.96, §3.1 "OS image format",
 §3.2 "Machine state", §3.3 "Boot information format"):
@@ -59,6 +66,12 @@ MB_MMAP_ADDR = 0x9200
 MB_CMDLINE_ADDR = 0x9300
 MB_CMDLINE_MAX = 0xA000 - MB_CMDLINE_ADDR - 1
 BOOT_AREA = (GDT_ADDR, 0xA000)
+BOOT_AREA_SIZE = BOOT_AREA[1] - BOOT_AREA[0]
+#: ESP the machine gives a multiboot kernel (the specification leaves it undefined): the
+#: boot information area is never put in the 4 KiB below it
+MULTIBOOT_STACK_TOP = 0x7FF00
+#: top of conventional memory below the EBDA
+CONVENTIONAL_TOP = 0x9FC00
 #: The default raw-image stack sits just below the image; it needs this much room.
 MIN_STACK_ROOM = 0x1000
 
@@ -117,6 +130,11 @@ class BootInfo:
     kind: str = "raw"
     gdt: tuple[int, int] | None = None
     cmdline: str = ""
+    esi: int = 0
+    #: selectors of the flat code and data descriptors in ``gdt`` loaded at entry (CS;
+    #: DS, ES, FS, GS, SS)
+    code_selector: int = 0x08
+    data_selector: int = 0x10
 
 
 # --------------------------------------------------------------------------------------
@@ -369,6 +387,31 @@ def _memory_map(ram_size: int) -> list[tuple[int, int, int]]:
     return entries
 
 
+def boot_area_base(occupied: list[tuple[int, int]], ram_size: int) -> int:
+    """Where the boot information area (:data:`BOOT_AREA_SIZE` bytes) goes: at
+    ``BOOT_AREA[0]`` when no occupied ``[start, end)`` range meets it, else the lowest
+    4 KiB-aligned base in conventional memory (from 0x10000) clear of every range and of
+    the stack page below :data:`MULTIBOOT_STACK_TOP`, else the first page above the highest
+    range if RAM holds it there."""
+    stack = (MULTIBOOT_STACK_TOP - 0x1000, MULTIBOOT_STACK_TOP + 0x100)
+
+    def free(base: int, avoid_stack: bool) -> bool:
+        end = base + BOOT_AREA_SIZE
+        busy = [*occupied, stack] if avoid_stack else occupied
+        return end <= ram_size and not any(_overlaps(base, end, s, e) for s, e in busy)
+
+    if free(BOOT_AREA[0], False):
+        return BOOT_AREA[0]
+    for base in range(0x10000, CONVENTIONAL_TOP - BOOT_AREA_SIZE + 1, 0x1000):
+        if free(base, True):
+            return base
+    top = (max(e for _, e in occupied) + 0xFFF) & ~0xFFF
+    if free(top, True):
+        return top
+    raise ImageError(f"no room for the {BOOT_AREA_SIZE:#x}-byte boot information area "
+                     "beside the image's segments in RAM")
+
+
 def load_multiboot(
     image: bytes,
     ram_size: int,
@@ -408,7 +451,7 @@ def load_multiboot(
     if len(cmd) > MB_CMDLINE_MAX:
         raise ImageError(f"kernel command line is {len(cmd)} bytes, at most {MB_CMDLINE_MAX}")
 
-    occupied: list[tuple[int, int, str]] = [(BOOT_AREA[0], BOOT_AREA[1], "boot information area")]
+    occupied: list[tuple[int, int, str]] = []
     for seg in segments:
         start, end = seg.paddr, seg.paddr + seg.memsz
         for o0, o1, what in occupied:
@@ -419,6 +462,10 @@ def load_multiboot(
         occupied.append((start, end, seg.what))
     if not 0 <= entry <= M32:
         raise ImageError(f"entry point {entry:#x} is not a 32-bit address")
+    area = boot_area_base([(o0, o1) for o0, o1, _ in occupied], ram_size)
+    moved = area - BOOT_AREA[0]
+    info_addr, name_addr = MB_INFO_ADDR + moved, MB_LOADER_NAME_ADDR + moved
+    mmap_addr, cmdline_addr = MB_MMAP_ADDR + moved, MB_CMDLINE_ADDR + moved
 
     loaded: list[LoadedRange] = []
     for seg in segments:
@@ -432,26 +479,26 @@ def load_multiboot(
     struct.pack_into(
         "<IIIIIII", info, 0,
         MBI_FLAG_MEM | MBI_FLAG_CMDLINE | MBI_FLAG_MMAP | MBI_FLAG_LOADER_NAME,
-        mem_lower, mem_upper, 0, MB_CMDLINE_ADDR, 0, 0,
+        mem_lower, mem_upper, 0, cmdline_addr, 0, 0,
     )
-    struct.pack_into("<II", info, 44, len(mmap), MB_MMAP_ADDR)
-    struct.pack_into("<I", info, 64, MB_LOADER_NAME_ADDR)
-    write_phys(MB_INFO_ADDR, bytes(info))
-    write_phys(MB_LOADER_NAME_ADDR, LOADER_NAME)
-    write_phys(MB_MMAP_ADDR, mmap)
-    write_phys(MB_CMDLINE_ADDR, cmd + b"\0")
-    gdt = write_flat_gdt(write_phys)
+    struct.pack_into("<II", info, 44, len(mmap), mmap_addr)
+    struct.pack_into("<I", info, 64, name_addr)
+    write_phys(info_addr, bytes(info))
+    write_phys(name_addr, LOADER_NAME)
+    write_phys(mmap_addr, mmap)
+    write_phys(cmdline_addr, cmd + b"\0")
+    gdt = write_flat_gdt(write_phys, area)
     loaded += [
-        LoadedRange(MB_INFO_ADDR, MB_INFO_ADDR + MB_INFO_SIZE, "multiboot info"),
-        LoadedRange(MB_LOADER_NAME_ADDR, MB_LOADER_NAME_ADDR + len(LOADER_NAME), "loader name"),
-        LoadedRange(MB_MMAP_ADDR, MB_MMAP_ADDR + len(mmap), "memory map"),
-        LoadedRange(MB_CMDLINE_ADDR, MB_CMDLINE_ADDR + len(cmd) + 1, "cmdline"),
+        LoadedRange(info_addr, info_addr + MB_INFO_SIZE, "multiboot info"),
+        LoadedRange(name_addr, name_addr + len(LOADER_NAME), "loader name"),
+        LoadedRange(mmap_addr, mmap_addr + len(mmap), "memory map"),
+        LoadedRange(cmdline_addr, cmdline_addr + len(cmd) + 1, "cmdline"),
         LoadedRange(gdt[0], gdt[0] + gdt[1] + 1, "gdt"),
     ]
     return BootInfo(
         entry=entry,
         eax=MULTIBOOT_BOOTLOADER_MAGIC,
-        ebx=MB_INFO_ADDR,
+        ebx=info_addr,
         esp=None,
         loaded=tuple(loaded),
         kind=kind,

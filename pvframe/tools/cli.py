@@ -69,6 +69,14 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+#: ``pvframe run --memory`` default: enough for Debian's 686 kernel (pref_address 16 MiB +
+#: init_size ~16 MiB, plus an initramfs), cheap because RAM pages are allocated on first write
+DEFAULT_MEMORY_MIB = 128
+#: ``--trace`` keeps at most this many events (the first and the last half: a kernel boot
+#: makes millions of hook calls), about 30 MB of JSON, which the Perfetto UI opens
+TRACE_MAX_EVENTS = 200_000
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """One line on stderr, then exit: the CLI's only way of reporting a user error."""
     err.print(f"pvframe: error: {message}", markup=False)
@@ -200,9 +208,12 @@ def _parse_dump(spec: str) -> tuple[str, int, int]:
 
 def _load(
     machine: object, data: bytes, path: Path, raw: bool, load_addr: str, entry: str | None,
-    start_esp: int | None, cmdline: str,
+    start_esp: int | None, cmdline: str, initrd: bytes | None = None,
 ) -> None:
+    """Load IMAGE as its header says: a Linux bzImage ("HdrS" at 0x202), else a multiboot
+    kernel (ELF or a.out kludge); --raw forces a raw binary."""
     from pvframe.machine import Machine
+    from pvframe.platform.linux_boot import is_bzimage
     from pvframe.platform.loader import ImageError
 
     assert isinstance(machine, Machine)
@@ -210,100 +221,31 @@ def _load(
         if raw:
             a = _int(load_addr, "--load-addr")
             machine.load_raw(data, a, _int(entry, "--entry") if entry else a, esp=start_esp)
+        elif is_bzimage(data):
+            if start_esp is not None:
+                fail("--esp is for multiboot and raw images; the Linux boot protocol sets "
+                     "its own start state")
+            machine.load_bzimage(data, cmdline=cmdline, initrd=initrd)
         else:
+            if initrd is not None:
+                fail(f"--initrd is for Linux bzImages; {path} has no Linux setup header "
+                     "('HdrS' at 0x202)")
             machine.load_multiboot(data, cmdline=cmdline, esp=start_esp)
     except ImageError as exc:
         fail(f"{path}: {exc}")
 
 
-def _image_path(image: Path | None, demo: str | None) -> Path:
-    from pvframe import guests
-
-    if (image is None) == (demo is None):
-        fail("give either IMAGE or --demo NAME (demo guests: " + ", ".join(guests.GUESTS) + ")")
-    if demo is not None and demo not in guests.GUESTS:
-        fail(f"unknown demo guest {demo!r}; choose one of: {', '.join(guests.GUESTS)}")
-    try:
-        path = guests.build(demo) if demo is not None else image
-    except guests.GuestBuildError as exc:
-        fail(str(exc))
-    assert path is not None
-    if not path.is_file():
-        fail(f"image {str(path)!r} does not exist or is not a file")
-    return path
-
-
-def _read_image(path: Path, raw: bool) -> bytes:
-    """The image's bytes, refused by its size before it is read (a file larger than any
-    guest RAM cannot be loaded)."""
-    from pvframe.machine import MachineConfig
-    from pvframe.platform.loader import ImageError, read_image
-
-    try:
-        return read_image(path, MachineConfig().ram_size, raw=raw)
-    except ImageError as exc:
-        fail(f"{path}: {exc}")
-    except OSError as exc:
-        fail(f"cannot read the image {str(path)!r}: {exc.strerror}")
-
-
-def _save_raw_image(machine: Machine, path: Path) -> None:
-    """Write the loaded image as a raw binary and say how to run it."""
-    from pvframe.platform.loader import raw_image
-
-    assert machine.boot is not None
-    data, addr = raw_image(machine.boot, machine.memory.read_bytes)
-    try:
-        path.write_bytes(data)
-    except OSError as exc:
-        fail(f"cannot write --save-image {str(path)!r}: {exc.strerror}")
-    err.print(f"pvframe: wrote {len(data):,} bytes of the loaded image to {path}; run it with: "
-              f"pvframe run {path} --raw --load-addr {addr:#x} --entry {machine.boot.entry:#x}",
-              markup=False)
-
-
-def _check_writable(what: str, path: Path) -> None:
-    """Refuse an output path that cannot be written, before the guest runs (a file that
-    does not exist yet is created and removed again)."""
-    existed = path.exists()
-    if existed and not path.is_file():
-        fail(f"{what} {str(path)!r} is not a file; choose a writable file path")
-    try:
-        with open(path, "a"):
-            pass
-    except OSError as exc:
-        fail(f"cannot write {what} {str(path)!r}: {exc.strerror}; choose a writable path")
-    if not existed:
-        path.unlink()
-
-
-@contextlib.contextmanager
-def _plugin_stdout(to_stderr: bool) -> Iterator[None]:
-    """While plugin code runs under ``--json``, what it prints goes to stderr, so that
-    stdout holds the JSON alone."""
-    if not to_stderr:
-        yield
-        return
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
-
-
-def _progress(transient: bool = True) -> Progress:
-    """A progress bar on stderr (never on stdout, which may carry --json)."""
-    return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-        MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=transient,
-    )
-
-
-def _machine_config(cpu: str, tsc_mhz: int | None) -> Any:
-    """The MachineConfig of ``--cpu``/``--tsc-mhz``; a bad value is a one-line usage error."""
+def _machine_config(memory: int, cpu: str, tsc_mhz: int | None) -> Any:
+    """The MachineConfig of ``--memory``/``--cpu``/``--tsc-mhz``; a bad value is a one-line
+    usage error naming the option."""
     from pvframe.machine import MachineConfig
 
+    if not 1 <= memory <= 3072:
+        fail(f"--memory {memory}: give the guest RAM in MiB, between 1 and 3072")
     try:
         if tsc_mhz is None:
-            return MachineConfig(cpu=cpu)
-        return MachineConfig(cpu=cpu, tsc_hz=tsc_mhz * 1_000_000)
+            return MachineConfig(ram_size=memory << 20, cpu=cpu)
+        return MachineConfig(ram_size=memory << 20, cpu=cpu, tsc_hz=tsc_mhz * 1_000_000)
     except ValueError as exc:
         flag = "--cpu" if "CPU model" in str(exc) else "--tsc-mhz"
         fail(f"{flag}: {exc}")
@@ -312,7 +254,8 @@ def _machine_config(cpu: str, tsc_mhz: int | None) -> Any:
 @app.command("run")
 def run_cmd(
     image: Annotated[
-        Path | None, typer.Argument(help="Multiboot ELF kernel or raw image (with --raw).")
+        Path | None, typer.Argument(help="Linux bzImage, multiboot kernel (ELF or a.out "
+                                    "kludge) or raw image (with --raw), told apart by header.")
     ] = None,
     demo: Annotated[
         str | None, typer.Option("--demo", help="Run a bundled demo guest instead of IMAGE.")
@@ -333,7 +276,14 @@ def run_cmd(
         list[str] | None, typer.Option("--dump", help="ADDR:LEN of physical memory to report.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
-    cmdline: Annotated[str, typer.Option("--cmdline", help="Multiboot command line.")] = "",
+    cmdline: Annotated[str, typer.Option("--cmdline", help="Kernel command line (bzImage or "
+                                         "multiboot).")] = "",
+    initrd: Annotated[
+        Path | None, typer.Option("--initrd", help="bzImage: initial ramdisk, loaded high.")
+    ] = None,
+    memory: Annotated[
+        int, typer.Option("--memory", "-m", help="Guest RAM in MiB.")
+    ] = DEFAULT_MEMORY_MIB,
     trace: Annotated[
         Path | None,
         typer.Option("--trace", help="Write a Perfetto/Chrome trace (JSON) of hooks, "
@@ -376,7 +326,6 @@ def run_cmd(
     from pvframe.machine import DEFAULT_WALL_CLOCK_S, Machine
     from pvframe.tools import exit_status
 
-    config = _machine_config(cpu, tsc_mhz)
     if max_instructions <= 0:
         fail("--max-instructions must be positive")
     if demo is not None and raw:
@@ -391,8 +340,12 @@ def run_cmd(
                          ("--save-image", save_image)):
         if target is not None:
             _check_writable(what, target)
+    config = _machine_config(memory, cpu, tsc_mhz)
     path = _image_path(image, demo)
-    data = _read_image(path, raw)
+    data = _read_image(path, raw, config.ram_size)
+    ramdisk = _read_initrd(initrd, config.ram_size)
+    if record_to is not None and not raw and _is_bzimage(data):
+        fail("--record does not record Linux bzImage runs yet; run without --record")
     start_esp = _int(esp, "--esp") if esp is not None else None
     if start_esp is not None and not 0 <= start_esp <= 0xFFFFFFFF:
         fail(f"--esp {esp!r} is not a 32-bit address (0 to 0xffffffff)")
@@ -403,14 +356,14 @@ def run_cmd(
         if len(names) < 2 or len(set(names)) != len(names):
             fail(f"--compare {compare!r}: give two or more different backends, e.g. native,xen,vmi")
         _compare(names, data, path, raw, load_addr, entry, start_esp, cmdline,
-                 max_instructions, dumps, as_json, host_limit, config)
+                 max_instructions, dumps, as_json, host_limit, config, ramdisk)
         return
     tracer = None
     extra: list[object] = []
     if trace is not None:
         from pvframe.tools.trace import Tracer
 
-        tracer = Tracer()
+        tracer = Tracer(max_events=TRACE_MAX_EVENTS)
         extra.append(tracer)
     hook_log = None
     if record_to is not None:
@@ -431,7 +384,7 @@ def run_cmd(
             tracer.attach(machine)
         if not as_json:
             machine.platform.set_console_sink(lambda text: out.out(text, end="", highlight=False))
-        _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline)
+        _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline, ramdisk)
         if save_image is not None:
             _save_raw_image(machine, save_image)
         result = _run_with_progress(machine, max_instructions, dumps, host_limit,
@@ -563,7 +516,7 @@ def _compare(
     names: list[str], data: bytes, path: Path, raw: bool, load_addr: str, entry: str | None,
     start_esp: int | None, cmdline: str, max_instructions: int,
     dumps: list[tuple[str, int, int]], as_json: bool, host_limit: float | None,
-    config: Any = None,
+    config: Any = None, initrd: bytes | None = None,
 ) -> None:
     from pvframe.machine import Machine
 
@@ -577,7 +530,7 @@ def _compare(
                 machine = Machine(name, config, backends=found)
             except plugins.BackendError as exc:
                 fail(str(exc))
-            _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline)
+            _load(machine, data, path, raw, load_addr, entry, start_esp, cmdline, initrd)
             result = machine.run(max_instructions, dumps=dumps, wall_clock_s=host_limit)
             runs.append((name, machine.virtual_ns(), result))
             bar.advance(task)

@@ -32,7 +32,7 @@ are microseconds (floats) of *virtual* time, as the format wants.
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -116,11 +116,22 @@ class Tracer:
     each one issued, and the interrupts and exceptions delivered, for one machine.
 
     Use: ``tracer = Tracer(); m = Machine(b, extra_plugins=[tracer]); tracer.attach(m)``.
-    ``keep_events=False`` keeps only the counts (what ``pvframe abi`` needs)."""
+    ``keep_events=False`` keeps only the counts (what ``pvframe abi`` needs).
+    ``max_events`` bounds what a long run (a kernel boot: millions of hook calls) keeps
+    so that the trace stays small enough for the Perfetto UI: the first half and the last
+    half of that many events (the start and where the run stopped), the ones in between
+    only counted (:attr:`dropped`); the counts are complete either way."""
 
-    def __init__(self, keep_events: bool = True) -> None:
+    def __init__(self, keep_events: bool = True, max_events: int | None = None) -> None:
+        if max_events is not None and max_events < 2:
+            raise ValueError(f"max_events {max_events} must be at least 2")
         self.keep_events = keep_events
+        self.max_events = max_events
         self.events: list[TraceEvent] = []
+        self._tail: deque[TraceEvent] = deque(
+            maxlen=max_events - max_events // 2 if max_events else None)
+        #: events counted but not kept (between the kept head and tail)
+        self.dropped = 0
         self.calls: Counter[str] = Counter()
         #: op -> hypercall name -> count issued while the op ran
         self.hypercalls_by_op: dict[str, Counter[str]] = {}
@@ -226,13 +237,29 @@ class Tracer:
             self._add(TraceEvent("hook", op, start, machine.tsc(), shown))
 
     def _add(self, event: TraceEvent) -> None:
-        if self.keep_events:
+        if not self.keep_events:
+            return
+        if self.max_events is None or len(self.events) < self.max_events // 2:
             self.events.append(event)
+            return
+        if len(self._tail) == self._tail.maxlen:
+            self.dropped += 1
+        self._tail.append(event)
 
     def finish(self) -> None:
-        """Charge hypercalls made after the last hook (call once the run ended)."""
+        """Charge hypercalls made after the last hook and join the kept head and tail of
+        the events (call once the run ended)."""
         if self.machine is not None:
             self._sync_hypercalls(OUTSIDE_HOOKS)
+        head = len(self.events)
+        self.events.extend(self._tail)
+        self._tail.clear()
+        if self.dropped:
+            self.limitations.append(
+                f"events kept: the first {head:,} and the last "
+                f"{len(self.events) - head:,}; {self.dropped:,} in between were dropped "
+                "(otherData's counts cover every event)")
+            self.dropped = 0
 
     # ------------------------------------------------------------------ output
     def _us(self, tsc: int) -> float:
@@ -261,7 +288,11 @@ class Tracer:
             out.append(base)
         return {"traceEvents": out, "displayTimeUnit": "ns",
                 "otherData": {"clock": "virtual time (machine TSC)", "tsc_hz": self.tsc_hz,
-                              "limitations": list(self.limitations)}}
+                              "limitations": list(self.limitations),
+                              "hook_calls": dict(sorted(self.calls.items())),
+                              "interrupts": {hex(v): n for v, n in sorted(self.interrupts.items())},
+                              "exceptions": {EXCEPTION_NAMES.get(v, hex(v)): n
+                                             for v, n in sorted(self.exceptions.items())}}}
 
     def write(self, path: Path, title: str = "pvframe") -> int:
         """Write the trace JSON to ``path``; returns the number of trace events."""

@@ -7,6 +7,8 @@ import struct
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pvframe.platform import loader as L
 
@@ -174,8 +176,6 @@ def _header_offset(kernel: bytes) -> int:
          "file size"),
         (lambda k: _patch(k, _phdr_off(k, _first_load(k)) + 4, "I", len(k)),
          "past end of file"),
-        (lambda k: _patch(k, _phdr_off(k, _first_load(k)) + 12, "I", 0x9000),
-         "overlaps boot information area"),
         (lambda k: _patch(k, _header_offset(k) + 8, "I", 0), "bad checksum"),
         (lambda k: _patch(k, _header_offset(k) + 4, "II", 0x7, (-(0x1BADB002 + 7)) & 0xFFFFFFFF),
          "video mode"),
@@ -223,6 +223,43 @@ def test_overlapping_segments_refused() -> None:
     elf = make_elf([(0x100000, b"\xf4" * 8, 0x1000), (0x100800, b"ab", 2)], 0x100000)
     with pytest.raises(L.ImageError, match="overlaps segment 0"):
         L.load_multiboot(elf, RAM, Ram().write)
+
+
+def test_boot_information_moves_away_from_a_segment_in_its_area() -> None:
+    """A segment over 0x800-0x9fff used to be refused; the area now moves (as GRUB
+    allocates its boot information where the kernel is not)."""
+    ram = Ram()
+    elf = make_elf([(0x100000, b"\xf4" * 8, 0x1000), (0x1000, b"low" * 0x1000, 0x9000)],
+                   0x100000)
+    info = L.load_multiboot(elf, RAM, ram.write, cmdline="moved")
+    assert info.ebx == 0x10000 + (L.MB_INFO_ADDR - L.BOOT_AREA[0])
+    assert ram.mem[0x1000:0x1003] == b"low"  # the segment is intact
+    cmdline_ptr, = struct.unpack_from("<I", ram.mem, info.ebx + 16)
+    assert ram.mem[cmdline_ptr:cmdline_ptr + 6] == b"moved\0"
+    assert info.gdt is not None and info.gdt[0] == 0x10000
+    for r in info.loaded:
+        if r.what not in ("segment 0", "segment 1"):
+            assert r.end <= 0x1000 or r.start >= 0xA000
+
+
+@given(st.lists(st.tuples(st.integers(0, 0x9F), st.integers(1, 0x40)), min_size=1, max_size=4))
+def test_boot_information_area_never_meets_a_segment(pages: list[tuple[int, int]]) -> None:
+    spans = sorted({(p, min(p + n, 0xA0)) for p, n in pages})
+    segments: list[tuple[int, bytes, int]] = []
+    end = 0
+    for p, q in spans:  # keep the segments disjoint
+        p = max(p, end)
+        if p < q:
+            segments.append((p << 12, b"\x90", (q - p) << 12))
+            end = q
+    segments.append((0x100000, b"\xf4", 0x1000))
+    ram = Ram()
+    info = L.load_multiboot(make_elf(segments, 0x100000), RAM, ram.write)
+    boot = [r for r in info.loaded if not r.what.startswith("segment")]
+    for r in boot:
+        assert r.end <= RAM
+        for start, _data, memsz in segments:
+            assert r.end <= start or start + memsz <= r.start, (r, hex(start))
 
 
 def test_higher_half_entry_translated() -> None:
