@@ -37,6 +37,7 @@ MASTER_DATA = 0x21
 SLAVE_CMD = 0xA0
 SLAVE_DATA = 0xA1
 CASCADE_IRQ = 2
+CASCADE_BIT = 1 << CASCADE_IRQ
 
 
 @attrs.define
@@ -72,11 +73,10 @@ class I8259:
             if lvl:
                 self.irr &= ~bit
 
-    def _priority_bit(self, mask: int) -> int | None:
-        for irq in range(8):
-            if mask & (1 << irq):
-                return irq
-        return None
+    @staticmethod
+    def _priority_bit(mask: int) -> int | None:
+        """The highest-priority (lowest-numbered: fixed priority, IR0 first) IR of ``mask``."""
+        return (mask & -mask).bit_length() - 1 if mask else None
 
     def pending_irq(self) -> int | None:
         """The IR line the chip would raise INT for, honouring IMR and in-service levels."""
@@ -202,7 +202,17 @@ class PICPair:
     # --------------------------------------------------------------- CPU side
 
     def has_pending(self) -> bool:
-        """Whether the master's INT output is asserted."""
+        """Whether the master's INT output is asserted.
+
+        The executor asks this after every block while EFLAGS.IF=1, so the usual answer
+        (no unmasked request on either chip) is found without the priority resolution:
+        the slave's INT is then low, so the cascade input IR2 is low too.
+        """
+        master, slave = self.master, self.slave
+        if not (slave.irr & ~slave.imr) and not (master.irr & ~master.imr & ~CASCADE_BIT):
+            master.irr &= ~CASCADE_BIT
+            master.level &= ~CASCADE_BIT
+            return False
         self._cascade()
         return self.master.pending_irq() is not None
 

@@ -37,9 +37,11 @@ class InterruptRouter:
         return not apic.globally_enabled or not apic.software_enabled or apic.lint0_extint()
 
     def interrupt_pending(self) -> bool:
-        if self.apic.has_pending():
+        # asked after every block while EFLAGS.IF=1: the cheap tests first
+        apic = self.apic
+        if apic.irr and apic.has_pending():
             return True
-        return self.pic_routed() and self.pic.has_pending()
+        return self.pic.has_pending() and self.pic_routed()
 
     def acknowledge_interrupt(self) -> int:
         if self.apic.has_pending():
