@@ -251,6 +251,104 @@ def _machine_config(memory: int, cpu: str, tsc_mhz: int | None) -> Any:
         fail(f"{flag}: {exc}")
 
 
+def _read_initrd(path: Path | None, ram_size: int) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        size = path.stat().st_size
+        if size > ram_size:
+            fail(f"--initrd {str(path)!r} is {size:,} bytes, larger than the guest RAM "
+                 f"({ram_size:,} bytes)")
+        return path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read --initrd {str(path)!r}: {exc.strerror}")
+
+
+def _is_bzimage(data: bytes) -> bool:
+    from pvframe.platform.linux_boot import is_bzimage
+
+    return is_bzimage(data)
+
+
+def _image_path(image: Path | None, demo: str | None) -> Path:
+    from pvframe import guests
+
+    if (image is None) == (demo is None):
+        fail("give either IMAGE or --demo NAME (demo guests: " + ", ".join(guests.GUESTS) + ")")
+    if demo is not None and demo not in guests.GUESTS:
+        fail(f"unknown demo guest {demo!r}; choose one of: {', '.join(guests.GUESTS)}")
+    try:
+        path = guests.build(demo) if demo is not None else image
+    except guests.GuestBuildError as exc:
+        fail(str(exc))
+    assert path is not None
+    if not path.is_file():
+        fail(f"image {str(path)!r} does not exist or is not a file")
+    return path
+
+
+def _read_image(path: Path, raw: bool, ram_size: int) -> bytes:
+    """The image's bytes, refused by its size before it is read (a file larger than any
+    guest RAM cannot be loaded)."""
+    from pvframe.platform.loader import ImageError, read_image
+
+    try:
+        return read_image(path, ram_size, raw=raw)
+    except ImageError as exc:
+        fail(f"{path}: {exc}")
+    except OSError as exc:
+        fail(f"cannot read the image {str(path)!r}: {exc.strerror}")
+
+
+def _save_raw_image(machine: Machine, path: Path) -> None:
+    """Write the loaded image as a raw binary and say how to run it."""
+    from pvframe.platform.loader import raw_image
+
+    assert machine.boot is not None
+    data, addr = raw_image(machine.boot, machine.memory.read_bytes)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        fail(f"cannot write --save-image {str(path)!r}: {exc.strerror}")
+    err.print(f"pvframe: wrote {len(data):,} bytes of the loaded image to {path}; run it with: "
+              f"pvframe run {path} --raw --load-addr {addr:#x} --entry {machine.boot.entry:#x}",
+              markup=False)
+
+
+def _check_writable(what: str, path: Path) -> None:
+    """Refuse an output path that cannot be written, before the guest runs (a file that
+    does not exist yet is created and removed again)."""
+    existed = path.exists()
+    if existed and not path.is_file():
+        fail(f"{what} {str(path)!r} is not a file; choose a writable file path")
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        fail(f"cannot write {what} {str(path)!r}: {exc.strerror}; choose a writable path")
+    if not existed:
+        path.unlink()
+
+
+@contextlib.contextmanager
+def _plugin_stdout(to_stderr: bool) -> Iterator[None]:
+    """While plugin code runs under ``--json``, what it prints goes to stderr, so that
+    stdout holds the JSON alone."""
+    if not to_stderr:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _progress(transient: bool = True) -> Progress:
+    """A progress bar on stderr (never on stdout, which may carry --json)."""
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+        MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=transient,
+    )
+
+
 @app.command("run")
 def run_cmd(
     image: Annotated[
