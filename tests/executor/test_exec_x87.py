@@ -452,3 +452,53 @@ def test_fnsave_to_unmapped_page_faults_before_initialising() -> None:
     assert m.cpu.cr2 == 0x301000  # the image straddles into the unmapped page
     assert m.memory.read_bytes(0x300FF0, 16) == bytes(16)  # nothing written
     assert m.cpu.fpu.top & 7 == 7 and m.cpu.fpu.tag[7] == 1
+
+
+# ------------------------------------------------------------------------- templates
+def test_every_float_template_names_only_runtime_helpers() -> None:
+    # regression: F2XM1 and FPREM hold the letters of bare X/R placeholders
+    from pvframe.executor.translate import runtime_globals
+    from pvframe.executor.translate import x87 as X
+
+    ns = {**runtime_globals(), "r": 0, "a": 6.5, "b": 2.0, "i": 5}
+    for op, f1 in X.FLOAT_UNOPS.items():
+        eval(f1("i" if "I32" in op or "I64asF" in op else "a"), ns)
+    for op, f2 in X.FLOAT_BINOPS.items():
+        eval(f2("a" if op == "Iop_CmpF64" else "r", "i" if op == "Iop_I64StoF64" else "b"), ns)
+    for f3 in X.FLOAT_TRIOPS.values():
+        eval(f3("r", "a", "b"), ns)
+
+
+def test_transcendental_and_remainder_instructions_run() -> None:
+    data = _doubles(0.5, 8.0, 3.0, 2.0)
+    src = f"""
+    fninit
+    fldl {DATA}
+    f2xm1
+    fstpl {OUT}
+    fldl {DATA + 24}
+    fldl {DATA + 8}
+    fyl2x
+    fstpl {OUT + 8}
+    fldl {DATA + 16}
+    fldl {DATA + 8}
+    fprem
+    fnstsw {OUT + 40}
+    fstpl {OUT + 16}
+    fstp %st(0)
+    fldl {DATA + 16}
+    fldl {DATA + 8}
+    fprem1
+    fstpl {OUT + 24}
+    fstp %st(0)
+    fldl {DATA}
+    fyl2xp1
+    fldl {DATA}
+    fsin
+    fstpl {OUT + 32}
+    """
+    _m, _r, ours, theirs = _both(src, data, 42)
+    got = struct.unpack_from("<5d", ours)
+    assert got[:4] == (2 ** 0.5 - 1, 6.0, 2.0, -1.0) and abs(got[4] - 0.479425538604203) < 1e-15
+    assert struct.unpack_from("<5d", theirs)[1:4] == got[1:4]
+    assert ours[40:42] == theirs[40:42]  # C0 C3 C1 = quotient bits, C2 = 0 (complete)

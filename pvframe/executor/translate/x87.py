@@ -48,60 +48,62 @@ _ARRAYS = {OFF_FPREG: "cpu.fpu.reg", OFF_FPTAG: "cpu.fpu.tag"}
 _CR0_EM_TS = 0xC
 
 
+# templates name their operands {x}, {y} and the rounding mode {r} (helper names such as
+# F2XM1 or FPREM hold the letters a bare X/R placeholder would use)
 def _t1(tpl: str) -> Callable[[str], str]:
-    return lambda x: tpl.replace("X", x)
+    return lambda x: tpl.format(x=x)
 
 
 def _t2(tpl: str) -> Callable[[str, str], str]:
-    return lambda x, y: tpl.replace("X", x).replace("Y", y)
+    return lambda x, y: tpl.format(x=x, y=y)
 
 
 def _t3(tpl: str) -> Callable[[str, str, str], str]:
-    return lambda r, x, y: tpl.replace("R", r).replace("X", x).replace("Y", y)
+    return lambda r, x, y: tpl.format(r=r, x=x, y=y)
 
 
-#: unary F64 ops; X is an atom
+#: unary F64 ops; {x} is an atom
 FLOAT_UNOPS: dict[str, Callable[[str], str]] = {
-    "Iop_NegF64": _t1("-X"),
-    "Iop_AbsF64": _t1("abs(X)"),
-    "Iop_F32toF64": _t1("X"),  # an F32 value is already its exact double
-    "Iop_I32StoF64": _t1("float((X ^ 0x80000000) - 0x80000000)"),
-    "Iop_ReinterpF64asI64": _t1("F2I64(X)"),
-    "Iop_ReinterpI64asF64": _t1("I2F64(X)"),
-    "Iop_ReinterpF32asI32": _t1("F2I32(X)"),
-    "Iop_ReinterpI32asF32": _t1("I2F32(X)"),
+    "Iop_NegF64": _t1("-{x}"),
+    "Iop_AbsF64": _t1("abs({x})"),
+    "Iop_F32toF64": _t1("{x}"),  # an F32 value is already its exact double
+    "Iop_I32StoF64": _t1("float(({x} ^ 0x80000000) - 0x80000000)"),
+    "Iop_ReinterpF64asI64": _t1("F2I64({x})"),
+    "Iop_ReinterpI64asF64": _t1("I2F64({x})"),
+    "Iop_ReinterpF32asI32": _t1("F2I32({x})"),
+    "Iop_ReinterpI32asF32": _t1("I2F32({x})"),
 }
 
-#: binary F64 ops; X is the rounding mode (or the left operand of CmpF64), Y an operand
+#: binary F64 ops; {x} is the rounding mode (or the left operand of CmpF64), {y} an operand
 FLOAT_BINOPS: dict[str, Callable[[str, str], str]] = {
-    "Iop_SqrtF64": _t2("FSQRT(Y)"),
-    "Iop_SinF64": _t2("FSIN(Y)"),
-    "Iop_CosF64": _t2("FCOS(Y)"),
-    "Iop_TanF64": _t2("FTAN(Y)"),
-    "Iop_2xm1F64": _t2("F2XM1(Y)"),
-    "Iop_RoundF64toInt": _t2("FRNDINT(X & 3, Y)"),
-    "Iop_F64toF32": _t2("F2F32(X & 3, Y)"),
-    "Iop_F64toI16S": _t2("F2INT(X & 3, Y, 16)"),
-    "Iop_F64toI32S": _t2("F2INT(X & 3, Y, 32)"),
-    "Iop_F64toI64S": _t2("F2INT(X & 3, Y, 64)"),
-    "Iop_I64StoF64": _t2("I64F(X & 3, Y)"),
-    "Iop_CmpF64": _t2("FCMP(X, Y)"),
+    "Iop_SqrtF64": _t2("FSQRT({y})"),
+    "Iop_SinF64": _t2("FSIN({y})"),
+    "Iop_CosF64": _t2("FCOS({y})"),
+    "Iop_TanF64": _t2("FTAN({y})"),
+    "Iop_2xm1F64": _t2("F2XM1({y})"),
+    "Iop_RoundF64toInt": _t2("FRNDINT({x} & 3, {y})"),
+    "Iop_F64toF32": _t2("F2F32({x} & 3, {y})"),
+    "Iop_F64toI16S": _t2("F2INT({x} & 3, {y}, 16)"),
+    "Iop_F64toI32S": _t2("F2INT({x} & 3, {y}, 32)"),
+    "Iop_F64toI64S": _t2("F2INT({x} & 3, {y}, 64)"),
+    "Iop_I64StoF64": _t2("I64F({x} & 3, {y})"),
+    "Iop_CmpF64": _t2("FCMP({x}, {y})"),
 }
 
-#: ternary F64 ops: R the rounding mode, X and Y the operands
+#: ternary F64 ops: {r} the rounding mode, {x} and {y} the operands
 FLOAT_TRIOPS: dict[str, Callable[[str, str, str], str]] = {
-    "Iop_AddF64": _t3("X + Y"),
-    "Iop_SubF64": _t3("X - Y"),
-    "Iop_MulF64": _t3("X * Y"),
-    "Iop_DivF64": _t3("FDIV(X, Y)"),
-    "Iop_ScaleF64": _t3("FSCALE(X, Y)"),
-    "Iop_AtanF64": _t3("FPATAN(X, Y)"),
-    "Iop_Yl2xF64": _t3("FYL2X(X, Y)"),
-    "Iop_Yl2xp1F64": _t3("FYL2XP1(X, Y)"),
-    "Iop_PRemF64": _t3("FPREM(X, Y)"),
-    "Iop_PRemC3210F64": _t3("FPREMC(X, Y)"),
-    "Iop_PRem1F64": _t3("FPREM1(X, Y)"),
-    "Iop_PRem1C3210F64": _t3("FPREM1C(X, Y)"),
+    "Iop_AddF64": _t3("{x} + {y}"),
+    "Iop_SubF64": _t3("{x} - {y}"),
+    "Iop_MulF64": _t3("{x} * {y}"),
+    "Iop_DivF64": _t3("FDIV({x}, {y})"),
+    "Iop_ScaleF64": _t3("FSCALE({x}, {y})"),
+    "Iop_AtanF64": _t3("FPATAN({x}, {y})"),
+    "Iop_Yl2xF64": _t3("FYL2X({x}, {y})"),
+    "Iop_Yl2xp1F64": _t3("FYL2XP1({x}, {y})"),
+    "Iop_PRemF64": _t3("FPREM({x}, {y})"),
+    "Iop_PRemC3210F64": _t3("FPREMC({x}, {y})"),
+    "Iop_PRem1F64": _t3("FPREM1({x}, {y})"),
+    "Iop_PRem1C3210F64": _t3("FPREM1C({x}, {y})"),
 }
 
 #: clean helpers of the x87 unit -> generated call
