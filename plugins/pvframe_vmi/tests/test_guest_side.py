@@ -24,6 +24,10 @@ EXPECTED = {
     "tasks": {"APICWrite": 17, "CancelAlarm": 1, "DisableInterrupts": 8, "EnableInterrupts": 9,
               "GetCR0": 1, "GetCycleCounter": 1, "IRET": 12, "SetAlarm": 1, "SetCR0": 1,
               "SetCR3": 13, "SetIDT": 1},
+    # ring 3: one iret into it, four from the kernel's handlers back to it (int $0x80 twice,
+    # #GP, #PF); the rest of ring 3 (int, the faults, iopl's out) makes no VMI call
+    "user": {"GetCR0": 1, "GetCR2": 1, "IRET": 5, "SetCR0": 1, "SetCR3": 1, "SetGDT": 1,
+             "SetIDT": 1, "SetTR": 1},
 }
 
 
