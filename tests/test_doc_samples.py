@@ -43,7 +43,7 @@ def test_a_drifted_sample_is_reported(tmp_path: Path) -> None:
     check = next(m for m in doc_samples.MARKER.finditer((DOCS / "tools.md").read_text())
                  if m["command"].startswith("pvframe check"))
     text = f"# A page\n\n{check.group(0)}\nThe end.\n"
-    drifted = text.replace("│ 3/6       │", "│ 4/6       │", 1)
+    drifted = text.replace("│ 4/7       │", "│ 5/7       │", 1)
     assert drifted != text
     page.write_text(drifted)
     assert doc_samples.stale(page, TUTORIAL) == ["pvframe check --backend vif --examples 50"]
