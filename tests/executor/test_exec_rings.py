@@ -479,3 +479,18 @@ def test_popf_and_iret_flag_rules_at_cpl3_like_unicorn(popped: int, iopl: int, u
     assert mine == ref
     assert (mine[1]["ebx"] >> 12) & 3 == iopl  # type: ignore[index]
     assert not mine[1]["ebx"] & 0x10000  # type: ignore[index]
+
+
+def test_external_interrupt_at_cpl3_switches_stacks_and_returns() -> None:
+    """A device interrupt taken at CPL3 goes through a DPL0 gate (hardware interrupts
+    ignore the gate DPL), on the TSS's stack; iret resumes the
+    user loop where it was (SDM Vol. 3A §6.12.1)."""
+    body = " xor %eax, %eax\n1: inc %eax\n cmp $1000, %eax\n jne 1b\n mov %eax, %edi\n hlt\n"
+    m = kernel_machine(body + " .org 0x700\n mov %esp, %ebx\n mov 4(%esp), %ecx\n iret\n", fl=0x202)
+    m.memory.write_bytes(IDT + 8 * 0x20, gate(CODE + 0x700, 0x08, 0xE, 0))
+    m.run(200)  # into the user loop
+    assert m.cpu.cs.selector == UCS
+    m.env.pending.append(0x20)
+    m.run(20_000)
+    assert m.env.stopped == ("exit", 0x42)  # the user hlt's #GP, after the loop finished
+    assert m.cpu.ebx == KSTACK - 20 and m.cpu.ecx == UCS and m.cpu.edi == 1000
