@@ -96,8 +96,12 @@ def _compare_and_count(backend: str, program: Program) -> str | None:
     return str(divergence)
 
 
+# pvframe_shard: the search is cut into shards that pytest-xdist spreads over cores
+# (pvframe.testing.shards)
 @given(program=strategies.programs())
-def test_generated_programs_match_native(pvframe_backend: str, program: Program) -> None:
+def test_generated_programs_match_native(
+    pvframe_backend: str, pvframe_shard: int, program: Program
+) -> None:
     note(program.listing())
     failure = _compare_and_count(pvframe_backend, program)
     # one assert for both: Hypothesis tells failures apart by where they are raised
@@ -106,7 +110,9 @@ def test_generated_programs_match_native(pvframe_backend: str, program: Program)
 
 @pytest.mark.pvframe_pv_calls  # opt-in: --pvframe-pv-calls (pvframe.testing.pytest_plugin)
 @given(program=strategies.pv_call_programs())
-def test_generated_pv_call_programs_match_native(pvframe_backend: str, program: Program) -> None:
+def test_generated_pv_call_programs_match_native(
+    pvframe_backend: str, pvframe_shard: int, program: Program
+) -> None:
     """Programs that call every group's ops through the call ROM (pvframe.testing.pvcalls)."""
     note(program.listing())
     failure = _compare_and_count(pvframe_backend, program)

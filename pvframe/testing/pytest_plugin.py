@@ -45,22 +45,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="also run the programs that call every op through the paravirt call ROM "
         "(opt-in while the divergences it finds on xen and vmi are analysed)",
     )
+    group.addoption(
+        "--pvframe-shards",
+        action="store",
+        type=int,
+        default=None,
+        metavar="N",
+        help="cut each generated-program search into N shards of max_examples/N programs "
+        "(default: 4), which pytest-xdist (-n) spreads over cores; the programs checked "
+        "do not depend on the number of workers",
+    )
 
 
 REDIS_ENV = "PVFRAME_HYPOTHESIS_REDIS"
 
 
-def example_database() -> object:
+def example_database(directory: str | None = None) -> Any:
     """The example database: Hypothesis's directory database under pvframe's cache folder
     (:func:`pvframe.cache_dir`, never the current directory), which persists between runs,
-    multiplexed with a shared Redis database when
+    or in ``directory``, multiplexed with a shared Redis database when
     ``PVFRAME_HYPOTHESIS_REDIS=redis://host:port/db`` is set (every machine of a campaign
     then replays and extends the same failing and covering examples)."""
     from hypothesis.database import DirectoryBasedExampleDatabase, MultiplexedDatabase
 
     from pvframe import cache_dir
 
-    local = DirectoryBasedExampleDatabase(str(cache_dir("hypothesis") / "examples"))
+    local = DirectoryBasedExampleDatabase(
+        directory or str(cache_dir("hypothesis") / "examples"))
     url = os.environ.get(REDIS_ENV)
     if not url:
         return local
@@ -120,6 +131,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "pvframe_pv_calls: the kit's pv-call search (run with --pvframe-pv-calls)"
     )
+    shards = config.getoption("--pvframe-shards", None)
+    if shards is not None and shards < 1:
+        raise pytest.UsageError("--pvframe-shards must be a positive number of shards")
     limit = config.getoption("--pvframe-wall-clock", None)
     if limit is not None:
         if not limit > 0:
@@ -137,8 +151,51 @@ def pytest_configure(config: pytest.Config) -> None:
             config.args.append(path)
 
 
+def _shards(config: pytest.Config) -> int:
+    from pvframe.testing import shards
+
+    count: int | None = config.getoption("--pvframe-shards", None)
+    return shards.DEFAULT_SHARDS if count is None else count
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test taking ``pvframe_shard`` is collected once per shard
+    (:mod:`pvframe.testing.shards`)."""
+    if "pvframe_shard" in metafunc.fixturenames:
+        count = _shards(metafunc.config)
+        metafunc.parametrize("pvframe_shard", range(count),
+                             ids=[f"shard{i}of{count}" for i in range(count)])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """A shard's Hypothesis database key and derandomized seed: the test, the backend and
+    the shard, never the node id (which changes with the directory pytest runs from and
+    where the kit is installed). Runs after Hypothesis's wrapper, which sets the node id."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "pvframe_shard" not in callspec.params:
+        return
+    inner = getattr(getattr(item.obj, "hypothesis", None), "inner_test", None)  # type: ignore[attr-defined]
+    if inner is None:
+        return
+    backend = item.funcargs.get("pvframe_backend", "")  # type: ignore[attr-defined]
+    key = (f"pvframe {item.originalname} backend={backend} "  # type: ignore[attr-defined]
+           f"shard={callspec.params['pvframe_shard']}/{_shards(item.config)}")
+    inner._hypothesis_internal_add_digest = key.encode()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The pv-call search runs only with ``--pvframe-pv-calls``."""
+    """A sharded search gets one shard's budget of examples; the pv-call search runs only
+    with ``--pvframe-pv-calls``."""
+    from pvframe.testing import shards
+
+    count = _shards(config)
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "pvframe_shard" in callspec.params:
+            wrapped = getattr(item, "obj", None)
+            if hasattr(wrapped, "_hypothesis_internal_use_settings"):
+                shards.cut_settings(wrapped, count)
     if config.getoption("--pvframe-pv-calls", False):
         return
     skip = pytest.mark.skip(reason="the pv-call search is opt-in (--pvframe-pv-calls) while "
@@ -148,21 +205,47 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker sends its kit figures to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is None:
+        return
+    from pvframe.testing import conformance, shards
+
+    workeroutput["pvframe_stats"] = shards.to_wire(conformance.STATS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist's controller: add up the figures of a worker that finished."""
+    wire = getattr(node, "workeroutput", {}).get("pvframe_stats")
+    if wire:
+        from pvframe.testing import conformance, shards
+
+        shards.merge(conformance.STATS, wire)
+        WORKERS_REPORTED.append(str(getattr(node, "gateway", node)))
+
+
+#: the pytest-xdist workers whose figures the controller added up
+WORKERS_REPORTED: list[str] = []
+
+
 def pytest_terminal_summary(terminalreporter: object, config: pytest.Config) -> None:
-    """Figures of the generated-program runs: examples, examples per second per backend,
-    and which ops were covered."""
+    """Figures of the generated-program runs: examples, examples per second per backend
+    (per core: the seconds are summed over workers), and which ops were covered."""
     from pvframe.testing import conformance
 
     stats = conformance.STATS
     if not stats:
         return
     write = terminalreporter.write_line  # type: ignore[attr-defined]
-    write("pvframe equivalence kit:")
+    workers = len(WORKERS_REPORTED)
+    write("pvframe equivalence kit:" + (f" ({workers} workers)" if workers else ""))
     for backend, st in sorted(stats.items()):
         rate = st.examples / st.seconds if st.seconds else 0.0
         write(
             f"  {backend}: {st.examples} programs ({st.ops} ops) in {st.seconds:.1f} s = "
-            f"{rate:.1f} programs/s; divergences {st.divergences}"
+            f"{rate:.1f} programs/s per core; divergences {st.divergences}"
         )
         covered = ", ".join(f"{k} {v}" for k, v in sorted(st.coverage.items()))
         write(f"    ops covered: {covered}")

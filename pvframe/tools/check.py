@@ -16,12 +16,14 @@ nothing themselves.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis.database import ExampleDatabase
 from hypothesis.reporting import with_reporter
 
 from pvframe import catalogue, guests, plugins
@@ -86,19 +88,27 @@ def search_programs(
     backend: str,
     examples: int,
     *,
-    seed_value: int | None = None,
+    seed_value: int | str | None = None,
     backends: dict[str, plugins.BackendInfo] | None = None,
     progress: Progress = _no_progress,
     shrink: bool = True,
     coverage: Counter[str] | None = None,
     strategy: Any = None,
+    database: ExampleDatabase | None = None,
+    replay_only: bool = False,
 ) -> tuple[int, oracle.Divergence | None]:
     """Generate up to ``examples`` programs and compare each with native. Returns the number
     of programs run and the shrunk divergence, if any (None: none found; ``shrink=False``:
     the first divergence as found).
 
     Without ``seed_value`` the search is derandomized (the same programs every time, like
-    the kit's ``ci`` profile); with it, Hypothesis's random source is seeded."""
+    the kit's ``ci`` profile); with it, Hypothesis's random source is seeded.
+
+    With a ``database``, the search first replays the programs saved there under the
+    search's key (Hypothesis's reuse phase) and saves the shrunk divergence it finds: the
+    key is the same in every process and on every machine running this version of the
+    kit, so the workers of ``pvframe check -j N`` (:mod:`pvframe.tools.workers`) share
+    their failures through it. ``replay_only`` runs the reuse phase alone."""
     ran = 0
     shrinking = False
     hung: oracle.Divergence | None = None
@@ -120,18 +130,32 @@ def search_programs(
         if divergence is not None:
             raise _Diverged(divergence)  # one place: Hypothesis tells failures by location
 
+    if database is not None:
+        # the database key: this function's source plus the backend and the strategy (as
+        # Hypothesis's own pytest plugin tells parametrized tests apart), never a process
+        # id (without a database the derandomized programs stay those of earlier versions)
+        body._hypothesis_internal_add_digest = (  # type: ignore[attr-defined]
+            f"pvframe check backend={backend} strategy={strategy!r}".encode())
     test = given(program=strategies.programs() if strategy is None else strategy)(body)
+    phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]
+    if database is not None:
+        phases = [Phase.reuse, Phase.shrink] if replay_only else [Phase.reuse, *phases]
     test = settings(
         max_examples=examples,
-        derandomize=seed_value is None,
-        database=None,
+        derandomize=seed_value is None and database is None,
+        database=database,
         deadline=None,
-        phases=[Phase.generate, Phase.shrink] if shrink else [Phase.generate],
+        phases=phases,
         suppress_health_check=list(HealthCheck),
         print_blob=False,
         report_multiple_bugs=False,
     )(test)
-    if seed_value is not None:
+    if seed_value is not None and database is not None:
+        # what @seed does, but keeping the database: @seed turns it off, so that a seed
+        # reproduces one run exactly; the shards of -j N are seeded runs that must share
+        # their failures through it
+        test._hypothesis_internal_use_seed = seed_value  # type: ignore[attr-defined]
+    elif seed_value is not None:
         test = seed(seed_value)(test)
     try:
         with with_reporter(lambda _text: None):  # the CLI prints its own report
@@ -197,20 +221,28 @@ def check_backend(
     backends: dict[str, plugins.BackendInfo] | None = None,
     progress: Progress = _no_progress,
     pv_calls: bool = False,
+    jobs: int = 1,
 ) -> BackendCheck:
     """All three layers for one backend. ``pv_calls`` adds a second search of programs
     calling every op through the paravirt call ROM: opt-in while the divergences it finds
-    on xen and vmi (time values one ns apart, a lost timer expiry) are analysed."""
+    on xen and vmi (time values one ns apart, a lost timer expiry) are analysed. ``jobs``
+    above 1 spreads each search over that many worker processes
+    (:mod:`pvframe.tools.workers`); the guests and contracts run in this one."""
     result = BackendCheck(backend)
+    search: Callable[..., tuple[int, oracle.Divergence | None]] = search_programs
+    if jobs > 1:
+        from pvframe.tools import workers
+
+        search = functools.partial(workers.search_parallel, jobs=jobs)
     try:
         plugins.get_backend(backend, backends)
-        result.examples, result.divergence = search_programs(
+        result.examples, result.divergence = search(
             backend, examples, seed_value=seed_value, backends=backends, progress=progress,
             coverage=result.ops_covered,
         )
         if result.divergence is None and pv_calls:
             # the second search: programs calling every op through the call ROM
-            ran, result.divergence = search_programs(
+            ran, result.divergence = search(
                 backend, examples, seed_value=seed_value, backends=backends,
                 progress=progress, coverage=result.ops_covered,
                 strategy=strategies.pv_call_programs(),
@@ -226,7 +258,13 @@ def check_backend(
     except plugins.BackendError as exc:
         # the backend cannot even be built or attached to a machine: it fails the check
         result.error = str(exc)
+    except WorkerFailed as exc:  # a worker process of -j N raised or died
+        result.error = str(exc)
     return result
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process of ``pvframe check -j N`` raised or died (the message says which)."""
 
 
 def steps(examples: int, pv_calls: bool = False) -> int:

@@ -783,6 +783,11 @@ def check_cmd(
         bool, typer.Option("--pv-calls", help="Also search programs that call every op "
                            "through the paravirt call ROM (docs/pvcalls.md).")
     ] = False,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", help="Worker processes per search: the programs are "
+                          "cut into one shard per worker, each with its own seed; a divergence "
+                          "is shrunk by its worker and shared through the example database.")
+    ] = 1,
 ) -> None:
     """The equivalence kit against native: generated programs (shrunk on divergence), the
     demo guests and the hook contracts. Exit 1 if any backend diverges. With --mutants,
@@ -792,6 +797,10 @@ def check_cmd(
 
     if examples <= 0:
         fail("--examples must be positive")
+    if jobs <= 0:
+        fail("--jobs must be a positive number of worker processes")
+    if mutants and jobs != 1:
+        fail("--jobs does not go with --mutants")
     if wall_clock is not None:
         if not 0 < wall_clock < math.inf:
             fail("--wall-clock must be a positive number of seconds")
@@ -815,14 +824,15 @@ def check_cmd(
 
             results.append(check.check_backend(
                 name, examples, seed_value=seed_value, backends=found, progress=progress,
-                pv_calls=pv_calls))
+                pv_calls=pv_calls, jobs=jobs))
             bar.update(task, completed=check.steps(examples, pv_calls), description=f"{name}: done")
     failed = [r for r in results if not r.ok]
     if as_json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         table = Table(title=f"pvframe check ({examples} programs per backend, "
-                      f"{'seed ' + str(seed_value) if seed_value is not None else 'derandomized'})")
+                      f"{'seed ' + str(seed_value) if seed_value is not None else 'derandomized'}"
+                      f"{f', {jobs} workers' if jobs > 1 else ''})")
         for col in ("backend", "programs", "ops covered", "divergence", "demo guests",
                     "hook contracts", "result"):
             table.add_column(col)

@@ -1,0 +1,144 @@
+"""The kit across cores: ``pvframe check -j N`` (:mod:`pvframe.tools.workers`) and the
+conformance suite under pytest-xdist (:mod:`pvframe.testing.shards`)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+from pvframe import plugins
+from pvframe.hookspecs import hookimpl
+from pvframe.testing import shards
+from pvframe.tools import check, workers
+
+
+@given(examples=st.integers(1, 10_000), count=st.integers(1, 64),
+       seed_value=st.none() | st.integers(0, 2**32))
+def test_a_plan_cuts_every_program_into_distinct_shards(
+    examples: int, count: int, seed_value: int | None
+) -> None:
+    plan = workers.plan(examples, count, seed_value)
+    assert sum(s.examples for s in plan) == examples
+    assert len(plan) == min(count, examples)
+    assert all(s.examples >= 1 for s in plan)
+    assert max(s.examples for s in plan) - min(s.examples for s in plan) <= 1
+    assert len({s.seed for s in plan}) == len(plan)
+
+
+@given(max_examples=st.integers(1, 100_000), count=st.integers(1, 64))
+def test_shards_cover_the_profile_budget(max_examples: int, count: int) -> None:
+    per = shards.shard_examples(max_examples, count)
+    assert per * count >= max_examples
+    assert (per - 1) * count < max_examples
+
+
+class Cr3WithoutFlush:
+    """write_cr3 that switches page tables but keeps the TLB."""
+
+    @hookimpl
+    def pvop_write_cr3(self, machine: Any, value: int) -> None:
+        machine.cpu.cr3 = value & 0xFFFFFFFF
+
+
+@pytest.fixture(scope="module")
+def backends() -> dict[str, plugins.BackendInfo]:
+    found = plugins.discover()
+    found["cr3-no-flush"] = plugins.BackendInfo("cr3-no-flush", "tests", "0", "tests",
+                                                factory=Cr3WithoutFlush)
+    return found
+
+
+def test_two_workers_find_shrink_and_share_a_divergence(
+    backends: dict[str, plugins.BackendInfo], tmp_path: Path
+) -> None:
+    """A worker finds the bug and shrinks it; the parent replays it from the shared
+    database in its own process; any later search with that database replays it first."""
+    db = DirectoryBasedExampleDatabase(str(tmp_path / "db"))
+    ran, divergence = workers.search_parallel("cr3-no-flush", 100, 2, backends=backends,
+                                              database=db)
+    assert divergence is not None and 1 <= ran <= 100
+    assert len(divergence.program.ops) <= 3, divergence
+    saved = [p for p in (tmp_path / "db").rglob("*") if p.is_file()]
+    assert saved, "the shrunk counterexample is not in the shared database"
+    again, replayed = check.search_programs("cr3-no-flush", 100, backends=backends,
+                                            database=db, replay_only=True)
+    assert replayed is not None and again <= 3  # replayed, not searched again
+    assert replayed.program == divergence.program
+
+
+def test_a_worker_that_raises_is_a_clear_error(backends: dict[str, plugins.BackendInfo]) -> None:
+    class Boom:
+        @hookimpl
+        def pvop_write_cr3(self, machine: Any, value: int) -> None:
+            raise MemoryError("host out of memory")
+
+    found = dict(backends)
+    found["boom"] = plugins.BackendInfo("boom", "tests", "0", "tests", factory=Boom)
+    result = check.check_backend("boom", 20, backends=found, jobs=2)
+    # a backend raising from a hook is a divergence (backend-error), found by a worker
+    assert result.divergence is not None and result.divergence.other.stop == "backend-error"
+
+
+def test_check_jobs_option_is_validated() -> None:
+    from typer.testing import CliRunner
+
+    from pvframe.tools.cli import app
+
+    res = CliRunner().invoke(app, ["check", "-b", "native", "-j", "0"])
+    assert res.exit_code != 0 and "--jobs must be a positive number" in res.output
+    res = CliRunner().invoke(app, ["check", "--mutants", "-b", "native", "-j", "2"])
+    assert res.exit_code != 0 and "--jobs does not go with --mutants" in res.output
+
+
+TINY = """
+from hypothesis import settings
+settings.register_profile("tiny", settings.get_profile("ci"), max_examples=12)
+"""
+
+
+def _kit(tmp_path: Path, *args: str) -> str:
+    (tmp_path / "conftest.py").write_text(TINY)
+    env = {**os.environ, "PVFRAME_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "--pvframe-backend", "native", "--hypothesis-profile", "tiny",
+         "-k", "test_generated_programs", *args],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_conformance_under_xdist_checks_the_same_programs_and_adds_up_the_figures(
+    tmp_path: Path,
+) -> None:
+    """``-n 2`` runs the same shards as ``-n 0`` (the same programs: the same op count),
+    and the controller prints the workers' figures added up."""
+    pytest.importorskip("xdist")
+    alone = _kit(tmp_path, "-n", "0", "--pvframe-shards", "3")
+    spread = _kit(tmp_path, "-n", "2", "--pvframe-shards", "3")
+    figure = re.compile(r"native: (\d+) programs \((\d+) ops\)")
+    assert "(2 workers)" in spread
+    one, two = figure.search(alone), figure.search(spread)
+    assert one is not None and two is not None, alone + spread
+    assert one.groups() == two.groups()
+    assert int(one.group(1)) == 12  # 3 shards of 4: the profile's budget
+    assert "3 passed" in alone and "3 passed" in spread
+
+
+def test_shards_option_is_validated(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "--pvframe-backend", "native", "--pvframe-shards", "0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0 and "--pvframe-shards must be a positive" in proc.stderr
