@@ -1,5 +1,5 @@
 """nox sessions: tests, equivalence, mutants, differential, lint, typecheck, bench, fuzz, docs,
-linux.
+linux, campaign.
 
 The core and every plugin are installed into the session's environment from their folders,
 exactly as a user installs them; nothing is reached through PYTHONPATH.
@@ -130,6 +130,8 @@ def bench(session: nox.Session) -> None:
     the kit's mutation run, and one paravirt call against one trapped privileged instruction."""
     install_all(session, "test")
     session.run("python", "-m", "pvframe.tools.bench", *session.posargs)
+    # the kit at scale: programs/s per core per backend, and 1 worker against 2
+    session.run("python", "-m", "pvframe.tools.scalebench")
 
 
 @nox.session
@@ -184,3 +186,24 @@ def differential(session: nox.Session) -> None:
             "tests/executor/test_exec_differential.py",
             env={"PVFRAME_DIFF_CLASS": cls, "PVFRAME_DIFF_EXAMPLES": n},
         )
+
+
+#: HypoFuzz 25.11 reads Hypothesis internals that Hypothesis 6.160 removed (a shrinker
+#: result's ``slice_comments``): the campaign pins the last Hypothesis series it runs on
+CAMPAIGN_HYPOTHESIS = "hypothesis>=6.140.2,<6.153"
+
+
+@nox.session
+def campaign(session: nox.Session) -> None:
+    """A campaign on this machine (docs/campaigns.md): a local redis-server, two HypoFuzz
+    workers over the kit's generated-program test against a backend with one seeded bug
+    (``tests/fixtures/pvframe_seeded``: write_cr3 keeps the TLB), each with its own local
+    database and the shared Redis one; passes when the failure one worker found is in
+    Redis and every worker replays it. ``-- --workers 3 --timeout 600`` passes options."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        session.skip("no redis-server on PATH (Debian: apt-get install redis-server)")
+    install_all(session, "test")
+    session.install("hypofuzz", CAMPAIGN_HYPOTHESIS, "./tests/fixtures/pvframe_seeded")
+    session.run("python", "-m", "pvframe.tools.campaign", *session.posargs)

@@ -142,3 +142,36 @@ def test_shards_option_is_validated(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode != 0 and "--pvframe-shards must be a positive" in proc.stderr
+
+
+SHARDED = """
+import json, os
+from hypothesis import given, strategies as st
+
+@given(st.integers())
+def test_sharded(pvframe_shard, x):
+    with open(f"shard{pvframe_shard}.txt", "a") as f:
+        f.write(f"{x}\\n")
+"""
+
+
+def test_shards_draw_different_programs_of_one_shard_budget_each(tmp_path: Path) -> None:
+    """Each shard is its own derandomized search (its own seed and database key: the
+    node id) of max_examples / shards examples, the same on every run."""
+    (tmp_path / "test_sharded.py").write_text(SHARDED)
+    env = {**os.environ, "PVFRAME_CACHE": str(tmp_path / "cache")}
+
+    def run() -> list[list[str]]:
+        for old in tmp_path.glob("shard*.txt"):
+            old.unlink()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             "--pvframe-shards", "3", "test_sharded.py"],
+            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0 and "3 passed" in proc.stdout, proc.stdout + proc.stderr
+        return [(tmp_path / f"shard{i}.txt").read_text().split() for i in range(3)]
+
+    first = run()
+    assert all(len(drawn) == 34 for drawn in first)  # ceil(100 / 3) each (the ci profile)
+    assert len({tuple(drawn) for drawn in first}) == 3
+    assert run() == first

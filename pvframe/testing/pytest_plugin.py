@@ -86,9 +86,10 @@ def example_database(directory: str | None = None) -> Any:
 
 
 def _register_profiles() -> None:
-    """Hypothesis profiles of the kit: ``ci`` (bounded, the default in CI) and ``deep``
-    (10,000 examples per test)."""
-    from hypothesis import HealthCheck, settings
+    """Hypothesis profiles of the kit: ``ci`` (bounded, the default in CI), ``deep``
+    (10,000 examples per test) and ``replay`` (only what the example database holds: the
+    failures a campaign found, on any machine sharing its database)."""
+    from hypothesis import HealthCheck, Phase, settings
 
     common: dict[str, Any] = {
         "deadline": None, "suppress_health_check": [HealthCheck.too_slow],
@@ -101,6 +102,11 @@ def _register_profiles() -> None:
     # deep: random, 10,000 examples, failures and coverage kept in the example database
     settings.register_profile(
         "deep", max_examples=10_000, database=example_database(), **common
+    )
+    # replay: the database's examples alone, nothing generated (a test with nothing saved
+    # is skipped by Hypothesis); a failure fails with the program as it was saved
+    settings.register_profile(
+        "replay", database=example_database(), phases=[Phase.explicit, Phase.reuse], **common
     )
 
 
@@ -169,19 +175,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> None:
-    """A shard's Hypothesis database key and derandomized seed: the test, the backend and
-    the shard, never the node id (which changes with the directory pytest runs from and
-    where the kit is installed). Runs after Hypothesis's wrapper, which sets the node id."""
+    """A shard's Hypothesis database key and derandomized seed come from its node id, as
+    Hypothesis's pytest plugin does for ``@pytest.mark.parametrize`` (it does not see a
+    parametrization made in ``pytest_generate_tests``) and HypoFuzz does when it
+    collects: the shards draw different programs, and a failure a campaign saved is
+    replayed by ``pytest``."""
     callspec = getattr(item, "callspec", None)
     if callspec is None or "pvframe_shard" not in callspec.params:
         return
     inner = getattr(getattr(item.obj, "hypothesis", None), "inner_test", None)  # type: ignore[attr-defined]
-    if inner is None:
-        return
-    backend = item.funcargs.get("pvframe_backend", "")  # type: ignore[attr-defined]
-    key = (f"pvframe {item.originalname} backend={backend} "  # type: ignore[attr-defined]
-           f"shard={callspec.params['pvframe_shard']}/{_shards(item.config)}")
-    inner._hypothesis_internal_add_digest = key.encode()
+    if inner is not None:
+        inner._hypothesis_internal_add_digest = item.nodeid.encode()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -6,9 +6,10 @@ while the others wait. The conformance suite's generated-program tests therefore
 ``pvframe_shard`` fixture (defined by :mod:`pvframe.testing.pytest_plugin`): each test is
 collected as ``SHARDS`` items, each one a search of ``ceil(max_examples / SHARDS)``
 programs. Hypothesis gives every parametrized item its own database key and, under a
-derandomized profile, its own seed (both derive from the item's node id), so the shards
-draw different programs, the same ones on every run, whatever the number of workers: a
-run with ``-n 0`` and one with ``-n 2`` check the same programs and fail the same way.
+derandomized profile, its own seed (both derive from the item's node id, as HypoFuzz's
+keys do, so a campaign's failures replay under pytest), so the shards draw different
+programs, the same ones on every run, whatever the number of workers: a run with ``-n 0``
+and one with ``-n 2`` check the same programs and fail the same way.
 
 Each worker process keeps its own :data:`pvframe.testing.conformance.STATS`; a worker
 sends them to the controller (:func:`to_wire`) when it finishes and the controller adds
