@@ -86,10 +86,9 @@ def example_database(directory: str | None = None) -> Any:
 
 
 def _register_profiles() -> None:
-    """Hypothesis profiles of the kit: ``ci`` (bounded, the default in CI), ``deep``
-    (10,000 examples per test) and ``replay`` (only what the example database holds: the
-    failures a campaign found, on any machine sharing its database)."""
-    from hypothesis import HealthCheck, Phase, settings
+    """Hypothesis profiles of the kit: ``ci`` (bounded, the default in CI) and ``deep``
+    (10,000 examples per test)."""
+    from hypothesis import HealthCheck, settings
 
     common: dict[str, Any] = {
         "deadline": None, "suppress_health_check": [HealthCheck.too_slow],
@@ -102,11 +101,6 @@ def _register_profiles() -> None:
     # deep: random, 10,000 examples, failures and coverage kept in the example database
     settings.register_profile(
         "deep", max_examples=10_000, database=example_database(), **common
-    )
-    # replay: the database's examples alone, nothing generated (a test with nothing saved
-    # is skipped by Hypothesis); a failure fails with the program as it was saved
-    settings.register_profile(
-        "replay", database=example_database(), phases=[Phase.explicit, Phase.reuse], **common
     )
 
 
@@ -169,8 +163,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     (:mod:`pvframe.testing.shards`)."""
     if "pvframe_shard" in metafunc.fixturenames:
         count = _shards(metafunc.config)
+        # the backend is part of the node id, so of the database key: campaigns on xen
+        # and on vmi sharing one database keep their failures apart
+        backend = metafunc.config.getoption("--pvframe-backend", None)
+        prefix = f"{backend}-" if backend else ""
         metafunc.parametrize("pvframe_shard", range(count),
-                             ids=[f"shard{i}of{count}" for i in range(count)])
+                             ids=[f"{prefix}shard{i}of{count}" for i in range(count)])
 
 
 @pytest.hookimpl(tryfirst=True)

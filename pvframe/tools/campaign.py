@@ -14,19 +14,18 @@ runs the same on N machines.
 3. waits until a shrunk failure is saved under the test's key in Redis (HypoFuzz saves
    shrunk failures where Hypothesis does: the test's database key itself), then stops
    the workers and notes which worker's local database holds it: the finder;
-4. replays the Redis database in every worker's environment with the kit's ``replay``
-   profile (``pytest --hypothesis-profile replay``: nothing generated): each must fail
-   with the same shrunk program, the workers that did not find it included.
-
-Keys are the test's node id (HypoFuzz's and Hypothesis's pytest plugin's convention):
-every worker must run pytest from the same directory of the same checkout.
+4. replays the failure in every worker's environment, in a process of its own
+   (``python -m pvframe.tools.campaign replay``: the choice sequence saved under the key,
+   drawn again as a program and compared with native): each must diverge with the same
+   shrunk program, the workers that did not find it (whose local databases do not hold
+   it) included;
+5. reads the campaign report from Redis (:mod:`pvframe.tools.campaign_report`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import signal
 import socket
@@ -147,22 +146,43 @@ class Replay:
     output: str
 
 
-_REPORT = re.compile(r"(backend '[^']+' (?:diverges from native|breaks a property)[^\n]*)")
-_PROGRAM = re.compile(r"program \((\d+) ops\):")
+def replay_failures(key: bytes, backend: str,
+                    database: Any = None) -> list[tuple[int, str | None]]:
+    """Every failure saved under ``key`` in the example database (default: the kit's,
+    :func:`pvframe.testing.pytest_plugin.example_database`, which includes Redis when
+    ``PVFRAME_HYPOTHESIS_REDIS`` is set), drawn again as a program from its Hypothesis
+    choice sequence and compared with native on ``backend``: (ops, the divergence's first
+    report line, or None when it no longer diverges) per failure."""
+    from hypothesis.database import choices_from_bytes
+    from hypothesis.internal.conjecture.data import ConjectureData
+
+    from pvframe.testing import oracle, pytest_plugin, strategies
+
+    db = pytest_plugin.example_database() if database is None else database
+    found = []
+    for blob in db.fetch(key):
+        choices = choices_from_bytes(blob)
+        if choices is None:
+            continue
+        program = ConjectureData.for_choices(choices).draw(strategies.programs())
+        divergence = oracle.compare(program, backend)
+        found.append((len(program.ops),
+                      None if divergence is None else str(divergence).splitlines()[0]))
+    return found
 
 
-def replay(worker: Worker, url: str, backend: str) -> Replay:
-    """``pytest --hypothesis-profile replay`` in ``worker``'s environment: the examples in
-    the database, nothing generated."""
+def replay(worker: Worker, url: str, backend: str, key: bytes) -> Replay:
+    """:func:`replay_failures` in ``worker``'s environment (its own local database and the
+    shared Redis), in a process of its own."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", *pytest_args(backend),
-         "--hypothesis-profile", "replay"],
+        [sys.executable, "-m", "pvframe.tools.campaign", "replay", "--backend", backend,
+         "--key", key.hex()],
         env=worker.env(url), capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     (worker.cache.parent / f"replay{worker.index}.log").write_text(out)
-    first, ops = _REPORT.search(out), _PROGRAM.search(out)
-    report = (f"{first.group(1)} ({ops.group(1)} ops)" if first and ops else "")
-    return Replay(worker.index, proc.returncode == 1 and bool(report), report, out)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("backend ")]
+    return Replay(worker.index, proc.returncode == 1 and bool(lines), lines[0] if lines else "",
+                  out)
 
 
 @attrs.frozen
@@ -172,6 +192,8 @@ class Outcome:
     key: bytes
     finders: tuple[int, ...]
     replays: tuple[Replay, ...]
+    #: the campaign report (pvframe.tools.campaign_report): table lines and files written
+    report: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         out = [f"campaign database: {self.url}",
@@ -182,7 +204,25 @@ class Outcome:
             role = "finder" if r.worker in self.finders else "other"
             out.append(f"  worker {r.worker} ({role}) replays it: "
                        f"{r.report if r.failed else 'NOT REPLAYED'}")
-        return out
+        return [*out, *self.report]
+
+
+def _report(url: str, workdir: Path) -> tuple[str, ...]:
+    """The campaign report from the shared database: the table, and the coverage plot as a
+    PNG when matplotlib is installed, else as HTML."""
+    import importlib.util
+
+    from pvframe.tools import campaign_report
+
+    records = campaign_report.collect(url)
+    lines = ["campaign report (from the shared database):", *campaign_report.table(records)]
+    if importlib.util.find_spec("matplotlib") is not None:
+        path = workdir / "coverage.png"
+        campaign_report.write_png(records, path)
+    else:
+        path = workdir / "campaign.html"
+        campaign_report.write_html(records, path)
+    return (*lines, f"coverage over time: {path}")
 
 
 def demo(backend: str, workers: int = 2, timeout: float = 900.0,
@@ -213,13 +253,14 @@ def demo(backend: str, workers: int = 2, timeout: float = 900.0,
             w.stop()
         key = keys[0]
         finders = tuple(w.index for w in crew if list(w.local_database().fetch(key)))
-        replays = tuple(replay(w, url, backend) for w in crew)
+        replays = tuple(replay(w, url, backend, key) for w in crew)
+        report = _report(url, tmp)
     finally:
         for w in crew:
             w.stop()
         server.terminate()
         server.wait(timeout=10)
-    outcome = Outcome(url, seconds, key, finders, replays)
+    outcome = Outcome(url, seconds, key, finders, replays, report)
     reports = {r.report for r in replays}
     if not all(r.failed for r in replays) or len(reports) != 1:
         raise CampaignError("\n".join([*outcome.lines(), "the workers did not all replay "
@@ -227,7 +268,35 @@ def demo(backend: str, workers: int = 2, timeout: float = 900.0,
     return outcome
 
 
+def replay_main(argv: list[str]) -> None:
+    """``python -m pvframe.tools.campaign replay --backend NAME [--key HEX]``: replay the
+    failures in the example database (every failure key in Redis by default); exit 1 if
+    any still diverges."""
+    parser = argparse.ArgumentParser(prog="python -m pvframe.tools.campaign replay")
+    parser.add_argument("--backend", required=True)
+    parser.add_argument("--key", help="the test's database key, hex (default: every key "
+                        "with a failure in the Redis database)")
+    args = parser.parse_args(argv)
+    from pvframe.testing.pytest_plugin import REDIS_ENV
+
+    try:
+        keys = [bytes.fromhex(args.key)] if args.key else failure_keys(os.environ[REDIS_ENV])
+    except (ValueError, KeyError):
+        raise SystemExit(f"campaign replay: give --key HEX, or set {REDIS_ENV}") from None
+    diverged = 0
+    for key in keys:
+        for ops, first in replay_failures(key, args.backend):
+            print(f"{first} ({ops} ops)" if first else f"no longer diverges ({ops} ops)")
+            diverged += first is not None
+    if not keys:
+        print("no failure saved")
+    raise SystemExit(1 if diverged else 0)
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["replay"]:
+        replay_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m pvframe.tools.campaign")
     parser.add_argument("--backend", default="seeded-cr3")
     parser.add_argument("--workers", type=int, default=2)
@@ -236,6 +305,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.workers < 1 or args.timeout <= 0:
         parser.error("--workers and --timeout must be positive")
+
+    def stopped(signum: int, _frame: Any) -> None:
+        raise SystemExit(f"campaign: stopped by signal {signum}")  # workers and Redis stop too
+
+    signal.signal(signal.SIGTERM, stopped)
     try:
         outcome = demo(args.backend, args.workers, args.timeout, args.workdir)
     except CampaignError as exc:
