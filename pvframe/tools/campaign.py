@@ -146,6 +146,24 @@ class Replay:
     output: str
 
 
+def draw_program(choices: Any) -> Any:
+    """The program a saved Hypothesis choice sequence stands for (drawn again from
+    :func:`pvframe.testing.strategies.programs`, as the test drew it), or None when the
+    sequence belongs to another version of the strategy."""
+    from hypothesis.control import BuildContext
+    from hypothesis.errors import HypothesisException, StopTest
+    from hypothesis.internal.conjecture.data import ConjectureData
+
+    from pvframe.testing import strategies
+
+    data = ConjectureData.for_choices(choices)
+    try:
+        with BuildContext(data, is_final=True, wrapped_test=draw_program):
+            return data.draw(strategies.programs())
+    except (StopTest, HypothesisException):
+        return None
+
+
 def replay_failures(key: bytes, backend: str,
                     database: Any = None) -> list[tuple[int, str | None]]:
     """Every failure saved under ``key`` in the example database (default: the kit's,
@@ -154,17 +172,16 @@ def replay_failures(key: bytes, backend: str,
     choice sequence and compared with native on ``backend``: (ops, the divergence's first
     report line, or None when it no longer diverges) per failure."""
     from hypothesis.database import choices_from_bytes
-    from hypothesis.internal.conjecture.data import ConjectureData
 
-    from pvframe.testing import oracle, pytest_plugin, strategies
+    from pvframe.testing import oracle, pytest_plugin
 
     db = pytest_plugin.example_database() if database is None else database
     found = []
     for blob in db.fetch(key):
         choices = choices_from_bytes(blob)
-        if choices is None:
+        program = None if choices is None else draw_program(choices)
+        if program is None:
             continue
-        program = ConjectureData.for_choices(choices).draw(strategies.programs())
         divergence = oracle.compare(program, backend)
         found.append((len(program.ops),
                       None if divergence is None else str(divergence).splitlines()[0]))

@@ -1,0 +1,98 @@
+"""Campaign tooling (docs/campaigns.md): the report read from a Redis database as HypoFuzz
+writes it, and the failures a campaign saved replayed from their choice sequences. The
+whole campaign (redis-server and two HypoFuzz workers) is ``nox -s campaign``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis.database import InMemoryExampleDatabase
+
+from pvframe import plugins
+from pvframe.hookspecs import hookimpl
+from pvframe.tools import campaign, campaign_report, check
+
+
+def test_backend_of_reads_the_shard_id() -> None:
+    assert campaign_report.backend_of("c.py::test_x[xen-shard0of1]") == "xen"
+    assert campaign_report.backend_of("c.py::test_x[seeded-cr3-shard2of4]") == "seeded-cr3"
+    assert campaign_report.backend_of("c.py::test_x[shard0of4]") == "native"
+    assert campaign_report.backend_of("c.py::test_x") == "?"
+
+
+def test_shard_ids_carry_the_backend(tmp_path: Path) -> None:
+    """Campaigns on two backends sharing one database keep their failures apart: the
+    backend is in the node id, which HypoFuzz's database key is made of."""
+    ids = {}
+    for backend in ("xen", "vmi"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
+             "--pvframe-backend", backend, "-k", "test_generated_programs_match_native"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        ids[backend] = [ln for ln in proc.stdout.splitlines() if "::" in ln]
+    assert ids["xen"] and all("[xen-shard" in i for i in ids["xen"])
+    assert not set(ids["xen"]) & set(ids["vmi"])
+
+
+class Cr3WithoutFlush:
+    @hookimpl
+    def pvop_write_cr3(self, machine: Any, value: int) -> None:
+        machine.cpu.cr3 = value & 0xFFFFFFFF
+
+
+def test_saved_failures_are_replayed_from_their_choice_sequences(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a search saved (here pvframe check's, as HypoFuzz saves its shrunk failures)
+    is drawn again as the same program and still diverges."""
+    found = plugins.discover()
+    found["cr3-no-flush"] = plugins.BackendInfo("cr3-no-flush", "tests", "0", "tests",
+                                                factory=Cr3WithoutFlush)
+    monkeypatch.setattr(plugins, "discover", lambda *a, **k: found)
+    _ran, divergence = check.search_programs("cr3-no-flush", 100, backends=found,
+                                             seed_value="campaign/0")
+    assert divergence is not None
+    db = InMemoryExampleDatabase()
+    check.search_programs("cr3-no-flush", 100, backends=found, database=db,
+                          seed_value="campaign/0")
+    primary = next(k for k in db.data if len(k) == campaign.KEY_BYTES)
+    replayed = campaign.replay_failures(primary, "cr3-no-flush", db)
+    assert replayed and all(first is not None for _ops, first in replayed)
+    assert (len(divergence.program.ops), str(divergence).splitlines()[0]) in replayed
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no local redis-server")
+def test_report_reads_hypofuzz_progress_from_redis(tmp_path: Path) -> None:
+    pytest.importorskip("redis")
+    server, url = campaign.start_redis(tmp_path)
+    try:
+        client = campaign._client(url)
+        key = bytes(range(campaign.KEY_BYTES))
+        node = "pvframe/testing/conformance.py::test_generated_programs_match_native[xen-shard0of1]"
+        for worker, points in (("w1", [(1.0, 10, 5), (9.0, 120, 40)]),
+                               ("w2", [(2.0, 30, 7), (8.0, 80, 35)])):
+            for t, n, b in points:
+                client.sadd(campaign.REDIS_PREFIX + key + campaign_report.REPORTS, json.dumps({
+                    "nodeid": node, "worker_uuid": worker, "elapsed_time": t,
+                    "timestamp": t, "status_counts": {"0": 1, "1": n - 1}, "behaviors": b,
+                    "fingerprints": 1, "since_new_behavior": 0, "phase": "generate",
+                    "database_key": key.hex()}))
+        client.sadd(campaign.REDIS_PREFIX + key, b"a shrunk failure")
+        records = campaign_report.collect(url)
+        assert len(records) == 1
+        rec = records[0]
+        assert (rec.backend, rec.programs, rec.behaviours, rec.divergences) == ("xen", 200, 40, 1)
+        assert campaign.failure_keys(url) == [key]
+        table = campaign_report.table(records)
+        assert table[1].split()[:6] == ["xen", "200", "2", "40", "0", "1"]
+        campaign_report.write_html(records, tmp_path / "r.html")
+        assert "<td>xen</td><td>200</td>" in (tmp_path / "r.html").read_text()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
