@@ -176,28 +176,25 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     """A shard's Hypothesis database key and derandomized seed come from its node id, as
     Hypothesis's pytest plugin does for ``@pytest.mark.parametrize`` (it does not see a
     parametrization made in ``pytest_generate_tests``) and HypoFuzz does when it
-    collects: the shards draw different programs, and a failure a campaign saved is
-    replayed by ``pytest``."""
+    collects: the shards draw different programs. The shard's budget of examples is set
+    here too (:func:`pvframe.testing.shards.shard_settings`)."""
     callspec = getattr(item, "callspec", None)
     if callspec is None or "pvframe_shard" not in callspec.params:
         return
     inner = getattr(getattr(item.obj, "hypothesis", None), "inner_test", None)  # type: ignore[attr-defined]
-    if inner is not None:
-        inner._hypothesis_internal_add_digest = item.nodeid.encode()
+    if inner is None:
+        return
+    inner._hypothesis_internal_add_digest = item.nodeid.encode()
+    from pvframe.testing import shards
+
+    if not shards.shard_settings(item.obj, _shards(item.config),  # type: ignore[attr-defined]
+                                 callspec.params["pvframe_shard"]):
+        pytest.skip("this shard has no programs: the profile's max_examples is below "
+                    "--pvframe-shards")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A sharded search gets one shard's budget of examples; the pv-call search runs only
-    with ``--pvframe-pv-calls``."""
-    from pvframe.testing import shards
-
-    count = _shards(config)
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is not None and "pvframe_shard" in callspec.params:
-            wrapped = getattr(item, "obj", None)
-            if hasattr(wrapped, "_hypothesis_internal_use_settings"):
-                shards.cut_settings(wrapped, count)
+    """The pv-call search runs only with ``--pvframe-pv-calls``."""
     if config.getoption("--pvframe-pv-calls", False):
         return
     skip = pytest.mark.skip(reason="the pv-call search is opt-in (--pvframe-pv-calls) while "

@@ -4,8 +4,8 @@ A Hypothesis search is one sequential run: under ``pytest -n N`` (pytest-xdist) 
 is one worker's, and a single ``@given`` test of 100 programs would keep one core busy
 while the others wait. The conformance suite's generated-program tests therefore take the
 ``pvframe_shard`` fixture (defined by :mod:`pvframe.testing.pytest_plugin`): each test is
-collected as ``SHARDS`` items, each one a search of ``ceil(max_examples / SHARDS)``
-programs. Hypothesis gives every parametrized item its own database key and, under a
+collected as ``SHARDS`` items, each one a search of its share of ``max_examples``
+(the shares add up to it). Hypothesis gives every parametrized item its own database key and, under a
 derandomized profile, its own seed (both derive from the item's node id, as HypoFuzz's
 keys do, so a campaign's failures replay under pytest), so the shards draw different
 programs, the same ones on every run, whatever the number of workers: a run with ``-n 0``
@@ -18,7 +18,6 @@ them up (:func:`merge`) before it prints the figures.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any
 
@@ -26,29 +25,32 @@ from pvframe.testing.conformance import KitStats
 
 #: shards per generated-program search (``pytest --pvframe-shards N``)
 DEFAULT_SHARDS = 4
-#: the attribute marking a ``@given`` test whose settings were already cut into shards
-_CUT = "_pvframe_sharded"
+#: the attribute keeping a sharded ``@given`` test's own settings
+_BASE = "_pvframe_unsharded_settings"
 
 
-def shard_examples(max_examples: int, shards: int) -> int:
-    """Programs per shard: the search's budget split evenly, rounded up (every shard runs
-    at least one program)."""
-    return max(1, math.ceil(max_examples / shards))
+def shard_examples(max_examples: int, shards: int, index: int) -> int:
+    """Programs of shard ``index``: the search's budget split as evenly as can be, the
+    first ``max_examples % shards`` shards one more, so that the shards add up to the
+    budget exactly (a shard may get none when the budget is below the shard count)."""
+    return max_examples // shards + (index < max_examples % shards)
 
 
-def cut_settings(wrapped_test: Any, shards: int) -> None:
-    """Give a ``@given`` test one shard's budget of examples (once; its parametrized items
-    share the function object). Everything else comes from the settings it had: the
-    profile loaded (``ci`` or ``deep``), its database."""
+def shard_settings(wrapped_test: Any, shards: int, index: int) -> int:
+    """Give a ``@given`` test shard ``index``'s budget of examples, just before it runs
+    (its parametrized items share the function object), from the settings it was
+    collected with: the profile loaded (``ci`` or ``deep``), its database. Returns the
+    budget."""
     from hypothesis import settings
 
-    if getattr(wrapped_test, _CUT, False):
-        return
-    current = wrapped_test._hypothesis_internal_use_settings
-    wrapped_test._hypothesis_internal_use_settings = settings(
-        current, max_examples=shard_examples(current.max_examples, shards)
-    )
-    setattr(wrapped_test, _CUT, True)
+    base = getattr(wrapped_test, _BASE, None)
+    if base is None:
+        base = wrapped_test._hypothesis_internal_use_settings
+        setattr(wrapped_test, _BASE, base)
+    budget = shard_examples(base.max_examples, shards, index)
+    if budget:
+        wrapped_test._hypothesis_internal_use_settings = settings(base, max_examples=budget)
+    return budget
 
 
 def to_wire(stats: dict[str, KitStats]) -> dict[str, dict[str, Any]]:
@@ -76,4 +78,4 @@ def merge(into: dict[str, KitStats], wire: dict[str, dict[str, Any]]) -> None:
         st.hooks.update(Counter(fig["hooks"]))
 
 
-__all__ = ["DEFAULT_SHARDS", "cut_settings", "merge", "shard_examples", "to_wire"]
+__all__ = ["DEFAULT_SHARDS", "merge", "shard_examples", "shard_settings", "to_wire"]

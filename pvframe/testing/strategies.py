@@ -8,8 +8,6 @@ focus on one area.
 
 from __future__ import annotations
 
-import functools
-
 from hypothesis import strategies as st
 
 from pvframe.testing import programs as p
@@ -132,11 +130,8 @@ def pv_call_ops() -> st.SearchStrategy[p.Op]:
 KINDS = ("interrupt-flag", "timer", "platform", "paging")
 
 
-@functools.cache
 def ops(kinds: tuple[str, ...]) -> st.SearchStrategy[p.Op]:
-    """Ops of the given kinds (``"paging"`` needs the paging harness). Built once per
-    combination (at most 64): a strategy is immutable, and building and validating the
-    whole tree again for every program took 9 ms of its 19 ms of generation."""
+    """Ops of the given kinds (``"paging"`` needs the paging harness)."""
     table = {
         "interrupt-flag": interrupt_flag_ops,
         "timer": timer_ops,
