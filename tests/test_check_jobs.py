@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from pvframe import plugins
 from pvframe.hookspecs import hookimpl
 from pvframe.testing import shards
-from pvframe.testing.strategies import programs as strategies_programs
 from pvframe.tools import check, workers
 
 
@@ -176,54 +175,3 @@ def test_shards_draw_different_programs_of_one_shard_budget_each(tmp_path: Path)
     assert [len(drawn) for drawn in first] == [34, 33, 33]  # 100 programs (the ci profile)
     assert len({tuple(drawn) for drawn in first}) == 3
     assert run() == first
-
-
-def test_native_runs_once_per_program_across_backends(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``pvframe check -b xen -b vmi`` draws the same programs for both: native runs each
-    once."""
-    from pvframe.testing import oracle
-
-    runs = check.NativeRuns()
-    monkeypatch.setattr(check, "NATIVE_RUNS", runs)
-    calls: list[str] = []
-    real = oracle.observe
-
-    def counting(program: Any, backend: str, **kw: Any) -> Any:
-        calls.append(backend)
-        return real(program, backend, **kw)
-
-    monkeypatch.setattr(oracle, "observe", counting)
-    ran_xen, div_xen = check.search_programs("xen", 8)
-    ran_vmi, div_vmi = check.search_programs("vmi", 8)
-    assert div_xen is None and div_vmi is None and ran_xen == ran_vmi == 8
-    assert calls.count("native") == 8 and runs.hits == 8
-    assert calls.count("xen") == calls.count("vmi") == 8
-
-
-@given(program=strategies_programs())
-@settings(max_examples=8, deadline=None)
-def test_a_kept_native_run_is_the_run_itself(program: Any) -> None:
-    """Native is deterministic: the kept observation equals a fresh run of the program."""
-    from pvframe.testing import oracle
-
-    runs = check.NativeRuns()
-    kept = runs.observe(program, None)
-    assert runs.observe(program, None) is kept and runs.hits == 1
-    assert oracle.observe(program, "native") == kept
-
-
-def test_a_native_run_out_of_host_time_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where a run stops at the host-time limit depends on the host's speed (a timer storm
-    on a loaded machine): such a run is never reused for another backend."""
-    from pvframe.machine import STOP_WALL
-    from pvframe.testing import oracle
-    from pvframe.testing import programs as p
-
-    def out_of_time(program: Any, backend: str, **kw: Any) -> oracle.Observation:
-        return oracle.Observation(backend, STOP_WALL, None, 5, {}, "", (), ())
-
-    monkeypatch.setattr(oracle, "observe", out_of_time)
-    runs = check.NativeRuns()
-    program = p.Program((p.Cli(),))
-    first = runs.observe(program, None)
-    assert runs.observe(program, None) is not first and runs.hits == 0

@@ -17,7 +17,7 @@ nothing themselves.
 from __future__ import annotations
 
 import functools
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -78,42 +78,6 @@ class BackendCheck:
         }
 
 
-class NativeRuns:
-    """The native reference's observation of each distinct program, kept for the next
-    backend checked: ``pvframe check`` (derandomized) draws the same programs for every
-    backend, and native's run of one is the same every time (one deterministic time base,
-    the same executor), so it runs once per program instead of once per program and
-    backend. Keyed by the program's source and the native backend's class; the least
-    recently used out first beyond ``size`` programs. A run that ran out of host time is
-    not kept (where it stopped depends on the host's speed)."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self.hits = 0
-        self._runs: OrderedDict[tuple[str, Any], oracle.Observation] = OrderedDict()
-
-    def observe(self, program: Program,
-                backends: dict[str, plugins.BackendInfo] | None) -> oracle.Observation:
-        info = (backends or {}).get(plugins.NATIVE)
-        key = (program.source(), None if info is None else info.factory)
-        seen = self._runs.get(key)
-        if seen is not None:
-            self.hits += 1
-            self._runs.move_to_end(key)
-            return seen
-        seen = oracle.observe(program, plugins.NATIVE, backends=backends)
-        if seen.stop == STOP_WALL:
-            return seen  # where a run ran out of host time depends on the host: not kept
-        self._runs[key] = seen
-        if len(self._runs) > self.size:
-            self._runs.popitem(last=False)
-        return seen
-
-
-#: native runs shared by the searches of this process (``pvframe check -b xen -b vmi``)
-NATIVE_RUNS = NativeRuns()
-
-
 class _Diverged(AssertionError):
     def __init__(self, divergence: oracle.Divergence) -> None:
         super().__init__(str(divergence))
@@ -157,8 +121,7 @@ def search_programs(
         if divergence is None:
             ran += 1
             progress("shrinking" if shrinking else "programs", 0 if shrinking else 1)
-            native = NATIVE_RUNS.observe(program, backends)
-            divergence = oracle.compare(program, backend, backends=backends, native=native,
+            divergence = oracle.compare(program, backend, backends=backends,
                                         coverage=None if shrinking else coverage)
             if divergence is not None:
                 shrinking = True
