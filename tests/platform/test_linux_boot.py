@@ -31,9 +31,15 @@ def _check(cond: str, bit: int) -> str:
     return f"{cond}\n    je 1f\n    or ${bit:#x}, %ecx\n1:\n"
 
 
+def machine_e820(ram: int) -> list[tuple[int, int, int]]:
+    """The e820 map a machine with ``ram`` bytes gives a bzImage."""
+    return Machine("native", MachineConfig(ram_size=ram))._e820() or LB.e820_map(ram)
+
+
 def payload(ram: int) -> bytes:
     """A protected-mode kernel that checks the start state and the zero page at ESI,
     prints the command line on COM1 and writes the failure bits to port 0xf4."""
+    entries = machine_e820(ram)
     checks = "".join([
         _check("mov %cs, %eax\n    cmp $0x10, %eax", 0x1),
         _check("mov %ds, %eax\n    cmp $0x18, %eax", 0x2),
@@ -50,16 +56,10 @@ def payload(ram: int) -> bytes:
         _check("movzbl 0x211(%esi), %eax\n    cmp $0x81, %eax", 0x20),  # LOADED_HIGH|CAN_USE_HEAP
         _check("cmpb $0, 0x0f(%esi)", 0x40),                # orig_video_isVGA
         _check("cmpl $0, 0x23c(%esi)", 0x40),               # hardware_subarch
-        # e820: RAM [0, 0x9fc00), reserved [0x9fc00, 1 MiB), RAM [1 MiB, ram)
-        _check("cmpb $3, 0x1e8(%esi)", 0x80),
-        _check("cmpl $0, 0x2d0(%esi)", 0x80),
-        _check("cmpl $0x9fc00, 0x2d8(%esi)", 0x80),
-        _check("cmpl $1, 0x2e0(%esi)", 0x80),
-        _check("cmpl $0x9fc00, 0x2e4(%esi)", 0x80),
-        _check("cmpl $2, 0x2f4(%esi)", 0x80),
-        _check("cmpl $0x100000, 0x2f8(%esi)", 0x80),
-        _check(f"cmpl ${ram - MiB:#x}, 0x300(%esi)", 0x80),
-        _check("cmpl $1, 0x308(%esi)", 0x80),
+        # e820: the machine's memory map, entry by entry (base, length, type: low words)
+        _check(f"cmpb ${len(entries)}, 0x1e8(%esi)", 0x80),
+        *(_check(f"cmpl ${v & 0xFFFFFFFF:#x}, {0x2d0 + 20 * i + off:#x}(%esi)", 0x80)
+          for i, entry in enumerate(entries) for off, v in zip((0, 8, 16), entry, strict=True)),
         # initrd: announced, page-aligned, inside RAM, its first and last words in place
         _check(f"cmpl ${len(INITRD):#x}, 0x21c(%esi)", 0x100),
         _check("mov 0x218(%esi), %edx\n    and $0xfff, %edx", 0x100),
