@@ -246,6 +246,13 @@ class Platform:
         """Seconds since 1970 at virtual time 0 (what a hypervisor's boot wallclock is)."""
         return int(self.cmos.epoch.timestamp()) + self.cmos.offset_s
 
+    def rtc_epoch_ns(self) -> int:
+        """ns since 1970 at virtual time 0, with the RTC's phase: reset falls
+        ``start_phase_ns`` into a second, so the RTC's seconds advance at the update edges
+        ``k * 10^9 - start_phase_ns`` ns of virtual time. A hypervisor that reads the RTC
+        at an update edge (Xen's ``get_cmos_time``) arrives at this boot wallclock."""
+        return self.rtc_epoch_seconds() * 1_000_000_000 + self.cmos.start_phase_ns
+
     def apic_ticks_per_jiffy(self, hz: int = 250) -> int:
         """Local APIC timer count for one tick at ``hz`` with divide-by-1 (what Linux's
         calibration against the PIT arrives at on this deterministic platform)."""

@@ -91,7 +91,8 @@ class VmiGuest:
         self.apic = VirtualApic(self, machine)
         hv = VmiHypervisor(
             tsc_hz=machine.config.tsc_hz,
-            boot_epoch_s=machine.platform.rtc_epoch_seconds(),
+            boot_epoch_s=machine.platform.rtc_epoch_ns() // 1_000_000_000,
+            boot_epoch_nsec=machine.platform.rtc_epoch_ns() % 1_000_000_000,
             memory=CallbackMemory(
                 read=self._read_phys, write=self._write_phys,
                 flush=machine.flush_tlb, invlpg=machine.invlpg,

@@ -34,7 +34,7 @@ from pvframe_xen.hypervisor import DomainBoot, XenHypervisor, abi
 KERNEL_CS = 0x61
 #: where the domain builder maps the domain (PAGE_OFFSET)
 VIRT_BASE = 0xC0000000
-#: built domains by (tsc_hz, epoch, pages): building 16 Ki frames takes ~0.3 s, a
+#: built domains by (tsc_hz, boot wallclock in ns, pages): building 16 Ki frames takes ~0.3 s, a
 #: pickled copy ~0.07 s, and every machine needs a fresh one
 _PRISTINE: dict[tuple[int, int, int], bytes] = {}
 
@@ -43,8 +43,9 @@ _PRISTINE: dict[tuple[int, int, int], bytes] = {}
 MAX_RAM = abi.HYPERVISOR_VIRT_START - VIRT_BASE
 
 
-def new_domain(tsc_hz: int, epoch: int, nr_pages: int) -> tuple[XenHypervisor, DomainBoot]:
-    """A freshly built domain of ``nr_pages`` pages (from a pickled pristine copy).
+def new_domain(tsc_hz: int, epoch_ns: int, nr_pages: int) -> tuple[XenHypervisor, DomainBoot]:
+    """A freshly built domain of ``nr_pages`` pages (from a pickled pristine copy), booted
+    at wallclock ``epoch_ns`` (ns since 1970 at system time 0).
     Raises :class:`pvframe.plugins.BackendError` (one line) for more RAM than the builder
     can map."""
     if nr_pages << 12 > MAX_RAM:
@@ -54,10 +55,12 @@ def new_domain(tsc_hz: int, epoch: int, nr_pages: int) -> tuple[XenHypervisor, D
             f"at {VIRT_BASE:#x}, below Xen's hole at {abi.HYPERVISOR_VIRT_START:#x}); use "
             f"ram_size <= {MAX_RAM >> 20} MiB"
         )
-    key = (tsc_hz, epoch, nr_pages)
+    key = (tsc_hz, epoch_ns, nr_pages)
     blob = _PRISTINE.get(key)
     if blob is None:
-        hv = XenHypervisor(tsc_hz=tsc_hz, boot_epoch_s=epoch, nr_pages=nr_pages)
+        epoch, nsec = divmod(epoch_ns, 1_000_000_000)
+        hv = XenHypervisor(tsc_hz=tsc_hz, boot_epoch_s=epoch, boot_epoch_nsec=nsec,
+                           nr_pages=nr_pages)
         # the builder's structures (P2M, start_info, boot tables) go at the top of the
         # pseudo-physical space, where a native guest is least likely to put anything
         n_l1 = -(-nr_pages // 1024)
@@ -90,7 +93,7 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
         if self.hv is None:
             ram_pages = machine.config.ram_size >> 12
             self.hv, self.boot = new_domain(
-                machine.config.tsc_hz, machine.platform.rtc_epoch_seconds(), ram_pages
+                machine.config.tsc_hz, machine.platform.rtc_epoch_ns(), ram_pages
             )
             self.hv.clock = machine.tsc
         return self.hv

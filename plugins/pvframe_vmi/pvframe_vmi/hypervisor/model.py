@@ -128,11 +128,14 @@ class VmiHypervisor:
     """The hypervisor behind the VMI ROM, for one VCPU.
 
     ``tsc_hz`` is the cycle frequency of every counter (vmi_time.h), ``boot_epoch_s`` the
-    wallclock (seconds since 1970) at REAL cycle 0. All other fields are keywords.
+    wallclock (seconds since 1970) at REAL cycle 0 and ``boot_epoch_nsec`` its sub-second
+    part: ``GetWallclockTime`` is the host's clock in ns, which the guest's emulated RTC
+    shows too, so its seconds change where the RTC's do. All other fields are keywords.
     """
 
     tsc_hz: int = attrs.field(validator=attrs.validators.gt(0))
     boot_epoch_s: int
+    boot_epoch_nsec: int = attrs.field(default=0, kw_only=True)
     memory: MachineMemory = attrs.field(factory=FlatMemory, kw_only=True)
     hooks: MachineHooks = attrs.field(factory=MachineHooks, kw_only=True)
     stolen: StolenSchedule = attrs.field(factory=StolenSchedule, kw_only=True)
@@ -613,8 +616,8 @@ class VmiHypervisor:
 
     def _c_GetWallclockTime(self) -> int:
         """ns since 1970: boot wallclock + REAL cycles elapsed, in ns."""
-        return (self.boot_epoch_s * units.NSEC_PER_SEC + self.wallclock_offset_ns
-                + units.vmi_cycles_to_ns(self.now(), self.tsc_hz))
+        return (self.boot_epoch_s * units.NSEC_PER_SEC + self.boot_epoch_nsec
+                + self.wallclock_offset_ns + units.vmi_cycles_to_ns(self.now(), self.tsc_hz))
 
     def _c_WallclockUpdated(self) -> int:
         updated, self._wallclock_updated = self._wallclock_updated, False
@@ -623,7 +626,8 @@ class VmiHypervisor:
     def set_wallclock_ns(self, epoch_ns: int) -> None:
         """The host's clock was stepped: GetWallclockTime returns ``epoch_ns`` now and
         WallclockUpdated reports it once."""
-        current = self.boot_epoch_s * units.NSEC_PER_SEC + units.vmi_cycles_to_ns(self.now(), self.tsc_hz)
+        current = (self.boot_epoch_s * units.NSEC_PER_SEC + self.boot_epoch_nsec
+                   + units.vmi_cycles_to_ns(self.now(), self.tsc_hz))
         self.wallclock_offset_ns = epoch_ns - current
         self._wallclock_updated = True
 

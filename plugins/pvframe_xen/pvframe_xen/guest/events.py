@@ -236,6 +236,22 @@ class VirtualApic:
             shared.set_pending(self.timer_port, False)  # what fired while masked is lost
             shared.set_masked(self.timer_port, False)
 
+    def _latch_timer_event(self) -> None:
+        """An expiry Xen already signalled (the timer port pending, unmasked) reaches IRR
+        now, before an LVT or SVR write can mask the port: on the xAPIC the expiry set the
+        IRR bit when it happened, with the LVT as it was then (Intel SDM Vol. 3A §10.5.4),
+        and masking the LVT or disabling the APIC later does not take it back (§10.4.7.2:
+        pending interrupts are held). Without this, a guest that masks the LVT after an
+        expiry it has not yet taken (interrupts off) lost the interrupt under Xen. The port
+        is acked as the upcall does (``mask_ack``); the EOI unmasks it."""
+        port, shared = self.timer_port, self.hv.shared
+        vector = self.port_vector.get(port)
+        if not port or vector is None or not shared.pending(port) or shared.masked(port):
+            return
+        shared.set_masked(port, True)
+        shared.set_pending(port, False)
+        self.apic.accept(vector, level=False)
+
     def _in_service(self, vector: int | None) -> bool:
         return vector is not None and bool(self.apic.isr >> vector & 1)
 
@@ -251,6 +267,8 @@ class VirtualApic:
             return
         if reg == APIC_ICR and self._ipi_via_evtchn(value):
             return
+        if reg in (APIC_LVTT, APIC_SPIV):
+            self._latch_timer_event()
         self.apic.write(reg, value)
         if reg == APIC_LVTT:
             self.port_vector[self.timer_port] = self.apic.lvt[APIC_LVTT] & 0xFF

@@ -145,6 +145,12 @@ class XenHypervisor:
     guest (``update_vcpu_system_time``), which the guest may map writable and overwrite:
     nothing Xen decides depends on them.
 
+    ``boot_epoch_s`` + ``boot_epoch_nsec`` is the wallclock at system time 0. Xen's
+    ``init_xen_time`` sets it with ``do_settime(get_cmos_time(), 0, NOW())``
+    (xen/arch/x86/time.c), and ``get_cmos_time`` waits for the RTC's update edge, so the
+    published ``wc_sec``/``wc_nsec`` keep the RTC's sub-second phase: a guest's
+    ``wc + system_time`` changes second where the RTC does.
+
     ``clock`` (if set) returns the current TSC; otherwise ``tsc_now`` is used. The
     machine polls :meth:`upcall_deliverable`, :meth:`next_timer_deadline_ns` and calls
     :meth:`fire_timers`.
@@ -152,6 +158,7 @@ class XenHypervisor:
 
     tsc_hz: int
     boot_epoch_s: int
+    boot_epoch_nsec: int = attrs.field(default=0, kw_only=True)
     nr_pages: int = 64
     nr_vcpus: int = 1
     domid: int = 1
@@ -194,7 +201,7 @@ class XenHypervisor:
         self.own_time = VcpuTimeInfo()
         self.update_time_record(0, mul, shift)
         self.shared.wc_version += 1
-        self.shared.wc_sec, self.shared.wc_nsec = self.boot_epoch_s, 0
+        self.shared.wc_sec, self.shared.wc_nsec = self.boot_epoch_s, self.boot_epoch_nsec
         self.shared.wc_version += 1
 
     # ================================================================ time (xen.h, vcpu.h)
