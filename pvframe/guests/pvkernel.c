@@ -72,7 +72,7 @@ static void finish(void) __attribute__((noreturn));
 
 static struct desc_struct gdt[32] __attribute__((aligned(8)));
 static struct desc_struct idt[256] __attribute__((aligned(8)));
-static struct desc_struct ldt[2] __attribute__((aligned(8)));
+static struct desc_struct ldt[2] __attribute__((aligned(4096)));  /* Xen: MMUEXT_SET_LDT needs a page-aligned base */
 static struct tss_struct tss __attribute__((aligned(128)));
 static struct thread_struct threads[2];
 static pgd_t pd[2][1024] __attribute__((aligned(4096)));

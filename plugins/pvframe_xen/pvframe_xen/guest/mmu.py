@@ -276,6 +276,12 @@ class MmuOps:
         if not shadow.ram(pfn):
             self.refuse(what, -abi.EINVAL)
             return
+        if (cmd != abi.MMUEXT_UNPIN_TABLE and pfn in shadow.guest_pins
+                and hv.frames.pages[hv.pfn_to_mfn(pfn)].pinned):
+            # the mm is pinned already (Linux's PG_pinned): Linux pins an mm once, when
+            # it is new (2.6.23 xen_activate_mm/xen_dup_mmap -> xen_pgd_pin), and Xen
+            # refuses a second pin (EINVAL, "already pinned", Xen mm.c)
+            return
         tree = shadow.trees.get(pfn)
         if tree is not None:
             shadow.release(pfn, restore=False) if cmd == abi.MMUEXT_UNPIN_TABLE else shadow._unpin(tree)
