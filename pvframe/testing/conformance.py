@@ -108,7 +108,7 @@ def test_generated_programs_match_native(
     assert failure is None, failure
 
 
-@pytest.mark.pvframe_pv_calls  # opt-in: --pvframe-pv-calls (pvframe.testing.pytest_plugin)
+@pytest.mark.pvframe_pv_calls
 @given(program=strategies.pv_call_programs())
 def test_generated_pv_call_programs_match_native(
     pvframe_backend: str, pvframe_shard: int, program: Program

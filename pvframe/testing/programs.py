@@ -171,13 +171,20 @@ class ReadRtc(Op):
 
 @attrs.frozen
 class Cpuid(Op):
+    """``cpuid`` of ``leaf``, then of a second leaf (0, or 1 after leaf 0), all four
+    registers recorded each time: a CPUID that answers one leaf with another's registers
+    (a cached or stale result) shows in one op."""
+
     leaf: int
 
-    records = 4
+    records = 8
 
     def lines(self) -> list[str]:
-        return [f"mov ${self.leaf:#x}, %eax", "xor %ecx, %ecx", "cpuid", RECORD,
-                "mov %ebx, %eax", RECORD, "mov %ecx, %eax", RECORD, "mov %edx, %eax", RECORD]
+        out: list[str] = []
+        for leaf in (self.leaf, 0 if self.leaf else 1):
+            out += [f"mov ${leaf:#x}, %eax", "xor %ecx, %ecx", "cpuid", RECORD,
+                    "mov %ebx, %eax", RECORD, "mov %ecx, %eax", RECORD, "mov %edx, %eax", RECORD]
+        return out
 
 
 @attrs.frozen
@@ -227,17 +234,20 @@ class ReloadIdt(Op):
 class LoadDescriptorTable(Op):
     """``lgdt``/``lidt`` of the harness's table with limit ``limit``, then ``sgdt``/``sidt``
     recorded (base, limit). A shorter IDT turns a vector above the limit into #GP
-    (SDM Vol. 3A §6.10); the GDT limits keep the harness's selectors 0x08 and 0x10."""
+    (SDM Vol. 3A §6.10); the GDT limits keep the harness's selectors 0x08 and 0x10. The
+    register is stored before the load too (recorded first): a store that answers with
+    an earlier value shows."""
 
     table: str  # "gdt" or "idt"
     limit: int
 
-    records = 2
+    records = 4
 
     def lines(self) -> list[str]:
         base = "idt" if self.table == "idt" else f"{GDT_BASE:#x}"
-        return [f"movw ${self.limit:#x}, dtload", f"movl ${base}, dtload+2", f"l{self.table} dtload",
-                f"s{self.table} dtbuf", "mov dtbuf+2, %eax", RECORD, "movzwl dtbuf, %eax", RECORD]
+        store = [f"s{self.table} dtbuf", "mov dtbuf+2, %eax", RECORD, "movzwl dtbuf, %eax", RECORD]
+        return [*store, f"movw ${self.limit:#x}, dtload", f"movl ${base}, dtload+2",
+                f"l{self.table} dtload", *store]
 
 
 @attrs.frozen
@@ -424,14 +434,17 @@ class WriteCr3(Op):
 @attrs.frozen
 class WriteCr4(Op):
     """Record CR4, write it (VME, PVI, TSD, DE, PSE, PAE, MCE, PGE, PCE, ...: a bit the CPU
-    lacks is #GP(0), SDM Vol. 3A §2.5) and record CR4 read back."""
+    lacks is #GP(0), SDM Vol. 3A §2.5) and record CR4 read back. The value is written
+    twice, first with TSD (bit 2, no effect at CPL0) flipped, each write read back: a
+    write that is lost now and then shows in one op."""
 
     value: int
 
-    records = 2
+    records = 3
 
     def lines(self) -> list[str]:
-        return ["mov %cr4, %eax", RECORD, f"mov ${self.value:#x}, %eax", "mov %eax, %cr4",
+        return ["mov %cr4, %eax", RECORD, f"mov ${self.value ^ 4:#x}, %eax", "mov %eax, %cr4",
+                "mov %cr4, %eax", RECORD, f"mov ${self.value:#x}, %eax", "mov %eax, %cr4",
                 "mov %cr4, %eax", RECORD]
 
 

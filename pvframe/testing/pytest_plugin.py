@@ -39,13 +39,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "never returns fails the test naming the hook",
     )
     group.addoption(
-        "--pvframe-pv-calls",
-        action="store_true",
-        default=False,
-        help="also run the programs that call every op through the paravirt call ROM "
-        "(opt-in while the divergences it finds on xen and vmi are analysed)",
-    )
-    group.addoption(
         "--pvframe-shards",
         action="store",
         type=int,
@@ -129,7 +122,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "equivalence: compares a backend with native (pvframe equivalence kit)"
     )
     config.addinivalue_line(
-        "markers", "pvframe_pv_calls: the kit's pv-call search (run with --pvframe-pv-calls)"
+        "markers", "pvframe_pv_calls: the kit's pv-call search (deselect with -m 'not pvframe_pv_calls')"
     )
     shards = config.getoption("--pvframe-shards", None)
     if shards is not None and shards < 1:
@@ -191,17 +184,6 @@ def pytest_runtest_call(item: pytest.Item) -> None:
                                  callspec.params["pvframe_shard"]):
         pytest.skip("this shard has no programs: the profile's max_examples is below "
                     "--pvframe-shards")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The pv-call search runs only with ``--pvframe-pv-calls``."""
-    if config.getoption("--pvframe-pv-calls", False):
-        return
-    skip = pytest.mark.skip(reason="the pv-call search is opt-in (--pvframe-pv-calls) while "
-                            "the divergences it finds on xen and vmi are analysed")
-    for item in items:
-        if item.get_closest_marker("pvframe_pv_calls") is not None:
-            item.add_marker(skip)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

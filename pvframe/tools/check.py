@@ -3,7 +3,8 @@
 For each backend, three layers, each against native (the same ones ``pytest
 --pvframe-backend NAME`` runs, :mod:`pvframe.testing.conformance`):
 
-1. ``examples`` generated programs (:func:`pvframe.testing.strategies.programs`) through
+1. ``examples`` generated programs (:func:`pvframe.testing.strategies.programs`), then as
+   many calling every op through the call ROM (``pv_call_programs``), each through
    :func:`pvframe.testing.oracle.compare`, driven by Hypothesis's own ``@given`` engine
    in-process, so a divergence is *shrunk* before it is reported: the report carries the
    minimal program as assembly (:meth:`Divergence.program.listing`);
@@ -220,14 +221,14 @@ def check_backend(
     seed_value: int | None = None,
     backends: dict[str, plugins.BackendInfo] | None = None,
     progress: Progress = _no_progress,
-    pv_calls: bool = False,
+    pv_calls: bool = True,
     jobs: int = 1,
 ) -> BackendCheck:
-    """All three layers for one backend. ``pv_calls`` adds a second search of programs
-    calling every op through the paravirt call ROM: opt-in while the divergences it finds
-    on xen and vmi (time values one ns apart, a lost timer expiry) are analysed. ``jobs``
-    above 1 spreads each search over that many worker processes
-    (:mod:`pvframe.tools.workers`); the guests and contracts run in this one."""
+    """All three layers for one backend. ``pv_calls`` (the default) adds a second search,
+    of programs calling every op through the paravirt call ROM
+    (:func:`pvframe.testing.strategies.pv_call_programs`), so that all 92 ops are
+    compared with native. ``jobs`` above 1 spreads each search over that many worker
+    processes (:mod:`pvframe.tools.workers`); the guests and contracts run in this one."""
     result = BackendCheck(backend)
     search: Callable[..., tuple[int, oracle.Divergence | None]] = search_programs
     if jobs > 1:
@@ -267,7 +268,7 @@ class WorkerFailed(RuntimeError):
     """A worker process of ``pvframe check -j N`` raised or died (the message says which)."""
 
 
-def steps(examples: int, pv_calls: bool = False) -> int:
+def steps(examples: int, pv_calls: bool = True) -> int:
     """Progress units of one backend's check."""
     return (2 if pv_calls else 1) * examples + len(guests.GUESTS) + len(contracts.CONTRACTS)
 

@@ -780,9 +780,9 @@ def check_cmd(
                             "rate (percent) is below this.")
     ] = 0.0,
     pv_calls: Annotated[
-        bool, typer.Option("--pv-calls", help="Also search programs that call every op "
-                           "through the paravirt call ROM (docs/pvcalls.md).")
-    ] = False,
+        bool, typer.Option("--pv-calls/--no-pv-calls", help="Also search programs that "
+                           "call every op through the paravirt call ROM (docs/pvcalls.md).")
+    ] = True,
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", help="Worker processes per search: the programs are "
                           "cut into one shard per worker, each with its own seed; a divergence "

@@ -170,6 +170,7 @@ settings.load_profile("{name}-conformance")
 from pvframe.testing.conformance import (  # noqa: E402, F401  (collected by pytest)
     test_demo_guest_matches_native,
     test_generated_programs_match_native,
+    test_generated_pv_call_programs_match_native,
     test_hook_contract,
 )
 

@@ -53,17 +53,17 @@ def test_a_seeded_set_pte_at_bug_is_caught_and_shrunk(backends):
     assert program.listing().count("call *0xf0") <= 4, program.listing()
 
 
-@pytest.mark.xfail(reason="after the rebase onto the kit merge (#20) the derandomized "
-                   "pv-call search finds divergences on xen (an APIC expiry during a "
-                   "const_udelay lost when time_init and an LVT mask follow) and on vmi "
-                   "(a results difference not yet analysed)", strict=True)
 def test_pvframe_check_covers_all_92_ops():
-    result = check.check_backend("vmi", 100, pv_calls=True)
+    """``pvframe check -b xen`` (issue 14's done-when): the pv-call search runs by default
+    and its programs reach every op; the divergences it found are fixed
+    (tests/pvcall/test_kit_divergences.py)."""
+    from pvframe.pvcall import layout
+
+    result = check.check_backend("xen", 100)
     assert result.ok, result.to_dict()
     assert result.examples == 200  # programs(), then pv_call_programs()
-    # 90 of 92 with today's derandomized draws (apic_write_atomic and irq_enable_sysexit
-    # not drawn); 92/92 before the draws shifted with the last rebase
-    assert len(set(result.ops_covered)) >= 90
+    assert set(result.ops_covered) >= set(layout.SLOTS.values())
+    assert len(set(result.ops_covered)) == 92
 
 
 @given(pvcalls.pv_call_ops())
