@@ -98,6 +98,23 @@ def test_the_kit_kills_a_mutant_and_names_the_layer() -> None:
     assert ran == 1 and killed_by is not None and "results" in killed_by
 
 
+def test_a_mutant_runs_only_the_programs_that_call_its_hook() -> None:
+    """A program that never calls the mutated op observes what the unmutated backend did
+    (the overlay wraps that op only): it is skipped, and the verdict stays the same."""
+    mutation = mutants.Mutation("write_cr3", "flip", "value", 4, mutants.CACHE)
+    name, found = _native_with(mutation)
+    programs = [p.Program((p.Cpuid(1),), paging=False), p.Program((p.WriteCr3(0x18),), paging=True)]
+    reached_by: list[frozenset[str]] = []
+    _log, kept, natives, problems = mutants.reach("native", programs, found, reached_by)
+    assert not problems and len(kept) == len(reached_by) == 2
+    assert "write_cr3" not in reached_by[0] and "write_cr3" in reached_by[1]
+    assert "cpuid" in reached_by[0]
+    full = mutants.judge_mutant(name, kept, natives, found)
+    filtered = mutants.judge_mutant(name, kept, natives, found, reached_by, "write_cr3")
+    assert full[0] is not None and filtered[0] == full[0]
+    assert (full[1], filtered[1]) == (2, 1)
+
+
 # Bounded samples of the full run (nox -s mutants): a few evenly spaced mutants of every
 # reached hook against a short corpus, within CI's time.
 @pytest.mark.parametrize(("backend", "examples", "sample"), [("native", 12, 14), ("xen", 8, 5), ("vmi", 8, 5)])

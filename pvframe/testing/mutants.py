@@ -382,17 +382,20 @@ class Report:
         return out
 
 
-def reach(backend: str, programs: list[Program], backends: dict[str, plugins.BackendInfo]
+def reach(backend: str, programs: list[Program], backends: dict[str, plugins.BackendInfo],
+          reached_by: list[frozenset[str]] | None = None,
           ) -> tuple[ValueLog, list[Program], list[oracle.Observation], list[str]]:
     """Run the corpus on ``backend`` with a :class:`Recorder`: which hooks the programs
     reach, with which values; and native's observations for the judging. A program on
     which the unmutated backend itself is judged wrong would "kill" every mutant: it is
-    left out, and returned as a problem line."""
+    left out, and returned as a problem line. ``reached_by`` (if given) receives, per kept
+    program, the ops it called."""
     log = ValueLog()
     kept: list[Program] = []
     natives: list[oracle.Observation] = []
     problems: list[str] = []
     for i, program in enumerate(programs):
+        before = dict(log.calls)
         own = oracle.observe(program, backend, backends=backends, extra_plugins=(Recorder(log),))
         native = oracle.observe(program, plugins.NATIVE, backends=backends)
         divergence = oracle.judge(program, native, own)
@@ -401,28 +404,42 @@ def reach(backend: str, programs: list[Program], backends: dict[str, plugins.Bac
             continue
         kept.append(program)
         natives.append(native)
+        if reached_by is not None:
+            reached_by.append(frozenset(op for op, n in log.calls.items() if n != before.get(op)))
     return log, kept, natives, problems
 
 
 def judge_mutant(name: str, programs: list[Program], natives: list[oracle.Observation],
-                 backends: dict[str, plugins.BackendInfo]) -> tuple[str | None, int]:
+                 backends: dict[str, plugins.BackendInfo],
+                 reached_by: list[frozenset[str]] | None = None,
+                 op: str | None = None) -> tuple[str | None, int]:
     """The first problem the kit finds with backend ``name`` (the corpus, then the hook
     contracts, which cost ~2 s and so run only for a mutant the programs let through), and
-    how many programs it ran."""
+    how many programs it ran.
+
+    With ``reached_by`` and the mutated ``op``, only the programs that called ``op`` run:
+    a program that never calls the mutated hook runs the unmutated backend's code only
+    (the overlay wraps that one op, and its state, the previous result or the call count,
+    changes only in a call), so it observes what the reach run observed, which native
+    passed."""
+    ran = 0
     for i, (program, native) in enumerate(zip(programs, natives, strict=True)):
+        if reached_by is not None and op not in reached_by[i]:
+            continue
+        ran += 1
         try:
             obs = oracle.observe(program, name, backends=backends)
         except Exception as exc:
-            return f"program {i}: {type(exc).__name__}: {exc}", i + 1
+            return f"program {i}: {type(exc).__name__}: {exc}", ran
         divergence = oracle.judge(program, native, obs)
         if divergence is not None:
-            return f"program {i}: {divergence.field}: {divergence.first}", i + 1
+            return f"program {i}: {divergence.field}: {divergence.first}", ran
     for contract in contracts.CONTRACTS:
         try:
             contracts.check(contract, name, backends)
         except Exception as exc:  # a violation, or the mutant crashing the hook
-            return f"contract {contract.name}: {exc}", len(programs)
-    return None, len(programs)
+            return f"contract {contract.name}: {exc}", ran
+    return None, ran
 
 
 def run(
@@ -441,7 +458,8 @@ def run(
     backends = dict(plugins.discover() if backends is None else backends)
     base = plugins.get_backend(backend, backends)
     programs = corpus(examples)
-    log, programs, natives, problems = reach(backend, programs, backends)
+    reached_by: list[frozenset[str]] = []
+    log, programs, natives, problems = reach(backend, programs, backends, reached_by)
     reach_seconds = time.perf_counter() - start
     reached = {op: n for op, n in sorted(log.calls.items())
                if hooks is None or op in set(hooks)}
@@ -457,7 +475,8 @@ def run(
         info = mutant_backend(base, mutation)
         backends[info.name] = info
         t0 = time.perf_counter()
-        killed_by, ran = judge_mutant(info.name, programs, natives, backends)
+        killed_by, ran = judge_mutant(info.name, programs, natives, backends, reached_by,
+                                      mutation.op)
         del backends[info.name]
         report.outcomes.append(Outcome(mutation, killed_by, ran, time.perf_counter() - t0))
         progress(done + 1, len(mutations))

@@ -326,21 +326,40 @@ class TlbProbe(Op):
     """A TLB-sensitive pattern: map ``page`` to frame ``a``, store, remap it to ``b``
     without a flush, store again (hardware still writes frame ``a`` through the stale
     entry), then flush by ``flush`` ("invlpg", "cr3" or "none") and load; the loads of both
-    frames through the identity map are recorded."""
+    frames through the identity map are recorded.
+
+    With ``invlpg`` the neighbour page (``page ^ 1``) is probed alongside, with the frames
+    the other way round, and each page is invalidated by its own ``invlpg``: an
+    invalidation that hits the wrong page of the pair (bit 12 of the address lost or
+    flipped) leaves one of them stale whichever page was drawn. Its load is recorded last."""
 
     page: int
     a: int
     b: int
     flush: str
 
-    records = 3
+    @property
+    def records(self) -> int:  # type: ignore[override]
+        return 4 if self.flush == "invlpg" else 3
 
     def lines(self) -> list[str]:
         va = TEST_VA + 0x1000 * self.page
         pte = PT_TEST + 4 * self.page
         fa, fb = FRAMES + self.a * 0x1000, FRAMES + self.b * 0x1000
-        flush = {"invlpg": [f"invlpg {va:#x}"], "cr3": ["mov %cr3, %eax", "mov %eax, %cr3"],
-                 "none": []}[self.flush]
+        if self.flush == "invlpg":
+            nb = self.page ^ 1
+            nva, npte = TEST_VA + 0x1000 * nb, PT_TEST + 4 * nb
+            return [
+                f"movl ${fa | 3:#x}, {pte:#x}", f"movl ${fb | 3:#x}, {npte:#x}",
+                f"invlpg {va:#x}", f"invlpg {nva:#x}",
+                f"movl $0x1111{self.page:04x}, {va:#x}", f"movl $0x1111{nb:04x}, {nva:#x}",
+                f"movl ${fb | 3:#x}, {pte:#x}", f"movl ${fa | 3:#x}, {npte:#x}",
+                f"movl $0x2222{self.page:04x}, {va:#x}", f"movl $0x2222{nb:04x}, {nva:#x}",
+                f"invlpg {va:#x}", f"invlpg {nva:#x}",
+                f"mov {va:#x}, %eax", RECORD, f"mov {fa:#x}, %eax", RECORD, f"mov {fb:#x}, %eax",
+                RECORD, f"mov {nva:#x}, %eax", RECORD,
+            ]
+        flush = {"cr3": ["mov %cr3, %eax", "mov %eax, %cr3"], "none": []}[self.flush]
         return [
             f"movl ${fa | 3:#x}, {pte:#x}", f"invlpg {va:#x}", f"movl $0x1111{self.page:04x}, {va:#x}",
             f"movl ${fb | 3:#x}, {pte:#x}", f"movl $0x2222{self.page:04x}, {va:#x}", *flush,
@@ -350,16 +369,20 @@ class TlbProbe(Op):
 
 @attrs.frozen
 class ApicTimer(Op):
-    """Program the local APIC timer: one-shot or periodic, divide, initial count."""
+    """Program the local APIC timer: one-shot or periodic, divide, initial count; the LVT
+    timer register is recorded read back (its mode bit 17 shows before a second period
+    would, SDM Vol. 3A §10.5.1)."""
 
     count: int
     periodic: bool
     divide: int = 0xB  # divide by 1
 
+    records = 1
+
     def lines(self) -> list[str]:
         lvt = TIMER_VECTOR | (1 << 17 if self.periodic else 0)
         return [f"movl ${self.divide:#x}, {APIC + 0x3E0:#x}", f"movl ${lvt:#x}, {APIC + 0x320:#x}",
-                f"movl ${self.count}, {APIC + 0x380:#x}"]
+                f"movl ${self.count}, {APIC + 0x380:#x}", f"mov {APIC + 0x320:#x}, %eax", RECORD]
 
 
 @attrs.frozen

@@ -121,12 +121,18 @@ def masked_interrupt_is_delivered(program: p.Program, obs: Observation) -> Viola
 def invalidation_shows_new_translation(program: p.Program, obs: Observation) -> Violation | None:
     for i, op, words in _complete(program, obs):
         if isinstance(op, p.TlbProbe) and op.flush != "none":
-            through_va, _frame_a, frame_b = words
+            through_va, frame_a, frame_b = words[:3]
             if through_va != frame_b:
                 return Violation(
                     "invalidation-shows-new-translation", i,
                     f"after the PTE moved to frame {op.b} and {op.flush}, the page read "
                     f"{through_va:#x}, frame {op.b} holds {frame_b:#x}",
+                )
+            if len(words) == 4 and words[3] != frame_a:  # the neighbour moved from b to a
+                return Violation(
+                    "invalidation-shows-new-translation", i,
+                    f"after the PTE of page {op.page ^ 1} moved to frame {op.a} and invlpg, "
+                    f"the page read {words[3]:#x}, frame {op.a} holds {frame_a:#x}",
                 )
     return None
 
