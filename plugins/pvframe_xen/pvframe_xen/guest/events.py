@@ -240,7 +240,7 @@ class VirtualApic:
         """An expiry Xen already signalled (the timer port pending, unmasked) reaches IRR
         now, before an LVT or SVR write can mask the port: on the xAPIC the expiry set the
         IRR bit when it happened, with the LVT as it was then (Intel SDM Vol. 3A §10.5.4),
-        and masking the LVT or disabling the APIC later does not take it back (§10.4.7.2:
+        and masking the LVT or disabling the APIC later does not take it back (SDM Vol. 3A §10.4.7.2:
         pending interrupts are held). Without this, a guest that masks the LVT after an
         expiry it has not yet taken (interrupts off) lost the interrupt under Xen. The port
         is acked as the upcall does (``mask_ack``); the EOI unmasks it."""
