@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pvframe.machine import Machine, MachineConfig
+from pvframe.platform import firmware
 from pvframe.platform import linux_boot as LB
 from pvframe.platform.loader import ImageError
 from pvframe.testing.assembler import assemble
@@ -50,16 +51,11 @@ def payload(ram: int) -> bytes:
         _check("movzbl 0x211(%esi), %eax\n    cmp $0x81, %eax", 0x20),  # LOADED_HIGH|CAN_USE_HEAP
         _check("cmpb $0, 0x0f(%esi)", 0x40),                # orig_video_isVGA
         _check("cmpl $0, 0x23c(%esi)", 0x40),               # hardware_subarch
-        # e820: RAM [0, 0x9fc00), reserved [0x9fc00, 1 MiB), RAM [1 MiB, ram)
-        _check("cmpb $3, 0x1e8(%esi)", 0x80),
-        _check("cmpl $0, 0x2d0(%esi)", 0x80),
-        _check("cmpl $0x9fc00, 0x2d8(%esi)", 0x80),
-        _check("cmpl $1, 0x2e0(%esi)", 0x80),
-        _check("cmpl $0x9fc00, 0x2e4(%esi)", 0x80),
-        _check("cmpl $2, 0x2f4(%esi)", 0x80),
-        _check("cmpl $0x100000, 0x2f8(%esi)", 0x80),
-        _check(f"cmpl ${ram - MiB:#x}, 0x300(%esi)", 0x80),
-        _check("cmpl $1, 0x308(%esi)", 0x80),
+        # e820: the platform's own layout (pvframe.platform.firmware.e820), 20-byte entries
+        _check(f"cmpb ${len(firmware.e820(ram))}, 0x1e8(%esi)", 0x80),
+        *(_check(f"cmpl ${v:#x}, {0x2d0 + 20 * i + off:#x}(%esi)", 0x80)
+          for i, entry in enumerate(firmware.e820(ram))
+          for off, v in zip((0, 8, 16), entry, strict=True)),
         # initrd: announced, page-aligned, inside RAM, its first and last words in place
         _check(f"cmpl ${len(INITRD):#x}, 0x21c(%esi)", 0x100),
         _check("mov 0x218(%esi), %edx\n    and $0xfff, %edx", 0x100),
