@@ -115,7 +115,7 @@ def test_malformed_images_are_refused_before_execution_with_one_line(tmp_path: A
         path.write_bytes(data)
         args = ["run", str(path)]
         if name.endswith(".bin"):
-            args += ["--raw", "--load-addr", hex((64 << 20) - 8)]
+            args += ["--raw", "--memory", "64", "--load-addr", hex((64 << 20) - 8)]
         result = runner.invoke(app, args)
         lines = [ln for ln in result.output.splitlines() if ln.strip()]
         assert result.exit_code == 2, (name, result.output)

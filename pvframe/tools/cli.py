@@ -977,7 +977,7 @@ def abi_cmd(
     for r in reports:
         if not r.calls or not r.measured:
             continue
-        per = Table(title=f"{r.name}: hypervisor calls per hook ({', '.join(i[0] for i in images)})")
+        per = Table(title=f"{r.name}: hypervisor calls per hook ({len(images)} demo guests)")
         per.add_column("op", no_wrap=True)
         per.add_column("calls", justify="right", no_wrap=True)
         per.add_column("by", no_wrap=True)
