@@ -113,3 +113,30 @@ def test_newest_package_picks_the_highest_abi(monkeypatch: pytest.MonkeyPatch) -
                         for n in (9, 57, 123, 47))
     monkeypatch.setattr(L, "_run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 0, listing, ""))
     assert L.newest_package() == "linux-image-6.1.0-123-686-unsigned"
+
+
+def test_an_unknown_cpu_model_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert L.main(["--cpu", "486dx"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pvframe linux: error: --cpu: unknown CPU model")
+
+
+def test_the_cpu_model_reaches_the_child_boot(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    seen: list[list[str]] = []
+
+    class FakeChild:
+        pid = 4242
+        returncode = 0
+
+        def __init__(self, cmd: list[str]) -> None:
+            seen.append(cmd)
+
+    monkeypatch.setattr(L.subprocess, "Popen", FakeChild)
+    monkeypatch.setattr(L.os, "wait4", lambda pid, opts: (pid, 0, type("U", (), {"ru_maxrss": 1})()))
+    args = L.parse_args(["--cpu", "pentium3"])
+    assert L.parse_args([]).cpu == L.DEFAULT_CPU == "pentium-pro"
+    L.run_child("native", tmp_path / "k", tmp_path / "i", args, tmp_path / "r.json")
+    cmd = seen[0]
+    assert cmd[cmd.index("--cpu") + 1] == "pentium3"
+    assert L.parse_args(cmd[3:]).cpu == "pentium3"

@@ -47,6 +47,11 @@ BACKENDS = ("native", "xen", "vmi")
 DEFAULT_MEMORY_MIB = 256
 DEFAULT_LIMIT = 20_000_000_000
 DEFAULT_WALL_CLOCK_S = 3600.0
+#: the CPU model booted by default: a 200 MHz Pentium Pro. The kernel's delay loops spin
+#: for TSC cycles and the TSC advances one cycle per instruction, so every udelay costs
+#: 5x fewer instructions than on the 1 GHz core2duo (isapnp's scan alone waits 1.27 s:
+#: 1.27e9 instructions at 1 GHz, 2.5e8 at 200 MHz); docs/platform.md
+DEFAULT_CPU = "pentium-pro"
 
 
 class Skip(Exception):
@@ -170,12 +175,12 @@ class StatusLine:
 
 def boot_once(backend: str, kernel: Path, initrd: bytes, memory_mib: int, limit: int,
               cmdline: str, wall_clock_s: float | None,
-              host_decompress: bool = False) -> dict[str, Any]:
+              host_decompress: bool = False, cpu: str = DEFAULT_CPU) -> dict[str, Any]:
     """Boot ``kernel`` on ``backend`` in this process; the run's result as a dict plus
     ``wall_s``."""
     from pvframe.machine import Machine, MachineConfig
 
-    machine = Machine(backend, MachineConfig(ram_size=memory_mib << 20))
+    machine = Machine(backend, MachineConfig(ram_size=memory_mib << 20, cpu=cpu))
     machine.load_bzimage(kernel.read_bytes(), cmdline=cmdline, initrd=initrd,
                          host_decompress=host_decompress)
     status = StatusLine(sys.stdout, sys.stderr)
@@ -209,6 +214,7 @@ def run_child(backend: str, kernel: Path, initrd: Path, args: argparse.Namespace
            "--kernel", str(kernel), "--initrd", str(initrd), "--memory", str(args.memory),
            "--limit", str(args.limit), "--cmdline", args.cmdline,
            "--wall-clock", str(args.wall_clock), "--result", str(result_path),
+           "--cpu", args.cpu,
            *(["--host-decompress"] if args.host_decompress else [])]
     proc = subprocess.Popen(cmd)
     _pid, status, usage = os.wait4(proc.pid, 0)
@@ -233,6 +239,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"guest RAM in MiB (default {DEFAULT_MEMORY_MIB})")
     p.add_argument("--limit", "-n", type=lambda s: int(float(s)), default=DEFAULT_LIMIT,
                    help="instruction budget per boot (default 2e10)")
+    p.add_argument("--cpu", default=DEFAULT_CPU,
+                   help=f"CPU model (default {DEFAULT_CPU}: a 200 MHz TSC makes the kernel's "
+                        "delay loops 5x cheaper than the 1 GHz core2duo; pvframe run --help)")
     p.add_argument("--cmdline", default=CMDLINE, help=f"kernel command line ({CMDLINE!r})")
     p.add_argument("--kernel", type=Path, help="boot this bzImage instead of fetching one")
     p.add_argument("--report", type=Path,
@@ -251,15 +260,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _child_main(args: argparse.Namespace) -> int:
     data = boot_once(args.child, args.kernel, args.initrd.read_bytes(), args.memory,
-                     args.limit, args.cmdline, args.wall_clock, args.host_decompress)
+                     args.limit, args.cmdline, args.wall_clock, args.host_decompress,
+                     args.cpu)
     args.result.write_text(json.dumps(data))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pvframe.platform.cpu_models import cpu_model
     from pvframe.tools.initramfs import ToolMissing, build_init, initramfs
 
     args = parse_args(argv)
+    try:
+        cpu_model(args.cpu)
+    except ValueError as exc:
+        print(f"pvframe linux: error: --cpu: {exc}", file=sys.stderr)
+        return 2
     if args.child:
         return _child_main(args)
     folder = cache_dir("linux")
@@ -275,9 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     initrd = folder / "initramfs.cpio"
     initrd.write_bytes(initramfs(init))
     print(f"pvframe linux: kernel {kernel}, initramfs {initrd} ({initrd.stat().st_size} bytes), "
-          f"{args.memory} MiB, command line {args.cmdline!r}", flush=True)
+          f"{args.memory} MiB, CPU {args.cpu}, command line {args.cmdline!r}", flush=True)
     rows: list[dict[str, Any]] = []
-    report: dict[str, Any] = {"kernel": str(kernel), "cmdline": args.cmdline,
+    report: dict[str, Any] = {"kernel": str(kernel), "cmdline": args.cmdline, "cpu": args.cpu,
                               "memory_mib": args.memory, "backends": {}}
     for backend in args.backend or BACKENDS:
         print(f"--- {backend} ---", flush=True)
