@@ -1,5 +1,5 @@
 """nox sessions: tests, equivalence, mutants, differential, lint, typecheck, bench, fuzz, docs,
-linux, campaign.
+linux, campaign, minios.
 
 The core and every plugin are installed into the session's environment from their folders,
 exactly as a user installs them; nothing is reached through PYTHONPATH.
@@ -207,3 +207,15 @@ def campaign(session: nox.Session) -> None:
     install_all(session, "test")
     session.install("hypofuzz", CAMPAIGN_HYPOTHESIS, "./tests/fixtures/pvframe_seeded")
     session.run("python", "-m", "pvframe.tools.campaign", *session.posargs)
+
+
+@nox.session
+def minios(session: nox.Session) -> None:
+    """Build the Xen project's Mini-OS from the folder named by ``MINIOS_SRC`` (never part
+    of pvframe) and boot it on the Xen backend's PV ABI path; ``-- --no-build``,
+    ``-- -n 50000000`` etc. pass options to ``python -m pvframe.tools.minios``."""
+    if not os.environ.get("MINIOS_SRC"):
+        session.error("MINIOS_SRC is not set: name a Mini-OS source folder, e.g. "
+                      "MINIOS_SRC=~/mini-os nox -s minios")
+    install_all(session)
+    session.run("python", "-m", "pvframe.tools.minios", *session.posargs)

@@ -157,6 +157,13 @@ class Executor:
         # map_ldt_shadow_page) hooks in here; it may raise a GuestException (e.g. the #PF
         # Xen propagates), which becomes the fault of the instruction. None: no one asks.
         self.ldt_access: Callable[[int], None] | None = None
+        # The owner of ring 0 when the guest kernel is not in it (a Xen PV domain runs its
+        # kernel at ring 1 and every exception, interrupt and ``int n`` enters Xen first,
+        # Xen's ``entry.S``): called instead of the IDT delivery with the exception at its
+        # reporting point; it may change the CPU state (bounce into the guest, emulate,
+        # return from a hypercall) and may raise a GuestException, which is then treated
+        # as a fault during delivery (#DF / triple-fault rules). None: the IDT delivers.
+        self.ring0: Callable[[GuestException], None] | None = None
         if getattr(mmu, "cpu", None) is None:
             mmu.cpu = cpu
         memory.attach(

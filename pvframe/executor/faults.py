@@ -204,6 +204,11 @@ def deliver(ex: Executor, exc: GuestException) -> None:
 
 
 def _deliver_once(ex: Executor, exc: GuestException) -> None:
+    if ex.ring0 is not None:  # a hypervisor owns ring 0 (Executor.ring0)
+        ex.ring0(exc)
+        ex.note_control_change()
+        ex._refresh_deadline()  # a hypercall may have armed a timer
+        return
     cpu = ex.cpu
     vector = exc.vector & 0xFF
     ext = 1 if isinstance(exc, ExternalInterrupt) else 0

@@ -585,3 +585,36 @@ def read_image(path: str | os.PathLike[str], ram_size: int, *, raw: bool = False
                              f"than the guest RAM ({ram_size:#x} bytes)")
         f.seek(0)
         return f.read(max(needed, len(head)))
+
+
+def elf_note_owners(image: bytes) -> set[str]:
+    """The owner names of the notes of a 32-bit little-endian ELF (its ``PT_NOTE``
+    program headers and ``SHT_NOTE`` sections; System V ABI "Note Section"); empty for
+    anything else. A Xen PV kernel carries notes of owner ``"Xen"`` (Xen public
+    ``elfnote.h``) and needs a loader that knows the PV ABI."""
+    if len(image) < 52 or image[:4] != b"\x7fELF" or image[4] != 1 or image[5] != 1:
+        return set()
+    phoff, shoff = struct.unpack_from("<II", image, 28)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", image, 42)
+    blobs: list[bytes] = []
+    for i in range(min(phnum, 256)):
+        at = phoff + i * phentsize
+        if at + 32 <= len(image):
+            p_type, off, _v, _p, filesz = struct.unpack_from("<IIIII", image, at)
+            if p_type == 4:
+                blobs.append(image[off:off + filesz])
+    for i in range(min(shnum if shoff else 0, 1024)):
+        at = shoff + i * shentsize
+        if at + 40 <= len(image):
+            _name, sh_type, _f, _a, off, size = struct.unpack_from("<IIIIII", image, at)
+            if sh_type == 7:
+                blobs.append(image[off:off + size])
+    owners: set[str] = set()
+    for blob in blobs:
+        pos = 0
+        while pos + 12 <= len(blob):
+            namesz, descsz, _t = struct.unpack_from("<III", blob, pos)
+            pos += 12
+            owners.add(blob[pos:pos + namesz].rstrip(b"\0").decode("latin-1"))
+            pos += ((namesz + 3) & ~3) + ((descsz + 3) & ~3)
+    return owners

@@ -214,13 +214,19 @@ def _load(
     kernel (ELF or a.out kludge); --raw forces a raw binary."""
     from pvframe.machine import Machine
     from pvframe.platform.linux_boot import is_bzimage
-    from pvframe.platform.loader import ImageError
+    from pvframe.platform.loader import ImageError, elf_note_owners
 
     assert isinstance(machine, Machine)
     try:
         if raw:
             a = _int(load_addr, "--load-addr")
             machine.load_raw(data, a, _int(entry, "--entry") if entry else a, esp=start_esp)
+        elif "Xen" in elf_note_owners(data):
+            load_pv = getattr(machine.bound.plugin, "load_pv_image", None)
+            if load_pv is None:
+                fail(f"{path}: a Xen PV kernel (it has Xen ELF notes); only --backend xen "
+                     f"boots it, not {machine.backend_name}")
+            load_pv(machine, data, cmdline)
         elif is_bzimage(data):
             if start_esp is not None:
                 fail("--esp is for multiboot and raw images; the Linux boot protocol sets "

@@ -147,6 +147,9 @@ class MM:
     memory: MachineMemory
     xen30_l2_fastpath: bool = False
     reason: str = ""
+    #: Xen's own L2 entries for the hole (slot -> entry), written into every L2 that
+    #: validates (Xen's ``init_xen_l2_slots``); empty: the hole stays not present
+    xen_slots: dict[int, int] = attrs.field(factory=dict)
 
     # ---------------------------------------------------------------- small helpers
 
@@ -289,6 +292,8 @@ class MM:
         # Xen now writes its own entries into slots 1008..1023; the model leaves them
         # not present, so nothing the guest stored there can be walked.
         self.memory.write_bytes((mfn << PAGE_SHIFT) + 4 * L2_FIRST_XEN_SLOT, bytes(4 * (L1_ENTRIES - L2_FIRST_XEN_SLOT)))
+        for slot, entry in self.xen_slots.items():
+            self.memory.write_u32((mfn << PAGE_SHIFT) + 4 * slot, entry)
         return True
 
     def alloc_segdesc_page(self, mfn: int) -> bool:

@@ -1,0 +1,117 @@
+"""One built PV domain wired into a machine: Xen's machine memory *is* the machine's
+physical memory, the executor's ring 0 is Xen's (:mod:`.ring0`), interrupts are event
+upcalls, ``hlt``-like waiting is ``SCHEDOP_block``, and time is the machine's TSC through
+the model's pvclock scale (the same virtual time base every backend shares).
+
+After every hypercall the machine follows the model: a new base pointer
+(``MMUEXT_NEW_BASEPTR``) becomes CR3; page-table updates flush the TLB (Xen flushes
+when a frame's type or a mapping's rights change, ``mm.c``); ``SCHEDOP_block`` skips
+virtual time to the next event (the VCPU is not scheduled while blocked); ``SCHEDOP_shutdown`` ends the run with stop ``exit``,
+exit code ``(reason << 1) | 1`` as the debug-exit device reports a written value
+(poweroff: status 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pvframe.platform import loader
+from pvframe.platform.events import HypervisorEventSource
+from pvframe_xen.hypervisor import XenHypervisor, abi
+from pvframe_xen.pv import builder, image
+from pvframe_xen.pv.ring0 import UPCALL_VECTOR, Ring0
+from pvframe_xen.pv.transport import Transport
+
+#: hypercalls after which the TLB is flushed (they may change mappings or their rights)
+_MAPPING_CALLS = {"mmu_update", "update_va_mapping", "mmuext_op", "multicall"}
+
+
+class PVEvents(HypervisorEventSource):
+    """``machine.events`` for a PV domain: the model's timers on the TSC, and an upcall
+    pending whenever ``evtchn_upcall_pending`` is set and ``evtchn_upcall_mask`` clear
+    (the CPU's own IF stays set at ring 1; the guest's interrupt flag is the mask)."""
+
+    def __init__(self, machine: Any, hv: XenHypervisor) -> None:
+        super().__init__(machine.platform)
+        self.hv = hv
+
+    def timer_deadline_tsc(self) -> int | None:
+        deadline = self.hv.next_timer_deadline_ns()
+        return None if deadline is None else self.hv.tsc_for_ns(deadline)
+
+    def fire_timers(self, icount: int, now_tsc: int) -> None:
+        deadline = self.hv.next_timer_deadline_ns()
+        if deadline is not None:
+            now = self.hv.now_ns()
+            if now >= deadline:
+                self.hv.fire_timers(now)
+
+    def interrupt_pending(self) -> bool:
+        return self.hv.upcall_deliverable(self.hv.current)
+
+    def acknowledge_interrupt(self) -> int:
+        return UPCALL_VECTOR
+
+
+class PVDomain:
+    """The machine side of one running PV domain."""
+
+    def __init__(self, machine: Any, hv: XenHypervisor, built: builder.BuiltDomain) -> None:
+        self.machine = machine
+        self.hv = hv
+        self.built = built
+        hole = builder.HYPERVISOR_VIRT_START_PAE if built.pae else abi.HYPERVISOR_VIRT_START
+        self.transport = Transport(machine, hv, hole, self.console)
+        self.ring0 = Ring0(machine, hv, transport=self.transport)
+        self.ring0.after_hypercall.append(self.follow_model)
+        self._log_mark = hv.log.total
+
+    def console(self, data: bytes) -> None:
+        """``CONSOLEIO_write``: the bytes go out on the machine's console."""
+        uart = self.machine.platform.uart
+        for byte in data:
+            uart.console.append(byte)
+            if uart.on_transmit is not None:
+                uart.on_transmit(byte)
+
+    def follow_model(self) -> None:
+        hv, machine = self.hv, self.machine
+        calls = hv.log.since(self._log_mark)
+        self._log_mark = hv.log.total
+        if any(c.name in _MAPPING_CALLS for c in calls):
+            machine.mmu.flush_all()
+        base = hv.vcpus[hv.current].guest_table << 12
+        if base != machine.cpu.cr3:
+            machine.mmu.write_cr3(base)
+        if hv.shutdown_reason is not None:
+            machine.stop("exit", exit_code=(hv.shutdown_reason << 1) | 1,
+                         detail=f"xen: SCHEDOP_shutdown, reason {hv.shutdown_reason}")
+        elif hv.vcpus[hv.current].blocked:
+            # the VCPU is descheduled until an event wakes it: virtual time skips to the
+            # next timer (a block with nothing armed ends the run as halted)
+            machine.idle()
+            hv.vcpus[hv.current].blocked = False
+
+
+def boot(machine: Any, hv: XenHypervisor, data: bytes, cmdline: str = "") -> PVDomain:
+    """Build ``data`` (a Xen PV kernel) into ``hv``'s domain on ``machine`` and set the
+    CPU at its entry. Raises :class:`image.XenImageError` / :class:`builder.BuildError`."""
+    img = image.parse(data)
+    memory = machine.memory
+    frames = hv.memory.frames
+    frames.update(memory.pages)
+    memory.pages = frames  # one store: machine address == physical address
+    memory._views.clear()
+    memory.size = max(memory.size, hv.frames.max_page << 12)
+    built = builder.build(hv, img, cmdline)
+    dom = PVDomain(machine, hv, built)
+    machine.events = PVEvents(machine, hv)
+    machine.executor.ring0 = dom.ring0
+    machine.executor.ldt_access = None
+    machine.mmu.flush_all()
+    builder.enter(machine, built)
+    machine.boot = loader.BootInfo(
+        entry=built.entry, esp=built.stack_top, esi=built.start_info_va, kind="xen-pv",
+        gdt=(builder.GDT_VIRT, 0xFFFF), cmdline=cmdline,
+        code_selector=builder.FLAT_KERNEL_CS, data_selector=builder.FLAT_KERNEL_DS)
+    return dom

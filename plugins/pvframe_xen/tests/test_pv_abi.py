@@ -1,0 +1,176 @@
+"""The PV ABI path: a real PV guest (a tiny one, assembled here with GNU as from
+``pvguest/pvtest.S``) built by the domain builder, entered at ring 1, talking to the
+hypervisor model through ``int $0x82`` with arguments in guest memory."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pvframe_xen.hypervisor import XenHypervisor
+from pvframe_xen.hypervisor.memory import PageType
+from pvframe_xen.pv import builder, image
+from pvframe_xen.pv.transport import GuestFault, GuestMemory
+
+from pvframe.machine import Machine, MachineConfig
+
+HERE = Path(__file__).parent / "pvguest"
+
+
+def _toolchain() -> bool:
+    return shutil.which("gcc") is not None and shutil.which("ld") is not None
+
+
+needs_as = pytest.mark.skipif(not _toolchain(), reason="needs gcc -m32 (GNU as) and ld")
+
+
+def build_guest(tmp: Path, *defines: str) -> bytes:
+    obj, elf = tmp / "g.o", tmp / "g.elf"
+    subprocess.run(["gcc", "-m32", "-c", *(f"-D{d}" for d in defines), str(HERE / "pvtest.S"),
+                    "-o", str(obj)], check=True)
+    subprocess.run(["ld", "-m", "elf_i386", "-T", str(HERE / "pvtest.lds"), str(obj), "-o", str(elf)],
+                   check=True)
+    return elf.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    if not _toolchain():
+        pytest.skip("needs gcc -m32 (GNU as) and ld")
+    return build_guest(tmp_path_factory.mktemp("pv"))
+
+
+@pytest.fixture(scope="module")
+def pae_guest(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    if not _toolchain():
+        pytest.skip("needs gcc -m32 (GNU as) and ld")
+    return build_guest(tmp_path_factory.mktemp("pvpae"), "PAE")
+
+
+def test_notes_are_read_as_libelf_reads_them(guest: bytes) -> None:
+    img = image.parse(guest)
+    assert img.notes["GUEST_OS"] == "pvtest" and img.notes["LOADER"] == "generic"
+    assert img.virt_base == 0xC0000000 and not img.pae
+    assert img.hypercall_page is not None and img.hypercall_page % 4096 == 0
+    assert img.entry == img.virt_start == 0xC0000000
+    assert image.is_xen_pv(guest)
+
+
+def test_an_elf_without_xen_notes_is_refused_in_one_line(guest: bytes) -> None:
+    stripped = guest.replace(b"Xen\0", b"Nex\0")
+    assert not image.is_xen_pv(stripped)
+    with pytest.raises(image.XenImageError, match="no Xen ELF notes"):
+        image.parse(stripped)
+    with pytest.raises(image.XenImageError, match="not an ELF"):
+        image.parse(b"\0" * 64)
+
+
+def test_hypercall_page_holds_the_ring1_stubs() -> None:
+    page = builder.hypercall_page()
+    assert page[32 * 18:32 * 18 + 8] == bytes.fromhex("b812000000cd82c3")  # mov $18,%eax; int $0x82; ret
+    assert page[32 * 23:32 * 23 + 8] == bytes.fromhex("50b817000000cd82")  # iret: push %eax; ...
+
+
+def test_pv_guest_boots_at_ring1_and_talks_through_int82(guest: bytes) -> None:
+    m = Machine("xen", MachineConfig(ram_size=16 << 20))
+    m.bound.plugin.load_pv_image(m, guest)
+    result = m.run(200_000)
+    assert result.stop == "exit" and result.exit_code == 1, result.console
+    assert result.console.splitlines() == [
+        "hello from a PV guest", "running at ring 1", "hole pointer: EFAULT",
+        "#UD bounced through the trap table", "back after ud2", "timer event upcall",
+    ]
+    report = m.bound.plugin.run_report(m)
+    assert report["hypercalls"] == {
+        "console_io": 7, "event_channel_op": 1, "sched_op_new": 2, "set_callbacks": 1,
+        "set_timer_op": 1, "set_trap_table": 1, "update_va_mapping": 1,
+    }
+    assert report["xen_events"] == {"bounce_6": 1, "upcalls": 1}
+    assert report["xen_refusals"] == {}
+
+
+def test_builder_validates_and_pins_the_non_pae_boot_tables(guest: bytes) -> None:
+    hv = XenHypervisor(tsc_hz=10**9, boot_epoch_s=0, nr_pages=1024)
+    dom = builder.build(hv, image.parse(guest), "console=hvc0")
+    assert dom.validated
+    page = hv.frames.pages[dom.root_mfn]
+    assert page.type == PageType.PGT_l2_page_table and page.pinned and page.type_count == 2
+    si = dom.start_info
+    assert si.magic == "xen-3.0-x86_32" and si.nr_pages == 1024 and si.cmd_line == "console=hvc0"
+    assert si.shared_info == hv.shared_info_maddr
+    # the P2M list at mfn_list: one mfn per pfn
+    lay = dom.layout
+    p2m = struct.unpack("<1024I", hv.memory.read_bytes(hv.pfn_to_mfn(lay.p2m_pfn) << 12, 4096))
+    assert list(p2m) == [hv.pfn_to_mfn(p) for p in range(1024)]
+
+
+def _walk_pae(hv: XenHypervisor, root_mfn: int, va: int) -> int:
+    l3e = hv.memory.read((root_mfn << 12) + 8 * (va >> 30), 8)
+    l2e = hv.memory.read((l3e & ~0xFFF) + 8 * ((va >> 21) & 511), 8)
+    return int(hv.memory.read((l2e & ~0xFFF) + 8 * ((va >> 12) & 511), 8))
+
+
+def test_builder_lays_out_pae_tables_as_libxc(pae_guest: bytes) -> None:
+    hv = XenHypervisor(tsc_hz=10**9, boot_epoch_s=0, nr_pages=2048)
+    img = image.parse(pae_guest)
+    assert img.pae
+    dom = builder.build(hv, img)
+    si, lay = dom.start_info, dom.layout
+    assert si.magic == "xen-3.0-x86_32p"
+    assert si.pt_base == img.virt_base + lay.pt_pfn * 4096
+    # L3, the L2 of slot 3 (always, as libxc builds it), and one L1 per 2 MiB mapped
+    assert si.nr_pt_frames == lay.pt_frames == 2 + (lay.v_end - img.virt_base) // (2 << 20)
+    l3 = [hv.memory.read((dom.root_mfn << 12) + 8 * i, 8) for i in range(4)]
+    assert all(e & 0xFFF == 0x1 for e in l3 if e)  # PAE L3 entries: present only
+    assert l3[3] & 1
+    for pfn in range(lay.pt_pfn, lay.pt_pfn + lay.pt_frames):  # the tables are read-only
+        pte = _walk_pae(hv, dom.root_mfn, img.virt_base + pfn * 4096)
+        assert pte & 1 and not pte & 2 and pte >> 12 == hv.pfn_to_mfn(pfn)
+    stack = _walk_pae(hv, dom.root_mfn, dom.stack_top - 4)
+    assert stack & 3 == 3
+
+
+def test_other_backends_refuse_a_pv_image_in_one_line(guest: bytes, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pvframe.tools.cli import app
+
+    path = tmp_path / "pv.elf"
+    path.write_bytes(guest)
+    res = CliRunner().invoke(app, ["run", str(path), "--backend", "native"])
+    assert res.exit_code == 2
+    assert "a Xen PV kernel" in res.output and "--backend xen" in res.output
+    assert "Traceback" not in res.output
+
+
+class _FlatMMU:
+    """An MMU stand-in: every address below ``mapped`` translates, nothing else."""
+
+    def __init__(self, mapped: int) -> None:
+        self.mapped = mapped
+
+    def read_bytes(self, va: int, n: int, user: bool) -> bytes:
+        from pvframe.executor.faults import PageFault
+
+        if va + n > self.mapped:
+            raise PageFault(0, va)
+        return bytes(n)
+
+
+@settings(max_examples=200, deadline=None)
+@given(va=st.integers(0, 0xFFFFFFFF), n=st.integers(0, 0x10000))
+def test_guest_copies_fault_exactly_outside_the_guest_part(va: int, n: int) -> None:
+    hole, mapped = 0xF5800000, 0xC0400000
+    mem = GuestMemory.__new__(GuestMemory)
+    mem.mmu, mem.hole = _FlatMMU(mapped), hole
+
+    if va + n > hole or va + n > mapped:
+        with pytest.raises(GuestFault):
+            mem.read(va, n)
+    else:
+        assert mem.read(va, n) == bytes(n)

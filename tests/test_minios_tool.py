@@ -1,0 +1,39 @@
+"""``python -m pvframe.tools.minios`` (``nox -s minios``): every way it cannot build or
+boot Mini-OS is one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pvframe.tools import minios
+
+
+def test_missing_minios_src_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("MINIOS_SRC", raising=False)
+    assert minios.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MINIOS_SRC is not set" in err
+
+
+def test_a_folder_that_is_not_minios_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert minios.main(["--src", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a Mini-OS source folder" in err
+
+
+def test_a_failed_build_is_one_line_with_the_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "minios.mk").write_text("")
+    (tmp_path / "Makefile").write_text("all:\n\t@echo 'kernel.c:1: error: boom'; exit 1\n")
+    assert minios.main(["--src", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert ("Mini-OS build failed (make exit 2): kernel.c:1: error: boom" in err) or "gcc" in err
+
+
+def test_no_build_without_an_image_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "minios.mk").write_text("")
+    (tmp_path / "Makefile").write_text("all:\n")
+    assert minios.main(["--src", str(tmp_path), "--no-build"]) == 2
+    assert "no Mini-OS image" in capsys.readouterr().err
