@@ -107,6 +107,15 @@ def test_builder_validates_and_pins_the_non_pae_boot_tables(guest: bytes) -> Non
     lay = dom.layout
     p2m = struct.unpack("<1024I", hv.memory.read_bytes(hv.pfn_to_mfn(lay.p2m_pfn) << 12, 4096))
     assert list(p2m) == [hv.pfn_to_mfn(p) for p in range(1024)]
+    # Xen's read-only machine-to-phys table at MACH2PHYS_VIRT_START, in every address space
+    for pfn in (0, 5, 1023):
+        mfn = hv.pfn_to_mfn(pfn)
+        assert hv.copy_from_guest(0xFC000000 + 4 * mfn, 4) == pfn.to_bytes(4, "little")
+    assert hv.copy_from_guest(0xFC000000 + 4 * (hv.pfn_to_mfn(0) + 1), 4) == b"\xff" * 4  # foreign
+    assert hv.translate(0xFC000000, write=True) is None
+    # Xen's GDT page with the flat ring-1 code segment FLAT_KERNEL_CS (0xe019)
+    desc = hv.copy_from_guest(builder.GDT_VIRT + 0xE018, 8)
+    assert desc is not None and (desc[5] >> 5) & 3 == 1 and desc[5] & 0x8  # DPL 1 code
 
 
 def _walk_pae(hv: XenHypervisor, root_mfn: int, va: int) -> int:

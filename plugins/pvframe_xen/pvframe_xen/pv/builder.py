@@ -18,12 +18,13 @@ its entry point at ring 1 (``FLAT_KERNEL_CS``/``FLAT_KERNEL_DS`` of
 ``arch-x86/xen-x86_32.h``) with ``%esi`` = the virtual address of ``start_info``, the
 stack at the end of the boot stack page, event delivery masked.
 
-Xen's part of the address space: the CPU's GDT is Xen's (``gdtr`` limit 0xffff), whose
-reserved page (entries from ``FIRST_RESERVED_GDT_ENTRY``) holds the flat ring 0/1/3
-segments; the model maps that Xen-owned page read-only at :data:`GDT_VIRT` in the
-hypervisor hole through a Xen-owned L1 frame that every validated top-level table gets
-in its hole slot (Xen's per-domain mappings). The guest's own GDT frames (``set_gdt``)
-are not mapped into it yet.
+Xen's part of the address space (:func:`install_xen_area`): the CPU's GDT is Xen's
+(``gdtr`` limit 0xffff), whose reserved page (entries from ``FIRST_RESERVED_GDT_ENTRY``)
+holds the flat ring 0/1/3 segments, and the machine-to-phys table sits at
+``MACH2PHYS_VIRT_START``; both are Xen-owned frames mapped read-only in the hypervisor
+hole by Xen-owned L1 frames that the hole slots of every top-level table get (Xen's
+per-domain mappings). The guest's own GDT frames (``set_gdt``) are not mapped into the
+GDT yet.
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ L3_PROT_PAE = _P
 #: where the model maps Xen's GDT page in the hole (both layouts): a 4 MiB-aligned
 #: address above the PAE and non-PAE ``HYPERVISOR_VIRT_START``
 GDT_VIRT = 0xFC400000
-#: Xen-owned frames (DOMID_XEN, frames below ``xen_frames``) the model uses
-GDT_MFN, HOLE_L1_MFN = 2, 3
+#: frames the model keeps for Xen's mappings in the hole: below ``xen_frames`` (owned by
+#: DOMID_XEN) and between it and ``ram_base`` (in no domain's frame table); the guest can
+#: map none of them
+GDT_MFN, HOLE_L1_MFN, M2P_L1_MFN = 2, 3, 4
+M2P_FIRST_MFN, M2P_MAX_FRAMES = 16, 224
 #: hypervisor holes (arch-x86/xen-x86_32.h)
 HYPERVISOR_VIRT_START_PAE = 0xF5800000
 #: the ring-1 and ring-3 flat segments and Xen's ring-0 ones, by selector
@@ -190,21 +194,46 @@ class _Tables:
         self.write(self.l1[region], index, self.entry(pfn, L1_PROT if writable else L1_PROT & ~_RW))
 
 
-def install_xen_area(hv: XenHypervisor, pae: bool) -> int:
-    """Xen's GDT reserved page (flat ring 0/1/3 segments, Xen ``gdt_table``) in a Xen-owned
-    frame, mapped read-only at ``GDT_VIRT + 14 pages`` by a Xen-owned L1. Returns the
-    entry that links that L1 into a top-level (non-PAE L2) or slot-3 (PAE L2) table."""
+def install_xen_area(hv: XenHypervisor, pae: bool) -> dict[int, int]:
+    """Xen's read-only part of every address space, in Xen-owned frames the guest can
+    never map itself:
+
+    * the GDT reserved page (flat ring 0/1/3 segments, Xen ``gdt_table``), mapped at
+      ``GDT_VIRT + 14 pages``;
+    * the machine-to-phys table (one ``unsigned long`` pfn per machine frame, public
+      ``xen.h`` ``machine_to_phys_mapping``) at ``MACH2PHYS_VIRT_START``
+      (``arch-x86/xen-x86_32.h``), which PV kernels read for ``mfn_to_pfn``.
+
+    Returns the top-level (non-PAE L2) or slot-3 (PAE L2) entries, by index, that link
+    Xen's L1 frames in."""
     m = hv.memory
-    size = 8 if pae else 4
+    size, per_l1 = (8, 512) if pae else (4, 1024)
     limit = (HYPERVISOR_VIRT_START_PAE if pae else abi.HYPERVISOR_VIRT_START) >> 12
     for sel, (dpl, typ) in FLAT_SEGMENTS.items():
         lo, hi = descriptor(0, limit if dpl else 1 << 20, dpl, typ)
         off = (sel & 0xFFF8) - abi.FIRST_RESERVED_GDT_ENTRY * 8
         m.write_u32((GDT_MFN << 12) + off, lo)
         m.write_u32((GDT_MFN << 12) + off + 4, hi)
-    index = ((GDT_VIRT >> 12) + abi.FIRST_RESERVED_GDT_PAGE) & (511 if pae else 1023)
+    index = ((GDT_VIRT >> 12) + abi.FIRST_RESERVED_GDT_PAGE) % per_l1
     m.write((HOLE_L1_MFN << 12) + size * index, size, (GDT_MFN << 12) | _P | _A)
-    return (HOLE_L1_MFN << 12) | _P | _RW | _A | _D
+    shift = 21 if pae else 22
+    slots = {(GDT_VIRT >> shift) % per_l1: (HOLE_L1_MFN << 12) | _P | _RW | _A | _D}
+    # the M2P: entries for every machine frame, INVALID_M2P_ENTRY where no pfn
+    m2p_va = HYPERVISOR_VIRT_START_PAE if pae else abi.HYPERVISOR_VIRT_START
+    frames = -(-hv.frames.max_page * 4 // PAGE)
+    if frames > M2P_MAX_FRAMES:
+        raise BuildError(f"the machine-to-phys table needs {frames} frames; the model has "
+                         f"{M2P_MAX_FRAMES} for it (a smaller domain fits)")
+    table = bytearray(b"\xff" * (frames * PAGE))
+    for mfn, pfn in hv.frames.m2p.items():
+        table[4 * mfn:4 * mfn + 4] = pfn.to_bytes(4, "little")
+    for k in range(frames):
+        m.write_bytes((M2P_FIRST_MFN + k) << 12, table[k * PAGE:(k + 1) * PAGE])
+    for k in range(frames):
+        l1 = M2P_L1_MFN + k // per_l1
+        m.write((l1 << 12) + size * (k % per_l1), size, ((M2P_FIRST_MFN + k) << 12) | _P | _A)
+        slots[((m2p_va >> shift) + k // per_l1) % per_l1] = (l1 << 12) | _P | _RW | _A | _D
+    return slots
 
 
 def build(hv: XenHypervisor, image: XenImage, cmd_line: str = "") -> BuiltDomain:
@@ -240,12 +269,13 @@ def build(hv: XenHypervisor, image: XenImage, cmd_line: str = "") -> BuiltDomain
         tables.map(vb + pfn * PAGE, pfn, False)
     if tables.next_pfn - lay.pt_pfn != lay.pt_frames:
         raise BuildError(f"page-table count {tables.next_pfn - lay.pt_pfn} != planned {lay.pt_frames}")
-    xen_entry = install_xen_area(hv, image.pae)
+    xen_slots = install_xen_area(hv, image.pae)
     root_mfn = hv.pfn_to_mfn(tables.root_pfn)
     if image.pae:
-        tables.write(tables.l2[3], (GDT_VIRT >> 21) & 511, xen_entry)
+        for index, entry in xen_slots.items():
+            tables.write(tables.l2[3], index, entry)
     else:
-        hv.mm.xen_slots[GDT_VIRT >> 22] = xen_entry
+        hv.mm.xen_slots.update(xen_slots)
     validated = _register(hv, root_mfn, image.pae)
     # start_info
     info = StartInfo(
