@@ -183,3 +183,26 @@ def test_guest_copies_fault_exactly_outside_the_guest_part(va: int, n: int) -> N
             mem.read(va, n)
     else:
         assert mem.read(va, n) == bytes(n)
+
+
+def test_console_ring_is_drained_as_xenconsoled_does(guest: bytes) -> None:
+    m = Machine("xen", MachineConfig(ram_size=16 << 20))
+    m.bound.plugin.load_pv_image(m, guest)
+    dom = m.bound.plugin.pv
+    hv = dom.hv
+    si = dom.built.start_info
+    # the console and store ports are unbound channels the toolstack holds the other end of
+    assert si.console_evtchn and si.store_evtchn and si.console_evtchn != si.store_evtchn
+    assert hv.events.status(0x7FF0, si.console_evtchn)[1] == 1  # EVTCHNSTAT_unbound
+    base = si.console_mfn << 12
+    text = b"ring line\r\n"
+    prod = 2045  # wraps around the 2048-byte out ring
+    for i, byte in enumerate(text):
+        hv.memory.write_u8(base + 1024 + (prod + i) % 2048, byte)
+    hv.memory.write(base + 3080, 4, prod)
+    hv.memory.write(base + 3084, 4, prod + len(text))
+    dom.drain_console_ring()
+    assert m.platform.console_text() == "ring line\n"
+    assert hv.memory.read(base + 3080, 4) == prod + len(text)
+    dom.drain_console_ring()  # nothing new: nothing written
+    assert m.platform.console_text() == "ring line\n"

@@ -143,6 +143,16 @@ class EventChannels:
         self.virq_to_port[vcpu][virq] = port
         return port
 
+    def alloc_unbound(self) -> int:
+        """``evtchn_alloc_unbound`` as the toolstack calls it for a new domain's console
+        and xenstore rings (libxl: remote end dom0): a port in ``ECS_UNBOUND`` notifying
+        VCPU 0; sends on it are dropped here (no remote domain runs in the model)."""
+        port = self.get_free_port()
+        if port < 0:
+            return port
+        self.channels[port] = Channel(ChannelState.ECS_UNBOUND, 0)
+        return port
+
     def bind_ipi(self, vcpu: int) -> int:
         """``evtchn_bind_ipi``."""
         if not 0 <= vcpu < self.nr_vcpus:

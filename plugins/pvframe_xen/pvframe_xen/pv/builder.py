@@ -13,7 +13,8 @@ own mappings there). Entries are 64-bit with PAE, 32-bit without.
 
 ``start_info`` (public ``xen.h``): magic ``xen-3.0-x86_32p`` (PAE) or ``xen-3.0-x86_32``,
 ``nr_pages``, the machine address of ``shared_info``, ``pt_base`` / ``nr_pt_frames``,
-``mfn_list``, the console and store mfns, the command line. The kernel is entered at
+``mfn_list``, the console and store mfns and their event channels (unbound ports whose
+remote end is the toolstack's, as libxl allocates them), the command line. The kernel is entered at
 its entry point at ring 1 (``FLAT_KERNEL_CS``/``FLAT_KERNEL_DS`` of
 ``arch-x86/xen-x86_32.h``) with ``%esi`` = the virtual address of ``start_info``, the
 stack at the end of the boot stack page, event delivery masked.
@@ -284,6 +285,7 @@ def build(hv: XenHypervisor, image: XenImage, cmd_line: str = "") -> BuiltDomain
         mfn_list=vb + lay.p2m_pfn * PAGE, cmd_line=cmd_line,
         magic="xen-3.0-x86_32p" if image.pae else "xen-3.0-x86_32",
         store_mfn=hv.pfn_to_mfn(lay.store_pfn), console_mfn=hv.pfn_to_mfn(lay.console_pfn),
+        store_evtchn=hv.events.alloc_unbound(), console_evtchn=hv.events.alloc_unbound(),
     )
     m.write_bytes(hv.pfn_to_mfn(lay.start_info_pfn) << 12, info.to_bytes())
     stack_top = vb + (lay.stack_pfn + 1) * PAGE

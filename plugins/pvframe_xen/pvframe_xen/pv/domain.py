@@ -3,7 +3,8 @@ physical memory, the executor's ring 0 is Xen's (:mod:`.ring0`), interrupts are 
 upcalls, ``hlt``-like waiting is ``SCHEDOP_block``, and time is the machine's TSC through
 the model's pvclock scale (the same virtual time base every backend shares).
 
-After every hypercall the machine follows the model: a new base pointer
+After every hypercall the machine follows the model (and xenconsoled drains the
+console page's output ring onto the machine's console): a new base pointer
 (``MMUEXT_NEW_BASEPTR``) becomes CR3; page-table updates flush the TLB (Xen flushes
 when a frame's type or a mapping's rights change, ``mm.c``); ``SCHEDOP_block`` skips
 virtual time to the next event (the VCPU is not scheduled while blocked); ``SCHEDOP_shutdown`` ends the run with stop ``exit``,
@@ -22,6 +23,8 @@ from pvframe_xen.pv import builder, image
 from pvframe_xen.pv.ring0 import UPCALL_VECTOR, Ring0
 from pvframe_xen.pv.transport import Transport
 
+#: ``struct xencons_interface`` (public io/console.h)
+CONS_OUT, CONS_OUT_SIZE, CONS_OUT_CONS, CONS_OUT_PROD = 1024, 2048, 3080, 3084
 #: hypercalls after which the TLB is flushed (they may change mappings or their rights)
 _MAPPING_CALLS = {"mmu_update", "update_va_mapping", "mmuext_op", "multicall"}
 
@@ -74,8 +77,24 @@ class PVDomain:
             if uart.on_transmit is not None:
                 uart.on_transmit(byte)
 
+    def drain_console_ring(self) -> None:
+        """xenconsoled's side of the console page (public ``io/console.h``: ``struct
+        xencons_interface { char in[1024]; char out[2048]; in_cons, in_prod, out_cons,
+        out_prod; }``): whatever the guest produced on ``out`` goes to the machine's
+        console (``\\r\\n`` as one newline, as a terminal shows it) and ``out_cons`` catches up."""
+        m = self.hv.memory
+        base = self.hv.pfn_to_mfn(self.built.layout.console_pfn) << 12
+        cons, prod = m.read(base + CONS_OUT_CONS, 4), m.read(base + CONS_OUT_PROD, 4)
+        if cons == prod:
+            return
+        n = min((prod - cons) & 0xFFFFFFFF, CONS_OUT_SIZE)
+        data = bytes(m.read_u8(base + CONS_OUT + ((cons + i) % CONS_OUT_SIZE)) for i in range(n))
+        self.console(data.replace(b"\r\n", b"\n"))
+        m.write(base + CONS_OUT_CONS, 4, (cons + n) & 0xFFFFFFFF)
+
     def follow_model(self) -> None:
         hv, machine = self.hv, self.machine
+        self.drain_console_ring()
         calls = hv.log.since(self._log_mark)
         self._log_mark = hv.log.total
         if any(c.name in _MAPPING_CALLS for c in calls):
