@@ -31,7 +31,8 @@ gate DPL checks, privileged instructions #GP(0) at CPL > 0, IOPL and the TSS I/O
 U/S and R/W page checks at CPL3 and CR0.WP at CPL0; user-mode instructions call no hook):
 the integer instruction set libVEX decodes (including
 cmpxchg8b, bswap, bt*, shld/shrd, cmov, setcc, string instructions with rep, BCD adjusts,
-xadd, cpuid/rdtsc/rdmsr/wrmsr via hooks), 4 KiB and 4 MiB (PSE) non-PAE paging, PGE,
+xadd, cpuid/rdtsc/rdmsr/wrmsr via hooks), 4 KiB and 4 MiB (PSE) 32-bit paging, PAE paging
+(4 KiB and 2 MiB pages, PDPTEs loaded at CR3/CR0/CR4 writes, reserved-bit #PF; no NX), PGE,
 TSC via the hook, and the **x87 FPU as libVEX models it** (``fpu.py``: 8 registers in double
 precision, tags full/empty, rounding mode, C3..C0; loads/stores of every format including
 80-bit, arithmetic, compares, fnstsw/fnstcw/fldcw, fninit, fnsave/frstor, fnstenv/fldenv;
@@ -39,8 +40,8 @@ precision, tags full/empty, rounding mode, C3..C0; loads/stores of every format 
 instructions libVEX cannot decode, e.g. fbld/fbstp/fdecstp, and the SSE3 fisttp are #UD). An address-size
 prefix (0x67) on an instruction without a memory operand runs as without it. Not
 executable: **MMX/SSE/SSE2+** (#UD if CR0.EM, #NM if CR0.TS, else #UD; fxsave/fxrstor/ldmxcsr too),
-POPCNT, RDRAND, AVX, 16-bit addressing (0x67 prefix on a memory operand, ``jcxz``/``loop``), real and virtual-8086 mode, PAE
-(``mov cr4`` with PAE -> #GP(0)), 16-bit TSSs and gates, task switches to virtual-8086
+POPCNT, RDRAND, AVX, 16-bit addressing (0x67 prefix on a memory operand, ``jcxz``/``loop``), real and virtual-8086 mode,
+NX/XD (no IA32_EFER), 16-bit TSSs and gates, task switches to virtual-8086
 mode (32-bit hardware task switches run: ``tasks.py``, ljmp/lcall to a TSS or task gate,
 ``iret`` with NT=1, IDT task gates), call gates (so no far call/jmp to an inner level;
 CPL 1 and 2 stacks are read from the TSS like CPL0's, untested), ``iretw``/16-bit far
@@ -52,7 +53,7 @@ CS/DS/ES/SS stops the machine (``"unsupported: non-zero base in ds"``); segment 
 only checked on FS/GS-prefixed accesses (start byte only), never on instruction fetch.
 Lock prefixes are accepted where libVEX accepts them (single CPU: no atomicity issue).
 A CPUID hook should therefore not advertise FXSR,
-MMX, SSE*, PAE, POPCNT; it may advertise FPU, PSE, PGE, TSC, MSR, CX8, CMOV, DE, SEP.
+MMX, SSE*, NX, POPCNT; it may advertise FPU, PSE, PAE, PGE, TSC, MSR, CX8, CMOV, DE, SEP.
 
 EFLAGS and the masked flags
 ---------------------------

@@ -70,7 +70,7 @@ CF, ZF, OF = 0x1, 0x40, 0x800
 VM, RF, NT, VIF, VIP = 1 << 17, 1 << 16, 1 << 14, 1 << 19, 1 << 20
 #: EFLAGS bits POPF may change at CPL0 in protected mode (all but VM/VIF/VIP; RF cleared)
 POPF_MASK = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 | 0x3000 | NT | (1 << 18) | (1 << 21)
-CR4_SUPPORTED = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400
+CR4_SUPPORTED = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400
 CR4_TSD, CR4_PCE = 0x4, 0x100
 MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x174, 0x175, 0x176
 #: instructions that raise #GP(0) at CPL > 0 (SDM Vol. 3A §5.9 "Privileged instructions";
@@ -639,7 +639,7 @@ class System:
                 if not v & 1:
                     raise GeneralProtection(0)  # leaving protected mode: not supported
             if n == 4 and v & ~CR4_SUPPORTED:
-                raise GeneralProtection(0)  # incl. PAE: not supported
+                raise GeneralProtection(0)
             getattr(hooks, f"write_cr{n}")(v)
             self.ex._refresh_deadline()
             return None

@@ -17,7 +17,8 @@ CPUID semantics follow Intel SDM Vol. 2A, "CPUID—CPU Identification":
 * leaf 2: cache and TLB descriptor bytes; leaf 4: deterministic cache parameters per
   sub-leaf (a type of 0 ends the list);
 * 0x80000000: the highest extended leaf; 0x80000001: extended features (no LM, no NX
-  here); 0x80000002-4: the 48-byte brand string; 0x80000008: address sizes;
+  here: PAE paging has no XD bit); 0x80000002-4: the 48-byte brand string; 0x80000008:
+  address sizes (36 physical bits, the MAXPHYADDR of :mod:`pvframe.platform.pae`);
 * a leaf above the highest basic or extended leaf returns the highest *basic* leaf's
   data (SDM Vol. 2A, CPUID, "If a value entered for CPUID.EAX is higher than the maximum
   input value ... the data for the highest basic information leaf is returned");
@@ -55,9 +56,10 @@ EXT_NX, EXT_LM = 1 << 20, 1 << 29
 #: Leaf-1 EDX features the executor runs. FPU: the x87 unit (engineer x87's work: the
 #: executor's list in pvframe.executor says whether it is in); SEP stays out although
 #: ``sysenter``/``sysexit`` execute (pvframe.executor.privilege): the Xen and VMI guest
-#: sides have no SYSENTER MSR path yet, so the three backends would differ; PAE, PSE36, VME, MCE/MCA, MMX, FXSR, SSE* are not
-#: modelled; CLFLUSH is not advertised (no cache model).
-EXECUTABLE = FPU | DE | PSE | TSC | MSR | CX8 | APIC | MTRR | PGE | CMOV | PAT
+#: sides have no SYSENTER MSR path yet, so the three backends would differ; PAE paging runs
+#: (pvframe.platform.pae, without NX: no model advertises it); PSE36, VME, MCE/MCA, MMX,
+#: FXSR, SSE* are not modelled; CLFLUSH is not advertised (no cache model).
+EXECUTABLE = FPU | DE | PSE | TSC | MSR | PAE | CX8 | APIC | MTRR | PGE | CMOV | PAT
 EXECUTABLE_ECX = 0
 EXECUTABLE_EXT_ECX = LAHF_LM
 
@@ -159,7 +161,7 @@ class CpuModel:
             a, b, c, d = _le(part)
             return (a, b, c, d)
         if leaf == 0x80000008:
-            return (0x2020, 0, 0, 0)  # 32 physical, 32 linear address bits (no PAE)
+            return (0x2024, 0, 0, 0)  # 36 physical (PAE), 32 linear address bits
         return (0, 0, 0, 0)
 
 

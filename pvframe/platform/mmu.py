@@ -1,6 +1,7 @@
-"""Two-level (non-PAE) i386 paging with a TLB that behaves like the hardware's.
+"""i386 paging (32-bit two-level and PAE three-level) with a TLB that behaves like the
+hardware's.
 
-Model (Intel SDM Vol. 3A chapter 4, "32-bit paging"):
+Model (Intel SDM Vol. 3A chapter 4, "32-bit paging"; PAE in :mod:`pvframe.platform.pae`):
 
 * CR0.PG off: linear == physical. CR0.PG on: CR3[31:12] is the page directory; a PDE maps a
   page table, or (CR4.PSE=1 and PDE.PS=1) a 4 MiB page.
@@ -40,10 +41,13 @@ from __future__ import annotations
 from typing import Any
 
 from pvframe.executor.faults import PageFault
+from pvframe.platform import pae
 from pvframe.platform.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
 
 CR0_PE = 1 << 0
 CR0_WP = 1 << 16
+CR0_NW = 1 << 29
+CR0_CD = 1 << 30
 CR0_PG = 1 << 31
 CR4_PSE = 1 << 4
 CR4_PAE = 1 << 5
@@ -87,6 +91,9 @@ class MMU:
         self.r8, self.r16, self.r32, self.w8, self.w16, self.w32 = self._maps[0]
         self.generation = 0
         self.walks = 0
+        #: the four PDPTEs loaded by the last CR3/CR0/CR4 write that had PAE paging in use
+        #: (SDM Vol. 3A §4.4.1); None until then
+        self.pdptes: tuple[int, int, int, int] | None = None
 
     def set_user(self, user: bool) -> None:
         """Make user-mode (CPL 3) or supervisor-mode the default privilege of accesses and
@@ -96,22 +103,36 @@ class MMU:
 
     # ------------------------------------------------------------------ control registers
     def write_cr0(self, value: int) -> None:
-        """Hardware ``mov cr0``: store and flush everything if PG or WP changed."""
+        """Hardware ``mov cr0``: store and flush everything if PG or WP changed; with PAE
+        paging in use afterwards and PG, CD or NW changed, the PDPTEs are loaded first
+        (#GP(0) with nothing changed on a reserved bit, SDM Vol. 3A §4.4.1)."""
         old = self.cpu.cr0
+        if value & CR0_PG and self.cpu.cr4 & CR4_PAE and (old ^ value) & (
+                CR0_PG | CR0_CD | CR0_NW):
+            self.pdptes = pae.load_pdptes(self, self.cpu.cr3)
         self.cpu.cr0 = value & 0xFFFFFFFF
         if (old ^ value) & (CR0_PG | CR0_WP):
             self.flush_all()
 
     def write_cr3(self, value: int) -> None:
-        """Hardware ``mov cr3``: store and drop the non-global TLB entries."""
-        self.cpu.cr3 = value & 0xFFFFFFFF
+        """Hardware ``mov cr3``: store and drop the non-global TLB entries; with PAE paging
+        in use the PDPTEs at the new CR3 are loaded first (#GP(0) on a reserved bit)."""
+        value &= 0xFFFFFFFF
+        if self.cpu.cr4 & CR4_PAE and self.cpu.cr0 & CR0_PG:
+            self.pdptes = pae.load_pdptes(self, value)
+        self.cpu.cr3 = value
         self.flush_nonglobal()
 
     def write_cr4(self, value: int) -> None:
-        """Hardware ``mov cr4``: store and flush everything if PGE, PSE or PAE changed."""
+        """Hardware ``mov cr4``: store and flush everything if PGE, PSE or PAE changed;
+        with PAE paging in use afterwards such a change loads the PDPTEs first (#GP(0)
+        on a reserved bit, SDM Vol. 3A §4.4.1)."""
         old = self.cpu.cr4
+        changed = (old ^ value) & (CR4_PGE | CR4_PSE | CR4_PAE)
+        if changed and value & CR4_PAE and self.cpu.cr0 & CR0_PG:
+            self.pdptes = pae.load_pdptes(self, self.cpu.cr3)
         self.cpu.cr4 = value & 0xFFFFFFFF
-        if (old ^ value) & (CR4_PGE | CR4_PSE | CR4_PAE):
+        if changed:
             self.flush_all()
 
     # ------------------------------------------------------------------ flushes
@@ -153,11 +174,13 @@ class MMU:
     def _drop(self, vpn: int) -> None:
         self.tlb.pop(vpn, None)
         vpns = {vpn}
-        large = self._large.pop(vpn >> 10, None)  # a 4 MiB entry covers the whole region
-        if large:
-            vpns |= large
-            for v in large:
-                self.tlb.pop(v, None)
+        if self._large:  # a 4 MiB (2 MiB with PAE) entry covers its whole region
+            large = self._large.pop(vpn >> 10, None) or self._large.pop(
+                pae.REGION_2M | (vpn >> 9), None)
+            if large:
+                vpns |= large
+                for v in large:
+                    self.tlb.pop(v, None)
         for v in vpns:
             for maps in self._maps:
                 for d in maps:
@@ -200,6 +223,8 @@ class MMU:
     def _walk(self, vaddr: int, write: bool, user: bool) -> int:
         self.walks += 1
         cpu = self.cpu
+        if cpu.cr4 & CR4_PAE:
+            return pae.walk(self, vaddr, write, user)
         mem = self.memory
         vpn = vaddr >> PAGE_SHIFT
         code = (PF_W if write else 0) | (PF_U if user else 0)
@@ -252,6 +277,8 @@ class MMU:
         vaddr &= 0xFFFFFFFF
         if not self.cpu.cr0 & CR0_PG:
             return vaddr
+        if self.cpu.cr4 & CR4_PAE:
+            return pae.peek(self, vaddr)
         pde = self.memory.read((self.cpu.cr3 & 0xFFFFF000) | ((vaddr >> 22) << 2), 4)
         if not pde & PTE_P:
             return None

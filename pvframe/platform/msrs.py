@@ -75,7 +75,7 @@ MISC_ENABLE_WRITABLE = (1 << 0) | (1 << 3) | (1 << 16) | (1 << 18) | (1 << 22) |
 MISC_ENABLE_READONLY = (1 << 7) | (1 << 11) | (1 << 12)
 MTRR_TYPES = frozenset({0, 1, 4, 5, 6})  # UC, WC, WT, WP, WB
 PAT_TYPES = frozenset({0, 1, 4, 5, 6, 7})  # and UC- (7)
-PHYS_MASK = 0xFFFFFFFF  # MAXPHYADDR 32 (no PAE/PSE-36 advertised)
+PHYS_MASK = (1 << 36) - 1  # MAXPHYADDR 36 (PAE: pvframe.platform.pae, SDM Vol. 3A §4.1.4)
 FIXED_MTRRS = (MSR_MTRR_FIX64K, *MSR_MTRR_FIX16K, *MSR_MTRR_FIX4K)
 M64 = (1 << 64) - 1
 

@@ -132,6 +132,7 @@ VM_MASK = 1 << 17
 CR0_PG = 1 << 31
 CR0_WP = 1 << 16
 CR4_PSE = 1 << 4
+CR4_PAE = 1 << 5
 
 #: vectors whose exceptions push an error code (SDM Vol. 3A Table 6-1)
 ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17})
@@ -414,6 +415,8 @@ class UnicornMachine:
         cr4 = self.reg("cr4")
         wp = bool(cr0 & CR0_WP)
         err_w = 2 if write else 0
+        if cr4 & CR4_PAE:
+            return self._translate_pae(va, write, cr3, wp)
         pde_addr = (cr3 & ~0xFFF) + ((va >> 22) << 2)
         pde = self._phys_u32(pde_addr)
         if not pde & 1:
@@ -435,6 +438,48 @@ class UnicornMachine:
         if new != pte:
             self._phys_set_u32(pte_addr, new)
         return (pte & ~0xFFF) | (va & 0xFFF)
+
+    def _translate_pae(self, va: int, write: bool, cr3: int, wp: bool) -> int:
+        """The PAE walk (Intel SDM Vol. 3A §4.4) as QEMU's TCG does it: the PDPTE read from
+        memory at each walk, a reserved bit (63:36, 20:13 of a 2 MiB PDE) a #PF with
+        RSVD; supervisor access, Accessed/Dirty set."""
+        err_w = 2 if write else 0
+        high = ~((1 << 36) - 1) & ((1 << 64) - 1)
+        pdpte = self._phys_u64((cr3 & ~0x1F) + ((va >> 30) << 3))
+        if not pdpte & 1:
+            raise _GuestFault(14, err_w, va)
+        if pdpte & high:
+            raise _GuestFault(14, err_w | 9, va)
+        pde_addr = (pdpte & 0xFFFFFF000) + (((va >> 21) & 0x1FF) << 3)
+        pde = self._phys_u64(pde_addr)
+        if not pde & 1:
+            raise _GuestFault(14, err_w, va)
+        if pde & 0x80:
+            if pde & (high | 0x1FE000):
+                raise _GuestFault(14, err_w | 9, va)
+            if write and wp and not pde & 2:
+                raise _GuestFault(14, err_w | 1, va)
+            self._phys_set_u32(pde_addr, pde | 0x20 | (0x40 if write else 0))
+            return (pde & 0xFFFE00000) | (va & 0x1FFFFF)
+        if pde & high:
+            raise _GuestFault(14, err_w | 9, va)
+        if not pde & 0x20:
+            self._phys_set_u32(pde_addr, pde | 0x20)
+        pte_addr = (pde & 0xFFFFFF000) + (((va >> 12) & 0x1FF) << 3)
+        pte = self._phys_u64(pte_addr)
+        if not pte & 1:
+            raise _GuestFault(14, err_w, va)
+        if pte & high:
+            raise _GuestFault(14, err_w | 9, va)
+        if write and wp and not (pde & 2 and pte & 2):
+            raise _GuestFault(14, err_w | 1, va)
+        new = pte | 0x20 | (0x40 if write else 0)
+        if new != pte:
+            self._phys_set_u32(pte_addr, new)
+        return (pte & 0xFFFFFF000) | (va & 0xFFF)
+
+    def _phys_u64(self, paddr: int) -> int:
+        return int(struct.unpack("<Q", self.read_phys(paddr, 8))[0])
 
     def _phys_u32(self, paddr: int) -> int:
         return int(struct.unpack("<I", self.read_phys(paddr, 4))[0])

@@ -25,7 +25,9 @@ def test_models_advertise_only_what_the_executor_runs(name: str) -> None:
     model = cpu_model(name)
     _a, _b, ecx, edx = model.cpuid(1, 0)
     assert edx & ~cpu_models.EXECUTABLE == 0 and ecx & ~cpu_models.EXECUTABLE_ECX == 0
-    assert not edx & (cpu_models.SEP | cpu_models.SSE | cpu_models.FXSR | cpu_models.PAE)
+    assert not edx & (cpu_models.SEP | cpu_models.SSE | cpu_models.FXSR)
+    # PAE paging runs (Pentium Pro onwards have it); NX is never advertised
+    assert edx & cpu_models.PAE and not model.cpuid(0x80000001, 0)[3] & cpu_models.EXT_NX
     assert model.cpuid(0, 0)[1:] == (0x756E6547, 0x6C65746E, 0x49656E69)  # GenuineIntel
     # above the highest basic leaf: the highest basic leaf's data (SDM Vol. 2A, CPUID)
     assert model.cpuid(model.max_leaf + 1, 0) == model.cpuid(model.max_leaf, 0)
@@ -124,10 +126,10 @@ def test_pat_write_accepted_iff_every_entry_is_a_valid_type(value: int) -> None:
 def test_variable_mtrr_reserved_bits_fault(index: int, value: int) -> None:
     f = _file("core2duo")
     ok = f.write(index, value)
-    if index & 1:
-        expect = not value & ~0xFFFFF800
+    if index & 1:  # MAXPHYADDR 36
+        expect = not value & ~0xFFFFFF800
     else:
-        expect = not value & ~0xFFFFF0FF and value & 0xFF in (0, 1, 4, 5, 6)
+        expect = not value & ~0xFFFFFF0FF and value & 0xFF in (0, 1, 4, 5, 6)
     assert ok == bool(expect)
     assert f.read(index) == (value if ok else 0)
 

@@ -15,8 +15,8 @@ from pvframe.hookspecs import hookimpl
 CR0_PE, CR0_MP, CR0_EM, CR0_TS, CR0_ET, CR0_NE = 1, 2, 4, 8, 0x10, 0x20
 CR0_WP, CR0_AM, CR0_NW, CR0_CD, CR0_PG = 1 << 16, 1 << 18, 1 << 29, 1 << 30, 1 << 31
 CR0_DEFINED = CR0_PE | CR0_MP | CR0_EM | CR0_TS | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_NW | CR0_CD | CR0_PG
-# CR4 bits this CPU model supports (SDM Vol. 3A §2.5): VME PVI TSD DE PSE PGE PCE.
-CR4_SUPPORTED = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x80 | 0x100
+# CR4 bits this CPU model supports (SDM Vol. 3A §2.5): VME PVI TSD DE PSE PAE PGE PCE.
+CR4_SUPPORTED = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x80 | 0x100
 CR4_DE = 0x8
 
 # MSRs (SDM Vol. 4): the processor model's (pvframe.platform.msrs); IA32_APIC_BASE is the
@@ -103,8 +103,9 @@ class CpuOps:
 
     @hookimpl
     def pvop_write_cr4(self, machine: Any, value: int) -> None:
-        """MOV to CR4: #GP(0) on bits this CPU does not have (PAE among them, as CPUID
-        does not advertise it). Changing PSE or PGE flushes the whole TLB."""
+        """MOV to CR4: #GP(0) on bits this CPU does not have. Changing PSE, PGE or PAE
+        flushes the whole TLB; with PAE paging in use afterwards the PDPTEs are loaded
+        (#GP(0) on a reserved bit, SDM Vol. 3A §4.4.1)."""
         value = _u32(value)
         if value & ~CR4_SUPPORTED:
             machine.raise_fault("GP", 0)

@@ -108,7 +108,7 @@ def test_cpu_group_values_equal_native() -> None:
                  "CPUID", "RDTSC"):
         assert c[name] >= 1, name
     with pytest.raises(Exception, match=r"GeneralProtection|GP"):
-        m.hooks.write_cr4(0x20)  # PAE is not advertised: #GP as natively
+        m.hooks.write_cr4(0x40)  # MCE is not modelled: #GP as natively
 
 
 def test_descriptor_entries_and_tr() -> None:
