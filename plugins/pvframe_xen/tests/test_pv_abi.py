@@ -83,15 +83,21 @@ def test_pv_guest_boots_at_ring1_and_talks_through_int82(guest: bytes) -> None:
     assert result.stop == "exit" and result.exit_code == 1, result.console
     assert result.console.splitlines() == [
         "hello from a PV guest", "running at ring 1", "hole pointer: EFAULT",
-        "#UD bounced through the trap table", "back after ud2", "timer event upcall",
+        "#UD bounced through the trap table", "back after ud2", "hlt: #GP to the guest",
+        "sti/cli/mov cr3/wbinvd emulated", "timer event upcall",
     ]
     report = m.bound.plugin.run_report(m)
     assert report["hypercalls"] == {
-        "console_io": 7, "event_channel_op": 1, "sched_op_new": 2, "set_callbacks": 1,
-        "set_timer_op": 1, "set_trap_table": 1, "update_va_mapping": 1,
+        "console_io": 9, "event_channel_op": 1, "mmuext_op": 1, "physdev_op": 1,
+        "sched_op_new": 2, "set_callbacks": 1, "set_timer_op": 1, "set_trap_table": 1,
+        "update_va_mapping": 1,
     }
-    assert report["xen_events"] == {"bounce_6": 1, "upcalls": 1}
-    assert report["xen_refusals"] == {}
+    assert report["xen_events"] == {
+        "bounce_6": 1, "bounce_13": 1, "emulated_cli": 1, "emulated_read_cr3": 1,
+        "emulated_sti": 1, "emulated_wbinvd": 1, "emulated_write_cr3": 1, "gp_from_ring1": 1,
+        "upcalls": 1,
+    }
+    assert report["xen_refusals"] == {"privileged_instruction:bounced": 1}
 
 
 def test_builder_validates_and_pins_the_non_pae_boot_tables(guest: bytes) -> None:

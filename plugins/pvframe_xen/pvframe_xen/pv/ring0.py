@@ -15,9 +15,10 @@ entry.S`` and ``traps.c``), installed as the executor's ``ring0``:
   only if the entry's DPL (flags & 3) allows the caller's ring, else #GP(n*8+2).
 * An event upcall (pending and unmasked, polled at instruction boundaries) is a bounce
   to the event callback (``set_callbacks``) with events masked.
-* A privileged instruction at ring 1 raises #GP(0): Xen emulates some of them
-  (``emulate_privileged_op``); this model bounces every #GP to the guest and counts it
-  (``xen_refusals``: ``gp_from_ring1``).
+* A privileged instruction at ring 1 raises #GP(0): what Xen emulates
+  (``emulate_privileged_op``, :mod:`.emulate`) is emulated and counted
+  (``emulated_<kind>``); the rest goes to the guest's #GP handler, counted as
+  ``gp_from_ring1``.
 * No handler for a fault (or a fault while building the frame): Xen crashes the domain;
   the run stops as ``triple-fault`` with the reason.
 """
@@ -38,6 +39,7 @@ from pvframe.executor.faults import (
 )
 from pvframe.executor.privilege import stack_segment
 from pvframe_xen.hypervisor import XenHypervisor
+from pvframe_xen.pv.emulate import emulate
 from pvframe_xen.pv.transport import Transport
 
 HYPERCALL_VECTOR = 0x82
@@ -91,7 +93,11 @@ class Ring0:
             return
         if isinstance(exc, PageFault):
             self.hv.vcpu_info(self.hv.current).cr2 = exc.address & 0xFFFFFFFF
-        if isinstance(exc, GeneralProtection) and cpl == 1:
+        if isinstance(exc, GeneralProtection) and cpl == 1 and not exc.error_code:
+            kind = emulate(self.machine, self.hv)
+            if kind is not None:
+                self.stats[f"emulated_{kind}"] += 1
+                return
             self.stats["gp_from_ring1"] += 1
         self.bounce(exc.vector, exc.error_code if exc.has_error_code else None)
 

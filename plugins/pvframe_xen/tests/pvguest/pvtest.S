@@ -49,6 +49,21 @@ _start:
     HYPERCALL(32)
     testl %eax, %eax
     jne fail
+    /* privileged instructions at ring 1: cli/sti emulated once the virtual IOPL is 1,
+       mov cr3 read and rewritten (NEW_BASEPTR), wbinvd ignored; hlt goes to our #GP */
+    movl $6, %ebx; movl $iopl, %ecx
+    HYPERCALL(33)
+    sti
+    cmpb $0, shared+1
+    jne fail
+    cli
+    cmpb $1, shared+1
+    jne fail
+    movl %cr3, %eax
+    movl %eax, %cr3
+    wbinvd
+    hlt
+    PRINT(privmsg)
     /* a timer in the past fires at once; block enables events and sleeps until it */
     movl $1, %ebx; xorl %ecx, %ecx
     HYPERCALL(15)
@@ -64,6 +79,12 @@ fail:
 ud_handler:
     PRINT(udmsg)
     addl $2, (%esp)
+    iret
+
+gp_handler:
+    PRINT(gpmsg)
+    addl $1, 4(%esp)
+    addl $4, %esp
     iret
 
 callback:
@@ -82,7 +103,11 @@ traps:
     .byte 6, 0
     .word 0xE019
     .long ud_handler
+    .byte 13, 0
+    .word 0xE019
+    .long gp_handler
     .long 0, 0
+iopl: .long 1
 hello: .ascii "hello from a PV guest\n"
 hello_end:
 cplmsg: .ascii "running at ring "
@@ -94,6 +119,10 @@ udmsg: .ascii "#UD bounced through the trap table\n"
 udmsg_end:
 back: .ascii "back after ud2\n"
 back_end:
+gpmsg: .ascii "hlt: #GP to the guest\n"
+gpmsg_end:
+privmsg: .ascii "sti/cli/mov cr3/wbinvd emulated\n"
+privmsg_end:
 eventmsg: .ascii "timer event upcall\n"
 eventmsg_end:
 nowake: .ascii "block returned without an upcall\n"
