@@ -10,7 +10,10 @@ Public API
     ``"unsupported: ..."``). ``interrupt_return()``: native iret semantics for the ``iret``
     hook. ``stop(reason, exit_code=None)``. ``flush_translations()``. ``entry_points``:
     physical address -> handler; fetching an instruction there runs the handler instead
-    (the paravirt call ROM's entries, :mod:`pvframe.pvcall`).
+    (the paravirt call ROM's entries, :mod:`pvframe.pvcall`). ``ring0``: None, or the
+    owner of ring 0 when the guest kernel runs outside it (a Xen PV kernel at CPL1): every
+    exception, interrupt and ``int n`` is handed to it instead of the IDT
+    (``pvframe_xen.pv.ring0``).
 ``CPUState`` (``pvframe.executor.state``), ``PhysicalMemory`` (``pvframe.platform.memory``),
 ``MMU`` (``pvframe.platform.mmu``: ``write_cr0/3/4``, ``invlpg``, ``flush_all``), the
 exception classes in ``pvframe.executor.faults``, the protocols in ``pvframe.executor.env``.
