@@ -161,7 +161,7 @@ def fuzz(session: nox.Session) -> None:
     A seeded campaign of random ring-0 programs (outcomes by stop reason, crashes must be
     0), a coverage-guided atheris campaign over the same entry point, and the Xen model's
     isolation campaign over 10,000 sequences (refusals by kind, host time; breaches and
-    wrong error codes must be 0).
+    wrong error codes must be 0), and that campaign through the PV binary transport.
     ``nox -s fuzz -- N`` sets the number of random programs.
     """
     install_all(session, "test")
@@ -170,6 +170,9 @@ def fuzz(session: nox.Session) -> None:
     # 10,000 red-team sequences (deep linear chains, shared_info writes, debug registers,
     # LDT contents, ...): any breach or exception fails the session
     session.run("python", "-m", "pvframe_xen.hypervisor.isolation", "10000", "--jobs", "2")
+    # the same requests through the PV guest ABI: encoded in guest memory, issued as
+    # int $0x82, with pointers into the hole, unmapped and straddling pages mixed in
+    session.run("python", "-m", "pvframe_xen.pv.campaign", "20", "--steps", "500")
     session.install("atheris")
     session.run("python", "-m", "pvframe.tools.fuzz", "--atheris", "300")
 

@@ -124,6 +124,15 @@ def test_builder_validates_and_pins_the_non_pae_boot_tables(guest: bytes) -> Non
     assert desc is not None and (desc[5] >> 5) & 3 == 1 and desc[5] & 0x8  # DPL 1 code
 
 
+def test_a_domain_smaller_than_the_4mib_rounding_maps_only_its_frames(guest: bytes) -> None:
+    # regression: the builder mapped up to the 4 MiB-rounded end, pfns the domain lacks
+    hv = XenHypervisor(tsc_hz=10**9, boot_epoch_s=0, nr_pages=64)
+    dom = builder.build(hv, image.parse(guest))
+    assert dom.layout.v_end == 0xC0000000 + 64 * 4096 and dom.validated
+    with pytest.raises(builder.BuildError, match="need"):
+        builder.build(XenHypervisor(tsc_hz=10**9, boot_epoch_s=0, nr_pages=8), image.parse(guest))
+
+
 def _walk_pae(hv: XenHypervisor, root_mfn: int, va: int) -> int:
     l3e = hv.memory.read((root_mfn << 12) + 8 * (va >> 30), 8)
     l2e = hv.memory.read((l3e & ~0xFFF) + 8 * ((va >> 21) & 511), 8)

@@ -211,8 +211,10 @@ def check_invariants(hv: XenHypervisor) -> list[str]:
                         if e1 & _PAGE_PRESENT and e1 & _PAGE_RW:
                             writable.add(e1 >> PAGE_SHIFT)
             for i in range(L2_FIRST_XEN_SLOT, 1024):
-                if ents[i] & _PAGE_PRESENT:
-                    bad.append(f"L2 {mfn:#x}[{i}] present in Xen's slots")
+                # Xen's slots hold Xen's own entries (MM.xen_slots) and nothing else
+                if ents[i] != hv.mm.xen_slots.get(i, ents[i] & ~_PAGE_PRESENT):
+                    bad.append(f"L2 {mfn:#x}[{i}] present in Xen's slots"
+                               if ents[i] & _PAGE_PRESENT else f"L2 {mfn:#x}[{i}] lost Xen's entry")
     for mfn, p in pages.items():
         if p.count != 1 + exp_count[mfn] or p.type_count != exp_type[mfn]:
             bad.append(

@@ -4,7 +4,8 @@ As Xen's libxc does it (``tools/libxc/xc_dom_core.c`` ``xc_dom_build_image``,
 ``xc_dom_x86.c``), pseudo-physical frames from 0 in this order: the kernel image (from
 ``virt_base``), the P2M list (one ``unsigned long`` mfn per pfn), ``start_info``, the
 xenstore and console pages, the boot page tables, the boot stack. The page tables map
-``[virt_base, v_end)``, ``v_end`` the allocation end plus 512 KiB rounded up to 4 MiB,
+``[virt_base, v_end)``, ``v_end`` the allocation end plus 512 KiB rounded up to 4 MiB
+(at most the domain's last frame),
 with L1 entries ``_PAGE_PRESENT|_PAGE_RW|_PAGE_ACCESSED`` (read-only for the frames that
 are page tables, which Xen refuses to see mapped writable), L2 entries
 ``...|_PAGE_DIRTY|_PAGE_USER``, and for PAE (``XEN_ELFNOTE_PAE_MODE``) an L3 whose
@@ -125,6 +126,7 @@ def plan(image: XenImage, nr_pages: int) -> Layout:
     while True:
         alloc_end = pt + n + 1
         v_end = (vb + alloc_end * PAGE + (512 << 10) + (4 << 20) - 1) & ~((4 << 20) - 1)
+        v_end = min(v_end, vb + nr_pages * PAGE)  # only frames the domain has
         need = _tables_needed(vb, v_end, image.pae)
         if need <= n:
             break

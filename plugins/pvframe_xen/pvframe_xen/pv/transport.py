@@ -79,6 +79,26 @@ class GuestMemory:
 
 Decoder = Callable[["Transport", tuple[int, ...]], int]
 
+#: stands for an array element Xen's ``__copy_from_guest`` could not read: the model's
+#: handler stops there with -EFAULT, after the elements before it ran (as Xen does)
+UNREADABLE = object()
+
+
+def read_array(mem: GuestMemory, ptr: int, count: int, size: int,
+               decode: Callable[[bytes], Any]) -> list[Any]:
+    """Xen's array copy-in: ``guest_handle_okay`` on the whole range first (-EFAULT
+    before anything runs), then one ``__copy_from_guest`` per element as the handler
+    reaches it: the elements up to the first unreadable one, then :data:`UNREADABLE`."""
+    mem._check(ptr, count * size)
+    out: list[Any] = []
+    for i in range(count):
+        try:
+            out.append(decode(mem.read(ptr + size * i, size)))
+        except GuestFault:
+            out.append(UNREADABLE)
+            break
+    return out
+
 
 class Transport:
     """Decodes one ``int $0x82`` and runs it on the model."""
@@ -116,9 +136,14 @@ def _ints(number: int, n: int) -> Decoder:
 def _set_trap_table(t: Transport, a: tuple[int, ...]) -> int:
     if not a[0]:
         return t.run(0, None)
-    traps = []
-    for i in range(MAX_TRAPS):
-        vector, flags, cs, address = struct.unpack("<BBHI", t.mem.read(a[0] + 8 * i, 8))
+    t.mem._check(a[0], 8)
+    traps: list[Any] = []
+    for i in range(MAX_TRAPS):  # one copy per entry, up to the terminator (address 0)
+        try:
+            vector, flags, cs, address = struct.unpack("<BBHI", t.mem.read(a[0] + 8 * i, 8))
+        except GuestFault:
+            traps.append(UNREADABLE)
+            break
         traps.append(abi.TrapInfo(vector, flags, cs, address))
         if address == 0:
             break
@@ -127,9 +152,9 @@ def _set_trap_table(t: Transport, a: tuple[int, ...]) -> int:
 
 def _mmu_update(t: Transport, a: tuple[int, ...]) -> int:
     ptr, count, pdone, dom = a[0], a[1], a[2], a[3]
-    reqs = [abi.MmuUpdate(*struct.unpack("<QQ", t.mem.read(ptr + 16 * i, 16))) for i in range(count)]
+    reqs = read_array(t.mem, ptr, count, 16, lambda b: abi.MmuUpdate(*struct.unpack("<QQ", b)))
     done = abi.SuccessCount()
-    rc = t.run(1, reqs, count, done, dom & 0xFFFF)
+    rc = t.run(1, reqs, len(reqs), done, dom & 0xFFFF)
     if pdone:
         t.mem.put_u32(pdone, done.value)
     return rc
@@ -137,18 +162,19 @@ def _mmu_update(t: Transport, a: tuple[int, ...]) -> int:
 
 def _mmuext_op(t: Transport, a: tuple[int, ...]) -> int:
     ptr, count, pdone, dom = a[0], a[1], a[2], a[3]
-    ops = []
-    for i in range(count):
-        cmd, arg1, arg2 = struct.unpack("<III", t.mem.read(ptr + 12 * i, 12))
+
+    def decode(b: bytes) -> abi.MmuextOp:
+        cmd, arg1, arg2 = struct.unpack("<III", b)
         if cmd in (abi.MMUEXT_TLB_FLUSH_MULTI, abi.MMUEXT_INVLPG_MULTI):
-            try:
-                ops.append(abi.MmuextOp(cmd, arg1, t.mem.u32(arg2) if arg2 else None))
+            try:  # the VCPU bitmap behind the pointer; unreadable is a NULL map to the model
+                return abi.MmuextOp(cmd, arg1, t.mem.u32(arg2) if arg2 else None)
             except GuestFault:
-                ops.append(abi.MmuextOp(cmd, arg1, None))
-        else:
-            ops.append(abi.MmuextOp(cmd, arg1, arg2))
+                return abi.MmuextOp(cmd, arg1, None)
+        return abi.MmuextOp(cmd, arg1, arg2)
+
+    ops = read_array(t.mem, ptr, count, 12, decode)
     done = abi.SuccessCount()
-    rc = t.run(26, ops, count, done, dom & 0xFFFF)
+    rc = t.run(26, ops, len(ops), done, dom & 0xFFFF)
     if pdone:
         t.mem.put_u32(pdone, done.value)
     return rc

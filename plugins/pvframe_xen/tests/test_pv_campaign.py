@@ -1,0 +1,56 @@
+"""The isolation campaign through the binary transport (``pvframe_xen.pv.campaign``) and
+Xen's array copy-in semantics it relies on."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from pvframe_xen.hypervisor import abi
+from pvframe_xen.pv import campaign, transport
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_binary_transport_campaign_finds_no_breach(seed: int) -> None:
+    res = campaign.campaign(seed, 300)
+    assert res["breaches"] == []
+    assert res["calls"] > 100 and res["bad_pointers"] > 10 and res["accepted"] > 10
+
+
+def test_the_campaign_sees_a_transport_that_ignores_bad_pointers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its power: a transport that reads zeros where Xen's copy faults is caught."""
+    def lenient_check(self: transport.GuestMemory, va: int, n: int) -> None:
+        return None
+
+    def lenient_read(self: transport.GuestMemory, va: int, n: int) -> bytes:
+        try:
+            return bytes(self.mmu.read_bytes(va, n, False))
+        except Exception:
+            return bytes(n)
+
+    monkeypatch.setattr(transport.GuestMemory, "_check", lenient_check)
+    monkeypatch.setattr(transport.GuestMemory, "read", lenient_read)
+    found = [campaign.campaign(seed, 300)["breaches"] for seed in range(4)]
+    assert any(any("bad pointer" in b for b in bs) for bs in found)
+
+
+def test_mmu_update_runs_the_readable_requests_then_efault() -> None:
+    """Xen copies one request at a time: those before an unreadable one take effect and
+    ``*success_count`` says how many (public xen.h, Xen ``do_mmu_update``)."""
+    hv, t = campaign.new_pv_domain()
+    g = campaign._Guest(hv)
+    # the last 16 bytes of the mapped image, so the second request is unmapped
+    end = campaign.VIRT_BASE + hv.nr_pages * 4096
+    pfn = 40
+    # an MMU_MACHPHYS_UPDATE on an own frame always succeeds
+    mfn = hv.pfn_to_mfn(pfn)
+    req = struct.pack("<QQ", (mfn << 12) | abi.MMU_MACHPHYS_UPDATE, 12345)
+    assert hv.copy_to_guest(end - 16, req)
+    pdone = g.put(bytes(4))
+    rc = t.call(1, (end - 16, 2, pdone, abi.DOMID_SELF, 0, 0))
+    assert rc == -abi.EFAULT
+    assert hv.frames.m2p[mfn] == 12345
+    assert hv.copy_from_guest(pdone, 4) == struct.pack("<I", 1)
+    # a range reaching into the hole fails before anything runs
+    rc = t.call(1, (abi.HYPERVISOR_VIRT_START - 16, 2, 0, abi.DOMID_SELF, 0, 0))
+    assert rc == -abi.EFAULT
