@@ -63,13 +63,24 @@ def check_compiler() -> None:
                               + (r.stderr.strip().splitlines() or ["?"])[-1])
 
 
-def build(src: Path, jobs: int = 2) -> Path:
+#: the application linked in: Mini-OS's weak dummy ``app_main`` (prints one line), or its
+#: test application (``CONFIG_TEST=y``: a periodic thread printing the time every second)
+APPS = {"dummy": ("CONFIG_TEST=n",), "test": ("CONFIG_TEST=y",)}
+
+
+def build(src: Path, app: str = "dummy", jobs: int = 2) -> Path:
     """Run Mini-OS's make; the ELF image, or :class:`MiniOSError` with the last error line
-    (the full log is kept beside the source as ``pvframe-build.log``)."""
+    (the full log is kept beside the source as ``pvframe-build.log``). A build with other
+    flags than the previous one starts with ``make clean`` (Mini-OS's make does not track
+    its configuration)."""
     check_compiler()
+    flags = (*MAKE_FLAGS, *APPS[app])
+    stamp = src / "pvframe-build.flags"
     log = src / "pvframe-build.log"
     with log.open("w") as out:
-        r = subprocess.run(["make", f"-j{jobs}", *MAKE_FLAGS], cwd=src, stdout=out,
+        if not stamp.is_file() or stamp.read_text() != " ".join(flags):
+            subprocess.run(["make", "clean", *flags], cwd=src, stdout=out, stderr=subprocess.STDOUT)
+        r = subprocess.run(["make", f"-j{jobs}", *flags], cwd=src, stdout=out,
                            stderr=subprocess.STDOUT)
     if r.returncode:
         lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
@@ -81,6 +92,7 @@ def build(src: Path, jobs: int = 2) -> Path:
     image = src / "mini-os"
     if not image.is_file():
         raise MiniOSError(f"the build succeeded but left no image at {image}")
+    stamp.write_text(" ".join(flags))
     return image
 
 
@@ -113,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pvframe.tools.minios", description=__doc__.split("\n\n")[0])
     ap.add_argument("--src", help="Mini-OS source folder (default: $MINIOS_SRC)")
     ap.add_argument("--no-build", action="store_true", help="boot the image already built in the folder")
+    ap.add_argument("--app", choices=sorted(APPS), default="dummy",
+                    help="dummy: Mini-OS's default app_main; test: its test app (a periodic timer thread)")
     ap.add_argument("--memory", type=int, default=32, help="domain RAM in MiB (default 32)")
     ap.add_argument("-n", "--max-instructions", type=int, default=20_000_000)
     ap.add_argument("--cmdline", default="")
@@ -120,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         src = source_dir(args.src)
-        image = src / "mini-os" if args.no_build else build(src)
+        image = src / "mini-os" if args.no_build else build(src, args.app)
         if not image.is_file():
             raise MiniOSError(f"no Mini-OS image at {image}: build it first (drop --no-build)")
         summary = boot(image, args.memory, args.max_instructions, args.cmdline, not args.json)
