@@ -20,6 +20,8 @@ import pickle
 from collections import Counter
 from typing import Any
 
+import attrs
+
 from pvframe.hookspecs import hookimpl
 from pvframe.plugins import BackendError
 from pvframe.timekeeping import units
@@ -142,13 +144,23 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
         from pvframe_xen.hypervisor import XenHypervisor
         from pvframe_xen.pv import builder, domain, image
 
+        try:
+            img = image.parse(data)
+        except image.XenImageError as exc:
+            raise ImageError(f"Xen PV image: {exc}") from exc
         epoch, nsec = divmod(machine.platform.rtc_epoch_ns(), 1_000_000_000)
+        mode: dict[str, Any] = {}
+        if img.pae:  # a PAE domain: the model's 3-level rules, when the model has them
+            if "pae" not in attrs.fields_dict(XenHypervisor):
+                raise ImageError("Xen PV image: XEN_ELFNOTE_PAE_MODE asks for a PAE domain; "
+                                 "this Xen model has no PAE page-table rules")
+            mode["pae"] = True
         hv = XenHypervisor(tsc_hz=machine.config.tsc_hz, boot_epoch_s=epoch,
-                           boot_epoch_nsec=nsec, nr_pages=machine.config.ram_size >> 12)
+                           boot_epoch_nsec=nsec, nr_pages=machine.config.ram_size >> 12, **mode)
         hv.clock = machine.tsc
         try:
-            self.pv = domain.boot(machine, hv, data, cmdline)
-        except (image.XenImageError, builder.BuildError) as exc:
+            self.pv = domain.boot(machine, hv, img, cmdline)
+        except builder.BuildError as exc:
             raise ImageError(f"Xen PV image: {exc}") from exc
         self.hv, self.boot = hv, None
         self.vapic = None

@@ -299,14 +299,14 @@ def build(hv: XenHypervisor, image: XenImage, cmd_line: str = "") -> BuiltDomain
 
 def _register(hv: XenHypervisor, root_mfn: int, pae: bool) -> bool:
     """Take the pin's and the base pointer's type references on the root table as libxc
-    (``pin_table``) and Xen (``new_guest_cr3``) do, validating the whole tree. A model
-    without the PAE level (no ``PGT_l3_page_table``) gets the base pointer unvalidated:
-    returns False then."""
+    (``pin_table``) and Xen (``new_guest_cr3``) do, validating the whole tree. A PAE
+    layout in a model domain without PAE rules (``XenHypervisor.pae``) gets the base
+    pointer unvalidated: returns False then."""
     v = hv.vcpus[0]
     v.guest_table = root_mfn
-    level = getattr(PageType, "PGT_l3_page_table", None) if pae else PageType.PGT_l2_page_table
-    if level is None:
+    if pae and not getattr(hv, "pae", False):
         return False
+    level = getattr(PageType, "PGT_l3_page_table") if pae else PageType.PGT_l2_page_table
     for _ in range(2):  # the pin, then the base pointer
         if not hv.mm.get_page_and_type(root_mfn, hv.domid, level):
             raise BuildError(f"the boot page tables do not validate: {hv.mm.reason}")

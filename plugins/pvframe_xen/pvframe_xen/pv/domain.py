@@ -112,10 +112,9 @@ class PVDomain:
             hv.vcpus[hv.current].blocked = False
 
 
-def boot(machine: Any, hv: XenHypervisor, data: bytes, cmdline: str = "") -> PVDomain:
-    """Build ``data`` (a Xen PV kernel) into ``hv``'s domain on ``machine`` and set the
-    CPU at its entry. Raises :class:`image.XenImageError` / :class:`builder.BuildError`."""
-    img = image.parse(data)
+def boot(machine: Any, hv: XenHypervisor, img: image.XenImage, cmdline: str = "") -> PVDomain:
+    """Build ``img`` (a parsed Xen PV kernel) into ``hv``'s domain on ``machine`` and set
+    the CPU at its entry. Raises :class:`builder.BuildError`."""
     memory = machine.memory
     frames = hv.memory.frames
     frames.update(memory.pages)
