@@ -306,7 +306,7 @@ def _register(hv: XenHypervisor, root_mfn: int, pae: bool) -> bool:
     v.guest_table = root_mfn
     if pae and not getattr(hv, "pae", False):
         return False
-    level = getattr(PageType, "PGT_l3_page_table") if pae else PageType.PGT_l2_page_table
+    level = PageType["PGT_l3_page_table"] if pae else PageType.PGT_l2_page_table
     for _ in range(2):  # the pin, then the base pointer
         if not hv.mm.get_page_and_type(root_mfn, hv.domid, level):
             raise BuildError(f"the boot page tables do not validate: {hv.mm.reason}")
