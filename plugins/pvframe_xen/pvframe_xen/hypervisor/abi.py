@@ -1,4 +1,4 @@
-"""The Xen 3.x x86_32 (non-PAE) guest ABI as data: numbers, error codes, request structs.
+"""The Xen 3.x x86_32 guest ABI (non-PAE and PAE) as data: numbers, error codes, request structs.
 
 Every number is from the public headers (Linux 2.6.24
 ``include/xen/interface/{xen,vcpu,sched,event_channel,physdev,features,version}.h``);
@@ -72,6 +72,29 @@ L2_DISALLOW_MASK = 0x180
 #: XSA-182 (CVE-2016-6258) fix: the only L2 flag bits a fast-path update may change
 #: without revalidation (``FASTPATH_FLAG_WHITELIST`` minus NX/AVAIL_HIGH, absent on 2-level).
 FASTPATH_FLAG_WHITELIST = _PAGE_AVAIL | _PAGE_GLOBAL | _PAGE_DIRTY | _PAGE_ACCESSED | _PAGE_USER
+
+# --------------------------------------------------------------------------------------
+# Memory layout and entry rules, x86_32 PAE (xen-x86_32.h ``__HYPERVISOR_VIRT_START_PAE``;
+# Xen 3.x ``asm-x86/x86_32/page-3level.h`` and ``mm.c``)
+# --------------------------------------------------------------------------------------
+#: the PAE hypervisor hole starts here (xen-x86_32.h); the L2 in L3 slot 3 keeps its
+#: slots from ``PAE_L2_FIRST_XEN_SLOT`` on for Xen's mappings
+HYPERVISOR_VIRT_START_PAE = 0xF5800000
+PAE_ENTRIES = 512
+PAE_L3_ENTRIES = 4
+PAE_L2_FIRST_XEN_SLOT = (HYPERVISOR_VIRT_START_PAE >> 21) & (PAE_ENTRIES - 1)
+#: ``get_pte_flags``: the low 12 bits and entry bits 63..44 as flag bits 31..12
+PAE_FLAG_HIGH_SHIFT = 32
+#: ``BASE_DISALLOW_MASK (0xFFFFF180U & ~_PAGE_NX)`` with no NX on these CPUs: PAT/GLOBAL
+#: (L1), PSE/GLOBAL (L2) and every high flag bit (entry bits 63..44)
+PAE_L1_DISALLOW_MASK = 0xFFFFF180
+PAE_L2_DISALLOW_MASK = 0xFFFFF180
+#: ``L3_DISALLOW_MASK 0xFFFFF1E6U /* must-be-zero */``: only P, PWT, PCD and AVL in a PDPTE
+PAE_L3_DISALLOW_MASK = 0xFFFFF1E6
+#: ``alloc_l3_table``: a PAE L3 must lie below 4 GiB (CR3 holds 32 bits)
+PAE_L3_MAX_MFN = 0x100000
+#: machine address bits of a PAE entry (``PADDR_BITS`` 44 on x86_32 PAE)
+PAE_ADDR_MASK = ((1 << 44) - 1) & ~0xFFF
 
 # Domain ids (xen.h)
 DOMID_SELF, DOMID_IO, DOMID_XEN = 0x7FF0, 0x7FF1, 0x7FF2

@@ -1,4 +1,6 @@
-"""``XenHypervisor``: one 32-bit non-PAE PV domain as Xen 3.x sees it.
+"""``XenHypervisor``: one 32-bit PV domain as Xen 3.x sees it, non-PAE (two levels of
+32-bit entries) or, with ``pae=True``, PAE (three levels of 64-bit entries: the rules in
+:mod:`.mm_pae`, the hole from ``HYPERVISOR_VIRT_START_PAE``).
 
 Hypercalls enter through :meth:`XenHypervisor.hypercall` with Xen's x86_32 argument list
 (public ``xen.h``: 64-bit values split lo, hi; machine addresses and mfns, never pfns), are
@@ -51,10 +53,13 @@ from pvframe_xen.hypervisor.abi import (
 )
 from pvframe_xen.hypervisor.events import EventChannels
 from pvframe_xen.hypervisor.memory import (
+    L2_TYPES,
     FrameTable,
     MachineMemory,
+    PageType,
     PGT_l1_page_table,
     PGT_l2_page_table,
+    PGT_l3_page_table,
     PGT_seg_desc_page,
     PGT_writable_page,
 )
@@ -64,6 +69,7 @@ from pvframe_xen.hypervisor.mm import (
     entry_mfn,
     valid_code_selector,
 )
+from pvframe_xen.hypervisor.mm_pae import PaeMM, pae_mfn
 from pvframe_xen.hypervisor.shared import SharedInfo, StartInfo, VcpuInfo, VcpuTimeInfo
 
 M64 = (1 << 64) - 1
@@ -165,6 +171,8 @@ class XenHypervisor:
     other_domid: int = 2
     default_periodic_ns: int = 10_000_000
     xen30_l2_fastpath: bool = False
+    #: a PAE domain (Xen's x86_32 PAE build: 3-level tables, L3 base pointers)
+    pae: bool = False
     clock: Callable[[], int] | None = None
     tsc_now: int = 0
     log: RecentLog[Hypercall] = attrs.field(factory=RecentLog)
@@ -186,7 +194,7 @@ class XenHypervisor:
     def __attrs_post_init__(self) -> None:
         self.frames = FrameTable(self.domid, self.nr_pages, self.other_domid)
         self.memory = MachineMemory(self.frames.max_page)
-        self.mm = MM(self.frames, self.memory, self.xen30_l2_fastpath)
+        self.mm = (PaeMM if self.pae else MM)(self.frames, self.memory, self.xen30_l2_fastpath)
         self.shared = SharedInfo()
         self.memory.attach(self.frames.shared_info_mfn, self.shared.buf)
         self.shared.max_pfn = self.nr_pages
@@ -346,6 +354,37 @@ class XenHypervisor:
         return self.frames.mfn_to_pfn(mfn)
 
     @property
+    def virt_start(self) -> int:
+        """Where the hypervisor hole begins for this domain (xen-x86_32.h)."""
+        return abi.HYPERVISOR_VIRT_START_PAE if self.pae else HYPERVISOR_VIRT_START
+
+    @property
+    def root_type(self) -> PageType:
+        """``PGT_root_page_table``: the type of a base pointer (L3 with PAE, else L2)."""
+        return PGT_l3_page_table if self.pae else PGT_l2_page_table
+
+    def l1_of(self, va: int, vcpu: int | None = None) -> tuple[int, int] | None:
+        """(L1 mfn, index) of the entry mapping ``va`` in the VCPU's current tables, when
+        a present path of page-directory entries leads to an L1 there (``guest_map_l1e``),
+        else None."""
+        base = self.vcpus[self.current if vcpu is None else vcpu].guest_table
+        if not base:
+            return None
+        mm = self.mm
+        if self.pae:
+            l3e = mm.entry(base, (va >> 30) & 3)
+            if not l3e & _PAGE_PRESENT:
+                return None
+            l2e = mm.entry(pae_mfn(l3e), (va >> 21) & 0x1FF)
+            if not mm.l2e_maps_l1(l2e):
+                return None
+            return pae_mfn(l2e), (va >> 12) & 0x1FF
+        l2e = mm.entry(base, (va >> 22) & 0x3FF)
+        if not mm.l2e_maps_l1(l2e):
+            return None
+        return entry_mfn(l2e), (va >> 12) & 0x3FF
+
+    @property
     def shared_info_maddr(self) -> int:
         return self.frames.shared_info_mfn << PAGE_SHIFT
 
@@ -356,16 +395,22 @@ class XenHypervisor:
     def translate(self, va: int, write: bool = False, vcpu: int | None = None) -> int | None:
         """Walk the VCPU's current base pointer: the machine address of ``va``, or None
         if unmapped (or read-only when ``write``)."""
-        base = self.vcpus[self.current if vcpu is None else vcpu].guest_table
-        if not base:
+        where = self.l1_of(va, vcpu)
+        if where is None:
             return None
-        l2e = self.mm.entry(base, (va >> 22) & 0x3FF)
-        if not self.mm.l2e_maps_l1(l2e) or (write and not l2e & _PAGE_RW):
-            return None
-        l1e = self.mm.entry(entry_mfn(l2e), (va >> 12) & 0x3FF)
+        l1, index = where
+        if write:
+            base = self.vcpus[self.current if vcpu is None else vcpu].guest_table
+            if self.pae:
+                l2e = self.mm.entry(pae_mfn(self.mm.entry(base, (va >> 30) & 3)), (va >> 21) & 0x1FF)
+            else:
+                l2e = self.mm.entry(base, (va >> 22) & 0x3FF)
+            if not l2e & _PAGE_RW:
+                return None
+        l1e = self.mm.entry(l1, index)
         if not l1e & _PAGE_PRESENT or (write and not l1e & _PAGE_RW):
             return None
-        return (l1e & abi.PAGE_MASK) | (va & (PAGE_SIZE - 1))
+        return (pae_mfn(l1e) << PAGE_SHIFT if self.pae else l1e & abi.PAGE_MASK) | (va & (PAGE_SIZE - 1))
 
     def copy_from_guest(self, va: int, n: int) -> bytes | None:
         out = bytearray()
@@ -397,12 +442,13 @@ class XenHypervisor:
             return False
         mfn = maddr >> PAGE_SHIFT
         page = self.frames.page(mfn)
-        if page is None or page.owner != self.domid or maddr & 3:
+        size = 8 if self.pae else 4  # the model emulates whole-entry stores only
+        if page is None or page.owner != self.domid or maddr & (size - 1):
             return False
         if page.type != PGT_l1_page_table or not page.validated:
             return False
         self.counts["ptwr_emulation"] += 1
-        return self.mm.mod_l1_entry(mfn, (maddr & 0xFFF) >> 2, value, self.domid)
+        return self.mm.mod_l1_entry(mfn, (maddr & 0xFFF) // size, value, self.domid)
 
     # ================================================================ LDT (Xen arch/x86/mm.c)
 
@@ -455,7 +501,11 @@ class XenHypervisor:
         """Lay the domain out as Xen's builder does (xen.h): image pfns first, then the
         P2M array (``mfn_list``), ``start_info``, and the boot page tables (one L2 and
         the L1s mapping all of the domain's memory at ``virt_base``, page-table frames
-        read-only), installed as VCPU 0's base pointer and pinned."""
+        read-only), installed as VCPU 0's base pointer and pinned. A PAE domain gets an
+        L3, one L2 per 1 GiB slot used plus the slot-3 L2 Xen requires, and the L1s
+        (:meth:`_build_pae_tables`)."""
+        if self.pae:
+            return self._build_pae_domain(virt_base, image_pages, cmd_line)
         if virt_base % (4 << 20) or virt_base + self.nr_pages * PAGE_SIZE > HYPERVISOR_VIRT_START:
             raise ValueError("virt_base must be 4 MiB aligned and below the hypervisor hole")
         p2m_pfn = image_pages
@@ -495,6 +545,60 @@ class XenHypervisor:
         m.write_bytes(si_mfn << PAGE_SHIFT, info.to_bytes())
         return DomainBoot(
             info, virt_base + si_pfn * PAGE_SIZE, si_mfn, virt_base, l2_mfn,
+            tuple(self.pfn_to_mfn(p) for p in l1_pfns),
+        )
+
+    def _build_pae_domain(self, virt_base: int, image_pages: int, cmd_line: str) -> DomainBoot:
+        """``build_domain`` for a PAE domain: image, P2M, start_info, then the L3, the
+        L2s (the slot-3 one always) and the L1s (512 entries each) mapping the domain's
+        memory at ``virt_base`` with its page-table frames read-only."""
+        if virt_base % (2 << 20) or virt_base + self.nr_pages * PAGE_SIZE > self.virt_start:
+            raise ValueError("virt_base must be 2 MiB aligned and below the hypervisor hole")
+        p2m_pfn = image_pages
+        p2m_frames = -(-self.nr_pages * 4 // PAGE_SIZE)
+        si_pfn = p2m_pfn + p2m_frames
+        l3_pfn = si_pfn + 1
+        end = virt_base + self.nr_pages * PAGE_SIZE
+        l3_slots = sorted({*range(virt_base >> 30, ((end - 1) >> 30) + 1), 3})
+        l2_pfns = {slot: l3_pfn + 1 + k for k, slot in enumerate(l3_slots)}
+        n_l1 = -(-self.nr_pages // 512)
+        first_l1 = l3_pfn + 1 + len(l3_slots)
+        l1_pfns = list(range(first_l1, first_l1 + n_l1))
+        if l1_pfns[-1] >= self.nr_pages:
+            raise ValueError("domain too small for its boot structures")
+        m = self.memory
+        for pfn, mfn in enumerate(self.frames.p2m):
+            m.write_u32((self.pfn_to_mfn(p2m_pfn + pfn // 1024) << PAGE_SHIFT) + 4 * (pfn % 1024), mfn)
+        pt_pfns = {l3_pfn, *l2_pfns.values(), *l1_pfns}
+        l3_mfn = self.pfn_to_mfn(l3_pfn)
+        for slot, pfn in l2_pfns.items():
+            m.write((l3_mfn << PAGE_SHIFT) + 8 * slot, 8, (self.pfn_to_mfn(pfn) << PAGE_SHIFT) | _PAGE_PRESENT)
+        prot = _PAGE_PRESENT | _PAGE_RW | _PAGE_ACCESSED | _PAGE_USER
+        for k, l1_pfn in enumerate(l1_pfns):
+            l1_mfn = self.pfn_to_mfn(l1_pfn)
+            va = virt_base + k * (2 << 20)
+            l2_mfn = self.pfn_to_mfn(l2_pfns[va >> 30])
+            m.write((l2_mfn << PAGE_SHIFT) + 8 * ((va >> 21) & 0x1FF), 8, (l1_mfn << PAGE_SHIFT) | prot | _PAGE_DIRTY)
+            for i in range(512):
+                pfn = k * 512 + i
+                if pfn >= self.nr_pages:
+                    break
+                flags = prot & ~_PAGE_RW if pfn in pt_pfns else prot
+                m.write((l1_mfn << PAGE_SHIFT) + 8 * i, 8, (self.pfn_to_mfn(pfn) << PAGE_SHIFT) | flags)
+        if not self.mm.get_page_and_type(l3_mfn, self.domid, PGT_l3_page_table):
+            raise RuntimeError(f"boot page tables do not validate: {self.mm.reason}")
+        self.frames.pages[l3_mfn].pinned = True  # the pin's reference (libxc pin_table)
+        self.mm.get_page_and_type(l3_mfn, self.domid, PGT_l3_page_table)
+        self.vcpus[0].guest_table = l3_mfn
+        info = StartInfo(
+            nr_pages=self.nr_pages, shared_info=self.shared_info_maddr,
+            pt_base=virt_base + l3_pfn * PAGE_SIZE, nr_pt_frames=len(pt_pfns),
+            mfn_list=virt_base + p2m_pfn * PAGE_SIZE, cmd_line=cmd_line,
+        )
+        si_mfn = self.pfn_to_mfn(si_pfn)
+        m.write_bytes(si_mfn << PAGE_SHIFT, info.to_bytes())
+        return DomainBoot(
+            info, virt_base + si_pfn * PAGE_SIZE, si_mfn, virt_base, l3_mfn,
             tuple(self.pfn_to_mfn(p) for p in l1_pfns),
         )
 
@@ -653,25 +757,32 @@ class XenHypervisor:
         return rc
 
     def _mmu_update_one(self, req: MmuUpdate) -> int:
-        cmd = req.ptr & 3
+        # the command is ``ptr & (sizeof(l1_pgentry_t) - 1)``: 3 bits with PAE's entries
+        size = 8 if self.pae else 4
+        cmd = req.ptr & (size - 1)
         mm = self.mm
         if cmd == abi.MMU_NORMAL_PT_UPDATE:
-            ptr = req.ptr & ~3 & ((1 << 64) - 1)
-            mfn, index = ptr >> PAGE_SHIFT, (ptr & 0xFFF) >> 2
+            ptr = req.ptr & ~(size - 1) & M64
+            mfn, index = ptr >> PAGE_SHIFT, (ptr & 0xFFF) // size
             if not mm.get_page(mfn, self.domid):
                 return -EINVAL
             page = self.frames.pages[mfn]
             okay = False
-            if page.type in (PGT_l1_page_table, PGT_l2_page_table):
+            if page.type in (PGT_l1_page_table, *L2_TYPES, PGT_l3_page_table):
                 ptype = page.type
                 if mm.get_page_type(mfn, ptype):
                     if ptype == PGT_l1_page_table:
                         okay = mm.mod_l1_entry(mfn, index, req.val, self.foreigndom)
+                    elif ptype == PGT_l3_page_table and isinstance(mm, PaeMM):
+                        okay = mm.mod_l3_entry(mfn, index, req.val)
+                        if okay and any(v.guest_table == mfn for v in self.vcpus):
+                            # pae_flush_pgd: the CPUs must reload their PDPTEs
+                            self.tlb_flushes.append(("tlb_all", None))
                     else:
                         okay = mm.mod_l2_entry(mfn, index, req.val)
                     mm.put_page_type(mfn)
             elif mm.get_page_type(mfn, PGT_writable_page):
-                self.memory.write_u32(ptr, req.val & M32)
+                self.memory.write(ptr, size, req.val)
                 okay = True
                 mm.put_page_type(mfn)
             mm.put_page(mfn)
@@ -776,7 +887,7 @@ class XenHypervisor:
         if reg in (0, 1, 2, 3):
             # access_ok(value, sizeof(long)) (include/asm-x86/x86_32/uaccess.h): refused
             # when value + 4 passes HYPERVISOR_VIRT_START; the last guest word is allowed
-            if value > HYPERVISOR_VIRT_START - 4:
+            if value > self.virt_start - 4:
                 return -EPERM
         elif reg == 6:
             value = (value & 0xFFFFEFFF) | 0xFFFF0FF0
@@ -865,18 +976,18 @@ class XenHypervisor:
         then ``mod_l1_entry``; then the flush the flags ask for (done even after a
         failed update, as in Xen; a bad UVMF_MULTI bitmap pointer is -EFAULT)."""
         va &= M32
-        if va >= HYPERVISOR_VIRT_START:
+        if va >= self.virt_start:
             return -EINVAL
         rc = -EINVAL
-        base = self._vcpu().guest_table
-        if base:
-            l2e = self.mm.entry(base, va >> 22)
-            l1 = entry_mfn(l2e)
+        where = self.l1_of(va)
+        if where is not None:
+            l1, index = where
             page = self.frames.page(l1)
+            val = lo | (hi << 32) if self.pae else lo
             if (
-                self.mm.l2e_maps_l1(l2e) and page is not None
+                page is not None
                 and page.type == PGT_l1_page_table and page.validated
-                and self.mm.mod_l1_entry(l1, (va >> 12) & 0x3FF, lo, self.domid)
+                and self.mm.mod_l1_entry(l1, index, val, self.domid)
             ):
                 rc = 0
         frc = self._flush(flags, va)
@@ -916,7 +1027,7 @@ class XenHypervisor:
         if cmd == abi.XENVER_platform_parameters:
             if not isinstance(arg, abi.XenPlatformParameters):
                 return -EFAULT
-            arg.virt_start = HYPERVISOR_VIRT_START
+            arg.virt_start = self.virt_start
             return 0
         if cmd == abi.XENVER_get_features:
             if not isinstance(arg, abi.XenFeatureInfo):
@@ -995,7 +1106,7 @@ class XenHypervisor:
         if cmd == abi.VCPUOP_register_runstate_memory_area:
             if not isinstance(extra, abi.VcpuRegisterRunstateMemoryArea):
                 return -EFAULT
-            if extra.addr + RUNSTATE_INFO_SIZE > HYPERVISOR_VIRT_START:
+            if extra.addr + RUNSTATE_INFO_SIZE > self.virt_start:
                 return -EFAULT
             v.runstate_area = extra.addr
             self.publish_runstate(vcpuid)
@@ -1034,9 +1145,11 @@ class XenHypervisor:
 
     def _mmuext_one(self, op: MmuextOp) -> bool:
         mm, cmd, v = self.mm, op.cmd, self._vcpu()
-        if cmd in (abi.MMUEXT_PIN_L1_TABLE, abi.MMUEXT_PIN_L2_TABLE):
-            # pin_page: a long-lived type reference; pinning twice is refused.
-            ptype = PGT_l1_page_table if cmd == abi.MMUEXT_PIN_L1_TABLE else PGT_l2_page_table
+        if cmd in (abi.MMUEXT_PIN_L1_TABLE, abi.MMUEXT_PIN_L2_TABLE) or (
+                cmd == abi.MMUEXT_PIN_L3_TABLE and self.pae):
+            # pin_page: a long-lived type reference; pinning twice is refused. PIN_L3 only
+            # in a PAE domain (a non-PAE Xen has no such level: "invalid command").
+            ptype = (PGT_l1_page_table, PGT_l2_page_table, PGT_l3_page_table)[cmd]
             if self.foreigndom == DOMID_IO or not mm.get_page_and_type(op.arg1, self.foreigndom, ptype):
                 return False
             page = self.frames.pages[op.arg1]
@@ -1061,7 +1174,7 @@ class XenHypervisor:
         if cmd == abi.MMUEXT_NEW_BASEPTR:
             # new_guest_cr3: a type reference on the new L2 (validating it unless pinned
             # or otherwise already validated), then drop the old base's reference.
-            if not mm.get_page_and_type(op.arg1, self.domid, PGT_l2_page_table):
+            if not mm.get_page_and_type(op.arg1, self.domid, self.root_type):
                 return False
             old, v.guest_table = v.guest_table, op.arg1
             if old:
@@ -1086,7 +1199,7 @@ class XenHypervisor:
             # Only recorded: the pages are validated when the guest first uses them
             # (map_ldt_shadow_page); a new LDT drops the old one's shadow mappings.
             ptr, ents = op.arg1, op.arg2 if isinstance(op.arg2, int) else -1
-            if ptr & (PAGE_SIZE - 1) or not 0 <= ents <= abi.LDT_MAX_ENTRIES or ptr + ents * 8 > HYPERVISOR_VIRT_START:
+            if ptr & (PAGE_SIZE - 1) or not 0 <= ents <= abi.LDT_MAX_ENTRIES or ptr + ents * 8 > self.virt_start:
                 return mm.refuse(f"bad args to SET_LDT: ptr={ptr:#x} ents={ents}")
             if (v.ldt_base, v.ldt_ents) != (ptr, ents):
                 self.invalidate_shadow_ldt(v)

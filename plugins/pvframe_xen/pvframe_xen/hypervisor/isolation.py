@@ -18,7 +18,9 @@ refused with Xen's error code, and (c) the invariants below always hold:
 * every VCPU's base pointer is a validated L2; foreign and Xen frames are untouched;
 * no VCPU's debug registers hold what Xen's ``set_debugreg`` refuses (DR7.GD, an
   enabled I/O breakpoint, a breakpoint address in Xen's hole);
-* Xen's NOW() follows the TSC whatever the guest wrote into ``shared_info``.
+* Xen's NOW() follows the TSC whatever the guest wrote into ``shared_info``;
+* for a PAE domain, the three-level rules of :mod:`.isolation_pae` (L3 entries, the
+  slot-3 L2 and the hole, 64-bit flags, no linear maps) instead of the 2-level ones.
 
 Requests are drawn by a :class:`Chooser` so the same generator serves Hypothesis (the
 tests) and a seeded :class:`random.Random` (:func:`isolation_campaign`, for nox).
@@ -37,7 +39,7 @@ from typing import Any, Protocol, TypeVar
 import attrs
 
 from pvframe.timekeeping import units
-from pvframe_xen.hypervisor import abi
+from pvframe_xen.hypervisor import abi, isolation_pae
 from pvframe_xen.hypervisor.abi import (
     _PAGE_ACCESSED,
     _PAGE_GLOBAL,
@@ -165,9 +167,13 @@ def check_invariants(hv: XenHypervisor) -> list[str]:
             exp_count[v.guest_table] += 1
             exp_type[v.guest_table] += 1
             bp = pages[v.guest_table]
-            if bp.type != PGT_l2_page_table or not bp.validated or bp.type_count == 0:
-                bad.append(f"vcpu {v.id}: base pointer {v.guest_table:#x} is not a validated L2")
+            if bp.type != hv.root_type or not bp.validated or bp.type_count == 0:
+                bad.append(f"vcpu {v.id}: base pointer {v.guest_table:#x} is not a validated {hv.root_type.name}")
+    if hv.pae:
+        isolation_pae.table_invariants(hv, bad, exp_count, exp_type, writable)
     for mfn, p in pages.items():
+        if hv.pae:
+            break
         if not (p.validated and p.type_count):
             continue
         if p.type == PGT_l1_page_table:
@@ -235,7 +241,7 @@ def check_invariants(hv: XenHypervisor) -> list[str]:
             bad.append(f"vcpu {v.id}: DR7 {dr7:#x} holds GD or an enabled I/O breakpoint")
         # a breakpoint's word must end below the hole (access_ok(value, 4)): the last
         # guest word, HYPERVISOR_VIRT_START - 4, is the guest's
-        if any(d > abi.HYPERVISOR_VIRT_START - 4 for d in v.debugreg[:4]):
+        if any(d > hv.virt_start - 4 for d in v.debugreg[:4]):
             bad.append(f"vcpu {v.id}: a breakpoint address in Xen's hole")
     for t in writable:
         tp = pages.get(t)
@@ -307,7 +313,9 @@ def next_request(hv: XenHypervisor, c: Chooser, virt_base: int = 0xC0000000) -> 
     typed = _frames_of(hv, TYPED) or [base]
     wmapped = [m for m in _frames_of(hv, {PGT_writable_page}) if m != hv.frames.shared_info_mfn]
     va = virt_base + c.integer(0, hv.nr_pages + 8) * 4096
-    kind = c.choice(KINDS)
+    kind = c.choice(isolation_pae.PAE_KINDS if hv.pae else KINDS)
+    if kind.startswith("pae_"):
+        return isolation_pae.pae_request(hv, c, kind, virt_base)
     rw = _PAGE_PRESENT | _PAGE_RW | _PAGE_ACCESSED
     ro = _PAGE_PRESENT | _PAGE_ACCESSED
     if kind == "shared_info_write":
@@ -332,9 +340,9 @@ def next_request(hv: XenHypervisor, c: Chooser, virt_base: int = 0xC0000000) -> 
             io = any((value >> (16 + 4 * i)) & 3 == 2 for i in range(4))
             expect = -EPERM if value & 0x2000 or (value & 0xFF and io) else 0
         elif reg in (0, 1, 2, 3):
-            value = c.choice([0, 0xC0001000, abi.HYPERVISOR_VIRT_START - 4,
-                              abi.HYPERVISOR_VIRT_START - 3, 0xFFFFFFFF])
-            expect = -EPERM if value > abi.HYPERVISOR_VIRT_START - 4 else 0
+            value = c.choice([0, 0xC0001000, hv.virt_start - 4, hv.virt_start - 3,
+                              abi.HYPERVISOR_VIRT_START - 4, 0xFFFFFFFF])
+            expect = -EPERM if value > hv.virt_start - 4 else 0
         else:
             value, expect = c.integer(0, 0xFFFFFFFF), 0 if reg == 6 else -EINVAL
         return Request(kind, 8, (reg, value), expect)
@@ -638,9 +646,11 @@ def execute(hv: XenHypervisor, req: Request) -> Outcome:
     return out
 
 
-def new_domain(nr_pages: int = 32, nr_vcpus: int = 2) -> XenHypervisor:
-    """A booted domain (boot page tables pinned and installed, writable page tables on)."""
-    hv = XenHypervisor(tsc_hz=2_400_000_000, boot_epoch_s=1_200_000_000, nr_pages=nr_pages, nr_vcpus=nr_vcpus)
+def new_domain(nr_pages: int = 32, nr_vcpus: int = 2, pae: bool = False) -> XenHypervisor:
+    """A booted domain (boot page tables pinned and installed, writable page tables on);
+    ``pae``: a PAE domain (an L3 base pointer)."""
+    hv = XenHypervisor(tsc_hz=2_400_000_000, boot_epoch_s=1_200_000_000, nr_pages=nr_pages,
+                       nr_vcpus=nr_vcpus, pae=pae)
     hv.build_domain()
     hv.vm_assist(abi.VMASST_CMD_enable, abi.VMASST_TYPE_writable_pagetables)
     return hv
@@ -685,21 +695,27 @@ def deep_sequence(hv: XenHypervisor, c: Chooser, length: int) -> list[Outcome]:
 
 def isolation_campaign(
     n: int, seed: int, length: int = 25, deep_every: int = 100, first: int = 0,
+    pae_every: int = 2,
 ) -> dict[str, Any]:
     """Run sequences ``first .. first + n - 1`` of the seeded campaign (each drawn from its
     own ``random.Random((seed, i))``, so any range of them can run in another process) and
     return the figures: sequences, requests, accepted, refusals by kind and error,
     breaches (must be 0; an exception out of the model is one), wrong error codes (must be
     0), and the first few problems found. Every ``deep_every``-th sequence is a
-    :func:`deep_sequence` (a few requests only, on a domain of ``DEEP_PAGES`` frames)."""
+    :func:`deep_sequence` (a few requests only, on a domain of ``DEEP_PAGES`` frames);
+    of the others, every ``pae_every``-th runs on a PAE domain (:mod:`.isolation_pae`;
+    0: none). ``pae_sequences`` counts them."""
     refusals: Counter[str] = Counter()
-    requests = accepted = breaches = wrong = deep = 0
+    requests = accepted = breaches = wrong = deep = pae = 0
     problems: list[str] = []
     for i in range(first, first + n):
         rng = RandomChooser(random.Random(f"{seed}:{i}"))
         if deep_every and i % deep_every == deep_every - 1:
             deep += 1
             outcomes = deep_sequence(new_domain(DEEP_PAGES), rng, 3)
+        elif pae_every and i % pae_every == pae_every - 1:
+            pae += 1
+            outcomes = run_sequence(new_domain(pae=True), rng, length)
         else:
             outcomes = run_sequence(new_domain(), rng, length)
         for out in outcomes:
@@ -717,7 +733,8 @@ def isolation_campaign(
             if (out.breaches or out.wrong) and len(problems) < 10:
                 problems.append(out.request.render() + " -> " + "; ".join(out.breaches + out.wrong))
     return {
-        "sequences": n, "deep_sequences": deep, "requests": requests, "accepted": accepted,
+        "sequences": n, "deep_sequences": deep, "pae_sequences": pae, "requests": requests,
+        "accepted": accepted,
         "refused": sum(v for k, v in refusals.items() if not k.startswith("multicall-entry")),
         "refusals_by_kind": dict(sorted(refusals.items())), "breaches": breaches,
         "wrong_errors": wrong, "problems": problems,
@@ -730,7 +747,8 @@ def merge_figures(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for p in parts:
         refusals.update(p["refusals_by_kind"])
     out: dict[str, Any] = {k: sum(p[k] for p in parts) for k in (
-        "sequences", "deep_sequences", "requests", "accepted", "refused", "breaches", "wrong_errors")}
+        "sequences", "deep_sequences", "pae_sequences", "requests", "accepted", "refused", "breaches",
+        "wrong_errors")}
     out["refusals_by_kind"] = dict(sorted(refusals.items()))
     out["problems"] = [q for p in parts for q in p["problems"]][:10]
     return out

@@ -18,13 +18,20 @@ from pvframe_xen.hypervisor.abi import DOMID_XEN, PAGE_SHIFT, PAGE_SIZE
 
 
 class PageType(enum.IntEnum):
-    """``PGT_*`` types (Xen 3.4 ``mm.h``; 3 and 4 are the PAE/x86_64 levels, unused here)."""
+    """``PGT_*`` types (Xen 3.4 ``mm.h``; 3 is the PAE L3, 4 the x86_64 L4, unused here).
+
+    ``PGT_l2_pae_xen`` is Xen's ``PGT_l2_page_table | PGT_pae_xen_l2``: an L2 referenced
+    from slot 3 of a PAE L3, whose top slots hold Xen's mappings. ``get_page_type``
+    compares type and flag together, so while referenced it is neither an ordinary L2
+    (slots 0-2 of an L3, ``MMUEXT_PIN_L2_TABLE``) nor shared by a second L3."""
 
     PGT_none = 0
     PGT_l1_page_table = 1
     PGT_l2_page_table = 2
+    PGT_l3_page_table = 3
     PGT_seg_desc_page = 5
     PGT_writable_page = 7
+    PGT_l2_pae_xen = 10
 
 
 PGT_none = PageType.PGT_none
@@ -32,8 +39,13 @@ PGT_l1_page_table = PageType.PGT_l1_page_table
 PGT_l2_page_table = PageType.PGT_l2_page_table
 PGT_seg_desc_page = PageType.PGT_seg_desc_page
 PGT_writable_page = PageType.PGT_writable_page
+PGT_l3_page_table = PageType.PGT_l3_page_table
+PGT_l2_pae_xen = PageType.PGT_l2_pae_xen
 #: Types that are page tables (``type <= PGT_l4_page_table`` in Xen's ``put_page_type``).
-PAGE_TABLE_TYPES = frozenset({PGT_l1_page_table, PGT_l2_page_table})
+PAGE_TABLE_TYPES = frozenset({PGT_l1_page_table, PGT_l2_page_table, PGT_l3_page_table,
+                              PGT_l2_pae_xen})
+#: the L2 types (an ordinary L2, the L2 of a PAE L3's slot 3)
+L2_TYPES = frozenset({PGT_l2_page_table, PGT_l2_pae_xen})
 #: Frame-number sentinel of the M2P for frames without a pfn (``INVALID_M2P_ENTRY``).
 INVALID_M2P_ENTRY = 0xFFFFFFFF
 

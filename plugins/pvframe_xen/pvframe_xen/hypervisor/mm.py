@@ -1,4 +1,5 @@
-"""Page-type and reference-count rules of a 32-bit non-PAE PV domain (Xen 3.4 mm.c).
+"""Page-type and reference-count rules of a 32-bit non-PAE PV domain (Xen 3.4 mm.c); a
+PAE domain's are :class:`pvframe_xen.hypervisor.mm_pae.PaeMM`, built on this class.
 
 Each method follows the Xen 3.0/3.1 ``xen/arch/x86/mm.c`` function of the same name
 (read through the search tools; behaviour re-expressed, not copied). Refusals return
