@@ -3,6 +3,7 @@ boot Mini-OS is one line on stderr and exit status 2."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,15 @@ def test_no_build_without_an_image_is_one_line(tmp_path: Path, capsys: pytest.Ca
     (tmp_path / "Makefile").write_text("all:\n")
     assert minios.main(["--src", str(tmp_path), "--no-build"]) == 2
     assert "no Mini-OS image" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.environ.get("MINIOS_SRC"), reason="MINIOS_SRC names no Mini-OS source")
+def test_minios_boots_to_its_main_on_the_xen_model() -> None:
+    """The issue's done-when, on the user's Mini-OS source (never part of pvframe)."""
+    src = minios.source_dir(None)
+    image = minios.build(src, "dummy")
+    summary = minios.boot(image, 32, 3_000_000, "", stream=False)
+    console = str(summary["console"])
+    assert "Xen Minimal OS (pv)!" in console and "kernel.c: dummy main: par=0" in console
+    assert "  start_info: 0x" in console and "nr_pt_frames: 0x5" in console
+    assert summary["xen_refusals"] == {}

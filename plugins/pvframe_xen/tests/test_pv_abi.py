@@ -140,11 +140,15 @@ def _walk_pae(hv: XenHypervisor, root_mfn: int, va: int) -> int:
 
 
 def test_builder_lays_out_pae_tables_as_libxc(pae_guest: bytes) -> None:
-    hv = XenHypervisor(tsc_hz=10**9, boot_epoch_s=0, nr_pages=2048)
+    hv = XenHypervisor(tsc_hz=10**9, boot_epoch_s=0, nr_pages=2048, pae=True)
     img = image.parse(pae_guest)
     assert img.pae
     dom = builder.build(hv, img)
     si, lay = dom.start_info, dom.layout
+    # validated by the model's PAE rules, pinned, and VCPU 0's base pointer
+    root = hv.frames.pages[dom.root_mfn]
+    assert dom.validated and root.type == PageType.PGT_l3_page_table and root.pinned
+    assert hv.vcpus[0].guest_table == dom.root_mfn
     assert si.magic == "xen-3.0-x86_32p"
     assert si.pt_base == img.virt_base + lay.pt_pfn * 4096
     # L3, the L2 of slot 3 (always, as libxc builds it), and one L1 per 2 MiB mapped
@@ -157,6 +161,16 @@ def test_builder_lays_out_pae_tables_as_libxc(pae_guest: bytes) -> None:
         assert pte & 1 and not pte & 2 and pte >> 12 == hv.pfn_to_mfn(pfn)
     stack = _walk_pae(hv, dom.root_mfn, dom.stack_top - 4)
     assert stack & 3 == 3
+
+
+def test_pae_guest_runs_on_the_pae_model(pae_guest: bytes) -> None:
+    m = Machine("xen", MachineConfig(ram_size=16 << 20))
+    m.bound.plugin.load_pv_image(m, pae_guest)
+    assert m.cpu.cr4 & 0x20  # CR4.PAE
+    result = m.run(200_000)
+    assert result.stop == "exit" and result.exit_code == 1, result.console
+    assert result.console.splitlines()[-1] == "timer event upcall"
+    assert m.bound.plugin.run_report(m)["xen_refusals"] == {"privileged_instruction:bounced": 1}
 
 
 def test_other_backends_refuse_a_pv_image_in_one_line(guest: bytes, tmp_path: Path) -> None:

@@ -54,3 +54,31 @@ def test_mmu_update_runs_the_readable_requests_then_efault() -> None:
     # a range reaching into the hole fails before anything runs
     rc = t.call(1, (abi.HYPERVISOR_VIRT_START - 16, 2, 0, abi.DOMID_SELF, 0, 0))
     assert rc == -abi.EFAULT
+
+
+def test_grant_table_setup_through_the_transport() -> None:
+    """``GNTTABOP_setup_table`` (grant_table.h): the frame list is copied out, the frames
+    are the domain's, writable, never page tables; the invariants still hold."""
+    from pvframe_xen.hypervisor import isolation
+    from pvframe_xen.hypervisor.memory import PageType
+
+    hv, t = campaign.new_pv_domain()
+    g = campaign._Guest(hv)
+    frames_va = g.put(bytes(16))
+    uop = g.put(struct.pack("<HxxIhxxI", abi.DOMID_SELF, 4, 99, frames_va))
+    assert t.call(20, (abi.GNTTABOP_setup_table, uop, 1, 0, 0, 0)) == 0
+    status = struct.unpack("<h", hv.copy_from_guest(uop + 8, 2) or b"")[0]
+    frames = list(struct.unpack("<4I", hv.copy_from_guest(frames_va, 16) or b""))
+    assert status == abi.GNTST_okay and frames == hv.grant_frames and len(set(frames)) == 4
+    for mfn in frames:
+        page = hv.frames.pages[mfn]
+        assert page.owner == hv.domid and page.effective_type() == PageType.PGT_writable_page
+    assert isolation.check_invariants(hv) == []
+    # too many frames: a per-op status, the call itself succeeds
+    big = g.put(struct.pack("<HxxIhxxI", abi.DOMID_SELF, abi.MAX_GRANT_FRAMES + 1, 0, frames_va))
+    assert t.call(20, (abi.GNTTABOP_setup_table, big, 1, 0, 0, 0)) == 0
+    assert struct.unpack("<h", hv.copy_from_guest(big + 8, 2) or b"")[0] == abi.GNTST_general_error
+    # another domain's table: permission denied
+    other = g.put(struct.pack("<HxxIhxxI", 0, 1, 0, frames_va))
+    assert t.call(20, (abi.GNTTABOP_setup_table, other, 1, 0, 0, 0)) == 0
+    assert struct.unpack("<h", hv.copy_from_guest(other + 8, 2) or b"")[0] == abi.GNTST_permission_denied

@@ -311,3 +311,34 @@ class XenString:
     """An OUT ``char[]`` buffer (extraversion, capabilities, ...)."""
 
     value: str = ""
+
+
+# --------------------------------------------------------------------------------------
+# Grant tables (grant_table.h)
+# --------------------------------------------------------------------------------------
+GNTTABOP_setup_table, GNTTABOP_query_size = 2, 6
+GNTST_okay, GNTST_general_error, GNTST_permission_denied = 0, -1, -8
+#: grant-table frames a domain may have (Xen's ``max_nr_grant_frames``; the model keeps
+#: them in the frames between Xen's and the domains', :data:`GRANT_FIRST_MFN` on)
+MAX_GRANT_FRAMES = 16
+GRANT_FIRST_MFN = 0xF0
+
+
+@attrs.define
+class GnttabSetupTable:
+    """``struct gnttab_setup_table { IN dom, nr_frames; OUT status; OUT frame_list[] }``."""
+
+    dom: int
+    nr_frames: int
+    status: int = 0
+    frames: list[int] = attrs.field(factory=list)
+
+
+@attrs.define
+class GnttabQuerySize:
+    """``struct gnttab_query_size { IN dom; OUT nr_frames, max_nr_frames, status }``."""
+
+    dom: int
+    nr_frames: int = 0
+    max_nr_frames: int = 0
+    status: int = 0

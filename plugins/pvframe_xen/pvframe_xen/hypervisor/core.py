@@ -56,6 +56,7 @@ from pvframe_xen.hypervisor.memory import (
     L2_TYPES,
     FrameTable,
     MachineMemory,
+    PageInfo,
     PageType,
     PGT_l1_page_table,
     PGT_l2_page_table,
@@ -190,6 +191,8 @@ class XenHypervisor:
     current: int = 0
     in_multicall: bool = False
     foreigndom: int = 0
+    #: the domain's grant-table frames (``GNTTABOP_setup_table`` grows them)
+    grant_frames: list[int] = attrs.field(factory=list)
 
     def __attrs_post_init__(self) -> None:
         self.frames = FrameTable(self.domid, self.nr_pages, self.other_domid)
@@ -1253,7 +1256,50 @@ class XenHypervisor:
         return -ENOSYS
 
 
+def _do_grant_table_op(self: XenHypervisor, cmd: Any, uop: Any, count: Any, *_: Any) -> int:
+    """``do_grant_table_op`` (grant_table.h, Xen ``common/grant_table.c``), the two
+    commands a guest needs to find its grant table: ``GNTTABOP_setup_table`` grows the
+    table to ``nr_frames`` (at most :data:`abi.MAX_GRANT_FRAMES`, else
+    ``GNTST_general_error``; another domain: ``GNTST_permission_denied``) and lists its
+    frames; each frame is Xen's, shared writable with the domain
+    (``share_xen_page_with_guest``: owned by the domain with a permanent writable type
+    reference, never a page table). ``GNTTABOP_query_size``: current and maximum frames.
+    Per-op failures are in ``status``; the call returns 0. Other commands: -ENOSYS."""
+    if cmd not in (abi.GNTTABOP_setup_table, abi.GNTTABOP_query_size):
+        return -ENOSYS
+    if not _is_seq(uop) or not isinstance(count, int) or count < 0 or count > len(uop):
+        return -EFAULT
+    for op in uop[:count]:
+        if cmd == abi.GNTTABOP_query_size:
+            if not isinstance(op, abi.GnttabQuerySize):
+                return -EFAULT
+            if op.dom != DOMID_SELF:
+                op.status = abi.GNTST_permission_denied
+                continue
+            op.nr_frames, op.max_nr_frames = len(self.grant_frames), abi.MAX_GRANT_FRAMES
+            op.status = abi.GNTST_okay
+            continue
+        if not isinstance(op, abi.GnttabSetupTable):
+            return -EFAULT
+        if op.dom != DOMID_SELF:
+            op.status = abi.GNTST_permission_denied
+            continue
+        if not 0 <= op.nr_frames <= abi.MAX_GRANT_FRAMES:
+            op.status = abi.GNTST_general_error
+            continue
+        while len(self.grant_frames) < op.nr_frames:
+            mfn = abi.GRANT_FIRST_MFN + len(self.grant_frames)
+            self.frames.pages[mfn] = PageInfo(owner=self.domid, count=2, type=PGT_writable_page,
+                                              type_count=1, validated=True)
+            self.memory.write_bytes(mfn << PAGE_SHIFT, bytes(PAGE_SIZE))
+            self.grant_frames.append(mfn)
+        op.frames = self.grant_frames[:op.nr_frames]
+        op.status = abi.GNTST_okay
+    return 0
+
+
 _HANDLERS: dict[int, Callable[..., int]] = {
+    20: _do_grant_table_op,
     0: XenHypervisor._do_set_trap_table,
     1: XenHypervisor._do_mmu_update,
     2: XenHypervisor._do_set_gdt,
@@ -1281,5 +1327,5 @@ _HANDLERS: dict[int, Callable[..., int]] = {
 _ARG_KINDS: dict[int, str] = {
     0: "p", 1: "pipi", 2: "pi", 3: "ii", 4: "iiii", 5: "i", 6: "ii", 8: "ii", 9: "i",
     10: "iiii", 13: "pi", 14: "iiii", 15: "ii", 17: "ip", 21: "ii", 24: "iip", 26: "pipi",
-    29: "ip", 32: "ip", 33: "ip",
+    29: "ip", 32: "ip", 33: "ip", 20: "ipi",
 }

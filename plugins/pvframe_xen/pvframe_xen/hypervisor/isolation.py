@@ -145,8 +145,9 @@ def check_invariants(hv: XenHypervisor) -> list[str]:
             exp_type[mfn] += 1
             if p.type not in PAGE_TABLE_TYPES or not p.validated:
                 bad.append(f"mfn {mfn:#x}: pinned but not a validated table")
-    exp_count[hv.frames.shared_info_mfn] += 1
-    exp_type[hv.frames.shared_info_mfn] += 1
+    for shared in (hv.frames.shared_info_mfn, *hv.grant_frames):  # Xen's pages shared writable
+        exp_count[shared] += 1
+        exp_type[shared] += 1
     for v in hv.vcpus:
         for g in v.gdt_frames:
             exp_count[g] += 1

@@ -126,7 +126,8 @@ def table_invariants(hv: XenHypervisor, bad: list[str], exp_count: Counter[int],
                         if e1 & _PAGE_PRESENT and e1 & _PAGE_RW:
                             writable.add(pae_mfn(e1))
             for i in range(slots, 512):
-                if ents[i] & _PAGE_PRESENT:
+                # Xen's own entries (MM.xen_slots) and nothing else
+                if ents[i] != hv.mm.xen_slots.get(i, ents[i] & ~_PAGE_PRESENT):
                     bad.append(f"L2 {mfn:#x}[{i}] present in Xen's slots (the PAE hole)")
         elif p.type == PGT_l3_page_table:
             if mfn >= PAE_L3_MAX_MFN:

@@ -145,6 +145,8 @@ class PaeMM(MM):
                 return False
         if slots < PAE_ENTRIES:
             self.memory.write_bytes((mfn << PAGE_SHIFT) + 8 * slots, bytes(8 * (PAE_ENTRIES - slots)))
+            for slot, entry in self.xen_slots.items():  # Xen's own mappings (MM.xen_slots)
+                self.memory.write((mfn << PAGE_SHIFT) + 8 * slot, 8, entry)
         return True
 
     def alloc_l3_table(self, mfn: int) -> bool:

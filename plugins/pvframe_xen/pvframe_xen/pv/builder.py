@@ -274,11 +274,10 @@ def build(hv: XenHypervisor, image: XenImage, cmd_line: str = "") -> BuiltDomain
         raise BuildError(f"page-table count {tables.next_pfn - lay.pt_pfn} != planned {lay.pt_frames}")
     xen_slots = install_xen_area(hv, image.pae)
     root_mfn = hv.pfn_to_mfn(tables.root_pfn)
+    hv.mm.xen_slots.update(xen_slots)  # written into every table that validates
     if image.pae:
         for index, entry in xen_slots.items():
             tables.write(tables.l2[3], index, entry)
-    else:
-        hv.mm.xen_slots.update(xen_slots)
     validated = _register(hv, root_mfn, image.pae)
     # start_info
     info = StartInfo(

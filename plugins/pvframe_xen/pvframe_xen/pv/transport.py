@@ -309,7 +309,33 @@ def _set_gdt(t: Transport, a: tuple[int, ...]) -> int:
     return t.run(2, frames, entries)
 
 
+def _grant_table_op(t: Transport, a: tuple[int, ...]) -> int:
+    """``gnttab_setup_table`` (16 bytes: dom u16, nr_frames u32 @4, status i16 @8,
+    frame_list @12) and ``gnttab_query_size`` (dom u16, nr_frames @4, max_nr_frames @8,
+    status i16 @12), grant_table.h; the frame list is copied out per frame."""
+    cmd, uop, count = a[0], a[1], a[2]
+    if cmd == abi.GNTTABOP_setup_table:
+        ops = []
+        for i in range(count):
+            dom, nr, _status, lst = struct.unpack("<HxxIhxxI", t.mem.read(uop + 16 * i, 16))
+            ops.append((abi.GnttabSetupTable(dom, nr), lst))
+        rc = t.run(20, cmd, [op for op, _ in ops], count)
+        for i, (op, lst) in enumerate(ops):
+            t.mem.write(uop + 16 * i + 8, struct.pack("<h", op.status))
+            if op.status == abi.GNTST_okay:
+                t.mem.write(lst, struct.pack(f"<{len(op.frames)}I", *op.frames))
+        return rc
+    if cmd == abi.GNTTABOP_query_size:
+        qs = [abi.GnttabQuerySize(struct.unpack("<H", t.mem.read(uop + 16 * i, 2))[0]) for i in range(count)]
+        rc = t.run(20, cmd, qs, count)
+        for i, q in enumerate(qs):
+            t.mem.write(uop + 16 * i + 4, struct.pack("<IIh", q.nr_frames, q.max_nr_frames, q.status))
+        return rc
+    return t.run(20, cmd, None, count)
+
+
 DECODERS: dict[int, Decoder] = {
+    20: _grant_table_op,
     0: _set_trap_table,
     1: _mmu_update,
     2: _set_gdt,
