@@ -168,6 +168,7 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
     def run_report(self, machine: Any) -> dict[str, Any]:
         hv = self.hypervisor(machine)
         if self.pv is not None:
+            self.pv.flush_console_io()
             refusals = Counter(self.refusals)
             for name, n in self.pv.ring0.stats.items():
                 if name == "gp_from_ring1":

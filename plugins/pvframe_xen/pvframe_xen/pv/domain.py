@@ -64,18 +64,35 @@ class PVDomain:
         self.hv = hv
         self.built = built
         hole = builder.HYPERVISOR_VIRT_START_PAE if built.pae else abi.HYPERVISOR_VIRT_START
-        self.transport = Transport(machine, hv, hole, self.console)
+        self._io_line = b""
+        self.transport = Transport(machine, hv, hole, self.console_io)
         self.ring0 = Ring0(machine, hv, transport=self.transport)
         self.ring0.after_hypercall.append(self.follow_model)
         self._log_mark = hv.log.total
 
     def console(self, data: bytes) -> None:
-        """``CONSOLEIO_write``: the bytes go out on the machine's console."""
+        """The bytes go out on the machine's console."""
         uart = self.machine.platform.uart
         for byte in data:
             uart.console.append(byte)
             if uart.on_transmit is not None:
                 uart.on_transmit(byte)
+
+    def console_io(self, data: bytes) -> None:
+        """``CONSOLEIO_write``: Xen's own console, where a domU's text is buffered per line
+        and printed as ``(d<domid>) line`` (Xen ``drivers/char/console.c``
+        ``guest_console_write``), so it stays apart from the domain's console ring, which
+        the same machine console shows unprefixed (as ``xl console`` does)."""
+        self._io_line += data
+        while b"\n" in self._io_line:
+            line, _, self._io_line = self._io_line.partition(b"\n")
+            self.console(b"(d%d) " % self.hv.domid + line + b"\n")
+
+    def flush_console_io(self) -> None:
+        """Print a console_io line the guest left unterminated (at the end of the run)."""
+        if self._io_line:
+            line, self._io_line = self._io_line, b""
+            self.console(b"(d%d) " % self.hv.domid + line + b"\n")
 
     def drain_console_ring(self) -> None:
         """xenconsoled's side of the console page (public ``io/console.h``: ``struct
@@ -103,6 +120,7 @@ class PVDomain:
         if base != machine.cpu.cr3:
             machine.mmu.write_cr3(base)
         if hv.shutdown_reason is not None:
+            self.flush_console_io()
             machine.stop("exit", exit_code=(hv.shutdown_reason << 1) | 1,
                          detail=f"xen: SCHEDOP_shutdown, reason {hv.shutdown_reason}")
         elif hv.vcpus[hv.current].blocked:
