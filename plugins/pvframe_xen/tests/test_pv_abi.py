@@ -89,7 +89,7 @@ def test_pv_guest_boots_at_ring1_and_talks_through_int82(guest: bytes) -> None:
     )]
     report = m.bound.plugin.run_report(m)
     assert report["hypercalls"] == {
-        "console_io": 9, "event_channel_op": 1, "mmuext_op": 1, "physdev_op": 1,
+        "console_io": 9, "event_channel_op": 1, "iret": 1, "mmuext_op": 1, "physdev_op": 1,
         "sched_op_new": 2, "set_callbacks": 1, "set_timer_op": 1, "set_trap_table": 1,
         "update_va_mapping": 1,
     }

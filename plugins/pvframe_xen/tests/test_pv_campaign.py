@@ -82,3 +82,37 @@ def test_grant_table_setup_through_the_transport() -> None:
     other = g.put(struct.pack("<HxxIhxxI", 0, 1, 0, frames_va))
     assert t.call(20, (abi.GNTTABOP_setup_table, other, 1, 0, 0, 0)) == 0
     assert struct.unpack("<h", hv.copy_from_guest(other + 8, 2) or b"")[0] == abi.GNTST_permission_denied
+
+
+def test_vcpu_op_singleshot_timer_is_read_from_guest_memory() -> None:
+    """``VCPUOP_set_singleshot_timer`` (vcpu.h: ``{u64 timeout_abs_ns; u32 flags}``)."""
+    hv, t = campaign.new_pv_domain()
+    g = campaign._Guest(hv)
+    deadline = (7 << 32) + 12345
+    arg = g.put(struct.pack("<QI", deadline, 0))
+    assert t.call(24, (abi.VCPUOP_set_singleshot_timer, 0, arg, 0, 0, 0)) == 0
+    assert hv.vcpus[0].singleshot_deadline == deadline
+    past = g.put(struct.pack("<QI", 0, abi.VCPU_SSHOTTMR_future))
+    hv.tsc_now = 10**9
+    assert t.call(24, (abi.VCPUOP_set_singleshot_timer, 0, past, 0, 0, 0)) == -abi.ETIME
+    assert t.call(24, (abi.VCPUOP_set_singleshot_timer, 0, campaign.UNMAPPED, 0, 0, 0)) == -abi.EFAULT
+
+
+def test_multicall_runs_each_entry_and_writes_its_result() -> None:
+    """``multicall_entry_t`` (xen.h, x86_32: op, result, args[6]; 32 bytes): every entry
+    runs through the same decoders; results are written back; a nested multicall is
+    -EINVAL and an op beyond the table -ENOSYS, the others still run."""
+    hv, t = campaign.new_pv_domain()
+    g = campaign._Guest(hv)
+    entries = b"".join(struct.pack("<II6I", op, 0xDEAD, *args) for op, args in (
+        (17, (abi.XENVER_version, 0, 0, 0, 0, 0)),
+        (99, (0,) * 6),
+        (13, (0, 0, 0, 0, 0, 0)),
+        (21, (abi.VMASST_CMD_enable, abi.VMASST_TYPE_4gb_segments, 0, 0, 0, 0)),
+    ))
+    ptr = g.put(entries)
+    assert t.call(13, (ptr, 4, 0, 0, 0, 0)) == 0
+    results = [struct.unpack("<i", hv.copy_from_guest(ptr + 32 * i + 4, 4) or b"")[0] for i in range(4)]
+    assert results == [(3 << 16) | 1, -abi.ENOSYS, -abi.EINVAL, 0]
+    assert hv.vm_assist_flags & (1 << abi.VMASST_TYPE_4gb_segments)
+    assert hv.counts["multicall"] == 1 and hv.counts["xen_version"] == 1

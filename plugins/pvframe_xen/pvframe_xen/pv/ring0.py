@@ -137,6 +137,7 @@ class Ring0:
             raise DomainCrash(f"iret hypercall with a bad frame at {cpu.esp:#x}: {exc!r}") from exc
         vi = self.hv.vcpu_info(self.hv.current)
         vi.evtchn_upcall_mask = 0 if eflags & IF else 1
+        self.hv.hypercall(HYPERCALL_IRET, cpu.esp, result=0)  # counted as the others are
         cpu.eax, cpu.eip, cpu.esp = eax, eip, esp
         cpu.eflags = (eflags & ~(VM | NT | 0x3000)) | IF | 0x2
 

@@ -79,7 +79,7 @@ fail:
 ud_handler:
     PRINT(udmsg)
     addl $2, (%esp)
-    iret
+    jmp hypercall_page + 23 * 32    /* return through HYPERVISOR_iret */
 
 gp_handler:
     PRINT(gpmsg)
