@@ -50,3 +50,14 @@ def test_minios_boots_to_its_main_on_the_xen_model() -> None:
     assert "Xen Minimal OS (pv)!" in console and "kernel.c: dummy main: par=0" in console
     assert "  start_info: 0x" in console and "nr_pt_frames: 0x5" in console
     assert summary["xen_refusals"] == {}
+
+
+@pytest.mark.skipif(not os.environ.get("MINIOS_SRC"), reason="MINIOS_SRC names no Mini-OS source")
+def test_minios_with_the_shutdown_app_ends_with_exit() -> None:
+    """pvframe's app: a Mini-OS thread sleeps 2 s of virtual time, then SCHEDOP_shutdown
+    (poweroff): the run stops as ``exit`` with status 0 ((0 << 1) | 1)."""
+    image = minios.build(minios.source_dir(None), "shutdown")
+    summary = minios.boot(image, 32, 20_000_000, "", stream=False)
+    assert summary["stop"] == "exit" and summary["exit_code"] == 1
+    assert "pvframe app: SCHEDOP_shutdown(poweroff)" in str(summary["console"])
+    assert summary["xen_refusals"] == {}

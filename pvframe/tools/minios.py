@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import IO
 
 #: Mini-OS's make variables for a 32-bit PV build without the split-driver frontends
 #: (no xenstore or device backends exist in the model)
@@ -63,9 +64,54 @@ def check_compiler() -> None:
                               + (r.stderr.strip().splitlines() or ["?"])[-1])
 
 
-#: the application linked in: Mini-OS's weak dummy ``app_main`` (prints one line), or its
-#: test application (``CONFIG_TEST=y``: a periodic thread printing the time every second)
-APPS = {"dummy": ("CONFIG_TEST=n",), "test": ("CONFIG_TEST=y",)}
+#: the application linked in: Mini-OS's weak dummy ``app_main`` (prints one line), its
+#: test application (``CONFIG_TEST=y``: a periodic thread printing the time every second),
+#: or pvframe's :data:`SHUTDOWN_APP` (a thread that sleeps, then powers the domain off)
+APPS = {"dummy": ("CONFIG_TEST=n",), "test": ("CONFIG_TEST=y",), "shutdown": ("CONFIG_TEST=n",)}
+
+#: pvframe's own Mini-OS application (Mini-OS's ``app_main`` hook and its thread, time and
+#: hypercall API): a thread sleeps 2 s of virtual time and calls ``SCHEDOP_shutdown``
+#: (poweroff), so the run ends with stop ``exit`` and status 0
+SHUTDOWN_APP = """\
+#include <mini-os/os.h>
+#include <mini-os/hypervisor.h>
+#include <mini-os/console.h>
+#include <mini-os/time.h>
+#include <mini-os/sched.h>
+static void shutter(void *p)
+{
+    struct sched_shutdown s = { .reason = SHUTDOWN_poweroff };
+    printk("pvframe app: thread sleeping 2 s\\n");
+    msleep(2000);
+    printk("pvframe app: SCHEDOP_shutdown(poweroff)\\n");
+    HYPERVISOR_sched_op(SCHEDOP_shutdown, &s);
+}
+int app_main(void *p)
+{
+    create_thread("shutter", shutter, p);
+    return 0;
+}
+int main(int argc, char **argv) { return 0; }
+"""
+
+
+def _app_object(src: Path, out: IO[str]) -> Path:
+    """Compile :data:`SHUTDOWN_APP` against the source's headers (Mini-OS's x86_32 PV
+    flags) into ``src/pvframe-app/app.o`` (the headers Mini-OS generates exist after one
+    build)."""
+    folder = src / "pvframe-app"
+    folder.mkdir(exist_ok=True)
+    (folder / "app.c").write_text(SHUTDOWN_APP)
+    inc = src / "include"
+    cmd = ["gcc", "-m32", "-march=i686", "-fno-builtin", "-fno-stack-protector", "-fgnu89-inline",
+           "-D__INSIDE_MINIOS__", "-DCONFIG_PARAVIRT", "-DCONFIG_SPARSE_BSS",
+           "-D__XEN_INTERFACE_VERSION__=0x00030205", "-D__MINIOS__", "-isystem", str(inc),
+           "-isystem", str(inc / "x86"), "-isystem", str(inc / "x86" / "x86_32"),
+           "-c", str(folder / "app.c"), "-o", str(folder / "app.o")]
+    r = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+    if r.returncode:
+        raise MiniOSError(f"the shutdown app does not compile against {src} (see {src / 'pvframe-build.log'})")
+    return folder / "app.o"
 
 
 def build(src: Path, app: str = "dummy", jobs: int = 2) -> Path:
@@ -74,12 +120,19 @@ def build(src: Path, app: str = "dummy", jobs: int = 2) -> Path:
     flags than the previous one starts with ``make clean`` (Mini-OS's make does not track
     its configuration)."""
     check_compiler()
-    flags = (*MAKE_FLAGS, *APPS[app])
+    flags: tuple[str, ...] = (*MAKE_FLAGS, *APPS[app])
     stamp = src / "pvframe-build.flags"
     log = src / "pvframe-build.log"
+    if app == "shutdown":
+        flags = (*flags, f"APP_OBJS={src / 'pvframe-app' / 'app.o'}")
     with log.open("w") as out:
         if not stamp.is_file() or stamp.read_text() != " ".join(flags):
             subprocess.run(["make", "clean", *flags], cwd=src, stdout=out, stderr=subprocess.STDOUT)
+        if app == "shutdown":  # Mini-OS's generated headers first, then the app against them
+            subprocess.run(["make", f"-j{jobs}", *MAKE_FLAGS, *APPS[app]], cwd=src, stdout=out,
+                           stderr=subprocess.STDOUT)
+            out.flush()
+            _app_object(src, out)
         r = subprocess.run(["make", f"-j{jobs}", *flags], cwd=src, stdout=out,
                            stderr=subprocess.STDOUT)
     if r.returncode:
@@ -126,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--src", help="Mini-OS source folder (default: $MINIOS_SRC)")
     ap.add_argument("--no-build", action="store_true", help="boot the image already built in the folder")
     ap.add_argument("--app", choices=sorted(APPS), default="dummy",
-                    help="dummy: Mini-OS's default app_main; test: its test app (a periodic timer thread)")
+                    help="dummy: Mini-OS's default app_main; test: its test app (a periodic timer "
+                         "thread); shutdown: pvframe's app (a thread sleeps 2 s, then powers off)")
     ap.add_argument("--memory", type=int, default=32, help="domain RAM in MiB (default 32)")
     ap.add_argument("-n", "--max-instructions", type=int, default=20_000_000)
     ap.add_argument("--cmdline", default="")
