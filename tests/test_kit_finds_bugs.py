@@ -1,4 +1,4 @@
-"""The equivalence kit must catch real bugs: five deliberately wrong backends, each found
+"""The equivalence kit must catch real bugs: six deliberately wrong backends, each found
 within the CI profile's example budget and shrunk to a short program (or flagged by the
 hook-level contract that covers an op native guest code never reaches)."""
 
@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, Phase, find, settings
+from pvframe_vmi.backend import VmiBackend
 
 from pvframe import plugins
 from pvframe.hookspecs import hookimpl
@@ -63,12 +65,37 @@ class WallclockInMilliseconds:
         return int(machine.platform.rtc_seconds()) * 1000
 
 
+class VmiAlarmThroughNanoseconds(VmiBackend):
+    """The VMI backend as it was: the APIC timer's expiry and period turned into ns and
+    back into cycles through the vmi-timer clockevent's 22-bit ``mult`` (exact only at
+    ``1e9 / 2**j`` Hz), so at 200 MHz every alarm came a cycle early (Debian 6.1's boot
+    on vmi departed from native's)."""
+
+    def attach(self, machine: Any) -> None:
+        super().attach(machine)
+        driver = self.apic.timer
+        exact_arm = driver.arm
+        hz = machine.config.tsc_hz
+        mult = units.div_sc(hz // 1000, units.NSEC_PER_MSEC, 22)
+
+        def through_ns(cycles: int) -> int:
+            return units.clockevent_ns_to_ticks(units.tsc_to_ns(cycles, hz), mult, 22)
+
+        def arm(expiry_tsc: int, period_tsc: int | None) -> None:
+            now = int(machine.tsc())
+            exact_arm(now + through_ns(max(0, expiry_tsc - now)),
+                      None if period_tsc is None else max(1, through_ns(period_tsc)))
+
+        driver.arm = arm
+
+
 BUGGY = {
     "forgets-pending": ForgetsPendingEvent,
     "tsc-off-by-one": TscOffByOne,
     "cr3-no-flush": Cr3WithoutFlush,
     "set-pte-present": SetPteIgnoresPresent,
     "wallclock-ms": WallclockInMilliseconds,
+    "vmi-alarm-via-ns": VmiAlarmThroughNanoseconds,
 }
 
 
@@ -102,7 +129,7 @@ def find_divergence(backend: str, backends: dict[str, plugins.BackendInfo]) -> o
     return divergence
 
 
-@pytest.mark.parametrize("bug", ["forgets-pending", "tsc-off-by-one", "cr3-no-flush"])
+@pytest.mark.parametrize("bug", ["forgets-pending", "tsc-off-by-one", "cr3-no-flush", "vmi-alarm-via-ns"])
 def test_generated_programs_find_the_bug_and_shrink_it(bug: str, backends: Any) -> None:
     divergence = find_divergence(bug, backends)
     program: Program = divergence.program
@@ -127,3 +154,14 @@ def test_hook_contracts_find_the_bug(bug: str, contract: str, backends: Any) -> 
 @pytest.mark.parametrize("backend", ["native", "xen", "vmi"])
 def test_installed_backends_pass_the_contracts(backend: str) -> None:
     assert contracts.check_all(backend) == []
+
+
+def test_vmi_alarm_bug_needs_a_drawn_tsc_rate(backends: Any) -> None:
+    """The ingredient that finds ``vmi-alarm-via-ns``: the machine's TSC rate. At the
+    default 1 GHz the conversion is exact and the program matches native."""
+    divergence = find_divergence("vmi-alarm-via-ns", backends)
+    program: Program = divergence.program
+    assert program.tsc_hz is not None and program.tsc_hz != 10**9
+    assert f"TSC at {program.tsc_hz} Hz" in program.listing()
+    at_default = attrs.evolve(program, tsc_hz=None)
+    assert oracle.compare(at_default, "vmi-alarm-via-ns", backends=backends) is None

@@ -119,8 +119,11 @@ def observe(
     extra_plugins: tuple[Any, ...] = (),
 ) -> Observation:
     """Run ``program`` on ``backend`` and collect what the guest could observe
-    (``extra_plugins`` are bound next to the backend: tracers, recorders)."""
+    (``extra_plugins`` are bound next to the backend: tracers, recorders). The machine is
+    ``config``, else one at the program's TSC rate."""
     built = assemble(program.source(), p.LOAD_ADDR)
+    if config is None and program.tsc_hz is not None:
+        config = MachineConfig(tsc_hz=program.tsc_hz)
     machine = Machine(backend, config, backends=backends, extra_plugins=extra_plugins)
     machine.load_raw(built.image, p.LOAD_ADDR, p.LOAD_ADDR)
     result = machine.run(budget, wall_clock_s=KIT_WALL_CLOCK_S)

@@ -535,14 +535,18 @@ class TimerDeadline(Op):
 
 @attrs.frozen
 class Program:
-    """A guest program: the ops and whether the harness turns paging on first."""
+    """A guest program: the ops, whether the harness turns paging on first, and the
+    machine's TSC rate (None: the default CPU model's)."""
 
     ops: tuple[Op, ...]
     paging: bool = False
+    tsc_hz: int | None = None
 
     def listing(self) -> str:
         """The program as assembly, one op per line (what a failing test prints)."""
         head = "; harness: paging on (identity 0-4 MiB, test pages at 0x40000000)\n" if self.paging else ""
+        if self.tsc_hz is not None:
+            head = f"; machine: TSC at {self.tsc_hz} Hz\n" + head
         return head + "\n".join(f"{i:3d}: {op.asm()}" for i, op in enumerate(self.ops))
 
     def source(self) -> str:

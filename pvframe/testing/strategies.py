@@ -148,14 +148,15 @@ def programs(draw: st.DrawFn, max_ops: int = 24) -> p.Program:
     Swarm testing (Groce et al., ISSTA 2012): each program first draws which kinds of ops
     it may use, so that many programs concentrate on one or two areas (a TLB-only program
     exercises paging far more than a mix would) while the mixes still occur. Paging is on
-    when the paging kind is drawn, and in half of the other programs.
+    when the paging kind is drawn, and in half of the other programs. The machine's TSC
+    rate is drawn last (:func:`pvframe.testing.values.tsc_rates`; shrinks to the default).
     """
     kinds = tuple(draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=4, unique=True)))
     paging = "paging" in kinds or draw(st.booleans())
     # the length is drawn first (programs are long early on, and shrink to one op)
     length = draw(st.integers(1, max_ops))
     body = draw(st.lists(ops(kinds), min_size=length, max_size=length))
-    return p.Program(tuple(body), paging=paging)
+    return p.Program(tuple(body), paging=paging, tsc_hz=draw(v.tsc_rates()))
 
 
 def pv_call_programs() -> st.SearchStrategy[p.Program]:

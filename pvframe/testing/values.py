@@ -112,6 +112,18 @@ def timer_counts() -> st.SearchStrategy[int]:
     )
 
 
+def tsc_rates() -> st.SearchStrategy[int | None]:
+    """The machine's TSC rate (None: the default CPU model's, 1 GHz), or another CPU
+    model's (``pvframe.platform.cpu_models``: 200 MHz ``pentium-pro``, 800 MHz
+    ``pentium3``). A rate that is not ``1e9 / 2**j`` Hz makes every ns <-> cycle step of a
+    backend's time path inexact, so a conversion a backend adds shows there (VMI alarms
+    were a cycle early per expiry at 200 MHz, exact at 1 GHz)."""
+    from pvframe.platform.cpu_models import MODELS
+
+    rates = sorted({m.tsc_hz for m in MODELS.values()} - {MODELS["core2duo"].tsc_hz})
+    return st.sampled_from([None, *rates])
+
+
 def timer_divides() -> st.SearchStrategy[int]:
     """Divide configuration values (bits 3, 1, 0; SDM Vol. 3A Figure 10-10)."""
     return st.sampled_from([0xB, 0x0, 0x1, 0x3, 0x8, 0xA])

@@ -178,14 +178,20 @@ class StatusLine:
 
 def boot_once(backend: str, kernel: Path, initrd: bytes, memory_mib: int, limit: int,
               cmdline: str, wall_clock_s: float | None,
-              host_decompress: bool = False, cpu: str = DEFAULT_CPU) -> dict[str, Any]:
+              host_decompress: bool = False, cpu: str = DEFAULT_CPU,
+              hook_log: Path | None = None) -> dict[str, Any]:
     """Boot ``kernel`` on ``backend`` in this process; the run's result as a dict plus
-    ``wall_s``."""
+    ``wall_s``. ``hook_log``: write every hook call and delivery there
+    (:mod:`pvframe.tools.hooklog`)."""
     from pvframe.machine import Machine, MachineConfig
+    from pvframe.tools import hooklog
 
     machine = Machine(backend, MachineConfig(ram_size=memory_mib << 20, cpu=cpu))
     machine.load_bzimage(kernel.read_bytes(), cmdline=cmdline, initrd=initrd,
                          host_decompress=host_decompress)
+    log = None if hook_log is None else hook_log.open("w", buffering=1 << 20)
+    if log is not None:
+        hooklog.install(machine, log.write)
     status = StatusLine(sys.stdout, sys.stderr)
     machine.platform.set_console_sink(status.console)
     started = time.monotonic()
@@ -195,7 +201,11 @@ def boot_once(backend: str, kernel: Path, initrd: bytes, memory_mib: int, limit:
         rate = done / secs / 1e6 if secs > 0 else 0.0
         status.update(f"[{backend}] {done:,} instr, {rate:.2f} M instr/s | {status.last_line}")
 
-    result = machine.run(limit, wall_clock_s=wall_clock_s, progress=progress)
+    try:
+        result = machine.run(limit, wall_clock_s=wall_clock_s, progress=progress)
+    finally:
+        if log is not None:
+            log.close()
     status.clear()
     data = result.to_dict()
     data["wall_s"] = time.monotonic() - started
@@ -218,7 +228,8 @@ def run_child(backend: str, kernel: Path, initrd: Path, args: argparse.Namespace
            "--limit", str(args.limit), "--cmdline", args.cmdline,
            "--wall-clock", str(args.wall_clock), "--result", str(result_path),
            "--cpu", args.cpu,
-           *(["--host-decompress"] if args.host_decompress else [])]
+           *(["--host-decompress"] if args.host_decompress else []),
+           *(["--hook-log", str(args.hook_log)] if args.hook_log else [])]
     proc = subprocess.Popen(cmd)
     _pid, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -229,6 +240,27 @@ def run_child(backend: str, kernel: Path, initrd: Path, args: argparse.Namespace
 
 
 # ------------------------------------------------------------------------ command line
+
+
+def _compare_hook_logs(folder: Path, backends: list[str]) -> dict[str, str]:
+    """Print and return, per backend, where its hook log first departs from native's."""
+    from pvframe.tools import hooklog
+
+    reference = folder / "native.log"
+    found: dict[str, str] = {}
+    if not reference.is_file():
+        return found
+    for backend in backends:
+        path = folder / f"{backend}.log"
+        if backend == "native" or not path.is_file():
+            continue
+        departure = hooklog.first_difference(reference, path)
+        found[backend] = ("identical to native" if departure is None
+                          else departure.describe("native", backend))
+        if departure is None:
+            found[backend] += f" ({hooklog.count_lines(path):,} lines)"
+        print(f"hook log {backend}: {found[backend]}")
+    return found
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -255,6 +287,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host-decompress", action="store_true",
                    help="development shortcut: decompress the kernel on the host and enter "
                         "its startup_32 (skips over 2e9 guest instructions of xz)")
+    p.add_argument("--hook-log", type=Path, metavar="DIR",
+                   help="write every hook call and IDT delivery of each boot to DIR/BACKEND.log "
+                        "and print where each backend's log first departs from native's "
+                        "(about 250 MB per boot; pvframe.tools.hooklog)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--initrd", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -264,7 +300,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _child_main(args: argparse.Namespace) -> int:
     data = boot_once(args.child, args.kernel, args.initrd.read_bytes(), args.memory,
                      args.limit, args.cmdline, args.wall_clock, args.host_decompress,
-                     args.cpu)
+                     args.cpu, None if args.hook_log is None else args.hook_log / f"{args.child}.log")
     args.result.write_text(json.dumps(data))
     return 0
 
@@ -298,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     report: dict[str, Any] = {"kernel": str(kernel), "cmdline": args.cmdline, "cpu": args.cpu,
                               "memory_mib": args.memory, "backends": {}}
+    if args.hook_log is not None:
+        args.hook_log.mkdir(parents=True, exist_ok=True)
     for backend in args.backend or BACKENDS:
         print(f"--- {backend} ---", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
@@ -326,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['backend']:8} {r['wall_s']:8.1f} {r['instructions']:15,} "
               f"{r['m_instr_per_s']:9.2f} {r['peak_rss_mib']:6} MiB  {r['stop']}{why}{eip} / "
               f"{'yes' if r['run_init'] else 'no'} / {'yes' if r['init_line'] else 'no'}")
+    if args.hook_log is not None:
+        report["hook_log"] = _compare_hook_logs(args.hook_log, [r["backend"] for r in rows])
     out = args.report or folder / "linux-report.json"
     out.write_text(json.dumps(report, indent=2))
     print(f"pvframe linux: hooks and hypercalls per backend written to {out}")

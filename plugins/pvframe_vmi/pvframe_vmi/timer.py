@@ -1,5 +1,5 @@
 """The local APIC as the VMware side presents it to a VMI guest, with the APIC timer driven
-by VMI alarms through Linux 2.6.22's ``vmiclock.c`` clock event device.
+by VMI alarms the way Linux 2.6.22's ``vmiclock.c`` drives them.
 
 Register routing (APICRead 64 / APICWrite 63 reach :meth:`VirtualApic.read` /
 :meth:`VirtualApic.write` through ``MachineHooks``): every register goes to the platform
@@ -10,49 +10,43 @@ registers). The platform APIC owns the count-down; under VMI its *timer driver*
 driver: the expiry (and period) the APIC asks for becomes an LVTT-wired alarm, and the
 alarm's firing is :meth:`LocalApic.timer_expired`.
 
-The conversion chain (ABI couplings C1/C4 of docs/abi-coupling.md, made explicit):
+Units (ABI coupling C1/C4 of docs/abi-coupling.md): VMI alarms are absolute values of a
+cycle counter (``vmi_time.h``). Here the REAL counter *is* the TSC (``MachineHooks.now_cycles``
+is ``machine.tsc``, ``GetCycleFrequency`` is ``tsc_hz``), and the APIC's expiry and period
+are TSC cycles (``count * divide`` at bus = TSC), so they are counter values as they stand:
+no conversion, and the alarm fires at native's instruction at every TSC rate. The two
+paths of ``vmiclock.c``:
 
-1. APIC ticks → TSC cycles (the platform APIC: ``count * divide`` at bus = TSC) → ns:
-   ``delta_ns = units.tsc_to_ns(expiry_tsc - now, tsc_hz)`` (floor);
-2. ns → VMI cycles: the ``vmi-timer`` clock event device of ``vmiclock.c`` --
-   ``shift = 22``, ``mult = div_sc(cycles_per_msec, NSEC_PER_MSEC, 22)`` with
-   ``cycles_per_msec = GetCycleFrequency() / 1000``, ``max_delta_ns =
-   clockevent_delta2ns(ULONG_MAX)`` -- ``clockevents_program_event`` (one-shot) or
-   ``ns_to_ticks`` (the period of a periodic alarm);
-3. ``set_next_event(cycles)``: ``SetAlarm(WIRED_LVTT | ONESHOT | REAL,
-   GetCycleCounter(REAL) + cycles, 0)``; periodic: ``SetAlarm(WIRED_LVTT | PERIODIC |
-   REAL, GetCycleCounter(REAL) + period, period)``; count 0: ``CancelAlarm``.
+* periodic (``vmi_timer_set_mode(CLOCK_EVT_MODE_PERIODIC)``): ``SetAlarm(WIRED_LVTT |
+  PERIODIC | REAL, first, period)`` with the period in cycles, as ``vmiclock.c`` passes
+  ``cycles_per_hz = GetCycleFrequency() / HZ`` (never through nanoseconds);
+* one-shot (``vmi_timer_next_event(delta)``, ``delta`` in cycles): ``SetAlarm(WIRED_LVTT |
+  ONESHOT | REAL, GetCycleCounter(REAL) + delta, 0)``; count 0: ``CancelAlarm``.
 
-Two deliberate departures from ``vmiclock.c`` (both for a *native* guest's APIC timer, which
-may legally ask for what Linux's tick core never asks for):
+The nanosecond step of Linux's clockevents core (``clockevents_program_event``: ``delta_ns
+* mult >> shift`` with ``vmiclock.c``'s ``mult = div_sc(cycles_per_msec, NSEC_PER_MSEC, 22)``)
+is not taken: it belongs to a kernel whose timer requests start in ns. A native guest's
+request starts in APIC ticks; its own clockevents core already converted once (Linux's
+``lapic`` device), and a second conversion through the vmi-timer's ``mult`` -- exact only at
+``1e9 / 2**j`` Hz -- made every alarm up to a few cycles early (at 200 MHz, ``mult`` 838860
+for 838860.8: a one-shot a cycle early, a periodic timer's k-th expiry k cycles early) where
+an APIC timer never fires before its count reaches 0 (SDM Vol. 3A §10.5.4).
 
-* ``min_delta_ns`` is the unclamped ``(1 << shift) / mult`` (at least 1 ns), not
-  ``clockevent_delta2ns(1)``: the generic helper clamps to 1000 ns, which would delay a
-  50-tick one-shot by 950 cycles (measured in ``tests/test_alarm_coupling.py``);
-* a periodic alarm's first expiry is ``now + period`` (``vmiclock.c`` passes ``now``: the
-  Linux tick does not mind one early tick; an APIC timer fires after one period).
+Two departures from ``vmiclock.c``, both for a native guest's APIC timer:
 
-A one-shot delta above ``max_delta_ns`` (≈2.1 s at 1 GHz, ≈1.8 s at 2.4 GHz; an APIC
-count reaches ~550 s) is programmed clamped, as the clockevents core does, and re-programmed
-for the remainder when the alarm fires early (as the hrtimer core does); the guest sees
-one interrupt. Bounds of the whole chain: :func:`alarm_error_bound_cycles`.
+* a periodic alarm's first expiry is the APIC's first expiry, one period after the count
+  was written (``vmiclock.c`` passes ``now``: the Linux tick does not mind one early tick);
+* ``vmi_timer_next_event`` takes an ``unsigned long`` of cycles: a one-shot longer than
+  ``ULONG_MAX`` cycles (an APIC count reaches 0xFFFFFFFF x 128) is programmed clamped and
+  re-programmed for the remainder when the alarm fires (as the hrtimer core does on an
+  early event); the guest sees one interrupt.
 """
 
 from __future__ import annotations
 
-import math
-from fractions import Fraction
 from typing import Any
 
 from pvframe.recent import RecentLog
-from pvframe.timekeeping import units
-from pvframe.timekeeping.clockevents import (
-    CLOCK_EVT_FEAT_ONESHOT,
-    CLOCK_EVT_FEAT_PERIODIC,
-    ETIME,
-    ClockEventDevice,
-    ClockEventMode,
-)
 from pvframe_vmi.hypervisor.abi import (
     VMI_ALARM_IS_ONESHOT,
     VMI_ALARM_IS_PERIODIC,
@@ -61,89 +55,14 @@ from pvframe_vmi.hypervisor.abi import (
     VMI_CYCLES_REAL,
 )
 
-VMI_SHIFT = 22
+#: the largest delta ``vmi_timer_next_event(unsigned long delta, ...)`` takes (i386)
 ULONG_MAX = 0xFFFFFFFF
-VMI_TIMER_RATING = 1000
-
-
-def vmi_clockevent(cycle_hz: int, set_next_event: Any, set_mode_fn: Any = None) -> ClockEventDevice:
-    """``vmiclock.c``'s ``vmi_clockevent`` for a counter of ``cycle_hz`` (see the module
-    docstring for ``min_delta_ns``)."""
-    khz = cycle_hz // 1000
-    mult = units.div_sc(khz, units.NSEC_PER_MSEC, VMI_SHIFT)
-    kw: dict[str, Any] = {} if set_mode_fn is None else {"set_mode_fn": set_mode_fn}
-    return ClockEventDevice(
-        name="vmi-timer",
-        features=CLOCK_EVT_FEAT_PERIODIC | CLOCK_EVT_FEAT_ONESHOT,
-        mult=mult,
-        shift=VMI_SHIFT,
-        min_delta_ns=max(1, (1 << VMI_SHIFT) // mult),
-        max_delta_ns=units.clockevent_delta2ns(ULONG_MAX, mult, VMI_SHIFT),
-        set_next_event=set_next_event,
-        rating=VMI_TIMER_RATING,
-        **kw,
-    )
-
-
-def linux_min_delta_ns(cycle_hz: int) -> int:
-    """``clockevent_delta2ns(1, vmi_clockevent)`` as Linux computes it (clamped to 1000)."""
-    mult = units.div_sc(cycle_hz // 1000, units.NSEC_PER_MSEC, VMI_SHIFT)
-    return units.clockevent_delta2ns(1, mult, VMI_SHIFT)
-
-
-def exact_frequency(cycle_hz: int) -> bool:
-    """Whether every step of the chain is exact at ``cycle_hz`` (bus clock = TSC): the
-    ns step needs ``cycle_hz | 1e9`` and the mult step ``1e9 / cycle_hz | 2**22`` with
-    ``cycle_hz`` a multiple of 1 kHz, i.e. ``cycle_hz = 1e9 / 2**k`` for ``k = 0..6``."""
-    if units.NSEC_PER_SEC % cycle_hz or cycle_hz % 1000:
-        return False
-    ratio = units.NSEC_PER_SEC // cycle_hz
-    return (1 << VMI_SHIFT) % ratio == 0
-
-
-def alarm_error_bound_cycles(cycles: int, cycle_hz: int, periods: int = 1,
-                             periodic: bool | None = None) -> tuple[int, int]:
-    """``(early, late)``: how many TSC cycles before / after the native APIC timer the VMI
-    alarm of an interval of ``cycles`` TSC cycles (``count * divide`` at bus = TSC) may
-    fire, for the ``periods``-th expiry (1 = the first; periodic alarms repeat the period's
-    error; ``periodic`` defaults to ``periods > 1``). Both are 0 when
-    :func:`exact_frequency`.
-
-    Proof (``f = cycle_hz``, ``c = cycles``, ``m = mult``, ``K = f // 1000``):
-    ``ns = floor(c·1e9/f)`` is below ``c·1e9/f`` by less than 1, i.e. less than ``f/1e9``
-    cycles; ``m = floor(K·2^22/1e6)`` is below ``f·2^22/1e9`` by ``r·2^22`` with
-    ``r = (f - 1000K)/1e9 + frac(K·2^22/1e6)/2^22``, which loses ``ns·r`` cycles; the final
-    ``>> 22`` loses less than 1 cycle. Every step rounds down, so the alarm is never late
-    and ``early < f/1e9 + ns·r + 1``. A periodic alarm repeats the period each time: the
-    k-th expiry is ``k`` times as early (its period is not clamped to ``max_delta_ns``). A one-shot above ``max_delta_ns`` is re-programmed
-    from ``now_ns = floor(now·1e9/f)`` towards ``expires_ns`` (itself floored once more):
-    the last segment may then be late by less than ``f/1e9`` and early by one more
-    ``f/1e9``.
-    """
-    if exact_frequency(cycle_hz):
-        return 0, 0
-    f = Fraction(cycle_hz)
-    ns_hz = units.NSEC_PER_SEC
-    khz = cycle_hz // 1000
-    mult = units.div_sc(khz, units.NSEC_PER_MSEC, VMI_SHIFT)
-    max_delta = units.clockevent_delta2ns(ULONG_MAX, mult, VMI_SHIFT)
-    r = Fraction(cycle_hz - 1000 * khz, ns_hz) + (Fraction(khz << VMI_SHIFT, units.NSEC_PER_MSEC) - mult) / (1 << VMI_SHIFT)
-    ns = units.ticks_to_ns(cycles, cycle_hz)
-    step = f / ns_hz
-    if periodic is None:
-        periodic = periods > 1
-    if periodic or ns <= max_delta:  # a period is converted unclamped (ns_to_ticks)
-        early = math.ceil(periods * (step + ns * r + 1)) - 1
-        return early, 0
-    early = math.ceil(2 * step + max_delta * r + 1) - 1
-    late = math.ceil(step) - 1
-    return early, late
 
 
 class VmiTimerDriver:
     """The platform APIC's timer driver under VMI (:class:`TimerDriver`, periodic): an
-    expiry TSC becomes a one-shot LVTT alarm through ``vmiclock.c``'s clock event device,
-    an expiry with a period a periodic one."""
+    expiry TSC becomes a one-shot LVTT alarm at that REAL cycle, an expiry with a period a
+    periodic one."""
 
     periodic = True
 
@@ -152,10 +71,7 @@ class VmiTimerDriver:
         self.guest = owner.guest
         self.machine = owner.machine
         self.apic = owner.platform_apic
-        self.hz = owner.hz
-        self.device = vmi_clockevent(self.hz, self._set_next_event, self._set_mode)
-        self._expires_ns = 0  # one-shot target (clockevents' absolute ns)
-        self._clamped = False  # the one-shot was programmed with max_delta_ns
+        self._target = 0  # REAL cycle a one-shot heads for (past ULONG_MAX: in steps)
         self._alarm: int | None = None  # VMI_ALARM_IS_ONESHOT / PERIODIC while armed
         self._period = 0
         #: (TSC asked for, REAL cycle of the alarm's expiry) while inside an alarm firing
@@ -173,7 +89,6 @@ class VmiTimerDriver:
         if self._alarm is not None:
             self.guest.vmi(self.machine, "CancelAlarm", self._flags(self._alarm))
             self._alarm = None
-        self.device.mode = ClockEventMode.SHUTDOWN
 
     def arm(self, expiry_tsc: int, period_tsc: int | None) -> None:
         if self._firing is not None:  # re-armed from the alarm that just fired
@@ -182,47 +97,28 @@ class VmiTimerDriver:
             self.cancel()
             base_tsc, base_real = int(self.machine.tsc()), -1
         self._last_expiry_tsc = expiry_tsc
-        delta_ns = units.tsc_to_ns(max(0, expiry_tsc - base_tsc), self.hz)
+        delta = max(0, expiry_tsc - base_tsc)  # TSC cycles are REAL cycles
         if period_tsc is not None:
             start = self._real_counter() if base_real < 0 else base_real
-            self._arm_periodic(delta_ns, units.tsc_to_ns(period_tsc, self.hz), start)
+            self._set_periodic(start + delta, period_tsc)
         else:
-            self._arm_oneshot(delta_ns, base_tsc)
+            self._target = (base_tsc if base_real < 0 else base_real) + delta
+            self._next_event(delta)
 
     # ------------------------------------------------------------------ vmiclock.c
-    def _arm_periodic(self, first_ns: int, period_ns: int, start_cycles: int) -> None:
-        self.device.mode = ClockEventMode.PERIODIC
-        self._period = max(1, self.device.ns_to_ticks(period_ns))
-        first = max(1, self.device.ns_to_ticks(first_ns))
+    def _set_periodic(self, first: int, period: int) -> None:
+        """``vmi_timer_set_mode(PERIODIC)``: the period in counter cycles."""
+        self._period = max(1, period)
         self._alarm = VMI_ALARM_IS_PERIODIC
         self.guest.vmi(self.machine, "SetAlarm", self._flags(VMI_ALARM_IS_PERIODIC),
-                       start_cycles + first, self._period)
+                       first, self._period)
 
-    def _arm_oneshot(self, delta_ns: int, now: int) -> None:
-        now_ns = units.vmi_cycles_to_ns(now, self.hz)
-        self.device.set_mode(ClockEventMode.ONESHOT)
-        self._expires_ns = now_ns + delta_ns
-        self._program(now_ns)
-
-    def _program(self, now_ns: int) -> bool:
-        """``clockevents_program_event(expires, now)``; False if already due (-ETIME)."""
-        delta = self._expires_ns - now_ns
-        self._clamped = delta > self.device.max_delta_ns
-        if self.device.program_event(self._expires_ns, now_ns) == -ETIME:
-            self._clamped = False
-            self._set_next_event(0, self.device)  # due now: fire at the next boundary
-            return False
-        return True
-
-    def _set_next_event(self, cycles: int, dev: ClockEventDevice) -> int:
-        """``vmi_timer_next_event``: relative → absolute on the REAL counter."""
+    def _next_event(self, delta: int) -> None:
+        """``vmi_timer_next_event``: relative cycles -> absolute on the REAL counter."""
         now = self._real_counter()
         self._alarm = VMI_ALARM_IS_ONESHOT
-        self.guest.vmi(self.machine, "SetAlarm", self._flags(VMI_ALARM_IS_ONESHOT), now + cycles, 0)
-        return 0
-
-    def _set_mode(self, mode: ClockEventMode, dev: ClockEventDevice) -> None:
-        """``vmi_timer_set_mode``: leaving a mode cancels its alarm (ONESHOT: nothing)."""
+        self.guest.vmi(self.machine, "SetAlarm", self._flags(VMI_ALARM_IS_ONESHOT),
+                       now + min(delta, ULONG_MAX), 0)
 
     def alarm_fired(self, expiry: int, real: int) -> tuple[bool, int | None]:
         """The LVTT-wired alarm due at REAL cycle ``expiry`` fired at ``real``. Returns
@@ -234,12 +130,10 @@ class VmiTimerDriver:
             return False, None
         if self._alarm == VMI_ALARM_IS_ONESHOT:
             self._alarm = None
-            if self._clamped:
-                now_ns = units.vmi_cycles_to_ns(real, self.hz)
-                if now_ns < self._expires_ns and self._program(now_ns):
-                    self.owner.reprograms += 1
-                    return False, None
-            self.device.mode = ClockEventMode.SHUTDOWN
+            if real < self._target:  # a clamped one-shot: the rest of the way
+                self.owner.reprograms += 1
+                self._next_event(self._target - real)
+                return False, None
         self._firing = (self._last_expiry_tsc, expiry)
         try:
             vector: int | None = self.apic.timer_expired()
@@ -256,16 +150,11 @@ class VirtualApic:
         self.guest = guest
         self.machine = machine
         self.platform_apic = machine.platform.apic
-        self.hz = machine.config.tsc_hz
         #: (REAL cycle, delivered) per expiry the guest was shown
         self.expiries: RecentLog[tuple[int, bool]] = RecentLog()
         self.reprograms = 0
         self.timer = VmiTimerDriver(self)
         self.platform_apic.set_timer_driver(self.timer)
-
-    @property
-    def device(self) -> ClockEventDevice:
-        return self.timer.device
 
     def read(self, reg: int) -> int:
         return int(self.platform_apic.read(reg))
