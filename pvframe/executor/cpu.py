@@ -73,6 +73,7 @@ from pvframe.executor.lift import (
     split_prefixes,
 )
 from pvframe.executor.state import IF_MASK, TF_MASK, CPUState
+from pvframe.executor.system import CR4_TSD, RDTSC
 from pvframe.executor.translate import (
     Unsupported,
     commit_from_traceback,
@@ -118,7 +119,7 @@ class Block:
                  "pieces", "self_loop", "source", "step_fn")
 
     def __init__(self, kind: str, eip: int, n: int, length: int) -> None:
-        self.kind = kind  # "vex", "sys", "fpu", "simd", "ud", "step", "entry"
+        self.kind = kind  # "vex", "sys", "tsc" (rdtsc), "fpu", "simd", "ud", "step", "entry"
         self.eip = eip
         self.n = n
         self.length = length
@@ -267,6 +268,7 @@ class Executor:
                 # Fast inner loop: chain compiled blocks while nothing asks for attention.
                 by_eip = self._by_eip
                 mmu = self.mmu
+                hooks = self.hooks
                 while True:
                     if mmu.generation != self._gen:
                         self._clear_by_eip()
@@ -278,11 +280,20 @@ class Executor:
                     if blk is None or blk.n > budget:
                         blk = self._lookup(cpu.eip, budget)
                     fn = blk.fn
-                    if fn is None:
+                    if fn is not None:
+                        fn(cpu, budget // blk.n)
+                    elif blk.kind == "tsc" and not (cpu.cr4 & CR4_TSD and cpu.cs.selector & 3):
+                        # rdtsc (SDM Vol. 2B RDTSC) as System.op_rdtsc does it, without
+                        # leaving the loop: it changes no deadline
+                        tsc = hooks.read_tsc()
+                        cpu.eax = tsc & 0xFFFFFFFF
+                        cpu.edx = (tsc >> 32) & 0xFFFFFFFF
+                        cpu.eip = (cpu.eip + blk.length) & 0xFFFFFFFF
+                        cpu.icount += 1
+                    else:
                         self._special(blk)
                         self._refresh_deadline()
                         break
-                    fn(cpu, budget // blk.n)
                     if self.stop_reason is not None:
                         break
                     if cpu.eflags_sys & IF_MASK and env.interrupt_pending():
@@ -455,7 +466,7 @@ class Executor:
         if kind == "step":
             blk.step_fn(cpu, 1)  # type: ignore[misc]  # set for every step block
             return
-        if kind == "sys":
+        if kind == "sys" or kind == "tsc":
             self.system.execute(blk)
             return
         if kind == "fpu":
@@ -691,6 +702,8 @@ class Executor:
             else:
                 blk.insn = ins
                 blk.length = ins.len
+                if ins.mnemonic == RDTSC and not ins.has_lock_prefix:
+                    blk.kind = "tsc"  # run by the dispatch loop itself (:meth:`run`)
         pfn, start, end = pages[0]
         first = end - start
         blk.pages = [(pfn, start, start + min(max(blk.length, 1), first))]
@@ -717,7 +730,7 @@ class Executor:
             self._page_blocks.setdefault(pfn, []).append(blk)
             if pfn not in code_pages:
                 code_pages.add(pfn)
-                self.mmu.clear_write_fast()
+                self.mmu.clear_write_fast(pfn)
 
     def _code_written(self, paddr: int, size: int) -> None:
         """A store hit a page holding translations: drop the overlapping blocks."""

@@ -38,6 +38,8 @@ drop its virtual-address keyed block maps.
 
 from __future__ import annotations
 
+from itertools import compress
+from operator import itemgetter
 from typing import Any
 
 from pvframe.executor.faults import PageFault
@@ -67,6 +69,8 @@ PF_U = 4
 
 # TLB entry: (physical page base, rw, us, dirty, global, large-region or -1)
 _Entry = tuple[int, bool, bool, bool, bool, int]
+#: the global flag of a TLB entry
+_GLOBAL = itemgetter(4)
 _FastMaps = tuple[dict[int, bytearray], dict[int, memoryview], dict[int, memoryview],
                   dict[int, bytearray], dict[int, memoryview], dict[int, memoryview]]
 
@@ -142,11 +146,22 @@ class MMU:
                 d.clear()
         self.generation += 1
 
-    def clear_write_fast(self) -> None:
-        """Forget the write fast path (used when a page becomes a code page)."""
+    def clear_write_fast(self, pfn: int | None = None) -> None:
+        """Forget the write fast path to physical page ``pfn`` (used when it becomes a
+        code page), or to every page when None. The other pages' entries stay: clearing
+        them all made every written page take the slow path again after each new code
+        page (a kernel boot translates thousands)."""
+        views = None if pfn is None else self.memory.views(pfn)
         for maps in self._maps:
-            for d in maps[3:]:
-                d.clear()
+            if pfn is None:
+                for d in maps[3:]:
+                    d.clear()
+            elif views is not None:
+                page = views[0]
+                w8 = maps[3]
+                for vpn in [v for v, p in w8.items() if p is page]:
+                    for d in maps[3:]:
+                        d.pop(vpn, None)
 
     def flush_all(self) -> None:
         """Drop every TLB entry, global ones included."""
@@ -156,13 +171,12 @@ class MMU:
 
     def flush_nonglobal(self) -> None:
         """Drop the non-global TLB entries (what a CR3 load does)."""
-        keep = {v: e for v, e in self.tlb.items() if e[4]}
+        tlb = self.tlb
+        # (C-level iteration: with PGE the kernel's thousands of global entries stay, and
+        # a Python loop over them made each CR3 write cost milliseconds)
+        keep = dict(compress(tlb.items(), map(_GLOBAL, tlb.values())))
         self.tlb = keep
-        large: dict[int, set[int]] = {}
-        for v, e in keep.items():
-            if e[5] >= 0:
-                large.setdefault(e[5], set()).add(v)
-        self._large = large
+        self._large = {r: s for r, vpns in self._large.items() if (s := vpns & keep.keys())}
         self._clear_fast()
 
     def invlpg(self, vaddr: int) -> None:
