@@ -13,6 +13,9 @@ The loops (assembled with GNU as; code at 0x10000, flat protected mode, data at 
   dec %ecx; jnz 1b``
 * ``call_branch``: ``1: call f; cmp $3,%eax; jb 2f; xor %eax,%eax; 2: dec %ecx; jnz 1b``
   with ``f: inc %eax; ret``
+* ``rdtsc_loop``:  ``1: rdtsc; sub %eax,%ebx; dec %ecx; jnz 1b`` (a delay loop's shape, as
+  Linux's ``delay_tsc`` spins on the TSC: rdtsc runs the ``read_tsc`` hook, here the
+  instruction count)
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ LOOPS: dict[str, bytes] = {
         "b9ffffff7fbf00000200bbb979379e011f8357040083c70881e7ff3f02004975eef4"
     ),
     "call_branch": bytes.fromhex("b9ffffff7fe80b00000083f803720231c04975f1f440c3"),
+    "rdtsc_loop": bytes.fromhex("b9ffffff7f0f3129c34975f9f4"),
 }
 _GDT = bytes(8) + bytes.fromhex("ffff0000009bcf00") + bytes.fromhex("ffff00000093cf00")
 
@@ -70,6 +74,17 @@ class _NullEnv:
         pass
 
 
+class _Hooks:
+    """The one hook the loops reach: ``read_tsc``, the instruction count (a TSC of one
+    cycle per instruction, as the machine's time base)."""
+
+    def __init__(self, cpu: CPUState) -> None:
+        self.cpu = cpu
+
+    def read_tsc(self) -> int:
+        return self.cpu.icount
+
+
 def _executor(code: bytes) -> Executor:
     mem = PhysicalMemory(4 << 20)
     mem.load(0x1000, _GDT)
@@ -78,7 +93,7 @@ def _executor(code: bytes) -> Executor:
     cpu = CPUState.flat(CODE, 0x9000)
     cpu.gdtr = TableRegister(0x1000, len(_GDT) - 1)
     mmu = MMU(mem, cpu)
-    return Executor(cpu, mem, mmu, object(), _NullEnv())
+    return Executor(cpu, mem, mmu, _Hooks(cpu), _NullEnv())
 
 
 def measure_executor(code: bytes, instructions: int) -> float:

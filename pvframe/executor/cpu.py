@@ -54,6 +54,7 @@ from pvframe.executor.codecache import SharedCodeCache, SharedEntry, block_info,
 from pvframe.executor.faults import (
     DeviceNotAvailable,
     ExternalInterrupt,
+    GeneralProtection,
     GuestException,
     InvalidOpcode,
     PageFault,
@@ -73,7 +74,7 @@ from pvframe.executor.lift import (
     split_prefixes,
 )
 from pvframe.executor.state import IF_MASK, TF_MASK, CPUState
-from pvframe.executor.system import CR4_TSD, RDTSC
+from pvframe.executor.system import CR4_TSD
 from pvframe.executor.translate import (
     Unsupported,
     commit_from_traceback,
@@ -104,6 +105,16 @@ class Restart(Exception):
     state is committed at the start of the instruction, which then runs on its own."""
 
 
+class TscStop(Exception):
+    """Raised by a block's in-line ``rdtsc`` when its ``read_tsc`` hook stopped the
+    machine: the executor commits the block at the rdtsc and retires it with ``value``."""
+
+    def __init__(self, value: int, next_eip: int) -> None:
+        super().__init__(value, next_eip)
+        self.value = value
+        self.next_eip = next_eip
+
+
 class StopExecution(Exception):
     """Raised inside the executor to stop with a reason (e.g. unsupported guest state)."""
 
@@ -119,7 +130,7 @@ class Block:
                  "pieces", "self_loop", "source", "step_fn")
 
     def __init__(self, kind: str, eip: int, n: int, length: int) -> None:
-        self.kind = kind  # "vex", "sys", "tsc" (rdtsc), "fpu", "simd", "ud", "step", "entry"
+        self.kind = kind  # "vex", "sys", "fpu", "simd", "ud", "step", "entry"
         self.eip = eip
         self.n = n
         self.length = length
@@ -268,7 +279,6 @@ class Executor:
                 # Fast inner loop: chain compiled blocks while nothing asks for attention.
                 by_eip = self._by_eip
                 mmu = self.mmu
-                hooks = self.hooks
                 while True:
                     if mmu.generation != self._gen:
                         self._clear_by_eip()
@@ -280,24 +290,23 @@ class Executor:
                     if blk is None or blk.n > budget:
                         blk = self._lookup(cpu.eip, budget)
                     fn = blk.fn
-                    if fn is not None:
-                        fn(cpu, budget // blk.n)
-                    elif blk.kind == "tsc" and not (cpu.cr4 & CR4_TSD and cpu.cs.selector & 3):
-                        # rdtsc (SDM Vol. 2B RDTSC) as System.op_rdtsc does it, without
-                        # leaving the loop: it changes no deadline
-                        tsc = hooks.read_tsc()
-                        cpu.eax = tsc & 0xFFFFFFFF
-                        cpu.edx = (tsc >> 32) & 0xFFFFFFFF
-                        cpu.eip = (cpu.eip + blk.length) & 0xFFFFFFFF
-                        cpu.icount += 1
-                    else:
+                    if fn is None:
                         self._special(blk)
                         self._refresh_deadline()
                         break
+                    fn(cpu, budget // blk.n)
                     if self.stop_reason is not None:
                         break
                     if cpu.eflags_sys & IF_MASK and env.interrupt_pending():
                         break
+            except TscStop as t:
+                # the read_tsc hook of an in-line rdtsc stopped the machine: the state
+                # of the rdtsc, then its result (the stop is seen before the next one)
+                commit_from_traceback(cpu, t)
+                cpu.eax = t.value & 0xFFFFFFFF
+                cpu.edx = t.value >> 32
+                cpu.eip = t.next_eip
+                cpu.icount += 1
             except Restart as r:
                 commit_from_traceback(cpu, r)
                 self.stats["restarts"] += 1
@@ -466,7 +475,7 @@ class Executor:
         if kind == "step":
             blk.step_fn(cpu, 1)  # type: ignore[misc]  # set for every step block
             return
-        if kind == "sys" or kind == "tsc":
+        if kind == "sys":
             self.system.execute(blk)
             return
         if kind == "fpu":
@@ -536,10 +545,27 @@ class Executor:
                 raise Restart
             write(addr, size, value)
 
+        def tsc(cpu: CPUState, n: int, eip: int, next_eip: int) -> int:
+            """``rdtsc`` in a block (SDM Vol. 2B RDTSC): #GP(0) at CPL > 0 with CR4.TSD,
+            else the ``read_tsc`` hook, called with EIP at the rdtsc and the instruction
+            count of what retired before it (the block stored its registers first)."""
+            if cpu.cr4 & CR4_TSD and cpu.cs.selector & 3:
+                raise GeneralProtection(0)
+            icount = cpu.icount
+            cpu.icount = icount + n
+            cpu.eip = eip
+            try:
+                value = self.hooks.read_tsc() & 0xFFFFFFFFFFFFFFFF
+            finally:
+                cpu.icount = icount
+            if self.stop_reason is not None:
+                raise TscStop(value, next_eip)
+            return int(value)
+
         glb = runtime_globals()
         glb.update(
             R8=mmu.r8, R16=mmu.r16, R32=mmu.r32, W8=mmu.w8, W16=mmu.w16, W32=mmu.w32,
-            LD=ldb, LDB=ldb, STB=stb, SEGSEL=self.system.seg_selector_addr,
+            LD=ldb, LDB=ldb, STB=stb, SEGSEL=self.system.seg_selector_addr, TSC=tsc,
         )
         return glb
 
@@ -702,8 +728,6 @@ class Executor:
             else:
                 blk.insn = ins
                 blk.length = ins.len
-                if ins.mnemonic == RDTSC and not ins.has_lock_prefix:
-                    blk.kind = "tsc"  # run by the dispatch loop itself (:meth:`run`)
         pfn, start, end = pages[0]
         first = end - start
         blk.pages = [(pfn, start, start + min(max(blk.length, 1), first))]
@@ -824,7 +848,7 @@ def build_trace(irsb: Any, code: bytes, eip: int, limit: int, chain: bool,
     seen = {eip}
     limited = False
     returns: list[int] = []
-    # Superblock: follow the constant successor of a direct jmp/call/fall-through on
+    # Superblock: follow the constant successor of a direct jmp/call/fall-through/pause on
     # the same page, and a ret back to the call that entered the callee (guarded);
     # each piece keeps its side exits.
     while chain and total < limit:
@@ -832,7 +856,10 @@ def build_trace(irsb: Any, code: bytes, eip: int, limit: int, chain: bool,
         jk = last.jumpkind
         if jk == "Ijk_Ret" and returns:
             t = returns.pop()
-        elif jk in ("Ijk_Boring", "Ijk_Call"):
+        elif jk in ("Ijk_Boring", "Ijk_Call", "Ijk_Yield"):
+            # (Ijk_Yield: libVEX ends its block after ``pause``, a spin-loop hint with
+            # no architectural effect, SDM Vol. 2B PAUSE: the trace goes on past it, so
+            # a delay loop around rdtsc and pause can loop inside its block)
             t = last.default_exit_target
             if jk == "Ijk_Call":
                 returns.append(last_addr + last.size)

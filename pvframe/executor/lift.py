@@ -21,6 +21,11 @@ edx,[esi]; cmp`` loses inc's flags in the #PF frame). When level 1's helper
 specialisation yields an IR op the translator lacks, the executor re-lifts the trace at
 level 0 before cutting it (``cpu.py``).
 ``max_bytes`` stops every block at the end of its page.
+
+``rdtsc`` (0F 31) is plain: libVEX lifts it as its dirty helper ``x86g_dirtyhelper_RDTSC``
+and the block calls the ``read_tsc`` hook in line (``translate/block.py``), so a delay loop
+spinning on the TSC stays in compiled code (Linux's ``delay_tsc``: ``rdtsc``, compare,
+``pause``, jump back).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ _SYS_1 = frozenset(
 _UD_1 = frozenset([0xD6])  # salc (undocumented)
 _SYS_0F = frozenset(
     [0x00, 0x01, 0x02, 0x03, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0B, 0x20, 0x21, 0x22, 0x23,
-     0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x37, 0xA1, 0xA2, 0xA9, 0xAA, 0xB2, 0xB4, 0xB5,
+     0x30, 0x32, 0x33, 0x34, 0x35, 0x37, 0xA1, 0xA2, 0xA9, 0xAA, 0xB2, 0xB4, 0xB5,
      0xFF, 0xB9]
 )
 _SIMD_0F = frozenset(

@@ -54,8 +54,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 R = I.Register
 M = I.Mnemonic
-#: rdtsc, which the dispatch loop runs itself (:meth:`pvframe.executor.cpu.Executor.run`)
-RDTSC = M.RDTSC
 OK = I.OpKind
 
 _GPR32: dict[int, str] = {R.EAX: "eax", R.ECX: "ecx", R.EDX: "edx", R.EBX: "ebx", R.ESP: "esp",

@@ -518,6 +518,10 @@ def _lift(code: bytes, addr: int, max_inst: int, opt_level: int, px: int) -> IRS
         irsb.size = r.size
         irsb.instructions = r.insts
         irsb.default_exit_target = r.default_exit if r.is_default_exit_constant == 1 else None
+    if irsb.jumpkind == "Ijk_Yield" and type(irsb.next) is Const:
+        # ``pause`` (libVEX ends the block after it): its successor is as constant as a
+        # fall-through's (pyvex only reports one for the boring kinds)
+        irsb.default_exit_target = irsb.next.value
     if irsb.jumpkind == "Ijk_NoDecode":
         nxt = irsb.next
         intentional = type(nxt) is Const and nxt.value != addr + irsb.size

@@ -43,6 +43,46 @@ def test_rdtsc_is_run_by_the_dispatch_loop_with_the_hook_seeing_its_own_instruct
     assert not [i for i in executed if i.startswith("rdtsc")]
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 70), st.integers(0, 3), st.sampled_from(["%ebx", "%esi", "%edi"]))
+def test_rdtsc_anywhere_in_a_block_reads_the_count_before_it(before: int, after: int,
+                                                             reg: str) -> None:
+    """Wherever rdtsc sits in a translated block (the trace is cut at 64 instructions),
+    the hook sees the instruction count retired before it and EIP at it, and every
+    register the block changed before it is already in the CPU state."""
+    seen: list[tuple[int, int, int]] = []
+    body = f"mov $0x1234, {reg}\n" + "inc %ecx\n" * before + "rdtsc\n" + "nop\n" * after
+    m = Machine(asm(body + "hlt\n"))
+
+    def read_tsc() -> int:
+        seen.append((m.cpu.eip, m.cpu.icount, m.cpu.ecx))
+        return m.cpu.icount * 10
+
+    m.hooks.read_tsc = read_tsc  # type: ignore[method-assign]
+    assert m.run(1000) == "halted"
+    rdtsc_at = CODE + 5 + before  # (mov imm32 is 5 bytes, inc 1)
+    assert seen == [(rdtsc_at, 1 + before, before)]
+    assert m.cpu.eax == (1 + before) * 10 and m.cpu.edx == 0
+    assert getattr(m.cpu, reg[1:]) == 0x1234
+
+
+def test_a_read_tsc_hook_that_stops_the_machine_stops_right_after_the_rdtsc() -> None:
+    """A stop asked for by the read_tsc hook is taken at the next instruction boundary,
+    rdtsc retired with the hook's value (as when rdtsc ran on its own)."""
+    m = Machine(asm("inc %ecx\n rdtsc\n inc %ecx\n inc %ecx\n hlt\n"))
+    assert m.ex is not None
+    ex = m.ex
+
+    def read_tsc() -> int:
+        ex.stop("enough", 3)
+        return (5 << 32) | 7
+
+    m.hooks.read_tsc = read_tsc  # type: ignore[method-assign]
+    assert m.run(1000) == "enough"
+    assert (m.cpu.eax, m.cpu.edx, m.cpu.ecx) == (7, 5, 1)
+    assert m.cpu.eip == CODE + 3 and m.cpu.icount == 2
+
+
 def test_rdtsc_in_a_loop_counts_every_iteration_and_stops_at_the_limit() -> None:
     """A delay loop around rdtsc (what Linux's delay_tsc does) stops exactly at the
     instruction limit, rdtsc counted as one instruction."""
@@ -94,3 +134,15 @@ def test_a_cr3_load_keeps_exactly_the_global_entries(entries: dict[int, tuple[bo
     assert mmu.tlb == want_tlb
     assert mmu._large == want_large
     assert mmu.generation == generation + 1
+
+
+def test_a_delay_loop_with_pause_loops_inside_one_block() -> None:
+    """``1: rdtsc; pause; cmp; jb 1b`` (Linux's delay_tsc shape) translates as one
+    block that loops on itself: pause no longer ends the trace."""
+    m = Machine(asm("1: rdtsc\n pause\n cmp $5000, %eax\n jb 1b\n hlt\n"))
+    assert m.ex is not None
+    m.ex.keep_source = True
+    assert m.run(100_000) == "halted"
+    assert m.cpu.eax == 5000  # rdtsc at icount 500, 4 instructions per iteration
+    loops = [b for b in m.ex._blocks.values() if b.eip == CODE and b.kind == "vex"]
+    assert loops and loops[0].self_loop and loops[0].n == 4

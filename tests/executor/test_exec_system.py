@@ -74,7 +74,7 @@ def test_tf_single_step_raises_db_after_each_instruction() -> None:
 
 def test_bench_smoke() -> None:
     r = run_bench(instructions=20_000, unicorn=True, out=open("/dev/null", "w"))  # noqa: SIM115
-    assert set(r) == {"alu", "array_sum", "rmw_carry", "call_branch"}
+    assert set(r) == {"alu", "array_sum", "rmw_carry", "call_branch", "rdtsc_loop"}
     assert all(v["executor"] > 0 for v in r.values())
 
 

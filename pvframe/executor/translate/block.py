@@ -14,9 +14,27 @@ from pvframe.executor.translate.exits import EXIT_MARK
 from pvframe.executor.translate.helpers import HelperGen
 from pvframe.executor.translate.x87 import X87_CCALLS, X87Gen
 
+#: marks the line of an in-line ``rdtsc``: the block's registers are stored there first
+TSC_MARK = "\x01"
+#: libVEX's helper for ``rdtsc`` (``guest_x86_helpers.c``)
+RDTSC_HELPER = "x86g_dirtyhelper_RDTSC"
+
 
 class BlockGen(X87Gen):
     """Generates the source of one block (a trace of IRSBs)."""
+
+    def s_dirty(self, st: V.Dirty) -> None:
+        """``rdtsc`` in line: ``TSC(cpu, n, eip, next)`` calls the ``read_tsc`` hook with
+        the CPU state of the instruction (every register the block holds stored first,
+        EIP and the instruction count ``n`` retired before it in this run of the block);
+        the other dirty helpers are the x87 unit's."""
+        if st.name != RDTSC_HELPER:
+            super().s_dirty(st)
+            return
+        addr = self.insn_addrs[self.insn]
+        nxt = addr + self.insn_lens[self.insn]
+        self.emit(f"{TSC_MARK}{self.tp}{st.tmp} = TSC(cpu, {TSC_MARK}{self.insn}, {addr:#x}, "
+                  f"{nxt & 0xFFFFFFFF:#x})")
 
     def generate(self, allow_loop: bool) -> str:
         self.allow_loop = allow_loop
@@ -78,6 +96,11 @@ class BlockGen(X87Gen):
         # line numbers are 1-based: self.lines[j] is line len(out) + 1 + j
         self.insn_at = (0,) * (len(out) + 1) + tuple(self.line_insn) + (0,) * 2
         for line in self.lines:
+            if TSC_MARK in line:
+                # the registers into the CPU state, on the call's line (one instruction)
+                indent, call, n = line.split(TSC_MARK)
+                line = indent + "".join(f"cpu.{r} = {r}; " for r in put) + call + \
+                    ("done + " if loop else "") + n
             if EXIT_MARK in line:
                 indent, target, n = line.split(EXIT_MARK)
                 line = (f"{indent}nxt = {target}; n = {n}; break" if loop

@@ -197,7 +197,7 @@ class DataflowGen(GenBase):
                 for e in st.expressions:
                     if type(e) is t_rd:
                         last_use[e.tmp] = idx
-                if by_ir and (k is PutI or k is Dirty):
+                if by_ir and (k is PutI or (k is Dirty and st.name != "x86g_dirtyhelper_RDTSC")):
                     x87.add(mark)
                 if k is Store or k is CAS or k is Dirty or (k is Exit and st.jumpkind not in ("Ijk_Boring", "Ijk_Call", "Ijk_Ret")):
                     fault_idx[cur_insn] = idx
