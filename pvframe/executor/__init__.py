@@ -91,8 +91,9 @@ per-instruction hook 1-2 M (so 3-16x faster than that).
 Counting and time
 -----------------
 ``cpu.icount`` counts retired instructions; a rep-prefixed string instruction counts one
-per iteration (as libVEX lifts it and Unicorn counts). ``rdtsc`` is the ``read_tsc`` hook;
-nothing reads the host clock. ``env.interrupt_pending()`` is polled at every block boundary
+per iteration (as libVEX lifts it and Unicorn counts). ``rdtsc`` is the ``read_tsc`` hook,
+called in line from the translated block (its registers, EIP and ``icount`` stored first),
+so a delay loop spinning on the TSC runs inside one block; nothing reads the host clock. ``env.interrupt_pending()`` is polled at every block boundary
 when IF=1 outside an interrupt shadow; blocks end right after an instruction that touched
 MMIO or port I/O, and at every deadline, so device interrupts are taken at the precise
 instruction boundary. ``sti`` calls ``irq_enable()`` and opens a one-instruction shadow; a
