@@ -140,3 +140,14 @@ def test_the_cpu_model_reaches_the_child_boot(monkeypatch: pytest.MonkeyPatch,
     cmd = seen[0]
     assert cmd[cmd.index("--cpu") + 1] == "pentium3"
     assert L.parse_args(cmd[3:]).cpu == "pentium3"
+
+
+def test_the_summary_row_gives_wall_and_cpu_rates_and_peak_rss() -> None:
+    """Per backend: wall and CPU seconds, instructions, M instr/s of each, peak RSS."""
+    row = L.result_row("xen", {"instructions": 300_000_000, "wall_s": 200.0, "cpu_s": 100.0,
+                               "stop": "exit", "console": L.RUN_INIT + "\n" + L.INIT_LINE},
+                       1536 << 20)
+    assert (row["wall_s"], row["cpu_s"], row["m_instr_per_s"], row["m_instr_per_cpu_s"]) == \
+        (200.0, 100.0, 1.5, 3.0)
+    assert row["peak_rss_mib"] == 1536 and row["run_init"] and row["init_line"]
+    assert L.result_row("vmi", {"stop": "child exited 1"}, 0)["m_instr_per_cpu_s"] == 0.0
