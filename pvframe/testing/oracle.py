@@ -23,7 +23,7 @@ import attrs
 from pvframe import plugins
 from pvframe.machine import Machine, MachineConfig
 from pvframe.testing import programs as p
-from pvframe.testing.asm import assemble
+from pvframe.testing.asm import assemble_program
 
 DEFAULT_BUDGET = 2_000_000
 #: host seconds one run of the kit may take (a generated program or a demo guest runs in
@@ -121,7 +121,7 @@ def observe(
     """Run ``program`` on ``backend`` and collect what the guest could observe
     (``extra_plugins`` are bound next to the backend: tracers, recorders). The machine is
     ``config``, else one at the program's TSC rate."""
-    built = assemble(program.source(), p.LOAD_ADDR)
+    built = assemble_program(program)
     if config is None and program.tsc_hz is not None:
         config = MachineConfig(tsc_hz=program.tsc_hz)
     machine = Machine(backend, config, backends=backends, extra_plugins=extra_plugins)
