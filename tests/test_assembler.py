@@ -11,7 +11,7 @@ from hypothesis import given, note, settings
 
 from pvframe.testing import oracle, strategies
 from pvframe.testing import programs as p
-from pvframe.testing.asm import assemble_gnu
+from pvframe.testing.asm import assemble_gnu, assemble_program
 from pvframe.testing.assembler import AssemblerError, assemble
 
 needs_gnu = pytest.mark.skipif(shutil.which("as") is None, reason="GNU as is the oracle")
@@ -28,6 +28,32 @@ def test_kit_programs_assemble_as_gnu_as_and_ld_do(program: p.Program) -> None:
     ours, gnu = assemble(source, p.LOAD_ADDR), assemble_gnu(source, p.LOAD_ADDR)
     assert ours.image == gnu.image
     assert ours.symbols == {k: v for k, v in gnu.symbols.items() if k not in LINKER_SYMBOLS}
+
+
+@settings(max_examples=60, deadline=None)
+@given(strategies.programs() | strategies.pv_call_programs())
+def test_a_kit_program_assembled_in_two_parts_is_the_whole_source_assembled(
+        program: p.Program) -> None:
+    """assemble_program (the harness once, the program's own part each time) gives
+    exactly the bytes and symbols of the whole source."""
+    note(program.listing())
+    whole = assemble(program.source(), p.LOAD_ADDR)
+    parts = assemble_program(program)
+    assert parts.image == whole.image
+    assert parts.symbols == whole.symbols
+
+
+def test_the_harness_is_the_same_bytes_at_the_same_addresses_in_every_program() -> None:
+    """What lets the executor share the harness's translations between programs: the
+    program's own code starts on the page after the harness and its data."""
+    one = assemble(p.Program((p.Cli(),)).source(), p.LOAD_ADDR)
+    other = assemble(p.Program((p.Compute(5), p.ReadTsc(), p.Cpuid(1)) * 9, True).source(),
+                     p.LOAD_ADDR)
+    start = one.symbols[p.OPS_LABEL]
+    assert start == other.symbols[p.OPS_LABEL] and start % 4096 == 0
+    assert one.image[: start - p.LOAD_ADDR] == other.image[: start - p.LOAD_ADDR]
+    for name in ("record", "common", "results", "events", "stack_top", "idt"):
+        assert one.symbols[name] == other.symbols[name] < start
 
 
 def _code(line: str) -> bytes:

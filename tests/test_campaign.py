@@ -96,3 +96,45 @@ def test_report_reads_hypofuzz_progress_from_redis(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no local redis-server")
+def test_workers_publish_the_kit_figures_the_report_adds_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers running the kit's generated-program test against one Redis (as
+    HypoFuzz workers do, outside pytest's session): the report's per-backend table has the
+    programs run, the op kinds and paravirt ops covered and the divergences of both."""
+    pytest.importorskip("redis")
+    from pvframe.testing import campaign_stats, conformance, pytest_plugin
+    from pvframe.testing import programs as p
+
+    server, url = campaign.start_redis(tmp_path)
+    try:
+        monkeypatch.setenv(pytest_plugin.REDIS_ENV, url)
+        monkeypatch.setattr(campaign_stats, "_client", None)
+        monkeypatch.setattr(campaign_stats, "_last", {})
+        monkeypatch.setattr(conformance, "STATS", {})
+        found = plugins.discover()
+        found["cr3-no-flush"] = plugins.BackendInfo("cr3-no-flush", "tests", "0", "tests",
+                                                    factory=Cr3WithoutFlush)
+        monkeypatch.setattr(plugins, "discover", lambda *a, **k: found)
+        probe = p.Program((p.TlbProbe(0, 1, 2, "cr3"), p.Cpuid(1)), paging=True)
+        for worker in ("host:1", "host:2"):  # two processes, one after the other
+            monkeypatch.setattr(campaign_stats, "worker_id", lambda w=worker: w)
+            monkeypatch.setattr(campaign_stats, "_last", {})
+            monkeypatch.setattr(conformance, "STATS", {})
+            assert conformance._compare_and_count("xen", probe) is None
+            assert conformance._compare_and_count("cr3-no-flush", probe) is not None
+        figures = {f.backend: f for f in campaign_report.collect_kit(url)}
+        xen, bad = figures["xen"], figures["cr3-no-flush"]
+        assert (xen.workers, xen.programs, xen.ops, xen.divergences) == (2, 2, 4, 0)
+        assert (bad.workers, bad.programs, bad.divergences) == (2, 2, 2)
+        assert {"TlbProbe", "Cpuid", "paging-harness"} <= set(xen.kinds)
+        assert {"write_cr3", "cpuid"} <= set(xen.hooks)
+        table = campaign_report.kit_table(list(figures.values()))
+        row = next(line for line in table if line.startswith("xen "))
+        assert row.split()[:4] == ["xen", "2", "2", "4"] and row.split()[5] == "0"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

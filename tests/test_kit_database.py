@@ -108,3 +108,94 @@ def test_examples_are_shared_through_a_local_redis(monkeypatch: pytest.MonkeyPat
     finally:
         server.terminate()
         server.wait(timeout=5)
+
+
+REPLAY_PLUGIN = '''
+from typing import Any
+
+from hypothesis import Phase, settings
+
+from pvframe import plugins
+from pvframe.hookspecs import hookimpl
+from pvframe.testing import pytest_plugin
+
+
+class Cr3WithoutFlush:
+    @hookimpl
+    def pvop_write_cr3(self, machine: Any, value: int) -> None:
+        machine.cpu.cr3 = value & 0xFFFFFFFF
+
+
+_real = plugins.discover
+
+
+def _discover() -> dict[str, plugins.BackendInfo]:
+    found = _real()
+    found["cr3-no-flush"] = plugins.BackendInfo("cr3-no-flush", "tests", "0", "tests",
+                                                factory=Cr3WithoutFlush)
+    return found
+
+
+plugins.discover = _discover
+# the saved examples alone: a shard that finds nothing under its key generates nothing
+settings.register_profile("replay-only", database=pytest_plugin.example_database(),
+                          phases=[Phase.reuse, Phase.shrink], deadline=None)
+'''
+
+
+def _kit_pytest(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-k",
+         "test_generated_programs_match_native", *args],
+        cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_a_failure_saved_under_the_campaign_key_is_replayed_by_every_pytest_shard(
+    tmp_path: Path,
+) -> None:
+    """The key HypoFuzz gives the campaign's test (its node id, collected with one shard,
+    as its extra digest) is the key every shard of a pytest run reads, with another shard
+    count: a failure a fuzz worker saved is replayed by pytest (and what a shard saves
+    lands where the workers read). Each shard used to read its own node id's key."""
+    from hypothesis.database import DirectoryBasedExampleDatabase, InMemoryExampleDatabase
+    from hypothesis.internal.reflection import function_digest
+
+    from pvframe import plugins
+    from pvframe.testing import conformance
+    from pvframe.tools import campaign, check
+
+    (tmp_path / "kitreplay.py").write_text(REPLAY_PLUGIN)
+    env = {**os.environ, "PVFRAME_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": str(tmp_path)}
+    env.pop(pytest_plugin.REDIS_ENV, None)
+    # 1. the campaign's test as HypoFuzz collects it (one shard, its own folder)
+    collected = _kit_pytest(tmp_path / "fuzz", env, "-p", "kitreplay", "--collect-only", "-q",
+                            "--pvframe-backend", "cr3-no-flush", "--pvframe-shards", "1")
+    nodeids = [ln for ln in collected.stdout.splitlines() if "::" in ln]
+    assert len(nodeids) == 1, collected.stdout + collected.stderr
+    inner = conformance.test_generated_programs_match_native.hypothesis.inner_test  # type: ignore[attr-defined]
+    inner._hypothesis_internal_add_digest = nodeids[0].encode()  # HypoFuzz's collection
+    try:
+        key = function_digest(inner)
+    finally:
+        del inner._hypothesis_internal_add_digest
+    # 2. a failure a worker saved under that key
+    found = {**plugins.discover()}
+    exec(compile(REPLAY_PLUGIN, "kitreplay", "exec"), scope := {})  # the same backend
+    found["cr3-no-flush"] = plugins.BackendInfo("cr3-no-flush", "tests", "0", "tests",
+                                                factory=scope["Cr3WithoutFlush"])
+    memory = InMemoryExampleDatabase()
+    _ran, divergence = check.search_programs("cr3-no-flush", 100, backends=found,
+                                             database=memory, seed_value="campaign/0")
+    assert divergence is not None
+    saved = next(k for k in memory.data if len(k) == campaign.KEY_BYTES)
+    local = DirectoryBasedExampleDatabase(str(tmp_path / "cache" / "hypothesis" / "examples"))
+    for blob in memory.fetch(saved):
+        local.save(key, blob)
+    # 3. pytest, elsewhere, three shards, replaying the database only: every shard fails
+    run = _kit_pytest(tmp_path / "elsewhere", env, "-p", "kitreplay", "-q",
+                      "--pvframe-backend", "cr3-no-flush", "--pvframe-shards", "3",
+                      "--hypothesis-profile", "replay-only")
+    assert "3 failed" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
+    assert run.stdout.count("AssertionError: backend 'cr3-no-flush' breaks a property") == 3

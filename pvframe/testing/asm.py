@@ -8,7 +8,9 @@ file is read here, as ``objcopy -O binary`` and ``nm`` would). ``PVFRAME_ASSEMBL
 makes :func:`assemble` use GNU as for everything.
 
 Results are cached in memory by source text: Hypothesis replays and shrinks the same
-programs many times.
+programs many times. :func:`assemble_program` assembles a kit program's harness once per
+process and only the program's own part each time (the harness is most of the source:
+assembling the whole of each program cost more than its native run).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import tempfile
 from pathlib import Path
 
 import attrs
+
+from pvframe.testing import programs as p
 
 
 class AssemblyError(Exception):
@@ -57,6 +61,35 @@ def assemble(source: str, base: int = 0x100000) -> Assembled:
             raise AssemblyError(f"{exc} (the built-in assembler; GNU binutils are not installed)") from None
         return assemble_gnu(source, base)
     return Assembled(built.image, built.symbols)
+
+
+@functools.lru_cache(maxsize=1)
+def _harness() -> Assembled:
+    built = assemble(p.HARNESS, p.LOAD_ADDR)
+    if p.LOAD_ADDR + len(built.image) != built.symbols[p.OPS_LABEL]:
+        raise AssemblyError("the kit's harness does not end at its ops label")
+    return built
+
+
+@functools.lru_cache(maxsize=1024)
+def assemble_program(program: p.Program) -> Assembled:
+    """The image of a kit program at :data:`pvframe.testing.programs.LOAD_ADDR`: exactly
+    ``assemble(program.source(), LOAD_ADDR)`` (``tests/test_assembler.py`` checks it),
+    built from the harness assembled once and the program's own part
+    (:func:`pvframe.testing.programs.body`) assembled at the harness's ops label with the
+    harness's symbols as constants. ``PVFRAME_ASSEMBLER=gnu``: the whole source by GNU
+    as."""
+    if os.environ.get("PVFRAME_ASSEMBLER") == "gnu":
+        return assemble(program.source(), p.LOAD_ADDR)
+    from pvframe.testing import assembler
+
+    harness = _harness()
+    source = ".code32\n.text\n" + p.body(program)
+    try:
+        part = assembler.assemble(source, harness.symbols[p.OPS_LABEL], harness.symbols)
+    except assembler.AssemblerError:  # GNU as, which reads more, as assemble() would
+        return assemble(program.source(), p.LOAD_ADDR)
+    return Assembled(harness.image + part.image, {**harness.symbols, **part.symbols})
 
 
 def assemble_gnu(source: str, base: int = 0x100000) -> Assembled:

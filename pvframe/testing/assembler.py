@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -435,8 +435,10 @@ def _split_semicolons(line: str) -> list[str]:
 class _Program:
     """Two sections of statements, the symbols they define, then layout and encoding."""
 
-    def __init__(self, source: str, base: int) -> None:
+    def __init__(self, source: str, base: int, known: Mapping[str, int] | None = None) -> None:
         self.base = base
+        #: symbols defined outside the source (absolute values, as ``.set`` would give)
+        self.known: Mapping[str, int] = known or {}
         self.sections: dict[str, list[Statement]] = {"text": [], "data": []}
         self.align: dict[str, int] = {"text": 1, "data": 1}
         # label name -> (section, index of the statement it precedes)
@@ -471,7 +473,7 @@ class _Program:
             name = stmt[:-1]
             if name.isdigit():
                 self.numeric.append((name, *self._here(), self.order))
-            elif name in self.labels or name in self.equates:
+            elif name in self.labels or name in self.equates or name in self.known:
                 raise AssemblerError(f"symbol {name!r} is already defined")
             else:
                 self.labels[name] = self._here()
@@ -536,6 +538,8 @@ class _Program:
     def _constant(self, name: str) -> int:
         if name in self.equates:
             return self.equates[name].value(self._constant)
+        if name in self.known:
+            return self.known[name]
         raise AssemblerError(f"{name!r} must be a constant here")
 
     def _instruction(self, line: int, stmt: str) -> Insn:
@@ -602,6 +606,8 @@ class _Program:
                 return addrs[self.labels[name]]
             if name in self.equates:
                 return self.equates[name].value(lookup)
+            if name in self.known:
+                return self.known[name]
             if name[:-1].isdigit() and name[-1] in "bf":
                 return addrs[self._numeric(name, position)]
             raise AssemblerError(f"undefined symbol {name!r}")
@@ -913,11 +919,13 @@ def _encode(insn: Insn, addr: int, lookup: Callable[[str], int], probe: bool = F
     return best
 
 
-def assemble(source: str, base: int = 0x100000) -> Assembled:
+def assemble(source: str, base: int = 0x100000,
+             symbols: Mapping[str, int] | None = None) -> Assembled:
     """Flat image of ``source`` with ``.text`` at ``base`` and ``.data`` after it, and the
     address of every label that is not local (``.L*`` and numeric labels are not symbols,
-    as in GNU as's symbol table)."""
-    prog = _Program(source, base)
+    as in GNU as's symbol table). ``symbols`` are defined outside the source, as the
+    source's own ``.set name, value`` would define them (not in the result's symbols)."""
+    prog = _Program(source, base, symbols)
     addrs = prog.layout()
     out: dict[str, bytearray] = {}
     for name, stmts in prog.sections.items():

@@ -21,7 +21,7 @@ from hypothesis import given, note
 
 from pvframe import guests
 from pvframe.machine import HostTimeLimit, Machine
-from pvframe.testing import contracts, oracle, strategies
+from pvframe.testing import campaign_stats, contracts, oracle, strategies
 from pvframe.testing.programs import Program
 
 pytestmark = pytest.mark.equivalence
@@ -89,9 +89,12 @@ def _compare_and_count(backend: str, program: Program) -> str | None:
     st.coverage.update(type(op).__name__ for op in _flatten(program.ops))
     if program.paging:
         st.coverage["paging-harness"] += 1
+    if divergence is not None:
+        st.divergences += 1
+    # a campaign's workers keep their figures in the shared Redis (campaign_report)
+    campaign_stats.maybe_publish(backend, st)
     if divergence is None:
         return None
-    st.divergences += 1
     _note_hang(backend, divergence.other.stop, divergence.other.detail)
     return str(divergence)
 

@@ -15,7 +15,7 @@ must round-trip exactly at the TSC frequencies the kit uses; ``units`` documents
 from __future__ import annotations
 
 import struct
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any
 
 import attrs
@@ -23,7 +23,7 @@ import attrs
 from pvframe import plugins
 from pvframe.machine import Machine, MachineConfig
 from pvframe.testing import programs as p
-from pvframe.testing.asm import assemble
+from pvframe.testing.asm import assemble_program
 
 DEFAULT_BUDGET = 2_000_000
 #: host seconds one run of the kit may take (a generated program or a demo guest runs in
@@ -121,7 +121,7 @@ def observe(
     """Run ``program`` on ``backend`` and collect what the guest could observe
     (``extra_plugins`` are bound next to the backend: tracers, recorders). The machine is
     ``config``, else one at the program's TSC rate."""
-    built = assemble(program.source(), p.LOAD_ADDR)
+    built = assemble_program(program)
     if config is None and program.tsc_hz is not None:
         config = MachineConfig(tsc_hz=program.tsc_hz)
     machine = Machine(backend, config, backends=backends, extra_plugins=extra_plugins)
@@ -148,6 +148,53 @@ def observe(
     )
 
 
+class NativeRuns:
+    """Native's observation of each distinct program, kept for the next comparison that
+    needs it: ``pvframe check -b xen -b vmi`` (derandomized) draws the same programs for
+    every backend, and the bench compares each backend with native on the same programs,
+    so the reference runs once per program instead of once per program and backend.
+
+    Keyed by the program itself (a frozen value), the budget and the native backend's
+    factory; the least recently used out first beyond ``size`` programs. A run that ran
+    out of host time is not kept (where it stopped depends on the host's speed). Sound
+    because a run depends on nothing but the program and the machine: one deterministic
+    time base, and translations shared between machines are checked against the bytes
+    they were made from (``tests/test_kit_native_runs.py`` runs every backend in between
+    and checks that native's run of a program is the same again)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.hits = 0
+        self.runs = 0
+        self._seen: OrderedDict[tuple[Any, ...], Observation] = OrderedDict()
+
+    def observe(self, program: p.Program, *,
+                backends: dict[str, plugins.BackendInfo] | None = None,
+                budget: int = DEFAULT_BUDGET) -> Observation:
+        info = (backends or {}).get(plugins.NATIVE)
+        key = (program, budget, None if info is None else info.factory)
+        seen = self._seen.get(key)
+        if seen is not None:
+            self.hits += 1
+            self._seen.move_to_end(key)
+            return seen
+        self.runs += 1
+        seen = observe(program, plugins.NATIVE, backends=backends, budget=budget)
+        if seen.stop == "wall-clock-limit":
+            return seen
+        self._seen[key] = seen
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return seen
+
+    def clear(self) -> None:
+        self._seen.clear()
+
+
+#: the native runs shared by the kit's searches in this process
+NATIVE_RUNS = NativeRuns()
+
+
 def _first_difference(a: Any, b: Any) -> str:
     if isinstance(a, tuple) and isinstance(b, tuple):
         for i, (x, y) in enumerate(zip(a, b, strict=False)):
@@ -169,11 +216,15 @@ def compare(
     budget: int = DEFAULT_BUDGET,
     native: Observation | None = None,
     coverage: Counter[str] | None = None,
+    reuse_native: bool = False,
 ) -> Divergence | None:
     """None when ``backend`` keeps every property of :mod:`pvframe.testing.properties` and
     agrees with native on everything observable, else the first problem: a broken
     property, then the first difference in order of importance: stop, exit code, console,
-    events, results, registers, instruction count."""
+    events, results, registers, instruction count. ``reuse_native``: native's run of the
+    program is taken from :data:`NATIVE_RUNS` when it ran before in this process."""
+    if native is None and reuse_native:
+        native = NATIVE_RUNS.observe(program, backends=backends, budget=budget)
     if native is None:
         native = observe(program, plugins.NATIVE, backends=backends, budget=budget)
     other = observe(program, backend, backends=backends, budget=budget)

@@ -562,9 +562,17 @@ HANDLED = (*range(32), TIMER_VECTOR, IPI_VECTOR, *HIGH_VECTORS, SPURIOUS_VECTOR)
 
 
 def render(program: Program) -> str:
-    """GNU as source of the whole guest: harness, ops, epilogue."""
-    out: list[str] = [".code32", ".text", ".globl _start", "_start:",
-                      "mov $stack_top, %esp", "call uart_init", "call idt_init", "lidt idt_desc"]
+    """GNU as source of the whole guest: the harness (:data:`HARNESS`), then the
+    program's own part (:func:`body`) from :data:`OPS_LABEL` on."""
+    return HARNESS + body(program)
+
+
+def body(program: Program) -> str:
+    """The program's own part of the source: its ops and the epilogue, at the harness's
+    label :data:`OPS_LABEL` (a page boundary), and the op marks in ``.data``. It refers to
+    the harness by symbol only, so it assembles on its own given their values
+    (:func:`pvframe.testing.asm.assemble_program`)."""
+    out: list[str] = []
     if program.paging:
         out += ["call paging_init"]
     for i, op in enumerate(program.ops):
@@ -575,13 +583,8 @@ def render(program: Program) -> str:
     out += ["cli", f"movl $0, {APIC + 0x380:#x}" if any(isinstance(o, ApicTimer) for o in program.ops) else "nop",
             "mov result_ptr, %eax", "sub $results, %eax", "shr $2, %eax", "mov %eax, %ebx",
             "xor %al, %al", "out %al, $0xf4", "2: hlt", "jmp 2b"]
-    out += _HARNESS
-    for v in HANDLED:
-        out += _stub(v)
-    out += [".data", ".balign 4096", "stub_table:"] + [f".long {v}, stub_{v}" for v in HANDLED]
-    out += [".long -1, 0"]
-    out += [".balign 4", "op_marks:", f".fill {max(1, len(program.ops))}, 4, 0"]
-    return "\n".join(out) + "\n" + _DATA
+    out += [".data", ".balign 4", "op_marks:", f".fill {max(1, len(program.ops))}, 4, 0"]
+    return "\n".join(out) + "\n"
 
 
 _HARNESS = f"""
@@ -679,7 +682,7 @@ common:
 """.splitlines()
 
 _DATA = f"""
-.balign 4096
+.balign 4096, 0
 idt: .fill 256, 8, 0
 idt_desc: .word 256*8-1
     .long idt
@@ -689,12 +692,32 @@ op_index: .long 0
 recovery: .long 0
 result_ptr: .long results
 event_ptr: .long events
-.align 16
+.balign 16, 0
 results: .fill {RESULTS_WORDS}, 4, 0
 results_end:
 events: .fill {EVENTS_MAX * 4}, 4, 0
 events_end:
-.align 16
+.balign 16, 0
 .fill 4096, 1, 0
 stack_top:
 """
+
+#: the label where a program's own part starts (:func:`body`)
+OPS_LABEL = "ops_start"
+
+#: The harness, the same bytes at the same addresses in every program: start-up, the
+#: routines the ops call, the exception and interrupt stubs, then its data (IDT, results,
+#: events, stack) on pages of their own. A program's own code follows at
+#: :data:`OPS_LABEL` on the next page, so the harness's translations are shared by every
+#: program the executor runs in a process, and it is assembled once
+#: (:func:`pvframe.testing.asm.assemble_program`).
+HARNESS = "\n".join([
+    ".code32", ".text", ".globl _start", "_start:",
+    "mov $stack_top, %esp", "call uart_init", "call idt_init", "lidt idt_desc",
+    f"jmp {OPS_LABEL}",
+    *_HARNESS,
+    *(line for v in HANDLED for line in _stub(v)),
+    ".balign 4096, 0", "stub_table:", *(f".long {v}, stub_{v}" for v in HANDLED), ".long -1, 0",
+    _DATA,
+    ".balign 4096, 0", f"{OPS_LABEL}:",
+]) + "\n"

@@ -164,21 +164,32 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                              ids=[f"{prefix}shard{i}of{count}" for i in range(count)])
 
 
+def _sharded(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "pvframe_shard" in callspec.params
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> None:
-    """A shard's Hypothesis database key and derandomized seed come from its node id, as
-    Hypothesis's pytest plugin does for ``@pytest.mark.parametrize`` (it does not see a
-    parametrization made in ``pytest_generate_tests``) and HypoFuzz does when it
-    collects: the shards draw different programs. The shard's budget of examples is set
-    here too (:func:`pvframe.testing.shards.shard_settings`)."""
-    callspec = getattr(item, "callspec", None)
-    if callspec is None or "pvframe_shard" not in callspec.params:
+    """A shard's derandomized seed comes from its node id, as Hypothesis's pytest plugin
+    does for ``@pytest.mark.parametrize`` (it does not see a parametrization made in
+    ``pytest_generate_tests``): the shards draw different programs. Its database key is
+    the search's, the same for every shard and every shard count
+    (:func:`pvframe.testing.shards.database_key`): the key HypoFuzz gives the one-shard
+    test a campaign fuzzes, so what a fuzz worker saved is replayed here and what a
+    shard saved is replayed by the campaign. The shard's budget of examples is set here
+    too (:func:`pvframe.testing.shards.shard_settings`)."""
+    if not _sharded(item):
         return
+    callspec = item.callspec  # type: ignore[attr-defined]
     inner = getattr(getattr(item.obj, "hypothesis", None), "inner_test", None)  # type: ignore[attr-defined]
     if inner is None:
         return
-    inner._hypothesis_internal_add_digest = item.nodeid.encode()
     from pvframe.testing import shards
+
+    item.obj._hypothesis_internal_database_key = shards.database_key(  # type: ignore[attr-defined]
+        inner, item.nodeid)
+    inner._hypothesis_internal_add_digest = item.nodeid.encode()
 
     if not shards.shard_settings(item.obj, _shards(item.config),  # type: ignore[attr-defined]
                                  callspec.params["pvframe_shard"]):

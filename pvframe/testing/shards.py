@@ -5,11 +5,13 @@ is one worker's, and a single ``@given`` test of 100 programs would keep one cor
 while the others wait. The conformance suite's generated-program tests therefore take the
 ``pvframe_shard`` fixture (defined by :mod:`pvframe.testing.pytest_plugin`): each test is
 collected as ``SHARDS`` items, each one a search of its share of ``max_examples``
-(the shares add up to it). Hypothesis gives every parametrized item its own database key and, under a
-derandomized profile, its own seed (both derive from the item's node id, as HypoFuzz's
-keys do, so a campaign's failures replay under pytest), so the shards draw different
-programs, the same ones on every run, whatever the number of workers: a run with ``-n 0``
-and one with ``-n 2`` check the same programs and fail the same way.
+(the shares add up to it). Under a derandomized profile every shard has its own seed
+(from its node id), so the shards draw different programs, the same ones on every run,
+whatever the number of workers: a run with ``-n 0`` and one with ``-n 2`` check the same
+programs and fail the same way. All shards share one example-database key
+(:func:`database_key`), HypoFuzz's key of the one-shard test a campaign fuzzes, so a
+failure a fuzz worker saved is replayed by every shard of a pytest run, and one a shard
+saved by the campaign's workers.
 
 Each worker process keeps its own :data:`pvframe.testing.conformance.STATS`; a worker
 sends them to the controller (:func:`to_wire`) when it finishes and the controller adds
@@ -18,6 +20,7 @@ them up (:func:`merge`) before it prints the figures.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -53,6 +56,28 @@ def shard_settings(wrapped_test: Any, shards: int, index: int) -> int:
     return budget
 
 
+_SHARD_ID = re.compile(r"shard\d+of\d+\]$")
+
+
+def database_key(inner_test: Any, nodeid: str) -> bytes:
+    """The example-database key of a sharded search: the key HypoFuzz computes for the
+    one-shard test (``--pvframe-shards 1``, what a campaign fuzzes, node id ending in
+    ``shard0of1]``), Hypothesis's ``function_digest`` of the test with that node id as
+    its extra digest. Every shard of every shard count reads and writes it."""
+    from hypothesis.internal.reflection import function_digest
+
+    one = _SHARD_ID.sub("shard0of1]", nodeid)
+    saved = getattr(inner_test, "_hypothesis_internal_add_digest", None)
+    inner_test._hypothesis_internal_add_digest = one.encode()
+    try:
+        return function_digest(inner_test)
+    finally:
+        if saved is None:
+            del inner_test._hypothesis_internal_add_digest
+        else:
+            inner_test._hypothesis_internal_add_digest = saved
+
+
 def to_wire(stats: dict[str, KitStats]) -> dict[str, dict[str, Any]]:
     """``stats`` as plain dicts (what pytest-xdist's ``workeroutput`` can carry)."""
     return {
@@ -78,4 +103,5 @@ def merge(into: dict[str, KitStats], wire: dict[str, dict[str, Any]]) -> None:
         st.hooks.update(Counter(fig["hooks"]))
 
 
-__all__ = ["DEFAULT_SHARDS", "merge", "shard_examples", "shard_settings", "to_wire"]
+__all__ = ["DEFAULT_SHARDS", "database_key", "merge", "shard_examples", "shard_settings",
+           "to_wire"]

@@ -232,7 +232,9 @@ def _report(url: str, workdir: Path) -> tuple[str, ...]:
     from pvframe.tools import campaign_report
 
     records = campaign_report.collect(url)
-    lines = ["campaign report (from the shared database):", *campaign_report.table(records)]
+    lines = ["campaign report (from the shared database):", *campaign_report.table(records),
+             "kit figures (published by the workers):",
+             *campaign_report.kit_table(campaign_report.collect_kit(url))]
     if importlib.util.find_spec("matplotlib") is not None:
         path = workdir / "coverage.png"
         campaign_report.write_png(records, path)

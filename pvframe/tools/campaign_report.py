@@ -122,6 +122,59 @@ def table(records: list[TestRecord]) -> list[str]:
     return lines
 
 
+@attrs.define
+class KitFigures:
+    """What the kit's workers published for one backend
+    (:mod:`pvframe.testing.campaign_stats`), added up over workers."""
+
+    backend: str
+    workers: int = 0
+    programs: int = 0
+    ops: int = 0
+    seconds: float = 0.0
+    divergences: int = 0
+    kinds: Counter[str] = attrs.field(factory=Counter)
+    hooks: Counter[str] = attrs.field(factory=Counter)
+
+
+def collect_kit(url: str) -> list[KitFigures]:
+    """The kit's figures per backend from the Redis database at ``url``."""
+    import redis
+
+    from pvframe.testing import campaign_stats
+
+    out = []
+    for backend, by_worker in sorted(campaign_stats.read(redis.Redis.from_url(url)).items()):
+        fig = KitFigures(backend, workers=len(by_worker))
+        for w in by_worker.values():
+            fig.programs += int(w["examples"])
+            fig.ops += int(w["ops"])
+            fig.seconds += float(w["seconds"])
+            fig.divergences += int(w["divergences"])
+            fig.kinds.update(Counter(w["coverage"]))
+            fig.hooks.update(Counter(w["hooks"]))
+        out.append(fig)
+    return out
+
+
+def kit_table(figures: list[KitFigures]) -> list[str]:
+    """Per backend: programs run, ops, programs per second per core, divergences, op kinds
+    drawn and paravirt ops the backend's hooks served (of the catalogue's)."""
+    from pvframe import catalogue
+
+    total = len(catalogue.CATALOGUE)
+    lines = [f"{'backend':12s} {'programs':>9s} {'workers':>7s} {'ops':>7s} {'prog/s/core':>11s} "
+             f"{'divergences':>11s} {'op kinds':>8s} {'pv ops':>7s}"]
+    for f in figures:
+        rate = f.programs / f.seconds if f.seconds else 0.0
+        lines.append(f"{f.backend:12s} {f.programs:9d} {f.workers:7d} {f.ops:7d} {rate:11.1f} "
+                     f"{f.divergences:11d} {len(f.kinds):8d} {len(f.hooks):3d}/{total}")
+        missing = sorted({op.name for op in catalogue.CATALOGUE} - set(f.hooks))
+        lines.append(f"  op kinds drawn: {', '.join(f'{k} {n}' for k, n in sorted(f.kinds.items()))}")
+        lines.append(f"  paravirt ops not reached: {', '.join(missing) or 'none'}")
+    return lines
+
+
 def write_png(records: list[TestRecord], path: Path) -> None:
     """Behaviours over elapsed time, one line per worker and backend (matplotlib)."""
     from pvframe.tools import optional
@@ -171,11 +224,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         records = collect(args.url)
+        kit = collect_kit(args.url)
     except Exception as exc:  # unreachable server, wrong URL: one line
         raise SystemExit(f"campaign_report: cannot read {args.url}: {exc}") from None
-    if not records:
-        raise SystemExit(f"campaign_report: no HypoFuzz reports in {args.url}")
-    print("\n".join(table(records)))
+    if not records and not kit:
+        raise SystemExit(f"campaign_report: no HypoFuzz reports or kit figures in {args.url}")
+    print("\n".join([*table(records), "kit figures (published by the workers):",
+                      *kit_table(kit)]))
     if args.png:
         write_png(records, args.png)
     if args.html:

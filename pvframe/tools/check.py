@@ -122,8 +122,11 @@ def search_programs(
         if divergence is None:
             ran += 1
             progress("shrinking" if shrinking else "programs", 0 if shrinking else 1)
+            # native's run of a program is kept for the next backend's search (the
+            # derandomized searches of -b xen -b vmi draw the same programs)
             divergence = oracle.compare(program, backend, backends=backends,
-                                        coverage=None if shrinking else coverage)
+                                        coverage=None if shrinking else coverage,
+                                        reuse_native=True)
             if divergence is not None:
                 shrinking = True
                 if divergence.other.stop == STOP_WALL:

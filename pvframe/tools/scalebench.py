@@ -1,10 +1,14 @@
 """Figures of the kit at scale (``nox -s bench`` prints them; ``python -m
-pvframe.tools.scalebench [--programs N] [--rounds R] [--backend NAME]...``):
+pvframe.tools.scalebench [--programs N] [--rounds R] [--backend NAME]... [--baseline PATH]``):
 
 * **programs per second per core** for each backend: the derandomized search of
   ``pvframe check`` (generation, assembly, the native run and the backend's run, each
-  program) in this process, as host CPU seconds (``time.process_time``: what a core spends,
-  whatever else the machine runs) and as wall seconds;
+  program), in a fresh process, as host CPU seconds (``time.process_time``: what a core
+  spends, whatever else the machine runs) and as wall seconds; then again with native's
+  runs kept from the search before (:class:`pvframe.testing.oracle.NativeRuns`: ``pvframe
+  check -b native -b xen -b vmi``, where native runs each program once); with
+  ``--baseline PATH`` (another checkout's folder holding ``pvframe/``, e.g. a worktree of
+  ``main``), that checkout's figure is measured side by side, alternated with this tree's;
 * **1 worker against 2**: the same shards (the same programs) run by one worker process
   and by two (:func:`pvframe.tools.workers.search_parallel`), alternated ``rounds`` times
   so that a machine's load falls on both alike; the ratio of their wall times is the
@@ -15,21 +19,61 @@ pvframe.tools.scalebench [--programs N] [--rounds R] [--backend NAME]...``):
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
-from pvframe.tools import check, workers
+from pvframe.tools import workers
 
-
-def rate(backend: str, programs: int) -> tuple[float, float]:
-    """(programs/s per CPU second, programs/s per wall second) of one derandomized search."""
+#: measured in a fresh process: ``sys.argv[1]`` backends (comma-separated), ``[2]``
+#: programs, ``[3]`` "fresh" (native runs each program again for every backend) or
+#: "reuse" (native's runs kept from the search before); a baseline checkout first on
+#: the path through PVFRAME_SCALEBENCH_PATH
+_RATE_CHILD = r"""
+import json, os, sys, time
+if os.environ.get("PVFRAME_SCALEBENCH_PATH"):
+    sys.path.insert(0, os.environ["PVFRAME_SCALEBENCH_PATH"])
+from pvframe.testing import oracle
+from pvframe.tools import check
+names, n, mode = sys.argv[1].split(","), int(sys.argv[2]), sys.argv[3]
+check.search_programs(names[0], 5)  # imports and the harness's first translations
+runs = getattr(oracle, "NATIVE_RUNS", None)
+out = {}
+for name in names:
+    if runs is not None and mode == "fresh":
+        runs.clear()
     wall, cpu = time.perf_counter(), time.process_time()
-    ran, divergence = check.search_programs(backend, programs)
+    ran, divergence = check.search_programs(name, n)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    if divergence is not None:
-        raise SystemExit(f"scalebench: {backend} diverges from native: {divergence.first}")
-    return ran / cpu, ran / wall
+    out[name] = {"cpu": ran / cpu, "wall": ran / wall,
+                 "diverged": None if divergence is None else divergence.first}
+print(json.dumps(out))
+"""
+
+
+def rates(backends: list[str], programs: int, mode: str = "fresh",
+          baseline: str | None = None) -> dict[str, Any]:
+    """backend -> {"cpu": programs/s per CPU second, "wall": per wall second, "diverged"}
+    of the derandomized search, measured in a fresh process (``baseline``: another
+    checkout's pvframe first on the path)."""
+    env = dict(os.environ)
+    env.pop("PVFRAME_SCALEBENCH_PATH", None)
+    if baseline:
+        env["PVFRAME_SCALEBENCH_PATH"] = baseline
+    proc = subprocess.run([sys.executable, "-c", _RATE_CHILD, ",".join(backends),
+                           str(programs), mode], capture_output=True, text=True, env=env,
+                          check=False)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or ["(no output)"]
+        return {"error": lines[-1]}
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 def _children_cpu() -> float:
@@ -56,16 +100,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--programs", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", action="append")
+    parser.add_argument("--no-workers", action="store_true",
+                        help="leave out the 1 worker against 2 figures")
+    parser.add_argument("--baseline", help="another checkout's folder holding pvframe/, "
+                        "measured side by side")
     args = parser.parse_args(argv)
     if args.programs <= 0 or args.rounds <= 0:
         parser.error("--programs and --rounds must be positive")
+    if args.baseline and not (Path(args.baseline) / "pvframe" / "__init__.py").is_file():
+        parser.error(f"--baseline {args.baseline}: no pvframe/ package in that folder")
     names = args.backend or ["native", "xen", "vmi"]
-    check.search_programs(names[0], 5)  # imports and first translations out of the figures
-    print(f"kit programs/s per core ({args.programs} derandomized programs, target 200):")
+    print(f"kit programs/s per core ({args.programs} derandomized programs, target 200; "
+          f"CPU seconds of one process, wall figure in brackets; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores):")
+    runs: list[tuple[str, str, str | None]] = [("this tree", "fresh", None)]
+    if args.baseline:
+        runs.insert(0, ("baseline", "fresh", args.baseline))
+    runs.append(("this tree, native's runs reused", "reuse", None))
+    found = {label: rates(names, args.programs, mode, path) for label, mode, path in runs}
     for name in names:
-        per_cpu, per_wall = rate(name, args.programs)
-        print(f"  {name:8s} {per_cpu:7.1f} programs/s per CPU second "
-              f"({per_wall:.1f} per wall second on this machine now)")
+        for label, _mode, _path in runs:
+            r = found[label]
+            if "error" in r:
+                print(f"  {name:8s} {label}: failed: {r['error']}")
+                continue
+            fig = r[name]
+            bad = f"; DIVERGES: {fig['diverged']}" if fig["diverged"] else ""
+            print(f"  {name:8s} {fig['cpu']:7.1f} ({fig['wall']:5.1f}) programs/s  {label}{bad}")
+    if args.no_workers:
+        return
     name = names[-1] if len(names) == 1 else "xen" if "xen" in names else names[0]
     times = speedup(name, args.programs, args.rounds)
     ratios = [one / two for one, two, _c1, _c2 in times]

@@ -1,0 +1,71 @@
+"""Native's run of a program is kept and reused (:class:`pvframe.testing.oracle.NativeRuns`):
+sound only if native's run of a program is the same whatever ran before it in the process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, given, settings
+
+from pvframe import plugins
+from pvframe.testing import oracle, strategies
+from pvframe.testing.programs import Program
+from pvframe.tools import check
+
+
+def _drawn(count: int, strategy: Any) -> list[Program]:
+    drawn: list[Program] = []
+
+    @settings(max_examples=count, derandomize=True, database=None, deadline=None,
+              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(program: Program) -> None:
+        drawn.append(program)
+
+    collect()
+    return drawn
+
+
+def test_native_runs_the_same_after_every_backend_ran_the_program() -> None:
+    """Each program on native, then on xen and vmi (their translations shared with native's
+    through the executor's code cache), then on native again: the same observation,
+    hooks called included."""
+    programs = _drawn(25, strategies.programs()) + _drawn(10, strategies.pv_call_programs())
+    first = [oracle.observe(program, plugins.NATIVE) for program in programs]
+    for program in programs:
+        for backend in ("xen", "vmi"):
+            oracle.observe(program, backend)
+    for program, before in zip(programs, first, strict=True):
+        again = oracle.observe(program, plugins.NATIVE)
+        assert again.fields() == before.fields(), program.listing()
+        assert again.hook_calls == before.hook_calls
+
+
+def test_a_search_on_a_second_backend_reuses_native_runs() -> None:
+    """pvframe check -b xen -b vmi: native runs each program once."""
+    runs = oracle.NativeRuns()
+    saved, oracle.NATIVE_RUNS = oracle.NATIVE_RUNS, runs
+    try:
+        ran_xen, div_xen = check.search_programs("xen", 8)
+        ran_vmi, div_vmi = check.search_programs("vmi", 8)
+    finally:
+        oracle.NATIVE_RUNS = saved
+    assert div_xen is None and div_vmi is None and ran_xen == ran_vmi == 8
+    assert runs.runs == 8 and runs.hits == 8
+
+
+def test_a_run_out_of_host_time_is_not_kept(monkeypatch: Any) -> None:
+    runs = oracle.NativeRuns()
+    program = Program(())
+    real = oracle.observe
+
+    def hung(*args: Any, **kw: Any) -> oracle.Observation:
+        obs = real(*args, **kw)
+        return oracle.Observation(**{**{f: getattr(obs, f) for f in (
+            "backend", "exit_code", "instructions", "registers", "console", "results",
+            "events")}, "stop": "wall-clock-limit"})
+
+    monkeypatch.setattr(oracle, "observe", hung)
+    runs.observe(program)
+    runs.observe(program)
+    assert runs.runs == 2 and runs.hits == 0
