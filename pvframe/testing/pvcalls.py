@@ -219,7 +219,10 @@ def time_calls() -> list[st.SearchStrategy[p.Op]]:
     return [
         _seq(PvCall("get_wallclock", (), "eax"), PvCall("get_cpu_khz", (), "eax")),
         _seq(PvCall("sched_clock", (), "edx:eax"), PvCall("get_scheduled_cycles", (), "edx:eax")),
-        st.builds(lambda n: PvCall("const_udelay", (n * 0x10C7,)), st.integers(0, 20)),
+        # udelay(n) passes n * 0x10c7, ndelay(n) n * 5 (2.6.23 include/asm-i386/delay.h):
+        # any xloops is a delay; the TSC read after it shows a delay one cycle off
+        st.builds(lambda n: PvSeq((PvCall("const_udelay", (n,)), p.ReadTsc())),
+                  st.integers(0, 20).map(lambda n: n * 0x10C7) | st.integers(0, 20 * 0x10C7)),
         # set_wallclock(get_wallclock()): the clock keeps its value; the status is dropped
         st.just(_SetWallclock()),
     ]
@@ -239,7 +242,7 @@ def cpu_calls() -> list[st.SearchStrategy[p.Op]]:
         st.builds(_Cpuid, st.sampled_from([0, 1, 0x80000000])),
         st.builds(lambda r, v: PvSeq((PvCall("set_debugreg", (r, v)),
                                       PvCall("get_debugreg", (r,), "eax"))), regno, breakpoints),
-        _seq(PvCall("clts"), PvCall("wbinvd"), PvCall("io_delay")),
+        st.just(_Clts()), _seq(PvCall("wbinvd"), PvCall("io_delay")),
         _seq(PvCall("read_cr0", (), "eax"), PvCall("read_cr4", (), "eax"),
              PvCall("read_cr4_safe", (), "eax")),
         st.just(_ToggleCr("read_cr0", "write_cr0", 0x8)),
@@ -252,8 +255,9 @@ def cpu_calls() -> list[st.SearchStrategy[p.Op]]:
         st.builds(lambda: PvCall("set_ldt", (0, 0))),
         # (store_tr first: without a TSS descriptor at 0x80 load_tr_desc raises #GP, and
         # a burst goes on at its next call)
-        _seq(PvCall("store_tr", (), "eax"), PvCall("load_tr_desc")),
-        st.builds(lambda c: PvCall("load_tls", (THREAD, c)), st.just(0)),
+        # ... and store_tr after: the selector loaded, RPL included (SDM Vol. 2B STR)
+        _seq(PvCall("store_tr", (), "eax"), PvCall("load_tr_desc"), PvCall("store_tr", (), "eax")),
+        st.builds(_LoadTls, st.lists(tls_descriptors, min_size=3, max_size=3).map(tuple)),
         st.builds(lambda n, lo, hi: PvSeq(tuple(
             PvCall(which, (TABLE + 32 * k, n, lo, hi), "", (TABLE + 32 * k + 8 * n,
                                                            TABLE + 32 * k + 8 * n + 4))
@@ -264,6 +268,43 @@ def cpu_calls() -> list[st.SearchStrategy[p.Op]]:
         st.builds(lambda m: PvCall("set_iopl_mask", (m,)), st.sampled_from([0, 0x1000, 0x3000])),
         st.just(PvIret()), st.just(PvSysexit()),
     ]
+
+
+#: a TLS descriptor as Linux's set_thread_area writes them (2.6.23 include/asm-i386/desc.h
+#: LDT_entry_a/b): a present DPL-3 read/write data segment, byte granular, of a base and a
+#: limit below the hypervisor's hole (Xen's check_descriptor truncates a limit reaching
+#: it), or the empty entry
+tls_descriptors = st.one_of(
+    st.just((0, 0)),
+    st.builds(lambda base, limit: (((base & 0xFFFF) << 16) | limit,
+                                   (base & 0xFF000000) | 0x40F200 | ((base >> 16) & 0xFF)),
+              st.integers(0, 0x3FFFFFFF), st.integers(0, 0xFFFF)),
+)
+
+
+@attrs.frozen
+class _LoadTls(p.Op):
+    """``load_tls(thread, 0)`` with the thread's three TLS descriptors set; the GDT's TLS
+    entries (6-8, 2.6.23 include/asm-i386/segment.h) are recorded after."""
+
+    entries: tuple[tuple[int, int], ...]
+
+    def lines(self) -> list[str]:
+        out = [f"movl ${w:#x}, {THREAD + 4 * i:#x}"
+               for i, w in enumerate(w for e in self.entries for w in e)]
+        out += [f"mov ${THREAD:#x}, %eax", "xor %edx, %edx", _call("load_tls")]
+        gdt = p.GDT_BASE + 8 * 6
+        return out + [line for i in range(6) for line in (f"mov {gdt + 4 * i:#x}, %eax", p.RECORD)]
+
+
+@attrs.frozen
+class _Clts(p.Op):
+    """CR0.TS set (``write_cr0``), ``clts``, CR0 recorded: a ``clts`` that does nothing
+    leaves TS set (SDM Vol. 2A CLTS)."""
+
+    def lines(self) -> list[str]:
+        return [_call("read_cr0"), "or $0x8, %eax", _call("write_cr0"), _call("clts"),
+                _call("read_cr0"), p.RECORD]
 
 
 @attrs.frozen
@@ -334,13 +375,57 @@ class _SaveFl(p.Op):
 
 def apic_calls() -> list[st.SearchStrategy[p.Op]]:
     reg = st.sampled_from([0x20, 0x30, 0x80, 0xF0])
+    from pvframe.testing import values
+
+    written = st.sampled_from(values.APIC_REGISTERS)
     return [
         st.builds(lambda r: PvCall("apic_read", (r,), "eax"), reg),
-        st.builds(lambda v: PvCall("apic_write", (0x80, v)), st.sampled_from([0, 0x10])),
-        st.builds(lambda v: PvCall("apic_write_atomic", (0x80, v)), st.sampled_from([0, 0x10])),
+        # a register read, written with a full-width value and read back
+        st.builds(lambda r, v: _ApicWriteBack("apic_write", r, v), written, values.apic_values()),
+        st.builds(lambda r, v: _ApicWriteBack("apic_write_atomic", r, v), written,
+                  values.apic_values()),
         _seq(PvCall("setup_boot_clock"), PvCall("setup_secondary_clock"),
              PvCall("startup_ipi_hook", (1, 0x9000, 0))),
     ]
+
+
+@attrs.frozen
+class _ApicWriteBack(p.Op):
+    """``apic_read(reg)``, ``write(reg, value)``, ``apic_read(reg)``, both reads recorded
+    (the bits each register keeps: SDM Vol. 3A §10.4.1 Table 10-1)."""
+
+    write: str
+    reg: int
+    value: int
+
+    def lines(self) -> list[str]:
+        read = [f"mov ${self.reg:#x}, %eax", _call("apic_read"), p.RECORD]
+        return [*read, f"mov ${self.reg:#x}, %eax", f"mov ${self.value:#x}, %edx",
+                _call(self.write), *read]
+
+
+@attrs.frozen
+class _TlbFlush(p.Op):
+    """The TLB probe (:class:`pvframe.testing.programs.TlbProbe`) flushed by a call of
+    ``flush`` (``flush_tlb_user``, ``flush_tlb_kernel``): page ``page`` mapped to frame
+    ``a`` and stored through, remapped to ``b`` by a plain store (the old translation stays
+    cached), the flush, a store through ``page``; the two frames are recorded. A flush
+    that does nothing leaves the store in frame ``a`` (SDM Vol. 3A §4.10.4.1)."""
+
+    flush: str
+    page: int
+    a: int
+    b: int
+
+    def lines(self) -> list[str]:
+        va, pte = _va(self.page), _ptep(self.page)
+        fa, fb = p.FRAMES + self.a * 0x1000, p.FRAMES + self.b * 0x1000
+        # only under the paging harness (without it the test pages are not mapped)
+        return ["mov %cr0, %eax", "test $0x80000000, %eax", "jz 3f",
+                f"movl ${fa | 3:#x}, {pte:#x}", f"invlpg {va:#x}", f"movl $0x1111{self.page:04x}, {va:#x}",
+                f"movl ${fb | 3:#x}, {pte:#x}", _call(self.flush),
+                f"movl $0x3333{self.page:04x}, {va:#x}",
+                f"mov {fa:#x}, %eax", p.RECORD, f"mov {fb:#x}, %eax", p.RECORD, "3:"]
 
 
 def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
@@ -359,6 +444,9 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
         st.builds(lambda pg: PvCall("flush_tlb_single", (_va(pg),)), pages),
     ]
     pte_ops = st.one_of(*pte_list)
+    # two different frames (a stale and a fresh translation must read differently)
+    moves = st.tuples(frames, st.integers(1, p.NFRAMES - 1)).map(
+        lambda t: (t[0], (t[0] + t[1]) % p.NFRAMES))
     scratch_entries = [
         st.builds(lambda v: PvCall("set_pmd", (BUF + 32, v), "", (BUF + 32,), "make_pgd"), entry),
         st.builds(lambda v: PvCall("set_pud", (BUF + 32, v), "", (BUF + 32,), "make_pgd"), entry),
@@ -375,8 +463,9 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
                   words),
         _simple("read_cr3", "eax"),
         st.just(_ReloadCr3()),
-        st.builds(lambda pg: PvSeq((PvCall("flush_tlb_user"), PvCall("flush_tlb_kernel"),
-                                    PvCall("flush_tlb_others", (BUF + 48, MM, _va(pg))))), pages),
+        st.builds(lambda pg: PvCall("flush_tlb_others", (BUF + 48, MM, _va(pg))), pages),
+        *[st.builds(lambda pg, ab, _f=flush: _TlbFlush(_f, pg, ab[0], ab[1]), pages, moves)
+          for flush in ("flush_tlb_user", "flush_tlb_kernel")],
         st.builds(lambda f: PvSeq((PvCall("kmap_atomic_pte", (f, 3), "eax"),
                                    PvCall("map_pt_hook", (3, f << 12, f)))), pfn),
         st.builds(lambda f: PvSeq((PvCall("alloc_pt", (MM, f)), PvCall("release_pt", (f,)))), pfn),
