@@ -155,6 +155,18 @@ def sched_clock_agrees_with_native(m: Machine, native: Machine) -> None:
             raise ContractViolation(f"sched_clock {a} ns, native {b} ns (bound {bound} ns)")
 
 
+def banner_is_printed(m: Machine, _native: Machine) -> None:
+    """Each banner() call prints the boot banner, one kernel-log line naming the platform
+    (2.6.23 arch/i386/kernel/paravirt.c ``default_banner``: ``printk(KERN_INFO "Booting
+    paravirtualized kernel on %s\n", paravirt_ops.name)``)."""
+    for call in (1, 2, 3):
+        before = len(m.messages)
+        m.hooks.banner()
+        new = m.messages[before:]
+        if not any(line.startswith("Booting paravirtualized kernel on ") for line in new):
+            raise ContractViolation(f"banner call {call} logged {new!r}, no boot banner")
+
+
 CONTRACTS: tuple[Contract, ...] = tuple(
     Contract(fn.__name__, fn, (fn.__doc__ or "").split("\n")[0])
     for fn in (
@@ -164,6 +176,7 @@ CONTRACTS: tuple[Contract, ...] = tuple(
         set_pte_controls_translation,
         wallclock_agrees_with_native,
         sched_clock_agrees_with_native,
+        banner_is_printed,
     )
 )
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dis
 import inspect
+import random
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -104,10 +105,17 @@ BIT_CLASSES: dict[tuple[str, str], Classes] = {
 }
 
 
-#: mutations no guest can observe on this machine, with the reason (none at present: the
-#: ``safe_halt`` skip and glitch, equivalent while guests reached it only as ``sti; hlt``,
-#: are observed since the corpus calls it through the call ROM with IF clear)
-EQUIVALENT: dict[tuple[str, str], str] = {}
+#: mutations no guest can observe on this machine, with the reason (the ``safe_halt``
+#: skip and glitch, equivalent while guests reached it only as ``sti; hlt``, are not:
+#: the corpus calls it through the call ROM with IF clear)
+_POST = ("its one effect is a write to the POST port 0x80, which reads 0xff whatever was "
+         "written (QEMU's ioport80) and costs no virtual time")
+_CACHES = ("the machine has no caches: writing back and invalidating them changes nothing "
+           "a guest reads (SDM Vol. 2B WBINVD)")
+EQUIVALENT: dict[tuple[str, str], str] = {
+    ("io_delay", "skip"): _POST, ("io_delay", "glitch"): _POST,
+    ("wbinvd", "skip"): _CACHES, ("wbinvd", "glitch"): _CACHES,
+}
 
 
 def implementation(base: plugins.BackendInfo, native: plugins.BackendInfo, op: str) -> Any:
@@ -528,12 +536,15 @@ def run(
     hooks: Iterable[str] | None = None,
     sample: int | None = None,
     pv_calls: bool = True,
+    seed: int | None = None,
     progress: Callable[[int, int], None] = lambda _done, _total: None,
     on_outcome: Callable[[Outcome], None] = lambda _outcome: None,
 ) -> Report:
-    """Mutation testing of ``backend`` with a corpus of ``examples`` programs. ``hooks``
-    restricts the mutated ops; ``sample`` keeps every k-th mutant so that about ``sample``
-    remain (a bounded, deterministic run)."""
+    """Mutation testing of ``backend`` with a corpus of ``examples`` programs of each search
+    (``pv_calls=False``: the first only). ``hooks`` restricts the mutated ops; ``sample``
+    keeps every k-th mutant so that about ``sample`` remain (a bounded, deterministic run),
+    or with ``seed`` a random sample of that many drawn from that seed; ``on_outcome``
+    receives each mutant's outcome as it is judged."""
     start = time.perf_counter()
     backends = dict(plugins.discover() if backends is None else backends)
     base = plugins.get_backend(backend, backends)
@@ -551,8 +562,11 @@ def run(
     mutations = [m for op in reached if op not in empty
                  for m in mutations_of(op, log, unread[op])]
     if sample is not None and len(mutations) > sample:
-        step = len(mutations) / sample
-        mutations = [mutations[int(i * step)] for i in range(sample)]
+        if seed is None:
+            step = len(mutations) / sample
+            mutations = [mutations[int(i * step)] for i in range(sample)]
+        else:
+            mutations = random.Random(seed).sample(mutations, sample)
     report = Report(backend, len(programs), reached, reach_seconds=reach_seconds,
                     problems=problems,
                     equivalent=[f"{op}: {kind} ({why})" for (op, kind), why in EQUIVALENT.items()
@@ -579,5 +593,5 @@ def run(
 
 
 __all__ = ["BIT_CLASSES", "Mutation", "Outcome", "Recorder", "Report", "ValueLog", "corpus",
-           "implementation", "is_empty", "unread_arguments", "judge_mutant", "mutant_backend", "mutations_of", "reach",
-           "run"]
+           "implementation", "is_empty", "judge_mutant", "mutant_backend", "mutations_of",
+           "reach", "run", "unread_arguments"]

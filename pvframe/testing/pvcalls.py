@@ -215,14 +215,22 @@ def init_calls() -> list[st.SearchStrategy[p.Op]]:
     ]
 
 
+#: ``const_udelay`` arguments: whole microseconds, any value, and the last xloops of a
+#: nanosecond (one more is the next nanosecond: xloops are 2**-32 s)
+xloops = st.one_of(
+    st.integers(0, 20).map(lambda n: n * 0x10C7),
+    st.integers(0, 20 * 0x10C7),
+    st.integers(1, 20_000).map(lambda ns: (ns * 2**32 + 10**9 - 1) // 10**9 - 1),
+)
+
+
 def time_calls() -> list[st.SearchStrategy[p.Op]]:
     return [
         _seq(PvCall("get_wallclock", (), "eax"), PvCall("get_cpu_khz", (), "eax")),
         _seq(PvCall("sched_clock", (), "edx:eax"), PvCall("get_scheduled_cycles", (), "edx:eax")),
         # udelay(n) passes n * 0x10c7, ndelay(n) n * 5 (2.6.23 include/asm-i386/delay.h):
         # any xloops is a delay; the TSC read after it shows a delay one cycle off
-        st.builds(lambda n: PvSeq((PvCall("const_udelay", (n,)), p.ReadTsc())),
-                  st.integers(0, 20).map(lambda n: n * 0x10C7) | st.integers(0, 20 * 0x10C7)),
+        st.builds(lambda n: PvSeq((PvCall("const_udelay", (n,)), p.ReadTsc())), xloops),
         # set_wallclock(get_wallclock()): the clock keeps its value; the status is dropped
         st.just(_SetWallclock()),
     ]
@@ -240,8 +248,14 @@ def cpu_calls() -> list[st.SearchStrategy[p.Op]]:
     regno = st.sampled_from([0, 1, 2, 3])
     return [
         st.builds(_Cpuid, st.sampled_from([0, 1, 0x80000000])),
-        st.builds(lambda r, v: PvSeq((PvCall("set_debugreg", (r, v)),
-                                      PvCall("get_debugreg", (r,), "eax"))), regno, breakpoints),
+        # DRr and another DR set, then DRr, the other and DRr again read: a stale or
+        # skipped read shows
+        st.builds(lambda r, v, o, w: PvSeq((PvCall("set_debugreg", (r, v)),
+                                            PvCall("set_debugreg", ((r + o) % 4, w)),
+                                            PvCall("get_debugreg", (r,), "eax"),
+                                            PvCall("get_debugreg", ((r + o) % 4,), "eax"),
+                                            PvCall("get_debugreg", (r,), "eax"))),
+                  regno, breakpoints, st.integers(1, 3), breakpoints),
         st.just(_Clts()), _seq(PvCall("wbinvd"), PvCall("io_delay")),
         _seq(PvCall("read_cr0", (), "eax"), PvCall("read_cr4", (), "eax"),
              PvCall("read_cr4_safe", (), "eax")),
@@ -255,8 +269,8 @@ def cpu_calls() -> list[st.SearchStrategy[p.Op]]:
         st.builds(lambda: PvCall("set_ldt", (0, 0))),
         # (store_tr first: without a TSS descriptor at 0x80 load_tr_desc raises #GP, and
         # a burst goes on at its next call)
-        # ... and store_tr after: the selector loaded, RPL included (SDM Vol. 2B STR)
-        _seq(PvCall("store_tr", (), "eax"), PvCall("load_tr_desc"), PvCall("store_tr", (), "eax")),
+        # ... and with an available TSS in the GDT: TR and the descriptor read back
+        st.builds(_LoadTr, st.integers(0, 3)),
         st.builds(_LoadTls, st.lists(tls_descriptors, min_size=3, max_size=3).map(tuple)),
         st.builds(lambda n, lo, hi: PvSeq(tuple(
             PvCall(which, (TABLE + 32 * k, n, lo, hi), "", (TABLE + 32 * k + 8 * n,
@@ -295,6 +309,27 @@ class _LoadTls(p.Op):
         out += [f"mov ${THREAD:#x}, %eax", "xor %edx, %edx", _call("load_tls")]
         gdt = p.GDT_BASE + 8 * 6
         return out + [line for i in range(6) for line in (f"mov {gdt + 4 * i:#x}, %eax", p.RECORD)]
+
+
+@attrs.frozen
+class _LoadTr(p.Op):
+    """``load_tr_desc(0x80 | rpl)`` with an available 32-bit TSS descriptor at GDT entry 16
+    (Linux's GDT_ENTRY_TSS, 2.6.23 include/asm-i386/segment.h) and the GDT's limit raised
+    to cover it; ``store_tr`` and the descriptor's high word are recorded (LTR loads the
+    selector as given, RPL included, and marks the TSS busy: SDM Vol. 2A LTR, Vol. 2B
+    STR), then the harness's limit is restored."""
+
+    rpl: int
+
+    def lines(self) -> list[str]:
+        desc = p.GDT_BASE + 0x80
+        low = ((TSS & 0xFFFF) << 16) | 0x67
+        high = (TSS & 0xFF000000) | ((TSS >> 16) & 0xFF) | 0x8900
+        return [f"movl ${low:#x}, {desc:#x}", f"movl ${high:#x}, {desc + 4:#x}",
+                "movw $0x87, dtload", f"movl ${p.GDT_BASE:#x}, dtload+2", "lgdt dtload",
+                f"mov ${0x80 | self.rpl:#x}, %eax", _call("load_tr_desc"),
+                _call("store_tr"), p.RECORD, f"mov {desc + 4:#x}, %eax", p.RECORD,
+                "movw $0x17, dtload", "lgdt dtload"]
 
 
 @attrs.frozen
@@ -377,7 +412,10 @@ def apic_calls() -> list[st.SearchStrategy[p.Op]]:
     reg = st.sampled_from([0x20, 0x30, 0x80, 0xF0])
     from pvframe.testing import values
 
-    written = st.sampled_from(values.APIC_REGISTERS)
+    # the LVT entries and the initial count keep the most bits (mask, mode, bit 12 of a
+    # count): drawn as often again
+    written = st.sampled_from(values.APIC_REGISTERS) | st.sampled_from(
+        (0x320, 0x330, 0x340, 0x350, 0x360, 0x370, 0x380))
     return [
         st.builds(lambda r: PvCall("apic_read", (r,), "eax"), reg),
         # a register read, written with a full-width value and read back
@@ -409,7 +447,7 @@ class _TlbFlush(p.Op):
     """The TLB probe (:class:`pvframe.testing.programs.TlbProbe`) flushed by a call of
     ``flush`` (``flush_tlb_user``, ``flush_tlb_kernel``): page ``page`` mapped to frame
     ``a`` and stored through, remapped to ``b`` by a plain store (the old translation stays
-    cached), the flush, a store through ``page``; the two frames are recorded. A flush
+    cached), the flush, a store through ``page``; the two frames are recorded; all twice. A flush
     that does nothing leaves the store in frame ``a`` (SDM Vol. 3A §4.10.4.1)."""
 
     flush: str
@@ -420,12 +458,13 @@ class _TlbFlush(p.Op):
     def lines(self) -> list[str]:
         va, pte = _va(self.page), _ptep(self.page)
         fa, fb = p.FRAMES + self.a * 0x1000, p.FRAMES + self.b * 0x1000
-        # only under the paging harness (without it the test pages are not mapped)
-        return ["mov %cr0, %eax", "test $0x80000000, %eax", "jz 3f",
-                f"movl ${fa | 3:#x}, {pte:#x}", f"invlpg {va:#x}", f"movl $0x1111{self.page:04x}, {va:#x}",
-                f"movl ${fb | 3:#x}, {pte:#x}", _call(self.flush),
-                f"movl $0x3333{self.page:04x}, {va:#x}",
-                f"mov {fa:#x}, %eax", p.RECORD, f"mov {fb:#x}, %eax", p.RECORD, "3:"]
+        probe = [f"movl ${fa | 3:#x}, {pte:#x}", f"invlpg {va:#x}",
+                 f"movl $0x1111{self.page:04x}, {va:#x}", f"movl ${fb | 3:#x}, {pte:#x}",
+                 _call(self.flush), f"movl $0x3333{self.page:04x}, {va:#x}",
+                 f"mov {fa:#x}, %eax", p.RECORD, f"mov {fb:#x}, %eax", p.RECORD]
+        # only under the paging harness (without it the test pages are not mapped); twice,
+        # so that a flush skipped every other call shows whatever calls came before
+        return ["mov %cr0, %eax", "test $0x80000000, %eax", "jz 3f", *probe, *probe, "3:"]
 
 
 def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
