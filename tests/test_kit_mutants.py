@@ -116,6 +116,30 @@ def test_a_mutant_runs_only_the_programs_that_call_its_hook() -> None:
     assert (full[1], filtered[1]) == (2, 1)
 
 
+def test_a_mutant_runs_only_the_programs_it_changes() -> None:
+    """A clear of bit 4 changes only a program that wrote CR3 with bit 4 set; a glitch
+    only one that called the op twice; the verdict is the full corpus's."""
+    found = plugins.discover()
+    programs = [p.Program((p.WriteCr3(0x8),), paging=True),
+                p.Program((p.WriteCr3(0x18),), paging=True),
+                p.Program((p.WriteCr3(0x10), p.WriteCr3(0x8)), paging=True)]
+    logs: list[mutants.ValueLog] = []
+    reached_by: list[frozenset[str]] = []
+    _log, kept, natives, problems = mutants.reach("native", programs, found, reached_by, logs)
+    assert not problems and len(logs) == 3
+    clear = mutants.Mutation("write_cr3", "clear", "value", 4, mutants.CACHE)
+    glitch = mutants.Mutation("write_cr3", "glitch")
+    assert [clear.changes(log) for log in logs] == [False, True, True]
+    assert [glitch.changes(log) for log in logs] == [logs[0].calls["write_cr3"] >= 2,
+                                                     logs[1].calls["write_cr3"] >= 2, True]
+    for mutation in (clear, glitch):
+        name, with_mutant = _native_with(mutation)
+        full = mutants.judge_mutant(name, kept, natives, with_mutant)
+        pruned = mutants.judge_mutant(name, kept, natives, with_mutant, reached_by, "write_cr3",
+                                      logs=logs, mutation=mutation)
+        assert full[0] is not None and pruned[0] is not None and pruned[1] <= full[1]
+
+
 def test_empty_implementations_and_unread_arguments_are_found() -> None:
     """An op whose implementation is empty (native's alloc_pt, Linux's paravirt_nop) has
     only equivalent mutants; an argument the implementation never reads (native's

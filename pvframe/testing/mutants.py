@@ -32,9 +32,15 @@ Mutations (:class:`Mutation`), per reached hook:
 * ``stale``: the result of the previous call (the first call is left alone);
 * ``glitch``: every second call is skipped (the result is the empty value).
 
-:func:`run` measures one backend: the corpus of generated programs is drawn once
-(derandomized, the CI profile's examples), native's observations are taken once, and each
-mutant runs the hook contracts and then the corpus until the first problem
+Mutants no guest could tell apart are *equivalent* and not run; the report lists them
+with the reason: every mutant of an op whose implementation is empty (:func:`is_empty`,
+Linux's ``paravirt_nop``), of an argument the implementation never reads
+(:func:`unread_arguments`), and the few of :data:`EQUIVALENT`.
+
+:func:`run` measures one backend: the corpus (:func:`corpus`: the CI profile's programs of
+both searches, the second calling every op through the call ROM) is drawn once
+(derandomized), native's observations are taken once, and each mutant runs the corpus
+programs that reach its hook and then the hook contracts until the first problem
 (:func:`pvframe.testing.oracle.judge`: a property or a difference from native).
 """
 
@@ -200,6 +206,21 @@ class Mutation:
             return f"{self.op}: skip every {GLITCH_EVERY}nd call"
         return f"{self.op}: {self.kind}{where}"
 
+    def changes(self, log: ValueLog) -> bool:
+        """Whether this mutation changes any call of a run whose calls and values
+        ``log`` recorded: one that does not leaves that run as it was (the unmutated
+        backend's, which native passed). A ``clear`` changes nothing where the bit was
+        never set, a ``stale`` result nothing where every result equals the one before,
+        a ``glitch`` nothing in a run of one call."""
+        calls = log.calls.get(self.op, 0)
+        if self.kind == "clear":
+            return bool(log.ors.get((self.op, self.target), 0) >> self.bit & 1)
+        if self.kind == "stale":
+            return log.varies(self.op)
+        if self.kind == "glitch":
+            return calls >= GLITCH_EVERY
+        return calls > 0
+
     def wrap(self, below: Callable[..., Any]) -> Callable[..., Any]:
         """``below`` (the bound implementation) with this mutation; its state (the previous
         result, the call count) belongs to one machine."""
@@ -278,6 +299,15 @@ class ValueLog:
 
     def varies(self, op: str) -> bool:
         return op in self.changing
+
+    def merge(self, other: ValueLog) -> None:
+        """Add the calls and values of ``other`` (a later run's) to this log."""
+        for op, n in other.calls.items():
+            self.calls[op] = self.calls.get(op, 0) + n
+        for key, value in other.ors.items():
+            self.ors[key] = self.ors.get(key, 0) | value
+            self.ands[key] = self.ands.get(key, other.ands[key]) & other.ands[key]
+        self.changing |= other.changing
 
     def note(self, op: str, target: str, value: Any) -> None:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
@@ -470,19 +500,21 @@ class Report:
 
 def reach(backend: str, programs: list[Program], backends: dict[str, plugins.BackendInfo],
           reached_by: list[frozenset[str]] | None = None,
+          per_program: list[ValueLog] | None = None,
           ) -> tuple[ValueLog, list[Program], list[oracle.Observation], list[str]]:
     """Run the corpus on ``backend`` with a :class:`Recorder`: which hooks the programs
     reach, with which values; and native's observations for the judging. A program on
     which the unmutated backend itself is judged wrong would "kill" every mutant: it is
     left out, and returned as a problem line. ``reached_by`` (if given) receives, per kept
-    program, the ops it called."""
+    program, the ops it called; ``per_program`` its own :class:`ValueLog`."""
     log = ValueLog()
     kept: list[Program] = []
     natives: list[oracle.Observation] = []
     problems: list[str] = []
     for i, program in enumerate(programs):
-        before = dict(log.calls)
-        own = oracle.observe(program, backend, backends=backends, extra_plugins=(Recorder(log),))
+        own_log = ValueLog()
+        own = oracle.observe(program, backend, backends=backends,
+                             extra_plugins=(Recorder(own_log),))
         native = oracle.observe(program, plugins.NATIVE, backends=backends)
         divergence = oracle.judge(program, native, own)
         if divergence is not None:
@@ -490,15 +522,19 @@ def reach(backend: str, programs: list[Program], backends: dict[str, plugins.Bac
             continue
         kept.append(program)
         natives.append(native)
+        log.merge(own_log)
         if reached_by is not None:
-            reached_by.append(frozenset(op for op, n in log.calls.items() if n != before.get(op)))
+            reached_by.append(frozenset(own_log.calls))
+        if per_program is not None:
+            per_program.append(own_log)
     return log, kept, natives, problems
 
 
 def judge_mutant(name: str, programs: list[Program], natives: list[oracle.Observation],
                  backends: dict[str, plugins.BackendInfo],
                  reached_by: list[frozenset[str]] | None = None,
-                 op: str | None = None) -> tuple[str | None, int]:
+                 op: str | None = None, *, logs: list[ValueLog] | None = None,
+                 mutation: Mutation | None = None) -> tuple[str | None, int]:
     """The first problem the kit finds with backend ``name`` (the corpus, then the hook
     contracts, which cost ~2 s and so run only for a mutant the programs let through), and
     how many programs it ran.
@@ -507,10 +543,13 @@ def judge_mutant(name: str, programs: list[Program], natives: list[oracle.Observ
     a program that never calls the mutated hook runs the unmutated backend's code only
     (the overlay wraps that one op, and its state, the previous result or the call count,
     changes only in a call), so it observes what the reach run observed, which native
-    passed."""
+    passed. With each program's ``logs`` and the ``mutation``, only the programs in which
+    it changes a call run (:meth:`Mutation.changes`), by the same argument."""
     ran = 0
     for i, (program, native) in enumerate(zip(programs, natives, strict=True)):
         if reached_by is not None and op not in reached_by[i]:
+            continue
+        if logs is not None and mutation is not None and not mutation.changes(logs[i]):
             continue
         ran += 1
         try:
@@ -550,7 +589,8 @@ def run(
     base = plugins.get_backend(backend, backends)
     programs = corpus(examples, pv_calls)
     reached_by: list[frozenset[str]] = []
-    log, programs, natives, problems = reach(backend, programs, backends, reached_by)
+    logs: list[ValueLog] = []
+    log, programs, natives, problems = reach(backend, programs, backends, reached_by, logs)
     reach_seconds = time.perf_counter() - start
     reached = {op: n for op, n in sorted(log.calls.items())
                if hooks is None or op in set(hooks)}
@@ -582,7 +622,7 @@ def run(
         backends[info.name] = info
         t0 = time.perf_counter()
         killed_by, ran = judge_mutant(info.name, programs, natives, backends, reached_by,
-                                      mutation.op)
+                                      mutation.op, logs=logs, mutation=mutation)
         del backends[info.name]
         outcome = Outcome(mutation, killed_by, ran, time.perf_counter() - t0)
         report.outcomes.append(outcome)
