@@ -179,7 +179,9 @@ def test_stale_only_for_a_result_that_changes() -> None:
 # before these generators listed each of them as a survivor).
 _ENTRY = (0x1234FFFF, 0x00C0F212)
 READ_BACKS = [
-    (pc.PvBurst((pc._Clts(),)), mutants.Mutation("clts", "glitch"), 2),
+    (pc.PvBurst((pc._Clts(),)), mutants.Mutation("clts", "glitch"), 1),
+    (pc.PvBurst((pc.PvSeq((pc.PvCall("const_udelay", (1001,)), p.ReadTsc())),)),
+     mutants.Mutation("const_udelay", "clear", "xloops", 0, mutants.FLAGS), 1),
     (pc.PvBurst((pc._LoadTls((_ENTRY, (0, 0), _ENTRY)),)),
      mutants.Mutation("load_tls", "flip", "thread", 3, mutants.CACHE), 1),
     (pc.PvBurst((pc._ApicWriteBack("apic_write_atomic", 0x80, 0x30),)),

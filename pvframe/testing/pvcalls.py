@@ -215,12 +215,13 @@ def init_calls() -> list[st.SearchStrategy[p.Op]]:
     ]
 
 
-#: ``const_udelay`` arguments: whole microseconds, any value, and the last xloops of a
-#: nanosecond (one more is the next nanosecond: xloops are 2**-32 s)
+#: ``const_udelay`` arguments: whole microseconds, any value, and the first and the last
+#: xloops of a nanosecond (one less, one more is another nanosecond: xloops are 2**-32 s)
 xloops = st.one_of(
     st.integers(0, 20).map(lambda n: n * 0x10C7),
     st.integers(0, 20 * 0x10C7),
     st.integers(1, 20_000).map(lambda ns: (ns * 2**32 + 10**9 - 1) // 10**9 - 1),
+    st.integers(1, 20_000).map(lambda ns: (ns * 2**32 + 10**9 - 1) // 10**9),
 )
 
 
@@ -334,12 +335,14 @@ class _LoadTr(p.Op):
 
 @attrs.frozen
 class _Clts(p.Op):
-    """CR0.TS set (``write_cr0``), ``clts``, CR0 recorded: a ``clts`` that does nothing
-    leaves TS set (SDM Vol. 2A CLTS)."""
+    """CR0.TS set (``write_cr0``), ``clts``, CR0 recorded, twice: a ``clts`` that does
+    nothing leaves TS set (SDM Vol. 2A CLTS); one of two consecutive calls is the one a
+    glitch skips."""
 
     def lines(self) -> list[str]:
-        return [_call("read_cr0"), "or $0x8, %eax", _call("write_cr0"), _call("clts"),
+        once = [_call("read_cr0"), "or $0x8, %eax", _call("write_cr0"), _call("clts"),
                 _call("read_cr0"), p.RECORD]
+        return once + once
 
 
 @attrs.frozen
