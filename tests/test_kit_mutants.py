@@ -209,7 +209,16 @@ READ_BACKS = [
     (pc.PvBurst((pc._LoadTr(0),)), mutants.Mutation("load_tr_desc", "off-by-one", "selector"), 1),
     (pc.PvBurst((pc._LoadTr(1),)), mutants.Mutation("load_tr_desc", "flip", "selector", 1,
                                                     mutants.FLAGS), 1),
-    (pc.PvBurst((pc._LoadTr(2),)), mutants.Mutation("load_tr_desc", "glitch"), 2),
+    (pc.PvBurst((pc._LoadTr(2),)), mutants.Mutation("load_tr_desc", "glitch"), 1),
+    (pc.PvBurst((pc._LoadEsp0(0x5000),)), mutants.Mutation("load_esp0", "glitch"), 1),
+    (pc.PvBurst((pc._LoadTls((_ENTRY, (0, 0), (0, 0))),)), mutants.Mutation("load_tls", "glitch"), 1),
+    (pc.PvBurst((pc.PvSeq((pc._Store(pc._ptep(2), 0x382003),
+                           pc.PvCall("pte_clear", (pc.MM, pc._va(2), pc._ptep(2)),
+                                     after=(pc._ptep(2),)))),)),
+     mutants.Mutation("pte_clear", "flip", "ptep", 3, mutants.CACHE), 1),
+    (pc.PvBurst((pc.PvSeq((pc.PvRoundTrip("make_pmd", "pmd_val", 0x382003, True),
+                           pc.PvRoundTrip("make_pmd", "pmd_val", 0x383003, True))),)),
+     mutants.Mutation("pmd_val", "glitch"), 1),
 ]
 
 

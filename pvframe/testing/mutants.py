@@ -118,7 +118,11 @@ _POST = ("its one effect is a write to the POST port 0x80, which reads 0xff what
          "written (QEMU's ioport80) and costs no virtual time")
 _CACHES = ("the machine has no caches: writing back and invalidating them changes nothing "
            "a guest reads (SDM Vol. 2B WBINVD)")
+_HALTED = ("the executor halts the CPU itself (``hlt`` and the call ROM's halt stub set it "
+           "halted before the hook runs) and the machine idles a halted CPU until the next "
+           "interrupt: a halt that does nothing halts all the same (SDM Vol. 2A HLT)")
 EQUIVALENT: dict[tuple[str, str], str] = {
+    ("halt", "skip"): _HALTED, ("halt", "glitch"): _HALTED,
     ("io_delay", "skip"): _POST, ("io_delay", "glitch"): _POST,
     ("wbinvd", "skip"): _CACHES, ("wbinvd", "glitch"): _CACHES,
 }

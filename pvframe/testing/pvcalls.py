@@ -305,11 +305,15 @@ class _LoadTls(p.Op):
     entries: tuple[tuple[int, int], ...]
 
     def lines(self) -> list[str]:
-        out = [f"movl ${w:#x}, {THREAD + 4 * i:#x}"
-               for i, w in enumerate(w for e in self.entries for w in e)]
-        out += [f"mov ${THREAD:#x}, %eax", "xor %edx, %edx", _call("load_tls")]
         gdt = p.GDT_BASE + 8 * 6
-        return out + [line for i in range(6) for line in (f"mov {gdt + 4 * i:#x}, %eax", p.RECORD)]
+        out: list[str] = []
+        # twice, the entries the second time in the other order
+        for entries in (self.entries, self.entries[::-1]):
+            out += [f"movl ${w:#x}, {THREAD + 4 * i:#x}"
+                    for i, w in enumerate(w for e in entries for w in e)]
+            out += [f"mov ${THREAD:#x}, %eax", "xor %edx, %edx", _call("load_tls")]
+            out += [line for i in range(6) for line in (f"mov {gdt + 4 * i:#x}, %eax", p.RECORD)]
+        return out
 
 
 @attrs.frozen
@@ -326,11 +330,14 @@ class _LoadTr(p.Op):
         desc = p.GDT_BASE + 0x80
         low = ((TSS & 0xFFFF) << 16) | 0x67
         high = (TSS & 0xFF000000) | ((TSS >> 16) & 0xFF) | 0x8900
-        return [f"movl ${low:#x}, {desc:#x}", f"movl ${high:#x}, {desc + 4:#x}",
+        # twice, the second time with another RPL
+        once = [f"movl ${low:#x}, {desc:#x}", f"movl ${high:#x}, {desc + 4:#x}",
                 "movw $0x87, dtload", f"movl ${p.GDT_BASE:#x}, dtload+2", "lgdt dtload",
-                f"mov ${0x80 | self.rpl:#x}, %eax", _call("load_tr_desc"),
+                "mov ${:#x}, %eax", _call("load_tr_desc"),
                 _call("store_tr"), p.RECORD, f"mov {desc + 4:#x}, %eax", p.RECORD,
                 "movw $0x17, dtload", "lgdt dtload"]
+        return [line.format(0x80 | rpl) if "{" in line else line
+                for rpl in (self.rpl, self.rpl ^ 1) for line in once]
 
 
 @attrs.frozen
@@ -387,9 +394,10 @@ class _LoadEsp0(p.Op):
     esp0: int
 
     def lines(self) -> list[str]:
-        return [f"movl ${self.esp0:#x}, {THREAD + 24:#x}", f"mov ${TSS:#x}, %eax",
-                f"mov ${THREAD:#x}, %edx", _call("load_esp0"), f"mov {TSS + 4:#x}, %eax",
-                p.RECORD]
+        # twice, the second esp0 another (a glitch skips one of two consecutive calls)
+        return [line for esp0 in (self.esp0, self.esp0 ^ 0x1000) for line in (
+            f"movl ${esp0:#x}, {THREAD + 24:#x}", f"mov ${TSS:#x}, %eax",
+            f"mov ${THREAD:#x}, %edx", _call("load_esp0"), f"mov {TSS + 4:#x}, %eax", p.RECORD)]
 
 
 def irq_calls() -> list[st.SearchStrategy[p.Op]]:
@@ -480,7 +488,10 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
             PvCall("set_pte_atomic", (_ptep(pg), v), after=(_ptep(pg),), make="make_pte"),
             PvCall("set_pte_present", (MM, _va(pg), _ptep(pg), w), after=(_ptep(pg),),
                    make="make_pte"))), pages, entry, entry),
-        st.builds(lambda pg: PvCall("pte_clear", (MM, _va(pg), _ptep(pg)), after=(_ptep(pg),)), pages),
+        # on a present entry (an absent one stays as it was whatever pte_clear does)
+        st.builds(lambda pg, v: PvSeq((_Store(_ptep(pg), v),
+                                       PvCall("pte_clear", (MM, _va(pg), _ptep(pg)),
+                                              after=(_ptep(pg),)))), pages, entry),
         st.builds(lambda pg: PvSeq((PvCall("pte_update", (MM, _va(pg), _ptep(pg))),
                                     PvCall("pte_update_defer", (MM, _va(pg), _ptep(pg))))), pages),
         st.builds(lambda pg: PvCall("flush_tlb_single", (_va(pg),)), pages),
@@ -497,7 +508,8 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
     return [
         st.builds(lambda a, b, c: PvSeq((PvRoundTrip("make_pte", "pte_val", a),
                                          PvRoundTrip("make_pgd", "pgd_val", b),
-                                         PvRoundTrip("make_pmd", "pmd_val", c, True))),
+                                         PvRoundTrip("make_pmd", "pmd_val", c, True),
+                                         PvRoundTrip("make_pmd", "pmd_val", c ^ 0x1000, True))),
                   entry, entry, entry),
         *pte_list, *scratch_entries,
         st.builds(lambda ops: LazyBatch(tuple(ops)), st.lists(pte_ops, min_size=1, max_size=3)),
@@ -517,6 +529,17 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
              PvCall("exit_mmap", (MM2,))),
         st.builds(lambda m: PvCall("set_lazy_mode", (m,)), st.just(3)),
     ]
+
+
+@attrs.frozen
+class _Store(p.Op):
+    """A plain store of ``value`` at ``addr``."""
+
+    addr: int
+    value: int
+
+    def lines(self) -> list[str]:
+        return [f"movl ${self.value:#x}, {self.addr:#x}"]
 
 
 @attrs.frozen
