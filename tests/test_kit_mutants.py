@@ -211,6 +211,11 @@ READ_BACKS = [
                                                     mutants.FLAGS), 1),
     (pc.PvBurst((pc._LoadTr(2),)), mutants.Mutation("load_tr_desc", "glitch"), 1),
     (pc.PvBurst((pc._LoadEsp0(0x5000),)), mutants.Mutation("load_esp0", "glitch"), 1),
+    # the complement is written too: bit 24 of LDR is set by one of the two writes
+    (pc.PvBurst((pc._ApicWriteBack("apic_write_atomic", 0xD0, 0),)),
+     mutants.Mutation("apic_write_atomic", "clear", "value", 24, mutants.ADDRESS), 1),
+    (pc.PvBurst((pc._ApicWriteBack("apic_write", 0x380, 0xFFFFFFFF),)),
+     mutants.Mutation("apic_write", "clear", "value", 12, mutants.CACHE), 1),
     (pc.PvBurst((pc._LoadTls((_ENTRY, (0, 0), (0, 0))),)), mutants.Mutation("load_tls", "glitch"), 1),
     (pc.PvBurst((pc.PvSeq((pc._Store(pc._ptep(2), 0x382003),
                            pc.PvCall("pte_clear", (pc.MM, pc._va(2), pc._ptep(2)),

@@ -440,8 +440,9 @@ def apic_calls() -> list[st.SearchStrategy[p.Op]]:
 
 @attrs.frozen
 class _ApicWriteBack(p.Op):
-    """``apic_read(reg)``, ``write(reg, value)``, ``apic_read(reg)``, both reads recorded
-    (the bits each register keeps: SDM Vol. 3A §10.4.1 Table 10-1)."""
+    """``apic_read(reg)``, ``write(reg, value)``, ``apic_read(reg)``, then the same with
+    the value's complement, the reads recorded (the bits each register keeps: SDM Vol. 3A
+    §10.4.1 Table 10-1): every bit the register keeps is written once set and once clear."""
 
     write: str
     reg: int
@@ -449,8 +450,10 @@ class _ApicWriteBack(p.Op):
 
     def lines(self) -> list[str]:
         read = [f"mov ${self.reg:#x}, %eax", _call("apic_read"), p.RECORD]
-        return [*read, f"mov ${self.reg:#x}, %eax", f"mov ${self.value:#x}, %edx",
-                _call(self.write), *read]
+        out = list(read)
+        for value in (self.value, self.value ^ 0xFFFFFFFF):
+            out += [f"mov ${self.reg:#x}, %eax", f"mov ${value:#x}, %edx", _call(self.write), *read]
+        return out
 
 
 @attrs.frozen
