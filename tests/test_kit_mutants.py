@@ -1,6 +1,7 @@
 """Hook-level mutation testing (``pvframe check --mutants``): the overlay that layers a
-mutant over any backend, the mutations themselves, and a bounded sample of the mutation
-run on each installed backend (the full run is ``nox -s mutants``)."""
+mutant over any backend, the mutations themselves, what the generators read back so that
+a mutant shows, and CI's bounded sample of the mutation run (the full run is
+``nox -s mutants``)."""
 
 from __future__ import annotations
 
@@ -297,3 +298,28 @@ def test_cli_mutants_bad_input_is_one_line(args: list[str], message: str) -> Non
     assert len(lines) == 1 and message in lines[0], result.output
 
 
+
+
+def test_bench_reports_the_mutation_runs_cost_per_backend() -> None:
+    from pvframe.tools import bench
+
+    cost = bench.mutation_cost("vmi", examples=2, sample=3)
+    assert cost["programs"] == 4 and cost["mutants"] == 3 and cost["hooks"] >= 1
+    assert cost["seconds"] > cost["reach_seconds"] > 0
+    assert cost["mutants_per_second"] == pytest.approx(3 / cost["seconds"])
+
+
+def test_patch_contract_sees_a_wrong_patch() -> None:
+    """The site-execution contract: a patch that writes nothing (the site is NOP-filled
+    whole), patches another op's code or writes it elsewhere is caught; every installed
+    backend's own patch keeps it."""
+    contract = next(c for c in contracts.CONTRACTS
+                    if c.name == "patched_sites_do_what_the_call_does")
+    for mutation in (mutants.Mutation("patch", "skip"),
+                     mutants.Mutation("patch", "flip", "type_", 0, mutants.FLAGS),
+                     mutants.Mutation("patch", "flip", "insns", 4, mutants.CACHE)):
+        name, found = _native_with(mutation)
+        with pytest.raises(contracts.ContractViolation, match="patched"):
+            contracts.check(contract, name, found)
+    for backend in ("native", "xen", "vmi"):
+        contracts.check(contract, backend)
