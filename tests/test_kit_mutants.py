@@ -1,6 +1,7 @@
 """Hook-level mutation testing (``pvframe check --mutants``): the overlay that layers a
-mutant over any backend, the mutations themselves, and a bounded sample of the mutation
-run on each installed backend (the full run is ``nox -s mutants``)."""
+mutant over any backend, the mutations themselves, what the generators read back so that
+a mutant shows, and CI's bounded sample of the mutation run (the full run is
+``nox -s mutants``)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typer.testing import CliRunner
 
 from pvframe import plugins
 from pvframe.machine import Machine
-from pvframe.testing import mutants, oracle
+from pvframe.testing import contracts, mutants, oracle
 from pvframe.testing import programs as p
+from pvframe.testing import pvcalls as pc
 from pvframe.tools.cli import app
 
 IF = 0x200
@@ -115,18 +117,169 @@ def test_a_mutant_runs_only_the_programs_that_call_its_hook() -> None:
     assert (full[1], filtered[1]) == (2, 1)
 
 
-# Bounded samples of the full run (nox -s mutants): a few evenly spaced mutants of every
-# reached hook against a short corpus, within CI's time.
-@pytest.mark.parametrize(("backend", "examples", "sample"), [("native", 12, 14), ("xen", 8, 5), ("vmi", 8, 5)])
-def test_mutation_run_sample(backend: str, examples: int, sample: int) -> None:
-    report = mutants.run(backend, examples, sample=sample)
-    assert len(report.outcomes) == sample
-    assert {"load_idt", "apic_write", "irq_disable"} <= set(report.reached)  # the harness's
-    assert report.kill_rate() >= 0.7, "\n".join(report.lines())
+def test_a_mutant_runs_only_the_programs_it_changes() -> None:
+    """A clear of bit 4 changes only a program that wrote CR3 with bit 4 set; a glitch
+    only one that called the op twice; the verdict is the full corpus's."""
+    found = plugins.discover()
+    programs = [p.Program((p.WriteCr3(0x8),), paging=True),
+                p.Program((p.WriteCr3(0x18),), paging=True),
+                p.Program((p.WriteCr3(0x10), p.WriteCr3(0x8)), paging=True)]
+    logs: list[mutants.ValueLog] = []
+    reached_by: list[frozenset[str]] = []
+    _log, kept, natives, problems = mutants.reach("native", programs, found, reached_by, logs)
+    assert not problems and len(logs) == 3
+    clear = mutants.Mutation("write_cr3", "clear", "value", 4, mutants.CACHE)
+    glitch = mutants.Mutation("write_cr3", "glitch")
+    assert [clear.changes(log) for log in logs] == [False, True, True]
+    assert [glitch.changes(log) for log in logs] == [logs[0].calls["write_cr3"] >= 2,
+                                                     logs[1].calls["write_cr3"] >= 2, True]
+    for mutation in (clear, glitch):
+        name, with_mutant = _native_with(mutation)
+        full = mutants.judge_mutant(name, kept, natives, with_mutant)
+        pruned = mutants.judge_mutant(name, kept, natives, with_mutant, reached_by, "write_cr3",
+                                      logs=logs, mutation=mutation)
+        assert full[0] is not None and pruned[0] is not None and pruned[1] <= full[1]
+
+
+def test_empty_implementations_and_unread_arguments_are_found() -> None:
+    """An op whose implementation is empty (native's alloc_pt, Linux's paravirt_nop) has
+    only equivalent mutants; an argument the implementation never reads (native's
+    kmap_atomic_pte slot, without highmem) likewise; an op that does something has
+    neither."""
+    found = plugins.discover()
+    native = found["native"]
+    assert mutants.is_empty(mutants.implementation(native, native, "alloc_pt"))
+    assert not mutants.is_empty(mutants.implementation(native, native, "read_cr3"))
+    assert not mutants.is_empty(mutants.implementation(native, native, "memory_setup"))  # returns
+    assert not mutants.is_empty(mutants.implementation(found["xen"], native, "alloc_pt"))  # pins
+    kmap = mutants.implementation(native, native, "kmap_atomic_pte")
+    assert mutants.unread_arguments(kmap, ["pfn", "type_"]) == {"type_"}
+    set_pte = mutants.implementation(native, native, "set_pte")
+    assert mutants.unread_arguments(set_pte, ["ptep", "pteval"]) == set()
+
+
+def test_stale_only_for_a_result_that_changes() -> None:
+    log = mutants.ValueLog()
+    for op, value in (("get_cpu_khz", 1_000_000), ("read_tsc", 5)):
+        log.calls[op] = 2
+        log.result(op, value)
+        log.note(op, "result", value)
+    log.result("get_cpu_khz", 1_000_000)
+    log.result("read_tsc", 9)
+    assert not any(m.kind == "stale" for m in mutants.mutations_of("get_cpu_khz", log))
+    assert any(m.kind == "stale" for m in mutants.mutations_of("read_tsc", log))
+    # an unread argument gets no mutation of its own
+    log.note("kmap_atomic_pte", "pfn", 0x300)
+    log.note("kmap_atomic_pte", "type_", 3)
+    kinds = {m.target for m in mutants.mutations_of("kmap_atomic_pte", log, {"type_"})}
+    assert "pfn" in kinds and "type_" not in kinds
+
+
+# What each pv-call read-back added for the mutation corpus lets the kit see: a program of
+# that one op kills a mutant no program of the old corpus killed (on native, the run
+# before these generators listed each of them as a survivor).
+_ENTRY = (0x1234FFFF, 0x00C0F212)
+READ_BACKS = [
+    (pc.PvBurst((pc._Clts(),)), mutants.Mutation("clts", "glitch"), 1),
+    (pc.PvBurst((pc.PvSeq((pc.PvCall("const_udelay", (1001,)), p.ReadTsc())),)),
+     mutants.Mutation("const_udelay", "clear", "xloops", 0, mutants.FLAGS), 1),
+    (pc.PvBurst((pc._LoadTls((_ENTRY, (0, 0), _ENTRY)),)),
+     mutants.Mutation("load_tls", "flip", "thread", 3, mutants.CACHE), 1),
+    (pc.PvBurst((pc._ApicWriteBack("apic_write_atomic", 0x80, 0x30),)),
+     mutants.Mutation("apic_write_atomic", "flip", "reg", 4, mutants.ADDRESS), 1),
+    (pc.PvBurst((pc.PvSeq((pc.PvCall("const_udelay", (1005,)), p.ReadTsc())),)),
+     mutants.Mutation("const_udelay", "off-by-one", "xloops"), 1),
+    (pc.PvBurst((pc._TlbFlush("flush_tlb_user", 2, 1, 5),)),
+     mutants.Mutation("flush_tlb_user", "skip"), 1),
+    (pc.PvBurst((pc._TlbFlush("flush_tlb_kernel", 3, 4, 0),)),
+     mutants.Mutation("flush_tlb_kernel", "glitch"), 1),
+    (pc.PvBurst((pc._TlbFlush("flush_tlb_user", 3, 4, 0),)),
+     mutants.Mutation("flush_tlb_user", "glitch"), 1),
+    (pc.PvBurst((pc.PvSeq((pc.PvCall("set_debugreg", (1, 0x1234)),
+                           pc.PvCall("set_debugreg", (2, 0x5678)),
+                           pc.PvCall("get_debugreg", (1,), "eax"),
+                           pc.PvCall("get_debugreg", (2,), "eax"),
+                           pc.PvCall("get_debugreg", (1,), "eax"))),)),
+     mutants.Mutation("get_debugreg", "stale"), 1),
+    (pc.PvBurst((pc.PvSeq((pc.PvCall("set_debugreg", (1, 0x1234)),
+                           pc.PvCall("set_debugreg", (2, 0x5678)),
+                           pc.PvCall("get_debugreg", (1,), "eax"),
+                           pc.PvCall("get_debugreg", (2,), "eax"),
+                           pc.PvCall("get_debugreg", (1,), "eax"))),)),
+     mutants.Mutation("get_debugreg", "glitch"), 1),
+    (pc.PvBurst((pc._LoadTr(0),)), mutants.Mutation("load_tr_desc", "off-by-one", "selector"), 1),
+    (pc.PvBurst((pc._LoadTr(1),)), mutants.Mutation("load_tr_desc", "flip", "selector", 1,
+                                                    mutants.FLAGS), 1),
+    (pc.PvBurst((pc._LoadTr(2),)), mutants.Mutation("load_tr_desc", "glitch"), 1),
+    (pc.PvBurst((pc._LoadEsp0(0x5000),)), mutants.Mutation("load_esp0", "glitch"), 1),
+    # the complement is written too: bit 24 of LDR is set by one of the two writes
+    (pc.PvBurst((pc._ApicWriteBack("apic_write_atomic", 0xD0, 0),)),
+     mutants.Mutation("apic_write_atomic", "clear", "value", 24, mutants.ADDRESS), 1),
+    (pc.PvBurst((pc._ApicWriteBack("apic_write", 0x380, 0xFFFFFFFF),)),
+     mutants.Mutation("apic_write", "clear", "value", 12, mutants.CACHE), 1),
+    (pc.PvBurst((pc._LoadTls((_ENTRY, (0, 0), (0, 0))),)), mutants.Mutation("load_tls", "glitch"), 1),
+    (pc.PvBurst((pc.PvSeq((pc._Store(pc._ptep(2), 0x382003),
+                           pc.PvCall("pte_clear", (pc.MM, pc._va(2), pc._ptep(2)),
+                                     after=(pc._ptep(2),)))),)),
+     mutants.Mutation("pte_clear", "flip", "ptep", 3, mutants.CACHE), 1),
+    (pc.PvBurst((pc.PvSeq((pc.PvRoundTrip("make_pmd", "pmd_val", 0x382003, True),
+                           pc.PvRoundTrip("make_pmd", "pmd_val", 0x383003, True))),)),
+     mutants.Mutation("pmd_val", "glitch"), 1),
+]
+
+
+@pytest.mark.parametrize(("op", "mutation", "times"), READ_BACKS,
+                         ids=[m.describe() for _, m, _ in READ_BACKS])
+def test_pv_call_read_backs_kill_what_the_old_corpus_did_not(
+        op: p.Op, mutation: mutants.Mutation, times: int) -> None:
+    name, found = _native_with(mutation)
+    program = p.Program((op,) * times, paging=True)
+    native = oracle.observe(program, "native", backends=found)
+    assert native.stop == "exit"
+    assert oracle.judge(program, native, oracle.observe(program, "native", backends=found)) is None
+    other = oracle.observe(program, name, backends=found)
+    assert oracle.judge(program, native, other) is not None
+
+
+def test_banner_contract_sees_a_missing_banner() -> None:
+    for kind in ("skip", "glitch"):
+        name, found = _native_with(mutants.Mutation("banner", kind))
+        with pytest.raises(contracts.ContractViolation, match="no boot banner"):
+            contracts.check(next(c for c in contracts.CONTRACTS if c.name == "banner_is_printed"),
+                            name, found)
+    contracts.check(next(c for c in contracts.CONTRACTS if c.name == "banner_is_printed"),
+                    "native")
+
+
+# CI's bounded sample of the full run (nox -s mutants, every mutant of all 92 hooks on
+# native, xen and vmi): a fixed random sample of the mutants of every hook on one backend,
+# against a short corpus of both searches; every mutant is killed but those of the hooks
+# where the kit is known to be blind (docs/kit.md lists them, with the reason).
+CI_BACKEND, CI_EXAMPLES, CI_SAMPLE, CI_SEED = "native", 25, 16, 20
+KNOWN_BLIND = frozenset({
+    "set_ldt", "set_iopl_mask", "time_init", "setup_boot_clock", "setup_secondary_clock",
+    "set_wallclock", "read_pmc", "patch", "pmd_clear", "read_cr4_safe", "set_lazy_mode",
+})
+
+
+def test_mutation_run_sample_all_killed() -> None:
+    report = mutants.run(CI_BACKEND, CI_EXAMPLES, sample=CI_SAMPLE, seed=CI_SEED)
     text = "\n".join(report.lines())
-    assert f"{sample} mutants of" in text and "guest-reachable" in text and "killed" in text
-    for survivor in report.survivors:
-        assert survivor.mutation.describe() in text
+    assert len(report.outcomes) == CI_SAMPLE
+    assert len(report.reached) >= 85, text  # the pv-call programs reach (nearly) every hook
+    assert report.killed >= CI_SAMPLE - 2, text
+    assert all(s.mutation.op in KNOWN_BLIND for s in report.survivors), text
+    assert f"{CI_SAMPLE} mutants of" in text and "killed" in text
+
+
+def test_report_prints_survivors_with_their_mutation() -> None:
+    report = mutants.Report("native", 1, {"read_tsc": 3})
+    mutation = mutants.Mutation("read_tsc", "flip", "result", 8, mutants.FLAGS)
+    report.outcomes += [mutants.Outcome(mutation, None, 1, 0.1),
+                        mutants.Outcome(mutants.Mutation("read_tsc", "skip"), "program 0", 1, 0.1)]
+    text = "\n".join(report.lines())
+    assert "survivors (1):" in text and mutation.describe() in text
+    assert "read_tsc" in text and "50.0%" in text
 
 
 def test_cli_mutants_prints_rates_and_survivors() -> None:
@@ -151,3 +304,28 @@ def test_cli_mutants_bad_input_is_one_line(args: list[str], message: str) -> Non
     assert len(lines) == 1 and message in lines[0], result.output
 
 
+
+
+def test_bench_reports_the_mutation_runs_cost_per_backend() -> None:
+    from pvframe.tools import bench
+
+    cost = bench.mutation_cost("vmi", examples=2, sample=3)
+    assert cost["programs"] == 4 and cost["mutants"] == 3 and cost["hooks"] >= 1
+    assert cost["seconds"] > cost["reach_seconds"] > 0
+    assert cost["mutants_per_second"] == pytest.approx(3 / cost["seconds"])
+
+
+def test_patch_contract_sees_a_wrong_patch() -> None:
+    """The site-execution contract: a patch that writes nothing (the site is NOP-filled
+    whole), patches another op's code or writes it elsewhere is caught; every installed
+    backend's own patch keeps it."""
+    contract = next(c for c in contracts.CONTRACTS
+                    if c.name == "patched_sites_do_what_the_call_does")
+    for mutation in (mutants.Mutation("patch", "skip"),
+                     mutants.Mutation("patch", "flip", "type_", 0, mutants.FLAGS),
+                     mutants.Mutation("patch", "flip", "insns", 4, mutants.CACHE)):
+        name, found = _native_with(mutation)
+        with pytest.raises(contracts.ContractViolation, match="patched"):
+            contracts.check(contract, name, found)
+    for backend in ("native", "xen", "vmi"):
+        contracts.check(contract, backend)

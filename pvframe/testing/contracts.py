@@ -155,6 +155,79 @@ def sched_clock_agrees_with_native(m: Machine, native: Machine) -> None:
             raise ContractViolation(f"sched_clock {a} ns, native {b} ns (bound {bound} ns)")
 
 
+def banner_is_printed(m: Machine, _native: Machine) -> None:
+    """Each banner() call prints the boot banner, one kernel-log line naming the platform
+    (2.6.23 arch/i386/kernel/paravirt.c ``default_banner``: ``printk(KERN_INFO "Booting
+    paravirtualized kernel on %s\n", paravirt_ops.name)``)."""
+    for call in (1, 2, 3):
+        before = len(m.messages)
+        m.hooks.banner()
+        new = m.messages[before:]
+        if not any(line.startswith("Booting paravirtualized kernel on ") for line in new):
+            raise ContractViolation(f"banner call {call} logged {new!r}, no boot banner")
+
+
+#: ops whose patched call sites :func:`patched_sites_do_what_the_call_does` runs, and the
+#: sites' (clobber mask, length, IF) (CLBR_EAX 1, CLBR_ECX 2, CLBR_EDX 4: 2.6.23
+#: include/asm-i386/paravirt.h; Linux's sites are 7 bytes and more)
+PATCHED_OPS = ("irq_disable", "irq_enable", "save_fl", "restore_fl", "read_cr0", "read_cr2",
+               "read_cr3", "store_tr")
+PATCH_SITES = ((7, 9, True), (1, 12, False), (0, 7, True))
+SITES, SITE_RESULTS = 0x3E0000, 0x3E8000
+
+
+def _run_sites(m: Machine, patch: bool) -> list[int]:
+    """Every (op, site) of :data:`PATCHED_OPS` x :data:`PATCH_SITES` as a call site
+    (``call *%cs:table+4*type``, NOPs, ``ret``), patched by ``m``'s ``patch`` and
+    NOP-filled after the bytes it used (2.6.23 arch/i386/kernel/alternative.c
+    ``apply_paravirt``) when ``patch``; then a guest calls each with IF, EAX (0x200), ECX
+    and EDX set and stores EAX, IF and the registers the mask leaves the site."""
+    from pvframe.pvcall import layout
+    from pvframe.testing.asm import assemble
+
+    cases = [(op, *site) for op in PATCHED_OPS for site in PATCH_SITES]
+    lines = []
+    for i, (op, clobbers, length, sti) in enumerate(cases):
+        entry = layout.TABLE_ADDR + 4 * layout.slot_of(op)
+        site = bytes([0x2E, 0xFF, 0x15, *entry.to_bytes(4, "little")]) + b"\x90" * (length - 7)
+        addr = SITES + 32 * i
+        m.memory.write_bytes(addr, site + b"\xc3")
+        if patch:
+            used = int(m.hooks.patch(layout.slot_of(op), clobbers, addr, addr, length))
+            m.memory.write_bytes(addr + used, b"\x90" * max(0, length - used))
+        out = SITE_RESULTS + 16 * i
+        lines += ["sti" if sti else "cli", "mov $0x200, %eax", "mov $0x5eed1, %ecx",
+                  "mov $0x5eed2, %edx", f"call {addr:#x}", f"mov %eax, {out:#x}",
+                  f"mov %ecx, {out + 8:#x}", f"mov %edx, {out + 12:#x}", "pushf", "pop %eax",
+                  f"mov %eax, {out + 4:#x}"]
+    code = assemble("\n".join([*lines, "cli", "hlt"]), 0x100000)
+    m.load_raw(code.image, 0x100000, 0x100000)
+    m.run(100_000)
+    words = []
+    for i, (op, clobbers, _length, _sti) in enumerate(cases):
+        out = SITE_RESULTS + 16 * i
+        eax, fl, ecx, edx = (m.memory.read_u32(out + 4 * k) for k in range(4))
+        words += [eax & 0x200 if op == "save_fl" else eax, fl & 0x200,
+                  ecx if not clobbers & 2 else 0, edx if not clobbers & 4 else 0]
+    return words
+
+
+def patched_sites_do_what_the_call_does(m: Machine, native: Machine) -> None:
+    """A call site patched by the backend's ``patch`` does what the call it replaced did
+    (2.6.23 arch/i386/kernel/paravirt.c ``paravirt_patch_default``, ``native_patch``):
+    IF, the result in EAX and the registers the clobber mask keeps, against native's
+    sites left unpatched."""
+    got, want = _run_sites(m, True), _run_sites(native, False)
+    cases = [(op, *site) for op in PATCHED_OPS for site in PATCH_SITES]
+    for i, (op, clobbers, length, sti) in enumerate(cases):
+        if got[4 * i:4 * i + 4] != want[4 * i:4 * i + 4]:
+            names = ("eax", "IF", "ecx", "edx")
+            diff = [f"{n} {g:#x} (call: {w:#x})" for n, g, w in
+                    zip(names, got[4 * i:4 * i + 4], want[4 * i:4 * i + 4], strict=True) if g != w]
+            raise ContractViolation(f"patched {op} site (clobbers {clobbers:#x}, {length} "
+                                    f"bytes, {'sti' if sti else 'cli'}): {', '.join(diff)}")
+
+
 CONTRACTS: tuple[Contract, ...] = tuple(
     Contract(fn.__name__, fn, (fn.__doc__ or "").split("\n")[0])
     for fn in (
@@ -164,6 +237,8 @@ CONTRACTS: tuple[Contract, ...] = tuple(
         set_pte_controls_translation,
         wallclock_agrees_with_native,
         sched_clock_agrees_with_native,
+        banner_is_printed,
+        patched_sites_do_what_the_call_does,
     )
 )
 

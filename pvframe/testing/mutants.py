@@ -32,14 +32,23 @@ Mutations (:class:`Mutation`), per reached hook:
 * ``stale``: the result of the previous call (the first call is left alone);
 * ``glitch``: every second call is skipped (the result is the empty value).
 
-:func:`run` measures one backend: the corpus of generated programs is drawn once
-(derandomized, the CI profile's examples), native's observations are taken once, and each
-mutant runs the hook contracts and then the corpus until the first problem
+Mutants no guest could tell apart are *equivalent* and not run; the report lists them
+with the reason: every mutant of an op whose implementation is empty (:func:`is_empty`,
+Linux's ``paravirt_nop``), of an argument the implementation never reads
+(:func:`unread_arguments`), and the few of :data:`EQUIVALENT`.
+
+:func:`run` measures one backend: the corpus (:func:`corpus`: the CI profile's programs of
+both searches, the second calling every op through the call ROM) is drawn once
+(derandomized), native's observations are taken once, and each mutant runs the corpus
+programs that reach its hook and then the hook contracts until the first problem
 (:func:`pvframe.testing.oracle.judge`: a property or a difference from native).
 """
 
 from __future__ import annotations
 
+import dis
+import inspect
+import random
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -76,6 +85,9 @@ _APIC_VALUE: Classes = {FLAGS: (0, 4, 8, 16, 17), ADDRESS: (24, 31), CACHE: (12,
 _WORD: Classes = {FLAGS: (0, 1, 2), CACHE: (3, 4), ADDRESS: (12, 31)}
 #: a descriptor-table limit is 16 bits; only vectors/selectors the limit cuts off notice
 _LIMIT: Classes = {ADDRESS: (3, 10, 15)}
+#: a page frame number: non-PAE physical addresses have 32 bits, so a frame number 20
+#: (SDM Vol. 3A §4.3); a bit above 19 is shifted out of every address made from it
+_PFN: Classes = {FLAGS: (0, 1, 2), CACHE: (3, 4), ADDRESS: (12, 19)}
 BIT_CLASSES: dict[tuple[str, str], Classes] = {
     ("restore_fl", "flags"): {FLAGS: (9,)},
     ("save_fl", "result"): {FLAGS: (9,)},
@@ -92,25 +104,80 @@ BIT_CLASSES: dict[tuple[str, str], Classes] = {
     ("read_msr", "result"): _MSR_VALUE, ("write_msr", "value"): _MSR_VALUE,
     ("read_tsc", "result"): {FLAGS: (0, 8), ADDRESS: (16, 31, 32)},
     ("apic_read", "reg"): _APIC_REG, ("apic_write", "reg"): _APIC_REG,
+    ("apic_write_atomic", "reg"): _APIC_REG,
     ("apic_read", "result"): _APIC_VALUE, ("apic_write", "value"): _APIC_VALUE,
+    ("apic_write_atomic", "value"): _APIC_VALUE,
     ("write_msr", "result"): {FLAGS: (0,)},
 }
 
 
-#: mutations no guest can observe on this machine, with the reason: the executor keeps the
-#: CPU halted after ``safe_halt`` returns and the machine sleeps until the next interrupt
-#: itself (``Machine._chunk``), and ``safe_halt`` only follows ``sti``, which set IF: a
-#: ``safe_halt`` that does nothing is ``sti; hlt`` all the same (SDM Vol. 2A HLT)
+#: mutations no guest can observe on this machine, with the reason (the ``safe_halt``
+#: skip and glitch, equivalent while guests reached it only as ``sti; hlt``, are not:
+#: the corpus calls it through the call ROM with IF clear)
+_POST = ("its one effect is a write to the POST port 0x80, which reads 0xff whatever was "
+         "written (QEMU's ioport80) and costs no virtual time")
+_CACHES = ("the machine has no caches: writing back and invalidating them changes nothing "
+           "a guest reads (SDM Vol. 2B WBINVD)")
+_HALTED = ("the executor halts the CPU itself (``hlt`` and the call ROM's halt stub set it "
+           "halted before the hook runs) and the machine idles a halted CPU until the next "
+           "interrupt: a halt that does nothing halts all the same (SDM Vol. 2A HLT)")
 EQUIVALENT: dict[tuple[str, str], str] = {
-    ("safe_halt", "skip"): "the machine idles a halted CPU after the hook returns",
-    ("safe_halt", "glitch"): "the machine idles a halted CPU after the hook returns",
+    ("halt", "skip"): _HALTED, ("halt", "glitch"): _HALTED,
+    ("io_delay", "skip"): _POST, ("io_delay", "glitch"): _POST,
+    ("wbinvd", "skip"): _CACHES, ("wbinvd", "glitch"): _CACHES,
 }
+
+
+def implementation(base: plugins.BackendInfo, native: plugins.BackendInfo, op: str) -> Any:
+    """The function that implements ``op`` for backend ``base``: its own, or native's,
+    which it inherits (None if neither has one)."""
+    for info in (base, native):
+        if info is native or op in info.implemented:
+            found = getattr(info.factory, PREFIX + op, None)
+            if found is not None:
+                return found
+    return None
+
+
+def is_empty(function: Any) -> bool:
+    """Whether ``function``'s body does nothing (a docstring or ``pass``: Linux's
+    ``paravirt_nop``). Every mutation of such an op is equivalent: skipping a call that
+    does nothing, or passing it other arguments, changes nothing any guest can see."""
+    code = getattr(getattr(function, "__func__", function), "__code__", None)
+    if code is None:
+        return False
+    body = [(i.opname, i.argval) for i in dis.get_instructions(code)
+            if i.opname not in ("RESUME", "NOP")]
+    return body in ([("LOAD_CONST", None), ("RETURN_VALUE", None)], [("RETURN_CONST", None)])
+
+
+def unread_arguments(function: Any, names: Iterable[str]) -> set[str]:
+    """The arguments among ``names`` that ``function`` never reads (a native
+    ``kmap_atomic_pte`` has no use for the kmap slot without highmem): a mutation of such
+    an argument is equivalent."""
+    code = getattr(getattr(function, "__func__", function), "__code__", None)
+    if code is None:
+        return set()
+    read: set[str] = set()
+    stack = [code]
+    while stack:
+        c = stack.pop()
+        read |= set(c.co_freevars) | set(c.co_cellvars) & set(c.co_varnames)
+        for i in dis.get_instructions(c):
+            if i.opname.startswith(("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE")):
+                read |= set(i.argval) if isinstance(i.argval, tuple) else {i.argval}
+        stack += [k for k in c.co_consts if hasattr(k, "co_code")]
+    if "locals" in read or code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS):
+        return set()
+    return {n for n in names if n not in read}
 
 
 def bit_classes(op: str, target: str) -> dict[str, tuple[int, ...]]:
     """The bit classes mutated in ``target`` of ``op`` (a generic word layout when the
     value has no table entry: low flag bits, bits 3-4, page-frame bits)."""
-    return BIT_CLASSES.get((op, target), _WORD)
+    if (op, target) in BIT_CLASSES:
+        return BIT_CLASSES[(op, target)]
+    return _PFN if target.endswith("pfn") else _WORD
 
 
 # ------------------------------------------------------------------------------ mutations
@@ -142,6 +209,21 @@ class Mutation:
         if self.kind == "glitch":
             return f"{self.op}: skip every {GLITCH_EVERY}nd call"
         return f"{self.op}: {self.kind}{where}"
+
+    def changes(self, log: ValueLog) -> bool:
+        """Whether this mutation changes any call of a run whose calls and values
+        ``log`` recorded: one that does not leaves that run as it was (the unmutated
+        backend's, which native passed). A ``clear`` changes nothing where the bit was
+        never set, a ``stale`` result nothing where every result equals the one before,
+        a ``glitch`` nothing in a run of one call."""
+        calls = log.calls.get(self.op, 0)
+        if self.kind == "clear":
+            return bool(log.ors.get((self.op, self.target), 0) >> self.bit & 1)
+        if self.kind == "stale":
+            return log.varies(self.op)
+        if self.kind == "glitch":
+            return calls >= GLITCH_EVERY
+        return calls > 0
 
     def wrap(self, below: Callable[..., Any]) -> Callable[..., Any]:
         """``below`` (the bound implementation) with this mutation; its state (the previous
@@ -209,6 +291,28 @@ class ValueLog:
     ors: dict[tuple[str, str], int] = attrs.field(factory=dict)
     ands: dict[tuple[str, str], int] = attrs.field(factory=dict)
 
+    #: ops whose result differed between two calls
+    changing: set[str] = attrs.field(factory=set)
+    last: dict[str, Any] = attrs.field(factory=dict)
+
+    def result(self, op: str, value: Any) -> None:
+        """Note a call's result (what decides whether a ``stale`` mutant changes it)."""
+        if op in self.last and self.last[op] != value:
+            self.changing.add(op)
+        self.last[op] = value
+
+    def varies(self, op: str) -> bool:
+        return op in self.changing
+
+    def merge(self, other: ValueLog) -> None:
+        """Add the calls and values of ``other`` (a later run's) to this log."""
+        for op, n in other.calls.items():
+            self.calls[op] = self.calls.get(op, 0) + n
+        for key, value in other.ors.items():
+            self.ors[key] = self.ors.get(key, 0) | value
+            self.ands[key] = self.ands.get(key, other.ands[key]) & other.ands[key]
+        self.changing |= other.changing
+
     def note(self, op: str, target: str, value: Any) -> None:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             key = (op, target)
@@ -232,6 +336,7 @@ class Recorder:
             for name, value in zip(params, args, strict=False):
                 log.note(op, name, value)
             result = below(*args)
+            log.result(op, result)
             if isinstance(result, tuple):
                 for i, value in enumerate(result):
                     log.note(op, f"result[{i}]", value)
@@ -242,13 +347,17 @@ class Recorder:
         return recorded
 
 
-def mutations_of(op: str, log: ValueLog) -> list[Mutation]:
-    """Every mutation of ``op``, from its spec and the values the reach run saw."""
+def mutations_of(op: str, log: ValueLog, unread: Iterable[str] = ()) -> list[Mutation]:
+    """Every mutation of ``op``, from its spec and the values the reach run saw, but for
+    the arguments in ``unread`` (:func:`unread_arguments`). ``stale`` is made only for an
+    op whose results the reach run saw change (a result that is the same in every call,
+    ``get_cpu_khz``'s, is its own previous one: no change)."""
     hook = PREFIX + op
     annotation = plugins.SPEC_RETURNS.get(hook, "None")
     found = [Mutation(op, kind) for kind in ("skip", "glitch") if (op, kind) not in EQUIVALENT]
-    targets = [name for name in plugins.SPEC_PARAMS[hook][1:] if (op, name) in log.ors]
-    if annotation != "None":
+    targets = [name for name in plugins.SPEC_PARAMS[hook][1:]
+               if (op, name) in log.ors and name not in set(unread)]
+    if annotation != "None" and log.varies(op):
         found.append(Mutation(op, "stale"))
         if annotation.startswith("tuple"):
             targets += [t for (o, t) in log.ors if o == op and t.startswith("result[")]
@@ -292,18 +401,29 @@ def mutant_backend(base: plugins.BackendInfo, mutation: Mutation) -> plugins.Bac
 # ---------------------------------------------------------------------------------- runs
 
 
-def corpus(examples: int) -> list[Program]:
-    """``examples`` programs as the kit's CI profile draws them (derandomized: the same
-    programs every run)."""
+def _draw(strategy: Any, examples: int) -> list[Program]:
     drawn: list[Program] = []
 
     @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
               phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-    @given(strategies.programs())
+    @given(strategy)
     def collect(program: Program) -> None:
         drawn.append(program)
 
     collect()
+    return drawn
+
+
+def corpus(examples: int, pv_calls: bool = True) -> list[Program]:
+    """The programs of the kit's two searches as ``pvframe check`` draws them with the CI
+    profile (derandomized: the same programs every run): ``examples`` of
+    :func:`~pvframe.testing.strategies.programs`, then (``pv_calls``) as many
+    :func:`~pvframe.testing.strategies.pv_call_programs`, which call every op through the
+    call ROM, so that every one of the 92 hooks is mutated, not only those a privileged
+    instruction reaches."""
+    drawn = _draw(strategies.programs(), examples)
+    if pv_calls:
+        drawn += _draw(strategies.pv_call_programs(), examples)
     return drawn
 
 
@@ -384,19 +504,21 @@ class Report:
 
 def reach(backend: str, programs: list[Program], backends: dict[str, plugins.BackendInfo],
           reached_by: list[frozenset[str]] | None = None,
+          per_program: list[ValueLog] | None = None,
           ) -> tuple[ValueLog, list[Program], list[oracle.Observation], list[str]]:
     """Run the corpus on ``backend`` with a :class:`Recorder`: which hooks the programs
     reach, with which values; and native's observations for the judging. A program on
     which the unmutated backend itself is judged wrong would "kill" every mutant: it is
     left out, and returned as a problem line. ``reached_by`` (if given) receives, per kept
-    program, the ops it called."""
+    program, the ops it called; ``per_program`` its own :class:`ValueLog`."""
     log = ValueLog()
     kept: list[Program] = []
     natives: list[oracle.Observation] = []
     problems: list[str] = []
     for i, program in enumerate(programs):
-        before = dict(log.calls)
-        own = oracle.observe(program, backend, backends=backends, extra_plugins=(Recorder(log),))
+        own_log = ValueLog()
+        own = oracle.observe(program, backend, backends=backends,
+                             extra_plugins=(Recorder(own_log),))
         native = oracle.observe(program, plugins.NATIVE, backends=backends)
         divergence = oracle.judge(program, native, own)
         if divergence is not None:
@@ -404,15 +526,19 @@ def reach(backend: str, programs: list[Program], backends: dict[str, plugins.Bac
             continue
         kept.append(program)
         natives.append(native)
+        log.merge(own_log)
         if reached_by is not None:
-            reached_by.append(frozenset(op for op, n in log.calls.items() if n != before.get(op)))
+            reached_by.append(frozenset(own_log.calls))
+        if per_program is not None:
+            per_program.append(own_log)
     return log, kept, natives, problems
 
 
 def judge_mutant(name: str, programs: list[Program], natives: list[oracle.Observation],
                  backends: dict[str, plugins.BackendInfo],
                  reached_by: list[frozenset[str]] | None = None,
-                 op: str | None = None) -> tuple[str | None, int]:
+                 op: str | None = None, *, logs: list[ValueLog] | None = None,
+                 mutation: Mutation | None = None) -> tuple[str | None, int]:
     """The first problem the kit finds with backend ``name`` (the corpus, then the hook
     contracts, which cost ~2 s and so run only for a mutant the programs let through), and
     how many programs it ran.
@@ -421,10 +547,13 @@ def judge_mutant(name: str, programs: list[Program], natives: list[oracle.Observ
     a program that never calls the mutated hook runs the unmutated backend's code only
     (the overlay wraps that one op, and its state, the previous result or the call count,
     changes only in a call), so it observes what the reach run observed, which native
-    passed."""
+    passed. With each program's ``logs`` and the ``mutation``, only the programs in which
+    it changes a call run (:meth:`Mutation.changes`), by the same argument."""
     ran = 0
     for i, (program, native) in enumerate(zip(programs, natives, strict=True)):
         if reached_by is not None and op not in reached_by[i]:
+            continue
+        if logs is not None and mutation is not None and not mutation.changes(logs[i]):
             continue
         ran += 1
         try:
@@ -449,40 +578,64 @@ def run(
     backends: dict[str, plugins.BackendInfo] | None = None,
     hooks: Iterable[str] | None = None,
     sample: int | None = None,
+    pv_calls: bool = True,
+    seed: int | None = None,
     progress: Callable[[int, int], None] = lambda _done, _total: None,
+    on_outcome: Callable[[Outcome], None] = lambda _outcome: None,
 ) -> Report:
-    """Mutation testing of ``backend`` with a corpus of ``examples`` programs. ``hooks``
-    restricts the mutated ops; ``sample`` keeps every k-th mutant so that about ``sample``
-    remain (a bounded, deterministic run)."""
+    """Mutation testing of ``backend`` with a corpus of ``examples`` programs of each search
+    (``pv_calls=False``: the first only). ``hooks`` restricts the mutated ops; ``sample``
+    keeps every k-th mutant so that about ``sample`` remain (a bounded, deterministic run),
+    or with ``seed`` a random sample of that many drawn from that seed; ``on_outcome``
+    receives each mutant's outcome as it is judged."""
     start = time.perf_counter()
     backends = dict(plugins.discover() if backends is None else backends)
     base = plugins.get_backend(backend, backends)
-    programs = corpus(examples)
+    programs = corpus(examples, pv_calls)
     reached_by: list[frozenset[str]] = []
-    log, programs, natives, problems = reach(backend, programs, backends, reached_by)
+    logs: list[ValueLog] = []
+    log, programs, natives, problems = reach(backend, programs, backends, reached_by, logs)
     reach_seconds = time.perf_counter() - start
     reached = {op: n for op, n in sorted(log.calls.items())
                if hooks is None or op in set(hooks)}
-    mutations = [m for op in reached for m in mutations_of(op, log)]
+    native = backends[plugins.NATIVE]
+    functions = {op: implementation(base, native, op) for op in reached}
+    empty = {op: len(mutations_of(op, log)) for op in reached if is_empty(functions[op])}
+    unread = {op: unread_arguments(functions[op], plugins.SPEC_PARAMS[PREFIX + op][1:])
+              for op in reached}
+    mutations = [m for op in reached if op not in empty
+                 for m in mutations_of(op, log, unread[op])]
     if sample is not None and len(mutations) > sample:
-        step = len(mutations) / sample
-        mutations = [mutations[int(i * step)] for i in range(sample)]
+        if seed is None:
+            step = len(mutations) / sample
+            mutations = [mutations[int(i * step)] for i in range(sample)]
+        else:
+            mutations = random.Random(seed).sample(mutations, sample)
     report = Report(backend, len(programs), reached, reach_seconds=reach_seconds,
                     problems=problems,
                     equivalent=[f"{op}: {kind} ({why})" for (op, kind), why in EQUIVALENT.items()
                                 if op in reached])
+    report.equivalent += [f"{op}: its {n} mutants (the implementation is empty, like Linux's "
+                          "paravirt_nop: no call of it changes anything)"
+                          for op, n in empty.items()]
+    report.equivalent += [f"{op}: the mutants of {', '.join(sorted(names))} (the implementation "
+                          "never reads it)" for op, names in unread.items()
+                          if names and op not in empty and any((op, n) in log.ors for n in names)]
     for done, mutation in enumerate(mutations):
         info = mutant_backend(base, mutation)
         backends[info.name] = info
         t0 = time.perf_counter()
         killed_by, ran = judge_mutant(info.name, programs, natives, backends, reached_by,
-                                      mutation.op)
+                                      mutation.op, logs=logs, mutation=mutation)
         del backends[info.name]
-        report.outcomes.append(Outcome(mutation, killed_by, ran, time.perf_counter() - t0))
+        outcome = Outcome(mutation, killed_by, ran, time.perf_counter() - t0)
+        report.outcomes.append(outcome)
+        on_outcome(outcome)
         progress(done + 1, len(mutations))
     report.seconds = time.perf_counter() - start
     return report
 
 
 __all__ = ["BIT_CLASSES", "Mutation", "Outcome", "Recorder", "Report", "ValueLog", "corpus",
-           "judge_mutant", "mutant_backend", "mutations_of", "reach", "run"]
+           "implementation", "is_empty", "judge_mutant", "mutant_backend", "mutations_of",
+           "reach", "run", "unread_arguments"]

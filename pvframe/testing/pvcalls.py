@@ -215,11 +215,23 @@ def init_calls() -> list[st.SearchStrategy[p.Op]]:
     ]
 
 
+#: ``const_udelay`` arguments: whole microseconds, any value, and the first and the last
+#: xloops of a nanosecond (one less, one more is another nanosecond: xloops are 2**-32 s)
+xloops = st.one_of(
+    st.integers(0, 20).map(lambda n: n * 0x10C7),
+    st.integers(0, 20 * 0x10C7),
+    st.integers(1, 20_000).map(lambda ns: (ns * 2**32 + 10**9 - 1) // 10**9 - 1),
+    st.integers(1, 20_000).map(lambda ns: (ns * 2**32 + 10**9 - 1) // 10**9),
+)
+
+
 def time_calls() -> list[st.SearchStrategy[p.Op]]:
     return [
         _seq(PvCall("get_wallclock", (), "eax"), PvCall("get_cpu_khz", (), "eax")),
         _seq(PvCall("sched_clock", (), "edx:eax"), PvCall("get_scheduled_cycles", (), "edx:eax")),
-        st.builds(lambda n: PvCall("const_udelay", (n * 0x10C7,)), st.integers(0, 20)),
+        # udelay(n) passes n * 0x10c7, ndelay(n) n * 5 (2.6.23 include/asm-i386/delay.h):
+        # any xloops is a delay; the TSC read after it shows a delay one cycle off
+        st.builds(lambda n: PvSeq((PvCall("const_udelay", (n,)), p.ReadTsc())), xloops),
         # set_wallclock(get_wallclock()): the clock keeps its value; the status is dropped
         st.just(_SetWallclock()),
     ]
@@ -237,9 +249,15 @@ def cpu_calls() -> list[st.SearchStrategy[p.Op]]:
     regno = st.sampled_from([0, 1, 2, 3])
     return [
         st.builds(_Cpuid, st.sampled_from([0, 1, 0x80000000])),
-        st.builds(lambda r, v: PvSeq((PvCall("set_debugreg", (r, v)),
-                                      PvCall("get_debugreg", (r,), "eax"))), regno, breakpoints),
-        _seq(PvCall("clts"), PvCall("wbinvd"), PvCall("io_delay")),
+        # DRr and another DR set, then DRr, the other and DRr again read: a stale or
+        # skipped read shows
+        st.builds(lambda r, v, o, w: PvSeq((PvCall("set_debugreg", (r, v)),
+                                            PvCall("set_debugreg", ((r + o) % 4, w)),
+                                            PvCall("get_debugreg", (r,), "eax"),
+                                            PvCall("get_debugreg", ((r + o) % 4,), "eax"),
+                                            PvCall("get_debugreg", (r,), "eax"))),
+                  regno, breakpoints, st.integers(1, 3), breakpoints),
+        st.just(_Clts()), _seq(PvCall("wbinvd"), PvCall("io_delay")),
         _seq(PvCall("read_cr0", (), "eax"), PvCall("read_cr4", (), "eax"),
              PvCall("read_cr4_safe", (), "eax")),
         st.just(_ToggleCr("read_cr0", "write_cr0", 0x8)),
@@ -252,8 +270,9 @@ def cpu_calls() -> list[st.SearchStrategy[p.Op]]:
         st.builds(lambda: PvCall("set_ldt", (0, 0))),
         # (store_tr first: without a TSS descriptor at 0x80 load_tr_desc raises #GP, and
         # a burst goes on at its next call)
-        _seq(PvCall("store_tr", (), "eax"), PvCall("load_tr_desc")),
-        st.builds(lambda c: PvCall("load_tls", (THREAD, c)), st.just(0)),
+        # ... and with an available TSS in the GDT: TR and the descriptor read back
+        st.builds(_LoadTr, st.integers(0, 3)),
+        st.builds(_LoadTls, st.lists(tls_descriptors, min_size=3, max_size=3).map(tuple)),
         st.builds(lambda n, lo, hi: PvSeq(tuple(
             PvCall(which, (TABLE + 32 * k, n, lo, hi), "", (TABLE + 32 * k + 8 * n,
                                                            TABLE + 32 * k + 8 * n + 4))
@@ -264,6 +283,73 @@ def cpu_calls() -> list[st.SearchStrategy[p.Op]]:
         st.builds(lambda m: PvCall("set_iopl_mask", (m,)), st.sampled_from([0, 0x1000, 0x3000])),
         st.just(PvIret()), st.just(PvSysexit()),
     ]
+
+
+#: a TLS descriptor as Linux's set_thread_area writes them (2.6.23 include/asm-i386/desc.h
+#: LDT_entry_a/b): a present DPL-3 read/write data segment, byte granular, of a base and a
+#: limit below the hypervisor's hole (Xen's check_descriptor truncates a limit reaching
+#: it), or the empty entry
+tls_descriptors = st.one_of(
+    st.just((0, 0)),
+    st.builds(lambda base, limit: (((base & 0xFFFF) << 16) | limit,
+                                   (base & 0xFF000000) | 0x40F200 | ((base >> 16) & 0xFF)),
+              st.integers(0, 0x3FFFFFFF), st.integers(0, 0xFFFF)),
+)
+
+
+@attrs.frozen
+class _LoadTls(p.Op):
+    """``load_tls(thread, 0)`` with the thread's three TLS descriptors set; the GDT's TLS
+    entries (6-8, 2.6.23 include/asm-i386/segment.h) are recorded after."""
+
+    entries: tuple[tuple[int, int], ...]
+
+    def lines(self) -> list[str]:
+        gdt = p.GDT_BASE + 8 * 6
+        out: list[str] = []
+        # twice, the entries the second time in the other order
+        for entries in (self.entries, self.entries[::-1]):
+            out += [f"movl ${w:#x}, {THREAD + 4 * i:#x}"
+                    for i, w in enumerate(w for e in entries for w in e)]
+            out += [f"mov ${THREAD:#x}, %eax", "xor %edx, %edx", _call("load_tls")]
+            out += [line for i in range(6) for line in (f"mov {gdt + 4 * i:#x}, %eax", p.RECORD)]
+        return out
+
+
+@attrs.frozen
+class _LoadTr(p.Op):
+    """``load_tr_desc(0x80 | rpl)`` with an available 32-bit TSS descriptor at GDT entry 16
+    (Linux's GDT_ENTRY_TSS, 2.6.23 include/asm-i386/segment.h) and the GDT's limit raised
+    to cover it; ``store_tr`` and the descriptor's high word are recorded (LTR loads the
+    selector as given, RPL included, and marks the TSS busy: SDM Vol. 2A LTR, Vol. 2B
+    STR), then the harness's limit is restored."""
+
+    rpl: int
+
+    def lines(self) -> list[str]:
+        desc = p.GDT_BASE + 0x80
+        low = ((TSS & 0xFFFF) << 16) | 0x67
+        high = (TSS & 0xFF000000) | ((TSS >> 16) & 0xFF) | 0x8900
+        # twice, the second time with another RPL
+        once = [f"movl ${low:#x}, {desc:#x}", f"movl ${high:#x}, {desc + 4:#x}",
+                "movw $0x87, dtload", f"movl ${p.GDT_BASE:#x}, dtload+2", "lgdt dtload",
+                "mov ${:#x}, %eax", _call("load_tr_desc"),
+                _call("store_tr"), p.RECORD, f"mov {desc + 4:#x}, %eax", p.RECORD,
+                "movw $0x17, dtload", "lgdt dtload"]
+        return [line.format(0x80 | rpl) if "{" in line else line
+                for rpl in (self.rpl, self.rpl ^ 1) for line in once]
+
+
+@attrs.frozen
+class _Clts(p.Op):
+    """CR0.TS set (``write_cr0``), ``clts``, CR0 recorded, twice: a ``clts`` that does
+    nothing leaves TS set (SDM Vol. 2A CLTS); one of two consecutive calls is the one a
+    glitch skips."""
+
+    def lines(self) -> list[str]:
+        once = [_call("read_cr0"), "or $0x8, %eax", _call("write_cr0"), _call("clts"),
+                _call("read_cr0"), p.RECORD]
+        return once + once
 
 
 @attrs.frozen
@@ -308,9 +394,10 @@ class _LoadEsp0(p.Op):
     esp0: int
 
     def lines(self) -> list[str]:
-        return [f"movl ${self.esp0:#x}, {THREAD + 24:#x}", f"mov ${TSS:#x}, %eax",
-                f"mov ${THREAD:#x}, %edx", _call("load_esp0"), f"mov {TSS + 4:#x}, %eax",
-                p.RECORD]
+        # twice, the second esp0 another (a glitch skips one of two consecutive calls)
+        return [line for esp0 in (self.esp0, self.esp0 ^ 0x1000) for line in (
+            f"movl ${esp0:#x}, {THREAD + 24:#x}", f"mov ${TSS:#x}, %eax",
+            f"mov ${THREAD:#x}, %edx", _call("load_esp0"), f"mov {TSS + 4:#x}, %eax", p.RECORD)]
 
 
 def irq_calls() -> list[st.SearchStrategy[p.Op]]:
@@ -334,13 +421,64 @@ class _SaveFl(p.Op):
 
 def apic_calls() -> list[st.SearchStrategy[p.Op]]:
     reg = st.sampled_from([0x20, 0x30, 0x80, 0xF0])
+    from pvframe.testing import values
+
+    # the LVT entries and the initial count keep the most bits (mask, mode, bit 12 of a
+    # count): drawn as often again
+    written = st.sampled_from(values.APIC_REGISTERS) | st.sampled_from(
+        (0x320, 0x330, 0x340, 0x350, 0x360, 0x370, 0x380))
     return [
         st.builds(lambda r: PvCall("apic_read", (r,), "eax"), reg),
-        st.builds(lambda v: PvCall("apic_write", (0x80, v)), st.sampled_from([0, 0x10])),
-        st.builds(lambda v: PvCall("apic_write_atomic", (0x80, v)), st.sampled_from([0, 0x10])),
+        # a register read, written with a full-width value and read back
+        st.builds(lambda r, v: _ApicWriteBack("apic_write", r, v), written, values.apic_values()),
+        st.builds(lambda r, v: _ApicWriteBack("apic_write_atomic", r, v), written,
+                  values.apic_values()),
         _seq(PvCall("setup_boot_clock"), PvCall("setup_secondary_clock"),
              PvCall("startup_ipi_hook", (1, 0x9000, 0))),
     ]
+
+
+@attrs.frozen
+class _ApicWriteBack(p.Op):
+    """``apic_read(reg)``, ``write(reg, value)``, ``apic_read(reg)``, then the same with
+    the value's complement, the reads recorded (the bits each register keeps: SDM Vol. 3A
+    §10.4.1 Table 10-1): every bit the register keeps is written once set and once clear."""
+
+    write: str
+    reg: int
+    value: int
+
+    def lines(self) -> list[str]:
+        read = [f"mov ${self.reg:#x}, %eax", _call("apic_read"), p.RECORD]
+        out = list(read)
+        for value in (self.value, self.value ^ 0xFFFFFFFF):
+            out += [f"mov ${self.reg:#x}, %eax", f"mov ${value:#x}, %edx", _call(self.write), *read]
+        return out
+
+
+@attrs.frozen
+class _TlbFlush(p.Op):
+    """The TLB probe (:class:`pvframe.testing.programs.TlbProbe`) flushed by a call of
+    ``flush`` (``flush_tlb_user``, ``flush_tlb_kernel``): page ``page`` mapped to frame
+    ``a`` and stored through, remapped to ``b`` by a plain store (the old translation stays
+    cached), the flush, a store through ``page``; the two frames are recorded; all twice. A flush
+    that does nothing leaves the store in frame ``a`` (SDM Vol. 3A §4.10.4.1)."""
+
+    flush: str
+    page: int
+    a: int
+    b: int
+
+    def lines(self) -> list[str]:
+        va, pte = _va(self.page), _ptep(self.page)
+        fa, fb = p.FRAMES + self.a * 0x1000, p.FRAMES + self.b * 0x1000
+        probe = [f"movl ${fa | 3:#x}, {pte:#x}", f"invlpg {va:#x}",
+                 f"movl $0x1111{self.page:04x}, {va:#x}", f"movl ${fb | 3:#x}, {pte:#x}",
+                 _call(self.flush), f"movl $0x3333{self.page:04x}, {va:#x}",
+                 f"mov {fa:#x}, %eax", p.RECORD, f"mov {fb:#x}, %eax", p.RECORD]
+        # only under the paging harness (without it the test pages are not mapped); twice,
+        # so that a flush skipped every other call shows whatever calls came before
+        return ["mov %cr0, %eax", "test $0x80000000, %eax", "jz 3f", *probe, *probe, "3:"]
 
 
 def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
@@ -353,12 +491,18 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
             PvCall("set_pte_atomic", (_ptep(pg), v), after=(_ptep(pg),), make="make_pte"),
             PvCall("set_pte_present", (MM, _va(pg), _ptep(pg), w), after=(_ptep(pg),),
                    make="make_pte"))), pages, entry, entry),
-        st.builds(lambda pg: PvCall("pte_clear", (MM, _va(pg), _ptep(pg)), after=(_ptep(pg),)), pages),
+        # on a present entry (an absent one stays as it was whatever pte_clear does)
+        st.builds(lambda pg, v: PvSeq((_Store(_ptep(pg), v),
+                                       PvCall("pte_clear", (MM, _va(pg), _ptep(pg)),
+                                              after=(_ptep(pg),)))), pages, entry),
         st.builds(lambda pg: PvSeq((PvCall("pte_update", (MM, _va(pg), _ptep(pg))),
                                     PvCall("pte_update_defer", (MM, _va(pg), _ptep(pg))))), pages),
         st.builds(lambda pg: PvCall("flush_tlb_single", (_va(pg),)), pages),
     ]
     pte_ops = st.one_of(*pte_list)
+    # two different frames (a stale and a fresh translation must read differently)
+    moves = st.tuples(frames, st.integers(1, p.NFRAMES - 1)).map(
+        lambda t: (t[0], (t[0] + t[1]) % p.NFRAMES))
     scratch_entries = [
         st.builds(lambda v: PvCall("set_pmd", (BUF + 32, v), "", (BUF + 32,), "make_pgd"), entry),
         st.builds(lambda v: PvCall("set_pud", (BUF + 32, v), "", (BUF + 32,), "make_pgd"), entry),
@@ -367,7 +511,8 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
     return [
         st.builds(lambda a, b, c: PvSeq((PvRoundTrip("make_pte", "pte_val", a),
                                          PvRoundTrip("make_pgd", "pgd_val", b),
-                                         PvRoundTrip("make_pmd", "pmd_val", c, True))),
+                                         PvRoundTrip("make_pmd", "pmd_val", c, True),
+                                         PvRoundTrip("make_pmd", "pmd_val", c ^ 0x1000, True))),
                   entry, entry, entry),
         *pte_list, *scratch_entries,
         st.builds(lambda ops: LazyBatch(tuple(ops)), st.lists(pte_ops, min_size=1, max_size=3)),
@@ -375,8 +520,9 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
                   words),
         _simple("read_cr3", "eax"),
         st.just(_ReloadCr3()),
-        st.builds(lambda pg: PvSeq((PvCall("flush_tlb_user"), PvCall("flush_tlb_kernel"),
-                                    PvCall("flush_tlb_others", (BUF + 48, MM, _va(pg))))), pages),
+        st.builds(lambda pg: PvCall("flush_tlb_others", (BUF + 48, MM, _va(pg))), pages),
+        *[st.builds(lambda pg, ab, _f=flush: _TlbFlush(_f, pg, ab[0], ab[1]), pages, moves)
+          for flush in ("flush_tlb_user", "flush_tlb_kernel")],
         st.builds(lambda f: PvSeq((PvCall("kmap_atomic_pte", (f, 3), "eax"),
                                    PvCall("map_pt_hook", (3, f << 12, f)))), pfn),
         st.builds(lambda f: PvSeq((PvCall("alloc_pt", (MM, f)), PvCall("release_pt", (f,)))), pfn),
@@ -386,6 +532,17 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
              PvCall("exit_mmap", (MM2,))),
         st.builds(lambda m: PvCall("set_lazy_mode", (m,)), st.just(3)),
     ]
+
+
+@attrs.frozen
+class _Store(p.Op):
+    """A plain store of ``value`` at ``addr``."""
+
+    addr: int
+    value: int
+
+    def lines(self) -> list[str]:
+        return [f"movl ${self.value:#x}, {self.addr:#x}"]
 
 
 @attrs.frozen

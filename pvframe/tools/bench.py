@@ -312,23 +312,26 @@ def xen_cr3_write(tables: int = 100, switches: int = 10) -> dict[str, float]:
     return out
 
 
-def mutation_cost(examples: int = 20, sample: int = 24) -> dict[str, float]:
-    """The mutation run's cost on native (``pvframe check --mutants``), measured beside one
-    plain pass of the same programs through the oracle in the same run: the reach run,
-    seconds per mutant, and mutant program runs per second."""
+def mutation_cost(backend: str = "native", examples: int = 20, sample: int = 24) -> dict[str, float]:
+    """The mutation run's cost on ``backend`` (``pvframe check --mutants``, the corpus of
+    both searches: ``examples`` generated and as many pv-call programs), measured beside
+    one plain pass of the same programs through the oracle in the same run: the reach
+    run, mutants per second, seconds per mutant, and mutant program runs per second."""
     from pvframe.testing import mutants, oracle
 
     programs = mutants.corpus(examples)
     start = time.perf_counter()
     for program in programs:
-        oracle.compare(program, "native")
+        oracle.compare(program, backend)
     plain = time.perf_counter() - start
-    report = mutants.run("native", examples, sample=sample)
+    report = mutants.run(backend, examples, sample=sample)
     runs = sum(o.programs for o in report.outcomes)
     spent = report.seconds - report.reach_seconds
     return {
         "programs": len(programs), "plain_seconds": plain, "mutants": len(report.outcomes),
-        "killed": report.killed, "seconds": report.seconds, "reach_seconds": report.reach_seconds,
+        "hooks": len(report.per_hook()), "killed": report.killed, "seconds": report.seconds,
+        "reach_seconds": report.reach_seconds,
+        "mutants_per_second": len(report.outcomes) / report.seconds if report.seconds else 0.0,
         "seconds_per_mutant": spent / max(1, len(report.outcomes)),
         "runs_per_second": runs / spent if spent else 0.0,
     }
@@ -432,14 +435,15 @@ def main(argv: list[str] | None = None) -> int:
     membench.print_translated_code(2000, None, heading="== 7.")
     membench.print_timer_storm(["native", "xen", "vmi"], 50_000_000, 1000, None, heading="== 8.")
 
-    print("== 9. the kit's mutation run (pvframe check --mutants), native backend ==")
-    mu = mutation_cost()
-    print(f"  {int(mu['programs'])} programs through the oracle (native vs native): "
-          f"{mu['plain_seconds']:.1f} s")
-    print(f"  {int(mu['mutants'])} sampled mutants, {int(mu['killed'])} killed: {mu['seconds']:.1f} s "
-          f"({mu['reach_seconds']:.1f} s reach run = x{mu['reach_seconds'] / mu['plain_seconds']:.2f} "
-          f"of the plain pass), {mu['seconds_per_mutant']:.2f} s per mutant, "
-          f"{mu['runs_per_second']:.1f} mutant program runs/s")
+    print("== 9. the kit's mutation run (pvframe check --mutants), a sample per backend ==")
+    for backend in ("native", "xen", "vmi"):
+        mu = mutation_cost(backend)
+        print(f"  {backend:6s} {int(mu['mutants'])} sampled mutants of {int(mu['hooks'])} hooks, "
+              f"{int(mu['killed'])} killed: {mu['seconds']:.1f} s = {mu['mutants_per_second']:.2f} "
+              f"mutants/s ({int(mu['programs'])} programs: plain pass {mu['plain_seconds']:.1f} s, "
+              f"reach run {mu['reach_seconds']:.1f} s = x{mu['reach_seconds'] / mu['plain_seconds']:.2f}"
+              f"), {mu['seconds_per_mutant']:.2f} s per mutant, "
+              f"{mu['runs_per_second']:.1f} mutant program runs/s")
     print("== 10. paravirt call vs trapped privileged instruction (native backend, us per loop "
           "iteration, best of 5, alternating) ==")
     for row in pv_call_cost():

@@ -815,7 +815,7 @@ def check_cmd(
         found = plugins.discover()
     if mutants:
         _mutants(_backend_names(backend, found, default_skip_native=False), examples, found,
-                 hook, sample, min_kill_rate, as_json)
+                 hook, sample, min_kill_rate, as_json, pv_calls)
         return
     if hook or sample is not None:
         fail("--hook and --sample go with --mutants")
@@ -872,7 +872,7 @@ def check_cmd(
 
 def _mutants(names: list[str], examples: int, found: dict[str, plugins.BackendInfo],
              hooks: list[str] | None, sample: int | None, min_kill_rate: float,
-             as_json: bool) -> None:
+             as_json: bool, pv_calls: bool = True) -> None:
     """``pvframe check --mutants``: one mutation run per backend, reports printed."""
     from pvframe.hookspecs import PREFIX
     from pvframe.testing import mutants
@@ -891,7 +891,7 @@ def _mutants(names: list[str], examples: int, found: dict[str, plugins.BackendIn
                 bar.update(_task, completed=done, total=total, description=f"{_name}: mutants")
 
             report = mutants.run(name, examples, backends=found, hooks=hooks, sample=sample,
-                                 progress=progress)
+                                 pv_calls=pv_calls, progress=progress)
         reports.append(report)
         if not as_json:
             for line in report.lines():

@@ -67,3 +67,18 @@ def test_the_lost_expiry_the_kit_found() -> None:
     native = oracle.observe(program, "native")
     assert len(native.events) == 1  # the timer vector, taken at the sti
     assert oracle.compare(program, "xen") is None
+
+
+def test_a_timer_armed_under_the_masked_lvt_of_time_init_is_lost_on_xen_too() -> None:
+    """Found by the mutation corpus's APIC write-backs: after ``time_init`` (the timer
+    port bound while the LVT was masked) and the LVT masked again, a timer count written
+    expires into a masked LVT and is lost (SDM Vol. 3A §10.5.1); Xen's virtual APIC left
+    the port unmasked (the LVT's mask state had not changed) and delivered the stale
+    vector 0xEF when the LVT was unmasked later: a #GP past the IDT on xen."""
+    from pvframe.testing import pvcalls as pc
+
+    program = p.Program((PvBurst((PvCall("time_init"),)), p.ApicWrite(0x380, 5),
+                         PvBurst((pc.PvHalt(False),))), paging=True)
+    native = oracle.observe(program, "native")
+    assert native.stop == "exit" and [e.vector for e in native.events] == [p.TIMER_VECTOR]
+    assert oracle.compare(program, "xen") is None

@@ -225,11 +225,14 @@ class VirtualApic:
     def _sync_timer_mask(self) -> None:
         """LVT mask (or software disable) <-> the timer port's mask bit."""
         masked = bool(self.apic.lvt[APIC_LVTT] & LVT_MASKED)
-        if masked == self.timer_disabled or not self.timer_port:
+        shared = self.hv.shared
+        # (a port bound while the LVT was masked already is masked here too: an expiry
+        # of a timer armed under a masked LVT is lost, SDM Vol. 3A §10.5.1)
+        settled = not masked or shared.masked(self.timer_port)
+        if not self.timer_port or (masked == self.timer_disabled and settled):
             self.timer_disabled = masked
             return
         self.timer_disabled = masked
-        shared = self.hv.shared
         if masked:
             shared.set_masked(self.timer_port, True)
         elif not self._in_service(self.port_vector.get(self.timer_port)):
