@@ -46,9 +46,12 @@ def test_minios_boots_to_its_main_on_the_xen_model() -> None:
     src = minios.source_dir(None)
     image = minios.build(src, "dummy")
     summary = minios.boot(image, 32, 3_000_000, "", stream=False)
-    console = str(summary["console"])
+    console, xen_console = str(summary["console"]), str(summary["xen_console"])
     assert "Xen Minimal OS (pv)!" in console and "kernel.c: dummy main: par=0" in console
     assert "  start_info: 0x" in console and "nr_pt_frames: 0x5" in console
+    # Mini-OS writes its early lines through console_io too: Xen's console has them,
+    # prefixed, and only them (the machine's console is the domain's ring, unprefixed)
+    assert "(d1) Xen Minimal OS (pv)!" in xen_console and "(d1)" not in console
     assert summary["xen_refusals"] == {}
 
 

@@ -711,11 +711,20 @@ def _summary(machine: object, result: object) -> None:
                   else exit_status.describe_exit(result.exit_code))
     table.add_row("instructions", f"{result.instructions:,}")
     table.add_row("virtual time", f"{machine.virtual_ns() / 1e6:.3f} ms")
+    texts: list[tuple[str, str]] = []
     for key, value in result.extra.items():
         if isinstance(value, dict):
             continue
+        if isinstance(value, str) and "\n" in value:
+            # a second console a backend keeps (Xen's own console for a PV domain)
+            texts.append((key, value))
+            table.add_row(key, f"{value.count(chr(10))} lines (below)")
+            continue
         table.add_row(key, str(value))
     out.print(table)
+    for key, text in texts:
+        out.print(f"--- {key} ---")
+        out.out(text, end="", highlight=False)
     if result.hooks:
         hooks = Table(title="hooks called")
         hooks.add_column("op")

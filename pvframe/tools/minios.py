@@ -6,8 +6,10 @@ on GitHub); nothing of it is part of pvframe: it is built in the folder the user
 and its binary stays there. The build is Mini-OS's own ``make XEN_TARGET_ARCH=x86_32``
 with the frontends off (:data:`MAKE_FLAGS`), which needs a 32-bit gcc (Debian's
 ``gcc-multilib``). The image (``DIR/mini-os``, an ELF with Xen notes) is then run as
-``pvframe run DIR/mini-os --backend xen`` runs it, the console streamed to stdout and a
-summary (stop, instructions, hypercalls, refusals) after it.
+``pvframe run DIR/mini-os --backend xen`` runs it: the domain's console (the console ring,
+what ``xl console`` shows) streamed to stdout and a summary (stop, instructions,
+hypercalls, refusals, and the size of Xen's own console, the domain's ``console_io`` lines
+as ``xl dmesg`` shows them) after it.
 
 A missing source folder, a missing 32-bit compiler or a failed build is one line on
 stderr and exit status 2.
@@ -171,7 +173,7 @@ def boot(image: Path, memory_mib: int, limit: int, cmdline: str, stream: bool) -
     result = machine.run(limit, wall_clock_s=None)
     d = result.to_dict()
     return {k: d.get(k) for k in ("stop", "exit_code", "detail", "instructions", "console",
-                                  "hypercalls", "xen_refusals", "xen_events")}
+                                  "xen_console", "hypercalls", "xen_refusals", "xen_events")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", "--max-instructions", type=int, default=20_000_000)
     ap.add_argument("--cmdline", default="")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON (no console stream)")
+    ap.add_argument("--xen-console", action="store_true",
+                    help="after the run, print Xen's console too (the domain's console_io "
+                         "lines, as xl dmesg shows them; the stream is the domain's console)")
     args = ap.parse_args(argv)
     try:
         src = source_dir(args.src)
@@ -202,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
               f" ({(summary['detail'] or {}).get('reason') if isinstance(summary['detail'], dict) else summary['detail']})")
         print(f"minios: hypercalls {summary['hypercalls']}")
         print(f"minios: xen_refusals {summary['xen_refusals']}; events {summary['xen_events']}")
+        xen_console = str(summary["xen_console"] or "")
+        if args.xen_console:
+            print("--- Xen's console (xl dmesg) ---")
+            print(xen_console, end="")
+        else:
+            print(f"minios: Xen's console (console_io, xl dmesg): {xen_console.count(chr(10))} "
+                  "lines (--xen-console prints them)")
     return 0
 
 

@@ -179,6 +179,9 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
                 "hypercalls": dict(sorted(hv.counts.items())),
                 "xen_refusals": dict(sorted(refusals.items())),
                 "xen_events": dict(sorted(self.pv.ring0.stats.items())),
+                # Xen's console (xl dmesg): the domain's console_io lines; the machine's
+                # console is the domain's console ring (xl console)
+                "xen_console": self.pv.xen_console.decode("latin-1"),
             }
         events = dict(self.vapic.stats) if self.vapic is not None else {}
         events["forced_callbacks"] = self.forced_callbacks

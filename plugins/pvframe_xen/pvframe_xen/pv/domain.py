@@ -65,13 +65,16 @@ class PVDomain:
         self.built = built
         hole = builder.HYPERVISOR_VIRT_START_PAE if built.pae else abi.HYPERVISOR_VIRT_START
         self._io_line = b""
+        #: Xen's own console (``xl dmesg``): the domain's ``console_io`` lines, prefixed
+        self.xen_console = bytearray()
         self.transport = Transport(machine, hv, hole, self.console_io)
         self.ring0 = Ring0(machine, hv, transport=self.transport)
         self.ring0.after_hypercall.append(self.follow_model)
         self._log_mark = hv.log.total
 
     def console(self, data: bytes) -> None:
-        """The bytes go out on the machine's console."""
+        """The bytes go out on the machine's console, which is the domain's console (what
+        ``xl console`` shows: the console ring xenconsoled drains)."""
         uart = self.machine.platform.uart
         for byte in data:
             uart.console.append(byte)
@@ -81,18 +84,20 @@ class PVDomain:
     def console_io(self, data: bytes) -> None:
         """``CONSOLEIO_write``: Xen's own console, where a domU's text is buffered per line
         and printed as ``(d<domid>) line`` (Xen ``drivers/char/console.c``
-        ``guest_console_write``), so it stays apart from the domain's console ring, which
-        the same machine console shows unprefixed (as ``xl console`` does)."""
+        ``guest_console_write``). It is Xen's serial line and log (``xl dmesg``), not the
+        domain's console: the lines are kept in :attr:`xen_console` and reported as the
+        run's ``xen_console``, apart from the machine's console, which shows the domain's
+        console ring as ``xl console`` does (Mini-OS writes its early lines to both)."""
         self._io_line += data
         while b"\n" in self._io_line:
             line, _, self._io_line = self._io_line.partition(b"\n")
-            self.console(b"(d%d) " % self.hv.domid + line + b"\n")
+            self.xen_console += b"(d%d) " % self.hv.domid + line + b"\n"
 
     def flush_console_io(self) -> None:
-        """Print a console_io line the guest left unterminated (at the end of the run)."""
+        """Keep a console_io line the guest left unterminated (at the end of the run)."""
         if self._io_line:
             line, self._io_line = self._io_line, b""
-            self.console(b"(d%d) " % self.hv.domid + line + b"\n")
+            self.xen_console += b"(d%d) " % self.hv.domid + line + b"\n"
 
     def drain_console_ring(self) -> None:
         """xenconsoled's side of the console page (public ``io/console.h``: ``struct
