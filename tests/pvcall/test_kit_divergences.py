@@ -82,3 +82,16 @@ def test_a_timer_armed_under_the_masked_lvt_of_time_init_is_lost_on_xen_too() ->
     native = oracle.observe(program, "native")
     assert native.stop == "exit" and [e.vector for e in native.events] == [p.TIMER_VECTOR]
     assert oracle.compare(program, "xen") is None
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2_000))
+def test_sched_clock_after_the_guest_writes_the_tsc(value: int, spin: int) -> None:
+    """Found by ``pvframe check -b xen``: after ``wrmsr`` to IA32_TIME_STAMP_COUNTER,
+    native's sched_clock (cycles_2_ns of rdtsc) follows the TSC written, and so does a Xen
+    guest's (``get_nsec_offset`` reads rdtsc itself, Linux 2.6.23 arch/i386/xen/time.c);
+    the xen backend used to scale the counter underneath the write (0x1fb ns against
+    native's 0x1d after writing 0)."""
+    program = p.Program((p.WriteMsr(0x10, value), p.Compute(spin % 7),
+                         PvBurst((PvCall("sched_clock", (), "edx:eax"),))), paging=False)
+    assert oracle.compare(program, "xen") is None

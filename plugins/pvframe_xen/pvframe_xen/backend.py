@@ -194,7 +194,12 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
     # ------------------------------------------------------------ time (rows 12-16)
     def _read_time(self, machine: Any) -> int:
         """``xen_clocksource_read``: the pvclock formula over a consistent snapshot of the
-        record (retry while the version is odd or changed, Xen public xen.h)."""
+        record (retry while the version is odd or changed, Xen public xen.h).
+
+        The TSC in the formula is the guest's own ``rdtsc`` (``get_nsec_offset`` reads it,
+        Linux 2.6.23 ``arch/i386/xen/time.c``), so a TSC the guest wrote moves the time
+        it computes, as it moves native's ``sched_clock``; Xen's own clock (timers,
+        the record's refreshes) keeps reading the counter underneath."""
         hv = self.hypervisor(machine)
         while True:
             t = hv.time
@@ -202,7 +207,7 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
             snap = (t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift)
             if not version & 1 and version == t.version:
                 break
-        return units.pvclock_ns(machine.tsc(), *snap)
+        return units.pvclock_ns(int(machine.platform.msrs.read_tsc()), *snap)
 
     @hookimpl
     def pvop_get_wallclock(self, machine: Any) -> int:
