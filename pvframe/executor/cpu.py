@@ -31,7 +31,9 @@ fall-through and the predicted return of a ``ret`` (guarded: a mismatching retur
 leaves the block) as long as the code stays on the start's page and within the
 instruction limit; every piece keeps its side exits. Blocks that branch back to their
 own start loop inside the compiled function (self-loops). Set ``executor.chain = False``
-to disable superblocks.
+to disable superblocks. A superblock ends where it would continue into the start of a
+translation already cached (``executor.join_translated``): the dispatch loop enters that
+one, and its code is not lifted, generated and compiled once more.
 
 Instruction-precise stopping: a block of ``n`` instructions runs only if at least ``n``
 instructions remain before ``limit`` and before ``env.next_deadline()``; otherwise a
@@ -206,6 +208,10 @@ class Executor:
                       "restarts": 0, "flushes": 0}
         #: build superblocks across direct jumps and calls on the same page
         self.chain = True
+        #: a superblock ends at a jump to the start of an already cached translation
+        #: instead of translating that code again (the dispatch loop enters it): see
+        #: :func:`build_trace`
+        self.join_translated = True
         #: keep each block's generated Python source in ``Block.source`` (debugging)
         self.keep_source = False
         #: translations kept, and host bytes they may hold (:func:`host_bytes`), before
@@ -620,11 +626,13 @@ class Executor:
         key = None
         if self.memory.is_ram(page_addr, PAGE_SIZE):
             # Process-wide cache of compiled code: a translation depends only on its
-            # linear address, the limit, the chaining switch and the bytes it was decoded
-            # from ([lo, hi) of its page; bytes after hi can only have made it shorter).
+            # linear address, the limit, the chaining switches and the bytes it was decoded
+            # from ([lo, hi) of its page; bytes after hi can only have made it shorter;
+            # a trace that joined a translation of this executor's is only shorter: it
+            # runs the same instructions).
             # (the step addresses on the page cut translations: part of the key)
             page = eip & ~PAGE_MASK
-            key = (eip, limit, self.chain,
+            key = (eip, limit, self.chain, self.join_translated,
                    tuple(sorted(a for a in self._step_at if a & ~PAGE_MASK == page)))
             for hit in _CODE_CACHE.get(key):
                 if self.memory.read_bytes(page_addr + hit.lo, hit.hi - hit.lo) == hit.span:
@@ -666,8 +674,16 @@ class Executor:
                 page_bytes.append(self.memory.read_bytes(paddr & ~PAGE_MASK, PAGE_SIZE))
             return page_bytes[0]
 
+        blocks = self._blocks
+        page_paddr = paddr & ~PAGE_MASK
+
+        def translated_entry(t: int) -> bool:
+            # a cached full-length translation starts at t (same page, same mapping)
+            return (page_paddr | (t & PAGE_MASK), t, MAX_INSNS) in blocks
+
         built = build_trace(irsb, code, eip, limit, self.chain and len(pages) == 1, read_page,
-                            self.keep_source, self._step_at)
+                            self.keep_source, self._step_at,
+                            translated_entry if self.join_translated else None)
         if built is None:
             return self._special_block("ud", code, eip, pages)
         trace, gen, limited = built
@@ -834,13 +850,20 @@ def cut_block(irsb: Any, code: bytes, base: int, stops: Collection[int] = ()) ->
 
 def build_trace(irsb: Any, code: bytes, eip: int, limit: int, chain: bool,
                 read_page: Callable[[], bytes], keep_source: bool,
-                stops: Collection[int] = ()
+                stops: Collection[int] = (), joins: Callable[[int], bool] | None = None,
                 ) -> tuple[list[tuple[Any, bytes, int]], Any, bool] | None:
     """From the first IRSB of a translation (already cut), the superblock trace on its
     page, its generated source and whether it was shortened for ``limit``; None when
     not even the first instruction translates (the caller raises #UD there). A pure
     function of the code bytes (``read_page`` gives the whole page): anything holding
-    the same bytes (a test, another process) computes exactly what the executor would."""
+    the same bytes (a test, another process) computes exactly what the executor would,
+    given the same ``joins``.
+
+    ``joins(target)`` says whether a translation already starts at ``target``: the trace
+    then ends with its exit to ``target`` instead of translating that code once more
+    (a function called from many places, a loop head reached from several paths). Both
+    forms run the same instructions; the shorter one costs one more dispatch where it
+    ends and saves lifting, generating and compiling the shared code again."""
     trace: list[tuple[Any, bytes, int]] = [(irsb, code, eip)]
     total = irsb.instructions
     page_base = eip & ~PAGE_MASK
@@ -866,6 +889,8 @@ def build_trace(irsb: Any, code: bytes, eip: int, limit: int, chain: bool,
         else:
             break
         if t is None or t in seen or t in stops or (t & ~PAGE_MASK) != page_base:
+            break
+        if joins is not None and joins(t):
             break
         if page is None:
             page = read_page()

@@ -236,3 +236,34 @@ def test_block_code_keeps_the_lines_of_generated_blocks() -> None:
         assert lines_by_unit(b.fn.__code__) == lines_by_unit(original)
         info = codecache.block_info(b.fn.__code__)
         assert info is not None and info.instructions == b.n and info.addr(0) == b.eip
+
+
+#: a function called from two places: ``f`` is at offset 17 (call 5, add 3, call 5, add 3,
+#: hlt 1)
+TWO_CALLS = """
+    call f
+    add $1, %ebx
+    call f
+    add $2, %ebx
+    hlt
+f:  inc %eax
+    inc %eax
+    ret
+"""
+
+
+@pytest.mark.parametrize("join", [False, True])
+def test_a_trace_joins_a_cached_translation_instead_of_translating_it_again(
+        join: bool, own_shared_cache: codecache.SharedCodeCache) -> None:
+    m = Machine(asm(TWO_CALLS))
+    assert m.ex is not None
+    m.ex.join_translated = join
+    f = m.ex._lookup(CODE + 17, MAX_INSNS)  # f translated first (entered by a dispatch)
+    assert f.n == 3
+    caller = m.ex._lookup(CODE, MAX_INSNS)
+    # joined: the call, then the dispatch enters f's translation; else the superblock
+    # holds f's body again (call, inc, inc, ret, then add and the second call)
+    assert caller.n == (1 if join else 6)
+    assert m.ex.stats["translations"] == 2
+    assert m.run(100) == "halted"
+    assert (m.cpu.eax, m.cpu.ebx, m.cpu.icount) == (4, 3, 11)
