@@ -238,3 +238,24 @@ def test_console_ring_is_drained_as_xenconsoled_does(guest: bytes) -> None:
     assert hv.memory.read(base + 3080, 4) == prod + len(text)
     dom.drain_console_ring()  # nothing new: nothing written
     assert m.platform.console_text() == "ring line\n"
+
+
+@settings(max_examples=30, deadline=None)
+@given(updates=st.lists(st.tuples(st.integers(0, 1023), st.integers(0, 0xFFFFFFFF)), max_size=8))
+def test_machphys_update_keeps_the_guest_visible_m2p_in_step(
+        guest: bytes, updates: list[tuple[int, int]]) -> None:
+    """MMU_MACHPHYS_UPDATE is Xen's ``set_gpfn_from_mfn`` (``mm.c`` ``do_mmu_update``):
+    the read-only table at MACH2PHYS_VIRT_START is Xen's M2P itself, so a guest's next
+    ``mfn_to_pfn`` read sees the new pfn; a refused update leaves it alone."""
+    hv = XenHypervisor(tsc_hz=10**9, boot_epoch_s=0, nr_pages=1024)
+    builder.build(hv, image.parse(guest))
+    from pvframe_xen.hypervisor.abi import MMU_MACHPHYS_UPDATE, MmuUpdate
+
+    for pfn_of_mfn, value in updates:
+        mfn = hv.pfn_to_mfn(pfn_of_mfn)
+        assert hv.mmu_update([MmuUpdate((mfn << 12) | MMU_MACHPHYS_UPDATE, value)]) == 0
+    foreign = hv.pfn_to_mfn(0) + 1
+    assert hv.mmu_update([MmuUpdate((foreign << 12) | MMU_MACHPHYS_UPDATE, 7)]) != 0
+    for mfn in {hv.pfn_to_mfn(p) for p, _ in updates} | {foreign}:
+        seen = hv.copy_from_guest(0xFC000000 + 4 * mfn, 4)
+        assert seen == (hv.frames.mfn_to_pfn(mfn) & 0xFFFFFFFF).to_bytes(4, "little")

@@ -193,6 +193,10 @@ class XenHypervisor:
     foreigndom: int = 0
     #: the domain's grant-table frames (``GNTTABOP_setup_table`` grows them)
     grant_frames: list[int] = attrs.field(factory=list)
+    #: machine address of the guest-visible machine-to-phys table (public ``xen.h``
+    #: ``machine_to_phys_mapping``), set by the PV domain builder; Xen's M2P *is* that
+    #: table, so every ``set_gpfn_from_mfn`` goes into it (None: no table mapped)
+    m2p_table_maddr: int | None = None
 
     def __attrs_post_init__(self) -> None:
         self.frames = FrameTable(self.domid, self.nr_pages, self.other_domid)
@@ -795,11 +799,19 @@ class XenHypervisor:
             if self.foreigndom == DOMID_IO or not mm.get_page(mfn, self.foreigndom):
                 mm.reason = f"could not get mfn {mfn:#x} for mach->phys update"
                 return -EINVAL
-            self.frames.m2p[mfn] = req.val & M32
+            self.set_gpfn_from_mfn(mfn, req.val & M32)
             mm.put_page(mfn)
             return 0
         mm.reason = f"invalid page update command {cmd}"
         return -ENOSYS
+
+    def set_gpfn_from_mfn(self, mfn: int, pfn: int) -> None:
+        """Xen's ``set_gpfn_from_mfn`` (``asm-x86/mm.h``): one entry of the machine-to-phys
+        table, which is the read-only table every PV guest maps at ``MACH2PHYS_VIRT_START``
+        (``arch-x86/xen-x86_32.h``): the guest's next ``mfn_to_pfn`` reads the new value."""
+        self.frames.m2p[mfn] = pfn
+        if self.m2p_table_maddr is not None:
+            self.memory.write(self.m2p_table_maddr + 4 * mfn, 4, pfn & M32)
 
     def _do_set_gdt(self, frames: Any, entries: Any, *_: Any) -> int:
         """``do_set_gdt``/``set_gdt``: at most ``FIRST_RESERVED_GDT_ENTRY`` entries; every

@@ -232,6 +232,7 @@ def install_xen_area(hv: XenHypervisor, pae: bool) -> dict[int, int]:
         table[4 * mfn:4 * mfn + 4] = pfn.to_bytes(4, "little")
     for k in range(frames):
         m.write_bytes((M2P_FIRST_MFN + k) << 12, table[k * PAGE:(k + 1) * PAGE])
+    hv.m2p_table_maddr = M2P_FIRST_MFN << 12  # MMU_MACHPHYS_UPDATE keeps it in step
     for k in range(frames):
         l1 = M2P_L1_MFN + k // per_l1
         m.write((l1 << 12) + size * (k % per_l1), size, ((M2P_FIRST_MFN + k) << 12) | _P | _A)
