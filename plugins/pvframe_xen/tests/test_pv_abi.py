@@ -259,3 +259,41 @@ def test_machphys_update_keeps_the_guest_visible_m2p_in_step(
     for mfn in {hv.pfn_to_mfn(p) for p, _ in updates} | {foreign}:
         seen = hv.copy_from_guest(0xFC000000 + 4 * mfn, 4)
         assert seen == (hv.frames.mfn_to_pfn(mfn) & 0xFFFFFFFF).to_bytes(4, "little")
+
+
+def test_set_gdt_frames_are_validated_and_loaded_into_the_cpus_gdt(guest: bytes) -> None:
+    """``HYPERVISOR_set_gdt`` (Xen ``mm.c`` ``set_gdt``): frames become PGT_seg_desc_page
+    (every descriptor ``check_descriptor``-ed) and fill the per-VCPU GDT's first pages,
+    read-only; the GDT pages with no frame read as zero (a load is #GP(selector))."""
+    from pvframe_xen.pv.builder import GDT_VIRT, descriptor
+
+    from pvframe.executor.faults import GeneralProtection, PageFault
+
+    m = Machine("xen", MachineConfig(ram_size=16 << 20))
+    m.bound.plugin.load_pv_image(m, guest)
+    dom = m.bound.plugin.pv
+    hv, sysm = dom.hv, m.executor.system
+    assert m.cpu.cs.selector & 3 == 1
+    with pytest.raises(GeneralProtection) as gp:  # no guest GDT yet: a zero descriptor
+        sysm.load_sreg("ds", 0x09)
+    assert gp.value.error_code == 0x08
+    pfn = (dom.built.layout.v_end - 0xC0000000) // 4096 + 1  # a frame the guest has not mapped
+    mfn = hv.pfn_to_mfn(pfn)
+    lo, hi = descriptor(0x1000, 16, 1, 0x2)  # a ring-1 data segment, accessed bit clear
+    hv.memory.write_u32((mfn << 12) + 8, lo)
+    hv.memory.write_u32((mfn << 12) + 12, hi)
+    bad = hv.pfn_to_mfn(pfn + 1)
+    hv.memory.write_u32((bad << 12) + 12, descriptor(0, 16, 0, 0x2)[1])  # DPL 0: refused
+    assert hv.set_gdt([bad], 16) == -22
+    assert hv.set_gdt([mfn], 16) == 0
+    dom.follow_model()
+    sysm.load_sreg("fs", 0x09)
+    assert m.cpu.fs.base == 0x1000 and m.cpu.fs.limit == 16 * 4096 - 1
+    assert hv.memory.read((mfn << 12) + 12, 4) & 0x100  # accessed, as the CPU sets it
+    with pytest.raises(GeneralProtection) as gp:  # page 1 of the GDT: no frame given
+        sysm.load_sreg("es", 0x1009)
+    assert gp.value.error_code == 0x1008
+    with pytest.raises(PageFault):  # the loaded GDT is not writable from ring 1
+        m.mmu.translate(GDT_VIRT + 8, True, False)
+    # the flat segments of Xen's reserved page are still there
+    sysm.load_sreg("es", 0xE021)

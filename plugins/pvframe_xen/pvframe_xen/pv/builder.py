@@ -25,8 +25,8 @@ Xen's part of the address space (:func:`install_xen_area`): the CPU's GDT is Xen
 holds the flat ring 0/1/3 segments, and the machine-to-phys table sits at
 ``MACH2PHYS_VIRT_START``; both are Xen-owned frames mapped read-only in the hypervisor
 hole by Xen-owned L1 frames that the hole slots of every top-level table get (Xen's
-per-domain mappings). The guest's own GDT frames (``set_gdt``) are not mapped into the
-GDT yet.
+per-domain mappings). The guest's own GDT frames (``set_gdt``) fill the GDT's first 14
+pages (:mod:`.gdt`); until it gives any they show Xen's zero frame.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import attrs
 from pvframe_xen.hypervisor import XenHypervisor, abi
 from pvframe_xen.hypervisor.memory import PageType
 from pvframe_xen.hypervisor.shared import StartInfo
+from pvframe_xen.pv import gdt
 from pvframe_xen.pv.image import XenImage
 
 PAGE = 4096
@@ -53,6 +54,8 @@ GDT_VIRT = 0xFC400000
 #: DOMID_XEN) and between it and ``ram_base`` (in no domain's frame table); the guest can
 #: map none of them
 GDT_MFN, HOLE_L1_MFN, M2P_L1_MFN = 2, 3, 4
+#: a Xen frame that stays zero: GDT pages the guest gave no frame for (:mod:`.gdt`)
+ZERO_MFN = 5
 M2P_FIRST_MFN, M2P_MAX_FRAMES = 16, 224
 #: hypervisor holes (arch-x86/xen-x86_32.h)
 HYPERVISOR_VIRT_START_PAE = 0xF5800000
@@ -219,6 +222,7 @@ def install_xen_area(hv: XenHypervisor, pae: bool) -> dict[int, int]:
         m.write_u32((GDT_MFN << 12) + off + 4, hi)
     index = ((GDT_VIRT >> 12) + abi.FIRST_RESERVED_GDT_PAGE) % per_l1
     m.write((HOLE_L1_MFN << 12) + size * index, size, (GDT_MFN << 12) | _P | _A)
+    gdt.load_guest_gdt(hv, HOLE_L1_MFN, GDT_VIRT, ZERO_MFN, ())
     shift = 21 if pae else 22
     slots = {(GDT_VIRT >> shift) % per_l1: (HOLE_L1_MFN << 12) | _P | _RW | _A | _D}
     # the M2P: entries for every machine frame, INVALID_M2P_ENTRY where no pfn

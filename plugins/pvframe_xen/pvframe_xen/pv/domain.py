@@ -19,7 +19,7 @@ from typing import Any
 from pvframe.platform import loader
 from pvframe.platform.events import HypervisorEventSource
 from pvframe_xen.hypervisor import XenHypervisor, abi
-from pvframe_xen.pv import builder, image
+from pvframe_xen.pv import builder, gdt, image
 from pvframe_xen.pv.ring0 import UPCALL_VECTOR, Ring0
 from pvframe_xen.pv.transport import Transport
 
@@ -71,6 +71,7 @@ class PVDomain:
         self.ring0 = Ring0(machine, hv, transport=self.transport)
         self.ring0.after_hypercall.append(self.follow_model)
         self._log_mark = hv.log.total
+        self._gdt_frames: list[int] = []
 
     def console(self, data: bytes) -> None:
         """The bytes go out on the machine's console, which is the domain's console (what
@@ -119,6 +120,13 @@ class PVDomain:
         self.drain_console_ring()
         calls = hv.log.since(self._log_mark)
         self._log_mark = hv.log.total
+        frames = hv.vcpus[hv.current].gdt_frames
+        if frames != self._gdt_frames or (frames and any(
+                c.name in ("update_descriptor", "multicall") for c in calls)):
+            # set_gdt's frames go into the GDT the CPU uses (Xen's perdomain_ptes)
+            gdt.load_guest_gdt(hv, builder.HOLE_L1_MFN, builder.GDT_VIRT, builder.ZERO_MFN, frames)
+            self._gdt_frames = list(frames)
+            machine.mmu.flush_all()
         if any(c.name in _MAPPING_CALLS for c in calls):
             machine.mmu.flush_all()
         base = hv.vcpus[hv.current].guest_table << 12
