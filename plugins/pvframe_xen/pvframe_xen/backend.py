@@ -171,7 +171,7 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
             self.pv.flush_console_io()
             refusals = Counter(self.refusals)
             for name, n in self.pv.ring0.stats.items():
-                if name == "gp_from_ring1":
+                if name in ("gp_from_ring1", "gp_from_ring3"):
                     refusals["privileged_instruction:bounced"] += n
             if not self.pv.built.validated:
                 refusals["boot_tables:not_validated(no PAE level in the model)"] += 1

@@ -15,10 +15,10 @@ entry.S`` and ``traps.c``), installed as the executor's ``ring0``:
   only if the entry's DPL (flags & 3) allows the caller's ring, else #GP(n*8+2).
 * An event upcall (pending and unmasked, polled at instruction boundaries) is a bounce
   to the event callback (``set_callbacks``) with events masked.
-* A privileged instruction at ring 1 raises #GP(0): what Xen emulates
-  (``emulate_privileged_op``, :mod:`.emulate`) is emulated and counted
+* A privileged instruction at ring 1 (or port I/O and cli/sti at ring 3) raises #GP(0):
+  what Xen emulates (``emulate_privileged_op``, :mod:`.emulate`) is emulated and counted
   (``emulated_<kind>``); the rest goes to the guest's #GP handler, counted as
-  ``gp_from_ring1``.
+  ``gp_from_ring1`` / ``gp_from_ring3``.
 * No handler for a fault (or a fault while building the frame): Xen crashes the domain;
   the run stops as ``triple-fault`` with the reason.
 """
@@ -93,12 +93,12 @@ class Ring0:
             return
         if isinstance(exc, PageFault):
             self.hv.vcpu_info(self.hv.current).cr2 = exc.address & 0xFFFFFFFF
-        if isinstance(exc, GeneralProtection) and cpl == 1 and not exc.error_code:
-            kind = emulate(self.machine, self.hv)
+        if isinstance(exc, GeneralProtection) and cpl in (1, 3) and not exc.error_code:
+            kind = emulate(self.machine, self.hv)  # the kernel's, or the user's in/out/cli/sti
             if kind is not None:
                 self.stats[f"emulated_{kind}"] += 1
                 return
-            self.stats["gp_from_ring1"] += 1
+            self.stats[f"gp_from_ring{cpl}"] += 1
         self.bounce(exc.vector, exc.error_code if exc.has_error_code else None)
 
     # ------------------------------------------------------------------ hypercalls
