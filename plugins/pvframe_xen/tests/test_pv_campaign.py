@@ -116,3 +116,31 @@ def test_multicall_runs_each_entry_and_writes_its_result() -> None:
     assert results == [(3 << 16) | 1, -abi.ENOSYS, -abi.EINVAL, 0]
     assert hv.vm_assist_flags & (1 << abi.VMASST_TYPE_4gb_segments)
     assert hv.counts["multicall"] == 1 and hv.counts["xen_version"] == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_campaign_issues_nearly_every_request_through_the_transport(seed: int) -> None:
+    """Regression: about half the requests were skipped once a base-pointer switch or an
+    unmapped scratch page left the guest nowhere to write its arguments, and multicalls
+    were never encoded. Only the LDT probes (not hypercalls) and the point where a guest
+    lost all its memory are left out now."""
+    res = campaign.campaign(seed, 500)
+    assert res["breaches"] == []
+    other = res["skipped"] - res.get("skipped_not_a_hypercall", 0) - res.get("skipped_unplaceable", 0)
+    assert res["calls"] >= 0.85 * 500 and other <= 0.03 * 500, res
+
+
+def test_a_guest_switched_to_a_foreign_address_space_goes_home_to_write() -> None:
+    """After NEW_BASEPTR to an L2 that does not map its scratch pages, the guest's next
+    arguments are written after its emulated ``mov %cr3`` back to the boot tables."""
+    hv, _t = campaign.new_pv_domain()
+    g = campaign._Guest(hv)
+    home = hv.vcpus[0].guest_table
+    other = hv.pfn_to_mfn(50)  # an empty frame: a valid L2 with nothing mapped
+    assert hv.update_va_mapping(campaign.VIRT_BASE + 50 * 4096, 0, abi.UVMF_INVLPG) == 0
+    assert hv.mmuext_op([abi.MmuextOp(abi.MMUEXT_PIN_L2_TABLE, other)]) == 0
+    assert hv.mmuext_op([abi.MmuextOp(abi.MMUEXT_NEW_BASEPTR, other)]) == 0
+    assert hv.copy_to_guest(campaign.SCRATCH, b"x") is False
+    va = g.put(b"args")
+    assert hv.vcpus[0].guest_table == home and g.restored == 1
+    assert hv.copy_from_guest(va, 4) == b"args"

@@ -8,6 +8,12 @@ Checked after every call: nothing raised out of the transport or the model, the 
 invariants hold (``isolation.check_invariants``), and a call whose input pointer Xen
 cannot read returned ``-EFAULT`` without changing the domain's state. The domain is a PV
 domain built by :mod:`.builder` from a minimal generated image (no assembler needed).
+Multicalls are encoded too (each entry's records, then the ``multicall_entry_t`` list).
+
+The guest keeps writing its arguments where a guest could (:class:`_Guest`): back on its
+boot base pointer, its scratch pages remapped with ``update_va_mapping``; a guest left
+with no memory at all is replaced by a new domain. Only the LDT probes (memory accesses,
+not hypercalls) and requests with no binary form are skipped.
 """
 
 from __future__ import annotations
@@ -51,27 +57,63 @@ def minimal_image() -> bytes:
 
 
 class _Unplaceable(Exception):
-    """The guest cannot write its arguments anywhere now (its scratch pages are not
-    writable in its current address space): the request is skipped."""
+    """The guest cannot write its arguments even after going home and remapping its
+    scratch pages (the campaign's own requests made its kernel's L2 entry not present:
+    it has no memory at all, and Xen would crash it at its next fetch): the request is
+    skipped and the campaign continues on a new domain."""
 
 
 class _Guest:
     """The guest's own stores of hypercall arguments into its scratch pages, through its
     current address space (a frame the campaign turned into a page table is read-only
-    there, so the harness never writes what the guest could not)."""
+    there, so the harness never writes what the guest could not).
 
-    def __init__(self, hv: XenHypervisor) -> None:
+    A base pointer the campaign switched to may not map the guest's kernel at all (the
+    scratch pages not writable): a real guest never runs there (its next fetch faults
+    with no handler mapped, and Xen crashes the domain). The guest goes back to its boot
+    base pointer first, as its ``mov %eax, %cr3`` does at ring 1: Xen emulates it as
+    ``MMUEXT_NEW_BASEPTR`` with no argument in memory (``traps.c``
+    ``emulate_privileged_op``, here :func:`.emulate._mov_cr`), checked as every other
+    request is."""
+
+    def __init__(self, hv: XenHypervisor, home: int | None = None) -> None:
         self.hv = hv
+        #: the boot base pointer (the one current when the guest starts)
+        self.home = hv.vcpus[hv.current].guest_table if home is None else home
         self.at = SCRATCH
+        self.restored = self.remapped = 0
 
     def put(self, data: bytes) -> int:
         if self.at + len(data) > SCRATCH + SCRATCH_PAGES * 4096:
             self.at = SCRATCH
         va = self.at
-        if not self.hv.copy_to_guest(va, data):
+        hv = self.hv
+        if not hv.copy_to_guest(va, data) and hv.vcpus[hv.current].guest_table != self.home:
+            self.go_home()
+        if not hv.copy_to_guest(va, data):
+            self.remap_scratch()
+        if not hv.copy_to_guest(va, data):
             raise _Unplaceable(f"{va:#x}")
         self.at = (va + len(data) + 7) & ~7
         return va
+
+    def remap_scratch(self) -> None:
+        """``HYPERVISOR_update_va_mapping(va, pte, UVMF_INVLPG)`` (arguments in registers
+        only) for every scratch page the campaign unmapped or made read-only: the guest
+        maps its own frame back writable; Xen refuses it while the frame is a page table
+        or descriptor page (``mod_l1_entry``), and the page stays unusable."""
+        hv = self.hv
+        for k in range(SCRATCH_PAGES):
+            va = SCRATCH + k * 4096
+            if hv.translate(va, write=True) is None:
+                mfn = hv.pfn_to_mfn((va - VIRT_BASE) >> 12)
+                if hv.update_va_mapping(va, (mfn << 12) | 0x63, abi.UVMF_INVLPG) == 0:
+                    self.remapped += 1
+
+    def go_home(self) -> None:
+        """``mov home, %cr3``: the emulated write (refused: the guest stays where it is)."""
+        if self.hv.mmuext_op([abi.MmuextOp(abi.MMUEXT_NEW_BASEPTR, self.home)]) == 0:
+            self.restored += 1
 
 
 def _records(number: int, args: tuple[Any, ...], g: _Guest) -> tuple[int, ...] | None:
@@ -101,6 +143,19 @@ def _records(number: int, args: tuple[Any, ...], g: _Guest) -> tuple[int, ...] |
         ptr = g.put(blob) if blob else SCRATCH
         pdone = g.put(bytes(4)) if isinstance(a[2], abi.SuccessCount) else 0
         return (ptr, a[1] & 0xFFFFFFFF, pdone, a[3] & 0xFFFF)
+    if number == 13:  # each entry's records first, then the entry list (xen.h multicall_entry_t)
+        if not isinstance(a[0], list | tuple) or not isinstance(a[1], int):
+            return None
+        blob = b""
+        for e in a[0]:
+            if not isinstance(e, abi.MulticallEntry) or not isinstance(e.op, int):
+                return None
+            regs = _records(e.op, tuple(e.args), g)
+            if regs is None:
+                return None
+            regs = tuple(regs) + (0,) * (6 - len(regs))
+            blob += struct.pack("<II6I", e.op & 0xFFFFFFFF, 0, *(r & 0xFFFFFFFF for r in regs[:6]))
+        return (g.put(blob) if blob else SCRATCH, a[1] & 0xFFFFFFFF)
     if number == 2:
         if not isinstance(a[0], list | tuple):
             return None
@@ -151,7 +206,7 @@ def _records(number: int, args: tuple[Any, ...], g: _Guest) -> tuple[int, ...] |
 #: where a corrupted pointer goes (each must make Xen's copy fail)
 BAD_POINTERS = (HOLE, UNMAPPED, VIRT_BASE - 4, 0xFFFFFFF0)
 #: pointer argument positions of the hypercalls whose first pointer is an input
-_INPUT_POINTER = {0: 0, 1: 0, 2: 0, 26: 0, 32: 1, 33: 1}
+_INPUT_POINTER = {0: 0, 1: 0, 2: 0, 13: 0, 26: 0, 32: 1, 33: 1}
 
 
 class _ModelMemory:
@@ -209,11 +264,23 @@ def campaign(seed: int, steps: int, nr_pages: int = 64) -> dict[str, Any]:
         hv.tsc_now += rng.randint(0, 5_000_000)
         hv.fire_timers(hv.now_ns())
         req = isolation.next_request(hv, chooser, VIRT_BASE)
+        if req.number < 0:  # the LDT probe: a guest memory access, not a hypercall
+            figures["skipped"] += 1
+            figures["skipped_not_a_hypercall"] += 1
+            continue
         try:
             regs = _records(req.number, req.args, guest)
         except _Unplaceable:
+            # the guest has no memory left (Xen crashes it at its next fetch): its
+            # requests stop here, and the campaign goes on with a freshly built domain
+            figures["skipped_unplaceable"] += 1
+            figures["domains_without_memory"] += 1
+            counted = guest.restored, guest.remapped
+            hv, transport = new_pv_domain(nr_pages)
+            guest = _Guest(hv)
+            guest.restored, guest.remapped = counted
             regs = None
-        if regs is None or req.number < 0:
+        if regs is None:
             figures["skipped"] += 1
             continue
         regs = tuple(regs) + (0,) * (6 - len(regs))
@@ -232,7 +299,7 @@ def campaign(seed: int, steps: int, nr_pages: int = 64) -> dict[str, Any]:
         if corrupt:
             figures["bad_pointers"] += 1
             # Xen checks the foreign domain (-ESRCH) before it copies the first element
-            if req.number in (0, 1, 2, 26) and rc not in (-abi.EFAULT, -abi.ESRCH):
+            if req.number in (0, 1, 2, 13, 26) and rc not in (-abi.EFAULT, -abi.ESRCH):
                 breaches.append(f"{req.kind} with a bad pointer: {rc}, Xen gives -EFAULT")
             if rc == -abi.EFAULT and isolation.snapshot(hv) != before:
                 breaches.append(f"{req.kind}: -EFAULT but the state changed")
@@ -240,6 +307,8 @@ def campaign(seed: int, steps: int, nr_pages: int = 64) -> dict[str, Any]:
             breaches.append(f"{req.kind}: {problem}")
         if breaches:
             break
+    figures["base_pointer_restored"] = guest.restored
+    figures["scratch_remapped"] = guest.remapped
     return {"seed": seed, "steps": steps, **dict(figures), "breaches": breaches}
 
 
