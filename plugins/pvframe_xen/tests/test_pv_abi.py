@@ -297,3 +297,40 @@ def test_set_gdt_frames_are_validated_and_loaded_into_the_cpus_gdt(guest: bytes)
         m.mmu.translate(GDT_VIRT + 8, True, False)
     # the flat segments of Xen's reserved page are still there
     sysm.load_sreg("es", 0xE021)
+
+
+def test_set_ldt_is_shadowed_and_mapped_on_first_use(guest: bytes) -> None:
+    """``MMUEXT_SET_LDT`` (public xen.h; Xen ``mm.c`` ``map_ldt_shadow_page``): the LDTR
+    is the VCPU's shadow LDT; a page is validated (PGT_seg_desc_page) and mapped read-only
+    when first used; an LDT page Xen cannot map is the guest's #PF at its linear address."""
+    from pvframe_xen.hypervisor import abi
+    from pvframe_xen.pv.builder import descriptor
+    from pvframe_xen.pv.ldt import LDT_VIRT
+
+    from pvframe.executor.faults import PageFault
+
+    m = Machine("xen", MachineConfig(ram_size=16 << 20))
+    m.bound.plugin.load_pv_image(m, guest)
+    dom = m.bound.plugin.pv
+    hv, sysm = dom.hv, m.executor.system
+    pfn = dom.built.layout.stack_pfn + 4  # mapped writable by the builder, unused
+    mfn, va = hv.pfn_to_mfn(pfn), 0xC0000000 + pfn * 4096
+    assert va + 2 * 4096 <= dom.built.layout.v_end
+    lo, hi = descriptor(0x2000, 16, 1, 0x2)
+    hv.memory.write_u32((mfn << 12) + 8, lo)
+    hv.memory.write_u32((mfn << 12) + 12, hi)
+    assert hv.update_va_mapping(va, (mfn << 12) | 0x21, abi.UVMF_INVLPG) == 0  # read-only
+    assert hv.mmuext_op([abi.MmuextOp(abi.MMUEXT_SET_LDT, va, 1024)]) == 0
+    dom.follow_model()
+    assert m.cpu.ldtr.base == LDT_VIRT and m.cpu.ldtr.limit == 1024 * 8 - 1
+    sysm.load_sreg("fs", 0x0D)  # LDT entry 1, RPL 1
+    assert m.cpu.fs.base == 0x2000
+    assert hv.frames.pages[mfn].type == PageType.PGT_seg_desc_page
+    with pytest.raises(PageFault):  # the shadow is not writable from ring 1
+        m.mmu.translate(LDT_VIRT + 8, True, False)
+    # an LDT whose second page the guest has not mapped: #PF at that page's linear address
+    assert hv.update_va_mapping(va + 4096, 0, abi.UVMF_INVLPG) == 0
+    assert hv.mmuext_op([abi.MmuextOp(abi.MMUEXT_SET_LDT, va, 1024)]) == 0
+    with pytest.raises(PageFault) as pf:
+        sysm.load_sreg("gs", (512 << 3) | 4 | 1)
+    assert pf.value.address == va + 4096

@@ -19,7 +19,7 @@ from typing import Any
 from pvframe.platform import loader
 from pvframe.platform.events import HypervisorEventSource
 from pvframe_xen.hypervisor import XenHypervisor, abi
-from pvframe_xen.pv import builder, gdt, image
+from pvframe_xen.pv import builder, gdt, image, ldt
 from pvframe_xen.pv.ring0 import UPCALL_VECTOR, Ring0
 from pvframe_xen.pv.transport import Transport
 
@@ -72,6 +72,7 @@ class PVDomain:
         self.ring0.after_hypercall.append(self.follow_model)
         self._log_mark = hv.log.total
         self._gdt_frames: list[int] = []
+        self.ldt = ldt.ShadowLDT(machine, hv)
 
     def console(self, data: bytes) -> None:
         """The bytes go out on the machine's console, which is the domain's console (what
@@ -127,7 +128,7 @@ class PVDomain:
             gdt.load_guest_gdt(hv, builder.HOLE_L1_MFN, builder.GDT_VIRT, builder.ZERO_MFN, frames)
             self._gdt_frames = list(frames)
             machine.mmu.flush_all()
-        if any(c.name in _MAPPING_CALLS for c in calls):
+        if self.ldt.follow() or any(c.name in _MAPPING_CALLS for c in calls):
             machine.mmu.flush_all()
         base = hv.vcpus[hv.current].guest_table << 12
         if base != machine.cpu.cr3:
@@ -156,7 +157,7 @@ def boot(machine: Any, hv: XenHypervisor, img: image.XenImage, cmdline: str = ""
     dom = PVDomain(machine, hv, built)
     machine.events = PVEvents(machine, hv)
     machine.executor.ring0 = dom.ring0
-    machine.executor.ldt_access = None
+    machine.executor.ldt_access = dom.ldt.first_use
     machine.mmu.flush_all()
     builder.enter(machine, built)
     machine.boot = loader.BootInfo(
