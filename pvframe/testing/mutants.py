@@ -108,6 +108,14 @@ BIT_CLASSES: dict[tuple[str, str], Classes] = {
     ("apic_read", "result"): _APIC_VALUE, ("apic_write", "value"): _APIC_VALUE,
     ("apic_write_atomic", "value"): _APIC_VALUE,
     ("write_msr", "result"): {FLAGS: (0,)},
+    # only IOPL crosses the interface: Linux passes ``thread.iopl`` (``level << 12``,
+    # 2.6.22 arch/i386/kernel/ioport.c sys_iopl), which native_set_iopl_mask (2.6.22
+    # include/asm-i386/processor.h) ORs into EFLAGS with IOPL cleared. Of the generic
+    # word's other bits, 1 is fixed at 1 and 3 and 31 are reserved (popf ignores them,
+    # SDM Vol. 1 §3.4.3), and 0, 2 and 4 (CF, PF, AF) are status flags no C caller keeps
+    # across a call (the i386 SysV ABI): flipping them changes nothing any guest sees.
+    # Without bit 0 meaning anything, no off-by-one (a mask 0x1000 apart is flip 12).
+    ("set_iopl_mask", "mask"): {FLAGS: (12, 13)},
 }
 
 

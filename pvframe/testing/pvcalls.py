@@ -45,6 +45,8 @@ BUF = SCRATCH + 0x100  # pointer arguments
 TABLE = SCRATCH + 0x200  # descriptor tables written by write_*_entry
 THREAD, TSS = SCRATCH + 0x300, SCRATCH + 0x400
 CONVERTED = SCRATCH + 0x500  # an entry value after make_pte/make_pgd
+LDT0, LDT = SCRATCH + 0x600, SCRATCH + 0x700  # the LDT lldt installs, the one set_ldt does
+SEGMENTS = SCRATCH + 0x800  # what the LDT's segments start with
 APIC_LVTT, APIC_TMICT = p.APIC + 0x320, p.APIC + 0x380
 REGS = ("%eax", "%edx", "%ecx")
 
@@ -267,7 +269,7 @@ def cpu_calls() -> list[st.SearchStrategy[p.Op]]:
         _simple("read_tsc", "edx:eax"),
         st.builds(lambda c: PvCall("read_pmc", (c,), "edx:eax"), st.sampled_from([0, 1, 7])),
         st.just(_DescriptorReload("gdt")), st.just(_DescriptorReload("idt")),
-        st.builds(lambda: PvCall("set_ldt", (0, 0))),
+        st.builds(_SetLdt, st.integers(1, 4), st.integers(0, 0xF)),
         # (store_tr first: without a TSS descriptor at 0x80 load_tr_desc raises #GP, and
         # a burst goes on at its next call)
         # ... and with an available TSS in the GDT: TR and the descriptor read back
@@ -280,7 +282,7 @@ def cpu_calls() -> list[st.SearchStrategy[p.Op]]:
                                        "write_idt_entry")))),
             st.integers(0, 3), words, words),
         st.builds(lambda esp0: _LoadEsp0(esp0), words),
-        st.builds(lambda m: PvCall("set_iopl_mask", (m,)), st.sampled_from([0, 0x1000, 0x3000])),
+        st.builds(_SetIopl, iopl_masks, iopl_masks),
         st.just(PvIret()), st.just(PvSysexit()),
     ]
 
@@ -314,6 +316,75 @@ class _LoadTls(p.Op):
             out += [f"mov ${THREAD:#x}, %eax", "xor %edx, %edx", _call("load_tls")]
             out += [line for i in range(6) for line in (f"mov {gdt + 4 * i:#x}, %eax", p.RECORD)]
         return out
+
+
+def _data_descriptor(base: int, limit: int) -> tuple[int, int]:
+    """A present DPL-0 read/write data segment, byte granular (SDM Vol. 3A §3.4.5)."""
+    return (((base & 0xFFFF) << 16) | (limit & 0xFFFF),
+            (base & 0xFF000000) | ((base >> 16) & 0xFF) | 0x409200 | (limit & 0xF0000))
+
+
+#: the masks Linux passes: ``thread.iopl``, ``level << 12`` (2.6.22 arch/i386/kernel/ioport.c
+#: ``sys_iopl``)
+iopl_masks = st.sampled_from([0, 0x1000, 0x2000, 0x3000])
+
+
+@attrs.frozen
+class _SetIopl(p.Op):
+    """``set_iopl_mask(first)``, ``set_iopl_mask(second)`` (another mask: a glitch skips
+    one of two consecutive calls), then ``set_iopl_mask(0)``, EFLAGS.IOPL read back with
+    ``pushf`` after each (SDM Vol. 1 §3.4.3.3: bits 12-13): the harness's IOPL 0 is
+    restored, as a task switch back would."""
+
+    first: int
+    second: int
+
+    def lines(self) -> list[str]:
+        second = self.second if self.second != self.first else self.first ^ 0x3000
+        return [line for mask in (self.first, second, 0) for line in (
+            f"mov ${mask:#x}, %eax", _call("set_iopl_mask"), "pushf", "pop %eax",
+            "and $0x3000, %eax", p.RECORD)]
+
+
+@attrs.frozen
+class _SetLdt(p.Op):
+    """``set_ldt(LDT, entries)`` read back through the LDT it names (SDM Vol. 3A §3.5.1:
+    a selector with TI=1 indexes the table LDTR's base and limit give). ``lldt`` first
+    installs another table of one entry (a pv call cannot set LDTR's selector, without
+    which every TI=1 selector faults), with GDT entry 17 an LDT descriptor and the GDT's
+    limit raised to cover it. The table holds ``entries`` + 1 data segments of distinct
+    bases and limits (``salt`` varies them): ``lsl`` of every selector up to one beyond
+    the table records each limit and shows where the table ends (the one beyond keeps
+    the register's value, SDM Vol. 2A LSL), and a load of %fs from every entry reads the
+    word at its base. Then LDTR is emptied (``lldt`` of the null selector), %fs and the
+    GDT's limit restored."""
+
+    entries: int
+    salt: int
+
+    def lines(self) -> list[str]:
+        gdt = p.GDT_BASE + 0x88
+        out = ["push %fs"]
+        for i in range(self.entries + 2):  # entries + 1 in the table, one in LDT0
+            base = SEGMENTS + 0x10 * i + 4 * (self.salt & 3)
+            limit = 0x100 * (i + 1) + self.salt
+            lo, hi = _data_descriptor(base, limit)
+            at = LDT + 8 * i if i <= self.entries else LDT0
+            out += [f"movl ${lo:#x}, {at:#x}", f"movl ${hi:#x}, {at + 4:#x}",
+                    f"movl ${0x5E600000 | (self.salt << 8) | i:#x}, {base:#x}"]
+        lo = ((LDT0 & 0xFFFF) << 16) | 7
+        hi = (LDT0 & 0xFF000000) | ((LDT0 >> 16) & 0xFF) | 0x8200
+        out += [f"movl ${lo:#x}, {gdt:#x}", f"movl ${hi:#x}, {gdt + 4:#x}",
+                "movw $0x8f, dtload", f"movl ${p.GDT_BASE:#x}, dtload+2", "lgdt dtload",
+                "mov $0x88, %eax", "lldt %ax",
+                f"mov ${LDT:#x}, %eax", f"mov ${self.entries:#x}, %edx", _call("set_ldt")]
+        for i in range(self.entries + 1):
+            out += [f"mov ${0x10000 + i:#x}, %eax", f"mov ${8 * i | 4:#x}, %ecx",
+                    "lsl %cx, %eax", p.RECORD]
+        for i in range(self.entries):
+            out += [f"mov ${8 * i | 4:#x}, %ecx", "mov %cx, %fs", "mov %fs:0, %eax", p.RECORD]
+        return [*out, "pop %fs", "xor %eax, %eax", "lldt %ax", "movw $0x17, dtload",
+                "lgdt dtload"]
 
 
 @attrs.frozen
