@@ -246,7 +246,9 @@ class _SetWallclock(p.Op):
 
 
 def cpu_calls() -> list[st.SearchStrategy[p.Op]]:
-    msr = st.sampled_from([*p.MSR_SYSENTER, p.MSR_INVALID])
+    # the MSRs every CPU model has (SYSENTER only with SEP, which core2duo lacks) and an
+    # invalid one: a number one bit off is another MSR or none (pvframe.platform.msrs)
+    msr = st.sampled_from([*p.MSR_SYSENTER, p.MSR_INVALID, *READABLE_MSRS])
     # the address registers: DR6/DR7 bits are the backend's to filter (Xen refuses DR7.GD)
     regno = st.sampled_from([0, 1, 2, 3])
     return [
@@ -266,6 +268,7 @@ def cpu_calls() -> list[st.SearchStrategy[p.Op]]:
         st.just(_ToggleCr("read_cr4", "write_cr4", 0x80)),
         st.builds(lambda m: PvCall("read_msr", (m, BUF + 16), "edx:eax", (BUF + 16,)), msr),
         st.builds(lambda m, v: PvCall("write_msr", (m, v, 0), "eax"), msr, words),
+        st.builds(_WriteMsr, st.sampled_from(WRITABLE_MSRS), msr_values, msr_values),
         _simple("read_tsc", "edx:eax"),
         st.builds(lambda c: PvCall("read_pmc", (c,), "edx:eax"), st.sampled_from([0, 1, 7])),
         st.just(_DescriptorReload("gdt")), st.just(_DescriptorReload("idt")),
@@ -322,6 +325,36 @@ def _data_descriptor(base: int, limit: int) -> tuple[int, int]:
     """A present DPL-0 read/write data segment, byte granular (SDM Vol. 3A §3.4.5)."""
     return (((base & 0xFFFF) << 16) | (limit & 0xFFFF),
             (base & 0xFF000000) | ((base >> 16) & 0xFF) | 0x409200 | (limit & 0xF0000))
+
+
+#: MSRs every CPU model has (pvframe.platform.msrs): IA32_APIC_BASE, BIOS_SIGN_ID,
+#: PERFCTR0, MTRRcap, PERFEVTSEL0, IA32_MISC_ENABLE, MTRRdefType
+READABLE_MSRS = (0x1B, 0x8B, 0xC1, 0xFE, 0x186, 0x1A0, 0x2FF)
+#: MSRs a write sets (whole, or masked: PERFCTR keeps 32 bits sign-extended to 40,
+#: PERFEVTSEL #GPs on a bit above 31), and an absent one
+WRITABLE_MSRS = (0x8B, 0xC1, 0xC2, 0x186, 0x187, p.MSR_INVALID)
+msr_values = st.one_of(words, st.integers(0, 2**64 - 1))
+
+
+@attrs.frozen
+class _WriteMsr(p.Op):
+    """``write_msr(msr, first)`` and ``write_msr(msr, second)``, each status recorded and
+    the MSR read back (``read_msr``: value and error), then ``read_pmc`` of counters 0 and
+    1, which read PERFCTR0/1 (SDM Vol. 2B RDPMC): what a wrong number or value wrote
+    shows, and the counters read what was written, not only their reset 0."""
+
+    msr: int
+    first: int
+    second: int
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        for value in (self.first, self.second):
+            out += PvCall("write_msr", (self.msr, value & 0xFFFFFFFF, value >> 32), "eax").lines()
+            out += PvCall("read_msr", (self.msr, BUF + 16), "edx:eax", (BUF + 16,)).lines()
+        for counter in (0, 1):
+            out += PvCall("read_pmc", (counter,), "edx:eax").lines()
+        return out
 
 
 #: the masks Linux passes: ``thread.iopl``, ``level << 12`` (2.6.22 arch/i386/kernel/ioport.c
