@@ -167,6 +167,65 @@ def banner_is_printed(m: Machine, _native: Machine) -> None:
             raise ContractViolation(f"banner call {call} logged {new!r}, no boot banner")
 
 
+#: the tick rate a time source arms (CONFIG_HZ default of 2.6.22 i386) and how far a
+#: period may be from one jiffy (the PIT's LATCH rounds 1193182 / 250 to 4773 counts,
+#: 4.000228 ms)
+HZ, JIFFY_TOLERANCE = 250, 0.001
+TICK_SOURCES = ("time_init", "setup_boot_clock", "setup_secondary_clock")
+
+
+def _next_ticks(m: Machine, n: int) -> list[int]:
+    """The TSC cycles from now to each of the next ``n`` device or hypervisor timer events,
+    virtual time skipped to each and the interrupts it raised acknowledged (the machine
+    idling with interrupts enabled); a None ends the list: nothing armed."""
+    events, timebase = m.events, m.platform.timebase
+    out: list[int] = []
+    start = timebase.tsc(m.cpu.icount)
+    for _ in range(n):
+        timebase.sync(m.cpu.icount)
+        timer = getattr(events, "timer_deadline_tsc", lambda: None)()
+        due = [d for d in (timebase.next_deadline_tsc(), timer) if d is not None]
+        if not due:
+            break
+        now = timebase.tsc(m.cpu.icount)
+        timebase.skip_cycles(max(0, min(due) - now))
+        events.service(m.cpu.icount)
+        while m.platform.interrupt_pending():
+            m.platform.acknowledge_interrupt()
+        out.append(timebase.tsc(m.cpu.icount) - start)
+    return out
+
+
+def _arms_a_periodic_tick(op: str) -> Callable[[Machine, Machine], None]:
+    def check(m: Machine, _native: Machine) -> None:
+        jiffy = m.config.tsc_hz // HZ
+        slack = int(jiffy * JIFFY_TOLERANCE) + 1
+        if _next_ticks(m, 1):
+            raise ContractViolation(f"a timer is armed before {op} was called")
+        getattr(m.hooks, op)()
+        ticks = _next_ticks(m, 3)
+        periods = [b - a for a, b in zip([0, *ticks], ticks, strict=False)]
+        if len(ticks) < 3 or any(abs(p - jiffy) > slack for p in periods):
+            raise ContractViolation(f"after {op}, the next timer events at {ticks} TSC cycles, "
+                                    f"not every jiffy ({jiffy} cycles at HZ {HZ})")
+        m.busy_wait_ns(1_000_000_000 // HZ // 2)
+        getattr(m.hooks, op)()
+        again = _next_ticks(m, 1)
+        if not again or abs(again[0] - jiffy) > slack:
+            raise ContractViolation(f"a second {op} half a jiffy on: the next tick after "
+                                    f"{again} TSC cycles, not a jiffy ({jiffy})")
+
+    check.__name__ = f"{op}_arms_a_periodic_tick"
+    check.__doc__ = f"""``{op}`` arms a periodic tick at HZ (2.6.22 arch/i386/kernel/time.c
+    ``hpet_time_init``: the PIT's IRQ0; apic.c ``setup_boot_APIC_clock`` and
+    ``setup_secondary_APIC_clock``: the local APIC timer; or a hypervisor's periodic
+    timer): from a machine with nothing armed, the next three events come one jiffy
+    apart; a second call half a jiffy later restarts the period (a PIT mode and count
+    written restart the count; an APIC initial count written restarts the timer, SDM
+    Vol. 3A §10.5.4), so the next tick is a whole jiffy after it."""
+    return check
+
+
 #: ops whose patched call sites :func:`patched_sites_do_what_the_call_does` runs, and the
 #: sites' (clobber mask, length, IF) (CLBR_EAX 1, CLBR_ECX 2, CLBR_EDX 4: 2.6.23
 #: include/asm-i386/paravirt.h; Linux's sites are 7 bytes and more)
@@ -237,6 +296,7 @@ CONTRACTS: tuple[Contract, ...] = tuple(
         set_pte_controls_translation,
         wallclock_agrees_with_native,
         sched_clock_agrees_with_native,
+        *(_arms_a_periodic_tick(op) for op in TICK_SOURCES),
         banner_is_printed,
         patched_sites_do_what_the_call_does,
     )
