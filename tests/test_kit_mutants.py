@@ -312,6 +312,24 @@ def test_tick_contracts_see_a_time_source_not_armed(op: str) -> None:
         contracts.check(contract, backend)
 
 
+def test_set_wallclock_contract_sees_a_clock_set_to_another_time() -> None:
+    """Programs may only write back the time just read (Xen and VMI leave the clock), so
+    the contract sees a wrong value written: the clock reads neither it nor the old
+    time. A skipped call leaves the clock as Xen's and VMI's do by design: it passes."""
+    contract = next(c for c in contracts.CONTRACTS
+                    if c.name == "set_wallclock_sets_or_leaves_the_clock")
+    for mutation in (mutants.Mutation("set_wallclock", "off-by-one", "secs"),
+                     mutants.Mutation("set_wallclock", "flip", "secs", 0, mutants.FLAGS),
+                     mutants.Mutation("set_wallclock", "flip", "secs", 12, mutants.ADDRESS)):
+        name, found = _native_with(mutation)
+        with pytest.raises(contracts.ContractViolation, match="neither that nor"):
+            contracts.check(contract, name, found)
+    name, found = _native_with(mutants.Mutation("set_wallclock", "skip"))
+    contracts.check(contract, name, found)
+    for backend in ("native", "xen", "vmi"):
+        contracts.check(contract, backend)
+
+
 def test_banner_contract_sees_a_missing_banner() -> None:
     for kind in ("skip", "glitch"):
         name, found = _native_with(mutants.Mutation("banner", kind))

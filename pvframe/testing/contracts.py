@@ -141,6 +141,22 @@ def wallclock_agrees_with_native(m: Machine, native: Machine) -> None:
         raise ContractViolation("get_wallclock went backwards")
 
 
+def set_wallclock_sets_or_leaves_the_clock(m: Machine, _native: Machine) -> None:
+    """After ``set_wallclock(secs)`` the wallclock reads ``secs`` or what it read before
+    (no virtual time passes between the calls): 2.6.22 ``mach_set_rtc_mmss`` writes the CMOS
+    clock; a VMI hypervisor's (2.6.22 arch/i386/kernel/vmi.c, a no-op) and a Xen domU's
+    (not privileged to set it) leave it. A clock set to another time is no backend's."""
+    h = m.hooks
+    before = h.get_wallclock()
+    for target in (before + 3 * 86400 + 1234, before - 86400 + 7, before + 1):
+        h.set_wallclock(target)
+        got = h.get_wallclock()
+        if got not in (target, before):
+            raise ContractViolation(f"set_wallclock({target}): the wallclock reads {got}, "
+                                    f"neither that nor {before} as before")
+        before = got
+
+
 def sched_clock_agrees_with_native(m: Machine, native: Machine) -> None:
     """sched_clock in ns agrees with native's within the clock layer's bound at the same
     TSC (0 ns at the kit's 1 GHz TSC: every conversion involved is exact there)."""
@@ -295,6 +311,7 @@ CONTRACTS: tuple[Contract, ...] = tuple(
         pte_make_val_roundtrip,
         set_pte_controls_translation,
         wallclock_agrees_with_native,
+        set_wallclock_sets_or_leaves_the_clock,
         sched_clock_agrees_with_native,
         *(_arms_a_periodic_tick(op) for op in TICK_SOURCES),
         banner_is_printed,
