@@ -245,6 +245,10 @@ READ_BACKS = [
     (pc.PvBurst((pc._WriteMsr(0xC1, 0x80001234, 0x7FFF0000),)),
      mutants.Mutation("read_pmc", "flip", "result", 16, mutants.ADDRESS), 1),
     (pc.PvBurst((pc._WriteMsr(0xC2, 0x1, 0xFFFFFFFF),)), mutants.Mutation("read_pmc", "stale"), 1),
+    (pc.PvBurst((pc.PvCall("read_pmc", (4,), "edx:eax"),)),
+     mutants.Mutation("read_pmc", "clear", "counter", 2, mutants.FLAGS), 1),
+    (pc.PvBurst((pc.PvCall("read_pmc", (2,), "edx:eax"),)),
+     mutants.Mutation("read_pmc", "clear", "counter", 1, mutants.FLAGS), 1),
     # set_iopl_mask: EFLAGS.IOPL read back with pushf after each call
     (pc.PvBurst((pc._SetIopl(0x1000, 0x3000),)), mutants.Mutation("set_iopl_mask", "glitch"), 1),
     (pc.PvBurst((pc._SetIopl(0x1000, 0x3000),)),
