@@ -416,7 +416,7 @@ class _SetLdt(p.Op):
                 f"mov ${LDT:#x}, %eax", f"mov ${self.entries:#x}, %edx", _call("set_ldt")]
         for i in range(self.entries + 1):
             out += [f"mov ${0x10000 + i:#x}, %eax", f"mov ${8 * i | 4:#x}, %ecx",
-                    "lsl %cx, %eax", p.RECORD]
+                    "lsl %ecx, %eax", p.RECORD]
         for i in range(self.entries):
             out += [f"mov ${8 * i | 4:#x}, %ecx", "mov %cx, %fs", "mov %fs:0, %eax", p.RECORD]
         return [*out, "pop %fs", "xor %eax, %eax", "lldt %ax", "movw $0x17, dtload",
