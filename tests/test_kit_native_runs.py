@@ -5,32 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, given, settings
-
 from pvframe import plugins
 from pvframe.testing import oracle, strategies
+from pvframe.testing.mutants import draw_programs
 from pvframe.testing.programs import Program
 from pvframe.tools import check
-
-
-def _drawn(count: int, strategy: Any) -> list[Program]:
-    drawn: list[Program] = []
-
-    @settings(max_examples=count, derandomize=True, database=None, deadline=None,
-              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-    @given(strategy)
-    def collect(program: Program) -> None:
-        drawn.append(program)
-
-    collect()
-    return drawn
 
 
 def test_native_runs_the_same_after_every_backend_ran_the_program() -> None:
     """Each program on native, then on xen and vmi (their translations shared with native's
     through the executor's code cache), then on native again: the same observation,
     hooks called included."""
-    programs = _drawn(25, strategies.programs()) + _drawn(10, strategies.pv_call_programs())
+    programs = (draw_programs(strategies.programs(), 25)
+                + draw_programs(strategies.pv_call_programs(), 10))
     first = [oracle.observe(program, plugins.NATIVE) for program in programs]
     for program in programs:
         for backend in ("xen", "vmi"):

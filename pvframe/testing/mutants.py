@@ -409,7 +409,9 @@ def mutant_backend(base: plugins.BackendInfo, mutation: Mutation) -> plugins.Bac
 # ---------------------------------------------------------------------------------- runs
 
 
-def _draw(strategy: Any, examples: int) -> list[Program]:
+def draw_programs(strategy: Any, examples: int) -> list[Program]:
+    """The first ``examples`` programs ``strategy`` draws, derandomized (the same list on
+    every call: the corpus a mutation run or a reuse test runs)."""
     drawn: list[Program] = []
 
     @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
@@ -429,9 +431,9 @@ def corpus(examples: int, pv_calls: bool = True) -> list[Program]:
     :func:`~pvframe.testing.strategies.pv_call_programs`, which call every op through the
     call ROM, so that every one of the 92 hooks is mutated, not only those a privileged
     instruction reaches."""
-    drawn = _draw(strategies.programs(), examples)
+    drawn = draw_programs(strategies.programs(), examples)
     if pv_calls:
-        drawn += _draw(strategies.pv_call_programs(), examples)
+        drawn += draw_programs(strategies.pv_call_programs(), examples)
     return drawn
 
 
