@@ -6,15 +6,13 @@ free, (b) Xen's error codes, (c) the invariants of :mod:`pvframe_xen.hypervisor.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from typing import Any, TypeVar
 
-import attrs
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from pvframe_xen.hypervisor import core
 from pvframe_xen.hypervisor.isolation import (
     DEEP_PAGES,
+    DrawChooser,
     RandomChooser,
     Request,
     deep_sequence,
@@ -23,21 +21,6 @@ from pvframe_xen.hypervisor.isolation import (
     new_domain,
     run_sequence,
 )
-
-T = TypeVar("T")
-
-
-@attrs.define
-class DrawChooser:
-    """The request generator's choices drawn from Hypothesis (shrinks per choice)."""
-
-    data: Any
-
-    def integer(self, lo: int, hi: int) -> int:
-        return int(self.data.draw(st.integers(lo, hi)))
-
-    def choice(self, options: Sequence[T]) -> T:
-        return options[self.data.draw(st.integers(0, len(options) - 1))]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

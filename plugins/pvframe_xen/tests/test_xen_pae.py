@@ -7,10 +7,8 @@ domains (0 breaches, and breaches found when a rule is taken out)."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
-import attrs
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
@@ -28,6 +26,7 @@ from pvframe_xen.hypervisor.abi import (
 )
 from pvframe_xen.hypervisor.core import DomainBoot, XenHypervisor
 from pvframe_xen.hypervisor.isolation import (
+    DrawChooser,
     RandomChooser,
     check_invariants,
     isolation_campaign,
@@ -45,7 +44,6 @@ RW = _PAGE_PRESENT | _PAGE_RW | _PAGE_ACCESSED
 RO = _PAGE_PRESENT | _PAGE_ACCESSED
 P = _PAGE_PRESENT
 VIRT = 0xC0000000
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -275,17 +273,6 @@ def test_machine_walk_of_validated_tables_agrees_with_xen(dom) -> None:
         except PageFault:
             got = None
         assert got == w, hex(addr)
-
-
-@attrs.define
-class DrawChooser:
-    data: Any
-
-    def integer(self, lo: int, hi: int) -> int:
-        return int(self.data.draw(st.integers(lo, hi)))
-
-    def choice(self, options: Sequence[T]) -> T:
-        return options[self.data.draw(st.integers(0, len(options) - 1))]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -271,6 +271,24 @@ class RandomChooser:
         return options[self.rng.randrange(len(options))]
 
 
+@attrs.define
+class DrawChooser:
+    """The choices drawn from a Hypothesis ``st.data()`` object (shrinks per choice),
+    for property tests of the generator."""
+
+    data: Any
+
+    def integer(self, lo: int, hi: int) -> int:
+        from hypothesis import strategies as st
+
+        return int(self.data.draw(st.integers(lo, hi)))
+
+    def choice(self, options: Sequence[T]) -> T:
+        from hypothesis import strategies as st
+
+        return options[self.data.draw(st.integers(0, len(options) - 1))]
+
+
 @attrs.frozen
 class Request:
     """One hypercall to issue: ``kind`` names the scenario, ``expect`` the result Xen
