@@ -181,16 +181,21 @@ def _mmuext_op(t: Transport, a: tuple[int, ...]) -> int:
 
 
 def _multicall(t: Transport, a: tuple[int, ...]) -> int:
-    """``do_multicall``: every entry's ``op`` and six ``args`` are read, run through the
-    same decoders, and ``result`` written back; a nested multicall is -EINVAL."""
+    """``do_multicall`` (Xen ``common/multicall.c``): ``guest_handle_okay`` on the whole
+    list first (a list reaching into the hole is -EFAULT before anything runs), then one
+    ``__copy_from_guest`` per entry as the loop reaches it: its ``op`` and six ``args``
+    run through the same decoders and ``result`` is written back; an entry Xen cannot
+    read ends the call with -EFAULT after the entries before it ran. A nested multicall
+    is -EINVAL."""
     ptr, nr = a[0], a[1]
     hv = t.hv
     if hv.in_multicall:
         return hv.hypercall(13, ptr, nr, result=-EINVAL)
-    entries = [struct.unpack("<II6I", t.mem.read(ptr + 32 * i, 32)) for i in range(nr)]
+    t.mem._check(ptr, 32 * nr)
     hv.in_multicall = True
     try:
-        for i, (op, _res, *args) in enumerate(entries):
+        for i in range(nr):
+            op, _res, *args = struct.unpack("<II6I", t.mem.read(ptr + 32 * i, 32))
             if op == 13:
                 rc = -EINVAL
             elif op >= abi.NR_HYPERCALLS:
