@@ -10,11 +10,56 @@ from pvframe_xen.hypervisor import abi
 from pvframe_xen.pv import campaign, transport
 
 
+@pytest.mark.parametrize("pae", [False, True], ids=["2-level", "PAE"])
 @pytest.mark.parametrize("seed", range(4))
-def test_binary_transport_campaign_finds_no_breach(seed: int) -> None:
-    res = campaign.campaign(seed, 300)
+def test_binary_transport_campaign_finds_no_breach(seed: int, pae: bool) -> None:
+    res = campaign.campaign(seed, 300, pae=pae)
     assert res["breaches"] == []
     assert res["calls"] > 100 and res["bad_pointers"] > 10 and res["accepted"] > 10
+    assert res["partial_arrays"] > 0
+    assert res["pae_domains"] == (res["domains"] if pae else 0)
+
+
+def test_the_binary_campaign_exercises_pae_l3_abuse() -> None:
+    """PAE domains built by the PV builder (3-level boot tables), the L3 requests of
+    ``isolation_pae`` issued through guest memory: some L3s pinned or installed, more
+    refused, with bad pointers and partial arrays mixed in, no breach."""
+    total: dict[str, int] = {}
+    for seed in range(3):
+        res = campaign.campaign(seed, 400, pae=True)
+        assert res["breaches"] == [], res["breaches"]
+        for key, value in res.items():
+            if isinstance(value, int):
+                total[key] = total.get(key, 0) + value
+    assert total["pae_domains"] >= 3
+    assert total["l3_requests"] > 50 and total["l3_accepted"] > 0 and total["l3_refused"] > 20, total
+
+
+def test_pae_pv_domain_has_pae_boot_tables_and_the_pae_hole() -> None:
+    hv, t = campaign.new_pv_domain(pae=True)
+    from pvframe_xen.hypervisor.memory import PageType
+
+    root = hv.vcpus[0].guest_table
+    assert hv.pae and hv.frames.pages[root].type == PageType.PGT_l3_page_table
+    assert t.mem.hole == abi.HYPERVISOR_VIRT_START_PAE
+    # an array reaching into the PAE hole is -EFAULT before anything runs
+    assert t.call(26, (abi.HYPERVISOR_VIRT_START_PAE - 8, 1, 0, abi.DOMID_SELF, 0, 0)) == -abi.EFAULT
+    assert campaign.guest_view_breaches(hv, campaign.hole_probes(hv)) == []
+
+
+def test_a_multicall_list_crossing_into_an_unmapped_page_runs_its_readable_entries() -> None:
+    """Regression: the transport read the whole ``multicall_entry_t`` list before running
+    any entry, so a list whose tail is unmapped ran nothing. Xen copies one entry per
+    iteration (``common/multicall.c``): the readable entries run, then -EFAULT."""
+    hv, t = campaign.new_pv_domain()
+    edge = campaign.VIRT_BASE + hv.nr_pages * 4096
+    entry = struct.pack("<II6I", 21, 0, abi.VMASST_CMD_enable, abi.VMASST_TYPE_4gb_segments, 0, 0, 0, 0)
+    assert hv.copy_to_guest(edge - 32, entry)
+    assert t.call(13, (edge - 32, 2, 0, 0, 0, 0)) == -abi.EFAULT
+    assert hv.vm_assist_flags & (1 << abi.VMASST_TYPE_4gb_segments)
+    assert hv.copy_from_guest(edge - 28, 4) == struct.pack("<i", 0)
+    # a list reaching into the hole runs nothing
+    assert t.call(13, (abi.HYPERVISOR_VIRT_START - 32, 2, 0, 0, 0, 0)) == -abi.EFAULT
 
 
 def test_the_campaign_sees_a_transport_that_ignores_bad_pointers(monkeypatch: pytest.MonkeyPatch) -> None:

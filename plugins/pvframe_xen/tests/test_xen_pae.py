@@ -303,10 +303,18 @@ def test_pae_campaign_has_no_breach_and_exercises_l3_abuse():
         ("hole not cleared", lambda mp: mp.setattr(mm_pae, "PAE_ENTRIES", 428)),
     ],
 )
-def test_campaign_finds_a_breach_when_a_pae_rule_is_removed(monkeypatch, name, weaken):
+@pytest.mark.parametrize("through", ["model", "binary transport"])
+def test_campaign_finds_a_breach_when_a_pae_rule_is_removed(monkeypatch, name, weaken, through):
+    """Both campaigns: the model's (Python requests) and the binary transport's (the same
+    requests written into a PAE PV domain's memory and issued as ``int $0x82``)."""
     weaken(monkeypatch)
-    figures = isolation_campaign(30, seed=7, deep_every=0, pae_every=1)
-    assert figures["breaches"] + figures["wrong_errors"] > 0, name
+    if through == "model":
+        figures = isolation_campaign(30, seed=7, deep_every=0, pae_every=1)
+        assert figures["breaches"] + figures["wrong_errors"] > 0, name
+    else:
+        from pvframe_xen.pv import campaign
+
+        assert any(campaign.campaign(seed, 400, pae=True)["breaches"] for seed in range(6)), name
 
 
 def _alloc_l3_without_share_check(self: mm_pae.PaeMM, mfn: int) -> bool:

@@ -15,11 +15,14 @@ Invariants added to :func:`.isolation.check_invariants` for a PAE domain:
 * no linear page tables (every ``linear_pt_count`` is 0); references recount as in the
   2-level case; no page-table or descriptor frame is writable through any L2 -> L1 path.
 
-Request kinds (``PAE_KINDS``) besides the level-agnostic ones: L3s built and pinned with
-reserved PDPTE bits, with a self-reference, with a shared or hole-mapping slot-3 L2, with
-an L1 or the current L3 as an L2; updates of the base L3 (slot 3, self-references, bad
-flags), of Xen's slots of the slot-3 L2, 64-bit entries with high/NX/PAT/GLOBAL bits,
-misaligned entry pointers (an unknown command with 8-byte entries).
+Request kinds (``PAE_KINDS``) besides the level-agnostic ones: L3s built and pinned (or,
+unpinned, installed as the base pointer) with reserved PDPTE bits, with a
+self-reference, with a shared or hole-mapping slot-3 L2, with an L1 or the current L3 as
+an L2; PIN_L3_TABLE of frames that cannot be L3s (foreign, above 4 GiB, busy with another
+type, mapped writable, pinned already); updates of the base L3 (slot 3, self-references,
+bad flags), of Xen's slots of the slot-3 L2, 64-bit entries with high/NX/PAT/GLOBAL bits,
+misaligned entry pointers (an unknown command with 8-byte entries). ``L3_KINDS`` are the
+ones aimed at L3s.
 """
 
 from __future__ import annotations
@@ -240,7 +243,11 @@ def build_l3(hv: XenHypervisor, c: Chooser, virt_base: int, kind: str) -> Reques
         MulticallEntry(26, ([MmuextOp(abi.MMUEXT_PIN_L3_TABLE, l3)], 1, None, dself)),
     ]
     exp: list[int | None] = [None, None, expect]
-    if c.integer(0, 2) == 0:
+    if c.integer(0, 3) == 0:
+        # no pin: NEW_BASEPTR validates the unpinned L3 itself (Xen ``new_guest_cr3``
+        # takes the PGT_root_page_table type reference, validating on the first one)
+        steps[2] = MulticallEntry(26, ([MmuextOp(abi.MMUEXT_NEW_BASEPTR, l3)], 1, None, dself))
+    elif c.integer(0, 2) == 0:
         steps.append(MulticallEntry(26, ([MmuextOp(abi.MMUEXT_NEW_BASEPTR, l3)], 1, None, dself)))
         exp.append(expect)
     return Request(kind, 13, (steps, len(steps)), 0, tuple(exp))
@@ -277,6 +284,18 @@ def pae_request(hv: XenHypervisor, c: Chooser, kind: str, virt_base: int) -> Req
         cmd = c.choice([abi.MMUEXT_PIN_L2_TABLE, abi.MMUEXT_PIN_L1_TABLE, abi.MMUEXT_PIN_L3_TABLE,
                         abi.MMUEXT_NEW_BASEPTR])
         return Request(kind, 26, ([MmuextOp(cmd, l2x)], 1, None, dself), -EINVAL)
+    if kind == "pae_pin_l3_bad":
+        # PIN_L3_TABLE of a frame that cannot become an L3: Xen's or another domain's,
+        # beyond machine memory or above 4 GiB, a table of another level in use, a frame
+        # mapped writable (shared_info included), an L3 already pinned
+        pages = hv.frames.pages
+        busy = [m for m in tables if pages[m].type_count and (
+            pages[m].type != PGT_l3_page_table or pages[m].pinned)]
+        wmapped = [m for m in own if pages[m].type == PGT_writable_page and pages[m].type_count]
+        pool = [0, 3, hv.frames.ram_base + 1, hv.frames.max_page + 7, PAE_L3_MAX_MFN,
+                PAE_L3_MAX_MFN + 5, 0xFFFFFFFF, hv.frames.shared_info_mfn, *busy[:6], *wmapped[:6]]
+        return Request(kind, 26, ([MmuextOp(abi.MMUEXT_PIN_L3_TABLE, c.choice(pool))], 1, None, dself),
+                       -EINVAL)
     if kind == "pae_misaligned":
         t = c.choice(tables)
         ptr = (t << PAGE_SHIFT) | (c.integer(0, 511) << 3) | c.choice([4, 5, 6, 7, 2, 3])
@@ -303,7 +322,7 @@ def pae_request(hv: XenHypervisor, c: Chooser, kind: str, virt_base: int) -> Req
 PAE_KINDS = (
     "pae_l3_reserved", "pae_l3_reserved", "pae_l3_self", "pae_l3_shared_xen_l2",
     "pae_l3_wrong_level", "pae_l3_hole", "pae_l3_hole", "pae_l3_update", "pae_l3_update",
-    "pae_xen_slot_write", "pae_pin_xen_l2", "pae_misaligned", "pae_pt_write", "pae_pt_write",
+    "pae_xen_slot_write", "pae_pin_xen_l2", "pae_pin_l3_bad", "pae_misaligned", "pae_pt_write", "pae_pt_write",
     "pae_map", "pae_map", "pae_new_baseptr", "pae_new_baseptr",
     "debugreg", "ldt", "ldt_use", "map", "foreign_map", "writable_pt_map", "hole_map",
     "machphys", "bad_dom", "bad_cmd", "short_buffer", "pin", "pin_twice", "unpin",
@@ -311,3 +330,10 @@ PAE_KINDS = (
     "timer", "misc", "multicall",
 )
 
+
+#: the kinds aimed at L3s (their entries, pins and base pointers): what a campaign counts
+#: as its L3 requests
+L3_KINDS = frozenset({
+    "pae_l3_reserved", "pae_l3_self", "pae_l3_shared_xen_l2", "pae_l3_wrong_level",
+    "pae_l3_hole", "pae_l3_update", "pae_pin_xen_l2", "pae_pin_l3_bad", "pae_new_baseptr",
+})
