@@ -326,3 +326,90 @@ def test_pae_sequences_are_deterministic():
     a = run_sequence(new_domain(pae=True), RandomChooser(random.Random(3)), 10)
     b = run_sequence(new_domain(pae=True), RandomChooser(random.Random(3)), 10)
     assert [o.result for o in a] == [o.result for o in b]
+
+
+def test_ptwr_emulates_a_4_byte_store_to_half_of_a_pae_entry(dom) -> None:
+    """Regression: the writable-page-table assist took whole 8-byte stores only, so the
+    two 32-bit stores a PAE guest makes to an entry were both faults. Xen's
+    ``ptwr_emulated_update`` combines a narrower store with the rest of the entry, and
+    takes an upper-half store making an entry it refuses as the first of two writes in
+    the wrong order: written not present."""
+    hv, boot = dom
+    hv.vm_assist(abi.VMASST_CMD_enable, abi.VMASST_TYPE_writable_pagetables)
+    l1, idx = boot.l1_mfns[0], 27
+    mfn = hv.pfn_to_mfn(idx)
+    slot = (l1 << 12) + 8 * idx
+
+    def entry() -> int:
+        return hv.mm.entry(l1, idx)
+
+    assert entry() & RW == RW
+    # the low half alone: the entry read-only, its upper half kept
+    assert hv.ptwr_emulate(slot, (mfn << 12) | RO, 4)
+    assert entry() == (mfn << 12) | RO
+    assert hv.ptwr_emulate(slot + 4, 0, 4) and entry() == (mfn << 12) | RO
+    # an upper half naming a frame above 4 GiB (not the domain's): kept, not present
+    assert hv.ptwr_emulate(slot + 4, 0x1, 4)
+    assert entry() == (1 << 32) | (mfn << 12) | (RO & ~P)
+    assert check_invariants(hv) == []
+    # the lower half cannot make it present; a whole entry can
+    assert not hv.ptwr_emulate(slot, (mfn << 12) | RO, 4)
+    assert hv.ptwr_emulate(slot, (mfn << 12) | RO) and entry() == (mfn << 12) | RO
+    # a store not naturally aligned, or wider than an entry: not emulated
+    assert not hv.ptwr_emulate(slot + 2, 0, 4)
+    assert not hv.ptwr_emulate(slot, 0, 16)
+    # a 2-byte store to the flags
+    assert hv.ptwr_emulate(slot, (mfn << 12 | RW) & 0xFFFF, 2)
+    assert entry() == (mfn << 12) | RW
+    assert check_invariants(hv) == []
+
+
+@pytest.mark.parametrize("pae", [False, True], ids=["2-level", "PAE"])
+def test_update_descriptor_truncates_limits_at_the_end_of_the_read_only_m2p(pae: bool) -> None:
+    """Regression: ``check_descriptor`` used the 2-level hole start for every domain. Xen
+    truncates a guest segment's limit at ``GUEST_SEGMENT_MAX_ADDR`` (``RO_MPT_VIRT_END``,
+    Xen 3.x ``asm-x86/config.h``): 0xFC400000, or 0xF6800000 on a PAE Xen, and refuses a
+    base within a page of it."""
+    hv = new_domain(pae=pae)
+    end = 0xF6800000 if pae else 0xFC400000
+    assert hv.mm.segment_max_addr == end
+    mfn = hv.pfn_to_mfn(20)
+    ma = mfn << 12
+
+    def update(desc: int) -> int:
+        return hv.update_descriptor(ma, desc)
+
+    def limit_end() -> int:
+        a, b = hv.memory.read_u32(ma), hv.memory.read_u32(ma + 4)
+        base = (b & 0xFF000000) | ((b & 0xFF) << 16) | (a >> 16)
+        return base + ((((b & 0xF0000) | (a & 0xFFFF)) + 1) << 12)
+
+    assert update(0x00CFB2000000FFFF) == 0  # flat 4 GiB ring-1 data
+    assert limit_end() == end
+    # a base between the PAE and the 2-level end: refused on PAE only
+    desc = 0x00CFB2000000FFFF | (0xF7 << 56)
+    assert update(desc) == (-EINVAL if pae else 0)
+    if not pae:
+        assert limit_end() == end
+    # a segment ending below the end is kept as it is
+    assert update(0x00C0B20000000FFF) == 0 and limit_end() == 0x1000000
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 0xFFFFFFFF), st.integers(0, 0xFFFFF), st.integers(1, 3),
+       st.sampled_from([0x2, 0x3, 0xA, 0xB, 0xE, 0xF]), st.booleans())
+def test_pae_segments_pass_check_descriptor_only_below_the_pae_m2p_end(base, limit, dpl, typ, g) -> None:
+    """Any expand-up ring-1/3 code/data descriptor a PAE Xen accepts reaches no further
+    than 0xF6800000."""
+    from pvframe_xen.hypervisor.mm import check_descriptor
+
+    a = ((base & 0xFFFF) << 16) | (limit & 0xFFFF)
+    b = (base & 0xFF000000) | ((base >> 16) & 0xFF) | (limit & 0xF0000) | (g << 23) | (1 << 22) \
+        | (1 << 15) | (dpl << 13) | (1 << 12) | (typ << 8)
+    ok, na, nb = check_descriptor(a, b, mm_pae.PaeMM.segment_max_addr)
+    if not ok:
+        return
+    assert base < abi.GUEST_SEGMENT_MAX_ADDR_PAE - 4096
+    lim = ((nb & 0xF0000) | (na & 0xFFFF)) + 1
+    size = lim << 12 if nb & (1 << 23) else lim
+    assert base + size <= abi.GUEST_SEGMENT_MAX_ADDR_PAE

@@ -55,8 +55,13 @@ L2_ENTRIES = 1024
 L1_ENTRIES = 1024
 #: ``DOMAIN_ENTRIES_PER_L2_PAGETABLE`` (= HYPERVISOR_VIRT_START >> 22): first Xen slot.
 L2_FIRST_XEN_SLOT = HYPERVISOR_VIRT_START >> 22
-#: ``GUEST_SEGMENT_MAX_ADDR`` on x86_32 (segment limits are truncated below the hole).
-GUEST_SEGMENT_MAX_ADDR = HYPERVISOR_VIRT_START
+#: ``GUEST_SEGMENT_MAX_ADDR`` on x86_32: ``RO_MPT_VIRT_END`` (Xen 3.x
+#: ``include/asm-x86/config.h``), the end of the read-only machine-to-phys table at the
+#: start of the hole (public xen-x86_32.h ``__MACH2PHYS_VIRT_END_NONPAE``; ``_PAE`` below).
+#: A guest segment may reach the M2P but nothing beyond it: ``check_descriptor`` truncates
+#: a ring-1/3 limit to it, and Xen's own flat ring-1/3 descriptors end there (Xen
+#: ``arch/x86/boot/x86_32.S`` ``gdt_table``: "Rings != 0 get access up to 0xFC400000").
+GUEST_SEGMENT_MAX_ADDR = 0xFC400000
 
 # Page-table entry flags (x86)
 _PAGE_PRESENT, _PAGE_RW, _PAGE_USER = 0x001, 0x002, 0x004
@@ -80,6 +85,9 @@ FASTPATH_FLAG_WHITELIST = _PAGE_AVAIL | _PAGE_GLOBAL | _PAGE_DIRTY | _PAGE_ACCES
 #: the PAE hypervisor hole starts here (xen-x86_32.h); the L2 in L3 slot 3 keeps its
 #: slots from ``PAE_L2_FIRST_XEN_SLOT`` on for Xen's mappings
 HYPERVISOR_VIRT_START_PAE = 0xF5800000
+#: ``GUEST_SEGMENT_MAX_ADDR`` of a PAE Xen: ``__MACH2PHYS_VIRT_END_PAE`` (16 MiB of M2P
+#: from the PAE hole's start; ``gdt_table``'s PAE ring-1/3 limit 0xF67FF pages)
+GUEST_SEGMENT_MAX_ADDR_PAE = 0xF6800000
 PAE_ENTRIES = 512
 PAE_L3_ENTRIES = 4
 PAE_L2_FIRST_XEN_SLOT = (HYPERVISOR_VIRT_START_PAE >> 21) & (PAE_ENTRIES - 1)

@@ -441,21 +441,39 @@ class XenHypervisor:
             va, pos = va + chunk, pos + chunk
         return True
 
-    def ptwr_emulate(self, maddr: int, value: int) -> bool:
-        """Writable-page-table assist (Xen ``mm.c`` ``ptwr_do_page_fault``): a guest store
-        of ``value`` into a read-only L1 frame it owns is validated like ``mod_l1_entry``.
-        False means "not emulated": the fault goes to the guest."""
+    def ptwr_emulate(self, maddr: int, value: int, size: int | None = None) -> bool:
+        """Writable-page-table assist (Xen ``mm.c`` ``ptwr_do_page_fault`` ->
+        ``ptwr_emulated_update``): a guest store of ``size`` bytes (default: a whole
+        entry) of ``value`` into a read-only L1 frame it owns, validated as the entry it
+        makes. The store must be naturally aligned; a narrower one is combined with the
+        rest of its entry ("turn a sub-word access into a full-word access": a 4-byte
+        write to one half of a PAE entry keeps the other half). An entry Xen refuses is
+        not emulated, except a PAE upper-half 4-byte store making a present entry: Xen
+        takes it as the first of the guest's two writes in the wrong order and writes
+        the entry with ``_PAGE_PRESENT`` cleared. False means "not emulated": the fault
+        goes to the guest."""
         if not self.vm_assist_flags & (1 << abi.VMASST_TYPE_writable_pagetables):
             return False
         mfn = maddr >> PAGE_SHIFT
         page = self.frames.page(mfn)
-        size = 8 if self.pae else 4  # the model emulates whole-entry stores only
-        if page is None or page.owner != self.domid or maddr & (size - 1):
+        entry = 8 if self.pae else 4
+        size = entry if size is None else size
+        if size not in (1, 2, 4, 8) or size > entry or maddr & (size - 1):
+            return False
+        if page is None or page.owner != self.domid:
             return False
         if page.type != PGT_l1_page_table or not page.validated:
             return False
+        index, shift = (maddr & 0xFFF) // entry, (maddr % entry) * 8
+        if size != entry:
+            mask = ((1 << (8 * size)) - 1) << shift
+            value = (self.mm.entry(mfn, index) & ~mask) | ((value << shift) & mask)
         self.counts["ptwr_emulation"] += 1
-        return self.mm.mod_l1_entry(mfn, (maddr & 0xFFF) // size, value, self.domid)
+        if self.mm.mod_l1_entry(mfn, index, value, self.domid):
+            return True
+        if self.pae and size == 4 and shift == 32 and value & _PAGE_PRESENT:
+            return self.mm.mod_l1_entry(mfn, index, value & ~_PAGE_PRESENT, self.domid)
+        return False
 
     # ================================================================ LDT (Xen arch/x86/mm.c)
 
@@ -483,15 +501,15 @@ class XenHypervisor:
         v.ldt_frames[page] = mfn
         return True
 
-    @staticmethod
-    def segdesc_page_valid(data: bytes) -> bool:
+    def segdesc_page_valid(self, data: bytes) -> bool:
         """Whether every descriptor of a descriptor page's bytes passes ``check_descriptor``
         (what ``alloc_segdesc_page`` checks when a frame takes its ``PGT_seg_desc_page``
         type, Xen ``arch/x86/mm.c``). Tells a descriptor refusal apart from a frame whose
         type is busy (e.g. writable mappings), the other reason ``map_ldt_shadow_page``
         fails."""
         return all(check_descriptor(int.from_bytes(data[i:i + 4], "little"),
-                                    int.from_bytes(data[i + 4:i + 8], "little"))[0]
+                                    int.from_bytes(data[i + 4:i + 8], "little"),
+                                    self.mm.segment_max_addr)[0]
                    for i in range(0, len(data) - 7, 8))
 
     def invalidate_shadow_ldt(self, v: Vcpu) -> None:
@@ -929,7 +947,7 @@ class XenHypervisor:
         a descriptor page or able to take a writable type (a page table is refused)."""
         ma = (ma_hi << 32) | ma_lo
         mfn = ma >> PAGE_SHIFT
-        ok, a, b = check_descriptor(d_lo, d_hi)
+        ok, a, b = check_descriptor(d_lo, d_hi, self.mm.segment_max_addr)
         if ma % 8 or not self.memory.valid(mfn) or not ok:
             return -EINVAL
         mm = self.mm

@@ -161,7 +161,7 @@ def check_invariants(hv: XenHypervisor) -> list[str]:
                 bad.append(f"vcpu {v.id}: LDT page {page} frame {f:#x} is {pages[f].type.name}")
             words = struct.unpack("<1024I", hv.memory.read_bytes(f << PAGE_SHIFT, 4096))
             for i in range(512):
-                if not check_descriptor(words[2 * i], words[2 * i + 1])[0]:
+                if not check_descriptor(words[2 * i], words[2 * i + 1], hv.mm.segment_max_addr)[0]:
                     bad.append(f"vcpu {v.id}: LDT frame {f:#x} holds a descriptor Xen refuses ({i})")
                     break
         if v.guest_table:

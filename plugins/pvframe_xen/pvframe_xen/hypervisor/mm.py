@@ -34,6 +34,7 @@ the resulting breach.
 from __future__ import annotations
 
 import struct
+from typing import ClassVar
 
 import attrs
 
@@ -96,14 +97,16 @@ def valid_code_selector(sel: int) -> bool:
     return ((sel >> 3) < FIRST_RESERVED_GDT_ENTRY or bool(sel & 4)) and (sel & 3) == 1
 
 
-def check_descriptor(a: int, b: int) -> tuple[bool, int, int]:
-    """Xen 3.0 ``check_descriptor`` (x86_32): is the 8-byte descriptor ``(a, b)`` safe in
-    a guest GDT/LDT, and the descriptor with its limit truncated below the hole.
+def check_descriptor(a: int, b: int, max_addr: int = GUEST_SEGMENT_MAX_ADDR) -> tuple[bool, int, int]:
+    """Xen 3.0 ``check_descriptor`` (``arch/x86/x86_32/mm.c``): is the 8-byte descriptor
+    ``(a, b)`` safe in a guest GDT/LDT, and the descriptor with its limit truncated.
 
     Not present: fine. DPL 0: refused. System segments: only call gates (type 0xC) whose
     target selector is a valid guest code selector and whose reserved bits are zero.
-    Code/data: base at least a page below ``GUEST_SEGMENT_MAX_ADDR``; a limit reaching
-    into the hole is truncated (only possible with G=1, else refused).
+    Code/data: base at least a page below ``max_addr``, the hypervisor's
+    ``GUEST_SEGMENT_MAX_ADDR`` (the end of the read-only M2P: 0xFC400000, or 0xF6800000 on
+    a PAE Xen, ``abi.GUEST_SEGMENT_MAX_ADDR_PAE``); a limit reaching beyond it is
+    truncated to end there (only possible with G=1, else refused).
     """
     a &= M32
     b &= M32
@@ -120,7 +123,7 @@ def check_descriptor(a: int, b: int) -> tuple[bool, int, int]:
             return False, a, b
         return True, a, b
     base = (b & 0xFF000000) | ((b & 0xFF) << 16) | (a >> 16)
-    if base >= GUEST_SEGMENT_MAX_ADDR - PAGE_SIZE:
+    if base >= max_addr - PAGE_SIZE:
         return False, a, b
     limit = ((b & 0xF0000) | (a & 0xFFFF)) + 1
     if b & _SEGMENT_G:
@@ -129,8 +132,8 @@ def check_descriptor(a: int, b: int) -> tuple[bool, int, int]:
     if (b & (_SEGMENT_CODE | _SEGMENT_EC)) == _SEGMENT_EC:
         if ((base + limit) & M32) > base:
             truncate_to = (-(base & PAGE_MASK)) & M32
-    elif ((base + limit) & M32) <= base or base + limit > GUEST_SEGMENT_MAX_ADDR:
-        truncate_to = GUEST_SEGMENT_MAX_ADDR - base
+    elif ((base + limit) & M32) <= base or base + limit > max_addr:
+        truncate_to = max_addr - base
     if truncate_to is not None:
         if not b & _SEGMENT_G:
             return False, a, b
@@ -151,6 +154,9 @@ class MM:
     #: Xen's own L2 entries for the hole (slot -> entry), written into every L2 that
     #: validates (Xen's ``init_xen_l2_slots``); empty: the hole stays not present
     xen_slots: dict[int, int] = attrs.field(factory=dict)
+    #: ``GUEST_SEGMENT_MAX_ADDR`` of this hypervisor's layout (2-level here; PAE in
+    #: :class:`.mm_pae.PaeMM`): where ``check_descriptor`` stops guest segments
+    segment_max_addr: ClassVar[int] = GUEST_SEGMENT_MAX_ADDR
 
     # ---------------------------------------------------------------- small helpers
 
@@ -306,7 +312,7 @@ class MM:
         for i in range(512):
             a = self.memory.read_u32(base + 8 * i)
             b = self.memory.read_u32(base + 8 * i + 4)
-            ok, na, nb = check_descriptor(a, b)
+            ok, na, nb = check_descriptor(a, b, self.segment_max_addr)
             if not ok:
                 return self.refuse(f"bad descriptor {i} in mfn {mfn:#x}: {b:08x}{a:08x}")
             if (na, nb) != (a, b):

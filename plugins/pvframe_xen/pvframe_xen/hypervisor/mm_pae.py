@@ -40,6 +40,7 @@ from pvframe_xen.hypervisor.abi import (
     _PAGE_PRESENT,
     _PAGE_RW,
     FASTPATH_FLAG_WHITELIST,
+    GUEST_SEGMENT_MAX_ADDR_PAE,
     PAE_ADDR_MASK,
     PAE_ENTRIES,
     PAE_FLAG_HIGH_SHIFT,
@@ -85,6 +86,9 @@ def guest_l2_slots(type_: PageType) -> int:
 
 class PaeMM(MM):
     """:class:`.mm.MM` with PAE's entries, levels and rules (the module docstring)."""
+
+    #: a PAE Xen's ``GUEST_SEGMENT_MAX_ADDR`` (its hole and M2P start lower)
+    segment_max_addr = GUEST_SEGMENT_MAX_ADDR_PAE
 
     # ---------------------------------------------------------------- entries (64-bit)
 

@@ -83,6 +83,13 @@ def descriptor(base: int, limit_pages: int, dpl: int, typ: int) -> tuple[int, in
     return lo, hi
 
 
+def flat_segment_end(pae: bool) -> int:
+    """Where Xen's flat ring-1/3 segments end: ``GUEST_SEGMENT_MAX_ADDR``, the end of the
+    read-only M2P (Xen ``arch/x86/boot/x86_32.S`` ``gdt_table``: limit 0xFC3FF pages,
+    0xF67FF with PAE), so a guest reads ``machine_to_phys_mapping`` through them."""
+    return abi.GUEST_SEGMENT_MAX_ADDR_PAE if pae else abi.GUEST_SEGMENT_MAX_ADDR
+
+
 def hypercall_page() -> bytes:
     page = bytearray(PAGE)
     for n in range(PAGE // 32):
@@ -214,7 +221,7 @@ def install_xen_area(hv: XenHypervisor, pae: bool) -> dict[int, int]:
     Xen's L1 frames in."""
     m = hv.memory
     size, per_l1 = (8, 512) if pae else (4, 1024)
-    limit = (HYPERVISOR_VIRT_START_PAE if pae else abi.HYPERVISOR_VIRT_START) >> 12
+    limit = flat_segment_end(pae) >> 12
     for sel, (dpl, typ) in FLAT_SEGMENTS.items():
         lo, hi = descriptor(0, limit if dpl else 1 << 20, dpl, typ)
         off = (sel & 0xFFF8) - abi.FIRST_RESERVED_GDT_ENTRY * 8
@@ -332,7 +339,7 @@ def enter(machine: Any, dom: BuiltDomain) -> None:
     machine.mmu.write_cr4(0x20 if dom.pae else 0)
     machine.mmu.write_cr3(dom.root_mfn << 12)
     machine.mmu.write_cr0(0x80010033)  # PG, WP, NE, ET, MP, PE
-    limit = (HYPERVISOR_VIRT_START_PAE if dom.pae else abi.HYPERVISOR_VIRT_START) >> 12
+    limit = flat_segment_end(dom.pae) >> 12
     lo, hi = descriptor(0, limit, 1, 0xB)
     cpu.cs = sysm.make_segment(FLAT_KERNEL_CS, lo, hi)
     lo, hi = descriptor(0, limit, 1, 0x3)
