@@ -58,7 +58,7 @@ from pvframe_xen.hypervisor.memory import (
     PGT_l3_page_table,
     PGT_writable_page,
 )
-from pvframe_xen.hypervisor.mm_pae import guest_l2_slots, pae_flags, pae_mfn
+from pvframe_xen.hypervisor.mm_pae import _TABLE, _ZERO_TABLE, guest_l2_slots, pae_flags, pae_mfn
 
 if TYPE_CHECKING:  # pragma: no cover
     from pvframe_xen.hypervisor.core import XenHypervisor
@@ -75,9 +75,9 @@ PTE_FLAGS = (RW, RO, 0, RW | (1 << 63), RO | (1 << 52), RW | _PAGE_GLOBAL, RO | 
              RW | (1 << 62), RO | 0xE00)
 
 
-def _e(hv: XenHypervisor, mfn: int) -> list[int]:
+def _e(hv: XenHypervisor, mfn: int) -> tuple[int, ...]:
     buf = hv.memory.frames.get(mfn)
-    return [int.from_bytes(buf[8 * i:8 * i + 8], "little") for i in range(512)] if buf else [0] * 512
+    return _TABLE.unpack(buf) if buf else _ZERO_TABLE
 
 
 def table_invariants(hv: XenHypervisor, bad: list[str], exp_count: Counter[int],
