@@ -189,3 +189,22 @@ def test_a_guest_switched_to_a_foreign_address_space_goes_home_to_write() -> Non
     va = g.put(b"args")
     assert hv.vcpus[0].guest_table == home and g.restored == 1
     assert hv.copy_from_guest(va, 4) == b"args"
+
+
+@pytest.mark.parametrize("pae", [False, True], ids=["2-level", "PAE"])
+def test_the_guest_view_check_sees_xen_pages_made_writable_or_moved(pae: bool) -> None:
+    """Its power: Xen's L1 of the hole with a writable entry for its GDT page, or one
+    pointing elsewhere, is a breach seen through the guest's address space."""
+    from pvframe_xen.pv import builder
+
+    hv, _t = campaign.new_pv_domain(pae=pae)
+    probes = campaign.hole_probes(hv)
+    assert all(ma is not None for ma in probes.values())
+    size, per_l1 = (8, 512) if pae else (4, 1024)
+    gdt_va = builder.GDT_VIRT + abi.FIRST_RESERVED_GDT_PAGE * 4096
+    slot = (builder.HOLE_L1_MFN << 12) + size * ((gdt_va >> 12) % per_l1)
+    entry = hv.memory.read(slot, size)
+    hv.memory.write(slot, size, entry | 0x2)
+    assert any("writable" in b for b in campaign.guest_view_breaches(hv, probes))
+    hv.memory.write(slot, size, (entry & 0xFFF) | (builder.ZERO_MFN << 12))
+    assert any("maps" in b for b in campaign.guest_view_breaches(hv, probes))
