@@ -407,10 +407,11 @@ class _Run:
             if edge is not None:
                 clone = pickle.loads(pickle.dumps(hv, pickle.HIGHEST_PROTOCOL))
                 regs = (edge, *regs[1:])
-                # what Xen does with it: the first k elements, then -EFAULT
-                clone_rc = _transport(clone).call(req.number, (edge, k, *regs[2:]))
         before = isolation.snapshot(hv)
         try:
+            if clone is not None:
+                # what Xen does with it: the first k elements, then -EFAULT
+                clone_rc = _transport(clone).call(req.number, (regs[0], k, *regs[2:]))
             rc = self.transport.call(req.number, regs)
         except Exception as exc:  # anything raised out of the transport is a breach
             self.breaches.append(f"{req.render()}: raised {exc!r}")
@@ -467,7 +468,10 @@ class _Run:
         if malformed:
             return
         if req.number == 13 and rc == 0:
-            rc = _results(self.hv, regs[0], 3)[2] or 0
+            decisive = _results(self.hv, regs[0], 3)[2]
+            if decisive is None:  # the list unreadable now (a new base pointer)
+                return
+            rc = decisive
         self.figures["l3_refused" if rc < 0 else "l3_accepted"] += 1
 
 
