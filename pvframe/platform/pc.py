@@ -41,6 +41,8 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from pvframe.platform import cpu_models, firmware
 from pvframe.platform.bus import IOPortBus, MMIOMap
 from pvframe.platform.cpu_models import DEFAULT_MODEL, CpuModel
@@ -61,6 +63,24 @@ from pvframe.platform.timebase import TimeBase
 
 StopCallback = Callable[..., Any]
 COM1 = 0x3F8
+
+
+def _value_of(value: object) -> object:
+    """A field's value as a comparable snapshot: containers copied (their objects by
+    identity), other objects by identity."""
+    if value is None or isinstance(value, (int, str, bytes, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_value_of(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _value_of(v)) for k, v in value.items())
+    return ("id", id(value))
+
+
+def _fields_of(obj: object) -> tuple[object, ...]:
+    names = ([f.name for f in attrs.fields(type(obj))] if attrs.has(type(obj))
+             else sorted(vars(obj)))
+    return tuple(_value_of(getattr(obj, name)) for name in names)
 
 
 class Platform:
@@ -262,6 +282,14 @@ class Platform:
 
     def interrupt_pending(self) -> bool:
         return self.router.interrupt_pending()
+
+    def interrupt_state(self) -> tuple[object, ...]:
+        """Every field of the interrupt controllers (both 8259As, the I/O APIC, the local
+        APIC, the router), as comparable values: what a device's interrupt line can
+        change. Two equal snapshots around an event mean the event changed nothing a
+        later interrupt check or line edge depends on (:meth:`Machine.idle`)."""
+        return tuple(_fields_of(chip) for chip in (
+            self.pic.master, self.pic.slave, self.pic, self.ioapic, self.apic, self.router))
 
     def acknowledge_interrupt(self) -> int:
         return self.router.acknowledge_interrupt()

@@ -28,6 +28,11 @@ from pvframe.timekeeping import units
 #: Callback of a timer event; receives the event's own TSC deadline (not "now"), so
 #: periodic timers can re-arm relative to it without drift.
 EventCallback = Callable[[int], None]
+#: How a periodic event accounts for its next occurrences at once
+#: (:meth:`TimeBase.repeat_head`): ``repeat(before_tsc, most)`` advances the device's own
+#: counters by the ``k <= most`` occurrences due before ``before_tsc`` (None: no bound), as
+#: if each had fired, re-arms after them and returns ``(k, deadline of the k-th)``.
+RepeatCallback = Callable[[int | None, int], tuple[int, int]]
 
 
 @attrs.define(eq=False)
@@ -39,6 +44,8 @@ class TimerEvent:
     callback: EventCallback
     name: str = ""
     cancelled: bool = False
+    #: set by a periodic device whose occurrences can be accounted for at once
+    repeat: RepeatCallback | None = None
 
     def __lt__(self, other: TimerEvent) -> bool:
         return (self.deadline, self.seq) < (other.deadline, other.seq)
@@ -100,9 +107,12 @@ class TimeBase:
 
     # -------------------------------------------------------------------- events
 
-    def schedule(self, deadline: int, callback: EventCallback, name: str = "") -> TimerEvent:
-        """Register ``callback`` to fire when TSC >= ``deadline`` (absolute cycles)."""
-        event = TimerEvent(deadline=deadline, seq=self._seq, callback=callback, name=name)
+    def schedule(self, deadline: int, callback: EventCallback, name: str = "",
+                 repeat: RepeatCallback | None = None) -> TimerEvent:
+        """Register ``callback`` to fire when TSC >= ``deadline`` (absolute cycles);
+        ``repeat``: see :data:`RepeatCallback`."""
+        event = TimerEvent(deadline=deadline, seq=self._seq, callback=callback, name=name,
+                           repeat=repeat)
         self._seq += 1
         heapq.heappush(self._queue, event)
         return event
@@ -120,6 +130,30 @@ class TimeBase:
         """The earliest pending TSC deadline, or None."""
         self._prune()
         return self._queue[0].deadline if self._queue else None
+
+    def head(self) -> TimerEvent | None:
+        """The earliest pending event (the next to fire), or None."""
+        self._prune()
+        return self._queue[0] if self._queue else None
+
+    def repeat_head(self, before_tsc: int | None, most: int, icount: int) -> int:
+        """Account at once for the next occurrences of the earliest event, a periodic one
+        that fired without effect (the caller checked that): those due before the next
+        other event and before ``before_tsc``, at most ``most``. Time moves to the last of
+        them, as :meth:`skip_to_next_event` and :meth:`advance_to` one by one would have
+        moved it. Returns how many (0 if the earliest event cannot repeat)."""
+        event = self.head()
+        if event is None or event.repeat is None:
+            return 0
+        others = [e.deadline for e in self._queue if e is not event and not e.cancelled]
+        if before_tsc is not None:
+            others.append(before_tsc)
+        count, last = event.repeat(min(others) if others else None, most)
+        if count:
+            self.sync(icount)
+            self.skipped += max(0, last - self.tsc(icount))
+            self.fired += count
+        return count
 
     def pending(self) -> list[TimerEvent]:
         """Pending events in firing order (for inspection and tests)."""

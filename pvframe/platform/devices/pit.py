@@ -237,8 +237,41 @@ class PitChannel:
             return
         cycles = units.cycles_for_counter_ticks(target - self.counted, PIT_HZ, self.timebase.tsc_hz)
         self._event = self.timebase.schedule(
-            self.run_start + cycles, self._fire, name=f"pit{self.index}"
+            self.run_start + cycles, self._fire, name=f"pit{self.index}",
+            repeat=self._repeat if mode in (2, 3) else None,
         )
+
+    def _edge_tsc(self, periods: int) -> int:
+        """TSC of the OUT edge ending period ``periods`` of the current run (modes 2/3)."""
+        assert self.run_start is not None
+        ticks = periods * self.reload - self.counted
+        return self.run_start + units.cycles_for_counter_ticks(ticks, PIT_HZ, self.timebase.tsc_hz)
+
+    def _repeat(self, before_tsc: int | None, most: int) -> tuple[int, int]:
+        """Modes 2/3 (:data:`pvframe.platform.timebase.RepeatCallback`): the next ``k``
+        OUT edges due before ``before_tsc`` (at most ``most``) counted as fired, the
+        event re-armed after them; their IRQ 0 pulses are not sent (the caller found
+        that a pulse changes nothing)."""
+        if self.run_start is None or most <= 0:
+            return 0, 0
+        low, high = 0, most  # the largest k with edge(k) < before_tsc, by bisection
+        if before_tsc is not None:
+            while low < high:
+                mid = (low + high + 1) // 2
+                if self._edge_tsc(self._period_index + mid) < before_tsc:
+                    low = mid
+                else:
+                    high = mid - 1
+        else:
+            low = most
+        if low == 0:
+            return 0, 0
+        last = self._edge_tsc(self._period_index + low)
+        self.timebase.cancel(self._event)
+        self._period_index += low
+        self.fires += low
+        self._schedule()
+        return low, last
 
     def _fire(self, _deadline: int) -> None:
         self._event = None
