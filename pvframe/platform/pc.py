@@ -77,10 +77,9 @@ def _value_of(value: object) -> object:
     return ("id", id(value))
 
 
-def _fields_of(obj: object) -> tuple[object, ...]:
-    names = ([f.name for f in attrs.fields(type(obj))] if attrs.has(type(obj))
-             else sorted(vars(obj)))
-    return tuple(_value_of(getattr(obj, name)) for name in names)
+def _fields_of(obj: Any) -> tuple[object, ...]:
+    """Every attrs field of ``obj`` (:func:`_value_of`)."""
+    return tuple(_value_of(getattr(obj, f.name)) for f in attrs.fields(type(obj)))
 
 
 class Platform:
