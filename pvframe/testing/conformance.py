@@ -21,7 +21,7 @@ from hypothesis import given, note
 
 from pvframe import guests
 from pvframe.machine import HostTimeLimit, Machine
-from pvframe.testing import campaign_stats, contracts, oracle, strategies
+from pvframe.testing import campaign_stats, contracts, hostgc, oracle, strategies
 from pvframe.testing.programs import Program
 
 pytestmark = pytest.mark.equivalence
@@ -80,6 +80,7 @@ def _compare_and_count(backend: str, program: Program) -> str | None:
     failure = _hung_message(backend)
     if failure is not None:
         return failure
+    hostgc.settle()
     st = STATS.setdefault(backend, KitStats())
     start = time.perf_counter()
     divergence = oracle.compare(program, backend, coverage=st.hooks)

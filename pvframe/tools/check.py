@@ -29,7 +29,7 @@ from hypothesis.reporting import with_reporter
 
 from pvframe import catalogue, guests, plugins
 from pvframe.machine import STOP_WALL
-from pvframe.testing import contracts, oracle, strategies
+from pvframe.testing import contracts, hostgc, oracle, strategies
 from pvframe.testing.programs import Program
 
 #: fields of a demo-guest run compared with native (as the conformance suite does)
@@ -110,6 +110,7 @@ def search_programs(
     key is the same in every process and on every machine running this version of the
     kit, so the workers of ``pvframe check -j N`` (:mod:`pvframe.tools.workers`) share
     their failures through it. ``replay_only`` runs the reuse phase alone."""
+    hostgc.settle()
     ran = 0
     shrinking = False
     hung: oracle.Divergence | None = None
