@@ -41,6 +41,8 @@ from pvframe_xen.hypervisor.mm_pae import pae_mfn
 PFEC_PRESENT, PFEC_WRITE, PFEC_RSVD = 1, 2, 8
 _PAGE_PRESENT, _PAGE_RW = 1, 2
 ZF = 1 << 6
+#: :func:`emulate_store`'s answers when Xen bails at the store (the #PF goes to the guest)
+REFUSED, UNHANDLED = "ptwr_refused", "ptwr_unhandled"
 _C = iced_x86.Code
 #: plain stores: code -> width in bytes, source is a register (True) or an immediate
 _MOV_STORES = {
@@ -90,30 +92,33 @@ def _decode(machine: Any) -> Any | None:
 
 def emulate_store(machine: Any, hv: XenHypervisor, cr2: int) -> str | None:
     """Emulate the faulting store at EIP into the L1 entry at ``cr2`` as Xen's ptwr path
-    does: the kind emulated (``ptwr_mov``, ``ptwr_cmpxchg8b``, ``ptwr_cmpxchg8b_failed``),
-    or None when Xen bails (the #PF goes to the guest, nothing changed)."""
+    does: the kind emulated (``ptwr_mov``, ``ptwr_cmpxchg8b``, ``ptwr_cmpxchg8b_failed``);
+    :data:`REFUSED` (the entry the store makes is refused) or :data:`UNHANDLED` (an
+    instruction the emulator does not take) when Xen bails at the store, None when the
+    fault is no ptwr fault at all. Unless a kind is returned, the #PF goes to the guest
+    and nothing changed."""
     mfn = target_l1(hv, cr2)
     if mfn is None:
         return None
     ins = _decode(machine)
     if ins is None:
-        return None
+        return UNHANDLED
     sysm = machine.executor.system
     cpu = machine.cpu
     kind: str
     if ins.code in _MOV_STORES:
         if ins.op0_kind != iced_x86.OpKind.MEMORY:
-            return None
+            return UNHANDLED
         size, from_reg = _MOV_STORES[ins.code]
         value = sysm.get_reg(ins.op1_register) if from_reg else ins.immediate(1)
         addr = sysm.ea(ins)
         if not _in_cr2_page(addr, cr2) or not hv.ptwr_emulate((mfn << 12) | (addr & 0xFFF), value, size):
-            return None
+            return REFUSED
         kind = "ptwr_mov"
     elif ins.code == _C.CMPXCHG8B_M64:
         addr = sysm.ea(ins)
         if not _in_cr2_page(addr, cr2) or addr & 7:
-            return None
+            return REFUSED
         maddr = (mfn << 12) | (addr & 0xFFF)
         current = hv.memory.read(maddr, 8)
         expected = (cpu.edx << 32) | cpu.eax
@@ -123,11 +128,11 @@ def emulate_store(machine: Any, hv: XenHypervisor, cr2: int) -> str | None:
             kind = "ptwr_cmpxchg8b_failed"
         else:
             if not hv.ptwr_emulate(maddr, (cpu.ecx << 32) | cpu.ebx, 8):
-                return None
+                return REFUSED
             cpu.eflags = cpu.eflags | ZF
             kind = "ptwr_cmpxchg8b"
     else:
-        return None
+        return UNHANDLED
     cpu.eip = (cpu.eip + ins.len) & 0xFFFFFFFF
     cpu.icount += 1
     machine.mmu.flush_all()  # the machine's TLB must not keep the entry's old translation

@@ -15,8 +15,8 @@ entry.S`` and ``traps.c``), installed as the executor's ``ring0``:
   only if the entry's DPL (flags & 3) allows the caller's ring, else #GP(n*8+2).
 * A write fault of the guest kernel on a read-only mapping of one of its L1 page
   tables, with ``VMASST_TYPE_writable_pagetables`` on, is emulated (Xen's writable
-  page tables, :mod:`.ptwr`) and counted (``emulated_ptwr_<kind>``); what Xen refuses
-  is the guest's #PF.
+  page tables, :mod:`.ptwr`) and counted (``emulated_ptwr_<kind>``); a store Xen
+  refuses (``ptwr_refused``) or cannot emulate (``ptwr_unhandled``) is the guest's #PF.
 * An event upcall (pending and unmasked, polled at instruction boundaries) is a bounce
   to the event callback (``set_callbacks``) with events masked.
 * A privileged instruction at ring 1 (or port I/O and cli/sti at ring 3) raises #GP(0):
@@ -99,7 +99,9 @@ class Ring0:
         if ptwr.is_candidate(exc, cpl):
             assert isinstance(exc, PageFault)
             kind = ptwr.emulate_store(self.machine, self.hv, exc.address)
-            if kind is not None:
+            if kind in (ptwr.REFUSED, ptwr.UNHANDLED):
+                self.stats[kind] += 1  # Xen bails: the #PF goes to the guest
+            elif kind is not None:
                 self.stats[f"emulated_{kind}"] += 1
                 return
         if isinstance(exc, PageFault):

@@ -7,9 +7,10 @@
  *   -DPAE       a PAE domain: two 4-byte stores, pte_high then pte_low (xen_set_pte)
  *   -DCX8       with PAE: one `lock cmpxchg8b` (xen_set_pte_atomic)
  *   -DREFUSE    the PTE maps the L1 frame itself writable: Xen refuses, #PF to the guest
- *   -DNOASSIST  the assist is never enabled: the store is the guest's #PF
- * The #PF handler prints "#PF to the guest" and powers off; success prints
- * "read through the new mapping" and powers off. */
+ *   -DNOASSIST  the assist is not enabled at first: the store is the guest's #PF, whose
+ *               handler enables it and returns to retry the store (now emulated)
+ * The #PF handler prints "#PF to the guest" (and powers off but with NOASSIST); success
+ * prints "read through the new mapping" and powers off. */
 #define NOTE(type, desc...) .pushsection .note.Xen,"a"; .p2align 2; .long 4, 2f-1f, type; .asciz "Xen"; 1: desc; 2: .p2align 2; .popsection
 NOTE(6, .asciz "ptwrtest")
 NOTE(8, .asciz "generic")
@@ -88,7 +89,20 @@ _start:
     jmp poweroff_now
 
 pf_handler:
+    cmpl $3, (%esp)                 /* error code: a write (W) to a present page (P) */
+    jne fail
+    pusha
     PRINT(pfmsg)
+#ifdef NOASSIST
+    /* enable the assist now and retry the store: this time Xen emulates it */
+    movl $0, %ebx; movl $2, %ecx
+    HYPERCALL(21)
+    testl %eax, %eax
+    jne fail
+    popa
+    addl $4, %esp
+    iret
+#endif
 poweroff_now:
     movl $2, %ebx; movl $poweroff, %ecx
     HYPERCALL(29)
