@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from pvframe_xen.hypervisor import abi
 from pvframe_xen.pv import image, ptwr
@@ -36,6 +36,13 @@ def build(tmp: Path, *defines: str) -> bytes:
     return elf.read_bytes()
 
 
+class Guests(dict[str, bytes]):
+    """The built variants (a short repr for Hypothesis' failure reports)."""
+
+    def __repr__(self) -> str:
+        return f"Guests({sorted(self)})"
+
+
 @pytest.fixture(scope="module")
 def guests(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     if shutil.which("gcc") is None or shutil.which("ld") is None:
@@ -43,7 +50,7 @@ def guests(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     variants = {"": (), "PAE": ("PAE",), "PAE,CX8": ("PAE", "CX8"), "REFUSE": ("REFUSE",),
                 "PAE,REFUSE": ("PAE", "REFUSE"), "NOASSIST": ("NOASSIST",),
                 "PAE,NOASSIST": ("PAE", "NOASSIST")}
-    return {name: build(tmp_path_factory.mktemp("ptwr"), *d) for name, d in variants.items()}
+    return Guests({name: build(tmp_path_factory.mktemp("ptwr"), *d) for name, d in variants.items()})
 
 
 def _run(guest: bytes) -> tuple[Machine, dict]:
@@ -183,3 +190,94 @@ def test_ptwr_accepts_a_pte_iff_mmu_update_does(guests: dict[str, bytes], pae: b
     else:
         assert kind == ptwr.REFUSED and cpu.eip == img.entry and cpu.icount == icount
         assert hv.memory.read(maddr, size) == 0
+
+
+#: (code with the entry at (%edi), flags the instruction defines): each as Linux uses it
+_OPS = {
+    "mov": ("8907", 0),                       # movl %eax,(%edi): set_pte
+    "movw": ("668907", 0),                    # movw %ax,(%edi)
+    "movb": ("8807", 0),                      # movb %al,(%edi)
+    "movl_imm": ("c707{imm}", 0),             # movl $imm,(%edi)
+    "xchg": ("8707", 0),                      # xchg %eax,(%edi): ptep_get_and_clear
+    "cmpxchg": ("f00fb10f", ptwr._OSZAPC),    # lock cmpxchg %ecx,(%edi)
+    "btr": ("f00fba37{bit}", ptwr.CF),        # lock btrl $bit,(%edi): clear_bit
+    "bts": ("0fba2f{bit}", ptwr.CF),          # btsl $bit,(%edi)
+    "btc": ("0fba3f{bit}", ptwr.CF),          # btcl $bit,(%edi)
+}
+
+
+_KIND = {"movw": "ptwr_mov", "movb": "ptwr_mov", "movl_imm": "ptwr_mov"}
+
+
+@settings(max_examples=300, deadline=None)
+@example(pae=False, op="cmpxchg", flips=0, mode=1, other=0x1234, bit=0, eflags=0)  # no match
+@example(pae=True, op="cmpxchg", flips=0, mode=0, other=0, bit=0, eflags=0xFFF)    # match
+@example(pae=False, op="btr", flips=0x2, mode=0, other=0, bit=1, eflags=0)        # wrprotect
+@given(pae=st.booleans(), op=st.sampled_from(sorted(_OPS)), flips=st.integers(0, 0xFFF),
+       mode=st.integers(0, 3), other=st.integers(0, 0xFFFFFFFF), bit=st.integers(0, 31),
+       eflags=st.integers(0, 0xFFF))
+def test_each_emulated_store_does_what_the_cpu_does_on_a_writable_page(
+        guests: dict[str, bytes], pae: bool, op: str, flips: int, mode: int, other: int,
+        bit: int, eflags: int) -> None:
+    """Differential: the same instruction, registers and flags, run by the executor on
+    ``page_a`` (writable) and emulated by the ptwr path on the entry of ``window`` holding
+    the same value. The ptwr path accepts it iff ``mmu_update`` accepts the entry the CPU
+    computed, and then leaves the same registers, defined flags, EIP, icount and entry;
+    a refusal changes nothing."""
+    variant = "PAE" if pae else ""
+    m = _fresh(guests, variant)
+    hv, cpu = m.bound.plugin.pv.hv, m.cpu
+    built = m.bound.plugin.pv.built
+    img = image.parse(guests[variant])
+    window, page_a = _symbol(guests[variant], "window"), _symbol(guests[variant], "page_a")
+    size = 8 if pae else 4
+    l1_mfn, index = hv.l1_of(window)
+    maddr = (l1_mfn << 12) + size * index
+    pte_va = built.start_info.pt_base + (8192 if pae else 4096) + size * index
+    a_mfn, a_index = hv.l1_of(page_a)
+    initial = hv.mm.entry(a_mfn, a_index) & 0xFFFFFFFF & ~0x66 | (flips & 0x66)
+    value = [initial, initial ^ flips, 0, other][mode]
+    code_hex, defined = _OPS[op]
+    code = bytes.fromhex(code_hex.format(imm=value.to_bytes(4, "little").hex(), bit=f"{bit:02x}"))
+    hv.memory.write_bytes(hv.pfn_to_mfn((img.entry - VIRT_BASE) >> 12) << 12 | (img.entry & 0xFFF),
+                          code + b"\xf4")
+    m.executor.flush_translations()  # the code was written behind the executor's back
+    assert hv.mmu_update([abi.MmuUpdate(maddr, initial)]) == 0
+    m.mmu.flush_all()
+
+    def setup(edi: int) -> None:
+        cpu.eip, cpu.edi = img.entry, edi
+        cpu.eax = value if op != "cmpxchg" else [initial, other, initial, other][mode]
+        cpu.ecx, cpu.edx, cpu.ebx = value, 0, 0
+        cpu.eflags = 0x202 | (eflags & ptwr._OSZAPC)
+
+    def state() -> tuple[int, ...]:
+        return (cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.eip,
+                cpu.eflags & defined, cpu.eflags & ~ptwr._OSZAPC)
+
+    # the CPU on a writable page holding the same value
+    hv.memory.write(hv.translate(page_a), 4, initial)
+    setup(page_a)
+    icount = cpu.icount
+    m.executor.run(icount + 1)  # one instruction (Machine.run is one-shot)
+    assert cpu.icount == icount + 1
+    native, native_entry = state(), hv.memory.read(hv.translate(page_a), 4)
+    # the entry must be one Xen takes
+    high = hv.memory.read(maddr + 4, 4) if pae else 0
+    by_mmu = hv.mmu_update([abi.MmuUpdate(maddr, high << 32 | native_entry)]) == 0
+    assert hv.mmu_update([abi.MmuUpdate(maddr, initial)]) == 0
+    m.mmu.flush_all()
+    # the ptwr path
+    setup(pte_va)
+    before, icount = state(), cpu.icount
+    kind = ptwr.emulate_store(m, hv, pte_va)
+    event(f"{op} {kind}")
+    assert (kind != ptwr.REFUSED) == by_mmu, (op, hex(initial), hex(native_entry), kind, hv.mm.reason)
+    if kind == ptwr.REFUSED:
+        assert state() == before and cpu.icount == icount
+        assert hv.memory.read(maddr, size) == initial
+    else:
+        assert kind is not None and kind.startswith(_KIND.get(op, f"ptwr_{op}"))
+        assert state()[:4] == native[:4] and state()[5:] == native[5:], (state(), native, hex(initial))
+        assert cpu.eip == img.entry + len(code) and cpu.icount == icount + 1
+        assert hv.memory.read(maddr, size) == high << 32 | native_entry

@@ -16,17 +16,20 @@ faulting (``%cr2``) page, validated as the entry it makes
 success EIP moves past the instruction; anything Xen cannot emulate or refuses ("bail")
 is the guest's #PF as before (``propagate_page_fault``).
 
-The emulated instructions here are the stores a PV kernel uses on its page tables:
-``mov r/imm -> m`` of 1, 2 or 4 bytes (``88``/``89``/``c6``/``c7``, with ``66``) and
-``cmpxchg8b m64`` (``0f c7 /1``, ``lock`` allowed; PAE ``set_pte_atomic``), which, as
-Xen's ``x86_emulate`` does, compares ``edx:eax`` with the entry first: unequal loads the
-entry into ``edx:eax`` and clears ZF without a write, equal stores ``ecx:ebx`` through
-``ptwr_emulated_update`` and sets ZF. Other instructions are not emulated here (#PF to
-the guest).
+The emulated instructions here are the stores Linux 2.6.23 (``include/asm-i386/
+pgtable*.h``, ``arch/i386/xen/mmu.c``) makes to its page tables, ``lock`` allowed:
+``mov r/imm -> m`` of 1, 2 or 4 bytes (``set_pte``), ``xchg m32, r32``
+(``ptep_get_and_clear``), ``cmpxchg m32, r32``, ``cmpxchg8b m64`` (PAE
+``set_pte_atomic``), and ``bts``/``btr``/``btc m32, imm8`` (``clear_bit`` in
+``ptep_set_wrprotect``). As Xen's ``x86_emulate`` does, a compare-exchange compares
+first: unequal loads the entry into the accumulator and clears ZF without a write.
+Other instructions (and other operand sizes of these) are not emulated here: #PF to
+the guest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import iced_x86
@@ -40,7 +43,8 @@ from pvframe_xen.hypervisor.mm_pae import pae_mfn
 #: page-fault error code bits (SDM Vol. 3A §4.7)
 PFEC_PRESENT, PFEC_WRITE, PFEC_RSVD = 1, 2, 8
 _PAGE_PRESENT, _PAGE_RW = 1, 2
-ZF = 1 << 6
+CF, PF, AF, ZF, SF, OF = 1, 1 << 2, 1 << 4, 1 << 6, 1 << 7, 1 << 11
+_OSZAPC = CF | PF | AF | ZF | SF | OF
 #: :func:`emulate_store`'s answers when Xen bails at the store (the #PF goes to the guest)
 REFUSED, UNHANDLED = "ptwr_refused", "ptwr_unhandled"
 _C = iced_x86.Code
@@ -92,51 +96,125 @@ def _decode(machine: Any) -> Any | None:
 
 def emulate_store(machine: Any, hv: XenHypervisor, cr2: int) -> str | None:
     """Emulate the faulting store at EIP into the L1 entry at ``cr2`` as Xen's ptwr path
-    does: the kind emulated (``ptwr_mov``, ``ptwr_cmpxchg8b``, ``ptwr_cmpxchg8b_failed``);
-    :data:`REFUSED` (the entry the store makes is refused) or :data:`UNHANDLED` (an
-    instruction the emulator does not take) when Xen bails at the store, None when the
-    fault is no ptwr fault at all. Unless a kind is returned, the #PF goes to the guest
-    and nothing changed."""
+    does: the kind emulated (``ptwr_mov``, ``ptwr_xchg``, ``ptwr_cmpxchg``,
+    ``ptwr_cmpxchg8b``, ``ptwr_bts``/``btr``/``btc``, ``..._failed`` for a compare that
+    did not match); :data:`REFUSED` (the entry the store makes is refused, or the store is
+    misaligned or leaves the %cr2 page) or :data:`UNHANDLED` (an instruction this
+    emulator does not take) when Xen bails at the store; None when the fault is no ptwr
+    fault at all. Unless a kind is returned, the #PF goes to the guest and nothing
+    changed."""
     mfn = target_l1(hv, cr2)
     if mfn is None:
         return None
     ins = _decode(machine)
-    if ins is None:
+    if ins is None or ins.code not in _HANDLERS or ins.op0_kind != iced_x86.OpKind.MEMORY:
         return UNHANDLED
-    sysm = machine.executor.system
+    addr = machine.executor.system.ea(ins)
+    if not _in_cr2_page(addr, cr2):
+        return REFUSED
+    kind = _HANDLERS[ins.code](machine, hv, ins, (mfn << 12) | (addr & 0xFFF))
+    if kind is None:
+        return REFUSED
     cpu = machine.cpu
-    kind: str
-    if ins.code in _MOV_STORES:
-        if ins.op0_kind != iced_x86.OpKind.MEMORY:
-            return UNHANDLED
-        size, from_reg = _MOV_STORES[ins.code]
-        value = sysm.get_reg(ins.op1_register) if from_reg else ins.immediate(1)
-        addr = sysm.ea(ins)
-        if not _in_cr2_page(addr, cr2) or not hv.ptwr_emulate((mfn << 12) | (addr & 0xFFF), value, size):
-            return REFUSED
-        kind = "ptwr_mov"
-    elif ins.code == _C.CMPXCHG8B_M64:
-        addr = sysm.ea(ins)
-        if not _in_cr2_page(addr, cr2) or addr & 7:
-            return REFUSED
-        maddr = (mfn << 12) | (addr & 0xFFF)
-        current = hv.memory.read(maddr, 8)
-        expected = (cpu.edx << 32) | cpu.eax
-        if current != expected:  # x86_emulate: no write, edx:eax <- m64, ZF clear
-            cpu.eax, cpu.edx = current & 0xFFFFFFFF, current >> 32
-            cpu.eflags = cpu.eflags & ~ZF
-            kind = "ptwr_cmpxchg8b_failed"
-        else:
-            if not hv.ptwr_emulate(maddr, (cpu.ecx << 32) | cpu.ebx, 8):
-                return REFUSED
-            cpu.eflags = cpu.eflags | ZF
-            kind = "ptwr_cmpxchg8b"
-    else:
-        return UNHANDLED
     cpu.eip = (cpu.eip + ins.len) & 0xFFFFFFFF
     cpu.icount += 1
     machine.mmu.flush_all()  # the machine's TLB must not keep the entry's old translation
     return kind
+
+
+Handler = Callable[[Any, XenHypervisor, Any, int], "str | None"]
+
+
+def _mov(machine: Any, hv: XenHypervisor, ins: Any, maddr: int) -> str | None:
+    """``mov r/imm -> m``: the x86_emulate ``write`` op."""
+    size, from_reg = _MOV_STORES[ins.code]
+    value = machine.executor.system.get_reg(ins.op1_register) if from_reg else ins.immediate(1)
+    return "ptwr_mov" if hv.ptwr_emulate(maddr, value, size) else None
+
+
+def _xchg(machine: Any, hv: XenHypervisor, ins: Any, maddr: int) -> str | None:
+    """``xchg m32, r32`` (Linux 2.6.23 ``native_ptep_get_and_clear``): the register gets
+    the old entry (or half entry), the store goes through ``ptwr_emulated_update``."""
+    sysm = machine.executor.system
+    if maddr & 3:
+        return None
+    old = hv.memory.read(maddr, 4)
+    if not hv.ptwr_emulate(maddr, sysm.get_reg(ins.op1_register), 4):
+        return None
+    sysm.set_reg(ins.op1_register, old)
+    return "ptwr_xchg"
+
+
+def _cmpxchg(machine: Any, hv: XenHypervisor, ins: Any, maddr: int) -> str | None:
+    """``cmpxchg m32, r32``: the flags of ``cmp %eax, m32``; equal stores the source
+    through ``ptwr_emulated_cmpxchg``, unequal loads the entry into ``%eax`` without a
+    write (x86_emulate; SDM Vol. 2A CMPXCHG)."""
+    if maddr & 3:
+        return None
+    cpu = machine.cpu
+    current, eax = hv.memory.read(maddr, 4), cpu.eax & 0xFFFFFFFF
+    if current == eax and not hv.ptwr_emulate(
+            maddr, machine.executor.system.get_reg(ins.op1_register), 4):
+        return None
+    cpu.eflags = (cpu.eflags & ~_OSZAPC) | _sub_flags(eax, current)
+    if current != eax:
+        cpu.eax = current
+        return "ptwr_cmpxchg_failed"
+    return "ptwr_cmpxchg"
+
+
+def _cmpxchg8b(machine: Any, hv: XenHypervisor, ins: Any, maddr: int) -> str | None:
+    """``cmpxchg8b m64`` (PAE ``set_64bit``): ZF only; unequal loads ``edx:eax``."""
+    if maddr & 7:
+        return None
+    cpu = machine.cpu
+    current = hv.memory.read(maddr, 8)
+    if current != (cpu.edx << 32) | cpu.eax:  # no write, edx:eax <- m64, ZF clear
+        cpu.eax, cpu.edx = current & 0xFFFFFFFF, current >> 32
+        cpu.eflags = cpu.eflags & ~ZF
+        return "ptwr_cmpxchg8b_failed"
+    if not hv.ptwr_emulate(maddr, (cpu.ecx << 32) | cpu.ebx, 8):
+        return None
+    cpu.eflags = cpu.eflags | ZF
+    return "ptwr_cmpxchg8b"
+
+
+def _bit(machine: Any, hv: XenHypervisor, ins: Any, maddr: int) -> str | None:
+    """``bts``/``btr``/``btc m32, imm8`` (Linux 2.6.23 ``ptep_set_wrprotect``'s
+    ``clear_bit``, ``ptep_test_and_clear_young``'s ``test_and_clear_bit``): CF is the old
+    bit (SDM Vol. 2A BTR: OF, SF, AF, PF undefined, left as they were; ZF unaffected)."""
+    if maddr & 3:
+        return None
+    cpu = machine.cpu
+    op, bit = _BIT_OPS[ins.code], 1 << (ins.immediate(1) & 31)
+    old = hv.memory.read(maddr, 4)
+    new = old | bit if op == "bts" else old & ~bit if op == "btr" else old ^ bit
+    if not hv.ptwr_emulate(maddr, new, 4):
+        return None
+    cpu.eflags = (cpu.eflags & ~CF) | (CF if old & bit else 0)
+    return f"ptwr_{op}"
+
+
+def _sub_flags(a: int, b: int) -> int:
+    """OSZAPC of the 32-bit ``a - b`` (SDM Vol. 1 §3.4.3.1)."""
+    r = (a - b) & 0xFFFFFFFF
+    flags = CF if a < b else 0
+    flags |= PF if bin(r & 0xFF).count("1") % 2 == 0 else 0
+    flags |= AF if (a ^ b ^ r) & 0x10 else 0
+    flags |= ZF if r == 0 else 0
+    flags |= SF if r & 0x80000000 else 0
+    flags |= OF if (a ^ b) & (a ^ r) & 0x80000000 else 0
+    return flags
+
+
+_BIT_OPS = {_C.BTS_RM32_IMM8: "bts", _C.BTR_RM32_IMM8: "btr", _C.BTC_RM32_IMM8: "btc"}
+_HANDLERS: dict[int, Handler] = {
+    **dict.fromkeys(_MOV_STORES, _mov),
+    _C.XCHG_RM32_R32: _xchg,
+    _C.CMPXCHG_RM32_R32: _cmpxchg,
+    _C.CMPXCHG8B_M64: _cmpxchg8b,
+    **dict.fromkeys(_BIT_OPS, _bit),
+}
 
 
 def _in_cr2_page(addr: int, cr2: int) -> bool:
