@@ -208,3 +208,31 @@ def test_the_guest_view_check_sees_xen_pages_made_writable_or_moved(pae: bool) -
     assert any("writable" in b for b in campaign.guest_view_breaches(hv, probes))
     hv.memory.write(slot, size, (entry & 0xFFF) | (builder.ZERO_MFN << 12))
     assert any("maps" in b for b in campaign.guest_view_breaches(hv, probes))
+
+
+@pytest.mark.parametrize("pae", [False, True])
+def test_the_campaign_stores_into_l1s_through_the_writable_page_table_assist(pae: bool) -> None:
+    """Guest stores into validated L1s (``ptwr_emulate``, what :mod:`.ptwr` hands it):
+    some taken, some refused, none a breach."""
+    res = campaign.campaign(1, 300, pae=pae)
+    assert res["breaches"] == [], res["breaches"]
+    assert res["ptwr_stores"] > 10 and res["ptwr_accepted"] > 0 and res["ptwr_refused"] > 0, res
+
+
+def test_the_campaign_sees_a_ptwr_path_that_writes_what_xen_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ptwr path that writes a refused entry raw into the L1 (no validation, no
+    references) is found: ``mmu_update`` of the same entry disagrees, and the recount
+    of references does not match."""
+    from pvframe_xen.hypervisor import XenHypervisor
+
+    real = XenHypervisor.ptwr_emulate
+
+    def raw(self: XenHypervisor, maddr: int, value: int, size: int | None = None) -> bool:
+        if real(self, maddr, value, size):
+            return True
+        self.memory.write(maddr, size or 4, value)
+        return True
+
+    monkeypatch.setattr(XenHypervisor, "ptwr_emulate", raw)
+    res = campaign.campaign(0, 300)
+    assert any("ptwr" in b for b in res["breaches"]), res["breaches"]
