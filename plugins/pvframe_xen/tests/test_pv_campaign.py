@@ -172,7 +172,8 @@ def test_the_campaign_issues_nearly_every_request_through_the_transport(seed: in
     res = campaign.campaign(seed, 500)
     assert res["breaches"] == []
     other = res["skipped"] - res.get("skipped_not_a_hypercall", 0) - res.get("skipped_unplaceable", 0)
-    assert res["calls"] >= 0.85 * 500 and other <= 0.03 * 500, res
+    # a tenth of the steps are ptwr stores (guest memory writes, not hypercalls)
+    assert res["calls"] + res["ptwr_stores"] >= 0.85 * 500 and other <= 0.03 * 500, res
 
 
 def test_a_guest_switched_to_a_foreign_address_space_goes_home_to_write() -> None:
@@ -236,3 +237,13 @@ def test_the_campaign_sees_a_ptwr_path_that_writes_what_xen_refuses(monkeypatch:
     monkeypatch.setattr(XenHypervisor, "ptwr_emulate", raw)
     res = campaign.campaign(0, 300)
     assert any("ptwr" in b for b in res["breaches"]), res["breaches"]
+
+
+def test_a_null_argument_is_no_efault_once_the_guest_maps_page_0() -> None:
+    """Regression (seed 18 of the 20 x 500 run): a table the campaign built mapped guest
+    page 0, and ``EVTCHNOP_send`` with a NULL argument then read it as Xen does
+    (-EINVAL for the port found there); the campaign expected -EFAULT and reported a
+    breach. The expectation holds only while page 0 is unmapped."""
+    res = campaign.campaign(18, 500)
+    assert res["breaches"] == [], res["breaches"]
+    assert res.get("null_pointer_mapped", 0) >= 1, res

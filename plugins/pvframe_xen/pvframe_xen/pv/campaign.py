@@ -511,6 +511,12 @@ class _Run:
             # frame they turn into a table): Xen's write-back of a result fails, -EFAULT
             self.figures["multicall_list_unwritable"] += 1
             return
+        if (req.expect == -abi.EFAULT and rc != req.expect and None in req.args
+                and self.hv.copy_from_guest(0, 4) is not None):
+            # a NULL argument, but the guest has mapped page 0 (a table it built maps
+            # it): Xen reads it as any other pointer, so -EFAULT is no longer its answer
+            self.figures["null_pointer_mapped"] += 1
+            return
         if req.expect is not None and rc != req.expect:
             self.figures["wrong_errors"] += 1
             self.breaches.append(f"{req.kind}: got {rc}, Xen gives {req.expect}")
