@@ -281,3 +281,34 @@ def test_each_emulated_store_does_what_the_cpu_does_on_a_writable_page(
         assert state()[:4] == native[:4] and state()[5:] == native[5:], (state(), native, hex(initial))
         assert cpu.eip == img.entry + len(code) and cpu.icount == icount + 1
         assert hv.memory.read(maddr, size) == high << 32 | native_entry
+
+
+@pytest.mark.parametrize("code, kind", [
+    ("894704", "ptwr_mov"),      # movl %eax,4(%edi): x86_emulate's write op
+    ("874704", ptwr.REFUSED),    # xchg %eax,4(%edi): its cmpxchg op
+    ("f00fab4704", ptwr.UNHANDLED),  # lock bts %eax,4(%edi): not emulated here
+])
+def test_only_a_plain_upper_half_store_is_taken_as_the_first_of_two_pae_writes(
+        guests: dict[str, bytes], code: str, kind: str) -> None:
+    """``ptwr_emulated_update``: a 4-byte store to the upper half of a PAE entry that
+    makes an entry Xen refuses is written not present (the guest's two writes in the
+    wrong order) only when it is no ``cmpxchg`` (``!do_cmpxchg``); an ``xchg``, which
+    x86_emulate performs through its cmpxchg op, is refused."""
+    m = _fresh(guests, "PAE")
+    hv, cpu = m.bound.plugin.pv.hv, m.cpu
+    built = m.bound.plugin.pv.built
+    img = image.parse(guests["PAE"])
+    window, page_a = _symbol(guests["PAE"], "window"), _symbol(guests["PAE"], "page_a")
+    l1_mfn, index = hv.l1_of(window)
+    maddr = (l1_mfn << 12) + 8 * index
+    present = hv.mm.entry(*hv.l1_of(page_a))
+    assert hv.mmu_update([abi.MmuUpdate(maddr, present)]) == 0
+    hv.memory.write_bytes(hv.pfn_to_mfn((img.entry - VIRT_BASE) >> 12) << 12 | (img.entry & 0xFFF),
+                          bytes.fromhex(code))
+    m.mmu.flush_all()
+    pte_va = built.start_info.pt_base + 8192 + 8 * index
+    cpu.eip, cpu.edi, cpu.eax = img.entry, pte_va, 1  # a frame above 4 GiB: not the domain's
+    assert ptwr.emulate_store(m, hv, pte_va + 4) == kind
+    want = (1 << 32) | (present & ~1) if kind == "ptwr_mov" else present
+    assert hv.memory.read(maddr, 8) == want
+    assert hv.mmu_update([abi.MmuUpdate(maddr, 0)]) == 0

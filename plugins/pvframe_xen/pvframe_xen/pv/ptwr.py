@@ -139,7 +139,7 @@ def _xchg(machine: Any, hv: XenHypervisor, ins: Any, maddr: int) -> str | None:
     if maddr & 3:
         return None
     old = hv.memory.read(maddr, 4)
-    if not hv.ptwr_emulate(maddr, sysm.get_reg(ins.op1_register), 4):
+    if not hv.ptwr_emulate(maddr, sysm.get_reg(ins.op1_register), 4, cmpxchg=True):
         return None
     sysm.set_reg(ins.op1_register, old)
     return "ptwr_xchg"
@@ -154,7 +154,7 @@ def _cmpxchg(machine: Any, hv: XenHypervisor, ins: Any, maddr: int) -> str | Non
     cpu = machine.cpu
     current, eax = hv.memory.read(maddr, 4), cpu.eax & 0xFFFFFFFF
     if current == eax and not hv.ptwr_emulate(
-            maddr, machine.executor.system.get_reg(ins.op1_register), 4):
+            maddr, machine.executor.system.get_reg(ins.op1_register), 4, cmpxchg=True):
         return None
     cpu.eflags = (cpu.eflags & ~_OSZAPC) | _sub_flags(eax, current)
     if current != eax:
@@ -173,7 +173,7 @@ def _cmpxchg8b(machine: Any, hv: XenHypervisor, ins: Any, maddr: int) -> str | N
         cpu.eax, cpu.edx = current & 0xFFFFFFFF, current >> 32
         cpu.eflags = cpu.eflags & ~ZF
         return "ptwr_cmpxchg8b_failed"
-    if not hv.ptwr_emulate(maddr, (cpu.ecx << 32) | cpu.ebx, 8):
+    if not hv.ptwr_emulate(maddr, (cpu.ecx << 32) | cpu.ebx, 8, cmpxchg=True):
         return None
     cpu.eflags = cpu.eflags | ZF
     return "ptwr_cmpxchg8b"
@@ -189,7 +189,7 @@ def _bit(machine: Any, hv: XenHypervisor, ins: Any, maddr: int) -> str | None:
     op, bit = _BIT_OPS[ins.code], 1 << (ins.immediate(1) & 31)
     old = hv.memory.read(maddr, 4)
     new = old | bit if op == "bts" else old & ~bit if op == "btr" else old ^ bit
-    if not hv.ptwr_emulate(maddr, new, 4):
+    if not hv.ptwr_emulate(maddr, new, 4, cmpxchg=ins.has_lock_prefix):
         return None
     cpu.eflags = (cpu.eflags & ~CF) | (CF if old & bit else 0)
     return f"ptwr_{op}"
