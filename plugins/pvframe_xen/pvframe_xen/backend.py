@@ -173,6 +173,8 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
             for name, n in self.pv.ring0.stats.items():
                 if name in ("gp_from_ring1", "gp_from_ring3"):
                     refusals["privileged_instruction:bounced"] += n
+                elif name in ("ptwr_refused", "ptwr_unhandled"):  # writable page tables
+                    refusals[f"{name}:page_fault_bounced"] += n
             if not self.pv.built.validated:
                 refusals["boot_tables:not_validated(no PAE level in the model)"] += 1
             return {

@@ -441,7 +441,8 @@ class XenHypervisor:
             va, pos = va + chunk, pos + chunk
         return True
 
-    def ptwr_emulate(self, maddr: int, value: int, size: int | None = None) -> bool:
+    def ptwr_emulate(self, maddr: int, value: int, size: int | None = None,
+                     cmpxchg: bool = False) -> bool:
         """Writable-page-table assist (Xen ``mm.c`` ``ptwr_do_page_fault`` ->
         ``ptwr_emulated_update``): a guest store of ``size`` bytes (default: a whole
         entry) of ``value`` into a read-only L1 frame it owns, validated as the entry it
@@ -450,8 +451,10 @@ class XenHypervisor:
         write to one half of a PAE entry keeps the other half). An entry Xen refuses is
         not emulated, except a PAE upper-half 4-byte store making a present entry: Xen
         takes it as the first of the guest's two writes in the wrong order and writes
-        the entry with ``_PAGE_PRESENT`` cleared. False means "not emulated": the fault
-        goes to the guest."""
+        the entry with ``_PAGE_PRESENT`` cleared, but not for a store the emulator makes
+        through its ``cmpxchg`` op (``cmpxchg``: ``xchg``, ``cmpxchg``, a ``lock``ed
+        read-modify-write; ``ptwr_emulated_update``'s ``!do_cmpxchg``). False means "not
+        emulated": the fault goes to the guest."""
         if not self.vm_assist_flags & (1 << abi.VMASST_TYPE_writable_pagetables):
             return False
         mfn = maddr >> PAGE_SHIFT
@@ -471,7 +474,7 @@ class XenHypervisor:
         self.counts["ptwr_emulation"] += 1
         if self.mm.mod_l1_entry(mfn, index, value, self.domid):
             return True
-        if self.pae and size == 4 and shift == 32 and value & _PAGE_PRESENT:
+        if self.pae and size == 4 and shift == 32 and not cmpxchg and value & _PAGE_PRESENT:
             return self.mm.mod_l1_entry(mfn, index, value & ~_PAGE_PRESENT, self.domid)
         return False
 

@@ -26,6 +26,11 @@ foreign frame writable through any table path, Xen's slots Xen's own), and
 :func:`guest_view_breaches` checks Xen's pages in the hole through the guest's current
 address space.
 
+Guest stores into the domain's own L1s through the writable page-table assist (a tenth
+of the steps, :meth:`_Run.ptwr_store`): adversarial entries of 1 to 8 bytes handed to
+``XenHypervisor.ptwr_emulate`` as :mod:`.ptwr` hands them; a whole-entry store must be
+taken iff ``mmu_update`` takes it (on a copy of the domain) and leave the same state.
+
 Besides: each request's result is Xen's where its construction says so (``expect``, each
 multicall entry's result as the guest reads it back), and a partial array (its first
 elements readable, the next one straddling into an unmapped page) does exactly what Xen
@@ -42,6 +47,7 @@ from collections import Counter
 from typing import Any
 
 from pvframe_xen.hypervisor import XenHypervisor, abi, isolation, isolation_pae
+from pvframe_xen.hypervisor.memory import PGT_l1_page_table
 from pvframe_xen.pv import builder, image
 from pvframe_xen.pv.transport import Transport
 
@@ -51,6 +57,9 @@ IMAGE_PAGES = 8
 SCRATCH = VIRT_BASE + 2 * 4096
 SCRATCH_PAGES = 4
 UNMAPPED = 0xD0000000
+#: the share of steps that are guest stores into an L1 through the writable page-table
+#: assist (:meth:`_Run.ptwr_store`) instead of hypercalls
+PTWR_SHARE = 0.1
 HOLE = abi.HYPERVISOR_VIRT_START + 0x1000
 
 
@@ -374,6 +383,9 @@ class _Run:
         rng, hv, figures = self.rng, self.hv, self.figures
         hv.tsc_now += rng.randint(0, 5_000_000)
         hv.fire_timers(hv.now_ns())
+        if rng.random() < PTWR_SHARE:
+            self.ptwr_store(chooser)
+            return
         req = isolation.next_request(hv, chooser, VIRT_BASE)
         if req.number < 0:  # the LDT probe: a guest memory access, not a hypercall
             figures["skipped"] += 1
@@ -439,6 +451,54 @@ class _Run:
         for problem in isolation.check_invariants(hv) + guest_view_breaches(hv, self.probes):
             self.breaches.append(f"{req.kind}: {problem}")
 
+    def ptwr_store(self, c: isolation.Chooser) -> None:
+        """A guest store into one of its validated L1 page tables through the writable
+        page-table assist (:mod:`.ptwr` hands ``XenHypervisor.ptwr_emulate`` the frame,
+        the store's offset, width and value): values from the isolation campaign's PTE
+        pool (page-table, descriptor, Xen and foreign frames, PSE, with PAE NX and
+        reserved upper bits), widths 1 to 8 bytes, sometimes misaligned. Checked: a
+        refused store changes nothing; a whole-entry store is taken iff
+        ``MMU_NORMAL_PT_UPDATE`` of the same entry is (on a copy of the domain), with the
+        same resulting state; then the breach checker as after every request."""
+        hv, figures, rng = self.hv, self.figures, self.rng
+        l1s = sorted(m for m, p in hv.frames.pages.items() if p.owner == hv.domid
+                     and p.type == PGT_l1_page_table and p.validated and p.type_count)
+        if not l1s:
+            figures["skipped"] += 1
+            return
+        entry = 8 if hv.pae else 4
+        mfn = c.choice(l1s)
+        index = c.integer(0, 4096 // entry - 1)
+        value = isolation._pte(c, hv, [*sorted(hv.frames.pages), 2, 3, 5, hv.frames.max_page + 1])
+        if hv.pae:
+            value |= c.choice([0, 1 << 63, 1 << 51, rng.getrandbits(12) << 52])
+        size = c.choice([entry, entry, 4, 2, 1])
+        offset = c.choice(list(range(0, entry, size))) if rng.random() < 0.9 else c.integer(0, entry - 1)
+        maddr = (mfn << 12) + index * entry + offset
+        part = (value >> (8 * offset)) & ((1 << (8 * size)) - 1)
+        whole = size == entry and offset == 0
+        clone = pickle.loads(pickle.dumps(hv, pickle.HIGHEST_PROTOCOL)) if whole else None
+        before = isolation.snapshot(hv)
+        try:
+            ok = hv.ptwr_emulate(maddr, part, size)
+            by_mmu = clone is not None and clone.mmu_update([abi.MmuUpdate(maddr, value)]) == 0
+        except Exception as exc:  # anything raised out of the model is a breach
+            self.breaches.append(f"ptwr store {part:#x} ({size} bytes) at {maddr:#x}: raised {exc!r}")
+            return
+        figures["ptwr_stores"] += 1
+        figures["ptwr_accepted" if ok else "ptwr_refused"] += 1
+        what = f"ptwr store {part:#x} ({size} bytes) at {maddr:#x}"
+        if not ok and isolation.snapshot(hv) != before:
+            self.breaches.append(f"{what}: refused but the state changed")
+        if clone is not None:
+            if ok != by_mmu:
+                self.breaches.append(f"{what}: ptwr {'took' if ok else 'refused'} it, mmu_update "
+                                     f"{'took' if by_mmu else 'refused'} it")
+            elif isolation.snapshot(clone) != isolation.snapshot(hv):
+                self.breaches.append(f"{what}: ptwr and mmu_update left different states")
+        for problem in isolation.check_invariants(hv) + guest_view_breaches(hv, self.probes):
+            self.breaches.append(f"{what}: {problem}")
+
     def check_expected(self, req: isolation.Request, rc: int, regs: tuple[int, ...]) -> None:
         """The result Xen gives by construction (``Request.expect``, and each
         multicall entry's ``entry_expect`` as the guest reads it back)."""
@@ -450,6 +510,12 @@ class _Run:
             # the multicall's own entries made its list read-only (the guest wrote it on a
             # frame they turn into a table): Xen's write-back of a result fails, -EFAULT
             self.figures["multicall_list_unwritable"] += 1
+            return
+        if (req.expect == -abi.EFAULT and rc != req.expect and None in req.args
+                and self.hv.copy_from_guest(0, 4) is not None):
+            # a NULL argument, but the guest has mapped page 0 (a table it built maps
+            # it): Xen reads it as any other pointer, so -EFAULT is no longer its answer
+            self.figures["null_pointer_mapped"] += 1
             return
         if req.expect is not None and rc != req.expect:
             self.figures["wrong_errors"] += 1
@@ -519,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{total['domains']} domains ({total['pae_domains']} PAE), {total['calls']} calls, "
           f"{total['l3_requests']} L3 requests ({total['l3_accepted']} accepted, "
           f"{total['l3_refused']} refused), {total['bad_pointers']} bad pointers, "
-          f"{total['partial_arrays']} partial arrays, {len(breaches)} breaches, "
+          f"{total['partial_arrays']} partial arrays, {total['ptwr_stores']} ptwr stores "
+          f"({total['ptwr_accepted']} accepted), {len(breaches)} breaches, "
           f"skipped {100 * (requests - total['calls']) / max(requests, 1):.1f}%, "
           f"{time.perf_counter() - start:.1f} s")
     print(f"  all figures: {dict(sorted(total.items()))}")

@@ -13,6 +13,10 @@ entry.S`` and ``traps.c``), installed as the executor's ``ring0``:
   flag 4 (``TI_SET_IF`` clear: an "interrupt gate") masks events. A #PF stores the
   address in ``vcpu_info.arch.cr2``. ``int n`` (and ``int3``/``into``) reach the handler
   only if the entry's DPL (flags & 3) allows the caller's ring, else #GP(n*8+2).
+* A write fault of the guest kernel on a read-only mapping of one of its L1 page
+  tables, with ``VMASST_TYPE_writable_pagetables`` on, is emulated (Xen's writable
+  page tables, :mod:`.ptwr`) and counted (``emulated_ptwr_<kind>``); a store Xen
+  refuses (``ptwr_refused``) or cannot emulate (``ptwr_unhandled``) is the guest's #PF.
 * An event upcall (pending and unmasked, polled at instruction boundaries) is a bounce
   to the event callback (``set_callbacks``) with events masked.
 * A privileged instruction at ring 1 (or port I/O and cli/sti at ring 3) raises #GP(0):
@@ -39,6 +43,7 @@ from pvframe.executor.faults import (
 )
 from pvframe.executor.privilege import stack_segment
 from pvframe_xen.hypervisor import XenHypervisor
+from pvframe_xen.pv import ptwr
 from pvframe_xen.pv.emulate import emulate
 from pvframe_xen.pv.transport import Transport
 
@@ -91,6 +96,14 @@ class Ring0:
                 return
             self.bounce(exc.vector, None)
             return
+        if ptwr.is_candidate(exc, cpl):
+            assert isinstance(exc, PageFault)
+            kind = ptwr.emulate_store(self.machine, self.hv, exc.address)
+            if kind in (ptwr.REFUSED, ptwr.UNHANDLED):
+                self.stats[kind] += 1  # Xen bails: the #PF goes to the guest
+            elif kind is not None:
+                self.stats[f"emulated_{kind}"] += 1
+                return
         if isinstance(exc, PageFault):
             self.hv.vcpu_info(self.hv.current).cr2 = exc.address & 0xFFFFFFFF
         if isinstance(exc, GeneralProtection) and cpl in (1, 3) and not exc.error_code:
