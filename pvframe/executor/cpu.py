@@ -541,7 +541,7 @@ class Executor:
             # pages in the read fast map are RAM: only an access touching another page
             # (MMIO, or RAM never written) needs the check
             r8 = mmu.r8
-            if ((addr >> PAGE_SHIFT) not in r8 or ((addr + size - 1) >> PAGE_SHIFT) not in r8) \
+            if ((addr & ~PAGE_MASK) not in r8 or ((addr + size - 1) & ~PAGE_MASK) not in r8) \
                     and special(addr, size, False):
                 raise Restart
             return int(read(addr, size))

@@ -21,7 +21,8 @@ Model (Intel SDM Vol. 3A chapter 4, "32-bit paging"; PAE in :mod:`pvframe.platfo
   everything. A first write through an entry whose D bit was clear re-walks the tables.
 
 Fast paths for the executor: ``r8/r16/r32`` (reads) and ``w8/w16/w32`` (writes) map a
-virtual page number to the page's ``bytearray`` / ``memoryview('H')`` / ``memoryview('I')``
+virtual page's linear base address (``vaddr & 0xFFFFF000``: a compiled access keys them
+with ``vaddr & 0xFFFFF003``, which also misses for a misaligned address) to the page's ``bytearray`` / ``memoryview('H')`` / ``memoryview('I')``
 (physical RAM pages that exist). A page enters the write maps only when its entry is
 writable at the current privilege, its D bit is already set and the physical page holds
 no translated code. There are two sets of the six maps, one per privilege of the access
@@ -159,9 +160,9 @@ class MMU:
             elif views is not None:
                 page = views[0]
                 w8 = maps[3]
-                for vpn in [v for v, p in w8.items() if p is page]:
+                for key in [v for v, p in w8.items() if p is page]:
                     for d in maps[3:]:
-                        d.pop(vpn, None)
+                        d.pop(key, None)
 
     def flush_all(self) -> None:
         """Drop every TLB entry, global ones included."""
@@ -196,9 +197,10 @@ class MMU:
                 for v in large:
                     self.tlb.pop(v, None)
         for v in vpns:
+            key = v << PAGE_SHIFT
             for maps in self._maps:
                 for d in maps:
-                    d.pop(v, None)
+                    d.pop(key, None)
 
     # ------------------------------------------------------------------ translation
     @property
@@ -318,12 +320,13 @@ class MMU:
             e = self.tlb.get(vpn)
             if e is None or (user and not e[2]):
                 return
-        r8[vpn], r16[vpn], r32[vpn] = views
+        key = vpn << PAGE_SHIFT
+        r8[key], r16[key], r32[key] = views
         if pfn in self.memory.code_pages:
             return
         if e is not None and (not e[3] or (not e[1] and (user or cpu.cr0 & CR0_WP))):
             return
-        w8[vpn], w16[vpn], w32[vpn] = views
+        w8[key], w16[key], w32[key] = views
 
     def read(self, vaddr: int, size: int, user: bool | None = None) -> int:
         """Read ``size`` bytes at linear ``vaddr`` (both pages are translated before any

@@ -224,7 +224,7 @@ class PVCallInterface:
         """The word at linear ``addr`` (the MMU's read map when the page is in it)."""
         mmu = self.machine.mmu
         if not addr & 3:
-            page = mmu.r32.get(addr >> 12)
+            page = mmu.r32.get(addr & 0xFFFFF000)
             if page is not None:
                 return int(page[(addr & 0xFFF) >> 2])
         return int(mmu.read(addr & M32, 4))

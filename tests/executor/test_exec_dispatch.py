@@ -99,12 +99,13 @@ def test_a_new_code_page_keeps_the_write_fast_path_of_the_other_pages() -> None:
     with each new code page, and every written page took the slow path again)."""
     m = Machine(asm("movl $1, 0x20000\n movl $2, 0x30000\n hlt\n"))
     assert m.run(100) == "halted"
-    assert 0x20 in m.mmu.w32 and 0x30 in m.mmu.w32
-    assert CODE >> 12 not in m.mmu.w32
+    # (the fast maps are keyed by the page's linear base address)
+    assert 0x20000 in m.mmu.w32 and 0x30000 in m.mmu.w32
+    assert CODE & ~0xFFF not in m.mmu.w32
     m.mmu.clear_write_fast(0x30)
-    assert 0x20 in m.mmu.w32 and 0x30 not in m.mmu.w32 and 0x30 in m.mmu.r32
+    assert 0x20000 in m.mmu.w32 and 0x30000 not in m.mmu.w32 and 0x30000 in m.mmu.r32
     m.mmu.clear_write_fast()
-    assert not m.mmu.w32 and not m.mmu.w8 and 0x20 in m.mmu.r32
+    assert not m.mmu.w32 and not m.mmu.w8 and 0x20000 in m.mmu.r32
 
 
 def _reference_flush_nonglobal(tlb: dict[int, Any]) -> tuple[dict[int, Any], dict[int, set[int]]]:

@@ -151,6 +151,6 @@ def test_write_fast_path_waits_for_dirty() -> None:
     identity(m)
     m.memory.write_u32(0x200000, 5)
     m.mmu.read(0x200000, 4)
-    assert 0x200 not in m.mmu.w32
+    assert 0x200000 not in m.mmu.w32
     m.mmu.write(0x200000, 4, 6)
-    assert 0x200 in m.mmu.w32
+    assert 0x200000 in m.mmu.w32

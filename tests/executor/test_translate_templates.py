@@ -160,3 +160,29 @@ def test_carry_specialisations_match_the_flag_helper(kind: int) -> None:
             text = H.CARRY[kind]("a", "b", "n", m)
             got = eval(text, {}, {"a": d1, "b": d2, "n": nd})
             assert int(got) == F.calculate_eflags_c(op, d1, d2, nd), (kind, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(addr=st.integers(0, 0xFFFFFFFF), bits=st.sampled_from([8, 16, 32]),
+       constant=st.booleans())
+def test_a_fast_map_slot_is_found_exactly_for_an_aligned_access_to_a_mapped_page(
+        addr: int, bits: int, constant: bool) -> None:
+    """The fast-map key of an access (``addr & 0xFFFFF003`` for 32 bits) is the page's
+    base address exactly when the access is aligned (so it cannot straddle a page), and
+    its index is the element of the page's view holding the address."""
+    from pvframe.executor.translate.memory import MemoryGen
+
+    size = bits // 8
+    text = hex(addr) if constant else "a"
+    slot = MemoryGen.fast_slot(text, bits)
+    aligned = addr % size == 0
+    if slot is None:
+        assert constant and not aligned
+        return
+    key, idx = (eval(s, {"a": addr}) for s in slot)
+    base = addr & 0xFFFFF000
+    assert (key == base) == aligned
+    if aligned:
+        assert key % 4096 == 0 and idx * size == addr - base
+    else:
+        assert key % 4096 != 0  # never a page's key
