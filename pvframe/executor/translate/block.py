@@ -12,10 +12,14 @@ from pvframe.executor.translate.base import Unsupported
 from pvframe.executor.translate.dataflow import TRACKED
 from pvframe.executor.translate.exits import EXIT_MARK
 from pvframe.executor.translate.helpers import HelperGen
+from pvframe.executor.translate.redundant import drop_repeated_constants
+from pvframe.executor.translate.registers import REG32
 from pvframe.executor.translate.x87 import X87_CCALLS, X87Gen
 
 #: marks the line of an in-line ``rdtsc``: the block's registers are stored there first
 TSC_MARK = "\x01"
+#: the locals standing for guest registers
+_REG_NAMES = frozenset(REG32.values())
 #: libVEX's helper for ``rdtsc`` (``guest_x86_helpers.c``)
 RDTSC_HELPER = "x86g_dirtyhelper_RDTSC"
 
@@ -93,6 +97,8 @@ class BlockGen(X87Gen):
             # no loop to break out of: each exit returns (the body is indented as the
             # loop's would be, which Python accepts for a function body)
             out.append(f"        {', '.join(regs)} = LOAD(cpu)")
+        # a guest register set to the constant it holds is not set again (the flags thunk)
+        drop_repeated_constants(self.lines, _REG_NAMES, "    " * 2)
         # line numbers are 1-based: self.lines[j] is line len(out) + 1 + j
         self.insn_at = (0,) * (len(out) + 1) + tuple(self.line_insn) + (0,) * 2
         for line in self.lines:
