@@ -10,6 +10,7 @@ from typing import NamedTuple
 from pvframe.executor import vexir as V
 from pvframe.executor.translate.base import Unsupported
 from pvframe.executor.translate.dataflow import TRACKED
+from pvframe.executor.translate.addresses import unwrap_access_addresses
 from pvframe.executor.translate.exits import EXIT_MARK
 from pvframe.executor.translate.helpers import HelperGen
 from pvframe.executor.translate.redundant import drop_repeated_constants
@@ -99,6 +100,8 @@ class BlockGen(X87Gen):
             out.append(f"        {', '.join(regs)} = LOAD(cpu)")
         # a guest register set to the constant it holds is not set again (the flags thunk)
         drop_repeated_constants(self.lines, _REG_NAMES, "    " * 2)
+        # an address only its access reads is not reduced to 32 bits on the fast path
+        unwrap_access_addresses(self.lines)
         # line numbers are 1-based: self.lines[j] is line len(out) + 1 + j
         self.insn_at = (0,) * (len(out) + 1) + tuple(self.line_insn) + (0,) * 2
         for line in self.lines:

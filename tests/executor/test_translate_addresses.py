@@ -1,0 +1,66 @@
+"""Unwrapped access addresses (:mod:`pvframe.executor.translate.addresses`): an address
+only its access reads loses its ``& 0xFFFFFFFF``; the access reads the same element, or
+calls the slow path with the same (32-bit) address, for every base and displacement,
+wrap-around included."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pvframe.executor.translate.addresses import unwrap_access_addresses
+
+IND = " " * 8
+
+
+def _access(expr: str, bits: int) -> list[str]:
+    al, sh = {8: (0, 0), 16: (1, 1), 32: (3, 2)}[bits]
+    idx = f"(t5 & 4095) >> {sh}" if sh else "t5 & 4095"
+    return [f"{IND}t5 = {expr} & 0xFFFFFFFF", f"{IND}try:",
+            f"{IND}    eax = R[t5 & {0xFFFFF000 | al:#x}][{idx}]", f"{IND}except KeyError:",
+            f"{IND}    eax = LDB(t5, {bits // 8})", f"{IND}ebx = eax"]
+
+
+def _run(lines: list[str], edi: int, ecx: int) -> tuple[int, list[int]]:
+    page = list(range(4096))  # element i holds i
+    maps = {0x1000: page, 0xFFFFF000: page, 0x0: page}
+    slow: list[int] = []
+
+    def ldb(a: int, n: int) -> int:
+        slow.append(a)
+        return -1
+
+    src = "def f(edi, ecx):\n    if True:\n" + "\n".join(lines) + "\n    return ebx\n"
+    ns: dict[str, object] = {"R": maps, "LDB": ldb}
+    exec(compile(src, "<t>", "exec"), ns)
+    return ns["f"](edi, ecx), slow  # type: ignore[operator]
+
+
+def test_the_reduction_moves_to_the_slow_path() -> None:
+    lines = _access("edi + 0x4", 32)
+    assert unwrap_access_addresses(lines) == 1
+    assert lines[0] == IND + "t5 = edi + 0x4"
+    assert lines[4] == IND + "    eax = LDB(t5 & 0xFFFFFFFF, 4)"
+
+
+def test_an_address_read_elsewhere_or_a_shift_right_keeps_its_reduction() -> None:
+    lines = [*_access("edi + 0x4", 32), IND + "esi = t5"]
+    assert unwrap_access_addresses(lines) == 0
+    lines = _access("edi >> 0x1", 32)
+    assert unwrap_access_addresses(lines) == 0
+    lines = _access("edi if ecx else 0x4", 32)
+    assert unwrap_access_addresses(lines) == 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(edi=st.one_of(st.integers(0, 0xFFFFFFFF), st.sampled_from([0, 1, 0xFFFFFFFC, 0xFFFFFFFF,
+                                                                  0xFFC, 0x1FFC])),
+       ecx=st.integers(0, 0xFFFFFFFF), bits=st.sampled_from([8, 16, 32]),
+       expr=st.sampled_from(["edi + 0x4", "edi + 0xfffffffc", "edi - 0x8", "edi + ecx",
+                             "edi + ecx << 0x2", "edi + ecx * 0x4 + 0xfffffff0", "edi"]))
+def test_an_unwrapped_address_reads_what_the_wrapped_one_does(
+        edi: int, ecx: int, bits: int, expr: str) -> None:
+    lines = _access(expr, bits)
+    before = _run(lines, edi, ecx)
+    assert unwrap_access_addresses(lines) == 1
+    assert _run(lines, edi, ecx) == before
