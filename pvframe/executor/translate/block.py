@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from pvframe.executor import vexir as V
+from pvframe.executor.translate.addresses import unwrap_access_addresses
 from pvframe.executor.translate.base import Unsupported
 from pvframe.executor.translate.dataflow import TRACKED
-from pvframe.executor.translate.addresses import unwrap_access_addresses
 from pvframe.executor.translate.exits import EXIT_MARK
 from pvframe.executor.translate.helpers import HelperGen
 from pvframe.executor.translate.redundant import drop_repeated_constants
