@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -78,3 +79,14 @@ def test_deadline_icount_is_first_due_instruction(cpi: int, skipped: int, deadli
     first = min(deadlines)
     assert tb.tsc(i) >= first
     assert i == 0 or tb.tsc(i - 1) < first
+
+
+def test_time_base_rates_are_checked_at_construction_and_reading_time_runs_no_setattr_hook() -> None:
+    """Each guest ``rdtsc`` stores the instruction count it read (``last_icount``): the
+    class has no Python ``__setattr__`` (attrs' on-assignment validation), the rates are
+    validated when the time base is made."""
+    assert TimeBase.__setattr__ is object.__setattr__
+    with pytest.raises(ValueError, match="tsc_hz"):
+        TimeBase(tsc_hz=0)
+    with pytest.raises(ValueError, match="cycles_per_instruction"):
+        TimeBase(cycles_per_instruction=0)
