@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pvframe.executor.translate.addresses import unwrap_access_addresses
+from pvframe.executor.translate.addresses import ring_unreduced, unwrap_access_addresses
 
 IND = " " * 8
 
@@ -50,6 +50,16 @@ def test_an_address_read_elsewhere_or_a_shift_right_keeps_its_reduction() -> Non
     assert unwrap_access_addresses(lines) == 0
     lines = _access("edi if ecx else 0x4", 32)
     assert unwrap_access_addresses(lines) == 0
+    assert ring_unreduced("a << (b & 0xFFFFFFFF)") is None  # a shift count is no ring value
+    assert ring_unreduced("a & 0xFFFFFFFF + b") is None  # a reduction inside its group
+    assert ring_unreduced("f(a) + 0x1") is None
+    assert ring_unreduced("a & 0xFFFF") is None
+
+
+def test_a_value_reduced_as_a_whole_loses_its_inner_reductions() -> None:
+    lines = [IND + "ecx = (ebx + edx & 0xFFFFFFFF) + 0x38 & 0xFFFFFFFF"]
+    assert unwrap_access_addresses(lines) == 1
+    assert lines == [IND + "ecx = (ebx + edx) + 0x38 & 0xFFFFFFFF"]
 
 
 @settings(max_examples=400, deadline=None)
@@ -57,10 +67,38 @@ def test_an_address_read_elsewhere_or_a_shift_right_keeps_its_reduction() -> Non
                                                                   0xFFC, 0x1FFC])),
        ecx=st.integers(0, 0xFFFFFFFF), bits=st.sampled_from([8, 16, 32]),
        expr=st.sampled_from(["edi + 0x4", "edi + 0xfffffffc", "edi - 0x8", "edi + ecx",
-                             "edi + ecx << 0x2", "edi + ecx * 0x4 + 0xfffffff0", "edi"]))
+                             "edi + ecx << 0x2", "edi + ecx * 0x4 + 0xfffffff0", "edi",
+                             "(edi + (ecx << 0x1 & 0xFFFFFFFF) & 0xFFFFFFFF) + 0x8"]))
 def test_an_unwrapped_address_reads_what_the_wrapped_one_does(
         edi: int, ecx: int, bits: int, expr: str) -> None:
     lines = _access(expr, bits)
     before = _run(lines, edi, ecx)
     assert unwrap_access_addresses(lines) == 1
     assert _run(lines, edi, ecx) == before
+
+
+_M = " & 0xFFFFFFFF"
+
+
+@st.composite
+def ring_expressions(draw: st.DrawFn, depth: int = 3) -> str:
+    """Expressions of the generator's shape: names, literals, ``+ - *``, ``<<`` by a
+    literal, each group maybe reduced to 32 bits."""
+    if depth == 0 or draw(st.booleans()):
+        return draw(st.sampled_from(["a", "b", "c", "0x8", "0xfffffffc", "0x0", "3"]))
+    left = draw(ring_expressions(depth - 1))
+    op = draw(st.sampled_from(["+", "-", "*", "<<"]))
+    right = (draw(st.sampled_from(["0x1", "0x2", "0x1f"])) if op == "<<"
+             else draw(ring_expressions(depth - 1)))
+    text = f"({left}) {op} ({right})" if op != "<<" else f"({left}) << {right}"
+    return f"({text}{_M})" if draw(st.booleans()) else f"({text})"
+
+
+@settings(max_examples=500, deadline=None)
+@given(expr=ring_expressions(), a=st.integers(0, 0xFFFFFFFF), b=st.integers(0, 0xFFFFFFFF),
+       c=st.sampled_from([0, 1, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]))
+def test_an_unreduced_expression_agrees_modulo_2_to_the_32(expr: str, a: int, b: int, c: int) -> None:
+    un = ring_unreduced(expr + _M)
+    assert un is not None
+    env = {"a": a, "b": b, "c": c}
+    assert eval(un, env) & 0xFFFFFFFF == eval(expr, env) & 0xFFFFFFFF

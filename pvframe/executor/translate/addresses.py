@@ -12,43 +12,105 @@ That is two bytecodes fewer on most accesses (``mov 0x4(%edi), %esi``: ``t = edi
 
 The pass runs over the finished source lines; it rewrites the five-line shape
 :meth:`.memory.MemoryGen._access_code` writes after the address's own line, where the
-temporary appears nowhere else in the block.
+temporary appears nowhere else in the block. By the same argument every value reduced as
+a whole loses its inner reductions (an indexed address, ``lea``: ``(edi + (ecx << 0x1 &
+M) & M) + 0x8 & M`` is ``edi + (ecx << 0x1) + 0x8 & M``).
 """
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections import Counter
 
-#: ``tmp = <+ - * << of names and literals> & 0xFFFFFFFF``
-_ADDR = re.compile(r"(\s*)(t\w*) = (\w+(?: (?:[-+*]|<<) \w+)*) & 0xFFFFFFFF\Z")
+_MASK = "0xFFFFFFFF"
+#: ``name = <expression>`` (the expression checked by :func:`ring_unreduced`)
+_ASSIGN = re.compile(r"(\s*)([A-Za-z_]\w*) = (.+)\Z")
+_TOKEN = re.compile(r"\s*(0x[0-9a-fA-F]+|\d+|[A-Za-z_]\w*|<<|[-+*()&])")
 _WORD = re.compile(r"[A-Za-z_]\w*")
+
+
+def _is_literal(tok: str) -> bool:
+    return tok[0].isdigit()
+
+
+def ring_unreduced(expr: str) -> str | None:
+    """``expr`` without its ``& 0xFFFFFFFF`` reductions, if it is built of names, literals,
+    parentheses, ``+``, ``-``, ``*``, ``<<`` by a literal, and reductions that each end
+    their parenthesised group (so each reduces that whole group: ``&`` binds looser than
+    the other operators); else None. Both have the same value modulo 2**32 (each of
+    these operators agrees with its 32-bit wrap-around in the low 32 bits, and a shift's
+    count, which does not, is a literal)."""
+    toks: list[str] = []
+    pos = 0
+    while pos < len(expr):
+        m = _TOKEN.match(expr, pos)
+        if m is None:
+            return None
+        toks.append(m.group(1))
+        pos = m.end()
+    out: list[str] = []
+    i = 0
+    n = len(toks)
+    while i < n:
+        t = toks[i]
+        if t == "&":
+            if i + 1 >= n or toks[i + 1] != _MASK or (i + 2 < n and toks[i + 2] != ")"):
+                return None
+            i += 2
+            continue
+        if t == "<<":
+            if i + 1 >= n or not _is_literal(toks[i + 1]):
+                return None
+        elif t[0].isalpha() or t[0] == "_":
+            if keyword.iskeyword(t) or (i + 1 < n and toks[i + 1] == "("):
+                return None  # a conditional expression, a call
+        out.append(t)
+        i += 1
+    return " ".join(out).replace("( ", "(").replace(" )", ")")
 
 
 def unwrap_access_addresses(lines: list[str]) -> int:
     """Drop the 32-bit reduction of each address temporary that only its access reads
-    (in place; the slow path's argument reduced instead); returns how many."""
+    (in place; the slow path's argument reduced instead), and the inner reductions of
+    every other value reduced as a whole (``(a + b & M) + c & M`` is ``a + b + c & M``);
+    returns how many lines changed."""
     uses: Counter[str] | None = None
     done = 0
-    for i in range(len(lines) - 5):
-        m = _ADDR.match(lines[i])
+    for i, line in enumerate(lines):
+        if not line.endswith(" & " + _MASK):
+            continue
+        m = _ASSIGN.match(line)
         if m is None:
             continue
-        ind, tmp, expr = m.groups()
-        if lines[i + 1] != ind + "try:" or lines[i + 3] != ind + "except KeyError:":
+        ind, tmp, rhs = m.groups()
+        expr = ring_unreduced(rhs)
+        if expr is None:
             continue
-        fast, slow = lines[i + 2], lines[i + 4]
-        key = f"[{tmp} & 0xfffff00"
-        if key not in fast or not slow.startswith(ind + "    ") or (
-                f"LDB({tmp}, " not in slow and f"STB({tmp}, " not in slow):
-            continue
-        if uses is None:
-            uses = Counter(w for line in lines for w in _WORD.findall(line))
-        # its own line, the key, the index and the slow path: no other reader
-        if uses[tmp] != 4 or fast.count(tmp) != 2 or slow.count(tmp) != 1:
-            continue
-        lines[i] = f"{ind}{tmp} = {expr}"
-        lines[i + 4] = slow.replace(f"DB({tmp}, ", f"DB({tmp} & 0xFFFFFFFF, ").replace(
-            f"TB({tmp}, ", f"TB({tmp} & 0xFFFFFFFF, ")
-        done += 1
+        if _only_its_access_reads(lines, i, ind, tmp):
+            if uses is None:
+                uses = Counter(w for text in lines for w in _WORD.findall(text))
+            if uses[tmp] == 4:  # its own line, the key, the index and the slow path
+                lines[i] = f"{ind}{tmp} = {expr}"
+                slow = lines[i + 4]
+                lines[i + 4] = slow.replace(f"DB({tmp}, ", f"DB({tmp} & {_MASK}, ").replace(
+                    f"TB({tmp}, ", f"TB({tmp} & {_MASK}, ")
+                done += 1
+                continue
+        whole = f"{ind}{tmp} = {expr} & {_MASK}"
+        if whole != line:
+            lines[i] = whole
+            done += 1
     return done
+
+
+def _only_its_access_reads(lines: list[str], i: int, ind: str, tmp: str) -> bool:
+    """Whether lines ``i + 1``.. are the access shape of :meth:`.memory.MemoryGen.
+    _access_code` on address ``tmp`` (key and index on the fast line, the slow call)."""
+    if i + 4 >= len(lines) or lines[i + 1] != ind + "try:" or \
+            lines[i + 3] != ind + "except KeyError:":
+        return False
+    fast, slow = lines[i + 2], lines[i + 4]
+    return (f"[{tmp} & 0xfffff00" in fast and fast.count(tmp) == 2
+            and slow.startswith(ind + "    ") and slow.count(tmp) == 1
+            and (f"LDB({tmp}, " in slow or f"STB({tmp}, " in slow))
