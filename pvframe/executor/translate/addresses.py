@@ -62,9 +62,9 @@ def ring_unreduced(expr: str) -> str | None:
         if t == "<<":
             if i + 1 >= n or not _is_literal(toks[i + 1]):
                 return None
-        elif t[0].isalpha() or t[0] == "_":
-            if keyword.iskeyword(t) or (i + 1 < n and toks[i + 1] == "("):
-                return None  # a conditional expression, a call
+        elif (t[0].isalpha() or t[0] == "_") and (
+                keyword.iskeyword(t) or (i + 1 < n and toks[i + 1] == "(")):
+            return None  # a conditional expression, a call
         out.append(t)
         i += 1
     return " ".join(out).replace("( ", "(").replace(" )", ")")
