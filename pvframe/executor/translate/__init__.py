@@ -27,7 +27,8 @@ table ``BlockInfo.insn_at``: no bookkeeping on the fast path); memory stores hap
 whole access (both pages if it straddles) before writing a byte.
 
 Memory: loads/stores index the MMU's per-page fast maps (``R8/R16/R32``, ``W8/W16/W32``,
-virtual page -> page view; a misaligned address looks up a key that is never present) and
+keyed by the page's linear base: ``R32[a & 0xFFFFF003]``, so a misaligned address looks up
+a key that is never present) and
 fall back to ``LDB``/``STB`` (MMU slow path, may raise #PF). An access that would reach
 a device or a translated instruction's bytes is not done in the block at all: ``LDB`` /
 ``STB`` raise the executor's restart before touching anything, the block's state is
@@ -57,6 +58,8 @@ pyvex splits ``expr.py``/``stmt.py``), each a layer of the generator class
 :mod:`.statements`     ``IMark``, ``WrTmp``, ``Put`` (pending writes), no-ops
 :mod:`.exits`          side exits, block ends, self-loops
 :mod:`.block`          the generator assembled, its tables, the driver
+:mod:`.redundant`      a register set to the constant it holds is not set again
+:mod:`.addresses`      32-bit reductions an access or an outer reduction makes needless
 :mod:`.runtime`        what blocks call at run time, compiling, committing after a fault
 =====================  ==================================================================
 
