@@ -10,23 +10,23 @@ from hypothesis import strategies as st
 from pvframe.executor.translate.redundant import drop_repeated_constants
 
 IND = " " * 8
-NAMES = frozenset({"cc_op", "cc_ndep", "eax"})
+NAMES = frozenset({"cc_op", "cc_ndep", "cc_dep1"})
 
 
 def test_a_repeated_constant_of_the_flags_thunk_is_dropped_in_place() -> None:
     lines = [IND + "cc_op = 0x6", IND + "cc_ndep = 0x0", IND + "t1 = eax + 0x1 & 0xFFFFFFFF",
              IND + "cc_op = 0x6", IND + "cc_ndep = 0x0", IND + "cc_op = 0x3"]
-    assert drop_repeated_constants(lines, NAMES, IND) == 2
+    assert drop_repeated_constants(lines, IND) == 2
     assert lines[3] == lines[4] == ""
     assert lines[5].strip() == "cc_op = 0x3" and len(lines) == 6
 
 
 def test_a_write_in_a_branch_or_a_mention_forgets_the_constant() -> None:
-    lines = [IND + "cc_op = 0x6", IND + "if eax:", IND + "    cc_op = p_cc_op",
+    lines = [IND + "cc_op = 0x6", IND + "if cc_dep1:", IND + "    cc_op = p_cc_op",
              IND + "    break", IND + "cc_op = 0x6",
              IND + "cc_ndep = 0x0", IND + "cc_ndep, t2 = f(t1)", IND + "cc_ndep = 0x0",
              IND + "t9 = 0x1", IND + "cc_op = 0x6"]
-    assert drop_repeated_constants(lines, NAMES, IND) == 1
+    assert drop_repeated_constants(lines, IND) == 1
     assert lines[4].strip() == "cc_op = 0x6"   # the branch wrote it
     assert lines[7].strip() == "cc_ndep = 0x0"  # the tuple target wrote it
     assert lines[9] == ""                       # t9 is no register: cc_op still known
@@ -54,13 +54,13 @@ def _render(ops: list[tuple[str, str, int | str]]) -> list[str]:
         elif kind == "read":
             out.append(f"{IND}y = y + {name}")
         else:
-            out.append(f"{IND}SNAP.append((cc_op, cc_ndep, eax, y))")
+            out.append(f"{IND}SNAP.append((cc_op, cc_ndep, cc_dep1, y))")
     return out
 
 
 def _run(lines: list[str], x: int, y: int) -> list[tuple[int, ...]]:
-    src = "def f(x, y, SNAP):\n    cc_op = cc_ndep = eax = 7\n    if True:\n"
-    src += "\n".join(lines) + f"\n{IND}SNAP.append((cc_op, cc_ndep, eax, y))\n"
+    src = "def f(x, y, SNAP):\n    cc_op = cc_ndep = cc_dep1 = 7\n    if True:\n"
+    src += "\n".join(lines) + f"\n{IND}SNAP.append((cc_op, cc_ndep, cc_dep1, y))\n"
     ns: dict[str, object] = {}
     exec(compile(src, "<t>", "exec"), ns)
     snaps: list[tuple[int, ...]] = []
@@ -75,6 +75,6 @@ def test_dropping_repeated_constants_changes_no_local_at_any_point(
     lines = _render(ops)
     before = _run(lines, x, y)
     after_lines = list(lines)
-    drop_repeated_constants(after_lines, NAMES, IND)
+    drop_repeated_constants(after_lines, IND)
     assert len(after_lines) == len(lines)
     assert _run(after_lines, x, y) == before

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import keyword
 import re
-from collections import Counter
+from itertools import accumulate
 
 _MASK = "0xFFFFFFFF"
+_TAIL = " & " + _MASK
 #: ``name = <expression>`` (the expression checked by :func:`ring_unreduced`)
 _ASSIGN = re.compile(r"(\s*)([A-Za-z_]\w*) = (.+)\Z")
+#: ``name = name-or-literal +/- name-or-literal & 0xFFFFFFFF``
+_FLAT = re.compile(r"(\s*)(t\w*) = (\w+ [-+] \w+) & 0xFFFFFFFF\Z")
 _TOKEN = re.compile(r"\s*(0x[0-9a-fA-F]+|\d+|[A-Za-z_]\w*|<<|[-+*()&])")
-_WORD = re.compile(r"[A-Za-z_]\w*")
 
 
 def _is_literal(tok: str) -> bool:
@@ -74,23 +76,36 @@ def unwrap_access_addresses(lines: list[str]) -> int:
     """Drop the 32-bit reduction of each address temporary that only its access reads
     (in place; the slow path's argument reduced instead), and the inner reductions of
     every other value reduced as a whole (``(a + b & M) + c & M`` is ``a + b + c & M``);
-    returns how many lines changed."""
-    uses: Counter[str] | None = None
+    returns how many lines changed. (A line is looked at only if it ends in a reduction
+    and either an access follows or it holds a second one: ~10 us a block.)"""
+    text: str | None = None
+    starts: list[int] = []
     done = 0
+    n = len(lines)
     for i, line in enumerate(lines):
-        if not line.endswith(" & " + _MASK):
+        if not line.endswith(_TAIL):
             continue
-        m = _ASSIGN.match(line)
-        if m is None:
-            continue
-        ind, tmp, rhs = m.groups()
-        expr = ring_unreduced(rhs)
-        if expr is None:
-            continue
-        if _only_its_access_reads(lines, i, ind, tmp):
-            if uses is None:
-                uses = Counter(w for text in lines for w in _WORD.findall(text))
-            if uses[tmp] == 4:  # its own line, the key, the index and the slow path
+        access = i + 4 < n and lines[i + 1].endswith("try:")
+        if not access and line.count(_TAIL) < 2:
+            continue  # one reduction, no access: nothing to drop
+        m = _FLAT.match(line)  # most addresses: base + displacement, no tokenizing
+        if m is not None:
+            ind, tmp, expr = m.groups()
+        else:
+            m = _ASSIGN.match(line)
+            if m is None:
+                continue
+            ind, tmp, rhs = m.groups()
+            un = ring_unreduced(rhs)
+            if un is None:
+                continue
+            expr = un
+        if access and _only_its_access_reads(lines, i, ind, tmp):
+            if text is None:
+                text = "\n".join(lines)
+                starts = list(accumulate(map(len, lines), initial=0))
+            # (line k starts at the lengths of the lines before it plus k newlines)
+            if not _occurs(text, tmp, starts[i + 5] + i + 5):
                 lines[i] = f"{ind}{tmp} = {expr}"
                 slow = lines[i + 4]
                 lines[i + 4] = slow.replace(f"DB({tmp}, ", f"DB({tmp} & {_MASK}, ").replace(
@@ -102,6 +117,20 @@ def unwrap_access_addresses(lines: list[str]) -> int:
             lines[i] = whole
             done += 1
     return done
+
+
+def _occurs(text: str, name: str, pos: int) -> bool:
+    """Whether identifier ``name`` occurs in ``text`` from ``pos`` on (a temporary is
+    assigned once: any later occurrence is a read)."""
+    k = text.find(name, pos)
+    size = len(name)
+    while k >= 0:
+        before = text[k - 1] if k else " "
+        after = text[k + size : k + size + 1] or " "
+        if not (before.isalnum() or before == "_" or after.isalnum() or after == "_"):
+            return True
+        k = text.find(name, k + 1)
+    return False
 
 
 def _only_its_access_reads(lines: list[str], i: int, ind: str, tmp: str) -> bool:

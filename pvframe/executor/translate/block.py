@@ -14,13 +14,10 @@ from pvframe.executor.translate.dataflow import TRACKED
 from pvframe.executor.translate.exits import EXIT_MARK
 from pvframe.executor.translate.helpers import HelperGen
 from pvframe.executor.translate.redundant import drop_repeated_constants
-from pvframe.executor.translate.registers import REG32
 from pvframe.executor.translate.x87 import X87_CCALLS, X87Gen
 
 #: marks the line of an in-line ``rdtsc``: the block's registers are stored there first
 TSC_MARK = "\x01"
-#: the locals standing for guest registers
-_REG_NAMES = frozenset(REG32.values())
 #: libVEX's helper for ``rdtsc`` (``guest_x86_helpers.c``)
 RDTSC_HELPER = "x86g_dirtyhelper_RDTSC"
 
@@ -98,8 +95,8 @@ class BlockGen(X87Gen):
             # no loop to break out of: each exit returns (the body is indented as the
             # loop's would be, which Python accepts for a function body)
             out.append(f"        {', '.join(regs)} = LOAD(cpu)")
-        # a guest register set to the constant it holds is not set again (the flags thunk)
-        drop_repeated_constants(self.lines, _REG_NAMES, "    " * 2)
+        # a thunk register set to the constant it holds is not set again
+        drop_repeated_constants(self.lines, "    " * 2)
         # an address only its access reads is not reduced to 32 bits on the fast path
         unwrap_access_addresses(self.lines)
         # line numbers are 1-based: self.lines[j] is line len(out) + 1 + j
