@@ -249,6 +249,13 @@ READ_BACKS = [
      mutants.Mutation("read_pmc", "clear", "counter", 2, mutants.FLAGS), 1),
     (pc.PvBurst((pc.PvCall("read_pmc", (2,), "edx:eax"),)),
      mutants.Mutation("read_pmc", "clear", "counter", 1, mutants.FLAGS), 1),
+    # the MSR write-back reads counter 2 last (none: #GP; a cleared bit 1 reads counter 0)
+    # and writes the first value's complement (bit 31 of PERFCTR's value written set):
+    # the two survivors of the native run of the nine hooks (docs/kit.md)
+    (pc.PvBurst((pc._WriteMsr(0xC1, 0x1234, 0x5678),)),
+     mutants.Mutation("read_pmc", "clear", "counter", 1, mutants.FLAGS), 1),
+    (pc.PvBurst((pc._WriteMsr(0xC1, 0x1234, 0x5678),)),
+     mutants.Mutation("write_msr", "clear", "value", 31, mutants.ADDRESS), 1),
     # set_iopl_mask: EFLAGS.IOPL read back with pushf after each call
     (pc.PvBurst((pc._SetIopl(0x1000, 0x3000),)), mutants.Mutation("set_iopl_mask", "glitch"), 1),
     (pc.PvBurst((pc._SetIopl(0x1000, 0x3000),)),
@@ -332,6 +339,50 @@ def test_set_wallclock_contract_sees_a_clock_set_to_another_time() -> None:
     contracts.check(contract, name, found)
     for backend in ("native", "xen", "vmi"):
         contracts.check(contract, backend)
+
+
+def test_set_wallclock_skipped_is_equivalent_and_glitched_is_killed() -> None:
+    """A set_wallclock that leaves the clock on every call and returns 0 is VMI's own
+    (counted equivalent, with the reason); one that sets it on some calls only is no
+    backend's: the contract kills the glitch (a survivor of the native run before)."""
+    assert "vmi_set_wallclock" in mutants.EQUIVALENT[("set_wallclock", "skip")]
+    assert ("set_wallclock", "glitch") not in mutants.EQUIVALENT
+    contract = next(c for c in contracts.CONTRACTS
+                    if c.name == "set_wallclock_sets_or_leaves_the_clock")
+    name, found = _native_with(mutants.Mutation("set_wallclock", "glitch"))
+    with pytest.raises(contracts.ContractViolation, match="on some calls and left it"):
+        contracts.check(contract, name, found)
+
+
+def test_a_page_directory_address_mutates_only_its_frame_bits() -> None:
+    """``mm_pgd`` and the like are a page directory's physical address: a page, bits 0-11
+    zero, every consumer takes the frame (CR3's base, Xen's pin, VMI's CURRENT_AS test),
+    so only frame bits are flipped and there is no off-by-one."""
+    log = mutants.ValueLog()
+    log.calls["activate_mm"] = 2
+    for v in (0x200000, 0x201000):
+        log.note("activate_mm", "next_pgd", v)
+    kinds = {(m.kind, m.bit) for m in mutants.mutations_of("activate_mm", log, {"prev_pgd"})}
+    assert kinds == {("skip", -1), ("glitch", -1), ("flip", 12), ("clear", 12), ("flip", 13),
+                     ("flip", 22), ("flip", 31)}
+
+
+def test_what_a_backend_declares_unobservable_is_set_aside_with_its_reason() -> None:
+    """Xen's pins and direct-map protections change only the model's machine view, which
+    the guest's MMU never walks: the backend declares them, the mutation run counts
+    their mutants equivalent with that reason; other ops and arguments run as before."""
+    found = plugins.discover()
+    declared = mutants.unobservable(found["xen"])
+    assert "machine view" in declared["activate_mm"] and "set_pte_at:addr" in declared
+    assert mutants.unobservable(found["native"]) == {}
+    assert "vmi_errors" in mutants.unobservable(found["vmi"])["alloc_pt"]
+    every = [mutants.Mutation("activate_mm", "skip"),
+             mutants.Mutation("set_pte_at", "flip", "addr", 12, mutants.ADDRESS),
+             mutants.Mutation("set_pte_at", "flip", "ptep", 12, mutants.ADDRESS),
+             mutants.Mutation("read_cr3", "skip")]
+    kept, hidden = mutants.set_aside(every, declared)
+    assert kept == [every[2], every[3]]
+    assert hidden == {"activate_mm": 1, "set_pte_at:addr": 1}
 
 
 def test_banner_contract_sees_a_missing_banner() -> None:

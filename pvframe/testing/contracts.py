@@ -145,17 +145,24 @@ def set_wallclock_sets_or_leaves_the_clock(m: Machine, _native: Machine) -> None
     """After ``set_wallclock(secs)`` the wallclock reads ``secs`` or what it read before
     (no virtual time passes between the calls): 2.6.22 ``mach_set_rtc_mmss`` writes the CMOS
     clock; a VMI hypervisor's (2.6.22 arch/i386/kernel/vmi.c, a no-op) and a Xen domU's
-    (not privileged to set it) leave it. A clock set to another time is no backend's."""
+    (not privileged to set it) leave it. A clock set to another time is no backend's, and
+    so is one that sets it on some calls and leaves it on others: each of the three
+    backends does the one or the other on every call."""
     h = m.hooks
     before = h.get_wallclock()
     now = _native.hooks.get_wallclock()  # seconds the RTC can hold, whatever m reads
+    kept: list[bool] = []
     for target in (now + 3 * 86400 + 1234, now - 86400 + 7, now + 1):
         h.set_wallclock(target)
         got = h.get_wallclock()
         if got not in (target, before):
             raise ContractViolation(f"set_wallclock({target}): the wallclock reads {got}, "
                                     f"neither that nor {before} as before")
+        kept.append(got != target)
         before = got
+    if any(kept) and not all(kept):
+        raise ContractViolation(f"set_wallclock set the clock on some calls and left it on "
+                                f"others (left: {kept}): neither native's nor a hypervisor's")
 
 
 def sched_clock_agrees_with_native(m: Machine, native: Machine) -> None:

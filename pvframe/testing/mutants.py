@@ -35,7 +35,9 @@ Mutations (:class:`Mutation`), per reached hook:
 Mutants no guest could tell apart are *equivalent* and not run; the report lists them
 with the reason: every mutant of an op whose implementation is empty (:func:`is_empty`,
 Linux's ``paravirt_nop``), of an argument the implementation never reads
-(:func:`unread_arguments`), and the few of :data:`EQUIVALENT`.
+(:func:`unread_arguments`), the few of :data:`EQUIVALENT`, and what the backend itself
+declares unobservable on it, with its reason (:func:`unobservable`: the Xen model's
+page-type and pin bookkeeping, which the guest's MMU never walks).
 
 :func:`run` measures one backend: the corpus (:func:`corpus`: the CI profile's programs of
 both searches, the second calling every op through the call ROM) is drawn once
@@ -85,6 +87,12 @@ _APIC_VALUE: Classes = {FLAGS: (0, 4, 8, 16, 17), ADDRESS: (24, 31), CACHE: (12,
 _WORD: Classes = {FLAGS: (0, 1, 2), CACHE: (3, 4), ADDRESS: (12, 31)}
 #: a descriptor-table limit is 16 bits; only vectors/selectors the limit cuts off notice
 _LIMIT: Classes = {ADDRESS: (3, 10, 15)}
+#: a page directory's physical address (``__pa(mm->pgd)``): a directory is one page
+#: (2.6.23 arch/i386/mm/pgtable.c ``pgd_alloc``), so bits 0-11 are zero and every
+#: consumer takes the frame (Xen's MMUEXT_PIN_L2_TABLE an mfn, VMI's CURRENT_AS test
+#: ``mm_pgd & 0xFFFFF000``, CR3's base field, SDM Vol. 3A §4.3): only the frame's bits
+#: are drawn, and no off-by-one
+_PGD: Classes = {ADDRESS: (12, 13, 22, 31)}
 #: a page frame number: non-PAE physical addresses have 32 bits, so a frame number 20
 #: (SDM Vol. 3A §4.3); a bit above 19 is shifted out of every address made from it
 _PFN: Classes = {FLAGS: (0, 1, 2), CACHE: (3, 4), ADDRESS: (12, 19)}
@@ -129,11 +137,54 @@ _CACHES = ("the machine has no caches: writing back and invalidating them change
 _HALTED = ("the executor halts the CPU itself (``hlt`` and the call ROM's halt stub set it "
            "halted before the hook runs) and the machine idles a halted CPU until the next "
            "interrupt: a halt that does nothing halts all the same (SDM Vol. 2A HLT)")
+#: a ``set_wallclock`` that does nothing and returns 0 is a correct backend's: VMI's
+#: (2.6.22 arch/i386/kernel/vmi.c ``vmi_set_wallclock``: ``return 0``); a glitch, which
+#: sets the clock on some calls only, is no backend's (the contract
+#: ``set_wallclock_sets_or_leaves_the_clock`` kills it)
+_WALLCLOCK = ("a set_wallclock that leaves the clock and returns 0 is VMI's (2.6.22 "
+              "arch/i386/kernel/vmi.c vmi_set_wallclock), a correct backend: no property "
+              "holding for every backend tells it from native's")
 EQUIVALENT: dict[tuple[str, str], str] = {
+    ("set_wallclock", "skip"): _WALLCLOCK,
     ("halt", "skip"): _HALTED, ("halt", "glitch"): _HALTED,
     ("io_delay", "skip"): _POST, ("io_delay", "glitch"): _POST,
     ("wbinvd", "skip"): _CACHES, ("wbinvd", "glitch"): _CACHES,
 }
+
+
+#: the attribute of a backend's class declaring what of its ops no guest can observe on
+#: it: ``{"op": reason}`` (every mutant of the op) or ``{"op:argument": reason}`` (the
+#: mutants of that argument); :func:`unobservable`
+UNOBSERVABLE_ATTR = "pvframe_unobservable"
+
+
+def unobservable(base: plugins.BackendInfo) -> dict[str, str]:
+    """What backend ``base`` declares unobservable on it (:data:`UNOBSERVABLE_ATTR`): ops
+    or arguments that feed only its hypervisor model's own bookkeeping, which nothing the
+    guest executes reads back (the Xen model's machine view of the page tables is not the
+    one the guest's MMU walks). Their mutants are counted equivalent, each listed with
+    the backend's reason, not run: a blind spot by the backend's design, stated where
+    the report shows it, not a survivor the kit could kill."""
+    declared = getattr(base.factory, UNOBSERVABLE_ATTR, None) or {}
+    if not isinstance(declared, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in declared.items()):
+        raise TypeError(f"backend {base.name!r}: {UNOBSERVABLE_ATTR} is not a dict of str to str")
+    return dict(declared)
+
+
+def set_aside(mutations: list[Mutation], declared: dict[str, str],
+              ) -> tuple[list[Mutation], dict[str, int]]:
+    """The mutations to run, and how many of them each key of ``declared`` (an op, or
+    ``op:argument``: :func:`unobservable`) sets aside as equivalent."""
+    kept: list[Mutation] = []
+    hidden: dict[str, int] = {}
+    for m in mutations:
+        key = m.op if m.op in declared else f"{m.op}:{m.target}"
+        if key in declared:
+            hidden[key] = hidden.get(key, 0) + 1
+        else:
+            kept.append(m)
+    return kept, hidden
 
 
 def implementation(base: plugins.BackendInfo, native: plugins.BackendInfo, op: str) -> Any:
@@ -185,6 +236,8 @@ def bit_classes(op: str, target: str) -> dict[str, tuple[int, ...]]:
     value has no table entry: low flag bits, bits 3-4, page-frame bits)."""
     if (op, target) in BIT_CLASSES:
         return BIT_CLASSES[(op, target)]
+    if target.endswith("pgd"):
+        return _PGD
     return _PFN if target.endswith("pfn") else _WORD
 
 
@@ -613,8 +666,9 @@ def run(
     empty = {op: len(mutations_of(op, log)) for op in reached if is_empty(functions[op])}
     unread = {op: unread_arguments(functions[op], plugins.SPEC_PARAMS[PREFIX + op][1:])
               for op in reached}
-    mutations = [m for op in reached if op not in empty
-                 for m in mutations_of(op, log, unread[op])]
+    declared = unobservable(base)
+    mutations, hidden = set_aside([m for op in reached if op not in empty
+                                   for m in mutations_of(op, log, unread[op])], declared)
     if sample is not None and len(mutations) > sample:
         if seed is None:
             step = len(mutations) / sample
@@ -631,6 +685,9 @@ def run(
     report.equivalent += [f"{op}: the mutants of {', '.join(sorted(names))} (the implementation "
                           "never reads it)" for op, names in unread.items()
                           if names and op not in empty and any((op, n) in log.ors for n in names)]
+    report.equivalent += [f"{key.replace(':', ': the mutants of ')}: {n} mutants (declared "
+                          f"unobservable by the backend: {declared[key]})"
+                          for key, n in sorted(hidden.items())]
     for done, mutation in enumerate(mutations):
         info = mutant_backend(base, mutation)
         backends[info.name] = info
@@ -648,4 +705,4 @@ def run(
 
 __all__ = ["BIT_CLASSES", "Mutation", "Outcome", "Recorder", "Report", "ValueLog", "corpus",
            "implementation", "is_empty", "judge_mutant", "mutant_backend", "mutations_of",
-           "reach", "run", "unread_arguments"]
+           "reach", "run", "set_aside", "unobservable", "unread_arguments"]

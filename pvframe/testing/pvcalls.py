@@ -344,7 +344,11 @@ class _WriteMsr(p.Op):
     """``write_msr(msr, first)`` and ``write_msr(msr, second)``, each status recorded and
     the MSR read back (``read_msr``: value and error), then ``read_pmc`` of counters 0 and
     1, which read PERFCTR0/1 (SDM Vol. 2B RDPMC): what a wrong number or value wrote
-    shows, and the counters read what was written, not only their reset 0."""
+    shows, and the counters read what was written, not only their reset 0. A third write
+    is the first value's low half complemented: every bit of the low half is written once
+    set and once clear (a write that drops bit 31 of PERFCTR's value shows, whatever was
+    drawn). Counter 2 is read last: there is none (#GP, which ends the op), but for a
+    number one cleared bit away, which reads counter 0."""
 
     msr: int
     first: int
@@ -352,10 +356,10 @@ class _WriteMsr(p.Op):
 
     def lines(self) -> list[str]:
         out: list[str] = []
-        for value in (self.first, self.second):
+        for value in (self.first, self.second, self.first ^ 0xFFFFFFFF):
             out += PvCall("write_msr", (self.msr, value & 0xFFFFFFFF, value >> 32), "eax").lines()
             out += PvCall("read_msr", (self.msr, BUF + 16), "edx:eax", (BUF + 16,)).lines()
-        for counter in (0, 1):
+        for counter in (0, 1, 2):
             out += PvCall("read_pmc", (counter,), "edx:eax").lines()
         return out
 

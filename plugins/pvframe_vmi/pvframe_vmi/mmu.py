@@ -52,7 +52,27 @@ LAZY_FLUSH = 3
 PTE_P, PDE_PS, CR0_PG, CR4_PSE = 0x1, 0x80, 1 << 31, 0x10
 
 
+#: why a page-type notification is beyond any guest of this backend
+_TYPES = ("only the VMI model's page-type bookkeeping changes (hypervisor/mmu.py: the "
+          "CONFIG_DEBUG_PAGE_TYPE discipline); a call it refuses is logged in vmi_errors and "
+          "changes nothing, and the guest's MMU walks guest memory, which the call does not write")
+_HINT = ("the CURRENT_AS | va hint of SetPxE: the model stores the entry at ptep whatever the "
+         "hint says and only counts it (hypervisor/model.py _set_entry)")
+
+#: what the kit's mutation testing cannot observe on this backend, with the reason
+#: (:data:`pvframe.testing.mutants.UNOBSERVABLE_ATTR`)
+UNOBSERVABLE = {
+    **{op: f"AllocatePage/ReleasePage: {_TYPES}" for op in (
+        "alloc_pt", "alloc_pd", "alloc_pd_clone", "release_pt", "release_pd")},
+    "pte_update": f"UpdatePxE, a notification after the guest's own store: {_TYPES}",
+    "pte_update_defer": f"UpdatePxE with DEFER, a notification after the guest's own store: {_TYPES}",
+    "set_pte_at:mm_pgd": _HINT, "set_pte_at:addr": _HINT,
+}
+
+
 class VmiMmuOps(VmiGuest):
+    pvframe_unobservable = UNOBSERVABLE
+
     def __init__(self) -> None:
         super().__init__()
         self.adopted: set[int] = set()

@@ -53,11 +53,36 @@ LAZY_NONE, LAZY_MMU, LAZY_CPU, LAZY_FLUSH = 0, 1, 2, 3
 MC_BATCH = 32
 
 
+#: why a hook's effect on Xen's machine view is beyond any guest of this backend
+_MACHINE_VIEW = ("only Xen's machine view changes (the guest's MMU walks the guest's own "
+                 "pseudo-physical tables, module doc); Xen refusing a request is counted in "
+                 "xen_refusals, never delivered to the guest")
+_PASSED_ON = "passed on to native's implementation, which never reads it"
+
+#: what the kit's mutation testing cannot observe on this backend, with the reason
+#: (:data:`pvframe.testing.mutants.UNOBSERVABLE_ATTR`): the ops and arguments that feed
+#: only Xen's page-type and pin bookkeeping. On real Xen they matter (Linux 2.6.23 BUGs
+#: on a refused multicall entry, arch/i386/xen/multicalls.c ``xen_mc_flush``); here the
+#: plugin's own tests (test_xen_mm.py, test_shadow.py) check the model's refusals.
+UNOBSERVABLE = {
+    "activate_mm": f"pins the new directory (MMUEXT_PIN_L2_TABLE): {_MACHINE_VIEW}",
+    "dup_mmap": f"pins the child's directory (MMUEXT_PIN_L2_TABLE): {_MACHINE_VIEW}",
+    "exit_mmap": f"unpins the directory (MMUEXT_UNPIN_TABLE): {_MACHINE_VIEW}",
+    "alloc_pt": f"makes the frame read-only in the builder's direct map: {_MACHINE_VIEW}",
+    "release_pt": f"makes the frame writable in the builder's direct map: {_MACHINE_VIEW}",
+    "set_pte_at:mm_pgd": f"chooses update_va_mapping or mmu_update to mirror the entry: {_MACHINE_VIEW}",
+    "set_pte_at:addr": f"the linear address update_va_mapping mirrors the entry at: {_MACHINE_VIEW}",
+    "set_pte_present:mm_pgd": _PASSED_ON, "set_pte_present:addr": _PASSED_ON,
+    "pte_clear:mm_pgd": _PASSED_ON, "pte_clear:addr": _PASSED_ON,
+}
+
+
 class MmuOps:
     """The pv_mmu_ops of Linux 2.6.23's ``arch/i386/xen/{enlighten,mmu}.c``."""
 
     hv: Any
     refusals: Any
+    pvframe_unobservable = UNOBSERVABLE
 
     def __init__(self) -> None:
         self.lazy_mode = LAZY_NONE
