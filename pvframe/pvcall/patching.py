@@ -91,6 +91,17 @@ def read_sites(elf: bytes) -> list[Site]:
     return [Site(*SITE.unpack_from(elf, off + i)) for i in range(0, size, SITE.size)]
 
 
+#: why the clobber mask given to a ``patch`` that only chooses between a direct call to
+#: the ROM entry and the indirect call (:func:`patch_default`) or inlines code clobbering
+#: nothing the mask keeps (native's :data:`NATIVE_PATCH`) is beyond any guest: a backend
+#: declares it (``pvframe_unobservable``, docs/architecture.md) for its mutation testing
+CLOBBER_UNOBSERVABLE = (
+    "the mask only chooses between a direct call to the ROM entry and the indirect call "
+    "it replaces, which run the same entry, and an entry changes only its result "
+    "registers (pvframe.pvcall.calls.clobbers): both do the same; what the patched site "
+    "keeps is checked by the contract patched_sites_do_what_the_call_does")
+
+
 def patch_default(machine: Machine, type_: int, clobber: int, insns: int, addr: int,
                   len_: int) -> int:
     """2.6.23 ``paravirt_patch_default`` against the call ROM (see the module docstring)."""

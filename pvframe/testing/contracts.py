@@ -277,7 +277,11 @@ def _run_sites(m: Machine, patch: bool) -> list[int]:
         m.memory.write_bytes(addr, site + b"\xc3")
         if patch:
             used = int(m.hooks.patch(layout.slot_of(op), clobbers, addr, addr, length))
-            m.memory.write_bytes(addr + used, b"\x90" * max(0, length - used))
+            if not 0 <= used <= length:
+                # 2.6.23 arch/i386/kernel/alternative.c apply_paravirt: BUG_ON(used > p->len)
+                raise ContractViolation(f"patch of a {length}-byte {op} site (clobbers "
+                                        f"{clobbers:#x}) reported {used} bytes used")
+            m.memory.write_bytes(addr + used, b"\x90" * (length - used))
         out = SITE_RESULTS + 16 * i
         lines += ["sti" if sti else "cli", "mov $0x200, %eax", "mov $0x5eed1, %ecx",
                   "mov $0x5eed2, %edx", f"call {addr:#x}", f"mov %eax, {out:#x}",
@@ -299,7 +303,8 @@ def patched_sites_do_what_the_call_does(m: Machine, native: Machine) -> None:
     """A call site patched by the backend's ``patch`` does what the call it replaced did
     (2.6.23 arch/i386/kernel/paravirt.c ``paravirt_patch_default``, ``native_patch``):
     IF, the result in EAX and the registers the clobber mask keeps, against native's
-    sites left unpatched."""
+    sites left unpatched; and ``patch`` reports no more bytes than the site has (Linux
+    BUGs otherwise: 2.6.23 arch/i386/kernel/alternative.c ``apply_paravirt``)."""
     got, want = _run_sites(m, True), _run_sites(native, False)
     cases = [(op, *site) for op in PATCHED_OPS for site in PATCH_SITES]
     for i, (op, clobbers, length, sti) in enumerate(cases):

@@ -602,10 +602,12 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
             PvCall("set_pte_atomic", (_ptep(pg), v), after=(_ptep(pg),), make="make_pte"),
             PvCall("set_pte_present", (MM, _va(pg), _ptep(pg), w), after=(_ptep(pg),),
                    make="make_pte"))), pages, entry, entry),
-        # on a present entry (an absent one stays as it was whatever pte_clear does)
-        st.builds(lambda pg, v: PvSeq((_Store(_ptep(pg), v),
+        # on a present entry (an absent one stays as it was whatever pte_clear does), its
+        # neighbour of the pair present too and recorded (a pointer a word low clears the
+        # one below instead)
+        st.builds(lambda pg, v: PvSeq((_Store(_ptep(pg), v), _Store(_ptep(pg ^ 1), v),
                                        PvCall("pte_clear", (MM, _va(pg), _ptep(pg)),
-                                              after=(_ptep(pg),)))), pages, entry),
+                                              after=(_ptep(pg ^ 1), _ptep(pg))))), pages, entry),
         st.builds(lambda pg: PvSeq((PvCall("pte_update", (MM, _va(pg), _ptep(pg))),
                                     PvCall("pte_update_defer", (MM, _va(pg), _ptep(pg))))), pages),
         st.builds(lambda pg: PvCall("flush_tlb_single", (_va(pg),)), pages),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from pvframe.pvcall import patching
 from pvframe_native.apic import ApicOps
 from pvframe_native.cpu import CpuOps
 from pvframe_native.init import InitOps
@@ -17,6 +20,10 @@ class NativeBackend(InitOps, TimeOps, CpuOps, IrqOps, ApicOps, MmuOps):
     name = "bare hardware"
     kernel_rpl = 0
     paravirt_enabled = 0
+    #: what no guest can observe on this backend (docs/architecture.md): patch's clobber
+    #: mask (``native_patch`` inlines instructions that clobber no more than the call,
+    #: else ``paravirt_patch_default``)
+    pvframe_unobservable: ClassVar[dict[str, str]] = {"patch:clobber": patching.CLOBBER_UNOBSERVABLE}
 
     def __init__(self) -> None:
         CpuOps.__init__(self)

@@ -13,10 +13,13 @@ model of the VMware side (:mod:`pvframe_vmi.hypervisor`), one module per pv_ops 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from pvframe.pvcall import patching
 from pvframe_vmi.apic import VmiApicOps
 from pvframe_vmi.cpu import VmiCpuOps
 from pvframe_vmi.irq import VmiIrqOps
-from pvframe_vmi.mmu import VmiMmuOps
+from pvframe_vmi.mmu import UNOBSERVABLE, VmiMmuOps
 from pvframe_vmi.time import VmiTimeOps
 
 
@@ -26,3 +29,7 @@ class VmiBackend(VmiTimeOps, VmiIrqOps, VmiCpuOps, VmiApicOps, VmiMmuOps):
     name = "vmi"
     kernel_rpl = 0
     paravirt_enabled = 1
+    #: what no guest can observe on this backend (docs/architecture.md): the page-type
+    #: notifications of :mod:`pvframe_vmi.mmu`, and patch's clobber mask (the relocated
+    #: ops through ``paravirt_patch_default``, the others left as they are)
+    pvframe_unobservable: ClassVar[dict[str, str]] = {**UNOBSERVABLE, "patch:clobber": patching.CLOBBER_UNOBSERVABLE}

@@ -71,8 +71,6 @@ UNOBSERVABLE = {
 
 
 class VmiMmuOps(VmiGuest):
-    pvframe_unobservable = UNOBSERVABLE
-
     def __init__(self) -> None:
         super().__init__()
         self.adopted: set[int] = set()

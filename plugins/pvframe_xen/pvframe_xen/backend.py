@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
 from pvframe.hookspecs import hookimpl
 from pvframe.plugins import BackendError
+from pvframe.pvcall import patching
 from pvframe.timekeeping import units
 from pvframe_xen.guest.apic import ApicOps
 from pvframe_xen.guest.cpu import CpuOps
 from pvframe_xen.guest.events import VirtualApic, XenEventSource
 from pvframe_xen.guest.irq import IrqOps
-from pvframe_xen.guest.mmu import MmuOps, Shadow
+from pvframe_xen.guest.mmu import UNOBSERVABLE, MmuOps, Shadow
 from pvframe_xen.hypervisor import DomainBoot, XenHypervisor, abi
 
 #: ``__KERNEL_CS`` of a 2.6.23 Xen guest (ring 1): the callback selectors.
@@ -79,6 +80,10 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
     name = "Xen"
     kernel_rpl = 1
     paravirt_enabled = 1
+    #: what no guest can observe on this backend (docs/architecture.md): the machine-view
+    #: bookkeeping of :mod:`pvframe_xen.guest.mmu`, and patch's clobber mask
+    #: (``xen_patch`` is ``paravirt_patch_default``)
+    pvframe_unobservable: ClassVar[dict[str, str]] = {**UNOBSERVABLE, "patch:clobber": patching.CLOBBER_UNOBSERVABLE}
 
     def __init__(self) -> None:
         self.hv: XenHypervisor | None = None

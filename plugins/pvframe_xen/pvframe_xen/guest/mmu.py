@@ -82,7 +82,6 @@ class MmuOps:
 
     hv: Any
     refusals: Any
-    pvframe_unobservable = UNOBSERVABLE
 
     def __init__(self) -> None:
         self.lazy_mode = LAZY_NONE
