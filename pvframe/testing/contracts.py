@@ -147,13 +147,16 @@ def set_wallclock_sets_or_leaves_the_clock(m: Machine, _native: Machine) -> None
     clock; a VMI hypervisor's (2.6.22 arch/i386/kernel/vmi.c, a no-op) and a Xen domU's
     (not privileged to set it) leave it. A clock set to another time is no backend's, and
     so is one that sets it on some calls and leaves it on others: each of the three
-    backends does the one or the other on every call."""
+    backends does the one or the other on every call, and returns the same status every
+    time (0 native and VMI, -1 a Xen domU: 2.6.23 arch/i386/xen/time.c
+    ``xen_set_wallclock``)."""
     h = m.hooks
     before = h.get_wallclock()
     now = _native.hooks.get_wallclock()  # seconds the RTC can hold, whatever m reads
     kept: list[bool] = []
+    statuses: list[int] = []
     for target in (now + 3 * 86400 + 1234, now - 86400 + 7, now + 1):
-        h.set_wallclock(target)
+        statuses.append(h.set_wallclock(target))
         got = h.get_wallclock()
         if got not in (target, before):
             raise ContractViolation(f"set_wallclock({target}): the wallclock reads {got}, "
@@ -163,6 +166,8 @@ def set_wallclock_sets_or_leaves_the_clock(m: Machine, _native: Machine) -> None
     if any(kept) and not all(kept):
         raise ContractViolation(f"set_wallclock set the clock on some calls and left it on "
                                 f"others (left: {kept}): neither native's nor a hypervisor's")
+    if len(set(statuses)) > 1:
+        raise ContractViolation(f"set_wallclock returned {statuses} for three calls alike")
 
 
 def sched_clock_agrees_with_native(m: Machine, native: Machine) -> None:

@@ -96,6 +96,11 @@ _PGD: Classes = {ADDRESS: (12, 13, 22, 31)}
 #: a page frame number: non-PAE physical addresses have 32 bits, so a frame number 20
 #: (SDM Vol. 3A §4.3); a bit above 19 is shifted out of every address made from it
 _PFN: Classes = {FLAGS: (0, 1, 2), CACHE: (3, 4), ADDRESS: (12, 19)}
+#: a descriptor-table entry number: a table has at most 8192 entries (SDM Vol. 3A §3.5.1),
+#: and 2.6.23 include/asm-i386/desc.h ``write_dt_entry`` stores at ``dt + entry * 8`` in
+#: 32 bits, where bits 29-31 of the number are shifted out (bit 31 flipped is the same
+#: address): the generic word's bits but 31
+_ENTRYNUM: Classes = {FLAGS: (0, 1, 2), CACHE: (3, 4), ADDRESS: (12,)}
 BIT_CLASSES: dict[tuple[str, str], Classes] = {
     ("restore_fl", "flags"): {FLAGS: (9,)},
     ("save_fl", "result"): {FLAGS: (9,)},
@@ -124,6 +129,8 @@ BIT_CLASSES: dict[tuple[str, str], Classes] = {
     # across a call (the i386 SysV ABI): flipping them changes nothing any guest sees.
     # Without bit 0 meaning anything, no off-by-one (a mask 0x1000 apart is flip 12).
     ("set_iopl_mask", "mask"): {FLAGS: (12, 13)},
+    **{(op, "entrynum"): _ENTRYNUM
+       for op in ("write_ldt_entry", "write_gdt_entry", "write_idt_entry")},
 }
 
 
