@@ -222,6 +222,13 @@ READ_BACKS = [
                            pc.PvCall("pte_clear", (pc.MM, pc._va(2), pc._ptep(2)),
                                      after=(pc._ptep(2),)))),)),
      mutants.Mutation("pte_clear", "flip", "ptep", 3, mutants.CACHE), 1),
+    # flush_tlb_single calls make the invlpg probe's new translations visible (the call was
+    # made with nothing read back: clear bit 12 and 13 of addr survived on xen and native)
+    (pc.PvBurst((pc._FlushSingle(3, 1, 2),)),
+     mutants.Mutation("flush_tlb_single", "clear", "addr", 12, mutants.ADDRESS), 1),
+    (pc.PvBurst((pc._FlushSingle(3, 1, 2),)),
+     mutants.Mutation("flush_tlb_single", "clear", "addr", 13, mutants.ADDRESS), 1),
+    (pc.PvBurst((pc._FlushSingle(6, 4, 0),)), mutants.Mutation("flush_tlb_single", "glitch"), 1),
     # the neighbour of the pair is present too and recorded: a pointer a word low clears
     # it (a survivor on native and xen while only the entry itself was recorded)
     (pc.PvBurst((pc.PvSeq((pc._Store(pc._ptep(3), 0x382003), pc._Store(pc._ptep(2), 0x382003),
@@ -292,13 +299,25 @@ def test_ldt_msr_and_iopl_read_backs_agree_across_backends(backend: str) -> None
                              pc.PvBurst((pc._WriteMsr(0xC1, 0x80001234, 0x7FFF0000),)),
                              pc.PvBurst((pc._SetIopl(0x2000, 0x1000),))), paging=paging)
         native = oracle.observe(program, "native", backends=found)
-        assert native.stop == "exit" and not native.events
+        # counter 2, read last, is none: #GP (SDM Vol. 2B RDPMC), which ends that op
+        assert native.stop == "exit" and [(e.vector, e.op) for e in native.events] == [(13, 1)]
         assert native.results[:4] == (0x109, 0x209, 0x309, 0x10003)  # the limits, then none
         assert native.results[-3:] == (0x2000, 0x1000, 0)
-        # PERFCTR0 keeps 32 bits sign-extended to 40 (P6 family), rdpmc reads it
-        assert native.results[-15:-3] == (0, 0x80001234, 0xFF, 0, 0, 0x7FFF0000, 0, 0,
-                                          0x7FFF0000, 0, 0, 0)
+        # PERFCTR0 keeps 32 bits sign-extended to 40 (P6 family), rdpmc reads it; the
+        # third write is the first value's low half complemented
+        assert native.results[-19:-3] == (0, 0x80001234, 0xFF, 0, 0, 0x7FFF0000, 0, 0,
+                                          0, 0x7FFFEDCB, 0, 0, 0x7FFFEDCB, 0, 0, 0)
         assert oracle.judge(program, native, oracle.observe(program, backend, backends=found)) is None
+
+
+@pytest.mark.parametrize("backend", ["xen", "vmi"])
+def test_flush_single_probe_agrees_across_backends(backend: str) -> None:
+    """The flush_tlb_single probe records the hardware's: the new frames after the calls."""
+    found = plugins.discover()
+    program = p.Program((pc.PvBurst((pc._FlushSingle(5, 2, 7),)),), paging=True)
+    native = oracle.observe(program, "native", backends=found)
+    assert native.stop == "exit" and not native.events and len(native.results) == 4
+    assert oracle.judge(program, native, oracle.observe(program, backend, backends=found)) is None
 
 
 def test_set_iopl_mask_mutates_only_the_iopl_bits() -> None:
