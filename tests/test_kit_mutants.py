@@ -415,6 +415,37 @@ def test_what_a_backend_declares_unobservable_is_set_aside_with_its_reason() -> 
     kept, hidden = mutants.set_aside(every, declared)
     assert kept == [every[2], every[3]]
     assert hidden == {"activate_mm": 1, "set_pte_at:addr": 1}
+    # one bit of one argument: VMI leaves an unrelocated site as it is, so a relocated
+    # type with bit 2 cleared changes nothing; bit 0 flipped moves it to another one
+    vmi = mutants.unobservable(found["vmi"])
+    kept, hidden = mutants.set_aside([mutants.Mutation("patch", "clear", "type_", 2, mutants.FLAGS),
+                                      mutants.Mutation("patch", "flip", "type_", 0, mutants.FLAGS)], vmi)
+    assert [m.bit for m in kept] == [0] and hidden == {"patch:type_:clear:2": 1}
+
+
+def test_patch_contract_sites_of_read_cr4_see_vmi_type_moved_onto_irq_disable() -> None:
+    """read_cr4's and read_cr4_safe's sites (26 and 25) with bit 2 of the type flipped are
+    irq_disable's and restore_fl's, which VMI relocates: the site runs the wrong entry (a
+    survivor on vmi while the contract had only sites of relocated or far types)."""
+    contract = next(c for c in contracts.CONTRACTS
+                    if c.name == "patched_sites_do_what_the_call_does")
+    found = plugins.discover()
+    info = mutants.mutant_backend(found["vmi"], mutants.Mutation("patch", "flip", "type_", 2, mutants.FLAGS))
+    found[info.name] = info
+    with pytest.raises(contracts.ContractViolation, match="read_cr4"):
+        contracts.check(contract, info.name, found)
+
+
+@pytest.mark.parametrize("bit", [2, 3, 4])
+def test_vmi_patch_type_with_a_bit_cleared_is_left_as_the_call_was(bit: int) -> None:
+    """What vmi declares of patch's type holds: with bit 2, 3 or 4 of the type cleared,
+    the patched sites still do what the call does (VMI leaves the site as it is)."""
+    contract = next(c for c in contracts.CONTRACTS
+                    if c.name == "patched_sites_do_what_the_call_does")
+    found = plugins.discover()
+    info = mutants.mutant_backend(found["vmi"], mutants.Mutation("patch", "clear", "type_", bit, mutants.FLAGS))
+    found[info.name] = info
+    contracts.check(contract, info.name, found)
 
 
 def test_banner_contract_sees_a_missing_banner() -> None:

@@ -160,8 +160,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
 
 
 #: the attribute of a backend's class declaring what of its ops no guest can observe on
-#: it: ``{"op": reason}`` (every mutant of the op) or ``{"op:argument": reason}`` (the
-#: mutants of that argument); :func:`unobservable`
+#: it: ``{"op": reason}`` (every mutant of the op), ``{"op:argument": reason}`` (the
+#: mutants of that argument) or ``{"op:argument:kind:bit": reason}`` (one bit mutation,
+#: kind ``flip`` or ``clear``); :func:`unobservable`
 UNOBSERVABLE_ATTR = "pvframe_unobservable"
 
 
@@ -181,13 +182,15 @@ def unobservable(base: plugins.BackendInfo) -> dict[str, str]:
 
 def set_aside(mutations: list[Mutation], declared: dict[str, str],
               ) -> tuple[list[Mutation], dict[str, int]]:
-    """The mutations to run, and how many of them each key of ``declared`` (an op, or
-    ``op:argument``: :func:`unobservable`) sets aside as equivalent."""
+    """The mutations to run, and how many of them each key of ``declared`` (an op,
+    ``op:argument`` or ``op:argument:kind:bit``: :func:`unobservable`) sets aside as
+    equivalent."""
     kept: list[Mutation] = []
     hidden: dict[str, int] = {}
     for m in mutations:
-        key = m.op if m.op in declared else f"{m.op}:{m.target}"
-        if key in declared:
+        keys = (m.op, f"{m.op}:{m.target}", f"{m.op}:{m.target}:{m.kind}:{m.bit}")
+        key = next((k for k in keys if k in declared), "")
+        if key:
             hidden[key] = hidden.get(key, 0) + 1
         else:
             kept.append(m)
@@ -692,7 +695,7 @@ def run(
     report.equivalent += [f"{op}: the mutants of {', '.join(sorted(names))} (the implementation "
                           "never reads it)" for op, names in unread.items()
                           if names and op not in empty and any((op, n) in log.ors for n in names)]
-    report.equivalent += [f"{key.replace(':', ': the mutants of ')}: {n} mutants (declared "
+    report.equivalent += [f"{key.replace(':', ': the mutants of ', 1)}: {n} mutants (declared "
                           f"unobservable by the backend: {declared[key]})"
                           for key, n in sorted(hidden.items())]
     for done, mutation in enumerate(mutations):
