@@ -158,6 +158,19 @@ def test_empty_implementations_and_unread_arguments_are_found() -> None:
     assert mutants.unread_arguments(set_pte, ["ptep", "pteval"]) == set()
 
 
+def test_an_op_returning_what_a_skip_returns_has_skip_and_glitch_equivalent() -> None:
+    """VMI's set_wallclock is ``return 0`` (2.6.22 vmi_set_wallclock), what a skipped call
+    returns: its glitch was a survivor no property could kill, being the same function;
+    Xen's ``return -1`` is not (its glitch shows in the statuses)."""
+    found = plugins.discover()
+    native = found["native"]
+    vmi = mutants.implementation(found["vmi"], native, "set_wallclock")
+    xen = mutants.implementation(found["xen"], native, "set_wallclock")
+    assert mutants.returns_constant(vmi) == (True, 0)
+    assert mutants.returns_constant(xen) == (True, -1)
+    assert not mutants.returns_constant(mutants.implementation(native, native, "set_wallclock"))[0]
+
+
 def test_stale_only_for_a_result_that_changes() -> None:
     log = mutants.ValueLog()
     for op, value in (("get_cpu_khz", 1_000_000), ("read_tsc", 5)):

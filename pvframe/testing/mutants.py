@@ -220,6 +220,22 @@ def is_empty(function: Any) -> bool:
     return body in ([("LOAD_CONST", None), ("RETURN_VALUE", None)], [("RETURN_CONST", None)])
 
 
+def returns_constant(function: Any) -> tuple[bool, Any]:
+    """Whether ``function``'s body is one ``return`` of a constant, and the constant (VMI's
+    ``set_wallclock``: ``return 0``, as 2.6.22 ``vmi_set_wallclock``). Skipping such an op
+    when its constant is what a skipped call returns changes nothing."""
+    code = getattr(getattr(function, "__func__", function), "__code__", None)
+    if code is None:
+        return False, None
+    body = [(i.opname, i.argval) for i in dis.get_instructions(code)
+            if i.opname not in ("RESUME", "NOP")]
+    if len(body) == 1 and body[0][0] == "RETURN_CONST":
+        return True, body[0][1]
+    if len(body) == 2 and body[0][0] == "LOAD_CONST" and body[1][0] == "RETURN_VALUE":
+        return True, body[0][1]
+    return False, None
+
+
 def unread_arguments(function: Any, names: Iterable[str]) -> set[str]:
     """The arguments among ``names`` that ``function`` never reads (a native
     ``kmap_atomic_pte`` has no use for the kmap slot without highmem): a mutation of such
@@ -677,8 +693,13 @@ def run(
     unread = {op: unread_arguments(functions[op], plugins.SPEC_PARAMS[PREFIX + op][1:])
               for op in reached}
     declared = unobservable(base)
+    constant = {op for op in reached if op not in empty
+                and returns_constant(functions[op]) == (True, _empty(plugins.SPEC_RETURNS.get(
+                    PREFIX + op, "None")))}
     mutations, hidden = set_aside([m for op in reached if op not in empty
-                                   for m in mutations_of(op, log, unread[op])], declared)
+                                   for m in mutations_of(op, log, unread[op])
+                                   if not (op in constant and m.kind in ("skip", "glitch"))],
+                                  declared)
     if sample is not None and len(mutations) > sample:
         if seed is None:
             step = len(mutations) / sample
@@ -695,6 +716,8 @@ def run(
     report.equivalent += [f"{op}: the mutants of {', '.join(sorted(names))} (the implementation "
                           "never reads it)" for op, names in unread.items()
                           if names and op not in empty and any((op, n) in log.ors for n in names)]
+    report.equivalent += [f"{op}: skip and glitch (the implementation returns what a skipped "
+                          "call returns, whatever the call)" for op in sorted(constant)]
     report.equivalent += [f"{key.replace(':', ': the mutants of ', 1)}: {n} mutants (declared "
                           f"unobservable by the backend: {declared[key]})"
                           for key, n in sorted(hidden.items())]
@@ -715,4 +738,4 @@ def run(
 
 __all__ = ["BIT_CLASSES", "Mutation", "Outcome", "Recorder", "Report", "ValueLog", "corpus",
            "implementation", "is_empty", "judge_mutant", "mutant_backend", "mutations_of",
-           "reach", "run", "set_aside", "unobservable", "unread_arguments"]
+           "reach", "returns_constant", "run", "set_aside", "unobservable", "unread_arguments"]
