@@ -151,8 +151,16 @@ _HALTED = ("the executor halts the CPU itself (``hlt`` and the call ROM's halt s
 _WALLCLOCK = ("a set_wallclock that leaves the clock and returns 0 is VMI's (2.6.22 "
               "arch/i386/kernel/vmi.c vmi_set_wallclock), a correct backend: no property "
               "holding for every backend tells it from native's")
+#: lazy mode only permits a backend to defer page-table and CPU-state updates until it
+#: is left (2.6.23 include/asm-i386/paravirt.h ``arch_enter_lazy_mmu_mode``/``_leave_``):
+#: never entering it, every update made at once, is what a backend without batching does
+_LAZY = ("lazy mode only lets a backend defer updates until it is left (2.6.23 "
+         "include/asm-i386/paravirt.h arch_enter_lazy_mmu_mode); a backend that never "
+         "enters it applies every update at once, as one without batching does (native's "
+         "lazy mode is bookkeeping); a glitch, which leaves a mode entered, is killed")
 EQUIVALENT: dict[tuple[str, str], str] = {
     ("set_wallclock", "skip"): _WALLCLOCK,
+    ("set_lazy_mode", "skip"): _LAZY,
     ("halt", "skip"): _HALTED, ("halt", "glitch"): _HALTED,
     ("io_delay", "skip"): _POST, ("io_delay", "glitch"): _POST,
     ("wbinvd", "skip"): _CACHES, ("wbinvd", "glitch"): _CACHES,

@@ -637,9 +637,13 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
         st.builds(lambda pg, ab: _FlushSingle(pg, ab[0], ab[1]), pages, moves),
     ]
     pte_ops = st.one_of(*pte_list)
+    # set twice, the second time to the next frame (a glitch skips one of two calls)
     scratch_entries = [
-        st.builds(lambda v: PvCall("set_pmd", (BUF + 32, v), "", (BUF + 32,), "make_pgd"), entry),
-        st.builds(lambda v: PvCall("set_pud", (BUF + 32, v), "", (BUF + 32,), "make_pgd"), entry),
+        st.builds(lambda v, _op=op: PvSeq(tuple(
+            PvCall(_op, (BUF + 32, w), "", (BUF + 32,), "make_pgd") for w in (v, v ^ 0x1000))),
+            entry)
+        for op in ("set_pmd", "set_pud")
+    ] + [
         st.just(PvCall("pmd_clear", (BUF + 32,), "", (BUF + 32, BUF + 36))),
     ]
     return [
