@@ -452,6 +452,12 @@ def test_patch_contract_sites_of_read_cr4_see_vmi_type_moved_onto_irq_disable() 
     found[info.name] = info
     with pytest.raises(contracts.ContractViolation, match="read_cr4"):
         contracts.check(contract, info.name, found)
+    # banner's (12) with bit 4 flipped is save_fl's (28)
+    found = plugins.discover()
+    info = mutants.mutant_backend(found["vmi"], mutants.Mutation("patch", "flip", "type_", 4, mutants.CACHE))
+    found[info.name] = info
+    with pytest.raises(contracts.ContractViolation, match="banner"):
+        contracts.check(contract, info.name, found)
 
 
 @pytest.mark.parametrize("bit", [2, 3, 4])
