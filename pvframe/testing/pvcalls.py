@@ -123,7 +123,8 @@ class PvRoundTrip(p.Op):
 
 @attrs.frozen
 class PvHalt(p.Op):
-    """``halt`` or ``safe_halt`` woken by a one-shot APIC timer."""
+    """``halt`` or ``safe_halt`` woken by a one-shot APIC timer; ``safe_halt`` twice (a
+    glitch skips the second of two calls: no wait, and IF left clear)."""
 
     safe: bool
 
@@ -131,7 +132,7 @@ class PvHalt(p.Op):
         arm = [f"movl $0xb, {p.APIC + 0x3E0:#x}", f"movl ${p.TIMER_VECTOR:#x}, {APIC_LVTT:#x}",
                f"movl $3000, {APIC_TMICT:#x}"]
         if self.safe:
-            return ["cli", *arm, _call("safe_halt"), "cli"]
+            return ["cli", *arm, _call("safe_halt"), "cli", *arm, _call("safe_halt"), "cli"]
         return ["cli", *arm, "sti", _call("halt"), "cli"]
 
 
@@ -262,8 +263,7 @@ def cpu_calls() -> list[st.SearchStrategy[p.Op]]:
                                             PvCall("get_debugreg", (r,), "eax"))),
                   regno, breakpoints, st.integers(1, 3), breakpoints),
         st.just(_Clts()), _seq(PvCall("wbinvd"), PvCall("io_delay")),
-        _seq(PvCall("read_cr0", (), "eax"), PvCall("read_cr4", (), "eax"),
-             PvCall("read_cr4_safe", (), "eax")),
+        _seq(PvCall("read_cr0", (), "eax"), PvCall("read_cr4", (), "eax"), _Cr4SafeTwice()),
         st.just(_ToggleCr("read_cr0", "write_cr0", 0x8)),
         st.just(_ToggleCr("read_cr4", "write_cr4", 0x80)),
         st.builds(lambda m: PvCall("read_msr", (m, BUF + 16), "edx:eax", (BUF + 16,)), msr),
@@ -477,6 +477,18 @@ class _Cpuid(p.Op):
 
 
 @attrs.frozen
+class _Cr4SafeTwice(p.Op):
+    """``read_cr4_safe`` twice with CR4.TSD set (SDM Vol. 3A §2.5: it restricts RDTSC to
+    CPL 0, where the programs run), recorded, then CR4 restored: a glitch skips the second of two calls,
+    which then reads 0 (CR4 is 0 in the harness, where a skipped read reads the same)."""
+
+    def lines(self) -> list[str]:
+        return [_call("read_cr4"), "push %eax", "or $0x4, %eax", _call("write_cr4"),
+                _call("read_cr4_safe"), p.RECORD, _call("read_cr4_safe"), p.RECORD,
+                "pop %eax", _call("write_cr4")]
+
+
+@attrs.frozen
 class _ToggleCr(p.Op):
     read: str
     write: str
@@ -644,7 +656,11 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
             entry)
         for op in ("set_pmd", "set_pud")
     ] + [
-        st.just(PvCall("pmd_clear", (BUF + 32,), "", (BUF + 32, BUF + 36))),
+        # pmd_clear of a present entry, twice (a glitch skips the second of two calls)
+        st.just(PvSeq((_Store(BUF + 32, 0x1003), _Store(BUF + 36, 0x2003),
+                       PvCall("pmd_clear", (BUF + 32,), "", (BUF + 32, BUF + 36)),
+                       _Store(BUF + 32, 0x3003),
+                       PvCall("pmd_clear", (BUF + 32,), "", (BUF + 32, BUF + 36))))),
     ]
     return [
         st.builds(lambda a, b, c: PvSeq((PvRoundTrip("make_pte", "pte_val", a),
