@@ -257,10 +257,11 @@ def _arms_a_periodic_tick(op: str) -> Callable[[Machine, Machine], None]:
 
 #: ops whose patched call sites :func:`patched_sites_do_what_the_call_does` runs, and the
 #: sites' (clobber mask, length, IF) (CLBR_EAX 1, CLBR_ECX 2, CLBR_EDX 4: 2.6.23
-#: include/asm-i386/paravirt.h; Linux's sites are 7 bytes and more)
+#: include/asm-i386/paravirt.h; Linux's sites are 7 bytes and more; a 16-byte one: a
+#: length with bit 4 cleared is 0, and a patch told so NOP-fills the whole site)
 PATCHED_OPS = ("irq_disable", "irq_enable", "save_fl", "restore_fl", "read_cr0", "read_cr2",
                "read_cr3", "read_cr4", "read_cr4_safe", "store_tr", "banner")
-PATCH_SITES = ((7, 9, True), (1, 12, False), (0, 7, True))
+PATCH_SITES = ((7, 9, True), (1, 12, False), (0, 7, True), (1, 16, True))
 SITES, SITE_RESULTS = 0x3E0000, 0x3E8000
 
 
