@@ -570,7 +570,7 @@ def test_patch_contract_sees_more_bytes_reported_than_the_site_has(
     contract = next(c for c in contracts.CONTRACTS
                     if c.name == "patched_sites_do_what_the_call_does")
     name, found = _native_with(mutation)
-    with pytest.raises(contracts.ContractViolation, match="bytes used|16 bytes"):
+    with pytest.raises(contracts.ContractViolation, match=r"bytes used|16 bytes"):
         contracts.check(contract, name, found)
     for backend in ("native", "xen", "vmi"):
         contracts.check(contract, backend)
