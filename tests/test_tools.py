@@ -374,3 +374,28 @@ def test_new_backend_conformance_passes(scaffolded: Any) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert " passed" in proc.stdout and "failed" not in proc.stdout
     assert "demo_pv: 10 programs" in proc.stdout  # programs(), then pv_call_programs()
+
+
+# ------------------------------------------------------------------------------ bench
+
+
+def test_bench_takes_help_and_refuses_an_unknown_section_in_one_line() -> None:
+    """``python -m pvframe.tools.bench --help`` once ran section 1 and then died with a
+    traceback (the argument went to the throughput bench as an instruction count)."""
+    cmd = [sys.executable, "-m", "pvframe.tools.bench"]
+    ok = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "--section" in ok.stdout and "==" not in ok.stdout
+    bad = subprocess.run([*cmd, "--section", "12"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].endswith("(choose from 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)")
+
+
+def test_bench_runs_only_the_sections_asked_for() -> None:
+    from pvframe.tools import bench
+
+    out = subprocess.run([sys.executable, "-m", "pvframe.tools.bench", "-s", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    headings = [ln for ln in out.stdout.splitlines() if ln.startswith("== ")]
+    assert len(headings) == 1 and headings[0].startswith("== 1. hook dispatch cost")
+    assert bench.parse_args([]).section is None and bench.parse_args(["500"]).instructions == 500

@@ -29,6 +29,7 @@ Everything is measured side by side in one run, so ratios are meaningful on a lo
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import subprocess
@@ -373,82 +374,116 @@ def pv_call_cost(iterations: int = 20_000, repeat: int = 5) -> list[dict[str, An
     return rows
 
 
+SECTIONS = {
+    1: "hook dispatch cost", 2: "executor throughput against Unicorn",
+    3: "kernel-like workload", 4: "cold translation", 5: "host memory per guest page",
+    6: "xen CR3 write", 7: "translated code memory", 8: "timer storm",
+    9: "the kit's mutation run", 10: "paravirt call vs trapped instruction",
+}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m pvframe.tools.bench",
+        description="pvframe's benchmarks, each a ratio measured side by side in one run "
+                    "(nox -s bench). Sections: "
+                    + "; ".join(f"{n}. {what}" for n, what in SECTIONS.items()))
+    parser.add_argument("instructions", nargs="?", type=int, default=2_000_000,
+                        help="guest instructions per throughput workload of section 2 "
+                             "(default 2000000)")
+    parser.add_argument("--section", "-s", type=int, action="append", choices=sorted(SECTIONS),
+                        metavar="N", help="run only section N (repeat for more; default all)")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(argv or [])
+    args = parse_args(list(argv or []))
+    wanted = set(args.section or SECTIONS)
     from pvframe.tools import optional
 
-    optional("unicorn", "python -m pvframe.tools.bench (Unicorn is its bare-metal yardstick)")
-    costs = hook_call_cost()
-    print("== 1. hook dispatch cost (read_cr0, native backend), ns per call, best of 5 ==")
-    base = costs["bound (patched) call"]
-    for label, ns in costs.items():
-        print(f"  {label:40s} {ns:8.1f} ns   x{ns / base:5.2f} of bound")
+    if wanted & {2, 3}:
+        optional("unicorn", "python -m pvframe.tools.bench (Unicorn is its bare-metal yardstick)")
+    if 1 in wanted:
+        costs = hook_call_cost()
+        print("== 1. hook dispatch cost (read_cr0, native backend), ns per call, best of 5 ==")
+        base = costs["bound (patched) call"]
+        for label, ns in costs.items():
+            print(f"  {label:40s} {ns:8.1f} ns   x{ns / base:5.2f} of bound")
 
-    print("== 2. executor throughput against Unicorn (M guest instructions/s) ==")
-    from pvframe.executor import bench as executor_bench
+    if 2 in wanted:
+        print("== 2. executor throughput against Unicorn (M guest instructions/s) ==")
+        from pvframe.executor import bench as executor_bench
 
-    executor_bench.main(argv)
+        executor_bench.run_bench(args.instructions)
 
-    print("== 3. kernel-like workload: paging on, periodic APIC timer interrupts ==")
-    k = kernel_workload()
-    print(f"  {int(k['instructions']):,} instructions, {int(k['interrupts'])} timer interrupts")
-    print(f"  executor (native backend)   {k['executor']:6.2f} M/s")
-    print(f"  Unicorn + per-insn hook     {k['unicorn+hook']:6.2f} M/s   "
-          f"(executor x{k['executor'] / k['unicorn+hook']:.2f})")
+    if 3 in wanted:
+        print("== 3. kernel-like workload: paging on, periodic APIC timer interrupts ==")
+        k = kernel_workload()
+        print(f"  {int(k['instructions']):,} instructions, {int(k['interrupts'])} timer interrupts")
+        print(f"  executor (native backend)   {k['executor']:6.2f} M/s")
+        print(f"  Unicorn + per-insn hook     {k['unicorn+hook']:6.2f} M/s   "
+              f"(executor x{k['executor'] / k['unicorn+hook']:.2f})")
 
-    print("== 4. cold translation (lift + translate + compile, per basic block) ==")
-    c = cold_translation()
-    print(f"  {int(c['basic_blocks'])} new ALU basic blocks (6 instructions + jmp) per round, "
-          f"{int(c['rounds'])} rounds: best {c['ms_per_basic_block']:.3f} ms, median "
-          f"{c['ms_per_basic_block_median']:.3f} ms per basic block "
-          f"({int(c['translations'])} translations: superblocks across jumps)")
-    for row in guest_translation():
-        print(f"  guest {row['guest']:7s} {row['basic_blocks']:4d} basic blocks in "
-              f"{row['translations']:4d} translations: {row['ms_per_basic_block']:.3f} ms per "
-              f"basic block ({100 * row['compile_share']:.0f}% of it compile()), "
-              f"{100 * row['translating_share']:4.1f}% of the run "
-              f"({row['instructions']:,} instructions, stop {row['stop']}); "
-              f"{row['system_decoded']} system instructions decoded, "
-              f"{row['us_per_system_decode']:.0f} us each")
+    if 4 in wanted:
+        print("== 4. cold translation (lift + translate + compile, per basic block) ==")
+        c = cold_translation()
+        print(f"  {int(c['basic_blocks'])} new ALU basic blocks (6 instructions + jmp) per round, "
+              f"{int(c['rounds'])} rounds: best {c['ms_per_basic_block']:.3f} ms, median "
+              f"{c['ms_per_basic_block_median']:.3f} ms per basic block "
+              f"({int(c['translations'])} translations: superblocks across jumps)")
+        for row in guest_translation():
+            print(f"  guest {row['guest']:7s} {row['basic_blocks']:4d} basic blocks in "
+                  f"{row['translations']:4d} translations: {row['ms_per_basic_block']:.3f} ms per "
+                  f"basic block ({100 * row['compile_share']:.0f}% of it compile()), "
+                  f"{100 * row['translating_share']:4.1f}% of the run "
+                  f"({row['instructions']:,} instructions, stop {row['stop']}); "
+                  f"{row['system_decoded']} system instructions decoded, "
+                  f"{row['us_per_system_decode']:.0f} us each")
 
-    print("== 5. host memory: one byte touched per 4 KiB page of guest RAM (peak RSS) ==")
-    for row in memory_bound():
-        if "error" in row:
-            print(f"  {row['ram_mib']} MiB: failed: {row['error']}")
-            continue
-        grown = (row["rss_after_kib"] - row["rss_before_kib"]) / 1024
-        per_page = grown * 1024 / row["pages"] if row["pages"] > 16 else 0.0
-        print(f"  {row['access']:5s} over {row['ram_mib']:5d} MiB: {row['pages']:6d} host pages "
-              f"allocated, peak RSS {row['rss_after_kib'] / 1024:7.1f} MiB "
-              f"(+{grown:.1f} MiB during the run" + (f", {per_page:.1f} KiB per page written)" if per_page else ")"))
-    print("  bound: reads never allocate; each 4 KiB page written costs one 4 KiB bytearray plus "
-          "its views (~5 KiB), so RSS <= base + 5 KiB x pages written <= base + 1.25 x ram_size")
+    if 5 in wanted:
+        print("== 5. host memory: one byte touched per 4 KiB page of guest RAM (peak RSS) ==")
+        for row in memory_bound():
+            if "error" in row:
+                print(f"  {row['ram_mib']} MiB: failed: {row['error']}")
+                continue
+            grown = (row["rss_after_kib"] - row["rss_before_kib"]) / 1024
+            per_page = grown * 1024 / row["pages"] if row["pages"] > 16 else 0.0
+            print(f"  {row['access']:5s} over {row['ram_mib']:5d} MiB: {row['pages']:6d} host pages "
+                  f"allocated, peak RSS {row['rss_after_kib'] / 1024:7.1f} MiB "
+                  f"(+{grown:.1f} MiB during the run" + (f", {per_page:.1f} KiB per page written)" if per_page else ")"))
+        print("  bound: reads never allocate; each 4 KiB page written costs one 4 KiB bytearray plus "
+              "its views (~5 KiB), so RSS <= base + 5 KiB x pages written <= base + 1.25 x ram_size")
 
-    print("== 6. xen: host time per guest CR3 write, two trees of 100 page tables ==")
-    cr3 = xen_cr3_write()
-    slow = cr3["rebase every switch"]
-    for label, ms in cr3.items():
-        print(f"  {label:22s} {ms:9.3f} ms per write   x{slow / ms:7.1f} faster than a rebase")
+    if 6 in wanted:
+        print("== 6. xen: host time per guest CR3 write, two trees of 100 page tables ==")
+        cr3 = xen_cr3_write()
+        slow = cr3["rebase every switch"]
+        for label, ms in cr3.items():
+            print(f"  {label:22s} {ms:9.3f} ms per write   x{slow / ms:7.1f} faster than a rebase")
 
     from pvframe.tools import membench
 
-    membench.print_translated_code(2000, None, heading="== 7.")
-    membench.print_timer_storm(["native", "xen", "vmi"], 50_000_000, 1000, None, heading="== 8.")
+    if 7 in wanted:
+        membench.print_translated_code(2000, None, heading="== 7.")
+    if 8 in wanted:
+        membench.print_timer_storm(["native", "xen", "vmi"], 50_000_000, 1000, None, heading="== 8.")
 
-    print("== 9. the kit's mutation run (pvframe check --mutants), a sample per backend ==")
-    for backend in ("native", "xen", "vmi"):
-        mu = mutation_cost(backend)
-        print(f"  {backend:6s} {int(mu['mutants'])} sampled mutants of {int(mu['hooks'])} hooks, "
-              f"{int(mu['killed'])} killed: {mu['seconds']:.1f} s = {mu['mutants_per_second']:.2f} "
-              f"mutants/s ({int(mu['programs'])} programs: plain pass {mu['plain_seconds']:.1f} s, "
-              f"reach run {mu['reach_seconds']:.1f} s = x{mu['reach_seconds'] / mu['plain_seconds']:.2f}"
-              f"), {mu['seconds_per_mutant']:.2f} s per mutant, "
-              f"{mu['runs_per_second']:.1f} mutant program runs/s")
-    print("== 10. paravirt call vs trapped privileged instruction (native backend, us per loop "
-          "iteration, best of 5, alternating) ==")
-    for row in pv_call_cost():
-        print(f"  {row['op']:12s} trapped `{row['instruction']}` {row['trapped_us']:6.2f} us   "
-              f"pv call {row['pv_call_us']:6.2f} us   (pv call x{row['ratio']:.2f}; target <= 2)")
+    if 9 in wanted:
+        print("== 9. the kit's mutation run (pvframe check --mutants), a sample per backend ==")
+        for backend in ("native", "xen", "vmi"):
+            mu = mutation_cost(backend)
+            print(f"  {backend:6s} {int(mu['mutants'])} sampled mutants of {int(mu['hooks'])} hooks, "
+                  f"{int(mu['killed'])} killed: {mu['seconds']:.1f} s = {mu['mutants_per_second']:.2f} "
+                  f"mutants/s ({int(mu['programs'])} programs: plain pass {mu['plain_seconds']:.1f} s, "
+                  f"reach run {mu['reach_seconds']:.1f} s = x{mu['reach_seconds'] / mu['plain_seconds']:.2f}"
+                  f"), {mu['seconds_per_mutant']:.2f} s per mutant, "
+                  f"{mu['runs_per_second']:.1f} mutant program runs/s")
+    if 10 in wanted:
+        print("== 10. paravirt call vs trapped privileged instruction (native backend, us per loop "
+              "iteration, best of 5, alternating) ==")
+        for row in pv_call_cost():
+            print(f"  {row['op']:12s} trapped `{row['instruction']}` {row['trapped_us']:6.2f} us   "
+                  f"pv call {row['pv_call_us']:6.2f} us   (pv call x{row['ratio']:.2f}; target <= 2)")
     return 0
 
 
