@@ -102,3 +102,33 @@ def test_an_unreduced_expression_agrees_modulo_2_to_the_32(expr: str, a: int, b:
     assert un is not None
     env = {"a": a, "b": b, "c": c}
     assert eval(un, env) & 0xFFFFFFFF == eval(expr, env) & 0xFFFFFFFF
+
+
+def test_a_register_local_keeps_its_reduction_even_when_only_the_access_reads_it() -> None:
+    """A guest register's local is written back by the exits (added after this pass) and
+    by the exception path: Debian's kernel stopped with ``ebx=0x1c1cfb060`` (a hook found
+    a register above 32 bits) when ``lea -0x10(%ebx), %ebx; mov (%ebx), %eax`` lost it."""
+    lines = _access("edi + 0x4", 32)
+    lines = [ln.replace("t5", "ebx") for ln in lines[:5]]
+    assert unwrap_access_addresses(lines) == 0
+    assert lines[0] == IND + "ebx = edi + 0x4 & 0xFFFFFFFF"
+
+
+@settings(max_examples=60, deadline=None)
+@given(base=st.integers(0, 0xFFFFFFFF), disp=st.integers(-0x80000000, 0x7FFFFFFF))
+def test_a_register_used_as_an_address_stays_32_bits(base: int, disp: int) -> None:
+    from pvframe.machine import Machine
+    from pvframe.testing.assembler import assemble
+
+    image = assemble(f""".globl _start
+_start:
+    movl ${base:#x}, 0x200004
+    mov 0x200004, %ebx
+    lea {disp}(%ebx), %ebx
+    mov (%ebx), %eax
+    out %al, $0xf4
+""").image
+    m = Machine("native")
+    m.load_raw(image, 0x100000, 0x100000)
+    m.run(100)
+    assert m.cpu.ebx == (base + disp) & 0xFFFFFFFF

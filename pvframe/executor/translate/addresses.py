@@ -27,8 +27,12 @@ _MASK = "0xFFFFFFFF"
 _TAIL = " & " + _MASK
 #: ``name = <expression>`` (the expression checked by :func:`ring_unreduced`)
 _ASSIGN = re.compile(r"(\s*)([A-Za-z_]\w*) = (.+)\Z")
-#: ``name = name-or-literal +/- name-or-literal & 0xFFFFFFFF``
-_FLAT = re.compile(r"(\s*)(t\w*) = (\w+ [-+] \w+) & 0xFFFFFFFF\Z")
+#: an IR temporary's local (``t5``, ``t1_5`` in a trace's second IRSB: ``BlockGen.tp``);
+#: any other name is a guest register's local, which the exits, the rdtsc call and the
+#: exception path (``commit_from_traceback``) write back as it stands: never unreduced
+_TEMP = re.compile(r"t\d+(?:_\d+)?\Z")
+#: ``temporary = name-or-literal +/- name-or-literal & 0xFFFFFFFF``
+_FLAT = re.compile(r"(\s*)(t\d+(?:_\d+)?) = (\w+ [-+] \w+) & 0xFFFFFFFF\Z")
 _TOKEN = re.compile(r"\s*(0x[0-9a-fA-F]+|\d+|[A-Za-z_]\w*|<<|[-+*()&])")
 
 
@@ -73,7 +77,8 @@ def ring_unreduced(expr: str) -> str | None:
 
 
 def unwrap_access_addresses(lines: list[str]) -> int:
-    """Drop the 32-bit reduction of each address temporary that only its access reads
+    """Drop the 32-bit reduction of each address temporary (never a register's local) that
+    only its access reads
     (in place; the slow path's argument reduced instead), and the inner reductions of
     every other value reduced as a whole (``(a + b & M) + c & M`` is ``a + b + c & M``);
     returns how many lines changed. (A line is looked at only if it ends in a reduction
@@ -100,7 +105,7 @@ def unwrap_access_addresses(lines: list[str]) -> int:
             if un is None:
                 continue
             expr = un
-        if access and _only_its_access_reads(lines, i, ind, tmp):
+        if access and _TEMP.match(tmp) and _only_its_access_reads(lines, i, ind, tmp):
             if text is None:
                 text = "\n".join(lines)
                 starts = list(accumulate(map(len, lines), initial=0))
