@@ -105,6 +105,18 @@ def test_inconsistent_use_is_refused_and_logged(setup, call, match) -> None:
     assert before == after  # refused: nothing changed
 
 
+def test_a_refused_call_is_reported_not_printed(caplog: pytest.LogCaptureFixture) -> None:
+    """A refusal goes to ``errors`` (the run's ``vmi_errors``) and to logging at INFO: at
+    ERROR, Python's last-resort handler printed every refusal of a kit run's generated
+    programs to the user's terminal (``pvframe check -b vmi``, ``nox -s bench``)."""
+    hv, mem = make()
+    mem.write_phys(PT << 12 | 40, 4, 1)
+    with caplog.at_level("INFO", logger="pvframe_vmi.hypervisor"):
+        error = alloc(hv, PT, VMI_PAGE_L1)
+    assert error is not None and "ZEROED" in error and hv.errors[-1] == error
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("INFO", f"VMI {error}")]
+
+
 def test_strict_mode_raises() -> None:
     hv, _ = make(strict=True)
     with pytest.raises(VmiUsageError, match="ReleasePage"):
