@@ -4,9 +4,8 @@ hypervisor model through ``int $0x82`` with arguments in guest memory."""
 
 from __future__ import annotations
 
-import shutil
 import struct
-import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,37 +18,15 @@ from pvframe_xen.pv.transport import GuestFault, GuestMemory
 
 from pvframe.machine import Machine, MachineConfig
 
-HERE = Path(__file__).parent / "pvguest"
 
-
-def _toolchain() -> bool:
-    return shutil.which("gcc") is not None and shutil.which("ld") is not None
-
-
-needs_as = pytest.mark.skipif(not _toolchain(), reason="needs gcc -m32 (GNU as) and ld")
-
-
-def build_guest(tmp: Path, *defines: str) -> bytes:
-    obj, elf = tmp / "g.o", tmp / "g.elf"
-    subprocess.run(["gcc", "-m32", "-c", *(f"-D{d}" for d in defines), str(HERE / "pvtest.S"),
-                    "-o", str(obj)], check=True)
-    subprocess.run(["ld", "-m", "elf_i386", "-T", str(HERE / "pvtest.lds"), str(obj), "-o", str(elf)],
-                   check=True)
-    return elf.read_bytes()
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory: pytest.TempPathFactory, pv_guest: Callable[..., bytes]) -> bytes:
+    return pv_guest(tmp_path_factory.mktemp("pv"), "pvtest.S")
 
 
 @pytest.fixture(scope="module")
-def guest(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    if not _toolchain():
-        pytest.skip("needs gcc -m32 (GNU as) and ld")
-    return build_guest(tmp_path_factory.mktemp("pv"))
-
-
-@pytest.fixture(scope="module")
-def pae_guest(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    if not _toolchain():
-        pytest.skip("needs gcc -m32 (GNU as) and ld")
-    return build_guest(tmp_path_factory.mktemp("pvpae"), "PAE")
+def pae_guest(tmp_path_factory: pytest.TempPathFactory, pv_guest: Callable[..., bytes]) -> bytes:
+    return pv_guest(tmp_path_factory.mktemp("pvpae"), "pvtest.S", "PAE")
 
 
 def test_notes_are_read_as_libelf_reads_them(guest: bytes) -> None:

@@ -5,9 +5,7 @@ reads all ones, writes dropped), ``rdmsr`` reads the machine's MSR, ``wrmsr`` ig
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -16,20 +14,6 @@ from pvframe_xen.pv import image
 from pvframe_xen.pv.emulate import emulate
 
 from pvframe.machine import Machine, MachineConfig
-
-HERE = Path(__file__).parent / "pvguest"
-
-
-def _toolchain() -> bool:
-    return shutil.which("gcc") is not None and shutil.which("ld") is not None
-
-
-def build_guest(tmp: Path) -> bytes:
-    obj, elf = tmp / "g.o", tmp / "g.elf"
-    subprocess.run(["gcc", "-m32", "-c", str(HERE / "pvtest.S"), "-o", str(obj)], check=True)
-    subprocess.run(["ld", "-m", "elf_i386", "-T", str(HERE / "pvtest.lds"), str(obj), "-o", str(elf)],
-                   check=True)
-    return elf.read_bytes()
 
 MSR_MTRR_PHYSMASK0 = 0x201
 #: exercises every emulated kind, then hlt (#GP to a guest with no trap table: a crash)
@@ -52,10 +36,8 @@ CODE = bytes.fromhex(
 
 
 @pytest.fixture(scope="module")
-def guest(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    if not _toolchain():
-        pytest.skip("needs gcc -m32 (GNU as) and ld")
-    return build_guest(tmp_path_factory.mktemp("pvemu"))
+def guest(tmp_path_factory: pytest.TempPathFactory, pv_guest: Callable[..., bytes]) -> bytes:
+    return pv_guest(tmp_path_factory.mktemp("pvemu"), "pvtest.S")
 
 
 def _machine(guest: bytes, code: bytes, iopl: int) -> Machine:

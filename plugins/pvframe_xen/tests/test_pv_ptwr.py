@@ -8,9 +8,7 @@ entry, or no assist, is the guest's #PF. The guest is ``pvguest/ptwr.S``."""
 from __future__ import annotations
 
 import io
-import shutil
-import subprocess
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from elftools.elf.elffile import ELFFile
@@ -21,19 +19,9 @@ from pvframe_xen.pv import image, ptwr
 
 from pvframe.machine import Machine, MachineConfig
 
-HERE = Path(__file__).parent / "pvguest"
 VIRT_BASE = 0xC0000000
 OK = "(d1) read through the new mapping"
 PF = "(d1) #PF to the guest"
-
-
-def build(tmp: Path, *defines: str) -> bytes:
-    obj, elf = tmp / "g.o", tmp / "g.elf"
-    subprocess.run(["gcc", "-m32", "-c", *(f"-D{d}" for d in defines), str(HERE / "ptwr.S"),
-                    "-o", str(obj)], check=True)
-    subprocess.run(["ld", "-m", "elf_i386", "-T", str(HERE / "pvtest.lds"), str(obj), "-o", str(elf)],
-                   check=True)
-    return elf.read_bytes()
 
 
 class Guests(dict[str, bytes]):
@@ -44,13 +32,12 @@ class Guests(dict[str, bytes]):
 
 
 @pytest.fixture(scope="module")
-def guests(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    if shutil.which("gcc") is None or shutil.which("ld") is None:
-        pytest.skip("needs gcc -m32 (GNU as) and ld")
+def guests(tmp_path_factory: pytest.TempPathFactory,
+           pv_guest: Callable[..., bytes]) -> dict[str, bytes]:
     variants = {"": (), "PAE": ("PAE",), "PAE,CX8": ("PAE", "CX8"), "REFUSE": ("REFUSE",),
                 "PAE,REFUSE": ("PAE", "REFUSE"), "NOASSIST": ("NOASSIST",),
                 "PAE,NOASSIST": ("PAE", "NOASSIST")}
-    return Guests({name: build(tmp_path_factory.mktemp("ptwr"), *d) for name, d in variants.items()})
+    return Guests({name: pv_guest(tmp_path_factory.mktemp("ptwr"), "ptwr.S", *d) for name, d in variants.items()})
 
 
 def _run(guest: bytes) -> tuple[Machine, dict]:
