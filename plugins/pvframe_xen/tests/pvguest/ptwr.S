@@ -11,15 +11,9 @@
  *               handler enables it and returns to retry the store (now emulated)
  * The #PF handler prints "#PF to the guest" (and powers off but with NOASSIST); success
  * prints "read through the new mapping" and powers off. */
-#define NOTE(type, desc...) .pushsection .note.Xen,"a"; .p2align 2; .long 4, 2f-1f, type; .asciz "Xen"; 1: desc; 2: .p2align 2; .popsection
-NOTE(6, .asciz "ptwrtest")
-NOTE(8, .asciz "generic")
-NOTE(5, .asciz "xen-3.0")
-NOTE(3, .long 0xC0000000)
-NOTE(4, .long 0xC0000000)
-NOTE(2, .long hypercall_page)
+#define GUEST_NAME "ptwrtest"
+#include "xen_notes.h"
 #ifdef PAE
-NOTE(9, .asciz "yes")
 /* the builder's PAE tables: pt_base is the L3, then the L2 of slot 3, then the L1 of
    0xC0000000-0xC01FFFFF */
 #define L1_OFF 8192
@@ -29,8 +23,6 @@ NOTE(9, .asciz "yes")
 #define L1_OFF 4096
 #define SHIFT 2
 #endif
-#define HYPERCALL(n) call hypercall_page + (n) * 32
-#define PRINT(msg) movl $0, %ebx; movl $msg##_end - msg, %ecx; movl $msg, %edx; HYPERCALL(18)
 /* %reg <- virtual address of the L1 entry mapping the symbol's page */
 #define PTE_ADDR(sym, reg) movl $sym - 0xC0000000, reg; shrl $12, reg; shll $SHIFT, reg; addl l1_va, reg
     .text

@@ -2,18 +2,8 @@
  * (public elfnote.h), hypercalls through the hypercall page, a trap bounced through
  * the trap table, a timer event delivered through the event callback, shutdown.
  * -DPAE adds XEN_ELFNOTE_PAE_MODE "yes" (the builder then lays out PAE tables). */
-#define NOTE(type, desc...) .pushsection .note.Xen,"a"; .p2align 2; .long 4, 2f-1f, type; .asciz "Xen"; 1: desc; 2: .p2align 2; .popsection
-NOTE(6, .asciz "pvtest")
-NOTE(8, .asciz "generic")
-NOTE(5, .asciz "xen-3.0")
-NOTE(3, .long 0xC0000000)
-NOTE(4, .long 0xC0000000)
-NOTE(2, .long hypercall_page)
-#ifdef PAE
-NOTE(9, .asciz "yes")
-#endif
-#define HYPERCALL(n) call hypercall_page + (n) * 32
-#define PRINT(msg) movl $0, %ebx; movl $msg##_end - msg, %ecx; movl $msg, %edx; HYPERCALL(18)
+#define GUEST_NAME "pvtest"
+#include "xen_notes.h"
     .text
     .globl _start
 _start:
