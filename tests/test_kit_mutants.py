@@ -192,6 +192,13 @@ def test_stale_only_for_a_result_that_changes() -> None:
 # that one op kills a mutant no program of the old corpus killed (on native, the run
 # before these generators listed each of them as a survivor).
 _ENTRY = (0x1234FFFF, 0x00C0F212)
+#: two debug registers set, then read back 1, 2, 1: a stale or glitched read shows
+_DEBUGREG_READS = pc.PvBurst((pc.PvSeq((pc.PvCall("set_debugreg", (1, 0x1234)),
+                                        pc.PvCall("set_debugreg", (2, 0x5678)),
+                                        pc.PvCall("get_debugreg", (1,), "eax"),
+                                        pc.PvCall("get_debugreg", (2,), "eax"),
+                                        pc.PvCall("get_debugreg", (1,), "eax"))),))
+
 READ_BACKS = [
     (pc.PvBurst((pc._Clts(),)), mutants.Mutation("clts", "glitch"), 1),
     (pc.PvBurst((pc.PvSeq((pc.PvCall("const_udelay", (1001,)), p.ReadTsc())),)),
@@ -208,18 +215,8 @@ READ_BACKS = [
      mutants.Mutation("flush_tlb_kernel", "glitch"), 1),
     (pc.PvBurst((pc._TlbFlush("flush_tlb_user", 3, 4, 0),)),
      mutants.Mutation("flush_tlb_user", "glitch"), 1),
-    (pc.PvBurst((pc.PvSeq((pc.PvCall("set_debugreg", (1, 0x1234)),
-                           pc.PvCall("set_debugreg", (2, 0x5678)),
-                           pc.PvCall("get_debugreg", (1,), "eax"),
-                           pc.PvCall("get_debugreg", (2,), "eax"),
-                           pc.PvCall("get_debugreg", (1,), "eax"))),)),
-     mutants.Mutation("get_debugreg", "stale"), 1),
-    (pc.PvBurst((pc.PvSeq((pc.PvCall("set_debugreg", (1, 0x1234)),
-                           pc.PvCall("set_debugreg", (2, 0x5678)),
-                           pc.PvCall("get_debugreg", (1,), "eax"),
-                           pc.PvCall("get_debugreg", (2,), "eax"),
-                           pc.PvCall("get_debugreg", (1,), "eax"))),)),
-     mutants.Mutation("get_debugreg", "glitch"), 1),
+    (_DEBUGREG_READS, mutants.Mutation("get_debugreg", "stale"), 1),
+    (_DEBUGREG_READS, mutants.Mutation("get_debugreg", "glitch"), 1),
     (pc.PvBurst((pc._LoadTr(0),)), mutants.Mutation("load_tr_desc", "off-by-one", "selector"), 1),
     (pc.PvBurst((pc._LoadTr(1),)), mutants.Mutation("load_tr_desc", "flip", "selector", 1,
                                                     mutants.FLAGS), 1),
