@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from pvframe_xen.hypervisor import abi
 from pvframe_xen.pv import image, ptwr
 
+from pvframe.executor import flags
 from pvframe.machine import Machine, MachineConfig
 
 VIRT_BASE = 0xC0000000
@@ -186,10 +187,10 @@ _OPS = {
     "movb": ("8807", 0),                      # movb %al,(%edi)
     "movl_imm": ("c707{imm}", 0),             # movl $imm,(%edi)
     "xchg": ("8707", 0),                      # xchg %eax,(%edi): ptep_get_and_clear
-    "cmpxchg": ("f00fb10f", ptwr._OSZAPC),    # lock cmpxchg %ecx,(%edi)
-    "btr": ("f00fba37{bit}", ptwr.CF),        # lock btrl $bit,(%edi): clear_bit
-    "bts": ("0fba2f{bit}", ptwr.CF),          # btsl $bit,(%edi)
-    "btc": ("0fba3f{bit}", ptwr.CF),          # btcl $bit,(%edi)
+    "cmpxchg": ("f00fb10f", flags.OSZACP),    # lock cmpxchg %ecx,(%edi)
+    "btr": ("f00fba37{bit}", flags.CF),        # lock btrl $bit,(%edi): clear_bit
+    "bts": ("0fba2f{bit}", flags.CF),          # btsl $bit,(%edi)
+    "btc": ("0fba3f{bit}", flags.CF),          # btcl $bit,(%edi)
 }
 
 
@@ -236,11 +237,11 @@ def test_each_emulated_store_does_what_the_cpu_does_on_a_writable_page(
         cpu.eip, cpu.edi = img.entry, edi
         cpu.eax = value if op != "cmpxchg" else [initial, other, initial, other][mode]
         cpu.ecx, cpu.edx, cpu.ebx = value, 0, 0
-        cpu.eflags = 0x202 | (eflags & ptwr._OSZAPC)
+        cpu.eflags = 0x202 | (eflags & flags.OSZACP)
 
     def state() -> tuple[int, ...]:
         return (cpu.eax, cpu.ecx, cpu.edx, cpu.ebx, cpu.eip,
-                cpu.eflags & defined, cpu.eflags & ~ptwr._OSZAPC)
+                cpu.eflags & defined, cpu.eflags & ~flags.OSZACP)
 
     # the CPU on a writable page holding the same value
     hv.memory.write(hv.translate(page_a), 4, initial)

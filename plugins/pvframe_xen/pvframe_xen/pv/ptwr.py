@@ -35,6 +35,7 @@ from typing import Any
 import iced_x86
 
 from pvframe.executor.faults import GuestException, PageFault
+from pvframe.executor.flags import CF, OSZACP, SUB, ZF, calculate_eflags_all
 from pvframe_xen.hypervisor import XenHypervisor, abi
 from pvframe_xen.hypervisor.memory import PGT_l1_page_table
 from pvframe_xen.hypervisor.mm import entry_mfn
@@ -43,8 +44,9 @@ from pvframe_xen.hypervisor.mm_pae import pae_mfn
 #: page-fault error code bits (SDM Vol. 3A §4.7)
 PFEC_PRESENT, PFEC_WRITE, PFEC_RSVD = 1, 2, 8
 _PAGE_PRESENT, _PAGE_RW = 1, 2
-CF, PF, AF, ZF, SF, OF = 1, 1 << 2, 1 << 4, 1 << 6, 1 << 7, 1 << 11
-_OSZAPC = CF | PF | AF | ZF | SF | OF
+#: libVEX's thunk operation of a 32-bit subtraction (``X86G_CC_OP_SUBL``: SUB's B, W, L
+#: forms): a compare-exchange's flags come from the executor's own flag code
+_CC_OP_SUBL = SUB + 2
 #: :func:`emulate_store`'s answers when Xen bails at the store (the #PF goes to the guest)
 REFUSED, UNHANDLED = "ptwr_refused", "ptwr_unhandled"
 _C = iced_x86.Code
@@ -156,7 +158,7 @@ def _cmpxchg(machine: Any, hv: XenHypervisor, ins: Any, maddr: int) -> str | Non
     if current == eax and not hv.ptwr_emulate(
             maddr, machine.executor.system.get_reg(ins.op1_register), 4, cmpxchg=True):
         return None
-    cpu.eflags = (cpu.eflags & ~_OSZAPC) | _sub_flags(eax, current)
+    cpu.eflags = (cpu.eflags & ~OSZACP) | calculate_eflags_all(_CC_OP_SUBL, eax, current, 0)
     if current != eax:
         cpu.eax = current
         return "ptwr_cmpxchg_failed"
@@ -193,18 +195,6 @@ def _bit(machine: Any, hv: XenHypervisor, ins: Any, maddr: int) -> str | None:
         return None
     cpu.eflags = (cpu.eflags & ~CF) | (CF if old & bit else 0)
     return f"ptwr_{op}"
-
-
-def _sub_flags(a: int, b: int) -> int:
-    """OSZAPC of the 32-bit ``a - b`` (SDM Vol. 1 §3.4.3.1)."""
-    r = (a - b) & 0xFFFFFFFF
-    flags = CF if a < b else 0
-    flags |= PF if bin(r & 0xFF).count("1") % 2 == 0 else 0
-    flags |= AF if (a ^ b ^ r) & 0x10 else 0
-    flags |= ZF if r == 0 else 0
-    flags |= SF if r & 0x80000000 else 0
-    flags |= OF if (a ^ b) & (a ^ r) & 0x80000000 else 0
-    return flags
 
 
 _BIT_OPS = {_C.BTS_RM32_IMM8: "bts", _C.BTR_RM32_IMM8: "btr", _C.BTC_RM32_IMM8: "btc"}
