@@ -216,23 +216,24 @@ def implementation(base: plugins.BackendInfo, native: plugins.BackendInfo, op: s
     return None
 
 
+def _code_of(function: Any) -> Any:
+    """The code object of ``function`` (a bound method's function's), or None."""
+    return getattr(getattr(function, "__func__", function), "__code__", None)
+
+
 def is_empty(function: Any) -> bool:
     """Whether ``function``'s body does nothing (a docstring or ``pass``: Linux's
     ``paravirt_nop``). Every mutation of such an op is equivalent: skipping a call that
     does nothing, or passing it other arguments, changes nothing any guest can see."""
-    code = getattr(getattr(function, "__func__", function), "__code__", None)
-    if code is None:
-        return False
-    body = [(i.opname, i.argval) for i in dis.get_instructions(code)
-            if i.opname not in ("RESUME", "NOP")]
-    return body in ([("LOAD_CONST", None), ("RETURN_VALUE", None)], [("RETURN_CONST", None)])
+    returns, value = returns_constant(function)
+    return returns and value is None
 
 
 def returns_constant(function: Any) -> tuple[bool, Any]:
     """Whether ``function``'s body is one ``return`` of a constant, and the constant (VMI's
     ``set_wallclock``: ``return 0``, as 2.6.22 ``vmi_set_wallclock``). Skipping such an op
     when its constant is what a skipped call returns changes nothing."""
-    code = getattr(getattr(function, "__func__", function), "__code__", None)
+    code = _code_of(function)
     if code is None:
         return False, None
     body = [(i.opname, i.argval) for i in dis.get_instructions(code)
@@ -248,7 +249,7 @@ def unread_arguments(function: Any, names: Iterable[str]) -> set[str]:
     """The arguments among ``names`` that ``function`` never reads (a native
     ``kmap_atomic_pte`` has no use for the kmap slot without highmem): a mutation of such
     an argument is equivalent."""
-    code = getattr(getattr(function, "__func__", function), "__code__", None)
+    code = _code_of(function)
     if code is None:
         return set()
     read: set[str] = set()
