@@ -138,3 +138,32 @@ def test_workers_publish_the_kit_figures_the_report_adds_up(
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.mark.parametrize("missing", ["redis", "hypofuzz", "backend"])
+def test_a_campaign_this_environment_cannot_run_is_refused_in_one_line(
+    missing: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path
+) -> None:
+    """Without the redis client, HypoFuzz or the named backend, ``python -m
+    pvframe.tools.campaign`` says which is missing in one line before it starts anything
+    (a user without the ``test`` extra once got a ModuleNotFoundError traceback)."""
+    import sys
+
+    if missing == "redis":
+        monkeypatch.setitem(sys.modules, "redis", None)  # import redis raises ImportError
+    # HypoFuzz is there or not whatever this environment has
+    monkeypatch.setattr(campaign, "_fuzz_command",
+                        lambda: None if missing == "hypofuzz" else Path(sys.executable))
+    started: list[str] = []
+    monkeypatch.setattr(campaign, "start_redis", lambda *a: started.append("redis"))
+    backend = "no-such-backend" if missing == "backend" else "xen"
+    if missing != "redis":
+        pytest.importorskip("redis")
+    with pytest.raises(SystemExit) as stop:
+        campaign.main(["--backend", backend, "--workdir", str(tmp_path)])
+    message = str(stop.value.code)
+    assert message.startswith("campaign: ") and "\n" not in message
+    assert {"redis": "'redis'", "hypofuzz": "HypoFuzz",
+            "backend": "'no-such-backend'"}[missing] in message
+    assert started == []

@@ -25,6 +25,7 @@ runs the same on N machines.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import signal
@@ -78,9 +79,28 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def _client(url: str) -> Any:
-    import redis
-
+    try:
+        import redis
+    except ImportError:
+        raise CampaignError("the Python package 'redis' is not installed "
+                            "(pip install 'pvframe[test]', or pip install redis)") from None
     return redis.Redis.from_url(url)
+
+
+def check_prerequisites(backend: str) -> None:
+    """Refuse in one line, before anything starts, a campaign this environment cannot run:
+    the redis client package, HypoFuzz's ``hypothesis fuzz`` beside this Python, and the
+    backend's distribution (found through its entry point, as the workers will)."""
+    from pvframe import plugins
+
+    _client("redis://127.0.0.1:1/0")  # constructing a client connects to nothing
+    if _fuzz_command() is None:
+        raise CampaignError("HypoFuzz is not installed beside this Python (pip install "
+                            "hypofuzz; the workers run `hypothesis fuzz`)")
+    try:
+        plugins.get_backend(backend)
+    except plugins.BackendError as exc:  # (an unknown name is one too)
+        raise CampaignError(str(exc)) from None
 
 
 def failure_keys(url: str) -> list[bytes]:
@@ -127,9 +147,17 @@ class Worker:
                 self.proc.wait()
 
 
+def _fuzz_command() -> Path | None:
+    """HypoFuzz's entry point, ``hypothesis`` beside this Python (``hypothesis fuzz``), or
+    None where HypoFuzz is not installed."""
+    command = Path(sys.executable).with_name("hypothesis")
+    if importlib.util.find_spec("hypofuzz") is None or not command.exists():
+        return None
+    return command
+
+
 def start_worker(worker: Worker, url: str, backend: str) -> None:
-    hypothesis = Path(sys.executable).with_name("hypothesis")
-    cmd = [str(hypothesis), "fuzz", "-n", "1", "--no-dashboard", "--",
+    cmd = [str(_fuzz_command() or "hypothesis"), "fuzz", "-n", "1", "--no-dashboard", "--",
            *pytest_args(backend), "--hypothesis-profile", "deep"]
     with worker.log.open("wb") as log:
         worker.proc = subprocess.Popen(cmd, env=worker.env(url), stdout=log,
@@ -248,6 +276,7 @@ def demo(backend: str, workers: int = 2, timeout: float = 900.0,
          workdir: Path | None = None) -> Outcome:
     """Run the campaign of the module docstring; raise :class:`CampaignError` unless every
     worker replays the same failure."""
+    check_prerequisites(backend)
     tmp = Path(workdir or tempfile.mkdtemp(prefix="pvframe-campaign-"))
     tmp.mkdir(parents=True, exist_ok=True)
     server, url = start_redis(tmp)
@@ -302,6 +331,8 @@ def replay_main(argv: list[str]) -> None:
         keys = [bytes.fromhex(args.key)] if args.key else failure_keys(os.environ[REDIS_ENV])
     except (ValueError, KeyError):
         raise SystemExit(f"campaign replay: give --key HEX, or set {REDIS_ENV}") from None
+    except CampaignError as exc:
+        raise SystemExit(f"campaign replay: {exc}") from None
     diverged = 0
     for key in keys:
         for ops, first in replay_failures(key, args.backend):
