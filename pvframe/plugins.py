@@ -37,7 +37,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import pluggy
@@ -338,6 +338,9 @@ def get_backend(name: str, backends: dict[str, BackendInfo] | None = None) -> Ba
 
 # ---------------------------------------------------------------------------- binding
 
+#: every op a hook table has (hook names without the prefix)
+_OPS = frozenset(name[len(PREFIX):] for name in all_hook_names())
+
 
 class HookTable:
     """The bound hooks of one machine: attribute ``X`` calls op ``X`` with the machine
@@ -345,13 +348,22 @@ class HookTable:
 
     __slots__ = (*(name[len(PREFIX):] for name in all_hook_names()), "__dict__")
 
-    def __init__(self, bound: dict[str, Callable[..., Any]]) -> None:
+    def __init__(self, bound: dict[str, Callable[..., Any]],
+                 lazy: Callable[[str], Callable[..., Any]] | None = None) -> None:
         for op, fn in bound.items():
             setattr(self, op, fn)
+        self.__dict__["_lazy"] = lazy
 
-    if TYPE_CHECKING:  # the attributes are made per op at run time
-
-        def __getattr__(self, name: str) -> Callable[..., Any]: ...
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        """An op not bound yet (``lazy``: a table bound from a cached plan binds each op
+        when first looked up: a generated program calls a dozen of the ~90 ops, and
+        binding them all cost more than some programs' runs)."""
+        lazy = self.__dict__.get("_lazy")
+        if lazy is None or name not in _OPS:
+            raise AttributeError(name)
+        fn = lazy(name)
+        setattr(self, name, fn)
+        return fn
 
 
 @attrs.define
@@ -599,21 +611,23 @@ _PLANS: dict[tuple[str, type, type], dict[str, tuple[str, str, tuple[str, ...]]]
 def _bind_from_plan(plan: dict[str, tuple[str, str, tuple[str, ...]]], info: BackendInfo,
                     plugin: Any, native_plugin: Any, machine: Any, count: bool,
                     last: list[tuple[str, str] | None]) -> BoundBackend:
-    bound: dict[str, Callable[..., Any]] = {}
-    provider: dict[str, str] = {}
+    """The machine's hooks by ``plan``, each bound when first looked up (what binding it
+    then gives is what binding every op up front gave: the same implementation, adapter
+    and guard)."""
     cells: dict[str, list[int]] = {}
-    for hook_name, spec in SPEC_PARAMS.items():
-        op = hook_name[len(PREFIX):]
+    provider = {op: who for op, (who, _attr, _names) in plan.items()}
+
+    def bind_op(op: str) -> Callable[..., Any]:
         who, attr, argnames = plan[op]
-        provider[op] = who
         if who == "missing":
-            bound[op] = _missing(op, info.name)
-            continue
+            return _missing(op, info.name)
         owner = native_plugin if who == NATIVE else plugin
-        fn = _adapt(getattr(owner, attr), argnames, spec, machine)
+        fn = _adapt(getattr(owner, attr), argnames, SPEC_PARAMS[PREFIX + op], machine)
         cell = cells.setdefault(op, [0]) if count else None
-        bound[op] = _guarded(fn, op, who, cell, last)
-    return BoundBackend(info, HookTable(bound), plugin, native_plugin, None, provider, cells, last)
+        return _guarded(fn, op, who, cell, last)
+
+    return BoundBackend(info, HookTable({}, bind_op), plugin, native_plugin, None, provider,
+                        cells, last)
 
 
 def _missing(op: str, backend: str) -> Callable[..., Any]:

@@ -50,6 +50,7 @@ the entry point before anything changed: the handler sees the caller's return ad
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +130,10 @@ def clobbers(op: str) -> int:
     return {R32: CLBR_EAX, STR: CLBR_EAX, R64: CLBR_EAX | CLBR_EDX}.get(ret, CLBR_NONE)
 
 
+#: (entry address, op) of every slot of the ROM
+_ENTRIES = tuple((layout.entry_address(slot), op) for slot, op in layout.SLOTS.items())
+
+
 class PVCallInterface:
     """The call ROM of one machine: installs it and runs the calls that reach it."""
 
@@ -137,9 +142,12 @@ class PVCallInterface:
         #: op -> calls made by the guest through the interface
         self.calls: dict[str, int] = {}
         self.installed = False
+        #: op -> its handler, made on the op's first call (a machine's guest calls a few
+        #: of the ~90 ops, and making every handler up front cost more than constructing
+        #: the rest of the machine)
+        self._made: dict[str, Callable[[], None]] = {}
         self._handlers: dict[int, Callable[[], None]] = {
-            layout.entry_address(slot): self._make_handler(op)
-            for slot, op in layout.SLOTS.items()
+            addr: functools.partial(self._enter, op) for addr, op in _ENTRIES
         }
 
     # ------------------------------------------------------------------ installation
@@ -165,6 +173,13 @@ class PVCallInterface:
         return True
 
     # ------------------------------------------------------------------ calls
+    def _enter(self, op: str) -> None:
+        """Run the call of ``op`` that reached its entry point."""
+        handler = self._made.get(op)
+        if handler is None:
+            handler = self._made[op] = self._make_handler(op)
+        handler()
+
     def _make_handler(self, op: str) -> Callable[[], None]:
         params, ret = SIGNATURES[op]
         special = getattr(self, f"_call_{op}", None)

@@ -1,0 +1,45 @@
+"""What a program's machine costs to build is cut without changing what it observes:
+hooks bound from the cached plan are bound when first looked up
+(:func:`pvframe.plugins._bind_from_plan`), call-ROM handlers are made on their op's first
+call (:class:`pvframe.pvcall.PVCallInterface`). A machine built that way runs every
+program as one whose hooks were all resolved through pluggy up front."""
+
+from __future__ import annotations
+
+import pytest
+
+from pvframe.machine import Machine
+from pvframe.testing import oracle, strategies
+from pvframe.testing.mutants import draw_programs
+
+
+class _Bystander:
+    """A plugin with no hooks: binding with it resolves every op through pluggy, eagerly."""
+
+
+@pytest.mark.parametrize("backend", ["native", "xen", "vmi"])
+def test_lazily_bound_machines_observe_what_eagerly_bound_ones_do(backend: str) -> None:
+    programs = (draw_programs(strategies.programs(), 12)
+                + draw_programs(strategies.pv_call_programs(), 8))
+    for program in programs:
+        eager = oracle.observe(program, backend, extra_plugins=(_Bystander(),))
+        lazy = oracle.observe(program, backend)
+        assert lazy.fields() == eager.fields(), program.listing()
+        assert lazy.hook_calls == eager.hook_calls, program.listing()
+
+
+def test_a_lazily_bound_table_binds_an_op_on_first_lookup_and_knows_no_other_name() -> None:
+    Machine("xen")  # the plan is cached
+    machine = Machine("xen")
+    hooks = machine.hooks
+    with pytest.raises(AttributeError):
+        object.__getattribute__(hooks, "read_cr0")  # its slot is empty until looked up
+    first = hooks.read_cr0
+    assert object.__getattribute__(hooks, "read_cr0") is first
+    assert hooks.read_cr0 is first  # bound once
+    assert machine.bound.provider["read_cr0"] in ("native", "xen")
+    with pytest.raises(AttributeError):
+        hooks.no_such_op  # noqa: B018
+    assert machine.bound.counts == {}
+    first()
+    assert machine.bound.counts == {"read_cr0": 1}
