@@ -178,13 +178,9 @@ class FrameTable:
 
     def __attrs_post_init__(self) -> None:
         n = self.nr_pages
-        stride = 7
-        while _gcd(stride, n) != 1:
-            stride += 2
-        shift = 3 % n
-        self.p2m = [self.ram_base + 2 * ((pfn * stride + shift) % n) for pfn in range(n)]
-        for pfn, mfn in enumerate(self.p2m):
-            self.m2p[mfn] = pfn
+        p2m, m2p = _layout_maps(self.ram_base, n)
+        self.p2m = list(p2m)
+        self.m2p = dict(m2p)
         self.shared_info_mfn = self.ram_base + 2 * n
         # the frame-table entries of the layout above, made when first looked at
         self.pages = FramePages(self.xen_frames, self.ram_base, n, self.domid, self.other_domid)
@@ -194,6 +190,17 @@ class FrameTable:
             owner=self.domid, count=2, type=PGT_writable_page, type_count=1, validated=True
         )
         self.max_page = self.shared_info_mfn + 1
+
+    def __reduce__(self) -> Any:
+        """Pickled without the P2M and M2P while they are the layout's (a domain is
+        restored from a pickled pristine copy for every machine: unpickling the two maps
+        of 16 Ki frames took ~2 ms of its ~3 ms; copying the layout's takes ~0.15 ms)."""
+        p2m, m2p = _layout_maps(self.ram_base, self.nr_pages)
+        own_p2m = None if len(self.p2m) == len(p2m) and tuple(self.p2m) == p2m else self.p2m
+        own_m2p = None if self.m2p == m2p else self.m2p
+        fields = {a.name: getattr(self, a.name) for a in attrs.fields(FrameTable)
+                  if a.name not in ("p2m", "m2p")}
+        return (_restore_frame_table, (fields, own_p2m, own_m2p))
 
     def page(self, mfn: int) -> PageInfo | None:
         return self.pages.get(mfn)
@@ -207,6 +214,37 @@ class FrameTable:
 
     def mfn_to_pfn(self, mfn: int) -> int:
         return self.m2p.get(mfn, INVALID_M2P_ENTRY)
+
+
+_LAYOUTS: dict[tuple[int, int], tuple[tuple[int, ...], dict[int, int]]] = {}
+
+
+def _layout_maps(ram_base: int, n: int) -> tuple[tuple[int, ...], dict[int, int]]:
+    """The P2M and M2P of the layout of :class:`FrameTable` (made once per layout and
+    only read: tables copy them). The P2M is ``pfn -> ram_base + 2 * ((pfn * stride +
+    shift) % n)`` with the first odd ``stride`` from 7 on coprime to ``n``."""
+    maps = _LAYOUTS.get((ram_base, n))
+    if maps is None:
+        stride = 7
+        while _gcd(stride, n) != 1:
+            stride += 2
+        shift = 3 % n
+        p2m = tuple(ram_base + 2 * ((pfn * stride + shift) % n) for pfn in range(n))
+        maps = _LAYOUTS[(ram_base, n)] = p2m, {mfn: pfn for pfn, mfn in enumerate(p2m)}
+    return maps
+
+
+def _restore_frame_table(fields: dict[str, Any], p2m: list[int] | None,
+                         m2p: dict[int, int] | None) -> FrameTable:
+    """A pickled :class:`FrameTable` (its maps copied from the layout's when they were
+    the layout's)."""
+    table = object.__new__(FrameTable)
+    for name, value in fields.items():
+        object.__setattr__(table, name, value)
+    layout_p2m, layout_m2p = _layout_maps(fields["ram_base"], fields["nr_pages"])
+    object.__setattr__(table, "p2m", list(layout_p2m) if p2m is None else p2m)
+    object.__setattr__(table, "m2p", dict(layout_m2p) if m2p is None else m2p)
+    return table
 
 
 #: packed frame table -> (its array, mfn -> offset): both only read, so the machines
