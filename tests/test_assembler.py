@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import shutil
 
+import attrs
 import pytest
 from hypothesis import given, note, settings
 
-from pvframe.testing import oracle, strategies
+from pvframe.testing import oracle, pieces, strategies
 from pvframe.testing import programs as p
 from pvframe.testing.asm import assemble_gnu, assemble_program
 from pvframe.testing.assembler import AssemblerError, assemble
@@ -41,6 +42,40 @@ def test_a_kit_program_assembled_in_two_parts_is_the_whole_source_assembled(
     parts = assemble_program(program)
     assert parts.image == whole.image
     assert parts.symbols == whole.symbols
+
+
+@settings(max_examples=60, deadline=None)
+@given(strategies.programs() | strategies.pv_call_programs())
+def test_a_kit_program_put_together_from_op_pieces_is_the_whole_source_assembled(
+        program: p.Program) -> None:
+    """Every op of the kit is a relocatable piece (:mod:`pvframe.testing.pieces`: the
+    part is never assembled whole again) and the pieces put together are the whole
+    source's bytes: fields that hold addresses in the op (``pushl $1f``) and
+    displacements out of it (``call record``) moved to where the op lands."""
+    note(program.listing())
+    harness = assemble(p.HARNESS, p.LOAD_ADDR)
+    part = pieces.Pieces(harness.symbols[p.OPS_LABEL], harness.symbols).assemble_part(program)
+    assert part is not None
+    whole = assemble(program.source(), p.LOAD_ADDR)
+    assert harness.image + part.image == whole.image
+    assert {**harness.symbols, **part.symbols} == whole.symbols
+
+
+@attrs.frozen
+class _Labelled(p.Op):
+    """An op with a symbol of its own: no relocatable piece."""
+
+    def lines(self) -> list[str]:
+        return ["mine: nop", "jmp mine"]
+
+
+def test_an_op_that_is_no_piece_has_its_program_assembled_whole() -> None:
+    program = p.Program((p.Cli(), _Labelled(), p.ReadTsc()), paging=True)
+    harness = assemble(p.HARNESS, p.LOAD_ADDR)
+    assert pieces.Pieces(harness.symbols[p.OPS_LABEL], harness.symbols).assemble_part(program) is None
+    whole = assemble(program.source(), p.LOAD_ADDR)
+    built = assemble_program(program)
+    assert built.image == whole.image and built.symbols == whole.symbols
 
 
 def test_the_harness_is_the_same_bytes_at_the_same_addresses_in_every_program() -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import attrs
 
+from pvframe.testing import pieces
 from pvframe.testing import programs as p
 
 
@@ -76,20 +77,30 @@ def assemble_program(program: p.Program) -> Assembled:
     """The image of a kit program at :data:`pvframe.testing.programs.LOAD_ADDR`: exactly
     ``assemble(program.source(), LOAD_ADDR)`` (``tests/test_assembler.py`` checks it),
     built from the harness assembled once and the program's own part
-    (:func:`pvframe.testing.programs.body`) assembled at the harness's ops label with the
-    harness's symbols as constants. ``PVFRAME_ASSEMBLER=gnu``: the whole source by GNU
+    (:func:`pvframe.testing.programs.body`) at the harness's ops label, put together from
+    each op's encoding made once (:mod:`pvframe.testing.pieces`), else assembled with
+    the harness's symbols as constants. ``PVFRAME_ASSEMBLER=gnu``: the whole source by GNU
     as."""
     if os.environ.get("PVFRAME_ASSEMBLER") == "gnu":
         return assemble(program.source(), p.LOAD_ADDR)
     from pvframe.testing import assembler
 
     harness = _harness()
-    source = ".code32\n.text\n" + p.body(program)
-    try:
-        part = assembler.assemble(source, harness.symbols[p.OPS_LABEL], harness.symbols)
-    except assembler.AssemblerError:  # GNU as, which reads more, as assemble() would
-        return assemble(program.source(), p.LOAD_ADDR)
+    part = _pieces().assemble_part(program)
+    if part is None:  # lines that are no relocatable piece: the part assembled whole
+        source = ".code32\n.text\n" + p.body(program)
+        try:
+            part = assembler.assemble(source, harness.symbols[p.OPS_LABEL], harness.symbols)
+        except assembler.AssemblerError:  # GNU as, which reads more, as assemble() would
+            return assemble(program.source(), p.LOAD_ADDR)
     return Assembled(harness.image + part.image, {**harness.symbols, **part.symbols})
+
+
+@functools.lru_cache(maxsize=1)
+def _pieces() -> pieces.Pieces:
+    """The ops' encodings, each made once (:mod:`pvframe.testing.pieces`)."""
+    harness = _harness()
+    return pieces.Pieces(harness.symbols[p.OPS_LABEL], harness.symbols)
 
 
 def assemble_gnu(source: str, base: int = 0x100000) -> Assembled:

@@ -576,15 +576,28 @@ def body(program: Program) -> str:
     if program.paging:
         out += ["call paging_init"]
     for i, op in enumerate(program.ops):
-        out += [f"movl ${i}, op_index", f"movl $.Lrec{i}, recovery", "pushl result_ptr",
-                f"popl op_marks+{4 * i}"]
+        out += bookkeeping(i, f".Lrec{i}", f"op_marks+{4 * i}")
         out += [f"    {line}" for line in op.lines()]
         out += [f".Lrec{i}:"]
-    out += ["cli", f"movl $0, {APIC + 0x380:#x}" if any(isinstance(o, ApicTimer) for o in program.ops) else "nop",
-            "mov result_ptr, %eax", "sub $results, %eax", "shr $2, %eax", "mov %eax, %ebx",
-            "xor %al, %al", "out %al, $0xf4", "2: hlt", "jmp 2b"]
+    out += epilogue(program)
     out += [".data", ".balign 4", "op_marks:", f".fill {max(1, len(program.ops))}, 4, 0"]
     return "\n".join(out) + "\n"
+
+
+def bookkeeping(index: int | str, recovery: int | str, mark: int | str) -> list[str]:
+    """The lines before op ``index``: its index and recovery address for the exception
+    handler, and the results pointer stored as its mark (``mark``: where)."""
+    return [f"movl ${index}, op_index", f"movl ${recovery}, recovery", "pushl result_ptr",
+            f"popl {mark}"]
+
+
+def epilogue(program: Program) -> list[str]:
+    """The lines after the last op: the timer stopped (if the program started it),
+    the number of results as the exit code through the debug-exit port, then halt."""
+    timer = any(isinstance(o, ApicTimer) for o in program.ops)
+    return ["cli", f"movl $0, {APIC + 0x380:#x}" if timer else "nop",
+            "mov result_ptr, %eax", "sub $results, %eax", "shr $2, %eax", "mov %eax, %ebx",
+            "xor %al, %al", "out %al, $0xf4", "2: hlt", "jmp 2b"]
 
 
 _HARNESS = f"""
