@@ -1,5 +1,5 @@
-"""The kit's op strategies are built once per kind set (:func:`pvframe.testing.strategies.ops`,
-cached): the derandomized programs, and what they shrink to, are those of strategies built
+"""The kit's op strategies are built once per kind set (:func:`pvframe.testing.strategies.ops`;
+the program bodies per kinds and length, the MSR writes per MSR, cached): the derandomized programs, and what they shrink to, are those of strategies built
 anew for every program, whatever was drawn before in the process."""
 
 from __future__ import annotations
@@ -17,12 +17,15 @@ from pvframe.testing import strategies
 @contextmanager
 def _fresh_ops() -> Iterator[None]:
     """Strategies built anew on every call (what the kit did before the cache)."""
-    cached = strategies.ops
-    strategies.ops = cached.__wrapped__  # type: ignore[attr-defined]
+    names = ("ops", "_bodies", "_lengths", "_msr_writes")
+    cached = {name: getattr(strategies, name) for name in names}
+    for name, fn in cached.items():
+        setattr(strategies, name, fn.__wrapped__)
     try:
         yield
     finally:
-        strategies.ops = cached
+        for name, fn in cached.items():
+            setattr(strategies, name, fn)
 
 
 def _draw(strategy: Any, n: int, phases: tuple[Phase, ...] = (Phase.generate,),

@@ -110,8 +110,8 @@ def platform_ops() -> st.SearchStrategy[p.Op]:
         st.builds(p.TscSeries, st.integers(2, 24)),
         st.builds(p.ReadRtc, st.sampled_from([0, 2, 4, 7, 8, 9])),
         st.builds(p.ReadMsr, v.msr_numbers()),
-        v.msr_numbers().flatmap(lambda msr: st.builds(p.WriteMsr, st.just(msr), v.msr_values(msr))),
-        v.valid_msrs().flatmap(lambda msr: st.builds(p.WriteMsr, st.just(msr), v.msr_values(msr))),
+        v.msr_numbers().flatmap(_msr_writes),
+        v.valid_msrs().flatmap(_msr_writes),
         st.builds(p.WriteCr4, v.cr4_values()),
         st.builds(p.Cpuid, st.sampled_from([0, 1, 2, 0x80000000])),
         st.just(p.StoreDescriptorTables()),
@@ -119,6 +119,13 @@ def platform_ops() -> st.SearchStrategy[p.Op]:
         st.builds(p.LoadDescriptorTable, st.just("idt"), st.sampled_from([0x7FF, 0x7F7, 0x4FF, 0x20F])),
         st.builds(p.LoadDescriptorTable, st.just("gdt"), st.sampled_from([0x17, 0x1F, 0x7FF, 0xFFFF])),
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _msr_writes(msr: int) -> st.SearchStrategy[p.Op]:
+    """Writes of ``msr`` (built once per MSR number: a flatmap's strategy is validated on
+    its first draw)."""
+    return st.builds(p.WriteMsr, st.just(msr), v.msr_values(msr))
 
 
 def pv_call_ops() -> st.SearchStrategy[p.Op]:
@@ -158,12 +165,29 @@ def programs(draw: st.DrawFn, max_ops: int = 24) -> p.Program:
     when the paging kind is drawn, and in half of the other programs. The machine's TSC
     rate is drawn last (:func:`pvframe.testing.values.tsc_rates`; shrinks to the default).
     """
-    kinds = tuple(draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=4, unique=True)))
-    paging = "paging" in kinds or draw(st.booleans())
+    kinds = tuple(draw(_KIND_SETS))
+    paging = "paging" in kinds or draw(_BOOLEANS)
     # the length is drawn first (programs are long early on, and shrink to one op)
-    length = draw(st.integers(1, max_ops))
-    body = draw(st.lists(ops(kinds), min_size=length, max_size=length))
-    return p.Program(tuple(body), paging=paging, tsc_hz=draw(v.tsc_rates()))
+    length = draw(_lengths(max_ops))
+    body = draw(_bodies(kinds, length))
+    return p.Program(tuple(body), paging=paging, tsc_hz=draw(_TSC_RATES))
+
+
+# what every program draws, built once (as :func:`ops`: a strategy built anew is
+# validated anew on its first draw, a tenth of a program's generation)
+_KIND_SETS = st.lists(st.sampled_from(KINDS), min_size=1, max_size=4, unique=True)
+_BOOLEANS = st.booleans()
+_TSC_RATES = v.tsc_rates()
+
+
+@functools.cache
+def _lengths(max_ops: int) -> st.SearchStrategy[int]:
+    return st.integers(1, max_ops)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bodies(kinds: tuple[str, ...], length: int) -> st.SearchStrategy[list[p.Op]]:
+    return st.lists(ops(kinds), min_size=length, max_size=length)
 
 
 def pv_call_programs() -> st.SearchStrategy[p.Program]:
