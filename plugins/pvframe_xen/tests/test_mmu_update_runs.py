@@ -39,7 +39,7 @@ def _domain(pae: bool, kind: type[XenHypervisor] = XenHypervisor) -> XenHypervis
 @st.composite
 def _batches(draw: st.DrawFn, hv: XenHypervisor) -> list[MmuUpdate]:
     own = list(hv.frames.p2m)
-    frames = own + [own[0] + 1, 3, hv.frames.shared_info_mfn]  # foreign, Xen's, shared_info
+    frames = [*own, own[0] + 1, 3, hv.frames.shared_info_mfn]  # foreign, Xen's, shared_info
     out: list[MmuUpdate] = []
     for _ in range(draw(st.integers(0, 12))):
         mfn = draw(st.sampled_from(frames))
@@ -47,7 +47,7 @@ def _batches(draw: st.DrawFn, hv: XenHypervisor) -> list[MmuUpdate]:
         for _ in range(run):
             cmd = draw(st.sampled_from([0, 0, 0, 0, abi.MMU_MACHPHYS_UPDATE, 2, 4]))
             index = draw(st.integers(0, 1023))
-            target = draw(st.sampled_from(own + [0]))
+            target = draw(st.sampled_from([*own, 0]))
             val = (target << 12) | draw(st.sampled_from([0, 1, 3, 0x23, 0x63, 0x183]))
             out.append(MmuUpdate((mfn << 12) | (index << 2) | cmd, val))
     return out
