@@ -773,7 +773,9 @@ class XenHypervisor:
             return -ESRCH
         rc, done = 0, 0
         size = 8 if self.pae else 4
+        mask = (1 << (8 * size)) - 1
         plain = -1  # the frame the previous request wrote as a plain writable page
+        frame = bytearray()
         for req in reqs[:count]:
             if not isinstance(req, MmuUpdate):
                 rc = -EFAULT
@@ -782,7 +784,8 @@ class XenHypervisor:
                 # the same checks on the same frame as the request before, which nothing
                 # since changed: they pass again and leave the counts as they were, so
                 # only the write remains (a fresh table's ~1,000 entries per CR3 switch)
-                self.memory.write(req.ptr & ~(size - 1) & M64, size, req.val)
+                off = req.ptr & 0xFFF
+                frame[off : off + size] = (req.val & mask).to_bytes(size, "little")
                 done += 1
                 continue
             rc = self._mmu_update_one(req)
@@ -790,6 +793,8 @@ class XenHypervisor:
                 break
             done += 1
             plain = self._plain_frame(req, size)
+            if plain >= 0:
+                frame = self.memory.frame(plain)
         if isinstance(pdone, SuccessCount):
             pdone.value = done
         return rc
