@@ -17,7 +17,7 @@ from pvframe.testing import strategies
 @contextmanager
 def _fresh_ops() -> Iterator[None]:
     """Strategies built anew on every call (what the kit did before the cache)."""
-    names = ("ops", "_bodies", "_lengths", "_msr_writes")
+    names = ("ops", "_kind_ops", "_bodies", "_lengths", "_msr_writes")
     cached = {name: getattr(strategies, name) for name in names}
     for name, fn in cached.items():
         setattr(strategies, name, fn.__wrapped__)

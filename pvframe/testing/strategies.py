@@ -146,13 +146,20 @@ def ops(kinds: tuple[str, ...]) -> st.SearchStrategy[p.Op]:
     validating the whole tree again for every program took ~8 of its ~17 ms of
     generation. The derandomized draws are the same either way, in any order of tests
     (``tests/test_scale_generation.py``)."""
+    return st.one_of(*(_kind_ops(k) for k in kinds))
+
+
+@functools.cache
+def _kind_ops(kind: str) -> st.SearchStrategy[p.Op]:
+    """The ops of one kind, built once: the kind sets that include it share it, so it is
+    validated once (Hypothesis validates a strategy on its first draw)."""
     table = {
         "interrupt-flag": interrupt_flag_ops,
         "timer": timer_ops,
         "platform": platform_ops,
         "paging": paging_ops,
     }
-    return st.one_of(*(table[k]() for k in kinds))
+    return table[kind]()
 
 
 @st.composite
