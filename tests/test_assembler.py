@@ -13,7 +13,7 @@ from hypothesis import given, note, settings
 from pvframe.testing import oracle, pieces, strategies
 from pvframe.testing import programs as p
 from pvframe.testing.asm import assemble_gnu, assemble_program
-from pvframe.testing.assembler import AssemblerError, assemble
+from pvframe.testing.assembler import AssemblerError, assemble, assemble_at
 
 needs_gnu = pytest.mark.skipif(shutil.which("as") is None, reason="GNU as is the oracle")
 #: symbols ld defines that no source does
@@ -184,3 +184,12 @@ def test_the_kit_runs_with_no_toolchain(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("PATH", "")
     program = p.Program((p.Cli(), p.SaveFlags(), p.Sti(), p.ReadTsc(), p.PutChar(0x4B)))
     assert oracle.compare(program, "xen") is None
+
+
+def test_assembling_at_several_bases_is_assembling_at_each() -> None:
+    """assemble_at reads the source once; each base's layout relaxes the branches anew
+    (a branch to a fixed address is short at one base and near at another)."""
+    source = ".text\n_start:\nnop\njmp 0x1100\n1: dec %ecx\njnz 1b\ncall 0x2000\npushl $1b\n"
+    bases = (0x1000, 0x1000 + pieces.DELTA, 0x1080)
+    assert assemble_at(source, bases) == tuple(assemble(source, b) for b in bases)
+    assert assemble(source, 0x1000).image != assemble(source, 0x1080).image

@@ -925,7 +925,27 @@ def assemble(source: str, base: int = 0x100000,
     address of every label that is not local (``.L*`` and numeric labels are not symbols,
     as in GNU as's symbol table). ``symbols`` are defined outside the source, as the
     source's own ``.set name, value`` would define them (not in the result's symbols)."""
-    prog = _Program(source, base, symbols)
+    return _assembled(_Program(source, base, symbols))
+
+
+def assemble_at(source: str, bases: tuple[int, ...],
+                symbols: Mapping[str, int] | None = None) -> tuple[Assembled, ...]:
+    """:func:`assemble` of ``source`` at each of ``bases`` (read once; each layout starts
+    from the branches as read, unrelaxed)."""
+    prog = _Program(source, bases[0], symbols)
+    read = [(st, st.near, st.length) for stmts in prog.sections.values() for st in stmts
+            if isinstance(st, Insn)]
+    out = []
+    for base in bases:
+        for st, near, length in read:
+            st.near, st.length = near, length
+        prog.base = base
+        out.append(_assembled(prog))
+    return tuple(out)
+
+
+def _assembled(prog: _Program) -> Assembled:
+    base = prog.base
     addrs = prog.layout()
     out: dict[str, bytearray] = {}
     for name, stmts in prog.sections.items():

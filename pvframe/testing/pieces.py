@@ -87,9 +87,11 @@ class Pieces:
         self._pieces: dict[tuple[str, ...], Piece | None] = {}
         self.head = self._template()
 
-    def _assemble(self, lines: list[str] | tuple[str, ...], base: int) -> assembler.Assembled | None:
+    def _assemble(self, lines: list[str] | tuple[str, ...],
+                  *bases: int) -> tuple[assembler.Assembled, ...] | None:
+        source = ".code32\n.text\n" + "\n".join(lines) + "\n"
         try:
-            return assembler.assemble(".code32\n.text\n" + "\n".join(lines) + "\n", base, self.known)
+            return assembler.assemble_at(source, bases, self.known)
         except assembler.AssemblerError:
             return None
 
@@ -102,8 +104,11 @@ class Pieces:
 
     def _make(self, lines: tuple[str, ...]) -> Piece | None:
         base = self.start
-        one, two = self._assemble(lines, base), self._assemble(lines, base + DELTA)
-        if one is None or two is None or one.symbols or len(one.image) != len(two.image):
+        both = self._assemble(lines, base, base + DELTA)
+        if both is None:
+            return None
+        one, two = both
+        if one.symbols or len(one.image) != len(two.image):
             return None
         a, b = one.image, two.image
         inside: list[tuple[int, int]] = []
@@ -128,9 +133,10 @@ class Pieces:
     def _template(self) -> Template | None:
         """The bookkeeping lines encoded once with sentinel values, None if a sentinel is
         not found exactly once."""
-        built = self._assemble(p.bookkeeping(_INDEX, _RECOVERY, _MARK), self.start)
-        if built is None:
+        got = self._assemble(p.bookkeeping(_INDEX, _RECOVERY, _MARK), self.start)
+        if got is None:
             return None
+        built = got[0]
         offsets = []
         for value in (_INDEX, _RECOVERY, _MARK):
             raw = struct.pack("<I", value)
