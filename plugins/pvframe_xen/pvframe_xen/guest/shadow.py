@@ -279,7 +279,8 @@ class Shadow:
             old = self._current(pfn)
             new = images[pfn]
             if old != new:
-                updates += [MmuUpdate(self.maddr(pfn, i), v) for i, (a, v) in enumerate(zip(old, new, strict=True)) if a != v]
+                base = self.maddr(pfn, 0)
+                updates += [MmuUpdate(base | (i << 2), v) for i, (a, v) in enumerate(zip(old, new, strict=True)) if a != v]
         return updates
 
     def _fast(

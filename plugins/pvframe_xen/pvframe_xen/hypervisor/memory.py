@@ -42,6 +42,8 @@ PGT_writable_page = PageType.PGT_writable_page
 PGT_l3_page_table = PageType.PGT_l3_page_table
 PGT_l2_pae_xen = PageType.PGT_l2_pae_xen
 #: Types that are page tables (``type <= PGT_l4_page_table`` in Xen's ``put_page_type``).
+#: value -> member (what ``PageType(value)`` gives, without the enum's call path)
+_PAGE_TYPES = {t.value: t for t in PageType}
 PAGE_TABLE_TYPES = frozenset({PGT_l1_page_table, PGT_l2_page_table, PGT_l3_page_table,
                               PGT_l2_pae_xen})
 #: the L2 types (an ordinary L2, the L2 of a PAE L3's slot 3)
@@ -299,7 +301,7 @@ class FramePages(dict[int, PageInfo]):
         i = self._index.get(mfn)
         if i is not None:
             _m, owner, count, type_, type_count, validated, pinned, linear = self._packed[i : i + self._FIELDS]
-            return PageInfo(owner, count, PageType(type_), type_count, bool(validated), bool(pinned), linear)
+            return PageInfo(owner, count, _PAGE_TYPES[type_], type_count, bool(validated), bool(pinned), linear)
         xen_frames, ram_base, n, domid, other = self.layout
         if 0 <= mfn < xen_frames:
             return PageInfo(owner=DOMID_XEN)
