@@ -47,3 +47,18 @@ def test_a_restored_domain_is_the_built_one(nr_pages: int) -> None:
     hv.frames.m2p[hv.frames.p2m[0]] = 1
     again, _ = backend.new_domain(1_000_000_000, 0, nr_pages)
     assert again.frames.m2p[again.frames.p2m[0]] == 0  # a restored map is the machine's own
+
+
+def test_restored_frame_tables_with_different_entries_are_not_confused() -> None:
+    """The packed entries are shared by digest: tables that differ in one entry restore
+    to their own entries, tables that are the same share one packed array."""
+    a = FrameTable(domid=1, nr_pages=64, other_domid=2)
+    b = FrameTable(domid=1, nr_pages=64, other_domid=2)
+    mfn = a.p2m[5]
+    a.pages[mfn].count += 1
+    b.pages[mfn].count += 2
+    ra, rb = (pickle.loads(pickle.dumps(t)) for t in (a, b))
+    assert (ra.pages[mfn].count, rb.pages[mfn].count) == (a.pages[mfn].count, b.pages[mfn].count)
+    again = pickle.loads(pickle.dumps(a))
+    assert again.pages._packed is ra.pages._packed
+    assert _table(ra) == _table(a) and _table(rb) == _table(b)
