@@ -193,3 +193,14 @@ def test_assembling_at_several_bases_is_assembling_at_each() -> None:
     bases = (0x1000, 0x1000 + pieces.DELTA, 0x1080)
     assert assemble_at(source, bases) == tuple(assemble(source, b) for b in bases)
     assert assemble(source, 0x1000).image != assemble(source, 0x1080).image
+
+
+def test_the_pieces_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A campaign draws ever new immediates: the oldest pieces make room."""
+    monkeypatch.setattr(pieces, "MAX_PIECES", 3)
+    harness = assemble(p.HARNESS, p.LOAD_ADDR)
+    made = pieces.Pieces(harness.symbols[p.OPS_LABEL], harness.symbols)
+    for char in range(0x41, 0x49):
+        program = p.Program((p.PutChar(char), p.Compute(char)))
+        assert made.assemble_part(program) is not None
+        assert len(made._pieces) <= 3

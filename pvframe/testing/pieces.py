@@ -33,6 +33,8 @@ from pvframe.testing import programs as p
 #: the distance between the two trial addresses (low byte not 0, beyond any short branch)
 DELTA = 0x10101
 M32 = 0xFFFFFFFF
+#: pieces kept per process (the oldest made is dropped first)
+MAX_PIECES = 20_000
 #: sentinels of the bookkeeping template's values: op index, recovery address, op mark
 _INDEX, _RECOVERY, _MARK = 0x7F7E7D7C, 0x6B6A6968, 0x57565554
 
@@ -99,6 +101,8 @@ class Pieces:
         """``lines`` as a relocatable piece (module doc), None if they are not one."""
         if lines in self._pieces:
             return self._pieces[lines]
+        if len(self._pieces) >= MAX_PIECES:  # a long campaign draws ever new values
+            del self._pieces[next(iter(self._pieces))]
         made = self._pieces[lines] = self._make(lines)
         return made
 
