@@ -1,5 +1,6 @@
-"""The kit's op strategies are built once per kind set (:func:`pvframe.testing.strategies.ops`;
-the program bodies per kinds and length, the MSR writes per MSR, cached): the derandomized programs, and what they shrink to, are those of strategies built
+"""The kit's op strategies are built once (:func:`pvframe.testing.strategies.ops` per kind
+set, each kind's ops, the program bodies per kinds and length, the MSR writes per MSR, all
+cached): the derandomized programs, and what they shrink to, are those of strategies built
 anew for every program, whatever was drawn before in the process."""
 
 from __future__ import annotations
