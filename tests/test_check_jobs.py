@@ -100,9 +100,19 @@ def test_check_jobs_option_is_validated() -> None:
 
 
 TINY = """
+import sys
 from hypothesis import settings
 settings.register_profile("tiny", settings.get_profile("ci"), max_examples=12)
+
+def pytest_unconfigure(config):
+    if config.getoption("dist", "no") != "no" and not hasattr(config, "workerinput"):
+        with open("controller-modules.txt", "w") as f:
+            f.write("\\n".join(sorted(sys.modules)))
 """
+
+#: what a pytest-xdist controller (it runs no test) must not import: the machine
+HEAVY = ("pvframe.machine", "pvframe.executor", "pvframe.testing.conformance", "pyvex",
+         "unicorn", "archinfo", "pvframe_xen")
 
 
 def _kit(tmp_path: Path, *args: str) -> str:
@@ -133,6 +143,9 @@ def test_conformance_under_xdist_checks_the_same_programs_and_adds_up_the_figure
     assert one.groups() == two.groups()
     assert int(one.group(1)) == 12  # 3 shards of 4: the profile's budget
     assert "3 passed" in alone and "3 passed" in spread
+    controller = set((tmp_path / "controller-modules.txt").read_text().split())
+    assert "pvframe.testing.kit_stats" in controller  # it added the figures up
+    assert not controller & set(HEAVY), sorted(controller & set(HEAVY))
 
 
 def test_shards_option_is_validated(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pvframe.testing.conformance import KitStats
+    from pvframe.testing.kit_stats import KitStats
 
 PREFIX = "pvframe-kit-stats:"
 #: seconds between two publications of one process's figures
@@ -80,9 +80,9 @@ def maybe_publish(backend: str, stats: KitStats) -> None:
 
 
 def _publish_all() -> None:
-    from pvframe.testing import conformance
+    from pvframe.testing.kit_stats import STATS
 
-    for backend, stats in conformance.STATS.items():
+    for backend, stats in STATS.items():
         try:
             publish(_client, backend, stats)
         except Exception:  # at exit, best effort

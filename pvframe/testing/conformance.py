@@ -13,34 +13,19 @@ Three layers, all comparing the backend under test with native:
 from __future__ import annotations
 
 import time
-from collections import Counter
 
-import attrs
 import pytest
 from hypothesis import given, note
 
 from pvframe import guests
 from pvframe.machine import HostTimeLimit, Machine
 from pvframe.testing import campaign_stats, contracts, hostgc, oracle, strategies
+from pvframe.testing.kit_stats import STATS, KitStats
 from pvframe.testing.programs import Program
 
 pytestmark = pytest.mark.equivalence
 
 
-@attrs.define
-class KitStats:
-    """What the generated-program test did for one backend (printed by the plugin)."""
-
-    examples: int = 0
-    ops: int = 0
-    seconds: float = 0.0
-    divergences: int = 0
-    coverage: Counter[str] = attrs.field(factory=Counter)
-    #: paravirt op -> calls of the backend's hook (through instructions or the call ROM)
-    hooks: Counter[str] = attrs.field(factory=Counter)
-
-
-STATS: dict[str, KitStats] = {}
 
 #: backend -> why it ran out of host time (a hook that did not return): every later test
 #: of that backend fails at once instead of waiting out the limit again (and Hypothesis

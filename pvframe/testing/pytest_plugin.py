@@ -14,6 +14,7 @@ machine: Hypothesis's default 200 ms deadline measures the host, not the backend
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -135,13 +136,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
         oracle.KIT_WALL_CLOCK_S = contracts.CONTRACT_WALL_CLOCK_S = limit
     if config.getoption("--pvframe-backend", None) is not None:
-        from pvframe.testing import conformance
-
-        path = conformance.__file__
+        path = _conformance_path()
         if config.args_source != pytest.Config.ArgsSource.ARGS:
             config.args[:] = [path]  # no paths given: the conformance suite alone
         elif path not in config.args:
             config.args.append(path)
+
+
+def _conformance_path() -> str:
+    """The conformance suite's file, found without importing it: a pytest-xdist
+    controller runs no test, and importing the suite means importing the whole machine
+    (executor, pyvex, platform), ~1 CPU second before the workers are even started."""
+    spec = importlib.util.find_spec("pvframe.testing.conformance")
+    assert spec is not None and spec.origin is not None
+    return spec.origin
 
 
 def _shards(config: pytest.Config) -> int:
@@ -202,9 +210,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is None:
         return
-    from pvframe.testing import conformance, shards
+    from pvframe.testing import kit_stats, shards
 
-    workeroutput["pvframe_stats"] = shards.to_wire(conformance.STATS)
+    workeroutput["pvframe_stats"] = shards.to_wire(kit_stats.STATS)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -212,9 +220,9 @@ def pytest_testnodedown(node: Any, error: object) -> None:
     """pytest-xdist's controller: add up the figures of a worker that finished."""
     wire = getattr(node, "workeroutput", {}).get("pvframe_stats")
     if wire:
-        from pvframe.testing import conformance, shards
+        from pvframe.testing import kit_stats, shards
 
-        shards.merge(conformance.STATS, wire)
+        shards.merge(kit_stats.STATS, wire)
         WORKERS_REPORTED.append(str(getattr(node, "gateway", node)))
 
 
@@ -225,9 +233,9 @@ WORKERS_REPORTED: list[str] = []
 def pytest_terminal_summary(terminalreporter: object, config: pytest.Config) -> None:
     """Figures of the generated-program runs: examples, examples per second per backend
     (per core: the seconds are summed over workers), and which ops were covered."""
-    from pvframe.testing import conformance
+    from pvframe.testing import kit_stats
 
-    stats = conformance.STATS
+    stats = kit_stats.STATS
     if not stats:
         return
     write = terminalreporter.write_line  # type: ignore[attr-defined]

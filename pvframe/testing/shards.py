@@ -13,7 +13,7 @@ programs and fail the same way. All shards share one example-database key
 failure a fuzz worker saved is replayed by every shard of a pytest run, and one a shard
 saved by the campaign's workers.
 
-Each worker process keeps its own :data:`pvframe.testing.conformance.STATS`; a worker
+Each worker process keeps its own :data:`pvframe.testing.kit_stats.STATS`; a worker
 sends them to the controller (:func:`to_wire`) when it finishes and the controller adds
 them up (:func:`merge`) before it prints the figures.
 """
@@ -24,7 +24,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from pvframe.testing.conformance import KitStats
+from pvframe.testing.kit_stats import KitStats
 
 #: shards per generated-program search (``pytest --pvframe-shards N``)
 DEFAULT_SHARDS = 4
