@@ -98,6 +98,32 @@ def _register_profiles() -> None:
     )
 
 
+def _import_hypothesis_unrewritten() -> None:
+    """Import Hypothesis (the profiles need it) past pytest's assertion rewriter.
+
+    pytest rewrites the asserts of every module of a distribution that registers a pytest
+    plugin, Hypothesis's ~70 modules included, and caches the rewritten bytecode only where
+    Python may write bytecode: with ``PYTHONDONTWRITEBYTECODE`` set, every pytest process
+    parses and rewrites them again, ~0.4 CPU s, paid three times under ``pytest -n 2`` (the
+    controller and each worker). Hypothesis's asserts are its internal checks, not test
+    assertions: imported with the ordinary loaders, their compiled bytecode is used."""
+    import sys
+
+    if "hypothesis" in sys.modules:
+        return
+    saved = list(sys.meta_path)
+    sys.meta_path[:] = [finder for finder in saved
+                        if type(finder).__module__ != "_pytest.assertion.rewrite"]
+    try:
+        import hypothesis  # noqa: F401
+        import hypothesis.database  # noqa: F401
+        import hypothesis.extra  # noqa: F401
+    finally:
+        added = [finder for finder in sys.meta_path if finder not in saved]
+        sys.meta_path[:] = saved + added
+
+
+_import_hypothesis_unrewritten()
 _register_profiles()
 
 
