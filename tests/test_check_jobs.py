@@ -108,6 +108,8 @@ def pytest_unconfigure(config):
     if config.getoption("dist", "no") != "no" and not hasattr(config, "workerinput"):
         with open("controller-modules.txt", "w") as f:
             f.write("\\n".join(sorted(sys.modules)))
+        with open("controller-maxschedchunk.txt", "w") as f:
+            f.write(str(config.option.maxschedchunk))
 """
 
 #: what a pytest-xdist controller (it runs no test) must not import: the machine
@@ -146,6 +148,8 @@ def test_conformance_under_xdist_checks_the_same_programs_and_adds_up_the_figure
     controller = set((tmp_path / "controller-modules.txt").read_text().split())
     assert "pvframe.testing.kit_stats" in controller  # it added the figures up
     assert not controller & set(HEAVY), sorted(controller & set(HEAVY))
+    # the suite's tests were dealt one at a time (pytest_plugin._send_one_test_at_a_time)
+    assert (tmp_path / "controller-maxschedchunk.txt").read_text() == "1"
 
 
 def test_shards_option_is_validated(tmp_path: Path) -> None:

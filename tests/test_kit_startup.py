@@ -19,3 +19,20 @@ def test_hypothesis_is_imported_past_the_assertion_rewriter() -> None:
         assert not isinstance(module.__loader__, AssertionRewritingHook), module.__name__
     assert any(isinstance(finder, AssertionRewritingHook) for finder in sys.meta_path)
     assert isinstance(sys.modules[__name__].__loader__, AssertionRewritingHook)
+
+
+def test_the_conformance_suite_is_dealt_one_test_at_a_time_under_xdist() -> None:
+    """``--dist load`` without ``--maxschedchunk``: one test per refill; the user's
+    choice and the other schedulers are left alone."""
+    from argparse import Namespace
+
+    from pvframe.testing.pytest_plugin import _send_one_test_at_a_time
+
+    cases = [("load", None, 1), ("load", 4, 4), ("worksteal", None, None), ("no", None, None)]
+    for dist, given, expected in cases:
+        option = Namespace(dist=dist, maxschedchunk=given)
+        _send_one_test_at_a_time(option)
+        assert option.maxschedchunk == expected, (dist, given)
+    option = Namespace(dist="no")  # pytest-xdist not installed: nothing to set
+    _send_one_test_at_a_time(option)
+    assert not hasattr(option, "maxschedchunk")
