@@ -1,0 +1,57 @@
+"""The host's frame stack during a kit run: room for the executor's calls in one chunk.
+
+CPython 3.11 keeps the frames of Python calls on a per-thread data stack made of chunks
+(``Python/pystate.c``: ``push_chunk``, ``_PyThreadState_PopFrame``): the first chunk is
+16 KiB, a call that does not fit in the current chunk maps a new one (``mmap``), and a
+return to the first frame of a chunk unmaps it at once. A hot loop whose calls straddle a
+chunk boundary therefore maps, faults in and unmaps a chunk on every call. Whether the
+executor's loop straddles one depends only on how deep the test runs: measured on the xen
+conformance suite, a pytest-xdist worker (its tests run a few frames deeper than under
+``-n 0``) took ~200,000 ``mmap``/``munmap`` pairs of 16 KiB, ~190,000 page faults and
+~1.2 s of system time, against ~1,700 ``mmap`` calls for a whole ``-n 0`` run; moving a
+``-n 0`` run a few frames deeper costs it the same.
+
+:func:`call_with_headroom` calls a function from a frame larger than the first chunk:
+it gets a chunk of its own, sized to the next power of two, and everything it calls
+finds :data:`HEADROOM` bytes free after it in that chunk, so no call of a kit program
+maps or unmaps a chunk, at whatever depth the test runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: bytes of data stack left free for the callee's frames (its chunk is twice as large)
+HEADROOM = 64 * 1024
+_SLOTS = HEADROOM // 8 + 64  # one frame slot per local variable (a pointer each)
+
+
+def _padded_caller() -> Callable[..., Any]:
+    """A function whose frame holds ``_SLOTS`` local variables (never assigned: a frame
+    reserves a slot for every local name its code has)."""
+    names = " = ".join(f"_v{i}" for i in range(_SLOTS))
+    source = (
+        "def call(function, args, kwargs):\n"
+        "    if function is None:\n"
+        f"        {names} = None\n"
+        "    return function(*args, **kwargs)\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<pvframe.testing.hoststack>", "exec"), namespace)
+    return namespace["call"]
+
+
+_call = _padded_caller()
+
+
+def call_with_headroom(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` with :data:`HEADROOM` bytes of frame stack free in
+    one chunk (see the module's docstring)."""
+    result: T = _call(function, args, kwargs)
+    return result
+
+
+__all__ = ["HEADROOM", "call_with_headroom"]
