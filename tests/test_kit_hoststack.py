@@ -4,6 +4,7 @@ depth the test runs (:mod:`pvframe.testing.hoststack`)."""
 from __future__ import annotations
 
 import resource
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -47,9 +48,12 @@ def _worst_faults(run: Callable[[int], None]) -> int:
     return worst
 
 
+@pytest.mark.skipif(sys.version_info[:2] == (3, 12),
+                    reason="CPython 3.12.1 shows no depth at which a call maps a chunk")
 def test_a_hot_loop_straddling_a_chunk_boundary_faults_on_every_call() -> None:
-    """The effect itself (CPython 3.11+): at some depth every call of ``_leaf`` maps a
-    fresh chunk (a page fault at least) and its return unmaps it."""
+    """The effect itself (CPython's, seen on 3.11 and 3.13; not on 3.12.1): at some depth
+    every call of ``_leaf`` maps a fresh chunk (a page fault at least) and its return
+    unmaps it. The headroom tests below hold on every version."""
     assert _worst_faults(lambda depth: _at_depth(depth, _loop)) >= CALLS
 
 
