@@ -397,13 +397,13 @@ class Machine:
         return self.platform.mmio.find(paddr) is not None
 
     def next_deadline(self) -> int | None:
-        return self.events.next_deadline(self.cpu.icount)
+        return self._events.next_deadline(self.cpu.icount)
 
     def service(self, icount: int) -> None:
-        self.events.service(icount)
+        self._events.service(icount)
 
     def acknowledge_interrupt(self) -> int:
-        return self.events.acknowledge_interrupt()
+        return self._events.acknowledge_interrupt()
 
     def stop(self, reason: str, exit_code: int | None = None, detail: str | None = None,
              *, plugin: str | None = None, hook: str | None = None) -> None:
