@@ -33,8 +33,9 @@ CPL3 costs nothing on the fast path, and nothing at CPL0 either. ``set_user(flag
 privilege, and ``user`` the default privilege of :meth:`translate`, :meth:`read` and
 :meth:`write`; implicit supervisor-mode accesses (descriptor tables, the IDT, the TSS, the
 stack of an inner-level interrupt) pass ``user=False`` explicitly. Both sets are cleared in
-place on every flush; ``generation`` is bumped on every flush so that the executor can
-drop its virtual-address keyed block maps.
+place on every flush, except that a CR3 load keeps the pages of the global entries it keeps
+(unless a walk replaced the entry since the last flush); ``generation`` is bumped on every
+flush so that the executor can drop its virtual-address keyed block maps.
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ class MMU:
         #: still be named): what a CR3 write drops, found without visiting the kernel's
         #: global entries
         self._local: set[int] = set()
+        #: pages whose TLB entry a walk replaced since the last flush (a write through a
+        #: clean entry re-walks): their fast-map entries may be the replaced entry's
+        self._rewalked: set[int] = set()
         #: the fast maps per privilege: [supervisor, user], each (r8, r16, r32, w8, w16, w32)
         self._maps: tuple[_FastMaps, _FastMaps] = (_new_maps(), _new_maps())
         #: whether accesses default to user mode (CPL 3)
@@ -173,6 +177,7 @@ class MMU:
         self.tlb.clear()
         self._large.clear()
         self._local = set()
+        self._rewalked = set()
         self._clear_fast()
 
     def flush_nonglobal(self) -> None:
@@ -199,12 +204,33 @@ class MMU:
                         vpns.intersection_update(tlb.keys())
                         if not vpns:
                             del large[r]
+            # The fast maps of the global pages stay too (each was filled from the entry
+            # that stays, unless a walk replaced it since): a kernel that switches CR3
+            # (Linux's text_poke maps one page in a temporary mm, 16,000 loads in a boot)
+            # does not take the slow path again on every kernel page it touches.
+            self._drop_fast(local | self._rewalked)
+            self._local = set()
+            self._rewalked = set()
+            self.generation += 1
+            return
         self._local = set()
+        self._rewalked = set()
         self._clear_fast()
+
+    def _drop_fast(self, vpns: set[int]) -> None:
+        """Forget pages ``vpns`` in every fast map."""
+        for maps in self._maps:
+            for d in maps:
+                if d:
+                    for vpn in vpns:
+                        d.pop(vpn << PAGE_SHIFT, None)
 
     def _enter(self, vpn: int, entry: _Entry) -> None:
         """Cache the translation ``entry`` of page ``vpn`` (a walk's result)."""
-        self.tlb[vpn] = entry
+        tlb = self.tlb
+        if vpn in tlb:
+            self._rewalked.add(vpn)
+        tlb[vpn] = entry
         if entry[4]:
             self._local.discard(vpn)
         else:
