@@ -247,10 +247,7 @@ class Machine:
             backend, self, backends=backends, trace=trace, extra_plugins=extra_plugins
         )
         self.hooks = self.bound.hooks
-        #: where the executor's interrupts and device deadlines come from: the platform,
-        #: unless the backend interposes its own source (a hypervisor's event channels or
-        #: alarms) in ``attach``
-        self.events: Any = self.platform
+        self.events = self.platform
         self.executor = Executor(self.cpu, self.memory, self.mmu, self.hooks, self)
         self.boot: loader.BootInfo | None = None
         self.messages: list[str] = []
@@ -269,6 +266,23 @@ class Machine:
                     f"backend {backend!r}: attach(machine) raised "
                     f"{plugins.describe_failure(exc)}"
                 ) from exc
+
+    #: whether an interrupt can be taken now: the event source's own method (set with
+    #: :attr:`events`), so the executor's poll after every block while IF=1 does not
+    #: go through the machine first
+    interrupt_pending: Callable[[], bool]
+
+    @property
+    def events(self) -> Any:
+        """Where the executor's interrupts and device deadlines come from: the platform,
+        unless the backend interposes its own source (a hypervisor's event channels or
+        alarms) in ``attach``."""
+        return self._events
+
+    @events.setter
+    def events(self, source: Any) -> None:
+        self._events = source
+        self.interrupt_pending = source.interrupt_pending
 
     def _apic_moved(self, base: int | None) -> None:
         """IA32_APIC_BASE moved or disabled the APIC page: route memory accordingly and
@@ -383,16 +397,13 @@ class Machine:
         return self.platform.mmio.find(paddr) is not None
 
     def next_deadline(self) -> int | None:
-        return self.events.next_deadline(self.cpu.icount)
+        return self._events.next_deadline(self.cpu.icount)
 
     def service(self, icount: int) -> None:
-        self.events.service(icount)
-
-    def interrupt_pending(self) -> bool:
-        return self.events.interrupt_pending()
+        self._events.service(icount)
 
     def acknowledge_interrupt(self) -> int:
-        return self.events.acknowledge_interrupt()
+        return self._events.acknowledge_interrupt()
 
     def stop(self, reason: str, exit_code: int | None = None, detail: str | None = None,
              *, plugin: str | None = None, hook: str | None = None) -> None:

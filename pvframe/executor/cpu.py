@@ -566,7 +566,7 @@ class Executor:
                 cpu.icount = icount
             if self.stop_reason is not None:
                 raise TscStop(value, next_eip)
-            return int(value)
+            return value
 
         glb = runtime_globals()
         glb.update(

@@ -4,8 +4,11 @@ The routing follows docs/architecture.md ("Executor -> hook routing"). Every han
 reads and checks everything that can fault *before* changing any state, so a fault leaves
 the instruction restartable with EIP at it. Handlers return True when they set EIP
 themselves (control transfers); otherwise EIP advances past the instruction and one
-instruction is retired. Traps (``int n``, ``int3``, ``into``, ``int1``) retire the
-instruction and then raise, so the frame holds the next EIP.
+instruction is retired. A handler need not ask for the next device deadline after an
+access that may have armed a timer (a port write, ``wrmsr``, a CR write): the executor
+asks after every system instruction that completes (``Executor._refresh_deadline``).
+Traps (``int n``, ``int3``, ``into``, ``int1``) retire the instruction and then raise, so
+the frame holds the next EIP.
 
 Rep-prefixed ``ins``/``outs`` do one iteration per dispatch and count one retired
 instruction per iteration, like the string instructions libVEX lifts (and like Unicorn's
@@ -543,15 +546,11 @@ class System:
         size = 1 if reg == R.AL else 2 if reg == R.AX else 4
         return port, size
 
-    def _io_done(self) -> None:
-        self.ex._refresh_deadline()
-
     def op_in(self, ins: Any) -> None:
         port, size = self._port_and_size(ins, 1, 0)
         check_io(self, port, size)
         value = self.ex.env.io_read(port, size)
         self.set_reg(ins.op_register(0), value)
-        self._io_done()
 
     def op_out(self, ins: Any) -> None:
         port, size = self._port_and_size(ins, 0, 1)
@@ -561,7 +560,6 @@ class System:
             self.ex.hooks.io_delay()
         else:
             self.ex.env.io_write(port, size, value)
-        self._io_done()
 
     def _string_size(self, ins: Any) -> int:
         mn = ins.mnemonic
@@ -580,7 +578,6 @@ class System:
         self.ex.mmu.write(edi, size, value)
         step = -size if cpu.dflag & 0x80000000 else size
         cpu.edi = (edi + step) & 0xFFFFFFFF
-        self._io_done()
         return self._rep_tail(ins, rep)
 
     def op_outs(self, ins: Any) -> bool:
@@ -600,7 +597,6 @@ class System:
             self.ex.env.io_write(port, size, value)
         step = -size if cpu.dflag & 0x80000000 else size
         cpu.esi = (esi + step) & 0xFFFFFFFF
-        self._io_done()
         return self._rep_tail(ins, rep)
 
     def _rep_tail(self, ins: Any, rep: bool) -> bool:
@@ -641,7 +637,6 @@ class System:
             if n == 4 and v & ~CR4_SUPPORTED:
                 raise GeneralProtection(0)
             getattr(hooks, f"write_cr{n}")(v)
-            self.ex._refresh_deadline()
             return None
         if r1 in _DR or r0 in _DR:
             n = _DR[r1] if r1 in _DR else _DR[r0]
@@ -782,7 +777,6 @@ class System:
         r = self.ex.hooks.write_msr(cpu.ecx, (cpu.edx << 32) | cpu.eax)
         if r:
             raise GeneralProtection(0)
-        self.ex._refresh_deadline()
 
     def op_rdtsc(self, ins: Any) -> None:
         cpu = self.cpu

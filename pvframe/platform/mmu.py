@@ -33,8 +33,9 @@ CPL3 costs nothing on the fast path, and nothing at CPL0 either. ``set_user(flag
 privilege, and ``user`` the default privilege of :meth:`translate`, :meth:`read` and
 :meth:`write`; implicit supervisor-mode accesses (descriptor tables, the IDT, the TSS, the
 stack of an inner-level interrupt) pass ``user=False`` explicitly. Both sets are cleared in
-place on every flush; ``generation`` is bumped on every flush so that the executor can
-drop its virtual-address keyed block maps.
+place on every flush, except that a CR3 load keeps the pages of the global entries it keeps
+(unless a walk replaced the entry since the last flush); ``generation`` is bumped on every
+flush so that the executor can drop its virtual-address keyed block maps.
 """
 
 from __future__ import annotations
@@ -89,6 +90,13 @@ class MMU:
         self.cpu = cpu
         self.tlb: dict[int, _Entry] = {}
         self._large: dict[int, set[int]] = {}
+        #: pages whose TLB entry is not global (a superset: an entry dropped since may
+        #: still be named): what a CR3 write drops, found without visiting the kernel's
+        #: global entries
+        self._local: set[int] = set()
+        #: pages whose TLB entry a walk replaced since the last flush (a write through a
+        #: clean entry re-walks): their fast-map entries may be the replaced entry's
+        self._rewalked: set[int] = set()
         #: the fast maps per privilege: [supervisor, user], each (r8, r16, r32, w8, w16, w32)
         self._maps: tuple[_FastMaps, _FastMaps] = (_new_maps(), _new_maps())
         #: whether accesses default to user mode (CPL 3)
@@ -168,17 +176,67 @@ class MMU:
         """Drop every TLB entry, global ones included."""
         self.tlb.clear()
         self._large.clear()
+        self._local = set()
+        self._rewalked = set()
         self._clear_fast()
 
     def flush_nonglobal(self) -> None:
         """Drop the non-global TLB entries (what a CR3 load does)."""
         tlb = self.tlb
-        # (C-level iteration: with PGE the kernel's thousands of global entries stay, and
-        # a Python loop over them made each CR3 write cost milliseconds)
-        keep = dict(compress(tlb.items(), map(_GLOBAL, tlb.values())))
-        self.tlb = keep
-        self._large = {r: s for r, vpns in self._large.items() if (s := vpns & keep.keys())}
+        local = self._local
+        if len(local) * 4 >= len(tlb):
+            # mostly non-global (no PGE): rebuild at C level
+            keep = dict(compress(tlb.items(), map(_GLOBAL, tlb.values())))
+            self.tlb = keep
+            self._large = {r: s for r, vpns in self._large.items() if (s := vpns & keep.keys())}
+        else:
+            # With PGE the kernel's thousands of global entries stay: visit only the
+            # pages entered as non-global since the last flush, and the large regions
+            # they lie in (a region's set names only pages the TLB holds).
+            for vpn in local:
+                tlb.pop(vpn, None)
+            large = self._large
+            if large:
+                regions = {v >> 10 for v in local} | {pae.REGION_2M | (v >> 9) for v in local}
+                for r in regions:
+                    vpns = large.get(r)
+                    if vpns is not None:
+                        vpns.intersection_update(tlb.keys())
+                        if not vpns:
+                            del large[r]
+            # The fast maps of the global pages stay too (each was filled from the entry
+            # that stays, unless a walk replaced it since): a kernel that switches CR3
+            # (Linux's text_poke maps one page in a temporary mm, 16,000 loads in a boot)
+            # does not take the slow path again on every kernel page it touches.
+            self._drop_fast(local | self._rewalked)
+            self._local = set()
+            self._rewalked = set()
+            self.generation += 1
+            return
+        self._local = set()
+        self._rewalked = set()
         self._clear_fast()
+
+    def _drop_fast(self, vpns: set[int]) -> None:
+        """Forget pages ``vpns`` in every fast map."""
+        for maps in self._maps:
+            for d in maps:
+                if d:
+                    for vpn in vpns:
+                        d.pop(vpn << PAGE_SHIFT, None)
+
+    def _enter(self, vpn: int, entry: _Entry) -> None:
+        """Cache the translation ``entry`` of page ``vpn`` (a walk's result)."""
+        tlb = self.tlb
+        if vpn in tlb:
+            self._rewalked.add(vpn)
+        tlb[vpn] = entry
+        if entry[4]:
+            self._local.discard(vpn)
+        else:
+            self._local.add(vpn)
+        if entry[5] != -1:
+            self._large.setdefault(entry[5], set()).add(vpn)
 
     def invlpg(self, vaddr: int) -> None:
         """Drop the entry for ``vaddr``'s page (the whole 4 MiB page for a large mapping)."""
@@ -263,8 +321,7 @@ class MMU:
             base = (pde & 0xFFC00000) | (vaddr & 0x003FF000)
             region = vaddr >> 22
             glob = pge and bool(pde & PTE_G)
-            self.tlb[vpn] = (base, rw, us, bool(new & PTE_D), glob, region)
-            self._large.setdefault(region, set()).add(vpn)
+            self._enter(vpn, (base, rw, us, bool(new & PTE_D), glob, region))
         else:
             if not pde & PTE_A:
                 pde |= PTE_A
@@ -284,7 +341,7 @@ class MMU:
                 mem.write(pte_addr, 4, new)
             base = pte & 0xFFFFF000
             glob = pge and bool(pte & PTE_G)
-            self.tlb[vpn] = (base, rw, us, bool(new & PTE_D), glob, -1)
+            self._enter(vpn, (base, rw, us, bool(new & PTE_D), glob, -1))
         return base
 
     def peek(self, vaddr: int) -> int | None:

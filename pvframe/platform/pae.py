@@ -105,8 +105,7 @@ def walk(mmu: MMU, vaddr: int, write: bool, user: bool) -> int:
             mem.write(pde_addr, 4, new)
         base = (pde & LARGE_ADDR_MASK) | (vaddr & 0x1FF000)
         region = REGION_2M | (vaddr >> 21)
-        mmu.tlb[vpn] = (base, rw, us, bool(new & _D), bool(pge and pde & _G), region)
-        mmu._large.setdefault(region, set()).add(vpn)
+        mmu._enter(vpn, (base, rw, us, bool(new & _D), bool(pge and pde & _G), region))
         return base
     if pde & ENTRY_RESERVED:
         mmu._drop(vpn)
@@ -131,7 +130,7 @@ def walk(mmu: MMU, vaddr: int, write: bool, user: bool) -> int:
     if new != low:
         mem.write(pte_addr, 4, new)
     base = pte & ADDR_MASK
-    mmu.tlb[vpn] = (base, rw, us, bool(new & _D), bool(pge and pte & _G), -1)
+    mmu._enter(vpn, (base, rw, us, bool(new & _D), bool(pge and pte & _G), -1))
     return base
 
 

@@ -111,11 +111,18 @@ class Platform:
         self.timebase = TimeBase(
             tsc_hz=tsc_hz, cycles_per_instruction=cycles_per_instruction, icount_source=icount
         )
+        #: ``next_deadline(icount)``: the instruction count at which the next device event
+        #: is due, or None (the time base's own method: asked after every system
+        #: instruction)
+        self.next_deadline: Callable[[int], int | None] = self.timebase.next_deadline_icount
         self.bus = IOPortBus()
         self.mmio = MMIOMap()
         self.pic = PICPair()
         self.apic = LocalApic(self.timebase, bus_hz=bus_hz)
         self.router = InterruptRouter(self.apic, self.pic)
+        #: whether an interrupt can be taken now (asked after every block while IF=1):
+        #: the router's own method, so the poll costs one call and not two
+        self.interrupt_pending: Callable[[], bool] = self.router.interrupt_pending
         self.pit = Pit8254(self.timebase, irq0=lambda: self.pic.pulse_irq(0))
         self.uart = Uart16550(base=COM1, on_transmit=console_callback, set_irq=self.pic.set_irq)
         self.debug_exit = DebugExit(stop=self._stop)
@@ -229,10 +236,6 @@ class Platform:
         """Tell the devices the current instruction count (when no source is bound)."""
         self.timebase.sync(icount)
 
-    def next_deadline(self, icount: int) -> int | None:
-        """Instruction count at which the next device event is due, or None."""
-        return self.timebase.next_deadline_icount(icount)
-
     def service(self, icount: int) -> None:
         """Fire every device event due at ``icount``."""
         self.timebase.advance_to(icount)
@@ -278,9 +281,6 @@ class Platform:
         return self.apic.bus_frequency // hz
 
     # ------------------------------------------------------------ interrupts
-
-    def interrupt_pending(self) -> bool:
-        return self.router.interrupt_pending()
 
     def interrupt_state(self) -> tuple[object, ...]:
         """Every field of the interrupt controllers (both 8259As, the I/O APIC, the local

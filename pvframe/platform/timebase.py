@@ -98,8 +98,17 @@ class TimeBase:
         return self.last_icount
 
     def now_tsc(self) -> int:
-        """The TSC "now", as devices see it during a port or MMIO access."""
-        return self.tsc(self.current_icount())
+        """The TSC "now", as devices see it during a port or MMIO access
+        (:meth:`tsc` of :meth:`current_icount`, written out: every ``rdtsc`` of a guest
+        comes here, 5.5 million times in a Linux boot)."""
+        source = self.icount_source
+        if source is None:
+            icount = self.last_icount
+        else:
+            icount = source()
+            if icount > self.last_icount:
+                self.last_icount = icount
+        return icount * self.cycles_per_instruction + self.skipped
 
     def now_ns(self) -> int:
         """Nanoseconds since reset (floor of TSC / tsc_hz)."""
@@ -167,12 +176,16 @@ class TimeBase:
         """First instruction count (>= ``icount``) at which the earliest event is due.
 
         ``ceil((deadline - skipped) / cpi)``, clamped to ``icount`` when already due.
+        (The executor asks after every system instruction: :meth:`next_deadline_tsc`
+        written out.)
         """
-        deadline = self.next_deadline_tsc()
-        if deadline is None:
+        queue = self._queue
+        while queue and queue[0].cancelled:
+            heapq.heappop(queue)
+        if not queue:
             return None
-        due = units.icount_for_tsc(deadline, self.skipped, self.cycles_per_instruction)
-        return max(due, icount)
+        due = units.icount_for_tsc(queue[0].deadline, self.skipped, self.cycles_per_instruction)
+        return due if due > icount else icount
 
     def advance_to(self, icount: int) -> int:
         """Fire, in order, every event due at ``tsc(icount)``; return how many fired.

@@ -108,28 +108,46 @@ def test_a_new_code_page_keeps_the_write_fast_path_of_the_other_pages() -> None:
     assert not m.mmu.w32 and not m.mmu.w8 and 0x20000 in m.mmu.r32
 
 
-def _reference_flush_nonglobal(tlb: dict[int, Any]) -> tuple[dict[int, Any], dict[int, set[int]]]:
+def _reference_flush_nonglobal(
+    tlb: dict[int, Any], regions: dict[int, set[int]]
+) -> tuple[dict[int, Any], dict[int, set[int]]]:
+    """Every entry visited: the global ones stay, and each large region keeps the pages
+    that stay (a page entered in a 4 MiB page and again since stays named there)."""
     keep = {v: e for v, e in tlb.items() if e[4]}
-    large: dict[int, set[int]] = {}
-    for v, e in keep.items():
-        if e[5] >= 0:
-            large.setdefault(e[5], set()).add(v)
-    return keep, large
+    large = {r: {v for v in vpns if v in keep} for r, vpns in regions.items()}
+    return keep, {r: vpns for r, vpns in large.items() if vpns}
+
+
+_vpns = st.integers(0, (1 << 20) - 1)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.integers(0, (1 << 20) - 1), st.tuples(st.booleans(), st.booleans()),
-                       max_size=60))
-def test_a_cr3_load_keeps_exactly_the_global_entries(entries: dict[int, tuple[bool, bool]]) -> None:
+@given(st.lists(st.tuples(_vpns, st.booleans(), st.booleans()), max_size=60),
+       st.integers(0, 300), st.lists(_vpns, max_size=5))
+def test_a_cr3_load_keeps_exactly_the_global_entries(
+    entries: list[tuple[int, bool, bool]], kernel: int, invlpgs: list[int]
+) -> None:
     """MOV to CR3 drops every TLB entry but the global ones (SDM Vol. 3A §4.10.4.1), and
-    the 4 MiB regions ``invlpg`` drops whole keep exactly their global pieces."""
+    the 4 MiB regions ``invlpg`` drops whole keep exactly their global pieces: whether
+    most entries are global (a kernel's, ``kernel`` of them in 4 MiB pages) or not, a
+    page entered twice (non-global, then global, or the reverse) and pages dropped by
+    ``invlpg`` before the load."""
     mmu = MMU(PhysicalMemory(1 << 20))
-    for vpn, (glob, large) in entries.items():
+    for k in range(kernel):
+        vpn = 0xC0000 + k
+        mmu._enter(vpn, (vpn << 12, True, False, True, True, vpn >> 10))
+    for vpn, glob, large in entries:
         region = vpn >> 10 if large else -1
-        mmu.tlb[vpn] = (vpn << 12, True, False, True, glob, region)
-        if large:
-            mmu._large.setdefault(region, set()).add(vpn)
-    want_tlb, want_large = _reference_flush_nonglobal(dict(mmu.tlb))
+        if large and any(v >> 10 == region and r == -1 for v, (*_e, r) in mmu.tlb.items()):
+            region = -1  # (one page table or one 4 MiB page per region, as a walk sees)
+        mmu._enter(vpn, (vpn << 12, True, False, True, glob, region))
+    for vpn in invlpgs:
+        mmu.invlpg(vpn << 12)
+    want_tlb, want_large = _reference_flush_nonglobal(
+        dict(mmu.tlb), {r: set(v) for r, v in mmu._large.items()})
+    if not entries:
+        assert want_large == {r: {v for v in want_tlb if v >> 10 == r}
+                              for r in {v >> 10 for v in want_tlb}}
     generation = mmu.generation
     mmu.flush_nonglobal()
     assert mmu.tlb == want_tlb

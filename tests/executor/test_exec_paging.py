@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from asm import asm
 from conftest import CODE, Machine
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from pvframe.executor.faults import PageFault
 
@@ -154,3 +158,68 @@ def test_write_fast_path_waits_for_dirty() -> None:
     assert 0x200000 not in m.mmu.w32
     m.mmu.write(0x200000, 4, 6)
     assert 0x200000 in m.mmu.w32
+
+
+_PAGES = st.one_of(st.integers(0x200, 0x20F), st.integers(0x300, 0x307))
+_OPS = st.lists(st.one_of(
+    st.tuples(st.just("read"), _PAGES),
+    st.tuples(st.just("write"), _PAGES),
+    st.tuples(st.just("check"), _PAGES),
+    st.tuples(st.just("map"), _PAGES, _PAGES, st.booleans()),
+    st.tuples(st.just("invlpg"), _PAGES),
+    st.tuples(st.just("cr3"), _PAGES),
+), max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_OPS, st.booleans())
+@example([("map", 0x300, 0x201, True), ("check", 0x300), ("cr3", 0x200)], True)
+@example([("map", 0x300, 0x201, True), ("write", 0x300), ("cr3", 0x200)], True)
+def test_a_cr3_load_keeps_only_fast_map_pages_a_fill_would_make(
+    ops: list[tuple[Any, ...]], pge: bool
+) -> None:
+    """After MOV to CR3, every page left in the fast maps (read and write, both
+    privileges) is what a fill from the TLB entry that survived makes: the same physical
+    page, writable only through a dirty, writable entry. Global entries retargeted in
+    memory (no ``invlpg``) and re-walked by a first store through a clean entry (with and
+    without the fill of a completed store) are among the inputs. Accesses through the MMU read and write what a TLB-only MMU would."""
+    m = Machine(b"\xf4")
+    identity(m)
+    mmu = m.mmu
+    for p in range(0x200, 0x210):
+        m.memory.write_u32(p << 12, p)
+    if pge:
+        mmu.write_cr4(0x80)
+        for p in range(0x300, 0x380):  # a kernel's global pages, most of the TLB
+            m.memory.write_u32(pte(m, p << 12), (p << 12) | 0x103)
+            m.memory.write_u32(p << 12, p)  # (a page never written has no fast-map view)
+            mmu.read(p << 12, 4)
+    for op in ops:
+        kind, page = op[0], op[1]
+        if kind == "read":
+            mmu.read(page << 12, 4)
+        elif kind == "write":
+            mmu.write(page << 12, 4, page)
+        elif kind == "check":  # a store's page checked before it is done (no fill)
+            mmu.translate(page << 12, True)
+        elif kind == "map":
+            _k, _p, target, glob = op
+            m.memory.write_u32(pte(m, page << 12), (target << 12) | 0x3 | (0x100 if glob else 0))
+        elif kind == "invlpg":
+            mmu.invlpg(page << 12)
+        else:
+            mmu.write_cr3(PD)
+            for maps in mmu._maps:
+                r8, w8 = maps[0], maps[3]
+                for key, view in list(r8.items()) + list(w8.items()):
+                    e = mmu.tlb.get(key >> 12)
+                    assert e is not None
+                    assert view is m.memory.views(e[0] >> 12)[0]
+                for key in w8:
+                    e = mmu.tlb[key >> 12]
+                    assert e[3] and e[1]
+            # what the fast maps give is what a walk through the TLB gives
+            for p in [*range(0x200, 0x210), *range(0x300, 0x380)]:
+                got = mmu.r32.get(p << 12)
+                if got is not None:
+                    assert got[0] == m.memory.read_u32(mmu.translate(p << 12))

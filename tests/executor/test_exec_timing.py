@@ -127,3 +127,34 @@ def test_tiny_translation_cache_still_correct() -> None:
     m.cpu.ecx = 50
     m.run(10_000)
     assert m.cpu.eax == 50 and m.cpu.ecx == 0
+
+
+def test_a_deadline_armed_by_a_system_instruction_is_served_exactly() -> None:
+    """A port write (``out``, ``outsb``, ``rep outsb``), ``wrmsr`` or a CR write that arms
+    a device event a few instructions ahead has it served at exactly that count: the
+    executor asks for the next deadline after each system instruction (the handlers do
+    not ask themselves)."""
+    src = (" mov $0x70, %edx\n out %al, (%dx)\n nop\n nop\n nop\n nop\n"
+           " mov $0x2000, %esi\n outsb\n nop\n nop\n nop\n nop\n"
+           " mov $2, %ecx\n rep outsb\n nop\n nop\n nop\n nop\n nop\n"
+           " mov $0x10, %ecx\n xor %eax, %eax\n xor %edx, %edx\n wrmsr\n nop\n nop\n nop\n"
+           " mov %cr4, %eax\n mov %eax, %cr4\n nop\n nop\n nop\n hlt\n")
+    m = Machine(asm(src))
+    armed: list[int] = []
+
+    def arm(ahead: int) -> None:
+        at = m.cpu.icount + ahead  # the access's instruction retires after this call
+        armed.append(at)
+        m.env.deadlines.append(at)
+
+    io_write = m.env.io_write
+    m.env.io_write = lambda port, size, value: (io_write(port, size, value), arm(3))
+    write_msr = m.hooks.write_msr
+    m.hooks.write_msr = lambda msr, value: (arm(2), write_msr(msr, value))[1]
+    write_cr4 = m.hooks.write_cr4
+    m.hooks.write_cr4 = lambda value: (arm(2), write_cr4(value))
+    seen: list[int] = []
+    m.env.on_service = lambda ic: seen.append(m.cpu.icount)
+    m.run(10_000)
+    assert len(armed) == 6
+    assert seen == armed

@@ -90,3 +90,51 @@ def test_time_base_rates_are_checked_at_construction_and_reading_time_runs_no_se
         TimeBase(tsc_hz=0)
     with pytest.raises(ValueError, match="cycles_per_instruction"):
         TimeBase(cycles_per_instruction=0)
+
+
+@given(
+    st.integers(1, 7),
+    st.integers(0, 10**6),
+    st.lists(st.tuples(st.integers(0, 10**7), st.booleans()), max_size=12),
+    st.integers(0, 10**7),
+)
+def test_next_deadline_icount_skips_cancelled_events(
+    cpi: int, skipped: int, events: list[tuple[int, bool]], icount: int
+) -> None:
+    """The earliest event not cancelled decides, clamped to ``icount`` when already due;
+    None when every event is cancelled (the check the executor makes after every system
+    instruction)."""
+    tb = TimeBase(cycles_per_instruction=cpi, skipped=skipped)
+    live = []
+    for deadline, cancelled in events:
+        ev = tb.schedule(deadline, lambda _d: None)
+        if cancelled:
+            tb.cancel(ev)
+        else:
+            live.append(deadline)
+    got = tb.next_deadline_icount(icount)
+    if not live:
+        assert got is None
+        return
+    first = min(live)
+    due = max(0, -(-(first - skipped) // cpi))
+    assert got == max(due, icount)
+    assert tb.next_deadline_tsc() == first
+
+
+@given(st.integers(1, 7), st.integers(0, 10**6), st.lists(st.integers(0, 10**9), max_size=8))
+def test_now_tsc_reads_the_source_and_remembers_the_latest_count(
+    cpi: int, skipped: int, counts: list[int]
+) -> None:
+    """``now_tsc`` is ``tsc(icount)`` of the bound source's count; ``last_icount`` keeps
+    the largest count read (what time is without a source)."""
+    now = [0]
+    tb = TimeBase(cycles_per_instruction=cpi, skipped=skipped, icount_source=lambda: now[0])
+    seen = 0
+    for c in counts:
+        now[0] = c
+        assert tb.now_tsc() == c * cpi + skipped
+        seen = max(seen, c)
+        assert tb.last_icount == seen
+    tb.icount_source = None
+    assert tb.now_tsc() == seen * cpi + skipped

@@ -165,7 +165,7 @@ class CpuOps:
 
     @hookimpl
     def pvop_read_tsc(self, machine: Any) -> int:
-        return int(machine.platform.msrs.read_tsc())
+        return machine.platform.msrs.read_tsc()
 
     @hookimpl
     def pvop_read_pmc(self, machine: Any, counter: int) -> int | None:

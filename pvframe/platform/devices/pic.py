@@ -210,8 +210,9 @@ class PICPair:
         """
         master, slave = self.master, self.slave
         if not (slave.irr & ~slave.imr) and not (master.irr & ~master.imr & ~CASCADE_BIT):
-            master.irr &= ~CASCADE_BIT
-            master.level &= ~CASCADE_BIT
+            if (master.irr | master.level) & CASCADE_BIT:  # (stored only when it changes)
+                master.irr &= ~CASCADE_BIT
+                master.level &= ~CASCADE_BIT
             return False
         self._cascade()
         return self.master.pending_irq() is not None
