@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import types
+from array import array
 from collections.abc import Callable, Collection
 from time import perf_counter_ns
 from typing import Any
@@ -107,6 +108,8 @@ MIN_MEMBER_RUNS = 64
 #: blocks in a region at most, and guest instructions in all its blocks
 MAX_MEMBERS = 16
 MAX_REGION_INSNS = 512
+#: regenerated blocks kept for the regions that take them (dropped whole when full)
+MAX_KEPT_MEMBERS = 4096
 #: the instruction-limit slot of a region's key in the translation cache
 REGION = -2
 #: host bytes a translation's bookkeeping takes besides its objects' own sizes: its slots
@@ -239,6 +242,9 @@ class Executor:
         #: compile the blocks a hot loop moves between into one function
         #: (:mod:`pvframe.executor.region`)
         self.regions = True
+        #: (physical, linear address) -> a region block's generated code, the page
+        #: offsets [lo, hi) and the bytes it was generated from (:meth:`_regenerate`)
+        self._region_code: dict[tuple[int, int], tuple[Generated, int, int, bytes]] = {}
         #: keep each block's generated Python source in ``Block.source`` (debugging)
         self.keep_source = False
         #: translations kept, and host bytes they may hold (:func:`host_bytes`), before
@@ -331,7 +337,8 @@ class Executor:
                         blk.heat -= 1
                     elif self.regions:
                         self._heated(blk)
-                    fn(cpu, budget // blk.n)
+                    if fn(cpu, budget // blk.n):
+                        break  # a region that left on a pending interrupt (IF=1)
                     if self.stop_reason is not None:
                         break
                     if cpu.eflags_sys & IF_MASK and env.interrupt_pending():
@@ -397,6 +404,7 @@ class Executor:
         if eip in self._step_at:
             return
         self._step_at.add(eip)
+        self._region_code.clear()
         with contextlib.suppress(GuestException):
             self._drop_overlapping(self.mmu.translate(eip), 1)
 
@@ -452,6 +460,7 @@ class Executor:
         # restarts is found again at the cost of one restart): a guest with ever new
         # device-access sites cannot grow the set, nor the cost of each translation's key
         self._step_at.clear()
+        self._region_code.clear()
         self.cached_bytes = 0
         self.stats["flushes"] += 1
 
@@ -603,6 +612,7 @@ class Executor:
         glb.update(
             R8=mmu.r8, R16=mmu.r16, R32=mmu.r32, W8=mmu.w8, W16=mmu.w16, W32=mmu.w32,
             LD=ldb, LDB=ldb, STB=stb, SEGSEL=self.system.seg_selector_addr, TSC=tsc,
+            PENDING=self.env.interrupt_pending,  # (hot regions, between their blocks)
         )
         return glb
 
@@ -682,7 +692,7 @@ class Executor:
         eip = blk.eip
         page = eip & ~PAGE_MASK
         ppage = blk.key[0] & ~PAGE_MASK
-        first = self._regenerate(eip, blk.key[0])
+        first = self._regenerate(blk)
         if first is None:
             return [], 0, 0
         gen, lo, hi = first
@@ -699,7 +709,7 @@ class Executor:
             # (a block already considered, heat near _COLD, was hot)
             if b is None or b.kind != "vex" or HOT_RUNS - MIN_MEMBER_RUNS < b.heat <= HOT_RUNS:
                 continue
-            got = self._regenerate(t, ppage | (t & PAGE_MASK))
+            got = self._regenerate(b)
             if got is None or total + len(got[0].addrs) > MAX_REGION_INSNS:
                 continue
             members.append(Member(t, got[0]))
@@ -708,13 +718,40 @@ class Executor:
             queue.extend(exit_targets(got[0]))
         return members, lo, hi
 
-    def _regenerate(self, eip: int, paddr: int) -> tuple[Generated, int, int] | None:
-        """The code of the full-length translation at ``eip`` generated again (the cached
-        one keeps no source), with the page offsets [lo, hi) it was decoded from; None
-        where it cannot be a region's block (not plain code, a step or entry address,
-        decoded across the page end, an in-line ``rdtsc``)."""
-        if paddr in self.entry_points or eip in self._step_at:
+    def _regenerate(self, blk: Block) -> tuple[Generated, int, int] | None:
+        """The code of the cached full-length translation ``blk`` generated again (it
+        keeps no source): the same instructions, so the same exits and the same points
+        between blocks where the dispatch loop checks for interrupts; with the page
+        offsets [lo, hi) it was decoded from. None where it cannot be a region's block
+        (a step or entry address, an in-line ``rdtsc``, or not reproduced exactly). Kept
+        for the next region that takes the same block, while the bytes it was decoded
+        from are the same (a new step address drops them all: :meth:`_note_step`)."""
+        paddr, eip, _limit = blk.key
+        if paddr in self.entry_points or eip in self._step_at or blk.fn is None:
             return None
+        info = block_info(blk.fn.__code__)
+        if info is None:
+            return None
+        page_paddr = paddr & ~PAGE_MASK
+        kept = self._region_code.get((paddr, eip))
+        if kept is not None:
+            gen, lo, hi, span = kept
+            if self.memory.read_bytes(page_paddr + lo, hi - lo) == span and \
+                    array("I", gen.addrs).tobytes() == info.addrs:
+                return gen, lo, hi
+        got = self._generate_member(eip, paddr, info.addrs)
+        if got is not None:
+            if len(self._region_code) >= MAX_KEPT_MEMBERS:
+                self._region_code.clear()
+            gen, lo, hi = got
+            self._region_code[(paddr, eip)] = (gen, lo, hi,
+                                               self.memory.read_bytes(page_paddr + lo, hi - lo))
+        return got
+
+    def _generate_member(self, eip: int, paddr: int, addrs: bytes,
+                         ) -> tuple[Generated, int, int] | None:
+        """:func:`build_trace` again from the bytes at ``eip``, following a successor
+        exactly where the translation with instruction addresses ``addrs`` did."""
         code = self._fetch(eip, paddr)
         if classify(code, 0) is not PLAIN:
             return None
@@ -725,22 +762,19 @@ class Executor:
         if irsb is None or irsb.instructions == 0:
             return None
         page_paddr = paddr & ~PAGE_MASK
-        blocks = self._blocks
+        followed = set(array("I", addrs))
 
         def read_page() -> bytes:
             return self.memory.read_bytes(page_paddr, PAGE_SIZE)
 
-        def translated_entry(t: int) -> bool:
-            return (page_paddr | (t & PAGE_MASK), t, MAX_INSNS) in blocks
-
         built = build_trace(irsb, code, eip, MAX_INSNS, self.chain, read_page, False,
-                            self._step_at, translated_entry if self.join_translated else None)
+                            self._step_at, lambda t: t not in followed)
         if built is None:
             return None
         trace, gen, _limited = built
         lo = min(a & PAGE_MASK for _b, _c, a in trace)
         hi = max((a & PAGE_MASK) + b.size for b, _c, a in trace)
-        if hi > PAGE_SIZE or not can_join(gen):
+        if hi > PAGE_SIZE or not can_join(gen) or array("I", gen.addrs).tobytes() != addrs:
             return None
         return gen, lo, hi
 

@@ -18,17 +18,24 @@ committed exactly as the block's own ``EXIT`` would have.
 
 Why this runs exactly what the dispatch loop would run:
 
-* the members are the executor's own translations of the code (generated again from the
-  same bytes and instruction stops), all on the entry's linear page, so the entry's
+* the members are the executor's own translations of the code, all on the entry's
+  linear page, so the entry's
   instruction fetch (done by the dispatch loop before it enters the region) covers them,
   as a superblock's pieces on one page are covered (:mod:`pvframe.executor.cpu`);
 * between two blocks the dispatch loop checks a stop reason, a pending interrupt with
   IF=1 and a new MMU generation. A block with no ``rdtsc`` reaches no device and runs no
   system instruction: an access to a device or to translated bytes raises the executor's
   restart before touching anything, and the instructions that change IF, the paging
-  state or call hooks end blocks and run on their own. So none of the three can change
-  inside a region, and the region leaves only at a block boundary the dispatch loop
-  would reach with the same state; members holding an in-line ``rdtsc`` are never taken;
+  state or call hooks end blocks and run on their own. So neither a stop nor a new
+  generation can come inside a region; members holding an in-line ``rdtsc`` are never
+  taken. An interrupt can: a paravirtual guest's plain store may unmask an event (Xen's
+  ``evtchn_upcall_mask`` in ``vcpu_info``, xen/include/public/xen.h), which the
+  environment's ``interrupt_pending`` reads. So with IF=1 the region asks it between
+  two blocks, as the dispatch loop does (``PENDING``: after the budget test, so that it
+  is asked as many times as the dispatch loop asks), and returns True when one is
+  pending (the dispatch loop then does not ask again before it delivers). The members
+  are the executor's cached translations themselves, generated again from the same bytes
+  following the same successors, so these points are the dispatch loop's exactly;
 * budget: a member of ``n`` instructions is entered only while ``n`` instructions remain
   (the dispatch loop's rule), so the instruction count at which the region returns is
   one the dispatch loop passes through, and a deadline (timer, hook) is met exactly;
@@ -49,6 +56,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from pvframe.executor.codecache import line_numbers_only
+from pvframe.executor.state import IF_MASK
 from pvframe.executor.translate import Generated
 
 #: a block leaving through ``EXIT`` (a block without a self-loop)
@@ -97,8 +105,9 @@ def can_join(gen: Generated) -> bool:
 
 def region_source(members: Sequence[Member]) -> tuple[str, RegionInfo]:
     """The source of the region function ``region(cpu, iters, LOAD)`` (entered like a
-    block of ``members[0]``'s length: it may run ``iters`` times that many instructions)
-    and its :class:`RegionInfo`. ``LOAD`` reads the union of the members' registers."""
+    block of ``members[0]``'s length: it may run ``iters`` times that many instructions;
+    True when it left on a pending interrupt) and its :class:`RegionInfo`. ``LOAD``
+    reads the union of the members' registers."""
     regs: set[str] = set()
     puts: set[str] = set()
     for mb in members:
@@ -121,6 +130,7 @@ def region_source(members: Sequence[Member]) -> tuple[str, RegionInfo]:
     if load:
         own(f"    {', '.join(load)}{',' if len(load) == 1 else ''} = LOAD(cpu)")
     own(f"    _budget = iters * {n_entry}")
+    own(f"    _irq = cpu.eflags_sys & {IF_MASK:#x}; _left = False")
     own(f"    done = 0; _pc = {entry.eip}")
     own("    while True:")
     for j, mb in enumerate(members):
@@ -129,6 +139,9 @@ def region_source(members: Sequence[Member]) -> tuple[str, RegionInfo]:
         loop = gen.self_loop
         own(f"        {'if' if j == 0 else 'elif'} _pc == {mb.eip}:")
         own(f"            if done + {n} > _budget:")
+        own("                break")
+        own("            if _irq and done and PENDING():")
+        own("                _left = True")
         own("                break")
         lines = gen.source.split("\n")
         if loop:
@@ -163,6 +176,7 @@ def region_source(members: Sequence[Member]) -> tuple[str, RegionInfo]:
         own(f"    cpu.{r} = {r}")
     own("    cpu.eip = _pc")
     own("    cpu.icount += done")
+    own("    return _left")
     info = RegionInfo((*addr_at, -1, -1), (*index_at, -1, -1), put, load,
                       entry.eip)
     return "\n".join(out) + "\n", info

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from asm import asm
 from conftest import CODE, STACK_TOP, Machine
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pvframe.executor import cpu as cpu_mod
@@ -210,3 +210,53 @@ def test_interrupts_are_delivered_at_the_same_count_with_regions(at: list[int]) 
         got.append((m.env.serviced, delivered, state(m)))
     assert got[0] == got[1]
     assert len(got[0][1]) == len(at)
+
+
+class FlagQueue(list):  # type: ignore[type-arg]
+    """The stand-in environment's interrupt queue made pending by a plain store (as a
+    Xen guest's store to its ``evtchn_upcall_mask`` unmasks a pending event): non-empty
+    while the guest's word at FLAG is 1; taking the interrupt clears the word."""
+
+    def __init__(self, memory: Any) -> None:
+        super().__init__()
+        self.memory = memory
+
+    def __bool__(self) -> bool:
+        return bool(self.memory.read_u32(FLAG) == 1)
+
+    def pop(self, index: Any = -1) -> int:
+        self.memory.write_u32(FLAG, 0)
+        return 32
+
+
+FLAG = 0x31000
+
+
+@settings(max_examples=25, deadline=None)
+@example(at=11, mask=1)  # (the dispatch loop sees the store: the interrupt is taken)
+@given(at=st.integers(2, 250), mask=st.sampled_from([1, 2, 3]))
+def test_an_interrupt_a_plain_store_makes_pending_is_taken_at_the_same_count(
+        at: int, mask: int) -> None:
+    """With IF=1 a store inside a region's block that makes an interrupt pending: the
+    region leaves at the end of that block, as the dispatch loop would, and the interrupt
+    is delivered at the same instruction count."""
+    src = loop_program(300, ["add %ebx, %eax"], ["inc %ebx"], ["adc %eax, %ebx"], mask)
+    # FLAG = (ecx == 300 - at): a store in every iteration, in a hot block
+    src = src.replace("1: mov (%esi), %eax\n", f"1: mov (%esi), %eax\n cmp ${300 - at}, %ecx\n"
+                                                f" sete %dl\n movzbl %dl, %edx\n"
+                                                f" mov %edx, {FLAG:#x}\n", 1)
+    code = asm(src)
+    got = []
+    for regions in (True, False):
+        m = make(code, regions)
+        m.env.pending = FlagQueue(m.memory)
+        m.cpu.eflags_sys |= IF_MASK
+        delivered: list[int] = []
+        assert m.ex is not None
+        m.ex.delivery_observers.append(lambda exc, m=m, d=delivered: d.append(m.cpu.icount))
+        assert m.run(100_000) == "halted"
+        got.append((delivered, state(m), regions_built(m) > 0 or not regions))
+    assert got[0] == got[1]
+    # (a store the block itself overwrites in a later turn of its own loop is never seen
+    # between blocks, with or without regions)
+    assert len(got[0][0]) == (1 if (at, mask) == (11, 1) else len(got[0][0]))
