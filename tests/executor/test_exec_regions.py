@@ -141,7 +141,7 @@ def test_a_fault_in_the_middle_of_a_region_has_its_exact_eip_and_count(div_at: i
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(30, 4000))
+@given(st.integers(30, 3000))  # (the program halts after ~3,600)
 def test_the_budget_ends_in_the_middle_of_a_region_at_the_exact_count(limit: int) -> None:
     """``run(limit)`` stops at ``limit`` instructions exactly, inside a region's loop,
     with the state plain execution has there."""
