@@ -316,16 +316,20 @@ class Executor:
                     self._step_one(shadow)
                     continue
                 # Fast inner loop: chain compiled blocks while nothing asks for attention.
-                by_eip = self._by_eip
+                # (the EIP map, its privilege and the MMU generation change only in the
+                # system instructions and faults that leave this loop; a flush clears the
+                # map in place)
+                block_at = self._by_eip.get
                 mmu = self.mmu
+                gen = self._gen
                 while True:
-                    if mmu.generation != self._gen:
+                    if mmu.generation != gen:
                         self._clear_by_eip()
-                        self._gen = mmu.generation
+                        self._gen = gen = mmu.generation
                     budget = end - cpu.icount
                     if budget <= 0:
                         break
-                    blk = by_eip.get(cpu.eip)
+                    blk = block_at(cpu.eip)
                     if blk is None or blk.n > budget:
                         blk = self._lookup(cpu.eip, budget)
                     fn = blk.fn
