@@ -108,8 +108,9 @@ MIN_MEMBER_RUNS = 64
 #: blocks in a region at most, and guest instructions in all its blocks
 MAX_MEMBERS = 16
 MAX_REGION_INSNS = 512
-#: regenerated blocks kept for the regions that take them (dropped whole when full)
-MAX_KEPT_MEMBERS = 4096
+#: regenerated blocks kept for the regions that take them (dropped whole when full;
+#: one holds its generated source, ~10-30 KB)
+MAX_KEPT_MEMBERS = 512
 #: the instruction-limit slot of a region's key in the translation cache
 REGION = -2
 #: host bytes a translation's bookkeeping takes besides its objects' own sizes: its slots
