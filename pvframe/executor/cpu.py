@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import types
+from array import array
 from collections.abc import Callable, Collection
 from time import perf_counter_ns
 from typing import Any
@@ -75,10 +76,20 @@ from pvframe.executor.lift import (
     lift,
     split_prefixes,
 )
+from pvframe.executor.region import (
+    Member,
+    can_join,
+    commit_region,
+    compile_region,
+    exit_targets,
+    region_source,
+)
 from pvframe.executor.state import IF_MASK, TF_MASK, CPUState
 from pvframe.executor.system import CR4_TSD
 from pvframe.executor.translate import (
+    Generated,
     Unsupported,
+    block_load,
     commit_from_traceback,
     compile_block,
     function_of,
@@ -88,6 +99,20 @@ from pvframe.executor.translate import (
 from pvframe.platform.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 
 MAX_INSNS = 64
+#: runs through the dispatch loop after which a block starts a hot region
+HOT_RUNS = 2000
+#: a block's ``heat`` once it was considered (never reaches 0 again)
+_COLD = 1 << 62
+#: runs a successor needs to be taken into a region
+MIN_MEMBER_RUNS = 64
+#: blocks in a region at most, and guest instructions in all its blocks
+MAX_MEMBERS = 16
+MAX_REGION_INSNS = 512
+#: regenerated blocks kept for the regions that take them (dropped whole when full;
+#: one holds its generated source, ~10-30 KB)
+MAX_KEPT_MEMBERS = 512
+#: the instruction-limit slot of a region's key in the translation cache
+REGION = -2
 #: host bytes a translation's bookkeeping takes besides its objects' own sizes: its slots
 #: in the executor's maps (by key, by EIP, by page) and in a page's list
 _SLOT_BYTES = 3 * 40 + 2 * 8
@@ -128,11 +153,11 @@ class StopExecution(Exception):
 class Block:
     """One translated unit: a compiled VEX block, or a single special instruction."""
 
-    __slots__ = ("eip", "fn", "insn", "key", "kind", "length", "limited", "n", "nbytes", "pages",
-                 "pieces", "self_loop", "source", "step_fn")
+    __slots__ = ("eip", "fn", "heat", "insn", "key", "kind", "length", "limited", "n", "nbytes",
+                 "pages", "pieces", "self_loop", "source", "step_fn")
 
     def __init__(self, kind: str, eip: int, n: int, length: int) -> None:
-        self.kind = kind  # "vex", "sys", "fpu", "simd", "ud", "step", "entry"
+        self.kind = kind  # "vex", "sys", "fpu", "simd", "ud", "step", "entry", "region"
         self.eip = eip
         self.n = n
         self.length = length
@@ -147,6 +172,9 @@ class Block:
         self.pieces = 1  # basic blocks lifted for it (0: compiled code shared from the cache)
         self.limited = False  # shortened to fit an instruction budget below MAX_INSNS
         self.nbytes = 0  # host bytes it holds (:func:`host_bytes`), counted while cached
+        #: runs through the dispatch loop left before it is considered for a hot region
+        #: (:mod:`pvframe.executor.region`); counts down to 0
+        self.heat = HOT_RUNS
 
 
 class Executor:
@@ -205,13 +233,19 @@ class Executor:
         # restarts: block accesses handed to a one-instruction step (device, code bytes)
         self.stats = {"translations": 0, "invalidations": 0, "shared_hits": 0, "translate_ns": 0,
                       "translated_blocks": 0, "decode_ns": 0, "decoded": 0, "compile_ns": 0,
-                      "restarts": 0, "flushes": 0}
+                      "restarts": 0, "flushes": 0, "regions": 0, "region_ns": 0}
         #: build superblocks across direct jumps and calls on the same page
         self.chain = True
         #: a superblock ends at a jump to the start of an already cached translation
         #: instead of translating that code again (the dispatch loop enters it): see
         #: :func:`build_trace`
         self.join_translated = True
+        #: compile the blocks a hot loop moves between into one function
+        #: (:mod:`pvframe.executor.region`)
+        self.regions = True
+        #: (physical, linear address) -> a region block's generated code, the page
+        #: offsets [lo, hi) and the bytes it was generated from (:meth:`_regenerate`)
+        self._region_code: dict[tuple[int, int], tuple[Generated, int, int, bytes]] = {}
         #: keep each block's generated Python source in ``Block.source`` (debugging)
         self.keep_source = False
         #: translations kept, and host bytes they may hold (:func:`host_bytes`), before
@@ -283,16 +317,20 @@ class Executor:
                     self._step_one(shadow)
                     continue
                 # Fast inner loop: chain compiled blocks while nothing asks for attention.
-                by_eip = self._by_eip
+                # (the EIP map, its privilege and the MMU generation change only in the
+                # system instructions and faults that leave this loop; a flush clears the
+                # map in place)
+                block_at = self._by_eip.get
                 mmu = self.mmu
+                gen = self._gen
                 while True:
-                    if mmu.generation != self._gen:
+                    if mmu.generation != gen:
                         self._clear_by_eip()
-                        self._gen = mmu.generation
+                        self._gen = gen = mmu.generation
                     budget = end - cpu.icount
                     if budget <= 0:
                         break
-                    blk = by_eip.get(cpu.eip)
+                    blk = block_at(cpu.eip)
                     if blk is None or blk.n > budget:
                         blk = self._lookup(cpu.eip, budget)
                     fn = blk.fn
@@ -300,7 +338,12 @@ class Executor:
                         self._special(blk)
                         self._refresh_deadline()
                         break
-                    fn(cpu, budget // blk.n)
+                    if blk.heat:
+                        blk.heat -= 1
+                    elif self.regions:
+                        self._heated(blk)
+                    if fn(cpu, budget // blk.n):
+                        break  # a region that left on a pending interrupt (IF=1)
                     if self.stop_reason is not None:
                         break
                     if cpu.eflags_sys & IF_MASK and env.interrupt_pending():
@@ -308,24 +351,24 @@ class Executor:
             except TscStop as t:
                 # the read_tsc hook of an in-line rdtsc stopped the machine: the state
                 # of the rdtsc, then its result (the stop is seen before the next one)
-                commit_from_traceback(cpu, t)
+                _commit(cpu, t)
                 cpu.eax = t.value & 0xFFFFFFFF
                 cpu.edx = t.value >> 32
                 cpu.eip = t.next_eip
                 cpu.icount += 1
             except Restart as r:
-                commit_from_traceback(cpu, r)
+                _commit(cpu, r)
                 self.stats["restarts"] += 1
                 self._restarted = True
                 self._note_step(cpu.eip)
             except GuestException as exc:
-                commit_from_traceback(cpu, exc)
+                _commit(cpu, exc)
                 self._deliver(exc)
             except StopExecution as s:
-                commit_from_traceback(cpu, s)
+                _commit(cpu, s)
                 self._stop_env(s.reason)
             except BaseException as e:
-                commit_from_traceback(cpu, e)  # a bug or ^C: leave a consistent CPU state
+                _commit(cpu, e)  # a bug or ^C: leave a consistent CPU state
                 raise
 
     def _step_one(self, shadow: str | None) -> None:
@@ -366,6 +409,7 @@ class Executor:
         if eip in self._step_at:
             return
         self._step_at.add(eip)
+        self._region_code.clear()
         with contextlib.suppress(GuestException):
             self._drop_overlapping(self.mmu.translate(eip), 1)
 
@@ -421,6 +465,7 @@ class Executor:
         # restarts is found again at the cost of one restart): a guest with ever new
         # device-access sites cannot grow the set, nor the cost of each translation's key
         self._step_at.clear()
+        self._region_code.clear()
         self.cached_bytes = 0
         self.stats["flushes"] += 1
 
@@ -572,6 +617,7 @@ class Executor:
         glb.update(
             R8=mmu.r8, R16=mmu.r16, R32=mmu.r32, W8=mmu.w8, W16=mmu.w16, W32=mmu.w32,
             LD=ldb, LDB=ldb, STB=stb, SEGSEL=self.system.seg_selector_addr, TSC=tsc,
+            PENDING=self.env.interrupt_pending,  # (hot regions, between their blocks)
         )
         return glb
 
@@ -612,9 +658,130 @@ class Executor:
                 self.stats["decoded"] += 1
             blk.key = key
             self._admit(blk)
+        if limit == MAX_INSNS:
+            reg = self._blocks.get((paddr, eip, REGION))
+            if reg is not None:
+                blk = reg  # (its other blocks are on this page: this fetch covers them)
         if limit == MAX_INSNS or (blk.n < limit and not blk.limited):
             self._by_eip[eip] = blk  # not a shortened variant: the block for this address
         return blk
+
+    # ------------------------------------------------------------------ hot regions
+    def _heated(self, blk: Block) -> None:
+        """``blk`` ran ``HOT_RUNS`` times through the dispatch loop: compile it and the
+        hot blocks it leads to on its page into a region (:mod:`pvframe.executor.region`)
+        that the dispatch loop enters instead of it from now on."""
+        blk.heat = _COLD
+        if blk.kind != "vex" or blk.key[2] != MAX_INSNS or self._blocks.get(blk.key) is not blk:
+            return
+        t0 = perf_counter_ns()
+        members, lo, hi = self._region_members(blk)
+        if len(members) > 1:
+            src, info = region_source(members)
+            reg = Block("region", blk.eip, len(members[0].gen.addrs), blk.length)
+            reg.fn = compile_region(src, info, self._glb, block_load(info.load))
+            reg.heat = _COLD
+            reg.key = (blk.key[0], blk.eip, REGION)
+            reg.pages = [(blk.key[0] >> PAGE_SHIFT, lo, hi)]
+            if self.keep_source:
+                reg.source = src
+            self._admit(reg)
+            self._by_eip[blk.eip] = reg
+            self.stats["regions"] += 1
+        self.stats["region_ns"] += perf_counter_ns() - t0
+
+    def _region_members(self, blk: Block) -> tuple[list[Member], int, int]:
+        """The blocks of the region starting at ``blk``: it, then (breadth first) the
+        constant exit targets on its page that have a translation of their own that ran
+        at least ``MIN_MEMBER_RUNS`` times; and the page offsets [lo, hi) they span."""
+        eip = blk.eip
+        page = eip & ~PAGE_MASK
+        ppage = blk.key[0] & ~PAGE_MASK
+        first = self._regenerate(blk)
+        if first is None:
+            return [], 0, 0
+        gen, lo, hi = first
+        members = [Member(eip, gen)]
+        total = len(gen.addrs)
+        seen = {eip}
+        queue = exit_targets(gen)
+        while queue and len(members) < MAX_MEMBERS:
+            t = queue.pop(0)
+            if t in seen or t & ~PAGE_MASK != page:
+                continue
+            seen.add(t)
+            b = self._blocks.get((ppage | (t & PAGE_MASK), t, MAX_INSNS))
+            # (a block already considered, heat near _COLD, was hot)
+            if b is None or b.kind != "vex" or HOT_RUNS - MIN_MEMBER_RUNS < b.heat <= HOT_RUNS:
+                continue
+            got = self._regenerate(b)
+            if got is None or total + len(got[0].addrs) > MAX_REGION_INSNS:
+                continue
+            members.append(Member(t, got[0]))
+            total += len(got[0].addrs)
+            lo, hi = min(lo, got[1]), max(hi, got[2])
+            queue.extend(exit_targets(got[0]))
+        return members, lo, hi
+
+    def _regenerate(self, blk: Block) -> tuple[Generated, int, int] | None:
+        """The code of the cached full-length translation ``blk`` generated again (it
+        keeps no source): the same instructions, so the same exits and the same points
+        between blocks where the dispatch loop checks for interrupts; with the page
+        offsets [lo, hi) it was decoded from. None where it cannot be a region's block
+        (a step or entry address, an in-line ``rdtsc``, or not reproduced exactly). Kept
+        for the next region that takes the same block, while the bytes it was decoded
+        from are the same (a new step address drops them all: :meth:`_note_step`)."""
+        paddr, eip, _limit = blk.key
+        if paddr in self.entry_points or eip in self._step_at or blk.fn is None:
+            return None
+        info = block_info(blk.fn.__code__)
+        if info is None:
+            return None
+        page_paddr = paddr & ~PAGE_MASK
+        kept = self._region_code.get((paddr, eip))
+        if kept is not None:
+            gen, lo, hi, span = kept
+            if self.memory.read_bytes(page_paddr + lo, hi - lo) == span and \
+                    array("I", gen.addrs).tobytes() == info.addrs:
+                return gen, lo, hi
+        got = self._generate_member(eip, paddr, info.addrs)
+        if got is not None:
+            if len(self._region_code) >= MAX_KEPT_MEMBERS:
+                self._region_code.clear()
+            gen, lo, hi = got
+            self._region_code[(paddr, eip)] = (gen, lo, hi,
+                                               self.memory.read_bytes(page_paddr + lo, hi - lo))
+        return got
+
+    def _generate_member(self, eip: int, paddr: int, addrs: bytes,
+                         ) -> tuple[Generated, int, int] | None:
+        """:func:`build_trace` again from the bytes at ``eip``, following a successor
+        exactly where the translation with instruction addresses ``addrs`` did."""
+        code = self._fetch(eip, paddr)
+        if classify(code, 0) is not PLAIN:
+            return None
+        irsb = lift(code, eip, block_length(code, eip, MAX_INSNS))
+        if irsb is None or irsb.instructions == 0:
+            return None
+        irsb = cut_block(irsb, code, eip, self._step_at)
+        if irsb is None or irsb.instructions == 0:
+            return None
+        page_paddr = paddr & ~PAGE_MASK
+        followed = set(array("I", addrs))
+
+        def read_page() -> bytes:
+            return self.memory.read_bytes(page_paddr, PAGE_SIZE)
+
+        built = build_trace(irsb, code, eip, MAX_INSNS, self.chain, read_page, False,
+                            self._step_at, lambda t: t not in followed)
+        if built is None:
+            return None
+        trace, gen, _limited = built
+        lo = min(a & PAGE_MASK for _b, _c, a in trace)
+        hi = max((a & PAGE_MASK) + b.size for b, _c, a in trace)
+        if hi > PAGE_SIZE or not can_join(gen) or array("I", gen.addrs).tobytes() != addrs:
+            return None
+        return gen, lo, hi
 
     def _fetch(self, eip: int, paddr: int) -> bytes:
         page_left = PAGE_SIZE - (eip & PAGE_MASK)
@@ -829,6 +996,12 @@ def host_bytes(blk: Block) -> int:
     if blk.source:
         n += size(blk.source)
     return n
+
+
+def _commit(cpu: CPUState, exc: BaseException) -> None:
+    """Commit the state of the region or block an exception left (if any was running)."""
+    if not commit_region(cpu, exc):
+        commit_from_traceback(cpu, exc)
 
 
 def _holds(blk: Block, pfn: int, lo: int, hi: int) -> bool:
