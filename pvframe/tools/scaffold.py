@@ -89,7 +89,7 @@ requires-python = "{REQUIRES_PYTHON}"
 dependencies = ["{pvframe_requirement()}"]
 
 [project.optional-dependencies]
-test = ["pytest>=8", "hypothesis>=6.100"]
+test = ["pytest>=8", "hypothesis>=6.100", "pytest-xdist>=3.5"]
 
 [project.entry-points."pvframe.backends"]
 {name} = "{pkg}.backend:Backend"
@@ -189,11 +189,12 @@ pvframe is installed from its checkout, not from a package index: in the environ
 install this folder next to it.
 
 ```sh
-pip install ./pvframe_{name}        # registers the entry point `{name}`
+pip install './pvframe_{name}[test]' # registers the entry point `{name}`; [test]: pytest, pytest-xdist
 pvframe backends -v                 # {name}: ops implemented / inherited from native
 pvframe run --demo timer -b {name}  # run a demo guest on it
 pvframe check --backend {name}      # the equivalence kit against native
-pytest tests                        # the same kit under pytest
+cd pvframe_{name} && pytest tests   # the same kit under pytest
+pytest -n auto tests                # the same on every core (pytest-xdist)
 ```
 
 Implement hooks in `{pkg}/backend.py` (`pvop_<op>` methods marked `@hookimpl`); every op
