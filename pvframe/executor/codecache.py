@@ -37,6 +37,8 @@ from itertools import compress, islice
 from operator import itemgetter, ne
 from typing import Any, NamedTuple
 
+from pvframe.executor.codeshape import ShapeCache
+
 #: Python versions whose line-table format (CPython ``Objects/locations.md``) is known here
 _LOCATION_FORMAT = (3, 11) <= sys.version_info[:2] <= (3, 13)
 _LINE = itemgetter(2)
@@ -85,7 +87,19 @@ def block_info(code: types.CodeType) -> BlockInfo | None:
     return info if type(info) is BlockInfo else None
 
 
+#: compiled block shapes shared by every executor of the process (:mod:`.codeshape`)
+SHAPES = ShapeCache(max_bytes=16 << 20)
+
+
 def block_code(source: str, filename: str, info: BlockInfo) -> types.CodeType:
+    """The code object of the source of a block function ``blk``, with ``info`` as its
+    last constant and a line table without columns: from the compiled shape of a block
+    whose source differed only in integer literals (:mod:`.codeshape`), else compiled."""
+    return SHAPES.code(source, filename, (info,),
+                       lambda src: compile_block_code(src, filename, info), line_numbers_only)
+
+
+def compile_block_code(source: str, filename: str, info: BlockInfo) -> types.CodeType:
     """``compile()`` the source of a block function ``blk`` and return its code object,
     with ``info`` as its last constant and a line table without columns."""
     module = compile(source, filename, "exec")

@@ -15,7 +15,7 @@ from conftest import CODE, Machine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pvframe.executor import codecache
+from pvframe.executor import codecache, codeshape
 from pvframe.executor import cpu as executor_cpu
 from pvframe.executor.cpu import MAX_INSNS
 from pvframe.testing.workloads import BLOCK_INSNS, BLOCK_STRIDE, fresh_code_image
@@ -143,8 +143,11 @@ def test_the_cache_honours_its_byte_bound(blocks: int, bound_kib: int, rewrite: 
     check()
 
 
-def test_host_bytes_estimate_matches_what_is_allocated(own_shared_cache: codecache.SharedCodeCache) -> None:
+def test_host_bytes_estimate_matches_what_is_allocated(own_shared_cache: codecache.SharedCodeCache,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     own_shared_cache.max_bytes = 0
+    # no compiled shapes kept either (the process-wide cache of pvframe.executor.codeshape)
+    monkeypatch.setattr(codecache, "SHAPES", codeshape.ShapeCache(max_bytes=0))
     run_to_exit(fresh(5, seed=9), 5)  # one-time costs (helpers shared by all blocks) first
     m = fresh(60, seed=2)
     gc.collect()
