@@ -200,6 +200,8 @@ class SharedEntry(NamedTuple):
     source: str
     limited: bool
     nbytes: int
+    #: host bytes of ``code`` alone (:func:`code_bytes`; -1: not known)
+    code_nbytes: int = -1
 
 
 class SharedCodeCache:

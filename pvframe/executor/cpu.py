@@ -153,7 +153,8 @@ class StopExecution(Exception):
 class Block:
     """One translated unit: a compiled VEX block, or a single special instruction."""
 
-    __slots__ = ("eip", "fn", "heat", "insn", "key", "kind", "length", "limited", "n", "nbytes",
+    __slots__ = ("code_nbytes", "eip", "fn", "heat", "insn", "key", "kind", "length", "limited", "n",
+                 "nbytes",
                  "pages", "pieces", "self_loop", "source", "step_fn")
 
     def __init__(self, kind: str, eip: int, n: int, length: int) -> None:
@@ -175,6 +176,8 @@ class Block:
         #: runs through the dispatch loop left before it is considered for a hot region
         #: (:mod:`pvframe.executor.region`); counts down to 0
         self.heat = HOT_RUNS
+        #: host bytes of ``fn``'s code (:func:`.codecache.code_bytes`), -1 if not known yet
+        self.code_nbytes = -1
 
 
 class Executor:
@@ -862,15 +865,15 @@ class Executor:
         blk.fn = compile_block(gen, self._glb, f"<block {eip:#x}>")
         self.stats["compile_ns"] += perf_counter_ns() - t0
         blk.self_loop = loop
+        blk.code_nbytes = code_size = code_bytes(blk.fn.__code__)
         if key is not None and len(pages) == 1:
-            code_size = code_bytes(blk.fn.__code__)
             lo = min((a & PAGE_MASK) for _b, _c, a in trace)
             hi = min(max((a & PAGE_MASK) + b.size for b, _c, a in trace), PAGE_SIZE)
             span = self.memory.read_bytes(page_addr + lo, hi - lo)
             kept = src if self.keep_source else ""
             _CODE_CACHE.put(key, SharedEntry(
                 blk.fn.__code__, loop, blk.length, lo, hi, span, kept, limited,
-                code_size + len(span) + len(kept) + _SHARED_ENTRY_BYTES,
+                code_size + len(span) + len(kept) + _SHARED_ENTRY_BYTES, code_size,
             ))
         if self.keep_source:
             blk.source = src
@@ -892,6 +895,7 @@ class Executor:
         blk.limited = hit.limited
         blk.fn = function_of(hit.code, self._glb)
         blk.self_loop = hit.self_loop
+        blk.code_nbytes = hit.code_nbytes
         if self.keep_source:
             blk.source = hit.source
         blk.pages = [(paddr >> PAGE_SHIFT, hit.lo, hit.hi)]
@@ -988,7 +992,9 @@ def host_bytes(blk: Block) -> int:
     n = size(blk) + size(blk.key) + size(blk.pages) + sum(size(p) for p in blk.pages) + _SLOT_BYTES
     fn = blk.fn or blk.step_fn
     if fn is not None:
-        n += size(fn) + code_bytes(fn.__code__)
+        # (the code's own bytes: known from its translation or its shared entry)
+        n += size(fn) + (blk.code_nbytes if blk.code_nbytes >= 0 and fn is blk.fn
+                         else code_bytes(fn.__code__))
     if blk.fn is not None and blk.step_fn is not None:
         n += size(blk.step_fn)
     if blk.insn is not None:
