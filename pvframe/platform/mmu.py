@@ -394,6 +394,11 @@ class MMU:
             user = self.user
         off = vaddr & PAGE_MASK
         if off + size <= PAGE_SIZE:
+            # a page in this privilege's fast read map reads as a compiled block reads it
+            # (its entry allows the access and its A bit is set: no walk, no fill)
+            page = self._maps[user][0].get(vaddr - off)
+            if page is not None:
+                return page[off] if size == 1 else int.from_bytes(page[off : off + size], "little")
             pa = self.translate(vaddr, False, user)
             v = self.memory.read(pa, size)
             self._fill(vaddr >> PAGE_SHIFT, pa, False, user)
@@ -416,6 +421,15 @@ class MMU:
         value &= (1 << (8 * size)) - 1
         off = vaddr & PAGE_MASK
         if off + size <= PAGE_SIZE:
+            # likewise the fast write map: RAM whose entry is writable at this privilege,
+            # D already set, no translated code on the page
+            page = self._maps[user][3].get(vaddr - off)
+            if page is not None:
+                if size == 1:
+                    page[off] = value
+                else:
+                    page[off : off + size] = value.to_bytes(size, "little")
+                return
             pa = self.translate(vaddr, True, user)
             mem.write(pa, size, value)
             self._fill(vaddr >> PAGE_SHIFT, pa, True, user)

@@ -223,3 +223,51 @@ def test_a_cr3_load_keeps_only_fast_map_pages_a_fill_would_make(
                 got = mmu.r32.get(p << 12)
                 if got is not None:
                     assert got[0] == m.memory.read_u32(mmu.translate(p << 12))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_OPS, st.booleans(), st.lists(st.booleans(), min_size=40, max_size=40))
+def test_mmu_read_and_write_agree_with_the_tlb_whatever_the_fast_maps_hold(
+    ops: list[tuple[Any, ...]], pge: bool, users: list[bool]
+) -> None:
+    """``MMU.read``/``write`` take a page from the fast maps when it is there (no walk):
+    every value read is the memory at what ``translate`` (the TLB's answer) gives, every
+    store lands there, and a user-mode access to a supervisor page faults, across remaps
+    without ``invlpg``, ``invlpg``, CR3 loads and global entries."""
+    m = Machine(b"\xf4")
+    identity(m)
+    mmu = m.mmu
+    if pge:
+        mmu.write_cr4(0x80)
+    for p in range(0x200, 0x210):
+        m.memory.write_u32(p << 12, p)
+    for p in range(0x208, 0x210):  # supervisor-only pages
+        m.memory.write_u32(pte(m, p << 12), (p << 12) | 0x3 | (0x100 if pge else 0))
+    for i, op in enumerate(ops):
+        kind, page = op[0], op[1]
+        user = users[i]
+        vaddr = (page << 12) | 0x124
+        if kind in ("read", "write", "check"):
+            # the access first (a fault drops the page's fast-map entries), then the TLB
+            try:
+                if kind == "write":
+                    mmu.write(vaddr, 4, 0x1000 + i, user)
+                else:
+                    got = (mmu.read(vaddr, 4, user), mmu.read(vaddr + 1, 1, user))
+            except PageFault:
+                with pytest.raises(PageFault):
+                    mmu.translate(vaddr, kind == "write", user)
+                continue
+            where = mmu.translate(vaddr, kind == "write", user)
+            if kind == "write":
+                assert m.memory.read_u32(where) == 0x1000 + i
+            else:
+                assert got == (m.memory.read_u32(where), m.memory.read(where + 1, 1))
+        elif kind == "map":
+            _k, _p, target, glob = op
+            flags = 0x3 if target >= 0x208 else 0x7
+            m.memory.write_u32(pte(m, page << 12), (target << 12) | flags | (0x100 if glob else 0))
+        elif kind == "invlpg":
+            mmu.invlpg(page << 12)
+        else:
+            mmu.write_cr3(PD)
