@@ -91,6 +91,25 @@ def block_info(code: types.CodeType) -> BlockInfo | None:
 SHAPES = ShapeCache(max_bytes=16 << 20)
 
 
+def compiled_frame(exc: BaseException, info_of: Callable[[types.CodeType], Any],
+                   cpu: Any) -> tuple[dict[str, Any], int, Any] | None:
+    """The frame of compiled guest code an exception left, found in its traceback by the
+    data ``info_of`` reads from the frame's code object (a block's :class:`BlockInfo`, a
+    region's): the registers it kept in locals (``info.put``) are written back to ``cpu``
+    and its locals, the line it stopped on and that data are returned, post mortem (the
+    compiled code itself needs no exception handler). None if no such frame ran."""
+    tb = exc.__traceback__
+    while tb is not None:
+        info = info_of(tb.tb_frame.f_code)
+        if info is not None:
+            loc = tb.tb_frame.f_locals
+            for name in info.put:
+                setattr(cpu, name, loc[name])
+            return loc, tb.tb_lineno, info
+        tb = tb.tb_next
+    return None
+
+
 def block_code(source: str, filename: str, info: BlockInfo) -> types.CodeType:
     """The code object of the source of a block function ``blk``, with ``info`` as its
     last constant and a line table without columns: from the compiled shape of a block

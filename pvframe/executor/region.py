@@ -55,7 +55,7 @@ import types
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from pvframe.executor.codecache import line_numbers_only
+from pvframe.executor.codecache import compiled_frame, line_numbers_only
 from pvframe.executor.state import IF_MASK
 from pvframe.executor.translate import Generated
 
@@ -203,23 +203,16 @@ def commit_region(cpu: Any, exc: BaseException) -> bool:
     """Commit the state of the region an exception left (a guest fault, a restart, a stop,
     anything): its registers, EIP of the instruction the traceback's line belongs to and
     the instruction count before it. False if no region was running."""
-    tb = exc.__traceback__
-    while tb is not None:
-        f = tb.tb_frame
-        info = region_info(f.f_code)
-        if info is not None:
-            loc = f.f_locals
-            for name in info.put:
-                setattr(cpu, name, loc[name])
-            line = tb.tb_lineno
-            addr = info.addr_at[line] if line < len(info.addr_at) else -1
-            done = loc.get("done", 0)
-            if addr < 0:  # between blocks: at _pc
-                cpu.eip = loc.get("_pc", info.entry)
-                cpu.icount += done
-            else:
-                cpu.eip = addr
-                cpu.icount += done + info.index_at[line]
-            return True
-        tb = tb.tb_next
-    return False
+    found = compiled_frame(exc, region_info, cpu)
+    if found is None:
+        return False
+    loc, line, info = found
+    addr = info.addr_at[line] if line < len(info.addr_at) else -1
+    done = loc.get("done", 0)
+    if addr < 0:  # between blocks: at _pc
+        cpu.eip = loc.get("_pc", info.entry)
+        cpu.icount += done
+    else:
+        cpu.eip = addr
+        cpu.icount += done + info.index_at[line]
+    return True

@@ -10,7 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 from pvframe.executor import flags as F
-from pvframe.executor.codecache import block_code, block_function, block_info, make_info
+from pvframe.executor.codecache import (
+    block_code,
+    block_function,
+    block_info,
+    compiled_frame,
+    make_info,
+)
 from pvframe.executor.faults import DivideError
 from pvframe.executor.translate.block import Generated
 
@@ -58,22 +64,15 @@ def commit_from_traceback(cpu: Any, exc: BaseException) -> bool:
     locals are read there, post mortem, so the block itself needs no exception handler
     (fewer lines to ``compile()``; faults are rare next to block runs). False if no block
     was running (a fault while translating or in a system instruction)."""
-    tb = exc.__traceback__
-    while tb is not None:
-        f = tb.tb_frame
-        info = block_info(f.f_code)
-        if info is not None:
-            loc = f.f_locals
-            for name in info.put:
-                setattr(cpu, name, loc[name])
-            line = tb.tb_lineno
-            insn_at = info.insn_at
-            k = insn_at[line] if line < len(insn_at) else 0
-            cpu.eip = info.addr(k)
-            cpu.icount += loc.get("done", 0) + k
-            return True
-        tb = tb.tb_next
-    return False
+    found = compiled_frame(exc, block_info, cpu)
+    if found is None:
+        return False
+    loc, line, info = found
+    insn_at = info.insn_at
+    k = insn_at[line] if line < len(insn_at) else 0
+    cpu.eip = info.addr(k)
+    cpu.icount += loc.get("done", 0) + k
+    return True
 
 
 _LOADS: dict[tuple[str, ...], Callable[[Any], Any]] = {}
