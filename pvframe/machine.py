@@ -283,6 +283,9 @@ class Machine:
     def events(self, source: Any) -> None:
         self._events = source
         self.interrupt_pending = source.interrupt_pending
+        executor = getattr(self, "executor", None)  # (none yet while __init__ sets the platform)
+        if executor is not None:
+            executor.interrupt_source_changed()
 
     def _apic_moved(self, base: int | None) -> None:
         """IA32_APIC_BASE moved or disabled the APIC page: route memory accordingly and

@@ -624,6 +624,14 @@ class Executor:
         )
         return glb
 
+    def interrupt_source_changed(self) -> None:
+        """The environment's ``interrupt_pending`` was replaced (a backend interposed its
+        own event source: :attr:`pvframe.machine.Machine.events`): the poll hot regions
+        make between their blocks asks the new one, as the dispatch loop does."""
+        pending = self.env.interrupt_pending
+        self._glb["PENDING"] = pending
+        self._step_glb["PENDING"] = pending
+
     def _make_step_globals(self) -> dict[str, Any]:
         """The globals of an instruction run on its own (:meth:`_step_one`): the blocks'
         ones with slow paths doing every access, devices and translated bytes included

@@ -260,3 +260,18 @@ def test_an_interrupt_a_plain_store_makes_pending_is_taken_at_the_same_count(
     # (a store the block itself overwrites in a later turn of its own loop is never seen
     # between blocks, with or without regions)
     assert len(got[0][0]) == (1 if (at, mask) == (11, 1) else len(got[0][0]))
+
+
+@pytest.mark.parametrize("backend", ["native", "xen", "vmi"])
+def test_regions_poll_the_event_source_the_backend_installed(backend: str) -> None:
+    """A backend that interposes its own event source in ``attach`` (Xen's event
+    channels, VMI's alarms) replaces the machine's ``interrupt_pending`` after the
+    executor was built: the hot regions' poll between blocks (``PENDING``) must ask that
+    source, not the platform's router captured at construction (it did, until the
+    machine told the executor)."""
+    from pvframe.machine import Machine as RealMachine
+
+    m = RealMachine(backend)
+    assert m.executor._glb["PENDING"] == m.interrupt_pending
+    assert m.executor._step_glb["PENDING"] == m.interrupt_pending
+    assert m.interrupt_pending == m.events.interrupt_pending
