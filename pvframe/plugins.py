@@ -346,7 +346,7 @@ class HookTable:
     """The bound hooks of one machine: attribute ``X`` calls op ``X`` with the machine
     already bound, positional arguments in the spec's order."""
 
-    __slots__ = (*(name[len(PREFIX):] for name in all_hook_names()), "__dict__")
+    __slots__ = (*sorted(_OPS), "__dict__")
 
     def __init__(self, bound: dict[str, Callable[..., Any]],
                  lazy: Callable[[str], Callable[..., Any]] | None = None) -> None:
