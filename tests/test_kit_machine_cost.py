@@ -43,3 +43,40 @@ def test_a_lazily_bound_table_binds_an_op_on_first_lookup_and_knows_no_other_nam
     assert machine.bound.counts == {}
     first()
     assert machine.bound.counts == {"read_cr0": 1}
+
+
+def test_firmware_tables_made_once_are_those_of_each_machine() -> None:
+    """The MP and ACPI tables are made once per set of facts: machines of other
+    processors (CPUID signature and features in the MP processor entry) still get their
+    own, byte for byte what :func:`pvframe.platform.firmware.tables` makes for them."""
+    from pvframe.machine import MachineConfig
+    from pvframe.platform import firmware
+
+    seen = set()
+    for cpu in ("pentium-pro", "core2duo", "pentium3", "pentium-pro"):
+        machine = Machine("native", MachineConfig(cpu=cpu))
+        machine.load_raw(b"\xf4", 0x100000)
+        facts = machine.platform.firmware_facts()
+        for addr, data in firmware.tables(facts):
+            assert machine.memory.read_bytes(addr, len(data)) == data, (cpu, hex(addr))
+        seen.add(facts)
+    assert len(seen) == 3
+
+
+def test_system_instruction_handlers_are_the_classes_own() -> None:
+    """The handler table is made once per class: a subclass's override is the one run."""
+    from pvframe.executor.system import System
+
+    calls = []
+
+    class Counting(System):
+        def op_cpuid(self, ins: object) -> bool | None:
+            calls.append(ins)
+            return super().op_cpuid(ins)
+
+    machine = Machine("native")
+    machine.load_raw(b"\x31\xc0\x0f\xa2\xf4", 0x100000, 0x100000)  # xor eax,eax; cpuid; hlt
+    machine.executor.system = Counting(machine.executor)
+    result = machine.run(10)
+    assert len(calls) == 1 and result.registers["ebx"] != 0
+    assert System(machine.executor).handlers is System(machine.executor).handlers

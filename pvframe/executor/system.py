@@ -87,37 +87,33 @@ CPL0_ONLY = frozenset({
 class System:
     """Decoder cache user and handler table for one executor."""
 
+    #: (mnemonic, handler method) of every system instruction the executor hands here
+    HANDLED: tuple[tuple[str, str], ...] = (
+        ("CLI", "op_cli"), ("STI", "op_sti"), ("HLT", "op_hlt"), ("PUSHF", "op_pushf"),
+        ("PUSHFD", "op_pushf"), ("POPF", "op_popf"), ("POPFD", "op_popf"), ("IRET", "op_iret"),
+        ("IRETD", "op_iret"), ("INT", "op_int"), ("INT3", "op_int3"), ("INTO", "op_into"),
+        ("INT1", "op_int1"), ("IN", "op_in"), ("OUT", "op_out"), ("INSB", "op_ins"),
+        ("INSW", "op_ins"), ("INSD", "op_ins"), ("OUTSB", "op_outs"), ("OUTSW", "op_outs"),
+        ("OUTSD", "op_outs"), ("MOV", "op_mov"), ("POP", "op_pop_sreg"), ("CLTS", "op_clts"),
+        ("WBINVD", "op_wbinvd"), ("INVD", "op_wbinvd"), ("INVLPG", "op_invlpg"),
+        ("LGDT", "op_lgdt"), ("LIDT", "op_lidt"), ("SGDT", "op_sgdt"), ("SIDT", "op_sidt"),
+        ("LLDT", "op_lldt"), ("SLDT", "op_sldt"), ("LTR", "op_ltr"), ("STR", "op_str"),
+        ("LMSW", "op_lmsw"), ("SMSW", "op_smsw"), ("RDMSR", "op_rdmsr"), ("WRMSR", "op_wrmsr"),
+        ("RDTSC", "op_rdtsc"), ("RDPMC", "op_rdpmc"), ("CPUID", "op_cpuid"), ("LES", "op_lfp"),
+        ("LDS", "op_lfp"), ("LSS", "op_lfp"), ("LFS", "op_lfp"), ("LGS", "op_lfp"),
+        ("JMP", "op_jmp_far"), ("CALL", "op_call_far"), ("RETF", "op_retf"),
+        ("ENTER", "op_enter"), ("BOUND", "op_bound"), ("ARPL", "op_arpl"), ("LAR", "op_lar"),
+        ("LSL", "op_lsl"), ("VERR", "op_verr"), ("VERW", "op_verw"), ("CLFLUSH", "op_clflush"),
+        ("XADD", "op_xadd_same"), ("AAM", "op_aam"), ("SYSENTER", "op_sysenter"),
+        ("SYSEXIT", "op_sysexit"),
+    )
+
     def __init__(self, ex: Executor) -> None:
         self.ex = ex
         self.cpu = ex.cpu
-        self.handlers: dict[int, Callable[[Any], bool | None]] = {}
-        for name, fn in (
-            ("CLI", self.op_cli), ("STI", self.op_sti), ("HLT", self.op_hlt),
-            ("PUSHF", self.op_pushf), ("PUSHFD", self.op_pushf),
-            ("POPF", self.op_popf), ("POPFD", self.op_popf),
-            ("IRET", self.op_iret), ("IRETD", self.op_iret),
-            ("INT", self.op_int), ("INT3", self.op_int3), ("INTO", self.op_into),
-            ("INT1", self.op_int1),
-            ("IN", self.op_in), ("OUT", self.op_out),
-            ("INSB", self.op_ins), ("INSW", self.op_ins), ("INSD", self.op_ins),
-            ("OUTSB", self.op_outs), ("OUTSW", self.op_outs), ("OUTSD", self.op_outs),
-            ("MOV", self.op_mov), ("POP", self.op_pop_sreg),
-            ("CLTS", self.op_clts), ("WBINVD", self.op_wbinvd), ("INVD", self.op_wbinvd),
-            ("INVLPG", self.op_invlpg), ("LGDT", self.op_lgdt), ("LIDT", self.op_lidt),
-            ("SGDT", self.op_sgdt), ("SIDT", self.op_sidt), ("LLDT", self.op_lldt),
-            ("SLDT", self.op_sldt), ("LTR", self.op_ltr), ("STR", self.op_str),
-            ("LMSW", self.op_lmsw), ("SMSW", self.op_smsw),
-            ("RDMSR", self.op_rdmsr), ("WRMSR", self.op_wrmsr), ("RDTSC", self.op_rdtsc),
-            ("RDPMC", self.op_rdpmc), ("CPUID", self.op_cpuid),
-            ("LES", self.op_lfp), ("LDS", self.op_lfp), ("LSS", self.op_lfp),
-            ("LFS", self.op_lfp), ("LGS", self.op_lfp),
-            ("JMP", self.op_jmp_far), ("CALL", self.op_call_far), ("RETF", self.op_retf),
-            ("ENTER", self.op_enter), ("BOUND", self.op_bound), ("ARPL", self.op_arpl),
-            ("LAR", self.op_lar), ("LSL", self.op_lsl), ("VERR", self.op_verr),
-            ("VERW", self.op_verw), ("CLFLUSH", self.op_clflush), ("XADD", self.op_xadd_same),
-            ("AAM", self.op_aam), ("SYSENTER", self.op_sysenter), ("SYSEXIT", self.op_sysexit),
-        ):
-            self.handlers[getattr(M, name)] = fn
+        #: mnemonic -> handler function of this class (called with the System and the
+        #: instruction): the table is made once per class, not bound again per executor
+        self.handlers = _handler_table(type(self))
 
     # ------------------------------------------------------------------ decode / execute
     def decode(self, code: bytes, eip: int) -> Any:
@@ -136,7 +132,7 @@ class System:
             raise InvalidOpcode()
         if self.cpu.cs.selector & 3 and ins.mnemonic in CPL0_ONLY:
             raise GeneralProtection(0)
-        if not h(ins):
+        if not h(self, ins):
             cpu = self.cpu
             cpu.eip = (cpu.eip + ins.len) & 0xFFFFFFFF
             cpu.icount += 1
@@ -1089,3 +1085,16 @@ class System:
 
 
 __all__ = ["DeviceNotAvailable", "System"]
+
+
+_Handlers = dict[int, Callable[[System, Any], bool | None]]
+_HANDLER_TABLES: dict[type[System], _Handlers] = {}
+
+
+def _handler_table(cls: type[System]) -> _Handlers:
+    """Mnemonic -> handler function of ``cls`` (a subclass's overrides included)."""
+    table = _HANDLER_TABLES.get(cls)
+    if table is None:
+        table = _HANDLER_TABLES[cls] = {
+            getattr(M, name): getattr(cls, method) for name, method in cls.HANDLED}
+    return table

@@ -47,6 +47,7 @@ see for "nothing here".
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 
@@ -236,12 +237,19 @@ def tables(facts: MachineFacts) -> list[tuple[int, bytes]]:
     return [*acpi_tables(facts), (MP_FLOAT_ADDR, floating), (MP_CONFIG_ADDR, config)]
 
 
+@functools.lru_cache(maxsize=64)
+def _tables(facts: MachineFacts) -> tuple[tuple[int, bytes], ...]:
+    """:func:`tables`, made once per process for each set of facts (every machine writes
+    them at load: the kit builds two machines per program, all with the same facts)."""
+    return tuple(tables(facts))
+
+
 def install(write_phys: Callable[[int, bytes], None], facts: MachineFacts,
             busy: Callable[[int, int], bool] = lambda _a, _n: False) -> list[tuple[int, int]]:
     """Write the tables; a table whose range ``busy`` reports in use (a guest image
     there) is skipped. Returns the (address, length) written."""
     written = []
-    for addr, data in tables(facts):
+    for addr, data in _tables(facts):
         if not busy(addr, len(data)):
             write_phys(addr, data)
             written.append((addr, len(data)))

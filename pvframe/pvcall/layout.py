@@ -38,6 +38,7 @@ pvframe demo guest are). The ROM lives in RAM; a guest must not write it (nothin
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from attrs import frozen
@@ -157,6 +158,7 @@ class Header:
         return cls(length=length, table=table, nr_slots=nr, entries=entries, version=version)
 
 
+@functools.lru_cache(maxsize=64)
 def rom_image(name: str, *, paravirt_enabled: int, kernel_rpl: int = 0,
               shared_kernel_pmd: int = 1) -> bytes:
     """The ROM's bytes for a backend called ``name`` (the data words are the backend's

@@ -70,7 +70,7 @@ class VmiGuest:
         self.hv_model: VmiHypervisor | None = None
         self.rom = VmiRom(nop_calls=self.ROM_NOP_CALLS, omitted_calls=self.ROM_OMITTED_CALLS)  # type: ignore[arg-type]
         #: call number -> relocation type, as ``get_reloc`` reported it at activation
-        self.relocs: dict[int, Reloc] = {n: self.rom.get_reloc(n).type for n in VMI_CALLS}
+        self.relocs: dict[int, Reloc] = {n: self.rom.relocation_type(n) for n in VMI_CALLS}
         self.machine: Any = None
         self.apic: Any = None
         self.events: Any = None

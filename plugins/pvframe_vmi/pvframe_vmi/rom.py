@@ -304,7 +304,7 @@ class VmiRom:
             raise ValueError(f"not VMI call numbers: {sorted(bad)}")
         if self.base % ROM_SCAN_STEP or not ROM_SCAN_START <= self.base < ROM_SCAN_END:
             raise ValueError(f"ROM base {self.base:#x} is not a 2 KiB step in 0xC0000-0xDFFFF")
-        self.image = self._build()
+        self.image = _image(self)
 
     @property
     def link(self) -> int:
@@ -418,3 +418,21 @@ class VmiRom:
             hv.errors.append(error)
         regs = {} if value is None else {"eax": value & 0xFFFFFFFF, "edx": value >> 32}
         return CallResult(number, name, args, value, regs, Action.RETURN, error)
+
+
+def _image(rom: VmiRom) -> bytes:
+    """``rom._build()``, made once per process for each class and what the image depends
+    on (the option ROM header's virtual top, the calls patched as NOP or omitted): every
+    VMI machine builds its ROM, and the 8 KiB image with its 128 call stubs cost more
+    than the rest of the backend's construction."""
+    key = (type(rom), rom.virtual_top, rom.nop_calls, rom.omitted_calls)
+    image = _IMAGES.get(key)
+    if image is None:
+        proto = object.__new__(type(rom))  # the fields the image reads, at the default base
+        proto.base, proto.link_base = DEFAULT_ROM_BASE, None
+        proto.virtual_top, proto.nop_calls, proto.omitted_calls = key[1:]
+        image = _IMAGES[key] = proto._build()
+    return image
+
+
+_IMAGES: dict[tuple[type[VmiRom], int, frozenset[int], frozenset[int]], bytes] = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pvframe_vmi.hypervisor import VMI_CALLS, FlatMemory, VmiHypervisor
 from pvframe_vmi.hypervisor.abi import VMI_CALL
 from pvframe_vmi.rom import (
@@ -136,3 +138,25 @@ def test_trap_through_the_rom_entry_points() -> None:
 def test_plain_ud2_is_not_a_trap() -> None:
     assert decode_trap(b"\x0f\x0b\x90\x90\x90\x90") is None
     assert decode_trap(b"\x0f\x0bVM") is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(nop=st.sets(st.sampled_from(sorted(VMI_CALLS))), omitted=st.sets(st.sampled_from(sorted(VMI_CALLS))),
+       top=st.sampled_from([0xFF000000, 0xFC000000, 0xF8000000]))
+def test_the_image_made_once_per_process_is_the_one_built_for_the_rom(
+        nop: set[int], omitted: set[int], top: int) -> None:
+    """Every VMI machine takes its ROM image from a per-process cache (keyed by what the
+    image depends on): it is byte for byte the image that ROM builds itself, and the
+    relocation types the guest side keeps are ``get_reloc``'s."""
+    for base in (0xC0000, 0xD0000):
+        rom = VmiRom(base=base, virtual_top=top, nop_calls=nop, omitted_calls=omitted)
+        assert rom.image == rom._build()
+        assert all(rom.relocation_type(n) is rom.get_reloc(n).type for n in VMI_CALLS)
+
+
+def test_each_call_patched_or_omitted_alone_gets_its_own_image() -> None:
+    """One call reported NOP or omitted changes its stub (a JUMP call patched as NOP
+    returns): the cached image is the ROM's own for each of them."""
+    for n in sorted(VMI_CALLS):
+        for rom in (VmiRom(nop_calls={n}), VmiRom(omitted_calls={n})):
+            assert rom.image == rom._build(), n
