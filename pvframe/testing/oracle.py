@@ -141,11 +141,13 @@ def observe(
     # an op that never started has mark 0 (result_ptr never is): the marks are a prefix
     started = raw_marks[:next((i for i, m in enumerate(raw_marks) if not m), nops)]
     marks = tuple(max(0, min((m - sym["results"]) // 4, nres)) for m in started)
-    return Observation(
+    seen = Observation(
         backend, result.stop, result.exit_code, result.instructions, result.registers,
         result.console, results, events, machine.stop_detail, marks,
         machine.config.tsc_hz, machine.platform.apic.bus_frequency, machine.bound.counts,
     )
+    machine.release()  # freed now, not by the host's cyclic collector (Machine.release)
+    return seen
 
 
 class NativeRuns:
