@@ -204,3 +204,40 @@ def test_the_pieces_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         program = p.Program((p.PutChar(char), p.Compute(char)))
         assert made.assemble_part(program) is not None
         assert len(made._pieces) <= 3
+
+
+_CYCLE_SOURCE = """\
+.code32
+.text
+.set base, 0x1000
+.set twice, base * 2 + (3 << 4) - 1
+start:
+    movl $(twice | 0x10) ^ 3, %eax
+1:  addl $((1 << 12) / 4) % 7, %ebx
+    jmp 1b
+    movl $start + twice, %ecx
+    jmp 2f
+2:  ret
+.data
+words: .long twice, base - ~0, start
+"""
+
+
+def test_assembling_leaves_no_reference_cycles_for_the_collector() -> None:
+    """Expressions are evaluated and symbols looked up by plain objects, not closures that
+    call each other: assembling a source (equates naming equates, numeric labels, every
+    operator) leaves nothing that only the cyclic collector frees (the kit assembles the
+    pieces of new ops in every program)."""
+    import gc
+
+    assemble(_CYCLE_SOURCE, 0x100000)  # the encodings are chosen and cached once
+    gc.collect()
+    gc.disable()
+    try:
+        built = assemble(_CYCLE_SOURCE.replace("0x1000", "0x2000"), 0x200000)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    assert built.symbols["start"] == 0x200000
+    twice = 0x2000 * 2 + (3 << 4) - 1
+    assert built.image[1:5] == ((twice | 0x10) ^ 3).to_bytes(4, "little")

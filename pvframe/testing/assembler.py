@@ -38,6 +38,7 @@ alignment the section asked for.
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -176,59 +177,72 @@ class Expr:
         return self.constant if self.constant is not None else self._evaluate(lookup)
 
     def _evaluate(self, lookup: Callable[[str], int]) -> int:
-        pos = 0
-        toks = self.tokens
+        return _Evaluation(self, lookup).run()
 
-        def peek() -> str | None:
-            return toks[pos] if pos < len(toks) else None
 
-        def take() -> str:
-            nonlocal pos
-            pos += 1
-            return toks[pos - 1]
+#: binary operators by precedence, loosest first (GNU as, "Infix Operators")
+_LEVELS = (("|",), ("^",), ("&",), ("<<", ">>"), ("+", "-"), ("*", "/", "%"))
+_BINARY: dict[str, Callable[[int, int], int]] = {
+    "|": operator.or_, "^": operator.xor, "&": operator.and_, "<<": operator.lshift,
+    ">>": operator.rshift, "+": operator.add, "-": operator.sub, "*": operator.mul,
+    "/": operator.floordiv, "%": operator.mod,
+}
 
-        def atom() -> int:
-            t = take()
-            if t == "(":
-                v = binary(0)
-                if take() != ")":
-                    raise AssemblerError(f"unbalanced parentheses in {self.text!r}")
-                return v
-            if t == "-":
-                return -atom()
-            if t == "+":
-                return atom()
-            if t == "~":
-                return ~atom()
-            if t[0] == "'":
-                return ord(t[1])
-            if t[0].isdigit():
-                if t[-1] in "bf" and not t.lower().startswith("0x") and t[:-1].isdigit():
-                    return lookup(t)
-                return int(t, 0) if not (len(t) > 1 and t[0] == "0" and t[1].isdigit()) else int(t, 8)
-            return lookup(t)
 
-        levels = (("|",), ("^",), ("&",), ("<<", ">>"), ("+", "-"), ("*", "/", "%"))
+class _Evaluation:
+    """One evaluation of an expression by recursive descent (an object rather than
+    nested closures: closures that call each other are reference cycles, left for the
+    host's cyclic collector on every evaluation)."""
 
-        def binary(level: int) -> int:
-            if level == len(levels):
-                return atom()
-            v = binary(level + 1)
-            while peek() in levels[level]:
-                op = take()
-                rhs = binary(level + 1)
-                v = {
-                    "|": lambda a, b: a | b, "^": lambda a, b: a ^ b, "&": lambda a, b: a & b,
-                    "<<": lambda a, b: a << b, ">>": lambda a, b: a >> b,
-                    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-                    "/": lambda a, b: a // b, "%": lambda a, b: a % b,
-                }[op](v, rhs)
-            return v
+    def __init__(self, expr: Expr, lookup: Callable[[str], int]) -> None:
+        self.expr = expr
+        self.toks = expr.tokens
+        self.lookup = lookup
+        self.pos = 0
 
-        result = binary(0)
-        if pos != len(toks):
-            raise AssemblerError(f"junk at end of expression {self.text!r}")
+    def run(self) -> int:
+        result = self.binary(0)
+        if self.pos != len(self.toks):
+            raise AssemblerError(f"junk at end of expression {self.expr.text!r}")
         return result
+
+    def peek(self) -> str | None:
+        return self.toks[self.pos] if self.pos < len(self.toks) else None
+
+    def take(self) -> str:
+        self.pos += 1
+        return self.toks[self.pos - 1]
+
+    def atom(self) -> int:
+        t = self.take()
+        if t == "(":
+            v = self.binary(0)
+            if self.take() != ")":
+                raise AssemblerError(f"unbalanced parentheses in {self.expr.text!r}")
+            return v
+        if t == "-":
+            return -self.atom()
+        if t == "+":
+            return self.atom()
+        if t == "~":
+            return ~self.atom()
+        if t[0] == "'":
+            return ord(t[1])
+        if t[0].isdigit():
+            if t[-1] in "bf" and not t.lower().startswith("0x") and t[:-1].isdigit():
+                return self.lookup(t)
+            return int(t, 0) if not (len(t) > 1 and t[0] == "0" and t[1].isdigit()) else int(t, 8)
+        return self.lookup(t)
+
+    def binary(self, level: int) -> int:
+        if level == len(_LEVELS):
+            return self.atom()
+        v = self.binary(level + 1)
+        while self.peek() in _LEVELS[level]:
+            op = self.take()
+            rhs = self.binary(level + 1)
+            v = _BINARY[op](v, rhs)
+        return v
 
 
 def _no_symbols(name: str) -> int:
@@ -599,20 +613,7 @@ class _Program:
 
     def lookup(self, addrs: dict[tuple[str, int], int], section: str, index: int) -> Callable[[str], int]:
         """Symbol values as seen from the statement at (section, index)."""
-        position = self.orders[(section, index)]
-
-        def lookup(name: str) -> int:
-            if name in self.labels:
-                return addrs[self.labels[name]]
-            if name in self.equates:
-                return self.equates[name].value(lookup)
-            if name in self.known:
-                return self.known[name]
-            if name[:-1].isdigit() and name[-1] in "bf":
-                return addrs[self._numeric(name, position)]
-            raise AssemblerError(f"undefined symbol {name!r}")
-
-        return lookup
+        return _Lookup(self, addrs, self.orders[(section, index)])
 
     def _numeric(self, ref: str, order: int) -> tuple[str, int]:
         digit, direction = ref[:-1], ref[-1]
@@ -627,6 +628,29 @@ class _Program:
                 return fwd[0][1], fwd[0][2]
         raise AssemblerError(f"local label {ref!r} has no {digit}: "
                              f"{'before' if direction == 'b' else 'after'} it")
+
+
+class _Lookup:
+    """Symbol values as seen from one statement (reading position ``position``) with the
+    statements at ``addrs`` (a callable object: a closure calling itself for equates that
+    name other symbols would be a reference cycle per statement)."""
+
+    def __init__(self, prog: _Program, addrs: dict[tuple[str, int], int], position: int) -> None:
+        self.prog = prog
+        self.addrs = addrs
+        self.position = position
+
+    def __call__(self, name: str) -> int:
+        prog = self.prog
+        if name in prog.labels:
+            return self.addrs[prog.labels[name]]
+        if name in prog.equates:
+            return prog.equates[name].value(self)
+        if name in prog.known:
+            return prog.known[name]
+        if name[:-1].isdigit() and name[-1] in "bf":
+            return self.addrs[prog._numeric(name, self.position)]
+        raise AssemblerError(f"undefined symbol {name!r}")
 
 
 @functools.lru_cache(maxsize=65536)
