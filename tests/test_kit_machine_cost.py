@@ -136,3 +136,15 @@ def test_the_kit_observes_from_a_released_machine_what_it_did_from_a_kept_one(
         kept = oracle.observe(program, backend)
         assert seen == kept and seen.hook_calls == kept.hook_calls, program.listing()
         assert seen.detail == kept.detail and seen.marks == kept.marks
+
+
+def test_each_call_rom_entry_point_routes_to_its_own_op() -> None:
+    """The entry handlers are made in one pass: the handler at each slot's entry address
+    enters that slot's op, and nothing else."""
+    from pvframe.pvcall import layout
+
+    machine = Machine("native")
+    handlers = machine.pvcall._handlers
+    want = {layout.entry_address(slot): op for slot, op in layout.SLOTS.items()}
+    assert {addr: h.args for addr, h in handlers.items()} == {a: (op,) for a, op in want.items()}
+    assert all(h.func == machine.pvcall._enter for h in handlers.values())

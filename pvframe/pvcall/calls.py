@@ -51,6 +51,7 @@ the entry point before anything changed: the handler sees the caller's return ad
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -132,6 +133,8 @@ def clobbers(op: str) -> int:
 
 #: (entry address, op) of every slot of the ROM
 _ENTRIES = tuple((layout.entry_address(slot), op) for slot, op in layout.SLOTS.items())
+_ENTRY_ADDRESSES = tuple(addr for addr, _op in _ENTRIES)
+_ENTRY_OPS = tuple(op for _addr, op in _ENTRIES)
 
 
 class PVCallInterface:
@@ -146,9 +149,9 @@ class PVCallInterface:
         #: of the ~90 ops, and making every handler up front cost more than constructing
         #: the rest of the machine)
         self._made: dict[str, Callable[[], None]] = {}
-        self._handlers: dict[int, Callable[[], None]] = {
-            addr: functools.partial(self._enter, op) for addr, op in _ENTRIES
-        }
+        self._handlers: dict[int, Callable[[], None]] = dict(zip(
+            _ENTRY_ADDRESSES, map(functools.partial, itertools.repeat(self._enter), _ENTRY_OPS),
+            strict=True))  # each ``partial(self._enter, op)``, made in C (half the time)
 
     # ------------------------------------------------------------------ installation
     def install(self) -> bool:
