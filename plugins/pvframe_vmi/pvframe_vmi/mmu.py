@@ -30,6 +30,7 @@ seen one by one -- exactly the window in which the processor's TLB may also be s
 from __future__ import annotations
 
 import contextlib
+import struct
 from typing import Any
 
 from pvframe.hookspecs import hookimpl
@@ -70,6 +71,17 @@ UNOBSERVABLE = {
 }
 
 
+
+def directory_entries(memory: Any, pd: int) -> tuple[int, ...]:
+    """The 1024 entries of the page directory in frame ``pd``, each as a 4-byte read at
+    its physical address would return it: a directory in RAM is read as one page (the
+    same words, without 1024 reads), one elsewhere (the APIC page, past the end of RAM)
+    entry by entry, as the device decoding it answers."""
+    base = pd << 12
+    if memory.is_ram(base, 4096):
+        return struct.unpack("<1024I", memory.read_bytes(base, 4096))
+    return tuple(memory.read(base + 4 * i, 4) for i in range(1024))
+
 class VmiMmuOps(VmiGuest):
     def __init__(self) -> None:
         super().__init__()
@@ -89,9 +101,7 @@ class VmiMmuOps(VmiGuest):
             pd = (int(cpu.cr3) & 0xFFFFF000) >> 12
             reachable.add(pd)
             self._adopt(tracker, pd, VMI_PAGE_PD)
-            mem = machine.memory
-            for i in range(1024):
-                pde = mem.read(((pd << 12) + 4 * i), 4)
+            for pde in directory_entries(machine.memory, pd):
                 if pde & PTE_P and not (pde & PDE_PS and cpu.cr4 & CR4_PSE):
                     pfn = pde >> 12
                     reachable.add(pfn)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pvframe_vmi.hypervisor import VMI_CALL, FlatMemory, VmiHypervisor, VmiUsageError
 from pvframe_vmi.hypervisor.abi import (
     VMI_FLUSH_GLOBAL,
@@ -170,3 +172,28 @@ def test_adopted_boot_tables_and_untyped_mode() -> None:
     assert hv.pagetables.allocated == {}
     lenient = VmiHypervisor(1, 0, memory=mem, require_typed_frames=False)
     assert lenient.invoke(C["SetPxE"], 0x1003, 0x7000, VMI_PAGE_PT).error is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(words=st.dictionaries(st.integers(0, 1023), st.integers(0, 0xFFFFFFFF), max_size=40),
+       frame=st.sampled_from([0x10, 0x3FF, "apic", "beyond"]))
+def test_a_directory_read_as_one_page_is_its_1024_entries_read_one_by_one(
+        words: dict[int, int], frame: int | str) -> None:
+    """The adoption walk reads a page directory in RAM as one page: the entries are what
+    1024 four-byte reads return, and a directory outside RAM (the APIC page, past the end
+    of RAM) is still read entry by entry."""
+    import struct
+
+    from pvframe_vmi.mmu import directory_entries
+
+    from pvframe.machine import Machine
+
+    machine = Machine("vmi")
+    memory = machine.memory
+    pd = {"apic": 0xFEE00, "beyond": memory.size >> 12}.get(frame, frame)  # type: ignore[arg-type]
+    assert isinstance(pd, int)
+    if memory.is_ram(pd << 12, 4096):
+        for i, w in words.items():
+            memory.write_bytes((pd << 12) + 4 * i, struct.pack("<I", w))
+    one_by_one = tuple(memory.read((pd << 12) + 4 * i, 4) for i in range(1024))
+    assert directory_entries(memory, pd) == one_by_one
