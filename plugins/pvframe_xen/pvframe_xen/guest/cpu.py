@@ -40,6 +40,7 @@ from pvframe_xen.hypervisor import abi
 XEN_LEAF1_EDX_MASK = (1 << 9) | (1 << 22) | (1 << 29)
 KERNEL_DS = 0x69  # 2.6.23 Xen guest: GDT entry 13, RPL 1
 CR0_TS = 0x8
+_ZERO_PAGE = bytes(4096)
 
 
 class CpuOps:
@@ -66,14 +67,45 @@ class CpuOps:
             return None
         return int(machine.memory.read_u32(paddr))
 
+    def _peek_words(self, machine: Any, base: int, count: int) -> list[int | None]:
+        """``count`` u32 words from linear ``base`` on, each exactly as :meth:`_peek_u32`
+        reads it (None: unmapped or not RAM), with one walk per linear page rather than
+        per word: a translation keeps the offset within its 4 KiB page (Intel SDM Vol. 3A
+        §4.3, §4.4.2: 4 KiB, 4 MiB and 2 MiB pages all map page-aligned 4 KiB ranges), so
+        ``peek(a) == peek(a & ~0xFFF) | (a & 0xFFF)``. A word that crosses its physical
+        page, or lies on a page that is not all RAM, is read as :meth:`_peek_u32` does."""
+        memory = machine.memory
+        peek = machine.mmu.peek
+        pages: dict[int, tuple[int | None, bytes | bytearray | None]] = {}
+        out: list[int | None] = []
+        for i in range(count):
+            addr = (base + 4 * i) & 0xFFFFFFFF
+            vpn, off = addr >> 12, addr & 0xFFF
+            got = pages.get(vpn)
+            if got is None:
+                start = peek(vpn << 12)
+                if start is not None and memory.is_ram(start, 4096):
+                    page = memory.page(start >> 12)
+                    got = pages[vpn] = (start, _ZERO_PAGE if page is None else page)
+                else:
+                    got = pages[vpn] = (start, None)
+            start, data = got
+            if start is None:
+                out.append(None)
+            elif data is not None and off <= 4092:
+                out.append(int.from_bytes(data[off : off + 4], "little"))
+            else:
+                out.append(self._peek_u32(machine, addr))
+        return out
+
     # ------------------------------------------------------------ descriptor tables
     @hookimpl
     def pvop_load_idt(self, machine: Any, base: int, limit: int) -> None:
         self._native(machine).pvop_load_idt(machine, base, limit)
         traps = []
-        for vector in range(min(256, ((limit & 0xFFFF) + 1) // 8)):
-            low = self._peek_u32(machine, base + 8 * vector)
-            high = self._peek_u32(machine, base + 8 * vector + 4)
+        words = self._peek_words(machine, base, 2 * min(256, ((limit & 0xFFFF) + 1) // 8))
+        for vector in range(len(words) // 2):
+            low, high = words[2 * vector], words[2 * vector + 1]
             if low is None or high is None or not high & 0x8000:
                 continue
             kind = (high >> 8) & 0x1F
