@@ -4,8 +4,21 @@ every input Hypothesis draws (a test per shortcut that fails when it is wrong)."
 
 from __future__ import annotations
 
+import pickle
+import struct
+
+import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pvframe_xen.backend import new_domain
+from pvframe_xen.hypervisor.memory import (
+    PGT_l1_page_table,
+    PGT_l2_page_table,
+    PGT_none,
+    PGT_seg_desc_page,
+    PGT_writable_page,
+)
+from pvframe_xen.hypervisor.mm import MM
 
 from pvframe.machine import Machine, MachineConfig
 
@@ -54,3 +67,72 @@ def test_idt_read_a_page_at_a_time_equals_word_by_word(pdes, ptes, pse, paging, 
     base = (page << 12) | offset
     got = ops._peek_words(m, base, count)
     assert got == [ops._peek_u32(m, base + 4 * i) for i in range(count)]
+
+
+# ---------------------------------------------------------------- L1 validation per frame
+
+_TYPES = [PGT_none, PGT_writable_page, PGT_l1_page_table, PGT_l2_page_table, PGT_seg_desc_page]
+
+
+class _PerEntryMM(MM):
+    """Xen's entry-by-entry validation only."""
+
+    __slots__ = ()
+
+    def l1_references(self, table, owner):  # type: ignore[no-untyped-def]
+        return None
+
+
+def _frame_state(hv, mfns):  # type: ignore[no-untyped-def]
+    return {m: (None if (p := hv.frames.pages.get(m)) is None else attrs.astuple(p)) for m in sorted(mfns)}
+
+
+@st.composite
+def _l1_cases(draw):  # type: ignore[no-untyped-def]
+    """An L1 frame's entries (pointing at the domain's frames, the interleaved foreign
+    ones, Xen's, frames past the table, the L1 itself; allowed and disallowed flags) and
+    the prior type state of some of the frames they reference."""
+    pfns = draw(st.lists(st.integers(0, 60), min_size=1, max_size=12, unique=True))
+    kinds = st.sampled_from(["pfn", "pfn", "pfn", "foreign", "xen", "absent", "self"])
+    flags = st.one_of(st.sampled_from([0x1, 0x3, 0x23, 0x63, 0x0, 0x2]),
+                      st.integers(0, 0xFFF))
+    entries = draw(st.lists(st.tuples(st.integers(0, 1023), kinds, st.sampled_from(pfns), flags),
+                            max_size=24))
+    states = draw(st.dictionaries(st.sampled_from(pfns),
+                                  st.tuples(st.sampled_from(_TYPES), st.integers(0, 2)), max_size=6))
+    return entries, states
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=_l1_cases())
+def test_l1_validated_per_frame_equals_per_entry(case) -> None:  # type: ignore[no-untyped-def]
+    """``alloc_l1_table`` taking its references per frame (``MM.l1_references``) gives
+    the verdict, reason and frame state of Xen's entry-by-entry path, for tables with
+    refused entries (foreign, Xen, absent frames, disallowed flags, writable maps of a
+    page table or of the L1 itself) and frames in every type state."""
+    entries, states = case
+    hv, _boot = new_domain(1_000_000_000, 0, 1024)
+    l1_pfn = 100
+    l1 = hv.pfn_to_mfn(l1_pfn)
+    table = [0] * 1024
+    for index, kind, pfn, flags in entries:
+        mfn = {"pfn": hv.pfn_to_mfn(pfn), "foreign": hv.pfn_to_mfn(pfn) + 1, "xen": pfn % 16,
+               "absent": hv.frames.max_page + pfn, "self": l1}[kind]
+        table[index] = (mfn << 12) | flags
+    hv.memory.write_bytes(l1 << 12, struct.pack("<1024I", *table))
+    for pfn, (type_, count) in states.items():
+        page = hv.frames.pages[hv.pfn_to_mfn(pfn)]
+        page.type, page.type_count = type_, count
+        page.validated = type_ == PGT_writable_page or bool(count)
+    hv.frames.pages[l1].type_count = 0  # the direct map's writable reference: dropped
+    blob = pickle.dumps(hv)
+    results = []
+    for per_frame in (True, False):
+        copy = pickle.loads(blob)
+        if not per_frame:
+            copy.mm.__class__ = _PerEntryMM
+        copy.mm.reason = ""
+        ok = copy.mm.get_page_type(l1, PGT_l1_page_table)
+        mfns = {l1, *((e >> 12) for e in table if e & 1)}
+        results.append((ok, copy.mm.reason, _frame_state(copy, mfns)))
+    assert results[0] == results[1]

@@ -250,24 +250,31 @@ def _restore_frame_table(fields: dict[str, Any], p2m: list[int] | None,
     return table
 
 
-#: digest of a packed frame table -> (its array, mfn -> offset): both only read, so the
+#: the arguments of :class:`PageInfo` for one packed entry (owner, count, type, ...)
+_PageArgs = tuple[int, int, PageType, int, bool, bool, int]
+#: digest of a packed frame table -> (its array, mfn -> offset, mfn -> the PageInfo
+#: arguments of the entries unpacked so far): all only read (the last only grows), so the
 #: machines restored from one pristine domain share them (indexing 16 Ki entries took 4 ms
-#: of the ~10 ms restore of every Xen machine). Keyed by a digest the pickle carries:
-#: hashing the 1 MiB table itself took 0.5 ms of every restore.
-_PACKED: dict[bytes, tuple[array.array[int], dict[int, int]]] = {}
+#: of the ~10 ms restore of every Xen machine; unpacking an entry again for every
+#: machine's first look at it took half the time of validating a fresh page table).
+#: Keyed by a digest the pickle carries: hashing the 1 MiB table itself took 0.5 ms of
+#: every restore.
+_PACKED: dict[bytes, tuple[array.array[int], dict[int, int], dict[int, _PageArgs]]] = {}
 
 
 def _digest(packed: bytes) -> bytes:
     return hashlib.blake2b(packed, digest_size=16).digest()
 
 
-def _packed_table(packed: bytes, digest: bytes | None = None) -> tuple[array.array[int], dict[int, int]]:
+def _packed_table(
+    packed: bytes, digest: bytes | None = None,
+) -> tuple[array.array[int], dict[int, int], dict[int, _PageArgs]]:
     key = _digest(packed) if digest is None else digest
     table = _PACKED.get(key)
     if table is None:
         values = array.array("q", packed)
         n = FramePages._FIELDS
-        table = values, {values[i]: i for i in range(0, len(values), n)}
+        table = values, {values[i]: i for i in range(0, len(values), n)}, {}
         if len(_PACKED) >= 8:
             _PACKED.pop(next(iter(_PACKED)))
         _PACKED[key] = table
@@ -292,7 +299,7 @@ class FramePages(dict[int, PageInfo]):
                  other_domid: int, packed: bytes = b"", digest: bytes | None = None) -> None:
         super().__init__()
         self.layout = (xen_frames, ram_base, nr_pages, domid, other_domid)
-        self._packed, self._index = _packed_table(packed, digest)
+        self._packed, self._index, self._args = _packed_table(packed, digest)
 
     def __reduce__(self) -> Any:
         out = array.array("q")
@@ -306,10 +313,15 @@ class FramePages(dict[int, PageInfo]):
         return (FramePages, (*self.layout, packed, _digest(packed)))
 
     def _default(self, mfn: int) -> PageInfo | None:
+        args = self._args.get(mfn)
+        if args is not None:
+            return PageInfo(*args)
         i = self._index.get(mfn)
         if i is not None:
             _m, owner, count, type_, type_count, validated, pinned, linear = self._packed[i : i + self._FIELDS]
-            return PageInfo(owner, count, _PAGE_TYPES[type_], type_count, bool(validated), bool(pinned), linear)
+            args = self._args[mfn] = (owner, count, _PAGE_TYPES[type_], type_count, bool(validated),
+                                      bool(pinned), linear)
+            return PageInfo(*args)
         xen_frames, ram_base, n, domid, other = self.layout
         if 0 <= mfn < xen_frames:
             return PageInfo(owner=DOMID_XEN)
@@ -328,7 +340,8 @@ class FramePages(dict[int, PageInfo]):
     def get(self, mfn: int, default: Any = None) -> Any:
         page = dict.get(self, mfn)
         if page is None:
-            page = self._default(mfn)
+            args = self._args.get(mfn)
+            page = PageInfo(*args) if args is not None else self._default(mfn)
             if page is None:
                 return default
             self[mfn] = page

@@ -34,7 +34,7 @@ the resulting breach.
 from __future__ import annotations
 
 import struct
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 
@@ -60,6 +60,7 @@ from pvframe_xen.hypervisor.memory import (
     PAGE_TABLE_TYPES,
     FrameTable,
     MachineMemory,
+    PageInfo,
     PageType,
     PGT_l1_page_table,
     PGT_l2_page_table,
@@ -275,15 +276,68 @@ class MM:
 
     def alloc_l1_table(self, mfn: int) -> bool:
         """``alloc_l1_table``: every present entry must pass ``get_page_from_l1e``; on a
-        failure the references already taken are dropped."""
+        failure the references already taken are dropped.
+
+        When every entry passes (checked first without changing anything,
+        :meth:`l1_references`), the references are taken per frame rather than per entry
+        (one count addition per frame: the same counts and types); otherwise the entries
+        are taken one by one as Xen does, which gives the refusal, its reason and the
+        state Xen leaves behind."""
         owner = self.frames.pages[mfn].owner
         table = self.entries(mfn)
+        refs = self.l1_references(table, owner)
+        if refs is not None:
+            for page, n, n_rw in refs:
+                page.count += n
+                if n_rw:  # get_page_type(PGT_writable_page) n_rw times: checked possible
+                    page.type = PGT_writable_page
+                    page.type_count += n_rw
+                    page.validated = True
+            return True
         for i, e in enumerate(table):
             if e & _PAGE_PRESENT and not self.get_page_from_l1e(e, owner):
                 for j in range(i):
                     self.put_page_from_l1e(table[j], owner)
                 return False
         return True
+
+    def l1_references(self, table: tuple[int, ...], owner: int) -> list[tuple[PageInfo, int, int]] | None:
+        """What validating an L1 holding ``table`` for domain ``owner`` would take, if
+        every present entry passes ``get_page_from_l1e`` in the current state: per frame,
+        its entry, the references and the writable-type references. None if some entry
+        would be refused (the caller then takes the per-entry path).
+
+        An entry passes when its flags are allowed, its frame exists and is ``owner``'s
+        (``get_page``), and, if writable, its frame can take ``PGT_writable_page``
+        (``get_page_type``: type count 0, or already writable). References taken by the
+        table's own entries never change that verdict for a later entry: a general
+        reference changes no type, and a writable reference leaves the frame writable."""
+        if owner == DOMID_IO:
+            return None if any(e & _PAGE_PRESENT for e in table) else []
+        pages = self.frames.pages
+        valid = self.memory.max_page
+        seen: dict[int, list[Any]] = {}
+        for e in table:
+            if not e & _PAGE_PRESENT:
+                continue
+            if e & L1_DISALLOW_MASK:
+                return None
+            mfn = (e & M32) >> PAGE_SHIFT
+            ref = seen.get(mfn)
+            if ref is None:
+                page = pages.get(mfn)
+                if page is None or page.owner != owner or not 0 <= mfn < valid:
+                    return None
+                ref = seen[mfn] = [page, 0, 0]
+            ref[1] += 1
+            if e & _PAGE_RW:
+                ref[2] += 1
+        out = []
+        for page, n, n_rw in seen.values():
+            if n_rw and page.type_count and page.type != PGT_writable_page:
+                return None
+            out.append((page, n, n_rw))
+        return out
 
     def alloc_l2_table(self, mfn: int) -> bool:
         """``alloc_l2_table``: the guest slots (0..1007) must pass ``get_page_from_l2e``.

@@ -111,6 +111,10 @@ class PaeMM(MM):
 
     # ---------------------------------------------------------------- validation
 
+    def l1_references(self, table: tuple[int, ...], owner: int) -> None:
+        """PAE entries (64-bit, NX and high flags) take the per-entry path."""
+        return None
+
     def alloc_page_type(self, mfn: int, type_: PageType) -> bool:
         if type_ == PGT_l1_page_table:
             return self.alloc_l1_table(mfn)
