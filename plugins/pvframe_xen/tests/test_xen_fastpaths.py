@@ -136,3 +136,58 @@ def test_l1_validated_per_frame_equals_per_entry(case) -> None:  # type: ignore[
         mfns = {l1, *((e >> 12) for e in table if e & 1)}
         results.append((ok, copy.mm.reason, _frame_state(copy, mfns)))
     assert results[0] == results[1]
+
+
+# ---------------------------------------------------------------- the shadow's page caches
+
+_POOL = st.integers(0x200, 0x205)  # a few guest frames the trees are built from
+
+
+@st.composite
+def _trees(draw):  # type: ignore[no-untyped-def]
+    """A few page-table trees over a small pool of frames, so that tables are shared,
+    map each other, change role between trees, and carry refused entries."""
+    steps = []
+    for _ in range(draw(st.integers(1, 5))):
+        directory = draw(_POOL)
+        pdes = draw(st.dictionaries(st.sampled_from([0, 1, 0x100, 0x3FF]), st.tuples(
+            _POOL, st.sampled_from([0x1, 0x3, 0x7, 0x83, 0x0])), max_size=3))
+        ptes = draw(st.dictionaries(st.tuples(_POOL, st.integers(0, 7)), st.tuples(
+            st.one_of(_POOL, st.integers(0, 0x3FFF), st.just(0xFEE00)),
+            st.sampled_from([0x1, 0x3, 0x101, 0x63, 0x2])), max_size=10))
+        steps.append((directory, pdes, ptes))
+    return steps
+
+
+def _shadow_state(m):  # type: ignore[no-untyped-def]
+    xen = m.bound.plugin
+    hv = xen.hv
+    pool = range(0x200, 0x206)
+    mfns = [hv.pfn_to_mfn(p) for p in pool]
+    return (dict(xen.refusals), dict(hv.counts), xen.shadow.base_l2, dict(xen.shadow.syncs),
+            [hv.memory.read_bytes(mfn << 12, 4096) for mfn in mfns], _frame_state(hv, mfns))
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=_trees())
+def test_shadow_page_caches_equal_translating_afresh(steps) -> None:  # type: ignore[no-untyped-def]
+    """The shadow's cached translations and update lists (shared by every machine of
+    the layout, so also filled by earlier examples) give every hypercall, refusal and
+    machine frame that translating each page afresh gives."""
+    states = []
+    for cached in (True, False):
+        m = Machine("xen")
+        m.load_raw(b"\xf4", 0x100000, 0x100000)
+        shadow = m.bound.plugin._shadow(m)
+        if not cached:
+            shadow.layout = None
+        trace = []
+        for directory, pdes, ptes in steps:
+            for index, (table, flags) in pdes.items():
+                m.memory.write_u32((directory << 12) + 4 * index, (table << 12) | flags)
+            for (table, index), (target, flags) in ptes.items():
+                m.memory.write_u32((table << 12) + 4 * index, (target << 12) | flags)
+            m.hooks.write_cr3(directory << 12)
+            trace.append(_shadow_state(m))
+        states.append(trace)
+    assert states[0] == states[1]

@@ -20,6 +20,11 @@ revalidating (``get_page_type`` on a validated type only counts). Before, every 
 between two trees rebased: Xen dropped one whole tree and validated the other entry by
 entry (~105 ms with 100 tables per tree).
 
+A page's translation is a function of its bytes, the page-table pfns and the domain's
+layout, and the requests turning one machine image into another a function of the two:
+both are kept across machines (``_IMAGES``, ``_UPDATES``), so the tables every kit program
+builds the same way are translated once per process.
+
 Tables of every cached tree are read-only in the machine view (direct map and the trees'
 own L1 entries), since Xen refuses a page table that is mapped writable anywhere. When a
 fast update is refused anyway (a frame changed role between trees, a tree the guest
@@ -55,6 +60,21 @@ MAX_TABLES = 128
 MAX_TREES = 16
 _U32x1024 = struct.Struct("<1024I")
 _ZERO_PAGE = bytes(4096)
+#: table pages translated before, shared by every shadow of the same domain layout (every
+#: program's machine builds the same harness tables): (layout, role, guest bytes, the
+#: page-table pfns L1 entries are made read-only for) -> (machine image, refusal reasons)
+_IMAGES: dict[tuple[Any, ...], tuple[tuple[int, ...], tuple[str, ...]]] = {}
+#: the ``mmu_update`` requests turning one machine image of a frame into another:
+#: (frame's machine address, old image, new image) -> requests (frozen, shared)
+_UPDATES: dict[tuple[int, tuple[int, ...], tuple[int, ...]], tuple[MmuUpdate, ...]] = {}
+#: how many of each the caches keep (oldest dropped first)
+MAX_CACHED_PAGES = 64
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= MAX_CACHED_PAGES:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
 
 
 @attrs.define
@@ -95,6 +115,15 @@ class Shadow:
         #: trees kept validated besides the current one's (0: every switch rebases, the
         #: design before the cache; the bench measures both side by side)
         self.max_trees = MAX_TREES
+        #: what translation depends on besides a page's bytes and the page-table pfns:
+        #: the domain's RAM, the builder's frames and the P2M. The model's P2M is the frame
+        #: layout's and no hypercall changes it (it has no XENMEM_exchange); a domain
+        #: whose P2M is not the layout's (a restored one with its own) is not cached.
+        frames = hv.frames
+        self.layout: tuple[Any, ...] | None = (
+            (frames.ram_base, frames.nr_pages, self.n, tuple(sorted(self.reserved)))
+            if frames.p2m_is_layout() else None
+        )
 
     # ------------------------------------------------------------ helpers
     @property
@@ -263,24 +292,43 @@ class Shadow:
     ) -> dict[int, tuple[int, ...]]:
         why: list[str] = []
         images: dict[int, tuple[int, ...]] = {}
+        pts_key = frozenset(pts) if self.layout is not None else None
         for pfn in pfns:
+            key = None
+            if self.layout is not None:
+                key = (self.layout, l2 if pfn == l2 else None, raws[pfn], None if pfn == l2 else pts_key)
+                got = _IMAGES.get(key)
+                if got is not None:
+                    images[pfn] = got[0]
+                    why += got[1]
+                    continue
+            page_why: list[str] = []
             if pfn == l2:
                 entries = l2_entries if l2_entries is not None else _U32x1024.unpack(raws[l2])
-                images[l2] = tuple(self.translate_l2e(i, e, l2, why) for i, e in enumerate(entries))
+                images[l2] = tuple(self.translate_l2e(i, e, l2, page_why) for i, e in enumerate(entries))
             else:
-                images[pfn] = tuple(self.translate_l1e(e, pts, why) for e in _U32x1024.unpack(raws[pfn]))
+                images[pfn] = tuple(self.translate_l1e(e, pts, page_why) for e in _U32x1024.unpack(raws[pfn]))
+            why += page_why
+            if key is not None:
+                _remember(_IMAGES, key, (images[pfn], tuple(page_why)))
         for w in why:
             self.backend.refuse(f"shadow:{w}", -abi.EINVAL)
         return images
 
     def _updates(self, l2: int, images: dict[int, tuple[int, ...]]) -> list[MmuUpdate]:
-        updates = []
+        updates: list[MmuUpdate] = []
         for pfn in sorted(images, key=lambda p: p == l2):  # tables first, directory last
             old = self._current(pfn)
             new = images[pfn]
             if old != new:
                 base = self.maddr(pfn, 0)
-                updates += [MmuUpdate(base | (i << 2), v) for i, (a, v) in enumerate(zip(old, new, strict=True)) if a != v]
+                key = (base, old, new)
+                got = _UPDATES.get(key)
+                if got is None:
+                    got = tuple(MmuUpdate(base | (i << 2), v)
+                                for i, (a, v) in enumerate(zip(old, new, strict=True)) if a != v)
+                    _remember(_UPDATES, key, got)
+                updates += got
         return updates
 
     def _fast(

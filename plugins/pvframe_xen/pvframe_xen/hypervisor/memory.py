@@ -215,6 +215,11 @@ class FrameTable:
     def pfn_to_mfn(self, pfn: int) -> int:
         return self.p2m[pfn]
 
+    def p2m_is_layout(self) -> bool:
+        """Whether the P2M is the layout's (the class doc), as built."""
+        layout = _layout_maps(self.ram_base, self.nr_pages)[0]
+        return len(self.p2m) == len(layout) and tuple(self.p2m) == layout
+
     def mfn_to_pfn(self, mfn: int) -> int:
         return self.m2p.get(mfn, INVALID_M2P_ENTRY)
 
