@@ -78,9 +78,7 @@ class _PerEntryMM(MM):
     """Xen's entry-by-entry validation only."""
 
     __slots__ = ()
-
-    def l1_references(self, table, owner):  # type: ignore[no-untyped-def]
-        return None
+    l1_per_frame = False
 
 
 def _frame_state(hv, mfns):  # type: ignore[no-untyped-def]
@@ -98,9 +96,17 @@ def _l1_cases(draw):  # type: ignore[no-untyped-def]
                       st.integers(0, 0xFFF))
     entries = draw(st.lists(st.tuples(st.integers(0, 1023), kinds, st.sampled_from(pfns), flags),
                             max_size=24))
-    states = draw(st.dictionaries(st.sampled_from(pfns),
-                                  st.tuples(st.sampled_from(_TYPES), st.integers(0, 2)), max_size=6))
-    return entries, states
+    state = st.tuples(st.sampled_from(_TYPES), st.integers(0, 2))
+    states = draw(st.dictionaries(st.sampled_from(pfns), state, max_size=6))
+    late = draw(st.dictionaries(st.sampled_from(pfns), state, max_size=2))
+    return entries, states, late
+
+
+def _set_states(hv, states):  # type: ignore[no-untyped-def]
+    for pfn, (type_, count) in states.items():
+        page = hv.frames.pages[hv.pfn_to_mfn(pfn)]
+        page.type, page.type_count = type_, count
+        page.validated = type_ == PGT_writable_page or bool(count)
 
 
 @settings(max_examples=300, deadline=None)
@@ -110,7 +116,7 @@ def test_l1_validated_per_frame_equals_per_entry(case) -> None:  # type: ignore[
     the verdict, reason and frame state of Xen's entry-by-entry path, for tables with
     refused entries (foreign, Xen, absent frames, disallowed flags, writable maps of a
     page table or of the L1 itself) and frames in every type state."""
-    entries, states = case
+    entries, states, late = case
     hv, _boot = new_domain(1_000_000_000, 0, 1024)
     l1_pfn = 100
     l1 = hv.pfn_to_mfn(l1_pfn)
@@ -120,22 +126,24 @@ def test_l1_validated_per_frame_equals_per_entry(case) -> None:  # type: ignore[
                "absent": hv.frames.max_page + pfn, "self": l1}[kind]
         table[index] = (mfn << 12) | flags
     hv.memory.write_bytes(l1 << 12, struct.pack("<1024I", *table))
-    for pfn, (type_, count) in states.items():
-        page = hv.frames.pages[hv.pfn_to_mfn(pfn)]
-        page.type, page.type_count = type_, count
-        page.validated = type_ == PGT_writable_page or bool(count)
+    _set_states(hv, states)
     hv.frames.pages[l1].type_count = 0  # the direct map's writable reference: dropped
     blob = pickle.dumps(hv)
     results = []
-    for per_frame in (True, False):
+    # a restored copy validates the table per frame, then another one reuses that result,
+    # unless frames it references changed since it was restored (``late``)
+    for per_frame, changed in ((True, False), (True, False), (False, False), (True, True), (False, True)):
         copy = pickle.loads(blob)
         if not per_frame:
             copy.mm.__class__ = _PerEntryMM
+        if changed:
+            _set_states(copy, late)
         copy.mm.reason = ""
         ok = copy.mm.get_page_type(l1, PGT_l1_page_table)
         mfns = {l1, *((e >> 12) for e in table if e & 1)}
         results.append((ok, copy.mm.reason, _frame_state(copy, mfns)))
-    assert results[0] == results[1]
+    assert results[0] == results[1] == results[2]
+    assert results[3] == results[4]
 
 
 # ---------------------------------------------------------------- the shadow's page caches

@@ -11,6 +11,8 @@ from __future__ import annotations
 import array
 import enum
 import hashlib
+import itertools
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -304,7 +306,10 @@ class FramePages(dict[int, PageInfo]):
                  other_domid: int, packed: bytes = b"", digest: bytes | None = None) -> None:
         super().__init__()
         self.layout = (xen_frames, ram_base, nr_pages, domid, other_domid)
-        self._packed, self._index, self._args = _packed_table(packed, digest)
+        #: the packed entries this table was restored from (with :attr:`layout`, what
+        #: every entry not looked at since holds)
+        self.source = _digest(packed) if digest is None else digest
+        self._packed, self._index, self._args = _packed_table(packed, self.source)
 
     def __reduce__(self) -> Any:
         out = array.array("q")
@@ -334,6 +339,16 @@ class FramePages(dict[int, PageInfo]):
         if 0 <= k < 2 * n:
             return PageInfo(owner=other if k & 1 else domid)
         return None
+
+    def untouched(self, mfns: Iterable[int]) -> bool:
+        """Whether none of ``mfns`` was looked at since the table was restored, so each
+        still holds the entry :attr:`source` and :attr:`layout` give it (an entry changes
+        only once looked at)."""
+        return dict.keys(self).isdisjoint(mfns)
+
+    def restore_entries(self, mfns: Iterable[int], args: Iterable[_PageArgs]) -> None:
+        """Set the entries of ``mfns`` (untouched ones) from :class:`PageInfo` arguments."""
+        dict.update(self, zip(mfns, itertools.starmap(PageInfo, args), strict=True))
 
     def __missing__(self, mfn: int) -> PageInfo:
         page = self._default(mfn)

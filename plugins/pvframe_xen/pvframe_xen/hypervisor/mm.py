@@ -58,6 +58,7 @@ from pvframe_xen.hypervisor.abi import (
 )
 from pvframe_xen.hypervisor.memory import (
     PAGE_TABLE_TYPES,
+    FramePages,
     FrameTable,
     MachineMemory,
     PageInfo,
@@ -144,6 +145,11 @@ def check_descriptor(a: int, b: int, max_addr: int = GUEST_SEGMENT_MAX_ADDR) -> 
     return True, a, b
 
 
+#: L1 validations over untouched frames of a restored frame table: (its source and
+#: layout, machine size, owner, the entries) -> (the frames, their PageInfo arguments after)
+_PRISTINE_L1: dict[tuple[Any, ...], tuple[tuple[int, ...], tuple[Any, ...]]] = {}
+
+
 @attrs.define
 class MM:
     """The reference-counting machinery over one frame table and machine memory."""
@@ -158,6 +164,9 @@ class MM:
     #: ``GUEST_SEGMENT_MAX_ADDR`` of this hypervisor's layout (2-level here; PAE in
     #: :class:`.mm_pae.PaeMM`): where ``check_descriptor`` stops guest segments
     segment_max_addr: ClassVar[int] = GUEST_SEGMENT_MAX_ADDR
+    #: whether an L1 whose entries all pass takes its references per frame
+    #: (:meth:`alloc_l1_table`); else entry by entry only
+    l1_per_frame: ClassVar[bool] = True
 
     # ---------------------------------------------------------------- small helpers
 
@@ -285,14 +294,34 @@ class MM:
         state Xen leaves behind."""
         owner = self.frames.pages[mfn].owner
         table = self.entries(mfn)
-        refs = self.l1_references(table, owner)
+        pages = self.frames.pages
+        key, pristine = None, False
+        if isinstance(pages, FramePages) and self.l1_per_frame:
+            # the same table over frames no one looked at since the domain was restored
+            # from the same pristine copy: those frames hold the same entries as when this
+            # validation ran before, so it ends in the same entries
+            key = (pages.source, pages.layout, self.memory.max_page, owner, table)
+            done = _PRISTINE_L1.get(key)
+            if done is not None:
+                if pages.untouched(done[0]):
+                    pages.restore_entries(*done)
+                    return True
+            else:
+                pristine = pages.untouched((e & M32) >> PAGE_SHIFT for e in table if e & _PAGE_PRESENT)
+        refs = self.l1_references(table, owner) if self.l1_per_frame else None
         if refs is not None:
-            for page, n, n_rw in refs:
+            for _mfn, page, n, n_rw in refs:
                 page.count += n
                 if n_rw:  # get_page_type(PGT_writable_page) n_rw times: checked possible
                     page.type = PGT_writable_page
                     page.type_count += n_rw
                     page.validated = True
+            if pristine and key is not None:
+                if len(_PRISTINE_L1) >= 16:
+                    _PRISTINE_L1.pop(next(iter(_PRISTINE_L1)))
+                _PRISTINE_L1[key] = (tuple(r[0] for r in refs), tuple(
+                    (p.owner, p.count, p.type, p.type_count, p.validated, p.pinned, p.linear_pt_count)
+                    for _m, p, _n, _w in refs))
             return True
         for i, e in enumerate(table):
             if e & _PAGE_PRESENT and not self.get_page_from_l1e(e, owner):
@@ -301,10 +330,11 @@ class MM:
                 return False
         return True
 
-    def l1_references(self, table: tuple[int, ...], owner: int) -> list[tuple[PageInfo, int, int]] | None:
+    def l1_references(self, table: tuple[int, ...], owner: int) -> list[tuple[int, PageInfo, int, int]] | None:
         """What validating an L1 holding ``table`` for domain ``owner`` would take, if
-        every present entry passes ``get_page_from_l1e`` in the current state: per frame,
-        its entry, the references and the writable-type references. None if some entry
+        every present entry passes ``get_page_from_l1e`` in the current state: per frame
+        (in the order of the entries), its number, entry, references and writable-type
+        references. None if some entry
         would be refused (the caller then takes the per-entry path).
 
         An entry passes when its flags are allowed, its frame exists and is ``owner``'s
@@ -333,10 +363,10 @@ class MM:
             if e & _PAGE_RW:
                 ref[2] += 1
         out = []
-        for page, n, n_rw in seen.values():
+        for mfn, (page, n, n_rw) in seen.items():
             if n_rw and page.type_count and page.type != PGT_writable_page:
                 return None
-            out.append((page, n, n_rw))
+            out.append((mfn, page, n, n_rw))
         return out
 
     def alloc_l2_table(self, mfn: int) -> bool:

@@ -89,6 +89,8 @@ class PaeMM(MM):
 
     #: a PAE Xen's ``GUEST_SEGMENT_MAX_ADDR`` (its hole and M2P start lower)
     segment_max_addr = GUEST_SEGMENT_MAX_ADDR_PAE
+    #: PAE entries (64-bit, NX and high flags) take the per-entry path
+    l1_per_frame = False
 
     # ---------------------------------------------------------------- entries (64-bit)
 
@@ -110,10 +112,6 @@ class PaeMM(MM):
         self.memory.write((mfn << PAGE_SHIFT) + 8 * index, 8, value & M64)
 
     # ---------------------------------------------------------------- validation
-
-    def l1_references(self, table: tuple[int, ...], owner: int) -> None:
-        """PAE entries (64-bit, NX and high flags) take the per-entry path."""
-        return None
 
     def alloc_page_type(self, mfn: int, type_: PageType) -> bool:
         if type_ == PGT_l1_page_table:
