@@ -145,9 +145,11 @@ def check_descriptor(a: int, b: int, max_addr: int = GUEST_SEGMENT_MAX_ADDR) -> 
     return True, a, b
 
 
-#: L1 validations over untouched frames of a restored frame table: (its source and
-#: layout, machine size, owner, the entries) -> (the frames, their PageInfo arguments after)
-_PRISTINE_L1: dict[tuple[Any, ...], tuple[tuple[int, ...], tuple[Any, ...]]] = {}
+#: L1 tables validated on a restored frame table: (its source and layout, machine size,
+#: owner, the entries) -> (the frames no one had looked at since the restore, those frames
+#: in order, their PageInfo arguments after, the other frames' references and
+#: writable-type references); see :meth:`MM._l1_again`
+_L1_DONE: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
 
 @attrs.define
@@ -291,43 +293,79 @@ class MM:
         :meth:`l1_references`), the references are taken per frame rather than per entry
         (one count addition per frame: the same counts and types); otherwise the entries
         are taken one by one as Xen does, which gives the refusal, its reason and the
-        state Xen leaves behind."""
+        state Xen leaves behind. A table validated before on a domain restored from the
+        same pristine copy reuses that result for the frames untouched since
+        (:meth:`_l1_again`): every kit program's machine validates the same harness
+        tables."""
         owner = self.frames.pages[mfn].owner
         table = self.entries(mfn)
         pages = self.frames.pages
-        key, pristine = None, False
-        if isinstance(pages, FramePages) and self.l1_per_frame:
-            # the same table over frames no one looked at since the domain was restored
-            # from the same pristine copy: those frames hold the same entries as when this
-            # validation ran before, so it ends in the same entries
+        if not self.l1_per_frame:
+            return self._alloc_l1_entries(table, owner)
+        key = fresh = None
+        if isinstance(pages, FramePages):
             key = (pages.source, pages.layout, self.memory.max_page, owner, table)
-            done = _PRISTINE_L1.get(key)
-            if done is not None:
-                if pages.untouched(done[0]):
-                    pages.restore_entries(*done)
-                    return True
-            else:
-                pristine = pages.untouched((e & M32) >> PAGE_SHIFT for e in table if e & _PAGE_PRESENT)
-        refs = self.l1_references(table, owner) if self.l1_per_frame else None
-        if refs is not None:
-            for _mfn, page, n, n_rw in refs:
-                page.count += n
-                if n_rw:  # get_page_type(PGT_writable_page) n_rw times: checked possible
-                    page.type = PGT_writable_page
-                    page.type_count += n_rw
-                    page.validated = True
-            if pristine and key is not None:
-                if len(_PRISTINE_L1) >= 16:
-                    _PRISTINE_L1.pop(next(iter(_PRISTINE_L1)))
-                _PRISTINE_L1[key] = (tuple(r[0] for r in refs), tuple(
-                    (p.owner, p.count, p.type, p.type_count, p.validated, p.pinned, p.linear_pt_count)
-                    for _m, p, _n, _w in refs))
-            return True
+            done = _L1_DONE.get(key)
+            if done is not None and self._l1_again(pages, owner, *done):
+                return True
+            # the frames no one looked at since the domain was restored (before
+            # l1_references looks at them)
+            fresh = frozenset((e & M32) >> PAGE_SHIFT for e in table if e & _PAGE_PRESENT)
+            fresh -= dict.keys(pages) & fresh
+        refs = self.l1_references(table, owner)
+        if refs is None:
+            return self._alloc_l1_entries(table, owner)
+        for _mfn, page, n, n_rw in refs:
+            page.count += n
+            if n_rw:  # get_page_type(PGT_writable_page) n_rw times: checked possible
+                page.type = PGT_writable_page
+                page.type_count += n_rw
+                page.validated = True
+        if key is not None and fresh is not None:
+            if len(_L1_DONE) >= 16:
+                _L1_DONE.pop(next(iter(_L1_DONE)))
+            _L1_DONE[key] = (
+                fresh, tuple(m for m, _p, _n, _w in refs if m in fresh),
+                tuple((p.owner, p.count, p.type, p.type_count, p.validated, p.pinned, p.linear_pt_count)
+                      for m, p, _n, _w in refs if m in fresh),
+                tuple((m, n, n_rw) for m, _p, n, n_rw in refs if m not in fresh))
+        return True
+
+    def _alloc_l1_entries(self, table: tuple[int, ...], owner: int) -> bool:
+        """Xen's ``alloc_l1_table`` loop: entry by entry, the references taken so far
+        dropped at the first refusal."""
         for i, e in enumerate(table):
             if e & _PAGE_PRESENT and not self.get_page_from_l1e(e, owner):
                 for j in range(i):
                     self.put_page_from_l1e(table[j], owner)
                 return False
+        return True
+
+    def _l1_again(self, pages: FramePages, owner: int, fresh: frozenset[int], fresh_mfns: tuple[int, ...],
+                  fresh_after: tuple[Any, ...], others: tuple[tuple[int, int, int], ...]) -> bool:
+        """Validate again an L1 table validated before on a domain restored from the same
+        pristine copy (:data:`_L1_DONE`), if the frames that were untouched then still
+        are: they hold the same entries as then, so their entries passed and end as they
+        ended then (set at once); the other frames are checked and counted as
+        :meth:`l1_references` does. False (nothing changed) when that does not hold."""
+        if dict.keys(pages) & fresh:
+            return False
+        valid = self.memory.max_page
+        taken = []
+        for mfn, n, n_rw in others:
+            page = pages.get(mfn)
+            if page is None or page.owner != owner or not 0 <= mfn < valid:
+                return False
+            if n_rw and page.type_count and page.type != PGT_writable_page:
+                return False
+            taken.append((page, n, n_rw))
+        for page, n, n_rw in taken:
+            page.count += n
+            if n_rw:
+                page.type = PGT_writable_page
+                page.type_count += n_rw
+                page.validated = True
+        pages.restore_entries(fresh_mfns, fresh_after)
         return True
 
     def l1_references(self, table: tuple[int, ...], owner: int) -> list[tuple[int, PageInfo, int, int]] | None:
