@@ -11,6 +11,7 @@ import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pvframe_xen.backend import new_domain
+from pvframe_xen.hypervisor.events import Channel, ChannelState
 from pvframe_xen.hypervisor.memory import (
     PGT_l1_page_table,
     PGT_l2_page_table,
@@ -202,3 +203,18 @@ def test_shadow_page_caches_equal_translating_afresh(steps) -> None:  # type: ig
             trace.append(_shadow_state(m))
         states.append(trace)
     assert states[0] == states[1]
+
+
+# ---------------------------------------------------------------- restoring a domain
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(list(ChannelState)), st.integers(0, 3), st.integers(0, 23)),
+                min_size=1, max_size=130))
+def test_event_channels_survive_the_pickled_restore(fields) -> None:  # type: ignore[no-untyped-def]
+    """A domain's channels come back from its pickled copy field for field."""
+    hv, _boot = new_domain(1_000_000_000, 0, 1024)
+    hv.events.channels = [Channel(*f) for f in fields]
+    back = pickle.loads(pickle.dumps(hv)).events.channels
+    assert [attrs.astuple(c) for c in back] == [attrs.astuple(Channel(*f)) for f in fields]
+    assert all(type(c) is Channel for c in back)
