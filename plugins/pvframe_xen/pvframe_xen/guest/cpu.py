@@ -31,6 +31,7 @@ guest-visible results.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from pvframe.executor.faults import PageFault
@@ -75,27 +76,26 @@ class CpuOps:
         ``peek(a) == peek(a & ~0xFFF) | (a & 0xFFF)``. A word that crosses its physical
         page, or lies on a page that is not all RAM, is read as :meth:`_peek_u32` does."""
         memory = machine.memory
-        peek = machine.mmu.peek
-        pages: dict[int, tuple[int | None, bytes | bytearray | None]] = {}
         out: list[int | None] = []
-        for i in range(count):
+        i = 0
+        while i < count:
             addr = (base + 4 * i) & 0xFFFFFFFF
-            vpn, off = addr >> 12, addr & 0xFFF
-            got = pages.get(vpn)
-            if got is None:
-                start = peek(vpn << 12)
-                if start is not None and memory.is_ram(start, 4096):
-                    page = memory.page(start >> 12)
-                    got = pages[vpn] = (start, _ZERO_PAGE if page is None else page)
-                else:
-                    got = pages[vpn] = (start, None)
-            start, data = got
-            if start is None:
-                out.append(None)
-            elif data is not None and off <= 4092:
-                out.append(int.from_bytes(data[off : off + 4], "little"))
-            else:
+            off = addr & 0xFFF
+            # the words from here that lie wholly in this page (0: one crosses into the next)
+            n = min(count - i, (4096 - off) // 4)
+            if n == 0:
                 out.append(self._peek_u32(machine, addr))
+                i += 1
+                continue
+            start = machine.mmu.peek(addr & ~0xFFF)
+            if start is None:
+                out += [None] * n
+            elif memory.is_ram(start, 4096):
+                page = memory.page(start >> 12)
+                out += struct.unpack_from(f"<{n}I", _ZERO_PAGE if page is None else page, off)
+            else:
+                out += [self._peek_u32(machine, addr + 4 * k) for k in range(n)]
+            i += n
         return out
 
     # ------------------------------------------------------------ descriptor tables
