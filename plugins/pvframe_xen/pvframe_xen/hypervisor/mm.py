@@ -372,8 +372,8 @@ class MM:
         """What validating an L1 holding ``table`` for domain ``owner`` would take, if
         every present entry passes ``get_page_from_l1e`` in the current state: per frame
         (in the order of the entries), its number, entry, references and writable-type
-        references. None if some entry
-        would be refused (the caller then takes the per-entry path).
+        references. None if some entry would be refused (the caller then takes the
+        per-entry path).
 
         An entry passes when its flags are allowed, its frame exists and is ``owner``'s
         (``get_page``), and, if writable, its frame can take ``PGT_writable_page``
