@@ -33,12 +33,12 @@ from pvframe.tools import workers
 
 #: measured in a fresh process: ``sys.argv[1]`` backends (comma-separated), ``[2]``
 #: programs, ``[3]`` "fresh" (native runs each program again for every backend) or
-#: "reuse" (native's runs kept from the search before); a baseline checkout first on
-#: the path through PVFRAME_SCALEBENCH_PATH
+#: "reuse" (native's runs kept from the search before); a baseline checkout's folders
+#: first on the path through PVFRAME_SCALEBENCH_PATH (:func:`baseline_path`)
 _RATE_CHILD = r"""
 import json, os, sys, time
 if os.environ.get("PVFRAME_SCALEBENCH_PATH"):
-    sys.path.insert(0, os.environ["PVFRAME_SCALEBENCH_PATH"])
+    sys.path[:0] = os.environ["PVFRAME_SCALEBENCH_PATH"].split(os.pathsep)
 from pvframe.testing import oracle
 from pvframe.tools import check
 names, n, mode = sys.argv[1].split(","), int(sys.argv[2]), sys.argv[3]
@@ -57,15 +57,27 @@ print(json.dumps(out))
 """
 
 
+def baseline_path(checkout: str) -> list[str]:
+    """The folders a baseline checkout puts first on the measured process's path: the
+    checkout (its ``pvframe/``) and each backend distribution's folder under its
+    ``plugins/`` (``plugins/pvframe_xen`` holding ``pvframe_xen/``), so that a change made
+    inside a backend is measured too: the entry points name modules (``pvframe_xen.backend``),
+    which import from the first folder on the path holding them."""
+    root = Path(checkout)
+    plugins = sorted(p for p in (root / "plugins").glob("*")
+                     if (p / p.name / "__init__.py").is_file())
+    return [str(root), *map(str, plugins)]
+
+
 def rates(backends: list[str], programs: int, mode: str = "fresh",
           baseline: str | None = None) -> dict[str, Any]:
     """backend -> {"cpu": programs/s per CPU second, "wall": per wall second, "diverged"}
     of the derandomized search, measured in a fresh process (``baseline``: another
-    checkout's pvframe first on the path)."""
+    checkout's pvframe and backends first on the path: :func:`baseline_path`)."""
     env = dict(os.environ)
     env.pop("PVFRAME_SCALEBENCH_PATH", None)
     if baseline:
-        env["PVFRAME_SCALEBENCH_PATH"] = baseline
+        env["PVFRAME_SCALEBENCH_PATH"] = os.pathsep.join(baseline_path(baseline))
     proc = subprocess.run([sys.executable, "-c", _RATE_CHILD, ",".join(backends),
                            str(programs), mode], capture_output=True, text=True, env=env,
                           check=False)

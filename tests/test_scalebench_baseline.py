@@ -1,0 +1,34 @@
+"""The bench's baseline runs the other checkout's core and backends, not this venv's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pvframe.tools import scalebench
+
+
+def _package(folder: Path, name: str, marker: str) -> None:
+    (folder / name).mkdir(parents=True)
+    (folder / name / "__init__.py").write_text(f"WHERE = {marker!r}\n")
+
+
+def test_a_baseline_puts_its_core_and_each_backend_first_on_the_path(tmp_path: Path) -> None:
+    _package(tmp_path, "pvframe", "baseline core")
+    for name in ("pvframe_native", "pvframe_xen"):
+        _package(tmp_path / "plugins" / name, name, f"baseline {name}")
+    (tmp_path / "plugins" / "README.md").write_text("not a distribution\n")
+    (tmp_path / "plugins" / "empty").mkdir()
+    path = scalebench.baseline_path(str(tmp_path))
+    assert path == [str(tmp_path), str(tmp_path / "plugins" / "pvframe_native"),
+                    str(tmp_path / "plugins" / "pvframe_xen")]
+    # the measured child's own preamble: a backend module comes from the baseline even
+    # though this venv has the distribution installed
+    preamble = scalebench._RATE_CHILD.split("from pvframe.testing")[0]
+    probe = preamble + "import pvframe, pvframe_xen\nprint(pvframe.WHERE, '|', pvframe_xen.WHERE)\n"
+    env = {"PVFRAME_SCALEBENCH_PATH": os.pathsep.join(path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env=env, check=True).stdout.strip()
+    assert out == "baseline core | baseline pvframe_xen"
