@@ -48,7 +48,7 @@ import contextlib
 import sys
 import types
 from array import array
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from time import perf_counter_ns
 from typing import Any
 
@@ -246,6 +246,9 @@ class Executor:
         #: compile the blocks a hot loop moves between into one function
         #: (:mod:`pvframe.executor.region`)
         self.regions = True
+        #: the rewrites region members go through (names in
+        #: :data:`pvframe.executor.regionopt.PASSES`; None: all enabled ones)
+        self.region_passes: Sequence[str] | None = None
         #: (physical, linear address) -> a region block's generated code, the page
         #: offsets [lo, hi) and the bytes it was generated from (:meth:`_regenerate`)
         self._region_code: dict[tuple[int, int], tuple[Generated, int, int, bytes]] = {}
@@ -688,7 +691,7 @@ class Executor:
         t0 = perf_counter_ns()
         members, lo, hi = self._region_members(blk)
         if len(members) > 1:
-            src, info = region_source(members)
+            src, info = region_source(members, self.region_passes)
             reg = Block("region", blk.eip, len(members[0].gen.addrs), blk.length)
             reg.fn = compile_region(src, info, self._glb, block_load(info.load))
             reg.heat = _COLD

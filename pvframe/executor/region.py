@@ -56,6 +56,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from pvframe.executor.codecache import compiled_frame, line_numbers_only
+from pvframe.executor.regionopt import optimize
 from pvframe.executor.state import IF_MASK
 from pvframe.executor.translate import Generated
 
@@ -103,11 +104,14 @@ def can_join(gen: Generated) -> bool:
     return "TSC(" not in gen.source
 
 
-def region_source(members: Sequence[Member]) -> tuple[str, RegionInfo]:
+def region_source(members: Sequence[Member], passes: Sequence[str] | None = None,
+                  ) -> tuple[str, RegionInfo]:
     """The source of the region function ``region(cpu, iters, LOAD)`` (entered like a
     block of ``members[0]``'s length: it may run ``iters`` times that many instructions;
     True when it left on a pending interrupt) and its :class:`RegionInfo`. ``LOAD``
-    reads the union of the members' registers."""
+    reads the union of the members' registers. Each member's body goes through the
+    rewrites of :mod:`pvframe.executor.regionopt` (``passes``: their names; None: all
+    enabled ones)."""
     regs: set[str] = set()
     puts: set[str] = set()
     for mb in members:
@@ -155,13 +159,15 @@ def region_source(members: Sequence[Member]) -> tuple[str, RegionInfo]:
         else:
             start = 2 if lines[1].endswith("= LOAD(cpu)") else 1
             shift = "    "
+        body: list[tuple[str, int]] = []
         for num in range(start, len(lines)):
             line = lines[num]
             if not line.strip():
                 continue
             if loop and not line.startswith("        "):
                 break
-            k = gen.insn_at[num + 1] if num + 1 < len(gen.insn_at) else 0
+            body.append((line, gen.insn_at[num + 1] if num + 1 < len(gen.insn_at) else 0))
+        for line, k in optimize(body, 8, passes):
             m = None if loop else _RETURN_EXIT.match(line)
             if m is not None:
                 line = f"{m.group(1)}_pc = {m.group(2)}; done += {m.group(3)}; continue"

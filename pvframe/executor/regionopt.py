@@ -1,0 +1,223 @@
+"""What a hot region's member blocks are rewritten to before they are pasted into the
+region function (:mod:`pvframe.executor.region`): rewrites that make hot code cheaper
+to run and would not pay for their own cost in code that runs a few times.
+
+Each pass works on a member's body, a list of ``(line, instruction index)`` at the body's
+indentation (the lines a block function runs, :mod:`pvframe.executor.translate`), and
+keeps every line's instruction index, so a fault is still committed at its exact
+instruction (:func:`pvframe.executor.region.commit_region`). The costs are CPython 3.11's
+(each generic integer operation ``&``, ``>>``, ``^`` allocates its result: ~15-20 ns;
+``+``/``-`` and comparisons of small ints are specialised: ~5 ns):
+
+* :func:`sink_thunk_stores` -- libVEX writes the lazy-flags thunk (``CC_OP``, ``CC_DEP1``,
+  ``CC_DEP2``, ``CC_NDEP``; ``guest_x86_toIR.c``) after every flag-setting instruction,
+  and most of those writes are overwritten by the next flag-setting instruction before
+  anything reads them. They are not dead everywhere: a fault (a memory access's slow
+  path, which raises #PF or the executor's restart) or a side exit between them must see
+  the architectural flags. So such a write is moved into those places only: prefixed to
+  the slow path's line, and at the head of each side exit's branch. On the fast path it
+  is not done at all.
+* :func:`modular_reductions` -- ``x + y & 0xFFFFFFFF`` becomes ``(x + y) % 0x100000000``:
+  the same value for every integer (both are the residue modulo 2**32), but ``%`` with a
+  left operand already below 2**32 returns it without allocating (~9 ns against ~18 ns
+  for ``&``); only for sums and differences, which rarely leave [0, 2**32) upwards.
+* :func:`arithmetic_shifts` -- ``sar`` of a 32-bit value by a constant,
+  ``(x ^ 0x80000000) - 0x80000000 >> c & 0xFFFFFFFF`` (four generic operations), becomes
+  one comparison and a shift (SDM Vol. 2B SAL/SAR/SHL/SHR: the sign bit fills the ``c``
+  vacated bits).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+#: a member's body: each line with the index of the instruction it belongs to
+Body = list[tuple[str, int]]
+
+#: the lazy-flags thunk's locals
+THUNK = ("cc_op", "cc_dep1", "cc_dep2", "cc_ndep")
+_THUNK_STORE = re.compile(r"^(cc_op|cc_dep1|cc_dep2|cc_ndep) = ([^;]+)$")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+#: ``targets op= value`` (one statement): the names it assigns
+_ASSIGN = re.compile(r"^\s*([A-Za-z_][\w, ]*?)\s*(?:<<|>>|[-+*/%&|^])?=(?!=)")
+#: a call (the name of what is called, then its parenthesis)
+_CALL = re.compile(r"[\w\]]\(")
+#: lines that leave the member or the loop (an exit, a fault raised in line, the loop's
+#: back edge)
+_ESCAPE = re.compile(r"^\s*(?:return\b|raise\b|continue\b|break\b)|; break$|\bbreak\b")
+
+_MOD_LINE = re.compile(r"^(\s*)([A-Za-z_]\w*) = (.+) & 0xFFFFFFFF$")
+_SAR_LINE = re.compile(
+    r"^(\s*)([A-Za-z_]\w*) = \(([A-Za-z_]\w*) \^ 0x80000000\) - 0x80000000 >> "
+    r"(0x[0-9a-f]+) & 0xFFFFFFFF$")
+
+
+def assigned(line: str) -> set[str]:
+    """The names a line assigns (each ``;``-separated statement's targets)."""
+    out: set[str] = set()
+    for stmt in line.split(";"):
+        m = _ASSIGN.match(stmt)
+        if m is not None:
+            out.update(t.strip() for t in m.group(1).split(",") if t.strip())
+    return out
+
+
+def _mentions(line: str, name: str) -> bool:
+    return re.search(rf"(?<![\w]){name}(?![\w])", line) is not None
+
+
+def _depth0(text: str) -> str:
+    """``text`` with every parenthesised part removed (what is at nesting depth 0)."""
+    out = []
+    depth = 0
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def sink_thunk_stores(body: Body, base: int) -> Body:
+    """Move each thunk store at the body's indentation (``base`` spaces) that the next
+    store of the same name overwrites on the straight-line path into the places between
+    the two that can observe it: the slow path of each memory access (``except KeyError``:
+    prefixed to its line, before the call that may fault) and the head of each ``if``
+    branch (a side exit, a raised fault, a pending commit before an exit).
+
+    A store stays where it is when anything between it and the next store of its name
+    reads the name, calls a function on the straight-line path (a helper that may fault
+    or read the state), leaves at the body's own level, or assigns a name the stored
+    expression reads (it would be evaluated with another value), or when no later store
+    of the name comes on the straight-line path (it is live at the block's end)."""
+    n = len(body)
+    heads = [i for i, (line, _k) in enumerate(body)
+             if line.strip() and _indent(line) == base]
+    # the children of each head: the lines after it indented deeper, up to the next head
+    end_of = {}
+    for j, h in enumerate(heads):
+        end_of[h] = heads[j + 1] if j + 1 < len(heads) else n
+    sunk: dict[int, list[str]] = {}  # body index -> stores to prefix (slow path)
+    before: dict[int, list[str]] = {}  # body index -> store lines to insert before it
+    drop: set[int] = set()
+    for hi, h in enumerate(heads):
+        m = _THUNK_STORE.match(body[h][0][base:])
+        if m is None:
+            continue
+        name, expr = m.groups()
+        if _mentions(expr, name) or _CALL.search(expr):
+            continue
+        reads = set(_NAME.findall(expr)) - {"if", "else", "and", "or", "not"}
+        places: list[tuple[str, int]] = []  # ("slow" | "branch", body index)
+        ok = False
+        for g in heads[hi + 1:]:
+            line = body[g][0]
+            stmt = line[base:]
+            km = _THUNK_STORE.match(stmt)
+            if km is not None and km.group(1) == name:
+                ok = not _mentions(km.group(2), name)
+                break
+            lines = [body[x][0] for x in range(g, end_of[g])]
+            if any(_mentions(x, name) for x in lines):
+                break
+            if any(assigned(x) & reads for x in lines):
+                break
+            if _ESCAPE.search(stmt) or _CALL.search(stmt):
+                break
+            head = stmt.rstrip()
+            if head == "try:":
+                if any(_CALL.search(x) or _ESCAPE.search(x) for x in lines[1:]):
+                    break
+                continue
+            if head.startswith("except KeyError"):
+                if end_of[g] - g != 2:
+                    break
+                places.append(("slow", g + 1))
+                continue
+            if head.startswith("if ") and head.endswith(":"):
+                if end_of[g] - g < 2:
+                    break
+                places.append(("branch", g + 1))
+                continue
+            if head.endswith(":"):  # another compound statement: not known here
+                break
+        if not ok:
+            continue
+        drop.add(h)
+        store = f"{name} = {expr}"
+        for kind, at in places:
+            (sunk if kind == "slow" else before).setdefault(at, []).append(store)
+    if not drop:
+        return body
+    out: Body = []
+    for i, (line, k) in enumerate(body):
+        if i in drop:
+            continue
+        for store in before.get(i, ()):
+            out.append((" " * _indent(line) + store, k))
+        if i in sunk:
+            ind = _indent(line)
+            line = " " * ind + "; ".join(sunk[i]) + "; " + line[ind:]
+        out.append((line, k))
+    return out
+
+
+def modular_reductions(body: Body, base: int) -> Body:
+    """``name = a + b & 0xFFFFFFFF`` (a sum or difference at the top of the expression,
+    nothing but ``+`` and ``-`` outside parentheses) -> ``name = (a + b) % 0x100000000``."""
+    out: Body = []
+    for line, k in body:
+        m = _MOD_LINE.match(line)
+        if m is not None and ";" not in line:
+            ind, dst, expr = m.groups()
+            top = _depth0(expr)
+            if (" + " in top or " - " in top) and not re.search(
+                    r"[&|^~*/%<>=]|\bif\b|\bnot\b|\band\b|\bor\b", top):
+                line = f"{ind}{dst} = ({expr}) % 0x100000000"
+        out.append((line, k))
+    return out
+
+
+def arithmetic_shifts(body: Body, base: int) -> Body:
+    """``name = (x ^ 0x80000000) - 0x80000000 >> c & 0xFFFFFFFF`` (x a local holding a
+    32-bit value, 0 < c < 32) -> ``name = x >> c | FILL if x > 0x7FFFFFFF else x >> c``
+    (FILL: the ``c`` high bits); for c = 31, ``0xFFFFFFFF if x > 0x7FFFFFFF else 0``."""
+    out: Body = []
+    for line, k in body:
+        m = _SAR_LINE.match(line)
+        if m is not None:
+            ind, dst, x, c = m.groups()
+            sh = int(c, 16)
+            if 0 < sh < 32:
+                fill = (0xFFFFFFFF << (32 - sh)) & 0xFFFFFFFF
+                if sh == 31:
+                    line = f"{ind}{dst} = 0xFFFFFFFF if {x} > 0x7FFFFFFF else 0x0"
+                else:
+                    line = (f"{ind}{dst} = {x} >> {c} | {fill:#x} if {x} > 0x7FFFFFFF "
+                            f"else {x} >> {c}")
+        out.append((line, k))
+    return out
+
+
+#: the passes, by name, in the order they run (tests switch them off one by one)
+PASSES: dict[str, Callable[[Body, int], Body]] = {
+    "sink_thunk_stores": sink_thunk_stores,
+    "modular_reductions": modular_reductions,
+    "arithmetic_shifts": arithmetic_shifts,
+}
+#: the passes region members go through
+ENABLED: Sequence[str] = tuple(PASSES)
+
+
+def optimize(body: Body, base: int, enabled: Sequence[str] | None = None) -> Body:
+    """A member's body through the enabled passes (``base``: its indentation)."""
+    for name in ENABLED if enabled is None else enabled:
+        body = PASSES[name](body, base)
+    return body
