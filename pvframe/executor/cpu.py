@@ -84,6 +84,7 @@ from pvframe.executor.region import (
     exit_targets,
     region_source,
 )
+from pvframe.executor.regionopt import GLOBALS as REGION_GLOBALS
 from pvframe.executor.state import IF_MASK, TF_MASK, CPUState
 from pvframe.executor.system import CR4_TSD
 from pvframe.executor.translate import (
@@ -620,6 +621,7 @@ class Executor:
             return value
 
         glb = runtime_globals()
+        glb.update(REGION_GLOBALS)  # (the tables rewritten region code indexes)
         glb.update(
             R8=mmu.r8, R16=mmu.r16, R32=mmu.r32, W8=mmu.w8, W16=mmu.w16, W32=mmu.w32,
             LD=ldb, LDB=ldb, STB=stb, SEGSEL=self.system.seg_selector_addr, TSC=tsc,

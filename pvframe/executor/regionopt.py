@@ -21,6 +21,14 @@ instruction (:func:`pvframe.executor.region.commit_region`). The costs are CPyth
   the same value for every integer (both are the residue modulo 2**32), but ``%`` with a
   left operand already below 2**32 returns it without allocating (~9 ns against ~18 ns
   for ``&``); only for sums and differences, which rarely leave [0, 2**32) upwards.
+* :func:`table_indices` -- a 32-bit access to the MMU's fast maps,
+  ``R32[a & 0xFFFFF003][(a & 4095) >> 2]`` (three generic operations: the key keeps the
+  misalignment bits so that a misaligned access misses), becomes
+  ``R32[a - (_q := a & 4095)][A4[_q]]``: one generic operation, a specialised subtraction
+  and a list index; ``A4[offset]`` is the word index of an aligned offset and an index
+  past the page's end for a misaligned one, so a misaligned access raises ``IndexError``
+  where it raised ``KeyError``, and both go to the same slow path (~12 ns of ~70 saved
+  per access). The same for 16 bits (``A2``), and 8 bits (the offset is the index).
 * :func:`arithmetic_shifts` -- ``sar`` of a 32-bit value by a constant,
   ``(x ^ 0x80000000) - 0x80000000 >> c & 0xFFFFFFFF`` (four generic operations), becomes
   one comparison and a shift (SDM Vol. 2B SAL/SAR/SHL/SHR: the sign bit fills the ``c``
@@ -206,11 +214,48 @@ def arithmetic_shifts(body: Body, base: int) -> Body:
     return out
 
 
+_FAST_ACCESS = re.compile(
+    r"(R|W)(32|16|8)\[([A-Za-z_]\w*) & 0xfffff00[013]\]\[(?:\(\3 & 4095\) >> [12]|\3 & 4095)\]")
+#: word index of a page offset for a 32-bit / 16-bit access: past the end of the page's
+#: view (1024 / 2048 elements) when the offset is misaligned
+A4 = [i >> 2 if i & 3 == 0 else 1 << 20 for i in range(4096)]
+A2 = [i >> 1 if i & 1 == 0 else 1 << 20 for i in range(4096)]
+#: the names the rewritten code needs in the blocks' globals
+GLOBALS = {"A4": A4, "A2": A2}
+
+
+def _table_access(m: re.Match[str]) -> str:
+    rw, bits, a = m.groups()
+    index = {"32": "A4[_q]", "16": "A2[_q]", "8": "_q"}[bits]
+    return f"{rw}{bits}[{a} - (_q := {a} & 4095)][{index}]"
+
+
+def table_indices(body: Body, base: int) -> Body:
+    """Each fast-map access of a ``try:`` body written with :data:`A4`/:data:`A2` (or the
+    offset itself for bytes), its ``except KeyError:`` catching ``IndexError`` too."""
+    out: Body = []
+    fix_except: set[int] = set()  # indentation of a try whose access was rewritten
+    for line, k in body:
+        stripped = line.strip()
+        ind = _indent(line)
+        if stripped == "except KeyError:" and ind in fix_except:
+            fix_except.discard(ind)
+            line = " " * ind + "except (KeyError, IndexError):"
+        elif out and out[-1][0].strip() == "try:" and _indent(out[-1][0]) == ind - 4:
+            new = _FAST_ACCESS.sub(_table_access, line)
+            if new != line:
+                line = new
+                fix_except.add(ind - 4)
+        out.append((line, k))
+    return out
+
+
 #: the passes, by name, in the order they run (tests switch them off one by one)
 PASSES: dict[str, Callable[[Body, int], Body]] = {
     "sink_thunk_stores": sink_thunk_stores,
     "modular_reductions": modular_reductions,
     "arithmetic_shifts": arithmetic_shifts,
+    "table_indices": table_indices,
 }
 #: the passes region members go through
 ENABLED: Sequence[str] = tuple(PASSES)
