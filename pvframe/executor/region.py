@@ -68,6 +68,11 @@ _BREAK_EXIT = re.compile(r"^(\s*)nxt = ([^;]+); n = (\d+); break$")
 _CONST = re.compile(r"^(?:0x[0-9a-fA-F]+|\d+)$")
 
 
+#: members a region tests one by one at most: more are first split by a binary search on
+#: ``_pc`` (an exit from the last of 16 members otherwise compares 16 times)
+DISPATCH_LEAF = 3
+
+
 class RegionInfo(NamedTuple):
     """A region's own data, the last constant of its code object: for each source line the
     guest address of the instruction it belongs to and that instruction's index in its
@@ -137,21 +142,27 @@ def region_source(members: Sequence[Member], passes: Sequence[str] | None = None
     own(f"    _irq = cpu.eflags_sys & {IF_MASK:#x}; _left = False")
     own(f"    done = 0; _pc = {entry.eip}")
     own("    while True:")
-    for j, mb in enumerate(members):
+    chunks: list[tuple[int, list[tuple[str, int, int]]]] = []
+    for mb in members:
+        chunk: list[tuple[str, int, int]] = []
+        chunks.append((mb.eip, chunk))
         gen = mb.gen
         n = len(gen.addrs)
         loop = gen.self_loop
-        own(f"        {'if' if j == 0 else 'elif'} _pc == {mb.eip}:")
-        own(f"            if done + {n} > _budget:")
-        own("                break")
-        own("            if _irq and done and PENDING():")
-        own("                _left = True")
-        own("                break")
+
+        def mine(line: str, chunk: list[tuple[str, int, int]] = chunk) -> None:
+            chunk.append((line, -1, -1))
+
+        mine(f"            if done + {n} > _budget:")
+        mine("                break")
+        mine("            if _irq and done and PENDING():")
+        mine("                _left = True")
+        mine("                break")
         lines = gen.source.split("\n")
         if loop:
-            own(f"            iters = (_budget - done) // {n}")
-            own("            nxt = 0; n = 0")
-            own("            while True:")
+            mine(f"            iters = (_budget - done) // {n}")
+            mine("            nxt = 0; n = 0")
+            mine("            while True:")
             # the body: from the line after "while True:" to the first line indented
             # less than the loop's body (the stores after the loop)
             start = lines.index("    while True:") + 1
@@ -171,13 +182,29 @@ def region_source(members: Sequence[Member], passes: Sequence[str] | None = None
             m = None if loop else _RETURN_EXIT.match(line)
             if m is not None:
                 line = f"{m.group(1)}_pc = {m.group(2)}; done += {m.group(3)}; continue"
-            out.append(shift + line)
-            addr_at.append(gen.addrs[k] if k < len(gen.addrs) else -1)
-            index_at.append(k)
+            chunk.append((shift + line, gen.addrs[k] if k < len(gen.addrs) else -1, k))
         if loop:
-            own("            _pc = nxt; done += n")
-    own("        else:")
-    own("            break")
+            mine("            _pc = nxt; done += n")
+
+    def dispatch(group: list[tuple[int, list[tuple[str, int, int]]]], pad: str) -> None:
+        # a binary search on _pc down to three members, each then tested in turn
+        if len(group) > DISPATCH_LEAF:
+            mid = len(group) // 2
+            own(f"{pad}        if _pc < {group[mid][0]}:")
+            dispatch(group[:mid], pad + "    ")
+            own(f"{pad}        else:")
+            dispatch(group[mid:], pad + "    ")
+            return
+        for j, (eip, chunk) in enumerate(group):
+            own(f"{pad}        {'if' if j == 0 else 'elif'} _pc == {eip}:")
+            for line, addr, k in chunk:
+                out.append(pad + line)
+                addr_at.append(addr)
+                index_at.append(k)
+        own(f"{pad}        else:")
+        own(f"{pad}            break")
+
+    dispatch(sorted(chunks, key=lambda c: c[0]) if len(chunks) > DISPATCH_LEAF else chunks, "")
     for r in put:
         own(f"    cpu.{r} = {r}")
     own("    cpu.eip = _pc")

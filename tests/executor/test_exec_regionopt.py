@@ -235,3 +235,31 @@ def test_table_indices_find_the_same_element_or_miss(addr: int, bits: int) -> No
         env = {**maps, **regionopt.GLOBALS, "a": a}
         assert _run([line for line, _k in new], env)["x"] == \
             _run([line for line, _k in body], env)["x"]
+
+
+@settings(max_examples=15, deadline=None)
+@example(bits=[0, 1, 2, 3, 4, 5], cut=1000)
+@given(bits=st.lists(st.integers(0, 7), min_size=6, max_size=10), cut=st.integers(50, 3000))
+def test_a_region_of_many_members_finds_each_by_binary_search(bits: list[int],
+                                                                cut: int) -> None:
+    """A loop that branches on a different counter bit at each step moves among many
+    blocks: its region finds them through a binary search on ``_pc`` and leaves the state
+    plain blocks leave, at a budget cut and at the end."""
+    steps = "".join(f" test ${1 << b:#x}, %ecx\n jz 5{j}f\n add ${j + 3}, %ebx\n"
+                    f" adc %eax, %ebx\n5{j}: rol $3, %ebx\n"
+                    for j, b in enumerate(bits))
+    src = (f"mov $300, %ecx\n mov $1, %ebx\n mov $3, %eax\n1: add %ebx, %eax\n{steps}"
+           " dec %ecx\n jnz 1b\n hlt\n")
+    code = asm(src)
+    got = []
+    for regions in (True, False):
+        m = make(code, regions, tuple(regionopt.PASSES), 0, -1, 0)
+        assert m.ex is not None
+        m.ex.keep_source = True
+        first = m.run(cut)
+        mid = state(m)
+        got.append((first, mid, m.run(100_000), state(m)))
+        if regions:
+            sources = [b.source for b in m.ex._blocks.values() if b.kind == "region"]
+            assert any("if _pc < " in s for s in sources) or cut < 200
+    assert got[0] == got[1]
