@@ -71,8 +71,12 @@ def assigned(line: str) -> set[str]:
     return out
 
 
+#: a thunk name as a whole word
+_WORD = {name: re.compile(rf"(?<!\w){name}(?!\w)") for name in THUNK}
+
+
 def _mentions(line: str, name: str) -> bool:
-    return re.search(rf"(?<![\w]){name}(?![\w])", line) is not None
+    return name in line and _WORD[name].search(line) is not None
 
 
 def _depth0(text: str) -> str:
