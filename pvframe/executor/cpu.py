@@ -84,6 +84,7 @@ from pvframe.executor.region import (
     exit_targets,
     region_source,
 )
+from pvframe.executor.relocate import Moved, RelocationCache
 from pvframe.executor.state import IF_MASK, TF_MASK, CPUState
 from pvframe.executor.system import CR4_TSD
 from pvframe.executor.translate import (
@@ -120,6 +121,8 @@ _SLOT_BYTES = 3 * 40 + 2 * 8
 _SHARED_ENTRY_BYTES = 300
 #: compiled translations shared by all executors of the process (bytes-keyed, LRU)
 _CODE_CACHE = SharedCodeCache(max_bytes=32 << 20, variants=4)
+#: translations shared across addresses: the same bytes elsewhere (:mod:`.relocate`)
+_RELOCATIONS = RelocationCache(max_bytes=16 << 20)
 #: host bytes an executor's translations may hold (``Executor.max_bytes``)
 DEFAULT_MAX_BYTES = 64 << 20
 #: bytes fetched for one block at most (VEX stops long before)
@@ -236,7 +239,8 @@ class Executor:
         # restarts: block accesses handed to a one-instruction step (device, code bytes)
         self.stats = {"translations": 0, "invalidations": 0, "shared_hits": 0, "translate_ns": 0,
                       "translated_blocks": 0, "decode_ns": 0, "decoded": 0, "compile_ns": 0,
-                      "restarts": 0, "flushes": 0, "regions": 0, "region_ns": 0}
+                      "restarts": 0, "flushes": 0, "regions": 0, "region_ns": 0,
+                      "relocated": 0}
         #: build superblocks across direct jumps and calls on the same page
         self.chain = True
         #: a superblock ends at a jump to the start of an already cached translation
@@ -817,6 +821,10 @@ class Executor:
                     self.stats["shared_hits"] += 1
                     _CODE_CACHE.used(key)
                     return self._block_from_cache(eip, paddr, hit)
+            if not self.keep_source:  # the same bytes translated at another address
+                moved = _RELOCATIONS.find(self.memory, paddr, eip, limit, key[2:4], self._step_at)
+                if moved is not None:
+                    return self._relocated_block(eip, paddr, key, moved)
         code = self._fetch(eip, paddr)
         first_len = len(code)
         pages = [(paddr >> PAGE_SHIFT, paddr & PAGE_MASK, (paddr & PAGE_MASK) + len(code))]
@@ -883,6 +891,8 @@ class Executor:
                 blk.fn.__code__, loop, blk.length, lo, hi, span, kept, limited,
                 code_size + len(span) + len(kept) + _SHARED_ENTRY_BYTES, code_size,
             ))
+            _RELOCATIONS.learn(_RELOCATIONS.key(self.memory, paddr, eip, limit, key[2:4]),
+                               eip, lo, span, gen, limited, blk.length)
         if self.keep_source:
             blk.source = src
         pfn, start, _ = pages[0]
@@ -907,6 +917,24 @@ class Executor:
         if self.keep_source:
             blk.source = hit.source
         blk.pages = [(paddr >> PAGE_SHIFT, hit.lo, hit.hi)]
+        return blk
+
+    def _relocated_block(self, eip: int, paddr: int, key: tuple[Any, ...], moved: Moved) -> Block:
+        """The block of a translation of the same bytes made at another address, moved to
+        ``eip`` (:mod:`pvframe.executor.relocate`); shared at ``eip`` from now on."""
+        gen = moved.gen
+        blk = Block("vex", eip, len(gen.addrs), moved.length)
+        blk.pieces = 0
+        blk.limited = moved.limited
+        blk.fn = compile_block(gen, self._glb, f"<block {eip:#x}>")
+        blk.self_loop = gen.self_loop
+        blk.code_nbytes = code_size = code_bytes(blk.fn.__code__)
+        span = self.memory.read_bytes((paddr & ~PAGE_MASK) + moved.lo, moved.hi - moved.lo)
+        _CODE_CACHE.put(key, SharedEntry(blk.fn.__code__, gen.self_loop, blk.length, moved.lo,
+                                         moved.hi, span, "", blk.limited,
+                                         code_size + len(span) + _SHARED_ENTRY_BYTES, code_size))
+        blk.pages = [(paddr >> PAGE_SHIFT, moved.lo, moved.hi)]
+        self.stats["relocated"] += 1
         return blk
 
     def _special_block(self, cls: str | None, code: bytes, eip: int, pages: list[tuple[int, int, int]]) -> Block:
