@@ -122,7 +122,7 @@ _SHARED_ENTRY_BYTES = 300
 #: compiled translations shared by all executors of the process (bytes-keyed, LRU)
 _CODE_CACHE = SharedCodeCache(max_bytes=32 << 20, variants=4)
 #: translations shared across addresses: the same bytes elsewhere (:mod:`.relocate`)
-_RELOCATIONS = RelocationCache(max_bytes=16 << 20)
+_RELOCATIONS = RelocationCache(max_bytes=8 << 20)
 #: host bytes an executor's translations may hold (``Executor.max_bytes``)
 DEFAULT_MAX_BYTES = 64 << 20
 #: bytes fetched for one block at most (VEX stops long before)
