@@ -17,6 +17,8 @@ Compiled code is also shared between executors of one process (``_CODE_CACHE``, 
 linear address, limit, chaining switch and the step addresses on the page, validated
 against the exact bytes the translation was decoded from), so many short-lived machines
 running the same code (the equivalence kit, fuzzers) skip lifting and ``compile()``.
+The same bytes at another address (the kit's ops in other programs) are moved from a
+translation made elsewhere (``_RELOCATIONS``, :mod:`pvframe.executor.relocate`).
 
 Host memory: each cached translation counts the host bytes it holds (:func:`host_bytes`:
 its code object, function and bookkeeping, ~8.4 KB for a 64-instruction block on CPython
