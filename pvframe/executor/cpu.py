@@ -823,10 +823,6 @@ class Executor:
                     self.stats["shared_hits"] += 1
                     _CODE_CACHE.used(key)
                     return self._block_from_cache(eip, paddr, hit)
-            if not self.keep_source:  # the same bytes translated at another address
-                moved = _RELOCATIONS.find(self.memory, paddr, eip, limit, key[2:4], self._step_at)
-                if moved is not None:
-                    return self._relocated_block(eip, paddr, key, moved)
         code = self._fetch(eip, paddr)
         first_len = len(code)
         pages = [(paddr >> PAGE_SHIFT, paddr & PAGE_MASK, (paddr & PAGE_MASK) + len(code))]
@@ -841,6 +837,11 @@ class Executor:
             return code + self.memory.read_bytes(p2, 16 - first_len)
 
         cls = classify(code, 0)
+        if key is not None and cls is PLAIN and not self.keep_source:
+            # the same bytes translated at another address
+            moved = _RELOCATIONS.find(self.memory, paddr, eip, code, key[1:4], self._step_at)
+            if moved is not None:
+                return self._relocated_block(eip, paddr, key, moved)
         irsb = lift(code, eip, block_length(code, eip, limit)) if cls is PLAIN else None
         if cls is PLAIN and (irsb is None or irsb.instructions == 0) and at_end:
             code = extend()
@@ -893,8 +894,7 @@ class Executor:
                 blk.fn.__code__, loop, blk.length, lo, hi, span, kept, limited,
                 code_size + len(span) + len(kept) + _SHARED_ENTRY_BYTES, code_size,
             ))
-            _RELOCATIONS.learn(_RELOCATIONS.key(self.memory, paddr, eip, limit, key[2:4]),
-                               eip, lo, span, gen, limited, blk.length)
+            _RELOCATIONS.learn(code, key[1:4], eip, lo, span, gen, limited, blk.length)
         if self.keep_source:
             blk.source = src
         pfn, start, _ = pages[0]

@@ -171,15 +171,16 @@ class RelocationCache:
         self.nbytes = 0
 
     @staticmethod
-    def key(memory: Any, paddr: int, eip: int, limit: int, switches: tuple[Any, ...]) -> tuple[Any, ...]:
-        """The index of translations at ``eip`` (physical ``paddr``, in RAM)."""
-        n = min(PREFIX, PAGE_SIZE - (eip & PAGE_MASK))
-        return (memory.read_bytes(paddr, n), limit, switches)
+    def key(code: bytes, switches: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The index of translations of ``code`` (the bytes from their start to the page
+        end or further) under ``switches`` (the limit and the chaining switches)."""
+        return (code[:PREFIX], switches)
 
-    def find(self, memory: Any, paddr: int, eip: int, limit: int, switches: tuple[Any, ...],
+    def find(self, memory: Any, paddr: int, eip: int, code: bytes, switches: tuple[Any, ...],
              steps: Collection[int]) -> Moved | None:
-        """A relocatable translation of the bytes at ``eip`` moved there (module doc)."""
-        key = self.key(memory, paddr, eip, limit, switches)
+        """A relocatable translation of the bytes at ``eip`` (physical ``paddr``, in RAM;
+        ``code``: the bytes from there on) moved there (module doc)."""
+        key = self.key(code, switches)
         entries = self._entries.get(key)
         if not entries:
             return None
@@ -200,13 +201,14 @@ class RelocationCache:
             return Moved(gen, e.limited, e.length, lo, hi)
         return None
 
-    def learn(self, key: tuple[Any, ...], eip: int, lo: int, span: bytes, gen: Generated,
-              limited: bool, length: int) -> None:
-        """``gen`` was translated at ``eip`` from ``span`` (at page offsets ``lo`` on):
-        kept as a first sighting, or compared with the first sighting of the same bytes
-        at another address (:func:`learn_moves`)."""
+    def learn(self, code: bytes, switches: tuple[Any, ...], eip: int, lo: int, span: bytes,
+              gen: Generated, limited: bool, length: int) -> None:
+        """``gen`` was translated at ``eip`` (``code``: the bytes from there on) from
+        ``span`` (at page offsets ``lo`` on): kept as a first sighting, or compared with
+        the first sighting of the same bytes at another address (:func:`learn_moves`)."""
         if "#" in gen.source:
             return  # comments (keep_source): never shaped, never relocated
+        key = self.key(code, switches)
         rel = lo - (eip & PAGE_MASK)
         entries = self._entries.setdefault(key, [])
         for k, e in enumerate(entries):
