@@ -75,8 +75,8 @@ class Sighting(NamedTuple):
 
 
 class Relocatable(NamedTuple):
-    """A translation whose address-dependent literals are known (``moves``, per class of
-    equal literals of ``key``)."""
+    """A translation whose address-dependent literals are known (``moves``, per literal
+    of its source)."""
 
     eip: int
     lo: int
@@ -221,6 +221,7 @@ class RelocationCache:
                 else:
                     self.stats["learnt"] += 1
                     entries[k] = got
+                    self.nbytes += _size(got) - _size(e)
             return
         entry = Sighting(eip, rel, span, gen, limited, length)
         entries.insert(0, entry)
@@ -233,5 +234,9 @@ class RelocationCache:
 
 
 def _size(e: Sighting | Relocatable) -> int:
-    """Host bytes an entry holds (its source and bytes dominate)."""
-    return _ENTRY_BYTES + len(e.gen.source) + len(e.span) + 8 * len(e.gen.addrs) + 2 * len(e.gen.insn_at)
+    """Host bytes an entry holds (its source and bytes dominate; a relocatable one holds
+    its source once more, cut at its literals, ~60 bytes per piece)."""
+    n = _ENTRY_BYTES + len(e.gen.source) + len(e.span) + 8 * len(e.gen.addrs) + 2 * len(e.gen.insn_at)
+    if type(e) is Relocatable:
+        n += len(e.gen.source) + 60 * len(e.parts) + 60 * len(e.tokens)
+    return n

@@ -210,3 +210,20 @@ def test_learning_refuses_literals_that_do_not_move_with_the_address() -> None:
     moved = relocate.relocated(got, 0x9000)
     assert moved is not None and moved.source == gen(0x9000, 7).source and moved.addrs == [0x9000]
     assert relocate.relocated(got, 0xFFFFFFFF) is None  # the next EIP would wrap
+
+
+def test_the_cache_honours_its_byte_bound() -> None:
+    from pvframe.executor.translate import Generated
+
+    def gen(at: int) -> Generated:
+        return Generated(f"def blk(cpu):\n    cpu.eip = {at + 2:#x}\n", [at], [2], False, (0, 0), (), ())
+
+    cache = relocate.RelocationCache(max_bytes=20_000, variants=2)
+    for k in range(300):
+        code = bytes([k & 0xFF, k >> 8, 0x90, 0x90])
+        for at in (0x1000, 0x2000):  # a sighting, then learnt
+            cache.learn(code, (64, True, True), at, at & 0xFFF, code[:2], gen(at), False, 2)
+        assert cache.nbytes <= cache.max_bytes
+        held = [e for entries in cache._entries.values() for e in entries]
+        assert cache.nbytes == sum(map(relocate._size, held))
+    assert cache.stats["learnt"] == 300 and len(cache) < 300
