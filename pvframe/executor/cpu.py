@@ -894,7 +894,8 @@ class Executor:
                 blk.fn.__code__, loop, blk.length, lo, hi, span, kept, limited,
                 code_size + len(span) + len(kept) + _SHARED_ENTRY_BYTES, code_size,
             ))
-            _RELOCATIONS.learn(code, key[1:4], eip, lo, span, gen, limited, blk.length)
+            _RELOCATIONS.learn(code, key[1:4], eip, lo, span, gen, limited, blk.length,
+                               frozenset(a for a in self._step_at if a & ~PAGE_MASK == page))
         if self.keep_source:
             blk.source = src
         pfn, start, _ = pages[0]
@@ -1054,6 +1055,25 @@ def _holds(blk: Block, pfn: int, lo: int, hi: int) -> bool:
 
 
 # ------------------------------------------------------------------ translation core
+def translate_page(page: bytes, eip: int, limit: int, chain: bool, stops: Collection[int],
+                   joins: Callable[[int], bool] | None,
+                   ) -> tuple[list[tuple[Any, bytes, int]], Any, bool] | None:
+    """What :meth:`Executor._translate` lifts and generates at ``eip`` from the bytes of its
+    page ``page`` (a first instruction on the page, plain): :func:`build_trace`'s result,
+    None where it would not translate (:mod:`.relocate` probes with it)."""
+    off = eip & PAGE_MASK
+    code = page[off:off + min(PAGE_SIZE - off, MAX_FETCH)]
+    if classify(code, 0) is not PLAIN:
+        return None
+    irsb = lift(code, eip, block_length(code, eip, limit))
+    if irsb is None or irsb.instructions == 0:
+        return None
+    irsb = cut_block(irsb, code, eip, stops)
+    if irsb is None or irsb.instructions == 0:
+        return None
+    return build_trace(irsb, code, eip, limit, chain, lambda: page, False, stops, joins)
+
+
 def cut_block(irsb: Any, code: bytes, base: int, stops: Collection[int] = ()) -> Any:
     """Re-lift ``irsb`` so that it stops before its first non-plain instruction, or its
     first instruction at an address in ``stops`` (instructions that run as steps)."""

@@ -20,9 +20,11 @@ its :class:`~pvframe.executor.codecache.BlockInfo` (the line table of a faulting
 instruction is by index, not by address).
 
 Which literals move is never guessed from a value (an immediate may equal an address):
-it is learnt by translating the same bytes at two addresses and comparing (the kit's
-second sighting of a piece at another address is that second translation, so learning
-costs nothing). The two sources must have the same text between their literals and the
+it is learnt by translating the same bytes at two addresses and comparing. The first
+translation of some bytes keeps only where they were (most code runs once: a sighting
+holds no source); when the same bytes are translated at a second address, they are
+translated once more at a probe address on another page and page offset (:func:`probe`)
+and the two are compared. They must have the same text between their literals and the
 same classes of equal literals (:func:`pvframe.executor.codeshape.split_literals`), the
 same instruction lengths, line table, registers and self-loop; every literal is either
 equal in both or moved by exactly the distance ``d`` between the two addresses, and so
@@ -58,18 +60,19 @@ from pvframe.platform.memory import PAGE_MASK, PAGE_SIZE
 #: bytes at the start of a translation that index the cache (the extent is compared whole)
 PREFIX = 8
 M32 = 0xFFFFFFFF
+#: how far (in whole pages) a probe translation is made from the real one
+_PROBE_PAGES = 0x40000000
 #: host bytes an entry's bookkeeping takes besides its source and bytes
 _ENTRY_BYTES = 400
 
 
 class Sighting(NamedTuple):
-    """A translation seen once: its address, its extent's offset from it and bytes, and
-    what was generated (learnt from when the same bytes are translated elsewhere)."""
+    """A translation seen once: its address, its extent's offset from it and bytes (what
+    it generated is not kept: most code is seen once)."""
 
     eip: int
     lo: int
     span: bytes
-    gen: Generated
     limited: bool
     length: int
 
@@ -103,11 +106,11 @@ class Moved(NamedTuple):
     hi: int
 
 
-def learn_moves(first: Sighting, gen: Generated, eip: int) -> Relocatable | None:
-    """``first`` relocatable, if ``gen`` (the same bytes translated at ``eip``) differs
-    from it only by literals and addresses moved by ``eip - first.eip`` (module doc)."""
+def learn_moves(first: Sighting, old: Generated, gen: Generated, eip: int) -> Relocatable | None:
+    """``first`` (which generated ``old``) relocatable, if ``gen`` (the same bytes
+    translated at ``eip``) differs from ``old`` only by literals and addresses moved by
+    ``eip - first.eip`` (module doc)."""
     d = eip - first.eip
-    old = first.gen
     if d == 0 or (old.lens, old.self_loop, old.insn_at, old.put_names, old.load_names) != \
             (gen.lens, gen.self_loop, gen.insn_at, gen.put_names, gen.load_names):
         return None
@@ -125,7 +128,8 @@ def learn_moves(first: Sighting, gen: Generated, eip: int) -> Relocatable | None
         else:
             return None
     split = _LITERAL.split(old.source)
-    entry = Relocatable(*first, tuple(split[0::2]), tuple(split[1::2]),
+    entry = Relocatable(first.eip, first.lo, first.span, old, first.limited, first.length,
+                        tuple(split[0::2]), tuple(split[1::2]),
                         tuple(moving[j] for j in a[0][1]))
     # each moved literal is written as the translation at ``eip`` writes it
     moved = relocated(entry, eip)
@@ -202,10 +206,11 @@ class RelocationCache:
         return None
 
     def learn(self, code: bytes, switches: tuple[Any, ...], eip: int, lo: int, span: bytes,
-              gen: Generated, limited: bool, length: int) -> None:
-        """``gen`` was translated at ``eip`` (``code``: the bytes from there on) from
-        ``span`` (at page offsets ``lo`` on): kept as a first sighting, or compared with
-        the first sighting of the same bytes at another address (:func:`learn_moves`)."""
+              gen: Generated, limited: bool, length: int, steps: Collection[int]) -> None:
+        """``gen`` was translated at ``eip`` (``code``: the bytes from there on; ``steps``:
+        the step addresses on its page) from ``span`` (at page offsets ``lo`` on): kept
+        as a first sighting; where the same bytes were seen at another address, translated
+        once more at a probe address and compared (:func:`probe`, :func:`learn_moves`)."""
         if "#" in gen.source:
             return  # comments (keep_source): never shaped, never relocated
         key = self.key(code, switches)
@@ -215,28 +220,65 @@ class RelocationCache:
             if e.lo != rel or e.span != span or e.limited != limited or e.length != length:
                 continue
             if type(e) is Sighting and e.eip != eip:
-                got = learn_moves(e, gen, eip)
+                here = Sighting(eip, rel, span, limited, length)
+                got = probe(here, gen, switches, steps)
                 if got is None:
                     self.stats["refused"] += 1
                 else:
                     self.stats["learnt"] += 1
                     entries[k] = got
                     self.nbytes += _size(got) - _size(e)
+                    self._fit()
             return
-        entry = Sighting(eip, rel, span, gen, limited, length)
+        entry = Sighting(eip, rel, span, limited, length)
         entries.insert(0, entry)
         self.nbytes += _size(entry)
         for old in entries[self.variants:]:
             self.nbytes -= _size(old)
         del entries[self.variants:]
+        self._fit()
+
+    def _fit(self) -> None:
+        """Drop the least recently used keys while the entries exceed the byte bound."""
         while self.nbytes > self.max_bytes and self._entries:
             self.nbytes -= sum(map(_size, self._entries.pop(next(iter(self._entries)))))
 
 
+def probe(seen: Sighting, gen: Generated, switches: tuple[Any, ...],
+          steps: Collection[int]) -> Relocatable | None:
+    """``seen`` (which generated ``gen``) relocatable, learnt by translating its bytes once
+    more at a probe address (another page, another page offset where the extent fits:
+    so that page numbers and offsets both differ) and comparing (:func:`learn_moves`).
+    The probe's page holds the extent's bytes and ``hlt`` (F4) around them: a trace that
+    did not go on past its extent stops there too (before a system instruction), and one
+    that would comes out different and is refused. Its step addresses are ``steps``
+    moved with it, and it ends its trace at every successor ``seen`` did not follow, as
+    ``seen`` did (a joined translation)."""
+    from pvframe.executor.cpu import translate_page  # (the executor uses this room)
+
+    limit, chain, _join = switches
+    size = len(seen.span)
+    start = (seen.eip & PAGE_MASK) + seen.lo
+    shifted = (start + 0x2A4) % (PAGE_SIZE - size + 1)
+    d = _PROBE_PAGES + shifted - start
+    if seen.eip + d + size > M32:
+        d -= 2 * _PROBE_PAGES
+    at = seen.eip + d
+    page = bytearray(b"\xf4" * PAGE_SIZE)
+    page[shifted:shifted + size] = seen.span
+    followed = {a + d for a in gen.addrs}
+    built = translate_page(bytes(page), at, limit, chain, {a + d for a in steps},
+                           lambda t: t not in followed)
+    if built is None:
+        return None
+    return learn_moves(seen, gen, built[1], at)
+
+
 def _size(e: Sighting | Relocatable) -> int:
-    """Host bytes an entry holds (its source and bytes dominate; a relocatable one holds
-    its source once more, cut at its literals, ~60 bytes per piece)."""
-    n = _ENTRY_BYTES + len(e.gen.source) + len(e.span) + 8 * len(e.gen.addrs) + 2 * len(e.gen.insn_at)
+    """Host bytes an entry holds: a sighting its bytes; a relocatable one its generated
+    code too (the source, once whole and once cut at its literals, ~60 bytes a piece)."""
+    n = _ENTRY_BYTES + len(e.span)
     if type(e) is Relocatable:
-        n += len(e.gen.source) + 60 * len(e.parts) + 60 * len(e.tokens)
+        n += (2 * len(e.gen.source) + 8 * len(e.gen.addrs) + 2 * len(e.gen.insn_at)
+              + 60 * len(e.parts) + 60 * len(e.tokens))
     return n

@@ -196,33 +196,33 @@ def test_other_bytes_or_another_page_end_are_not_taken_for_the_same() -> None:
         assert did_program_at(m, at)
 
 
-def test_learning_refuses_literals_that_do_not_move_with_the_address() -> None:
+def fake(at: int, lit: int = 7) -> Any:
     from pvframe.executor.translate import Generated
 
-    def gen(at: int, lit: int) -> Generated:
-        return Generated(f"def blk(cpu):\n    cpu.eax = {lit:#x}; cpu.eip = {at + 2:#x}\n",
-                         [at], [2], False, (0, 0), ("eax",), ())
+    return Generated(f"def blk(cpu):\n    cpu.eax = {lit:#x}; cpu.eip = {at + 2:#x}\n",
+                     [at], [2], False, (0, 0), ("eax",), ())
 
-    first = relocate.Sighting(0x1000, 0, b"\x90\x90", gen(0x1000, 7), False, 2)
-    assert relocate.learn_moves(first, gen(0x5000, 9), 0x5000) is None  # neither equal nor moved
-    got = relocate.learn_moves(first, gen(0x5000, 7), 0x5000)
+
+def test_learning_refuses_literals_that_do_not_move_with_the_address() -> None:
+    first = relocate.Sighting(0x1000, 0, b"\x90\x90", False, 2)
+    assert relocate.learn_moves(first, fake(0x1000), fake(0x5000, 9), 0x5000) is None
+    got = relocate.learn_moves(first, fake(0x1000), fake(0x5000), 0x5000)
     assert got is not None and got.moves == (False, True)
     moved = relocate.relocated(got, 0x9000)
-    assert moved is not None and moved.source == gen(0x9000, 7).source and moved.addrs == [0x9000]
+    assert moved is not None and moved.source == fake(0x9000).source and moved.addrs == [0x9000]
     assert relocate.relocated(got, 0xFFFFFFFF) is None  # the next EIP would wrap
 
 
-def test_the_cache_honours_its_byte_bound() -> None:
-    from pvframe.executor.translate import Generated
+def test_the_cache_honours_its_byte_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    def probe(seen: relocate.Sighting, gen: Any, *_: Any) -> Any:
+        return relocate.learn_moves(seen, gen, fake(seen.eip + 0x40000000), seen.eip + 0x40000000)
 
-    def gen(at: int) -> Generated:
-        return Generated(f"def blk(cpu):\n    cpu.eip = {at + 2:#x}\n", [at], [2], False, (0, 0), (), ())
-
+    monkeypatch.setattr(relocate, "probe", probe)
     cache = relocate.RelocationCache(max_bytes=20_000, variants=2)
     for k in range(300):
         code = bytes([k & 0xFF, k >> 8, 0x90, 0x90])
         for at in (0x1000, 0x2000):  # a sighting, then learnt
-            cache.learn(code, (64, True, True), at, at & 0xFFF, code[:2], gen(at), False, 2)
+            cache.learn(code, (64, True, True), at, at & 0xFFF, code[:2], fake(at), False, 2, ())
         assert cache.nbytes <= cache.max_bytes
         held = [e for entries in cache._entries.values() for e in entries]
         assert cache.nbytes == sum(map(relocate._size, held))
