@@ -17,6 +17,8 @@ Compiled code is also shared between executors of one process (``_CODE_CACHE``, 
 linear address, limit, chaining switch and the step addresses on the page, validated
 against the exact bytes the translation was decoded from), so many short-lived machines
 running the same code (the equivalence kit, fuzzers) skip lifting and ``compile()``.
+The same bytes at another address (the kit's ops in other programs) are moved from a
+translation made elsewhere (``_RELOCATIONS``, :mod:`pvframe.executor.relocate`).
 
 Host memory: each cached translation counts the host bytes it holds (:func:`host_bytes`:
 its code object, function and bookkeeping, ~8.4 KB for a 64-instruction block on CPython
@@ -85,6 +87,7 @@ from pvframe.executor.region import (
     region_source,
 )
 from pvframe.executor.regionopt import GLOBALS as REGION_GLOBALS
+from pvframe.executor.relocate import Moved, RelocationCache
 from pvframe.executor.state import IF_MASK, TF_MASK, CPUState
 from pvframe.executor.system import CR4_TSD
 from pvframe.executor.translate import (
@@ -121,6 +124,8 @@ _SLOT_BYTES = 3 * 40 + 2 * 8
 _SHARED_ENTRY_BYTES = 300
 #: compiled translations shared by all executors of the process (bytes-keyed, LRU)
 _CODE_CACHE = SharedCodeCache(max_bytes=32 << 20, variants=4)
+#: translations shared across addresses: the same bytes elsewhere (:mod:`.relocate`)
+_RELOCATIONS = RelocationCache(max_bytes=8 << 20)
 #: host bytes an executor's translations may hold (``Executor.max_bytes``)
 DEFAULT_MAX_BYTES = 64 << 20
 #: bytes fetched for one block at most (VEX stops long before)
@@ -237,7 +242,8 @@ class Executor:
         # restarts: block accesses handed to a one-instruction step (device, code bytes)
         self.stats = {"translations": 0, "invalidations": 0, "shared_hits": 0, "translate_ns": 0,
                       "translated_blocks": 0, "decode_ns": 0, "decoded": 0, "compile_ns": 0,
-                      "restarts": 0, "flushes": 0, "regions": 0, "region_ns": 0}
+                      "restarts": 0, "flushes": 0, "regions": 0, "region_ns": 0,
+                      "relocated": 0}
         #: build superblocks across direct jumps and calls on the same page
         self.chain = True
         #: a superblock ends at a jump to the start of an already cached translation
@@ -836,6 +842,11 @@ class Executor:
             return code + self.memory.read_bytes(p2, 16 - first_len)
 
         cls = classify(code, 0)
+        if key is not None and cls is PLAIN and not self.keep_source:
+            # the same bytes translated at another address
+            moved = _RELOCATIONS.find(self.memory, paddr, eip, code, key[1:4], self._step_at)
+            if moved is not None:
+                return self._relocated_block(eip, paddr, key, moved)
         irsb = lift(code, eip, block_length(code, eip, limit)) if cls is PLAIN else None
         if cls is PLAIN and (irsb is None or irsb.instructions == 0) and at_end:
             code = extend()
@@ -888,6 +899,8 @@ class Executor:
                 blk.fn.__code__, loop, blk.length, lo, hi, span, kept, limited,
                 code_size + len(span) + len(kept) + _SHARED_ENTRY_BYTES, code_size,
             ))
+            _RELOCATIONS.learn(code, key[1:4], eip, lo, span, gen, limited, blk.length,
+                               frozenset(a for a in self._step_at if a & ~PAGE_MASK == page))
         if self.keep_source:
             blk.source = src
         pfn, start, _ = pages[0]
@@ -912,6 +925,24 @@ class Executor:
         if self.keep_source:
             blk.source = hit.source
         blk.pages = [(paddr >> PAGE_SHIFT, hit.lo, hit.hi)]
+        return blk
+
+    def _relocated_block(self, eip: int, paddr: int, key: tuple[Any, ...], moved: Moved) -> Block:
+        """The block of a translation of the same bytes made at another address, moved to
+        ``eip`` (:mod:`pvframe.executor.relocate`); shared at ``eip`` from now on."""
+        gen = moved.gen
+        blk = Block("vex", eip, len(gen.addrs), moved.length)
+        blk.pieces = 0
+        blk.limited = moved.limited
+        blk.fn = compile_block(gen, self._glb, f"<block {eip:#x}>")
+        blk.self_loop = gen.self_loop
+        blk.code_nbytes = code_size = code_bytes(blk.fn.__code__)
+        span = self.memory.read_bytes((paddr & ~PAGE_MASK) + moved.lo, moved.hi - moved.lo)
+        _CODE_CACHE.put(key, SharedEntry(blk.fn.__code__, gen.self_loop, blk.length, moved.lo,
+                                         moved.hi, span, "", blk.limited,
+                                         code_size + len(span) + _SHARED_ENTRY_BYTES, code_size))
+        blk.pages = [(paddr >> PAGE_SHIFT, moved.lo, moved.hi)]
+        self.stats["relocated"] += 1
         return blk
 
     def _special_block(self, cls: str | None, code: bytes, eip: int, pages: list[tuple[int, int, int]]) -> Block:
@@ -1029,6 +1060,25 @@ def _holds(blk: Block, pfn: int, lo: int, hi: int) -> bool:
 
 
 # ------------------------------------------------------------------ translation core
+def translate_page(page: bytes, eip: int, limit: int, chain: bool, stops: Collection[int],
+                   joins: Callable[[int], bool] | None,
+                   ) -> tuple[list[tuple[Any, bytes, int]], Any, bool] | None:
+    """What :meth:`Executor._translate` lifts and generates at ``eip`` from the bytes of its
+    page ``page`` (a first instruction on the page, plain): :func:`build_trace`'s result,
+    None where it would not translate (:mod:`.relocate` probes with it)."""
+    off = eip & PAGE_MASK
+    code = page[off:off + min(PAGE_SIZE - off, MAX_FETCH)]
+    if classify(code, 0) is not PLAIN:
+        return None
+    irsb = lift(code, eip, block_length(code, eip, limit))
+    if irsb is None or irsb.instructions == 0:
+        return None
+    irsb = cut_block(irsb, code, eip, stops)
+    if irsb is None or irsb.instructions == 0:
+        return None
+    return build_trace(irsb, code, eip, limit, chain, lambda: page, False, stops, joins)
+
+
 def cut_block(irsb: Any, code: bytes, base: int, stops: Collection[int] = ()) -> Any:
     """Re-lift ``irsb`` so that it stops before its first non-plain instruction, or its
     first instruction at an address in ``stops`` (instructions that run as steps)."""

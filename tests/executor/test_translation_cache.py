@@ -15,7 +15,7 @@ from conftest import CODE, Machine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pvframe.executor import codecache, codeshape
+from pvframe.executor import codecache, codeshape, relocate
 from pvframe.executor import cpu as executor_cpu
 from pvframe.executor.cpu import MAX_INSNS
 from pvframe.testing.workloads import BLOCK_INSNS, BLOCK_STRIDE, fresh_code_image
@@ -28,6 +28,7 @@ def own_shared_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[codecache.Shar
     """A shared code cache of the test's own (code from other tests would be reused)."""
     cache = codecache.SharedCodeCache()
     monkeypatch.setattr(executor_cpu, "_CODE_CACHE", cache)
+    monkeypatch.setattr(executor_cpu, "_RELOCATIONS", relocate.RelocationCache())
     yield cache
 
 
@@ -148,6 +149,8 @@ def test_host_bytes_estimate_matches_what_is_allocated(own_shared_cache: codecac
     own_shared_cache.max_bytes = 0
     # no compiled shapes kept either (the process-wide cache of pvframe.executor.codeshape)
     monkeypatch.setattr(codecache, "SHAPES", codeshape.ShapeCache(max_bytes=0))
+    # nor translations kept for other addresses (pvframe.executor.relocate)
+    monkeypatch.setattr(executor_cpu, "_RELOCATIONS", relocate.RelocationCache(max_bytes=0))
     run_to_exit(fresh(5, seed=9), 5)  # one-time costs (helpers shared by all blocks) first
     m = fresh(60, seed=2)
     gc.collect()

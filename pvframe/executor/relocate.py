@@ -1,0 +1,284 @@
+"""Translations shared across addresses: the same code bytes at another address are not
+lifted, generated or compiled again.
+
+The equivalence kit builds each program from relocatable per-op pieces
+(:mod:`pvframe.testing.pieces`), so the same code bytes recur across programs, often at
+another address, and every program runs on a machine of its own. The process-wide cache
+of compiled code (:mod:`pvframe.executor.codecache`, ``cpu._CODE_CACHE``) is keyed by the
+linear address; this room serves the same bytes at any address.
+
+What a translation depends on besides its bytes: the instruction limit, the chaining
+switches (``Executor.chain``, ``join_translated``), the step addresses (translations stop
+before them), the page (a superblock stays on its start's page; a fetch stops at the page
+end) and its address. On i386 the address enters a lifted trace only as guest addresses:
+each instruction's own (libVEX's ``IMark``, the ``PUT`` of EIP), the targets of relative
+jumps and calls and the fall-through, the return address ``call`` pushes (Intel SDM Vol.
+2A CALL: EIP of the next instruction) and a predicted return's guard: there is no
+EIP-relative data addressing in 32-bit code (SDM Vol. 2A 2.2.1.6 is 64-bit mode only).
+They become integer literals of the generated source and the instruction addresses of
+its :class:`~pvframe.executor.codecache.BlockInfo` (the line table of a faulting
+instruction is by index, not by address).
+
+Which literals move is never guessed from a value (an immediate may equal an address):
+it is learnt by translating the same bytes at two addresses and comparing. The first
+translation of some bytes keeps only where they were (most code runs once: a sighting
+holds no source); when the same bytes are translated at a second address, they are
+translated once more at a probe address on another page and page offset (:func:`probe`)
+and the two are compared. They must have the same text between their literals and the
+same classes of equal literals (:func:`pvframe.executor.codeshape.split_literals`), the
+same instruction lengths, line table, registers and self-loop; every literal is either
+equal in both or moved by exactly the distance ``d`` between the two addresses, and so
+is every instruction address. Then the translation is *relocatable*: at a third address
+the moved literals and addresses move by that address's distance, the others stay, and
+the source is compiled by the usual path (a compiled shape: ``code.replace``).
+
+A relocated translation is used at ``eip`` only where
+
+* the bytes of its whole extent (the page offsets it was decoded from, relative to its
+  start) are on ``eip``'s page and equal, the limit and the switches are equal;
+* no instruction of it but the first is a step address of this executor;
+* no moved value leaves the 32-bit address space (no wrap that the translation at
+  ``eip`` would reduce).
+
+It may then be shorter than a translation made at ``eip`` (which may chain into code
+off the extent, or not join where the first one did), as a shared translation of
+``_CODE_CACHE`` may: it runs the same instructions and leaves where the bytes it was
+decoded from end (``tests/executor/test_relocate.py`` checks that it behaves exactly like
+the translation made at ``eip``). Blocks whose source holds comments
+(``Executor.keep_source``) are neither learnt nor relocated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any, NamedTuple
+
+from pvframe.executor.codeshape import _LITERAL, split_literals
+from pvframe.executor.translate import Generated
+from pvframe.platform.memory import PAGE_MASK, PAGE_SIZE
+
+#: bytes at the start of a translation that index the cache (the extent is compared whole)
+PREFIX = 8
+M32 = 0xFFFFFFFF
+#: how far (in whole pages) a probe translation is made from the real one
+_PROBE_PAGES = 0x40000000
+#: host bytes an entry's bookkeeping takes besides its source and bytes
+_ENTRY_BYTES = 400
+
+
+class Sighting(NamedTuple):
+    """A translation seen once: its address, its extent's offset from it and bytes (what
+    it generated is not kept: most code is seen once)."""
+
+    eip: int
+    lo: int
+    span: bytes
+    limited: bool
+    length: int
+
+
+class Relocatable(NamedTuple):
+    """A translation whose address-dependent literals are known (``moves``, per literal
+    of its source)."""
+
+    eip: int
+    lo: int
+    span: bytes
+    gen: Generated
+    limited: bool
+    length: int
+    #: the source's text around its literals, and each literal as written
+    parts: tuple[str, ...]
+    tokens: tuple[str, ...]
+    #: which literals move with the address
+    moves: tuple[bool, ...]
+
+
+class Moved(NamedTuple):
+    """A relocated translation: its generated code at the new address, whether it was
+    shortened for the limit, its first basic block's length and its extent's page
+    offsets [lo, hi)."""
+
+    gen: Generated
+    limited: bool
+    length: int
+    lo: int
+    hi: int
+
+
+def learn_moves(first: Sighting, old: Generated, gen: Generated, eip: int) -> Relocatable | None:
+    """``first`` (which generated ``old``) relocatable, if ``gen`` (the same bytes
+    translated at ``eip``) differs from ``old`` only by literals and addresses moved by
+    ``eip - first.eip`` (module doc)."""
+    d = eip - first.eip
+    if d == 0 or (old.lens, old.self_loop, old.insn_at, old.put_names, old.load_names) != \
+            (gen.lens, gen.self_loop, gen.insn_at, gen.put_names, gen.load_names):
+        return None
+    if [a + d for a in old.addrs] != list(gen.addrs):
+        return None
+    a, b = split_literals(old.source), split_literals(gen.source)
+    if a is None or b is None or a[0] != b[0]:
+        return None
+    moving = []
+    for va, vb in zip(a[1], b[1], strict=True):
+        if vb == va:
+            moving.append(False)
+        elif vb == va + d:
+            moving.append(True)
+        else:
+            return None
+    split = _LITERAL.split(old.source)
+    entry = Relocatable(first.eip, first.lo, first.span, old, first.limited, first.length,
+                        tuple(split[0::2]), tuple(split[1::2]),
+                        tuple(moving[j] for j in a[0][1]))
+    # each moved literal is written as the translation at ``eip`` writes it
+    moved = relocated(entry, eip)
+    return entry if moved is not None and moved.source == gen.source else None
+
+
+def relocated(entry: Relocatable, eip: int) -> Generated | None:
+    """The generated code of ``entry`` at ``eip``; None if a moved value would leave the
+    32-bit address space."""
+    d = eip - entry.eip
+    addrs = [a + d for a in entry.gen.addrs]
+    if not 0 <= min(addrs) <= max(addrs) <= M32:
+        return None
+    out = [entry.parts[0]]
+    for token, move, part in zip(entry.tokens, entry.moves, entry.parts[1:], strict=True):
+        if move:
+            v = int(token, 0) + d
+            if not 0 <= v <= M32:
+                return None
+            token = hex(v) if token[:2] in ("0x", "0X") else str(v)
+        out.append(token)
+        out.append(part)
+    return entry.gen._replace(source="".join(out), addrs=addrs)
+
+
+class RelocationCache:
+    """Translations by their first :data:`PREFIX` bytes and the other inputs of
+    translation, at most ``variants`` per key and ``max_bytes`` host bytes in all (the
+    least recently used key out first)."""
+
+    def __init__(self, max_bytes: int = 16 << 20, variants: int = 8) -> None:
+        self.max_bytes = max_bytes
+        self.variants = variants
+        self.nbytes = 0
+        self.stats = {"relocated": 0, "learnt": 0, "refused": 0}
+        self._entries: dict[tuple[Any, ...], list[Sighting | Relocatable]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.nbytes = 0
+
+    @staticmethod
+    def key(code: bytes, switches: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The index of translations of ``code`` (the bytes from their start to the page
+        end or further) under ``switches`` (the limit and the chaining switches)."""
+        return (code[:PREFIX], switches)
+
+    def find(self, memory: Any, paddr: int, eip: int, code: bytes, switches: tuple[Any, ...],
+             steps: Collection[int]) -> Moved | None:
+        """A relocatable translation of the bytes at ``eip`` (physical ``paddr``, in RAM;
+        ``code``: the bytes from there on) moved there (module doc)."""
+        key = self.key(code, switches)
+        entries = self._entries.get(key)
+        if not entries:
+            return None
+        off = eip & PAGE_MASK
+        page_paddr = paddr - off
+        for e in entries:
+            if type(e) is not Relocatable:
+                continue
+            lo = off + e.lo
+            hi = lo + len(e.span)
+            if lo < 0 or hi > PAGE_SIZE or memory.read_bytes(page_paddr + lo, hi - lo) != e.span:
+                continue
+            gen = relocated(e, eip)
+            if gen is None or any(a in steps for a in gen.addrs[1:]):
+                continue
+            self._entries[key] = self._entries.pop(key)  # most recently used last
+            self.stats["relocated"] += 1
+            return Moved(gen, e.limited, e.length, lo, hi)
+        return None
+
+    def learn(self, code: bytes, switches: tuple[Any, ...], eip: int, lo: int, span: bytes,
+              gen: Generated, limited: bool, length: int, steps: Collection[int]) -> None:
+        """``gen`` was translated at ``eip`` (``code``: the bytes from there on; ``steps``:
+        the step addresses on its page) from ``span`` (at page offsets ``lo`` on): kept
+        as a first sighting; where the same bytes were seen at another address, translated
+        once more at a probe address and compared (:func:`probe`, :func:`learn_moves`)."""
+        if "#" in gen.source:
+            return  # comments (keep_source): never shaped, never relocated
+        key = self.key(code, switches)
+        rel = lo - (eip & PAGE_MASK)
+        entries = self._entries.setdefault(key, [])
+        for k, e in enumerate(entries):
+            if e.lo != rel or e.span != span or e.limited != limited or e.length != length:
+                continue
+            if type(e) is Sighting and e.eip != eip:
+                here = Sighting(eip, rel, span, limited, length)
+                got = probe(here, gen, switches, steps)
+                if got is None:
+                    self.stats["refused"] += 1
+                else:
+                    self.stats["learnt"] += 1
+                    entries[k] = got
+                    self.nbytes += _size(got) - _size(e)
+                    self._fit()
+            return
+        entry = Sighting(eip, rel, span, limited, length)
+        entries.insert(0, entry)
+        self.nbytes += _size(entry)
+        for old in entries[self.variants:]:
+            self.nbytes -= _size(old)
+        del entries[self.variants:]
+        self._fit()
+
+    def _fit(self) -> None:
+        """Drop the least recently used keys while the entries exceed the byte bound."""
+        while self.nbytes > self.max_bytes and self._entries:
+            self.nbytes -= sum(map(_size, self._entries.pop(next(iter(self._entries)))))
+
+
+def probe(seen: Sighting, gen: Generated, switches: tuple[Any, ...],
+          steps: Collection[int]) -> Relocatable | None:
+    """``seen`` (which generated ``gen``) relocatable, learnt by translating its bytes once
+    more at a probe address (another page, another page offset where the extent fits:
+    so that page numbers and offsets both differ) and comparing (:func:`learn_moves`).
+    The probe's page holds the extent's bytes and ``hlt`` (F4) around them: a trace that
+    did not go on past its extent stops there too (before a system instruction), and one
+    that would comes out different and is refused. Its step addresses are ``steps``
+    moved with it, and it ends its trace at every successor ``seen`` did not follow, as
+    ``seen`` did (a joined translation)."""
+    from pvframe.executor.cpu import translate_page  # (the executor uses this room)
+
+    limit, chain, _join = switches
+    size = len(seen.span)
+    start = (seen.eip & PAGE_MASK) + seen.lo
+    shifted = (start + 0x2A4) % (PAGE_SIZE - size + 1)
+    d = _PROBE_PAGES + shifted - start
+    if seen.eip + d + size > M32:
+        d -= 2 * _PROBE_PAGES
+    at = seen.eip + d
+    page = bytearray(b"\xf4" * PAGE_SIZE)
+    page[shifted:shifted + size] = seen.span
+    followed = {a + d for a in gen.addrs}
+    built = translate_page(bytes(page), at, limit, chain, {a + d for a in steps},
+                           lambda t: t not in followed)
+    if built is None:
+        return None
+    return learn_moves(seen, gen, built[1], at)
+
+
+def _size(e: Sighting | Relocatable) -> int:
+    """Host bytes an entry holds: a sighting its bytes; a relocatable one its generated
+    code too (the source, once whole and once cut at its literals, ~60 bytes a piece)."""
+    n = _ENTRY_BYTES + len(e.span)
+    if type(e) is Relocatable:
+        n += (2 * len(e.gen.source) + 8 * len(e.gen.addrs) + 2 * len(e.gen.insn_at)
+              + 60 * len(e.parts) + 60 * len(e.tokens))
+    return n

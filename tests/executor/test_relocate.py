@@ -1,0 +1,229 @@
+"""Translations of the same bytes shared across addresses (:mod:`pvframe.executor.relocate`):
+a translation made at A, learnt from a second one at B, moved to C behaves exactly like
+the translation made at C (registers, flags, memory, device accesses, exits, faults and
+the faulting EIP, instruction-budget cuts)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from asm import asm
+from conftest import Machine
+from hypothesis import given, note, settings
+from hypothesis import strategies as st
+from test_exec_differential import DATA, ops
+
+from pvframe.executor import codecache, relocate
+from pvframe.executor import cpu as executor_cpu
+
+#: the #DE handler (a ``hlt``), the pages the three copies of a program are loaded on
+HANDLER = 0x7000
+PAGES = (0x10000, 0x21000, 0x42000)
+#: a physical address no RAM backs: the bare machine's logging device
+DEVICE = 0x500000
+
+
+@pytest.fixture(autouse=True)
+def own_caches(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Process-wide caches of the test's own (what other tests translated is not reused)."""
+    monkeypatch.setattr(executor_cpu, "_CODE_CACHE", codecache.SharedCodeCache())
+    monkeypatch.setattr(executor_cpu, "_RELOCATIONS", relocate.RelocationCache())
+    yield
+
+
+def machine(code: bytes, at: int, regs: dict[str, int], data: bytes) -> Machine:
+    m = Machine(b"\xf4", handlers={0: HANDLER})
+    m.memory.load(HANDLER, b"\xf4")
+    m.memory.load(at, code)
+    m.memory.write_bytes(DATA, data)
+    m.cpu.eip = at
+    for k, v in regs.items():
+        setattr(m.cpu, k, v)
+    return m
+
+
+def observe(m: Machine, cuts: list[int]) -> list[Any]:
+    """What the machine shows at each budget cut and at its end."""
+    seen = []
+    for limit in [*cuts, 5000]:
+        r = m.run(limit)
+        seen.append((r, m.cpu.registers_dict(), m.cpu.icount, m.memory.read_bytes(DATA, 0x100),
+                     m.memory.read_bytes(0x8F00, 0x100), list(m.env.mmio_log)))
+        if r is not None:
+            break
+    return seen
+
+
+def run_at(code: bytes, page: int, off: int, regs: dict[str, int], data: bytes,
+           cuts: list[int]) -> tuple[list[Any], dict[str, int]]:
+    """Observations of ``code`` run at ``page + off`` (its translations use and feed the
+    process-wide caches in place), with the executor's statistics."""
+    m = machine(code, page + off, regs, data)
+    seen = observe(m, cuts)
+    assert m.ex is not None
+    return seen, m.ex.stats
+
+
+@st.composite
+def address_ops(draw: st.DrawFn, at: int, size: int) -> str:
+    """Instructions whose immediates equal addresses in the program at ``at`` (as
+    numbers, they must not move), a self-loop, an in-line rdtsc, a device load (its
+    address becomes a step address that cuts translations) or a divide that may fault."""
+    value = at + draw(st.integers(0, size))
+    kind = draw(st.sampled_from(["mov", "push", "cmp", "loop", "rdtsc", "device", "div"]))
+    r = draw(st.sampled_from(["eax", "ebx", "esi", "edi"]))
+    if kind == "mov":
+        return f"mov ${value:#x}, %{r}"
+    if kind == "push":
+        return f"push ${value:#x}\n pop %{r}"
+    if kind == "cmp":
+        return f"cmp ${value:#x}, %{r}\n sete %al"
+    if kind == "loop":
+        return f"mov ${draw(st.integers(1, 9))}, %ecx\n7:\n add %ecx, %{r}\n dec %ecx\n jnz 7b"
+    if kind == "rdtsc":
+        return "rdtsc"
+    if kind == "device":
+        return f"mov {DEVICE:#x}, %{r}"
+    return f"mov ${draw(st.integers(0, 2))}, %ecx\n xor %edx, %edx\n div %ecx"
+
+
+@st.composite
+def programs(draw: st.DrawFn) -> tuple[str, list[int], dict[str, int], bytes, list[int]]:
+    """A program (the executor's differential ops, relative jumps and calls among them,
+    and :func:`address_ops` for the third copy's address), the page offsets of its three
+    copies, registers, data and budget cuts."""
+    offs = [draw(st.integers(0, 0x700)) for _ in PAGES]
+    size = 0x80
+    lines = draw(st.lists(st.one_of(ops, address_ops(PAGES[2] + offs[2], size)), min_size=1, max_size=10))
+    regs = {r: draw(st.integers(0, 0xFFFFFFFF)) for r in ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp")}
+    data = draw(st.binary(min_size=0x80, max_size=0x80))
+    cuts = sorted(draw(st.lists(st.integers(1, 60), max_size=3)))
+    return "nop\n" + "\n".join(getattr(o, "text", o) for o in lines) + "\nhlt\n", offs, regs, data, cuts
+
+
+@settings(max_examples=60, deadline=None)
+@given(programs())
+def test_a_relocated_translation_behaves_like_one_made_at_its_address(
+        prog: tuple[str, list[int], dict[str, int], bytes, list[int]]) -> None:
+    src, offs, regs, data, cuts = prog
+    note(src)
+    code = asm(src)
+    run_at(code, PAGES[0], offs[0], regs, data, cuts)
+    run_at(code, PAGES[1], offs[1], regs, data, cuts)
+    moved, stats = run_at(code, PAGES[2], offs[2], regs, data, cuts)
+    # the translation made at the same address with nothing learnt
+    executor_cpu._CODE_CACHE = codecache.SharedCodeCache()
+    executor_cpu._RELOCATIONS = relocate.RelocationCache()
+    made, fresh = run_at(code, PAGES[2], offs[2], regs, data, cuts)
+    assert fresh["relocated"] == 0
+    note(f"relocated {stats['relocated']} of {stats['translations']}")
+    assert moved == made
+
+
+PROGRAM = """
+    nop
+    call 8f
+    jmp 9f
+8:  mov $0x21005, %ebx      # an immediate equal to an address of the copy at B
+    push $0x21005
+    pop %ecx
+    ret
+9:  mov (%esp), %edx        # the return address call pushed (below the stack top)
+    mov -4(%esp), %esi
+    rdtsc
+    mov $3, %edi
+7:  dec %edi
+    jnz 7b
+    xor %edx, %edx
+    div %edi                # #DE: the handler's frame holds the faulting EIP
+"""
+
+
+def run_program(at: int, code: bytes | None = None) -> tuple[Machine, dict[str, int]]:
+    m = machine(asm(PROGRAM) if code is None else code, at, {}, bytes(0x80))
+    m.run(1000)
+    assert m.ex is not None
+    return m, m.ex.stats
+
+
+def did_program_at(m: Machine, at: int, ebx: int = 0x21005) -> bool:
+    """Whether the machine shows what PROGRAM does at ``at``: its immediates, the return
+    address its call pushed and the faulting EIP in the #DE handler's frame."""
+    return (m.cpu.halted and m.cpu.eip == HANDLER + 1 and m.cpu.ebx == ebx and m.cpu.ecx == 0x21005 and m.cpu.esi == at + 6
+            and m.memory.read_u32(m.cpu.esp) == at + len(asm(PROGRAM)) - 2)
+
+
+def test_the_third_copy_of_the_same_bytes_is_relocated_not_translated() -> None:
+    run_program(0x10004)
+    _, second = run_program(0x21005)
+    m, third = run_program(0x42A31)
+    assert second["relocated"] == 0 and third["relocated"] >= 1
+    assert third["translated_blocks"] < second["translated_blocks"]
+    assert executor_cpu._RELOCATIONS.stats["learnt"] >= 1
+    assert did_program_at(m, 0x42A31)
+
+
+def test_skipping_the_relocation_of_addresses_is_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Moved translations whose literals stay at the first address misbehave, and the
+    check above sees it."""
+    run_program(0x10004)
+    run_program(0x21005)
+    real = relocate.relocated
+
+    def unmoved(entry: relocate.Relocatable, eip: int) -> Any:
+        got = real(entry, eip)
+        return None if got is None else got._replace(source=entry.gen.source)
+
+    monkeypatch.setattr(relocate, "relocated", unmoved)
+    m, third = run_program(0x42A31)
+    assert third["relocated"] >= 1
+    assert not did_program_at(m, 0x42A31)
+
+
+def test_other_bytes_or_another_page_end_are_not_taken_for_the_same() -> None:
+    run_program(0x10004)
+    run_program(0x21005)
+    # the same bytes but one (an immediate): the code at 0x42a31 does what its bytes say
+    other = bytearray(asm(PROGRAM))
+    other[other.index(b"\x05\x10\x02\x00")] = 0x06
+    m, _ = run_program(0x42A31, bytes(other))
+    assert did_program_at(m, 0x42A31, ebx=0x21006)
+    # the copy runs across a page end: what it does there
+    for at in (0x43000 - 8, 0x45000 - 30):
+        m, _ = run_program(at)
+        assert did_program_at(m, at)
+
+
+def fake(at: int, lit: int = 7) -> Any:
+    from pvframe.executor.translate import Generated
+
+    return Generated(f"def blk(cpu):\n    cpu.eax = {lit:#x}; cpu.eip = {at + 2:#x}\n",
+                     [at], [2], False, (0, 0), ("eax",), ())
+
+
+def test_learning_refuses_literals_that_do_not_move_with_the_address() -> None:
+    first = relocate.Sighting(0x1000, 0, b"\x90\x90", False, 2)
+    assert relocate.learn_moves(first, fake(0x1000), fake(0x5000, 9), 0x5000) is None
+    got = relocate.learn_moves(first, fake(0x1000), fake(0x5000), 0x5000)
+    assert got is not None and got.moves == (False, True)
+    moved = relocate.relocated(got, 0x9000)
+    assert moved is not None and moved.source == fake(0x9000).source and moved.addrs == [0x9000]
+    assert relocate.relocated(got, 0xFFFFFFFF) is None  # the next EIP would wrap
+
+
+def test_the_cache_honours_its_byte_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    def probe(seen: relocate.Sighting, gen: Any, *_: Any) -> Any:
+        return relocate.learn_moves(seen, gen, fake(seen.eip + 0x40000000), seen.eip + 0x40000000)
+
+    monkeypatch.setattr(relocate, "probe", probe)
+    cache = relocate.RelocationCache(max_bytes=20_000, variants=2)
+    for k in range(300):
+        code = bytes([k & 0xFF, k >> 8, 0x90, 0x90])
+        for at in (0x1000, 0x2000):  # a sighting, then learnt
+            cache.learn(code, (64, True, True), at, at & 0xFFF, code[:2], fake(at), False, 2, ())
+        assert cache.nbytes <= cache.max_bytes
+        held = [e for entries in cache._entries.values() for e in entries]
+        assert cache.nbytes == sum(map(relocate._size, held))
+    assert cache.stats["learnt"] == 300 and len(cache) < 300

@@ -1,0 +1,76 @@
+"""Kit programs share translations across addresses (:mod:`pvframe.executor.relocate`): the
+same ops sit at other addresses in other programs. Sound only if a program observes the
+same whether its code was translated for it or moved from other programs' translations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import strategies as st
+
+from pvframe import plugins
+from pvframe.executor import codecache, codeshape, relocate
+from pvframe.executor import cpu as executor_cpu
+from pvframe.testing import oracle, strategies
+from pvframe.testing import programs as p
+
+
+def fresh_caches() -> None:
+    """Process-wide translation caches with nothing in them."""
+    executor_cpu._CODE_CACHE = codecache.SharedCodeCache()
+    executor_cpu._RELOCATIONS = relocate.RelocationCache()
+    codecache.SHAPES = codeshape.ShapeCache()
+
+
+@pytest.fixture(autouse=True)
+def own_caches(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for module, name in ((executor_cpu, "_CODE_CACHE"), (executor_cpu, "_RELOCATIONS"),
+                         (codecache, "SHAPES")):
+        monkeypatch.setattr(module, name, getattr(module, name))  # restored afterwards
+    fresh_caches()
+    yield
+
+
+@st.composite
+def shifted(draw: st.DrawFn) -> tuple[p.Program, list[p.Program]]:
+    """A kit program and two others holding its ops after other ops (at other addresses)."""
+    program = draw(strategies.programs(max_ops=8))
+    kinds = tuple(k for k in strategies.KINDS if k != "paging")  # (on any harness)
+    others = []
+    for _ in range(2):
+        head = draw(st.lists(strategies.ops(kinds), min_size=1, max_size=3))
+        others.append(attrs.evolve(program, ops=(*head, *program.ops)))
+    return program, others
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shifted(), st.sampled_from([plugins.NATIVE, "xen", "vmi"]))
+def test_a_kit_program_observes_the_same_with_moved_translations(
+        case: tuple[p.Program, list[p.Program]], backend: str) -> None:
+    program, others = case
+    note(program.listing())
+    fresh_caches()
+    alone = oracle.observe(program, backend)
+    fresh_caches()
+    for other in others:
+        oracle.observe(other, backend)
+    before = executor_cpu._RELOCATIONS.stats["relocated"]
+    again = oracle.observe(program, backend)
+    event("translations moved" if executor_cpu._RELOCATIONS.stats["relocated"] > before
+          else "nothing moved")
+    assert again.fields() == alone.fields()
+    assert again.hook_calls == alone.hook_calls
+
+
+def test_kit_programs_use_moved_translations() -> None:
+    """The kit's own search: later programs take translations made for earlier ones."""
+    from pvframe.tools import check
+
+    fresh_caches()
+    ran, divergence = check.search_programs("xen", 30)
+    assert divergence is None and ran == 30
+    assert executor_cpu._RELOCATIONS.stats["learnt"] > 0
+    assert executor_cpu._RELOCATIONS.stats["relocated"] > 0
