@@ -4,9 +4,10 @@ Translation cache (self-modifying code and mappings): compiled blocks are cached
 ``(physical address of the block start, its linear address, instruction limit)``. The
 linear address is part of the key because the lifted code embeds absolute guest addresses
 (return addresses, branch targets). A second map, linear EIP -> block, is the fast lookup;
-it is valid for the current mapping only and is dropped whenever the MMU flushes anything
-(``mmu.generation`` changes), after which blocks are found again through the physical key
-(no re-lift). Every block registers the byte range it was decoded from on its physical
+it is valid for the current mapping only: when the MMU flushes anything (``mmu.generation``
+changes) the entries on the virtual pages whose translation may have changed
+(``mmu.take_changed()``) are dropped, and those blocks are found again through the
+physical key (no re-lift); a CR3 load keeps the entries on global pages (the kernel's). Every block registers the byte range it was decoded from on its physical
 page(s); those pages are in ``memory.code_pages`` and never enter the MMU's write fast path,
 so every store to them reaches :meth:`Executor._code_written`, which drops the overlapping
 blocks. A compiled block never stores into translated bytes itself: such a store (like an
@@ -231,6 +232,9 @@ class Executor:
         #: at CPL3 had its fetch checked as a user-mode access
         self._by_eip_maps: tuple[dict[int, Block], dict[int, Block]] = ({}, {})
         self._by_eip: dict[int, Block] = self._by_eip_maps[0]
+        #: virtual page number -> the EIPs the EIP maps may hold a block for on it (a
+        #: block whose first instruction straddles a page end is named on both pages)
+        self._eip_pages: dict[int, set[int]] = {}
         self._page_blocks: dict[int, list[Block]] = {}
         self._gen = mmu.generation
         self._deadline: int | None = None
@@ -338,7 +342,7 @@ class Executor:
                 gen = self._gen
                 while True:
                     if mmu.generation != gen:
-                        self._clear_by_eip()
+                        self._mmu_flushed()
                         self._gen = gen = mmu.generation
                     budget = end - cpu.icount
                     if budget <= 0:
@@ -388,7 +392,7 @@ class Executor:
         """Execute exactly one instruction (interrupt shadow or EFLAGS.TF single-step)."""
         cpu = self.cpu
         if self.mmu.generation != self._gen:
-            self._clear_by_eip()
+            self._mmu_flushed()
             self._gen = self.mmu.generation
         tf = cpu.eflags_sys & TF_MASK
         blk = self._lookup(cpu.eip, 1)
@@ -438,7 +442,7 @@ class Executor:
                 blk.kind = "step"
             blk.key = key
             self._admit(blk)
-        self._by_eip[eip] = blk
+        self._map_eip(eip, blk)
         return blk
 
     def _entry_block(self, eip: int, paddr: int) -> Block:
@@ -452,7 +456,7 @@ class Executor:
             blk.pages = [(paddr >> PAGE_SHIFT, paddr & PAGE_MASK, (paddr & PAGE_MASK) + 1)]
             self._blocks[key] = blk
             self._register(blk)
-        self._by_eip[eip] = blk
+        self._map_eip(eip, blk)
         return blk
 
     def interrupt_return(self) -> None:
@@ -505,6 +509,41 @@ class Executor:
     def _clear_by_eip(self) -> None:
         for m in self._by_eip_maps:
             m.clear()
+        self._eip_pages.clear()
+
+    def _map_eip(self, eip: int, blk: Block) -> None:
+        """Make ``blk`` the block the current privilege's EIP map finds at ``eip``,
+        named on the virtual page(s) its instruction fetch went through."""
+        self._by_eip[eip] = blk
+        pages = self._eip_pages
+        first = eip >> PAGE_SHIFT
+        eips = pages.get(first)
+        if eips is None:
+            pages[first] = {eip}
+        else:
+            eips.add(eip)
+        last = ((eip + max(blk.length, 1) - 1) & 0xFFFFFFFF) >> PAGE_SHIFT
+        if last != first:
+            pages.setdefault(last, set()).add(eip)
+
+    def _mmu_flushed(self) -> None:
+        """The MMU flushed (``mmu.generation`` changed): drop the EIP maps' entries on
+        the virtual pages whose translation may have changed since the last flush, all
+        of them when the MMU cannot name the pages. The others stay: the TLB entry each
+        one's fetch went through is still the same (a global page across a CR3 load,
+        SDM Vol. 3A §4.10.4.1), so its fetch would find the same block without a walk."""
+        changed = self.mmu.take_changed()
+        if changed is None:
+            self._clear_by_eip()
+            return
+        pages = self._eip_pages
+        maps = self._by_eip_maps
+        for vpn in changed:
+            eips = pages.pop(vpn, None)
+            if eips:
+                for eip in eips:
+                    for m in maps:
+                        m.pop(eip, None)
 
     def _refresh_deadline(self) -> None:
         self._deadline = self.env.next_deadline()
@@ -685,7 +724,7 @@ class Executor:
             if reg is not None:
                 blk = reg  # (its other blocks are on this page: this fetch covers them)
         if limit == MAX_INSNS or (blk.n < limit and not blk.limited):
-            self._by_eip[eip] = blk  # not a shortened variant: the block for this address
+            self._map_eip(eip, blk)  # not a shortened variant: the block for this address
         return blk
 
     # ------------------------------------------------------------------ hot regions
@@ -708,7 +747,7 @@ class Executor:
             if self.keep_source:
                 reg.source = src
             self._admit(reg)
-            self._by_eip[blk.eip] = reg
+            self._map_eip(blk.eip, reg)
             self.stats["regions"] += 1
         self.stats["region_ns"] += perf_counter_ns() - t0
 

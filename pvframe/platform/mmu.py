@@ -35,7 +35,11 @@ privilege, and ``user`` the default privilege of :meth:`translate`, :meth:`read`
 stack of an inner-level interrupt) pass ``user=False`` explicitly. Both sets are cleared in
 place on every flush, except that a CR3 load keeps the pages of the global entries it keeps
 (unless a walk replaced the entry since the last flush); ``generation`` is bumped on every
-flush so that the executor can drop its virtual-address keyed block maps.
+flush so that the executor can drop its virtual-address keyed block maps, and
+:meth:`take_changed` names the virtual pages whose translation may have changed since the
+executor last asked (every page an entry was dropped or replaced for, or "all" after a
+full flush): a CR3 load keeps the kernel's global entries, so the executor keeps what it
+found by EIP on those pages.
 """
 
 from __future__ import annotations
@@ -77,6 +81,10 @@ _FastMaps = tuple[dict[int, bytearray], dict[int, memoryview], dict[int, memoryv
                   dict[int, bytearray], dict[int, memoryview], dict[int, memoryview]]
 
 
+#: pages :meth:`MMU.take_changed` names at most before it says "every page"
+_MAX_CHANGED = 4096
+
+
 def _new_maps() -> _FastMaps:
     return ({}, {}, {}, {}, {}, {})
 
@@ -103,6 +111,9 @@ class MMU:
         self.user = False
         self.r8, self.r16, self.r32, self.w8, self.w16, self.w32 = self._maps[0]
         self.generation = 0
+        #: virtual pages whose TLB entry was dropped or replaced since the last
+        #: :meth:`take_changed`; None: every page (a full flush, or too many to name)
+        self._changed: set[int] | None = set()
         self.walks = 0
         #: the four PDPTEs loaded by the last CR3/CR0/CR4 write that had PAE paging in use
         #: (SDM Vol. 3A §4.4.1); None until then
@@ -149,6 +160,25 @@ class MMU:
             self.flush_all()
 
     # ------------------------------------------------------------------ flushes
+    def take_changed(self) -> set[int] | None:
+        """The virtual page numbers whose translation may differ from what it was at the
+        previous call (their TLB entry was dropped, replaced, or never there since), or
+        None when that may be any page (a full flush: CR3 without PGE, CR0.PG/WP or
+        CR4.PGE/PSE/PAE changed); starts a new record. A page not named has had the same
+        TLB entry all along, so an instruction fetch from it still translates to the
+        same physical address with the same rights, without a walk (SDM Vol. 3A §4.10.4:
+        only a flush, ``invlpg`` or a fault on it removes an entry)."""
+        changed = self._changed
+        self._changed = set()
+        return changed
+
+    def _note_changed(self, vpns: Any) -> None:
+        changed = self._changed
+        if changed is not None:
+            changed.update(vpns)
+            if len(changed) > _MAX_CHANGED:
+                self._changed = None
+
     def _clear_fast(self) -> None:
         for maps in self._maps:
             for d in maps:
@@ -178,12 +208,15 @@ class MMU:
         self._large.clear()
         self._local = set()
         self._rewalked = set()
+        self._changed = None
         self._clear_fast()
 
     def flush_nonglobal(self) -> None:
         """Drop the non-global TLB entries (what a CR3 load does)."""
         tlb = self.tlb
         local = self._local
+        # (``local`` names every non-global entry; a replaced one was named by _enter)
+        self._note_changed(local)
         if len(local) * 4 >= len(tlb):
             # mostly non-global (no PGE): rebuild at C level
             keep = dict(compress(tlb.items(), map(_GLOBAL, tlb.values())))
@@ -230,6 +263,8 @@ class MMU:
         tlb = self.tlb
         if vpn in tlb:
             self._rewalked.add(vpn)
+            if self._changed is not None:
+                self._changed.add(vpn)
         tlb[vpn] = entry
         if entry[4]:
             self._local.discard(vpn)
@@ -254,6 +289,7 @@ class MMU:
                 vpns |= large
                 for v in large:
                     self.tlb.pop(v, None)
+        self._note_changed(vpns)
         for v in vpns:
             key = v << PAGE_SHIFT
             for maps in self._maps:
