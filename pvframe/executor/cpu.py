@@ -38,6 +38,14 @@ to disable superblocks. A superblock ends where it would continue into the start
 translation already cached (``executor.join_translated``): the dispatch loop enters that
 one, and its code is not lifted, generated and compiled once more.
 
+Cold code first as basic blocks (``executor.tiered``): the first translation at an address
+lifts one basic block only (no superblock), and is translated again as a superblock once
+it ran ``WARM_RUNS`` times. Most of a kernel's boot is init code that runs a few times,
+and translating costs about the same per guest instruction whatever the block's length
+(~0.1 ms: lifting, generating and ``compile()``): a superblock lifts code that its
+successors' own translations lift again (traces overlap), so cold superblocks cost more
+than they save. Both forms run the same instructions.
+
 Instruction-precise stopping: a block of ``n`` instructions runs only if at least ``n``
 instructions remain before ``limit`` and before ``env.next_deadline()``; otherwise a
 shorter block is used (limits rounded down to a power of two, so at most 7 variants per
@@ -110,6 +118,10 @@ HOT_RUNS = 2000
 _COLD = 1 << 62
 #: runs a successor needs to be taken into a region
 MIN_MEMBER_RUNS = 64
+#: runs through the dispatch loop after which a cold basic block (``executor.tiered``)
+#: is translated again as a superblock (at most MIN_MEMBER_RUNS: a cold block is never
+#: a region's member)
+WARM_RUNS = 64
 #: blocks in a region at most, and guest instructions in all its blocks
 MAX_MEMBERS = 16
 MAX_REGION_INSNS = 512
@@ -160,8 +172,8 @@ class StopExecution(Exception):
 class Block:
     """One translated unit: a compiled VEX block, or a single special instruction."""
 
-    __slots__ = ("code_nbytes", "eip", "fn", "heat", "insn", "key", "kind", "length", "limited", "n",
-                 "nbytes",
+    __slots__ = ("code_nbytes", "cold", "eip", "fn", "heat", "insn", "key", "kind", "length",
+                 "limited", "n", "nbytes",
                  "pages", "pieces", "self_loop", "source", "step_fn")
 
     def __init__(self, kind: str, eip: int, n: int, length: int) -> None:
@@ -185,6 +197,9 @@ class Block:
         self.heat = HOT_RUNS
         #: host bytes of ``fn``'s code (:func:`.codecache.code_bytes`), -1 if not known yet
         self.code_nbytes = -1
+        #: a basic block translated alone where a superblock could go on: translated
+        #: again as one when it ran ``WARM_RUNS`` times (``heat`` counts those down)
+        self.cold = False
 
 
 class Executor:
@@ -254,6 +269,9 @@ class Executor:
         #: instead of translating that code again (the dispatch loop enters it): see
         #: :func:`build_trace`
         self.join_translated = True
+        #: translate code first as single basic blocks, as superblocks once it ran
+        #: ``WARM_RUNS`` times (the module's docstring)
+        self.tiered = True
         #: compile the blocks a hot loop moves between into one function
         #: (:mod:`pvframe.executor.region`)
         self.regions = True
@@ -357,7 +375,7 @@ class Executor:
                         break
                     if blk.heat:
                         blk.heat -= 1
-                    elif self.regions:
+                    else:
                         self._heated(blk)
                     if fn(cpu, budget // blk.n):
                         break  # a region that left on a pending interrupt (IF=1)
@@ -515,6 +533,9 @@ class Executor:
         """Make ``blk`` the block the current privilege's EIP map finds at ``eip``,
         named on the virtual page(s) its instruction fetch went through."""
         self._by_eip[eip] = blk
+        self._map_eip_pages(eip, blk)
+
+    def _map_eip_pages(self, eip: int, blk: Block) -> None:
         pages = self._eip_pages
         first = eip >> PAGE_SHIFT
         eips = pages.get(first)
@@ -710,7 +731,7 @@ class Executor:
         blk = self._blocks.get(key)
         if blk is None:
             t0 = perf_counter_ns()
-            blk = self._translate(eip, paddr, limit)
+            blk = self._translate(eip, paddr, limit, self.tiered)
             if blk.kind == "vex":
                 self.stats["translate_ns"] += perf_counter_ns() - t0
                 self.stats["translated_blocks"] += blk.pieces
@@ -731,9 +752,13 @@ class Executor:
     def _heated(self, blk: Block) -> None:
         """``blk`` ran ``HOT_RUNS`` times through the dispatch loop: compile it and the
         hot blocks it leads to on its page into a region (:mod:`pvframe.executor.region`)
-        that the dispatch loop enters instead of it from now on."""
+        that the dispatch loop enters instead of it from now on. A cold basic block that
+        ran ``WARM_RUNS`` times is translated again as a superblock instead."""
+        if blk.cold:
+            self._warmed(blk)
+            return
         blk.heat = _COLD
-        if blk.kind != "vex" or blk.key[2] != MAX_INSNS or self._blocks.get(blk.key) is not blk:
+        if not self.regions or blk.kind != "vex" or blk.key[2] != MAX_INSNS or self._blocks.get(blk.key) is not blk:
             return
         t0 = perf_counter_ns()
         members, lo, hi = self._region_members(blk)
@@ -750,6 +775,49 @@ class Executor:
             self._map_eip(blk.eip, reg)
             self.stats["regions"] += 1
         self.stats["region_ns"] += perf_counter_ns() - t0
+
+    def _warmed(self, blk: Block) -> None:
+        """The cold basic block ``blk`` ran ``WARM_RUNS`` times: its superblock replaces
+        it (in the cache, on its pages and in the EIP maps); it goes on counting down to
+        a region from where ``blk`` was."""
+        blk.cold = False
+        blk.heat = max(HOT_RUNS - WARM_RUNS, 0)
+        if self._blocks.get(blk.key) is not blk:
+            return
+        paddr, eip, limit = blk.key
+        if limit != MAX_INSNS:
+            # a variant for a short budget that the EIP map took (it was whole): the
+            # next dispatch looks the address up again, as a superblock of its own
+            for m in self._by_eip_maps:
+                if m.get(eip) is blk:
+                    del m[eip]
+            return
+        t0 = perf_counter_ns()
+        try:
+            new = self._translate(eip, paddr, limit, False)
+        except GuestException:
+            return  # (the next page of a straddling instruction: keep the basic block)
+        if new.kind != "vex":
+            return
+        self.stats["translate_ns"] += perf_counter_ns() - t0
+        self.stats["translated_blocks"] += new.pieces
+        new.key = blk.key
+        new.heat = blk.heat
+        self._forget(blk)
+        self._admit(new)
+        for m in self._by_eip_maps:
+            if m.get(eip) is blk:
+                m[eip] = new
+        self._map_eip_pages(eip, new)
+
+    def _forget(self, blk: Block) -> None:
+        """Take the cached translation ``blk`` out of the cache and its pages' lists."""
+        if self._blocks.pop(blk.key, None) is not None:
+            self.cached_bytes -= blk.nbytes
+        for pfn, _s, _e in blk.pages:
+            lst = self._page_blocks.get(pfn)
+            if lst is not None:
+                lst[:] = [b for b in lst if b is not blk]
 
     def _region_members(self, blk: Block) -> tuple[list[Member], int, int]:
         """The blocks of the region starting at ``blk``: it, then (breadth first) the
@@ -772,8 +840,10 @@ class Executor:
                 continue
             seen.add(t)
             b = self._blocks.get((ppage | (t & PAGE_MASK), t, MAX_INSNS))
-            # (a block already considered, heat near _COLD, was hot)
-            if b is None or b.kind != "vex" or HOT_RUNS - MIN_MEMBER_RUNS < b.heat <= HOT_RUNS:
+            # (a block already considered, heat near _COLD, was hot; a cold one ran fewer
+            # than WARM_RUNS <= MIN_MEMBER_RUNS times)
+            if b is None or b.kind != "vex" or b.cold or \
+                    HOT_RUNS - MIN_MEMBER_RUNS < b.heat <= HOT_RUNS:
                 continue
             got = self._regenerate(b)
             if got is None or total + len(got[0].addrs) > MAX_REGION_INSNS:
@@ -848,8 +918,12 @@ class Executor:
         page_left = PAGE_SIZE - (eip & PAGE_MASK)
         return self.memory.read_bytes(paddr, min(page_left, MAX_FETCH))
 
-    def _translate(self, eip: int, paddr: int, limit: int) -> Block:
+    def _translate(self, eip: int, paddr: int, limit: int, cold: bool = False) -> Block:
+        """The translation of the code at ``eip`` (physical ``paddr``) of at most
+        ``limit`` instructions; ``cold``: one basic block only (``Block.cold`` when a
+        superblock would go on past it)."""
         self.stats["translations"] += 1
+        chain = self.chain and not cold
         page_addr = paddr & ~PAGE_MASK
         key = None
         if self.memory.is_ram(page_addr, PAGE_SIZE):
@@ -860,13 +934,17 @@ class Executor:
             # runs the same instructions).
             # (the step addresses on the page cut translations: part of the key)
             page = eip & ~PAGE_MASK
-            key = (eip, limit, self.chain, self.join_translated,
+            key = (eip, limit, chain, self.join_translated,
                    tuple(sorted(a for a in self._step_at if a & ~PAGE_MASK == page)))
             for hit in _CODE_CACHE.get(key):
                 if self.memory.read_bytes(page_addr + hit.lo, hit.hi - hit.lo) == hit.span:
                     self.stats["shared_hits"] += 1
                     _CODE_CACHE.used(key)
-                    return self._block_from_cache(eip, paddr, hit)
+                    blk = self._block_from_cache(eip, paddr, hit)
+                    blk.cold = chain != self.chain  # (it may go on)
+                    if blk.cold:
+                        blk.heat = WARM_RUNS
+                    return blk
         code = self._fetch(eip, paddr)
         first_len = len(code)
         pages = [(paddr >> PAGE_SHIFT, paddr & PAGE_MASK, (paddr & PAGE_MASK) + len(code))]
@@ -911,10 +989,12 @@ class Executor:
         page_paddr = paddr & ~PAGE_MASK
 
         def translated_entry(t: int) -> bool:
-            # a cached full-length translation starts at t (same page, same mapping)
-            return (page_paddr | (t & PAGE_MASK), t, MAX_INSNS) in blocks
+            # a cached full-length translation starts at t (same page, same mapping; a
+            # cold basic block does not count: the superblock goes on past it)
+            b = blocks.get((page_paddr | (t & PAGE_MASK), t, MAX_INSNS))
+            return b is not None and not b.cold
 
-        built = build_trace(irsb, code, eip, limit, self.chain and len(pages) == 1, read_page,
+        built = build_trace(irsb, code, eip, limit, chain and len(pages) == 1, read_page,
                             self.keep_source, self._step_at,
                             translated_entry if self.join_translated else None)
         if built is None:
@@ -924,6 +1004,10 @@ class Executor:
         blk = Block("vex", eip, len(addrs), trace[0][0].size)
         blk.limited = limited
         blk.pieces = len(trace)
+        if chain != self.chain and len(pages) == 1 and blk.n < limit and \
+                _goes_on(trace[-1][0], eip, self._step_at):
+            blk.cold = True
+            blk.heat = WARM_RUNS
         t0 = perf_counter_ns()
         blk.fn = compile_block(gen, self._glb, f"<block {eip:#x}>")
         self.stats["compile_ns"] += perf_counter_ns() - t0
@@ -1091,6 +1175,16 @@ def _commit(cpu: CPUState, exc: BaseException) -> None:
     """Commit the state of the region or block an exception left (if any was running)."""
     if not commit_region(cpu, exc):
         commit_from_traceback(cpu, exc)
+
+
+def _goes_on(last: Any, eip: int, stops: Collection[int]) -> bool:
+    """Whether a superblock from ``eip`` whose last IRSB so far is ``last`` could go on
+    (:func:`build_trace`'s rule for a constant successor on the same page)."""
+    if last.jumpkind not in ("Ijk_Boring", "Ijk_Call", "Ijk_Yield"):
+        return False
+    t = last.default_exit_target
+    return t is not None and t != eip and t not in stops and \
+        (t & ~PAGE_MASK) == (eip & ~PAGE_MASK)
 
 
 def _holds(blk: Block, pfn: int, lo: int, hi: int) -> bool:

@@ -264,6 +264,7 @@ def test_a_trace_joins_a_cached_translation_instead_of_translating_it_again(
     m = Machine(asm(TWO_CALLS))
     assert m.ex is not None
     m.ex.join_translated = join
+    m.ex.tiered = False  # (superblocks from the first translation on)
     f = m.ex._lookup(CODE + 17, MAX_INSNS)  # f translated first (entered by a dispatch)
     assert f.n == 3
     caller = m.ex._lookup(CODE, MAX_INSNS)
