@@ -64,6 +64,7 @@ from time import perf_counter_ns
 from typing import Any
 
 from pvframe.executor import faults
+from pvframe.executor import vexir as V
 from pvframe.executor.codecache import SharedCodeCache, SharedEntry, block_info, code_bytes
 from pvframe.executor.faults import (
     DeviceNotAvailable,
@@ -1177,6 +1178,32 @@ def _commit(cpu: CPUState, exc: BaseException) -> None:
         commit_from_traceback(cpu, exc)
 
 
+def _turn_round(irsb: Any) -> Any:
+    """``irsb`` ending in a conditional branch that libVEX wrote as "if the condition
+    fails go to the next instruction, else to the target" (``jcc_01`` of libVEX's
+    ``guest_x86_toIR.c`` does so for the negated conditions: ``jne``, ``jae``...), as "if
+    the condition holds go to the target, else to the next instruction": the same IR
+    with the last exit's guard negated and the two targets swapped. None if it does not
+    end so."""
+    sts = irsb.statements
+    target = irsb.default_exit_target
+    fall = irsb.addr + irsb.size
+    if not sts or target is None:
+        return None
+    ex = sts[-1]
+    if type(ex) is not V.Exit or ex.jumpkind != "Ijk_Boring" or ex.dst != fall:
+        return None
+    new = V.IRSB(irsb.addr)
+    new.statements = [*sts[:-1], V.Exit(V.Unop("Iop_Not1", (ex.guard,)), target, "Ijk_Boring")]
+    new.types = irsb.types
+    new.next = V.Const(fall, "Ity_I32")
+    new.jumpkind = irsb.jumpkind
+    new.size = irsb.size
+    new.instructions = irsb.instructions
+    new.default_exit_target = fall
+    return new
+
+
 def _goes_on(last: Any, eip: int, stops: Collection[int]) -> bool:
     """Whether a superblock from ``eip`` whose last IRSB so far is ``last`` could go on
     (:func:`build_trace`'s rule for a constant successor on the same page)."""
@@ -1240,6 +1267,8 @@ def build_trace(irsb: Any, code: bytes, eip: int, limit: int, chain: bool,
     forms run the same instructions; the shorter one costs one more dispatch where it
     ends and saves lifting, generating and compiling the shared code again."""
     trace: list[tuple[Any, bytes, int]] = [(irsb, code, eip)]
+    #: pieces whose last branch was turned round to go on at the next instruction
+    turned: set[int] = set()
     total = irsb.instructions
     page_base = eip & ~PAGE_MASK
     page: bytes | None = None
@@ -1261,6 +1290,17 @@ def build_trace(irsb: Any, code: bytes, eip: int, limit: int, chain: bool,
             t = last.default_exit_target
             if jk == "Ijk_Call":
                 returns.append(last_addr + last.size)
+            elif jk == "Ijk_Boring" and t is not None and t > last_addr + last.size:
+                # a forward conditional branch libVEX wrote with the jump as the block's
+                # end: predicted not taken (SDM optimization manual, static prediction),
+                # the trace goes on at the next instruction
+                fall = last_addr + last.size
+                turned_round = _turn_round(last)
+                if turned_round is not None and fall not in seen and fall not in stops \
+                        and (fall & ~PAGE_MASK) == page_base:
+                    trace[-1] = (turned_round, _c, last_addr)
+                    turned.add(len(trace) - 1)
+                    t = fall
         else:
             break
         if t is None or t in seen or t in stops or (t & ~PAGE_MASK) != page_base:
@@ -1310,6 +1350,9 @@ def build_trace(irsb: Any, code: bytes, eip: int, limit: int, chain: bool,
                 # handler: the same instructions at level 0 may well translate
                 unoptimised = True
                 trace = [(lift(c, a, b.instructions, opt_level=0) or b, c, a) for b, c, a in trace]
+                for j in turned:
+                    b, c, a = trace[j]
+                    trace[j] = (_turn_round(b) or b, c, a)
                 continue
             acc = 0
             j = 0
