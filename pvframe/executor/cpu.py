@@ -120,8 +120,8 @@ _COLD = 1 << 62
 #: runs a successor needs to be taken into a region
 MIN_MEMBER_RUNS = 64
 #: runs through the dispatch loop after which a cold basic block (``executor.tiered``)
-#: is translated again as a superblock (at most MIN_MEMBER_RUNS: a cold block is never
-#: a region's member)
+#: is translated again as a superblock (fewer than HOT_RUNS; a cold block is never a
+#: region's member, its superblock counts on from WARM_RUNS runs)
 WARM_RUNS = 64
 #: blocks in a region at most, and guest instructions in all its blocks
 MAX_MEMBERS = 16
