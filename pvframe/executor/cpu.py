@@ -110,6 +110,7 @@ from pvframe.executor.translate import (
     generate_source,
     runtime_globals,
 )
+from pvframe.executor.translate.registers import OFF_EIP
 from pvframe.platform.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 
 MAX_INSNS = 64
@@ -1190,11 +1191,19 @@ def _turn_round(irsb: Any) -> Any:
     fall = irsb.addr + irsb.size
     if not sts or target is None:
         return None
-    ex = sts[-1]
+    # (libVEX may set EIP to the block's end after the exit)
+    tail = []
+    k = len(sts) - 1
+    while k > 0 and type(sts[k]) is V.Put and sts[k].offset == OFF_EIP and \
+            type(sts[k].data) is V.Const and sts[k].data.value == target:
+        tail.append(V.Put(OFF_EIP, V.Const(fall, sts[k].data.ty)))
+        k -= 1
+    ex = sts[k]
     if type(ex) is not V.Exit or ex.jumpkind != "Ijk_Boring" or ex.dst != fall:
         return None
     new = V.IRSB(irsb.addr)
-    new.statements = [*sts[:-1], V.Exit(V.Unop("Iop_Not1", (ex.guard,)), target, "Ijk_Boring")]
+    new.statements = [*sts[:k], V.Exit(V.Unop("Iop_Not1", (ex.guard,)), target, "Ijk_Boring"),
+                      *tail]
     new.types = irsb.types
     new.next = V.Const(fall, "Ity_I32")
     new.jumpkind = irsb.jumpkind

@@ -34,6 +34,14 @@ def test_a_negated_forward_branch_is_turned_round() -> None:
     assert last.guard.args == (ex.guard,)
     assert turned.default_exit_target == turned.next.value == CODE + 4
     assert irsb.statements[-1] is ex  # (the lifted block itself is left as it was)
+    # with a segment override libVEX sets EIP to the block's end after the exit: that
+    # store is turned round too
+    seg = lift(asm("incl %fs:0x1000\n cmp %ebx, %eax\n jne 1f\n inc %eax\n1: nop\n"), CODE, 3)
+    assert seg is not None and type(seg.statements[-1]).__name__ == "Put"
+    turned = _turn_round(seg)
+    assert turned is not None
+    assert turned.statements[-1].data.value == turned.default_exit_target == CODE + 11
+    assert turned.statements[-2].dst == seg.default_exit_target
     # a branch libVEX already wrote with the fall-through as the block's end: not turned
     assert _turn_round(lift(asm("cmp %eax, %ebx\n je 1f\n inc %eax\n1: nop\n"), CODE, 2)) is None
 
@@ -48,7 +56,8 @@ def test_linux_delay_loop_shape_is_one_self_loop_block() -> None:
         mov %ebx, 0x20000
         jmp 1f
     1:  pause
-        mov 0x20000, %ebx
+        incl %fs:0x20004
+        mov %fs:0x20000, %ebx
         cmp %ebx, %edi
         jne 3f
     2:  rdtsc
@@ -63,7 +72,7 @@ def test_linux_delay_loop_shape_is_one_self_loop_block() -> None:
     assert m.run(1_000_000) == "halted"
     head = CODE + 13
     blk = m.ex._blocks[(head, head, MAX_INSNS)]
-    assert blk.self_loop and blk.n == 7  # pause, mov, cmp, jne, rdtsc, cmp, jb
+    assert blk.self_loop and blk.n == 8  # pause, incl, mov, cmp, jne, rdtsc, cmp, jb
 
 
 _CC = st.sampled_from(CONDITIONS)
