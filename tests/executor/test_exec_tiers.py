@@ -75,6 +75,7 @@ def test_a_cold_block_is_one_basic_block_until_it_ran_warm_runs_times() -> None:
     towards a region from where the basic block was."""
     m = make(asm(LOOP), False)
     assert m.ex is not None
+    m.ex.tiered = True
     assert m.run(100_000) == "halted"
     assert (m.cpu.ecx, m.cpu.edi) == (0, TURNS)
     start = m.ex._blocks[(CODE, CODE, MAX_INSNS)]
@@ -94,6 +95,7 @@ def test_a_warm_variant_for_a_short_budget_leaves_the_eip_map() -> None:
     a full-length translation of its own."""
     m = make(asm(LOOP), False)
     assert m.ex is not None
+    m.ex.tiered = True
     assert m.run(17) is None  # (limits of 16, 8, 4... instructions)
     head = CODE + 10
     short = m.ex._by_eip[head]
@@ -109,6 +111,7 @@ def test_a_block_that_cannot_go_on_is_not_cold() -> None:
     jump back to its own start) is final at once: it is never translated twice."""
     m = Machine(asm("1: inc %eax\n cmp $500, %eax\n jne 1b\n hlt\n"))
     assert m.ex is not None
+    m.ex.tiered = True
     assert m.run(100_000) == "halted"
     loop = m.ex._blocks[(CODE, CODE, MAX_INSNS)]
     assert loop.self_loop and not loop.cold
