@@ -967,7 +967,11 @@ class Executor:
             # the same bytes translated at another address
             moved = _RELOCATIONS.find(self.memory, paddr, eip, code, key[1:4], self._step_at)
             if moved is not None:
-                return self._relocated_block(eip, paddr, key, moved)
+                blk = self._relocated_block(eip, paddr, key, moved)
+                blk.cold = chain != self.chain  # (a cold tier's block: it may go on)
+                if blk.cold:
+                    blk.heat = WARM_RUNS
+                return blk
         irsb = lift(code, eip, block_length(code, eip, limit)) if cls is PLAIN else None
         if cls is PLAIN and (irsb is None or irsb.instructions == 0) and at_end:
             code = extend()

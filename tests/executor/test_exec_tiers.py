@@ -121,3 +121,26 @@ def test_a_block_that_cannot_go_on_is_not_cold() -> None:
 def test_a_block_is_warm_before_it_is_hot() -> None:
     """A cold block becomes its superblock before it could start a region."""
     assert 0 < WARM_RUNS < cpu_mod.HOT_RUNS
+
+
+def test_a_cold_block_moved_from_another_address_still_becomes_its_superblock() -> None:
+    """A cold basic block served by the relocation cache (the same bytes translated at
+    two other addresses before: :mod:`pvframe.executor.relocate`) is cold like one lifted
+    here: once warm, the loop head is its superblock."""
+    saved = cpu_mod._RELOCATIONS, cpu_mod._CODE_CACHE
+    cpu_mod._RELOCATIONS = cpu_mod.RelocationCache()
+    cpu_mod._CODE_CACHE = cpu_mod.SharedCodeCache(max_bytes=1 << 20)  # (no hits by address)
+    try:
+        for pad in (0, 32, 64):
+            m = make(asm("nop\n" * pad + LOOP), False)
+            assert m.ex is not None
+            m.ex.tiered = True
+            assert m.run(100_000) == "halted"
+            assert (m.cpu.ecx, m.cpu.edi) == (0, TURNS)
+        assert m.ex.stats["relocated"] > 0
+        head = CODE + pad + 10
+        sb = m.ex._blocks[(head, head, MAX_INSNS)]
+        assert sb is m.ex._by_eip[head]
+        assert not sb.cold and sb.n == 6
+    finally:
+        cpu_mod._RELOCATIONS, cpu_mod._CODE_CACHE = saved
