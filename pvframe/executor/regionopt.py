@@ -33,10 +33,24 @@ instruction (:func:`pvframe.executor.region.commit_region`). The costs are CPyth
   ``(x ^ 0x80000000) - 0x80000000 >> c & 0xFFFFFFFF`` (four generic operations), becomes
   one comparison and a shift (SDM Vol. 2B SAL/SAR/SHL/SHR: the sign bit fills the ``c``
   vacated bits).
+* :func:`narrow_shifts` -- ``shr`` of a 16-bit register by a constant,
+  ``r = r & 0xffff0000 | (((t) >> c) & 0xFFFF)`` with ``t = r & 0xFFFF`` (or a 16-bit
+  load) the only value ``t`` is given in the body: ``t >> c`` is already below 2**16, so
+  the mask (a generic operation, ~18 ns) goes (SDM Vol. 2B SAL/SAR/SHL/SHR: zeros fill the
+  vacated bits). The xz decoder's probability update (``prob -= prob >> 5``,
+  lib/xz/xz_dec_lzma2.c, Linux 6.1) is one, in every decoded bit.
+* :func:`reuse_pages` -- a load and a store of the same address with only plain
+  arithmetic between (a read-modify-write: ``dec (%esp)``, ``add %edx, 0x54(%edi)``, the
+  xz decoder's ``prob`` update): the load takes the page from the write map (the same
+  view as the read map's: :meth:`pvframe.platform.mmu.MMU._fill` enters a page in both
+  or only in the read maps) and keeps it and the index, and the store writes through them
+  without looking the page up again. Where the write map misses (the page is read-only,
+  clean, or holds code) both accesses go the way they went before.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 
@@ -218,6 +232,128 @@ def arithmetic_shifts(body: Body, base: int) -> Body:
     return out
 
 
+_NARROW_USE = re.compile(r"\(\(\(([A-Za-z_]\w*)\) >> (0x[0-9a-f]+)\) & 0xFFFF\)")
+_NARROW_DEF = re.compile(
+    r"^([A-Za-z_]\w*) = (?:[A-Za-z_]\w* & 0xFFFF|R16\[[^\]]+\]\[[^\]]+\]|LDB\([^()]*, 2\))$")
+
+
+def narrow_shifts(body: Body, base: int) -> Body:
+    """``((t) >> c) & 0xFFFF`` -> ``((t) >> c)`` where every assignment of ``t`` in the
+    body (statements split at ``;``) is ``t = x & 0xFFFF``, a 16-bit fast-map read
+    ``t = R16[..][..]`` or its slow path ``t = LDB(a, 2)``, and one comes before the
+    use (the lifted code is in SSA form: that one is the value the use sees)."""
+    narrow: dict[str, int] = {}  # name -> first assigning line
+    wide: set[str] = set()
+    for i, (line, _k) in enumerate(body):
+        for stmt in line.split(";"):
+            stmt = stmt.strip()
+            names = assigned(stmt)
+            if not names:
+                continue
+            m = _NARROW_DEF.match(stmt)
+            if m is not None and names == {m.group(1)}:
+                narrow.setdefault(m.group(1), i)
+            else:
+                wide.update(names)
+    ok = {name: i for name, i in narrow.items() if name not in wide}
+    if not ok:
+        return body
+
+    def drop_mask(m: re.Match[str], at: int) -> str:
+        t = m.group(1)
+        if ok.get(t, at) < at:
+            return f"(({t}) >> {m.group(2)})"
+        return m.group(0)
+
+    out: Body = []
+    for i, (line, k) in enumerate(body):
+        if "& 0xFFFF)" in line:
+            line = _NARROW_USE.sub(functools.partial(drop_mask, at=i), line)
+        out.append((line, k))
+    return out
+
+
+#: a fast-map access after :func:`table_indices`: map, address name, element index
+_RW_ACCESS = r"(R|W)(32|16|8)\[(?P<a>[A-Za-z_]\w*) - \(_q := (?P=a) & 4095\)\]\[(A4\[_q\]|A2\[_q\]|_q)\]"
+_LOAD_LINE = re.compile(rf"^(\s*)([A-Za-z_]\w*) = {_RW_ACCESS}$")
+_STORE_LINE = re.compile(rf"^(\s*){_RW_ACCESS} = (.+)$")
+_EXCEPT = "except (KeyError, IndexError):"
+_SIZE = {"32": "4", "16": "2", "8": "1"}
+
+
+def _plain(line: str, ind: int, addr: str) -> bool:
+    """Whether a line between a load and a store may not change the maps, the address or
+    the page kept: one or more plain assignments at the same level, no call, no access,
+    no exit."""
+    s = line.strip()
+    return (_indent(line) == ind and bool(assigned(line)) and not s.endswith(":")
+            and "[" not in s and _CALL.search(s) is None and _ESCAPE.search(s) is None
+            and not assigned(line) & {addr, "_q", "_pw", "_pi"})
+
+
+def reuse_pages(body: Body, base: int) -> Body:
+    """A ``try`` load ``t = R<b>[a ..][..]`` (slow path ``t = LDB(a, n)``), plain
+    assignments, then a ``try`` store ``W<b>[a ..][..] = v`` of the same size and address
+    name: the load looks the page up in the write map first (``_pw``, ``_pi``: the view
+    and the element index), falling back to the original load with ``_pw = None``; the
+    store writes ``_pw[_pi] = v`` when ``_pw`` is set, else it runs as before. Not when
+    the load's target is the address itself (the store then goes elsewhere)."""
+    out: Body = []
+    i = 0
+    n = len(body)
+    while i < n:
+        line, k = body[i]
+        m = _LOAD_LINE.match(line)
+        if (m is None or m.group(3) != "R" or i < 1 or body[i - 1][0].strip() != "try:"
+                or i + 2 >= n or body[i + 1][0].strip() != _EXCEPT):
+            out.append((line, k))
+            i += 1
+            continue
+        ind, dst, _r, bits, addr, index = m.groups()
+        tind = _indent(body[i - 1][0])
+        slow = body[i + 2][0].strip()
+        if (dst == addr or _indent(body[i + 1][0]) != tind
+                or _indent(body[i + 2][0]) != len(ind)
+                or not slow.endswith(f"{dst} = LDB({addr}, {_SIZE[bits]})")
+                or (i + 3 < n and _indent(body[i + 3][0]) > tind)):
+            out.append((line, k))
+            i += 1
+            continue
+        j = i + 3
+        while j < n and _plain(body[j][0], tind, addr):
+            j += 1
+        sm = _STORE_LINE.match(body[j + 1][0]) if j + 3 < n else None
+        if (sm is None or body[j][0].strip() != "try:" or _indent(body[j][0]) != tind
+                or sm.group(2) != "W" or sm.group(3) != bits or sm.group(4) != addr
+                or body[j + 2][0].strip() != _EXCEPT or _indent(body[j + 2][0]) != tind
+                or _indent(body[j + 3][0]) != len(ind)
+                or (j + 4 < n and _indent(body[j + 4][0]) > tind)):
+            out.append((line, k))
+            i += 1
+            continue
+        value = sm.group(6)
+        t = " " * tind
+        w = f"W{bits}[{addr} - (_q := {addr} & 4095)]"
+        out.append((f"{ind}{dst} = (_pw := {w})[(_pi := {index})]", k))
+        out.append((body[i + 1][0], body[i + 1][1]))
+        out.append((f"{ind}_pw = None", k))
+        out.append((f"{ind}try:", k))
+        out.append(("    " + line, k))
+        out.append((f"{ind}{_EXCEPT}", body[i + 2][1]))
+        out.append(("    " + body[i + 2][0], body[i + 2][1]))
+        out.extend(body[i + 3:j])
+        sk = body[j + 1][1]
+        out.append((f"{t}if _pw is not None:", sk))
+        out.append((f"{ind}_pw[_pi] = {value}", sk))
+        out.append((f"{t}else:", sk))
+        out.append((f"{ind}try:", sk))
+        out.append(("    " + body[j + 1][0], sk))
+        out.append((f"{ind}{_EXCEPT}", body[j + 2][1]))
+        out.append(("    " + body[j + 3][0], body[j + 3][1]))
+        i = j + 4
+    return out
+
+
 _FAST_ACCESS = re.compile(
     r"(R|W)(32|16|8)\[([A-Za-z_]\w*) & 0xfffff00[013]\]\[(?:\(\3 & 4095\) >> [12]|\3 & 4095)\]")
 #: word index of a page offset for a 32-bit / 16-bit access: past the end of the page's
@@ -260,6 +396,8 @@ PASSES: dict[str, Callable[[Body, int], Body]] = {
     "modular_reductions": modular_reductions,
     "arithmetic_shifts": arithmetic_shifts,
     "table_indices": table_indices,
+    "narrow_shifts": narrow_shifts,
+    "reuse_pages": reuse_pages,
 }
 #: the passes region members go through
 ENABLED: Sequence[str] = tuple(PASSES)

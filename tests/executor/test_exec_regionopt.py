@@ -19,6 +19,8 @@ from pvframe.executor import regionopt
 from pvframe.executor.regionopt import (
     arithmetic_shifts,
     modular_reductions,
+    narrow_shifts,
+    reuse_pages,
     sink_thunk_stores,
     table_indices,
 )
@@ -34,12 +36,13 @@ OPS = [
     "add %ebx, %eax", "sub $7, %eax", "shl $3, %eax", "sar $5, %eax", "sar $31, %ebx",
     "adc %eax, %ebx", "sbb $1, %ebx", "inc %ebx", "xor $0x5a5a1234, %eax", "cmp %ebx, %eax",
     "setc %bl", "neg %eax", "lea 0x7fffffff(%eax,%ebx,1), %eax", "imul $7, %eax, %eax",
-    "add $0x80000001, %ebx", "sub %eax, %ebx",
+    "add $0x80000001, %ebx", "sub %eax, %ebx", "shr $5, %bx", "shr $3, %ax",
 ]
 #: accesses through %edi (a table entry: aligned, misaligned or on the absent page)
 ACCESSES = [
     "mov (%edi), %edx", "add %ebx, (%edi)", "mov %eax, (%edi)", "movzbl (%edi), %edx",
     "movw %ax, (%edi)", "movzwl 2(%edi), %edx", "incl (%edi)", "addb %bl, 1(%edi)",
+    "subw %bx, (%edi)", "shrw $5, 2(%edi)",
 ]
 
 
@@ -263,3 +266,88 @@ def test_a_region_of_many_members_finds_each_by_binary_search(bits: list[int],
             sources = [b.source for b in m.ex._blocks.values() if b.kind == "region"]
             assert any("if _pc < " in s for s in sources) or cut < 200
     assert got[0] == got[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=st.integers(0, 0xFFFFFFFF), r=st.integers(0, 0xFFFFFFFF), c=st.integers(1, 15),
+       load=st.booleans())
+def test_narrow_shifts_compute_shr_of_a_16_bit_register(x: int, r: int, c: int,
+                                                        load: bool) -> None:
+    """``shr $c, %r16`` without the mask after the shift: the same register value."""
+    define = "t = R16[0][0]" if load else "t = x & 0xFFFF"
+    use = B + f"r = r & 0xffff0000 | (((t) >> {c:#x}) & 0xFFFF)"
+    body = [(B + define, 0), (use, 1)]
+    new = narrow_shifts(body, 8)
+    assert "0xFFFF)" not in new[1][0]
+    env = {"x": x, "r": r, "R16": [[x & 0xFFFF]]}
+    expect = r & 0xFFFF0000 | (x & 0xFFFF) >> c  # SDM: SHR of the low word
+    assert _run([line for line, _k in new], env)["r"] == expect
+
+
+@pytest.mark.parametrize("body", [
+    # t also takes a 32-bit value: the mask stays
+    ["t = x & 0xFFFF", "t = x + 0x1", "r = (((t) >> 0x5) & 0xFFFF)"],
+    # the use comes before the 16-bit definition (another member's t)
+    ["r = (((t) >> 0x5) & 0xFFFF)", "t = x & 0xFFFF"],
+    ["t = x & 0xFFFFF", "r = (((t) >> 0x5) & 0xFFFF)"],
+])
+def test_narrow_shifts_keep_the_mask_of_a_value_not_known_narrow(body: list[str]) -> None:
+    lines = [(B + line, i) for i, line in enumerate(body)]
+    assert narrow_shifts(lines, 8) == lines
+
+
+def _rmw(bits: int, between: list[str]) -> list[tuple[str, int]]:
+    """A read-modify-write of ``a`` as table_indices leaves it (``bits`` wide)."""
+    index = {8: "_q", 16: "A2[_q]", 32: "A4[_q]"}[bits]
+    size = bits // 8
+    return [(B + "try:", 0), (B + f"    t = R{bits}[a - (_q := a & 4095)][{index}]", 0),
+            (B + "except (KeyError, IndexError):", 0),
+            (B + f"    cc_op = 0x3; t = LDB(a, {size})", 0)] + \
+        [(B + line, 1) for line in between] + \
+        [(B + "try:", 2), (B + f"    W{bits}[a - (_q := a & 4095)][{index}] = v", 2),
+         (B + "except (KeyError, IndexError):", 2), (B + f"    STB(a, {size}, v)", 2)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(off=st.integers(0, 4095), bits=st.sampled_from([8, 16, 32]),
+       maps=st.sampled_from(["rw", "r", ""]))
+def test_reuse_pages_read_and_write_what_the_two_accesses_did(off: int, bits: int,
+                                                              maps: str) -> None:
+    """The rewritten read-modify-write reads the same value, leaves the same bytes and
+    takes the same slow paths (in the same order) as the two accesses it replaces, for a
+    page in both maps, in the read maps only, in none, and at misaligned offsets."""
+    body = _rmw(bits, ["v = t + 0x1 & 0xFF", "u = v"])
+    new = reuse_pages(body, 8)
+    assert any("_pw[_pi] = v" in line for line, _k in new)
+    page = 0x7000
+    results = []
+    for lines in (body, new):
+        mem = bytearray(range(256)) * 16
+        views = {8: mem, 16: memoryview(mem).cast("H"), 32: memoryview(mem).cast("I")}
+        calls: list[tuple[Any, ...]] = []
+        env = {**regionopt.GLOBALS, "a": page + off,
+               "LDB": lambda a, n, calls=calls: calls.append(("LDB", a, n)) or 0x42,
+               "STB": lambda a, n, v, calls=calls: calls.append(("STB", a, n, v))}
+        for b in (8, 16, 32):
+            env[f"R{b}"] = {page: views[b]} if "r" in maps else {}
+            env[f"W{b}"] = {page: views[b]} if "w" in maps else {}
+        out = _run([line for line, _k in lines], env)
+        results.append((out["t"], out["v"], bytes(mem), calls))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("between", [
+    "a = t",  # the address changes
+    "x = R32[b - (_q := b & 4095)][A4[_q]]",  # another access
+    "v = DIVMODU(t, 3, 32)",  # a call
+    "if t:",  # a branch
+])
+def test_reuse_pages_leave_accesses_with_anything_else_between(between: str) -> None:
+    body = _rmw(32, ["v = t", between])
+    assert reuse_pages(body, 8) == body
+
+
+def test_reuse_pages_leave_a_load_into_its_own_address() -> None:
+    """``mov (%eax), %eax`` then a store through %eax: another address."""
+    body = [(line.replace("t = ", "a = "), k) for line, k in _rmw(32, ["v = a"])]
+    assert reuse_pages(body, 8) == body
