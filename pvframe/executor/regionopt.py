@@ -242,6 +242,8 @@ def narrow_shifts(body: Body, base: int) -> Body:
     body (statements split at ``;``) is ``t = x & 0xFFFF``, a 16-bit fast-map read
     ``t = R16[..][..]`` or its slow path ``t = LDB(a, 2)``, and one comes before the
     use (the lifted code is in SSA form: that one is the value the use sees)."""
+    if not any("& 0xFFFF)" in line for line, _k in body):
+        return body  # (most members: the scan below is ~2 us a line)
     narrow: dict[str, int] = {}  # name -> first assigning line
     wide: set[str] = set()
     for i, (line, _k) in enumerate(body):
