@@ -944,11 +944,7 @@ class Executor:
                 if self.memory.read_bytes(page_addr + hit.lo, hit.hi - hit.lo) == hit.span:
                     self.stats["shared_hits"] += 1
                     _CODE_CACHE.used(key)
-                    blk = self._block_from_cache(eip, paddr, hit)
-                    blk.cold = chain != self.chain  # (it may go on)
-                    if blk.cold:
-                        blk.heat = WARM_RUNS
-                    return blk
+                    return self._cold_if(self._block_from_cache(eip, paddr, hit), chain)
         code = self._fetch(eip, paddr)
         first_len = len(code)
         pages = [(paddr >> PAGE_SHIFT, paddr & PAGE_MASK, (paddr & PAGE_MASK) + len(code))]
@@ -967,11 +963,7 @@ class Executor:
             # the same bytes translated at another address
             moved = _RELOCATIONS.find(self.memory, paddr, eip, code, key[1:4], self._step_at)
             if moved is not None:
-                blk = self._relocated_block(eip, paddr, key, moved)
-                blk.cold = chain != self.chain  # (a cold tier's block: it may go on)
-                if blk.cold:
-                    blk.heat = WARM_RUNS
-                return blk
+                return self._cold_if(self._relocated_block(eip, paddr, key, moved), chain)
         irsb = lift(code, eip, block_length(code, eip, limit)) if cls is PLAIN else None
         if cls is PLAIN and (irsb is None or irsb.instructions == 0) and at_end:
             code = extend()
@@ -1056,6 +1048,15 @@ class Executor:
         if self.keep_source:
             blk.source = hit.source
         blk.pages = [(paddr >> PAGE_SHIFT, hit.lo, hit.hi)]
+        return blk
+
+    def _cold_if(self, blk: Block, chain: bool) -> Block:
+        """``blk``, a translation made elsewhere (the shared cache, a relocation) for
+        ``chain``: cold like a basic block lifted here if made for the cold tier (it may
+        go on: translated again as a superblock after ``WARM_RUNS`` runs)."""
+        blk.cold = chain != self.chain
+        if blk.cold:
+            blk.heat = WARM_RUNS
         return blk
 
     def _relocated_block(self, eip: int, paddr: int, key: tuple[Any, ...], moved: Moved) -> Block:
