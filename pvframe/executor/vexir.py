@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import sys
 from typing import Any, ClassVar
 
 import archinfo
@@ -55,11 +56,19 @@ class _Node:
 
     @property
     def expressions(self) -> list[Any]:
-        return _flatten(kids_direct(self))
+        out: list[Any] = []
+        for name in self.KIDS:
+            v = getattr(self, name)
+            if type(v) is tuple:
+                for x in v:
+                    _walk(x, out)
+            elif v is not None:
+                _walk(v, out)
+        return out
 
     @property
     def child_expressions(self) -> list[Any]:
-        return _flatten(kids_direct(self))
+        return self.expressions
 
 
 @attrs.define(eq=False)
@@ -237,12 +246,23 @@ class OtherExpr(_Node):
 def _flatten(roots: tuple[Any, ...] | list[Any]) -> list[Any]:
     """Every expression node under ``roots`` (pre-order), like pyvex's ``expressions``."""
     out: list[Any] = []
-    todo = [r for r in reversed(roots) if r is not None]
-    while todo:
-        e = todo.pop()
-        out.append(e)
-        todo.extend(reversed(kids_direct(e)))
+    for r in roots:
+        if r is not None:
+            _walk(r, out)
     return out
+
+
+def _walk(e: Any, out: list[Any]) -> None:
+    """Append ``e`` and every expression below it, pre-order (most nodes are leaves: the
+    IR is flat, so the recursion is shallow)."""
+    out.append(e)
+    for name in e.KIDS:
+        v = getattr(e, name)
+        if type(v) is tuple:
+            for x in v:
+                _walk(x, out)
+        elif v is not None:
+            _walk(v, out)
 
 
 def kids_direct(e: Any) -> list[Any]:
@@ -443,6 +463,142 @@ def _stmt(c: Any, tmps: dict[int, RdTmp]) -> Any:
     return OtherStmt(_E.get(tag, str(tag)))
 
 
+# ------------------------------------------------------------------------------ raw reader
+# The common nodes are read from libVEX's memory with one ``struct`` unpack each instead of
+# a chain of cffi attribute accesses (~1.2 µs per node through cffi, ~0.1 µs here): every
+# IRExpr and IRStmt is a 4-byte tag and a union at offset 8 (``libvex_ir.h``), so one
+# unpack of (tag, u32 @8, u32 @12, u64 @16, u64 @24) holds every field of the kinds read
+# here; the layout is checked against pyvex's own cffi declarations below. The rarer
+# kinds (CAS, PutI, Dirty, GetI, Triop...) go through the cffi readers above.
+#: the host's address space as one buffer: node pointers are offsets into it (a memoryview:
+#: a cffi buffer object costs ~1 µs per ``unpack_from``)
+_MEMORY = memoryview(ffi.buffer(ffi.cast("char *", 0), sys.maxsize))
+_NODE = struct.Struct("<I4xIIQQ").unpack_from
+_CONST = struct.Struct("<I4xQ").unpack_from
+_PTR = struct.Struct("<Q").unpack_from
+_IRSB = struct.Struct("<QQ4xiQI").unpack_from  # tyenv, stmts, stmts_used, next, jumpkind
+_TYENV = struct.Struct("<Q4xi").unpack_from  # types, types_used
+_F32 = struct.Struct("<f").unpack
+_F64 = struct.Struct("<d").unpack
+
+
+def _layout_holds() -> bool:
+    """Whether pyvex's declarations of the IR nodes have the layout the raw reader
+    assumes (if not, every node is read through cffi)."""
+    o = ffi.offsetof
+    e = [("Binop", "op", 8), ("Binop", "arg1", 16), ("Binop", "arg2", 24), ("Unop", "op", 8),
+         ("Unop", "arg", 16), ("Get", "offset", 8), ("Get", "ty", 12), ("RdTmp", "tmp", 8),
+         ("Load", "ty", 12), ("Load", "addr", 16), ("Const", "con", 8), ("ITE", "cond", 8),
+         ("ITE", "iftrue", 16), ("ITE", "iffalse", 24), ("CCall", "cee", 8),
+         ("CCall", "retty", 16), ("CCall", "args", 24)]
+    s = [("IMark", "addr", 8), ("IMark", "len", 16), ("Put", "offset", 8), ("Put", "data", 16),
+         ("WrTmp", "tmp", 8), ("WrTmp", "data", 16), ("Store", "addr", 16),
+         ("Store", "data", 24), ("Exit", "guard", 8), ("Exit", "dst", 16), ("Exit", "jk", 24)]
+    return (ffi.sizeof("IRExpr") == ffi.sizeof("IRStmt") == 32 and ffi.sizeof("void *") == 8
+            and all(o("IRExpr", "Iex", k, f) == at for k, f, at in e)
+            and all(o("IRStmt", "Ist", k, f) == at for k, f, at in s)
+            and o("IRConst", "Ico") == 8 and o("IRCallee", "name") == 8
+            and [o("IRSB", f) for f in ("tyenv", "stmts", "stmts_used", "next", "jumpkind")]
+            == [0, 8, 20, 24, 32]
+            and (o("IRTypeEnv", "types"), o("IRTypeEnv", "types_used")) == (0, 12)
+            and ffi.sizeof("IRType") == 4 and ffi.sizeof("IRConst") == 16)
+
+
+RAW = _layout_holds()
+_INT_MASK = {enums_to_ints[f"Ico_{n}"]: (m, t) for n, m, t in (
+    ("U1", 0xFF, "Ity_I1"), ("U8", 0xFF, "Ity_I8"), ("U16", 0xFFFF, "Ity_I16"),
+    ("U32", 0xFFFFFFFF, "Ity_I32"), ("U64", 0xFFFFFFFFFFFFFFFF, "Ity_I64"))}
+_ICO_F32, _ICO_F64, _ICO_F32I, _ICO_F64I = (
+    enums_to_ints[f"Ico_{n}"] for n in ("F32", "F64", "F32i", "F64i"))
+#: a helper's name by the address of its (static) C string
+_NAMES: dict[int, str] = {}
+
+def _raw_const(p: int) -> Const:
+    tag, raw = _CONST(_MEMORY, p)
+    im = _INT_MASK.get(tag)
+    if im is not None:
+        return Const(raw & im[0], im[1])
+    if tag == _ICO_F64:
+        return Const(_F64(raw.to_bytes(8, "little"))[0], "Ity_F64")
+    if tag == _ICO_F32:
+        return Const(_F32((raw & 0xFFFFFFFF).to_bytes(4, "little"))[0], "Ity_F32")
+    return _const(ffi.cast("IRConst *", p))  # F32i/F64i/vectors: the cffi reader
+
+
+def _raw_args(p: int, tmps: dict[int, RdTmp]) -> tuple[Any, ...]:
+    """The NULL-terminated ``IRExpr**`` at ``p``."""
+    out: list[Any] = []
+    while True:
+        a = _PTR(_MEMORY, p)[0]
+        if not a:
+            return tuple(out)
+        out.append(_raw_expr(a, tmps))
+        p += 8
+
+
+def _name(p: int) -> str:
+    """The name of the ``IRCallee`` at ``p``."""
+    at = _PTR(_MEMORY, p + 8)[0]
+    n = _NAMES.get(at)
+    if n is None:
+        n = _NAMES[at] = ffi.string(ffi.cast("char *", at)).decode()
+    return n
+
+
+def _raw_expr(p: int, tmps: dict[int, RdTmp]) -> Any:
+    tag, w1, w2, q2, q3 = _NODE(_MEMORY, p)
+    if tag == X_RDTMP:
+        r = tmps.get(w1)
+        if r is None:
+            r = tmps[w1] = RdTmp(w1)
+        return r
+    if tag == X_CONST:
+        return _raw_const(w1 | w2 << 32)
+    if tag == X_GET:
+        return Get(w1 - ((w1 & 0x80000000) << 1), _E[w2])
+    if tag == X_BINOP:
+        return Binop(_E[w1], (_raw_expr(q2, tmps), _raw_expr(q3, tmps)))
+    if tag == X_UNOP:
+        return Unop(_E[w1], (_raw_expr(q2, tmps),))
+    if tag == X_LOAD:
+        return Load(_E[w2], _raw_expr(q2, tmps))
+    if tag == X_ITE:
+        return ITE(_raw_expr(w1 | w2 << 32, tmps), _raw_expr(q2, tmps), _raw_expr(q3, tmps))
+    if tag == X_CCALL:
+        return CCall(_name(w1 | w2 << 32), _E[q2 & 0xFFFFFFFF], _raw_args(q3, tmps))
+    return _expr(ffi.cast("IRExpr *", p), tmps)
+
+
+def _raw_stmt(p: int, tmps: dict[int, RdTmp]) -> Any:
+    tag, w1, w2, q2, q3 = _NODE(_MEMORY, p)
+    if tag == S_WRTMP:
+        return WrTmp(w1, _raw_expr(q2, tmps))
+    if tag == S_PUT:
+        return Put(w1 - ((w1 & 0x80000000) << 1), _raw_expr(q2, tmps))
+    if tag == S_IMARK:
+        n = q2 & 0xFFFFFFFF
+        return IMark(w1 | w2 << 32, n - ((n & 0x80000000) << 1))
+    if tag == S_EXIT:
+        return Exit(_raw_expr(w1 | w2 << 32, tmps), _raw_const(q2).value,
+                    _E[q3 & 0xFFFFFFFF])
+    if tag == S_STORE:
+        return Store(_raw_expr(q2, tmps), _raw_expr(q3, tmps))
+    if tag in (S_NOOP, S_ABIHINT, S_MBE):
+        return _NOOP
+    return _stmt(ffi.cast("IRStmt *", p), tmps)
+
+
+def _read_raw(irsb: IRSB, at: int, tmps: dict[int, RdTmp]) -> None:
+    """Fill ``irsb`` from the C ``IRSB`` at address ``at``."""
+    tyenv, stmts, used, nxt, jk = _IRSB(_MEMORY, at)
+    ptrs = struct.unpack_from(f"<{used}Q", _MEMORY, stmts)
+    irsb.statements = [_raw_stmt(s, tmps) for s in ptrs]
+    types, nt = _TYENV(_MEMORY, tyenv)
+    irsb.types = [_E[t] for t in struct.unpack_from(f"<{nt}I", _MEMORY, types)]
+    irsb.next = _raw_expr(nxt, tmps)
+    irsb.jumpkind = _E[jk]
+
+
 # Register-update modes (libvex.h, VexRegisterUpdates). VexRegUpdAllregsAtMemAccess: every
 # guest register is up to date at each memory access (and, as always, at each exit and at
 # the block's end), so iropt's redundant-PUT removal only drops a PUT that a later one
@@ -508,13 +664,16 @@ def _lift(code: bytes, addr: int, max_inst: int, opt_level: int, px: int) -> IRS
             return None
         c = r.irsb
         irsb = IRSB(addr)
-        stmts = c.stmts
-        irsb.statements = [_stmt(stmts[i], tmps) for i in range(c.stmts_used)]
-        tyenv = c.tyenv
-        nt = tyenv.types_used  # IRType is a 4-byte enum: one copy, one unpack
-        irsb.types = [_E[t] for t in struct.unpack(f"<{nt}I", ffi.buffer(tyenv.types, 4 * nt))]
-        irsb.next = _expr(c.next, tmps)
-        irsb.jumpkind = _E[c.jumpkind]
+        if RAW:
+            _read_raw(irsb, int(ffi.cast("uintptr_t", c)), tmps)
+        else:
+            stmts = c.stmts
+            irsb.statements = [_stmt(stmts[i], tmps) for i in range(c.stmts_used)]
+            tyenv = c.tyenv
+            nt = tyenv.types_used  # IRType is a 4-byte enum: one copy, one unpack
+            irsb.types = [_E[t] for t in struct.unpack(f"<{nt}I", ffi.buffer(tyenv.types, 4 * nt))]
+            irsb.next = _expr(c.next, tmps)
+            irsb.jumpkind = _E[c.jumpkind]
         irsb.size = r.size
         irsb.instructions = r.insts
         irsb.default_exit_target = r.default_exit if r.is_default_exit_constant == 1 else None
