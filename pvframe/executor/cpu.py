@@ -300,6 +300,9 @@ class Executor:
         #: linear addresses of instructions that restarted (they reach a device or write
         #: translated bytes): later translations stop before them and they run as steps
         self._step_at: set[int] = set()
+        #: the same addresses by linear page (sorted): the part of a translation's key
+        #: they make (read at every translation and shared-cache lookup: no scan of the set)
+        self._steps_by_page: dict[int, tuple[int, ...]] = {}
         #: physical address -> handler: an instruction fetch there runs the handler instead
         #: of the bytes (the paravirt call ROM's entry points, pvframe.pvcall); the handler
         #: retires its "instruction" itself and may raise a guest exception, delivered at
@@ -448,6 +451,8 @@ class Executor:
         if eip in self._step_at:
             return
         self._step_at.add(eip)
+        page = eip & ~PAGE_MASK
+        self._steps_by_page[page] = tuple(sorted((*self._steps_by_page.get(page, ()), eip)))
         self._region_code.clear()
         with contextlib.suppress(GuestException):
             self._drop_overlapping(self.mmu.translate(eip), 1)
@@ -504,6 +509,7 @@ class Executor:
         # restarts is found again at the cost of one restart): a guest with ever new
         # device-access sites cannot grow the set, nor the cost of each translation's key
         self._step_at.clear()
+        self._steps_by_page.clear()
         self._region_code.clear()
         self.cached_bytes = 0
         self.stats["flushes"] += 1
@@ -938,8 +944,7 @@ class Executor:
             # runs the same instructions).
             # (the step addresses on the page cut translations: part of the key)
             page = eip & ~PAGE_MASK
-            key = (eip, limit, chain, self.join_translated,
-                   tuple(sorted(a for a in self._step_at if a & ~PAGE_MASK == page)))
+            key = (eip, limit, chain, self.join_translated, self._steps_by_page.get(page, ()))
             for hit in _CODE_CACHE.get(key):
                 if self.memory.read_bytes(page_addr + hit.lo, hit.hi - hit.lo) == hit.span:
                     self.stats["shared_hits"] += 1
@@ -1023,7 +1028,7 @@ class Executor:
                 code_size + len(span) + len(kept) + _SHARED_ENTRY_BYTES, code_size,
             ))
             _RELOCATIONS.learn(code, key[1:4], eip, lo, span, gen, limited, blk.length,
-                               frozenset(a for a in self._step_at if a & ~PAGE_MASK == page))
+                               frozenset(key[4]))
         if self.keep_source:
             blk.source = src
         pfn, start, _ = pages[0]
@@ -1258,11 +1263,14 @@ def translate_page(page: bytes, eip: int, limit: int, chain: bool, stops: Collec
 def cut_block(irsb: Any, code: bytes, base: int, stops: Collection[int] = ()) -> Any:
     """Re-lift ``irsb`` so that it stops before its first non-plain instruction, or its
     first instruction at an address in ``stops`` (instructions that run as steps)."""
-    for k, st in enumerate(st for st in irsb.statements if type(st).__name__ == "IMark"):
-        if k:
-            a = int(getattr(st, "addr"))  # noqa: B009
-            if a in stops or classify(code, a - base) is not PLAIN:
-                return lift(code, base, k)
+    k = 0
+    for st in irsb.statements:
+        if type(st) is V.IMark:
+            if k:
+                a = st.addr
+                if a in stops or classify(code, a - base) is not PLAIN:
+                    return lift(code, base, k)
+            k += 1
     return irsb
 
 

@@ -93,6 +93,23 @@ def test_a_flush_forgets_the_step_addresses_learnt_from_its_translations() -> No
     assert len(m.ex._step_at) == 16
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 0xFFFFFFFF), max_size=24), st.integers(0, 0xFFFFF))
+def test_the_step_addresses_of_a_page_are_those_of_the_set(steps: list[int], probe: int) -> None:
+    # a translation's key holds the step addresses of its page (read at every translation
+    # and shared-cache lookup from a per-page index, not by scanning the whole set)
+    m = Machine(asm("hlt\n"))
+    ex = m.ex
+    for a in steps:
+        ex._note_step(a)
+    pages = {a & ~0xFFF for a in steps} | {probe << 12}
+    for page in pages:
+        want = tuple(sorted(a for a in ex._step_at if a & ~0xFFF == page))
+        assert ex._steps_by_page.get(page, ()) == want
+    ex.flush_translations()
+    assert not ex._steps_by_page
+
+
 def test_a_full_cache_frees_what_its_flush_drops(own_shared_cache: codecache.SharedCodeCache) -> None:
     own_shared_cache.max_bytes = 0  # nothing kept for other executors
     m = fresh(2)
