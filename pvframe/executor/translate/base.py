@@ -63,7 +63,6 @@ class GenBase:
         self.insn_addrs: list[int] = []
         self.insn_lens: list[int] = []
         self.last_fault = -1
-        self.cur_div = 32
         self.stmt_index = 0
         self.last_use: dict[int, int] = {}
         self.dead_puts: set[int] = set()
@@ -101,6 +100,14 @@ class GenBase:
 
     def store_other(self, st: Any) -> None:
         raise Unsupported("store of a non-integer value")
+
+    def div_bits(self) -> int:
+        """The operand width of the current instruction's div/idiv (from its bytes: 32
+        where they do not say), asked only where a divide is generated."""
+        k = self.insn
+        if k < 0:
+            return 32
+        return self.div_width(self.insn_addrs[k]) or 32
 
     def emit(self, s: str) -> None:
         self.lines.append("    " * self.ind + s)

@@ -93,9 +93,9 @@ class ExprGen(DataflowGen):
     def x_binop(self, e: Any) -> str:
         op = e.op
         if op == "Iop_DivModU64to32":
-            return f"DIVMODU({self.expr(e.args[0])}, {self.expr(e.args[1])}, {self.cur_div})"
+            return f"DIVMODU({self.expr(e.args[0])}, {self.expr(e.args[1])}, {self.div_bits()})"
         if op == "Iop_DivModS64to32":
-            return f"DIVMODS({self.expr(e.args[0])}, {self.expr(e.args[1])}, {self.cur_div})"
+            return f"DIVMODS({self.expr(e.args[0])}, {self.expr(e.args[1])}, {self.div_bits()})"
         h = BINOPS.get(op)
         if h is None:
             return self.binop_other(e)

@@ -34,7 +34,6 @@ class StmtGen(MemoryGen):
         self.eip_const = None
         self.eip_var = False
         self.last_fault = self.fault_idx.get(self.insn, -1)
-        self.cur_div = self.div_width(st.addr) or 32
         if self.comments:
             self.emit(f"# {self.insn}: {st.addr:#x}")
 
