@@ -5,7 +5,8 @@ objects (measured on a 7-instruction ALU block: 0.22 ms per lift, of which ``vex
 itself is 7 µs): every node goes through enum lookups, a class table, a constants cache
 and ``__init__`` chains. The translator needs a small, fixed subset of that information,
 so this module calls ``pvc.vex_lift`` (pyvex's own cffi binding of its C wrapper) directly
-and reads the IR nodes it needs with as few cffi accesses as possible.
+and reads the IR nodes it needs: the common ones straight from libVEX's memory, one
+``struct`` unpack per node (the raw reader, below), the rarer ones through cffi.
 
 The node classes mirror libVEX's ``IRStmt``/``IRExpr`` (``libvex_ir.h``) with pyvex's
 attribute names where they exist, minus what the translator never reads: ``IMark(addr,
