@@ -485,7 +485,7 @@ _F64 = struct.Struct("<d").unpack
 
 def _layout_holds() -> bool:
     """Whether pyvex's declarations of the IR nodes have the layout the raw reader
-    assumes (if not, every node is read through cffi)."""
+    assumes, on a little-endian 64-bit host (if not, every node is read through cffi)."""
     o = ffi.offsetof
     e = [("Binop", "op", 8), ("Binop", "arg1", 16), ("Binop", "arg2", 24), ("Unop", "op", 8),
          ("Unop", "arg", 16), ("Get", "offset", 8), ("Get", "ty", 12), ("RdTmp", "tmp", 8),
@@ -495,7 +495,8 @@ def _layout_holds() -> bool:
     s = [("IMark", "addr", 8), ("IMark", "len", 16), ("Put", "offset", 8), ("Put", "data", 16),
          ("WrTmp", "tmp", 8), ("WrTmp", "data", 16), ("Store", "addr", 16),
          ("Store", "data", 24), ("Exit", "guard", 8), ("Exit", "dst", 16), ("Exit", "jk", 24)]
-    return (ffi.sizeof("IRExpr") == ffi.sizeof("IRStmt") == 32 and ffi.sizeof("void *") == 8
+    return (sys.byteorder == "little" and ffi.sizeof("void *") == 8
+            and ffi.sizeof("IRExpr") == ffi.sizeof("IRStmt") == 32
             and all(o("IRExpr", "Iex", k, f) == at for k, f, at in e)
             and all(o("IRStmt", "Ist", k, f) == at for k, f, at in s)
             and o("IRConst", "Ico") == 8 and o("IRCallee", "name") == 8
