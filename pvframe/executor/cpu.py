@@ -1170,12 +1170,13 @@ def host_bytes(blk: Block) -> int:
     function objects, the block record and its slots in the executor's maps. The code of
     a block taken from the shared cache counts in full (it may outlive that entry)."""
     size = sys.getsizeof
-    n = size(blk) + size(blk.key) + size(blk.pages) + sum(size(p) for p in blk.pages) + _SLOT_BYTES
+    n = size(blk) + size(blk.key) + size(blk.pages) + sum(map(size, blk.pages)) + _SLOT_BYTES
     fn = blk.fn or blk.step_fn
     if fn is not None:
-        # (the code's own bytes: known from its translation or its shared entry)
-        n += size(fn) + (blk.code_nbytes if blk.code_nbytes >= 0 and fn is blk.fn
-                         else code_bytes(fn.__code__))
+        # (the code's own bytes: known from its translation or its shared entry; a step's
+        # function runs the code of the translation it was made from, :meth:`_step_fn`)
+        n += size(fn) + (blk.code_nbytes if blk.code_nbytes >= 0 and
+                         (fn is blk.fn or blk.fn is None) else code_bytes(fn.__code__))
     if blk.fn is not None and blk.step_fn is not None:
         n += size(blk.step_fn)
     if blk.insn is not None:

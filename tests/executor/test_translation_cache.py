@@ -93,6 +93,23 @@ def test_a_flush_forgets_the_step_addresses_learnt_from_its_translations() -> No
     assert len(m.ex._step_at) == 16
 
 
+def test_a_step_block_counts_the_bytes_of_the_code_it_runs() -> None:
+    # a step runs its translation's code: the byte count known from the translation is
+    # the one code_bytes gives for the step's function (not measured again at admission)
+    src = "".join(f"mov 0xe00000{k:02x}, %eax\n add %eax, %ebx\n" for k in range(0, 16, 4))
+    m = Machine(asm(src + "hlt\n"))
+    m.env.mmio.update({0xE0000000 + k: k + 1 for k in range(0, 16, 4)})
+    assert m.run() == "halted"
+    steps = [b for b in m.ex._blocks.values() if b.kind == "step"]
+    assert len(steps) == 4
+    for b in steps:
+        assert b.fn is None and b.step_fn is not None and b.code_nbytes >= 0
+        assert b.code_nbytes == codecache.code_bytes(b.step_fn.__code__)
+        known = executor_cpu.host_bytes(b)
+        b.code_nbytes = -1  # unknown: measured from the step's function
+        assert executor_cpu.host_bytes(b) == known
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(0, 0xFFFFFFFF), max_size=24), st.integers(0, 0xFFFFF))
 def test_the_step_addresses_of_a_page_are_those_of_the_set(steps: list[int], probe: int) -> None:
