@@ -1,8 +1,8 @@
 """A kit program's own part assembled from pieces encoded once per process.
 
-A program's part (:func:`pvframe.testing.programs.body`) is, per op, the same four
-bookkeeping instructions (op index, recovery label, op mark) followed by the op's own
-lines, then an epilogue and the op marks in ``.data``. Programs share most of their ops
+A program's part (:func:`pvframe.testing.programs.body`) is, per op, the same two
+bookkeeping instructions (the call of the harness's ``op_begin`` and the op's length)
+followed by the op's own lines, then an epilogue. Programs share most of their ops
 (Hypothesis draws from a small alphabet and mutates what it drew), so the assembler read
 and encoded the same lines again and again: ~3 ms a program, as much as running it.
 
@@ -15,7 +15,8 @@ outside it (``call record``, Intel SDM Vol. 2A CALL: rel32 from the next instruc
 every other byte must be the same at both addresses. Lines that do not fit that model
 (a symbol of their own, a length that depends on the address, a field that moved by
 anything else) have no piece, and the program is assembled whole as before. The
-bookkeeping instructions are one template whose three 32-bit values are written in.
+bookkeeping instructions are one template whose one 32-bit value (the op's length) is
+written in.
 
 ``tests/test_assembler.py`` requires the result to be the bytes and symbols of the whole
 source assembled at once, for generated programs of every kind.
@@ -35,8 +36,8 @@ DELTA = 0x10101
 M32 = 0xFFFFFFFF
 #: pieces kept per process (the oldest made is dropped first)
 MAX_PIECES = 20_000
-#: sentinels of the bookkeeping template's values: op index, recovery address, op mark
-_INDEX, _RECOVERY, _MARK = 0x7F7E7D7C, 0x6B6A6968, 0x57565554
+#: sentinel of the bookkeeping template's value (the op's length)
+_LENGTH = 0x7F7E7D7C
 
 
 @attrs.frozen
@@ -64,18 +65,18 @@ class Piece:
 
 @attrs.frozen
 class Template:
-    """The bookkeeping instructions before every op, with the offsets of their values."""
+    """The bookkeeping instructions before every op: the length field at offset
+    ``length`` holds the distance from offset ``label`` (the end of the call) to the op's
+    end."""
 
     image: bytes
-    index: int
-    recovery: int
-    mark: int
+    length: int
+    label: int
 
-    def at(self, op_index: int, recovery: int, mark: int) -> bytes:
+    def at(self, op_size: int) -> bytes:
+        """The bookkeeping of an op of ``op_size`` bytes."""
         out = bytearray(self.image)
-        struct.pack_into("<I", out, self.index, op_index & M32)
-        struct.pack_into("<I", out, self.recovery, recovery & M32)
-        struct.pack_into("<I", out, self.mark, mark & M32)
+        struct.pack_into("<I", out, self.length, (len(self.image) - self.label + op_size) & M32)
         return bytes(out)
 
 
@@ -135,26 +136,24 @@ class Pieces:
         return Piece(a, base, tuple(inside), tuple(outside))
 
     def _template(self) -> Template | None:
-        """The bookkeeping lines encoded once with sentinel values, None if a sentinel is
-        not found exactly once."""
-        got = self._assemble(p.bookkeeping(_INDEX, _RECOVERY, _MARK), self.start)
-        if got is None:
+        """The bookkeeping lines encoded once with a sentinel length, None if the
+        sentinel is not found exactly once."""
+        lines = p.bookkeeping(_LENGTH)
+        got, call = self._assemble(lines, self.start), self._assemble(lines[:1], self.start)
+        if got is None or call is None:
             return None
         built = got[0]
-        offsets = []
-        for value in (_INDEX, _RECOVERY, _MARK):
-            raw = struct.pack("<I", value)
-            at = built.image.find(raw)
-            if at < 0 or built.image.find(raw, at + 1) >= 0:
-                return None
-            offsets.append(at)
-        return Template(built.image, *offsets)
+        raw = struct.pack("<I", _LENGTH)
+        at = built.image.find(raw)
+        if at < 0 or built.image.find(raw, at + 1) >= 0:
+            return None
+        return Template(built.image, at, len(call[0].image))
 
     def assemble_part(self, program: p.Program) -> assembler.Assembled | None:
-        """The program's own part from pieces, with the symbol it defines (``op_marks``);
-        None when some of it is no piece."""
+        """The program's own part from pieces (it defines no symbol); None when some of
+        it is no piece."""
         head = self.head
-        if head is None:
+        if head is None or len(program.ops) > p.OPS_MAX:
             return None
         start = self.start
         pieces: list[Piece] = []
@@ -172,15 +171,11 @@ class Pieces:
         tail = self.piece(tuple(p.epilogue(program)))
         if tail is None:
             return None
-        size = (sum(len(x.image) for x in (*pieces, *ops, tail)) + len(head.image) * len(ops))
-        marks = (start + size + 0xFFF) & ~0xFFF  # .data on the next page (ld's layout)
         out = bytearray()
         for x in pieces:
             out += x.at(start + len(out))
-        for i, got in enumerate(ops):
-            here = start + len(out) + len(head.image)
-            out += head.at(i, here + len(got.image), marks + 4 * i)
-            out += got.at(here)
+        for got in ops:
+            out += head.at(len(got.image))
+            out += got.at(start + len(out))
         out += tail.at(start + len(out))
-        out += bytes(marks - start - len(out)) + bytes(4 * max(1, len(program.ops)))
-        return assembler.Assembled(bytes(out), {"op_marks": marks})
+        return assembler.Assembled(bytes(out), {})

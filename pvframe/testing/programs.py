@@ -13,6 +13,15 @@ Observable record, compared by the oracle (``pvframe.testing.oracle``):
 
 An exception never loops: the handler logs it and resumes at the next op (the op's
 recovery label), so a faulting op is reported, not retried.
+
+Every op is entered through the harness's ``op_begin`` (:func:`bookkeeping`), which
+counts the op (its index, for the events), sets its recovery address and stores the
+results pointer as its mark. The op's code carries no value of its own program: the
+index is a counter, the recovery address is the op's length after the call, the marks
+are a table of the harness, and the harness's routines are called through pointers
+(``call *ptr``, not ``call rel32``). So an op is the same bytes in every program and at
+every position in it, and the executor's translations of it are shared between programs
+(at the same address) or moved to where it lands (:mod:`pvframe.executor.relocate`).
 """
 
 from __future__ import annotations
@@ -43,7 +52,21 @@ GDT_BASE = 0x800
 #: vectors above the test vectors that self-IPIs may use (handled like them)
 HIGH_VECTORS = (0x90, 0xF0)
 MSR_INVALID = 0xC0DE0001
-RECORD = "call record"
+#: the most ops a program may have: the harness's table of op marks has this many words
+OPS_MAX = 1024
+
+
+def harness_call(routine: str) -> str:
+    """A call of the harness's ``routine`` through its pointer in the harness's data
+    (``FF /2``, an absolute address: Intel SDM Vol. 2A CALL): the same bytes wherever the
+    calling op lands, where ``call rel32`` holds the distance to the routine."""
+    return f"call *{routine}_ptr"
+
+
+#: an op's line that appends %eax to the results
+RECORD = harness_call("record")
+#: the first line of every op (:func:`bookkeeping`)
+OP_BEGIN = harness_call("op_begin")
 
 
 class Op:
@@ -145,7 +168,7 @@ class PutChar(Op):
     char: int
 
     def lines(self) -> list[str]:
-        return [f"mov ${self.char:#x}, %al", "call putc"]
+        return [f"mov ${self.char:#x}, %al", harness_call("putc")]
 
 
 @attrs.frozen
@@ -568,27 +591,40 @@ def render(program: Program) -> str:
 
 
 def body(program: Program) -> str:
-    """The program's own part of the source: its ops and the epilogue, at the harness's
-    label :data:`OPS_LABEL` (a page boundary), and the op marks in ``.data``. It refers to
-    the harness by symbol only, so it assembles on its own given their values
-    (:func:`pvframe.testing.asm.assemble_program`)."""
+    """The program's own part of the source: its ops, each after its
+    :func:`bookkeeping`, and the epilogue, at the harness's label :data:`OPS_LABEL` (a
+    page boundary). It refers to the harness by symbol only, so it assembles on its own
+    given their values (:func:`pvframe.testing.asm.assemble_program`)."""
+    if len(program.ops) > OPS_MAX:
+        raise ValueError(f"a kit program has at most {OPS_MAX} ops, this one has {len(program.ops)}")
     out: list[str] = []
     if program.paging:
         out += ["call paging_init"]
     for i, op in enumerate(program.ops):
-        out += bookkeeping(i, f".Lrec{i}", f"op_marks+{4 * i}")
+        call, length = bookkeeping(f".Lrec{i}-.Lop{i}")
+        out += [f"    {call}", f".Lop{i}:", f"    {length}"]
         out += [f"    {line}" for line in op.lines()]
         out += [f".Lrec{i}:"]
     out += epilogue(program)
-    out += [".data", ".balign 4", "op_marks:", f".fill {max(1, len(program.ops))}, 4, 0"]
     return "\n".join(out) + "\n"
 
 
-def bookkeeping(index: int | str, recovery: int | str, mark: int | str) -> list[str]:
-    """The lines before op ``index``: its index and recovery address for the exception
-    handler, and the results pointer stored as its mark (``mark``: where)."""
-    return [f"movl ${index}, op_index", f"movl ${recovery}, recovery", "pushl result_ptr",
-            f"popl {mark}"]
+def bookkeeping(length: int | str) -> list[str]:
+    """The lines before an op: ``call *op_begin_ptr``, then a ``nopl`` whose
+    displacement is ``length``, the distance from the ``nopl`` to the op's end (0F 1F /0,
+    a no-op that holds a 32-bit value: Intel SDM Vol. 2B NOP). ``op_begin`` (in the
+    harness) sets
+
+    * ``op_index`` to the op's index: the count of ops begun before it (``op_next``);
+    * ``recovery`` (where the exception handler resumes) to its return address plus
+      ``length``: the op's end, where the next op begins;
+    * ``op_marks[index]`` to ``result_ptr``: the op's first result (what
+      :meth:`pvframe.testing.oracle.Observation.op_results` reads);
+
+    without touching the flags (``lea``, ``mov``), as the ``movl``/``pushl``/``popl``
+    of each value written into the op before it did not. The op's bytes are the same in
+    every program: its index and recovery address are no longer written into its code."""
+    return [OP_BEGIN, f"nopl {length}(%eax)"]
 
 
 def epilogue(program: Program) -> list[str]:
@@ -601,6 +637,22 @@ def epilogue(program: Program) -> list[str]:
 
 
 _HARNESS = f"""
+op_begin:
+    push %eax
+    push %ecx
+    mov 8(%esp), %ecx
+    mov 3(%ecx), %eax
+    lea (%ecx,%eax), %eax
+    mov op_next, %ecx
+    mov %ecx, op_index
+    mov %eax, recovery
+    lea 1(%ecx), %eax
+    mov %eax, op_next
+    mov result_ptr, %eax
+    mov %eax, op_marks(,%ecx,4)
+    pop %ecx
+    pop %eax
+    ret
 record:
     push %edi
     mov result_ptr, %edi
@@ -705,6 +757,11 @@ op_index: .long 0
 recovery: .long 0
 result_ptr: .long results
 event_ptr: .long events
+op_next: .long 0
+op_begin_ptr: .long op_begin
+record_ptr: .long record
+putc_ptr: .long putc
+op_marks: .fill {OPS_MAX}, 4, 0
 .balign 16, 0
 results: .fill {RESULTS_WORDS}, 4, 0
 results_end:
