@@ -51,7 +51,7 @@ def test_a_kit_program_put_together_from_op_pieces_is_the_whole_source_assembled
     """Every op of the kit is a relocatable piece (:mod:`pvframe.testing.pieces`: the
     part is never assembled whole again) and the pieces put together are the whole
     source's bytes: fields that hold addresses in the op (``pushl $1f``) and
-    displacements out of it (``call record``) moved to where the op lands."""
+    displacements out of it (``call paging_init``) moved to where the op lands."""
     note(program.listing())
     harness = assemble(p.HARNESS, p.LOAD_ADDR)
     part = pieces.Pieces(harness.symbols[p.OPS_LABEL], harness.symbols).assemble_part(program)

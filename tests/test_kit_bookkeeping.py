@@ -1,0 +1,200 @@
+"""The kit's per-op bookkeeping (:func:`pvframe.testing.programs.bookkeeping`): an op's
+code is the same bytes in every program and at every position, so its translations are
+served from the executor's caches, and the bookkeeping still means what it meant: each
+event names the op that was running, a faulting op resumes at its own end (the next op),
+and each op's results are found by its mark."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from pvframe import plugins
+from pvframe.executor import codecache, codeshape, relocate
+from pvframe.executor import cpu as executor_cpu
+from pvframe.machine import Machine
+from pvframe.testing import asm, oracle, strategies
+from pvframe.testing import programs as p
+from pvframe.testing.assembler import assemble
+
+
+@pytest.fixture(autouse=True)
+def own_caches(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Process-wide translation caches of this test's own, the process's restored after."""
+    for module, name in ((executor_cpu, "_CODE_CACHE"), (executor_cpu, "_RELOCATIONS"),
+                         (codecache, "SHAPES")):
+        monkeypatch.setattr(module, name, getattr(module, name))
+    fresh_caches()
+    yield
+
+
+def fresh_caches() -> None:
+    executor_cpu._CODE_CACHE = codecache.SharedCodeCache()
+    executor_cpu._RELOCATIONS = relocate.RelocationCache()
+    codecache.SHAPES = codeshape.ShapeCache()
+
+
+def op_spans(program: p.Program) -> list[tuple[int, int]]:
+    """[start, end) of each op's bookkeeping and code in the program's image (offsets
+    from the load address), from the lengths of the pieces assembled alone."""
+    harness = assemble(p.HARNESS, p.LOAD_ADDR)
+    at = harness.symbols[p.OPS_LABEL] - p.LOAD_ADDR
+    if program.paging:
+        at += len(assemble(".code32\n.text\ncall paging_init\n", harness.symbols[p.OPS_LABEL],
+                           harness.symbols).image)
+    head = len(assemble(".code32\n.text\n" + "\n".join(p.bookkeeping(0x7FFF0000)) + "\n", 0x100000,
+                        harness.symbols).image)
+    spans = []
+    for op in program.ops:
+        size = len(assemble(".code32\n.text\n" + "\n".join(op.lines()) + "\n", 0x100000,
+                            harness.symbols).image)
+        spans.append((at, at + head + size))
+        at += head + size
+    return spans
+
+
+@st.composite
+def moved(draw: st.DrawFn) -> tuple[p.Program, p.Program]:
+    """A kit program and another holding its ops after other ops (at other addresses,
+    with other indices and other neighbours)."""
+    program = draw(strategies.programs(max_ops=8))
+    head = draw(st.lists(strategies.ops(strategies.KINDS), min_size=1, max_size=4))
+    return program, attrs.evolve(program, ops=(*head, *program.ops))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(moved())
+def test_an_op_is_the_same_bytes_at_any_index_and_address(case: tuple[p.Program, p.Program]) -> None:
+    program, other = case
+    note(other.listing())
+    one, two = asm.assemble_program(program).image, asm.assemble_program(other).image
+    skip = len(other.ops) - len(program.ops)
+    mine, theirs = op_spans(program), op_spans(other)[skip:]
+    for i, ((a, b), (c, d)) in enumerate(zip(mine, theirs, strict=True)):
+        assert c > a
+        assert one[a:b] == two[c:d], f"op {i} differs moved from {a:#x} to {c:#x}"
+
+
+def _lifted_blocks(program: p.Program, backend: str = plugins.NATIVE) -> int:
+    """The basic blocks the executor lifted (not taken from the shared cache, not moved
+    from another address) to run ``program``."""
+    machine = Machine(backend)
+    machine.load_raw(asm.assemble_program(program).image, p.LOAD_ADDR, p.LOAD_ADDR)
+    result = machine.run(oracle.DEFAULT_BUDGET)
+    assert result.stop == "exit"
+    lifted = machine.executor.stats["translated_blocks"]
+    machine.release()
+    return lifted
+
+
+@pytest.mark.parametrize("backend", [plugins.NATIVE, "xen"])
+def test_ops_run_at_new_indices_and_addresses_lift_nothing(backend: str) -> None:
+    """Once the ops of a program were translated at two addresses (the relocation cache
+    learns what moves from the second), the same ops at a third index and address in
+    another program are served from the caches: not one block is lifted again."""
+    ops = (p.Compute(7), p.ReadTsc(), p.Cpuid(1), p.SaveFlags(), p.PutChar(0x41),
+           p.ReadMsr(0x10), p.ApicTimer(5000, False), p.ReadApicCount(), p.ApicStop())
+    program = p.Program(ops)
+    assert _lifted_blocks(program, backend) > 0
+    assert _lifted_blocks(attrs.evolve(program, ops=(ops[0], *ops)), backend) > 0
+    assert _lifted_blocks(attrs.evolve(program, ops=(ops[0], ops[0], *ops)), backend) == 0
+
+
+# ------------------------------------------------------------------ what the bookkeeping means
+
+
+def bookkeeping_problems(program: p.Program, seen: oracle.Observation) -> list[str]:
+    """What the bookkeeping got wrong in a run that reached the program's end: every op
+    began once, in order (a mark each, not decreasing); an exception names the op that
+    was running, and that op alone recorded fewer words than it records to its end
+    (it resumed at its own end: the next op ran whole); the marks split the results."""
+    if seen.stop != "exit" or len(seen.events) >= p.EVENTS_MAX or \
+            len(seen.results) >= p.RESULTS_WORDS:
+        return []
+    problems = []
+    if len(seen.marks) != len(program.ops):
+        problems.append(f"{len(seen.marks)} of {len(program.ops)} ops began")
+    if list(seen.marks) != sorted(seen.marks):
+        problems.append(f"marks go back: {seen.marks}")
+    faulted: dict[int, int] = {}
+    for event in seen.events:
+        if event.vector < 32:
+            if not 0 <= event.op < len(program.ops):
+                problems.append(f"{event.describe()}: no such op")
+            faulted[event.op] = faulted.get(event.op, 0) + 1
+    for i, op in enumerate(program.ops):
+        if faulted.get(i, 0) > 1:
+            problems.append(f"op {i} faulted {faulted[i]} times (it resumes at its end)")
+        if op.records is None or i >= len(seen.marks):
+            continue
+        got = len(seen.op_results(i))
+        if got > op.records if i in faulted else got != op.records:
+            problems.append(f"op {i} ({op.asm()}) recorded {got} words of {op.records}"
+                            f"{' and faulted' if i in faulted else ''}")
+    return problems
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strategies.programs(max_ops=12))
+def test_the_bookkeeping_of_every_run_is_consistent(program: p.Program) -> None:
+    note(program.listing())
+    seen = oracle.observe(program, plugins.NATIVE)
+    assert bookkeeping_problems(program, seen) == []
+
+
+#: op 1 faults (#PF: test page 2 is not mapped), the others run whole
+FAULTING = p.Program((p.ReadTsc(), p.Load(2, 8), p.ReadPte(2), p.Cpuid(0), p.SaveFlags()),
+                     paging=True)
+
+
+def _observed_with(image: bytes, program: p.Program, monkeypatch: pytest.MonkeyPatch) -> oracle.Observation:
+    built = asm.assemble_program(program)
+    monkeypatch.setattr(oracle, "assemble_program", lambda _program: asm.Assembled(image, built.symbols))
+    return oracle.observe(program, plugins.NATIVE)
+
+
+def test_a_fault_is_named_by_its_op_and_resumes_at_the_next_op() -> None:
+    seen = oracle.observe(FAULTING, plugins.NATIVE)
+    assert [(e.vector, e.op) for e in seen.events] == [(14, 1)]
+    assert [len(seen.op_results(i)) for i in range(5)] == [2, 0, 1, 8, 1]
+    assert bookkeeping_problems(FAULTING, seen) == []
+
+
+def test_a_recovery_pointing_to_the_wrong_op_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Op 1's length made to reach the end of op 2: the fault resumes past op 2, which
+    never begins (the run still exits)."""
+    image = bytearray(asm.assemble_program(FAULTING).image)
+    (start, end), (_, end2) = op_spans(FAULTING)[1:3]
+    field = start + image[start:end].index(b"\x0f\x1f\x80") + 3
+    length, = struct.unpack_from("<I", image, field)
+    assert field - 3 + length == end  # the op's end: where the next op begins
+    struct.pack_into("<I", image, field, length + end2 - end)
+    seen = _observed_with(bytes(image), FAULTING, monkeypatch)
+    assert seen.stop == "exit"
+    problems = bookkeeping_problems(FAULTING, seen)
+    assert problems and "4 of 5 ops began" in problems[0]
+
+
+def test_an_index_not_counted_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """op_begin's store of the next index dropped (``mov %eax, op_next`` made ``nop``s):
+    every op is op 0, and the fault of op 1 is charged to op 0."""
+    built = asm.assemble_program(FAULTING)
+    image = bytearray(built.image)
+    begin = built.symbols["op_begin"] - p.LOAD_ADDR
+    store = bytes.fromhex("a3") + struct.pack("<I", built.symbols["op_next"])  # mov %eax, op_next
+    at = image.index(store, begin)
+    assert at < begin + 64
+    image[at:at + len(store)] = b"\x90" * len(store)
+    seen = _observed_with(bytes(image), FAULTING, monkeypatch)
+    assert seen.stop == "exit" and [e.op for e in seen.events] == [0]
+    assert bookkeeping_problems(FAULTING, seen)
+
+
+def test_a_program_with_more_ops_than_the_mark_table_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match=f"at most {p.OPS_MAX} ops"):
+        p.Program((p.Cli(),) * (p.OPS_MAX + 1)).source()
