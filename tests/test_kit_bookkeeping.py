@@ -6,6 +6,7 @@ and each op's results are found by its mark."""
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator
 
@@ -18,9 +19,8 @@ from pvframe import plugins
 from pvframe.executor import codecache, codeshape, relocate
 from pvframe.executor import cpu as executor_cpu
 from pvframe.machine import Machine
-from pvframe.testing import asm, oracle, strategies
+from pvframe.testing import asm, assembler, oracle, strategies
 from pvframe.testing import programs as p
-from pvframe.testing.assembler import assemble
 
 
 @pytest.fixture(autouse=True)
@@ -39,38 +39,49 @@ def fresh_caches() -> None:
     codecache.SHAPES = codeshape.ShapeCache()
 
 
+@functools.cache
+def _length(lines: tuple[str, ...]) -> int:
+    """The bytes ``lines`` assemble to (given the harness's symbols)."""
+    harness = asm.assemble(p.HARNESS, p.LOAD_ADDR)
+    return len(assembler.assemble(".code32\n.text\n" + "\n".join(lines) + "\n", 0x100000,
+                                  harness.symbols).image)
+
+
 def op_spans(program: p.Program) -> list[tuple[int, int]]:
     """[start, end) of each op's bookkeeping and code in the program's image (offsets
-    from the load address), from the lengths of the pieces assembled alone."""
-    harness = assemble(p.HARNESS, p.LOAD_ADDR)
-    at = harness.symbols[p.OPS_LABEL] - p.LOAD_ADDR
+    from the load address), from the lengths of the pieces assembled alone: each op
+    starts a slot, after the paging call's slot if there is one, and ends with a
+    two-byte jump to the next slot."""
+    at = asm.assemble(p.HARNESS, p.LOAD_ADDR).symbols[p.OPS_LABEL] - p.LOAD_ADDR
+    assert at % p.OP_SLOT == 0
     if program.paging:
-        at += len(assemble(".code32\n.text\ncall paging_init\n", harness.symbols[p.OPS_LABEL],
-                           harness.symbols).image)
-    head = len(assemble(".code32\n.text\n" + "\n".join(p.bookkeeping(0x7FFF0000)) + "\n", 0x100000,
-                        harness.symbols).image)
+        at += p.OP_SLOT
+    head = _length(tuple(p.bookkeeping(0x7FFF0000)))
     spans = []
     for op in program.ops:
-        size = len(assemble(".code32\n.text\n" + "\n".join(op.lines()) + "\n", 0x100000,
-                            harness.symbols).image)
+        size = _length(tuple(op.lines()))
         spans.append((at, at + head + size))
-        at += head + size
+        at += -(-(head + size + 2) // p.OP_SLOT) * p.OP_SLOT
     return spans
 
 
 @st.composite
-def moved(draw: st.DrawFn) -> tuple[p.Program, p.Program]:
-    """A kit program and another holding its ops after other ops (at other addresses,
-    with other indices and other neighbours)."""
+def moved(draw: st.DrawFn) -> tuple[p.Program, p.Program, p.Program]:
+    """A kit program, another holding its ops after other ops (at other addresses, with
+    other indices and other neighbours), and a third with its first op replaced."""
     program = draw(strategies.programs(max_ops=8))
-    head = draw(st.lists(strategies.ops(strategies.KINDS), min_size=1, max_size=4))
-    return program, attrs.evolve(program, ops=(*head, *program.ops))
+    kinds = strategies.KINDS
+    head = draw(st.lists(strategies.ops(kinds), min_size=1, max_size=4))
+    first = draw(strategies.ops(kinds))
+    return (program, attrs.evolve(program, ops=(*head, *program.ops)),
+            attrs.evolve(program, ops=(first, *program.ops[1:])))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(moved())
-def test_an_op_is_the_same_bytes_at_any_index_and_address(case: tuple[p.Program, p.Program]) -> None:
-    program, other = case
+def test_an_op_is_the_same_bytes_at_any_index_and_address(
+        case: tuple[p.Program, p.Program, p.Program]) -> None:
+    program, other, third = case
     note(other.listing())
     one, two = asm.assemble_program(program).image, asm.assemble_program(other).image
     skip = len(other.ops) - len(program.ops)
@@ -78,6 +89,14 @@ def test_an_op_is_the_same_bytes_at_any_index_and_address(case: tuple[p.Program,
     for i, ((a, b), (c, d)) in enumerate(zip(mine, theirs, strict=True)):
         assert c > a
         assert one[a:b] == two[c:d], f"op {i} differs moved from {a:#x} to {c:#x}"
+    # the same op at the same index is at the same address whatever op came first, when
+    # both first ops fit their slot (97 % of the ops drawn do)
+    three = asm.assemble_program(third).image
+    spans = op_spans(third)
+    if all(b + 2 - a <= p.OP_SLOT for a, b in (spans[0], mine[0])):
+        for i in range(1, len(program.ops)):
+            a, b = mine[i]
+            assert spans[i] == mine[i] and three[a:b] == one[a:b]
 
 
 def _lifted_blocks(program: p.Program, backend: str = plugins.NATIVE) -> int:

@@ -2,7 +2,7 @@
 
 A program's part (:func:`pvframe.testing.programs.body`) is, per op, the same two
 bookkeeping instructions (the call of the harness's ``op_begin`` and the op's length)
-followed by the op's own lines, then an epilogue. Programs share most of their ops
+followed by the op's own lines and a jump to the next slot, then an epilogue. Programs share most of their ops
 (Hypothesis draws from a small alphabet and mutates what it drew), so the assembler read
 and encoded the same lines again and again: ~3 ms a program, as much as running it.
 
@@ -174,8 +174,17 @@ class Pieces:
         out = bytearray()
         for x in pieces:
             out += x.at(start + len(out))
+            _next_slot(out)
         for got in ops:
             out += head.at(len(got.image))
             out += got.at(start + len(out))
+            _next_slot(out)
         out += tail.at(start + len(out))
         return assembler.Assembled(bytes(out), {})
+
+
+def _next_slot(out: bytearray) -> None:
+    """:func:`pvframe.testing.programs.next_slot` at the end of ``out`` (which starts on
+    a slot): ``jmp rel8`` (EB, Intel SDM Vol. 2A JMP) to the next slot, the fill up to it."""
+    to = -(len(out) + 2) % p.OP_SLOT
+    out += bytes((0xEB, to)) + bytes((p.SLOT_FILL,)) * to

@@ -592,21 +592,37 @@ def render(program: Program) -> str:
 
 def body(program: Program) -> str:
     """The program's own part of the source: its ops, each after its
-    :func:`bookkeeping`, and the epilogue, at the harness's label :data:`OPS_LABEL` (a
-    page boundary). It refers to the harness by symbol only, so it assembles on its own
-    given their values (:func:`pvframe.testing.asm.assemble_program`)."""
+    :func:`bookkeeping` and at the start of a slot (:data:`OP_SLOT`), and the epilogue,
+    at the harness's label :data:`OPS_LABEL` (a page boundary). It refers to the harness
+    by symbol only, so it assembles on its own given their values
+    (:func:`pvframe.testing.asm.assemble_program`)."""
     if len(program.ops) > OPS_MAX:
         raise ValueError(f"a kit program has at most {OPS_MAX} ops, this one has {len(program.ops)}")
     out: list[str] = []
     if program.paging:
-        out += ["call paging_init"]
+        out += ["call paging_init", *next_slot("paging")]
     for i, op in enumerate(program.ops):
         call, length = bookkeeping(f".Lrec{i}-.Lop{i}")
         out += [f"    {call}", f".Lop{i}:", f"    {length}"]
         out += [f"    {line}" for line in op.lines()]
-        out += [f".Lrec{i}:"]
+        out += [f".Lrec{i}:", *next_slot(str(i))]
     out += epilogue(program)
     return "\n".join(out) + "\n"
+
+
+#: every op starts at a multiple of this many bytes from :data:`OPS_LABEL` (97 % of the
+#: generated ops fit in one slot): the same op at the same index of two programs is at
+#: the same address, whatever the ops before it, so its translations are shared as they
+#: are (the executor's cache of compiled code is by address) rather than moved
+OP_SLOT = 128
+#: the bytes between an op's end and the next slot (``int3``: never run)
+SLOT_FILL = 0xCC
+
+
+def next_slot(name: str) -> list[str]:
+    """The lines from an op's end to the next slot: a short ``jmp`` over the fill (it
+    always reaches: the slot is at most :data:`OP_SLOT` - 1 bytes on)."""
+    return [f"    jmp .Lslot_{name}", f".balign {OP_SLOT}, {SLOT_FILL:#x}", f".Lslot_{name}:"]
 
 
 def bookkeeping(length: int | str) -> list[str]:
