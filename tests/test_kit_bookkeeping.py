@@ -217,3 +217,26 @@ def test_an_index_not_counted_is_caught(monkeypatch: pytest.MonkeyPatch) -> None
 def test_a_program_with_more_ops_than_the_mark_table_is_refused_in_one_line() -> None:
     with pytest.raises(ValueError, match=f"at most {p.OPS_MAX} ops"):
         p.Program((p.Cli(),) * (p.OPS_MAX + 1)).source()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strategies.programs() | strategies.pv_call_programs())
+def test_no_op_holds_an_address_of_its_own(program: p.Program) -> None:
+    """Every op's code is a piece with no field that moves with it (no ``pushl $1f``,
+    ``movl $2f, recovery``, ``call rel32`` out of it): the same bytes at any address."""
+    made = asm._pieces()
+    for op in program.ops:
+        piece = made.piece(tuple(op.lines()))
+        assert piece is not None and not piece.inside and not piece.outside, op.asm()
+
+
+def test_a_faulting_call_of_a_burst_resumes_at_the_next_call() -> None:
+    from pvframe.testing import pvcalls
+
+    burst = pvcalls.PvBurst((p.Load(2, 8), p.ReadTsc(), pvcalls.PvIret(), p.SaveFlags()))
+    program = p.Program((burst, p.ReadTsc()), paging=True)
+    for backend in (plugins.NATIVE, "xen", "vmi"):
+        seen = oracle.observe(program, backend)
+        assert seen.stop == "exit", backend
+        assert [(e.vector, e.op) for e in seen.events] == [(14, 0)], backend
+        assert [len(seen.op_results(i)) for i in range(2)] == [3, 2], backend

@@ -185,6 +185,10 @@ class Pieces:
 
 def _next_slot(out: bytearray) -> None:
     """:func:`pvframe.testing.programs.next_slot` at the end of ``out`` (which starts on
-    a slot): ``jmp rel8`` (EB, Intel SDM Vol. 2A JMP) to the next slot, the fill up to it."""
+    a slot): a ``jmp`` to the next slot (``EB rel8`` where it reaches, else ``E9 rel32``:
+    Intel SDM Vol. 2A JMP, as GNU as relaxes it), the fill up to the slot."""
     to = -(len(out) + 2) % p.OP_SLOT
-    out += bytes((0xEB, to)) + bytes((p.SLOT_FILL,)) * to
+    if to < 0x80:
+        out += bytes((0xEB, to)) + bytes((p.SLOT_FILL,)) * to
+    else:
+        out += b"\xe9" + struct.pack("<I", to - 3) + bytes((p.SLOT_FILL,)) * (to - 3)

@@ -625,6 +625,15 @@ def next_slot(name: str) -> list[str]:
     return [f"    jmp .Lslot_{name}", f".balign {OP_SLOT}, {SLOT_FILL:#x}", f".Lslot_{name}:"]
 
 
+def recovery_at(end: str) -> list[str]:
+    """Lines that make label ``end`` (further on in the same op) the place an exception
+    resumes at, for what follows them: ``call *set_recovery_ptr`` and a ``nopl`` holding
+    the distance from it to ``end`` (as :func:`bookkeeping`: the same bytes wherever the
+    op lands, where ``movl $end, recovery`` holds the label's address). The labels
+    ``4:`` and ``end`` are the caller's to leave free."""
+    return [harness_call("set_recovery"), f"4: nopl {end}-4b(%eax)"]
+
+
 def bookkeeping(length: int | str) -> list[str]:
     """The lines before an op: ``call *op_begin_ptr``, then a ``nopl`` whose
     displacement is ``length``, the distance from the ``nopl`` to the op's end (0F 1F /0,
@@ -666,6 +675,16 @@ op_begin:
     mov %eax, op_next
     mov result_ptr, %eax
     mov %eax, op_marks(,%ecx,4)
+    pop %ecx
+    pop %eax
+    ret
+set_recovery:
+    push %eax
+    push %ecx
+    mov 8(%esp), %ecx
+    mov 3(%ecx), %eax
+    lea (%ecx,%eax), %eax
+    mov %eax, recovery
     pop %ecx
     pop %eax
     ret
@@ -775,6 +794,7 @@ result_ptr: .long results
 event_ptr: .long events
 op_next: .long 0
 op_begin_ptr: .long op_begin
+set_recovery_ptr: .long set_recovery
 record_ptr: .long record
 putc_ptr: .long putc
 op_marks: .fill {OPS_MAX}, 4, 0

@@ -138,10 +138,13 @@ class PvHalt(p.Op):
 
 @attrs.frozen
 class PvIret(p.Op):
-    """A jump to ``iret`` with a same-privilege frame that returns to the next op."""
+    """A jump to ``iret`` with a same-privilege frame that returns to the next op. The
+    frame's EIP is pushed by a ``call`` to the jump (the address of the ``jmp`` after the
+    call, which goes on to the next op), not as an immediate: the op is the same bytes
+    at any address."""
 
     def lines(self) -> list[str]:
-        return ["pushf", "pushl $0x08", "pushl $1f", _jump("iret"), "1:"]
+        return ["pushf", "pushl $0x08", "call 1f", "jmp 2f", f"1: {_jump('iret')}", "2:"]
 
 
 @attrs.frozen
@@ -768,5 +771,5 @@ class PvBurst(p.Op):
     def lines(self) -> list[str]:
         out: list[str] = []
         for op in self.inner:
-            out += ["movl $2f, recovery", *op.lines(), "2:"]
+            out += [*p.recovery_at("2f"), *op.lines(), "2:"]
         return out
