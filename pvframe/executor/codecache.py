@@ -97,14 +97,19 @@ def compiled_frame(exc: BaseException, info_of: Callable[[types.CodeType], Any],
     data ``info_of`` reads from the frame's code object (a block's :class:`BlockInfo`, a
     region's): the registers it kept in locals (``info.put``) are written back to ``cpu``
     and its locals, the line it stopped on and that data are returned, post mortem (the
-    compiled code itself needs no exception handler). None if no such frame ran."""
+    compiled code itself needs no exception handler). None if no such frame ran.
+
+    A register the frame holds no local for was not loaded yet: an asynchronous exception
+    (the run's host-time alarm, ^C) arrived in the block's ``LOAD``, before the block had
+    changed anything, so ``cpu`` keeps its value."""
     tb = exc.__traceback__
     while tb is not None:
         info = info_of(tb.tb_frame.f_code)
         if info is not None:
             loc = tb.tb_frame.f_locals
             for name in info.put:
-                setattr(cpu, name, loc[name])
+                if name in loc:
+                    setattr(cpu, name, loc[name])
             return loc, tb.tb_lineno, info
         tb = tb.tb_next
     return None
