@@ -240,3 +240,28 @@ def test_a_faulting_call_of_a_burst_resumes_at_the_next_call() -> None:
         assert seen.stop == "exit", backend
         assert [(e.vector, e.op) for e in seen.events] == [(14, 0)], backend
         assert [len(seen.op_results(i)) for i in range(2)] == [3, 2], backend
+
+
+def test_the_identity_table_maps_the_first_4_mib_one_to_one() -> None:
+    """The harness's ``identity_pt`` (data of its image) maps page i to frame i, present
+    and writable (Intel SDM Vol. 3A §4.3 Table 4-6), and the page directory points at it."""
+    built = asm.assemble_program(p.Program((), paging=True))
+    at = built.symbols["identity_pt"] - p.LOAD_ADDR
+    assert at % 4096 == 0
+    entries = struct.unpack("<1024I", built.image[at:at + 4096])
+    assert entries == tuple((i << 12) | 3 for i in range(1024))
+    m = Machine(plugins.NATIVE)
+    m.load_raw(built.image, p.LOAD_ADDR, p.LOAD_ADDR)
+    m.run(10_000)
+    # (the walks since set its accessed bit, 0x20)
+    assert m.memory.read(p.PD, 4) & ~0x20 == built.symbols["identity_pt"] | 3
+
+
+@pytest.mark.parametrize("backend", ["native", "xen", "vmi"])
+def test_paging_costs_a_program_a_few_instructions_not_a_loop(backend: str) -> None:
+    """Turning paging on is a handful of instructions (the directory entries, CR3, CR0),
+    not a loop writing 1,024 entries in every run (~7,200 instructions)."""
+    paging = oracle.observe(p.Program((), paging=True), backend)
+    flat = oracle.observe(p.Program(()), backend)
+    assert paging.stop == flat.stop == "exit"
+    assert 0 < paging.instructions - flat.instructions < 32

@@ -37,9 +37,10 @@ TIMER_VECTOR = 0x40
 IPI_VECTOR = 0x41
 SPURIOUS_VECTOR = 0xFF
 APIC = 0xFEE00000
-# Paging layout (physical): page directory, identity table for 0-4 MiB, the test table
-# for VA 0x40000000-0x40007fff, the APIC table, and 16 frames the test maps.
-PD, PT0, PT_TEST, PT_APIC = 0x300000, 0x301000, 0x302000, 0x303000
+# Paging layout (physical): page directory, the test table for VA 0x40000000-0x40007fff,
+# the APIC table, and 16 frames the test maps. The identity table for 0-4 MiB is the
+# harness's data page ``identity_pt`` (:func:`identity_table`).
+PD, PT_TEST, PT_APIC = 0x300000, 0x302000, 0x303000
 TEST_VA = 0x40000000
 TEST_PAGES = 8
 FRAMES = 0x380000
@@ -731,15 +732,7 @@ idt_init:
 2:  movl $0x1ff, {APIC + 0xF0:#x}
     ret
 paging_init:
-    xor %ecx, %ecx
-1:  mov %ecx, %eax
-    shl $12, %eax
-    or $3, %eax
-    mov %eax, {PT0:#x}(,%ecx,4)
-    inc %ecx
-    cmp $1024, %ecx
-    jb 1b
-    movl ${PT0 | 3:#x}, {PD:#x}
+    movl $identity_pt + 3, {PD:#x}
     movl ${PT_TEST | 3:#x}, {PD + 4 * (TEST_VA >> 22):#x}
     movl ${PT_APIC | 3:#x}, {PD + 4 * (APIC >> 22):#x}
     movl ${APIC | 0x1B:#x}, {PT_APIC + 4 * ((APIC >> 12) & 0x3FF):#x}
@@ -780,6 +773,17 @@ common:
     add $8, %esp
     iret
 """.splitlines()
+
+def identity_table() -> list[str]:
+    """The page table that maps linear 0-4 MiB to physical 0-4 MiB (present, writable,
+    supervisor: Intel SDM Vol. 3A §4.3, Table 4-6), as data lines of the harness's image.
+    It comes with the image, as a boot loader or Xen's domain builder hands a kernel its
+    first page tables, instead of being written by a loop of 1,024 iterations in every
+    run (about 7,200 of a paging program's instructions, the same on every backend)."""
+    return [".balign 4096, 0", "identity_pt:"] + [
+        ".long " + ", ".join(f"{(i << 12) | 3:#x}" for i in range(row, row + 16))
+        for row in range(0, 1024, 16)]
+
 
 _DATA = f"""
 .balign 4096, 0
@@ -825,5 +829,6 @@ HARNESS = "\n".join([
     *(line for v in HANDLED for line in _stub(v)),
     ".balign 4096, 0", "stub_table:", *(f".long {v}, stub_{v}" for v in HANDLED), ".long -1, 0",
     _DATA,
+    *identity_table(),
     ".balign 4096, 0", f"{OPS_LABEL}:",
 ]) + "\n"
