@@ -207,7 +207,7 @@ class FrameTable:
         restored from a pickled pristine copy for every machine: unpickling the two maps
         of 16 Ki frames took ~2 ms of its ~3 ms; copying the layout's took ~0.3 ms, and
         a restored table now shares them until the domain writes its M2P)."""
-        p2m, m2p = _layout_maps(self.ram_base, self.nr_pages)
+        m2p = _layout_maps(self.ram_base, self.nr_pages)[1]
         own_p2m = None if self.p2m_is_layout() else list(self.p2m)
         own_m2p = None if self.m2p is m2p or self.m2p == m2p else dict(self.m2p)
         fields = {a.name: getattr(self, a.name) for a in attrs.fields(FrameTable)
