@@ -107,8 +107,8 @@ def drop_references(*parts: Any) -> None:
     """Empty each of ``parts`` (its ``__dict__`` and its slots: attrs classes): what it
     referred to is freed by reference counting once nothing else holds it, instead of by
     the host's cyclic collector when the parts form cycles. Only for objects that belong
-    to one machine (:meth:`Machine.release`, a backend's ``release``): an emptied object
-    cannot be used again."""
+    to one machine (a backend's ``release``, called by :meth:`Machine.release`): an
+    emptied object cannot be used again."""
     delete = object.__delattr__
     for part in parts:
         if part is None:
@@ -752,7 +752,11 @@ class Machine:
         if executor is not None:
             parts += [executor, executor.__dict__.get("system")]
         parts += [self.__dict__.get(name) for name in ("mmu", "memory", "platform", "pvcall")]
-        drop_references(*parts, backend)
+        parts.append(backend)
+        for part in parts:  # (their ``__dict__``: these parts are plain classes)
+            state = getattr(part, "__dict__", None)
+            if state is not None:
+                state.clear()
 
     def registers(self) -> dict[str, int]:
         return {name: getattr(self.cpu, name) for name in REGISTER_NAMES}
