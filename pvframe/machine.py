@@ -103,6 +103,40 @@ def _alarm(seconds: float | None) -> Iterator[None]:
             signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
 
 
+def drop_references(*parts: Any) -> None:
+    """Empty each of ``parts`` (its ``__dict__`` and its slots: attrs classes): what it
+    referred to is freed by reference counting once nothing else holds it, instead of by
+    the host's cyclic collector when the parts form cycles. Only for objects that belong
+    to one machine (a backend's ``release``, called by :meth:`Machine.release`): an
+    emptied object cannot be used again."""
+    delete = object.__delattr__
+    for part in parts:
+        if part is None:
+            continue
+        state = getattr(part, "__dict__", None)
+        if state is not None:
+            state.clear()
+        for name in _slot_names(type(part)):
+            if hasattr(part, name):  # (a slot never set has nothing to drop)
+                delete(part, name)
+
+
+_SLOTS: dict[type, tuple[str, ...]] = {}
+
+
+def _slot_names(cls: type) -> tuple[str, ...]:
+    """The slots of ``cls`` and its bases (``__dict__`` and ``__weakref__`` left out)."""
+    names = _SLOTS.get(cls)
+    if names is None:
+        found: list[str] = []
+        for base in cls.__mro__:
+            slots = base.__dict__.get("__slots__", ())
+            found += [n for n in ((slots,) if isinstance(slots, str) else slots)
+                      if n not in ("__dict__", "__weakref__")]
+        names = _SLOTS[cls] = tuple(found)
+    return names
+
+
 class HostTimeLimit(plugins.BackendError):
     """Plugin code ran past a host-time limit (:func:`host_time_limit`); the message
     names the hook that did not return, when one was running."""
@@ -703,17 +737,23 @@ class Machine:
         that it walks before it can. Released, they are freed at once by reference
         counting. The kit releases each program's machines once it has read what the
         guest observed (:func:`pvframe.testing.oracle.observe`)."""
+        bound = self.__dict__.get("bound")
+        # the backend object is this machine's own (a class is instantiated per machine;
+        # a module backend is shared and left alone)
+        backend = bound.plugin if bound is not None and inspect.isclass(bound.info.factory) else None
+        release = getattr(backend, "release", None)
+        if callable(release):
+            # (the backend drops its own model's references first: a hypervisor model's
+            # structures hold each other, and the machine's parts hold them)
+            with contextlib.suppress(Exception):  # (a backend's problem: the run is over)
+                release(self)
         parts: list[Any] = [self]
         executor = self.__dict__.get("executor")
         if executor is not None:
             parts += [executor, executor.__dict__.get("system")]
         parts += [self.__dict__.get(name) for name in ("mmu", "memory", "platform", "pvcall")]
-        bound = self.__dict__.get("bound")
-        if bound is not None and inspect.isclass(bound.info.factory):
-            # the backend object is this machine's own (a class is instantiated per
-            # machine; a module backend is shared and left alone)
-            parts.append(bound.plugin)
-        for part in parts:
+        parts.append(backend)
+        for part in parts:  # (their ``__dict__``: these parts are plain classes)
             state = getattr(part, "__dict__", None)
             if state is not None:
                 state.clear()

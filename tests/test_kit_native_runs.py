@@ -56,3 +56,44 @@ def test_a_run_out_of_host_time_is_not_kept(monkeypatch: Any) -> None:
     runs.observe(program)
     runs.observe(program)
     assert runs.runs == 2 and runs.hits == 0
+
+
+def test_a_native_search_runs_each_program_once(monkeypatch: Any) -> None:
+    """pvframe check -b native: the reference run is also the run under test."""
+    runs = oracle.NativeRuns()
+    monkeypatch.setattr(oracle, "NATIVE_RUNS", runs)
+    observed: list[str] = []
+    real = oracle.observe
+
+    def counted(program: Program, backend: str, **kw: Any) -> oracle.Observation:
+        observed.append(backend)
+        return real(program, backend, **kw)
+
+    monkeypatch.setattr(oracle, "observe", counted)
+    ran, divergence = check.search_programs(plugins.NATIVE, 8)
+    assert divergence is None and ran == 8
+    assert observed == [plugins.NATIVE] * 8 and runs.runs == 8
+
+
+def test_native_judged_against_itself_is_a_fresh_native_run(monkeypatch: Any) -> None:
+    """What compare() judges as native's own run (native's kept reference run) is what a
+    run of its own gives: every observed field and the hooks called."""
+    monkeypatch.setattr(oracle, "NATIVE_RUNS", oracle.NativeRuns())
+    judged: list[oracle.Observation] = []
+    real = oracle.judge
+
+    def spy(program: Program, native: oracle.Observation,
+            other: oracle.Observation) -> oracle.Divergence | None:
+        judged.append(other)
+        return real(program, native, other)
+
+    monkeypatch.setattr(oracle, "judge", spy)
+    programs = (draw_programs(strategies.programs(), 12)
+                + draw_programs(strategies.pv_call_programs(), 4))
+    for program in programs:
+        oracle.observe(program, "xen")  # (something else ran in between)
+        assert oracle.compare(program, plugins.NATIVE, reuse_native=True) is None
+        fresh = oracle.observe(program, plugins.NATIVE)
+        assert judged[-1].fields() == fresh.fields(), program.listing()
+        assert judged[-1].hook_calls == fresh.hook_calls
+        assert judged[-1].backend == fresh.backend

@@ -946,7 +946,7 @@ class Executor:
             page = eip & ~PAGE_MASK
             key = (eip, limit, chain, self.join_translated, self._steps_by_page.get(page, ()))
             for hit in _CODE_CACHE.get(key):
-                if self.memory.read_bytes(page_addr + hit.lo, hit.hi - hit.lo) == hit.span:
+                if self._holds_span(paddr, hit):
                     self.stats["shared_hits"] += 1
                     _CODE_CACHE.used(key)
                     return self._cold_if(self._block_from_cache(eip, paddr, hit), chain)
@@ -1040,6 +1040,12 @@ class Executor:
             hi = max((a & PAGE_MASK) + b.size for b, _c, a in trace)
             blk.pages = [(pfn, lo, min(hi, PAGE_SIZE))]
         return blk
+
+    def _holds_span(self, paddr: int, hit: SharedEntry) -> bool:
+        """Whether the RAM page of ``paddr`` holds the bytes ``hit`` was decoded from, at
+        [lo, hi) of the page (compared in place: a page never written is zeros)."""
+        ram = self.memory.page(paddr >> PAGE_SHIFT)
+        return ram[hit.lo:hit.hi] == hit.span if ram is not None else not any(hit.span)
 
     def _block_from_cache(self, eip: int, paddr: int, hit: SharedEntry) -> Block:
         info = block_info(hit.code)

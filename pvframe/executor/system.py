@@ -84,6 +84,44 @@ CPL0_ONLY = frozenset({
 })
 
 
+class DecodedInstructions:
+    """System instructions decoded so far, by linear address: at most ``variants``
+    different instructions per address, ``max_addresses`` addresses (then it starts over).
+
+    A decoded instruction depends on its address (``ip``: what relative targets and
+    ``next_ip`` are computed from) and on its own bytes alone: the length and every field
+    are read from those bytes (Intel SDM Vol. 2, 2.1 "Instruction format": prefixes,
+    opcode, ModR/M, SIB, displacement, immediate), so code starting with the same bytes
+    at the same address decodes to the same instruction whatever follows it. Entries are
+    only read (the handlers never change an instruction)."""
+
+    def __init__(self, max_addresses: int = 1 << 15, variants: int = 4) -> None:
+        self.max_addresses = max_addresses
+        self.variants = variants
+        self._at: dict[int, list[tuple[bytes, Any]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def get(self, eip: int) -> list[tuple[bytes, Any]] | None:
+        """(bytes, instruction) decoded at ``eip``, most recent first."""
+        return self._at.get(eip)
+
+    def put(self, eip: int, raw: bytes, ins: Any) -> None:
+        if len(self._at) >= self.max_addresses:
+            self._at.clear()
+        variants = self._at.setdefault(eip, [])
+        variants.insert(0, (raw, ins))
+        del variants[self.variants:]
+
+    def clear(self) -> None:
+        self._at.clear()
+
+
+#: the decoded system instructions shared by the executors of the process
+DECODED = DecodedInstructions()
+
+
 class System:
     """Decoder cache user and handler table for one executor."""
 
@@ -117,10 +155,19 @@ class System:
 
     # ------------------------------------------------------------------ decode / execute
     def decode(self, code: bytes, eip: int) -> Any:
-        dec = I.Decoder(32, code[:15], ip=eip)
-        ins = dec.decode()
+        """The instruction at the start of ``code`` (fetched at linear address ``eip``),
+        or None if it is not one. Shared by every executor of the process through
+        :data:`DECODED` (each program of the kit runs the same system instructions at the
+        same addresses on a new machine)."""
+        variants = DECODED.get(eip)
+        if variants is not None:
+            for raw, ins in variants:
+                if code.startswith(raw):
+                    return ins
+        ins = I.Decoder(32, code[:15], ip=eip).decode()
         if ins.is_invalid or ins.len == 0:
             return None
+        DECODED.put(eip, bytes(code[:ins.len]), ins)
         return ins
 
     def execute(self, blk: Block) -> None:

@@ -224,12 +224,19 @@ def compare(
     agrees with native on everything observable, else the first problem: a broken
     property, then the first difference in order of importance: stop, exit code, console,
     events, results, registers, instruction count. ``reuse_native``: native's run of the
-    program is taken from :data:`NATIVE_RUNS` when it ran before in this process."""
+    program is taken from :data:`NATIVE_RUNS` when it ran before in this process; when
+    ``backend`` is native itself, that run is also the run under test (the same program on
+    the same machine with the same backend: a run depends on nothing else, see
+    :class:`NativeRuns`), so ``pvframe check -b native`` runs each program once, not twice."""
+    other: Observation | None = None
     if native is None and reuse_native:
         native = NATIVE_RUNS.observe(program, backends=backends, budget=budget)
+        if backend == plugins.NATIVE:
+            other = native
     if native is None:
         native = observe(program, plugins.NATIVE, backends=backends, budget=budget)
-    other = observe(program, backend, backends=backends, budget=budget)
+    if other is None:
+        other = observe(program, backend, backends=backends, budget=budget)
     if coverage is not None:  # the backend's hooks the run called (op -> calls)
         coverage.update({op: n for op, n in other.hook_calls.items() if n})
     return judge(program, native, other)

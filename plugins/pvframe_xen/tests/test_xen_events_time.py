@@ -317,7 +317,7 @@ def test_start_info_bytes():
     assert hv.translate(pt_base) == boot.l2_mfn << 12 and nr_pt == 2
     p2m_ma = hv.translate(mfn_list)
     assert p2m_ma is not None
-    assert [hv.memory.read_u32(p2m_ma + 4 * i) for i in range(48)] == hv.frames.p2m
+    assert [hv.memory.read_u32(p2m_ma + 4 * i) for i in range(48)] == list(hv.frames.p2m)
     assert StartInfo.from_bytes(raw) == boot.start_info
     assert boot.start_info.cmd_line == "root=/dev/xvda1"
 

@@ -857,7 +857,7 @@ class XenHypervisor:
         """Xen's ``set_gpfn_from_mfn`` (``asm-x86/mm.h``): one entry of the machine-to-phys
         table, which is the read-only table every PV guest maps at ``MACH2PHYS_VIRT_START``
         (``arch-x86/xen-x86_32.h``): the guest's next ``mfn_to_pfn`` reads the new value."""
-        self.frames.m2p[mfn] = pfn
+        self.frames.set_m2p(mfn, pfn)
         if self.m2p_table_maddr is not None:
             self.memory.write(self.m2p_table_maddr + 4 * mfn, 4, pfn & M32)
 

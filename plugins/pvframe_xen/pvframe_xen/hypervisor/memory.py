@@ -12,7 +12,8 @@ import array
 import enum
 import hashlib
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -176,16 +177,21 @@ class FrameTable:
     xen_frames: int = 16
     ram_base: int = 0x100
     pages: dict[int, PageInfo] = attrs.field(factory=dict)
-    p2m: list[int] = attrs.field(factory=list)
-    m2p: dict[int, int] = attrs.field(factory=dict)
+    #: the layout's own P2M (shared by every table of that layout and never written: no
+    #: hypercall of the model changes a P2M), or a restored table's own
+    p2m: Sequence[int] = attrs.field(factory=tuple)
+    #: the layout's M2P, shared read-only by every table of that layout until this
+    #: domain's first ``MMU_MACHPHYS_UPDATE`` (:meth:`set_m2p` copies it then), else this
+    #: table's own
+    m2p: Mapping[int, int] = attrs.field(factory=dict)
     shared_info_mfn: int = 0
     max_page: int = 0
 
     def __attrs_post_init__(self) -> None:
         n = self.nr_pages
         p2m, m2p = _layout_maps(self.ram_base, n)
-        self.p2m = list(p2m)
-        self.m2p = dict(m2p)
+        self.p2m = p2m
+        self.m2p = m2p
         self.shared_info_mfn = self.ram_base + 2 * n
         # the frame-table entries of the layout above, made when first looked at
         self.pages = FramePages(self.xen_frames, self.ram_base, n, self.domid, self.other_domid)
@@ -199,10 +205,11 @@ class FrameTable:
     def __reduce__(self) -> Any:
         """Pickled without the P2M and M2P while they are the layout's (a domain is
         restored from a pickled pristine copy for every machine: unpickling the two maps
-        of 16 Ki frames took ~2 ms of its ~3 ms; copying the layout's takes ~0.15 ms)."""
-        p2m, m2p = _layout_maps(self.ram_base, self.nr_pages)
-        own_p2m = None if len(self.p2m) == len(p2m) and tuple(self.p2m) == p2m else self.p2m
-        own_m2p = None if self.m2p == m2p else self.m2p
+        of 16 Ki frames took ~2 ms of its ~3 ms; copying the layout's took ~0.3 ms, and
+        a restored table now shares them until the domain writes its M2P)."""
+        m2p = _layout_maps(self.ram_base, self.nr_pages)[1]
+        own_p2m = None if self.p2m_is_layout() else list(self.p2m)
+        own_m2p = None if self.m2p is m2p or self.m2p == m2p else dict(self.m2p)
         fields = {a.name: getattr(self, a.name) for a in attrs.fields(FrameTable)
                   if a.name not in ("p2m", "m2p")}
         return (_restore_frame_table, (fields, own_p2m, own_m2p))
@@ -220,18 +227,26 @@ class FrameTable:
     def p2m_is_layout(self) -> bool:
         """Whether the P2M is the layout's (the class doc), as built."""
         layout = _layout_maps(self.ram_base, self.nr_pages)[0]
-        return len(self.p2m) == len(layout) and tuple(self.p2m) == layout
+        p2m = self.p2m
+        return p2m is layout or (len(p2m) == len(layout) and tuple(p2m) == layout)
 
     def mfn_to_pfn(self, mfn: int) -> int:
         return self.m2p.get(mfn, INVALID_M2P_ENTRY)
 
+    def set_m2p(self, mfn: int, pfn: int) -> None:
+        """Set one M2P entry; the first write copies the layout's shared table."""
+        m2p = self.m2p
+        if not isinstance(m2p, dict):
+            m2p = self.m2p = dict(m2p)
+        m2p[mfn] = pfn
 
-_LAYOUTS: dict[tuple[int, int], tuple[tuple[int, ...], dict[int, int]]] = {}
+
+_LAYOUTS: dict[tuple[int, int], tuple[tuple[int, ...], Mapping[int, int]]] = {}
 
 
-def _layout_maps(ram_base: int, n: int) -> tuple[tuple[int, ...], dict[int, int]]:
-    """The P2M and M2P of the layout of :class:`FrameTable` (made once per layout and
-    only read: tables copy them). The P2M is ``pfn -> ram_base + 2 * ((pfn * stride +
+def _layout_maps(ram_base: int, n: int) -> tuple[tuple[int, ...], Mapping[int, int]]:
+    """The P2M and M2P of the layout of :class:`FrameTable` (made once per layout, never
+    written: a tuple and a read-only view that the tables share). The P2M is ``pfn -> ram_base + 2 * ((pfn * stride +
     shift) % n)`` with the first odd ``stride`` from 7 on coprime to ``n``."""
     maps = _LAYOUTS.get((ram_base, n))
     if maps is None:
@@ -240,20 +255,21 @@ def _layout_maps(ram_base: int, n: int) -> tuple[tuple[int, ...], dict[int, int]
             stride += 2
         shift = 3 % n
         p2m = tuple(ram_base + 2 * ((pfn * stride + shift) % n) for pfn in range(n))
-        maps = _LAYOUTS[(ram_base, n)] = p2m, {mfn: pfn for pfn, mfn in enumerate(p2m)}
+        m2p = MappingProxyType({mfn: pfn for pfn, mfn in enumerate(p2m)})
+        maps = _LAYOUTS[(ram_base, n)] = p2m, m2p
     return maps
 
 
 def _restore_frame_table(fields: dict[str, Any], p2m: list[int] | None,
                          m2p: dict[int, int] | None) -> FrameTable:
-    """A pickled :class:`FrameTable` (its maps copied from the layout's when they were
-    the layout's)."""
+    """A pickled :class:`FrameTable` (sharing the layout's maps when they were the
+    layout's)."""
     table = object.__new__(FrameTable)
     for name, value in fields.items():
         object.__setattr__(table, name, value)
     layout_p2m, layout_m2p = _layout_maps(fields["ram_base"], fields["nr_pages"])
-    object.__setattr__(table, "p2m", list(layout_p2m) if p2m is None else p2m)
-    object.__setattr__(table, "m2p", dict(layout_m2p) if m2p is None else m2p)
+    object.__setattr__(table, "p2m", layout_p2m if p2m is None else p2m)
+    object.__setattr__(table, "m2p", layout_m2p if m2p is None else m2p)
     return table
 
 
