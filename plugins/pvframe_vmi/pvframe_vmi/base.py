@@ -156,13 +156,29 @@ class VmiGuest:
             raise NotProvided(name)
         return hv.invoke(number, *args)
 
+    def served(self, machine: Any, name: str, *args: int) -> tuple[bool, int | tuple[int, ...] | None]:
+        """:meth:`vmi` without the :class:`CallResult` (the model's
+        :meth:`~VmiHypervisor.serve`, which :meth:`~VmiHypervisor.invoke` runs too):
+        ``(made, value)``, ``made`` False for a NOP relocation; raises
+        :class:`NotProvided` for NONE. For the ops the guest makes millions of times
+        (RDTSC, the IF calls) and whose callers need no more than the value."""
+        hv = self.hv(machine)
+        number = VMI_CALL[name]
+        kind = self.relocs[number]
+        if kind is Reloc.NOP:
+            self.nop_skipped[name] = self.nop_skipped.get(name, 0) + 1
+            return False, None
+        if kind is Reloc.NONE:
+            raise NotProvided(name)
+        return True, hv.serve(number, args)[1]
+
     def value(self, machine: Any, name: str, *args: int) -> int:
         """The integer result of a value-returning call (0 if the ROM made it a NOP)."""
-        res = self.vmi(machine, name, *args)
-        if res is None or res.value is None:
+        value = self.served(machine, name, *args)[1]
+        if value is None:
             return 0
-        assert isinstance(res.value, int)
-        return res.value
+        assert isinstance(value, int)
+        return value
 
     def provided(self, name: str) -> bool:
         return self.relocs[VMI_CALL[name]] is not Reloc.NONE

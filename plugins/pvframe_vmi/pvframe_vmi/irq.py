@@ -24,14 +24,14 @@ class VmiIrqOps(VmiGuest):
     @hookimpl
     def pvop_irq_disable(self, machine: Any) -> None:
         try:
-            self.vmi(machine, "DisableInterrupts")
+            self.served(machine, "DisableInterrupts")
         except NotProvided:
             self.native.pvop_irq_disable(machine)
 
     @hookimpl
     def pvop_irq_enable(self, machine: Any) -> None:
         try:
-            self.vmi(machine, "EnableInterrupts")
+            self.served(machine, "EnableInterrupts")
         except NotProvided:
             self.native.pvop_irq_enable(machine)
 
@@ -45,7 +45,7 @@ class VmiIrqOps(VmiGuest):
     @hookimpl
     def pvop_restore_fl(self, machine: Any, flags: int) -> None:
         try:
-            self.vmi(machine, "SetInterruptMask", flags & 0xFFFFFFFF)
+            self.served(machine, "SetInterruptMask", flags & 0xFFFFFFFF)
         except NotProvided:
             self.native.pvop_restore_fl(machine, flags)
 
@@ -69,5 +69,5 @@ class VmiIrqOps(VmiGuest):
     def pvop_iret(self, machine: Any) -> None:
         """IRET (33): a JUMP_REL relocation; the ROM performs the architectural return."""
         with contextlib.suppress(NotProvided):
-            self.vmi(machine, "IRET")
+            self.served(machine, "IRET")
         machine.executor.interrupt_return()

@@ -136,7 +136,7 @@ class VmiMmuOps(VmiGuest):
     @hookimpl
     def pvop_flush_tlb_user(self, machine: Any) -> None:
         try:
-            self.vmi(machine, "FlushTLB", VMI_FLUSH_TLB)
+            self.served(machine, "FlushTLB", VMI_FLUSH_TLB)
         except NotProvided:
             self.native.pvop_flush_tlb_user(machine)
         self.adopt_page_tables(machine)
@@ -144,7 +144,7 @@ class VmiMmuOps(VmiGuest):
     @hookimpl
     def pvop_flush_tlb_kernel(self, machine: Any) -> None:
         try:
-            self.vmi(machine, "FlushTLB", VMI_FLUSH_TLB | VMI_FLUSH_GLOBAL)
+            self.served(machine, "FlushTLB", VMI_FLUSH_TLB | VMI_FLUSH_GLOBAL)
         except NotProvided:
             self.native.pvop_flush_tlb_kernel(machine)
         self.adopt_page_tables(machine)
@@ -152,7 +152,7 @@ class VmiMmuOps(VmiGuest):
     @hookimpl
     def pvop_flush_tlb_single(self, machine: Any, addr: int) -> None:
         try:
-            self.vmi(machine, "InvalPage", addr & 0xFFFFFFFF)
+            self.served(machine, "InvalPage", addr & 0xFFFFFFFF)
         except NotProvided:
             self.native.pvop_flush_tlb_single(machine, addr)
         self._adopt_entry(machine, addr & 0xFFFFFFFF)

@@ -56,7 +56,8 @@ from collections.abc import Callable, Mapping
 import attrs
 
 from pvframe_vmi.hypervisor.abi import CALL_SPECS, VMI_CALL, VMI_CALL_SLOTS, VMI_CALLS
-from pvframe_vmi.hypervisor.model import Action, CallRecord, CallResult, VmiHypervisor
+from pvframe_vmi.hypervisor.calllog import CallRecord
+from pvframe_vmi.hypervisor.model import Action, CallResult, VmiHypervisor
 
 ROM_SIGNATURE = 0xAA55
 VMI_SIGNATURE = 0x696D5663  # "cVmi"

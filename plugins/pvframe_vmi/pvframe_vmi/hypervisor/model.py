@@ -14,7 +14,7 @@ Entry points (the guest side's view):
 
 Every call is counted in :attr:`VmiHypervisor.counts` and logged in
 :attr:`VmiHypervisor.log` (name, arguments, result, error; the most recent calls only, a
-:class:`pvframe.recent.RecentLog`, as are ``errors`` and ``alarm_log``; the alarm totals
+:class:`~pvframe_vmi.hypervisor.calllog.CallLog`, a :class:`pvframe.recent.RecentLog`, as are ``errors`` and ``alarm_log``; the alarm totals
 are ``alarms_fired`` and ``alarms_delivered``). Inconsistent use (:class:`VmiUsageError`)
 is logged (``logging`` at INFO and :attr:`VmiHypervisor.errors`, the run's ``vmi_errors``) and leaves the state unchanged;
 with ``strict=True`` it is raised.
@@ -71,6 +71,7 @@ from pvframe_vmi.hypervisor.abi import (
     VmiUsageError,
 )
 from pvframe_vmi.hypervisor.alarms import Alarm, AlarmFiring, AlarmQueue, StolenSchedule
+from pvframe_vmi.hypervisor.calllog import CallLog
 from pvframe_vmi.hypervisor.mmu import PageTableTracker
 from pvframe_vmi.hypervisor.vcpu import ApState, VirtualCpu
 from pvframe_vmi.hypervisor.wiring import (
@@ -97,17 +98,6 @@ class Action(enum.Enum):
     SHUTDOWN = "shutdown"  #: Shutdown (37): stop the machine
     REBOOT = "reboot"  #: Reboot (36): reset the machine
     FAULT = "fault"  #: raise ``#GP(0)`` at the call (RDMSR/WRMSR/RDPMC of an unknown index)
-
-
-@attrs.frozen
-class CallRecord:
-    """One entry of the call log."""
-
-    number: int
-    name: str
-    args: tuple[int, ...]
-    result: int | tuple[int, ...] | None
-    error: str | None = None
 
 
 @attrs.frozen(hash=False)
@@ -148,7 +138,7 @@ class VmiHypervisor:
     pagetables: PageTableTracker = attrs.field(init=False)
     alarms: AlarmQueue = attrs.field(factory=AlarmQueue, kw_only=True)
     ap_states: dict[int, ApState] = attrs.field(factory=dict, kw_only=True)
-    log: RecentLog[CallRecord] = attrs.field(factory=RecentLog, kw_only=True)
+    log: CallLog = attrs.field(factory=CallLog, kw_only=True)
     counts: Counter[str] = attrs.field(factory=Counter, kw_only=True)
     errors: RecentLog[str] = attrs.field(factory=RecentLog, kw_only=True)
     alarm_log: RecentLog[AlarmFiring] = attrs.field(factory=RecentLog, kw_only=True)
@@ -174,28 +164,58 @@ class VmiHypervisor:
     def invoke(self, number: int, *args: int, now: int | None = None) -> CallResult:
         """Run VMI call ``number`` with typed arguments (``CALL_SPECS[number].args``: a
         64-bit argument is one int). ``now`` overrides the REAL counter for this call."""
-        name = self.call(number)
-        spec = CALL_SPECS.get(number)
-        if spec is None:
-            return self._finish(number, name, args, None, Ret.NONE,
-                                f"call_{number}: not defined by VMI API 3.0")
-        if len(args) != len(spec.args):
-            raise TypeError(f"{name} takes {len(spec.args)} arguments, got {len(args)}")
-        args = tuple(a & (M64 if w == 64 else M32) for a, w in zip(args, spec.args, strict=True))
-        self._now, self._action = now, Action.RETURN
+        args, value, error = self.serve(number, args, now)
+        name, ret = _SERVED[number][0:2] if number in _SERVED else (f"call_{number}", Ret.NONE)
+        regs: dict[str, int] = {}
+        if isinstance(value, tuple):
+            regs = dict(zip(("eax", "ebx", "ecx", "edx"), value, strict=True))
+        elif value is not None and ret is Ret.U64:
+            regs = {"eax": value & M32, "edx": (value >> 32) & M32}
+        elif value is not None and ret is not Ret.NONE:
+            regs = {"eax": value & M32}
+        return CallResult(number, name, args, value, regs, self._action, error)
+
+    def serve(self, number: int, args: tuple[int, ...], now: int | None = None
+              ) -> tuple[tuple[int, ...], int | tuple[int, ...] | None, str | None]:
+        """The call itself, without building a :class:`CallResult`: count it, mask its
+        arguments to their widths, run it, log it. Returns the masked arguments, the value
+        and the error (the action is left in ``_action``). :meth:`invoke` is this plus
+        the result record; the guest side's hot ops (RDTSC and the IF calls, millions per
+        boot) take the value from here."""
+        served = _SERVED.get(number)
+        if served is None:
+            name = f"call_{number}"
+            self.counts[name] += 1
+            self._record(number, name, args, None, f"call_{number}: not defined by VMI API 3.0")
+            return args, None, f"call_{number}: not defined by VMI API 3.0"
+        name, ret, masks, method = served
+        self.counts[name] += 1
+        if len(args) != len(masks):
+            raise TypeError(f"{name} takes {len(masks)} arguments, got {len(args)}")
+        if masks:
+            args = tuple(a & m for a, m in zip(args, masks, strict=True))
+        # (each store only when it changes the field: the fields end as if always stored)
+        if self._now is not now:
+            self._now = now
+        if self._action is not _RETURN:
+            self._action = _RETURN
         error: str | None = None
         value: int | tuple[int, ...] | None
         try:
-            value = getattr(self, f"_c_{name}")(*args)
+            value = getattr(self, method)(*args)
         except VmiUsageError as exc:
             error = f"{name}: {exc}" if not str(exc).startswith(name) else str(exc)
-            value = None if spec.ret is Ret.NONE else 0
+            value = None if ret is Ret.NONE else 0
         finally:
-            self._now = None
-        result = self._finish(number, name, args, value, spec.ret, error)
-        if error is not None and self.strict:
+            if self._now is not None:
+                self._now = None
+        if error is None:
+            self.log.append_fields(number, name, args, value, None)
+            return args, value, None
+        self._record(number, name, args, value, error)
+        if self.strict:
             raise VmiUsageError(error)
-        return result
+        return args, value, error
 
     def trap(self, number: int, regs: Mapping[str, int],
              read_stack: Callable[[int], int] | None = None) -> CallResult:
@@ -234,23 +254,15 @@ class VmiHypervisor:
                 i += 1
         return tuple(out)
 
-    def _finish(self, number: int, name: str, args: tuple[int, ...],
-                value: int | tuple[int, ...] | None, ret: Ret, error: str | None) -> CallResult:
-        regs: dict[str, int] = {}
-        if isinstance(value, tuple):
-            regs = dict(zip(("eax", "ebx", "ecx", "edx"), value, strict=True))
-        elif value is not None and ret is Ret.U64:
-            regs = {"eax": value & M32, "edx": (value >> 32) & M32}
-        elif value is not None and ret is not Ret.NONE:
-            regs = {"eax": value & M32}
+    def _record(self, number: int, name: str, args: tuple[int, ...],
+                value: int | tuple[int, ...] | None, error: str | None) -> None:
         if error is not None:
             self.errors.append(error)
             # reported in the run's ``vmi_errors``, as the Xen model's refusals are in
             # ``xen_refusals``: at INFO, a kit run of generated programs (which misuse
             # the page-type calls on purpose) does not fill the user's terminal
             log.info("VMI %s", error)
-        self.log.append(CallRecord(number, name, args, value, error))
-        return CallResult(number, name, args, value, regs, self._action, error)
+        self.log.append_fields(number, name, args, value, error)
 
     # ================================================================ helpers
     def now(self) -> int:
@@ -705,3 +717,13 @@ class VmiHypervisor:
         value = self.invoke(70, now=tsc).value
         assert isinstance(value, int)
         return value
+
+
+_RETURN = Action.RETURN
+#: per defined call number: name, result kind, argument masks (a 64-bit argument is one
+#: int, masked to 64 bits), and the model's method for it (looked up on the instance, so
+#: a subclass's override is the one run)
+_SERVED: dict[int, tuple[str, Ret, tuple[int, ...], str]] = {
+    n: (spec.name, spec.ret, tuple(M64 if w == 64 else M32 for w in spec.args), f"_c_{spec.name}")
+    for n, spec in CALL_SPECS.items()
+}
