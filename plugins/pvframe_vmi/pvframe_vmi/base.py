@@ -162,7 +162,9 @@ class VmiGuest:
         ``(made, value)``, ``made`` False for a NOP relocation; raises
         :class:`NotProvided` for NONE. For the ops the guest makes millions of times
         (RDTSC, the IF calls) and whose callers need no more than the value."""
-        hv = self.hv(machine)
+        hv = self.hv_model
+        if hv is None or self.machine is not machine or self._activated_for is not machine.boot:
+            hv = self.hv(machine)  # (attach, or capture the boot state: :meth:`hv`)
         number = VMI_CALL[name]
         kind = self.relocs[number]
         if kind is Reloc.NOP:

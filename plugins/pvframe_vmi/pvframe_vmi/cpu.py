@@ -156,9 +156,12 @@ class VmiCpuOps(VmiGuest):
     @hookimpl
     def pvop_read_tsc(self, machine: Any) -> int:
         try:
-            real = self.value(machine, "RDTSC")
+            real = self.served(machine, "RDTSC")[1]
         except NotProvided:
             return int(self.native.pvop_read_tsc(machine))
+        if real is None:  # a NOP relocation: no counter (as value() reads it)
+            real = 0
+        assert isinstance(real, int)
         return (real + machine.platform.msrs.tsc_offset) & (2**64 - 1)
 
     # ---------------------------------------------------------------- descriptor tables

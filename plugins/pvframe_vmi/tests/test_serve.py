@@ -175,3 +175,20 @@ def test_an_undefined_number_is_served_as_an_error_without_resetting_the_action(
     res = hv.invoke(number)
     assert res.error == f"call_{number}: not defined by VMI API 3.0"
     assert res.action is Action.FAULT and hv.counts[f"call_{number}"] == 1
+
+
+def test_served_captures_the_boot_state_after_a_new_load_as_vmi_does() -> None:
+    """``served`` checks the attachment inline: a new boot (``machine.boot`` replaced by a
+    load) makes the model capture the machine's start state first, as :meth:`hv` does."""
+    from pvframe.machine import Machine, MachineConfig
+
+    m = Machine("vmi", MachineConfig(ram_size=1 << 20))
+    g = m.bound.plugin
+    g.served(m, "GetInterruptMask")
+    hv = g.hv_model
+    assert hv is not None
+    m.cpu.cr4 = 0x10
+    m.cpu.eflags_sys |= 0x200
+    m.boot = object()  # what a load does: a new BootInfo
+    assert g.served(m, "GetCR4") == (True, 0x10)
+    assert g.hv_model is hv and hv.vcpu.vif
