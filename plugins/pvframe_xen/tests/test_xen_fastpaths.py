@@ -218,3 +218,79 @@ def test_event_channels_survive_the_pickled_restore(fields) -> None:  # type: ig
     back = pickle.loads(pickle.dumps(hv)).events.channels
     assert [attrs.astuple(c) for c in back] == [attrs.astuple(Channel(*f)) for f in fields]
     assert all(type(c) is Channel for c in back)
+
+
+# ---------------------------------------------------------------- IF mask and upcall bytes
+def _reference_pull_mask(backend: object, machine: Machine) -> None:
+    """``IrqOps._pull_mask`` through the ``vcpu_info`` view (the replaced path)."""
+    hv = backend.hv  # type: ignore[attr-defined]
+    if hv is not None:
+        hv.vcpu_info(0).evtchn_upcall_mask = 0 if machine.cpu.eflags_sys & 0x200 else 1
+
+
+def _reference_set_mask(backend: object, machine: Machine, masked: bool) -> None:
+    """``IrqOps._set_mask`` through the ``vcpu_info`` view (the replaced path)."""
+    backend.hypervisor(machine).vcpu_info(0).evtchn_upcall_mask = int(masked)  # type: ignore[attr-defined]
+    cpu = machine.cpu
+    cpu.eflags_sys = (cpu.eflags_sys | 0x200) if not masked else (cpu.eflags_sys & ~0x200)
+
+
+def _reference_poll(events: object) -> None:
+    """``XenEventSource.poll_events`` through ``upcall_deliverable(0)`` (replaced path)."""
+    events.sync_mask()  # type: ignore[attr-defined]
+    if events.hv.upcall_deliverable(0):  # type: ignore[attr-defined]
+        events.vapic.upcall()  # type: ignore[attr-defined]
+
+
+_IF_STEP = st.one_of(
+    st.tuples(st.just("if"), st.booleans()), st.tuples(st.just("pending"), st.integers(0, 2)),
+    st.tuples(st.just("mask"), st.integers(0, 255)), st.tuples(st.just("port"), st.integers(0, 8)),
+    st.tuples(st.sampled_from(["save_fl", "irq_disable", "irq_enable", "poll", "iret_if"]), st.just(0)),
+    st.tuples(st.just("restore_fl"), st.sampled_from([0, 0x200, 0x246, 0xFFFFFFFF])),
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(steps=st.lists(_IF_STEP, max_size=30))
+def test_if_mask_and_upcall_bytes_in_place_equal_the_vcpu_info_view(steps: list[tuple[str, int]]) -> None:
+    """The IF hooks and the event source's poll read and write VCPU 0's
+    ``evtchn_upcall_pending``/``evtchn_upcall_mask`` bytes of ``shared_info`` in place
+    (xen.h ``struct vcpu_info``); against a twin machine on the ``vcpu_info`` view and
+    ``upcall_deliverable``, every step returns the same, upcalls the same and leaves the
+    same ``shared_info``, IF and event counts."""
+    machines = [Machine("xen", MachineConfig(ram_size=RAM)) for _ in range(2)]
+    ref, new = machines
+    ref_backend = ref.bound.plugin
+    ref_backend._pull_mask = lambda machine: _reference_pull_mask(ref_backend, machine)
+    ref_backend._set_mask = lambda machine, masked: _reference_set_mask(ref_backend, machine, masked)
+    polls = {id(ref): lambda: _reference_poll(ref.events), id(new): new.events.poll_events}
+    for m in machines:
+        m.executor.hooks.irq_disable()  # attach, a known start
+    for what, arg in steps:
+        outcomes = []
+        for m in machines:
+            hv, hooks = m.bound.plugin.hv, m.executor.hooks
+            out: object = None
+            if what == "if":
+                m.cpu.eflags_sys = (m.cpu.eflags_sys | 0x200) if arg else (m.cpu.eflags_sys & ~0x200)
+            elif what == "pending":
+                hv.vcpu_info(0).evtchn_upcall_pending = arg
+            elif what == "mask":
+                hv.vcpu_info(0).evtchn_upcall_mask = arg
+            elif what == "port":  # an event on a port the backend bound, or any port
+                hv.events.set_pending(0, arg)
+            elif what == "poll":
+                polls[id(m)]()
+            elif what == "iret_if":
+                m.cpu.eflags_sys ^= 0x200  # the executor changed IF without a hook
+            elif what == "restore_fl":
+                out = hooks.restore_fl(arg)
+            elif what == "save_fl":  # the mask is pulled from IF first: save_fl is IF
+                if_before = m.cpu.eflags_sys & 0x200
+                out = hooks.save_fl()
+                assert out == if_before
+            else:
+                out = getattr(hooks, what)()
+            outcomes.append((out, bytes(hv.shared.buf), m.cpu.eflags_sys,
+                             dict(m.bound.plugin.vapic.stats), m.bound.plugin.forced_callbacks))
+        assert outcomes[0] == outcomes[1]

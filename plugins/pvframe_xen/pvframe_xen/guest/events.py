@@ -56,6 +56,7 @@ from pvframe.timekeeping.clockevents import (
     ClockEventMode,
 )
 from pvframe_xen.hypervisor import abi
+from pvframe_xen.hypervisor.shared import VCPU0_UPCALL_MASK, VCPU0_UPCALL_PENDING
 
 if TYPE_CHECKING:
     from pvframe_xen.hypervisor import XenHypervisor
@@ -370,6 +371,11 @@ class XenEventSource(HypervisorEventSource):
                 self.vapic.timer_fired()
 
     def poll_events(self) -> None:
+        """Fold IF into the mask, then upcall if one is deliverable: Xen's
+        ``upcall_deliverable(0)`` (pending set, mask clear) read from the two bytes of
+        ``vcpu_info[0]`` in ``shared_info`` (xen.h) in place; this runs at every interrupt
+        check the executor makes with IF set."""
         self.sync_mask()
-        if self.hv.upcall_deliverable(0):
+        buf = self.hv.shared.buf
+        if buf[VCPU0_UPCALL_PENDING] and not buf[VCPU0_UPCALL_MASK]:
             self.vapic.upcall()

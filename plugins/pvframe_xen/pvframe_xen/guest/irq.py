@@ -18,6 +18,7 @@ from typing import Any
 
 from pvframe.hookspecs import hookimpl
 from pvframe_xen.hypervisor import abi
+from pvframe_xen.hypervisor.shared import VCPU0_UPCALL_MASK
 
 IF = 0x200
 
@@ -26,12 +27,14 @@ class IrqOps:
     hv: Any
 
     def _pull_mask(self, machine: Any) -> None:
-        """Fold the executor's own IF changes (gate delivery, iret) into the mask."""
-        if self.hv is not None:
-            self.hv.vcpu_info(0).evtchn_upcall_mask = 0 if machine.cpu.eflags_sys & IF else 1
+        """Fold the executor's own IF changes (gate delivery, iret) into the mask (VCPU
+        0's ``evtchn_upcall_mask`` byte, written in place in ``shared_info``)."""
+        hv = self.hv
+        if hv is not None:
+            hv.shared.buf[VCPU0_UPCALL_MASK] = 0 if machine.cpu.eflags_sys & IF else 1
 
     def _set_mask(self, machine: Any, masked: bool) -> None:
-        self.hypervisor(machine).vcpu_info(0).evtchn_upcall_mask = int(masked)
+        self.hypervisor(machine).shared.buf[VCPU0_UPCALL_MASK] = int(masked)
         cpu = machine.cpu
         cpu.eflags_sys = (cpu.eflags_sys | IF) if not masked else (cpu.eflags_sys & ~IF)
 
@@ -54,7 +57,7 @@ class IrqOps:
     @hookimpl
     def pvop_save_fl(self, machine: Any) -> int:
         self._pull_mask(machine)
-        return 0 if self.hypervisor(machine).vcpu_info(0).evtchn_upcall_mask else IF
+        return 0 if self.hypervisor(machine).shared.buf[VCPU0_UPCALL_MASK] else IF
 
     @hookimpl
     def pvop_restore_fl(self, machine: Any, flags: int) -> None:

@@ -39,6 +39,11 @@ SHARED_ARCH_MAX_PFN = 2316
 SHARED_ARCH_PFN_TO_MFN_FRAME_LIST_LIST = 2320
 SHARED_ARCH_NMI_REASON = 2324
 SHARED_INFO_SIZE = 2328
+#: VCPU 0's ``evtchn_upcall_pending`` / ``evtchn_upcall_mask`` bytes in ``shared_info``
+#: (``vcpu_info[0]`` is at offset 0): the two bytes the event source and the IF hooks
+#: read and write at every interrupt check, in place (``SharedInfo.vcpu(0)`` makes a view)
+VCPU0_UPCALL_PENDING = SHARED_VCPU_INFO + VCPU_INFO_UPCALL_PENDING
+VCPU0_UPCALL_MASK = SHARED_VCPU_INFO + VCPU_INFO_UPCALL_MASK
 # struct start_info, xen.h
 START_INFO_MAGIC = 0
 START_INFO_NR_PAGES = 32
