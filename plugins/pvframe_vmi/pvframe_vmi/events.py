@@ -29,6 +29,11 @@ class VmiEventSource(HypervisorEventSource):
         self.machine = machine
         #: (icount, REAL cycle, wiring, line) per delivered alarm interrupt
         self.delivered: RecentLog[tuple[int, int, int, int]] = RecentLog()
+        if type(self).poll_events is HypervisorEventSource.poll_events:
+            # VMI has no event state of its own to bring into the platform (alarms are
+            # delivered when they fire, in ``fire_timers``): the interrupt check, made
+            # after every block with IF set, is the platform's own, one call (as native)
+            self.interrupt_pending = machine.platform.interrupt_pending  # type: ignore[method-assign]
 
     def timer_deadline_tsc(self) -> int | None:
         hv = self.guest.hv_model
