@@ -245,7 +245,7 @@ def _reference_poll(events: object) -> None:
 _IF_STEP = st.one_of(
     st.tuples(st.just("if"), st.booleans()), st.tuples(st.just("pending"), st.integers(0, 2)),
     st.tuples(st.just("mask"), st.integers(0, 255)), st.tuples(st.just("port"), st.integers(0, 8)),
-    st.tuples(st.sampled_from(["save_fl", "irq_disable", "irq_enable", "poll", "iret_if"]), st.just(0)),
+    st.tuples(st.sampled_from(["save_fl", "irq_disable", "irq_enable", "poll", "check", "iret_if"]), st.just(0)),
     st.tuples(st.just("restore_fl"), st.sampled_from([0, 0x200, 0x246, 0xFFFFFFFF])),
 )
 
@@ -257,7 +257,8 @@ def test_if_mask_and_upcall_bytes_in_place_equal_the_vcpu_info_view(steps: list[
     ``evtchn_upcall_pending``/``evtchn_upcall_mask`` bytes of ``shared_info`` in place
     (xen.h ``struct vcpu_info``); against a twin machine on the ``vcpu_info`` view and
     ``upcall_deliverable``, every step returns the same, upcalls the same and leaves the
-    same ``shared_info``, IF and event counts."""
+    same ``shared_info``, IF and event counts; the executor's interrupt check (the event
+    source's ``interrupt_pending``, poll inline) answers as the poll + platform check."""
     machines = [Machine("xen", MachineConfig(ram_size=RAM)) for _ in range(2)]
     ref, new = machines
     ref_backend = ref.bound.plugin
@@ -281,6 +282,12 @@ def test_if_mask_and_upcall_bytes_in_place_equal_the_vcpu_info_view(steps: list[
                 hv.events.set_pending(0, arg)
             elif what == "poll":
                 polls[id(m)]()
+            elif what == "check":  # the executor's interrupt check: poll, then the platform
+                if m is ref:
+                    _reference_poll(m.events)
+                    out = bool(m.platform.interrupt_pending())
+                else:
+                    out = m.interrupt_pending()
             elif what == "iret_if":
                 m.cpu.eflags_sys ^= 0x200  # the executor changed IF without a hook
             elif what == "restore_fl":

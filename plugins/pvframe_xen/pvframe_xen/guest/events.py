@@ -370,6 +370,15 @@ class XenEventSource(HypervisorEventSource):
             if now >= deadline and self.hv.fire_timers(now):
                 self.vapic.timer_fired()
 
+    def interrupt_pending(self) -> bool:
+        """:meth:`HypervisorEventSource.interrupt_pending` (:meth:`poll_events`, then the
+        platform's check) in one call: the executor asks after every block with IF set."""
+        self.sync_mask()
+        buf = self.hv.shared.buf
+        if buf[VCPU0_UPCALL_PENDING] and not buf[VCPU0_UPCALL_MASK]:
+            self.vapic.upcall()
+        return bool(self.platform.interrupt_pending())
+
     def poll_events(self) -> None:
         """Fold IF into the mask, then upcall if one is deliverable: Xen's
         ``upcall_deliverable(0)`` (pending set, mask clear) read from the two bytes of
