@@ -149,10 +149,10 @@ class VmiGuest:
         hv = self.hv(machine)
         number = VMI_CALL[name]
         kind = self.relocs[number]
-        if kind is Reloc.NOP:
+        if kind is _NOP:
             self.nop_skipped[name] = self.nop_skipped.get(name, 0) + 1
             return None
-        if kind is Reloc.NONE:
+        if kind is _NONE:
             raise NotProvided(name)
         return hv.invoke(number, *args)
 
@@ -167,10 +167,10 @@ class VmiGuest:
             hv = self.hv(machine)  # (attach, or capture the boot state: :meth:`hv`)
         number = VMI_CALL[name]
         kind = self.relocs[number]
-        if kind is Reloc.NOP:
+        if kind is _NOP:
             self.nop_skipped[name] = self.nop_skipped.get(name, 0) + 1
             return False, None
-        if kind is Reloc.NONE:
+        if kind is _NONE:
             raise NotProvided(name)
         return True, hv.serve(number, args)[1]
 
@@ -256,3 +256,6 @@ class VmiGuest:
 
 
 _NEVER = object()
+#: (module constants: an enum member read through its class costs a metaclass lookup,
+#: and the relocation test runs on every one of the millions of ROM calls of a boot)
+_NOP, _NONE = Reloc.NOP, Reloc.NONE

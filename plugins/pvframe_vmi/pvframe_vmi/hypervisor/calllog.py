@@ -54,7 +54,7 @@ class CallLog(RecentLog[CallRecord]):
     def append_fields(self, number: int, name: str, args: tuple[int, ...],
                       value: int | tuple[int, ...] | None, error: str | None) -> None:
         """Log one call (what ``append(CallRecord(...))`` logs, without the record)."""
-        self._raw.append((number, name, args, value, error))
+        self._items.append((number, name, args, value, error))  # type: ignore[arg-type]
         self.total += 1
 
     def append(self, item: CallRecord) -> None:
