@@ -56,6 +56,7 @@ called when ``icount`` reaches the deadline exactly.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import types
 from array import array
@@ -66,6 +67,9 @@ from typing import Any
 from pvframe.executor import faults
 from pvframe.executor import vexir as V
 from pvframe.executor.codecache import SharedCodeCache, SharedEntry, block_info, code_bytes
+from pvframe.executor.ctier.build import Builder, find_compiler
+from pvframe.executor.ctier.cgen import CMember
+from pvframe.executor.ctier.runtime import CRuntime
 from pvframe.executor.faults import (
     DeviceNotAvailable,
     ExternalInterrupt,
@@ -130,6 +134,8 @@ MAX_REGION_INSNS = 512
 #: regenerated blocks kept for the regions that take them (dropped whole when full;
 #: one holds its generated source, ~10-30 KB)
 MAX_KEPT_MEMBERS = 512
+#: IF=0 runs of a hot region after which it is compiled to host code (the C tier)
+CTIER_RUNS = 64
 #: the instruction-limit slot of a region's key in the translation cache
 REGION = -2
 #: host bytes a translation's bookkeeping takes besides its objects' own sizes: its slots
@@ -284,7 +290,14 @@ class Executor:
         self.region_passes: Sequence[str] | None = None
         #: (physical, linear address) -> a region block's generated code, the page
         #: offsets [lo, hi) and the bytes it was generated from (:meth:`_regenerate`)
-        self._region_code: dict[tuple[int, int], tuple[Generated, int, int, bytes]] = {}
+        self._region_code: dict[tuple[int, int],
+                                tuple[Generated, int, int, bytes, tuple[Any, ...]]] = {}
+        #: compile hot regions to host code through the system's C compiler while they
+        #: run with IF=0 (:mod:`pvframe.executor.ctier`); ``PVFRAME_CTIER=0`` turns it off
+        self.ctier = os.environ.get("PVFRAME_CTIER", "1") != "0"
+        #: why the C tier is off (one line), "" while on or not yet asked
+        self.ctier_reason = "" if self.ctier else "PVFRAME_CTIER=0"
+        self._crt: CRuntime | None = None
         #: keep each block's generated Python source in ``Block.source`` (debugging)
         self.keep_source = False
         #: translations kept, and host bytes they may hold (:func:`host_bytes`), before
@@ -776,6 +789,8 @@ class Executor:
             src, info = region_source(members, self.region_passes)
             reg = Block("region", blk.eip, len(members[0].gen.addrs), blk.length)
             reg.fn = compile_region(src, info, self._glb, block_load(info.load))
+            if self.ctier:
+                self._ctier_region(reg, members)
             reg.heat = _COLD
             reg.key = (blk.key[0], blk.eip, REGION)
             reg.pages = [(blk.key[0] >> PAGE_SHIFT, lo, hi)]
@@ -785,6 +800,37 @@ class Executor:
             self._map_eip(blk.eip, reg)
             self.stats["regions"] += 1
         self.stats["region_ns"] += perf_counter_ns() - t0
+
+    def _ctier_region(self, reg: Block, members: list[Member]) -> None:
+        """Let the region ``reg`` be compiled to host code once it ran ``CTIER_RUNS``
+        times with IF=0 (:mod:`pvframe.executor.ctier`); the C tier turns itself off,
+        saying why in :attr:`ctier_reason`, when there is no compiler."""
+        crt = self._crt
+        if crt is None:
+            compiler, why = find_compiler()
+            if compiler is None:
+                self.ctier = False
+                self.ctier_reason = why
+                return
+            crt = self._crt = CRuntime(self.mmu, Builder(compiler))
+        py = reg.fn
+        assert py is not None
+
+        def install(fn: Callable[[CPUState, int], bool]) -> None:
+            reg.fn = fn
+
+        cms = [CMember(m.eip, m.irsbs, len(m.gen.addrs)) for m in members]
+        reg.fn = crt.warming(cms, reg.n, py, install, CTIER_RUNS)
+
+    def ctier_stats(self) -> dict[str, int]:
+        """The C tier's counters: regions compiled and refused, C calls, returns at an
+        instruction the Python path ran (TLB misses, faults), TLB fills, build time."""
+        crt = self._crt
+        if crt is None:
+            return {}
+        return {"c_regions": crt.compiled, "c_refused": crt.refused, "c_calls": crt.calls,
+                "c_misses": crt.misses, "c_bails": crt.bails, "c_fills": crt.fills,
+                "c_build_ns": crt.build_ns}
 
     def _warmed(self, blk: Block) -> None:
         """The cold basic block ``blk`` ran ``WARM_RUNS`` times: its superblock replaces
@@ -839,8 +885,8 @@ class Executor:
         first = self._regenerate(blk)
         if first is None:
             return [], 0, 0
-        gen, lo, hi = first
-        members = [Member(eip, gen)]
+        gen, lo, hi, irsbs = first
+        members = [Member(eip, gen, irsbs)]
         total = len(gen.addrs)
         seen = {eip}
         queue = exit_targets(gen)
@@ -858,17 +904,17 @@ class Executor:
             got = self._regenerate(b)
             if got is None or total + len(got[0].addrs) > MAX_REGION_INSNS:
                 continue
-            members.append(Member(t, got[0]))
+            members.append(Member(t, got[0], got[3]))
             total += len(got[0].addrs)
             lo, hi = min(lo, got[1]), max(hi, got[2])
             queue.extend(exit_targets(got[0]))
         return members, lo, hi
 
-    def _regenerate(self, blk: Block) -> tuple[Generated, int, int] | None:
+    def _regenerate(self, blk: Block) -> tuple[Generated, int, int, tuple[Any, ...]] | None:
         """The code of the cached full-length translation ``blk`` generated again (it
         keeps no source): the same instructions, so the same exits and the same points
         between blocks where the dispatch loop checks for interrupts; with the page
-        offsets [lo, hi) it was decoded from. None where it cannot be a region's block
+        offsets [lo, hi) it was decoded from and its trace's IR blocks. None where it cannot be a region's block
         (a step or entry address, an in-line ``rdtsc``, or not reproduced exactly). Kept
         for the next region that takes the same block, while the bytes it was decoded
         from are the same (a new step address drops them all: :meth:`_note_step`)."""
@@ -881,21 +927,21 @@ class Executor:
         page_paddr = paddr & ~PAGE_MASK
         kept = self._region_code.get((paddr, eip))
         if kept is not None:
-            gen, lo, hi, span = kept
+            gen, lo, hi, span, irsbs = kept
             if self.memory.read_bytes(page_paddr + lo, hi - lo) == span and \
                     array("I", gen.addrs).tobytes() == info.addrs:
-                return gen, lo, hi
+                return gen, lo, hi, irsbs
         got = self._generate_member(eip, paddr, info.addrs)
         if got is not None:
             if len(self._region_code) >= MAX_KEPT_MEMBERS:
                 self._region_code.clear()
-            gen, lo, hi = got
-            self._region_code[(paddr, eip)] = (gen, lo, hi,
-                                               self.memory.read_bytes(page_paddr + lo, hi - lo))
+            gen, lo, hi, irsbs = got
+            self._region_code[(paddr, eip)] = (
+                gen, lo, hi, self.memory.read_bytes(page_paddr + lo, hi - lo), irsbs)
         return got
 
     def _generate_member(self, eip: int, paddr: int, addrs: bytes,
-                         ) -> tuple[Generated, int, int] | None:
+                         ) -> tuple[Generated, int, int, tuple[Any, ...]] | None:
         """:func:`build_trace` again from the bytes at ``eip``, following a successor
         exactly where the translation with instruction addresses ``addrs`` did."""
         code = self._fetch(eip, paddr)
@@ -922,7 +968,7 @@ class Executor:
         hi = max((a & PAGE_MASK) + b.size for b, _c, a in trace)
         if hi > PAGE_SIZE or not can_join(gen) or array("I", gen.addrs).tobytes() != addrs:
             return None
-        return gen, lo, hi
+        return gen, lo, hi, tuple(b for b, _c, _a in trace)
 
     def _fetch(self, eip: int, paddr: int) -> bytes:
         page_left = PAGE_SIZE - (eip & PAGE_MASK)

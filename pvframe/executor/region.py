@@ -87,10 +87,12 @@ class RegionInfo(NamedTuple):
 
 
 class Member(NamedTuple):
-    """A block of a region: its start and its generated code."""
+    """A block of a region: its start, its generated code and the IR blocks of its trace
+    it was generated from (for the C tier, :mod:`pvframe.executor.ctier`)."""
 
     eip: int
     gen: Generated
+    irsbs: tuple[Any, ...] = ()
 
 
 def exit_targets(gen: Generated) -> list[int]:

@@ -111,6 +111,10 @@ class MMU:
         self.user = False
         self.r8, self.r16, self.r32, self.w8, self.w16, self.w32 = self._maps[0]
         self.generation = 0
+        #: bumped whenever an entry leaves a fast map or is replaced by another page, or
+        #: the maps in use change privilege: a cache of the maps (the C tier's software
+        #: TLB, :mod:`pvframe.executor.ctier.runtime`) that saw another epoch is stale
+        self.fast_epoch = 0
         #: virtual pages whose TLB entry was dropped or replaced since the last
         #: :meth:`take_changed`; None: every page (a full flush, or too many to name)
         self._changed: set[int] | None = set()
@@ -124,6 +128,7 @@ class MMU:
         point the fast maps at that privilege's set (no flush: both sets stay valid)."""
         self.user = bool(user)
         self.r8, self.r16, self.r32, self.w8, self.w16, self.w32 = self._maps[self.user]
+        self.fast_epoch += 1
 
     # ------------------------------------------------------------------ control registers
     def write_cr0(self, value: int) -> None:
@@ -184,6 +189,7 @@ class MMU:
             for d in maps:
                 d.clear()
         self.generation += 1
+        self.fast_epoch += 1
 
     def clear_write_fast(self, pfn: int | None = None) -> None:
         """Forget the write fast path to physical page ``pfn`` (used when it becomes a
@@ -191,6 +197,7 @@ class MMU:
         them all made every written page take the slow path again after each new code
         page (a kernel boot translates thousands)."""
         views = None if pfn is None else self.memory.views(pfn)
+        self.fast_epoch += 1
         for maps in self._maps:
             if pfn is None:
                 for d in maps[3:]:
@@ -252,6 +259,7 @@ class MMU:
 
     def _drop_fast(self, vpns: set[int]) -> None:
         """Forget pages ``vpns`` in every fast map."""
+        self.fast_epoch += 1
         for maps in self._maps:
             for d in maps:
                 if d:
@@ -290,6 +298,7 @@ class MMU:
                 for v in large:
                     self.tlb.pop(v, None)
         self._note_changed(vpns)
+        self.fast_epoch += 1
         for v in vpns:
             key = v << PAGE_SHIFT
             for maps in self._maps:
@@ -414,11 +423,18 @@ class MMU:
             if e is None or (user and not e[2]):
                 return
         key = vpn << PAGE_SHIFT
+        page = views[0]
+        old = r8.get(key)
+        if old is not None and old is not page:
+            self.fast_epoch += 1  # (an entry replaced by another page, no flush between)
         r8[key], r16[key], r32[key] = views
         if pfn in self.memory.code_pages:
             return
         if e is not None and (not e[3] or (not e[1] and (user or cpu.cr0 & CR0_WP))):
             return
+        old = w8.get(key)
+        if old is not None and old is not page:
+            self.fast_epoch += 1
         w8[key], w16[key], w32[key] = views
 
     def read(self, vaddr: int, size: int, user: bool | None = None) -> int:
