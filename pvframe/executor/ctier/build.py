@@ -51,6 +51,9 @@ class Builder:
         self._count = 0
         #: loaded libraries (kept so their code stays mapped)
         self._libs: list[Any] = []
+        #: (source, symbol) -> its function: a region formed again after its translations
+        #: were dropped (the same bytes) is not compiled again
+        self._built: dict[tuple[str, str], Any] = {}
 
     def _workdir(self) -> Path:
         if self._dir is None:
@@ -62,6 +65,9 @@ class Builder:
     def build(self, source: str, symbol: str) -> Any:
         """The function ``symbol`` (``void f(void *)``) of ``source`` compiled and loaded
         as a ctypes function. Raises :class:`BuildError`."""
+        got = self._built.get((source, symbol))
+        if got is not None:
+            return got
         d = self._workdir()
         self._count += 1
         c = d / f"r{self._count}.c"
@@ -85,4 +91,5 @@ class Builder:
         self._libs.append(lib)
         c.unlink(missing_ok=True)
         so.unlink(missing_ok=True)
+        self._built[(source, symbol)] = fn
         return fn

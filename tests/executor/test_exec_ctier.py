@@ -1,0 +1,152 @@
+"""The C tier (pvframe.executor.ctier): a hot region compiled to host code runs exactly
+what the Python region runs: registers, flags, memory, EIP and the instruction count at
+the end of the budget and at a page fault in the middle of a member (with its error code
+and CR2), with misaligned and page-straddling accesses; its software TLB is never used
+stale (a page that became code, a page unmapped, a CR3 switch); without a compiler the
+regions stay Python and the reason is one line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from asm import asm
+from conftest import CODE, STACK_TOP, Machine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_exec_regions import OPS
+
+from pvframe.executor import cpu as cpu_mod
+from pvframe.executor.state import IF_MASK
+
+PD, PT = 0x100000, 0x101000
+DATA = 0x20000
+HANDLER = 0x18000
+COUNT = 0x30000
+
+#: accesses the Python tier does on its slow path (misaligned; the last one straddles
+#: into the next page when %esi is at a page's last word)
+SLOW_OPS = ["mov 1(%esi), %edx", "movw %ax, 3(%esi)", "add 2(%esi), %ebx",
+            "movl %ebx, 2(%esi)", "movb %al, 5(%esi)\n movzbl 6(%esi), %edx"]
+#: flags of equal operands (the borders of the carry and sign definitions)
+#: (read in the next IR block, where libVEX cannot specialise the flags helper to the
+#: operation: the thunk's C functions compute them)
+EDGE_OPS = ["mov %eax, %edx\n cmp %edx, %eax\n jmp 5f\n5: adc $0, %ebx",
+            "cmp $0x80, %al\n jmp 5f\n5: sbb %edx, %edx",
+            "mov %ebx, %edx\n sub %eax, %edx\n jmp 5f\n5: setle %dl",
+            "cmp %bl, %al\n jmp 5f\n5: setb %dh", "inc %bl\n jmp 5f\n5: seto %dl",
+            "shl $1, %eax\n jmp 5f\n5: rcr $1, %edx"]
+
+
+@pytest.fixture(autouse=True)
+def _hot_soon(monkeypatch: Any) -> None:
+    """Regions after a few runs, compiled to C at their first run with IF=0."""
+    monkeypatch.setattr(cpu_mod, "HOT_RUNS", 4)
+    monkeypatch.setattr(cpu_mod, "MIN_MEMBER_RUNS", 1)
+    monkeypatch.setattr(cpu_mod, "WARM_RUNS", 1)
+    monkeypatch.setattr(cpu_mod, "CTIER_RUNS", 1)
+
+
+def program(n: int, head: list[str], taken: list[str], tail: list[str], mask: int,
+            pages: int, call: bool) -> str:
+    """A counted loop over ``pages`` data pages whose body branches on the counter into
+    one of two blocks, optionally calling a function."""
+    wrap = DATA + pages * 4096 - 1
+    return (
+        f"mov ${n}, %ecx\n mov ${DATA:#x}, %esi\n mov $1, %ebx\n"
+        "1: mov (%esi), %eax\n" + "\n".join(head) + "\n"
+        f" test ${mask:#x}, %ecx\n jz 2f\n" + "\n".join(taken) + "\n" +
+        ("call 3f\n" if call else "") + " jmp 4f\n"
+        "2: not %edx\n"
+        "4: " + "\n".join(tail or ["nop"]) + "\n"
+        f" mov %eax, (%esi)\n add $0x3f4, %esi\n and ${wrap:#x}, %esi\n"
+        f" or ${DATA:#x}, %esi\n dec %ecx\n jnz 1b\n hlt\n"
+        "3: add %ecx, %ebx\n ret\n"
+    )
+
+
+#: #PF handler: maps the faulting page (identity, writable), counts the fault, keeps
+#: CR2 and the error code, returns to restart the instruction
+PF_HANDLER = f"""
+    push %eax
+    push %ebx
+    mov %cr2, %eax
+    mov %eax, {COUNT + 4:#x}
+    mov 8(%esp), %ebx
+    mov %ebx, {COUNT + 8:#x}
+    shr $12, %eax
+    lea {PT:#x}(,%eax,4), %ebx
+    shl $12, %eax
+    or $3, %eax
+    mov %eax, (%ebx)
+    incl {COUNT:#x}
+    pop %ebx
+    pop %eax
+    add $4, %esp
+    iret
+"""
+
+
+def make(code: bytes, ctier: bool, data: bytes, absent: list[int] | None = None) -> Machine:
+    m = Machine(code, handlers={14: HANDLER})
+    m.memory.load(HANDLER, asm(PF_HANDLER, base=HANDLER))
+    m.memory.load(DATA, data)
+    assert m.ex is not None
+    m.ex.ctier = ctier
+    m.cpu.eflags_sys &= ~IF_MASK
+    if absent is not None:  # paging on, identity, the pages of ``absent`` not present
+        m.memory.write_u32(PD, PT | 0x7)
+        for i in range(1024):
+            m.memory.write_u32(PT + 4 * i, (i << 12) | (0 if i in absent else 0x63))
+        m.cpu.cr3 = PD
+        m.mmu.write_cr0(m.cpu.cr0 | 0x80000000)
+    return m
+
+
+def state(m: Machine, pages: int) -> tuple[Any, ...]:
+    c = m.cpu
+    return (c.eip, c.icount, c.eax, c.ebx, c.ecx, c.edx, c.esi, c.edi, c.esp, c.ebp,
+            c.eflags, c.cc_op, c.cc_dep1, c.cc_dep2, c.cc_ndep, c.dflag, c.cr2, c.halted,
+            m.memory.read_bytes(DATA, pages * 4096 + 16), m.memory.read_bytes(STACK_TOP - 64, 64),
+            m.memory.read_bytes(COUNT, 12))
+
+
+def c_calls(m: Machine) -> int:
+    assert m.ex is not None
+    return m.ex.ctier_stats().get("c_calls", 0)
+
+
+ops = st.lists(st.sampled_from(OPS + SLOW_OPS + EDGE_OPS), min_size=0, max_size=5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(20, 150), head=ops, taken=ops, tail=ops,
+       mask=st.sampled_from([1, 2, 3, 4, 5]), call=st.booleans(),
+       pages=st.sampled_from([1, 2, 4]), absent=st.none() | st.sets(st.integers(0x21, 0x23), max_size=2),
+       cut=st.integers(1, 4000), data=st.binary(min_size=64, max_size=64))
+def test_c_regions_run_exactly_what_python_regions_run(
+        n: int, head: list[str], taken: list[str], tail: list[str], mask: int, call: bool,
+        pages: int, absent: set[int] | None, cut: int, data: bytes) -> None:
+    code = asm(program(n, head, taken, tail, mask, pages, call), base=CODE)
+    fill = data * (pages * 64 + 1)
+    got = []
+    for ctier in (False, True):
+        m = make(code, ctier, fill, sorted(absent) if absent is not None else None)
+        m.run(cut)
+        got.append((state(m, pages), m.run(cut + 20_000), state(m, pages)))
+    assert got[0] == got[1]
+
+
+def test_the_property_programs_do_run_in_c() -> None:
+    """(the property above compares something: its loops run as C regions, with misses)"""
+    code = asm(program(400, ["add %ebx, %eax", "mov 1(%esi), %edx"], ["inc %ebx"], [], 1, 4,
+                       True), base=CODE)
+    m = make(code, True, bytes(range(256)) * 64, [0x22])
+    assert m.run(100_000) == "halted"
+    stats = m.ex.ctier_stats()  # type: ignore[union-attr]
+    assert stats["c_regions"] >= 1 and stats["c_calls"] >= 2
+    assert stats["c_misses"] >= 1
+    assert m.memory.read_u32(COUNT) == 1 and m.memory.read_u32(COUNT + 4) & ~0xFFF == 0x22000
+    m2 = make(code, False, bytes(range(256)) * 64, [0x22])
+    assert m2.run(100_000) == "halted"
+    assert state(m, 4) == state(m2, 4)
