@@ -150,3 +150,136 @@ def test_the_property_programs_do_run_in_c() -> None:
     m2 = make(code, False, bytes(range(256)) * 64, [0x22])
     assert m2.run(100_000) == "halted"
     assert state(m, 4) == state(m2, 4)
+
+
+# ---------------------------------------------------------------- the TLB is never stale
+#: an inner loop over two blocks (a region) touching page ``%esi``: reads it into %ebx
+INNER_READ = """
+    mov $40, %ecx
+2:  add (%esi), %ebx
+    test $1, %ecx
+    jz 3f
+    inc %edx
+3:  dec %ecx
+    jnz 2b
+"""
+
+
+def run_both(code: bytes, setup: Any, limit: int = 200_000) -> tuple[Machine, Machine]:
+    out = []
+    for ctier in (False, True):
+        m = make(code, ctier, bytes(64), [])
+        setup(m)
+        assert m.run(limit) == "halted"
+        out.append(m)
+    assert state(out[0], 1) == state(out[1], 1)
+    assert c_calls(out[1]) > 0
+    return out[0], out[1]
+
+
+def test_a_page_that_became_code_is_written_through_the_slow_path() -> None:
+    """The loop writes a routine's immediate (ten times before the routine first runs:
+    the page is in the TLB for writes), the routine runs (its page becomes code), the
+    loop writes it again: the store must drop the translation (a stale write entry would
+    leave the old routine running)."""
+    page = 0x40000
+    code = asm(f"""
+        mov $0, %ebx
+        mov $20, %ebp
+    1:  mov $40, %ecx
+        mov ${page:#x}, %edi
+    2:  movb $0xb8, (%edi)
+        mov %ebp, 1(%edi)
+        movb $0xc3, 5(%edi)
+        test $1, %ecx
+        jz 3f
+        inc %edx
+    3:  dec %ecx
+        jnz 2b
+        cmp $10, %ebp
+        ja 4f
+        mov ${page:#x}, %eax
+        call *%eax
+        add %eax, %ebx
+    4:  dec %ebp
+        jnz 1b
+        hlt
+    """, base=CODE)
+    _py, c = run_both(code, lambda m: None)
+    assert c.cpu.ebx == sum(range(1, 11))
+
+
+def test_a_page_unmapped_between_two_calls_faults() -> None:
+    """The loop reads a page; the page's entry is cleared and ``invlpg``'d; the loop
+    reads it again: #PF each time (the handler maps it again)."""
+    q = 0x50000
+    code = asm(f"""
+        mov ${q:#x}, %esi
+        mov $12, %ebp
+    1:  {INNER_READ}
+        movl $0, {PT + 4 * (q >> 12):#x}
+        invlpg ({q:#x})
+        dec %ebp
+        jnz 1b
+        hlt
+    """, base=CODE)
+
+    def setup(m: Machine) -> None:
+        m.memory.write_u32(q, 3)
+
+    _py, c = run_both(code, setup)
+    assert c.memory.read_u32(COUNT) == 11  # (the first pass finds it mapped)
+    assert c.memory.read_u32(COUNT + 4) == q and c.memory.read_u32(COUNT + 8) == 0
+    assert c.cpu.ebx == 12 * 40 * 3
+
+
+def test_a_cr3_switch_between_two_calls_reads_the_other_page() -> None:
+    """Two address spaces map the loop's page to different frames: after each CR3 load
+    the loop reads the other frame."""
+    q, a, b, pd2, pt2 = 0x50000, 0x60000, 0x61000, 0x102000, 0x103000
+    code = asm(f"""
+        mov ${q:#x}, %esi
+        mov $10, %ebp
+        mov ${PD:#x}, %edi
+    1:  {INNER_READ}
+        xor ${PD ^ pd2:#x}, %edi
+        mov %edi, %cr3
+        dec %ebp
+        jnz 1b
+        hlt
+    """, base=CODE)
+
+    def setup(m: Machine) -> None:
+        m.memory.write_u32(a, 1)
+        m.memory.write_u32(b, 100)
+        m.memory.write_u32(pd2, pt2 | 7)
+        for i in range(1024):
+            m.memory.write_u32(pt2 + 4 * i, (i << 12) | 0x63)
+        m.memory.write_u32(PT + 4 * (q >> 12), a | 0x63)
+        m.memory.write_u32(pt2 + 4 * (q >> 12), b | 0x63)
+
+    _py, c = run_both(code, setup)
+    assert c.cpu.ebx == 5 * 40 * 1 + 5 * 40 * 100
+
+
+def test_without_a_compiler_regions_stay_python(monkeypatch: Any) -> None:
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    code = asm(program(200, ["add %ebx, %eax"], ["inc %ebx"], [], 1, 1, False), base=CODE)
+    m = make(code, True, bytes(4096))
+    assert m.run(100_000) == "halted"
+    assert m.ex is not None
+    assert m.ex.ctier is False
+    assert m.ex.ctier_reason == "CC=/nonexistent/cc is not an executable program"
+    assert m.ex.stats["regions"] >= 1 and m.ex.ctier_stats() == {}
+    m2 = make(code, False, bytes(4096))
+    assert m2.run(100_000) == "halted"
+    assert state(m, 1) == state(m2, 1)
+
+
+def test_pvframe_ctier_0_turns_it_off(monkeypatch: Any) -> None:
+    monkeypatch.setenv("PVFRAME_CTIER", "0")
+    m = make(b"\xf4", True, b"")
+    m2 = Machine(b"\xf4")
+    assert m2.ex is not None and m2.ex.ctier is False
+    assert m2.ex.ctier_reason == "PVFRAME_CTIER=0"
+    del m
