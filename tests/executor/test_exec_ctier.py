@@ -153,7 +153,9 @@ def test_the_property_programs_do_run_in_c() -> None:
 
 
 # ---------------------------------------------------------------- the TLB is never stale
-#: an inner loop over two blocks (a region) touching page ``%esi``: reads it into %ebx
+#: an inner loop over two blocks (a region, entered at ``2:``) reading page ``%esi`` into
+#: %ebx; the outer loop's code follows it and goes back to ``2:`` itself, so the first
+#: access after the outer code is the C region's
 INNER_READ = """
     mov $40, %ecx
 2:  add (%esi), %ebx
@@ -186,7 +188,7 @@ def test_a_page_that_became_code_is_written_through_the_slow_path() -> None:
     code = asm(f"""
         mov $0, %ebx
         mov $20, %ebp
-    1:  mov $40, %ecx
+        mov $40, %ecx
         mov ${page:#x}, %edi
     2:  movb $0xb8, (%edi)
         mov %ebp, 1(%edi)
@@ -201,8 +203,9 @@ def test_a_page_that_became_code_is_written_through_the_slow_path() -> None:
         mov ${page:#x}, %eax
         call *%eax
         add %eax, %ebx
-    4:  dec %ebp
-        jnz 1b
+    4:  mov $40, %ecx
+        dec %ebp
+        jnz 2b
         hlt
     """, base=CODE)
     _py, c = run_both(code, lambda m: None)
@@ -216,11 +219,12 @@ def test_a_page_unmapped_between_two_calls_faults() -> None:
     code = asm(f"""
         mov ${q:#x}, %esi
         mov $12, %ebp
-    1:  {INNER_READ}
+        {INNER_READ}
         movl $0, {PT + 4 * (q >> 12):#x}
         invlpg ({q:#x})
+        mov $40, %ecx
         dec %ebp
-        jnz 1b
+        jnz 2b
         hlt
     """, base=CODE)
 
@@ -241,11 +245,12 @@ def test_a_cr3_switch_between_two_calls_reads_the_other_page() -> None:
         mov ${q:#x}, %esi
         mov $10, %ebp
         mov ${PD:#x}, %edi
-    1:  {INNER_READ}
+        {INNER_READ}
         xor ${PD ^ pd2:#x}, %edi
         mov %edi, %cr3
+        mov $40, %ecx
         dec %ebp
-        jnz 1b
+        jnz 2b
         hlt
     """, base=CODE)
 
