@@ -151,3 +151,19 @@ def test_the_summary_row_gives_wall_and_cpu_rates_and_peak_rss() -> None:
         (200.0, 100.0, 1.5, 3.0)
     assert row["peak_rss_mib"] == 1536 and row["run_init"] and row["init_line"]
     assert L.result_row("vmi", {"stop": "child exited 1"}, 0)["m_instr_per_cpu_s"] == 0.0
+
+
+def test_the_report_says_whether_the_c_tier_was_on_and_why_not() -> None:
+    class Ex:
+        ctier = False
+        ctier_reason = "PVFRAME_CTIER=0"
+
+        def ctier_stats(self) -> dict[str, int]:
+            return {"c_regions": 3, "c_refused": 1, "c_calls": 12345, "c_misses": 7}
+
+    assert L.ctier_line(Ex()) == "off: PVFRAME_CTIER=0"
+    ex = Ex()
+    ex.ctier = True
+    assert L.ctier_line(ex) == ("on: 3 regions compiled (1 refused), 12,345 C calls, "
+                                "7 returns at an access")
+    assert L.result_row("native", {"ctier": "off: x", "compiler_cpu_s": 1.24}, 0)["ctier"] == "off: x"

@@ -136,6 +136,8 @@ MAX_REGION_INSNS = 512
 MAX_KEPT_MEMBERS = 512
 #: IF=0 runs of a hot region after which it is compiled to host code (the C tier)
 CTIER_RUNS = 64
+#: wait for the compiler (tests) instead of running the Python region until it is done
+CTIER_WAIT = False
 #: the instruction-limit slot of a region's key in the translation cache
 REGION = -2
 #: host bytes a translation's bookkeeping takes besides its objects' own sizes: its slots
@@ -820,7 +822,7 @@ class Executor:
             reg.fn = fn
 
         cms = [CMember(m.eip, m.irsbs, len(m.gen.addrs)) for m in members]
-        reg.fn = crt.warming(cms, reg.n, py, install, CTIER_RUNS)
+        reg.fn = crt.warming(cms, reg.n, py, install, CTIER_RUNS, CTIER_WAIT)
 
     def ctier_stats(self) -> dict[str, int]:
         """The C tier's counters: regions compiled and refused, C calls, returns at an

@@ -202,6 +202,7 @@ def boot_once(backend: str, kernel: Path, initrd: bytes, memory_mib: int, limit:
     machine.platform.set_console_sink(status.console)
     started = time.monotonic()
     cpu_started = time.process_time()
+    children_started = _children_cpu()
 
     def progress(done: int, _total: int) -> None:
         secs = time.monotonic() - started
@@ -219,8 +220,28 @@ def boot_once(backend: str, kernel: Path, initrd: bytes, memory_mib: int, limit:
     # host CPU seconds of the boot: on a shared machine the wall time says as much about
     # the other work as about the boot
     data["cpu_s"] = time.process_time() - cpu_started
+    # the C compiler's processes (the C tier), apart
+    data["compiler_cpu_s"] = _children_cpu() - children_started
+    data["ctier"] = ctier_line(machine.executor)
     data["eip_bytes"] = _bytes_at_eip(machine)
     return data
+
+
+def _children_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def ctier_line(executor: Any) -> str:
+    """One line: whether the C tier (:mod:`pvframe.executor.ctier`) was on, what it did,
+    and if off, why."""
+    if not executor.ctier:
+        return f"off: {executor.ctier_reason}"
+    st = executor.ctier_stats()
+    if not st:
+        return "on: no region ran with interrupts off"
+    return (f"on: {st['c_regions']} regions compiled ({st['c_refused']} refused), "
+            f"{st['c_calls']:,} C calls, {st['c_misses']:,} returns at an access")
 
 
 def result_row(backend: str, data: dict[str, Any], rss: int) -> dict[str, Any]:
@@ -239,6 +260,8 @@ def result_row(backend: str, data: dict[str, Any], rss: int) -> dict[str, Any]:
         "peak_rss_mib": round(rss / (1 << 20)),
         "run_init": RUN_INIT in console, "init_line": INIT_LINE in console,
         "eip": (data.get("registers") or {}).get("eip"), "eip_bytes": data.get("eip_bytes"),
+        "ctier": data.get("ctier", ""),
+        "compiler_cpu_s": round(data.get("compiler_cpu_s", 0.0), 1),
     }
 
 
@@ -383,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['m_instr_per_s']:9.2f} {r['m_instr_per_cpu_s']:11.2f} {r['peak_rss_mib']:6} MiB  "
               f"{r['stop']}{why}{eip} / "
               f"{'yes' if r['run_init'] else 'no'} / {'yes' if r['init_line'] else 'no'}")
+    for r in rows:
+        print(f"{r['backend']:8} C tier {r['ctier']}; compiler {r['compiler_cpu_s']} CPU s")
     if args.hook_log is not None:
         report["hook_log"] = _compare_hook_logs(args.hook_log, [r["backend"] for r in rows])
     out = args.report or folder / "linux-report.json"

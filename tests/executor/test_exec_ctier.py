@@ -45,6 +45,7 @@ def _hot_soon(monkeypatch: Any) -> None:
     monkeypatch.setattr(cpu_mod, "MIN_MEMBER_RUNS", 1)
     monkeypatch.setattr(cpu_mod, "WARM_RUNS", 1)
     monkeypatch.setattr(cpu_mod, "CTIER_RUNS", 1)
+    monkeypatch.setattr(cpu_mod, "CTIER_WAIT", True)
 
 
 def program(n: int, head: list[str], taken: list[str], tail: list[str], mask: int,
@@ -288,3 +289,20 @@ def test_pvframe_ctier_0_turns_it_off(monkeypatch: Any) -> None:
     assert m2.ex is not None and m2.ex.ctier is False
     assert m2.ex.ctier_reason == "PVFRAME_CTIER=0"
     del m
+
+
+def test_a_compile_error_keeps_the_region_python(monkeypatch: Any) -> None:
+    from pvframe.executor.ctier import build
+
+    monkeypatch.setattr(build, "CFLAGS", (*build.CFLAGS, "-fno-such-option-anywhere"))
+    code = asm(program(200, ["add %ebx, %eax"], ["inc %ebx"], [], 1, 1, False), base=CODE)
+    m = make(code, True, bytes(4096))
+    assert m.run(100_000) == "halted"
+    assert m.ex is not None
+    stats = m.ex.ctier_stats()
+    assert stats["c_refused"] >= 1 and stats["c_regions"] == 0 and stats["c_calls"] == 0
+    assert m.ex._crt is not None and "-fno-such-option-anywhere" in m.ex._crt.last_refusal
+    assert "\n" not in m.ex._crt.last_refusal
+    m2 = make(code, False, bytes(4096))
+    assert m2.run(100_000) == "halted"
+    assert state(m, 1) == state(m2, 1)

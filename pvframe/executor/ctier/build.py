@@ -2,7 +2,8 @@
 
 The compiler is ``$CC`` if set, else ``cc`` or ``gcc`` found on ``PATH``; each region is
 written to a process-private temporary directory (removed when the process exits),
-compiled to a shared object with ``-O2 -shared -fPIC`` and loaded with :mod:`ctypes`.
+compiled to a shared object with ``-O1 -shared -fPIC`` (in the background: the region
+runs in Python until its code is ready) and loaded with :mod:`ctypes`.
 Whatever goes wrong (no compiler, a compile error, a load error) is one line of text in
 :class:`BuildError`: the region then stays Python, nothing crashes.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 #: flags every region is compiled with (no libc calls besides the inlined ``memcpy``)
-CFLAGS = ("-O2", "-shared", "-fPIC", "-fno-strict-aliasing", "-w")
+CFLAGS = ("-O1", "-shared", "-fPIC", "-fno-strict-aliasing", "-w")
 
 
 class BuildError(Exception):
@@ -64,32 +65,92 @@ class Builder:
 
     def build(self, source: str, symbol: str) -> Any:
         """The function ``symbol`` (``void f(void *)``) of ``source`` compiled and loaded
-        as a ctypes function. Raises :class:`BuildError`."""
+        as a ctypes function (waiting for the compiler). Raises :class:`BuildError`."""
+        return self.start(source, symbol).wait()
+
+    def start(self, source: str, symbol: str) -> Build:
+        """Start compiling ``source`` in the background (a compiler process running beside
+        the executor); :meth:`Build.poll` gives the function once it is ready."""
         got = self._built.get((source, symbol))
-        if got is not None:
-            return got
         d = self._workdir()
         self._count += 1
-        c = d / f"r{self._count}.c"
-        so = d / f"r{self._count}.so"
-        c.write_text(source)
+        b = Build(self, source, symbol, d / f"r{self._count}")
+        if got is not None:
+            b.fn = got
+            return b
+        b.c.write_text(source)
         try:
-            p = subprocess.run([self.compiler, *CFLAGS, "-o", str(so), str(c)],
-                               capture_output=True, text=True, timeout=120, check=False)
-        except (OSError, subprocess.SubprocessError) as e:
-            raise BuildError(f"{self.compiler} could not run: {e}") from None
+            with b.err.open("w") as err:  # (a file: a pipe could fill and stall it)
+                b.proc = subprocess.Popen([self.compiler, *CFLAGS, "-o", str(b.so), str(b.c)],
+                                          stdout=subprocess.DEVNULL, stderr=err)
+        except OSError as e:
+            b.error = f"{self.compiler} could not run: {e}"
+        return b
+
+
+class Build:
+    """One compile under way: :meth:`poll` (no waiting) or :meth:`wait` for its result."""
+
+    def __init__(self, builder: Builder, source: str, symbol: str, stem: Path) -> None:
+        self.builder = builder
+        self.source = source
+        self.symbol = symbol
+        self.c = stem.with_suffix(".c")
+        self.so = stem.with_suffix(".so")
+        self.err = stem.with_suffix(".err")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.fn: Any = None
+        self.error = ""
+
+    def poll(self) -> Any:
+        """The function once compiled and loaded, None while the compiler runs; raises
+        :class:`BuildError` if it failed."""
+        if self.fn is not None:
+            return self.fn
+        if self.error:
+            raise BuildError(self.error)
+        p = self.proc
+        assert p is not None
+        if p.poll() is None:
+            return None
+        return self._finish(p)
+
+    def wait(self) -> Any:
+        """The function, waiting for the compiler. Raises :class:`BuildError`."""
+        if self.fn is None and not self.error:
+            assert self.proc is not None
+            try:
+                self.proc.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.error = f"{self.builder.compiler} took more than 300 s"
+        if self.fn is None and not self.error:
+            assert self.proc is not None
+            return self._finish(self.proc)
+        return self.poll()
+
+    def _finish(self, p: subprocess.Popen[bytes]) -> Any:
+        err = self.err.read_text(errors="replace") if self.err.exists() else ""
+        self.err.unlink(missing_ok=True)
+        self.proc = None
         if p.returncode != 0:
-            first = (p.stderr.strip().splitlines() or ["(no message)"])[0]
-            raise BuildError(f"{self.compiler} failed ({p.returncode}): {first}")
+            lines = err.strip().splitlines() or ["(no message)"]
+            first = next((ln for ln in lines if "error" in ln), lines[0])
+            self.error = f"{self.builder.compiler} failed ({p.returncode}): {first}"
+            raise BuildError(self.error)
         try:
-            lib = ctypes.CDLL(str(so))
-            fn = getattr(lib, symbol)
+            lib = ctypes.CDLL(str(self.so))
+            fn = getattr(lib, self.symbol)
         except (OSError, AttributeError) as e:
-            raise BuildError(f"cannot load {so.name}: {e}") from None
+            self.error = f"cannot load {self.so.name}: {e}"
+            raise BuildError(self.error) from None
+        finally:
+            self.c.unlink(missing_ok=True)
+            self.so.unlink(missing_ok=True)
         fn.restype = None
         fn.argtypes = (ctypes.c_void_p,)
-        self._libs.append(lib)
-        c.unlink(missing_ok=True)
-        so.unlink(missing_ok=True)
-        self._built[(source, symbol)] = fn
+        self.builder._libs.append(lib)
+        self.builder._built[(self.source, self.symbol)] = fn
+        self.fn = fn
         return fn

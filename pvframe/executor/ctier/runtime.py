@@ -143,41 +143,73 @@ class CRuntime:
     # ------------------------------------------------------------------ regions
     def warming(self, members: Sequence[CMember], n_entry: int, py: Callable[[Any, int], bool],
                 install: Callable[[Callable[[Any, int], bool]], None], runs: int,
-                ) -> Callable[[Any, int], bool]:
-        """The Python region ``py`` counting its entries with IF=0: at the ``runs``-th the
-        region is compiled and ``install`` is called with what runs it from then on (its
-        C caller, or ``py`` itself when it cannot be compiled). Regions that run only with
-        interrupts on are never compiled."""
+                wait: bool = False) -> Callable[[Any, int], bool]:
+        """The Python region ``py`` counting its entries with IF=0: at the ``runs``-th its
+        C is written and the compiler started in the background (``wait``: waited for);
+        once the code is ready ``install`` is called with what runs the region from then
+        on (its C caller, or ``py`` itself when it cannot be compiled). Regions that run
+        only with interrupts on are never compiled."""
         left = [runs]
+        job: list[Any] = []
 
         def warm(cpu: Any, iters: int) -> bool:
             if not cpu.eflags_sys & IF_MASK:
                 left[0] -= 1
                 if left[0] <= 0:
-                    fn = self.compile(members, n_entry, py) or py
-                    install(fn)
-                    return fn(cpu, iters)
+                    if not job:
+                        job.append(self.start(members, n_entry))
+                    fn = self.finish(job[0], py, wait)
+                    if fn is not None:
+                        install(fn)
+                        return fn(cpu, iters)
             return py(cpu, iters)
 
         return warm
 
-    def compile(self, members: Sequence[CMember], n_entry: int,
-                py: Callable[[Any, int], bool]) -> Callable[[Any, int], bool] | None:
-        """The region function that runs ``members`` in C while IF=0 and ``py`` (the
-        Python region) otherwise; None (with :attr:`last_refusal`) when it cannot."""
+    def start(self, members: Sequence[CMember], n_entry: int) -> Any:
+        """The region's C written and its compile started: (build, reads, puts, n_entry),
+        or the reason it cannot be compiled (a string)."""
         name = f"region_{members[0].eip:x}"
         t0 = perf_counter_ns()
         try:
             src, reads, puts = region_c(members, name, n_entry)
-            fn = self.builder.build(PRELUDE + src, name)
-        except (CUnsupported, BuildError) as e:
-            self.refused += 1
-            self.last_refusal = str(e)
-            return None
+            return self.builder.start(PRELUDE + src, name), reads, puts, n_entry
+        except CUnsupported as e:
+            return str(e)
         finally:
             self.build_ns += perf_counter_ns() - t0
+
+    def finish(self, job: Any, py: Callable[[Any, int], bool], wait: bool,
+               ) -> Callable[[Any, int], bool] | None:
+        """What runs the region once ``job`` (:meth:`start`'s) is done: its C caller, or
+        ``py`` when it could not be compiled; None while the compiler runs."""
+        if isinstance(job, str):
+            return self._refuse(job, py)
+        build, reads, puts, n_entry = job
+        t0 = perf_counter_ns()
+        try:
+            fn = build.wait() if wait else build.poll()
+        except BuildError as e:
+            return self._refuse(str(e), py)
+        finally:
+            self.build_ns += perf_counter_ns() - t0
+        if fn is None:
+            return None
         self.compiled += 1
         return self.caller(fn, n_entry, reads, puts, py)
+
+    def _refuse(self, why: str, py: Callable[[Any, int], bool]) -> Callable[[Any, int], bool]:
+        self.refused += 1
+        self.last_refusal = why
+        return py
+
+    def compile(self, members: Sequence[CMember], n_entry: int,
+                py: Callable[[Any, int], bool]) -> Callable[[Any, int], bool] | None:
+        """The region function that runs ``members`` in C while IF=0 and ``py`` (the
+        Python region) otherwise, waiting for the compiler; None (with
+        :attr:`last_refusal`) when it cannot."""
+        fn = self.finish(self.start(members, n_entry), py, True)
+        return None if fn is py else fn
 
     def caller(self, cfn: Any, n_entry: int, reads: Sequence[str], puts: Sequence[str],
                py: Callable[[Any, int], bool]) -> Callable[[Any, int], bool]:
