@@ -50,7 +50,7 @@ from pvframe.executor.translate.registers import GPR_BASES, OFF_EIP, REG32
 REGS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "cc_op", "cc_dep1",
         "cc_dep2", "cc_ndep", "dflag", "idflag", "acflag")
 #: entries of each software TLB (direct mapped on the linear page number)
-TLB_ENTRIES = 1024
+TLB_ENTRIES = 16384
 
 #: return statuses (``st_t.status``)
 DONE, MISS_READ, MISS_WRITE, BAIL = 0, 1, 2, 3
