@@ -292,8 +292,7 @@ class Executor:
         self.region_passes: Sequence[str] | None = None
         #: (physical, linear address) -> a region block's generated code, the page
         #: offsets [lo, hi) and the bytes it was generated from (:meth:`_regenerate`)
-        self._region_code: dict[tuple[int, int],
-                                tuple[Generated, int, int, bytes, tuple[Any, ...]]] = {}
+        self._region_code: dict[tuple[int, int], tuple[Generated, int, int, bytes]] = {}
         #: compile hot regions to host code through the system's C compiler while they
         #: run with IF=0 (:mod:`pvframe.executor.ctier`); ``PVFRAME_CTIER=0`` turns it off
         self.ctier = os.environ.get("PVFRAME_CTIER", "1") != "0"
@@ -791,10 +790,10 @@ class Executor:
             src, info = region_source(members, self.region_passes)
             reg = Block("region", blk.eip, len(members[0].gen.addrs), blk.length)
             reg.fn = compile_region(src, info, self._glb, block_load(info.load))
-            if self.ctier:
-                self._ctier_region(reg, members)
             reg.heat = _COLD
             reg.key = (blk.key[0], blk.eip, REGION)
+            if self.ctier:
+                self._ctier_region(reg, members)
             reg.pages = [(blk.key[0] >> PAGE_SHIFT, lo, hi)]
             if self.keep_source:
                 reg.source = src
@@ -821,8 +820,22 @@ class Executor:
         def install(fn: Callable[[CPUState, int], bool]) -> None:
             reg.fn = fn
 
-        cms = [CMember(m.eip, m.irsbs, len(m.gen.addrs)) for m in members]
-        reg.fn = crt.warming(cms, reg.n, py, install, CTIER_RUNS, CTIER_WAIT)
+        # the members' IR is lifted again when the region is compiled (keeping it for
+        # every region, most of which never run with IF=0, held ~0.4 MB per region)
+        ppage = reg.key[0] & ~PAGE_MASK
+        specs = [(m.eip, ppage | (m.eip & PAGE_MASK), array("I", m.gen.addrs).tobytes(),
+                  len(m.gen.addrs)) for m in members]
+
+        def lifted() -> list[CMember] | None:
+            out = []
+            for eip, paddr, addrs, n in specs:
+                got = self._generate_member(eip, paddr, addrs)
+                if got is None:
+                    return None
+                out.append(CMember(eip, got[3], n))
+            return out
+
+        reg.fn = crt.warming(lifted, reg.n, py, install, CTIER_RUNS, CTIER_WAIT)
 
     def ctier_stats(self) -> dict[str, int]:
         """The C tier's counters: regions compiled and refused, C calls, returns at an
@@ -887,8 +900,8 @@ class Executor:
         first = self._regenerate(blk)
         if first is None:
             return [], 0, 0
-        gen, lo, hi, irsbs = first
-        members = [Member(eip, gen, irsbs)]
+        gen, lo, hi = first
+        members = [Member(eip, gen)]
         total = len(gen.addrs)
         seen = {eip}
         queue = exit_targets(gen)
@@ -906,17 +919,17 @@ class Executor:
             got = self._regenerate(b)
             if got is None or total + len(got[0].addrs) > MAX_REGION_INSNS:
                 continue
-            members.append(Member(t, got[0], got[3]))
+            members.append(Member(t, got[0]))
             total += len(got[0].addrs)
             lo, hi = min(lo, got[1]), max(hi, got[2])
             queue.extend(exit_targets(got[0]))
         return members, lo, hi
 
-    def _regenerate(self, blk: Block) -> tuple[Generated, int, int, tuple[Any, ...]] | None:
+    def _regenerate(self, blk: Block) -> tuple[Generated, int, int] | None:
         """The code of the cached full-length translation ``blk`` generated again (it
         keeps no source): the same instructions, so the same exits and the same points
         between blocks where the dispatch loop checks for interrupts; with the page
-        offsets [lo, hi) it was decoded from and its trace's IR blocks. None where it cannot be a region's block
+        offsets [lo, hi) it was decoded from. None where it cannot be a region's block
         (a step or entry address, an in-line ``rdtsc``, or not reproduced exactly). Kept
         for the next region that takes the same block, while the bytes it was decoded
         from are the same (a new step address drops them all: :meth:`_note_step`)."""
@@ -929,18 +942,19 @@ class Executor:
         page_paddr = paddr & ~PAGE_MASK
         kept = self._region_code.get((paddr, eip))
         if kept is not None:
-            gen, lo, hi, span, irsbs = kept
+            gen, lo, hi, span = kept
             if self.memory.read_bytes(page_paddr + lo, hi - lo) == span and \
                     array("I", gen.addrs).tobytes() == info.addrs:
-                return gen, lo, hi, irsbs
+                return gen, lo, hi
         got = self._generate_member(eip, paddr, info.addrs)
         if got is not None:
             if len(self._region_code) >= MAX_KEPT_MEMBERS:
                 self._region_code.clear()
-            gen, lo, hi, irsbs = got
-            self._region_code[(paddr, eip)] = (
-                gen, lo, hi, self.memory.read_bytes(page_paddr + lo, hi - lo), irsbs)
-        return got
+            gen, lo, hi, _irsbs = got
+            self._region_code[(paddr, eip)] = (gen, lo, hi,
+                                               self.memory.read_bytes(page_paddr + lo, hi - lo))
+            return gen, lo, hi
+        return None
 
     def _generate_member(self, eip: int, paddr: int, addrs: bytes,
                          ) -> tuple[Generated, int, int, tuple[Any, ...]] | None:

@@ -87,12 +87,10 @@ class RegionInfo(NamedTuple):
 
 
 class Member(NamedTuple):
-    """A block of a region: its start, its generated code and the IR blocks of its trace
-    it was generated from (for the C tier, :mod:`pvframe.executor.ctier`)."""
+    """A block of a region: its start and its generated code."""
 
     eip: int
     gen: Generated
-    irsbs: tuple[Any, ...] = ()
 
 
 def exit_targets(gen: Generated) -> list[int]:

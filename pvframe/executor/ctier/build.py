@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import hashlib
 import os
 import shutil
 import subprocess
@@ -22,6 +23,10 @@ from typing import Any
 
 #: flags every region is compiled with (no libc calls besides the inlined ``memcpy``)
 CFLAGS = ("-O1", "-shared", "-fPIC", "-fno-strict-aliasing", "-w")
+
+
+def _digest(source: str) -> bytes:
+    return hashlib.sha256(source.encode()).digest()
 
 
 class BuildError(Exception):
@@ -52,9 +57,9 @@ class Builder:
         self._count = 0
         #: loaded libraries (kept so their code stays mapped)
         self._libs: list[Any] = []
-        #: (source, symbol) -> its function: a region formed again after its translations
-        #: were dropped (the same bytes) is not compiled again
-        self._built: dict[tuple[str, str], Any] = {}
+        #: (digest of the source, symbol) -> its function: a region formed again after its
+        #: translations were dropped (the same bytes) is not compiled again
+        self._built: dict[tuple[bytes, str], Any] = {}
 
     def _workdir(self) -> Path:
         if self._dir is None:
@@ -71,7 +76,7 @@ class Builder:
     def start(self, source: str, symbol: str) -> Build:
         """Start compiling ``source`` in the background (a compiler process running beside
         the executor); :meth:`Build.poll` gives the function once it is ready."""
-        got = self._built.get((source, symbol))
+        got = self._built.get((_digest(source), symbol))
         d = self._workdir()
         self._count += 1
         b = Build(self, source, symbol, d / f"r{self._count}")
@@ -151,6 +156,7 @@ class Build:
         fn.restype = None
         fn.argtypes = (ctypes.c_void_p,)
         self.builder._libs.append(lib)
-        self.builder._built[(self.source, self.symbol)] = fn
+        self.builder._built[(_digest(self.source), self.symbol)] = fn
+        self.source = ""
         self.fn = fn
         return fn

@@ -30,6 +30,7 @@ boot protocol). Budget: the Python region's (``iters`` times the entry's length)
 from __future__ import annotations
 
 import ctypes
+import mmap
 import struct
 from collections.abc import Callable, Sequence
 from time import perf_counter_ns
@@ -88,7 +89,10 @@ class CRuntime:
     def __init__(self, mmu: Any, builder: Builder) -> None:
         self.mmu = mmu
         self.builder = builder
-        self.state = CState()
+        # (an anonymous mapping: only the TLB lines a run touches are ever backed by
+        # memory, and none of it sits on the Python heap)
+        self._mem = mmap.mmap(-1, ctypes.sizeof(CState))
+        self.state = CState.from_buffer(self._mem)
         self.addr = ctypes.addressof(self.state)
         self.epoch = -1
         self._pins: dict[tuple[bool, int], Any] = {}
@@ -141,11 +145,13 @@ class CRuntime:
         return int(self.state.calls)
 
     # ------------------------------------------------------------------ regions
-    def warming(self, members: Sequence[CMember], n_entry: int, py: Callable[[Any, int], bool],
+    def warming(self, members: Callable[[], Sequence[CMember] | None], n_entry: int,
+                py: Callable[[Any, int], bool],
                 install: Callable[[Callable[[Any, int], bool]], None], runs: int,
                 wait: bool = False) -> Callable[[Any, int], bool]:
         """The Python region ``py`` counting its entries with IF=0: at the ``runs``-th its
-        C is written and the compiler started in the background (``wait``: waited for);
+        members' IR is lifted (``members()``; None: they no longer reproduce), its C is
+        written and the compiler started in the background (``wait``: waited for);
         once the code is ready ``install`` is called with what runs the region from then
         on (its C caller, or ``py`` itself when it cannot be compiled). Regions that run
         only with interrupts on are never compiled."""
@@ -157,7 +163,9 @@ class CRuntime:
                 left[0] -= 1
                 if left[0] <= 0:
                     if not job:
-                        job.append(self.start(members, n_entry))
+                        ir = members()
+                        job.append("a member no longer reproduces" if ir is None
+                                   else self.start(ir, n_entry))
                     fn = self.finish(job[0], py, wait)
                     if fn is not None:
                         install(fn)
