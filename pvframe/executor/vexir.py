@@ -58,13 +58,8 @@ class _Node:
     @property
     def expressions(self) -> list[Any]:
         out: list[Any] = []
-        for name in self.KIDS:
-            v = getattr(self, name)
-            if type(v) is tuple:
-                for x in v:
-                    _walk(x, out)
-            elif v is not None:
-                _walk(v, out)
+        _walk(self, out)
+        del out[0]  # (the node itself)
         return out
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pvframe.executor import CPUState, Executor
+from pvframe.executor import CPUState, Executor, codecache, relocate
+from pvframe.executor import cpu as executor_cpu
 from pvframe.executor.state import IF_MASK, SystemSegment, TableRegister
 from pvframe.platform.memory import PhysicalMemory
 from pvframe.platform.mmu import MMU
@@ -287,6 +289,16 @@ class Machine:
 
     def u32(self, addr: int) -> int:
         return self.memory.read_u32(addr)
+
+
+@pytest.fixture
+def own_shared_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[codecache.SharedCodeCache]:
+    """A shared code cache (and relocation cache) of the test's own: code that other
+    tests translated would be reused otherwise."""
+    cache = codecache.SharedCodeCache()
+    monkeypatch.setattr(executor_cpu, "_CODE_CACHE", cache)
+    monkeypatch.setattr(executor_cpu, "_RELOCATIONS", relocate.RelocationCache())
+    yield cache
 
 
 @pytest.fixture

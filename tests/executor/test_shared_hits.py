@@ -4,23 +4,15 @@ written being zeros): what the machine runs is what it runs with the cache empty
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from conftest import Machine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pvframe.executor import codecache, relocate
+from pvframe.executor import codecache
 from pvframe.executor import cpu as executor_cpu
 
-
-@pytest.fixture(autouse=True)
-def own_shared_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[codecache.SharedCodeCache]:
-    cache = codecache.SharedCodeCache()
-    monkeypatch.setattr(executor_cpu, "_CODE_CACHE", cache)
-    monkeypatch.setattr(executor_cpu, "_RELOCATIONS", relocate.RelocationCache())
-    yield cache
+pytestmark = pytest.mark.usefixtures("own_shared_cache")
 
 
 #: straight-line instructions (inc, add, sub, mov imm, nop) and ``add %al,(%eax)``: the

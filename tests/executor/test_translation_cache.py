@@ -7,7 +7,6 @@ import gc
 import tracemalloc
 import types
 import weakref
-from collections.abc import Iterator
 
 import pytest
 from asm import asm
@@ -23,13 +22,8 @@ from pvframe.testing.workloads import BLOCK_INSNS, BLOCK_STRIDE, fresh_code_imag
 LOAD = 0x100000
 
 
-@pytest.fixture(autouse=True)
-def own_shared_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[codecache.SharedCodeCache]:
-    """A shared code cache of the test's own (code from other tests would be reused)."""
-    cache = codecache.SharedCodeCache()
-    monkeypatch.setattr(executor_cpu, "_CODE_CACHE", cache)
-    monkeypatch.setattr(executor_cpu, "_RELOCATIONS", relocate.RelocationCache())
-    yield cache
+#: a shared code cache of the test's own (conftest.own_shared_cache)
+pytestmark = pytest.mark.usefixtures("own_shared_cache")
 
 
 def fresh(blocks: int, seed: int = 0) -> Machine:
