@@ -50,16 +50,16 @@ def _length(lines: tuple[str, ...]) -> int:
 def op_spans(program: p.Program) -> list[tuple[int, int]]:
     """[start, end) of each op's bookkeeping and code in the program's image (offsets
     from the load address), from the lengths of the pieces assembled alone: each op
-    starts a slot, after the paging call's slot if there is one, and ends with a
-    two-byte jump to the next slot."""
-    at = asm.assemble(p.HARNESS, p.LOAD_ADDR).symbols[p.OPS_LABEL] - p.LOAD_ADDR
+    starts a slot, after the parameter table's pointers and the paging call's slot if
+    there is one, and ends with a two-byte jump to the next slot."""
+    at = asm.assemble(p.HARNESS, p.LOAD_ADDR).symbols[p.OPS_LABEL] - p.LOAD_ADDR + p.PARAM_POINTERS
     assert at % p.OP_SLOT == 0
     if program.paging:
         at += p.OP_SLOT
     head = _length(tuple(p.bookkeeping(0x7FFF0000)))
     spans = []
     for op in program.ops:
-        size = _length(tuple(op.lines()))
+        size = _length(p.op_code(op)[0])
         spans.append((at, at + head + size))
         at += -(-(head + size + 2) // p.OP_SLOT) * p.OP_SLOT
     return spans
@@ -201,7 +201,8 @@ def test_a_recovery_pointing_to_the_wrong_op_is_caught(monkeypatch: pytest.Monke
 
 def test_an_index_not_counted_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """op_begin's store of the next index dropped (``mov %eax, op_next`` made ``nop``s):
-    every op is op 0, and the fault of op 1 is charged to op 0."""
+    every op is op 0 (and reads op 0's parameters: op 2 loads op 1's address and faults
+    too), and the faults are charged to op 0."""
     built = asm.assemble_program(FAULTING)
     image = bytearray(built.image)
     begin = built.symbols["op_begin"] - p.LOAD_ADDR
@@ -210,7 +211,7 @@ def test_an_index_not_counted_is_caught(monkeypatch: pytest.MonkeyPatch) -> None
     assert at < begin + 64
     image[at:at + len(store)] = b"\x90" * len(store)
     seen = _observed_with(bytes(image), FAULTING, monkeypatch)
-    assert seen.stop == "exit" and [e.op for e in seen.events] == [0]
+    assert seen.stop == "exit" and [(e.vector, e.op) for e in seen.events] == [(14, 0), (14, 0)]
     assert bookkeeping_problems(FAULTING, seen)
 
 
@@ -226,7 +227,7 @@ def test_no_op_holds_an_address_of_its_own(program: p.Program) -> None:
     ``movl $2f, recovery``, ``call rel32`` out of it): the same bytes at any address."""
     made = asm._pieces()
     for op in program.ops:
-        piece = made.piece(tuple(op.lines()))
+        piece = made.piece(p.op_code(op)[0])
         assert piece is not None and not piece.inside and not piece.outside, op.asm()
 
 
@@ -265,3 +266,188 @@ def test_paging_costs_a_program_a_few_instructions_not_a_loop(backend: str) -> N
     flat = oracle.observe(p.Program(()), backend)
     assert paging.stop == flat.stop == "exit"
     assert 0 < paging.instructions - flat.instructions < 32
+
+
+# ------------------------------------------------------------------ the parameter table
+# An op's values are words of the program's parameter table, loaded where its code held
+# immediates (:func:`pvframe.testing.programs.param`): its code is the same bytes whatever
+# values it was drawn with, and the program runs as the one with the values inline.
+
+
+def _other_values(op: p.Op, k: int) -> p.Op:
+    """``op`` with every int field changed (recursively through inner ops), every bool
+    and str field (what chooses the op's code: a periodic timer, a flush, a table) kept."""
+    changes: dict[str, object] = {}
+    for field in attrs.fields(type(op)):
+        value = getattr(op, field.name)
+        if isinstance(value, bool | str):
+            continue
+        if isinstance(value, int):
+            changes[field.name] = (value * 7 + k) & 0x3FF
+        elif isinstance(value, tuple):
+            changes[field.name] = tuple(_other_values(o, k) if isinstance(o, p.Op) else o
+                                        for o in value)
+    return attrs.evolve(op, **changes)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strategies.programs(), st.integers(1, 100))
+def test_an_ops_code_is_the_same_whatever_its_values(program: p.Program, k: int) -> None:
+    other = attrs.evolve(program, ops=tuple(_other_values(op, k) for op in program.ops))
+    note(other.listing())
+    for op, moved_op in zip(program.ops, other.ops, strict=True):
+        code, values = p.op_code(op)
+        assert p.op_code(moved_op)[0] == code, op.asm()
+        assert len(p.op_code(moved_op)[1]) == len(values)
+    assert asm.assemble_program(program).image[:_code_end(program)] == \
+        asm.assemble_program(other).image[:_code_end(program)]
+
+
+def _code_end(program: p.Program) -> int:
+    """Offset in the image where the program's parameter words start (after its code)."""
+    end = op_spans(program)[-1][1] if program.ops else 0
+    return end + 2 + (-(end + 2) % p.OP_SLOT) if program.ops else 0
+
+
+def parameter_table_of(image: bytes, program: p.Program) -> list[tuple[int, ...]]:
+    """Each op's words as the image holds them: its pointer (``op_params[i]``, at
+    :data:`~pvframe.testing.programs.OPS_LABEL`) up to the next op's (the last: as many
+    words as the op has values)."""
+    at = asm.assemble(p.HARNESS, p.LOAD_ADDR).symbols["op_params"] - p.LOAD_ADDR
+    n = len(program.ops)
+    pointers = struct.unpack_from(f"<{n}I", image, at)
+    out = []
+    for i, ptr in enumerate(pointers):
+        count = len(p.op_code(program.ops[i])[1])
+        out.append(struct.unpack_from(f"<{count}I", image, ptr - p.LOAD_ADDR))
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strategies.programs() | strategies.pv_call_programs())
+def test_the_image_holds_each_ops_values_where_its_pointer_says(program: p.Program) -> None:
+    image = asm.assemble_program(program).image
+    assert parameter_table_of(image, program) == [p.op_code(op)[1] for op in program.ops]
+
+
+def _traced(program: p.Program, backend: str, image: bytes | None,
+            monkeypatch: pytest.MonkeyPatch) -> tuple[oracle.Observation, list[object]]:
+    """The observation of ``program`` (run from ``image`` when given) and its hook calls:
+    each with its arguments, result and virtual time (:class:`pvframe.tools.trace.Tracer`)."""
+    from pvframe.tools.trace import Tracer
+
+    built = asm.assemble_program(program)
+    with monkeypatch.context() as m:
+        if image is not None:
+            m.setattr(oracle, "assemble_program", lambda _p: asm.Assembled(image, built.symbols))
+        tracer = Tracer()
+        seen = oracle.observe(program, backend, extra_plugins=(tracer,))
+    return seen, [(e.name, e.start, e.args) for e in tracer.events if e.kind == "hook"]
+
+
+def parameter_problems(program: p.Program, backend: str, monkeypatch: pytest.MonkeyPatch,
+                       image: bytes | None = None) -> list[str]:
+    """Where the run of ``program`` (from ``image`` when given) differs from the run of
+    the same program with its values as immediates (``render(program, immediates=True)``):
+    every observation but the two registers that hold addresses of the code's layout (EIP,
+    where it halts; EBP, the last op's parameters), the op marks, and every hook call with
+    its arguments and virtual time."""
+    table, table_hooks = _traced(program, backend, image, monkeypatch)
+    inline = asm.assemble(p.render(program, immediates=True), p.LOAD_ADDR).image
+    ref, ref_hooks = _traced(program, backend, inline, monkeypatch)
+    problems = []
+    for name, want in ref.fields().items():
+        got = table.fields()[name]
+        if name == "registers":
+            got, want = ({k: v for k, v in regs.items() if k not in ("eip", "ebp")}
+                         for regs in (got, want))
+        if got != want:
+            problems.append(f"{name}: {got!r} where the values inline give {want!r}")
+    if table.marks != ref.marks:
+        problems.append(f"marks {table.marks} where the values inline give {ref.marks}")
+    if table_hooks != ref_hooks:
+        problems.append("hook calls differ from the values inline: " + next(
+            f"{a} against {b}" for a, b in zip([*table_hooks, None], [*ref_hooks, None], strict=False)
+            if a != b))
+    return problems
+
+
+@pytest.mark.parametrize(("backend", "examples"), [(plugins.NATIVE, 25), ("xen", 10), ("vmi", 10)])
+def test_values_from_the_table_run_as_immediates_do(backend: str, examples: int) -> None:
+    """The same instructions (in number too), hooks, arguments, results, events and
+    virtual times: a load from the table replaced each immediate, and nothing else moved."""
+    from pvframe.testing.mutants import draw_programs
+
+    monkeypatch = pytest.MonkeyPatch()
+    programs = (draw_programs(strategies.programs(), examples)
+                + draw_programs(strategies.pv_call_programs(), examples // 2))
+    try:
+        for program in programs:
+            assert parameter_problems(program, backend, monkeypatch) == [], program.listing()
+    finally:
+        monkeypatch.undo()
+
+
+#: each op reads values: a wrong one shows in the results, a fault or the console
+VALUED = p.Program((p.Cpuid(1), p.ReadMsr(0x1B), p.PutChar(0x41), p.WriteCr3(0x18),
+                    p.Load(2, 8)), paging=True)
+
+
+def test_a_table_that_is_not_read_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """op_begin's load of the op's pointer (``mov op_params(,%ecx,4), %ebp``) made
+    ``nop``s: every op reads its values from wherever %ebp points."""
+    built = asm.assemble_program(VALUED)
+    image = bytearray(built.image)
+    begin = built.symbols["op_begin"] - p.LOAD_ADDR
+    load = bytes.fromhex("8b2c8d") + struct.pack("<I", built.symbols["op_params"])
+    at = image.index(load, begin)
+    assert at < begin + 64
+    image[at:at + len(load)] = b"\x90" * len(load)
+    assert parameter_problems(VALUED, plugins.NATIVE, monkeypatch, bytes(image))
+
+
+@pytest.mark.parametrize("op", range(len(VALUED.ops)))
+def test_a_pointer_to_the_wrong_words_is_caught(op: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Op ``op``'s pointer one word off: it reads a neighbour's value."""
+    built = asm.assemble_program(VALUED)
+    assert parameter_problems(VALUED, plugins.NATIVE, monkeypatch) == []
+    image = bytearray(built.image)
+    at = built.symbols["op_params"] - p.LOAD_ADDR + 4 * op
+    pointer, = struct.unpack_from("<I", image, at)
+    struct.pack_into("<I", image, at, pointer + (4 if op == 0 else -4))
+    assert parameter_problems(VALUED, plugins.NATIVE, monkeypatch, bytes(image))
+
+
+def test_a_wrong_value_in_the_table_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The character PutChar prints changed in the table: the console shows it."""
+    built = asm.assemble_program(VALUED)
+    image = bytearray(built.image)
+    pointer, = struct.unpack_from("<I", image, built.symbols["op_params"] - p.LOAD_ADDR + 8)
+    assert image[pointer - p.LOAD_ADDR] == 0x41
+    image[pointer - p.LOAD_ADDR] = 0x42
+    problems = parameter_problems(VALUED, plugins.NATIVE, monkeypatch, bytes(image))
+    assert problems and problems[0].startswith("console: 'B'")
+
+
+def _translations(program: p.Program) -> tuple[int, int]:
+    machine = Machine(plugins.NATIVE)
+    machine.load_raw(asm.assemble_program(program).image, p.LOAD_ADDR, p.LOAD_ADDR)
+    assert machine.run(oracle.DEFAULT_BUDGET).stop == "exit"
+    stats = machine.executor.stats
+    machine.release()
+    return stats["translated_blocks"], stats["relocated"]
+
+
+def test_ops_with_other_values_at_the_same_indices_are_neither_lifted_nor_moved() -> None:
+    """A program's ops drawn again with other values (MSRs, PTEs, counts, characters,
+    CR bits...) at the same indices: every translation is a hit of the shared cache."""
+    ops = (p.WriteMsr(0x174, 0x10), p.MapPage(1, 2, 0x63), p.Load(1, 8), p.PutChar(0x41),
+           p.ApicTimer(5000, False, 0xB), p.Cpuid(1), p.WriteCr4(0x10), p.Compute(7),
+           p.TlbProbe(2, 3, 4, "invlpg"), p.ApicStop())
+    program = p.Program(ops, paging=True)
+    assert _translations(program)[0] > 0
+    other = p.Program((p.WriteMsr(0x175, 0x2000), p.MapPage(5, 9, 0x3), p.Load(5, 0x40),
+                       p.PutChar(0x5A), p.ApicTimer(30000, False, 0x3), p.Cpuid(0x80000000),
+                       p.WriteCr4(0x90), p.Compute(300), p.TlbProbe(7, 11, 1, "invlpg"),
+                       p.ApicStop()), paging=True)
+    assert _translations(other) == (0, 0)

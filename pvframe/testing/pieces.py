@@ -2,7 +2,8 @@
 
 A program's part (:func:`pvframe.testing.programs.body`) is, per op, the same two
 bookkeeping instructions (the call of the harness's ``op_begin`` and the op's length)
-followed by the op's own lines and a jump to the next slot, then an epilogue. Programs share most of their ops
+followed by the op's own code and a jump to the next slot, then an epilogue, between the
+two halves of its parameter table (data). Programs share most of their ops
 (Hypothesis draws from a small alphabet and mutates what it drew), so the assembler read
 and encoded the same lines again and again: ~3 ms a program, as much as running it.
 
@@ -151,7 +152,10 @@ class Pieces:
 
     def assemble_part(self, program: p.Program) -> assembler.Assembled | None:
         """The program's own part from pieces (it defines no symbol); None when some of
-        it is no piece."""
+        it is no piece. An op's piece is that of its code (:func:`pvframe.testing.
+        programs.op_code`), the same for every value it was drawn with; its values are
+        words of the parameter table, written around the code (the pointers before,
+        the words after: :func:`pvframe.testing.programs.parameter_table`)."""
         head = self.head
         if head is None or len(program.ops) > p.OPS_MAX:
             return None
@@ -163,15 +167,18 @@ class Pieces:
                 return None
             pieces.append(first)
         ops: list[Piece] = []
+        values: list[tuple[int, ...]] = []
         for op in program.ops:
-            got = self.piece(tuple(op.lines()))
+            code, words = p.op_code(op)
+            got = self.piece(code)
             if got is None:
                 return None
             ops.append(got)
+            values.append(words)
         tail = self.piece(tuple(p.epilogue(program)))
         if tail is None:
             return None
-        out = bytearray()
+        out = bytearray(p.PARAM_POINTERS)
         for x in pieces:
             out += x.at(start + len(out))
             _next_slot(out)
@@ -180,6 +187,11 @@ class Pieces:
             out += got.at(start + len(out))
             _next_slot(out)
         out += tail.at(start + len(out))
+        out += bytes(-len(out) % 4)
+        offsets, table = p.parameter_table(values)
+        at = start + len(out)
+        struct.pack_into(f"<{len(offsets)}I", out, 0, *(at + 4 * k for k in offsets))
+        out += struct.pack(f"<{len(table)}I", *table)
         return assembler.Assembled(bytes(out), {})
 
 

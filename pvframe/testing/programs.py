@@ -22,10 +22,24 @@ are a table of the harness, and the harness's routines are called through pointe
 (``call *ptr``, not ``call rel32``). So an op is the same bytes in every program and at
 every position in it, and the executor's translations of it are shared between programs
 (at the same address) or moved to where it lands (:mod:`pvframe.executor.relocate`).
+
+Nor does an op's code hold its own values (MSR numbers and values, PTEs and their
+addresses, APIC counts, CR bits, characters, loop counts): an op's lines name each value
+as :func:`param` (``{0x174}``), and the rendering (:func:`op_code`) turns each into a
+load from the op's words in the program's *parameter table* (``k(%ebp)``: ``op_begin``
+points %ebp at them), where GNU as would encode an immediate. The same op kind is then
+the same bytes whatever values it was drawn with, and its translations repeat from
+program to program; the values are data, written with the image
+(:func:`parameter_table`). ``render(program, immediates=True)`` is the same program with
+every value an immediate again (what the listing shows), which runs exactly as the table
+form does (``tests/test_kit_bookkeeping.py``).
 """
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Callable
 from typing import ClassVar
 
 import attrs
@@ -55,6 +69,49 @@ HIGH_VECTORS = (0x90, 0xF0)
 MSR_INVALID = 0xC0DE0001
 #: the most ops a program may have: the harness's table of op marks has this many words
 OPS_MAX = 1024
+#: the register that points at the running op's words of the parameter table (set by
+#: ``op_begin``; no op writes it, and a pv call preserves it as C's callee-saved %ebp)
+PARAM_BASE = "%ebp"
+#: bytes of the table of pointers at the start of a program's part (:func:`body`): one
+#: word per op index, a page (the ops' code starts on the next one)
+PARAM_POINTERS = 4 * OPS_MAX
+
+
+def param(value: int) -> str:
+    """An op's value as an operand: in the program's parameter table (``k(%ebp)``: a
+    32-bit memory operand, loaded where an immediate was) or, rendered inline, ``$value``.
+    Used as a source operand only, where both forms are valid (Intel SDM Vol. 2A/2B: MOV,
+    PUSH, XOR, OR take ``r/m32`` where they take ``imm32``; a byte register reads the
+    word's low byte)."""
+    return f"{{{value & 0xFFFFFFFF:#x}}}"
+
+
+_PARAM = re.compile(r"\{(0x[0-9a-f]+)\}")
+
+
+@functools.lru_cache(maxsize=8192)
+def resolve(lines: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """``lines`` with their :func:`param` values as loads from consecutive words at
+    :data:`PARAM_BASE` (the first value at ``0(%ebp)``), and the values in that order:
+    the code no longer depends on the values, only on where each is used."""
+    values: list[int] = []
+
+    def load(match: re.Match[str]) -> str:
+        values.append(int(match.group(1), 16))
+        return f"{4 * (len(values) - 1)}({PARAM_BASE})"
+
+    return tuple(_PARAM.sub(load, line) for line in lines), tuple(values)
+
+
+def inline(lines: list[str] | tuple[str, ...]) -> list[str]:
+    """``lines`` with each :func:`param` value as the immediate it stands for."""
+    return [_PARAM.sub(r"$\1", line) for line in lines]
+
+
+def op_code(op: Op) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The op's code as assembled (its values loaded from its parameter words) and the
+    words (:func:`resolve`)."""
+    return resolve(tuple(op.lines()))
 
 
 def harness_call(routine: str) -> str:
@@ -64,6 +121,12 @@ def harness_call(routine: str) -> str:
     return f"call *{routine}_ptr"
 
 
+def store(value: int, address: int) -> list[str]:
+    """``movl $value, address`` with the value an op's :func:`param`: loaded into %eax,
+    then stored (x86 has no store of a memory operand to memory: Intel SDM Vol. 2A MOV)."""
+    return _put(value, f"{address:#x}")
+
+
 #: an op's line that appends %eax to the results
 RECORD = harness_call("record")
 #: the first line of every op (:func:`bookkeeping`)
@@ -71,9 +134,9 @@ OP_BEGIN = harness_call("op_begin")
 
 
 class Op:
-    """One step of a program: ``lines()`` is its assembly; ``records`` is the number of
-    words it records when it runs to its end (None: it varies), so that a property can
-    find an op's words among the results."""
+    """One step of a program: ``lines()`` is its assembly, each of its own values a
+    :func:`param`; ``records`` is the number of words it records when it runs to its end
+    (None: it varies), so that a property can find an op's words among the results."""
 
     records: ClassVar[int | None] = 0
 
@@ -81,6 +144,7 @@ class Op:
         raise NotImplementedError
 
     def asm(self) -> str:
+        """The op's lines on one line, each value as ``{value}`` (:func:`param`)."""
         return "; ".join(line.strip() for line in self.lines())
 
 
@@ -119,8 +183,8 @@ class RestoreFlags(Op):
 
     def lines(self) -> list[str]:
         other = self.flags ^ 0x200
-        return [f"pushl ${self.flags:#x}", "popf", "pushf", "pop %eax", RECORD,
-                f"pushl ${other:#x}", "popf", "pushf", "pop %eax", RECORD]
+        return [f"pushl {param(self.flags)}", "popf", "pushf", "pop %eax", RECORD,
+                f"pushl {param(other)}", "popf", "pushf", "pop %eax", RECORD]
 
 
 @attrs.frozen
@@ -161,7 +225,7 @@ class Compute(Op):
     iterations: int
 
     def lines(self) -> list[str]:
-        return [f"mov ${self.iterations}, %ecx", "1: add %ecx, %ebx", "rol $3, %ebx", "loop 1b"]
+        return [f"mov {param(self.iterations)}, %ecx", "1: add %ecx, %ebx", "rol $3, %ebx", "loop 1b"]
 
 
 @attrs.frozen
@@ -169,7 +233,7 @@ class PutChar(Op):
     char: int
 
     def lines(self) -> list[str]:
-        return [f"mov ${self.char:#x}, %al", harness_call("putc")]
+        return [f"mov {param(self.char)}, %al", harness_call("putc")]
 
 
 @attrs.frozen
@@ -189,7 +253,7 @@ class ReadRtc(Op):
     records = 1
 
     def lines(self) -> list[str]:
-        return [f"mov ${self.register}, %al", "out %al, $0x70", "in $0x71, %al",
+        return [f"mov {param(self.register)}, %al", "out %al, $0x70", "in $0x71, %al",
                 "movzbl %al, %eax", RECORD]
 
 
@@ -206,7 +270,7 @@ class Cpuid(Op):
     def lines(self) -> list[str]:
         out: list[str] = []
         for leaf in (self.leaf, 0 if self.leaf else 1):
-            out += [f"mov ${leaf:#x}, %eax", "xor %ecx, %ecx", "cpuid", RECORD,
+            out += [f"mov {param(leaf)}, %eax", "xor %ecx, %ecx", "cpuid", RECORD,
                     "mov %ebx, %eax", RECORD, "mov %ecx, %eax", RECORD, "mov %edx, %eax", RECORD]
         return out
 
@@ -218,7 +282,7 @@ class ReadMsr(Op):
     records = 2
 
     def lines(self) -> list[str]:
-        return [f"mov ${self.msr:#x}, %ecx", "rdmsr", RECORD, "mov %edx, %eax", RECORD]
+        return [f"mov {param(self.msr)}, %ecx", "rdmsr", RECORD, "mov %edx, %eax", RECORD]
 
 
 @attrs.frozen
@@ -233,7 +297,7 @@ class WriteMsr(Op):
 
     def lines(self) -> list[str]:
         lo, hi = self.value & 0xFFFFFFFF, self.value >> 32
-        return [f"mov ${self.msr:#x}, %ecx", f"mov ${lo:#x}, %eax", f"mov ${hi:#x}, %edx",
+        return [f"mov {param(self.msr)}, %ecx", f"mov {param(lo)}, %eax", f"mov {param(hi)}, %edx",
                 "wrmsr", "rdmsr", RECORD, "mov %edx, %eax", RECORD]
 
 
@@ -270,7 +334,7 @@ class LoadDescriptorTable(Op):
     def lines(self) -> list[str]:
         base = "idt" if self.table == "idt" else f"{GDT_BASE:#x}"
         store = [f"s{self.table} dtbuf", "mov dtbuf+2, %eax", RECORD, "movzwl dtbuf, %eax", RECORD]
-        return [*store, f"movw ${self.limit:#x}, dtload", f"movl ${base}, dtload+2",
+        return [*store, f"mov {param(self.limit)}, %eax", "mov %ax, dtload", f"movl ${base}, dtload+2",
                 f"l{self.table} dtload", *store]
 
 
@@ -286,7 +350,8 @@ class MapPage(Op):
 
     def lines(self) -> list[str]:
         pte = (FRAMES + self.frame * 0x1000) | (self.flags & 0xFFF)
-        return [f"movl ${pte:#x}, {PT_TEST + 4 * self.page:#x}"]
+        return [f"mov {param(PT_TEST + 4 * self.page)}, %edx", f"mov {param(pte)}, %eax",
+                "mov %eax, (%edx)"]
 
 
 @attrs.frozen
@@ -299,7 +364,7 @@ class ReadPte(Op):
     records = 1
 
     def lines(self) -> list[str]:
-        return [f"mov {PT_TEST + 4 * self.page:#x}, %eax", RECORD]
+        return [f"mov {param(PT_TEST + 4 * self.page)}, %eax", "mov (%eax), %eax", RECORD]
 
 
 @attrs.frozen
@@ -307,7 +372,7 @@ class UnmapPage(Op):
     page: int
 
     def lines(self) -> list[str]:
-        return [f"movl $0, {PT_TEST + 4 * self.page:#x}"]
+        return [f"mov {param(PT_TEST + 4 * self.page)}, %eax", "movl $0, (%eax)"]
 
 
 @attrs.frozen
@@ -315,7 +380,7 @@ class Invlpg(Op):
     page: int
 
     def lines(self) -> list[str]:
-        return [f"invlpg {TEST_VA + 0x1000 * self.page:#x}"]
+        return [f"mov {param(TEST_VA + 0x1000 * self.page)}, %eax", "invlpg (%eax)"]
 
 
 @attrs.frozen
@@ -332,7 +397,8 @@ class Load(Op):
     records = 1
 
     def lines(self) -> list[str]:
-        return [f"mov {TEST_VA + 0x1000 * self.page + self.offset:#x}, %eax", RECORD]
+        return [f"mov {param(TEST_VA + 0x1000 * self.page + self.offset)}, %eax", "mov (%eax), %eax",
+                RECORD]
 
 
 @attrs.frozen
@@ -342,7 +408,8 @@ class Store(Op):
     value: int
 
     def lines(self) -> list[str]:
-        return [f"movl ${self.value:#x}, {TEST_VA + 0x1000 * self.page + self.offset:#x}"]
+        return [f"mov {param(TEST_VA + 0x1000 * self.page + self.offset)}, %edx",
+                f"mov {param(self.value)}, %eax", "mov %eax, (%edx)"]
 
 
 @attrs.frozen
@@ -367,28 +434,48 @@ class TlbProbe(Op):
         return 4 if self.flush == "invlpg" else 3
 
     def lines(self) -> list[str]:
+        return self.probe(lambda reg: [f"invlpg ({reg})"])
+
+    def probe(self, invalidate: Callable[[str], list[str]]) -> list[str]:
+        """The probe's lines with ``invalidate(register)`` as the invalidations that make
+        the new translations visible (the last two of the ``invlpg`` probe, %ebx and
+        %esi holding the pages' addresses, which a C function preserves: the pv calls'
+        ``flush_tlb_single`` takes their place in :mod:`pvframe.testing.pvcalls`).
+
+        The addresses are loaded once into registers, each value into %eax before its
+        store: a drawn value is a :func:`param`, where it was an immediate or an absolute
+        address."""
         va = TEST_VA + 0x1000 * self.page
         pte = PT_TEST + 4 * self.page
         fa, fb = FRAMES + self.a * 0x1000, FRAMES + self.b * 0x1000
+        loads = [f"mov {param(fa)}, %eax", "mov (%eax), %eax", RECORD,
+                 f"mov {param(fb)}, %eax", "mov (%eax), %eax", RECORD]
         if self.flush == "invlpg":
             nb = self.page ^ 1
             nva, npte = TEST_VA + 0x1000 * nb, PT_TEST + 4 * nb
             return [
-                f"movl ${fa | 3:#x}, {pte:#x}", f"movl ${fb | 3:#x}, {npte:#x}",
-                f"invlpg {va:#x}", f"invlpg {nva:#x}",
-                f"movl $0x1111{self.page:04x}, {va:#x}", f"movl $0x1111{nb:04x}, {nva:#x}",
-                f"movl ${fb | 3:#x}, {pte:#x}", f"movl ${fa | 3:#x}, {npte:#x}",
-                f"movl $0x2222{self.page:04x}, {va:#x}", f"movl $0x2222{nb:04x}, {nva:#x}",
-                f"invlpg {va:#x}", f"invlpg {nva:#x}",
-                f"mov {va:#x}, %eax", RECORD, f"mov {fa:#x}, %eax", RECORD, f"mov {fb:#x}, %eax",
-                RECORD, f"mov {nva:#x}, %eax", RECORD,
+                f"mov {param(pte)}, %edx", f"mov {param(npte)}, %ecx",
+                f"mov {param(va)}, %ebx", f"mov {param(nva)}, %esi",
+                *_put(fa | 3, "(%edx)"), *_put(fb | 3, "(%ecx)"),
+                "invlpg (%ebx)", "invlpg (%esi)",
+                *_put(0x11110000 | self.page, "(%ebx)"), *_put(0x11110000 | nb, "(%esi)"),
+                *_put(fb | 3, "(%edx)"), *_put(fa | 3, "(%ecx)"),
+                *_put(0x22220000 | self.page, "(%ebx)"), *_put(0x22220000 | nb, "(%esi)"),
+                *invalidate("%ebx"), *invalidate("%esi"),
+                "mov (%ebx), %eax", RECORD, *loads, "mov (%esi), %eax", RECORD,
             ]
         flush = {"cr3": ["mov %cr3, %eax", "mov %eax, %cr3"], "none": []}[self.flush]
         return [
-            f"movl ${fa | 3:#x}, {pte:#x}", f"invlpg {va:#x}", f"movl $0x1111{self.page:04x}, {va:#x}",
-            f"movl ${fb | 3:#x}, {pte:#x}", f"movl $0x2222{self.page:04x}, {va:#x}", *flush,
-            f"mov {va:#x}, %eax", RECORD, f"mov {fa:#x}, %eax", RECORD, f"mov {fb:#x}, %eax", RECORD,
+            f"mov {param(pte)}, %edx", f"mov {param(va)}, %ecx",
+            *_put(fa | 3, "(%edx)"), "invlpg (%ecx)", *_put(0x11110000 | self.page, "(%ecx)"),
+            *_put(fb | 3, "(%edx)"), *_put(0x22220000 | self.page, "(%ecx)"), *flush,
+            "mov (%ecx), %eax", RECORD, *loads,
         ]
+
+
+def _put(value: int, where: str) -> list[str]:
+    """``movl $value, where`` with the value a :func:`param` (through %eax)."""
+    return [f"mov {param(value)}, %eax", f"mov %eax, {where}"]
 
 
 @attrs.frozen
@@ -405,8 +492,8 @@ class ApicTimer(Op):
 
     def lines(self) -> list[str]:
         lvt = TIMER_VECTOR | (1 << 17 if self.periodic else 0)
-        return [f"movl ${self.divide:#x}, {APIC + 0x3E0:#x}", f"movl ${lvt:#x}, {APIC + 0x320:#x}",
-                f"movl ${self.count}, {APIC + 0x380:#x}", f"mov {APIC + 0x320:#x}, %eax", RECORD]
+        return [*store(self.divide, APIC + 0x3E0), *store(lvt, APIC + 0x320),
+                *store(self.count, APIC + 0x380), f"mov {APIC + 0x320:#x}, %eax", RECORD]
 
 
 @attrs.frozen
@@ -436,7 +523,7 @@ class SelfIpi(Op):
     vector: int = IPI_VECTOR
 
     def lines(self) -> list[str]:
-        return [f"movl $0, {APIC + 0x310:#x}", f"movl ${0x40000 | self.vector:#x}, {APIC + 0x300:#x}"]
+        return [f"movl $0, {APIC + 0x310:#x}", *store(0x40000 | self.vector, APIC + 0x300)]
 
 
 # ---------------------------------------------------------------- state written and read back
@@ -459,7 +546,7 @@ class WriteCr0(Op):
     records = 1
 
     def lines(self) -> list[str]:
-        return ["mov %cr0, %eax", f"xor ${self.toggle:#x}, %eax", "mov %eax, %cr0",
+        return ["mov %cr0, %eax", f"xor {param(self.toggle)}, %eax", "mov %eax, %cr0",
                 "mov %cr0, %eax", RECORD]
 
 
@@ -474,7 +561,7 @@ class WriteCr3(Op):
     records = 1
 
     def lines(self) -> list[str]:
-        return ["mov %cr3, %eax", "and $0xfffff000, %eax", f"or ${self.low & 0xFFF:#x}, %eax",
+        return ["mov %cr3, %eax", "and $0xfffff000, %eax", f"or {param(self.low & 0xFFF)}, %eax",
                 "mov %eax, %cr3", "mov %cr3, %eax", RECORD]
 
 
@@ -490,8 +577,8 @@ class WriteCr4(Op):
     records = 3
 
     def lines(self) -> list[str]:
-        return ["mov %cr4, %eax", RECORD, f"mov ${self.value ^ 4:#x}, %eax", "mov %eax, %cr4",
-                "mov %cr4, %eax", RECORD, f"mov ${self.value:#x}, %eax", "mov %eax, %cr4",
+        return ["mov %cr4, %eax", RECORD, f"mov {param(self.value ^ 4)}, %eax", "mov %eax, %cr4",
+                "mov %cr4, %eax", RECORD, f"mov {param(self.value)}, %eax", "mov %eax, %cr4",
                 "mov %cr4, %eax", RECORD]
 
 
@@ -506,9 +593,8 @@ class ApicWrite(Op):
     records = 2
 
     def lines(self) -> list[str]:
-        where = f"{APIC + self.reg:#x}"
-        return [f"mov {where}, %eax", RECORD, f"movl ${self.value:#x}, {where}", f"mov {where}, %eax",
-                RECORD]
+        return [f"mov {param(APIC + self.reg)}, %edx", "mov (%edx), %eax", RECORD,
+                f"mov {param(self.value)}, %eax", "mov %eax, (%edx)", "mov (%edx), %eax", RECORD]
 
 
 @attrs.frozen
@@ -523,7 +609,7 @@ class TscSeries(Op):
         return 2 * self.count
 
     def lines(self) -> list[str]:
-        return [f"mov ${self.count}, %esi", "1: rdtsc", RECORD, "mov %edx, %eax", RECORD,
+        return [f"mov {param(self.count)}, %esi", "1: rdtsc", RECORD, "mov %edx, %eax", RECORD,
                 "dec %esi", "jnz 1b"]
 
 
@@ -544,9 +630,9 @@ class TimerDeadline(Op):
         return [
             "cli", f"movl $0, {APIC + 0x380:#x}", *_APIC_OPEN, "sti", "nop", "nop", "cli",
             "mov event_ptr, %eax", "sub $events, %eax", "shr $4, %eax", RECORD,
-            f"movl ${self.divide:#x}, {APIC + 0x3E0:#x}", f"movl ${TIMER_VECTOR:#x}, {APIC + 0x320:#x}",
+            *store(self.divide, APIC + 0x3E0), f"movl ${TIMER_VECTOR:#x}, {APIC + 0x320:#x}",
             "rdtsc", RECORD, "mov %edx, %eax", RECORD,
-            f"movl ${self.count:#x}, {APIC + 0x380:#x}", "sti", "hlt", "cli",
+            *store(self.count, APIC + 0x380), "sti", "hlt", "cli",
             "rdtsc", RECORD, "mov %edx, %eax", RECORD,
         ]
 
@@ -567,7 +653,9 @@ class Program:
     tsc_hz: int | None = None
 
     def listing(self) -> str:
-        """The program as assembly, one op per line (what a failing test prints)."""
+        """The program as assembly, one op per line (what a failing test prints); ``{v}``
+        is the op's value ``v``, loaded from its words of the parameter table (an
+        immediate ``$v`` in ``render(program, immediates=True)``)."""
         head = "; harness: paging on (identity 0-4 MiB, test pages at 0x40000000)\n" if self.paging else ""
         if self.tsc_hz is not None:
             head = f"; machine: TSC at {self.tsc_hz} Hz\n" + head
@@ -585,30 +673,56 @@ def _stub(vector: int) -> list[str]:
 HANDLED = (*range(32), TIMER_VECTOR, IPI_VECTOR, *HIGH_VECTORS, SPURIOUS_VECTOR)
 
 
-def render(program: Program) -> str:
+def render(program: Program, *, immediates: bool = False) -> str:
     """GNU as source of the whole guest: the harness (:data:`HARNESS`), then the
-    program's own part (:func:`body`) from :data:`OPS_LABEL` on."""
-    return HARNESS + body(program)
+    program's own part (:func:`body`) from :data:`OPS_LABEL` on. ``immediates``: each op's
+    values as immediates in its code (:func:`inline`; the parameter table is written
+    all the same), the program as it was before its values moved to the table: it runs
+    the same instructions on the same values."""
+    return HARNESS + body(program, immediates=immediates)
 
 
-def body(program: Program) -> str:
-    """The program's own part of the source: its ops, each after its
-    :func:`bookkeeping` and at the start of a slot (:data:`OP_SLOT`), and the epilogue,
-    at the harness's label :data:`OPS_LABEL` (a page boundary). It refers to the harness
-    by symbol only, so it assembles on its own given their values
+def body(program: Program, *, immediates: bool = False) -> str:
+    """The program's own part of the source, at the harness's label :data:`OPS_LABEL`
+    (a page boundary): the parameter table's pointers (:func:`parameter_table`), then
+    on the next page its ops, each after its :func:`bookkeeping` and at the start of a
+    slot (:data:`OP_SLOT`), the epilogue, and the ops' words of the parameter table. It
+    refers to the harness by symbol only, so it assembles on its own given their values
     (:func:`pvframe.testing.asm.assemble_program`)."""
     if len(program.ops) > OPS_MAX:
         raise ValueError(f"a kit program has at most {OPS_MAX} ops, this one has {len(program.ops)}")
-    out: list[str] = []
+    codes = [op_code(op) for op in program.ops]
+    offsets, words = parameter_table([values for _code, values in codes])
+    out = [f".long {', '.join(f'.Lparams+{4 * k}' for k in offsets[row:row + 16])}"
+           for row in range(0, len(offsets), 16)]
+    out += [f".fill {OPS_MAX - len(offsets)}, 4, 0"] if len(offsets) < OPS_MAX else []
     if program.paging:
         out += ["call paging_init", *next_slot("paging")]
     for i, op in enumerate(program.ops):
         call, length = bookkeeping(f".Lrec{i}-.Lop{i}")
         out += [f"    {call}", f".Lop{i}:", f"    {length}"]
-        out += [f"    {line}" for line in op.lines()]
+        lines = inline(op.lines()) if immediates else codes[i][0]
+        out += [f"    {line}" for line in lines]
         out += [f".Lrec{i}:", *next_slot(str(i))]
     out += epilogue(program)
+    out += [".balign 4, 0", ".Lparams:"]
+    out += [f".long {', '.join(f'{w:#x}' for w in words[row:row + 16])}"
+            for row in range(0, len(words), 16)]
     return "\n".join(out) + "\n"
+
+
+def parameter_table(values: list[tuple[int, ...]]) -> tuple[list[int], list[int]]:
+    """The parameter table of ops whose values (:func:`op_code`) are ``values``: where
+    each op's words start (in words from the table's start) and all the words, op after
+    op. In the image the pointers to each op's words (``op_params``, one word per op
+    index, a page at :data:`OPS_LABEL`) come before the code and the words after it;
+    ``op_begin`` loads op *i*'s pointer into :data:`PARAM_BASE`."""
+    offsets: list[int] = []
+    words: list[int] = []
+    for op_values in values:
+        offsets.append(len(words))
+        words += op_values
+    return offsets, words
 
 
 #: every op starts at a multiple of this many bytes from :data:`OPS_LABEL` (97 % of the
@@ -646,6 +760,8 @@ def bookkeeping(length: int | str) -> list[str]:
       ``length``: the op's end, where the next op begins;
     * ``op_marks[index]`` to ``result_ptr``: the op's first result (what
       :meth:`pvframe.testing.oracle.Observation.op_results` reads);
+    * :data:`PARAM_BASE` (%ebp) to ``op_params[index]``: the op's words of the
+      parameter table (:func:`parameter_table`), whence its code loads its values;
 
     without touching the flags (``lea``, ``mov``), as the ``movl``/``pushl``/``popl``
     of each value written into the op before it did not. The op's bytes are the same in
@@ -672,6 +788,7 @@ op_begin:
     mov op_next, %ecx
     mov %ecx, op_index
     mov %eax, recovery
+    mov op_params(,%ecx,4), %ebp
     lea 1(%ecx), %eax
     mov %eax, op_next
     mov result_ptr, %eax
@@ -824,11 +941,11 @@ OPS_LABEL = "ops_start"
 HARNESS = "\n".join([
     ".code32", ".text", ".globl _start", "_start:",
     "mov $stack_top, %esp", "call uart_init", "call idt_init", "lidt idt_desc",
-    f"jmp {OPS_LABEL}",
+    f"jmp {OPS_LABEL}+{PARAM_POINTERS}",
     *_HARNESS,
     *(line for v in HANDLED for line in _stub(v)),
     ".balign 4096, 0", "stub_table:", *(f".long {v}, stub_{v}" for v in HANDLED), ".long -1, 0",
     _DATA,
     *identity_table(),
-    ".balign 4096, 0", f"{OPS_LABEL}:",
+    ".balign 4096, 0", f"{OPS_LABEL}:", "op_params:",
 ]) + "\n"

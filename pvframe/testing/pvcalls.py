@@ -620,11 +620,8 @@ class _FlushSingle(p.Op):
     b: int
 
     def lines(self) -> list[str]:
-        probe = p.TlbProbe(self.page, self.a, self.b, "invlpg").lines()
-        last = [i for i, line in enumerate(probe) if line.startswith("invlpg")][-2:]
-        for i in last:
-            probe[i] = f"mov ${probe[i].split()[1]}, %eax\n{_call('flush_tlb_single')}"
-        body = [part for line in probe for part in line.split("\n")]
+        body = p.TlbProbe(self.page, self.a, self.b, "invlpg").probe(
+            lambda reg: [f"mov {reg}, %eax", _call("flush_tlb_single")])
         return ["mov %cr0, %eax", "test $0x80000000, %eax", "jz 3f", *body, "3:"]
 
 
