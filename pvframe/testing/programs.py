@@ -108,9 +108,11 @@ def inline(lines: list[str] | tuple[str, ...]) -> list[str]:
     return [_PARAM.sub(r"$\1", line) for line in lines]
 
 
+@functools.lru_cache(maxsize=16384)
 def op_code(op: Op) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """The op's code as assembled (its values loaded from its parameter words) and the
-    words (:func:`resolve`)."""
+    words (:func:`resolve`), made once per op (Hypothesis replays and mutates ops: a
+    program's ops were mostly seen before)."""
     return resolve(tuple(op.lines()))
 
 
