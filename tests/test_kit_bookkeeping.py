@@ -451,3 +451,23 @@ def test_ops_with_other_values_at_the_same_indices_are_neither_lifted_nor_moved(
                        p.WriteCr4(0x90), p.Compute(300), p.TlbProbe(7, 11, 1, "invlpg"),
                        p.ApicStop()), paging=True)
     assert _translations(other) == (0, 0)
+
+
+def test_a_pv_calls_code_is_the_same_whatever_its_arguments() -> None:
+    """A call through the ROM loads its arguments (and the addresses it records after
+    it) from the table: ``set_pte(ptep, make_pte(v))`` of other pages and entries, a
+    round trip of another value, an APIC register written with another value, other IOPL
+    masks are the same code."""
+    from pvframe.testing import pvcalls as pv
+
+    pairs = [
+        (pv.PvCall("set_pte", (0x302004, 0x381003), after=(0x302004,), make="make_pte"),
+         pv.PvCall("set_pte", (0x30201C, 0x38F001), after=(0x30201C,), make="make_pte")),
+        (pv.PvCall("const_udelay", (0x10C7,)), pv.PvCall("const_udelay", (0x4F2A,))),
+        (pv.PvRoundTrip("make_pte", "pte_val", 0x381003), pv.PvRoundTrip("make_pte", "pte_val", 5)),
+        (pv._ApicWriteBack("apic_write", 0x320, 0x10000), pv._ApicWriteBack("apic_write", 0x380, 7)),
+        (pv._SetIopl(0x1000, 0x2000), pv._SetIopl(0x3000, 0)),
+    ]
+    for one, two in pairs:
+        assert p.op_code(one)[0] == p.op_code(two)[0], one.asm()
+        assert p.op_code(one)[1] != p.op_code(two)[1]

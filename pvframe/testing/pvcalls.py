@@ -11,7 +11,9 @@ legitimately differ (``patch``'s bytes, ``memory_setup``'s name, ``set_wallclock
 status, the machine frames in ``make_pte``'s result) the result is dropped or only a
 round trip is recorded (``pte_val(make_pte(x))``). Ops that arm time sources of their own
 (``setup_boot_clock``, ``time_init``) are followed by masking them, so that a program goes
-on comparable. Pointer arguments point into a scratch area (:data:`SCRATCH`), the page
+on comparable. Arguments and the values ops write are the op's parameters
+(:func:`pvframe.testing.programs.param`: loaded from the program's parameter table, so an
+op's code is the same bytes whatever it was drawn with). Pointer arguments point into a scratch area (:data:`SCRATCH`), the page
 tables of the paging harness (:mod:`pvframe.testing.programs`) or a ``struct mm_struct``
 whose ``pgd`` is the harness's page directory.
 """
@@ -74,7 +76,7 @@ class PvCall(p.Op):
 
     def lines(self) -> list[str]:
         out = [f"movl ${p.PD:#x}, {MM:#x}", f"movl ${p.PD:#x}, {MM2:#x}"]
-        args = [f"${a:#x}" for a in self.args]
+        args = [p.param(a) for a in self.args]
         if self.make:
             out += [f"mov {args[-1]}, %eax", _call(self.make), f"mov %eax, {CONVERTED:#x}"]
             args[-1] = f"{CONVERTED:#x}"
@@ -91,7 +93,7 @@ class PvCall(p.Op):
         else:
             out += ["xor %eax, %eax", "xor %edx, %edx"]  # a result backends may differ in
         for addr in self.after:
-            out += [f"mov {addr:#x}, %eax", p.RECORD]
+            out += [f"mov {p.param(addr)}, %eax", "mov (%eax), %eax", p.RECORD]
         out += _NEUTRALISE.get(self.op, [])
         return out
 
@@ -116,7 +118,7 @@ class PvRoundTrip(p.Op):
     wide: bool = False
 
     def lines(self) -> list[str]:
-        load = [f"mov ${self.value:#x}, %eax"] + (["xor %edx, %edx"] if self.wide else [])
+        load = [f"mov {p.param(self.value)}, %eax"] + (["xor %edx, %edx"] if self.wide else [])
         rec = [p.RECORD, "mov %edx, %eax", p.RECORD] if self.wide else [p.RECORD]
         return [*load, _call(self.make), _call(self.of), *rec]
 
@@ -385,7 +387,7 @@ class _SetIopl(p.Op):
     def lines(self) -> list[str]:
         second = self.second if self.second != self.first else self.first ^ 0x3000
         return [line for mask in (self.first, second, 0) for line in (
-            f"mov ${mask:#x}, %eax", _call("set_iopl_mask"), "pushf", "pop %eax",
+            f"mov {p.param(mask)}, %eax", _call("set_iopl_mask"), "pushf", "pop %eax",
             "and $0x3000, %eax", p.RECORD)]
 
 
@@ -575,10 +577,11 @@ class _ApicWriteBack(p.Op):
     value: int
 
     def lines(self) -> list[str]:
-        read = [f"mov ${self.reg:#x}, %eax", _call("apic_read"), p.RECORD]
+        read = [f"mov {p.param(self.reg)}, %eax", _call("apic_read"), p.RECORD]
         out = list(read)
         for value in (self.value, self.value ^ 0xFFFFFFFF):
-            out += [f"mov ${self.reg:#x}, %eax", f"mov ${value:#x}, %edx", _call(self.write), *read]
+            out += [f"mov {p.param(self.reg)}, %eax", f"mov {p.param(value)}, %edx", _call(self.write),
+                    *read]
         return out
 
 
