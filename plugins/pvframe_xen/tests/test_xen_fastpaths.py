@@ -301,3 +301,45 @@ def test_if_mask_and_upcall_bytes_in_place_equal_the_vcpu_info_view(steps: list[
             outcomes.append((out, bytes(hv.shared.buf), m.cpu.eflags_sys,
                              dict(m.bound.plugin.vapic.stats), m.bound.plugin.forced_callbacks))
         assert outcomes[0] == outcomes[1]
+
+
+# ---------------------------------------------------------------- entries restored lazily
+
+_MFNS = st.lists(st.integers(0x100, 0x100 + 40), max_size=6, unique=True)
+_FRAME_OPS = st.lists(st.one_of(
+    st.tuples(st.just("restore"), _MFNS, st.integers(1, 5)),
+    st.tuples(st.just("look"), _MFNS, st.integers(1, 5)),
+    st.tuples(st.just("untouched"), _MFNS, st.just(0)),
+    st.tuples(st.just("pickle"), st.just([]), st.just(0)),
+), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=_FRAME_OPS)
+def test_entries_restored_lazily_equal_entries_made_at_once(ops) -> None:  # type: ignore[no-untyped-def]
+    """``FramePages.restore_entries`` keeps argument tuples until an entry is looked at:
+    every lookup, ``untouched`` verdict, pickled copy and the whole table are those of a
+    table that made the entries at once."""
+    hv, _boot = new_domain(1_000_000_000, 0, 1024)
+    blob = pickle.dumps(hv.frames)
+    lazy, eager = pickle.loads(blob), pickle.loads(blob)
+    for op, mfns, n in ops:
+        if op == "restore":
+            args = [(hv.domid, n + 1, PGT_writable_page, n, True, False, 0) for _ in mfns]
+            lazy.pages.restore_entries(mfns, args)
+            eager.pages.restore_entries(mfns, args)
+            for mfn in mfns:
+                eager.pages[mfn]  # noqa: B018 - made at once
+        elif op == "look":
+            for mfn in mfns:
+                lazy.pages[mfn].count += n
+                eager.pages.get(mfn).count += n
+        elif op == "untouched":
+            assert lazy.pages.untouched(mfns) == eager.pages.untouched(mfns)
+            assert lazy.pages.touched(frozenset(mfns)) == eager.pages.touched(frozenset(mfns))
+        else:
+            lazy, eager = pickle.loads(pickle.dumps(lazy)), pickle.loads(pickle.dumps(eager))
+    probe = range(0xF0, 0x100 + 50)
+    assert [m in lazy.pages for m in probe] == [m in eager.pages for m in probe]
+    assert {m: attrs.astuple(p) for m, p in lazy.pages.items()} == \
+        {m: attrs.astuple(p) for m, p in eager.pages.items()}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import array
 import enum
 import hashlib
-import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -326,12 +325,19 @@ class FramePages(dict[int, PageInfo]):
         #: every entry not looked at since holds)
         self.source = _digest(packed) if digest is None else digest
         self._packed, self._index, self._args = _packed_table(packed, self.source)
+        #: entries set by :meth:`restore_entries` and not looked at since, as the
+        #: arguments of their :class:`PageInfo` (made on first look, like the others)
+        self._pending: dict[int, _PageArgs] = {}
 
     def __reduce__(self) -> Any:
         out = array.array("q")
+        pending = self._pending
         for mfn, i in self._index.items():
-            if not dict.__contains__(self, mfn):
+            if not dict.__contains__(self, mfn) and mfn not in pending:
                 out.extend(self._packed[i : i + self._FIELDS])
+        for mfn, (owner, count, type_, type_count, validated, pinned, linear) in pending.items():
+            if not dict.__contains__(self, mfn):
+                out.extend((mfn, owner, count, int(type_), type_count, int(validated), int(pinned), linear))
         for mfn, p in dict.items(self):
             out.extend((mfn, p.owner, p.count, int(p.type), p.type_count, int(p.validated),
                         int(p.pinned), p.linear_pt_count))
@@ -339,6 +345,10 @@ class FramePages(dict[int, PageInfo]):
         return (FramePages, (*self.layout, packed, _digest(packed)))
 
     def _default(self, mfn: int) -> PageInfo | None:
+        """A new entry for ``mfn`` (a pending one is taken: the caller stores it)."""
+        args = self._pending.pop(mfn, None) if self._pending else None
+        if args is not None:
+            return PageInfo(*args)
         args = self._args.get(mfn)
         if args is not None:
             return PageInfo(*args)
@@ -359,12 +369,24 @@ class FramePages(dict[int, PageInfo]):
     def untouched(self, mfns: Iterable[int]) -> bool:
         """Whether none of ``mfns`` was looked at since the table was restored, so each
         still holds the entry :attr:`source` and :attr:`layout` give it (an entry changes
-        only once looked at)."""
-        return dict.keys(self).isdisjoint(mfns)
+        only once looked at; one set by :meth:`restore_entries` counts as looked at)."""
+        return dict.keys(self).isdisjoint(mfns) and self._pending.keys().isdisjoint(mfns)
 
-    def restore_entries(self, mfns: Iterable[int], args: Iterable[_PageArgs]) -> None:
-        """Set the entries of ``mfns`` (untouched ones) from :class:`PageInfo` arguments."""
-        dict.update(self, zip(mfns, itertools.starmap(PageInfo, args), strict=True))
+    def touched(self, mfns: frozenset[int]) -> set[int]:
+        """Those of ``mfns`` that are not :meth:`untouched`."""
+        return (dict.keys(self) & mfns) | (self._pending.keys() & mfns)
+
+    def restore_entries(self, mfns: Sequence[int], args: Sequence[_PageArgs]) -> None:
+        """Set the entries of ``mfns`` from :class:`PageInfo` arguments. Each becomes a
+        :class:`PageInfo` when first looked at (a validated harness L1 maps ~500 frames
+        that no program looks at again: making all their entries at once was most of the
+        cost of validating it again)."""
+        if len(mfns) != len(args):
+            raise ValueError("restore_entries: one PageInfo argument tuple per frame")
+        if not dict.keys(self).isdisjoint(mfns):
+            for mfn in mfns:
+                dict.pop(self, mfn, None)
+        self._pending.update(zip(mfns, args))
 
     def __missing__(self, mfn: int) -> PageInfo:
         page = self._default(mfn)
@@ -376,7 +398,7 @@ class FramePages(dict[int, PageInfo]):
     def get(self, mfn: int, default: Any = None) -> Any:
         page = dict.get(self, mfn)
         if page is None:
-            args = self._args.get(mfn)
+            args = None if self._pending else self._args.get(mfn)
             page = PageInfo(*args) if args is not None else self._default(mfn)
             if page is None:
                 return default
@@ -385,11 +407,11 @@ class FramePages(dict[int, PageInfo]):
 
     def __contains__(self, mfn: object) -> bool:
         return dict.__contains__(self, mfn) or (isinstance(mfn, int) and (
-            mfn in self._index or self._default(mfn) is not None))
+            mfn in self._pending or mfn in self._index or self._default(mfn) is not None))
 
     def materialise(self) -> None:
         xen_frames, ram_base, n, _d, _o = self.layout
-        for mfn in (*range(xen_frames), *range(ram_base, ram_base + 2 * n), *self._index):
+        for mfn in (*range(xen_frames), *range(ram_base, ram_base + 2 * n), *self._index, *self._pending):
             if not dict.__contains__(self, mfn):
                 self.__missing__(mfn)
 

@@ -311,7 +311,7 @@ class MM:
             # the frames no one looked at since the domain was restored (before
             # l1_references looks at them)
             fresh = frozenset((e & M32) >> PAGE_SHIFT for e in table if e & _PAGE_PRESENT)
-            fresh -= dict.keys(pages) & fresh
+            fresh -= pages.touched(fresh)
         refs = self.l1_references(table, owner)
         if refs is None:
             return self._alloc_l1_entries(table, owner)
@@ -348,7 +348,7 @@ class MM:
         are: they hold the same entries as then, so their entries passed and end as they
         ended then (set at once); the other frames are checked and counted as
         :meth:`l1_references` does. False (nothing changed) when that does not hold."""
-        if dict.keys(pages) & fresh:
+        if not pages.untouched(fresh):
             return False
         valid = self.memory.max_page
         taken = []
