@@ -36,15 +36,22 @@ def _domain(pae: bool, kind: type[XenHypervisor] = XenHypervisor) -> XenHypervis
     return hv
 
 
+class _Request(MmuUpdate):
+    """A request of a subclass (still a ``struct mmu_update``): takes the whole path."""
+
+
 @st.composite
-def _batches(draw: st.DrawFn, hv: XenHypervisor) -> list[MmuUpdate]:
+def _batches(draw: st.DrawFn, hv: XenHypervisor) -> list[Any]:
     own = list(hv.frames.p2m)
     frames = [*own, own[0] + 1, 3, hv.frames.shared_info_mfn]  # foreign, Xen's, shared_info
-    out: list[MmuUpdate] = []
+    out: list[Any] = []
     for _ in range(draw(st.integers(0, 12))):
         mfn = draw(st.sampled_from(frames))
-        run = draw(st.integers(1, 6))
+        run = draw(st.one_of(st.integers(1, 6), st.just(80)))
         for _ in range(run):
+            if draw(st.integers(0, 60)) == 0:
+                out.append(draw(st.sampled_from([None, _Request((mfn << 12) | 8, 3)])))
+                continue
             cmd = draw(st.sampled_from([0, 0, 0, 0, abi.MMU_MACHPHYS_UPDATE, 2, 4]))
             index = draw(st.integers(0, 1023))
             target = draw(st.sampled_from([*own, 0]))

@@ -16,6 +16,7 @@ buffer does in Xen.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -137,6 +138,10 @@ class DomainBoot:
     virt_base: int
     l2_mfn: int
     l1_mfns: tuple[int, ...]
+
+
+#: machine words are written in the host's order through a ``memoryview`` cast
+_LITTLE_ENDIAN_HOST = sys.byteorder == "little"
 
 
 def _is_seq(x: Any) -> bool:
@@ -773,31 +778,54 @@ class XenHypervisor:
             return -ESRCH
         rc, done = 0, 0
         size = 8 if self.pae else 4
-        mask = (1 << (8 * size)) - 1
-        plain = -1  # the frame the previous request wrote as a plain writable page
-        frame = bytearray()
-        for req in reqs[:count]:
+        reqs = reqs[:count]
+        while done < count:
+            req = reqs[done]
             if not isinstance(req, MmuUpdate):
                 rc = -EFAULT
                 break
-            if req.ptr >> PAGE_SHIFT == plain and not req.ptr & (size - 1):
-                # the same checks on the same frame as the request before, which nothing
-                # since changed: they pass again and leave the counts as they were, so
-                # only the write remains (a fresh table's ~1,000 entries per CR3 switch)
-                off = req.ptr & 0xFFF
-                frame[off : off + size] = (req.val & mask).to_bytes(size, "little")
-                done += 1
-                continue
             rc = self._mmu_update_one(req)
             if rc:
                 break
             done += 1
             plain = self._plain_frame(req, size)
             if plain >= 0:
-                frame = self.memory.frame(plain)
+                done = self._write_run(reqs, done, plain, size)
         if isinstance(pdone, SuccessCount):
             pdone.value = done
         return rc
+
+    def _write_run(self, reqs: Sequence[Any], start: int, mfn: int, size: int) -> int:
+        """The requests from ``start`` on that are NORMAL_PT_UPDATEs of the plain
+        writable frame ``mfn`` the request before wrote: the same checks on the same
+        frame, which nothing since changed, so they pass again and leave the counts as
+        they were, and only the writes remain (a fresh table's ~1,000 entries per CR3
+        switch). Returns the index of the first request not written."""
+        end = len(reqs)
+        i = start
+        frame = self.memory.frame(mfn)
+        mask = (1 << (8 * size)) - 1
+        if not _LITTLE_ENDIAN_HOST:  # pragma: no cover - the words below are native order
+            while i < end:
+                req = reqs[i]
+                if type(req) is not MmuUpdate or req.ptr >> PAGE_SHIFT != mfn or req.ptr & (size - 1):
+                    break
+                off = req.ptr & 0xFFF
+                frame[off : off + size] = (req.val & mask).to_bytes(size, "little")
+                i += 1
+            return i
+        shift = size.bit_length() - 1
+        with memoryview(frame) as raw, raw.cast("I" if size == 4 else "Q") as words:
+            while i < end:
+                req = reqs[i]
+                if type(req) is not MmuUpdate:
+                    break  # anything else takes the whole path
+                ptr = req.ptr
+                if ptr >> PAGE_SHIFT != mfn or ptr & (size - 1):
+                    break
+                words[(ptr & 0xFFF) >> shift] = req.val & mask
+                i += 1
+        return i
 
     def _plain_frame(self, req: MmuUpdate, size: int) -> int:
         """The frame a NORMAL_PT_UPDATE just wrote as a writable page (not a page table),
