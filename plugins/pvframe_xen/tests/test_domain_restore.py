@@ -89,3 +89,17 @@ def test_domains_of_one_layout_share_its_maps_until_one_writes_its_m2p(
             assert table.mfn_to_pfn(mfn) == model.get(mfn, 0xFFFFFFFF)
     with pytest.raises(TypeError):  # the shared maps cannot be written in place
         fresh.m2p[fresh.ram_base] = 0  # type: ignore[index]
+
+
+def test_domains_restored_from_one_pristine_copy_are_independent() -> None:
+    """The pristine copy's large immutable parts are shared, nothing mutable is: writes
+    to one restored domain's memory, frame table and M2P leave the next one pristine."""
+    first, _ = backend.new_domain(1_000_000_000, 0, 16 * 1024)
+    pristine = (_table(first.frames), {m: bytes(f) for m, f in first.memory.frames.items()})
+    mfn = first.frames.p2m[7]
+    first.frames.pages[mfn].count += 3
+    first.frames.set_m2p(mfn, 9)
+    for frame in first.memory.frames.values():
+        frame[:4] = b"\xff\xff\xff\xff"
+    second, _ = backend.new_domain(1_000_000_000, 0, 16 * 1024)
+    assert (_table(second.frames), {m: bytes(f) for m, f in second.memory.frames.items()}) == pristine
