@@ -343,3 +343,37 @@ def test_entries_restored_lazily_equal_entries_made_at_once(ops) -> None:  # typ
     assert [m in lazy.pages for m in probe] == [m in eager.pages for m in probe]
     assert {m: attrs.astuple(p) for m, p in lazy.pages.items()} == \
         {m: attrs.astuple(p) for m, p in eager.pages.items()}
+
+
+# ---------------------------------------------------------------- a page translated in one loop
+
+_SHADOW_MACHINE: list[Machine] = []
+
+
+def _a_shadow():  # type: ignore[no-untyped-def]
+    if not _SHADOW_MACHINE:
+        m = Machine("xen")
+        m.load_raw(b"\xf4", 0x100000, 0x100000)
+        _SHADOW_MACHINE.append(m)
+    m = _SHADOW_MACHINE[0]
+    return m.bound.plugin._shadow(m)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_an_l1_page_translated_in_one_loop_equals_entry_by_entry(data) -> None:  # type: ignore[no-untyped-def]
+    """``Shadow.translate_l1_page`` gives the machine entries and the refusal reasons of
+    ``translate_l1e`` entry by entry: not-present entries, frames beyond RAM and the
+    builder's reserved frames, GLOBAL/PAT flags, page-table frames made read-only."""
+    shadow = _a_shadow()
+    reserved = sorted(shadow.reserved)
+    pfns = st.one_of(st.integers(0, shadow.n + 5), st.sampled_from(reserved), st.integers(0, 0xFFFFF))
+    entries = data.draw(st.lists(st.builds(lambda pfn, flags: (pfn << 12) | flags, pfns,
+                                           st.integers(0, 0xFFF)), max_size=64))
+    pts = data.draw(st.frozensets(st.one_of(st.sampled_from([e >> 12 for e in entries] or [1]),
+                                            st.integers(0, 64)), max_size=6))
+    why_page: list[str] = []
+    why_entries: list[str] = []
+    page = shadow.translate_l1_page(entries, pts, why_page)
+    assert page == tuple(shadow.translate_l1e(e, pts, why_entries) for e in entries)
+    assert why_page == why_entries

@@ -170,6 +170,31 @@ class Shadow:
             flags &= ~RW
         return (self.hv.pfn_to_mfn(pfn) << 12) | flags
 
+    def translate_l1_page(self, entries: Iterable[int], pts: frozenset[int] | set[int], why: list[str]) -> tuple[int, ...]:
+        """:meth:`translate_l1e` of every entry of a page table, in one loop (a page the
+        caches have not seen costs 1,024 translations: a call each took 3/4 of it)."""
+        p2m = self.hv.frames.p2m
+        n, reserved = self.n, self.reserved
+        out: list[int] = []
+        append = out.append
+        for e in entries:
+            if not e & P:
+                append(e)
+                continue
+            pfn = e >> 12
+            if not 0 <= pfn < n or pfn in reserved:
+                why.append("l1e_not_domain_ram")
+                append(0)
+                continue
+            flags = e & 0xFFF
+            if flags & DISALLOW:
+                why.append("l1e_global_pat_stripped")
+                flags &= ~DISALLOW
+            if pfn in pts:
+                flags &= ~RW
+            append((p2m[pfn] << 12) | flags)
+        return tuple(out)
+
     def translate_l2e(self, index: int, e: int, l2: int, why: list[str]) -> int:
         if not e & P:
             return e
@@ -307,7 +332,7 @@ class Shadow:
                 entries = l2_entries if l2_entries is not None else _U32x1024.unpack(raws[l2])
                 images[l2] = tuple(self.translate_l2e(i, e, l2, page_why) for i, e in enumerate(entries))
             else:
-                images[pfn] = tuple(self.translate_l1e(e, pts, page_why) for e in _U32x1024.unpack(raws[pfn]))
+                images[pfn] = self.translate_l1_page(_U32x1024.unpack(raws[pfn]), pts, page_why)
             why += page_why
             if key is not None:
                 _remember(_IMAGES, key, (images[pfn], tuple(page_why)))

@@ -16,6 +16,7 @@ buffer does in Xen.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -815,17 +816,19 @@ class XenHypervisor:
                 i += 1
             return i
         shift = size.bit_length() - 1
+        base = mfn << PAGE_SHIFT
+        keep = ~(0xFFF & ~(size - 1))  # the frame's bits and the command bits
+        done = 0
         with memoryview(frame) as raw, raw.cast("I" if size == 4 else "Q") as words:
-            while i < end:
-                req = reqs[i]
+            for req in itertools.islice(reqs, start, None):
                 if type(req) is not MmuUpdate:
                     break  # anything else takes the whole path
                 ptr = req.ptr
-                if ptr >> PAGE_SHIFT != mfn or ptr & (size - 1):
+                if ptr & keep != base:  # another frame, or not NORMAL_PT_UPDATE
                     break
-                words[(ptr & 0xFFF) >> shift] = req.val & mask
-                i += 1
-        return i
+                words[(ptr - base) >> shift] = req.val & mask
+                done += 1
+        return start + done
 
     def _plain_frame(self, req: MmuUpdate, size: int) -> int:
         """The frame a NORMAL_PT_UPDATE just wrote as a writable page (not a page table),
