@@ -11,6 +11,7 @@ import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pvframe_xen.backend import new_domain
+from pvframe_xen.guest import shadow as shadow_module
 from pvframe_xen.hypervisor.events import Channel, ChannelState
 from pvframe_xen.hypervisor.memory import (
     PGT_l1_page_table,
@@ -199,6 +200,9 @@ def test_shadow_page_caches_equal_translating_afresh(steps) -> None:  # type: ig
                 m.memory.write_u32((directory << 12) + 4 * index, (table << 12) | flags)
             for (table, index), (target, flags) in ptes.items():
                 m.memory.write_u32((table << 12) + 4 * index, (target << 12) | flags)
+            if not cached:  # the request lists made afresh too (by value and identity)
+                shadow_module._UPDATES.clear()
+                shadow_module._UPDATES_SEEN.clear()
             m.hooks.write_cr3(directory << 12)
             trace.append(_shadow_state(m))
         states.append(trace)

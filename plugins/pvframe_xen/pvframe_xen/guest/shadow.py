@@ -67,6 +67,10 @@ _IMAGES: dict[tuple[Any, ...], tuple[tuple[int, ...], tuple[str, ...]]] = {}
 #: the ``mmu_update`` requests turning one machine image of a frame into another:
 #: (frame's machine address, old image, new image) -> requests (frozen, shared)
 _UPDATES: dict[tuple[int, tuple[int, ...], tuple[int, ...]], tuple[MmuUpdate, ...]] = {}
+#: the same by the identity of the two images (which the entry holds, so the ids stay
+#: theirs): (frame's machine address, id(old), id(new)) -> (old, new, requests)
+_UPDATES_SEEN: dict[tuple[int, int, int], tuple[tuple[int, ...], tuple[int, ...], tuple[MmuUpdate, ...]]] = {}
+_ZERO_IMAGE = (0,) * 1024
 #: how many of each the caches keep (oldest dropped first)
 MAX_CACHED_PAGES = 64
 
@@ -223,7 +227,10 @@ class Shadow:
     def _current(self, pfn: int) -> tuple[int, ...]:
         got = self.written.get(pfn)
         if got is None:
-            got = _U32x1024.unpack(self.hv.memory.read_bytes(self.hv.pfn_to_mfn(pfn) << 12, 4096))
+            frame = self.hv.memory.frames.get(self.hv.pfn_to_mfn(pfn))
+            # a frame never written is zero: the one zero image (so the request lists
+            # from it are found by identity, :data:`_UPDATES_SEEN`)
+            got = _ZERO_IMAGE if frame is None or frame == _ZERO_PAGE else _U32x1024.unpack(frame)
         return got
 
     def _call(self, what: str, rc: int) -> int:
@@ -345,15 +352,25 @@ class Shadow:
         for pfn in sorted(images, key=lambda p: p == l2):  # tables first, directory last
             old = self._current(pfn)
             new = images[pfn]
-            if old != new:
-                base = self.maddr(pfn, 0)
-                key = (base, old, new)
-                got = _UPDATES.get(key)
-                if got is None:
-                    got = tuple(MmuUpdate(base | (i << 2), v)
-                                for i, (a, v) in enumerate(zip(old, new, strict=True)) if a != v)
-                    _remember(_UPDATES, key, got)
-                updates += got
+            if old is new:
+                continue
+            base = self.maddr(pfn, 0)
+            # the images are mostly the caches' own objects: found by identity first
+            # (hashing two 1,024-entry images for the key took most of the time)
+            seen = _UPDATES_SEEN.get((base, id(old), id(new)))
+            if seen is not None and seen[0] is old and seen[1] is new:
+                updates += seen[2]
+                continue
+            if old == new:
+                continue
+            key = (base, old, new)
+            got = _UPDATES.get(key)
+            if got is None:
+                got = tuple(MmuUpdate(base | (i << 2), v)
+                            for i, (a, v) in enumerate(zip(old, new, strict=True)) if a != v)
+                _remember(_UPDATES, key, got)
+            _remember(_UPDATES_SEEN, (base, id(old), id(new)), (old, new, got))
+            updates += got
         return updates
 
     def _fast(
