@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from pvframe_xen.hypervisor import abi
 from pvframe_xen.hypervisor.abi import DOMID_SELF, MmuUpdate, SuccessCount
 from pvframe_xen.hypervisor.core import XenHypervisor
+from pvframe_xen.hypervisor.memory import PGT_none, PGT_writable_page
 
 
 def _state(hv: XenHypervisor) -> tuple[Any, ...]:
@@ -48,12 +49,15 @@ def _batches(draw: st.DrawFn, hv: XenHypervisor) -> list[Any]:
     for _ in range(draw(st.integers(0, 12))):
         mfn = draw(st.sampled_from(frames))
         run = draw(st.one_of(st.integers(1, 6), st.just(80)))
+        # consecutive entries (a fresh table written whole: one slice), some up to the
+        # frame's end, else scattered
+        dense, start = draw(st.booleans()), draw(st.sampled_from([0, 7, 1000, 1020])) - len(out)
         for _ in range(run):
             if draw(st.integers(0, 60)) == 0:
                 out.append(draw(st.sampled_from([None, _Request((mfn << 12) | 8, 3)])))
                 continue
             cmd = draw(st.sampled_from([0, 0, 0, 0, abi.MMU_MACHPHYS_UPDATE, 2, 4]))
-            index = draw(st.integers(0, 1023))
+            index = (start + len(out)) % 1024 if dense else draw(st.integers(0, 1023))
             target = draw(st.sampled_from([*own, 0]))
             val = (target << 12) | draw(st.sampled_from([0, 1, 3, 0x23, 0x63, 0x183]))
             out.append(MmuUpdate((mfn << 12) | (index << 2) | cmd, val))
@@ -71,3 +75,24 @@ def test_runs_of_writes_to_one_plain_frame_are_the_requests_one_by_one(pae: bool
     rc_slow = slow.mmu_update(batch, len(batch), done_slow, DOMID_SELF)
     assert (rc_fast, done_fast.value) == (rc_slow, done_slow.value)
     assert _state(fast) == _state(slow)
+
+
+@pytest.mark.parametrize("pae", [False, True])
+@pytest.mark.parametrize("first", [0, 1000])
+def test_a_dense_run_stops_at_the_end_of_its_frame(pae: bool, first: int) -> None:
+    """Consecutive entries up to the frame's last, then the next machine address (entry
+    0 of the next frame, another domain's): the run is written, that request refused."""
+    fast, slow = _domain(pae), _domain(pae, _OneByOne)
+    mfn = next(m for m in fast.frames.p2m  # a frame the builder left plain
+               if fast.frames.pages[m].type in (PGT_none, PGT_writable_page))
+    size = 8 if pae else 4
+    n = 4096 // size
+    target = fast.frames.p2m[5] << 12
+    batch = [MmuUpdate((mfn << 12) + size * i, target | 0x23) for i in range(first % n, n)]
+    batch.append(MmuUpdate((mfn + 1) << 12, target | 0x23))
+    results = []
+    for hv in (fast, slow):
+        done = SuccessCount()
+        results.append((hv.mmu_update(batch, len(batch), done, DOMID_SELF), done.value, _state(hv)))
+    assert results[0] == results[1]
+    assert results[0][:2] == (-abi.EINVAL, len(batch) - 1)

@@ -16,7 +16,9 @@ buffer does in Xen.
 
 from __future__ import annotations
 
+import array
 import itertools
+import operator
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -820,6 +822,11 @@ class XenHypervisor:
         keep = ~(0xFFF & ~(size - 1))  # the frame's bits and the command bits
         done = 0
         with memoryview(frame) as raw, raw.cast("I" if size == 4 else "Q") as words:
+            dense = self._dense_run(reqs, start, base, size)
+            if dense:
+                first = (reqs[start].ptr - base) >> shift
+                words[first : first + len(dense)] = array.array(words.format, dense)
+                start += len(dense)
             for req in itertools.islice(reqs, start, None):
                 if type(req) is not MmuUpdate:
                     break  # anything else takes the whole path
@@ -829,6 +836,29 @@ class XenHypervisor:
                 words[(ptr - base) >> shift] = req.val & mask
                 done += 1
         return start + done
+
+    @staticmethod
+    def _dense_run(reqs: Sequence[Any], start: int, base: int, size: int) -> list[int]:
+        """The values of the requests from ``start`` on that are NORMAL_PT_UPDATEs of
+        consecutive entries of the frame at ``base`` (a fresh table written whole), to
+        be written as one slice; empty unless the first two are (then the caller goes
+        request by request). The scans run in C (``map``/``compress``)."""
+        end = min(len(reqs), start + 2)
+        if end - start < 2:
+            return []
+        first, second = reqs[start], reqs[start + 1]
+        if type(first) is not MmuUpdate or type(second) is not MmuUpdate:
+            return []
+        p0 = first.ptr
+        if p0 & ~(0xFFF & ~(size - 1)) != base or second.ptr != p0 + size:
+            return []
+        n = min(len(reqs) - start, (base + PAGE_SIZE - p0) // size)
+        run = reqs[start : start + n]
+        n = next(itertools.compress(itertools.count(), map(operator.is_not, map(type, run), itertools.repeat(MmuUpdate))), n)
+        ptrs = [r.ptr for r in itertools.islice(run, n)]
+        n = next(itertools.compress(itertools.count(), map(operator.ne, ptrs, range(p0, p0 + size * n, size))), n)
+        mask = (1 << (8 * size)) - 1
+        return [r.val & mask for r in itertools.islice(run, n)]
 
     def _plain_frame(self, req: MmuUpdate, size: int) -> int:
         """The frame a NORMAL_PT_UPDATE just wrote as a writable page (not a page table),
