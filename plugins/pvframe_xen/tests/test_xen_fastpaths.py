@@ -333,7 +333,7 @@ def test_entries_restored_lazily_equal_entries_made_at_once(ops) -> None:  # typ
             lazy.pages.restore_entries(mfns, args)
             eager.pages.restore_entries(mfns, args)
             for mfn in mfns:
-                eager.pages[mfn]  # noqa: B018 - made at once
+                eager.pages[mfn]  # made at once
         elif op == "look":
             for mfn in mfns:
                 lazy.pages[mfn].count += n

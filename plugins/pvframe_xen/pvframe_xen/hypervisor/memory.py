@@ -386,7 +386,7 @@ class FramePages(dict[int, PageInfo]):
         if not dict.keys(self).isdisjoint(mfns):
             for mfn in mfns:
                 dict.pop(self, mfn, None)
-        self._pending.update(zip(mfns, args))
+        self._pending.update(zip(mfns, args, strict=True))
 
     def __missing__(self, mfn: int) -> PageInfo:
         page = self._default(mfn)
