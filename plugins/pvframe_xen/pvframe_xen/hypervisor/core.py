@@ -143,6 +143,14 @@ class DomainBoot:
     l1_mfns: tuple[int, ...]
 
 
+#: dense runs of ``mmu_update`` requests written before (:meth:`XenHypervisor._write_run`):
+#: id of the first request -> (frame's machine address, the requests, first entry, the
+#: values as machine words). The entry holds the requests (frozen), so the id stays
+#: theirs; a batch that holds an equal list of requests writes the same values (every
+#: program's shadow sends the same harness tables' requests, the same objects)
+_DENSE_RUNS: dict[int, tuple[int, list[Any], int, array.array[int]]] = {}
+#: the shortest run kept there
+_DENSE_RUN_KEPT = 32
 #: machine words are written in the host's order through a ``memoryview`` cast
 _LITTLE_ENDIAN_HOST = sys.byteorder == "little"
 
@@ -822,11 +830,24 @@ class XenHypervisor:
         keep = ~(0xFFF & ~(size - 1))  # the frame's bits and the command bits
         done = 0
         with memoryview(frame) as raw, raw.cast("I" if size == 4 else "Q") as words:
-            dense = self._dense_run(reqs, start, base, size)
-            if dense:
-                first = (reqs[start].ptr - base) >> shift
-                words[first : first + len(dense)] = array.array(words.format, dense)
-                start += len(dense)
+            seen = _DENSE_RUNS.get(id(reqs[start])) if start < end else None
+            if seen is not None and seen[0] == base and reqs[start : start + len(seen[1])] == seen[1]:
+                # the same requests as a run seen before (equal lists: the same objects
+                # compare at once), so the same values at the same place
+                words[seen[2] : seen[2] + len(seen[1])] = seen[3]
+                start += len(seen[1])
+            else:
+                dense = self._dense_run(reqs, start, base, size)
+                if dense:
+                    first = (reqs[start].ptr - base) >> shift
+                    values = array.array(words.format, dense)
+                    words[first : first + len(dense)] = values
+                    if len(dense) >= _DENSE_RUN_KEPT:
+                        if len(_DENSE_RUNS) >= 64:
+                            _DENSE_RUNS.pop(next(iter(_DENSE_RUNS)))
+                        run = list(reqs[start : start + len(dense)])
+                        _DENSE_RUNS[id(run[0])] = (base, run, first, values)
+                    start += len(dense)
             for req in itertools.islice(reqs, start, None):
                 if type(req) is not MmuUpdate:
                     break  # anything else takes the whole path
