@@ -339,3 +339,18 @@ def test_ram_above_960_mib_is_a_one_line_backend_error() -> None:
         Machine("xen", MachineConfig(ram_size=1 << 30))
     message = str(info.value)
     assert "\n" not in message and "ram_size 1024 MiB" in message and "<= 960 MiB" in message
+
+
+def test_load_idt_of_an_idt_seen_before_follows_its_words() -> None:
+    """The trap lists of IDTs converted before are kept by the IDT's words: loading the
+    same IDT on a second machine gives the same table, and an edited gate its new entry."""
+    tables = []
+    for handler in (0x101234, 0x101234, 0x105678):
+        m = _machine()
+        idt = 0x300000
+        m.memory.write_u32(idt + 8 * 14, (0x08 << 16) | (handler & 0xFFFF))
+        m.memory.write_u32(idt + 8 * 14 + 4, (handler & 0xFFFF0000) | 0x8E00)
+        m.hooks.load_idt(idt, 256 * 8 - 1)
+        tables.append(dict(m.bound.plugin.hv.vcpus[0].trap_table))
+    assert tables[0] == tables[1] == {14: abi.TrapInfo(14, 4, 0x09, 0x101234)}
+    assert tables[2] == {14: abi.TrapInfo(14, 4, 0x09, 0x105678)}

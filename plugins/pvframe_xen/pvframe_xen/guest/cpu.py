@@ -102,23 +102,14 @@ class CpuOps:
     @hookimpl
     def pvop_load_idt(self, machine: Any, base: int, limit: int) -> None:
         self._native(machine).pvop_load_idt(machine, base, limit)
-        traps = []
-        words = self._peek_words(machine, base, 2 * min(256, ((limit & 0xFFFF) + 1) // 8))
-        for vector in range(len(words) // 2):
-            low, high = words[2 * vector], words[2 * vector + 1]
-            if low is None or high is None or not high & 0x8000:
-                continue
-            kind = (high >> 8) & 0x1F
-            if kind not in (0x0E, 0x0F):
-                continue  # task gates and 16-bit gates have no trap_info form
-            address = (low & 0xFFFF) | (high & 0xFFFF0000)
-            if address == 0:
-                continue  # would terminate Xen's list
-            dpl = (high >> 13) & 3
-            cs = ((low >> 16) & 0xFFFC) | 1
-            traps.append(abi.TrapInfo(vector, dpl | (4 if kind == 0x0E else 0), cs, address))
-        traps.append(abi.TrapInfo(0, 0, 0, 0))
-        self._check("set_trap_table", self.hypervisor(machine).set_trap_table(traps))
+        words = tuple(self._peek_words(machine, base, 2 * min(256, ((limit & 0xFFFF) + 1) // 8)))
+        traps = _TRAP_TABLES.get(words)
+        if traps is None:
+            traps = _trap_table(words)
+            if len(_TRAP_TABLES) >= 64:
+                _TRAP_TABLES.pop(next(iter(_TRAP_TABLES)))
+            _TRAP_TABLES[words] = traps
+        self._check("set_trap_table", self.hypervisor(machine).set_trap_table(list(traps)))
 
     @hookimpl
     def pvop_load_gdt(self, machine: Any, base: int, limit: int) -> None:
@@ -230,3 +221,30 @@ class CpuOps:
         from pvframe.pvcall import patching
 
         return patching.patch_default(machine, type_, clobber, insns, addr, len_)
+
+
+#: the trap lists of IDTs converted before (the list is a function of the IDT's words;
+#: every kit program loads the same few IDTs): words -> list (frozen entries)
+_TRAP_TABLES: dict[tuple[int | None, ...], tuple[abi.TrapInfo, ...]] = {}
+
+
+def _trap_table(words: tuple[int | None, ...]) -> tuple[abi.TrapInfo, ...]:
+    """The ``trap_info`` list of an IDT's words (None: unreadable), as Linux 2.6.23's
+    ``xen_convert_trap_info`` makes it: present 32-bit interrupt and trap gates with a
+    non-zero handler, ending with the all-zero entry."""
+    traps: list[abi.TrapInfo] = []
+    for vector in range(len(words) // 2):
+        low, high = words[2 * vector], words[2 * vector + 1]
+        if low is None or high is None or not high & 0x8000:
+            continue
+        kind = (high >> 8) & 0x1F
+        if kind not in (0x0E, 0x0F):
+            continue  # task gates and 16-bit gates have no trap_info form
+        address = (low & 0xFFFF) | (high & 0xFFFF0000)
+        if address == 0:
+            continue  # would terminate Xen's list
+        dpl = (high >> 13) & 3
+        cs = ((low >> 16) & 0xFFFC) | 1
+        traps.append(abi.TrapInfo(vector, dpl | (4 if kind == 0x0E else 0), cs, address))
+    traps.append(abi.TrapInfo(0, 0, 0, 0))
+    return tuple(traps)
