@@ -20,6 +20,7 @@ from pvframe_xen.hypervisor.memory import (
     PGT_seg_desc_page,
     PGT_writable_page,
 )
+from pvframe_xen.hypervisor.abi import L2_FIRST_XEN_SLOT
 from pvframe_xen.hypervisor.mm import MM
 
 from pvframe.machine import Machine, MachineConfig
@@ -381,3 +382,58 @@ def test_an_l1_page_translated_in_one_loop_equals_entry_by_entry(data) -> None: 
     page = shadow.translate_l1_page(entries, pts, why_page)
     assert page == tuple(shadow.translate_l1e(e, pts, why_entries) for e in entries)
     assert why_page == why_entries
+
+
+# ---------------------------------------------------------------- L2 validation's scan
+
+
+class _EverySlotMM(MM):
+    """``alloc_l2_table`` as Xen's loop: every guest slot visited, the references of the
+    slots before a refusal dropped in order."""
+
+    __slots__ = ()
+
+    def alloc_l2_table(self, mfn: int) -> bool:
+        table = self.entries(mfn)
+        for i, e in enumerate(table[:L2_FIRST_XEN_SLOT]):
+            if e & 1 and not self.get_page_from_l2e(e, mfn):
+                for j in range(i):
+                    self.put_page_from_l2e(table[j], mfn)
+                return False
+        self.memory.write_bytes((mfn << 12) + 4 * L2_FIRST_XEN_SLOT, bytes(4 * (1024 - L2_FIRST_XEN_SLOT)))
+        for slot, entry in self.xen_slots.items():
+            self.memory.write_u32((mfn << 12) + 4 * slot, entry)
+        return True
+
+
+@settings(max_examples=150, deadline=None)
+@given(slots=st.dictionaries(st.integers(0, 1023), st.tuples(
+    st.sampled_from(["l1", "l1", "self", "foreign", "l2"]), st.integers(0, 5),
+    st.sampled_from([0x1, 0x3, 0x21, 0x23, 0x83, 0x101, 0x0])), max_size=10))
+def test_l2_validated_from_its_present_slots_equals_every_slot(slots) -> None:  # type: ignore[no-untyped-def]
+    """``alloc_l2_table`` visits only the present slots (a scan in C): the verdict, the
+    reason and the state of every frame involved are those of Xen's loop over all 1,008
+    guest slots, for directories with refused entries at any slot (foreign frames, PSE,
+    writable self-maps, L1s that do not validate) and refusals after references taken."""
+    hv, _boot = new_domain(1_000_000_000, 0, 1024)
+    l2 = hv.pfn_to_mfn(200)
+    l1s = [hv.pfn_to_mfn(300 + k) for k in range(6)]
+    hv.memory.write_bytes(l1s[5] << 12, struct.pack("<I", (hv.pfn_to_mfn(0) << 12) | 0x181))  # refused L1
+    table = [0] * 1024
+    for index, (kind, k, flags) in slots.items():
+        mfn = {"l1": l1s[k], "self": l2, "foreign": l1s[k] + 1, "l2": hv.pfn_to_mfn(400)}[kind]
+        table[index] = (mfn << 12) | flags
+    hv.memory.write_bytes(l2 << 12, struct.pack("<1024I", *table))
+    for mfn in (l2, *l1s):
+        hv.frames.pages[mfn].type_count = 0  # the direct map's writable references: dropped
+    blob = pickle.dumps(hv)
+    results = []
+    for kind in (MM, _EverySlotMM):
+        copy = pickle.loads(blob)
+        copy.mm.__class__ = kind
+        copy.mm.reason = ""
+        ok = copy.mm.get_page_type(l2, PGT_l2_page_table)
+        mfns = {l2, *l1s, *(m + 1 for m in l1s), hv.pfn_to_mfn(400), hv.pfn_to_mfn(0)}
+        results.append((ok, copy.mm.reason, _frame_state(copy, mfns), copy.memory.read_bytes(l2 << 12, 4096)))
+    assert results[0] == results[1]
+

@@ -39,6 +39,8 @@ tables.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import struct
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -219,8 +221,10 @@ class Shadow:
 
     def _tables_of(self, l2: int, entries: tuple[int, ...]) -> frozenset[int]:
         out = set()
-        for e in entries[: abi.L2_FIRST_XEN_SLOT]:
-            if e & P and not e & PSE and self.ram(e >> 12) and e >> 12 != l2:
+        guest = entries[: abi.L2_FIRST_XEN_SLOT]
+        # the present entries only (found by a scan in C: most slots are empty)
+        for e in itertools.compress(guest, map(operator.and_, guest, itertools.repeat(P))):
+            if not e & PSE and self.ram(e >> 12) and e >> 12 != l2:
                 out.add(e >> 12)
         return frozenset(out)
 

@@ -33,6 +33,8 @@ the resulting breach.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import struct
 from typing import Any, ClassVar
 
@@ -412,11 +414,13 @@ class MM:
         Xen's own slots (the hole) are not checked but overwritten once the table
         validates (Xen installs its mappings there; the model clears them), and guest
         updates to them are refused (``mod_l2_entry``)."""
-        table = self.entries(mfn)
-        for i, e in enumerate(table[:L2_FIRST_XEN_SLOT]):
-            if e & _PAGE_PRESENT and not self.get_page_from_l2e(e, mfn):
-                for j in range(i):
-                    self.put_page_from_l2e(table[j], mfn)
+        guest = self.entries(mfn)[:L2_FIRST_XEN_SLOT]
+        # the present entries in order (found by a scan in C: most slots are empty)
+        present = [*itertools.compress(guest, map(operator.and_, guest, itertools.repeat(_PAGE_PRESENT)))]
+        for i, e in enumerate(present):
+            if not self.get_page_from_l2e(e, mfn):
+                for taken in present[:i]:
+                    self.put_page_from_l2e(taken, mfn)
                 return False
         # Xen now writes its own entries into slots 1008..1023; the model leaves them
         # not present, so nothing the guest stored there can be walked.
