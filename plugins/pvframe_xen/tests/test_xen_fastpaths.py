@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pvframe_xen.backend import new_domain
 from pvframe_xen.guest import shadow as shadow_module
+from pvframe_xen.hypervisor.abi import L2_FIRST_XEN_SLOT
 from pvframe_xen.hypervisor.events import Channel, ChannelState
 from pvframe_xen.hypervisor.memory import (
     PGT_l1_page_table,
@@ -20,7 +21,6 @@ from pvframe_xen.hypervisor.memory import (
     PGT_seg_desc_page,
     PGT_writable_page,
 )
-from pvframe_xen.hypervisor.abi import L2_FIRST_XEN_SLOT
 from pvframe_xen.hypervisor.mm import MM
 
 from pvframe.machine import Machine, MachineConfig
