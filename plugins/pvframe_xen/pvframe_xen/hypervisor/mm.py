@@ -74,6 +74,7 @@ from pvframe_xen.hypervisor.memory import (
 
 _TABLE = struct.Struct(f"<{L1_ENTRIES}I")
 _ZERO_TABLE = (0,) * L1_ENTRIES
+_ZERO_FRAME = bytes(PAGE_SIZE)
 
 # Segment descriptor bits (high word ``b``), Xen ``asm-x86/desc.h``
 _SEGMENT_TYPE = 0x0F00
@@ -300,16 +301,21 @@ class MM:
         (:meth:`_l1_again`): every kit program's machine validates the same harness
         tables."""
         owner = self.frames.pages[mfn].owner
-        table = self.entries(mfn)
         pages = self.frames.pages
         if not self.l1_per_frame:
-            return self._alloc_l1_entries(table, owner)
+            return self._alloc_l1_entries(self.entries(mfn), owner)
         key = fresh = None
-        if isinstance(pages, FramePages):
-            key = (pages.source, pages.layout, self.memory.max_page, owner, table)
+        frame = self.memory.frames.get(mfn)
+        if isinstance(pages, FramePages) and (frame is not None or self.memory.valid(mfn)):
+            # keyed by the frame's bytes (the entries are a function of them: unpacking
+            # and hashing 1,024 entries took most of a validation found here)
+            key = (pages.source, pages.layout, self.memory.max_page, owner,
+                   _ZERO_FRAME if frame is None else bytes(frame))
             done = _L1_DONE.get(key)
             if done is not None and self._l1_again(pages, owner, *done):
                 return True
+        table = self.entries(mfn)
+        if key is not None and isinstance(pages, FramePages):
             # the frames no one looked at since the domain was restored (before
             # l1_references looks at them)
             fresh = frozenset((e & M32) >> PAGE_SHIFT for e in table if e & _PAGE_PRESENT)
