@@ -73,6 +73,9 @@ _UPDATES: dict[tuple[int, tuple[int, ...], tuple[int, ...]], tuple[MmuUpdate, ..
 #: theirs): (frame's machine address, id(old), id(new)) -> (old, new, requests)
 _UPDATES_SEEN: dict[tuple[int, int, int], tuple[tuple[int, ...], tuple[int, ...], tuple[MmuUpdate, ...]]] = {}
 _ZERO_IMAGE = (0,) * 1024
+#: the table pfns of a directory, a function of its bytes, its pfn and the layout:
+#: (layout, directory pfn, its guest bytes) -> table pfns
+_TABLES: dict[tuple[Any, ...], frozenset[int]] = {}
 #: how many of each the caches keep (oldest dropped first)
 MAX_CACHED_PAGES = 64
 
@@ -264,8 +267,15 @@ class Shadow:
             tables = tree.tables
             l2_entries: tuple[int, ...] | None = None
         else:
-            l2_entries = _U32x1024.unpack(raw_l2)
-            tables = self._tables_of(l2, l2_entries)
+            l2_entries = None
+            key = (self.layout, l2, raw_l2)
+            got = _TABLES.get(key) if self.layout is not None else None
+            if got is None:
+                l2_entries = _U32x1024.unpack(raw_l2)
+                got = self._tables_of(l2, l2_entries)
+                if self.layout is not None:
+                    _remember(_TABLES, key, got)
+            tables = got
         if len(tables) > MAX_TABLES:
             self.backend.refuse("shadow:tree_too_large", -abi.ENOSPC)
             self._rebase_to_boot()
