@@ -8,12 +8,19 @@ import pickle
 import struct
 
 import attrs
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pvframe_xen.backend import new_domain
 from pvframe_xen.guest import shadow as shadow_module
-from pvframe_xen.hypervisor.abi import L2_FIRST_XEN_SLOT
-from pvframe_xen.hypervisor.events import Channel, ChannelState
+from pvframe_xen.hypervisor.abi import (
+    L2_FIRST_XEN_SLOT,
+    EvtchnBindIpi,
+    EVTCHNOP_bind_ipi,
+    EVTCHNOP_close,
+    EvtchnPort,
+)
+from pvframe_xen.hypervisor.events import FREE, Channel, ChannelState
 from pvframe_xen.hypervisor.memory import (
     PGT_l1_page_table,
     PGT_l2_page_table,
@@ -223,6 +230,23 @@ def test_event_channels_survive_the_pickled_restore(fields) -> None:  # type: ig
     back = pickle.loads(pickle.dumps(hv)).events.channels
     assert [attrs.astuple(c) for c in back] == [attrs.astuple(Channel(*f)) for f in fields]
     assert all(type(c) is Channel for c in back)
+
+
+def test_free_ports_are_the_one_free_entry_and_entries_are_immutable() -> None:
+    """Every free port holds :data:`FREE` (built, restored, freed again), which no one can
+    change in place: a port's state changes only by a new entry."""
+    hv, _boot = new_domain(1_000_000_000, 0, 1024)
+    ev = hv.events
+    assert all(c is FREE for c in ev.channels[1:])
+    arg = EvtchnBindIpi(0)
+    assert hv.event_channel_op(EVTCHNOP_bind_ipi, arg) == 0
+    assert ev.channels[arg.port] is not FREE and ev.channels[arg.port].state == ChannelState.ECS_IPI
+    assert hv.event_channel_op(EVTCHNOP_close, EvtchnPort(arg.port)) == 0
+    assert ev.channels[arg.port] is FREE
+    back = pickle.loads(pickle.dumps(hv)).events.channels
+    assert all(c is FREE for c in back[1:]) and back[0].state == ChannelState.ECS_RESERVED
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        FREE.state = ChannelState.ECS_IPI  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------- IF mask and upcall bytes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -54,18 +55,32 @@ _STATUS = {
 }
 
 
-@attrs.define
+@attrs.frozen
 class Channel:
-    """``struct evtchn``: state, the VCPU it notifies, and the VIRQ it carries."""
+    """``struct evtchn``: state, the VCPU it notifies, and the VIRQ it carries. Frozen:
+    a port changes state by getting a new entry, so every free port of every domain can
+    hold the one :data:`FREE` entry (a restored domain's 128 ports were 128 objects
+    rebuilt from the pickle per machine)."""
 
     state: ChannelState = ChannelState.ECS_FREE
     notify_vcpu: int = 0
     virq: int = 0
 
-    def __reduce__(self) -> tuple[type[Channel], tuple[ChannelState, int, int]]:
+    def __reduce__(self) -> tuple[Any, tuple[ChannelState, int, int]]:
         """Pickled as its three fields (every machine restores a domain's 128 channels
         from a pickled pristine copy: attrs' generic slot state took half the restore)."""
-        return (Channel, (self.state, self.notify_vcpu, self.virq))
+        return (_channel, (self.state, self.notify_vcpu, self.virq))
+
+
+#: the entry of every free port
+FREE = Channel()
+
+
+def _channel(state: ChannelState, notify_vcpu: int, virq: int) -> Channel:
+    """A pickled :class:`Channel`: a free one is :data:`FREE` again."""
+    if state == ChannelState.ECS_FREE and notify_vcpu == 0 and virq == 0:
+        return FREE
+    return Channel(state, notify_vcpu, virq)
 
 
 @attrs.define
@@ -86,8 +101,8 @@ class EventChannels:
 
     def __attrs_post_init__(self) -> None:
         if not self.channels:
-            self.channels = [Channel() for _ in range(EVTCHNS_PER_BUCKET)]
-            self.channels[0].state = ChannelState.ECS_RESERVED
+            self.channels = [FREE] * EVTCHNS_PER_BUCKET
+            self.channels[0] = Channel(ChannelState.ECS_RESERVED)
         if not self.virq_to_port:
             self.virq_to_port = [[0] * NR_VIRQS for _ in range(self.nr_vcpus)]
 
@@ -103,7 +118,7 @@ class EventChannels:
                 return port
         if len(self.channels) >= NR_EVENT_CHANNELS:
             return -ENOSPC
-        self.channels.extend(Channel() for _ in range(EVTCHNS_PER_BUCKET))
+        self.channels.extend([FREE] * EVTCHNS_PER_BUCKET)
         return self.get_free_port()
 
     def set_pending(self, vcpu: int, port: int) -> None:
@@ -180,7 +195,7 @@ class EventChannels:
             for row in self.virq_to_port:
                 if row[chn.virq] == port:
                     row[chn.virq] = 0
-        self.channels[port] = Channel()
+        self.channels[port] = FREE
         return 0
 
     def send(self, port: int) -> int:
