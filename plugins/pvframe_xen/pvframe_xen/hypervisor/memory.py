@@ -325,13 +325,17 @@ class FramePages(dict[int, PageInfo]):
         #: every entry not looked at since holds)
         self.source = _digest(packed) if digest is None else digest
         self._packed, self._index, self._args = _packed_table(packed, self.source)
-        #: entries set by :meth:`restore_entries` and not looked at since, as the
-        #: arguments of their :class:`PageInfo` (made on first look, like the others)
-        self._pending: dict[int, _PageArgs] = {}
+        #: entries set by :meth:`restore_layer`, as the arguments of their
+        #: :class:`PageInfo` (made on first look, like the others): read-only layers
+        #: (shared with other tables), the newest last; an entry looked at since is in
+        #: the dict itself, which comes first
+        self._layers: list[Mapping[int, _PageArgs]] = []
 
     def __reduce__(self) -> Any:
         out = array.array("q")
-        pending = self._pending
+        pending: dict[int, _PageArgs] = {}
+        for layer in self._layers:  # the newest last, so it wins
+            pending.update(layer)
         for mfn, i in self._index.items():
             if not dict.__contains__(self, mfn) and mfn not in pending:
                 out.extend(self._packed[i : i + self._FIELDS])
@@ -346,9 +350,10 @@ class FramePages(dict[int, PageInfo]):
 
     def _default(self, mfn: int) -> PageInfo | None:
         """A new entry for ``mfn`` (a pending one is taken: the caller stores it)."""
-        args = self._pending.pop(mfn, None) if self._pending else None
-        if args is not None:
-            return PageInfo(*args)
+        for layer in reversed(self._layers):
+            args = layer.get(mfn)
+            if args is not None:
+                return PageInfo(*args)
         args = self._args.get(mfn)
         if args is not None:
             return PageInfo(*args)
@@ -370,23 +375,34 @@ class FramePages(dict[int, PageInfo]):
         """Whether none of ``mfns`` was looked at since the table was restored, so each
         still holds the entry :attr:`source` and :attr:`layout` give it (an entry changes
         only once looked at; one set by :meth:`restore_entries` counts as looked at)."""
-        return dict.keys(self).isdisjoint(mfns) and self._pending.keys().isdisjoint(mfns)
+        if not isinstance(mfns, (set, frozenset)):
+            mfns = frozenset(mfns)
+        return dict.keys(self).isdisjoint(mfns) and all(layer.keys().isdisjoint(mfns) for layer in self._layers)
 
     def touched(self, mfns: frozenset[int]) -> set[int]:
         """Those of ``mfns`` that are not :meth:`untouched`."""
-        return (dict.keys(self) & mfns) | (self._pending.keys() & mfns)
+        out = dict.keys(self) & mfns
+        for layer in self._layers:
+            out |= layer.keys() & mfns
+        return out
 
     def restore_entries(self, mfns: Sequence[int], args: Sequence[_PageArgs]) -> None:
-        """Set the entries of ``mfns`` from :class:`PageInfo` arguments. Each becomes a
-        :class:`PageInfo` when first looked at (a validated harness L1 maps ~500 frames
-        that no program looks at again: making all their entries at once was most of the
-        cost of validating it again)."""
+        """Set the entries of ``mfns`` from :class:`PageInfo` arguments
+        (:meth:`restore_layer`)."""
         if len(mfns) != len(args):
             raise ValueError("restore_entries: one PageInfo argument tuple per frame")
-        if not dict.keys(self).isdisjoint(mfns):
-            for mfn in mfns:
-                dict.pop(self, mfn, None)
-        self._pending.update(zip(mfns, args, strict=True))
+        self.restore_layer(MappingProxyType(dict(zip(mfns, args, strict=True))))
+
+    def restore_layer(self, entries: Mapping[int, _PageArgs]) -> None:
+        """Set the entries of ``entries``' frames from their :class:`PageInfo` arguments,
+        a mapping that is never written (it is shared: every program's domain restores
+        the entries of the same validated harness L1 tables, 1,024 frames each, and
+        neither copying them nor making their :class:`PageInfo` objects is needed until
+        one is looked at)."""
+        stale = dict.keys(self) & entries.keys()
+        for mfn in stale:
+            dict.__delitem__(self, mfn)
+        self._layers.append(entries)
 
     def __missing__(self, mfn: int) -> PageInfo:
         page = self._default(mfn)
@@ -398,7 +414,7 @@ class FramePages(dict[int, PageInfo]):
     def get(self, mfn: int, default: Any = None) -> Any:
         page = dict.get(self, mfn)
         if page is None:
-            args = None if self._pending else self._args.get(mfn)
+            args = None if self._layers else self._args.get(mfn)
             page = PageInfo(*args) if args is not None else self._default(mfn)
             if page is None:
                 return default
@@ -407,11 +423,12 @@ class FramePages(dict[int, PageInfo]):
 
     def __contains__(self, mfn: object) -> bool:
         return dict.__contains__(self, mfn) or (isinstance(mfn, int) and (
-            mfn in self._pending or mfn in self._index or self._default(mfn) is not None))
+            mfn in self._index or self._default(mfn) is not None))
 
     def materialise(self) -> None:
         xen_frames, ram_base, n, _d, _o = self.layout
-        for mfn in (*range(xen_frames), *range(ram_base, ram_base + 2 * n), *self._index, *self._pending):
+        for mfn in (*range(xen_frames), *range(ram_base, ram_base + 2 * n), *self._index,
+                    *(m for layer in self._layers for m in layer)):
             if not dict.__contains__(self, mfn):
                 self.__missing__(mfn)
 

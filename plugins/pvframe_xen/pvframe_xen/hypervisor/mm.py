@@ -36,6 +36,8 @@ from __future__ import annotations
 import itertools
 import operator
 import struct
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import attrs
@@ -333,9 +335,9 @@ class MM:
             if len(_L1_DONE) >= 16:
                 _L1_DONE.pop(next(iter(_L1_DONE)))
             _L1_DONE[key] = (
-                fresh, tuple(m for m, _p, _n, _w in refs if m in fresh),
-                tuple((p.owner, p.count, p.type, p.type_count, p.validated, p.pinned, p.linear_pt_count)
-                      for m, p, _n, _w in refs if m in fresh),
+                fresh, MappingProxyType({
+                    m: (p.owner, p.count, p.type, p.type_count, p.validated, p.pinned, p.linear_pt_count)
+                    for m, p, _n, _w in refs if m in fresh}),
                 tuple((m, n, n_rw) for m, _p, n, n_rw in refs if m not in fresh))
         return True
 
@@ -349,8 +351,8 @@ class MM:
                 return False
         return True
 
-    def _l1_again(self, pages: FramePages, owner: int, fresh: frozenset[int], fresh_mfns: tuple[int, ...],
-                  fresh_after: tuple[Any, ...], others: tuple[tuple[int, int, int], ...]) -> bool:
+    def _l1_again(self, pages: FramePages, owner: int, fresh: frozenset[int], fresh_after: Mapping[int, Any],
+                  others: tuple[tuple[int, int, int], ...]) -> bool:
         """Validate again an L1 table validated before on a domain restored from the same
         pristine copy (:data:`_L1_DONE`), if the frames that were untouched then still
         are: they hold the same entries as then, so their entries passed and end as they
@@ -373,7 +375,7 @@ class MM:
                 page.type = PGT_writable_page
                 page.type_count += n_rw
                 page.validated = True
-        pages.restore_entries(fresh_mfns, fresh_after)
+        pages.restore_layer(fresh_after)
         return True
 
     def l1_references(self, table: tuple[int, ...], owner: int) -> list[tuple[int, PageInfo, int, int]] | None:
