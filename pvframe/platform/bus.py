@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from collections.abc import Sequence
 from typing import Protocol
 
 import attrs
@@ -82,6 +83,25 @@ class IOPortBus:
         self._starts.insert(idx, base)
         self._ranges.insert(idx, rng)
 
+    def register_all(self, claims: Sequence[tuple[int, int, PortDevice, str]]) -> None:
+        """:meth:`register` each ``(base, length, device, name)`` in turn, with what
+        ``register`` checks done once per process for each layout (the claims' bases,
+        lengths and names: a platform registers the same layout for every machine) and
+        the sorted table then filled in one go. Refused as ``register`` refuses."""
+        if self._ranges or not all(name for _b, _n, _d, name in claims):
+            for claim in claims:
+                self.register(*claim)
+            return
+        layout = tuple((base, length, name) for base, length, _d, name in claims)
+        order = _LAYOUT_ORDER.get(layout)
+        if order is None:
+            scratch = IOPortBus()
+            for i, (base, length, name) in enumerate(layout):
+                scratch.register(base, length, i, name)  # type: ignore[arg-type]
+            order = _LAYOUT_ORDER[layout] = tuple(r.device for r in scratch._ranges)  # type: ignore[misc]
+        self._ranges = [PortRange(*claims[i]) for i in order]
+        self._starts = [r.base for r in self._ranges]
+
     def find(self, port: int) -> PortRange | None:
         """The range decoding ``port``, if any."""
         idx = bisect.bisect_right(self._starts, port) - 1
@@ -115,6 +135,10 @@ class IOPortBus:
 
     def ranges(self) -> list[PortRange]:
         return list(self._ranges)
+
+
+#: a checked layout of :meth:`IOPortBus.register_all` -> its claims' indices by base
+_LAYOUT_ORDER: dict[tuple[tuple[int, int, str], ...], tuple[int, ...]] = {}
 
 
 @attrs.frozen

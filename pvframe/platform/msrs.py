@@ -41,6 +41,7 @@ and everything else. Caches are not modelled: MTRR and PAT contents change no ac
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import attrs
@@ -96,8 +97,12 @@ class MsrFile:
     values: dict[int, int] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
-        m = self.model
-        v = self.values
+        self.values.update(_power_on_values(self.model, self.ram_size))
+
+    @staticmethod
+    def _power_on(m: CpuModel, ram_size: int) -> dict[int, int]:
+        """The MSRs of ``m`` after reset and the firmware's set-up (MTRRs when ``ram_size``)."""
+        v: dict[int, int] = {}
         v[MSR_PLATFORM_ID] = (m.platform_id & 7) << 50
         v[MSR_BIOS_SIGN_ID] = m.microcode << 32
         v[MSR_MTRRCAP] = (1 << 10) | (1 << 8) | m.variable_mtrrs  # WC, FIX, VCNT
@@ -117,24 +122,25 @@ class MsrFile:
         if m.has(cpu_models.SEP):
             for index in (MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP):
                 v[index] = 0
-        if self.ram_size:
-            self._bios_mtrrs()
+        if ram_size:
+            MsrFile._bios_mtrrs(v, m, ram_size)
+        return v
 
-    def _bios_mtrrs(self) -> None:
+    @staticmethod
+    def _bios_mtrrs(v: dict[int, int], model: CpuModel, ram_size: int) -> None:
         """What a PC BIOS leaves (as SeaBIOS does on QEMU's PC): fixed ranges 0-0x9FFFF
         write-back, 0xA0000-0xBFFFF uncacheable, 0xC0000-0xFFFFF write-protect; RAM
         covered write-back by power-of-two variable ranges (largest first); default type
         uncacheable; MTRRs and fixed MTRRs enabled (E, FE). RAM that eight ranges cannot
         cover stays uncacheable, as on a real board (Linux then trims it, "MTRRs don't
         cover all of memory")."""
-        v = self.values
         wb, wp = 0x0606060606060606, 0x0505050505050505
         v[MSR_MTRR_FIX64K] = wb
         v[MSR_MTRR_FIX16K[0]], v[MSR_MTRR_FIX16K[1]] = wb, 0
         for index in MSR_MTRR_FIX4K:
             v[index] = wp
-        base, left = 0, min(self.ram_size, 1 << 32)
-        for i in range(self.model.variable_mtrrs):
+        base, left = 0, min(ram_size, 1 << 32)
+        for i in range(model.variable_mtrrs):
             if left < 0x1000:
                 break
             size = 1 << (left.bit_length() - 1)
@@ -222,3 +228,10 @@ class MsrFile:
         if counter in (0, 1):
             return self.values[MSR_PERFCTR0 + counter] & 0xFFFFFFFFFF
         return None
+
+
+@functools.lru_cache(maxsize=64)
+def _power_on_values(model: CpuModel, ram_size: int) -> dict[int, int]:
+    """:meth:`MsrFile._power_on`, computed once per process for each model and RAM size
+    (every machine's platform starts from it; callers copy it, never change it)."""
+    return MsrFile._power_on(model, ram_size)

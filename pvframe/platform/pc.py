@@ -137,19 +137,21 @@ class Platform:
         self.port92 = Port92(reset=self._reset)
         self.acpi_pm = AcpiPm(self.timebase)
 
-        self.bus.register(MASTER_CMD, 2, self.pic, "pic-master")
-        self.bus.register(SLAVE_CMD, 2, self.pic, "pic-slave")
-        self.bus.register(PIT_BASE, 4, self.pit, "pit")
-        self.bus.register(PORT_B, 1, self.pit, "port-b")
-        self.bus.register(CMOS_INDEX, 2, self.cmos, "cmos")
-        self.bus.register(POST_PORT, 1, self.port80, "post")
-        self.bus.register(DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, self.debug_exit, "debug-exit")
-        self.bus.register(COM1, 8, self.uart, "com1")
-        self.bus.register(FW_CFG_PORT_SEL, 2, self.fw_cfg, "fw_cfg")
-        self.bus.register(ELCR_PORT, 2, self.pic, "elcr")
-        self.bus.register(CONFIG_ADDRESS, 8, self.pci, "pci-config")
-        self.bus.register(0x92, 1, self.port92, "port-a")
-        self.bus.register(PM_BASE, PM_RANGE, self.acpi_pm, "acpi-pm")
+        self.bus.register_all((
+            (MASTER_CMD, 2, self.pic, "pic-master"),
+            (SLAVE_CMD, 2, self.pic, "pic-slave"),
+            (PIT_BASE, 4, self.pit, "pit"),
+            (PORT_B, 1, self.pit, "port-b"),
+            (CMOS_INDEX, 2, self.cmos, "cmos"),
+            (POST_PORT, 1, self.port80, "post"),
+            (DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, self.debug_exit, "debug-exit"),
+            (COM1, 8, self.uart, "com1"),
+            (FW_CFG_PORT_SEL, 2, self.fw_cfg, "fw_cfg"),
+            (ELCR_PORT, 2, self.pic, "elcr"),
+            (CONFIG_ADDRESS, 8, self.pci, "pci-config"),
+            (0x92, 1, self.port92, "port-a"),
+            (PM_BASE, PM_RANGE, self.acpi_pm, "acpi-pm"),
+        ))
         self.mmio.register(APIC_BASE, APIC_PAGE_SIZE, self.apic, "local-apic")
         self.mmio.register(IOAPIC_BASE, IOAPIC_SIZE, self.ioapic, "io-apic")
         self.msrs = MsrFile(self.cpu_model, self.timebase.now_tsc, ram_size=ram_size)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pvframe.platform.bus import IOPortBus, MMIOMap
 
@@ -60,3 +62,52 @@ def test_mmio_map() -> None:
     assert dev.writes == [(0x20, 4, 7)]
     assert m.read(0xE0000000, 4) == 0xFFFFFFFF
     assert m.unknown_reads[0xE0000000] == 1
+
+
+def _one_by_one(claims: list[tuple[int, int, object, str]]) -> object:
+    bus = IOPortBus()
+    try:
+        for claim in claims:
+            bus.register(*claim)  # type: ignore[arg-type]
+    except ValueError as exc:
+        return str(exc)
+    return bus.ranges()
+
+
+@given(st.lists(st.tuples(st.integers(-2, 0x10002), st.integers(-1, 16)), max_size=8),
+       st.booleans())
+def test_register_all_is_register_in_turn(spans: list[tuple[int, int]], twice: bool) -> None:
+    """A layout registered at once decodes (or is refused) exactly as the same claims
+    registered one by one, also the second time (when its checks are remembered)."""
+    devices = [Reg() for _ in spans]
+    claims = [(base, n, dev, f"dev{i}") for i, ((base, n), dev) in enumerate(zip(spans, devices, strict=True))]
+    expected = _one_by_one(claims)  # type: ignore[arg-type]
+    for _ in range(2 if twice else 1):
+        bus = IOPortBus()
+        try:
+            bus.register_all(claims)  # type: ignore[arg-type]
+            got: object = bus.ranges()
+        except ValueError as exc:
+            got = str(exc)
+        assert got == expected
+        if not isinstance(expected, str):
+            for base, n, dev, _name in claims:
+                assert bus.find(base) is not None and bus.find(base).device is dev  # type: ignore[union-attr]
+                assert bus.find(base + n - 1).device is dev  # type: ignore[union-attr]
+
+
+def test_platforms_do_not_share_pci_or_msr_state() -> None:
+    """Each platform's PCI configuration space and MSRs are its own (they start from
+    templates made once per process)."""
+    from pvframe.platform.msrs import MSR_MTRR_DEF_TYPE
+    from pvframe.platform.pc import Platform
+
+    a = Platform()
+    a.io_write(0xCF8, 4, 0x8000_0804)  # 00:01.0 register 0x04 (command)
+    a.io_write(0xCFC, 2, 0x0000)
+    a.msrs.values[MSR_MTRR_DEF_TYPE] = 0
+    b = Platform()
+    b.io_write(0xCF8, 4, 0x8000_0804)
+    assert b.io_read(0xCFC, 2) == 0x0007
+    assert a.io_read(0xCFC, 2) == 0x0000
+    assert b.msrs.values[MSR_MTRR_DEF_TYPE] == 0xC00

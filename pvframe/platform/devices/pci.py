@@ -64,6 +64,10 @@ class PciFunction:
         mask[0x0D] = 0xFF  # latency timer
         return cls(cfg, mask)
 
+    def copy(self) -> PciFunction:
+        """A function in the same state with its own configuration space."""
+        return PciFunction(bytearray(self.config), bytearray(self.writable))
+
     def read(self, reg: int, size: int) -> int:
         return int.from_bytes(self.config[reg:reg + size], "little")
 
@@ -86,6 +90,12 @@ def piix3_isa_bridge() -> PciFunction:
     return fn
 
 
+#: bus 0's functions at reset, built once; each host bridge starts from copies of them
+_RESET_FUNCTIONS: dict[tuple[int, int, int], PciFunction] = {
+    (0, 0, 0): i440fx_host_bridge(), (0, 1, 0): piix3_isa_bridge(),
+}
+
+
 @attrs.define
 class PciHost:
     """Ports 0xCF8-0xCFF: CONFIG_ADDRESS, the reset control register and CONFIG_DATA."""
@@ -94,7 +104,7 @@ class PciHost:
     address: int = 0
     reset_control: int = 0
     functions: dict[tuple[int, int, int], PciFunction] = attrs.field(
-        factory=lambda: {(0, 0, 0): i440fx_host_bridge(), (0, 1, 0): piix3_isa_bridge()}
+        factory=lambda: {slot: fn.copy() for slot, fn in _RESET_FUNCTIONS.items()}
     )
 
     def _target(self) -> tuple[PciFunction, int] | None:
