@@ -210,15 +210,23 @@ def discover() -> dict[str, BackendInfo]:
     The result is keyed by backend name; backends that failed carry ``error`` and no
     factory. The others still load. Loading and validating cost ~30 ms per backend, and
     every machine needs the result: it is reused while the installation is unchanged
-    (:func:`_install_fingerprint`).
+    (:func:`_install_fingerprint`: the import path and its ``site-packages`` directories,
+    compared on every call, so a distribution installed later is found by the next
+    machine), and until :func:`refresh` (what a test that puts a distribution on the path
+    some other way calls).
     """
+    return dict(_discovered())
+
+
+def _discovered() -> dict[str, BackendInfo]:
+    """:func:`discover`'s own dict (not a copy: for callers that only read it)."""
     global _DISCOVERED
     fingerprint = _install_fingerprint()
     if _DISCOVERED is not None and _DISCOVERED[0] == fingerprint:
-        return dict(_DISCOVERED[1])
+        return _DISCOVERED[1]
     found = _discover()
     _DISCOVERED = (fingerprint, found)
-    return dict(found)
+    return found
 
 
 #: the distribution that owns the backend name ``native`` (the reference every other
@@ -319,7 +327,7 @@ def unknown_backend_message(name: str, backends: dict[str, BackendInfo]) -> str:
 
 def get_backend(name: str, backends: dict[str, BackendInfo] | None = None) -> BackendInfo:
     """The named, loadable backend (and native, which every other backend needs)."""
-    backends = discover() if backends is None else backends
+    backends = _discovered() if backends is None else backends
     info = backends.get(name)
     if info is None:
         raise UnknownBackendError(unknown_backend_message(name, backends))
@@ -479,26 +487,8 @@ def _guarded(fn: Callable[..., Any], op: str, provider: str,
     hook called last (a hook that corrupts the CPU state is named by it). A hook that
     never returns is named by the machine's wall-clock limit, which finds the ``pvop_*``
     frame on the stack."""
-    hook = PREFIX + op
-    annotation = SPEC_RETURNS.get(hook, "")
-    check, expected = _RETURN_CHECKS.get(annotation, (lambda v: True, "?"))
-    fast = {"None": type(None), "int": int, "int | None": int}.get(annotation, object)
+    hook, check, fast, me = _guard_facts(op, provider)
     passing = _pass_through()
-    me = (provider, hook)
-
-    def failed(exc: BaseException) -> HookFailure:
-        return HookFailure(
-            f"backend {provider!r}: hook {hook} raised {describe_failure(exc)}",
-            provider, hook,
-        )
-
-    def wrong(result: Any) -> HookFailure:
-        return HookFailure(
-            f"backend {provider!r}: hook {hook} returned {result!r} "
-            f"({type(result).__name__}); the spec wants {expected}",
-            provider, hook,
-        )
-
     counter = cell if cell is not None else [0]  # an uncounted op counts into a scratch cell
 
     def guarded(*args: Any) -> Any:
@@ -509,12 +499,39 @@ def _guarded(fn: Callable[..., Any], op: str, provider: str,
         except BaseException as exc:
             if isinstance(exc, passing):
                 raise
-            raise failed(exc) from exc
+            raise HookFailure(
+                f"backend {provider!r}: hook {hook} raised {describe_failure(exc)}",
+                provider, hook,
+            ) from exc
         if result.__class__ is fast or check(result):
             return result
-        raise wrong(result)
+        raise _wrong_result(op, provider, result)
 
     return guarded
+
+
+@functools.cache
+def _guard_facts(op: str, provider: str) -> tuple[str, Callable[[Any], bool], type,
+                                                  tuple[str, str]]:
+    """What :func:`_guarded` checks for ``op`` (the hook's name, the spec's return check,
+    the type that passes it at once, and ``(provider, hook)``), made once per process
+    for each op and provider: every machine's table guards the ops its program calls."""
+    hook = PREFIX + op
+    annotation = SPEC_RETURNS.get(hook, "")
+    check = _RETURN_CHECKS.get(annotation, (lambda v: True, "?"))[0]
+    fast = {"None": type(None), "int": int, "int | None": int}.get(annotation, object)
+    return hook, check, fast, (provider, hook)
+
+
+def _wrong_result(op: str, provider: str, result: Any) -> HookFailure:
+    """The failure of a hook that returned what its spec does not allow."""
+    hook = PREFIX + op
+    expected = _RETURN_CHECKS.get(SPEC_RETURNS.get(hook, ""), (None, "?"))[1]
+    return HookFailure(
+        f"backend {provider!r}: hook {hook} returned {result!r} "
+        f"({type(result).__name__}); the spec wants {expected}",
+        provider, hook,
+    )
 
 
 def bind(
@@ -535,7 +552,7 @@ def bind(
     the spec and turns an implementation's exception into a :class:`HookFailure` naming
     the backend and the hook.
     """
-    backends = discover() if backends is None else backends
+    backends = _discovered() if backends is None else backends
     info = get_backend(name, backends)
     native_plugin = _create(backends[NATIVE])
     plugin = native_plugin if name == NATIVE else _create(info)
@@ -597,7 +614,7 @@ def bind(
         cell = cells.setdefault(op, [0]) if count else None
         bound[op] = _guarded(fn, op, provider[op], cell, last)
     if new_plan is not None and not (trace or extras or overlays):
-        _PLANS[plan_key] = new_plan
+        _PLANS[plan_key] = (new_plan, dict(provider))
     return BoundBackend(info, HookTable(bound), plugin, native_plugin, pm, provider, cells, last)
 
 
@@ -605,17 +622,20 @@ def bind(
 #: how pluggy resolved every hook the first time; later machines of the same classes bind
 #: their fresh plugin objects by the plan (registering a plugin with pluggy inspects every
 #: attribute of the class: ~20 ms per plugin object)
-_PLANS: dict[tuple[str, type, type], dict[str, tuple[str, str, tuple[str, ...]]]] = {}
+_PLANS: dict[tuple[str, type, type],
+             tuple[dict[str, tuple[str, str, tuple[str, ...]]], dict[str, str]]] = {}
 
 
-def _bind_from_plan(plan: dict[str, tuple[str, str, tuple[str, ...]]], info: BackendInfo,
+def _bind_from_plan(planned: tuple[dict[str, tuple[str, str, tuple[str, ...]]], dict[str, str]],
+                    info: BackendInfo,
                     plugin: Any, native_plugin: Any, machine: Any, count: bool,
                     last: list[tuple[str, str] | None]) -> BoundBackend:
     """The machine's hooks by ``plan``, each bound when first looked up (what binding it
     then gives is what binding every op up front gave: the same implementation, adapter
     and guard)."""
+    plan, providers = planned
     cells: dict[str, list[int]] = {}
-    provider = {op: who for op, (who, _attr, _names) in plan.items()}
+    provider = dict(providers)  # (the machine's own copy)
 
     def bind_op(op: str) -> Callable[..., Any]:
         who, attr, argnames = plan[op]
