@@ -57,6 +57,20 @@ class NotProvided(Exception):
     """The ROM reports ``VMI_RELOCATION_NONE`` for the call: keep the native op."""
 
 
+def _relocations(rom: VmiRom) -> dict[int, Reloc]:
+    """Call number -> relocation type of every VMI call as ``rom`` reports it, worked out
+    once per process for each ROM class and configuration (the NOP and omitted calls):
+    every VMI machine's guest side asks for all of them (callers copy the dict)."""
+    key = (type(rom), rom.nop_calls, rom.omitted_calls)
+    relocs = _RELOCATIONS.get(key)
+    if relocs is None:
+        relocs = _RELOCATIONS[key] = {n: rom.relocation_type(n) for n in VMI_CALLS}
+    return relocs
+
+
+_RELOCATIONS: dict[tuple[type, frozenset[int], frozenset[int]], dict[int, Reloc]] = {}
+
+
 class VmiGuest:
     """State and helpers shared by the hook groups (mixed into the backend class)."""
 
@@ -70,7 +84,7 @@ class VmiGuest:
         self.hv_model: VmiHypervisor | None = None
         self.rom = VmiRom(nop_calls=self.ROM_NOP_CALLS, omitted_calls=self.ROM_OMITTED_CALLS)  # type: ignore[arg-type]
         #: call number -> relocation type, as ``get_reloc`` reported it at activation
-        self.relocs: dict[int, Reloc] = {n: self.rom.relocation_type(n) for n in VMI_CALLS}
+        self.relocs: dict[int, Reloc] = dict(_relocations(self.rom))
         self.machine: Any = None
         self.apic: Any = None
         self.events: Any = None
