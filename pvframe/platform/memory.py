@@ -206,6 +206,10 @@ class PhysicalMemory:
 
     def write_bytes(self, paddr: int, data: bytes | bytearray | memoryview) -> None:
         """Write ``data`` at ``paddr`` (page by page; non-RAM bytes go to MMIO one by one)."""
+        n = len(data)
+        if paddr >= 0 and paddr + n <= self.size and self._apic_ram_pfn is None:
+            self._write_ram(paddr, data if data.__class__ is bytes else bytes(data))
+            return
         data = memoryview(bytes(data))
         pos = 0
         n = len(data)
@@ -221,6 +225,31 @@ class PhysicalMemory:
             else:
                 for i in range(chunk):
                     self.write(paddr + i, 1, data[pos + i])
+            paddr += chunk
+            pos += chunk
+
+    def _write_ram(self, paddr: int, data: bytes) -> None:
+        """:meth:`write_bytes` of bytes that all lie in RAM which no APIC page shadows
+        (what loaders and firmware write: a page is made from its bytes at once)."""
+        pages, code = self.pages, self.code_pages
+        n = len(data)
+        view = memoryview(data) if (paddr & PAGE_MASK) + n > PAGE_SIZE else data
+        pos = 0
+        while pos < n:
+            off = paddr & PAGE_MASK
+            chunk = n - pos if off + n - pos <= PAGE_SIZE else PAGE_SIZE - off
+            pfn = paddr >> PAGE_SHIFT
+            pg = pages.get(pfn)
+            if pg is None:
+                if chunk == PAGE_SIZE:
+                    pg = pages[pfn] = bytearray(view[pos:pos + PAGE_SIZE])
+                else:
+                    pg = pages[pfn] = bytearray(PAGE_SIZE)
+                    pg[off:off + chunk] = view[pos:pos + chunk] if chunk != n else view
+            else:
+                pg[off:off + chunk] = view[pos:pos + chunk] if chunk != n else view
+            if pfn in code and self.code_write is not None:
+                self.code_write(paddr, chunk)
             paddr += chunk
             pos += chunk
 
