@@ -414,7 +414,14 @@ class Machine:
 
         if self.config.ram_size < 0x100000:
             return []
-        return firmware.install(self.memory.write_bytes, self.platform.firmware_facts(), busy)
+        facts = self.platform.firmware_facts()
+        laid = firmware.pages(facts)
+        memory = self.memory
+        # the usual case (a fresh machine, the image elsewhere): each page at once
+        if (not any(busy(base, 0x1000) or base >> 12 in memory.pages for base, _ in laid)
+                and all(memory.fill_page(base >> 12, page) for base, page in laid)):
+            return [(addr, len(data)) for addr, data in firmware.tables_once(facts)]
+        return firmware.install(memory.write_bytes, facts, busy)
 
     # --------------------------------------------------------------- env protocol
 

@@ -7,6 +7,8 @@ program as one whose hooks were all resolved through pluggy up front."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pvframe.machine import Machine
 from pvframe.testing import oracle, strategies
@@ -149,3 +151,27 @@ def test_each_call_rom_entry_point_routes_to_its_own_op() -> None:
     want = {layout.entry_address(slot): op for slot, op in layout.SLOTS.items()}
     assert {addr: h.args for addr, h in handlers.items()} == {a: (op,) for a, op in want.items()}
     assert all(h.func == machine.pvcall._enter for h in handlers.values())
+
+
+@given(st.integers(0xDF000, 0xF2000), st.integers(1, 0x1800))
+@settings(max_examples=40, deadline=None)
+def test_firmware_pages_laid_at_once_are_the_tables_written_one_by_one(at: int, size: int) -> None:
+    """The firmware's pages made at once (:func:`pvframe.platform.firmware.pages`) leave
+    RAM as writing each table does, wherever the image lies (over a table, beside one
+    in the same page, elsewhere)."""
+    from pvframe.platform import firmware
+
+    image = bytes((i * 7 + 1) & 0xFF for i in range(size))
+    fast = Machine("native")
+    slow = Machine("native")
+    busy = lambda a, n: at < a + n and at + size > a  # noqa: E731
+
+    def one_by_one() -> list[tuple[int, int]]:
+        return firmware.install(slow.memory.write_bytes, slow.platform.firmware_facts(), busy)
+
+    slow.install_firmware = one_by_one  # type: ignore[method-assign]
+    fast.load_raw(image, at, esp=0x9000)
+    slow.load_raw(image, at, esp=0x9000)
+    assert {p: bytes(b) for p, b in fast.memory.pages.items()} == {
+        p: bytes(b) for p, b in slow.memory.pages.items()}
+    assert fast.install_firmware() == one_by_one()

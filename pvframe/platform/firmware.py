@@ -238,10 +238,24 @@ def tables(facts: MachineFacts) -> list[tuple[int, bytes]]:
 
 
 @functools.lru_cache(maxsize=64)
-def _tables(facts: MachineFacts) -> tuple[tuple[int, bytes], ...]:
+def tables_once(facts: MachineFacts) -> tuple[tuple[int, bytes], ...]:
     """:func:`tables`, made once per process for each set of facts (every machine writes
     them at load: the kit builds two machines per program, all with the same facts)."""
     return tuple(tables(facts))
+
+
+@functools.lru_cache(maxsize=64)
+def pages(facts: MachineFacts) -> tuple[tuple[int, bytes], ...]:
+    """The tables of :func:`tables` laid into the 4 KiB pages they occupy, zeros
+    between them: (page address, page bytes), in address order. Made once per process
+    for each set of facts: writing these pages into RAM that holds nothing yet leaves
+    what writing each table does."""
+    laid: dict[int, bytearray] = {}
+    for addr, data in tables_once(facts):
+        for i, byte in enumerate(data):
+            page = laid.setdefault((addr + i) & ~0xFFF, bytearray(0x1000))
+            page[(addr + i) & 0xFFF] = byte
+    return tuple((base, bytes(page)) for base, page in sorted(laid.items()))
 
 
 def install(write_phys: Callable[[int, bytes], None], facts: MachineFacts,
@@ -249,7 +263,7 @@ def install(write_phys: Callable[[int, bytes], None], facts: MachineFacts,
     """Write the tables; a table whose range ``busy`` reports in use (a guest image
     there) is skipped. Returns the (address, length) written."""
     written = []
-    for addr, data in _tables(facts):
+    for addr, data in tables_once(facts):
         if not busy(addr, len(data)):
             write_phys(addr, data)
             written.append((addr, len(data)))

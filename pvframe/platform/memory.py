@@ -99,6 +99,16 @@ class PhysicalMemory:
             pg = self.pages[pfn] = bytearray(PAGE_SIZE)
         return pg
 
+    def fill_page(self, pfn: int, data: bytes) -> bool:
+        """Make page ``pfn``, never written before, from ``data`` (4 KiB) at once: what
+        :meth:`write_bytes` of it would leave. False (nothing done) when the page exists
+        already, is not wholly RAM, or holds translated code: write it the usual way."""
+        if (pfn in self.pages or ((pfn + 1) << PAGE_SHIFT) > self.size
+                or pfn == self._apic_ram_pfn or pfn in self.code_pages or len(data) != PAGE_SIZE):
+            return False
+        self.pages[pfn] = bytearray(data)
+        return True
+
     def views(self, pfn: int) -> tuple[bytearray, memoryview, memoryview] | None:
         """(bytes, u16 view, u32 view) of an allocated, fully-RAM page, else None."""
         v = self._views.get(pfn)
