@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib.abc
 import importlib.metadata as md
 import inspect
-import os
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -176,32 +176,30 @@ def _entry_points() -> Iterable[md.EntryPoint]:
     return md.entry_points(group=ENTRY_POINT_GROUP)
 
 
-def _install_fingerprint() -> tuple[tuple[str, int], ...]:
-    """What changes when a distribution is installed or removed: the import path and the
-    modification time of each ``site-packages``/``dist-packages`` directory on it
-    (installing or removing adds or deletes a ``.dist-info`` entry there). Other
-    directories on the path (the working directory, source trees) change for unrelated
-    reasons and are left out: distributions installed with ``pip --target`` into one of
-    them are seen by :func:`refresh` or a new process."""
-    out = []
-    for entry in sys.path:
-        mtime = 0
-        if entry.endswith(("site-packages", "dist-packages")):
-            try:
-                mtime = os.stat(entry).st_mtime_ns
-            except OSError:
-                mtime = -1
-        out.append((entry, mtime))
-    return tuple(out)
-
-
 def refresh() -> None:
     """Forget what :func:`discover` found (the next call looks again)."""
     global _DISCOVERED
     _DISCOVERED = None
 
 
-_DISCOVERED: tuple[tuple[tuple[str, int], ...], dict[str, BackendInfo]] | None = None
+class _InstallWatch(importlib.abc.MetaPathFinder):
+    """The last finder on ``sys.meta_path``: it finds no module; its
+    ``invalidate_caches`` (called by :func:`importlib.invalidate_caches`, what a program
+    that installs modules while it runs calls for the import system to see them, as the
+    ``importlib`` documentation says) makes the next :func:`discover` look again."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        return None
+
+    def invalidate_caches(self) -> None:
+        refresh()
+
+
+if not any(type(f).__name__ == _InstallWatch.__name__ for f in sys.meta_path):
+    sys.meta_path.append(_InstallWatch())
+
+#: (the import path it was found on, what was found)
+_DISCOVERED: tuple[list[str], dict[str, BackendInfo]] | None = None
 
 
 def discover() -> dict[str, BackendInfo]:
@@ -209,11 +207,10 @@ def discover() -> dict[str, BackendInfo]:
 
     The result is keyed by backend name; backends that failed carry ``error`` and no
     factory. The others still load. Loading and validating cost ~30 ms per backend, and
-    every machine needs the result: it is reused while the installation is unchanged
-    (:func:`_install_fingerprint`: the import path and its ``site-packages`` directories,
-    compared on every call, so a distribution installed later is found by the next
-    machine), and until :func:`refresh` (what a test that puts a distribution on the path
-    some other way calls).
+    every machine needs the result: it is found once per process and looked for again
+    when the import path (``sys.path``) changed, after :func:`importlib.invalidate_caches`
+    (a distribution installed while the process runs: call it, as for any module
+    installed then) and after :func:`refresh`.
     """
     return dict(_discovered())
 
@@ -221,11 +218,11 @@ def discover() -> dict[str, BackendInfo]:
 def _discovered() -> dict[str, BackendInfo]:
     """:func:`discover`'s own dict (not a copy: for callers that only read it)."""
     global _DISCOVERED
-    fingerprint = _install_fingerprint()
-    if _DISCOVERED is not None and _DISCOVERED[0] == fingerprint:
+    if _DISCOVERED is not None and _DISCOVERED[0] == sys.path:
         return _DISCOVERED[1]
+    path = list(sys.path)
     found = _discover()
-    _DISCOVERED = (fingerprint, found)
+    _DISCOVERED = (path, found)
     return found
 
 

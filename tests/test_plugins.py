@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pvframe import plugins
+from pvframe.machine import Machine
 from pvframe.hookspecs import PREFIX, all_hook_names, hookimpl
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -105,6 +106,38 @@ def test_discovery_is_reused_until_a_distribution_is_installed(tmp_path: Path) -
             del sys.modules[mod]
         importlib.invalidate_caches()
     assert "badname" not in plugins.discover()
+
+
+def test_discovery_is_redone_only_when_the_path_or_the_import_caches_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One discovery serves every machine of the process (no file system look-up per
+    machine); it is redone when ``sys.path`` changes, after
+    ``importlib.invalidate_caches()`` and after ``plugins.refresh()``."""
+    real = plugins._discover
+    calls: list[int] = []
+
+    def counting() -> dict[str, plugins.BackendInfo]:
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(plugins, "_discover", counting)
+    plugins.refresh()
+    first = plugins.discover()
+    for _ in range(3):
+        Machine("native").release()
+        assert plugins.discover() == first
+    assert len(calls) == 1
+    importlib.invalidate_caches()
+    plugins.discover()
+    assert len(calls) == 2
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    plugins.discover()
+    plugins.discover()
+    assert len(calls) == 3
+    plugins.refresh()
+    plugins.discover()
+    assert len(calls) == 4
 
 
 @pytest.mark.parametrize(
