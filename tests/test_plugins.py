@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from pvframe import plugins
-from pvframe.machine import Machine
 from pvframe.hookspecs import PREFIX, all_hook_names, hookimpl
+from pvframe.machine import Machine
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
