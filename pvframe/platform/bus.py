@@ -83,24 +83,15 @@ class IOPortBus:
         self._starts.insert(idx, base)
         self._ranges.insert(idx, rng)
 
-    def register_all(self, claims: Sequence[tuple[int, int, PortDevice, str]]) -> None:
-        """:meth:`register` each ``(base, length, device, name)`` in turn, with what
-        ``register`` checks done once per process for each layout (the claims' bases,
-        lengths and names: a platform registers the same layout for every machine) and
-        the sorted table then filled in one go. Refused as ``register`` refuses."""
-        if self._ranges or not all(name for _b, _n, _d, name in claims):
-            for claim in claims:
-                self.register(*claim)
-            return
-        layout = tuple((base, length, name) for base, length, _d, name in claims)
-        order = _LAYOUT_ORDER.get(layout)
-        if order is None:
-            scratch = IOPortBus()
-            for i, (base, length, name) in enumerate(layout):
-                scratch.register(base, length, i, name)  # type: ignore[arg-type]
-            order = _LAYOUT_ORDER[layout] = tuple(r.device for r in scratch._ranges)  # type: ignore[misc]
-        self._ranges = [PortRange(*claims[i]) for i in order]
-        self._starts = [r.base for r in self._ranges]
+    def register_layout(self, layout: PortLayout, owner: object) -> None:
+        """Claim every range of ``layout`` for the device that ``owner`` holds under the
+        range's attribute name: what registering them one by one leaves, without the
+        checks, which :func:`port_layout` made once. The bus must be empty."""
+        if self._ranges:
+            raise ValueError("a port layout is registered on an empty bus")
+        self._ranges = [PortRange(base, length, getattr(owner, attr), name)
+                        for base, length, attr, name in layout.claims]
+        self._starts = list(layout.starts)
 
     def find(self, port: int) -> PortRange | None:
         """The range decoding ``port``, if any."""
@@ -137,8 +128,25 @@ class IOPortBus:
         return list(self._ranges)
 
 
-#: a checked layout of :meth:`IOPortBus.register_all` -> its claims' indices by base
-_LAYOUT_ORDER: dict[tuple[tuple[int, int, str], ...], tuple[int, ...]] = {}
+@attrs.frozen
+class PortLayout:
+    """Port ranges checked as :meth:`IOPortBus.register` checks them, sorted by base:
+    ``(base, length, attribute, name)``, the device being the owner's attribute."""
+
+    claims: tuple[tuple[int, int, str, str], ...]
+    starts: tuple[int, ...]
+
+
+def port_layout(claims: Sequence[tuple[int, int, str, str]]) -> PortLayout:
+    """Check ``(base, length, attribute, name)`` claims as registering them in turn on an
+    empty bus would (ValueError naming the range otherwise) and sort them: what a
+    platform with the same ports for every machine registers with
+    :meth:`IOPortBus.register_layout`."""
+    scratch = IOPortBus()
+    for i, (base, length, _attr, name) in enumerate(claims):
+        scratch.register(base, length, i, name)  # type: ignore[arg-type]
+    ordered = tuple(claims[r.device] for r in scratch.ranges())  # type: ignore[call-overload]
+    return PortLayout(ordered, tuple(c[0] for c in ordered))
 
 
 @attrs.frozen

@@ -44,7 +44,7 @@ from typing import Any
 import attrs
 
 from pvframe.platform import cpu_models, firmware
-from pvframe.platform.bus import IOPortBus, MMIOMap
+from pvframe.platform.bus import IOPortBus, MMIOMap, port_layout
 from pvframe.platform.cpu_models import DEFAULT_MODEL, CpuModel
 from pvframe.platform.devices.acpi_pm import PM_BASE, PM_RANGE, AcpiPm
 from pvframe.platform.devices.apic import APIC_BASE, APIC_PAGE_SIZE, LocalApic
@@ -80,6 +80,25 @@ def _value_of(value: object) -> object:
 def _fields_of(obj: Any) -> tuple[object, ...]:
     """Every attrs field of ``obj`` (:func:`_value_of`)."""
     return tuple(_value_of(getattr(obj, f.name)) for f in attrs.fields(type(obj)))
+
+
+#: the platform's ports (the table of the module docstring): (base, length, the
+#: platform's attribute holding the device, name), checked once
+PORT_LAYOUT = port_layout((
+    (MASTER_CMD, 2, "pic", "pic-master"),
+    (SLAVE_CMD, 2, "pic", "pic-slave"),
+    (PIT_BASE, 4, "pit", "pit"),
+    (PORT_B, 1, "pit", "port-b"),
+    (CMOS_INDEX, 2, "cmos", "cmos"),
+    (POST_PORT, 1, "port80", "post"),
+    (DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, "debug_exit", "debug-exit"),
+    (COM1, 8, "uart", "com1"),
+    (FW_CFG_PORT_SEL, 2, "fw_cfg", "fw_cfg"),
+    (ELCR_PORT, 2, "pic", "elcr"),
+    (CONFIG_ADDRESS, 8, "pci", "pci-config"),
+    (0x92, 1, "port92", "port-a"),
+    (PM_BASE, PM_RANGE, "acpi_pm", "acpi-pm"),
+))
 
 
 class Platform:
@@ -137,21 +156,7 @@ class Platform:
         self.port92 = Port92(reset=self._reset)
         self.acpi_pm = AcpiPm(self.timebase)
 
-        self.bus.register_all((
-            (MASTER_CMD, 2, self.pic, "pic-master"),
-            (SLAVE_CMD, 2, self.pic, "pic-slave"),
-            (PIT_BASE, 4, self.pit, "pit"),
-            (PORT_B, 1, self.pit, "port-b"),
-            (CMOS_INDEX, 2, self.cmos, "cmos"),
-            (POST_PORT, 1, self.port80, "post"),
-            (DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, self.debug_exit, "debug-exit"),
-            (COM1, 8, self.uart, "com1"),
-            (FW_CFG_PORT_SEL, 2, self.fw_cfg, "fw_cfg"),
-            (ELCR_PORT, 2, self.pic, "elcr"),
-            (CONFIG_ADDRESS, 8, self.pci, "pci-config"),
-            (0x92, 1, self.port92, "port-a"),
-            (PM_BASE, PM_RANGE, self.acpi_pm, "acpi-pm"),
-        ))
+        self.bus.register_layout(PORT_LAYOUT, self)
         self.mmio.register(APIC_BASE, APIC_PAGE_SIZE, self.apic, "local-apic")
         self.mmio.register(IOAPIC_BASE, IOAPIC_SIZE, self.ioapic, "io-apic")
         self.msrs = MsrFile(self.cpu_model, self.timebase.now_tsc, ram_size=ram_size)

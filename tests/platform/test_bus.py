@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pvframe.platform.bus import IOPortBus, MMIOMap
+from pvframe.platform.bus import IOPortBus, MMIOMap, port_layout
 
 
 class Reg:
@@ -74,26 +74,36 @@ def _one_by_one(claims: list[tuple[int, int, object, str]]) -> object:
     return bus.ranges()
 
 
-@given(st.lists(st.tuples(st.integers(-2, 0x10002), st.integers(-1, 16)), max_size=8),
-       st.booleans())
-def test_register_all_is_register_in_turn(spans: list[tuple[int, int]], twice: bool) -> None:
-    """A layout registered at once decodes (or is refused) exactly as the same claims
-    registered one by one, also the second time (when its checks are remembered)."""
-    devices = [Reg() for _ in spans]
-    claims = [(base, n, dev, f"dev{i}") for i, ((base, n), dev) in enumerate(zip(spans, devices, strict=True))]
-    expected = _one_by_one(claims)  # type: ignore[arg-type]
-    for _ in range(2 if twice else 1):
+@given(st.lists(st.tuples(st.integers(-2, 0x10002), st.integers(-1, 16)), max_size=8))
+def test_a_port_layout_is_register_in_turn(spans: list[tuple[int, int]]) -> None:
+    """A layout checked once (:func:`port_layout`) and registered at once decodes, or is
+    refused, exactly as the same claims registered one by one, for every owner."""
+
+    class Owner:
+        pass
+
+    claims = [(base, n, f"dev{i}", f"range{i}") for i, (base, n) in enumerate(spans)]
+    owners = [Owner(), Owner()]
+    for owner in owners:
+        for i in range(len(spans)):
+            setattr(owner, f"dev{i}", Reg())
+    try:
+        layout = port_layout(claims)
+    except ValueError as exc:
+        refused: str | None = str(exc)
+    else:
+        refused = None
+    for owner in owners:
+        expected = _one_by_one([(b, n, getattr(owner, a), name) for b, n, a, name in claims])
+        if refused is not None:
+            assert expected == refused
+            continue
         bus = IOPortBus()
-        try:
-            bus.register_all(claims)  # type: ignore[arg-type]
-            got: object = bus.ranges()
-        except ValueError as exc:
-            got = str(exc)
-        assert got == expected
-        if not isinstance(expected, str):
-            for base, n, dev, _name in claims:
-                assert bus.find(base) is not None and bus.find(base).device is dev  # type: ignore[union-attr]
-                assert bus.find(base + n - 1).device is dev  # type: ignore[union-attr]
+        bus.register_layout(layout, owner)
+        assert bus.ranges() == expected
+        for base, n, attr, _name in claims:
+            assert bus.find(base).device is getattr(owner, attr)  # type: ignore[union-attr]
+            assert bus.find(base + n - 1).device is getattr(owner, attr)  # type: ignore[union-attr]
 
 
 def test_platforms_do_not_share_pci_or_msr_state() -> None:

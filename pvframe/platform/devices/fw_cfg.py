@@ -17,6 +17,7 @@ no-ops unless the DMA interface is used).
 
 from __future__ import annotations
 
+import functools
 import struct
 
 import attrs
@@ -47,17 +48,11 @@ class FwCfg:
     offset: int = 0
 
     def __attrs_post_init__(self) -> None:
-        defaults = {
-            FW_CFG_SIGNATURE: b"QEMU",
-            FW_CFG_ID: struct.pack("<I", FW_CFG_VERSION),
-            FW_CFG_UUID: bytes(16),
-            FW_CFG_RAM_SIZE: struct.pack("<Q", self.ram_size),
-            FW_CFG_NOGRAPHIC: struct.pack("<H", 1),
-            FW_CFG_NB_CPUS: struct.pack("<H", self.nb_cpus),
-            FW_CFG_MAX_CPUS: struct.pack("<H", self.nb_cpus),
-            FW_CFG_FILE_DIR: struct.pack(">I", 0),
-        }
-        for key, value in defaults.items():
+        defaults = _defaults(self.ram_size, self.nb_cpus)
+        if not self.items:
+            self.items = dict(defaults)
+            return
+        for key, value in defaults.items():  # (an item given keeps its value)
             self.items.setdefault(key, value)
 
     def add(self, key: int, data: bytes) -> None:
@@ -79,3 +74,19 @@ class FwCfg:
         if port == self.base:
             self.selector = value & 0xFFFF
             self.offset = 0
+
+
+@functools.lru_cache(maxsize=16)
+def _defaults(ram_size: int, nb_cpus: int) -> dict[int, bytes]:
+    """The items QEMU's fw_cfg always has, for this RAM size and CPU count (made once per
+    process for each: every machine's device starts with them; never changed)."""
+    return {
+        FW_CFG_SIGNATURE: b"QEMU",
+        FW_CFG_ID: struct.pack("<I", FW_CFG_VERSION),
+        FW_CFG_UUID: bytes(16),
+        FW_CFG_RAM_SIZE: struct.pack("<Q", ram_size),
+        FW_CFG_NOGRAPHIC: struct.pack("<H", 1),
+        FW_CFG_NB_CPUS: struct.pack("<H", nb_cpus),
+        FW_CFG_MAX_CPUS: struct.pack("<H", nb_cpus),
+        FW_CFG_FILE_DIR: struct.pack(">I", 0),
+    }
