@@ -200,6 +200,11 @@ class PhysicalMemory:
     # ------------------------------------------------------------------ bulk access
     def read_bytes(self, paddr: int, n: int) -> bytes:
         """``n`` bytes from ``paddr``; non-RAM bytes are read one byte at a time via MMIO."""
+        off = paddr & PAGE_MASK
+        if (0 < n <= PAGE_SIZE - off and paddr >= 0 and paddr + n <= self.size
+                and self._apic_ram_pfn is None):  # within one RAM page
+            pg = self.pages.get(paddr >> PAGE_SHIFT)
+            return bytes(pg[off:off + n]) if pg is not None else bytes(n)
         out = bytearray()
         while n > 0:
             off = paddr & PAGE_MASK
