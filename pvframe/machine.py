@@ -9,6 +9,7 @@ fault, budget) end the run with a reason.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import signal
@@ -202,6 +203,20 @@ class MachineConfig:
             )
 
 
+@functools.cache
+def _default_config() -> MachineConfig:
+    """``MachineConfig()``, made once (a frozen value: every machine built without a
+    configuration shares it)."""
+    return MachineConfig()
+
+
+@functools.lru_cache(maxsize=64)
+def config_at(tsc_hz: int) -> MachineConfig:
+    """``MachineConfig(tsc_hz=tsc_hz)``, made once per rate (what the kit builds each
+    program's machines with)."""
+    return MachineConfig(tsc_hz=tsc_hz)
+
+
 @attrs.frozen
 class RunResult:
     """The outcome of a run: the stable contract printed by ``pvframe run --json``."""
@@ -256,7 +271,7 @@ class Machine:
         trace: bool = False,
         extra_plugins: Iterable[Any] = (),
     ) -> None:
-        self.config = config or MachineConfig()
+        self.config = config or _default_config()
         self.backend_name = backend
         self.stop_reason: str | None = None
         self.exit_code: int | None = None

@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from pvframe import plugins
-from pvframe.machine import Machine, MachineConfig
+from pvframe.machine import Machine, MachineConfig, config_at
 from pvframe.testing import programs as p
 from pvframe.testing.asm import assemble_program
 
@@ -123,7 +123,7 @@ def observe(
     ``config``, else one at the program's TSC rate."""
     built = assemble_program(program)
     if config is None and program.tsc_hz is not None:
-        config = MachineConfig(tsc_hz=program.tsc_hz)
+        config = config_at(program.tsc_hz)
     machine = Machine(backend, config, backends=backends, extra_plugins=extra_plugins)
     machine.load_raw(built.image, p.LOAD_ADDR, p.LOAD_ADDR)
     result = machine.run(budget, wall_clock_s=KIT_WALL_CLOCK_S)
