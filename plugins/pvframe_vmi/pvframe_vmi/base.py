@@ -103,10 +103,11 @@ class VmiGuest:
         self.machine = machine
         self.native = machine.bound.native_plugin
         self.apic = VirtualApic(self, machine)
+        epoch_s, epoch_nsec = divmod(machine.platform.rtc_epoch_ns(), 1_000_000_000)
         hv = VmiHypervisor(
             tsc_hz=machine.config.tsc_hz,
-            boot_epoch_s=machine.platform.rtc_epoch_ns() // 1_000_000_000,
-            boot_epoch_nsec=machine.platform.rtc_epoch_ns() % 1_000_000_000,
+            boot_epoch_s=epoch_s,
+            boot_epoch_nsec=epoch_nsec,
             memory=CallbackMemory(
                 read=self._read_phys, write=self._write_phys,
                 flush=machine.flush_tlb, invlpg=machine.invlpg,
