@@ -212,18 +212,11 @@ def discover() -> dict[str, BackendInfo]:
     (a distribution installed while the process runs: call it, as for any module
     installed then) and after :func:`refresh`.
     """
-    return dict(_discovered())
-
-
-def _discovered() -> dict[str, BackendInfo]:
-    """:func:`discover`'s own dict (not a copy: for callers that only read it)."""
     global _DISCOVERED
-    if _DISCOVERED is not None and _DISCOVERED[0] == sys.path:
-        return _DISCOVERED[1]
-    path = list(sys.path)
-    found = _discover()
-    _DISCOVERED = (path, found)
-    return found
+    if _DISCOVERED is None or _DISCOVERED[0] != sys.path:
+        path = list(sys.path)
+        _DISCOVERED = (path, _discover())
+    return dict(_DISCOVERED[1])  # (a copy: callers may add to it)
 
 
 #: the distribution that owns the backend name ``native`` (the reference every other
@@ -324,7 +317,7 @@ def unknown_backend_message(name: str, backends: dict[str, BackendInfo]) -> str:
 
 def get_backend(name: str, backends: dict[str, BackendInfo] | None = None) -> BackendInfo:
     """The named, loadable backend (and native, which every other backend needs)."""
-    backends = _discovered() if backends is None else backends
+    backends = discover() if backends is None else backends
     info = backends.get(name)
     if info is None:
         raise UnknownBackendError(unknown_backend_message(name, backends))
@@ -549,7 +542,7 @@ def bind(
     the spec and turns an implementation's exception into a :class:`HookFailure` naming
     the backend and the hook.
     """
-    backends = _discovered() if backends is None else backends
+    backends = discover() if backends is None else backends
     info = get_backend(name, backends)
     native_plugin = _create(backends[NATIVE])
     plugin = native_plugin if name == NATIVE else _create(info)
