@@ -60,11 +60,11 @@ import os
 import sys
 import types
 from array import array
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from time import perf_counter_ns
 from typing import Any
 
-from pvframe.executor import faults
+from pvframe.executor import carryover, faults
 from pvframe.executor import vexir as V
 from pvframe.executor.codecache import SharedCodeCache, SharedEntry, block_info, code_bytes
 from pvframe.executor.ctier.build import Builder, find_compiler
@@ -153,6 +153,8 @@ _RELOCATIONS = RelocationCache(max_bytes=8 << 20)
 DEFAULT_MAX_BYTES = 64 << 20
 #: bytes fetched for one block at most (VEX stops long before)
 MAX_FETCH = 1024
+#: a RAM page never written (it reads as zeros)
+_ZERO_PAGE = bytes(PAGE_SIZE)
 
 
 class Restart(Exception):
@@ -272,7 +274,7 @@ class Executor:
         self.stats = {"translations": 0, "invalidations": 0, "shared_hits": 0, "translate_ns": 0,
                       "translated_blocks": 0, "decode_ns": 0, "decoded": 0, "compile_ns": 0,
                       "restarts": 0, "flushes": 0, "regions": 0, "region_ns": 0,
-                      "relocated": 0}
+                      "relocated": 0, "kept": 0, "dropped_kept": 0, "taken_over": 0}
         #: build superblocks across direct jumps and calls on the same page
         self.chain = True
         #: a superblock ends at a jump to the start of an already cached translation
@@ -322,6 +324,18 @@ class Executor:
         #: retires its "instruction" itself and may raise a guest exception, delivered at
         #: that address before anything changed
         self.entry_points: dict[int, Callable[[], None]] = {}
+        #: what this executor's translations may be carried over between (e.g. the
+        #: backend): a released machine's executor parks them in the process-wide pool of
+        #: :mod:`pvframe.executor.carryover` (:meth:`retire`), and the next executor of
+        #: the same lineage takes them over at its first :meth:`run`. None (the default):
+        #: neither parks nor takes over (a machine with tracers or extra plugins)
+        self.lineage: Hashable | None = None
+        #: blocks taken over and not yet checked against this machine's memory: physical
+        #: page number -> (the page's bytes when they were translated, its blocks)
+        self._dormant: dict[int, tuple[bytes, list[Block]]] = {}
+        self._dormant_blocks = 0
+        #: whether :meth:`run` still has to take over a parked state
+        self._carry_pending = True
 
     # ------------------------------------------------------------------ public API
     def stop(self, reason: str, exit_code: int | None = None) -> None:
@@ -339,6 +353,10 @@ class Executor:
         clear ``executor.stop_reason`` to continue."""
         cpu = self.cpu
         env = self.env
+        if self._carry_pending:
+            self._carry_pending = False
+            if self.lineage is not None:
+                self._take_over()
         self._refresh_deadline()
         self.note_control_change()  # the state may have been set from outside (CPL3)
         while True:
@@ -464,12 +482,16 @@ class Executor:
         translations holding it; new ones stop before it."""
         if eip in self._step_at:
             return
-        self._step_at.add(eip)
-        page = eip & ~PAGE_MASK
-        self._steps_by_page[page] = tuple(sorted((*self._steps_by_page.get(page, ()), eip)))
+        self._add_step(eip)
         self._region_code.clear()
         with contextlib.suppress(GuestException):
             self._drop_overlapping(self.mmu.translate(eip), 1)
+
+    def _add_step(self, eip: int) -> None:
+        """Make ``eip`` a step address (translations made from now on stop before it)."""
+        self._step_at.add(eip)
+        page = eip & ~PAGE_MASK
+        self._steps_by_page[page] = tuple(sorted((*self._steps_by_page.get(page, ()), eip)))
 
     def _step_block(self, eip: int, paddr: int) -> Block:
         """The block for a step address: its one instruction, run by :meth:`_special`."""
@@ -518,6 +540,8 @@ class Executor:
             self.memory.code_pages.discard(pfn)
         self._page_blocks.clear()
         self._blocks.clear()
+        self._dormant.clear()
+        self._dormant_blocks = 0
         self._clear_by_eip()
         # what was learnt from the dropped translations goes too (an instruction that
         # restarts is found again at the cost of one restart): a guest with ever new
@@ -744,6 +768,8 @@ class Executor:
     # ------------------------------------------------------------------ translation
     def _lookup(self, eip: int, budget: int) -> Block:
         paddr = self.mmu.translate(eip)  # instruction fetch (#PF with CR2 = eip)
+        if self._dormant:
+            self._wake(paddr >> PAGE_SHIFT)  # (taken-over blocks on the page: checked now)
         if paddr in self.entry_points:
             return self._entry_block(eip, paddr)
         if eip in self._step_at:
@@ -1178,11 +1204,119 @@ class Executor:
         at one translation each; a single translation larger than ``max_bytes`` is still
         cached, alone)."""
         blk.nbytes = host_bytes(blk)
-        if len(self._blocks) >= self.max_blocks or self.cached_bytes + blk.nbytes > self.max_bytes:
+        if len(self._blocks) + self._dormant_blocks >= self.max_blocks or \
+                self.cached_bytes + blk.nbytes > self.max_bytes:
             self.flush_translations()
         self.cached_bytes += blk.nbytes
         self._blocks[blk.key] = blk
         self._register(blk)
+
+    # ------------------------------------------------------------------ carry-over
+    def carry_settings(self) -> tuple[Any, ...]:
+        """The switches a translation depends on besides its bytes and key: a parked
+        state is taken over only under equal ones (:mod:`.carryover`)."""
+        return (self.chain, self.join_translated, self.tiered, self.max_blocks, self.max_bytes)
+
+    def retire(self) -> None:
+        """Park this executor's translations for the next executor of its
+        :attr:`lineage` (process-wide: :data:`.carryover.POOL`), its machine being
+        released: the blocks grouped by physical page with the page's bytes, the
+        globals dicts emptied (the old machine's CPU, MMU, memory and hooks stay
+        reachable from nothing). The executor keeps no translation afterwards. Nothing
+        is parked without a lineage, with ``keep_source``, or above the pool's bound."""
+        lineage = self.lineage
+        self.lineage = None
+        if lineage is None or self.keep_source:
+            return
+        memory = self.memory
+        pages: dict[int, tuple[bytes, list[Block]]] = dict(self._dormant)
+        nbytes = sum(blk.nbytes for _snap, lst in pages.values() for blk in lst)
+        count = self._dormant_blocks
+        for blk in self._blocks.values():
+            # (entry points hold the machine's handlers; a region's C tier its MMU)
+            if blk.kind in ("entry", "region") or len(blk.pages) != 1:
+                continue
+            pfn = blk.pages[0][0]
+            got = pages.get(pfn)
+            if got is None:
+                if not memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE):
+                    continue
+                ram = memory.page(pfn)
+                got = pages[pfn] = (bytes(ram) if ram is not None else _ZERO_PAGE, [])
+            got[1].append(blk)
+            nbytes += blk.nbytes
+            count += 1
+        glb, step_glb = self._glb, self._step_glb
+        glb.clear()
+        step_glb.clear()
+        self._blocks = {}
+        self._page_blocks = {}
+        self._dormant = {}
+        self._dormant_blocks = 0
+        self.cached_bytes = 0
+        carryover.POOL.put(lineage, carryover.Retired(
+            glb, step_glb, pages, nbytes, count, self.carry_settings()))
+
+    def _take_over(self) -> None:
+        """Take over the translations parked for this executor's lineage (:meth:`retire`)
+        if nothing was translated here yet: dormant until their page is checked
+        (:meth:`_wake`); the kept functions' globals dict now holds this machine's
+        names."""
+        if self._blocks or self._step_at or self.keep_source:
+            return
+        state = carryover.POOL.take(self.lineage, self.carry_settings())
+        if state is None:
+            return
+        state.glb.update(self._glb)
+        state.step_glb.update(self._step_glb)
+        self._glb, self._step_glb = state.glb, state.step_glb
+        self._dormant = state.pages
+        self._dormant_blocks = state.blocks
+        self.cached_bytes += state.nbytes
+        self.stats["taken_over"] = state.blocks
+
+    def _wake(self, pfn: int) -> None:
+        """The first lookup on physical page ``pfn`` since the blocks decoded from it
+        were taken over: those whose bytes are unchanged become this executor's
+        translations (the page then holds translated code: stores into it drop them),
+        the others are dropped. A kept step block makes its address a step again."""
+        got = self._dormant.pop(pfn, None)
+        if got is None:
+            return
+        snap, blocks = got
+        self._dormant_blocks -= len(blocks)
+        memory = self.memory
+        ram: bytes | bytearray | None = None
+        if memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE):
+            ram = memory.page(pfn)
+            if ram is None:
+                ram = _ZERO_PAGE
+        same = ram == snap
+        live = self._blocks
+        kept = []
+        for blk in blocks:
+            if not same:
+                _p, lo, hi = blk.pages[0]
+                if ram is None or ram[lo:hi] != snap[lo:hi]:
+                    self.cached_bytes -= blk.nbytes
+                    continue
+            old = live.get(blk.key)
+            if old is not None:  # (translated here meanwhile: that one stays)
+                self.cached_bytes -= blk.nbytes
+                continue
+            blk.heat = WARM_RUNS if blk.cold else HOT_RUNS
+            live[blk.key] = blk
+            kept.append(blk)
+            if blk.key[2] == 0 and blk.eip not in self._step_at:
+                self._add_step(blk.eip)
+        self.stats["kept"] += len(kept)
+        self.stats["dropped_kept"] += len(blocks) - len(kept)
+        if kept:
+            self._page_blocks.setdefault(pfn, []).extend(kept)
+            code_pages = memory.code_pages
+            if pfn not in code_pages:
+                code_pages.add(pfn)
+                self.mmu.clear_write_fast(pfn)
 
     def _register(self, blk: Block) -> None:
         code_pages = self.memory.code_pages
