@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from pvframe import plugins
-from pvframe.executor import codecache, codeshape, relocate
+from pvframe.executor import carryover, codecache, codeshape, relocate
 from pvframe.executor import cpu as executor_cpu
 from pvframe.machine import Machine
 from pvframe.testing import asm, assembler, oracle, strategies
@@ -27,7 +27,7 @@ from pvframe.testing import programs as p
 def own_caches(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Process-wide translation caches of this test's own, the process's restored after."""
     for module, name in ((executor_cpu, "_CODE_CACHE"), (executor_cpu, "_RELOCATIONS"),
-                         (codecache, "SHAPES")):
+                         (codecache, "SHAPES"), (carryover, "POOL")):
         monkeypatch.setattr(module, name, getattr(module, name))
     fresh_caches()
     yield
@@ -37,6 +37,7 @@ def fresh_caches() -> None:
     executor_cpu._CODE_CACHE = codecache.SharedCodeCache()
     executor_cpu._RELOCATIONS = relocate.RelocationCache()
     codecache.SHAPES = codeshape.ShapeCache()
+    carryover.POOL = carryover.RetiredPool()
 
 
 @functools.cache

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from pvframe import plugins
-from pvframe.executor import codecache, codeshape, relocate
+from pvframe.executor import carryover, codecache, codeshape, relocate
 from pvframe.executor import cpu as executor_cpu
 from pvframe.testing import oracle, strategies
 from pvframe.testing import programs as p
@@ -23,12 +23,13 @@ def fresh_caches() -> None:
     executor_cpu._CODE_CACHE = codecache.SharedCodeCache()
     executor_cpu._RELOCATIONS = relocate.RelocationCache()
     codecache.SHAPES = codeshape.ShapeCache()
+    carryover.POOL = carryover.RetiredPool()
 
 
 @pytest.fixture(autouse=True)
 def own_caches(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for module, name in ((executor_cpu, "_CODE_CACHE"), (executor_cpu, "_RELOCATIONS"),
-                         (codecache, "SHAPES")):
+                         (codecache, "SHAPES"), (carryover, "POOL")):
         monkeypatch.setattr(module, name, getattr(module, name))  # restored afterwards
     fresh_caches()
     yield
