@@ -216,7 +216,7 @@ def test_a_parked_state_is_bounded() -> None:
     pool = carryover.RetiredPool(slots=2, max_bytes=1000)
 
     def state(nbytes: int) -> carryover.Retired:
-        return carryover.Retired({}, {}, {1: (b"", [])}, nbytes, 1, ())
+        return carryover.Retired({}, {}, {1: (b"", {}, ())}, nbytes, 1, ())
 
     assert not pool.put("a", state(1001)) and len(pool) == 0
     assert pool.put("a", state(10)) and pool.put("b", state(10)) and pool.put("c", state(10))

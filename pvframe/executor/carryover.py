@@ -64,8 +64,9 @@ class Retired:
     #: the executor's globals dicts (emptied: the kept functions' ``__globals__``)
     glb: dict[str, Any]
     step_glb: dict[str, Any]
-    #: physical page number -> (the page's bytes at retirement, the blocks decoded from it)
-    pages: dict[int, tuple[bytes, list[Any]]]
+    #: physical page number -> (the page's bytes at retirement, the blocks decoded from
+    #: it by key, the keys of its step blocks)
+    pages: dict[int, tuple[bytes, dict[tuple[int, int, int], Any], tuple[tuple[int, int, int], ...]]]
     #: host bytes and number of the blocks
     nbytes: int
     blocks: int

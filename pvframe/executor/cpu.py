@@ -332,7 +332,8 @@ class Executor:
         self.lineage: Hashable | None = None
         #: blocks taken over and not yet checked against this machine's memory: physical
         #: page number -> (the page's bytes when they were translated, its blocks)
-        self._dormant: dict[int, tuple[bytes, list[Block]]] = {}
+        self._dormant: dict[int, tuple[bytes, dict[tuple[int, int, int], Block],
+                                       tuple[tuple[int, int, int], ...]]] = {}
         self._dormant_blocks = 0
         #: whether :meth:`run` still has to take over a parked state
         self._carry_pending = True
@@ -1220,32 +1221,39 @@ class Executor:
     def retire(self) -> None:
         """Park this executor's translations for the next executor of its
         :attr:`lineage` (process-wide: :data:`.carryover.POOL`), its machine being
-        released: the blocks grouped by physical page with the page's bytes, the
-        globals dicts emptied (the old machine's CPU, MMU, memory and hooks stay
-        reachable from nothing). The executor keeps no translation afterwards. Nothing
-        is parked without a lineage, with ``keep_source``, or above the pool's bound."""
+        released: the blocks grouped by physical page with the page's bytes, their
+        per-run state (heat) as new, the globals dicts emptied (the old machine's CPU,
+        MMU, memory and hooks stay reachable from nothing). The executor keeps no
+        translation afterwards. Nothing is parked without a lineage, with
+        ``keep_source``, or above the pool's bound."""
         lineage = self.lineage
         self.lineage = None
         if lineage is None or self.keep_source:
             return
         memory = self.memory
-        pages: dict[int, tuple[bytes, list[Block]]] = dict(self._dormant)
-        nbytes = sum(blk.nbytes for _snap, lst in pages.values() for blk in lst)
+        live = self._blocks
+        pages = self._dormant
+        nbytes = sum(blk.nbytes for _snap, d, _s in pages.values() for blk in d.values())
         count = self._dormant_blocks
-        for blk in self._blocks.values():
-            # (entry points hold the machine's handlers; a region's C tier its MMU)
-            if blk.kind in ("entry", "region") or len(blk.pages) != 1:
-                continue
-            pfn = blk.pages[0][0]
-            got = pages.get(pfn)
-            if got is None:
-                if not memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE):
+        for pfn, lst in self._page_blocks.items():
+            if pfn in pages or not memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE):
+                continue  # (a page still dormant holds a block straddling into it: dropped)
+            keep: dict[tuple[int, int, int], Block] = {}
+            steps = []
+            for blk in lst:
+                # (entry points hold the machine's handlers; a region's C tier its MMU)
+                if blk.kind in ("entry", "region") or len(blk.pages) != 1 or \
+                        live.get(blk.key) is not blk:
                     continue
+                keep[blk.key] = blk
+                blk.heat = WARM_RUNS if blk.cold else HOT_RUNS
+                nbytes += blk.nbytes
+                if blk.key[2] == 0:
+                    steps.append(blk.key)
+            if keep:
                 ram = memory.page(pfn)
-                got = pages[pfn] = (bytes(ram) if ram is not None else _ZERO_PAGE, [])
-            got[1].append(blk)
-            nbytes += blk.nbytes
-            count += 1
+                pages[pfn] = (bytes(ram) if ram is not None else _ZERO_PAGE, keep, tuple(steps))
+                count += len(keep)
         glb, step_glb = self._glb, self._step_glb
         glb.clear()
         step_glb.clear()
@@ -1283,7 +1291,7 @@ class Executor:
         got = self._dormant.pop(pfn, None)
         if got is None:
             return
-        snap, blocks = got
+        snap, blocks, steps = got
         self._dormant_blocks -= len(blocks)
         memory = self.memory
         ram: bytes | bytearray | None = None
@@ -1291,32 +1299,33 @@ class Executor:
             ram = memory.page(pfn)
             if ram is None:
                 ram = _ZERO_PAGE
-        same = ram == snap
+        kept = blocks
+        if ram != snap:
+            kept = {}
+            if ram is not None:
+                for key, blk in blocks.items():
+                    _p, lo, hi = blk.pages[0]
+                    if ram[lo:hi] == snap[lo:hi]:
+                        kept[key] = blk
         live = self._blocks
-        kept = []
-        for blk in blocks:
-            if not same:
-                _p, lo, hi = blk.pages[0]
-                if ram is None or ram[lo:hi] != snap[lo:hi]:
-                    self.cached_bytes -= blk.nbytes
-                    continue
-            old = live.get(blk.key)
-            if old is not None:  # (translated here meanwhile: that one stays)
-                self.cached_bytes -= blk.nbytes
-                continue
-            blk.heat = WARM_RUNS if blk.cold else HOT_RUNS
-            live[blk.key] = blk
-            kept.append(blk)
-            if blk.key[2] == 0 and blk.eip not in self._step_at:
-                self._add_step(blk.eip)
+        if not live.keys().isdisjoint(kept):  # (translated here meanwhile: those stay)
+            kept = {k: b for k, b in kept.items() if k not in live}
+        dropped = len(blocks) - len(kept)
+        if dropped:
+            self.cached_bytes -= sum(b.nbytes for k, b in blocks.items() if k not in kept)
+            self.stats["dropped_kept"] += dropped
+        if not kept:
+            return
         self.stats["kept"] += len(kept)
-        self.stats["dropped_kept"] += len(blocks) - len(kept)
-        if kept:
-            self._page_blocks.setdefault(pfn, []).extend(kept)
-            code_pages = memory.code_pages
-            if pfn not in code_pages:
-                code_pages.add(pfn)
-                self.mmu.clear_write_fast(pfn)
+        live.update(kept)
+        self._page_blocks.setdefault(pfn, []).extend(kept.values())
+        for key in steps:
+            if key in kept and key[1] not in self._step_at:
+                self._add_step(key[1])
+        code_pages = memory.code_pages
+        if pfn not in code_pages:
+            code_pages.add(pfn)
+            self.mmu.clear_write_fast(pfn)
 
     def _register(self, blk: Block) -> None:
         code_pages = self.memory.code_pages
