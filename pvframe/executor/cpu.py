@@ -19,7 +19,10 @@ linear address, limit, chaining switch and the step addresses on the page, valid
 against the exact bytes the translation was decoded from), so many short-lived machines
 running the same code (the equivalence kit, fuzzers) skip lifting and ``compile()``.
 The same bytes at another address (the kit's ops in other programs) are moved from a
-translation made elsewhere (``_RELOCATIONS``, :mod:`pvframe.executor.relocate`).
+translation made elsewhere (``_RELOCATIONS``, :mod:`pvframe.executor.relocate`). A
+released machine's executor parks its own translations, process-wide, for the next
+executor of its lineage (:meth:`Executor.retire`, :mod:`pvframe.executor.carryover`),
+which checks them against its memory page by page before it uses them.
 
 Host memory: each cached translation counts the host bytes it holds (:func:`host_bytes`:
 its code object, function and bookkeeping, ~8.4 KB for a 64-instruction block on CPython
