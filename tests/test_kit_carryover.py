@@ -213,7 +213,7 @@ def test_keep_source_or_other_switches_take_over_nothing() -> None:
 
 
 def test_a_parked_state_is_bounded() -> None:
-    pool = carryover.RetiredPool(slots=2, max_bytes=1000)
+    pool = carryover.RetiredPool(slots=2, max_bytes=4096 + 1000)
 
     def state(nbytes: int) -> carryover.Retired:
         return carryover.Retired({}, {}, {1: (b"", {}, ())}, nbytes, 1, ())

@@ -51,6 +51,8 @@ from typing import Any
 
 import attrs
 
+from pvframe.platform.memory import PAGE_SIZE
+
 #: lineages the pool keeps (least recently parked out first)
 SLOTS = 4
 #: host bytes one parked state may hold (its blocks' :func:`~.cpu.host_bytes`)
@@ -87,9 +89,10 @@ class RetiredPool:
 
     def put(self, lineage: Hashable, state: Retired) -> bool:
         """Park ``state`` for the next executor of ``lineage`` (replacing what was parked
-        for it); whether it was kept (not above :attr:`max_bytes`)."""
+        for it); whether it was kept (its blocks and page copies not above
+        :attr:`max_bytes`)."""
         self._parked.pop(lineage, None)
-        if state.nbytes > self.max_bytes or not state.pages:
+        if state.nbytes + PAGE_SIZE * len(state.pages) > self.max_bytes or not state.pages:
             return False
         self._parked[lineage] = state
         while len(self._parked) > self.slots:
