@@ -772,7 +772,7 @@ class Executor:
     # ------------------------------------------------------------------ translation
     def _lookup(self, eip: int, budget: int) -> Block:
         paddr = self.mmu.translate(eip)  # instruction fetch (#PF with CR2 = eip)
-        if self._dormant:
+        if self._dormant and paddr >> PAGE_SHIFT in self._dormant:
             self._wake(paddr >> PAGE_SHIFT)  # (taken-over blocks on the page: checked now)
         if paddr in self.entry_points:
             return self._entry_block(eip, paddr)
@@ -1169,7 +1169,7 @@ class Executor:
         blk = Block("vex", eip, len(gen.addrs), moved.length)
         blk.pieces = 0
         blk.limited = moved.limited
-        blk.fn = compile_block(gen, self._glb, f"<block {eip:#x}>")
+        blk.fn = compile_block(gen, self._glb, f"<block {eip:#x}>", moved.split)
         blk.self_loop = gen.self_loop
         blk.code_nbytes = code_size = code_bytes(blk.fn.__code__)
         span = self.memory.read_bytes((paddr & ~PAGE_MASK) + moved.lo, moved.hi - moved.lo)
