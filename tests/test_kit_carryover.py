@@ -231,3 +231,19 @@ def test_a_retired_executor_keeps_nothing_of_its_machine() -> None:
     a.release()
     (state,) = carryover.POOL._parked.values()
     assert state.glb == {} and state.step_glb == {}
+
+
+def test_a_shared_translation_holding_a_step_address_is_not_used() -> None:
+    """The shared cache holds the first machine's block from before its device access
+    became a step address (the access inside it); the next machine, which knows that
+    step address from the start, translates the block anew, stopping before it: the
+    access runs as a step at once instead of restarting."""
+    # mov ebx, 1; mov ecx, [0xfee00030] (the local APIC: a device); hlt
+    code = bytes.fromhex("bb01000000 8b0d3000e0fe f4")
+    a, first = run_raw(code)
+    version = a.cpu.ecx
+    a.release()
+    assert first["restarts"] == 1
+    b, again = run_raw(code)
+    assert again["restarts"] == 0 and (b.cpu.ebx, b.cpu.ecx) == (1, version)
+    b.release()

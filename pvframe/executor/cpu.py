@@ -15,8 +15,9 @@ access to a device) restarts its instruction as a step of its own, and that addr
 as a step from then on (translations stop before it).
 
 Compiled code is also shared between executors of one process (``_CODE_CACHE``, keyed by
-linear address, limit, chaining switch and the step addresses on the page, validated
-against the exact bytes the translation was decoded from), so many short-lived machines
+linear address, limit and chaining switch, validated against the exact bytes the
+translation was decoded from and used where none of its instructions but the first is a
+step address), so many short-lived machines
 running the same code (the equivalence kit, fuzzers) skip lifting and ``compile()``.
 The same bytes at another address (the kit's ops in other programs) are moved from a
 translation made elsewhere (``_RELOCATIONS``, :mod:`pvframe.executor.relocate`). A
@@ -1034,11 +1035,16 @@ class Executor:
             # from ([lo, hi) of its page; bytes after hi can only have made it shorter;
             # a trace that joined a translation of this executor's is only shorter: it
             # runs the same instructions).
-            # (the step addresses on the page cut translations: part of the key)
-            page = eip & ~PAGE_MASK
-            key = (eip, limit, chain, self.join_translated, self._steps_by_page.get(page, ()))
+            # (the step addresses cut translations: one made under other step addresses
+            # is used where none of its instructions but the first is a step address of
+            # this executor: it stops before its own, which may only make it shorter; so
+            # a machine that took over its predecessor's step addresses finds what a
+            # machine learning them one by one translated)
+            key = (eip, limit, chain, self.join_translated)
+            steps = self._step_at
             for hit in _CODE_CACHE.get(key):
-                if self._holds_span(paddr, hit):
+                if self._holds_span(paddr, hit) and (
+                        not steps or steps.isdisjoint(_inner_addrs(hit.code))):
                     self.stats["shared_hits"] += 1
                     _CODE_CACHE.used(key)
                     return self._cold_if(self._block_from_cache(eip, paddr, hit), chain)
@@ -1120,7 +1126,7 @@ class Executor:
                 code_size + len(span) + len(kept) + _SHARED_ENTRY_BYTES, code_size,
             ))
             _RELOCATIONS.learn(code, key[1:4], eip, lo, span, gen, limited, blk.length,
-                               frozenset(key[4]))
+                               frozenset(self._steps_by_page.get(eip & ~PAGE_MASK, ())))
         if self.keep_source:
             blk.source = src
         pfn, start, _ = pages[0]
@@ -1398,6 +1404,13 @@ def host_bytes(blk: Block) -> int:
     if blk.source:
         n += size(blk.source)
     return n
+
+
+def _inner_addrs(code: types.CodeType) -> array[int]:
+    """The addresses of a compiled block's instructions after its first."""
+    info = block_info(code)
+    assert info is not None
+    return array("I", info.addrs[4:])
 
 
 def _commit(cpu: CPUState, exc: BaseException) -> None:
