@@ -298,6 +298,10 @@ class Machine:
         self.hooks = self.bound.hooks
         self.events = self.platform
         self.executor = Executor(self.cpu, self.memory, self.mmu, self.hooks, self)
+        if not trace and not extra_plugins:
+            # translations carried from the last released machine of this backend
+            # (pvframe.executor.carryover), checked against this one's memory first
+            self.executor.lineage = (backend, self.bound.info.factory)
         self.boot: loader.BootInfo | None = None
         self.messages: list[str] = []
         #: the paravirt call ROM (pvframe.pvcall): installed when an image is loaded
@@ -772,6 +776,7 @@ class Machine:
         parts: list[Any] = [self]
         executor = self.__dict__.get("executor")
         if executor is not None:
+            executor.retire()  # (its translations, for the next machine of this backend)
             parts += [executor, executor.__dict__.get("system")]
         parts += [self.__dict__.get(name) for name in ("mmu", "memory", "platform", "pvcall")]
         parts.append(backend)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from pvframe import plugins
-from pvframe.executor import codecache, codeshape, relocate
+from pvframe.executor import carryover, codecache, codeshape, relocate
 from pvframe.executor import cpu as executor_cpu
 from pvframe.testing import oracle, strategies
 from pvframe.testing import programs as p
@@ -23,12 +23,13 @@ def fresh_caches() -> None:
     executor_cpu._CODE_CACHE = codecache.SharedCodeCache()
     executor_cpu._RELOCATIONS = relocate.RelocationCache()
     codecache.SHAPES = codeshape.ShapeCache()
+    carryover.POOL = carryover.RetiredPool()
 
 
 @pytest.fixture(autouse=True)
 def own_caches(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for module, name in ((executor_cpu, "_CODE_CACHE"), (executor_cpu, "_RELOCATIONS"),
-                         (codecache, "SHAPES")):
+                         (codecache, "SHAPES"), (carryover, "POOL")):
         monkeypatch.setattr(module, name, getattr(module, name))  # restored afterwards
     fresh_caches()
     yield
@@ -74,3 +75,30 @@ def test_kit_programs_use_moved_translations() -> None:
     assert divergence is None and ran == 30
     assert executor_cpu._RELOCATIONS.stats["learnt"] > 0
     assert executor_cpu._RELOCATIONS.stats["relocated"] > 0
+
+
+def test_a_moved_translation_knows_its_literals_as_the_shape_cache_finds_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A moved translation's source is made from its literals (:func:`relocate.
+    relocated_split`): the shape key and values it carries are exactly those
+    :func:`codeshape.split_literals` finds in its source, so the compiled shape it is
+    served is the one its own source would find."""
+    from pvframe.tools import check
+
+    fresh_caches()
+    oracle.NATIVE_RUNS.clear()  # (native runs each program here: its code is moved)
+    moved: list[relocate.Moved] = []
+    find = relocate.RelocationCache.find
+
+    def spy(self: relocate.RelocationCache, *args: object) -> relocate.Moved | None:
+        got = find(self, *args)  # type: ignore[arg-type]
+        if got is not None:
+            moved.append(got)
+        return got
+
+    monkeypatch.setattr(relocate.RelocationCache, "find", spy)
+    check.search_programs(plugins.NATIVE, 30)
+    assert len(moved) > 20
+    for m in moved:
+        assert m.split is not None
+        assert m.split == codeshape.split_literals(m.gen.source)

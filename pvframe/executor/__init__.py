@@ -25,7 +25,8 @@ statements, memory, exits, helper calls, x87; a handler table per node kind,
 instructions -> hooks) / ``faults.py`` (IDT delivery) / ``privilege.py`` (CPL changes:
 TSS stacks, outer returns, I/O permission) / ``tasks.py`` (hardware task switches) / ``cpu.py`` (cache and dispatch) /
 ``codecache.py`` (what a compiled block keeps in host memory, the shared code cache) /
-``relocate.py`` (translations of the same bytes moved to another address).
+``relocate.py`` (translations of the same bytes moved to another address) /
+``carryover.py`` (a released machine's translations taken over by the next machine).
 
 What the executor can execute (what a CPUID hook may advertise)
 ---------------------------------------------------------------

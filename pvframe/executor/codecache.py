@@ -37,7 +37,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from pvframe.executor.codeshape import ShapeCache
+from pvframe.executor.codeshape import Key, ShapeCache
 
 #: Python versions whose line-table format (CPython ``Objects/locations.md``) is known here
 _LOCATION_FORMAT = (3, 11) <= sys.version_info[:2] <= (3, 13)
@@ -115,12 +115,15 @@ def compiled_frame(exc: BaseException, info_of: Callable[[types.CodeType], Any],
     return None
 
 
-def block_code(source: str, filename: str, info: BlockInfo) -> types.CodeType:
+def block_code(source: str, filename: str, info: BlockInfo,
+               split: tuple[Key, list[int]] | None = None) -> types.CodeType:
     """The code object of the source of a block function ``blk``, with ``info`` as its
     last constant and a line table without columns: from the compiled shape of a block
-    whose source differed only in integer literals (:mod:`.codeshape`), else compiled."""
+    whose source differed only in integer literals (:mod:`.codeshape`; ``split``: the
+    source's literals where the caller knows them), else compiled."""
     return SHAPES.code(source, filename, (info,),
-                       lambda src: compile_block_code(src, filename, info), line_numbers_only)
+                       lambda src: compile_block_code(src, filename, info), line_numbers_only,
+                       split)
 
 
 def compile_block_code(source: str, filename: str, info: BlockInfo) -> types.CodeType:

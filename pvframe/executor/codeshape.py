@@ -169,7 +169,8 @@ class ShapeCache:
 
     def code(self, source: str, filename: str, tail: tuple[Any, ...],
              compile_plain: Callable[[str], types.CodeType],
-             rebuild: Callable[[types.CodeType], types.CodeType]) -> types.CodeType:
+             rebuild: Callable[[types.CodeType], types.CodeType],
+             split: tuple[Key, list[int]] | None = None) -> types.CodeType:
         """The code object of a block function ``source``, with ``tail`` appended to its
         constants: from its shape, or ``compile_plain(source)`` (the block compiled on its
         own, constants and line table final) where it has none.
@@ -177,15 +178,20 @@ class ShapeCache:
         A source whose cheap key (its digits masked: a few microseconds, where finding
         its literals costs ~50) was never seen is compiled on its own: most code of a
         kernel's boot runs once and shares no shape, and pays nothing more here. A second
-        source of that cheap key makes the shape, and later ones use it."""
-        cheap = hash(source.translate(_MASK_DIGITS))
-        if cheap not in self._seen:
-            if len(self._seen) >= self.max_seen:
-                self._seen.clear()
-            self._seen.add(cheap)
-            self.stats["first"] += 1
-            return compile_plain(source)
-        split = split_literals(source)
+        source of that cheap key makes the shape, and later ones use it.
+
+        ``split``: what :func:`split_literals` returns for ``source``, where the caller
+        knows it (a translation moved to another address, :mod:`.relocate`, is made
+        from its literals): the shape is used at once."""
+        if split is None:
+            cheap = hash(source.translate(_MASK_DIGITS))
+            if cheap not in self._seen:
+                if len(self._seen) >= self.max_seen:
+                    self._seen.clear()
+                self._seen.add(cheap)
+                self.stats["first"] += 1
+                return compile_plain(source)
+            split = split_literals(source)
         if split is None:
             self.stats["unshaped"] += 1
             return compile_plain(source)

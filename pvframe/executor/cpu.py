@@ -15,11 +15,15 @@ access to a device) restarts its instruction as a step of its own, and that addr
 as a step from then on (translations stop before it).
 
 Compiled code is also shared between executors of one process (``_CODE_CACHE``, keyed by
-linear address, limit, chaining switch and the step addresses on the page, validated
-against the exact bytes the translation was decoded from), so many short-lived machines
+linear address, limit and chaining switch, validated against the exact bytes the
+translation was decoded from and used where none of its instructions but the first is a
+step address), so many short-lived machines
 running the same code (the equivalence kit, fuzzers) skip lifting and ``compile()``.
 The same bytes at another address (the kit's ops in other programs) are moved from a
-translation made elsewhere (``_RELOCATIONS``, :mod:`pvframe.executor.relocate`).
+translation made elsewhere (``_RELOCATIONS``, :mod:`pvframe.executor.relocate`). A
+released machine's executor parks its own translations, process-wide, for the next
+executor of its lineage (:meth:`Executor.retire`, :mod:`pvframe.executor.carryover`),
+which checks them against its memory page by page before it uses them.
 
 Host memory: each cached translation counts the host bytes it holds (:func:`host_bytes`:
 its code object, function and bookkeeping, ~8.4 KB for a 64-instruction block on CPython
@@ -60,11 +64,11 @@ import os
 import sys
 import types
 from array import array
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from time import perf_counter_ns
 from typing import Any
 
-from pvframe.executor import faults
+from pvframe.executor import carryover, faults
 from pvframe.executor import vexir as V
 from pvframe.executor.codecache import SharedCodeCache, SharedEntry, block_info, code_bytes
 from pvframe.executor.ctier.build import Builder, find_compiler
@@ -153,6 +157,8 @@ _RELOCATIONS = RelocationCache(max_bytes=8 << 20)
 DEFAULT_MAX_BYTES = 64 << 20
 #: bytes fetched for one block at most (VEX stops long before)
 MAX_FETCH = 1024
+#: a RAM page never written (it reads as zeros)
+_ZERO_PAGE = bytes(PAGE_SIZE)
 
 
 class Restart(Exception):
@@ -272,7 +278,7 @@ class Executor:
         self.stats = {"translations": 0, "invalidations": 0, "shared_hits": 0, "translate_ns": 0,
                       "translated_blocks": 0, "decode_ns": 0, "decoded": 0, "compile_ns": 0,
                       "restarts": 0, "flushes": 0, "regions": 0, "region_ns": 0,
-                      "relocated": 0}
+                      "relocated": 0, "kept": 0, "dropped_kept": 0, "taken_over": 0}
         #: build superblocks across direct jumps and calls on the same page
         self.chain = True
         #: a superblock ends at a jump to the start of an already cached translation
@@ -322,6 +328,19 @@ class Executor:
         #: retires its "instruction" itself and may raise a guest exception, delivered at
         #: that address before anything changed
         self.entry_points: dict[int, Callable[[], None]] = {}
+        #: what this executor's translations may be carried over between (e.g. the
+        #: backend): a released machine's executor parks them in the process-wide pool of
+        #: :mod:`pvframe.executor.carryover` (:meth:`retire`), and the next executor of
+        #: the same lineage takes them over at its first :meth:`run`. None (the default):
+        #: neither parks nor takes over (a machine with tracers or extra plugins)
+        self.lineage: Hashable | None = None
+        #: blocks taken over and not yet checked against this machine's memory: physical
+        #: page number -> (the page's bytes when they were translated, its blocks)
+        self._dormant: dict[int, tuple[bytes, dict[tuple[int, int, int], Block],
+                                       tuple[tuple[int, int, int], ...]]] = {}
+        self._dormant_blocks = 0
+        #: whether :meth:`run` still has to take over a parked state
+        self._carry_pending = True
 
     # ------------------------------------------------------------------ public API
     def stop(self, reason: str, exit_code: int | None = None) -> None:
@@ -339,6 +358,10 @@ class Executor:
         clear ``executor.stop_reason`` to continue."""
         cpu = self.cpu
         env = self.env
+        if self._carry_pending:
+            self._carry_pending = False
+            if self.lineage is not None:
+                self._take_over()
         self._refresh_deadline()
         self.note_control_change()  # the state may have been set from outside (CPL3)
         while True:
@@ -464,12 +487,16 @@ class Executor:
         translations holding it; new ones stop before it."""
         if eip in self._step_at:
             return
-        self._step_at.add(eip)
-        page = eip & ~PAGE_MASK
-        self._steps_by_page[page] = tuple(sorted((*self._steps_by_page.get(page, ()), eip)))
+        self._add_step(eip)
         self._region_code.clear()
         with contextlib.suppress(GuestException):
             self._drop_overlapping(self.mmu.translate(eip), 1)
+
+    def _add_step(self, eip: int) -> None:
+        """Make ``eip`` a step address (translations made from now on stop before it)."""
+        self._step_at.add(eip)
+        page = eip & ~PAGE_MASK
+        self._steps_by_page[page] = tuple(sorted((*self._steps_by_page.get(page, ()), eip)))
 
     def _step_block(self, eip: int, paddr: int) -> Block:
         """The block for a step address: its one instruction, run by :meth:`_special`."""
@@ -518,6 +545,8 @@ class Executor:
             self.memory.code_pages.discard(pfn)
         self._page_blocks.clear()
         self._blocks.clear()
+        self._dormant.clear()
+        self._dormant_blocks = 0
         self._clear_by_eip()
         # what was learnt from the dropped translations goes too (an instruction that
         # restarts is found again at the cost of one restart): a guest with ever new
@@ -744,6 +773,8 @@ class Executor:
     # ------------------------------------------------------------------ translation
     def _lookup(self, eip: int, budget: int) -> Block:
         paddr = self.mmu.translate(eip)  # instruction fetch (#PF with CR2 = eip)
+        if self._dormant and paddr >> PAGE_SHIFT in self._dormant:
+            self._wake(paddr >> PAGE_SHIFT)  # (taken-over blocks on the page: checked now)
         if paddr in self.entry_points:
             return self._entry_block(eip, paddr)
         if eip in self._step_at:
@@ -1004,11 +1035,16 @@ class Executor:
             # from ([lo, hi) of its page; bytes after hi can only have made it shorter;
             # a trace that joined a translation of this executor's is only shorter: it
             # runs the same instructions).
-            # (the step addresses on the page cut translations: part of the key)
-            page = eip & ~PAGE_MASK
-            key = (eip, limit, chain, self.join_translated, self._steps_by_page.get(page, ()))
+            # (the step addresses cut translations: one made under other step addresses
+            # is used where none of its instructions but the first is a step address of
+            # this executor: it stops before its own, which may only make it shorter; so
+            # a machine that took over its predecessor's step addresses finds what a
+            # machine learning them one by one translated)
+            key = (eip, limit, chain, self.join_translated)
+            steps = self._step_at
             for hit in _CODE_CACHE.get(key):
-                if self._holds_span(paddr, hit):
+                if self._holds_span(paddr, hit) and (
+                        not steps or steps.isdisjoint(_inner_addrs(hit.code))):
                     self.stats["shared_hits"] += 1
                     _CODE_CACHE.used(key)
                     return self._cold_if(self._block_from_cache(eip, paddr, hit), chain)
@@ -1090,7 +1126,7 @@ class Executor:
                 code_size + len(span) + len(kept) + _SHARED_ENTRY_BYTES, code_size,
             ))
             _RELOCATIONS.learn(code, key[1:4], eip, lo, span, gen, limited, blk.length,
-                               frozenset(key[4]))
+                               frozenset(self._steps_by_page.get(eip & ~PAGE_MASK, ())))
         if self.keep_source:
             blk.source = src
         pfn, start, _ = pages[0]
@@ -1139,7 +1175,7 @@ class Executor:
         blk = Block("vex", eip, len(gen.addrs), moved.length)
         blk.pieces = 0
         blk.limited = moved.limited
-        blk.fn = compile_block(gen, self._glb, f"<block {eip:#x}>")
+        blk.fn = compile_block(gen, self._glb, f"<block {eip:#x}>", moved.split)
         blk.self_loop = gen.self_loop
         blk.code_nbytes = code_size = code_bytes(blk.fn.__code__)
         span = self.memory.read_bytes((paddr & ~PAGE_MASK) + moved.lo, moved.hi - moved.lo)
@@ -1178,11 +1214,127 @@ class Executor:
         at one translation each; a single translation larger than ``max_bytes`` is still
         cached, alone)."""
         blk.nbytes = host_bytes(blk)
-        if len(self._blocks) >= self.max_blocks or self.cached_bytes + blk.nbytes > self.max_bytes:
+        if len(self._blocks) + self._dormant_blocks >= self.max_blocks or \
+                self.cached_bytes + blk.nbytes > self.max_bytes:
             self.flush_translations()
         self.cached_bytes += blk.nbytes
         self._blocks[blk.key] = blk
         self._register(blk)
+
+    # ------------------------------------------------------------------ carry-over
+    def carry_settings(self) -> tuple[Any, ...]:
+        """The switches a translation depends on besides its bytes and key: a parked
+        state is taken over only under equal ones (:mod:`.carryover`)."""
+        return (self.chain, self.join_translated, self.tiered, self.max_blocks, self.max_bytes)
+
+    def retire(self) -> None:
+        """Park this executor's translations for the next executor of its
+        :attr:`lineage` (process-wide: :data:`.carryover.POOL`), its machine being
+        released: the blocks grouped by physical page with the page's bytes, their
+        per-run state (heat) as new, the globals dicts emptied (the old machine's CPU,
+        MMU, memory and hooks stay reachable from nothing). The executor keeps no
+        translation afterwards. Nothing is parked without a lineage, with
+        ``keep_source``, or above the pool's bound."""
+        lineage = self.lineage
+        self.lineage = None
+        if lineage is None or self.keep_source:
+            return
+        memory = self.memory
+        live = self._blocks
+        pages = self._dormant
+        nbytes = sum(blk.nbytes for _snap, d, _s in pages.values() for blk in d.values())
+        count = self._dormant_blocks
+        for pfn, lst in self._page_blocks.items():
+            if pfn in pages or not memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE):
+                continue  # (a page still dormant holds a block straddling into it: dropped)
+            keep: dict[tuple[int, int, int], Block] = {}
+            steps = []
+            for blk in lst:
+                # (entry points hold the machine's handlers; a region's C tier its MMU)
+                if blk.kind in ("entry", "region") or len(blk.pages) != 1 or \
+                        live.get(blk.key) is not blk:
+                    continue
+                keep[blk.key] = blk
+                blk.heat = WARM_RUNS if blk.cold else HOT_RUNS
+                nbytes += blk.nbytes
+                if blk.key[2] == 0:
+                    steps.append(blk.key)
+            if keep:
+                ram = memory.page(pfn)
+                pages[pfn] = (bytes(ram) if ram is not None else _ZERO_PAGE, keep, tuple(steps))
+                count += len(keep)
+        glb, step_glb = self._glb, self._step_glb
+        glb.clear()
+        step_glb.clear()
+        self._blocks = {}
+        self._page_blocks = {}
+        self._dormant = {}
+        self._dormant_blocks = 0
+        self.cached_bytes = 0
+        carryover.POOL.put(lineage, carryover.Retired(
+            glb, step_glb, pages, nbytes, count, self.carry_settings()))
+
+    def _take_over(self) -> None:
+        """Take over the translations parked for this executor's lineage (:meth:`retire`)
+        if nothing was translated here yet: dormant until their page is checked
+        (:meth:`_wake`); the kept functions' globals dict now holds this machine's
+        names."""
+        if self._blocks or self._step_at or self.keep_source:
+            return
+        state = carryover.POOL.take(self.lineage, self.carry_settings())
+        if state is None:
+            return
+        state.glb.update(self._glb)
+        state.step_glb.update(self._step_glb)
+        self._glb, self._step_glb = state.glb, state.step_glb
+        self._dormant = state.pages
+        self._dormant_blocks = state.blocks
+        self.cached_bytes += state.nbytes
+        self.stats["taken_over"] = state.blocks
+
+    def _wake(self, pfn: int) -> None:
+        """The first lookup on physical page ``pfn`` since the blocks decoded from it
+        were taken over: those whose bytes are unchanged become this executor's
+        translations (the page then holds translated code: stores into it drop them),
+        the others are dropped. A kept step block makes its address a step again."""
+        got = self._dormant.pop(pfn, None)
+        if got is None:
+            return
+        snap, blocks, steps = got
+        self._dormant_blocks -= len(blocks)
+        memory = self.memory
+        ram: bytes | bytearray | None = None
+        if memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE):
+            ram = memory.page(pfn)
+            if ram is None:
+                ram = _ZERO_PAGE
+        kept = blocks
+        if ram != snap:
+            kept = {}
+            if ram is not None:
+                for key, blk in blocks.items():
+                    _p, lo, hi = blk.pages[0]
+                    if ram[lo:hi] == snap[lo:hi]:
+                        kept[key] = blk
+        live = self._blocks
+        if not live.keys().isdisjoint(kept):  # (translated here meanwhile: those stay)
+            kept = {k: b for k, b in kept.items() if k not in live}
+        dropped = len(blocks) - len(kept)
+        if dropped:
+            self.cached_bytes -= sum(b.nbytes for k, b in blocks.items() if k not in kept)
+            self.stats["dropped_kept"] += dropped
+        if not kept:
+            return
+        self.stats["kept"] += len(kept)
+        live.update(kept)
+        self._page_blocks.setdefault(pfn, []).extend(kept.values())
+        for key in steps:
+            if key in kept and key[1] not in self._step_at:
+                self._add_step(key[1])
+        code_pages = memory.code_pages
+        if pfn not in code_pages:
+            code_pages.add(pfn)
+            self.mmu.clear_write_fast(pfn)
 
     def _register(self, blk: Block) -> None:
         code_pages = self.memory.code_pages
@@ -1252,6 +1404,13 @@ def host_bytes(blk: Block) -> int:
     if blk.source:
         n += size(blk.source)
     return n
+
+
+def _inner_addrs(code: types.CodeType) -> array[int]:
+    """The addresses of a compiled block's instructions after its first."""
+    info = block_info(code)
+    assert info is not None
+    return array("I", info.addrs[4:])
 
 
 def _commit(cpu: CPUState, exc: BaseException) -> None:

@@ -53,7 +53,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, NamedTuple
 
-from pvframe.executor.codeshape import _LITERAL, split_literals
+from pvframe.executor.codeshape import _LITERAL, Key, split_literals
 from pvframe.executor.translate import Generated
 from pvframe.platform.memory import PAGE_MASK, PAGE_SIZE
 
@@ -92,18 +92,24 @@ class Relocatable(NamedTuple):
     tokens: tuple[str, ...]
     #: which literals move with the address
     moves: tuple[bool, ...]
+    #: the text around the literals joined with the shape key's holes
+    #: (:func:`~pvframe.executor.codeshape.split_literals`)
+    holes: str = ""
 
 
 class Moved(NamedTuple):
     """A relocated translation: its generated code at the new address, whether it was
     shortened for the limit, its first basic block's length and its extent's page
-    offsets [lo, hi)."""
+    offsets [lo, hi); and its source's literals as
+    :func:`~pvframe.executor.codeshape.split_literals` finds them (known here: the
+    source was made from them, so its compiled shape is found without a search)."""
 
     gen: Generated
     limited: bool
     length: int
     lo: int
     hi: int
+    split: tuple[Key, list[int]] | None = None
 
 
 def learn_moves(first: Sighting, old: Generated, gen: Generated, eip: int) -> Relocatable | None:
@@ -130,7 +136,7 @@ def learn_moves(first: Sighting, old: Generated, gen: Generated, eip: int) -> Re
     split = _LITERAL.split(old.source)
     entry = Relocatable(first.eip, first.lo, first.span, old, first.limited, first.length,
                         tuple(split[0::2]), tuple(split[1::2]),
-                        tuple(moving[j] for j in a[0][1]))
+                        tuple(moving[j] for j in a[0][1]), a[0][0])
     # each moved literal is written as the translation at ``eip`` writes it
     moved = relocated(entry, eip)
     return entry if moved is not None and moved.source == gen.source else None
@@ -139,20 +145,33 @@ def learn_moves(first: Sighting, old: Generated, gen: Generated, eip: int) -> Re
 def relocated(entry: Relocatable, eip: int) -> Generated | None:
     """The generated code of ``entry`` at ``eip``; None if a moved value would leave the
     32-bit address space."""
+    got = relocated_split(entry, eip)
+    return None if got is None else got[0]
+
+
+def relocated_split(entry: Relocatable, eip: int) -> tuple[Generated, tuple[Key, list[int]]] | None:
+    """:func:`relocated`, with the literals of its source as
+    :func:`~pvframe.executor.codeshape.split_literals` finds them (the same tokens: the
+    text between them is the original's, each moved one is written as one literal)."""
     d = eip - entry.eip
     addrs = [a + d for a in entry.gen.addrs]
     if not 0 <= min(addrs) <= max(addrs) <= M32:
         return None
     out = [entry.parts[0]]
+    index: dict[int, int] = {}
+    classes = []
     for token, move, part in zip(entry.tokens, entry.moves, entry.parts[1:], strict=True):
+        v = int(token, 0)
         if move:
-            v = int(token, 0) + d
+            v += d
             if not 0 <= v <= M32:
                 return None
             token = hex(v) if token[:2] in ("0x", "0X") else str(v)
+        classes.append(index.setdefault(v, len(index)))
         out.append(token)
         out.append(part)
-    return entry.gen._replace(source="".join(out), addrs=addrs)
+    return (entry.gen._replace(source="".join(out), addrs=addrs),
+            ((entry.holes, tuple(classes)), list(index)))
 
 
 class RelocationCache:
@@ -197,12 +216,12 @@ class RelocationCache:
             hi = lo + len(e.span)
             if lo < 0 or hi > PAGE_SIZE or memory.read_bytes(page_paddr + lo, hi - lo) != e.span:
                 continue
-            gen = relocated(e, eip)
-            if gen is None or any(a in steps for a in gen.addrs[1:]):
+            got = relocated_split(e, eip)
+            if got is None or any(a in steps for a in got[0].addrs[1:]):
                 continue
             self._entries[key] = self._entries.pop(key)  # most recently used last
             self.stats["relocated"] += 1
-            return Moved(gen, e.limited, e.length, lo, hi)
+            return Moved(got[0], e.limited, e.length, lo, hi, got[1] if e.holes else None)
         return None
 
     def learn(self, code: bytes, switches: tuple[Any, ...], eip: int, lo: int, span: bytes,

@@ -131,11 +131,14 @@ def runtime_globals() -> dict[str, Any]:
 
 
 
-def compile_block(gen: Generated, glb: dict[str, Any], name: str) -> Callable[..., bool]:
+def compile_block(gen: Generated, glb: dict[str, Any], name: str,
+                  split: Any = None) -> Callable[..., bool]:
     """``compile()`` the source into a block function with the executor's shared globals
-    ``glb``; the block's own data travels in its code object (:mod:`.codecache`)."""
+    ``glb``; the block's own data travels in its code object (:mod:`.codecache`).
+    ``split``: the source's literals where the caller knows them
+    (:func:`pvframe.executor.codeshape.split_literals`)."""
     info = make_info(gen.addrs, gen.insn_at, gen.put_names, gen.load_names)
-    return function_of(block_code(gen.source, name, info), glb)
+    return function_of(block_code(gen.source, name, info, split), glb)
 
 
 def function_of(code: Any, glb: dict[str, Any]) -> Callable[..., bool]:

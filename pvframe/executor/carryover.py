@@ -1,0 +1,116 @@
+"""Translations carried from a retired executor to the next one: a machine of the kit
+starts with the blocks its predecessor of the same lineage translated, checked against
+its own memory before any of them runs.
+
+The equivalence kit runs every program on a new machine (:func:`pvframe.testing.oracle.
+observe`), and the programs share most of their code at the same addresses (the harness,
+the ops' bookkeeping). A new executor would look up every block again: ~105 lookups a
+run, each a miss in its own cache (a shared-cache hit builds a block and a function, a
+relocation compiles, a system instruction is decoded) and ~7.5 instructions that reach a
+device restarted and learnt again. Here the translations of a released machine's executor
+(:meth:`pvframe.executor.cpu.Executor.retire`) wait in a process-wide pool, one slot per
+lineage (the backend and its factory: :attr:`Executor.lineage`); the next executor of the
+lineage takes them over on its first :meth:`~pvframe.executor.cpu.Executor.run`.
+
+What makes a kept block sound on another machine:
+
+* its code depends only on the bytes it was decoded from ([lo, hi) of one physical page),
+  its key (physical address, linear address, instruction limit) and the executor's
+  switches (``chain``, ``join_translated``, ``tiered``, the cache bounds: a state is
+  only taken over under equal switches; never with ``keep_source``). Its globals are the
+  executor's one dict (:mod:`.codecache`), which the retiring executor empties (nothing
+  of the old machine stays reachable) and the new one fills with its own CPU, MMU,
+  memory, hooks and devices: the kept functions then run against the new machine;
+* the blocks wait *dormant*, grouped by physical page with the page's bytes as they were
+  when the old executor retired (every live translation was decoded from those bytes:
+  a store to a translated page drops the blocks it overlaps). The first lookup on a page
+  in the new executor compares the page with those bytes (one comparison of 4 KiB); a
+  page that differs keeps only the blocks whose own bytes are unchanged. Only then are
+  the blocks live: cached, the page registered as a code page (stores into it drop them
+  as usual). Stores before that need no tracking: the comparison sees their result;
+* an instruction that restarted in the old executor (a device access: it runs as a step
+  of its own, translations stop before it) has a step block; it is a step address again
+  when its page wakes with its bytes unchanged. Running an instruction as a step is
+  always exact (it is what a restart does), so a step address kept where the new machine
+  would not restart changes no observation, only where translations end;
+* blocks that hold machine objects are not kept: entry points (the call ROM's handlers),
+  hot regions (their C tier runtime is the old MMU's), blocks spanning two pages and
+  blocks decoded from a page that is not RAM.
+
+Per-run state (a block's heat towards a hot region, the EIP maps, statistics) starts
+again as on a new executor. Memory stays bounded: the dormant blocks count in the new
+executor's ``cached_bytes`` and ``max_blocks`` (a full cache is dropped whole, dormant
+blocks with it); the pool keeps :data:`SLOTS` lineages, each at most :data:`MAX_BYTES`
+(a larger state is not kept: a Linux boot's translations are never parked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import attrs
+
+from pvframe.platform.memory import PAGE_SIZE
+
+#: lineages the pool keeps (least recently parked out first)
+SLOTS = 4
+#: host bytes one parked state may hold (its blocks' :func:`~.cpu.host_bytes`)
+MAX_BYTES = 16 << 20
+
+
+@attrs.define
+class Retired:
+    """The translation state a retired executor left, waiting for its successor."""
+
+    #: the executor's globals dicts (emptied: the kept functions' ``__globals__``)
+    glb: dict[str, Any]
+    step_glb: dict[str, Any]
+    #: physical page number -> (the page's bytes at retirement, the blocks decoded from
+    #: it by key, the keys of its step blocks)
+    pages: dict[int, tuple[bytes, dict[tuple[int, int, int], Any], tuple[tuple[int, int, int], ...]]]
+    #: host bytes and number of the blocks
+    nbytes: int
+    blocks: int
+    #: the switches the blocks were translated under (:meth:`Executor.carry_settings`)
+    settings: tuple[Any, ...]
+
+
+class RetiredPool:
+    """Parked translation states by lineage, process-wide (:data:`POOL`)."""
+
+    def __init__(self, slots: int = SLOTS, max_bytes: int = MAX_BYTES) -> None:
+        self.slots = slots
+        self.max_bytes = max_bytes
+        self._parked: dict[Hashable, Retired] = {}
+
+    def __len__(self) -> int:
+        return len(self._parked)
+
+    def put(self, lineage: Hashable, state: Retired) -> bool:
+        """Park ``state`` for the next executor of ``lineage`` (replacing what was parked
+        for it); whether it was kept (its blocks and page copies not above
+        :attr:`max_bytes`)."""
+        self._parked.pop(lineage, None)
+        if state.nbytes + PAGE_SIZE * len(state.pages) > self.max_bytes or not state.pages:
+            return False
+        self._parked[lineage] = state
+        while len(self._parked) > self.slots:
+            del self._parked[next(iter(self._parked))]
+        return True
+
+    def take(self, lineage: Hashable, settings: tuple[Any, ...]) -> Retired | None:
+        """The state parked for ``lineage`` if it was translated under ``settings``
+        (it leaves the pool: one executor owns it)."""
+        state = self._parked.get(lineage)
+        if state is None or state.settings != settings:
+            return None
+        del self._parked[lineage]
+        return state
+
+    def clear(self) -> None:
+        self._parked.clear()
+
+
+#: the states released machines' executors left, shared by the executors of the process
+POOL = RetiredPool()
