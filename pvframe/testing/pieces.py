@@ -2,8 +2,9 @@
 
 A program's part (:func:`pvframe.testing.programs.body`) is, per op, the same two
 bookkeeping instructions (the call of the harness's ``op_begin`` and the op's length)
-followed by the op's own code and a jump to the next slot, then an epilogue, between the
-two halves of its parameter table (data). Programs share most of their ops
+followed by the jump to the op's routine in the harness's library and fill to the next
+slot (or, for an op with no routine, the op's own code and a jump to the next slot), then
+an epilogue, between the two halves of its parameter table (data). Programs share most of their ops
 (Hypothesis draws from a small alphabet and mutates what it drew), so the assembler read
 and encoded the same lines again and again: ~3 ms a program, as much as running it.
 

@@ -33,6 +33,15 @@ program to program; the values are data, written with the image
 (:func:`parameter_table`). ``render(program, immediates=True)`` is the same program with
 every value an immediate again (what the listing shows), which runs exactly as the table
 form does (``tests/test_kit_bookkeeping.py``).
+
+And an op's code is not in its program at all when the harness's *library* has it
+(:data:`LIBRARY`: a routine per op kind and structural variant the generators draw): the
+op's slot holds its bookkeeping and :data:`DISPATCH`, a jump through the op's *routine
+word* (the parameter-table word before its values) to the routine, which runs the op's
+code and returns to the op's end with :data:`ROUTINE_RETURN`. Every op kind's code is
+then at one address in every program, and every slot is the same bytes: after warm-up
+the executor has already translated whatever a program runs. An op without a routine
+(a pv-call burst) runs in its slot as before.
 """
 
 from __future__ import annotations
