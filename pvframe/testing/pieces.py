@@ -2,8 +2,9 @@
 
 A program's part (:func:`pvframe.testing.programs.body`) is, per op, the same two
 bookkeeping instructions (the call of the harness's ``op_begin`` and the op's length)
-followed by the op's own code and a jump to the next slot, then an epilogue, between the
-two halves of its parameter table (data). Programs share most of their ops
+followed by the jump to the op's routine in the harness's library and fill to the next
+slot (or, for an op with no routine, the op's own code and a jump to the next slot), then
+an epilogue, between the two halves of its parameter table (data). Programs share most of their ops
 (Hypothesis draws from a small alphabet and mutates what it drew), so the assembler read
 and encoded the same lines again and again: ~3 ms a program, as much as running it.
 
@@ -166,15 +167,16 @@ class Pieces:
             if first is None:
                 return None
             pieces.append(first)
-        ops: list[Piece] = []
-        values: list[tuple[int, ...]] = []
+        ops: list[tuple[Piece, bool]] = []
+        entries: list[tuple[int | str, tuple[int, ...]]] = []
         for op in program.ops:
             code, words = p.op_code(op)
-            got = self.piece(code)
-            if got is None:
+            routine = p.LIBRARY.get(code)
+            got = self.piece((p.DISPATCH,) if routine else code)
+            if got is None or (routine and routine not in self.known):
                 return None
-            ops.append(got)
-            values.append(words)
+            ops.append((got, routine is not None))
+            entries.append((self.known[routine] if routine else 0, words))
         tail = self.piece(tuple(p.epilogue(program)))
         if tail is None:
             return None
@@ -182,16 +184,20 @@ class Pieces:
         for x in pieces:
             out += x.at(start + len(out))
             _next_slot(out)
-        for got in ops:
+        for got, runs_routine in ops:
+            if runs_routine:  # the jump to the routine, then int3 to the next slot, its end
+                fill = -(len(head.image) + len(got.image)) % p.OP_SLOT
+                out += head.at(len(got.image) + fill) + got.image + bytes((p.SLOT_FILL,)) * fill
+                continue
             out += head.at(len(got.image))
             out += got.at(start + len(out))
             _next_slot(out)
         out += tail.at(start + len(out))
         out += bytes(-len(out) % 4)
-        offsets, table = p.parameter_table(values)
+        offsets, table = p.parameter_table(entries)
         at = start + len(out)
         struct.pack_into(f"<{len(offsets)}I", out, 0, *(at + 4 * k for k in offsets))
-        out += struct.pack(f"<{len(table)}I", *table)
+        out += struct.pack(f"<{len(table)}I", *(int(w) for w in table))
         return assembler.Assembled(bytes(out), {})
 
 

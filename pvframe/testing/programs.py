@@ -33,11 +33,21 @@ program to program; the values are data, written with the image
 (:func:`parameter_table`). ``render(program, immediates=True)`` is the same program with
 every value an immediate again (what the listing shows), which runs exactly as the table
 form does (``tests/test_kit_bookkeeping.py``).
+
+And an op's code is not in its program at all when the harness's *library* has it
+(:data:`LIBRARY`: a routine per op kind and structural variant the generators draw): the
+op's slot holds its bookkeeping and :data:`DISPATCH`, a jump through the op's *routine
+word* (the parameter-table word before its values) to the routine, which runs the op's
+code and returns to the op's end with :data:`ROUTINE_RETURN`. Every op kind's code is
+then at one address in every program, and every slot is the same bytes: after warm-up
+the executor has already translated whatever a program runs. An op without a routine
+(a pv-call burst) runs in its slot as before.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Callable
 from typing import ClassVar
@@ -694,7 +704,9 @@ def body(program: Program, *, immediates: bool = False) -> str:
     if len(program.ops) > OPS_MAX:
         raise ValueError(f"a kit program has at most {OPS_MAX} ops, this one has {len(program.ops)}")
     codes = [op_code(op) for op in program.ops]
-    offsets, words = parameter_table([values for _code, values in codes])
+    routines = [LIBRARY.get(code) for code, _values in codes]
+    offsets, words = parameter_table([(routine or 0, values)
+                                      for routine, (_code, values) in zip(routines, codes, strict=True)])
     out = [f".long {', '.join(f'.Lparams+{4 * k}' for k in offsets[row:row + 16])}"
            for row in range(0, len(offsets), 16)]
     out += [f".fill {OPS_MAX - len(offsets)}, 4, 0"] if len(offsets) < OPS_MAX else []
@@ -703,25 +715,37 @@ def body(program: Program, *, immediates: bool = False) -> str:
     for i, op in enumerate(program.ops):
         call, length = bookkeeping(f".Lrec{i}-.Lop{i}")
         out += [f"    {call}", f".Lop{i}:", f"    {length}"]
-        lines = inline(op.lines()) if immediates else codes[i][0]
-        out += [f"    {line}" for line in lines]
-        out += [f".Lrec{i}:", *next_slot(str(i))]
+        if routines[i] is None:
+            lines = inline(op.lines()) if immediates else codes[i][0]
+            out += [f"    {line}" for line in lines]
+            out += [f".Lrec{i}:", *next_slot(str(i))]
+            continue
+        if immediates:  # the routine's code here, entered and left as the routine is
+            out += [f"    jmp .Lin{i}", f".Lin{i}:", *(f"    {line}" for line in inline(op.lines())),
+                    f"    {ROUTINE_RETURN}"]
+        else:
+            out += [f"    {DISPATCH}"]
+        out += [f".balign {OP_SLOT}, {SLOT_FILL:#x}", f".Lrec{i}:"]
     out += epilogue(program)
     out += [".balign 4, 0", ".Lparams:"]
-    out += [f".long {', '.join(f'{w:#x}' for w in words[row:row + 16])}"
+    out += [f".long {', '.join(w if isinstance(w, str) else f'{w:#x}' for w in words[row:row + 16])}"
             for row in range(0, len(words), 16)]
     return "\n".join(out) + "\n"
 
 
-def parameter_table(values: list[tuple[int, ...]]) -> tuple[list[int], list[int]]:
-    """The parameter table of ops whose values (:func:`op_code`) are ``values``: where
-    each op's words start (in words from the table's start) and all the words, op after
-    op. In the image the pointers to each op's words (``op_params``, one word per op
-    index, a page at :data:`OPS_LABEL`) come before the code and the words after it;
-    ``op_begin`` loads op *i*'s pointer into :data:`PARAM_BASE`."""
+def parameter_table(entries: list[tuple[int | str, tuple[int, ...]]]) -> tuple[list[int], list[int | str]]:
+    """The parameter table of ops whose (routine, values) are ``entries`` (the routine
+    of the op in the library, :data:`LIBRARY`, or 0; the values of :func:`op_code`):
+    where each op's values start (in words from the table's start) and all the words,
+    op after op, each op's routine word just before its values. In the image the
+    pointers to each op's values (``op_params``, one word per op index, a page at
+    :data:`OPS_LABEL`) come before the code and the words after it; ``op_begin`` loads
+    op *i*'s pointer into :data:`PARAM_BASE`, and :data:`DISPATCH` jumps through the
+    word before it."""
     offsets: list[int] = []
-    words: list[int] = []
-    for op_values in values:
+    words: list[int | str] = []
+    for routine, op_values in entries:
+        words.append(routine)
         offsets.append(len(words))
         words += op_values
     return offsets, words
@@ -893,6 +917,83 @@ common:
     iret
 """.splitlines()
 
+# ---------------------------------------------------------------- the library of op routines
+# Each op kind's code (:func:`op_code`: the same bytes whatever its values) is a routine of
+# the harness, at one address in every program: a program's slot for the op is its
+# bookkeeping and a jump to the routine (:data:`DISPATCH`), the same bytes for every kind
+# at every index, so after warm-up an op's code is a translation the executor already made
+# wherever and whenever the op was drawn.
+
+#: an op's code in its slot when its routine is in the library: a jump through the word
+#: before the op's values in the parameter table (``FF /4``, Intel SDM Vol. 2A JMP),
+#: which holds the routine's address
+DISPATCH = f"jmp *-4({PARAM_BASE})"
+#: a routine's last line: back to the op's end, the next slot, where ``op_begin`` pointed
+#: ``recovery`` (no routine moves it: :func:`recovery_at` is for composite ops, which
+#: stay in their slots)
+ROUTINE_RETURN = "jmp *recovery"
+
+
+def library_ops() -> list[Op]:
+    """One op of each kind and structural variant the generators draw (values are data,
+    so any values do): the flush of a ``TlbProbe``, the table of a descriptor-table load,
+    the raise of a deferred interrupt, the inner ops of a nested section (up to three of
+    the five simple ones), a CPUID leaf 0 (its second leaf is 1). Composite ops of other
+    shapes (pv-call bursts, lazy batches) run in their slots as before."""
+    simple: list[Op] = [Cli(), Sti(), SaveFlags(), RestoreFlags(0), PutChar(0)]
+    nested = [IrqSaveRestore(tuple(inner)) for n in range(4)
+              for inner in itertools.product(simple, repeat=n)]
+    return [
+        *simple, *nested, DeferredInterrupt(False), DeferredInterrupt(True),
+        MapPage(0, 0, 0), ReadPte(0), WriteCr3(0), WriteCr0(0), WriteCr4(0), UnmapPage(0),
+        Invlpg(0), ReloadCr3(), Load(0, 0), Store(0, 0, 0),
+        *(TlbProbe(0, 0, 1, flush) for flush in ("cr3", "invlpg", "none")),
+        ApicTimer(1, False), ApicTimer(1, True), TimerDeadline(1), ApicWrite(0, 0), ApicStop(),
+        ReadApicCount(), WaitInterrupt(), SelfIpi(), Compute(1), ReadTsc(), TscSeries(2),
+        ReadRtc(0), ReadMsr(0), WriteMsr(0, 0), Cpuid(0), Cpuid(1), StoreDescriptorTables(),
+        ReloadIdt(), LoadDescriptorTable("idt", 0), LoadDescriptorTable("gdt", 0),
+    ]
+
+
+#: the op kinds that reach the local APIC's registers (MMIO: the executor learns each such
+#: instruction's address in a run, as it restarts, and the addresses learnt on a page are
+#: part of the key of every translation of that page): each of their routines is on a
+#: page of its own, so what a run learnt of one never changes the others' keys
+DEVICE_KINDS = (DeferredInterrupt, ApicTimer, TimerDeadline, ApicWrite, ApicStop, ReadApicCount,
+                SelfIpi)
+
+
+def _library() -> dict[tuple[str, ...], str]:
+    """The routines' labels by the code they run (:func:`op_code`), in a fixed order:
+    those of :data:`DEVICE_KINDS` last, named ``lib_page_N``."""
+    out: dict[tuple[str, ...], str] = {}
+    ops = library_ops()
+    for op in sorted(ops, key=lambda op: isinstance(op, DEVICE_KINDS)):
+        code = op_code(op)[0]
+        if any("set_recovery" in line for line in code):
+            raise ValueError(f"an op that moves its recovery has no routine: {op.asm()}")
+        if code not in out:
+            out[code] = f"lib_page_{len(out)}" if isinstance(op, DEVICE_KINDS) else f"lib_{len(out)}"
+    return out
+
+
+#: the library: each op code's routine label (``lib_N``, ``lib_page_N``); an op whose
+#: code is not here runs in its slot
+LIBRARY = _library()
+
+
+def library_lines() -> list[str]:
+    """The routines as lines of the harness, from a page boundary (apart from the
+    harness's code, whose page learns the interrupt handler's APIC access): each op
+    code, then :data:`ROUTINE_RETURN`; a ``lib_page_N`` routine on a page of its own."""
+    out = [f".balign 4096, {SLOT_FILL:#x}"]
+    for code, label in LIBRARY.items():
+        if label.startswith("lib_page_"):
+            out.append(f".balign 4096, {SLOT_FILL:#x}")
+        out += [f"{label}:", *code, ROUTINE_RETURN]
+    return out
+
+
 def identity_table() -> list[str]:
     """The page table that maps linear 0-4 MiB to physical 0-4 MiB (present, writable,
     supervisor: Intel SDM Vol. 3A §4.3, Table 4-6), as data lines of the harness's image.
@@ -946,6 +1047,7 @@ HARNESS = "\n".join([
     f"jmp {OPS_LABEL}+{PARAM_POINTERS}",
     *_HARNESS,
     *(line for v in HANDLED for line in _stub(v)),
+    *library_lines(),
     ".balign 4096, 0", "stub_table:", *(f".long {v}, stub_{v}" for v in HANDLED), ".long -1, 0",
     _DATA,
     *identity_table(),
