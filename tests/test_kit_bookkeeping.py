@@ -446,8 +446,9 @@ def test_a_wrong_value_in_the_table_is_caught(monkeypatch: pytest.MonkeyPatch) -
     assert problems and problems[0].startswith("console: 'B'")
 
 
-def _translations(program: p.Program) -> tuple[int, int]:
-    machine = Machine(plugins.NATIVE)
+def _translations(program: p.Program, backend: str = plugins.NATIVE) -> tuple[int, int]:
+    """(blocks lifted, translations relocated) of one run of ``program`` on ``backend``."""
+    machine = Machine(backend)
     # (what the shared cache serves: no translations taken over from the machine before,
     # whose step addresses, known from the start, cut blocks that machine never cut)
     machine.executor.lineage = None
@@ -588,7 +589,7 @@ def test_library_ops_in_another_order_are_translations_already_made(backend: str
                       p.ApicTimer(5000, False, 0xB), p.Cpuid(1), p.WriteCr4(0x10), p.Compute(7),
                       p.TlbProbe(2, 3, 4, "invlpg"), p.ApicStop(), p.ReadTsc(), p.Cli(),
                       p.SaveFlags(), p.ReadPte(1), p.ReadMsr(0x10)), paging=True)
-    assert _translations_on(warm, backend)[0] > 0
+    assert _translations(warm, backend)[0] > 0
     # (as many ops, a timer too: the epilogue is the same bytes at the same address)
     other = p.Program((p.ReadTsc(), p.ApicStop(), p.Cpuid(0x80000000), p.PutChar(0x5A),
                        p.Compute(30), p.MapPage(5, 1, 3), p.Load(5, 0x40), p.ReadMsr(0x1B), p.Cli(),
@@ -596,13 +597,6 @@ def test_library_ops_in_another_order_are_translations_already_made(backend: str
                        p.TlbProbe(6, 1, 9, "invlpg"), p.WriteMsr(0x175, 0x2000)), paging=True)
     assert len(other.ops) == len(warm.ops)
     assert [p.op_code(op)[0] for op in other.ops] != [p.op_code(op)[0] for op in warm.ops]
-    assert _translations_on(other, backend) == (0, 0)
+    assert _translations(other, backend) == (0, 0)
 
 
-def _translations_on(program: p.Program, backend: str) -> tuple[int, int]:
-    machine = Machine(backend)
-    machine.load_raw(asm.assemble_program(program).image, p.LOAD_ADDR, p.LOAD_ADDR)
-    assert machine.run(oracle.DEFAULT_BUDGET).stop == "exit"
-    stats = machine.executor.stats
-    machine.release()
-    return stats["translated_blocks"], stats["relocated"]
