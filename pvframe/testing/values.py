@@ -48,10 +48,10 @@ def bit_patterns(meaningful: Sequence[int], width: int = 32, fixed: int = 0,
     with one other bit flipped, or any value; ``fixed`` bits are always set, ``never``
     bits always clear.
 
-    One choice per value where possible (:func:`bit_pattern_branches`): a subset is an
-    index into the ``2**k`` subsets of the ``k`` meaningful bits (index 0 the empty one,
-    what a failure shrinks to), drawn once instead of as a set of positions (one choice
-    and one span per element)."""
+    Each value is one choice after the family's (:func:`bit_pattern_branches`): a subset
+    is an index into the ``2**k`` subsets of the ``k`` meaningful bits (index 0 the empty
+    one, what a failure shrinks to), drawn once instead of as a set of positions (a
+    choice and a span per element); a flipped value is that index and the bit."""
     return st.one_of(*bit_pattern_branches(meaningful, width, fixed, never))
 
 
@@ -74,10 +74,15 @@ def bit_pattern_branches(meaningful: Sequence[int], width: int = 32, fixed: int 
     def anything(v: int) -> Any:
         return then((v | fixed) & keep)
 
-    subsets = st.sampled_from(range(1 << len(bits)))
-    return (subsets.map(subset),
-            st.builds(flipped, subsets, st.sampled_from(range(width))),
-            st.sampled_from(range(mask + 1)).map(anything))
+    index = st.integers(0, (1 << len(bits)) - 1)
+    # a sampled_from's map is applied inside its draw, but Hypothesis may look a value up
+    # among all its elements (re-encoding it while shrinking): only small ranges are
+    # sampled, the others drawn as integers (their bounds favoured, as st.integers does)
+    subsets = st.sampled_from(range(1 << len(bits))).map(subset) if len(bits) <= 8 else index.map(subset)
+    any_value = st.integers(0, mask)
+    if fixed or never or then is not int:
+        any_value = any_value.map(anything)
+    return (subsets, st.builds(flipped, index, st.integers(0, width - 1)), any_value)
 
 
 def spread(index: int, bits: Sequence[int]) -> int:
