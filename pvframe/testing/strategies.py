@@ -120,11 +120,9 @@ def _tlb_probe(page_flush: int, frames: int) -> p.Op:
 def timer_ops() -> st.SearchStrategy[p.Op]:
     """APIC timer programming (one-shot and periodic, counts across the register's width)
     with hlt waits, deadlines, counter reads, register writes read back and self-IPIs."""
-    # periodic and the divide value in one choice (12 values)
-    modes = st.sampled_from([(periodic, divide) for divide in v.TIMER_DIVIDES
-                             for periodic in (False, True)])
     return st.one_of(
-        st.builds(_apic_timer, st.integers(2_000, 60_000) | v.timer_counts(), modes),
+        st.builds(p.ApicTimer, st.integers(2_000, 60_000) | v.timer_counts(), st.booleans(),
+                  v.timer_divides()),
         st.builds(p.TimerDeadline, v.timer_counts(), v.timer_divides()),
         st.builds(p.ApicWrite, st.sampled_from(v.APIC_REGISTERS), v.apic_values()),
         st.just(p.ApicStop()),
@@ -133,10 +131,6 @@ def timer_ops() -> st.SearchStrategy[p.Op]:
         _prebuilt(p.SelfIpi, [p.IPI_VECTOR, *p.HIGH_VECTORS]),
         _prebuilt(p.Compute, range(1, 401)),
     )
-
-
-def _apic_timer(count: int, mode: tuple[bool, int]) -> p.Op:
-    return p.ApicTimer(count, *mode)
 
 
 def platform_ops() -> st.SearchStrategy[p.Op]:
