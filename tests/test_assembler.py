@@ -195,6 +195,31 @@ def test_assembling_at_several_bases_is_assembling_at_each() -> None:
     assert assemble(source, 0x1000).image != assemble(source, 0x1080).image
 
 
+def test_an_instruction_encoded_before_is_encoded_again_for_other_symbol_values(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Encodings are kept by an instruction's text and the values of the symbols it names
+    (the same line with another value of its symbol, or of ``1b``, is other bytes); the
+    cache bounded, its hits the bytes an empty cache gives."""
+    from pvframe.testing import assembler
+
+    source = ".text\n_start:\ncall *ptr\nmovl $lab, %eax\nlab:\nmov $0x12345678, %ebx\n1: pushl $1b\n"
+    first = assemble(source, 0x1000, {"ptr": 0x2000})
+    other = assemble(source, 0x1000, {"ptr": 0x3000})
+    moved = assemble(source, 0x5000, {"ptr": 0x2000})
+    assert first.image != other.image and first.image != moved.image
+    assert first.image.count(bytes.fromhex("00200000")) == 1
+    assert other.image.count(bytes.fromhex("00300000")) == 1
+    seen = (first, other, moved)
+    assembler._ENCODED.clear()
+    assert tuple(assemble(source, base, {"ptr": ptr}) for base, ptr in
+                 ((0x1000, 0x2000), (0x1000, 0x3000), (0x5000, 0x2000))) == seen
+    monkeypatch.setattr(assembler, "ENCODED_MAX", 2)
+    assembler._ENCODED.clear()
+    for base, ptr, seen_then in ((0x1000, 0x2000, first), (0x5000, 0x2000, moved)):
+        assert assemble(source, base, {"ptr": ptr}) == seen_then
+        assert len(assembler._ENCODED) <= 2
+
+
 def test_the_pieces_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A campaign draws ever new immediates: the oldest pieces make room."""
     monkeypatch.setattr(pieces, "MAX_PIECES", 3)

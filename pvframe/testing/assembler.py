@@ -557,7 +557,11 @@ class _Program:
         raise AssemblerError(f"{name!r} must be a constant here")
 
     def _instruction(self, line: int, stmt: str) -> Insn:
-        return attrs.evolve(_read_instruction(stmt), line=line)
+        i = _read_instruction(stmt)
+        # a fresh copy (layout sets near and length on it); the constructor with every
+        # field given, a fifth of the cost of attrs.evolve
+        return Insn(line, i.text, i.mnemonic, i.prefixes, i.operands, i.size, i.candidates,
+                    i.swapped, i.branch, i.fixed, i.near, i.length)
 
     # -- symbols and layout ------------------------------------------------------------
 
@@ -894,7 +898,50 @@ def _create(info: OpCodeInfo, ops: tuple[Operand, ...], lookup: Callable[[str], 
     return creators[shape](code, *args)
 
 
+#: encodings of instructions that are no branch, by text and the values of the symbols
+#: their operands name (:func:`_encode`)
+_ENCODED: dict[tuple[str, tuple[int, ...]], bytes] = {}
+#: encodings kept (all dropped at once beyond: a campaign draws ever new immediates)
+ENCODED_MAX = 65536
+_NAMES: dict[str, tuple[str, ...]] = {}
+
+
+def _operand_names(insn: Insn) -> tuple[str, ...]:
+    """The symbols ``insn``'s operands name (labels, equates, ``1f``/``1b``), in order."""
+    names = _NAMES.get(insn.text)
+    if names is None:
+        exprs: list[Expr] = []
+        for op in insn.operands:
+            target = op.target if isinstance(op, Indirect) else op
+            if isinstance(target, Imm):
+                exprs.append(target.expr)
+            elif isinstance(target, Mem) and target.disp is not None:
+                exprs.append(target.disp)
+        names = _NAMES[insn.text] = tuple(
+            t for e in exprs if e.symbolic for t in e.tokens
+            if t[0].isalpha() or t[0] in "_.$" or (t[0].isdigit() and t[-1] in "bf" and t[:-1].isdigit()))
+    return names
+
+
 def _encode(insn: Insn, addr: int, lookup: Callable[[str], int], probe: bool = False) -> bytes:
+    """Bytes of ``insn`` at ``addr`` (:func:`_encode_candidates`). An instruction that is
+    no branch encodes the same at every address (32-bit code has no IP-relative operand
+    but a branch's, Intel SDM Vol. 2A §2.1.5): its bytes are kept by its text and the
+    values of the symbols it names, and a line that recurs in pieces and programs is
+    encoded once."""
+    if insn.branch is not None:
+        return _encode_candidates(insn, addr, lookup, probe)
+    key = (insn.text, tuple(lookup(name) for name in _operand_names(insn)))
+    got = _ENCODED.get(key)
+    if got is None:
+        got = _encode_candidates(insn, addr, lookup, probe)
+        if len(_ENCODED) >= ENCODED_MAX:
+            _ENCODED.clear()
+        _ENCODED[key] = got
+    return got
+
+
+def _encode_candidates(insn: Insn, addr: int, lookup: Callable[[str], int], probe: bool = False) -> bytes:
     """Bytes of ``insn`` at ``addr``: the shortest candidate (the lowest code on a tie,
     which puts GNU as's ``rm, reg`` form first)."""
     if insn.fixed is not None:

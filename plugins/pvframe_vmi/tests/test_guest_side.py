@@ -250,3 +250,16 @@ def test_divide_change_mid_period_keeps_the_initial_count_as_period() -> None:
     assert alarm.periodic and alarm.period == 2000  # initial count x divide 2 (1 GHz)
     assert alarm.expiry == m.tsc() + 2 * remaining
     assert h.apic_read(0x390) == remaining
+
+
+def test_a_cr4_write_the_machine_refuses_leaves_cr4_as_it_was() -> None:
+    """MOV to CR4 setting PAE under paging loads the PDPTEs, and a reserved bit in them is
+    #GP(0) with CR4 unchanged (SDM Vol. 3A §4.4.1): the next read of CR4 (GetCR4) is the
+    old value, as natively (the VMM's copy of CR4 kept the refused value)."""
+    from pvframe.testing import oracle
+    from pvframe.testing import programs as p
+
+    program = p.Program((p.WriteCr4(0x20), p.WriteCr4(0)), paging=True)
+    native = oracle.observe(program, "native")
+    assert [e.vector for e in native.events] == [13]
+    assert oracle.compare(program, "vmi") is None

@@ -353,7 +353,14 @@ class VmiHypervisor:
                 n == 4 and (old ^ value) & (X86_CR4_PGE | X86_CR4_PAE | X86_CR4_PSE)):
             self.memory.flush_tlb(True)
         if self.hooks.control_written is not None:
-            self.hooks.control_written(n, old, value)
+            try:
+                self.hooks.control_written(n, old, value)
+            except BaseException:
+                # the machine refused the write (#GP(0) on MOV to CR4 whose PAE change
+                # loads a PDPTE with a reserved bit, SDM Vol. 3A §4.4.1): the register
+                # keeps its value, as the faulting MOV leaves it
+                self.vcpu.cr[n] = old
+                raise
 
     def _c_SetCR0(self, v: int) -> None:
         self._set_cr(0, v)
