@@ -233,6 +233,35 @@ def test_a_retired_executor_keeps_nothing_of_its_machine() -> None:
     assert state.glb == {} and state.step_glb == {}
 
 
+def test_globals_the_host_may_have_frozen_are_not_taken_over() -> None:
+    """A state parked before ``gc.freeze`` (what :func:`pvframe.testing.hostgc.settle`
+    does at a search's start) is not taken over: the collector never scans a frozen dict
+    again, and one holding the new machine's names kept an unreleased machine alive for
+    ever (tests/test_kit_machine_cost.py failed after a search had frozen the pool)."""
+    import gc
+    import weakref
+
+    code = bytes.fromhex("b811111111 f4")
+    a, _ = run_raw(code)
+    a.release()
+    gc.collect()
+    gc.freeze()
+    try:
+        b, stats = run_raw(code)
+        assert stats["taken_over"] == 0
+        gone = weakref.ref(b.executor)
+        del b
+        gc.collect()
+        assert gone() is None
+        c, _ = run_raw(code)  # (globals made after the freeze: the chain goes on)
+        c.release()
+        d, stats = run_raw(code)
+        assert stats["taken_over"] > 0
+        d.release()
+    finally:
+        gc.unfreeze()
+
+
 def test_a_shared_translation_holding_a_step_address_is_not_used() -> None:
     """The shared cache holds the first machine's block from before its device access
     became a step address (the access inside it); the next machine, which knows that

@@ -74,6 +74,11 @@ class Retired:
     blocks: int
     #: the switches the blocks were translated under (:meth:`Executor.carry_settings`)
     settings: tuple[Any, ...]
+    #: ``gc.get_freeze_count()`` when the globals dicts were made: a state whose dicts
+    #: may since have been frozen (``gc.freeze``, :mod:`pvframe.testing.hostgc`) is not
+    #: taken over (the collector never scans a frozen object again: a machine whose names
+    #: it held would not be freed without :meth:`~pvframe.machine.Machine.release`)
+    freeze: int = 0
 
 
 class RetiredPool:

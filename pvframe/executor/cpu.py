@@ -60,6 +60,7 @@ called when ``icount`` reaches the deadline exactly.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 import types
@@ -315,6 +316,10 @@ class Executor:
         self.cached_bytes = 0
         self._glb = self._make_globals()
         self._step_glb = self._make_step_globals()
+        #: objects the host's collector had frozen (``gc.freeze``) when the globals dicts
+        #: were made: a frozen dict is never scanned again, so a machine whose names it
+        #: took (:meth:`_take_over`) would never be freed if left unreleased
+        self._glb_freeze = gc.get_freeze_count()
         #: the next instruction runs on its own (a block's access restarted it)
         self._restarted = False
         #: linear addresses of instructions that restarted (they reach a device or write
@@ -1272,7 +1277,7 @@ class Executor:
         self._dormant_blocks = 0
         self.cached_bytes = 0
         carryover.POOL.put(lineage, carryover.Retired(
-            glb, step_glb, pages, nbytes, count, self.carry_settings()))
+            glb, step_glb, pages, nbytes, count, self.carry_settings(), self._glb_freeze))
 
     def _take_over(self) -> None:
         """Take over the translations parked for this executor's lineage (:meth:`retire`)
@@ -1282,8 +1287,11 @@ class Executor:
         if self._blocks or self._step_at or self.keep_source:
             return
         state = carryover.POOL.take(self.lineage, self.carry_settings())
-        if state is None:
+        if state is None or state.freeze != gc.get_freeze_count():
+            # (the host froze objects since its globals were made, perhaps them: a frozen
+            # dict holding this machine's names would keep it alive for ever)
             return
+        self._glb_freeze = state.freeze
         state.glb.update(self._glb)
         state.step_glb.update(self._step_glb)
         self._glb, self._step_glb = state.glb, state.step_glb
