@@ -234,26 +234,28 @@ def test_a_retired_executor_keeps_nothing_of_its_machine() -> None:
 
 
 def test_globals_the_host_may_have_frozen_are_not_taken_over() -> None:
-    """A state parked before ``gc.freeze`` (what :func:`pvframe.testing.hostgc.settle`
-    does at a search's start) is not taken over: the collector never scans a frozen dict
-    again, and one holding the new machine's names kept an unreleased machine alive for
-    ever (tests/test_kit_machine_cost.py failed after a search had frozen the pool)."""
+    """A machine alive when the host froze its collector (``gc.freeze``, which
+    :func:`pvframe.testing.hostgc.settle` does at a search's start) parks globals dicts
+    that may be frozen: they are not taken over. The collector never scans a frozen
+    dict again, and one holding the next machine's names kept that machine alive for ever
+    when it was not released (tests/test_kit_machine_cost.py failed after a search)."""
     import gc
     import weakref
 
     code = bytes.fromhex("b811111111 f4")
     a, _ = run_raw(code)
-    a.release()
     gc.collect()
-    gc.freeze()
+    carryover.host_freezes()
     try:
+        a.release()  # (parked after the freeze, its dicts made before it)
+        assert len(carryover.POOL) == 1
         b, stats = run_raw(code)
         assert stats["taken_over"] == 0
         gone = weakref.ref(b.executor)
         del b
         gc.collect()
         assert gone() is None
-        c, _ = run_raw(code)  # (globals made after the freeze: the chain goes on)
+        c, _ = run_raw(code)  # (dicts made after the freeze: the chain goes on)
         c.release()
         d, stats = run_raw(code)
         assert stats["taken_over"] > 0

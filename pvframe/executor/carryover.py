@@ -46,6 +46,7 @@ blocks with it); the pool keeps :data:`SLOTS` lineages, each at most :data:`MAX_
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Hashable
 from typing import Any
 
@@ -74,10 +75,10 @@ class Retired:
     blocks: int
     #: the switches the blocks were translated under (:meth:`Executor.carry_settings`)
     settings: tuple[Any, ...]
-    #: ``gc.get_freeze_count()`` when the globals dicts were made: a state whose dicts
-    #: may since have been frozen (``gc.freeze``, :mod:`pvframe.testing.hostgc`) is not
-    #: taken over (the collector never scans a frozen object again: a machine whose names
-    #: it held would not be freed without :meth:`~pvframe.machine.Machine.release`)
+    #: :func:`freezes` when the globals dicts were made: a state whose dicts may since
+    #: have been frozen (``gc.freeze``: :func:`host_freezes`) is not taken over (the
+    #: collector never scans a frozen object again: a machine whose names it held would
+    #: not be freed without :meth:`~pvframe.machine.Machine.release`)
     freeze: int = 0
 
 
@@ -119,3 +120,22 @@ class RetiredPool:
 
 #: the states released machines' executors left, shared by the executors of the process
 POOL = RetiredPool()
+
+_freezes = 0
+
+
+def freezes() -> int:
+    """How many times the process froze its collector's objects through
+    :func:`host_freezes` (``gc.get_freeze_count()`` would tell too, but it walks every
+    frozen object: hundreds of thousands after the kit's first search)."""
+    return _freezes
+
+
+def host_freezes() -> None:
+    """``gc.freeze()``, telling the pool: states parked before it are not taken over. A
+    caller that freezes the collector directly leaves them eligible: an executor that
+    takes one over and whose machine is never released then stays alive."""
+    global _freezes
+    _freezes += 1
+    POOL.clear()
+    gc.freeze()

@@ -60,7 +60,6 @@ called when ``icount`` reaches the deadline exactly.
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import sys
 import types
@@ -316,10 +315,10 @@ class Executor:
         self.cached_bytes = 0
         self._glb = self._make_globals()
         self._step_glb = self._make_step_globals()
-        #: objects the host's collector had frozen (``gc.freeze``) when the globals dicts
-        #: were made: a frozen dict is never scanned again, so a machine whose names it
-        #: took (:meth:`_take_over`) would never be freed if left unreleased
-        self._glb_freeze = gc.get_freeze_count()
+        #: the host's freezes of its collector (:func:`.carryover.freezes`) when the
+        #: globals dicts were made: a frozen dict is never scanned again, so a machine
+        #: whose names it took (:meth:`_take_over`) would never be freed if left unreleased
+        self._glb_freeze = carryover.freezes()
         #: the next instruction runs on its own (a block's access restarted it)
         self._restarted = False
         #: linear addresses of instructions that restarted (they reach a device or write
@@ -1287,7 +1286,7 @@ class Executor:
         if self._blocks or self._step_at or self.keep_source:
             return
         state = carryover.POOL.take(self.lineage, self.carry_settings())
-        if state is None or state.freeze != gc.get_freeze_count():
+        if state is None or state.freeze != carryover.freezes():
             # (the host froze objects since its globals were made, perhaps them: a frozen
             # dict holding this machine's names would keep it alive for ever)
             return

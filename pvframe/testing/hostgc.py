@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import gc
 
+from pvframe.executor import carryover
+
 #: the first generation's threshold (allocations) while the kit searches
 GEN0_THRESHOLD = 10_000
 
@@ -33,7 +35,7 @@ def settle() -> None:
         return
     _settled = True
     gc.collect()
-    gc.freeze()
+    carryover.host_freezes()  # (gc.freeze(): the parked translations' globals too)
     gen0, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(max(gen0, GEN0_THRESHOLD), gen1, gen2)
 
