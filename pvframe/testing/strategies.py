@@ -9,8 +9,6 @@ focus on one area.
 from __future__ import annotations
 
 import functools
-import itertools
-from typing import Any
 
 from hypothesis import strategies as st
 
@@ -47,34 +45,18 @@ frames = st.integers(0, p.NFRAMES - 1)
 offsets = st.integers(0, 1023).map(lambda w: w * 4)
 words = st.integers(0, 0xFFFFFFFF)
 
-# Cheap shapes (every draw is a span and every choice a node of Hypothesis's tree, ~12 us
-# each): an op of small fields is one ``sampled_from`` of prebuilt ops, several fields
-# are one index split (each part within 256 values, where Hypothesis draws uniformly),
-# and a ``sampled_from``'s map is applied inside its draw (a ``.map`` of any other
-# strategy is a draw of its own).
-_PAGES = range(p.TEST_PAGES)
-#: a page's offsets, word aligned (one choice; what ``offsets`` draws)
-_OFFSETS = st.sampled_from(range(0, 4096, 4))
-
-
-def _prebuilt(make: Any, values: Any) -> st.SearchStrategy[p.Op]:
-    """One choice among the ops ``make(value)``, in the order of ``values`` (the first is
-    what a failure shrinks to)."""
-    return st.sampled_from([make(x) for x in values])
-
 
 def interrupt_flag_ops() -> st.SearchStrategy[p.Op]:
     """cli/sti, flag save and restore, and nested irq-save/restore sections."""
     simple = st.sampled_from([p.Cli(), p.Sti(), p.SaveFlags()]) | st.builds(
         p.RestoreFlags, v.eflags_values()
     )
-    nested = st.lists(simple | _prebuilt(p.PutChar, range(0x41, 0x5B)), max_size=3).map(_irq_save_restore)
-    deferred = _prebuilt(p.DeferredInterrupt, (False, True))
+    nested = st.builds(
+        p.IrqSaveRestore,
+        st.lists(simple | st.builds(p.PutChar, st.integers(0x41, 0x5A)), max_size=3).map(tuple),
+    )
+    deferred = st.builds(p.DeferredInterrupt, st.booleans())
     return simple | nested | deferred
-
-
-def _irq_save_restore(inner: list[p.Op]) -> p.Op:
-    return p.IrqSaveRestore(tuple(inner))
 
 
 def paging_ops() -> st.SearchStrategy[p.Op]:
@@ -82,39 +64,25 @@ def paging_ops() -> st.SearchStrategy[p.Op]:
     bits, read back), CR0 toggles (WP), and accesses that may fault: the TLB is observable
     (an edit without invlpg keeps the old translation)."""
     edits = [
-        # page and frame in one choice (128 values)
-        st.builds(_map_page, st.integers(0, p.TEST_PAGES * p.NFRAMES - 1), v.pte_flags()),
-        _prebuilt(p.ReadPte, _PAGES),
+        st.builds(p.MapPage, pages, frames, v.pte_flags()),
+        st.builds(p.ReadPte, pages),
         st.builds(p.WriteCr3, v.cr3_low_bits()),
-        _prebuilt(lambda i: p.WriteCr0(v.spread(i, v.CR0_TOGGLES)), range(1, 1 << len(v.CR0_TOGGLES))),
+        st.builds(p.WriteCr0, v.cr0_toggles()),
         st.builds(p.WriteCr4, v.cr4_values()),
-        _prebuilt(p.UnmapPage, _PAGES),
-        _prebuilt(p.Invlpg, _PAGES),
+        st.builds(p.UnmapPage, pages),
+        st.builds(p.Invlpg, pages),
         st.just(p.ReloadCr3()),
-        st.builds(p.Load, st.sampled_from(_PAGES), _OFFSETS),
-        st.builds(p.Store, st.sampled_from(_PAGES), _OFFSETS, words),
+        st.builds(p.Load, pages, offsets),
+        st.builds(p.Store, pages, offsets, words),
     ]
-    # two different frames (with a == b a stale and a fresh translation read the same):
-    # the page and the flush in one choice (24 values), the two frames in another (240)
-    probes = st.builds(_tlb_probe, st.integers(0, p.TEST_PAGES * len(_FLUSHES) - 1),
-                       st.integers(0, p.NFRAMES * (p.NFRAMES - 1) - 1))
+    # two different frames: with a == b a stale and a fresh translation read the same
+    moves = st.tuples(frames, st.integers(1, p.NFRAMES - 1)).map(
+        lambda t: (t[0], (t[0] + t[1]) % p.NFRAMES))
+    probes = st.builds(lambda page, ab, flush: p.TlbProbe(page, ab[0], ab[1], flush), pages, moves,
+                       st.sampled_from(["cr3", "invlpg", "none"]))
     # one_of flattens nested choices: the probe is listed thrice to keep it a quarter, and
     # first, so that a TLB bug shrinks to the one op that shows it
     return st.one_of(probes, probes, probes, *edits)
-
-
-_FLUSHES = ("cr3", "invlpg", "none")
-
-
-def _map_page(page_frame: int, flags: int) -> p.Op:
-    return p.MapPage(page_frame % p.TEST_PAGES, page_frame // p.TEST_PAGES, flags)
-
-
-def _tlb_probe(page_flush: int, frames: int) -> p.Op:
-    a, step = frames % p.NFRAMES, 1 + frames // p.NFRAMES
-    # the flush in the high part: a failure shrinks to page 0 whatever flush it needs
-    return p.TlbProbe(page_flush % p.TEST_PAGES, a, (a + step) % p.NFRAMES,
-                      _FLUSHES[page_flush // p.TEST_PAGES])
 
 
 def timer_ops() -> st.SearchStrategy[p.Op]:
@@ -128,8 +96,8 @@ def timer_ops() -> st.SearchStrategy[p.Op]:
         st.just(p.ApicStop()),
         st.just(p.ReadApicCount()),
         st.just(p.WaitInterrupt()),
-        _prebuilt(p.SelfIpi, [p.IPI_VECTOR, *p.HIGH_VECTORS]),
-        _prebuilt(p.Compute, range(1, 401)),
+        st.builds(p.SelfIpi, st.sampled_from([p.IPI_VECTOR, *p.HIGH_VECTORS])),
+        st.builds(p.Compute, st.integers(1, 400)),
     )
 
 
@@ -137,27 +105,27 @@ def platform_ops() -> st.SearchStrategy[p.Op]:
     """Serial output, TSC series and wallclock reads, MSRs written and read back (64-bit
     values), CR4 written and read back, CPUID, descriptor-table loads."""
     return st.one_of(
-        _prebuilt(p.PutChar, range(0x20, 0x7F)),
+        st.builds(p.PutChar, st.integers(0x20, 0x7E)),
         st.just(p.ReadTsc()),
-        _prebuilt(p.TscSeries, range(2, 25)),
-        _prebuilt(p.ReadRtc, [0, 2, 4, 7, 8, 9]),
+        st.builds(p.TscSeries, st.integers(2, 24)),
+        st.builds(p.ReadRtc, st.sampled_from([0, 2, 4, 7, 8, 9])),
         st.builds(p.ReadMsr, v.msr_numbers()),
         v.msr_numbers().flatmap(_msr_writes),
         v.valid_msrs().flatmap(_msr_writes),
         st.builds(p.WriteCr4, v.cr4_values()),
-        _prebuilt(p.Cpuid, [0, 1, 2, 0x80000000]),
+        st.builds(p.Cpuid, st.sampled_from([0, 1, 2, 0x80000000])),
         st.just(p.StoreDescriptorTables()),
         st.just(p.ReloadIdt()),
-        _prebuilt(functools.partial(p.LoadDescriptorTable, "idt"), [0x7FF, 0x7F7, 0x4FF, 0x20F]),
-        _prebuilt(functools.partial(p.LoadDescriptorTable, "gdt"), [0x17, 0x1F, 0x7FF, 0xFFFF]),
+        st.builds(p.LoadDescriptorTable, st.just("idt"), st.sampled_from([0x7FF, 0x7F7, 0x4FF, 0x20F])),
+        st.builds(p.LoadDescriptorTable, st.just("gdt"), st.sampled_from([0x17, 0x1F, 0x7FF, 0xFFFF])),
     )
 
 
 @functools.lru_cache(maxsize=1024)
 def _msr_writes(msr: int) -> st.SearchStrategy[p.Op]:
     """Writes of ``msr`` (built once per MSR number: a flatmap's strategy is validated on
-    its first draw), the op built inside the value's own choice."""
-    return st.one_of(*v.msr_value_branches(msr, then=functools.partial(p.WriteMsr, msr)))
+    its first draw)."""
+    return st.builds(p.WriteMsr, st.just(msr), v.msr_values(msr))
 
 
 def pv_call_ops() -> st.SearchStrategy[p.Op]:
@@ -204,31 +172,17 @@ def programs(draw: st.DrawFn, max_ops: int = 24) -> p.Program:
     when the paging kind is drawn, and in half of the other programs. The machine's TSC
     rate is drawn last (:func:`pvframe.testing.values.tsc_rates`; shrinks to the default).
     """
-    kinds = draw(_KIND_SETS)
+    kinds = tuple(draw(_KIND_SETS))
     paging = "paging" in kinds or draw(_BOOLEANS)
-    # the length is drawn first (programs are long early on, and shrink to one op); each
-    # op is a draw of its own (the span the shrinker deletes), without a list around them
-    # (a fixed-size list adds a span per element and draws nothing)
+    # the length is drawn first (programs are long early on, and shrink to one op)
     length = draw(_lengths(max_ops))
-    op = ops(kinds)
-    body = tuple(draw(op) for _ in range(length))
-    return p.Program(body, paging=paging, tsc_hz=draw(_TSC_RATES))
-
-
-def _ordered_kind_sets() -> list[tuple[str, ...]]:
-    """Every ordered selection of distinct kinds, shortest first, then in the order of
-    :data:`KINDS` (the order a list of them shrinks in)."""
-    out: list[tuple[str, ...]] = []
-    for size in range(1, len(KINDS) + 1):
-        out += sorted(itertools.permutations(KINDS, size), key=lambda ks: [KINDS.index(k) for k in ks])
-    return out
+    body = draw(_bodies(kinds, length))
+    return p.Program(tuple(body), paging=paging, tsc_hz=draw(_TSC_RATES))
 
 
 # what every program draws, built once (as :func:`ops`: a strategy built anew is
-# validated anew on its first draw, a tenth of a program's generation). The kinds are one
-# choice among the 64 ordered selections (a list of them drew a choice and a span per
-# kind; drawn uniformly, a selection of three or four kinds is most likely, as it was)
-_KIND_SETS = st.sampled_from(_ordered_kind_sets())
+# validated anew on its first draw, a tenth of a program's generation)
+_KIND_SETS = st.lists(st.sampled_from(KINDS), min_size=1, max_size=4, unique=True)
 _BOOLEANS = st.booleans()
 _TSC_RATES = v.tsc_rates()
 
@@ -236,6 +190,11 @@ _TSC_RATES = v.tsc_rates()
 @functools.cache
 def _lengths(max_ops: int) -> st.SearchStrategy[int]:
     return st.integers(1, max_ops)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bodies(kinds: tuple[str, ...], length: int) -> st.SearchStrategy[list[p.Op]]:
+    return st.lists(ops(kinds), min_size=length, max_size=length)
 
 
 def pv_call_programs() -> st.SearchStrategy[p.Program]:

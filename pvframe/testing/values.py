@@ -10,8 +10,7 @@ strategies of :mod:`pvframe.testing.strategies` draw them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
@@ -34,8 +33,6 @@ MSR_SYSENTER = (0x174, 0x175, 0x176)
 MSR_INVALID = 0xC0DE0001
 #: IA32_APIC_BASE as the platform has it: base 0xFEE00000, enable (11), BSP (8)
 APIC_BASE_VALUE = 0xFEE00900
-#: APIC timer divide configuration values, divide by 1 first (SDM Vol. 3A Figure 10-10)
-TIMER_DIVIDES = (0xB, 0x0, 0x1, 0x3, 0x8, 0xA)
 #: local APIC registers a test writes and reads back (SDM Vol. 3A Table 10-1): ID, TPR,
 #: LDR, DFR, SVR, ESR, ICR high, the LVT entries, timer initial count, divide
 APIC_REGISTERS = (0x20, 0x80, 0xD0, 0xE0, 0xF0, 0x280, 0x310, 0x320, 0x330, 0x340, 0x350,
@@ -46,53 +43,12 @@ def bit_patterns(meaningful: Sequence[int], width: int = 32, fixed: int = 0,
                  never: int = 0) -> st.SearchStrategy[int]:
     """Values of ``width`` bits: a subset of the ``meaningful`` bit positions, that subset
     with one other bit flipped, or any value; ``fixed`` bits are always set, ``never``
-    bits always clear.
-
-    Each value is one choice after the family's (:func:`bit_pattern_branches`): a subset
-    is an index into the ``2**k`` subsets of the ``k`` meaningful bits (index 0 the empty
-    one, what a failure shrinks to), drawn once instead of as a set of positions (a
-    choice and a span per element); a flipped value is that index and the bit."""
-    return st.one_of(*bit_pattern_branches(meaningful, width, fixed, never))
-
-
-def bit_pattern_branches(meaningful: Sequence[int], width: int = 32, fixed: int = 0,
-                         never: int = 0, then: Callable[[int], Any] = int
-                         ) -> tuple[st.SearchStrategy[Any], ...]:
-    """The three families of :func:`bit_patterns` as branches of a ``one_of``, each value
-    passed through ``then`` (a ``sampled_from``'s map costs no draw of its own: an op
-    built from the value is drawn in the same choice)."""
+    bits always clear."""
     mask = (1 << width) - 1
-    bits = tuple(meaningful)
-    keep = mask & ~never
-
-    def subset(i: int) -> Any:
-        return then((spread(i, bits) | fixed) & keep)
-
-    def flipped(i: int, bit: int) -> Any:
-        return then(((spread(i, bits) ^ (1 << bit)) | fixed) & keep)
-
-    def anything(v: int) -> Any:
-        return then((v | fixed) & keep)
-
-    index = st.integers(0, (1 << len(bits)) - 1)
-    # a sampled_from's map is applied inside its draw, but Hypothesis may look a value up
-    # among all its elements (re-encoding it while shrinking): only small ranges are
-    # sampled, the others drawn as integers (their bounds favoured, as st.integers does)
-    subsets = st.sampled_from(range(1 << len(bits))).map(subset) if len(bits) <= 8 else index.map(subset)
-    any_value = st.integers(0, mask)
-    if fixed or never or then is not int:
-        any_value = any_value.map(anything)
-    return (subsets, st.builds(flipped, index, st.integers(0, width - 1)), any_value)
-
-
-def spread(index: int, bits: Sequence[int]) -> int:
-    """The subset of ``bits`` whose members are the set bits of ``index`` (bit ``j`` of
-    ``index`` selects ``bits[j]``)."""
-    value = 0
-    for j, bit in enumerate(bits):
-        if index >> j & 1:
-            value |= 1 << bit
-    return value
+    subset = st.sets(st.sampled_from(tuple(meaningful))).map(lambda bits: sum(1 << b for b in bits))
+    flipped = st.tuples(subset, st.integers(0, width - 1)).map(lambda t: t[0] ^ (1 << t[1]))
+    anything = st.integers(0, mask)
+    return st.one_of(subset, flipped, anything).map(lambda v: (v | fixed) & mask & ~never)
 
 
 def eflags_values() -> st.SearchStrategy[int]:
@@ -103,9 +59,7 @@ def eflags_values() -> st.SearchStrategy[int]:
 
 
 def cr0_toggles() -> st.SearchStrategy[int]:
-    """A non-empty set of :data:`CR0_TOGGLES` bits: one choice among the 255 (the first
-    is MP alone, what a failure shrinks to)."""
-    return st.sampled_from(range(1, 1 << len(CR0_TOGGLES))).map(lambda i: spread(i, CR0_TOGGLES))
+    return st.sets(st.sampled_from(CR0_TOGGLES), min_size=1).map(lambda bits: sum(1 << b for b in bits))
 
 
 def cr3_low_bits() -> st.SearchStrategy[int]:
@@ -117,11 +71,8 @@ def cr4_values() -> st.SearchStrategy[int]:
 
 
 def pte_flags() -> st.SearchStrategy[int]:
-    """PTE flag bits, present and writable favoured: half of the draws are 0x3, 0x1 or
-    0x7, the other half :func:`bit_patterns` (its three branches, each listed once
-    against the favoured ones thrice: one flat choice)."""
-    favoured = st.sampled_from([0x3, 0x1, 0x7])
-    return st.one_of(favoured, favoured, favoured, *bit_pattern_branches(PTE_BITS, width=12))
+    """PTE flag bits, present and writable favoured."""
+    return st.one_of(st.sampled_from([0x3, 0x1, 0x7]), bit_patterns(PTE_BITS, width=12))
 
 
 def valid_msrs() -> st.SearchStrategy[int]:
@@ -139,22 +90,10 @@ def msr_numbers() -> st.SearchStrategy[int]:
 def msr_values(msr: int) -> st.SearchStrategy[int]:
     """64-bit values for ``msr``: near IA32_APIC_BASE's value for that MSR, addresses
     and selectors for SYSENTER, any 64-bit pattern otherwise."""
-    return st.one_of(*msr_value_branches(msr))
-
-
-def msr_value_branches(msr: int, then: Callable[[int], Any] = int) -> tuple[st.SearchStrategy[Any], ...]:
-    """The branches of :func:`msr_values` as one flat choice, each value passed through
-    ``then``: half a 32-bit :func:`bit_patterns` value, half any 64-bit value (listed
-    thrice against the three bit-pattern branches); for IA32_APIC_BASE a third each of
-    its value, its value with one bit flipped, and those."""
-    wide64 = st.integers(0, 2**64 - 1)  # (len(range(2**64)) overflows: sampled_from cannot)
-    if then is not int:
-        wide64 = wide64.map(then)
-    wide = (*bit_pattern_branches((0, 1, 2, 3, 12, 16, 31), width=32, then=then), wide64, wide64, wide64)
+    wide = st.one_of(bit_patterns((0, 1, 2, 3, 12, 16, 31), width=32), st.integers(0, 2**64 - 1))
     if msr == MSR_APIC_BASE:
-        base = st.just(APIC_BASE_VALUE).map(then)
-        near = st.sampled_from(range(64)).map(lambda b: then(APIC_BASE_VALUE ^ (1 << b)))
-        return (*[base] * len(wide), *[near] * len(wide), *wide)
+        near = st.integers(0, 63).map(lambda b: APIC_BASE_VALUE ^ (1 << b))
+        return st.one_of(st.just(APIC_BASE_VALUE), near, wide)
     return wide
 
 
@@ -187,4 +126,4 @@ def tsc_rates() -> st.SearchStrategy[int | None]:
 
 def timer_divides() -> st.SearchStrategy[int]:
     """Divide configuration values (bits 3, 1, 0; SDM Vol. 3A Figure 10-10)."""
-    return st.sampled_from(TIMER_DIVIDES)
+    return st.sampled_from([0xB, 0x0, 0x1, 0x3, 0x8, 0xA])
