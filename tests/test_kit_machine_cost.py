@@ -105,6 +105,7 @@ def test_a_released_machine_is_freed_by_reference_counting(backend: str) -> None
     gc.collect()
     gc.disable()
     try:
+        lefts: dict[bool, list[int]] = {False: [], True: []}
         for release in (False, True, False, True):
             machine = Machine(backend)
             machine.load_raw(built.image, p.LOAD_ADDR, p.LOAD_ADDR)
@@ -117,10 +118,14 @@ def test_a_released_machine_is_freed_by_reference_counting(backend: str) -> None
             del machine
             alive = sum(r() is not None for r in parts)
             left = gc.collect()
+            lefts[release].append(left)
             if release:
                 assert alive == 0 and left < 100, (alive, left)
             else:
-                assert alive == len(parts) and left > 1000, left
+                assert alive == len(parts), alive
+        # (what an unreleased machine leaves: ~900-3,000 objects, fewer where its
+        # translations were taken over from the machine before; a released one, tens)
+        assert min(lefts[False]) > 5 * max(lefts[True]), lefts
     finally:
         gc.enable()
         gc.collect()
