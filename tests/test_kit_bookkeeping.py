@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Iterator
 
 import attrs
 import pytest
@@ -16,28 +15,16 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from pvframe import plugins
-from pvframe.executor import carryover, codecache, codeshape, relocate
-from pvframe.executor import cpu as executor_cpu
 from pvframe.machine import Machine
 from pvframe.testing import asm, assembler, oracle, strategies
 from pvframe.testing import programs as p
+from tests import process_caches
 
 
 @pytest.fixture(autouse=True)
-def own_caches(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def own_caches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Process-wide translation caches of this test's own, the process's restored after."""
-    for module, name in ((executor_cpu, "_CODE_CACHE"), (executor_cpu, "_RELOCATIONS"),
-                         (codecache, "SHAPES"), (carryover, "POOL")):
-        monkeypatch.setattr(module, name, getattr(module, name))
-    fresh_caches()
-    yield
-
-
-def fresh_caches() -> None:
-    executor_cpu._CODE_CACHE = codecache.SharedCodeCache()
-    executor_cpu._RELOCATIONS = relocate.RelocationCache()
-    codecache.SHAPES = codeshape.ShapeCache()
-    carryover.POOL = carryover.RetiredPool()
+    process_caches.own(monkeypatch)
 
 
 @functools.cache

@@ -5,7 +5,6 @@ ever runs over bytes other than those it was decoded from."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,34 +12,21 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from pvframe import plugins
-from pvframe.executor import carryover, codecache, codeshape, relocate, system
-from pvframe.executor import cpu as executor_cpu
+from pvframe.executor import carryover
 from pvframe.machine import Machine
 from pvframe.testing import oracle, strategies
 from pvframe.testing import programs as p
 from pvframe.testing.asm import assemble_program
+from tests import process_caches
 
 BACKENDS = [plugins.NATIVE, "xen", "vmi"]
 CODE = 0x100000
 
 
 @pytest.fixture(autouse=True)
-def own_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def own_state(monkeypatch: pytest.MonkeyPatch) -> None:
     """The process-wide executor state of this test's own, the process's restored after."""
-    for module, name in ((executor_cpu, "_CODE_CACHE"), (executor_cpu, "_RELOCATIONS"),
-                         (codecache, "SHAPES"), (carryover, "POOL"), (system, "DECODED")):
-        monkeypatch.setattr(module, name, getattr(module, name))
-    fresh_process()
-    yield
-
-
-def fresh_process() -> None:
-    """Every translation cache of the process empty, nothing parked: as a new process."""
-    executor_cpu._CODE_CACHE = codecache.SharedCodeCache()
-    executor_cpu._RELOCATIONS = relocate.RelocationCache()
-    codecache.SHAPES = codeshape.ShapeCache()
-    carryover.POOL = carryover.RetiredPool()
-    system.DECODED = type(system.DECODED)()
+    process_caches.own(monkeypatch)
 
 
 def run_raw(code: bytes, backend: str = plugins.NATIVE, **kw: Any) -> tuple[Machine, dict[str, int]]:
@@ -73,9 +59,9 @@ def test_a_kit_program_observes_the_same_on_a_warmed_machine(
     program, backend, before = case
     note(program.listing())
     note(f"before it: {[(len(q.ops), b) for q, b in before]}")
-    fresh_process()
+    process_caches.fresh()
     alone = oracle.observe(program, backend)
-    fresh_process()
+    process_caches.fresh()
     for other, other_backend in before:
         oracle.observe(other, other_backend)
     taken = carryover.POOL._parked.get((backend, plugins.get_backend(backend).factory))
@@ -94,7 +80,7 @@ def test_kit_machines_take_over_their_predecessors_translations(backend: str) ->
     programs = strategies_draw(12)
     totals = []
     for carry in (False, True):
-        fresh_process()
+        process_caches.fresh()
         counts = []
         for program in programs:
             m = Machine(backend)

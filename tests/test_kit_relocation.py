@@ -4,35 +4,22 @@ same whether its code was translated for it or moved from other programs' transl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import attrs
 import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from pvframe import plugins
-from pvframe.executor import carryover, codecache, codeshape, relocate
+from pvframe.executor import codeshape, relocate
 from pvframe.executor import cpu as executor_cpu
 from pvframe.testing import oracle, strategies
 from pvframe.testing import programs as p
-
-
-def fresh_caches() -> None:
-    """Process-wide translation caches with nothing in them."""
-    executor_cpu._CODE_CACHE = codecache.SharedCodeCache()
-    executor_cpu._RELOCATIONS = relocate.RelocationCache()
-    codecache.SHAPES = codeshape.ShapeCache()
-    carryover.POOL = carryover.RetiredPool()
+from tests import process_caches
 
 
 @pytest.fixture(autouse=True)
-def own_caches(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for module, name in ((executor_cpu, "_CODE_CACHE"), (executor_cpu, "_RELOCATIONS"),
-                         (codecache, "SHAPES"), (carryover, "POOL")):
-        monkeypatch.setattr(module, name, getattr(module, name))  # restored afterwards
-    fresh_caches()
-    yield
+def own_caches(monkeypatch: pytest.MonkeyPatch) -> None:
+    process_caches.own(monkeypatch)  # (restored afterwards)
 
 
 @st.composite
@@ -53,9 +40,9 @@ def test_a_kit_program_observes_the_same_with_moved_translations(
         case: tuple[p.Program, list[p.Program]], backend: str) -> None:
     program, others = case
     note(program.listing())
-    fresh_caches()
+    process_caches.fresh()
     alone = oracle.observe(program, backend)
-    fresh_caches()
+    process_caches.fresh()
     for other in others:
         oracle.observe(other, backend)
     before = executor_cpu._RELOCATIONS.stats["relocated"]
@@ -70,7 +57,7 @@ def test_kit_programs_use_moved_translations() -> None:
     """The kit's own search: later programs take translations made for earlier ones."""
     from pvframe.tools import check
 
-    fresh_caches()
+    process_caches.fresh()
     ran, divergence = check.search_programs("xen", 30)
     assert divergence is None and ran == 30
     assert executor_cpu._RELOCATIONS.stats["learnt"] > 0
@@ -85,7 +72,7 @@ def test_a_moved_translation_knows_its_literals_as_the_shape_cache_finds_them(
     served is the one its own source would find."""
     from pvframe.tools import check
 
-    fresh_caches()
+    process_caches.fresh()
     oracle.NATIVE_RUNS.clear()  # (native runs each program here: its code is moved)
     moved: list[relocate.Moved] = []
     find = relocate.RelocationCache.find
