@@ -247,10 +247,20 @@ class VirtualApic:
         and masking the LVT or disabling the APIC later does not take it back (SDM Vol. 3A §10.4.7.2:
         pending interrupts are held). Without this, a guest that masks the LVT after an
         expiry it has not yet taken (interrupts off) lost the interrupt under Xen. The port
-        is acked as the upcall does (``mask_ack``); the EOI unmasks it."""
+        is acked as the upcall does (``mask_ack``); the EOI unmasks it.
+
+        The same holds for an expiry during the handler of the one before: the upcall's
+        ``mask_ack`` masked the port while its vector is in service, and the expiry left
+        it pending, where the xAPIC holds it in IRR next to the ISR bit (§10.8.4). A
+        handler that masks the LVT before its EOI (the kit's harness ends an interrupt
+        storm so) takes it after the EOI natively; here the EOI leaves a disabled timer's
+        port masked, so it is latched now too. A port masked by a masked LVT
+        (``timer_disabled``) holds only what fired while masked: lost, as natively."""
         port, shared = self.timer_port, self.hv.shared
         vector = self.port_vector.get(port)
-        if not port or vector is None or not shared.pending(port) or shared.masked(port):
+        if not port or vector is None or not shared.pending(port):
+            return
+        if shared.masked(port) and (self.timer_disabled or not self._in_service(vector)):
             return
         shared.set_masked(port, True)
         shared.set_pending(port, False)
