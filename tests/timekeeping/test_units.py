@@ -175,3 +175,34 @@ def test_pvclock_tsc_for_ns_is_the_first_tsc_reaching_the_time(hz: int, tsc0: in
     assert U.pvclock_ns(t, tsc0, sys0, mul, shift) >= ns
     if t > tsc0:
         assert U.pvclock_ns(t - 1, tsc0, sys0, mul, shift) < ns
+
+
+@given(
+    hz=st.integers(10_000_000, 10_000_000_000),
+    tsc0=st.integers(0, 2**48),
+    sys0=st.integers(0, 2**48),
+    ahead=st.integers(1, 2**40),
+    guess=st.integers(0, 2**42),
+)
+def test_first_reaching_finds_the_first_tsc_from_any_guess(
+        hz: int, tsc0: int, sys0: int, ahead: int, guess: int) -> None:
+    """The search :func:`pvclock_tsc_for_ns` starts at its estimate: from any other
+    start, far before or past the answer (the estimate is a cycle off at most, so its
+    downward widening is checked here), the answer is the same first TSC."""
+    mul, shift = U.xen_time_scale(hz)
+    ns = sys0 + ahead
+
+    def f(tsc: int) -> int:
+        return U.pvclock_ns(tsc, tsc0, sys0, mul, shift)
+
+    t = U.first_reaching(f, ns, tsc0, tsc0 + guess)
+    assert f(t) >= ns > f(t - 1)
+    assert t == U.pvclock_tsc_for_ns(ns, tsc0, sys0, mul, shift)
+
+
+@given(st.integers(1, 1000), st.integers(0, 10**6), st.integers(1, 10**6), st.integers(0, 10**7))
+def test_first_reaching_a_step_function(width: int, low: int, ahead: int, guess: int) -> None:
+    """``x // width`` (flat runs of ``width``): the first ``x`` of the run that reaches
+    the target, wherever the search starts."""
+    target = low // width + ahead
+    assert U.first_reaching(lambda x: x // width, target, low, guess) == target * width
