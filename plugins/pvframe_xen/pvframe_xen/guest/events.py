@@ -32,7 +32,8 @@ between the two, exactly where Linux's Xen irq code sits (port -> irq -> vector)
 * **EOI** (write of 0xB0) ends the highest in-service vector and unmasks its port(s)
   (``unmask``), re-raising an event that fired while it was in service (Xen's lost-edge
   rule, event_channel.c) - so a second tick during the handler is delivered after the EOI, as the
-  xAPIC's IRR would deliver it.
+  xAPIC's IRR would deliver it. A tick while the vector still waits in IRR (not yet
+  taken) collapses into it, as on the xAPIC: the timer driver consumes its edge.
 * **LVT mask.** A masked timer LVT (or a software-disabled APIC) masks the timer port;
   events that fire meanwhile are discarded when it is unmasked again, as a masked LVT
   drops the interrupt natively.
@@ -181,7 +182,13 @@ class XenTimerDriver:
             return
         self.stats["timer_events"] += 1
         self.target_ns = None
-        self.apic.timer_expired(accept=False)  # the vector arrives through the port
+        vector = self.apic.timer_expired(accept=False)  # the vector arrives through the port
+        if vector is not None and timer_port and self.apic.irr >> vector & 1:
+            # the vector waits in IRR already (latched, or raised by an upcall and not
+            # yet taken): on the xAPIC this expiry collapses into that IRR bit (Intel SDM
+            # Vol. 3A §10.8.4: one interrupt per vector in IRR, one in ISR), so the port
+            # keeps no second edge for the EOI to re-raise
+            self.hv.shared.set_pending(timer_port, False)
 
 
 class VirtualApic:
