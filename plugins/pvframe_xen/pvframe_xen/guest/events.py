@@ -258,10 +258,10 @@ class VirtualApic:
 
         The same holds for an expiry during the handler of the one before: the upcall's
         ``mask_ack`` masked the port while its vector is in service, and the expiry left
-        it pending, where the xAPIC holds it in IRR next to the ISR bit (§10.8.4). A
-        handler that masks the LVT before its EOI (the kit's harness ends an interrupt
-        storm so) takes it after the EOI natively; here the EOI leaves a disabled timer's
-        port masked, so it is latched now too. A port masked by a masked LVT
+        it pending, where the xAPIC holds it in IRR next to the ISR bit (Intel SDM Vol. 3A
+        §10.8.4). A handler that masks the LVT before its EOI (the kit's harness ends an
+        interrupt storm so) takes it after the EOI natively; here the EOI leaves a
+        disabled timer's port masked, so it is latched now too. A port masked by a masked LVT
         (``timer_disabled``) holds only what fired while masked: lost, as natively."""
         port, shared = self.timer_port, self.hv.shared
         vector = self.port_vector.get(port)
