@@ -256,7 +256,11 @@ def compare(
 
 def judge(program: p.Program, native: Observation, other: Observation) -> Divergence | None:
     """The first problem of ``other`` (a property native keeps and ``other`` breaks, then a
-    difference from ``native``), or None."""
+    difference from ``native``), or None. ``other`` being ``native`` itself (``pvframe
+    check -b native``: :func:`compare` with ``reuse_native``) has none: every property
+    it breaks native breaks too, and every field is equal."""
+    if other is native:
+        return None
     from pvframe.testing import properties
 
     # a property the reference itself does not keep on this program does not apply to it
