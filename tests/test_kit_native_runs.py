@@ -122,3 +122,24 @@ def test_runs_are_kept_by_program_value_and_the_least_recent_leaves(monkeypatch:
     assert runs.observe(b).instructions == 3 and runs.hits == 3
     assert made == [(a, oracle.DEFAULT_BUDGET), (a, 5), (b, oracle.DEFAULT_BUDGET),
                     (a, oracle.DEFAULT_BUDGET), (c, oracle.DEFAULT_BUDGET)]
+
+
+def test_coverage_adds_each_run_s_hook_calls(monkeypatch: Any) -> None:
+    """compare's coverage is what Counter.update of each run's non-zero counts makes."""
+    from collections import Counter
+
+    calls = [{"cpuid": 2, "read_cr0": 0, "rdmsr": 1}, {"cpuid": 3, "wbinvd": 4}]
+
+    def fake(program: Program, backend: str, **kw: Any) -> oracle.Observation:
+        return oracle.Observation(backend, "exit", 0, 0, {}, "", (), (),
+                                  hook_calls=calls.pop(0))
+
+    monkeypatch.setattr(oracle, "observe", fake)
+    native = oracle.Observation("native", "exit", 0, 0, {}, "", (), ())
+    seen: Counter[str] = Counter({"cpuid": 1})
+    want = Counter({"cpuid": 1})
+    for run in list(calls):
+        want.update({op: n for op, n in run.items() if n})
+    for _ in range(2):
+        oracle.compare(Program(()), "xen", native=native, coverage=seen)
+    assert seen == want and "read_cr0" not in seen
