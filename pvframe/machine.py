@@ -12,6 +12,7 @@ import contextlib
 import functools
 import inspect
 import json
+import operator
 import signal
 import threading
 import time
@@ -75,6 +76,8 @@ REGISTER_NAMES = (
     "eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi",
     "eip", "eflags", "cr0", "cr2", "cr3", "cr4",
 )
+#: the CPU's registers of :data:`REGISTER_NAMES`, read in one call
+_read_registers = operator.attrgetter(*REGISTER_NAMES)
 
 
 @contextlib.contextmanager
@@ -786,7 +789,7 @@ class Machine:
                 state.clear()
 
     def registers(self) -> dict[str, int]:
-        return {name: getattr(self.cpu, name) for name in REGISTER_NAMES}
+        return dict(zip(REGISTER_NAMES, _read_registers(self.cpu), strict=True))
 
     def result(self, dumps: Iterable[tuple[str, int, int]] = ()) -> RunResult:
         """The run's outcome; a backend may add keys (e.g. ``hypercalls``: call name ->
@@ -811,7 +814,7 @@ class Machine:
             registers=self.registers(),
             console=self.platform.console_text(),
             memory={key: self.memory.read_bytes(a, n).hex() for key, a, n in dumps},
-            hooks=dict(self.bound.counts),
+            hooks=self.bound.counts,  # (a new dict each time)
             extra=extra,
         )
 

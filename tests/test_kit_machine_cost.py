@@ -6,6 +6,9 @@ program as one whose hooks were all resolved through pluggy up front."""
 
 from __future__ import annotations
 
+import functools
+from typing import cast
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -147,15 +150,17 @@ def test_the_kit_observes_from_a_released_machine_what_it_did_from_a_kept_one(
 
 
 def test_each_call_rom_entry_point_routes_to_its_own_op() -> None:
-    """The entry handlers are made in one pass: the handler at each slot's entry address
+    """The entry points are installed at once (each handler made when the executor takes
+    it: pvframe.pvcall.calls.EntryPoints): the handler at each slot's entry address
     enters that slot's op, and nothing else."""
     from pvframe.pvcall import layout
 
     machine = Machine("native")
-    handlers = machine.pvcall._handlers
+    machine.load_raw(b"\xf4", 0x100000)
+    handlers = cast("dict[int, functools.partial[None]]", machine.executor.entry_points)
     want = {layout.entry_address(slot): op for slot, op in layout.SLOTS.items()}
-    assert {addr: h.args for addr, h in handlers.items()} == {a: (op,) for a, op in want.items()}
-    assert all(h.func == machine.pvcall._enter for h in handlers.values())
+    assert {addr: handlers[addr].args for addr in handlers} == {a: (op,) for a, op in want.items()}
+    assert all(handlers[addr].func == machine.pvcall._enter for addr in handlers)
 
 
 @given(st.integers(0xDF000, 0xF2000), st.integers(1, 0x1800))

@@ -8,7 +8,7 @@ from typing import Any
 from pvframe import plugins
 from pvframe.testing import oracle, strategies
 from pvframe.testing.mutants import draw_programs
-from pvframe.testing.programs import Program
+from pvframe.testing.programs import Program, ReadTsc
 from pvframe.tools import check
 
 
@@ -97,3 +97,49 @@ def test_native_judged_against_itself_is_a_fresh_native_run(monkeypatch: Any) ->
         assert judged[-1].fields() == fresh.fields(), program.listing()
         assert judged[-1].hook_calls == fresh.hook_calls
         assert judged[-1].backend == fresh.backend
+
+
+def test_runs_are_kept_by_program_value_and_the_least_recent_leaves(monkeypatch: Any) -> None:
+    """An equal program (another object) finds the kept run, a different one or another
+    budget does not, and beyond ``size`` programs the least recently used one leaves."""
+    made: list[tuple[Program, int]] = []
+
+    def fake(program: Program, backend: str, **kw: Any) -> oracle.Observation:
+        made.append((program, kw["budget"]))
+        return oracle.Observation(backend, "exit", 0, len(made), {}, "", (), ())
+
+    monkeypatch.setattr(oracle, "observe", fake)
+    runs = oracle.NativeRuns(size=2)
+    a, b, c = (Program((ReadTsc(),) * n) for n in (1, 2, 3))
+    first = runs.observe(a)
+    assert runs.observe(Program((ReadTsc(),))) is first  # equal, not the same object
+    assert runs.observe(a, budget=5) is not first
+    runs.observe(b)  # a (the budget-5 run) is now the least recent: a at 2,000,000 leaves
+    assert runs.observe(a) is not first
+    assert (runs.runs, runs.hits) == (4, 1)
+    runs.observe(b)
+    runs.observe(c)
+    assert runs.observe(b).instructions == 3 and runs.hits == 3
+    assert made == [(a, oracle.DEFAULT_BUDGET), (a, 5), (b, oracle.DEFAULT_BUDGET),
+                    (a, oracle.DEFAULT_BUDGET), (c, oracle.DEFAULT_BUDGET)]
+
+
+def test_coverage_adds_each_run_s_hook_calls(monkeypatch: Any) -> None:
+    """compare's coverage is what Counter.update of each run's non-zero counts makes."""
+    from collections import Counter
+
+    calls = [{"cpuid": 2, "read_cr0": 0, "rdmsr": 1}, {"cpuid": 3, "wbinvd": 4}]
+
+    def fake(program: Program, backend: str, **kw: Any) -> oracle.Observation:
+        return oracle.Observation(backend, "exit", 0, 0, {}, "", (), (),
+                                  hook_calls=calls.pop(0))
+
+    monkeypatch.setattr(oracle, "observe", fake)
+    native = oracle.Observation("native", "exit", 0, 0, {}, "", (), ())
+    seen: Counter[str] = Counter({"cpuid": 1})
+    want = Counter({"cpuid": 1})
+    for run in list(calls):
+        want.update({op: n for op, n in run.items() if n})
+    for _ in range(2):
+        oracle.compare(Program(()), "xen", native=native, coverage=seen)
+    assert seen == want and "read_cr0" not in seen

@@ -38,6 +38,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import datetime as dt
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -142,19 +143,13 @@ class Platform:
         #: whether an interrupt can be taken now (asked after every block while IF=1):
         #: the router's own method, so the poll costs one call and not two
         self.interrupt_pending: Callable[[], bool] = self.router.interrupt_pending
-        self.pit = Pit8254(self.timebase, irq0=lambda: self.pic.pulse_irq(0))
         self.uart = Uart16550(base=COM1, on_transmit=console_callback, set_irq=self.pic.set_irq)
         self.debug_exit = DebugExit(stop=self._stop)
-        self.fw_cfg = FwCfg(ram_size=ram_size, nb_cpus=cpus)
         self.cmos = CmosRtc(self.timebase, epoch=rtc_epoch, set_irq=self.pic.set_irq)
-        self.port80 = Port80()
         # the I/O APIC's ID differs from the (single) local APIC's 0, as the tables say
         self.ioapic = IoApic(self.apic, ioapic_id=1)
         self.pic.line_listeners.append(self.ioapic.set_isa_irq)
         self.apic.level_eoi = self.ioapic.eoi
-        self.pci = PciHost(reset=self._reset)
-        self.port92 = Port92(reset=self._reset)
-        self.acpi_pm = AcpiPm(self.timebase)
 
         self.bus.register_layout(PORT_LAYOUT, self)
         self.mmio.register(APIC_BASE, APIC_PAGE_SIZE, self.apic, "local-apic")
@@ -163,6 +158,41 @@ class Platform:
         #: called with the APIC page's new base (None: disabled) after the MMIO map moved
         self.apic_base_listeners: list[Callable[[int | None], None]] = []
         self.apic.on_base_change = self._apic_moved
+
+    # ------------------------------------------------------------- lazy devices
+    # Devices that only their ports reach, made on first use (the first access to one of
+    # their ports, or to the attribute): a device made later is the one made at reset,
+    # for none of them holds a time or an event until the guest programs it (the PIT's
+    # counters wait for a control word and a count; the PM timer reads the time base
+    # when read). A kit program reaches none of them; tests/platform/test_lazy_devices.py
+    # compares such a platform with one whose devices were all made at once.
+
+    @functools.cached_property
+    def pit(self) -> Pit8254:
+        return Pit8254(self.timebase, irq0=lambda: self.pic.pulse_irq(0))
+
+    @functools.cached_property
+    def fw_cfg(self) -> FwCfg:
+        return FwCfg(ram_size=self.ram_size, nb_cpus=self.cpus)
+
+    @functools.cached_property
+    def port80(self) -> Port80:
+        return Port80()
+
+    @functools.cached_property
+    def pci(self) -> PciHost:
+        return PciHost(reset=self._reset)
+
+    @functools.cached_property
+    def port92(self) -> Port92:
+        return Port92(reset=self._reset)
+
+    @functools.cached_property
+    def acpi_pm(self) -> AcpiPm:
+        return AcpiPm(self.timebase)
+
+    #: the devices above
+    LAZY_DEVICES = ("pit", "fw_cfg", "port80", "pci", "port92", "acpi_pm")
 
     # ------------------------------------------------------------------ CPU
 

@@ -51,7 +51,6 @@ the entry point before anything changed: the handler sees the caller's return ad
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -135,6 +134,36 @@ def clobbers(op: str) -> int:
 _ENTRIES = tuple((layout.entry_address(slot), op) for slot, op in layout.SLOTS.items())
 _ENTRY_ADDRESSES = tuple(addr for addr, _op in _ENTRIES)
 _ENTRY_OPS = tuple(op for _addr, op in _ENTRIES)
+_OP_AT = dict(_ENTRIES)
+
+
+class EntryPoints(dict[int, Callable[[], None]]):
+    """An executor's entry points (physical address -> handler) holding a call ROM's:
+    every entry address is a key from the start (what the executor asks at each block
+    lookup, at C speed), its handler, ``partial(interface._enter, op)``, is made when the
+    executor first takes it (:meth:`~pvframe.executor.cpu.Executor._entry_block`): a
+    guest enters a few of the 92 (``tests/pvcall/test_entry_points.py``)."""
+
+    __slots__ = ("_interface",)
+
+    def __init__(self, interface: PVCallInterface, others: dict[int, Callable[[], None]]) -> None:
+        super().__init__(others)  # (the executor's other entry points, if any)
+        self.update(_UNMADE)
+        self._interface = interface
+
+    def __getitem__(self, paddr: int) -> Callable[[], None]:
+        handler = dict.__getitem__(self, paddr)
+        if handler is _unmade:
+            handler = functools.partial(self._interface._enter, _OP_AT[paddr])
+            self[paddr] = handler
+        return handler
+
+
+def _unmade() -> None:
+    raise AssertionError("an entry point's handler is made when the executor takes it")
+
+
+_UNMADE = dict.fromkeys(_ENTRY_ADDRESSES, _unmade)
 
 
 class PVCallInterface:
@@ -149,9 +178,6 @@ class PVCallInterface:
         #: of the ~90 ops, and making every handler up front cost more than constructing
         #: the rest of the machine)
         self._made: dict[str, Callable[[], None]] = {}
-        self._handlers: dict[int, Callable[[], None]] = dict(zip(
-            _ENTRY_ADDRESSES, map(functools.partial, itertools.repeat(self._enter), _ENTRY_OPS),
-            strict=True))  # each ``partial(self._enter, op)``, made in C (half the time)
 
     # ------------------------------------------------------------------ installation
     def install(self) -> bool:
@@ -171,7 +197,8 @@ class PVCallInterface:
             shared_kernel_pmd=0 if m.backend_name == "xen" else 1,
         )
         m.memory.write_bytes(layout.ROM_BASE, rom)
-        m.executor.entry_points.update(self._handlers)
+        # (each entry's handler made when the executor first enters it: EntryPoints)
+        m.executor.entry_points = EntryPoints(self, m.executor.entry_points)
         self.installed = True
         return True
 

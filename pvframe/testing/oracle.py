@@ -140,26 +140,46 @@ def observe(
     machine.IDLE_EVENT_LIMIT = KIT_IDLE_EVENTS
     result = machine.run(budget, wall_clock_s=KIT_WALL_CLOCK_S)
     sym = built.symbols
-    used = machine.memory.read_bytes(sym["result_ptr"], 4)
-    nres = (int.from_bytes(used, "little") - sym["results"]) // 4
+    read = machine.memory.read_bytes
+    base = sym["results"]
+    used = read(sym["result_ptr"], 4)
+    nres = (int.from_bytes(used, "little") - base) // 4
     nres = max(0, min(nres, p.RESULTS_WORDS))
-    results = struct.unpack(f"<{nres}I", machine.memory.read_bytes(sym["results"], 4 * nres))
-    ev_end = int.from_bytes(machine.memory.read_bytes(sym["event_ptr"], 4), "little")
+    results = struct.unpack(f"<{nres}I", read(base, 4 * nres))
+    ev_end = int.from_bytes(read(sym["event_ptr"], 4), "little")
     nev = max(0, min((ev_end - sym["events"]) // 16, p.EVENTS_MAX))
-    raw = struct.unpack(f"<{4 * nev}I", machine.memory.read_bytes(sym["events"], 16 * nev))
-    events = tuple(Event(*raw[i:i + 4]) for i in range(0, len(raw), 4))
+    raw = struct.unpack(f"<{4 * nev}I", read(sym["events"], 16 * nev))
+    events = tuple([Event(*raw[i:i + 4]) for i in range(0, len(raw), 4)])
     nops = len(program.ops)
-    raw_marks = struct.unpack(f"<{nops}I", machine.memory.read_bytes(sym["op_marks"], 4 * nops))
+    raw_marks = struct.unpack(f"<{nops}I", read(sym["op_marks"], 4 * nops))
     # an op that never started has mark 0 (result_ptr never is): the marks are a prefix
-    started = raw_marks[:next((i for i, m in enumerate(raw_marks) if not m), nops)]
-    marks = tuple(max(0, min((m - sym["results"]) // 4, nres)) for m in started)
+    started = raw_marks[:raw_marks.index(0)] if 0 in raw_marks else raw_marks
+    marks = tuple([max(0, min((m - base) // 4, nres)) for m in started])
     seen = Observation(
         backend, result.stop, result.exit_code, result.instructions, result.registers,
         result.console, results, events, machine.stop_detail, marks,
-        machine.config.tsc_hz, machine.platform.apic.bus_frequency, machine.bound.counts,
+        machine.config.tsc_hz, machine.platform.apic.bus_frequency,
+        result.hooks,  # (the hooks' counts at the stop: nothing called one since)
     )
     machine.release()  # freed now, not by the host's cyclic collector (Machine.release)
     return seen
+
+
+class _RunKey:
+    """A key of :class:`NativeRuns` with its hash made once: a program's hash walks all its
+    ops, and a new program's run is looked up, stored and later evicted by it."""
+
+    __slots__ = ("hash", "key")
+
+    def __init__(self, key: tuple[Any, ...]) -> None:
+        self.key = key
+        self.hash = hash(key)
+
+    def __hash__(self) -> int:
+        return self.hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _RunKey) and self.hash == other.hash and self.key == other.key
 
 
 class NativeRuns:
@@ -180,13 +200,13 @@ class NativeRuns:
         self.size = size
         self.hits = 0
         self.runs = 0
-        self._seen: OrderedDict[tuple[Any, ...], Observation] = OrderedDict()
+        self._seen: OrderedDict[_RunKey, Observation] = OrderedDict()
 
     def observe(self, program: p.Program, *,
                 backends: dict[str, plugins.BackendInfo] | None = None,
                 budget: int = DEFAULT_BUDGET) -> Observation:
         info = (backends or {}).get(plugins.NATIVE)
-        key = (program, budget, None if info is None else info.factory)
+        key = _RunKey((program, budget, None if info is None else info.factory))
         seen = self._seen.get(key)
         if seen is not None:
             self.hits += 1
@@ -250,13 +270,19 @@ def compare(
     if other is None:
         other = observe(program, backend, backends=backends, budget=budget)
     if coverage is not None:  # the backend's hooks the run called (op -> calls)
-        coverage.update({op: n for op, n in other.hook_calls.items() if n})
+        for op, n in other.hook_calls.items():  # (Counter.update's sums, without its checks)
+            if n:
+                coverage[op] = coverage.get(op, 0) + n
     return judge(program, native, other)
 
 
 def judge(program: p.Program, native: Observation, other: Observation) -> Divergence | None:
     """The first problem of ``other`` (a property native keeps and ``other`` breaks, then a
-    difference from ``native``), or None."""
+    difference from ``native``), or None. ``other`` being ``native`` itself (``pvframe
+    check -b native``: :func:`compare` with ``reuse_native``) has none: every property
+    it breaks native breaks too, and every field is equal."""
+    if other is native:
+        return None
     from pvframe.testing import properties
 
     # a property the reference itself does not keep on this program does not apply to it

@@ -49,25 +49,33 @@ class Violation:
         return f"{self.prop} (op {self.op}): {self.message}"
 
 
-def _complete(program: p.Program, obs: Observation) -> Iterator[tuple[int, p.Op, tuple[int, ...]]]:
-    """(index, op, words) for every top-level op that recorded all its words."""
+def _complete(program: p.Program, obs: Observation, kinds: type | tuple[type, ...],
+              ) -> Iterator[tuple[int, p.Op, tuple[int, ...]]]:
+    """(index, op, words) for every top-level op of one of ``kinds`` that recorded all its
+    words (the op's type is asked first: the words of the ops a property does not read
+    are never sliced out)."""
     for i, op in enumerate(program.ops):
-        words = obs.op_results(i)
-        if op.records is not None and len(words) == op.records:
-            yield i, op, words
+        if isinstance(op, kinds):
+            words = obs.op_results(i)
+            if op.records is not None and len(words) == op.records:
+                yield i, op, words
 
 
 def _pairs(words: tuple[int, ...]) -> list[int]:
     return [lo | (hi << 32) for lo, hi in zip(words[::2], words[1::2], strict=True)]
 
 
+#: the ops whose words :func:`time_never_runs_backwards` reads (TSC reads and writes)
+_TIME_OPS = (p.WriteMsr, p.ReadTsc, p.TscSeries, p.ReadMsr, p.TimerDeadline)
+
+
 def time_never_runs_backwards(program: p.Program, obs: Observation) -> Violation | None:
     last: tuple[int, int] | None = None  # (value, op)
-    for i, op, words in _complete(program, obs):
+    for i, op, words in _complete(program, obs, _TIME_OPS):
         if isinstance(op, p.WriteMsr) and op.msr == MSR_TSC:
             last = (_pairs(words)[0], i)  # the TSC as written, read back
             continue
-        if isinstance(op, p.ReadTsc | p.TscSeries) or (isinstance(op, p.ReadMsr) and op.msr == MSR_TSC):
+        if isinstance(op, (p.ReadTsc, p.TscSeries)) or (isinstance(op, p.ReadMsr) and op.msr == MSR_TSC):
             values = _pairs(words)
         elif isinstance(op, p.TimerDeadline):
             values = _pairs(words[1:])
@@ -84,9 +92,8 @@ def time_never_runs_backwards(program: p.Program, obs: Observation) -> Violation
 
 
 def timer_fires_no_earlier(program: p.Program, obs: Observation) -> Violation | None:
-    for i, op, words in _complete(program, obs):
-        if not isinstance(op, p.TimerDeadline):
-            continue
+    for i, op, words in _complete(program, obs, p.TimerDeadline):
+        assert isinstance(op, p.TimerDeadline)
         index, start, end = words[0], *_pairs(words[1:])
         if index >= len(obs.events) or len(obs.events) >= p.EVENTS_MAX:
             continue
@@ -119,8 +126,9 @@ def masked_interrupt_is_delivered(program: p.Program, obs: Observation) -> Viola
 
 
 def invalidation_shows_new_translation(program: p.Program, obs: Observation) -> Violation | None:
-    for i, op, words in _complete(program, obs):
-        if isinstance(op, p.TlbProbe) and op.flush != "none":
+    for i, op, words in _complete(program, obs, p.TlbProbe):
+        assert isinstance(op, p.TlbProbe)
+        if op.flush != "none":
             through_va, frame_a, frame_b = words[:3]
             if through_va != frame_b:
                 return Violation(
