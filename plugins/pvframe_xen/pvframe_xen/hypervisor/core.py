@@ -28,7 +28,7 @@ import attrs
 
 from pvframe.recent import RecentLog
 from pvframe.timekeeping import units
-from pvframe_xen.hypervisor import abi
+from pvframe_xen.hypervisor import abi, replay
 from pvframe_xen.hypervisor.abi import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
@@ -1084,6 +1084,15 @@ class XenHypervisor:
             return -EINVAL
         if not _is_seq(entries) or not isinstance(nr, int) or nr < 0 or nr > len(entries):
             return -EFAULT
+        # done before on a pristine frame table: replayed (:mod:`.replay`)
+        k = replay.key(self, entries, nr)
+        if k is not None:
+            if replay.replay(self, k, entries):
+                return 0
+            return replay.record(self, k, entries, lambda: self._run_multicall(entries, nr))
+        return self._run_multicall(entries, nr)
+
+    def _run_multicall(self, entries: Sequence[Any], nr: int) -> int:
         self.in_multicall = True
         try:
             for e in entries[:nr]:
