@@ -310,13 +310,17 @@ class XenHypervisor:
 
     def next_timer_deadline_ns(self) -> int | None:
         """The earliest armed timer (single-shot or periodic) over all VCPUs."""
-        deadlines: list[int] = []
+        # (the minimum kept as it goes: the executor asks before every block)
+        out = None
         for v in self.vcpus:
-            if v.singleshot_deadline is not None:
-                deadlines.append(v.singleshot_deadline)
+            d = v.singleshot_deadline
+            if d is not None and (out is None or d < out):
+                out = d
             if v.periodic_period:
-                deadlines.append(v.periodic_last + v.periodic_period)
-        return min(deadlines) if deadlines else None
+                d = v.periodic_last + v.periodic_period
+                if out is None or d < out:
+                    out = d
+        return out
 
     def fire_timers(self, now_ns: int) -> list[int]:
         """Expire timers due at ``now_ns``: each sends ``VIRQ_TIMER`` to its VCPU
@@ -663,12 +667,12 @@ class XenHypervisor:
         handler = _HANDLERS.get(number)
         if handler is None:
             return -ENOSYS
-        padded = list(args[:6]) + [0] * (6 - len(args[:6]))
-        for i, kind in enumerate(_ARG_KINDS[number]):
-            if kind == "i":
-                if not isinstance(padded[i], int):
-                    return -EFAULT  # a register cannot hold this: garbage argument
-                padded[i] &= M32
+        padded = [*args[:6], *_ZEROS[len(args):]]
+        for i in _INT_ARGS[number]:
+            value = padded[i]
+            if not isinstance(value, int):
+                return -EFAULT  # a register cannot hold this: garbage argument
+            padded[i] = value & M32
         return handler(self, *padded)
 
     def summary(self) -> dict[str, Any]:
@@ -1480,3 +1484,9 @@ _ARG_KINDS: dict[int, str] = {
     10: "iiii", 13: "pi", 14: "iiii", 15: "ii", 17: "ip", 21: "ii", 24: "iip", 26: "pipi",
     29: "ip", 32: "ip", 33: "ip", 20: "ipi",
 }
+#: the register (``"i"``) arguments' positions of each hypercall, from :data:`_ARG_KINDS`
+_INT_ARGS: dict[int, tuple[int, ...]] = {
+    number: tuple(i for i, kind in enumerate(kinds) if kind == "i") for number, kinds in _ARG_KINDS.items()
+}
+#: the zero arguments padding a call to six
+_ZEROS = (0,) * 6
