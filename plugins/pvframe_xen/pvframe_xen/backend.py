@@ -46,8 +46,8 @@ VIRT_BASE = 0xC0000000
 #: 0.14 ms a machine)
 _PRISTINE: dict[tuple[int, int, int], tuple[bytes, tuple[bytes, ...]]] = {}
 #: the pristine domains (restored from :data:`_PRISTINE` once) every machine's domain is
-#: copied from (:func:`pvframe_xen.hypervisor.domain_copy.copy_domain`: ~4x cheaper than
-#: unpickling, which stays the way for a domain the copy does not know); never run
+#: copied from (:func:`pvframe_xen.hypervisor.domain_copy.copy_domain`: ~55 us against
+#: ~115 us to unpickle, which stays the way for a domain the copy does not know); never run
 _TEMPLATES: dict[tuple[int, int, int], tuple[XenHypervisor, DomainBoot]] = {}
 #: what :class:`_SharingPickler` keeps out of the pickle
 _SHARED_BYTES = 1 << 16
@@ -81,7 +81,7 @@ MAX_RAM = abi.HYPERVISOR_VIRT_START - VIRT_BASE
 
 
 def new_domain(tsc_hz: int, epoch_ns: int, nr_pages: int) -> tuple[XenHypervisor, DomainBoot]:
-    """A freshly built domain of ``nr_pages`` pages (from a pickled pristine copy), booted
+    """A freshly built domain of ``nr_pages`` pages (a copy of a pristine one), booted
     at wallclock ``epoch_ns`` (ns since 1970 at system time 0).
     Raises :class:`pvframe.plugins.BackendError` (one line) for more RAM than the builder
     can map."""
