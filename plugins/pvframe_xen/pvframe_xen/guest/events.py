@@ -376,6 +376,8 @@ class XenEventSource(HypervisorEventSource):
         self.hv = hv
         self.vapic = vapic
         self.sync_mask = sync_mask
+        #: (the timer driver's own method: the executor asks before every block)
+        self.timer_deadline_tsc = vapic.timer.deadline_tsc  # type: ignore[method-assign]
 
     def timer_deadline_tsc(self) -> int | None:
         return self.vapic.deadline_tsc()

@@ -399,9 +399,9 @@ class FramePages(dict[int, PageInfo]):
         the entries of the same validated harness L1 tables, 1,024 frames each, and
         neither copying them nor making their :class:`PageInfo` objects is needed until
         one is looked at)."""
-        stale = dict.keys(self) & entries.keys()
-        for mfn in stale:
-            dict.__delitem__(self, mfn)
+        if dict.__len__(self):  # (else nothing to drop: a freshly restored table's layer)
+            for mfn in dict.keys(self) & entries.keys():
+                dict.__delitem__(self, mfn)
         self._layers.append(entries)
 
     def __missing__(self, mfn: int) -> PageInfo:
