@@ -93,3 +93,60 @@ def test_xdist_workers_collect_the_longest_searches_first(tmp_path: Path) -> Non
     spread = [*alone[3:5], *alone[1:3], alone[0], *alone[5:]]
     for worker in ("gw0", "gw1"):
         assert (tmp_path / f"order-{worker}.txt").read_text().split() == spread
+
+
+MARKED = """
+import pytest
+
+# what pytest does for a distribution installed from a wheel that registers a pytest
+# plugin: every module of it is marked for rewriting
+pytest.register_assert_rewrite("pvframe")
+"""
+
+LOADERS = """
+import importlib
+
+
+def test_loaders():
+    found = {}
+    for name in ("pvframe.machine", "pvframe.executor.cpu", "pvframe.testing.oracle",
+                 "pvframe.testing.conformance"):
+        module = importlib.import_module(name)
+        found[name] = type(module.__loader__).__name__
+    with open("loaders.txt", "w") as f:
+        f.write(repr(found))
+"""
+
+
+def test_pvframe_library_modules_are_imported_past_the_assertion_rewriter(
+    tmp_path: Path,
+) -> None:
+    """With pvframe marked for rewriting (as pytest marks a wheel's modules), its library
+    modules load their compiled bytecode through Python's own loader, and the
+    conformance suite's test assertions are still rewritten."""
+    (tmp_path / "conftest.py").write_text(MARKED)
+    (tmp_path / "test_loaders.py").write_text(LOADERS)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "-W", "ignore::pytest.PytestAssertRewriteWarning", "test_loaders.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+    assert eval((tmp_path / "loaders.txt").read_text()) == {
+        "pvframe.machine": "SourceFileLoader",
+        "pvframe.executor.cpu": "SourceFileLoader",
+        "pvframe.testing.oracle": "SourceFileLoader",
+        "pvframe.testing.conformance": "AssertionRewritingHook",
+    }
+
+
+def test_the_library_finder_leaves_other_modules_and_the_suite_to_the_others() -> None:
+    from pvframe.testing.pytest_plugin import LibraryFinder
+
+    finder = LibraryFinder()
+    assert finder.find_spec("pvframe.testing.conformance") is None
+    assert finder.find_spec("hypothesis.core") is None
+    assert finder.find_spec("pvframe_xen.backend") is None
+    import pvframe.testing
+
+    spec = finder.find_spec("pvframe.testing.oracle", pvframe.testing.__path__)
+    assert spec is not None and spec.origin.endswith("oracle.py")

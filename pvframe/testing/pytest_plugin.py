@@ -143,7 +143,39 @@ def _load_default_profile(config: pytest.Config) -> None:
     set_hypothesis_home_dir(str(cache_dir("hypothesis")))
 
 
+#: pvframe's modules whose asserts are test assertions: pytest rewrites them as usual
+REWRITTEN = frozenset({"pvframe.testing.conformance"})
+
+
+class LibraryFinder:
+    """Finds pvframe's library modules (all but :data:`REWRITTEN`) with Python's own path
+    finder, ahead of pytest's assertion rewriter.
+
+    pytest rewrites the asserts of every module of a distribution that registers a pytest
+    plugin: installed from a wheel, all of pvframe (the executor, the platform, the kit:
+    ~300 modules); with ``PYTHONDONTWRITEBYTECODE`` set it keeps no rewritten bytecode, so
+    every pytest process parses, rewrites and compiles them again instead of loading the
+    bytecode pip compiled at install, ~0.6 CPU s before the first test, paid by each
+    pytest-xdist worker. Their asserts are internal checks, not test assertions (those
+    are in :data:`REWRITTEN`, which stays with the rewriter). An editable install is not
+    marked for rewriting and is found here as Python would find it anyway."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if not name.startswith("pvframe.") or name in REWRITTEN:
+            return None
+        import importlib.machinery
+
+        return importlib.machinery.PathFinder.find_spec(name, path, target)
+
+
+_LIBRARY_FINDER = LibraryFinder()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    import sys
+
+    if _LIBRARY_FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _LIBRARY_FINDER)
     _load_default_profile(config)
     config.addinivalue_line(
         "markers", "equivalence: compares a backend with native (pvframe equivalence kit)"
@@ -281,6 +313,13 @@ def pytest_runtest_call(item: pytest.Item) -> None:
                                  callspec.params["pvframe_shard"]):
         pytest.skip("this shard has no programs: the profile's max_examples is below "
                     "--pvframe-shards")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import sys
+
+    if _LIBRARY_FINDER in sys.meta_path:
+        sys.meta_path.remove(_LIBRARY_FINDER)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
