@@ -192,3 +192,41 @@ def test_shards_draw_different_programs_of_one_shard_budget_each(tmp_path: Path)
     assert [len(drawn) for drawn in first] == [34, 33, 33]  # 100 programs (the ci profile)
     assert len({tuple(drawn) for drawn in first}) == 3
     assert run() == first
+
+
+def test_a_worker_that_finished_its_shard_takes_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Work stealing: while one worker is held in a slow shard, the other runs every
+    other shard (with a fixed share each, the slow shard's worker would also own one of
+    them, and the search would wait for it)."""
+    import time
+
+    log = tmp_path / "ran.txt"
+
+    def search(backend: str, examples: int, *, seed_value: str, **_: Any) -> tuple[int, None]:
+        if seed_value.endswith("/0"):  # the slow shard: held until the others ran
+            deadline = time.monotonic() + 60
+            while (not log.exists() or log.read_text().count("\n") < 3) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+        with log.open("a") as f:
+            f.write(f"{os.getpid()} {seed_value}\n")
+        return examples, None
+
+    monkeypatch.setattr(check, "search_programs", search)
+    if workers._context().get_start_method() != "fork":
+        pytest.skip("the patched search reaches the workers by fork only")
+    ran, divergence = workers.search_parallel("native", 8, 2, shards=4)
+    assert (ran, divergence) == (8, None)
+    by_pid: dict[str, list[str]] = {}
+    for line in log.read_text().splitlines():
+        pid, seed = line.split()
+        by_pid.setdefault(pid, []).append(seed)
+    assert sorted(by_pid.values()) == [
+        ["derandomized/0"], ["derandomized/1", "derandomized/2", "derandomized/3"]], by_pid
+
+
+def test_the_default_is_two_shards_per_worker() -> None:
+    assert [workers.default_shards(j) for j in (1, 2, 3)] == [2, 4, 6]
+    assert len(workers.plan(100, workers.default_shards(2), None)) == 4

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from _pytest.assertion.rewrite import AssertionRewritingHook
 
 
@@ -36,3 +39,114 @@ def test_the_conformance_suite_is_dealt_one_test_at_a_time_under_xdist() -> None
     option = Namespace(dist="no")  # pytest-xdist not installed: nothing to set
     _send_one_test_at_a_time(option)
     assert not hasattr(option, "maxschedchunk")
+
+
+ORDERED = """
+import pytest
+from hypothesis import given, strategies as st
+
+def test_short_first_in_file():
+    pass
+
+@given(st.integers())
+def test_search(pvframe_shard, x):
+    pass
+
+@pytest.mark.pvframe_pv_calls
+@given(st.integers())
+def test_pv_call_search(pvframe_shard, x):
+    pass
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_short_last_in_file(n):
+    pass
+"""
+
+RECORD_ORDER = """
+import os
+
+def pytest_collection_finish(session):
+    name = os.environ.get("PYTEST_XDIST_WORKER", "alone")
+    with open(f"order-{name}.txt", "w") as f:
+        f.write("\\n".join(item.name for item in session.items))
+"""
+
+
+def test_xdist_workers_collect_the_longest_searches_first(tmp_path: Path) -> None:
+    """Under ``-n 2`` every worker's collection has the pv-call search's shards first,
+    then the other search's, then the rest in collection order (what the controller
+    deals from); ``-n 0`` keeps the collection order."""
+    pytest.importorskip("xdist")
+    (tmp_path / "test_ordered.py").write_text(ORDERED)
+    (tmp_path / "conftest.py").write_text(RECORD_ORDER)
+    for jobs in ("0", "2"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             "--pvframe-shards", "2", "-n", jobs, "test_ordered.py"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "7 passed" in proc.stdout, proc.stdout + proc.stderr
+    shards = ("shard0of2", "shard1of2")
+    alone = ["test_short_first_in_file", *(f"test_search[{s}]" for s in shards),
+             *(f"test_pv_call_search[{s}]" for s in shards),
+             "test_short_last_in_file[1]", "test_short_last_in_file[2]"]
+    assert (tmp_path / "order-alone.txt").read_text().split() == alone
+    spread = [*alone[3:5], *alone[1:3], alone[0], *alone[5:]]
+    for worker in ("gw0", "gw1"):
+        assert (tmp_path / f"order-{worker}.txt").read_text().split() == spread
+
+
+MARKED = """
+import pytest
+
+# what pytest does for a distribution installed from a wheel that registers a pytest
+# plugin: every module of it is marked for rewriting
+pytest.register_assert_rewrite("pvframe")
+"""
+
+LOADERS = """
+import importlib
+
+
+def test_loaders():
+    found = {}
+    for name in ("pvframe.machine", "pvframe.executor.cpu", "pvframe.testing.oracle",
+                 "pvframe.testing.conformance"):
+        module = importlib.import_module(name)
+        found[name] = type(module.__loader__).__name__
+    with open("loaders.txt", "w") as f:
+        f.write(repr(found))
+"""
+
+
+def test_pvframe_library_modules_are_imported_past_the_assertion_rewriter(
+    tmp_path: Path,
+) -> None:
+    """With pvframe marked for rewriting (as pytest marks a wheel's modules), its library
+    modules load their compiled bytecode through Python's own loader, and the
+    conformance suite's test assertions are still rewritten."""
+    (tmp_path / "conftest.py").write_text(MARKED)
+    (tmp_path / "test_loaders.py").write_text(LOADERS)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "-W", "ignore::pytest.PytestAssertRewriteWarning", "test_loaders.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+    assert eval((tmp_path / "loaders.txt").read_text()) == {
+        "pvframe.machine": "SourceFileLoader",
+        "pvframe.executor.cpu": "SourceFileLoader",
+        "pvframe.testing.oracle": "SourceFileLoader",
+        "pvframe.testing.conformance": "AssertionRewritingHook",
+    }
+
+
+def test_the_library_finder_leaves_other_modules_and_the_suite_to_the_others() -> None:
+    from pvframe.testing.pytest_plugin import LibraryFinder
+
+    finder = LibraryFinder()
+    assert finder.find_spec("pvframe.testing.conformance") is None
+    assert finder.find_spec("hypothesis.core") is None
+    assert finder.find_spec("pvframe_xen.backend") is None
+    import pvframe.testing
+
+    spec = finder.find_spec("pvframe.testing.oracle", pvframe.testing.__path__)
+    assert spec is not None and spec.origin.endswith("oracle.py")

@@ -143,7 +143,39 @@ def _load_default_profile(config: pytest.Config) -> None:
     set_hypothesis_home_dir(str(cache_dir("hypothesis")))
 
 
+#: pvframe's modules whose asserts are test assertions: pytest rewrites them as usual
+REWRITTEN = frozenset({"pvframe.testing.conformance"})
+
+
+class LibraryFinder:
+    """Finds pvframe's library modules (all but :data:`REWRITTEN`) with Python's own path
+    finder, ahead of pytest's assertion rewriter.
+
+    pytest rewrites the asserts of every module of a distribution that registers a pytest
+    plugin: installed from a wheel, all of pvframe (the executor, the platform, the kit:
+    ~300 modules); with ``PYTHONDONTWRITEBYTECODE`` set it keeps no rewritten bytecode, so
+    every pytest process parses, rewrites and compiles them again instead of loading the
+    bytecode pip compiled at install, ~0.6 CPU s before the first test, paid by each
+    pytest-xdist worker. Their asserts are internal checks, not test assertions (those
+    are in :data:`REWRITTEN`, which stays with the rewriter). An editable install is not
+    marked for rewriting and is found here as Python would find it anyway."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if not name.startswith("pvframe.") or name in REWRITTEN:
+            return None
+        import importlib.machinery
+
+        return importlib.machinery.PathFinder.find_spec(name, path, target)
+
+
+_LIBRARY_FINDER = LibraryFinder()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    import sys
+
+    if _LIBRARY_FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _LIBRARY_FINDER)
     _load_default_profile(config)
     config.addinivalue_line(
         "markers", "equivalence: compares a backend with native (pvframe equivalence kit)"
@@ -220,6 +252,41 @@ def _sharded(item: pytest.Item) -> bool:
     return callspec is not None and "pvframe_shard" in callspec.params
 
 
+def longest_first_rank(item: pytest.Item) -> int:
+    """How early a pytest-xdist worker's collection places ``item``: 0 for a shard of the
+    pv-call search (the longest tests: ~3.4 CPU s each against xen, 100 programs in 4
+    shards), 1 for a shard of another search (~0.5-1 s), 2 for the rest (demo guests and
+    hook contracts, ~0.01-1 s)."""
+    if not _sharded(item):
+        return 2
+    return 0 if item.get_closest_marker("pvframe_pv_calls") is not None else 1
+
+
+def longest_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """``items`` with the long tests first (:func:`longest_first_rank`), in collection
+    order within each rank."""
+    return sorted(items, key=longest_first_rank)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A pytest-xdist worker's collection puts the searches' shards first, the longest
+    searches' first (:func:`longest_first`); every worker sorts the same collection the
+    same way, and the controller deals the tests in that order.
+
+    Dealt in collection order (a suite's demo guests, searches and contracts, then the
+    next suite's), the last long shard can start when the other worker has only a few
+    short tests left, and that worker waits: replaying pytest-xdist 3.8's ``--dist load``
+    (one test per refill) with the ``xen`` scaffold suite's item CPU times at ±25 %
+    noise, the two workers' ends differ by 3.3 s on average in collection order (the
+    run's wall is 9 % above an even split of its 33 CPU s) and by 0.1 s longest first
+    (0.3 % above), the short tests filling the gap. A
+    single process (``-n 0``) keeps the collection order: it has no one to wait for."""
+    if getattr(config, "workerinput", None) is None:
+        return
+    items[:] = longest_first(items)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> None:
     """A shard's derandomized seed comes from its node id, as Hypothesis's pytest plugin
@@ -246,6 +313,13 @@ def pytest_runtest_call(item: pytest.Item) -> None:
                                  callspec.params["pvframe_shard"]):
         pytest.skip("this shard has no programs: the profile's max_examples is below "
                     "--pvframe-shards")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import sys
+
+    if _LIBRARY_FINDER in sys.meta_path:
+        sys.meta_path.remove(_LIBRARY_FINDER)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -800,7 +800,8 @@ def check_cmd(
     ] = True,
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", help="Worker processes per search: the programs are "
-                          "cut into one shard per worker, each with its own seed; a divergence "
+                          "cut into two shards per worker, each with its own seed, each taken by the next "
+                          "worker free; a divergence "
                           "is shrunk by its worker and shared through the example database.")
     ] = 1,
 ) -> None:

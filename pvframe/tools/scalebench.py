@@ -95,13 +95,14 @@ def _children_cpu() -> float:
 
 def speedup(backend: str, programs: int, rounds: int) -> list[tuple[float, float, float, float]]:
     """(wall seconds with 1 worker, with 2, worker CPU seconds with 1, with 2) per round,
-    the same 2 shards each time."""
+    the same shards each time: as many as ``pvframe check -j 2`` cuts a search into
+    (:func:`pvframe.tools.workers.default_shards`)."""
     times = []
     for _ in range(rounds):
         pair = []
         for jobs in (1, 2):
             start, cpu = time.perf_counter(), _children_cpu()
-            workers.search_parallel(backend, programs, jobs, shards=2)
+            workers.search_parallel(backend, programs, jobs, shards=workers.default_shards(2))
             pair.append((time.perf_counter() - start, _children_cpu() - cpu))
         times.append((pair[0][0], pair[1][0], pair[0][1], pair[1][1]))
     return times
@@ -144,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     name = names[-1] if len(names) == 1 else "xen" if "xen" in names else names[0]
     times = speedup(name, args.programs, args.rounds)
     ratios = [one / two for one, two, _c1, _c2 in times]
-    print(f"1 worker against 2 ({name}, {args.programs} programs in 2 shards, "
+    print(f"1 worker against 2 ({name}, {args.programs} programs in "
+          f"{workers.default_shards(2)} shards, "
           f"{args.rounds} alternated rounds):")
     for k, (one, two, cpu1, cpu2) in enumerate(times):
         print(f"  round {k + 1}: 1 worker {one:.1f} s, 2 workers {two:.1f} s, "

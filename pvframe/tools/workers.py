@@ -1,12 +1,15 @@
 """``pvframe check -j N``: one backend's program search spread over N worker processes.
 
-The search is cut into shards (by default one per worker), each a Hypothesis search of
-its share of the programs with its own seed: shard ``i`` of a derandomized check is seeded
-with ``"derandomized/i"``, of ``--seed S`` with ``"S/i"``, so a check draws the same
-programs every time for a given number of shards, whichever worker runs which shard.
-Workers are forked from the CLI (the backends found, the host-time limit and the warm
-caches come along) and report over one queue: progress, then per shard the programs run,
-the ops covered and the divergence, if any, already shrunk by the worker.
+The search is cut into shards (by default two per worker: :data:`SHARDS_PER_JOB`), each a
+Hypothesis search of its share of the programs with its own seed: shard ``i`` of a
+derandomized check is seeded with ``"derandomized/i"``, of ``--seed S`` with ``"S/i"``, so
+a check draws the same programs every time for a given number of shards, whichever worker
+runs which shard. The shards wait in a queue and a worker that finished one takes the next
+(work stealing): a shard that drew slow programs no longer leaves the other workers idle
+while it runs, as one fixed share per worker did. Workers are forked from the CLI (the
+backends found, the host-time limit and the warm caches come along) and report over one
+queue: progress, then per shard the programs run, the ops covered and the divergence, if
+any, already shrunk by the worker.
 
 Failures are shared through an example database (Hypothesis's directory database in a
 temporary folder, multiplexed with the campaign's Redis database when
@@ -33,6 +36,13 @@ from pvframe.testing import oracle
 
 #: seconds the parent waits for a message before it checks that its workers are alive
 _POLL_S = 0.5
+
+#: shards per worker when the caller does not choose: with one per worker, a worker
+#: waits for the slowest shard; with more, a worker that finished takes the next one. Each
+#: shard is a search of its own whose first program is Hypothesis's simplest one, so more
+#: shards also means more copies of that program: two per worker (``-j 2``: 4 shards, as
+#: the pytest suite cuts each search) keeps the copies to a few of the programs.
+SHARDS_PER_JOB = 2
 
 
 @attrs.frozen
@@ -62,14 +72,21 @@ def _context() -> Any:
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def _work(shards: list[Shard], backend: str, out: Any, kwargs: dict[str, Any],
+def default_shards(jobs: int) -> int:
+    """The number of shards of a search spread over ``jobs`` workers (:data:`SHARDS_PER_JOB`
+    each)."""
+    return SHARDS_PER_JOB * max(1, jobs)
+
+
+def _work(todo: Any, backend: str, out: Any, kwargs: dict[str, Any],
           wall_clock_s: float) -> None:
-    """A worker: run its shards one after the other and report each on ``out``."""
+    """A worker: take the next shard waiting in ``todo`` until it hands out None, run it
+    and report it on ``out``."""
     from pvframe.tools import check
 
     oracle.KIT_WALL_CLOCK_S = wall_clock_s
     try:
-        for shard in shards:
+        while (shard := todo.get()) is not None:
             coverage: Counter[str] = Counter()
             ran, divergence = check.search_programs(
                 backend, shard.examples, seed_value=shard.seed, coverage=coverage,
@@ -95,13 +112,14 @@ def search_parallel(
     strategy: Any = None,
     database: Any = None,
 ) -> tuple[int, oracle.Divergence | None]:
-    """:func:`pvframe.tools.check.search_programs` over ``jobs`` worker processes (``shards``
-    shares, default one per worker). Returns the programs run and the divergence replayed
-    from the shared database (None: none found)."""
+    """:func:`pvframe.tools.check.search_programs` over ``jobs`` worker processes
+    (``shards`` shares, default :func:`default_shards`, each taken by the next worker
+    free). Returns the programs run and the divergence replayed from the shared database
+    (None: none found)."""
     from pvframe.testing import pytest_plugin
     from pvframe.tools import check
 
-    work = plan(examples, shards or jobs, seed_value)
+    work = plan(examples, shards or default_shards(jobs), seed_value)
     jobs = max(1, min(jobs, len(work)))
     with tempfile.TemporaryDirectory(prefix="pvframe-check-") as tmp:
         if database is None:
@@ -111,9 +129,14 @@ def search_parallel(
         out = ctx.Queue()
         if ctx.get_start_method() != "fork":
             kwargs["backends"] = None  # found again by each worker
+        todo = ctx.Queue()
+        for shard in work:
+            todo.put(shard)
+        for _ in range(jobs):
+            todo.put(None)  # one stop for each worker, after every shard
         procs = [ctx.Process(target=_work, daemon=True,
-                             args=(work[w::jobs], backend, out, kwargs, oracle.KIT_WALL_CLOCK_S))
-                 for w in range(jobs)]
+                             args=(todo, backend, out, kwargs, oracle.KIT_WALL_CLOCK_S))
+                 for _ in range(jobs)]
         for proc in procs:
             proc.start()
         ran, found, errors, running = 0, None, [], len(procs)
@@ -149,6 +172,7 @@ def search_parallel(
             for proc in procs:
                 proc.join(timeout=10)
             out.close()
+            todo.close()
         if errors:
             raise check.WorkerFailed(f"pvframe check -j {jobs}: {errors[0]}")
         if found is None:
@@ -159,4 +183,4 @@ def search_parallel(
         return ran, replayed if replayed is not None else found
 
 
-__all__ = ["Shard", "plan", "search_parallel"]
+__all__ = ["SHARDS_PER_JOB", "Shard", "default_shards", "plan", "search_parallel"]
