@@ -6,8 +6,8 @@ loaded host) far more than for the size of what is drawn, so an op drawn field b
 cost ~7 draws and the program ~90. Here an op is :data:`OP_BYTES` bytes, drawn in one
 choice and decoded deterministically:
 
-* byte 0 selects the op's branch among the branches of the program's kinds (in the order
-  of :data:`BRANCHES`, as the ``one_of`` of the kinds' strategies listed them);
+* byte 0 selects the op's branch among every kind's (:data:`ALL_BRANCHES`), a branch of
+  a kind the program does not draw standing for one of its kinds (:func:`branch_table`);
 * every field reads the bytes after it, **a fixed number of bytes whatever its value**
   (the alternatives of a field share its bytes), so a field's bytes never move when an
   earlier field changes.
@@ -285,10 +285,28 @@ BRANCHES: dict[str, tuple[Branch, ...]] = {
 }
 
 
-def decode_op(branches: tuple[Branch, ...], data: bytes) -> p.Op:
-    """The op of ``data`` (:data:`OP_BYTES` bytes): byte 0 selects the branch."""
+#: every kind's branches, in the order of :data:`BRANCHES` (an op's first byte selects one)
+ALL_BRANCHES: tuple[Branch, ...] = tuple(b for kind in BRANCHES.values() for b in kind)
+_KIND_OF = tuple(kind for kind, branches in BRANCHES.items() for _ in branches)
+
+
+def branch_table(kinds: Sequence[str]) -> tuple[Branch, ...]:
+    """The branch of each value of an op's first byte (modulo :data:`ALL_BRANCHES`) in a
+    program of ``kinds``: a branch of those kinds is itself, another kind's branch stands
+    for the kinds' branch at its index modulo their number (so every branch of the kinds
+    is about as likely as any other, as the ``one_of`` of the kinds' strategies drew
+    them). An op of a kind keeps its branch whatever other kinds the program has: a
+    failure shrinks to the kinds its ops need (no paging when no op pages)."""
+    own = tuple(b for kind in kinds for b in BRANCHES[kind])
+    return tuple(b if k in kinds else own[i % len(own)]
+                 for i, (b, k) in enumerate(zip(ALL_BRANCHES, _KIND_OF, strict=True)))
+
+
+def decode_op(table: tuple[Branch, ...], data: bytes) -> p.Op:
+    """The op of ``data`` (:data:`OP_BYTES` bytes): byte 0 selects the branch in
+    ``table`` (:func:`branch_table`)."""
     r = Reader(data)
-    return branches[r.below(len(branches))](r)
+    return table[r.below(len(table))](r)
 
 
 # -- the program's head -----------------------------------------------------------------------

@@ -91,10 +91,9 @@ KINDS = ("interrupt-flag", "timer", "platform", "paging")
 
 @functools.cache
 def _branches(kinds: tuple[str, ...]) -> tuple[enc.Branch, ...]:
-    """The branches of the given kinds, in their order: an op's first byte selects one,
-    every branch as likely as any other (as the ``one_of`` of the kinds' strategies drew
-    them)."""
-    return tuple(branch for kind in kinds for branch in enc.BRANCHES[kind])
+    """The branch of each value of an op's first byte in a program of the given kinds
+    (:func:`pvframe.testing.encoding.branch_table`)."""
+    return enc.branch_table(kinds)
 
 
 @functools.cache
