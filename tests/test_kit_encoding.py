@@ -40,9 +40,9 @@ def test_zero_bytes_are_the_simplest_op_of_each_branch() -> None:
         p.ApicTimer(2_000, False, 0xB), p.TimerDeadline(1, 0xB), p.ApicWrite(0x20, 0),
         p.ApicStop(), p.ReadApicCount(), p.WaitInterrupt(), p.SelfIpi(p.IPI_VECTOR), p.Compute(1),
         p.PutChar(0x20), p.ReadTsc(), p.TscSeries(2), p.ReadRtc(0), p.ReadMsr(v.MSR_SYSENTER[0]),
-        p.WriteMsr(v.MSR_SYSENTER[0], 0), p.WriteMsr(v.MSR_SYSENTER[0], 0), p.WriteCr4(0),
+        p.WriteMsr(v.MSR_SYSENTER[0], 0), p.WriteMsr(v.MSR_TSC, 0), p.WriteCr4(0),
         p.Cpuid(0), p.StoreDescriptorTables(), p.ReloadIdt(), p.LoadDescriptorTable("idt", 0x7FF),
-        p.LoadDescriptorTable("gdt", 0x17),
+        p.LoadDescriptorTable("gdt", 0x17), p.WriteMsr(v.MSR_TSC, 0),
         *[p.TlbProbe(0, 0, 1, "cr3")] * 3, p.MapPage(0, 0, 0x3), p.ReadPte(0), p.WriteCr3(0),
         p.WriteCr0(1 << v.CR0_TOGGLES[0]), p.WriteCr4(0), p.UnmapPage(0), p.Invlpg(0),
         p.ReloadCr3(), p.Load(0, 0), p.Store(0, 0, 0),
@@ -188,7 +188,28 @@ def test_the_derandomized_search_draws_every_op_variant_and_the_machines() -> No
     assert max(len(prog.ops) for prog in programs) == 24
 
 
-_SHRINK = settings(max_examples=300, derandomize=True, database=None, deadline=None,
+
+def test_the_derandomized_search_keeps_the_value_biases_that_find_bugs() -> None:
+    """What the mutants of ``write_msr``/``read_msr`` need (pvframe.testing.mutants): MSRs
+    the CPU has accessed (a wrong number or value bit shows only where the register reads
+    back), with each value bit the mutants flip or clear both set and clear in a write that
+    reads back (IA32_TIME_STAMP_COUNTER keeps all 64 bits on the default model), and the edge
+    values written."""
+    programs = _check_sequence()
+    ops = [op for prog in programs for op in prog.ops]
+    tsc_writes = [op.value for op in ops if isinstance(op, p.WriteMsr) and op.msr == v.MSR_TSC]
+    for bit in enc.MSR_VALUE_BITS:
+        assert {value >> bit & 1 for value in tsc_writes} == {0, 1}, bit
+    written = {op.value for op in ops if isinstance(op, p.WriteMsr)}
+    assert len(written & set(enc._MSR_EDGES)) >= 3, written & set(enc._MSR_EDGES)
+    numbers = Counter(op.msr for op in ops if isinstance(op, p.ReadMsr | p.WriteMsr))
+    for msr in (v.MSR_TSC, v.MSR_APIC_BASE):
+        assert numbers[msr] >= 10, hex(msr)
+    assert sum(numbers[msr] for msr in (*v.MSR_SYSENTER, v.MSR_INVALID)) >= 2
+    assert sum(n for msr, n in numbers.items() if msr not in enc._LISTED_MSRS) >= 10
+
+
+_SHRINK = settings(max_examples=1000, derandomize=True, database=None, deadline=None,
                    suppress_health_check=list(HealthCheck))
 
 

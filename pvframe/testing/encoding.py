@@ -113,25 +113,51 @@ def pte_flags(r: Reader) -> int:
     return favoured if family == 0 else pattern
 
 
-#: :func:`pvframe.testing.values.msr_numbers`' listed MSRs, then :func:`valid_msrs`' (a
-#: prefix of them)
+#: :func:`pvframe.testing.values.msr_numbers`' listed MSRs (SYSENTER first: absent on every
+#: model the executor runs, pvframe.platform.cpu_models ``EXECUTABLE``, so the simplest
+#: access is a #GP that changes nothing)
 _LISTED_MSRS = (*v.MSR_SYSENTER, v.MSR_APIC_BASE, v.MSR_TSC, v.MSR_INVALID)
-_VALID_MSRS = _LISTED_MSRS[:-1]
+#: the listed MSRs the CPU has (:func:`pvframe.testing.values.valid_msrs`): only these read
+#: back what a write left, so only an access to them shows a wrong MSR number or value bit
+_VALID_MSRS = (v.MSR_TSC, v.MSR_APIC_BASE)
 
 
 def msr_number(r: Reader) -> int:
-    """:func:`pvframe.testing.values.msr_numbers`: half the listed MSRs (the CPU's and an
-    invalid one), half any 32-bit number (:func:`sized`). 7 bytes."""
-    family = r.below(2)
+    """:func:`pvframe.testing.values.msr_numbers`: a quarter each the listed MSRs, the
+    MSRs the CPU has (IA32_TIME_STAMP_COUNTER and IA32_APIC_BASE: an access that does not
+    #GP), one of those with one of its low bits 0..8 flipped (a neighbour, absent or
+    another register: a backend that decodes the number wrongly lands there), and any
+    32-bit number (:func:`sized`). 7 bytes."""
+    family = r.below(4)
     listed = r.pick(_LISTED_MSRS)
     number = sized(r, 32)
-    return listed if family == 0 else number
+    if family == 0:
+        return listed
+    valid = _VALID_MSRS[listed & 1]
+    if family == 1:
+        return valid
+    if family == 2:
+        return valid ^ (1 << number % 9)
+    return number
+
+
+#: MSR value bits a backend gets wrong: the low flags, bit 8 (APIC_BASE BSP), bit 11
+#: (APIC_BASE enable, MTRR E), the page bits 12 and 31, the high half's first and last bits
+#: (reserved in most MSRs, kept by IA32_TIME_STAMP_COUNTER on Core 2: SDM Vol. 3B §17.17)
+MSR_VALUE_BITS = (0, 1, 2, 3, 8, 11, 12, 16, 31, 32, 63)
+#: whole values at the edges: zero, all ones, only the sign bit, the low half all ones
+_MSR_EDGES = (0, (1 << 64) - 1, 1 << 63, 0xFFFFFFFF, 1 << 32, 0x100)
 
 
 def msr_value(r: Reader, msr: int) -> int:
-    """:func:`pvframe.testing.values.msr_values`: half a 32-bit pattern of the low bits,
-    half any 64-bit value; for IA32_APIC_BASE a quarter each of its value, its value with
-    one bit flipped, and those. 11 bytes."""
+    """:func:`pvframe.testing.values.msr_values`, with the biases Hypothesis' integers
+    gave the old strategy: a quarter each a 64-bit pattern of :data:`MSR_VALUE_BITS` (or it
+    with one bit flipped, or any 64-bit value: :func:`bit_pattern`), an edge value
+    (:data:`_MSR_EDGES`, or the MSR number itself, a constant the op already used), a
+    value of random length (:func:`sized`: small values as often as wide ones), and a
+    pattern with bit 63 set (the bit a 32-bit path drops); for IA32_APIC_BASE a quarter
+    each of its value, its value with one bit flipped, a pattern and a value of random
+    length. 11 bytes."""
     family = r.below(4)
     body = r.sub(10)
     if msr == v.MSR_APIC_BASE:
@@ -139,10 +165,15 @@ def msr_value(r: Reader, msr: int) -> int:
             return v.APIC_BASE_VALUE
         if family == 1:
             return v.APIC_BASE_VALUE ^ (1 << body.below(64))
-        family -= 2
-    if family % 2 == 0:
-        return bit_pattern(body, (0, 1, 2, 3, 12, 16, 31))
-    return sized(body, 64)
+        family = (family - 2) * 2
+    if family == 0:
+        return bit_pattern(body, MSR_VALUE_BITS, width=64)
+    if family == 1:
+        edge = body.below(len(_MSR_EDGES) + 1)
+        return msr if edge == len(_MSR_EDGES) else _MSR_EDGES[edge]
+    if family == 2:
+        return sized(body, 64)
+    return bit_pattern(body, MSR_VALUE_BITS, width=64) ^ (1 << 63)
 
 
 #: the listed edges of a timer count (bit 16, bit 31, the register's width)
@@ -263,6 +294,10 @@ def _write_valid_msr(r: Reader) -> p.Op:
     return p.WriteMsr(msr, msr_value(r, msr))
 
 
+#: the write of an MSR the CPU has listed twice (the second last, so that the branches
+#: before it keep their bytes): only such a write reads back what it wrote, and the
+#: mutants of ``write_msr``'s value bits and ``read_msr``'s number bits survived a search
+#: that drew it once in 13 platform ops (pvframe.testing.mutants)
 PLATFORM: tuple[Branch, ...] = (
     lambda r: p.PutChar(0x20 + r.below(0x5F)),
     lambda r: p.ReadTsc(),
@@ -277,6 +312,7 @@ PLATFORM: tuple[Branch, ...] = (
     lambda r: p.ReloadIdt(),
     lambda r: p.LoadDescriptorTable("idt", r.pick((0x7FF, 0x7F7, 0x4FF, 0x20F))),
     lambda r: p.LoadDescriptorTable("gdt", r.pick((0x17, 0x1F, 0x7FF, 0xFFFF))),
+    _write_valid_msr,
 )
 
 #: each kind's branches, in the order of :data:`pvframe.testing.strategies.KINDS`
