@@ -1,7 +1,7 @@
 """The kit's op strategies are built once (:func:`pvframe.testing.strategies.ops` per kind
-set, each kind's ops, the program bodies per kinds and length, the MSR writes per MSR, all
-cached): the derandomized programs, and what they shrink to, are those of strategies built
-anew for every program, whatever was drawn before in the process."""
+set, the branches per kind set, the lengths, all cached): the derandomized programs, and
+what they shrink to, are those of strategies built anew for every program, whatever was
+drawn before in the process."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pvframe.testing import strategies
 @contextmanager
 def _fresh_ops() -> Iterator[None]:
     """Strategies built anew on every call (what the kit did before the cache)."""
-    names = ("ops", "_kind_ops", "_bodies", "_lengths", "_msr_writes")
+    names = ("ops", "_branches", "_lengths")
     cached = {name: getattr(strategies, name) for name in names}
     for name, fn in cached.items():
         setattr(strategies, name, fn.__wrapped__)

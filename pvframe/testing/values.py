@@ -39,6 +39,21 @@ APIC_REGISTERS = (0x20, 0x80, 0xD0, 0xE0, 0xF0, 0x280, 0x310, 0x320, 0x330, 0x34
                   0x360, 0x370, 0x380, 0x3E0)
 
 
+#: APIC register bits: vector, delivery mode, mask (16), timer mode (17), software enable
+#: (8), the high byte (ID, LDR, destination)
+APIC_BITS = (0, 4, 5, 6, 7, 8, 10, 12, 15, 16, 17, 24, 28, 31)
+
+
+def spread(index: int, bits: Sequence[int]) -> int:
+    """The subset of ``bits`` whose members are the set bits of ``index`` (bit ``j`` of
+    ``index`` selects ``bits[j]``)."""
+    value = 0
+    for j, bit in enumerate(bits):
+        if index >> j & 1:
+            value |= 1 << bit
+    return value
+
+
 def bit_patterns(meaningful: Sequence[int], width: int = 32, fixed: int = 0,
                  never: int = 0) -> st.SearchStrategy[int]:
     """Values of ``width`` bits: a subset of the ``meaningful`` bit positions, that subset
@@ -100,7 +115,7 @@ def msr_values(msr: int) -> st.SearchStrategy[int]:
 def apic_values() -> st.SearchStrategy[int]:
     """32-bit APIC register values: vector, delivery mode, mask (16), timer mode (17),
     software enable (8), the high byte (ID, LDR, destination) favoured."""
-    return bit_patterns((0, 4, 5, 6, 7, 8, 10, 12, 15, 16, 17, 24, 28, 31))
+    return bit_patterns(APIC_BITS)
 
 
 def timer_counts() -> st.SearchStrategy[int]:
