@@ -22,7 +22,7 @@ LOCAL_TIMER_VECTOR = 0xEF
 class VmiApicOps(VmiGuest):
     def _apic_write(self, machine: Any, reg: int, value: int) -> None:
         try:
-            if self.vmi(machine, "APICWrite", reg & 0xFFFFFFFF, value & 0xFFFFFFFF) is not None:
+            if self.call(machine, "APICWrite", reg & 0xFFFFFFFF, value & 0xFFFFFFFF)[0]:
                 return
         except NotProvided:
             pass
@@ -40,13 +40,13 @@ class VmiApicOps(VmiGuest):
     @hookimpl
     def pvop_apic_read(self, machine: Any, reg: int) -> int:
         try:
-            res = self.vmi(machine, "APICRead", reg & 0xFFFFFFFF)
+            made, value, _error = self.call(machine, "APICRead", reg & 0xFFFFFFFF)
         except NotProvided:
-            res = None
-        if res is None or not isinstance(res.value, int):
+            made, value = False, None
+        if not made or not isinstance(value, int):
             self.hv(machine)
             return int(self.apic.read(reg))
-        return res.value & 0xFFFFFFFF
+        return value & 0xFFFFFFFF
 
     @hookimpl
     def pvop_setup_boot_clock(self, machine: Any) -> None:

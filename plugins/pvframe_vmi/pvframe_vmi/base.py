@@ -189,6 +189,26 @@ class VmiGuest:
             raise NotProvided(name)
         return True, hv.serve(number, args)[1]
 
+    def call(self, machine: Any, name: str, *args: int
+             ) -> tuple[bool, int | tuple[int, ...] | None, str | None]:
+        """:meth:`vmi` without the :class:`CallResult`, for the hooks that need no more
+        than whether the call was made, its value and its error: ``(made, value, error)``,
+        ``(False, None, None)`` for a NOP relocation; raises :class:`NotProvided` for NONE.
+        The call is the one :meth:`vmi` makes (counted, logged, the action left in the
+        model), without the result record and its register dict."""
+        hv = self.hv_model
+        if hv is None or self.machine is not machine or self._activated_for is not machine.boot:
+            hv = self.hv(machine)
+        number = VMI_CALL[name]
+        kind = self.relocs[number]
+        if kind is _NOP:
+            self.nop_skipped[name] = self.nop_skipped.get(name, 0) + 1
+            return False, None, None
+        if kind is _NONE:
+            raise NotProvided(name)
+        _args, value, error = hv.serve(number, args)
+        return True, value, error
+
     def value(self, machine: Any, name: str, *args: int) -> int:
         """The integer result of a value-returning call (0 if the ROM made it a NOP)."""
         value = self.served(machine, name, *args)[1]

@@ -101,8 +101,12 @@ class VmiMmuOps(VmiGuest):
             pd = (int(cpu.cr3) & 0xFFFFF000) >> 12
             reachable.add(pd)
             self._adopt(tracker, pd, VMI_PAGE_PD)
-            for pde in directory_entries(machine.memory, pd):
-                if pde & PTE_P and not (pde & PDE_PS and cpu.cr4 & CR4_PSE):
+            pse = cpu.cr4 & CR4_PSE
+            # each distinct entry once, in the order of its first slot (dict.fromkeys, in
+            # C): a directory is mostly zeros and repeats, and an entry seen again adopts
+            # nothing new (the same frame at the same level)
+            for pde in dict.fromkeys(directory_entries(machine.memory, pd)):
+                if pde & PTE_P and not (pde & PDE_PS and pse):
                     pfn = pde >> 12
                     reachable.add(pfn)
                     self._adopt(tracker, pfn, VMI_PAGE_PT)
@@ -171,11 +175,11 @@ class VmiMmuOps(VmiGuest):
         # the store's page walk first: its faults and A/D bits, as the native store
         machine.mmu.translate(ptep & 0xFFFFFFFF, write=True)
         try:
-            res = self.vmi(machine, "SetPxE", val, ptep & 0xFFFFFFFF, flags)
+            made, _value, error = self.call(machine, "SetPxE", val, ptep & 0xFFFFFFFF, flags)
         except NotProvided:
             native()
             return
-        if res is not None and res.error:
+        if made and error:
             native()  # refused by the model (logged): the store still happens
 
     @hookimpl
@@ -198,7 +202,7 @@ class VmiMmuOps(VmiGuest):
         if defer and flags & VMI_PAGE_CURRENT_AS:
             flags |= VMI_PAGE_DEFER
         with contextlib.suppress(NotProvided):
-            self.vmi(machine, "UpdatePxE", ptep & 0xFFFFFFFF, flags)
+            self.call(machine, "UpdatePxE", ptep & 0xFFFFFFFF, flags)
 
     @hookimpl
     def pvop_pte_update(self, machine: Any, mm_pgd: int, addr: int, ptep: int) -> None:
@@ -216,11 +220,11 @@ class VmiMmuOps(VmiGuest):
             self.adopted.discard(pfn)
             hv.pagetables.frames.pop(pfn, None)
         with contextlib.suppress(NotProvided):
-            self.vmi(machine, "AllocatePage", pfn, flags, clone, start, count)
+            self.call(machine, "AllocatePage", pfn, flags, clone, start, count)
 
     def _release(self, machine: Any, pfn: int, flags: int) -> None:
         with contextlib.suppress(NotProvided):
-            self.vmi(machine, "ReleasePage", pfn, flags)
+            self.call(machine, "ReleasePage", pfn, flags)
         self.adopted.discard(pfn)
 
     @hookimpl
@@ -260,4 +264,4 @@ class VmiMmuOps(VmiGuest):
 
     def _lazy(self, machine: Any, mode: int) -> None:
         with contextlib.suppress(NotProvided):
-            self.vmi(machine, "SetLazyMode", mode)
+            self.call(machine, "SetLazyMode", mode)

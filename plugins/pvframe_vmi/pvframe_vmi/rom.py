@@ -178,6 +178,7 @@ LINUX_USE: dict[int, tuple[LinuxUse, tuple[str, ...]]] = {
     )
 }
 assert set(LINUX_USE) == set(VMI_CALLS)
+_CALL_NUMBERS = frozenset(VMI_CALLS)
 
 
 @attrs.frozen
@@ -300,7 +301,7 @@ class VmiRom:
     image: bytes = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        bad = (self.nop_calls | self.omitted_calls) - set(VMI_CALLS)
+        bad = (self.nop_calls | self.omitted_calls) - _CALL_NUMBERS
         if bad:
             raise ValueError(f"not VMI call numbers: {sorted(bad)}")
         if self.base % ROM_SCAN_STEP or not ROM_SCAN_START <= self.base < ROM_SCAN_END:

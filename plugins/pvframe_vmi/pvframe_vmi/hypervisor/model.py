@@ -70,7 +70,7 @@ from pvframe_vmi.hypervisor.abi import (
     Ret,
     VmiUsageError,
 )
-from pvframe_vmi.hypervisor.alarms import Alarm, AlarmFiring, AlarmQueue, StolenSchedule
+from pvframe_vmi.hypervisor.alarms import NO_STOLEN, Alarm, AlarmFiring, AlarmQueue, StolenSchedule
 from pvframe_vmi.hypervisor.calllog import CallLog
 from pvframe_vmi.hypervisor.mmu import PageTableTracker
 from pvframe_vmi.hypervisor.vcpu import ApState, VirtualCpu
@@ -128,7 +128,7 @@ class VmiHypervisor:
     boot_epoch_nsec: int = attrs.field(default=0, kw_only=True)
     memory: MachineMemory = attrs.field(factory=FlatMemory, kw_only=True)
     hooks: MachineHooks = attrs.field(factory=MachineHooks, kw_only=True)
-    stolen: StolenSchedule = attrs.field(factory=StolenSchedule, kw_only=True)
+    stolen: StolenSchedule = attrs.field(default=NO_STOLEN, kw_only=True)
     strict: bool = attrs.field(default=False, kw_only=True)
     require_typed_frames: bool = attrs.field(default=True, kw_only=True)
     #: REAL cycle counter when ``hooks.now_cycles`` is not wired (tests, standalone use)
@@ -190,9 +190,15 @@ class VmiHypervisor:
             return args, None, f"call_{number}: not defined by VMI API 3.0"
         name, ret, masks, method = served
         self.counts[name] += 1
-        if len(args) != len(masks):
-            raise TypeError(f"{name} takes {len(masks)} arguments, got {len(args)}")
-        if masks:
+        n = len(masks)
+        if len(args) != n:
+            raise TypeError(f"{name} takes {n} arguments, got {len(args)}")
+        # (one and two arguments, most calls with any, masked without a generator)
+        if n == 1:
+            args = (args[0] & masks[0],)
+        elif n == 2:
+            args = (args[0] & masks[0], args[1] & masks[1])
+        elif n:
             args = tuple(a & m for a, m in zip(args, masks, strict=True))
         # (each store only when it changes the field: the fields end as if always stored)
         if self._now is not now:

@@ -1,0 +1,227 @@
+"""The guest side's and the model's shortcuts, each against the path it replaces.
+
+* :meth:`VmiGuest.call` (the hooks' ROM call: ``(made, value, error)``, no
+  :class:`CallResult`) makes the call :meth:`VmiGuest.vmi` makes: same outcome, same model
+  and machine state after any sequence of calls (vmi.h: numbers, arguments, results);
+* the page-table adoption walk visits each distinct directory entry once (``dict.fromkeys``):
+  the frames it adopts and drops, in the same order, are those of the entry-by-entry walk;
+* :meth:`LinearMaps.translate` without slots skips the sort (SetLinearMapping, vmi.c);
+* :meth:`VmiEventSource.next_deadline` with no alarm armed is the platform's deadline, as
+  :meth:`HypervisorEventSource.next_deadline` computes it; :meth:`AlarmQueue.next_deadline`
+  of one alarm is that alarm's deadline, the minimum of one (vmi_time.h).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pvframe_vmi.base import NotProvided
+from pvframe_vmi.events import VmiEventSource
+from pvframe_vmi.hypervisor import VMI_CALL, VMI_CALLS, VmiHypervisor
+from pvframe_vmi.hypervisor.abi import (
+    CALL_SPECS,
+    M32,
+    VMI_ALARM_IS_PERIODIC,
+    VMI_ALARM_WIRED_LVTT,
+    VMI_CYCLES_AVAILABLE,
+    VMI_CYCLES_REAL,
+    VMI_PAGE_PD,
+    VMI_PAGE_PT,
+)
+from pvframe_vmi.hypervisor.alarms import Alarm, AlarmQueue, StolenSchedule
+from pvframe_vmi.hypervisor.wiring import LinearMaps
+from pvframe_vmi.mmu import CR0_PG, CR4_PSE, PDE_PS, PTE_P, directory_entries
+
+from pvframe.machine import Machine, MachineConfig
+from pvframe.platform.events import HypervisorEventSource
+
+RAM = 1 << 20
+
+#: the calls the hooks make (and the ROM's others), with small arguments: flags, selectors,
+#: page numbers and addresses inside the 1 MiB of RAM hit the interesting cases
+_NAMES = sorted(VMI_CALLS.values())
+_word = st.one_of(st.integers(0, 0x3FF), st.integers(0, RAM - 8), st.integers(0, M32),
+                  st.sampled_from([0x11, 0x80000011, 0x200, 0x1000, 0x10, 0x10000, 0x18]))
+
+
+@st.composite
+def _guest_calls(draw: Any) -> tuple[str, tuple[int, ...]]:
+    name = draw(st.sampled_from(_NAMES))
+    n = len(CALL_SPECS[VMI_CALL[name]].args)
+    return name, tuple(draw(st.lists(_word, min_size=n, max_size=n)))
+
+
+def _outcome(fn: Any, *args: Any) -> tuple[str, Any]:
+    try:
+        return "ok", fn(*args)
+    except (Exception, NotProvided) as exc:
+        return type(exc).__name__, str(exc)
+
+
+def _via_vmi(guest: Any, machine: Machine, name: str, *args: int) -> tuple[bool, Any, Any]:
+    res = guest.vmi(machine, name, *args)
+    return (False, None, None) if res is None else (True, res.value, res.error)
+
+
+def _state(guest: Any, m: Machine) -> tuple[Any, ...]:
+    hv = guest.hv_model
+    cpu = m.cpu
+    return (dict(hv.counts), list(hv.log), hv.log.total, list(hv.errors), hv.vcpu,
+            dict(hv.stats), list(hv.pagetables.frames.items()), hv.alarms, hv.linear,
+            hv._action, dict(guest.nop_skipped), bytes(guest._arg_page),
+            (cpu.cr0, cpu.cr2, cpu.cr3, cpu.cr4, cpu.eflags_sys, cpu.gdtr.base, cpu.gdtr.limit,
+             cpu.idtr.base, cpu.idtr.limit), m.memory.read_bytes(0, RAM))
+
+
+@settings(max_examples=120, deadline=None)
+@given(calls=st.lists(_guest_calls(), max_size=20))
+def test_call_makes_the_call_vmi_makes(calls: list[tuple[str, tuple[int, ...]]]) -> None:
+    machines = [Machine("vmi", MachineConfig(ram_size=RAM)) for _ in range(2)]
+    full, lean = (m.bound.plugin for m in machines)
+    for name, args in calls:
+        want = _outcome(_via_vmi, full, machines[0], name, *args)
+        got = _outcome(lean.call, machines[1], name, *args)
+        assert got == want, name
+        assert _state(lean, machines[1]) == _state(full, machines[0])
+
+
+def _reference_adopt(guest: Any, machine: Machine) -> None:
+    """``adopt_page_tables`` as it was: every one of the 1024 entries in turn."""
+    tracker = guest.hv_model.pagetables
+    reachable: set[int] = set()
+    cpu = machine.cpu
+    if cpu.cr0 & CR0_PG:
+        pd = (int(cpu.cr3) & 0xFFFFF000) >> 12
+        reachable.add(pd)
+        guest._adopt(tracker, pd, VMI_PAGE_PD)
+        for pde in directory_entries(machine.memory, pd):
+            if pde & PTE_P and not (pde & PDE_PS and cpu.cr4 & CR4_PSE):
+                pfn = pde >> 12
+                reachable.add(pfn)
+                guest._adopt(tracker, pfn, VMI_PAGE_PT)
+    for pfn in list(guest.adopted - reachable):
+        if pfn in tracker.frames:
+            del tracker.frames[pfn]
+        guest.adopted.discard(pfn)
+
+
+#: directory entries from a small pool (repeats, as a directory has): frames that may be
+#: the directory itself or a frame already typed, present or not, 4 MiB or not
+_pde = st.builds(lambda pfn, flags: pfn << 12 | flags, st.integers(0, 12),
+                 st.sampled_from([0, PTE_P, PTE_P | 0x2, PTE_P | PDE_PS, PDE_PS, 0x67]))
+
+
+@settings(max_examples=120, deadline=None)
+@given(walks=st.lists(st.tuples(
+           st.dictionaries(st.integers(0, 1023), _pde, max_size=30),
+           st.integers(0, 12), st.booleans(), st.booleans()), min_size=1, max_size=4),
+       typed=st.dictionaries(st.integers(0, 12), st.sampled_from([VMI_PAGE_PT, VMI_PAGE_PD]),
+                             max_size=4))
+def test_adoption_of_each_distinct_entry_once_equals_the_entry_by_entry_walk(
+        walks: list[tuple[dict[int, int], int, bool, bool]], typed: dict[int, int]) -> None:
+    machines = [Machine("vmi", MachineConfig(ram_size=RAM)) for _ in range(2)]
+    guests = [m.bound.plugin for m in machines]
+    for g, m in zip(guests, machines, strict=True):
+        g.hv(m)
+        for pfn, level in typed.items():  # frames the guest announced (never dropped)
+            g.hv_model.pagetables.adopt(pfn, level)
+    for entries, pd, paging, pse in walks:
+        for m in machines:
+            m.memory.write_bytes(pd << 12, bytes(4096))
+            for i, pde in entries.items():
+                m.memory.write(pd * 4096 + 4 * i, 4, pde)
+            m.cpu.cr3, m.cpu.cr4 = pd << 12, CR4_PSE if pse else 0
+            m.cpu.cr0 = 0x80000011 if paging else 0x11
+        _reference_adopt(guests[0], machines[0])
+        guests[1].adopt_page_tables(machines[1])
+        a, b = (g.hv_model.pagetables.frames for g in guests)
+        assert list(b.items()) == list(a.items())
+        assert guests[1].adopted == guests[0].adopted
+
+
+def _reference_translate(maps: LinearMaps, va: int, fallback: Any) -> int | None:
+    for slot in sorted(maps.slots, reverse=True):
+        pa = maps.slots[slot].translate(va)
+        if pa is not None:
+            return pa
+    if fallback is not None:
+        return fallback(va)
+    if 0 not in maps.slots:
+        return va
+    return None
+
+
+@settings(max_examples=150, deadline=None)
+@given(slots=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 1 << 24),
+                                st.integers(0, 16), st.integers(0, 1 << 12)), max_size=4),
+       va=st.integers(0, 1 << 24), fallback=st.booleans())
+def test_linear_translation_without_slots_is_the_sorted_walk(
+        slots: list[tuple[int, int, int, int]], va: int, fallback: bool) -> None:
+    maps = LinearMaps()
+    for slot, start, pages, pfn in slots:
+        maps.set(slot, start, pages, pfn)
+    fb = (lambda v: v ^ 0x5000) if fallback else None
+    assert maps.translate(va, fb) == _reference_translate(maps, va, fb)
+
+
+_alarm_call = st.one_of(
+    st.tuples(st.just("set"), st.sampled_from([VMI_CYCLES_REAL, VMI_CYCLES_AVAILABLE]),
+              st.booleans(), st.integers(0, 1 << 24), st.integers(1, 1 << 16)),
+    st.tuples(st.just("cancel"), st.sampled_from([VMI_CYCLES_REAL, VMI_CYCLES_AVAILABLE])),
+    st.tuples(st.just("deschedule"), st.integers(1, 1 << 12)),
+    st.tuples(st.just("pit"), st.integers(1, 0xFFFF)),
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(steps=st.lists(_alarm_call, max_size=12), icounts=st.lists(st.integers(0, 1 << 20), min_size=1, max_size=4))
+def test_next_deadline_without_alarms_is_the_generic_one(steps: list[tuple], icounts: list[int]) -> None:
+    m = Machine("vmi", MachineConfig(ram_size=RAM))
+    g = m.bound.plugin
+    hv = g.hv(m)
+    src = m.events
+    assert isinstance(src, VmiEventSource)
+    stolen_end = 0
+    for step in steps:
+        if step[0] == "set":
+            _, counter, periodic, expiry, period = step
+            flags = VMI_ALARM_WIRED_LVTT | counter | (VMI_ALARM_IS_PERIODIC if periodic else 0)
+            hv.invoke(VMI_CALL["SetAlarm"], flags, expiry, period)
+        elif step[0] == "cancel":
+            hv.invoke(VMI_CALL["CancelAlarm"], step[1])
+        elif step[0] == "deschedule":
+            hv.deschedule(stolen_end, stolen_end + step[1])
+            stolen_end += 2 * step[1]
+        else:  # a platform timer: PIT channel 0, mode 2, the count
+            m.platform.io_write(0x43, 1, 0x34)
+            m.platform.io_write(0x40, 1, step[1] & 0xFF)
+            m.platform.io_write(0x40, 1, step[1] >> 8)
+        for icount in icounts:
+            assert src.next_deadline(icount) == HypervisorEventSource.next_deadline(src, icount)
+
+
+@settings(max_examples=150, deadline=None)
+@given(alarms=st.lists(st.tuples(st.sampled_from([VMI_CYCLES_REAL, VMI_CYCLES_AVAILABLE]),
+                                 st.integers(0, 1 << 20)), max_size=2),
+       intervals=st.lists(st.integers(1, 1 << 10), max_size=4))
+def test_the_deadline_of_one_alarm_is_the_minimum_over_the_queue(
+        alarms: list[tuple[int, int]], intervals: list[int]) -> None:
+    queue = AlarmQueue()
+    for counter, expiry in alarms:
+        queue.set(Alarm(counter, expiry, 0))
+    spans, t = [], 0
+    for n in intervals:
+        spans.append((t + n, t + 2 * n))
+        t += 2 * n
+    stolen = StolenSchedule(spans)
+    want = min((AlarmQueue.deadline(a, stolen) for a in queue.alarms.values()), default=None)
+    assert queue.next_deadline(stolen) == want
+
+
+def test_every_model_starts_with_no_stolen_time_and_owns_what_it_is_given() -> None:
+    a, b = VmiHypervisor(1000, 0), VmiHypervisor(1000, 0)
+    a.deschedule(10, 20)
+    assert a.stolen.intervals == ((10, 20),) and b.stolen.intervals == ()
+    assert b.counter(VMI_CYCLES_AVAILABLE, 30) == 30 and a.counter(VMI_CYCLES_AVAILABLE, 30) == 20
