@@ -20,7 +20,8 @@ LOCAL_TIMER_VECTOR = 0xEF
 
 
 class VmiApicOps(VmiGuest):
-    def _apic_write(self, machine: Any, reg: int, value: int) -> None:
+    @hookimpl
+    def pvop_apic_write(self, machine: Any, reg: int, value: int) -> None:
         try:
             if self.call(machine, "APICWrite", reg & 0xFFFFFFFF, value & 0xFFFFFFFF)[0]:
                 return
@@ -30,12 +31,8 @@ class VmiApicOps(VmiGuest):
         self.apic.write(reg, value)
 
     @hookimpl
-    def pvop_apic_write(self, machine: Any, reg: int, value: int) -> None:
-        self._apic_write(machine, reg, value)
-
-    @hookimpl
     def pvop_apic_write_atomic(self, machine: Any, reg: int, value: int) -> None:
-        self._apic_write(machine, reg, value)
+        self.pvop_apic_write(machine, reg, value)
 
     @hookimpl
     def pvop_apic_read(self, machine: Any, reg: int) -> int:
@@ -52,9 +49,9 @@ class VmiApicOps(VmiGuest):
     def pvop_setup_boot_clock(self, machine: Any) -> None:
         """``vmi_time_bsp_init``: LVTT wiring, the local timer vector, one jiffy periodic
         (the count from the time layer, as native's calibration arrives at)."""
-        self._apic_write(machine, APIC_TDCR, 0xB)
-        self._apic_write(machine, APIC_LVTT, LOCAL_TIMER_VECTOR | (1 << 17))
-        self._apic_write(machine, APIC_TMICT, machine.platform.apic_ticks_per_jiffy())
+        self.pvop_apic_write(machine, APIC_TDCR, 0xB)
+        self.pvop_apic_write(machine, APIC_LVTT, LOCAL_TIMER_VECTOR | (1 << 17))
+        self.pvop_apic_write(machine, APIC_TMICT, machine.platform.apic_ticks_per_jiffy())
 
     @hookimpl
     def pvop_setup_secondary_clock(self, machine: Any) -> None:

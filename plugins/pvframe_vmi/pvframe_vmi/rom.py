@@ -56,7 +56,6 @@ from collections.abc import Callable, Mapping
 import attrs
 
 from pvframe_vmi.hypervisor.abi import CALL_SPECS, VMI_CALL, VMI_CALL_SLOTS, VMI_CALLS
-from pvframe_vmi.hypervisor.calllog import CallRecord
 from pvframe_vmi.hypervisor.model import Action, CallResult, VmiHypervisor
 
 ROM_SIGNATURE = 0xAA55
@@ -415,7 +414,7 @@ class VmiRom:
     def _pseudo(hv: VmiHypervisor, number: int, name: str, args: tuple[int, ...],
                 value: int | None, error: str | None = None) -> CallResult:
         hv.counts[name] += 1
-        hv.log.append(CallRecord(number, name, args, value, error))
+        hv.log.append_fields(number, name, args, value, error)
         if error is not None:
             hv.errors.append(error)
         regs = {} if value is None else {"eax": value & 0xFFFFFFFF, "edx": value >> 32}

@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pvframe_vmi.base import NotProvided
@@ -225,3 +227,20 @@ def test_every_model_starts_with_no_stolen_time_and_owns_what_it_is_given() -> N
     a.deschedule(10, 20)
     assert a.stolen.intervals == ((10, 20),) and b.stolen.intervals == ()
     assert b.counter(VMI_CYCLES_AVAILABLE, 30) == 30 and a.counter(VMI_CYCLES_AVAILABLE, 30) == 20
+
+
+@pytest.mark.parametrize("hz", [0, -1])
+def test_a_cycle_frequency_that_is_not_positive_is_refused_at_construction(hz: int) -> None:
+    """The model stores its fields without attrs' setattr pipe; ``tsc_hz`` (the cycle
+    frequency GetCycleFrequency reports, vmi_time.h) is still checked when it is made."""
+    with pytest.raises(ValueError, match="tsc_hz"):
+        VmiHypervisor(hz, 0)
+
+
+def test_the_first_and_later_calls_of_a_name_are_counted() -> None:
+    hv = VmiHypervisor(1000, 0)
+    for _ in range(3):
+        hv.serve(VMI_CALL["RDTSC"], ())
+    hv.serve(VMI_CALL["GetCR0"], ())
+    assert type(hv.counts) is Counter and hv.counts == Counter({"RDTSC": 3, "GetCR0": 1})
+    assert hv.counts["never"] == 0

@@ -113,7 +113,10 @@ class CallResult:
     error: str | None = None
 
 
-@attrs.define
+#: (no setattr hook: ``tsc_hz``, the one validated field, is validated at construction;
+#: the model's own calls store ``_action``, ``stolen``, the alarm totals... and each store
+#: went through attrs' convert/validate pipe, four Python calls for nothing to check)
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class VmiHypervisor:
     """The hypervisor behind the VMI ROM, for one VCPU.
 
@@ -189,7 +192,8 @@ class VmiHypervisor:
             self._record(number, name, args, None, f"call_{number}: not defined by VMI API 3.0")
             return args, None, f"call_{number}: not defined by VMI API 3.0"
         name, ret, masks, method = served
-        self.counts[name] += 1
+        counts = self.counts  # (get: a name's first call in a model is no Counter.__missing__)
+        counts[name] = counts.get(name, 0) + 1
         n = len(masks)
         if len(args) != n:
             raise TypeError(f"{name} takes {n} arguments, got {len(args)}")
