@@ -244,3 +244,22 @@ def test_the_first_and_later_calls_of_a_name_are_counted() -> None:
     hv.serve(VMI_CALL["GetCR0"], ())
     assert type(hv.counts) is Counter and hv.counts == Counter({"RDTSC": 3, "GetCR0": 1})
     assert hv.counts["never"] == 0
+
+
+def test_a_directory_seen_again_is_walked_for_its_own_pse_and_contents() -> None:
+    """The per-process table of walked directories is keyed by the 4 KiB and CR4.PSE: the
+    same directory under the other PSE, or changed by one entry, is its own walk."""
+    entries = {0: 3 << 12 | PTE_P | PDE_PS, 1: 4 << 12 | PTE_P, 2: 4 << 12 | PTE_P | 0x20}
+    machines = [Machine("vmi", MachineConfig(ram_size=RAM)) for _ in range(2)]
+    guests = [m.bound.plugin for m in machines]
+    for pse, extra in ((True, 0), (False, 0), (True, 0), (True, 5 << 12 | PTE_P), (False, 0)):
+        for g, m in zip(guests, machines, strict=True):
+            g.hv(m)
+            for i, pde in {**entries, 700: extra}.items():
+                m.memory.write(8 * 4096 + 4 * i, 4, pde)
+            m.cpu.cr3, m.cpu.cr4, m.cpu.cr0 = 8 << 12, CR4_PSE if pse else 0, 0x80000011
+        _reference_adopt(guests[0], machines[0])
+        guests[1].adopt_page_tables(machines[1])
+        a, b = (g.hv_model.pagetables.frames for g in guests)
+        assert list(b.items()) == list(a.items()) and guests[1].adopted == guests[0].adopted
+        assert (3 in b) == (not pse) and (5 in b) == bool(extra)
