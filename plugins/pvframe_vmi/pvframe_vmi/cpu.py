@@ -36,6 +36,7 @@ CR4_SUPPORTED = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x80 | 0x100
 _M32 = 0xFFFFFFFF
 #: argument-page offsets of the dtr blocks
 _DTR_IN, _DTR_OUT = 0x00, 0x10
+_GET_CR = {n: f"GetCR{n}" for n in (0, 2, 3, 4)}
 
 
 #: the ops vmi_patch relocates into the ROM (2.6.22 arch/i386/kernel/vmi.c)
@@ -47,10 +48,13 @@ VMI_RELOCATED = frozenset(
 class VmiCpuOps(VmiGuest):
     # ---------------------------------------------------------------- control registers
     def _get_cr(self, machine: Any, n: int) -> int:
+        """GetCRn's value as :meth:`value` reads it (0 for a NOP relocation), from
+        :meth:`served` directly; the machine's register if the ROM omits the call."""
         try:
-            return self.value(machine, f"GetCR{n}") & _M32
+            value = self.served(machine, _GET_CR[n])[1]
         except NotProvided:
             return int(getattr(machine.cpu, f"cr{n}"))
+        return 0 if value is None else value & _M32  # type: ignore[operator]
 
     def _set_cr(self, machine: Any, n: int, value: int) -> None:
         try:

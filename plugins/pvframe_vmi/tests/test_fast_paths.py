@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pvframe_vmi.backend import VmiBackend
 from pvframe_vmi.base import NotProvided
 from pvframe_vmi.events import VmiEventSource
 from pvframe_vmi.hypervisor import VMI_CALL, VMI_CALLS, VmiHypervisor
@@ -36,6 +37,7 @@ from pvframe_vmi.hypervisor.alarms import Alarm, AlarmQueue, StolenSchedule
 from pvframe_vmi.hypervisor.wiring import LinearMaps
 from pvframe_vmi.mmu import CR0_PG, CR4_PSE, PDE_PS, PTE_P, directory_entries
 
+from pvframe import plugins
 from pvframe.machine import Machine, MachineConfig
 from pvframe.platform.events import HypervisorEventSource
 
@@ -263,3 +265,38 @@ def test_a_directory_seen_again_is_walked_for_its_own_pse_and_contents() -> None
         a, b = (g.hv_model.pagetables.frames for g in guests)
         assert list(b.items()) == list(a.items()) and guests[1].adopted == guests[0].adopted
         assert (3 in b) == (not pse) and (5 in b) == bool(extra)
+
+
+def _backends(cls: type) -> dict[str, plugins.BackendInfo]:
+    import attrs
+
+    found = plugins.discover()
+    return {**found, "vmi": attrs.evolve(found["vmi"], factory=cls)}
+
+
+class _NopCr0Rom(VmiBackend):
+    ROM_NOP_CALLS = frozenset({VMI_CALL["IODelay"], VMI_CALL["GetCR0"]})
+
+
+class _NoCr4Rom(VmiBackend):
+    ROM_OMITTED_CALLS = frozenset({VMI_CALL["GetCR4"]})
+
+
+@settings(max_examples=40, deadline=None)
+@given(rom=st.sampled_from([VmiBackend, _NopCr0Rom, _NoCr4Rom]),
+       writes=st.lists(st.sampled_from([(0, 0x11), (0, 0x13), (0, 0x31), (2, 0x1234), (2, 0xFFFFF000),
+                                        (3, 0x1000), (3, 0x5000), (4, 0x10), (4, 0)]), max_size=6))
+def test_read_crn_is_getcrn_as_value_reads_it(rom: type, writes: list[tuple[int, int]]) -> None:
+    """read_crN: GetCRn's value (0 for a NOP relocation, vmi.c's paravirt_nop returns
+    nothing), the machine's register when the ROM omits the call."""
+    m = Machine("vmi", MachineConfig(ram_size=RAM), backends=_backends(rom))
+    g = m.bound.plugin
+    for n, value in writes:
+        getattr(m.hooks, f"write_cr{n}")(value)
+        for reg in (0, 2, 3, 4):
+            try:
+                want = g.value(m, f"GetCR{reg}") & M32
+            except NotProvided:
+                want = int(getattr(m.cpu, f"cr{reg}"))
+            assert getattr(m.hooks, f"read_cr{reg}")() == want
+    assert g.served(m, "GetCR0")[0] is (rom is not _NopCr0Rom)
