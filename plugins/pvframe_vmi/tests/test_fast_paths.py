@@ -300,3 +300,27 @@ def test_read_crn_is_getcrn_as_value_reads_it(rom: type, writes: list[tuple[int,
                 want = int(getattr(m.cpu, f"cr{reg}"))
             assert getattr(m.hooks, f"read_cr{reg}")() == want
     assert g.served(m, "GetCR0")[0] is (rom is not _NopCr0Rom)
+
+
+@pytest.mark.parametrize("period", [0, 5, M32])
+def test_a_one_shot_alarm_keeps_no_period_and_a_periodic_one_its_own(period: int) -> None:
+    """SetAlarm (vmi_time.h): a one-shot alarm is queued with period 0 whatever was
+    passed; a periodic one with its period (re-armed at ``expiry + k * period``)."""
+    hv = VmiHypervisor(1000, 0)
+    hv.invoke(VMI_CALL["SetAlarm"], VMI_CYCLES_REAL, 100, period)
+    assert hv.alarms.alarms[VMI_CYCLES_REAL] == Alarm(VMI_CYCLES_REAL, 100, 0)
+    if period:
+        hv.invoke(VMI_CALL["SetAlarm"], VMI_CYCLES_REAL | VMI_ALARM_IS_PERIODIC, 100, period)
+        assert hv.alarms.alarms[VMI_CYCLES_REAL] == Alarm(VMI_CYCLES_REAL | VMI_ALARM_IS_PERIODIC, 100, period)
+        hv.fire_alarms(100 + period)
+        assert hv.alarms.alarms[VMI_CYCLES_REAL] == Alarm(VMI_CYCLES_REAL | VMI_ALARM_IS_PERIODIC,
+                                                          100 + 2 * period, period)
+
+
+def test_cpuid_returns_each_register_as_32_bits() -> None:
+    """CPUID (0): eax, ebx, ecx, edx, each a 32-bit register whatever the hook returns."""
+    from pvframe_vmi.hypervisor import MachineHooks
+
+    wide = (1 << 40 | 1, 1 << 33 | 2, 1 << 32 | 3, 1 << 35 | 4)
+    hv = VmiHypervisor(1000, 0, hooks=MachineHooks(cpuid=lambda leaf, sub: wide))
+    assert hv.invoke(VMI_CALL["CPUID"], 0, 0).value == (1, 2, 3, 4)

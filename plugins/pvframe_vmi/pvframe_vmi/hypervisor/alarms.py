@@ -181,7 +181,7 @@ class AlarmQueue:
             if a.periodic:
                 periods = (now - a.expiry) // a.period + 1
                 missed = periods - 1
-                self.alarms[a.counter] = attrs.evolve(a, expiry=a.expiry + periods * a.period)
+                self.alarms[a.counter] = Alarm(a.flags, a.expiry + periods * a.period, a.period)
             else:
                 del self.alarms[a.counter]
             out.append((a, missed))

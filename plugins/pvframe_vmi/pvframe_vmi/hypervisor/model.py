@@ -324,7 +324,8 @@ class VmiHypervisor:
     # ================================================================ CPU (vmi.h)
     def _c_CPUID(self, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
         fn = self.hooks.cpuid or self.default_cpuid
-        return tuple(v & M32 for v in fn(leaf, subleaf))  # type: ignore[return-value]
+        a, b, c, d = fn(leaf, subleaf)
+        return (a & M32, b & M32, c & M32, d & M32)
 
     def _fault(self) -> int:
         self._action = Action.FAULT
@@ -672,7 +673,7 @@ class VmiHypervisor:
         if alarm.periodic and period == 0:
             raise VmiUsageError("SetAlarm: periodic alarm with period 0")
         if not alarm.periodic:
-            alarm = attrs.evolve(alarm, period=0)
+            alarm = Alarm(flags, expiry, 0)  # (a one-shot keeps no period)
         self.alarms.set(alarm)
 
     def _c_CancelAlarm(self, flags: int) -> int:
