@@ -280,7 +280,7 @@ def decode_trap(code: bytes) -> int | None:
     return code[5]
 
 
-@attrs.define
+@attrs.frozen
 class VmiRom:
     """The ROM image for one VMware-side configuration.
 
@@ -305,7 +305,7 @@ class VmiRom:
             raise ValueError(f"not VMI call numbers: {sorted(bad)}")
         if self.base % ROM_SCAN_STEP or not ROM_SCAN_START <= self.base < ROM_SCAN_END:
             raise ValueError(f"ROM base {self.base:#x} is not a 2 KiB step in 0xC0000-0xDFFFF")
-        self.image = _image(self)
+        object.__setattr__(self, "image", _image(self))  # (frozen: set once, here)
 
     @property
     def link(self) -> int:
@@ -430,8 +430,9 @@ def _image(rom: VmiRom) -> bytes:
     image = _IMAGES.get(key)
     if image is None:
         proto = object.__new__(type(rom))  # the fields the image reads, at the default base
-        proto.base, proto.link_base = DEFAULT_ROM_BASE, None
-        proto.virtual_top, proto.nop_calls, proto.omitted_calls = key[1:]
+        for field, value in (("base", DEFAULT_ROM_BASE), ("link_base", None),
+                             ("virtual_top", key[1]), ("nop_calls", key[2]), ("omitted_calls", key[3])):
+            object.__setattr__(proto, field, value)  # (frozen)
         image = _IMAGES[key] = proto._build()
     return image
 

@@ -324,3 +324,23 @@ def test_cpuid_returns_each_register_as_32_bits() -> None:
     wide = (1 << 40 | 1, 1 << 33 | 2, 1 << 32 | 3, 1 << 35 | 4)
     hv = VmiHypervisor(1000, 0, hooks=MachineHooks(cpuid=lambda leaf, sub: wide))
     assert hv.invoke(VMI_CALL["CPUID"], 0, 0).value == (1, 2, 3, 4)
+
+
+def test_machines_of_one_rom_configuration_share_its_frozen_rom() -> None:
+    """The guest side's ROM is made once per configuration (NOP and omitted calls) and
+    shared; a machine of another configuration has its own, with its relocations
+    (get_reloc, vmi.c: NONE for an omitted call, NOP for IODelay/GetCR0 here)."""
+    import attrs
+    from pvframe_vmi.rom import Reloc, VmiRom
+
+    plain = [Machine("vmi", MachineConfig(ram_size=RAM)).bound.plugin for _ in range(2)]
+    nop = Machine("vmi", MachineConfig(ram_size=RAM), backends=_backends(_NopCr0Rom)).bound.plugin
+    omit = Machine("vmi", MachineConfig(ram_size=RAM), backends=_backends(_NoCr4Rom)).bound.plugin
+    assert plain[0].rom is plain[1].rom and plain[0].rom == VmiRom(nop_calls={VMI_CALL["IODelay"]})
+    for guest, cls in ((plain[0], VmiBackend), (nop, _NopCr0Rom), (omit, _NoCr4Rom)):
+        want = VmiRom(nop_calls=cls.ROM_NOP_CALLS, omitted_calls=cls.ROM_OMITTED_CALLS)
+        assert guest.rom == want and guest.rom.image == want.image
+        assert guest.relocs == {n: want.relocation_type(n) for n in VMI_CALLS}
+    assert nop.relocs[VMI_CALL["GetCR0"]] is Reloc.NOP and omit.relocs[VMI_CALL["GetCR4"]] is Reloc.NONE
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        plain[0].rom.link_base = 0xC00C0000  # type: ignore[misc]
