@@ -20,9 +20,10 @@ LOCAL_TIMER_VECTOR = 0xEF
 
 
 class VmiApicOps(VmiGuest):
-    def _apic_write(self, machine: Any, reg: int, value: int) -> None:
+    @hookimpl
+    def pvop_apic_write(self, machine: Any, reg: int, value: int) -> None:
         try:
-            if self.vmi(machine, "APICWrite", reg & 0xFFFFFFFF, value & 0xFFFFFFFF) is not None:
+            if self.call(machine, "APICWrite", reg & 0xFFFFFFFF, value & 0xFFFFFFFF)[0]:
                 return
         except NotProvided:
             pass
@@ -30,31 +31,27 @@ class VmiApicOps(VmiGuest):
         self.apic.write(reg, value)
 
     @hookimpl
-    def pvop_apic_write(self, machine: Any, reg: int, value: int) -> None:
-        self._apic_write(machine, reg, value)
-
-    @hookimpl
     def pvop_apic_write_atomic(self, machine: Any, reg: int, value: int) -> None:
-        self._apic_write(machine, reg, value)
+        self.pvop_apic_write(machine, reg, value)
 
     @hookimpl
     def pvop_apic_read(self, machine: Any, reg: int) -> int:
         try:
-            res = self.vmi(machine, "APICRead", reg & 0xFFFFFFFF)
+            made, value, _error = self.call(machine, "APICRead", reg & 0xFFFFFFFF)
         except NotProvided:
-            res = None
-        if res is None or not isinstance(res.value, int):
+            made, value = False, None
+        if not made or not isinstance(value, int):
             self.hv(machine)
             return int(self.apic.read(reg))
-        return res.value & 0xFFFFFFFF
+        return value & 0xFFFFFFFF
 
     @hookimpl
     def pvop_setup_boot_clock(self, machine: Any) -> None:
         """``vmi_time_bsp_init``: LVTT wiring, the local timer vector, one jiffy periodic
         (the count from the time layer, as native's calibration arrives at)."""
-        self._apic_write(machine, APIC_TDCR, 0xB)
-        self._apic_write(machine, APIC_LVTT, LOCAL_TIMER_VECTOR | (1 << 17))
-        self._apic_write(machine, APIC_TMICT, machine.platform.apic_ticks_per_jiffy())
+        self.pvop_apic_write(machine, APIC_TDCR, 0xB)
+        self.pvop_apic_write(machine, APIC_LVTT, LOCAL_TIMER_VECTOR | (1 << 17))
+        self.pvop_apic_write(machine, APIC_TMICT, machine.platform.apic_ticks_per_jiffy())
 
     @hookimpl
     def pvop_setup_secondary_clock(self, machine: Any) -> None:

@@ -71,6 +71,20 @@ def _relocations(rom: VmiRom) -> dict[int, Reloc]:
 _RELOCATIONS: dict[tuple[type, frozenset[int], frozenset[int]], dict[int, Reloc]] = {}
 
 
+def _rom(nop_calls: frozenset[int], omitted_calls: frozenset[int]) -> VmiRom:
+    """The guest side's ROM for a configuration (the calls patched as NOP or omitted),
+    made once per process and shared by every machine of it: a :class:`VmiRom` is frozen
+    (its image too), and the guest side only reads it."""
+    key = (nop_calls, omitted_calls)
+    rom = _ROMS.get(key)
+    if rom is None:
+        rom = _ROMS[key] = VmiRom(nop_calls=nop_calls, omitted_calls=omitted_calls)  # type: ignore[arg-type]
+    return rom
+
+
+_ROMS: dict[tuple[frozenset[int], frozenset[int]], VmiRom] = {}
+
+
 class VmiGuest:
     """State and helpers shared by the hook groups (mixed into the backend class)."""
 
@@ -82,7 +96,7 @@ class VmiGuest:
 
     def __init__(self) -> None:
         self.hv_model: VmiHypervisor | None = None
-        self.rom = VmiRom(nop_calls=self.ROM_NOP_CALLS, omitted_calls=self.ROM_OMITTED_CALLS)  # type: ignore[arg-type]
+        self.rom = _rom(self.ROM_NOP_CALLS, self.ROM_OMITTED_CALLS)
         #: call number -> relocation type, as ``get_reloc`` reported it at activation
         self.relocs: dict[int, Reloc] = dict(_relocations(self.rom))
         self.machine: Any = None
@@ -188,6 +202,26 @@ class VmiGuest:
         if kind is _NONE:
             raise NotProvided(name)
         return True, hv.serve(number, args)[1]
+
+    def call(self, machine: Any, name: str, *args: int
+             ) -> tuple[bool, int | tuple[int, ...] | None, str | None]:
+        """:meth:`vmi` without the :class:`CallResult`, for the hooks that need no more
+        than whether the call was made, its value and its error: ``(made, value, error)``,
+        ``(False, None, None)`` for a NOP relocation; raises :class:`NotProvided` for NONE.
+        The call is the one :meth:`vmi` makes (counted, logged, the action left in the
+        model), without the result record and its register dict."""
+        hv = self.hv_model
+        if hv is None or self.machine is not machine or self._activated_for is not machine.boot:
+            hv = self.hv(machine)
+        number = VMI_CALL[name]
+        kind = self.relocs[number]
+        if kind is _NOP:
+            self.nop_skipped[name] = self.nop_skipped.get(name, 0) + 1
+            return False, None, None
+        if kind is _NONE:
+            raise NotProvided(name)
+        _args, value, error = hv.serve(number, args)
+        return True, value, error
 
     def value(self, machine: Any, name: str, *args: int) -> int:
         """The integer result of a value-returning call (0 if the ROM made it a NOP)."""

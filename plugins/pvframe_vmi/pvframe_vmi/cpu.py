@@ -36,6 +36,7 @@ CR4_SUPPORTED = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x80 | 0x100
 _M32 = 0xFFFFFFFF
 #: argument-page offsets of the dtr blocks
 _DTR_IN, _DTR_OUT = 0x00, 0x10
+_GET_CR = {n: f"GetCR{n}" for n in (0, 2, 3, 4)}
 
 
 #: the ops vmi_patch relocates into the ROM (2.6.22 arch/i386/kernel/vmi.c)
@@ -47,15 +48,17 @@ VMI_RELOCATED = frozenset(
 class VmiCpuOps(VmiGuest):
     # ---------------------------------------------------------------- control registers
     def _get_cr(self, machine: Any, n: int) -> int:
+        """GetCRn's value as :meth:`value` reads it (0 for a NOP relocation), from
+        :meth:`served` directly; the machine's register if the ROM omits the call."""
         try:
-            return self.value(machine, f"GetCR{n}") & _M32
+            value = self.served(machine, _GET_CR[n])[1]
         except NotProvided:
             return int(getattr(machine.cpu, f"cr{n}"))
+        return 0 if value is None else value & _M32  # type: ignore[operator]
 
     def _set_cr(self, machine: Any, n: int, value: int) -> None:
         try:
-            if self.vmi(machine, f"SetCR{n}", value & _M32) is None:
-                return
+            self.call(machine, f"SetCR{n}", value & _M32)
         except NotProvided:
             getattr(self.native, f"pvop_write_cr{n}")(machine, value)
 
@@ -103,14 +106,14 @@ class VmiCpuOps(VmiGuest):
     @hookimpl
     def pvop_clts(self, machine: Any) -> None:
         try:
-            self.vmi(machine, "CLTS")
+            self.call(machine, "CLTS")
         except NotProvided:
             self.native.pvop_clts(machine)
 
     @hookimpl
     def pvop_wbinvd(self, machine: Any) -> None:
         try:
-            self.vmi(machine, "WBINVD")
+            self.call(machine, "WBINVD")
         except NotProvided:
             self.native.pvop_wbinvd(machine)
 
@@ -138,19 +141,19 @@ class VmiCpuOps(VmiGuest):
         elif i == 7:
             value = (value & ~0x0000D800) | 0x400
         with contextlib.suppress(NotProvided):
-            self.vmi(machine, "SetDR", i, value)
+            self.call(machine, "SetDR", i, value)
         machine.cpu.dr[i] = value
 
     # ---------------------------------------------------------------- identification, TSC
     @hookimpl
     def pvop_cpuid(self, machine: Any, eax: int, ecx: int) -> tuple[int, int, int, int]:
         try:
-            res = self.vmi(machine, "CPUID", eax & _M32, ecx & _M32)
+            made, value, _error = self.call(machine, "CPUID", eax & _M32, ecx & _M32)
         except NotProvided:
-            res = None
-        if res is None or not isinstance(res.value, tuple):
+            made, value = False, None
+        if not made or not isinstance(value, tuple):
             return tuple(self.native.pvop_cpuid(machine, eax, ecx))
-        a, b, c, d = res.value
+        a, b, c, d = value
         return (a, b, c, d)
 
     @hookimpl
@@ -169,14 +172,14 @@ class VmiCpuOps(VmiGuest):
         ptr = self.arg_write(_DTR_IN, 2, limit)
         self.arg_write(_DTR_IN + 2, 4, base)
         try:
-            self.vmi(machine, call, ptr)
+            self.call(machine, call, ptr)
         except NotProvided:
             return False
         return True
 
     def _store_dtr(self, machine: Any, call: str) -> tuple[int, int] | None:
         try:
-            if self.vmi(machine, call, self.arg_write(_DTR_OUT, 6, 0)) is None:
+            if not self.call(machine, call, self.arg_write(_DTR_OUT, 6, 0))[0]:
                 return None
         except NotProvided:
             return None
@@ -230,10 +233,10 @@ class VmiCpuOps(VmiGuest):
             machine.raise_fault("NP", selector & 0xFFFC)
         machine.mmu.translate(addr + 4, write=True)  # the busy-bit store's walk (A/D bits)
         try:
-            res = self.vmi(machine, "SetTR", selector & 0xFFFF)
+            made, _value, error = self.call(machine, "SetTR", selector & 0xFFFF)
         except NotProvided:
-            res = None
-        if res is None or res.error:
+            made, error = False, None
+        if not made or error:
             machine.write_linear(addr + 4, 4, high | (1 << 9))
         base = (low >> 16) | ((high & 0xFF) << 16) | (high & 0xFF000000)
         limit = (low & 0xFFFF) | (high & 0xF0000)
@@ -254,10 +257,10 @@ class VmiCpuOps(VmiGuest):
         machine.mmu.translate(addr, write=True)
         machine.mmu.translate((addr + 4) & _M32, write=True)
         try:
-            res = self.vmi(machine, call, dt & _M32, n, low & _M32, high & _M32)
+            made, _value, error = self.call(machine, call, dt & _M32, n, low & _M32, high & _M32)
         except NotProvided:
-            res = None
-        if res is None or res.error:  # refused by the model: the store still happens
+            made, error = False, None
+        if not made or error:  # refused by the model: the store still happens
             machine.write_linear(addr, 4, low)
             machine.write_linear(addr + 4, 4, high)
 
@@ -279,12 +282,12 @@ class VmiCpuOps(VmiGuest):
         self.native.pvop_load_esp0(machine, tss, thread)
         esp0 = machine.read_linear(thread + 24, 4)
         with contextlib.suppress(NotProvided):
-            self.vmi(machine, "UpdateKernelStack", int(machine.cpu.ss.selector), esp0)
+            self.call(machine, "UpdateKernelStack", int(machine.cpu.ss.selector), esp0)
 
     @hookimpl
     def pvop_set_iopl_mask(self, machine: Any, mask: int) -> None:
         try:
-            if self.vmi(machine, "SetIOPLMask", mask & 0x3000) is not None:
+            if self.call(machine, "SetIOPLMask", mask & 0x3000)[0]:
                 return
         except NotProvided:
             pass
@@ -297,6 +300,6 @@ class VmiCpuOps(VmiGuest):
         ROM's default, as VMware's): nothing at all, Linux installs ``paravirt_nop``; CALL:
         the ROM call (the virtual port 0x80 is not written); NONE: native ``outb $0x80``."""
         try:
-            self.vmi(machine, "IODelay")
+            self.call(machine, "IODelay")
         except NotProvided:
             self.native.pvop_io_delay(machine)

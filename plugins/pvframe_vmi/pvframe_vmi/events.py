@@ -39,6 +39,15 @@ class VmiEventSource(HypervisorEventSource):
         hv = self.guest.hv_model
         return None if hv is None else hv.next_alarm_deadline_cycles()
 
+    def next_deadline(self, icount: int) -> int | None:
+        """:meth:`HypervisorEventSource.next_deadline`; with no alarm armed (no timer
+        deadline: :meth:`timer_deadline_tsc` is None) the platform's own, in one call --
+        the executor asks before every run of blocks."""
+        hv = self.guest.hv_model
+        if hv is None or not hv.alarms.alarms:
+            return self.platform.next_deadline(icount)
+        return super().next_deadline(icount)
+
     def fire_timers(self, icount: int, now_tsc: int) -> None:
         hv = self.guest.hv_model
         if hv is None:

@@ -54,11 +54,11 @@ class VmiIrqOps(VmiGuest):
         """Halt (35): IF on, then idle until an interrupt (the model's VCPU is halted
         meanwhile and woken when the machine delivers)."""
         try:
-            res = self.vmi(machine, "Halt")
+            made = self.call(machine, "Halt")[0]
         except NotProvided:
             self.native.pvop_safe_halt(machine)
             return
-        if res is None:  # a NOP relocation: sti only, no halt
+        if not made:  # a NOP relocation: sti only, no halt
             machine.cpu.eflags_sys |= IF
             machine.cpu.halted = False
             return

@@ -82,6 +82,38 @@ def directory_entries(memory: Any, pd: int) -> tuple[int, ...]:
         return struct.unpack("<1024I", memory.read_bytes(base, 4096))
     return tuple(memory.read(base + 4 * i, 4) for i in range(1024))
 
+
+def directory_tables(memory: Any, pd: int, pse: bool) -> tuple[int, ...]:
+    """The frames of the page tables the directory in frame ``pd`` names: the frame of
+    each present entry that does not map a 4 MiB page (PS with ``pse``, CR4.PSE; SDM
+    Vol. 3A §4.3), each once, in the order of its first slot. A directory in RAM is
+    worked out once per process for its 4 KiB and ``pse`` (a kit run walks a handful of
+    distinct directories at every CR3 and CR0 write); one elsewhere is read entry by
+    entry each time (:func:`directory_entries`)."""
+    base = pd << 12
+    if memory.is_ram(base, 4096):
+        key = (memory.read_bytes(base, 4096), pse)
+        tables = _TABLES.get(key)
+        if tables is None:
+            if len(_TABLES) >= _TABLES_KEPT:
+                _TABLES.clear()
+            tables = _TABLES[key] = _tables(struct.unpack("<1024I", key[0]), pse)
+        return tables
+    return _tables(directory_entries(memory, pd), pse)
+
+
+def _tables(entries: tuple[int, ...], pse: bool) -> tuple[int, ...]:
+    # each distinct entry once (dict.fromkeys, in C: a directory is mostly zeros and
+    # repeats), then each frame once, both in the order of the first slot
+    return tuple(dict.fromkeys(
+        pde >> 12 for pde in dict.fromkeys(entries) if pde & PTE_P and not (pde & PDE_PS and pse)))
+
+
+#: (directory bytes, CR4.PSE) -> :func:`directory_tables`; at most ``_TABLES_KEPT`` kept
+_TABLES: dict[tuple[bytes, bool], tuple[int, ...]] = {}
+_TABLES_KEPT = 64
+
+
 class VmiMmuOps(VmiGuest):
     def __init__(self) -> None:
         super().__init__()
@@ -101,11 +133,10 @@ class VmiMmuOps(VmiGuest):
             pd = (int(cpu.cr3) & 0xFFFFF000) >> 12
             reachable.add(pd)
             self._adopt(tracker, pd, VMI_PAGE_PD)
-            for pde in directory_entries(machine.memory, pd):
-                if pde & PTE_P and not (pde & PDE_PS and cpu.cr4 & CR4_PSE):
-                    pfn = pde >> 12
-                    reachable.add(pfn)
-                    self._adopt(tracker, pfn, VMI_PAGE_PT)
+            # (a frame named again adopts nothing new: the same frame at the same level)
+            for pfn in directory_tables(machine.memory, pd, bool(cpu.cr4 & CR4_PSE)):
+                reachable.add(pfn)
+                self._adopt(tracker, pfn, VMI_PAGE_PT)
         for pfn in list(self.adopted - reachable):
             if pfn in tracker.frames:
                 del tracker.frames[pfn]
@@ -171,11 +202,11 @@ class VmiMmuOps(VmiGuest):
         # the store's page walk first: its faults and A/D bits, as the native store
         machine.mmu.translate(ptep & 0xFFFFFFFF, write=True)
         try:
-            res = self.vmi(machine, "SetPxE", val, ptep & 0xFFFFFFFF, flags)
+            made, _value, error = self.call(machine, "SetPxE", val, ptep & 0xFFFFFFFF, flags)
         except NotProvided:
             native()
             return
-        if res is not None and res.error:
+        if made and error:
             native()  # refused by the model (logged): the store still happens
 
     @hookimpl
@@ -198,7 +229,7 @@ class VmiMmuOps(VmiGuest):
         if defer and flags & VMI_PAGE_CURRENT_AS:
             flags |= VMI_PAGE_DEFER
         with contextlib.suppress(NotProvided):
-            self.vmi(machine, "UpdatePxE", ptep & 0xFFFFFFFF, flags)
+            self.call(machine, "UpdatePxE", ptep & 0xFFFFFFFF, flags)
 
     @hookimpl
     def pvop_pte_update(self, machine: Any, mm_pgd: int, addr: int, ptep: int) -> None:
@@ -216,11 +247,11 @@ class VmiMmuOps(VmiGuest):
             self.adopted.discard(pfn)
             hv.pagetables.frames.pop(pfn, None)
         with contextlib.suppress(NotProvided):
-            self.vmi(machine, "AllocatePage", pfn, flags, clone, start, count)
+            self.call(machine, "AllocatePage", pfn, flags, clone, start, count)
 
     def _release(self, machine: Any, pfn: int, flags: int) -> None:
         with contextlib.suppress(NotProvided):
-            self.vmi(machine, "ReleasePage", pfn, flags)
+            self.call(machine, "ReleasePage", pfn, flags)
         self.adopted.discard(pfn)
 
     @hookimpl
@@ -260,4 +291,4 @@ class VmiMmuOps(VmiGuest):
 
     def _lazy(self, machine: Any, mode: int) -> None:
         with contextlib.suppress(NotProvided):
-            self.vmi(machine, "SetLazyMode", mode)
+            self.call(machine, "SetLazyMode", mode)

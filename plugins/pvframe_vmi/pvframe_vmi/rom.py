@@ -56,7 +56,6 @@ from collections.abc import Callable, Mapping
 import attrs
 
 from pvframe_vmi.hypervisor.abi import CALL_SPECS, VMI_CALL, VMI_CALL_SLOTS, VMI_CALLS
-from pvframe_vmi.hypervisor.calllog import CallRecord
 from pvframe_vmi.hypervisor.model import Action, CallResult, VmiHypervisor
 
 ROM_SIGNATURE = 0xAA55
@@ -178,6 +177,7 @@ LINUX_USE: dict[int, tuple[LinuxUse, tuple[str, ...]]] = {
     )
 }
 assert set(LINUX_USE) == set(VMI_CALLS)
+_CALL_NUMBERS = frozenset(VMI_CALLS)
 
 
 @attrs.frozen
@@ -280,7 +280,7 @@ def decode_trap(code: bytes) -> int | None:
     return code[5]
 
 
-@attrs.define
+@attrs.frozen
 class VmiRom:
     """The ROM image for one VMware-side configuration.
 
@@ -300,12 +300,12 @@ class VmiRom:
     image: bytes = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        bad = (self.nop_calls | self.omitted_calls) - set(VMI_CALLS)
+        bad = (self.nop_calls | self.omitted_calls) - _CALL_NUMBERS
         if bad:
             raise ValueError(f"not VMI call numbers: {sorted(bad)}")
         if self.base % ROM_SCAN_STEP or not ROM_SCAN_START <= self.base < ROM_SCAN_END:
             raise ValueError(f"ROM base {self.base:#x} is not a 2 KiB step in 0xC0000-0xDFFFF")
-        self.image = _image(self)
+        object.__setattr__(self, "image", _image(self))  # (frozen: set once, here)
 
     @property
     def link(self) -> int:
@@ -414,7 +414,7 @@ class VmiRom:
     def _pseudo(hv: VmiHypervisor, number: int, name: str, args: tuple[int, ...],
                 value: int | None, error: str | None = None) -> CallResult:
         hv.counts[name] += 1
-        hv.log.append(CallRecord(number, name, args, value, error))
+        hv.log.append_fields(number, name, args, value, error)
         if error is not None:
             hv.errors.append(error)
         regs = {} if value is None else {"eax": value & 0xFFFFFFFF, "edx": value >> 32}
@@ -430,8 +430,9 @@ def _image(rom: VmiRom) -> bytes:
     image = _IMAGES.get(key)
     if image is None:
         proto = object.__new__(type(rom))  # the fields the image reads, at the default base
-        proto.base, proto.link_base = DEFAULT_ROM_BASE, None
-        proto.virtual_top, proto.nop_calls, proto.omitted_calls = key[1:]
+        for field, value in (("base", DEFAULT_ROM_BASE), ("link_base", None),
+                             ("virtual_top", key[1]), ("nop_calls", key[2]), ("omitted_calls", key[3])):
+            object.__setattr__(proto, field, value)  # (frozen)
         image = _IMAGES[key] = proto._build()
     return image
 

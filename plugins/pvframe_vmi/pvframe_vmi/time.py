@@ -30,7 +30,7 @@ class VmiTimeOps(VmiGuest):
         freq = self.value(machine, "GetCycleFrequency")
         period = freq // HZ
         now = self.value(machine, "GetCycleCounter", VMI_CYCLES_REAL)
-        self.vmi(machine, "SetAlarm", VMI_ALARM_WIRED_IRQ0 | VMI_ALARM_IS_PERIODIC | VMI_CYCLES_REAL,
+        self.call(machine, "SetAlarm", VMI_ALARM_WIRED_IRQ0 | VMI_ALARM_IS_PERIODIC | VMI_CYCLES_REAL,
                  now + period, period)
 
     @hookimpl

@@ -87,7 +87,7 @@ class VmiTimerDriver:
     # ------------------------------------------------------------------ TimerDriver
     def cancel(self) -> None:
         if self._alarm is not None:
-            self.guest.vmi(self.machine, "CancelAlarm", self._flags(self._alarm))
+            self.guest.call(self.machine, "CancelAlarm", self._flags(self._alarm))
             self._alarm = None
 
     def arm(self, expiry_tsc: int, period_tsc: int | None) -> None:
@@ -110,14 +110,14 @@ class VmiTimerDriver:
         """``vmi_timer_set_mode(PERIODIC)``: the period in counter cycles."""
         self._period = max(1, period)
         self._alarm = VMI_ALARM_IS_PERIODIC
-        self.guest.vmi(self.machine, "SetAlarm", self._flags(VMI_ALARM_IS_PERIODIC),
+        self.guest.call(self.machine, "SetAlarm", self._flags(VMI_ALARM_IS_PERIODIC),
                        first, self._period)
 
     def _next_event(self, delta: int) -> None:
         """``vmi_timer_next_event``: relative cycles -> absolute on the REAL counter."""
         now = self._real_counter()
         self._alarm = VMI_ALARM_IS_ONESHOT
-        self.guest.vmi(self.machine, "SetAlarm", self._flags(VMI_ALARM_IS_ONESHOT),
+        self.guest.call(self.machine, "SetAlarm", self._flags(VMI_ALARM_IS_ONESHOT),
                        now + min(delta, ULONG_MAX), 0)
 
     def alarm_fired(self, expiry: int, real: int) -> tuple[bool, int | None]:

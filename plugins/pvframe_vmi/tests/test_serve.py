@@ -192,3 +192,15 @@ def test_served_captures_the_boot_state_after_a_new_load_as_vmi_does() -> None:
     m.boot = object()  # what a load does: a new BootInfo
     assert g.served(m, "GetCR4") == (True, 0x10)
     assert g.hv_model is hv and hv.vcpu.vif
+
+
+def test_every_call_masks_each_argument_to_its_own_width() -> None:
+    """Each argument of every call masked to its width in ``vmi.h`` (a 64-bit argument,
+    WRMSR's value or SetAlarm's expiry and period, to 64 bits, every other to 32), at
+    each position: the arguments the call runs with and logs."""
+    for number, spec in CALL_SPECS.items():
+        hv = _model(False)
+        args = tuple((1 << 80) - 1 - (i << 36) for i in range(len(spec.args)))
+        want = tuple(a & (M64 if w == 64 else M32) for a, w in zip(args, spec.args, strict=True))
+        assert hv.serve(number, args)[0] == want, spec.name
+        assert hv.log[-1].args == want

@@ -93,6 +93,11 @@ class StolenSchedule:
         return StolenSchedule((*self.intervals, (start, end)))
 
 
+#: the schedule of a VCPU never descheduled: frozen, so every model starts with this one
+#: (:meth:`StolenSchedule.extended` makes a new schedule, it never changes this)
+NO_STOLEN = StolenSchedule()
+
+
 @attrs.frozen
 class Alarm:
     """An armed alarm: the SetAlarm flag word decoded (vmi_time.h)."""
@@ -152,9 +157,13 @@ class AlarmQueue:
         return alarm.expiry
 
     def next_deadline(self, stolen: StolenSchedule) -> int | None:
-        if not self.alarms:
+        alarms = self.alarms
+        if not alarms:
             return None
-        return min(self.deadline(a, stolen) for a in self.alarms.values())
+        if len(alarms) == 1:  # (one armed, the usual case: its own deadline, no generator)
+            for alarm in alarms.values():
+                return self.deadline(alarm, stolen)
+        return min(self.deadline(a, stolen) for a in alarms.values())
 
     def due(self, real: int, stolen: StolenSchedule) -> list[tuple[Alarm, int]]:
         """Alarms expired at REAL cycle ``real``, earliest first; periodic ones are re-armed
@@ -172,7 +181,7 @@ class AlarmQueue:
             if a.periodic:
                 periods = (now - a.expiry) // a.period + 1
                 missed = periods - 1
-                self.alarms[a.counter] = attrs.evolve(a, expiry=a.expiry + periods * a.period)
+                self.alarms[a.counter] = Alarm(a.flags, a.expiry + periods * a.period, a.period)
             else:
                 del self.alarms[a.counter]
             out.append((a, missed))

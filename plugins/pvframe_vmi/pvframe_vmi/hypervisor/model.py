@@ -70,7 +70,7 @@ from pvframe_vmi.hypervisor.abi import (
     Ret,
     VmiUsageError,
 )
-from pvframe_vmi.hypervisor.alarms import Alarm, AlarmFiring, AlarmQueue, StolenSchedule
+from pvframe_vmi.hypervisor.alarms import NO_STOLEN, Alarm, AlarmFiring, AlarmQueue, StolenSchedule
 from pvframe_vmi.hypervisor.calllog import CallLog
 from pvframe_vmi.hypervisor.mmu import PageTableTracker
 from pvframe_vmi.hypervisor.vcpu import ApState, VirtualCpu
@@ -113,7 +113,10 @@ class CallResult:
     error: str | None = None
 
 
-@attrs.define
+#: (no setattr hook: ``tsc_hz``, the one validated field, is validated at construction;
+#: the model's own calls store ``_action``, ``stolen``, the alarm totals... and each store
+#: went through attrs' convert/validate pipe, four Python calls for nothing to check)
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class VmiHypervisor:
     """The hypervisor behind the VMI ROM, for one VCPU.
 
@@ -128,7 +131,7 @@ class VmiHypervisor:
     boot_epoch_nsec: int = attrs.field(default=0, kw_only=True)
     memory: MachineMemory = attrs.field(factory=FlatMemory, kw_only=True)
     hooks: MachineHooks = attrs.field(factory=MachineHooks, kw_only=True)
-    stolen: StolenSchedule = attrs.field(factory=StolenSchedule, kw_only=True)
+    stolen: StolenSchedule = attrs.field(default=NO_STOLEN, kw_only=True)
     strict: bool = attrs.field(default=False, kw_only=True)
     require_typed_frames: bool = attrs.field(default=True, kw_only=True)
     #: REAL cycle counter when ``hooks.now_cycles`` is not wired (tests, standalone use)
@@ -189,10 +192,17 @@ class VmiHypervisor:
             self._record(number, name, args, None, f"call_{number}: not defined by VMI API 3.0")
             return args, None, f"call_{number}: not defined by VMI API 3.0"
         name, ret, masks, method = served
-        self.counts[name] += 1
-        if len(args) != len(masks):
-            raise TypeError(f"{name} takes {len(masks)} arguments, got {len(args)}")
-        if masks:
+        counts = self.counts  # (get: a name's first call in a model is no Counter.__missing__)
+        counts[name] = counts.get(name, 0) + 1
+        n = len(masks)
+        if len(args) != n:
+            raise TypeError(f"{name} takes {n} arguments, got {len(args)}")
+        # (one and two arguments, most calls with any, masked without a generator)
+        if n == 1:
+            args = (args[0] & masks[0],)
+        elif n == 2:
+            args = (args[0] & masks[0], args[1] & masks[1])
+        elif n:
             args = tuple(a & m for a, m in zip(args, masks, strict=True))
         # (each store only when it changes the field: the fields end as if always stored)
         if self._now is not now:
@@ -314,7 +324,8 @@ class VmiHypervisor:
     # ================================================================ CPU (vmi.h)
     def _c_CPUID(self, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
         fn = self.hooks.cpuid or self.default_cpuid
-        return tuple(v & M32 for v in fn(leaf, subleaf))  # type: ignore[return-value]
+        a, b, c, d = fn(leaf, subleaf)
+        return (a & M32, b & M32, c & M32, d & M32)
 
     def _fault(self) -> int:
         self._action = Action.FAULT
@@ -662,7 +673,7 @@ class VmiHypervisor:
         if alarm.periodic and period == 0:
             raise VmiUsageError("SetAlarm: periodic alarm with period 0")
         if not alarm.periodic:
-            alarm = attrs.evolve(alarm, period=0)
+            alarm = Alarm(flags, expiry, 0)  # (a one-shot keeps no period)
         self.alarms.set(alarm)
 
     def _c_CancelAlarm(self, flags: int) -> int:

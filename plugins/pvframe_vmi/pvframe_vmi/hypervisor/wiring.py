@@ -191,13 +191,15 @@ class LinearMaps:
             self.slots[slot] = LinearMapping(va, pages, pfn)
 
     def translate(self, va: int, fallback: Callable[[int], int | None] | None = None) -> int | None:
-        # kmap slots first: they are the more recent, narrower mappings
-        for slot in sorted(self.slots, reverse=True):
-            pa = self.slots[slot].translate(va)
-            if pa is not None:
-                return pa
+        slots = self.slots
+        if slots:  # (none set: no sort; a guest without SetLinearMapping never sets one)
+            # kmap slots first: they are the more recent, narrower mappings
+            for slot in sorted(slots, reverse=True):
+                pa = slots[slot].translate(va)
+                if pa is not None:
+                    return pa
         if fallback is not None:
             return fallback(va)
-        if 0 not in self.slots:
+        if 0 not in slots:
             return va
         return None
