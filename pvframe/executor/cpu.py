@@ -691,6 +691,7 @@ class Executor:
         code_pages = self.memory.code_pages
         claimed = self.env.mmio_claimed
         translated = self._translated_at
+        from_bytes = int.from_bytes
 
         def special(addr: int, size: int, store: bool) -> bool:
             """Whether an access that left the fast path must run as an instruction of
@@ -713,15 +714,39 @@ class Executor:
             return False
 
         def ldb(addr: int, size: int) -> int:
-            # pages in the read fast map are RAM: only an access touching another page
-            # (MMIO, or RAM never written) needs the check
+            # An access within one page of the read fast map (misaligned: the compiled
+            # fast path keys it so that it misses; or 64 bits wide) reads the page as
+            # ``mmu.read`` would: its entry allows the read and its A bit is set, so there
+            # is no walk and no side effect. Pages in the read fast map are RAM: only an
+            # access touching another page (MMIO, or RAM never written) needs the check.
             r8 = mmu.r8
-            if ((addr & ~PAGE_MASK) not in r8 or ((addr + size - 1) & ~PAGE_MASK) not in r8) \
+            off = addr & PAGE_MASK
+            if off + size <= PAGE_SIZE:
+                page = r8.get(addr - off)
+                if page is not None:
+                    return page[off] if size == 1 else from_bytes(page[off:off + size], "little")
+                if special(addr, size, False):
+                    raise Restart
+            elif ((addr & ~PAGE_MASK) not in r8 or ((addr + size - 1) & ~PAGE_MASK) not in r8) \
                     and special(addr, size, False):
                 raise Restart
             return int(read(addr, size))
 
         def stb(addr: int, size: int, value: int) -> None:
+            # Likewise a store within one page of the write fast map: RAM holding no
+            # translated code, its entry writable at this privilege with D already set
+            # (:mod:`pvframe.platform.mmu`): ``special`` would find nothing to restart
+            # for and ``mmu.write`` would store it there, without a walk.
+            off = addr & PAGE_MASK
+            if off + size <= PAGE_SIZE:
+                page = mmu.w8.get(addr - off)
+                if page is not None:
+                    if size == 1:
+                        page[off] = value & 0xFF
+                    else:
+                        page[off:off + size] = (value & ((1 << (size << 3)) - 1)).to_bytes(
+                            size, "little")
+                    return
             if special(addr, size, True):
                 raise Restart
             write(addr, size, value)
