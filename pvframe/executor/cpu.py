@@ -159,6 +159,9 @@ DEFAULT_MAX_BYTES = 64 << 20
 MAX_FETCH = 1024
 #: a RAM page never written (it reads as zeros)
 _ZERO_PAGE = bytes(PAGE_SIZE)
+#: EIP-map entries per privilege a run remembers having dropped at most
+#: (:attr:`Executor._seen`: the entries :meth:`Executor.retire` parks)
+MAX_SEEN = 4096
 
 
 class Restart(Exception):
@@ -266,6 +269,15 @@ class Executor:
         #: virtual page number -> the EIPs the EIP maps may hold a block for on it (a
         #: block whose first instruction straddles a page end is named on both pages)
         self._eip_pages: dict[int, set[int]] = {}
+        #: the EIP-map entries the predecessor of this executor's lineage parked
+        #: (:meth:`retire`) and not yet restored, by privilege and virtual page: the
+        #: physical page they were found on and the blocks by EIP
+        #: (:meth:`_restore_eip_page`)
+        self._carried: dict[tuple[bool, int], tuple[int, dict[int, Block]]] = {}
+        #: per privilege, the EIP-map entries this run dropped with their page's TLB
+        #: entry (what it found before a flush, parked by :meth:`retire` with those in
+        #: the maps then); at most :data:`MAX_SEEN` entries, only with a lineage
+        self._seen: tuple[dict[int, Block], dict[int, Block]] = ({}, {})
         self._page_blocks: dict[int, list[Block]] = {}
         self._gen = mmu.generation
         self._deadline: int | None = None
@@ -551,7 +563,10 @@ class Executor:
         self._blocks.clear()
         self._dormant.clear()
         self._dormant_blocks = 0
-        self._clear_by_eip()
+        self._clear_by_eip(False)
+        self._carried.clear()
+        for seen in self._seen:
+            seen.clear()
         # what was learnt from the dropped translations goes too (an instruction that
         # restarts is found again at the cost of one restart): a guest with ever new
         # device-access sites cannot grow the set, nor the cost of each translation's key
@@ -581,8 +596,15 @@ class Executor:
         self._step_glb.update(maps)
         self._by_eip = self._by_eip_maps[user]
 
-    def _clear_by_eip(self) -> None:
-        for m in self._by_eip_maps:
+    def _clear_by_eip(self, remember: bool = True) -> None:
+        """Empty the EIP maps; ``remember``: what they held counts as seen by this run
+        (:attr:`_seen`)."""
+        record = remember and self.lineage is not None
+        for m, seen in zip(self._by_eip_maps, self._seen, strict=True):
+            if record and m:
+                if len(seen) + len(m) > MAX_SEEN:
+                    seen.clear()
+                seen.update(m)
             m.clear()
         self._eip_pages.clear()
 
@@ -616,12 +638,15 @@ class Executor:
             return
         pages = self._eip_pages
         maps = self._by_eip_maps
+        record = self.lineage is not None
         for vpn in changed:
             eips = pages.pop(vpn, None)
             if eips:
                 for eip in eips:
-                    for m in maps:
-                        m.pop(eip, None)
+                    for m, seen in zip(maps, self._seen, strict=True):
+                        blk = m.pop(eip, None)
+                        if blk is not None and record and len(seen) < MAX_SEEN:
+                            seen[eip] = blk
 
     def _refresh_deadline(self) -> None:
         self._deadline = self.env.next_deadline()
@@ -830,7 +855,55 @@ class Executor:
                 blk = reg  # (its other blocks are on this page: this fetch covers them)
         if limit == MAX_INSNS or (blk.n < limit and not blk.limited):
             self._map_eip(eip, blk)  # not a shortened variant: the block for this address
+        if self._carried:
+            got = self._carried.pop((self.mmu.user, eip >> PAGE_SHIFT), None)
+            if got is not None and got[0] == paddr >> PAGE_SHIFT:
+                self._restore_eip_page(eip >> PAGE_SHIFT, got[1])
         return blk
+
+    def _restore_eip_page(self, vpn: int, entries: dict[int, Block]) -> None:
+        """An instruction fetch on virtual page ``vpn`` just translated to the physical
+        page the EIP-map ``entries`` the predecessor parked for the page were found on
+        (the TLB holds that entry now: :meth:`_lookup`): each whose block :meth:`_lookup`
+        would find there with a full budget enters the current privilege's EIP map. A
+        fetch from any of those addresses would hit the same TLB entry (same physical
+        address, same rights: no walk, no A-bit write, SDM Vol. 3A §4.10.2.3); the
+        entries go with it (the MMU names the page whenever its entry is dropped or
+        replaced: :meth:`_mmu_flushed`). Left to :meth:`_lookup`: a block not cached
+        here (changed bytes: :meth:`_wake`), a shortened variant, one whose first
+        instruction goes on past the page's end (its fetch needs the next page too), one
+        where a step address, an entry point or a hot region now takes the address. The
+        kit's programs share most of their code at the same addresses: ~85 of the ~95
+        addresses a program's run looks up were its predecessor's too."""
+        by_eip = self._by_eip
+        blocks = self._blocks
+        entry_points = self.entry_points
+        steps = self._step_at
+        regions = self.stats["regions"]
+        eips = None
+        for eip, blk in entries.items():
+            key = blk.key
+            if eip in by_eip or blocks.get(key) is not blk or \
+                    (eip & PAGE_MASK) + max(blk.length, 1) > PAGE_SIZE:
+                continue
+            paddr, _e, limit = key
+            if paddr in entry_points:
+                if limit != -1:
+                    continue
+            elif eip in steps:
+                if limit != 0:
+                    continue
+            elif limit == MAX_INSNS:
+                if regions:
+                    blk = blocks.get((paddr, eip, REGION)) or blk
+            elif limit != REGION:
+                continue
+            by_eip[eip] = blk
+            if eips is None:
+                eips = self._eip_pages.get(vpn)
+                if eips is None:
+                    eips = self._eip_pages[vpn] = set()
+            eips.add(eip)
 
     # ------------------------------------------------------------------ hot regions
     def _heated(self, blk: Block) -> None:
@@ -1292,6 +1365,29 @@ class Executor:
                 ram = memory.page(pfn)
                 pages[pfn] = (bytes(ram) if ram is not None else _ZERO_PAGE, keep, tuple(steps))
                 count += len(keep)
+        # the EIP-map entries of this run whose blocks are parked (one privilege's
+        # entries on a virtual page were all found through the page's one TLB entry:
+        # on one physical page): the next run's lookups restore them page by page
+        # (:meth:`_restore_eip_page`)
+        eips: dict[tuple[bool, int], tuple[int, dict[int, Block]]] = {}
+        for user, (m, seen) in enumerate(zip(self._by_eip_maps, self._seen, strict=True)):
+            # (what was found last comes last: it wins where a page was remapped)
+            for eip, blk in (*seen.items(), *m.items()):
+                key = blk.key
+                pfn = key[0] >> PAGE_SHIFT
+                got = pages.get(pfn)
+                if got is None or got[1].get(key) is not blk:
+                    continue
+                k = (user == 1, eip >> PAGE_SHIFT)
+                have = eips.get(k)
+                if have is None or have[0] != pfn:
+                    eips[k] = (pfn, {eip: blk})
+                else:
+                    have[1][eip] = blk
+        self._clear_by_eip(False)
+        self._carried = {}
+        for seen in self._seen:
+            seen.clear()
         glb, step_glb = self._glb, self._step_glb
         glb.clear()
         step_glb.clear()
@@ -1301,7 +1397,8 @@ class Executor:
         self._dormant_blocks = 0
         self.cached_bytes = 0
         carryover.POOL.put(lineage, carryover.Retired(
-            glb, step_glb, pages, nbytes, count, self.carry_settings(), self._glb_freeze))
+            glb, step_glb, pages, nbytes, count, self.carry_settings(), self._glb_freeze,
+            eips))
 
     def _take_over(self) -> None:
         """Take over the translations parked for this executor's lineage (:meth:`retire`)
@@ -1321,6 +1418,7 @@ class Executor:
         self._glb, self._step_glb = state.glb, state.step_glb
         self._dormant = state.pages
         self._dormant_blocks = state.blocks
+        self._carried = state.eips
         self.cached_bytes += state.nbytes
         self.stats["taken_over"] = state.blocks
 
@@ -1349,7 +1447,9 @@ class Executor:
                     if ram[lo:hi] == snap[lo:hi]:
                         kept[key] = blk
         live = self._blocks
-        if not live.keys().isdisjoint(kept):  # (translated here meanwhile: those stay)
+        # (translated here meanwhile: those stay; a live block starting on the page is
+        # registered on it, so there is none without a list: no scan of the kept keys)
+        if pfn in self._page_blocks and not live.keys().isdisjoint(kept):
             kept = {k: b for k, b in kept.items() if k not in live}
         dropped = len(blocks) - len(kept)
         if dropped:
@@ -1404,7 +1504,11 @@ class Executor:
             else:
                 keep.append(blk)
         if dropped:
-            self._clear_by_eip()
+            # (what was carried or seen may hold the dropped blocks: host memory)
+            self._carried.clear()
+            for seen in self._seen:
+                seen.clear()
+            self._clear_by_eip(False)
         if keep:
             self._page_blocks[pfn] = keep
         else:
