@@ -89,10 +89,10 @@ class Retired:
     #: collector never scans a frozen object again: a machine whose names it held would
     #: not be freed without :meth:`~pvframe.machine.Machine.release`)
     freeze: int = 0
-    #: the EIP-map entries of the retired executor whose blocks are parked here, by
-    #: (user-mode map, virtual page): the physical page they were found on and the
-    #: blocks by linear EIP (:meth:`~pvframe.executor.cpu.Executor._restore_eip_page`)
-    eips: dict[tuple[bool, int], tuple[int, dict[int, Any]]] = attrs.field(factory=dict)
+    #: the EIP-map entries of the retired executor's run, by (user-mode map, virtual
+    #: page): the blocks by linear EIP (checked against the page a fetch reaches by
+    #: :meth:`~pvframe.executor.cpu.Executor._restore_eip_page`)
+    eips: dict[tuple[bool, int], dict[int, Any]] = attrs.field(factory=dict)
 
 
 class RetiredPool:

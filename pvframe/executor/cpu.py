@@ -159,6 +159,8 @@ DEFAULT_MAX_BYTES = 64 << 20
 MAX_FETCH = 1024
 #: a RAM page never written (it reads as zeros)
 _ZERO_PAGE = bytes(PAGE_SIZE)
+#: kinds of block :meth:`Executor.retire` never parks (they hold machine objects)
+_UNPARKED = frozenset(("entry", "region"))
 #: EIP-map entries per privilege a run remembers having dropped at most
 #: (:attr:`Executor._seen`: the entries :meth:`Executor.retire` parks)
 MAX_SEEN = 4096
@@ -271,9 +273,8 @@ class Executor:
         self._eip_pages: dict[int, set[int]] = {}
         #: the EIP-map entries the predecessor of this executor's lineage parked
         #: (:meth:`retire`) and not yet restored, by privilege and virtual page: the
-        #: physical page they were found on and the blocks by EIP
-        #: (:meth:`_restore_eip_page`)
-        self._carried: dict[tuple[bool, int], tuple[int, dict[int, Block]]] = {}
+        #: blocks by EIP (:meth:`_restore_eip_page`)
+        self._carried: dict[tuple[bool, int], dict[int, Block]] = {}
         #: per privilege, the EIP-map entries this run dropped with their page's TLB
         #: entry (what it found before a flush, parked by :meth:`retire` with those in
         #: the maps then); at most :data:`MAX_SEEN` entries, only with a lineage
@@ -857,15 +858,16 @@ class Executor:
             self._map_eip(eip, blk)  # not a shortened variant: the block for this address
         if self._carried:
             got = self._carried.pop((self.mmu.user, eip >> PAGE_SHIFT), None)
-            if got is not None and got[0] == paddr >> PAGE_SHIFT:
-                self._restore_eip_page(eip >> PAGE_SHIFT, got[1])
+            if got is not None:
+                self._restore_eip_page(eip >> PAGE_SHIFT, paddr >> PAGE_SHIFT, got)
         return blk
 
-    def _restore_eip_page(self, vpn: int, entries: dict[int, Block]) -> None:
-        """An instruction fetch on virtual page ``vpn`` just translated to the physical
-        page the EIP-map ``entries`` the predecessor parked for the page were found on
-        (the TLB holds that entry now: :meth:`_lookup`): each whose block :meth:`_lookup`
-        would find there with a full budget enters the current privilege's EIP map. A
+    def _restore_eip_page(self, vpn: int, pfn: int, entries: dict[int, Block]) -> None:
+        """An instruction fetch on virtual page ``vpn`` just translated to physical page
+        ``pfn`` (the TLB holds that entry now: :meth:`_lookup`): of the EIP-map
+        ``entries`` the predecessor parked for the page, each whose block was decoded
+        from ``pfn`` and is the one :meth:`_lookup` would find there with a full budget
+        enters the current privilege's EIP map. A
         fetch from any of those addresses would hit the same TLB entry (same physical
         address, same rights: no walk, no A-bit write, SDM Vol. 3A §4.10.2.3); the
         entries go with it (the MMU names the page whenever its entry is dropped or
@@ -883,10 +885,10 @@ class Executor:
         eips = None
         for eip, blk in entries.items():
             key = blk.key
-            if eip in by_eip or blocks.get(key) is not blk or \
+            paddr, _e, limit = key
+            if paddr >> PAGE_SHIFT != pfn or eip in by_eip or blocks.get(key) is not blk or \
                     (eip & PAGE_MASK) + max(blk.length, 1) > PAGE_SIZE:
                 continue
-            paddr, _e, limit = key
             if paddr in entry_points:
                 if limit != -1:
                     continue
@@ -1353,7 +1355,7 @@ class Executor:
             steps = []
             for blk in lst:
                 # (entry points hold the machine's handlers; a region's C tier its MMU)
-                if blk.kind in ("entry", "region") or len(blk.pages) != 1 or \
+                if blk.kind in _UNPARKED or len(blk.pages) != 1 or \
                         live.get(blk.key) is not blk:
                     continue
                 keep[blk.key] = blk
@@ -1365,25 +1367,22 @@ class Executor:
                 ram = memory.page(pfn)
                 pages[pfn] = (bytes(ram) if ram is not None else _ZERO_PAGE, keep, tuple(steps))
                 count += len(keep)
-        # the EIP-map entries of this run whose blocks are parked (one privilege's
-        # entries on a virtual page were all found through the page's one TLB entry:
-        # on one physical page): the next run's lookups restore them page by page
-        # (:meth:`_restore_eip_page`)
-        eips: dict[tuple[bool, int], tuple[int, dict[int, Block]]] = {}
+        # the EIP-map entries of this run whose blocks are live and may be parked, by
+        # privilege and virtual page: the next run's lookups restore them page by page
+        # (:meth:`_restore_eip_page`, which checks each against the page it fetched)
+        eips: dict[tuple[bool, int], dict[int, Block]] = {}
         for user, (m, seen) in enumerate(zip(self._by_eip_maps, self._seen, strict=True)):
-            # (what was found last comes last: it wins where a page was remapped)
-            for eip, blk in (*seen.items(), *m.items()):
-                key = blk.key
-                pfn = key[0] >> PAGE_SHIFT
-                got = pages.get(pfn)
-                if got is None or got[1].get(key) is not blk:
+            seen.update(m)  # (what was found last wins)
+            flag = user == 1
+            for eip, blk in seen.items():
+                if blk.kind in _UNPARKED or live.get(blk.key) is not blk or len(blk.pages) != 1:
                     continue
-                k = (user == 1, eip >> PAGE_SHIFT)
+                k = (flag, eip >> PAGE_SHIFT)
                 have = eips.get(k)
-                if have is None or have[0] != pfn:
-                    eips[k] = (pfn, {eip: blk})
+                if have is None:
+                    eips[k] = {eip: blk}
                 else:
-                    have[1][eip] = blk
+                    have[eip] = blk
         self._clear_by_eip(False)
         self._carried = {}
         for seen in self._seen:
