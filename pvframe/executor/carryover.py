@@ -37,8 +37,17 @@ What makes a kept block sound on another machine:
   hot regions (their C tier runtime is the old MMU's), blocks spanning two pages and
   blocks decoded from a page that is not RAM.
 
-Per-run state (a block's heat towards a hot region, the EIP maps, statistics) starts
-again as on a new executor. Memory stays bounded: the dormant blocks count in the new
+The addresses the retired executor's run found its blocks at (its EIP maps, and what it
+dropped from them at a flush) are parked too, by virtual page with the physical page they
+were found on: the new executor's first lookup on a virtual page that reaches the same
+physical page enters those whose blocks are live here (:meth:`~pvframe.executor.cpu.
+Executor._restore_eip_page`), so a program costs one lookup per page of code it shares
+with its predecessor, not one per block (~85 of a kit program's ~95). Sound because a
+fetch from any address of the page would hit the TLB entry the lookup's fetch just made
+(the MMU names the page to the executor whenever that entry is dropped or replaced).
+
+Per-run state (a block's heat towards a hot region, statistics) starts again as on a new
+executor. Memory stays bounded: the dormant blocks count in the new
 executor's ``cached_bytes`` and ``max_blocks`` (a full cache is dropped whole, dormant
 blocks with it); the pool keeps :data:`SLOTS` lineages, each at most :data:`MAX_BYTES`
 (a larger state is not kept: a Linux boot's translations are never parked).
@@ -80,6 +89,10 @@ class Retired:
     #: collector never scans a frozen object again: a machine whose names it held would
     #: not be freed without :meth:`~pvframe.machine.Machine.release`)
     freeze: int = 0
+    #: the EIP-map entries of the retired executor's run, by (user-mode map, virtual
+    #: page): the blocks by linear EIP (checked against the page a fetch reaches by
+    #: :meth:`~pvframe.executor.cpu.Executor._restore_eip_page`)
+    eips: dict[tuple[bool, int], dict[int, Any]] = attrs.field(factory=dict)
 
 
 class RetiredPool:

@@ -159,6 +159,11 @@ DEFAULT_MAX_BYTES = 64 << 20
 MAX_FETCH = 1024
 #: a RAM page never written (it reads as zeros)
 _ZERO_PAGE = bytes(PAGE_SIZE)
+#: kinds of block :meth:`Executor.retire` never parks (they hold machine objects)
+_UNPARKED = frozenset(("entry", "region"))
+#: EIP-map entries per privilege a run remembers having dropped at most
+#: (:attr:`Executor._seen`: the entries :meth:`Executor.retire` parks)
+MAX_SEEN = 4096
 
 
 class Restart(Exception):
@@ -266,6 +271,14 @@ class Executor:
         #: virtual page number -> the EIPs the EIP maps may hold a block for on it (a
         #: block whose first instruction straddles a page end is named on both pages)
         self._eip_pages: dict[int, set[int]] = {}
+        #: the EIP-map entries the predecessor of this executor's lineage parked
+        #: (:meth:`retire`) and not yet restored, by privilege and virtual page: the
+        #: blocks by EIP (:meth:`_restore_eip_page`)
+        self._carried: dict[tuple[bool, int], dict[int, Block]] = {}
+        #: per privilege, the EIP-map entries this run dropped with their page's TLB
+        #: entry (what it found before a flush, parked by :meth:`retire` with those in
+        #: the maps then); at most :data:`MAX_SEEN` entries, only with a lineage
+        self._seen: tuple[dict[int, Block], dict[int, Block]] = ({}, {})
         self._page_blocks: dict[int, list[Block]] = {}
         self._gen = mmu.generation
         self._deadline: int | None = None
@@ -551,7 +564,10 @@ class Executor:
         self._blocks.clear()
         self._dormant.clear()
         self._dormant_blocks = 0
-        self._clear_by_eip()
+        self._clear_by_eip(False)
+        self._carried.clear()
+        for seen in self._seen:
+            seen.clear()
         # what was learnt from the dropped translations goes too (an instruction that
         # restarts is found again at the cost of one restart): a guest with ever new
         # device-access sites cannot grow the set, nor the cost of each translation's key
@@ -581,8 +597,15 @@ class Executor:
         self._step_glb.update(maps)
         self._by_eip = self._by_eip_maps[user]
 
-    def _clear_by_eip(self) -> None:
-        for m in self._by_eip_maps:
+    def _clear_by_eip(self, remember: bool = True) -> None:
+        """Empty the EIP maps; ``remember``: what they held counts as seen by this run
+        (:attr:`_seen`)."""
+        record = remember and self.lineage is not None
+        for m, seen in zip(self._by_eip_maps, self._seen, strict=True):
+            if record and m:
+                if len(seen) + len(m) > MAX_SEEN:
+                    seen.clear()
+                seen.update(m)
             m.clear()
         self._eip_pages.clear()
 
@@ -616,12 +639,15 @@ class Executor:
             return
         pages = self._eip_pages
         maps = self._by_eip_maps
+        record = self.lineage is not None
         for vpn in changed:
             eips = pages.pop(vpn, None)
             if eips:
                 for eip in eips:
-                    for m in maps:
-                        m.pop(eip, None)
+                    for m, seen in zip(maps, self._seen, strict=True):
+                        blk = m.pop(eip, None)
+                        if blk is not None and record and len(seen) < MAX_SEEN:
+                            seen[eip] = blk
 
     def _refresh_deadline(self) -> None:
         self._deadline = self.env.next_deadline()
@@ -691,6 +717,7 @@ class Executor:
         code_pages = self.memory.code_pages
         claimed = self.env.mmio_claimed
         translated = self._translated_at
+        from_bytes = int.from_bytes
 
         def special(addr: int, size: int, store: bool) -> bool:
             """Whether an access that left the fast path must run as an instruction of
@@ -713,15 +740,39 @@ class Executor:
             return False
 
         def ldb(addr: int, size: int) -> int:
-            # pages in the read fast map are RAM: only an access touching another page
-            # (MMIO, or RAM never written) needs the check
+            # An access within one page of the read fast map (misaligned: the compiled
+            # fast path keys it so that it misses; or 64 bits wide) reads the page as
+            # ``mmu.read`` would: its entry allows the read and its A bit is set, so there
+            # is no walk and no side effect. Pages in the read fast map are RAM: only an
+            # access touching another page (MMIO, or RAM never written) needs the check.
             r8 = mmu.r8
-            if ((addr & ~PAGE_MASK) not in r8 or ((addr + size - 1) & ~PAGE_MASK) not in r8) \
+            off = addr & PAGE_MASK
+            if off + size <= PAGE_SIZE:
+                page = r8.get(addr - off)
+                if page is not None:
+                    return page[off] if size == 1 else from_bytes(page[off:off + size], "little")
+                if special(addr, size, False):
+                    raise Restart
+            elif ((addr & ~PAGE_MASK) not in r8 or ((addr + size - 1) & ~PAGE_MASK) not in r8) \
                     and special(addr, size, False):
                 raise Restart
             return int(read(addr, size))
 
         def stb(addr: int, size: int, value: int) -> None:
+            # Likewise a store within one page of the write fast map: RAM holding no
+            # translated code, its entry writable at this privilege with D already set
+            # (:mod:`pvframe.platform.mmu`): ``special`` would find nothing to restart
+            # for and ``mmu.write`` would store it there, without a walk.
+            off = addr & PAGE_MASK
+            if off + size <= PAGE_SIZE:
+                page = mmu.w8.get(addr - off)
+                if page is not None:
+                    if size == 1:
+                        page[off] = value & 0xFF
+                    else:
+                        page[off:off + size] = (value & ((1 << (size << 3)) - 1)).to_bytes(
+                            size, "little")
+                    return
             if special(addr, size, True):
                 raise Restart
             write(addr, size, value)
@@ -805,7 +856,56 @@ class Executor:
                 blk = reg  # (its other blocks are on this page: this fetch covers them)
         if limit == MAX_INSNS or (blk.n < limit and not blk.limited):
             self._map_eip(eip, blk)  # not a shortened variant: the block for this address
+        if self._carried:
+            got = self._carried.pop((self.mmu.user, eip >> PAGE_SHIFT), None)
+            if got is not None:
+                self._restore_eip_page(eip >> PAGE_SHIFT, paddr >> PAGE_SHIFT, got)
         return blk
+
+    def _restore_eip_page(self, vpn: int, pfn: int, entries: dict[int, Block]) -> None:
+        """An instruction fetch on virtual page ``vpn`` just translated to physical page
+        ``pfn`` (the TLB holds that entry now: :meth:`_lookup`): of the EIP-map
+        ``entries`` the predecessor parked for the page, each whose block was decoded
+        from ``pfn`` and is the one :meth:`_lookup` would find there with a full budget
+        enters the current privilege's EIP map. A
+        fetch from any of those addresses would hit the same TLB entry (same physical
+        address, same rights: no walk, no A-bit write, SDM Vol. 3A §4.10.2.3); the
+        entries go with it (the MMU names the page whenever its entry is dropped or
+        replaced: :meth:`_mmu_flushed`). Left to :meth:`_lookup`: a block not cached
+        here (changed bytes: :meth:`_wake`), a shortened variant, one whose first
+        instruction goes on past the page's end (its fetch needs the next page too), one
+        where a step address, an entry point or a hot region now takes the address. The
+        kit's programs share most of their code at the same addresses: ~85 of the ~95
+        addresses a program's run looks up were its predecessor's too."""
+        by_eip = self._by_eip
+        blocks = self._blocks
+        entry_points = self.entry_points
+        steps = self._step_at
+        regions = self.stats["regions"]
+        eips = None
+        for eip, blk in entries.items():
+            key = blk.key
+            paddr, _e, limit = key
+            if paddr >> PAGE_SHIFT != pfn or eip in by_eip or blocks.get(key) is not blk or \
+                    (eip & PAGE_MASK) + max(blk.length, 1) > PAGE_SIZE:
+                continue
+            if paddr in entry_points:
+                if limit != -1:
+                    continue
+            elif eip in steps:
+                if limit != 0:
+                    continue
+            elif limit == MAX_INSNS:
+                if regions:
+                    blk = blocks.get((paddr, eip, REGION)) or blk
+            elif limit != REGION:
+                continue
+            by_eip[eip] = blk
+            if eips is None:
+                eips = self._eip_pages.get(vpn)
+                if eips is None:
+                    eips = self._eip_pages[vpn] = set()
+            eips.add(eip)
 
     # ------------------------------------------------------------------ hot regions
     def _heated(self, blk: Block) -> None:
@@ -1255,7 +1355,7 @@ class Executor:
             steps = []
             for blk in lst:
                 # (entry points hold the machine's handlers; a region's C tier its MMU)
-                if blk.kind in ("entry", "region") or len(blk.pages) != 1 or \
+                if blk.kind in _UNPARKED or len(blk.pages) != 1 or \
                         live.get(blk.key) is not blk:
                     continue
                 keep[blk.key] = blk
@@ -1267,6 +1367,26 @@ class Executor:
                 ram = memory.page(pfn)
                 pages[pfn] = (bytes(ram) if ram is not None else _ZERO_PAGE, keep, tuple(steps))
                 count += len(keep)
+        # the EIP-map entries of this run whose blocks are live and may be parked, by
+        # privilege and virtual page: the next run's lookups restore them page by page
+        # (:meth:`_restore_eip_page`, which checks each against the page it fetched)
+        eips: dict[tuple[bool, int], dict[int, Block]] = {}
+        for user, (m, seen) in enumerate(zip(self._by_eip_maps, self._seen, strict=True)):
+            seen.update(m)  # (what was found last wins)
+            flag = user == 1
+            for eip, blk in seen.items():
+                if blk.kind in _UNPARKED or live.get(blk.key) is not blk or len(blk.pages) != 1:
+                    continue
+                k = (flag, eip >> PAGE_SHIFT)
+                have = eips.get(k)
+                if have is None:
+                    eips[k] = {eip: blk}
+                else:
+                    have[eip] = blk
+        self._clear_by_eip(False)
+        self._carried = {}
+        for seen in self._seen:
+            seen.clear()
         glb, step_glb = self._glb, self._step_glb
         glb.clear()
         step_glb.clear()
@@ -1276,7 +1396,8 @@ class Executor:
         self._dormant_blocks = 0
         self.cached_bytes = 0
         carryover.POOL.put(lineage, carryover.Retired(
-            glb, step_glb, pages, nbytes, count, self.carry_settings(), self._glb_freeze))
+            glb, step_glb, pages, nbytes, count, self.carry_settings(), self._glb_freeze,
+            eips))
 
     def _take_over(self) -> None:
         """Take over the translations parked for this executor's lineage (:meth:`retire`)
@@ -1296,6 +1417,7 @@ class Executor:
         self._glb, self._step_glb = state.glb, state.step_glb
         self._dormant = state.pages
         self._dormant_blocks = state.blocks
+        self._carried = state.eips
         self.cached_bytes += state.nbytes
         self.stats["taken_over"] = state.blocks
 
@@ -1324,7 +1446,9 @@ class Executor:
                     if ram[lo:hi] == snap[lo:hi]:
                         kept[key] = blk
         live = self._blocks
-        if not live.keys().isdisjoint(kept):  # (translated here meanwhile: those stay)
+        # (translated here meanwhile: those stay; a live block starting on the page is
+        # registered on it, so there is none without a list: no scan of the kept keys)
+        if pfn in self._page_blocks and not live.keys().isdisjoint(kept):
             kept = {k: b for k, b in kept.items() if k not in live}
         dropped = len(blocks) - len(kept)
         if dropped:
@@ -1379,7 +1503,11 @@ class Executor:
             else:
                 keep.append(blk)
         if dropped:
-            self._clear_by_eip()
+            # (what was carried or seen may hold the dropped blocks: host memory)
+            self._carried.clear()
+            for seen in self._seen:
+                seen.clear()
+            self._clear_by_eip(False)
         if keep:
             self._page_blocks[pfn] = keep
         else:

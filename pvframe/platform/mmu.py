@@ -35,7 +35,9 @@ privilege, and ``user`` the default privilege of :meth:`translate`, :meth:`read`
 stack of an inner-level interrupt) pass ``user=False`` explicitly. Both sets are cleared in
 place on every flush, except that a CR3 load keeps the pages of the global entries it keeps
 (unless a walk replaced the entry since the last flush); ``generation`` is bumped on every
-flush so that the executor can drop its virtual-address keyed block maps, and
+flush, on every entry a page fault drops and on every entry a walk replaces by another
+frame or other U/S rights, so that the executor can drop its virtual-address keyed block
+maps (a fetch from a page without its TLB entry walks again), and
 :meth:`take_changed` names the virtual pages whose translation may have changed since the
 executor last asked (every page an entry was dropped or replaced for, or "all" after a
 full flush): a CR3 load keeps the kernel's global entries, so the executor keeps what it
@@ -269,10 +271,15 @@ class MMU:
     def _enter(self, vpn: int, entry: _Entry) -> None:
         """Cache the translation ``entry`` of page ``vpn`` (a walk's result)."""
         tlb = self.tlb
-        if vpn in tlb:
+        old = tlb.get(vpn)
+        if old is not None:
             self._rewalked.add(vpn)
             if self._changed is not None:
                 self._changed.add(vpn)
+            if old[0] != entry[0] or old[2] != entry[2]:
+                # another frame or other U/S: what an instruction fetch on the page finds
+                # changed (the executor drops what its EIP maps hold there)
+                self.generation += 1
         tlb[vpn] = entry
         if entry[4]:
             self._local.discard(vpn)
@@ -288,15 +295,22 @@ class MMU:
         self.generation += 1
 
     def _drop(self, vpn: int) -> None:
-        self.tlb.pop(vpn, None)
+        """Drop the entry of page ``vpn`` (its whole large page's): ``invlpg``, or a page
+        fault on it (SDM Vol. 3A §4.10.4.1). ``generation`` moves when an entry went: the
+        next instruction fetch on the page walks (the executor's EIP maps drop what
+        they found there)."""
+        dropped = self.tlb.pop(vpn, None) is not None
         vpns = {vpn}
         if self._large:  # a 4 MiB (2 MiB with PAE) entry covers its whole region
             large = self._large.pop(vpn >> 10, None) or self._large.pop(
                 pae.REGION_2M | (vpn >> 9), None)
             if large:
                 vpns |= large
+                dropped = True
                 for v in large:
                     self.tlb.pop(v, None)
+        if dropped:
+            self.generation += 1
         self._note_changed(vpns)
         self.fast_epoch += 1
         for v in vpns:
