@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,11 +80,14 @@ def test_xdist_workers_collect_the_longest_searches_first(tmp_path: Path) -> Non
     pytest.importorskip("xdist")
     (tmp_path / "test_ordered.py").write_text(ORDERED)
     (tmp_path / "conftest.py").write_text(RECORD_ORDER)
+    # run from a pytest-xdist worker (``pytest -n 2`` on this suite), the inner run must
+    # not inherit the worker's name: its -n 0 process would record itself as that worker
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
     for jobs in ("0", "2"):
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
              "--pvframe-shards", "2", "-n", jobs, "test_ordered.py"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
         assert proc.returncode == 0 and "7 passed" in proc.stdout, proc.stdout + proc.stderr
     shards = ("shard0of2", "shard1of2")
     alone = ["test_short_first_in_file", *(f"test_search[{s}]" for s in shards),
