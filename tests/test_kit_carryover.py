@@ -210,6 +210,23 @@ def test_a_parked_state_is_bounded() -> None:
     assert pool.take("b", ("other switches",)) is None
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_parked_states_byte_count_is_its_blocks_bytes(backend: str) -> None:
+    """The host bytes a parked state declares (what the pool's bound is checked against)
+    are its blocks' bytes, along a chain of machines each taking over its predecessor's
+    state and waking some of its pages: the executor counts its dormant blocks' bytes as
+    they wake instead of walking every one at retirement."""
+    from pvframe.testing.mutants import draw_programs
+
+    lineage = (backend, plugins.get_backend(backend).factory)
+    for program in draw_programs(strategies.programs(), 8):
+        oracle.observe(program, backend)
+        state = carryover.POOL._parked[lineage]
+        assert state.nbytes == sum(blk.nbytes for _snap, blocks, _steps in state.pages.values()
+                                   for blk in blocks.values())
+        assert state.blocks == sum(len(blocks) for _snap, blocks, _s in state.pages.values())
+
+
 def test_a_retired_executor_keeps_nothing_of_its_machine() -> None:
     """The parked globals are emptied: the old machine's CPU, MMU and memory are freed
     with it (tests/test_kit_machine_cost.py counts what is left)."""

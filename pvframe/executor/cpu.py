@@ -356,6 +356,9 @@ class Executor:
         self._dormant: dict[int, tuple[bytes, dict[tuple[int, int, int], Block],
                                        tuple[tuple[int, int, int], ...]]] = {}
         self._dormant_blocks = 0
+        #: the host bytes of the dormant blocks (counted as they wake: :meth:`retire`
+        #: parks them again without a walk over every one)
+        self._dormant_bytes = 0
         #: whether :meth:`run` still has to take over a parked state
         self._carry_pending = True
 
@@ -564,6 +567,7 @@ class Executor:
         self._blocks.clear()
         self._dormant.clear()
         self._dormant_blocks = 0
+        self._dormant_bytes = 0
         self._clear_by_eip(False)
         self._carried.clear()
         for seen in self._seen:
@@ -1346,7 +1350,7 @@ class Executor:
         memory = self.memory
         live = self._blocks
         pages = self._dormant
-        nbytes = sum(blk.nbytes for _snap, d, _s in pages.values() for blk in d.values())
+        nbytes = self._dormant_bytes
         count = self._dormant_blocks
         for pfn, lst in self._page_blocks.items():
             if pfn in pages or not memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE):
@@ -1394,6 +1398,7 @@ class Executor:
         self._page_blocks = {}
         self._dormant = {}
         self._dormant_blocks = 0
+        self._dormant_bytes = 0
         self.cached_bytes = 0
         carryover.POOL.put(lineage, carryover.Retired(
             glb, step_glb, pages, nbytes, count, self.carry_settings(), self._glb_freeze,
@@ -1417,6 +1422,7 @@ class Executor:
         self._glb, self._step_glb = state.glb, state.step_glb
         self._dormant = state.pages
         self._dormant_blocks = state.blocks
+        self._dormant_bytes = state.nbytes
         self._carried = state.eips
         self.cached_bytes += state.nbytes
         self.stats["taken_over"] = state.blocks
@@ -1431,6 +1437,7 @@ class Executor:
             return
         snap, blocks, steps = got
         self._dormant_blocks -= len(blocks)
+        self._dormant_bytes -= sum(blk.nbytes for blk in blocks.values())
         memory = self.memory
         ram: bytes | bytearray | None = None
         if memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE):
