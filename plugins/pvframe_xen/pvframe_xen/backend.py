@@ -265,7 +265,9 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
         The TSC in the formula is the guest's own ``rdtsc`` (``get_nsec_offset`` reads it,
         Linux 2.6.23 ``arch/i386/xen/time.c``), so a TSC the guest wrote moves the time
         it computes, as it moves native's ``sched_clock``; Xen's own clock (timers,
-        the record's refreshes) keeps reading the counter underneath."""
+        the record's refreshes) keeps reading the counter underneath. The wallclock does
+        not jump: the hypervisor moves the domain's wallclock base by the same amount
+        (:meth:`pvop_write_msr`), as native's RTC ignores the TSC."""
         hv = self.hypervisor(machine)
         while True:
             t = hv.time
