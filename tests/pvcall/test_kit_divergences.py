@@ -12,13 +12,14 @@ calls) is the host's wallclock in ns, which the guest's emulated RTC shows too.
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pvframe.machine import Machine
+from pvframe.machine import Machine, MachineConfig
 from pvframe.testing import oracle
 from pvframe.testing import programs as p
-from pvframe.testing.pvcalls import PvBurst, PvCall
+from pvframe.testing.pvcalls import PvBurst, PvCall, PvSeq
+from pvframe.timekeeping import units
 
 
 def _wallclock_after(backend: str, ns: int) -> int:
@@ -95,3 +96,80 @@ def test_sched_clock_after_the_guest_writes_the_tsc(value: int, spin: int) -> No
     program = p.Program((p.WriteMsr(0x10, value), p.Compute(spin % 7),
                          PvBurst((PvCall("sched_clock", (), "edx:eax"),))), paging=False)
     assert oracle.compare(program, "xen") is None
+
+
+#: the program ``check.check_backend('xen', 100)`` found: the TSC written 2^31 cycles
+#: forward, then get_wallclock (and get_cpu_khz) through the call ROM
+TSC_FORWARD_THEN_WALLCLOCK = p.Program((
+    p.WriteMsr(0x10, 0x80000000),
+    PvSeq((PvCall("get_wallclock", (), "eax"), PvCall("get_cpu_khz", (), "eax"))),
+), paging=False)
+
+
+def test_the_wallclock_after_the_guest_writes_the_tsc_the_kit_found() -> None:
+    """Found by ``pvframe check -b xen``: a Xen guest's wallclock is ``wc_sec/wc_nsec``
+    plus its system time (Linux 2.6.23 arch/i386/xen/time.c ``xen_read_wallclock``),
+    whose pvclock reads the guest's own TSC; the TSC written 2^31 cycles forward moved
+    it ~2 s (0x45f14c43 against native's 0x45f14c40: the RTC). Xen keeps the domain's
+    wallclock true by moving its published base (xen/common/time.c
+    ``update_domain_wallclock_time``) by the system-time jump."""
+    assert oracle.compare(TSC_FORWARD_THEN_WALLCLOCK, "xen") is None
+
+
+#: TSC values the property draws from: none, small, 2^31, 2^32, 2^63, all ones (a
+#: backwards write is any value below the TSC of the moment)
+TSC_VALUES = [0, 1, 0x1234, 2**31, 2**32, 2**63, 2**64 - 1]
+#: a TSC from which native's and a Xen guest's sched_clock part: Linux's ``cycles_2_ns``
+#: (``cyc * cyc2ns_scale >> 10``, u64) and Xen's pvclock (``delta << shift``, u64) wrap
+#: at different counts (2^54 and 2^63 at 1 GHz), as the kernels do (reported, not here)
+SCHED_CLOCK_AGREES_BELOW = 2**54
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.sampled_from(TSC_VALUES), st.integers(0, 6), st.sampled_from(["xen", "vmi"]))
+def test_wallclock_and_sched_clock_through_the_call_rom_after_a_tsc_write(
+    value: int, spin: int, backend: str
+) -> None:
+    """After any TSC write, get_wallclock stays the RTC's and (xen) sched_clock follows the
+    TSC written, as native's, through the call ROM (the kit's 1 GHz core2duo). VMI's
+    sched_clock is left out: it does not follow a TSC write (reported, not fixed here);
+    so is xen's past :data:`SCHED_CLOCK_AGREES_BELOW`."""
+    clock = ((PvBurst((PvCall("sched_clock", (), "edx:eax"),)),)
+             if backend == "xen" and value < SCHED_CLOCK_AGREES_BELOW else ())
+    program = p.Program((p.WriteMsr(0x10, value), p.Compute(spin),
+                         PvSeq((PvCall("get_wallclock", (), "eax"), PvCall("get_cpu_khz", (), "eax"))),
+                         *clock, p.Compute(spin),
+                         PvSeq((PvCall("get_wallclock", (), "eax"),))), paging=False)
+    assert oracle.compare(program, backend) is None
+
+
+def _clocks_after_tsc_write(backend: str, cpu: str, value: int, ns: int) -> tuple[int, int, int]:
+    m = Machine(backend, MachineConfig(cpu=cpu))
+    m.load_raw(b"\xf4", 0x100000, 0x100000)
+    m.busy_wait_ns(1_000_000)
+    assert m.hooks.write_msr(0x10, value) == 0
+    m.busy_wait_ns(ns)
+    return int(m.hooks.get_wallclock()), int(m.hooks.sched_clock()), int(m.hooks.read_tsc())
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(TSC_VALUES), st.sampled_from(["core2duo", "pentium3", "pentium-pro"]),
+       st.sampled_from([0, 1_000, 999_000_000, 2_500_000_000]))
+@example(2**64 - 1, "core2duo", 1_000)  # read after the guest's TSC wrapped
+@example(2**64 - 1, "pentium3", 1_000)
+@example(2**63, "core2duo", 0)
+def test_the_wallclock_stays_the_rtc_after_a_tsc_write_on_both_cpu_widths(
+    value: int, cpu: str, ns: int
+) -> None:
+    """Xen's wallclock is native's (the RTC) after any TSC write, forward or back, on the
+    CPU models that write 64 bits (core2duo) and the low 32 (pentium3, pentium-pro: SDM
+    Vol. 3B §17.17), also later on, once the guest's system time has wrapped (all ones:
+    the guest's TSC wraps a cycle after the write); rdtsc stays native's, and sched_clock
+    below :data:`SCHED_CLOCK_AGREES_BELOW`."""
+    native = _clocks_after_tsc_write("native", cpu, value, ns)
+    xen = _clocks_after_tsc_write("xen", cpu, value, ns)
+    assert xen[0] == native[0]
+    assert xen[2] == native[2]
+    if native[2] < SCHED_CLOCK_AGREES_BELOW:
+        bound = units.sched_clock_bound_ns(native[1], MachineConfig(cpu=cpu).tsc_hz)
+        assert abs(xen[1] - native[1]) <= bound

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import attrs
 
 from pvframe.hookspecs import hookimpl
+from pvframe.platform.msrs import MSR_TSC
 from pvframe.plugins import BackendError
 from pvframe.pvcall import patching
 from pvframe.timekeeping import units
@@ -264,7 +265,9 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
         The TSC in the formula is the guest's own ``rdtsc`` (``get_nsec_offset`` reads it,
         Linux 2.6.23 ``arch/i386/xen/time.c``), so a TSC the guest wrote moves the time
         it computes, as it moves native's ``sched_clock``; Xen's own clock (timers,
-        the record's refreshes) keeps reading the counter underneath."""
+        the record's refreshes) keeps reading the counter underneath. The wallclock does
+        not jump: the hypervisor moves the domain's wallclock base by the same amount
+        (:meth:`pvop_write_msr`), as native's RTC ignores the TSC."""
         hv = self.hypervisor(machine)
         while True:
             t = hv.time
@@ -275,15 +278,34 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
         return units.pvclock_ns(int(machine.platform.msrs.read_tsc()), *snap)
 
     @hookimpl
+    def pvop_write_msr(self, machine: Any, msr: int, value: int) -> int:
+        """``xen_write_msr`` is ``native_write_msr_safe``: the MSR as native writes it
+        (row 34). A write of IA32_TIME_STAMP_COUNTER is granted as an offset of the
+        guest's TSC (both CPU models' widths: :meth:`pvframe.platform.msrs.MsrFile.write_tsc`);
+        the hypervisor then moves the domain's wallclock base by the jump of the guest's
+        system time (:meth:`pvframe_xen.hypervisor.XenHypervisor.grant_guest_tsc_offset`),
+        so ``get_wallclock`` stays the RTC's time as native's does while ``sched_clock``
+        jumps as native's does."""
+        rc = int(self._native(machine).pvop_write_msr(machine, msr, value))
+        if msr == MSR_TSC and not rc:
+            self.hypervisor(machine).grant_guest_tsc_offset(machine.platform.msrs.tsc_offset)
+        return rc
+
+    @hookimpl
     def pvop_get_wallclock(self, machine: Any) -> int:
-        """seqlock-read ``wc_sec/wc_nsec`` and add the current system time (row 12)."""
+        """``xen_read_wallclock`` (row 12): seqlock-read ``wc_sec/wc_nsec``, add the
+        current system time in u64 ns, and return the seconds as the 32-bit ``time_t``.
+        Xen's update of the base due when the guest's system time wrapped is applied
+        first (:meth:`pvframe_xen.hypervisor.XenHypervisor.refresh_wallclock`)."""
         hv = self.hypervisor(machine)
+        hv.refresh_wallclock()
         while True:
             version = hv.wc_version
             sec, nsec = hv.wc_sec, hv.wc_nsec
             if not version & 1 and version == hv.wc_version:
                 break
-        return sec + (nsec + self._read_time(machine)) // 1_000_000_000
+        ns = (sec * 1_000_000_000 + nsec + self._read_time(machine)) & 0xFFFFFFFFFFFFFFFF
+        return (ns // 1_000_000_000) & 0xFFFFFFFF
 
     @hookimpl
     def pvop_set_wallclock(self, machine: Any, secs: int) -> int:

@@ -78,6 +78,7 @@ from pvframe_xen.hypervisor.mm_pae import PaeMM, pae_mfn
 from pvframe_xen.hypervisor.shared import SharedInfo, StartInfo, VcpuInfo, VcpuTimeInfo
 
 M64 = (1 << 64) - 1
+NS = 1_000_000_000
 #: ``MILLISECS(1)``: the shortest period ``VCPUOP_set_periodic_timer`` accepts.
 MIN_PERIOD_NS = 1_000_000
 #: ``struct vcpu_runstate_info`` on x86_32 (u64 aligned to 4): 4 + 8 + 4*8 bytes.
@@ -180,6 +181,14 @@ class XenHypervisor:
     published ``wc_sec``/``wc_nsec`` keep the RTC's sub-second phase: a guest's
     ``wc + system_time`` changes second where the RTC does.
 
+    A guest's write of its TSC (IA32_TIME_STAMP_COUNTER) is granted as an offset of the
+    guest's TSC (:meth:`grant_guest_tsc_offset`): the guest's pvclock reads its own
+    ``rdtsc``, so its system time jumps as native's TSC-based ``sched_clock`` does, while
+    the RTC, hence native's wallclock, does not move. Xen keeps the domain's wallclock
+    true by moving the domain's wallclock base by that jump (its per-domain offset,
+    ``d->time_offset_seconds``, published by ``update_domain_wallclock_time``,
+    xen/common/time.c), so ``wc + guest system time`` stays the RTC's time.
+
     ``clock`` (if set) returns the current TSC; otherwise ``tsc_now`` is used. The
     machine polls :meth:`upcall_deliverable`, :meth:`next_timer_deadline_ns` and calls
     :meth:`fire_timers`.
@@ -219,6 +228,14 @@ class XenHypervisor:
     #: ``machine_to_phys_mapping``), set by the PV domain builder; Xen's M2P *is* that
     #: table, so every ``set_gpfn_from_mfn`` goes into it (None: no table mapped)
     m2p_table_maddr: int | None = None
+    #: the guest's TSC minus the machine's, mod 2^64 (what the guest's TSC writes left)
+    guest_tsc_offset: int = 0
+    #: the domain's wallclock offset from the boot wallclock, in ns (Xen's per-domain
+    #: ``time_offset_seconds``, kept to the ns so that the RTC's sub-second phase stays)
+    wallclock_offset_ns: int = 0
+    #: the machine's TSC at which the guest's system time next wraps (its scaled pvclock
+    #: delta passes a multiple of 2^64), when the wallclock base is due again; None: never
+    wallclock_due_tsc: int | None = None
 
     def __attrs_post_init__(self) -> None:
         self.frames = FrameTable(self.domid, self.nr_pages, self.other_domid)
@@ -237,9 +254,7 @@ class XenHypervisor:
         mul, shift = units.xen_time_scale(self.tsc_hz)
         self.own_time = VcpuTimeInfo()
         self.update_time_record(0, mul, shift)
-        self.shared.wc_version += 1
-        self.shared.wc_sec, self.shared.wc_nsec = self.boot_epoch_s, self.boot_epoch_nsec
-        self.shared.wc_version += 1
+        self.update_domain_wallclock_time()
 
     # ================================================================ time (xen.h, vcpu.h)
 
@@ -259,6 +274,72 @@ class XenHypervisor:
     @property
     def wc_nsec(self) -> int:
         return self.shared.wc_nsec
+
+    def update_domain_wallclock_time(self) -> None:
+        """Publish the domain's wallclock at system time 0 (boot wallclock plus the
+        domain's offset) in ``wc_sec``/``wc_nsec`` (u32 each, public xen.h
+        ``struct shared_info``), ``wc_version`` odd while updating and even after
+        (xen/common/time.c ``update_domain_wallclock_time``, ``version_update_begin/end``)."""
+        sec, nsec = divmod(self.boot_epoch_s * NS + self.boot_epoch_nsec + self.wallclock_offset_ns, NS)
+        si = self.shared
+        si.wc_version = (si.wc_version + 1) | 1
+        si.wc_sec, si.wc_nsec = sec & 0xFFFFFFFF, nsec
+        si.wc_version = (si.wc_version + 1) & ~1 & 0xFFFFFFFF
+
+    def guest_system_time_ns(self, tsc: int) -> int:
+        """The system time the guest computes at the machine's ``tsc``: the pvclock formula
+        over Xen's record with the guest's own TSC (``get_nsec_offset``, Linux 2.6.23
+        ``arch/i386/xen/time.c``), u64 as there."""
+        return self._pvclock(self.own_time, (tsc + self.guest_tsc_offset) & M64)
+
+    def grant_guest_tsc_offset(self, offset: int) -> None:
+        """The guest wrote its TSC: from now on it reads the machine's TSC plus ``offset``
+        (mod 2^64), so its system time jumps; the domain's wallclock base moves the other
+        way (:meth:`keep_wallclock`). Both directions and any offset: the guest's system
+        time is computed mod 2^64, as the guest does."""
+        self.guest_tsc_offset = offset & M64
+        self.keep_wallclock(self.now_tsc())
+
+    def keep_wallclock(self, tsc: int) -> None:
+        """Set the domain's wallclock offset so that, at the machine's ``tsc``, the guest's
+        ``xen_read_wallclock`` (``wc_sec * 10^9 + wc_nsec + system time`` in u64 ns, to
+        seconds, to the 32-bit ``time_t``) is the RTC's time: the boot wallclock plus
+        Xen's own system time. ``wc_sec`` has 32 bits, so the base is one below 2^32 s
+        that reaches that time modulo 2^32 seconds (the seconds the guest keeps) without
+        the u64 sum wrapping past it; at offset 0 it is the boot wallclock itself.
+
+        The guest's system time stays this far from Xen's (to the pvclock's rounding,
+        1 ns) until its scaled delta wraps (:attr:`wallclock_due_tsc`), where Xen moves
+        the base again (:meth:`refresh_wallclock`)."""
+        boot = self.boot_epoch_s * NS + self.boot_epoch_nsec
+        true = boot + self.system_time_ns(tsc)
+        guest = self.guest_system_time_ns(tsc)
+        period = NS << 32
+        base = (true - guest) & M64  # the u64 sum is ``true`` itself
+        for k in range(M64 // period + 1):
+            wc = (true + k * period - guest) & M64
+            if wc < period and true + k * period <= M64:
+                base = wc
+                break
+        self.wallclock_offset_ns = base - boot
+        self.update_domain_wallclock_time()
+        t = self.own_time
+        if self.guest_tsc_offset:
+            q = 1 << (64 - max(t.tsc_shift, 0))  # ``delta << shift`` wraps every q cycles
+            delta = (tsc + self.guest_tsc_offset - t.tsc_timestamp) & M64
+            self.wallclock_due_tsc = tsc + q - delta % q
+        else:
+            self.wallclock_due_tsc = None
+
+    def refresh_wallclock(self) -> None:
+        """Xen's update at the instant the guest's system time wrapped (a timer Xen arms
+        for :attr:`wallclock_due_tsc`): the base is moved again (:meth:`keep_wallclock`).
+        Called before the guest reads the wallclock, which is where the update shows."""
+        due = self.wallclock_due_tsc
+        if due is not None:
+            tsc = self.now_tsc()
+            if tsc >= due:
+                self.keep_wallclock(tsc)
 
     def update_time_record(self, tsc: int, mul: int | None = None, shift: int | None = None) -> None:
         """Re-base Xen's own time record at ``tsc`` (system time at ``tsc`` under the old
