@@ -568,10 +568,7 @@ class Executor:
         self._dormant.clear()
         self._dormant_blocks = 0
         self._dormant_bytes = 0
-        self._clear_by_eip(False)
-        self._carried.clear()
-        for seen in self._seen:
-            seen.clear()
+        self._forget_eips()
         # what was learnt from the dropped translations goes too (an instruction that
         # restarts is found again at the cost of one restart): a guest with ever new
         # device-access sites cannot grow the set, nor the cost of each translation's key
@@ -600,6 +597,15 @@ class Executor:
         self._glb.update(maps)
         self._step_glb.update(maps)
         self._by_eip = self._by_eip_maps[user]
+
+    def _forget_eips(self) -> None:
+        """Empty the EIP maps, the entries carried from the predecessor and those this
+        run saw: none of them is parked or restored any more (blocks dropped, or the
+        executor retired)."""
+        self._clear_by_eip(False)
+        self._carried.clear()
+        for seen in self._seen:
+            seen.clear()
 
     def _clear_by_eip(self, remember: bool = True) -> None:
         """Empty the EIP maps; ``remember``: what they held counts as seen by this run
@@ -1387,10 +1393,7 @@ class Executor:
                     eips[k] = {eip: blk}
                 else:
                     have[eip] = blk
-        self._clear_by_eip(False)
-        self._carried = {}
-        for seen in self._seen:
-            seen.clear()
+        self._forget_eips()
         glb, step_glb = self._glb, self._step_glb
         glb.clear()
         step_glb.clear()
@@ -1511,10 +1514,7 @@ class Executor:
                 keep.append(blk)
         if dropped:
             # (what was carried or seen may hold the dropped blocks: host memory)
-            self._carried.clear()
-            for seen in self._seen:
-                seen.clear()
-            self._clear_by_eip(False)
+            self._forget_eips()
         if keep:
             self._page_blocks[pfn] = keep
         else:
