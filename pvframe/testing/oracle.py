@@ -165,23 +165,6 @@ def observe(
     return seen
 
 
-class _RunKey:
-    """A key of :class:`NativeRuns` with its hash made once: a program's hash walks all its
-    ops, and a new program's run is looked up, stored and later evicted by it."""
-
-    __slots__ = ("hash", "key")
-
-    def __init__(self, key: tuple[Any, ...]) -> None:
-        self.key = key
-        self.hash = hash(key)
-
-    def __hash__(self) -> int:
-        return self.hash
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _RunKey) and self.hash == other.hash and self.key == other.key
-
-
 class NativeRuns:
     """Native's observation of each distinct program, kept for the next comparison that
     needs it: ``pvframe check -b xen -b vmi`` (derandomized) draws the same programs for
@@ -200,13 +183,13 @@ class NativeRuns:
         self.size = size
         self.hits = 0
         self.runs = 0
-        self._seen: OrderedDict[_RunKey, Observation] = OrderedDict()
+        self._seen: OrderedDict[tuple[Any, ...], Observation] = OrderedDict()
 
     def observe(self, program: p.Program, *,
                 backends: dict[str, plugins.BackendInfo] | None = None,
                 budget: int = DEFAULT_BUDGET) -> Observation:
         info = (backends or {}).get(plugins.NATIVE)
-        key = _RunKey((program, budget, None if info is None else info.factory))
+        key = (program, budget, None if info is None else info.factory)
         seen = self._seen.get(key)
         if seen is not None:
             self.hits += 1

@@ -667,10 +667,12 @@ class TimerDeadline(Op):
         return self.count * (1 if code == 7 else 2 << code)
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Program:
     """A guest program: the ops, whether the harness turns paging on first, and the
-    machine's TSC rate (None: the default CPU model's)."""
+    machine's TSC rate (None: the default CPU model's). Its hash walks every op, so it is
+    made once per program (:class:`pvframe.testing.oracle.NativeRuns` looks a program up,
+    stores and later evicts it by its hash; attrs does not pickle the cached hash)."""
 
     ops: tuple[Op, ...]
     paging: bool = False
