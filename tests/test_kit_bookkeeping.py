@@ -262,6 +262,17 @@ def test_the_identity_table_maps_the_first_4_mib_one_to_one() -> None:
     assert m.memory.read(p.PD, 4) & ~0x20 == built.symbols["identity_pt"] | 3
 
 
+def test_the_harness_words_every_op_reads_and_writes_are_aligned() -> None:
+    """The harness's variables (``op_index``, ``recovery``, ``result_ptr``, ...), the
+    mark table, results and events start at multiples of 4: a compiled block's load or
+    store of a misaligned word leaves its fast path for the executor's slow path (the
+    6-byte ``idt_desc`` before them once put every one 2 bytes off)."""
+    symbols = asm.assemble_program(p.Program(())).symbols
+    words = ("op_index", "recovery", "result_ptr", "event_ptr", "op_next", "op_begin_ptr",
+             "set_recovery_ptr", "record_ptr", "putc_ptr", "op_marks", "results", "events")
+    assert {name: symbols[name] % 4 for name in words} == dict.fromkeys(words, 0)
+
+
 @pytest.mark.parametrize("backend", ["native", "xen", "vmi"])
 def test_paging_costs_a_program_a_few_instructions_not_a_loop(backend: str) -> None:
     """Turning paging on is a handful of instructions (the directory entries, CR3, CR0),

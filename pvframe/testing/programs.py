@@ -1030,6 +1030,7 @@ _DATA = f"""
 idt: .fill 256, 8, 0
 idt_desc: .word 256*8-1
     .long idt
+.balign 4, 0
 dtbuf: .fill 8, 1, 0
 dtload: .fill 8, 1, 0
 op_index: .long 0
