@@ -332,8 +332,11 @@ def cyc2ns_scale(cpu_khz: int) -> int:
 
 def sched_clock_ns(cycles: int, cpu_khz: int) -> int:
     """``cycles_2_ns``: ``cycles * cyc2ns_scale >> 10``, as ``sched_clock()`` converts the
-    TSC (or VMI's available cycles) to ns."""
-    return (cycles * cyc2ns_scale(cpu_khz)) >> CYC2NS_SCALE_FACTOR
+    TSC (or VMI's available cycles) to ns (Linux 2.6.20-23 include/asm-i386/timer.h).
+    The product is C's ``unsigned long long`` (the 64-bit ``cyc`` times the ``unsigned
+    long`` scale): it wraps modulo 2^64 before the shift, from 2^54 cycles on at 1 GHz
+    (scale 1024), so ``sched_clock()`` drops back there as Linux's does."""
+    return ((cycles * cyc2ns_scale(cpu_khz)) & M64) >> CYC2NS_SCALE_FACTOR
 
 
 def sched_clock_bound_ns(ns: int, tsc_hz: int) -> int:

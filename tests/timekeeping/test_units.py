@@ -206,3 +206,15 @@ def test_first_reaching_a_step_function(width: int, low: int, ahead: int, guess:
     the target, wherever the search starts."""
     target = low // width + ahead
     assert U.first_reaching(lambda x: x // width, target, low, guess) == target * width
+
+
+@given(st.integers(0, U.M64), st.sampled_from([1_000_000, 2_400_000, 1_193_182, 3_579_545]))
+@example((1 << 63), 1_000_000)
+@example((1 << 54), 1_000_000)
+def test_sched_clock_ns_wraps_its_product_like_u64(cycles: int, khz: int) -> None:
+    """``cycles_2_ns`` multiplies in C's ``unsigned long long``: the product wraps modulo
+    2^64 before the shift (at 1 GHz the scale is 1024, so 2^54 cycles read 0 ns)."""
+    scale = U.cyc2ns_scale(khz)
+    assert U.sched_clock_ns(cycles, khz) == ((cycles * scale) % (1 << 64)) >> 10
+    if khz == 1_000_000 and cycles in (1 << 54, 1 << 63):
+        assert U.sched_clock_ns(cycles, khz) == 0
