@@ -36,21 +36,23 @@ _MASKS = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
 
 
 #: the last image split by :func:`_page_chunks` and its pages (the kit loads each program's
-#: image into two machines, native's and the backend's)
-_CHUNKED: list[tuple[bytes, tuple[bytes, ...]]] = []
+#: image into two machines, native's and the backend's); one entry, replaced whole
+_CHUNKED: list[tuple[bytes, tuple[bytes, ...]]] = [(b"", ())]
 
 
 def _page_chunks(data: bytes) -> tuple[bytes, ...]:
     """``data`` in 4 KiB pieces, the last one padded with zeros to a whole page (a page
     never written holds zeros)."""
-    if _CHUNKED and _CHUNKED[0][0] is data:
-        return _CHUNKED[0][1]
+    last, pieces = _CHUNKED[0]  # (read once: another thread may replace the entry)
+    if last is data:
+        return pieces
     n = len(data)
     chunks = [data[i:i + PAGE_SIZE] for i in range(0, n, PAGE_SIZE)]
     if n & PAGE_MASK:
         chunks[-1] = chunks[-1].ljust(PAGE_SIZE, b"\0")
-    _CHUNKED[:] = [(data, tuple(chunks))]
-    return _CHUNKED[0][1]
+    pieces = tuple(chunks)
+    _CHUNKED[0] = (data, pieces)
+    return pieces
 
 
 class PhysicalMemory:
