@@ -213,6 +213,12 @@ def _default_config() -> MachineConfig:
     return MachineConfig()
 
 
+#: per set of firmware facts: the pages the tables lie in (base, end, frame, bytes) and
+#: the (address, length) of each table (:meth:`Machine.install_firmware`)
+_FIRMWARE_PAGES: dict[firmware.MachineFacts, tuple[
+    tuple[tuple[int, int, int, bytes], ...], tuple[tuple[int, int], ...]]] = {}
+
+
 @functools.lru_cache(maxsize=64)
 def config_at(tsc_hz: int) -> MachineConfig:
     """``MachineConfig(tsc_hz=tsc_hz)``, made once per rate (what the kit builds each
@@ -437,12 +443,22 @@ class Machine:
         if self.config.ram_size < 0x100000:
             return []
         facts = self.platform.firmware_facts()
-        laid = firmware.pages(facts)
+        laid = _FIRMWARE_PAGES.get(facts)
+        if laid is None:
+            laid = _FIRMWARE_PAGES[facts] = (
+                tuple((base, base + 0x1000, base >> 12, page)
+                      for base, page in firmware.pages(facts)),
+                tuple((addr, len(data)) for addr, data in firmware.tables_once(facts)))
+        pages, written = laid
         memory = self.memory
+        present = memory.pages
         # the usual case (a fresh machine, the image elsewhere): each page at once
-        if (not any(busy(base, 0x1000) or base >> 12 in memory.pages for base, _ in laid)
-                and all(memory.fill_page(base >> 12, page) for base, page in laid)):
-            return [(addr, len(data)) for addr, data in firmware.tables_once(facts)]
+        for base, end, pfn, _page in pages:
+            if pfn in present or any(r.start < end and r.end > base for r in loaded):
+                break
+        else:
+            if all(memory.fill_page(pfn, page) for _b, _e, pfn, page in pages):
+                return list(written)
         return firmware.install(memory.write_bytes, facts, busy)
 
     # --------------------------------------------------------------- env protocol

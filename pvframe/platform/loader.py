@@ -50,6 +50,7 @@ from ``p_paddr`` is translated to the physical address (higher-half kernels).
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Callable
@@ -155,14 +156,17 @@ def flat_descriptor(access: int) -> int:
 FLAT_GDT = (0, flat_descriptor(0x9B), flat_descriptor(0x93))
 
 
+#: the bytes of :data:`FLAT_GDT`
+FLAT_GDT_BYTES = struct.pack(f"<{len(FLAT_GDT)}Q", *FLAT_GDT)
+
+
 def write_flat_gdt(write_phys: WritePhys, base: int = GDT_ADDR) -> tuple[int, int]:
     """Write the flat GDT (null, 0x08 code, 0x10 data) at ``base``; return ``(base, limit)``.
 
     Used for both raw and multiboot starts (docs/architecture.md, "Start state").
     """
-    data = b"".join(struct.pack("<Q", d) for d in FLAT_GDT)
-    write_phys(base, data)
-    return base, len(data) - 1
+    write_phys(base, FLAT_GDT_BYTES)
+    return base, len(FLAT_GDT_BYTES) - 1
 
 
 def _overlaps(a0: int, a1: int, b0: int, b1: int) -> bool:
@@ -221,6 +225,15 @@ def load_raw(
             )
     write_phys(load_addr, bytes(image))
     gdt = write_flat_gdt(write_phys)
+    return _raw_boot_info(entry, esp, load_addr, size, gdt)
+
+
+@functools.lru_cache(maxsize=256)
+def _raw_boot_info(entry: int, esp: int, load_addr: int, size: int,
+                   gdt: tuple[int, int]) -> BootInfo:
+    """The start state of a raw image, made once per layout (a frozen value of frozen
+    parts: every machine loading an image of that size at that address shares it; the
+    kit loads each program twice, into machines of one layout)."""
     return BootInfo(
         entry=entry,
         esp=esp,

@@ -35,6 +35,26 @@ APIC_END = APIC_BASE + PAGE_SIZE
 _MASKS = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
 
 
+#: the last image split by :func:`_page_chunks` and its pages (the kit loads each program's
+#: image into two machines, native's and the backend's); one entry, replaced whole
+_CHUNKED: list[tuple[bytes, tuple[bytes, ...]]] = [(b"", ())]
+
+
+def _page_chunks(data: bytes) -> tuple[bytes, ...]:
+    """``data`` in 4 KiB pieces, the last one padded with zeros to a whole page (a page
+    never written holds zeros)."""
+    last, pieces = _CHUNKED[0]  # (read once: another thread may replace the entry)
+    if last is data:
+        return pieces
+    n = len(data)
+    chunks = [data[i:i + PAGE_SIZE] for i in range(0, n, PAGE_SIZE)]
+    if n & PAGE_MASK:
+        chunks[-1] = chunks[-1].ljust(PAGE_SIZE, b"\0")
+    pieces = tuple(chunks)
+    _CHUNKED[0] = (data, pieces)
+    return pieces
+
+
 class PhysicalMemory:
     """``size`` bytes of RAM at physical address 0, allocated per 4 KiB page on first write."""
 
@@ -245,9 +265,17 @@ class PhysicalMemory:
 
     def _write_ram(self, paddr: int, data: bytes) -> None:
         """:meth:`write_bytes` of bytes that all lie in RAM which no APIC page shadows
-        (what loaders and firmware write: a page is made from its bytes at once)."""
+        (what loaders and firmware write: a page is made from its bytes at once). An
+        image of more than a page written from a page boundary where RAM holds nothing
+        yet (a loader's, into a new machine) is its pages made at once."""
         pages, code = self.pages, self.code_pages
         n = len(data)
+        if n > PAGE_SIZE and not paddr & PAGE_MASK:
+            first = paddr >> PAGE_SHIFT
+            frames = range(first, first + ((n + PAGE_MASK) >> PAGE_SHIFT))
+            if pages.keys().isdisjoint(frames) and code.isdisjoint(frames):
+                pages.update(zip(frames, map(bytearray, _page_chunks(data)), strict=True))
+                return
         view = memoryview(data) if (paddr & PAGE_MASK) + n > PAGE_SIZE else data
         pos = 0
         while pos < n:

@@ -53,3 +53,30 @@ def test_reads_equal_the_checked_path(paddr: int, n: int, existing: list[int]) -
     if paddr < apic + PAGE_SIZE and paddr + n > apic:
         return  # (the slow machine's APIC page: not RAM there)
     assert fast.read_bytes(paddr, n) == slow.read_bytes(paddr, n)
+
+
+@given(
+    st.integers(0, 7), st.integers(PAGE_SIZE + 1, 3 * PAGE_SIZE), st.binary(min_size=1, max_size=64),
+    st.lists(st.integers(0, 11), max_size=3), st.lists(st.integers(0, 11), max_size=3),
+    st.sampled_from([bytes, bytearray, memoryview]), st.booleans(),
+)
+def test_an_image_from_a_page_boundary_equals_the_checked_path(
+        first: int, size: int, pattern: bytes, existing: list[int], code: list[int], kind: type,
+        twice: bool) -> None:
+    """An image of more than a page written from a page boundary (a loader's: its pages
+    made at once where RAM holds nothing yet) leaves what the page-by-page path leaves,
+    the last page's tail zero, over pages written before or holding code as well; the
+    same image written into a second memory (its pieces kept from the first) too."""
+    paddr = first * PAGE_SIZE
+    data = (pattern * (size // len(pattern) + 1))[:size]
+    for _ in range(2 if twice else 1):
+        fast, fast_writes = _memory(existing, code, far_apic=False)
+        slow, slow_writes = _memory(existing, code, far_apic=True)
+        fast.write_bytes(paddr, kind(data))
+        slow.write_bytes(paddr, kind(data))
+        assert fast_writes == slow_writes
+        assert {p: bytes(b) for p, b in fast.pages.items()} == {
+            p: bytes(b) for p, b in slow.pages.items()}
+        assert all(type(b) is bytearray for b in fast.pages.values())
+    fast.write_bytes(paddr, b"\xAA" * PAGE_SIZE * 2)  # (each page its own, writable)
+    assert fast.read_bytes(paddr, 2 * PAGE_SIZE) == b"\xAA" * 2 * PAGE_SIZE

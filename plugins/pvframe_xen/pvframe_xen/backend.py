@@ -40,16 +40,18 @@ from pvframe_xen.hypervisor.domain_copy import copy_domain
 KERNEL_CS = 0x61
 #: where the domain builder maps the domain (PAGE_OFFSET)
 VIRT_BASE = 0xC0000000
-#: built domains by (tsc_hz, boot wallclock in ns, pages): building 16 Ki frames takes ~0.3 s, a
-#: pickled copy ~0.07 s, and every machine needs a fresh one. Each is the pickle and the
+#: built domains by (boot wallclock in ns, pages): building 16 Ki frames takes ~0.1-0.3 s,
+#: a pickled copy ~0.07 s, and every machine needs a fresh one. Each is the pickle and the
 #: large immutable ``bytes`` objects it refers to by index (the packed frame table, 1 MiB):
 #: immutable, so every copy shares them, and unpickling no longer copies them (0.22 ->
-#: 0.14 ms a machine)
-_PRISTINE: dict[tuple[int, int, int], tuple[bytes, tuple[bytes, ...]]] = {}
+#: 0.14 ms a machine). The TSC rate is not part of the key: a domain that never ran
+#: depends on it only through its time scale, set on each copy (:func:`set_time_scale`),
+#: so the kit's three rates share one build instead of paying one each per process
+_PRISTINE: dict[tuple[int, int], tuple[bytes, tuple[bytes, ...]]] = {}
 #: the pristine domains (restored from :data:`_PRISTINE` once) every machine's domain is
 #: copied from (:func:`pvframe_xen.hypervisor.domain_copy.copy_domain`: ~55 us against
 #: ~115 us to unpickle, which stays the way for a domain the copy does not know); never run
-_TEMPLATES: dict[tuple[int, int, int], tuple[XenHypervisor, DomainBoot]] = {}
+_TEMPLATES: dict[tuple[int, int], tuple[XenHypervisor, DomainBoot]] = {}
 #: what :class:`_SharingPickler` keeps out of the pickle
 _SHARED_BYTES = 1 << 16
 
@@ -93,7 +95,7 @@ def new_domain(tsc_hz: int, epoch_ns: int, nr_pages: int) -> tuple[XenHypervisor
             f"at {VIRT_BASE:#x}, below Xen's hole at {abi.HYPERVISOR_VIRT_START:#x}); use "
             f"ram_size <= {MAX_RAM >> 20} MiB"
         )
-    key = (tsc_hz, epoch_ns, nr_pages)
+    key = (epoch_ns, nr_pages)
     blob = _PRISTINE.get(key)
     if blob is None:
         epoch, nsec = divmod(epoch_ns, 1_000_000_000)
@@ -112,12 +114,36 @@ def new_domain(tsc_hz: int, epoch_ns: int, nr_pages: int) -> tuple[XenHypervisor
         # table is the packed form a restored domain has
         _TEMPLATES[key] = _SharingUnpickler(*blob).load()
     template = _TEMPLATES.get(key)
-    if template is not None:
-        copied = copy_domain(template[0])
-        if copied is not None:
-            return copied, template[1]  # (DomainBoot is frozen, of immutable fields)
-    hv, boot = _SharingUnpickler(*blob).load()
+    copied = copy_domain(template[0]) if template is not None else None
+    if template is not None and copied is not None:
+        hv, boot = copied, template[1]  # (DomainBoot is frozen, of immutable fields)
+    else:
+        hv, boot = _SharingUnpickler(*blob).load()
+    set_time_scale(hv, tsc_hz)
     return hv, boot
+
+
+def set_time_scale(hv: XenHypervisor, tsc_hz: int) -> None:
+    """Make ``hv``, a built domain that never ran, the one built for a TSC of ``tsc_hz``.
+
+    The rate enters a domain only through Xen's scale of it (``tsc_to_system_mul`` and
+    ``tsc_shift``, ``set_time_scale`` in xen/arch/x86/time.c): Xen's own record and the
+    copy it published in each VCPU's ``vcpu_time_info`` (public ``xen.h``), both still at
+    TSC 0 and system time 0. The build publishes the record once whatever the rate, so
+    the record's version stays as it is; the scale is written in place.
+    ``tests/test_domain_rates.py`` checks that the result pickles as a domain built at
+    ``tsc_hz`` does."""
+    if hv.tsc_hz == tsc_hz:
+        return
+    own = hv.own_time
+    if own.tsc_timestamp or own.system_time or hv.clock is not None:
+        raise ValueError("set_time_scale: the domain has run; its time is no longer at 0")
+    mul, shift = units.xen_time_scale(tsc_hz)
+    hv.tsc_hz = tsc_hz
+    own.tsc_to_system_mul, own.tsc_shift = mul, shift
+    for v in range(hv.nr_vcpus):
+        record = hv.shared.vcpu(v).time
+        record.tsc_to_system_mul, record.tsc_shift = mul, shift
 
 
 class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
