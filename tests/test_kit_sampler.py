@@ -46,18 +46,38 @@ def test_a_drawn_program_is_what_hypothesis_builds_from_its_choices(seed: Any) -
         assert all(isinstance(op, bytes) and len(op) == enc.OP_BYTES for op in ops)
 
 
-def test_the_first_program_is_the_simplest_and_the_others_copy_and_zero_some_ops() -> None:
-    drawn = list(itertools.islice(sampler.programs(), 200))
+def test_the_first_program_is_the_simplest_then_families_of_mutated_programs() -> None:
+    drawn = list(itertools.islice(sampler.programs(), 1 + 40 * sampler.FAMILY))
     assert drawn[0].program == p.Program((p.Cli(),), paging=False, tsc_hz=None)
-    ops = [op for d in drawn[1:] for op in d.choices[2:]]
-    assert isinstance(ops[0], bytes)
-    copies = sum(len(d.choices[2:]) - len(set(d.choices[2:])) for d in drawn[1:])
-    zero_tails = sum(isinstance(op, bytes) and op.endswith(bytes(4)) for op in ops)
-    # about an eighth each (COPY, ZERO_TAIL): a copy needs an earlier op, a zero tail
-    # a cut before the last four bytes
-    assert 0.5 * sampler.COPY < copies / len(ops) < 1.5 * sampler.COPY
-    assert 0.5 * sampler.ZERO_TAIL < zero_tails / len(ops) < 1.5 * sampler.ZERO_TAIL
-    assert max(d.choices[1] for d in drawn) == 24 and min(d.choices[1] for d in drawn) == 1
+    families = [drawn[i:i + sampler.FAMILY] for i in range(1, len(drawn), sampler.FAMILY)]
+    new_ops = [op for family in families for op in family[0].choices[2:]]
+    copies = sum(len(f[0].choices[2:]) - len(set(f[0].choices[2:])) for f in families)
+    # about an eighth (COPY) of a new program's ops copy an earlier one (not the first)
+    assert 0.5 * sampler.COPY < copies / (len(new_ops) - len(families)) < 1.5 * sampler.COPY
+    copied = mutated = 0
+    for family in families:
+        head, length = family[0].choices[:2]
+        for before, after in itertools.pairwise(family):
+            # the same head and length, one op copied over another or a new op in the
+            # place of one
+            assert after.choices[:2] == (head, length)
+            changed = [i for i, (a, b) in enumerate(
+                zip(before.choices[2:], after.choices[2:], strict=True)) if a != b]
+            assert len(changed) <= 1
+            if changed and length != 1:
+                copied += after.choices[2 + changed[0]] in before.choices[2:]
+                mutated += 1
+    # (a new op equal to one the program has is as unlikely as two 24-byte draws equal)
+    assert 0.3 < copied / mutated < 0.7
+    every = [op for d in drawn[1:] for op in d.choices[2:]]
+    zero_tails = sum(isinstance(op, bytes) and op.endswith(bytes(4)) for op in every)
+    # about an eighth (ZERO_TAIL) have their last bytes 0 (a cut before the last four)
+    assert 0.5 * sampler.ZERO_TAIL < zero_tails / len(every) < 1.5 * sampler.ZERO_TAIL
+    heads = [f[0].choices[0] for f in families]
+    # the simplest head (the interrupt-flag kind alone, no paging, the default TSC rate)
+    assert 0.15 < heads.count(bytes(enc.HEAD_BYTES)) / len(heads) < 0.5
+    lengths = [len(f[0].program.ops) for f in families]
+    assert min(lengths) <= 2 and max(lengths) >= 20
 
 
 def test_the_derandomized_programs_are_the_same_in_another_process() -> None:
