@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import dis
 import inspect
+import itertools
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -60,7 +61,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from pvframe import plugins
 from pvframe.hookspecs import PREFIX
-from pvframe.testing import contracts, oracle, strategies
+from pvframe.testing import contracts, oracle, sampler, strategies
 from pvframe.testing.programs import Program
 
 #: the glitch hits every N-th call
@@ -515,11 +516,11 @@ def draw_programs(strategy: Any, examples: int) -> list[Program]:
 def corpus(examples: int, pv_calls: bool = True) -> list[Program]:
     """The programs of the kit's two searches as ``pvframe check`` draws them with the CI
     profile (derandomized: the same programs every run): ``examples`` of
-    :func:`~pvframe.testing.strategies.programs`, then (``pv_calls``) as many
+    :func:`pvframe.testing.sampler.programs`, then (``pv_calls``) as many
     :func:`~pvframe.testing.strategies.pv_call_programs`, which call every op through the
     call ROM, so that every one of the 92 hooks is mutated, not only those a privileged
     instruction reaches."""
-    drawn = draw_programs(strategies.programs(), examples)
+    drawn = [d.program for d in itertools.islice(sampler.programs(), examples)]
     if pv_calls:
         drawn += draw_programs(strategies.pv_call_programs(), examples)
     return drawn

@@ -9,6 +9,7 @@ focus on one area.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
@@ -119,13 +120,19 @@ def programs(draw: st.DrawFn, max_ops: int = 24) -> p.Program:
     :mod:`pvframe.testing.encoding` (a draw per op, not ~7: generation is ~3x cheaper).
     """
     head = draw(_HEAD)
+    length = draw(_lengths(max_ops))
+    return program_of(head, [draw(_OP_BYTES) for _ in range(length)])
+
+
+def program_of(head: bytes, ops: Sequence[bytes]) -> p.Program:
+    """The program :func:`programs` draws as ``head`` and ``ops`` (each op's bytes), also
+    the one :mod:`pvframe.testing.sampler` draws without Hypothesis's engine."""
     kinds = _KIND_SETS[head[0] % len(_KIND_SETS)]
     paging = "paging" in kinds or bool(head[1] & 1)
     tsc_hz = _TSC_RATES[head[2] % len(_TSC_RATES)]
-    length = draw(_lengths(max_ops))
     branches = _branches(kinds)
-    body = tuple(enc.decode_op(branches, draw(_OP_BYTES)) for _ in range(length))
-    return p.Program(body, paging=paging, tsc_hz=tsc_hz)
+    return p.Program(tuple([enc.decode_op(branches, data) for data in ops]),
+                     paging=paging, tsc_hz=tsc_hz)
 
 
 # what every program draws, built once (a strategy built anew is validated anew on its

@@ -3,11 +3,12 @@
 For each backend, three layers, each against native (the same ones ``pytest
 --pvframe-backend NAME`` runs, :mod:`pvframe.testing.conformance`):
 
-1. ``examples`` generated programs (:func:`pvframe.testing.strategies.programs`), then as
-   many calling every op through the call ROM (``pv_call_programs``), each through
-   :func:`pvframe.testing.oracle.compare`, driven by Hypothesis's own ``@given`` engine
-   in-process, so a divergence is *shrunk* before it is reported: the report carries the
-   minimal program as assembly (:meth:`Divergence.program.listing`);
+1. ``examples`` generated programs (the choices of
+   :func:`pvframe.testing.strategies.programs`, drawn by :mod:`pvframe.testing.sampler`),
+   then as many calling every op through the call ROM (``pv_call_programs``, drawn by
+   Hypothesis's own ``@given`` engine), each through :func:`pvframe.testing.oracle.compare`;
+   a divergence is *shrunk* by Hypothesis's engine in-process before it is reported: the
+   report carries the minimal program as assembly (:meth:`Divergence.program.listing`);
 2. the bundled demo guests, whole runs (stop, exit code, console, instructions, registers);
 3. the hook contracts (:mod:`pvframe.testing.contracts`).
 
@@ -18,18 +19,19 @@ nothing themselves.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 from hypothesis import HealthCheck, Phase, given, seed, settings
-from hypothesis.database import ExampleDatabase
+from hypothesis.database import ExampleDatabase, choices_to_bytes
 from hypothesis.reporting import with_reporter
 
 from pvframe import catalogue, guests, plugins
 from pvframe.machine import STOP_WALL
-from pvframe.testing import contracts, hostgc, oracle, strategies
+from pvframe.testing import contracts, hostgc, oracle, sampler, strategies
 from pvframe.testing.programs import Program
 
 #: fields of a demo-guest run compared with native (as the conformance suite does)
@@ -103,7 +105,12 @@ def search_programs(
     the first divergence as found).
 
     Without ``seed_value`` the search is derandomized (the same programs every time, like
-    the kit's ``ci`` profile); with it, Hypothesis's random source is seeded.
+    the kit's ``ci`` profile); with it, the programs are drawn from that seed.
+
+    Without a ``database`` or a ``strategy`` the programs are drawn by
+    :mod:`pvframe.testing.sampler` (the choices of :func:`pvframe.testing.strategies.
+    programs`, without Hypothesis's engine: ~0.1 ms a program instead of ~1.5) and a
+    divergence is shrunk by Hypothesis from its choices (:func:`_shrink_drawn`).
 
     With a ``database``, the search first replays the programs saved there under the
     search's key (Hypothesis's reuse phase) and saves the shrunk divergence it finds: the
@@ -111,6 +118,9 @@ def search_programs(
     kit, so the workers of ``pvframe check -j N`` (:mod:`pvframe.tools.workers`) share
     their failures through it. ``replay_only`` runs the reuse phase alone."""
     hostgc.settle()
+    if database is None and strategy is None:
+        return _search_sampled(backend, examples, seed_value=seed_value, backends=backends,
+                               progress=progress, shrink=shrink, coverage=coverage)
     ran = 0
     shrinking = False
     hung: oracle.Divergence | None = None
@@ -169,6 +179,69 @@ def search_programs(
         # Hypothesis replays the minimal example last and raises its error
         return ran, exc.divergence
     return ran, None
+
+
+def _search_sampled(
+    backend: str,
+    examples: int,
+    *,
+    seed_value: int | str | None,
+    backends: dict[str, plugins.BackendInfo] | None,
+    progress: Progress,
+    shrink: bool,
+    coverage: Counter[str] | None,
+) -> tuple[int, oracle.Divergence | None]:
+    """:func:`search_programs` of the programs :mod:`pvframe.testing.sampler` draws."""
+    ran = 0
+    for drawn in itertools.islice(sampler.programs(seed_value), examples):
+        ran += 1
+        progress("programs", 1)
+        divergence = oracle.compare(drawn.program, backend, backends=backends,
+                                    coverage=coverage, reuse_native=True)
+        if divergence is None:
+            continue
+        if not shrink or divergence.other.stop == STOP_WALL:
+            # a hung program is reported as it is: each candidate would wait out the limit
+            return ran, divergence
+        tried, shrunk = _shrink_drawn(drawn, backend, examples, backends, progress)
+        return ran + tried, divergence if shrunk is None else shrunk
+    return ran, None
+
+
+class _Replay(ExampleDatabase):
+    """A database holding one program's choices: Hypothesis's reuse phase replays them
+    and its shrinker shrinks the program as one it drew itself. They are offered as a
+    *secondary* entry (a failure not yet shrunk): a primary one is taken as shrunk
+    already, and not shrunk again. Nothing is saved."""
+
+    def __init__(self, choices: tuple[bytes | int, ...]) -> None:
+        super().__init__()
+        self.entry = choices_to_bytes(choices)
+
+    def fetch(self, key: bytes) -> list[bytes]:
+        return [self.entry] if key.endswith(b".secondary") else []
+
+    def save(self, key: bytes, value: bytes) -> None:
+        pass
+
+    def delete(self, key: bytes, value: bytes) -> None:
+        pass
+
+
+def _shrink_drawn(drawn: sampler.Drawn, backend: str, examples: int,
+                  backends: dict[str, plugins.BackendInfo] | None,
+                  progress: Progress) -> tuple[int, oracle.Divergence | None]:
+    """The divergence of ``drawn`` shrunk by Hypothesis (its reuse phase replays the
+    program's choices, then its shrinker runs, with the budget of a search of
+    ``examples``): the programs run and the shrunk divergence (None if the replay did not
+    diverge again). Seeded, so that a divergence shrinks the same way every time."""
+
+    def shrinking(_stage: str, _advance: int) -> None:
+        progress("shrinking", 0)
+
+    return search_programs(backend, examples, seed_value="shrink", backends=backends,
+                           progress=shrinking, strategy=strategies.programs(),
+                           database=_Replay(drawn.choices), replay_only=True)
 
 
 def check_guests(backend: str, backends: dict[str, plugins.BackendInfo] | None = None,
