@@ -276,6 +276,10 @@ class Executor:
         #: (:meth:`retire`) and not yet restored, by privilege and virtual page
         #: (:meth:`_restore_eip_page`)
         self._carried: dict[tuple[bool, int], carryover.EipGroup] = {}
+        #: the parked groups restored whole (:meth:`_restore_eip_page`) by privilege and
+        #: virtual page: :meth:`retire` parks such a group again as it is where the EIP
+        #: maps still hold its entries and its page is parked as the same tuple
+        self._restored: dict[tuple[bool, int], carryover.EipGroup] = {}
         #: per privilege, the EIP-map entries this run dropped with their page's TLB
         #: entry (what it found before a flush, parked by :meth:`retire` with those in
         #: the maps then); at most :data:`MAX_SEEN` entries, only with a lineage
@@ -613,6 +617,7 @@ class Executor:
         executor retired)."""
         self._clear_by_eip(False)
         self._carried.clear()
+        self._restored.clear()
         for seen in self._seen:
             seen.clear()
 
@@ -921,6 +926,7 @@ class Executor:
                     self._eip_pages[vpn] = set(entries)
                 else:
                     named.update(entries)
+                self._restored[(self.mmu.user, vpn)] = group
                 return
         by_eip = self._by_eip
         blocks = self._blocks
@@ -1435,15 +1441,27 @@ class Executor:
         # virtual page: the next run's lookups restore them page by page
         # (:meth:`_restore_eip_page`, which checks them against the page it fetched)
         groups: dict[tuple[bool, int], dict[int, Block]] = {}
+        eips: dict[tuple[bool, int], carryover.EipGroup] = {}
         for user, (m, seen) in enumerate(zip(self._by_eip_maps, self._seen, strict=True)):
             seen.update(m)  # (what was found last wins)
             flag = user == 1
-            for eip, blk in seen.items():
+            # a group restored whole whose entries the run still holds, its page parked
+            # as the same tuple: parked again as it is (what the loop below would make
+            # of its entries is what it was made of them before: it depends only on the
+            # blocks and on that tuple); the loop sees the other entries only
+            covered: dict[int, Block] = {}
+            for k, group in self._restored.items():
+                if k[0] == flag and pages.get(group.pfn) is group.page and \
+                        group.entries.items() <= seen.items():
+                    eips[k] = group
+                    covered.update(group.entries)
+            rest = seen.items() - covered.items() if covered else seen.items()
+            for eip, blk in rest:
                 paddr, _e, limit = key = blk.key
                 # (only a full-budget block or a step block is ever restored, one whose
                 # first instruction ends on the page, and only if it is parked)
                 if (limit != MAX_INSNS and limit != 0) or \
-                        (eip & PAGE_MASK) + max(blk.length, 1) > PAGE_SIZE:
+                        (eip & PAGE_MASK) + (blk.length or 1) > PAGE_SIZE:
                     continue
                 page = pages.get(paddr >> PAGE_SHIFT)
                 if page is None or page[1].get(key) is not blk:
@@ -1451,10 +1469,12 @@ class Executor:
                 k = (flag, eip >> PAGE_SHIFT)
                 have = groups.get(k)
                 if have is None:
-                    groups[k] = {eip: blk}
+                    reused = eips.pop(k, None)  # (one more entry: made anew)
+                    groups[k] = {eip: blk} if reused is None else {**reused.entries, eip: blk}
                 else:
                     have[eip] = blk
-        eips = {k: _eip_group(entries, pages) for k, entries in groups.items()}
+        for k, entries in groups.items():
+            eips[k] = _eip_group(entries, pages)
         self._forget_eips()
         glb, step_glb = self._glb, self._step_glb
         glb.clear()
