@@ -195,7 +195,7 @@ class Block:
     """One translated unit: a compiled VEX block, or a single special instruction."""
 
     __slots__ = ("code_nbytes", "cold", "eip", "fn", "heat", "insn", "key", "kind", "length",
-                 "limited", "n", "nbytes",
+                 "limited", "n", "nbytes", "op",
                  "pages", "pieces", "self_loop", "source", "step_fn")
 
     def __init__(self, kind: str, eip: int, n: int, length: int) -> None:
@@ -205,6 +205,9 @@ class Block:
         self.length = length
         self.fn: Callable[[CPUState, int], bool] | None = None
         self.insn: Any = None
+        #: what :meth:`.system.System.execute` keeps of ``insn`` (handler table, handler,
+        #: CPL0-only, length), None until it first runs it
+        self.op: tuple[Any, Any, bool, int] | None = None
         self.key: tuple[int, int, int] = (0, 0, 0)
         self.pages: list[tuple[int, int, int]] = []  # (pfn, start offset, end offset)
         self.self_loop = False
@@ -541,6 +544,17 @@ class Executor:
         self._step_at.add(eip)
         page = eip & ~PAGE_MASK
         self._steps_by_page[page] = tuple(sorted((*self._steps_by_page.get(page, ()), eip)))
+
+    def _add_steps(self, eips: list[int]) -> None:
+        """:meth:`_add_step` for each of ``eips`` (not step addresses yet), each linear
+        page's sorted tuple made once."""
+        self._step_at.update(eips)
+        by_page = self._steps_by_page
+        pages: dict[int, list[int]] = {}
+        for eip in eips:
+            pages.setdefault(eip & ~PAGE_MASK, []).append(eip)
+        for page, more in pages.items():
+            by_page[page] = tuple(sorted({*by_page.get(page, ()), *more}))
 
     def _step_block(self, eip: int, paddr: int) -> Block:
         """The block for a step address: its one instruction, run by :meth:`_special`."""
@@ -887,10 +901,12 @@ class Executor:
             blk.key = key
             self._admit(blk)
         if limit == MAX_INSNS:
-            reg = self._blocks.get((paddr, eip, REGION))
-            if reg is not None:
-                blk = reg  # (its other blocks are on this page: this fetch covers them)
-        if limit == MAX_INSNS or (blk.n < limit and not blk.limited):
+            if self.stats["regions"]:  # (a region block is made only by _heated)
+                reg = self._blocks.get((paddr, eip, REGION))
+                if reg is not None:
+                    blk = reg  # (its other blocks are on this page: this fetch covers them)
+            self._map_eip(eip, blk)
+        elif blk.n < limit and not blk.limited:
             self._map_eip(eip, blk)  # not a shortened variant: the block for this address
         if self._carried:
             got = self._carried.pop((self.mmu.user, eip >> PAGE_SHIFT), None)
@@ -1569,9 +1585,11 @@ class Executor:
                 self._clean[pfn] = got
         else:
             registered.extend(kept.values())
-        for key in steps:
-            if key in kept and key[1] not in self._step_at:
-                self._add_step(key[1])
+        if steps:
+            at = self._step_at
+            new = [key[1] for key in steps if key in kept and key[1] not in at]
+            if new:
+                self._add_steps(new)
         code_pages = memory.code_pages
         if pfn not in code_pages:
             code_pages.add(pfn)

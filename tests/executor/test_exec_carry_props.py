@@ -122,3 +122,24 @@ def test_carried_translations_follow_the_bytes_and_the_mapping(
                 event("dropped changed blocks")
     finally:
         carryover.POOL.clear()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sets(st.integers(0, 0x3000)), st.sets(st.integers(0, 0x3000)))
+def test_step_addresses_woken_in_one_go_are_those_added_one_by_one(
+        before: set[int], woken: set[int]) -> None:
+    """A page that wakes makes its step blocks' addresses steps at once
+    (:meth:`Executor._add_steps`): the same set and the same sorted tuples per linear
+    page (the part of a translation's key they make) as adding them one by one."""
+    one, batch = Machine(asm("hlt")).ex, Machine(asm("hlt")).ex
+    assert one is not None and batch is not None
+    for ex in (one, batch):
+        for eip in sorted(before):
+            ex._add_step(eip)
+    new = [eip for eip in woken if eip not in before]
+    for eip in new:
+        one._add_step(eip)
+    if new:
+        batch._add_steps(new)
+    assert batch._step_at == one._step_at
+    assert batch._steps_by_page == one._steps_by_page
