@@ -690,11 +690,12 @@ class Executor:
         pages = self._eip_pages
         maps = self._by_eip_maps
         record = self.lineage is not None
+        pairs = [(m, seen) for m, seen in zip(maps, self._seen, strict=True) if m]
         for vpn in changed:
             eips = pages.pop(vpn, None)
             if eips:
-                for eip in eips:
-                    for m, seen in zip(maps, self._seen, strict=True):
+                for m, seen in pairs:  # (a map left empty, often the user one: skipped)
+                    for eip in eips:
                         blk = m.pop(eip, None)
                         if blk is not None and record and len(seen) < MAX_SEEN:
                             seen[eip] = blk
