@@ -46,6 +46,19 @@ with its predecessor, not one per block (~85 of a kit program's ~95). Sound beca
 fetch from any address of the page would hit the TLB entry the lookup's fetch just made
 (the MMU names the page to the executor whenever that entry is dropped or replaced).
 
+The parked state changes little from one kit program to the next, and is not rebuilt
+each time: a page that woke whole (its bytes equal to the parked ones, every block kept)
+and whose run cached no block on it nor dropped one is parked again as the same
+:data:`ParkedPage` tuple when its bytes are still those (one comparison, no regrouping);
+a virtual page's parked EIP entries (:class:`EipGroup`) found on one physical page are
+restored in one go when the fetch reaches that page and it woke whole from the tuple the
+group was made against (then every entry's block is the cached one for its key), and such
+a group is parked again as it is when the run still holds all its entries and its page
+is parked as the same tuple. Soundness rests on the tuple's identity alone: a tuple's
+blocks were decoded from its bytes, and nothing mutates it
+(``tests/executor/test_exec_carry_props.py`` changes bytes and mappings along chains of
+machines).
+
 Per-run state (a block's heat towards a hot region, statistics) starts again as on a new
 executor. Memory stays bounded: the dormant blocks count in the new
 executor's ``cached_bytes`` and ``max_blocks`` (a full cache is dropped whole, dormant
