@@ -202,7 +202,7 @@ def test_a_parked_state_is_bounded() -> None:
     pool = carryover.RetiredPool(slots=2, max_bytes=4096 + 1000)
 
     def state(nbytes: int) -> carryover.Retired:
-        return carryover.Retired({}, {}, {1: (b"", {}, ())}, nbytes, 1, ())
+        return carryover.Retired({}, {}, {1: (b"", {}, (), 0)}, nbytes, 1, ())
 
     assert not pool.put("a", state(1001)) and len(pool) == 0
     assert pool.put("a", state(10)) and pool.put("b", state(10)) and pool.put("c", state(10))
@@ -222,9 +222,11 @@ def test_a_parked_states_byte_count_is_its_blocks_bytes(backend: str) -> None:
     for program in draw_programs(strategies.programs(), 8):
         oracle.observe(program, backend)
         state = carryover.POOL._parked[lineage]
-        assert state.nbytes == sum(blk.nbytes for _snap, blocks, _steps in state.pages.values()
+        assert state.nbytes == sum(blk.nbytes for _snap, blocks, _steps, _n in state.pages.values()
                                    for blk in blocks.values())
-        assert state.blocks == sum(len(blocks) for _snap, blocks, _s in state.pages.values())
+        assert state.blocks == sum(len(blocks) for _snap, blocks, _s, _n in state.pages.values())
+        assert all(size == sum(blk.nbytes for blk in blocks.values())
+                   for _snap, blocks, _s, size in state.pages.values())
 
 
 def test_a_retired_executor_keeps_nothing_of_its_machine() -> None:

@@ -46,6 +46,19 @@ with its predecessor, not one per block (~85 of a kit program's ~95). Sound beca
 fetch from any address of the page would hit the TLB entry the lookup's fetch just made
 (the MMU names the page to the executor whenever that entry is dropped or replaced).
 
+The parked state changes little from one kit program to the next, and is not rebuilt
+each time: a page that woke whole (its bytes equal to the parked ones, every block kept)
+and whose run cached no block on it nor dropped one is parked again as the same
+:data:`ParkedPage` tuple when its bytes are still those (one comparison, no regrouping);
+a virtual page's parked EIP entries (:class:`EipGroup`) found on one physical page are
+restored in one go when the fetch reaches that page and it woke whole from the tuple the
+group was made against (then every entry's block is the cached one for its key), and such
+a group is parked again as it is when the run still holds all its entries and its page
+is parked as the same tuple. Soundness rests on the tuple's identity alone: a tuple's
+blocks were decoded from its bytes, and nothing mutates it
+(``tests/executor/test_exec_carry_props.py`` changes bytes and mappings along chains of
+machines).
+
 Per-run state (a block's heat towards a hot region, statistics) starts again as on a new
 executor. Memory stays bounded: the dormant blocks count in the new
 executor's ``cached_bytes`` and ``max_blocks`` (a full cache is dropped whole, dormant
@@ -57,16 +70,53 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Hashable
-from typing import Any
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from pvframe.platform.memory import PAGE_SIZE
 
+if TYPE_CHECKING:
+    from pvframe.executor.cpu import Block
+
 #: lineages the pool keeps (least recently parked out first)
 SLOTS = 4
 #: host bytes one parked state may hold (its blocks' :func:`~.cpu.host_bytes`)
 MAX_BYTES = 16 << 20
+
+
+#: a parked page: its bytes at retirement, the blocks decoded from it by key, the keys of
+#: its step blocks, the blocks' host bytes. The executor that wakes a page whole (its
+#: bytes unchanged, every block kept) and whose run adds no block to it nor drops one
+#: parks this same tuple again (:meth:`~pvframe.executor.cpu.Executor.retire`): nothing
+#: of it is rebuilt, its bytes are compared once
+ParkedPage = tuple[bytes, dict[tuple[int, int, int], "Block"], tuple[tuple[int, int, int], ...],
+                   int]
+
+
+class EipGroup:
+    """The EIP-map entries a retired executor parked for one virtual page and privilege:
+    ``entries`` (linear EIP -> block) are those whose block is parked (in its page's
+    :data:`ParkedPage`), is the block for a full budget (key limit ``MAX_INSNS``) or a
+    step block, and whose first instruction ends on the page. When they were all found
+    on one physical page, ``page`` is that page's parked tuple and ``pfn`` its number,
+    ``steps`` the EIPs of the step blocks, ``whole`` those of the others and ``paddrs``
+    their physical addresses: what the next executor checks in one go
+    (:meth:`~pvframe.executor.cpu.Executor._restore_eip_page`) instead of entry by
+    entry; ``page`` is None when the entries were found on several physical pages."""
+
+    __slots__ = ("entries", "paddrs", "page", "pfn", "steps", "whole")
+
+    def __init__(self, entries: dict[int, Block], pfn: int, page: ParkedPage | None,
+                 steps: AbstractSet[int], whole: AbstractSet[int], paddrs: AbstractSet[int]
+                 ) -> None:
+        self.entries = entries
+        self.pfn = pfn
+        self.page = page
+        self.steps = steps
+        self.whole = whole
+        self.paddrs = paddrs
 
 
 @attrs.define
@@ -76,9 +126,9 @@ class Retired:
     #: the executor's globals dicts (emptied: the kept functions' ``__globals__``)
     glb: dict[str, Any]
     step_glb: dict[str, Any]
-    #: physical page number -> (the page's bytes at retirement, the blocks decoded from
-    #: it by key, the keys of its step blocks)
-    pages: dict[int, tuple[bytes, dict[tuple[int, int, int], Any], tuple[tuple[int, int, int], ...]]]
+    #: physical page number -> the page's bytes at retirement, the blocks decoded from
+    #: it by key, the keys of its step blocks and the blocks' host bytes
+    pages: dict[int, ParkedPage]
     #: host bytes and number of the blocks
     nbytes: int
     blocks: int
@@ -90,9 +140,9 @@ class Retired:
     #: not be freed without :meth:`~pvframe.machine.Machine.release`)
     freeze: int = 0
     #: the EIP-map entries of the retired executor's run, by (user-mode map, virtual
-    #: page): the blocks by linear EIP (checked against the page a fetch reaches by
+    #: page) (checked against the page a fetch reaches by
     #: :meth:`~pvframe.executor.cpu.Executor._restore_eip_page`)
-    eips: dict[tuple[bool, int], dict[int, Any]] = attrs.field(factory=dict)
+    eips: dict[tuple[bool, int], EipGroup] = attrs.field(factory=dict)
 
 
 class RetiredPool:

@@ -164,6 +164,7 @@ _UNPARKED = frozenset(("entry", "region"))
 #: EIP-map entries per privilege a run remembers having dropped at most
 #: (:attr:`Executor._seen`: the entries :meth:`Executor.retire` parks)
 MAX_SEEN = 4096
+_NO_EIPS: frozenset[int] = frozenset()
 
 
 class Restart(Exception):
@@ -194,7 +195,7 @@ class Block:
     """One translated unit: a compiled VEX block, or a single special instruction."""
 
     __slots__ = ("code_nbytes", "cold", "eip", "fn", "heat", "insn", "key", "kind", "length",
-                 "limited", "n", "nbytes",
+                 "limited", "n", "nbytes", "op",
                  "pages", "pieces", "self_loop", "source", "step_fn")
 
     def __init__(self, kind: str, eip: int, n: int, length: int) -> None:
@@ -204,6 +205,9 @@ class Block:
         self.length = length
         self.fn: Callable[[CPUState, int], bool] | None = None
         self.insn: Any = None
+        #: what :meth:`.system.System.execute` keeps of ``insn`` (handler table, handler,
+        #: CPL0-only, length), None until it first runs it
+        self.op: tuple[Any, Any, bool, int] | None = None
         self.key: tuple[int, int, int] = (0, 0, 0)
         self.pages: list[tuple[int, int, int]] = []  # (pfn, start offset, end offset)
         self.self_loop = False
@@ -272,9 +276,13 @@ class Executor:
         #: block whose first instruction straddles a page end is named on both pages)
         self._eip_pages: dict[int, set[int]] = {}
         #: the EIP-map entries the predecessor of this executor's lineage parked
-        #: (:meth:`retire`) and not yet restored, by privilege and virtual page: the
-        #: blocks by EIP (:meth:`_restore_eip_page`)
-        self._carried: dict[tuple[bool, int], dict[int, Block]] = {}
+        #: (:meth:`retire`) and not yet restored, by privilege and virtual page
+        #: (:meth:`_restore_eip_page`)
+        self._carried: dict[tuple[bool, int], carryover.EipGroup] = {}
+        #: the parked groups restored whole (:meth:`_restore_eip_page`) by privilege and
+        #: virtual page: :meth:`retire` parks such a group again as it is where the EIP
+        #: maps still hold its entries and its page is parked as the same tuple
+        self._restored: dict[tuple[bool, int], carryover.EipGroup] = {}
         #: per privilege, the EIP-map entries this run dropped with their page's TLB
         #: entry (what it found before a flush, parked by :meth:`retire` with those in
         #: the maps then); at most :data:`MAX_SEEN` entries, only with a lineage
@@ -352,9 +360,14 @@ class Executor:
         #: neither parks nor takes over (a machine with tracers or extra plugins)
         self.lineage: Hashable | None = None
         #: blocks taken over and not yet checked against this machine's memory: physical
-        #: page number -> (the page's bytes when they were translated, its blocks)
-        self._dormant: dict[int, tuple[bytes, dict[tuple[int, int, int], Block],
-                                       tuple[tuple[int, int, int], ...]]] = {}
+        #: page number -> the page's bytes when they were translated, its blocks
+        #: (:data:`.carryover.ParkedPage`)
+        self._dormant: dict[int, carryover.ParkedPage] = {}
+        #: pages that woke whole (:meth:`_wake`) and whose parkable blocks are still
+        #: exactly the parked ones: physical page number -> the parked tuple, which
+        #: :meth:`retire` parks again as it is where the page's bytes are still its own
+        #: (any block registered on the page or dropped from it takes the page out)
+        self._clean: dict[int, carryover.ParkedPage] = {}
         self._dormant_blocks = 0
         #: the host bytes of the dormant blocks (counted as they wake: :meth:`retire`
         #: parks them again without a walk over every one)
@@ -416,9 +429,9 @@ class Executor:
                     self._step_one(shadow)
                     continue
                 # Fast inner loop: chain compiled blocks while nothing asks for attention.
-                # (the EIP map, its privilege and the MMU generation change only in the
-                # system instructions and faults that leave this loop; a flush clears the
-                # map in place)
+                # (the EIP map's privilege changes only in the system instructions, after
+                # which the map is read again, and in faults, which leave this loop; a
+                # flush clears the map in place)
                 block_at = self._by_eip.get
                 mmu = self.mmu
                 gen = self._gen
@@ -434,9 +447,21 @@ class Executor:
                         blk = self._lookup(cpu.eip, budget)
                     fn = blk.fn
                     if fn is None:
+                        # A system instruction, a step or an entry point: the loop goes
+                        # on after it unless it left something for the outer loop (an
+                        # interrupt shadow, EFLAGS.TF, hlt, a stop, a deadline before
+                        # ``end``, an interrupt it can take now); it may have changed
+                        # CPL (the other EIP map) or flushed (checked above). ~33 of a
+                        # kit program's instructions are system instructions.
                         self._special(blk)
-                        self._refresh_deadline()
-                        break
+                        dl = self._deadline = env.next_deadline()
+                        if self.shadow is not None or cpu.halted or \
+                                self.stop_reason is not None or \
+                                cpu.eflags_sys & TF_MASK or (dl is not None and dl < end) or \
+                                (cpu.eflags_sys & IF_MASK and env.interrupt_pending()):
+                            break
+                        block_at = self._by_eip.get
+                        continue
                     if blk.heat:
                         blk.heat -= 1
                     else:
@@ -499,6 +524,8 @@ class Executor:
                 grown = sys.getsizeof(fn)
                 blk.nbytes += grown
                 self.cached_bytes += grown
+                for pfn, _s, _e in blk.pages:  # (its parked page's byte count changed)
+                    self._clean.pop(pfn, None)
         return fn
 
     def _note_step(self, eip: int) -> None:
@@ -517,6 +544,17 @@ class Executor:
         self._step_at.add(eip)
         page = eip & ~PAGE_MASK
         self._steps_by_page[page] = tuple(sorted((*self._steps_by_page.get(page, ()), eip)))
+
+    def _add_steps(self, eips: list[int]) -> None:
+        """:meth:`_add_step` for each of ``eips`` (not step addresses yet), each linear
+        page's sorted tuple made once."""
+        self._step_at.update(eips)
+        by_page = self._steps_by_page
+        pages: dict[int, list[int]] = {}
+        for eip in eips:
+            pages.setdefault(eip & ~PAGE_MASK, []).append(eip)
+        for page, more in pages.items():
+            by_page[page] = tuple(sorted({*by_page.get(page, ()), *more}))
 
     def _step_block(self, eip: int, paddr: int) -> Block:
         """The block for a step address: its one instruction, run by :meth:`_special`."""
@@ -566,6 +604,7 @@ class Executor:
         self._page_blocks.clear()
         self._blocks.clear()
         self._dormant.clear()
+        self._clean.clear()
         self._dormant_blocks = 0
         self._dormant_bytes = 0
         self._forget_eips()
@@ -604,6 +643,7 @@ class Executor:
         executor retired)."""
         self._clear_by_eip(False)
         self._carried.clear()
+        self._restored.clear()
         for seen in self._seen:
             seen.clear()
 
@@ -650,11 +690,12 @@ class Executor:
         pages = self._eip_pages
         maps = self._by_eip_maps
         record = self.lineage is not None
+        pairs = [(m, seen) for m, seen in zip(maps, self._seen, strict=True) if m]
         for vpn in changed:
             eips = pages.pop(vpn, None)
             if eips:
-                for eip in eips:
-                    for m, seen in zip(maps, self._seen, strict=True):
+                for m, seen in pairs:  # (a map left empty, often the user one: skipped)
+                    for eip in eips:
                         blk = m.pop(eip, None)
                         if blk is not None and record and len(seen) < MAX_SEEN:
                             seen[eip] = blk
@@ -861,21 +902,23 @@ class Executor:
             blk.key = key
             self._admit(blk)
         if limit == MAX_INSNS:
-            reg = self._blocks.get((paddr, eip, REGION))
-            if reg is not None:
-                blk = reg  # (its other blocks are on this page: this fetch covers them)
-        if limit == MAX_INSNS or (blk.n < limit and not blk.limited):
+            if self.stats["regions"]:  # (a region block is made only by _heated)
+                reg = self._blocks.get((paddr, eip, REGION))
+                if reg is not None:
+                    blk = reg  # (its other blocks are on this page: this fetch covers them)
+            self._map_eip(eip, blk)
+        elif blk.n < limit and not blk.limited:
             self._map_eip(eip, blk)  # not a shortened variant: the block for this address
         if self._carried:
             got = self._carried.pop((self.mmu.user, eip >> PAGE_SHIFT), None)
             if got is not None:
-                self._restore_eip_page(eip >> PAGE_SHIFT, paddr >> PAGE_SHIFT, got)
+                self._restore_eip_page(eip, paddr >> PAGE_SHIFT, got)
         return blk
 
-    def _restore_eip_page(self, vpn: int, pfn: int, entries: dict[int, Block]) -> None:
-        """An instruction fetch on virtual page ``vpn`` just translated to physical page
-        ``pfn`` (the TLB holds that entry now: :meth:`_lookup`): of the EIP-map
-        ``entries`` the predecessor parked for the page, each whose block was decoded
+    def _restore_eip_page(self, eip: int, pfn: int, group: carryover.EipGroup) -> None:
+        """An instruction fetch at ``eip`` just translated to physical page ``pfn`` (the
+        TLB holds that entry now: :meth:`_lookup`): of the EIP-map entries the
+        predecessor parked for the virtual page (``group``), each whose block was decoded
         from ``pfn`` and is the one :meth:`_lookup` would find there with a full budget
         enters the current privilege's EIP map. A
         fetch from any of those addresses would hit the same TLB entry (same physical
@@ -886,7 +929,34 @@ class Executor:
         instruction goes on past the page's end (its fetch needs the next page too), one
         where a step address, an entry point or a hot region now takes the address. The
         kit's programs share most of their code at the same addresses: ~85 of the ~95
-        addresses a program's run looks up were its predecessor's too."""
+        addresses a program's run looks up were its predecessor's too.
+
+        The group's entries were all found on one page (the usual case) and that page
+        woke whole and is unchanged since (:attr:`_clean` holds its parked tuple): then
+        every entry's block is the cached one for its key, and the conditions left are
+        checked for the group at once (step addresses, entry points, no hot region yet,
+        nothing else on the virtual page in the EIP maps but ``eip``'s own entry)."""
+        vpn = eip >> PAGE_SHIFT
+        entries = group.entries
+        page = group.page
+        if page is not None and group.pfn == pfn and self._clean.get(pfn) is page and \
+                not self.stats["regions"]:
+            steps = self._step_at
+            named = self._eip_pages.get(vpn)
+            if (named is None or (len(named) == 1 and eip in named)) and \
+                    steps.isdisjoint(group.whole) and steps.issuperset(group.steps) and \
+                    (not self.entry_points or self.entry_points.keys().isdisjoint(group.paddrs)):
+                by_eip = self._by_eip
+                mine = by_eip.get(eip)
+                by_eip.update(entries)
+                if mine is not None:
+                    by_eip[eip] = mine
+                if named is None:
+                    self._eip_pages[vpn] = set(entries)
+                else:
+                    named.update(entries)
+                self._restored[(self.mmu.user, vpn)] = group
+                return
         by_eip = self._by_eip
         blocks = self._blocks
         entry_points = self.entry_points
@@ -1031,6 +1101,7 @@ class Executor:
         if self._blocks.pop(blk.key, None) is not None:
             self.cached_bytes -= blk.nbytes
         for pfn, _s, _e in blk.pages:
+            self._clean.pop(pfn, None)
             lst = self._page_blocks.get(pfn)
             if lst is not None:
                 lst[:] = [b for b in lst if b is not blk]
@@ -1356,13 +1427,31 @@ class Executor:
         memory = self.memory
         live = self._blocks
         pages = self._dormant
+        clean = self._clean
         nbytes = self._dormant_bytes
         count = self._dormant_blocks
         for pfn, lst in self._page_blocks.items():
             if pfn in pages or not memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE):
                 continue  # (a page still dormant holds a block straddling into it: dropped)
+            ram = memory.page(pfn)
+            if ram is None:
+                ram = _ZERO_PAGE
+            old = clean.get(pfn)
+            if old is not None and ram == old[0]:
+                # woke whole, the same blocks, the same bytes: parked as it was
+                if self.tiered:
+                    for blk in old[1].values():
+                        blk.heat = WARM_RUNS if blk.cold else HOT_RUNS
+                else:  # (no block is cold without tiers)
+                    for blk in old[1].values():
+                        blk.heat = HOT_RUNS
+                pages[pfn] = old
+                nbytes += old[3]
+                count += len(old[1])
+                continue
             keep: dict[tuple[int, int, int], Block] = {}
             steps = []
+            size = 0
             for blk in lst:
                 # (entry points hold the machine's handlers; a region's C tier its MMU)
                 if blk.kind in _UNPARKED or len(blk.pages) != 1 or \
@@ -1370,29 +1459,51 @@ class Executor:
                     continue
                 keep[blk.key] = blk
                 blk.heat = WARM_RUNS if blk.cold else HOT_RUNS
-                nbytes += blk.nbytes
+                size += blk.nbytes
                 if blk.key[2] == 0:
                     steps.append(blk.key)
             if keep:
-                ram = memory.page(pfn)
-                pages[pfn] = (bytes(ram) if ram is not None else _ZERO_PAGE, keep, tuple(steps))
+                pages[pfn] = (bytes(ram), keep, tuple(steps), size)
+                nbytes += size
                 count += len(keep)
-        # the EIP-map entries of this run whose blocks are live and may be parked, by
-        # privilege and virtual page: the next run's lookups restore them page by page
-        # (:meth:`_restore_eip_page`, which checks each against the page it fetched)
-        eips: dict[tuple[bool, int], dict[int, Block]] = {}
+        # the EIP-map entries of this run whose blocks are parked, by privilege and
+        # virtual page: the next run's lookups restore them page by page
+        # (:meth:`_restore_eip_page`, which checks them against the page it fetched)
+        groups: dict[tuple[bool, int], dict[int, Block]] = {}
+        eips: dict[tuple[bool, int], carryover.EipGroup] = {}
         for user, (m, seen) in enumerate(zip(self._by_eip_maps, self._seen, strict=True)):
             seen.update(m)  # (what was found last wins)
             flag = user == 1
-            for eip, blk in seen.items():
-                if blk.kind in _UNPARKED or live.get(blk.key) is not blk or len(blk.pages) != 1:
+            # a group restored whole whose entries the run still holds, its page parked
+            # as the same tuple: parked again as it is (what the loop below would make
+            # of its entries is what it was made of them before: it depends only on the
+            # blocks and on that tuple); the loop sees the other entries only
+            covered: dict[int, Block] = {}
+            for k, group in self._restored.items():
+                if k[0] == flag and pages.get(group.pfn) is group.page and \
+                        group.entries.items() <= seen.items():
+                    eips[k] = group
+                    covered.update(group.entries)
+            rest = seen.items() - covered.items() if covered else seen.items()
+            for eip, blk in rest:
+                paddr, _e, limit = key = blk.key
+                # (only a full-budget block or a step block is ever restored, one whose
+                # first instruction ends on the page, and only if it is parked)
+                if (limit != MAX_INSNS and limit != 0) or \
+                        (eip & PAGE_MASK) + (blk.length or 1) > PAGE_SIZE:
+                    continue
+                page = pages.get(paddr >> PAGE_SHIFT)
+                if page is None or page[1].get(key) is not blk:
                     continue
                 k = (flag, eip >> PAGE_SHIFT)
-                have = eips.get(k)
+                have = groups.get(k)
                 if have is None:
-                    eips[k] = {eip: blk}
+                    reused = eips.pop(k, None)  # (one more entry: made anew)
+                    groups[k] = {eip: blk} if reused is None else {**reused.entries, eip: blk}
                 else:
                     have[eip] = blk
+        for k, entries in groups.items():
+            eips[k] = _eip_group(entries, pages)
         self._forget_eips()
         glb, step_glb = self._glb, self._step_glb
         glb.clear()
@@ -1438,9 +1549,9 @@ class Executor:
         got = self._dormant.pop(pfn, None)
         if got is None:
             return
-        snap, blocks, steps = got
+        snap, blocks, steps, size = got
         self._dormant_blocks -= len(blocks)
-        self._dormant_bytes -= sum(blk.nbytes for blk in blocks.values())
+        self._dormant_bytes -= size
         memory = self.memory
         ram: bytes | bytearray | None = None
         if memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE):
@@ -1458,7 +1569,8 @@ class Executor:
         live = self._blocks
         # (translated here meanwhile: those stay; a live block starting on the page is
         # registered on it, so there is none without a list: no scan of the kept keys)
-        if pfn in self._page_blocks and not live.keys().isdisjoint(kept):
+        registered = self._page_blocks.get(pfn)
+        if registered is not None and not live.keys().isdisjoint(kept):
             kept = {k: b for k, b in kept.items() if k not in live}
         dropped = len(blocks) - len(kept)
         if dropped:
@@ -1468,10 +1580,17 @@ class Executor:
             return
         self.stats["kept"] += len(kept)
         live.update(kept)
-        self._page_blocks.setdefault(pfn, []).extend(kept.values())
-        for key in steps:
-            if key in kept and key[1] not in self._step_at:
-                self._add_step(key[1])
+        if registered is None:
+            self._page_blocks[pfn] = list(kept.values())
+            if kept is blocks:  # (whole, and nothing else on the page: parked as it is)
+                self._clean[pfn] = got
+        else:
+            registered.extend(kept.values())
+        if steps:
+            at = self._step_at
+            new = [key[1] for key in steps if key in kept and key[1] not in at]
+            if new:
+                self._add_steps(new)
         code_pages = memory.code_pages
         if pfn not in code_pages:
             code_pages.add(pfn)
@@ -1479,6 +1598,8 @@ class Executor:
 
     def _register(self, blk: Block) -> None:
         code_pages = self.memory.code_pages
+        if self._clean and len(blk.pages) == 1 and blk.kind not in _UNPARKED:
+            self._clean.pop(blk.pages[0][0], None)  # (a block retire would park: a new one)
         for pfn, _s, _e in blk.pages:
             self._page_blocks.setdefault(pfn, []).append(blk)
             if pfn not in code_pages:
@@ -1515,6 +1636,7 @@ class Executor:
         if dropped:
             # (what was carried or seen may hold the dropped blocks: host memory)
             self._forget_eips()
+            self._clean.clear()
         if keep:
             self._page_blocks[pfn] = keep
         else:
@@ -1546,6 +1668,22 @@ def host_bytes(blk: Block) -> int:
     if blk.source:
         n += size(blk.source)
     return n
+
+
+def _eip_group(entries: dict[int, Block], pages: dict[int, carryover.ParkedPage]
+               ) -> carryover.EipGroup:
+    """The parked EIP-map ``entries`` of one virtual page (each block in its page's parked
+    tuple in ``pages``) with what :meth:`Executor._restore_eip_page` checks for them at
+    once when they were all found on one physical page."""
+    keys = [blk.key for blk in entries.values()]
+    paddrs = frozenset([k[0] for k in keys])
+    pfn = keys[0][0] >> PAGE_SHIFT
+    if any(a >> PAGE_SHIFT != pfn for a in paddrs):
+        return carryover.EipGroup(entries, -1, None, _NO_EIPS, _NO_EIPS, paddrs)
+    steps = frozenset([k[1] for k in keys if k[2] == 0]) if any(k[2] == 0 for k in keys) \
+        else _NO_EIPS
+    return carryover.EipGroup(entries, pfn, pages[pfn], steps,
+                              entries.keys() - steps if steps else entries.keys(), paddrs)
 
 
 def _inner_addrs(code: types.CodeType) -> array[int]:

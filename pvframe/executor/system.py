@@ -171,17 +171,25 @@ class System:
         return ins
 
     def execute(self, blk: Block) -> None:
-        ins = blk.insn
-        if ins.has_lock_prefix:
-            raise InvalidOpcode()
-        h = self.handlers.get(ins.mnemonic)
+        """Run the system instruction of ``blk``: #UD with a LOCK prefix or without a
+        handler, #GP(0) at CPL > 0 for a CPL0-only one (SDM Vol. 3A §5.9), else its
+        handler, which retires it itself or leaves that to here. What the decoded
+        instruction tells (the handler, whether CPL 0 is needed, its length) is kept on
+        the block the first time (``Block.op``, for this handler table)."""
+        op = blk.op
+        handlers = self.handlers
+        if op is None or op[0] is not handlers:
+            ins = blk.insn
+            op = blk.op = (handlers, None if ins.has_lock_prefix else handlers.get(ins.mnemonic),
+                           ins.mnemonic in CPL0_ONLY, ins.len)
+        h = op[1]
         if h is None:
             raise InvalidOpcode()
-        if self.cpu.cs.selector & 3 and ins.mnemonic in CPL0_ONLY:
+        cpu = self.cpu
+        if op[2] and cpu.cs.selector & 3:
             raise GeneralProtection(0)
-        if not h(self, ins):
-            cpu = self.cpu
-            cpu.eip = (cpu.eip + ins.len) & 0xFFFFFFFF
+        if not h(self, blk.insn):
+            cpu.eip = (cpu.eip + op[3]) & 0xFFFFFFFF
             cpu.icount += 1
 
     def retire_jump(self, eip: int) -> bool:

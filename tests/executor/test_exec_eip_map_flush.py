@@ -191,3 +191,40 @@ def test_take_changed_is_bounded(n: int) -> None:
         mmu.invlpg(v << 12)
     got = mmu.take_changed()
     assert (got is None) == (n > 4096)
+
+
+def test_an_invlpg_in_the_kernel_drops_what_the_user_eip_map_found() -> None:
+    """User code calls CALLEE (a user page on P1: the user-mode EIP map's entry), then
+    ``int $0x80``: the kernel points CALLEE's PTE at P2 and ``invlpg``s it while the
+    supervisor map is the current one, and returns; the user's next call runs P2's code
+    (the flush drops the page's entries from both maps, not only the current one's)."""
+    from rings import ring_machine
+    from test_exec_rings import IDT, gate, user_program
+
+    pte_addr = 0x101000 + 4 * (CALLEE >> 12 & 0x3FF)
+    code = user_program(f"""
+        call {CALLEE:#x}
+        mov %ebx, %esi
+        int $0x80
+        call {CALLEE:#x}
+        mov %ebx, %edi
+        hlt
+        .org 0x800
+        movl ${P2 | 0x7:#x}, {pte_addr:#x}
+        invlpg {CALLEE:#x}
+        iret
+        .org 0x900
+        mov $0xf4, %dx
+        mov $0x42, %al
+        out %al, (%dx)
+    """)
+    m = ring_machine(code)
+    m.memory.write_bytes(IDT + 8 * 0x80, gate(CODE + 0x800, 0x08, 0xE, 3))
+    m.memory.write_bytes(IDT + 8 * 13, gate(CODE + 0x900, 0x08, 0xE, 0))
+    identity(m, 0x7)
+    m.memory.write_bytes(P1, asm("mov $1, %ebx\n ret\n"))
+    m.memory.write_bytes(P2, asm("mov $2, %ebx\n ret\n"))
+    m.memory.write_u32(pte(m, CALLEE), P1 | 0x7)
+    m.run(10_000)
+    assert m.env.stopped == ("exit", 0x42)  # (the user's hlt: #GP, the exit)
+    assert (m.cpu.esi, m.cpu.edi) == (1, 2)
