@@ -154,3 +154,48 @@ def test_the_library_finder_leaves_other_modules_and_the_suite_to_the_others() -
 
     spec = finder.find_spec("pvframe.testing.oracle", pvframe.testing.__path__)
     assert spec is not None and spec.origin.endswith("oracle.py")
+
+
+RECORD_HYPOTHESIS = """
+import os
+import sys
+
+
+def pytest_sessionstart(session):
+    name = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(f"hypothesis-{name}.txt", "w") as f:
+        f.write(repr("hypothesis" in sys.modules))
+"""
+
+USES_CI = """
+from hypothesis import settings
+
+
+def test_the_kit_profile_is_loaded():
+    assert settings.get_current_profile_name() == "ci"
+"""
+
+
+@pytest.mark.parametrize("args, main_imports", [
+    (["-n", "2"], False),                               # the controller runs no test
+    (["-n", "2", "--hypothesis-profile", "ci"], True),  # Hypothesis's plugin loads it
+    (["-n", "0"], True),
+])
+def test_an_xdist_controller_imports_no_hypothesis(
+    tmp_path: Path, args: list[str], main_imports: bool,
+) -> None:
+    """The controller of ``pytest -n 2`` starts its workers without importing Hypothesis
+    (~0.1 CPU s before the workers even start); every process that runs tests has it and
+    the kit's ``ci`` profile loaded."""
+    pytest.importorskip("xdist")
+    (tmp_path / "conftest.py").write_text(RECORD_HYPOTHESIS)
+    (tmp_path / "test_ci.py").write_text(USES_CI)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, "test_ci.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+    assert (tmp_path / "hypothesis-main.txt").read_text() == repr(main_imports)
+    if args[1] == "2":
+        for worker in ("gw0", "gw1"):
+            assert (tmp_path / f"hypothesis-{worker}.txt").read_text() == "True"

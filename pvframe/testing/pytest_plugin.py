@@ -123,8 +123,42 @@ def _import_hypothesis_unrewritten() -> None:
         sys.meta_path[:] = saved + added
 
 
-_import_hypothesis_unrewritten()
-_register_profiles()
+def _runs_no_test(early: pytest.Config) -> bool:
+    """Whether this process is a pytest-xdist controller (``-n N``, ``--tx``): it deals
+    the tests to its workers and runs none itself, so it needs neither Hypothesis nor the
+    kit's profiles, unless a Hypothesis option (``--hypothesis-profile``) makes
+    Hypothesis's own plugin load one in this process too."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return False
+    option = early.known_args_namespace
+    distributed = bool(getattr(option, "numprocesses", None)) or getattr(option, "tx", None)
+    return bool(distributed) and not getattr(option, "collectonly", False) and not any(
+        value for name, value in vars(option).items() if name.startswith("hypothesis"))
+
+
+_PROFILES_READY = False
+
+
+def _set_up_hypothesis() -> None:
+    """Import Hypothesis and register the kit's profiles, once a process."""
+    global _PROFILES_READY
+    if not _PROFILES_READY:
+        _import_hypothesis_unrewritten()
+        _register_profiles()
+        _PROFILES_READY = True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Hypothesis and the kit's profiles, before the first conftest (a conftest may load
+    ``ci``), in every process that runs tests: a pytest-xdist controller, which runs none,
+    skips them (~0.1 CPU s before it starts its workers)."""
+    import sys
+
+    if _LIBRARY_FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _LIBRARY_FINDER)
+    if not _runs_no_test(early_config):
+        _set_up_hypothesis()
 
 
 def _load_default_profile(config: pytest.Config) -> None:
@@ -158,13 +192,20 @@ class LibraryFinder:
     bytecode pip compiled at install, ~0.6 CPU s before the first test, paid by each
     pytest-xdist worker. Their asserts are internal checks, not test assertions (those
     are in :data:`REWRITTEN`, which stays with the rewriter). An editable install is not
-    marked for rewriting and is found here as Python would find it anyway."""
+    marked for rewriting and is found here as Python would find it anyway.
+
+    Hypothesis's modules are found here too (see :func:`_import_hypothesis_unrewritten`),
+    those it imports later in the run included."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if not name.startswith("pvframe.") or name in REWRITTEN:
-            return None
         import importlib.machinery
 
+        if name == "hypothesis" or name.startswith("hypothesis."):
+            # its asserts are internal checks too: imported later in the run (a strategy
+            # module on first use), it would be rewritten in every process
+            return importlib.machinery.PathFinder.find_spec(name, path, target)
+        if not name.startswith("pvframe.") or name in REWRITTEN:
+            return None
         return importlib.machinery.PathFinder.find_spec(name, path, target)
 
 
@@ -176,7 +217,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if _LIBRARY_FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _LIBRARY_FINDER)
-    _load_default_profile(config)
+    if _PROFILES_READY or not _runs_no_test(config):
+        _set_up_hypothesis()
+        _load_default_profile(config)
     config.addinivalue_line(
         "markers", "equivalence: compares a backend with native (pvframe equivalence kit)"
     )
