@@ -199,3 +199,63 @@ def test_an_xdist_controller_imports_no_hypothesis(
     if args[1] == "2":
         for worker in ("gw0", "gw1"):
             assert (tmp_path / f"hypothesis-{worker}.txt").read_text() == "True"
+
+
+@pytest.fixture
+def harness_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from pvframe.testing import asm
+
+    monkeypatch.setenv("PVFRAME_CACHE", str(tmp_path))
+    monkeypatch.delenv("PVFRAME_ASSEMBLER", raising=False)
+    asm._harness.cache_clear()
+    yield asm
+    asm._harness.cache_clear()
+
+
+def test_the_assembled_harness_is_kept_for_the_next_process(
+    harness_store: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first process assembles the kit's harness and stores it; the next one (its
+    in-memory cache empty) reads exactly those bytes and symbols without assembling."""
+    from pvframe.testing import programs as p
+
+    asm = harness_store
+    fresh = asm.assemble.__wrapped__(p.HARNESS, p.LOAD_ADDR)
+    assert asm._harness() == fresh
+    assert asm._harness_file().exists()
+    asm._harness.cache_clear()
+
+    def no_assembler(*args: Any) -> Any:
+        raise AssertionError("assembled again")
+
+    monkeypatch.setattr(asm, "assemble", no_assembler)
+    assert asm._harness() == fresh
+
+
+def test_a_changed_or_damaged_stored_harness_is_assembled_again(
+    harness_store: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pvframe.testing import programs as p
+
+    asm = harness_store
+    first = asm._harness()
+    key = asm.harness_key()
+    monkeypatch.setattr(p, "HARNESS", p.HARNESS.replace("\n", "\n\n", 1))
+    assert asm.harness_key() != key
+    monkeypatch.undo()
+    monkeypatch.setenv("PVFRAME_CACHE", str(asm._harness_file().parent.parent))
+    assert asm.harness_key() == key
+    stored = asm._harness_file()
+    stored.write_text(stored.read_text()[:-40])
+    asm._harness.cache_clear()
+    calls: list[str] = []
+    real = asm.assemble
+
+    def counting(source: str, base: int = 0x100000) -> Any:
+        calls.append(source)
+        return real(source, base)
+
+    monkeypatch.setattr(asm, "assemble", counting)
+    assert asm._harness() == first and len(calls) == 1
+    asm._harness.cache_clear()
+    assert asm._harness() == first and len(calls) == 1  # stored whole again

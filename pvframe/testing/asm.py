@@ -10,12 +10,17 @@ makes :func:`assemble` use GNU as for everything.
 Results are cached in memory by source text: Hypothesis replays and shrinks the same
 programs many times. :func:`assemble_program` assembles a kit program's harness once per
 process and only the program's own part each time (the harness is most of the source:
-assembling the whole of each program cost more than its native run).
+assembling the whole of each program cost more than its native run); the assembled
+harness is also kept in pvframe's cache folder for the next processes
+(:func:`harness_key`), so a pytest-xdist worker does not assemble it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import json
 import os
 import shutil
 import struct
@@ -66,10 +71,63 @@ def assemble(source: str, base: int = 0x100000) -> Assembled:
 
 @functools.lru_cache(maxsize=1)
 def _harness() -> Assembled:
-    built = assemble(p.HARNESS, p.LOAD_ADDR)
+    built = _stored_harness() if os.environ.get("PVFRAME_ASSEMBLER") != "gnu" else None
+    if built is None:
+        built = assemble(p.HARNESS, p.LOAD_ADDR)
+        if os.environ.get("PVFRAME_ASSEMBLER") != "gnu":
+            _store_harness(built)
     if p.LOAD_ADDR + len(built.image) != built.symbols[p.OPS_LABEL]:
         raise AssemblyError("the kit's harness does not end at its ops label")
     return built
+
+
+def harness_key() -> str:
+    """What the kit's assembled harness depends on, as a digest: its source and load
+    address, the built-in assembler's code (this module's and
+    :mod:`pvframe.testing.assembler`'s source) and the version of iced-x86, its encoder."""
+    import importlib.metadata
+
+    from pvframe.testing import assembler
+
+    digest = hashlib.sha256(f"{p.LOAD_ADDR:#x}\n{p.HARNESS}".encode())
+    for module_file in (__file__, assembler.__file__):
+        digest.update(Path(module_file).read_bytes())
+    try:
+        digest.update(importlib.metadata.version("iced-x86").encode())
+    except importlib.metadata.PackageNotFoundError:
+        digest.update(b"iced-x86 ?")
+    return digest.hexdigest()[:40]
+
+
+def _harness_file() -> Path:
+    from pvframe import cache_dir
+
+    return cache_dir("harness") / f"{harness_key()}.json"
+
+
+def _stored_harness() -> Assembled | None:
+    """The harness as assembled by an earlier process (:func:`harness_key` the same),
+    or None. The assembler turns its ~3,000 lines into ~10 KiB once per process else:
+    ~0.15 CPU s before each process's first kit program, each pytest-xdist worker's
+    included."""
+    try:
+        stored = json.loads(_harness_file().read_text())
+        return Assembled(bytes.fromhex(stored["image"]),
+                         {str(k): int(v) for k, v in stored["symbols"].items()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _store_harness(built: Assembled) -> None:
+    path = _harness_file()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"image": built.image.hex(), "symbols": built.symbols}))
+        os.replace(tmp, path)  # whole or not at all, for workers starting together
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 @functools.lru_cache(maxsize=1024)
