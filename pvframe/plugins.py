@@ -36,7 +36,7 @@ import importlib.metadata as md
 import inspect
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import attrs
@@ -198,8 +198,8 @@ class _InstallWatch(importlib.abc.MetaPathFinder):
 if not any(type(f).__name__ == _InstallWatch.__name__ for f in sys.meta_path):
     sys.meta_path.append(_InstallWatch())
 
-#: (the import path it was found on, what was found)
-_DISCOVERED: tuple[list[str], dict[str, BackendInfo]] | None = None
+#: (the import path it was found on, what was found, whether every backend was loaded)
+_DISCOVERED: tuple[list[str], dict[str, BackendInfo], bool] | None = None
 
 
 def discover() -> dict[str, BackendInfo]:
@@ -212,11 +212,31 @@ def discover() -> dict[str, BackendInfo]:
     (a distribution installed while the process runs: call it, as for any module
     installed then) and after :func:`refresh`.
     """
+    return dict(_found(None))  # (a copy: callers may add to it)
+
+
+def _found(names: frozenset[str] | None) -> dict[str, BackendInfo]:
+    """What :func:`discover` finds, the backends ``names`` at least (all of them for
+    None): a machine needs its backend and native only, so a process that builds
+    machines of one backend (a kit worker) loads no other backend's modules. The
+    result is the cache itself (not to be changed)."""
     global _DISCOVERED
-    if _DISCOVERED is None or _DISCOVERED[0] != sys.path:
-        path = list(sys.path)
-        _DISCOVERED = (path, _discover())
-    return dict(_DISCOVERED[1])  # (a copy: callers may add to it)
+    if _DISCOVERED is not None and _DISCOVERED[0] != sys.path:
+        _DISCOVERED = None
+    if _DISCOVERED is not None and (
+            _DISCOVERED[2] or (names is not None and names <= _DISCOVERED[1].keys())):
+        return _DISCOVERED[1]
+    if names is None:
+        found = _discover()
+    else:
+        found = _discover(names | (_DISCOVERED[1].keys() if _DISCOVERED else set()))
+    _DISCOVERED = (list(sys.path), found, names is None)
+    return found
+
+
+def _loaded(name: str) -> dict[str, BackendInfo]:
+    """The backends found with ``name`` and native loaded (others maybe not)."""
+    return _found(frozenset((name, NATIVE)))
 
 
 #: the distribution that owns the backend name ``native`` (the reference every other
@@ -235,10 +255,13 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _discover() -> dict[str, BackendInfo]:
+def _discover(only: Collection[str] | None = None) -> dict[str, BackendInfo]:
+    """Load and validate the installed backends (those named ``only``, if given)."""
     ops = tuple(name[len(PREFIX):] for name in all_hook_names())
     found: dict[str, BackendInfo] = {}
     entry_points = sorted(_entry_points(), key=lambda e: e.name)
+    if only is not None:
+        entry_points = [ep for ep in entry_points if ep.name in only]
     genuine_native = any(
         ep.name == NATIVE and ep.dist is not None
         and _normalized(ep.dist.name) == NATIVE_DISTRIBUTION
@@ -317,7 +340,10 @@ def unknown_backend_message(name: str, backends: dict[str, BackendInfo]) -> str:
 
 def get_backend(name: str, backends: dict[str, BackendInfo] | None = None) -> BackendInfo:
     """The named, loadable backend (and native, which every other backend needs)."""
-    backends = discover() if backends is None else backends
+    if backends is None:
+        backends = _loaded(name)
+        if name not in backends:  # the message names every installed backend
+            backends = discover()
     info = backends.get(name)
     if info is None:
         raise UnknownBackendError(unknown_backend_message(name, backends))
@@ -542,8 +568,8 @@ def bind(
     the spec and turns an implementation's exception into a :class:`HookFailure` naming
     the backend and the hook.
     """
-    backends = discover() if backends is None else backends
     info = get_backend(name, backends)
+    backends = _loaded(name) if backends is None else backends
     native_plugin = _create(backends[NATIVE])
     plugin = native_plugin if name == NATIVE else _create(info)
     last: list[tuple[str, str] | None] = [None]

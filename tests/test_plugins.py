@@ -117,9 +117,9 @@ def test_discovery_is_redone_only_when_the_path_or_the_import_caches_change(
     real = plugins._discover
     calls: list[int] = []
 
-    def counting() -> dict[str, plugins.BackendInfo]:
+    def counting(*only: Any) -> dict[str, plugins.BackendInfo]:
         calls.append(1)
-        return real()
+        return real(*only)
 
     monkeypatch.setattr(plugins, "_discover", counting)
     plugins.refresh()
@@ -274,3 +274,36 @@ def test_subset_impl_arguments_are_adapted() -> None:
     backends["subset"] = plugins.BackendInfo("subset", "subset", "0", "x", factory=Subset)
     plugins.bind("subset", Probe(), backends=backends).hooks.set_debugreg(3, 0x55)
     assert got == [0x55]
+
+
+def test_a_machine_loads_its_backend_and_native_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process building machines of one backend (a kit worker) imports and validates
+    no other backend; ``discover()`` (``pvframe backends``) then loads them all, and a
+    name nobody installed is still told apart from the installed ones."""
+    loaded: list[str] = []
+    real = list(plugins._entry_points())
+
+    class Recorded:
+        def __init__(self, ep: Any) -> None:
+            self.ep, self.name, self.dist, self.value = ep, ep.name, ep.dist, ep.value
+
+        def load(self) -> Any:
+            loaded.append(self.name)
+            return self.ep.load()
+
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [Recorded(ep) for ep in real])
+    plugins.refresh()
+    try:
+        Machine("xen").release()
+        Machine("xen").release()
+        assert sorted(loaded) == ["native", "xen"]
+        Machine("native").release()
+        assert sorted(loaded) == ["native", "xen"]
+        everything = plugins.discover()
+        assert {"native", "xen", "vmi"} <= everything.keys()
+        assert {"native", "xen", "vmi"} <= set(loaded)
+        with pytest.raises(plugins.UnknownBackendError, match="vmi"):
+            plugins.get_backend("nonesuch")
+    finally:
+        monkeypatch.undo()
+        plugins.refresh()
