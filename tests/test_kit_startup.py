@@ -61,6 +61,10 @@ def test_pv_call_search(pvframe_shard, x):
 @pytest.mark.parametrize("n", [1, 2])
 def test_short_last_in_file(n):
     pass
+
+@pytest.mark.pvframe_long
+def test_long_not_a_search():
+    pass
 """
 
 RECORD_ORDER = """
@@ -75,8 +79,8 @@ def pytest_collection_finish(session):
 
 def test_xdist_workers_collect_the_longest_searches_first(tmp_path: Path) -> None:
     """Under ``-n 2`` every worker's collection has the pv-call search's shards first,
-    then the other search's, then the rest in collection order (what the controller
-    deals from); ``-n 0`` keeps the collection order."""
+    then the other search's and the tests marked long, then the rest in collection
+    order (what the controller deals from); ``-n 0`` keeps the collection order."""
     pytest.importorskip("xdist")
     (tmp_path / "test_ordered.py").write_text(ORDERED)
     (tmp_path / "conftest.py").write_text(RECORD_ORDER)
@@ -88,13 +92,14 @@ def test_xdist_workers_collect_the_longest_searches_first(tmp_path: Path) -> Non
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
              "--pvframe-shards", "2", "-n", jobs, "test_ordered.py"],
             cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-        assert proc.returncode == 0 and "7 passed" in proc.stdout, proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "8 passed" in proc.stdout, proc.stdout + proc.stderr
     shards = ("shard0of2", "shard1of2")
     alone = ["test_short_first_in_file", *(f"test_search[{s}]" for s in shards),
              *(f"test_pv_call_search[{s}]" for s in shards),
-             "test_short_last_in_file[1]", "test_short_last_in_file[2]"]
+             "test_short_last_in_file[1]", "test_short_last_in_file[2]",
+             "test_long_not_a_search"]
     assert (tmp_path / "order-alone.txt").read_text().split() == alone
-    spread = [*alone[3:5], *alone[1:3], alone[0], *alone[5:]]
+    spread = [*alone[3:5], *alone[1:3], alone[7], alone[0], *alone[5:7]]
     for worker in ("gw0", "gw1"):
         assert (tmp_path / f"order-{worker}.txt").read_text().split() == spread
 

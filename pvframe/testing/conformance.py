@@ -109,7 +109,12 @@ def test_generated_pv_call_programs_match_native(
     assert failure is None, failure
 
 
-@pytest.mark.parametrize("guest", sorted(guests.GUESTS))
+# a paravirt kernel's run (all 92 ops through the call ROM) is as long as a search's shard:
+# pytest-xdist workers are dealt it with the shards (pvframe.testing.pytest_plugin)
+@pytest.mark.parametrize("guest", [
+    pytest.param(guest, marks=pytest.mark.pvframe_long) if guest in guests.PARAVIRT else guest
+    for guest in sorted(guests.GUESTS)
+])
 def test_demo_guest_matches_native(pvframe_backend: str, guest: str) -> None:
     _fail_if_hung(pvframe_backend)
     image = guests.build(guest).read_bytes()

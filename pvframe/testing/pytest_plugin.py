@@ -226,6 +226,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "pvframe_pv_calls: the kit's pv-call search (deselect with -m 'not pvframe_pv_calls')"
     )
+    config.addinivalue_line(
+        "markers", "pvframe_long: a kit test as long as a search's shard (pytest-xdist workers "
+        "are dealt it with the shards)"
+    )
     shards = config.getoption("--pvframe-shards", None)
     if shards is not None and shards < 1:
         raise pytest.UsageError("--pvframe-shards must be a positive number of shards")
@@ -297,11 +301,12 @@ def _sharded(item: pytest.Item) -> bool:
 
 def longest_first_rank(item: pytest.Item) -> int:
     """How early a pytest-xdist worker's collection places ``item``: 0 for a shard of the
-    pv-call search (the longest tests: ~3.4 CPU s each against xen, 100 programs in 4
-    shards), 1 for a shard of another search (~0.5-1 s), 2 for the rest (demo guests and
-    hook contracts, ~0.01-1 s)."""
+    pv-call search (the longest tests: ~1.3-2.4 CPU s each against xen, 100 programs in
+    4 shards), 1 for a shard of another search (~0.3-0.5 s) and a test marked
+    ``pvframe_long`` (the paravirt demo kernel, ~0.8 s), 2 for the rest (the other demo
+    guests and the hook contracts, ~0.01-0.2 s)."""
     if not _sharded(item):
-        return 2
+        return 1 if item.get_closest_marker("pvframe_long") is not None else 2
     return 0 if item.get_closest_marker("pvframe_pv_calls") is not None else 1
 
 
@@ -323,7 +328,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     (one test per refill) with the ``xen`` scaffold suite's item CPU times at ±25 %
     noise, the two workers' ends differ by 3.3 s on average in collection order (the
     run's wall is 9 % above an even split of its 33 CPU s) and by 0.1 s longest first
-    (0.3 % above), the short tests filling the gap. A
+    (0.3 % above), the short tests filling the gap. The paravirt demo kernel (~0.8 CPU
+    s, longer than a shard of the plain search) is dealt with the shards: left among
+    the short tests (the suite's item CPU times of a later ``-n 0`` run, ~12.5 CPU s,
+    the same replay) the ends differed by 0.6 s without noise and the wall was 0.18 s
+    above an even split with it; with the shards, 0.03 s and 0.08 s. A
     single process (``-n 0``) keeps the collection order: it has no one to wait for."""
     if getattr(config, "workerinput", None) is None:
         return
