@@ -245,10 +245,10 @@ def test_a_changed_or_damaged_stored_harness_is_assembled_again(
     asm = harness_store
     first = asm._harness()
     key = asm.harness_key()
-    monkeypatch.setattr(p, "HARNESS", p.HARNESS.replace("\n", "\n\n", 1))
+    original = p.HARNESS
+    monkeypatch.setattr(p, "HARNESS", original.replace("\n", "\n\n", 1))
     assert asm.harness_key() != key
-    monkeypatch.undo()
-    monkeypatch.setenv("PVFRAME_CACHE", str(asm._harness_file().parent.parent))
+    monkeypatch.setattr(p, "HARNESS", original)
     assert asm.harness_key() == key
     stored = asm._harness_file()
     stored.write_text(stored.read_text()[:-40])
@@ -264,3 +264,17 @@ def test_a_changed_or_damaged_stored_harness_is_assembled_again(
     assert asm._harness() == first and len(calls) == 1
     asm._harness.cache_clear()
     assert asm._harness() == first and len(calls) == 1  # stored whole again
+
+
+def test_only_the_newest_stored_harnesses_are_kept(harness_store: Any) -> None:
+    asm = harness_store
+    folder = asm._harness_file().parent
+    folder.mkdir(parents=True)
+    for k in range(asm.KEPT_HARNESSES + 3):
+        old = folder / f"{k:040x}.json"
+        old.write_text("{}")
+        os.utime(old, (1_000_000 + k, 1_000_000 + k))
+    asm._harness()
+    kept = sorted(f.name for f in folder.glob("*.json"))
+    assert len(kept) == asm.KEPT_HARNESSES and asm._harness_file().name in kept
+    assert f"{0:040x}.json" not in kept

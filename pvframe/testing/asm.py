@@ -118,6 +118,11 @@ def _stored_harness() -> Assembled | None:
         return None
 
 
+#: stored harnesses kept (one per version of the harness and assembler: checkouts at
+#: other commits share the folder); the least recently written go first
+KEPT_HARNESSES = 8
+
+
 def _store_harness(built: Assembled) -> None:
     path = _harness_file()
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -125,6 +130,10 @@ def _store_harness(built: Assembled) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps({"image": built.image.hex(), "symbols": built.symbols}))
         os.replace(tmp, path)  # whole or not at all, for workers starting together
+        stored = sorted(path.parent.glob("*.json"), key=lambda f: f.stat().st_mtime)
+        for old in stored[:-KEPT_HARNESSES]:
+            if old != path:
+                old.unlink()
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink()
