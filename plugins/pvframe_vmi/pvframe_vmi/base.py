@@ -118,6 +118,7 @@ class VmiGuest:
         self.native = machine.bound.native_plugin
         self.apic = VirtualApic(self, machine)
         epoch_s, epoch_nsec = divmod(machine.platform.rtc_epoch_ns(), 1_000_000_000)
+        apic = self.apic.platform_apic
         hv = VmiHypervisor(
             tsc_hz=machine.config.tsc_hz,
             boot_epoch_s=epoch_s,
@@ -131,17 +132,21 @@ class VmiGuest:
                 get_if=lambda: bool(machine.cpu.eflags_sys & X86_EFLAGS_IF),
                 set_if=self._set_if,
                 control_written=self._control_written,
+                # machine.set_crN is the hardware store: it flushes what mov to CRn does
+                control_flushes=True,
                 read_cr2=lambda: int(machine.cpu.cr2),
                 descriptor_loaded=self._descriptor_loaded,
-                apic_read=self.apic.read,
-                apic_write=self.apic.write,
+                # the platform APIC's own methods (VirtualApic.read/write, one frame
+                # less per APICRead/APICWrite: every register is the platform APIC's)
+                apic_read=apic.read,
+                apic_write=apic.write,
                 now_cycles=machine.tsc,
                 virt_to_phys=self._virt_to_phys,
             ),
         )
         self.hv_model = hv
         # VMI_Init (the ROM's init entry) and one get_reloc per call, as activate_vmi
-        self.rom.handle_trap(hv, 0xF0, {})
+        self.rom.init(hv)
         self.events = VmiEventSource(self, machine)
         machine.events = self.events
 

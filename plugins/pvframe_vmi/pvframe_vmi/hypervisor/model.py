@@ -47,6 +47,7 @@ from pvframe_vmi.hypervisor.abi import (
     VMI_ALARM_COUNTER_MASK,
     VMI_ALARM_COUNTERS,
     VMI_ALARM_FLAGS_MASK,
+    VMI_ALARM_IS_PERIODIC,
     VMI_ALARM_WIRED_LVTT,
     VMI_CALLS,
     VMI_CYCLES_AVAILABLE,
@@ -358,14 +359,17 @@ class VmiHypervisor:
     def _set_cr(self, n: int, value: int) -> None:
         old = self.vcpu.cr[n]
         self.vcpu.cr[n] = value
-        if n == 3:
-            self.memory.flush_tlb(False)
-        elif (n == 0 and (old ^ value) & X86_CR0_PG) or (
-                n == 4 and (old ^ value) & (X86_CR4_PGE | X86_CR4_PAE | X86_CR4_PSE)):
-            self.memory.flush_tlb(True)
-        if self.hooks.control_written is not None:
+        hooks = self.hooks
+        if hooks.control_written is None or not hooks.control_flushes:
+            # (else the machine's own store flushes: MachineHooks.control_flushes)
+            if n == 3:
+                self.memory.flush_tlb(False)
+            elif (n == 0 and (old ^ value) & X86_CR0_PG) or (
+                    n == 4 and (old ^ value) & (X86_CR4_PGE | X86_CR4_PAE | X86_CR4_PSE)):
+                self.memory.flush_tlb(True)
+        if hooks.control_written is not None:
             try:
-                self.hooks.control_written(n, old, value)
+                hooks.control_written(n, old, value)
             except BaseException:
                 # the machine refused the write (#GP(0) on MOV to CR4 whose PAE change
                 # loads a PDPTE with a reserved bit, SDM Vol. 3A §4.4.1): the register
@@ -667,14 +671,15 @@ class VmiHypervisor:
     def _c_SetAlarm(self, flags: int, expiry: int, period: int) -> None:
         if flags & ~VMI_ALARM_FLAGS_MASK:
             raise VmiUsageError(f"SetAlarm: unknown flag bits {flags & ~VMI_ALARM_FLAGS_MASK:#x}")
-        alarm = Alarm(flags, expiry, period)
-        if alarm.counter >= VMI_ALARM_COUNTERS:
-            raise VmiUsageError(f"SetAlarm: counter {alarm.counter} cannot drive alarms")
-        if alarm.periodic and period == 0:
+        counter = flags & VMI_ALARM_COUNTER_MASK
+        if counter >= VMI_ALARM_COUNTERS:
+            raise VmiUsageError(f"SetAlarm: counter {counter} cannot drive alarms")
+        periodic = flags & VMI_ALARM_IS_PERIODIC
+        if periodic and period == 0:
             raise VmiUsageError("SetAlarm: periodic alarm with period 0")
-        if not alarm.periodic:
-            alarm = Alarm(flags, expiry, 0)  # (a one-shot keeps no period)
-        self.alarms.set(alarm)
+        # (a one-shot keeps no period; the alarm is made once, with the flags decoded
+        # as Alarm.counter and Alarm.periodic decode them)
+        self.alarms.set(Alarm(flags, expiry, period if periodic else 0))
 
     def _c_CancelAlarm(self, flags: int) -> int:
         counter = flags & VMI_ALARM_COUNTER_MASK
