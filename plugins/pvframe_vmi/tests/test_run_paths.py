@@ -8,7 +8,9 @@
   not once by the model and again by the machine; the model wired without that flag
   flushes itself (vmi.h: SetCR3 is a TLB flush);
 * ``VmiRom.init`` (activation) counts and logs VMI_Init as ``handle_trap`` does;
-* the APIC timer driver's REAL counter is GetCycleCounter(REAL) as ``value`` reads it.
+* the APIC timer driver's REAL counter is GetCycleCounter(REAL) as ``value`` reads it;
+* the page tables a directory names (the adoption walk at CR3/CR0 writes and flushes)
+  are those of its entries as they stand, whatever directory was walked before.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pvframe_vmi.hypervisor.abi import (
     VMI_CYCLES_REAL,
 )
 from pvframe_vmi.hypervisor.wiring import FlatMemory
+from pvframe_vmi.mmu import PDE_PS, PTE_P, directory_entries, directory_tables
 from pvframe_vmi.rom import TRAP_VMI_INIT, VmiRom
 
 from pvframe import plugins
@@ -174,3 +177,26 @@ def test_the_timer_drivers_real_counter_is_getcyclecounter_as_value_reads_it(
         want = g.value(m, "GetCycleCounter", VMI_CYCLES_REAL)
         assert got == want == (0 if rom is _NopCounterRom else m.tsc())
         assert g.hv_model.log.total - before == (0 if rom is _NopCounterRom else 2)
+
+
+_pde_write = st.tuples(st.integers(1, 3), st.sampled_from([0, 1, 2, 767, 768, 1023]),
+                       st.builds(lambda pfn, flags: pfn << 12 | flags, st.integers(0, 9),
+                                 st.sampled_from([0, PTE_P, PTE_P | PDE_PS, PDE_PS, 0x67])))
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(st.tuples(_pde_write, st.integers(0, 4), st.booleans()), max_size=16))
+def test_the_tables_of_a_directory_are_those_of_its_entries_as_they_stand(
+        steps: list[tuple[tuple[int, int, int], int, bool]]) -> None:
+    """:func:`directory_tables` (the last directory's bytes compared, the per-process
+    table after) names the page tables of the directory's 1024 entries as they are at
+    the call (SDM Vol. 3A §4.3): entries changed in place, another directory, the other
+    CR4.PSE, a frame never written (zeros) -- each walked for itself."""
+    m = Machine("vmi", MachineConfig(ram_size=RAM))
+    for (pd, index, pde), ask, pse in steps:
+        m.memory.write(pd << 12 | 4 * index, 4, pde)
+        for flag in (pse, not pse, pse):  # (the same bytes under both PSE, in turn)
+            want = tuple(dict.fromkeys(
+                e >> 12 for e in directory_entries(m.memory, ask)
+                if e & PTE_P and not (e & PDE_PS and flag)))
+            assert directory_tables(m.memory, ask, flag) == want
