@@ -15,7 +15,7 @@ Activation (Linux 2.6.22 ``vmi_init`` → ``activate_vmi``, ``arch/i386/kernel/v
   CR0-4, GDTR/IDTR, TR/LDTR selectors, debug registers, the page tables reachable from
   CR3 (adopted, see :mod:`pvframe_vmi.mmu`).
 
-Wiring (``MachineHooks`` / ``CallbackMemory``): physical memory is the machine's RAM;
+Wiring (``MachineHooks`` / a ``MachineMemory`` of the machine's callables): physical memory is the machine's RAM;
 TLB flushes and ``invlpg`` go to the machine's MMU; EFLAGS.IF is ``cpu.eflags_sys`` bit 9
 (so the executor's delivery check sees what Enable/DisableInterrupts did); a control
 register set through SetCRn is stored into the machine (``machine.set_crN``: paging
@@ -33,12 +33,12 @@ outside guest RAM.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pvframe_vmi.hypervisor import (
     VMI_CALL,
     VMI_CALLS,
-    CallbackMemory,
     CallResult,
     MachineHooks,
     VmiHypervisor,
@@ -123,10 +123,7 @@ class VmiGuest:
             tsc_hz=machine.config.tsc_hz,
             boot_epoch_s=epoch_s,
             boot_epoch_nsec=epoch_nsec,
-            memory=CallbackMemory(
-                read=self._read_phys, write=self._write_phys,
-                flush=machine.flush_tlb, invlpg=machine.invlpg,
-            ),
+            memory=_GuestMemory(self._read_phys, self._write_phys, machine.flush_tlb, machine.invlpg),
             hooks=MachineHooks(
                 cpuid=lambda leaf, sub: self.native.pvop_cpuid(machine, leaf, sub),
                 get_if=lambda: bool(machine.cpu.eflags_sys & X86_EFLAGS_IF),
@@ -307,6 +304,22 @@ class VmiGuest:
         if hv.alarms_fired:
             report["vmi_alarms"] = {"fired": hv.alarms_fired, "delivered": hv.alarms_delivered}
         return report
+
+
+class _GuestMemory:
+    """The model's :class:`~pvframe_vmi.hypervisor.wiring.MachineMemory`: each method is
+    the callable it is given, stored on the instance (what
+    :class:`~pvframe_vmi.hypervisor.wiring.CallbackMemory` does through a method of its
+    own that calls it: one frame less per access, flush and ``invlpg``)."""
+
+    __slots__ = ("flush_tlb", "invalidate_page", "read_phys", "write_phys")
+
+    def __init__(self, read_phys: Callable[[int, int], int], write_phys: Callable[[int, int, int], None],
+                 flush_tlb: Callable[[bool], None], invalidate_page: Callable[[int], None]) -> None:
+        self.read_phys = read_phys
+        self.write_phys = write_phys
+        self.flush_tlb = flush_tlb
+        self.invalidate_page = invalidate_page
 
 
 _NEVER = object()

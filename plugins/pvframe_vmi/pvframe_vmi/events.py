@@ -17,6 +17,7 @@ from typing import Any
 
 from pvframe.platform.events import HypervisorEventSource
 from pvframe.recent import RecentLog
+from pvframe.timekeeping import units
 from pvframe_vmi.hypervisor.abi import VMI_ALARM_WIRED_LVTT
 
 
@@ -61,7 +62,13 @@ class VmiEventSource(HypervisorEventSource):
         hv = self.guest.hv_model
         if hv is None or not hv.alarms.alarms:
             return self.platform.next_deadline(icount)
-        return super().next_deadline(icount)
+        # HypervisorEventSource's merge with timer_deadline_tsc() (the model's earliest
+        # alarm, here an armed one's) in this frame: its two frames and the model's one
+        dev = self.platform.next_deadline(icount)
+        tsc = hv.alarms.next_deadline(hv.stolen)
+        tb = self.timebase
+        timer = max(icount, units.icount_for_tsc(tsc, tb.skipped, tb.cycles_per_instruction))
+        return timer if dev is None else min(dev, timer)
 
     def fire_timers(self, icount: int, now_tsc: int) -> None:
         hv = self.guest.hv_model

@@ -38,9 +38,10 @@ class VmiIrqOps(VmiGuest):
     @hookimpl
     def pvop_save_fl(self, machine: Any) -> int:
         try:
-            return int(self.value(machine, "GetInterruptMask")) & IF
+            value = self.served(machine, "GetInterruptMask")[1]  # (value() without its frame)
         except NotProvided:
             return int(self.native.pvop_save_fl(machine))
+        return 0 if value is None else value & IF  # type: ignore[operator]
 
     @hookimpl
     def pvop_restore_fl(self, machine: Any, flags: int) -> None:

@@ -124,7 +124,7 @@ def _tables(entries: tuple[int, ...], pse: bool) -> tuple[int, ...]:
 _TABLES: dict[tuple[bytes, bool], tuple[int, ...]] = {}
 _TABLES_KEPT = 64
 #: the directory :func:`directory_tables` worked out last: its bytes, PSE, tables
-_LAST: list[object] = [None, None, ()]
+_LAST: list[Any] = [None, None, ()]
 _ZERO_PAGE = bytes(4096)
 
 

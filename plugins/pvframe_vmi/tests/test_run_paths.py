@@ -10,24 +10,33 @@
 * ``VmiRom.init`` (activation) counts and logs VMI_Init as ``handle_trap`` does;
 * the APIC timer driver's REAL counter is GetCycleCounter(REAL) as ``value`` reads it;
 * the page tables a directory names (the adoption walk at CR3/CR0 writes and flushes)
-  are those of its entries as they stand, whatever directory was walked before.
+  are those of its entries as they stand, whatever directory was walked before;
+* the model's hot paths (the IF calls, RDTSC, linear addresses, the alarm counter, the
+  serve loop) do what the definitions they were folded from do.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pvframe_vmi.backend import VmiBackend
 from pvframe_vmi.events import VmiEventSource
-from pvframe_vmi.hypervisor import VMI_CALL, VmiHypervisor
+from pvframe_vmi.hypervisor import VMI_CALL, MachineHooks, VmiHypervisor
 from pvframe_vmi.hypervisor.abi import (
+    CALL_SPECS,
+    M32,
+    M64,
     VMI_ALARM_IS_PERIODIC,
     VMI_ALARM_WIRED_LVTT,
     VMI_CYCLES_AVAILABLE,
     VMI_CYCLES_REAL,
+    Ret,
+    VmiUsageError,
 )
+from pvframe_vmi.hypervisor.alarms import Alarm, AlarmQueue
+from pvframe_vmi.hypervisor.model import Action
 from pvframe_vmi.hypervisor.wiring import FlatMemory
 from pvframe_vmi.mmu import PDE_PS, PTE_P, directory_entries, directory_tables
 from pvframe_vmi.rom import TRAP_VMI_INIT, VmiRom
@@ -200,3 +209,125 @@ def test_the_tables_of_a_directory_are_those_of_its_entries_as_they_stand(
                 e >> 12 for e in directory_entries(m.memory, ask)
                 if e & PTE_P and not (e & PDE_PS and flag)))
             assert directory_tables(m.memory, ask, flag) == want
+
+
+class _ReferenceModel(VmiHypervisor):
+    """The model's hot paths as they were written before they were folded into fewer
+    frames: the IF calls through ``_set_if`` / ``_get_if``, RDTSC through ``now()``,
+    every linear address through ``LinearMaps.translate``, the alarm queue's counter as
+    ``Alarm.counter``, and ``serve`` logging through ``CallLog.append_fields`` with
+    arguments of three and more masked by a generator."""
+
+    def _c_EnableInterrupts(self) -> None:
+        self._set_if(True)
+
+    def _c_DisableInterrupts(self) -> None:
+        self._set_if(False)
+
+    def _c_GetInterruptMask(self) -> int:
+        return 0x200 if self._get_if() else 0
+
+    def _c_SetInterruptMask(self, flags: int) -> None:
+        self._set_if(bool(flags & 0x200))
+
+    def _c_RDTSC(self) -> int:
+        return self.now()
+
+    def phys(self, va: int) -> int:
+        pa = self.linear.translate(va & M32, self.hooks.virt_to_phys)
+        if pa is None:
+            raise VmiUsageError(f"linear address {va:#x} is not covered by a linear mapping")
+        return pa
+
+    def serve(self, number: int, args: tuple[int, ...], now: int | None = None) -> Any:
+        from pvframe_vmi.hypervisor.model import _SERVED
+
+        served = _SERVED.get(number)
+        if served is None or len(args) != served[4]:
+            return super().serve(number, args, now)
+        name, ret, masks, method, _n = served
+        self.counts[name] += 1
+        args = tuple(a & m for a, m in zip(args, masks, strict=True))
+        self._now, self._action = now, Action.RETURN
+        error = None
+        try:
+            value = getattr(self, method)(*args)
+        except VmiUsageError as exc:
+            error = f"{name}: {exc}" if not str(exc).startswith(name) else str(exc)
+            value = None if ret is Ret.NONE else 0
+        finally:
+            self._now = None
+        if error is None:
+            self.log.append_fields(number, name, args, value, None)
+            return args, value, None
+        self._record(number, name, args, value, error)
+        return args, value, error
+
+
+def _reference_alarms() -> AlarmQueue:
+    """An alarm queue whose set and deadline read ``Alarm.counter``."""
+
+    class Queue(AlarmQueue):
+        def set(self, alarm: Alarm) -> None:
+            self.alarms[alarm.counter] = alarm
+
+        @staticmethod
+        def deadline(alarm: Alarm, stolen: Any) -> int:
+            if alarm.counter == VMI_CYCLES_AVAILABLE:
+                return int(stolen.real_at_available(alarm.expiry))
+            return alarm.expiry
+
+    return Queue()
+
+
+_HOT = ["deschedule", "EnableInterrupts", "DisableInterrupts", "GetInterruptMask", "SetInterruptMask", "RDTSC",
+        "SetAlarm", "CancelAlarm", "GetCycleCounter", "SetGDT", "GetGDT", "SetIDT", "GetIDT",
+        "SetLinearMapping", "WriteGDTEntry", "SetCR0", "GetCR0", "SetCR3", "GetCR3", "SetPxE",
+        "UpdatePxE", "InvalPage", "APICWrite", "APICRead", "GetWallclockTime"]
+_hot_arg = st.one_of(st.integers(0, 0x3FF), st.integers(0, 1 << 16), st.integers(0, M64),
+                     st.sampled_from([0x200, 0x1000, 0x10000, 0x101, 0x100, 0x80000011, 0x1FFFF,
+                                      0xFFFFFFF8, 1 << 40 | 1]))
+
+
+@st.composite
+def _hot_calls(draw: Any) -> tuple[str, tuple[int, ...], int | None]:
+    name = draw(st.sampled_from(_HOT))
+    n = 1 if name == "deschedule" else len(CALL_SPECS[VMI_CALL[name]].args)
+    return name, tuple(draw(st.lists(_hot_arg, min_size=n, max_size=n))), draw(st.none() | st.integers(0, 1 << 40))
+
+
+@settings(max_examples=150, deadline=None)
+@given(calls=st.lists(_hot_calls(), max_size=25), wired=st.booleans())
+@example(calls=[("SetPxE", (1, 0x2000, 1 << 40 | 1), None), ("WriteGDTEntry", (0xFFFFFFF8, 3, 1, 2), None)],
+         wired=True)
+@example(calls=[("deschedule", (700,), None), ("SetAlarm", (VMI_CYCLES_AVAILABLE, 5000, 0), None),
+                ("deschedule", (900,), None), ("GetInterruptMask", (), None)], wired=False)
+def test_the_models_hot_paths_do_what_their_reference_definitions_do(
+        calls: list[tuple[str, tuple[int, ...], int | None]], wired: bool) -> None:
+    """The IF calls, RDTSC, linear-address translation, the alarm counter and the serve
+    loop, each folded into fewer frames, against the definitions they replace: the same
+    values, errors, counts, call log, VCPU, alarms and memory after any sequence, with the
+    machine's hooks (IF, clock, linear fallback) wired or the model keeping its own."""
+    def model(cls: type, alarms: AlarmQueue) -> tuple[VmiHypervisor, dict[str, Any]]:
+        state: dict[str, Any] = {"if": False, "tsc": 0}
+        hooks = MachineHooks(
+            get_if=lambda: state["if"], set_if=lambda v: state.update({"if": v}),
+            now_cycles=lambda: state["tsc"], virt_to_phys=lambda va: va % 0xFFFF1,
+        ) if wired else MachineHooks()
+        return cls(1_000_000, 0, memory=FlatMemory(), hooks=hooks, alarms=alarms, real_now=77), state
+
+    (new, new_state), (ref, ref_state) = model(VmiHypervisor, AlarmQueue()), model(_ReferenceModel, _reference_alarms())
+    for i, (name, args, now) in enumerate(calls):
+        for hv, state in ((new, new_state), (ref, ref_state)):
+            state["tsc"] = 1000 * i
+            if name == "deschedule":  # (stolen time: AVAILABLE falls behind REAL)
+                hv.deschedule(1000 * i, 1000 * i + 1 + args[0] % 5000)
+        if name == "deschedule":
+            continue
+        got = new.serve(VMI_CALL[name], args, now)
+        want = ref.serve(VMI_CALL[name], args, now)
+        assert got == want, name
+        assert (new.next_alarm_deadline_cycles(), new_state) == (ref.next_alarm_deadline_cycles(), ref_state)
+    assert new.counts == ref.counts and list(new.log) == list(ref.log) and new.log.total == ref.log.total
+    assert list(new.errors) == list(ref.errors) and new.vcpu == ref.vcpu and new.alarms.alarms == ref.alarms.alarms
+    assert new.memory.pages == ref.memory.pages and new._action == ref._action and new._now == ref._now

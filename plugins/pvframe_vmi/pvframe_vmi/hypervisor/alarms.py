@@ -149,7 +149,7 @@ class AlarmQueue:
     def set(self, alarm: Alarm) -> None:
         alarms = self.alarms
         was = bool(alarms)
-        alarms[alarm.counter] = alarm
+        alarms[alarm.flags & VMI_ALARM_COUNTER_MASK] = alarm  # (alarm.counter, no property call)
         if not was and self.on_armed is not None:
             self.on_armed(True)
 
@@ -167,7 +167,7 @@ class AlarmQueue:
     @staticmethod
     def deadline(alarm: Alarm, stolen: StolenSchedule) -> int:
         """REAL cycle at which ``alarm`` expires."""
-        if alarm.counter == VMI_CYCLES_AVAILABLE:
+        if (alarm.flags & VMI_ALARM_COUNTER_MASK) == VMI_CYCLES_AVAILABLE:  # (alarm.counter)
             return stolen.real_at_available(alarm.expiry)
         return alarm.expiry
 

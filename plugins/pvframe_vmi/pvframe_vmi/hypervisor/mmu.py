@@ -42,6 +42,16 @@ _FRAME_MASK = 0x000F_FFFF_FFFF_F000
 _ALLOC_FLAGS = VMI_PAGE_LEVELS | VMI_PAGE_PAE | VMI_PAGE_CLONE | VMI_PAGE_ZEROED
 
 
+def new_counter() -> Counter[str]:
+    """An empty ``Counter``, made as ``Counter()`` makes it without its ``__init__`` and
+    ``update`` (which only add the counts of their arguments, and there are none): a
+    model starts four (calls, stats, page tables allocated and released) per machine."""
+    return _COUNTER_NEW(Counter)
+
+
+_COUNTER_NEW = dict.__new__
+
+
 def level_of(flags: int) -> int:
     """The single level bit of a flag word, or raise."""
     level = flags & VMI_PAGE_LEVELS
@@ -70,8 +80,8 @@ class PageTableTracker:
 
     require_typed: bool = True
     frames: dict[int, PageFrame] = attrs.field(factory=dict)
-    allocated: Counter[str] = attrs.field(factory=Counter)
-    released: Counter[str] = attrs.field(factory=Counter)
+    allocated: Counter[str] = attrs.field(factory=new_counter)
+    released: Counter[str] = attrs.field(factory=new_counter)
     #: PTE page -> {(page-directory pfn, entry index)} written through SetPxE
     refs: dict[int, set[tuple[int, int]]] = attrs.field(factory=dict)
 
