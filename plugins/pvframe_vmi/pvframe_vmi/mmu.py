@@ -147,10 +147,15 @@ class VmiMmuOps(VmiGuest):
             pd = (int(cpu.cr3) & 0xFFFFF000) >> 12
             reachable.add(pd)
             self._adopt(tracker, pd, VMI_PAGE_PD)
-            # (a frame named again adopts nothing new: the same frame at the same level)
-            for pfn in directory_tables(machine.memory, pd, bool(cpu.cr4 & CR4_PSE)):
-                reachable.add(pfn)
-                self._adopt(tracker, pfn, VMI_PAGE_PT)
+            # (a frame named again adopts nothing new: the same frame at the same level;
+            # and _adopt at level PT adopts only a frame not typed yet, so only such a
+            # frame is handed to it)
+            tables = directory_tables(machine.memory, pd, bool(cpu.cr4 & CR4_PSE))
+            reachable.update(tables)
+            frames = tracker.frames
+            for pfn in tables:
+                if pfn not in frames:
+                    self._adopt(tracker, pfn, VMI_PAGE_PT)
         for pfn in list(self.adopted - reachable):
             if pfn in tracker.frames:
                 del tracker.frames[pfn]

@@ -331,3 +331,27 @@ def test_the_models_hot_paths_do_what_their_reference_definitions_do(
     assert new.counts == ref.counts and list(new.log) == list(ref.log) and new.log.total == ref.log.total
     assert list(new.errors) == list(ref.errors) and new.vcpu == ref.vcpu and new.alarms.alarms == ref.alarms.alarms
     assert new.memory.pages == ref.memory.pages and new._action == ref._action and new._now == ref._now
+
+
+def test_every_model_starts_with_containers_of_its_own() -> None:
+    """The factories that make a model's dicts and counters in C (copies of the reset
+    values, ``Counter`` without ``__init__``) give each model its own, equal to what the
+    literal factories gave: one model's calls change nothing of another's."""
+    from collections import Counter
+
+    a, b = VmiHypervisor(1000, 0), VmiHypervisor(1000, 0)
+    pairs = [(a.counts, b.counts), (a.stats, b.stats), (a.pagetables.allocated, b.pagetables.allocated),
+             (a.pagetables.released, b.pagetables.released), (a.vcpu.cr, b.vcpu.cr), (a.vcpu.dr, b.vcpu.dr),
+             (a.vcpu.msrs, b.vcpu.msrs), (a.vcpu.apic_regs, b.vcpu.apic_regs)]
+    for x, y in pairs:
+        assert x is not y and x == y
+    for counter in pairs[0][0], pairs[1][0], pairs[2][0], pairs[3][0]:
+        assert type(counter) is Counter and counter == Counter() and counter["never"] == 0
+    assert (a.vcpu.cr, a.vcpu.dr, a.vcpu.msrs, a.vcpu.apic_regs) == (
+        {0: 0x11, 2: 0, 3: 0, 4: 0}, {0: 0, 1: 0, 2: 0, 3: 0, 6: 0xFFFF0FF0, 7: 0x400},
+        {0x174: 0, 0x175: 0, 0x176: 0, 0x1B: 0xFEE00900}, {0x320: 0x10000})
+    a.invoke(VMI_CALL["SetCR0"], 0x80000011)
+    a.invoke(VMI_CALL["APICWrite"], 0x320, 0x40)
+    a.stats["x"] += 1
+    assert b.vcpu.cr[0] == 0x11 and b.vcpu.apic_regs == {0x320: 0x10000} and not b.counts and not b.stats
+    assert VmiHypervisor(1000, 0).vcpu == b.vcpu

@@ -18,7 +18,9 @@ not pages under PAE Linux (the PDPT is 32 bytes in a slab) and are not required 
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
+from collections.abc import Callable
 
 import attrs
 
@@ -42,14 +44,10 @@ _FRAME_MASK = 0x000F_FFFF_FFFF_F000
 _ALLOC_FLAGS = VMI_PAGE_LEVELS | VMI_PAGE_PAE | VMI_PAGE_CLONE | VMI_PAGE_ZEROED
 
 
-def new_counter() -> Counter[str]:
-    """An empty ``Counter``, made as ``Counter()`` makes it without its ``__init__`` and
-    ``update`` (which only add the counts of their arguments, and there are none): a
-    model starts four (calls, stats, page tables allocated and released) per machine."""
-    return _COUNTER_NEW(Counter)
-
-
-_COUNTER_NEW = dict.__new__
+#: an empty ``Counter``, made as ``Counter()`` makes it without its ``__init__`` and
+#: ``update`` (which only add the counts of their arguments, and there are none), in C:
+#: a model starts four (calls, stats, page tables allocated and released) per machine
+new_counter: Callable[[], Counter[str]] = functools.partial(dict.__new__, Counter)
 
 
 def level_of(flags: int) -> int:
