@@ -9,6 +9,10 @@ Activation (Linux 2.6.22 ``vmi_init`` → ``activate_vmi``, ``arch/i386/kernel/v
   for every call, as ``activate_vmi`` does with ``para_fill``/``para_wrap``/``vmi_patch``.
   ``CALL_REL``/``JUMP_REL`` ⇒ the op makes the ROM call; ``NOP`` ⇒ the op does nothing
   (Linux installs ``paravirt_nop``); ``NONE`` ⇒ the native implementation stays.
+* A machine's model is built at its ``attach``, or is the model of the machine released
+  last in the process, made new (:meth:`VmiHypervisor.renew`: every field as a new
+  model's; :meth:`VmiGuest.release` keeps it): a kit search builds one machine per
+  program, and the ~20 objects of a model cost more than emptying them.
 * The VMware side learns the boot CPU state when the ROM is activated. Here the machine
   sets the raw/multiboot start state after ``attach`` (``Machine.load_*``), so the model's
   VCPU is captured from the machine at the first op after a load (:meth:`VmiGuest.hv`):
@@ -119,33 +123,46 @@ class VmiGuest:
         self.apic = VirtualApic(self, machine)
         epoch_s, epoch_nsec = divmod(machine.platform.rtc_epoch_ns(), 1_000_000_000)
         apic = self.apic.platform_apic
-        hv = VmiHypervisor(
-            tsc_hz=machine.config.tsc_hz,
-            boot_epoch_s=epoch_s,
-            boot_epoch_nsec=epoch_nsec,
-            memory=_GuestMemory(self._read_phys, self._write_phys, machine.flush_tlb, machine.invlpg),
-            hooks=MachineHooks(
-                cpuid=lambda leaf, sub: self.native.pvop_cpuid(machine, leaf, sub),
-                get_if=lambda: bool(machine.cpu.eflags_sys & X86_EFLAGS_IF),
-                set_if=self._set_if,
-                control_written=self._control_written,
-                # machine.set_crN is the hardware store: it flushes what mov to CRn does
-                control_flushes=True,
-                read_cr2=lambda: int(machine.cpu.cr2),
-                descriptor_loaded=self._descriptor_loaded,
-                # the platform APIC's own methods (VirtualApic.read/write, one frame
-                # less per APICRead/APICWrite: every register is the platform APIC's)
-                apic_read=apic.read,
-                apic_write=apic.write,
-                now_cycles=machine.tsc,
-                virt_to_phys=self._virt_to_phys,
-            ),
+        memory = _GuestMemory(self._read_phys, self._write_phys, machine.flush_tlb, machine.invlpg)
+        hooks = MachineHooks(
+            cpuid=lambda leaf, sub: self.native.pvop_cpuid(machine, leaf, sub),
+            get_if=lambda: bool(machine.cpu.eflags_sys & X86_EFLAGS_IF),
+            set_if=self._set_if,
+            control_written=self._control_written,
+            # machine.set_crN is the hardware store: it flushes what mov to CRn does
+            control_flushes=True,
+            read_cr2=lambda: int(machine.cpu.cr2),
+            descriptor_loaded=self._descriptor_loaded,
+            # the platform APIC's own methods (VirtualApic.read/write, one frame
+            # less per APICRead/APICWrite: every register is the platform APIC's)
+            apic_read=apic.read,
+            apic_write=apic.write,
+            now_cycles=machine.tsc,
+            virt_to_phys=self._virt_to_phys,
         )
+        # a released machine's model, made new (VmiHypervisor.renew), else a new one
+        hv = _SPARE_MODELS.pop() if _SPARE_MODELS else None
+        if hv is None:
+            hv = VmiHypervisor(machine.config.tsc_hz, epoch_s, boot_epoch_nsec=epoch_nsec,
+                               memory=memory, hooks=hooks)
+        else:
+            hv.renew(machine.config.tsc_hz, epoch_s, boot_epoch_nsec=epoch_nsec, memory=memory, hooks=hooks)
         self.hv_model = hv
         # VMI_Init (the ROM's init entry) and one get_reloc per call, as activate_vmi
         self.rom.init(hv)
         self.events = VmiEventSource(self, machine)
         machine.events = self.events
+
+    def release(self, machine: Any) -> None:
+        """``Machine.release``: the machine is done with; its model is kept for the next
+        machine's :meth:`attach` (one per process), which makes it new
+        (:meth:`VmiHypervisor.renew`) instead of building one."""
+        hv = self.hv_model
+        if (hv is not None and machine is self.machine and not _SPARE_MODELS
+                and type(hv) is VmiHypervisor and not hv.strict and hv.require_typed_frames
+                and not hv.real_now):
+            _SPARE_MODELS.append(hv)
+        self.hv_model = None
 
     def hv(self, machine: Any) -> VmiHypervisor:
         """The model, attached and synchronised with the machine's boot state."""
@@ -323,6 +340,8 @@ class _GuestMemory:
 
 
 _NEVER = object()
+#: a released machine's model, for the next machine's attach (VmiGuest.release)
+_SPARE_MODELS: list[VmiHypervisor] = []
 #: (module constants: an enum member read through its class costs a metaclass lookup,
 #: and the relocation test runs on every one of the millions of ROM calls of a boot)
 _NOP, _NONE = Reloc.NOP, Reloc.NONE

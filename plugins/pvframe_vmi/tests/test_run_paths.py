@@ -12,7 +12,9 @@
 * the page tables a directory names (the adoption walk at CR3/CR0 writes and flushes)
   are those of its entries as they stand, whatever directory was walked before;
 * the model's hot paths (the IF calls, RDTSC, linear addresses, the alarm counter, the
-  serve loop) do what the definitions they were folded from do.
+  serve loop) do what the definitions they were folded from do;
+* a released machine's model, renewed for the next machine (``VmiHypervisor.renew``), is
+  what a new model is, field by field, and serves as one.
 """
 
 from __future__ import annotations
@@ -355,3 +357,91 @@ def test_every_model_starts_with_containers_of_its_own() -> None:
     a.stats["x"] += 1
     assert b.vcpu.cr[0] == 0x11 and b.vcpu.apic_regs == {0x320: 0x10000} and not b.counts and not b.stats
     assert VmiHypervisor(1000, 0).vcpu == b.vcpu
+
+
+_used = st.lists(st.one_of(
+    _hot_calls(),
+    st.tuples(st.just("AllocatePage"), st.tuples(st.integers(1, 40), st.sampled_from([1, 2, 0x21])), st.none()),
+    st.tuples(st.just("WRMSR"), st.tuples(st.sampled_from([0x174, 0x1B, 0x10]), st.integers(0, M32)), st.none()),
+    st.tuples(st.just("SetLazyMode"), st.tuples(st.integers(0, 3)), st.none()),
+    st.tuples(st.just("set_wallclock"), st.tuples(st.integers(0, 1 << 40)), st.none()),
+    st.tuples(st.sampled_from(["WBINVD", "IODelay"]), st.just(()), st.none()),
+), max_size=20)
+
+
+def _run(hv: VmiHypervisor, calls: list[tuple[str, tuple[int, ...], int | None]]) -> None:
+    for name, args, now in calls:
+        if name == "deschedule":
+            hv.deschedule(hv.stolen.intervals[-1][1] + 1 if hv.stolen.intervals else 0, 10**6 + args[0])
+        elif name == "set_wallclock":
+            hv.set_wallclock_ns(args[0])
+        elif name == "AllocatePage":
+            hv.serve(VMI_CALL[name], (args[0], args[1], 0, 0, 0), now)
+        else:
+            hv.serve(VMI_CALL[name], args, now)
+    hv.fire_alarms(1 << 30)
+
+
+@settings(max_examples=100, deadline=None)
+@given(calls=_used, tsc_hz=st.integers(1, 10**10), epoch=st.integers(0, 1 << 33),
+       nsec=st.integers(0, 10**9 - 1))
+@example(calls=[("SetAlarm", (VMI_ALARM_IS_PERIODIC, 10, 5), None), ("WBINVD", (), None),
+                ("AllocatePage", (3, 1), None), ("SetLazyMode", (1,), None), ("set_wallclock", (7,), None),
+                ("deschedule", (3,), None), ("SetLinearMapping", (0, 0x1000, 1, 2), None)],
+         tsc_hz=1000, epoch=0, nsec=0)
+def test_a_renewed_model_is_a_new_one(calls: list[tuple[str, tuple[int, ...], int | None]],
+                                      tsc_hz: int, epoch: int, nsec: int) -> None:
+    """``VmiHypervisor.renew`` after any use leaves every field -- private ones too --
+    as ``VmiHypervisor(...)`` with the same arguments makes it, and the renewed model
+    then answers every call as the new one does."""
+    import attrs
+
+    used = VmiHypervisor(1000, 5, memory=FlatMemory())
+    _run(used, calls)
+    memory, hooks = FlatMemory(), MachineHooks()
+    used.renew(tsc_hz, epoch, boot_epoch_nsec=nsec, memory=memory, hooks=hooks)
+    new = VmiHypervisor(tsc_hz, epoch, boot_epoch_nsec=nsec, memory=memory, hooks=hooks)
+    for field in attrs.fields(VmiHypervisor):
+        assert getattr(used, field.name) == getattr(new, field.name), field.name
+    assert used.alarms.on_armed is None and used.log.maxlen == new.log.maxlen
+    assert used.vcpu.cr is not new.vcpu.cr
+    _run(used, calls)
+    _run(new, calls)
+    for field in attrs.fields(VmiHypervisor):
+        assert getattr(used, field.name) == getattr(new, field.name), field.name
+
+
+def test_a_released_machines_model_serves_the_next_machine_as_a_new_one() -> None:
+    """The guest side keeps a released machine's model for the next machine's attach:
+    that machine's model is the same object, renewed, and the machine behaves as one
+    with a model of its own (the same ROM calls, counts and machine state)."""
+    import attrs
+    from pvframe_vmi import base
+
+    def work(m: Machine) -> tuple[Any, ...]:
+        m.hooks.load_idt(0x1000, 0x7FF)
+        m.hooks.irq_disable()
+        m.hooks.apic_write(0x320, 0x40)
+        m.hooks.apic_write(0x380, 500)
+        m.hooks.write_cr3(0x3000)
+        hv = m.bound.plugin.hv_model
+        return (dict(hv.counts), list(hv.log), hv.alarms.alarms, m.cpu.idtr.base, m.cpu.cr3,
+                m.next_deadline(), m.events.next_deadline(0))
+
+    base._SPARE_MODELS.clear()
+    first = Machine("vmi", MachineConfig(ram_size=RAM))
+    work(first)
+    kept = first.bound.plugin.hv_model
+    first.release()
+    assert [kept] == base._SPARE_MODELS
+    second = Machine("vmi", MachineConfig(ram_size=RAM))
+    assert second.bound.plugin.hv_model is kept and not base._SPARE_MODELS
+    fresh = VmiHypervisor(kept.tsc_hz, kept.boot_epoch_s, boot_epoch_nsec=kept.boot_epoch_nsec,
+                          memory=kept.memory, hooks=kept.hooks)
+    VmiRom().init(fresh)
+    for field in attrs.fields(VmiHypervisor):
+        assert getattr(kept, field.name) == getattr(fresh, field.name), field.name
+    base._SPARE_MODELS.clear()
+    third = Machine("vmi", MachineConfig(ram_size=RAM))
+    assert third.bound.plugin.hv_model is not kept
+    assert work(second) == work(third)

@@ -158,6 +158,33 @@ class VmiHypervisor:
     def __attrs_post_init__(self) -> None:
         self.pagetables = PageTableTracker(require_typed=self.require_typed_frames)
 
+    def renew(self, tsc_hz: int, boot_epoch_s: int, *, boot_epoch_nsec: int = 0,
+              memory: MachineMemory, hooks: MachineHooks) -> None:
+        """Make this model what ``VmiHypervisor(tsc_hz, boot_epoch_s, boot_epoch_nsec=...,
+        memory=..., hooks=...)`` is -- every other field at its default -- keeping its
+        containers (emptied): the guest side's next machine takes a released machine's
+        model instead of building the ~20 objects of a new one. Only for a model whose
+        ``strict``, ``require_typed_frames`` and ``real_now`` are the defaults."""
+        if tsc_hz <= 0:
+            raise ValueError(f"'tsc_hz' must be > 0: {tsc_hz}")
+        if self.strict or not self.require_typed_frames or self.real_now:
+            raise ValueError("only a model with the default strict/require_typed_frames/real_now renews")
+        self.tsc_hz, self.boot_epoch_s, self.boot_epoch_nsec = tsc_hz, boot_epoch_s, boot_epoch_nsec
+        self.memory, self.hooks, self.stolen = memory, hooks, NO_STOLEN
+        self.vcpu.reset()
+        self.linear.slots.clear()
+        tracker = self.pagetables
+        for part in (tracker.frames, tracker.allocated, tracker.released, tracker.refs,
+                     self.alarms.alarms, self.ap_states, self.counts, self.stats):
+            part.clear()
+        self.alarms.on_armed = None
+        for recent in (self.log, self.errors, self.alarm_log):
+            recent.clear()
+        self.alarms_fired = self.alarms_delivered = self.wallclock_offset_ns = 0
+        self._wallclock_updated = False
+        self._now = None
+        self._action = _RETURN
+
     # ================================================================ dispatch
     def call(self, number: int) -> str:
         """Count one call of ``number`` and return its name (``call_<n>`` if undefined)."""

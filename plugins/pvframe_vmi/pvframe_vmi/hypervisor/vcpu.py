@@ -42,6 +42,17 @@ class VirtualCpu:
     msrs: dict[int, int] = attrs.field(factory=_MSRS_RESET.copy)
     apic_regs: dict[int, int] = attrs.field(factory=_APIC_RESET.copy)
 
+    def reset(self) -> None:
+        """Every field back to its reset value, the dicts kept (what ``VirtualCpu()`` is)."""
+        for d, reset in ((self.cr, _CR_RESET), (self.dr, _DR_RESET), (self.msrs, _MSRS_RESET),
+                         (self.apic_regs, _APIC_RESET)):
+            d.clear()
+            d.update(reset)
+        self.gdtr = self.idtr = (0, 0)
+        self.ldtr = self.tr = self.kernel_ss = self.kernel_esp0 = self.iopl_mask = 0
+        self.vif = self.halted = False
+        self.lazy_mode = LAZY_NONE
+
 
 _AP_STATE = struct.Struct("<4IQ10I8HIIH2x")
 
