@@ -9,13 +9,17 @@ Activation (Linux 2.6.22 ``vmi_init`` → ``activate_vmi``, ``arch/i386/kernel/v
   for every call, as ``activate_vmi`` does with ``para_fill``/``para_wrap``/``vmi_patch``.
   ``CALL_REL``/``JUMP_REL`` ⇒ the op makes the ROM call; ``NOP`` ⇒ the op does nothing
   (Linux installs ``paravirt_nop``); ``NONE`` ⇒ the native implementation stays.
+* A machine's model is built at its ``attach``, or is the model of the machine released
+  last in the process, made new (:meth:`VmiHypervisor.renew`: every field as a new
+  model's; :meth:`VmiGuest.release` keeps it): a kit search builds one machine per
+  program, and the ~20 objects of a model cost more than emptying them.
 * The VMware side learns the boot CPU state when the ROM is activated. Here the machine
   sets the raw/multiboot start state after ``attach`` (``Machine.load_*``), so the model's
   VCPU is captured from the machine at the first op after a load (:meth:`VmiGuest.hv`):
   CR0-4, GDTR/IDTR, TR/LDTR selectors, debug registers, the page tables reachable from
   CR3 (adopted, see :mod:`pvframe_vmi.mmu`).
 
-Wiring (``MachineHooks`` / ``CallbackMemory``): physical memory is the machine's RAM;
+Wiring (``MachineHooks`` / a ``MachineMemory`` of the machine's callables): physical memory is the machine's RAM;
 TLB flushes and ``invlpg`` go to the machine's MMU; EFLAGS.IF is ``cpu.eflags_sys`` bit 9
 (so the executor's delivery check sees what Enable/DisableInterrupts did); a control
 register set through SetCRn is stored into the machine (``machine.set_crN``: paging
@@ -33,12 +37,12 @@ outside guest RAM.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pvframe_vmi.hypervisor import (
     VMI_CALL,
     VMI_CALLS,
-    CallbackMemory,
     CallResult,
     MachineHooks,
     VmiHypervisor,
@@ -118,32 +122,47 @@ class VmiGuest:
         self.native = machine.bound.native_plugin
         self.apic = VirtualApic(self, machine)
         epoch_s, epoch_nsec = divmod(machine.platform.rtc_epoch_ns(), 1_000_000_000)
-        hv = VmiHypervisor(
-            tsc_hz=machine.config.tsc_hz,
-            boot_epoch_s=epoch_s,
-            boot_epoch_nsec=epoch_nsec,
-            memory=CallbackMemory(
-                read=self._read_phys, write=self._write_phys,
-                flush=machine.flush_tlb, invlpg=machine.invlpg,
-            ),
-            hooks=MachineHooks(
-                cpuid=lambda leaf, sub: self.native.pvop_cpuid(machine, leaf, sub),
-                get_if=lambda: bool(machine.cpu.eflags_sys & X86_EFLAGS_IF),
-                set_if=self._set_if,
-                control_written=self._control_written,
-                read_cr2=lambda: int(machine.cpu.cr2),
-                descriptor_loaded=self._descriptor_loaded,
-                apic_read=self.apic.read,
-                apic_write=self.apic.write,
-                now_cycles=machine.tsc,
-                virt_to_phys=self._virt_to_phys,
-            ),
+        apic = self.apic.platform_apic
+        memory = _GuestMemory(self._read_phys, self._write_phys, machine.flush_tlb, machine.invlpg)
+        hooks = MachineHooks(
+            cpuid=lambda leaf, sub: self.native.pvop_cpuid(machine, leaf, sub),
+            get_if=lambda: bool(machine.cpu.eflags_sys & X86_EFLAGS_IF),
+            set_if=self._set_if,
+            control_written=self._control_written,
+            # machine.set_crN is the hardware store: it flushes what mov to CRn does
+            control_flushes=True,
+            read_cr2=lambda: int(machine.cpu.cr2),
+            descriptor_loaded=self._descriptor_loaded,
+            # the platform APIC's own methods (VirtualApic.read/write, one frame
+            # less per APICRead/APICWrite: every register is the platform APIC's)
+            apic_read=apic.read,
+            apic_write=apic.write,
+            now_cycles=machine.tsc,
+            virt_to_phys=self._virt_to_phys,
         )
+        # a released machine's model, made new (VmiHypervisor.renew), else a new one
+        hv = _SPARE_MODELS.pop() if _SPARE_MODELS else None
+        if hv is None:
+            hv = VmiHypervisor(machine.config.tsc_hz, epoch_s, boot_epoch_nsec=epoch_nsec,
+                               memory=memory, hooks=hooks)
+        else:
+            hv.renew(machine.config.tsc_hz, epoch_s, boot_epoch_nsec=epoch_nsec, memory=memory, hooks=hooks)
         self.hv_model = hv
         # VMI_Init (the ROM's init entry) and one get_reloc per call, as activate_vmi
-        self.rom.handle_trap(hv, 0xF0, {})
+        self.rom.init(hv)
         self.events = VmiEventSource(self, machine)
         machine.events = self.events
+
+    def release(self, machine: Any) -> None:
+        """``Machine.release``: the machine is done with; its model is kept for the next
+        machine's :meth:`attach` (one per process), which makes it new
+        (:meth:`VmiHypervisor.renew`) instead of building one."""
+        hv = self.hv_model
+        if (hv is not None and machine is self.machine and not _SPARE_MODELS
+                and type(hv) is VmiHypervisor and not hv.strict and hv.require_typed_frames
+                and not hv.real_now):
+            _SPARE_MODELS.append(hv)
+        self.hv_model = None
 
     def hv(self, machine: Any) -> VmiHypervisor:
         """The model, attached and synchronised with the machine's boot state."""
@@ -304,7 +323,25 @@ class VmiGuest:
         return report
 
 
+class _GuestMemory:
+    """The model's :class:`~pvframe_vmi.hypervisor.wiring.MachineMemory`: each method is
+    the callable it is given, stored on the instance (what
+    :class:`~pvframe_vmi.hypervisor.wiring.CallbackMemory` does through a method of its
+    own that calls it: one frame less per access, flush and ``invlpg``)."""
+
+    __slots__ = ("flush_tlb", "invalidate_page", "read_phys", "write_phys")
+
+    def __init__(self, read_phys: Callable[[int, int], int], write_phys: Callable[[int, int, int], None],
+                 flush_tlb: Callable[[bool], None], invalidate_page: Callable[[int], None]) -> None:
+        self.read_phys = read_phys
+        self.write_phys = write_phys
+        self.flush_tlb = flush_tlb
+        self.invalidate_page = invalidate_page
+
+
 _NEVER = object()
+#: a released machine's model, for the next machine's attach (VmiGuest.release)
+_SPARE_MODELS: list[VmiHypervisor] = []
 #: (module constants: an enum member read through its class costs a metaclass lookup,
 #: and the relocation test runs on every one of the millions of ROM calls of a boot)
 _NOP, _NONE = Reloc.NOP, Reloc.NONE

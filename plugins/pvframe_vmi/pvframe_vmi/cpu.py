@@ -37,6 +37,7 @@ _M32 = 0xFFFFFFFF
 #: argument-page offsets of the dtr blocks
 _DTR_IN, _DTR_OUT = 0x00, 0x10
 _GET_CR = {n: f"GetCR{n}" for n in (0, 2, 3, 4)}
+_SET_CR = {n: f"SetCR{n}" for n in (0, 2, 3, 4)}
 
 
 #: the ops vmi_patch relocates into the ROM (2.6.22 arch/i386/kernel/vmi.c)
@@ -58,7 +59,7 @@ class VmiCpuOps(VmiGuest):
 
     def _set_cr(self, machine: Any, n: int, value: int) -> None:
         try:
-            self.call(machine, f"SetCR{n}", value & _M32)
+            self.call(machine, _SET_CR[n], value & _M32)
         except NotProvided:
             getattr(self.native, f"pvop_write_cr{n}")(machine, value)
 

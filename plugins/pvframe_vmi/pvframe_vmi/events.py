@@ -17,6 +17,7 @@ from typing import Any
 
 from pvframe.platform.events import HypervisorEventSource
 from pvframe.recent import RecentLog
+from pvframe.timekeeping import units
 from pvframe_vmi.hypervisor.abi import VMI_ALARM_WIRED_LVTT
 
 
@@ -34,6 +35,20 @@ class VmiEventSource(HypervisorEventSource):
             # delivered when they fire, in ``fire_timers``): the interrupt check, made
             # after every block with IF set, is the platform's own, one call (as native)
             self.interrupt_pending = machine.platform.interrupt_pending  # type: ignore[method-assign]
+        hv = guest.hv_model
+        if hv is not None and type(self).next_deadline is VmiEventSource.next_deadline:
+            # the executor asks for the next deadline before every run of blocks (~45
+            # times a kit program), and the queue is mostly empty: while it is, the
+            # question is the platform's own, asked of it directly (no frame of ours)
+            hv.alarms.on_armed = self._alarms_armed
+            self._alarms_armed(bool(hv.alarms.alarms))
+
+    def _alarms_armed(self, armed: bool) -> None:
+        """The model's alarm queue went from empty to armed (``armed``) or back."""
+        if armed:
+            self.__dict__.pop("next_deadline", None)  # the merged deadline, below
+        else:
+            self.next_deadline = self.platform.next_deadline  # type: ignore[method-assign]
 
     def timer_deadline_tsc(self) -> int | None:
         hv = self.guest.hv_model
@@ -42,11 +57,18 @@ class VmiEventSource(HypervisorEventSource):
     def next_deadline(self, icount: int) -> int | None:
         """:meth:`HypervisorEventSource.next_deadline`; with no alarm armed (no timer
         deadline: :meth:`timer_deadline_tsc` is None) the platform's own, in one call --
-        the executor asks before every run of blocks."""
+        the executor asks before every run of blocks. (While the queue is empty, the
+        platform's method itself stands in for this one: :meth:`_alarms_armed`.)"""
         hv = self.guest.hv_model
         if hv is None or not hv.alarms.alarms:
             return self.platform.next_deadline(icount)
-        return super().next_deadline(icount)
+        # HypervisorEventSource's merge with timer_deadline_tsc() (the model's earliest
+        # alarm, here an armed one's) in this frame: its two frames and the model's one
+        dev = self.platform.next_deadline(icount)
+        tsc = hv.alarms.next_deadline(hv.stolen)
+        tb = self.timebase
+        timer = max(icount, units.icount_for_tsc(tsc, tb.skipped, tb.cycles_per_instruction))
+        return timer if dev is None else min(dev, timer)
 
     def fire_timers(self, icount: int, now_tsc: int) -> None:
         hv = self.guest.hv_model

@@ -92,12 +92,23 @@ def directory_tables(memory: Any, pd: int, pse: bool) -> tuple[int, ...]:
     entry each time (:func:`directory_entries`)."""
     base = pd << 12
     if memory.is_ram(base, 4096):
-        key = (memory.read_bytes(base, 4096), pse)
+        # the page as it stands (a page never written reads as zeros), compared with the
+        # directory walked last: the same bytes under the same PSE are the same tables,
+        # found without a copy of the 4 KiB and a hash of them (one CR3 load after the
+        # other names the same directory, unchanged)
+        page = memory.page(pd)
+        if page is None:
+            page = _ZERO_PAGE
+        last = _LAST
+        if last[1] is pse and last[0] == page:
+            return last[2]
+        key = (bytes(page), pse)
         tables = _TABLES.get(key)
         if tables is None:
             if len(_TABLES) >= _TABLES_KEPT:
                 _TABLES.clear()
             tables = _TABLES[key] = _tables(struct.unpack("<1024I", key[0]), pse)
+        _LAST[:] = (key[0], pse, tables)
         return tables
     return _tables(directory_entries(memory, pd), pse)
 
@@ -112,6 +123,9 @@ def _tables(entries: tuple[int, ...], pse: bool) -> tuple[int, ...]:
 #: (directory bytes, CR4.PSE) -> :func:`directory_tables`; at most ``_TABLES_KEPT`` kept
 _TABLES: dict[tuple[bytes, bool], tuple[int, ...]] = {}
 _TABLES_KEPT = 64
+#: the directory :func:`directory_tables` worked out last: its bytes, PSE, tables
+_LAST: list[Any] = [None, None, ()]
+_ZERO_PAGE = bytes(4096)
 
 
 class VmiMmuOps(VmiGuest):
@@ -133,10 +147,15 @@ class VmiMmuOps(VmiGuest):
             pd = (int(cpu.cr3) & 0xFFFFF000) >> 12
             reachable.add(pd)
             self._adopt(tracker, pd, VMI_PAGE_PD)
-            # (a frame named again adopts nothing new: the same frame at the same level)
-            for pfn in directory_tables(machine.memory, pd, bool(cpu.cr4 & CR4_PSE)):
-                reachable.add(pfn)
-                self._adopt(tracker, pfn, VMI_PAGE_PT)
+            # (a frame named again adopts nothing new: the same frame at the same level;
+            # and _adopt at level PT adopts only a frame not typed yet, so only such a
+            # frame is handed to it)
+            tables = directory_tables(machine.memory, pd, bool(cpu.cr4 & CR4_PSE))
+            reachable.update(tables)
+            frames = tracker.frames
+            for pfn in tables:
+                if pfn not in frames:
+                    self._adopt(tracker, pfn, VMI_PAGE_PT)
         for pfn in list(self.adopted - reachable):
             if pfn in tracker.frames:
                 del tracker.frames[pfn]

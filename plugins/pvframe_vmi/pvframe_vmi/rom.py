@@ -411,6 +411,15 @@ class VmiRom:
         return hv.trap(number, regs, read_stack)
 
     @staticmethod
+    def init(hv: VmiHypervisor) -> None:
+        """``vmi_init`` (the header's init entry) as :meth:`handle_trap` runs it for
+        ``TRAP_VMI_INIT`` -- counted and logged, returning 0 -- without the result record
+        nobody reads (the guest side activates every machine's ROM)."""
+        counts = hv.counts
+        counts["VMI_Init"] = counts.get("VMI_Init", 0) + 1
+        hv.log.append_fields(TRAP_VMI_INIT, "VMI_Init", (), 0, None)
+
+    @staticmethod
     def _pseudo(hv: VmiHypervisor, number: int, name: str, args: tuple[int, ...],
                 value: int | None, error: str | None = None) -> CallResult:
         hv.counts[name] += 1

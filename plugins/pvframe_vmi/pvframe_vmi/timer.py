@@ -82,7 +82,10 @@ class VmiTimerDriver:
         return VMI_ALARM_WIRED_LVTT | kind | VMI_CYCLES_REAL
 
     def _real_counter(self) -> int:
-        return self.guest.value(self.machine, "GetCycleCounter", VMI_CYCLES_REAL)
+        """GetCycleCounter(REAL) as :meth:`VmiGuest.value` reads it (0 for a NOP
+        relocation), from :meth:`VmiGuest.served` directly."""
+        value = self.guest.served(self.machine, "GetCycleCounter", VMI_CYCLES_REAL)[1]
+        return 0 if value is None else value
 
     # ------------------------------------------------------------------ TimerDriver
     def cancel(self) -> None:

@@ -17,6 +17,7 @@ the number skipped is recorded in :attr:`AlarmFiring.missed`.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 
 import attrs
 
@@ -135,15 +136,29 @@ class AlarmFiring:
 
 @attrs.define
 class AlarmQueue:
-    """The per-counter alarms of one VCPU, against a :class:`StolenSchedule`."""
+    """The per-counter alarms of one VCPU, against a :class:`StolenSchedule`.
+
+    ``on_armed(armed)`` (optional, not part of the queue's value) is told whether any
+    alarm is armed after every :meth:`set`, :meth:`cancel` and :meth:`due` that went from
+    none to some or back: the guest side's event source answers the executor's deadline
+    question with the platform's alone while none is (:mod:`pvframe_vmi.events`)."""
 
     alarms: dict[int, Alarm] = attrs.field(factory=dict)
+    on_armed: Callable[[bool], object] | None = attrs.field(default=None, eq=False, repr=False)
 
     def set(self, alarm: Alarm) -> None:
-        self.alarms[alarm.counter] = alarm
+        alarms = self.alarms
+        was = bool(alarms)
+        alarms[alarm.flags & VMI_ALARM_COUNTER_MASK] = alarm  # (alarm.counter, no property call)
+        if not was and self.on_armed is not None:
+            self.on_armed(True)
 
     def cancel(self, counter: int) -> bool:
-        return self.alarms.pop(counter, None) is not None
+        alarms = self.alarms
+        gone = alarms.pop(counter, None) is not None
+        if gone and not alarms and self.on_armed is not None:
+            self.on_armed(False)
+        return gone
 
     @staticmethod
     def counter_value(counter: int, real: int, stolen: StolenSchedule) -> int:
@@ -152,7 +167,7 @@ class AlarmQueue:
     @staticmethod
     def deadline(alarm: Alarm, stolen: StolenSchedule) -> int:
         """REAL cycle at which ``alarm`` expires."""
-        if alarm.counter == VMI_CYCLES_AVAILABLE:
+        if (alarm.flags & VMI_ALARM_COUNTER_MASK) == VMI_CYCLES_AVAILABLE:  # (alarm.counter)
             return stolen.real_at_available(alarm.expiry)
         return alarm.expiry
 
@@ -185,4 +200,6 @@ class AlarmQueue:
             else:
                 del self.alarms[a.counter]
             out.append((a, missed))
+        if fired and not self.alarms and self.on_armed is not None:
+            self.on_armed(False)
         return out

@@ -47,6 +47,7 @@ from pvframe_vmi.hypervisor.abi import (
     VMI_ALARM_COUNTER_MASK,
     VMI_ALARM_COUNTERS,
     VMI_ALARM_FLAGS_MASK,
+    VMI_ALARM_IS_PERIODIC,
     VMI_ALARM_WIRED_LVTT,
     VMI_CALLS,
     VMI_CYCLES_AVAILABLE,
@@ -72,7 +73,7 @@ from pvframe_vmi.hypervisor.abi import (
 )
 from pvframe_vmi.hypervisor.alarms import NO_STOLEN, Alarm, AlarmFiring, AlarmQueue, StolenSchedule
 from pvframe_vmi.hypervisor.calllog import CallLog
-from pvframe_vmi.hypervisor.mmu import PageTableTracker
+from pvframe_vmi.hypervisor.mmu import PageTableTracker, new_counter
 from pvframe_vmi.hypervisor.vcpu import ApState, VirtualCpu
 from pvframe_vmi.hypervisor.wiring import (
     PAGE_SHIFT,
@@ -142,13 +143,13 @@ class VmiHypervisor:
     alarms: AlarmQueue = attrs.field(factory=AlarmQueue, kw_only=True)
     ap_states: dict[int, ApState] = attrs.field(factory=dict, kw_only=True)
     log: CallLog = attrs.field(factory=CallLog, kw_only=True)
-    counts: Counter[str] = attrs.field(factory=Counter, kw_only=True)
+    counts: Counter[str] = attrs.field(factory=new_counter, kw_only=True)
     errors: RecentLog[str] = attrs.field(factory=RecentLog, kw_only=True)
     alarm_log: RecentLog[AlarmFiring] = attrs.field(factory=RecentLog, kw_only=True)
     alarms_fired: int = attrs.field(default=0, kw_only=True)
     alarms_delivered: int = attrs.field(default=0, kw_only=True)
     #: page-table updates made while in lazy MMU mode / with DEFER, and IODelay calls etc.
-    stats: Counter[str] = attrs.field(factory=Counter, kw_only=True)
+    stats: Counter[str] = attrs.field(factory=new_counter, kw_only=True)
     wallclock_offset_ns: int = attrs.field(default=0, kw_only=True)
     _wallclock_updated: bool = attrs.field(default=False, init=False)
     _now: int | None = attrs.field(default=None, init=False)
@@ -156,6 +157,33 @@ class VmiHypervisor:
 
     def __attrs_post_init__(self) -> None:
         self.pagetables = PageTableTracker(require_typed=self.require_typed_frames)
+
+    def renew(self, tsc_hz: int, boot_epoch_s: int, *, boot_epoch_nsec: int = 0,
+              memory: MachineMemory, hooks: MachineHooks) -> None:
+        """Make this model what ``VmiHypervisor(tsc_hz, boot_epoch_s, boot_epoch_nsec=...,
+        memory=..., hooks=...)`` is -- every other field at its default -- keeping its
+        containers (emptied): the guest side's next machine takes a released machine's
+        model instead of building the ~20 objects of a new one. Only for a model whose
+        ``strict``, ``require_typed_frames`` and ``real_now`` are the defaults."""
+        if tsc_hz <= 0:
+            raise ValueError(f"'tsc_hz' must be > 0: {tsc_hz}")
+        if self.strict or not self.require_typed_frames or self.real_now:
+            raise ValueError("only a model with the default strict/require_typed_frames/real_now renews")
+        self.tsc_hz, self.boot_epoch_s, self.boot_epoch_nsec = tsc_hz, boot_epoch_s, boot_epoch_nsec
+        self.memory, self.hooks, self.stolen = memory, hooks, NO_STOLEN
+        self.vcpu.reset()
+        self.linear.slots.clear()
+        tracker = self.pagetables
+        for part in (tracker.frames, tracker.allocated, tracker.released, tracker.refs,
+                     self.alarms.alarms, self.ap_states, self.counts, self.stats):
+            part.clear()
+        self.alarms.on_armed = None
+        for recent in (self.log, self.errors, self.alarm_log):
+            recent.clear()
+        self.alarms_fired = self.alarms_delivered = self.wallclock_offset_ns = 0
+        self._wallclock_updated = False
+        self._now = None
+        self._action = _RETURN
 
     # ================================================================ dispatch
     def call(self, number: int) -> str:
@@ -191,17 +219,18 @@ class VmiHypervisor:
             self.counts[name] += 1
             self._record(number, name, args, None, f"call_{number}: not defined by VMI API 3.0")
             return args, None, f"call_{number}: not defined by VMI API 3.0"
-        name, ret, masks, method = served
+        name, ret, masks, method, n = served
         counts = self.counts  # (get: a name's first call in a model is no Counter.__missing__)
         counts[name] = counts.get(name, 0) + 1
-        n = len(masks)
         if len(args) != n:
             raise TypeError(f"{name} takes {n} arguments, got {len(args)}")
-        # (one and two arguments, most calls with any, masked without a generator)
+        # (one to three arguments, most calls with any, masked without a generator)
         if n == 1:
             args = (args[0] & masks[0],)
         elif n == 2:
             args = (args[0] & masks[0], args[1] & masks[1])
+        elif n == 3:
+            args = (args[0] & masks[0], args[1] & masks[1], args[2] & masks[2])
         elif n:
             args = tuple(a & m for a, m in zip(args, masks, strict=True))
         # (each store only when it changes the field: the fields end as if always stored)
@@ -220,7 +249,11 @@ class VmiHypervisor:
             if self._now is not None:
                 self._now = None
         if error is None:
-            self.log.append_fields(number, name, args, value, None)
+            # (CallLog.append_fields without its frame: the fields tuple kept, one more
+            # in the total -- a kit program's ~40 calls each logged)
+            log = self.log
+            log._items.append((number, name, args, value, None))  # type: ignore[arg-type]
+            log.total += 1
             return args, value, None
         self._record(number, name, args, value, error)
         if self.strict:
@@ -285,7 +318,12 @@ class VmiHypervisor:
 
     def phys(self, va: int) -> int:
         """Physical address of guest linear address ``va`` (SetLinearMapping slots)."""
-        pa = self.linear.translate(va & M32, self.hooks.virt_to_phys)
+        fallback = self.hooks.virt_to_phys
+        if fallback is not None and not self.linear.slots:
+            # (LinearMaps.translate with no slot set: the fallback's answer, here)
+            pa = fallback(va & M32)
+        else:
+            pa = self.linear.translate(va & M32, fallback)
         if pa is None:
             raise VmiUsageError(f"linear address {va:#x} is not covered by a linear mapping")
         return pa
@@ -353,19 +391,26 @@ class VmiHypervisor:
         return 0
 
     def _c_RDTSC(self) -> int:
-        return self.now()
+        # (now(), in this frame: RDTSC is the call a boot makes most)
+        if self._now is not None:
+            return self._now
+        now_cycles = self.hooks.now_cycles
+        return now_cycles() if now_cycles is not None else self.real_now
 
     def _set_cr(self, n: int, value: int) -> None:
         old = self.vcpu.cr[n]
         self.vcpu.cr[n] = value
-        if n == 3:
-            self.memory.flush_tlb(False)
-        elif (n == 0 and (old ^ value) & X86_CR0_PG) or (
-                n == 4 and (old ^ value) & (X86_CR4_PGE | X86_CR4_PAE | X86_CR4_PSE)):
-            self.memory.flush_tlb(True)
-        if self.hooks.control_written is not None:
+        hooks = self.hooks
+        if hooks.control_written is None or not hooks.control_flushes:
+            # (else the machine's own store flushes: MachineHooks.control_flushes)
+            if n == 3:
+                self.memory.flush_tlb(False)
+            elif (n == 0 and (old ^ value) & X86_CR0_PG) or (
+                    n == 4 and (old ^ value) & (X86_CR4_PGE | X86_CR4_PAE | X86_CR4_PSE)):
+                self.memory.flush_tlb(True)
+        if hooks.control_written is not None:
             try:
-                self.hooks.control_written(n, old, value)
+                hooks.control_written(n, old, value)
             except BaseException:
                 # the machine refused the write (#GP(0) on MOV to CR4 whose PAE change
                 # loads a PDPTE with a reserved bit, SDM Vol. 3A §4.4.1): the register
@@ -414,17 +459,31 @@ class VmiHypervisor:
         return self.vcpu.dr[regno]
 
     # ================================================================ IF and halt (vmi.c)
+    # (the four IF calls do what _set_if / _get_if do, in their own frame: a kit program
+    # makes ~13 of them, a boot millions)
     def _c_EnableInterrupts(self) -> None:
-        self._set_if(True)
+        self.vcpu.vif = True
+        set_if = self.hooks.set_if
+        if set_if is not None:
+            set_if(True)
 
     def _c_DisableInterrupts(self) -> None:
-        self._set_if(False)
+        self.vcpu.vif = False
+        set_if = self.hooks.set_if
+        if set_if is not None:
+            set_if(False)
 
     def _c_GetInterruptMask(self) -> int:
-        return X86_EFLAGS_IF if self._get_if() else 0
+        get_if = self.hooks.get_if
+        enabled = get_if() if get_if is not None else self.vcpu.vif
+        return X86_EFLAGS_IF if enabled else 0
 
     def _c_SetInterruptMask(self, flags: int) -> None:
-        self._set_if(bool(flags & X86_EFLAGS_IF))
+        enabled = bool(flags & X86_EFLAGS_IF)
+        self.vcpu.vif = enabled
+        set_if = self.hooks.set_if
+        if set_if is not None:
+            set_if(enabled)
 
     def _c_IRET(self) -> None:
         self._action = Action.IRET
@@ -667,14 +726,15 @@ class VmiHypervisor:
     def _c_SetAlarm(self, flags: int, expiry: int, period: int) -> None:
         if flags & ~VMI_ALARM_FLAGS_MASK:
             raise VmiUsageError(f"SetAlarm: unknown flag bits {flags & ~VMI_ALARM_FLAGS_MASK:#x}")
-        alarm = Alarm(flags, expiry, period)
-        if alarm.counter >= VMI_ALARM_COUNTERS:
-            raise VmiUsageError(f"SetAlarm: counter {alarm.counter} cannot drive alarms")
-        if alarm.periodic and period == 0:
+        counter = flags & VMI_ALARM_COUNTER_MASK
+        if counter >= VMI_ALARM_COUNTERS:
+            raise VmiUsageError(f"SetAlarm: counter {counter} cannot drive alarms")
+        periodic = flags & VMI_ALARM_IS_PERIODIC
+        if periodic and period == 0:
             raise VmiUsageError("SetAlarm: periodic alarm with period 0")
-        if not alarm.periodic:
-            alarm = Alarm(flags, expiry, 0)  # (a one-shot keeps no period)
-        self.alarms.set(alarm)
+        # (a one-shot keeps no period; the alarm is made once, with the flags decoded
+        # as Alarm.counter and Alarm.periodic decode them)
+        self.alarms.set(Alarm(flags, expiry, period if periodic else 0))
 
     def _c_CancelAlarm(self, flags: int) -> int:
         counter = flags & VMI_ALARM_COUNTER_MASK
@@ -739,9 +799,10 @@ class VmiHypervisor:
 
 _RETURN = Action.RETURN
 #: per defined call number: name, result kind, argument masks (a 64-bit argument is one
-#: int, masked to 64 bits), and the model's method for it (looked up on the instance, so
-#: a subclass's override is the one run)
-_SERVED: dict[int, tuple[str, Ret, tuple[int, ...], str]] = {
-    n: (spec.name, spec.ret, tuple(M64 if w == 64 else M32 for w in spec.args), f"_c_{spec.name}")
+#: int, masked to 64 bits), the model's method for it (looked up on the instance, so a
+#: subclass's override is the one run), and the number of arguments
+_SERVED: dict[int, tuple[str, Ret, tuple[int, ...], str, int]] = {
+    n: (spec.name, spec.ret, tuple(M64 if w == 64 else M32 for w in spec.args), f"_c_{spec.name}",
+        len(spec.args))
     for n, spec in CALL_SPECS.items()
 }

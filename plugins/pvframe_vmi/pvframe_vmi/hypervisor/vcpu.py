@@ -9,6 +9,14 @@ import attrs
 
 from pvframe_vmi.hypervisor.abi import LAZY_NONE
 
+_CR_RESET = {0: 0x11, 2: 0, 3: 0, 4: 0}
+_DR_RESET = {0: 0, 1: 0, 2: 0, 3: 0, 6: 0xFFFF0FF0, 7: 0x400}
+_MSRS_RESET = {
+    0x174: 0, 0x175: 0, 0x176: 0,  # IA32_SYSENTER_CS / ESP / EIP
+    0x1B: 0xFEE00900,  # IA32_APIC_BASE: BSP, enabled, 0xFEE00000
+}
+_APIC_RESET = {0x320: 0x10000}  # LVTT masked
+
 
 @attrs.define
 class VirtualCpu:
@@ -18,9 +26,9 @@ class VirtualCpu:
     CR3 = CR4 = 0; DR6/DR7 at their architectural reset values.
     """
 
-    cr: dict[int, int] = attrs.field(factory=lambda: {0: 0x11, 2: 0, 3: 0, 4: 0})
-    dr: dict[int, int] = attrs.field(
-        factory=lambda: {0: 0, 1: 0, 2: 0, 3: 0, 6: 0xFFFF0FF0, 7: 0x400})
+    # (each dict a copy of its reset value, made by dict.copy: no Python frame per field)
+    cr: dict[int, int] = attrs.field(factory=_CR_RESET.copy)
+    dr: dict[int, int] = attrs.field(factory=_DR_RESET.copy)
     gdtr: tuple[int, int] = (0, 0)  #: (base, limit)
     idtr: tuple[int, int] = (0, 0)
     ldtr: int = 0
@@ -31,11 +39,19 @@ class VirtualCpu:
     vif: bool = False  #: the virtual interrupt flag, when no ``get_if``/``set_if`` hook
     halted: bool = False
     lazy_mode: int = LAZY_NONE
-    msrs: dict[int, int] = attrs.field(factory=lambda: {
-        0x174: 0, 0x175: 0, 0x176: 0,  # IA32_SYSENTER_CS / ESP / EIP
-        0x1B: 0xFEE00900,  # IA32_APIC_BASE: BSP, enabled, 0xFEE00000
-    })
-    apic_regs: dict[int, int] = attrs.field(factory=lambda: {0x320: 0x10000})  # LVTT masked
+    msrs: dict[int, int] = attrs.field(factory=_MSRS_RESET.copy)
+    apic_regs: dict[int, int] = attrs.field(factory=_APIC_RESET.copy)
+
+    def reset(self) -> None:
+        """Every field back to its reset value, the dicts kept (what ``VirtualCpu()`` is)."""
+        for d, reset in ((self.cr, _CR_RESET), (self.dr, _DR_RESET), (self.msrs, _MSRS_RESET),
+                         (self.apic_regs, _APIC_RESET)):
+            d.clear()
+            d.update(reset)
+        self.gdtr = self.idtr = (0, 0)
+        self.ldtr = self.tr = self.kernel_ss = self.kernel_esp0 = self.iopl_mask = 0
+        self.vif = self.halted = False
+        self.lazy_mode = LAZY_NONE
 
 
 _AP_STATE = struct.Struct("<4IQ10I8HIIH2x")

@@ -129,6 +129,11 @@ class MachineHooks:
       interrupt calls 29-32.
     * ``control_written(n, old, new)``: CRn was set by SetCRn/CLTS (the model has already
       done the TLB flush architecture requires); the machine updates its MMU mode.
+      ``control_flushes``: the machine's store of the register flushes the TLB itself as
+      ``mov`` to CRn does (CR3: the non-global entries; CR0.PG/WP, CR4.PGE/PSE/PAE
+      changed: all, SDM Vol. 3A §4.10.4.1), so the model leaves the flush to it (one
+      flush per write, not two; and none when the machine refuses the write, as a
+      faulting ``mov`` flushes nothing).
     * ``read_cr2() -> int``: the page-fault address (the machine sets CR2 on #PF).
     * ``descriptor_loaded(kind, a, b)``: ``("gdt"|"idt", base, limit)``, ``("ldt"|"tr",
       selector, 0)``, ``("kernel_stack", ss, esp0)``, ``("iopl", mask, 0)``.
@@ -144,6 +149,7 @@ class MachineHooks:
     get_if: Callable[[], bool] | None = None
     set_if: Callable[[bool], object] | None = None
     control_written: Callable[[int, int, int], object] | None = None
+    control_flushes: bool = False
     read_cr2: Callable[[], int] | None = None
     descriptor_loaded: Callable[[str, int, int], object] | None = None
     apic_read: Callable[[int], int] | None = None
