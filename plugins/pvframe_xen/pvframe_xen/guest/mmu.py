@@ -10,8 +10,9 @@ pointer on the guest's page directory.
 sees; the architecture only promises that such edits take effect after a TLB flush. So
 :class:`pvframe_xen.guest.shadow.Shadow` re-synchronises the machine view at the
 architectural flush points: ``write_cr3`` (MMUEXT_NEW_BASEPTR), ``invlpg``
-(MMUEXT_INVLPG_LOCAL) and the full flushes (MMUEXT_TLB_FLUSH_LOCAL), at a cost in
-proportion to what changed since the tree's last sync (its module doc says how).
+(MMUEXT_INVLPG_LOCAL: the entry for that one address) and the full flushes
+(MMUEXT_TLB_FLUSH_LOCAL), at a cost in proportion to what changed since the tree's last
+sync (its module doc says how).
 
 Translation rules (what Xen ``mm.c`` requires): an L1 entry mapping one of the tree's own
 page-table frames is made read-only in the machine view; entries mapping frames outside
@@ -167,8 +168,13 @@ class MmuOps:
 
     @hookimpl
     def pvop_flush_tlb_single(self, machine: Any, addr: int) -> None:
+        """``xen_flush_tlb_single``: MMUEXT_INVLPG_LOCAL of the one address, after the
+        machine view's entry for it is brought up to the guest's (only that entry:
+        :meth:`pvframe_xen.guest.shadow.Shadow.sync_entry`)."""
         self._native(machine).pvop_flush_tlb_single(machine, addr)
-        self._flush(machine, MmuextOp(abi.MMUEXT_INVLPG_LOCAL, addr & 0xFFFFF000))
+        self._shadow(machine).sync_entry(addr & 0xFFFFFFFF)
+        self._issue(machine, 26, ([MmuextOp(abi.MMUEXT_INVLPG_LOCAL, addr & 0xFFFFF000)], 1, None, abi.DOMID_SELF),
+                    "mmuext_op")
 
     @hookimpl
     def pvop_flush_tlb_others(self, machine: Any, cpus: int, mm_pgd: int, va: int) -> None:
