@@ -71,11 +71,13 @@ def assemble(source: str, base: int = 0x100000) -> Assembled:
 
 @functools.lru_cache(maxsize=1)
 def _harness() -> Assembled:
-    built = _stored_harness() if os.environ.get("PVFRAME_ASSEMBLER") != "gnu" else None
+    # (GNU as's harness is never stored: the stored one is the built-in assembler's)
+    stored = None if os.environ.get("PVFRAME_ASSEMBLER") == "gnu" else _harness_file()
+    built = None if stored is None else _stored_harness(stored)
     if built is None:
         built = assemble(p.HARNESS, p.LOAD_ADDR)
-        if os.environ.get("PVFRAME_ASSEMBLER") != "gnu":
-            _store_harness(built)
+        if stored is not None:
+            _store_harness(stored, built)
     if p.LOAD_ADDR + len(built.image) != built.symbols[p.OPS_LABEL]:
         raise AssemblyError("the kit's harness does not end at its ops label")
     return built
@@ -105,13 +107,13 @@ def _harness_file() -> Path:
     return cache_dir("harness") / f"{harness_key()}.json"
 
 
-def _stored_harness() -> Assembled | None:
-    """The harness as assembled by an earlier process (:func:`harness_key` the same),
-    or None. The assembler turns its ~3,000 lines into ~10 KiB once per process else:
+def _stored_harness(path: Path) -> Assembled | None:
+    """The harness as assembled by an earlier process, stored at ``path``
+    (:func:`_harness_file`: under :func:`harness_key`), or None. The assembler turns its ~3,000 lines into ~10 KiB once per process else:
     ~0.15 CPU s before each process's first kit program, each pytest-xdist worker's
     included."""
     try:
-        stored = json.loads(_harness_file().read_text())
+        stored = json.loads(path.read_text())
         return Assembled(bytes.fromhex(stored["image"]),
                          {str(k): int(v) for k, v in stored["symbols"].items()})
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -123,8 +125,7 @@ def _stored_harness() -> Assembled | None:
 KEPT_HARNESSES = 8
 
 
-def _store_harness(built: Assembled) -> None:
-    path = _harness_file()
+def _store_harness(path: Path, built: Assembled) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
