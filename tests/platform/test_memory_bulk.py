@@ -24,6 +24,21 @@ def _memory(existing: list[int], code: list[int], far_apic: bool) -> tuple[Physi
     return mem, writes
 
 
+def _write_both(existing: list[int], code: list[int], paddr: int, data: bytes | bytearray | memoryview
+                ) -> PhysicalMemory:
+    """``data`` written at ``paddr`` into a memory taking the bulk path and into one taking
+    the checked path (``existing`` pages written before, ``code`` pages holding code):
+    both report the same code-page writes and hold the same pages. The first returned."""
+    fast, fast_writes = _memory(existing, code, far_apic=False)
+    slow, slow_writes = _memory(existing, code, far_apic=True)
+    fast.write_bytes(paddr, data)
+    slow.write_bytes(paddr, data)
+    assert fast_writes == slow_writes
+    assert {p: bytes(b) for p, b in fast.pages.items()} == {
+        p: bytes(b) for p, b in slow.pages.items()}
+    return fast
+
+
 @given(
     st.integers(0, RAM - 1), st.binary(min_size=0, max_size=3 * PAGE_SIZE),
     st.lists(st.integers(0, 7), max_size=4), st.lists(st.integers(0, 7), max_size=3),
@@ -32,13 +47,7 @@ def _memory(existing: list[int], code: list[int], far_apic: bool) -> tuple[Physi
 def test_ram_writes_equal_the_checked_path(paddr: int, data: bytes, existing: list[int],
                                            code: list[int], kind: type) -> None:
     data = data[:RAM - paddr]
-    fast, fast_writes = _memory(existing, code, far_apic=False)
-    slow, slow_writes = _memory(existing, code, far_apic=True)
-    fast.write_bytes(paddr, kind(data))
-    slow.write_bytes(paddr, kind(data))
-    assert fast_writes == slow_writes
-    assert {p: bytes(b) for p, b in fast.pages.items()} == {
-        p: bytes(b) for p, b in slow.pages.items()}
+    fast = _write_both(existing, code, paddr, kind(data))
     assert fast.read_bytes(paddr, len(data)) == data
 
 
@@ -70,13 +79,7 @@ def test_an_image_from_a_page_boundary_equals_the_checked_path(
     paddr = first * PAGE_SIZE
     data = (pattern * (size // len(pattern) + 1))[:size]
     for _ in range(2 if twice else 1):
-        fast, fast_writes = _memory(existing, code, far_apic=False)
-        slow, slow_writes = _memory(existing, code, far_apic=True)
-        fast.write_bytes(paddr, kind(data))
-        slow.write_bytes(paddr, kind(data))
-        assert fast_writes == slow_writes
-        assert {p: bytes(b) for p, b in fast.pages.items()} == {
-            p: bytes(b) for p, b in slow.pages.items()}
+        fast = _write_both(existing, code, paddr, kind(data))
         assert all(type(b) is bytearray for b in fast.pages.values())
     fast.write_bytes(paddr, b"\xAA" * PAGE_SIZE * 2)  # (each page its own, writable)
     assert fast.read_bytes(paddr, 2 * PAGE_SIZE) == b"\xAA" * 2 * PAGE_SIZE
