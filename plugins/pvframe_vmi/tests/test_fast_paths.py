@@ -6,9 +6,9 @@
 * the page-table adoption walk visits each distinct directory entry once (``dict.fromkeys``):
   the frames it adopts and drops, in the same order, are those of the entry-by-entry walk;
 * :meth:`LinearMaps.translate` without slots skips the sort (SetLinearMapping, vmi.c);
-* :meth:`VmiEventSource.next_deadline` with no alarm armed is the platform's deadline, as
-  :meth:`HypervisorEventSource.next_deadline` computes it; :meth:`AlarmQueue.next_deadline`
-  of one alarm is that alarm's deadline, the minimum of one (vmi_time.h).
+* :meth:`AlarmQueue.next_deadline` of one alarm is that alarm's deadline, the minimum of
+  one (vmi_time.h); :meth:`VmiEventSource.next_deadline` against the platform's is in
+  ``test_run_paths.py``.
 """
 
 from __future__ import annotations
@@ -21,13 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pvframe_vmi.backend import VmiBackend
 from pvframe_vmi.base import NotProvided
-from pvframe_vmi.events import VmiEventSource
 from pvframe_vmi.hypervisor import VMI_CALL, VMI_CALLS, VmiHypervisor
 from pvframe_vmi.hypervisor.abi import (
     CALL_SPECS,
     M32,
     VMI_ALARM_IS_PERIODIC,
-    VMI_ALARM_WIRED_LVTT,
     VMI_CYCLES_AVAILABLE,
     VMI_CYCLES_REAL,
     VMI_PAGE_PD,
@@ -39,7 +37,6 @@ from pvframe_vmi.mmu import CR0_PG, CR4_PSE, PDE_PS, PTE_P, directory_entries
 
 from pvframe import plugins
 from pvframe.machine import Machine, MachineConfig
-from pvframe.platform.events import HypervisorEventSource
 
 RAM = 1 << 20
 
@@ -168,42 +165,6 @@ def test_linear_translation_without_slots_is_the_sorted_walk(
         maps.set(slot, start, pages, pfn)
     fb = (lambda v: v ^ 0x5000) if fallback else None
     assert maps.translate(va, fb) == _reference_translate(maps, va, fb)
-
-
-_alarm_call = st.one_of(
-    st.tuples(st.just("set"), st.sampled_from([VMI_CYCLES_REAL, VMI_CYCLES_AVAILABLE]),
-              st.booleans(), st.integers(0, 1 << 24), st.integers(1, 1 << 16)),
-    st.tuples(st.just("cancel"), st.sampled_from([VMI_CYCLES_REAL, VMI_CYCLES_AVAILABLE])),
-    st.tuples(st.just("deschedule"), st.integers(1, 1 << 12)),
-    st.tuples(st.just("pit"), st.integers(1, 0xFFFF)),
-)
-
-
-@settings(max_examples=120, deadline=None)
-@given(steps=st.lists(_alarm_call, max_size=12), icounts=st.lists(st.integers(0, 1 << 20), min_size=1, max_size=4))
-def test_next_deadline_without_alarms_is_the_generic_one(steps: list[tuple], icounts: list[int]) -> None:
-    m = Machine("vmi", MachineConfig(ram_size=RAM))
-    g = m.bound.plugin
-    hv = g.hv(m)
-    src = m.events
-    assert isinstance(src, VmiEventSource)
-    stolen_end = 0
-    for step in steps:
-        if step[0] == "set":
-            _, counter, periodic, expiry, period = step
-            flags = VMI_ALARM_WIRED_LVTT | counter | (VMI_ALARM_IS_PERIODIC if periodic else 0)
-            hv.invoke(VMI_CALL["SetAlarm"], flags, expiry, period)
-        elif step[0] == "cancel":
-            hv.invoke(VMI_CALL["CancelAlarm"], step[1])
-        elif step[0] == "deschedule":
-            hv.deschedule(stolen_end, stolen_end + step[1])
-            stolen_end += 2 * step[1]
-        else:  # a platform timer: PIT channel 0, mode 2, the count
-            m.platform.io_write(0x43, 1, 0x34)
-            m.platform.io_write(0x40, 1, step[1] & 0xFF)
-            m.platform.io_write(0x40, 1, step[1] >> 8)
-        for icount in icounts:
-            assert src.next_deadline(icount) == HypervisorEventSource.next_deadline(src, icount)
 
 
 @settings(max_examples=150, deadline=None)

@@ -50,27 +50,34 @@ from pvframe.platform.events import HypervisorEventSource
 RAM = 1 << 22
 
 _alarm_step = st.one_of(
+    # (near expiries, that the firings reach, and far ones)
     st.tuples(st.just("set"), st.sampled_from([VMI_CYCLES_REAL, VMI_CYCLES_AVAILABLE]),
-              st.booleans(), st.integers(0, 1 << 16), st.integers(1, 1 << 12)),
+              st.booleans(), st.integers(0, 1 << 16) | st.integers(0, 1 << 24),
+              st.integers(1, 1 << 12) | st.integers(1, 1 << 16)),
     st.tuples(st.just("cancel"), st.sampled_from([VMI_CYCLES_REAL, VMI_CYCLES_AVAILABLE])),
     st.tuples(st.just("fire"), st.integers(0, 1 << 17)),
     st.tuples(st.just("apic"), st.integers(0, 1 << 10)),
+    st.tuples(st.just("deschedule"), st.integers(1, 1 << 12)),
+    st.tuples(st.just("pit"), st.integers(1, 0xFFFF)),
 )
 
 
 @settings(max_examples=120, deadline=None)
-@given(steps=st.lists(_alarm_step, max_size=14), icounts=st.lists(st.integers(0, 1 << 18), min_size=1, max_size=3))
+@given(steps=st.lists(_alarm_step, max_size=14),
+       icounts=st.lists(st.integers(0, 1 << 18) | st.integers(0, 1 << 20), min_size=1, max_size=4))
 def test_the_deadline_is_the_platforms_own_exactly_while_no_alarm_is_armed(
         steps: list[tuple[Any, ...]], icounts: list[int]) -> None:
     """Every way the queue changes (SetAlarm, CancelAlarm, a firing that removes a
     one-shot or re-arms a periodic alarm, the APIC timer's count written through
-    APICWrite): the machine's deadline is the merged one of platform and alarms, and it
+    APICWrite), with stolen time (a descheduled VCPU) and a platform timer (the PIT)
+    besides: the machine's deadline is the merged one of platform and alarms, and it
     is asked of the platform directly exactly while no alarm is armed."""
     m = Machine("vmi", MachineConfig(ram_size=RAM))
     g = m.bound.plugin
     hv = g.hv(m)
     src = m.events
     assert isinstance(src, VmiEventSource)
+    stolen_end = 0
     for step in steps:
         if step[0] == "set":
             _, counter, periodic, expiry, period = step
@@ -80,6 +87,13 @@ def test_the_deadline_is_the_platforms_own_exactly_while_no_alarm_is_armed(
             hv.invoke(VMI_CALL["CancelAlarm"], step[1])
         elif step[0] == "fire":
             src.fire_timers(m.cpu.icount, step[1])
+        elif step[0] == "deschedule":
+            hv.deschedule(stolen_end, stolen_end + step[1])
+            stolen_end += 2 * step[1]
+        elif step[0] == "pit":  # a platform timer: PIT channel 0, mode 2, the count
+            m.platform.io_write(0x43, 1, 0x34)
+            m.platform.io_write(0x40, 1, step[1] & 0xFF)
+            m.platform.io_write(0x40, 1, step[1] >> 8)
         else:  # the guest's APIC timer: LVTT one-shot, the count (0 cancels)
             m.hooks.apic_write(0x320, 0x40)
             m.hooks.apic_write(0x380, step[1])
