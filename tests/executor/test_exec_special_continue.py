@@ -7,6 +7,8 @@ for one instruction, and EFLAGS.TF set by ``popf`` must trap after the next one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from asm import asm
 from conftest import CODE, Machine
 from hypothesis import given, settings
@@ -23,33 +25,47 @@ LOOP = """
 """
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.integers(1, 40), st.integers(0, 12), st.booleans())
-def test_a_deadline_set_by_a_system_instruction_is_serviced_at_its_count(
-        nth_out: int, delay: int, interrupt: bool) -> None:
-    """The ``nth_out``-th ``out`` sets a deadline ``delay`` instructions on; at the
-    service, an interrupt may be raised (IF=1): it is taken at exactly that count."""
+def _looping(iterations: int, nth_out: int, at_out: Callable[[Machine], None]
+             ) -> tuple[Machine, list[int]]:
+    """A machine that runs :data:`LOOP` ``iterations`` times with IF set (vector 0x20's
+    gate an ``iret``), calling ``at_out`` right after its ``nth_out``-th ``out``; and the
+    instruction counts at each ``out``, filled as it runs."""
     m = Machine(asm(LOOP + ".org 0x800\n iret\n"))
     m.set_gate(0x20, CODE + 0x800)
-    m.cpu.ecx = 50
+    m.cpu.ecx = iterations
     m.cpu.eflags = 0x202
-    outs = []
-    serviced = []
-    delivered = []
+    outs: list[int] = []
     write = m.env.io_write
 
     def io_write(port: int, size: int, value: int) -> None:
         write(port, size, value)
         outs.append(m.cpu.icount)
         if len(outs) == nth_out:
-            m.env.deadlines.append(m.cpu.icount + 1 + delay)  # (the out retires: +1)
+            at_out(m)
+
+    m.env.io_write = io_write  # type: ignore[method-assign]
+    return m, outs
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(0, 12), st.booleans())
+def test_a_deadline_set_by_a_system_instruction_is_serviced_at_its_count(
+        nth_out: int, delay: int, interrupt: bool) -> None:
+    """The ``nth_out``-th ``out`` sets a deadline ``delay`` instructions on; at the
+    service, an interrupt may be raised (IF=1): it is taken at exactly that count."""
+    serviced = []
+    delivered = []
+
+    def set_deadline(m: Machine) -> None:
+        m.env.deadlines.append(m.cpu.icount + 1 + delay)  # (the out retires: +1)
+
+    m, outs = _looping(50, nth_out, set_deadline)
 
     def service(icount: int) -> None:
         serviced.append((icount, m.cpu.icount))
         if interrupt:
             m.env.pending.append(0x20)
 
-    m.env.io_write = io_write  # type: ignore[method-assign]
     m.env.on_service = service
     assert m.ex is not None
     m.ex.delivery_observers.append(lambda exc: delivered.append(m.cpu.icount))
@@ -62,21 +78,8 @@ def test_a_deadline_set_by_a_system_instruction_is_serviced_at_its_count(
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 30))
 def test_an_interrupt_raised_by_a_system_instruction_is_taken_after_it(nth_out: int) -> None:
-    m = Machine(asm(LOOP + ".org 0x800\n iret\n"))
-    m.set_gate(0x20, CODE + 0x800)
-    m.cpu.ecx = 40
-    m.cpu.eflags = 0x202
-    outs = []
     delivered = []
-    write = m.env.io_write
-
-    def io_write(port: int, size: int, value: int) -> None:
-        write(port, size, value)
-        outs.append(m.cpu.icount)
-        if len(outs) == nth_out:
-            m.env.pending.append(0x20)
-
-    m.env.io_write = io_write  # type: ignore[method-assign]
+    m, outs = _looping(40, nth_out, lambda m: m.env.pending.append(0x20))
     assert m.ex is not None
     m.ex.delivery_observers.append(lambda exc: delivered.append((m.cpu.icount, m.cpu.eip)))
     m.run(100_000)
