@@ -288,18 +288,16 @@ class Machine:
         #: the plugin and hook a backend-error or wall-clock-limit stop blames
         self.stop_plugin: str | None = None
         self.stop_hook: str | None = None
+        #: what :meth:`renew` needs to know of how the machine was made: whether tracing
+        #: or extra plugins are bound (then it is not renewed)
+        self._plain = not trace and not extra_plugins
+        #: the pages the memory held when the machine was renewed, until the next image
+        #: is loaded (:meth:`renew`)
+        self._held: dict[int, bytearray] | None = None
         self.cpu = CPUState()
         self.memory = PhysicalMemory(self.config.ram_size)
         self.mmu = MMU(self.memory, self.cpu)
-        self.platform = Platform(
-            tsc_hz=self.config.tsc_hz,
-            cycles_per_instruction=self.config.cycles_per_instruction,
-            ram_size=self.config.ram_size,
-            cpus=self.config.cpus,
-            stop=self.stop,
-            icount=lambda: self.cpu.icount,
-            cpu_model=self.config.cpu,
-        )
+        self.platform = Platform(**self._platform_args())
         self.platform.apic_base_listeners.append(self._apic_moved)
         self.bound = plugins.bind(
             backend, self, backends=backends, trace=trace, extra_plugins=extra_plugins
@@ -328,6 +326,89 @@ class Machine:
                     f"backend {backend!r}: attach(machine) raised "
                     f"{plugins.describe_failure(exc)}"
                 ) from exc
+        #: the instance attributes a new machine has (:meth:`renew` drops any other)
+        self._made_with = frozenset((*self.__dict__, "_made_with"))
+
+    def _platform_args(self) -> dict[str, Any]:
+        config = self.config
+        return {"tsc_hz": config.tsc_hz, "cycles_per_instruction": config.cycles_per_instruction,
+                "ram_size": config.ram_size, "cpus": config.cpus, "stop": self.stop,
+                "icount": lambda: self.cpu.icount, "cpu_model": config.cpu}
+
+    def renew(self, config: MachineConfig | None = None) -> bool:
+        """Bring the machine back, in place, to what ``Machine(backend, config)`` is when
+        just made (before an image is loaded), keeping the executor's translations where
+        the next image leaves their bytes as they were; False (nothing changed) when it
+        cannot: tracing or extra plugins bound, or the backend object has no ``reset``
+        method. Then build a new machine instead (:func:`pvframe.testing.oracle.observe`
+        does, and keeps one machine per backend and configuration otherwise).
+
+        Made anew in place: the CPU (every register, the FPU, descriptor tables, debug
+        registers, the instruction count: ``CPUState``'s own initialiser), the platform
+        (``Platform``'s initialiser run again on the same object: every device, the time
+        base and its event queue, the MSRs, the interrupt controllers), the memory (no
+        page written: :meth:`PhysicalMemory.renew`), the MMU (:meth:`MMU.reset`), the call
+        ROM's interface, the hook counts, the stop and the run's log. The executor goes
+        back to its start state (:meth:`Executor.renew`) with its translations; after the
+        image is loaded (:meth:`_start`) it drops those a changed byte holds
+        (:meth:`Executor.revalidate`), as a store into them would have.
+
+        The backend's ``reset(machine) -> bool`` method then brings back what its object
+        keeps (its state, a hypervisor model, an event source it interposes on
+        :attr:`events`, the executor's ``ring0``/``ldt_access``): what ``attach(machine)``
+        leaves on a new machine, with nothing of the runs before observable. It returns
+        False when it cannot (the machine is then released: build a new one). A backend
+        without the method is never renewed, so a third-party backend stays correct
+        without knowing of it. The native object of a machine of another backend (the
+        hooks it falls back on) is reset through its own ``reset`` too.
+
+        ``config``: the configuration the machine takes (default: its own); one with
+        another RAM size is refused (the memory's size)."""
+        bound = self.__dict__.get("bound")
+        if bound is None or not self._plain or self.executor.delivery_observers:
+            return False
+        config = config or _default_config()
+        if config.ram_size != self.config.ram_size:
+            return False
+        resets = [getattr(bound.plugin, "reset", None)]
+        if bound.native_plugin is not bound.plugin:
+            resets.append(getattr(bound.native_plugin, "reset", None))
+        if not all(callable(r) for r in resets):
+            return False
+        for name in [k for k in self.__dict__ if k not in self._made_with]:
+            del self.__dict__[name]
+        self.config = config
+        self.stop_reason = self.exit_code = self.stop_detail = None
+        self.stop_plugin = self.stop_hook = None
+        self.boot = None
+        self.messages = []
+        self.patch_sites = {}
+        for cell in bound.cells.values():
+            cell[0] = 0
+        bound.last[0] = None
+        CPUState.__init__(self.cpu)
+        self.executor.renew()
+        self._held = self.memory.renew()
+        self.mmu.reset()
+        platform = self.platform
+        platform.__dict__.clear()
+        Platform.__init__(platform, **self._platform_args())
+        platform.apic_base_listeners.append(self._apic_moved)
+        self.events = platform
+        PVCallInterface.__init__(self.pvcall, self)
+        for reset in resets:
+            try:
+                done = reset(self)  # type: ignore[misc]  # (checked callable above)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                raise plugins.BackendError(
+                    f"backend {self.backend_name!r}: reset(machine) raised "
+                    f"{plugins.describe_failure(exc)}") from exc
+            if done is not True:
+                self.release()
+                return False
+        return True
 
     #: whether an interrupt can be taken now: the event source's own method (set with
     #: :attr:`events`), so the executor's poll after every block while IF=1 does not
@@ -431,6 +512,10 @@ class Machine:
         self.mmu.write_cr0(0x11)
         self.install_firmware()
         self.pvcall.install()
+        held = self._held
+        if held is not None:  # (a renewed machine: its translations checked against the image)
+            self._held = None
+            self.executor.revalidate(held)
 
     def install_firmware(self) -> list[tuple[int, int]]:
         """Write the MP and ACPI tables (:mod:`pvframe.platform.firmware`) into the

@@ -8,10 +8,12 @@ import pytest
 
 from pvframe.executor import carryover, codecache, codeshape, relocate, system
 from pvframe.executor import cpu as executor_cpu
+from pvframe.testing import oracle
 
-#: (module, attribute) of each piece of process-wide executor state
+#: (module, attribute) of each piece of process-wide executor state (and the kit's
+#: machines kept for renewal: a program observed "fresh" runs on a new machine)
 STATE = ((executor_cpu, "_CODE_CACHE"), (executor_cpu, "_RELOCATIONS"), (codecache, "SHAPES"),
-         (carryover, "POOL"), (system, "DECODED"))
+         (carryover, "POOL"), (system, "DECODED"), (oracle, "KEPT"))
 
 
 def fresh() -> None:
@@ -21,6 +23,7 @@ def fresh() -> None:
     codecache.SHAPES = codeshape.ShapeCache()
     carryover.POOL = carryover.RetiredPool()
     system.DECODED = type(system.DECODED)()
+    oracle.KEPT = oracle.KeptMachines()
 
 
 def own(monkeypatch: pytest.MonkeyPatch) -> None:

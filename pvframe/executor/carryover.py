@@ -106,10 +106,11 @@ class EipGroup:
     (:meth:`~pvframe.executor.cpu.Executor._restore_eip_page`) instead of entry by
     entry; ``page`` is None when the entries were found on several physical pages."""
 
-    __slots__ = ("entries", "paddrs", "page", "pfn", "steps", "whole")
+    __slots__ = ("blocks", "entries", "keys", "paddrs", "page", "pfn", "steps", "whole")
 
     def __init__(self, entries: dict[int, Block], pfn: int, page: ParkedPage | None,
-                 steps: AbstractSet[int], whole: AbstractSet[int], paddrs: AbstractSet[int]
+                 steps: AbstractSet[int], whole: AbstractSet[int], paddrs: AbstractSet[int],
+                 keys: tuple[tuple[int, int, int], ...] = (), blocks: list[Block] | None = None
                  ) -> None:
         self.entries = entries
         self.pfn = pfn
@@ -117,6 +118,12 @@ class EipGroup:
         self.steps = steps
         self.whole = whole
         self.paddrs = paddrs
+        #: for a group a renewed machine's executor made of its own run's entries
+        #: (:meth:`~pvframe.executor.cpu.Executor.revalidate`; ``page`` None, all found
+        #: on page ``pfn``): their blocks' keys and the blocks, in one order: the group
+        #: is restored at once when the executor's cache still maps each key to its block
+        self.keys = keys
+        self.blocks = blocks
 
 
 @attrs.define

@@ -283,6 +283,9 @@ class Executor:
         #: virtual page: :meth:`retire` parks such a group again as it is where the EIP
         #: maps still hold its entries and its page is parked as the same tuple
         self._restored: dict[tuple[bool, int], carryover.EipGroup] = {}
+        #: the groups of a renewed machine's own entries (:meth:`revalidate`) restored
+        #: whole this run, by privilege and virtual page: made again as they are
+        self._regrouped: dict[tuple[bool, int], carryover.EipGroup] = {}
         #: per privilege, the EIP-map entries this run dropped with their page's TLB
         #: entry (what it found before a flush, parked by :meth:`retire` with those in
         #: the maps then); at most :data:`MAX_SEEN` entries, only with a lineage
@@ -644,6 +647,7 @@ class Executor:
         self._clear_by_eip(False)
         self._carried.clear()
         self._restored.clear()
+        self._regrouped.clear()
         for seen in self._seen:
             seen.clear()
 
@@ -658,6 +662,12 @@ class Executor:
                 seen.update(m)
             m.clear()
         self._eip_pages.clear()
+        if self._regrouped:
+            # (a renewed machine's groups restored whole: restored again by the next
+            # fetch from their page, checked as the first time)
+            carried = self._carried
+            for k, group in self._regrouped.items():
+                carried.setdefault(k, group)
 
     def _map_eip(self, eip: int, blk: Block) -> None:
         """Make ``blk`` the block the current privilege's EIP map finds at ``eip``,
@@ -939,8 +949,10 @@ class Executor:
         vpn = eip >> PAGE_SHIFT
         entries = group.entries
         page = group.page
-        if page is not None and group.pfn == pfn and self._clean.get(pfn) is page and \
-                not self.stats["regions"]:
+        if group.pfn == pfn and not self.stats["regions"] and (
+                (self._clean.get(pfn) is page) if page is not None else
+                (group.blocks is not None and
+                 list(map(self._blocks.get, group.keys)) == group.blocks)):
             steps = self._step_at
             named = self._eip_pages.get(vpn)
             if (named is None or (len(named) == 1 and eip in named)) and \
@@ -955,7 +967,10 @@ class Executor:
                     self._eip_pages[vpn] = set(entries)
                 else:
                     named.update(entries)
-                self._restored[(self.mmu.user, vpn)] = group
+                if page is not None:
+                    self._restored[(self.mmu.user, vpn)] = group
+                else:  # (a renewed machine's own group: :meth:`revalidate` may keep it)
+                    self._regrouped[(self.mmu.user, vpn)] = group
                 return
         by_eip = self._by_eip
         blocks = self._blocks
@@ -1596,6 +1611,129 @@ class Executor:
             code_pages.add(pfn)
             self.mmu.clear_write_fast(pfn)
 
+    def renew(self) -> None:
+        """The machine is being renewed in place (:meth:`pvframe.machine.Machine.renew`):
+        back to what a new executor of the lineage starts a run with (no stop, no
+        interrupt shadow, no pending restart or deadline, supervisor privilege, no entry
+        points, no backend interposition: :attr:`ring0`, :attr:`ldt_access`), its
+        translations kept but out of :attr:`PhysicalMemory.code_pages` until
+        :meth:`revalidate` has checked them against the next image: the loader's writes
+        meanwhile drop nothing (the pages they make are compared whole instead)."""
+        self.stop_reason = None
+        self.exit_code = None
+        self.shadow = None
+        self.current_shadow = None
+        self._deadline = None
+        self._serviced_at = -1
+        self._restarted = False
+        self.ring0 = None
+        self.ldt_access = None
+        self.entry_points = {}
+        self._set_privilege(False)
+        self.memory.code_pages.clear()
+        # (the groups the run restored whole: only :meth:`retire` reads them; the
+        # entries it dropped, :attr:`_seen`, :meth:`revalidate` offers the next run)
+        self._restored.clear()
+
+    def revalidate(self, held: dict[int, bytearray]) -> None:
+        """After a renewed machine's image is loaded (:meth:`renew`; ``held``: the pages
+        the memory held before, :meth:`PhysicalMemory.renew`): the translations whose
+        bytes are what they were stay, as after a store to a code page
+        (:meth:`_drop_overlapping`) only those holding a changed byte go (compared by
+        64-byte pieces); their pages are code pages again. The supervisor EIP map keeps
+        the entries a fetch with paging off finds (the block decoded at the linear
+        address itself, on one page, still cached, still what :meth:`_lookup` takes
+        there: no entry point or step address took the address), the user map none:
+        a new machine starts at CPL0 with CR0.PG clear (:meth:`pvframe.machine.Machine.
+        _start`); with paging on or at CPL3 (a caller set the CPU otherwise) both maps
+        are emptied."""
+        memory = self.memory
+        pages = memory.pages
+        code_pages = memory.code_pages
+        blocks = self._blocks
+        page_blocks = self._page_blocks
+        clean = self._clean
+        dropped = 0
+        for pfn in list(page_blocks):
+            lst = page_blocks.get(pfn)
+            if not lst:
+                continue
+            old = held.get(pfn)
+            new = pages.get(pfn)
+            if (old if old is not None else _ZERO_PAGE) == (new if new is not None else _ZERO_PAGE) \
+                    and memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE):
+                code_pages.add(pfn)
+                continue
+            clean.pop(pfn, None)
+            changed = _changed_pieces(old, new) if memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE) \
+                else _ALL_PIECES
+            keep = []
+            for blk in lst:
+                if any(p == pfn and changed.find(1, s >> 6, ((e - 1) >> 6) + 1) >= 0
+                       for p, s, e in blk.pages):
+                    dropped += 1
+                    if blocks.pop(blk.key, None) is not None:
+                        self.cached_bytes -= blk.nbytes
+                    for p, _s, _e in blk.pages:
+                        if p != pfn and p in page_blocks:
+                            clean.pop(p, None)
+                            page_blocks[p] = [b for b in page_blocks[p] if b is not blk]
+                else:
+                    keep.append(blk)
+            if keep:
+                page_blocks[pfn] = keep
+                code_pages.add(pfn)
+            else:
+                del page_blocks[pfn]
+        for pfn in [p for p, lst in page_blocks.items() if not lst]:
+            del page_blocks[pfn]
+            code_pages.discard(pfn)
+        if dropped:
+            self.stats["invalidations"] += 1
+            self._carried.clear()  # (its groups may name dropped blocks)
+        sup, user = self._by_eip_maps
+        seen_sup, seen_user = self._seen
+        # (what the last run found, at either privilege, before or after a flush: a
+        # block's key names no privilege; what was found last wins)
+        found_user = {**seen_user, **user}
+        found_sup = {**seen_sup, **sup}
+        user.clear()
+        sup.clear()
+        seen_sup.clear()
+        seen_user.clear()
+        pages = self._eip_pages
+        pages.clear()
+        # every entry whose block is still cached waits, by privilege and virtual page,
+        # for the first fetch from its page that reaches its physical page
+        # (:meth:`_restore_eip_page` checks each against it, as for a predecessor's
+        # entries): after a flush (paging turned on) too, not only before it
+        carried = self._carried
+        regrouped = self._regrouped
+        for flag, found in ((True, found_user), (False, found_sup)):
+            # a group restored whole whose entries the run still holds: made again of
+            # them it would be the same (its blocks' liveness is checked as it is
+            # restored); the loop below sees the other entries only
+            covered: dict[int, Block] = {}
+            for k, group in regrouped.items():
+                if k[0] == flag and carried.get(k, group) is group and \
+                        group.entries.items() <= found.items():
+                    carried[k] = group
+                    covered.update(group.entries)
+            groups: dict[int, dict[int, Block]] = {}
+            for eip, blk in (found.items() - covered.items() if covered else found.items()):
+                vpn = eip >> PAGE_SHIFT
+                group = groups.get(vpn)
+                if group is None:
+                    groups[vpn] = {eip: blk}
+                else:
+                    group[eip] = blk
+            for vpn, entries in groups.items():
+                k = (flag, vpn)
+                if k in carried:
+                    entries = {**carried[k].entries, **entries}
+                carried[k] = _own_group(entries, blocks)
+        regrouped.clear()
+
     def _register(self, blk: Block) -> None:
         code_pages = self.memory.code_pages
         if self._clean and len(blk.pages) == 1 and blk.kind not in _UNPARKED:
@@ -1668,6 +1806,38 @@ def host_bytes(blk: Block) -> int:
     if blk.source:
         n += size(blk.source)
     return n
+
+
+#: how :func:`_changed_pieces` compares a page: by pieces of 64 bytes
+_PIECE = 64
+_ALL_PIECES = bytes([1]) * (PAGE_SIZE // _PIECE)
+
+
+def _changed_pieces(old: bytes | bytearray | None, new: bytes | bytearray | None) -> bytes:
+    """Per 64-byte piece of a page, 1 where two versions of it differ (None: never
+    written, zeros), else 0."""
+    a = old if old is not None else _ZERO_PAGE
+    b = new if new is not None else _ZERO_PAGE
+    return bytes([a[lo:lo + _PIECE] != b[lo:lo + _PIECE] for lo in range(0, PAGE_SIZE, _PIECE)])
+
+
+def _own_group(entries: dict[int, Block], blocks: dict[tuple[int, int, int], Block]
+               ) -> carryover.EipGroup:
+    """The EIP-map ``entries`` of one virtual page a renewed machine's run found, as a
+    group :meth:`Executor._restore_eip_page` restores at the next run: at once when all
+    were found on one physical page, are full-budget or step blocks whose first
+    instruction ends on the page, and ``blocks`` still maps each key to its block then;
+    else entry by entry."""
+    keys = tuple([blk.key for blk in entries.values()])
+    paddrs = frozenset([k[0] for k in keys])
+    pfn = keys[0][0] >> PAGE_SHIFT
+    if any(a >> PAGE_SHIFT != pfn for a in paddrs) or any(
+            (k[2] != MAX_INSNS and k[2] != 0) or (k[1] & PAGE_MASK) + max(b.length, 1) > PAGE_SIZE
+            or len(b.pages) != 1 for k, b in zip(keys, entries.values(), strict=True)):
+        return carryover.EipGroup(entries, -1, None, _NO_EIPS, _NO_EIPS, paddrs)
+    steps = frozenset([k[1] for k in keys if k[2] == 0])
+    return carryover.EipGroup(entries, pfn, None, steps, entries.keys() - steps, paddrs,
+                              keys, list(entries.values()))
 
 
 def _eip_group(entries: dict[int, Block], pages: dict[int, carryover.ParkedPage]

@@ -97,6 +97,20 @@ class PhysicalMemory:
         if self._apic_ram_pfn is not None:
             self._views.pop(self._apic_ram_pfn, None)
 
+    def renew(self) -> dict[int, bytearray]:
+        """Back to what a new memory of this size holds (no page written, the APIC page
+        at its reset base), keeping the wiring (:meth:`attach`, :attr:`code_write`) and
+        the set object :attr:`code_pages` (the executor's compiled helpers hold it; the
+        executor empties it and fills it again, :meth:`pvframe.executor.cpu.Executor.
+        renew`). Returns the pages it held (what the executor checks its translations
+        against once the next image is loaded: :meth:`pvframe.machine.Machine.renew`)."""
+        held = dict(self.pages)
+        self.pages.clear()
+        self._views.clear()
+        self.apic_base = APIC_BASE
+        self._apic_ram_pfn = None
+        return held
+
     # ------------------------------------------------------------------ pages
     def is_ram(self, paddr: int, size: int = 1) -> bool:
         if not (paddr >= 0 and paddr + size <= self.size):

@@ -125,6 +125,23 @@ class MMU:
         #: (SDM Vol. 3A §4.4.1); None until then
         self.pdptes: tuple[int, int, int, int] | None = None
 
+    def reset(self) -> None:
+        """Back to the state of a new MMU (empty TLB, supervisor-mode accesses, no PDPTEs,
+        nothing named changed: :meth:`take_changed` of a new MMU answers an empty set)
+        for a machine renewed in place (:meth:`pvframe.machine.Machine.renew`). The fast
+        maps are emptied in place (compiled blocks hold the dicts) and
+        :attr:`generation` and :attr:`fast_epoch` move on (caches of the maps see a new
+        epoch); the walk count starts again."""
+        self.tlb = {}
+        self._large = {}
+        self._local = set()
+        self._rewalked = set()
+        self.set_user(False)
+        self._clear_fast()
+        self._changed = set()
+        self.walks = 0
+        self.pdptes = None
+
     def set_user(self, user: bool) -> None:
         """Make user-mode (CPL 3) or supervisor-mode the default privilege of accesses and
         point the fast maps at that privilege's set (no flush: both sets stay valid)."""

@@ -28,3 +28,12 @@ class NativeBackend(InitOps, TimeOps, CpuOps, IrqOps, ApicOps, MmuOps):
     def __init__(self) -> None:
         CpuOps.__init__(self)
         MmuOps.__init__(self)
+
+    def reset(self, machine: object) -> bool:
+        """The machine is renewed in place (:meth:`pvframe.machine.Machine.renew`): this
+        object becomes what a new one is (every attribute a hook set goes, the
+        initialiser runs again). Bare hardware interposes nothing on the machine, so
+        nothing else is left to restore."""
+        self.__dict__.clear()
+        NativeBackend.__init__(self)
+        return True

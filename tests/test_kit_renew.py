@@ -1,0 +1,180 @@
+"""The kit's machine kept across programs and renewed in place
+(:meth:`pvframe.machine.Machine.renew`, :class:`pvframe.testing.oracle.KeptMachines`):
+sound only if a program observes on the renewed machine exactly what it observes on a
+new one, whatever ran on it before (paging, descriptor tables, MSR and TSC writes, the
+APIC timer, faults, control registers, the call ROM), and a backend that cannot renew
+its state gets a new machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import strategies as st
+
+from pvframe import plugins
+from pvframe.machine import Machine
+from pvframe.testing import oracle, strategies
+from pvframe.testing import programs as p
+from pvframe.testing.asm import assemble_program
+from pvframe_native.backend import NativeBackend
+from tests import process_caches
+
+#: the backends whose objects renew themselves (``reset(machine)``)
+RENEWED = [plugins.NATIVE]
+
+
+@pytest.fixture(autouse=True)
+def own_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process-wide executor state and kept machines of this test's own."""
+    process_caches.own(monkeypatch)
+
+
+def observed(program: p.Program, backend: str, *, kept: bool, **kw: Any) -> oracle.Observation:
+    oracle.KEPT.enabled = kept
+    try:
+        return oracle.observe(program, backend, **kw)
+    finally:
+        oracle.KEPT.enabled = True
+
+
+def same(a: oracle.Observation, b: oracle.Observation) -> None:
+    assert a.fields() == b.fields()
+    assert (a.marks, a.detail, a.tsc_hz, a.timer_hz) == (b.marks, b.detail, b.tsc_hz, b.timer_hz)
+    assert a.hook_calls == b.hook_calls
+
+
+# ------------------------------------------------------------------ the property
+_SOME = st.one_of(strategies.programs(max_ops=8), strategies.pv_call_programs())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(RENEWED), st.lists(_SOME, min_size=2, max_size=5))
+def test_programs_in_a_row_on_one_renewed_machine_observe_what_new_machines_do(
+        backend: str, programs: list[p.Program]) -> None:
+    """Each program of a random sequence observed on the one machine kept and renewed
+    between them is what it observes on a new machine (the kit's strategies: paging,
+    IDT/GDT loads, MSR and TSC writes, the APIC timer, faults, CR0/CR4 writes, the call
+    ROM; the TSC rate changes from one program to the next)."""
+    process_caches.fresh()
+    alone = [observed(q, backend, kept=False) for q in programs]
+    process_caches.fresh()
+    for i, (q, fresh) in enumerate(zip(programs, alone, strict=True)):
+        note(f"program {i}:\n{q.listing()}")
+        again = observed(q, backend, kept=True)
+        same(again, fresh)
+    event(f"renewed {oracle.KEPT.renewed} of {len(programs) - 1}")
+    assert oracle.KEPT.renewed == len(programs) - 1
+
+
+@pytest.mark.parametrize("backend", RENEWED)
+def test_the_kit_s_programs_observe_the_same_on_a_renewed_machine(backend: str) -> None:
+    """The derandomized search's first programs, in its order: each on the kept machine
+    as on a new one."""
+    from pvframe.tools import check
+
+    programs: list[p.Program] = []
+    orig = check.oracle.compare
+    check.oracle.compare = lambda program, backend, **kw: programs.append(program)  # type: ignore[assignment]
+    try:
+        check.search_programs(backend, 40)
+    finally:
+        check.oracle.compare = orig  # type: ignore[assignment]
+    fresh = [observed(q, backend, kept=False) for q in programs]
+    process_caches.fresh()
+    for q, alone in zip(programs, fresh, strict=True):
+        same(observed(q, backend, kept=True), alone)
+    assert oracle.KEPT.renewed == len(programs) - 1
+
+
+# ------------------------------------------------------------------ the machine itself
+def _values(state: Any) -> Any:
+    """:meth:`Platform.interrupt_state` without the objects' identities (a renewed
+    machine's devices are other objects than a new machine's)."""
+    if isinstance(state, tuple):
+        if len(state) == 2 and state[0] == "id":
+            return "object"
+        return tuple(_values(v) for v in state)
+    return state
+
+
+def _state(m: Machine) -> dict[str, Any]:
+    """What a renewed machine must hold as a new one does (besides its translations)."""
+    platform = m.platform
+    return {
+        "cpu": attrs.asdict(m.cpu),
+        "interrupts": _values(platform.interrupt_state()),
+        "tsc": platform.timebase.tsc(0),
+        "events": platform.timebase.head(),
+        "msrs": attrs.asdict(platform.msrs, recurse=False, filter=lambda a, v: not callable(v)),
+        "pages": dict(m.memory.pages),
+        "apic_base": m.memory.apic_base,
+        "tlb": dict(m.mmu.tlb),
+        "user": m.mmu.user,
+        "console": platform.console_text(),
+        "cmos": platform.cmos.offset_s,
+        "stop": (m.stop_reason, m.exit_code, m.stop_detail),
+        "hooks": m.bound.counts,
+        "pvcalls": dict(m.pvcall.calls),
+        "backend": dict(vars(m.bound.plugin)),
+        "attrs": sorted(vars(m)),
+    }
+
+
+def test_a_renewed_machine_holds_what_a_new_one_does() -> None:
+    """After programs that page, fault, program the APIC timer and write MSRs, the
+    renewed machine's CPU, devices, memory, MMU, hook counts and backend object are a
+    new machine's (at another TSC rate too)."""
+    prog = p.Program((p.LoadDescriptorTable(table="idt", limit=0x3F),
+                      p.ApicTimer(count=500, periodic=True), p.WriteCr4(value=0x10),
+                      p.WriteMsr(msr=0x10, value=0x12345), p.Cpuid(leaf=1)),
+                     paging=True, tsc_hz=200_000_000)
+    built = assemble_program(prog)
+    m = Machine(plugins.NATIVE, oracle.config_at(prog.tsc_hz))
+    m.load_raw(built.image, p.LOAD_ADDR, p.LOAD_ADDR)
+    m.IDLE_EVENT_LIMIT = 10
+    m.run(oracle.DEFAULT_BUDGET)
+    assert m.cpu.icount and m.memory.pages
+    for config in (oracle.config_at(prog.tsc_hz), oracle.config_at(800_000_000), None):
+        assert m.renew(config)
+        new = Machine(plugins.NATIVE, config)
+        assert _state(m) == _state(new)
+        assert m.config == new.config
+        new.release()
+        m.load_raw(built.image, p.LOAD_ADDR, p.LOAD_ADDR)
+        m.run(oracle.DEFAULT_BUDGET)
+    m.release()
+
+
+class _Unrenewable(NativeBackend):
+    """Bare hardware whose object cannot be brought back (a third-party backend that
+    does not know of renewal)."""
+
+    reset = None  # type: ignore[assignment]
+
+
+def test_a_backend_without_reset_gets_a_new_machine() -> None:
+    info = attrs.evolve(plugins.get_backend(plugins.NATIVE), name="unrenewable",
+                        factory=_Unrenewable)
+    backends = {**plugins.discover(), "unrenewable": info}
+    prog = p.Program((p.WriteMsr(msr=0x10, value=7),), paging=False, tsc_hz=None)
+    first = oracle.observe(prog, "unrenewable", backends=backends)
+    again = oracle.observe(prog, "unrenewable", backends=backends)
+    same(first, again)
+    assert oracle.KEPT.renewed == 0
+    m = Machine("unrenewable", backends=backends)
+    assert not m.renew()
+    m.release()
+
+
+def test_a_machine_with_extra_plugins_is_not_kept() -> None:
+    class Tracer:
+        pass
+
+    prog = p.Program((p.WriteMsr(msr=0x10, value=7),), paging=False, tsc_hz=None)
+    oracle.observe(prog, plugins.NATIVE, extra_plugins=(Tracer(),))
+    oracle.observe(prog, plugins.NATIVE, extra_plugins=(Tracer(),))
+    assert oracle.KEPT.renewed == 0
+    assert Machine(plugins.NATIVE, extra_plugins=(Tracer(),)).renew() is False
