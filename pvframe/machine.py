@@ -335,6 +335,15 @@ class Machine:
                 "ram_size": config.ram_size, "cpus": config.cpus, "stop": self.stop,
                 "icount": lambda: self.cpu.icount, "cpu_model": config.cpu}
 
+    @property
+    def renewable(self) -> bool:
+        """Whether :meth:`renew` may bring the machine back (not released, no tracing or
+        extra plugins, its backend objects each with a ``reset`` method)."""
+        bound = self.__dict__.get("bound")
+        return bound is not None and self._plain and not self.executor.delivery_observers \
+            and callable(getattr(bound.plugin, "reset", None)) \
+            and callable(getattr(bound.native_plugin, "reset", None))
+
     def renew(self, config: MachineConfig | None = None) -> bool:
         """Bring the machine back, in place, to what ``Machine(backend, config)`` is when
         just made (before an image is loaded), keeping the executor's translations where
@@ -364,17 +373,13 @@ class Machine:
 
         ``config``: the configuration the machine takes (default: its own); one with
         another RAM size is refused (the memory's size)."""
-        bound = self.__dict__.get("bound")
-        if bound is None or not self._plain or self.executor.delivery_observers:
-            return False
         config = config or _default_config()
-        if config.ram_size != self.config.ram_size:
+        if not self.renewable or config.ram_size != self.config.ram_size:
             return False
-        resets = [getattr(bound.plugin, "reset", None)]
+        bound = self.bound
+        resets = [bound.plugin.reset]
         if bound.native_plugin is not bound.plugin:
-            resets.append(getattr(bound.native_plugin, "reset", None))
-        if not all(callable(r) for r in resets):
-            return False
+            resets.append(bound.native_plugin.reset)
         for name in [k for k in self.__dict__ if k not in self._made_with]:
             del self.__dict__[name]
         self.config = config
@@ -398,7 +403,7 @@ class Machine:
         PVCallInterface.__init__(self.pvcall, self)
         for reset in resets:
             try:
-                done = reset(self)  # type: ignore[misc]  # (checked callable above)
+                done = reset(self)
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:

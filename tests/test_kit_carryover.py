@@ -25,8 +25,11 @@ CODE = 0x100000
 
 @pytest.fixture(autouse=True)
 def own_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The process-wide executor state of this test's own, the process's restored after."""
+    """The process-wide executor state of this test's own, the process's restored after;
+    every program on a new machine (none kept and renewed: what is carried over is
+    between machines, tests/test_kit_renew.py tests the kept one)."""
     process_caches.own(monkeypatch)
+    oracle.KEPT.enabled = False
 
 
 def run_raw(code: bytes, backend: str = plugins.NATIVE, **kw: Any) -> tuple[Machine, dict[str, int]]:

@@ -13,13 +13,13 @@ import attrs
 import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
+from pvframe_native.backend import NativeBackend
 
 from pvframe import plugins
 from pvframe.machine import Machine
 from pvframe.testing import oracle, strategies
 from pvframe.testing import programs as p
 from pvframe.testing.asm import assemble_program
-from pvframe_native.backend import NativeBackend
 from tests import process_caches
 
 #: the backends whose objects renew themselves (``reset(machine)``)

@@ -1722,11 +1722,11 @@ class Executor:
             groups: dict[int, dict[int, Block]] = {}
             for eip, blk in (found.items() - covered.items() if covered else found.items()):
                 vpn = eip >> PAGE_SHIFT
-                group = groups.get(vpn)
-                if group is None:
+                on_page = groups.get(vpn)
+                if on_page is None:
                     groups[vpn] = {eip: blk}
                 else:
-                    group[eip] = blk
+                    on_page[eip] = blk
             for vpn, entries in groups.items():
                 k = (flag, vpn)
                 if k in carried:

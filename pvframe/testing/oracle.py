@@ -216,7 +216,7 @@ class KeptMachines:
              machine: Machine) -> bool:
         """Keep ``machine`` for the next program of ``backend``; whether it was kept (else
         release it)."""
-        if machine.stop_reason in self.UNKEPT_STOPS:
+        if machine.stop_reason in self.UNKEPT_STOPS or not machine.renewable:
             return False
         old = self._kept.pop(self._key(backend, backends), None)
         if old is not None:
