@@ -23,7 +23,7 @@ from pvframe.testing.asm import assemble_program
 from tests import process_caches
 
 #: the backends whose objects renew themselves (``reset(machine)``)
-RENEWED = [plugins.NATIVE]
+RENEWED = [plugins.NATIVE, "xen", "vmi"]
 
 
 @pytest.fixture(autouse=True)
@@ -50,8 +50,9 @@ def same(a: oracle.Observation, b: oracle.Observation) -> None:
 _SOME = st.one_of(strategies.programs(max_ops=8), strategies.pv_call_programs())
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(RENEWED), st.lists(_SOME, min_size=2, max_size=5))
+@pytest.mark.parametrize("backend", RENEWED)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs=st.lists(_SOME, min_size=2, max_size=5))
 def test_programs_in_a_row_on_one_renewed_machine_observe_what_new_machines_do(
         backend: str, programs: list[p.Program]) -> None:
     """Each program of a random sequence observed on the one machine kept and renewed

@@ -164,6 +164,21 @@ class VmiGuest:
             _SPARE_MODELS.append(hv)
         self.hv_model = None
 
+    def reset(self, machine: Any) -> bool:
+        """The machine is renewed in place (:meth:`pvframe.machine.Machine.renew`; its
+        CPU, platform and memory are a new machine's already): this object becomes what a
+        new one is once attached (:meth:`attach`): its model released and made new
+        (:meth:`VmiHypervisor.renew`), the ROM, relocations, page-table tracking, lazy
+        mode and counters as the initialisers leave them, and a new event source
+        interposed on ``machine.events``. False for a machine it was not attached to."""
+        if machine is not self.machine:
+            return False
+        self.release(machine)
+        self.__dict__.clear()
+        type(self).__init__(self)
+        self.attach(machine)
+        return True
+
     def hv(self, machine: Any) -> VmiHypervisor:
         """The model, attached and synchronised with the machine's boot state."""
         if self.hv_model is None or self.machine is not machine:

@@ -213,6 +213,22 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
             drop_references(hv.events, hv.mm, hv.frames, hv.memory, hv)
         drop_references(self.shadow, self.vapic)
 
+    def reset(self, machine: Any) -> bool:
+        """The machine is renewed in place (:meth:`pvframe.machine.Machine.renew`; its
+        CPU, platform and memory are a new machine's already): this object becomes what a
+        new one is once attached (:meth:`attach`): its domain released and a new one made
+        from the pristine copy (:func:`pvframe_xen.hypervisor.domain_copy`), the virtual
+        APIC, shadow, event source (on ``machine.events``) and the executor's LDT check
+        made anew, refusals and lazy mode as the initialisers leave them. False for a
+        machine that booted a PV kernel (``load_pv_image``: its domain is the image's)."""
+        if self.pv is not None:
+            return False
+        self.release(machine)
+        self.__dict__.clear()
+        type(self).__init__(self)
+        self.attach(machine)
+        return True
+
     def _vapic(self, machine: Any) -> VirtualApic:
         if self.vapic is None:
             self.attach(machine)
