@@ -1639,8 +1639,8 @@ class Executor:
         """After a renewed machine's image is loaded (:meth:`renew`; ``held``: the pages
         the memory held before, :meth:`PhysicalMemory.renew`): the translations whose
         bytes are what they were stay, as after a store to a code page
-        (:meth:`_drop_overlapping`) only those holding a changed byte go (compared by
-        64-byte pieces); their pages are code pages again. The supervisor EIP map keeps
+        (:meth:`_drop_overlapping`) only those holding a byte between the first and the
+        last changed one of their page go; their pages are code pages again. The supervisor EIP map keeps
         the entries a fetch with paging off finds (the block decoded at the linear
         address itself, on one page, still cached, still what :meth:`_lookup` takes
         there: no entry point or step address took the address), the user map none:
@@ -1665,12 +1665,17 @@ class Executor:
                 code_pages.add(pfn)
                 continue
             clean.pop(pfn, None)
-            changed = _changed_pieces(old, new) if memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE) \
-                else _ALL_PIECES
+            lo, hi = _changed_span(old, new) if memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE) \
+                else (0, PAGE_SIZE)
             keep = []
             for blk in lst:
-                if any(p == pfn and changed.find(1, s >> 6, ((e - 1) >> 6) + 1) >= 0
-                       for p, s, e in blk.pages):
+                on = blk.pages
+                if len(on) == 1:
+                    _p, s, e = on[0]
+                    hit = s < hi and lo < e
+                else:
+                    hit = any(p == pfn and s < hi and lo < e for p, s, e in on)
+                if hit:
                     dropped += 1
                     if blocks.pop(blk.key, None) is not None:
                         self.cached_bytes -= blk.nbytes
@@ -1808,17 +1813,19 @@ def host_bytes(blk: Block) -> int:
     return n
 
 
-#: how :func:`_changed_pieces` compares a page: by pieces of 64 bytes
-_PIECE = 64
-_ALL_PIECES = bytes([1]) * (PAGE_SIZE // _PIECE)
+def _changed_span(old: bytes | bytearray | None, new: bytes | bytearray | None
+                  ) -> tuple[int, int]:
+    """The page offsets [lo, hi) from the first to the last byte where two versions of
+    a page differ (None: never written, zeros); (0, 0) when none does."""
+    diff = int.from_bytes(old if old is not None else _ZERO_PAGE, "little") ^ \
+        int.from_bytes(new if new is not None else _ZERO_PAGE, "little")
+    if not diff:
+        return 0, 0
+    return ((diff & -diff).bit_length() - 1) >> 3, (diff.bit_length() + 7) >> 3
 
 
-def _changed_pieces(old: bytes | bytearray | None, new: bytes | bytearray | None) -> bytes:
-    """Per 64-byte piece of a page, 1 where two versions of it differ (None: never
-    written, zeros), else 0."""
-    a = old if old is not None else _ZERO_PAGE
-    b = new if new is not None else _ZERO_PAGE
-    return bytes([a[lo:lo + _PIECE] != b[lo:lo + _PIECE] for lo in range(0, PAGE_SIZE, _PIECE)])
+#: the key limits of the blocks a group restores at once: full-budget and step blocks
+_GROUPED_LIMITS = frozenset((MAX_INSNS, 0))
 
 
 def _own_group(entries: dict[int, Block], blocks: dict[tuple[int, int, int], Block]
@@ -1828,16 +1835,19 @@ def _own_group(entries: dict[int, Block], blocks: dict[tuple[int, int, int], Blo
     were found on one physical page, are full-budget or step blocks whose first
     instruction ends on the page, and ``blocks`` still maps each key to its block then;
     else entry by entry."""
-    keys = tuple([blk.key for blk in entries.values()])
+    blks = list(entries.values())
+    keys = tuple([blk.key for blk in blks])
     paddrs = frozenset([k[0] for k in keys])
     pfn = keys[0][0] >> PAGE_SHIFT
-    if any(a >> PAGE_SHIFT != pfn for a in paddrs) or any(
-            (k[2] != MAX_INSNS and k[2] != 0) or (k[1] & PAGE_MASK) + max(b.length, 1) > PAGE_SIZE
-            or len(b.pages) != 1 for k, b in zip(keys, entries.values(), strict=True)):
+    # (an instruction's offset on its page is below PAGE_SIZE: a length of 0 ends on it)
+    if len({a >> PAGE_SHIFT for a in paddrs}) != 1 or \
+            not {k[2] for k in keys} <= _GROUPED_LIMITS or \
+            max([(eip & PAGE_MASK) + b.length for eip, b in entries.items()]) > PAGE_SIZE or \
+            len({len(b.pages) for b in blks}) != 1 or len(blks[0].pages) != 1:
         return carryover.EipGroup(entries, -1, None, _NO_EIPS, _NO_EIPS, paddrs)
     steps = frozenset([k[1] for k in keys if k[2] == 0])
     return carryover.EipGroup(entries, pfn, None, steps, entries.keys() - steps, paddrs,
-                              keys, list(entries.values()))
+                              keys, blks)
 
 
 def _eip_group(entries: dict[int, Block], pages: dict[int, carryover.ParkedPage]
