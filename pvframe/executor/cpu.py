@@ -1640,13 +1640,18 @@ class Executor:
         the memory held before, :meth:`PhysicalMemory.renew`): the translations whose
         bytes are what they were stay, as after a store to a code page
         (:meth:`_drop_overlapping`) only those holding a byte between the first and the
-        last changed one of their page go; their pages are code pages again. The supervisor EIP map keeps
-        the entries a fetch with paging off finds (the block decoded at the linear
-        address itself, on one page, still cached, still what :meth:`_lookup` takes
-        there: no entry point or step address took the address), the user map none:
-        a new machine starts at CPL0 with CR0.PG clear (:meth:`pvframe.machine.Machine.
-        _start`); with paging on or at CPL3 (a caller set the CPU otherwise) both maps
-        are emptied."""
+        last changed one of their page go; their pages are code pages again.
+
+        The EIP maps start empty, as a new machine's. What the last run found in them (and
+        dropped at its flushes, :attr:`_seen`) waits by privilege and virtual page in
+        :attr:`_carried`, as a predecessor's parked entries do: the first fetch from the
+        page that reaches their physical page restores those still valid
+        (:meth:`_restore_eip_page`: the block still the cached one for its key, still what
+        :meth:`_lookup` takes there), at once for a group made of this executor's own
+        entries whose blocks are all still cached (:func:`_own_group`). A group restored
+        at once is restored again after a flush that empties the maps
+        (:meth:`_clear_by_eip`: the kit's harness turns paging on early) and kept as it
+        is for the next run when that run finds its entries again."""
         memory = self.memory
         pages = memory.pages
         code_pages = memory.code_pages
