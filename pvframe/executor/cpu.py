@@ -1720,17 +1720,23 @@ class Executor:
         carried = self._carried
         regrouped = self._regrouped
         for flag, found in ((True, found_user), (False, found_sup)):
-            # a group restored whole whose entries the run still holds: made again of
-            # them it would be the same (its blocks' liveness is checked as it is
-            # restored); the loop below sees the other entries only
+            if not found:
+                continue
+            # a group restored whole whose entries the run still holds, their blocks all
+            # still cached: made again of them it would be the same; the loop below sees
+            # the other entries only (those whose block the new image dropped left out)
             covered: dict[int, Block] = {}
             for k, group in regrouped.items():
                 if k[0] == flag and carried.get(k, group) is group and \
-                        group.entries.items() <= found.items():
+                        group.entries.items() <= found.items() and \
+                        list(map(blocks.get, group.keys)) == group.blocks:
                     carried[k] = group
                     covered.update(group.entries)
             groups: dict[int, dict[int, Block]] = {}
-            for eip, blk in (found.items() - covered.items() if covered else found.items()):
+            for eip in (found.keys() - covered.keys() if covered else found):
+                blk = found[eip]
+                if blocks.get(blk.key) is not blk:
+                    continue
                 vpn = eip >> PAGE_SHIFT
                 on_page = groups.get(vpn)
                 if on_page is None:
@@ -1739,9 +1745,11 @@ class Executor:
                     on_page[eip] = blk
             for vpn, entries in groups.items():
                 k = (flag, vpn)
-                if k in carried:
-                    entries = {**carried[k].entries, **entries}
-                carried[k] = _own_group(entries, blocks)
+                before = carried.get(k)
+                if before is not None:
+                    entries = {**{e: b for e, b in before.entries.items()
+                                  if blocks.get(b.key) is b}, **entries}
+                carried[k] = _own_group(entries)
         regrouped.clear()
 
     def _register(self, blk: Block) -> None:
@@ -1833,13 +1841,12 @@ def _changed_span(old: bytes | bytearray | None, new: bytes | bytearray | None
 _GROUPED_LIMITS = frozenset((MAX_INSNS, 0))
 
 
-def _own_group(entries: dict[int, Block], blocks: dict[tuple[int, int, int], Block]
-               ) -> carryover.EipGroup:
+def _own_group(entries: dict[int, Block]) -> carryover.EipGroup:
     """The EIP-map ``entries`` of one virtual page a renewed machine's run found, as a
     group :meth:`Executor._restore_eip_page` restores at the next run: at once when all
     were found on one physical page, are full-budget or step blocks whose first
-    instruction ends on the page, and ``blocks`` still maps each key to its block then;
-    else entry by entry."""
+    instruction ends on the page, and the executor still caches each block under its key
+    then; else entry by entry."""
     blks = list(entries.values())
     keys = tuple([blk.key for blk in blks])
     paddrs = frozenset([k[0] for k in keys])
