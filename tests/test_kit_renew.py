@@ -179,3 +179,20 @@ def test_a_machine_with_extra_plugins_is_not_kept() -> None:
     oracle.observe(prog, plugins.NATIVE, extra_plugins=(Tracer(),))
     assert oracle.KEPT.renewed == 0
     assert Machine(plugins.NATIVE, extra_plugins=(Tracer(),)).renew() is False
+
+
+class _Raising(NativeBackend):
+    """Bare hardware whose ``reset`` fails."""
+
+    def reset(self, machine: object) -> bool:
+        raise RuntimeError("cannot")
+
+
+def test_a_backend_whose_reset_raises_gets_a_new_machine() -> None:
+    info = attrs.evolve(plugins.get_backend(plugins.NATIVE), name="raising", factory=_Raising)
+    backends = {**plugins.discover(), "raising": info}
+    prog = p.Program((p.WriteMsr(msr=0x10, value=7),), paging=False, tsc_hz=None)
+    first = oracle.observe(prog, "raising", backends=backends)
+    again = oracle.observe(prog, "raising", backends=backends)
+    same(first, again)
+    assert oracle.KEPT.renewed == 0

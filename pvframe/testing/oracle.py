@@ -206,7 +206,11 @@ class KeptMachines:
         machine = self._kept.pop(self._key(backend, backends), None)
         if machine is None:
             return None
-        if machine.renew(config):
+        try:
+            renewed = machine.renew(config)
+        except plugins.BackendError:  # (its reset raised: a new machine reports the backend)
+            renewed = False
+        if renewed:
             self.renewed += 1
             return machine
         machine.release()  # (a no-op on one whose backend gave up: released already)
