@@ -18,6 +18,7 @@ from pvframe.executor.codecache import (
     make_info,
 )
 from pvframe.executor.faults import DivideError
+from pvframe.executor.translate import flagfns
 from pvframe.executor.translate.block import Generated
 
 
@@ -111,6 +112,7 @@ def runtime_globals() -> dict[str, Any]:
 
     return {
         **fpu.GLOBALS,
+        **flagfns.GLOBALS,
         "DeviceNotAvailable": faults.DeviceNotAvailable,
         "DIVMODU": divmod_u,
         "DIVMODS": divmod_s,
