@@ -802,7 +802,11 @@ class Executor:
                 page = r8.get(addr - off)
                 if page is not None:
                     return page[off] if size == 1 else from_bytes(page[off:off + size], "little")
-                if special(addr, size, False):
+                # ``special`` for one page, in line (a page's first access in a block
+                # comes here: ~16 per kit program): translated first, so a #PF is the
+                # access's own; claimed MMIO restarts
+                pa = translate(addr, False)
+                if not is_ram(pa, size) and claimed(pa):
                     raise Restart
             elif ((addr & ~PAGE_MASK) not in r8 or ((addr + size - 1) & ~PAGE_MASK) not in r8) \
                     and special(addr, size, False):
@@ -824,7 +828,15 @@ class Executor:
                         page[off:off + size] = (value & ((1 << (size << 3)) - 1)).to_bytes(
                             size, "little")
                     return
-            if special(addr, size, True):
+                # ``special`` for one page, in line, as in ``ldb``; a store into
+                # translated bytes restarts too
+                pa = translate(addr, True)
+                if is_ram(pa, size):
+                    if (pa >> PAGE_SHIFT) in code_pages and translated(pa, size):
+                        raise Restart
+                elif claimed(pa):
+                    raise Restart
+            elif special(addr, size, True):
                 raise Restart
             write(addr, size, value)
 
