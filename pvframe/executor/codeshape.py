@@ -30,6 +30,7 @@ import dis
 import re
 import sys
 import types
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from itertools import compress, repeat
@@ -192,8 +193,11 @@ class ShapeCache:
         self.max_seen = 1 << 16
         #: the latest sources compiled on their own at their cheap key's first sight, with
         #: their code (at most ``max_firsts``): the second source of such a key takes its
-        #: shape from that code instead of compiling the shape (:func:`shape_of_compiled`)
-        self._firsts: dict[int, tuple[str, types.CodeType]] = {}
+        #: shape from that code instead of compiling the shape (:func:`shape_of_compiled`).
+        #: The code is held weakly: a translation dropped everywhere is freed at once, as
+        #: before (its shape is then compiled from placeholders); the sources count in
+        #: ``nbytes`` (the oldest out first when over the bound)
+        self._firsts: dict[int, tuple[str, weakref.ref[types.CodeType], int]] = {}
         self.max_firsts = 128
 
     def __len__(self) -> int:
@@ -216,7 +220,9 @@ class ShapeCache:
         A source whose cheap key (its digits masked: a few microseconds, where finding
         its literals costs ~50) was never seen is compiled on its own: most code of a
         kernel's boot runs once and shares no shape, and pays nothing more here. A second
-        source of that cheap key makes the shape, and later ones use it.
+        source of that cheap key makes the shape (from the first one's code where it is
+        still kept and fits: :func:`shape_of_compiled`, else compiled from placeholders:
+        :func:`make_shape`), and later ones use it.
 
         ``split``: what :func:`split_literals` returns for ``source``, where the caller
         knows it (a translation moved to another address, :mod:`.relocate`, is made
@@ -230,9 +236,14 @@ class ShapeCache:
                 self.stats["first"] += 1
                 code = compile_plain(source)
                 firsts = self._firsts
-                if len(firsts) >= self.max_firsts:
-                    del firsts[next(iter(firsts))]
-                firsts[cheap] = (source, code)
+                size = _ENTRY_BYTES + sys.getsizeof(source)
+                old = firsts.pop(cheap, None)
+                if old is not None:  # (its cheap key forgotten since: a fresh first)
+                    self.nbytes -= old[2]
+                firsts[cheap] = (source, weakref.ref(code), size)
+                self.nbytes += size
+                while firsts and (len(firsts) > self.max_firsts or self.nbytes > self.max_bytes):
+                    self.nbytes -= firsts.pop(next(iter(firsts)))[2]
                 return code
             split = split_literals(source)
         if split is None:
@@ -245,9 +256,11 @@ class ShapeCache:
             shape = None
             first = self._firsts.pop(cheap, None)
             if first is not None:
-                made = split_literals(first[0])
-                if made is not None and made[0] == key:
-                    shape = shape_of_compiled(key, made[1], first[1], len(tail))
+                self.nbytes -= first[2]
+                was = first[1]()
+                made = None if was is None else split_literals(first[0])
+                if was is not None and made is not None and made[0] == key:
+                    shape = shape_of_compiled(key, made[1], was, len(tail))
                     if shape is not None:
                         self.stats["from_first"] += 1
             if shape is None:
@@ -261,6 +274,9 @@ class ShapeCache:
             entry = (shape, size)
             self.nbytes += size
             shapes[key] = entry
+            firsts = self._firsts
+            while self.nbytes > self.max_bytes and firsts:
+                self.nbytes -= firsts.pop(next(iter(firsts)))[2]
             while self.nbytes > self.max_bytes and shapes:
                 self.nbytes -= shapes.pop(next(iter(shapes)))[1]
         else:
