@@ -6,6 +6,7 @@ source into a block function, and committing the state of a block an exception l
 from __future__ import annotations
 
 import operator
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -117,6 +118,9 @@ def runtime_globals() -> dict[str, Any]:
         "DIVMODU": divmod_u,
         "DIVMODS": divmod_s,
         "DIVU32": lambda a, b: (a // b) if b else divmod_u(a, 0, 32),
+        # a 16/32-bit little-endian value at any offset of a page's bytes
+        "U16": struct.Struct("<H").unpack_from,
+        "U32": struct.Struct("<I").unpack_from,
         "COND": F.calculate_condition,
         "CALC_C": F.calculate_eflags_c,
         "CALC_ALL": F.calculate_eflags_all,
