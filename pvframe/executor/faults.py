@@ -218,8 +218,10 @@ def _deliver_once(ex: Executor, exc: GuestException) -> None:
         raise GeneralProtection(idt_code)
     mmu = ex.mmu
     base = cpu.idtr.base + vector * 8
-    lo = mmu.read(base, 4, False)
-    hi = mmu.read(base + 4, 4, False)
+    gate = mmu.fast_dwords(base, 2, False)
+    if gate is None:
+        gate = (mmu.read(base, 4, False), mmu.read(base + 4, 4, False))
+    lo, hi = gate
     gtype = (hi >> 8) & 0x1F
     if gtype not in (0x0E, 0x0F, 0x05):
         raise GeneralProtection(idt_code)
@@ -239,8 +241,6 @@ def _deliver_once(ex: Executor, exc: GuestException) -> None:
                           exc.error_code if exc.has_error_code else None, ext)
         return
     offset = (hi & 0xFFFF0000) | (lo & 0xFFFF)
-    from pvframe.executor.privilege import inner_stack  # (it imports this module)
-
     system = ex.system
     clo, chi, caddr = system.read_code_descriptor(selector, ext)
     dpl = (chi >> 13) & 3
@@ -257,6 +257,8 @@ def _deliver_once(ex: Executor, exc: GuestException) -> None:
     new_cpl = cpl
     esp = cpu.esp
     if not (chi >> 8) & 0x4 and dpl < cpl:  # inter-privilege: the TSS's stack for DPL
+        from pvframe.executor.privilege import inner_stack  # (it imports this module)
+
         new_cpl = dpl
         stack = inner_stack(system, dpl, ext)
         frame[:0] = [cpu.ss.selector, esp]
@@ -266,12 +268,17 @@ def _deliver_once(ex: Executor, exc: GuestException) -> None:
     if isinstance(exc, PageFault):
         cpu.cr2 = exc.address
     new_esp = (esp - 4 * len(frame)) & 0xFFFFFFFF
-    # Translate every slot for write before storing anything (precise, no partial frame).
-    for i in range(len(frame)):
-        mmu.translate((new_esp + 4 * i) & 0xFFFFFFFF, True, user)
+    frame.reverse()  # (the lowest address first)
+    # Translate every slot for write before storing anything (precise, no partial frame):
+    # nothing to do when the frame lies in one page of the fast write map (each would be
+    # a TLB hit without side effect), where it is then stored at once.
+    if mmu.fast_write_page(new_esp, 4 * len(frame), user) is None:
+        for i in range(len(frame)):
+            mmu.translate((new_esp + 4 * i) & 0xFFFFFFFF, True, user)
     system.set_accessed(caddr, chi)
-    for i, value in enumerate(reversed(frame)):
-        mmu.write((new_esp + 4 * i) & 0xFFFFFFFF, 4, value, user)
+    if not mmu.stored_dwords(new_esp, frame, user):
+        for i, value in enumerate(frame):
+            mmu.write((new_esp + 4 * i) & 0xFFFFFFFF, 4, value, user)
     if stack is not None:
         ss_seg, _esp, ss_addr, ss_hi = stack
         system.set_accessed(ss_addr, ss_hi)

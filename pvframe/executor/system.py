@@ -267,12 +267,18 @@ class System:
         mmu.translate((addr + size - 1) & 0xFFFFFFFF, True)
 
     def push32_many(self, values: list[int]) -> None:
+        """Push ``values`` (the first one pushed first, so it ends highest): every byte's
+        page translated for write before the first store (a fault leaves no partial
+        push); all at once when the stack's page is in the fast write map
+        (:meth:`pvframe.platform.mmu.MMU.stored_dwords`)."""
         cpu = self.cpu
         esp = cpu.esp
         new = (esp - 4 * len(values)) & 0xFFFFFFFF
-        self.check_write(new, 4 * len(values))
-        for k, v in enumerate(values):
-            self.ex.mmu.write((esp - 4 * (k + 1)) & 0xFFFFFFFF, 4, v)
+        mmu = self.ex.mmu
+        if not mmu.stored_dwords(new, values[::-1]):
+            self.check_write(new, 4 * len(values))
+            for k, v in enumerate(values):
+                mmu.write((esp - 4 * (k + 1)) & 0xFFFFFFFF, 4, v)
         cpu.esp = new
 
     # ------------------------------------------------------------------ descriptors
@@ -292,6 +298,9 @@ class System:
             raise GeneralProtection((sel & 0xFFFC) | ext)
         addr = (base + idx) & 0xFFFFFFFF
         mmu = self.ex.mmu  # descriptor tables: supervisor-mode accesses at any CPL
+        both = mmu.fast_dwords(addr, 2, False)
+        if both is not None:
+            return both[0], both[1], addr
         lo = int(mmu.read(addr, 4, False))
         hi = int(mmu.read((addr + 4) & 0xFFFFFFFF, 4, False))
         return lo, hi, addr
@@ -310,9 +319,9 @@ class System:
             self.ex.mmu.write((addr + 4) & 0xFFFFFFFF, 4, hi | 0x100, False)
 
     def flat_only(self, name: str, seg: Segment) -> None:
-        from pvframe.executor.cpu import StopExecution
+        if seg.base != 0 and name in ("cs", "ds", "es", "ss"):
+            from pvframe.executor.cpu import StopExecution
 
-        if name in ("cs", "ds", "es", "ss") and seg.base != 0:
             raise StopExecution(f"unsupported: non-zero base in {name}")
 
     def load_sreg(self, name: str, sel: int) -> None:
@@ -515,9 +524,11 @@ class System:
             self.task_return()
             return
         esp = cpu.esp
-        eip = self.mem_read(esp, 4)
-        cs = self.mem_read(esp + 4, 4) & 0xFFFF
-        fl = self.mem_read(esp + 8, 4)
+        popped = self.ex.mmu.fast_dwords(esp, 3)
+        if popped is None:
+            popped = (self.mem_read(esp, 4), self.mem_read(esp + 4, 4), self.mem_read(esp + 8, 4))
+        eip, cs, fl = popped
+        cs &= 0xFFFF
         cpl = cpu.cs.selector & 3
         if fl & VM and cpl == 0:
             raise GeneralProtection(0)  # return to virtual-8086 mode: not supported
