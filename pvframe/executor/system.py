@@ -68,6 +68,9 @@ _GPR8: dict[int, tuple[str, int]] = {R.AL: ("eax", 0), R.CL: ("ecx", 0), R.DL: (
 _SREG: dict[int, str] = {R.ES: "es", R.CS: "cs", R.SS: "ss", R.DS: "ds", R.FS: "fs", R.GS: "gs"}
 _CR = {getattr(R, f"CR{i}"): i for i in range(16) if hasattr(R, f"CR{i}")}
 _DR = {getattr(R, f"DR{i}"): i for i in range(16) if hasattr(R, f"DR{i}")}
+#: the hooks of ``mov`` from and to the control registers there are (0, 2, 3, 4)
+_READ_CR = {n: f"read_cr{n}" for n in (0, 2, 3, 4)}
+_WRITE_CR = {n: f"write_cr{n}" for n in (0, 2, 3, 4)}
 
 CF, ZF, OF = 0x1, 0x40, 0x800
 VM, RF, NT, VIF, VIP = 1 << 17, 1 << 16, 1 << 14, 1 << 19, 1 << 20
@@ -684,7 +687,7 @@ class System:
             n = _CR[r1]
             if n not in (0, 2, 3, 4):
                 raise InvalidOpcode()
-            self.set_reg(r0, getattr(hooks, f"read_cr{n}")())
+            self.set_reg(r0, getattr(hooks, _READ_CR[n])())
             return None
         if r0 in _CR:
             n = _CR[r0]
@@ -698,7 +701,7 @@ class System:
                     raise GeneralProtection(0)  # leaving protected mode: not supported
             if n == 4 and v & ~CR4_SUPPORTED:
                 raise GeneralProtection(0)
-            getattr(hooks, f"write_cr{n}")(v)
+            getattr(hooks, _WRITE_CR[n])(v)
             return None
         if r1 in _DR or r0 in _DR:
             n = _DR[r1] if r1 in _DR else _DR[r0]

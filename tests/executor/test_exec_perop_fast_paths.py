@@ -212,3 +212,19 @@ def test_the_eip_map_names_both_pages_of_a_block_that_goes_on_past_its_page(
             want.setdefault(last, set()).add(eip)
     assert ex._eip_pages == want
     assert any(len(v) and k == (CODE >> PAGE_SHIFT) + 1 for k, v in want.items())
+
+
+def test_what_delivery_reads_of_an_exception_is_what_its_class_is() -> None:
+    """Delivery asks an exception's class attributes what it once asked ``isinstance``:
+    software interrupts (gate DPL checked) are ``int n``, ``int3`` and ``into``, the
+    external event (EXT) is an acknowledged interrupt, CR2 is loaded for #PF only."""
+    from pvframe.executor import faults
+
+    classes = [c for c in vars(faults).values()
+               if isinstance(c, type) and issubclass(c, faults.GuestException)]
+    assert len(classes) >= 15
+    for cls in classes:
+        assert cls.software == issubclass(
+            cls, faults.SoftwareInterrupt | faults.Breakpoint | faults.Overflow), cls
+        assert cls.external == issubclass(cls, faults.ExternalInterrupt), cls
+        assert cls.sets_cr2 == issubclass(cls, faults.PageFault), cls
