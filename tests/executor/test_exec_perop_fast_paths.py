@@ -11,7 +11,9 @@
   ``MMU.translate`` gives;
 * the EIP map's entries :meth:`~pvframe.executor.cpu.Executor._lookup` makes in line
   name the virtual page of each block's first byte and of its last (a block whose
-  instructions go on past its page's end).
+  instructions go on past its page's end);
+* fault delivery's class attributes (``software``, ``external``, ``sets_cr2``) say of
+  every exception class what ``isinstance`` said.
 """
 
 from __future__ import annotations
