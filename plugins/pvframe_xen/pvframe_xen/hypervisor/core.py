@@ -160,6 +160,8 @@ _DENSE_RUN_KEPT = 32
 _TRAP_TABLES: dict[int, tuple[list[TrapInfo], dict[int, TrapInfo], int]] = {}
 #: machine words are written in the host's order through a ``memoryview`` cast
 _LITTLE_ENDIAN_HOST = sys.byteorder == "little"
+#: the frame types a NORMAL_PT_UPDATE modifies as page-table entries (``mod_l?_entry``)
+_TABLE_UPDATE_TYPES = frozenset({PGT_l1_page_table, *L2_TYPES, PGT_l3_page_table})
 
 
 def _is_seq(x: Any) -> bool:
@@ -1024,7 +1026,7 @@ class XenHypervisor:
                 return -EINVAL
             page = self.frames.pages[mfn]
             okay = False
-            if page.type in (PGT_l1_page_table, *L2_TYPES, PGT_l3_page_table):
+            if page.type in _TABLE_UPDATE_TYPES:
                 ptype = page.type
                 if mm.get_page_type(mfn, ptype):
                     if ptype == PGT_l1_page_table:
