@@ -368,7 +368,7 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
         while True:
             t = hv.time
             version = t.version
-            snap = (t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift)
+            snap = t.pvclock_fields()
             if not version & 1 and version == t.version:
                 break
         return units.pvclock_ns(int(machine.platform.msrs.read_tsc()), *snap)

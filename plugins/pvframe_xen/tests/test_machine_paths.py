@@ -15,8 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pvframe_xen import backend
 from pvframe_xen.guest.events import XenEventSource
-from pvframe_xen.hypervisor import domain_copy
+from pvframe_xen.hypervisor import core, domain_copy
+from pvframe_xen.hypervisor.abi import EFAULT
 from pvframe_xen.hypervisor.memory import MachineMemory
+from pvframe_xen.hypervisor.shared import VcpuTimeInfo
 
 from pvframe.machine import Machine, MachineConfig
 from pvframe.platform.events import HypervisorEventSource
@@ -208,3 +210,41 @@ def test_a_released_machine_leaves_nothing_of_its_domain_to_the_collector() -> N
         gc.enable()
     assert not [type(o).__name__ for o in left if type(o).__module__.startswith("pvframe_xen.hypervisor")]
     assert all(not vars(o) for o in left), [type(o).__name__ for o in left]
+
+
+# ---------------------------------------------------------------- the time record, hypercalls
+
+@settings(max_examples=100, deadline=None)
+@given(raw=st.binary(min_size=64, max_size=64), base=st.sampled_from([0, 32]))
+def test_the_pvclock_fields_read_at_once_are_the_fields(raw: bytes, base: int) -> None:
+    """:meth:`VcpuTimeInfo.pvclock_fields` (one unpack) is the four fields the pvclock
+    formula reads, each through its own property (xen.h ``struct vcpu_time_info``)."""
+    t = VcpuTimeInfo(bytearray(raw), base)
+    assert t.pvclock_fields() == (t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift)
+
+
+_ARG = st.one_of(st.integers(-(1 << 70), 1 << 70), st.integers(0, 0xFFFFFFFF), st.none(),
+                 st.just(True), st.text(max_size=2), st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=200, deadline=None)
+@given(args=st.lists(_ARG, max_size=8), kinds=st.text(alphabet="ip", min_size=6, max_size=6))
+def test_dispatch_hands_the_handler_the_register_values(args: list[Any], kinds: str) -> None:
+    """``_dispatch`` pads the arguments to six, masks each register (``i``) argument to
+    32 bits and refuses a non-integer one with -EFAULT: against that rule written as the
+    general formula, for any arguments and argument kinds."""
+    number = 99
+    got: list[Any] = []
+    core._HANDLERS[number] = lambda _hv, *a: got.append(list(a)) or 0
+    core._INT_ARGS[number] = tuple(i for i, k in enumerate(kinds) if k == "i")
+    try:
+        rc = core.XenHypervisor._dispatch(None, number, tuple(args))  # type: ignore[arg-type]
+    finally:
+        del core._HANDLERS[number], core._INT_ARGS[number]
+    padded = [*args[:6], *(0,) * (6 - min(6, len(args)))]
+    if any(not isinstance(padded[i], int) for i, k in enumerate(kinds) if k == "i"):
+        assert (rc, got) == (-EFAULT, [])
+        return
+    expected = [v & 0xFFFFFFFF if k == "i" else v for v, k in zip(padded, kinds, strict=True)]
+    assert rc == 0 and got == [expected]
+    assert all(type(a) is type(e) for a, e in zip(got[0], expected, strict=True))

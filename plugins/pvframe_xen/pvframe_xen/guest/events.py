@@ -71,9 +71,7 @@ ICR_LEVEL, ICR_DEST_LOGICAL = 1 << 15, 1 << 11
 
 def tsc_for_system_time(ns: int, t: Any) -> int:
     """The first TSC at which Xen's pvclock time (record ``t``) reaches ``ns``."""
-    return units.pvclock_tsc_for_ns(
-        ns, t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift
-    )
+    return units.pvclock_tsc_for_ns(ns, *t.pvclock_fields())
 
 
 XEN_CLOCKEVENT_RATING = 500
@@ -124,9 +122,7 @@ class XenTimerDriver:
         """The next expiry, in Xen system time, programmed through the clockevents layer
         (``clockevents_program_event`` -> ``xen_vcpuop_set_next_event``)."""
         t = self.hv.time
-        self.target_ns = units.pvclock_ns(
-            expiry_tsc, t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift
-        )
+        self.target_ns = units.pvclock_ns(expiry_tsc, *t.pvclock_fields())
         self._program()
 
     def cancel(self) -> None:
