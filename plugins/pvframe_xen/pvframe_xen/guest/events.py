@@ -388,6 +388,7 @@ class XenEventSource(HypervisorEventSource):
         self._cpu = machine.cpu
         #: (the timer driver's own method: the executor asks before every block)
         self.timer_deadline_tsc = vapic.timer.deadline_tsc  # type: ignore[method-assign]
+        self._driver = vapic.timer
 
     def _fold_if(self) -> None:
         """:meth:`pvframe_xen.guest.irq.IrqOps._pull_mask` for ``hv``: VCPU 0's
@@ -399,13 +400,20 @@ class XenEventSource(HypervisorEventSource):
         before every block): the platform's next device event and Xen's next timer as
         an instruction count, the earlier of the two."""
         dev = self.platform.next_deadline(icount)
-        tsc = self.timer_deadline_tsc()
-        if tsc is None:
+        # (:meth:`XenTimerDriver.deadline_tsc` and :func:`units.icount_for_tsc` inline)
+        deadline = self.hv.next_timer_deadline_ns()
+        if deadline is None:
             return dev
+        driver = self._driver
+        if driver.armed_tsc is None or driver.armed_ns != deadline:
+            driver.armed_ns, driver.armed_tsc = deadline, self.hv.tsc_for_ns(deadline)
         tb = self.timebase
-        timer = units.icount_for_tsc(tsc, tb.skipped, tb.cycles_per_instruction)
-        if timer < icount:
-            timer = icount
+        cpi = tb.cycles_per_instruction
+        if cpi <= 0:  # (the time base refuses such a rate: icount_for_tsc's error)
+            units.icount_for_tsc(driver.armed_tsc, tb.skipped, cpi)
+        timer = -((tb.skipped - driver.armed_tsc) // cpi)
+        if timer < icount or timer < 0:
+            timer = max(icount, 0)
         return timer if dev is None or timer < dev else dev
 
     def timer_deadline_tsc(self) -> int | None:
