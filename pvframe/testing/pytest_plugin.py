@@ -386,13 +386,33 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
-    """pytest-xdist's controller: add up the figures of a worker that finished."""
+    """pytest-xdist's controller: add up the figures of a worker that finished, and
+    import what the terminal summaries will need (:func:`_ready_for_the_summaries`)."""
     wire = getattr(node, "workeroutput", {}).get("pvframe_stats")
     if wire:
         from pvframe.testing import kit_stats, shards
 
         shards.merge(kit_stats.STATS, wire)
         WORKERS_REPORTED.append(str(getattr(node, "gateway", node)))
+    config = getattr(node, "config", None)
+    if config is not None:
+        _ready_for_the_summaries(config, bool(wire))
+
+
+def _ready_for_the_summaries(config: pytest.Config, kit_figures: bool) -> None:
+    """The controller's imports for the terminal summaries, made when a worker finishes
+    instead of after the last one has exited.
+
+    The controller imports neither Hypothesis nor pvframe's catalogue to start its
+    workers (:func:`_runs_no_test`), but the summaries do: Hypothesis's plugin imports
+    Hypothesis to look for observability files (~0.1 CPU s), this plugin the catalogue to
+    name the paravirt ops the kit did not reach (~0.035 s). Printed after every worker
+    has exited, they are the run's last step; made when the first worker reports, they
+    overlap the other worker's last tests and the workers' exits."""
+    if kit_figures:
+        from pvframe import catalogue  # noqa: F401  (pytest_terminal_summary's)
+    if config.pluginmanager.has_plugin("hypothesispytest"):
+        _import_hypothesis_unrewritten()
 
 
 #: the pytest-xdist workers whose figures the controller added up
