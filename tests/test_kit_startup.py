@@ -160,6 +160,43 @@ def test_the_library_finder_leaves_other_modules_and_the_suite_to_the_others() -
 
     spec = finder.find_spec("pvframe.testing.oracle", pvframe.testing.__path__)
     assert spec is not None and spec.origin.endswith("oracle.py")
+    xdist = pytest.importorskip("xdist")
+    spec = finder.find_spec("xdist.dsession", xdist.__path__)
+    assert spec is not None and spec.origin.endswith("dsession.py")
+    assert finder.find_spec("xdistant", None) is None
+
+
+RECORD_XDIST_LOADERS = """
+import os
+import sys
+
+
+def pytest_sessionstart(session):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller's
+    with open("xdist-loaders.txt", "w") as f:
+        f.write(repr({name: type(sys.modules[name].__loader__).__name__ for name in (
+            "xdist.dsession", "xdist.workermanage", "xdist.scheduler.load")}))
+"""
+
+
+def test_an_xdist_controller_loads_xdists_own_modules_past_the_rewriter(
+    tmp_path: Path,
+) -> None:
+    """The controller of ``pytest -n 2`` imports pytest-xdist's session, worker manager
+    and scheduler with Python's own loader (their compiled bytecode), not through
+    pytest's assertion rewriter, before it starts its workers."""
+    pytest.importorskip("xdist")
+    (tmp_path / "conftest.py").write_text(RECORD_XDIST_LOADERS)
+    (tmp_path / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+         "test_nothing.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+    assert eval((tmp_path / "xdist-loaders.txt").read_text()) == dict.fromkeys(
+        ("xdist.dsession", "xdist.workermanage", "xdist.scheduler.load"), "SourceFileLoader")
 
 
 RECORD_HYPOTHESIS = """

@@ -179,6 +179,8 @@ def _load_default_profile(config: pytest.Config) -> None:
 
 #: pvframe's modules whose asserts are test assertions: pytest rewrites them as usual
 REWRITTEN = frozenset({"pvframe.testing.conformance"})
+#: packages of other pytest plugins found past the rewriter (:class:`LibraryFinder`)
+UNREWRITTEN_PACKAGES = frozenset({"hypothesis", "xdist"})
 
 
 class LibraryFinder:
@@ -195,14 +197,20 @@ class LibraryFinder:
     marked for rewriting and is found here as Python would find it anyway.
 
     Hypothesis's modules are found here too (see :func:`_import_hypothesis_unrewritten`),
-    those it imports later in the run included."""
+    those it imports later in the run included, and pytest-xdist's: registering a pytest
+    plugin, its distribution is marked for rewriting too, and the modules it imports once
+    pytest is configured (its scheduler, the controller's session and worker manager, the
+    worker's side) are ~0.1 CPU s of parsing and rewriting per process, on the controller's
+    path before it starts its workers. (Their entry-point modules, ``xdist.plugin`` and
+    Hypothesis's pytest plugin, are imported before this finder is in place.)"""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         import importlib.machinery
 
-        if name == "hypothesis" or name.startswith("hypothesis."):
-            # its asserts are internal checks too: imported later in the run (a strategy
-            # module on first use), it would be rewritten in every process
+        if name.partition(".")[0] in UNREWRITTEN_PACKAGES:
+            # their asserts are internal checks too: imported later in the run (a strategy
+            # module on first use, xdist's scheduler), they would be rewritten in every
+            # process
             return importlib.machinery.PathFinder.find_spec(name, path, target)
         if not name.startswith("pvframe.") or name in REWRITTEN:
             return None
