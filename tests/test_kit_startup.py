@@ -160,6 +160,43 @@ def test_the_library_finder_leaves_other_modules_and_the_suite_to_the_others() -
 
     spec = finder.find_spec("pvframe.testing.oracle", pvframe.testing.__path__)
     assert spec is not None and spec.origin.endswith("oracle.py")
+    xdist = pytest.importorskip("xdist")
+    spec = finder.find_spec("xdist.dsession", xdist.__path__)
+    assert spec is not None and spec.origin.endswith("dsession.py")
+    assert finder.find_spec("xdistant", None) is None
+
+
+RECORD_XDIST_LOADERS = """
+import os
+import sys
+
+
+def pytest_sessionstart(session):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller's
+    with open("xdist-loaders.txt", "w") as f:
+        f.write(repr({name: type(sys.modules[name].__loader__).__name__ for name in (
+            "xdist.dsession", "xdist.workermanage", "xdist.scheduler.load")}))
+"""
+
+
+def test_an_xdist_controller_loads_xdists_own_modules_past_the_rewriter(
+    tmp_path: Path,
+) -> None:
+    """The controller of ``pytest -n 2`` imports pytest-xdist's session, worker manager
+    and scheduler with Python's own loader (their compiled bytecode), not through
+    pytest's assertion rewriter, before it starts its workers."""
+    pytest.importorskip("xdist")
+    (tmp_path / "conftest.py").write_text(RECORD_XDIST_LOADERS)
+    (tmp_path / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+         "test_nothing.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+    assert eval((tmp_path / "xdist-loaders.txt").read_text()) == dict.fromkeys(
+        ("xdist.dsession", "xdist.workermanage", "xdist.scheduler.load"), "SourceFileLoader")
 
 
 RECORD_HYPOTHESIS = """
@@ -279,3 +316,45 @@ def test_only_the_newest_stored_harnesses_are_kept(harness_store: Any) -> None:
     kept = sorted(f.name for f in folder.glob("*.json"))
     assert len(kept) == asm.KEPT_HARNESSES and asm._harness_file().name in kept
     assert f"{0:040x}.json" not in kept
+
+
+RECORD_SUMMARY_IMPORTS = """
+import os
+import sys
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_terminal_summary(terminalreporter):
+    name = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(f"summary-{name}.txt", "w") as f:
+        f.write(repr(["hypothesis" in sys.modules, "pvframe.catalogue" in sys.modules]))
+"""
+
+KIT_FIGURES = """
+from pvframe.testing.kit_stats import STATS, KitStats
+
+
+def test_a_kit_figure():
+    STATS.setdefault("native", KitStats()).examples += 1
+"""
+
+
+def test_an_xdist_controller_imports_the_summaries_needs_when_a_worker_finishes(
+    tmp_path: Path,
+) -> None:
+    """The controller of ``pytest -n 2`` has Hypothesis (its plugin's summary imports
+    it) and pvframe's catalogue (the kit's summary) imported by the time the summaries are
+    printed, when its workers reported: not as the run's last step, after they exited."""
+    pytest.importorskip("xdist")
+    (tmp_path / "conftest.py").write_text(RECORD_SUMMARY_IMPORTS)
+    (tmp_path / "test_figures.py").write_text(KIT_FIGURES)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+         "test_figures.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+    assert "pvframe equivalence kit: (1 workers)" in proc.stdout, proc.stdout
+    assert (tmp_path / "summary-main.txt").read_text() == repr([True, True])

@@ -120,6 +120,7 @@ from pvframe.executor.translate import (
 )
 from pvframe.executor.translate.registers import OFF_EIP
 from pvframe.platform.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
+from pvframe.platform.mmu import CR0_PG as _CR0_PG
 
 MAX_INSNS = 64
 #: runs through the dispatch loop after which a block starts a hot region
@@ -438,6 +439,7 @@ class Executor:
                 block_at = self._by_eip.get
                 mmu = self.mmu
                 gen = self._gen
+                execute = self.system.execute
                 while True:
                     if mmu.generation != gen:
                         self._mmu_flushed()
@@ -456,7 +458,10 @@ class Executor:
                         # ``end``, an interrupt it can take now); it may have changed
                         # CPL (the other EIP map) or flushed (checked above). ~33 of a
                         # kit program's instructions are system instructions.
-                        self._special(blk)
+                        if blk.kind == "sys":
+                            execute(blk)  # (what _special does for it, one call less)
+                        else:
+                            self._special(blk)
                         dl = self._deadline = env.next_deadline()
                         if self.shadow is not None or cpu.halted or \
                                 self.stop_reason is not None or \
@@ -683,9 +688,8 @@ class Executor:
             pages[first] = {eip}
         else:
             eips.add(eip)
-        last = ((eip + max(blk.length, 1) - 1) & 0xFFFFFFFF) >> PAGE_SHIFT
-        if last != first:
-            pages.setdefault(last, set()).add(eip)
+        if (eip & PAGE_MASK) + blk.length > PAGE_SIZE:  # (the last byte on the next page)
+            pages.setdefault(((eip + blk.length - 1) & 0xFFFFFFFF) >> PAGE_SHIFT, set()).add(eip)
 
     def _mmu_flushed(self) -> None:
         """The MMU flushed (``mmu.generation`` changed): drop the EIP maps' entries on
@@ -812,7 +816,11 @@ class Executor:
                 page = r8.get(addr - off)
                 if page is not None:
                     return page[off] if size == 1 else from_bytes(page[off:off + size], "little")
-                if special(addr, size, False):
+                # ``special`` for one page, in line (a page's first access in a block
+                # comes here: ~16 per kit program): translated first, so a #PF is the
+                # access's own; claimed MMIO restarts
+                pa = translate(addr, False)
+                if not is_ram(pa, size) and claimed(pa):
                     raise Restart
             elif ((addr & ~PAGE_MASK) not in r8 or ((addr + size - 1) & ~PAGE_MASK) not in r8) \
                     and special(addr, size, False):
@@ -834,7 +842,15 @@ class Executor:
                         page[off:off + size] = (value & ((1 << (size << 3)) - 1)).to_bytes(
                             size, "little")
                     return
-            if special(addr, size, True):
+                # ``special`` for one page, in line, as in ``ldb``; a store into
+                # translated bytes restarts too
+                pa = translate(addr, True)
+                if is_ram(pa, size):
+                    if (pa >> PAGE_SHIFT) in code_pages and translated(pa, size):
+                        raise Restart
+                elif claimed(pa):
+                    raise Restart
+            elif special(addr, size, True):
                 raise Restart
             write(addr, size, value)
 
@@ -888,7 +904,15 @@ class Executor:
 
     # ------------------------------------------------------------------ translation
     def _lookup(self, eip: int, budget: int) -> Block:
-        paddr = self.mmu.translate(eip)  # instruction fetch (#PF with CR2 = eip)
+        # The instruction fetch (#PF with CR2 = eip): with paging on, a TLB entry for the
+        # page that this privilege may read from gives the address as ``mmu.translate``
+        # would (a read needs neither a walk nor a D bit), without the call.
+        mmu = self.mmu
+        tlb_entry = mmu.tlb.get(eip >> PAGE_SHIFT) if mmu.cpu.cr0 & _CR0_PG else None
+        if tlb_entry is not None and (tlb_entry[2] or not mmu.user):
+            paddr = tlb_entry[0] | (eip & PAGE_MASK)
+        else:
+            paddr = mmu.translate(eip)
         if self._dormant and paddr >> PAGE_SHIFT in self._dormant:
             self._wake(paddr >> PAGE_SHIFT)  # (taken-over blocks on the page: checked now)
         if paddr in self.entry_points:
@@ -916,11 +940,23 @@ class Executor:
                 reg = self._blocks.get((paddr, eip, REGION))
                 if reg is not None:
                     blk = reg  # (its other blocks are on this page: this fetch covers them)
-            self._map_eip(eip, blk)
-        elif blk.n < limit and not blk.limited:
-            self._map_eip(eip, blk)  # not a shortened variant: the block for this address
+            mapped = True
+        else:
+            mapped = blk.n < limit and not blk.limited  # not a shortened variant
+        if mapped:
+            # (what _map_eip does, in line: the block for this address, named on the
+            # virtual page(s) its instruction fetch went through)
+            self._by_eip[eip] = blk
+            vpn = eip >> PAGE_SHIFT
+            named = self._eip_pages.get(vpn)
+            if named is None:
+                self._eip_pages[vpn] = {eip}
+            else:
+                named.add(eip)
+            if (eip & PAGE_MASK) + blk.length > PAGE_SIZE:
+                self._map_eip_pages(eip, blk)
         if self._carried:
-            got = self._carried.pop((self.mmu.user, eip >> PAGE_SHIFT), None)
+            got = self._carried.pop((mmu.user, eip >> PAGE_SHIFT), None)
             if got is not None:
                 self._restore_eip_page(eip, paddr >> PAGE_SHIFT, got)
         return blk

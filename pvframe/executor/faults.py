@@ -49,6 +49,14 @@ class GuestException(Exception):
     contributory: bool = False
     #: traps report the address of the *next* instruction (int3, into, int n)
     trap: bool = False
+    #: raised by ``int n``, ``int3`` or ``into``: the gate's DPL is checked against CPL
+    #: (SDM Vol. 3A §6.12.1.1)
+    software: bool = False
+    #: an external event (EXT = 1 in the error code of a fault its delivery raises,
+    #: SDM Vol. 3A §6.13)
+    external: bool = False
+    #: delivery loads CR2 with ``address`` (#PF, SDM Vol. 3A §6.15 interrupt 14)
+    sets_cr2: bool = False
 
     def __init__(self, error_code: int = 0) -> None:
         super().__init__(error_code)
@@ -71,11 +79,11 @@ class DebugException(GuestException):
 
 
 class Breakpoint(GuestException):
-    vector, mnemonic, trap = 3, "#BP", True
+    vector, mnemonic, trap, software = 3, "#BP", True, True
 
 
 class Overflow(GuestException):
-    vector, mnemonic, trap = 4, "#OF", True
+    vector, mnemonic, trap, software = 4, "#OF", True, True
 
 
 class BoundRange(GuestException):
@@ -113,7 +121,7 @@ class GeneralProtection(GuestException):
 class PageFault(GuestException):
     """#PF: ``error_code`` bits P(0) W/R(1) U/S(2) RSVD(3) I/D(4); ``address`` -> CR2."""
 
-    vector, mnemonic, has_error_code = 14, "#PF", True
+    vector, mnemonic, has_error_code, sets_cr2 = 14, "#PF", True, True
 
     def __init__(self, error_code: int, address: int) -> None:
         super().__init__(error_code)
@@ -128,7 +136,7 @@ class PageFault(GuestException):
 class SoftwareInterrupt(GuestException):
     """``int n``: delivered like an interrupt with the return address after the insn."""
 
-    mnemonic, trap = "INT", True
+    mnemonic, trap, software = "INT", True, True
 
     def __init__(self, vector: int) -> None:
         super().__init__(0)
@@ -138,7 +146,7 @@ class SoftwareInterrupt(GuestException):
 class ExternalInterrupt(GuestException):
     """An interrupt acknowledged from ``env`` (EXT=1 in error codes it causes)."""
 
-    mnemonic = "IRQ"
+    mnemonic, external = "IRQ", True
 
     def __init__(self, vector: int) -> None:
         super().__init__(0)
@@ -211,15 +219,17 @@ def _deliver_once(ex: Executor, exc: GuestException) -> None:
         return
     cpu = ex.cpu
     vector = exc.vector & 0xFF
-    ext = 1 if isinstance(exc, ExternalInterrupt) else 0
-    soft = isinstance(exc, SoftwareInterrupt | Breakpoint | Overflow)
+    ext = 1 if exc.external else 0
+    soft = exc.software
     idt_code = vector * 8 + 2 + ext
     if vector * 8 + 7 > cpu.idtr.limit:
         raise GeneralProtection(idt_code)
     mmu = ex.mmu
     base = cpu.idtr.base + vector * 8
-    lo = mmu.read(base, 4, False)
-    hi = mmu.read(base + 4, 4, False)
+    gate = mmu.fast_dwords(base, 2, False)
+    if gate is None:
+        gate = (mmu.read(base, 4, False), mmu.read(base + 4, 4, False))
+    lo, hi = gate
     gtype = (hi >> 8) & 0x1F
     if gtype not in (0x0E, 0x0F, 0x05):
         raise GeneralProtection(idt_code)
@@ -232,15 +242,13 @@ def _deliver_once(ex: Executor, exc: GuestException) -> None:
     if gtype == 0x05:  # task gate (SDM Vol. 3A §6.12.2): a task switch, no stack frame
         from pvframe.executor import tasks
 
-        if isinstance(exc, PageFault):
-            cpu.cr2 = exc.address
+        if exc.sets_cr2:
+            cpu.cr2 = exc.address  # type: ignore[attr-defined]  # (a PageFault's)
         target = tasks.tss_of_gate(ex.system, selector, ext)
         tasks.switch_task(ex.system, target, tasks.INT, cpu.eip,
                           exc.error_code if exc.has_error_code else None, ext)
         return
     offset = (hi & 0xFFFF0000) | (lo & 0xFFFF)
-    from pvframe.executor.privilege import inner_stack  # (it imports this module)
-
     system = ex.system
     clo, chi, caddr = system.read_code_descriptor(selector, ext)
     dpl = (chi >> 13) & 3
@@ -257,21 +265,28 @@ def _deliver_once(ex: Executor, exc: GuestException) -> None:
     new_cpl = cpl
     esp = cpu.esp
     if not (chi >> 8) & 0x4 and dpl < cpl:  # inter-privilege: the TSS's stack for DPL
+        from pvframe.executor.privilege import inner_stack  # (it imports this module)
+
         new_cpl = dpl
         stack = inner_stack(system, dpl, ext)
         frame[:0] = [cpu.ss.selector, esp]
         esp = stack[1]
     desc = system.code_segment((selector & 0xFFFC) | new_cpl, clo, chi)
     user = new_cpl == 3
-    if isinstance(exc, PageFault):
-        cpu.cr2 = exc.address
+    if exc.sets_cr2:
+        cpu.cr2 = exc.address  # type: ignore[attr-defined]  # (a PageFault's)
     new_esp = (esp - 4 * len(frame)) & 0xFFFFFFFF
-    # Translate every slot for write before storing anything (precise, no partial frame).
-    for i in range(len(frame)):
-        mmu.translate((new_esp + 4 * i) & 0xFFFFFFFF, True, user)
+    frame.reverse()  # (the lowest address first)
+    # Translate every slot for write before storing anything (precise, no partial frame):
+    # nothing to do when the frame lies in one page of the fast write map (each would be
+    # a TLB hit without side effect), where it is then stored at once.
+    if mmu.fast_write_page(new_esp, 4 * len(frame), user) is None:
+        for i in range(len(frame)):
+            mmu.translate((new_esp + 4 * i) & 0xFFFFFFFF, True, user)
     system.set_accessed(caddr, chi)
-    for i, value in enumerate(reversed(frame)):
-        mmu.write((new_esp + 4 * i) & 0xFFFFFFFF, 4, value, user)
+    if not mmu.stored_dwords(new_esp, frame, user):
+        for i, value in enumerate(frame):
+            mmu.write((new_esp + 4 * i) & 0xFFFFFFFF, 4, value, user)
     if stack is not None:
         ss_seg, _esp, ss_addr, ss_hi = stack
         system.set_accessed(ss_addr, ss_hi)

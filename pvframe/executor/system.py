@@ -68,6 +68,9 @@ _GPR8: dict[int, tuple[str, int]] = {R.AL: ("eax", 0), R.CL: ("ecx", 0), R.DL: (
 _SREG: dict[int, str] = {R.ES: "es", R.CS: "cs", R.SS: "ss", R.DS: "ds", R.FS: "fs", R.GS: "gs"}
 _CR = {getattr(R, f"CR{i}"): i for i in range(16) if hasattr(R, f"CR{i}")}
 _DR = {getattr(R, f"DR{i}"): i for i in range(16) if hasattr(R, f"DR{i}")}
+#: the hooks of ``mov`` from and to the control registers there are (0, 2, 3, 4)
+_READ_CR = {n: f"read_cr{n}" for n in (0, 2, 3, 4)}
+_WRITE_CR = {n: f"write_cr{n}" for n in (0, 2, 3, 4)}
 
 CF, ZF, OF = 0x1, 0x40, 0x800
 VM, RF, NT, VIF, VIP = 1 << 17, 1 << 16, 1 << 14, 1 << 19, 1 << 20
@@ -267,12 +270,18 @@ class System:
         mmu.translate((addr + size - 1) & 0xFFFFFFFF, True)
 
     def push32_many(self, values: list[int]) -> None:
+        """Push ``values`` (the first one pushed first, so it ends highest): every byte's
+        page translated for write before the first store (a fault leaves no partial
+        push); all at once when the stack's page is in the fast write map
+        (:meth:`pvframe.platform.mmu.MMU.stored_dwords`)."""
         cpu = self.cpu
         esp = cpu.esp
         new = (esp - 4 * len(values)) & 0xFFFFFFFF
-        self.check_write(new, 4 * len(values))
-        for k, v in enumerate(values):
-            self.ex.mmu.write((esp - 4 * (k + 1)) & 0xFFFFFFFF, 4, v)
+        mmu = self.ex.mmu
+        if not mmu.stored_dwords(new, values[::-1]):
+            self.check_write(new, 4 * len(values))
+            for k, v in enumerate(values):
+                mmu.write((esp - 4 * (k + 1)) & 0xFFFFFFFF, 4, v)
         cpu.esp = new
 
     # ------------------------------------------------------------------ descriptors
@@ -292,6 +301,9 @@ class System:
             raise GeneralProtection((sel & 0xFFFC) | ext)
         addr = (base + idx) & 0xFFFFFFFF
         mmu = self.ex.mmu  # descriptor tables: supervisor-mode accesses at any CPL
+        both = mmu.fast_dwords(addr, 2, False)
+        if both is not None:
+            return both[0], both[1], addr
         lo = int(mmu.read(addr, 4, False))
         hi = int(mmu.read((addr + 4) & 0xFFFFFFFF, 4, False))
         return lo, hi, addr
@@ -310,9 +322,9 @@ class System:
             self.ex.mmu.write((addr + 4) & 0xFFFFFFFF, 4, hi | 0x100, False)
 
     def flat_only(self, name: str, seg: Segment) -> None:
-        from pvframe.executor.cpu import StopExecution
+        if seg.base != 0 and name in ("cs", "ds", "es", "ss"):
+            from pvframe.executor.cpu import StopExecution
 
-        if name in ("cs", "ds", "es", "ss") and seg.base != 0:
             raise StopExecution(f"unsupported: non-zero base in {name}")
 
     def load_sreg(self, name: str, sel: int) -> None:
@@ -515,9 +527,11 @@ class System:
             self.task_return()
             return
         esp = cpu.esp
-        eip = self.mem_read(esp, 4)
-        cs = self.mem_read(esp + 4, 4) & 0xFFFF
-        fl = self.mem_read(esp + 8, 4)
+        popped = self.ex.mmu.fast_dwords(esp, 3)
+        if popped is None:
+            popped = (self.mem_read(esp, 4), self.mem_read(esp + 4, 4), self.mem_read(esp + 8, 4))
+        eip, cs, fl = popped
+        cs &= 0xFFFF
         cpl = cpu.cs.selector & 3
         if fl & VM and cpl == 0:
             raise GeneralProtection(0)  # return to virtual-8086 mode: not supported
@@ -673,7 +687,7 @@ class System:
             n = _CR[r1]
             if n not in (0, 2, 3, 4):
                 raise InvalidOpcode()
-            self.set_reg(r0, getattr(hooks, f"read_cr{n}")())
+            self.set_reg(r0, getattr(hooks, _READ_CR[n])())
             return None
         if r0 in _CR:
             n = _CR[r0]
@@ -687,7 +701,7 @@ class System:
                     raise GeneralProtection(0)  # leaving protected mode: not supported
             if n == 4 and v & ~CR4_SUPPORTED:
                 raise GeneralProtection(0)
-            getattr(hooks, f"write_cr{n}")(v)
+            getattr(hooks, _WRITE_CR[n])(v)
             return None
         if r1 in _DR or r0 in _DR:
             n = _DR[r1] if r1 in _DR else _DR[r0]

@@ -335,6 +335,40 @@ _ICO_FIELD = {enums_to_ints[f"Ico_{n}"]: (n, t) for n, t in (
 _ICO_FLOAT = {enums_to_ints[f"Ico_{n}"]: (n, t) for n, t in (
     ("F32", "Ity_F32"), ("F64", "Ity_F64"), ("F32i", "Ity_F32"), ("F64i", "Ity_F64"))}
 _NULL = ffi.NULL
+
+
+def _field(ctype: Any, name: str) -> Any:
+    """The C type of field ``name`` of the struct or union ``ctype``."""
+    return dict(ctype.fields)[name].type
+
+
+def _c_types() -> dict[str, Any]:
+    """The C types this module names, read off the signatures of pyvex's C functions and
+    the fields of libVEX's structs (``libvex_ir.h``, ``libvex.h``) instead of spelt as
+    strings: ``ffi.typeof("IRExpr")`` runs cffi's C parser (pycparser) over a declaration
+    that repeats every typedef of pyvex's header, 4-5 ms per name, ~50 ms of every
+    process's start for the dozen names here (the same types: a test compares them with
+    the parsed names')."""
+    irsb = ffi.typeof(pvc.deepCopyIRSB).result.item
+    expr_p = _field(irsb, "next")
+    union = _field(expr_p.item, "Iex")
+    return {
+        "IRSB": irsb, "IRExpr *": expr_p, "IRExpr": expr_p.item,
+        "IRStmt *": _field(irsb, "stmts").item, "IRStmt": _field(irsb, "stmts").item.item,
+        "IRTypeEnv": _field(irsb, "tyenv").item,
+        "IRType": _field(_field(irsb, "tyenv").item, "types").item,
+        "IRConst *": _field(_field(union, "Const"), "con"),
+        "IRConst": _field(_field(union, "Const"), "con").item,
+        "IRCallee": _field(_field(union, "CCall"), "cee").item,
+        "VexArchInfo *": ffi.typeof(pvc.LibVEX_default_VexArchInfo).args[0],
+        "char *": ffi.typeof(pvc.LibVEX_ppVexArch).result,
+        "void *": ffi.BVoidP,
+        # a pointer's address as an integer (the raw reader's hosts: 64-bit pointers)
+        "unsigned long long": ffi.typeof(pvc.IRConst_U64).args[0],
+    }
+
+
+_T = _c_types()
 # libVEX logs into pyvex's message buffer below this level; mirror pyvex's own setting
 pvc.log_level = logging.getLogger("pyvex.lifting.libvex").getEffectiveLevel()
 
@@ -468,7 +502,7 @@ def _stmt(c: Any, tmps: dict[int, RdTmp]) -> Any:
 # kinds (CAS, PutI, Dirty, GetI, Triop...) go through the cffi readers above.
 #: the host's address space as one buffer: node pointers are offsets into it (a memoryview:
 #: a cffi buffer object costs ~1 µs per ``unpack_from``)
-_MEMORY = memoryview(ffi.buffer(ffi.cast("char *", 0), sys.maxsize))
+_MEMORY = memoryview(ffi.buffer(ffi.cast(_T["char *"], 0), sys.maxsize))
 _NODE = struct.Struct("<I4xIIQQ").unpack_from
 _CONST = struct.Struct("<I4xQ").unpack_from
 _PTR = struct.Struct("<Q").unpack_from
@@ -481,7 +515,9 @@ _F64 = struct.Struct("<d").unpack
 def _layout_holds() -> bool:
     """Whether pyvex's declarations of the IR nodes have the layout the raw reader
     assumes, on a little-endian 64-bit host (if not, every node is read through cffi)."""
-    o = ffi.offsetof
+    def o(name: str, *fields: str) -> int:
+        return int(ffi.offsetof(_T[name], *fields))
+
     e = [("Binop", "op", 8), ("Binop", "arg1", 16), ("Binop", "arg2", 24), ("Unop", "op", 8),
          ("Unop", "arg", 16), ("Get", "offset", 8), ("Get", "ty", 12), ("RdTmp", "tmp", 8),
          ("Load", "ty", 12), ("Load", "addr", 16), ("Const", "con", 8), ("ITE", "cond", 8),
@@ -490,15 +526,16 @@ def _layout_holds() -> bool:
     s = [("IMark", "addr", 8), ("IMark", "len", 16), ("Put", "offset", 8), ("Put", "data", 16),
          ("WrTmp", "tmp", 8), ("WrTmp", "data", 16), ("Store", "addr", 16),
          ("Store", "data", 24), ("Exit", "guard", 8), ("Exit", "dst", 16), ("Exit", "jk", 24)]
-    return (sys.byteorder == "little" and ffi.sizeof("void *") == 8
-            and ffi.sizeof("IRExpr") == ffi.sizeof("IRStmt") == 32
+    size = ffi.sizeof
+    return (sys.byteorder == "little" and size(_T["void *"]) == 8
+            and size(_T["IRExpr"]) == size(_T["IRStmt"]) == 32
             and all(o("IRExpr", "Iex", k, f) == at for k, f, at in e)
             and all(o("IRStmt", "Ist", k, f) == at for k, f, at in s)
             and o("IRConst", "Ico") == 8 and o("IRCallee", "name") == 8
             and [o("IRSB", f) for f in ("tyenv", "stmts", "stmts_used", "next", "jumpkind")]
             == [0, 8, 20, 24, 32]
             and (o("IRTypeEnv", "types"), o("IRTypeEnv", "types_used")) == (0, 12)
-            and ffi.sizeof("IRType") == 4 and ffi.sizeof("IRConst") == 16)
+            and size(_T["IRType"]) == 4 and size(_T["IRConst"]) == 16)
 
 
 RAW = _layout_holds()
@@ -519,7 +556,7 @@ def _raw_const(p: int) -> Const:
         return Const(_F64(raw.to_bytes(8, "little"))[0], "Ity_F64")
     if tag == _ICO_F32:
         return Const(_F32((raw & 0xFFFFFFFF).to_bytes(4, "little"))[0], "Ity_F32")
-    return _const(ffi.cast("IRConst *", p))  # F32i/F64i/vectors: the cffi reader
+    return _const(ffi.cast(_T["IRConst *"], p))  # F32i/F64i/vectors: the cffi reader
 
 
 def _raw_args(p: int, tmps: dict[int, RdTmp]) -> tuple[Any, ...]:
@@ -538,7 +575,7 @@ def _name(p: int) -> str:
     at = _PTR(_MEMORY, p + 8)[0]
     n = _NAMES.get(at)
     if n is None:
-        n = _NAMES[at] = ffi.string(ffi.cast("char *", at)).decode()
+        n = _NAMES[at] = ffi.string(ffi.cast(_T["char *"], at)).decode()
     return n
 
 
@@ -563,7 +600,7 @@ def _raw_expr(p: int, tmps: dict[int, RdTmp]) -> Any:
         return ITE(_raw_expr(w1 | w2 << 32, tmps), _raw_expr(q2, tmps), _raw_expr(q3, tmps))
     if tag == X_CCALL:
         return CCall(_name(w1 | w2 << 32), _E[q2 & 0xFFFFFFFF], _raw_args(q3, tmps))
-    return _expr(ffi.cast("IRExpr *", p), tmps)
+    return _expr(ffi.cast(_T["IRExpr *"], p), tmps)
 
 
 def _raw_stmt(p: int, tmps: dict[int, RdTmp]) -> Any:
@@ -582,7 +619,7 @@ def _raw_stmt(p: int, tmps: dict[int, RdTmp]) -> Any:
         return Store(_raw_expr(q2, tmps), _raw_expr(q3, tmps))
     if tag in (S_NOOP, S_ABIHINT, S_MBE):
         return _NOOP
-    return _stmt(ffi.cast("IRStmt *", p), tmps)
+    return _stmt(ffi.cast(_T["IRStmt *"], p), tmps)
 
 
 def _read_raw(irsb: IRSB, at: int, tmps: dict[int, RdTmp]) -> None:
@@ -633,7 +670,7 @@ def _archinfo() -> Any:
     if _ARCHINFO is None:
         info: dict[str, Any] = dict(ARCH.vex_archinfo or {})
         info["hwcache_info"] = {**info["hwcache_info"], "caches": _NULL}
-        _ARCHINFO = ffi.new("VexArchInfo *", info)
+        _ARCHINFO = ffi.new(_T["VexArchInfo *"], info)
     return _ARCHINFO[0]
 
 
@@ -662,7 +699,7 @@ def _lift(code: bytes, addr: int, max_inst: int, opt_level: int, px: int) -> IRS
         c = r.irsb
         irsb = IRSB(addr)
         if RAW:
-            _read_raw(irsb, int(ffi.cast("uintptr_t", c)), tmps)
+            _read_raw(irsb, int(ffi.cast(_T["unsigned long long"], c)), tmps)
         else:
             stmts = c.stmts
             irsb.statements = [_stmt(stmts[i], tmps) for i in range(c.stmts_used)]

@@ -46,6 +46,7 @@ found by EIP on those pages.
 
 from __future__ import annotations
 
+import struct
 from itertools import compress
 from operator import itemgetter
 from typing import Any
@@ -82,6 +83,9 @@ _GLOBAL = itemgetter(4)
 _FastMaps = tuple[dict[int, bytearray], dict[int, memoryview], dict[int, memoryview],
                   dict[int, bytearray], dict[int, memoryview], dict[int, memoryview]]
 
+
+#: n -> unpacker of n little-endian dwords at an offset (:meth:`MMU.fast_dwords`)
+_unpack_dwords = {n: struct.Struct(f"<{n}I").unpack_from for n in range(1, 9)}
 
 #: pages :meth:`MMU.take_changed` names at most before it says "every page"
 _MAX_CHANGED = 4096
@@ -523,6 +527,49 @@ class MMU:
         data = value.to_bytes(size, "little")
         mem.write_bytes(pa1, data[:first])
         mem.write_bytes(pa2, data[first:])
+
+    def fast_dwords(self, vaddr: int, n: int, user: bool | None = None) -> tuple[int, ...] | None:
+        """The ``n`` little-endian dwords from linear ``vaddr`` when all lie in one page of
+        this privilege's fast read map, else None (nothing done). Such a page's entry
+        allows the read at this privilege and has its A bit set, and the page is RAM: a
+        :meth:`read` of each dword returns its bytes without a walk or side effect, so
+        reading them at once is what reading them one by one gives (the callers read
+        descriptors and the frame ``iret`` pops)."""
+        vaddr &= 0xFFFFFFFF
+        off = vaddr & PAGE_MASK
+        if off + (n << 2) > PAGE_SIZE:
+            return None
+        page = self._maps[self.user if user is None else user][0].get(vaddr - off)
+        if page is None:
+            return None
+        return _unpack_dwords[n](page, off)
+
+    def fast_write_page(self, vaddr: int, n: int, user: bool | None = None) -> bytearray | None:
+        """The page of this privilege's fast write map holding all of linear [vaddr,
+        vaddr + n), or None. Its entry is writable at this privilege with D set and the
+        page is RAM holding no translated code: a :meth:`translate` for write of any of
+        those bytes is a TLB hit without side effect, and a :meth:`write` of them stores
+        straight into the page."""
+        vaddr &= 0xFFFFFFFF
+        off = vaddr & PAGE_MASK
+        if off + n > PAGE_SIZE:
+            return None
+        return self._maps[self.user if user is None else user][3].get(vaddr - off)
+
+    def stored_dwords(self, vaddr: int, values: list[int], user: bool | None = None) -> bool:
+        """Store ``values`` as consecutive little-endian dwords from linear ``vaddr`` (the
+        first at ``vaddr``) when they all lie in one page of the fast write map
+        (:meth:`fast_write_page`), and say whether they were: what translating each for
+        write and then writing each does there, done at once. False (nothing done): the
+        caller translates and writes them one by one (the pushes of an interrupt frame
+        or of ``pushf``, SDM Vol. 3A §6.12.1)."""
+        page = self.fast_write_page(vaddr, len(values) << 2, user)
+        if page is None:
+            return False
+        off = vaddr & PAGE_MASK
+        page[off:off + (len(values) << 2)] = b"".join(
+            [(v & 0xFFFFFFFF).to_bytes(4, "little") for v in values])
+        return True
 
     def read_bytes(self, vaddr: int, n: int, user: bool | None = None) -> bytes:
         """``n`` bytes at linear ``vaddr`` (translated page by page, faults propagate)."""

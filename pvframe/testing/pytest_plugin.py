@@ -179,6 +179,8 @@ def _load_default_profile(config: pytest.Config) -> None:
 
 #: pvframe's modules whose asserts are test assertions: pytest rewrites them as usual
 REWRITTEN = frozenset({"pvframe.testing.conformance"})
+#: packages of other pytest plugins found past the rewriter (:class:`LibraryFinder`)
+UNREWRITTEN_PACKAGES = frozenset({"hypothesis", "xdist"})
 
 
 class LibraryFinder:
@@ -195,14 +197,20 @@ class LibraryFinder:
     marked for rewriting and is found here as Python would find it anyway.
 
     Hypothesis's modules are found here too (see :func:`_import_hypothesis_unrewritten`),
-    those it imports later in the run included."""
+    those it imports later in the run included, and pytest-xdist's: registering a pytest
+    plugin, its distribution is marked for rewriting too, and the modules it imports once
+    pytest is configured (its scheduler, the controller's session and worker manager, the
+    worker's side) are ~0.1 CPU s of parsing and rewriting per process, on the controller's
+    path before it starts its workers. (Their entry-point modules, ``xdist.plugin`` and
+    Hypothesis's pytest plugin, are imported before this finder is in place.)"""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         import importlib.machinery
 
-        if name == "hypothesis" or name.startswith("hypothesis."):
-            # its asserts are internal checks too: imported later in the run (a strategy
-            # module on first use), it would be rewritten in every process
+        if name.partition(".")[0] in UNREWRITTEN_PACKAGES:
+            # their asserts are internal checks too: imported later in the run (a strategy
+            # module on first use, xdist's scheduler), they would be rewritten in every
+            # process
             return importlib.machinery.PathFinder.find_spec(name, path, target)
         if not name.startswith("pvframe.") or name in REWRITTEN:
             return None
@@ -386,13 +394,33 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
-    """pytest-xdist's controller: add up the figures of a worker that finished."""
+    """pytest-xdist's controller: add up the figures of a worker that finished, and
+    import what the terminal summaries will need (:func:`_ready_for_the_summaries`)."""
     wire = getattr(node, "workeroutput", {}).get("pvframe_stats")
     if wire:
         from pvframe.testing import kit_stats, shards
 
         shards.merge(kit_stats.STATS, wire)
         WORKERS_REPORTED.append(str(getattr(node, "gateway", node)))
+    config = getattr(node, "config", None)
+    if config is not None:
+        _ready_for_the_summaries(config, bool(wire))
+
+
+def _ready_for_the_summaries(config: pytest.Config, kit_figures: bool) -> None:
+    """The controller's imports for the terminal summaries, made when a worker finishes
+    instead of after the last one has exited.
+
+    The controller imports neither Hypothesis nor pvframe's catalogue to start its
+    workers (:func:`_runs_no_test`), but the summaries do: Hypothesis's plugin imports
+    Hypothesis to look for observability files (~0.1 CPU s), this plugin the catalogue to
+    name the paravirt ops the kit did not reach (~0.035 s). Printed after every worker
+    has exited, they are the run's last step; made when the first worker reports, they
+    overlap the other worker's last tests and the workers' exits."""
+    if kit_figures:
+        from pvframe import catalogue  # noqa: F401  (pytest_terminal_summary's)
+    if config.pluginmanager.has_plugin("hypothesispytest"):
+        _import_hypothesis_unrewritten()
 
 
 #: the pytest-xdist workers whose figures the controller added up

@@ -19,6 +19,8 @@ from test_exec_paging import identity, pte
 #: two data pages (the accesses may straddle into the second) and where loads are kept
 DATA = 0x200000
 RESULTS = 0x210000
+#: where the run-time base address of the accesses is kept
+BASE = 0x20F000
 _SUF = {1: "b", 2: "w", 4: "l"}
 _REG = {1: "%al", 2: "%ax", 4: "%eax"}
 
@@ -38,8 +40,10 @@ def accesses(draw: st.DrawFn) -> list[tuple[str, int, int, int, bool]]:
     return out
 
 
-def _program(ops: list[tuple[str, int, int, int, bool]]) -> str:
-    lines = [f"mov ${DATA:#x}, %ebx"]
+def _program(ops: list[tuple[str, int, int, int, bool]], known_base: bool = True) -> str:
+    # the base in %ebx: a constant the translation folds into each address, or read from
+    # memory (BASE), so that each address is computed at run time
+    lines = [f"mov ${DATA:#x}, %ebx" if known_base else f"mov {BASE:#x}, %ebx"]
     k = 0
     for kind, size, off, value, const in ops:
         where = f"{DATA + off:#x}" if const else f"{off}(%ebx)"
@@ -79,16 +83,19 @@ def _model(ops: list[tuple[str, int, int, int, bool]], mem: bytearray) -> list[i
 
 @settings(max_examples=60, deadline=None)
 @given(ops=accesses(), fill=st.tuples(st.booleans(), st.booleans()),
-       paging=st.booleans(), seed=st.integers(0, 2**32))
+       paging=st.booleans(), seed=st.integers(0, 2**32), known_base=st.booleans())
 def test_slow_path_accesses_see_and_leave_the_bytes_of_little_endian_memory(
         ops: list[tuple[str, int, int, int, bool]], fill: tuple[bool, bool], paging: bool,
-        seed: int) -> None:
+        seed: int, known_base: bool) -> None:
     """Each data page is written before the run or never (a never-written page reads as
     zeros and enters the fast maps on its first store); the accesses run with paging on
-    (an identity map: the first store through a clean entry walks to set D) or off."""
-    src = _program(ops)
+    (an identity map: the first store through a clean entry walks to set D) or off. With
+    the base unknown to the translation, a load at an odd displacement reads the page's
+    bytes in line (``U32``/``U16``), or its slow path past the page end."""
+    src = _program(ops, known_base)
     note(src)
     m = Machine(asm(src))
+    m.memory.write_u32(BASE, DATA)
     mem = bytearray(8192 + 16)
     page = random.Random(seed).randbytes(4096)
     for i, f in enumerate(fill):
@@ -144,3 +151,18 @@ def test_a_misaligned_store_into_translated_bytes_changes_the_code() -> None:
     m = Machine(asm(src))
     assert m.run(1000) == "halted"
     assert m.cpu.esi == (0x11111111 + 2 * 0x11222211) & 0xFFFFFFFF
+
+
+def test_loads_at_a_run_time_address_near_the_page_end_read_both_pages() -> None:
+    """Every 16- and 32-bit load at an odd displacement from a base the translation does
+    not know, up to and across the page end: in line within the page, through the slow
+    path where the bytes straddle into the next one."""
+    ops = [("load", size, off, 0, False) for size in (2, 4) for off in range(4085, 4097)
+           if off & (size - 1)]
+    m = Machine(asm(_program(ops, known_base=False)))
+    m.memory.write_u32(BASE, DATA)
+    mem = bytearray(random.Random(7).randbytes(8192 + 16))
+    m.memory.write_bytes(DATA, bytes(mem))
+    expected = _model(ops, mem)
+    assert m.run(100_000) == "halted"
+    assert [m.memory.read_u32(RESULTS + 4 * k) for k in range(len(expected))] == expected

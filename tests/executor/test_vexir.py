@@ -243,6 +243,53 @@ def test_the_raw_reader_is_in_use() -> None:
     assert vexir.RAW, "pyvex's IR layout changed: the raw reader is off (slower lifting)"
 
 
+def test_the_c_types_are_the_ones_their_names_give() -> None:
+    """The C types read off pyvex's signatures and structs (``vexir._T``) are the very
+    types cffi makes of their names, and a C pointer's address reads the same through the
+    integer type used for it as through ``uintptr_t``."""
+    from pyvex.native import ffi
+
+    for name, ctype in vexir._T.items():
+        assert ctype is ffi.typeof(name), name
+    irsb = vexir._lift(b"\x90\xc3", 0x1000, 2, 1, vexir._PX_ALLREGS_AT_MEM_ACCESS)
+    assert irsb is not None
+    pointer = ffi.new("int[4]")
+    assert int(ffi.cast(vexir._T["unsigned long long"], pointer)) == \
+        int(ffi.cast("uintptr_t", pointer))
+
+
+NO_TYPE_PARSED = """
+import cffi.api
+
+parsed = []
+original = cffi.api.FFI._typeof_locked
+def recording(self, cdecl):
+    parsed.append(cdecl)
+    return original(self, cdecl)
+cffi.api.FFI._typeof_locked = recording
+
+import pyvex  # its own start (the cdef) parses no type name either
+from pvframe.executor import vexir
+
+assert vexir.RAW
+assert vexir.lift(bytes.fromhex("b8efbe0000 01d8 8903 dd00 c3"), 0x1000, 8) is not None
+assert vexir._name is not None and vexir._archinfo() is not None
+print(parsed)
+"""
+
+
+def test_importing_and_lifting_parse_no_c_type_name() -> None:
+    """A process's first import and lifts name no C type by string (each would run
+    cffi's C parser, ~4-5 ms; :func:`pvframe.executor.vexir._c_types`)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", NO_TYPE_PARSED], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("src", [*PROGRAMS, _WIDTHS])
 @pytest.mark.parametrize(("opt", "px"), _MODES)
 def test_raw_reader_reads_real_instructions_as_cffi_does(

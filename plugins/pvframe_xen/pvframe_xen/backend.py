@@ -30,7 +30,7 @@ from pvframe.pvcall import patching
 from pvframe.timekeeping import units
 from pvframe_xen.guest.apic import ApicOps
 from pvframe_xen.guest.cpu import CpuOps
-from pvframe_xen.guest.events import VirtualApic, XenEventSource
+from pvframe_xen.guest.events import VirtualApic, XenEventSource, bind_timer_virq
 from pvframe_xen.guest.irq import IrqOps
 from pvframe_xen.guest.mmu import UNOBSERVABLE, MmuOps, Shadow
 from pvframe_xen.hypervisor import DomainBoot, XenHypervisor, abi
@@ -123,6 +123,49 @@ def new_domain(tsc_hz: int, epoch_ns: int, nr_pages: int) -> tuple[XenHypervisor
     return hv, boot
 
 
+#: the pristine domains after :func:`set_up` (by the key of :data:`_PRISTINE`), with its
+#: results (set_callbacks', the timer port): what every machine's :meth:`XenBackend.attach`
+#: copies, so it does not make those hypercalls again (never run)
+_SET_UP: dict[tuple[int, int], tuple[XenHypervisor, DomainBoot, int, int]] = {}
+#: switch for tests and benchmarks: False makes every machine's set-up hypercalls itself
+set_up_copies = True
+
+
+def set_up(hv: XenHypervisor) -> tuple[int, int]:
+    """The hypercalls of ``xen_start_kernel`` + ``xen_arch_setup`` + ``xen_time_init``
+    that read nothing but the domain: both VM assists (4 GiB segments, writable page
+    tables), ``set_callbacks`` (the event and failsafe callbacks at ``KERNEL_CS``),
+    ``physdev_op(PHYSDEVOP_set_iopl, 1)`` and the timer VIRQ's binding
+    (:func:`pvframe_xen.guest.events.bind_timer_virq`). Returns set_callbacks' result
+    and the timer port (0: not bound)."""
+    for assist in (abi.VMASST_TYPE_4gb_segments, abi.VMASST_TYPE_writable_pagetables):
+        hv.vm_assist(abi.VMASST_CMD_enable, assist)
+    rc = hv.set_callbacks(KERNEL_CS, 0xC0100000, KERNEL_CS, 0xC0100010)
+    hv.physdev_op(abi.PHYSDEVOP_set_iopl, abi.PhysdevSetIopl(iopl=1))
+    return rc, bind_timer_virq(hv)
+
+
+def set_up_domain(tsc_hz: int, epoch_ns: int, nr_pages: int) -> tuple[XenHypervisor, DomainBoot, int, int] | None:
+    """:func:`new_domain` after :func:`set_up`, with set_up's results: a copy of a
+    pristine domain that made those hypercalls once (its log and counts hold them, as
+    a domain that made them itself), retimed to ``tsc_hz``. None when no copy can be
+    made (:func:`copy_domain`); the caller then makes the calls itself. The set-up reads
+    no time and no machine state (``tests/test_set_up_copy.py`` compares the two ways)."""
+    if not set_up_copies:
+        return None
+    key = (epoch_ns, nr_pages)
+    got = _SET_UP.get(key)
+    if got is None:
+        hv, boot = new_domain(tsc_hz, epoch_ns, nr_pages)
+        rc, port = set_up(hv)
+        got = _SET_UP[key] = (hv, boot, rc, port)
+    copied = copy_domain(got[0])
+    if copied is None:
+        return None
+    set_time_scale(copied, tsc_hz)
+    return copied, got[1], got[2], got[3]
+
+
 def set_time_scale(hv: XenHypervisor, tsc_hz: int) -> None:
     """Make ``hv``, a built domain that never ran, the one built for a TSC of ``tsc_hz``.
 
@@ -185,33 +228,60 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
         self.refusals[f"{what}:{name}"] += 1
 
     def attach(self, machine: Any) -> None:
-        """``xen_start_kernel`` + ``xen_arch_setup`` + ``xen_time_init`` for this machine."""
+        """``xen_start_kernel`` + ``xen_arch_setup`` + ``xen_time_init`` for this machine:
+        the domain's set-up hypercalls (:func:`set_up`; a new domain comes with them made,
+        :func:`set_up_domain`), then the virtual APIC, shadow and event source."""
+        done: tuple[int, int] | None = None
+        if self.hv is None:
+            copied = set_up_domain(
+                machine.config.tsc_hz, machine.platform.rtc_epoch_ns(), machine.config.ram_size >> 12
+            )
+            if copied is not None:
+                self.hv, self.boot, rc, port = copied
+                self.hv.clock = machine.tsc
+                done = (rc, port)
         hv = self.hypervisor(machine)
-        for assist in (abi.VMASST_TYPE_4gb_segments, abi.VMASST_TYPE_writable_pagetables):
-            hv.vm_assist(abi.VMASST_CMD_enable, assist)
-        rc = hv.set_callbacks(KERNEL_CS, 0xC0100000, KERNEL_CS, 0xC0100010)
+        rc, port = set_up(hv) if done is None else done
         if rc:
             self.refuse("set_callbacks", rc)
-        hv.physdev_op(abi.PHYSDEVOP_set_iopl, abi.PhysdevSetIopl(iopl=1))
         self.vapic = VirtualApic(machine, hv)
-        self.vapic.bind()
+        self.vapic.bind(port)
         assert self.boot is not None
         self.shadow = Shadow(machine, hv, self.boot, self)
-        machine.events = XenEventSource(machine, hv, self.vapic, lambda: self._pull_mask(machine))
+        # (the source folds IF into hv's upcall mask itself: :meth:`IrqOps._pull_mask`)
+        machine.events = XenEventSource(machine, hv, self.vapic)
         machine.executor.ldt_access = lambda offset: self.ldt_first_use(machine, offset)
 
     def release(self, machine: Any) -> None:
-        """The machine is done (:meth:`pvframe.machine.Machine.release`): empty this
-        machine's domain model (the hypervisor, its event channels, frame table and memory,
-        the shadow and the virtual APIC refer to each other and to the machine), so that it
-        is freed by reference counting and not by the host's cyclic collector (~1,300
-        objects a generated program, most of them frame-table entries)."""
-        from pvframe.machine import drop_references
+        """The machine is done (:meth:`pvframe.machine.Machine.release`): break the cycles
+        of this machine's domain model, so that it is freed by reference counting and not
+        by the host's cyclic collector (~1,300 objects a generated program, most of them
+        frame-table entries).
 
+        The domain's parts refer to each other one way (the hypervisor to its frame
+        table, memory, MM and event channels), but for the event channels' ``wake``, the
+        hypervisor's own method; the guest side's objects (shadow, virtual APIC, its
+        timer driver and clockevent, the event source) refer to the machine and to each
+        other. Those few are emptied, and the domain goes with its last reference:
+        emptying each of its parts slot by slot cost more than freeing them. A PV
+        kernel's domain (:meth:`load_pv_image`) is still emptied part by part.
+        ``tests/test_release.py`` checks that nothing of a kit program's domain is left
+        to the collector."""
         hv = self.hv
-        if hv is not None:
+        if self.pv is not None and hv is not None:
+            from pvframe.machine import drop_references
+
             drop_references(hv.events, hv.mm, hv.frames, hv.memory, hv)
-        drop_references(self.shadow, self.vapic)
+        events = getattr(hv, "events", None)
+        if events is not None and hasattr(events, "wake"):
+            del events.wake
+        vapic = self.vapic
+        source = machine.__dict__.get("_events")
+        for part in (self.shadow, vapic, vapic.timer if vapic is not None else None,
+                     source if isinstance(source, XenEventSource) else None):
+            state = getattr(part, "__dict__", None)
+            if state is not None:
+                state.clear()
 
     def reset(self, machine: Any) -> bool:
         """The machine is renewed in place (:meth:`pvframe.machine.Machine.renew`; its
@@ -314,7 +384,7 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
         while True:
             t = hv.time
             version = t.version
-            snap = (t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift)
+            snap = t.pvclock_fields()
             if not version & 1 and version == t.version:
                 break
         return units.pvclock_ns(int(machine.platform.msrs.read_tsc()), *snap)

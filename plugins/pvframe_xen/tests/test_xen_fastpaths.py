@@ -69,7 +69,9 @@ _PDE = st.one_of(st.just(0x2003), st.builds(lambda big: (big << 22) | 0x83, st.i
 )
 def test_idt_read_a_page_at_a_time_equals_word_by_word(pdes, ptes, pse, paging, page, offset, count) -> None:
     """``load_idt`` reads the IDT with one walk per page: the words are those of the
-    word-by-word read (unmapped, non-RAM, page-crossing and wrapping addresses alike)."""
+    word-by-word read (unmapped, non-RAM, page-crossing and wrapping addresses alike);
+    an IDT in one RAM page is read as its bytes (``_peek_page_bytes``), which are those
+    words, and only such an IDT is."""
     if pdes and ptes:  # aim the IDT at what the tables map now and then
         page = (next(iter(pdes)) << 10) | next(iter(ptes)) if page & 1 else page
     m = _paged_machine(pdes, ptes, pse, paging)
@@ -77,6 +79,12 @@ def test_idt_read_a_page_at_a_time_equals_word_by_word(pdes, ptes, pse, paging, 
     base = (page << 12) | offset
     got = ops._peek_words(m, base, count)
     assert got == [ops._peek_u32(m, base + 4 * i) for i in range(count)]
+    raw = ops._peek_page_bytes(m, base, count)
+    one_ram_page = 0 < count <= (4096 - offset) // 4 and None not in got and (
+        m.mmu.peek(base & ~0xFFF) is not None and m.memory.is_ram(m.mmu.peek(base & ~0xFFF), 4096))
+    assert (raw is not None) == one_ram_page
+    if raw is not None:
+        assert list(struct.unpack(f"<{count}I", raw)) == got
 
 
 # ---------------------------------------------------------------- L1 validation per frame
@@ -293,6 +301,9 @@ def test_if_mask_and_upcall_bytes_in_place_equal_the_vcpu_info_view(steps: list[
     ref_backend = ref.bound.plugin
     ref_backend._pull_mask = lambda machine: _reference_pull_mask(ref_backend, machine)
     ref_backend._set_mask = lambda machine, masked: _reference_set_mask(ref_backend, machine, masked)
+    # (the reference source folds IF through the backend's view-based reference; the new
+    # one folds it itself, inline in ``interrupt_pending``)
+    ref.events.sync_mask = lambda: _reference_pull_mask(ref_backend, ref)
     polls = {id(ref): lambda: _reference_poll(ref.events), id(new): new.events.poll_events}
     for m in machines:
         m.executor.hooks.irq_disable()  # attach, a known start

@@ -29,7 +29,10 @@ whole access (both pages if it straddles) before writing a byte.
 Memory: loads/stores index the MMU's per-page fast maps (``R8/R16/R32``, ``W8/W16/W32``,
 keyed by the page's linear base: ``R32[a & 0xFFFFF003]``, so a misaligned address looks up
 a key that is never present) and
-fall back to ``LDB``/``STB`` (MMU slow path, may raise #PF). An access that would reach
+fall back to ``LDB``/``STB`` (MMU slow path, may raise #PF). A load whose address is
+likely misaligned (a constant that is, or something plus a displacement that is not a
+multiple of the width) reads the page's bytes instead (``U32(R8[page], offset)[0]``,
+where the bytes lie within the page). An access that would reach
 a device or a translated instruction's bytes is not done in the block at all: ``LDB`` /
 ``STB`` raise the executor's restart before touching anything, the block's state is
 committed at the start of the instruction (like a fault), and the executor runs that one

@@ -76,6 +76,9 @@ class GenBase:
         self.alias_reads: dict[int, tuple[str, ...]] = {}
         self.forwarded: dict[int, str] = {}
         self.into_reg: dict[int, str] = {}
+        #: the IR block ``defs`` was made for, and its temporaries' expressions
+        self.defs_of: Any = None
+        self.defs: dict[int, Any] = {}
 
     # ---------------------------------------------------------------- other units
     # What the integer handlers do not know they hand to these (the x87 room, :mod:`.x87`,

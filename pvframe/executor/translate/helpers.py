@@ -10,6 +10,7 @@ from typing import Any
 
 from pvframe.executor import flags as F
 from pvframe.executor import vexir as V
+from pvframe.executor.translate import flagfns
 from pvframe.executor.translate.base import Unsupported
 from pvframe.executor.translate.expressions import ExprGen
 from pvframe.executor.translate.operators import MASK, SIGN
@@ -123,6 +124,10 @@ class HelperGen(ExprGen):
         a = self.atom(e.args[1])
         if op == F.COPY:
             return f"{a} & 0x8D5"
+        if op in flagfns.BY_OP:
+            # the operation's own function: no dispatch on CC_OP at run time
+            rest = ", ".join(self.atom(x) for x in e.args[1:])
+            return f"{flagfns.name(op)}({rest})"
         args = ", ".join(self.atom(x) for x in e.args)
         return f"CALC_ALL({args})"
 

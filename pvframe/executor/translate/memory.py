@@ -11,12 +11,15 @@ from pvframe.executor.translate.base import Unsupported
 from pvframe.executor.translate.helpers import HelperGen
 from pvframe.executor.translate.operators import MASK
 from pvframe.executor.translate.registers import REG32
-from pvframe.executor.vexir import Put, RdTmp
+from pvframe.executor.vexir import Binop, Const, Put, RdTmp, WrTmp
 
 #: the page bits of a linear address: the MMU's fast maps are keyed by ``addr & PAGE_KEY``
 PAGE_KEY = 0xFFFFF000
 #: fast-path access width -> (misalign mask, index shift)
 ALIGN = {8: (0, 0), 16: (1, 1), 32: (3, 2)}
+#: access width -> the global that unpacks it from a page's bytes at any offset
+#: (:func:`pvframe.executor.translate.runtime.runtime_globals`)
+UNPACK = {16: "U16", 32: "U32"}
 
 
 class MemoryGen(HelperGen):
@@ -42,9 +45,64 @@ class MemoryGen(HelperGen):
         idx = f"({addr} & 4095) >> {sh}" if sh else f"{addr} & 4095"
         return key, idx
 
-    def load_code(self, dst: str, addr: str, bits: int) -> None:
+    def load_code(self, dst: str, addr: str, bits: int, odd: bool = False) -> None:
+        """A load into ``dst``; ``odd``: its address is likely misaligned (see
+        :meth:`likely_misaligned`), which the word maps' key would send to the slow path
+        (``KeyError`` raised and caught, then ``LDB``: ~2 us): read the bytes from the
+        page's byte map instead (``U32``/``U16``: ``struct.unpack_from`` at the offset),
+        any alignment, where they lie within the page."""
+        if odd and bits in UNPACK and (addr.isidentifier() or addr.startswith("0x")):
+            n = bits // 8
+            last = 4096 - n  # the last offset whose bytes fit in the page
+            slow = f"{dst} = LDB({addr}, {n})"
+            if addr.startswith("0x"):
+                a = int(addr, 16)
+                if (a & 4095) > last:
+                    self.emit(slow)
+                    return
+                fast = f"{dst} = {UNPACK[bits]}(R8[{a & PAGE_KEY:#x}], {a & 4095:#x})[0]"
+            else:
+                # key 1 is in no byte map (their keys are page bases): past ``last`` the
+                # bytes straddle the page end, which the slow path reads
+                fast = (f"{dst} = {UNPACK[bits]}(R8[{addr} - _o if (_o := {addr} & 4095) "
+                        f"<= {last} else 1], _o)[0]")
+            self.emit("try:")
+            self.emit("    " + fast)
+            self.emit("except KeyError:")
+            self.emit("    " + slow)
+            return
         self._access_code(addr, bits, "load", f"{dst} = R{bits}[{{}}][{{}}]",
                           f"{dst} = LDB({addr}, {bits // 8})")
+
+    def likely_misaligned(self, addr: Any, bits: int) -> bool:
+        """Whether a ``bits``-wide access at IR address ``addr`` is likely misaligned: a
+        constant that is, or a temporary computed as something plus a constant that is
+        not a multiple of the width (a field of a packed record: ``mov 0x3(%ecx), %eax``
+        with ``ecx`` aligned, as the kit's op table is read)."""
+        if bits not in UNPACK:
+            return False
+        al = bits // 8 - 1
+        k = type(addr)
+        if k is Const:
+            return bool(addr.value & al)
+        if k is not RdTmp:
+            return False
+        d = self.defining(addr.tmp)
+        if type(d) is not Binop or d.op != "Iop_Add32":
+            return False
+        c = self.const_of(d.args[1])
+        if c is None:
+            c = self.const_of(d.args[0])
+        return c is not None and bool(c & al)
+
+    def defining(self, tmp: int) -> Any:
+        """The expression temporary ``tmp`` of the current IR block is written with
+        (None if not a ``WrTmp``)."""
+        irsb = self.irsb
+        if self.defs_of is not irsb:
+            self.defs_of = irsb
+            self.defs = {st.tmp: st.data for st in irsb.statements if type(st) is WrTmp}
+        return self.defs.get(tmp)
 
     def store_code(self, addr: str, val: str, bits: int) -> None:
         self._access_code(addr, bits, "store", f"W{bits}[{{}}][{{}}] = {val}",

@@ -6,6 +6,7 @@ source into a block function, and committing the state of a block an exception l
 from __future__ import annotations
 
 import operator
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from pvframe.executor.codecache import (
     make_info,
 )
 from pvframe.executor.faults import DivideError
+from pvframe.executor.translate import flagfns
 from pvframe.executor.translate.block import Generated
 
 
@@ -111,10 +113,14 @@ def runtime_globals() -> dict[str, Any]:
 
     return {
         **fpu.GLOBALS,
+        **flagfns.GLOBALS,
         "DeviceNotAvailable": faults.DeviceNotAvailable,
         "DIVMODU": divmod_u,
         "DIVMODS": divmod_s,
         "DIVU32": lambda a, b: (a // b) if b else divmod_u(a, 0, 32),
+        # a 16/32-bit little-endian value at any offset of a page's bytes
+        "U16": struct.Struct("<H").unpack_from,
+        "U32": struct.Struct("<I").unpack_from,
         "COND": F.calculate_condition,
         "CALC_C": F.calculate_eflags_c,
         "CALC_ALL": F.calculate_eflags_all,

@@ -57,7 +57,8 @@ class StmtGen(MemoryGen):
                 self.load_other(st)
                 return
             addr = self.simple(self.atom(d.addr))
-            self.load_code(self._load_target(tmp, bits), addr, bits)
+            self.load_code(self._load_target(tmp, bits), addr, bits,
+                           self.likely_misaligned(d.addr, bits))
             return
         if kd is RdTmp:
             self._copy_tmp(tmp, d.tmp)

@@ -99,16 +99,37 @@ class CpuOps:
         return out
 
     # ------------------------------------------------------------ descriptor tables
+    def _peek_page_bytes(self, machine: Any, base: int, count: int) -> bytes | None:
+        """The bytes of :meth:`_peek_words`' ``count`` words from linear ``base`` when
+        they lie in one linear page that maps to RAM (the words are those bytes, little
+        endian); else None (the caller reads word by word)."""
+        addr = base & 0xFFFFFFFF
+        off = addr & 0xFFF
+        if not 0 < count <= (4096 - off) // 4:
+            return None
+        start = machine.mmu.peek(addr & ~0xFFF)
+        memory = machine.memory
+        if start is None or not memory.is_ram(start, 4096):
+            return None
+        page = memory.page(start >> 12)
+        return bytes(_ZERO_PAGE[off : off + 4 * count] if page is None else page[off : off + 4 * count])
+
     @hookimpl
     def pvop_load_idt(self, machine: Any, base: int, limit: int) -> None:
         self._native(machine).pvop_load_idt(machine, base, limit)
-        words = tuple(self._peek_words(machine, base, 2 * min(256, ((limit & 0xFFFF) + 1) // 8)))
-        traps = _TRAP_TABLES.get(words)
+        count = 2 * min(256, ((limit & 0xFFFF) + 1) // 8)
+        # (an IDT in one RAM page, as every kit program's: its bytes name its table)
+        raw = self._peek_page_bytes(machine, base, count) if fast_idt else None
+        traps = _TRAP_TABLES_BY_BYTES.get(raw) if raw is not None else None
         if traps is None:
-            traps = _trap_table(words)
-            if len(_TRAP_TABLES) >= 64:
-                _TRAP_TABLES.pop(next(iter(_TRAP_TABLES)))
-            _TRAP_TABLES[words] = traps
+            words = (struct.unpack(f"<{count}I", raw) if raw is not None
+                     else tuple(self._peek_words(machine, base, count)))
+            traps = _TRAP_TABLES.get(words)
+            if traps is None:
+                traps = _trap_table(words)
+                _keep(_TRAP_TABLES, words, traps)
+            if raw is not None:
+                _keep(_TRAP_TABLES_BY_BYTES, raw, traps)
         self._check("set_trap_table", self.hypervisor(machine).set_trap_table(list(traps)))
 
     @hookimpl
@@ -226,6 +247,17 @@ class CpuOps:
 #: the trap lists of IDTs converted before (the list is a function of the IDT's words;
 #: every kit program loads the same few IDTs): words -> list (frozen entries)
 _TRAP_TABLES: dict[tuple[int | None, ...], tuple[abi.TrapInfo, ...]] = {}
+#: the same by the IDT's bytes, for an IDT that lies in one RAM page (no words to unpack
+#: and hash: :meth:`CpuOps._peek_page_bytes`)
+_TRAP_TABLES_BY_BYTES: dict[bytes, tuple[abi.TrapInfo, ...]] = {}
+#: switch for tests: False reads every IDT word by word (:meth:`CpuOps._peek_words`)
+fast_idt = True
+
+
+def _keep(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= 64:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
 
 
 def _trap_table(words: tuple[int | None, ...]) -> tuple[abi.TrapInfo, ...]:

@@ -65,14 +65,13 @@ if TYPE_CHECKING:
 APIC_EOI, APIC_ISR, APIC_ICR, APIC_ICR2 = 0xB0, 0x100, 0x300, 0x310
 APIC_SPIV, APIC_LVTT = 0xF0, 0x320
 LVT_MASKED = 1 << 16
+IF = 0x200  # EFLAGS.IF (the executor's copy, ``CPUState.eflags_sys``)
 ICR_LEVEL, ICR_DEST_LOGICAL = 1 << 15, 1 << 11
 
 
 def tsc_for_system_time(ns: int, t: Any) -> int:
     """The first TSC at which Xen's pvclock time (record ``t``) reaches ``ns``."""
-    return units.pvclock_tsc_for_ns(
-        ns, t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift
-    )
+    return units.pvclock_tsc_for_ns(ns, *t.pvclock_fields())
 
 
 XEN_CLOCKEVENT_RATING = 500
@@ -123,9 +122,7 @@ class XenTimerDriver:
         """The next expiry, in Xen system time, programmed through the clockevents layer
         (``clockevents_program_event`` -> ``xen_vcpuop_set_next_event``)."""
         t = self.hv.time
-        self.target_ns = units.pvclock_ns(
-            expiry_tsc, t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift
-        )
+        self.target_ns = units.pvclock_ns(expiry_tsc, *t.pvclock_fields())
         self._program()
 
     def cancel(self) -> None:
@@ -191,6 +188,15 @@ class XenTimerDriver:
             self.hv.shared.set_pending(timer_port, False)
 
 
+def bind_timer_virq(hv: XenHypervisor) -> int:
+    """``xen_time_init``'s hypercalls: stop the VCPU's periodic timer (success: Linux
+    uses one-shot timers) and bind ``VIRQ_TIMER`` on VCPU 0 (``EVTCHNOP_bind_virq``).
+    Returns the port, 0 if Xen refused the binding."""
+    hv.vcpu_op(abi.VCPUOP_stop_periodic_timer, 0)
+    req = abi.EvtchnBindVirq(virq=abi.VIRQ_TIMER, vcpu=0)
+    return req.port if hv.event_channel_op(abi.EVTCHNOP_bind_virq, req) == 0 else 0
+
+
 class VirtualApic:
     """The xAPIC a native guest programs, implemented over Xen event channels. The timer
     is the platform APIC's, driven by :class:`XenTimerDriver`."""
@@ -214,13 +220,12 @@ class VirtualApic:
         return self.timer.clockevent
 
     # ------------------------------------------------------------------ set-up
-    def bind(self) -> None:
-        """``xen_time_init`` / ``xen_smp_intr_init``: the timer VIRQ on this VCPU."""
-        hv = self.hv
-        hv.vcpu_op(abi.VCPUOP_stop_periodic_timer, 0)  # success: use one-shot timers
-        req = abi.EvtchnBindVirq(virq=abi.VIRQ_TIMER, vcpu=0)
-        if hv.event_channel_op(abi.EVTCHNOP_bind_virq, req) == 0:
-            self.timer_port = req.port
+    def bind(self, port: int | None = None) -> None:
+        """``xen_time_init`` / ``xen_smp_intr_init``: the timer VIRQ on this VCPU
+        (:func:`bind_timer_virq`), then the port's mask from the LVT. ``port``: the
+        domain made those calls already (a copy of a domain that did,
+        :func:`pvframe_xen.backend.set_up_domain`), with that result."""
+        self.timer_port = bind_timer_virq(self.hv) if port is None else port
         self._sync_timer_mask()
 
     # ------------------------------------------------------------------ timer
@@ -370,14 +375,46 @@ class XenEventSource(HypervisorEventSource):
     ``hlt`` under Xen is SCHEDOP_block: sleep until the next device event or Xen timer.
     """
 
-    def __init__(self, machine: Any, hv: XenHypervisor, vapic: VirtualApic, sync_mask: Any) -> None:
+    def __init__(self, machine: Any, hv: XenHypervisor, vapic: VirtualApic, sync_mask: Any = None) -> None:
         super().__init__(machine.platform)
         self.machine = machine
         self.hv = hv
         self.vapic = vapic
-        self.sync_mask = sync_mask
+        #: folds the CPU's IF into ``evtchn_upcall_mask`` (:meth:`IrqOps._pull_mask`);
+        #: None: this source folds it into ``hv``'s ``shared_info`` itself, inline in
+        #: :meth:`interrupt_pending`
+        self._inline = sync_mask is None
+        self.sync_mask = self._fold_if if sync_mask is None else sync_mask
+        self._cpu = machine.cpu
         #: (the timer driver's own method: the executor asks before every block)
         self.timer_deadline_tsc = vapic.timer.deadline_tsc  # type: ignore[method-assign]
+        self._driver = vapic.timer
+
+    def _fold_if(self) -> None:
+        """:meth:`pvframe_xen.guest.irq.IrqOps._pull_mask` for ``hv``: VCPU 0's
+        ``evtchn_upcall_mask`` byte of ``shared_info`` is ``!IF``."""
+        self.hv.shared.buf[VCPU0_UPCALL_MASK] = 0 if self._cpu.eflags_sys & IF else 1
+
+    def next_deadline(self, icount: int) -> int | None:
+        """:meth:`HypervisorEventSource.next_deadline` written out (the executor asks
+        before every block): the platform's next device event and Xen's next timer as
+        an instruction count, the earlier of the two."""
+        dev = self.platform.next_deadline(icount)
+        # (:meth:`XenTimerDriver.deadline_tsc` and :func:`units.icount_for_tsc` inline)
+        deadline = self.hv.next_timer_deadline_ns()
+        if deadline is None:
+            return dev
+        driver = self._driver
+        if driver.armed_tsc is None or driver.armed_ns != deadline:
+            driver.armed_ns, driver.armed_tsc = deadline, self.hv.tsc_for_ns(deadline)
+        tb = self.timebase
+        cpi = tb.cycles_per_instruction
+        if cpi <= 0:  # (the time base refuses such a rate: icount_for_tsc's error)
+            units.icount_for_tsc(driver.armed_tsc, tb.skipped, cpi)
+        timer = -((tb.skipped - driver.armed_tsc) // cpi)
+        if timer < icount or timer < 0:
+            timer = max(icount, 0)
+        return timer if dev is None or timer < dev else dev
 
     def timer_deadline_tsc(self) -> int | None:
         return self.vapic.deadline_tsc()
@@ -391,9 +428,15 @@ class XenEventSource(HypervisorEventSource):
 
     def interrupt_pending(self) -> bool:
         """:meth:`HypervisorEventSource.interrupt_pending` (:meth:`poll_events`, then the
-        platform's check) in one call: the executor asks after every block with IF set."""
-        self.sync_mask()
+        platform's check) in one call: the executor asks after every block with IF set.
+        The mask folded inline when this source folds it itself."""
         buf = self.hv.shared.buf
+        if self._inline:
+            masked = buf[VCPU0_UPCALL_MASK] = 0 if self._cpu.eflags_sys & IF else 1
+            if buf[VCPU0_UPCALL_PENDING] and not masked:
+                self.vapic.upcall()
+            return bool(self.platform.interrupt_pending())
+        self.sync_mask()
         if buf[VCPU0_UPCALL_PENDING] and not buf[VCPU0_UPCALL_MASK]:
             self.vapic.upcall()
         return bool(self.platform.interrupt_pending())

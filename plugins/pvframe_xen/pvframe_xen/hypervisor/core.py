@@ -92,6 +92,13 @@ DR_RW_IO = 2
 XEN_VERSION = (3 << 16) | 1
 
 
+#: the event-channel commands on one port (``struct evtchn_close/send/unmask``): the
+#: :class:`EventChannels` method of each
+_EVTCHN_PORT_OPS = {abi.EVTCHNOP_close: "close", abi.EVTCHNOP_send: "send", abi.EVTCHNOP_unmask: "unmask"}
+#: ``tuple.__new__``: a :class:`Hypercall` made from its fields' tuple, in C
+_new_tuple = tuple.__new__
+
+
 class Hypercall(NamedTuple):
     """One entry of the hypercall log; ``batched`` marks an entry run by ``multicall``.
     (Immutable; a named tuple, made in C: a frozen attrs instance took ~3x as long, and
@@ -160,6 +167,8 @@ _DENSE_RUN_KEPT = 32
 _TRAP_TABLES: dict[int, tuple[list[TrapInfo], dict[int, TrapInfo], int]] = {}
 #: machine words are written in the host's order through a ``memoryview`` cast
 _LITTLE_ENDIAN_HOST = sys.byteorder == "little"
+#: the frame types a NORMAL_PT_UPDATE modifies as page-table entries (``mod_l?_entry``)
+_TABLE_UPDATE_TYPES = frozenset({PGT_l1_page_table, *L2_TYPES, PGT_l3_page_table})
 
 
 def _is_seq(x: Any) -> bool:
@@ -377,7 +386,7 @@ class XenHypervisor:
 
     @staticmethod
     def _pvclock(t: VcpuTimeInfo, tsc: int) -> int:
-        return units.pvclock_ns(tsc, t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift)
+        return units.pvclock_ns(tsc, *t.pvclock_fields())
 
     def system_time_ns(self, tsc: int) -> int:
         """Xen system time at ``tsc``, from Xen's own record (never the guest's copy)."""
@@ -386,7 +395,7 @@ class XenHypervisor:
     def tsc_for_ns(self, ns: int) -> int:
         """The first TSC at which Xen's system time reaches ``ns``."""
         t = self.own_time
-        return units.pvclock_tsc_for_ns(ns, t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift)
+        return units.pvclock_tsc_for_ns(ns, *t.pvclock_fields())
 
     def now_tsc(self) -> int:
         return self.clock() if self.clock is not None else self.tsc_now
@@ -754,8 +763,11 @@ class XenHypervisor:
         record a call the guest side handled itself (the earlier, record-only API)."""
         if result is None:
             result = self._dispatch(number, args)
-        name = HYPERCALLS.get(number, f"hypercall_{number}")
-        self.log.append(Hypercall(number, name, tuple(args), result, self.in_multicall))
+        name = HYPERCALLS.get(number)
+        if name is None:
+            name = f"hypercall_{number}"
+        # (the entry made as the tuple it is: the named tuple's own ``__new__`` is Python)
+        self.log.append(_new_tuple(Hypercall, (number, name, args, result, self.in_multicall)))
         self.counts[name] += 1
         return result
 
@@ -763,12 +775,13 @@ class XenHypervisor:
         handler = _HANDLERS.get(number)
         if handler is None:
             return -ENOSYS
-        padded = [*args[:6], *_ZEROS[len(args):]]
+        padded = [*args[:6], *_ZEROS[len(args):]] if len(args) != 6 else list(args)
         for i in _INT_ARGS[number]:
             value = padded[i]
             if not isinstance(value, int):
                 return -EFAULT  # a register cannot hold this: garbage argument
-            padded[i] = value & M32
+            if type(value) is not int or not 0 <= value <= M32:  # (else: the same int)
+                padded[i] = value & M32
         return handler(self, *padded)
 
     def summary(self) -> dict[str, Any]:
@@ -1024,7 +1037,7 @@ class XenHypervisor:
                 return -EINVAL
             page = self.frames.pages[mfn]
             okay = False
-            if page.type in (PGT_l1_page_table, *L2_TYPES, PGT_l3_page_table):
+            if page.type in _TABLE_UPDATE_TYPES:
                 ptype = page.type
                 if mm.get_page_type(mfn, ptype):
                     if ptype == PGT_l1_page_table:
@@ -1502,11 +1515,11 @@ class XenHypervisor:
                 return port
             arg.port = port
             return 0
-        simple = {abi.EVTCHNOP_close: ev.close, abi.EVTCHNOP_send: ev.send, abi.EVTCHNOP_unmask: ev.unmask}
-        if cmd in simple:
+        simple = _EVTCHN_PORT_OPS.get(cmd)
+        if simple is not None:
             if not isinstance(arg, abi.EvtchnPort):
                 return -EFAULT
-            return simple[cmd](arg.port)
+            return int(getattr(ev, simple)(arg.port))
         if cmd == abi.EVTCHNOP_status:
             if not isinstance(arg, abi.EvtchnStatus):
                 return -EFAULT

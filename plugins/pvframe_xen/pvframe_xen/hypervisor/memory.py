@@ -11,6 +11,7 @@ from __future__ import annotations
 import array
 import enum
 import hashlib
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -53,6 +54,8 @@ PAGE_TABLE_TYPES = frozenset({PGT_l1_page_table, PGT_l2_page_table, PGT_l3_page_
 L2_TYPES = frozenset({PGT_l2_page_table, PGT_l2_pae_xen})
 #: Frame-number sentinel of the M2P for frames without a pfn (``INVALID_M2P_ENTRY``).
 INVALID_M2P_ENTRY = 0xFFFFFFFF
+#: one little-endian machine word (x86's byte order, whatever the host's)
+_U32 = struct.Struct("<I")
 
 
 @attrs.define
@@ -148,12 +151,28 @@ class MachineMemory:
         return self.read(maddr, 1)
 
     def read_u32(self, maddr: int) -> int:
+        """:meth:`read` of 4 bytes; a word inside one allocated frame is unpacked from it
+        in place (Xen reads a page-table entry per ``mmu_update`` request)."""
+        off = maddr & (PAGE_SIZE - 1)
+        if off <= PAGE_SIZE - 4:
+            page = self.frames.get(maddr >> PAGE_SHIFT)
+            if page is not None and 0 <= maddr >> PAGE_SHIFT < self.max_page:
+                return int(_U32.unpack_from(page, off)[0])
         return self.read(maddr, 4)
 
     def write_u8(self, maddr: int, value: int) -> None:
         self.write(maddr, 1, value)
 
     def write_u32(self, maddr: int, value: int) -> None:
+        """:meth:`write` of 4 bytes; a word inside one allocated frame is packed into it in
+        place (Xen writes a page-table entry per ``mmu_update`` request): the same bytes
+        and the same frames as the general path, which allocates a frame first used."""
+        off = maddr & (PAGE_SIZE - 1)
+        if off <= PAGE_SIZE - 4:
+            page = self.frames.get(maddr >> PAGE_SHIFT)
+            if page is not None and 0 <= maddr >> PAGE_SHIFT < self.max_page:
+                _U32.pack_into(page, off, value & 0xFFFFFFFF)
+                return
         self.write(maddr, 4, value)
 
 

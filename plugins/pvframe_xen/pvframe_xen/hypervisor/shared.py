@@ -64,6 +64,13 @@ START_INFO_SIZE = START_INFO_CMD_LINE + MAX_GUEST_CMDLINE
 SIF_PRIVILEGED, SIF_INITDOMAIN = 1 << 0, 1 << 1
 
 
+#: ``tsc_timestamp`` (u64), ``system_time`` (u64), ``tsc_to_system_mul`` (u32) and
+#: ``tsc_shift`` (s8) of ``struct vcpu_time_info``: contiguous from offset 8 (xen.h)
+_PVCLOCK_FIELDS = struct.Struct("<QQIb")
+assert (TIME_SYSTEM_TIME, TIME_TSC_TO_SYSTEM_MUL, TIME_TSC_SHIFT) == (
+    TIME_TSC_TIMESTAMP + 8, TIME_TSC_TIMESTAMP + 16, TIME_TSC_TIMESTAMP + 20)
+
+
 def _u(fmt: str, buf: bytearray, off: int) -> int:
     return int(struct.unpack_from(fmt, buf, off)[0])
 
@@ -75,6 +82,12 @@ class VcpuTimeInfo:
 
     buf: bytearray = attrs.field(factory=lambda: bytearray(32), repr=False)
     base: int = 0
+
+    def pvclock_fields(self) -> tuple[int, int, int, int]:
+        """``(tsc_timestamp, system_time, tsc_to_system_mul, tsc_shift)``, the four fields
+        of the pvclock formula (xen.h ``struct vcpu_time_info``), read in one unpack: the
+        four properties below, each read alone, as one tuple."""
+        return _PVCLOCK_FIELDS.unpack_from(self.buf, self.base + TIME_TSC_TIMESTAMP)
 
     @property
     def version(self) -> int:
