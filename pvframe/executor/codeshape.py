@@ -30,7 +30,6 @@ import dis
 import re
 import sys
 import types
-import weakref
 from collections import Counter
 from collections.abc import Callable
 from itertools import compress, repeat
@@ -146,38 +145,6 @@ def make_shape(key: Key, filename: str,
     return Shape(code, code.co_consts, tuple(slots))
 
 
-def shape_of_compiled(key: Key, values: list[int], code: types.CodeType,
-                      tail: int) -> Shape | None:
-    """The shape ``key`` from the code object of a source of that shape compiled on its
-    own (line table final, ``tail`` constants appended), whose distinct literals were
-    ``values``: no second ``compile()``. Each value must be an int constant of its own,
-    loaded by as many instructions as it has literals, and no other int constant may be
-    there (so no literal was folded into another constant or away: folding ``k`` literals
-    leaves at most one load where there were ``k``, and the counts tell). None where that
-    does not hold, or the shape could compile differently from this source (an operator
-    the compiler folds only for small operands): :func:`make_shape` decides then."""
-    text, classes = key
-    if _FOLDABLE.search(text):
-        return None
-    consts = code.co_consts[:len(code.co_consts) - tail]
-    index = {v: j for j, v in enumerate(values)}
-    slots = [-1] * len(values)
-    for idx, c in enumerate(consts):
-        kind = type(c)
-        if kind is int:
-            j = index.get(c, -1)
-            if j < 0:
-                return None
-            slots[j] = idx
-        elif kind is not str and c is not None and kind is not bool and kind is not float:
-            return None
-    loads = const_loads(code)
-    uses = Counter(classes)
-    if -1 in slots or any(loads[s] != uses[j] for j, s in enumerate(slots)):
-        return None
-    return Shape(code, consts, tuple(slots))
-
-
 class ShapeCache:
     """Compiled shapes by key (:func:`split_literals`), at most ``max_bytes`` host bytes
     (the least recently used out first)."""
@@ -186,19 +153,11 @@ class ShapeCache:
         self.max_bytes = max_bytes
         self.nbytes = 0
         self.stats = {"hits": 0, "shapes": 0, "unshareable": 0, "unshaped": 0, "first": 0,
-                      "unshared": 0, "from_first": 0}
+                      "unshared": 0}
         self._shapes: dict[Key, tuple[Shape, int]] = {}
         #: hashes of the cheap keys of the sources seen (at most ``max_seen``)
         self._seen: set[int] = set()
         self.max_seen = 1 << 16
-        #: the latest sources compiled on their own at their cheap key's first sight, with
-        #: their code (at most ``max_firsts``): the second source of such a key takes its
-        #: shape from that code instead of compiling the shape (:func:`shape_of_compiled`).
-        #: The code is held weakly: a translation dropped everywhere is freed at once, as
-        #: before (its shape is then compiled from placeholders); the sources count in
-        #: ``nbytes`` (the oldest out first when over the bound)
-        self._firsts: dict[int, tuple[str, weakref.ref[types.CodeType], int]] = {}
-        self.max_firsts = 128
 
     def __len__(self) -> int:
         return len(self._shapes)
@@ -206,7 +165,6 @@ class ShapeCache:
     def clear(self) -> None:
         self._shapes.clear()
         self._seen.clear()
-        self._firsts.clear()
         self.nbytes = 0
 
     def code(self, source: str, filename: str, tail: tuple[Any, ...],
@@ -220,31 +178,19 @@ class ShapeCache:
         A source whose cheap key (its digits masked: a few microseconds, where finding
         its literals costs ~50) was never seen is compiled on its own: most code of a
         kernel's boot runs once and shares no shape, and pays nothing more here. A second
-        source of that cheap key makes the shape (from the first one's code where it is
-        still kept and fits: :func:`shape_of_compiled`, else compiled from placeholders:
-        :func:`make_shape`), and later ones use it.
+        source of that cheap key makes the shape, and later ones use it.
 
         ``split``: what :func:`split_literals` returns for ``source``, where the caller
         knows it (a translation moved to another address, :mod:`.relocate`, is made
         from its literals): the shape is used at once."""
-        cheap = hash(source.translate(_MASK_DIGITS))
         if split is None:
+            cheap = hash(source.translate(_MASK_DIGITS))
             if cheap not in self._seen:
                 if len(self._seen) >= self.max_seen:
                     self._seen.clear()
                 self._seen.add(cheap)
                 self.stats["first"] += 1
-                code = compile_plain(source)
-                firsts = self._firsts
-                size = _ENTRY_BYTES + sys.getsizeof(source)
-                old = firsts.pop(cheap, None)
-                if old is not None:  # (its cheap key forgotten since: a fresh first)
-                    self.nbytes -= old[2]
-                firsts[cheap] = (source, weakref.ref(code), size)
-                self.nbytes += size
-                while firsts and (len(firsts) > self.max_firsts or self.nbytes > self.max_bytes):
-                    self.nbytes -= firsts.pop(next(iter(firsts)))[2]
-                return code
+                return compile_plain(source)
             split = split_literals(source)
         if split is None:
             self.stats["unshaped"] += 1
@@ -253,18 +199,7 @@ class ShapeCache:
         shapes = self._shapes
         entry = shapes.pop(key, None)
         if entry is None:
-            shape = None
-            first = self._firsts.pop(cheap, None)
-            if first is not None:
-                self.nbytes -= first[2]
-                was = first[1]()
-                made = None if was is None else split_literals(first[0])
-                if was is not None and made is not None and made[0] == key:
-                    shape = shape_of_compiled(key, made[1], was, len(tail))
-                    if shape is not None:
-                        self.stats["from_first"] += 1
-            if shape is None:
-                shape = make_shape(key, filename, rebuild)
+            shape = make_shape(key, filename, rebuild)
             size = _ENTRY_BYTES + sys.getsizeof(key[0]) + sys.getsizeof(key[1])
             if shape is _UNSHAREABLE:
                 self.stats["unshareable"] += 1
@@ -274,9 +209,6 @@ class ShapeCache:
             entry = (shape, size)
             self.nbytes += size
             shapes[key] = entry
-            firsts = self._firsts
-            while self.nbytes > self.max_bytes and firsts:
-                self.nbytes -= firsts.pop(next(iter(firsts)))[2]
             while self.nbytes > self.max_bytes and shapes:
                 self.nbytes -= shapes.pop(next(iter(shapes)))[1]
         else:
