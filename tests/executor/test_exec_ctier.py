@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_exec_regions import OPS
 
+from pvframe.executor import carryover
 from pvframe.executor import cpu as cpu_mod
 from pvframe.executor.state import IF_MASK
 
@@ -42,8 +43,10 @@ EDGE_OPS = ["mov %eax, %edx\n cmp %edx, %eax\n jmp 5f\n5: adc $0, %ebx",
 def _hot_soon(monkeypatch: Any) -> None:
     """Regions after a few runs, compiled to C at their first run with IF=0."""
     monkeypatch.setattr(cpu_mod, "HOT_RUNS", 4)
+    monkeypatch.setattr(carryover, "HOT_RUNS", 4)  # (a parked block's heat)
     monkeypatch.setattr(cpu_mod, "MIN_MEMBER_RUNS", 1)
     monkeypatch.setattr(cpu_mod, "WARM_RUNS", 1)
+    monkeypatch.setattr(carryover, "WARM_RUNS", 1)  # (a parked block's heat)
     monkeypatch.setattr(cpu_mod, "CTIER_RUNS", 1)
     monkeypatch.setattr(cpu_mod, "CTIER_WAIT", True)
 

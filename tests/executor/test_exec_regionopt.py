@@ -14,8 +14,8 @@ from conftest import STACK_TOP, Machine
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from pvframe.executor import carryover, regionopt
 from pvframe.executor import cpu as cpu_mod
-from pvframe.executor import regionopt
 from pvframe.executor.regionopt import (
     arithmetic_shifts,
     modular_reductions,
@@ -49,6 +49,7 @@ ACCESSES = [
 @pytest.fixture(autouse=True)
 def _hot_soon(monkeypatch: Any) -> None:
     monkeypatch.setattr(cpu_mod, "HOT_RUNS", 4)
+    monkeypatch.setattr(carryover, "HOT_RUNS", 4)  # (a parked block's heat)
     monkeypatch.setattr(cpu_mod, "MIN_MEMBER_RUNS", 1)
 
 

@@ -13,6 +13,7 @@ from conftest import CODE, STACK_TOP, Machine
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from pvframe.executor import carryover
 from pvframe.executor import cpu as cpu_mod
 from pvframe.executor.state import IF_MASK
 
@@ -33,8 +34,10 @@ OPS = [
 def _hot_soon(monkeypatch: Any) -> None:
     """Regions after a few runs (the executor waits for thousands)."""
     monkeypatch.setattr(cpu_mod, "HOT_RUNS", 4)
+    monkeypatch.setattr(carryover, "HOT_RUNS", 4)  # (a parked block's heat)
     monkeypatch.setattr(cpu_mod, "MIN_MEMBER_RUNS", 1)
     monkeypatch.setattr(cpu_mod, "WARM_RUNS", 1)
+    monkeypatch.setattr(carryover, "WARM_RUNS", 1)  # (a parked block's heat)
 
 
 def loop_program(n: int, head: list[str], taken: list[str], tail: list[str], mask: int,

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_exec_regions import DATA, OPS, loop_program, make, state
 
+from pvframe.executor import carryover
 from pvframe.executor import cpu as cpu_mod
 from pvframe.executor.cpu import MAX_INSNS, WARM_RUNS
 
@@ -34,7 +35,7 @@ def test_tiers_run_exactly_what_superblocks_run(n: int, head: list[str], taken: 
     code = asm(loop_program(n, head, taken, tail, mask, div_at, call))
     runs = []
     saved = cpu_mod.WARM_RUNS
-    cpu_mod.WARM_RUNS = warm
+    cpu_mod.WARM_RUNS = carryover.WARM_RUNS = warm  # (carryover: a parked block's heat)
     try:
         for tiered in (True, False):
             m = make(code, regions, bytes(range(256)) * 16)
@@ -45,7 +46,7 @@ def test_tiers_run_exactly_what_superblocks_run(n: int, head: list[str], taken: 
             last = m.run(200_000)
             runs.append((first, mid, last, state(m)))
     finally:
-        cpu_mod.WARM_RUNS = saved
+        cpu_mod.WARM_RUNS = carryover.WARM_RUNS = saved
     assert runs[0] == runs[1]
 
 
