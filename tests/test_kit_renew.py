@@ -156,15 +156,21 @@ class _Unrenewable(NativeBackend):
     reset = None  # type: ignore[assignment]
 
 
-def test_a_backend_without_reset_gets_a_new_machine() -> None:
-    info = attrs.evolve(plugins.get_backend(plugins.NATIVE), name="unrenewable",
-                        factory=_Unrenewable)
-    backends = {**plugins.discover(), "unrenewable": info}
+def _observed_twice_unrenewed(name: str, factory: type) -> dict[str, plugins.BackendInfo]:
+    """The backends with native's hooks under ``name`` made by ``factory``, after one
+    program observed twice on it gave the same Observation without a renewed machine."""
+    info = attrs.evolve(plugins.get_backend(plugins.NATIVE), name=name, factory=factory)
+    backends = {**plugins.discover(), name: info}
     prog = p.Program((p.WriteMsr(msr=0x10, value=7),), paging=False, tsc_hz=None)
-    first = oracle.observe(prog, "unrenewable", backends=backends)
-    again = oracle.observe(prog, "unrenewable", backends=backends)
+    first = oracle.observe(prog, name, backends=backends)
+    again = oracle.observe(prog, name, backends=backends)
     same(first, again)
     assert oracle.KEPT.renewed == 0
+    return backends
+
+
+def test_a_backend_without_reset_gets_a_new_machine() -> None:
+    backends = _observed_twice_unrenewed("unrenewable", _Unrenewable)
     m = Machine("unrenewable", backends=backends)
     assert not m.renew()
     m.release()
@@ -189,10 +195,4 @@ class _Raising(NativeBackend):
 
 
 def test_a_backend_whose_reset_raises_gets_a_new_machine() -> None:
-    info = attrs.evolve(plugins.get_backend(plugins.NATIVE), name="raising", factory=_Raising)
-    backends = {**plugins.discover(), "raising": info}
-    prog = p.Program((p.WriteMsr(msr=0x10, value=7),), paging=False, tsc_hz=None)
-    first = oracle.observe(prog, "raising", backends=backends)
-    again = oracle.observe(prog, "raising", backends=backends)
-    same(first, again)
-    assert oracle.KEPT.renewed == 0
+    _observed_twice_unrenewed("raising", _Raising)

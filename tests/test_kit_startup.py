@@ -13,6 +13,22 @@ import pytest
 from _pytest.assertion.rewrite import AssertionRewritingHook
 
 
+def _inner_pytest(tmp_path: Path, files: dict[str, str], *args: str,
+                  passed: int = 1) -> subprocess.CompletedProcess[str]:
+    """``pytest -q -p no:cacheprovider ARGS`` run in ``tmp_path`` holding ``files`` (name ->
+    source), asserted to pass ``passed`` tests. Run from a pytest-xdist worker (``pytest
+    -n 2`` on this suite), the inner run must not inherit the worker's name: its -n 0
+    process would record itself as that worker."""
+    pytest.importorskip("xdist")
+    for name, source in files.items():
+        (tmp_path / name).write_text(source)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and f"{passed} passed" in proc.stdout, proc.stdout + proc.stderr
+    return proc
+
+
 def test_hypothesis_is_imported_past_the_assertion_rewriter() -> None:
     """The plugin imports Hypothesis with the ordinary loaders (its compiled bytecode,
     not a rewrite of each module's source in every process), and leaves pytest's rewriter
@@ -82,18 +98,9 @@ def test_xdist_workers_collect_the_longest_searches_first(tmp_path: Path) -> Non
     """Under ``-n 2`` every worker's collection has the pv-call search's shards first,
     then the other search's and the tests marked long, then the rest in collection
     order (what the controller deals from); ``-n 0`` keeps the collection order."""
-    pytest.importorskip("xdist")
-    (tmp_path / "test_ordered.py").write_text(ORDERED)
-    (tmp_path / "conftest.py").write_text(RECORD_ORDER)
-    # run from a pytest-xdist worker (``pytest -n 2`` on this suite), the inner run must
-    # not inherit the worker's name: its -n 0 process would record itself as that worker
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
     for jobs in ("0", "2"):
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-             "--pvframe-shards", "2", "-n", jobs, "test_ordered.py"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-        assert proc.returncode == 0 and "8 passed" in proc.stdout, proc.stdout + proc.stderr
+        _inner_pytest(tmp_path, {"test_ordered.py": ORDERED, "conftest.py": RECORD_ORDER},
+                      "--pvframe-shards", "2", "-n", jobs, "test_ordered.py", passed=8)
     shards = ("shard0of2", "shard1of2")
     alone = ["test_short_first_in_file", *(f"test_search[{s}]" for s in shards),
              *(f"test_pv_call_search[{s}]" for s in shards),
@@ -186,15 +193,9 @@ def test_an_xdist_controller_loads_xdists_own_modules_past_the_rewriter(
     """The controller of ``pytest -n 2`` imports pytest-xdist's session, worker manager
     and scheduler with Python's own loader (their compiled bytecode), not through
     pytest's assertion rewriter, before it starts its workers."""
-    pytest.importorskip("xdist")
-    (tmp_path / "conftest.py").write_text(RECORD_XDIST_LOADERS)
-    (tmp_path / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
-         "test_nothing.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+    _inner_pytest(tmp_path, {"conftest.py": RECORD_XDIST_LOADERS,
+                             "test_nothing.py": "def test_nothing():\n    pass\n"},
+                  "-n", "2", "test_nothing.py")
     assert eval((tmp_path / "xdist-loaders.txt").read_text()) == dict.fromkeys(
         ("xdist.dsession", "xdist.workermanage", "xdist.scheduler.load"), "SourceFileLoader")
 
@@ -230,14 +231,8 @@ def test_an_xdist_controller_imports_no_hypothesis(
     """The controller of ``pytest -n 2`` starts its workers without importing Hypothesis
     (~0.1 CPU s before the workers even start); every process that runs tests has it and
     the kit's ``ci`` profile loaded."""
-    pytest.importorskip("xdist")
-    (tmp_path / "conftest.py").write_text(RECORD_HYPOTHESIS)
-    (tmp_path / "test_ci.py").write_text(USES_CI)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, "test_ci.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+    _inner_pytest(tmp_path, {"conftest.py": RECORD_HYPOTHESIS, "test_ci.py": USES_CI},
+                  *args, "test_ci.py")
     assert (tmp_path / "hypothesis-main.txt").read_text() == repr(main_imports)
     if args[1] == "2":
         for worker in ("gw0", "gw1"):
@@ -347,14 +342,8 @@ def test_an_xdist_controller_imports_the_summaries_needs_when_a_worker_finishes(
     """The controller of ``pytest -n 2`` has Hypothesis (its plugin's summary imports
     it) and pvframe's catalogue (the kit's summary) imported by the time the summaries are
     printed, when its workers reported: not as the run's last step, after they exited."""
-    pytest.importorskip("xdist")
-    (tmp_path / "conftest.py").write_text(RECORD_SUMMARY_IMPORTS)
-    (tmp_path / "test_figures.py").write_text(KIT_FIGURES)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
-         "test_figures.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+    proc = _inner_pytest(tmp_path, {"conftest.py": RECORD_SUMMARY_IMPORTS,
+                                    "test_figures.py": KIT_FIGURES},
+                         "-n", "2", "test_figures.py")
     assert "pvframe equivalence kit: (1 workers)" in proc.stdout, proc.stdout
     assert (tmp_path / "summary-main.txt").read_text() == repr([True, True])
