@@ -371,7 +371,8 @@ class Machine:
         without knowing of it. The native object of a machine of another backend (the
         hooks it falls back on) is reset through its own ``reset`` too.
 
-        ``config``: the configuration the machine takes (default: its own); one with
+        ``config``: the configuration the machine takes (default: the default one, as
+        ``Machine(backend)`` takes; not the machine's own); one with
         another RAM size is refused (the memory's size)."""
         config = config or _default_config()
         if not self.renewable or config.ram_size != self.config.ram_size:
