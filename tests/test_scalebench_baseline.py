@@ -32,3 +32,16 @@ def test_a_baseline_puts_its_core_and_each_backend_first_on_the_path(tmp_path: P
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          env=env, check=True).stdout.strip()
     assert out == "baseline core | baseline pvframe_xen"
+
+
+def test_a_figure_is_the_median_of_the_processes_that_ran_clean() -> None:
+    fig = {"cpu": 0.0, "wall": 0.0, "warm": 0.5, "diverged": None}
+    measured = [{"xen": {**fig, "cpu": 150.0, "wall": 140.0}},
+                {"xen": {**fig, "cpu": 210.0, "wall": 200.0}},
+                {"error": "RuntimeError: boom"},
+                {"xen": {**fig, "cpu": 999.0, "diverged": "pvop_iret"}},
+                {"xen": {**fig, "cpu": 190.0, "wall": 180.0}}]
+    text = scalebench.summary("xen", measured)
+    assert text.startswith("  190.0 [150-210] (180.0) programs/s; first 5: 0.50 s")
+    assert "failed: RuntimeError: boom" in text and "DIVERGES: pvop_iret" in text
+    assert scalebench.summary("xen", [{"error": "x"}]) == "no figure; failed: x"
