@@ -157,14 +157,22 @@ def test_pvframe_library_modules_are_imported_past_the_assertion_rewriter(
 
 
 def test_the_library_finder_leaves_other_modules_and_the_suite_to_the_others() -> None:
+    import _pytest
+    import hypothesis
+    import pvframe_xen
+
+    import pvframe.testing
     from pvframe.testing.pytest_plugin import LibraryFinder
 
     finder = LibraryFinder()
-    assert finder.find_spec("pvframe.testing.conformance") is None
-    assert finder.find_spec("hypothesis.core") is None
-    assert finder.find_spec("pvframe_xen.backend") is None
-    import pvframe.testing
-
+    # each with the package path Python would pass, so that a None is the finder's choice
+    # and not a module that could not be found: the test modules, other distributions'
+    # modules and pytest's own stay with the rewriter and the finders after it
+    assert finder.find_spec("pvframe.testing.conformance", pvframe.testing.__path__) is None
+    assert finder.find_spec("pvframe_xen.backend", pvframe_xen.__path__) is None
+    assert finder.find_spec("_pytest.python", _pytest.__path__) is None
+    spec = finder.find_spec("hypothesis.core", hypothesis.__path__)
+    assert spec is not None and spec.origin.endswith("core.py")
     spec = finder.find_spec("pvframe.testing.oracle", pvframe.testing.__path__)
     assert spec is not None and spec.origin.endswith("oracle.py")
     xdist = pytest.importorskip("xdist")
