@@ -40,6 +40,23 @@ def test_shard_ids_carry_the_backend(tmp_path: Path) -> None:
     assert not set(ids["xen"]) & set(ids["vmi"])
 
 
+def test_a_suite_testing_its_own_backend_files_its_shards_under_it(tmp_path: Path) -> None:
+    """A scaffolded backend's suite tests that backend whatever ``--pvframe-backend``
+    says (its ``pvframe_backend`` fixture); its shards, and so their database keys and a
+    campaign report's backend, are named after it (``PVFRAME_BACKEND``), not the option."""
+    (tmp_path / "test_own.py").write_text(
+        "from pvframe.testing.conformance import test_generated_programs_match_native\n"
+        "PVFRAME_BACKEND = 'vmi'\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
+         "--pvframe-backend", "xen", "test_own.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    # (the option also adds the kit's own module for xen: its shards stay xen's)
+    ids = [ln for ln in proc.stdout.splitlines() if ln.startswith("test_own.py::")]
+    assert ids and all("[vmi-shard" in i for i in ids), proc.stdout + proc.stderr
+    assert {campaign_report.backend_of(i) for i in ids} == {"vmi"}
+
+
 class Cr3WithoutFlush:
     @hookimpl
     def pvop_write_cr3(self, machine: Any, value: int) -> None:

@@ -175,10 +175,15 @@ from pvframe.testing.conformance import (  # noqa: E402, F401  (collected by pyt
 )
 
 
+#: the backend under test, whatever ``--pvframe-backend`` says (the kit's plugin also reads
+#: it to name the searches' shards, so their database keys, after this backend)
+PVFRAME_BACKEND = "{name}"
+
+
 @pytest.fixture(scope="session")
 def pvframe_backend() -> str:
     """The backend under test."""
-    return "{name}"
+    return PVFRAME_BACKEND
 ''',
         "README.md": f'''# pvframe-{name}
 
