@@ -196,3 +196,64 @@ class _Raising(NativeBackend):
 
 def test_a_backend_whose_reset_raises_gets_a_new_machine() -> None:
     _observed_twice_unrenewed("raising", _Raising)
+
+
+# ------------------------------------------------------------------ revalidation
+def _span_by_xor(old: bytes | None, new: bytes | None) -> tuple[int, int]:
+    """The first and one past the last differing byte, from the XOR of the pages read
+    as integers (the definition :func:`carryover._changed_span` must agree with)."""
+    zero = bytes(4096)
+    diff = int.from_bytes(old if old is not None else zero, "little") ^ \
+        int.from_bytes(new if new is not None else zero, "little")
+    if not diff:
+        return 0, 0
+    return ((diff & -diff).bit_length() - 1) >> 3, (diff.bit_length() + 7) >> 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(base=st.one_of(st.none(), st.binary(min_size=4096, max_size=4096)),
+       changes=st.lists(st.tuples(st.integers(0, 4095), st.integers(1, 255)), max_size=4),
+       flip=st.booleans())
+def test_a_changed_span_is_from_the_first_to_the_last_differing_byte(
+        base: bytes | None, changes: list[tuple[int, int]], flip: bool) -> None:
+    """The span :meth:`Executor.revalidate` drops blocks on (found by halving) is the
+    span of the differing bytes, for pages never written (None) too."""
+    from pvframe.executor.carryover import _changed_span
+
+    new = bytearray(base if base is not None else bytes(4096))
+    for offset, xor in changes:
+        new[offset] ^= xor
+    old, other = (base, bytes(new)) if not flip else (bytes(new), base)
+    assert _changed_span(old, other) == _span_by_xor(old, other)
+
+
+def test_a_renewed_machine_keeps_exactly_the_blocks_whose_bytes_are_unchanged() -> None:
+    """Renewed and loaded with another program at the same address, the executor's
+    cache holds every block whose bytes all lie outside the changed span of its page
+    and none of the others (as after a store into the span), and its EIP maps start
+    empty with nothing carried to restore."""
+    progs = [p.Program((p.Cpuid(leaf=0), p.Cpuid(leaf=1)), paging=False, tsc_hz=None),
+             p.Program((p.WriteMsr(msr=0x10, value=9),), paging=False, tsc_hz=None)]
+    built = [assemble_program(q) for q in progs]
+    m = Machine(plugins.NATIVE)
+    m.load_raw(built[0].image, p.LOAD_ADDR, p.LOAD_ADDR)
+    m.run(oracle.DEFAULT_BUDGET)
+    ex = m.executor
+    before = {key: blk for key, blk in ex._blocks.items() if len(blk.pages) == 1}
+    old = {pfn: bytes(page) for pfn, page in m.memory.pages.items()}
+    assert m.renew()
+    m.load_raw(built[1].image, p.LOAD_ADDR, p.LOAD_ADDR)
+    new = m.memory.pages
+    assert not any(ex._by_eip_maps) and not ex._carried
+    spanned = 0
+    for key, blk in before.items():
+        pfn, lo, hi = blk.pages[0]
+        was, now = old.get(pfn, bytes(4096)), bytes(new.get(pfn, bytes(4096)))
+        start, end = _span_by_xor(was, now)
+        if lo < end and start < hi:
+            spanned += 1
+            assert key not in ex._blocks
+        else:
+            assert ex._blocks.get(key) is blk
+    assert spanned  # (the two programs' code differs where the first has blocks)
+    m.release()

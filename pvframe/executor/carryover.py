@@ -115,11 +115,10 @@ class EipGroup:
     (:meth:`~pvframe.executor.cpu.Executor._restore_eip_page`) instead of entry by
     entry; ``page`` is None when the entries were found on several physical pages."""
 
-    __slots__ = ("blocks", "entries", "keys", "paddrs", "page", "pfn", "steps", "whole")
+    __slots__ = ("entries", "paddrs", "page", "pfn", "steps", "whole")
 
     def __init__(self, entries: dict[int, Block], pfn: int, page: ParkedPage | None,
-                 steps: AbstractSet[int], whole: AbstractSet[int], paddrs: AbstractSet[int],
-                 keys: tuple[tuple[int, int, int], ...] = (), blocks: list[Block] | None = None
+                 steps: AbstractSet[int], whole: AbstractSet[int], paddrs: AbstractSet[int]
                  ) -> None:
         self.entries = entries
         self.pfn = pfn
@@ -127,12 +126,6 @@ class EipGroup:
         self.steps = steps
         self.whole = whole
         self.paddrs = paddrs
-        #: for a group a renewed machine's executor made of its own run's entries
-        #: (:meth:`~pvframe.executor.cpu.Executor.revalidate`; ``page`` None, all found
-        #: on page ``pfn``): their blocks' keys and the blocks, in one order: the group
-        #: is restored at once when the executor's cache still maps each key to its block
-        self.keys = keys
-        self.blocks = blocks
 
 
 @attrs.define
@@ -225,8 +218,8 @@ class CarryOver:
     what a released machine's executor hands to the next executor of its lineage
     (:meth:`retire`, :meth:`_take_over`, :meth:`_wake`), and how a machine renewed in
     place keeps its translations across the new image (:meth:`renew`,
-    :meth:`revalidate`); the EIP-map entries either parks are restored page by page
-    (:meth:`_restore_eip_page`)."""
+    :meth:`revalidate`); the EIP-map entries a retired executor parks are restored page
+    by page (:meth:`_restore_eip_page`)."""
 
     if TYPE_CHECKING:  # (what it reads and writes of its executor: set in Executor.__init__)
         memory: Any
@@ -482,7 +475,7 @@ class CarryOver:
         self._set_privilege(False)
         self.memory.code_pages.clear()
         # (the groups the run restored whole: only :meth:`retire` reads them; the
-        # entries it dropped, :attr:`_seen`, :meth:`revalidate` offers the next run)
+        # entries it dropped, :attr:`_seen`, :meth:`revalidate` empties with the maps)
         self._restored.clear()
 
     def revalidate(self, held: dict[int, bytearray]) -> None:
@@ -490,18 +483,31 @@ class CarryOver:
         the memory held before, :meth:`PhysicalMemory.renew`): the translations whose
         bytes are what they were stay, as after a store to a code page
         (:meth:`_drop_overlapping`) only those holding a byte between the first and the
-        last changed one of their page go; their pages are code pages again.
+        last changed one of their page go; their pages are code pages again
+        (:meth:`_revalidate_pages`).
 
-        The EIP maps start empty, as a new machine's. What the last run found in them (and
-        dropped at its flushes, :attr:`_seen`) waits by privilege and virtual page in
-        :attr:`_carried`, as a predecessor's parked entries do: the first fetch from the
-        page that reaches their physical page restores those still valid
-        (:meth:`_restore_eip_page`: the block still the cached one for its key, still what
-        :meth:`_lookup` takes there), at once for a group made of this executor's own
-        entries whose blocks are all still cached (:func:`_own_group`). A group restored
-        at once is restored again after a flush that empties the maps
-        (:meth:`_clear_by_eip`: the kit's harness turns paging on early) and kept as it
-        is for the next run when that run finds its entries again."""
+        The EIP maps start empty, as a new machine's, and nothing of them is carried to
+        the next run: each address the run fetches is looked up once (:meth:`_lookup`,
+        a hit in the cache for a kept translation). Grouping the ~160 entries a kit
+        program's run found by virtual page for the next run, checking each group when
+        its page is fetched again, cost more than the lookups it saved (callgrind over
+        the kit's 200 derandomized programs: 1877M host instructions with it, 1821M
+        without, native; vmi 2048M and 1991M). Entries a predecessor parked for a new
+        machine (:meth:`retire`) are still restored page by page."""
+        self._revalidate_pages(held)
+        sup, user = self._by_eip_maps
+        user.clear()
+        sup.clear()
+        for seen in self._seen:
+            seen.clear()
+        self._eip_pages.clear()
+        self._carried.clear()
+        self._regrouped.clear()
+
+    def _revalidate_pages(self, held: dict[int, bytearray]) -> None:
+        """:meth:`revalidate`'s translations: each code page compared with what it held
+        (one comparison of 4 KiB), the blocks holding a byte of its changed span
+        (:func:`_changed_span`) dropped."""
         memory = self.memory
         pages = memory.pages
         code_pages = memory.code_pages
@@ -510,18 +516,18 @@ class CarryOver:
         clean = self._clean
         dropped = 0
         for pfn in list(page_blocks):
-            lst = page_blocks.get(pfn)
+            lst = page_blocks.get(pfn)  # (a straddling block dropped may have emptied it)
             if not lst:
                 continue
             old = held.get(pfn)
             new = pages.get(pfn)
-            if (old if old is not None else _ZERO_PAGE) == (new if new is not None else _ZERO_PAGE) \
-                    and memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE):
+            ram = memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE)
+            if ram and (old if old is not None else _ZERO_PAGE) == \
+                    (new if new is not None else _ZERO_PAGE):
                 code_pages.add(pfn)
                 continue
             clean.pop(pfn, None)
-            lo, hi = _changed_span(old, new) if memory.is_ram(pfn << PAGE_SHIFT, PAGE_SIZE) \
-                else (0, PAGE_SIZE)
+            lo, hi = _changed_span(old, new) if ram else (0, PAGE_SIZE)
             keep = []
             for blk in lst:
                 on = blk.pages
@@ -534,7 +540,7 @@ class CarryOver:
                     dropped += 1
                     if blocks.pop(blk.key, None) is not None:
                         self.cached_bytes -= blk.nbytes
-                    for p, _s, _e in blk.pages:
+                    for p, _s, _e in on:
                         if p != pfn and p in page_blocks:
                             clean.pop(p, None)
                             page_blocks[p] = [b for b in page_blocks[p] if b is not blk]
@@ -550,57 +556,6 @@ class CarryOver:
             code_pages.discard(pfn)
         if dropped:
             self.stats["invalidations"] += 1
-            self._carried.clear()  # (its groups may name dropped blocks)
-        sup, user = self._by_eip_maps
-        seen_sup, seen_user = self._seen
-        # (what the last run found, at either privilege, before or after a flush: a
-        # block's key names no privilege; what was found last wins)
-        found_user = {**seen_user, **user}
-        found_sup = {**seen_sup, **sup}
-        user.clear()
-        sup.clear()
-        seen_sup.clear()
-        seen_user.clear()
-        pages = self._eip_pages
-        pages.clear()
-        # every entry whose block is still cached waits, by privilege and virtual page,
-        # for the first fetch from its page that reaches its physical page
-        # (:meth:`_restore_eip_page` checks each against it, as for a predecessor's
-        # entries): after a flush (paging turned on) too, not only before it
-        carried = self._carried
-        regrouped = self._regrouped
-        for flag, found in ((True, found_user), (False, found_sup)):
-            if not found:
-                continue
-            # a group restored whole whose entries the run still holds, their blocks all
-            # still cached: made again of them it would be the same; the loop below sees
-            # the other entries only (those whose block the new image dropped left out)
-            covered: dict[int, Block] = {}
-            for k, group in regrouped.items():
-                if k[0] == flag and carried.get(k, group) is group and \
-                        group.entries.items() <= found.items() and \
-                        list(map(blocks.get, group.keys)) == group.blocks:
-                    carried[k] = group
-                    covered.update(group.entries)
-            groups: dict[int, dict[int, Block]] = {}
-            for eip in (found.keys() - covered.keys() if covered else found):
-                blk = found[eip]
-                if blocks.get(blk.key) is not blk:
-                    continue
-                vpn = eip >> PAGE_SHIFT
-                on_page = groups.get(vpn)
-                if on_page is None:
-                    groups[vpn] = {eip: blk}
-                else:
-                    on_page[eip] = blk
-            for vpn, entries in groups.items():
-                k = (flag, vpn)
-                before = carried.get(k)
-                if before is not None:
-                    entries = {**{e: b for e, b in before.entries.items()
-                                  if blocks.get(b.key) is b}, **entries}
-                carried[k] = _own_group(entries)
-        regrouped.clear()
 
     def _restore_eip_page(self, eip: int, pfn: int, group: EipGroup) -> None:
         """An instruction fetch at ``eip`` just translated to physical page ``pfn`` (the
@@ -626,10 +581,8 @@ class CarryOver:
         vpn = eip >> PAGE_SHIFT
         entries = group.entries
         page = group.page
-        if group.pfn == pfn and not self.stats["regions"] and (
-                (self._clean.get(pfn) is page) if page is not None else
-                (group.blocks is not None and
-                 list(map(self._blocks.get, group.keys)) == group.blocks)):
+        if page is not None and group.pfn == pfn and not self.stats["regions"] and \
+                self._clean.get(pfn) is page:
             steps = self._step_at
             named = self._eip_pages.get(vpn)
             if (named is None or (len(named) == 1 and eip in named)) and \
@@ -644,10 +597,7 @@ class CarryOver:
                     self._eip_pages[vpn] = set(entries)
                 else:
                     named.update(entries)
-                if page is not None:
-                    self._restored[(self.mmu.user, vpn)] = group
-                else:  # (a renewed machine's own group: :meth:`revalidate` may keep it)
-                    self._regrouped[(self.mmu.user, vpn)] = group
+                self._restored[(self.mmu.user, vpn)] = group
                 return
         by_eip = self._by_eip
         blocks = self._blocks
@@ -683,37 +633,30 @@ class CarryOver:
 def _changed_span(old: bytes | bytearray | None, new: bytes | bytearray | None
                   ) -> tuple[int, int]:
     """The page offsets [lo, hi) from the first to the last byte where two versions of
-    a page differ (None: never written, zeros); (0, 0) when none does."""
-    diff = int.from_bytes(old if old is not None else _ZERO_PAGE, "little") ^ \
-        int.from_bytes(new if new is not None else _ZERO_PAGE, "little")
-    if not diff:
+    a page differ (None: never written, zeros); (0, 0) when none does. Found by halving
+    (a dozen comparisons of slices each way, 8 KiB compared in all), not byte by byte."""
+    a = old if old is not None else _ZERO_PAGE
+    b = new if new is not None else _ZERO_PAGE
+    if a == b:
         return 0, 0
-    return ((diff & -diff).bit_length() - 1) >> 3, (diff.bit_length() + 7) >> 3
-
-
-#: the key limits of the blocks a group restores at once: full-budget and step blocks
-_GROUPED_LIMITS = frozenset((MAX_INSNS, 0))
-
-
-def _own_group(entries: dict[int, Block]) -> EipGroup:
-    """The EIP-map ``entries`` of one virtual page a renewed machine's run found, as a
-    group :meth:`Executor._restore_eip_page` restores at the next run: at once when all
-    were found on one physical page, are full-budget or step blocks whose first
-    instruction ends on the page, and the executor still caches each block under its key
-    then; else entry by entry."""
-    blks = list(entries.values())
-    keys = tuple([blk.key for blk in blks])
-    paddrs = frozenset([k[0] for k in keys])
-    pfn = keys[0][0] >> PAGE_SHIFT
-    # (an instruction's offset on its page is below PAGE_SIZE: a length of 0 ends on it)
-    if len({a >> PAGE_SHIFT for a in paddrs}) != 1 or \
-            not {k[2] for k in keys} <= _GROUPED_LIMITS or \
-            max([(eip & PAGE_MASK) + b.length for eip, b in entries.items()]) > PAGE_SIZE or \
-            len({len(b.pages) for b in blks}) != 1 or len(blks[0].pages) != 1:
-        return EipGroup(entries, -1, None, _NO_EIPS, _NO_EIPS, paddrs)
-    steps = frozenset([k[1] for k in keys if k[2] == 0])
-    return EipGroup(entries, pfn, None, steps, entries.keys() - steps, paddrs,
-                    keys, blks)
+    # the first: a[:lo] == b[:lo] and a[lo:hi] != b[lo:hi] hold throughout
+    lo, hi = 0, len(a)
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    first = lo
+    # the last: a[hi:] == b[hi:] and a[lo:hi] != b[lo:hi] hold throughout
+    hi = len(a)
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if a[mid:hi] == b[mid:hi]:
+            hi = mid
+        else:
+            lo = mid
+    return first, hi
 
 
 def _eip_group(entries: dict[int, Block], pages: dict[int, ParkedPage]
