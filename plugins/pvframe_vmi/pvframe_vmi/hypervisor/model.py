@@ -784,19 +784,25 @@ class VmiHypervisor:
         programmed into APIC_LVTT (an LVTT-wired alarm is not delivered while LVTT is
         masked). Periodic alarms are re-armed at ``expiry + period``."""
         real = self.now() if now_cycles is None else now_cycles
-        out: list[tuple[int, int]] = []
+        return [(firing.wiring, firing.line) for firing in self.fire_due(real) if firing.delivered]
+
+    def fire_due(self, real: int) -> list[AlarmFiring]:
+        """:meth:`fire_alarms` at REAL cycle ``real``, returning the firings themselves,
+        earliest first, delivered or not: what it appends to :attr:`alarm_log` (the
+        machine's event source delivers from them, without reading them back out of the
+        log: :meth:`RecentLog.since` copies the whole ring)."""
+        fired: list[AlarmFiring] = []
         for alarm, missed in self.alarms.due(real, self.stolen):
             line, delivered = 0, True
             if alarm.wiring == VMI_ALARM_WIRED_LVTT:
                 lvtt = self._lvtt()
                 line, delivered = lvtt & 0xFF, not lvtt & APIC_LVT_MASKED
-            self.alarm_log.append(AlarmFiring(alarm.counter, alarm.wiring, alarm.expiry, real,
-                                              line, missed, delivered))
+            firing = AlarmFiring(alarm.counter, alarm.wiring, alarm.expiry, real, line, missed, delivered)
+            self.alarm_log.append(firing)
+            fired.append(firing)
             self.alarms_fired += 1
             self.alarms_delivered += delivered
-            if delivered:
-                out.append((alarm.wiring, line))
-        return out
+        return fired
 
     def deschedule(self, start: int, end: int) -> None:
         """The VCPU was ready (not running) during REAL cycles ``[start, end)``."""
