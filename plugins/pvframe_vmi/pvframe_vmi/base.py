@@ -175,13 +175,21 @@ class VmiGuest:
         new one is once attached (:meth:`attach`): its model released and made new
         (:meth:`VmiHypervisor.renew`), the ROM, relocations, page-table tracking, lazy
         mode and counters as the initialisers leave them, and a new event source
-        interposed on ``machine.events``. False for a machine it was not attached to."""
+        interposed on ``machine.events``. False for a machine it was not attached to.
+
+        The plans of its calls (:meth:`call`) are kept when the model made new is the
+        one it had and the relocations are those it had: each plan is the relocation of
+        a name and the model's bound method, so it holds (a kit search renews one
+        machine per program, whose hooks make the same ~10 calls each time)."""
         if machine is not self.machine:
             return False
+        hv, plans, relocs = self.hv_model, self._plans, self.relocs
         self.release(machine)
         self.__dict__.clear()
         type(self).__init__(self)
         self.attach(machine)
+        if self.hv_model is hv and self.relocs == relocs:
+            self._plans = plans
         return True
 
     def hv(self, machine: Any) -> VmiHypervisor:

@@ -90,6 +90,8 @@ class _NopIfRom(VmiBackend):
        renew_at=st.none() | st.integers(0, 20), strict=st.booleans())
 @example(calls=[("WRMSR", (0x174, 1 << 40 | 7)), ("RDMSR", (0x174,))], rom=VmiBackend, renew_at=None,
          strict=False)
+@example(calls=[("SetCR0", (0x11,)), ("SetCR0", (0x13,)), ("GetCR0", ())], rom=VmiBackend, renew_at=1,
+         strict=True)  # (a strict model is not kept: the renewed guest side has a new one)
 def test_call_makes_the_call_vmi_makes(calls: list[tuple[str, tuple[int, ...]]], rom: type,
                                        renew_at: int | None, strict: bool) -> None:
     """:meth:`VmiGuest.call` (from the call's plan, kept per name and model) and
