@@ -3,6 +3,8 @@
 * the event source answers the executor's deadline question with the platform's own
   method while the model's alarm queue is empty (:meth:`AlarmQueue.on_armed`), with the
   merged deadline (:class:`HypervisorEventSource`) while an alarm is armed;
+* ``fire_timers`` delivers from the firings ``fire_due`` returns what reading them back
+  out of the alarm log (``RecentLog.since``) delivered;
 * SetCR0/SetCR3/SetCR4 through the guest side flush the machine's TLB as ``mov`` to CRn
   does natively -- once, by the machine's own store (``MachineHooks.control_flushes``),
   not once by the model and again by the machine; the model wired without that flag
