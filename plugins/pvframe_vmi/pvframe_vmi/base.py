@@ -43,11 +43,13 @@ from typing import Any
 from pvframe_vmi.hypervisor import (
     VMI_CALL,
     VMI_CALLS,
+    Action,
     CallResult,
     MachineHooks,
     VmiHypervisor,
 )
-from pvframe_vmi.hypervisor.abi import X86_EFLAGS_IF
+from pvframe_vmi.hypervisor.abi import X86_EFLAGS_IF, VmiUsageError
+from pvframe_vmi.hypervisor.model import Plan
 from pvframe_vmi.rom import DEFAULT_VIRTUAL_TOP, Reloc, VmiRom
 
 PAGE = 4096
@@ -110,6 +112,8 @@ class VmiGuest:
         self._arg_page = bytearray(PAGE)
         self._activated_for: object = _NEVER
         self.nop_skipped: dict[str, int] = {}
+        #: call name -> :meth:`_plan` for the model attached (:meth:`call`)
+        self._plans: dict[str, Plan | Reloc] = {}
 
     # ------------------------------------------------------------------ set-up
     def attach(self, machine: Any) -> None:
@@ -148,6 +152,7 @@ class VmiGuest:
         else:
             hv.renew(machine.config.tsc_hz, epoch_s, boot_epoch_nsec=epoch_nsec, memory=memory, hooks=hooks)
         self.hv_model = hv
+        self._plans.clear()  # (a plan holds the model's bound method)
         # VMI_Init (the ROM's init entry) and one get_reloc per call, as activate_vmi
         self.rom.init(hv)
         self.events = VmiEventSource(self, machine)
@@ -170,13 +175,21 @@ class VmiGuest:
         new one is once attached (:meth:`attach`): its model released and made new
         (:meth:`VmiHypervisor.renew`), the ROM, relocations, page-table tracking, lazy
         mode and counters as the initialisers leave them, and a new event source
-        interposed on ``machine.events``. False for a machine it was not attached to."""
+        interposed on ``machine.events``. False for a machine it was not attached to.
+
+        The plans of its calls (:meth:`call`) are kept when the model made new is the
+        one it had and the relocations are those it had: each plan is the relocation of
+        a name and the model's bound method, so it holds (a kit search renews one
+        machine per program, whose hooks make the same ~10 calls each time)."""
         if machine is not self.machine:
             return False
+        hv, plans, relocs = self.hv_model, self._plans, self.relocs
         self.release(machine)
         self.__dict__.clear()
         type(self).__init__(self)
         self.attach(machine)
+        if self.hv_model is hv and self.relocs == relocs:
+            self._plans = plans
         return True
 
     def hv(self, machine: Any) -> VmiHypervisor:
@@ -220,46 +233,78 @@ class VmiGuest:
         return hv.invoke(number, *args)
 
     def served(self, machine: Any, name: str, *args: int) -> tuple[bool, int | tuple[int, ...] | None]:
-        """:meth:`vmi` without the :class:`CallResult` (the model's
-        :meth:`~VmiHypervisor.serve`, which :meth:`~VmiHypervisor.invoke` runs too):
-        ``(made, value)``, ``made`` False for a NOP relocation; raises
-        :class:`NotProvided` for NONE. For the ops the guest makes millions of times
-        (RDTSC, the IF calls) and whose callers need no more than the value."""
-        hv = self.hv_model
-        if hv is None or self.machine is not machine or self._activated_for is not machine.boot:
-            hv = self.hv(machine)  # (attach, or capture the boot state: :meth:`hv`)
-        number = VMI_CALL[name]
-        kind = self.relocs[number]
-        if kind is _NOP:
-            self.nop_skipped[name] = self.nop_skipped.get(name, 0) + 1
-            return False, None
-        if kind is _NONE:
-            raise NotProvided(name)
-        return True, hv.serve(number, args)[1]
+        """:meth:`call` without the error: ``(made, value)``, ``made`` False for a NOP
+        relocation; raises :class:`NotProvided` for NONE."""
+        made, value, _error = self.call(machine, name, *args)
+        return made, value
 
     def call(self, machine: Any, name: str, *args: int
              ) -> tuple[bool, int | tuple[int, ...] | None, str | None]:
         """:meth:`vmi` without the :class:`CallResult`, for the hooks that need no more
         than whether the call was made, its value and its error: ``(made, value, error)``,
         ``(False, None, None)`` for a NOP relocation; raises :class:`NotProvided` for NONE.
-        The call is the one :meth:`vmi` makes (counted, logged, the action left in the
-        model), without the result record and its register dict."""
+
+        The call is the one :meth:`vmi` makes through :meth:`VmiHypervisor.serve`
+        (counted, masked, run, logged, the action left in the model; a refusal through
+        :meth:`VmiHypervisor.refused`), made here from the call's plan: the relocation
+        and the model's :meth:`~VmiHypervisor.plan` looked up once per name and model
+        (:meth:`_plan`), not the name, the relocation, the call's facts and its method
+        on every one of the ~50 calls of a kit program (the hooks' RDTSC, IF and APIC
+        calls: millions in a boot)."""
         hv = self.hv_model
         if hv is None or self.machine is not machine or self._activated_for is not machine.boot:
-            hv = self.hv(machine)
+            hv = self.hv(machine)  # (attach -- which drops the plans -- or capture the boot state)
+        plan = self._plans.get(name)
+        if plan is None:
+            plan = self._plan(hv, name)
+        if plan.__class__ is not tuple:
+            if plan is _NOP:
+                self.nop_skipped[name] = self.nop_skipped.get(name, 0) + 1
+                return False, None, None
+            raise NotProvided(name)
+        number, name, masks, n, method, ret = plan
+        counts = hv.counts  # (get: a name's first call in a model is no Counter.__missing__)
+        counts[name] = counts.get(name, 0) + 1
+        if len(args) != n:
+            raise TypeError(f"{name} takes {n} arguments, got {len(args)}")
+        if n == 1:
+            args = (args[0] & masks[0],)
+        elif n == 2:
+            args = (args[0] & masks[0], args[1] & masks[1])
+        elif n == 3:
+            args = (args[0] & masks[0], args[1] & masks[1], args[2] & masks[2])
+        elif n:
+            args = tuple(a & m for a, m in zip(args, masks, strict=True))
+        # (serve's stores for a call without ``now``: ``_now`` is None outside serve, and
+        # stays None through the method, whose nested calls restore it)
+        if hv._now is not None:
+            hv._now = None
+        if hv._action is not _RETURN:
+            hv._action = _RETURN
+        try:
+            value = method(*args)
+        except VmiUsageError as exc:
+            value, error = hv.refused(number, name, args, ret, exc)
+            return True, value, error
+        log = hv.log
+        log._items.append((number, name, args, value, None))  # type: ignore[arg-type]
+        log.total += 1
+        return True, value, None
+
+    def _plan(self, hv: VmiHypervisor, name: str) -> Plan | Reloc:
+        """The plan of call ``name`` (:meth:`call`), kept until another model is attached:
+        the relocation ``get_reloc`` reported for it if NOP or NONE, else the model's
+        :meth:`~VmiHypervisor.plan`. A name VMI does not define raises ``KeyError``."""
         number = VMI_CALL[name]
         kind = self.relocs[number]
-        if kind is _NOP:
-            self.nop_skipped[name] = self.nop_skipped.get(name, 0) + 1
-            return False, None, None
-        if kind is _NONE:
-            raise NotProvided(name)
-        _args, value, error = hv.serve(number, args)
-        return True, value, error
+        plan: Plan | Reloc | None = kind if kind is _NOP or kind is _NONE else hv.plan(number)
+        assert plan is not None  # (every name of VMI_CALL is a call of CALL_SPECS)
+        self._plans[name] = plan
+        return plan
 
     def value(self, machine: Any, name: str, *args: int) -> int:
         """The integer result of a value-returning call (0 if the ROM made it a NOP)."""
-        value = self.served(machine, name, *args)[1]
+        value = self.call(machine, name, *args)[1]
         if value is None:
             return 0
         assert isinstance(value, int)
@@ -360,3 +405,4 @@ _SPARE_MODELS: list[VmiHypervisor] = []
 #: (module constants: an enum member read through its class costs a metaclass lookup,
 #: and the relocation test runs on every one of the millions of ROM calls of a boot)
 _NOP, _NONE = Reloc.NOP, Reloc.NONE
+_RETURN = Action.RETURN

@@ -50,9 +50,9 @@ class VmiCpuOps(VmiGuest):
     # ---------------------------------------------------------------- control registers
     def _get_cr(self, machine: Any, n: int) -> int:
         """GetCRn's value as :meth:`value` reads it (0 for a NOP relocation), from
-        :meth:`served` directly; the machine's register if the ROM omits the call."""
+        :meth:`call` directly; the machine's register if the ROM omits the call."""
         try:
-            value = self.served(machine, _GET_CR[n])[1]
+            value = self.call(machine, _GET_CR[n])[1]
         except NotProvided:
             return int(getattr(machine.cpu, f"cr{n}"))
         return 0 if value is None else value & _M32  # type: ignore[operator]
@@ -160,7 +160,7 @@ class VmiCpuOps(VmiGuest):
     @hookimpl
     def pvop_read_tsc(self, machine: Any) -> int:
         try:
-            real = self.served(machine, "RDTSC")[1]
+            real = self.call(machine, "RDTSC")[1]
         except NotProvided:
             return int(self.native.pvop_read_tsc(machine))
         if real is None:  # a NOP relocation: no counter (as value() reads it)

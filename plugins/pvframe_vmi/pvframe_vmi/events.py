@@ -5,7 +5,7 @@ told to service it, and polled for interrupts. The core's
 :class:`pvframe.platform.events.HypervisorEventSource` merges the platform with a
 hypervisor timer queue; here that queue is the VMware side's alarms (REAL cycles are TSC
 cycles of the shared time base, converted to instruction counts in the core); servicing
-fires the due alarms (``fire_alarms``) and delivers them: an LVTT-wired alarm as an
+fires the due alarms (``fire_due``) and delivers them: an LVTT-wired alarm as an
 expiry of the platform APIC's timer (:meth:`LocalApic.timer_expired`, which raises the
 vector the guest programmed in APIC_LVTT, as the native APIC timer does), an IRQ0-wired one as a pulse on the 8259's IRQ 0. ``hlt`` skips
 virtual time to the earlier of the two.
@@ -77,9 +77,7 @@ class VmiEventSource(HypervisorEventSource):
         deadline = hv.next_alarm_deadline_cycles()
         if deadline is None or deadline > now_tsc:
             return
-        first = hv.alarm_log.total
-        hv.fire_alarms(now_tsc)
-        for firing in hv.alarm_log.since(first):
+        for firing in hv.fire_due(now_tsc):
             if firing.wiring == VMI_ALARM_WIRED_LVTT:
                 # the platform APIC's expiry raises the LVT vector (firing.line) itself
                 if self.guest.apic.alarm_fired(firing.expiry, now_tsc):

@@ -23,21 +23,21 @@ class VmiIrqOps(VmiGuest):
     @hookimpl
     def pvop_irq_disable(self, machine: Any) -> None:
         try:
-            self.served(machine, "DisableInterrupts")
+            self.call(machine, "DisableInterrupts")
         except NotProvided:
             self.native.pvop_irq_disable(machine)
 
     @hookimpl
     def pvop_irq_enable(self, machine: Any) -> None:
         try:
-            self.served(machine, "EnableInterrupts")
+            self.call(machine, "EnableInterrupts")
         except NotProvided:
             self.native.pvop_irq_enable(machine)
 
     @hookimpl
     def pvop_save_fl(self, machine: Any) -> int:
         try:
-            value = self.served(machine, "GetInterruptMask")[1]  # (value() without its frame)
+            value = self.call(machine, "GetInterruptMask")[1]  # (value() without its frame)
         except NotProvided:
             return int(self.native.pvop_save_fl(machine))
         return 0 if value is None else value & IF  # type: ignore[operator]
@@ -45,7 +45,7 @@ class VmiIrqOps(VmiGuest):
     @hookimpl
     def pvop_restore_fl(self, machine: Any, flags: int) -> None:
         try:
-            self.served(machine, "SetInterruptMask", flags & 0xFFFFFFFF)
+            self.call(machine, "SetInterruptMask", flags & 0xFFFFFFFF)
         except NotProvided:
             self.native.pvop_restore_fl(machine, flags)
 
@@ -69,7 +69,7 @@ class VmiIrqOps(VmiGuest):
     def pvop_iret(self, machine: Any) -> None:
         """IRET (33): a JUMP_REL relocation; the ROM performs the architectural return."""
         try:  # noqa: SIM105 (not contextlib.suppress: three frames of its own per iret)
-            self.served(machine, "IRET")
+            self.call(machine, "IRET")
         except NotProvided:
             pass
         machine.executor.interrupt_return()

@@ -186,7 +186,7 @@ class VmiMmuOps(VmiGuest):
     @hookimpl
     def pvop_flush_tlb_user(self, machine: Any) -> None:
         try:
-            self.served(machine, "FlushTLB", VMI_FLUSH_TLB)
+            self.call(machine, "FlushTLB", VMI_FLUSH_TLB)
         except NotProvided:
             self.native.pvop_flush_tlb_user(machine)
         self.adopt_page_tables(machine)
@@ -194,7 +194,7 @@ class VmiMmuOps(VmiGuest):
     @hookimpl
     def pvop_flush_tlb_kernel(self, machine: Any) -> None:
         try:
-            self.served(machine, "FlushTLB", VMI_FLUSH_TLB | VMI_FLUSH_GLOBAL)
+            self.call(machine, "FlushTLB", VMI_FLUSH_TLB | VMI_FLUSH_GLOBAL)
         except NotProvided:
             self.native.pvop_flush_tlb_kernel(machine)
         self.adopt_page_tables(machine)
@@ -202,7 +202,7 @@ class VmiMmuOps(VmiGuest):
     @hookimpl
     def pvop_flush_tlb_single(self, machine: Any, addr: int) -> None:
         try:
-            self.served(machine, "InvalPage", addr & 0xFFFFFFFF)
+            self.call(machine, "InvalPage", addr & 0xFFFFFFFF)
         except NotProvided:
             self.native.pvop_flush_tlb_single(machine, addr)
         self._adopt_entry(machine, addr & 0xFFFFFFFF)

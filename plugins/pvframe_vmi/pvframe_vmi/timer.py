@@ -83,8 +83,8 @@ class VmiTimerDriver:
 
     def _real_counter(self) -> int:
         """GetCycleCounter(REAL) as :meth:`VmiGuest.value` reads it (0 for a NOP
-        relocation), from :meth:`VmiGuest.served` directly."""
-        value = self.guest.served(self.machine, "GetCycleCounter", VMI_CYCLES_REAL)[1]
+        relocation), from :meth:`VmiGuest.call` directly."""
+        value = self.guest.call(self.machine, "GetCycleCounter", VMI_CYCLES_REAL)[1]
         return 0 if value is None else value
 
     # ------------------------------------------------------------------ TimerDriver

@@ -3,6 +3,8 @@
 * the event source answers the executor's deadline question with the platform's own
   method while the model's alarm queue is empty (:meth:`AlarmQueue.on_armed`), with the
   merged deadline (:class:`HypervisorEventSource`) while an alarm is armed;
+* ``fire_timers`` delivers from the firings ``fire_due`` returns what reading them back
+  out of the alarm log (``RecentLog.since``) delivered;
 * SetCR0/SetCR3/SetCR4 through the guest side flush the machine's TLB as ``mov`` to CRn
   does natively -- once, by the machine's own store (``MachineHooks.control_flushes``),
   not once by the model and again by the machine; the model wired without that flag
@@ -103,6 +105,86 @@ def test_the_deadline_is_the_platforms_own_exactly_while_no_alarm_is_armed(
             want = HypervisorEventSource.next_deadline(src, icount)
             assert src.next_deadline(icount) == want
             assert VmiEventSource.next_deadline(src, icount) == want
+
+
+def _reference_fire_timers(src: VmiEventSource, icount: int, now_tsc: int) -> None:
+    """``VmiEventSource.fire_timers`` as it was: ``fire_alarms``, then the firings read
+    back out of the model's alarm log (``RecentLog.since``)."""
+    hv = src.guest.hv_model
+    deadline = hv.next_alarm_deadline_cycles()
+    if deadline is None or deadline > now_tsc:
+        return
+    first = hv.alarm_log.total
+    hv.fire_alarms(now_tsc)
+    for firing in hv.alarm_log.since(first):
+        if firing.wiring == VMI_ALARM_WIRED_LVTT:
+            if src.guest.apic.alarm_fired(firing.expiry, now_tsc):
+                src.delivered.append((icount, now_tsc, firing.wiring, firing.line))
+        elif firing.delivered:
+            src.platform.pic.pulse_irq(0)
+            src.delivered.append((icount, now_tsc, firing.wiring, 0))
+
+
+def _fired_state(m: Machine) -> tuple[Any, ...]:
+    hv = m.bound.plugin.hv_model
+    apic = m.platform.apic
+    return (list(m.events.delivered), m.events.delivered.total, list(hv.alarm_log), hv.alarm_log.total,
+            hv.alarms_fired, hv.alarms_delivered, dict(hv.alarms.alarms), dict(hv.counts), list(hv.log),
+            list(m.bound.plugin.apic.expiries), apic.read(0x390), _identities_out(m.platform.interrupt_state()),
+            m.platform.interrupt_pending())
+
+
+def _identities_out(state: Any) -> Any:
+    """:meth:`Platform.interrupt_state` without the objects' identities (two machines'
+    devices are other objects)."""
+    if isinstance(state, tuple):
+        if len(state) == 2 and state[0] == "id":
+            return "object"
+        return tuple(_identities_out(v) for v in state)
+    return state
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps=st.lists(st.one_of(_alarm_step, st.tuples(st.just("wire"), st.sampled_from(
+           [0x20, 0x40, 0x10040, 0x200EF, 0xEF]), st.booleans())), max_size=14))
+def test_fire_timers_delivers_the_firings_the_alarm_log_gets(steps: list[tuple[Any, ...]]) -> None:
+    """``fire_timers`` delivers from the firings ``fire_due`` returns (no copy of the
+    alarm log, :meth:`RecentLog.since`): after any sequence of alarms (IRQ0- or
+    LVTT-wired, REAL or AVAILABLE, one-shot or periodic, LVTT masked or not), stolen
+    time, APIC timer counts and firings, what it delivered (the PIC's IRQ 0, the APIC's
+    timer vector), the model's log, totals and queue are what reading the firings back
+    out of the log delivered."""
+    machines = [Machine("vmi", MachineConfig(ram_size=RAM)) for _ in range(2)]
+    for m in machines:
+        m.bound.plugin.hv(m)
+    stolen_end = 0
+    for step in steps:
+        for m, fire in ((machines[0], VmiEventSource.fire_timers), (machines[1], _reference_fire_timers)):
+            hv = m.bound.plugin.hv_model
+            if step[0] == "set":
+                _, counter, periodic, expiry, period = step
+                flags = counter | (VMI_ALARM_IS_PERIODIC if periodic else 0) | (
+                    VMI_ALARM_WIRED_LVTT if expiry & 1 else 0)
+                hv.invoke(VMI_CALL["SetAlarm"], flags, expiry, period)
+            elif step[0] == "cancel":
+                hv.invoke(VMI_CALL["CancelAlarm"], step[1])
+            elif step[0] == "fire":
+                fire(m.events, m.cpu.icount, step[1])
+            elif step[0] == "deschedule":
+                hv.deschedule(stolen_end, stolen_end + step[1])
+            elif step[0] == "pit":
+                m.platform.io_write(0x43, 1, 0x34)
+                m.platform.io_write(0x40, 1, step[1] & 0xFF)
+                m.platform.io_write(0x40, 1, step[1] >> 8)
+            elif step[0] == "wire":  # LVTT (vector, masked, periodic), the APIC enabled
+                m.hooks.apic_write(0xF0, 0x1FF if step[2] else 0xFF)
+                m.hooks.apic_write(0x320, step[1])
+            else:
+                m.hooks.apic_write(0x320, 0x40)
+                m.hooks.apic_write(0x380, step[1])
+        if step[0] == "deschedule":
+            stolen_end += 2 * step[1]
+        assert _fired_state(machines[0]) == _fired_state(machines[1])
 
 
 def _count_flushes(m: Machine) -> list[str]:

@@ -238,27 +238,52 @@ class VmiHypervisor:
             self._now = now
         if self._action is not _RETURN:
             self._action = _RETURN
-        error: str | None = None
         value: int | tuple[int, ...] | None
         try:
             value = getattr(self, method)(*args)
         except VmiUsageError as exc:
-            error = f"{name}: {exc}" if not str(exc).startswith(name) else str(exc)
-            value = None if ret is Ret.NONE else 0
+            if self._now is not None:
+                self._now = None
+            value, error = self.refused(number, name, args, ret, exc)
+            return args, value, error
         finally:
             if self._now is not None:
                 self._now = None
-        if error is None:
-            # (CallLog.append_fields without its frame: the fields tuple kept, one more
-            # in the total -- a kit program's ~40 calls each logged)
-            log = self.log
-            log._items.append((number, name, args, value, None))  # type: ignore[arg-type]
-            log.total += 1
-            return args, value, None
+        # (CallLog.append_fields without its frame: the fields tuple kept, one more in
+        # the total -- a kit program's ~40 calls each logged)
+        log = self.log
+        log._items.append((number, name, args, value, None))  # type: ignore[arg-type]
+        log.total += 1
+        return args, value, None
+
+    def plan(self, number: int) -> Plan | None:
+        """What :meth:`serve` looks up for call ``number`` on every call, looked up once:
+        ``(number, name, argument masks, number of arguments, this model's method, result
+        kind)``; None for a number VMI API 3.0 does not define. The guest side keeps the
+        plans of the calls its hooks make (:meth:`pvframe_vmi.base.VmiGuest.call`) and
+        makes each call as :meth:`serve` does, from its plan: count it, mask its
+        arguments, run the method (with ``_now`` None and ``_action`` reset, as ``serve``
+        leaves them for a call without ``now``), log it; a refusal goes to
+        :meth:`refused`. The method is bound to this model: a plan holds for this model
+        only (renewed in place it is still this model)."""
+        served = _SERVED.get(number)
+        if served is None:
+            return None
+        name, ret, masks, method, n = served
+        return number, name, masks, n, getattr(self, method), ret
+
+    def refused(self, number: int, name: str, args: tuple[int, ...], ret: Ret,
+                exc: VmiUsageError) -> tuple[int | None, str]:
+        """Call ``number`` (``name``, masked ``args``, result kind ``ret``) was refused
+        with ``exc``: log it (``errors``, the call log, ``logging`` at INFO) and return
+        ``(value, error)`` -- the value None for a call without a result, else 0; with
+        ``strict`` raise it instead."""
+        error = f"{name}: {exc}" if not str(exc).startswith(name) else str(exc)
+        value = None if ret is Ret.NONE else 0
         self._record(number, name, args, value, error)
         if self.strict:
             raise VmiUsageError(error)
-        return args, value, error
+        return value, error
 
     def trap(self, number: int, regs: Mapping[str, int],
              read_stack: Callable[[int], int] | None = None) -> CallResult:
@@ -759,19 +784,25 @@ class VmiHypervisor:
         programmed into APIC_LVTT (an LVTT-wired alarm is not delivered while LVTT is
         masked). Periodic alarms are re-armed at ``expiry + period``."""
         real = self.now() if now_cycles is None else now_cycles
-        out: list[tuple[int, int]] = []
+        return [(firing.wiring, firing.line) for firing in self.fire_due(real) if firing.delivered]
+
+    def fire_due(self, real: int) -> list[AlarmFiring]:
+        """:meth:`fire_alarms` at REAL cycle ``real``, returning the firings themselves,
+        earliest first, delivered or not: what it appends to :attr:`alarm_log` (the
+        machine's event source delivers from them, without reading them back out of the
+        log: :meth:`RecentLog.since` copies the whole ring)."""
+        fired: list[AlarmFiring] = []
         for alarm, missed in self.alarms.due(real, self.stolen):
             line, delivered = 0, True
             if alarm.wiring == VMI_ALARM_WIRED_LVTT:
                 lvtt = self._lvtt()
                 line, delivered = lvtt & 0xFF, not lvtt & APIC_LVT_MASKED
-            self.alarm_log.append(AlarmFiring(alarm.counter, alarm.wiring, alarm.expiry, real,
-                                              line, missed, delivered))
+            firing = AlarmFiring(alarm.counter, alarm.wiring, alarm.expiry, real, line, missed, delivered)
+            self.alarm_log.append(firing)
+            fired.append(firing)
             self.alarms_fired += 1
             self.alarms_delivered += delivered
-            if delivered:
-                out.append((alarm.wiring, line))
-        return out
+        return fired
 
     def deschedule(self, start: int, end: int) -> None:
         """The VCPU was ready (not running) during REAL cycles ``[start, end)``."""
@@ -798,6 +829,9 @@ class VmiHypervisor:
 
 
 _RETURN = Action.RETURN
+#: :meth:`VmiHypervisor.plan`: number, name, argument masks, number of arguments, the
+#: model's bound method, result kind
+Plan = tuple[int, str, tuple[int, ...], int, Callable[..., "int | tuple[int, ...] | None"], Ret]
 #: per defined call number: name, result kind, argument masks (a 64-bit argument is one
 #: int, masked to 64 bits), the model's method for it (looked up on the instance, so a
 #: subclass's override is the one run), and the number of arguments
