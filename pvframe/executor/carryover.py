@@ -255,7 +255,6 @@ class CarryOver:
         _step_at: set[int]
         _carried: dict[tuple[bool, int], EipGroup]
         _restored: dict[tuple[bool, int], EipGroup]
-        _regrouped: dict[tuple[bool, int], EipGroup]
         _dormant: dict[int, ParkedPage]
         _clean: dict[int, ParkedPage]
         _dormant_blocks: int
@@ -502,7 +501,6 @@ class CarryOver:
             seen.clear()
         self._eip_pages.clear()
         self._carried.clear()
-        self._regrouped.clear()
 
     def _revalidate_pages(self, held: dict[int, bytearray]) -> None:
         """:meth:`revalidate`'s translations: each code page compared with what it held

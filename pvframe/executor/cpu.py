@@ -272,9 +272,6 @@ class Executor(CarryOver):
         #: virtual page: :meth:`retire` parks such a group again as it is where the EIP
         #: maps still hold its entries and its page is parked as the same tuple
         self._restored: dict[tuple[bool, int], carryover.EipGroup] = {}
-        #: the groups of a renewed machine's own entries (:meth:`revalidate`) restored
-        #: whole this run, by privilege and virtual page: made again as they are
-        self._regrouped: dict[tuple[bool, int], carryover.EipGroup] = {}
         #: per privilege, the EIP-map entries this run dropped with their page's TLB
         #: entry (what it found before a flush, parked by :meth:`retire` with those in
         #: the maps then); at most :data:`MAX_SEEN` entries, only with a lineage
@@ -640,7 +637,6 @@ class Executor(CarryOver):
         self._clear_by_eip(False)
         self._carried.clear()
         self._restored.clear()
-        self._regrouped.clear()
         for seen in self._seen:
             seen.clear()
 
@@ -655,12 +651,6 @@ class Executor(CarryOver):
                 seen.update(m)
             m.clear()
         self._eip_pages.clear()
-        if self._regrouped:
-            # (a renewed machine's groups restored whole: restored again by the next
-            # fetch from their page, checked as the first time)
-            carried = self._carried
-            for k, group in self._regrouped.items():
-                carried.setdefault(k, group)
 
     def _map_eip(self, eip: int, blk: Block) -> None:
         """Make ``blk`` the block the current privilege's EIP map finds at ``eip``,
