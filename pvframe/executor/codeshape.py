@@ -52,8 +52,17 @@ LITERAL_REFERENCE = re.compile(r"(?<![\w.])(0[xX][0-9a-fA-F]+|[0-9]+)(?![\w.])")
 #: (``0x0 << 32``), not for two 100-bit placeholders. (Every other operator folds the
 #: placeholders too, which the check of :func:`make_shape` sees.)
 _FOLDABLE = re.compile(r"\x00 *(?:\*\*?|<<) *\x00|\( *\x00 *\)")
-#: what a source's cheap key keeps of its digits (see :meth:`ShapeCache.code`)
-_MASK_DIGITS = str.maketrans(dict.fromkeys(map(ord, "0123456789abcdefABCDEF"), "0"))
+#: what a source's cheap key keeps of its digits (see :meth:`ShapeCache.code`): every
+#: hex digit is ``0``, on the source's UTF-8 bytes (``bytes.translate`` with a 256-byte
+#: table: ~3x faster than ``str.translate`` with a dict, CPython 3.11; the encoding is
+#: one-to-one and the digits are ASCII, so two sources get the same masked bytes exactly
+#: when they get the same masked text)
+_MASK_DIGITS = bytes.maketrans(b"0123456789abcdefABCDEF", b"0" * 22)
+
+
+def masked_digits(source: str) -> bytes:
+    """``source`` with every hex digit written as ``0`` (its UTF-8 bytes)."""
+    return source.encode().translate(_MASK_DIGITS)
 #: where a literal stood in a shape's key
 _HOLE = "\x00"
 #: placeholder ``k`` of a shape is the literal ``_BASE + k`` (no generated block holds a
@@ -193,7 +202,7 @@ class ShapeCache:
         knows it (a translation moved to another address, :mod:`.relocate`, is made
         from its literals): the shape is used at once."""
         if split is None:
-            cheap = hash(source.translate(_MASK_DIGITS))
+            cheap = hash(masked_digits(source))
             if cheap not in self._seen:
                 if len(self._seen) >= self.max_seen:
                     self._seen.clear()

@@ -162,3 +162,14 @@ def test_literal_pattern_splits_generated_code_as_its_plain_form(code: bytes, ei
     src = source_of(code, eip)
     if src is not None:
         assert codeshape._LITERAL.split(src) == codeshape.LITERAL_REFERENCE.split(src)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_cheap_keys_equal_exactly_when_the_texts_do_with_digits_masked(a: str, b: str) -> None:
+    """A source's cheap key (its hex digits masked, on its bytes) is equal for two sources
+    exactly when their texts are equal with each hex digit written as ``0``."""
+    table = str.maketrans(dict.fromkeys(map(ord, "0123456789abcdefABCDEF"), "0"))
+    assert codeshape.masked_digits(a) == a.translate(table).encode()
+    assert (codeshape.masked_digits(a) == codeshape.masked_digits(b)) == \
+        (a.translate(table) == b.translate(table))
