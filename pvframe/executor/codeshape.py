@@ -92,15 +92,18 @@ _UNSHAREABLE = Shape(compile("", "", "exec"), (), ())
 Key = tuple[str, tuple[int, ...]]
 
 
-def split_literals(source: str) -> tuple[Key, list[int]] | None:
+def split_literals(source: str, parts: list[str] | None = None,
+                   ) -> tuple[Key, list[int]] | None:
     """(the shape's key, the distinct values of the literals in order of appearance), or
-    None if the source cannot be shaped (strings, comments, holes).
+    None if the source cannot be shaped (strings, comments, holes). ``parts``: the
+    source split at its literals (``_LITERAL.split(source)``), where the caller has it.
 
     Equal literals share a placeholder, as ``compile()`` gives equal constants one slot:
     a block's code then has the constants a compile of its own source would have."""
     if "#" in source or '"' in source or "'" in source or _HOLE in source:
         return None
-    parts = _LITERAL.split(source)  # text, literal, text, ..., text
+    if parts is None:
+        parts = _LITERAL.split(source)  # text, literal, text, ..., text
     index: dict[int, int] = {}
     classes = tuple([index.setdefault(v, len(index))
                      for v in map(int, parts[1::2], repeat(0))])

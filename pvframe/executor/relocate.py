@@ -126,7 +126,8 @@ def learn_moves(first: Sighting, old: Generated, gen: Generated, eip: int) -> Re
         return None
     if [a + d for a in old.addrs] != list(gen.addrs):
         return None
-    a, b = split_literals(old.source), split_literals(gen.source)
+    split = _LITERAL.split(old.source)  # (read once: the key and the text around)
+    a, b = split_literals(old.source, split), split_literals(gen.source)
     if a is None or b is None or a[0] != b[0]:
         return None
     moving = []
@@ -137,7 +138,6 @@ def learn_moves(first: Sighting, old: Generated, gen: Generated, eip: int) -> Re
             moving.append(True)
         else:
             return None
-    split = _LITERAL.split(old.source)
     moves = tuple(moving[j] for j in a[0][1])
     tokens = split[1::2]
     # the text between the moving literals: the others' tokens stay in it as written
