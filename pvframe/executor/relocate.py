@@ -51,6 +51,7 @@ the translation made at ``eip``). Blocks whose source holds comments
 from __future__ import annotations
 
 from collections.abc import Collection
+from itertools import compress
 from typing import Any, NamedTuple
 
 from pvframe.executor.codeshape import _LITERAL, Key, split_literals
@@ -87,11 +88,14 @@ class Relocatable(NamedTuple):
     gen: Generated
     limited: bool
     length: int
-    #: the source's text around its literals, and each literal as written
-    parts: tuple[str, ...]
-    tokens: tuple[str, ...]
+    #: the source's text around its moving literals (the others stay in it as written)
+    chunks: tuple[str, ...]
+    #: the value of each literal of the source, in order
+    values: tuple[int, ...]
     #: which literals move with the address
     moves: tuple[bool, ...]
+    #: for each moving literal, whether it is written in hex
+    hexes: tuple[bool, ...]
     #: the text around the literals joined with the shape key's holes
     #: (:func:`~pvframe.executor.codeshape.split_literals`)
     holes: str = ""
@@ -122,7 +126,8 @@ def learn_moves(first: Sighting, old: Generated, gen: Generated, eip: int) -> Re
         return None
     if [a + d for a in old.addrs] != list(gen.addrs):
         return None
-    a, b = split_literals(old.source), split_literals(gen.source)
+    split = _LITERAL.split(old.source)  # (read once: the key and the text around)
+    a, b = split_literals(old.source, split), split_literals(gen.source)
     if a is None or b is None or a[0] != b[0]:
         return None
     moving = []
@@ -133,10 +138,20 @@ def learn_moves(first: Sighting, old: Generated, gen: Generated, eip: int) -> Re
             moving.append(True)
         else:
             return None
-    split = _LITERAL.split(old.source)
+    moves = tuple(moving[j] for j in a[0][1])
+    tokens = split[1::2]
+    # the text between the moving literals: the others' tokens stay in it as written
+    chunks = [split[0]]
+    hexes = []
+    for token, move, part in zip(tokens, moves, split[2::2], strict=True):
+        if move:
+            hexes.append(token[:2] in ("0x", "0X"))
+            chunks.append(part)
+        else:
+            chunks[-1] += token + part
     entry = Relocatable(first.eip, first.lo, first.span, old, first.limited, first.length,
-                        tuple(split[0::2]), tuple(split[1::2]),
-                        tuple(moving[j] for j in a[0][1]), a[0][0])
+                        tuple(chunks), tuple(int(t, 0) for t in tokens), moves, tuple(hexes),
+                        a[0][0])
     # each moved literal is written as the translation at ``eip`` writes it
     moved = relocated(entry, eip)
     return entry if moved is not None and moved.source == gen.source else None
@@ -157,21 +172,21 @@ def relocated_split(entry: Relocatable, eip: int) -> tuple[Generated, tuple[Key,
     addrs = [a + d for a in entry.gen.addrs]
     if not 0 <= min(addrs) <= max(addrs) <= M32:
         return None
-    out = [entry.parts[0]]
+    # (the values first, the text only from the moving ones: most literals stay, and
+    # stay in the text between the moving ones as written)
+    values = [v + d if m else v for v, m in zip(entry.values, entry.moves, strict=True)]
+    moved = list(compress(values, entry.moves))
+    if moved and not 0 <= min(moved) <= max(moved) <= M32:
+        return None
     index: dict[int, int] = {}
-    classes = []
-    for token, move, part in zip(entry.tokens, entry.moves, entry.parts[1:], strict=True):
-        v = int(token, 0)
-        if move:
-            v += d
-            if not 0 <= v <= M32:
-                return None
-            token = hex(v) if token[:2] in ("0x", "0X") else str(v)
-        classes.append(index.setdefault(v, len(index)))
-        out.append(token)
+    classes = tuple([index.setdefault(v, len(index)) for v in values])
+    chunks = entry.chunks
+    out = [chunks[0]]
+    for v, is_hex, part in zip(moved, entry.hexes, chunks[1:], strict=True):
+        out.append(hex(v) if is_hex else str(v))
         out.append(part)
     return (entry.gen._replace(source="".join(out), addrs=addrs),
-            ((entry.holes, tuple(classes)), list(index)))
+            ((entry.holes, classes), list(index)))
 
 
 class RelocationCache:
@@ -295,9 +310,10 @@ def probe(seen: Sighting, gen: Generated, switches: tuple[Any, ...],
 
 def _size(e: Sighting | Relocatable) -> int:
     """Host bytes an entry holds: a sighting its bytes; a relocatable one its generated
-    code too (the source, once whole and once cut at its literals, ~60 bytes a piece)."""
+    code too (the source, once whole and once cut at its moving literals, ~60 bytes a
+    piece, and the value of each literal)."""
     n = _ENTRY_BYTES + len(e.span)
     if type(e) is Relocatable:
         n += (2 * len(e.gen.source) + 8 * len(e.gen.addrs) + 2 * len(e.gen.insn_at)
-              + 60 * len(e.parts) + 60 * len(e.tokens))
+              + 60 * len(e.chunks) + 36 * len(e.values))
     return n

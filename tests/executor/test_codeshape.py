@@ -146,3 +146,30 @@ def test_the_cache_honours_its_byte_bound() -> None:
             assert listing(shaped) == listing(plain)
         assert cache.nbytes <= cache.max_bytes
     assert 0 < len(cache) < 40
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="0123456789xXaAfFgG_. +-()&<>=\n", max_size=60))
+def test_literal_pattern_splits_as_its_plain_form(text: str) -> None:
+    """The literal pattern written to start at a digit splits any text exactly as the
+    plain pattern (look-behind first) does: the same literals, the same text between."""
+    assert codeshape._LITERAL.split(text) == codeshape.LITERAL_REFERENCE.split(text)
+
+
+@settings(max_examples=60, deadline=None)
+@given(guest_code(), st.integers(min_value=0x1000, max_value=0xFFFFF000))
+def test_literal_pattern_splits_generated_code_as_its_plain_form(code: bytes, eip: int) -> None:
+    src = source_of(code, eip)
+    if src is not None:
+        assert codeshape._LITERAL.split(src) == codeshape.LITERAL_REFERENCE.split(src)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_cheap_keys_equal_exactly_when_the_texts_do_with_digits_masked(a: str, b: str) -> None:
+    """A source's cheap key (its hex digits masked, on its bytes) is equal for two sources
+    exactly when their texts are equal with each hex digit written as ``0``."""
+    table = str.maketrans(dict.fromkeys(map(ord, "0123456789abcdefABCDEF"), "0"))
+    assert codeshape.masked_digits(a) == a.translate(table).encode()
+    assert (codeshape.masked_digits(a) == codeshape.masked_digits(b)) == \
+        (a.translate(table) == b.translate(table))

@@ -231,3 +231,72 @@ def test_the_cache_honours_its_byte_bound(monkeypatch: pytest.MonkeyPatch) -> No
         held = [e for entries in cache._entries.values() for e in entries]
         assert cache.nbytes == sum(map(relocate._size, held))
     assert cache.stats["learnt"] == 300 and len(cache) < 300
+
+
+def relocated_reference(entry: relocate.Relocatable, eip: int) -> Any:
+    """:func:`relocate.relocated_split` as written first: each literal of the source read
+    and written again, in order."""
+    d = eip - entry.eip
+    addrs = [a + d for a in entry.gen.addrs]
+    if not 0 <= min(addrs) <= max(addrs) <= relocate.M32:
+        return None
+    parts = codeshape.LITERAL_REFERENCE.split(entry.gen.source)
+    out = [parts[0]]
+    index: dict[int, int] = {}
+    classes = []
+    for token, move, part in zip(parts[1::2], entry.moves, parts[2::2], strict=True):
+        v = int(token, 0)
+        if move:
+            v += d
+            if not 0 <= v <= relocate.M32:
+                return None
+            token = hex(v) if token[:2] in ("0x", "0X") else str(v)
+        classes.append(index.setdefault(v, len(index)))
+        out.append(token)
+        out.append(part)
+    return (entry.gen._replace(source="".join(out), addrs=addrs),
+            ((entry.holes, tuple(classes)), list(index)))
+
+
+@st.composite
+def literal_blocks(draw: st.DrawFn) -> tuple[Any, Any, int, int]:
+    """A block's generated code at two addresses: literals that move with the address
+    (return addresses, targets: ``at`` plus an offset) and literals that stay, each in
+    hex or decimal, some equal to each other."""
+    from pvframe.executor.translate import Generated
+
+    # (no moved literal wraps at these two addresses)
+    first = draw(st.integers(0x1000, 0xFFFFC000))
+    second = draw(st.integers(0x1000, 0xFFFFC000).filter(lambda a: a != first))
+    lits = draw(st.lists(st.tuples(st.booleans(), st.integers(0, 0x3000),
+                                   st.integers(0, 0xFFFFFFFF), st.booleans()),
+                         min_size=1, max_size=12))
+
+    def gen(at: int) -> Generated:
+        lines = ["def blk(cpu, iters, LOAD, EXIT):"]
+        for k, (moves, off, value, is_hex) in enumerate(lits):
+            v = at + off if moves else value
+            lines.append(f"        t{k} = {hex(v) if is_hex else str(v)}")
+        return Generated("\n".join(lines) + "\n", [at], [2], False, (0,) * (len(lits) + 3),
+                         ("eax",), ())
+
+    return gen(first), gen(second), first, second
+
+
+@settings(max_examples=200, deadline=None)
+@given(literal_blocks(), st.integers(0, 0xFFFFFFFF))
+def test_a_relocation_writes_what_reading_each_literal_again_writes(
+        block: tuple[Any, Any, int, int], eip: int) -> None:
+    """The relocation from the values and the text between moving literals kept when it
+    was learnt gives the same source and literals as reading every literal of the
+    source again and moving those that move."""
+    old, new, first, second = block
+    entry = relocate.learn_moves(relocate.Sighting(first, 0, b"\x90\x90", False, 2), old, new,
+                                 second)
+    a, b = codeshape.split_literals(old.source), codeshape.split_literals(new.source)
+    assert a is not None and b is not None
+    if a[0] != b[0]:
+        return  # (literals equal at one address and not at the other: refused)
+    assert entry is not None  # (learnt: its relocation to ``second`` is ``new`` exactly)
+    assert relocate.relocated_split(entry, eip) == relocated_reference(entry, eip)
+    assert relocate.relocated_split(entry, second) == relocated_reference(entry, second)
