@@ -150,7 +150,8 @@ def set_up_domain(tsc_hz: int, epoch_ns: int, nr_pages: int) -> tuple[XenHypervi
     pristine domain that made those hypercalls once (its log and counts hold them, as
     a domain that made them itself), retimed to ``tsc_hz``. None when no copy can be
     made (:func:`copy_domain`); the caller then makes the calls itself. The set-up reads
-    no time and no machine state (``tests/test_set_up_copy.py`` compares the two ways)."""
+    no time and no machine state (``tests/test_machine_paths.py``
+    compares the two ways: ``test_a_set_up_copy_is_the_domain_that_made_the_calls``)."""
     if not set_up_copies:
         return None
     key = (epoch_ns, nr_pages)
@@ -265,8 +266,9 @@ class XenBackend(IrqOps, ApicOps, CpuOps, MmuOps):
         other. Those few are emptied, and the domain goes with its last reference:
         emptying each of its parts slot by slot cost more than freeing them. A PV
         kernel's domain (:meth:`load_pv_image`) is still emptied part by part.
-        ``tests/test_release.py`` checks that nothing of a kit program's domain is left
-        to the collector."""
+        ``tests/test_machine_paths.py``
+        (``test_a_released_machine_leaves_nothing_of_its_domain_to_the_collector``)
+        checks that nothing of a kit program's domain is left to the collector."""
         hv = self.hv
         if self.pv is not None and hv is not None:
             from pvframe.machine import drop_references
