@@ -49,7 +49,7 @@ from pvframe_vmi.hypervisor import (
     VmiHypervisor,
 )
 from pvframe_vmi.hypervisor.abi import X86_EFLAGS_IF, VmiUsageError
-from pvframe_vmi.hypervisor.model import Plan
+from pvframe_vmi.hypervisor.model import Plan, counted_and_masked
 from pvframe_vmi.rom import DEFAULT_VIRTUAL_TOP, Reloc, VmiRom
 
 PAGE = 4096
@@ -263,18 +263,7 @@ class VmiGuest:
                 return False, None, None
             raise NotProvided(name)
         number, name, masks, n, method, ret = plan
-        counts = hv.counts  # (get: a name's first call in a model is no Counter.__missing__)
-        counts[name] = counts.get(name, 0) + 1
-        if len(args) != n:
-            raise TypeError(f"{name} takes {n} arguments, got {len(args)}")
-        if n == 1:
-            args = (args[0] & masks[0],)
-        elif n == 2:
-            args = (args[0] & masks[0], args[1] & masks[1])
-        elif n == 3:
-            args = (args[0] & masks[0], args[1] & masks[1], args[2] & masks[2])
-        elif n:
-            args = tuple(a & m for a, m in zip(args, masks, strict=True))
+        args = counted_and_masked(hv.counts, name, args, masks, n)
         # (serve's stores for a call without ``now``: ``_now`` is None outside serve, and
         # stays None through the method, whose nested calls restore it)
         if hv._now is not None:

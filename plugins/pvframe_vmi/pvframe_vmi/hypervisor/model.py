@@ -220,19 +220,7 @@ class VmiHypervisor:
             self._record(number, name, args, None, f"call_{number}: not defined by VMI API 3.0")
             return args, None, f"call_{number}: not defined by VMI API 3.0"
         name, ret, masks, method, n = served
-        counts = self.counts  # (get: a name's first call in a model is no Counter.__missing__)
-        counts[name] = counts.get(name, 0) + 1
-        if len(args) != n:
-            raise TypeError(f"{name} takes {n} arguments, got {len(args)}")
-        # (one to three arguments, most calls with any, masked without a generator)
-        if n == 1:
-            args = (args[0] & masks[0],)
-        elif n == 2:
-            args = (args[0] & masks[0], args[1] & masks[1])
-        elif n == 3:
-            args = (args[0] & masks[0], args[1] & masks[1], args[2] & masks[2])
-        elif n:
-            args = tuple(a & m for a, m in zip(args, masks, strict=True))
+        args = counted_and_masked(self.counts, name, args, masks, n)
         # (each store only when it changes the field: the fields end as if always stored)
         if self._now is not now:
             self._now = now
@@ -832,6 +820,24 @@ _RETURN = Action.RETURN
 #: :meth:`VmiHypervisor.plan`: number, name, argument masks, number of arguments, the
 #: model's bound method, result kind
 Plan = tuple[int, str, tuple[int, ...], int, Callable[..., "int | tuple[int, ...] | None"], Ret]
+
+
+def counted_and_masked(counts: Counter[str], name: str, args: tuple[int, ...],
+                       masks: tuple[int, ...], n: int) -> tuple[int, ...]:
+    """One call of ``name`` counted, and its ``n`` arguments masked to their widths
+    (``masks``: VMI API 3.0's argument types, ``CALL_SPECS``); a call with another number
+    of arguments raises ``TypeError`` (counted: the guest made it). The one to three
+    arguments of most calls are masked without a generator."""
+    counts[name] = counts.get(name, 0) + 1  # (get: a name's first call is no __missing__)
+    if len(args) != n:
+        raise TypeError(f"{name} takes {n} arguments, got {len(args)}")
+    if n == 1:
+        return (args[0] & masks[0],)
+    if n == 2:
+        return (args[0] & masks[0], args[1] & masks[1])
+    if n == 3:
+        return (args[0] & masks[0], args[1] & masks[1], args[2] & masks[2])
+    return tuple(a & m for a, m in zip(args, masks, strict=True)) if n else args
 #: per defined call number: name, result kind, argument masks (a 64-bit argument is one
 #: int, masked to 64 bits), the model's method for it (looked up on the instance, so a
 #: subclass's override is the one run), and the number of arguments
