@@ -494,13 +494,7 @@ class CarryOver:
         without, native; vmi 2048M and 1991M). Entries a predecessor parked for a new
         machine (:meth:`retire`) are still restored page by page."""
         self._revalidate_pages(held)
-        sup, user = self._by_eip_maps
-        user.clear()
-        sup.clear()
-        for seen in self._seen:
-            seen.clear()
-        self._eip_pages.clear()
-        self._carried.clear()
+        self._forget_eips()
 
     def _revalidate_pages(self, held: dict[int, bytearray]) -> None:
         """:meth:`revalidate`'s translations: each code page compared with what it held

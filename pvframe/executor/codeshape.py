@@ -58,11 +58,6 @@ _FOLDABLE = re.compile(r"\x00 *(?:\*\*?|<<) *\x00|\( *\x00 *\)")
 #: one-to-one and the digits are ASCII, so two sources get the same masked bytes exactly
 #: when they get the same masked text)
 _MASK_DIGITS = bytes.maketrans(b"0123456789abcdefABCDEF", b"0" * 22)
-
-
-def masked_digits(source: str) -> bytes:
-    """``source`` with every hex digit written as ``0`` (its UTF-8 bytes)."""
-    return source.encode().translate(_MASK_DIGITS)
 #: where a literal stood in a shape's key
 _HOLE = "\x00"
 #: placeholder ``k`` of a shape is the literal ``_BASE + k`` (no generated block holds a
@@ -90,6 +85,11 @@ _UNSHAREABLE = Shape(compile("", "", "exec"), (), ())
 #: a source's shape: its text with holes for the literals, and which literals are equal
 #: (for each hole, the index of its value among the distinct values in order)
 Key = tuple[str, tuple[int, ...]]
+
+
+def masked_digits(source: str) -> bytes:
+    """``source`` with every hex digit written as ``0`` (its UTF-8 bytes)."""
+    return source.encode().translate(_MASK_DIGITS)
 
 
 def split_literals(source: str, parts: list[str] | None = None,
