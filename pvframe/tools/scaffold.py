@@ -204,6 +204,11 @@ pytest -n auto tests                # the same on every core (pytest-xdist)
 
 Implement hooks in `{pkg}/backend.py` (`pvop_<op>` methods marked `@hookimpl`); every op
 you leave out is inherited from the native backend.
+
+`tests/test_conformance.py` always checks `{name}` (its `PVFRAME_BACKEND`), whatever
+`--pvframe-backend` says. `pytest --pvframe-backend OTHER tests` runs the kit's own
+conformance module against the installed backend `OTHER` as well, next to these tests: two
+suites, one per backend.
 ''',
     }
 
