@@ -58,7 +58,10 @@ from pvframe.executor.codeshape import _LITERAL, Key, split_literals
 from pvframe.executor.translate import Generated
 from pvframe.platform.memory import PAGE_MASK, PAGE_SIZE
 
-#: bytes at the start of a translation that index the cache (the extent is compared whole)
+#: bytes at the start of a translation that index the cache (the extent is compared whole):
+#: at most this many, and no more than its extent holds from its start on (a translation
+#: that ends sooner, such as ``call *record_ptr`` alone, is indexed by its own bytes, not
+#: by the bytes after it, which differ from copy to copy)
 PREFIX = 8
 M32 = 0xFFFFFFFF
 #: how far (in whole pages) a probe translation is made from the real one
@@ -200,28 +203,41 @@ class RelocationCache:
         self.nbytes = 0
         self.stats = {"relocated": 0, "learnt": 0, "refused": 0}
         self._entries: dict[tuple[Any, ...], list[Sighting | Relocatable]] = {}
+        #: the index lengths below :data:`PREFIX` that entries were filed under, longest
+        #: first (what :meth:`find` tries after the full prefix)
+        self._short: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._short = ()
         self.nbytes = 0
 
     @staticmethod
-    def key(code: bytes, switches: tuple[Any, ...]) -> tuple[Any, ...]:
+    def key(code: bytes, switches: tuple[Any, ...], size: int = PREFIX) -> tuple[Any, ...]:
         """The index of translations of ``code`` (the bytes from their start to the page
-        end or further) under ``switches`` (the limit and the chaining switches)."""
-        return (code[:PREFIX], switches)
+        end or further) under ``switches`` (the limit and the chaining switches) whose
+        extent holds ``size`` bytes or more from their start (:data:`PREFIX`)."""
+        return (code[:min(size, PREFIX)], switches)
 
     def find(self, memory: Any, paddr: int, eip: int, code: bytes, switches: tuple[Any, ...],
              steps: Collection[int]) -> Moved | None:
         """A relocatable translation of the bytes at ``eip`` (physical ``paddr``, in RAM;
         ``code``: the bytes from there on) moved there (module doc)."""
-        key = self.key(code, switches)
-        entries = self._entries.get(key)
-        if not entries:
-            return None
+        for size in (PREFIX, *self._short):
+            key = self.key(code, switches, size)
+            entries = self._entries.get(key)
+            if entries:
+                got = self._find_in(key, entries, memory, paddr, eip, steps)
+                if got is not None:
+                    return got
+        return None
+
+    def _find_in(self, key: tuple[Any, ...], entries: list[Sighting | Relocatable], memory: Any,
+                 paddr: int, eip: int, steps: Collection[int]) -> Moved | None:
+        """:meth:`find` among the entries of one index ``key``."""
         off = eip & PAGE_MASK
         page_paddr = paddr - off
         for e in entries:
@@ -247,8 +263,12 @@ class RelocationCache:
         once more at a probe address and compared (:func:`probe`, :func:`learn_moves`)."""
         if "#" in gen.source:
             return  # comments (keep_source): never shaped, never relocated
-        key = self.key(code, switches)
         rel = lo - (eip & PAGE_MASK)
+        # (the extent holds the first instruction: rel <= 0 < len(span) + rel)
+        size = len(span) + rel
+        if size < PREFIX and size not in self._short:
+            self._short = tuple(sorted((*self._short, size), reverse=True))
+        key = self.key(code, switches, size)
         entries = self._entries.setdefault(key, [])
         for k, e in enumerate(entries):
             if e.lo != rel or e.span != span or e.limited != limited or e.length != length:

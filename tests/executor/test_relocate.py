@@ -200,6 +200,27 @@ def test_other_bytes_or_another_page_end_are_not_taken_for_the_same() -> None:
         assert did_program_at(m, at)
 
 
+#: code that ends in fewer than ``relocate.PREFIX`` bytes (at the indirect ``jmp``)
+SHORT = "mov %ebx, %eax\n inc %eax\n jmp *%esi\n"
+
+
+def test_a_translation_shorter_than_the_index_is_relocated_whatever_follows_it() -> None:
+    """A translation holding fewer than ``PREFIX`` bytes is indexed by its own bytes: the
+    copies differ right after their ``jmp`` (as a library routine's ``call *record_ptr``
+    is followed by each routine's own code), and the third is relocated all the same and
+    does what its bytes say."""
+    assert len(asm(SHORT)) < relocate.PREFIX
+    relocated = []
+    for k, at in enumerate((0x10004, 0x21005, 0x42A31)):
+        code = asm(SHORT) + bytes([0x90 + k]) * 4  # (never run)
+        m = machine(code, at, {"ebx": 0x1234 + k, "esi": HANDLER}, bytes(0x80))
+        m.run(100)
+        assert m.ex is not None
+        relocated.append(m.ex.stats["relocated"])
+        assert m.cpu.halted and m.cpu.eip == HANDLER + 1 and m.cpu.eax == 0x1235 + k
+    assert relocated[:2] == [0, 0] and relocated[2] == 1
+
+
 def fake(at: int, lit: int = 7) -> Any:
     from pvframe.executor.translate import Generated
 
