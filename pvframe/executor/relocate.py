@@ -21,10 +21,12 @@ instruction is by index, not by address).
 
 Which literals move is never guessed from a value (an immediate may equal an address):
 it is learnt by translating the same bytes at two addresses and comparing. The first
-translation of some bytes keeps only where they were (most code runs once: a sighting
-holds no source); when the same bytes are translated at a second address, they are
-translated once more at a probe address on another page and page offset (:func:`probe`)
-and the two are compared. They must have the same text between their literals and the
+translation of some bytes keeps where they were, and its generated code only when it is
+short (:data:`KEPT_SOURCE`: most code runs once, and a boot's superblocks are long; a
+library routine's pieces are short and recur); when the same bytes come at a second
+address, they are translated once more at a probe address on another page and page
+offset (:func:`probe`) and the two are compared: the kept code with the probe's, and
+the second copy is moved from it; else the second copy is translated and compared. They must have the same text between their literals and the
 same classes of equal literals (:func:`pvframe.executor.codeshape.split_literals`), the
 same instruction lengths, line table, registers and self-loop; every literal is either
 equal in both or moved by exactly the distance ``d`` between the two addresses, and so
@@ -58,7 +60,10 @@ from pvframe.executor.codeshape import _LITERAL, Key, split_literals
 from pvframe.executor.translate import Generated
 from pvframe.platform.memory import PAGE_MASK, PAGE_SIZE
 
-#: bytes at the start of a translation that index the cache (the extent is compared whole)
+#: bytes at the start of a translation that index the cache (the extent is compared whole):
+#: at most this many, and no more than its extent holds from its start on (a translation
+#: that ends sooner, such as ``call *record_ptr`` alone, is indexed by its own bytes, not
+#: by the bytes after it, which differ from copy to copy)
 PREFIX = 8
 M32 = 0xFFFFFFFF
 #: how far (in whole pages) a probe translation is made from the real one
@@ -67,15 +72,24 @@ _PROBE_PAGES = 0x40000000
 _ENTRY_BYTES = 400
 
 
+#: the longest generated source a sighting keeps (a short translation: a library routine's
+#: piece; a boot's superblocks, mostly seen once, keep none)
+KEPT_SOURCE = 1024
+
+
 class Sighting(NamedTuple):
-    """A translation seen once: its address, its extent's offset from it and bytes (what
-    it generated is not kept: most code is seen once)."""
+    """A translation seen once: its address, its extent's offset from it and bytes, and
+    where its source is short (:data:`KEPT_SOURCE`) what it generated and the step
+    addresses on its page then: a second copy of the same bytes is then moved from it
+    (learnt from a probe, :meth:`RelocationCache.find`) instead of translated."""
 
     eip: int
     lo: int
     span: bytes
     limited: bool
     length: int
+    gen: Generated | None = None
+    steps: frozenset[int] = frozenset()
 
 
 class Relocatable(NamedTuple):
@@ -200,44 +214,87 @@ class RelocationCache:
         self.nbytes = 0
         self.stats = {"relocated": 0, "learnt": 0, "refused": 0}
         self._entries: dict[tuple[Any, ...], list[Sighting | Relocatable]] = {}
+        #: the index lengths below :data:`PREFIX` that entries were filed under, longest
+        #: first (what :meth:`find` tries after the full prefix)
+        self._short: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._short = ()
         self.nbytes = 0
 
     @staticmethod
-    def key(code: bytes, switches: tuple[Any, ...]) -> tuple[Any, ...]:
+    def key(code: bytes, switches: tuple[Any, ...], size: int = PREFIX) -> tuple[Any, ...]:
         """The index of translations of ``code`` (the bytes from their start to the page
-        end or further) under ``switches`` (the limit and the chaining switches)."""
-        return (code[:PREFIX], switches)
+        end or further) under ``switches`` (the limit and the chaining switches) whose
+        extent holds ``size`` bytes or more from their start (:data:`PREFIX`)."""
+        return (code[:min(size, PREFIX)], switches)
 
     def find(self, memory: Any, paddr: int, eip: int, code: bytes, switches: tuple[Any, ...],
              steps: Collection[int]) -> Moved | None:
         """A relocatable translation of the bytes at ``eip`` (physical ``paddr``, in RAM;
         ``code``: the bytes from there on) moved there (module doc)."""
-        key = self.key(code, switches)
-        entries = self._entries.get(key)
-        if not entries:
-            return None
+        for size in (PREFIX, *self._short):
+            key = self.key(code, switches, size)
+            entries = self._entries.get(key)
+            if entries:
+                got = self._find_in(key, entries, memory, paddr, eip, switches, steps)
+                if got is not None:
+                    return got
+        return None
+
+    def _find_in(self, key: tuple[Any, ...], entries: list[Sighting | Relocatable], memory: Any,
+                 paddr: int, eip: int, switches: tuple[Any, ...], steps: Collection[int],
+                 ) -> Moved | None:
+        """:meth:`find` among the entries of one index ``key``."""
         off = eip & PAGE_MASK
         page_paddr = paddr - off
-        for e in entries:
-            if type(e) is not Relocatable:
+        for k, entry in enumerate(entries):
+            if type(entry) is not Relocatable and (entry.gen is None or entry.eip == eip):
                 continue
-            lo = off + e.lo
-            hi = lo + len(e.span)
-            if lo < 0 or hi > PAGE_SIZE or memory.read_bytes(page_paddr + lo, hi - lo) != e.span:
+            lo = off + entry.lo
+            hi = lo + len(entry.span)
+            if lo < 0 or hi > PAGE_SIZE or memory.read_bytes(page_paddr + lo, hi - lo) != entry.span:
                 continue
+            e: Relocatable | None
+            if isinstance(entry, Relocatable):
+                e = entry
+            else:
+                # the second copy of a kept sighting: learnt from it and a probe now
+                e = self._learn_kept(entries, k, entry, switches)
+                if e is None:
+                    continue
             got = relocated_split(e, eip)
             if got is None or any(a in steps for a in got[0].addrs[1:]):
                 continue
-            self._entries[key] = self._entries.pop(key)  # most recently used last
+            # most recently used last (learning may have made room by dropping others)
+            self._entries[key] = self._entries.pop(key, entries)
             self.stats["relocated"] += 1
             return Moved(got[0], e.limited, e.length, lo, hi, got[1] if e.holes else None)
         return None
+
+    def _learn_kept(self, entries: list[Sighting | Relocatable], k: int, seen: Sighting,
+                    switches: tuple[Any, ...]) -> Relocatable | None:
+        """``entries[k]``, the kept sighting ``seen``, made relocatable from a probe
+        (:func:`probe` compares what ``seen`` generated with the probe's translation, as
+        :meth:`learn` compares a second copy's); None, and kept without its source, if
+        refused."""
+        assert seen.gen is not None
+        got = probe(seen, seen.gen, switches, seen.steps)
+        new: Sighting | Relocatable
+        if got is None:
+            self.stats["refused"] += 1
+            new = seen._replace(gen=None, steps=frozenset())
+        else:
+            self.stats["learnt"] += 1
+            new = got
+        entries[k] = new
+        self.nbytes += _size(new) - _size(seen)
+        self._fit()
+        return got
 
     def learn(self, code: bytes, switches: tuple[Any, ...], eip: int, lo: int, span: bytes,
               gen: Generated, limited: bool, length: int, steps: Collection[int]) -> None:
@@ -247,8 +304,12 @@ class RelocationCache:
         once more at a probe address and compared (:func:`probe`, :func:`learn_moves`)."""
         if "#" in gen.source:
             return  # comments (keep_source): never shaped, never relocated
-        key = self.key(code, switches)
         rel = lo - (eip & PAGE_MASK)
+        # (the extent holds the first instruction: rel <= 0 < len(span) + rel)
+        size = len(span) + rel
+        if size < PREFIX and size not in self._short:
+            self._short = tuple(sorted((*self._short, size), reverse=True))
+        key = self.key(code, switches, size)
         entries = self._entries.setdefault(key, [])
         for k, e in enumerate(entries):
             if e.lo != rel or e.span != span or e.limited != limited or e.length != length:
@@ -264,7 +325,8 @@ class RelocationCache:
                     self.nbytes += _size(got) - _size(e)
                     self._fit()
             return
-        entry = Sighting(eip, rel, span, limited, length)
+        entry = Sighting(eip, rel, span, limited, length, gen, frozenset(steps)) \
+            if len(gen.source) <= KEPT_SOURCE else Sighting(eip, rel, span, limited, length)
         entries.insert(0, entry)
         self.nbytes += _size(entry)
         for old in entries[self.variants:]:
@@ -313,7 +375,11 @@ def _size(e: Sighting | Relocatable) -> int:
     code too (the source, once whole and once cut at its moving literals, ~60 bytes a
     piece, and the value of each literal)."""
     n = _ENTRY_BYTES + len(e.span)
-    if type(e) is Relocatable:
+    if type(e) is Sighting:
+        if e.gen is not None:
+            n += (len(e.gen.source) + 8 * len(e.gen.addrs) + 2 * len(e.gen.insn_at)
+                  + 40 * len(e.steps))
+    elif type(e) is Relocatable:
         n += (2 * len(e.gen.source) + 8 * len(e.gen.addrs) + 2 * len(e.gen.insn_at)
               + 60 * len(e.chunks) + 36 * len(e.values))
     return n

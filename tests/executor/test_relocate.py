@@ -111,15 +111,16 @@ def test_a_relocated_translation_behaves_like_one_made_at_its_address(
     note(src)
     code = asm(src)
     run_at(code, PAGES[0], offs[0], regs, data, cuts)
-    run_at(code, PAGES[1], offs[1], regs, data, cuts)
+    moved_second, _ = run_at(code, PAGES[1], offs[1], regs, data, cuts)
     moved, stats = run_at(code, PAGES[2], offs[2], regs, data, cuts)
-    # the translation made at the same address with nothing learnt
-    executor_cpu._CODE_CACHE = codecache.SharedCodeCache()
-    executor_cpu._RELOCATIONS = relocate.RelocationCache()
-    made, fresh = run_at(code, PAGES[2], offs[2], regs, data, cuts)
-    assert fresh["relocated"] == 0
+    # the translations made at the same addresses with nothing learnt
+    for page, off, seen in ((PAGES[2], offs[2], moved), (PAGES[1], offs[1], moved_second)):
+        executor_cpu._CODE_CACHE = codecache.SharedCodeCache()
+        executor_cpu._RELOCATIONS = relocate.RelocationCache()
+        made, fresh = run_at(code, page, off, regs, data, cuts)
+        assert fresh["relocated"] == 0
+        assert seen == made
     note(f"relocated {stats['relocated']} of {stats['translations']}")
-    assert moved == made
 
 
 PROGRAM = """
@@ -155,13 +156,26 @@ def did_program_at(m: Machine, at: int, ebx: int = 0x21005) -> bool:
             and m.memory.read_u32(m.cpu.esp) == at + len(asm(PROGRAM)) - 2)
 
 
-def test_the_third_copy_of_the_same_bytes_is_relocated_not_translated() -> None:
+def test_later_copies_of_the_same_bytes_are_relocated_not_translated() -> None:
+    """The second copy of a short translation is moved from the first (kept with its
+    source, learnt from a probe), a longer one from the third copy on."""
+    _, first = run_program(0x10004)
+    m2, second = run_program(0x21005)
+    m, third = run_program(0x42A31)
+    assert first["relocated"] == 0 and second["relocated"] >= 1 and third["relocated"] >= 1
+    assert third["translated_blocks"] < second["translated_blocks"] < first["translated_blocks"]
+    assert executor_cpu._RELOCATIONS.stats["learnt"] >= 1
+    assert did_program_at(m2, 0x21005) and did_program_at(m, 0x42A31)
+
+
+def test_a_sighting_keeps_its_source_only_when_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without kept sources (every sighting as a long translation's) the second copy is
+    translated again, and the third moved."""
+    monkeypatch.setattr(relocate, "KEPT_SOURCE", 0)
     run_program(0x10004)
     _, second = run_program(0x21005)
     m, third = run_program(0x42A31)
     assert second["relocated"] == 0 and third["relocated"] >= 1
-    assert third["translated_blocks"] < second["translated_blocks"]
-    assert executor_cpu._RELOCATIONS.stats["learnt"] >= 1
     assert did_program_at(m, 0x42A31)
 
 
@@ -198,6 +212,27 @@ def test_other_bytes_or_another_page_end_are_not_taken_for_the_same() -> None:
     for at in (0x43000 - 8, 0x45000 - 30):
         m, _ = run_program(at)
         assert did_program_at(m, at)
+
+
+#: code that ends in fewer than ``relocate.PREFIX`` bytes (at the indirect ``jmp``)
+SHORT = "mov %ebx, %eax\n inc %eax\n jmp *%esi\n"
+
+
+def test_a_translation_shorter_than_the_index_is_relocated_whatever_follows_it() -> None:
+    """A translation holding fewer than ``PREFIX`` bytes is indexed by its own bytes: the
+    copies differ right after their ``jmp`` (as a library routine's ``call *record_ptr``
+    is followed by each routine's own code), and the third is relocated all the same and
+    does what its bytes say."""
+    assert len(asm(SHORT)) < relocate.PREFIX
+    relocated = []
+    for k, at in enumerate((0x10004, 0x21005, 0x42A31)):
+        code = asm(SHORT) + bytes([0x90 + k]) * 4  # (never run)
+        m = machine(code, at, {"ebx": 0x1234 + k, "esi": HANDLER}, bytes(0x80))
+        m.run(100)
+        assert m.ex is not None
+        relocated.append(m.ex.stats["relocated"])
+        assert m.cpu.halted and m.cpu.eip == HANDLER + 1 and m.cpu.eax == 0x1235 + k
+    assert relocated == [0, 1, 1]  # (the second copy moved from the first, kept)
 
 
 def fake(at: int, lit: int = 7) -> Any:
