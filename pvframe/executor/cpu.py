@@ -756,9 +756,6 @@ class Executor(CarryOver):
         read = mmu.read
         write = mmu.write
         translate = mmu.translate
-        fill = mmu.fill
-        mem_read = self.memory.read
-        mem_write = self.memory.write
         is_ram = self.memory.is_ram
         code_pages = self.memory.code_pages
         claimed = self.env.mmio_claimed
@@ -803,11 +800,6 @@ class Executor(CarryOver):
                 pa = translate(addr, False)
                 if not is_ram(pa, size) and claimed(pa):
                     raise Restart
-                # what ``mmu.read`` does now, without its second translate (a TLB hit
-                # that changes nothing: the one above passed with the same intent)
-                value = mem_read(pa, size)
-                fill(addr >> PAGE_SHIFT, pa, False, mmu.user)
-                return value
             elif ((addr & ~PAGE_MASK) not in r8 or ((addr + size - 1) & ~PAGE_MASK) not in r8) \
                     and special(addr, size, False):
                 raise Restart
@@ -836,10 +828,6 @@ class Executor(CarryOver):
                         raise Restart
                 elif claimed(pa):
                     raise Restart
-                # likewise ``mmu.write``: the translate for write above set the D bit
-                mem_write(pa, size, value)
-                fill(addr >> PAGE_SHIFT, pa, True, mmu.user)
-                return
             elif special(addr, size, True):
                 raise Restart
             write(addr, size, value)
@@ -897,17 +885,12 @@ class Executor(CarryOver):
         # The instruction fetch (#PF with CR2 = eip): with paging on, a TLB entry for the
         # page that this privilege may read from gives the address as ``mmu.translate``
         # would (a read needs neither a walk nor a D bit), without the call.
-        # With paging off the linear address is the physical one (SDM Vol. 3A §4.1.1,
-        # CR0.PG=0), as ``mmu.translate`` answers, without the call.
         mmu = self.mmu
-        if mmu.cpu.cr0 & _CR0_PG:
-            tlb_entry = mmu.tlb.get(eip >> PAGE_SHIFT)
-            if tlb_entry is not None and (tlb_entry[2] or not mmu.user):
-                paddr = tlb_entry[0] | (eip & PAGE_MASK)
-            else:
-                paddr = mmu.translate(eip)
+        tlb_entry = mmu.tlb.get(eip >> PAGE_SHIFT) if mmu.cpu.cr0 & _CR0_PG else None
+        if tlb_entry is not None and (tlb_entry[2] or not mmu.user):
+            paddr = tlb_entry[0] | (eip & PAGE_MASK)
         else:
-            paddr = eip & 0xFFFFFFFF
+            paddr = mmu.translate(eip)
         if self._dormant and paddr >> PAGE_SHIFT in self._dormant:
             self._wake(paddr >> PAGE_SHIFT)  # (taken-over blocks on the page: checked now)
         if paddr in self.entry_points:

@@ -42,7 +42,7 @@ instruction (:func:`pvframe.executor.region.commit_region`). The costs are CPyth
 * :func:`reuse_pages` -- a load and a store of the same address with only plain
   arithmetic between (a read-modify-write: ``dec (%esp)``, ``add %edx, 0x54(%edi)``, the
   xz decoder's ``prob`` update): the load takes the page from the write map (the same
-  view as the read map's: :meth:`pvframe.platform.mmu.MMU.fill` enters a page in both
+  view as the read map's: :meth:`pvframe.platform.mmu.MMU._fill` enters a page in both
   or only in the read maps) and keeps it and the index, and the store writes through them
   without looking the page up again. Where the write map misses (the page is read-only,
   clean, or holds code) both accesses go the way they went before.

@@ -443,12 +443,9 @@ class MMU:
         return (pte & 0xFFFFF000) | (vaddr & PAGE_MASK)
 
     # ------------------------------------------------------------------ virtual access
-    def fill(self, vpn: int, paddr: int, write: bool, user: bool) -> None:
-        """Enter page ``vpn`` in the ``user`` privilege's fast maps after a successful
-        access to it at physical ``paddr`` (its :meth:`translate` with that intent and
-        privilege just passed; reads always, writes only if a write would pass without
-        a walk). The executor's slow loads and stores call it after such a translate and
-        the physical access, which is what :meth:`read` and :meth:`write` do there."""
+    def _fill(self, vpn: int, paddr: int, write: bool, user: bool) -> None:
+        """Enter the page of a successful ``user``-mode access in that privilege's fast
+        maps (reads always; writes only if a write would pass without a walk)."""
         pfn = paddr >> PAGE_SHIFT
         views = self.memory.views(pfn)
         if views is None:
@@ -491,7 +488,7 @@ class MMU:
                 return page[off] if size == 1 else int.from_bytes(page[off : off + size], "little")
             pa = self.translate(vaddr, False, user)
             v = self.memory.read(pa, size)
-            self.fill(vaddr >> PAGE_SHIFT, pa, False, user)
+            self._fill(vaddr >> PAGE_SHIFT, pa, False, user)
             return v
         first = PAGE_SIZE - off
         pa1 = self.translate(vaddr, False, user)
@@ -522,7 +519,7 @@ class MMU:
                 return
             pa = self.translate(vaddr, True, user)
             mem.write(pa, size, value)
-            self.fill(vaddr >> PAGE_SHIFT, pa, True, user)
+            self._fill(vaddr >> PAGE_SHIFT, pa, True, user)
             return
         first = PAGE_SIZE - off
         pa1 = self.translate(vaddr, True, user)

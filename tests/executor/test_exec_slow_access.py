@@ -186,11 +186,11 @@ def _mmu_state(m: Machine) -> tuple[object, ...]:
 def test_slow_loads_and_stores_leave_what_mmu_read_and_write_leave(
         ops: list[tuple[str, int, int, int, int]], flags: list[int], paging: bool, user: bool,
         wp: bool) -> None:
-    """``LDB``/``STB`` of an access within one page that misses the fast maps translate it
-    once and then read or write the physical bytes and fill the fast maps themselves
-    (``Executor._make_globals``): they must return, raise and leave (bytes, PTE A/D
-    bits, TLB, fast maps, epochs, walk count) exactly what ``mmu.read``/``mmu.write``
-    of the same accesses do on a twin machine. The four data pages' PTEs have random
+    """``LDB``/``STB`` of an access within one page (``Executor._make_globals``: the fast
+    maps, else a translate, the device and code checks, then the access) must return,
+    raise and leave (bytes, PTE A/D bits, TLB, fast maps, epochs, walk count) exactly
+    what ``mmu.read``/``mmu.write`` of the same accesses do on a twin machine: a slow
+    path that skipped a fill, a walk or a D bit, or stored other bytes, fails here. The four data pages' PTEs have random
     P/RW/US/A/D bits, the accesses run at either privilege, with CR0.WP either way."""
     twins = []
     for _ in range(2):
