@@ -14,7 +14,9 @@ from asm import asm
 from conftest import CODE, Machine
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
-from test_exec_paging import identity, pte
+from test_exec_paging import PT, identity, pte
+
+from pvframe.executor.faults import PageFault
 
 #: two data pages (the accesses may straddle into the second) and where loads are kept
 DATA = 0x200000
@@ -166,3 +168,52 @@ def test_loads_at_a_run_time_address_near_the_page_end_read_both_pages() -> None
     expected = _model(ops, mem)
     assert m.run(100_000) == "halted"
     assert [m.memory.read_u32(RESULTS + 4 * k) for k in range(len(expected))] == expected
+
+
+def _mmu_state(m: Machine) -> tuple[object, ...]:
+    mmu = m.mmu
+    maps = tuple(tuple(sorted(d)) for privilege in mmu._maps for d in privilege)
+    return (dict(mmu.tlb), maps, mmu.generation, mmu.fast_epoch, mmu.walks,
+            m.memory.read_bytes(DATA, 4 * 4096), m.memory.read_bytes(PT, 4096))
+
+
+@settings(max_examples=80, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from(["load", "store"]), st.sampled_from([1, 2, 4]),
+                              st.integers(0, 3), st.integers(0, 4095), st.integers(0, 2**32 - 1)),
+                    min_size=1, max_size=16),
+       flags=st.lists(st.integers(0, 0x7F), min_size=4, max_size=4),
+       paging=st.booleans(), user=st.booleans(), wp=st.booleans())
+def test_slow_loads_and_stores_leave_what_mmu_read_and_write_leave(
+        ops: list[tuple[str, int, int, int, int]], flags: list[int], paging: bool, user: bool,
+        wp: bool) -> None:
+    """``LDB``/``STB`` of an access within one page (``Executor._make_globals``: the fast
+    maps, else a translate, the device and code checks, then the access) must return,
+    raise and leave (bytes, PTE A/D bits, TLB, fast maps, epochs, walk count) exactly
+    what ``mmu.read``/``mmu.write`` of the same accesses do on a twin machine: a slow
+    path that skipped a fill, a walk or a D bit, or stored other bytes, fails here. The four data pages' PTEs have random
+    P/RW/US/A/D bits, the accesses run at either privilege, with CR0.WP either way."""
+    twins = []
+    for _ in range(2):
+        m = Machine(asm("hlt"))
+        m.memory.write_bytes(DATA, bytes(range(256)) * 16)  # (the other pages: never written)
+        if wp:
+            m.mmu.write_cr0(m.cpu.cr0 | 0x10000)
+        if paging:
+            identity(m, 0x7)
+            for i, f in enumerate(flags):
+                m.memory.write_u32(pte(m, DATA + i * 4096), (DATA + i * 4096) | f)
+        m.mmu.set_user(user)
+        twins.append(m)
+    fast, slow = twins
+    assert fast.ex is not None
+    ldb, stb = fast.ex._glb["LDB"], fast.ex._glb["STB"]
+    for kind, size, page, off, value in ops:
+        addr = DATA + page * 4096 + min(off, 4096 - size)
+        got = []
+        for load, store in ((ldb, stb), (slow.mmu.read, slow.mmu.write)):
+            try:
+                got.append(load(addr, size) if kind == "load" else store(addr, size, value))
+            except PageFault as e:
+                got.append(("#PF", e.error_code, e.address))
+        assert got[0] == got[1], (kind, size, hex(addr))
+        assert _mmu_state(fast) == _mmu_state(slow), (kind, size, hex(addr))
