@@ -25,12 +25,13 @@ translation of some bytes keeps where they were, and its generated code only whe
 short (:data:`KEPT_SOURCE`: most code runs once, and a boot's superblocks are long; a
 library routine's pieces are short and recur); when the same bytes come at a second
 address, they are translated once more at a probe address on another page and page
-offset (:func:`probe`) and the two are compared: the kept code with the probe's, and
-the second copy is moved from it; else the second copy is translated and compared. They must have the same text between their literals and the
+offset (:func:`probe`) and the two are compared: the kept code with the probe's, the
+second copy then moved from it; or, with no code kept, the second copy translated and
+compared with the probe's. They must have the same text between their literals and the
 same classes of equal literals (:func:`pvframe.executor.codeshape.split_literals`), the
 same instruction lengths, line table, registers and self-loop; every literal is either
 equal in both or moved by exactly the distance ``d`` between the two addresses, and so
-is every instruction address. Then the translation is *relocatable*: at a third address
+is every instruction address. Then the translation is *relocatable*: at any other address
 the moved literals and addresses move by that address's distance, the others stay, and
 the source is compiled by the usual path (a compiled shape: ``code.replace``).
 
