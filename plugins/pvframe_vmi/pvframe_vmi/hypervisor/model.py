@@ -820,6 +820,14 @@ _RETURN = Action.RETURN
 #: :meth:`VmiHypervisor.plan`: number, name, argument masks, number of arguments, the
 #: model's bound method, result kind
 Plan = tuple[int, str, tuple[int, ...], int, Callable[..., "int | tuple[int, ...] | None"], Ret]
+#: per defined call number: name, result kind, argument masks (a 64-bit argument is one
+#: int, masked to 64 bits), the model's method for it (looked up on the instance, so a
+#: subclass's override is the one run), and the number of arguments
+_SERVED: dict[int, tuple[str, Ret, tuple[int, ...], str, int]] = {
+    n: (spec.name, spec.ret, tuple(M64 if w == 64 else M32 for w in spec.args), f"_c_{spec.name}",
+        len(spec.args))
+    for n, spec in CALL_SPECS.items()
+}
 
 
 def counted_and_masked(counts: Counter[str], name: str, args: tuple[int, ...],
@@ -838,11 +846,3 @@ def counted_and_masked(counts: Counter[str], name: str, args: tuple[int, ...],
     if n == 3:
         return (args[0] & masks[0], args[1] & masks[1], args[2] & masks[2])
     return tuple(a & m for a, m in zip(args, masks, strict=True)) if n else args
-#: per defined call number: name, result kind, argument masks (a 64-bit argument is one
-#: int, masked to 64 bits), the model's method for it (looked up on the instance, so a
-#: subclass's override is the one run), and the number of arguments
-_SERVED: dict[int, tuple[str, Ret, tuple[int, ...], str, int]] = {
-    n: (spec.name, spec.ret, tuple(M64 if w == 64 else M32 for w in spec.args), f"_c_{spec.name}",
-        len(spec.args))
-    for n, spec in CALL_SPECS.items()
-}
