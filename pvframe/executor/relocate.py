@@ -284,18 +284,23 @@ class RelocationCache:
         :meth:`learn` compares a second copy's); None, and kept without its source, if
         refused."""
         assert seen.gen is not None
-        got = probe(seen, seen.gen, switches, seen.steps)
-        new: Sighting | Relocatable
-        if got is None:
-            self.stats["refused"] += 1
-            new = seen._replace(gen=None, steps=frozenset())
-        else:
-            self.stats["learnt"] += 1
-            new = got
-        entries[k] = new
-        self.nbytes += _size(new) - _size(seen)
-        self._fit()
+        got = self._probed(seen, seen.gen, switches, seen.steps)
+        self._replace(entries, k, got if got is not None else seen._replace(gen=None, steps=frozenset()))
         return got
+
+    def _probed(self, seen: Sighting, gen: Generated, switches: tuple[Any, ...],
+                steps: Collection[int]) -> Relocatable | None:
+        """:func:`probe`, counted as learnt or refused."""
+        got = probe(seen, gen, switches, steps)
+        self.stats["refused" if got is None else "learnt"] += 1
+        return got
+
+    def _replace(self, entries: list[Sighting | Relocatable], k: int,
+                 new: Sighting | Relocatable) -> None:
+        """``entries[k]`` becomes ``new``: the byte count follows, and the bound."""
+        self.nbytes += _size(new) - _size(entries[k])
+        entries[k] = new
+        self._fit()
 
     def learn(self, code: bytes, switches: tuple[Any, ...], eip: int, lo: int, span: bytes,
               gen: Generated, limited: bool, length: int, steps: Collection[int]) -> None:
@@ -316,15 +321,9 @@ class RelocationCache:
             if e.lo != rel or e.span != span or e.limited != limited or e.length != length:
                 continue
             if type(e) is Sighting and e.eip != eip:
-                here = Sighting(eip, rel, span, limited, length)
-                got = probe(here, gen, switches, steps)
-                if got is None:
-                    self.stats["refused"] += 1
-                else:
-                    self.stats["learnt"] += 1
-                    entries[k] = got
-                    self.nbytes += _size(got) - _size(e)
-                    self._fit()
+                got = self._probed(Sighting(eip, rel, span, limited, length), gen, switches, steps)
+                if got is not None:
+                    self._replace(entries, k, got)
             return
         entry = Sighting(eip, rel, span, limited, length, gen, frozenset(steps)) \
             if len(gen.source) <= KEPT_SOURCE else Sighting(eip, rel, span, limited, length)
