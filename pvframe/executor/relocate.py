@@ -271,8 +271,10 @@ class RelocationCache:
             got = relocated_split(e, eip)
             if got is None or any(a in steps for a in got[0].addrs[1:]):
                 continue
-            # most recently used last (learning may have made room by dropping others)
-            self._entries[key] = self._entries.pop(key, entries)
+            # most recently used last, unless learning it went past the bound and the
+            # bound dropped this very index (the least recently used one)
+            if key in self._entries:
+                self._entries[key] = self._entries.pop(key)
             self.stats["relocated"] += 1
             return Moved(got[0], e.limited, e.length, lo, hi, got[1] if e.holes else None)
         return None

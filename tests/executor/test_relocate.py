@@ -268,6 +268,30 @@ def test_the_cache_honours_its_byte_bound(monkeypatch: pytest.MonkeyPatch) -> No
     assert cache.stats["learnt"] == 300 and len(cache) < 300
 
 
+
+def test_learning_a_kept_sighting_in_find_keeps_the_byte_count(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kept sighting learnt when its second copy is looked up grows; when that pushes
+    the cache past its bound and its own index is the least recently used, the bound drops
+    it, and it stays dropped: the byte count is what the cache holds."""
+    def probe(seen: relocate.Sighting, gen: Any, *_: Any) -> Any:
+        return relocate.learn_moves(seen, gen, fake(seen.eip + 0x40000000), seen.eip + 0x40000000)
+
+    class Memory:
+        def read_bytes(self, addr: int, n: int) -> bytes:
+            return b"\x90\x90"[:n]
+
+    monkeypatch.setattr(relocate, "probe", probe)
+    switches = (64, True, True)
+    cache = relocate.RelocationCache()
+    cache.learn(b"\x90\x90", switches, 0x1000, 0, b"\x90\x90", fake(0x1000), False, 2, ())
+    cache.learn(b"\x91\x90", switches, 0x1000, 0, b"\x91\x90", fake(0x1000), False, 2, ())
+    cache.max_bytes = cache.nbytes + 1  # (the kept sighting's growth goes past it)
+    cache.find(Memory(), 0x5000, 0x5000, b"\x90\x90", switches, ())
+    held = [e for entries in cache._entries.values() for e in entries]
+    assert cache.nbytes == sum(map(relocate._size, held)) <= cache.max_bytes
+
+
 def relocated_reference(entry: relocate.Relocatable, eip: int) -> Any:
     """:func:`relocate.relocated_split` as written first: each literal of the source read
     and written again, in order."""
