@@ -190,8 +190,9 @@ def test_slow_loads_and_stores_leave_what_mmu_read_and_write_leave(
     maps, else a translate, the device and code checks, then the access) must return,
     raise and leave (bytes, PTE A/D bits, TLB, fast maps, epochs, walk count) exactly
     what ``mmu.read``/``mmu.write`` of the same accesses do on a twin machine: a slow
-    path that skipped a fill, a walk or a D bit, or stored other bytes, fails here. The four data pages' PTEs have random
-    P/RW/US/A/D bits, the accesses run at either privilege, with CR0.WP either way."""
+    path that skipped a fill, a walk or a D bit, or stored other bytes, fails here. The
+    four data pages' PTEs have random P/RW/US/A/D bits, the accesses run at either
+    privilege, with CR0.WP either way."""
     twins = []
     for _ in range(2):
         m = Machine(asm("hlt"))
