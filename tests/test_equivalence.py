@@ -11,6 +11,7 @@ from pvframe.testing.conformance import (  # noqa: F401  (collected here)
     test_demo_guest_matches_native,
     test_generated_programs_match_native,
     test_hook_contract,
+    test_renewed_machine_observes_what_a_new_one_does,
 )
 
 INSTALLED = sorted(name for name, info in plugins.discover().items() if info.ok)

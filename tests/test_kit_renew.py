@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from pvframe_native.backend import NativeBackend
 
 from pvframe import plugins
+from pvframe.hookspecs import hookimpl
 from pvframe.machine import Machine
 from pvframe.testing import oracle, strategies
 from pvframe.testing import programs as p
@@ -257,3 +258,52 @@ def test_a_renewed_machine_keeps_exactly_the_blocks_whose_bytes_are_unchanged() 
             assert ex._blocks.get(key) is blk
     assert spanned  # (the two programs' code differs where the first has blocks)
     m.release()
+
+
+class _LeakyReset(NativeBackend):
+    """A backend whose ``reset`` keeps a count of the machines it was attached to (a
+    third-party backend's typical slip: state kept across programs) that its ``cpuid``
+    shows: on a new machine EBX of leaf 0 is native's, on a renewed one it is off by the
+    programs before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attached = 0
+
+    def attach(self, machine: Any) -> None:
+        self.attached += 1
+
+    def reset(self, machine: object) -> bool:
+        self.attach(machine)
+        return True
+
+    @hookimpl
+    def pvop_cpuid(self, machine: Any, eax: int, ecx: int) -> tuple[int, int, int, int]:
+        a, b, c, d = super().pvop_cpuid(machine, eax, ecx)
+        return (a, (b + self.attached - 1) & 0xFFFFFFFF, c, d)
+
+
+@pytest.mark.parametrize(("name", "factory", "fails"), [
+    ("leaky", _LeakyReset, True), ("sound", NativeBackend, False), ("unrenewed", _Unrenewable, False)])
+def test_the_conformance_suite_finds_a_reset_that_keeps_state(
+        monkeypatch: pytest.MonkeyPatch, name: str, factory: type, fails: bool) -> None:
+    """The kit's renewal check (``test_renewed_machine_observes_what_a_new_one_does``,
+    run with two programs that read CPUID) fails for a backend whose reset keeps what
+    the runs before counted, naming the field; it passes for native's own reset and is
+    skipped for a backend without one."""
+    from pvframe.testing import conformance
+
+    info = attrs.evolve(plugins.get_backend(plugins.NATIVE), name=name, factory=factory)
+    found = {**plugins.discover(), name: info}
+    monkeypatch.setattr(plugins, "discover", lambda *a, **k: found)
+    prog = p.Program((p.Cpuid(leaf=0),), paging=False, tsc_hz=None)
+    inner = conformance.test_renewed_machine_observes_what_a_new_one_does.hypothesis.inner_test
+    check = settings(max_examples=1, database=None)(given(programs=st.just([prog, prog]))(inner))
+    if factory is _Unrenewable:
+        with pytest.raises(pytest.skip.Exception, match="has no reset"):
+            check(pvframe_backend=name)
+    elif fails:
+        with pytest.raises(AssertionError, match=r"observes on a renewed machine what it does not on a new one: results"):
+            check(pvframe_backend=name)
+    else:
+        check(pvframe_backend=name)
