@@ -7,7 +7,9 @@ is found by :func:`pvframe.plugins.discover` through the entry point ``NAME`` in
 (:func:`pvframe_requirement`), so the installed core satisfies it and pip never looks for
 pvframe on an index. Its backend class implements nothing, so it inherits every op from
 native and passes the equivalence kit as generated; its ``tests/test_conformance.py`` runs
-the kit (:mod:`pvframe.testing.conformance`) against it.
+the kit (:mod:`pvframe.testing.conformance`) against it. Its ``reset`` makes the object a
+new one again, so the kit renews the backend's machine between programs
+(:meth:`pvframe.machine.Machine.renew`) instead of building one per program.
 """
 
 from __future__ import annotations
@@ -136,6 +138,20 @@ class Backend:
         """Optional: called once after the machine is built (wire a hypervisor model or an
         event source into ``machine.events`` here)."""
 
+    def reset(self, machine: Any) -> bool:
+        """Optional: the kit keeps one machine per backend and renews it in place for the
+        next program (its CPU, memory, devices and ``machine.events`` are a new machine's
+        again: ``pvframe.machine.Machine.renew``), which is cheaper than building one.
+        Make this object what a new one is once attached and return True; return False,
+        or delete this method, to get a new machine for every program. State kept outside
+        this object (class attributes, module globals) is yours to bring back too. The
+        kit checks it: ``test_renewed_machine_observes_what_a_new_one_does`` runs
+        programs on a renewed machine and on new ones and names what differs."""
+        self.__dict__.clear()
+        type(self).__init__(self)
+        self.attach(machine)
+        return True
+
     # An example hook (uncomment to take over the op from native):
     #
     # @hookimpl
@@ -145,7 +161,8 @@ class Backend:
     #     machine.cpu.eflags_sys &= ~IF
 ''',
         "tests/test_conformance.py": f'''"""The pvframe equivalence kit against the {name} backend: generated programs, the demo
-guests and the hook contracts, each compared with native.
+guests and the hook contracts, each compared with native; and programs on the backend's
+renewed machine, compared with new machines.
 
 Equivalent to ``pytest --pvframe-backend {name}``. ``PVFRAME_EXAMPLES=N`` sets the number of
 generated programs (default: the kit's ``ci`` profile, 100, deterministic).
@@ -172,6 +189,7 @@ from pvframe.testing.conformance import (  # noqa: E402, F401  (collected by pyt
     test_generated_programs_match_native,
     test_generated_pv_call_programs_match_native,
     test_hook_contract,
+    test_renewed_machine_observes_what_a_new_one_does,
 )
 
 
@@ -203,7 +221,10 @@ pytest -n auto tests                # the same on every core (pytest-xdist)
 ```
 
 Implement hooks in `{pkg}/backend.py` (`pvop_<op>` methods marked `@hookimpl`); every op
-you leave out is inherited from the native backend.
+you leave out is inherited from the native backend. Its `reset(machine)` lets the kit
+renew one machine between programs instead of building one each time: when the backend
+keeps state, make `reset` bring back what a new object holds once attached (the kit's
+`test_renewed_machine_observes_what_a_new_one_does` names what it missed), or delete it.
 
 `tests/test_conformance.py` always checks `{name}` (its `PVFRAME_BACKEND`), whatever
 `--pvframe-backend` says. `pytest --pvframe-backend OTHER tests` runs the kit's own
