@@ -307,3 +307,30 @@ def test_the_conformance_suite_finds_a_reset_that_keeps_state(
             check(pvframe_backend=name)
     else:
         check(pvframe_backend=name)
+
+
+class _WrongCpuid(NativeBackend):
+    """A backend whose cpuid is wrong on every machine, renewed or new."""
+
+    @hookimpl
+    def pvop_cpuid(self, machine: Any, eax: int, ecx: int) -> tuple[int, int, int, int]:
+        a, b, c, d = super().pvop_cpuid(machine, eax, ecx)
+        return (a, b ^ 1, c, d)
+
+
+def test_a_divergence_only_a_renewed_machine_shows_is_put_on_the_reset() -> None:
+    """The kit's comparison (``pvframe check``, the conformance suite) runs a program
+    that diverged on a renewed machine again on a new one: where that one agrees with
+    native, the report says the backend's reset keeps state of the programs before, not
+    that its hooks are wrong; a backend wrong on a new machine too is reported as
+    before."""
+    prog = p.Program((p.Cpuid(leaf=0),), paging=False, tsc_hz=None)
+    for name, factory, renewal in (("leaky", _LeakyReset, True), ("wrong", _WrongCpuid, False)):
+        info = attrs.evolve(plugins.get_backend(plugins.NATIVE), name=name, factory=factory)
+        backends = {**plugins.discover(), name: info}
+        first = oracle.compare(prog, name, backends=backends)
+        assert (first is None) == renewal  # (a new machine: only the wrong cpuid shows)
+        again = oracle.compare(prog, name, backends=backends)
+        assert again is not None and again.other.renewed
+        assert again.field == "results" and again.renewal == renewal
+        assert ("its reset(machine) leaves state of the programs before" in str(again)) == renewal
