@@ -23,7 +23,8 @@ Which literals move is never guessed from a value (an immediate may equal an add
 it is learnt by translating the same bytes at two addresses and comparing. The first
 translation of some bytes keeps where they were, and its generated code only when it is
 short (:data:`KEPT_SOURCE`: most code runs once, and a boot's superblocks are long; a
-library routine's pieces are short and recur); when the same bytes come at a second
+library routine's pieces are short and recur) and the cache's kept code is within its
+budget (:data:`KEPT_BYTES`); when the same bytes come at a second
 address, they are translated once more at a probe address on another page and page
 offset (:func:`probe`) and the two are compared: the kept code with the probe's, the
 second copy then moved from it; or, with no code kept, the second copy translated and
@@ -76,6 +77,12 @@ _ENTRY_BYTES = 400
 #: the longest generated source a sighting keeps (a short translation: a library routine's
 #: piece; a boot's superblocks, mostly seen once, keep none)
 KEPT_SOURCE = 1024
+#: host bytes a cache's sightings keep of generated code, at most (:func:`_kept_size`): the
+#: kit's searches keep ~75 KB of them (its library routines' pieces, 1,000 programs); a
+#: Linux boot, whose short translations mostly run once, filled the cache's whole bound
+#: with them (native boot's peak RSS: 284 MiB keeping none, 301 MiB unbounded, 291 MiB
+#: within this budget); past it a sighting keeps none until kept ones go
+KEPT_BYTES = 1 << 20
 
 
 class Sighting(NamedTuple):
@@ -213,6 +220,9 @@ class RelocationCache:
         self.max_bytes = max_bytes
         self.variants = variants
         self.nbytes = 0
+        #: the part of :attr:`nbytes` that sightings keep of generated code
+        #: (:data:`KEPT_BYTES`)
+        self.kept_bytes = 0
         self.stats = {"relocated": 0, "learnt": 0, "refused": 0}
         self._entries: dict[tuple[Any, ...], list[Sighting | Relocatable]] = {}
         #: the index lengths below :data:`PREFIX` that entries were filed under, longest
@@ -226,6 +236,7 @@ class RelocationCache:
         self._entries.clear()
         self._short = ()
         self.nbytes = 0
+        self.kept_bytes = 0
 
     @staticmethod
     def key(code: bytes, switches: tuple[Any, ...], size: int = PREFIX) -> tuple[Any, ...]:
@@ -299,10 +310,17 @@ class RelocationCache:
 
     def _replace(self, entries: list[Sighting | Relocatable], k: int,
                  new: Sighting | Relocatable) -> None:
-        """``entries[k]`` becomes ``new``: the byte count follows, and the bound."""
-        self.nbytes += _size(new) - _size(entries[k])
+        """``entries[k]`` becomes ``new``: the byte counts follow, and the bound."""
+        self._count(entries[k], -1)
+        self._count(new, 1)
         entries[k] = new
         self._fit()
+
+    def _count(self, e: Sighting | Relocatable, sign: int) -> None:
+        """``e`` enters (``sign`` 1) or leaves (-1) the cache's byte counts."""
+        self.nbytes += sign * _size(e)
+        if type(e) is Sighting and e.gen is not None:
+            self.kept_bytes += sign * _kept_size(e)
 
     def learn(self, code: bytes, switches: tuple[Any, ...], eip: int, lo: int, span: bytes,
               gen: Generated, limited: bool, length: int, steps: Collection[int]) -> None:
@@ -328,18 +346,20 @@ class RelocationCache:
                     self._replace(entries, k, got)
             return
         entry = Sighting(eip, rel, span, limited, length, gen, frozenset(steps)) \
-            if len(gen.source) <= KEPT_SOURCE else Sighting(eip, rel, span, limited, length)
+            if len(gen.source) <= KEPT_SOURCE and self.kept_bytes < KEPT_BYTES \
+            else Sighting(eip, rel, span, limited, length)
         entries.insert(0, entry)
-        self.nbytes += _size(entry)
+        self._count(entry, 1)
         for old in entries[self.variants:]:
-            self.nbytes -= _size(old)
+            self._count(old, -1)
         del entries[self.variants:]
         self._fit()
 
     def _fit(self) -> None:
         """Drop the least recently used keys while the entries exceed the byte bound."""
         while self.nbytes > self.max_bytes and self._entries:
-            self.nbytes -= sum(map(_size, self._entries.pop(next(iter(self._entries)))))
+            for old in self._entries.pop(next(iter(self._entries))):
+                self._count(old, -1)
 
 
 def probe(seen: Sighting, gen: Generated, switches: tuple[Any, ...],
@@ -372,15 +392,25 @@ def probe(seen: Sighting, gen: Generated, switches: tuple[Any, ...],
     return learn_moves(seen, gen, built[1], at)
 
 
+def _kept_size(e: Sighting) -> int:
+    """Host bytes of the generated code a kept sighting holds (CPython 3.11: the source
+    string, each instruction address an int object of its own and a list slot, each
+    length and line a slot of a small cached int, the step addresses' set entries)."""
+    gen = e.gen
+    assert gen is not None
+    return (len(gen.source) + 49 + 36 * len(gen.addrs) + 8 * len(gen.lens)
+            + 8 * len(gen.insn_at) + 40 * len(e.steps) + 200)
+
+
 def _size(e: Sighting | Relocatable) -> int:
-    """Host bytes an entry holds: a sighting its bytes; a relocatable one its generated
-    code too (the source, once whole and once cut at its moving literals, ~60 bytes a
-    piece, and the value of each literal)."""
+    """Host bytes an entry holds: a sighting its bytes, and its generated code when it
+    keeps it (:func:`_kept_size`); a relocatable one its generated code too (the source,
+    once whole and once cut at its moving literals, ~60 bytes a piece, and the value of
+    each literal)."""
     n = _ENTRY_BYTES + len(e.span)
     if type(e) is Sighting:
         if e.gen is not None:
-            n += (len(e.gen.source) + 8 * len(e.gen.addrs) + 2 * len(e.gen.insn_at)
-                  + 40 * len(e.steps))
+            n += _kept_size(e)
     elif type(e) is Relocatable:
         n += (2 * len(e.gen.source) + 8 * len(e.gen.addrs) + 2 * len(e.gen.insn_at)
               + 60 * len(e.chunks) + 36 * len(e.values))

@@ -292,6 +292,40 @@ def test_learning_a_kept_sighting_in_find_keeps_the_byte_count(
     assert cache.nbytes == sum(map(relocate._size, held)) <= cache.max_bytes
 
 
+def test_sightings_keep_generated_code_within_their_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sightings keep their generated code while the cache's kept bytes are below
+    :data:`relocate.KEPT_BYTES`; past it a sighting keeps none, until a kept one goes
+    (learnt from its second copy); the kept count is always what the kept sightings
+    hold (a Linux boot's short translations filled the whole cache with kept code)."""
+    def probe(seen: relocate.Sighting, gen: Any, *_: Any) -> Any:
+        return relocate.learn_moves(seen, gen, fake(seen.eip + 0x40000000), seen.eip + 0x40000000)
+
+    def kept() -> list[relocate.Sighting]:
+        return [e for entries in cache._entries.values() for e in entries
+                if type(e) is relocate.Sighting and e.gen is not None]
+
+    monkeypatch.setattr(relocate, "probe", probe)
+    switches = (64, True, True)
+    one = relocate._kept_size(relocate.Sighting(0x1000, 0, b"\x90\x90", False, 2, fake(0x1000)))
+    monkeypatch.setattr(relocate, "KEPT_BYTES", 3 * one)
+    cache = relocate.RelocationCache()
+    for k in range(6):
+        code = bytes([k, 0x90, 0x90, 0x90])
+        cache.learn(code, switches, 0x1000, 0, code[:2], fake(0x1000), False, 2, ())
+        assert cache.kept_bytes == sum(map(relocate._kept_size, kept())) == min(k + 1, 3) * one
+    assert sorted(e.span[0] for e in kept()) == [0, 1, 2]
+    code = bytes([0, 0x90, 0x90, 0x90])  # the first one's second copy: learnt, its code goes
+    cache.learn(code, switches, 0x2000, 0, code[:2], fake(0x2000), False, 2, ())
+    assert cache.stats["learnt"] == 1 and cache.kept_bytes == 2 * one
+    code = bytes([9, 0x90, 0x90, 0x90])  # under the budget again: kept
+    cache.learn(code, switches, 0x1000, 0, code[:2], fake(0x1000), False, 2, ())
+    assert sorted(e.span[0] for e in kept()) == [1, 2, 9]
+    assert cache.kept_bytes == sum(map(relocate._kept_size, kept()))
+    cache.clear()
+    assert cache.kept_bytes == cache.nbytes == 0
+
+
 def relocated_reference(entry: relocate.Relocatable, eip: int) -> Any:
     """:func:`relocate.relocated_split` as written first: each literal of the source read
     and written again, in order."""
