@@ -34,11 +34,7 @@ def own_state(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def observed(program: p.Program, backend: str, *, kept: bool, **kw: Any) -> oracle.Observation:
-    oracle.KEPT.enabled = kept
-    try:
-        return oracle.observe(program, backend, **kw)
-    finally:
-        oracle.KEPT.enabled = True
+    return oracle.observe(program, backend, new_machine=not kept, **kw)
 
 
 def same(a: oracle.Observation, b: oracle.Observation) -> None:

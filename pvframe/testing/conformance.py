@@ -165,14 +165,6 @@ def _renewal_difference(new: oracle.Observation, renewed: oracle.Observation) ->
     return None
 
 
-def _observed(program: Program, backend: str, *, kept: bool) -> oracle.Observation:
-    oracle.KEPT.enabled = kept
-    try:
-        return hoststack.call_with_headroom(oracle.observe, program, backend)
-    finally:
-        oracle.KEPT.enabled = True
-
-
 # each example runs two or three programs twice: a quarter of the profile's examples
 @settings(max_examples=max(1, settings().max_examples // 4))
 @given(programs=st.lists(st.one_of(strategies.programs(max_ops=8),
@@ -191,10 +183,11 @@ def test_renewed_machine_observes_what_a_new_one_does(
     if not callable(getattr(factory, "reset", None)):
         pytest.skip(f"backend {pvframe_backend!r} has no reset(machine): a new machine "
                     f"per program, never a renewed one")
-    alone = [_observed(q, pvframe_backend, kept=False) for q in programs]
+    alone = [hoststack.call_with_headroom(oracle.observe, q, pvframe_backend, new_machine=True)
+             for q in programs]
     for i, (q, new) in enumerate(zip(programs, alone, strict=True)):
         note(f"program {i}:\n{q.listing()}")
-        again = _observed(q, pvframe_backend, kept=True)
+        again = hoststack.call_with_headroom(oracle.observe, q, pvframe_backend)
         _note_hang(pvframe_backend, again.stop, again.detail)
         difference = _renewal_difference(new, again)
         assert difference is None, (
