@@ -242,6 +242,11 @@ def fake(at: int, lit: int = 7) -> Any:
                      [at], [2], False, (0, 0), ("eax",), ())
 
 
+def fake_probe(seen: relocate.Sighting, gen: Any, *_: Any) -> Any:
+    """:func:`relocate.probe` with the probe's translation made by :func:`fake`."""
+    return relocate.learn_moves(seen, gen, fake(seen.eip + 0x40000000), seen.eip + 0x40000000)
+
+
 def test_learning_refuses_literals_that_do_not_move_with_the_address() -> None:
     first = relocate.Sighting(0x1000, 0, b"\x90\x90", False, 2)
     assert relocate.learn_moves(first, fake(0x1000), fake(0x5000, 9), 0x5000) is None
@@ -253,10 +258,7 @@ def test_learning_refuses_literals_that_do_not_move_with_the_address() -> None:
 
 
 def test_the_cache_honours_its_byte_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    def probe(seen: relocate.Sighting, gen: Any, *_: Any) -> Any:
-        return relocate.learn_moves(seen, gen, fake(seen.eip + 0x40000000), seen.eip + 0x40000000)
-
-    monkeypatch.setattr(relocate, "probe", probe)
+    monkeypatch.setattr(relocate, "probe", fake_probe)
     cache = relocate.RelocationCache(max_bytes=20_000, variants=2)
     for k in range(300):
         code = bytes([k & 0xFF, k >> 8, 0x90, 0x90])
@@ -268,20 +270,16 @@ def test_the_cache_honours_its_byte_bound(monkeypatch: pytest.MonkeyPatch) -> No
     assert cache.stats["learnt"] == 300 and len(cache) < 300
 
 
-
 def test_learning_a_kept_sighting_in_find_keeps_the_byte_count(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A kept sighting learnt when its second copy is looked up grows; when that pushes
     the cache past its bound and its own index is the least recently used, the bound drops
     it, and it stays dropped: the byte count is what the cache holds."""
-    def probe(seen: relocate.Sighting, gen: Any, *_: Any) -> Any:
-        return relocate.learn_moves(seen, gen, fake(seen.eip + 0x40000000), seen.eip + 0x40000000)
-
     class Memory:
         def read_bytes(self, addr: int, n: int) -> bytes:
             return b"\x90\x90"[:n]
 
-    monkeypatch.setattr(relocate, "probe", probe)
+    monkeypatch.setattr(relocate, "probe", fake_probe)
     switches = (64, True, True)
     cache = relocate.RelocationCache()
     cache.learn(b"\x90\x90", switches, 0x1000, 0, b"\x90\x90", fake(0x1000), False, 2, ())
@@ -298,14 +296,11 @@ def test_sightings_keep_generated_code_within_their_budget(
     :data:`relocate.KEPT_BYTES`; past it a sighting keeps none, until a kept one goes
     (learnt from its second copy); the kept count is always what the kept sightings
     hold (a Linux boot's short translations filled the whole cache with kept code)."""
-    def probe(seen: relocate.Sighting, gen: Any, *_: Any) -> Any:
-        return relocate.learn_moves(seen, gen, fake(seen.eip + 0x40000000), seen.eip + 0x40000000)
-
     def kept() -> list[relocate.Sighting]:
         return [e for entries in cache._entries.values() for e in entries
                 if type(e) is relocate.Sighting and e.gen is not None]
 
-    monkeypatch.setattr(relocate, "probe", probe)
+    monkeypatch.setattr(relocate, "probe", fake_probe)
     switches = (64, True, True)
     one = relocate._kept_size(relocate.Sighting(0x1000, 0, b"\x90\x90", False, 2, fake(0x1000)))
     monkeypatch.setattr(relocate, "KEPT_BYTES", 3 * one)
