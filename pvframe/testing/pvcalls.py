@@ -20,6 +20,8 @@ whose ``pgd`` is the harness's page directory.
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 from hypothesis import strategies as st
 
@@ -746,24 +748,38 @@ def pv_call_programs(draw: st.DrawFn, max_ops: int = 6) -> p.Program:
     """A program of pv-call bursts (:func:`pv_call_ops`) among the ops of the other kinds
     (pvframe.testing.strategies), under the paging harness in half of them: the kit's
     second search, apart from ``programs()`` so that its derandomized sequence stays."""
+    paging = draw(st.booleans())
+    length = draw(_lengths(max_ops))
+    return p.Program(tuple(draw(_bodies(paging, length))), paging=paging)
+
+
+@functools.cache
+def _lengths(max_ops: int) -> st.SearchStrategy[int]:
+    return st.integers(1, max_ops)
+
+
+@functools.cache
+def _bodies(paging: bool, length: int) -> st.SearchStrategy[list[p.Op]]:
+    """``length`` ops, each a burst or an op of the other kinds, half and half
+    (``pv_call_ops() | ops(kinds)`` would flatten into one choice among ~40 branches: a
+    burst in 1 op of 40). Built once per (paging, length): a strategy built anew is
+    validated anew on its first draw, and these hold ~80 branches (~40 ms a program when
+    each program built them)."""
     from pvframe.testing import strategies
 
-    paging = draw(st.booleans())
     kinds = strategies.KINDS if paging else tuple(k for k in strategies.KINDS if k != "paging")
-    length = draw(st.integers(1, max_ops))
-    # a burst or an op of the other kinds, half and half (``pv_call_ops() | ops(kinds)``
-    # would flatten into one choice among ~40 branches: a burst in 1 op of 40)
     others = strategies.ops(kinds).map(_tsc_read_not_written)
     bursts = pv_call_ops()
-    body = draw(st.lists(st.booleans().flatmap(lambda burst: bursts if burst else others),
-                         min_size=length, max_size=length))
-    return p.Program(tuple(body), paging=paging)
+    return st.lists(st.booleans().flatmap(lambda burst: bursts if burst else others),
+                    min_size=length, max_size=length)
 
 
+@functools.cache
 def pv_call_ops() -> st.SearchStrategy[p.Op]:
     """Direct calls of the ops of every group through the call ROM: one branch per op (or
     per composite such as ``read_cr0``+``write_cr0``), so every op is about as likely as
-    any other, in bursts of distinct calls (so a program calls many of the 92)."""
+    any other, in bursts of distinct calls (so a program calls many of the 92). Built
+    once per process."""
     return _bursts(tuple(branch for make in GROUPS.values() for branch in make()))
 
 
