@@ -125,6 +125,8 @@ _STRING_SIZE = {"b": "b", "w": "w", "l": "d"}
 #: 0F A6/A7, Cyrix extensions, ...): GNU as never picks them
 _NOT_GENERIC = ("_ONLY", "CYRIX")
 _PREFIXES = {"rep", "repe", "repz", "repne", "repnz", "lock"}
+#: instructions whose one operand is a 16-bit selector or word whatever the operand size
+_SELECTOR_OPERAND = frozenset({"lldt", "ltr", "lmsw", "verr", "verw"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -713,6 +715,15 @@ def _resolve_mnemonic(
             mnemonic = stem + _CONDITIONS[cond]
     if mnemonic not in table:
         raise AssemblerError(f"unknown instruction {mnemonic!r}")
+    if mnemonic in _SELECTOR_OPERAND and len(ops) == 1 and isinstance(ops[0], Reg) \
+            and ops[0].size == 16:
+        # the operand is a 16-bit selector (word) at any operand size: GNU as encodes
+        # ``lldt %ax`` as ``lldt %eax`` (0F 00 /2, no 66 prefix: SDM Vol. 2A LLDT, LTR)
+        ops = (Reg("e" + ops[0].name),)
+    if mnemonic == "mov" and size is None and len(ops) == 2 and isinstance(ops[0], Reg) and ops[0].name in _SEGMENTS \
+            and isinstance(ops[1], Reg) and ops[1].size == 16:
+        # and a segment register loaded from one: ``mov %cx, %fs`` is 8E /r without 66
+        ops = (ops[0], Reg("e" + ops[1].name))
     if size is None:
         sizes = {o.size for o in ops if isinstance(o, Reg) and o.size}
         if mnemonic in ("movzx", "movsx", "in", "out") or len(sizes) > 1:
