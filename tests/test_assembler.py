@@ -22,7 +22,7 @@ LINKER_SYMBOLS = {"__bss_start", "_edata", "_end"}
 
 @needs_gnu
 @settings(max_examples=60, deadline=None)
-@given(strategies.programs())
+@given(strategies.programs() | strategies.pv_call_programs())
 def test_kit_programs_assemble_as_gnu_as_and_ld_do(program: p.Program) -> None:
     source = program.source()
     note(program.listing())
@@ -119,6 +119,12 @@ def _code(line: str) -> bytes:
         ("lidt (%eax)", "0f0118"),
         ("invlpg 0x40001000", "0f013d00100040"),
         ("mov %dx, (%edi)", "668917"),
+        # a selector operand is a word at any operand size: no 66 (GNU as's encodings)
+        ("lldt %ax", "0f00d0"),
+        ("ltr %cx", "0f00d9"),
+        ("mov %cx, %fs", "8ee1"),
+        ("mov %fs, %ax", "668ce0"),
+        ("mov %fs, %eax", "8ce0"),
         ("movw $0x8e00, 4(%edi)", "66c74704008e"),
         ("lea 0x1000(,%eax,8), %edi", "8d3cc500100000"),
         ("mov 32(%esp), %eax", "8b442420"),

@@ -530,14 +530,29 @@ def test_an_ops_code_runs_at_one_address_in_every_program(
 
 
 def test_every_simple_op_the_generators_draw_has_a_routine() -> None:
-    """Every op of ``programs()`` runs from the library; of the pv-call programs, all but
-    the bursts (composites of calls, in their slots)."""
+    """Every op of ``programs()`` and of the pv-call programs (a burst's calls are ops of
+    their program) runs from the library, but lazy batches (in their slots)."""
     from pvframe.testing import pvcalls
     from pvframe.testing.mutants import draw_programs
 
-    for program in draw_programs(strategies.programs(), 60) + draw_programs(strategies.pv_call_programs(), 20):
+    for program in draw_programs(strategies.programs(), 60) + draw_programs(strategies.pv_call_programs(), 60):
         for op in program.ops:
-            assert isinstance(op, pvcalls.PvBurst) or p.op_code(op)[0] in p.LIBRARY, op.asm()
+            assert isinstance(op, pvcalls.SLOT_ONLY) or p.op_code(op)[0] in p.LIBRARY, op.asm()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_every_call_a_burst_draws_has_a_routine(data: st.DataObject) -> None:
+    """Whatever values a burst's calls are drawn with (their code's values are parameter
+    words), each has its routine (:func:`pvframe.testing.pvcalls.library_ops`), but lazy
+    batches; a burst itself is no op of a program (its calls are)."""
+    from pvframe.testing import pvcalls
+
+    burst = data.draw(pvcalls.pv_call_ops())
+    for op in burst.inner:
+        assert isinstance(op, pvcalls.SLOT_ONLY) or p.op_code(op)[0] in p.LIBRARY, op.asm()
+    program = data.draw(strategies.pv_call_programs())
+    assert not any(isinstance(op, pvcalls.PvBurst) for op in program.ops)
 
 
 def test_a_library_op_that_does_not_move_its_recovery_is_refused() -> None:
@@ -548,7 +563,8 @@ def test_a_library_op_that_does_not_move_its_recovery_is_refused() -> None:
     assert p.op_code(burst)[0] not in p.LIBRARY
     with pytest.raises(ValueError, match="moves its recovery"), pytest.MonkeyPatch.context() as m:
         m.setattr(p, "library_ops", lambda: [p.ReadTsc(), burst])
-        p._library()
+        m.setattr(pvcalls, "library_ops", lambda: [])
+        p.library.__wrapped__()
 
 
 @pytest.mark.parametrize("op", range(len(VALUED.ops)))

@@ -168,10 +168,11 @@ class Pieces:
                 return None
             pieces.append(first)
         ops: list[tuple[Piece, bool]] = []
+        library = p.library()
         entries: list[tuple[int | str, tuple[int, ...]]] = []
         for op in program.ops:
             code, words = p.op_code(op)
-            routine = p.LIBRARY.get(code)
+            routine = library.get(code)
             got = self.piece((p.DISPATCH,) if routine else code)
             if got is None or (routine and routine not in self.known):
                 return None

@@ -59,7 +59,7 @@ import functools
 import itertools
 import re
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 
@@ -705,7 +705,7 @@ def render(program: Program, *, immediates: bool = False) -> str:
     values as immediates in its code (:func:`inline`; the parameter table is written
     all the same), the program as it was before its values moved to the table: it runs
     the same instructions on the same values."""
-    return HARNESS + body(program, immediates=immediates)
+    return harness() + body(program, immediates=immediates)
 
 
 def body(program: Program, *, immediates: bool = False) -> str:
@@ -718,7 +718,7 @@ def body(program: Program, *, immediates: bool = False) -> str:
     if len(program.ops) > OPS_MAX:
         raise ValueError(f"a kit program has at most {OPS_MAX} ops, this one has {len(program.ops)}")
     codes = [op_code(op) for op in program.ops]
-    routines = [LIBRARY.get(code) for code, _values in codes]
+    routines = [library().get(code) for code, _values in codes]
     offsets, words = parameter_table([(routine or 0, values)
                                       for routine, (_code, values) in zip(routines, codes, strict=True)])
     out = [f".long {', '.join(f'.Lparams+{4 * k}' for k in offsets[row:row + 16])}"
@@ -983,23 +983,33 @@ DEVICE_KINDS = (DeferredInterrupt, ApicTimer, TimerDeadline, ApicWrite, ApicStop
                 SelfIpi)
 
 
-def _library() -> dict[tuple[str, ...], str]:
-    """The routines' labels by the code they run (:func:`op_code`), in a fixed order:
-    those of :data:`DEVICE_KINDS` last, named ``lib_page_N``."""
+def _names_apic(code: tuple[str, ...]) -> bool:
+    """Whether ``code`` names an address in the local APIC's page (its registers, at
+    :data:`APIC`: a store to the LVT timer of a pv-call op that arms a time source)."""
+    page = f"{APIC >> 12:#x}"
+    return any(page in line for line in code)
+
+
+@functools.cache
+def library() -> dict[tuple[str, ...], str]:
+    """The library (:data:`LIBRARY`): the routines' labels by the code they run
+    (:func:`op_code`), in a fixed order: the kit's ops (:func:`library_ops`), then the
+    pv-call ops (:func:`pvframe.testing.pvcalls.library_ops`); those that reach the local
+    APIC (:data:`DEVICE_KINDS`, or code naming its page) last, named ``lib_page_N``.
+    Built on first use: :mod:`pvframe.testing.pvcalls` imports this module."""
+    from pvframe.testing import pvcalls
+
     out: dict[tuple[str, ...], str] = {}
-    ops = library_ops()
-    for op in sorted(ops, key=lambda op: isinstance(op, DEVICE_KINDS)):
-        code = op_code(op)[0]
+    ops = [*library_ops(), *pvcalls.library_ops()]
+    coded = [(op, op_code(op)[0]) for op in ops]
+    coded.sort(key=lambda pair: isinstance(pair[0], DEVICE_KINDS) or _names_apic(pair[1]))
+    for op, code in coded:
         if any("set_recovery" in line for line in code):
             raise ValueError(f"an op that moves its recovery has no routine: {op.asm()}")
         if code not in out:
-            out[code] = f"lib_page_{len(out)}" if isinstance(op, DEVICE_KINDS) else f"lib_{len(out)}"
+            device = isinstance(op, DEVICE_KINDS) or _names_apic(code)
+            out[code] = f"lib_page_{len(out)}" if device else f"lib_{len(out)}"
     return out
-
-
-#: the library: each op code's routine label (``lib_N``, ``lib_page_N``); an op whose
-#: code is not here runs in its slot
-LIBRARY = _library()
 
 
 def library_lines() -> list[str]:
@@ -1007,7 +1017,7 @@ def library_lines() -> list[str]:
     harness's code, whose page learns the interrupt handler's APIC access): each op
     code, then :data:`ROUTINE_RETURN`; a ``lib_page_N`` routine on a page of its own."""
     out = [f".balign 4096, {SLOT_FILL:#x}"]
-    for code, label in LIBRARY.items():
+    for code, label in library().items():
         if label.startswith("lib_page_"):
             out.append(f".balign 4096, {SLOT_FILL:#x}")
         out += [f"{label}:", *code, ROUTINE_RETURN]
@@ -1056,21 +1066,35 @@ stack_top:
 #: the label where a program's own part starts (:func:`body`)
 OPS_LABEL = "ops_start"
 
-#: The harness, the same bytes at the same addresses in every program: start-up, the
-#: routines the ops call, the exception and interrupt stubs, then its data (IDT, results,
-#: events, stack) on pages of their own. A program's own code follows at
+#: The harness (:func:`harness`), the same bytes at the same addresses in every program:
+#: start-up, the routines the ops call, the exception and interrupt stubs, then its data
+#: (IDT, results, events, stack) on pages of their own. A program's own code follows at
 #: :data:`OPS_LABEL` on the next page, so the harness's translations are shared by every
 #: program the executor runs in a process, and it is assembled once
 #: (:func:`pvframe.testing.asm.assemble_program`).
-HARNESS = "\n".join([
-    ".code32", ".text", ".globl _start", "_start:",
-    "mov $stack_top, %esp", "call uart_init", "call idt_init", "lidt idt_desc",
-    f"jmp {OPS_LABEL}+{PARAM_POINTERS}",
-    *_HARNESS,
-    *(line for v in HANDLED for line in _stub(v)),
-    *library_lines(),
-    ".balign 4096, 0", "stub_table:", *(f".long {v}, stub_{v}" for v in HANDLED), ".long -1, 0",
-    _DATA,
-    *identity_table(),
-    ".balign 4096, 0", f"{OPS_LABEL}:", "op_params:",
-]) + "\n"
+@functools.cache
+def harness() -> str:
+    """:data:`HARNESS`, made on first use (its library holds the pv-call ops of
+    :mod:`pvframe.testing.pvcalls`, which imports this module: :func:`library`)."""
+    return "\n".join([
+        ".code32", ".text", ".globl _start", "_start:",
+        "mov $stack_top, %esp", "call uart_init", "call idt_init", "lidt idt_desc",
+        f"jmp {OPS_LABEL}+{PARAM_POINTERS}",
+        *_HARNESS,
+        *(line for v in HANDLED for line in _stub(v)),
+        *library_lines(),
+        ".balign 4096, 0", "stub_table:", *(f".long {v}, stub_{v}" for v in HANDLED), ".long -1, 0",
+        _DATA,
+        *identity_table(),
+        ".balign 4096, 0", f"{OPS_LABEL}:", "op_params:",
+    ]) + "\n"
+
+
+def __getattr__(name: str) -> Any:
+    """:data:`HARNESS` and :data:`LIBRARY`, the module's constants, made on first use
+    (:func:`harness`, :func:`library`)."""
+    if name == "HARNESS":
+        return harness()
+    if name == "LIBRARY":
+        return library()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

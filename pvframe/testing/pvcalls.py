@@ -324,8 +324,8 @@ class _LoadTls(p.Op):
         out: list[str] = []
         # twice, the entries the second time in the other order
         for entries in (self.entries, self.entries[::-1]):
-            out += [f"movl ${w:#x}, {THREAD + 4 * i:#x}"
-                    for i, w in enumerate(w for e in entries for w in e)]
+            out += [line for i, w in enumerate(w for e in entries for w in e)
+                    for line in p.store(w, THREAD + 4 * i)]
             out += [f"mov ${THREAD:#x}, %eax", "xor %edx, %edx", _call("load_tls")]
             out += [line for i in range(6) for line in (f"mov {gdt + 4 * i:#x}, %eax", p.RECORD)]
         return out
@@ -417,8 +417,10 @@ class _SetLdt(p.Op):
             limit = 0x100 * (i + 1) + self.salt
             lo, hi = _data_descriptor(base, limit)
             at = LDT + 8 * i if i <= self.entries else LDT0
-            out += [f"movl ${lo:#x}, {at:#x}", f"movl ${hi:#x}, {at + 4:#x}",
-                    f"movl ${0x5E600000 | (self.salt << 8) | i:#x}, {base:#x}"]
+            # (the salt's values are parameters: the code depends on ``entries`` alone)
+            out += [*p.store(lo, at), *p.store(hi, at + 4), f"mov {p.param(base)}, %ecx",
+                    f"mov {p.param(0x5E600000 | (self.salt << 8) | i)}, %eax",
+                    "mov %eax, (%ecx)"]
         lo = ((LDT0 & 0xFFFF) << 16) | 7
         hi = (LDT0 & 0xFF000000) | ((LDT0 >> 16) & 0xFF) | 0x8200
         out += [f"movl ${lo:#x}, {gdt:#x}", f"movl ${hi:#x}, {gdt + 4:#x}",
@@ -451,10 +453,10 @@ class _LoadTr(p.Op):
         # twice, the second time with another RPL
         once = [f"movl ${low:#x}, {desc:#x}", f"movl ${high:#x}, {desc + 4:#x}",
                 "movw $0x87, dtload", f"movl ${p.GDT_BASE:#x}, dtload+2", "lgdt dtload",
-                "mov ${:#x}, %eax", _call("load_tr_desc"),
+                "{}", _call("load_tr_desc"),
                 _call("store_tr"), p.RECORD, f"mov {desc + 4:#x}, %eax", p.RECORD,
                 "movw $0x17, dtload", "lgdt dtload"]
-        return [line.format(0x80 | rpl) if "{" in line else line
+        return [f"mov {p.param(0x80 | rpl)}, %eax" if line == "{}" else line
                 for rpl in (self.rpl, self.rpl ^ 1) for line in once]
 
 
@@ -526,7 +528,7 @@ class _LoadEsp0(p.Op):
     def lines(self) -> list[str]:
         # twice, the second esp0 another (a glitch skips one of two consecutive calls)
         return [line for esp0 in (self.esp0, self.esp0 ^ 0x1000) for line in (
-            f"movl ${esp0:#x}, {THREAD + 24:#x}", f"mov ${TSS:#x}, %eax",
+            *p.store(esp0, THREAD + 24), f"mov ${TSS:#x}, %eax",
             f"mov ${THREAD:#x}, %edx", _call("load_esp0"), f"mov {TSS + 4:#x}, %eax", p.RECORD)]
 
 
@@ -603,10 +605,16 @@ class _TlbFlush(p.Op):
     def lines(self) -> list[str]:
         va, pte = _va(self.page), _ptep(self.page)
         fa, fb = p.FRAMES + self.a * 0x1000, p.FRAMES + self.b * 0x1000
-        probe = [f"movl ${fa | 3:#x}, {pte:#x}", f"invlpg {va:#x}",
-                 f"movl $0x1111{self.page:04x}, {va:#x}", f"movl ${fb | 3:#x}, {pte:#x}",
-                 _call(self.flush), f"movl $0x3333{self.page:04x}, {va:#x}",
-                 f"mov {fa:#x}, %eax", p.RECORD, f"mov {fb:#x}, %eax", p.RECORD]
+        # the page's address in %ebx and its entry's in %esi (a C function preserves
+        # both: the flush's call), each value loaded into %eax before its store
+        probe = [f"mov {p.param(pte)}, %esi", f"mov {p.param(va)}, %ebx",
+                 f"mov {p.param(fa | 3)}, %eax", "mov %eax, (%esi)", "invlpg (%ebx)",
+                 f"mov {p.param(0x11110000 | self.page)}, %eax", "mov %eax, (%ebx)",
+                 f"mov {p.param(fb | 3)}, %eax", "mov %eax, (%esi)",
+                 _call(self.flush), f"mov {p.param(0x33330000 | self.page)}, %eax",
+                 "mov %eax, (%ebx)",
+                 f"mov {p.param(fa)}, %eax", "mov (%eax), %eax", p.RECORD,
+                 f"mov {p.param(fb)}, %eax", "mov (%eax), %eax", p.RECORD]
         # only under the paging harness (without it the test pages are not mapped); twice,
         # so that a flush skipped every other call shows whatever calls came before
         return ["mov %cr0, %eax", "test $0x80000000, %eax", "jz 3f", *probe, *probe, "3:"]
@@ -695,13 +703,15 @@ def mmu_calls() -> list[st.SearchStrategy[p.Op]]:
 
 @attrs.frozen
 class _Store(p.Op):
-    """A plain store of ``value`` at ``addr``."""
+    """A plain store of ``value`` at ``addr`` (both :func:`~pvframe.testing.programs.param`
+    values: through %ecx and %eax)."""
 
     addr: int
     value: int
 
     def lines(self) -> list[str]:
-        return [f"movl ${self.value:#x}, {self.addr:#x}"]
+        return [f"mov {p.param(self.addr)}, %ecx", f"mov {p.param(self.value)}, %eax",
+                "mov %eax, (%ecx)"]
 
 
 @attrs.frozen
@@ -750,7 +760,9 @@ def pv_call_programs(draw: st.DrawFn, max_ops: int = 6) -> p.Program:
     second search, apart from ``programs()`` so that its derandomized sequence stays."""
     paging = draw(st.booleans())
     length = draw(_lengths(max_ops))
-    return p.Program(tuple(draw(_bodies(paging, length))), paging=paging)
+    body = draw(_bodies(paging, length))
+    return p.Program(tuple(call for op in body for call in (op.inner if isinstance(op, PvBurst) else (op,))),
+                     paging=paging)
 
 
 @functools.cache
@@ -818,3 +830,91 @@ class PvBurst(p.Op):
         for op in self.inner:
             out += [*p.recovery_at("2f"), *op.lines(), "2:"]
         return out
+
+
+
+#: the ops of the pv-call groups that run in their slots (:func:`library_ops`): a lazy
+#: batch's code is its one to three page-table ops, ~250 shapes
+SLOT_ONLY = (LazyBatch,)
+
+
+def library_ops() -> list[p.Op]:
+    """One op of each shape the pv-call groups (:data:`GROUPS`) draw (its code: values are
+    words of the parameter table, :func:`pvframe.testing.programs.op_code`), for the harness's library (:func:`pvframe.testing.programs.
+    library`): in a program each is then a jump to its routine, the same bytes at one
+    address in every program, as the kit's own ops are, instead of code placed,
+    translated and moved program by program (a pv-call program ran ~90 translations,
+    ~17 ms of its ~30 ms on native). The values here are any the strategies draw (an
+    op whose code depends on one has one entry per value: :class:`_SetLdt`'s count of
+    entries); the ops of :data:`SLOT_ONLY` run in their slots. ``tests/pvcall/test_kit_pvcalls.py``
+    checks that every other op the groups draw has its routine."""
+    pte = _pte(0, True)
+    calls = [
+        # init
+        PvSeq((PvCall("arch_setup"), PvCall("memory_setup"), PvCall("post_allocator_init"),
+               PvCall("init_IRQ"), PvCall("banner"))),
+        PvCall("time_init"), PvCall("patch", (0, 0x7, BUF, BUF, 5)),
+        PvSeq((PvCall("pagetable_setup_start", (p.PD,)), PvCall("pagetable_setup_done", (p.PD,)))),
+        # time
+        PvSeq((PvCall("get_wallclock", (), "eax"), PvCall("get_cpu_khz", (), "eax"))),
+        PvSeq((PvCall("sched_clock", (), "edx:eax"), PvCall("get_scheduled_cycles", (), "edx:eax"))),
+        PvSeq((PvCall("const_udelay", (0,)), p.ReadTsc())), _SetWallclock(),
+        # cpu
+        *(_Cpuid(leaf) for leaf in (0, 1, 0x80000000)),
+        PvSeq((PvCall("set_debugreg", (0, 0)), PvCall("set_debugreg", (1, 0)),
+               PvCall("get_debugreg", (0,), "eax"), PvCall("get_debugreg", (1,), "eax"),
+               PvCall("get_debugreg", (0,), "eax"))),
+        _Clts(), PvSeq((PvCall("wbinvd"), PvCall("io_delay"))),
+        PvSeq((PvCall("read_cr0", (), "eax"), PvCall("read_cr4", (), "eax"), _Cr4SafeTwice())),
+        _ToggleCr("read_cr0", "write_cr0", 0x8), _ToggleCr("read_cr4", "write_cr4", 0x80),
+        PvCall("read_msr", (0, BUF + 16), "edx:eax", (BUF + 16,)),
+        PvCall("write_msr", (0, 0, 0), "eax"), _WriteMsr(0, 0, 0),
+        PvCall("read_tsc", (), "edx:eax"), PvCall("read_pmc", (0,), "edx:eax"),
+        _DescriptorReload("gdt"), _DescriptorReload("idt"),
+        PvSeq(tuple(PvCall(which, (TABLE + 32 * k, 0, 0, 0), "", (TABLE + 32 * k, TABLE + 32 * k + 4))
+                    for k, which in enumerate(("write_ldt_entry", "write_gdt_entry",
+                                               "write_idt_entry")))),
+        *(_SetLdt(entries, 0) for entries in range(1, 5)), _LoadTr(0),
+        _LoadTls(((0, 0),) * 3), _LoadEsp0(0),
+        _SetIopl(0, 0), PvIret(), PvSysexit(),
+        # irq
+        _SaveFl(), PvCall("irq_disable"), PvCall("irq_enable"), PvCall("restore_fl", (0,)),
+        PvHalt(False), PvHalt(True),
+        # apic
+        PvCall("apic_read", (0x20,), "eax"), _ApicWriteBack("apic_write", 0x20, 0),
+        _ApicWriteBack("apic_write_atomic", 0x20, 0),
+        PvSeq((PvCall("setup_boot_clock"), PvCall("setup_secondary_clock"),
+               PvCall("startup_ipi_hook", (1, 0x9000, 0)))),
+        # mmu
+        PvSeq((PvRoundTrip("make_pte", "pte_val", pte), PvRoundTrip("make_pgd", "pgd_val", pte),
+               PvRoundTrip("make_pmd", "pmd_val", pte, True),
+               PvRoundTrip("make_pmd", "pmd_val", pte, True))),
+        *_PTE_CALLS, _FlushSingle(0, 0, 1),
+        *(_TlbFlush(flush, 0, 0, 1) for flush in ("flush_tlb_user", "flush_tlb_kernel")),
+        PvSeq((_Store(0, 0), _Store(0, 0), PvCall("pte_clear", (MM, 0, 0), after=(0, 0)))),
+        PvSeq((_Store(0, 0), _Store(0, 0), PvCall("pmd_clear", (0,), "", (0, 0)), _Store(0, 0),
+               PvCall("pmd_clear", (0,), "", (0, 0)))),
+        *(PvSeq(tuple(PvCall(op, (BUF + 32, w), "", (BUF + 32,), "make_pgd") for w in (pte, pte)))
+          for op in ("set_pmd", "set_pud")),
+        PvSeq((PvCall("write_cr2", (0,)), PvCall("read_cr2", (), "eax"))),
+        PvCall("read_cr3", (), "eax"), _ReloadCr3(),
+        PvCall("flush_tlb_others", (BUF + 48, MM, 0)),
+        PvSeq((PvCall("kmap_atomic_pte", (0, 3), "eax"), PvCall("map_pt_hook", (3, 0, 0)))),
+        PvSeq((PvCall("alloc_pt", (MM, 0)), PvCall("release_pt", (0,)))),
+        PvSeq((PvCall("alloc_pd", (0,)), PvCall("release_pd", (0,)))),
+        PvCall("alloc_pd_clone", (0, p.PD >> 12, 0, 1)),
+        PvSeq((PvCall("activate_mm", (MM, MM2)), PvCall("dup_mmap", (MM, MM2)),
+               PvCall("exit_mmap", (MM2,)))),
+        PvCall("set_lazy_mode", (3,)),
+    ]
+    return calls
+
+
+#: the page-table calls of one shape each (the entry and page any: they are values)
+_PTE_CALLS = (
+    PvCall("set_pte", (0, 0), after=(0,), make="make_pte"),
+    PvCall("set_pte_at", (MM, 0, 0, 0), after=(0,), make="make_pte"),
+    PvSeq((PvCall("set_pte_atomic", (0, 0), after=(0,), make="make_pte"),
+           PvCall("set_pte_present", (MM, 0, 0, 0), after=(0,), make="make_pte"))),
+    PvSeq((PvCall("pte_update", (MM, 0, 0)), PvCall("pte_update_defer", (MM, 0, 0)))),
+)
