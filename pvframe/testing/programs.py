@@ -49,8 +49,9 @@ op's slot holds its bookkeeping and :data:`DISPATCH`, a jump through the op's *r
 word* (the parameter-table word before its values) to the routine, which runs the op's
 code and returns to the op's end with :data:`ROUTINE_RETURN`. Every op kind's code is
 then at one address in every program, and every slot is the same bytes: after warm-up
-the executor has already translated whatever a program runs. An op without a routine
-(a pv-call burst) runs in its slot as before.
+the executor has already translated whatever a program runs. The pv-call ops have
+theirs too (:func:`pvframe.testing.pvcalls.library_ops`); an op without a routine (a
+lazy batch of pv calls) runs in its slot.
 """
 
 from __future__ import annotations

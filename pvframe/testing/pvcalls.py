@@ -757,7 +757,10 @@ def _tsc_read_not_written(op: p.Op) -> p.Op:
 def pv_call_programs(draw: st.DrawFn, max_ops: int = 6) -> p.Program:
     """A program of pv-call bursts (:func:`pv_call_ops`) among the ops of the other kinds
     (pvframe.testing.strategies), under the paging harness in half of them: the kit's
-    second search, apart from ``programs()`` so that its derandomized sequence stays."""
+    second search, apart from ``programs()`` so that its derandomized sequence stays.
+    Each call of a burst is an op of the program (its own bookkeeping, so a call that
+    faults resumes at the next one, and its code a routine of the harness's library:
+    :func:`library_ops`)."""
     paging = draw(st.booleans())
     length = draw(_lengths(max_ops))
     body = draw(_bodies(paging, length))
@@ -820,8 +823,10 @@ def _label(op: p.Op) -> str:
 
 @attrs.frozen
 class PvBurst(p.Op):
-    """Several pv calls in a row (one op of a program; shrinks to fewer calls). A call that
-    faults (#UD of irq_enable_sysexit, #GP of an absent counter) resumes at the next call."""
+    """Several pv calls in a row, as :func:`pv_call_ops` draws them (shrinks to fewer
+    calls). In a program of :func:`pv_call_programs` each call is an op of its own, which
+    runs from the harness's library (:func:`library_ops`); as one op, a call that faults
+    (#UD of irq_enable_sysexit, #GP of an absent counter) resumes at the next call."""
 
     inner: tuple[p.Op, ...]
 
