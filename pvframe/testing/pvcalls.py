@@ -803,15 +803,23 @@ def _bursts(draw: st.DrawFn, branches: tuple[st.SearchStrategy[p.Op], ...]) -> p
     """Each branch joins the burst with probability 1/4, in the branches' order rotated by
     a drawn offset: every burst calls ~15 different ops, so the CI profile's 100 programs
     call each of the 92 whatever the draws (a drawn burst size left a fifth of them
-    uncalled, depending on Hypothesis's derandomized sequence). A failing burst shrinks
-    by dropping calls (a choice shrinks to "out") and its offset to 0."""
+    uncalled, depending on Hypothesis's derandomized sequence). Which branches join is one
+    bytes choice, a byte per branch (it joins at 0xC0 and above): two booleans a branch
+    were ~160 choices a burst, each with the engine's bookkeeping. A failing burst shrinks
+    by dropping calls (a byte shrinks to 0, "out") and its offset to 0."""
     n = len(branches)
     start = draw(st.integers(0, n - 1))
     order = branches[start:] + branches[:start]
-    calls = [draw(branch) for branch in order if draw(st.booleans()) and draw(st.booleans())]
+    joins = draw(_membership(n))
+    calls = [draw(branch) for branch, byte in zip(order, joins, strict=True) if byte >= 0xC0]
     if not calls:
         calls = [draw(order[0])]
     return PvBurst(tuple(calls))
+
+
+@functools.cache
+def _membership(n: int) -> st.SearchStrategy[bytes]:
+    return st.binary(min_size=n, max_size=n)
 
 
 def _label(op: p.Op) -> str:
