@@ -45,3 +45,12 @@ def test_a_figure_is_the_median_of_the_processes_that_ran_clean() -> None:
     assert text.startswith("  190.0 [150-210] (180.0) programs/s; first 5: 0.50 s")
     assert "failed: RuntimeError: boom" in text and "DIVERGES: pvop_iret" in text
     assert scalebench.summary("xen", [{"error": "x"}]) == "no figure; failed: x"
+
+
+def test_the_pv_call_search_is_measured_as_check_runs_it() -> None:
+    """The "pvcall" figure is pvframe check's second search (pv-call programs, native
+    fresh) in a child process: it runs, compares and counts its programs."""
+    got = scalebench.rates(["native"], 3, "pvcall")
+    assert "error" not in got, got
+    assert got["native"]["diverged"] is None
+    assert got["native"]["cpu"] > 0 and got["native"]["warm"] > 0

@@ -14,7 +14,10 @@ pvframe.tools.scalebench [--programs N] [--rounds R] [--backend NAME]... [--base
   so one process's figure says little and the median of alternated ones is the figure
   compared with the target; then again with native's
   runs kept from the search before (:class:`pvframe.testing.oracle.NativeRuns`: ``pvframe
-  check -b native -b xen -b vmi``, where native runs each program once); with
+  check -b native -b xen -b vmi``, where native runs each program once); then the same of
+  ``pvframe check``'s second search, of pv-call programs
+  (:func:`pvframe.testing.strategies.pv_call_programs`, drawn through Hypothesis's engine;
+  ``--no-pv-calls`` leaves it out); with
   ``--baseline PATH`` (another checkout's folder holding ``pvframe/``, e.g. a worktree of
   ``main``), that checkout's figure is measured side by side, alternated with this tree's;
 * **1 worker against 2**: the same shards (the same programs) run by one worker process
@@ -40,28 +43,30 @@ from typing import Any
 from pvframe.tools import workers
 
 #: measured in a fresh process: ``sys.argv[1]`` backends (comma-separated), ``[2]``
-#: programs, ``[3]`` "fresh" (native runs each program again for every backend) or
-#: "reuse" (native's runs kept from the search before); a baseline checkout's folders
-#: first on the path through PVFRAME_SCALEBENCH_PATH (:func:`baseline_path`)
+#: programs, ``[3]`` "fresh" (native runs each program again for every backend),
+#: "reuse" (native's runs kept from the search before) or "pvcall" (the second search of
+#: ``pvframe check``, of pv-call programs, fresh); a baseline checkout's folders first on
+#: the path through PVFRAME_SCALEBENCH_PATH (:func:`baseline_path`)
 _RATE_CHILD = r"""
 import json, os, sys, time
 if os.environ.get("PVFRAME_SCALEBENCH_PATH"):
     sys.path[:0] = os.environ["PVFRAME_SCALEBENCH_PATH"].split(os.pathsep)
-from pvframe.testing import oracle
+from pvframe.testing import oracle, strategies
 from pvframe.tools import check
 names, n, mode = sys.argv[1].split(","), int(sys.argv[2]), sys.argv[3]
 runs = getattr(oracle, "NATIVE_RUNS", None)
+kw = {"strategy": strategies.pv_call_programs()} if mode == "pvcall" else {}
 out = {}
 warm = {}
 for name in names:  # imports, the harness's first translations, each backend's first machine
     cpu = time.process_time()
-    check.search_programs(name, 5)
+    check.search_programs(name, 5, **kw)
     warm[name] = time.process_time() - cpu
 for name in names:
-    if runs is not None and mode == "fresh":
+    if runs is not None and mode != "reuse":
         runs.clear()
     wall, cpu = time.perf_counter(), time.process_time()
-    ran, divergence = check.search_programs(name, n)
+    ran, divergence = check.search_programs(name, n, **kw)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     out[name] = {"cpu": ran / cpu, "wall": ran / wall, "warm": warm[name],
                  "diverged": None if divergence is None else divergence.first}
@@ -155,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="leave out the 1 worker against 2 figures")
     parser.add_argument("--baseline", help="another checkout's folder holding pvframe/, "
                         "measured side by side")
+    parser.add_argument("--no-pv-calls", dest="pv_calls", action="store_false",
+                        help="leave out the figures of the pv-call search (pvframe check's "
+                        "second search, of programs calling every op through the call ROM)")
     args = parser.parse_args(argv)
     if args.programs <= 0 or args.rounds <= 0 or args.repeat <= 0:
         parser.error("--programs, --rounds and --repeat must be positive")
@@ -169,6 +177,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.baseline:
         runs.insert(0, ("baseline", "fresh", args.baseline))
     runs.append(("this tree, native's runs reused", "reuse", None))
+    if args.pv_calls:
+        if args.baseline:
+            runs.append(("baseline, pv-call programs", "pvcall", args.baseline))
+        runs.append(("this tree, pv-call programs", "pvcall", None))
     found: dict[str, list[dict[str, Any]]] = {label: [] for label, _m, _p in runs}
     for _ in range(args.repeat):
         for label, mode, path in runs:
