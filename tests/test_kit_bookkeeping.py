@@ -530,29 +530,30 @@ def test_an_ops_code_runs_at_one_address_in_every_program(
 
 
 def test_every_simple_op_the_generators_draw_has_a_routine() -> None:
-    """Every op of ``programs()`` and of the pv-call programs (a burst's calls are ops of
-    their program) runs from the library, but lazy batches (in their slots)."""
-    from pvframe.testing import pvcalls
+    """Every op of ``programs()`` and of the pv-call programs (a burst's calls and a lazy
+    batch's parts are ops of their program) runs from the library."""
     from pvframe.testing.mutants import draw_programs
 
     for program in draw_programs(strategies.programs(), 60) + draw_programs(strategies.pv_call_programs(), 60):
         for op in program.ops:
-            assert isinstance(op, pvcalls.SLOT_ONLY) or p.op_code(op)[0] in p.LIBRARY, op.asm()
+            assert p.op_code(op)[0] in p.LIBRARY, op.asm()
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_every_call_a_burst_draws_has_a_routine(data: st.DataObject) -> None:
     """Whatever values a burst's calls are drawn with (their code's values are parameter
-    words), each has its routine (:func:`pvframe.testing.pvcalls.library_ops`), but lazy
-    batches; a burst itself is no op of a program (its calls are)."""
+    words), each has its routine (:func:`pvframe.testing.pvcalls.library_ops`); a burst
+    or a lazy batch is no op of a program (its parts are)."""
     from pvframe.testing import pvcalls
 
     burst = data.draw(pvcalls.pv_call_ops())
     for op in burst.inner:
-        assert isinstance(op, pvcalls.SLOT_ONLY) or p.op_code(op)[0] in p.LIBRARY, op.asm()
+        parts = op.program_ops() if isinstance(op, pvcalls.LazyBatch) else (op,)
+        for part in parts:
+            assert p.op_code(part)[0] in p.LIBRARY, part.asm()
     program = data.draw(strategies.pv_call_programs())
-    assert not any(isinstance(op, pvcalls.PvBurst) for op in program.ops)
+    assert not any(isinstance(op, pvcalls.PvBurst | pvcalls.LazyBatch) for op in program.ops)
 
 
 def test_a_library_op_that_does_not_move_its_recovery_is_refused() -> None:

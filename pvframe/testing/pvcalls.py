@@ -21,6 +21,7 @@ whose ``pgd`` is the harness's page directory.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Iterator
 
 import attrs
 from hypothesis import strategies as st
@@ -161,9 +162,17 @@ class PvSysexit(p.Op):
 
 @attrs.frozen
 class LazyBatch(p.Op):
-    """``set_lazy_mode(MMU)``, page-table calls, ``set_lazy_mode(NONE)``."""
+    """``set_lazy_mode(MMU)``, page-table calls, ``set_lazy_mode(NONE)``; in a program of
+    :func:`pv_call_programs`, three ops or more (:meth:`program_ops`)."""
 
     inner: tuple[p.Op, ...]
+
+    def program_ops(self) -> tuple[p.Op, ...]:
+        """The batch as ops of a program, each with its routine in the harness's library
+        (the inner ops' code is ~250 shapes): the mode set (``PARAVIRT_LAZY_MMU``, 1), the
+        page-table calls, the mode cleared (2.6.23 include/asm-i386/paravirt.h). A call
+        that faults resumes at the next op, so the mode is cleared whatever happened."""
+        return (PvCall("set_lazy_mode", (1,)), *self.inner, PvCall("set_lazy_mode", (0,)))
 
     def lines(self) -> list[str]:
         body = [line for op in self.inner for line in op.lines()]
@@ -764,8 +773,19 @@ def pv_call_programs(draw: st.DrawFn, max_ops: int = 6) -> p.Program:
     paging = draw(st.booleans())
     length = draw(_lengths(max_ops))
     body = draw(_bodies(paging, length))
-    return p.Program(tuple(call for op in body for call in (op.inner if isinstance(op, PvBurst) else (op,))),
-                     paging=paging)
+    return p.Program(tuple(_program_ops(body)), paging=paging)
+
+
+def _program_ops(ops: Iterable[p.Op]) -> Iterator[p.Op]:
+    """``ops`` as ops of a program: a burst's calls and a lazy batch's parts each an op
+    (:class:`PvBurst`, :meth:`LazyBatch.program_ops`)."""
+    for op in ops:
+        if isinstance(op, PvBurst):
+            yield from _program_ops(op.inner)
+        elif isinstance(op, LazyBatch):
+            yield from op.program_ops()
+        else:
+            yield op
 
 
 @functools.cache
@@ -846,21 +866,16 @@ class PvBurst(p.Op):
 
 
 
-#: the ops of the pv-call groups that run in their slots (:func:`library_ops`): a lazy
-#: batch's code is its one to three page-table ops, ~250 shapes
-SLOT_ONLY = (LazyBatch,)
-
-
 def library_ops() -> list[p.Op]:
     """One op of each shape the pv-call groups (:data:`GROUPS`) draw (its code: values are
-    words of the parameter table, :func:`pvframe.testing.programs.op_code`), for the harness's library (:func:`pvframe.testing.programs.
-    library`): in a program each is then a jump to its routine, the same bytes at one
-    address in every program, as the kit's own ops are, instead of code placed,
-    translated and moved program by program (a pv-call program ran ~90 translations,
-    ~17 ms of its ~30 ms on native). The values here are any the strategies draw (an
-    op whose code depends on one has one entry per value: :class:`_SetLdt`'s count of
-    entries); the ops of :data:`SLOT_ONLY` run in their slots. ``tests/pvcall/test_kit_pvcalls.py``
-    checks that every other op the groups draw has its routine."""
+    words of the parameter table, :func:`pvframe.testing.programs.op_code`), for the
+    harness's library (:func:`pvframe.testing.programs.library`): in a program each is
+    then a jump to its routine, the same bytes at one address in every program, as the
+    kit's own ops are, instead of code placed, translated and moved program by program
+    (a pv-call program ran ~90 translations, ~17 ms of its ~30 ms on native). The values
+    here are any the strategies draw (an op whose code depends on one has one entry per
+    value: :class:`_SetLdt`'s count of entries). ``tests/test_kit_bookkeeping.py``
+    checks that every op of a pv-call program has its routine."""
     pte = _pte(0, True)
     calls = [
         # init
