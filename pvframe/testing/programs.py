@@ -51,7 +51,7 @@ code and returns to the op's end with :data:`ROUTINE_RETURN`. Every op kind's co
 then at one address in every program, and every slot is the same bytes: after warm-up
 the executor has already translated whatever a program runs. The pv-call ops have
 theirs too (:func:`pvframe.testing.pvcalls.library_ops`); an op without a routine (a
-lazy batch of pv calls) runs in its slot.
+burst of pv calls or a lazy batch run as one op) runs in its slot.
 """
 
 from __future__ import annotations

@@ -865,7 +865,6 @@ class PvBurst(p.Op):
         return out
 
 
-
 def library_ops() -> list[p.Op]:
     """One op of each shape the pv-call groups (:data:`GROUPS`) draw (its code: values are
     words of the parameter table, :func:`pvframe.testing.programs.op_code`), for the
@@ -877,7 +876,7 @@ def library_ops() -> list[p.Op]:
     value: :class:`_SetLdt`'s count of entries). ``tests/test_kit_bookkeeping.py``
     checks that every op of a pv-call program has its routine."""
     pte = _pte(0, True)
-    calls = [
+    return [
         # init
         PvSeq((PvCall("arch_setup"), PvCall("memory_setup"), PvCall("post_allocator_init"),
                PvCall("init_IRQ"), PvCall("banner"))),
@@ -935,7 +934,6 @@ def library_ops() -> list[p.Op]:
                PvCall("exit_mmap", (MM2,)))),
         PvCall("set_lazy_mode", (3,)),
     ]
-    return calls
 
 
 #: the page-table calls of one shape each (the entry and page any: they are values)
