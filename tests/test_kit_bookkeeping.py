@@ -548,10 +548,8 @@ def test_every_call_a_burst_draws_has_a_routine(data: st.DataObject) -> None:
     from pvframe.testing import pvcalls
 
     burst = data.draw(pvcalls.pv_call_ops())
-    for op in burst.inner:
-        parts = op.program_ops() if isinstance(op, pvcalls.LazyBatch) else (op,)
-        for part in parts:
-            assert p.op_code(part)[0] in p.LIBRARY, part.asm()
+    for op in pvcalls._program_ops((burst,)):
+        assert p.op_code(op)[0] in p.LIBRARY, op.asm()
     program = data.draw(strategies.pv_call_programs())
     assert not any(isinstance(op, pvcalls.PvBurst | pvcalls.LazyBatch) for op in program.ops)
 

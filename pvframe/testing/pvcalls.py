@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from pvframe.pvcall import layout
 from pvframe.testing import programs as p
+from pvframe.testing import strategies
 
 __all__ = [
     "SCRATCH",
@@ -771,7 +772,7 @@ def pv_call_programs(draw: st.DrawFn, max_ops: int = 6) -> p.Program:
     faults resumes at the next one, and its code a routine of the harness's library:
     :func:`library_ops`)."""
     paging = draw(st.booleans())
-    length = draw(_lengths(max_ops))
+    length = draw(strategies._lengths(max_ops))
     body = draw(_bodies(paging, length))
     return p.Program(tuple(_program_ops(body)), paging=paging)
 
@@ -789,19 +790,12 @@ def _program_ops(ops: Iterable[p.Op]) -> Iterator[p.Op]:
 
 
 @functools.cache
-def _lengths(max_ops: int) -> st.SearchStrategy[int]:
-    return st.integers(1, max_ops)
-
-
-@functools.cache
 def _bodies(paging: bool, length: int) -> st.SearchStrategy[list[p.Op]]:
     """``length`` ops, each a burst or an op of the other kinds, half and half
     (``pv_call_ops() | ops(kinds)`` would flatten into one choice among ~40 branches: a
     burst in 1 op of 40). Built once per (paging, length): a strategy built anew is
     validated anew on its first draw, and these hold ~80 branches (~40 ms a program when
     each program built them)."""
-    from pvframe.testing import strategies
-
     kinds = strategies.KINDS if paging else tuple(k for k in strategies.KINDS if k != "paging")
     others = strategies.ops(kinds).map(_tsc_read_not_written)
     bursts = pv_call_ops()
