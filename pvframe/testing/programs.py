@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import re
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -1001,14 +1002,15 @@ def library() -> dict[tuple[str, ...], str]:
     from pvframe.testing import pvcalls
 
     out: dict[tuple[str, ...], str] = {}
-    ops = [*library_ops(), *pvcalls.library_ops()]
-    coded = [(op, op_code(op)[0]) for op in ops]
-    coded.sort(key=lambda pair: isinstance(pair[0], DEVICE_KINDS) or _names_apic(pair[1]))
-    for op, code in coded:
+    coded = []
+    for op in [*library_ops(), *pvcalls.library_ops()]:
+        code = op_code(op)[0]
+        coded.append((isinstance(op, DEVICE_KINDS) or _names_apic(code), op, code))
+    coded.sort(key=operator.itemgetter(0))  # (stable: the order within each kind stays)
+    for device, op, code in coded:
         if any("set_recovery" in line for line in code):
             raise ValueError(f"an op that moves its recovery has no routine: {op.asm()}")
         if code not in out:
-            device = isinstance(op, DEVICE_KINDS) or _names_apic(code)
             out[code] = f"lib_page_{len(out)}" if device else f"lib_{len(out)}"
     return out
 
