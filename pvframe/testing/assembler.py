@@ -715,15 +715,7 @@ def _resolve_mnemonic(
             mnemonic = stem + _CONDITIONS[cond]
     if mnemonic not in table:
         raise AssemblerError(f"unknown instruction {mnemonic!r}")
-    if mnemonic in _SELECTOR_OPERAND and len(ops) == 1 and isinstance(ops[0], Reg) \
-            and ops[0].size == 16:
-        # the operand is a 16-bit selector (word) at any operand size: GNU as encodes
-        # ``lldt %ax`` as ``lldt %eax`` (0F 00 /2, no 66 prefix: SDM Vol. 2A LLDT, LTR)
-        ops = (Reg("e" + ops[0].name),)
-    if mnemonic == "mov" and size is None and len(ops) == 2 and isinstance(ops[0], Reg) and ops[0].name in _SEGMENTS \
-            and isinstance(ops[1], Reg) and ops[1].size == 16:
-        # and a segment register loaded from one: ``mov %cx, %fs`` is 8E /r without 66
-        ops = (ops[0], Reg("e" + ops[1].name))
+    ops = _selector_source_widened(mnemonic, ops, size)
     if size is None:
         sizes = {o.size for o in ops if isinstance(o, Reg) and o.size}
         if mnemonic in ("movzx", "movsx", "in", "out") or len(sizes) > 1:
@@ -752,6 +744,24 @@ def _resolve_mnemonic(
         insn.near = not any(int(i.op_kind(0)) == _BRANCH_SHORT for i in candidates)
     insn.length = len(_encode(insn, 0, lambda _n: 0, probe=True))
     return insn
+
+
+def _selector_source_widened(mnemonic: str, ops: tuple[Operand, ...],
+                             size: int | None) -> tuple[Operand, ...]:
+    """``ops`` with a 16-bit register a selector (or word) is loaded from, the last
+    operand in Intel order, made its 32-bit register: the source is a word at any operand
+    size, and GNU as encodes ``lldt %ax`` as ``lldt %eax`` (0F 00 /2, no 66 prefix: SDM
+    Vol. 2A LLDT, LTR; also ``lmsw``, ``verr``, ``verw``) and ``mov %cx, %fs`` (without a
+    size suffix) as 8E /r without 66 (MOV). Other operands as they are."""
+    src = ops[-1] if ops else None
+    if not (isinstance(src, Reg) and src.size == 16):
+        return ops
+    dst = ops[0]
+    if (mnemonic in _SELECTOR_OPERAND and len(ops) == 1) or (
+            mnemonic == "mov" and size is None and len(ops) == 2 and isinstance(dst, Reg)
+            and dst.name in _SEGMENTS):
+        return (*ops[:-1], Reg("e" + src.name))
+    return ops
 
 
 def _string_instruction(line: int, text: str, mnemonic: str, prefixes: tuple[str, ...]) -> Insn:
