@@ -720,7 +720,8 @@ def body(program: Program, *, immediates: bool = False) -> str:
     if len(program.ops) > OPS_MAX:
         raise ValueError(f"a kit program has at most {OPS_MAX} ops, this one has {len(program.ops)}")
     codes = [op_code(op) for op in program.ops]
-    routines = [library().get(code) for code, _values in codes]
+    routine_of = library().get
+    routines = [routine_of(code) for code, _values in codes]
     offsets, words = parameter_table([(routine or 0, values)
                                       for routine, (_code, values) in zip(routines, codes, strict=True)])
     out = [f".long {', '.join(f'.Lparams+{4 * k}' for k in offsets[row:row + 16])}"
